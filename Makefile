@@ -1,0 +1,127 @@
+# mnist-c: a handwritten-digit recognition service in C.
+#
+#   make            build build/mnist-{train,eval,predict,server}
+#   make run        install what is missing, build, serve on port 8080
+#   make test       install what tests need, fetch data, run every test
+#   make data       MNIST IDX files into data/mnist/ (sha256 verified)
+#   make train      retrain the shipped models from scratch (recorded seeds)
+#   make asan       address+undefined sanitizer build, runs unit+integration
+#   make bench      benchmarks side by side with PyTorch
+#   make clean
+
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2
+SAN     ?=
+PKGS    := libcjson libpng libmicrohttpd zlib
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+
+CFLAGS  ?=
+CFLAGS  += -std=c11 -Wall -Wextra $(OPT) -g -pthread -D_GNU_SOURCE \
+           -fno-strict-aliasing -I. $(PKG_CFLAGS) $(SAN)
+LDFLAGS += -pthread $(SAN)
+LDLIBS  += $(PKG_LIBS) -lm
+
+PORT    ?= 8080
+
+NN_SRC     := $(wildcard nn/*.c)
+IMAGE_SRC  := $(wildcard image/*.c)
+SERVER_SRC := $(wildcard server/*.c)
+NN_OBJ     := $(NN_SRC:%.c=$(BUILD)/obj/%.o)
+IMAGE_OBJ  := $(IMAGE_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
+LIBNN      := $(BUILD)/libnn.a
+LIBIMAGE   := $(BUILD)/libimage.a
+
+PROGS := $(BUILD)/mnist-train $(BUILD)/mnist-eval $(BUILD)/mnist-predict \
+         $(BUILD)/mnist-server
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test-bins deps deps-test deps-bench data fashion run test unit integration \
+        lint-spec asan train bench clean models-check
+all: $(PROGS)
+test-bins: $(UNIT_BINS) $(TEST_TOOLS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBNN): $(NN_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+$(LIBIMAGE): $(IMAGE_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+$(BUILD)/mnist-%: $(BUILD)/obj/tools/mnist-%.o $(LIBIMAGE) $(LIBNN)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/mnist-server: $(SERVER_OBJ) $(LIBIMAGE) $(LIBNN)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBIMAGE) $(LIBNN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CMOCKA_LIBS) -o $@
+
+# Small programs the tests use (fixture generators and the like).
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBIMAGE) $(LIBNN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- set-up -------------------------------------------------------------
+deps:
+	@scripts/deps.sh run
+deps-test:
+	@scripts/deps.sh test
+deps-bench:
+	@scripts/deps.sh bench
+
+data:
+	@scripts/fetch-mnist.sh data/mnist
+
+# ---- serving ------------------------------------------------------------
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/mnist-server --port $(PORT) --models-dir models
+
+# ---- tests --------------------------------------------------------------
+test: deps-test
+	@$(MAKE) --no-print-directory data
+	@$(MAKE) --no-print-directory all test-bins
+	@$(MAKE) --no-print-directory unit integration lint-spec models-check
+
+unit: $(UNIT_BINS)
+	@scripts/run-unit.sh $(UNIT_BINS)
+
+integration: $(PROGS) $(TEST_TOOLS)
+	@tests/integration/run.sh $(BUILD)
+
+lint-spec:
+	@scripts/lint-spec.sh
+
+models-check: $(BUILD)/mnist-eval
+	@tests/models/check.sh $(BUILD)
+
+# Sanitizer build: separate tree, same tests.
+asan: deps-test
+	@$(MAKE) --no-print-directory data
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
+	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	    unit integration
+
+# ---- training and benchmarks ---------------------------------------------
+train: all
+	@$(MAKE) --no-print-directory data
+	@scripts/train-all.sh $(BUILD)
+
+bench: deps-bench
+	@$(MAKE) --no-print-directory data all
+	@bench/run.sh $(BUILD)
+
+clean:
+	rm -rf build

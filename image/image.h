@@ -1,0 +1,64 @@
+/* image.h - PNG decoding to 8-bit gray and MNIST-style preprocessing.
+ *
+ * No HTTP and no neural-net code here: the server, mnist-predict and the
+ * tests call these two steps, then hand the 28x28 floats to nn/.
+ *
+ *   bytes --img_png_decode--> gray 8-bit w x h (alpha composited)
+ *         --img_prep_mnist--> 28x28 floats 0..1, ink bright on dark,
+ *                              digit fitted to 20x20, centre of mass centred
+ *
+ * Errors: functions return an img_status; on failure a one-line message is
+ * written into err (errlen bytes, always NUL-terminated). Nothing here
+ * prints, exits or aborts on untrusted input.
+ */
+#ifndef IMAGE_IMAGE_H
+#define IMAGE_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum {
+    IMG_OK = 0,
+    IMG_ERR_NOT_PNG,   /* signature missing: not a PNG at all        -> 400 */
+    IMG_ERR_CORRUPT,   /* a PNG libpng rejects (CRC, zlib, chunks)   -> 400 */
+    IMG_ERR_TOO_LARGE, /* width/height/pixels/chunks over the limits -> 413 */
+    IMG_ERR_BLANK,     /* decoded, but no ink at all                 -> 422 */
+    IMG_ERR_NOMEM      /* allocation failed                          -> 500 */
+} img_status;
+
+typedef struct {
+    uint32_t max_width;      /* default 8192                                 */
+    uint32_t max_height;     /* default 8192                                 */
+    uint64_t max_pixels;     /* width*height, default 16777216 (4096^2)      */
+    uint32_t max_chunk_cache;/* ancillary chunks kept, default 128           */
+    uint64_t max_chunk_bytes;/* largest chunk libpng will allocate, 1 MiB    */
+} img_limits;
+
+/* Fills lim with the defaults above. */
+void img_limits_default(img_limits *lim);
+
+/* Short stable name of a status, e.g. "not_png", for error codes. */
+const char *img_status_name(img_status st);
+
+/* Decodes a PNG held in memory (len bytes) into 8-bit gray.
+ * Any colour type and bit depth, palette, tRNS, 16-bit, interlaced.
+ * Alpha is composited over a white background when the colour channels
+ * carry the drawing (e.g. black strokes with alpha); when every pixel has
+ * the same colour and only alpha varies (canvas exports), alpha itself is
+ * the ink. Width, height and pixel count are checked against lim before any
+ * image buffer is allocated.
+ * On IMG_OK, *out is a malloc'ed w*h buffer (row-major) the caller frees. */
+img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
+                          uint8_t **out, uint32_t *w, uint32_t *h,
+                          char *err, size_t errlen);
+
+/* MNIST-style preprocessing of a gray image into out[28*28] in 0..1:
+ * polarity (the digit becomes light on dark), crop to the ink's bounding
+ * box, scale the longer side to 20 px keeping aspect ratio with area
+ * averaging, place in 28x28, shift the centre of mass to the centre.
+ * A true 28x28 MNIST image comes through essentially unchanged.
+ * Returns IMG_ERR_BLANK when there is no ink. */
+img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
+                          float out[784], char *err, size_t errlen);
+
+#endif

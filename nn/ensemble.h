@@ -1,0 +1,47 @@
+/* ensemble.h - one or more nets answering as one model (averaged
+ * probabilities). A single net is an ensemble of one, so programs that
+ * serve or evaluate models use only this interface.
+ *
+ *   nn_ensemble *e = nn_ensemble_load("a.safetensors,b.safetensors", err, n);
+ *   nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 1);   // one per thread
+ *   nn_ensemble_forward(e, ws, x, 1, probs);            // no allocation
+ *   nn_ensemble_ws_free(ws); nn_ensemble_free(e);
+ *
+ * Members must agree on input shape and number of classes; labels and
+ * dataset come from the first member.
+ */
+#ifndef NN_ENSEMBLE_H
+#define NN_ENSEMBLE_H
+
+#include "net.h"
+
+#define NN_MAX_MEMBERS 8
+
+typedef struct {
+    int n;
+    nn_net *nets[NN_MAX_MEMBERS];   /* owned */
+    char paths[NN_MAX_MEMBERS][512];
+} nn_ensemble;
+
+typedef struct nn_ensemble_ws nn_ensemble_ws;
+
+/* paths: one path, or several separated by commas. NULL + err on failure. */
+nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen);
+/* Takes ownership of n nets (n >= 1). NULL + err on mismatch. */
+nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen);
+void nn_ensemble_free(nn_ensemble *e);
+
+/* Metadata of the model: first member's, with test_accuracy left as the
+ * first member's (callers that know the ensemble's own figure keep it). */
+const nn_meta *nn_ensemble_meta(const nn_ensemble *e);
+int nn_ensemble_classes(const nn_ensemble *e);
+size_t nn_ensemble_params(const nn_ensemble *e);
+
+nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch);
+void nn_ensemble_ws_free(nn_ensemble_ws *ws);
+
+/* x [n,C,H,W] 0..1 -> probs [n,nclasses], the mean of the members'. */
+void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *ws,
+                         const float *x, int n, float *probs);
+
+#endif

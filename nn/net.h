@@ -1,0 +1,174 @@
+/* net.h - a sequential neural network: architecture, parameters, forward,
+ * backward, and the safetensors weights file.
+ *
+ * Overview
+ *   nn_net       an architecture plus its parameters (one float block) and
+ *                metadata. Read-only during inference, so one nn_net can be
+ *                shared by any number of threads.
+ *   nn_ws        a workspace: activations (and, for training, gradients of
+ *                activations) for up to max_batch images. One per thread.
+ *
+ *   Tensors are NCHW float32. The input is [n, C, H, W] with pixel values in
+ *   0..1 (ink bright, background 0, as MNIST); the net applies its own
+ *   normalisation (x - input_mean) / input_std from its metadata.
+ *   The last layer produces logits [n, nclasses]; nn_net_forward returns
+ *   softmax probabilities.
+ *
+ *   Layer list and PyTorch correspondence: layer i of the net is module i of
+ *   an equivalent torch.nn.Sequential, so tensor names are "<i>.weight",
+ *   "<i>.bias", "<i>.running_mean", "<i>.running_var",
+ *   "<i>.num_batches_tracked" (batch norm, I64). Layouts follow PyTorch:
+ *   Conv2d weight [out, in, kh, kw], Linear weight [out, in].
+ *
+ * Errors: functions that can fail return 0 on success and -1 on failure and
+ * write a one-line message into err (errlen bytes, always NUL-terminated).
+ * The library never prints and never exits.
+ */
+#ifndef NN_NET_H
+#define NN_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define NN_FORMAT_ID "mnist-c-nn"
+#define NN_FORMAT_VERSION 1
+#define NN_MAX_LAYERS 64
+#define NN_MAX_CLASSES 64
+#define NN_LABEL_MAX 48
+
+typedef enum {
+    NN_DENSE = 0,  /* out features; weight [out,in], bias [out]           */
+    NN_CONV2D,     /* out channels, k, stride, pad; weight [out,in,k,k]   */
+    NN_MAXPOOL,    /* k, stride (pad 0)                                    */
+    NN_RELU,
+    NN_DROPOUT,    /* p: drop probability during training, identity else  */
+    NN_FLATTEN,
+    NN_BATCHNORM,  /* per channel (2d) or per feature (1d); eps, momentum */
+    NN_LAYER_KINDS
+} nn_kind;
+
+typedef struct {
+    nn_kind kind;
+    int out;           /* dense: features; conv: channels                  */
+    int k, stride, pad;/* conv and pool                                    */
+    float p;           /* dropout probability                              */
+    float eps, momentum; /* batch norm (PyTorch meaning of momentum)       */
+    /* derived by nn_net_create: */
+    int in_c, in_h, in_w;     /* input shape of this layer (C,H,W)         */
+    int out_c, out_h, out_w;  /* output shape                              */
+    size_t w_off, nw;  /* weight: offset into params and count (0 if none) */
+    size_t b_off, nb;  /* bias (batch norm: w = gamma, b = beta)           */
+    size_t s_off;      /* batch norm: running mean at stats[s_off],
+                          running var at stats[s_off + out_c]              */
+} nn_layer;
+
+/* Metadata carried in the weights file's __metadata__. */
+typedef struct {
+    char dataset[64];       /* "mnist", "fashion-mnist", ...               */
+    int nclasses;
+    char labels[NN_MAX_CLASSES][NN_LABEL_MAX];
+    float input_mean, input_std;
+    double test_accuracy;   /* -1 when unknown                             */
+    uint64_t seed;
+    int epochs;
+    char name[64];          /* preset or model name, informational         */
+} nn_meta;
+
+typedef struct nn_net {
+    int nlayers;
+    nn_layer layers[NN_MAX_LAYERS];
+    int in_c, in_h, in_w;
+    float *params;     /* all trainable parameters, one block (owned)      */
+    size_t nparams;
+    float *stats;      /* batch-norm running mean/var, one block (owned)   */
+    size_t nstats;
+    int64_t bn_batches;/* num_batches_tracked, for PyTorch compatibility   */
+    nn_meta meta;
+} nn_net;
+
+/* Parses an architecture from its JSON text: an array of layer objects,
+ * e.g. [{"type":"conv2d","out":6,"k":5,"pad":2},{"type":"relu"},
+ *       {"type":"maxpool","k":2},{"type":"flatten"},{"type":"dense","out":10}]
+ * Types: dense, conv2d, maxpool, relu, dropout (p), flatten,
+ * batchnorm (eps=1e-5, momentum=0.1). conv2d stride defaults to 1, pad to 0;
+ * maxpool stride defaults to k. Fills layers[0..*nlayers). */
+int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers,
+                  char *err, size_t errlen);
+
+/* Writes the architecture as JSON text (caller frees with free()).
+ * Returns NULL on allocation failure. Round-trips with nn_arch_parse. */
+char *nn_arch_to_json(const nn_layer *layers, int nlayers);
+
+/* Creates a net for inputs [C,H,W]: checks the layer sequence (shapes,
+ * dense after flatten or on a 1x1 map, positive sizes), computes shapes and
+ * offsets, allocates parameters (zeroed) and batch-norm stats (mean 0, var 1).
+ * meta may be NULL (defaults: 10 classes "0".."9", mean 0, std 1).
+ * Returns NULL and fills err on failure. Free with nn_net_free. */
+nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
+                      const nn_meta *meta, char *err, size_t errlen);
+void nn_net_free(nn_net *net);
+
+/* He (ReLU-followed) / Glorot initialisation of all parameters, seeded. */
+void nn_net_init(nn_net *net, uint64_t seed);
+
+/* Number of multiply-adds of one image's forward pass. */
+uint64_t nn_net_macs(const nn_net *net);
+
+/* Short human summary like "conv2d(6,5x5,p2)-relu-maxpool(2)-...", into buf. */
+void nn_net_summary(const nn_net *net, char *buf, size_t buflen);
+
+/* Logits size per image (nclasses of the last layer). */
+int nn_net_outputs(const nn_net *net);
+
+/* ---- workspaces -------------------------------------------------------- */
+
+typedef struct nn_ws nn_ws;
+
+/* A workspace for batches of up to max_batch images. training != 0 also
+ * allocates what backward needs (saved activations, their gradients, masks).
+ * All memory is allocated here; forward and backward never allocate.
+ * Returns NULL on allocation failure. */
+nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training);
+void nn_ws_free(nn_ws *ws);
+
+/* Inference forward: x [n,C,H,W] pixels 0..1 -> probs [n,nclasses].
+ * logits may be NULL; if not, receives the raw logits [n,nclasses].
+ * Uses running batch-norm statistics, dropout off. n <= max_batch.
+ * Thread-safe for distinct workspaces on the same net. */
+void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n,
+                    float *probs, float *logits);
+
+/* Training step pieces (ws created with training != 0).
+ * nn_net_forward_train: forward in training mode (batch statistics, dropout
+ * with the given seed); returns the mean softmax cross-entropy over the batch
+ * with the labels y[n] and label smoothing ls (0 for none), writes
+ * probabilities into probs if not NULL. Updates running BN statistics in
+ * net->stats only if update_stats != 0.
+ * nn_net_backward: accumulates (+=) parameter gradients of that mean loss into
+ * grad (nparams floats) using what the last forward_train saved. */
+float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x,
+                           const uint8_t *y, int n, float ls, uint64_t seed,
+                           int update_stats, float *probs);
+void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad);
+
+/* Gradient of the loss with respect to the input of the last backward
+ * [n,C,H,W] (normalised input space), for gradient checks. */
+const float *nn_ws_input_grad(const nn_ws *ws);
+
+/* ---- weights file (safetensors) --------------------------------------- */
+
+/* Saves the net: tensors in PyTorch layout and naming, __metadata__ with
+ * format, format_version, arch (JSON string), input_shape, input_mean,
+ * input_std, labels, dataset, test_accuracy, params, seed, epochs, name,
+ * and checksum (FNV-1a 64 of the tensor data, hex). */
+int nn_net_save(const nn_net *net, const char *path, char *err, size_t errlen);
+
+/* Loads and validates a weights file (header bounds, JSON, format id and
+ * version, dtypes, shapes against the architecture, offsets in range and
+ * non-overlapping, checksum). Returns NULL and fills err on failure. */
+nn_net *nn_net_load(const char *path, char *err, size_t errlen);
+
+/* Same from a memory buffer (len bytes). */
+nn_net *nn_net_load_mem(const uint8_t *buf, size_t len, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,133 @@
+#include "augment.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "rng.h"
+
+void nn_affine_identity(nn_affine *a)
+{
+    a->rot_deg = 0.0f; a->scale = 1.0f; a->dx = 0.0f; a->dy = 0.0f;
+}
+
+static float sample(const float *img, int h, int w, float x, float y)
+{
+    int x0 = (int)floorf(x), y0 = (int)floorf(y);
+    float fx = x - x0, fy = y - y0, v = 0.0f;
+    for (int j = 0; j < 2; j++)
+        for (int i = 0; i < 2; i++) {
+            int xx = x0 + i, yy = y0 + j;
+            if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
+            float wt = (i ? fx : 1.0f - fx) * (j ? fy : 1.0f - fy);
+            v += wt * img[yy * w + xx];
+        }
+    return v;
+}
+
+static int is_identity(const nn_affine *a)
+{
+    return a->rot_deg == 0.0f && a->scale == 1.0f && a->dx == 0.0f && a->dy == 0.0f;
+}
+
+void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
+                     const nn_affine *a)
+{
+    if (is_identity(a)) {
+        for (int i = 0; i < h * w; i++) dst[i] = src[i] * (1.0f / 255.0f);
+        return;
+    }
+    float th = a->rot_deg * 3.14159265358979f / 180.0f;
+    float c = cosf(th), s = sinf(th), inv = 1.0f / a->scale;
+    float cx = 0.5f * (w - 1), cy = 0.5f * (h - 1);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float px = x - cx - a->dx, py = y - cy - a->dy;
+            float ux = (c * px - s * py) * inv + cx;
+            float uy = (s * px + c * py) * inv + cy;
+            int x0 = (int)floorf(ux), y0 = (int)floorf(uy);
+            float fx = ux - x0, fy = uy - y0, v = 0.0f;
+            for (int j = 0; j < 2; j++)
+                for (int i = 0; i < 2; i++) {
+                    int xx = x0 + i, yy = y0 + j;
+                    if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
+                    v += (i ? fx : 1.0f - fx) * (j ? fy : 1.0f - fy) * src[yy * w + xx];
+                }
+            dst[y * w + x] = v * (1.0f / 255.0f);
+        }
+}
+
+void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
+                   uint64_t counter)
+{
+    uint64_t k = counter * 8;
+    float u0 = nn_hash_uniform(seed, k), u1 = nn_hash_uniform(seed, k + 1);
+    float u2 = nn_hash_uniform(seed, k + 2), u3 = nn_hash_uniform(seed, k + 3);
+    a->rot_deg = (2.0f * u0 - 1.0f) * cfg->max_rot;
+    a->scale = 1.0f + (2.0f * u1 - 1.0f) * cfg->max_zoom;
+    a->dx = (2.0f * u2 - 1.0f) * cfg->max_shift * 28.0f;
+    a->dy = (2.0f * u3 - 1.0f) * cfg->max_shift * 28.0f;
+}
+
+int nn_aug_is_identity(const nn_aug_cfg *cfg)
+{
+    return cfg->max_rot == 0.0f && cfg->max_zoom == 0.0f && cfg->max_shift == 0.0f &&
+           cfg->elastic_alpha == 0.0f;
+}
+
+/* Separable Gaussian blur of f [h*w] in place, tmp [h*w]. */
+static void blur(float *f, float *tmp, int h, int w, float sigma)
+{
+    float k[33];
+    int r = (int)ceilf(3.0f * sigma);
+    if (r > 16) r = 16;
+    float sum = 0.0f;
+    for (int i = -r; i <= r; i++) sum += (k[i + r] = expf(-0.5f * i * i / (sigma * sigma)));
+    for (int i = 0; i <= 2 * r; i++) k[i] /= sum;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float v = 0.0f;
+            for (int i = -r; i <= r; i++) {
+                int xx = x + i;
+                if (xx >= 0 && xx < w) v += k[i + r] * f[y * w + xx];
+            }
+            tmp[y * w + x] = v;
+        }
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float v = 0.0f;
+            for (int i = -r; i <= r; i++) {
+                int yy = y + i;
+                if (yy >= 0 && yy < h) v += k[i + r] * tmp[yy * w + x];
+            }
+            f[y * w + x] = v;
+        }
+}
+
+void nn_augment(float *dst, const uint8_t *src, int h, int w,
+                const nn_aug_cfg *cfg, uint64_t seed, uint64_t counter,
+                float *scratch)
+{
+    nn_affine a;
+    nn_aug_sample(&a, cfg, seed, counter);
+    if (cfg->elastic_alpha <= 0.0f) {
+        nn_affine_apply(dst, src, h, w, &a);
+        return;
+    }
+    /* Elastic distortion (Simard et al. 2003): a smoothed random
+     * displacement field scaled by alpha, applied after the affine part. */
+    int n = h * w;
+    float *img = scratch, *fx = scratch + n, *fy = scratch + 2 * n;
+    nn_affine_apply(img, src, h, w, &a);
+    uint64_t s2 = nn_hash64(seed ^ 0x5eed, counter);
+    for (int i = 0; i < n; i++) {
+        fx[i] = 2.0f * nn_hash_uniform(s2, 2 * (uint64_t)i) - 1.0f;
+        fy[i] = 2.0f * nn_hash_uniform(s2, 2 * (uint64_t)i + 1) - 1.0f;
+    }
+    blur(fx, dst, h, w, cfg->elastic_sigma);
+    blur(fy, dst, h, w, cfg->elastic_sigma);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            int i = y * w + x;
+            dst[i] = sample(img, h, w, x + cfg->elastic_alpha * fx[i], y + cfg->elastic_alpha * fy[i]);
+        }
+}

@@ -1,0 +1,672 @@
+/* net.c - architecture, parameters, workspaces, forward and backward. */
+#include "net.h"
+
+#include <cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layers.h"
+#include "rng.h"
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+static const char *kind_names[NN_LAYER_KINDS] = {
+    "dense", "conv2d", "maxpool", "relu", "dropout", "flatten", "batchnorm"};
+
+/* ---- architecture text ------------------------------------------------ */
+
+static int json_int(const cJSON *o, const char *key, int def, int lo, int hi,
+                    int *out, int li, char *err, size_t errlen)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) { *out = def; return 0; }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+        v->valuedouble < lo || v->valuedouble > hi)
+        return fail(err, errlen, "arch: layer %d: \"%s\" must be an integer in [%d, %d]",
+                    li, key, lo, hi);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int json_float(const cJSON *o, const char *key, float def, float lo,
+                      float hi, float *out, int li, char *err, size_t errlen)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) { *out = def; return 0; }
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
+        return fail(err, errlen, "arch: layer %d: \"%s\" must be a number in [%g, %g]",
+                    li, key, lo, hi);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err,
+                  size_t errlen)
+{
+    cJSON *root = cJSON_Parse(json);
+    if (!root) return fail(err, errlen, "arch: not valid JSON");
+    int rc = -1;
+    if (!cJSON_IsArray(root)) { fail(err, errlen, "arch: must be a JSON array of layers"); goto done; }
+    int n = cJSON_GetArraySize(root);
+    if (n < 1 || n > NN_MAX_LAYERS) {
+        fail(err, errlen, "arch: %d layers (must be 1..%d)", n, NN_MAX_LAYERS);
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        const cJSON *o = cJSON_GetArrayItem(root, i);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "type");
+        nn_layer *L = &layers[i];
+        memset(L, 0, sizeof *L);
+        if (!cJSON_IsObject(o) || !cJSON_IsString(t)) {
+            fail(err, errlen, "arch: layer %d: needs an object with a \"type\" string", i);
+            goto done;
+        }
+        int k = -1;
+        for (int j = 0; j < NN_LAYER_KINDS; j++)
+            if (!strcmp(t->valuestring, kind_names[j])) k = j;
+        if (k < 0) { fail(err, errlen, "arch: layer %d: unknown type \"%.32s\"", i, t->valuestring); goto done; }
+        L->kind = (nn_kind)k;
+        switch (L->kind) {
+        case NN_DENSE:
+            if (json_int(o, "out", -1, 1, 1 << 20, &L->out, i, err, errlen)) goto done;
+            if (L->out < 1) { fail(err, errlen, "arch: layer %d: dense needs \"out\"", i); goto done; }
+            break;
+        case NN_CONV2D:
+            if (json_int(o, "out", -1, 1, 1 << 16, &L->out, i, err, errlen) ||
+                json_int(o, "k", -1, 1, 64, &L->k, i, err, errlen) ||
+                json_int(o, "stride", 1, 1, 64, &L->stride, i, err, errlen) ||
+                json_int(o, "pad", 0, 0, 64, &L->pad, i, err, errlen)) goto done;
+            if (L->out < 1 || L->k < 1) { fail(err, errlen, "arch: layer %d: conv2d needs \"out\" and \"k\"", i); goto done; }
+            break;
+        case NN_MAXPOOL:
+            if (json_int(o, "k", -1, 1, 64, &L->k, i, err, errlen)) goto done;
+            if (L->k < 1) { fail(err, errlen, "arch: layer %d: maxpool needs \"k\"", i); goto done; }
+            if (json_int(o, "stride", L->k, 1, 64, &L->stride, i, err, errlen)) goto done;
+            break;
+        case NN_DROPOUT:
+            if (json_float(o, "p", 0.5f, 0.0f, 0.95f, &L->p, i, err, errlen)) goto done;
+            break;
+        case NN_BATCHNORM:
+            if (json_float(o, "eps", 1e-5f, 1e-12f, 1.0f, &L->eps, i, err, errlen) ||
+                json_float(o, "momentum", 0.1f, 0.0f, 1.0f, &L->momentum, i, err, errlen)) goto done;
+            break;
+        default:
+            break;
+        }
+    }
+    *nlayers = n;
+    rc = 0;
+done:
+    cJSON_Delete(root);
+    return rc;
+}
+
+char *nn_arch_to_json(const nn_layer *layers, int nlayers)
+{
+    cJSON *arr = cJSON_CreateArray();
+    if (!arr) return NULL;
+    for (int i = 0; i < nlayers; i++) {
+        const nn_layer *L = &layers[i];
+        cJSON *o = cJSON_CreateObject();
+        if (!o) { cJSON_Delete(arr); return NULL; }
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddStringToObject(o, "type", kind_names[L->kind]);
+        switch (L->kind) {
+        case NN_DENSE: cJSON_AddNumberToObject(o, "out", L->out); break;
+        case NN_CONV2D:
+            cJSON_AddNumberToObject(o, "out", L->out);
+            cJSON_AddNumberToObject(o, "k", L->k);
+            cJSON_AddNumberToObject(o, "stride", L->stride);
+            cJSON_AddNumberToObject(o, "pad", L->pad);
+            break;
+        case NN_MAXPOOL:
+            cJSON_AddNumberToObject(o, "k", L->k);
+            cJSON_AddNumberToObject(o, "stride", L->stride);
+            break;
+        case NN_DROPOUT: cJSON_AddNumberToObject(o, "p", L->p); break;
+        case NN_BATCHNORM:
+            cJSON_AddNumberToObject(o, "eps", L->eps);
+            cJSON_AddNumberToObject(o, "momentum", L->momentum);
+            break;
+        default: break;
+        }
+    }
+    char *s = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
+    return s;
+}
+
+/* ---- net ---------------------------------------------------------------- */
+
+static void meta_default(nn_meta *m, int nclasses)
+{
+    memset(m, 0, sizeof *m);
+    snprintf(m->dataset, sizeof m->dataset, "mnist");
+    m->nclasses = nclasses;
+    for (int i = 0; i < nclasses && i < NN_MAX_CLASSES; i++)
+        snprintf(m->labels[i], NN_LABEL_MAX, "%d", i);
+    m->input_mean = 0.0f;
+    m->input_std = 1.0f;
+    m->test_accuracy = -1.0;
+}
+
+nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
+                      const nn_meta *meta, char *err, size_t errlen)
+{
+    if (nlayers < 1 || nlayers > NN_MAX_LAYERS) {
+        fail(err, errlen, "net: %d layers (must be 1..%d)", nlayers, NN_MAX_LAYERS);
+        return NULL;
+    }
+    if (c < 1 || h < 1 || w < 1 || c > 4096 || h > 4096 || w > 4096) {
+        fail(err, errlen, "net: bad input shape [%d,%d,%d]", c, h, w);
+        return NULL;
+    }
+    nn_net *net = calloc(1, sizeof *net);
+    if (!net) { fail(err, errlen, "net: out of memory"); return NULL; }
+    net->nlayers = nlayers;
+    net->in_c = c; net->in_h = h; net->in_w = w;
+    memcpy(net->layers, layers, sizeof(nn_layer) * nlayers);
+    size_t np = 0, ns = 0;
+    for (int i = 0; i < nlayers; i++) {
+        nn_layer *L = &net->layers[i];
+        L->in_c = c; L->in_h = h; L->in_w = w;
+        L->nw = L->nb = 0;
+        switch (L->kind) {
+        case NN_DENSE:
+            if (h != 1 || w != 1) {
+                fail(err, errlen, "net: layer %d: dense on a %dx%d map needs a flatten before it", i, h, w);
+                goto bad;
+            }
+            L->w_off = np; L->nw = (size_t)L->out * c; np += L->nw;
+            L->b_off = np; L->nb = L->out; np += L->nb;
+            c = L->out;
+            break;
+        case NN_CONV2D: {
+            int oh = (h + 2 * L->pad - L->k), ow = (w + 2 * L->pad - L->k);
+            if (oh < 0 || ow < 0 || L->pad >= L->k) {
+                fail(err, errlen, "net: layer %d: conv2d k=%d pad=%d does not fit a %dx%d input", i, L->k, L->pad, h, w);
+                goto bad;
+            }
+            L->w_off = np; L->nw = (size_t)L->out * c * L->k * L->k; np += L->nw;
+            L->b_off = np; L->nb = L->out; np += L->nb;
+            c = L->out; h = oh / L->stride + 1; w = ow / L->stride + 1;
+            break;
+        }
+        case NN_MAXPOOL:
+            if (L->k > h || L->k > w) {
+                fail(err, errlen, "net: layer %d: maxpool k=%d larger than the %dx%d input", i, L->k, h, w);
+                goto bad;
+            }
+            h = (h - L->k) / L->stride + 1; w = (w - L->k) / L->stride + 1;
+            break;
+        case NN_FLATTEN:
+            c = c * h * w; h = w = 1;
+            break;
+        case NN_BATCHNORM:
+            L->w_off = np; L->nw = c; np += c;
+            L->b_off = np; L->nb = c; np += c;
+            L->s_off = ns; ns += 2 * (size_t)c;
+            break;
+        default:
+            break;
+        }
+        L->out_c = c; L->out_h = h; L->out_w = w;
+        if ((size_t)c * h * w > (64u << 20)) {
+            fail(err, errlen, "net: layer %d: activation too large", i);
+            goto bad;
+        }
+    }
+    if (net->layers[nlayers - 1].out_h != 1 || net->layers[nlayers - 1].out_w != 1 ||
+        c < 2 || c > NN_MAX_CLASSES) {
+        fail(err, errlen, "net: the last layer must give 2..%d class scores (gives [%d,%d,%d])",
+             NN_MAX_CLASSES, c, h, w);
+        goto bad;
+    }
+    if (np > (256u << 20)) { fail(err, errlen, "net: %zu parameters is too many", np); goto bad; }
+    net->nparams = np;
+    net->nstats = ns;
+    net->params = calloc(np ? np : 1, sizeof(float));
+    net->stats = calloc(ns ? ns : 1, sizeof(float));
+    if (!net->params || !net->stats) { fail(err, errlen, "net: out of memory"); goto bad; }
+    for (int i = 0; i < nlayers; i++) {
+        nn_layer *L = &net->layers[i];
+        if (L->kind != NN_BATCHNORM) continue;
+        for (size_t j = 0; j < L->nw; j++) net->params[L->w_off + j] = 1.0f;
+        for (int j = 0; j < L->out_c; j++) net->stats[L->s_off + L->out_c + j] = 1.0f;
+    }
+    if (meta) {
+        net->meta = *meta;
+        if (meta->nclasses != c) {
+            fail(err, errlen, "net: metadata has %d classes, the architecture gives %d", meta->nclasses, c);
+            goto bad;
+        }
+    } else {
+        meta_default(&net->meta, c);
+    }
+    if (!(net->meta.input_std > 0.0f)) { fail(err, errlen, "net: input_std must be > 0"); goto bad; }
+    return net;
+bad:
+    nn_net_free(net);
+    return NULL;
+}
+
+void nn_net_free(nn_net *net)
+{
+    if (!net) return;
+    free(net->params);
+    free(net->stats);
+    free(net);
+}
+
+int nn_net_outputs(const nn_net *net) { return net->layers[net->nlayers - 1].out_c; }
+
+/* He-uniform for weights feeding a ReLU (directly or through batch norm),
+ * Glorot-uniform otherwise (the classifier); biases zero. */
+void nn_net_init(nn_net *net, uint64_t seed)
+{
+    nn_rng r;
+    nn_rng_seed(&r, seed);
+    for (int i = 0; i < net->nlayers; i++) {
+        nn_layer *L = &net->layers[i];
+        if (L->kind != NN_DENSE && L->kind != NN_CONV2D) continue;
+        int kk = L->kind == NN_CONV2D ? L->k * L->k : 1;
+        double fan_in = (double)L->in_c * kk, fan_out = (double)L->out * kk;
+        int relu_next = 0;
+        for (int j = i + 1; j < net->nlayers; j++) {
+            if (net->layers[j].kind == NN_RELU) { relu_next = 1; break; }
+            if (net->layers[j].kind != NN_BATCHNORM && net->layers[j].kind != NN_DROPOUT) break;
+        }
+        double lim = relu_next ? sqrt(6.0 / fan_in) : sqrt(6.0 / (fan_in + fan_out));
+        float *wp = net->params + L->w_off;
+        for (size_t j = 0; j < L->nw; j++) wp[j] = (float)((2.0 * nn_rng_uniform(&r) - 1.0) * lim);
+        memset(net->params + L->b_off, 0, sizeof(float) * L->nb);
+    }
+}
+
+uint64_t nn_net_macs(const nn_net *net)
+{
+    uint64_t m = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        if (L->kind == NN_DENSE) m += (uint64_t)L->in_c * L->out;
+        else if (L->kind == NN_CONV2D)
+            m += (uint64_t)L->out_c * L->out_h * L->out_w * L->in_c * L->k * L->k;
+    }
+    return m;
+}
+
+void nn_net_summary(const nn_net *net, char *buf, size_t buflen)
+{
+    size_t used = 0;
+    if (!buflen) return;
+    buf[0] = 0;
+    for (int i = 0; i < net->nlayers && used < buflen; i++) {
+        const nn_layer *L = &net->layers[i];
+        char part[64];
+        switch (L->kind) {
+        case NN_DENSE: snprintf(part, sizeof part, "dense(%d)", L->out); break;
+        case NN_CONV2D:
+            if (L->stride != 1 || L->pad)
+                snprintf(part, sizeof part, "conv(%d,%dx%d,s%d,p%d)", L->out, L->k, L->k, L->stride, L->pad);
+            else
+                snprintf(part, sizeof part, "conv(%d,%dx%d)", L->out, L->k, L->k);
+            break;
+        case NN_MAXPOOL: snprintf(part, sizeof part, "maxpool(%d)", L->k); break;
+        case NN_DROPOUT: snprintf(part, sizeof part, "dropout(%g)", L->p); break;
+        case NN_BATCHNORM: snprintf(part, sizeof part, "bn"); break;
+        default: snprintf(part, sizeof part, "%s", kind_names[L->kind]); break;
+        }
+        int k = snprintf(buf + used, buflen - used, "%s%s", i ? "-" : "", part);
+        if (k < 0) break;
+        used += (size_t)k;
+    }
+}
+
+/* ---- workspaces --------------------------------------------------------- */
+
+struct nn_ws {
+    int max_batch, training;
+    int nl;
+    float *act[NN_MAX_LAYERS + 1];   /* act[i] is the input of layer i        */
+    float *dact[NN_MAX_LAYERS + 1];  /* gradients, same shapes (training)     */
+    int own[NN_MAX_LAYERS + 1];      /* act[i]/dact[i] own their memory       */
+    int32_t *pool_idx[NN_MAX_LAYERS];
+    uint8_t *mask[NN_MAX_LAYERS];    /* dropout keep masks                    */
+    float *xhat[NN_MAX_LAYERS];      /* batch norm normalised inputs          */
+    float *bn_inv[NN_MAX_LAYERS];    /* batch norm 1/std per channel          */
+    float *col, *dcol;               /* im2col scratch (one image)            */
+    float *probs;                    /* softmax of the last forward_train     */
+    const uint8_t *labels;
+    float ls;
+    int n;
+    int fuse[NN_MAX_LAYERS];         /* layer i fuses the ReLU at i+1 (inference) */
+};
+
+static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
+
+/* ReLU, dropout and flatten work in place: their output shares the input's
+ * buffer. Backward needs neither value (ReLU's mask is "output > 0"). */
+static int in_place(const nn_layer *L)
+{
+    return L->kind == NN_RELU || L->kind == NN_DROPOUT || L->kind == NN_FLATTEN;
+}
+
+nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
+{
+    if (max_batch < 1) return NULL;
+    nn_ws *ws = calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    ws->max_batch = max_batch;
+    ws->training = training;
+    ws->nl = net->nlayers;
+    size_t B = (size_t)max_batch, in0 = (size_t)net->in_c * net->in_h * net->in_w;
+    size_t colmax = 0;
+    ws->act[0] = malloc(sizeof(float) * B * in0);
+    ws->own[0] = 1;
+    if (!ws->act[0]) goto bad;
+    if (training && !(ws->dact[0] = malloc(sizeof(float) * B * in0))) goto bad;
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        size_t no = layer_out(L);
+        if (in_place(L)) {
+            ws->act[i + 1] = ws->act[i];
+            ws->dact[i + 1] = ws->dact[i];
+        } else {
+            ws->own[i + 1] = 1;
+            if (!(ws->act[i + 1] = malloc(sizeof(float) * B * no))) goto bad;
+            if (training && !(ws->dact[i + 1] = malloc(sizeof(float) * B * no))) goto bad;
+        }
+        if (L->kind == NN_CONV2D) {
+            size_t cs = (size_t)L->in_c * L->k * L->k * L->out_h * L->out_w;
+            if (cs > colmax) colmax = cs;
+        }
+        if (!training) {
+            /* Inference fuses conv/dense + ReLU. */
+            if ((L->kind == NN_CONV2D || L->kind == NN_DENSE) && i + 1 < net->nlayers &&
+                net->layers[i + 1].kind == NN_RELU)
+                ws->fuse[i] = 1;
+            continue;
+        }
+        if (L->kind == NN_MAXPOOL && !(ws->pool_idx[i] = malloc(sizeof(int32_t) * B * no))) goto bad;
+        if (L->kind == NN_DROPOUT && !(ws->mask[i] = malloc(B * no))) goto bad;
+        if (L->kind == NN_BATCHNORM) {
+            if (!(ws->xhat[i] = malloc(sizeof(float) * B * no))) goto bad;
+            if (!(ws->bn_inv[i] = malloc(sizeof(float) * L->out_c))) goto bad;
+        }
+    }
+    if (colmax && !(ws->col = malloc(sizeof(float) * colmax))) goto bad;
+    if (training && colmax && !(ws->dcol = malloc(sizeof(float) * colmax))) goto bad;
+    if (training && !(ws->probs = malloc(sizeof(float) * B * nn_net_outputs(net)))) goto bad;
+    return ws;
+bad:
+    nn_ws_free(ws);
+    return NULL;
+}
+
+void nn_ws_free(nn_ws *ws)
+{
+    if (!ws) return;
+    for (int i = 0; i <= ws->nl; i++)
+        if (ws->own[i]) { free(ws->act[i]); free(ws->dact[i]); }
+    for (int i = 0; i < ws->nl; i++) {
+        free(ws->pool_idx[i]); free(ws->mask[i]); free(ws->xhat[i]); free(ws->bn_inv[i]);
+    }
+    free(ws->col); free(ws->dcol); free(ws->probs);
+    free(ws);
+}
+
+const float *nn_ws_input_grad(const nn_ws *ws) { return ws->dact[0]; }
+
+/* ---- forward ------------------------------------------------------------ */
+
+static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
+{
+    cs->C = L->in_c; cs->H = L->in_h; cs->W = L->in_w;
+    cs->O = L->out; cs->k = L->k; cs->s = L->stride; cs->p = L->pad;
+    cs->OH = L->out_h; cs->OW = L->out_w;
+}
+
+static void softmax_rows(float *p, const float *z, int n, int k)
+{
+    for (int i = 0; i < n; i++) {
+        const float *zi = z + (size_t)i * k;
+        float *pi = p + (size_t)i * k, m = zi[0], s = 0.0f;
+        for (int j = 1; j < k; j++) if (zi[j] > m) m = zi[j];
+        for (int j = 0; j < k; j++) { pi[j] = expf(zi[j] - m); s += pi[j]; }
+        for (int j = 0; j < k; j++) pi[j] /= s;
+    }
+}
+
+static void load_input(const nn_net *net, nn_ws *ws, const float *x, int n)
+{
+    size_t m = (size_t)n * net->in_c * net->in_h * net->in_w;
+    float mean = net->meta.input_mean, inv = 1.0f / net->meta.input_std;
+    for (size_t i = 0; i < m; i++) ws->act[0][i] = (x[i] - mean) * inv;
+}
+
+/* Runs layers [0, nl) in inference or training mode. */
+static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
+                           uint64_t seed, int update_stats, float *stats)
+{
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        const float *x = ws->act[i];
+        float *y = ws->act[i + 1];
+        const float *wp = net->params + L->w_off, *bp = net->params + L->b_off;
+        size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
+        switch (L->kind) {
+        case NN_DENSE:
+            nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, !train && ws->fuse[i]);
+            break;
+        case NN_CONV2D: {
+            nn_conv_shape cs;
+            conv_shape(&cs, L);
+            for (int b = 0; b < n; b++)
+                nn_conv2d_forward(y + b * nout, x + b * nin, wp, bp, &cs, ws->col,
+                                  !train && ws->fuse[i]);
+            break;
+        }
+        case NN_MAXPOOL:
+            for (int b = 0; b < n; b++)
+                nn_maxpool_forward(y + b * nout, train ? ws->pool_idx[i] + b * nout : NULL,
+                                   x + b * nin, L->in_c, L->in_h, L->in_w, L->k, L->stride,
+                                   L->out_h, L->out_w);
+            break;
+        case NN_RELU:
+            if (!train && i > 0 && ws->fuse[i - 1]) break;
+            for (size_t j = 0; j < (size_t)n * nout; j++)
+                if (!(y[j] > 0.0f)) y[j] = 0.0f;
+            break;
+        case NN_DROPOUT:
+            if (!train || L->p <= 0.0f) break;
+            {
+                float keep = 1.0f - L->p, sc = 1.0f / keep;
+                uint64_t s = nn_hash64(seed, (uint64_t)i);
+                for (size_t j = 0; j < (size_t)n * nout; j++) {
+                    uint8_t m = nn_hash_uniform(s, j) < keep;
+                    ws->mask[i][j] = m;
+                    y[j] = m ? y[j] * sc : 0.0f;
+                }
+            }
+            break;
+        case NN_FLATTEN:
+            break;
+        case NN_BATCHNORM: {
+            int C = L->out_c, S = L->out_h * L->out_w;
+            float *rm = stats + L->s_off, *rv = stats + L->s_off + C;
+            if (!train) {
+                /* y = gamma (x - mean) / sqrt(var + eps) + beta */
+                for (int b = 0; b < n; b++)
+                    for (int c = 0; c < C; c++) {
+                        float g = wp[c] / sqrtf(rv[c] + L->eps), o = bp[c] - g * rm[c];
+                        const float *xi = x + ((size_t)b * C + c) * S;
+                        float *yi = y + ((size_t)b * C + c) * S;
+                        for (int s = 0; s < S; s++) yi[s] = g * xi[s] + o;
+                    }
+                break;
+            }
+            float *xh = ws->xhat[i], *inv = ws->bn_inv[i];
+            double cnt = (double)n * S;
+            for (int c = 0; c < C; c++) {
+                double sum = 0.0, sq = 0.0;
+                for (int b = 0; b < n; b++) {
+                    const float *xi = x + ((size_t)b * C + c) * S;
+                    for (int s = 0; s < S; s++) sum += xi[s];
+                }
+                double mean = sum / cnt;
+                for (int b = 0; b < n; b++) {
+                    const float *xi = x + ((size_t)b * C + c) * S;
+                    for (int s = 0; s < S; s++) { double d = xi[s] - mean; sq += d * d; }
+                }
+                double var = sq / cnt;
+                float iv = (float)(1.0 / sqrt(var + L->eps));
+                inv[c] = iv;
+                for (int b = 0; b < n; b++) {
+                    const float *xi = x + ((size_t)b * C + c) * S;
+                    float *hi = xh + ((size_t)b * C + c) * S;
+                    float *yi = y + ((size_t)b * C + c) * S;
+                    for (int s = 0; s < S; s++) {
+                        hi[s] = (float)((xi[s] - mean) * iv);
+                        yi[s] = wp[c] * hi[s] + bp[c];
+                    }
+                }
+                if (update_stats) {
+                    float m = L->momentum;
+                    double unb = cnt > 1 ? var * cnt / (cnt - 1) : var;
+                    rm[c] = (1.0f - m) * rm[c] + m * (float)mean;
+                    rv[c] = (1.0f - m) * rv[c] + m * (float)unb;
+                }
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}
+
+void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n,
+                    float *probs, float *logits)
+{
+    load_input(net, ws, x, n);
+    forward_layers(net, ws, n, 0, 0, 0, net->stats);
+    const float *z = ws->act[net->nlayers];
+    int k = nn_net_outputs(net);
+    if (logits) memcpy(logits, z, sizeof(float) * n * k);
+    if (probs) softmax_rows(probs, z, n, k);
+}
+
+float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x,
+                           const uint8_t *y, int n, float ls, uint64_t seed,
+                           int update_stats, float *probs)
+{
+    load_input(net, ws, x, n);
+    forward_layers(net, ws, n, 1, seed, update_stats, net->stats);
+    int k = nn_net_outputs(net);
+    softmax_rows(ws->probs, ws->act[net->nlayers], n, k);
+    if (probs) memcpy(probs, ws->probs, sizeof(float) * n * k);
+    ws->labels = y; ws->ls = ls; ws->n = n;
+    double loss = 0.0;
+    for (int i = 0; i < n; i++) {
+        const float *p = ws->probs + (size_t)i * k;
+        for (int j = 0; j < k; j++) {
+            float q = (j == y[i] ? 1.0f - ls : 0.0f) + ls / k;
+            if (q > 0.0f) loss -= q * log(p[j] > 1e-30f ? p[j] : 1e-30f);
+        }
+    }
+    return (float)(loss / n);
+}
+
+/* ---- backward ----------------------------------------------------------- */
+
+void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
+{
+    int n = ws->n, k = nn_net_outputs(net), nl = net->nlayers;
+    float *dz = ws->dact[nl];
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < k; j++) {
+            float q = (j == ws->labels[i] ? 1.0f - ws->ls : 0.0f) + ws->ls / k;
+            dz[(size_t)i * k + j] = (ws->probs[(size_t)i * k + j] - q) / n;
+        }
+    for (int i = nl - 1; i >= 0; i--) {
+        const nn_layer *L = &net->layers[i];
+        const float *x = ws->act[i], *dy = ws->dact[i + 1];
+        float *dx = ws->dact[i];
+        const float *wp = net->params + L->w_off;
+        float *gw = grad + L->w_off, *gb = grad + L->b_off;
+        size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
+        switch (L->kind) {
+        case NN_DENSE:
+            nn_dense_backward(dx, gw, gb, dy, x, wp, n, L->in_c, L->out);
+            break;
+        case NN_CONV2D: {
+            nn_conv_shape cs;
+            conv_shape(&cs, L);
+            for (int b = 0; b < n; b++)
+                nn_conv2d_backward(dx + b * nin, gw, gb, dy + b * nout, x + b * nin, wp, &cs,
+                                   ws->col, ws->dcol);
+            break;
+        }
+        case NN_MAXPOOL:
+            for (int b = 0; b < n; b++)
+                nn_maxpool_backward(dx + b * nin, dy + b * nout, ws->pool_idx[i] + b * nout,
+                                    L->in_c, L->in_h, L->in_w, L->out_h, L->out_w);
+            break;
+        case NN_RELU: {
+            /* In place: act[i+1] == act[i] holds the output; output > 0 iff input > 0. */
+            const float *yv = ws->act[i + 1];
+            for (size_t j = 0; j < (size_t)n * nout; j++)
+                if (!(yv[j] > 0.0f)) dx[j] = 0.0f;
+            break;
+        }
+        case NN_DROPOUT:
+            if (L->p <= 0.0f) break;
+            {
+                float sc = 1.0f / (1.0f - L->p);
+                for (size_t j = 0; j < (size_t)n * nout; j++)
+                    dx[j] = ws->mask[i][j] ? dy[j] * sc : 0.0f;
+            }
+            break;
+        case NN_FLATTEN:
+            break;
+        case NN_BATCHNORM: {
+            int C = L->out_c, S = L->out_h * L->out_w;
+            const float *xh = ws->xhat[i], *inv = ws->bn_inv[i];
+            double cnt = (double)n * S;
+            for (int c = 0; c < C; c++) {
+                double sdy = 0.0, sdyx = 0.0;
+                for (int b = 0; b < n; b++) {
+                    const float *d = dy + ((size_t)b * C + c) * S;
+                    const float *h = xh + ((size_t)b * C + c) * S;
+                    for (int s = 0; s < S; s++) { sdy += d[s]; sdyx += (double)d[s] * h[s]; }
+                }
+                gw[c] += (float)sdyx;
+                gb[c] += (float)sdy;
+                float g = wp[c] * inv[c];
+                float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
+                for (int b = 0; b < n; b++) {
+                    const float *d = dy + ((size_t)b * C + c) * S;
+                    const float *h = xh + ((size_t)b * C + c) * S;
+                    float *o = dx + ((size_t)b * C + c) * S;
+                    for (int s = 0; s < S; s++) o[s] = g * (d[s] - m1 - h[s] * m2);
+                }
+            }
+            break;
+        }
+        default:
+            break;
+        }
+    }
+}

@@ -1,0 +1,311 @@
+/* net_io.c - a net to and from a safetensors weights file.
+ *
+ * Tensor names and layouts are those of the equivalent torch.nn.Sequential
+ * (layer i is module i), so the file loads there with load_state_dict.
+ * The checksum is FNV-1a 64 over the whole data block.
+ */
+#include <cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net.h"
+#include "safetensors.h"
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "weights files are little-endian; this build assumes a little-endian host"
+#endif
+
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* Expected tensors of layer L (index i): name suffix, shape, data. */
+typedef struct {
+    char name[32];
+    int ndim;
+    int64_t shape[4];
+    float *data;       /* into params or stats; NULL for num_batches_tracked */
+    size_t n;
+} want_t;
+
+static int layer_tensors(nn_net *net, int i, want_t *w)
+{
+    nn_layer *L = &net->layers[i];
+    int k = 0;
+    switch (L->kind) {
+    case NN_DENSE:
+        snprintf(w[k].name, sizeof w[k].name, "%d.weight", i);
+        w[k].ndim = 2; w[k].shape[0] = L->out; w[k].shape[1] = L->in_c;
+        w[k].data = net->params + L->w_off; w[k].n = L->nw; k++;
+        snprintf(w[k].name, sizeof w[k].name, "%d.bias", i);
+        w[k].ndim = 1; w[k].shape[0] = L->out;
+        w[k].data = net->params + L->b_off; w[k].n = L->nb; k++;
+        break;
+    case NN_CONV2D:
+        snprintf(w[k].name, sizeof w[k].name, "%d.weight", i);
+        w[k].ndim = 4; w[k].shape[0] = L->out; w[k].shape[1] = L->in_c;
+        w[k].shape[2] = L->k; w[k].shape[3] = L->k;
+        w[k].data = net->params + L->w_off; w[k].n = L->nw; k++;
+        snprintf(w[k].name, sizeof w[k].name, "%d.bias", i);
+        w[k].ndim = 1; w[k].shape[0] = L->out;
+        w[k].data = net->params + L->b_off; w[k].n = L->nb; k++;
+        break;
+    case NN_BATCHNORM: {
+        const char *nm[4] = {"weight", "bias", "running_mean", "running_var"};
+        float *d[4] = {net->params + L->w_off, net->params + L->b_off,
+                       net->stats + L->s_off, net->stats + L->s_off + L->out_c};
+        for (int j = 0; j < 4; j++) {
+            snprintf(w[k].name, sizeof w[k].name, "%d.%s", i, nm[j]);
+            w[k].ndim = 1; w[k].shape[0] = L->out_c;
+            w[k].data = d[j]; w[k].n = (size_t)L->out_c; k++;
+        }
+        snprintf(w[k].name, sizeof w[k].name, "%d.num_batches_tracked", i);
+        w[k].ndim = 0; w[k].data = NULL; w[k].n = 1; k++;
+        break;
+    }
+    default:
+        break;
+    }
+    return k;
+}
+
+int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
+{
+    nn_net *net = (nn_net *)cnet; /* layer_tensors hands out pointers; nothing is written */
+    st_writer *w = st_writer_create();
+    char *arch = nn_arch_to_json(net->layers, net->nlayers);
+    cJSON *labels = cJSON_CreateArray();
+    char *labels_s = NULL;
+    int rc = -1;
+    if (!w || !arch || !labels) { fail(err, errlen, "save: out of memory"); goto done; }
+    uint64_t h = ST_FNV_INIT;
+    int64_t nbt = net->bn_batches;
+    for (int i = 0; i < net->nlayers; i++) {
+        want_t t[5];
+        int k = layer_tensors(net, i, t);
+        for (int j = 0; j < k; j++) {
+            const void *d = t[j].data ? (const void *)t[j].data : (const void *)&nbt;
+            size_t nb = t[j].data ? t[j].n * sizeof(float) : sizeof(int64_t);
+            if (st_writer_add(w, t[j].name, t[j].data ? ST_F32 : ST_I64, t[j].ndim, t[j].shape, d)) {
+                fail(err, errlen, "save: out of memory");
+                goto done;
+            }
+            h = st_fnv1a64(d, nb, h);
+        }
+    }
+    for (int i = 0; i < net->meta.nclasses; i++)
+        cJSON_AddItemToArray(labels, cJSON_CreateString(net->meta.labels[i]));
+    labels_s = cJSON_PrintUnformatted(labels);
+    if (!labels_s) { fail(err, errlen, "save: out of memory"); goto done; }
+    char buf[128];
+    int ok = 0;
+    ok |= st_writer_meta(w, "format", NN_FORMAT_ID);
+    snprintf(buf, sizeof buf, "%d", NN_FORMAT_VERSION);
+    ok |= st_writer_meta(w, "format_version", buf);
+    ok |= st_writer_meta(w, "arch", arch);
+    snprintf(buf, sizeof buf, "[%d,%d,%d]", net->in_c, net->in_h, net->in_w);
+    ok |= st_writer_meta(w, "input_shape", buf);
+    snprintf(buf, sizeof buf, "%.9g", net->meta.input_mean);
+    ok |= st_writer_meta(w, "input_mean", buf);
+    snprintf(buf, sizeof buf, "%.9g", net->meta.input_std);
+    ok |= st_writer_meta(w, "input_std", buf);
+    ok |= st_writer_meta(w, "input_range", "pixels/255, ink bright on a dark background");
+    ok |= st_writer_meta(w, "labels", labels_s);
+    ok |= st_writer_meta(w, "dataset", net->meta.dataset);
+    snprintf(buf, sizeof buf, "%.6f", net->meta.test_accuracy);
+    ok |= st_writer_meta(w, "test_accuracy", buf);
+    snprintf(buf, sizeof buf, "%zu", net->nparams);
+    ok |= st_writer_meta(w, "params", buf);
+    snprintf(buf, sizeof buf, "%llu", (unsigned long long)net->meta.seed);
+    ok |= st_writer_meta(w, "seed", buf);
+    snprintf(buf, sizeof buf, "%d", net->meta.epochs);
+    ok |= st_writer_meta(w, "epochs", buf);
+    ok |= st_writer_meta(w, "name", net->meta.name);
+    snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)h);
+    ok |= st_writer_meta(w, "checksum", buf);
+    if (ok) { fail(err, errlen, "save: out of memory"); goto done; }
+    rc = st_writer_write(w, path, err, errlen);
+done:
+    free(arch);
+    free(labels_s);
+    cJSON_Delete(labels);
+    st_writer_free(w);
+    return rc;
+}
+
+static int parse_num(const char *s, double *out)
+{
+    char *end;
+    if (!s || !*s) return -1;
+    *out = strtod(s, &end);
+    return (*end || !isfinite(*out)) ? -1 : 0;
+}
+
+static nn_net *from_st(const st_file *f, const char *what, char *err, size_t errlen)
+{
+    const char *fmt = st_meta(f, "format"), *ver = st_meta(f, "format_version");
+    const char *arch = st_meta(f, "arch"), *shape = st_meta(f, "input_shape");
+    char e2[256];
+    double v;
+    if (!fmt || strcmp(fmt, NN_FORMAT_ID)) {
+        fail(err, errlen, "%s: not a %s weights file (metadata \"format\" is %s%s%s)", what,
+             NN_FORMAT_ID, fmt ? "\"" : "missing", fmt ? fmt : "", fmt ? "\"" : "");
+        return NULL;
+    }
+    if (parse_num(ver, &v) || v != floor(v) || v < 1 || v > NN_FORMAT_VERSION) {
+        fail(err, errlen, "%s: unsupported format_version %s (this build reads 1..%d)", what,
+             ver ? ver : "(missing)", NN_FORMAT_VERSION);
+        return NULL;
+    }
+    if (!arch) { fail(err, errlen, "%s: metadata has no \"arch\"", what); return NULL; }
+    nn_layer layers[NN_MAX_LAYERS];
+    int nl = 0;
+    if (nn_arch_parse(arch, layers, &nl, e2, sizeof e2)) {
+        fail(err, errlen, "%s: %s", what, e2);
+        return NULL;
+    }
+    int c = 0, h = 0, w = 0;
+    char tail;
+    if (!shape || sscanf(shape, " [ %d , %d , %d ] %c", &c, &h, &w, &tail) != 3) {
+        fail(err, errlen, "%s: metadata \"input_shape\" must be [C,H,W]", what);
+        return NULL;
+    }
+    nn_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.input_mean = 0.0f;
+    meta.input_std = 1.0f;
+    meta.test_accuracy = -1.0;
+    if (st_meta(f, "input_mean")) {
+        if (parse_num(st_meta(f, "input_mean"), &v)) { fail(err, errlen, "%s: bad input_mean", what); return NULL; }
+        meta.input_mean = (float)v;
+    }
+    if (st_meta(f, "input_std")) {
+        if (parse_num(st_meta(f, "input_std"), &v) || !(v > 0)) { fail(err, errlen, "%s: bad input_std", what); return NULL; }
+        meta.input_std = (float)v;
+    }
+    if (st_meta(f, "test_accuracy") && !parse_num(st_meta(f, "test_accuracy"), &v)) meta.test_accuracy = v;
+    if (st_meta(f, "seed") && !parse_num(st_meta(f, "seed"), &v) && v >= 0) meta.seed = (uint64_t)v;
+    if (st_meta(f, "epochs") && !parse_num(st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6) meta.epochs = (int)v;
+    snprintf(meta.dataset, sizeof meta.dataset, "%s", st_meta(f, "dataset") ? st_meta(f, "dataset") : "");
+    snprintf(meta.name, sizeof meta.name, "%s", st_meta(f, "name") ? st_meta(f, "name") : "");
+    const char *lab = st_meta(f, "labels");
+    cJSON *la = lab ? cJSON_Parse(lab) : NULL;
+    if (!la || !cJSON_IsArray(la) || cJSON_GetArraySize(la) < 2 ||
+        cJSON_GetArraySize(la) > NN_MAX_CLASSES) {
+        cJSON_Delete(la);
+        fail(err, errlen, "%s: metadata \"labels\" must be a JSON array of 2..%d strings", what, NN_MAX_CLASSES);
+        return NULL;
+    }
+    meta.nclasses = cJSON_GetArraySize(la);
+    for (int i = 0; i < meta.nclasses; i++) {
+        const cJSON *s = cJSON_GetArrayItem(la, i);
+        if (!cJSON_IsString(s) || strlen(s->valuestring) >= NN_LABEL_MAX) {
+            cJSON_Delete(la);
+            fail(err, errlen, "%s: label %d must be a string shorter than %d bytes", what, i, NN_LABEL_MAX);
+            return NULL;
+        }
+        snprintf(meta.labels[i], NN_LABEL_MAX, "%s", s->valuestring);
+    }
+    cJSON_Delete(la);
+    nn_net *net = nn_net_create(layers, nl, c, h, w, &meta, e2, sizeof e2);
+    if (!net) { fail(err, errlen, "%s: %s", what, e2); return NULL; }
+    int expected = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        want_t t[5];
+        int k = layer_tensors(net, i, t);
+        for (int j = 0; j < k; j++) {
+            expected++;
+            const st_tensor *s = st_find(f, t[j].name);
+            if (!s) { fail(err, errlen, "%s: missing tensor \"%s\"", what, t[j].name); goto bad; }
+            st_dtype want_dt = t[j].data ? ST_F32 : ST_I64;
+            if (s->dtype != want_dt) {
+                fail(err, errlen, "%s: tensor \"%s\" has dtype %s, expected %s", what, t[j].name,
+                     s->dtype == ST_F32 ? "F32" : "I64", want_dt == ST_F32 ? "F32" : "I64");
+                goto bad;
+            }
+            int same = s->ndim == t[j].ndim;
+            for (int d = 0; same && d < s->ndim; d++) same = s->shape[d] == t[j].shape[d];
+            if (!same) {
+                char got[96] = "", exp[96] = "";
+                size_t gu = 0, eu = 0;
+                for (int d = 0; d < s->ndim && gu < sizeof got; d++)
+                    gu += (size_t)snprintf(got + gu, sizeof got - gu, "%s%lld", d ? "," : "", (long long)s->shape[d]);
+                for (int d = 0; d < t[j].ndim && eu < sizeof exp; d++)
+                    eu += (size_t)snprintf(exp + eu, sizeof exp - eu, "%s%lld", d ? "," : "", (long long)t[j].shape[d]);
+                fail(err, errlen, "%s: tensor \"%s\" has shape [%s], the architecture needs [%s]",
+                     what, t[j].name, got, exp);
+                goto bad;
+            }
+            if (t[j].data) {
+                memcpy(t[j].data, s->data, t[j].n * sizeof(float));
+                for (size_t q = 0; q < t[j].n; q++)
+                    if (!isfinite(t[j].data[q])) {
+                        fail(err, errlen, "%s: tensor \"%s\" holds a NaN or infinity", what, t[j].name);
+                        goto bad;
+                    }
+            } else {
+                memcpy(&net->bn_batches, s->data, sizeof(int64_t));
+            }
+        }
+    }
+    if (f->ntensors != expected) {
+        fail(err, errlen, "%s: %d tensors in the file, the architecture has %d", what, f->ntensors, expected);
+        goto bad;
+    }
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        if (L->kind != NN_BATCHNORM) continue;
+        for (int j = 0; j < L->out_c; j++)
+            if (!(net->stats[L->s_off + L->out_c + j] >= 0.0f)) {
+                fail(err, errlen, "%s: layer %d: negative running_var", what, i);
+                goto bad;
+            }
+    }
+    const char *ck = st_meta(f, "checksum");
+    char want[64];
+    snprintf(want, sizeof want, "fnv1a64:%016llx",
+             (unsigned long long)st_fnv1a64(f->data, f->data_len, ST_FNV_INIT));
+    if (!ck) { fail(err, errlen, "%s: metadata has no \"checksum\"", what); goto bad; }
+    if (strcmp(ck, want)) {
+        fail(err, errlen, "%s: checksum mismatch (file says %.40s, data gives %s): the file is corrupt",
+             what, ck, want);
+        goto bad;
+    }
+    return net;
+bad:
+    nn_net_free(net);
+    return NULL;
+}
+
+nn_net *nn_net_load(const char *path, char *err, size_t errlen)
+{
+    char e2[512];
+    st_file *f = st_read(path, e2, sizeof e2);
+    if (!f) { fail(err, errlen, "%s: %s", path, e2); return NULL; }
+    nn_net *net = from_st(f, path, err, errlen);
+    st_free(f);
+    return net;
+}
+
+nn_net *nn_net_load_mem(const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+    char e2[512];
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy) { fail(err, errlen, "weights: out of memory"); return NULL; }
+    memcpy(copy, buf, len);
+    st_file *f = st_parse(copy, len, e2, sizeof e2);
+    if (!f) { fail(err, errlen, "weights: %s", e2); return NULL; }
+    nn_net *net = from_st(f, "weights", err, errlen);
+    st_free(f);
+    return net;
+}

@@ -1,0 +1,106 @@
+#include "optim.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct nn_opt {
+    nn_opt_cfg cfg;
+    size_t n;
+    float *m, *v;       /* first and second moments (Adam), velocity (SGD) */
+    uint8_t *decay;     /* 1 where weight decay applies                     */
+    long t;
+};
+
+void nn_opt_cfg_default(nn_opt_cfg *c, nn_opt_kind kind)
+{
+    memset(c, 0, sizeof *c);
+    c->kind = kind;
+    c->beta1 = 0.9f;
+    c->beta2 = 0.999f;
+    c->eps = 1e-7f;
+    c->momentum = 0.9f;
+}
+
+nn_opt *nn_opt_create(const nn_net *net, const nn_opt_cfg *cfg)
+{
+    nn_opt *o = calloc(1, sizeof *o);
+    if (!o) return NULL;
+    o->cfg = *cfg;
+    o->n = net->nparams;
+    o->m = calloc(o->n, sizeof(float));
+    o->v = calloc(o->n, sizeof(float));
+    o->decay = calloc(o->n, 1);
+    if (!o->m || !o->v || !o->decay) { nn_opt_free(o); return NULL; }
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        if (L->kind == NN_DENSE || L->kind == NN_CONV2D) memset(o->decay + L->w_off, 1, L->nw);
+    }
+    return o;
+}
+
+void nn_opt_free(nn_opt *o)
+{
+    if (!o) return;
+    free(o->m); free(o->v); free(o->decay);
+    free(o);
+}
+
+void nn_opt_step(nn_opt *o, float *p, const float *g, float lr)
+{
+    const nn_opt_cfg *c = &o->cfg;
+    float wd = c->weight_decay;
+    o->t++;
+    if (c->kind == NN_OPT_ADAM) {
+        float b1 = c->beta1, b2 = c->beta2;
+        float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
+        float step = lr * sqrtf(bc2) / bc1, eps = c->eps * sqrtf(bc2);
+        for (size_t i = 0; i < o->n; i++) {
+            float gi = g[i];
+            o->m[i] = b1 * o->m[i] + (1.0f - b1) * gi;
+            o->v[i] = b2 * o->v[i] + (1.0f - b2) * gi * gi;
+            /* Decoupled decay (AdamW): shrink the weight itself. */
+            if (wd > 0.0f && o->decay[i]) p[i] -= lr * wd * p[i];
+            p[i] -= step * o->m[i] / (sqrtf(o->v[i]) + eps);
+        }
+    } else {
+        float mu = c->momentum;
+        for (size_t i = 0; i < o->n; i++) {
+            float gi = g[i] + (o->decay[i] ? wd * p[i] : 0.0f);
+            o->v[i] = mu * o->v[i] + gi;
+            p[i] -= lr * (c->nesterov ? gi + mu * o->v[i] : o->v[i]);
+        }
+    }
+}
+
+float nn_sched_lr(const nn_sched *s, double t, int epochs)
+{
+    const double pi = 3.14159265358979323846;
+    switch (s->kind) {
+    case NN_SCHED_STEP:
+        return s->lr * powf(s->gamma, floorf((float)t / (s->step > 0 ? s->step : 1.0f)));
+    case NN_SCHED_EXP:
+        return s->lr * powf(s->gamma, (float)t);
+    case NN_SCHED_COSINE:
+    case NN_SCHED_ONECYCLE: {
+        double w = s->warmup, lo = s->lr * s->final;
+        if (t < w && w > 0) {
+            double start = s->kind == NN_SCHED_ONECYCLE ? s->lr / 25.0 : 0.0;
+            return (float)(start + (s->lr - start) * t / w);
+        }
+        double span = epochs - w, u = span > 0 ? (t - w) / span : 1.0;
+        if (u > 1) u = 1;
+        return (float)(lo + (s->lr - lo) * 0.5 * (1.0 + cos(pi * u)));
+    }
+    default:
+        return s->lr;
+    }
+}
+
+int nn_sched_parse(const char *name, nn_sched_kind *out)
+{
+    static const char *names[] = {"const", "step", "exp", "cosine", "onecycle"};
+    for (int i = 0; i < 5; i++)
+        if (!strcmp(name, names[i])) { *out = (nn_sched_kind)i; return 0; }
+    return -1;
+}

@@ -1,0 +1,55 @@
+#include "rng.h"
+
+#include <math.h>
+
+static uint64_t splitmix64(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+void nn_rng_seed(nn_rng *r, uint64_t seed)
+{
+    for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);
+}
+
+uint64_t nn_rng_u64(nn_rng *r)
+{
+    uint64_t *s = r->s;
+    uint64_t out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
+    s[2] ^= t; s[3] = rotl(s[3], 45);
+    return out;
+}
+
+/* 24 random bits: every float in [0,1) of that grid is exact. */
+float nn_rng_uniform(nn_rng *r) { return (float)(nn_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
+
+float nn_rng_normal(nn_rng *r)
+{
+    float u1 = nn_rng_uniform(r), u2 = nn_rng_uniform(r);
+    if (u1 < 1e-12f) u1 = 1e-12f;
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
+}
+
+uint32_t nn_rng_below(nn_rng *r, uint32_t n)
+{
+    /* Multiply-shift: bias below 2^-32, irrelevant for shuffling. */
+    return (uint32_t)(((nn_rng_u64(r) >> 32) * (uint64_t)n) >> 32);
+}
+
+uint64_t nn_hash64(uint64_t seed, uint64_t counter)
+{
+    uint64_t x = seed ^ (counter * 0xd1342543de82ef95ULL);
+    splitmix64(&x);
+    return splitmix64(&x);
+}
+
+float nn_hash_uniform(uint64_t seed, uint64_t counter)
+{
+    return (float)(nn_hash64(seed, counter) >> 40) * (1.0f / 16777216.0f);
+}

@@ -1,0 +1,29 @@
+/* rng.h - seeded random numbers, so a training run is reproducible.
+ *
+ * nn_rng is xoshiro256** seeded through splitmix64. nn_hash64 is a
+ * stateless counter-based generator: the same (seed, counter) gives the same
+ * value on any thread, which keeps dropout masks and augmentation identical
+ * whatever the thread count.
+ */
+#ifndef NN_RNG_H
+#define NN_RNG_H
+
+#include <stdint.h>
+
+typedef struct { uint64_t s[4]; } nn_rng;
+
+void nn_rng_seed(nn_rng *r, uint64_t seed);
+uint64_t nn_rng_u64(nn_rng *r);
+/* Uniform in [0, 1). */
+float nn_rng_uniform(nn_rng *r);
+/* Standard normal (Box-Muller). */
+float nn_rng_normal(nn_rng *r);
+/* Uniform integer in [0, n), n > 0. */
+uint32_t nn_rng_below(nn_rng *r, uint32_t n);
+
+/* Stateless: a well-mixed 64-bit value of (seed, counter). */
+uint64_t nn_hash64(uint64_t seed, uint64_t counter);
+/* Uniform in [0, 1) from nn_hash64. */
+float nn_hash_uniform(uint64_t seed, uint64_t counter);
+
+#endif

@@ -1,0 +1,216 @@
+#include "train.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+#include "rng.h"
+
+#define MAX_THREADS 64
+
+struct nn_trainer {
+    nn_net *net;
+    nn_train_cfg cfg;
+    nn_pool *pool;
+    int nt;
+    nn_ws *ws[MAX_THREADS];
+    float *grad[MAX_THREADS];
+    float *x[MAX_THREADS];      /* shard inputs [shard, H*W]              */
+    uint8_t *y[MAX_THREADS];
+    float *scratch[MAX_THREADS];/* augmentation scratch                   */
+    float *probs[MAX_THREADS];  /* shard probabilities (training mode)    */
+    nn_opt *opt;
+    float *ema;
+    long steps_done;
+    float lr;
+    /* current step, read by the workers */
+    const uint8_t *images, *labels;
+    const int *order;
+    int step_lo, step_n, epoch;
+    double loss[MAX_THREADS];
+    int correct[MAX_THREADS];
+    int *perm;
+    int perm_n;
+};
+
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err,
+                              size_t errlen)
+{
+    if (cfg->batch < 1 || cfg->batch > 65536) {
+        fail(err, errlen, "train: batch %d out of range", cfg->batch);
+        return NULL;
+    }
+    nn_trainer *t = calloc(1, sizeof *t);
+    if (!t) { fail(err, errlen, "train: out of memory"); return NULL; }
+    t->net = net;
+    t->cfg = *cfg;
+    int nt = cfg->threads > 0 ? cfg->threads : nn_cpu_count();
+    if (nt > MAX_THREADS) nt = MAX_THREADS;
+    if (nt > cfg->batch) nt = cfg->batch;
+    t->nt = nt;
+    int shard = (cfg->batch + nt - 1) / nt, hw = net->in_c * net->in_h * net->in_w;
+    if (!(t->pool = nn_pool_create(nt))) goto oom;
+    for (int i = 0; i < nt; i++) {
+        if (!(t->ws[i] = nn_ws_create(net, shard, 1))) goto oom;
+        if (!(t->grad[i] = malloc(sizeof(float) * net->nparams))) goto oom;
+        if (!(t->x[i] = malloc(sizeof(float) * shard * hw))) goto oom;
+        if (!(t->y[i] = malloc(shard))) goto oom;
+        if (!(t->scratch[i] = malloc(sizeof(float) * 3 * hw))) goto oom;
+        if (!(t->probs[i] = malloc(sizeof(float) * shard * nn_net_outputs(net)))) goto oom;
+    }
+    if (!(t->opt = nn_opt_create(net, &cfg->opt))) goto oom;
+    if (cfg->ema > 0.0f) {
+        if (!(t->ema = malloc(sizeof(float) * net->nparams))) goto oom;
+        memcpy(t->ema, net->params, sizeof(float) * net->nparams);
+    }
+    return t;
+oom:
+    fail(err, errlen, "train: out of memory");
+    nn_trainer_free(t);
+    return NULL;
+}
+
+void nn_trainer_free(nn_trainer *t)
+{
+    if (!t) return;
+    nn_pool_free(t->pool);
+    for (int i = 0; i < t->nt; i++) {
+        nn_ws_free(t->ws[i]);
+        free(t->grad[i]); free(t->x[i]); free(t->y[i]); free(t->scratch[i]); free(t->probs[i]);
+    }
+    nn_opt_free(t->opt);
+    free(t->ema);
+    free(t->perm);
+    free(t);
+}
+
+static void shard_range(const nn_trainer *t, int i, int *lo, int *n)
+{
+    int a = (int)((long long)t->step_n * i / t->nt), b = (int)((long long)t->step_n * (i + 1) / t->nt);
+    *lo = a;
+    *n = b - a;
+}
+
+static void step_worker(void *arg, int i, int nt)
+{
+    nn_trainer *t = arg;
+    (void)nt;
+    nn_net *net = t->net;
+    int lo, n, hw = net->in_h * net->in_w, k = nn_net_outputs(net);
+    shard_range(t, i, &lo, &n);
+    memset(t->grad[i], 0, sizeof(float) * net->nparams);
+    t->loss[i] = 0.0;
+    t->correct[i] = 0;
+    if (n == 0) return;
+    int aug = !nn_aug_is_identity(&t->cfg.aug);
+    uint64_t aseed = nn_hash64(t->cfg.seed, 0xa11ce);
+    for (int j = 0; j < n; j++) {
+        int pos = t->step_lo + lo + j, idx = t->order[pos];
+        const uint8_t *src = t->images + (size_t)idx * hw;
+        float *dst = t->x[i] + (size_t)j * hw;
+        if (aug)
+            nn_augment(dst, src, net->in_h, net->in_w, &t->cfg.aug, aseed,
+                       (uint64_t)t->epoch * 100000000ULL + (uint64_t)pos, t->scratch[i]);
+        else
+            for (int q = 0; q < hw; q++) dst[q] = src[q] * (1.0f / 255.0f);
+        t->y[i][j] = t->labels[idx];
+    }
+    /* Dropout masks are keyed by step and shard. */
+    uint64_t dseed = nn_hash64(t->cfg.seed, (uint64_t)t->steps_done * MAX_THREADS + i);
+    float l = nn_net_forward_train(net, t->ws[i], t->x[i], t->y[i], n, t->cfg.label_smoothing,
+                                   dseed, i == 0, t->probs[i]);
+    for (int j = 0; j < n; j++) {
+        const float *p = t->probs[i] + (size_t)j * k;
+        int b = 0;
+        for (int c = 1; c < k; c++) if (p[c] > p[b]) b = c;
+        t->correct[i] += b == t->y[i][j];
+    }
+    nn_net_backward(net, t->ws[i], t->grad[i]);
+    /* Shard mean -> contribution to the batch mean. */
+    float w = (float)n / t->step_n;
+    for (size_t q = 0; q < net->nparams; q++) t->grad[i][q] *= w;
+    t->loss[i] = (double)l * n;
+}
+
+static void reduce_worker(void *arg, int i, int nt)
+{
+    nn_trainer *t = arg;
+    size_t np = t->net->nparams, lo = np * i / nt, hi = np * (i + 1) / nt;
+    for (int s = 1; s < t->nt; s++) {
+        const float *g = t->grad[s];
+        for (size_t q = lo; q < hi; q++) t->grad[0][q] += g[q];
+    }
+}
+
+int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels,
+                     int n, int epoch, nn_progress_fn progress, void *ud,
+                     volatile int *stop, double *loss, double *acc)
+{
+    if (t->perm_n != n) {
+        free(t->perm);
+        t->perm = malloc(sizeof(int) * (n ? n : 1));
+        if (!t->perm) return -1;
+        t->perm_n = n;
+    }
+    nn_rng r;
+    nn_rng_seed(&r, nn_hash64(t->cfg.seed, 0x5417f1e + (uint64_t)epoch));
+    for (int i = 0; i < n; i++) t->perm[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)nn_rng_below(&r, (uint32_t)i + 1), tmp = t->perm[i];
+        t->perm[i] = t->perm[j];
+        t->perm[j] = tmp;
+    }
+    t->images = images;
+    t->labels = labels;
+    t->order = t->perm;
+    t->epoch = epoch;
+    int B = t->cfg.batch, steps = (n + B - 1) / B;
+    double lsum = 0.0;
+    long seen = 0, ok = 0;
+    for (int s = 0; s < steps; s++) {
+        if (stop && *stop) return 1;
+        t->step_lo = s * B;
+        t->step_n = n - s * B < B ? n - s * B : B;
+        nn_pool_run(t->pool, step_worker, t);
+        if (t->nt > 1) nn_pool_run(t->pool, reduce_worker, t);
+        t->lr = nn_sched_lr(&t->cfg.sched, epoch + (double)s / steps, t->cfg.epochs);
+        nn_opt_step(t->opt, t->net->params, t->grad[0], t->lr);
+        if (t->ema) {
+            /* Warm-up of the average: early steps follow the weights. */
+            float d = t->cfg.ema, d0 = (1.0f + t->steps_done) / (10.0f + t->steps_done);
+            if (d0 < d) d = d0;
+            for (size_t q = 0; q < t->net->nparams; q++)
+                t->ema[q] = d * t->ema[q] + (1.0f - d) * t->net->params[q];
+        }
+        t->steps_done++;
+        t->net->bn_batches++;
+        for (int i = 0; i < t->nt; i++) lsum += t->loss[i];
+        for (int i = 0; i < t->nt; i++) ok += t->correct[i];
+        seen += t->step_n;
+        if (progress) progress(ud, s + 1, steps, lsum / seen, (double)ok / seen);
+    }
+    if (loss) *loss = seen ? lsum / seen : 0.0;
+    if (acc) *acc = seen ? (double)ok / seen : 0.0;
+    return 0;
+}
+
+void nn_trainer_eval_weights(const nn_trainer *t, nn_net *dst)
+{
+    memcpy(dst->params, t->ema ? t->ema : t->net->params, sizeof(float) * t->net->nparams);
+    memcpy(dst->stats, t->net->stats, sizeof(float) * t->net->nstats);
+    dst->bn_batches = t->net->bn_batches;
+}
+
+float nn_trainer_lr(const nn_trainer *t) { return t->lr; }

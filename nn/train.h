@@ -1,0 +1,58 @@
+/* train.h - mini-batch training of a net on an image dataset.
+ *
+ * Each step splits the batch into one shard per thread; every thread runs
+ * forward and backward on its shard with its own workspace and gradient
+ * buffer (batch-norm statistics are per shard), the gradients are summed
+ * weighted by shard size, and the optimiser steps once. Shuffling, dropout
+ * and augmentation are pure functions of (seed, epoch, position), so a run
+ * is reproducible for a given seed and thread count.
+ */
+#ifndef NN_TRAIN_H
+#define NN_TRAIN_H
+
+#include <stdint.h>
+
+#include "augment.h"
+#include "net.h"
+#include "optim.h"
+
+typedef struct {
+    int batch;          /* images per step                                */
+    int threads;        /* <= 0: all CPUs                                 */
+    int epochs;         /* for the schedule                               */
+    uint64_t seed;
+    float label_smoothing;
+    float ema;          /* decay of the weights' moving average, 0 = off  */
+    nn_opt_cfg opt;
+    nn_sched sched;
+    nn_aug_cfg aug;
+} nn_train_cfg;
+
+typedef struct nn_trainer nn_trainer;
+
+/* Called after every step: step (1-based) of steps, running mean loss and
+ * accuracy of the epoch so far. */
+typedef void (*nn_progress_fn)(void *ud, int step, int steps, double loss,
+                               double acc);
+
+/* NULL + err on failure. The trainer updates net in place. */
+nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err,
+                              size_t errlen);
+void nn_trainer_free(nn_trainer *t);
+
+/* One epoch over images [n, H*W] with labels: shuffled order from
+ * (seed, epoch). Stops early (returns 1) when *stop becomes nonzero.
+ * loss and acc receive the epoch's running means. Returns 0 when complete. */
+int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels,
+                     int n, int epoch, nn_progress_fn progress, void *ud,
+                     volatile int *stop, double *loss, double *acc);
+
+/* Copies the weights the trainer would evaluate (the moving average when
+ * ema > 0, else the current ones) into dst (a net of the same shape).
+ * Batch-norm running statistics are copied too. */
+void nn_trainer_eval_weights(const nn_trainer *t, nn_net *dst);
+
+/* Learning rate used at the last step. */
+float nn_trainer_lr(const nn_trainer *t);
+
+#endif

@@ -71,6 +71,12 @@ $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBIMAGE) $(LIBNN)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 
+# Benchmark programs (bench/*.c), e.g. build/bench/peak, build/bench/gemm_bench.
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBIMAGE) $(LIBNN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- set-up -------------------------------------------------------------

@@ -19,4 +19,29 @@ void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb,
                  float beta, float *C, int ldc);
 
+/* Kernel paths. The fastest one the CPU supports is chosen on first use;
+ * tests and benchmarks may force another. GENERIC_WIDE runs the AVX-512
+ * tile geometry with portable vectors: a test aid, never chosen on its own.
+ * Fast paths: tb == 0 reads B in place; ta == 0, tb == 1 with M <= 2
+ * (batch-1 dense layers) uses dot products over B's rows. */
+enum {
+    NN_GEMM_PATH_AUTO = -1,
+    NN_GEMM_PATH_GENERIC = 0,
+    NN_GEMM_PATH_GENERIC_WIDE,
+    NN_GEMM_PATH_AVX2,
+    NN_GEMM_PATH_AVX512,
+    NN_GEMM_PATH_COUNT
+};
+/* 1 if path exists in this build and this CPU runs it, else 0. */
+int nn_gemm_path_supported(int path);
+/* Select path for all threads (AUTO: the best supported). Returns 0, or -1
+ * with nothing changed if the path is unknown or unsupported. Meant for
+ * tests and benchmarks; safe to call at any time. */
+int nn_gemm_set_path(int path);
+/* The path in use (never AUTO). */
+int nn_gemm_get_path(void);
+/* Name of path ("generic", "generic-wide", "avx2", "avx512"); AUTO gives
+ * the one in use. Static string. */
+const char *nn_gemm_path_name(int path);
+
 #endif

@@ -1,0 +1,591 @@
+/* gemm.c - blocked, packed single-precision GEMM with run-time SIMD choice.
+ *
+ * Structure (for C[M,N] = alpha op(A) op(B) + beta C, row-major):
+ *
+ *   for each K block of kc (<= KC) rows of op(B):
+ *     for each M block of mc (<= MC) rows of op(A):
+ *       pack op(A)[mc, kc] into slivers of MR rows, k-major   (stays in L2)
+ *       for each panel of NR columns of op(B):
+ *         B panel [kc, NR]: read in place when tb == 0 and the panel is
+ *         full, else packed (transposed / zero-padded)        (stays in L1)
+ *         for each sliver: micro-kernel, a [mr, NR] tile of C in registers
+ *
+ * The M block is made large (MC up to 240 rows) because our matrices are
+ * skinny: the weights (conv) or the batch (dense) are the M side, and
+ * a large MC means B panels are packed at most once or twice.
+ *
+ * Micro-kernels are one template (a macro) instantiated per instruction set
+ * and per tile shape: r rows (1..MR) times v vectors (1..NV). Edge tiles
+ * get the kernel of their exact row count, so M = 1 or M = 7 do not pay for
+ * a full MR-row tile; columns past N are computed on zero padding and
+ * discarded through a scratch tile. Tiles with few accumulators also split
+ * the k loop over several accumulator sets so FMA latency stays hidden.
+ *
+ * The same template instantiated with portable GCC vectors is the generic
+ * path; "generic-wide" uses the AVX-512 tile geometry (8 x 32) with portable
+ * vectors, so the AVX-512 driver logic is tested on machines without it.
+ *
+ * Special cases: tiny products use a plain loop (no packing set-up cost);
+ * op(B) = B^T with one or two rows of A (batch-1 dense inference, weights
+ * stored [out, in]) uses dot products along k, which read B once, in place.
+ *
+ * Per-thread packing memory is allocated on a thread's first blocked call
+ * and freed at thread exit; see gemm_ws(). If that allocation fails the
+ * plain loop is used, so nn_gemm never fails.
+ */
+#include "nn/gemm.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define GEMM_X86 1
+#include <immintrin.h>
+#else
+#define GEMM_X86 0
+#endif
+
+/* Largest blocking parameters over all paths (workspace size). */
+#define GEMM_KC_MAX 256
+#define GEMM_MC_MAX 240
+#define GEMM_NR_MAX 32
+/* Below this many multiply-adds the plain loop wins over packing. */
+#define GEMM_TINY_MNK 2048
+/* op(B) = B^T with at most this many rows of A: dot-product path. */
+#define GEMM_DOT_M_MAX 2
+
+typedef ptrdiff_t idx;
+
+/* One micro-kernel: C[r, nr] (=|+=) alpha * A[r, kc] B[kc, nr] (+ beta C),
+ * r fixed by the kernel. a: packed sliver, k-major with the path's MR
+ * stride; b: rows of the B panel ldb floats apart, at least v*VL readable
+ * columns; nr <= v*VL columns are stored. beta == 0: C is not read. */
+typedef void (*gemm_kernel)(int kc, const float *a, const float *b, idx ldb,
+                            float *c, idx ldc, float alpha, float beta,
+                            int nr);
+/* Dot-product kernel: out[j] = sum_k a[k] * b[j*ldb + k], j < nb <= 4. */
+typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
+                         int nb, float *out);
+
+/* ---- the micro-kernel template ------------------------------------------
+ * VT: vector type of VL floats; BC(x): broadcast; FM(a,b,c): a*b+c (fused
+ * where the ISA has it); AS: A sliver stride (the path's MR); R rows; V
+ * vectors per row. KU accumulator sets keep at least 8 FMAs in flight. */
+#define GEMM_DEFINE_KERNEL(NAME, ATTR, VT, VL, BC, FM, AS, R, V)              \
+    ATTR static void NAME(int kc, const float *restrict a,                    \
+                          const float *restrict b, idx ldb,                   \
+                          float *restrict c, idx ldc, float alpha,            \
+                          float beta, int nr)                                 \
+    {                                                                         \
+        enum { KU = (R) * (V) >= 8 ? 1 : (R) * (V) >= 4 ? 2                   \
+                    : (R) * (V) >= 2 ? 4 : 8 };                               \
+        VT acc[KU][R][V];                                                     \
+        _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++)                  \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
+            acc[u][r][v] = BC(0.0f);                                          \
+        int k = 0;                                                            \
+        for (; k + KU <= kc; k += KU) {                                       \
+            _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++) {            \
+                VT bv[V];                                                     \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
+                    memcpy(&bv[v], b + u * ldb + v * VL, sizeof(VT));         \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {         \
+                    VT ar = BC(a[u * AS + r]);                                \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)       \
+                        acc[u][r][v] = FM(ar, bv[v], acc[u][r][v]);           \
+                }                                                             \
+            }                                                                 \
+            a += KU * AS;                                                     \
+            b += KU * ldb;                                                    \
+        }                                                                     \
+        for (; k < kc; k++) {                                                 \
+            VT bv[V];                                                         \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
+                memcpy(&bv[v], b + v * VL, sizeof(VT));                       \
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {             \
+                VT ar = BC(a[r]);                                             \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
+                    acc[0][r][v] = FM(ar, bv[v], acc[0][r][v]);               \
+            }                                                                 \
+            a += AS;                                                          \
+            b += ldb;                                                         \
+        }                                                                     \
+        _Pragma("GCC unroll 8") for (int u = 1; u < KU; u++)                  \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
+            acc[0][r][v] += acc[u][r][v];                                     \
+        VT va = BC(alpha);                                                    \
+        if (nr == (V) * (VL)) {                                               \
+            if (beta == 0.0f) {                                               \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)           \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {         \
+                    VT t = acc[0][r][v] * va;                                 \
+                    memcpy(c + r * ldc + v * VL, &t, sizeof(VT));             \
+                }                                                             \
+            } else {                                                          \
+                VT vb = BC(beta);                                             \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)           \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {         \
+                    VT t;                                                     \
+                    memcpy(&t, c + r * ldc + v * VL, sizeof(VT));             \
+                    t = FM(t, vb, acc[0][r][v] * va);                         \
+                    memcpy(c + r * ldc + v * VL, &t, sizeof(VT));             \
+                }                                                             \
+            }                                                                 \
+        } else {                                                              \
+            /* Edge tile: only nr columns exist in C. */                      \
+            float t[(R) * (V) * (VL)];                                        \
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)               \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
+                memcpy(t + (r * (V) + v) * (VL), &acc[0][r][v], sizeof(VT));  \
+            for (int r = 0; r < R; r++) {                                     \
+                float *cr = c + r * ldc;                                      \
+                const float *tr = t + r * (V) * (VL);                         \
+                if (beta == 0.0f)                                             \
+                    for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j];       \
+                else                                                          \
+                    for (int j = 0; j < nr; j++)                              \
+                        cr[j] = alpha * tr[j] + beta * cr[j];                 \
+            }                                                                 \
+        }                                                                     \
+    }
+
+/* Dot products of one contiguous row a with up to 4 rows of b (in place),
+ * two vectors per row in flight: 8 independent accumulators. */
+#define GEMM_DEFINE_DOT(NAME, ATTR, VT, VL, BC, FM)                           \
+    ATTR static void NAME(int K, const float *restrict a,                     \
+                          const float *restrict b, idx ldb, int nb,           \
+                          float *restrict out)                                \
+    {                                                                         \
+        const float *row[4];                                                  \
+        for (int j = 0; j < 4; j++) row[j] = b + (j < nb ? j : 0) * ldb;      \
+        VT acc[4][2];                                                         \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                   \
+            acc[j][0] = acc[j][1] = BC(0.0f);                                 \
+        int k = 0;                                                            \
+        for (; k + 2 * (VL) <= K; k += 2 * (VL)) {                            \
+            VT a0, a1;                                                        \
+            memcpy(&a0, a + k, sizeof(VT));                                   \
+            memcpy(&a1, a + k + (VL), sizeof(VT));                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {             \
+                VT b0, b1;                                                    \
+                memcpy(&b0, row[j] + k, sizeof(VT));                          \
+                memcpy(&b1, row[j] + k + (VL), sizeof(VT));                   \
+                acc[j][0] = FM(a0, b0, acc[j][0]);                            \
+                acc[j][1] = FM(a1, b1, acc[j][1]);                            \
+            }                                                                 \
+        }                                                                     \
+        for (int j = 0; j < nb; j++) {                                        \
+            float t[VL];                                                      \
+            VT s = acc[j][0] + acc[j][1];                                     \
+            memcpy(t, &s, sizeof(VT));                                        \
+            float sum = 0.0f;                                                 \
+            for (int l = 0; l < (VL); l++) sum += t[l];                       \
+            for (int kk = k; kk < K; kk++) sum += a[kk] * row[j][kk];         \
+            out[j] = sum;                                                     \
+        }                                                                     \
+    }
+
+/* Instantiate every tile shape r x v of a path (v = 1, 2). */
+#define GEMM_DEFINE_ROW(P, ATTR, VT, VL, BC, FM, AS, R)                       \
+    GEMM_DEFINE_KERNEL(P##_##R##x1, ATTR, VT, VL, BC, FM, AS, R, 1)           \
+    GEMM_DEFINE_KERNEL(P##_##R##x2, ATTR, VT, VL, BC, FM, AS, R, 2)
+#define GEMM_ROW_PTRS(P, R) { P##_##R##x1, P##_##R##x2 }
+
+/* ---- portable paths (GCC vector extensions) ----------------------------- */
+typedef float v4f __attribute__((vector_size(16)));
+typedef float v16f __attribute__((vector_size(64)));
+
+/* Macros, not functions: a function taking or returning a 64-byte vector
+ * has a different ABI with and without AVX-512 (and GCC warns). */
+#define bc4(x) ((v4f){(x), (x), (x), (x)})
+#define fm4(a, b, c) ((a) * (b) + (c))
+#define bc16(x)                                                               \
+    ((v16f){(x), (x), (x), (x), (x), (x), (x), (x),                           \
+            (x), (x), (x), (x), (x), (x), (x), (x)})
+#define fm16(a, b, c) ((a) * (b) + (c))
+
+#define GEN_ROW(R) GEMM_DEFINE_ROW(gen, , v4f, 4, bc4, fm4, 6, R)
+GEN_ROW(1) GEN_ROW(2) GEN_ROW(3) GEN_ROW(4) GEN_ROW(5) GEN_ROW(6)
+GEMM_DEFINE_DOT(gen_dot, , v4f, 4, bc4, fm4)
+static const gemm_kernel gen_kernels[8][2] = {
+    GEMM_ROW_PTRS(gen, 1), GEMM_ROW_PTRS(gen, 2), GEMM_ROW_PTRS(gen, 3),
+    GEMM_ROW_PTRS(gen, 4), GEMM_ROW_PTRS(gen, 5), GEMM_ROW_PTRS(gen, 6),
+};
+
+#define GENW_ROW(R) GEMM_DEFINE_ROW(genw, , v16f, 16, bc16, fm16, 8, R)
+GENW_ROW(1) GENW_ROW(2) GENW_ROW(3) GENW_ROW(4)
+GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
+GEMM_DEFINE_DOT(genw_dot, , v16f, 16, bc16, fm16)
+static const gemm_kernel genw_kernels[8][2] = {
+    GEMM_ROW_PTRS(genw, 1), GEMM_ROW_PTRS(genw, 2), GEMM_ROW_PTRS(genw, 3),
+    GEMM_ROW_PTRS(genw, 4), GEMM_ROW_PTRS(genw, 5), GEMM_ROW_PTRS(genw, 6),
+    GEMM_ROW_PTRS(genw, 7), GEMM_ROW_PTRS(genw, 8),
+};
+
+/* ---- x86 paths ------------------------------------------------------------ */
+#if GEMM_X86
+#define AVX2_ATTR __attribute__((target("avx2,fma")))
+#define AVX512_ATTR __attribute__((target("avx512f,avx2,fma")))
+#define AVX2_ROW(R)                                                           \
+    GEMM_DEFINE_ROW(avx2, AVX2_ATTR, __m256, 8, _mm256_set1_ps,               \
+                    _mm256_fmadd_ps, 6, R)
+AVX2_ROW(1) AVX2_ROW(2) AVX2_ROW(3) AVX2_ROW(4) AVX2_ROW(5) AVX2_ROW(6)
+GEMM_DEFINE_DOT(avx2_dot, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
+                _mm256_fmadd_ps)
+static const gemm_kernel avx2_kernels[8][2] = {
+    GEMM_ROW_PTRS(avx2, 1), GEMM_ROW_PTRS(avx2, 2), GEMM_ROW_PTRS(avx2, 3),
+    GEMM_ROW_PTRS(avx2, 4), GEMM_ROW_PTRS(avx2, 5), GEMM_ROW_PTRS(avx2, 6),
+};
+
+#define AVX512_ROW(R)                                                         \
+    GEMM_DEFINE_ROW(avx512, AVX512_ATTR, __m512, 16, _mm512_set1_ps,          \
+                    _mm512_fmadd_ps, 8, R)
+AVX512_ROW(1) AVX512_ROW(2) AVX512_ROW(3) AVX512_ROW(4)
+AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8)
+GEMM_DEFINE_DOT(avx512_dot, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
+                _mm512_fmadd_ps)
+static const gemm_kernel avx512_kernels[8][2] = {
+    GEMM_ROW_PTRS(avx512, 1), GEMM_ROW_PTRS(avx512, 2),
+    GEMM_ROW_PTRS(avx512, 3), GEMM_ROW_PTRS(avx512, 4),
+    GEMM_ROW_PTRS(avx512, 5), GEMM_ROW_PTRS(avx512, 6),
+    GEMM_ROW_PTRS(avx512, 7), GEMM_ROW_PTRS(avx512, 8),
+};
+
+static int have_avx2(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+static int have_avx512(void)
+{
+    __builtin_cpu_init();
+    return have_avx2() && __builtin_cpu_supports("avx512f");
+}
+#endif
+
+static int always(void) { return 1; }
+
+/* ---- paths and dispatch ---------------------------------------------------- */
+struct gemm_path {
+    const char *name;
+    int (*supported)(void);
+    const gemm_kernel (*kernels)[2]; /* [rows - 1][vectors - 1] */
+    gemm_dot dot;
+    int mr, vl, kc, mc;              /* NR = 2 * vl */
+};
+
+static const struct gemm_path paths[NN_GEMM_PATH_COUNT] = {
+    [NN_GEMM_PATH_GENERIC] = {"generic", always, gen_kernels, gen_dot,
+                              6, 4, 256, 240},
+    [NN_GEMM_PATH_GENERIC_WIDE] = {"generic-wide", always, genw_kernels,
+                                   genw_dot, 8, 16, 192, 240},
+#if GEMM_X86
+    [NN_GEMM_PATH_AVX2] = {"avx2", have_avx2, avx2_kernels, avx2_dot,
+                           6, 8, 256, 240},
+    [NN_GEMM_PATH_AVX512] = {"avx512", have_avx512, avx512_kernels,
+                             avx512_dot, 8, 16, 192, 240},
+#endif
+};
+
+/* -1 until first use; then the chosen path. Relaxed atomics: the value is
+ * a plain index, no other memory is published through it. */
+static _Atomic int gemm_current = -1;
+
+static int best_path(void)
+{
+    static const int order[] = {NN_GEMM_PATH_AVX512, NN_GEMM_PATH_AVX2,
+                                NN_GEMM_PATH_GENERIC};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (nn_gemm_path_supported(order[i])) return order[i];
+    return NN_GEMM_PATH_GENERIC;
+}
+
+int nn_gemm_path_supported(int path)
+{
+    if (path < 0 || path >= NN_GEMM_PATH_COUNT) return 0;
+    const struct gemm_path *p = &paths[path];
+    return p->name != NULL && p->supported();
+}
+
+int nn_gemm_set_path(int path)
+{
+    if (path == NN_GEMM_PATH_AUTO) path = best_path();
+    if (!nn_gemm_path_supported(path)) return -1;
+    atomic_store_explicit(&gemm_current, path, memory_order_relaxed);
+    return 0;
+}
+
+int nn_gemm_get_path(void)
+{
+    int p = atomic_load_explicit(&gemm_current, memory_order_relaxed);
+    if (p < 0) {
+        p = best_path();
+        atomic_store_explicit(&gemm_current, p, memory_order_relaxed);
+    }
+    return p;
+}
+
+const char *nn_gemm_path_name(int path)
+{
+    if (path == NN_GEMM_PATH_AUTO) path = nn_gemm_get_path();
+    if (path < 0 || path >= NN_GEMM_PATH_COUNT || paths[path].name == NULL)
+        return "unknown";
+    return paths[path].name;
+}
+
+/* ---- per-thread workspace ---------------------------------------------------
+ * Heap, not a _Thread_local array: static TLS is allocated and zeroed in
+ * every thread of the process (server threads that never multiply too) and
+ * is carved out of each thread's stack. Here only threads that run the
+ * blocked path pay, once, and the key's destructor frees it at exit. */
+#define GEMM_WS_FLOATS                                                        \
+    (GEMM_MC_MAX * GEMM_KC_MAX + GEMM_KC_MAX * GEMM_NR_MAX)
+
+static pthread_key_t gemm_ws_key;
+static pthread_once_t gemm_ws_once = PTHREAD_ONCE_INIT;
+static int gemm_ws_key_ok;
+static _Thread_local float *gemm_ws_tl;
+
+static void gemm_ws_key_init(void)
+{
+    gemm_ws_key_ok = pthread_key_create(&gemm_ws_key, free) == 0;
+}
+
+static float *gemm_ws(void)
+{
+    if (gemm_ws_tl) return gemm_ws_tl;
+    if (pthread_once(&gemm_ws_once, gemm_ws_key_init) != 0 || !gemm_ws_key_ok)
+        return NULL;
+    float *w = aligned_alloc(64, GEMM_WS_FLOATS * sizeof(float));
+    if (!w) return NULL;
+    if (pthread_setspecific(gemm_ws_key, w) != 0) {
+        free(w);
+        return NULL;
+    }
+    gemm_ws_tl = w;
+    return w;
+}
+
+/* ---- reference and simple loops ------------------------------------------- */
+static inline float opa(int ta, const float *A, idx lda, int i, int k)
+{
+    return ta ? A[(idx)k * lda + i] : A[(idx)i * lda + k];
+}
+static inline float opb(int tb, const float *B, idx ldb, int k, int j)
+{
+    return tb ? B[(idx)j * ldb + k] : B[(idx)k * ldb + j];
+}
+
+void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb,
+                 float beta, float *C, int ldc)
+{
+    /* Double accumulation: the oracle should be more accurate than what it
+     * checks, so test tolerances measure the fast path's error alone. */
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int k = 0; k < K; k++)
+                s += (double)opa(ta, A, lda, i, k) * opb(tb, B, ldb, k, j);
+            float *c = &C[(idx)i * ldc + j];
+            *c = beta == 0.0f ? (float)(alpha * s)
+                              : (float)(alpha * s + (double)beta * *c);
+        }
+}
+
+static void gemm_scale(int M, int N, float beta, float *C, idx ldc)
+{
+    for (int i = 0; i < M; i++) {
+        float *c = C + i * ldc;
+        if (beta == 0.0f)
+            memset(c, 0, (size_t)N * sizeof(float));
+        else if (beta != 1.0f)
+            for (int j = 0; j < N; j++) c[j] *= beta;
+    }
+}
+
+/* Plain loop for tiny products (and the no-memory fallback): row of C
+ * accumulated in a small stack buffer so op(B) rows are read in order. */
+static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha,
+                        const float *A, idx lda, const float *B, idx ldb,
+                        float beta, float *C, idx ldc)
+{
+    enum { CH = 256 };
+    float acc[CH];
+    for (int i = 0; i < M; i++)
+        for (int j0 = 0; j0 < N; j0 += CH) {
+            int nj = N - j0 < CH ? N - j0 : CH;
+            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
+            for (int k = 0; k < K; k++) {
+                float a = opa(ta, A, lda, i, k);
+                if (tb)
+                    for (int j = 0; j < nj; j++)
+                        acc[j] += a * B[(idx)(j0 + j) * ldb + k];
+                else
+                    for (int j = 0; j < nj; j++)
+                        acc[j] += a * B[(idx)k * ldb + j0 + j];
+            }
+            float *c = C + i * ldc + j0;
+            for (int j = 0; j < nj; j++)
+                c[j] = beta == 0.0f ? alpha * acc[j]
+                                    : alpha * acc[j] + beta * c[j];
+        }
+}
+
+/* ---- packing ------------------------------------------------------------ */
+/* op(A)[i0 .. i0+mc, k0 .. k0+kc] into slivers of mr rows: sliver s holds
+ * element (r, k) at out[s*mr*kc + k*mr + r]. A short last sliver keeps the
+ * mr stride (its kernel reads only its rows). */
+static void pack_a(int ta, const float *A, idx lda, int i0, int k0, int mc,
+                   int kc, int mr, float *restrict out)
+{
+    for (int s = 0; s < mc; s += mr) {
+        int rows = mc - s < mr ? mc - s : mr;
+        float *o = out + (idx)s * kc;
+        if (ta) {
+            for (int k = 0; k < kc; k++) {
+                const float *src = A + (idx)(k0 + k) * lda + i0 + s;
+                for (int r = 0; r < rows; r++) o[k * mr + r] = src[r];
+            }
+        } else {
+            for (int r = 0; r < rows; r++) {
+                const float *src = A + (idx)(i0 + s + r) * lda + k0;
+                for (int k = 0; k < kc; k++) o[k * mr + r] = src[k];
+            }
+        }
+    }
+}
+
+/* op(B)[k0 .. k0+kc, j0 .. j0+nr] into out[k*nrp + j], zero-padded to nrp
+ * columns. The transposed case walks B 4 rows at a time so each source
+ * row is read sequentially and 4 output floats are written together. */
+static void pack_b(int tb, const float *B, idx ldb, int k0, int j0, int kc,
+                   int nr, int nrp, float *restrict out)
+{
+    if (!tb) {
+        for (int k = 0; k < kc; k++) {
+            const float *src = B + (idx)(k0 + k) * ldb + j0;
+            float *o = out + (idx)k * nrp;
+            memcpy(o, src, (size_t)nr * sizeof(float));
+            for (int j = nr; j < nrp; j++) o[j] = 0.0f;
+        }
+        return;
+    }
+    int j = 0;
+    for (; j + 4 <= nr; j += 4) {
+        const float *s0 = B + (idx)(j0 + j) * ldb + k0;
+        const float *s1 = s0 + ldb, *s2 = s1 + ldb, *s3 = s2 + ldb;
+        float *o = out + j;
+        for (int k = 0; k < kc; k++) {
+            o[0] = s0[k];
+            o[1] = s1[k];
+            o[2] = s2[k];
+            o[3] = s3[k];
+            o += nrp;
+        }
+    }
+    for (; j < nr; j++) {
+        const float *s = B + (idx)(j0 + j) * ldb + k0;
+        for (int k = 0; k < kc; k++) out[(idx)k * nrp + j] = s[k];
+    }
+    if (nr < nrp)
+        for (int k = 0; k < kc; k++)
+            for (int jj = nr; jj < nrp; jj++) out[(idx)k * nrp + jj] = 0.0f;
+}
+
+/* ---- drivers ------------------------------------------------------------ */
+static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
+                         int M, int N, int K, float alpha, const float *A,
+                         idx lda, const float *B, idx ldb, float beta,
+                         float *C, idx ldc)
+{
+    const int mr = p->mr, vl = p->vl, nrf = 2 * vl;
+    float *apack = ws;
+    float *bpack = ws + GEMM_MC_MAX * GEMM_KC_MAX;
+    /* Equal K blocks (e.g. 400 -> 2 x 200, not 256 + 144). */
+    int nkb = (K + p->kc - 1) / p->kc;
+    int kcb = (K + nkb - 1) / nkb;
+    int nmb = (M + p->mc - 1) / p->mc;
+    int mcb = (M + nmb - 1) / nmb;
+    mcb = (mcb + mr - 1) / mr * mr;
+    if (mcb > p->mc) mcb = p->mc;
+
+    for (int k0 = 0; k0 < K; k0 += kcb) {
+        int kc = K - k0 < kcb ? K - k0 : kcb;
+        float bet = k0 == 0 ? beta : 1.0f;
+        for (int i0 = 0; i0 < M; i0 += mcb) {
+            int mc = M - i0 < mcb ? M - i0 : mcb;
+            pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
+            for (int j0 = 0; j0 < N; j0 += nrf) {
+                int nr = N - j0 < nrf ? N - j0 : nrf;
+                int nv = nr > vl ? 2 : 1;
+                const float *bp;
+                idx bs;
+                if (!tb && nr == nrf) {
+                    bp = B + (idx)k0 * ldb + j0;
+                    bs = ldb;
+                } else {
+                    pack_b(tb, B, ldb, k0, j0, kc, nr, nv * vl, bpack);
+                    bp = bpack;
+                    bs = nv * vl;
+                }
+                for (int s = 0; s < mc; s += mr) {
+                    int rows = mc - s < mr ? mc - s : mr;
+                    p->kernels[rows - 1][nv - 1](
+                        kc, apack + (idx)s * kc, bp, bs,
+                        C + (idx)(i0 + s) * ldc + j0, ldc, alpha, bet, nr);
+                }
+            }
+        }
+    }
+}
+
+static void gemm_dot_rows(const struct gemm_path *p, int M, int N, int K,
+                          float alpha, const float *A, idx lda,
+                          const float *B, idx ldb, float beta, float *C,
+                          idx ldc)
+{
+    for (int i = 0; i < M; i++) {
+        const float *a = A + i * lda;
+        float *c = C + i * ldc;
+        for (int j = 0; j < N; j += 4) {
+            int nb = N - j < 4 ? N - j : 4;
+            float s[4];
+            p->dot(K, a, B + (idx)j * ldb, ldb, nb, s);
+            for (int t = 0; t < nb; t++)
+                c[j + t] = beta == 0.0f ? alpha * s[t]
+                                        : alpha * s[t] + beta * c[j + t];
+        }
+    }
+}
+
+void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
+             const float *A, int lda, const float *B, int ldb, float beta,
+             float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        gemm_scale(M, N, beta, C, ldc);
+        return;
+    }
+    const struct gemm_path *p = &paths[nn_gemm_get_path()];
+    if ((double)M * N * K <= GEMM_TINY_MNK) {
+        gemm_simple(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if (tb && !ta && M <= GEMM_DOT_M_MAX) {
+        gemm_dot_rows(p, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    float *ws = gemm_ws();
+    if (!ws) {
+        gemm_simple(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    gemm_blocked(p, ws, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}

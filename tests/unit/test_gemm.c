@@ -1,0 +1,364 @@
+/* test_gemm.c - nn_gemm against nn_gemm_ref on every kernel path this CPU
+ * runs: all transposes, edge sizes around the tile and block sizes, padded
+ * strides, general alpha/beta, beta == 0 over NaN, alpha == 0 and K == 0,
+ * and two threads multiplying at once.
+ *
+ * Two kinds of data: small integers, for which every partial sum is exact
+ * in float, so the fast path must match the oracle bit for bit (a dropped
+ * or doubled product cannot hide in a tolerance); and uniform floats in
+ * [-1, 1], checked within 1e-5 * K * max|a| * max|b|. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/gemm.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+static float rnd_float(void) { return (float)(rnd() % 2000001) / 1e6f - 1.0f; }
+static float rnd_int(void) { return (float)((int)(rnd() % 9) - 4); }
+
+/* Sentinel written into the padding of C (columns N..ldc-1 and beyond the
+ * last row): it must survive every call. */
+#define SENTINEL 12345.5f
+
+struct mats {
+    int ta, tb, M, N, K, lda, ldb, ldc;
+    float *A, *B, *C, *Cref;
+    size_t na, nb, nc;
+};
+
+/* Allocates op(A) [M,K], op(B) [K,N] (stored transposed if ta/tb) and C
+ * [M,N], each row padded by 0..pad extra floats, filled by gen (C too,
+ * unless c_nan: then C is NaN, for beta == 0). */
+static void mats_make(struct mats *m, int ta, int tb, int M, int N, int K,
+                      int pad, float (*gen)(void), int c_nan)
+{
+    m->ta = ta, m->tb = tb, m->M = M, m->N = N, m->K = K;
+    int arows = ta ? K : M, acols = ta ? M : K;
+    int brows = tb ? N : K, bcols = tb ? K : N;
+    m->lda = acols + (pad ? (int)(rnd() % (pad + 1)) : 0);
+    m->ldb = bcols + (pad ? (int)(rnd() % (pad + 1)) : 0);
+    m->ldc = N + (pad ? (int)(rnd() % (pad + 1)) : 0);
+    if (m->lda < 1) m->lda = 1;
+    if (m->ldb < 1) m->ldb = 1;
+    if (m->ldc < 1) m->ldc = 1;
+    m->na = (size_t)arows * m->lda + 1;
+    m->nb = (size_t)brows * m->ldb + 1;
+    m->nc = (size_t)M * m->ldc + 8;
+    m->A = malloc(m->na * sizeof(float));
+    m->B = malloc(m->nb * sizeof(float));
+    m->C = malloc(m->nc * sizeof(float));
+    m->Cref = malloc(m->nc * sizeof(float));
+    assert_non_null(m->A);
+    assert_non_null(m->B);
+    assert_non_null(m->C);
+    assert_non_null(m->Cref);
+    for (size_t i = 0; i < m->na; i++) m->A[i] = gen();
+    for (size_t i = 0; i < m->nb; i++) m->B[i] = gen();
+    for (size_t i = 0; i < m->nc; i++) m->C[i] = SENTINEL;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++)
+            m->C[(size_t)i * m->ldc + j] = c_nan ? NAN : gen();
+    memcpy(m->Cref, m->C, m->nc * sizeof(float));
+}
+
+static void mats_free(struct mats *m)
+{
+    free(m->A);
+    free(m->B);
+    free(m->C);
+    free(m->Cref);
+}
+
+static float max_abs(const float *x, size_t n)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++)
+        if (fabsf(x[i]) > m) m = fabsf(x[i]);
+    return m;
+}
+
+/* Runs both versions and compares; exact: bitwise-equal values required.
+ * Fails with the shape and the first bad element. */
+static void check(struct mats *m, float alpha, float beta, int exact)
+{
+    nn_gemm(m->ta, m->tb, m->M, m->N, m->K, alpha, m->A, m->lda, m->B,
+            m->ldb, beta, m->C, m->ldc);
+    nn_gemm_ref(m->ta, m->tb, m->M, m->N, m->K, alpha, m->A, m->lda, m->B,
+                m->ldb, beta, m->Cref, m->ldc);
+    float tol = 1e-5f * (float)(m->K + 1) * max_abs(m->A, m->na) *
+                max_abs(m->B, m->nb) * fabsf(alpha) + 1e-6f;
+    for (size_t idx = 0; idx < m->nc; idx++) {
+        int i = (int)(idx / (size_t)m->ldc), j = (int)(idx % (size_t)m->ldc);
+        int inside = i < m->M && j < m->N;
+        float got = m->C[idx], want = m->Cref[idx];
+        int ok;
+        if (!inside)
+            ok = got == SENTINEL;
+        else if (exact)
+            ok = got == want;
+        else
+            ok = isfinite(got) && fabsf(got - want) <= tol * (1 + fabsf(beta));
+        if (!ok) {
+            print_error("path %s ta=%d tb=%d M=%d N=%d K=%d lda=%d ldb=%d "
+                        "ldc=%d alpha=%g beta=%g: C[%d][%d] = %.9g, want "
+                        "%.9g (%s, tol %g)\n",
+                        nn_gemm_path_name(NN_GEMM_PATH_AUTO), m->ta, m->tb,
+                        m->M, m->N, m->K, m->lda, m->ldb, m->ldc,
+                        (double)alpha, (double)beta, i, j, (double)got,
+                        (double)want, inside ? "inside" : "padding",
+                        (double)tol);
+            fail();
+        }
+    }
+}
+
+static void one(int ta, int tb, int M, int N, int K, int pad, float alpha,
+                float beta, int exact)
+{
+    struct mats m;
+    mats_make(&m, ta, tb, M, N, K, pad, exact ? rnd_int : rnd_float,
+              beta == 0.0f);
+    check(&m, alpha, beta, exact);
+    mats_free(&m);
+}
+
+/* Sizes around every tile and block boundary of every path: MR 6 and 8,
+ * NR 8, 16 and 32, KC 192 and 256, MC 240, plus primes. */
+static const int msizes[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 16, 17, 23,
+                             48, 239, 240, 241, 250};
+static const int nsizes[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33,
+                             47, 49, 64, 65, 100};
+static const int ksizes[] = {1, 2, 3, 7, 16, 25, 64, 191, 192, 193, 255,
+                             256, 257, 300, 385, 513};
+#define COUNT(a) ((int)(sizeof a / sizeof a[0]))
+
+/* The battery run on the path currently selected. */
+static void battery(void)
+{
+    static const float alphas[] = {1.0f, 2.0f, -0.5f};
+    static const float betas[] = {0.0f, 1.0f, -3.0f, 0.25f};
+    /* Systematic: every transpose combination over a grid of small sizes
+     * (tiny loop, dot path and blocked edges). */
+    for (int t = 0; t < 4; t++)
+        for (int mi = 0; mi < 12; mi++)
+            for (int ni = 0; ni < 13; ni++)
+                for (int ki = 0; ki < 8; ki += 3)
+                    one(t >> 1, t & 1, msizes[mi], nsizes[ni], ksizes[ki],
+                        (mi + ni) % 3, alphas[(mi + ki) % 3],
+                        betas[(ni + ki) % 4], 1);
+    /* Random larger shapes, exact (integers) then float. */
+    for (int r = 0; r < 160; r++) {
+        int t = r & 3;
+        int M = msizes[rnd() % COUNT(msizes)];
+        int N = nsizes[rnd() % COUNT(nsizes)];
+        int K = ksizes[rnd() % COUNT(ksizes)];
+        one(t >> 1, t & 1, M, N, K, 5, alphas[rnd() % 3], betas[rnd() % 4],
+            r % 2 == 0);
+    }
+}
+
+static int select_path(int p)
+{
+    if (!nn_gemm_path_supported(p)) return 0;
+    assert_int_equal(nn_gemm_set_path(p), 0);
+    assert_int_equal(nn_gemm_get_path(), p);
+    return 1;
+}
+
+static void test_paths(void **state)
+{
+    (void)state;
+    int ran = 0;
+    for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
+        if (!select_path(p)) {
+            print_message("[ SKIP     ] path %s: not supported here\n",
+                          nn_gemm_path_name(p));
+            continue;
+        }
+        print_message("[ PATH     ] %s\n", nn_gemm_path_name(p));
+        battery();
+        ran++;
+    }
+    /* The portable paths run everywhere. */
+    assert_true(ran >= 2);
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
+static void test_dispatch(void **state)
+{
+    (void)state;
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    int best = nn_gemm_get_path();
+    assert_true(best >= 0 && best < NN_GEMM_PATH_COUNT);
+    assert_int_not_equal(best, NN_GEMM_PATH_GENERIC_WIDE);
+    assert_true(nn_gemm_path_supported(best));
+    /* AUTO takes the widest supported instruction set. */
+    if (nn_gemm_path_supported(NN_GEMM_PATH_AVX512))
+        assert_int_equal(best, NN_GEMM_PATH_AVX512);
+    else if (nn_gemm_path_supported(NN_GEMM_PATH_AVX2))
+        assert_int_equal(best, NN_GEMM_PATH_AVX2);
+    else
+        assert_int_equal(best, NN_GEMM_PATH_GENERIC);
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    assert_int_equal(nn_gemm_path_supported(NN_GEMM_PATH_AVX2),
+                     __builtin_cpu_supports("avx2") &&
+                         __builtin_cpu_supports("fma"));
+#endif
+    /* Unknown or unsupported paths are refused and change nothing. */
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_COUNT), -1);
+    assert_int_equal(nn_gemm_set_path(-7), -1);
+    if (!nn_gemm_path_supported(NN_GEMM_PATH_AVX512))
+        assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AVX512), -1);
+    assert_int_equal(nn_gemm_get_path(), best);
+    assert_string_equal(nn_gemm_path_name(NN_GEMM_PATH_GENERIC), "generic");
+    assert_string_equal(nn_gemm_path_name(NN_GEMM_PATH_AUTO),
+                        nn_gemm_path_name(best));
+    assert_string_equal(nn_gemm_path_name(99), "unknown");
+}
+
+/* The shapes the CNN library uses, float data, on the default path. */
+static void test_typical_shapes(void **state)
+{
+    (void)state;
+    static const int shapes[][5] = {
+        /* ta tb M N K */
+        {0, 0, 6, 784, 25},   {0, 0, 16, 100, 150}, {0, 0, 32, 196, 800},
+        {0, 0, 64, 49, 1600}, {0, 1, 16, 150, 100}, {1, 0, 150, 100, 16},
+        {0, 1, 32, 120, 400}, {0, 1, 1, 120, 400},  {0, 1, 2, 84, 120},
+        {1, 0, 120, 400, 32}, {0, 0, 32, 400, 120}, {0, 0, 1, 10, 84},
+        {0, 0, 128, 784, 1152},
+    };
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    for (int s = 0; s < COUNT(shapes); s++) {
+        const int *x = shapes[s];
+        one(x[0], x[1], x[2], x[3], x[4], 0, 1.0f, 0.0f, 0);
+        one(x[0], x[1], x[2], x[3], x[4], 3, 1.0f, 1.0f, 0);
+        one(x[0], x[1], x[2], x[3], x[4], 0, 1.0f, 1.0f, 1);
+    }
+}
+
+/* Empty products: M or N of 0 touch nothing, K == 0 or alpha == 0 give
+ * beta * C without reading A or B (which hold NaN here). */
+static void test_degenerate(void **state)
+{
+    (void)state;
+    float A[64], B[64], C[64];
+    for (int i = 0; i < 64; i++) A[i] = B[i] = NAN;
+    for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
+        if (!select_path(p)) continue;
+        for (int i = 0; i < 64; i++) C[i] = 2.0f;
+        nn_gemm(0, 0, 0, 4, 4, 1.0f, A, 4, B, 4, 0.0f, C, 4);
+        nn_gemm(0, 0, 4, 0, 4, 1.0f, A, 4, B, 4, 0.0f, C, 4);
+        for (int i = 0; i < 64; i++) assert_true(C[i] == 2.0f);
+        /* K == 0 with beta 3: C = 3 C, padding column untouched. */
+        nn_gemm(1, 1, 3, 4, 0, 1.0f, A, 3, B, 1, 3.0f, C, 5);
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 5; j++)
+                assert_true(C[i * 5 + j] == (j < 4 ? 6.0f : 2.0f));
+        /* K == 0 with beta 0 over NaN: zeros. */
+        for (int i = 0; i < 64; i++) C[i] = NAN;
+        nn_gemm(0, 0, 4, 4, 0, 1.0f, A, 1, B, 4, 0.0f, C, 4);
+        for (int i = 0; i < 16; i++) assert_true(C[i] == 0.0f);
+        /* alpha == 0 over NaN operands, big enough for the blocked path. */
+        float *Ab = malloc(64 * 64 * sizeof(float));
+        float *Bb = malloc(64 * 64 * sizeof(float));
+        float *Cb = malloc(64 * 64 * sizeof(float));
+        assert_non_null(Ab);
+        assert_non_null(Bb);
+        assert_non_null(Cb);
+        for (int i = 0; i < 64 * 64; i++) Ab[i] = Bb[i] = NAN, Cb[i] = 1.0f;
+        nn_gemm(0, 0, 64, 64, 64, 0.0f, Ab, 64, Bb, 64, 0.5f, Cb, 64);
+        for (int i = 0; i < 64 * 64; i++) assert_true(Cb[i] == 0.5f);
+        free(Ab);
+        free(Bb);
+        free(Cb);
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
+/* Two threads multiplying different shapes at once must each get their
+ * own single-thread answer (per-thread packing memory). */
+struct job {
+    int ta, tb, M, N, K;
+    float *A, *B, *C, *want;
+    int bad;
+};
+
+static void *job_run(void *arg)
+{
+    struct job *j = arg;
+    int lda = j->ta ? j->M : j->K, ldb = j->tb ? j->K : j->N;
+    for (int rep = 0; rep < 20 && !j->bad; rep++) {
+        nn_gemm(j->ta, j->tb, j->M, j->N, j->K, 1.0f, j->A, lda, j->B, ldb,
+                0.0f, j->C, j->N);
+        if (memcmp(j->C, j->want, (size_t)j->M * j->N * sizeof(float)))
+            j->bad = 1;
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    struct job jobs[2] = {{0, 0, 64, 300, 500, 0, 0, 0, 0, 0},
+                          {1, 1, 100, 77, 333, 0, 0, 0, 0, 0}};
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    for (int t = 0; t < 2; t++) {
+        struct job *j = &jobs[t];
+        size_t na = (size_t)j->M * j->K, nb = (size_t)j->K * j->N,
+               nc = (size_t)j->M * j->N;
+        j->A = malloc(na * sizeof(float));
+        j->B = malloc(nb * sizeof(float));
+        j->C = malloc(nc * sizeof(float));
+        j->want = malloc(nc * sizeof(float));
+        assert_non_null(j->A);
+        assert_non_null(j->B);
+        assert_non_null(j->C);
+        assert_non_null(j->want);
+        for (size_t i = 0; i < na; i++) j->A[i] = rnd_float();
+        for (size_t i = 0; i < nb; i++) j->B[i] = rnd_float();
+        int lda = j->ta ? j->M : j->K, ldb = j->tb ? j->K : j->N;
+        nn_gemm(j->ta, j->tb, j->M, j->N, j->K, 1.0f, j->A, lda, j->B, ldb,
+                0.0f, j->want, j->N);
+    }
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, job_run, &jobs[t]), 0);
+    for (int t = 0; t < 2; t++) assert_int_equal(pthread_join(th[t], NULL), 0);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(jobs[t].bad, 0);
+        free(jobs[t].A);
+        free(jobs[t].B);
+        free(jobs[t].C);
+        free(jobs[t].want);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dispatch),
+        cmocka_unit_test(test_degenerate),
+        cmocka_unit_test(test_typical_shapes),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_paths),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

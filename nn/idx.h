@@ -1,5 +1,5 @@
-/* idx.h - the IDX files of MNIST and Fashion-MNIST (optionally gzip'ed
- * is NOT handled here: pass uncompressed bytes; see idx_load_pair for files).
+/* idx.h - the IDX files of MNIST and Fashion-MNIST. The parsers take
+ * uncompressed bytes; nn_dataset_load reads files, plain or gzip'ed.
  *
  * Images: magic 0x00000803, count, rows, cols, then count*rows*cols bytes.
  * Labels: magic 0x00000801, count, then count bytes.

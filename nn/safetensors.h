@@ -21,6 +21,8 @@
 
 #define ST_MAX_DIMS 8
 #define ST_MAX_HEADER (16u << 20)
+/* st_read refuses bigger files, and the writer refuses to produce them. */
+#define ST_MAX_FILE (1u << 30)
 
 typedef enum { ST_F32 = 0, ST_I64 = 1 } st_dtype;
 
@@ -45,7 +47,10 @@ typedef struct {
     char **meta_keys, **meta_vals; /* owned                               */
 } st_file;
 
-/* Takes ownership of buf (malloc'ed, len bytes) in all cases. */
+/* Takes ownership of buf (malloc'ed, len bytes) in all cases. Tensor data
+ * is little-endian and starts at its offset in the data block; files from
+ * st_writer_write keep it 8-byte aligned, others may not, so read elements
+ * with memcpy unless aligned. */
 st_file *st_parse(uint8_t *buf, size_t len, char *err, size_t errlen);
 /* Reads the whole file (size-checked) and parses it. */
 st_file *st_read(const char *path, char *err, size_t errlen);

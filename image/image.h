@@ -61,4 +61,31 @@ img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
 img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
                           float out[784], char *err, size_t errlen);
 
+/* ---- encoding (tests, fixture tools, debugging dumps) -------------------- */
+
+/* What img_png_encode writes. Samples are given unpacked, one uint16_t per
+ * channel per pixel (row-major, channels interleaved), each in
+ * 0..(2^bit_depth - 1); for palette images a sample is the palette index.
+ * color_type uses the PNG numbers: 0 gray, 2 rgb, 3 palette, 4 gray+alpha,
+ * 6 rgba; bit_depth must be one PNG allows for that colour type. */
+typedef struct {
+    uint32_t width, height;
+    int color_type;
+    int bit_depth;
+    int interlace;               /* 0 none, 1 Adam7 */
+    const uint16_t *samples;
+    const uint8_t *palette;      /* palette_len RGB triples (type 3)        */
+    int palette_len;
+    const uint8_t *trns;         /* palette alpha, trns_len entries         */
+    int trns_len;
+    const char *text_key;        /* optional text chunk (NULL: none)        */
+    const char *text;
+    int text_compressed;         /* 1: zTXt, 0: tEXt                        */
+} img_png_spec;
+
+/* Encodes spec into a malloc'ed PNG (*png, *len), which the caller frees.
+ * Returns IMG_ERR_CORRUPT (with a message) for an invalid spec. */
+img_status img_png_encode(const img_png_spec *spec, uint8_t **png, size_t *len,
+                          char *err, size_t errlen);
+
 #endif

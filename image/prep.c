@@ -1,0 +1,251 @@
+/* prep.c - gray image of any size -> 28x28 MNIST-style input.
+ *
+ * What MNIST did (LeCun et al.): the digit's bounding box was scaled to fit
+ * 20x20 keeping the aspect ratio, anti-aliased, then placed in 28x28 so that
+ * its intensity centre of mass sits at the centre. Measured on the 10k test
+ * set, that centre is (14.0, 14.0) in pixel-index coordinates (the pixel at
+ * column x has coordinate x), every image within 0.5 px of it. We do the same:
+ *
+ *   1. polarity: the median of the border ring is the background; when it is
+ *      on the light side of the image's range, the ink is dark and we invert;
+ *   2. ink = how far a pixel is from the background, towards the ink side;
+ *   3. bounding box of pixels above 10% of the strongest ink (faint noise and
+ *      specks do not stretch the box);
+ *   4. longer side to 20 px by area averaging (box filter with fractional
+ *      coverage), ink renormalised so the strongest pixel is 1.0;
+ *   5. integer shift putting the centre of mass at (14, 14); halves round
+ *      towards zero so that MNIST's own images (off by at most 0.5) stay put.
+ *
+ * A 28x28 input whose ink box is already MNIST-sized (12..20 px) skips the
+ * rescale and the renormalisation: it only gets the polarity and the shift,
+ * so a real MNIST digit comes through bit for bit (value/255).
+ */
+#include "image/image.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PREP_SIDE 28
+#define PREP_BOX 20
+#define PREP_COM 14.0
+#define PREP_MIN_CONTRAST 8          /* gray levels; below this: blank */
+#define PREP_PASS_MIN_BOX 12         /* smaller 28x28 digits get rescaled */
+
+static void prep_errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+typedef struct {
+    int light;   /* background lighter than the ink */
+    int bg;      /* background level 0..255 */
+} polarity;
+
+static inline int ink_of(const polarity *p, int v)
+{
+    int d = p->light ? p->bg - v : v - p->bg;
+    return d > 0 ? d : 0;
+}
+
+static int hist_median(const uint64_t hist[256], uint64_t n)
+{
+    uint64_t acc = 0;
+    for (int v = 0; v < 256; v++) {
+        acc += hist[v];
+        if (2 * acc >= n)
+            return v;
+    }
+    return 255;
+}
+
+/* Round to nearest, halves towards zero. */
+static int round_half_in(double d)
+{
+    double a = ceil(fabs(d) - 0.5 - 1e-9);
+    return (int)(d < 0 ? -a : a);
+}
+
+/* Integer shift of a nw x nh patch whose centre of mass is (cx, cy), chosen
+ * to bring that centre to PREP_COM, clamped so the patch stays inside. */
+static int place(double c, int n)
+{
+    int off = round_half_in(PREP_COM - c);
+    if (off < 0) off = 0;
+    if (off > PREP_SIDE - n) off = PREP_SIDE - n;
+    return off;
+}
+
+static void centre_of_mass(const float *img, int w, int h, double *cx, double *cy)
+{
+    double s = 0, sx = 0, sy = 0;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            double v = img[y * w + x];
+            s += v;
+            sx += v * x;
+            sy += v * y;
+        }
+    *cx = s > 0 ? sx / s : (w - 1) / 2.0;
+    *cy = s > 0 ? sy / s : (h - 1) / 2.0;
+}
+
+/* Weights of a 1-D area-averaging resample of n source samples onto m
+ * destination samples: destination i covers source [i*n/m, (i+1)*n/m). */
+static void box_span(uint32_t n, uint32_t m, uint32_t i, double *a, double *b)
+{
+    *a = (double)i * n / m;
+    *b = (double)(i + 1) * n / m;
+}
+
+static float box_sum_row(const float *src, uint32_t stride, double a, double b)
+{
+    double s = 0;
+    uint32_t k0 = (uint32_t)floor(a), k1 = (uint32_t)ceil(b);
+    for (uint32_t k = k0; k < k1; k++) {
+        double lo = k > a ? k : a, hi = k + 1.0 < b ? k + 1.0 : b;
+        s += src[(size_t)k * stride] * (hi - lo);
+    }
+    return (float)(s / (b - a));
+}
+
+img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
+                          float out[784], char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = '\0';
+    memset(out, 0, sizeof(float) * PREP_SIDE * PREP_SIDE);
+    if (!gray || w == 0 || h == 0) {
+        prep_errf(err, errlen, "empty image (%ux%u)", (unsigned)w, (unsigned)h);
+        return IMG_ERR_BLANK;
+    }
+
+    /* 1. range and border median */
+    uint64_t hist[256] = {0}, bhist[256] = {0}, nb = 0;
+    size_t npix = (size_t)w * h;
+    for (size_t i = 0; i < npix; i++)
+        hist[gray[i]]++;
+    int lo = 0, hi = 255;
+    while (hist[lo] == 0) lo++;
+    while (hist[hi] == 0) hi--;
+    if (hi - lo < PREP_MIN_CONTRAST) {
+        prep_errf(err, errlen, "no ink: the image is a single tone (%d..%d)", lo, hi);
+        return IMG_ERR_BLANK;
+    }
+    for (uint32_t x = 0; x < w; x++) {
+        bhist[gray[x]]++;
+        bhist[gray[(size_t)(h - 1) * w + x]]++;
+        nb += 2;
+    }
+    for (uint32_t y = 1; y + 1 < h; y++) {
+        bhist[gray[(size_t)y * w]]++;
+        bhist[gray[(size_t)y * w + w - 1]]++;
+        nb += 2;
+    }
+    polarity pol;
+    pol.bg = hist_median(bhist, nb);
+    pol.light = 2 * pol.bg > lo + hi;
+
+    /* 2-3. strongest ink, then the box of clearly inked pixels */
+    int maxink = pol.light ? pol.bg - lo : hi - pol.bg;
+    if (maxink < PREP_MIN_CONTRAST) {
+        prep_errf(err, errlen, "no ink: nothing stands out from the background");
+        return IMG_ERR_BLANK;
+    }
+    uint32_t x0 = w, x1 = 0, y0 = h, y1 = 0;
+    for (uint32_t y = 0; y < h; y++) {
+        const uint8_t *row = gray + (size_t)y * w;
+        for (uint32_t x = 0; x < w; x++) {
+            if (ink_of(&pol, row[x]) * 10 > maxink) {
+                if (x < x0) x0 = x;
+                if (x > x1) x1 = x;
+                if (y < y0) y0 = y;
+                if (y > y1) y1 = y;
+            }
+        }
+    }
+    /* maxink >= 8 guarantees at least one pixel passed */
+    uint32_t bw = x1 - x0 + 1, bh = y1 - y0 + 1;
+    uint32_t longest = bw > bh ? bw : bh;
+
+    if (w == PREP_SIDE && h == PREP_SIDE && longest >= PREP_PASS_MIN_BOX &&
+        longest <= PREP_BOX) {
+        /* Already MNIST-shaped: keep every pixel, only centre. */
+        float img[PREP_SIDE * PREP_SIDE];
+        for (int i = 0; i < PREP_SIDE * PREP_SIDE; i++)
+            img[i] = (float)ink_of(&pol, gray[i]) / 255.0f;
+        double cx, cy;
+        centre_of_mass(img, PREP_SIDE, PREP_SIDE, &cx, &cy);
+        int dx = round_half_in(PREP_COM - cx), dy = round_half_in(PREP_COM - cy);
+        for (int y = 0; y < PREP_SIDE; y++)
+            for (int x = 0; x < PREP_SIDE; x++) {
+                int sx = x - dx, sy = y - dy;
+                if (sx >= 0 && sx < PREP_SIDE && sy >= 0 && sy < PREP_SIDE)
+                    out[y * PREP_SIDE + x] = img[sy * PREP_SIDE + sx];
+            }
+        return IMG_OK;
+    }
+
+    /* 4. area-average the box to nw x nh, longer side PREP_BOX */
+    double scale = (double)PREP_BOX / longest;
+    uint32_t nw = (uint32_t)lround(bw * scale), nh = (uint32_t)lround(bh * scale);
+    if (nw < 1) nw = 1;
+    if (nh < 1) nh = 1;
+    if (nw > PREP_BOX) nw = PREP_BOX;
+    if (nh > PREP_BOX) nh = PREP_BOX;
+
+    /* Horizontal pass into tmp (bh rows x nw), vertical pass into small. */
+    float *tmp = malloc(sizeof(float) * (size_t)bh * nw);
+    float *line = malloc(sizeof(float) * (bw > bh ? bw : bh));
+    if (!tmp || !line) {
+        free(tmp);
+        free(line);
+        prep_errf(err, errlen, "out of memory scaling a %ux%u box", (unsigned)bw, (unsigned)bh);
+        return IMG_ERR_NOMEM;
+    }
+    for (uint32_t y = 0; y < bh; y++) {
+        const uint8_t *row = gray + (size_t)(y0 + y) * w + x0;
+        for (uint32_t x = 0; x < bw; x++)
+            line[x] = (float)ink_of(&pol, row[x]);
+        for (uint32_t i = 0; i < nw; i++) {
+            double a, b;
+            box_span(bw, nw, i, &a, &b);
+            tmp[(size_t)y * nw + i] = box_sum_row(line, 1, a, b);
+        }
+    }
+    float small[PREP_BOX * PREP_BOX];
+    float peak = 0;
+    for (uint32_t x = 0; x < nw; x++)
+        for (uint32_t j = 0; j < nh; j++) {
+            double a, b;
+            box_span(bh, nh, j, &a, &b);
+            float v = box_sum_row(tmp + x, nw, a, b);
+            small[j * nw + x] = v;
+            if (v > peak)
+                peak = v;
+        }
+    free(tmp);
+    free(line);
+    if (!(peak > 0)) {
+        prep_errf(err, errlen, "no ink left after scaling");
+        return IMG_ERR_BLANK;
+    }
+    for (uint32_t i = 0; i < nw * nh; i++)
+        small[i] /= peak;
+
+    /* 5. place with the centre of mass at the centre */
+    double cx, cy;
+    centre_of_mass(small, (int)nw, (int)nh, &cx, &cy);
+    int ox = place(cx, (int)nw), oy = place(cy, (int)nh);
+    for (uint32_t y = 0; y < nh; y++)
+        for (uint32_t x = 0; x < nw; x++)
+            out[(oy + (int)y) * PREP_SIDE + ox + (int)x] = small[y * nw + x];
+    return IMG_OK;
+}

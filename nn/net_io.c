@@ -291,7 +291,12 @@ nn_net *nn_net_load(const char *path, char *err, size_t errlen)
 {
     char e2[512];
     st_file *f = st_read(path, e2, sizeof e2);
-    if (!f) { fail(err, errlen, "%s: %s", path, e2); return NULL; }
+    if (!f) {
+        /* st_read's messages name the file already. */
+        if (strncmp(e2, path, strlen(path))) fail(err, errlen, "%s: %s", path, e2);
+        else fail(err, errlen, "%s", e2);
+        return NULL;
+    }
     nn_net *net = from_st(f, path, err, errlen);
     st_free(f);
     return net;

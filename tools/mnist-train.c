@@ -206,6 +206,10 @@ int main(int argc, char **argv)
         def_epochs = 20;
         cfg.sched.kind = NN_SCHED_EXP;
         cfg.sched.gamma = 0.85f;
+        /* Mild augmentation: LeNet is small, heavier distortion underfits. */
+        cfg.aug.max_rot = 8.0f;
+        cfg.aug.max_zoom = 0.08f;
+        cfg.aug.max_shift = 0.08f;
         mean = 0.1307f; std = 0.3081f;
     } else if (!strcmp(arch_arg, "cnn")) {
         arch_json = PRESET_CNN;

@@ -1,0 +1,600 @@
+/* test_nn.c - layers, net, weights file, optimiser and training.
+ *
+ * Gradient checks compare every layer's backward pass with central finite
+ * differences of the loss; fast kernels are compared with the reference
+ * ones; the weights file round-trips and every corruption is refused with
+ * its own message. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "nn/augment.h"
+#include "nn/ensemble.h"
+#include "nn/eval.h"
+#include "nn/idx.h"
+#include "nn/layers.h"
+#include "nn/net.h"
+#include "nn/rng.h"
+#include "nn/safetensors.h"
+#include "nn/train.h"
+
+static void fill(float *v, size_t n, uint64_t seed, float scale)
+{
+    nn_rng r;
+    nn_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) v[i] = (2.0f * nn_rng_uniform(&r) - 1.0f) * scale;
+}
+
+static nn_net *make_net(const char *arch, int c, int h, int w, uint64_t seed)
+{
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256];
+    if (nn_arch_parse(arch, L, &nl, err, sizeof err)) fail_msg("arch: %s", err);
+    nn_net *net = nn_net_create(L, nl, c, h, w, NULL, err, sizeof err);
+    if (!net) fail_msg("create: %s", err);
+    nn_net_init(net, seed);
+    /* Non-trivial biases and batch-norm parameters, so their gradients matter. */
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *ly = &net->layers[i];
+        if (ly->nb) fill(net->params + ly->b_off, ly->nb, seed + 100 + i, 0.1f);
+        if (ly->kind == NN_BATCHNORM)
+            for (size_t j = 0; j < ly->nw; j++) net->params[ly->w_off + j] = 1.0f + 0.3f * (float)j / ly->nw;
+    }
+    return net;
+}
+
+/* Finite-difference check of d loss / d params and d loss / d input for a
+ * net in training mode. */
+static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
+{
+    nn_net *net = make_net(arch, c, h, w, 7);
+    int hw = c * h * w, k = nn_net_outputs(net);
+    nn_ws *ws = nn_ws_create(net, n, 1);
+    assert_non_null(ws);
+    float *x = malloc(sizeof(float) * n * hw), *g = calloc(net->nparams, sizeof(float));
+    uint8_t *y = malloc(n);
+    fill(x, (size_t)n * hw, 3, 1.0f);
+    for (int i = 0; i < n; i++) { x[i] = fabsf(x[i]); y[i] = (uint8_t)(i * 7 % k); }
+    const uint64_t seed = 99;
+    const float ls = 0.1f;
+    nn_net_forward_train(net, ws, x, y, n, ls, seed, 0, NULL);
+    nn_net_backward(net, ws, g);
+    float *dx = malloc(sizeof(float) * n * hw);
+    memcpy(dx, nn_ws_input_grad(ws), sizeof(float) * n * hw);
+    const float eps = 2e-3f;
+    int checked = 0, bad = 0;
+    for (size_t p = 0; p < net->nparams; p += 1 + net->nparams / 300) {
+        float old = net->params[p];
+        net->params[p] = old + eps;
+        double lp = nn_net_forward_train(net, ws, x, y, n, ls, seed, 0, NULL);
+        net->params[p] = old - eps;
+        double lm = nn_net_forward_train(net, ws, x, y, n, ls, seed, 0, NULL);
+        net->params[p] = old;
+        double num = (lp - lm) / (2 * eps), an = g[p];
+        double err = fabs(num - an) / fmax(1e-2, fabs(num) + fabs(an));
+        checked++;
+        if (err > tol) {
+            if (bad++ < 5) print_message("%s: param %zu analytic %.6g numeric %.6g\n", arch, p, an, num);
+        }
+    }
+    /* Input gradient (normalised input space; the default std is 1). */
+    for (int i = 0; i < n * hw; i += 1 + n * hw / 100) {
+        float old = x[i];
+        x[i] = old + eps;
+        double lp = nn_net_forward_train(net, ws, x, y, n, ls, seed, 0, NULL);
+        x[i] = old - eps;
+        double lm = nn_net_forward_train(net, ws, x, y, n, ls, seed, 0, NULL);
+        x[i] = old;
+        double num = (lp - lm) / (2 * eps), an = dx[i];
+        double err = fabs(num - an) / fmax(1e-2, fabs(num) + fabs(an));
+        checked++;
+        if (err > tol) {
+            if (bad++ < 10) print_message("%s: input %d analytic %.6g numeric %.6g\n", arch, i, an, num);
+        }
+    }
+    assert_true(checked > 20);
+    assert_int_equal(bad, 0);
+    free(x); free(g); free(y); free(dx);
+    nn_ws_free(ws);
+    nn_net_free(net);
+}
+
+static void test_grad_dense(void **s)
+{
+    (void)s;
+    grad_check("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":7},{\"type\":\"relu\"},"
+               "{\"type\":\"dense\",\"out\":5}]", 1, 4, 5, 3, 2e-2f);
+}
+
+static void test_grad_conv(void **s)
+{
+    (void)s;
+    grad_check("[{\"type\":\"conv2d\",\"out\":3,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
+               "{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"stride\":2,\"pad\":1},"
+               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 2, 7, 7, 2, 2e-2f);
+}
+
+static void test_grad_conv_1x1(void **s)
+{
+    (void)s;
+    grad_check("[{\"type\":\"conv2d\",\"out\":3,\"k\":1},{\"type\":\"flatten\"},"
+               "{\"type\":\"dense\",\"out\":3}]", 2, 3, 3, 2, 2e-2f);
+}
+
+static void test_grad_maxpool(void **s)
+{
+    (void)s;
+    grad_check("[{\"type\":\"conv2d\",\"out\":2,\"k\":3},{\"type\":\"maxpool\",\"k\":2},"
+               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":3}]", 1, 8, 8, 2, 2e-2f);
+}
+
+static void test_grad_batchnorm(void **s)
+{
+    (void)s;
+    grad_check("[{\"type\":\"conv2d\",\"out\":3,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":6},{\"type\":\"batchnorm\"},"
+               "{\"type\":\"dense\",\"out\":4}]", 1, 5, 5, 4, 3e-2f);
+}
+
+static void test_grad_dropout(void **s)
+{
+    (void)s;
+    /* The mask is a function of the seed, so the loss is smooth in the weights. */
+    grad_check("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":12},{\"type\":\"dropout\",\"p\":0.4},"
+               "{\"type\":\"dense\",\"out\":4}]", 1, 3, 3, 3, 2e-2f);
+}
+
+static void test_loss_values(void **s)
+{
+    (void)s;
+    /* Zero weights give uniform probabilities: loss = log(k) for any smoothing. */
+    nn_net *net = make_net("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 1, 2, 2, 1);
+    memset(net->params, 0, sizeof(float) * net->nparams);
+    nn_ws *ws = nn_ws_create(net, 2, 1);
+    float x[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f}, p[8];
+    uint8_t y[2] = {1, 3};
+    float l = nn_net_forward_train(net, ws, x, y, 2, 0.0f, 1, 0, p);
+    assert_float_equal(l, logf(4.0f), 1e-6);
+    for (int i = 0; i < 8; i++) assert_float_equal(p[i], 0.25f, 1e-7);
+    /* A confident right answer: loss -> small; label smoothing raises it. */
+    net->params[net->layers[1].b_off + 1] = 10.0f;
+    y[0] = y[1] = 1;
+    float l0 = nn_net_forward_train(net, ws, x, y, 2, 0.0f, 1, 0, NULL);
+    float l1 = nn_net_forward_train(net, ws, x, y, 2, 0.1f, 1, 0, NULL);
+    assert_true(l0 < 1e-3f);
+    assert_true(l1 > l0 + 0.1f);
+    nn_ws_free(ws);
+    nn_net_free(net);
+}
+
+static void test_conv_fast_vs_ref(void **s)
+{
+    (void)s;
+    const int cases[][7] = {
+        /* C, H, W, O, k, stride, pad */
+        {1, 28, 28, 6, 5, 1, 2}, {6, 14, 14, 16, 5, 1, 0}, {3, 9, 11, 5, 3, 2, 1},
+        {4, 7, 7, 8, 1, 1, 0}, {2, 10, 10, 3, 4, 3, 1}, {32, 12, 12, 32, 5, 2, 2}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
+                            cases[c][5], cases[c][6], 0, 0};
+        cs.OH = (cs.H + 2 * cs.p - cs.k) / cs.s + 1;
+        cs.OW = (cs.W + 2 * cs.p - cs.k) / cs.s + 1;
+        size_t nx = (size_t)cs.C * cs.H * cs.W, nw = (size_t)cs.O * cs.C * cs.k * cs.k;
+        size_t ny = (size_t)cs.O * cs.OH * cs.OW, ncol = nn_conv2d_col_size(&cs);
+        float *x = malloc(nx * 4), *w = malloc(nw * 4), *b = malloc(cs.O * 4), *y1 = malloc(ny * 4),
+              *y2 = malloc(ny * 4), *col = malloc(ncol * 4), *dcol = malloc(ncol * 4),
+              *dy = malloc(ny * 4), *dx1 = malloc(nx * 4), *dx2 = malloc(nx * 4),
+              *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4), *db1 = calloc(cs.O, 4), *db2 = calloc(cs.O, 4);
+        fill(x, nx, 1 + c, 1.0f); fill(w, nw, 2 + c, 0.3f); fill(b, cs.O, 3 + c, 0.5f);
+        fill(dy, ny, 4 + c, 1.0f);
+        nn_conv2d_forward(y1, x, w, b, &cs, col, 0);
+        nn_conv2d_forward_ref(y2, x, w, b, &cs);
+        for (size_t i = 0; i < ny; i++) assert_float_equal(y1[i], y2[i], 1e-4);
+        nn_conv2d_backward(dx1, dw1, db1, dy, x, w, &cs, col, dcol);
+        nn_conv2d_backward_ref(dx2, dw2, db2, dy, x, w, &cs);
+        for (size_t i = 0; i < nx; i++) assert_float_equal(dx1[i], dx2[i], 1e-4);
+        for (size_t i = 0; i < nw; i++) assert_float_equal(dw1[i], dw2[i], 2e-4 * cs.OH * cs.OW);
+        for (int i = 0; i < cs.O; i++) assert_float_equal(db1[i], db2[i], 1e-3);
+        /* Fused ReLU equals ReLU after the reference. */
+        nn_conv2d_forward(y1, x, w, b, &cs, col, 1);
+        for (size_t i = 0; i < ny; i++) assert_float_equal(y1[i], y2[i] > 0 ? y2[i] : 0.0f, 1e-4);
+        free(x); free(w); free(b); free(y1); free(y2); free(col); free(dcol); free(dy);
+        free(dx1); free(dx2); free(dw1); free(dw2); free(db1); free(db2);
+    }
+}
+
+static void test_dense_fast_vs_ref(void **s)
+{
+    (void)s;
+    const int cases[][3] = {{1, 784, 128}, {32, 784, 128}, {7, 13, 5}, {64, 400, 120}, {3, 1, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n = cases[c][0], in = cases[c][1], out = cases[c][2];
+        float *x = malloc(sizeof(float) * n * in), *w = malloc(sizeof(float) * in * out),
+              *b = malloc(sizeof(float) * out), *y1 = malloc(sizeof(float) * n * out),
+              *y2 = malloc(sizeof(float) * n * out), *dy = malloc(sizeof(float) * n * out),
+              *dx1 = malloc(sizeof(float) * n * in), *dx2 = malloc(sizeof(float) * n * in),
+              *dw1 = calloc((size_t)in * out, 4), *dw2 = calloc((size_t)in * out, 4),
+              *db1 = calloc(out, 4), *db2 = calloc(out, 4);
+        fill(x, (size_t)n * in, 10 + c, 1.0f); fill(w, (size_t)in * out, 11 + c, 0.1f);
+        fill(b, out, 12 + c, 0.5f); fill(dy, (size_t)n * out, 13 + c, 1.0f);
+        nn_dense_forward(y1, x, w, b, n, in, out, 0);
+        nn_dense_forward_ref(y2, x, w, b, n, in, out);
+        for (int i = 0; i < n * out; i++) assert_float_equal(y1[i], y2[i], 1e-4);
+        nn_dense_backward(dx1, dw1, db1, dy, x, w, n, in, out);
+        nn_dense_backward_ref(dx2, dw2, db2, dy, x, w, n, in, out);
+        for (int i = 0; i < n * in; i++) assert_float_equal(dx1[i], dx2[i], 1e-4);
+        for (int i = 0; i < in * out; i++) assert_float_equal(dw1[i], dw2[i], 1e-4 * n);
+        for (int i = 0; i < out; i++) assert_float_equal(db1[i], db2[i], 1e-4 * n);
+        free(x); free(w); free(b); free(y1); free(y2); free(dy); free(dx1); free(dx2);
+        free(dw1); free(dw2); free(db1); free(db2);
+    }
+}
+
+static void test_maxpool(void **s)
+{
+    (void)s;
+    float x[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, y[4], dx[16];
+    int32_t idx[4];
+    nn_maxpool_forward(y, idx, x, 1, 4, 4, 2, 2, 2, 2);
+    assert_float_equal(y[0], 6, 0); assert_float_equal(y[1], 8, 0);
+    assert_float_equal(y[2], 14, 0); assert_float_equal(y[3], 16, 0);
+    float dy[4] = {1, 2, 3, 4};
+    nn_maxpool_backward(dx, dy, idx, 1, 4, 4, 2, 2);
+    assert_float_equal(dx[5], 1, 0); assert_float_equal(dx[7], 2, 0);
+    assert_float_equal(dx[13], 3, 0); assert_float_equal(dx[15], 4, 0);
+    assert_float_equal(dx[0], 0, 0);
+}
+
+static const char *ARCH_SMALL =
+    "[{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+    "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.3},"
+    "{\"type\":\"dense\",\"out\":10}]";
+
+static char tmpdir[64];
+
+static int setup_tmp(void **s)
+{
+    (void)s;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_nn.XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown_tmp(void **s)
+{
+    (void)s;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static uint8_t *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(n);
+    assert_int_equal(fread(b, 1, n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static void test_weights_round_trip(void **s)
+{
+    (void)s;
+    nn_net *a = make_net(ARCH_SMALL, 1, 8, 8, 5);
+    fill(a->stats, a->nstats, 6, 0.5f);
+    for (size_t i = 0; i < a->nstats; i++) a->stats[i] = fabsf(a->stats[i]);
+    a->bn_batches = 1234;
+    a->meta.test_accuracy = 0.5;
+    snprintf(a->meta.labels[3], NN_LABEL_MAX, "three");
+    char path[128], err[512];
+    snprintf(path, sizeof path, "%s/a.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(a, path, err, sizeof err), 0);
+    nn_net *b = nn_net_load(path, err, sizeof err);
+    if (!b) fail_msg("load: %s", err);
+    assert_int_equal(b->nparams, a->nparams);
+    assert_memory_equal(b->params, a->params, sizeof(float) * a->nparams);
+    assert_memory_equal(b->stats, a->stats, sizeof(float) * a->nstats);
+    assert_int_equal(b->bn_batches, 1234);
+    assert_string_equal(b->meta.labels[3], "three");
+    assert_float_equal(b->meta.test_accuracy, 0.5, 1e-9);
+    /* Same outputs. */
+    nn_ws *wa = nn_ws_create(a, 3, 0), *wb = nn_ws_create(b, 3, 0);
+    float x[3 * 64], pa[30], pb[30];
+    fill(x, 3 * 64, 9, 1.0f);
+    nn_net_forward(a, wa, x, 3, pa, NULL);
+    nn_net_forward(b, wb, x, 3, pb, NULL);
+    assert_memory_equal(pa, pb, sizeof pa);
+    nn_ws_free(wa); nn_ws_free(wb);
+    nn_net_free(b);
+    nn_net_free(a);
+}
+
+static void write_variant(const char *path, nn_net *net, int skip_tensor, const char *rename_from,
+                          const char *rename_to, int shape_bump, int dtype_i64, const char *fmt,
+                          int bad_checksum)
+{
+    /* Build the file the way nn_net_save does, with one deliberate fault. */
+    char err[256];
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "%s.ok", path);
+    assert_int_equal(nn_net_save(net, tmp, err, sizeof err), 0);
+    st_file *f = st_read(tmp, err, sizeof err);
+    assert_non_null(f);
+    st_writer *w = st_writer_create();
+    uint64_t h = ST_FNV_INIT;
+    for (int i = 0; i < f->ntensors; i++) {
+        const st_tensor *t = &f->tensors[i];
+        if (i == skip_tensor) continue;
+        const char *name = (rename_from && !strcmp(t->name, rename_from)) ? rename_to : t->name;
+        int64_t shape[ST_MAX_DIMS];
+        memcpy(shape, t->shape, sizeof shape);
+        const void *data = t->data;
+        int ndim = t->ndim;
+        st_dtype dt = t->dtype;
+        static int64_t big[4096];
+        if (i == 0 && shape_bump) {
+            /* Same bytes, different shape: [a,b,...] -> [a*b...] flattened. */
+            int64_t tot = 1;
+            for (int d = 0; d < ndim; d++) tot *= shape[d];
+            shape[0] = tot;
+            ndim = 1;
+        }
+        if (i == 0 && dtype_i64) {
+            /* Reinterpret as I64 with half the elements. */
+            int64_t tot = 1;
+            for (int d = 0; d < ndim; d++) tot *= shape[d];
+            assert_true(tot % 2 == 0 && tot / 2 <= 4096);
+            memcpy(big, data, tot * 4);
+            shape[0] = tot / 2;
+            ndim = 1;
+            dt = ST_I64;
+            data = big;
+        }
+        assert_int_equal(st_writer_add(w, name, dt, ndim, shape, data), 0);
+        h = st_fnv1a64(t->data, t->nbytes, h);
+    }
+    for (int i = 0; i < f->nmeta; i++) {
+        const char *k = f->meta_keys[i], *v = f->meta_vals[i];
+        char buf[64];
+        if (!strcmp(k, "format") && fmt) v = fmt;
+        if (!strcmp(k, "checksum")) {
+            snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)(bad_checksum ? h ^ 1 : h));
+            v = buf;
+        }
+        assert_int_equal(st_writer_meta(w, k, v), 0);
+    }
+    assert_int_equal(st_writer_write(w, path, err, sizeof err), 0);
+    st_writer_free(w);
+    st_free(f);
+}
+
+static void expect_refused(const char *path, const char *needle)
+{
+    char err[512] = "";
+    nn_net *n = nn_net_load(path, err, sizeof err);
+    if (n) { nn_net_free(n); fail_msg("%s: loaded, expected refusal with '%s'", path, needle); }
+    if (!strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", path, err, needle);
+}
+
+static void test_weights_corruption(void **s)
+{
+    (void)s;
+    nn_net *net = make_net(ARCH_SMALL, 1, 8, 8, 5);
+    char path[160], ok[160], err[256];
+    snprintf(ok, sizeof ok, "%s/ok.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
+    size_t len;
+    uint8_t *buf = slurp(ok, &len);
+
+    /* Truncated anywhere: refused, never crashes. */
+    for (size_t cut = 0; cut < len; cut += (cut < 64 ? 1 : 37)) {
+        char e2[256] = "";
+        nn_net *n = nn_net_load_mem(buf, cut, e2, sizeof e2);
+        if (n) fail_msg("truncated at %zu loaded", cut);
+        assert_true(strlen(e2) > 0);
+    }
+    /* Header length larger than the file. */
+    uint8_t *b2 = malloc(len);
+    memcpy(b2, buf, len);
+    b2[0] = 0xff; b2[1] = 0xff; b2[2] = 0xff;
+    char e2[256] = "";
+    assert_null(nn_net_load_mem(b2, len, e2, sizeof e2));
+    assert_non_null(strstr(e2, "header length"));
+    /* Bad JSON: break the opening brace. */
+    memcpy(b2, buf, len);
+    b2[8] = '[';
+    assert_null(nn_net_load_mem(b2, len, e2, sizeof e2));
+    assert_true(strstr(e2, "JSON") || strstr(e2, "json"));
+    /* A flipped bit in the data: checksum. */
+    memcpy(b2, buf, len);
+    b2[len - 5] ^= 0x10;
+    assert_null(nn_net_load_mem(b2, len, e2, sizeof e2));
+    assert_non_null(strstr(e2, "checksum"));
+    free(b2);
+
+    snprintf(path, sizeof path, "%s/shape.safetensors", tmpdir);
+    write_variant(path, net, -1, NULL, NULL, 1, 0, NULL, 0);
+    expect_refused(path, "shape");
+    snprintf(path, sizeof path, "%s/dtype.safetensors", tmpdir);
+    write_variant(path, net, -1, NULL, NULL, 0, 1, NULL, 0);
+    expect_refused(path, "dtype");
+    snprintf(path, sizeof path, "%s/missing.safetensors", tmpdir);
+    write_variant(path, net, 1, NULL, NULL, 0, 0, NULL, 0);
+    expect_refused(path, "missing tensor");
+    snprintf(path, sizeof path, "%s/renamed.safetensors", tmpdir);
+    write_variant(path, net, -1, "0.bias", "0.biass", 0, 0, NULL, 0);
+    expect_refused(path, "missing tensor \"0.bias\"");
+    snprintf(path, sizeof path, "%s/format.safetensors", tmpdir);
+    write_variant(path, net, -1, NULL, NULL, 0, 0, "something-else", 0);
+    expect_refused(path, "not a mnist-c-nn weights file");
+    snprintf(path, sizeof path, "%s/checksum.safetensors", tmpdir);
+    write_variant(path, net, -1, NULL, NULL, 0, 0, NULL, 1);
+    expect_refused(path, "checksum mismatch");
+    snprintf(path, sizeof path, "%s/none.safetensors", tmpdir);
+    expect_refused(path, "cannot open");
+    free(buf);
+    nn_net_free(net);
+}
+
+static void test_arch_errors(void **s)
+{
+    (void)s;
+    nn_layer L[NN_MAX_LAYERS];
+    int nl;
+    char err[256];
+    assert_int_equal(nn_arch_parse("{", L, &nl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "JSON"));
+    assert_int_equal(nn_arch_parse("[{\"type\":\"bogus\"}]", L, &nl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "unknown type"));
+    assert_int_equal(nn_arch_parse("[{\"type\":\"conv2d\",\"out\":2.5,\"k\":3}]", L, &nl, err, sizeof err), -1);
+    assert_int_equal(nn_arch_parse("[{\"type\":\"dense\",\"out\":10}]", L, &nl, err, sizeof err), 0);
+    /* Dense on a 2-D map without flatten. */
+    assert_null(nn_net_create(L, nl, 1, 28, 28, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "flatten"));
+    /* Round trip through JSON text. */
+    assert_int_equal(nn_arch_parse(ARCH_SMALL, L, &nl, err, sizeof err), 0);
+    char *j = nn_arch_to_json(L, nl);
+    nn_layer L2[NN_MAX_LAYERS];
+    int nl2;
+    assert_int_equal(nn_arch_parse(j, L2, &nl2, err, sizeof err), 0);
+    assert_int_equal(nl, nl2);
+    for (int i = 0; i < nl; i++) {
+        assert_int_equal(L[i].kind, L2[i].kind);
+        assert_int_equal(L[i].out, L2[i].out);
+        assert_int_equal(L[i].k, L2[i].k);
+    }
+    free(j);
+}
+
+static void test_ensemble_mean(void **s)
+{
+    (void)s;
+    nn_net *a = make_net(ARCH_SMALL, 1, 8, 8, 1), *b = make_net(ARCH_SMALL, 1, 8, 8, 2);
+    float x[2 * 64], pa[20], pb[20], pe[20];
+    fill(x, 128, 4, 1.0f);
+    nn_ws *wa = nn_ws_create(a, 2, 0), *wb = nn_ws_create(b, 2, 0);
+    nn_net_forward(a, wa, x, 2, pa, NULL);
+    nn_net_forward(b, wb, x, 2, pb, NULL);
+    nn_ws_free(wa); nn_ws_free(wb);
+    nn_net *nets[2] = {a, b};
+    char err[128];
+    nn_ensemble *e = nn_ensemble_from_nets(nets, 2, err, sizeof err);
+    assert_non_null(e);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 2);
+    nn_ensemble_forward(e, ws, x, 2, pe);
+    double sum = 0;
+    for (int i = 0; i < 20; i++) {
+        assert_float_equal(pe[i], 0.5f * (pa[i] + pb[i]), 1e-7);
+        sum += pe[i];
+    }
+    assert_float_equal(sum, 2.0, 1e-5);
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+}
+
+static void test_augment(void **s)
+{
+    (void)s;
+    uint8_t img[28 * 28];
+    for (int i = 0; i < 784; i++) img[i] = (uint8_t)(i * 37 % 256);
+    float a[784], b[784], scratch[3 * 784];
+    nn_aug_cfg zero = {0};
+    nn_augment(a, img, 28, 28, &zero, 1, 5, scratch);
+    for (int i = 0; i < 784; i++) assert_float_equal(a[i], img[i] / 255.0f, 0);
+    nn_aug_cfg cfg = {15.0f, 0.15f, 0.1f, 30.0f, 4.0f};
+    nn_augment(a, img, 28, 28, &cfg, 7, 42, scratch);
+    nn_augment(b, img, 28, 28, &cfg, 7, 42, scratch);
+    assert_memory_equal(a, b, sizeof a);
+    nn_augment(b, img, 28, 28, &cfg, 7, 43, scratch);
+    assert_true(memcmp(a, b, sizeof a) != 0);
+    /* A shift by an integer moves pixels exactly. */
+    nn_affine t;
+    nn_affine_identity(&t);
+    t.dx = 2; t.dy = -1;
+    nn_affine_apply(a, img, 28, 28, &t);
+    assert_float_equal(a[10 * 28 + 12], img[11 * 28 + 10] / 255.0f, 1e-6);
+    assert_float_equal(a[27 * 28 + 0], 0.0f, 0);
+}
+
+/* Short training: a few thousand images, one epoch, well above chance;
+ * and the same seed gives the same weights. */
+static void test_training_smoke(void **s)
+{
+    (void)s;
+    const char *dir = getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data/mnist";
+    char err[512];
+    nn_dataset *tr = nn_dataset_load_dir(dir, 0, 10, err, sizeof err);
+    if (!tr) fail_msg("%s (run `make data`)", err);
+    nn_dataset *te = nn_dataset_load_dir(dir, 1, 10, err, sizeof err);
+    if (!te) fail_msg("%s (run `make data`)", err);
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"pad\":2},{\"type\":\"relu\"},"
+                       "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},"
+                       "{\"type\":\"dropout\",\"p\":0.2},{\"type\":\"dense\",\"out\":10}]";
+    float *params[2];
+    for (int run = 0; run < 2; run++) {
+        nn_net *net = make_net(arch, 1, 28, 28, 11);
+        nn_train_cfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.batch = 32; cfg.threads = 2; cfg.epochs = 1; cfg.seed = 3;
+        nn_opt_cfg_default(&cfg.opt, NN_OPT_ADAM);
+        cfg.sched.kind = NN_SCHED_CONST; cfg.sched.lr = 2e-3f;
+        cfg.aug.max_rot = 5;
+        nn_trainer *t = nn_trainer_create(net, &cfg, err, sizeof err);
+        assert_non_null(t);
+        double loss, acc;
+        assert_int_equal(nn_trainer_epoch(t, tr->images, tr->labels, 4000, 0, NULL, NULL, NULL, &loss, &acc), 0);
+        assert_true(loss < 1.0);
+        nn_ensemble e = {.n = 1};
+        e.nets[0] = net;
+        float *p = malloc(sizeof(float) * 10 * 2000);
+        assert_int_equal(nn_eval_probs(&e, te->images, 2000, NULL, 2, p), 0);
+        double ta = nn_accuracy(p, te->labels, 2000, 10, NULL);
+        print_message("smoke: 4000 images, 1 epoch: loss %.3f, test accuracy %.3f\n", loss, ta);
+        assert_true(ta > 0.85);
+        free(p);
+        params[run] = malloc(sizeof(float) * net->nparams);
+        memcpy(params[run], net->params, sizeof(float) * net->nparams);
+        if (run == 1) assert_memory_equal(params[0], params[1], sizeof(float) * net->nparams);
+        nn_trainer_free(t);
+        nn_net_free(net);
+    }
+    free(params[0]); free(params[1]);
+    nn_dataset_free(tr);
+    nn_dataset_free(te);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grad_dense),
+        cmocka_unit_test(test_grad_conv),
+        cmocka_unit_test(test_grad_conv_1x1),
+        cmocka_unit_test(test_grad_maxpool),
+        cmocka_unit_test(test_grad_batchnorm),
+        cmocka_unit_test(test_grad_dropout),
+        cmocka_unit_test(test_loss_values),
+        cmocka_unit_test(test_conv_fast_vs_ref),
+        cmocka_unit_test(test_dense_fast_vs_ref),
+        cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_arch_errors),
+        cmocka_unit_test(test_weights_round_trip),
+        cmocka_unit_test(test_weights_corruption),
+        cmocka_unit_test(test_ensemble_mean),
+        cmocka_unit_test(test_augment),
+        cmocka_unit_test(test_training_smoke),
+    };
+    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
+}

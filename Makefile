@@ -58,8 +58,19 @@ $(LIBIMAGE): $(IMAGE_OBJ)
 
 $(BUILD)/mnist-%: $(BUILD)/obj/tools/mnist-%.o $(LIBIMAGE) $(LIBNN)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-$(BUILD)/mnist-server: $(SERVER_OBJ) $(LIBIMAGE) $(LIBNN)
+$(BUILD)/mnist-server: $(SERVER_OBJ) $(BUILD)/obj/gen/openapi_spec.o $(LIBIMAGE) $(LIBNN)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+# The server carries openapi.yaml (GET /openapi.yaml works from any cwd).
+$(BUILD)/gen/openapi_spec.c: openapi.yaml scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh srv_openapi_yaml openapi.yaml > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/gen/openapi_spec.o: $(BUILD)/gen/openapi_spec.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+# The server unit test links the server modules (all but main.c).
+$(BUILD)/tests/test_server: $(BUILD)/obj/tests/unit/test_server.o $(filter-out %/main.o,$(SERVER_OBJ)) $(LIBIMAGE) $(LIBNN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CMOCKA_LIBS) -o $@
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBIMAGE) $(LIBNN)
 	@mkdir -p $(dir $@)

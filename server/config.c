@@ -1,0 +1,394 @@
+/* config.c - see config.h. One table lists every option once, so a flag and
+ * its environment variable cannot drift apart. */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef enum {
+    OPT_HOST, OPT_PORT, OPT_THREADS, OPT_MODEL, OPT_MODELS_DIR,
+    OPT_DEFAULT_MODEL, OPT_BODY_LIMIT, OPT_MAX_PIXELS, OPT_TIMEOUT,
+    OPT_MAX_CONNECTIONS, OPT_MAX_BATCH, OPT_GRACE, OPT_LOG_FORMAT,
+    OPT_ACCESS_LOG
+} opt_id;
+
+static const struct {
+    opt_id id;
+    const char *flag, *env, *arg, *help;
+} opts[] = {
+    {OPT_HOST, "host", "MNIST_HOST", "ADDR",
+     "address to listen on (default 0.0.0.0, all IPv4 interfaces)"},
+    {OPT_PORT, "port", "MNIST_PORT", "N",
+     "TCP port (default 8080; 0 picks a free port, see the start-up line)"},
+    {OPT_THREADS, "threads", "MNIST_THREADS", "N",
+     "worker threads (default: number of available cores)"},
+    {OPT_MODEL, "model", "MNIST_MODELS", "NAME=PATH[,PATH...]",
+     "serve a model; several paths make an ensemble; repeatable\n"
+     "                        (env: entries separated by ';')"},
+    {OPT_MODELS_DIR, "models-dir", "MNIST_MODELS_DIR", "DIR",
+     "serve every *.safetensors and *.ensemble in DIR (default models,\n"
+     "                        used when no --model is given)"},
+    {OPT_DEFAULT_MODEL, "default-model", "MNIST_DEFAULT_MODEL", "NAME",
+     "model used without ?model= (default: highest test accuracy)"},
+    {OPT_BODY_LIMIT, "body-limit", "MNIST_BODY_LIMIT", "BYTES",
+     "largest request body, e.g. 2MiB, 512k (default 2MiB)"},
+    {OPT_MAX_PIXELS, "max-pixels", "MNIST_MAX_PIXELS", "N",
+     "largest decoded image, width*height (default 16777216)"},
+    {OPT_TIMEOUT, "timeout", "MNIST_TIMEOUT", "SECONDS",
+     "close connections idle this long (default 30)"},
+    {OPT_MAX_CONNECTIONS, "max-connections", "MNIST_MAX_CONNECTIONS", "N",
+     "concurrent connections (default 1024)"},
+    {OPT_MAX_BATCH, "max-batch", "MNIST_MAX_BATCH", "N",
+     "images per /predict/batch request (default 64)"},
+    {OPT_GRACE, "grace", "MNIST_GRACE", "SECONDS",
+     "on SIGTERM/SIGINT, time to finish requests in flight (default 10)"},
+    {OPT_LOG_FORMAT, "log-format", "MNIST_LOG_FORMAT", "text|json",
+     "log line format on stderr (default text)"},
+    {OPT_ACCESS_LOG, "access-log", "MNIST_ACCESS_LOG", "on|off",
+     "one log line per request (default on)"},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+void srv_config_defaults(srv_config *c)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->host, "0.0.0.0");
+    c->port = 8080;
+    c->threads = 0;
+    c->body_limit = 2u << 20;
+    c->max_pixels = 4096u * 4096u;
+    c->timeout_s = 30;
+    c->max_connections = 1024;
+    c->max_batch = 64;
+    c->grace_s = 10;
+    c->access_log = 1;
+}
+
+int srv_config_valid_name(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= SRV_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
+            return 0;
+    }
+    return 1;
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int srv_config_parse_size(const char *s, uint64_t max, uint64_t *out)
+{
+    if (!s || !isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno)
+        return -1;
+    static const struct { const char *suffix; unsigned shift; } units[] = {
+        {"", 0}, {"b", 0}, {"k", 10}, {"kb", 10}, {"kib", 10},
+        {"m", 20}, {"mb", 20}, {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcasecmp(end, units[i].suffix) != 0)
+            continue;
+        if (v > (max >> units[i].shift))
+            return -1;
+        *out = (uint64_t)v << units[i].shift;
+        return 0;
+    }
+    return -1;
+}
+
+static int parse_seconds(const char *s, double max, double *out)
+{
+    if (!s || !(isdigit((unsigned char)*s) || *s == '.'))
+        return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (errno || *end || !(v >= 0) || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_bool(const char *s, int *out)
+{
+    static const char *yes[] = {"1", "on", "yes", "true"};
+    static const char *no[] = {"0", "off", "no", "false"};
+    for (int i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) { *out = 1; return 0; }
+        if (strcasecmp(s, no[i]) == 0) { *out = 0; return 0; }
+    }
+    return -1;
+}
+
+int srv_config_add_model(srv_config *c, const char *spec, char *err,
+                         size_t errlen)
+{
+    const char *eq = strchr(spec, '=');
+    if (!eq || eq == spec || !eq[1]) {
+        snprintf(err, errlen, "model '%s': expected NAME=PATH[,PATH...]", spec);
+        return -1;
+    }
+    size_t nlen = (size_t)(eq - spec);
+    char name[SRV_NAME_MAX];
+    if (nlen >= sizeof name) {
+        snprintf(err, errlen, "model name too long (max %d characters)",
+                 SRV_NAME_MAX - 1);
+        return -1;
+    }
+    memcpy(name, spec, nlen);
+    name[nlen] = '\0';
+    if (!srv_config_valid_name(name)) {
+        snprintf(err, errlen,
+                 "model name '%s': use letters, digits, '.', '_' and '-'", name);
+        return -1;
+    }
+    if (strlen(eq + 1) >= SRV_PATHS_MAX) {
+        snprintf(err, errlen, "model '%s': path list too long", name);
+        return -1;
+    }
+    for (int i = 0; i < c->nmodels; i++)
+        if (strcmp(c->models[i].name, name) == 0) {
+            snprintf(err, errlen, "model '%s' given twice", name);
+            return -1;
+        }
+    if (c->nmodels >= SRV_MAX_MODELS) {
+        snprintf(err, errlen, "too many models (max %d)", SRV_MAX_MODELS);
+        return -1;
+    }
+    srv_model_spec *m = &c->models[c->nmodels++];
+    strcpy(m->name, name);
+    strcpy(m->paths, eq + 1);
+    return 0;
+}
+
+/* Applies one option; src names where it came from, for messages. */
+static int apply(srv_config *c, opt_id id, const char *src, const char *v,
+                 char *err, size_t errlen)
+{
+    uint64_t u;
+    double d;
+    switch (id) {
+    case OPT_HOST:
+        if (!*v || strlen(v) >= sizeof c->host)
+            goto bad;
+        strcpy(c->host, v);
+        return 0;
+    case OPT_PORT:
+        if (parse_u64(v, 65535, &u) < 0)
+            goto bad;
+        c->port = (int)u;
+        return 0;
+    case OPT_THREADS:
+        if (parse_u64(v, 1024, &u) < 0 || u == 0)
+            goto bad;
+        c->threads = (int)u;
+        return 0;
+    case OPT_MODEL:
+        return srv_config_add_model(c, v, err, errlen);
+    case OPT_MODELS_DIR:
+        if (!*v || strlen(v) >= sizeof c->models_dir)
+            goto bad;
+        strcpy(c->models_dir, v);
+        return 0;
+    case OPT_DEFAULT_MODEL:
+        if (!srv_config_valid_name(v))
+            goto bad;
+        strcpy(c->default_model, v);
+        return 0;
+    case OPT_BODY_LIMIT:
+        /* 1 GiB cap: bodies are held in memory. */
+        if (srv_config_parse_size(v, 1u << 30, &u) < 0 || u == 0)
+            goto bad;
+        c->body_limit = (size_t)u;
+        return 0;
+    case OPT_MAX_PIXELS:
+        if (parse_u64(v, (uint64_t)1 << 32, &u) < 0 || u == 0)
+            goto bad;
+        c->max_pixels = u;
+        return 0;
+    case OPT_TIMEOUT:
+        if (parse_u64(v, 86400, &u) < 0 || u == 0)
+            goto bad;
+        c->timeout_s = (unsigned)u;
+        return 0;
+    case OPT_MAX_CONNECTIONS:
+        if (parse_u64(v, 1000000, &u) < 0 || u == 0)
+            goto bad;
+        c->max_connections = (unsigned)u;
+        return 0;
+    case OPT_MAX_BATCH:
+        if (parse_u64(v, 1024, &u) < 0 || u == 0)
+            goto bad;
+        c->max_batch = (int)u;
+        return 0;
+    case OPT_GRACE:
+        if (parse_seconds(v, 3600, &d) < 0)
+            goto bad;
+        c->grace_s = d;
+        return 0;
+    case OPT_LOG_FORMAT:
+        if (strcmp(v, "text") == 0)
+            c->log_json = 0;
+        else if (strcmp(v, "json") == 0)
+            c->log_json = 1;
+        else
+            goto bad;
+        return 0;
+    case OPT_ACCESS_LOG:
+        if (parse_bool(v, &c->access_log) < 0)
+            goto bad;
+        return 0;
+    }
+bad:
+    for (size_t i = 0; i < NOPTS; i++)
+        if (opts[i].id == id) {
+            snprintf(err, errlen, "%s: invalid value '%s' (expected %s)", src,
+                     v, opts[i].arg);
+            break;
+        }
+    return -1;
+}
+
+/* MNIST_MODELS holds entries separated by ';' or whitespace. */
+static int apply_env_models(srv_config *c, const char *v, char *err,
+                            size_t errlen)
+{
+    char spec[SRV_NAME_MAX + SRV_PATHS_MAX + 2];
+    while (*v) {
+        size_t n = strcspn(v, "; \t\n");
+        if (n >= sizeof spec) {
+            snprintf(err, errlen, "MNIST_MODELS: entry too long");
+            return -1;
+        }
+        if (n > 0) {
+            memcpy(spec, v, n);
+            spec[n] = '\0';
+            if (srv_config_add_model(c, spec, err, errlen) < 0) {
+                char inner[300];
+                snprintf(inner, sizeof inner, "%s", err);
+                snprintf(err, errlen, "MNIST_MODELS: %s", inner);
+                return -1;
+            }
+        }
+        v += n;
+        if (*v)
+            v++;
+    }
+    return 0;
+}
+
+srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
+                                   srv_env_fn env, char *err, size_t errlen)
+{
+    srv_config_defaults(c);
+    err[0] = '\0';
+    int dir_given = 0;
+
+    for (size_t i = 0; env && i < NOPTS; i++) {
+        const char *v = env(opts[i].env);
+        if (!v || !*v)
+            continue;
+        if (opts[i].id == OPT_MODEL) {
+            if (apply_env_models(c, v, err, errlen) < 0)
+                return SRV_CONFIG_ERROR;
+            continue;
+        }
+        if (apply(c, opts[i].id, opts[i].env, v, err, errlen) < 0)
+            return SRV_CONFIG_ERROR;
+        if (opts[i].id == OPT_MODELS_DIR)
+            dir_given = 1;
+    }
+
+    int flag_models = 0;
+    for (int a = 1; a < argc; a++) {
+        const char *arg = argv[a];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
+            return SRV_CONFIG_HELP;
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0)
+            return SRV_CONFIG_VERSION;
+        if (strncmp(arg, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (see --help)", arg);
+            return SRV_CONFIG_ERROR;
+        }
+        const char *name = arg + 2, *val = strchr(name, '=');
+        size_t nlen = val ? (size_t)(val - name) : strlen(name);
+        size_t i;
+        for (i = 0; i < NOPTS; i++)
+            if (strlen(opts[i].flag) == nlen &&
+                strncmp(opts[i].flag, name, nlen) == 0)
+                break;
+        if (i == NOPTS) {
+            snprintf(err, errlen, "unknown option '%.*s' (see --help)",
+                     (int)(nlen + 2), arg);
+            return SRV_CONFIG_ERROR;
+        }
+        if (val) {
+            val++;
+        } else {
+            if (a + 1 >= argc) {
+                snprintf(err, errlen, "option --%s needs a value (%s)",
+                         opts[i].flag, opts[i].arg);
+                return SRV_CONFIG_ERROR;
+            }
+            val = argv[++a];
+        }
+        /* Flags win: the first --model drops the models from MNIST_MODELS. */
+        if (opts[i].id == OPT_MODEL && !flag_models) {
+            flag_models = 1;
+            c->nmodels = 0;
+        }
+        char src[64];
+        snprintf(src, sizeof src, "--%s", opts[i].flag);
+        if (apply(c, opts[i].id, src, val, err, errlen) < 0)
+            return SRV_CONFIG_ERROR;
+        if (opts[i].id == OPT_MODELS_DIR)
+            dir_given = 1;
+    }
+
+    /* The default directory applies only when nothing says what to serve. */
+    if (!dir_given && c->nmodels == 0)
+        strcpy(c->models_dir, "models");
+    return SRV_CONFIG_RUN;
+}
+
+void srv_config_usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: mnist-server [OPTION...]\n"
+            "Serves handwritten-digit (and other 28x28 image) classifiers "
+            "over HTTP.\n\nOptions (each also read from its environment "
+            "variable; flags win):\n");
+    for (size_t i = 0; i < NOPTS; i++) {
+        char left[64];
+        snprintf(left, sizeof left, "--%s %s", opts[i].flag, opts[i].arg);
+        fprintf(f, "  %-22s%s%s\n                        [%s]\n", left,
+                strlen(left) > 21 ? "\n                        " : "",
+                opts[i].help, opts[i].env);
+    }
+    fprintf(f, "  -h, --help            this text\n"
+               "  -V, --version         print the version\n\n"
+               "A file NAME.ensemble in the models directory serves an "
+               "ensemble named NAME:\none member weights file per line "
+               "(relative to that directory), '#' comments,\nand optionally "
+               "a line 'test_accuracy=0.9981' with the ensemble's figure.\n");
+}

@@ -1,0 +1,78 @@
+/* config.h - the server's configuration: defaults, then MNIST_* environment
+ * variables, then command-line flags (flags win).
+ *
+ *   srv_config c;
+ *   char err[256];
+ *   switch (srv_config_parse(&c, argc, argv, getenv, err, sizeof err)) {
+ *   case SRV_CONFIG_RUN: ...; case SRV_CONFIG_HELP: srv_config_usage(stdout); ...
+ *   case SRV_CONFIG_ERROR: fprintf(stderr, "%s\n", err); exit(2);
+ *   }
+ *
+ * Pure: reads only argv and the env callback, so tests can drive it.
+ */
+#ifndef SERVER_CONFIG_H
+#define SERVER_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SRV_VERSION "1.0.0"
+#define SRV_MAX_MODELS 32
+#define SRV_NAME_MAX 64
+#define SRV_PATHS_MAX 4096
+
+typedef struct {
+    char name[SRV_NAME_MAX];    /* [A-Za-z0-9._-], 1..63 chars           */
+    char paths[SRV_PATHS_MAX];  /* one path, or several comma-separated  */
+} srv_model_spec;
+
+typedef struct {
+    char host[256];             /* default "0.0.0.0"                     */
+    int port;                   /* default 8080; 0 = any free port       */
+    int threads;                /* default 0 = one per available core    */
+    srv_model_spec models[SRV_MAX_MODELS];   /* --model, MNIST_MODELS    */
+    int nmodels;
+    char models_dir[1024];      /* "" = do not scan a directory          */
+    char default_model[SRV_NAME_MAX]; /* "" = most accurate model        */
+    size_t body_limit;          /* bytes, default 2 MiB                  */
+    uint64_t max_pixels;        /* decoded width*height, default 4096^2  */
+    unsigned timeout_s;         /* idle connection timeout, default 30   */
+    unsigned max_connections;   /* default 1024                          */
+    int max_batch;              /* images per /predict/batch, default 64 */
+    double grace_s;             /* drain time on SIGTERM, default 10     */
+    int log_json;               /* --log-format json                     */
+    int access_log;             /* one line per request, default on      */
+} srv_config;
+
+typedef enum {
+    SRV_CONFIG_RUN = 0,
+    SRV_CONFIG_HELP,
+    SRV_CONFIG_VERSION,
+    SRV_CONFIG_ERROR
+} srv_config_action;
+
+typedef const char *(*srv_env_fn)(const char *name);
+
+/* Fills c with the defaults. */
+void srv_config_defaults(srv_config *c);
+
+/* Defaults, then env (may be NULL for none), then argv[1..argc). On
+ * SRV_CONFIG_ERROR err holds one line naming the bad flag or variable. */
+srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
+                                   srv_env_fn env, char *err, size_t errlen);
+
+/* Adds one "NAME=PATH[,PATH...]" model. Returns 0, or -1 with err. */
+int srv_config_add_model(srv_config *c, const char *spec, char *err,
+                         size_t errlen);
+
+/* A model name is 1..63 of [A-Za-z0-9._-]. */
+int srv_config_valid_name(const char *name);
+
+/* "2MiB", "512k", "1048576" -> bytes. Returns 0, or -1 when malformed or
+ * over max. */
+int srv_config_parse_size(const char *s, uint64_t max, uint64_t *out);
+
+void srv_config_usage(FILE *f);
+
+#endif

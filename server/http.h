@@ -1,0 +1,47 @@
+/* http.h - the HTTP side of the server: a libmicrohttpd daemon (epoll, a
+ * thread pool, one thread per request from headers to response), routes,
+ * request bodies, the JSON error envelope, readiness and draining.
+ *
+ *   srv_server *s = srv_server_create(&cfg, models, spec, spec_len, err, n);
+ *   srv_server_start(s, err, n);          // binds cfg.host:cfg.port
+ *   printf("%d\n", srv_server_port(s));   // the real port when cfg.port = 0
+ *   srv_server_warmup(s, err, n);         // then /readyz answers 200
+ *   ... on SIGTERM: srv_server_quiesce(s); wait while
+ *       srv_server_inflight(s) > 0 (up to the grace period);
+ *   srv_server_stop(s); srv_server_free(s);
+ *
+ * Memory: per-thread workspaces for every model are allocated in
+ * srv_server_create (one per pool thread); a request allocates only its
+ * small state, its body (beyond a 4 KiB inline buffer, bounded by the body
+ * limit), the decoded image and the response text.
+ */
+#ifndef SERVER_HTTP_H
+#define SERVER_HTTP_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "models.h"
+
+typedef struct srv_server srv_server;
+
+/* cfg, models and spec must outlive the server. NULL + err on failure. */
+srv_server *srv_server_create(const srv_config *cfg, srv_models *models,
+                              const char *openapi, size_t openapi_len,
+                              char *err, size_t errlen);
+/* Binds and starts serving (not ready yet: /readyz and /predict say 503). */
+int srv_server_start(srv_server *s, char *err, size_t errlen);
+int srv_server_port(const srv_server *s);
+/* Runs every model once on a private workspace and checks its output; on
+ * success the server becomes ready. */
+int srv_server_warmup(srv_server *s, char *err, size_t errlen);
+/* Stops accepting connections and reports not-ready; requests already
+ * received are still answered (with Connection: close). */
+void srv_server_quiesce(srv_server *s);
+/* Requests between their first byte and their completion. */
+int srv_server_inflight(const srv_server *s);
+/* Stops the daemon, closing whatever connections remain. */
+void srv_server_stop(srv_server *s);
+void srv_server_free(srv_server *s);
+
+#endif

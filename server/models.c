@@ -1,0 +1,357 @@
+/* models.c - see models.h. */
+#include "models.h"
+#include "sha256.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int add_model(srv_models *ms, const char *name, const char *paths,
+                     double accuracy_override, const char *source, char *err,
+                     size_t errlen)
+{
+    if (!srv_config_valid_name(name)) {
+        snprintf(err, errlen, "%s: model name '%s' must be letters, digits, "
+                 "'.', '_' or '-'", source, name);
+        return -1;
+    }
+    if (srv_models_find(ms, name) >= 0) {
+        snprintf(err, errlen, "%s: model name '%s' is already taken", source,
+                 name);
+        return -1;
+    }
+    if (ms->n >= SRV_MAX_MODELS) {
+        snprintf(err, errlen, "%s: too many models (max %d)", source,
+                 SRV_MAX_MODELS);
+        return -1;
+    }
+    srv_model *m = &ms->m[ms->n];
+    memset(m, 0, sizeof *m);
+    snprintf(m->name, sizeof m->name, "%s", name);
+    snprintf(m->source, sizeof m->source, "%s", source);
+    char nerr[512];
+    m->ens = nn_ensemble_load(paths, nerr, sizeof nerr);
+    if (!m->ens) {
+        snprintf(err, errlen, "model '%s' (%s): %s", name, source, nerr);
+        return -1;
+    }
+    ms->n++;   /* from here on srv_models_free releases it */
+    m->nmembers = m->ens->n;
+    for (int i = 0; i < m->nmembers; i++) {
+        if (srv_sha256_file(m->ens->paths[i], m->member_sha256[i], nerr,
+                            sizeof nerr) < 0) {
+            snprintf(err, errlen, "model '%s': %s", name, nerr);
+            return -1;
+        }
+        m->macs += nn_net_macs(m->ens->nets[i]);
+    }
+    if (m->nmembers == 1) {
+        memcpy(m->sha256, m->member_sha256[0], 65);
+    } else {
+        char joined[NN_MAX_MEMBERS * 65];
+        size_t o = 0;
+        for (int i = 0; i < m->nmembers; i++) {
+            if (i)
+                joined[o++] = ',';
+            memcpy(joined + o, m->member_sha256[i], 64);
+            o += 64;
+        }
+        srv_sha256_hex(joined, o, m->sha256);
+    }
+    nn_net_summary(m->ens->nets[0], m->architecture, sizeof m->architecture);
+    m->params = nn_ensemble_params(m->ens);
+    const nn_meta *meta = nn_ensemble_meta(m->ens);
+    m->nclasses = nn_ensemble_classes(m->ens);
+    if (m->nclasses < 1 || m->nclasses > SRV_METRICS_MAX_CLASSES) {
+        snprintf(err, errlen, "model '%s': %d classes is outside 1..%d", name,
+                 m->nclasses, SRV_METRICS_MAX_CLASSES);
+        return -1;
+    }
+    for (int c = 0; c < m->nclasses; c++)
+        m->labels[c] = meta->labels[c];
+    /* An ensemble's accuracy is not its first member's: unknown unless the
+     * .ensemble file states it. */
+    if (accuracy_override >= 0)
+        m->test_accuracy = accuracy_override;
+    else
+        m->test_accuracy = m->nmembers == 1 ? meta->test_accuracy : -1;
+    return 0;
+}
+
+/* Parses NAME.ensemble into a comma-separated member path list. */
+static int read_ensemble(const char *dir, const char *file, char *paths,
+                         size_t pathslen, double *accuracy, char *err,
+                         size_t errlen)
+{
+    char path[2048], line[1100];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t o = 0;
+    int members = 0, lineno = 0;
+    paths[0] = '\0';
+    *accuracy = -1;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = line, *e;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        e = s + strlen(s);
+        while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' ||
+                         e[-1] == '\t'))
+            *--e = '\0';
+        if (!*s)
+            continue;
+        if (strncmp(s, "test_accuracy=", 14) == 0) {
+            char *end;
+            double v = strtod(s + 14, &end);
+            if (*end || !(v >= 0 && v <= 1)) {
+                snprintf(err, errlen, "%s:%d: test_accuracy must be 0..1",
+                         path, lineno);
+                fclose(f);
+                return -1;
+            }
+            *accuracy = v;
+            continue;
+        }
+        if (strchr(s, ',')) {
+            snprintf(err, errlen, "%s:%d: member file names cannot contain ','",
+                     path, lineno);
+            fclose(f);
+            return -1;
+        }
+        char member[1200];
+        if (s[0] == '/')
+            snprintf(member, sizeof member, "%s", s);
+        else
+            snprintf(member, sizeof member, "%s/%s", dir, s);
+        size_t n = strlen(member);
+        if (o + n + 2 > pathslen) {
+            snprintf(err, errlen, "%s: member list too long", path);
+            fclose(f);
+            return -1;
+        }
+        if (o)
+            paths[o++] = ',';
+        memcpy(paths + o, member, n + 1);
+        o += n;
+        members++;
+    }
+    fclose(f);
+    if (members == 0) {
+        snprintf(err, errlen, "%s: lists no member weights files", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int load_dir(srv_models *ms, const char *dir, char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "models directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char *names[256];
+    int n = 0, rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL && n < 256) {
+        if (de->d_name[0] == '.')
+            continue;
+        if (!ends_with(de->d_name, ".safetensors") &&
+            !ends_with(de->d_name, ".ensemble"))
+            continue;
+        if (!(names[n] = strdup(de->d_name))) {
+            snprintf(err, errlen, "out of memory listing %s", dir);
+            rc = -1;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof names[0], cmp_str);
+    for (int i = 0; i < n && rc == 0; i++) {
+        char stem[SRV_NAME_MAX + 16], source[1100];
+        int ens = ends_with(names[i], ".ensemble");
+        size_t slen = strlen(names[i]) - strlen(ens ? ".ensemble"
+                                                    : ".safetensors");
+        snprintf(source, sizeof source, "%s/%s", dir, names[i]);
+        if (slen >= SRV_NAME_MAX) {
+            snprintf(err, errlen, "%s: file name too long for a model name",
+                     source);
+            rc = -1;
+            break;
+        }
+        memcpy(stem, names[i], slen);
+        stem[slen] = '\0';
+        if (ens) {
+            char paths[SRV_PATHS_MAX * 2];
+            double acc;
+            rc = read_ensemble(dir, names[i], paths, sizeof paths, &acc, err,
+                               errlen);
+            if (rc == 0)
+                rc = add_model(ms, stem, paths, acc, source, err, errlen);
+        } else {
+            rc = add_model(ms, stem, source, -1, source, err, errlen);
+        }
+    }
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    return rc;
+}
+
+static char *render_json(const srv_models *ms, size_t *len)
+{
+    cJSON *root = cJSON_CreateObject(), *arr;
+    if (!root)
+        return NULL;
+    cJSON_AddStringToObject(root, "default", ms->m[ms->default_idx].name);
+    arr = cJSON_AddArrayToObject(root, "models");
+    for (int k = 0; arr && k < ms->n; k++) {
+        const srv_model *m = &ms->m[k];
+        const nn_meta *meta = nn_ensemble_meta(m->ens);
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddStringToObject(o, "name", m->name);
+        cJSON_AddBoolToObject(o, "default", m->is_default);
+        cJSON_AddStringToObject(o, "architecture", m->architecture);
+        cJSON_AddNumberToObject(o, "parameters", (double)m->params);
+        cJSON_AddNumberToObject(o, "macs", (double)m->macs);
+        if (m->test_accuracy >= 0)
+            cJSON_AddNumberToObject(o, "test_accuracy", m->test_accuracy);
+        else
+            cJSON_AddNullToObject(o, "test_accuracy");
+        cJSON_AddStringToObject(o, "dataset", meta->dataset);
+        cJSON_AddStringToObject(o, "sha256", m->sha256);
+        cJSON_AddNumberToObject(o, "classes", m->nclasses);
+        cJSON *labels = cJSON_AddArrayToObject(o, "labels");
+        for (int c = 0; labels && c < m->nclasses; c++)
+            cJSON_AddItemToArray(labels, cJSON_CreateString(m->labels[c]));
+        cJSON *files = cJSON_AddArrayToObject(o, "members");
+        for (int i = 0; files && i < m->nmembers; i++) {
+            const nn_net *net = m->ens->nets[i];
+            char arch[512];
+            cJSON *f = cJSON_CreateObject();
+            if (!f)
+                break;
+            cJSON_AddItemToArray(files, f);
+            cJSON_AddStringToObject(f, "path", m->ens->paths[i]);
+            cJSON_AddStringToObject(f, "sha256", m->member_sha256[i]);
+            nn_net_summary(net, arch, sizeof arch);
+            cJSON_AddStringToObject(f, "architecture", arch);
+            cJSON_AddNumberToObject(f, "parameters", (double)net->nparams);
+            if (net->meta.test_accuracy >= 0)
+                cJSON_AddNumberToObject(f, "test_accuracy",
+                                        net->meta.test_accuracy);
+            else
+                cJSON_AddNullToObject(f, "test_accuracy");
+        }
+    }
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    if (s)
+        *len = strlen(s);
+    return s;
+}
+
+srv_models *srv_models_load(const srv_config *c, char *err, size_t errlen)
+{
+    srv_models *ms = calloc(1, sizeof *ms);
+    if (!ms) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < c->nmodels; i++) {
+        char source[SRV_NAME_MAX + 16];
+        snprintf(source, sizeof source, "--model %s", c->models[i].name);
+        if (add_model(ms, c->models[i].name, c->models[i].paths, -1, source,
+                      err, errlen) < 0)
+            goto fail;
+    }
+    if (c->models_dir[0] && load_dir(ms, c->models_dir, err, errlen) < 0)
+        goto fail;
+    if (ms->n == 0) {
+        snprintf(err, errlen, "no models to serve: %s%s has no *.safetensors "
+                 "(train some with 'make train' or pass --model NAME=PATH)",
+                 c->models_dir[0] ? "directory " : "",
+                 c->models_dir[0] ? c->models_dir : "configuration");
+        goto fail;
+    }
+    if (c->default_model[0]) {
+        ms->default_idx = srv_models_find(ms, c->default_model);
+        if (ms->default_idx < 0) {
+            snprintf(err, errlen, "--default-model %s: no such model loaded",
+                     c->default_model);
+            goto fail;
+        }
+    } else {
+        ms->default_idx = 0;
+        for (int k = 1; k < ms->n; k++)
+            if (ms->m[k].test_accuracy > ms->m[ms->default_idx].test_accuracy)
+                ms->default_idx = k;
+    }
+    ms->m[ms->default_idx].is_default = 1;
+    for (int k = 0; k < ms->n; k++) {
+        srv_model *m = &ms->m[k];
+        srv_metrics_model *in = &ms->info[k];
+        in->name = m->name;
+        in->architecture = m->architecture;
+        in->sha256 = m->sha256;
+        in->is_default = m->is_default;
+        in->params = (double)m->params;
+        in->test_accuracy = m->test_accuracy;
+        in->nclasses = m->nclasses;
+        for (int cl = 0; cl < m->nclasses; cl++)
+            in->labels[cl] = m->labels[cl];
+    }
+    ms->json = render_json(ms, &ms->json_len);
+    if (!ms->json) {
+        snprintf(err, errlen, "out of memory rendering the model list");
+        goto fail;
+    }
+    return ms;
+fail:
+    srv_models_free(ms);
+    return NULL;
+}
+
+void srv_models_free(srv_models *ms)
+{
+    if (!ms)
+        return;
+    for (int k = 0; k < ms->n; k++)
+        nn_ensemble_free(ms->m[k].ens);
+    if (ms->json)
+        cJSON_free(ms->json);
+    free(ms);
+}
+
+int srv_models_find(const srv_models *ms, const char *name)
+{
+    for (int k = 0; k < ms->n; k++)
+        if (strcmp(ms->m[k].name, name) == 0)
+            return k;
+    return -1;
+}

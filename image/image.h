@@ -47,7 +47,18 @@ const char *img_status_name(img_status st);
  * the same colour and only alpha varies (canvas exports), alpha itself is
  * the ink. Width, height and pixel count are checked against lim before any
  * image buffer is allocated.
- * On IMG_OK, *out is a malloc'ed w*h buffer (row-major) the caller frees. */
+ * On IMG_OK, *out is a malloc'ed w*h buffer (row-major) the caller frees.
+ *
+ * Details: gray = Rec. 601 luma of RGB (gray input is kept exactly); 16-bit
+ * samples are rounded to 8; gAMA/iCCP are ignored. "Same colour" means the
+ * luma of pixels with alpha >= 64 spans at most 32 levels; alpha ink is then
+ * written as 255 - alpha (dark on white, like black strokes over paper).
+ * Any non-IDAT chunk longer than max_chunk_bytes -> IMG_ERR_TOO_LARGE;
+ * text, ICC and unknown chunks are skipped unread, so a small zTXt that
+ * inflates to gigabytes costs nothing. Bad CRC in a critical chunk, bad
+ * zlib data and truncation anywhere up to IEND -> IMG_ERR_CORRUPT; a bad
+ * CRC in an ancillary chunk only drops that chunk. lim may be NULL
+ * (defaults); err may be NULL. Thread-safe: no global state. */
 img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
                           uint8_t **out, uint32_t *w, uint32_t *h,
                           char *err, size_t errlen);
@@ -57,7 +68,17 @@ img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
  * box, scale the longer side to 20 px keeping aspect ratio with area
  * averaging, place in 28x28, shift the centre of mass to the centre.
  * A true 28x28 MNIST image comes through essentially unchanged.
- * Returns IMG_ERR_BLANK when there is no ink. */
+ * Returns IMG_ERR_BLANK when there is no ink.
+ *
+ * Details (see prep.c): background = median of the border ring; ink = the
+ * distance from it towards the ink side; box = pixels above 10% of the
+ * strongest ink; area-averaged to 20 px, then scaled so the strongest
+ * pixel is 1.0; integer shift putting the centre of mass at (14, 14) in
+ * pixel-index coordinates (where MNIST's own digits sit, within 0.5 px).
+ * A 28x28 input whose ink box is 12..20 px is only centred, not rescaled
+ * or renormalised: all 10000 MNIST test digits come out as value/255
+ * exactly, and so do their inverted (black on white) versions. Blank means
+ * under 8 gray levels of contrast. */
 img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
                           float out[784], char *err, size_t errlen);
 

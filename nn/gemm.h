@@ -5,8 +5,10 @@
  *
  * op(X) is X or its transpose (ta, tb nonzero). lda, ldb, ldc are row
  * strides of the matrices as stored. beta == 0 means C is not read (may
- * hold NaN). nn_gemm is the fast path (blocked, packed, SIMD chosen at run
- * time); nn_gemm_ref is the plain triple loop kept as the tests' oracle.
+ * hold NaN). alpha == 0 or K == 0: C = beta * C, A and B are not read.
+ * nn_gemm is the fast path (blocked, packed, SIMD chosen at run
+ * time); nn_gemm_ref is the plain triple loop (accumulating in double)
+ * kept as the tests' oracle.
  * Both are single-threaded and thread-safe; callers parallelise above.
  */
 #ifndef NN_GEMM_H

@@ -9,14 +9,20 @@ size_t nn_conv2d_col_size(const nn_conv_shape *cs)
     return (size_t)cs->C * cs->k * cs->k * cs->OH * cs->OW;
 }
 
-void nn_im2col(float *col, const float *x, const nn_conv_shape *cs)
+/* col rows are ld floats apart, so several images can sit side by side. */
+static void im2col_ld(float *col, size_t ld, const float *x, const nn_conv_shape *cs)
 {
     const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
     const int OH = cs->OH, OW = cs->OW;
-    for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < k; ki++)
-            for (int kj = 0; kj < k; kj++) {
-                float *dst = col + ((size_t)(c * k + ki) * k + kj) * OH * OW;
+    for (int kj = 0; kj < k; kj++) {
+        /* Output columns whose input column ow*s - p + kj lies inside. */
+        int lo = p - kj > 0 ? (p - kj + s - 1) / s : 0;
+        int hi = (W - 1 + p - kj) >= 0 ? (W - 1 + p - kj) / s + 1 : 0;
+        if (hi > OW) hi = OW;
+        if (hi < lo) hi = lo;
+        for (int c = 0; c < C; c++)
+            for (int ki = 0; ki < k; ki++) {
+                float *dst = col + ((size_t)(c * k + ki) * k + kj) * ld;
                 const float *xc = x + (size_t)c * H * W;
                 for (int oh = 0; oh < OH; oh++) {
                     int ih = oh * s - p + ki;
@@ -26,33 +32,31 @@ void nn_im2col(float *col, const float *x, const nn_conv_shape *cs)
                         continue;
                     }
                     const float *xr = xc + (size_t)ih * W;
-                    if (s == 1) {
-                        /* Contiguous run: zero the padded ends, copy the rest. */
-                        int lo = p - kj, hi = W + p - kj; /* valid ow in [lo,hi) */
-                        if (lo < 0) lo = 0;
-                        if (hi > OW) hi = OW;
-                        if (hi < lo) hi = lo;
-                        for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
-                        if (hi > lo) memcpy(d + lo, xr + lo - p + kj, sizeof(float) * (hi - lo));
-                        for (int ow = hi; ow < OW; ow++) d[ow] = 0.0f;
-                    } else {
-                        for (int ow = 0; ow < OW; ow++) {
-                            int iw = ow * s - p + kj;
-                            d[ow] = (iw >= 0 && iw < W) ? xr[iw] : 0.0f;
-                        }
-                    }
+                    const int off = kj - p;
+                    for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
+                    if (s == 1)
+                        for (int ow = lo; ow < hi; ow++) d[ow] = xr[ow + off];
+                    else
+                        for (int ow = lo; ow < hi; ow++) d[ow] = xr[ow * s + off];
+                    for (int ow = hi; ow < OW; ow++) d[ow] = 0.0f;
                 }
             }
+    }
 }
 
-void nn_col2im_add(float *dx, const float *dcol, const nn_conv_shape *cs)
+void nn_im2col(float *col, const float *x, const nn_conv_shape *cs)
+{
+    im2col_ld(col, (size_t)cs->OH * cs->OW, x, cs);
+}
+
+static void col2im_add_ld(float *dx, const float *dcol, size_t ld, const nn_conv_shape *cs)
 {
     const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
     const int OH = cs->OH, OW = cs->OW;
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < k; ki++)
             for (int kj = 0; kj < k; kj++) {
-                const float *src = dcol + ((size_t)(c * k + ki) * k + kj) * OH * OW;
+                const float *src = dcol + ((size_t)(c * k + ki) * k + kj) * ld;
                 float *xc = dx + (size_t)c * H * W;
                 for (int oh = 0; oh < OH; oh++) {
                     int ih = oh * s - p + ki;
@@ -65,6 +69,11 @@ void nn_col2im_add(float *dx, const float *dcol, const nn_conv_shape *cs)
                     }
                 }
             }
+}
+
+void nn_col2im_add(float *dx, const float *dcol, const nn_conv_shape *cs)
+{
+    col2im_add_ld(dx, dcol, (size_t)cs->OH * cs->OW, cs);
 }
 
 void nn_conv2d_forward(float *y, const float *x, const float *w,
@@ -238,4 +247,57 @@ void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
 {
     memset(dx, 0, sizeof(float) * C * H * W);
     for (int o = 0; o < C * OH * OW; o++) dx[idx[o]] += dy[o];
+}
+
+void nn_conv2d_forward_n(float *y, const float *x, const float *w,
+                         const float *b, const nn_conv_shape *cs, int g,
+                         float *col, float *tmp, int relu)
+{
+    const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
+    const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * P, ld = P * g;
+    if (g == 1) {
+        nn_conv2d_forward(y, x, w, b, cs, col, relu);
+        return;
+    }
+    for (int i = 0; i < g; i++) im2col_ld(col + i * P, ld, x + i * nin, cs);
+    nn_gemm(0, 0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, col, (int)ld, 0.0f, tmp, (int)ld);
+    /* [O, g*P] -> [g, O, P] with the bias (and ReLU). */
+    for (int i = 0; i < g; i++)
+        for (int o = 0; o < cs->O; o++) {
+            const float *src = tmp + (size_t)o * ld + i * P;
+            float *dst = y + i * nout + (size_t)o * P, bo = b ? b[o] : 0.0f;
+            if (relu)
+                for (size_t q = 0; q < P; q++) { float v = src[q] + bo; dst[q] = v > 0.0f ? v : 0.0f; }
+            else
+                for (size_t q = 0; q < P; q++) dst[q] = src[q] + bo;
+        }
+}
+
+void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
+                          const float *x, const float *w,
+                          const nn_conv_shape *cs, int g, float *col,
+                          float *dcol, float *tmp)
+{
+    const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
+    const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * P, ld = P * g;
+    if (g == 1) {
+        nn_conv2d_backward(dx, dw, db, dy, x, w, cs, col, dcol);
+        return;
+    }
+    /* dy [g, O, P] -> tmp [O, g*P]; bias gradient on the way. */
+    for (int o = 0; o < cs->O; o++) {
+        float acc = 0.0f;
+        for (int i = 0; i < g; i++) {
+            const float *src = dy + i * nout + (size_t)o * P;
+            float *dst = tmp + (size_t)o * ld + i * P;
+            for (size_t q = 0; q < P; q++) { dst[q] = src[q]; acc += src[q]; }
+        }
+        db[o] += acc;
+    }
+    for (int i = 0; i < g; i++) im2col_ld(col + i * P, ld, x + i * nin, cs);
+    nn_gemm(0, 1, cs->O, (int)K, (int)ld, 1.0f, tmp, (int)ld, col, (int)ld, 1.0f, dw, (int)K);
+    if (!dx) return;
+    nn_gemm(1, 0, (int)K, (int)ld, cs->O, 1.0f, w, (int)K, tmp, (int)ld, 0.0f, dcol, (int)ld);
+    memset(dx, 0, sizeof(float) * nin * g);
+    for (int i = 0; i < g; i++) col2im_add_ld(dx + i * nin, dcol + i * P, ld, cs);
 }

@@ -43,6 +43,17 @@ void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
                             const float *x, const float *w,
                             const nn_conv_shape *cs);
 
+/* g images at once: one GEMM over g*OH*OW columns, which keeps the
+ * multiply large when the maps are small. col and dcol hold g*K*OH*OW
+ * floats (K = C*k*k), tmp g*O*OH*OW. dw, db accumulate; dx is overwritten. */
+void nn_conv2d_forward_n(float *y, const float *x, const float *w,
+                         const float *b, const nn_conv_shape *cs, int g,
+                         float *col, float *tmp, int relu);
+void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
+                          const float *x, const float *w,
+                          const nn_conv_shape *cs, int g, float *col,
+                          float *dcol, float *tmp);
+
 /* Batch: x [n,in] -> y [n,out] = x w^T + b, w [out,in]. */
 void nn_dense_forward(float *y, const float *x, const float *w, const float *b,
                       int n, int in, int out, int relu);

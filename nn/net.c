@@ -113,6 +113,18 @@ done:
     return rc;
 }
 
+/* The shortest decimal that reads back as the same float (0.2, not
+ * 0.20000000298023224). */
+static double tidy(float f)
+{
+    char b[32];
+    for (int prec = 6; prec <= 9; prec++) {
+        snprintf(b, sizeof b, "%.*g", prec, f);
+        if ((float)strtod(b, NULL) == f) break;
+    }
+    return strtod(b, NULL);
+}
+
 char *nn_arch_to_json(const nn_layer *layers, int nlayers)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -135,10 +147,10 @@ char *nn_arch_to_json(const nn_layer *layers, int nlayers)
             cJSON_AddNumberToObject(o, "k", L->k);
             cJSON_AddNumberToObject(o, "stride", L->stride);
             break;
-        case NN_DROPOUT: cJSON_AddNumberToObject(o, "p", L->p); break;
+        case NN_DROPOUT: cJSON_AddNumberToObject(o, "p", tidy(L->p)); break;
         case NN_BATCHNORM:
-            cJSON_AddNumberToObject(o, "eps", L->eps);
-            cJSON_AddNumberToObject(o, "momentum", L->momentum);
+            cJSON_AddNumberToObject(o, "eps", tidy(L->eps));
+            cJSON_AddNumberToObject(o, "momentum", tidy(L->momentum));
             break;
         default: break;
         }
@@ -346,13 +358,17 @@ struct nn_ws {
     uint8_t *mask[NN_MAX_LAYERS];    /* dropout keep masks                    */
     float *xhat[NN_MAX_LAYERS];      /* batch norm normalised inputs          */
     float *bn_inv[NN_MAX_LAYERS];    /* batch norm 1/std per channel          */
-    float *col, *dcol;               /* im2col scratch (one image)            */
+    float *col, *dcol, *tmp;         /* im2col scratch for a group of images  */
+    int group[NN_MAX_LAYERS];        /* conv: images per GEMM                 */
     float *probs;                    /* softmax of the last forward_train     */
     const uint8_t *labels;
     float ls;
     int n;
     int fuse[NN_MAX_LAYERS];         /* layer i fuses the ReLU at i+1 (inference) */
 };
+
+/* im2col floats per GEMM when convolving a group of images (8 MiB). */
+#define CONV_GROUP_FLOATS ((size_t)2 << 20)
 
 static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
 
@@ -372,7 +388,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     ws->training = training;
     ws->nl = net->nlayers;
     size_t B = (size_t)max_batch, in0 = (size_t)net->in_c * net->in_h * net->in_w;
-    size_t colmax = 0;
+    size_t colmax = 0, tmpmax = 0;
     ws->act[0] = malloc(sizeof(float) * B * in0);
     ws->own[0] = 1;
     if (!ws->act[0]) goto bad;
@@ -389,8 +405,14 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             if (training && !(ws->dact[i + 1] = malloc(sizeof(float) * B * no))) goto bad;
         }
         if (L->kind == NN_CONV2D) {
+            /* Group images so one GEMM sees about CONV_GROUP_FLOATS of im2col. */
             size_t cs = (size_t)L->in_c * L->k * L->k * L->out_h * L->out_w;
-            if (cs > colmax) colmax = cs;
+            size_t g = CONV_GROUP_FLOATS / cs;
+            if (g < 1) g = 1;
+            if (g > B) g = B;
+            ws->group[i] = (int)g;
+            if (g * cs > colmax) colmax = g * cs;
+            if (g > 1 && g * no > tmpmax) tmpmax = g * no;
         }
         if (!training) {
             /* Inference fuses conv/dense + ReLU. */
@@ -408,6 +430,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     }
     if (colmax && !(ws->col = malloc(sizeof(float) * colmax))) goto bad;
     if (training && colmax && !(ws->dcol = malloc(sizeof(float) * colmax))) goto bad;
+    if (tmpmax && !(ws->tmp = malloc(sizeof(float) * tmpmax))) goto bad;
     if (training && !(ws->probs = malloc(sizeof(float) * B * nn_net_outputs(net)))) goto bad;
     return ws;
 bad:
@@ -423,7 +446,7 @@ void nn_ws_free(nn_ws *ws)
     for (int i = 0; i < ws->nl; i++) {
         free(ws->pool_idx[i]); free(ws->mask[i]); free(ws->xhat[i]); free(ws->bn_inv[i]);
     }
-    free(ws->col); free(ws->dcol); free(ws->probs);
+    free(ws->col); free(ws->dcol); free(ws->tmp); free(ws->probs);
     free(ws);
 }
 
@@ -473,9 +496,11 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
-            for (int b = 0; b < n; b++)
-                nn_conv2d_forward(y + b * nout, x + b * nin, wp, bp, &cs, ws->col,
-                                  !train && ws->fuse[i]);
+            for (int b = 0; b < n; b += ws->group[i]) {
+                int g = n - b < ws->group[i] ? n - b : ws->group[i];
+                nn_conv2d_forward_n(y + b * nout, x + b * nin, wp, bp, &cs, g, ws->col, ws->tmp,
+                                    !train && ws->fuse[i]);
+            }
             break;
         }
         case NN_MAXPOOL:
@@ -614,9 +639,11 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
-            for (int b = 0; b < n; b++)
-                nn_conv2d_backward(dx + b * nin, gw, gb, dy + b * nout, x + b * nin, wp, &cs,
-                                   ws->col, ws->dcol);
+            for (int b = 0; b < n; b += ws->group[i]) {
+                int g = n - b < ws->group[i] ? n - b : ws->group[i];
+                nn_conv2d_backward_n(dx + b * nin, gw, gb, dy + b * nout, x + b * nin, wp, &cs, g,
+                                     ws->col, ws->dcol, ws->tmp);
+            }
             break;
         }
         case NN_MAXPOOL:

@@ -38,18 +38,17 @@ static const char *PRESET_LENET =
     "{\"type\":\"conv2d\",\"out\":16,\"k\":5},{\"type\":\"relu\"},{\"type\":\"maxpool\",\"k\":2},"
     "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":120},{\"type\":\"relu\"},"
     "{\"type\":\"dense\",\"out\":84},{\"type\":\"relu\"},{\"type\":\"dense\",\"out\":10}]";
-/* 32C3-BN-32C3-BN-32C5S2-BN-DO, 64C3-BN-64C3-BN-64C5S2-BN-DO, 128C4-BN, DO, 10. */
+/* 32C3-32C3-32C5S2-DO, 64C3-64C3-64C5S2-DO, 128C4, DO, 10; every conv is
+ * followed by batch norm then ReLU, so inference can fold the batch norm
+ * into the convolution before it. */
+#define CBR(out, k, s, p)                                                                   \
+    "{\"type\":\"conv2d\",\"out\":" #out ",\"k\":" #k ",\"stride\":" #s ",\"pad\":" #p "}," \
+    "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
 static const char *PRESET_CNN =
-    "[{\"type\":\"conv2d\",\"out\":32,\"k\":3},{\"type\":\"relu\"},{\"type\":\"batchnorm\"},"
-    "{\"type\":\"conv2d\",\"out\":32,\"k\":3},{\"type\":\"relu\"},{\"type\":\"batchnorm\"},"
-    "{\"type\":\"conv2d\",\"out\":32,\"k\":5,\"stride\":2,\"pad\":2},{\"type\":\"relu\"},"
-    "{\"type\":\"batchnorm\"},{\"type\":\"dropout\",\"p\":0.4},"
-    "{\"type\":\"conv2d\",\"out\":64,\"k\":3},{\"type\":\"relu\"},{\"type\":\"batchnorm\"},"
-    "{\"type\":\"conv2d\",\"out\":64,\"k\":3},{\"type\":\"relu\"},{\"type\":\"batchnorm\"},"
-    "{\"type\":\"conv2d\",\"out\":64,\"k\":5,\"stride\":2,\"pad\":2},{\"type\":\"relu\"},"
-    "{\"type\":\"batchnorm\"},{\"type\":\"dropout\",\"p\":0.4},"
-    "{\"type\":\"conv2d\",\"out\":128,\"k\":4},{\"type\":\"relu\"},{\"type\":\"batchnorm\"},"
-    "{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.4},{\"type\":\"dense\",\"out\":10}]";
+    "[" CBR(32, 3, 1, 0) CBR(32, 3, 1, 0) CBR(32, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4},"
+    CBR(64, 3, 1, 0) CBR(64, 3, 1, 0) CBR(64, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4},"
+    CBR(128, 4, 1, 0) "{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.4},"
+    "{\"type\":\"dense\",\"out\":10}]";
 
 static const char *FASHION_LABELS[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};

@@ -1,0 +1,24 @@
+#!/bin/sh
+# Retrains the shipped models from scratch with their recorded seeds and
+# settings (the commands in models/README.md), writing into $MODELS_OUT
+# (default models/). Runs are reproducible for the same seed and thread
+# count (2 here): the same weights, bit for bit, on the same kind of CPU.
+#
+#   scripts/train-all.sh BUILD_DIR [MODEL...]    MODEL: mlp lenet cnn ...
+set -eu
+BUILD=${1:?usage: train-all.sh BUILD_DIR [MODEL...]}
+shift
+OUT=${MODELS_OUT:-models}
+THREADS=${TRAIN_THREADS:-2}
+TRAIN="$BUILD/mnist-train --threads $THREADS --quiet"
+mkdir -p "$OUT"
+MODELS=${*:-mlp lenet}
+
+for m in $MODELS; do
+    echo "== training $m -> $OUT/$m.safetensors"
+    case $m in
+    mlp)   $TRAIN --arch mlp --seed 1 --out "$OUT/mlp.safetensors" ;;
+    lenet) $TRAIN --arch lenet --seed 1 --out "$OUT/lenet.safetensors" ;;
+    *)     echo "train-all: unknown model $m" >&2; exit 2 ;;
+    esac
+done

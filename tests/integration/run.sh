@@ -1,0 +1,668 @@
+#!/usr/bin/env bash
+# Integration tests for mnist-server over real HTTP.
+#
+#   tests/integration/run.sh BUILD_DIR      (BUILD_DIR: build or build/asan)
+#
+# Starts the server on a free port (--port 0, port read from its
+# "listening on http://HOST:PORT" log line), waits for /readyz, runs every
+# check with curl, validates each recorded response against openapi.yaml,
+# stops the server with SIGTERM and expects exit status 0. Output is TAP
+# ("ok N - ..." / "not ok N - ..." with "#" detail lines) closed by
+# "integration: N passed, M failed"; the exit status is non-zero on any
+# failure. Needs: curl, python3 with a YAML loader (Debian python3-yaml),
+# the models in models/, the MNIST test set in data/mnist/, and the
+# programs BUILD_DIR/{mnist-server,mnist-predict} and
+# BUILD_DIR/tests/tools/mkpng.
+#
+# Knobs (environment): MODELS_DIR (models), MNIST_DIR (data/mnist),
+# START_TIMEOUT (30 s), PYTHON (python3), KEEP_TMP=1 keeps the scratch dir.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=${1:-build}
+case $build in /*) ;; *) build=$root/$build ;; esac
+cd "$root" || exit 2
+
+SERVER=$build/mnist-server
+PREDICT=$build/mnist-predict
+MKPNG=$build/tests/tools/mkpng
+MODELS=${MODELS_DIR:-models}
+MNIST=${MNIST_DIR:-data/mnist}
+PY=${PYTHON:-python3}
+START_TIMEOUT=${START_TIMEOUT:-30}
+# Sanitizer builds: any report is fatal and turns into a non-zero exit,
+# which the shutdown checks catch.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
+# Never let the caller's configuration leak into the servers under test.
+for v in $(env | sed -n 's/^\(MNIST_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-it.XXXXXX") || exit 2
+mkdir -p "$tmp/resp" "$tmp/fx" "$tmp/conc"
+: > "$tmp/manifest"
+server_pids=()
+
+cleanup() {
+    local p
+    for p in "${server_pids[@]}"; do
+        if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null; fi
+    done
+    [ -n "${slow_pids:-}" ] && kill $slow_pids 2>/dev/null
+    if [ "${KEEP_TMP:-0}" = 1 ]; then echo "# scratch kept in $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- TAP
+n=0 npass=0 nfail=0
+ok() { n=$((n + 1)); npass=$((npass + 1)); echo "ok $n - $1"; }
+nok() {
+    n=$((n + 1)); nfail=$((nfail + 1)); echo "not ok $n - $1"; shift
+    local l; for l in "$@"; do printf '%s\n' "$l" | head -c 2000 | sed 's/^/#   /'; echo; done
+}
+problems=()
+fail() { problems+=("$*"); }
+verdict() { if [ ${#problems[@]} -eq 0 ]; then ok "$1"; else nok "$1" "${problems[@]}"; fi; problems=(); }
+finish() {
+    echo "1..$n"
+    echo "integration: $npass passed, $nfail failed"
+    [ "$nfail" -eq 0 ]
+    exit $?
+}
+bail() { nok "$1" "${@:2}"; finish; }
+
+# ---------------------------------------------------------------- HTTP
+base=""
+req_no=0
+code=000 body=/dev/null
+# http METHOD PATH [curl args...]: sets $code and $body (file), headers in
+# $tmp/hdr; every answered request is recorded for the spec check.
+http() {
+    local method=$1 path=$2; shift 2
+    req_no=$((req_no + 1))
+    body=$tmp/resp/$req_no
+    code=$(curl -sS -X "$method" -o "$body" -D "$tmp/hdr" -w '%{http_code}' --max-time 60 \
+        "$@" "$base$path" 2>"$tmp/curl.err") || code=000
+    [ -f "$body" ] || : > "$body"
+    if [ "$code" != 000 ]; then
+        printf '%s\t%s\t%s\t%s\t%s\n' "$method" "$path" "$code" "$(header Content-Type)" "$body" \
+            >> "$tmp/manifest"
+    fi
+}
+header() { grep -i "^$1:" "$tmp/hdr" 2>/dev/null | tail -1 | cut -d: -f2- | sed 's/^ *//; s/\r$//'; }
+excerpt() { head -c 300 "$body" | tr '\n' ' '; }
+want_code() {
+    [[ $code =~ ^($1)$ ]] && return 0
+    if [ "$code" = 000 ]; then fail "no HTTP answer, expected $1: $(cat "$tmp/curl.err")"
+    else fail "status $code, expected $1; body: $(excerpt)"; fi
+    return 1
+}
+want_json() { local r; r=$("$PY" "$here/jcheck.py" "$body" "$1" 2>&1) || fail "$r"; }
+jget() { "$PY" "$here/jcheck.py" --print "$1" "$2" 2>/dev/null; }
+want_header() {
+    local v; v=$(header "$1")
+    [[ $v =~ $2 ]] || fail "header $1 is '$v', expected /$2/"
+}
+want_json_ctype() { want_header Content-Type '^application/json'; }
+# The error envelope with the right status, and the server still healthy.
+want_error() {
+    want_code "$1" && { want_json_ctype; want_json 'err_ok(j)'; }
+    healthy_after
+}
+healthy_after() {
+    local c
+    c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$base/healthz") || c=000
+    [ "$c" = 200 ] || fail "/healthz answered $c afterwards"
+    server_alive || fail "server process is gone: $(tail -5 "$srv_log")"
+}
+server_alive() { [ -n "${srv_pid:-}" ] && kill -0 "$srv_pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$srv_pid/status" 2>/dev/null; }
+
+# post_png PATH FILE [curl args...]: POST FILE as a raw image/png body.
+post_png() { local path=$1 file=$2; shift 2; http POST "$path" -H 'Content-Type: image/png' --data-binary "@$file" "$@"; }
+
+# ---------------------------------------------------------------- servers
+srv_pid="" srv_log="" port=""
+# start_server LOG [server args...]: starts a server on a free port and
+# waits for /readyz 200. Sets srv_pid, srv_log, port, base.
+start_server() {
+    srv_log=$1; shift
+    "$SERVER" --host 127.0.0.1 --port 0 "$@" > "$srv_log.out" 2> "$srv_log" &
+    srv_pid=$!
+    server_pids+=("$srv_pid")
+    port="" base=""
+    local deadline=$((SECONDS + START_TIMEOUT)) c
+    while [ $SECONDS -lt $deadline ]; do
+        if [ -z "$port" ]; then
+            port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$srv_log" | head -1)
+            [ -n "$port" ] && base=http://127.0.0.1:$port
+        fi
+        if [ -n "$port" ]; then
+            c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz") || c=000
+            [ "$c" = 200 ] && return 0
+        fi
+        server_alive || { srv_fail="server exited early"; return 1; }
+        sleep 0.1
+    done
+    srv_fail="not ready within ${START_TIMEOUT}s (port: ${port:-never logged})"
+    return 1
+}
+# stop_server [SECONDS]: SIGTERM, wait, sets srv_rc (124 when it hung).
+stop_server() {
+    local limit=${1:-30} deadline
+    kill -TERM "$srv_pid" 2>/dev/null
+    deadline=$((SECONDS + limit))
+    while server_alive && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    if server_alive; then kill -KILL "$srv_pid"; wait "$srv_pid" 2>/dev/null; srv_rc=124
+    else wait "$srv_pid"; srv_rc=$?; fi
+}
+
+# ================================================================ preflight
+echo "# build dir: $build"
+for f in "$SERVER" "$PREDICT" "$MKPNG"; do
+    [ -x "$f" ] || bail "program $f exists" "run: make all test-bins"
+done
+for m in mlp lenet; do
+    [ -f "$MODELS/$m.safetensors" ] || bail "model $MODELS/$m.safetensors exists" "train or restore the shipped models"
+done
+for f in t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
+    [ -f "$MNIST/$f" ] || bail "MNIST file $MNIST/$f exists" "run: make data"
+done
+command -v curl > /dev/null || bail "curl is installed" "apt-get install curl"
+
+r=$("$PY" "$here/validate.py" --selftest 2>&1)
+if [ $? -eq 0 ]; then ok "schema validator self-test"; else nok "schema validator self-test" "$r"; fi
+
+if "$MKPNG" "$tmp/fx" > "$tmp/mkpng.log" 2>&1; then ok "mkpng writes the fixture PNGs"
+else nok "mkpng writes the fixture PNGs" "$(tail -5 "$tmp/mkpng.log")"; fi
+
+# MNIST test images rendered to PNG: 28x28 as in the set, and large black
+# on white (448x448) as a user's drawing would be.
+mnist_idx=(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19)
+big_idx=(0 1 2 3 4 7 11 18 61 84)
+read -r -a mnist_lab <<< "$("$PY" "$here/pngtool.py" labels "$MNIST/t10k-labels-idx1-ubyte" "${mnist_idx[@]}" | tr '\n' ' ')"
+read -r -a big_lab <<< "$("$PY" "$here/pngtool.py" labels "$MNIST/t10k-labels-idx1-ubyte" "${big_idx[@]}" | tr '\n' ' ')"
+problems=()
+for i in "${mnist_idx[@]}"; do
+    "$MKPNG" --from-idx "$MNIST/t10k-images-idx3-ubyte" "$i" "$tmp/fx/mnist_$i.png" 2>> "$tmp/mkpng.log" \
+        || fail "mkpng --from-idx ... $i failed: $(tail -1 "$tmp/mkpng.log")"
+done
+for i in "${big_idx[@]}"; do
+    "$MKPNG" --from-idx "$MNIST/t10k-images-idx3-ubyte" "$i" "$tmp/fx/big_$i.png" --invert --scale 16 \
+        2>> "$tmp/mkpng.log" || fail "mkpng --from-idx ... $i --invert --scale 16 failed: $(tail -1 "$tmp/mkpng.log")"
+done
+"$MKPNG" --from-idx "$MNIST/t10k-images-idx3-ubyte" 0 "$tmp/fx/mid_0.png" --scale 4 2>> "$tmp/mkpng.log" \
+    || fail "mkpng --scale 4 failed"
+[ "${#mnist_lab[@]}" -eq 20 ] || fail "could not read the test labels"
+if [ -f "$tmp/fx/big_0.png" ]; then
+    dims=$("$PY" "$here/pngtool.py" info "$tmp/fx/big_0.png")
+    [ "$dims" = "448 448" ] || fail "--scale 16 rendering is $dims, expected 448 448"
+fi
+verdict "MNIST test images rendered to PNG (28x28 and 448x448 black on white)"
+"$PY" "$here/pngtool.py" blank "$tmp/fx/blank_white.png" 64 64 255
+"$PY" "$here/pngtool.py" blank "$tmp/fx/blank_black.png" 28 28 0
+head -c $((3 * 1024 * 1024)) /dev/urandom > "$tmp/fx/random_3mib.bin"
+
+# ================================================================ start-up failures
+# start_fail DESC NEEDLE [args...]: the server must exit non-zero, quickly,
+# without listening, with an error line naming NEEDLE.
+start_fail() {
+    local desc=$1 needle=$2 rc lines; shift 2
+    timeout 20 "$SERVER" --host 127.0.0.1 --port 0 "$@" > "$tmp/sf.out" 2> "$tmp/sf.err"
+    rc=$?
+    if [ $rc -eq 0 ] || [ $rc -eq 124 ]; then fail "exit status $rc, expected a non-zero exit"
+    elif [ $rc -gt 128 ]; then fail "killed by signal $((rc - 128)) (a crash, not a clean error)"; fi
+    grep -q 'listening on' "$tmp/sf.err" && fail "it started listening"
+    # info-level log lines (models loaded so far) may precede the error
+    lines=$(grep . "$tmp/sf.err" | grep -vc ' info ')
+    grep -qF -- "$needle" "$tmp/sf.err" || fail "no error line names '$needle'; stderr: $(head -c 500 "$tmp/sf.err")"
+    [ "$lines" -eq 1 ] || fail "expected a one-line message, got $lines lines: $(head -c 800 "$tmp/sf.err")"
+    verdict "start-up fails cleanly: $desc"
+}
+mkdir -p "$tmp/m_trunc" "$tmp/m_garbage" "$tmp/m_empty"
+sz=$(wc -c < "$MODELS/mlp.safetensors")
+head -c $((sz / 2)) "$MODELS/mlp.safetensors" > "$tmp/m_trunc/mlp.safetensors"
+head -c 4096 /dev/urandom > "$tmp/m_garbage/lenet.safetensors"
+start_fail "missing weights file" "nonexistent.safetensors" --model x="$tmp/nonexistent.safetensors"
+start_fail "truncated weights file (--models-dir)" "mlp.safetensors" --models-dir "$tmp/m_trunc"
+start_fail "truncated weights file (--model)" "mlp.safetensors" --model mlp="$tmp/m_trunc/mlp.safetensors"
+start_fail "random bytes as weights" "lenet.safetensors" --models-dir "$tmp/m_garbage"
+start_fail "one bad member of an ensemble" "mlp.safetensors" \
+    --model ens="$MODELS/lenet.safetensors,$tmp/m_trunc/mlp.safetensors"
+start_fail "models dir without models" "$tmp/m_empty" --models-dir "$tmp/m_empty"
+start_fail "unknown default model" "nosuchmodel" --models-dir "$MODELS" --default-model nosuchmodel
+start_fail "unknown flag" "--no-such-flag" --no-such-flag
+
+timeout 10 "$SERVER" --help > "$tmp/help.out" 2>&1; rc=$?
+[ $rc -eq 0 ] || fail "--help exit status $rc"
+for opt in --port --host --threads --model --models-dir --default-model --body-limit --max-pixels --grace; do
+    grep -qe "$opt" "$tmp/help.out" || fail "--help does not mention $opt"
+done
+grep -q MNIST_ "$tmp/help.out" || fail "--help does not mention the MNIST_* environment variables"
+verdict "--help exits 0 and documents the options"
+timeout 10 "$SERVER" --version > "$tmp/version.out" 2>&1; rc=$?
+[ $rc -eq 0 ] && grep -q '[0-9]' "$tmp/version.out" || fail "--version: exit $rc, output: $(head -c 200 "$tmp/version.out")"
+verdict "--version exits 0 and prints a version"
+
+# ================================================================ main server
+if start_server "$tmp/server.log" --models-dir "$MODELS" --threads 4 --grace 30; then
+    ok "server starts on a free port and /readyz answers 200 (port $port)"
+else
+    bail "server starts on a free port and /readyz answers 200" "$srv_fail" "--- server stderr ---" \
+        "$(tail -40 "$tmp/server.log")"
+fi
+
+start_fail "port already in use" "$port" --port "$port" --models-dir "$MODELS"
+
+# ---------------------------------------------------------------- probes
+http GET /healthz
+want_code 200 && want_json_ctype
+verdict "GET /healthz 200"
+http GET /readyz
+want_code 200 && want_json_ctype
+verdict "GET /readyz 200 once models are loaded"
+
+http GET /v1/models
+if want_code 200; then
+    want_json_ctype
+    cp "$body" "$tmp/models.json"
+    M='(j["models"] if isinstance(j, dict) else j)'
+    want_json "isinstance($M, list) and len($M) >= 2"
+    want_json "sum(1 for m in $M if m.get('default') is True) == 1"
+    want_json "all(isinstance(m.get('parameters'), int) and m['parameters'] > 0 for m in $M)"
+    want_json "all(isinstance(m.get('architecture'), (str, dict, list)) and m['architecture'] for m in $M)"
+    want_json "all(any('accuracy' in k and num(m[k]) and 0.9 < m[k] <= 1 for k in m) for m in $M)"
+    for m in mlp lenet; do
+        sha=$(sha256sum "$MODELS/$m.safetensors" | cut -d' ' -f1)
+        want_json "[m.get('sha256') for m in $M if m.get('name') == '$m'] == ['$sha']"
+    done
+    default_model=$(jget "$tmp/models.json" "[m['name'] for m in $M if m.get('default') is True][0]")
+fi
+verdict "GET /v1/models lists mlp and lenet with parameters, accuracy, sha256 and one default"
+default_model=${default_model:-lenet}
+echo "# default model: $default_model"
+
+http GET /openapi.yaml
+if want_code 200; then
+    want_header Content-Type 'yaml'
+    cp "$body" "$tmp/served-openapi.yaml"
+    "$PY" -c 'import sys,yaml; d=yaml.safe_load(open(sys.argv[1])); assert str(d["openapi"]).startswith("3.1"), d["openapi"]' \
+        "$tmp/served-openapi.yaml" 2> "$tmp/py.err" || fail "not an OpenAPI 3.1 document: $(tail -1 "$tmp/py.err")"
+    spec_file=""
+    for f in openapi.yaml server/openapi.yaml; do [ -f "$f" ] && spec_file=$f && break; done
+    if [ -z "$spec_file" ]; then fail "no openapi.yaml in the repository"
+    else cmp -s "$spec_file" "$tmp/served-openapi.yaml" || fail "served spec differs from $spec_file"; fi
+fi
+verdict "GET /openapi.yaml serves the repository's OpenAPI 3.1 spec"
+
+http GET /metrics
+if want_code 200; then
+    want_header Content-Type '^text/plain'
+    r=$("$PY" "$here/metrics.py" "$body" families) || fail "$r"
+fi
+verdict "GET /metrics has the promised metric families"
+
+# ---------------------------------------------------------------- /predict
+img=$tmp/fx/mnist_0.png lab0=${mnist_lab[0]}
+post_png /predict "$img"
+if want_code 200; then
+    want_json_ctype
+    want_json 'pred_ok(j)'
+    want_json "j['model'] == '$default_model'"
+    want_json "j['prediction'] == $lab0"
+fi
+verdict "POST /predict raw image/png: 200, full prediction by the default model"
+
+http POST /predict -F "image=@$img;type=image/png"
+want_code 200 && { want_json 'pred_ok(j)'; want_json "j['prediction'] == $lab0"; }
+verdict "POST /predict multipart field image"
+
+http POST /predict -F "image=@$img;type=application/octet-stream;filename=x"
+want_code 200 && want_json 'pred_ok(j)'
+verdict "POST /predict multipart with an octet-stream part"
+
+http POST /predict -H 'Content-Type: application/octet-stream' --data-binary "@$img"
+want_code 200 && { want_json 'pred_ok(j)'; want_json "j['prediction'] == $lab0"; }
+verdict "POST /predict raw application/octet-stream"
+
+for m in mlp lenet; do
+    post_png "/predict?model=$m" "$img"
+    want_code 200 && { want_json 'pred_ok(j)'; want_json "j['model'] == '$m'"; }
+    verdict "POST /predict?model=$m answers with model $m"
+done
+post_png "/predict?model=nosuchmodel" "$img"
+want_error 404
+verdict "POST /predict?model=nosuchmodel: 404 with the error envelope"
+
+# ---------------------------------------------------------------- batch
+http POST /predict/batch -F "image=@$tmp/fx/mnist_1.png" -F "image=@$tmp/fx/not_png.bin" \
+    -F "image=@$tmp/fx/mnist_2.png;type=image/png" -F "image=@$tmp/fx/blank_white.png"
+if want_code 200; then
+    want_json_ctype
+    want_json 'isinstance(j.get("results"), list) and len(j["results"]) == 4'
+    want_json "pred_ok(j['results'][0]) and j['results'][0]['prediction'] == ${mnist_lab[1]}"
+    want_json "err_ok(j['results'][1]) and 'prediction' not in j['results'][1]"
+    want_json "pred_ok(j['results'][2]) and j['results'][2]['prediction'] == ${mnist_lab[2]}"
+    want_json "err_ok(j['results'][3])"
+fi
+verdict "POST /predict/batch: results in order, a bad part gets its own error entry"
+
+http POST "/predict/batch?model=mlp" -F "image=@$tmp/fx/mnist_3.png" -F "image=@$tmp/fx/mnist_4.png"
+want_code 200 && want_json 'len(j["results"]) == 2 and all(pred_ok(r) and r["model"] == "mlp" for r in j["results"])'
+verdict "POST /predict/batch?model=mlp uses mlp for every part"
+
+post_png /predict/batch "$img"
+want_error 415
+verdict "POST /predict/batch with a raw PNG body: 415"
+http POST /predict/batch -F "file=@$img"
+want_error 400
+verdict "POST /predict/batch without image parts: 400"
+
+# ---------------------------------------------------------------- mkpng's fixtures
+# mkpng checks each fixture against the decoder and lists it in MANIFEST as
+# "<file> <decoder status> <digit or ->"; over HTTP each status has its code.
+# Every colour type and bit depth, palette, tRNS, interlaced, canvas (alpha
+# as ink), big black-on-white digits, and the hostile files.
+http_status_for() {
+    case $1 in
+        ok) echo 200 ;; corrupt_png | not_png) echo 400 ;;
+        too_large) echo 413 ;; blank_image) echo 422 ;; *) echo "unknown-$1" ;;
+    esac
+}
+nfix=0
+if [ -f "$tmp/fx/MANIFEST" ]; then
+    while read -r f st digit; do
+        case $f in ''|'#'*) continue ;; esac
+        nfix=$((nfix + 1))
+        want=$(http_status_for "$st")
+        post_png /predict "$tmp/fx/$f"
+        if [ "$want" = 200 ]; then
+            want_code 200 && want_json 'pred_ok(j)' && [ "$digit" != - ] && want_json "j['prediction'] == $digit"
+            verdict "fixture $f: 200 and predicted $digit"
+        else
+            want_error "$want"
+            verdict "fixture $f ($st): $want with the error envelope, server stays healthy"
+        fi
+    done < "$tmp/fx/MANIFEST"
+fi
+[ "$nfix" -ge 30 ] || nok "mkpng's MANIFEST lists the fixtures" "found $nfix entries"
+
+# ---------------------------------------------------------------- MNIST vs mnist-predict
+# predict_cli MODEL_FILE PNG...: one prediction per line, as mnist-predict
+# prints them (JSON per image, the same document the server answers).
+predict_cli() {
+    local model=$1; shift
+    "$PREDICT" --model "$model" "$@" 2> "$tmp/predict.err" | "$PY" -c '
+import json, sys
+text = sys.stdin.read()
+docs = []
+try:
+    d = json.loads(text)
+    docs = d if isinstance(d, list) else d.get("results", [d])
+except ValueError:
+    docs = [json.loads(l) for l in text.splitlines() if l.strip()]
+for d in docs:
+    print(d.get("prediction", "error"))
+'
+}
+default_file=$MODELS/$default_model.safetensors
+mnist_pngs=()
+for i in "${mnist_idx[@]}"; do mnist_pngs+=("$tmp/fx/mnist_$i.png"); done
+mapfile -t cli_preds < <(predict_cli "$default_file" "${mnist_pngs[@]}")
+problems=()
+[ ${#cli_preds[@]} -eq ${#mnist_idx[@]} ] || fail "mnist-predict gave ${#cli_preds[@]} predictions for ${#mnist_idx[@]} images: $(head -c 300 "$tmp/predict.err")"
+right=0 same=0
+declare -A srv_pred
+for k in "${!mnist_idx[@]}"; do
+    i=${mnist_idx[k]}
+    post_png /predict "$tmp/fx/mnist_$i.png"
+    p=$(jget "$body" 'j["prediction"]')
+    srv_pred[$i]=$p
+    [ "$p" = "${cli_preds[k]:-}" ] && same=$((same + 1)) || fail "image $i: server $p (status $code), mnist-predict ${cli_preds[k]:-none}"
+    [ "$p" = "${mnist_lab[k]}" ] && right=$((right + 1))
+done
+verdict "20 MNIST test images: server predictions equal mnist-predict's ($same/20)"
+[ $right -ge 19 ] || fail "only $right/20 equal the true label"
+verdict "20 MNIST test images: at least 19/20 predicted as labelled ($right/20)"
+
+right=0
+for k in "${!big_idx[@]}"; do
+    i=${big_idx[k]}
+    http POST /predict -F "image=@$tmp/fx/big_$i.png"
+    p=$(jget "$body" 'j["prediction"]')
+    [ "$p" = "${big_lab[k]}" ] && right=$((right + 1)) || fail "image $i (label ${big_lab[k]}): predicted '$p', status $code"
+done
+[ $right -ge 9 ] && problems=()
+verdict "448x448 black-on-white renderings: at least 9/10 digits right ($right/10)"
+
+# ---------------------------------------------------------------- hostile input
+hostile() { # hostile DESC STATUS FILE [content type]
+    http POST /predict -H "Content-Type: ${4:-image/png}" --data-binary "@$3"
+    want_error "$2"
+    verdict "$1: $2 with the error envelope, server stays healthy"
+}
+hostile "non-PNG bytes as octet-stream" 400 "$tmp/fx/not_png.bin" application/octet-stream
+hostile "3 MiB random body (over the 2 MiB limit)" 413 "$tmp/fx/random_3mib.bin"
+hostile "blank white image" 422 "$tmp/fx/blank_white.png"
+hostile "blank black image" 422 "$tmp/fx/blank_black.png"
+hostile "text/plain body" 415 "$img" text/plain
+hostile "image/jpeg body" 415 "$img" image/jpeg
+
+http POST /predict -H 'Expect:' -H 'Content-Type: image/png' --data-binary "@$tmp/fx/random_3mib.bin"
+want_error 413
+verdict "3 MiB body without Expect: 100-continue: 413, server stays healthy"
+http POST /predict --data-binary "@$img"
+want_error 415
+verdict "POST /predict form-urlencoded (curl's default type): 415"
+http POST /predict -F "file=@$img"
+want_error 400
+verdict "POST /predict multipart without an image field: 400"
+http POST /predict -F "image=@$tmp/fx/bad_crc.png"
+want_error 400
+verdict "POST /predict multipart with a corrupt PNG: 400"
+http POST /predict -F "image=@$tmp/fx/random_3mib.bin"
+want_error 413
+verdict "POST /predict multipart over the body limit: 413"
+
+allow_check() { # METHOD PATH ALLOW_REGEX
+    http "$1" "$2"
+    want_error 405 && want_header Allow "$3"
+    verdict "$1 $2: 405 with Allow"
+}
+allow_check GET /predict 'POST'
+allow_check PUT /predict 'POST'
+allow_check GET /predict/batch 'POST'
+allow_check POST /healthz 'GET'
+allow_check POST /readyz 'GET'
+allow_check DELETE /v1/models 'GET'
+allow_check POST /metrics 'GET'
+allow_check POST /openapi.yaml 'GET'
+
+http GET /nope
+want_error 404
+verdict "GET /nope: 404 with the error envelope"
+post_png /predict/nope "$img"
+want_error 404
+verdict "POST /predict/nope: 404 with the error envelope"
+http GET '/../../etc/passwd' --path-as-is
+want_code '400|404' && want_json 'err_ok(j)'
+verdict "path traversal attempt: 400/404 with the error envelope"
+
+# ---------------------------------------------------------------- request ids, access log
+post_png /predict "$img" -H 'X-Request-Id: itest-req-4711'
+want_code 200
+want_header X-Request-Id '^itest-req-4711$'
+verdict "X-Request-Id is echoed"
+http GET /nope -H 'X-Request-Id: itest-req-4712'
+want_header X-Request-Id '^itest-req-4712$'
+verdict "X-Request-Id is echoed on errors"
+http GET /healthz
+want_header X-Request-Id '^[^ ]{6,}$'
+id1=$(header X-Request-Id)
+http GET /healthz
+[ "$(header X-Request-Id)" != "$id1" ] || fail "two requests got the same generated id $id1"
+verdict "a request id is generated when none is sent, and differs per request"
+sleep 0.2
+line=$(grep -F itest-req-4711 "$tmp/server.log" | head -1)
+[ -n "$line" ] || fail "no access-log line with the request id"
+[[ $line == *POST* && $line == */predict* && $line == *200* ]] || fail "access-log line lacks method/path/status: $line"
+[ "$(grep -cF itest-req-4711 "$tmp/server.log")" -eq 1 ] || fail "expected one log line for the request"
+verdict "one access-log line per request with method, path, status and request id"
+
+# ---------------------------------------------------------------- concurrency
+http GET /metrics
+cp "$body" "$tmp/metrics.before"
+conc_imgs=(0 1 2 3 4 5 6 7)
+conc_n=200
+for i in $(seq 0 $((conc_n - 1))); do
+    k=${conc_imgs[i % ${#conc_imgs[@]}]}
+    echo "$i $tmp/fx/mnist_$k.png ${srv_pred[$k]:-x}"
+done > "$tmp/conc/jobs"
+export tmp base
+# shellcheck disable=SC2016
+t0=$SECONDS
+xargs -P 16 -n 3 bash -c '
+    code=$(curl -sS -o "$tmp/conc/$0.json" -w "%{http_code}" --max-time 60 \
+        -H "Content-Type: image/png" --data-binary "@$1" "$base/predict" 2>"$tmp/conc/$0.err") || code=000
+    echo "$0 $code $2" > "$tmp/conc/$0.code"' < "$tmp/conc/jobs"
+problems=()
+t1=$SECONDS
+# One interpreter for all the answers: status, prediction and its validity.
+r=$("$PY" - "$tmp/conc" "$conc_n" <<'EOF'
+import json, os, sys
+d, n = sys.argv[1], int(sys.argv[2])
+bad = []
+for i in range(n):
+    try:
+        _, code, want = open(os.path.join(d, "%d.code" % i)).read().split()
+        j = json.load(open(os.path.join(d, "%d.json" % i)))
+        got = j.get("prediction")
+        p = j.get("probabilities", [])
+        if code != "200" or str(got) != want or len(p) != 10 or abs(sum(p) - 1) > 1e-3:
+            bad.append("request %d: status %s, prediction %r, expected %s" % (i, code, got, want))
+    except (OSError, ValueError) as e:
+        bad.append("request %d: %s" % (i, e))
+print(len(bad))
+for line in bad[:5]:
+    print(line)
+EOF
+)
+bad=${r%%$'\n'*}
+[ "$bad" = 0 ] || fail "$r"
+verdict "$conc_n concurrent requests (16 at a time): all 200 with the sequential answer ($bad bad, $((t1 - t0)) s)"
+healthy_after
+verdict "server healthy after the concurrent burst"
+
+http GET /metrics
+cp "$body" "$tmp/metrics.after"
+problems=()
+req_fam=mnist_http_requests_total
+pred_fam=mnist_predictions_total
+if [ -z "$req_fam" ]; then fail "no request counter with route/status labels"
+else
+    b=$("$PY" "$here/metrics.py" "$tmp/metrics.before" sum "$req_fam" route=/predict status=200)
+    a=$("$PY" "$here/metrics.py" "$tmp/metrics.after" sum "$req_fam" route=/predict status=200)
+    "$PY" -c "import sys; sys.exit(0 if $a - $b >= $conc_n else 1)" \
+        || fail "$req_fam{route=/predict,status=200} grew from $b to $a over $conc_n requests"
+    b=$("$PY" "$here/metrics.py" "$tmp/metrics.before" sum "$req_fam" route=/predict status=404)
+    [ "${b%.*}" -ge 1 ] 2>/dev/null || fail "$req_fam{route=/predict,status=404} is $b after a 404 on /predict"
+fi
+if [ -z "$pred_fam" ]; then fail "no predictions-by-digit counter"
+else
+    b=$("$PY" "$here/metrics.py" "$tmp/metrics.before" sum "$pred_fam")
+    a=$("$PY" "$here/metrics.py" "$tmp/metrics.after" sum "$pred_fam")
+    "$PY" -c "import sys; sys.exit(0 if $a - $b >= $conc_n else 1)" \
+        || fail "$pred_fam grew from $b to $a over $conc_n predictions"
+fi
+verdict "metrics counters grow with the traffic (requests by route/status, predictions by digit)"
+
+# ---------------------------------------------------------------- the spec
+spec_src=${spec_file:-$tmp/served-openapi.yaml}
+r=$("$PY" "$here/validate.py" "$spec_src" --examples 2>&1)
+while IFS=$'\t' read -r verdict_word what why; do
+    case $verdict_word in
+        PASS) ok "$what" ;;
+        FAIL) nok "$what" "$why" ;;
+        *) [ -n "$verdict_word" ] && nok "spec examples check" "$verdict_word $what $why" ;;
+    esac
+done <<< "$r"
+r=$("$PY" "$here/validate.py" "$spec_src" --manifest "$tmp/manifest" 2>&1)
+while IFS=$'\t' read -r verdict_word what why; do
+    case $verdict_word in
+        PASS) ok "$what" ;;
+        FAIL) nok "$what" "$why" ;;
+        *) [ -n "$verdict_word" ] && nok "response validation" "$verdict_word $what $why" ;;
+    esac
+done <<< "$r"
+
+# ---------------------------------------------------------------- graceful shutdown
+# Slow uploads (a valid PNG padded to ~150 KB, sent at 50 KB/s) are in
+# flight when SIGTERM arrives; they must all finish with 200 and the
+# right digit, and the server must then exit 0.
+"$PY" "$here/pngtool.py" pad "$tmp/fx/mnist_0.png" "$tmp/fx/slow.png" 150000
+slow_pids=""
+for s in 1 2 3; do
+    curl -sS -o "$tmp/slow$s.json" -w '%{http_code}' --max-time 60 --limit-rate 50k \
+        -H 'Content-Type: image/png' --data-binary "@$tmp/fx/slow.png" "$base/predict" \
+        > "$tmp/slow$s.code" 2> "$tmp/slow$s.err" &
+    slow_pids="$slow_pids $!"
+done
+sleep 1
+kill -TERM "$srv_pid"
+sleep 0.5
+c=$(curl -s -o "$tmp/drain.json" -w '%{http_code}' --max-time 5 "$base/readyz") || c=000
+case $c in
+    503) ok "GET /readyz while draining: 503" ;;
+    000) ok "GET /readyz while draining: connection refused (listener closed) # observed: no answer" ;;
+    *) nok "GET /readyz while draining: 503 or refused" "got $c: $(head -c 200 "$tmp/drain.json")" ;;
+esac
+problems=()
+for p in $slow_pids; do wait "$p"; done
+slow_pids=""
+for s in 1 2 3; do
+    c=$(cat "$tmp/slow$s.code")
+    p=$(jget "$tmp/slow$s.json" 'j["prediction"]')
+    [ "$c" = 200 ] && [ "$p" = "$lab0" ] || fail "upload $s: status $c, prediction '$p' (want $lab0) $(cat "$tmp/slow$s.err")"
+done
+verdict "SIGTERM with 3 slow uploads in flight: all finish with 200 and the right digit"
+stop_server 40
+[ "$srv_rc" -eq 0 ] || fail "exit status $srv_rc; stderr tail: $(tail -5 "$tmp/server.log")"
+grep -qiE 'AddressSanitizer|runtime error:|LeakSanitizer' "$tmp/server.log" && fail "sanitizer report: $(grep -iE -m3 'Sanitizer|runtime error' "$tmp/server.log")"
+verdict "server exits 0 after draining"
+
+# ================================================================ configuration
+# Flags win over environment variables; env alone takes effect; --model
+# NAME=PATH[,PATH] builds an ensemble; --default-model picks the default.
+if MNIST_BODY_LIMIT=10 MNIST_MAX_PIXELS=10000 MNIST_DEFAULT_MODEL=ens \
+    start_server "$tmp/server2.log" --model mlp="$MODELS/mlp.safetensors" \
+        --model ens="$MODELS/mlp.safetensors,$MODELS/lenet.safetensors" \
+        --default-model mlp --body-limit 20000 --threads 2 --grace 5; then
+    ok "second server starts with --model, an ensemble and limits"
+    http GET /v1/models
+    M='(j["models"] if isinstance(j, dict) else j)'
+    want_code 200 && {
+        want_json "sorted(m['name'] for m in $M) == ['ens', 'mlp']"
+        want_json "[m['name'] for m in $M if m.get('default') is True] == ['mlp']"
+    }
+    verdict "--model NAME=PATH replaces the models dir; --default-model beats MNIST_DEFAULT_MODEL"
+    post_png /predict "$img"
+    want_code 200 && { want_json 'pred_ok(j)'; want_json 'j["model"] == "mlp"'; }
+    verdict "--body-limit 20000 beats MNIST_BODY_LIMIT=10: a small PNG is accepted by the default mlp"
+    post_png '/predict?model=ens' "$img"
+    want_code 200 && { want_json 'pred_ok(j)'; want_json 'j["model"] == "ens"'; want_json "j['prediction'] == $lab0"; }
+    verdict "ensemble of mlp+lenet answers ?model=ens"
+    post_png /predict "$tmp/fx/mid_0.png"
+    want_error 413
+    verdict "MNIST_MAX_PIXELS=10000: a 112x112 image is 413"
+    "$PY" "$here/pngtool.py" pad "$img" "$tmp/fx/pad30k.png" 30000
+    post_png /predict "$tmp/fx/pad30k.png"
+    want_error 413
+    verdict "--body-limit 20000: a 30 KB body is 413"
+    stop_server 20
+    [ "$srv_rc" -eq 0 ] || fail "exit status $srv_rc; stderr tail: $(tail -5 "$tmp/server2.log")"
+    verdict "second server exits 0 on SIGTERM"
+else
+    nok "second server starts with --model, an ensemble and limits" "$srv_fail" "$(tail -20 "$tmp/server2.log")"
+fi
+
+finish

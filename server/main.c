@@ -97,8 +97,9 @@ int main(int argc, char **argv)
             (unsigned long long)cfg.max_pixels, cfg.timeout_s,
             cfg.max_connections);
     /* Tests and scripts read the port from this exact line. */
-    srv_log(SRV_INFO, "listening on http://%s:%d", cfg.host,
-            srv_server_port(srv));
+    int v6 = strchr(cfg.host, ':') != NULL;   /* URLs bracket IPv6 literals */
+    srv_log(SRV_INFO, "listening on http://%s%s%s:%d", v6 ? "[" : "", cfg.host,
+            v6 ? "]" : "", srv_server_port(srv));
     if (srv_server_warmup(srv, err, sizeof err) < 0) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         srv_server_free(srv);

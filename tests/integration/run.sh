@@ -30,6 +30,12 @@ MKPNG=$build/tests/tools/mkpng
 MODELS=${MODELS_DIR:-models}
 MNIST=${MNIST_DIR:-data/mnist}
 PY=${PYTHON:-python3}
+# The spec is YAML: use an interpreter that has a loader (Debian's
+# python3-yaml installs into /usr/bin/python3, which a pyenv or venv
+# python3 earlier on the PATH does not see).
+if ! "$PY" -c 'import yaml' 2>/dev/null && /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
+    PY=/usr/bin/python3
+fi
 START_TIMEOUT=${START_TIMEOUT:-30}
 # Sanitizer builds: any report is fatal and turns into a non-zero exit,
 # which the shutdown checks catch.
@@ -169,6 +175,7 @@ for f in t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
     [ -f "$MNIST/$f" ] || bail "MNIST file $MNIST/$f exists" "run: make data"
 done
 command -v curl > /dev/null || bail "curl is installed" "apt-get install curl"
+"$PY" -c 'import yaml' 2>/dev/null || bail "$PY has a YAML loader" "apt-get install python3-yaml"
 
 r=$("$PY" "$here/validate.py" --selftest 2>&1)
 if [ $? -eq 0 ]; then ok "schema validator self-test"; else nok "schema validator self-test" "$r"; fi
@@ -608,6 +615,8 @@ for s in 1 2 3; do
     slow_pids="$slow_pids $!"
 done
 sleep 1
+alive=0
+for p in $slow_pids; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
 kill -TERM "$srv_pid"
 sleep 0.5
 c=$(curl -s -o "$tmp/drain.json" -w '%{http_code}' --max-time 5 "$base/readyz") || c=000
@@ -617,6 +626,7 @@ case $c in
     *) nok "GET /readyz while draining: 503 or refused" "got $c: $(head -c 200 "$tmp/drain.json")" ;;
 esac
 problems=()
+[ "$alive" = 3 ] || fail "only $alive of 3 uploads were still running at SIGTERM: the drain was not exercised"
 for p in $slow_pids; do wait "$p"; done
 slow_pids=""
 for s in 1 2 3; do
@@ -626,6 +636,7 @@ for s in 1 2 3; do
 done
 verdict "SIGTERM with 3 slow uploads in flight: all finish with 200 and the right digit"
 stop_server 40
+grep -i 'draining' "$tmp/server.log" | sed 's/^/# server: /'
 [ "$srv_rc" -eq 0 ] || fail "exit status $srv_rc; stderr tail: $(tail -5 "$tmp/server.log")"
 grep -qiE 'AddressSanitizer|runtime error:|LeakSanitizer' "$tmp/server.log" && fail "sanitizer report: $(grep -iE -m3 'Sanitizer|runtime error' "$tmp/server.log")"
 verdict "server exits 0 after draining"

@@ -1,0 +1,168 @@
+/* latency.c - batch-1, single-thread inference latency of a model file:
+ * the forward pass the server runs per request (normalisation, layers,
+ * softmax), on real MNIST test images, one at a time.
+ *
+ *   build/bench/latency MODEL.safetensors [--runs N] [--seconds S]
+ *        [--peak GFLOPS] [--data DIR]
+ *
+ * Prints one JSON line on stdout:
+ *   {"model":..,"runs":N,"median_us":..,"p99_us":..,"mean_us":..,
+ *    "gflops":..,"peak_pct":..,"macs":..}
+ * Each run is timed on its own (monotonic clock); gflops is 2 * MACs over
+ * the median, peak_pct that against --peak (one core's FP32 FMA peak from
+ * build/bench/peak), omitted without it. Runs continue until both N runs
+ * and S seconds are done, whichever comes last. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "nn/ensemble.h"
+#include "nn/idx.h"
+#include "nn/net.h"
+
+#define LAT_IMAGES 256      /* distinct inputs cycled through            */
+#define LAT_MAX_RUNS 2000000
+
+/* Every result is stored here, so no forward pass can be optimised away. */
+static volatile float lat_sink;
+
+static double lat_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int lat_cmp(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void lat_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: latency MODEL.safetensors [options]\n"
+        "  --runs N       at least N timed runs (default 5000)\n"
+        "  --seconds S    and at least S seconds (default 1)\n"
+        "  --peak G       one core's FP32 peak in GFLOP/s, for peak_pct\n"
+        "  --data DIR     MNIST IDX files (default data/mnist)\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *model = NULL, *data = "data/mnist";
+    long runs = 5000;
+    double seconds = 1.0, peak = 0.0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { lat_usage(stdout); return 0; }
+        if (a[0] != '-') {
+            if (model) { fprintf(stderr, "latency: one model file only\n"); return 2; }
+            model = a;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "latency: %s: unknown option or missing value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        char *end;
+        if (!strcmp(a, "--runs")) {
+            runs = strtol(v, &end, 10);
+            if (*end || runs < 1 || runs > LAT_MAX_RUNS) {
+                fprintf(stderr, "latency: --runs wants 1..%d\n", LAT_MAX_RUNS);
+                return 2;
+            }
+        } else if (!strcmp(a, "--seconds")) {
+            seconds = strtod(v, &end);
+            if (*end || !(seconds >= 0 && seconds <= 600)) {
+                fprintf(stderr, "latency: --seconds wants 0..600\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--peak")) {
+            peak = strtod(v, &end);
+            if (*end || !(peak > 0)) {
+                fprintf(stderr, "latency: --peak wants a positive GFLOP/s figure\n");
+                return 2;
+            }
+        } else if (!strcmp(a, "--data")) {
+            data = v;
+        } else {
+            fprintf(stderr, "latency: unknown option %s\n", a);
+            lat_usage(stderr);
+            return 2;
+        }
+    }
+    if (!model) {
+        lat_usage(stderr);
+        return 2;
+    }
+
+    char err[512];
+    nn_ensemble *e = nn_ensemble_load(model, err, sizeof err);
+    if (!e) {
+        fprintf(stderr, "latency: %s\n", err);
+        return 1;
+    }
+    const nn_net *net = e->nets[0];
+    int hw = net->in_c * net->in_h * net->in_w;
+    nn_dataset *test = nn_dataset_load_dir(data, 1, 256, err, sizeof err);
+    if (!test) {
+        fprintf(stderr, "latency: %s (run `make data`)\n", err);
+        return 1;
+    }
+    if (test->rows * test->cols != hw) {
+        fprintf(stderr, "latency: the model wants %d inputs, the images have %d pixels\n", hw,
+                test->rows * test->cols);
+        return 1;
+    }
+    int nimg = test->n < LAT_IMAGES ? test->n : LAT_IMAGES;
+    int ncls = nn_ensemble_classes(e);
+    float *x = malloc(sizeof(float) * (size_t)nimg * hw);
+    float *probs = malloc(sizeof(float) * (size_t)ncls);
+    double *t = malloc(sizeof(double) * LAT_MAX_RUNS);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 1);
+    if (!x || !probs || !t || !ws) {
+        fprintf(stderr, "latency: out of memory\n");
+        return 1;
+    }
+    for (size_t i = 0; i < (size_t)nimg * hw; i++) x[i] = test->images[i] / 255.0f;
+
+    /* Warm-up: first touches of the workspace and the weights. */
+    for (int i = 0; i < 200; i++) {
+        nn_ensemble_forward(e, ws, x + (size_t)(i % nimg) * hw, 1, probs);
+        lat_sink = probs[0];
+    }
+    long n = 0;
+    double start = lat_now(), sum = 0;
+    while (n < LAT_MAX_RUNS && (n < runs || lat_now() - start < seconds)) {
+        const float *in = x + (size_t)(n % nimg) * hw;
+        double t0 = lat_now();
+        nn_ensemble_forward(e, ws, in, 1, probs);
+        t[n] = lat_now() - t0;
+        sum += t[n];
+        lat_sink = probs[0];
+        n++;
+    }
+    qsort(t, (size_t)n, sizeof *t, lat_cmp);
+    double med = t[n / 2], p99 = t[(size_t)(0.99 * (double)(n - 1))];
+    uint64_t macs = 0;
+    for (int m = 0; m < e->n; m++) macs += nn_net_macs(e->nets[m]);
+    double gflops = 2.0 * (double)macs / med / 1e9;
+    printf("{\"model\":\"%s\",\"runs\":%ld,\"median_us\":%.2f,\"p99_us\":%.2f,"
+           "\"mean_us\":%.2f,\"gflops\":%.2f,",
+           model, n, med * 1e6, p99 * 1e6, sum / n * 1e6, gflops);
+    if (peak > 0) printf("\"peak_pct\":%.2f,", 100.0 * gflops / peak);
+    printf("\"macs\":%llu}\n", (unsigned long long)macs);
+
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+    nn_dataset_free(test);
+    free(x);
+    free(probs);
+    free(t);
+    return 0;
+}

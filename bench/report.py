@@ -1,0 +1,227 @@
+#!/usr/bin/python3
+"""Turns the raw runs of bench/run.sh into the table, the JSON record and
+the Markdown page.
+
+    report.py --raw RUNS.jsonl --meta META.tsv --out DIR [--quick]
+
+RUNS.jsonl: one line per run, {"w": workload, "side": "ours"|"peer",
+"rep": n, "r": the program's JSON line or null when it failed}.
+META.tsv: "key<TAB>value" lines (values that parse as JSON are kept as
+JSON). Writes DIR/bench-YYYYMMDD-HHMM.json and DIR/latest.md and prints
+the table. Each figure is the median over the repeats; ratios are "how
+many times better ours is" (peer/ours for times, ours/peer for rates).
+"""
+import argparse
+import datetime
+import json
+import os
+import statistics
+import sys
+
+
+def load_runs(path):
+    runs = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            d = json.loads(line)
+            runs.setdefault((d["w"], d["side"]), []).append(d["r"])
+    return runs
+
+
+def load_meta(path):
+    meta = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "\t" not in line:
+                continue
+            k, v = line.split("\t", 1)
+            try:
+                meta[k] = json.loads(v)
+            except ValueError:
+                meta[k] = v
+    return meta
+
+
+def values(runs, w, side, field):
+    return [r[field] for r in runs.get((w, side), []) if r and field in r]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+# (label, workload, field, scale, unit, lower_is_better, goal)
+# goal: ("ratio", x) ours at least x times better; ("max", v) ours <= v;
+# ("min", v) ours >= v; None: reported only.
+ROWS = [
+    ("LeNet training, batch 32", "train_lenet_b32", "epoch_s", 1, "s/epoch", True, ("ratio", 3)),
+    ("LeNet training, batch 128", "train_lenet_b128", "epoch_s", 1, "s/epoch", True, ("ratio", 2)),
+    ("MLP training, batch 32", "train_mlp_b32", "epoch_s", 1, "s/epoch", True, ("ratio", 2)),
+    ("Big CNN training, batch 64 (extrapolated)", "train_cnn_b64", "epoch_s", 1, "s/epoch", True, None),
+    ("Big CNN training throughput", "train_cnn_b64", "gflops", 1, "GFLOP/s", False, None),
+    ("Big CNN training, % of 2-core FP32 peak", "train_cnn_b64", "peak_pct_all", 1, "%", False, ("min", 45)),
+    ("LeNet inference, batch 1, 1 thread", "infer_lenet", "median_us", 1, "µs", True, ("ratio", 5)),
+    ("LeNet inference p99", "infer_lenet", "p99_us", 1, "µs", True, None),
+    ("LeNet inference, % of 1-core FP32 peak", "infer_lenet", "peak_pct", 1, "%", False, None),
+    ("Big CNN inference, batch 1, 1 thread", "infer_cnn", "median_us", 1, "µs", True, ("ratio", 3)),
+    ("Big CNN inference p99", "infer_cnn", "p99_us", 1, "µs", True, None),
+    ("Big CNN inference, % of 1-core FP32 peak", "infer_cnn", "peak_pct", 1, "%", False, None),
+    ("Server LeNet, 64 connections", "server_lenet_c64", "rps", 1, "req/s", False, ("ratio", 10)),
+    ("Server LeNet, 64 connections, p99", "server_lenet_c64", "p99_us", 1e-3, "ms", True, ("max", 5)),
+    ("Server LeNet, 8 connections", "server_lenet_c8", "rps", 1, "req/s", False, None),
+    ("Server LeNet, 8 connections, p99", "server_lenet_c8", "p99_us", 1e-3, "ms", True, ("max", 1)),
+    ("Server big CNN, 64 connections", "server_cnn_c64", "rps", 1, "req/s", False, None),
+    ("Server big CNN, 64 connections, p99", "server_cnn_c64", "p99_us", 1e-3, "ms", True, None),
+    ("Server errors, all runs", "server_*", "errors", 1, "count", True, ("max", 0)),
+    ("Server peak RSS, LeNet", "rss_lenet", "kb", 1 / 1024, "MiB", True, None),
+    ("Server peak RSS, big CNN", "rss_cnn", "kb", 1 / 1024, "MiB", True, None),
+]
+
+
+def fmt(v):
+    if v is None:
+        return "n/a"
+    if isinstance(v, int):
+        return "{:,}".format(v)
+    a = abs(v)
+    if a >= 1000:
+        return "{:,.0f}".format(v)
+    if a >= 100:
+        return "%.0f" % v
+    if a >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def goal_text(goal, unit):
+    if goal is None:
+        return "reported"
+    kind, x = goal
+    if kind == "ratio":
+        return ">= %gx" % x
+    if kind == "max":
+        return "<= %g %s" % (x, unit) if unit != "count" else "%g" % x
+    return ">= %g %s" % (x, unit)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--raw", required=True)
+    ap.add_argument("--meta", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    runs = load_runs(args.raw)
+    meta = load_meta(args.meta)
+    peak1, peak_all = meta.get("peak_1core_gflops"), meta.get("peak_all_gflops")
+
+    # Derived fields: training throughput against the all-core peak, and
+    # server errors summed over every kind wrk counts.
+    for (w, _side), rs in runs.items():
+        for r in rs:
+            if not r:
+                continue
+            if w.startswith("train_") and peak_all and "gflops" in r:
+                r["peak_pct_all"] = 100.0 * r["gflops"] / peak_all
+            if w.startswith("infer_") and peak1 and "gflops" in r:
+                r["peak_pct"] = 100.0 * r["gflops"] / peak1
+            if w.startswith("server_"):
+                r["errors"] = sum(r.get(k, 0) for k in ("errors_connect", "errors_read", "errors_write",
+                                                        "errors_status", "errors_timeout"))
+
+    rows = []
+    for label, w, field, scale, unit, lower, goal in ROWS:
+        if w == "server_*":
+            ours = sum(r["errors"] for (ww, s), rs in runs.items() if ww.startswith("server_") and s == "ours"
+                       for r in rs if r)
+            peer = sum(r["errors"] for (ww, s), rs in runs.items() if ww.startswith("server_") and s == "peer"
+                       for r in rs if r)
+            failed = sum(1 for (ww, s), rs in runs.items() if ww.startswith("server_") and s == "ours"
+                         for r in rs if not r)
+            if failed:
+                ours = None
+            ours_runs = peer_runs = []
+        else:
+            ours_runs = [v * scale for v in values(runs, w, "ours", field)]
+            peer_runs = [v * scale for v in values(runs, w, "peer", field)]
+            ours, peer = med(ours_runs), med(peer_runs)
+        ratio = None
+        if ours is not None and peer is not None and ours > 0 and peer > 0:
+            ratio = peer / ours if lower else ours / peer
+        met = None
+        if goal and ours is not None:
+            kind, x = goal
+            if kind == "ratio":
+                met = ratio is not None and ratio >= x
+            elif kind == "max":
+                met = ours <= x
+            else:
+                met = ours >= x
+        rows.append({
+            "workload": label, "id": w, "field": field, "unit": unit,
+            "ours": ours, "peer": peer, "ratio": ratio,
+            "goal": goal_text(goal, unit), "met": met,
+            "ours_runs": ours_runs, "peer_runs": peer_runs,
+        })
+
+    now = datetime.datetime.now()
+    lines = ["| Workload | Unit | Ours | PyTorch / Flask | Ratio | Goal | Met? |",
+             "|---|---|---:|---:|---:|---|:---:|"]
+    for r in rows:
+        met = "-" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        ratio = "n/a" if r["ratio"] is None else "%.2fx" % r["ratio"]
+        lines.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            r["workload"], r["unit"], fmt(r["ours"]), fmt(r["peer"]), ratio, r["goal"], met))
+    table = "\n".join(lines)
+
+    blas = meta.get("peer_blas") or {}
+    head = []
+    if args.quick:
+        head.append("**Quick smoke run: tiny step counts, one repeat. The figures mean nothing.**\n")
+    head += [
+        "Date: %s" % now.strftime("%Y-%m-%d %H:%M"),
+        "",
+        "Machine: %s, %s cores, %s; measured FP32 FMA peak %s GFLOP/s on one core, %s on all "
+        "(build/bench/peak, %s)." % (meta.get("cpu", "?"), meta.get("cores", "?"), meta.get("kernel", "?"),
+                                      fmt(peak1), fmt(peak_all), meta.get("peak_isa", "?")),
+        "",
+        "Peer: PyTorch %s, BLAS %s, 2 threads for training, 1 for batch-1 inference "
+        "(torch.jit); Flask under gunicorn, 2 workers (%s), 1 torch thread each." % (
+            blas.get("torch", "?"), ", ".join("/".join(b.split("/")[-2:]) for b in blas.get("blas", [])) or "?",
+            meta.get("gunicorn_worker", "?")),
+        "",
+        "Each figure is the median of %s interleaved runs (ours, then the peer, alternating "
+        "which goes first). Training: a fixed number of steps (%s), extrapolated to 60,000 images; GFLOP/s count 6 flops per "
+        "multiply-add of the forward pass. Server: wrk, %s s per run, POST /predict with a 28x28 PNG; "
+        "**the load generator shares the 2 cores with the server under test.** Ratio: how many times "
+        "better ours is." % (meta.get("repeats", "?"), meta.get("steps_note", "fixed"), meta.get("wrk_seconds", "?")),
+        "",
+    ]
+    md = "\n".join(head) + "\n" + table + "\n"
+
+    os.makedirs(args.out, exist_ok=True)
+    stamp = now.strftime("%Y%m%d-%H%M")
+    jpath = os.path.join(args.out, "bench-%s%s.json" % (stamp, "-quick" if args.quick else ""))
+    with open(jpath, "w") as f:
+        json.dump({"date": now.isoformat(timespec="seconds"), "quick": args.quick, "meta": meta,
+                   "rows": rows, "runs": [{"w": w, "side": s, "results": rs}
+                                          for (w, s), rs in sorted(runs.items())]}, f, indent=1)
+        f.write("\n")
+    mpath = os.path.join(args.out, "latest.md")
+    with open(mpath, "w") as f:
+        f.write("# Benchmark: mnist-c against PyTorch\n\n" + md)
+    print(md)
+    print("wrote %s and %s" % (jpath, mpath))
+    missing = [r["workload"] for r in rows if r["ours"] is None or (r["peer"] is None and r["id"] != "server_*")]
+    if missing:
+        print("bench: no figure for: %s" % "; ".join(missing), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

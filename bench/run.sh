@@ -1,0 +1,345 @@
+#!/usr/bin/env bash
+# run.sh [BUILD_DIR] [--quick] [--repeats N] [--out DIR] - `make bench`:
+# our training, inference and server side by side with PyTorch (and Flask
+# under gunicorn) on this machine, in the same run.
+#
+# Every timing is repeated (3 times by default) with ours and the peer
+# interleaved, alternating which goes first, so machine noise hits both;
+# bench/report.py takes the medians, prints the table and writes
+# bench/results/bench-YYYYMMDD-HHMM.json and bench/results/latest.md.
+# About 10 minutes on 2 cores.
+#
+# --quick: one repeat of tiny runs (seconds each) that proves every piece
+# works end to end; the figures mean nothing, so they go to
+# /tmp/mnist-bench-quick unless --out says otherwise.
+#
+# Environment: BENCH_PYTHON (default /usr/bin/python3, Debian's, which has
+# torch), BENCH_LENET_MODEL / BENCH_CNN_MODEL (default models/lenet and
+# models/cnn .safetensors; a stand-in of the preset's shape is trained for a
+# few steps when missing: latency does not depend on the weights' values).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+BUILD=build
+QUICK=0
+REPEATS=${BENCH_REPEATS:-3}
+OUT=
+while [ $# -gt 0 ]; do
+    case $1 in
+    --quick) QUICK=1 ;;
+    --repeats) REPEATS=${2:?--repeats needs a number}; shift ;;
+    --out) OUT=${2:?--out needs a directory}; shift ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "bench: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) BUILD=$1 ;;
+    esac
+    shift
+done
+case $REPEATS in ''|*[!0-9]*|0) echo "bench: --repeats wants a positive integer" >&2; exit 2 ;; esac
+
+PY=${BENCH_PYTHON:-/usr/bin/python3}
+PEER=bench/peer/torch_bench.py
+
+if [ "$QUICK" = 1 ]; then
+    REPEATS=1
+    S_LENET32=20 S_LENET128=8 S_MLP=50 S_CNN=3 WARM=2 WARM_CNN=1
+    LAT_RUNS=200 LAT_SECS=0.2 WRK_SECS=1 WRK_WARM=1 CAL_SECS=1 PEAK_SECS=0.05 STANDIN_STEPS=2
+    OUT=${OUT:-/tmp/mnist-bench-quick}
+else
+    # Sized so each training run takes seconds, not minutes, for both sides.
+    S_LENET32=1000 S_LENET128=300 S_MLP=1875 S_CNN=60 WARM=10 WARM_CNN=3
+    LAT_RUNS=2000 LAT_SECS=2 WRK_SECS=10 WRK_WARM=2 CAL_SECS=3 PEAK_SECS=0.3 STANDIN_STEPS=20
+    OUT=${OUT:-bench/results}
+fi
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+TMP=$(mktemp -d /tmp/mnist-bench.XXXXXX)
+RAW=$TMP/runs.jsonl
+META=$TMP/meta.tsv
+: > "$RAW"
+: > "$META"
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+meta() { printf '%s\t%s\n' "$1" "$2" >> "$META"; }
+
+# ---- tools, build, data ----------------------------------------------------
+for t in wrk gunicorn curl; do
+    command -v "$t" >/dev/null 2>&1 || die "$t not found (make deps-bench installs it)"
+done
+"$PY" -c 'import torch, flask, PIL' 2>/dev/null ||
+    die "$PY cannot import torch, flask and PIL (Debian: python3-torch python3-flask python3-pil)"
+[ -f data/mnist/t10k-images-idx3-ubyte ] || die "no MNIST data in data/mnist (run make data)"
+
+log "building"
+make --no-print-directory -s BUILD="$BUILD" all "$BUILD/bench/peak" "$BUILD/bench/epoch_time" \
+    "$BUILD/bench/latency" "$BUILD/tests/tools/mkpng" >&2 || die "build failed"
+
+# The peer's best configuration: OpenBLAS built for OpenMP behind Debian's
+# libblas.so.3 (the reference BLAS trains about 7x slower; the pthread
+# flavour fights torch's own threads).
+for lib in libblas.so.3 liblapack.so.3; do
+    alt=$lib-$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+    cur=$(update-alternatives --query "$alt" 2>/dev/null | awk '/^Value:/ {print $2}')
+    case $cur in
+    *openblas-openmp*) ;;
+    *)
+        want=$(update-alternatives --list "$alt" 2>/dev/null | grep openblas-openmp | head -n1 || true)
+        if [ -n "$want" ] && [ "$(id -u)" = 0 ]; then
+            log "selecting $want for $alt (was ${cur:-unset})"
+            update-alternatives --set "$alt" "$want" >&2
+        else
+            log "warning: $alt is ${cur:-unset}, not OpenBLAS/OpenMP; the peer will be slower than it can be"
+            log "  fix as root: apt-get install libopenblas0-openmp && update-alternatives --set $alt ${want:-<openblas-openmp path>}"
+        fi
+        ;;
+    esac
+done
+BLAS_JSON=$("$PY" "$PEER" blas) || die "the peer cannot start torch"
+log "peer: $BLAS_JSON"
+meta peer_blas "$BLAS_JSON"
+
+CPU=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)
+CORES=$(nproc)
+meta cpu "${CPU:-unknown}"
+meta cores "$CORES"
+meta kernel "$(uname -sr)"
+meta repeats "$REPEATS"
+meta wrk_seconds "$WRK_SECS"
+meta steps_note "LeNet b32 $S_LENET32, b128 $S_LENET128, MLP $S_MLP, CNN $S_CNN"
+meta quick "$QUICK"
+
+log "measuring the FP32 peak"
+PEAK_OUT=$("$BUILD/bench/peak" "$PEAK_SECS") || die "bench/peak failed"
+printf '%s\n' "$PEAK_OUT" >&2
+# Best ISA per thread count: lines are "isa threads GFLOP/s".
+PEAK1=$(printf '%s\n' "$PEAK_OUT" | awk '$2 == 1 && $3 + 0 > b {b = $3 + 0; i = $1} END {print b}')
+PEAKN=$(printf '%s\n' "$PEAK_OUT" | awk -v n="$CORES" '$2 == n && $3 + 0 > b {b = $3 + 0} END {print b}')
+[ "$CORES" = 1 ] && PEAKN=$PEAK1
+PEAK_ISA=$(printf '%s\n' "$PEAK_OUT" | awk '$2 == 1 && $3 + 0 > b {b = $3 + 0; i = $1} END {print i}')
+meta peak_1core_gflops "$PEAK1"
+meta peak_all_gflops "$PEAKN"
+meta peak_isa "$PEAK_ISA"
+
+# Architectures from the trainer's presets, for the peer to build the same.
+for a in mlp lenet cnn; do
+    "$BUILD/bench/epoch_time" --arch "$a" --print-arch > "$TMP/$a.json"
+done
+
+# Models for inference and serving.
+model_for() { # NAME ENVVAR-VALUE -> path
+    local name=$1 given=$2
+    if [ -n "$given" ]; then
+        [ -f "$given" ] || die "$given: no such model file"
+        printf '%s\n' "$given"
+    elif [ -f "models/$name.safetensors" ]; then
+        printf '%s\n' "$ROOT/models/$name.safetensors"
+    else
+        log "models/$name.safetensors missing: training a stand-in of the preset's shape"
+        "$BUILD/bench/epoch_time" --arch "$name" --batch 64 --steps "$STANDIN_STEPS" --warmup 0 \
+            --save "$TMP/$name.safetensors" >/dev/null || die "could not make a $name model"
+        printf '%s\n' "$TMP/$name.safetensors"
+    fi
+}
+LENET=$(model_for lenet "${BENCH_LENET_MODEL:-}")
+CNN=$(model_for cnn "${BENCH_CNN_MODEL:-}")
+case $LENET in /*) ;; *) LENET=$ROOT/$LENET ;; esac
+case $CNN in /*) ;; *) CNN=$ROOT/$CNN ;; esac
+meta lenet_model "$LENET"
+meta cnn_model "$CNN"
+PNG=$TMP/digit.png
+"$BUILD/tests/tools/mkpng" --from-idx data/mnist/t10k-images-idx3-ubyte 0 "$PNG" ||
+    die "could not make the PNG request body"
+
+# ---- training and batch-1 inference ------------------------------------------
+cmd_ours() {
+    local et=$BUILD/bench/epoch_time
+    case $1 in
+    train_lenet_b32)  "$et" --arch lenet --batch 32 --steps "$S_LENET32" --warmup "$WARM" --threads 2 ;;
+    train_lenet_b128) "$et" --arch lenet --batch 128 --steps "$S_LENET128" --warmup "$WARM" --threads 2 ;;
+    train_mlp_b32)    "$et" --arch mlp --batch 32 --steps "$S_MLP" --warmup "$WARM" --threads 2 ;;
+    train_cnn_b64)    "$et" --arch cnn --batch 64 --steps "$S_CNN" --warmup "$WARM_CNN" --threads 2 ;;
+    infer_lenet) "$BUILD/bench/latency" "$LENET" --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
+    infer_cnn)   "$BUILD/bench/latency" "$CNN" --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
+    esac
+}
+cmd_peer() {
+    case $1 in
+    train_lenet_b32)  "$PY" "$PEER" train --arch-json "$TMP/lenet.json" --batch 32 --steps "$S_LENET32" --warmup "$WARM" --threads 2 ;;
+    train_lenet_b128) "$PY" "$PEER" train --arch-json "$TMP/lenet.json" --batch 128 --steps "$S_LENET128" --warmup "$WARM" --threads 2 ;;
+    train_mlp_b32)    "$PY" "$PEER" train --arch-json "$TMP/mlp.json" --raw --batch 32 --steps "$S_MLP" --warmup "$WARM" --threads 2 ;;
+    train_cnn_b64)    "$PY" "$PEER" train --arch-json "$TMP/cnn.json" --batch 64 --steps "$S_CNN" --warmup "$WARM_CNN" --threads 2 ;;
+    infer_lenet) "$PY" "$PEER" infer "$LENET" --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
+    infer_cnn)   "$PY" "$PEER" infer "$CNN" --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
+    esac
+}
+
+# record WORKLOAD SIDE REP JSON|null
+record() { printf '{"w":"%s","side":"%s","rep":%d,"r":%s}\n' "$1" "$2" "$3" "$4" >> "$RAW"; }
+
+# run_one WORKLOAD SIDE REP: runs it, records its last stdout line (JSON).
+run_one() {
+    local w=$1 side=$2 rep=$3 out line
+    out=$TMP/$w.$side.$rep
+    if "cmd_$side" "$w" > "$out.stdout" 2> "$out.stderr"; then
+        line=$(grep '^{' "$out.stdout" | tail -n1 || true)
+    else
+        line=
+    fi
+    if [ -z "$line" ]; then
+        log "$w ($side, run $rep) failed:"
+        tail -n 5 "$out.stderr" >&2
+        record "$w" "$side" "$rep" null
+        return
+    fi
+    log "$w $side $rep: $line"
+    record "$w" "$side" "$rep" "$line"
+}
+
+# Alternate which side goes first from one repeat to the next.
+order() { if [ $(($1 % 2)) = 1 ]; then echo "ours peer"; else echo "peer ours"; fi; }
+
+WORKLOADS="train_lenet_b32 train_lenet_b128 train_mlp_b32 train_cnn_b64 infer_lenet infer_cnn"
+for rep in $(seq 1 "$REPEATS"); do
+    log "== repeat $rep of $REPEATS: training and inference"
+    for w in $WORKLOADS; do
+        for side in $(order "$rep"); do
+            run_one "$w" "$side" "$rep"
+        done
+    done
+done
+
+# ---- servers ------------------------------------------------------------------
+free_port() {
+    "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# wait_ready PORT PID: until POST /predict answers 200 (60 s at most).
+wait_ready() {
+    local port=$1 pid=$2 i
+    for i in $(seq 1 300); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        if curl -sf -o /dev/null -H 'Content-Type: image/png' --data-binary "@$PNG" \
+            "http://127.0.0.1:$port/predict"; then
+            return 0
+        fi
+        [ "$i" = 1 ] || sleep 0.2
+    done
+    return 1
+}
+
+SERVER_PID='' SERVER_PORT=''
+start_ours() { # NAME MODEL
+    SERVER_PORT=$(free_port)
+    "$BUILD/mnist-server" --host 127.0.0.1 --port "$SERVER_PORT" --model "$1=$2" --threads 2 \
+        --access-log off > "$TMP/ours-$1.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_ready "$SERVER_PORT" "$SERVER_PID" || { cat "$TMP/ours-$1.log" >&2; die "mnist-server did not start"; }
+}
+# Workers load the model themselves (no --preload): torch's threads are
+# created after the fork, one per worker.
+start_peer() { # NAME MODEL WORKER-ARGS...
+    local name=$1 model=$2
+    shift 2
+    SERVER_PORT=$(free_port)
+    OMP_NUM_THREADS=1 PEER_MODEL=$model gunicorn --workers 2 "$@" --bind "127.0.0.1:$SERVER_PORT" \
+        --chdir "$ROOT/bench/peer" --log-level warning --backlog 2048 server:app \
+        > "$TMP/peer-$name.log" 2>&1 &
+    SERVER_PID=$!
+    PIDS+=("$SERVER_PID")
+    wait_ready "$SERVER_PORT" "$SERVER_PID" || { cat "$TMP/peer-$name.log" >&2; die "the peer server did not start"; }
+}
+stop_server() { # PID
+    local p keep=()
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+# Peak RSS in KiB of a process and its children (gunicorn: master + workers).
+peak_rss() {
+    local pid=$1 total=0 p kb
+    # shellcheck disable=SC2046  # one PID per word
+    for p in "$pid" $(pgrep -P "$pid" || true); do
+        kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)
+        total=$((total + ${kb:-0}))
+    done
+    echo "$total"
+}
+# wrk_json PORT CONNS SECONDS: wrk's summary line from bench/wrk/predict.lua.
+wrk_json() {
+    PNG_BODY=$PNG wrk -t2 -c"$2" -d"$3s" --timeout 10s -s bench/wrk/predict.lua \
+        "http://127.0.0.1:$1/predict" 2>&1 | grep '^{"requests"' | tail -n1
+}
+
+# Which gunicorn worker kind serves the peer best here: sync closes every
+# connection, gthread keeps them alive; measured, not assumed.
+log "== choosing the peer's gunicorn worker class (LeNet, 64 connections, ${CAL_SECS}s each)"
+best_rps=0 BEST_WORKER="sync"
+for wk in "sync" "gthread --threads 1" "gthread --threads 4"; do
+    # shellcheck disable=SC2086  # $wk is a list of gunicorn arguments
+    start_peer lenet "$LENET" --worker-class $wk
+    wrk_json "$SERVER_PORT" 64 1 >/dev/null || true
+    j=$(wrk_json "$SERVER_PORT" 64 "$CAL_SECS" || true)
+    stop_server "$SERVER_PID"
+    rps=$(printf '%s\n' "$j" | sed -n 's/.*"rps":\([0-9.]*\).*/\1/p')
+    log "  $wk: ${rps:-failed} req/s"
+    if [ -n "$rps" ] && awk -v a="$rps" -v b="$best_rps" 'BEGIN {exit !(a > b)}'; then
+        best_rps=$rps BEST_WORKER=$wk
+    fi
+done
+log "peer worker class: $BEST_WORKER"
+meta gunicorn_worker "$BEST_WORKER"
+
+# server_section NAME MODEL CONNS...: both servers up, wrk runs interleaved.
+server_section() {
+    local name=$1 model=$2 ours_pid ours_port peer_pid peer_port rep c side port j
+    shift 2
+    start_ours "$name" "$model"
+    ours_pid=$SERVER_PID ours_port=$SERVER_PORT
+    # shellcheck disable=SC2086
+    start_peer "$name" "$model" --worker-class $BEST_WORKER
+    peer_pid=$SERVER_PID peer_port=$SERVER_PORT
+    for rep in $(seq 1 "$REPEATS"); do
+        for c in "$@"; do
+            for side in $(order "$rep"); do
+                if [ "$side" = ours ]; then port=$ours_port; else port=$peer_port; fi
+                wrk_json "$port" "$c" "$WRK_WARM" >/dev/null || true
+                j=$(wrk_json "$port" "$c" "$WRK_SECS" || true)
+                if [ -z "$j" ]; then
+                    log "server_${name}_c$c ($side, run $rep): wrk gave no result"
+                    j=null
+                else
+                    log "server_${name}_c$c $side $rep: $j"
+                fi
+                record "server_${name}_c$c" "$side" "$rep" "$j"
+            done
+        done
+    done
+    record "rss_$name" ours 1 "{\"kb\":$(peak_rss "$ours_pid")}"
+    record "rss_$name" peer 1 "{\"kb\":$(peak_rss "$peer_pid")}"
+    stop_server "$ours_pid"
+    stop_server "$peer_pid"
+}
+log "== servers: LeNet at 64 and 8 connections"
+server_section lenet "$LENET" 64 8
+log "== servers: big CNN at 64 connections"
+server_section cnn "$CNN" 64
+
+# ---- report ----------------------------------------------------------------------
+q=()
+[ "$QUICK" = 1 ] && q=(--quick)
+"$PY" bench/report.py --raw "$RAW" --meta "$META" --out "$OUT" "${q[@]}"

@@ -23,8 +23,8 @@ set -eu
 DEPS_RUN="gcc@gcc libc6-dev make@make pkg-config@pkg-config
   libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev
   ca-certificates curl@curl"
-DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 bats@bats"
-DEPS_BENCH="python3-torch python3-flask gunicorn@gunicorn wrk@wrk
+DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats"
+DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn wrk@wrk
   libopenblas0-openmp"
 # --------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ start_server() {
     local deadline=$((SECONDS + START_TIMEOUT)) c
     while [ $SECONDS -lt $deadline ]; do
         if [ -z "$port" ]; then
-            port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$srv_log" | head -1)
+            port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$srv_log" 2>/dev/null | head -1)
             [ -n "$port" ] && base=http://127.0.0.1:$port
         fi
         if [ -n "$port" ]; then
@@ -585,25 +585,6 @@ else
 fi
 verdict "metrics counters grow with the traffic (requests by route/status, predictions by digit)"
 
-# ---------------------------------------------------------------- the spec
-spec_src=${spec_file:-$tmp/served-openapi.yaml}
-r=$("$PY" "$here/validate.py" "$spec_src" --examples 2>&1)
-while IFS=$'\t' read -r verdict_word what why; do
-    case $verdict_word in
-        PASS) ok "$what" ;;
-        FAIL) nok "$what" "$why" ;;
-        *) [ -n "$verdict_word" ] && nok "spec examples check" "$verdict_word $what $why" ;;
-    esac
-done <<< "$r"
-r=$("$PY" "$here/validate.py" "$spec_src" --manifest "$tmp/manifest" 2>&1)
-while IFS=$'\t' read -r verdict_word what why; do
-    case $verdict_word in
-        PASS) ok "$what" ;;
-        FAIL) nok "$what" "$why" ;;
-        *) [ -n "$verdict_word" ] && nok "response validation" "$verdict_word $what $why" ;;
-    esac
-done <<< "$r"
-
 # ---------------------------------------------------------------- graceful shutdown
 # Slow uploads (a valid PNG padded to ~150 KB, sent at 50 KB/s) are in
 # flight when SIGTERM arrives; they must all finish with 200 and the
@@ -649,7 +630,7 @@ verdict "server exits 0 after draining"
 if MNIST_BODY_LIMIT=10 MNIST_MAX_PIXELS=10000 MNIST_DEFAULT_MODEL=ens \
     start_server "$tmp/server2.log" --model mlp="$MODELS/mlp.safetensors" \
         --model ens="$MODELS/mlp.safetensors,$MODELS/lenet.safetensors" \
-        --default-model mlp --body-limit 20000 --threads 2 --grace 5; then
+        --default-model mlp --body-limit 20000 --max-batch 2 --threads 2 --grace 5; then
     ok "second server starts with --model, an ensemble and limits"
     http GET /v1/models
     M='(j["models"] if isinstance(j, dict) else j)'
@@ -671,11 +652,36 @@ if MNIST_BODY_LIMIT=10 MNIST_MAX_PIXELS=10000 MNIST_DEFAULT_MODEL=ens \
     post_png /predict "$tmp/fx/pad30k.png"
     want_error 413
     verdict "--body-limit 20000: a 30 KB body is 413"
+    http POST /predict/batch -F "image=@$img" -F "image=@$tmp/fx/mnist_1.png"
+    want_code 200 && want_json 'len(j["results"]) == 2 and all(pred_ok(r) for r in j["results"])'
+    verdict "--max-batch 2: a batch of 2 is answered"
+    http POST /predict/batch -F "image=@$img" -F "image=@$img" -F "image=@$img"
+    want_error 413
+    verdict "--max-batch 2: a batch of 3 is 413"
     stop_server 20
     [ "$srv_rc" -eq 0 ] || fail "exit status $srv_rc; stderr tail: $(tail -5 "$tmp/server2.log")"
     verdict "second server exits 0 on SIGTERM"
 else
     nok "second server starts with --model, an ensemble and limits" "$srv_fail" "$(tail -20 "$tmp/server2.log")"
 fi
+
+# ================================================================ the spec
+spec_src=${spec_file:-$tmp/served-openapi.yaml}
+r=$("$PY" "$here/validate.py" "$spec_src" --examples 2>&1)
+while IFS=$'\t' read -r verdict_word what why; do
+    case $verdict_word in
+        PASS) ok "$what" ;;
+        FAIL) nok "$what" "$why" ;;
+        *) [ -n "$verdict_word" ] && nok "spec examples check" "$verdict_word $what $why" ;;
+    esac
+done <<< "$r"
+r=$("$PY" "$here/validate.py" "$spec_src" --manifest "$tmp/manifest" 2>&1)
+while IFS=$'\t' read -r verdict_word what why; do
+    case $verdict_word in
+        PASS) ok "$what" ;;
+        FAIL) nok "$what" "$why" ;;
+        *) [ -n "$verdict_word" ] && nok "response validation" "$verdict_word $what $why" ;;
+    esac
+done <<< "$r"
 
 finish

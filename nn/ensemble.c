@@ -78,7 +78,7 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
     }
     nn_ensemble *e = nn_ensemble_from_nets(nets, n, err, errlen);
     if (e)
-        for (int i = 0; i < n; i++) snprintf(e->paths[i], sizeof e->paths[i], "%s", names[i]);
+        for (int i = 0; i < n; i++) memcpy(e->paths[i], names[i], sizeof e->paths[i]);
     return e;
 bad:
     for (int i = 0; i < n; i++) nn_net_free(nets[i]);

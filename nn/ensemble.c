@@ -47,6 +47,18 @@ nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errle
             return NULL;
         }
     }
+    /* Inference runs the folded copies: one pass fewer per batch norm. */
+    for (int i = 0; i < n; i++) {
+        int folds = 0;
+        for (int j = 1; j < nets[i]->nlayers; j++)
+            folds |= nets[i]->layers[j].kind == NN_BATCHNORM &&
+                     (nets[i]->layers[j - 1].kind == NN_CONV2D || nets[i]->layers[j - 1].kind == NN_DENSE);
+        e->infer[i] = folds ? nn_net_fold_bn(nets[i], err, errlen) : nets[i];
+        if (!e->infer[i]) {
+            nn_ensemble_free(e);
+            return NULL;
+        }
+    }
     return e;
 }
 
@@ -88,7 +100,10 @@ bad:
 void nn_ensemble_free(nn_ensemble *e)
 {
     if (!e) return;
-    for (int i = 0; i < e->n; i++) nn_net_free(e->nets[i]);
+    for (int i = 0; i < e->n; i++) {
+        if (e->infer[i] != e->nets[i]) nn_net_free(e->infer[i]); /* NULL: harmless */
+        nn_net_free(e->nets[i]);
+    }
     free(e);
 }
 
@@ -102,6 +117,13 @@ size_t nn_ensemble_params(const nn_ensemble *e)
     return s;
 }
 
+/* The net forward runs: the folded copy, or the member itself in an
+ * ensemble put together by hand (infer[i] left NULL). */
+static const nn_net *runs(const nn_ensemble *e, int i)
+{
+    return e->infer[i] ? e->infer[i] : e->nets[i];
+}
+
 nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch)
 {
     nn_ensemble_ws *w = calloc(1, sizeof *w);
@@ -110,7 +132,7 @@ nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch)
     w->k = nn_ensemble_classes(e);
     w->max_batch = max_batch;
     for (int i = 0; i < e->n; i++)
-        if (!(w->ws[i] = nn_ws_create(e->nets[i], max_batch, 0))) goto bad;
+        if (!(w->ws[i] = nn_ws_create(runs(e, i), max_batch, 0))) goto bad;
     if (e->n > 1 && !(w->tmp = malloc(sizeof(float) * max_batch * w->k))) goto bad;
     return w;
 bad:
@@ -130,9 +152,9 @@ void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *w,
                          const float *x, int n, float *probs)
 {
     size_t m = (size_t)n * w->k;
-    nn_net_forward(e->nets[0], w->ws[0], x, n, probs, NULL);
+    nn_net_forward(runs(e, 0), w->ws[0], x, n, probs, NULL);
     for (int i = 1; i < e->n; i++) {
-        nn_net_forward(e->nets[i], w->ws[i], x, n, w->tmp, NULL);
+        nn_net_forward(runs(e, i), w->ws[i], x, n, w->tmp, NULL);
         for (size_t j = 0; j < m; j++) probs[j] += w->tmp[j];
     }
     if (e->n > 1) {

@@ -19,7 +19,13 @@
 
 typedef struct {
     int n;
-    nn_net *nets[NN_MAX_MEMBERS];   /* owned */
+    nn_net *nets[NN_MAX_MEMBERS];   /* owned; the members as trained (what
+                                       summaries and parameter counts report) */
+    nn_net *infer[NN_MAX_MEMBERS];  /* what forward runs: nets[i] with batch
+                                       norm folded (nn_net_fold_bn), or nets[i]
+                                       itself when nothing folds; owned. An
+                                       ensemble built by hand may leave it
+                                       NULL: forward then runs nets[i] */
     char paths[NN_MAX_MEMBERS][512];
 } nn_ensemble;
 

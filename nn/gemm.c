@@ -581,10 +581,13 @@ static int b_in_place(idx ldb, int mc, int mr)
 }
 
 /* ---- drivers ------------------------------------------------------------ */
+/* packb != NULL: B is not a matrix but a callback that packs each panel
+ * (nn_gemm_packed); B, ldb and tb are then unused. */
 static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                          int M, int N, int K, float alpha, const float *A,
                          idx lda, const float *B, idx ldb, float beta,
-                         float *C, idx ldc)
+                         float *C, idx ldc, nn_gemm_pack_fn packb,
+                         void *ctx)
 {
     const int mr = p->mr, vl = p->vl, nrf = 2 * vl;
     float *apack = ws;
@@ -603,13 +606,17 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
         for (int i0 = 0; i0 < M; i0 += mcb) {
             int mc = M - i0 < mcb ? M - i0 : mcb;
             pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
-            int direct_b = b_in_place(ldb, mc, mr);
+            int direct_b = !packb && b_in_place(ldb, mc, mr);
             for (int j0 = 0; j0 < N; j0 += nrf) {
                 int nr = N - j0 < nrf ? N - j0 : nrf;
                 int nv = nr > vl ? 2 : 1;
                 const float *bp;
                 idx bs;
-                if (!tb && nr == nrf && direct_b) {
+                if (packb) {
+                    packb(ctx, k0, kc, j0, nr, nv * vl, bpack);
+                    bp = bpack;
+                    bs = nv * vl;
+                } else if (!tb && nr == nrf && direct_b) {
                     bp = B + (idx)k0 * ldb + j0;
                     bs = ldb;
                 } else {
@@ -670,5 +677,55 @@ void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
         gemm_simple(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_blocked(p, ws, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_blocked(p, ws, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                 NULL, NULL);
+}
+
+/* No packing memory: panels of at most PK rows packed on the stack, then
+ * plain loops. Slow but never fails. */
+static void gemm_packed_simple(int ta, int M, int N, int K, float alpha,
+                               const float *A, idx lda, nn_gemm_pack_fn packb,
+                               void *ctx, float beta, float *C, idx ldc)
+{
+    enum { PK = 32 };
+    float panel[PK * GEMM_NR_MAX];
+    const int w = nn_gemm_panel_width();
+    gemm_scale(M, N, beta, C, ldc);
+    for (int j0 = 0; j0 < N; j0 += w) {
+        int nr = N - j0 < w ? N - j0 : w;
+        for (int k0 = 0; k0 < K; k0 += PK) {
+            int kc = K - k0 < PK ? K - k0 : PK;
+            packb(ctx, k0, kc, j0, nr, w, panel);
+            for (int i = 0; i < M; i++) {
+                float *c = C + i * ldc + j0;
+                for (int k = 0; k < kc; k++) {
+                    float a = alpha * opa(ta, A, lda, i, k0 + k);
+                    for (int j = 0; j < nr; j++) c[j] += a * panel[k * w + j];
+                }
+            }
+        }
+    }
+}
+
+void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
+                    int lda, nn_gemm_pack_fn packb, void *ctx, float beta,
+                    float *C, int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        gemm_scale(M, N, beta, C, ldc);
+        return;
+    }
+    float *ws = gemm_ws();
+    if (!ws) {
+        gemm_packed_simple(ta, M, N, K, alpha, A, lda, packb, ctx, beta, C, ldc);
+        return;
+    }
+    gemm_blocked(&paths[nn_gemm_get_path()], ws, ta, 0, M, N, K, alpha, A, lda,
+                 NULL, 0, beta, C, ldc, packb, ctx);
+}
+
+int nn_gemm_panel_width(void)
+{
+    return 2 * paths[nn_gemm_get_path()].vl;
 }

@@ -21,6 +21,24 @@ void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,
                  const float *A, int lda, const float *B, int ldb,
                  float beta, float *C, int ldc);
 
+/* B supplied panel by panel instead of as a matrix, for products whose B
+ * is never stored whole (a convolution's im2col matrix, built straight
+ * from the image into the L1-sized panel the micro-kernel reads).
+ * The callback writes op(B)[k0 .. k0+kc, j0 .. j0+nr] into
+ * out[k * nrp + j] and zeros columns nr .. nrp (nrp >= nr). It is called
+ * once per (K block, M block, panel); with M <= 240 each element of B is
+ * packed once. Panels are at most nn_gemm_panel_width() columns wide,
+ * aligned to multiples of it (j0 % width == 0); K blocks are at most 256
+ * rows. Same contract as nn_gemm otherwise (never fails: without packing
+ * memory it falls back to plain loops over small stack panels). */
+typedef void (*nn_gemm_pack_fn)(void *ctx, int k0, int kc, int j0, int nr,
+                                int nrp, float *out);
+void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
+                    int lda, nn_gemm_pack_fn packb, void *ctx, float beta,
+                    float *C, int ldc);
+/* Widest panel nn_gemm_packed asks for on the current path (16 or 32). */
+int nn_gemm_panel_width(void);
+
 /* Kernel paths. The fastest one the CPU supports is chosen on first use;
  * tests and benchmarks may force another. GENERIC_WIDE runs the AVX-512
  * tile geometry with portable vectors: a test aid, never chosen on its own.

@@ -249,22 +249,252 @@ void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
     for (int o = 0; o < C * OH * OW; o++) dx[idx[o]] += dy[o];
 }
 
-void nn_conv2d_forward_n(float *y, const float *x, const float *w,
-                         const float *b, const nn_conv_shape *cs, int g,
-                         float *col, float *tmp, int relu)
+/* ---- groups of images: implicit GEMM ------------------------------------
+ * The im2col matrix of a group is never stored: nn_gemm_packed asks for
+ * it one L1-sized panel at a time and pack_fwd / pack_dw build that panel
+ * straight from the (zero-bordered) images. A profile of the big CNN's
+ * training step with a stored im2col matrix had im2col, the GEMM's
+ * re-packing of it and col2im at over half the instructions. */
+
+/* x [g,C,H,W] copied with a border of p zeros into dst [g,C,H+2p,W+2p],
+ * so the packers need no bounds checks. p == 0 returns x itself. */
+static const float *pad_images(float *dst, const float *x, int g, int C, int H,
+                               int W, int p)
+{
+    if (p == 0) return x;
+    const int Wp = W + 2 * p;
+    float *d = dst;
+    for (int i = 0; i < g * C; i++) {
+        const float *src = x + (size_t)i * H * W;
+        memset(d, 0, sizeof(float) * (size_t)p * Wp);
+        d += (size_t)p * Wp;
+        for (int h = 0; h < H; h++) {
+            for (int j = 0; j < p; j++) d[j] = 0.0f;
+            memcpy(d + p, src + (size_t)h * W, sizeof(float) * W);
+            for (int j = W + p; j < Wp; j++) d[j] = 0.0f;
+            d += Wp;
+        }
+        memset(d, 0, sizeof(float) * (size_t)p * Wp);
+        d += (size_t)p * Wp;
+    }
+    return dst;
+}
+
+/* The virtual im2col matrix of a group: rows (c,ki,kj), columns the output
+ * positions of image 0, then image 1, ... over padded images. */
+struct conv_src {
+    const float *x;   /* padded images, npad floats apart                 */
+    size_t npad, plane;/* floats per padded image and per padded channel  */
+    int Wp, k, s;     /* padded row length, kernel, stride                */
+    int P, OW;        /* output positions per image, output row length    */
+};
+
+/* A run of panel columns that are consecutive outputs of one output row:
+ * their inputs are s floats apart. */
+struct conv_seg {
+    size_t off;       /* input offset of the first, for (c,ki,kj) = 0     */
+    int at, len;      /* first column within the panel, count             */
+};
+
+/* Columns [j0, j0+n) as runs; returns the count. */
+static int conv_segments(const struct conv_src *cx, int j0, int n, struct conv_seg *seg)
+{
+    int ns = 0;
+    for (int pos = j0, end = j0 + n; pos < end;) {
+        int img = pos / cx->P, q = pos - img * cx->P, oh = q / cx->OW, ow = q - oh * cx->OW;
+        int len = cx->OW - ow;
+        if (len > end - pos) len = end - pos;
+        seg[ns].off = (size_t)img * cx->npad + (size_t)oh * cx->s * cx->Wp + (size_t)ow * cx->s;
+        seg[ns].at = pos - j0;
+        seg[ns].len = len;
+        ns++;
+        pos += len;
+    }
+    return ns;
+}
+
+/* 4 x 4 transpose: 4 floats from each of s0..s3 become the columns of
+ * o[0], o[os], o[2 os], o[3 os] (portable vector shuffles, SSE on x86). */
+static inline void tr4x4(const float *s0, const float *s1, const float *s2,
+                         const float *s3, float *o, size_t os)
+{
+    typedef float v4f __attribute__((vector_size(16)));
+    typedef int v4i __attribute__((vector_size(16)));
+    v4f a, b, c, d;
+    memcpy(&a, s0, 16);
+    memcpy(&b, s1, 16);
+    memcpy(&c, s2, 16);
+    memcpy(&d, s3, 16);
+    v4f ab0 = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5});
+    v4f ab1 = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7});
+    v4f cd0 = __builtin_shuffle(c, d, (v4i){0, 4, 1, 5});
+    v4f cd1 = __builtin_shuffle(c, d, (v4i){2, 6, 3, 7});
+    v4f r0 = __builtin_shuffle(ab0, cd0, (v4i){0, 1, 4, 5});
+    v4f r1 = __builtin_shuffle(ab0, cd0, (v4i){2, 3, 6, 7});
+    v4f r2 = __builtin_shuffle(ab1, cd1, (v4i){0, 1, 4, 5});
+    v4f r3 = __builtin_shuffle(ab1, cd1, (v4i){2, 3, 6, 7});
+    memcpy(o, &r0, 16);
+    memcpy(o + os, &r1, 16);
+    memcpy(o + 2 * os, &r2, 16);
+    memcpy(o + 3 * os, &r3, 16);
+}
+
+/* n floats, 4 at a time: runs are short (at most a panel, 16 or 32), too
+ * short for memcpy's call and too irregular for the compiler to vectorise
+ * the plain loop (a profile had it at 4 instructions a float). */
+#if defined(__GNUC__) && !defined(__clang__)
+/* Else GCC turns the 4-float loop back into a memcpy call. */
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static inline void copy_run(float *restrict d, const float *restrict src, int n)
+{
+    int u = 0;
+    for (; u + 4 <= n; u += 4) memcpy(d + u, src + u, 16);
+    for (; u < n; u++) d[u] = src[u];
+}
+
+/* Forward (and stride-1 input gradient) panel: op(B) = im2col. */
+static void pack_fwd(void *vctx, int k0, int kc, int j0, int nr, int nrp, float *out)
+{
+    const struct conv_src *cx = vctx;
+    struct conv_seg seg[64];
+    const int ns = conv_segments(cx, j0, nr, seg), k = cx->k, s = cx->s;
+    int c = k0 / (k * k), r = k0 - c * k * k, ki = r / k, kj = r - ki * k;
+    for (int t = 0; t < kc; t++) {
+        const float *xk = cx->x + c * cx->plane + (size_t)ki * cx->Wp + kj;
+        float *o = out + (size_t)t * nrp;
+        for (int q = 0; q < ns; q++) {
+            const float *src = xk + seg[q].off;
+            float *d = o + seg[q].at;
+            const int n = seg[q].len;
+            if (s == 1)
+                copy_run(d, src, n);
+            else
+                for (int u = 0; u < n; u++) d[u] = src[u * s];
+        }
+        for (int j = nr; j < nrp; j++) o[j] = 0.0f;
+        if (++kj == k) {
+            kj = 0;
+            if (++ki == k) { ki = 0; c++; }
+        }
+    }
+}
+
+/* Weight-gradient panel: op(B) = im2col^T, rows output positions, columns
+ * (c,ki,kj). */
+static void pack_dw(void *vctx, int k0, int kc, int j0, int nr, int nrp, float *out)
+{
+    const struct conv_src *cx = vctx;
+    const int k = cx->k, s = cx->s;
+    size_t koff[64];
+    for (int j = 0; j < nr; j++) {
+        int kk = j0 + j, c = kk / (k * k), r = kk - c * k * k, ki = r / k, kj = r - ki * k;
+        koff[j] = c * cx->plane + (size_t)ki * cx->Wp + kj;
+    }
+    struct conv_seg seg[1];
+    for (int pos = k0, end = k0 + kc; pos < end;) {
+        conv_segments(cx, pos, 1, seg);
+        int img = pos / cx->P, q = pos - img * cx->P, ow = q % cx->OW;
+        int len = cx->OW - ow;
+        if (len > end - pos) len = end - pos;
+        int u = 0;
+        if (s == 1) {
+            /* 4 positions x 4 columns: 4 contiguous loads, a transpose, 4
+             * stores, instead of 16 scalar gathers. */
+            for (; u + 4 <= len; u += 4) {
+                const float *src = cx->x + seg[0].off + u;
+                float *o = out + (size_t)(pos - k0 + u) * nrp;
+                int j = 0;
+                for (; j + 4 <= nr; j += 4)
+                    tr4x4(src + koff[j], src + koff[j + 1], src + koff[j + 2], src + koff[j + 3],
+                          o + j, nrp);
+                for (; j < nr; j++)
+                    for (int v = 0; v < 4; v++) o[(size_t)v * nrp + j] = src[koff[j] + v];
+                for (; j < nrp; j++)
+                    for (int v = 0; v < 4; v++) o[(size_t)v * nrp + j] = 0.0f;
+            }
+        }
+        for (; u < len; u++) {
+            const float *src = cx->x + seg[0].off + (size_t)u * s;
+            float *o = out + (size_t)(pos - k0 + u) * nrp;
+            for (int j = 0; j < nr; j++) o[j] = src[koff[j]];
+            for (int j = nr; j < nrp; j++) o[j] = 0.0f;
+        }
+        pos += len;
+    }
+}
+
+static void conv_src_init(struct conv_src *cx, const float *xp, int C, int H, int W,
+                          int p, int k, int s, int OH, int OW)
+{
+    (void)C;
+    cx->x = xp;
+    cx->Wp = W + 2 * p;
+    cx->plane = (size_t)(H + 2 * p) * cx->Wp;
+    cx->npad = cx->plane * C;
+    cx->k = k;
+    cx->s = s;
+    cx->P = OH * OW;
+    cx->OW = OW;
+}
+
+static size_t padded_size(int g, int C, int H, int W, int p)
+{
+    return p ? (size_t)g * C * (H + 2 * p) * (W + 2 * p) : 0;
+}
+
+/* The input gradient as a stride-1 convolution of the zero-bordered dy
+ * costs C*H*W*O*k*k multiply-adds against O*OH*OW*C*k*k for w^T dy and
+ * col2im: only worth it when the border adds little (and with enough input
+ * channels to fill the GEMM's rows). */
+static int dx_as_conv(const nn_conv_shape *cs)
+{
+    return cs->s == 1 && cs->C >= 4 &&
+           (size_t)cs->H * cs->W * 4 <= (size_t)cs->OH * cs->OW * 5;
+}
+
+size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
-    const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * P, ld = P * g;
-    if (g == 1) {
-        nn_conv2d_forward(y, x, w, b, cs, col, relu);
-        return;
+    size_t fwd = padded_size(g, cs->C, cs->H, cs->W, cs->p) + (g > 1 ? (size_t)g * cs->O * P : 0);
+    if (!backward) return fwd;
+    size_t bwd = (size_t)g * cs->O * P + padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;
+    if (dx_as_conv(cs)) {
+        int q = cs->k - 1 - cs->p;
+        dxs = padded_size(g, cs->O, cs->OH, cs->OW, q) + (size_t)cs->O * K +
+              (size_t)g * cs->C * cs->H * cs->W;
+    } else {
+        dxs = K * g * P;
     }
-    for (int i = 0; i < g; i++) im2col_ld(col + i * P, ld, x + i * nin, cs);
-    nn_gemm(0, 0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, col, (int)ld, 0.0f, tmp, (int)ld);
+    /* The forward part is not live during backward: take the larger. */
+    return fwd > bwd + dxs ? fwd : bwd + dxs;
+}
+
+/* [g, O, P] <-> [O, g*P] */
+static void to_channel_major(float *dst, const float *src, int g, int O, size_t P)
+{
+    for (int i = 0; i < g; i++)
+        for (int o = 0; o < O; o++)
+            memcpy(dst + ((size_t)o * g + i) * P, src + ((size_t)i * O + o) * P, sizeof(float) * P);
+}
+
+void nn_conv2d_forward_n(float *y, const float *x, const float *w,
+                         const float *b, const nn_conv_shape *cs, int g,
+                         float *scratch, int relu)
+{
+    const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
+    const size_t nout = (size_t)cs->O * P, ld = P * g;
+    float *xp = scratch, *tmp = scratch + padded_size(g, cs->C, cs->H, cs->W, cs->p);
+    struct conv_src cx;
+    conv_src_init(&cx, pad_images(xp, x, g, cs->C, cs->H, cs->W, cs->p), cs->C, cs->H, cs->W,
+                  cs->p, cs->k, cs->s, cs->OH, cs->OW);
+    /* One image: the product [O, P] is already y's layout. */
+    float *out = g == 1 ? y : tmp;
+    nn_gemm_packed(0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, pack_fwd, &cx, 0.0f, out, (int)ld);
     /* [O, g*P] -> [g, O, P] with the bias (and ReLU). */
     for (int i = 0; i < g; i++)
         for (int o = 0; o < cs->O; o++) {
-            const float *src = tmp + (size_t)o * ld + i * P;
+            const float *src = out + (size_t)o * ld + i * P;
             float *dst = y + i * nout + (size_t)o * P, bo = b ? b[o] : 0.0f;
             if (relu)
                 for (size_t q = 0; q < P; q++) { float v = src[q] + bo; dst[q] = v > 0.0f ? v : 0.0f; }
@@ -273,31 +503,82 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w,
         }
 }
 
+/* dx [C,H,W] += scatter of dcol [K, P] (rows ld apart), without per-element
+ * bounds checks: the valid output columns of each kernel column are a range. */
+static void col2im_rows(float *dx, const float *dcol, size_t ld, const nn_conv_shape *cs)
+{
+    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
+    const int OH = cs->OH, OW = cs->OW;
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                int lo = p - kj > 0 ? (p - kj + s - 1) / s : 0;
+                int hi = (W - 1 + p - kj) >= 0 ? (W - 1 + p - kj) / s + 1 : 0;
+                if (hi > OW) hi = OW;
+                const float *src = dcol + ((size_t)(c * k + ki) * k + kj) * ld;
+                float *xc = dx + (size_t)c * H * W;
+                const int off = kj - p;
+                for (int oh = 0; oh < OH; oh++) {
+                    int ih = oh * s - p + ki;
+                    if (ih < 0 || ih >= H) continue;
+                    const float *sr = src + (size_t)oh * OW;
+                    float *xr = xc + (size_t)ih * W;
+                    for (int ow = lo; ow < hi; ow++) xr[ow * s + off] += sr[ow];
+                }
+            }
+}
+
 void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
                           const float *x, const float *w,
-                          const nn_conv_shape *cs, int g, float *col,
-                          float *dcol, float *tmp)
+                          const nn_conv_shape *cs, int g, float *scratch)
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
-    const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * P, ld = P * g;
-    if (g == 1) {
-        nn_conv2d_backward(dx, dw, db, dy, x, w, cs, col, dcol);
-        return;
-    }
-    /* dy [g, O, P] -> tmp [O, g*P]; bias gradient on the way. */
-    for (int o = 0; o < cs->O; o++) {
+    const size_t nin = (size_t)cs->C * cs->H * cs->W, ld = P * g;
+    const int O = cs->O, C = cs->C, k = cs->k;
+    float *dyt = scratch, *xp = dyt + (size_t)O * ld;
+    float *rest = xp + padded_size(g, C, cs->H, cs->W, cs->p);
+    /* dy [g, O, P] -> dyt [O, g*P]; bias gradient from it. */
+    to_channel_major(dyt, dy, g, O, P);
+    for (int o = 0; o < O; o++) {
+        const float *d = dyt + (size_t)o * ld;
         float acc = 0.0f;
-        for (int i = 0; i < g; i++) {
-            const float *src = dy + i * nout + (size_t)o * P;
-            float *dst = tmp + (size_t)o * ld + i * P;
-            for (size_t q = 0; q < P; q++) { dst[q] = src[q]; acc += src[q]; }
-        }
+        for (size_t q = 0; q < ld; q++) acc += d[q];
         db[o] += acc;
     }
-    for (int i = 0; i < g; i++) im2col_ld(col + i * P, ld, x + i * nin, cs);
-    nn_gemm(0, 1, cs->O, (int)K, (int)ld, 1.0f, tmp, (int)ld, col, (int)ld, 1.0f, dw, (int)K);
+    struct conv_src cx;
+    conv_src_init(&cx, pad_images(xp, x, g, C, cs->H, cs->W, cs->p), C, cs->H, cs->W, cs->p, k,
+                  cs->s, cs->OH, cs->OW);
+    /* dw[O,K] += dyt[O, gP] im2col^T[gP, K] */
+    nn_gemm_packed(0, O, (int)K, (int)ld, 1.0f, dyt, (int)ld, pack_dw, &cx, 1.0f, dw, (int)K);
     if (!dx) return;
-    nn_gemm(1, 0, (int)K, (int)ld, cs->O, 1.0f, w, (int)K, tmp, (int)ld, 0.0f, dcol, (int)ld);
+    if (dx_as_conv(cs)) {
+        /* Stride 1: dx is the convolution of dy, zero-bordered by k-1-p,
+         * with the kernels flipped and in/out channels swapped. */
+        const int q = k - 1 - cs->p, HW = cs->H * cs->W;
+        float *dyp = rest, *wf = dyp + padded_size(g, O, cs->OH, cs->OW, q), *out = wf + (size_t)O * K;
+        for (int o = 0; o < O; o++)
+            for (int c = 0; c < C; c++)
+                for (int ki = 0; ki < k; ki++)
+                    for (int kj = 0; kj < k; kj++)
+                        wf[(((size_t)c * O + o) * k + ki) * k + kj] =
+                            w[(((size_t)o * C + c) * k + k - 1 - ki) * k + k - 1 - kj];
+        struct conv_src cd;
+        conv_src_init(&cd, pad_images(dyp, dy, g, O, cs->OH, cs->OW, q), O, cs->OH, cs->OW, q, k,
+                      1, cs->H, cs->W);
+        const size_t ldx = (size_t)g * HW;
+        float *o = g == 1 ? dx : out;
+        nn_gemm_packed(0, C, (int)ldx, O * k * k, 1.0f, wf, O * k * k, pack_fwd, &cd, 0.0f, o,
+                       (int)ldx);
+        if (g > 1)
+            for (int i = 0; i < g; i++)
+                for (int c = 0; c < C; c++)
+                    memcpy(dx + i * nin + (size_t)c * HW, out + (size_t)c * ldx + (size_t)i * HW,
+                           sizeof(float) * HW);
+        return;
+    }
+    /* Otherwise dcol[K, gP] = w^T dyt, scattered back onto the images. */
+    float *dcol = rest;
+    nn_gemm(1, 0, (int)K, (int)ld, O, 1.0f, w, (int)K, dyt, (int)ld, 0.0f, dcol, (int)ld);
     memset(dx, 0, sizeof(float) * nin * g);
-    for (int i = 0; i < g; i++) col2im_add_ld(dx + i * nin, dcol + i * P, ld, cs);
+    for (int i = 0; i < g; i++) col2im_rows(dx + i * nin, dcol + i * P, ld, cs);
 }

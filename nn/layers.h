@@ -43,16 +43,19 @@ void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
                             const float *x, const float *w,
                             const nn_conv_shape *cs);
 
-/* g images at once: one GEMM over g*OH*OW columns, which keeps the
- * multiply large when the maps are small. col and dcol hold g*K*OH*OW
- * floats (K = C*k*k), tmp g*O*OH*OW. dw, db accumulate; dx is overwritten. */
+/* g images at once (x [g,C,H,W] -> y [g,O,OH,OW]) as one GEMM over g*OH*OW
+ * columns, which keeps the multiply large when the maps are small. The
+ * im2col matrix is never stored: the GEMM packs it panel by panel from the
+ * images (implicit GEMM). scratch holds nn_conv2d_scratch_size(cs, g, 0)
+ * floats for forward, (cs, g, 1) for backward (which covers forward).
+ * Backward: dw, db accumulate; dx is overwritten (skipped if NULL). */
+size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward);
 void nn_conv2d_forward_n(float *y, const float *x, const float *w,
                          const float *b, const nn_conv_shape *cs, int g,
-                         float *col, float *tmp, int relu);
+                         float *scratch, int relu);
 void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
                           const float *x, const float *w,
-                          const nn_conv_shape *cs, int g, float *col,
-                          float *dcol, float *tmp);
+                          const nn_conv_shape *cs, int g, float *scratch);
 
 /* Batch: x [n,in] -> y [n,out] = x w^T + b, w [out,in]. */
 void nn_dense_forward(float *y, const float *x, const float *w, const float *b,

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "layers.h"
 #include "rng.h"
@@ -358,17 +359,26 @@ struct nn_ws {
     uint8_t *mask[NN_MAX_LAYERS];    /* dropout keep masks                    */
     float *xhat[NN_MAX_LAYERS];      /* batch norm normalised inputs          */
     float *bn_inv[NN_MAX_LAYERS];    /* batch norm 1/std per channel          */
-    float *col, *dcol, *tmp;         /* im2col scratch for a group of images  */
+    float *scratch;                  /* conv scratch for a group of images    */
     int group[NN_MAX_LAYERS];        /* conv: images per GEMM                 */
     float *probs;                    /* softmax of the last forward_train     */
     const uint8_t *labels;
     float ls;
     int n;
     int fuse[NN_MAX_LAYERS];         /* layer i fuses the ReLU at i+1 (inference) */
+    double *timer;                   /* per-layer seconds (benchmarks), or NULL */
 };
 
-/* im2col floats per GEMM when convolving a group of images (8 MiB). */
-#define CONV_GROUP_FLOATS ((size_t)2 << 20)
+/* Output columns per conv GEMM to aim for: enough panels that packing the
+ * weights once per GEMM is amortised; more only grows the scratch. */
+#define CONV_GROUP_COLS 4096
+
+static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
+{
+    cs->C = L->in_c; cs->H = L->in_h; cs->W = L->in_w;
+    cs->O = L->out; cs->k = L->k; cs->s = L->stride; cs->p = L->pad;
+    cs->OH = L->out_h; cs->OW = L->out_w;
+}
 
 static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
 
@@ -388,7 +398,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     ws->training = training;
     ws->nl = net->nlayers;
     size_t B = (size_t)max_batch, in0 = (size_t)net->in_c * net->in_h * net->in_w;
-    size_t colmax = 0, tmpmax = 0;
+    size_t scrmax = 0;
     ws->act[0] = malloc(sizeof(float) * B * in0);
     ws->own[0] = 1;
     if (!ws->act[0]) goto bad;
@@ -405,14 +415,13 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             if (training && !(ws->dact[i + 1] = malloc(sizeof(float) * B * no))) goto bad;
         }
         if (L->kind == NN_CONV2D) {
-            /* Group images so one GEMM sees about CONV_GROUP_FLOATS of im2col. */
-            size_t cs = (size_t)L->in_c * L->k * L->k * L->out_h * L->out_w;
-            size_t g = CONV_GROUP_FLOATS / cs;
-            if (g < 1) g = 1;
+            nn_conv_shape cs;
+            conv_shape(&cs, L);
+            size_t P = (size_t)L->out_h * L->out_w, g = (CONV_GROUP_COLS + P - 1) / P;
             if (g > B) g = B;
             ws->group[i] = (int)g;
-            if (g * cs > colmax) colmax = g * cs;
-            if (g > 1 && g * no > tmpmax) tmpmax = g * no;
+            size_t sz = nn_conv2d_scratch_size(&cs, (int)g, training);
+            if (sz > scrmax) scrmax = sz;
         }
         if (!training) {
             /* Inference fuses conv/dense + ReLU. */
@@ -428,9 +437,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             if (!(ws->bn_inv[i] = malloc(sizeof(float) * L->out_c))) goto bad;
         }
     }
-    if (colmax && !(ws->col = malloc(sizeof(float) * colmax))) goto bad;
-    if (training && colmax && !(ws->dcol = malloc(sizeof(float) * colmax))) goto bad;
-    if (tmpmax && !(ws->tmp = malloc(sizeof(float) * tmpmax))) goto bad;
+    if (scrmax && !(ws->scratch = malloc(sizeof(float) * scrmax))) goto bad;
     if (training && !(ws->probs = malloc(sizeof(float) * B * nn_net_outputs(net)))) goto bad;
     return ws;
 bad:
@@ -446,20 +453,24 @@ void nn_ws_free(nn_ws *ws)
     for (int i = 0; i < ws->nl; i++) {
         free(ws->pool_idx[i]); free(ws->mask[i]); free(ws->xhat[i]); free(ws->bn_inv[i]);
     }
-    free(ws->col); free(ws->dcol); free(ws->tmp); free(ws->probs);
+    free(ws->scratch); free(ws->probs);
     free(ws);
 }
 
 const float *nn_ws_input_grad(const nn_ws *ws) { return ws->dact[0]; }
 
-/* ---- forward ------------------------------------------------------------ */
+void nn_ws_set_timer(nn_ws *ws, double *t) { ws->timer = t; }
 
-static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
+/* Thread CPU time: on a shared machine time spent descheduled says nothing
+ * about a layer. Only read when a timer is set. */
+static double cpu_now(void)
 {
-    cs->C = L->in_c; cs->H = L->in_h; cs->W = L->in_w;
-    cs->O = L->out; cs->k = L->k; cs->s = L->stride; cs->p = L->pad;
-    cs->OH = L->out_h; cs->OW = L->out_w;
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+/* ---- forward ------------------------------------------------------------ */
 
 static void softmax_rows(float *p, const float *z, int n, int k)
 {
@@ -489,6 +500,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
         float *y = ws->act[i + 1];
         const float *wp = net->params + L->w_off, *bp = net->params + L->b_off;
         size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
+        double t0 = ws->timer ? cpu_now() : 0.0;
         switch (L->kind) {
         case NN_DENSE:
             nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, !train && ws->fuse[i]);
@@ -498,7 +510,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
             conv_shape(&cs, L);
             for (int b = 0; b < n; b += ws->group[i]) {
                 int g = n - b < ws->group[i] ? n - b : ws->group[i];
-                nn_conv2d_forward_n(y + b * nout, x + b * nin, wp, bp, &cs, g, ws->col, ws->tmp,
+                nn_conv2d_forward_n(y + b * nout, x + b * nin, wp, bp, &cs, g, ws->scratch,
                                     !train && ws->fuse[i]);
             }
             break;
@@ -579,6 +591,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
         default:
             break;
         }
+        if (ws->timer) ws->timer[i] += cpu_now() - t0;
     }
 }
 
@@ -632,6 +645,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         const float *wp = net->params + L->w_off;
         float *gw = grad + L->w_off, *gb = grad + L->b_off;
         size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
+        double t0 = ws->timer ? cpu_now() : 0.0;
         switch (L->kind) {
         case NN_DENSE:
             nn_dense_backward(dx, gw, gb, dy, x, wp, n, L->in_c, L->out);
@@ -642,7 +656,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             for (int b = 0; b < n; b += ws->group[i]) {
                 int g = n - b < ws->group[i] ? n - b : ws->group[i];
                 nn_conv2d_backward_n(dx + b * nin, gw, gb, dy + b * nout, x + b * nin, wp, &cs, g,
-                                     ws->col, ws->dcol, ws->tmp);
+                                     ws->scratch);
             }
             break;
         }
@@ -695,5 +709,6 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         default:
             break;
         }
+        if (ws->timer) ws->timer[NN_MAX_LAYERS + i] += cpu_now() - t0;
     }
 }

@@ -155,6 +155,22 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad);
  * [n,C,H,W] (normalised input space), for gradient checks. */
 const float *nn_ws_input_grad(const nn_ws *ws);
 
+/* Per-layer timing for benchmarks: while t is not NULL, forward adds layer
+ * i's thread CPU seconds to t[i] and backward to t[NN_MAX_LAYERS + i]
+ * (t holds 2 * NN_MAX_LAYERS doubles, owned by the caller). NULL stops it. */
+void nn_ws_set_timer(nn_ws *ws, double *t);
+
+/* ---- inference-only transforms ---------------------------------------- */
+
+/* A copy of net for inference in which every batch norm directly after a
+ * conv2d or dense layer is folded into that layer's weights and bias (with
+ * its running statistics) and removed; other batch norms stay. Outputs
+ * match nn_net_forward on net up to float rounding (about 1e-6 relative).
+ * Layer indices shift, so the copy is for forward passes, not training;
+ * net is unchanged. Metadata is copied. NULL + err on failure (memory).
+ * Free with nn_net_free. */
+nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
+
 /* ---- weights file (safetensors) --------------------------------------- */
 
 /* Saves the net: tensors in PyTorch layout and naming, __metadata__ with

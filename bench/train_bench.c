@@ -1,0 +1,119 @@
+/* train_bench.c - one thread's training step, layer by layer.
+ *
+ *   build/bench/train_bench [--arch lenet|cnn|mlp] [--batch N] [--steps S]
+ *                           [--peak GFLOPS]
+ *
+ * Runs S forward+backward steps of one shard (batch N, one workspace, one
+ * thread: the trainer gives each thread such a shard) on fixed random
+ * images, then prints per layer the thread CPU milliseconds per step of
+ * forward and backward, and for conv/dense layers the GFLOP/s reached
+ * (forward 2 flops per multiply-add, backward 4: dW and dX). --peak is one
+ * core's FP32 peak (build/bench/peak) for the fraction column. The first
+ * step is a warm-up and not counted. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "bench/archs.h"
+#include "nn/net.h"
+#include "nn/rng.h"
+
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t layer_macs(const nn_layer *L)
+{
+    if (L->kind == NN_DENSE) return (uint64_t)L->in_c * L->out;
+    if (L->kind == NN_CONV2D)
+        return (uint64_t)L->out_c * L->out_h * L->out_w * L->in_c * L->k * L->k;
+    return 0;
+}
+
+static const char *kind_name(nn_kind k)
+{
+    static const char *n[NN_LAYER_KINDS] = {"dense", "conv2d", "maxpool", "relu",
+                                            "dropout", "flatten", "batchnorm"};
+    return k < NN_LAYER_KINDS ? n[k] : "?";
+}
+
+int main(int argc, char **argv)
+{
+    const char *arch = "cnn";
+    int batch = 32, steps = 10;
+    double peak = 0.0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--arch") && i + 1 < argc) arch = argv[++i];
+        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--peak") && i + 1 < argc) peak = atof(argv[++i]);
+        else {
+            fprintf(stderr, "usage: %s [--arch lenet|cnn|mlp] [--batch N] [--steps S] [--peak GFLOPS]\n", argv[0]);
+            return 2;
+        }
+    }
+    const char *json = bench_arch(arch);
+    if (!json || batch < 1 || steps < 1) {
+        fprintf(stderr, "train_bench: unknown arch %s or bad batch/steps\n", arch);
+        return 2;
+    }
+    nn_layer layers[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256];
+    if (nn_arch_parse(json, layers, &nl, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    nn_net *net = nn_net_create(layers, nl, 1, 28, 28, NULL, err, sizeof err);
+    if (!net) { fprintf(stderr, "%s\n", err); return 1; }
+    nn_net_init(net, 1);
+    nn_ws *ws = nn_ws_create(net, batch, 1);
+    float *x = malloc(sizeof(float) * batch * 784), *grad = calloc(net->nparams, sizeof(float));
+    uint8_t *y = malloc(batch);
+    if (!ws || !x || !grad || !y) { fprintf(stderr, "train_bench: out of memory\n"); return 1; }
+    nn_rng r;
+    nn_rng_seed(&r, 5);
+    for (int i = 0; i < batch * 784; i++) x[i] = (float)nn_rng_uniform(&r);
+    for (int i = 0; i < batch; i++) y[i] = (uint8_t)(i % 10);
+
+    static double t[2 * NN_MAX_LAYERS];
+    nn_net_forward_train(net, ws, x, y, batch, 0.0f, 1, 1, NULL); /* warm-up */
+    nn_net_backward(net, ws, grad);
+    nn_ws_set_timer(ws, t);
+    double t0 = cpu_now();
+    for (int s = 0; s < steps; s++) {
+        nn_net_forward_train(net, ws, x, y, batch, 0.0f, (uint64_t)s, 1, NULL);
+        nn_net_backward(net, ws, grad);
+    }
+    double total = cpu_now() - t0;
+    nn_ws_set_timer(ws, NULL);
+
+    double macs = (double)nn_net_macs(net) * batch * 3.0; /* fwd + dW + dX */
+    printf("train_bench: %s, batch %d, %d steps, one thread\n", arch, batch, steps);
+    printf("%3s %-10s %14s %9s %9s %9s %9s%s\n", "i", "layer", "out", "fwd ms", "bwd ms",
+           "fwd GF/s", "bwd GF/s", peak > 0 ? "  fwd/peak bwd/peak" : "");
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        double f = t[i] / steps, b = t[NN_MAX_LAYERS + i] / steps;
+        double m = (double)layer_macs(L) * batch;
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
+        printf("%3d %-10s %14s %9.3f %9.3f", i, kind_name(L->kind), shape, f * 1e3, b * 1e3);
+        if (m > 0) {
+            double gf = 2 * m / f * 1e-9, gb = 4 * m / b * 1e-9;
+            printf(" %9.1f %9.1f", gf, gb);
+            if (peak > 0) printf("  %7.0f%% %7.0f%%", 100 * gf / peak, 100 * gb / peak);
+        }
+        printf("\n");
+    }
+    double per = total / steps;
+    printf("step: %.3f ms (%.3f ms/image), %.1f GFLOP/s", per * 1e3, per * 1e3 / batch,
+           2 * macs / per * 1e-9);
+    if (peak > 0) printf(" = %.0f%% of one core's peak", 100 * 2 * macs / per * 1e-9 / peak);
+    printf("\n");
+    free(x); free(grad); free(y);
+    nn_ws_free(ws);
+    nn_net_free(net);
+    return 0;
+}

@@ -484,6 +484,17 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w,
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
     const size_t nout = (size_t)cs->O * P, ld = P * g;
+    if (cs->OH == 1 && cs->OW == 1 && cs->p == 0 && cs->k == cs->H && cs->k == cs->W) {
+        /* The kernel covers the whole input: a dense layer, y [g,O] = x [g,K] w^T
+         * (batch 1 takes the GEMM's dot-product path; panels would be
+         * 1 column of 16). */
+        for (int i = 0; i < g; i++)
+            for (int o = 0; o < cs->O; o++) y[(size_t)i * cs->O + o] = b ? b[o] : 0.0f;
+        nn_gemm(0, 1, g, cs->O, (int)K, 1.0f, x, (int)K, w, (int)K, 1.0f, y, cs->O);
+        if (relu)
+            for (size_t i = 0; i < (size_t)g * cs->O; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
+        return;
+    }
     float *xp = scratch, *tmp = scratch + padded_size(g, cs->C, cs->H, cs->W, cs->p);
     struct conv_src cx;
     conv_src_init(&cx, pad_images(xp, x, g, cs->C, cs->H, cs->W, cs->p), cs->C, cs->H, cs->W,

@@ -365,7 +365,7 @@ struct nn_ws {
     const uint8_t *labels;
     float ls;
     int n;
-    int fuse[NN_MAX_LAYERS];         /* layer i fuses the ReLU at i+1 (inference) */
+    int fuse[NN_MAX_LAYERS];         /* layer i fuses the ReLU at i+1         */
     double *timer;                   /* per-layer seconds (benchmarks), or NULL */
 };
 
@@ -423,13 +423,13 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             size_t sz = nn_conv2d_scratch_size(&cs, (int)g, training);
             if (sz > scrmax) scrmax = sz;
         }
-        if (!training) {
-            /* Inference fuses conv/dense + ReLU. */
-            if ((L->kind == NN_CONV2D || L->kind == NN_DENSE) && i + 1 < net->nlayers &&
-                net->layers[i + 1].kind == NN_RELU)
-                ws->fuse[i] = 1;
-            continue;
-        }
+        /* conv/dense/batch norm + ReLU in one pass, training too: nothing
+         * reads the pre-ReLU values (backward needs the layers' inputs, the
+         * saved xhat, and the ReLU's output, which shares the buffer). */
+        if ((L->kind == NN_CONV2D || L->kind == NN_DENSE || L->kind == NN_BATCHNORM) &&
+            i + 1 < net->nlayers && net->layers[i + 1].kind == NN_RELU)
+            ws->fuse[i] = 1;
+        if (!training) continue;
         if (L->kind == NN_MAXPOOL && !(ws->pool_idx[i] = malloc(sizeof(int32_t) * B * no))) goto bad;
         if (L->kind == NN_DROPOUT && !(ws->mask[i] = malloc(B * no))) goto bad;
         if (L->kind == NN_BATCHNORM) {
@@ -490,6 +490,43 @@ static void load_input(const nn_net *net, nn_ws *ws, const float *x, int n)
     for (size_t i = 0; i < m; i++) ws->act[0][i] = (x[i] - mean) * inv;
 }
 
+/* Sums over one channel row: 8 float accumulators in a fixed order, so the
+ * loop vectorises (the double scalar loop did not) and stays
+ * deterministic. sq != 0: the sum of (x[i] - d)^2 instead of x[i]. */
+typedef float bn_v8 __attribute__((vector_size(32)));
+
+static double sum_f(const float *x, int n, int sq, float d)
+{
+    bn_v8 acc = {0}, dv = {d, d, d, d, d, d, d, d};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        bn_v8 v;
+        memcpy(&v, x + i, sizeof v);
+        if (sq) { v -= dv; v *= v; }
+        acc += v;
+    }
+    double s = 0.0;
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
+    return s;
+}
+
+static double dot_f(const float *a, const float *b, int n)
+{
+    bn_v8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        bn_v8 u, v;
+        memcpy(&u, a + i, sizeof u);
+        memcpy(&v, b + i, sizeof v);
+        acc += u * v;
+    }
+    double s = 0.0;
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
 /* Runs layers [0, nl) in inference or training mode. */
 static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
                            uint64_t seed, int update_stats, float *stats)
@@ -503,7 +540,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
         double t0 = ws->timer ? cpu_now() : 0.0;
         switch (L->kind) {
         case NN_DENSE:
-            nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, !train && ws->fuse[i]);
+            nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, ws->fuse[i]);
             break;
         case NN_CONV2D: {
             nn_conv_shape cs;
@@ -511,7 +548,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
             for (int b = 0; b < n; b += ws->group[i]) {
                 int g = n - b < ws->group[i] ? n - b : ws->group[i];
                 nn_conv2d_forward_n(y + b * nout, x + b * nin, wp, bp, &cs, g, ws->scratch,
-                                    !train && ws->fuse[i]);
+                                    ws->fuse[i]);
             }
             break;
         }
@@ -522,7 +559,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
                                    L->out_h, L->out_w);
             break;
         case NN_RELU:
-            if (!train && i > 0 && ws->fuse[i - 1]) break;
+            if (i > 0 && ws->fuse[i - 1]) break;
             for (size_t j = 0; j < (size_t)n * nout; j++)
                 if (!(y[j] > 0.0f)) y[j] = 0.0f;
             break;
@@ -543,6 +580,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
         case NN_BATCHNORM: {
             int C = L->out_c, S = L->out_h * L->out_w;
             float *rm = stats + L->s_off, *rv = stats + L->s_off + C;
+            const int relu = ws->fuse[i];
             if (!train) {
                 /* y = gamma (x - mean) / sqrt(var + eps) + beta */
                 for (int b = 0; b < n; b++)
@@ -551,32 +589,31 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
                         const float *xi = x + ((size_t)b * C + c) * S;
                         float *yi = y + ((size_t)b * C + c) * S;
                         for (int s = 0; s < S; s++) yi[s] = g * xi[s] + o;
+                        if (relu)
+                            for (int s = 0; s < S; s++) yi[s] = yi[s] > 0.0f ? yi[s] : 0.0f;
                     }
                 break;
             }
             float *xh = ws->xhat[i], *inv = ws->bn_inv[i];
             double cnt = (double)n * S;
             for (int c = 0; c < C; c++) {
+                /* Float partial sums per image row (vectorised), double across. */
                 double sum = 0.0, sq = 0.0;
-                for (int b = 0; b < n; b++) {
-                    const float *xi = x + ((size_t)b * C + c) * S;
-                    for (int s = 0; s < S; s++) sum += xi[s];
-                }
+                for (int b = 0; b < n; b++) sum += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
                 double mean = sum / cnt;
-                for (int b = 0; b < n; b++) {
-                    const float *xi = x + ((size_t)b * C + c) * S;
-                    for (int s = 0; s < S; s++) { double d = xi[s] - mean; sq += d * d; }
-                }
+                for (int b = 0; b < n; b++) sq += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)mean);
                 double var = sq / cnt;
-                float iv = (float)(1.0 / sqrt(var + L->eps));
+                float iv = (float)(1.0 / sqrt(var + L->eps)), fm = (float)mean;
+                float gc = wp[c], bc = bp[c];
                 inv[c] = iv;
                 for (int b = 0; b < n; b++) {
                     const float *xi = x + ((size_t)b * C + c) * S;
                     float *hi = xh + ((size_t)b * C + c) * S;
                     float *yi = y + ((size_t)b * C + c) * S;
                     for (int s = 0; s < S; s++) {
-                        hi[s] = (float)((xi[s] - mean) * iv);
-                        yi[s] = wp[c] * hi[s] + bp[c];
+                        float h = (xi[s] - fm) * iv, v = gc * h + bc;
+                        hi[s] = h;
+                        yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
                     }
                 }
                 if (update_stats) {
@@ -691,7 +728,8 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                 for (int b = 0; b < n; b++) {
                     const float *d = dy + ((size_t)b * C + c) * S;
                     const float *h = xh + ((size_t)b * C + c) * S;
-                    for (int s = 0; s < S; s++) { sdy += d[s]; sdyx += (double)d[s] * h[s]; }
+                    sdy += sum_f(d, S, 0, 0.0f);
+                    sdyx += dot_f(d, h, S);
                 }
                 gw[c] += (float)sdyx;
                 gb[c] += (float)sdy;

@@ -134,7 +134,7 @@ asan: deps-test
 # ---- training and benchmarks ---------------------------------------------
 train: all
 	@$(MAKE) --no-print-directory data
-	@scripts/train-all.sh $(BUILD)
+	@scripts/train-all.sh $(BUILD) $(MODELS)
 
 bench: deps-bench
 	@$(MAKE) --no-print-directory data all

@@ -1,4 +1,5 @@
 /* ensemble.c - several nets answering as one model. */
+#include "err.h"
 #include "ensemble.h"
 
 #include <stdarg.h>
@@ -12,25 +13,16 @@ struct nn_ensemble_ws {
     float *tmp;   /* one member's probabilities [max_batch, k] */
 };
 
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen)
 {
     if (n < 1 || n > NN_MAX_MEMBERS) {
-        fail(err, errlen, "ensemble: %d members (must be 1..%d)", n, NN_MAX_MEMBERS);
+        nn_errf(err, errlen, "ensemble: %d members (must be 1..%d)", n, NN_MAX_MEMBERS);
         for (int i = 0; i < n; i++) nn_net_free(nets[i]);
         return NULL;
     }
     nn_ensemble *e = calloc(1, sizeof *e);
     if (!e) {
-        fail(err, errlen, "ensemble: out of memory");
+        nn_errf(err, errlen, "ensemble: out of memory");
         for (int i = 0; i < n; i++) nn_net_free(nets[i]);
         return NULL;
     }
@@ -41,7 +33,7 @@ nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errle
         const nn_net *b = nets[i];
         if (b->in_c != a->in_c || b->in_h != a->in_h || b->in_w != a->in_w ||
             nn_net_outputs(b) != nn_net_outputs(a)) {
-            fail(err, errlen, "ensemble: member %d has input [%d,%d,%d] and %d classes, member 0 [%d,%d,%d] and %d",
+            nn_errf(err, errlen, "ensemble: member %d has input [%d,%d,%d] and %d classes, member 0 [%d,%d,%d] and %d",
                  i, b->in_c, b->in_h, b->in_w, nn_net_outputs(b), a->in_c, a->in_h, a->in_w, nn_net_outputs(a));
             nn_ensemble_free(e);
             return NULL;
@@ -68,16 +60,16 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
     char names[NN_MAX_MEMBERS][512];
     int n = 0;
     const char *p = paths;
-    if (!paths || !*paths) { fail(err, errlen, "ensemble: no model path given"); return NULL; }
+    if (!paths || !*paths) { nn_errf(err, errlen, "ensemble: no model path given"); return NULL; }
     while (*p) {
         const char *q = strchr(p, ',');
         size_t len = q ? (size_t)(q - p) : strlen(p);
         if (len == 0 || len >= sizeof names[0]) {
-            fail(err, errlen, "ensemble: empty or too long path in \"%.100s\"", paths);
+            nn_errf(err, errlen, "ensemble: empty or too long path in \"%.100s\"", paths);
             goto bad;
         }
         if (n == NN_MAX_MEMBERS) {
-            fail(err, errlen, "ensemble: more than %d members", NN_MAX_MEMBERS);
+            nn_errf(err, errlen, "ensemble: more than %d members", NN_MAX_MEMBERS);
             goto bad;
         }
         memcpy(names[n], p, len);
@@ -86,7 +78,7 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
         if (!nets[n]) goto bad;
         n++;
         p += len + (q ? 1 : 0);
-        if (q && !*p) { fail(err, errlen, "ensemble: trailing comma in \"%.100s\"", paths); goto bad; }
+        if (q && !*p) { nn_errf(err, errlen, "ensemble: trailing comma in \"%.100s\"", paths); goto bad; }
     }
     nn_ensemble *e = nn_ensemble_from_nets(nets, n, err, errlen);
     if (e)

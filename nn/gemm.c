@@ -34,6 +34,7 @@
  * plain loop is used, so nn_gemm never fails.
  */
 #include "nn/gemm.h"
+#include "nn/simd.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -451,32 +452,6 @@ static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha,
 }
 
 /* ---- packing ------------------------------------------------------------ */
-/* 4 x 4 transpose: rows s0..s3 (4 consecutive floats each) become the
- * columns of o[0], o[os], o[2 os], o[3 os] (4 floats each). Portable
- * vector shuffles; SSE shufps/unpck on x86. */
-static inline void tr4x4(const float *s0, const float *s1, const float *s2,
-                         const float *s3, float *o, idx os)
-{
-    typedef int v4i __attribute__((vector_size(16)));
-    v4f a, b, c, d;
-    memcpy(&a, s0, 16);
-    memcpy(&b, s1, 16);
-    memcpy(&c, s2, 16);
-    memcpy(&d, s3, 16);
-    v4f ab0 = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5});
-    v4f ab1 = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7});
-    v4f cd0 = __builtin_shuffle(c, d, (v4i){0, 4, 1, 5});
-    v4f cd1 = __builtin_shuffle(c, d, (v4i){2, 6, 3, 7});
-    v4f r0 = __builtin_shuffle(ab0, cd0, (v4i){0, 1, 4, 5});
-    v4f r1 = __builtin_shuffle(ab0, cd0, (v4i){2, 3, 6, 7});
-    v4f r2 = __builtin_shuffle(ab1, cd1, (v4i){0, 1, 4, 5});
-    v4f r3 = __builtin_shuffle(ab1, cd1, (v4i){2, 3, 6, 7});
-    memcpy(o, &r0, 16);
-    memcpy(o + os, &r1, 16);
-    memcpy(o + 2 * os, &r2, 16);
-    memcpy(o + 3 * os, &r3, 16);
-}
-
 /* Rows src[0..3] (row stride ls, kc floats each) interleaved into
  * o[k*os + 0..3]: the transposing core of both packers. */
 static void pack_4rows(const float *src, idx ls, int kc, float *o, idx os)

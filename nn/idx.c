@@ -4,6 +4,7 @@
  * must match the header exactly: a short file means a broken download, and
  * trailing bytes mean we are reading something other than what we think.
  */
+#include "err.h"
 #include "nn/idx.h"
 
 #include <errno.h>
@@ -22,18 +23,6 @@
  * is 47 MB; the cap stops a hostile .gz from inflating without bound. */
 #define IDX_MAX_BYTES (256u << 20)
 
-static void idx_seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void idx_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static uint32_t idx_be32(const uint8_t *p)
 {
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -50,7 +39,7 @@ static int idx_check_magic(uint32_t magic, uint32_t want, char *err, size_t errl
         hint = " (this is an image file)";
     else if ((magic >> 16) == 0x1f8b)
         hint = " (gzip data: name the file .gz)";
-    idx_seterr(err, errlen, "bad magic 0x%08x, expected 0x%08x for %s%s", magic, want,
+    nn_errf(err, errlen, "bad magic 0x%08x, expected 0x%08x for %s%s", magic, want,
                want == IDX_MAGIC_IMAGES ? "images" : "labels", hint);
     return -1;
 }
@@ -63,23 +52,23 @@ int idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
     if (buf && len >= 4 && idx_check_magic(idx_be32(buf), IDX_MAGIC_IMAGES, err, errlen) != 0)
         return -1;
     if (!buf || len < 16) {
-        idx_seterr(err, errlen, "file too short for an IDX image header: %zu bytes, need 16",
+        nn_errf(err, errlen, "file too short for an IDX image header: %zu bytes, need 16",
                    len);
         return -1;
     }
     uint32_t cnt = idx_be32(buf + 4), r = idx_be32(buf + 8), c = idx_be32(buf + 12);
     if (cnt == 0 || cnt > IDX_MAX_COUNT) {
-        idx_seterr(err, errlen, "image count %u out of range [1, %u]", cnt, IDX_MAX_COUNT);
+        nn_errf(err, errlen, "image count %u out of range [1, %u]", cnt, IDX_MAX_COUNT);
         return -1;
     }
     if (r == 0 || c == 0 || r > IDX_MAX_SIDE || c > IDX_MAX_SIDE) {
-        idx_seterr(err, errlen, "image size %ux%u out of range [1, %u]", r, c, IDX_MAX_SIDE);
+        nn_errf(err, errlen, "image size %ux%u out of range [1, %u]", r, c, IDX_MAX_SIDE);
         return -1;
     }
     /* All three factors are bounded above, so the product fits in 64 bits. */
     uint64_t want = (uint64_t)cnt * r * c;
     if (want != (uint64_t)(len - 16)) {
-        idx_seterr(err, errlen, "expected %llu bytes of pixels, file has %zu",
+        nn_errf(err, errlen, "expected %llu bytes of pixels, file has %zu",
                    (unsigned long long)want, len - 16);
         return -1;
     }
@@ -96,17 +85,17 @@ int idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out,
     if (buf && len >= 4 && idx_check_magic(idx_be32(buf), IDX_MAGIC_LABELS, err, errlen) != 0)
         return -1;
     if (!buf || len < 8) {
-        idx_seterr(err, errlen, "file too short for an IDX label header: %zu bytes, need 8",
+        nn_errf(err, errlen, "file too short for an IDX label header: %zu bytes, need 8",
                    len);
         return -1;
     }
     uint32_t cnt = idx_be32(buf + 4);
     if (cnt == 0 || cnt > IDX_MAX_COUNT) {
-        idx_seterr(err, errlen, "label count %u out of range [1, %u]", cnt, IDX_MAX_COUNT);
+        nn_errf(err, errlen, "label count %u out of range [1, %u]", cnt, IDX_MAX_COUNT);
         return -1;
     }
     if ((uint64_t)cnt != (uint64_t)(len - 8)) {
-        idx_seterr(err, errlen, "expected %u bytes of labels, file has %zu", cnt, len - 8);
+        nn_errf(err, errlen, "expected %u bytes of labels, file has %zu", cnt, len - 8);
         return -1;
     }
     *out = buf + 8;
@@ -128,14 +117,14 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
         errno = 0; /* gzopen sets errno only for system errors */
         gzFile gz = gzopen(path, "rb");
         if (!gz) {
-            idx_seterr(err, errlen, "cannot open: %s", errno ? strerror(errno) : "zlib error");
+            nn_errf(err, errlen, "cannot open: %s", errno ? strerror(errno) : "zlib error");
             return NULL;
         }
         size_t cap = 1u << 20, got = 0;
         uint8_t *buf = malloc(cap);
         if (!buf) {
             gzclose(gz);
-            idx_seterr(err, errlen, "out of memory");
+            nn_errf(err, errlen, "out of memory");
             return NULL;
         }
         for (;;) {
@@ -146,14 +135,14 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
                     int r = gzread(gz, &probe, 1);
                     if (r == 0)
                         break;
-                    idx_seterr(err, errlen, "decompresses to more than %u bytes",
+                    nn_errf(err, errlen, "decompresses to more than %u bytes",
                                IDX_MAX_BYTES);
                     goto gz_fail;
                 }
                 size_t ncap = cap * 2 > IDX_MAX_BYTES ? IDX_MAX_BYTES : cap * 2;
                 uint8_t *nb = realloc(buf, ncap);
                 if (!nb) {
-                    idx_seterr(err, errlen, "out of memory");
+                    nn_errf(err, errlen, "out of memory");
                     goto gz_fail;
                 }
                 buf = nb;
@@ -166,7 +155,7 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
             if (r < 0) {
                 int zerr;
                 const char *msg = gzerror(gz, &zerr);
-                idx_seterr(err, errlen, "gzip error: %s", msg ? msg : "unknown");
+                nn_errf(err, errlen, "gzip error: %s", msg ? msg : "unknown");
                 goto gz_fail;
             }
             if (r == 0)
@@ -178,12 +167,12 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
             int zerr = Z_OK;
             const char *msg = gzerror(gz, &zerr);
             if (zerr != Z_OK && zerr != Z_STREAM_END) {
-                idx_seterr(err, errlen, "gzip error: %s", msg ? msg : "unknown");
+                nn_errf(err, errlen, "gzip error: %s", msg ? msg : "unknown");
                 goto gz_fail;
             }
         }
         if (gzclose(gz) != Z_OK) {
-            idx_seterr(err, errlen, "gzip stream is corrupt or truncated");
+            nn_errf(err, errlen, "gzip stream is corrupt or truncated");
             free(buf);
             return NULL;
         }
@@ -197,17 +186,17 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
 
     FILE *fp = fopen(path, "rb");
     if (!fp) {
-        idx_seterr(err, errlen, "cannot open: %s", strerror(errno));
+        nn_errf(err, errlen, "cannot open: %s", strerror(errno));
         return NULL;
     }
     struct stat sb;
     if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        idx_seterr(err, errlen, "not a regular file");
+        nn_errf(err, errlen, "not a regular file");
         fclose(fp);
         return NULL;
     }
     if (sb.st_size > (off_t)IDX_MAX_BYTES) {
-        idx_seterr(err, errlen, "file is %lld bytes, more than the %u-byte limit",
+        nn_errf(err, errlen, "file is %lld bytes, more than the %u-byte limit",
                    (long long)sb.st_size, IDX_MAX_BYTES);
         fclose(fp);
         return NULL;
@@ -215,13 +204,13 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
     size_t n = (size_t)sb.st_size;
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
-        idx_seterr(err, errlen, "out of memory for %zu bytes", n);
+        nn_errf(err, errlen, "out of memory for %zu bytes", n);
         fclose(fp);
         return NULL;
     }
     size_t got = fread(buf, 1, n, fp);
     if (got != n && ferror(fp)) {
-        idx_seterr(err, errlen, "read error: %s", strerror(errno));
+        nn_errf(err, errlen, "read error: %s", strerror(errno));
         free(buf);
         fclose(fp);
         return NULL;
@@ -251,35 +240,35 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
     int n, rows, cols, nl;
 
     if (!images_path || !labels_path || max_label < 1 || max_label > 256) {
-        idx_seterr(err, errlen, "nn_dataset_load: bad arguments (max_label %d)", max_label);
+        nn_errf(err, errlen, "nn_dataset_load: bad arguments (max_label %d)", max_label);
         return NULL;
     }
     ibuf = idx_read_file(images_path, &ilen, why, sizeof why);
     if (!ibuf) {
-        idx_seterr(err, errlen, "%s: %s", images_path, why);
+        nn_errf(err, errlen, "%s: %s", images_path, why);
         goto fail;
     }
     if (idx_parse_images(ibuf, ilen, &pix, &n, &rows, &cols, why, sizeof why) != 0) {
-        idx_seterr(err, errlen, "%s: %s", images_path, why);
+        nn_errf(err, errlen, "%s: %s", images_path, why);
         goto fail;
     }
     lbuf = idx_read_file(labels_path, &llen, why, sizeof why);
     if (!lbuf) {
-        idx_seterr(err, errlen, "%s: %s", labels_path, why);
+        nn_errf(err, errlen, "%s: %s", labels_path, why);
         goto fail;
     }
     if (idx_parse_labels(lbuf, llen, &lab, &nl, why, sizeof why) != 0) {
-        idx_seterr(err, errlen, "%s: %s", labels_path, why);
+        nn_errf(err, errlen, "%s: %s", labels_path, why);
         goto fail;
     }
     if (nl != n) {
-        idx_seterr(err, errlen, "%s has %d images but %s has %d labels", images_path, n,
+        nn_errf(err, errlen, "%s has %d images but %s has %d labels", images_path, n,
                    labels_path, nl);
         goto fail;
     }
     for (int i = 0; i < n; i++) {
         if (lab[i] >= max_label) {
-            idx_seterr(err, errlen, "%s: label %u at index %d is out of range (must be < %d)",
+            nn_errf(err, errlen, "%s: label %u at index %d is out of range (must be < %d)",
                        labels_path, lab[i], i, max_label);
             goto fail;
         }
@@ -287,7 +276,7 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
 
     d = calloc(1, sizeof *d);
     if (!d) {
-        idx_seterr(err, errlen, "out of memory");
+        nn_errf(err, errlen, "out of memory");
         goto fail;
     }
     /* Slide the payloads to the front of the file buffers and keep those:
@@ -339,14 +328,14 @@ nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label,
                                 char *err, size_t errlen)
 {
     if (!dir || (which != 0 && which != 1)) {
-        idx_seterr(err, errlen, "nn_dataset_load_dir: bad arguments");
+        nn_errf(err, errlen, "nn_dataset_load_dir: bad arguments");
         return NULL;
     }
     const char *set = which == 0 ? "train" : "t10k";
     char stem[32], ipath[4096], lpath[4096];
     snprintf(stem, sizeof stem, "%s-images", set);
     if (idx_find(dir, stem, "idx3", ipath, sizeof ipath) != 0) {
-        idx_seterr(err, errlen,
+        nn_errf(err, errlen,
                    "%s: no %s images (looked for %s-idx3-ubyte or %s.idx3-ubyte, "
                    "optionally .gz); run make data",
                    dir, set, stem, stem);
@@ -354,7 +343,7 @@ nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label,
     }
     snprintf(stem, sizeof stem, "%s-labels", set);
     if (idx_find(dir, stem, "idx1", lpath, sizeof lpath) != 0) {
-        idx_seterr(err, errlen,
+        nn_errf(err, errlen,
                    "%s: no %s labels (looked for %s-idx1-ubyte or %s.idx1-ubyte, "
                    "optionally .gz); run make data",
                    dir, set, stem, stem);

@@ -1,4 +1,5 @@
 /* net.c - architecture, parameters, workspaces, forward and backward. */
+#include "err.h"
 #include "net.h"
 
 #include <cJSON.h>
@@ -12,17 +13,6 @@
 #include "layers.h"
 #include "rng.h"
 
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 static const char *kind_names[NN_LAYER_KINDS] = {
     "dense", "conv2d", "maxpool", "relu", "dropout", "flatten", "batchnorm"};
 
@@ -35,7 +25,7 @@ static int json_int(const cJSON *o, const char *key, int def, int lo, int hi,
     if (!v) { *out = def; return 0; }
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
         v->valuedouble < lo || v->valuedouble > hi)
-        return fail(err, errlen, "arch: layer %d: \"%s\" must be an integer in [%d, %d]",
+        return nn_errf(err, errlen, "arch: layer %d: \"%s\" must be an integer in [%d, %d]",
                     li, key, lo, hi);
     *out = (int)v->valuedouble;
     return 0;
@@ -47,7 +37,7 @@ static int json_float(const cJSON *o, const char *key, float def, float lo,
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v) { *out = def; return 0; }
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
-        return fail(err, errlen, "arch: layer %d: \"%s\" must be a number in [%g, %g]",
+        return nn_errf(err, errlen, "arch: layer %d: \"%s\" must be a number in [%g, %g]",
                     li, key, lo, hi);
     *out = (float)v->valuedouble;
     return 0;
@@ -57,12 +47,12 @@ int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err,
                   size_t errlen)
 {
     cJSON *root = cJSON_Parse(json);
-    if (!root) return fail(err, errlen, "arch: not valid JSON");
+    if (!root) return nn_errf(err, errlen, "arch: not valid JSON");
     int rc = -1;
-    if (!cJSON_IsArray(root)) { fail(err, errlen, "arch: must be a JSON array of layers"); goto done; }
+    if (!cJSON_IsArray(root)) { nn_errf(err, errlen, "arch: must be a JSON array of layers"); goto done; }
     int n = cJSON_GetArraySize(root);
     if (n < 1 || n > NN_MAX_LAYERS) {
-        fail(err, errlen, "arch: %d layers (must be 1..%d)", n, NN_MAX_LAYERS);
+        nn_errf(err, errlen, "arch: %d layers (must be 1..%d)", n, NN_MAX_LAYERS);
         goto done;
     }
     for (int i = 0; i < n; i++) {
@@ -71,29 +61,29 @@ int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err,
         nn_layer *L = &layers[i];
         memset(L, 0, sizeof *L);
         if (!cJSON_IsObject(o) || !cJSON_IsString(t)) {
-            fail(err, errlen, "arch: layer %d: needs an object with a \"type\" string", i);
+            nn_errf(err, errlen, "arch: layer %d: needs an object with a \"type\" string", i);
             goto done;
         }
         int k = -1;
         for (int j = 0; j < NN_LAYER_KINDS; j++)
             if (!strcmp(t->valuestring, kind_names[j])) k = j;
-        if (k < 0) { fail(err, errlen, "arch: layer %d: unknown type \"%.32s\"", i, t->valuestring); goto done; }
+        if (k < 0) { nn_errf(err, errlen, "arch: layer %d: unknown type \"%.32s\"", i, t->valuestring); goto done; }
         L->kind = (nn_kind)k;
         switch (L->kind) {
         case NN_DENSE:
             if (json_int(o, "out", -1, 1, 1 << 20, &L->out, i, err, errlen)) goto done;
-            if (L->out < 1) { fail(err, errlen, "arch: layer %d: dense needs \"out\"", i); goto done; }
+            if (L->out < 1) { nn_errf(err, errlen, "arch: layer %d: dense needs \"out\"", i); goto done; }
             break;
         case NN_CONV2D:
             if (json_int(o, "out", -1, 1, 1 << 16, &L->out, i, err, errlen) ||
                 json_int(o, "k", -1, 1, 64, &L->k, i, err, errlen) ||
                 json_int(o, "stride", 1, 1, 64, &L->stride, i, err, errlen) ||
                 json_int(o, "pad", 0, 0, 64, &L->pad, i, err, errlen)) goto done;
-            if (L->out < 1 || L->k < 1) { fail(err, errlen, "arch: layer %d: conv2d needs \"out\" and \"k\"", i); goto done; }
+            if (L->out < 1 || L->k < 1) { nn_errf(err, errlen, "arch: layer %d: conv2d needs \"out\" and \"k\"", i); goto done; }
             break;
         case NN_MAXPOOL:
             if (json_int(o, "k", -1, 1, 64, &L->k, i, err, errlen)) goto done;
-            if (L->k < 1) { fail(err, errlen, "arch: layer %d: maxpool needs \"k\"", i); goto done; }
+            if (L->k < 1) { nn_errf(err, errlen, "arch: layer %d: maxpool needs \"k\"", i); goto done; }
             if (json_int(o, "stride", L->k, 1, 64, &L->stride, i, err, errlen)) goto done;
             break;
         case NN_DROPOUT:
@@ -179,15 +169,15 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
                       const nn_meta *meta, char *err, size_t errlen)
 {
     if (nlayers < 1 || nlayers > NN_MAX_LAYERS) {
-        fail(err, errlen, "net: %d layers (must be 1..%d)", nlayers, NN_MAX_LAYERS);
+        nn_errf(err, errlen, "net: %d layers (must be 1..%d)", nlayers, NN_MAX_LAYERS);
         return NULL;
     }
     if (c < 1 || h < 1 || w < 1 || c > 4096 || h > 4096 || w > 4096) {
-        fail(err, errlen, "net: bad input shape [%d,%d,%d]", c, h, w);
+        nn_errf(err, errlen, "net: bad input shape [%d,%d,%d]", c, h, w);
         return NULL;
     }
     nn_net *net = calloc(1, sizeof *net);
-    if (!net) { fail(err, errlen, "net: out of memory"); return NULL; }
+    if (!net) { nn_errf(err, errlen, "net: out of memory"); return NULL; }
     net->nlayers = nlayers;
     net->in_c = c; net->in_h = h; net->in_w = w;
     memcpy(net->layers, layers, sizeof(nn_layer) * nlayers);
@@ -199,7 +189,7 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
         switch (L->kind) {
         case NN_DENSE:
             if (h != 1 || w != 1) {
-                fail(err, errlen, "net: layer %d: dense on a %dx%d map needs a flatten before it", i, h, w);
+                nn_errf(err, errlen, "net: layer %d: dense on a %dx%d map needs a flatten before it", i, h, w);
                 goto bad;
             }
             L->w_off = np; L->nw = (size_t)L->out * c; np += L->nw;
@@ -209,7 +199,7 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
         case NN_CONV2D: {
             int oh = (h + 2 * L->pad - L->k), ow = (w + 2 * L->pad - L->k);
             if (oh < 0 || ow < 0 || L->pad >= L->k) {
-                fail(err, errlen, "net: layer %d: conv2d k=%d pad=%d does not fit a %dx%d input", i, L->k, L->pad, h, w);
+                nn_errf(err, errlen, "net: layer %d: conv2d k=%d pad=%d does not fit a %dx%d input", i, L->k, L->pad, h, w);
                 goto bad;
             }
             L->w_off = np; L->nw = (size_t)L->out * c * L->k * L->k; np += L->nw;
@@ -219,7 +209,7 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
         }
         case NN_MAXPOOL:
             if (L->k > h || L->k > w) {
-                fail(err, errlen, "net: layer %d: maxpool k=%d larger than the %dx%d input", i, L->k, h, w);
+                nn_errf(err, errlen, "net: layer %d: maxpool k=%d larger than the %dx%d input", i, L->k, h, w);
                 goto bad;
             }
             h = (h - L->k) / L->stride + 1; w = (w - L->k) / L->stride + 1;
@@ -237,22 +227,22 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
         }
         L->out_c = c; L->out_h = h; L->out_w = w;
         if ((size_t)c * h * w > (64u << 20)) {
-            fail(err, errlen, "net: layer %d: activation too large", i);
+            nn_errf(err, errlen, "net: layer %d: activation too large", i);
             goto bad;
         }
     }
     if (net->layers[nlayers - 1].out_h != 1 || net->layers[nlayers - 1].out_w != 1 ||
         c < 2 || c > NN_MAX_CLASSES) {
-        fail(err, errlen, "net: the last layer must give 2..%d class scores (gives [%d,%d,%d])",
+        nn_errf(err, errlen, "net: the last layer must give 2..%d class scores (gives [%d,%d,%d])",
              NN_MAX_CLASSES, c, h, w);
         goto bad;
     }
-    if (np > (256u << 20)) { fail(err, errlen, "net: %zu parameters is too many", np); goto bad; }
+    if (np > (256u << 20)) { nn_errf(err, errlen, "net: %zu parameters is too many", np); goto bad; }
     net->nparams = np;
     net->nstats = ns;
     net->params = calloc(np ? np : 1, sizeof(float));
     net->stats = calloc(ns ? ns : 1, sizeof(float));
-    if (!net->params || !net->stats) { fail(err, errlen, "net: out of memory"); goto bad; }
+    if (!net->params || !net->stats) { nn_errf(err, errlen, "net: out of memory"); goto bad; }
     for (int i = 0; i < nlayers; i++) {
         nn_layer *L = &net->layers[i];
         if (L->kind != NN_BATCHNORM) continue;
@@ -262,13 +252,13 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
     if (meta) {
         net->meta = *meta;
         if (meta->nclasses != c) {
-            fail(err, errlen, "net: metadata has %d classes, the architecture gives %d", meta->nclasses, c);
+            nn_errf(err, errlen, "net: metadata has %d classes, the architecture gives %d", meta->nclasses, c);
             goto bad;
         }
     } else {
         meta_default(&net->meta, c);
     }
-    if (!(net->meta.input_std > 0.0f)) { fail(err, errlen, "net: input_std must be > 0"); goto bad; }
+    if (!(net->meta.input_std > 0.0f)) { nn_errf(err, errlen, "net: input_std must be > 0"); goto bad; }
     return net;
 bad:
     nn_net_free(net);

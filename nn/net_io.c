@@ -11,23 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "err.h"
 #include "net.h"
 #include "safetensors.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "weights files are little-endian; this build assumes a little-endian host"
 #endif
-
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* Expected tensors of layer L (index i): name suffix, shape, data. */
 typedef struct {
@@ -87,7 +77,7 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     cJSON *labels = cJSON_CreateArray();
     char *labels_s = NULL;
     int rc = -1;
-    if (!w || !arch || !labels) { fail(err, errlen, "save: out of memory"); goto done; }
+    if (!w || !arch || !labels) { nn_errf(err, errlen, "save: out of memory"); goto done; }
     uint64_t h = ST_FNV_INIT;
     int64_t nbt = net->bn_batches;
     for (int i = 0; i < net->nlayers; i++) {
@@ -97,7 +87,7 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
             const void *d = t[j].data ? (const void *)t[j].data : (const void *)&nbt;
             size_t nb = t[j].data ? t[j].n * sizeof(float) : sizeof(int64_t);
             if (st_writer_add(w, t[j].name, t[j].data ? ST_F32 : ST_I64, t[j].ndim, t[j].shape, d)) {
-                fail(err, errlen, "save: out of memory");
+                nn_errf(err, errlen, "save: out of memory");
                 goto done;
             }
             h = st_fnv1a64(d, nb, h);
@@ -106,7 +96,7 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     for (int i = 0; i < net->meta.nclasses; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(net->meta.labels[i]));
     labels_s = cJSON_PrintUnformatted(labels);
-    if (!labels_s) { fail(err, errlen, "save: out of memory"); goto done; }
+    if (!labels_s) { nn_errf(err, errlen, "save: out of memory"); goto done; }
     char buf[128];
     int ok = 0;
     ok |= st_writer_meta(w, "format", NN_FORMAT_ID);
@@ -133,7 +123,7 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     ok |= st_writer_meta(w, "name", net->meta.name);
     snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)h);
     ok |= st_writer_meta(w, "checksum", buf);
-    if (ok) { fail(err, errlen, "save: out of memory"); goto done; }
+    if (ok) { nn_errf(err, errlen, "save: out of memory"); goto done; }
     rc = st_writer_write(w, path, err, errlen);
 done:
     free(arch);
@@ -158,26 +148,26 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
     char e2[256];
     double v;
     if (!fmt || strcmp(fmt, NN_FORMAT_ID)) {
-        fail(err, errlen, "%s: not a %s weights file (metadata \"format\" is %s%s%s)", what,
+        nn_errf(err, errlen, "%s: not a %s weights file (metadata \"format\" is %s%s%s)", what,
              NN_FORMAT_ID, fmt ? "\"" : "missing", fmt ? fmt : "", fmt ? "\"" : "");
         return NULL;
     }
     if (parse_num(ver, &v) || v != floor(v) || v < 1 || v > NN_FORMAT_VERSION) {
-        fail(err, errlen, "%s: unsupported format_version %s (this build reads 1..%d)", what,
+        nn_errf(err, errlen, "%s: unsupported format_version %s (this build reads 1..%d)", what,
              ver ? ver : "(missing)", NN_FORMAT_VERSION);
         return NULL;
     }
-    if (!arch) { fail(err, errlen, "%s: metadata has no \"arch\"", what); return NULL; }
+    if (!arch) { nn_errf(err, errlen, "%s: metadata has no \"arch\"", what); return NULL; }
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
     if (nn_arch_parse(arch, layers, &nl, e2, sizeof e2)) {
-        fail(err, errlen, "%s: %s", what, e2);
+        nn_errf(err, errlen, "%s: %s", what, e2);
         return NULL;
     }
     int c = 0, h = 0, w = 0;
     char tail;
     if (!shape || sscanf(shape, " [ %d , %d , %d ] %c", &c, &h, &w, &tail) != 3) {
-        fail(err, errlen, "%s: metadata \"input_shape\" must be [C,H,W]", what);
+        nn_errf(err, errlen, "%s: metadata \"input_shape\" must be [C,H,W]", what);
         return NULL;
     }
     nn_meta meta;
@@ -186,11 +176,11 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
     meta.input_std = 1.0f;
     meta.test_accuracy = -1.0;
     if (st_meta(f, "input_mean")) {
-        if (parse_num(st_meta(f, "input_mean"), &v)) { fail(err, errlen, "%s: bad input_mean", what); return NULL; }
+        if (parse_num(st_meta(f, "input_mean"), &v)) { nn_errf(err, errlen, "%s: bad input_mean", what); return NULL; }
         meta.input_mean = (float)v;
     }
     if (st_meta(f, "input_std")) {
-        if (parse_num(st_meta(f, "input_std"), &v) || !(v > 0)) { fail(err, errlen, "%s: bad input_std", what); return NULL; }
+        if (parse_num(st_meta(f, "input_std"), &v) || !(v > 0)) { nn_errf(err, errlen, "%s: bad input_std", what); return NULL; }
         meta.input_std = (float)v;
     }
     if (st_meta(f, "test_accuracy") && !parse_num(st_meta(f, "test_accuracy"), &v)) meta.test_accuracy = v;
@@ -203,7 +193,7 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
     if (!la || !cJSON_IsArray(la) || cJSON_GetArraySize(la) < 2 ||
         cJSON_GetArraySize(la) > NN_MAX_CLASSES) {
         cJSON_Delete(la);
-        fail(err, errlen, "%s: metadata \"labels\" must be a JSON array of 2..%d strings", what, NN_MAX_CLASSES);
+        nn_errf(err, errlen, "%s: metadata \"labels\" must be a JSON array of 2..%d strings", what, NN_MAX_CLASSES);
         return NULL;
     }
     meta.nclasses = cJSON_GetArraySize(la);
@@ -211,14 +201,14 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
         const cJSON *s = cJSON_GetArrayItem(la, i);
         if (!cJSON_IsString(s) || strlen(s->valuestring) >= NN_LABEL_MAX) {
             cJSON_Delete(la);
-            fail(err, errlen, "%s: label %d must be a string shorter than %d bytes", what, i, NN_LABEL_MAX);
+            nn_errf(err, errlen, "%s: label %d must be a string shorter than %d bytes", what, i, NN_LABEL_MAX);
             return NULL;
         }
         snprintf(meta.labels[i], NN_LABEL_MAX, "%s", s->valuestring);
     }
     cJSON_Delete(la);
     nn_net *net = nn_net_create(layers, nl, c, h, w, &meta, e2, sizeof e2);
-    if (!net) { fail(err, errlen, "%s: %s", what, e2); return NULL; }
+    if (!net) { nn_errf(err, errlen, "%s: %s", what, e2); return NULL; }
     int expected = 0;
     for (int i = 0; i < net->nlayers; i++) {
         want_t t[5];
@@ -226,10 +216,10 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
         for (int j = 0; j < k; j++) {
             expected++;
             const st_tensor *s = st_find(f, t[j].name);
-            if (!s) { fail(err, errlen, "%s: missing tensor \"%s\"", what, t[j].name); goto bad; }
+            if (!s) { nn_errf(err, errlen, "%s: missing tensor \"%s\"", what, t[j].name); goto bad; }
             st_dtype want_dt = t[j].data ? ST_F32 : ST_I64;
             if (s->dtype != want_dt) {
-                fail(err, errlen, "%s: tensor \"%s\" has dtype %s, expected %s", what, t[j].name,
+                nn_errf(err, errlen, "%s: tensor \"%s\" has dtype %s, expected %s", what, t[j].name,
                      s->dtype == ST_F32 ? "F32" : "I64", want_dt == ST_F32 ? "F32" : "I64");
                 goto bad;
             }
@@ -242,7 +232,7 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
                     gu += (size_t)snprintf(got + gu, sizeof got - gu, "%s%lld", d ? "," : "", (long long)s->shape[d]);
                 for (int d = 0; d < t[j].ndim && eu < sizeof exp; d++)
                     eu += (size_t)snprintf(exp + eu, sizeof exp - eu, "%s%lld", d ? "," : "", (long long)t[j].shape[d]);
-                fail(err, errlen, "%s: tensor \"%s\" has shape [%s], the architecture needs [%s]",
+                nn_errf(err, errlen, "%s: tensor \"%s\" has shape [%s], the architecture needs [%s]",
                      what, t[j].name, got, exp);
                 goto bad;
             }
@@ -250,7 +240,7 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
                 memcpy(t[j].data, s->data, t[j].n * sizeof(float));
                 for (size_t q = 0; q < t[j].n; q++)
                     if (!isfinite(t[j].data[q])) {
-                        fail(err, errlen, "%s: tensor \"%s\" holds a NaN or infinity", what, t[j].name);
+                        nn_errf(err, errlen, "%s: tensor \"%s\" holds a NaN or infinity", what, t[j].name);
                         goto bad;
                     }
             } else {
@@ -259,7 +249,7 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
         }
     }
     if (f->ntensors != expected) {
-        fail(err, errlen, "%s: %d tensors in the file, the architecture has %d", what, f->ntensors, expected);
+        nn_errf(err, errlen, "%s: %d tensors in the file, the architecture has %d", what, f->ntensors, expected);
         goto bad;
     }
     for (int i = 0; i < net->nlayers; i++) {
@@ -267,7 +257,7 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
         if (L->kind != NN_BATCHNORM) continue;
         for (int j = 0; j < L->out_c; j++)
             if (!(net->stats[L->s_off + L->out_c + j] >= 0.0f)) {
-                fail(err, errlen, "%s: layer %d: negative running_var", what, i);
+                nn_errf(err, errlen, "%s: layer %d: negative running_var", what, i);
                 goto bad;
             }
     }
@@ -275,9 +265,9 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
     char want[64];
     snprintf(want, sizeof want, "fnv1a64:%016llx",
              (unsigned long long)st_fnv1a64(f->data, f->data_len, ST_FNV_INIT));
-    if (!ck) { fail(err, errlen, "%s: metadata has no \"checksum\"", what); goto bad; }
+    if (!ck) { nn_errf(err, errlen, "%s: metadata has no \"checksum\"", what); goto bad; }
     if (strcmp(ck, want)) {
-        fail(err, errlen, "%s: checksum mismatch (file says %.40s, data gives %s): the file is corrupt",
+        nn_errf(err, errlen, "%s: checksum mismatch (file says %.40s, data gives %s): the file is corrupt",
              what, ck, want);
         goto bad;
     }
@@ -293,8 +283,8 @@ nn_net *nn_net_load(const char *path, char *err, size_t errlen)
     st_file *f = st_read(path, e2, sizeof e2);
     if (!f) {
         /* st_read's messages name the file already. */
-        if (strncmp(e2, path, strlen(path))) fail(err, errlen, "%s: %s", path, e2);
-        else fail(err, errlen, "%s", e2);
+        if (strncmp(e2, path, strlen(path))) nn_errf(err, errlen, "%s: %s", path, e2);
+        else nn_errf(err, errlen, "%s", e2);
         return NULL;
     }
     nn_net *net = from_st(f, path, err, errlen);
@@ -306,10 +296,10 @@ nn_net *nn_net_load_mem(const uint8_t *buf, size_t len, char *err, size_t errlen
 {
     char e2[512];
     uint8_t *copy = malloc(len ? len : 1);
-    if (!copy) { fail(err, errlen, "weights: out of memory"); return NULL; }
+    if (!copy) { nn_errf(err, errlen, "weights: out of memory"); return NULL; }
     memcpy(copy, buf, len);
     st_file *f = st_parse(copy, len, e2, sizeof e2);
-    if (!f) { fail(err, errlen, "weights: %s", e2); return NULL; }
+    if (!f) { nn_errf(err, errlen, "weights: %s", e2); return NULL; }
     nn_net *net = from_st(f, "weights", err, errlen);
     st_free(f);
     return net;

@@ -5,6 +5,7 @@
  * tensors must tile the data block exactly (sorted by offset: no overlap,
  * no gap, nothing after the last one). See safetensors.h for the contract.
  */
+#include "err.h"
 #include "nn/safetensors.h"
 
 #include <cJSON.h>
@@ -20,18 +21,6 @@
 #include <unistd.h>
 
 #define ST_MAX_DIM_SIZE (1LL << 31)
-
-static void st_seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void st_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static size_t st_dtype_size(st_dtype dt) { return dt == ST_I64 ? 8 : 4; }
 static const char *st_dtype_name(st_dtype dt) { return dt == ST_I64 ? "I64" : "F32"; }
@@ -109,7 +98,7 @@ static int st_cmp_str(const void *a, const void *b)
 static int st_parse_meta(st_file *f, const cJSON *meta, char *err, size_t errlen)
 {
     if (!cJSON_IsObject(meta)) {
-        st_seterr(err, errlen, "__metadata__ must be an object of strings");
+        nn_errf(err, errlen, "__metadata__ must be an object of strings");
         return -1;
     }
     int n = cJSON_GetArraySize(meta);
@@ -118,13 +107,13 @@ static int st_parse_meta(st_file *f, const cJSON *meta, char *err, size_t errlen
     f->meta_keys = calloc((size_t)n, sizeof *f->meta_keys);
     f->meta_vals = calloc((size_t)n, sizeof *f->meta_vals);
     if (!f->meta_keys || !f->meta_vals) {
-        st_seterr(err, errlen, "out of memory reading __metadata__");
+        nn_errf(err, errlen, "out of memory reading __metadata__");
         return -1;
     }
     const cJSON *it;
     cJSON_ArrayForEach(it, meta) {
         if (!cJSON_IsString(it) || !it->valuestring) {
-            st_seterr(err, errlen, "__metadata__ value for '%.64s' is not a string",
+            nn_errf(err, errlen, "__metadata__ value for '%.64s' is not a string",
                       it->string ? it->string : "");
             return -1;
         }
@@ -133,7 +122,7 @@ static int st_parse_meta(st_file *f, const cJSON *meta, char *err, size_t errlen
         if (!k || !v) {
             free(k);
             free(v);
-            st_seterr(err, errlen, "out of memory reading __metadata__");
+            nn_errf(err, errlen, "out of memory reading __metadata__");
             return -1;
         }
         f->meta_keys[f->nmeta] = k;
@@ -143,14 +132,14 @@ static int st_parse_meta(st_file *f, const cJSON *meta, char *err, size_t errlen
     /* Duplicate keys would make st_meta's answer depend on order. */
     char **sorted = malloc((size_t)f->nmeta * sizeof *sorted);
     if (!sorted) {
-        st_seterr(err, errlen, "out of memory reading __metadata__");
+        nn_errf(err, errlen, "out of memory reading __metadata__");
         return -1;
     }
     memcpy(sorted, f->meta_keys, (size_t)f->nmeta * sizeof *sorted);
     qsort(sorted, (size_t)f->nmeta, sizeof *sorted, st_cmp_str);
     for (int i = 1; i < f->nmeta; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
-            st_seterr(err, errlen, "duplicate __metadata__ key '%.64s'", sorted[i]);
+            nn_errf(err, errlen, "duplicate __metadata__ key '%.64s'", sorted[i]);
             free(sorted);
             return -1;
         }
@@ -165,7 +154,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
 {
     const char *name = e->t.name;
     if (!cJSON_IsObject(obj)) {
-        st_seterr(err, errlen, "tensor '%.64s': entry is not an object", name);
+        nn_errf(err, errlen, "tensor '%.64s': entry is not an object", name);
         return -1;
     }
     const cJSON *dtype = NULL, *shape = NULL, *offs = NULL, *it;
@@ -178,7 +167,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         else if (it->string && strcmp(it->string, "data_offsets") == 0)
             slot = &offs;
         if (slot && *slot) {
-            st_seterr(err, errlen, "tensor '%.64s': key \"%s\" appears twice",
+            nn_errf(err, errlen, "tensor '%.64s': key \"%s\" appears twice",
                       name, it->string);
             return -1;
         }
@@ -187,7 +176,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     }
 
     if (!cJSON_IsString(dtype) || !dtype->valuestring) {
-        st_seterr(err, errlen, "tensor '%.64s': missing or non-string \"dtype\"", name);
+        nn_errf(err, errlen, "tensor '%.64s': missing or non-string \"dtype\"", name);
         return -1;
     }
     if (strcmp(dtype->valuestring, "F32") == 0) {
@@ -195,19 +184,19 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     } else if (strcmp(dtype->valuestring, "I64") == 0) {
         e->t.dtype = ST_I64;
     } else {
-        st_seterr(err, errlen,
+        nn_errf(err, errlen,
                   "tensor '%.64s': unsupported dtype '%.16s' (only F32 and I64 are accepted)",
                   name, dtype->valuestring);
         return -1;
     }
 
     if (!cJSON_IsArray(shape)) {
-        st_seterr(err, errlen, "tensor '%.64s': missing or non-array \"shape\"", name);
+        nn_errf(err, errlen, "tensor '%.64s': missing or non-array \"shape\"", name);
         return -1;
     }
     int ndim = cJSON_GetArraySize(shape);
     if (ndim > ST_MAX_DIMS) {
-        st_seterr(err, errlen, "tensor '%.64s': shape has %d dimensions (at most %d)",
+        nn_errf(err, errlen, "tensor '%.64s': shape has %d dimensions (at most %d)",
                   name, ndim, ST_MAX_DIMS);
         return -1;
     }
@@ -217,12 +206,12 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     cJSON_ArrayForEach(it, shape) {
         uint64_t v;
         if (st_json_uint(it, (uint64_t)ST_MAX_DIM_SIZE, &v) != 0) {
-            st_seterr(err, errlen,
+            nn_errf(err, errlen,
                       "tensor '%.64s': shape[%d] is not an integer in [0, 2^31]", name, d);
             return -1;
         }
         if (v != 0 && nelem > UINT64_MAX / v) {
-            st_seterr(err, errlen, "tensor '%.64s': shape element count overflows", name);
+            nn_errf(err, errlen, "tensor '%.64s': shape element count overflows", name);
             return -1;
         }
         nelem *= v;
@@ -230,14 +219,14 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     }
     size_t dsize = st_dtype_size(e->t.dtype);
     if (nelem > UINT64_MAX / dsize) {
-        st_seterr(err, errlen, "tensor '%.64s': byte size overflows", name);
+        nn_errf(err, errlen, "tensor '%.64s': byte size overflows", name);
         return -1;
     }
     e->t.nelem = nelem;
     e->t.nbytes = nelem * dsize;
 
     if (!cJSON_IsArray(offs) || cJSON_GetArraySize(offs) != 2) {
-        st_seterr(err, errlen, "tensor '%.64s': \"data_offsets\" must be [begin, end]", name);
+        nn_errf(err, errlen, "tensor '%.64s': \"data_offsets\" must be [begin, end]", name);
         return -1;
     }
     /* Bounded by 2^53 so the double held every digit; the real bound is the
@@ -245,17 +234,17 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     const uint64_t exact = 1ULL << 53;
     if (st_json_uint(cJSON_GetArrayItem(offs, 0), exact, &e->begin) != 0 ||
         st_json_uint(cJSON_GetArrayItem(offs, 1), exact, &e->end) != 0) {
-        st_seterr(err, errlen,
+        nn_errf(err, errlen,
                   "tensor '%.64s': data_offsets must be non-negative integers", name);
         return -1;
     }
     if (e->begin > e->end) {
-        st_seterr(err, errlen, "tensor '%.64s': data_offsets [%llu, %llu] begin after end",
+        nn_errf(err, errlen, "tensor '%.64s': data_offsets [%llu, %llu] begin after end",
                   name, (unsigned long long)e->begin, (unsigned long long)e->end);
         return -1;
     }
     if (e->end > data_len) {
-        st_seterr(err, errlen,
+        nn_errf(err, errlen,
                   "tensor '%.64s': data_offsets [%llu, %llu] out of range: data block is "
                   "%llu bytes (file truncated?)",
                   name, (unsigned long long)e->begin, (unsigned long long)e->end,
@@ -268,7 +257,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         for (int i = 0; i < ndim && pos < sizeof dims; i++)
             pos += (size_t)snprintf(dims + pos, sizeof dims - pos, "%s%lld",
                                     i ? "," : "", (long long)e->t.shape[i]);
-        st_seterr(err, errlen,
+        nn_errf(err, errlen,
                   "tensor '%.64s': shape [%s] of %s needs %llu bytes but data_offsets "
                   "span %llu",
                   name, dims, st_dtype_name(e->t.dtype), (unsigned long long)e->t.nbytes,
@@ -284,7 +273,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
                            char *err, size_t errlen)
 {
     if (memchr(hdr, '\0', hlen)) {
-        st_seterr(err, errlen, "header contains a NUL byte");
+        nn_errf(err, errlen, "header contains a NUL byte");
         return -1;
     }
     const char *end = NULL;
@@ -293,21 +282,21 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
         /* end marks the error position (cJSON_GetErrorPtr is a global and
          * not safe with several loaders in parallel). */
         size_t off = (end && end >= hdr && end <= hdr + hlen) ? (size_t)(end - hdr) : 0;
-        st_seterr(err, errlen, "header is not valid JSON (error near byte %zu)", off);
+        nn_errf(err, errlen, "header is not valid JSON (error near byte %zu)", off);
         return -1;
     }
     /* The format pads the header with spaces; anything else after the
      * JSON value means the length or the JSON is wrong. */
     for (const char *p = end; p && p < hdr + hlen; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            st_seterr(err, errlen, "header has data after the JSON value (at byte %zu)",
+            nn_errf(err, errlen, "header has data after the JSON value (at byte %zu)",
                       (size_t)(p - hdr));
             cJSON_Delete(root);
             return -1;
         }
     }
     if (!cJSON_IsObject(root)) {
-        st_seterr(err, errlen, "header is not a JSON object");
+        nn_errf(err, errlen, "header is not a JSON object");
         cJSON_Delete(root);
         return -1;
     }
@@ -316,7 +305,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
     int nitems = cJSON_GetArraySize(root);
     st_entry *ents = calloc((size_t)(nitems > 0 ? nitems : 1), sizeof *ents);
     if (!ents) {
-        st_seterr(err, errlen, "out of memory reading the header");
+        nn_errf(err, errlen, "out of memory reading the header");
         goto out;
     }
     int n = 0;
@@ -325,7 +314,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
         const char *name = it->string ? it->string : "";
         if (strcmp(name, "__metadata__") == 0) {
             if (meta) {
-                st_seterr(err, errlen, "duplicate __metadata__");
+                nn_errf(err, errlen, "duplicate __metadata__");
                 goto out;
             }
             meta = it;
@@ -333,7 +322,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
         }
         ents[n].t.name = strdup(name);
         if (!ents[n].t.name) {
-            st_seterr(err, errlen, "out of memory reading the header");
+            nn_errf(err, errlen, "out of memory reading the header");
             goto out;
         }
         n++;
@@ -346,7 +335,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
     qsort(ents, (size_t)n, sizeof *ents, st_cmp_name);
     for (int i = 1; i < n; i++) {
         if (strcmp(ents[i - 1].t.name, ents[i].t.name) == 0) {
-            st_seterr(err, errlen, "duplicate tensor name '%.64s'", ents[i].t.name);
+            nn_errf(err, errlen, "duplicate tensor name '%.64s'", ents[i].t.name);
             goto out;
         }
     }
@@ -356,12 +345,12 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
     uint64_t pos = 0;
     for (int i = 0; i < n; i++) {
         if (ents[i].begin < pos) {
-            st_seterr(err, errlen, "tensors '%.64s' and '%.64s' overlap in the data block",
+            nn_errf(err, errlen, "tensors '%.64s' and '%.64s' overlap in the data block",
                       ents[i - 1].t.name, ents[i].t.name);
             goto out;
         }
         if (ents[i].begin > pos) {
-            st_seterr(err, errlen,
+            nn_errf(err, errlen,
                       "gap of %llu bytes in the data block before tensor '%.64s'",
                       (unsigned long long)(ents[i].begin - pos), ents[i].t.name);
             goto out;
@@ -369,7 +358,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
         pos = ents[i].end;
     }
     if (pos != f->data_len) {
-        st_seterr(err, errlen,
+        nn_errf(err, errlen,
                   "data block has %llu bytes after the last tensor (it must end there)",
                   (unsigned long long)(f->data_len - pos));
         goto out;
@@ -377,7 +366,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
 
     f->tensors = calloc((size_t)(n > 0 ? n : 1), sizeof *f->tensors);
     if (!f->tensors) {
-        st_seterr(err, errlen, "out of memory reading the header");
+        nn_errf(err, errlen, "out of memory reading the header");
         goto out;
     }
     for (int i = 0; i < n; i++) {
@@ -402,13 +391,13 @@ st_file *st_parse(uint8_t *buf, size_t len, char *err, size_t errlen)
     st_file *f = calloc(1, sizeof *f);
     if (!f) {
         free(buf);
-        st_seterr(err, errlen, "out of memory");
+        nn_errf(err, errlen, "out of memory");
         return NULL;
     }
     f->buf = buf;
     f->len = len;
     if (!buf || len < 8) {
-        st_seterr(err, errlen,
+        nn_errf(err, errlen,
                   "file too short: %zu bytes, need at least 8 for the header length", len);
         goto fail;
     }
@@ -416,17 +405,17 @@ st_file *st_parse(uint8_t *buf, size_t len, char *err, size_t errlen)
     for (int i = 7; i >= 0; i--)
         hlen = (hlen << 8) | buf[i];
     if (hlen < 2) {
-        st_seterr(err, errlen, "header length %llu is too small (an empty header is {})",
+        nn_errf(err, errlen, "header length %llu is too small (an empty header is {})",
                   (unsigned long long)hlen);
         goto fail;
     }
     if (hlen > ST_MAX_HEADER) {
-        st_seterr(err, errlen, "header length %llu exceeds the limit of %u bytes",
+        nn_errf(err, errlen, "header length %llu exceeds the limit of %u bytes",
                   (unsigned long long)hlen, ST_MAX_HEADER);
         goto fail;
     }
     if (hlen > len - 8) {
-        st_seterr(err, errlen,
+        nn_errf(err, errlen,
                   "header length %llu is larger than the file (%zu bytes after the length)",
                   (unsigned long long)hlen, len - 8);
         goto fail;
@@ -446,22 +435,22 @@ st_file *st_read(const char *path, char *err, size_t errlen)
     char why[256];
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        st_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        nn_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;
     }
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
-        st_seterr(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+        nn_errf(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
         close(fd);
         return NULL;
     }
     if (!S_ISREG(sb.st_mode)) {
-        st_seterr(err, errlen, "%s: not a regular file", path);
+        nn_errf(err, errlen, "%s: not a regular file", path);
         close(fd);
         return NULL;
     }
     if (sb.st_size > (off_t)ST_MAX_FILE) {
-        st_seterr(err, errlen, "%s: file is %lld bytes, larger than the %u-byte limit",
+        nn_errf(err, errlen, "%s: file is %lld bytes, larger than the %u-byte limit",
                   path, (long long)sb.st_size, ST_MAX_FILE);
         close(fd);
         return NULL;
@@ -469,7 +458,7 @@ st_file *st_read(const char *path, char *err, size_t errlen)
     size_t len = (size_t)sb.st_size;
     uint8_t *buf = malloc(len ? len : 1);
     if (!buf) {
-        st_seterr(err, errlen, "%s: out of memory for %zu bytes", path, len);
+        nn_errf(err, errlen, "%s: out of memory for %zu bytes", path, len);
         close(fd);
         return NULL;
     }
@@ -479,7 +468,7 @@ st_file *st_read(const char *path, char *err, size_t errlen)
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            st_seterr(err, errlen, "%s: read error: %s", path, strerror(errno));
+            nn_errf(err, errlen, "%s: read error: %s", path, strerror(errno));
             free(buf);
             close(fd);
             return NULL;
@@ -491,7 +480,7 @@ st_file *st_read(const char *path, char *err, size_t errlen)
     close(fd);
     st_file *f = st_parse(buf, got, why, sizeof why);
     if (!f)
-        st_seterr(err, errlen, "%s: %s", path, why);
+        nn_errf(err, errlen, "%s: %s", path, why);
     return f;
 }
 
@@ -715,12 +704,12 @@ static int st_write_all(int fd, const void *data, size_t len)
 int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
 {
     if (!w || !path) {
-        st_seterr(err, errlen, "st_writer_write: no writer or path");
+        nn_errf(err, errlen, "st_writer_write: no writer or path");
         return -1;
     }
     char *json = st_writer_header(w);
     if (!json) {
-        st_seterr(err, errlen, "%s: out of memory building the header", path);
+        nn_errf(err, errlen, "%s: out of memory building the header", path);
         return -1;
     }
     /* Pad with spaces so the data block starts 8-byte aligned (8 + hlen is
@@ -728,13 +717,13 @@ int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
     size_t jlen = strlen(json);
     size_t hlen = (jlen + 7) & ~(size_t)7;
     if (hlen > ST_MAX_HEADER || 8 + hlen + w->total > ST_MAX_FILE) {
-        st_seterr(err, errlen, "%s: file would exceed the format limits", path);
+        nn_errf(err, errlen, "%s: file would exceed the format limits", path);
         free(json);
         return -1;
     }
     char *hdr = malloc(8 + hlen);
     if (!hdr) {
-        st_seterr(err, errlen, "%s: out of memory building the header", path);
+        nn_errf(err, errlen, "%s: out of memory building the header", path);
         free(json);
         return -1;
     }
@@ -747,7 +736,7 @@ int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 5);
     if (!tmp) {
-        st_seterr(err, errlen, "%s: out of memory", path);
+        nn_errf(err, errlen, "%s: out of memory", path);
         free(hdr);
         return -1;
     }
@@ -757,7 +746,7 @@ int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
     int rc = -1;
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
-        st_seterr(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
+        nn_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
         goto out;
     }
     if (st_write_all(fd, hdr, 8 + hlen) != 0)
@@ -774,7 +763,7 @@ int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
     if (cr != 0)
         goto io_error;
     if (rename(tmp, path) != 0) {
-        st_seterr(err, errlen, "%s: cannot rename %s into place: %s", path, tmp,
+        nn_errf(err, errlen, "%s: cannot rename %s into place: %s", path, tmp,
                   strerror(errno));
         unlink(tmp);
         goto out;
@@ -782,7 +771,7 @@ int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
     rc = 0;
     goto out;
 io_error:
-    st_seterr(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
+    nn_errf(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
     if (fd >= 0)
         close(fd);
     unlink(tmp);

@@ -1,3 +1,4 @@
+#include "err.h"
 #include "train.h"
 
 #include <math.h>
@@ -36,24 +37,15 @@ struct nn_trainer {
     int perm_n;
 };
 
-static void fail(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err,
                               size_t errlen)
 {
     if (cfg->batch < 1 || cfg->batch > 65536) {
-        fail(err, errlen, "train: batch %d out of range", cfg->batch);
+        nn_errf(err, errlen, "train: batch %d out of range", cfg->batch);
         return NULL;
     }
     nn_trainer *t = calloc(1, sizeof *t);
-    if (!t) { fail(err, errlen, "train: out of memory"); return NULL; }
+    if (!t) { nn_errf(err, errlen, "train: out of memory"); return NULL; }
     t->net = net;
     t->cfg = *cfg;
     int nt = cfg->threads > 0 ? cfg->threads : nn_cpu_count();
@@ -77,7 +69,7 @@ nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err,
     }
     return t;
 oom:
-    fail(err, errlen, "train: out of memory");
+    nn_errf(err, errlen, "train: out of memory");
     nn_trainer_free(t);
     return NULL;
 }

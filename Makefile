@@ -41,6 +41,9 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
 
+# Keep objects that pattern chains would otherwise delete as intermediate.
+.SECONDARY:
+
 .PHONY: all test-bins deps deps-test deps-bench data fashion run test unit integration \
         lint-spec asan train bench clean models-check
 all: $(PROGS)

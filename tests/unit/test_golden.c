@@ -13,6 +13,7 @@
 #include <cJSON.h>
 #include <cmocka.h>
 
+#include "nn/ensemble.h"
 #include "nn/net.h"
 
 static char *slurp(const char *path)
@@ -62,6 +63,29 @@ static void check_fixture(const char *fixture)
     }
     print_message("%s: %d inputs, largest |logit difference| %.2e\n", model, n, worst);
     assert_true(worst <= 1e-4);
+    /* The serving path (batch norm folded into the convolutions) gives
+     * PyTorch's probabilities too. */
+    nn_ensemble *e = nn_ensemble_load(model, err, sizeof err);
+    if (!e) fail_msg("%s: %s", model, err);
+    nn_ensemble_ws *ews = nn_ensemble_ws_create(e, n);
+    float *p = malloc(sizeof(float) * n * k);
+    nn_ensemble_forward(e, ews, x, n, p);
+    double pworst = 0;
+    for (int i = 0; i < n; i++) {
+        const cJSON *row = cJSON_GetArrayItem(logits, i);
+        double m = -1e30, sum = 0;
+        for (int j = 0; j < k; j++) m = fmax(m, cJSON_GetArrayItem(row, j)->valuedouble);
+        for (int j = 0; j < k; j++) sum += exp(cJSON_GetArrayItem(row, j)->valuedouble - m);
+        for (int j = 0; j < k; j++) {
+            double q = exp(cJSON_GetArrayItem(row, j)->valuedouble - m) / sum;
+            pworst = fmax(pworst, fabs(p[i * k + j] - q));
+        }
+    }
+    print_message("%s: serving path, largest |probability difference| %.2e\n", model, pworst);
+    assert_true(pworst <= 1e-5);
+    free(p);
+    nn_ensemble_ws_free(ews);
+    nn_ensemble_free(e);
     free(x); free(z);
     nn_ws_free(ws);
     nn_net_free(net);
@@ -71,12 +95,14 @@ static void check_fixture(const char *fixture)
 
 static void test_golden_mlp(void **s) { (void)s; check_fixture("tests/fixtures/golden_mlp.json"); }
 static void test_golden_lenet(void **s) { (void)s; check_fixture("tests/fixtures/golden_lenet.json"); }
+static void test_golden_cnn(void **s) { (void)s; check_fixture("tests/fixtures/golden_cnn.json"); }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden_mlp),
         cmocka_unit_test(test_golden_lenet),
+        cmocka_unit_test(test_golden_cnn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -135,8 +135,8 @@ asan: deps-test
 	    unit integration
 
 # ---- training and benchmarks ---------------------------------------------
-train: all
-	@$(MAKE) --no-print-directory data
+train: deps-test
+	@$(MAKE) --no-print-directory data all
 	@scripts/train-all.sh $(BUILD) $(MODELS)
 
 bench: deps-bench

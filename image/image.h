@@ -6,6 +6,12 @@
  *   bytes --img_png_decode--> gray 8-bit w x h (alpha composited)
  *         --img_prep_mnist--> 28x28 floats 0..1, ink bright on dark,
  *                              digit fitted to 20x20, centre of mass centred
+ *         --img_prep_fit-->   28x28 floats 0..1, object's longer side 28 px,
+ *                              bounding box centred (Fashion-MNIST framing)
+ *
+ * Which of the two a model wants is its weights metadata's "preprocess"
+ * ("mnist" or "fit"); callers pass that string to img_prep_by_name, so the
+ * choice lives in one place without image/ knowing about nn/.
  *
  * Errors: functions return an img_status; on failure a one-line message is
  * written into err (errlen bytes, always NUL-terminated). Nothing here
@@ -23,7 +29,8 @@ typedef enum {
     IMG_ERR_CORRUPT,   /* a PNG libpng rejects (CRC, zlib, chunks)   -> 400 */
     IMG_ERR_TOO_LARGE, /* width/height/pixels/chunks over the limits -> 413 */
     IMG_ERR_BLANK,     /* decoded, but no ink at all                 -> 422 */
-    IMG_ERR_NOMEM      /* allocation failed                          -> 500 */
+    IMG_ERR_NOMEM,     /* allocation failed                          -> 500 */
+    IMG_ERR_ARG        /* caller's mistake (unknown prep mode)       -> 500 */
 } img_status;
 
 typedef struct {
@@ -81,6 +88,25 @@ img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
  * under 8 gray levels of contrast. */
 img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
                           float out[784], char *err, size_t errlen);
+
+/* Fashion-MNIST-style preprocessing into out[28*28] in 0..1: the same
+ * polarity and blank detection as img_prep_mnist, crop to the ink's
+ * bounding box, scale the longer side to 28 px keeping aspect ratio (same
+ * area averaging, strongest pixel renormalised to 1.0), centre the box in
+ * 28x28. No centre-of-mass shift: Fashion-MNIST centred its products by
+ * bounding box and let them fill the frame.
+ * A 28x28 input whose ink box is already 24..28 px is only centred by box
+ * (halves keep it in place), not rescaled: real Fashion-MNIST images come
+ * through as value/255. Returns IMG_ERR_BLANK when there is no ink. */
+img_status img_prep_fit(const uint8_t *gray, uint32_t w, uint32_t h,
+                        float out[784], char *err, size_t errlen);
+
+/* Dispatches on a model's preprocessing name: "mnist" -> img_prep_mnist,
+ * "fit" -> img_prep_fit. Any other mode (or NULL) -> IMG_ERR_ARG with a
+ * message and out zeroed; loaders validate the name first, so at serving
+ * time this is a programming error, not a client one. */
+img_status img_prep_by_name(const char *mode, const uint8_t *gray, uint32_t w,
+                            uint32_t h, float out[784], char *err, size_t errlen);
 
 /* ---- encoding (tests, fixture tools, debugging dumps) -------------------- */
 

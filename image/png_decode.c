@@ -27,6 +27,7 @@ const char *img_status_name(img_status st)
     case IMG_ERR_TOO_LARGE: return "too_large";
     case IMG_ERR_BLANK:     return "blank_image";
     case IMG_ERR_NOMEM:     return "out_of_memory";
+    case IMG_ERR_ARG:       return "bad_argument";
     }
     return "unknown";
 }

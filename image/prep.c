@@ -19,6 +19,9 @@
  * A 28x28 input whose ink box is already MNIST-sized (12..20 px) skips the
  * rescale and the renormalisation: it only gets the polarity and the shift,
  * so a real MNIST digit comes through bit for bit (value/255).
+ *
+ * img_prep_fit shares steps 1-4 but scales to 28 px and centres the box
+ * rather than the mass: that is how Fashion-MNIST framed its products.
  */
 #include "image/image.h"
 
@@ -33,6 +36,10 @@
 #define PREP_COM 14.0
 #define PREP_MIN_CONTRAST 8          /* gray levels; below this: blank */
 #define PREP_PASS_MIN_BOX 12         /* smaller 28x28 digits get rescaled */
+/* fit: a 28x28 input whose ink box already spans this much is taken as
+ * framed (Fashion-MNIST's objects touch the frame; faint edges can keep the
+ * 10% box a pixel or two short of it) and is only centred. */
+#define PREP_FIT_PASS_MIN_BOX 24
 
 static void prep_errf(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -116,8 +123,17 @@ static float box_sum_row(const float *src, uint32_t stride, double a, double b)
     return (float)(s / (b - a));
 }
 
-img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
-                          float out[784], char *err, size_t errlen)
+/* What the steps shared by every mode found: the polarity and the box of
+ * clearly inked pixels [x0..x1] x [y0..y1]. */
+typedef struct {
+    polarity pol;
+    uint32_t x0, y0, bw, bh, longest;
+} ink_box;
+
+/* Steps 1-3: polarity, blank detection, bounding box of the ink.
+ * IMG_OK or IMG_ERR_BLANK (with a message); clears out first. */
+static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h,
+                           float out[784], ink_box *ib, char *err, size_t errlen)
 {
     if (err && errlen)
         err[0] = '\0';
@@ -172,34 +188,42 @@ img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
         }
     }
     /* maxink >= 8 guarantees at least one pixel passed */
-    uint32_t bw = x1 - x0 + 1, bh = y1 - y0 + 1;
-    uint32_t longest = bw > bh ? bw : bh;
+    ib->pol = pol;
+    ib->x0 = x0;
+    ib->y0 = y0;
+    ib->bw = x1 - x0 + 1;
+    ib->bh = y1 - y0 + 1;
+    ib->longest = ib->bw > ib->bh ? ib->bw : ib->bh;
+    return IMG_OK;
+}
 
-    if (w == PREP_SIDE && h == PREP_SIDE && longest >= PREP_PASS_MIN_BOX &&
-        longest <= PREP_BOX) {
-        /* Already MNIST-shaped: keep every pixel, only centre. */
-        float img[PREP_SIDE * PREP_SIDE];
-        for (int i = 0; i < PREP_SIDE * PREP_SIDE; i++)
-            img[i] = (float)ink_of(&pol, gray[i]) / 255.0f;
-        double cx, cy;
-        centre_of_mass(img, PREP_SIDE, PREP_SIDE, &cx, &cy);
-        int dx = round_half_in(PREP_COM - cx), dy = round_half_in(PREP_COM - cy);
-        for (int y = 0; y < PREP_SIDE; y++)
-            for (int x = 0; x < PREP_SIDE; x++) {
-                int sx = x - dx, sy = y - dy;
-                if (sx >= 0 && sx < PREP_SIDE && sy >= 0 && sy < PREP_SIDE)
-                    out[y * PREP_SIDE + x] = img[sy * PREP_SIDE + sx];
-            }
-        return IMG_OK;
-    }
+/* A 28x28 input kept pixel for pixel (ink/255), moved by (dx, dy). */
+static void copy_shifted(const uint8_t *gray, const polarity *pol, int dx, int dy,
+                         float out[784])
+{
+    for (int y = 0; y < PREP_SIDE; y++)
+        for (int x = 0; x < PREP_SIDE; x++) {
+            int sx = x - dx, sy = y - dy;
+            out[y * PREP_SIDE + x] =
+                (sx >= 0 && sx < PREP_SIDE && sy >= 0 && sy < PREP_SIDE)
+                    ? (float)ink_of(pol, gray[sy * PREP_SIDE + sx]) / 255.0f
+                    : 0.0f;
+        }
+}
 
-    /* 4. area-average the box to nw x nh, longer side PREP_BOX */
-    double scale = (double)PREP_BOX / longest;
+/* Step 4: area-averages the ink box to *nw x *nh with the longer side
+ * `side` (<= PREP_SIDE), ink renormalised so the strongest pixel is 1.0. */
+static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib,
+                            uint32_t side, float small[784], uint32_t *pnw,
+                            uint32_t *pnh, char *err, size_t errlen)
+{
+    uint32_t bw = ib->bw, bh = ib->bh;
+    double scale = (double)side / ib->longest;
     uint32_t nw = (uint32_t)lround(bw * scale), nh = (uint32_t)lround(bh * scale);
     if (nw < 1) nw = 1;
     if (nh < 1) nh = 1;
-    if (nw > PREP_BOX) nw = PREP_BOX;
-    if (nh > PREP_BOX) nh = PREP_BOX;
+    if (nw > side) nw = side;
+    if (nh > side) nh = side;
 
     /* Horizontal pass into tmp (bh rows x nw), vertical pass into small. */
     float *tmp = malloc(sizeof(float) * (size_t)bh * nw);
@@ -211,16 +235,15 @@ img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
         return IMG_ERR_NOMEM;
     }
     for (uint32_t y = 0; y < bh; y++) {
-        const uint8_t *row = gray + (size_t)(y0 + y) * w + x0;
+        const uint8_t *row = gray + (size_t)(ib->y0 + y) * w + ib->x0;
         for (uint32_t x = 0; x < bw; x++)
-            line[x] = (float)ink_of(&pol, row[x]);
+            line[x] = (float)ink_of(&ib->pol, row[x]);
         for (uint32_t i = 0; i < nw; i++) {
             double a, b;
             box_span(bw, nw, i, &a, &b);
             tmp[(size_t)y * nw + i] = box_sum_row(line, 1, a, b);
         }
     }
-    float small[PREP_BOX * PREP_BOX];
     float peak = 0;
     for (uint32_t x = 0; x < nw; x++)
         for (uint32_t j = 0; j < nh; j++) {
@@ -239,13 +262,93 @@ img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
     }
     for (uint32_t i = 0; i < nw * nh; i++)
         small[i] /= peak;
+    *pnw = nw;
+    *pnh = nh;
+    return IMG_OK;
+}
+
+static void paste(const float *small, uint32_t nw, uint32_t nh, int ox, int oy,
+                  float out[784])
+{
+    for (uint32_t y = 0; y < nh; y++)
+        for (uint32_t x = 0; x < nw; x++)
+            out[(oy + (int)y) * PREP_SIDE + ox + (int)x] = small[y * nw + x];
+}
+
+img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
+                          float out[784], char *err, size_t errlen)
+{
+    ink_box ib;
+    img_status st = find_ink(gray, w, h, out, &ib, err, errlen);
+    if (st != IMG_OK)
+        return st;
+
+    if (w == PREP_SIDE && h == PREP_SIDE && ib.longest >= PREP_PASS_MIN_BOX &&
+        ib.longest <= PREP_BOX) {
+        /* Already MNIST-shaped: keep every pixel, only centre. */
+        copy_shifted(gray, &ib.pol, 0, 0, out);
+        double cx, cy;
+        centre_of_mass(out, PREP_SIDE, PREP_SIDE, &cx, &cy);
+        copy_shifted(gray, &ib.pol, round_half_in(PREP_COM - cx),
+                     round_half_in(PREP_COM - cy), out);
+        return IMG_OK;
+    }
+
+    float small[PREP_SIDE * PREP_SIDE];
+    uint32_t nw, nh;
+    st = scale_box(gray, w, &ib, PREP_BOX, small, &nw, &nh, err, errlen);
+    if (st != IMG_OK)
+        return st;
 
     /* 5. place with the centre of mass at the centre */
     double cx, cy;
     centre_of_mass(small, (int)nw, (int)nh, &cx, &cy);
-    int ox = place(cx, (int)nw), oy = place(cy, (int)nh);
-    for (uint32_t y = 0; y < nh; y++)
-        for (uint32_t x = 0; x < nw; x++)
-            out[(oy + (int)y) * PREP_SIDE + ox + (int)x] = small[y * nw + x];
+    paste(small, nw, nh, place(cx, (int)nw), place(cy, (int)nh), out);
     return IMG_OK;
+}
+
+/* Shift bringing a box starting at o, n long, to the centre of the frame;
+ * a half-pixel ambiguity keeps the box where it is (round_half_in), so an
+ * image that is already centred by box (Fashion-MNIST) stays put. */
+static int centre_shift(uint32_t o, uint32_t n)
+{
+    return round_half_in((PREP_SIDE - (double)n) / 2.0 - (double)o);
+}
+
+img_status img_prep_fit(const uint8_t *gray, uint32_t w, uint32_t h,
+                        float out[784], char *err, size_t errlen)
+{
+    ink_box ib;
+    img_status st = find_ink(gray, w, h, out, &ib, err, errlen);
+    if (st != IMG_OK)
+        return st;
+
+    if (w == PREP_SIDE && h == PREP_SIDE && ib.longest >= PREP_FIT_PASS_MIN_BOX) {
+        /* Already framed like Fashion-MNIST: keep every pixel (faint edges
+         * outside the 10% box included), only centre the box. */
+        copy_shifted(gray, &ib.pol, centre_shift(ib.x0, ib.bw),
+                     centre_shift(ib.y0, ib.bh), out);
+        return IMG_OK;
+    }
+
+    float small[PREP_SIDE * PREP_SIDE];
+    uint32_t nw, nh;
+    st = scale_box(gray, w, &ib, PREP_SIDE, small, &nw, &nh, err, errlen);
+    if (st != IMG_OK)
+        return st;
+    paste(small, nw, nh, centre_shift(0, nw), centre_shift(0, nh), out);
+    return IMG_OK;
+}
+
+img_status img_prep_by_name(const char *mode, const uint8_t *gray, uint32_t w,
+                            uint32_t h, float out[784], char *err, size_t errlen)
+{
+    if (mode && !strcmp(mode, "mnist"))
+        return img_prep_mnist(gray, w, h, out, err, errlen);
+    if (mode && !strcmp(mode, "fit"))
+        return img_prep_fit(gray, w, h, out, err, errlen);
+    memset(out, 0, sizeof(float) * PREP_SIDE * PREP_SIDE);
+    prep_errf(err, errlen, "unknown preprocessing \"%s\" (expected \"mnist\" or \"fit\")",
+              mode ? mode : "(null)");
+    return IMG_ERR_ARG;
 }

@@ -38,6 +38,13 @@ nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errle
             nn_ensemble_free(e);
             return NULL;
         }
+        /* One image goes through one preprocessing for all members. */
+        if (strcmp(b->meta.preprocess, a->meta.preprocess)) {
+            nn_errf(err, errlen, "ensemble: member %d wants preprocess \"%s\", member 0 \"%s\"",
+                 i, b->meta.preprocess, a->meta.preprocess);
+            nn_ensemble_free(e);
+            return NULL;
+        }
     }
     /* Inference runs the folded copies: one pass fewer per batch norm. */
     for (int i = 0; i < n; i++) {

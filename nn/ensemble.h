@@ -33,7 +33,8 @@ typedef struct nn_ensemble_ws nn_ensemble_ws;
 
 /* paths: one path, or several separated by commas. NULL + err on failure. */
 nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen);
-/* Takes ownership of n nets (n >= 1). NULL + err on mismatch. */
+/* Takes ownership of n nets (n >= 1). NULL + err on mismatch (input
+ * shape, class count, or meta.preprocess: one image feeds every member). */
 nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen);
 void nn_ensemble_free(nn_ensemble *e);
 

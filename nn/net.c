@@ -153,6 +153,16 @@ char *nn_arch_to_json(const nn_layer *layers, int nlayers)
 
 /* ---- net ---------------------------------------------------------------- */
 
+const char *nn_preprocess_default(const char *dataset)
+{
+    return dataset && !strcmp(dataset, "fashion-mnist") ? "fit" : "mnist";
+}
+
+int nn_preprocess_valid(const char *s)
+{
+    return s && (!strcmp(s, "mnist") || !strcmp(s, "fit"));
+}
+
 static void meta_default(nn_meta *m, int nclasses)
 {
     memset(m, 0, sizeof *m);
@@ -257,6 +267,14 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
         }
     } else {
         meta_default(&net->meta, c);
+    }
+    net->meta.preprocess[sizeof net->meta.preprocess - 1] = '\0';
+    if (!net->meta.preprocess[0])
+        snprintf(net->meta.preprocess, sizeof net->meta.preprocess, "%s",
+                 nn_preprocess_default(net->meta.dataset));
+    if (!nn_preprocess_valid(net->meta.preprocess)) {
+        nn_errf(err, errlen, "net: preprocess \"%.15s\" is not \"mnist\" or \"fit\"", net->meta.preprocess);
+        goto bad;
     }
     if (!(net->meta.input_std > 0.0f)) { nn_errf(err, errlen, "net: input_std must be > 0"); goto bad; }
     return net;

@@ -72,7 +72,19 @@ typedef struct {
     uint64_t seed;
     int epochs;
     char name[64];          /* preset or model name, informational         */
+    char preprocess[16];    /* how callers turn an image into the input:
+                               "mnist" (fit 20 px, centre of mass) or "fit"
+                               (longer side 28 px, box centred). nn/ only
+                               stores it; image/ implements both. Empty in
+                               nn_net_create's meta: derived from dataset. */
 } nn_meta;
+
+/* The preprocessing a dataset's images were framed with: "fit" for
+ * "fashion-mnist", "mnist" for anything else (dataset may be NULL). */
+const char *nn_preprocess_default(const char *dataset);
+
+/* Nonzero when s is a preprocessing name this build knows ("mnist", "fit"). */
+int nn_preprocess_valid(const char *s);
 
 typedef struct nn_net {
     int nlayers;
@@ -102,7 +114,9 @@ char *nn_arch_to_json(const nn_layer *layers, int nlayers);
 /* Creates a net for inputs [C,H,W]: checks the layer sequence (shapes,
  * dense after flatten or on a 1x1 map, positive sizes), computes shapes and
  * offsets, allocates parameters (zeroed) and batch-norm stats (mean 0, var 1).
- * meta may be NULL (defaults: 10 classes "0".."9", mean 0, std 1).
+ * meta may be NULL (defaults: 10 classes "0".."9", mean 0, std 1, dataset
+ * "mnist", preprocess "mnist"). An empty meta->preprocess becomes
+ * nn_preprocess_default(meta->dataset); an unknown one is an error.
  * Returns NULL and fills err on failure. Free with nn_net_free. */
 nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
                       const nn_meta *meta, char *err, size_t errlen);
@@ -175,13 +189,15 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
 
 /* Saves the net: tensors in PyTorch layout and naming, __metadata__ with
  * format, format_version, arch (JSON string), input_shape, input_mean,
- * input_std, labels, dataset, test_accuracy, params, seed, epochs, name,
- * and checksum (FNV-1a 64 of the tensor data, hex). */
+ * input_std, labels, dataset, preprocess, test_accuracy, params, seed,
+ * epochs, name, and checksum (FNV-1a 64 of the tensor data, hex). */
 int nn_net_save(const nn_net *net, const char *path, char *err, size_t errlen);
 
 /* Loads and validates a weights file (header bounds, JSON, format id and
  * version, dtypes, shapes against the architecture, offsets in range and
- * non-overlapping, checksum). Returns NULL and fills err on failure. */
+ * non-overlapping, checksum, "preprocess" if present must be "mnist" or
+ * "fit"; absent (older files): derived from "dataset").
+ * Returns NULL and fills err on failure. */
 nn_net *nn_net_load(const char *path, char *err, size_t errlen);
 
 /* Same from a memory buffer (len bytes). */

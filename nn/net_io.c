@@ -112,6 +112,8 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     ok |= st_writer_meta(w, "input_range", "pixels/255, ink bright on a dark background");
     ok |= st_writer_meta(w, "labels", labels_s);
     ok |= st_writer_meta(w, "dataset", net->meta.dataset);
+    ok |= st_writer_meta(w, "preprocess", net->meta.preprocess[0] ? net->meta.preprocess
+                         : nn_preprocess_default(net->meta.dataset));
     snprintf(buf, sizeof buf, "%.6f", net->meta.test_accuracy);
     ok |= st_writer_meta(w, "test_accuracy", buf);
     snprintf(buf, sizeof buf, "%zu", net->nparams);
@@ -188,6 +190,17 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
     if (st_meta(f, "epochs") && !parse_num(st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6) meta.epochs = (int)v;
     snprintf(meta.dataset, sizeof meta.dataset, "%s", st_meta(f, "dataset") ? st_meta(f, "dataset") : "");
     snprintf(meta.name, sizeof meta.name, "%s", st_meta(f, "name") ? st_meta(f, "name") : "");
+    /* Absent in files written before the key existed: nn_net_create then
+     * derives it from the dataset. Present, it must be a known name, or
+     * the server would feed the model the wrong input distribution. */
+    const char *pre = st_meta(f, "preprocess");
+    if (pre) {
+        if (!nn_preprocess_valid(pre)) {
+            nn_errf(err, errlen, "%s: metadata \"preprocess\" is \"%.40s\"; expected \"mnist\" or \"fit\"", what, pre);
+            return NULL;
+        }
+        snprintf(meta.preprocess, sizeof meta.preprocess, "%s", pre);
+    }
     const char *lab = st_meta(f, "labels");
     cJSON *la = lab ? cJSON_Parse(lab) : NULL;
     if (!la || !cJSON_IsArray(la) || cJSON_GetArraySize(la) < 2 ||

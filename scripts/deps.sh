@@ -20,10 +20,12 @@ set -eu
 # gcc + libc6-dev + make rather than build-essential: we install without
 # recommends, and build-essential would also pull in g++ and dpkg-dev.
 # ca-certificates: curl and npm need it to speak HTTPS.
+# dataset-fashion-mnist: test_image checks img_prep_fit on real images.
 DEPS_RUN="gcc@gcc libc6-dev make@make pkg-config@pkg-config
   libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev
   ca-certificates curl@curl"
-DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats"
+DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats
+  dataset-fashion-mnist"
 DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn wrk@wrk
   libopenblas0-openmp"
 # --------------------------------------------------------------------------

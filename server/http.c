@@ -258,7 +258,11 @@ static void classify(srv_server *s, worker_ctx *ctx, int model,
     uint64_t t1 = now_ns();
     res->decode_us = (t1 - t0) / 1000;
     if (st == IMG_OK) {
-        st = img_prep_mnist(gray, w, h, ctx->x, res->msg, sizeof res->msg);
+        /* The framing the model was trained on (first member's; an
+         * ensemble's members agree, nn_ensemble checks). */
+        const nn_meta *meta = nn_ensemble_meta(s->models->m[model].ens);
+        st = img_prep_by_name(meta->preprocess, gray, w, h, ctx->x, res->msg,
+                              sizeof res->msg);
         free(gray);
     }
     uint64_t t2 = now_ns();

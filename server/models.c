@@ -244,6 +244,7 @@ static char *render_json(const srv_models *ms, size_t *len)
         else
             cJSON_AddNullToObject(o, "test_accuracy");
         cJSON_AddStringToObject(o, "dataset", meta->dataset);
+        cJSON_AddStringToObject(o, "preprocess", meta->preprocess);
         cJSON_AddStringToObject(o, "sha256", m->sha256);
         cJSON_AddNumberToObject(o, "classes", m->nclasses);
         cJSON *labels = cJSON_AddArrayToObject(o, "labels");

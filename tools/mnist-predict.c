@@ -160,7 +160,7 @@ int main(int argc, char **argv)
         if (!buf) { print_error(argv[i], "unreadable", err); failed = 1; continue; }
         img_status st = img_png_decode(buf, len, &lim, &gray, &w, &h, err, sizeof err);
         free(buf);
-        if (st == IMG_OK) st = img_prep_mnist(gray, w, h, x, err, sizeof err);
+        if (st == IMG_OK) st = img_prep_by_name(m->preprocess, gray, w, h, x, err, sizeof err);
         free(gray);
         if (st != IMG_OK) { print_error(argv[i], img_status_name(st), err); failed = 1; continue; }
         if (dump) {

@@ -278,6 +278,8 @@ int main(int argc, char **argv)
     meta.nclasses = 10;
     int fashion = !strcmp(dataset, "fashion-mnist") || !strcmp(dataset, "fashion");
     snprintf(meta.dataset, sizeof meta.dataset, "%s", fashion ? "fashion-mnist" : dataset);
+    /* Recorded so the server frames uploads the way this data was framed. */
+    snprintf(meta.preprocess, sizeof meta.preprocess, "%s", nn_preprocess_default(meta.dataset));
     for (int i = 0; i < 10; i++) {
         if (fashion) snprintf(meta.labels[i], NN_LABEL_MAX, "%s", FASHION_LABELS[i]);
         else snprintf(meta.labels[i], NN_LABEL_MAX, "%d", i);

@@ -279,13 +279,15 @@ if want_code 200; then
     want_json "all(isinstance(m.get('parameters'), int) and m['parameters'] > 0 for m in $M)"
     want_json "all(isinstance(m.get('architecture'), (str, dict, list)) and m['architecture'] for m in $M)"
     want_json "all(any('accuracy' in k and num(m[k]) and 0 < m[k] <= 1 for k in m) for m in $M)"
+    # Digit models frame uploads the MNIST way (older files derive it).
+    want_json "all(m.get('preprocess') == ('fit' if m.get('dataset') == 'fashion-mnist' else 'mnist') for m in $M)"
     for m in mlp lenet; do
         sha=$(sha256sum "$MODELS/$m.safetensors" | cut -d' ' -f1)
         want_json "[m.get('sha256') for m in $M if m.get('name') == '$m'] == ['$sha']"
     done
     default_model=$(jget "$tmp/models.json" "[m['name'] for m in $M if m.get('default') is True][0]")
 fi
-verdict "GET /v1/models lists mlp and lenet with parameters, accuracy, sha256 and one default"
+verdict "GET /v1/models lists mlp and lenet with parameters, accuracy, sha256, preprocess and one default"
 default_model=${default_model:-lenet}
 echo "# default model: $default_model"
 

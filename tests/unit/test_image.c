@@ -1099,6 +1099,184 @@ static void test_prep_upscaled_mnist_close(void **state)
     free(img);
 }
 
+/* ---- Fashion-MNIST framing (img_prep_fit) ------------------------------------ */
+
+/* A 28x28 product in Fashion-MNIST's framing: a "shirt" whose body spans
+ * all 28 rows and columns 2..25 (box centred), textured, peak 255. */
+static void fashion_like(uint8_t g[784])
+{
+    memset(g, 0, 784);
+    for (int y = 0; y < 28; y++)
+        for (int x = 2; x <= 25; x++) {
+            int sleeve = y < 12;                    /* full width up top */
+            int body = x >= 7 && x <= 20;
+            if (sleeve || body)
+                g[y * 28 + x] = (uint8_t)(150 + (x * 7 + y * 13) % 106);
+        }
+    g[5 * 28 + 10] = 255;
+}
+
+static double mean_abs_diff(const float *o, const uint8_t *g)
+{
+    double d = 0;
+    for (int i = 0; i < 784; i++)
+        d += fabs(o[i] - g[i] / 255.0);
+    return d / 784;
+}
+
+static void test_fit_fashion_like_passes_through(void **state)
+{
+    (void)state;
+    char err[200];
+    uint8_t g[784];
+    float o[784], o2[784];
+    fashion_like(g);
+    assert_int_equal(img_prep_fit(g, 28, 28, o, err, sizeof err), IMG_OK);
+    for (int i = 0; i < 784; i++)
+        assert_float_equal(o[i], g[i] / 255.0f, 1e-6);
+    /* the dispatcher picks the same function ... */
+    assert_int_equal(img_prep_by_name("fit", g, 28, 28, o2, err, sizeof err), IMG_OK);
+    assert_memory_equal(o, o2, sizeof o);
+    /* ... and "mnist" really is different: shrunk to a 20 px box */
+    assert_int_equal(img_prep_by_name("mnist", g, 28, 28, o2, err, sizeof err), IMG_OK);
+    double cx, cy;
+    int bw, bh;
+    float mx;
+    stats(o2, &cx, &cy, &bw, &bh, &mx);
+    assert_true(bh <= 21);
+    /* an unknown mode is refused with a message, not guessed */
+    err[0] = 0;
+    assert_int_equal(img_prep_by_name("digits", g, 28, 28, o2, err, sizeof err), IMG_ERR_ARG);
+    assert_non_null(strstr(err, "digits"));
+    assert_int_equal(img_prep_by_name(NULL, g, 28, 28, o2, err, sizeof err), IMG_ERR_ARG);
+    assert_string_equal(img_status_name(IMG_ERR_ARG), "bad_argument");
+}
+
+static void test_fit_off_centre_gets_centred(void **state)
+{
+    (void)state;
+    char err[200];
+    /* a 28x28 input whose 24-wide box sits at columns 0..23: moved by 2 */
+    uint8_t g[784], s[784];
+    float o[784];
+    fashion_like(g);
+    memset(s, 0, sizeof s);
+    for (int y = 0; y < 28; y++)
+        for (int x = 0; x + 2 < 28; x++)
+            s[y * 28 + x] = g[y * 28 + x + 2];
+    assert_int_equal(img_prep_fit(s, 28, 28, o, err, sizeof err), IMG_OK);
+    for (int i = 0; i < 784; i++)
+        assert_float_equal(o[i], g[i] / 255.0f, 1e-6);
+}
+
+static void test_fit_upscaled_inverted_close(void **state)
+{
+    (void)state;
+    char err[200];
+    uint8_t g[784], big[56 * 56];
+    float o[784];
+    fashion_like(g);
+    /* 2x nearest, dark product on white paper */
+    for (int y = 0; y < 56; y++)
+        for (int x = 0; x < 56; x++)
+            big[y * 56 + x] = (uint8_t)(255 - g[(y / 2) * 28 + x / 2]);
+    assert_int_equal(img_prep_fit(big, 56, 56, o, err, sizeof err), IMG_OK);
+    double d = mean_abs_diff(o, g);
+    print_message("fit, 2x inverted: mean |diff| %.5f\n", d);
+    assert_true(d < 0.01);
+    /* the digit path would have shrunk it: clearly different */
+    assert_int_equal(img_prep_mnist(big, 56, 56, o, err, sizeof err), IMG_OK);
+    assert_true(mean_abs_diff(o, g) > 0.05);
+}
+
+static void test_fit_aspect_ratio(void **state)
+{
+    (void)state;
+    char err[200];
+    float o[784];
+    double cx, cy;
+    int bw, bh;
+    float mx;
+    /* tall thin object: box 24 x ~312 px -> about 2 x 28, centred */
+    const seg one[] = {{0.3f, 0.2f, 0.3f, 0.8f}};
+    uint8_t *g = draw(480, 480, one, 1, 24, 0, 255);
+    assert_int_equal(img_prep_fit(g, 480, 480, o, err, sizeof err), IMG_OK);
+    stats(o, &cx, &cy, &bw, &bh, &mx);
+    assert_true(bh >= 27 && bh <= 28);
+    assert_true(bw >= 1 && bw <= 3);
+    assert_float_equal(mx, 1.0, 1e-6);
+    /* centred by box even though it was drawn left of centre */
+    assert_true(fabs(cx - 13.5) <= 1.0 && fabs(cy - 13.5) <= 0.6);
+    free(g);
+    /* wide 3:1 bar in a non-square image: 28 x ~9, box centred vertically */
+    const seg bar[] = {{0.2f, 0.3f, 0.8f, 0.3f}};
+    g = draw(400, 300, bar, 1, 80, 0, 255);        /* box ~320 x 80 */
+    assert_int_equal(img_prep_fit(g, 400, 300, o, err, sizeof err), IMG_OK);
+    stats(o, &cx, &cy, &bw, &bh, &mx);
+    assert_true(bw >= 27 && bw <= 28);
+    assert_true(bh >= 6 && bh <= 9);               /* 80/320*28 = 7 */
+    assert_true(fabs(cy - 13.5) <= 0.6);
+    free(g);
+}
+
+static void test_fit_blank(void **state)
+{
+    (void)state;
+    char err[200];
+    float o[784];
+    uint8_t g[64 * 64];
+    memset(g, 255, sizeof g);
+    err[0] = 0;
+    assert_int_equal(img_prep_fit(g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
+    assert_true(strlen(err) > 0);
+    g[100] = 250;                                  /* below the contrast floor */
+    assert_int_equal(img_prep_fit(g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
+    assert_int_equal(img_prep_fit(NULL, 0, 0, o, err, sizeof err), IMG_ERR_BLANK);
+    for (int i = 0; i < 784; i++)
+        assert_float_equal(o[i], 0.0, 0);
+    assert_int_equal(img_prep_by_name("fit", g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
+}
+
+/* The first 50 Fashion-MNIST test images (the Debian package
+ * dataset-fashion-mnist, a test dependency): they must pass through, as
+ * they are and inverted. Missing data fails: scripts/deps.sh installs it. */
+static void test_fit_real_fashion_passes_through(void **state)
+{
+    (void)state;
+    const char *path = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+    const int N = 50;
+    gzFile f = gzopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s: install dataset-fashion-mnist (make deps-test)", path);
+    uint8_t hdr[16];
+    static uint8_t img[50 * 784];
+    int ok = gzread(f, hdr, 16) == 16 && get32(hdr) == 0x803 && get32(hdr + 8) == 28 &&
+             get32(hdr + 12) == 28 && gzread(f, img, sizeof img) == (int)sizeof img;
+    gzclose(f);
+    if (!ok)
+        fail_msg("%s: not a 28x28 IDX image file with %d images", path, N);
+    char err[200];
+    float o[784];
+    double total = 0, total_inv = 0, worst = 0;
+    for (int k = 0; k < N; k++) {
+        const uint8_t *g = img + 784 * k;
+        assert_int_equal(img_prep_fit(g, 28, 28, o, err, sizeof err), IMG_OK);
+        double d = mean_abs_diff(o, g);
+        total += d;
+        if (d > worst)
+            worst = d;
+        uint8_t inv[784];
+        for (int i = 0; i < 784; i++)
+            inv[i] = (uint8_t)(255 - g[i]);
+        assert_int_equal(img_prep_fit(inv, 28, 28, o, err, sizeof err), IMG_OK);
+        total_inv += mean_abs_diff(o, g);
+    }
+    print_message("Fashion-MNIST through fit: mean |diff| %.5f (worst %.5f), inverted %.5f\n",
+                  total / N, worst, total_inv / N);
+    assert_true(total / N < 0.02);
+    assert_true(total_inv / N < 0.02);
+}
+
 static void test_status_names(void **state)
 {
     (void)state;
@@ -1140,6 +1318,12 @@ int main(void)
         cmocka_unit_test(test_prep_idempotent_on_synthetic_mnist),
         cmocka_unit_test(test_prep_real_mnist_passes_through),
         cmocka_unit_test(test_prep_upscaled_mnist_close),
+        cmocka_unit_test(test_fit_fashion_like_passes_through),
+        cmocka_unit_test(test_fit_off_centre_gets_centred),
+        cmocka_unit_test(test_fit_upscaled_inverted_close),
+        cmocka_unit_test(test_fit_aspect_ratio),
+        cmocka_unit_test(test_fit_blank),
+        cmocka_unit_test(test_fit_real_fashion_passes_through),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -605,6 +605,91 @@ static void test_weights_corruption(void **s)
     nn_net_free(net);
 }
 
+/* Copies the weights file src to dst with metadata key `key` set to val
+ * (NULL: dropped, as in files written before the key existed). */
+static void rewrite_meta(const char *src, const char *dst, const char *key, const char *val)
+{
+    char err[256];
+    st_file *f = st_read(src, err, sizeof err);
+    if (!f) fail_msg("%s", err);
+    st_writer *w = st_writer_create();
+    assert_non_null(w);
+    for (int i = 0; i < f->ntensors; i++) {
+        const st_tensor *t = &f->tensors[i];
+        assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+    }
+    for (int i = 0; i < f->nmeta; i++) {
+        const char *k = f->meta_keys[i], *v = f->meta_vals[i];
+        if (!strcmp(k, key)) {
+            if (!val) continue;
+            v = val;
+        }
+        assert_int_equal(st_writer_meta(w, k, v), 0);
+    }
+    assert_int_equal(st_writer_write(w, dst, err, sizeof err), 0);
+    st_writer_free(w);
+    st_free(f);
+}
+
+static void test_weights_preprocess(void **s)
+{
+    (void)s;
+    char path[160], p2[160], err[512];
+    nn_net *a = make_net(ARCH_SMALL, 1, 8, 8, 5);
+    assert_string_equal(a->meta.preprocess, "mnist");      /* default meta */
+    snprintf(a->meta.preprocess, sizeof a->meta.preprocess, "fit");
+    snprintf(path, sizeof path, "%s/fit.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(a, path, err, sizeof err), 0);
+    nn_net *b = nn_net_load(path, err, sizeof err);
+    if (!b) fail_msg("load: %s", err);
+    assert_string_equal(b->meta.preprocess, "fit");
+    nn_net_free(b);
+
+    /* An older file without the key: derived from the dataset. */
+    snprintf(p2, sizeof p2, "%s/old.safetensors", tmpdir);
+    rewrite_meta(path, p2, "preprocess", NULL);
+    b = nn_net_load(p2, err, sizeof err);
+    if (!b) fail_msg("load: %s", err);
+    assert_string_equal(b->meta.preprocess, "mnist");       /* dataset mnist */
+    nn_net_free(b);
+    char p3[160];
+    snprintf(p3, sizeof p3, "%s/oldf.safetensors", tmpdir);
+    rewrite_meta(p2, p3, "dataset", "fashion-mnist");
+    b = nn_net_load(p3, err, sizeof err);
+    if (!b) fail_msg("load: %s", err);
+    assert_string_equal(b->meta.preprocess, "fit");
+    nn_net_free(b);
+
+    /* An unknown or over-long value is refused, not guessed. */
+    rewrite_meta(path, p2, "preprocess", "digits");
+    expect_refused(p2, "preprocess");
+    rewrite_meta(path, p2, "preprocess", "");
+    expect_refused(p2, "preprocess");
+    rewrite_meta(path, p2, "preprocess", "fitfitfitfitfitfitfit");
+    expect_refused(p2, "preprocess");
+
+    /* nn_net_create checks it too; an empty one follows the dataset. */
+    nn_meta m = a->meta;
+    snprintf(m.preprocess, sizeof m.preprocess, "bogus");
+    assert_null(nn_net_create(a->layers, a->nlayers, 1, 8, 8, &m, err, sizeof err));
+    assert_non_null(strstr(err, "preprocess"));
+    m.preprocess[0] = 0;
+    snprintf(m.dataset, sizeof m.dataset, "fashion-mnist");
+    b = nn_net_create(a->layers, a->nlayers, 1, 8, 8, &m, err, sizeof err);
+    if (!b) fail_msg("create: %s", err);
+    assert_string_equal(b->meta.preprocess, "fit");
+    assert_string_equal(nn_preprocess_default("fashion-mnist"), "fit");
+    assert_string_equal(nn_preprocess_default("mnist"), "mnist");
+    assert_string_equal(nn_preprocess_default(NULL), "mnist");
+
+    /* An ensemble feeds one image to every member: framings must agree. */
+    nn_net *c = make_net(ARCH_SMALL, 1, 8, 8, 6);          /* "mnist" */
+    nn_net *nets[2] = {b, c};
+    assert_null(nn_ensemble_from_nets(nets, 2, err, sizeof err));
+    assert_non_null(strstr(err, "preprocess"));   /* b and c are freed by it */
+    nn_net_free(a);
+}
+
 static void test_arch_errors(void **s)
 {
     (void)s;
@@ -751,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_arch_errors),
         cmocka_unit_test(test_weights_round_trip),
         cmocka_unit_test(test_weights_corruption),
+        cmocka_unit_test(test_weights_preprocess),
         cmocka_unit_test(test_ensemble_mean),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_training_smoke),

@@ -1,5 +1,6 @@
 /* png_decode.c - untrusted PNG bytes -> 8-bit gray, with limits checked
  * before any image-sized allocation. See image.h for the contract. */
+#include "image/errf.h"
 #include "image/image.h"
 
 #include <png.h>
@@ -32,7 +33,7 @@ const char *img_status_name(img_status st)
     return "unknown";
 }
 
-static void img_errf(char *err, size_t errlen, const char *fmt, ...)
+void img_errf(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || errlen == 0)
         return;

@@ -23,6 +23,7 @@
  * img_prep_fit shares steps 1-4 but scales to 28 px and centres the box
  * rather than the mass: that is how Fashion-MNIST framed its products.
  */
+#include "image/errf.h"
 #include "image/image.h"
 
 #include <math.h>
@@ -40,16 +41,6 @@
  * framed (Fashion-MNIST's objects touch the frame; faint edges can keep the
  * 10% box a pixel or two short of it) and is only centred. */
 #define PREP_FIT_PASS_MIN_BOX 24
-
-static void prep_errf(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 typedef struct {
     int light;   /* background lighter than the ink */
@@ -139,7 +130,7 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h,
         err[0] = '\0';
     memset(out, 0, sizeof(float) * PREP_SIDE * PREP_SIDE);
     if (!gray || w == 0 || h == 0) {
-        prep_errf(err, errlen, "empty image (%ux%u)", (unsigned)w, (unsigned)h);
+        img_errf(err, errlen, "empty image (%ux%u)", (unsigned)w, (unsigned)h);
         return IMG_ERR_BLANK;
     }
 
@@ -152,7 +143,7 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h,
     while (hist[lo] == 0) lo++;
     while (hist[hi] == 0) hi--;
     if (hi - lo < PREP_MIN_CONTRAST) {
-        prep_errf(err, errlen, "no ink: the image is a single tone (%d..%d)", lo, hi);
+        img_errf(err, errlen, "no ink: the image is a single tone (%d..%d)", lo, hi);
         return IMG_ERR_BLANK;
     }
     for (uint32_t x = 0; x < w; x++) {
@@ -172,7 +163,7 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h,
     /* 2-3. strongest ink, then the box of clearly inked pixels */
     int maxink = pol.light ? pol.bg - lo : hi - pol.bg;
     if (maxink < PREP_MIN_CONTRAST) {
-        prep_errf(err, errlen, "no ink: nothing stands out from the background");
+        img_errf(err, errlen, "no ink: nothing stands out from the background");
         return IMG_ERR_BLANK;
     }
     uint32_t x0 = w, x1 = 0, y0 = h, y1 = 0;
@@ -231,7 +222,7 @@ static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib,
     if (!tmp || !line) {
         free(tmp);
         free(line);
-        prep_errf(err, errlen, "out of memory scaling a %ux%u box", (unsigned)bw, (unsigned)bh);
+        img_errf(err, errlen, "out of memory scaling a %ux%u box", (unsigned)bw, (unsigned)bh);
         return IMG_ERR_NOMEM;
     }
     for (uint32_t y = 0; y < bh; y++) {
@@ -257,7 +248,7 @@ static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib,
     free(tmp);
     free(line);
     if (!(peak > 0)) {
-        prep_errf(err, errlen, "no ink left after scaling");
+        img_errf(err, errlen, "no ink left after scaling");
         return IMG_ERR_BLANK;
     }
     for (uint32_t i = 0; i < nw * nh; i++)
@@ -348,7 +339,7 @@ img_status img_prep_by_name(const char *mode, const uint8_t *gray, uint32_t w,
     if (mode && !strcmp(mode, "fit"))
         return img_prep_fit(gray, w, h, out, err, errlen);
     memset(out, 0, sizeof(float) * PREP_SIDE * PREP_SIDE);
-    prep_errf(err, errlen, "unknown preprocessing \"%s\" (expected \"mnist\" or \"fit\")",
+    img_errf(err, errlen, "unknown preprocessing \"%s\" (expected \"mnist\" or \"fit\")",
               mode ? mode : "(null)");
     return IMG_ERR_ARG;
 }

@@ -14,55 +14,16 @@ tests/unit/test_golden.c reproduces the logits with the C forward pass.
 """
 import json
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
-from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (hlen,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + hlen])
-    meta = header.pop("__metadata__", {})
-    data = raw[8 + hlen:]
-    tensors = {}
-    for name, t in header.items():
-        b, e = t["data_offsets"]
-        dt = {"F32": np.float32, "I64": np.int64}[t["dtype"]]
-        arr = np.frombuffer(data[b:e], dtype=dt).reshape(t["shape"])
-        tensors[name] = torch.from_numpy(arr.copy())
-    return meta, tensors
-
-
-def build(arch, in_c):
-    mods, c = [], in_c
-    for L in arch:
-        t = L["type"]
-        if t == "conv2d":
-            mods.append(nn.Conv2d(c, L["out"], L["k"], stride=L.get("stride", 1), padding=L.get("pad", 0)))
-            c = L["out"]
-        elif t == "dense":
-            mods.append(("dense", L))
-            c = L["out"]
-        elif t == "maxpool":
-            mods.append(nn.MaxPool2d(L["k"], stride=L.get("stride", L["k"])))
-        elif t == "relu":
-            mods.append(nn.ReLU())
-        elif t == "dropout":
-            mods.append(nn.Dropout(L.get("p", 0.5)))
-        elif t == "flatten":
-            mods.append(nn.Flatten())
-        elif t == "batchnorm":
-            mods.append(("bn", L))
-        else:
-            raise SystemExit("unknown layer type " + t)
-    return mods
+# The PyTorch side of the benchmark already reads our weights files and
+# builds the equivalent Sequential; the golden data uses the same code.
+sys.path.insert(0, os.path.join(ROOT, "bench", "peer"))
+from common import build, read_safetensors  # noqa: E402
 
 
 def main():
@@ -81,19 +42,7 @@ def main():
         arch = json.loads(meta["arch"])
         c, h, w = json.loads(meta["input_shape"])
         mean, std = float(meta["input_mean"]), float(meta["input_std"])
-        # Build with shapes known: walk a dummy tensor through the layers.
-        mods, x = [], torch.zeros(1, c, h, w)
-        for L, m in zip(arch, build(arch, c)):
-            if isinstance(m, tuple) and m[0] == "dense":
-                m = nn.Linear(x.shape[1], L["out"])
-            elif isinstance(m, tuple):
-                m = nn.BatchNorm2d(x.shape[1], eps=L.get("eps", 1e-5), momentum=L.get("momentum", 0.1)) \
-                    if x.dim() == 4 else nn.BatchNorm1d(x.shape[1], eps=L.get("eps", 1e-5),
-                                                        momentum=L.get("momentum", 0.1))
-            m.eval()
-            x = m(x)
-            mods.append(m)
-        model = nn.Sequential(*mods)
+        model = build(arch, (c, h, w))
         model.load_state_dict(tensors, strict=True)
         model.eval()
         xin = torch.from_numpy(inputs.astype(np.float32) / 255.0).reshape(-1, c, h, w)

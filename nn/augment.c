@@ -7,7 +7,7 @@
 
 void nn_affine_identity(nn_affine *a)
 {
-    a->rot_deg = 0.0f; a->scale = 1.0f; a->dx = 0.0f; a->dy = 0.0f;
+    a->rot_deg = 0.0f; a->scale = 1.0f; a->dx = 0.0f; a->dy = 0.0f; a->flip = 0;
 }
 
 static float sample(const float *img, int h, int w, float x, float y)
@@ -29,11 +29,22 @@ static int is_identity(const nn_affine *a)
     return a->rot_deg == 0.0f && a->scale == 1.0f && a->dx == 0.0f && a->dy == 0.0f;
 }
 
+static void mirror(float *img, int h, int w)
+{
+    for (int y = 0; y < h; y++)
+        for (int x = 0, r = w - 1; x < r; x++, r--) {
+            float t = img[y * w + x];
+            img[y * w + x] = img[y * w + r];
+            img[y * w + r] = t;
+        }
+}
+
 void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
                      const nn_affine *a)
 {
     if (is_identity(a)) {
         for (int i = 0; i < h * w; i++) dst[i] = src[i] * (1.0f / 255.0f);
+        if (a->flip) mirror(dst, h, w);
         return;
     }
     float th = a->rot_deg * 3.14159265358979f / 180.0f;
@@ -54,6 +65,7 @@ void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
                 }
             dst[y * w + x] = v * (1.0f / 255.0f);
         }
+    if (a->flip) mirror(dst, h, w);
 }
 
 void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
@@ -66,12 +78,14 @@ void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
     a->scale = 1.0f + (2.0f * u1 - 1.0f) * cfg->max_zoom;
     a->dx = (2.0f * u2 - 1.0f) * cfg->max_shift * 28.0f;
     a->dy = (2.0f * u3 - 1.0f) * cfg->max_shift * 28.0f;
+    /* Slot k+4: the first four draws stay what they were before flips. */
+    a->flip = cfg->flip_prob > 0.0f && nn_hash_uniform(seed, k + 4) < cfg->flip_prob;
 }
 
 int nn_aug_is_identity(const nn_aug_cfg *cfg)
 {
     return cfg->max_rot == 0.0f && cfg->max_zoom == 0.0f && cfg->max_shift == 0.0f &&
-           cfg->elastic_alpha == 0.0f;
+           cfg->elastic_alpha == 0.0f && cfg->flip_prob == 0.0f;
 }
 
 /* Separable Gaussian blur of f [h*w] in place, tmp [h*w]. */

@@ -17,6 +17,7 @@ typedef struct {
     float rot_deg;   /* counter-clockwise degrees                          */
     float scale;     /* > 1 enlarges                                        */
     float dx, dy;    /* shift in pixels (right, down)                      */
+    int flip;        /* non-zero: mirror left-right after the rest         */
 } nn_affine;
 
 typedef struct {
@@ -24,6 +25,8 @@ typedef struct {
     float max_zoom;   /* fraction, scale uniform in [1-z, 1+z]             */
     float max_shift;  /* fraction of width/height, uniform                 */
     float elastic_alpha, elastic_sigma; /* 0 alpha = no elastic distortion */
+    float flip_prob;  /* probability of a left-right mirror (0 = never);
+                         for objects, never for digits                     */
 } nn_aug_cfg;
 
 void nn_affine_identity(nn_affine *a);

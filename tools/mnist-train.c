@@ -70,6 +70,8 @@ static void usage(FILE *f)
         "  --ema X            moving average of weights, e.g. 0.999 (0 = off)\n"
         "  --aug R,Z,S        augmentation: max rotation deg, zoom fraction, shift fraction\n"
         "  --elastic A,S      elastic distortion alpha and sigma (pixels)\n"
+        "  --flip P           mirror images left-right with probability P (objects,\n"
+        "                     not digits; default 0)\n"
         "  --no-aug           no augmentation\n"
         "  --seed N           random seed (default 1)\n"
         "  --threads N        training threads (default: all CPUs)\n"
@@ -146,7 +148,7 @@ int main(int argc, char **argv)
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam";
     int epochs = -1, batch = -1, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0;
     double lr = -1, gamma = -1, step = -1, warmup = -1, wd = -1, ls = -1, ema = -1;
-    const char *aug_s = NULL, *elastic_s = NULL;
+    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -170,6 +172,7 @@ int main(int argc, char **argv)
         else if (ARG("--ema")) ema = atof(v);
         else if (ARG("--aug")) aug_s = v;
         else if (ARG("--elastic")) elastic_s = v;
+        else if (ARG("--flip")) flip_s = v;
         else if (ARG("--seed")) seed = strtoull(v, NULL, 10);
         else if (ARG("--threads")) threads = atoi(v);
         else if (ARG("--val")) val = atoi(v);
@@ -257,6 +260,15 @@ int main(int argc, char **argv)
     if (elastic_s && sscanf(elastic_s, "%f,%f", &cfg.aug.elastic_alpha, &cfg.aug.elastic_sigma) != 2) {
         fprintf(stderr, "mnist-train: --elastic wants ALPHA,SIGMA e.g. 34,4\n");
         return 2;
+    }
+    if (flip_s) {
+        char *end;
+        double p = strtod(flip_s, &end);
+        if (end == flip_s || *end || !(p >= 0 && p <= 1)) {
+            fprintf(stderr, "mnist-train: --flip wants a probability from 0 to 1\n");
+            return 2;
+        }
+        cfg.aug.flip_prob = (float)p;
     }
     if (no_aug) memset(&cfg.aug, 0, sizeof cfg.aug);
     if (cfg.sched.kind == NN_SCHED_STEP && cfg.sched.step <= 0) cfg.sched.step = 5;

@@ -768,6 +768,39 @@ static void test_augment(void **s)
     nn_affine_apply(a, img, 28, 28, &t);
     assert_float_equal(a[10 * 28 + 12], img[11 * 28 + 10] / 255.0f, 1e-6);
     assert_float_equal(a[27 * 28 + 0], 0.0f, 0);
+
+    /* Flip probability 1 mirrors every image exactly and nothing else. */
+    nn_aug_cfg fl = {0};
+    fl.flip_prob = 1.0f;
+    assert_false(nn_aug_is_identity(&fl));
+    nn_augment(a, img, 28, 28, &fl, 7, 42, scratch);
+    for (int y = 0; y < 28; y++)
+        for (int x = 0; x < 28; x++) assert_float_equal(a[y * 28 + x], img[y * 28 + 27 - x] / 255.0f, 0);
+    /* A flip combined with a shift: mirror of the shifted image. */
+    nn_affine_identity(&t);
+    t.dx = 3;
+    nn_affine_apply(b, img, 28, 28, &t);
+    t.flip = 1;
+    nn_affine_apply(a, img, 28, 28, &t);
+    for (int y = 0; y < 28; y++)
+        for (int x = 0; x < 28; x++) assert_float_equal(a[y * 28 + x], b[y * 28 + 27 - x], 0);
+    /* Adding flips leaves the other draws unchanged (old runs reproduce),
+     * and p = 0.5 flips about half the images. */
+    int flips = 0;
+    nn_aug_cfg half = cfg;
+    half.flip_prob = 0.5f;
+    for (uint64_t c = 0; c < 2000; c++) {
+        nn_affine p0, p1;
+        nn_aug_sample(&p0, &cfg, 9, c);
+        nn_aug_sample(&p1, &half, 9, c);
+        assert_int_equal(p0.flip, 0);
+        assert_float_equal(p0.rot_deg, p1.rot_deg, 0);
+        assert_float_equal(p0.scale, p1.scale, 0);
+        assert_float_equal(p0.dx, p1.dx, 0);
+        assert_float_equal(p0.dy, p1.dy, 0);
+        flips += p1.flip;
+    }
+    assert_in_range(flips, 900, 1100);
 }
 
 /* Short training: a few thousand images, one epoch, well above chance;

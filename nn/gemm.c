@@ -62,14 +62,50 @@ typedef ptrdiff_t idx;
 
 /* One micro-kernel: C[r, nr] (=|+=) alpha * A[r, kc] B[kc, nr] (+ beta C),
  * r fixed by the kernel. a: packed sliver, k-major with the path's MR
- * stride; b: rows of the B panel ldb floats apart, at least v*VL readable
- * columns; nr <= v*VL columns are stored. beta == 0: C is not read. */
+ * stride; b: rows of the B panel ldb floats apart, or, with ro != NULL, row
+ * k at b + ro[k]; at least v*VL readable columns; nr <= v*VL columns are
+ * stored. beta == 0: C is not read. */
 typedef void (*gemm_kernel)(int kc, const float *a, const float *b, idx ldb,
-                            float *c, idx ldc, float alpha, float beta,
-                            int nr);
+                            const idx *ro, float *c, idx ldc, float alpha,
+                            float beta, int nr);
 /* Dot-product kernel: out[j] = sum_k a[k] * b[j*ldb + k], j < nb <= 4. */
 typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
                          int nb, float *out);
+
+/* The k loop of a micro-kernel, B row u of the current step at ROWU;
+ * STEP advances B past KU rows, STEP1 past one. */
+#define GEMM_KLOOP(VT, VL, BC, FM, AS, R, V, ROWU, STEP, STEP1)               \
+    {                                                                         \
+        for (; k + KU <= kc; k += KU) {                                       \
+            _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++) {            \
+                VT bv[V];                                                     \
+                const float *bu = ROWU;                                       \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
+                    memcpy(&bv[v], bu + v * VL, sizeof(VT));                  \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {         \
+                    VT ar = BC(a[u * AS + r]);                                \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)       \
+                        acc[u][r][v] = FM(ar, bv[v], acc[u][r][v]);           \
+                }                                                             \
+            }                                                                 \
+            a += KU * AS;                                                     \
+            STEP;                                                             \
+        }                                                                     \
+        for (; k < kc; k++) {                                                 \
+            VT bv[V];                                                         \
+            const int u = 0;                                                  \
+            const float *bu = ROWU;                                           \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
+                memcpy(&bv[v], bu + v * VL, sizeof(VT));                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {             \
+                VT ar = BC(a[r]);                                             \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
+                    acc[0][r][v] = FM(ar, bv[v], acc[0][r][v]);               \
+            }                                                                 \
+            a += AS;                                                          \
+            STEP1;                                                            \
+        }                                                                     \
+    }
 
 /* ---- the micro-kernel template ------------------------------------------
  * VT: vector type of VL floats; BC(x): broadcast; FM(a,b,c): a*b+c (fused
@@ -78,8 +114,8 @@ typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
 #define GEMM_DEFINE_KERNEL(NAME, ATTR, VT, VL, BC, FM, AS, R, V)              \
     ATTR static void NAME(int kc, const float *restrict a,                    \
                           const float *restrict b, idx ldb,                   \
-                          float *restrict c, idx ldc, float alpha,            \
-                          float beta, int nr)                                 \
+                          const idx *restrict ro, float *restrict c,          \
+                          idx ldc, float alpha, float beta, int nr)           \
     {                                                                         \
         enum { KU = (R) * (V) >= 8 ? 1 : (R) * (V) >= 4 ? 2                   \
                     : (R) * (V) >= 2 ? 4 : 8 };                               \
@@ -95,32 +131,11 @@ typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
             acc[u][r][v] = BC(0.0f);                                          \
         int k = 0;                                                            \
-        for (; k + KU <= kc; k += KU) {                                       \
-            _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++) {            \
-                VT bv[V];                                                     \
-                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
-                    memcpy(&bv[v], b + u * ldb + v * VL, sizeof(VT));         \
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {         \
-                    VT ar = BC(a[u * AS + r]);                                \
-                    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)       \
-                        acc[u][r][v] = FM(ar, bv[v], acc[u][r][v]);           \
-                }                                                             \
-            }                                                                 \
-            a += KU * AS;                                                     \
-            b += KU * ldb;                                                    \
-        }                                                                     \
-        for (; k < kc; k++) {                                                 \
-            VT bv[V];                                                         \
-            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
-                memcpy(&bv[v], b + v * VL, sizeof(VT));                       \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {             \
-                VT ar = BC(a[r]);                                             \
-                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
-                    acc[0][r][v] = FM(ar, bv[v], acc[0][r][v]);               \
-            }                                                                 \
-            a += AS;                                                          \
-            b += ldb;                                                         \
-        }                                                                     \
+        if (ro)                                                               \
+            GEMM_KLOOP(VT, VL, BC, FM, AS, R, V, b + ro[u], ro += KU, ro++)   \
+        else                                                                  \
+            GEMM_KLOOP(VT, VL, BC, FM, AS, R, V, b + u * ldb, b += KU * ldb,  \
+                       b += ldb)                                              \
         _Pragma("GCC unroll 8") for (int u = 1; u < KU; u++)                  \
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                   \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
@@ -557,11 +572,12 @@ static int b_in_place(idx ldb, int mc, int mr)
 
 /* ---- drivers ------------------------------------------------------------ */
 /* packb != NULL: B is not a matrix but a callback that packs each panel
- * (nn_gemm_packed); B, ldb and tb are then unused. */
+ * (nn_gemm_packed); B, ldb and tb are then unused. roff != NULL: row k of
+ * B is at B + roff[k], read in place (nn_gemm_rows); ldb and tb unused. */
 static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                          int M, int N, int K, float alpha, const float *A,
-                         idx lda, const float *B, idx ldb, float beta,
-                         float *C, idx ldc, nn_gemm_pack_fn packb,
+                         idx lda, const float *B, idx ldb, const idx *roff,
+                         float beta, float *C, idx ldc, nn_gemm_pack_fn packb,
                          void *ctx)
 {
     const int mr = p->mr, vl = p->vl, nrf = 2 * vl;
@@ -586,8 +602,13 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                 int nr = N - j0 < nrf ? N - j0 : nrf;
                 int nv = nr > vl ? 2 : 1;
                 const float *bp;
+                const idx *ro = NULL;
                 idx bs;
-                if (packb) {
+                if (roff) {
+                    bp = B + j0;
+                    ro = roff + k0;
+                    bs = 0;
+                } else if (packb) {
                     packb(ctx, k0, kc, j0, nr, nv * vl, bpack);
                     bp = bpack;
                     bs = nv * vl;
@@ -602,7 +623,7 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                 for (int s = 0; s < mc; s += mr) {
                     int rows = mc - s < mr ? mc - s : mr;
                     p->kernels[rows - 1][nv - 1](
-                        kc, apack + (idx)s * kc, bp, bs,
+                        kc, apack + (idx)s * kc, bp, bs, ro,
                         C + (idx)(i0 + s) * ldc + j0, ldc, alpha, bet, nr);
                 }
             }
@@ -652,8 +673,8 @@ void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
         gemm_simple(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_blocked(p, ws, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                 NULL, NULL);
+    gemm_blocked(p, ws, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C,
+                 ldc, NULL, NULL);
 }
 
 /* No packing memory: panels of at most PK rows packed on the stack, then
@@ -697,7 +718,32 @@ void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
         return;
     }
     gemm_blocked(&paths[nn_gemm_get_path()], ws, ta, 0, M, N, K, alpha, A, lda,
-                 NULL, 0, beta, C, ldc, packb, ctx);
+                 NULL, 0, NULL, beta, C, ldc, packb, ctx);
+}
+
+void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, const ptrdiff_t *roff, float beta, float *C,
+                  int ldc)
+{
+    if (M <= 0 || N <= 0) return;
+    if (K <= 0 || alpha == 0.0f) {
+        gemm_scale(M, N, beta, C, ldc);
+        return;
+    }
+    float *ws = gemm_ws();
+    if (!ws) {
+        /* No packing memory: plain loops, rows read in order. */
+        gemm_scale(M, N, beta, C, ldc);
+        for (int i = 0; i < M; i++)
+            for (int k = 0; k < K; k++) {
+                const float a = alpha * A[(idx)i * lda + k], *b = B + roff[k];
+                float *c = C + (idx)i * ldc;
+                for (int j = 0; j < N; j++) c[j] += a * b[j];
+            }
+        return;
+    }
+    gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda,
+                 B, 0, roff, beta, C, ldc, NULL, NULL);
 }
 
 int nn_gemm_panel_width(void)

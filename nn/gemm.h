@@ -14,6 +14,8 @@
 #ifndef NN_GEMM_H
 #define NN_GEMM_H
 
+#include <stddef.h>
+
 void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb,
              float beta, float *C, int ldc);
@@ -36,6 +38,15 @@ typedef void (*nn_gemm_pack_fn)(void *ctx, int k0, int kc, int j0, int nr,
 void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
                     int lda, nn_gemm_pack_fn packb, void *ctx, float beta,
                     float *C, int ldc);
+/* B (K x N, not transposed) given row by row: row k starts at B + roff[k],
+ * its columns contiguous. Nothing is packed, so B may be a set of shifted
+ * views of one buffer: a convolution's im2col rows over a zero-bordered
+ * image. Every row must have N rounded up to nn_gemm_panel_width() (32
+ * suffices on every path) readable floats: the columns past N are read and
+ * never used. Same contract as nn_gemm otherwise. */
+void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, const ptrdiff_t *roff, float beta, float *C,
+                  int ldc);
 /* Widest panel nn_gemm_packed asks for on the current path (16 or 32). */
 int nn_gemm_panel_width(void);
 

@@ -1,5 +1,6 @@
 #include "layers.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #include "gemm.h"
@@ -428,10 +429,111 @@ static int dx_as_conv(const nn_conv_shape *cs)
            (size_t)cs->H * cs->W * 4 <= (size_t)cs->OH * cs->OW * 5;
 }
 
+/* ---- one image: shifted rows, nothing packed ------------------------------
+ * The image, zero-bordered and split into its s x s stride phases
+ * (phase (a,b) holds padded pixels (s*i+a, s*j+b)), makes every im2col row
+ * (c,ki,kj) a contiguous run of one phase plane: output (oh,ow) reads
+ * phase (ki%s, kj%s) at (oh + ki/s, ow + kj/s). Computing Wq output
+ * columns per row instead of OW (the extra ones are garbage, dropped by
+ * the epilogue) makes the row a single run starting at a fixed offset, so
+ * nn_gemm_rows reads B in place: no im2col, no panel packing. A profile of
+ * batch-1 inference of the big CNN had packing at a third of the time. */
+struct shifted {
+    int Hq, Wq;        /* phase plane size                                 */
+    size_t plane;      /* Hq * Wq                                          */
+    size_t nx;         /* floats of the phase buffer, slack included       */
+    size_t N;          /* GEMM columns: OH * Wq                            */
+};
+
+static void shifted_geom(struct shifted *g, const nn_conv_shape *cs)
+{
+    const int s = cs->s, Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p;
+    g->Hq = (Hp + s - 1) / s;
+    g->Wq = (Wp + s - 1) / s;
+    g->plane = (size_t)g->Hq * g->Wq;
+    g->N = (size_t)cs->OH * g->Wq;
+    /* Last row's offset plus a panel-rounded run (32 covers every path). */
+    size_t kmax = (size_t)(cs->k - 1) / s;
+    size_t last = (size_t)(s * s - 1) * cs->C * g->plane + (size_t)(cs->C - 1) * g->plane +
+                  kmax * g->Wq + kmax;
+    size_t need = last + (g->N + 31) / 32 * 32;
+    size_t have = (size_t)s * s * cs->C * g->plane;
+    g->nx = need > have ? need : have;
+}
+
+/* Scratch floats: phases, row offsets (ptrdiff_t, rounded to floats, plus
+ * alignment slack), output before the epilogue. */
+static size_t shifted_scratch(const nn_conv_shape *cs)
+{
+    struct shifted g;
+    shifted_geom(&g, cs);
+    size_t K = (size_t)cs->C * cs->k * cs->k;
+    size_t ro = (K * sizeof(ptrdiff_t) + sizeof(ptrdiff_t)) / sizeof(float) + 1;
+    return g.nx + ro + (size_t)cs->O * g.N;
+}
+
+static void conv_forward_shifted(float *y, const float *x, const float *w, const float *b,
+                                 const nn_conv_shape *cs, float *scratch, int relu)
+{
+    struct shifted g;
+    shifted_geom(&g, cs);
+    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
+    const int K = C * k * k, OH = cs->OH, OW = cs->OW, Wq = g.Wq, Hq = g.Hq;
+    float *xq = scratch;
+    uintptr_t ra = (uintptr_t)(xq + g.nx);
+    ra = (ra + sizeof(ptrdiff_t) - 1) / sizeof(ptrdiff_t) * sizeof(ptrdiff_t);
+    ptrdiff_t *roff = (ptrdiff_t *)ra;
+    float *out = (float *)(roff + K) + 1;
+    /* Phases: pixel (s*i+a-p, s*j+bb-p) of x, zero outside. */
+    float *d = xq;
+    for (int a = 0; a < s; a++)
+        for (int bb = 0; bb < s; bb++)
+            for (int c = 0; c < C; c++) {
+                const float *xc = x + (size_t)c * H * W;
+                for (int i = 0; i < Hq; i++, d += Wq) {
+                    int h = s * i + a - p;
+                    if (h < 0 || h >= H) {
+                        memset(d, 0, sizeof(float) * Wq);
+                        continue;
+                    }
+                    const float *xr = xc + (size_t)h * W;
+                    if (s == 1) {
+                        for (int j = 0; j < p && j < Wq; j++) d[j] = 0.0f;
+                        memcpy(d + p, xr, sizeof(float) * W);
+                        for (int j = p + W; j < Wq; j++) d[j] = 0.0f;
+                        continue;
+                    }
+                    for (int j = 0; j < Wq; j++) {
+                        int ww = s * j + bb - p;
+                        d[j] = ww >= 0 && ww < W ? xr[ww] : 0.0f;
+                    }
+                }
+            }
+    memset(d, 0, sizeof(float) * (g.nx - (size_t)(d - xq)));
+    int r = 0;
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++)
+                roff[r++] = (ptrdiff_t)(((size_t)(ki % s) * s + kj % s) * C + c) * g.plane +
+                            (ptrdiff_t)(ki / s) * Wq + kj / s;
+    nn_gemm_rows(cs->O, (int)g.N, K, 1.0f, w, K, xq, roff, 0.0f, out, (int)g.N);
+    /* Drop the extra columns; bias and ReLU on the way. */
+    for (int o = 0; o < cs->O; o++) {
+        const float bo = b ? b[o] : 0.0f;
+        for (int oh = 0; oh < OH; oh++) {
+            bias_act(y + ((size_t)o * OH + oh) * OW, out + (size_t)o * g.N + (size_t)oh * Wq, OW,
+                     bo, relu);
+        }
+    }
+}
+
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
-    size_t fwd = padded_size(g, cs->C, cs->H, cs->W, cs->p) + (g > 1 ? (size_t)g * cs->O * P : 0);
+    size_t fwd = padded_size(g, cs->C, cs->H, cs->W, cs->p) + (size_t)g * cs->O * P;
+    /* A group may end in a single image, which takes the shifted path. */
+    size_t one = shifted_scratch(cs);
+    if (one > fwd) fwd = one;
     if (!backward) return fwd;
     size_t bwd = (size_t)g * cs->O * P + padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;
     if (dx_as_conv(cs)) {
@@ -470,22 +572,22 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w,
             for (size_t i = 0; i < (size_t)g * cs->O; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
         return;
     }
+    if (g == 1) {
+        conv_forward_shifted(y, x, w, b, cs, scratch, relu);
+        return;
+    }
     float *xp = scratch, *tmp = scratch + padded_size(g, cs->C, cs->H, cs->W, cs->p);
     struct conv_src cx;
     conv_src_init(&cx, pad_images(xp, x, g, cs->C, cs->H, cs->W, cs->p), cs->C, cs->H, cs->W,
                   cs->p, cs->k, cs->s, cs->OH, cs->OW);
-    /* One image: the product [O, P] is already y's layout. */
-    float *out = g == 1 ? y : tmp;
+    float *out = tmp;
     nn_gemm_packed(0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, pack_fwd, &cx, 0.0f, out, (int)ld);
     /* [O, g*P] -> [g, O, P] with the bias (and ReLU). */
     for (int i = 0; i < g; i++)
         for (int o = 0; o < cs->O; o++) {
             const float *src = out + (size_t)o * ld + i * P;
             float *dst = y + i * nout + (size_t)o * P, bo = b ? b[o] : 0.0f;
-            if (relu)
-                for (size_t q = 0; q < P; q++) { float v = src[q] + bo; dst[q] = v > 0.0f ? v : 0.0f; }
-            else
-                for (size_t q = 0; q < P; q++) dst[q] = src[q] + bo;
+            bias_act(dst, src, P, bo, relu);
         }
 }
 

@@ -33,4 +33,27 @@ static inline void tr4x4(const float *s0, const float *s1, const float *s2,
     memcpy(o + 3 * os, &r3, 16);
 }
 
+/* d[i] = s[i] + bias, then max(., 0) if relu (NaN becomes 0, as in the
+ * scalar v > 0 ? v : 0): 4 floats a step; GCC -O2 leaves the plain loop
+ * scalar, and it was a sixth of batch-1 CNN inference. d may equal s. */
+static inline void bias_act(float *d, const float *s, size_t n, float bias,
+                            int relu)
+{
+    typedef float v4f __attribute__((vector_size(16)));
+    typedef int v4i __attribute__((vector_size(16)));
+    const v4f vb = {bias, bias, bias, bias}, zero = {0, 0, 0, 0};
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        v4f v;
+        memcpy(&v, s + i, 16);
+        v += vb;
+        if (relu) v = (v4f)((v4i)v & (v > zero));
+        memcpy(d + i, &v, 16);
+    }
+    for (; i < n; i++) {
+        float v = s[i] + bias;
+        d[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
+    }
+}
+
 #endif

@@ -200,6 +200,55 @@ static void test_paths(void **state)
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
 
+/* nn_gemm_rows: B rows at arbitrary (overlapping) offsets into one
+ * buffer, read in place, against the oracle on the gathered matrix. The
+ * 32 floats past each row's N columns, which it may read, hold NaN: they
+ * must never reach C. Integer data: exact match. */
+static void rows_case(int M, int N, int K, float beta)
+{
+    const int ldc = N + 3;
+    size_t nbuf = (size_t)K * 7 + N + 64;
+    float *buf = malloc(nbuf * sizeof(float)), *A = malloc((size_t)M * K * sizeof(float));
+    float *B = malloc((size_t)K * N * sizeof(float));
+    float *C1 = malloc((size_t)(M + 1) * ldc * sizeof(float)), *C2 = malloc((size_t)M * ldc * sizeof(float));
+    ptrdiff_t *roff = malloc((size_t)K * sizeof(ptrdiff_t));
+    assert_true(buf && A && B && C1 && C2 && roff);
+    for (size_t i = 0; i < nbuf; i++) buf[i] = rnd_int();
+    for (int i = 0; i < M * K; i++) A[i] = rnd_int();
+    for (int k = 0; k < K; k++) roff[k] = (ptrdiff_t)(rnd() % (unsigned)(K * 7));
+    /* The last row reaches the end of the buffer; NaN past N there. */
+    roff[K - 1] = (ptrdiff_t)(nbuf - 32 - N);
+    for (size_t i = nbuf - 32; i < nbuf; i++) buf[i] = NAN;
+    for (int k = 0; k < K; k++) memcpy(B + (size_t)k * N, buf + roff[k], (size_t)N * sizeof(float));
+    for (int i = 0; i < (M + 1) * ldc; i++) C1[i] = SENTINEL;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C1[i * ldc + j] = C2[i * ldc + j] = rnd_int();
+    nn_gemm_rows(M, N, K, 2.0f, A, K, buf, roff, beta, C1, ldc);
+    nn_gemm_ref(0, 0, M, N, K, 2.0f, A, K, B, N, beta, C2, ldc);
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++)
+            if (C1[i * ldc + j] != C2[i * ldc + j])
+                fail_msg("rows %s M=%d N=%d K=%d: C[%d,%d] = %g, want %g", nn_gemm_path_name(NN_GEMM_PATH_AUTO),
+                         M, N, K, i, j, C1[i * ldc + j], C2[i * ldc + j]);
+        for (int j = N; j < ldc; j++) assert_true(C1[i * ldc + j] == SENTINEL);
+    }
+    for (int j = 0; j < ldc; j++) assert_true(C1[M * ldc + j] == SENTINEL);
+    free(buf); free(A); free(B); free(C1); free(C2); free(roff);
+}
+
+static void test_rows(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {{32, 728, 9}, {32, 624, 288}, {64, 70, 1600}, {7, 5, 3},
+                                    {1, 1, 1},    {250, 33, 17},  {6, 16, 600},   {13, 47, 257}};
+    for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
+        if (!select_path(p)) continue;
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int b = 0; b < 2; b++) rows_case(shapes[i][0], shapes[i][1], shapes[i][2], b ? 0.5f : 0.0f);
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
 static void test_dispatch(void **state)
 {
     (void)state;
@@ -359,6 +408,7 @@ int main(void)
         cmocka_unit_test(test_typical_shapes),
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

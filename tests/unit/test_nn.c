@@ -229,7 +229,10 @@ static void test_conv_group_vs_ref(void **s)
         {1, 28, 28, 32, 3, 1, 0, 5}, {3, 9, 11, 5, 3, 2, 1, 3}, {32, 12, 12, 32, 5, 2, 2, 2},
         {4, 7, 7, 8, 1, 1, 0, 7}, {2, 10, 10, 3, 4, 3, 1, 4}, {6, 14, 14, 16, 5, 1, 2, 1},
         {5, 4, 4, 7, 4, 1, 0, 33}, {2, 6, 5, 3, 3, 1, 1, 2}, {3, 8, 8, 4, 5, 2, 2, 1},
-        {6, 4, 4, 9, 4, 1, 0, 1}};
+        {6, 4, 4, 9, 4, 1, 0, 1},
+        /* One image (the shifted-rows path): every stride phase layout. */
+        {1, 28, 28, 32, 3, 1, 0, 1}, {32, 12, 12, 32, 5, 2, 2, 1}, {2, 10, 10, 3, 4, 3, 1, 1},
+        {5, 9, 7, 6, 3, 2, 0, 1}, {4, 11, 13, 70, 2, 2, 1, 1}, {3, 7, 9, 5, 5, 3, 2, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
                             cases[c][5], cases[c][6], 0, 0};
@@ -755,7 +758,7 @@ static void test_augment(void **s)
     nn_aug_cfg zero = {0};
     nn_augment(a, img, 28, 28, &zero, 1, 5, scratch);
     for (int i = 0; i < 784; i++) assert_float_equal(a[i], img[i] / 255.0f, 0);
-    nn_aug_cfg cfg = {15.0f, 0.15f, 0.1f, 30.0f, 4.0f};
+    nn_aug_cfg cfg = {15.0f, 0.15f, 0.1f, 30.0f, 4.0f, 0.0f};
     nn_augment(a, img, 28, 28, &cfg, 7, 42, scratch);
     nn_augment(b, img, 28, 28, &cfg, 7, 42, scratch);
     assert_memory_equal(a, b, sizeof a);

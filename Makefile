@@ -11,7 +11,10 @@
 
 CC      ?= cc
 BUILD   ?= build
-OPT     ?= -O2
+# -O2 vectorises only loops it can prove need no run-time checks; the
+# element-wise layer loops (batch norm, ReLU, dropout) need them. Exact:
+# no reassociation, no FMA contraction without -march.
+OPT     ?= -O2 -fvect-cost-model=dynamic
 SAN     ?=
 PKGS    := libcjson libpng libmicrohttpd zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

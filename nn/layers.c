@@ -96,7 +96,7 @@ void nn_conv2d_forward(float *y, const float *x, const float *w,
     nn_gemm(0, 0, cs->O, P, K, 1.0f, w, K, B, P, 1.0f, y, P);
     if (relu)
         for (size_t i = 0; i < (size_t)cs->O * P; i++)
-            if (!(y[i] > 0.0f)) y[i] = 0.0f;
+            y[i] = y[i] > 0.0f ? y[i] : 0.0f; /* branch-free: vectorises */
 }
 
 void nn_conv2d_forward_ref(float *y, const float *x, const float *w,
@@ -181,7 +181,7 @@ void nn_dense_forward(float *y, const float *x, const float *w, const float *b,
     nn_gemm(0, 1, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
     if (relu)
         for (size_t i = 0; i < (size_t)n * out; i++)
-            if (!(y[i] > 0.0f)) y[i] = 0.0f;
+            y[i] = y[i] > 0.0f ? y[i] : 0.0f; /* branch-free: vectorises */
 }
 
 void nn_dense_forward_ref(float *y, const float *x, const float *w,

@@ -569,7 +569,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
         case NN_RELU:
             if (i > 0 && ws->fuse[i - 1]) break;
             for (size_t j = 0; j < (size_t)n * nout; j++)
-                if (!(y[j] > 0.0f)) y[j] = 0.0f;
+                y[j] = y[j] > 0.0f ? y[j] : 0.0f; /* branch-free: vectorises */
             break;
         case NN_DROPOUT:
             if (!train || L->p <= 0.0f) break;
@@ -714,7 +714,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             /* In place: act[i+1] == act[i] holds the output; output > 0 iff input > 0. */
             const float *yv = ws->act[i + 1];
             for (size_t j = 0; j < (size_t)n * nout; j++)
-                if (!(yv[j] > 0.0f)) dx[j] = 0.0f;
+                dx[j] = yv[j] > 0.0f ? dx[j] : 0.0f; /* no branch to mispredict */
             break;
         }
         case NN_DROPOUT:

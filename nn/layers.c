@@ -450,58 +450,77 @@ static int dx_as_conv(const nn_conv_shape *cs)
            (size_t)cs->H * cs->W * 4 <= (size_t)cs->OH * cs->OW * 5;
 }
 
-/* ---- one image: shifted rows, nothing packed ------------------------------
- * The image, zero-bordered and split into its s x s stride phases
- * (phase (a,b) holds padded pixels (s*i+a, s*j+b)), makes every im2col row
- * (c,ki,kj) a contiguous run of one phase plane: output (oh,ow) reads
- * phase (ki%s, kj%s) at (oh + ki/s, ow + kj/s). Computing Wq output
- * columns per row instead of OW (the extra ones are garbage, dropped by
- * the epilogue) makes the row a single run starting at a fixed offset, so
- * nn_gemm_rows reads B in place: no im2col, no panel packing. A profile of
- * batch-1 inference of the big CNN had packing at a third of the time. */
+/* That convolution's shape: dy's O channels in, C out, border k-1-p. */
+static nn_conv_shape dx_shape(const nn_conv_shape *cs)
+{
+    nn_conv_shape d = {cs->O, cs->OH, cs->OW, cs->C, cs->k, 1, cs->k - 1 - cs->p, cs->H, cs->W};
+    return d;
+}
+
+/* ---- shifted rows: nothing packed -----------------------------------------
+ * The images, zero-bordered and split into their s x s stride phases
+ * (phase (a,b) holds padded pixels (s*i+a, s*j+b)), laid out
+ * [phase][channel][image][Hq][Wq], make every im2col row (c,ki,kj) one
+ * contiguous run: output (oh,ow) of image n reads phase (ki%s, kj%s) of
+ * channel c at image n's plane, position (oh + ki/s, ow + kj/s).
+ * Computing a whole plane of Hq x Wq output positions per image instead of
+ * OH x OW (the extra ones are garbage, dropped by the epilogue) makes each
+ * row a single run at a fixed offset, so nn_gemm_rows reads B in place: no
+ * im2col, no panel packing. A profile of batch-1 inference of the big CNN
+ * had packing at a third of the time. The price is the garbage columns, so
+ * groups use it only where they are few (shifted_pays). */
 struct shifted {
     int Hq, Wq;        /* phase plane size                                 */
     size_t plane;      /* Hq * Wq                                          */
     size_t nx;         /* floats of the phase buffer, slack included       */
-    size_t N;          /* GEMM columns: OH * Wq                            */
+    size_t N;          /* GEMM columns: (g - 1) planes and OH rows of Wq   */
 };
 
-static void shifted_geom(struct shifted *g, const nn_conv_shape *cs)
+static void shifted_geom(struct shifted *sg, const nn_conv_shape *cs, int g)
 {
     const int s = cs->s, Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p;
-    g->Hq = (Hp + s - 1) / s;
-    g->Wq = (Wp + s - 1) / s;
-    g->plane = (size_t)g->Hq * g->Wq;
-    g->N = (size_t)cs->OH * g->Wq;
+    sg->Hq = (Hp + s - 1) / s;
+    sg->Wq = (Wp + s - 1) / s;
+    sg->plane = (size_t)sg->Hq * sg->Wq;
+    sg->N = (size_t)(g - 1) * sg->plane + (size_t)cs->OH * sg->Wq;
     /* Last row's offset plus a panel-rounded run (32 covers every path). */
-    size_t kmax = (size_t)(cs->k - 1) / s;
-    size_t last = (size_t)(s * s - 1) * cs->C * g->plane + (size_t)(cs->C - 1) * g->plane +
-                  kmax * g->Wq + kmax;
-    size_t need = last + (g->N + 31) / 32 * 32;
-    size_t have = (size_t)s * s * cs->C * g->plane;
-    g->nx = need > have ? need : have;
+    size_t kmax = (size_t)(cs->k - 1) / s, cg = (size_t)cs->C * g;
+    size_t last = ((size_t)s * s * cg - (size_t)g) * sg->plane + kmax * sg->Wq + kmax;
+    size_t need = last + (sg->N + 31) / 32 * 32;
+    size_t have = (size_t)s * s * cg * sg->plane;
+    sg->nx = need > have ? need : have;
+}
+
+/* Few enough garbage columns (at most 40% more than the real outputs) for
+ * the saved packing to win in a group; one image always gains. */
+static int shifted_pays(const nn_conv_shape *cs, int g)
+{
+    struct shifted sg;
+    shifted_geom(&sg, cs, 1);
+    return g == 1 || sg.plane * 10 <= (size_t)cs->OH * cs->OW * 14;
 }
 
 /* Scratch floats: phases, row offsets (ptrdiff_t, rounded to floats, plus
  * alignment slack), output before the epilogue. */
-static size_t shifted_scratch(const nn_conv_shape *cs)
+static size_t shifted_scratch(const nn_conv_shape *cs, int g)
 {
-    struct shifted g;
-    shifted_geom(&g, cs);
+    struct shifted sg;
+    shifted_geom(&sg, cs, g);
     size_t K = (size_t)cs->C * cs->k * cs->k;
     size_t ro = (K * sizeof(ptrdiff_t) + sizeof(ptrdiff_t)) / sizeof(float) + 1;
-    return g.nx + ro + (size_t)cs->O * g.N;
+    return sg.nx + ro + (size_t)cs->O * sg.N;
 }
 
 static void conv_forward_shifted(float *y, const float *x, const float *w, const float *b,
-                                 const nn_conv_shape *cs, float *scratch, int relu)
+                                 const nn_conv_shape *cs, int g, float *scratch, int relu)
 {
-    struct shifted g;
-    shifted_geom(&g, cs);
+    struct shifted sg;
+    shifted_geom(&sg, cs, g);
     const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    const int K = C * k * k, OH = cs->OH, OW = cs->OW, Wq = g.Wq, Hq = g.Hq;
+    const int K = C * k * k, OH = cs->OH, OW = cs->OW, Wq = sg.Wq, Hq = sg.Hq;
+    const size_t nin = (size_t)C * H * W;
     float *xq = scratch;
-    uintptr_t ra = (uintptr_t)(xq + g.nx);
+    uintptr_t ra = (uintptr_t)(xq + sg.nx);
     ra = (ra + sizeof(ptrdiff_t) - 1) / sizeof(ptrdiff_t) * sizeof(ptrdiff_t);
     ptrdiff_t *roff = (ptrdiff_t *)ra;
     float *out = (float *)(roff + K) + 1;
@@ -509,43 +528,45 @@ static void conv_forward_shifted(float *y, const float *x, const float *w, const
     float *d = xq;
     for (int a = 0; a < s; a++)
         for (int bb = 0; bb < s; bb++)
-            for (int c = 0; c < C; c++) {
-                const float *xc = x + (size_t)c * H * W;
-                for (int i = 0; i < Hq; i++, d += Wq) {
-                    int h = s * i + a - p;
-                    if (h < 0 || h >= H) {
-                        memset(d, 0, sizeof(float) * Wq);
-                        continue;
-                    }
-                    const float *xr = xc + (size_t)h * W;
-                    if (s == 1) {
-                        for (int j = 0; j < p && j < Wq; j++) d[j] = 0.0f;
-                        memcpy(d + p, xr, sizeof(float) * W);
-                        for (int j = p + W; j < Wq; j++) d[j] = 0.0f;
-                        continue;
-                    }
-                    for (int j = 0; j < Wq; j++) {
-                        int ww = s * j + bb - p;
-                        d[j] = ww >= 0 && ww < W ? xr[ww] : 0.0f;
+            for (int c = 0; c < C; c++)
+                for (int n = 0; n < g; n++) {
+                    const float *xc = x + n * nin + (size_t)c * H * W;
+                    for (int i = 0; i < Hq; i++, d += Wq) {
+                        int h = s * i + a - p;
+                        if (h < 0 || h >= H) {
+                            memset(d, 0, sizeof(float) * Wq);
+                            continue;
+                        }
+                        const float *xr = xc + (size_t)h * W;
+                        if (s == 1) {
+                            for (int j = 0; j < p && j < Wq; j++) d[j] = 0.0f;
+                            memcpy(d + p, xr, sizeof(float) * W);
+                            for (int j = p + W; j < Wq; j++) d[j] = 0.0f;
+                            continue;
+                        }
+                        for (int j = 0; j < Wq; j++) {
+                            int ww = s * j + bb - p;
+                            d[j] = ww >= 0 && ww < W ? xr[ww] : 0.0f;
+                        }
                     }
                 }
-            }
-    memset(d, 0, sizeof(float) * (g.nx - (size_t)(d - xq)));
+    memset(d, 0, sizeof(float) * (sg.nx - (size_t)(d - xq)));
     int r = 0;
     for (int c = 0; c < C; c++)
         for (int ki = 0; ki < k; ki++)
             for (int kj = 0; kj < k; kj++)
-                roff[r++] = (ptrdiff_t)(((size_t)(ki % s) * s + kj % s) * C + c) * g.plane +
+                roff[r++] = (ptrdiff_t)((((size_t)(ki % s) * s + kj % s) * C + c) * g * sg.plane) +
                             (ptrdiff_t)(ki / s) * Wq + kj / s;
-    nn_gemm_rows(cs->O, (int)g.N, K, 1.0f, w, K, xq, roff, 0.0f, out, (int)g.N);
+    nn_gemm_rows(cs->O, (int)sg.N, K, 1.0f, w, K, xq, roff, 0.0f, out, (int)sg.N);
     /* Drop the extra columns; bias and ReLU on the way. */
-    for (int o = 0; o < cs->O; o++) {
-        const float bo = b ? b[o] : 0.0f;
-        for (int oh = 0; oh < OH; oh++) {
-            bias_act(y + ((size_t)o * OH + oh) * OW, out + (size_t)o * g.N + (size_t)oh * Wq, OW,
-                     bo, relu);
+    for (int n = 0; n < g; n++)
+        for (int o = 0; o < cs->O; o++) {
+            const float bo = b ? b[o] : 0.0f;
+            const float *src = out + (size_t)o * sg.N + (size_t)n * sg.plane;
+            float *dst = y + ((size_t)n * cs->O + o) * OH * OW;
+            for (int oh = 0; oh < OH; oh++)
+                bias_act(dst + (size_t)oh * OW, src + (size_t)oh * Wq, OW, bo, relu);
         }
-    }
 }
 
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
@@ -553,14 +574,18 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
     size_t fwd = padded_size(g, cs->C, cs->H, cs->W, cs->p) + (size_t)g * cs->O * P;
     /* A group may end in a single image, which takes the shifted path. */
-    size_t one = shifted_scratch(cs);
-    if (one > fwd) fwd = one;
+    size_t sh = shifted_scratch(cs, 1);
+    if (shifted_pays(cs, g) && shifted_scratch(cs, g) > sh) sh = shifted_scratch(cs, g);
+    if (sh > fwd) fwd = sh;
     if (!backward) return fwd;
     size_t bwd = (size_t)g * cs->O * P + padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;
     if (dx_as_conv(cs)) {
         int q = cs->k - 1 - cs->p;
         dxs = padded_size(g, cs->O, cs->OH, cs->OW, q) + (size_t)cs->O * K +
               (size_t)g * cs->C * cs->H * cs->W;
+        nn_conv_shape dcs = dx_shape(cs);
+        size_t alt = (size_t)cs->O * K + shifted_scratch(&dcs, g);
+        if (shifted_pays(&dcs, g) && alt > dxs) dxs = alt;
     } else {
         dxs = K * g * P;
     }
@@ -593,8 +618,8 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w,
             for (size_t i = 0; i < (size_t)g * cs->O; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
         return;
     }
-    if (g == 1) {
-        conv_forward_shifted(y, x, w, b, cs, scratch, relu);
+    if (shifted_pays(cs, g)) {
+        conv_forward_shifted(y, x, w, b, cs, g, scratch, relu);
         return;
     }
     float *xp = scratch, *tmp = scratch + padded_size(g, cs->C, cs->H, cs->W, cs->p);
@@ -664,13 +689,21 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
         /* Stride 1: dx is the convolution of dy, zero-bordered by k-1-p,
          * with the kernels flipped and in/out channels swapped. */
         const int q = k - 1 - cs->p, HW = cs->H * cs->W;
-        float *dyp = rest, *wf = dyp + padded_size(g, O, cs->OH, cs->OW, q), *out = wf + (size_t)O * K;
+        nn_conv_shape dcs = dx_shape(cs);
+        const int shifted = shifted_pays(&dcs, g);
+        /* Shifted: [wf | its scratch]; else [dy bordered | wf | out]. */
+        float *dyp = rest, *wf = shifted ? rest : dyp + padded_size(g, O, cs->OH, cs->OW, q),
+              *out = wf + (size_t)O * K;
         for (int o = 0; o < O; o++)
             for (int c = 0; c < C; c++)
                 for (int ki = 0; ki < k; ki++)
                     for (int kj = 0; kj < k; kj++)
                         wf[(((size_t)c * O + o) * k + ki) * k + kj] =
                             w[(((size_t)o * C + c) * k + k - 1 - ki) * k + k - 1 - kj];
+        if (shifted) {
+            conv_forward_shifted(dx, dy, wf, NULL, &dcs, g, out, 0);
+            return;
+        }
         struct conv_src cd;
         conv_src_init(&cd, pad_images(dyp, dy, g, O, cs->OH, cs->OW, q), O, cs->OH, cs->OW, q, k,
                       1, cs->H, cs->W);

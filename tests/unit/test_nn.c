@@ -234,7 +234,9 @@ static void test_conv_group_vs_ref(void **s)
         {1, 28, 28, 32, 3, 1, 0, 1}, {32, 12, 12, 32, 5, 2, 2, 1}, {2, 10, 10, 3, 4, 3, 1, 1},
         {5, 9, 7, 6, 3, 2, 0, 1}, {4, 11, 13, 70, 2, 2, 1, 1}, {3, 7, 9, 5, 5, 3, 2, 1},
         /* Groups on shifted rows, forward and input gradient. */
-        {32, 26, 26, 32, 3, 1, 0, 3}, {8, 12, 12, 6, 3, 1, 1, 4}, {1, 28, 28, 6, 5, 1, 2, 16}};
+        {32, 26, 26, 32, 3, 1, 0, 3}, {8, 12, 12, 6, 3, 1, 1, 4}, {1, 28, 28, 6, 5, 1, 2, 16},
+        /* Input gradient through col2im in slices of one image, and of 3. */
+        {32, 24, 24, 32, 5, 2, 2, 3}, {16, 13, 13, 8, 5, 2, 2, 7}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
                             cases[c][5], cases[c][6], 0, 0};

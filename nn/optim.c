@@ -48,14 +48,22 @@ void nn_opt_free(nn_opt *o)
 
 void nn_opt_step(nn_opt *o, float *p, const float *g, float lr)
 {
+    nn_opt_advance(o);
+    nn_opt_update(o, p, g, lr, 0, o->n);
+}
+
+void nn_opt_advance(nn_opt *o) { o->t++; }
+
+void nn_opt_update(nn_opt *o, float *p, const float *g, float lr, size_t lo, size_t hi)
+{
     const nn_opt_cfg *c = &o->cfg;
     float wd = c->weight_decay;
-    o->t++;
+    if (hi > o->n) hi = o->n;
     if (c->kind == NN_OPT_ADAM) {
         float b1 = c->beta1, b2 = c->beta2;
         float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
         float step = lr * sqrtf(bc2) / bc1, eps = c->eps * sqrtf(bc2);
-        for (size_t i = 0; i < o->n; i++) {
+        for (size_t i = lo; i < hi; i++) {
             float gi = g[i];
             o->m[i] = b1 * o->m[i] + (1.0f - b1) * gi;
             o->v[i] = b2 * o->v[i] + (1.0f - b2) * gi * gi;
@@ -65,7 +73,7 @@ void nn_opt_step(nn_opt *o, float *p, const float *g, float lr)
         }
     } else {
         float mu = c->momentum;
-        for (size_t i = 0; i < o->n; i++) {
+        for (size_t i = lo; i < hi; i++) {
             float gi = g[i] + (o->decay[i] ? wd * p[i] : 0.0f);
             o->v[i] = mu * o->v[i] + gi;
             p[i] -= lr * (c->nesterov ? gi + mu * o->v[i] : o->v[i]);

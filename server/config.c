@@ -32,7 +32,7 @@ static const struct {
      "serve every *.safetensors and *.ensemble in DIR (default models,\n"
      "                        used when no --model is given)"},
     {OPT_DEFAULT_MODEL, "default-model", "MNIST_DEFAULT_MODEL", "NAME",
-     "model used without ?model= (default: highest test accuracy)"},
+     "model used without ?model= (default: the most accurate single model)"},
     {OPT_BODY_LIMIT, "body-limit", "MNIST_BODY_LIMIT", "BYTES",
      "largest request body, e.g. 2MiB, 512k (default 2MiB)"},
     {OPT_MAX_PIXELS, "max-pixels", "MNIST_MAX_PIXELS", "N",

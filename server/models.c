@@ -308,10 +308,19 @@ srv_models *srv_models_load(const srv_config *c, char *err, size_t errlen)
             goto fail;
         }
     } else {
-        ms->default_idx = 0;
-        for (int k = 1; k < ms->n; k++)
-            if (ms->m[k].test_accuracy > ms->m[ms->default_idx].test_accuracy)
+        /* The most accurate single model: an ensemble costs its members'
+         * time on every request, so it is the default only when asked for
+         * (--default-model); with nothing but ensembles, the first. */
+        ms->default_idx = -1;
+        for (int k = 0; k < ms->n; k++) {
+            if (ms->m[k].nmembers != 1)
+                continue;
+            if (ms->default_idx < 0 ||
+                ms->m[k].test_accuracy > ms->m[ms->default_idx].test_accuracy)
                 ms->default_idx = k;
+        }
+        if (ms->default_idx < 0)
+            ms->default_idx = 0;
     }
     ms->m[ms->default_idx].is_default = 1;
     for (int k = 0; k < ms->n; k++) {

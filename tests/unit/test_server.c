@@ -480,11 +480,13 @@ static void test_models_dir(void **state)
     if (!ms)
         fail_msg("srv_models_load: %s", err);
     assert_int_equal(ms->n, 3);
-    /* Sorted by file name; the ensemble's stated accuracy wins default. */
+    /* Sorted by file name; the most accurate single model is the default,
+     * not the ensemble, though its stated accuracy is higher. */
     assert_string_equal(ms->m[0].name, "alpha");
     assert_string_equal(ms->m[1].name, "beta");
     assert_string_equal(ms->m[2].name, "duo");
-    assert_int_equal(ms->default_idx, 2);
+    assert_int_equal(ms->default_idx, 1);
+    assert_true(fabs(ms->m[2].test_accuracy - 0.97) < 1e-9);
     assert_int_equal(ms->m[2].nmembers, 2);
     assert_int_equal(ms->m[2].params, ms->m[0].params + ms->m[1].params);
     assert_true(fabs(ms->m[0].test_accuracy - 0.91) < 1e-6);
@@ -497,17 +499,24 @@ static void test_models_dir(void **state)
     snprintf(joined, sizeof joined, "%s,%s", ms->m[0].sha256, ms->m[1].sha256);
     srv_sha256_hex(joined, strlen(joined), hex);
     assert_string_equal(ms->m[2].sha256, hex);
-    assert_non_null(strstr(ms->json, "\"default\":\"duo\""));
+    assert_non_null(strstr(ms->json, "\"default\":\"beta\""));
     assert_non_null(strstr(ms->json, "\"labels\":[\"0\",\"1\""));
     assert_int_equal(srv_models_find(ms, "beta"), 1);
     assert_int_equal(srv_models_find(ms, "gamma"), -1);
     srv_models_free(ms);
 
-    /* --default-model picks; an unknown one stops start-up. */
+    /* --default-model picks, an ensemble too; an unknown one stops
+     * start-up. */
     snprintf(c.default_model, sizeof c.default_model, "alpha");
     ms = srv_models_load(&c, err, sizeof err);
     assert_non_null(ms);
     assert_int_equal(ms->default_idx, 0);
+    srv_models_free(ms);
+    snprintf(c.default_model, sizeof c.default_model, "duo");
+    ms = srv_models_load(&c, err, sizeof err);
+    assert_non_null(ms);
+    assert_int_equal(ms->default_idx, 2);
+    assert_non_null(strstr(ms->json, "\"default\":\"duo\""));
     srv_models_free(ms);
     snprintf(c.default_model, sizeof c.default_model, "nope");
     assert_null(srv_models_load(&c, err, sizeof err));

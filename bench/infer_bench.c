@@ -7,21 +7,8 @@
  * of 7 rounds of N calls, in thread CPU time (the machine is shared), then
  * a per-layer table of the folded net. --peak is one core's FP32 peak
  * (build/bench/peak) for the fraction column. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
 #include "bench/archs.h"
-#include "nn/net.h"
 #include "nn/rng.h"
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -36,9 +23,9 @@ static double time_net(const nn_net *net, nn_ws *ws, const float *x, int iters)
     double r[7];
     for (int i = 0; i < iters / 10 + 1; i++) nn_net_forward(net, ws, x, 1, probs, NULL);
     for (int k = 0; k < 7; k++) {
-        double t0 = cpu_now();
+        double t0 = bench_cpu_now();
         for (int i = 0; i < iters; i++) nn_net_forward(net, ws, x, 1, probs, NULL);
-        r[k] = (cpu_now() - t0) / iters;
+        r[k] = (bench_cpu_now() - t0) / iters;
     }
     qsort(r, 7, sizeof r[0], cmp_d);
     return r[3];
@@ -47,26 +34,15 @@ static double time_net(const nn_net *net, nn_ws *ws, const float *x, int iters)
 int main(int argc, char **argv)
 {
     const char *arch = "lenet";
-    int iters = 2000;
     double peak = 0.0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--arch") && i + 1 < argc) arch = argv[++i];
-        else if (!strcmp(argv[i], "--iters") && i + 1 < argc) iters = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--peak") && i + 1 < argc) peak = atof(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--arch lenet|cnn|mlp] [--iters N] [--peak GFLOPS]\n", argv[0]);
-            return 2;
-        }
-    }
-    const char *json = bench_arch(arch);
-    if (!json || iters < 1) { fprintf(stderr, "infer_bench: unknown arch %s or bad --iters\n", arch); return 2; }
-    nn_layer layers[NN_MAX_LAYERS];
-    int nl = 0;
+    static const char *const names[] = {"--iters"};
+    int iters = 2000;
+    if (bench_args(argc, argv, &arch, &peak, names, &iters, 1,
+                   "[--arch lenet|cnn|mlp] [--iters N] [--peak GFLOPS]"))
+        return 2;
+    nn_net *net = bench_net("infer_bench", arch);
+    if (!net) return 1;
     char err[256];
-    if (nn_arch_parse(json, layers, &nl, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-    nn_net *net = nn_net_create(layers, nl, 1, 28, 28, NULL, err, sizeof err);
-    if (!net) { fprintf(stderr, "%s\n", err); return 1; }
-    nn_net_init(net, 1);
     nn_net *f = nn_net_fold_bn(net, err, sizeof err);
     if (!f) { fprintf(stderr, "%s\n", err); return 1; }
     nn_ws *ws = nn_ws_create(net, 1, 0), *wf = nn_ws_create(f, 1, 0);
@@ -90,16 +66,12 @@ int main(int argc, char **argv)
     for (int i = 0; i < iters; i++) nn_net_forward(f, wf, x, 1, probs, NULL);
     nn_ws_set_timer(wf, NULL);
     printf("%3s %-10s %14s %9s %9s\n", "i", "layer", "out", "us", "GFLOP/s");
-    static const char *kn[NN_LAYER_KINDS] = {"dense", "conv2d", "maxpool", "relu",
-                                             "dropout", "flatten", "batchnorm"};
     for (int i = 0; i < f->nlayers; i++) {
         const nn_layer *L = &f->layers[i];
-        double us = t[i] / iters * 1e6, m = 0;
-        if (L->kind == NN_DENSE) m = (double)L->in_c * L->out;
-        if (L->kind == NN_CONV2D) m = (double)L->out_c * L->out_h * L->out_w * L->in_c * L->k * L->k;
+        double us = t[i] / iters * 1e6, m = (double)bench_layer_macs(L);
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
-        printf("%3d %-10s %14s %9.2f", i, kn[L->kind], shape, us);
+        printf("%3d %-10s %14s %9.2f", i, bench_kind_name(L->kind), shape, us);
         if (m > 0) printf(" %9.1f", 2 * m / (us * 1e-6) * 1e-9);
         printf("\n");
     }

@@ -10,64 +10,21 @@
  * (forward 2 flops per multiply-add, backward 4: dW and dX). --peak is one
  * core's FP32 peak (build/bench/peak) for the fraction column. The first
  * step is a warm-up and not counted. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
 #include "bench/archs.h"
-#include "nn/net.h"
 #include "nn/rng.h"
-
-static double cpu_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static uint64_t layer_macs(const nn_layer *L)
-{
-    if (L->kind == NN_DENSE) return (uint64_t)L->in_c * L->out;
-    if (L->kind == NN_CONV2D)
-        return (uint64_t)L->out_c * L->out_h * L->out_w * L->in_c * L->k * L->k;
-    return 0;
-}
-
-static const char *kind_name(nn_kind k)
-{
-    static const char *n[NN_LAYER_KINDS] = {"dense", "conv2d", "maxpool", "relu",
-                                            "dropout", "flatten", "batchnorm"};
-    return k < NN_LAYER_KINDS ? n[k] : "?";
-}
 
 int main(int argc, char **argv)
 {
     const char *arch = "cnn";
-    int batch = 32, steps = 10;
     double peak = 0.0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--arch") && i + 1 < argc) arch = argv[++i];
-        else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--peak") && i + 1 < argc) peak = atof(argv[++i]);
-        else {
-            fprintf(stderr, "usage: %s [--arch lenet|cnn|mlp] [--batch N] [--steps S] [--peak GFLOPS]\n", argv[0]);
-            return 2;
-        }
-    }
-    const char *json = bench_arch(arch);
-    if (!json || batch < 1 || steps < 1) {
-        fprintf(stderr, "train_bench: unknown arch %s or bad batch/steps\n", arch);
+    static const char *const names[] = {"--batch", "--steps"};
+    int vals[2] = {32, 10};
+    if (bench_args(argc, argv, &arch, &peak, names, vals, 2,
+                   "[--arch lenet|cnn|mlp] [--batch N] [--steps S] [--peak GFLOPS]"))
         return 2;
-    }
-    nn_layer layers[NN_MAX_LAYERS];
-    int nl = 0;
-    char err[256];
-    if (nn_arch_parse(json, layers, &nl, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-    nn_net *net = nn_net_create(layers, nl, 1, 28, 28, NULL, err, sizeof err);
-    if (!net) { fprintf(stderr, "%s\n", err); return 1; }
-    nn_net_init(net, 1);
+    const int batch = vals[0], steps = vals[1];
+    nn_net *net = bench_net("train_bench", arch);
+    if (!net) return 1;
     nn_ws *ws = nn_ws_create(net, batch, 1);
     float *x = malloc(sizeof(float) * batch * 784), *grad = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(batch);
@@ -81,12 +38,12 @@ int main(int argc, char **argv)
     nn_net_forward_train(net, ws, x, y, batch, 0.0f, 1, 1, NULL); /* warm-up */
     nn_net_backward(net, ws, grad);
     nn_ws_set_timer(ws, t);
-    double t0 = cpu_now();
+    double t0 = bench_cpu_now();
     for (int s = 0; s < steps; s++) {
         nn_net_forward_train(net, ws, x, y, batch, 0.0f, (uint64_t)s, 1, NULL);
         nn_net_backward(net, ws, grad);
     }
-    double total = cpu_now() - t0;
+    double total = bench_cpu_now() - t0;
     nn_ws_set_timer(ws, NULL);
 
     double macs = (double)nn_net_macs(net) * batch * 3.0; /* fwd + dW + dX */
@@ -96,10 +53,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];
         double f = t[i] / steps, b = t[NN_MAX_LAYERS + i] / steps;
-        double m = (double)layer_macs(L) * batch;
+        double m = (double)bench_layer_macs(L) * batch;
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
-        printf("%3d %-10s %14s %9.3f %9.3f", i, kind_name(L->kind), shape, f * 1e3, b * 1e3);
+        printf("%3d %-10s %14s %9.3f %9.3f", i, bench_kind_name(L->kind), shape, f * 1e3, b * 1e3);
         if (m > 0) {
             double gf = 2 * m / f * 1e-9, gb = 4 * m / b * 1e-9;
             printf(" %9.1f %9.1f", gf, gb);

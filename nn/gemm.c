@@ -431,6 +431,17 @@ static void gemm_scale(int M, int N, float beta, float *C, idx ldc)
     }
 }
 
+/* Empty products: nothing to do, or C = beta * C (A and B unread). 1 if
+ * handled. */
+static int gemm_trivial(int M, int N, int K, float alpha, float beta, float *C,
+                        idx ldc)
+{
+    if (M <= 0 || N <= 0) return 1;
+    if (K > 0 && alpha != 0.0f) return 0;
+    gemm_scale(M, N, beta, C, ldc);
+    return 1;
+}
+
 /* Plain loop for tiny products (and the no-memory fallback): row of C
  * accumulated in a small stack buffer so op(B) rows are read in order. */
 static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha,
@@ -654,11 +665,7 @@ void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
              const float *A, int lda, const float *B, int ldb, float beta,
              float *C, int ldc)
 {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) {
-        gemm_scale(M, N, beta, C, ldc);
-        return;
-    }
+    if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     const struct gemm_path *p = &paths[nn_gemm_get_path()];
     if (tb && !ta && M <= GEMM_DOT_M_MAX) {
         gemm_dot_rows(p, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -707,11 +714,7 @@ void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
                     int lda, nn_gemm_pack_fn packb, void *ctx, float beta,
                     float *C, int ldc)
 {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) {
-        gemm_scale(M, N, beta, C, ldc);
-        return;
-    }
+    if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
     if (!ws) {
         gemm_packed_simple(ta, M, N, K, alpha, A, lda, packb, ctx, beta, C, ldc);
@@ -725,11 +728,7 @@ void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda,
                   const float *B, const ptrdiff_t *roff, float beta, float *C,
                   int ldc)
 {
-    if (M <= 0 || N <= 0) return;
-    if (K <= 0 || alpha == 0.0f) {
-        gemm_scale(M, N, beta, C, ldc);
-        return;
-    }
+    if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
     if (!ws) {
         /* No packing memory: plain loops, rows read in order. */

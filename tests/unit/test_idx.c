@@ -16,22 +16,8 @@
 
 #include "nn/idx.h"
 
-static char tmpdir[64];
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    strcpy(tmpdir, "/tmp/test_idx.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define TMPDIR_PREFIX "test_idx"
+#include "tmpdir.h"
 
 static void put_be32(uint8_t *p, uint32_t v)
 {
@@ -444,5 +430,5 @@ int main(void)
         cmocka_unit_test(test_load_dir),
         cmocka_unit_test(test_real_mnist),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -433,22 +433,8 @@ static const char *ARCH_SMALL =
     "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.3},"
     "{\"type\":\"dense\",\"out\":10}]";
 
-static char tmpdir[64];
-
-static int setup_tmp(void **s)
-{
-    (void)s;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_nn.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown_tmp(void **s)
-{
-    (void)s;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define TMPDIR_PREFIX "test_nn"
+#include "tmpdir.h"
 
 static uint8_t *slurp(const char *path, size_t *len)
 {
@@ -892,5 +878,5 @@ int main(void)
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_training_smoke),
     };
-    return cmocka_run_group_tests(tests, setup_tmp, teardown_tmp);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -65,22 +65,8 @@ static st_file *accepted(const char *json, size_t dlen)
 
 /* ---- round trip -------------------------------------------------------- */
 
-static char tmpdir[64];
-
-static int setup_dir(void **state)
-{
-    (void)state;
-    strcpy(tmpdir, "/tmp/test_st.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown_dir(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
+#define TMPDIR_PREFIX "test_st"
+#include "tmpdir.h"
 
 static void test_round_trip(void **state)
 {
@@ -435,5 +421,5 @@ int main(void)
         cmocka_unit_test(test_names_and_metadata),
         cmocka_unit_test(test_fnv),
     };
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

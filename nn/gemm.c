@@ -62,19 +62,20 @@ typedef ptrdiff_t idx;
 
 /* One micro-kernel: C[r, nr] (=|+=) alpha * A[r, kc] B[kc, nr] (+ beta C),
  * r fixed by the kernel. a: packed sliver, k-major with the path's MR
- * stride; b: rows of the B panel ldb floats apart, or, with ro != NULL, row
+ * stride, or with lda_a != 0 A itself, rows lda_a apart; b: rows of the B panel ldb floats apart, or, with ro != NULL, row
  * k at b + ro[k]; at least v*VL readable columns; nr <= v*VL columns are
  * stored. beta == 0: C is not read. */
-typedef void (*gemm_kernel)(int kc, const float *a, const float *b, idx ldb,
-                            const idx *ro, float *c, idx ldc, float alpha,
-                            float beta, int nr);
+typedef void (*gemm_kernel)(int kc, const float *a, idx lda_a, const float *b,
+                            idx ldb, const idx *ro, float *c, idx ldc,
+                            float alpha, float beta, int nr);
 /* Dot-product kernel: out[j] = sum_k a[k] * b[j*ldb + k], j < nb <= 4. */
 typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
                          int nb, float *out);
 
 /* The k loop of a micro-kernel, B row u of the current step at ROWU;
- * STEP advances B past KU rows, STEP1 past one. */
-#define GEMM_KLOOP(VT, VL, BC, FM, AS, R, V, ROWU, STEP, STEP1)               \
+ * STEP advances B past KU rows, STEP1 past one. A's element (row r, step
+ * u) is AEL(u, r); ASTEP(n) advances A past n steps. */
+#define GEMM_KLOOP(VT, VL, BC, FM, R, V, ROWU, STEP, STEP1, AEL, ASTEP)      \
     {                                                                         \
         for (; k + KU <= kc; k += KU) {                                       \
             _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++) {            \
@@ -83,12 +84,12 @@ typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
                 _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
                     memcpy(&bv[v], bu + v * VL, sizeof(VT));                  \
                 _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {         \
-                    VT ar = BC(a[u * AS + r]);                                \
+                    VT ar = BC(AEL(u, r));                                    \
                     _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)       \
                         acc[u][r][v] = FM(ar, bv[v], acc[u][r][v]);           \
                 }                                                             \
             }                                                                 \
-            a += KU * AS;                                                     \
+            ASTEP(KU);                                                        \
             STEP;                                                             \
         }                                                                     \
         for (; k < kc; k++) {                                                 \
@@ -98,21 +99,28 @@ typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
                 memcpy(&bv[v], bu + v * VL, sizeof(VT));                      \
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {             \
-                VT ar = BC(a[r]);                                             \
+                VT ar = BC(AEL(0, r));                                        \
                 _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
                     acc[0][r][v] = FM(ar, bv[v], acc[0][r][v]);               \
             }                                                                 \
-            a += AS;                                                          \
+            ASTEP(1);                                                         \
             STEP1;                                                            \
         }                                                                     \
     }
+
+/* A packed in slivers (k-major, stride as_), or read in place (row-major,
+ * rows lda_a apart). */
+#define GEMM_A_PACKED(u, r) a[(u) * as_ + (r)]
+#define GEMM_A_PACKED_STEP(n) (a += (n) * as_)
+#define GEMM_A_DIRECT(u, r) a[(r) * lda_a + (u)]
+#define GEMM_A_DIRECT_STEP(n) (a += (n))
 
 /* ---- the micro-kernel template ------------------------------------------
  * VT: vector type of VL floats; BC(x): broadcast; FM(a,b,c): a*b+c (fused
  * where the ISA has it); AS: A sliver stride (the path's MR); R rows; V
  * vectors per row. KU accumulator sets keep at least 8 FMAs in flight. */
 #define GEMM_DEFINE_KERNEL(NAME, ATTR, VT, VL, BC, FM, AS, R, V)              \
-    ATTR static void NAME(int kc, const float *restrict a,                    \
+    ATTR static void NAME(int kc, const float *restrict a, idx lda_a,         \
                           const float *restrict b, idx ldb,                   \
                           const idx *restrict ro, float *restrict c,          \
                           idx ldc, float alpha, float beta, int nr)           \
@@ -131,11 +139,19 @@ typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
             acc[u][r][v] = BC(0.0f);                                          \
         int k = 0;                                                            \
-        if (ro)                                                               \
-            GEMM_KLOOP(VT, VL, BC, FM, AS, R, V, b + ro[u], ro += KU, ro++)   \
+        const int as_ = AS;                                                   \
+        if (ro && lda_a)                                                      \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + ro[u], ro += KU, ro++,       \
+                       GEMM_A_DIRECT, GEMM_A_DIRECT_STEP)                     \
+        else if (ro)                                                          \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + ro[u], ro += KU, ro++,       \
+                       GEMM_A_PACKED, GEMM_A_PACKED_STEP)                     \
+        else if (lda_a)                                                       \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + u * ldb, b += KU * ldb,      \
+                       b += ldb, GEMM_A_DIRECT, GEMM_A_DIRECT_STEP)           \
         else                                                                  \
-            GEMM_KLOOP(VT, VL, BC, FM, AS, R, V, b + u * ldb, b += KU * ldb,  \
-                       b += ldb)                                              \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + u * ldb, b += KU * ldb,      \
+                       b += ldb, GEMM_A_PACKED, GEMM_A_PACKED_STEP)           \
         _Pragma("GCC unroll 8") for (int u = 1; u < KU; u++)                  \
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                   \
         _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
@@ -597,6 +613,10 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
     /* Equal K blocks (e.g. 400 -> 2 x 200, not 256 + 144). */
     int nkb = (K + p->kc - 1) / p->kc;
     int kcb = (K + nkb - 1) / nkb;
+    /* Few panels share each packed sliver of A when N is small (a
+     * convolution's last layers at batch 1): packing A would cost as much
+     * as the products, so the kernels read it in place. */
+    const int a_direct = !ta && N <= 2 * nrf;
     int nmb = (M + p->mc - 1) / p->mc;
     int mcb = (M + nmb - 1) / nmb;
     mcb = (mcb + mr - 1) / mr * mr;
@@ -607,7 +627,7 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
         float bet = k0 == 0 ? beta : 1.0f;
         for (int i0 = 0; i0 < M; i0 += mcb) {
             int mc = M - i0 < mcb ? M - i0 : mcb;
-            pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
+            if (!a_direct) pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
             int direct_b = !packb && b_in_place(ldb, mc, mr);
             for (int j0 = 0; j0 < N; j0 += nrf) {
                 int nr = N - j0 < nrf ? N - j0 : nrf;
@@ -633,8 +653,10 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                 }
                 for (int s = 0; s < mc; s += mr) {
                     int rows = mc - s < mr ? mc - s : mr;
+                    const float *ap = a_direct ? A + (idx)(i0 + s) * lda + k0
+                                               : apack + (idx)s * kc;
                     p->kernels[rows - 1][nv - 1](
-                        kc, apack + (idx)s * kc, bp, bs, ro,
+                        kc, ap, a_direct ? lda : 0, bp, bs, ro,
                         C + (idx)(i0 + s) * ldc + j0, ldc, alpha, bet, nr);
                 }
             }

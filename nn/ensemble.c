@@ -2,6 +2,7 @@
 #include "err.h"
 #include "ensemble.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,70 @@ nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errle
     return e;
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && strcmp(s + n - m, suffix) == 0;
+}
+
+int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double *accuracy,
+                          char *err, size_t errlen)
+{
+    char dir[1024] = ".", line[1100];
+    const char *slash = strrchr(path, '/');
+    if (slash) {
+        size_t dl = (size_t)(slash - path);
+        if (dl >= sizeof dir) return nn_errf(err, errlen, "%.200s: path too long", path);
+        memcpy(dir, path, dl);
+        dir[dl] = '\0';
+        if (dl == 0) strcpy(dir, "/");
+    }
+    FILE *f = fopen(path, "r");
+    if (!f) return nn_errf(err, errlen, "%.500s: %s", path, strerror(errno));
+    size_t o = 0;
+    int members = 0, lineno = 0, rc = 0;
+    paths[0] = '\0';
+    *accuracy = -1;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char *s = line, *e;
+        while (*s == ' ' || *s == '\t') s++;
+        e = s + strlen(s);
+        while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = '\0';
+        if (!*s) continue;
+        if (strncmp(s, "test_accuracy=", 14) == 0) {
+            char *end;
+            double v = strtod(s + 14, &end);
+            if (*end || !(v >= 0 && v <= 1))
+                rc = nn_errf(err, errlen, "%.500s:%d: test_accuracy must be 0..1", path, lineno);
+            else
+                *accuracy = v;
+            continue;
+        }
+        if (strchr(s, ',')) {
+            rc = nn_errf(err, errlen, "%.500s:%d: member file names cannot contain ','", path, lineno);
+            continue;
+        }
+        char member[2200];
+        if (s[0] == '/') snprintf(member, sizeof member, "%s", s);
+        else snprintf(member, sizeof member, "%s/%s", dir, s);
+        size_t n = strlen(member);
+        if (o + n + 2 > pathslen) {
+            rc = nn_errf(err, errlen, "%.500s: member list too long", path);
+            continue;
+        }
+        if (o) paths[o++] = ',';
+        memcpy(paths + o, member, n + 1);
+        o += n;
+        members++;
+    }
+    fclose(f);
+    if (rc == 0 && members == 0) rc = nn_errf(err, errlen, "%.500s: lists no member weights files", path);
+    return rc;
+}
+
 nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
 {
     nn_net *nets[NN_MAX_MEMBERS];
@@ -68,6 +133,12 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
     int n = 0;
     const char *p = paths;
     if (!paths || !*paths) { nn_errf(err, errlen, "ensemble: no model path given"); return NULL; }
+    if (!strchr(paths, ',') && ends_with(paths, ".ensemble")) {
+        char list[NN_MAX_MEMBERS * 520];
+        double acc;
+        if (nn_ensemble_list_read(paths, list, sizeof list, &acc, err, errlen)) return NULL;
+        return nn_ensemble_load(list, err, errlen);
+    }
     while (*p) {
         const char *q = strchr(p, ',');
         size_t len = q ? (size_t)(q - p) : strlen(p);

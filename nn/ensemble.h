@@ -31,8 +31,18 @@ typedef struct {
 
 typedef struct nn_ensemble_ws nn_ensemble_ws;
 
-/* paths: one path, or several separated by commas. NULL + err on failure. */
+/* paths: one path, or several separated by commas, or one NAME.ensemble
+ * list (see nn_ensemble_list_read). NULL + err on failure. */
 nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen);
+
+/* Reads a NAME.ensemble list: one member weights file per line (relative
+ * to the list's directory unless absolute), '#' comments, blank lines, and
+ * optionally "test_accuracy=0.9971", the ensemble's own measured figure
+ * (*accuracy, else -1). paths gets the members joined by commas, for
+ * nn_ensemble_load. 0, or -1 + err (unreadable, no members, a bad
+ * figure, a ',' in a name, more than pathslen). */
+int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double *accuracy,
+                          char *err, size_t errlen);
 /* Takes ownership of n nets (n >= 1). NULL + err on mismatch (input
  * shape, class count, or meta.preprocess: one image feeds every member). */
 nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen);

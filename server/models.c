@@ -87,79 +87,6 @@ static int add_model(srv_models *ms, const char *name, const char *paths,
     return 0;
 }
 
-/* Parses NAME.ensemble into a comma-separated member path list. */
-static int read_ensemble(const char *dir, const char *file, char *paths,
-                         size_t pathslen, double *accuracy, char *err,
-                         size_t errlen)
-{
-    char path[2048], line[1100];
-    snprintf(path, sizeof path, "%s/%s", dir, file);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t o = 0;
-    int members = 0, lineno = 0;
-    paths[0] = '\0';
-    *accuracy = -1;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        char *hash = strchr(line, '#');
-        if (hash)
-            *hash = '\0';
-        char *s = line, *e;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        e = s + strlen(s);
-        while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' ||
-                         e[-1] == '\t'))
-            *--e = '\0';
-        if (!*s)
-            continue;
-        if (strncmp(s, "test_accuracy=", 14) == 0) {
-            char *end;
-            double v = strtod(s + 14, &end);
-            if (*end || !(v >= 0 && v <= 1)) {
-                snprintf(err, errlen, "%s:%d: test_accuracy must be 0..1",
-                         path, lineno);
-                fclose(f);
-                return -1;
-            }
-            *accuracy = v;
-            continue;
-        }
-        if (strchr(s, ',')) {
-            snprintf(err, errlen, "%s:%d: member file names cannot contain ','",
-                     path, lineno);
-            fclose(f);
-            return -1;
-        }
-        char member[1200];
-        if (s[0] == '/')
-            snprintf(member, sizeof member, "%s", s);
-        else
-            snprintf(member, sizeof member, "%s/%s", dir, s);
-        size_t n = strlen(member);
-        if (o + n + 2 > pathslen) {
-            snprintf(err, errlen, "%s: member list too long", path);
-            fclose(f);
-            return -1;
-        }
-        if (o)
-            paths[o++] = ',';
-        memcpy(paths + o, member, n + 1);
-        o += n;
-        members++;
-    }
-    fclose(f);
-    if (members == 0) {
-        snprintf(err, errlen, "%s: lists no member weights files", path);
-        return -1;
-    }
-    return 0;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -207,8 +134,8 @@ static int load_dir(srv_models *ms, const char *dir, char *err, size_t errlen)
         if (ens) {
             char paths[SRV_PATHS_MAX * 2];
             double acc;
-            rc = read_ensemble(dir, names[i], paths, sizeof paths, &acc, err,
-                               errlen);
+            rc = nn_ensemble_list_read(source, paths, sizeof paths, &acc, err,
+                                       errlen);
             if (rc == 0)
                 rc = add_model(ms, stem, paths, acc, source, err, errlen);
         } else {

@@ -19,7 +19,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: mnist-eval [options] MODEL [MODEL...]\n"
         "Evaluates MODEL on the test set; several models (or MODEL as a\n"
-        "comma-separated list) are evaluated as one ensemble (mean probabilities).\n"
+        "comma-separated list, or a NAME.ensemble list file) are evaluated as one\n"
+        "ensemble (mean probabilities).\n"
         "  --json            print one JSON object\n"
         "  --data DIR        IDX files (default data/mnist; .gz accepted)\n"
         "  --threads N       threads (default: all CPUs)\n"

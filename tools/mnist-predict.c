@@ -21,6 +21,7 @@ static void usage(FILE *f)
         "usage: mnist-predict [options] IMAGE.png [IMAGE.png...]\n"
         "Prints one JSON object per image (one per line), as POST /predict answers.\n"
         "  --model PATH[,PATH...]  weights file, or several averaged as an ensemble\n"
+        "                          (or a NAME.ensemble list file)\n"
         "                          (default: the most accurate *.safetensors in --models-dir)\n"
         "  --models-dir DIR        default models/\n"
         "  --max-pixels N          refuse larger images (default 16777216)\n"

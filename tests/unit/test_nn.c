@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -750,6 +751,63 @@ static void test_ensemble_mean(void **s)
     nn_ensemble_free(e);
 }
 
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* NAME.ensemble lists: members relative to the list's directory, comments,
+ * blank lines, spaces, the stated accuracy; loading one loads its members;
+ * every malformed list is refused with a message. */
+static void test_ensemble_list(void **s)
+{
+    (void)s;
+    char dir[128], path[256], list[2048], err[512];
+    snprintf(dir, sizeof dir, "%s/ens", tmpdir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(path, sizeof path, "%s/sub", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    const char *names[2] = {"a.safetensors", "sub/b.safetensors"};
+    for (int i = 0; i < 2; i++) {
+        nn_net *n = make_net(ARCH_SMALL, 1, 8, 8, (uint64_t)i + 1);
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        assert_int_equal(nn_net_save(n, path, err, sizeof err), 0);
+        nn_net_free(n);
+    }
+    snprintf(path, sizeof path, "%s/duo.ensemble", dir);
+    write_text(path, "# two members\n\n  a.safetensors  \nsub/b.safetensors # second\r\ntest_accuracy=0.9876\n");
+    double acc = 0;
+    assert_int_equal(nn_ensemble_list_read(path, list, sizeof list, &acc, err, sizeof err), 0);
+    char want[512];
+    snprintf(want, sizeof want, "%s/a.safetensors,%s/sub/b.safetensors", dir, dir);
+    assert_string_equal(list, want);
+    assert_true(acc == 0.9876);
+    nn_ensemble *e = nn_ensemble_load(path, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    assert_int_equal(e->n, 2);
+    nn_ensemble_free(e);
+
+    static const struct { const char *text, *msg; } bad[] = {
+        {"# nothing\n\n", "no member"},
+        {"a.safetensors\ntest_accuracy=1.5\n", "test_accuracy"},
+        {"a.safetensors\ntest_accuracy=x\n", "test_accuracy"},
+        {"a.safetensors,sub/b.safetensors\n", "','"},
+        {"missing.safetensors\n", "missing"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text(path, bad[i].text);
+        err[0] = 0;
+        assert_null(nn_ensemble_load(path, err, sizeof err));
+        if (!strstr(err, bad[i].msg)) fail_msg("case %zu: message \"%s\" lacks \"%s\"", i, err, bad[i].msg);
+    }
+    snprintf(path, sizeof path, "%s/none.ensemble", dir);
+    assert_null(nn_ensemble_load(path, err, sizeof err));
+    assert_non_null(strstr(err, "none.ensemble"));
+}
+
 static void test_augment(void **s)
 {
     (void)s;
@@ -875,6 +933,7 @@ int main(void)
         cmocka_unit_test(test_weights_corruption),
         cmocka_unit_test(test_weights_preprocess),
         cmocka_unit_test(test_ensemble_mean),
+        cmocka_unit_test(test_ensemble_list),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_training_smoke),
     };

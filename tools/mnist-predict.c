@@ -139,13 +139,15 @@ int main(int argc, char **argv)
                 n0->in_h, n0->in_w);
         return 1;
     }
-    /* The model's name, as the server would call it: the file's stem. */
+    /* The model's name, as the server would call it: the file's stem (of
+     * the weights file or the .ensemble list); a comma list has none. */
     char name[256];
     const char *base = strrchr(model, '/');
-    snprintf(name, sizeof name, "%s", base ? base + 1 : model);
+    snprintf(name, sizeof name, "%.200s", base ? base + 1 : model);
     char *dot = strstr(name, ".safetensors");
+    if (!dot) dot = strstr(name, ".ensemble");
     if (dot) *dot = 0;
-    if (e->n > 1) snprintf(name, sizeof name, "ensemble(%d)", e->n);
+    if (strchr(model, ',')) snprintf(name, sizeof name, "ensemble(%d)", e->n);
     nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 1);
     if (!ws) { fprintf(stderr, "mnist-predict: out of memory\n"); return 1; }
     img_limits lim;

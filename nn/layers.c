@@ -447,6 +447,14 @@ static size_t padded_size(int g, int C, int H, int W, int p)
 /* Floats of the input-gradient columns computed at once (256 KiB). */
 #define DCOL_FLOATS 65536
 
+/* Images per dcol slice: as many as fit DCOL_FLOATS, at least one, at
+ * most the group. */
+static int dcol_images(size_t K, size_t P, int g)
+{
+    size_t per = DCOL_FLOATS / (K * P);
+    return per < 1 ? 1 : per > (size_t)g ? g : (int)per;
+}
+
 static int dx_as_conv(const nn_conv_shape *cs)
 {
     return cs->s == 1 && cs->C >= 4 &&
@@ -577,8 +585,8 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
     size_t fwd = padded_size(g, cs->C, cs->H, cs->W, cs->p) + (size_t)g * cs->O * P;
     /* A group may end in a single image, which takes the shifted path. */
-    size_t sh = shifted_scratch(cs, 1);
-    if (shifted_pays(cs, g) && shifted_scratch(cs, g) > sh) sh = shifted_scratch(cs, g);
+    size_t sh = shifted_scratch(cs, 1), shg = shifted_scratch(cs, g);
+    if (shifted_pays(cs, g) && shg > sh) sh = shg;
     if (sh > fwd) fwd = sh;
     if (!backward) return fwd;
     size_t bwd = (size_t)g * cs->O * P + padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;
@@ -590,9 +598,7 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
         size_t alt = (size_t)cs->O * K + shifted_scratch(&dcs, g);
         if (shifted_pays(&dcs, g) && alt > dxs) dxs = alt;
     } else {
-        /* dcol slices: as many images as fit DCOL_FLOATS, at least one. */
-        size_t per = DCOL_FLOATS / (K * P);
-        dxs = K * P * (per < 1 ? 1 : per > (size_t)g ? (size_t)g : per);
+        dxs = K * P * (size_t)dcol_images(K, P, g);
     }
     /* The forward part is not live during backward: take the larger. */
     return fwd > bwd + dxs ? fwd : bwd + dxs;
@@ -631,12 +637,11 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w,
     struct conv_src cx;
     conv_src_init(&cx, pad_images(xp, x, g, cs->C, cs->H, cs->W, cs->p), cs->C, cs->H, cs->W,
                   cs->p, cs->k, cs->s, cs->OH, cs->OW);
-    float *out = tmp;
-    nn_gemm_packed(0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, pack_fwd, &cx, 0.0f, out, (int)ld);
+    nn_gemm_packed(0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, pack_fwd, &cx, 0.0f, tmp, (int)ld);
     /* [O, g*P] -> [g, O, P] with the bias (and ReLU). */
     for (int i = 0; i < g; i++)
         for (int o = 0; o < cs->O; o++) {
-            const float *src = out + (size_t)o * ld + i * P;
+            const float *src = tmp + (size_t)o * ld + i * P;
             float *dst = y + i * nout + (size_t)o * P, bo = b ? b[o] : 0.0f;
             bias_act(dst, src, P, bo, relu);
         }
@@ -712,15 +717,15 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
         struct conv_src cd;
         conv_src_init(&cd, pad_images(dyp, dy, g, O, cs->OH, cs->OW, q), O, cs->OH, cs->OW, q, k,
                       1, cs->H, cs->W);
+        /* Only groups get here (one image is always shifted): [C, g*HW]
+         * back to [g, C, HW]. */
         const size_t ldx = (size_t)g * HW;
-        float *o = g == 1 ? dx : out;
-        nn_gemm_packed(0, C, (int)ldx, O * k * k, 1.0f, wf, O * k * k, pack_fwd, &cd, 0.0f, o,
+        nn_gemm_packed(0, C, (int)ldx, O * k * k, 1.0f, wf, O * k * k, pack_fwd, &cd, 0.0f, out,
                        (int)ldx);
-        if (g > 1)
-            for (int i = 0; i < g; i++)
-                for (int c = 0; c < C; c++)
-                    memcpy(dx + i * nin + (size_t)c * HW, out + (size_t)c * ldx + (size_t)i * HW,
-                           sizeof(float) * HW);
+        for (int i = 0; i < g; i++)
+            for (int c = 0; c < C; c++)
+                memcpy(dx + i * nin + (size_t)c * HW, out + (size_t)c * ldx + (size_t)i * HW,
+                       sizeof(float) * HW);
         return;
     }
     /* Otherwise dcol[K, gP] = w^T dyt, scattered back onto the images, a
@@ -729,8 +734,7 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
      * a slice of DCOL_FLOATS stays in L2. */
     float *dcol = rest;
     memset(dx, 0, sizeof(float) * nin * g);
-    int step = (int)(DCOL_FLOATS / (K * P));
-    if (step < 1) step = 1;
+    const int step = dcol_images(K, P, g);
     for (int i0 = 0; i0 < g; i0 += step) {
         int n = g - i0 < step ? g - i0 : step;
         size_t ls = (size_t)n * P;

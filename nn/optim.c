@@ -46,12 +46,6 @@ void nn_opt_free(nn_opt *o)
     free(o);
 }
 
-void nn_opt_step(nn_opt *o, float *p, const float *g, float lr)
-{
-    nn_opt_advance(o);
-    nn_opt_update(o, p, g, lr, 0, o->n);
-}
-
 void nn_opt_advance(nn_opt *o) { o->t++; }
 
 void nn_opt_update(nn_opt *o, float *p, const float *g, float lr, size_t lo, size_t hi)

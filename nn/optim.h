@@ -31,11 +31,10 @@ typedef struct nn_opt nn_opt;
 nn_opt *nn_opt_create(const nn_net *net, const nn_opt_cfg *cfg);
 void nn_opt_free(nn_opt *o);
 
-/* params -= update(grad) with learning rate lr. */
-void nn_opt_step(nn_opt *o, float *params, const float *grad, float lr);
-/* The same in parts, for threads sharing one step: nn_opt_advance once
- * (the step count, for Adam's bias correction), then nn_opt_update over
- * disjoint ranges [lo, hi) of the parameters covering all of them. */
+/* One step, params -= update(grad) with learning rate lr, in parts so
+ * threads can share it: nn_opt_advance once (the step count, for Adam's
+ * bias correction), then nn_opt_update over disjoint ranges [lo, hi) of
+ * the parameters covering all of them. */
 void nn_opt_advance(nn_opt *o);
 void nn_opt_update(nn_opt *o, float *params, const float *grad, float lr,
                    size_t lo, size_t hi);

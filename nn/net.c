@@ -375,6 +375,7 @@ struct nn_ws {
     int n;
     int fuse[NN_MAX_LAYERS];         /* layer i fuses the ReLU at i+1         */
     double *timer;                   /* per-layer seconds (benchmarks), or NULL */
+    int input_grad;                  /* backward computes dact[0] too          */
 };
 
 /* Output columns per conv GEMM to aim for: enough panels that packing the
@@ -465,7 +466,9 @@ void nn_ws_free(nn_ws *ws)
     free(ws);
 }
 
-const float *nn_ws_input_grad(const nn_ws *ws) { return ws->dact[0]; }
+void nn_ws_want_input_grad(nn_ws *ws, int on) { ws->input_grad = on != 0; }
+
+const float *nn_ws_input_grad(const nn_ws *ws) { return ws->input_grad ? ws->dact[0] : NULL; }
 
 void nn_ws_set_timer(nn_ws *ws, double *t) { ws->timer = t; }
 
@@ -683,10 +686,16 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             float q = (j == ws->labels[i] ? 1.0f - ws->ls : 0.0f) + ws->ls / k;
             dz[(size_t)i * k + j] = (ws->probs[(size_t)i * k + j] - q) / n;
         }
-    for (int i = nl - 1; i >= 0; i--) {
+    /* Training needs no gradient below the first layer with parameters:
+     * that layer skips its input gradient (for the first convolution, as
+     * much work as its weight gradient), the layers before it are skipped. */
+    int first = 0;
+    if (!ws->input_grad)
+        while (first < nl && net->layers[first].nw + net->layers[first].nb == 0) first++;
+    for (int i = nl - 1; i >= first; i--) {
         const nn_layer *L = &net->layers[i];
         const float *x = ws->act[i], *dy = ws->dact[i + 1];
-        float *dx = ws->dact[i];
+        float *dx = i == first && !ws->input_grad ? NULL : ws->dact[i];
         const float *wp = net->params + L->w_off;
         float *gw = grad + L->w_off, *gb = grad + L->b_off;
         size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
@@ -700,8 +709,8 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             conv_shape(&cs, L);
             for (int b = 0; b < n; b += ws->group[i]) {
                 int g = n - b < ws->group[i] ? n - b : ws->group[i];
-                nn_conv2d_backward_n(dx + b * nin, gw, gb, dy + b * nout, x + b * nin, wp, &cs, g,
-                                     ws->scratch);
+                nn_conv2d_backward_n(dx ? dx + b * nin : NULL, gw, gb, dy + b * nout, x + b * nin,
+                                     wp, &cs, g, ws->scratch);
             }
             break;
         }
@@ -741,6 +750,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                 }
                 gw[c] += (float)sdyx;
                 gb[c] += (float)sdy;
+                if (!dx) continue;
                 float g = wp[c] * inv[c];
                 float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
                 for (int b = 0; b < n; b++) {

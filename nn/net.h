@@ -166,7 +166,11 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x,
 void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad);
 
 /* Gradient of the loss with respect to the input of the last backward
- * [n,C,H,W] (normalised input space), for gradient checks. */
+ * [n,C,H,W] (normalised input space), for gradient checks: computed only
+ * after nn_ws_want_input_grad(ws, 1) (training has no use for it, and for
+ * a first convolution it costs as much as the weight gradient); NULL
+ * otherwise. */
+void nn_ws_want_input_grad(nn_ws *ws, int on);
 const float *nn_ws_input_grad(const nn_ws *ws);
 
 /* Per-layer timing for benchmarks: while t is not NULL, forward adds layer

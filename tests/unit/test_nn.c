@@ -62,13 +62,22 @@ static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
     nn_ws *ws = nn_ws_create(net, n, 1);
     assert_non_null(ws);
     float *x = malloc(sizeof(float) * n * hw), *g = calloc(net->nparams, sizeof(float));
+    float *g0 = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(n);
     fill(x, (size_t)n * hw, 3, 1.0f);
     for (int i = 0; i < n; i++) { x[i] = fabsf(x[i]); y[i] = (uint8_t)(i * 7 % k); }
     const uint64_t seed = 99;
     const float ls = 0.1f;
+    /* Training's backward skips the input gradient and the layers below
+     * the first with parameters; the parameter gradients are the same bits. */
+    nn_net_forward_train(net, ws, x, y, n, ls, seed, 0, NULL);
+    nn_net_backward(net, ws, g0);
+    assert_null(nn_ws_input_grad(ws));
+    nn_ws_want_input_grad(ws, 1);
     nn_net_forward_train(net, ws, x, y, n, ls, seed, 0, NULL);
     nn_net_backward(net, ws, g);
+    assert_memory_equal(g0, g, sizeof(float) * net->nparams);
+    free(g0);
     float *dx = malloc(sizeof(float) * n * hw);
     memcpy(dx, nn_ws_input_grad(ws), sizeof(float) * n * hw);
     const float eps = 2e-3f;
@@ -142,6 +151,15 @@ static void test_grad_maxpool(void **s)
     (void)s;
     grad_check("[{\"type\":\"conv2d\",\"out\":2,\"k\":3},{\"type\":\"maxpool\",\"k\":2},"
                "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":3}]", 1, 8, 8, 2, 2e-2f);
+}
+
+/* Batch norm as the first layer with parameters: it skips its input
+ * gradient in training, and its own gradients must not change. */
+static void test_grad_first_batchnorm(void **s)
+{
+    (void)s;
+    grad_check("[{\"type\":\"flatten\"},{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"out\":4}]",
+               1, 4, 4, 4, 2e-2f);
 }
 
 static void test_grad_batchnorm(void **s)
@@ -920,6 +938,7 @@ int main(void)
         cmocka_unit_test(test_grad_conv_1x1),
         cmocka_unit_test(test_grad_maxpool),
         cmocka_unit_test(test_grad_batchnorm),
+        cmocka_unit_test(test_grad_first_batchnorm),
         cmocka_unit_test(test_grad_dropout),
         cmocka_unit_test(test_loss_values),
         cmocka_unit_test(test_conv_fast_vs_ref),

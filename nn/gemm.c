@@ -71,6 +71,10 @@ typedef void (*gemm_kernel)(int kc, const float *a, idx lda_a, const float *b,
 /* Dot-product kernel: out[j] = sum_k a[k] * b[j*ldb + k], j < nb <= 4. */
 typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
                          int nb, float *out);
+/* C[ra, rb] += A[ra, L] B^T over up to 3 rows of A (lda apart) and 4 rows
+ * of B (pointers): see nn_gemm_rows_nt. */
+typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra,
+                            const float *const *b, int rb, float *c, idx ldc);
 
 /* The k loop of a micro-kernel, B row u of the current step at ROWU;
  * STEP advances B past KU rows, STEP1 past one. A's element (row r, step
@@ -228,6 +232,44 @@ typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
         }                                                                     \
     }
 
+/* A 3 x 4 block of long dot products: rows of A against rows of B, both
+ * contiguous along L. 12 accumulators, 3 + 4 loads per 12 FMAs; the
+ * horizontal sums happen once per call. Missing rows (ra < 3, rb < 4)
+ * alias row 0 and are not stored. */
+#define GEMM_DEFINE_DOTBLK(NAME, ATTR, VT, VL, BC, FM)                        \
+    ATTR static void NAME(int L, const float *restrict a, idx lda, int ra,    \
+                          const float *const *b, int rb, float *restrict c,   \
+                          idx ldc)                                            \
+    {                                                                         \
+        const float *ar[3], *br[4];                                           \
+        for (int i = 0; i < 3; i++) ar[i] = a + (i < ra ? i : 0) * lda;       \
+        for (int j = 0; j < 4; j++) br[j] = b[j < rb ? j : 0];                \
+        VT acc[3][4];                                                         \
+        _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)                   \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                   \
+            acc[i][j] = BC(0.0f);                                             \
+        int l = 0;                                                            \
+        for (; l + (VL) <= L; l += (VL)) {                                    \
+            VT va[3];                                                         \
+            _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)               \
+                memcpy(&va[i], ar[i] + l, sizeof(VT));                        \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {             \
+                VT vb;                                                        \
+                memcpy(&vb, br[j] + l, sizeof(VT));                           \
+                _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)           \
+                    acc[i][j] = FM(va[i], vb, acc[i][j]);                     \
+            }                                                                 \
+        }                                                                     \
+        for (int i = 0; i < ra; i++)                                          \
+            for (int j = 0; j < rb; j++) {                                    \
+                float t[VL], sum = 0.0f;                                      \
+                memcpy(t, &acc[i][j], sizeof(VT));                            \
+                for (int u = 0; u < (VL); u++) sum += t[u];                   \
+                for (int kk = l; kk < L; kk++) sum += ar[i][kk] * br[j][kk];  \
+                c[i * ldc + j] += sum;                                        \
+            }                                                                 \
+    }
+
 /* Instantiate every tile shape r x v of a path (v = 1, 2). */
 #define GEMM_DEFINE_ROW(P, ATTR, VT, VL, BC, FM, AS, R)                       \
     GEMM_DEFINE_KERNEL(P##_##R##x1, ATTR, VT, VL, BC, FM, AS, R, 1)           \
@@ -250,6 +292,7 @@ typedef float v16f __attribute__((vector_size(64)));
 #define GEN_ROW(R) GEMM_DEFINE_ROW(gen, , v4f, 4, bc4, fm4, 6, R)
 GEN_ROW(1) GEN_ROW(2) GEN_ROW(3) GEN_ROW(4) GEN_ROW(5) GEN_ROW(6)
 GEMM_DEFINE_DOT(gen_dot, , v4f, 4, bc4, fm4)
+GEMM_DEFINE_DOTBLK(gen_dotblk, , v4f, 4, bc4, fm4)
 static const gemm_kernel gen_kernels[8][2] = {
     GEMM_ROW_PTRS(gen, 1), GEMM_ROW_PTRS(gen, 2), GEMM_ROW_PTRS(gen, 3),
     GEMM_ROW_PTRS(gen, 4), GEMM_ROW_PTRS(gen, 5), GEMM_ROW_PTRS(gen, 6),
@@ -259,6 +302,7 @@ static const gemm_kernel gen_kernels[8][2] = {
 GENW_ROW(1) GENW_ROW(2) GENW_ROW(3) GENW_ROW(4)
 GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
 GEMM_DEFINE_DOT(genw_dot, , v16f, 16, bc16, fm16)
+GEMM_DEFINE_DOTBLK(genw_dotblk, , v16f, 16, bc16, fm16)
 static const gemm_kernel genw_kernels[8][2] = {
     GEMM_ROW_PTRS(genw, 1), GEMM_ROW_PTRS(genw, 2), GEMM_ROW_PTRS(genw, 3),
     GEMM_ROW_PTRS(genw, 4), GEMM_ROW_PTRS(genw, 5), GEMM_ROW_PTRS(genw, 6),
@@ -275,6 +319,8 @@ static const gemm_kernel genw_kernels[8][2] = {
 AVX2_ROW(1) AVX2_ROW(2) AVX2_ROW(3) AVX2_ROW(4) AVX2_ROW(5) AVX2_ROW(6)
 GEMM_DEFINE_DOT(avx2_dot, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
                 _mm256_fmadd_ps)
+GEMM_DEFINE_DOTBLK(avx2_dotblk, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
+                   _mm256_fmadd_ps)
 static const gemm_kernel avx2_kernels[8][2] = {
     GEMM_ROW_PTRS(avx2, 1), GEMM_ROW_PTRS(avx2, 2), GEMM_ROW_PTRS(avx2, 3),
     GEMM_ROW_PTRS(avx2, 4), GEMM_ROW_PTRS(avx2, 5), GEMM_ROW_PTRS(avx2, 6),
@@ -287,6 +333,8 @@ AVX512_ROW(1) AVX512_ROW(2) AVX512_ROW(3) AVX512_ROW(4)
 AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8)
 GEMM_DEFINE_DOT(avx512_dot, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
                 _mm512_fmadd_ps)
+GEMM_DEFINE_DOTBLK(avx512_dotblk, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
+                   _mm512_fmadd_ps)
 static const gemm_kernel avx512_kernels[8][2] = {
     GEMM_ROW_PTRS(avx512, 1), GEMM_ROW_PTRS(avx512, 2),
     GEMM_ROW_PTRS(avx512, 3), GEMM_ROW_PTRS(avx512, 4),
@@ -314,19 +362,20 @@ struct gemm_path {
     int (*supported)(void);
     const gemm_kernel (*kernels)[2]; /* [rows - 1][vectors - 1] */
     gemm_dot dot;
+    gemm_dotblk dotblk;
     int mr, vl, kc, mc;              /* NR = 2 * vl */
 };
 
 static const struct gemm_path paths[NN_GEMM_PATH_COUNT] = {
-    [NN_GEMM_PATH_GENERIC] = {"generic", always, gen_kernels, gen_dot,
+    [NN_GEMM_PATH_GENERIC] = {"generic", always, gen_kernels, gen_dot, gen_dotblk,
                               6, 4, 256, 240},
     [NN_GEMM_PATH_GENERIC_WIDE] = {"generic-wide", always, genw_kernels,
-                                   genw_dot, 8, 16, 192, 240},
+                                   genw_dot, genw_dotblk, 8, 16, 192, 240},
 #if GEMM_X86
-    [NN_GEMM_PATH_AVX2] = {"avx2", have_avx2, avx2_kernels, avx2_dot,
+    [NN_GEMM_PATH_AVX2] = {"avx2", have_avx2, avx2_kernels, avx2_dot, avx2_dotblk,
                            6, 8, 256, 240},
     [NN_GEMM_PATH_AVX512] = {"avx512", have_avx512, avx512_kernels,
-                             avx512_dot, 8, 16, 192, 240},
+                             avx512_dot, avx512_dotblk, 8, 16, 192, 240},
 #endif
 };
 
@@ -765,6 +814,31 @@ void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda,
     }
     gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda,
                  B, 0, roff, beta, C, ldc, NULL, NULL);
+}
+
+/* L in slices of GEMM_NT_SLICE floats, so that the A rows and the B rows
+ * of a slice (which overlap when B is a set of shifts of one image) stay in
+ * L1 while every block of C passes over them. */
+#define GEMM_NT_SLICE 1024
+
+void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda,
+                     const float *B, const ptrdiff_t *roff, float *C, int ldc)
+{
+    if (M <= 0 || N <= 0 || L <= 0) return;
+    const struct gemm_path *p = &paths[nn_gemm_get_path()];
+    for (int l0 = 0; l0 < L; l0 += GEMM_NT_SLICE) {
+        const int len = L - l0 < GEMM_NT_SLICE ? L - l0 : GEMM_NT_SLICE;
+        for (int j0 = 0; j0 < N; j0 += 4) {
+            const int rb = N - j0 < 4 ? N - j0 : 4;
+            const float *br[4];
+            for (int j = 0; j < rb; j++) br[j] = B + roff[j0 + j] + l0;
+            for (int i0 = 0; i0 < M; i0 += 3) {
+                const int ra = M - i0 < 3 ? M - i0 : 3;
+                p->dotblk(len, A + (idx)i0 * lda + l0, lda, ra, br, rb,
+                          C + (idx)i0 * ldc + j0, ldc);
+            }
+        }
+    }
 }
 
 int nn_gemm_panel_width(void)

@@ -47,6 +47,12 @@ void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
 void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda,
                   const float *B, const ptrdiff_t *roff, float beta, float *C,
                   int ldc);
+/* C[M,N] += A[M,L] B^T where row j of B (L floats, contiguous) starts at
+ * B + roff[j]: long dot products, nothing packed. A convolution's weight
+ * gradient over shifted rows (dw += dy im2col^T, with L the output
+ * positions) reads the image in place this way. */
+void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda,
+                     const float *B, const ptrdiff_t *roff, float *C, int ldc);
 /* Widest panel nn_gemm_packed asks for on the current path (16 or 32). */
 int nn_gemm_panel_width(void);
 

@@ -522,19 +522,14 @@ static size_t shifted_scratch(const nn_conv_shape *cs, int g)
     return sg.nx + ro + (size_t)cs->O * sg.N;
 }
 
-static void conv_forward_shifted(float *y, const float *x, const float *w, const float *b,
-                                 const nn_conv_shape *cs, int g, float *scratch, int relu)
+/* The phase buffer xq [sg->nx] of g images x and the K row offsets into it. */
+static void shifted_images(float *xq, ptrdiff_t *roff, const float *x, const nn_conv_shape *cs,
+                           int g, const struct shifted *sgp)
 {
-    struct shifted sg;
-    shifted_geom(&sg, cs, g);
+    const struct shifted sg = *sgp;
     const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    const int K = C * k * k, OH = cs->OH, OW = cs->OW, Wq = sg.Wq, Hq = sg.Hq;
+    const int Wq = sg.Wq, Hq = sg.Hq;
     const size_t nin = (size_t)C * H * W;
-    float *xq = scratch;
-    uintptr_t ra = (uintptr_t)(xq + sg.nx);
-    ra = (ra + sizeof(ptrdiff_t) - 1) / sizeof(ptrdiff_t) * sizeof(ptrdiff_t);
-    ptrdiff_t *roff = (ptrdiff_t *)ra;
-    float *out = (float *)(roff + K) + 1;
     /* Phases: pixel (s*i+a-p, s*j+bb-p) of x, zero outside. */
     float *d = xq;
     for (int a = 0; a < s; a++)
@@ -568,6 +563,28 @@ static void conv_forward_shifted(float *y, const float *x, const float *w, const
             for (int kj = 0; kj < k; kj++)
                 roff[r++] = (ptrdiff_t)((((size_t)(ki % s) * s + kj % s) * C + c) * g * sg.plane) +
                             (ptrdiff_t)(ki / s) * Wq + kj / s;
+}
+
+/* Where the shifted layout's scratch parts start: [xq | roff | out]. */
+static void shifted_parts(float *scratch, const struct shifted *sg, int K, ptrdiff_t **roff,
+                          float **out)
+{
+    uintptr_t ra = (uintptr_t)(scratch + sg->nx);
+    ra = (ra + sizeof(ptrdiff_t) - 1) / sizeof(ptrdiff_t) * sizeof(ptrdiff_t);
+    *roff = (ptrdiff_t *)ra;
+    *out = (float *)(*roff + K) + 1;
+}
+
+static void conv_forward_shifted(float *y, const float *x, const float *w, const float *b,
+                                 const nn_conv_shape *cs, int g, float *scratch, int relu)
+{
+    struct shifted sg;
+    shifted_geom(&sg, cs, g);
+    const int K = cs->C * cs->k * cs->k, OH = cs->OH, OW = cs->OW, Wq = sg.Wq;
+    float *xq = scratch, *out;
+    ptrdiff_t *roff;
+    shifted_parts(scratch, &sg, K, &roff, &out);
+    shifted_images(xq, roff, x, cs, g, &sg);
     nn_gemm_rows(cs->O, (int)sg.N, K, 1.0f, w, K, xq, roff, 0.0f, out, (int)sg.N);
     /* Drop the extra columns; bias and ReLU on the way. */
     for (int n = 0; n < g; n++)
@@ -578,6 +595,45 @@ static void conv_forward_shifted(float *y, const float *x, const float *w, const
             for (int oh = 0; oh < OH; oh++)
                 bias_act(dst + (size_t)oh * OW, src + (size_t)oh * Wq, OW, bo, relu);
         }
+}
+
+/* dw [O,K] += dy im2col^T over shifted rows: dy laid on the same grid of
+ * Hq x Wq positions per image as the forward's output (zeros at the extra
+ * positions), each dw element a dot product of a dy row with a shifted row
+ * of the phase images, read in place. Nothing is packed or transposed. */
+static void conv_dw_shifted(float *dw, const float *dy, const float *x, const nn_conv_shape *cs,
+                            int g, float *scratch)
+{
+    struct shifted sg;
+    shifted_geom(&sg, cs, g);
+    const int K = cs->C * cs->k * cs->k, O = cs->O, OH = cs->OH, OW = cs->OW;
+    float *xq = scratch, *dyq;
+    ptrdiff_t *roff;
+    shifted_parts(scratch, &sg, K, &roff, &dyq);
+    shifted_images(xq, roff, x, cs, g, &sg);
+    for (int o = 0; o < O; o++) {
+        float *d = dyq + (size_t)o * sg.N;
+        memset(d, 0, sizeof(float) * sg.N);
+        for (int n = 0; n < g; n++)
+            for (int oh = 0; oh < OH; oh++)
+                memcpy(d + (size_t)n * sg.plane + (size_t)oh * sg.Wq,
+                       dy + (((size_t)n * O + o) * OH + oh) * OW, sizeof(float) * OW);
+    }
+    nn_gemm_rows_nt(O, K, (int)sg.N, dyq, (int)sg.N, xq, roff, dw, K);
+}
+
+/* The packed GEMM transposes im2col into panels, a cost per element of B
+ * that its rows of A (the O output channels) share. With few outputs that
+ * packing dominates (LeNet's first convolution: 6 outputs, 25 kernel
+ * taps, pack_dw 10% of its training profile) and the dot products win:
+ * train_bench, LeNet batch 16, conv 0 backward 0.31 -> 0.23 ms. With 32
+ * or more outputs (the big CNN) they measured no faster or slower. Only
+ * where the extra grid positions are few (as shifted_pays). */
+static int dw_shifted(const nn_conv_shape *cs)
+{
+    struct shifted sg;
+    shifted_geom(&sg, cs, 1);
+    return cs->O <= 8 && sg.plane * 10 <= (size_t)cs->OH * cs->OW * 14;
 }
 
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
@@ -599,6 +655,12 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
         if (shifted_pays(&dcs, g) && alt > dxs) dxs = alt;
     } else {
         dxs = K * P * (size_t)dcol_images(K, P, g);
+    }
+    if (dw_shifted(cs)) {
+        /* Its region starts where the padded images would, and is dead
+         * before the input gradient starts. */
+        size_t dws = (size_t)g * cs->O * P + shifted_scratch(cs, g);
+        if (dws > bwd + dxs) bwd = dws, dxs = 0;
     }
     /* The forward part is not live during backward: take the larger. */
     return fwd > bwd + dxs ? fwd : bwd + dxs;
@@ -689,11 +751,15 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
         for (size_t q = 0; q < ld; q++) acc += d[q];
         db[o] += acc;
     }
-    struct conv_src cx;
-    conv_src_init(&cx, pad_images(xp, x, g, C, cs->H, cs->W, cs->p), C, cs->H, cs->W, cs->p, k,
-                  cs->s, cs->OH, cs->OW);
-    /* dw[O,K] += dyt[O, gP] im2col^T[gP, K] */
-    nn_gemm_packed(0, O, (int)K, (int)ld, 1.0f, dyt, (int)ld, pack_dw, &cx, 1.0f, dw, (int)K);
+    if (dw_shifted(cs)) {
+        conv_dw_shifted(dw, dy, x, cs, g, xp);
+    } else {
+        struct conv_src cx;
+        conv_src_init(&cx, pad_images(xp, x, g, C, cs->H, cs->W, cs->p), C, cs->H, cs->W, cs->p,
+                      k, cs->s, cs->OH, cs->OW);
+        /* dw[O,K] += dyt[O, gP] im2col^T[gP, K] */
+        nn_gemm_packed(0, O, (int)K, (int)ld, 1.0f, dyt, (int)ld, pack_dw, &cx, 1.0f, dw, (int)K);
+    }
     if (!dx) return;
     if (dx_as_conv(cs)) {
         /* Stride 1: dx is the convolution of dy, zero-bordered by k-1-p,

@@ -249,6 +249,56 @@ static void test_rows(void **state)
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
 
+/* nn_gemm_rows_nt: C += A B^T with B's rows (L floats each) at arbitrary
+ * overlapping offsets into one buffer, against the oracle on the gathered
+ * matrix; the last row ends exactly at the buffer's end (nothing past L
+ * may be read: ASan sees it). Integer data: exact. */
+static void rows_nt_case(int M, int N, int L)
+{
+    const int ldc = N + 2;
+    size_t nbuf = (size_t)N * 5 + L;
+    float *buf = malloc(nbuf * sizeof(float)), *A = malloc((size_t)M * L * sizeof(float));
+    float *B = malloc((size_t)N * L * sizeof(float));
+    float *C1 = malloc((size_t)(M + 1) * ldc * sizeof(float)), *C2 = malloc((size_t)M * ldc * sizeof(float));
+    ptrdiff_t *roff = malloc((size_t)N * sizeof(ptrdiff_t));
+    assert_true(buf && A && B && C1 && C2 && roff);
+    for (size_t i = 0; i < nbuf; i++) buf[i] = rnd_int();
+    for (int i = 0; i < M * L; i++) A[i] = rnd_int();
+    for (int j = 0; j < N; j++) roff[j] = (ptrdiff_t)(rnd() % (unsigned)(N * 5 + 1));
+    roff[N - 1] = (ptrdiff_t)(nbuf - L);
+    for (int j = 0; j < N; j++) memcpy(B + (size_t)j * L, buf + roff[j], (size_t)L * sizeof(float));
+    for (int i = 0; i < (M + 1) * ldc; i++) C1[i] = SENTINEL;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C1[i * ldc + j] = C2[i * ldc + j] = rnd_int();
+    nn_gemm_rows_nt(M, N, L, A, L, buf, roff, C1, ldc);
+    nn_gemm_ref(0, 1, M, N, L, 1.0f, A, L, B, L, 1.0f, C2, ldc);
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++)
+            if (C1[i * ldc + j] != C2[i * ldc + j])
+                fail_msg("rows_nt %s M=%d N=%d L=%d: C[%d,%d] = %g, want %g",
+                         nn_gemm_path_name(NN_GEMM_PATH_AUTO), M, N, L, i, j, C1[i * ldc + j],
+                         C2[i * ldc + j]);
+        for (int j = N; j < ldc; j++) assert_true(C1[i * ldc + j] == SENTINEL);
+    }
+    for (int j = 0; j < ldc; j++) assert_true(C1[M * ldc + j] == SENTINEL);
+    free(buf); free(A); free(B); free(C1); free(C2); free(roff);
+}
+
+static void test_rows_nt(void **state)
+{
+    (void)state;
+    /* LeNet's first convolution (6 x 25, a group of 16 images), slices of
+     * L (1024) and their tails, blocks of 3 x 4 and their edges. */
+    static const int shapes[][3] = {{6, 25, 15360 + 896}, {1, 1, 1},   {3, 4, 16},
+                                    {7, 18, 1031},        {2, 5, 2048}, {8, 9, 77}};
+    for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
+        if (!select_path(p)) continue;
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            rows_nt_case(shapes[i][0], shapes[i][1], shapes[i][2]);
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
 static void test_dispatch(void **state)
 {
     (void)state;
@@ -409,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_paths),
         cmocka_unit_test(test_rows),
+        cmocka_unit_test(test_rows_nt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -255,7 +255,11 @@ static void test_conv_group_vs_ref(void **s)
         /* Groups on shifted rows, forward and input gradient. */
         {32, 26, 26, 32, 3, 1, 0, 3}, {8, 12, 12, 6, 3, 1, 1, 4}, {1, 28, 28, 6, 5, 1, 2, 16},
         /* Input gradient through col2im in slices of one image, and of 3. */
-        {32, 24, 24, 32, 5, 2, 2, 3}, {16, 13, 13, 8, 5, 2, 2, 7}};
+        {32, 24, 24, 32, 5, 2, 2, 3}, {16, 13, 13, 8, 5, 2, 2, 7},
+        /* Weight gradient by dot products over shifted rows (few outputs):
+         * strides 1, 2, 3, odd groups, row and column counts off the
+         * kernel's 3 x 4 block. */
+        {1, 28, 28, 6, 5, 1, 2, 3}, {4, 23, 23, 8, 3, 2, 1, 5}, {2, 31, 31, 7, 3, 3, 0, 2}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
                             cases[c][5], cases[c][6], 0, 0};

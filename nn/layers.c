@@ -247,6 +247,32 @@ void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H,
             }
         return;
     }
+    if (k == 2 && s == 2) {
+        /* Training's 2x2 pool, with the argmax: the general loop's
+         * comparisons in its order, unrolled into selects (it was 6% of
+         * LeNet's training profile). */
+        for (int c = 0; c < C; c++)
+            for (int oh = 0; oh < OH; oh++) {
+                const int row = (c * H + 2 * oh) * W;
+                const float *r0 = x + row, *r1 = r0 + W;
+                float *yo = y + ((size_t)c * OH + oh) * OW;
+                int32_t *io = idx + ((size_t)c * OH + oh) * OW;
+                for (int ow = 0; ow < OW; ow++) {
+                    int i = row + 2 * ow, best = i;
+                    float m = r0[2 * ow], v = r0[2 * ow + 1];
+                    best = v > m ? i + 1 : best;
+                    m = v > m ? v : m;
+                    v = r1[2 * ow];
+                    best = v > m ? i + W : best;
+                    m = v > m ? v : m;
+                    v = r1[2 * ow + 1];
+                    best = v > m ? i + W + 1 : best;
+                    yo[ow] = v > m ? v : m;
+                    io[ow] = best;
+                }
+            }
+        return;
+    }
     for (int c = 0; c < C; c++)
         for (int oh = 0; oh < OH; oh++)
             for (int ow = 0; ow < OW; ow++) {

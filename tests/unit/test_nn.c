@@ -449,6 +449,22 @@ static void test_maxpool(void **s)
         assert_float_equal(y1[i], y2[i], 0);
         assert_float_equal(y1[i], xr[id2[i]], 0);
     }
+    /* The argmax on data full of ties (values 0..2) is the first maximum
+     * in row-major window order, as the backward pass expects. */
+    for (int i = 0; i < 3 * 9 * 7; i++) xr[i] = (float)((i * 7 + i / 5) % 3);
+    nn_maxpool_forward(y2, id2, xr, 3, 9, 7, 2, 2, 4, 3);
+    for (int c = 0; c < 3; c++)
+        for (int oh = 0; oh < 4; oh++)
+            for (int ow = 0; ow < 3; ow++) {
+                int o = (c * 4 + oh) * 3 + ow, want = -1;
+                for (int ki = 0; ki < 2; ki++)
+                    for (int kj = 0; kj < 2; kj++) {
+                        int at = (c * 9 + 2 * oh + ki) * 7 + 2 * ow + kj;
+                        if (want < 0 || xr[at] > xr[want]) want = at;
+                    }
+                assert_int_equal(id2[o], want);
+                assert_float_equal(y2[o], xr[want], 0);
+            }
 }
 
 static const char *ARCH_SMALL =

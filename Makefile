@@ -48,7 +48,7 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 # Keep objects that pattern chains would otherwise delete as intermediate.
 .SECONDARY:
 
-.PHONY: all test-bins deps deps-test deps-bench data fashion run test unit integration \
+.PHONY: all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
         lint-spec asan train bench clean models-check
 all: $(PROGS)
 test-bins: $(UNIT_BINS) $(TEST_TOOLS)
@@ -117,13 +117,16 @@ run: deps
 test: deps-test
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory all test-bins
-	@$(MAKE) --no-print-directory unit integration lint-spec models-check
+	@$(MAKE) --no-print-directory unit integration cli lint-spec models-check
 
 unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
 
 integration: $(PROGS) $(TEST_TOOLS)
 	@tests/integration/run.sh $(BUILD)
+
+cli: $(PROGS) $(TEST_TOOLS)
+	@tests/cli/run.sh $(BUILD)
 
 lint-spec:
 	@scripts/lint-spec.sh
@@ -136,7 +139,7 @@ asan: deps-test
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    unit integration
+	    unit integration cli
 
 # ---- training and benchmarks ---------------------------------------------
 train: deps-test

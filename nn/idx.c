@@ -337,7 +337,7 @@ nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label,
     if (idx_find(dir, stem, "idx3", ipath, sizeof ipath) != 0) {
         nn_errf(err, errlen,
                    "%s: no %s images (looked for %s-idx3-ubyte or %s.idx3-ubyte, "
-                   "optionally .gz); run make data",
+                   "optionally .gz)",
                    dir, set, stem, stem);
         return NULL;
     }
@@ -345,7 +345,7 @@ nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label,
     if (idx_find(dir, stem, "idx1", lpath, sizeof lpath) != 0) {
         nn_errf(err, errlen,
                    "%s: no %s labels (looked for %s-idx1-ubyte or %s.idx1-ubyte, "
-                   "optionally .gz); run make data",
+                   "optionally .gz)",
                    dir, set, stem, stem);
         return NULL;
     }

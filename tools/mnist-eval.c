@@ -77,24 +77,28 @@ int main(int argc, char **argv)
     char err[512];
     nn_ensemble *e = nn_ensemble_load(paths, err, sizeof err);
     if (!e) { fprintf(stderr, "mnist-eval: %s\n", err); return 1; }
-    int k = nn_ensemble_classes(e);
+    /* From here every exit goes through done: nothing leaks on an error
+     * (the sanitizer build runs these paths). */
+    int rc = 1, k = nn_ensemble_classes(e);
+    float *probs = NULL;
+    int *conf = NULL;
     nn_dataset *test = nn_dataset_load_dir(data, 1, k, err, sizeof err);
-    if (!test) { fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err); return 1; }
+    if (!test) { fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err); goto done; }
     const nn_net *n0 = e->nets[0];
     if (test->rows != n0->in_h || test->cols != n0->in_w || n0->in_c != 1) {
         fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n", n0->in_c, n0->in_h,
                 n0->in_w, test->rows, test->cols);
-        return 1;
+        goto done;
     }
     int n = test->n;
     if (limit > 0 && limit < n) n = limit;
-    float *probs = malloc(sizeof(float) * (size_t)n * k);
-    int *conf = malloc(sizeof(int) * k * k);
-    if (!probs || !conf) { fprintf(stderr, "mnist-eval: out of memory\n"); return 1; }
+    probs = malloc(sizeof(float) * (size_t)n * k);
+    conf = malloc(sizeof(int) * k * k);
+    if (!probs || !conf) { fprintf(stderr, "mnist-eval: out of memory\n"); goto done; }
     double t0 = now_s();
     if (nn_eval_probs(e, test->images, n, use_tf ? &tf : NULL, threads, probs)) {
         fprintf(stderr, "mnist-eval: out of memory\n");
-        return 1;
+        goto done;
     }
     double secs = now_s() - t0;
     double acc = nn_accuracy(probs, test->labels, n, k, conf);
@@ -130,10 +134,10 @@ int main(int argc, char **argv)
             cJSON_AddNumberToObject(t, "scale", tf.scale);
         }
         char *s = cJSON_PrintUnformatted(o);
-        if (!s) { fprintf(stderr, "mnist-eval: out of memory\n"); return 1; }
+        cJSON_Delete(o);
+        if (!s) { fprintf(stderr, "mnist-eval: out of memory\n"); goto done; }
         printf("%s\n", s);
         free(s);
-        cJSON_Delete(o);
     } else {
         printf("model: %s (%d member%s, %zu parameters)\n", paths, e->n, e->n > 1 ? "s" : "",
                nn_ensemble_params(e));
@@ -156,9 +160,11 @@ int main(int argc, char **argv)
         }
         printf("\n%.0f images/s (%d threads, batch 128)\n", n / secs, nt);
     }
+    rc = 0;
+done:
     free(probs);
     free(conf);
     nn_dataset_free(test);
     nn_ensemble_free(e);
-    return 0;
+    return rc;
 }

@@ -70,6 +70,7 @@ static void usage(FILE *f)
         "  --ema X            moving average of weights, e.g. 0.999 (0 = off)\n"
         "  --aug R,Z,S        augmentation: max rotation deg, zoom fraction, shift fraction\n"
         "  --elastic A,S      elastic distortion alpha and sigma (pixels)\n"
+        "  --dropout P        set every dropout layer's probability to P (0 = off)\n"
         "  --flip P           mirror images left-right with probability P (objects,\n"
         "                     not digits; default 0)\n"
         "  --no-aug           no augmentation\n"
@@ -148,7 +149,7 @@ int main(int argc, char **argv)
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam";
     int epochs = -1, batch = -1, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0;
     double lr = -1, gamma = -1, step = -1, warmup = -1, wd = -1, ls = -1, ema = -1;
-    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL;
+    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL, *dropout_s = NULL;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -173,6 +174,7 @@ int main(int argc, char **argv)
         else if (ARG("--aug")) aug_s = v;
         else if (ARG("--elastic")) elastic_s = v;
         else if (ARG("--flip")) flip_s = v;
+        else if (ARG("--dropout")) dropout_s = v;
         else if (ARG("--seed")) seed = strtoull(v, NULL, 10);
         else if (ARG("--threads")) threads = atoi(v);
         else if (ARG("--val")) val = atoi(v);
@@ -279,6 +281,21 @@ int main(int argc, char **argv)
     if (nn_arch_parse(arch_json, layers, &nl, err, sizeof err)) {
         fprintf(stderr, "mnist-train: %s\n", err);
         return 2;
+    }
+    if (dropout_s) {
+        char *end;
+        double p = strtod(dropout_s, &end);
+        if (end == dropout_s || *end || !(p >= 0 && p < 1)) {
+            fprintf(stderr, "mnist-train: --dropout wants a probability from 0 to below 1\n");
+            return 2;
+        }
+        int found = 0;
+        for (int i = 0; i < nl; i++)
+            if (layers[i].kind == NN_DROPOUT) layers[i].p = (float)p, found = 1;
+        if (!found) {
+            fprintf(stderr, "mnist-train: --dropout: the architecture has no dropout layer\n");
+            return 2;
+        }
     }
     nn_dataset *train = nn_dataset_load_dir(data, 0, 256, err, sizeof err);
     if (!train) { fprintf(stderr, "mnist-train: %s (run `make data`)\n", err); return 1; }

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Command-line tests of mnist-train, mnist-eval and mnist-predict: every
+# bad input gives its exit status and exactly one line on stderr, and a
+# tiny model trained here goes through eval and predict.
+#
+#   tests/cli/run.sh BUILD_DIR      (BUILD_DIR: build or build/asan)
+#
+# Needs the MNIST files in data/mnist/ (make data) and
+# BUILD_DIR/tests/tools/mkpng. Output is TAP-like, closed by
+# "cli: N passed, M failed"; the exit status is non-zero on any failure.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../.." && pwd)
+build=${1:-build}
+case $build in /*) ;; *) build=$root/$build ;; esac
+cd "$root" || exit 2
+TRAIN=$build/mnist-train
+EVAL=$build/mnist-eval
+PREDICT=$build/mnist-predict
+MKPNG=$build/tests/tools/mkpng
+DATA=${MNIST_DIR:-data/mnist}
+PY=/usr/bin/python3
+command -v "$PY" >/dev/null || PY=python3
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-cli.XXXXXX") || exit 2
+trap 'rm -rf "$tmp"' EXIT
+n=0 pass=0 failed=0
+
+ok()     { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# expect STATUS PATTERN NAME -- CMD...: CMD exits with STATUS and writes
+# exactly one line to stderr, matching the extended regex PATTERN.
+expect() {
+    local want=$1 pat=$2 name=$3
+    shift 4
+    "$@" > "$tmp/out" 2> "$tmp/err"
+    local rc=$? lines
+    lines=$(wc -l < "$tmp/err")
+    if [ "$rc" -eq "$want" ] && [ "$lines" -eq 1 ] && grep -Eq -- "$pat" "$tmp/err"; then
+        ok "$name"
+    else
+        not_ok "$name" "exit $rc (want $want), $lines stderr lines (want 1)" "$(head -c 400 "$tmp/err")"
+    fi
+}
+
+for f in t10k-images-idx3-ubyte train-images-idx3-ubyte; do
+    [ -f "$DATA/$f" ] || { echo "cli: $DATA/$f missing (run make data)"; exit 2; }
+done
+
+# ---------------------------------------------------------------- mnist-train
+tiny=$tmp/tiny.json
+printf '[{"type":"flatten"},{"type":"dense","out":32},{"type":"relu"},{"type":"dropout","p":0.5},{"type":"dense","out":10}]' > "$tiny"
+printf '[{"type":"dense","out":' > "$tmp/broken.json"
+
+expect 2 'out FILE is required' "train: no --out" -- "$TRAIN" --arch mlp
+expect 2 'unknown option --bogus' "train: unknown option" -- "$TRAIN" --bogus --out "$tmp/x"
+expect 2 '--epochs needs a value' "train: option without its value" -- "$TRAIN" --out "$tmp/x" --epochs
+expect 2 '--dropout wants a probability' "train: --dropout 1 refused" -- "$TRAIN" --arch mlp --dropout 1 --out "$tmp/x"
+expect 2 '--dropout wants a probability' "train: --dropout abc refused" -- "$TRAIN" --arch mlp --dropout abc --out "$tmp/x"
+expect 2 'no dropout layer' "train: --dropout on an architecture without dropout" -- "$TRAIN" --arch lenet --dropout 0.2 --out "$tmp/x"
+expect 2 '--aug wants ROT,ZOOM,SHIFT' "train: malformed --aug" -- "$TRAIN" --aug 15 --out "$tmp/x"
+expect 2 '--flip wants a probability' "train: --flip out of range" -- "$TRAIN" --flip 2 --out "$tmp/x"
+expect 2 'not a preset' "train: unknown architecture" -- "$TRAIN" --arch "$tmp/none.json" --out "$tmp/x"
+expect 2 'mnist-train: ' "train: malformed architecture JSON" -- "$TRAIN" --arch "$tmp/broken.json" --out "$tmp/x"
+expect 1 'no train images' "train: data directory without MNIST" -- "$TRAIN" --data "$tmp" --out "$tmp/x"
+[ ! -e "$tmp/x" ] && ok "train: nothing written after a refused run" || not_ok "train: nothing written after a refused run" "$tmp/x exists"
+
+# A tiny model: 1,000 images, 2 epochs, the dropout overridden.
+if "$TRAIN" --arch "$tiny" --dropout 0.1 --limit 1000 --epochs 2 --threads 2 --quiet --data "$DATA" \
+        --name tiny --out "$tmp/tiny.safetensors" > "$tmp/train.out" 2> "$tmp/train.err"; then
+    ok "train: a tiny model trains"
+else
+    not_ok "train: a tiny model trains" "$(tail -c 400 "$tmp/train.err")"
+fi
+rows=$(wc -l < "$tmp/tiny.safetensors.csv" 2>/dev/null || echo 0)
+[ "$rows" -eq 3 ] && ok "train: history has a header and one row per epoch" || not_ok "train: history rows" "got $rows lines"
+if grep -q 'dropout(0.1)' "$tmp/train.err" && ! grep -q 'dropout(0.5)' "$tmp/train.err"; then
+    ok "train: --dropout sets the dropout layer's probability"
+else
+    not_ok "train: --dropout sets the dropout layer's probability" "$(head -1 "$tmp/train.err")"
+fi
+
+# ---------------------------------------------------------------- mnist-eval
+if "$EVAL" --json --data "$DATA" "$tmp/tiny.safetensors" > "$tmp/eval.json" 2> "$tmp/eval.err" &&
+    "$PY" -c 'import json,sys; a = json.load(open(sys.argv[1]))["accuracy"]; sys.exit(0 if 0.6 < a < 1 else 1)' "$tmp/eval.json"; then
+    ok "eval: --json reports the tiny model's accuracy ($(cat "$tmp/eval.json" | head -c 120))"
+else
+    not_ok "eval: --json reports an accuracy in (0.6, 1)" "$(head -c 300 "$tmp/eval.json")" "$(head -c 300 "$tmp/eval.err")"
+fi
+head -c 3000 "$tmp/tiny.safetensors" > "$tmp/trunc.safetensors"
+head -c 4096 /dev/urandom > "$tmp/noise.safetensors"
+printf 'tiny.safetensors\nmissing.safetensors\n' > "$tmp/half.ensemble"
+expect 1 'truncated' "eval: truncated weights file" -- "$EVAL" --data "$DATA" "$tmp/trunc.safetensors"
+expect 1 'mnist-eval: ' "eval: random bytes as weights" -- "$EVAL" --data "$DATA" "$tmp/noise.safetensors"
+expect 1 'cannot open' "eval: missing weights file" -- "$EVAL" --data "$DATA" "$tmp/none.safetensors"
+expect 1 'missing.safetensors' "eval: ensemble list with a missing member" -- "$EVAL" --data "$DATA" "$tmp/half.ensemble"
+expect 1 'no t10k images' "eval: data directory without MNIST" -- "$EVAL" --data "$tmp" "$tmp/tiny.safetensors"
+expect 2 '--shift wants DX,DY' "eval: malformed --shift" -- "$EVAL" --shift 1 "$tmp/tiny.safetensors"
+
+# ---------------------------------------------------------------- mnist-predict
+"$MKPNG" --from-idx "$DATA/t10k-images-idx3-ubyte" 0 "$tmp/seven.png" || not_ok "mkpng renders test image 0"
+head -c 100 /dev/urandom > "$tmp/junk.png"
+"$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png" > "$tmp/pred.json" 2> "$tmp/pred.err"
+rc=$?
+if [ $rc -eq 0 ] && "$PY" -c '
+import json, sys
+r = json.loads(open(sys.argv[1]).readline())
+p = r["probabilities"]
+assert r["model"] == "tiny" and len(p) == 10 and abs(sum(p) - 1) < 1e-4
+assert r["prediction"] == max(range(10), key=lambda i: p[i])' "$tmp/pred.json"; then
+    ok "predict: one JSON line, probabilities summing to 1, prediction their argmax"
+else
+    not_ok "predict: JSON line for a test image" "exit $rc" "$(head -c 300 "$tmp/pred.json")" "$(head -c 300 "$tmp/pred.err")"
+fi
+"$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/junk.png" "$tmp/seven.png" > "$tmp/pred2.json" 2> "$tmp/pred2.err"
+rc=$?
+if [ $rc -eq 1 ] && [ "$(wc -l < "$tmp/pred2.json")" -eq 2 ] &&
+    head -1 "$tmp/pred2.json" | grep -q '"code":"not_png"' && sed -n 2p "$tmp/pred2.json" | grep -q '"prediction"'; then
+    ok "predict: a non-PNG gets an error line, the next image is still classified, exit 1"
+else
+    not_ok "predict: non-PNG among images" "exit $rc" "$(head -c 400 "$tmp/pred2.json")"
+fi
+expect 1 'truncated' "predict: truncated weights file" -- "$PREDICT" --model "$tmp/trunc.safetensors" "$tmp/seven.png"
+expect 2 'mnist-predict: ' "predict: unknown option" -- "$PREDICT" --bogus "$tmp/seven.png"
+
+echo "cli: $pass passed, $failed failed"
+[ "$failed" -eq 0 ]

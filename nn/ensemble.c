@@ -62,10 +62,19 @@ nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errle
     return e;
 }
 
-static int ends_with(const char *s, const char *suffix)
+size_t nn_model_stem(const char *name, int *is_list)
 {
-    size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && strcmp(s + n - m, suffix) == 0;
+    static const char *const suffix[2] = {".safetensors", ".ensemble"};
+    size_t n = strlen(name);
+    for (int i = 0; i < 2; i++) {
+        size_t k = strlen(suffix[i]);
+        if (n > k && strcmp(name + n - k, suffix[i]) == 0) {
+            if (is_list) *is_list = i;
+            return n - k;
+        }
+    }
+    if (is_list) *is_list = 0;
+    return 0;
 }
 
 int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double *accuracy,
@@ -133,7 +142,8 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
     int n = 0;
     const char *p = paths;
     if (!paths || !*paths) { nn_errf(err, errlen, "ensemble: no model path given"); return NULL; }
-    if (!strchr(paths, ',') && ends_with(paths, ".ensemble")) {
+    int is_list;
+    if (!strchr(paths, ',') && nn_model_stem(paths, &is_list) && is_list) {
         char list[NN_MAX_MEMBERS * 520];
         double acc;
         if (nn_ensemble_list_read(paths, list, sizeof list, &acc, err, errlen)) return NULL;

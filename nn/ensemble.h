@@ -31,6 +31,12 @@ typedef struct {
 
 typedef struct nn_ensemble_ws nn_ensemble_ws;
 
+/* File names of models: "STEM.safetensors" (a weights file) or
+ * "STEM.ensemble" (a list). Returns the length of STEM (the model's name
+ * wherever one is needed) and sets *is_list (may be NULL); 0 for any
+ * other name or an empty stem. */
+size_t nn_model_stem(const char *name, int *is_list);
+
 /* paths: one path, or several separated by commas, or one NAME.ensemble
  * list (see nn_ensemble_list_read). NULL + err on failure. */
 nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen);

@@ -9,12 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-    return n > k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int add_model(srv_models *ms, const char *name, const char *paths,
                      double accuracy_override, const char *source, char *err,
                      size_t errlen)
@@ -105,8 +99,7 @@ static int load_dir(srv_models *ms, const char *dir, char *err, size_t errlen)
     while ((de = readdir(d)) != NULL && n < 256) {
         if (de->d_name[0] == '.')
             continue;
-        if (!ends_with(de->d_name, ".safetensors") &&
-            !ends_with(de->d_name, ".ensemble"))
+        if (!nn_model_stem(de->d_name, NULL))
             continue;
         if (!(names[n] = strdup(de->d_name))) {
             snprintf(err, errlen, "out of memory listing %s", dir);
@@ -119,9 +112,8 @@ static int load_dir(srv_models *ms, const char *dir, char *err, size_t errlen)
     qsort(names, (size_t)n, sizeof names[0], cmp_str);
     for (int i = 0; i < n && rc == 0; i++) {
         char stem[SRV_NAME_MAX + 16], source[1100];
-        int ens = ends_with(names[i], ".ensemble");
-        size_t slen = strlen(names[i]) - strlen(ens ? ".ensemble"
-                                                    : ".safetensors");
+        int ens;
+        size_t slen = nn_model_stem(names[i], &ens);
         snprintf(source, sizeof source, "%s/%s", dir, names[i]);
         if (slen >= SRV_NAME_MAX) {
             snprintf(err, errlen, "%s: file name too long for a model name",

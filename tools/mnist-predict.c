@@ -39,8 +39,8 @@ static int pick_default(const char *dir, char *out, size_t outlen, char *err, si
     struct dirent *de;
     out[0] = 0;
     while ((de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        if (n < 13 || strcmp(de->d_name + n - 12, ".safetensors")) continue;
+        int is_list;
+        if (!nn_model_stem(de->d_name, &is_list) || is_list) continue;
         char path[1024], e2[256];
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         nn_net *net = nn_net_load(path, e2, sizeof e2);
@@ -143,10 +143,9 @@ int main(int argc, char **argv)
      * the weights file or the .ensemble list); a comma list has none. */
     char name[256];
     const char *base = strrchr(model, '/');
-    snprintf(name, sizeof name, "%.200s", base ? base + 1 : model);
-    char *dot = strstr(name, ".safetensors");
-    if (!dot) dot = strstr(name, ".ensemble");
-    if (dot) *dot = 0;
+    base = base ? base + 1 : model;
+    size_t stem = nn_model_stem(base, NULL);
+    snprintf(name, sizeof name, "%.*s", (int)(stem && stem < 200 ? stem : 200), base);
     if (strchr(model, ',')) snprintf(name, sizeof name, "ensemble(%d)", e->n);
     nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 1);
     if (!ws) { fprintf(stderr, "mnist-predict: out of memory\n"); return 1; }

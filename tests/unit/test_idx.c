@@ -349,7 +349,7 @@ static void test_load_dir(void **state)
 
     assert_null(nn_dataset_load_dir(sub, 0, 10, err, sizeof err));
     assert_contains(err, "no train images");
-    assert_contains(err, "run make data");
+    assert_contains(err, "looked for train-images-idx3-ubyte");
 
     /* The two spellings in the wild, plain and gzip'ed, mixed. */
     size_t il, ll;

@@ -800,6 +800,23 @@ static void write_text(const char *path, const char *text)
 /* NAME.ensemble lists: members relative to the list's directory, comments,
  * blank lines, spaces, the stated accuracy; loading one loads its members;
  * every malformed list is refused with a message. */
+static void test_model_stem(void **s)
+{
+    (void)s;
+    int list = -1;
+    assert_int_equal(nn_model_stem("cnn.safetensors", &list), 3);
+    assert_int_equal(list, 0);
+    assert_int_equal(nn_model_stem("cnn-ensemble.ensemble", &list), 12);
+    assert_int_equal(list, 1);
+    assert_int_equal(nn_model_stem("a.ensemble.safetensors", &list), 10);
+    assert_int_equal(list, 0);
+    /* No stem, another suffix, a suffix inside the name: not a model. */
+    assert_int_equal(nn_model_stem(".safetensors", NULL), 0);
+    assert_int_equal(nn_model_stem("cnn.safetensors.bak", NULL), 0);
+    assert_int_equal(nn_model_stem("notes.txt", &list), 0);
+    assert_int_equal(list, 0);
+}
+
 static void test_ensemble_list(void **s)
 {
     (void)s;
@@ -973,6 +990,7 @@ int main(void)
         cmocka_unit_test(test_weights_preprocess),
         cmocka_unit_test(test_ensemble_mean),
         cmocka_unit_test(test_ensemble_list),
+        cmocka_unit_test(test_model_stem),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_training_smoke),
     };

@@ -22,7 +22,8 @@ static void usage(FILE *f)
         "comma-separated list, or a NAME.ensemble list file) are evaluated as one\n"
         "ensemble (mean probabilities).\n"
         "  --json            print one JSON object\n"
-        "  --data DIR        IDX files (default data/mnist; .gz accepted)\n"
+        "  --data DIR        IDX files, .gz accepted (default: by the model's dataset,\n"
+        "                    data/mnist or /usr/share/datasets/fashion-mnist)\n"
         "  --threads N       threads (default: all CPUs)\n"
         "  --limit N         first N test images only\n"
         "  --shift DX,DY     shift every test image by DX,DY pixels first\n"
@@ -41,7 +42,7 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     int json = 0, threads = 0, limit = 0;
-    const char *data = "data/mnist";
+    const char *data = NULL;
     nn_affine tf;
     nn_affine_identity(&tf);
     int use_tf = 0;
@@ -82,6 +83,9 @@ int main(int argc, char **argv)
     int rc = 1, k = nn_ensemble_classes(e);
     float *probs = NULL;
     int *conf = NULL;
+    if (!data)
+        data = !strcmp(nn_ensemble_meta(e)->dataset, "fashion-mnist") ? "/usr/share/datasets/fashion-mnist"
+                                                                      : "data/mnist";
     nn_dataset *test = nn_dataset_load_dir(data, 1, k, err, sizeof err);
     if (!test) { fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err); goto done; }
     const nn_net *n0 = e->nets[0];

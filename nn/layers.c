@@ -755,7 +755,10 @@ static void col2im_rows(float *dx, const float *dcol, size_t ld, const nn_conv_s
                     if (ih < 0 || ih >= H) continue;
                     const float *sr = src + (size_t)oh * OW;
                     float *xr = xc + (size_t)ih * W;
-                    for (int ow = lo; ow < hi; ow++) xr[ow * s + off] += sr[ow];
+                    if (s == 1)
+                        add_to(xr + off + lo, sr + lo, hi - lo);
+                    else
+                        for (int ow = lo; ow < hi; ow++) xr[ow * s + off] += sr[ow];
                 }
             }
 }
@@ -771,12 +774,7 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
     float *rest = xp + padded_size(g, C, cs->H, cs->W, cs->p);
     /* dy [g, O, P] -> dyt [O, g*P]; bias gradient from it. */
     to_channel_major(dyt, dy, g, O, P);
-    for (int o = 0; o < O; o++) {
-        const float *d = dyt + (size_t)o * ld;
-        float acc = 0.0f;
-        for (size_t q = 0; q < ld; q++) acc += d[q];
-        db[o] += acc;
-    }
+    for (int o = 0; o < O; o++) db[o] += sum8(dyt + (size_t)o * ld, ld);
     if (dw_shifted(cs)) {
         conv_dw_shifted(dw, dy, x, cs, g, xp);
     } else {

@@ -528,13 +528,19 @@ static void shifted_geom(struct shifted *sg, const nn_conv_shape *cs, int g)
     sg->nx = need > have ? need : have;
 }
 
-/* Few enough garbage columns (at most 40% more than the real outputs) for
- * the saved packing to win in a group; one image always gains. */
+/* Few enough garbage columns for the saved packing to win in a group; one
+ * image always gains. Packing costs per element of B, which the GEMM's O
+ * rows share, so the garbage a layer can afford grows as O shrinks: at
+ * most 1 + 25/O times the real outputs (1.39 at O = 64, where the big
+ * CNN's measurements put the break-even near 1.4; 2.56 at O = 16, where
+ * LeNet's second convolution, at 1.96, measured 1.6-1.9 -> 1.0-1.4 ms
+ * forward at batch 64 on shifted rows). */
 static int shifted_pays(const nn_conv_shape *cs, int g)
 {
     struct shifted sg;
     shifted_geom(&sg, cs, 1);
-    return g == 1 || sg.plane * 10 <= (size_t)cs->OH * cs->OW * 14;
+    return g == 1 ||
+           sg.plane * 10 * (size_t)cs->O <= (size_t)cs->OH * cs->OW * ((size_t)cs->O * 10 + 250);
 }
 
 /* Scratch floats: phases, row offsets (ptrdiff_t, rounded to floats, plus

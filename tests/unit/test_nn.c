@@ -259,7 +259,10 @@ static void test_conv_group_vs_ref(void **s)
         /* Weight gradient by dot products over shifted rows (few outputs):
          * strides 1, 2, 3, odd groups, row and column counts off the
          * kernel's 3 x 4 block. */
-        {1, 28, 28, 6, 5, 1, 2, 3}, {4, 23, 23, 8, 3, 2, 1, 5}, {2, 31, 31, 7, 3, 3, 0, 2}};
+        {1, 28, 28, 6, 5, 1, 2, 3}, {4, 23, 23, 8, 3, 2, 1, 5}, {2, 31, 31, 7, 3, 3, 0, 2},
+        /* LeNet's second convolution in a group: shifted rows although
+         * nearly half the positions are extra (few outputs). */
+        {6, 14, 14, 16, 5, 1, 0, 16}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
                             cases[c][5], cases[c][6], 0, 0};

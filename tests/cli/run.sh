@@ -10,11 +10,8 @@
 # "cli: N passed, M failed"; the exit status is non-zero on any failure.
 set -uo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-build=${1:-build}
-case $build in /*) ;; *) build=$root/$build ;; esac
-cd "$root" || exit 2
+# shellcheck source=tests/setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
 TRAIN=$build/mnist-train
 EVAL=$build/mnist-eval
 PREDICT=$build/mnist-predict
@@ -22,8 +19,6 @@ MKPNG=$build/tests/tools/mkpng
 DATA=${MNIST_DIR:-data/mnist}
 PY=/usr/bin/python3
 command -v "$PY" >/dev/null || PY=python3
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-cli.XXXXXX") || exit 2
 trap 'rm -rf "$tmp"' EXIT

@@ -18,11 +18,8 @@
 # START_TIMEOUT (30 s), PYTHON (python3), KEEP_TMP=1 keeps the scratch dir.
 set -uo pipefail
 
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-root=$(cd "$here/../.." && pwd)
-build=${1:-build}
-case $build in /*) ;; *) build=$root/$build ;; esac
-cd "$root" || exit 2
+# shellcheck source=tests/setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
 
 SERVER=$build/mnist-server
 PREDICT=$build/mnist-predict
@@ -37,10 +34,6 @@ if ! "$PY" -c 'import yaml' 2>/dev/null && /usr/bin/python3 -c 'import yaml' 2>/
     PY=/usr/bin/python3
 fi
 START_TIMEOUT=${START_TIMEOUT:-30}
-# Sanitizer builds: any report is fatal and turns into a non-zero exit,
-# which the shutdown checks catch.
-export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:exitcode=99}
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
 # Never let the caller's configuration leak into the servers under test.
 for v in $(env | sed -n 's/^\(MNIST_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
 

@@ -62,7 +62,7 @@ expect 2 '--flip wants a probability' "train: --flip out of range" -- "$TRAIN" -
 expect 2 'not a preset' "train: unknown architecture" -- "$TRAIN" --arch "$tmp/none.json" --out "$tmp/x"
 expect 2 'mnist-train: ' "train: malformed architecture JSON" -- "$TRAIN" --arch "$tmp/broken.json" --out "$tmp/x"
 expect 1 'no train images' "train: data directory without MNIST" -- "$TRAIN" --data "$tmp" --out "$tmp/x"
-[ ! -e "$tmp/x" ] && ok "train: nothing written after a refused run" || not_ok "train: nothing written after a refused run" "$tmp/x exists"
+if [ ! -e "$tmp/x" ]; then ok "train: nothing written after a refused run"; else not_ok "train: nothing written after a refused run" "$tmp/x exists"; fi
 
 # A tiny model: 1,000 images, 2 epochs, the dropout overridden.
 if "$TRAIN" --arch "$tiny" --dropout 0.1 --limit 1000 --epochs 2 --threads 2 --quiet --data "$DATA" \
@@ -72,7 +72,7 @@ else
     not_ok "train: a tiny model trains" "$(tail -c 400 "$tmp/train.err")"
 fi
 rows=$(wc -l < "$tmp/tiny.safetensors.csv" 2>/dev/null || echo 0)
-[ "$rows" -eq 3 ] && ok "train: history has a header and one row per epoch" || not_ok "train: history rows" "got $rows lines"
+if [ "$rows" -eq 3 ]; then ok "train: history has a header and one row per epoch"; else not_ok "train: history rows" "got $rows lines"; fi
 if grep -q 'dropout(0.1)' "$tmp/train.err" && ! grep -q 'dropout(0.5)' "$tmp/train.err"; then
     ok "train: --dropout sets the dropout layer's probability"
 else
@@ -82,7 +82,7 @@ fi
 # ---------------------------------------------------------------- mnist-eval
 if "$EVAL" --json --data "$DATA" "$tmp/tiny.safetensors" > "$tmp/eval.json" 2> "$tmp/eval.err" &&
     "$PY" -c 'import json,sys; a = json.load(open(sys.argv[1]))["accuracy"]; sys.exit(0 if 0.6 < a < 1 else 1)' "$tmp/eval.json"; then
-    ok "eval: --json reports the tiny model's accuracy ($(cat "$tmp/eval.json" | head -c 120))"
+    ok "eval: --json reports the tiny model's accuracy ($(head -c 120 "$tmp/eval.json"))"
 else
     not_ok "eval: --json reports an accuracy in (0.6, 1)" "$(head -c 300 "$tmp/eval.json")" "$(head -c 300 "$tmp/eval.err")"
 fi

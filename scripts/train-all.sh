@@ -51,7 +51,7 @@ for m in $MODELS; do
                --sched onecycle --lr 3e-3 --warmup 2 --ema 0.999 --aug 12,0.12,0.1 \
                --out "$OUT/members/cnn-pool-s4.safetensors" ;;
     fashion-cnn)
-           $TRAIN --arch cnn --seed 1 --epochs 20 --aug 0,0.05,0.08 --flip 0.5 \
+           $TRAIN --arch cnn --seed 1 --epochs 24 --dropout 0.2 --aug 0,0.05,0.08 --flip 0.5 \
                --data /usr/share/datasets/fashion-mnist \
                --dataset fashion-mnist --name fashion-cnn --out "$OUT/fashion-cnn.safetensors" ;;
     *)     echo "train-all: unknown model $m" >&2; exit 2 ;;

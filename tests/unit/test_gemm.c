@@ -200,6 +200,32 @@ static void test_paths(void **state)
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
 
+/* C1 (M + 1 rows, ldc apart) and C2 (M rows) for the row-offset tests: the
+ * same random integers in the M x N block, SENTINEL in C1's padding and in
+ * its extra row. */
+static void c_pair_fill(float *C1, float *C2, int M, int N, int ldc)
+{
+    for (int i = 0; i < (M + 1) * ldc; i++) C1[i] = SENTINEL;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) C1[i * ldc + j] = C2[i * ldc + j] = rnd_int();
+}
+
+/* C1 equals the oracle's C2 exactly in the M x N block and every SENTINEL
+ * survived. what and the inner dimension (dim = K or L) name the case. */
+static void c_pair_check(const char *what, char dim, int M, int N, int inner, const float *C1,
+                         const float *C2, int ldc)
+{
+    for (int i = 0; i < M; i++) {
+        for (int j = 0; j < N; j++)
+            if (C1[i * ldc + j] != C2[i * ldc + j])
+                fail_msg("%s %s M=%d N=%d %c=%d: C[%d,%d] = %g, want %g", what,
+                         nn_gemm_path_name(NN_GEMM_PATH_AUTO), M, N, dim, inner, i, j,
+                         C1[i * ldc + j], C2[i * ldc + j]);
+        for (int j = N; j < ldc; j++) assert_true(C1[i * ldc + j] == SENTINEL);
+    }
+    for (int j = 0; j < ldc; j++) assert_true(C1[M * ldc + j] == SENTINEL);
+}
+
 /* nn_gemm_rows: B rows at arbitrary (overlapping) offsets into one
  * buffer, read in place, against the oracle on the gathered matrix. The
  * 32 floats past each row's N columns, which it may read, hold NaN: they
@@ -220,19 +246,10 @@ static void rows_case(int M, int N, int K, float beta)
     roff[K - 1] = (ptrdiff_t)(nbuf - 32 - N);
     for (size_t i = nbuf - 32; i < nbuf; i++) buf[i] = NAN;
     for (int k = 0; k < K; k++) memcpy(B + (size_t)k * N, buf + roff[k], (size_t)N * sizeof(float));
-    for (int i = 0; i < (M + 1) * ldc; i++) C1[i] = SENTINEL;
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) C1[i * ldc + j] = C2[i * ldc + j] = rnd_int();
+    c_pair_fill(C1, C2, M, N, ldc);
     nn_gemm_rows(M, N, K, 2.0f, A, K, buf, roff, beta, C1, ldc);
     nn_gemm_ref(0, 0, M, N, K, 2.0f, A, K, B, N, beta, C2, ldc);
-    for (int i = 0; i < M; i++) {
-        for (int j = 0; j < N; j++)
-            if (C1[i * ldc + j] != C2[i * ldc + j])
-                fail_msg("rows %s M=%d N=%d K=%d: C[%d,%d] = %g, want %g", nn_gemm_path_name(NN_GEMM_PATH_AUTO),
-                         M, N, K, i, j, C1[i * ldc + j], C2[i * ldc + j]);
-        for (int j = N; j < ldc; j++) assert_true(C1[i * ldc + j] == SENTINEL);
-    }
-    for (int j = 0; j < ldc; j++) assert_true(C1[M * ldc + j] == SENTINEL);
+    c_pair_check("rows", 'K', M, N, K, C1, C2, ldc);
     free(buf); free(A); free(B); free(C1); free(C2); free(roff);
 }
 
@@ -267,20 +284,10 @@ static void rows_nt_case(int M, int N, int L)
     for (int j = 0; j < N; j++) roff[j] = (ptrdiff_t)(rnd() % (unsigned)(N * 5 + 1));
     roff[N - 1] = (ptrdiff_t)(nbuf - L);
     for (int j = 0; j < N; j++) memcpy(B + (size_t)j * L, buf + roff[j], (size_t)L * sizeof(float));
-    for (int i = 0; i < (M + 1) * ldc; i++) C1[i] = SENTINEL;
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) C1[i * ldc + j] = C2[i * ldc + j] = rnd_int();
+    c_pair_fill(C1, C2, M, N, ldc);
     nn_gemm_rows_nt(M, N, L, A, L, buf, roff, C1, ldc);
     nn_gemm_ref(0, 1, M, N, L, 1.0f, A, L, B, L, 1.0f, C2, ldc);
-    for (int i = 0; i < M; i++) {
-        for (int j = 0; j < N; j++)
-            if (C1[i * ldc + j] != C2[i * ldc + j])
-                fail_msg("rows_nt %s M=%d N=%d L=%d: C[%d,%d] = %g, want %g",
-                         nn_gemm_path_name(NN_GEMM_PATH_AUTO), M, N, L, i, j, C1[i * ldc + j],
-                         C2[i * ldc + j]);
-        for (int j = N; j < ldc; j++) assert_true(C1[i * ldc + j] == SENTINEL);
-    }
-    for (int j = 0; j < ldc; j++) assert_true(C1[M * ldc + j] == SENTINEL);
+    c_pair_check("rows_nt", 'L', M, N, L, C1, C2, ldc);
     free(buf); free(A); free(B); free(C1); free(C2); free(roff);
 }
 

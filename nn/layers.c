@@ -535,12 +535,18 @@ static void shifted_geom(struct shifted *sg, const nn_conv_shape *cs, int g)
  * CNN's measurements put the break-even near 1.4; 2.56 at O = 16, where
  * LeNet's second convolution, at 1.96, measured 1.6-1.9 -> 1.0-1.4 ms
  * forward at batch 64 on shifted rows). */
-static int shifted_pays(const nn_conv_shape *cs, int g)
+/* An image's grid positions at most num/den times its real outputs. */
+static int extra_at_most(const nn_conv_shape *cs, size_t num, size_t den)
 {
     struct shifted sg;
     shifted_geom(&sg, cs, 1);
-    return g == 1 ||
-           sg.plane * 10 * (size_t)cs->O <= (size_t)cs->OH * cs->OW * ((size_t)cs->O * 10 + 250);
+    return sg.plane * den <= (size_t)cs->OH * cs->OW * num;
+}
+
+static int shifted_pays(const nn_conv_shape *cs, int g)
+{
+    const size_t O = (size_t)cs->O;
+    return g == 1 || extra_at_most(cs, O * 10 + 250, O * 10);
 }
 
 /* Scratch floats: phases, row offsets (ptrdiff_t, rounded to floats, plus
@@ -660,12 +666,10 @@ static void conv_dw_shifted(float *dw, const float *dy, const float *x, const nn
  * taps, pack_dw 10% of its training profile) and the dot products win:
  * train_bench, LeNet batch 16, conv 0 backward 0.31 -> 0.23 ms. With 32
  * or more outputs (the big CNN) they measured no faster or slower. Only
- * where the extra grid positions are few (as shifted_pays). */
+ * where the extra grid positions are few (at most 1.4x). */
 static int dw_shifted(const nn_conv_shape *cs)
 {
-    struct shifted sg;
-    shifted_geom(&sg, cs, 1);
-    return cs->O <= 8 && sg.plane * 10 <= (size_t)cs->OH * cs->OW * 14;
+    return cs->O <= 8 && extra_at_most(cs, 14, 10);
 }
 
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)

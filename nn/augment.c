@@ -10,7 +10,8 @@ void nn_affine_identity(nn_affine *a)
     a->rot_deg = 0.0f; a->scale = 1.0f; a->dx = 0.0f; a->dy = 0.0f; a->flip = 0;
 }
 
-static float sample(const float *img, int h, int w, float x, float y)
+/* Bilinear sample of bytes src at (x, y), zero outside, 0..255. */
+static float sample(const uint8_t *src, int h, int w, float x, float y)
 {
     int x0 = (int)floorf(x), y0 = (int)floorf(y);
     float fx = x - x0, fy = y - y0, v = 0.0f;
@@ -18,8 +19,7 @@ static float sample(const float *img, int h, int w, float x, float y)
         for (int i = 0; i < 2; i++) {
             int xx = x0 + i, yy = y0 + j;
             if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
-            float wt = (i ? fx : 1.0f - fx) * (j ? fy : 1.0f - fy);
-            v += wt * img[yy * w + xx];
+            v += (i ? fx : 1.0f - fx) * (j ? fy : 1.0f - fy) * src[yy * w + xx];
         }
     return v;
 }
@@ -39,6 +39,26 @@ static void mirror(float *img, int h, int w)
         }
 }
 
+void nn_warp(float *dst, const uint8_t *src, int h, int w, const nn_affine *a,
+             const float *fx, const float *fy)
+{
+    float th = a->rot_deg * 3.14159265358979f / 180.0f;
+    float c = cosf(th), s = sinf(th), inv = 1.0f / a->scale;
+    float cx = 0.5f * (w - 1), cy = 0.5f * (h - 1);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float px = x - cx - a->dx, py = y - cy - a->dy;
+            if (fx) {
+                px += fx[y * w + x];
+                py += fy[y * w + x];
+            }
+            float ux = (c * px - s * py) * inv + cx;
+            float uy = (s * px + c * py) * inv + cy;
+            dst[y * w + x] = sample(src, h, w, ux, uy) * (1.0f / 255.0f);
+        }
+    if (a->flip) mirror(dst, h, w);
+}
+
 void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
                      const nn_affine *a)
 {
@@ -47,25 +67,7 @@ void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
         if (a->flip) mirror(dst, h, w);
         return;
     }
-    float th = a->rot_deg * 3.14159265358979f / 180.0f;
-    float c = cosf(th), s = sinf(th), inv = 1.0f / a->scale;
-    float cx = 0.5f * (w - 1), cy = 0.5f * (h - 1);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            float px = x - cx - a->dx, py = y - cy - a->dy;
-            float ux = (c * px - s * py) * inv + cx;
-            float uy = (s * px + c * py) * inv + cy;
-            int x0 = (int)floorf(ux), y0 = (int)floorf(uy);
-            float fx = ux - x0, fy = uy - y0, v = 0.0f;
-            for (int j = 0; j < 2; j++)
-                for (int i = 0; i < 2; i++) {
-                    int xx = x0 + i, yy = y0 + j;
-                    if (xx < 0 || yy < 0 || xx >= w || yy >= h) continue;
-                    v += (i ? fx : 1.0f - fx) * (j ? fy : 1.0f - fy) * src[yy * w + xx];
-                }
-            dst[y * w + x] = v * (1.0f / 255.0f);
-        }
-    if (a->flip) mirror(dst, h, w);
+    nn_warp(dst, src, h, w, a, NULL, NULL);
 }
 
 void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
@@ -128,20 +130,21 @@ void nn_augment(float *dst, const uint8_t *src, int h, int w,
         return;
     }
     /* Elastic distortion (Simard et al. 2003): a smoothed random
-     * displacement field scaled by alpha, applied after the affine part. */
+     * displacement field scaled by alpha. It moves the points where the
+     * affine map is sampled, so the image is resampled once: warping the
+     * affine output again would blur every stroke a second time. */
     int n = h * w;
-    float *img = scratch, *fx = scratch + n, *fy = scratch + 2 * n;
-    nn_affine_apply(img, src, h, w, &a);
+    float *fx = scratch, *fy = scratch + n, *tmp = scratch + 2 * n;
     uint64_t s2 = nn_hash64(seed ^ 0x5eed, counter);
     for (int i = 0; i < n; i++) {
         fx[i] = 2.0f * nn_hash_uniform(s2, 2 * (uint64_t)i) - 1.0f;
         fy[i] = 2.0f * nn_hash_uniform(s2, 2 * (uint64_t)i + 1) - 1.0f;
     }
-    blur(fx, dst, h, w, cfg->elastic_sigma);
-    blur(fy, dst, h, w, cfg->elastic_sigma);
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
-            int i = y * w + x;
-            dst[i] = sample(img, h, w, x + cfg->elastic_alpha * fx[i], y + cfg->elastic_alpha * fy[i]);
-        }
+    blur(fx, tmp, h, w, cfg->elastic_sigma);
+    blur(fy, tmp, h, w, cfg->elastic_sigma);
+    for (int i = 0; i < n; i++) {
+        fx[i] *= cfg->elastic_alpha;
+        fy[i] *= cfg->elastic_alpha;
+    }
+    nn_warp(dst, src, h, w, &a, fx, fy);
 }

@@ -35,6 +35,12 @@ void nn_affine_identity(nn_affine *a);
 void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
                      const nn_affine *a);
 
+/* nn_affine_apply with each output pixel's sampling point first moved
+ * by a displacement (fx[i], fy[i]) pixels ([h*w] each; NULL = none):
+ * dst(p) = src(A(p + d(p))), one bilinear resampling in all. */
+void nn_warp(float *dst, const uint8_t *src, int h, int w, const nn_affine *a,
+             const float *fx, const float *fy);
+
 /* Draws a transform within cfg from (seed, counter). */
 void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
                    uint64_t counter);

@@ -889,6 +889,22 @@ static void test_augment(void **s)
     assert_float_equal(a[10 * 28 + 12], img[11 * 28 + 10] / 255.0f, 1e-6);
     assert_float_equal(a[27 * 28 + 0], 0.0f, 0);
 
+    /* A displacement field moves the affine map's sampling points, so the
+     * image is resampled once: half a pixel of shift undone by half a
+     * pixel of displacement gives the image back exactly (resampling the
+     * shifted image again would average neighbours). */
+    float fx[784], fy[784];
+    for (int i = 0; i < 784; i++) fx[i] = 0.5f, fy[i] = -0.25f;
+    nn_affine_identity(&t);
+    t.dx = 0.5f; t.dy = -0.25f;
+    nn_warp(a, img, 28, 28, &t, fx, fy);
+    for (int i = 0; i < 784; i++) assert_float_equal(a[i], img[i] / 255.0f, 1e-6);
+    /* Without a field nn_warp is nn_affine_apply. */
+    t.rot_deg = 9.0f; t.scale = 1.1f;
+    nn_warp(a, img, 28, 28, &t, NULL, NULL);
+    nn_affine_apply(b, img, 28, 28, &t);
+    assert_memory_equal(a, b, sizeof a);
+
     /* Flip probability 1 mirrors every image exactly and nothing else. */
     nn_aug_cfg fl = {0};
     fl.flip_prob = 1.0f;

@@ -87,7 +87,7 @@ void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
 int nn_aug_is_identity(const nn_aug_cfg *cfg)
 {
     return cfg->max_rot == 0.0f && cfg->max_zoom == 0.0f && cfg->max_shift == 0.0f &&
-           cfg->elastic_alpha == 0.0f && cfg->flip_prob == 0.0f;
+           cfg->elastic_alpha == 0.0f && cfg->flip_prob == 0.0f && cfg->max_stroke == 0.0f;
 }
 
 /* Separable Gaussian blur of f [h*w] in place, tmp [h*w]. */
@@ -119,20 +119,13 @@ static void blur(float *f, float *tmp, int h, int w, float sigma)
         }
 }
 
-void nn_augment(float *dst, const uint8_t *src, int h, int w,
-                const nn_aug_cfg *cfg, uint64_t seed, uint64_t counter,
-                float *scratch)
+/* Elastic distortion (Simard et al. 2003): a smoothed random displacement
+ * field scaled by alpha. It moves the points where the affine map is
+ * sampled, so the image is resampled once: warping the affine output
+ * again would blur every stroke a second time. */
+static void elastic(float *dst, const uint8_t *src, int h, int w, const nn_affine *a,
+                    const nn_aug_cfg *cfg, uint64_t seed, uint64_t counter, float *scratch)
 {
-    nn_affine a;
-    nn_aug_sample(&a, cfg, seed, counter);
-    if (cfg->elastic_alpha <= 0.0f) {
-        nn_affine_apply(dst, src, h, w, &a);
-        return;
-    }
-    /* Elastic distortion (Simard et al. 2003): a smoothed random
-     * displacement field scaled by alpha. It moves the points where the
-     * affine map is sampled, so the image is resampled once: warping the
-     * affine output again would blur every stroke a second time. */
     int n = h * w;
     float *fx = scratch, *fy = scratch + n, *tmp = scratch + 2 * n;
     uint64_t s2 = nn_hash64(seed ^ 0x5eed, counter);
@@ -146,5 +139,42 @@ void nn_augment(float *dst, const uint8_t *src, int h, int w,
         fx[i] *= cfg->elastic_alpha;
         fy[i] *= cfg->elastic_alpha;
     }
-    nn_warp(dst, src, h, w, &a, fx, fy);
+    nn_warp(dst, src, h, w, a, fx, fy);
+}
+
+/* Pen width: img += |t| (m - img), m the grey dilation (t > 0) or erosion
+ * (t < 0) of img over the pixel and its four neighbours (zero outside).
+ * m [h*w] scratch. */
+static void stroke(float *img, float *m, int h, int w, float t)
+{
+    float a = t > 0.0f ? t : -t;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float v = img[y * w + x], u[4];
+            u[0] = x > 0 ? img[y * w + x - 1] : 0.0f;
+            u[1] = x < w - 1 ? img[y * w + x + 1] : 0.0f;
+            u[2] = y > 0 ? img[(y - 1) * w + x] : 0.0f;
+            u[3] = y < h - 1 ? img[(y + 1) * w + x] : 0.0f;
+            float e = v;
+            for (int i = 0; i < 4; i++) e = t > 0.0f ? (u[i] > e ? u[i] : e) : (u[i] < e ? u[i] : e);
+            m[y * w + x] = e;
+        }
+    for (int i = 0; i < h * w; i++) img[i] += a * (m[i] - img[i]);
+}
+
+void nn_augment(float *dst, const uint8_t *src, int h, int w,
+                const nn_aug_cfg *cfg, uint64_t seed, uint64_t counter,
+                float *scratch)
+{
+    nn_affine a;
+    nn_aug_sample(&a, cfg, seed, counter);
+    if (cfg->elastic_alpha <= 0.0f)
+        nn_affine_apply(dst, src, h, w, &a);
+    else
+        elastic(dst, src, h, w, &a, cfg, seed, counter, scratch);
+    if (cfg->max_stroke > 0.0f) {
+        /* Slot 5 of the image's draws (nn_aug_sample uses 0-4). */
+        float t = (2.0f * nn_hash_uniform(seed, counter * 8 + 5) - 1.0f) * cfg->max_stroke;
+        stroke(dst, scratch, h, w, t);
+    }
 }

@@ -70,6 +70,8 @@ static void usage(FILE *f)
         "  --ema X            moving average of weights, e.g. 0.999 (0 = off)\n"
         "  --aug R,Z,S        augmentation: max rotation deg, zoom fraction, shift fraction\n"
         "  --elastic A,S      elastic distortion alpha and sigma (pixels)\n"
+        "  --stroke S         pen width: thicken or thin strokes by up to S (0..1,\n"
+        "                     blend toward a 1-pixel dilation or erosion)\n"
         "  --dropout P        set every dropout layer's probability to P (0 = off)\n"
         "  --flip P           mirror images left-right with probability P (objects,\n"
         "                     not digits; default 0)\n"
@@ -143,13 +145,27 @@ static int parse3(const char *s, float *a, float *b, float *c)
     return sscanf(s, "%f,%f,%f", a, b, c) == 3 ? 0 : -1;
 }
 
+/* A number from 0 to 1 into *out; else the message "mnist-train: WHAT
+ * from 0 to 1" and -1. */
+static int parse_unit(const char *s, const char *what, float *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || *end || !(v >= 0 && v <= 1)) {
+        fprintf(stderr, "mnist-train: %s from 0 to 1\n", what);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam";
     int epochs = -1, batch = -1, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0;
     double lr = -1, gamma = -1, step = -1, warmup = -1, wd = -1, ls = -1, ema = -1;
-    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL, *dropout_s = NULL;
+    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL, *stroke_s = NULL, *dropout_s = NULL;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -174,6 +190,7 @@ int main(int argc, char **argv)
         else if (ARG("--aug")) aug_s = v;
         else if (ARG("--elastic")) elastic_s = v;
         else if (ARG("--flip")) flip_s = v;
+        else if (ARG("--stroke")) stroke_s = v;
         else if (ARG("--dropout")) dropout_s = v;
         else if (ARG("--seed")) seed = strtoull(v, NULL, 10);
         else if (ARG("--threads")) threads = atoi(v);
@@ -263,15 +280,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "mnist-train: --elastic wants ALPHA,SIGMA e.g. 34,4\n");
         return 2;
     }
-    if (flip_s) {
-        char *end;
-        double p = strtod(flip_s, &end);
-        if (end == flip_s || *end || !(p >= 0 && p <= 1)) {
-            fprintf(stderr, "mnist-train: --flip wants a probability from 0 to 1\n");
-            return 2;
-        }
-        cfg.aug.flip_prob = (float)p;
-    }
+    if (flip_s && parse_unit(flip_s, "--flip wants a probability", &cfg.aug.flip_prob)) return 2;
+    if (stroke_s && parse_unit(stroke_s, "--stroke wants a strength", &cfg.aug.max_stroke)) return 2;
     if (no_aug) memset(&cfg.aug, 0, sizeof cfg.aug);
     if (cfg.sched.kind == NN_SCHED_STEP && cfg.sched.step <= 0) cfg.sched.step = 5;
 

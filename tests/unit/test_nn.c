@@ -905,6 +905,42 @@ static void test_augment(void **s)
     nn_affine_apply(b, img, 28, 28, &t);
     assert_memory_equal(a, b, sizeof a);
 
+    /* Pen width: each image lies between its 1-pixel grey erosion and
+     * dilation (cross-shaped, zero outside), and both thicker and thinner
+     * strokes are drawn. A bar 3 px wide in the middle of the image. */
+    uint8_t bar[784] = {0};
+    float lo[784], hi[784];
+    for (int y = 4; y < 24; y++)
+        for (int x = 12; x < 15; x++) bar[y * 28 + x] = 200;
+    for (int i = 0; i < 784; i++) {
+        int y = i / 28, x = i % 28, any = 0, all = 1;
+        const int nb[5][2] = {{0, 0}, {0, 1}, {0, -1}, {1, 0}, {-1, 0}};
+        for (int k = 0; k < 5; k++) {
+            int yy = y + nb[k][0], xx = x + nb[k][1];
+            int on = yy >= 0 && yy < 28 && xx >= 0 && xx < 28 && bar[yy * 28 + xx];
+            any |= on, all &= on;
+        }
+        lo[i] = all ? 200 / 255.0f : 0.0f;
+        hi[i] = any ? 200 / 255.0f : 0.0f;
+    }
+    nn_aug_cfg pen = {0};
+    pen.max_stroke = 0.8f;
+    assert_false(nn_aug_is_identity(&pen));
+    float ink0 = 20 * 3 * 200 / 255.0f;
+    int thicker = 0, thinner = 0;
+    for (uint64_t c = 0; c < 200; c++) {
+        nn_augment(a, bar, 28, 28, &pen, 11, c, scratch);
+        float ink = 0;
+        for (int i = 0; i < 784; i++) {
+            assert_true(a[i] >= lo[i] - 1e-6f && a[i] <= hi[i] + 1e-6f);
+            ink += a[i];
+        }
+        thicker += ink > ink0 + 1.0f;
+        thinner += ink < ink0 - 1.0f;
+    }
+    assert_in_range(thicker, 50, 150);
+    assert_in_range(thinner, 50, 150);
+
     /* Flip probability 1 mirrors every image exactly and nothing else. */
     nn_aug_cfg fl = {0};
     fl.flip_prob = 1.0f;

@@ -875,7 +875,8 @@ static void test_augment(void **s)
     nn_aug_cfg zero = {0};
     nn_augment(a, img, 28, 28, &zero, 1, 5, scratch);
     for (int i = 0; i < 784; i++) assert_float_equal(a[i], img[i] / 255.0f, 0);
-    nn_aug_cfg cfg = {15.0f, 0.15f, 0.1f, 30.0f, 4.0f, 0.0f};
+    nn_aug_cfg cfg = {.max_rot = 15.0f, .max_zoom = 0.15f, .max_shift = 0.1f,
+                      .elastic_alpha = 30.0f, .elastic_sigma = 4.0f};
     nn_augment(a, img, 28, 28, &cfg, 7, 42, scratch);
     nn_augment(b, img, 28, 28, &cfg, 7, 42, scratch);
     assert_memory_equal(a, b, sizeof a);

@@ -87,7 +87,8 @@ void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
 int nn_aug_is_identity(const nn_aug_cfg *cfg)
 {
     return cfg->max_rot == 0.0f && cfg->max_zoom == 0.0f && cfg->max_shift == 0.0f &&
-           cfg->elastic_alpha == 0.0f && cfg->flip_prob == 0.0f && cfg->max_stroke == 0.0f;
+           cfg->elastic_alpha == 0.0f && cfg->flip_prob == 0.0f && cfg->max_stroke == 0.0f &&
+           cfg->max_blur == 0.0f;
 }
 
 /* Separable Gaussian blur of f [h*w] in place, tmp [h*w]. */
@@ -176,5 +177,10 @@ void nn_augment(float *dst, const uint8_t *src, int h, int w,
         /* Slot 5 of the image's draws (nn_aug_sample uses 0-4). */
         float t = (2.0f * nn_hash_uniform(seed, counter * 8 + 5) - 1.0f) * cfg->max_stroke;
         stroke(dst, scratch, h, w, t);
+    }
+    if (cfg->max_blur > 0.0f) {
+        /* Slot 6: softer strokes than the scans have. */
+        float sigma = nn_hash_uniform(seed, counter * 8 + 6) * cfg->max_blur;
+        if (sigma > 0.05f) blur(dst, scratch, h, w, sigma);
     }
 }

@@ -30,6 +30,8 @@ typedef struct {
     float max_stroke; /* pen width: t uniform in [-s, s] blends the image
                          toward its grey dilation (t > 0, thicker strokes)
                          or erosion (t < 0, thinner) by |t|; 0 = off       */
+    float max_blur;   /* Gaussian blur, sigma uniform in [0, b] pixels;
+                         0 = off                                            */
 } nn_aug_cfg;
 
 void nn_affine_identity(nn_affine *a);
@@ -49,7 +51,8 @@ void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
                    uint64_t counter);
 
 /* Full augmentation of one image: affine, with elastic distortion if
- * cfg->elastic_alpha > 0, then a stroke-width change if cfg->max_stroke > 0. scratch holds 3*h*w floats. Deterministic in
+ * cfg->elastic_alpha > 0, then a stroke-width change if cfg->max_stroke > 0,
+ * then a blur if cfg->max_blur > 0. scratch holds 3*h*w floats. Deterministic in
  * (seed, counter). */
 void nn_augment(float *dst, const uint8_t *src, int h, int w,
                 const nn_aug_cfg *cfg, uint64_t seed, uint64_t counter,

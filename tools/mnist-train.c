@@ -72,6 +72,7 @@ static void usage(FILE *f)
         "  --elastic A,S      elastic distortion alpha and sigma (pixels)\n"
         "  --stroke S         pen width: thicken or thin strokes by up to S (0..1,\n"
         "                     blend toward a 1-pixel dilation or erosion)\n"
+        "  --blur B           blur each image by a Gaussian of sigma up to B pixels\n"
         "  --dropout P        set every dropout layer's probability to P (0 = off)\n"
         "  --flip P           mirror images left-right with probability P (objects,\n"
         "                     not digits; default 0)\n"
@@ -165,7 +166,7 @@ int main(int argc, char **argv)
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam";
     int epochs = -1, batch = -1, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0;
     double lr = -1, gamma = -1, step = -1, warmup = -1, wd = -1, ls = -1, ema = -1;
-    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL, *stroke_s = NULL, *dropout_s = NULL;
+    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL, *stroke_s = NULL, *blur_s = NULL, *dropout_s = NULL;
     unsigned long long seed = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -191,6 +192,7 @@ int main(int argc, char **argv)
         else if (ARG("--elastic")) elastic_s = v;
         else if (ARG("--flip")) flip_s = v;
         else if (ARG("--stroke")) stroke_s = v;
+        else if (ARG("--blur")) blur_s = v;
         else if (ARG("--dropout")) dropout_s = v;
         else if (ARG("--seed")) seed = strtoull(v, NULL, 10);
         else if (ARG("--threads")) threads = atoi(v);
@@ -282,6 +284,15 @@ int main(int argc, char **argv)
     }
     if (flip_s && parse_unit(flip_s, "--flip wants a probability", &cfg.aug.flip_prob)) return 2;
     if (stroke_s && parse_unit(stroke_s, "--stroke wants a strength", &cfg.aug.max_stroke)) return 2;
+    if (blur_s) {
+        char *end;
+        double b = strtod(blur_s, &end);
+        if (end == blur_s || *end || !(b >= 0 && b <= 4)) {
+            fprintf(stderr, "mnist-train: --blur wants a sigma from 0 to 4 pixels\n");
+            return 2;
+        }
+        cfg.aug.max_blur = (float)b;
+    }
     if (no_aug) memset(&cfg.aug, 0, sizeof cfg.aug);
     if (cfg.sched.kind == NN_SCHED_STEP && cfg.sched.step <= 0) cfg.sched.step = 5;
 

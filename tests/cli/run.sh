@@ -60,6 +60,7 @@ expect 2 'no dropout layer' "train: --dropout on an architecture without dropout
 expect 2 '--aug wants ROT,ZOOM,SHIFT' "train: malformed --aug" -- "$TRAIN" --aug 15 --out "$tmp/x"
 expect 2 '--flip wants a probability' "train: --flip out of range" -- "$TRAIN" --flip 2 --out "$tmp/x"
 expect 2 '--stroke wants a strength' "train: --stroke out of range" -- "$TRAIN" --stroke -0.5 --out "$tmp/x"
+expect 2 '--blur wants a sigma' "train: --blur out of range" -- "$TRAIN" --blur 9 --out "$tmp/x"
 expect 2 'not a preset' "train: unknown architecture" -- "$TRAIN" --arch "$tmp/none.json" --out "$tmp/x"
 expect 2 'mnist-train: ' "train: malformed architecture JSON" -- "$TRAIN" --arch "$tmp/broken.json" --out "$tmp/x"
 expect 1 'no train images' "train: data directory without MNIST" -- "$TRAIN" --data "$tmp" --out "$tmp/x"

@@ -941,6 +941,22 @@ static void test_augment(void **s)
     }
     assert_in_range(thicker, 50, 150);
     assert_in_range(thinner, 50, 150);
+    /* Blur keeps the ink of an image away from the border and softens the
+     * bar's edge: the column beside it gets over 0.01 of ink once sigma
+     * passes about 0.4, i.e. on about 60% of images (sigma uniform in
+     * [0, 1]). */
+    nn_aug_cfg soft = {0};
+    soft.max_blur = 1.0f;
+    assert_false(nn_aug_is_identity(&soft));
+    int softened = 0;
+    for (uint64_t c = 0; c < 100; c++) {
+        nn_augment(a, bar, 28, 28, &soft, 5, c, scratch);
+        float ink = 0;
+        for (int i = 0; i < 784; i++) ink += a[i];
+        assert_float_equal(ink, ink0, 1e-3 * ink0);
+        softened += a[14 * 28 + 11] > 0.01f;
+    }
+    assert_in_range(softened, 45, 75);
 
     /* Flip probability 1 mirrors every image exactly and nothing else. */
     nn_aug_cfg fl = {0};

@@ -146,14 +146,13 @@ static int parse3(const char *s, float *a, float *b, float *c)
     return sscanf(s, "%f,%f,%f", a, b, c) == 3 ? 0 : -1;
 }
 
-/* A number from 0 to 1 into *out; else the message "mnist-train: WHAT
- * from 0 to 1" and -1. */
-static int parse_unit(const char *s, const char *what, float *out)
+/* A number from 0 to hi into *out; else "mnist-train: MSG" and -1. */
+static int parse_upto(const char *s, double hi, const char *msg, float *out)
 {
     char *end;
     double v = strtod(s, &end);
-    if (end == s || *end || !(v >= 0 && v <= 1)) {
-        fprintf(stderr, "mnist-train: %s from 0 to 1\n", what);
+    if (end == s || *end || !(v >= 0 && v <= hi)) {
+        fprintf(stderr, "mnist-train: %s\n", msg);
         return -1;
     }
     *out = (float)v;
@@ -282,17 +281,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "mnist-train: --elastic wants ALPHA,SIGMA e.g. 34,4\n");
         return 2;
     }
-    if (flip_s && parse_unit(flip_s, "--flip wants a probability", &cfg.aug.flip_prob)) return 2;
-    if (stroke_s && parse_unit(stroke_s, "--stroke wants a strength", &cfg.aug.max_stroke)) return 2;
-    if (blur_s) {
-        char *end;
-        double b = strtod(blur_s, &end);
-        if (end == blur_s || *end || !(b >= 0 && b <= 4)) {
-            fprintf(stderr, "mnist-train: --blur wants a sigma from 0 to 4 pixels\n");
-            return 2;
-        }
-        cfg.aug.max_blur = (float)b;
-    }
+    if (flip_s && parse_upto(flip_s, 1, "--flip wants a probability from 0 to 1", &cfg.aug.flip_prob))
+        return 2;
+    if (stroke_s && parse_upto(stroke_s, 1, "--stroke wants a strength from 0 to 1", &cfg.aug.max_stroke))
+        return 2;
+    if (blur_s && parse_upto(blur_s, 4, "--blur wants a sigma from 0 to 4 pixels", &cfg.aug.max_blur))
+        return 2;
     if (no_aug) memset(&cfg.aug, 0, sizeof cfg.aug);
     if (cfg.sched.kind == NN_SCHED_STEP && cfg.sched.step <= 0) cfg.sched.step = 5;
 

@@ -1,5 +1,6 @@
 #include "layers.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -841,5 +842,69 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
         nn_gemm(1, 0, (int)K, (int)ls, O, 1.0f, w, (int)K, dyt + (size_t)i0 * P, (int)ld, 0.0f, dcol,
                 (int)ls);
         for (int i = 0; i < n; i++) col2im_rows(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
+    }
+}
+
+/* ---- deskew -------------------------------------------------------------- */
+
+float nn_deskew_alpha(const float *x, int H, int W, float bg, float *my)
+{
+    double t = 0.0, sy = 0.0, sx = 0.0;
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < W; j++) {
+            double r = x[i * W + j] - bg;
+            if (r <= 0.0) continue;
+            t += r; sy += r * i; sx += r * j;
+        }
+    *my = (float)(H - 1) / 2.0f;
+    if (!(t > 1e-6)) return 0.0f;
+    double cy = sy / t, cx = sx / t, vyy = 0.0, cxy = 0.0;
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < W; j++) {
+            double r = x[i * W + j] - bg;
+            if (r <= 0.0) continue;
+            vyy += r * (i - cy) * (i - cy);
+            cxy += r * (i - cy) * (j - cx);
+        }
+    *my = (float)cy;
+    if (!(vyy > 1e-6 * t)) return 0.0f;
+    double a = cxy / vyy;
+    return (float)(a > 1.0 ? 1.0 : a < -1.0 ? -1.0 : a);
+}
+
+void nn_deskew_forward(float *y, const float *x, int H, int W, float bg)
+{
+    float my, a = nn_deskew_alpha(x, H, W, bg, &my);
+    for (int i = 0; i < H; i++) {
+        const float *xr = x + (size_t)i * W;
+        float *yr = y + (size_t)i * W;
+        float s = a * ((float)i - my);
+        int k = (int)floorf(s);
+        float f = s - (float)k;
+        for (int j = 0; j < W; j++) {
+            int j0 = j + k, j1 = j0 + 1;
+            float v0 = j0 >= 0 && j0 < W ? xr[j0] - bg : 0.0f;
+            float v1 = j1 >= 0 && j1 < W ? xr[j1] - bg : 0.0f;
+            yr[j] = bg + (1.0f - f) * v0 + f * v1;
+        }
+    }
+}
+
+void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
+                        int W, float bg)
+{
+    float my, a = nn_deskew_alpha(x, H, W, bg, &my);
+    memset(dx, 0, sizeof(float) * (size_t)H * W);
+    for (int i = 0; i < H; i++) {
+        const float *dr = dy + (size_t)i * W;
+        float *xr = dx + (size_t)i * W;
+        float s = a * ((float)i - my);
+        int k = (int)floorf(s);
+        float f = s - (float)k;
+        for (int j = 0; j < W; j++) {
+            int j0 = j + k, j1 = j0 + 1;
+            if (j0 >= 0 && j0 < W) xr[j0] += (1.0f - f) * dr[j];
+            if (j1 >= 0 && j1 < W) xr[j1] += f * dr[j];
+        }
     }
 }

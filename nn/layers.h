@@ -77,4 +77,18 @@ void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H,
 void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
                          int C, int H, int W, int OH, int OW);
 
+/* Deskew one plane [H,W] (moments deskewing): with ink r = max(x - bg, 0)
+ * (bg: the background's value), its centroid (my, mx) and alpha =
+ * cov(y,x) / var(y) (clamped to [-1, 1]; 0 for an empty plane), row y is
+ * resampled at columns x + alpha (y - my) with linear interpolation and
+ * background outside. A slanted stroke comes out upright; the centroid
+ * stays where it was. */
+float nn_deskew_alpha(const float *x, int H, int W, float bg, float *my);
+void nn_deskew_forward(float *y, const float *x, int H, int W, float bg);
+/* dx [H,W] = transpose of the resampling applied to dy, with alpha and the
+ * centroid taken from x as constants (the gradient through the shear, not
+ * through the moments). */
+void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
+                        int W, float bg);
+
 #endif

@@ -14,7 +14,7 @@
 #include "rng.h"
 
 static const char *kind_names[NN_LAYER_KINDS] = {
-    "dense", "conv2d", "maxpool", "relu", "dropout", "flatten", "batchnorm"};
+    "dense", "conv2d", "maxpool", "relu", "dropout", "flatten", "batchnorm", "deskew"};
 
 /* ---- architecture text ------------------------------------------------ */
 
@@ -226,6 +226,10 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
             break;
         case NN_FLATTEN:
             c = c * h * w; h = w = 1;
+            break;
+        case NN_DESKEW:
+            /* Backward treats the shear as fixed: exact only for the input. */
+            if (i != 0) { nn_errf(err, errlen, "net: layer %d: deskew must be the first layer", i); goto bad; }
             break;
         case NN_BATCHNORM:
             L->w_off = np; L->nw = c; np += c;
@@ -588,6 +592,14 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
             break;
         case NN_FLATTEN:
             break;
+        case NN_DESKEW: {
+            /* Ink is measured in pixel units: the background is input 0. */
+            float bg = -net->meta.input_mean / net->meta.input_std;
+            size_t S = (size_t)L->in_h * L->in_w;
+            for (size_t p = 0; p < (size_t)n * L->in_c; p++)
+                nn_deskew_forward(y + p * S, x + p * S, L->in_h, L->in_w, bg);
+            break;
+        }
         case NN_BATCHNORM: {
             int C = L->out_c, S = L->out_h * L->out_w;
             float *rm = stats + L->s_off, *rv = stats + L->s_off + C;
@@ -736,6 +748,13 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             break;
         case NN_FLATTEN:
             break;
+        case NN_DESKEW: {
+            float bg = -net->meta.input_mean / net->meta.input_std;
+            size_t S = (size_t)L->in_h * L->in_w;
+            for (size_t p = 0; p < (size_t)n * L->in_c; p++)
+                nn_deskew_backward(dx + p * S, dy + p * S, x + p * S, L->in_h, L->in_w, bg);
+            break;
+        }
         case NN_BATCHNORM: {
             int C = L->out_c, S = L->out_h * L->out_w;
             const float *xh = ws->xhat[i], *inv = ws->bn_inv[i];

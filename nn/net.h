@@ -19,6 +19,8 @@
  *   "<i>.bias", "<i>.running_mean", "<i>.running_var",
  *   "<i>.num_batches_tracked" (batch norm, I64). Layouts follow PyTorch:
  *   Conv2d weight [out, in, kh, kw], Linear weight [out, in].
+ *   deskew (no parameters) has no torch.nn module; a model starting with
+ *   it maps onto torch only after deskewing the input the same way.
  *
  * Errors: functions that can fail return 0 on success and -1 on failure and
  * write a one-line message into err (errlen bytes, always NUL-terminated).
@@ -44,6 +46,8 @@ typedef enum {
     NN_DROPOUT,    /* p: drop probability during training, identity else  */
     NN_FLATTEN,
     NN_BATCHNORM,  /* per channel (2d) or per feature (1d); eps, momentum */
+    NN_DESKEW,     /* shear each plane upright by its ink's moments; no
+                      parameters; only as the first layer                 */
     NN_LAYER_KINDS
 } nn_kind;
 
@@ -102,7 +106,8 @@ typedef struct nn_net {
  * e.g. [{"type":"conv2d","out":6,"k":5,"pad":2},{"type":"relu"},
  *       {"type":"maxpool","k":2},{"type":"flatten"},{"type":"dense","out":10}]
  * Types: dense, conv2d, maxpool, relu, dropout (p), flatten,
- * batchnorm (eps=1e-5, momentum=0.1). conv2d stride defaults to 1, pad to 0;
+ * batchnorm (eps=1e-5, momentum=0.1), deskew (first layer only; see
+ * nn_deskew_forward in layers.h). conv2d stride defaults to 1, pad to 0;
  * maxpool stride defaults to k. Fills layers[0..*nlayers). */
 int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers,
                   char *err, size_t errlen);

@@ -73,6 +73,8 @@ static void usage(FILE *f)
         "  --stroke S         pen width: thicken or thin strokes by up to S (0..1,\n"
         "                     blend toward a 1-pixel dilation or erosion)\n"
         "  --blur B           blur each image by a Gaussian of sigma up to B pixels\n"
+        "  --deskew           put a deskew layer first: the model straightens\n"
+        "                     slanted strokes itself, in training and inference\n"
         "  --dropout P        set every dropout layer's probability to P (0 = off)\n"
         "  --flip P           mirror images left-right with probability P (objects,\n"
         "                     not digits; default 0)\n"
@@ -163,7 +165,7 @@ int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam";
-    int epochs = -1, batch = -1, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0;
+    int epochs = -1, batch = -1, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0, deskew = 0;
     double lr = -1, gamma = -1, step = -1, warmup = -1, wd = -1, ls = -1, ema = -1;
     const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL, *stroke_s = NULL, *blur_s = NULL, *dropout_s = NULL;
     unsigned long long seed = 1;
@@ -175,6 +177,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--version")) { printf("mnist-train %s\n", VERSION); return 0; }
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--no-aug")) no_aug = 1;
+        else if (!strcmp(a, "--deskew")) deskew = 1;
         else if (ARG("--arch")) arch_arg = v;
         else if (ARG("--epochs")) epochs = atoi(v);
         else if (ARG("--batch")) batch = atoi(v);
@@ -296,6 +299,16 @@ int main(int argc, char **argv)
     if (nn_arch_parse(arch_json, layers, &nl, err, sizeof err)) {
         fprintf(stderr, "mnist-train: %s\n", err);
         return 2;
+    }
+    if (deskew) {
+        if (layers[0].kind == NN_DESKEW || nl == NN_MAX_LAYERS) {
+            fprintf(stderr, "mnist-train: --deskew: the architecture %s\n",
+                    layers[0].kind == NN_DESKEW ? "already starts with deskew" : "has no room for another layer");
+            return 2;
+        }
+        memmove(layers + 1, layers, sizeof(nn_layer) * nl++);
+        memset(&layers[0], 0, sizeof layers[0]);
+        layers[0].kind = NN_DESKEW;
     }
     if (dropout_s) {
         char *end;

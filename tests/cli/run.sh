@@ -50,6 +50,7 @@ done
 tiny=$tmp/tiny.json
 printf '[{"type":"flatten"},{"type":"dense","out":32},{"type":"relu"},{"type":"dropout","p":0.5},{"type":"dense","out":10}]' > "$tiny"
 printf '[{"type":"dense","out":' > "$tmp/broken.json"
+printf '[{"type":"flatten"},{"type":"deskew"},{"type":"dense","out":10}]' > "$tmp/late-deskew.json"
 
 expect 2 'out FILE is required' "train: no --out" -- "$TRAIN" --arch mlp
 expect 2 'unknown option --bogus' "train: unknown option" -- "$TRAIN" --bogus --out "$tmp/x"
@@ -61,6 +62,9 @@ expect 2 '--aug wants ROT,ZOOM,SHIFT' "train: malformed --aug" -- "$TRAIN" --aug
 expect 2 '--flip wants a probability' "train: --flip out of range" -- "$TRAIN" --flip 2 --out "$tmp/x"
 expect 2 '--stroke wants a strength' "train: --stroke out of range" -- "$TRAIN" --stroke -0.5 --out "$tmp/x"
 expect 2 '--blur wants a sigma' "train: --blur out of range" -- "$TRAIN" --blur 9 --out "$tmp/x"
+printf '[{"type":"deskew"},{"type":"flatten"},{"type":"dense","out":10}]' > "$tmp/deskewed.json"
+expect 2 'already starts with deskew' "train: --deskew on a deskewing architecture" -- "$TRAIN" --arch "$tmp/deskewed.json" --deskew --out "$tmp/x"
+expect 2 'mnist-train: .*deskew must be the first layer' "train: deskew after another layer" -- "$TRAIN" --arch "$tmp/late-deskew.json" --out "$tmp/x"
 expect 2 'not a preset' "train: unknown architecture" -- "$TRAIN" --arch "$tmp/none.json" --out "$tmp/x"
 expect 2 'mnist-train: ' "train: malformed architecture JSON" -- "$TRAIN" --arch "$tmp/broken.json" --out "$tmp/x"
 expect 1 'no train images' "train: data directory without MNIST" -- "$TRAIN" --data "$tmp" --out "$tmp/x"
@@ -79,6 +83,16 @@ if grep -q 'dropout(0.1)' "$tmp/train.err" && ! grep -q 'dropout(0.5)' "$tmp/tra
     ok "train: --dropout sets the dropout layer's probability"
 else
     not_ok "train: --dropout sets the dropout layer's probability" "$(head -1 "$tmp/train.err")"
+fi
+# --deskew puts the layer first; the model still learns and evaluates.
+if "$TRAIN" --arch "$tiny" --deskew --limit 1000 --epochs 2 --threads 2 --quiet --data "$DATA" \
+        --out "$tmp/deskew.safetensors" > /dev/null 2> "$tmp/deskew.err" &&
+    grep -q '^model: deskew-flatten-dense(32)' "$tmp/deskew.err" &&
+    "$EVAL" --json --data "$DATA" "$tmp/deskew.safetensors" > "$tmp/deskew.json" &&
+    "$PY" -c 'import json,sys; a = json.load(open(sys.argv[1]))["accuracy"]; sys.exit(0 if 0.6 < a < 1 else 1)' "$tmp/deskew.json"; then
+    ok "train: --deskew trains a deskewing model that evaluates ($(head -c 60 "$tmp/deskew.json"))"
+else
+    not_ok "train: --deskew trains a deskewing model" "$(head -c 300 "$tmp/deskew.err")" "$(head -c 200 "$tmp/deskew.json" 2>/dev/null)"
 fi
 
 # ---------------------------------------------------------------- mnist-eval

@@ -766,6 +766,113 @@ static void test_arch_errors(void **s)
     free(j);
 }
 
+/* Deskewing: a slanted bar comes out upright with its centroid and ink kept,
+ * an upright one is untouched, backward is the resampling's transpose, and
+ * the layer works in a net (first layer only) on normalised input. */
+static void test_deskew(void **s)
+{
+    (void)s;
+    enum { H = 28, W = 28 };
+    float x[H * W], y[H * W], bg = -0.5f;
+    /* A bar 3 px wide along x = 14 + 0.4 (i - 13.5), on background bg,
+     * drawn as three unit tents so each row's centroid is exactly on it. */
+    for (int i = 0; i < H; i++)
+        for (int j = 0; j < W; j++) {
+            float c = 14.0f + 0.4f * ((float)i - 13.5f), v = 0.0f;
+            for (int o = -1; o <= 1; o++) v += fmaxf(0.0f, 1.0f - fabsf((float)j - c - (float)o));
+            x[i * W + j] = bg + v;
+        }
+    float my, a = nn_deskew_alpha(x, H, W, bg, &my);
+    assert_float_equal(a, 0.4f, 1e-4f);
+    assert_float_equal(my, 13.5f, 1e-4f);
+    nn_deskew_forward(y, x, H, W, bg);
+    double ink_x = 0, ink_y = 0;
+    for (int i = 0; i < H; i++) {
+        double rs = 0, rc = 0;
+        for (int j = 0; j < W; j++) {
+            assert_true(y[i * W + j] >= bg - 1e-6f && y[i * W + j] <= bg + 1.0f + 1e-6f);
+            rs += y[i * W + j] - bg; rc += (y[i * W + j] - bg) * j;
+            ink_x += x[i * W + j] - bg; ink_y += y[i * W + j] - bg;
+        }
+        /* Every row's ink sits over the same column: the bar stands upright
+         * where the slanted one's centroid was. */
+        assert_true(rs > 2.0);
+        assert_float_equal(rc / rs, 14.0, 1e-3);
+    }
+    assert_float_equal(ink_y, ink_x, 1e-3 * ink_x);
+    assert_float_equal(nn_deskew_alpha(y, H, W, bg, &my), 0.0f, 1e-4f);
+    /* An upright, mirror-symmetric shape has alpha 0: output == input. */
+    for (int i = 0; i < H * W; i++) x[i] = bg;
+    for (int i = 6; i < 22; i++) x[i * W + 13] = x[i * W + 14] = bg + 1.0f;
+    nn_deskew_forward(y, x, H, W, bg);
+    assert_memory_equal(y, x, sizeof x);
+    /* An empty plane passes through. */
+    for (int i = 0; i < H * W; i++) x[i] = bg;
+    nn_deskew_forward(y, x, H, W, bg);
+    assert_memory_equal(y, x, sizeof x);
+    /* Backward is the transpose of the (linear, for fixed moments)
+     * resampling: <dy, y - bg> == <dx, x - bg> for random x and dy. */
+    float dy[H * W], dx[H * W];
+    fill(x, H * W, 11, 1.0f);
+    for (int i = 0; i < H * W; i++) x[i] = x[i] > 0.3f ? x[i] : bg;
+    fill(dy, H * W, 12, 1.0f);
+    nn_deskew_forward(y, x, H, W, bg);
+    nn_deskew_backward(dx, dy, x, H, W, bg);
+    double l = 0, r = 0;
+    for (int i = 0; i < H * W; i++) { l += dy[i] * (y[i] - bg); r += dx[i] * (x[i] - bg); }
+    assert_true(fabs(nn_deskew_alpha(x, H, W, bg, &my)) > 0.01f);
+    assert_float_equal(l, r, 1e-4 * (fabs(l) + 1.0));
+    /* In a net: only as the first layer; it round-trips through JSON and
+     * measures ink in pixel units (input 0 is background whatever the
+     * normalisation), so the net's output does not depend on it. */
+    nn_layer L[NN_MAX_LAYERS];
+    int nl;
+    char err[256];
+    assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"deskew\"},"
+                                   "{\"type\":\"dense\",\"out\":10}]", L, &nl, err, sizeof err), 0);
+    assert_null(nn_net_create(L, nl, 1, H, W, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "deskew must be the first layer"));
+    const char *arch = "[{\"type\":\"deskew\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    assert_int_equal(nn_arch_parse(arch, L, &nl, err, sizeof err), 0);
+    char *j = nn_arch_to_json(L, nl);
+    assert_non_null(strstr(j, "\"deskew\""));
+    free(j);
+    nn_meta m0, m1;
+    memset(&m0, 0, sizeof m0);
+    m0.nclasses = 10; m0.input_mean = 0.0f; m0.input_std = 1.0f;
+    for (int k = 0; k < 10; k++) snprintf(m0.labels[k], NN_LABEL_MAX, "%d", k);
+    m1 = m0; m1.input_mean = 0.25f; m1.input_std = 0.5f;
+    nn_net *n0 = nn_net_create(L, nl, 1, H, W, &m0, err, sizeof err);
+    nn_net *n1 = nn_net_create(L, nl, 1, H, W, &m1, err, sizeof err);
+    assert_non_null(n0); assert_non_null(n1);
+    nn_ws *w0 = nn_ws_create(n0, 1, 0), *w1 = nn_ws_create(n1, 1, 0);
+    for (int i = 0; i < H * W; i++) x[i] = 0.0f;
+    for (int i = 4; i < 24; i++) x[i * W + 8 + i / 2] = 1.0f;
+    /* Dense weights summing columns 14 and 15 (class k weighted k + 1);
+     * n1's weights undo its normalisation, so both nets compute the same. */
+    const nn_layer *D = &n0->layers[2];
+    for (size_t k = 0; k < D->nw; k++) {
+        size_t col = (k % (H * W)) % W;
+        n0->params[D->w_off + k] = (float)(col == 14 || col == 15) * (float)(k / (H * W) + 1);
+    }
+    for (size_t k = 0; k < D->nw; k++) n1->params[D->w_off + k] = n0->params[D->w_off + k] * 0.5f;
+    for (size_t k = 0; k < D->nb; k++) {
+        double sw = 0;
+        for (int q = 0; q < H * W; q++) sw += n0->params[D->w_off + k * H * W + q];
+        n1->params[D->b_off + k] = (float)(0.25 * sw);
+    }
+    float l0[10], l1[10];
+    nn_net_forward(n0, w0, x, 1, NULL, l0);
+    nn_net_forward(n1, w1, x, 1, NULL, l1);
+    for (int k = 0; k < 10; k++) assert_float_equal(l0[k], l1[k], 1e-3f * (1.0f + fabsf(l0[k])));
+    /* The stroke (20 px, columns 10..19, centroid 14.5) now stands on
+     * columns 14 and 15: class 9 scores 10 x the ink there, and most of
+     * the ink is there (before deskewing only 4 of its pixels were). */
+    assert_true(l0[9] > 10.0f * 16.0f);
+    nn_ws_free(w0); nn_ws_free(w1);
+    nn_net_free(n0); nn_net_free(n1);
+}
+
 static void test_ensemble_mean(void **s)
 {
     (void)s;
@@ -1056,6 +1163,7 @@ int main(void)
         cmocka_unit_test(test_ensemble_folds),
         cmocka_unit_test(test_dense_fast_vs_ref),
         cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_deskew),
         cmocka_unit_test(test_arch_errors),
         cmocka_unit_test(test_weights_round_trip),
         cmocka_unit_test(test_weights_corruption),

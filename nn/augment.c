@@ -70,16 +70,16 @@ void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
     nn_warp(dst, src, h, w, a, NULL, NULL);
 }
 
-void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
-                   uint64_t counter)
+void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, int h, int w,
+                   uint64_t seed, uint64_t counter)
 {
     uint64_t k = counter * 8;
     float u0 = nn_hash_uniform(seed, k), u1 = nn_hash_uniform(seed, k + 1);
     float u2 = nn_hash_uniform(seed, k + 2), u3 = nn_hash_uniform(seed, k + 3);
     a->rot_deg = (2.0f * u0 - 1.0f) * cfg->max_rot;
     a->scale = 1.0f + (2.0f * u1 - 1.0f) * cfg->max_zoom;
-    a->dx = (2.0f * u2 - 1.0f) * cfg->max_shift * 28.0f;
-    a->dy = (2.0f * u3 - 1.0f) * cfg->max_shift * 28.0f;
+    a->dx = (2.0f * u2 - 1.0f) * cfg->max_shift * (float)w;
+    a->dy = (2.0f * u3 - 1.0f) * cfg->max_shift * (float)h;
     /* Slot k+4: the first four draws stay what they were before flips. */
     a->flip = cfg->flip_prob > 0.0f && nn_hash_uniform(seed, k + 4) < cfg->flip_prob;
 }
@@ -168,7 +168,7 @@ void nn_augment(float *dst, const uint8_t *src, int h, int w,
                 float *scratch)
 {
     nn_affine a;
-    nn_aug_sample(&a, cfg, seed, counter);
+    nn_aug_sample(&a, cfg, h, w, seed, counter);
     if (cfg->elastic_alpha <= 0.0f)
         nn_affine_apply(dst, src, h, w, &a);
     else

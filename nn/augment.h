@@ -46,9 +46,9 @@ void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
 void nn_warp(float *dst, const uint8_t *src, int h, int w, const nn_affine *a,
              const float *fx, const float *fy);
 
-/* Draws a transform within cfg from (seed, counter). */
-void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, uint64_t seed,
-                   uint64_t counter);
+/* Draws a transform within cfg for an h x w image from (seed, counter). */
+void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, int h, int w,
+                   uint64_t seed, uint64_t counter);
 
 /* Full augmentation of one image: affine, with elastic distortion if
  * cfg->elastic_alpha > 0, then a stroke-width change if cfg->max_stroke > 0,

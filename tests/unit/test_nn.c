@@ -1087,8 +1087,8 @@ static void test_augment(void **s)
     half.flip_prob = 0.5f;
     for (uint64_t c = 0; c < 2000; c++) {
         nn_affine p0, p1;
-        nn_aug_sample(&p0, &cfg, 9, c);
-        nn_aug_sample(&p1, &half, 9, c);
+        nn_aug_sample(&p0, &cfg, 28, 28, 9, c);
+        nn_aug_sample(&p1, &half, 28, 28, 9, c);
         assert_int_equal(p0.flip, 0);
         assert_float_equal(p0.rot_deg, p1.rot_deg, 0);
         assert_float_equal(p0.scale, p1.scale, 0);
@@ -1097,6 +1097,18 @@ static void test_augment(void **s)
         flips += p1.flip;
     }
     assert_in_range(flips, 900, 1100);
+    /* Shifts are fractions of each side: on a 20-row, 40-column image a
+     * 10% shift reaches 4 px across and 2 px down, no further. */
+    nn_aug_cfg sh = {.max_shift = 0.1f};
+    float mx = 0.0f, my = 0.0f;
+    for (uint64_t c = 0; c < 2000; c++) {
+        nn_affine p;
+        nn_aug_sample(&p, &sh, 20, 40, 9, c);
+        mx = fmaxf(mx, fabsf(p.dx));
+        my = fmaxf(my, fabsf(p.dy));
+    }
+    assert_float_equal(mx, 4.0f, 0.05f);
+    assert_float_equal(my, 2.0f, 0.05f);
 }
 
 /* Short training: a few thousand images, one epoch, well above chance;

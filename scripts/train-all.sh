@@ -5,10 +5,12 @@
 # count (2 here): the same weights, bit for bit, on the same kind of CPU.
 #
 #   scripts/train-all.sh BUILD_DIR [MODEL...]
-#   MODEL: mlp lenet cnn cnn-s2 cnn-s3 cnn-pool-s4 fashion-cnn (default: all)
+#   MODEL: mlp lenet cnn cnn-s2 cnn-s3 cnn-pool-s4 cnn-dsk-s13 fashion-cnn
+#          (default: all)
 #
 # cnn-s2 and cnn-s3 are the CNN recipe with seeds 2 and 3, cnn-pool-s4 the
-# pooling CNN (architecture file models/members/cnn-pool.json): the
+# pooling CNN (architecture file models/members/cnn-pool.json),
+# cnn-dsk-s13 the CNN recipe behind a deskew layer: the
 # ensemble's other members (models/members/, listed by
 # models/cnn-ensemble.ensemble).
 # The CNNs take 30-60 minutes each on two cores; `make train MODELS="mlp lenet"`
@@ -20,7 +22,7 @@ OUT=${MODELS_OUT:-models}
 THREADS=${TRAIN_THREADS:-2}
 TRAIN="$BUILD/mnist-train --threads $THREADS --quiet"
 mkdir -p "$OUT" "$OUT/members"
-MODELS=${*:-mlp lenet cnn cnn-s2 cnn-s3 cnn-pool-s4 fashion-cnn}
+MODELS=${*:-mlp lenet cnn cnn-s2 cnn-s3 cnn-pool-s4 cnn-dsk-s13 fashion-cnn}
 
 for m in $MODELS; do
     echo "== training $m"
@@ -46,6 +48,10 @@ for m in $MODELS; do
            *)  "$BUILD/mnist-train" --threads 1 --quiet --arch cnn --seed "${m#cnn-s}" --epochs 18 \
                    --out "$OUT/members/$m.safetensors" ;;
            esac ;;
+    cnn-dsk-s*)
+           # The CNN recipe behind a deskew layer (--deskew).
+           $TRAIN --arch cnn --deskew --seed "${m#cnn-dsk-s}" --epochs 18 \
+               --out "$OUT/members/$m.safetensors" ;;
     cnn-pool-s4)
            $TRAIN --arch models/members/cnn-pool.json --seed 4 --epochs 18 --batch 64 \
                --sched onecycle --lr 3e-3 --warmup 2 --ema 0.999 --aug 12,0.12,0.1 \

@@ -872,15 +872,23 @@ float nn_deskew_alpha(const float *x, int H, int W, float bg, float *my)
     return (float)(a > 1.0 ? 1.0 : a < -1.0 ? -1.0 : a);
 }
 
+/* Row i of a deskewed plane samples the input at columns j + k + f:
+ * returns f in [0, 1) and sets k, the whole part of a (i - my). */
+static float row_shift(float a, int i, float my, int *k)
+{
+    float s = a * ((float)i - my);
+    *k = (int)floorf(s);
+    return s - (float)*k;
+}
+
 void nn_deskew_forward(float *y, const float *x, int H, int W, float bg)
 {
     float my, a = nn_deskew_alpha(x, H, W, bg, &my);
     for (int i = 0; i < H; i++) {
         const float *xr = x + (size_t)i * W;
         float *yr = y + (size_t)i * W;
-        float s = a * ((float)i - my);
-        int k = (int)floorf(s);
-        float f = s - (float)k;
+        int k;
+        float f = row_shift(a, i, my, &k);
         for (int j = 0; j < W; j++) {
             int j0 = j + k, j1 = j0 + 1;
             float v0 = j0 >= 0 && j0 < W ? xr[j0] - bg : 0.0f;
@@ -898,9 +906,8 @@ void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
     for (int i = 0; i < H; i++) {
         const float *dr = dy + (size_t)i * W;
         float *xr = dx + (size_t)i * W;
-        float s = a * ((float)i - my);
-        int k = (int)floorf(s);
-        float f = s - (float)k;
+        int k;
+        float f = row_shift(a, i, my, &k);
         for (int j = 0; j < W; j++) {
             int j0 = j + k, j1 = j0 + 1;
             if (j0 >= 0 && j0 < W) xr[j0] += (1.0f - f) * dr[j];

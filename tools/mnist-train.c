@@ -296,7 +296,9 @@ int main(int argc, char **argv)
     char err[512];
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
-    if (nn_arch_parse(arch_json, layers, &nl, err, sizeof err)) {
+    int bad_arch = nn_arch_parse(arch_json, layers, &nl, err, sizeof err);
+    free(arch_file);
+    if (bad_arch) {
         fprintf(stderr, "mnist-train: %s\n", err);
         return 2;
     }
@@ -325,10 +327,17 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    nn_dataset *train = nn_dataset_load_dir(data, 0, 256, err, sizeof err);
-    if (!train) { fprintf(stderr, "mnist-train: %s (run `make data`)\n", err); return 1; }
-    nn_dataset *test = nn_dataset_load_dir(data, 1, 256, err, sizeof err);
-    if (!test) { fprintf(stderr, "mnist-train: %s (run `make data`)\n", err); return 1; }
+    /* From here on every exit goes through done:, which frees what exists. */
+    nn_dataset *train = NULL, *test = NULL;
+    nn_net *net = NULL, *best = NULL, *final = NULL;
+    nn_trainer *tr = NULL;
+    FILE *csv = NULL;
+    float *probs = NULL;
+    int rc = 1;
+    train = nn_dataset_load_dir(data, 0, 256, err, sizeof err);
+    if (!train) { fprintf(stderr, "mnist-train: %s (run `make data`)\n", err); goto done; }
+    test = nn_dataset_load_dir(data, 1, 256, err, sizeof err);
+    if (!test) { fprintf(stderr, "mnist-train: %s (run `make data`)\n", err); goto done; }
 
     nn_meta meta;
     memset(&meta, 0, sizeof meta);
@@ -347,26 +356,26 @@ int main(int argc, char **argv)
     meta.seed = seed;
     meta.epochs = cfg.epochs;
     snprintf(meta.name, sizeof meta.name, "%s", name ? name : arch_arg);
-    nn_net *net = nn_net_create(layers, nl, 1, train->rows, train->cols, &meta, err, sizeof err);
-    if (!net) { fprintf(stderr, "mnist-train: %s\n", err); return 2; }
+    net = nn_net_create(layers, nl, 1, train->rows, train->cols, &meta, err, sizeof err);
+    if (!net) { fprintf(stderr, "mnist-train: %s\n", err); rc = 2; goto done; }
     nn_net_init(net, seed);
-    nn_net *best = nn_net_create(layers, nl, 1, train->rows, train->cols, &meta, err, sizeof err);
-    if (!best) { fprintf(stderr, "mnist-train: %s\n", err); return 1; }
+    best = nn_net_create(layers, nl, 1, train->rows, train->cols, &meta, err, sizeof err);
+    if (!best) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
 
     int ntrain = train->n;
     if (limit > 0 && limit < ntrain) ntrain = limit;
-    if (val < 0 || val >= ntrain) { fprintf(stderr, "mnist-train: --val must be in [0, %d)\n", ntrain); return 2; }
+    if (val < 0 || val >= ntrain) { fprintf(stderr, "mnist-train: --val must be in [0, %d)\n", ntrain); rc = 2; goto done; }
     ntrain -= val;
     int hw = train->rows * train->cols;
     const uint8_t *val_x = train->images + (size_t)ntrain * hw, *val_y = train->labels + ntrain;
 
-    nn_trainer *tr = nn_trainer_create(net, &cfg, err, sizeof err);
-    if (!tr) { fprintf(stderr, "mnist-train: %s\n", err); return 1; }
+    tr = nn_trainer_create(net, &cfg, err, sizeof err);
+    if (!tr) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
 
     char csv_path[1024];
     snprintf(csv_path, sizeof csv_path, "%s.csv", out);
-    FILE *csv = fopen(csv_path, "w");
-    if (!csv) { fprintf(stderr, "mnist-train: cannot write %s: %s\n", csv_path, strerror(errno)); return 1; }
+    csv = fopen(csv_path, "w");
+    if (!csv) { fprintf(stderr, "mnist-train: cannot write %s: %s\n", csv_path, strerror(errno)); goto done; }
     fprintf(csv, "epoch,loss,accuracy,val_accuracy,lr,seconds\n");
 
     struct sigaction sa;
@@ -383,8 +392,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "training on %d images (%d held out), batch %d, %d epochs, seed %llu, %d threads\n",
             ntrain, val, cfg.batch, cfg.epochs, seed, nthreads);
 
-    float *probs = malloc(sizeof(float) * 10 * (size_t)(test->n > val ? test->n : val));
-    if (!probs) { fprintf(stderr, "mnist-train: out of memory\n"); return 1; }
+    probs = malloc(sizeof(float) * 10 * (size_t)(test->n > val ? test->n : val));
+    if (!probs) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
     double best_val = -1.0, t_start = now_s();
     int best_epoch = 0, ran = 0;
     prog_t pg = {0, quiet, isatty(2), 0};
@@ -404,7 +413,7 @@ int main(int argc, char **argv)
         if (val > 0) {
             nn_ensemble ens = {.n = 1};
             ens.nets[0] = cand;
-            if (nn_eval_probs(&ens, val_x, val, NULL, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); return 1; }
+            if (nn_eval_probs(&ens, val_x, val, NULL, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
             va = nn_accuracy(probs, val_y, val, 10, NULL);
         }
         ran = e + 1;
@@ -420,25 +429,29 @@ int main(int argc, char **argv)
             best_epoch = e + 1;
             /* Checkpoint: the best weights so far are always on disk. */
             best->meta.epochs = e + 1;
-            if (nn_net_save(best, out, err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); return 1; }
+            if (nn_net_save(best, out, err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
         }
     }
     fclose(csv);
-    if (ran == 0) { fprintf(stderr, "mnist-train: no epoch completed, nothing saved\n"); return 1; }
+    csv = NULL;
+    if (ran == 0) { fprintf(stderr, "mnist-train: no epoch completed, nothing saved\n"); goto done; }
     /* Reload the kept checkpoint, score it on the test set, store the figure. */
-    nn_net *final = nn_net_load(out, err, sizeof err);
-    if (!final) { fprintf(stderr, "mnist-train: %s\n", err); return 1; }
+    final = nn_net_load(out, err, sizeof err);
+    if (!final) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
     nn_ensemble ens = {.n = 1};
     ens.nets[0] = final;
-    if (nn_eval_probs(&ens, test->images, test->n, NULL, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); return 1; }
+    if (nn_eval_probs(&ens, test->images, test->n, NULL, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
     double ta = nn_accuracy(probs, test->labels, test->n, 10, NULL);
     final->meta.test_accuracy = ta;
-    if (nn_net_save(final, out, err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); return 1; }
+    if (nn_net_save(final, out, err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
     fprintf(stderr, "kept epoch %d%s; test accuracy %.4f (%d images); %.1f s in all\nwrote %s and %s\n",
             best_epoch, val > 0 ? " (best validation accuracy)" : "", ta, test->n, now_s() - t_start, out,
             csv_path);
     printf("{\"test_accuracy\": %.6f, \"epochs\": %d, \"best_epoch\": %d, \"seconds\": %.1f}\n", ta, ran,
            best_epoch, now_s() - t_start);
+    rc = g_stop ? 130 : 0;
+done:
+    if (csv) fclose(csv);
     nn_net_free(final);
     nn_trainer_free(tr);
     nn_net_free(net);
@@ -446,6 +459,5 @@ int main(int argc, char **argv)
     nn_dataset_free(train);
     nn_dataset_free(test);
     free(probs);
-    free(arch_file);
-    return g_stop ? 130 : 0;
+    return rc;
 }

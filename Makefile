@@ -75,8 +75,9 @@ $(BUILD)/gen/openapi_spec.c: openapi.yaml scripts/embed.sh
 $(BUILD)/obj/gen/openapi_spec.o: $(BUILD)/gen/openapi_spec.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
-# The server unit test links the server modules (all but main.c).
-$(BUILD)/tests/test_server: $(BUILD)/obj/tests/unit/test_server.o $(filter-out %/main.o,$(SERVER_OBJ)) $(LIBIMAGE) $(LIBNN)
+# The server unit tests link the server modules (all but main.c).
+SERVER_TESTS := $(BUILD)/tests/test_server $(BUILD)/tests/test_server_edges
+$(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(filter-out %/main.o,$(SERVER_OBJ)) $(LIBIMAGE) $(LIBNN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CMOCKA_LIBS) -o $@
 

@@ -129,8 +129,10 @@ test: deps-test
 unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
 
+# Both suites run even when the first fails; either failing fails the target.
 integration: $(PROGS) $(TEST_TOOLS)
-	@tests/integration/run.sh $(BUILD)
+	@rc=0; tests/integration/run.sh $(BUILD) || rc=1; \
+	    tests/integration/edges.sh $(BUILD) || rc=1; exit $$rc
 
 cli: $(PROGS) $(TEST_TOOLS)
 	@tests/cli/run.sh $(BUILD)

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The server's limits at the edge, over real HTTP.
+#
+#   tests/integration/edges.sh BUILD_DIR      (BUILD_DIR: build or build/asan)
+#
+# Each limit is met exactly (answered 200) and exceeded by one (answered
+# with its exact status): the body limit with a declared Content-Length
+# and with a chunked body of unknown length, the pixel limit, the batch
+# limit; and media types are matched case-insensitively. The server runs
+# on 127.0.0.1 port 0 (port read from its log line) and must exit 0 on
+# SIGTERM. Output is TAP closed by "edges: N passed, M failed"; the exit
+# status is non-zero on any failure. Needs: curl, python3, models/mlp,
+# the MNIST test images in data/mnist/, BUILD_DIR/mnist-server and
+# BUILD_DIR/tests/tools/mkpng.
+set -uo pipefail
+
+# shellcheck source=tests/setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
+
+SERVER=$build/mnist-server
+MKPNG=$build/tests/tools/mkpng
+MODELS=${MODELS_DIR:-models}
+MNIST=${MNIST_DIR:-data/mnist}
+PY=${PYTHON:-python3}
+START_TIMEOUT=${START_TIMEOUT:-30}
+for v in $(env | sed -n 's/^\(MNIST_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-edges.XXXXXX") || exit 2
+srv_pid=""
+cleanup() {
+    if [ -n "$srv_pid" ] && kill -0 "$srv_pid" 2>/dev/null; then kill -KILL "$srv_pid" 2>/dev/null; fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+n=0 npass=0 nfail=0
+ok() { n=$((n + 1)); npass=$((npass + 1)); echo "ok $n - $1"; }
+nok() {
+    n=$((n + 1)); nfail=$((nfail + 1)); echo "not ok $n - $1"; shift
+    local l; for l in "$@"; do printf '%s\n' "$l" | head -c 1500 | sed 's/^/#   /'; echo; done
+}
+finish() {
+    echo "1..$n"
+    echo "edges: $npass passed, $nfail failed"
+    [ "$nfail" -eq 0 ]
+    exit $?
+}
+
+# expect DESC STATUS CODE [curl args...]: one request; passes when the
+# status is STATUS and, for errors, the JSON envelope carries CODE.
+expect() {
+    local desc=$1 want=$2 ecode=$3 got; shift 3
+    got=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 30 "$@" 2>"$tmp/curl.err") || got=000
+    if [ "$got" != "$want" ]; then
+        nok "$desc: $want" "got $got: $(head -c 300 "$tmp/body") $(cat "$tmp/curl.err")"
+        return
+    fi
+    if [ "$want" = 200 ]; then
+        "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if isinstance(j.get("prediction"), int) else 1)' \
+            "$tmp/body" || { nok "$desc: $want" "no prediction in: $(head -c 300 "$tmp/body")"; return; }
+    else
+        "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["error"]["code"] == sys.argv[2] else 1)' \
+            "$tmp/body" "$ecode" 2>/dev/null || { nok "$desc: $want $ecode" "body: $(head -c 300 "$tmp/body")"; return; }
+    fi
+    ok "$desc: $want${ecode:+ $ecode}"
+}
+
+# pad_to IN OUT BYTES: IN with one private ancillary chunk before IEND so
+# that OUT is exactly BYTES long (pixels unchanged).
+pad_to() {
+    "$PY" - "$1" "$2" "$3" <<'EOF'
+import struct, sys, zlib
+src, out, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+d = open(src, "rb").read()
+iend = d.rindex(b"IEND") - 4
+n = total - len(d) - 12
+assert n >= 0, "target smaller than the PNG plus a chunk"
+body = bytes((i * 13) & 0xFF for i in range(n))
+c = struct.pack(">I", n) + b"itSt" + body + struct.pack(">I", zlib.crc32(b"itSt" + body))
+open(out, "wb").write(d[:iend] + c + d[iend:])
+assert len(d[:iend] + c + d[iend:]) == total
+EOF
+}
+
+for f in "$SERVER" "$MKPNG"; do
+    [ -x "$f" ] || { nok "program $f exists" "run: make all test-bins"; finish; }
+done
+[ -f "$MNIST/t10k-images-idx3-ubyte" ] || { nok "MNIST test images exist" "run: make data"; finish; }
+
+"$MKPNG" --from-idx "$MNIST/t10k-images-idx3-ubyte" 0 "$tmp/d28.png" > /dev/null || { nok "mkpng renders a digit"; finish; }
+"$PY" - "$tmp" <<'EOF'
+import struct, sys, zlib
+def png(path, w, h, v):
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    raw = b"".join(b"\x00" + bytes([v]) * w for _ in range(h))
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+png(sys.argv[1] + "/w29.png", 29, 28, 255)
+png(sys.argv[1] + "/h29.png", 28, 29, 255)
+EOF
+
+LIMIT=20000
+pad_to "$tmp/d28.png" "$tmp/at.png" $LIMIT
+pad_to "$tmp/d28.png" "$tmp/over.png" $((LIMIT + 1))
+
+"$SERVER" --host 127.0.0.1 --port 0 --model mlp="$MODELS/mlp.safetensors" --threads 2 \
+    --body-limit $LIMIT --max-pixels 784 --max-batch 2 --grace 5 > "$tmp/out" 2> "$tmp/log" &
+srv_pid=$!
+base=""
+deadline=$((SECONDS + START_TIMEOUT))
+while [ $SECONDS -lt $deadline ]; do
+    port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$tmp/log" | head -1)
+    if [ -n "$port" ]; then
+        base=http://127.0.0.1:$port
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz")" = 200 ] && break
+    fi
+    kill -0 "$srv_pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$base" ] || [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz")" != 200 ]; then
+    nok "server starts with --body-limit $LIMIT --max-pixels 784" "$(tail -20 "$tmp/log")"
+    finish
+fi
+ok "server starts with --body-limit $LIMIT --max-pixels 784 --max-batch 2"
+
+# ---- body limit: declared length (decided from the headers) and chunked
+# (counted while reading); curl adds Expect: 100-continue only above 1 MiB.
+P=(-H 'Content-Type: image/png')
+expect "body of exactly --body-limit bytes, Content-Length" 200 "" "${P[@]}" --data-binary "@$tmp/at.png" "$base/predict"
+expect "body one byte over --body-limit, Content-Length" 413 payload_too_large "${P[@]}" --data-binary "@$tmp/over.png" "$base/predict"
+expect "body of exactly --body-limit bytes, chunked" 200 "" "${P[@]}" -H 'Transfer-Encoding: chunked' --data-binary "@$tmp/at.png" "$base/predict"
+expect "body one byte over --body-limit, chunked" 413 payload_too_large "${P[@]}" -H 'Transfer-Encoding: chunked' --data-binary "@$tmp/over.png" "$base/predict"
+expect "multipart body one byte over --body-limit" 413 payload_too_large -F "image=@$tmp/over.png;type=image/png" "$base/predict"
+
+# ---- media types are case-insensitive (RFC 9110 8.3.1), parameters ignored
+expect "Content-Type: Image/PNG" 200 "" -H 'Content-Type: Image/PNG' --data-binary "@$tmp/d28.png" "$base/predict"
+expect "Content-Type: IMAGE/PNG; x=1" 200 "" -H 'Content-Type: IMAGE/PNG; x=1' --data-binary "@$tmp/d28.png" "$base/predict"
+expect "Content-Type: Application/Octet-Stream" 200 "" -H 'Content-Type: Application/Octet-Stream' --data-binary "@$tmp/d28.png" "$base/predict"
+expect "Content-Type: Multipart/Form-Data" 200 "" -H 'Content-Type: Multipart/Form-Data' -F "image=@$tmp/d28.png" "$base/predict"
+expect "Content-Type: image/pngx" 415 unsupported_media_type -H 'Content-Type: image/pngx' --data-binary "@$tmp/d28.png" "$base/predict"
+expect "Content-Type: image/pn" 415 unsupported_media_type -H 'Content-Type: image/pn' --data-binary "@$tmp/d28.png" "$base/predict"
+
+# ---- pixel limit: 28x28 = 784 is the limit itself
+expect "28x28 image at --max-pixels 784" 200 "" "${P[@]}" --data-binary "@$tmp/d28.png" "$base/predict"
+expect "29x28 image over --max-pixels 784" 413 image_too_large "${P[@]}" --data-binary "@$tmp/w29.png" "$base/predict"
+expect "28x29 image over --max-pixels 784" 413 image_too_large "${P[@]}" --data-binary "@$tmp/h29.png" "$base/predict"
+
+# ---- batch limit: exactly --max-batch images, then one more
+got=$(curl -sS -o "$tmp/body" -w '%{http_code}' --max-time 30 -F "image=@$tmp/d28.png" -F "image=@$tmp/d28.png" \
+    "$base/predict/batch") || got=000
+if [ "$got" = 200 ] && "$PY" -c 'import json,sys; sys.exit(0 if len(json.load(open(sys.argv[1]))["results"]) == 2 else 1)' "$tmp/body"
+then ok "batch of exactly --max-batch 2 images: 200 with 2 results"
+else nok "batch of exactly --max-batch 2 images: 200 with 2 results" "got $got: $(head -c 300 "$tmp/body")"; fi
+expect "batch of --max-batch + 1 images" 413 too_many_images -F "image=@$tmp/d28.png" -F "image=@$tmp/d28.png" \
+    -F "image=@$tmp/d28.png" "$base/predict/batch"
+
+kill -TERM "$srv_pid"
+wait "$srv_pid"; rc=$?
+srv_pid=""
+if [ $rc -eq 0 ]; then ok "server exits 0 on SIGTERM"; else nok "server exits 0 on SIGTERM" "exit $rc: $(tail -5 "$tmp/log")"; fi
+finish

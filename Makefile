@@ -6,6 +6,8 @@
 #   make data       MNIST IDX files into data/mnist/ (sha256 verified)
 #   make train      retrain the shipped models from scratch (recorded seeds)
 #   make asan       address+undefined sanitizer build, runs unit+integration
+#   make coverage   gcov build running unit+integration+cli; lcov summary,
+#                   HTML report in build/coverage/html, floors enforced
 #   make bench      benchmarks side by side with PyTorch
 #   make clean
 
@@ -49,7 +51,7 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 .SECONDARY:
 
 .PHONY: all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
-        lint-spec asan train bench clean models-check
+        lint-spec asan coverage train bench clean models-check
 all: $(PROGS)
 test-bins: $(UNIT_BINS) $(TEST_TOOLS)
 
@@ -149,6 +151,13 @@ asan: deps-test
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    unit integration cli
+
+# Coverage build: separate tree, same tests, figures per directory
+# (scripts/coverage.sh holds the floors).
+coverage: deps-test
+	@scripts/deps.sh coverage
+	@$(MAKE) --no-print-directory data
+	@scripts/coverage.sh
 
 # ---- training and benchmarks ---------------------------------------------
 train: deps-test

@@ -4,6 +4,7 @@
 #   run    build and serve           (make run)
 #   test   run's + test tools        (make test, make asan)
 #   bench  test's + the peers the benchmarks compare against (make bench)
+#   coverage  lcov/genhtml for the coverage summary (make coverage)
 #
 # As root, missing packages are installed with apt-get; otherwise the exact
 # command is printed and the script fails, so `make` stops before a
@@ -26,16 +27,18 @@ DEPS_RUN="gcc@gcc libc6-dev make@make pkg-config@pkg-config
   ca-certificates curl@curl"
 DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats
   dataset-fashion-mnist"
+DEPS_COVERAGE="lcov@genhtml"
 DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn wrk@wrk
   libopenblas0-openmp"
 # --------------------------------------------------------------------------
 
-usage() { echo "usage: $0 run|test|bench" >&2; exit 2; }
+usage() { echo "usage: $0 run|test|bench|coverage" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 case $1 in
     run)   WANT=$DEPS_RUN ;;
     test)  WANT="$DEPS_RUN $DEPS_TEST" ;;
     bench) WANT="$DEPS_RUN $DEPS_TEST $DEPS_BENCH" ;;
+    coverage) WANT="$DEPS_COVERAGE" ;;
     *)     usage ;;
 esac
 

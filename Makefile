@@ -34,12 +34,17 @@ PORT    ?= 8080
 
 NN_SRC     := $(wildcard nn/*.c)
 IMAGE_SRC  := $(wildcard image/*.c)
+PIPE_SRC   := $(wildcard pipeline/*.c)
 SERVER_SRC := $(wildcard server/*.c)
 NN_OBJ     := $(NN_SRC:%.c=$(BUILD)/obj/%.o)
 IMAGE_OBJ  := $(IMAGE_SRC:%.c=$(BUILD)/obj/%.o)
+PIPE_OBJ   := $(PIPE_SRC:%.c=$(BUILD)/obj/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
 LIBNN      := $(BUILD)/libnn.a
 LIBIMAGE   := $(BUILD)/libimage.a
+# The serving pipeline sits above image/ and nn/: link it first.
+LIBPIPE    := $(BUILD)/libpipeline.a
+LIBALL     := $(LIBPIPE) $(LIBIMAGE) $(LIBNN)
 
 PROGS := $(BUILD)/mnist-train $(BUILD)/mnist-eval $(BUILD)/mnist-predict \
          $(BUILD)/mnist-server
@@ -65,10 +70,13 @@ $(LIBNN): $(NN_OBJ)
 $(LIBIMAGE): $(IMAGE_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
+$(LIBPIPE): $(PIPE_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
 
-$(BUILD)/mnist-%: $(BUILD)/obj/tools/mnist-%.o $(LIBIMAGE) $(LIBNN)
+$(BUILD)/mnist-%: $(BUILD)/obj/tools/mnist-%.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-$(BUILD)/mnist-server: $(SERVER_OBJ) $(BUILD)/obj/gen/openapi_spec.o $(LIBIMAGE) $(LIBNN)
+$(BUILD)/mnist-server: $(SERVER_OBJ) $(BUILD)/obj/gen/openapi_spec.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # The server carries openapi.yaml (GET /openapi.yaml works from any cwd).
 $(BUILD)/gen/openapi_spec.c: openapi.yaml scripts/embed.sh
@@ -79,7 +87,7 @@ $(BUILD)/obj/gen/openapi_spec.o: $(BUILD)/gen/openapi_spec.c
 	$(CC) $(CFLAGS) -c $< -o $@
 # The server unit tests link the server modules (all but main.c).
 SERVER_TESTS := $(BUILD)/tests/test_server $(BUILD)/tests/test_server_edges
-$(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(filter-out %/main.o,$(SERVER_OBJ)) $(LIBIMAGE) $(LIBNN)
+$(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(filter-out %/main.o,$(SERVER_OBJ)) $(LIBALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CMOCKA_LIBS) -o $@
 
@@ -89,17 +97,17 @@ $(BUILD)/tests/test_oip: $(BUILD)/obj/tests/unit/test_oip.o $(BUILD)/obj/server/
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CMOCKA_LIBS) -o $@
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBIMAGE) $(LIBNN)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIBALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CMOCKA_LIBS) -o $@
 
 # Small programs the tests use (fixture generators and the like).
-$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBIMAGE) $(LIBNN)
+$(BUILD)/tests/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIBALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 
 # Benchmark programs (bench/*.c), e.g. build/bench/peak, build/bench/gemm_bench.
-$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBIMAGE) $(LIBNN)
+$(BUILD)/bench/%: $(BUILD)/obj/bench/%.o $(LIBALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))

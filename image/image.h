@@ -13,7 +13,8 @@
  * ("mnist" or "fit"); callers pass that string to img_prep_by_name, so the
  * choice lives in one place without image/ knowing about nn/.
  *
- * Errors: functions return an img_status; on failure a one-line message is
+ * Errors: functions return an img_status (the serving pipeline maps it to
+ * the project's one code set, pipe_status); on failure a one-line message is
  * written into err (errlen bytes, always NUL-terminated). Nothing here
  * prints, exits or aborts on untrusted input.
  */
@@ -43,9 +44,6 @@ typedef struct {
 
 /* Fills lim with the defaults above. */
 void img_limits_default(img_limits *lim);
-
-/* Short stable name of a status, e.g. "not_png", for error codes. */
-const char *img_status_name(img_status st);
 
 /* Decodes a PNG held in memory (len bytes) into 8-bit gray.
  * Any colour type and bit depth, palette, tRNS, 16-bit, interlaced.

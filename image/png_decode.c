@@ -19,20 +19,6 @@ void img_limits_default(img_limits *lim)
     lim->max_chunk_bytes = (uint64_t)1 << 20;
 }
 
-const char *img_status_name(img_status st)
-{
-    switch (st) {
-    case IMG_OK:            return "ok";
-    case IMG_ERR_NOT_PNG:   return "not_png";
-    case IMG_ERR_CORRUPT:   return "corrupt_png";
-    case IMG_ERR_TOO_LARGE: return "too_large";
-    case IMG_ERR_BLANK:     return "blank_image";
-    case IMG_ERR_NOMEM:     return "out_of_memory";
-    case IMG_ERR_ARG:       return "bad_argument";
-    }
-    return "unknown";
-}
-
 void img_errf(char *err, size_t errlen, const char *fmt, ...)
 {
     if (!err || errlen == 0)

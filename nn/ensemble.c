@@ -14,7 +14,8 @@ struct nn_ensemble_ws {
     float *tmp;   /* one member's probabilities [max_batch, k] */
 };
 
-nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen)
+/* nn_ensemble_from_nets; names (may be NULL) name the members in messages. */
+static nn_ensemble *from_nets(nn_net **nets, const char (*names)[512], int n, char *err, size_t errlen)
 {
     if (n < 1 || n > NN_MAX_MEMBERS) {
         nn_errf(err, errlen, "ensemble: %d members (must be 1..%d)", n, NN_MAX_MEMBERS);
@@ -32,17 +33,20 @@ nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errle
     const nn_net *a = nets[0];
     for (int i = 1; i < n; i++) {
         const nn_net *b = nets[i];
+        char who[540];
+        if (names) snprintf(who, sizeof who, "%s (member %d)", names[i], i);
+        else snprintf(who, sizeof who, "member %d", i);
         if (b->in_c != a->in_c || b->in_h != a->in_h || b->in_w != a->in_w ||
             nn_net_outputs(b) != nn_net_outputs(a)) {
-            nn_errf(err, errlen, "ensemble: member %d has input [%d,%d,%d] and %d classes, member 0 [%d,%d,%d] and %d",
-                 i, b->in_c, b->in_h, b->in_w, nn_net_outputs(b), a->in_c, a->in_h, a->in_w, nn_net_outputs(a));
+            nn_errf(err, errlen, "ensemble: %s has input [%d,%d,%d] and %d classes, member 0 [%d,%d,%d] and %d",
+                 who, b->in_c, b->in_h, b->in_w, nn_net_outputs(b), a->in_c, a->in_h, a->in_w, nn_net_outputs(a));
             nn_ensemble_free(e);
             return NULL;
         }
         /* One image goes through one preprocessing for all members. */
         if (strcmp(b->meta.preprocess, a->meta.preprocess)) {
-            nn_errf(err, errlen, "ensemble: member %d wants preprocess \"%s\", member 0 \"%s\"",
-                 i, b->meta.preprocess, a->meta.preprocess);
+            nn_errf(err, errlen, "ensemble: %s wants preprocess \"%s\", member 0 \"%s\"",
+                 who, b->meta.preprocess, a->meta.preprocess);
             nn_ensemble_free(e);
             return NULL;
         }
@@ -60,6 +64,11 @@ nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errle
         }
     }
     return e;
+}
+
+nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen)
+{
+    return from_nets(nets, NULL, n, err, errlen);
 }
 
 size_t nn_model_stem(const char *name, int *is_list)
@@ -168,7 +177,7 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
         p += len + (q ? 1 : 0);
         if (q && !*p) { nn_errf(err, errlen, "ensemble: trailing comma in \"%.100s\"", paths); goto bad; }
     }
-    nn_ensemble *e = nn_ensemble_from_nets(nets, n, err, errlen);
+    nn_ensemble *e = from_nets(nets, (const char (*)[512])names, n, err, errlen);
     if (e)
         for (int i = 0; i < n; i++) memcpy(e->paths[i], names[i], sizeof e->paths[i]);
     return e;

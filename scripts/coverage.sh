@@ -7,7 +7,7 @@
 # old counters, runs the three suites (a failing suite fails this script),
 # then summarises with lcov and writes an HTML report with genhtml:
 #
-#   build/coverage/coverage.info   lcov tracefile (nn/ image/ server/ tools/)
+#   build/coverage/coverage.info   lcov tracefile (nn/ image/ pipeline/ server/ tools/)
 #   build/coverage/html/index.html the report
 #
 # and prints line and branch coverage per directory. Each directory has a
@@ -59,7 +59,7 @@ fi
 lcov $RC --quiet --capture --directory "$BUILD/obj" --base-directory . \
     --output-file "$OUT/all.info" 2> "$OUT/lcov.err" || { cat "$OUT/lcov.err" >&2; exit 1; }
 grep -v '^Subroutine .* redefined at ' "$OUT/lcov.err" >&2 || true
-lcov $RC --quiet --extract "$OUT/all.info" "$PWD/nn/*" "$PWD/image/*" "$PWD/server/*" \
+lcov $RC --quiet --extract "$OUT/all.info" "$PWD/nn/*" "$PWD/image/*" "$PWD/pipeline/*" "$PWD/server/*" \
     "$PWD/tools/*" --output-file "$OUT/coverage.info"
 rm -rf "$OUT/html"
 genhtml $RC --quiet --branch-coverage --legend --title "mnist-c coverage" \

@@ -1,6 +1,7 @@
 /* config.c - see config.h. One table lists every option once, so a flag and
  * its environment variable cannot drift apart. */
 #include "config.h"
+#include "pipeline/pipeline.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -58,7 +59,7 @@ void srv_config_defaults(srv_config *c)
     strcpy(c->host, "0.0.0.0");
     c->port = 8080;
     c->threads = 0;
-    c->body_limit = 2u << 20;
+    c->body_limit = PIPE_MAX_BYTES_DEFAULT;
     c->max_pixels = 4096u * 4096u;
     c->timeout_s = 30;
     c->max_connections = 1024;

@@ -16,7 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "multipart.h"
-#include "image/image.h"
+#include "pipeline/pipeline.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -34,7 +34,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define INPUT_SIZE 784
 #define SMALL_BODY 4096
 #define MAX_EXTRA_CTX 64
 #define JSON_CT "application/json"
@@ -46,9 +45,7 @@
 #endif
 
 typedef struct {
-    nn_ensemble_ws *ws[SRV_MAX_MODELS];
-    float x[INPUT_SIZE];
-    float probs[NN_MAX_CLASSES];
+    pipe_ws *ws[SRV_MAX_MODELS];
 } worker_ctx;
 
 struct srv_server {
@@ -83,8 +80,8 @@ typedef struct {
     body_kind kind;
     int over_limit;
     int done;                  /* a response is queued */
-    int e_status;              /* error decided from the headers, or 0 */
-    const char *e_code, *e_allow;
+    pipe_status e_status;      /* error decided from the headers, or PIPE_OK */
+    const char *e_allow;
     char e_msg[320];
     char boundary[SRV_BOUNDARY_MAX + 1];
     char rid[SRV_REQID_MAX + 1];
@@ -93,14 +90,6 @@ typedef struct {
     uint8_t small[SMALL_BODY];
 } srv_req;
 
-/* A classification result; probabilities stay in the thread's ctx. */
-typedef struct {
-    int status;                /* 200 or the error's HTTP status */
-    const char *code;
-    char msg[256];
-    int pred;
-    uint64_t decode_us, prep_us, infer_us;
-} result;
 
 static atomic_uint next_server_id = 1;
 static _Thread_local worker_ctx *tls_ctx;
@@ -120,7 +109,7 @@ static void ctx_free(worker_ctx *c, int nmodels)
     if (!c)
         return;
     for (int k = 0; k < nmodels; k++)
-        nn_ensemble_ws_free(c->ws[k]);
+        pipe_ws_free(c->ws[k]);
     free(c);
 }
 
@@ -130,7 +119,7 @@ static worker_ctx *ctx_create(const srv_models *ms)
     if (!c)
         return NULL;
     for (int k = 0; k < ms->n; k++) {
-        c->ws[k] = nn_ensemble_ws_create(ms->m[k].ens, 1);
+        c->ws[k] = pipe_ws_create(ms->m[k].ens, 1);
         if (!c->ws[k]) {
             ctx_free(c, k);
             return NULL;
@@ -213,12 +202,12 @@ static void error_json(srv_buf *b, const char *code, const char *msg)
 }
 
 static enum MHD_Result respond_error(srv_server *s, struct MHD_Connection *c,
-                                     srv_req *r, int status, const char *code,
+                                     srv_req *r, pipe_status st,
                                      const char *allow, const char *fmt, ...)
-    __attribute__((format(printf, 7, 8)));
+    __attribute__((format(printf, 6, 7)));
 
 static enum MHD_Result respond_error(srv_server *s, struct MHD_Connection *c,
-                                     srv_req *r, int status, const char *code,
+                                     srv_req *r, pipe_status st,
                                      const char *allow, const char *fmt, ...)
 {
     char msg[512], store[1024];
@@ -228,109 +217,35 @@ static enum MHD_Result respond_error(srv_server *s, struct MHD_Connection *c,
     va_end(ap);
     srv_buf b;
     srv_buf_init(&b, store, sizeof store);
-    error_json(&b, code, msg);
+    error_json(&b, pipe_status_name(st), msg);
     enum MHD_Result ret =
         b.oom ? MHD_NO
-              : respond(s, c, r, status, JSON_CT, b.data, b.len,
+              : respond(s, c, r, pipe_status_http(st), JSON_CT, b.data, b.len,
                         MHD_RESPMEM_MUST_COPY, allow);
     srv_buf_free(&b);
     return ret;
 }
 
-/* ---- classification ------------------------------------------------------ */
+/* ---- answers --------------------------------------------------------------- */
 
-static void classify(srv_server *s, worker_ctx *ctx, int model,
-                     const uint8_t *data, size_t len, result *res)
+/* Our JSON for one pipeline answer: the prediction document, or the error
+ * envelope. */
+static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
+                        uint64_t total_us)
 {
-    memset(res, 0, sizeof *res);
-    res->status = 200;
-    if (len == 0) {
-        res->status = 400;
-        res->code = "empty_body";
-        snprintf(res->msg, sizeof res->msg, "no image data: send a PNG");
+    if (res->status != PIPE_OK) {
+        error_json(b, pipe_status_name(res->status), res->msg);
         return;
     }
-    uint64_t t0 = now_ns();
-    uint8_t *gray = NULL;
-    uint32_t w = 0, h = 0;
-    img_status st = img_png_decode(data, len, &s->lim, &gray, &w, &h,
-                                   res->msg, sizeof res->msg);
-    uint64_t t1 = now_ns();
-    res->decode_us = (t1 - t0) / 1000;
-    if (st == IMG_OK) {
-        /* The framing the model was trained on (first member's; an
-         * ensemble's members agree, nn_ensemble checks). */
-        const nn_meta *meta = nn_ensemble_meta(s->models->m[model].ens);
-        st = img_prep_by_name(meta->preprocess, gray, w, h, ctx->x, res->msg,
-                              sizeof res->msg);
-        free(gray);
-    }
-    uint64_t t2 = now_ns();
-    res->prep_us = (t2 - t1) / 1000;
-    switch (st) {
-    case IMG_OK:
-        break;
-    case IMG_ERR_NOT_PNG:
-        res->status = 400;
-        res->code = "not_png";
-        return;
-    case IMG_ERR_CORRUPT:
-        res->status = 400;
-        res->code = "invalid_png";
-        return;
-    case IMG_ERR_TOO_LARGE:
-        res->status = 413;
-        res->code = "image_too_large";
-        return;
-    case IMG_ERR_BLANK:
-        res->status = 422;
-        res->code = "blank_image";
-        return;
-    default:   /* IMG_ERR_NOMEM: the server's problem, not the client's */
-        res->status = 500;
-        res->code = "internal";
-        srv_log(SRV_ERROR, "image decode: %s", res->msg);
-        return;
-    }
-    const srv_model *m = &s->models->m[model];
-    nn_ensemble_forward(m->ens, ctx->ws[model], ctx->x, 1, ctx->probs);
-    uint64_t t3 = now_ns();
-    res->infer_us = (t3 - t2) / 1000;
-    int best = 0;
-    for (int c = 0; c < m->nclasses; c++) {
-        if (!isfinite(ctx->probs[c])) {
-            res->status = 500;
-            res->code = "internal";
-            snprintf(res->msg, sizeof res->msg, "model produced a non-finite "
-                     "probability");
-            srv_log(SRV_ERROR, "model %s produced a non-finite probability",
-                    m->name);
-            return;
-        }
-        if (ctx->probs[c] > ctx->probs[best])
-            best = c;
-    }
-    res->pred = best;
-    srv_metrics_inference(s->metrics, model, res->infer_us, best);
-}
-
-static void result_json(srv_buf *b, const srv_server *s, const worker_ctx *ctx,
-                        int model, const result *res, uint64_t total_us)
-{
-    if (res->status != 200) {
-        error_json(b, res->code, res->msg);
-        return;
-    }
-    const srv_model *m = &s->models->m[model];
-    srv_buf_printf(b, "{\"prediction\":%d,\"label\":", res->pred);
-    srv_buf_json_str(b, m->labels[res->pred]);
+    srv_buf_printf(b, "{\"prediction\":%d,\"label\":", res->prediction);
+    srv_buf_json_str(b, res->label);
     srv_buf_puts(b, ",\"confidence\":");
-    srv_buf_json_float(b, ctx->probs[res->pred]);
+    srv_buf_json_float(b, res->probs[res->prediction]);
     srv_buf_puts(b, ",\"probabilities\":[");
-    for (int c = 0; c < m->nclasses; c++) {
+    for (int c = 0; c < res->nclasses; c++) {
         if (c)
             srv_buf_append(b, ",", 1);
-        srv_buf_json_float(b, ctx->probs[c]);
+        srv_buf_json_float(b, res->probs[c]);
     }
     srv_buf_puts(b, "],\"model\":");
     srv_buf_json_str(b, m->name);
@@ -341,6 +256,20 @@ static void result_json(srv_buf *b, const srv_server *s, const worker_ctx *ctx,
                    (unsigned long long)res->prep_us,
                    (unsigned long long)res->infer_us,
                    (unsigned long long)total_us);
+}
+
+/* Runs the pipeline on one image with the thread's workspace; metrics and
+ * the log see the outcome. */
+static void classify(srv_server *s, worker_ctx *ctx, int model,
+                     const uint8_t *data, size_t len, pipe_result *res)
+{
+    const srv_model *m = &s->models->m[model];
+    pipe_run_png(m->ens, ctx->ws[model], data, len, &s->lim, NULL, res);
+    if (res->status == PIPE_OK)
+        srv_metrics_inference(s->metrics, model, res->infer_us,
+                              res->prediction);
+    else if (res->status == PIPE_INTERNAL)
+        srv_log(SRV_ERROR, "model %s: %s", m->name, res->msg);
 }
 
 /* ---- POST handlers -------------------------------------------------------- */
@@ -358,10 +287,10 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
                                      &part, 1, &n, err, sizeof err);
         /* More than one image: /predict answers for the first. */
         if (rc == SRV_MP_MALFORMED)
-            return respond_error(s, c, r, 400, "bad_multipart", NULL, "%s",
+            return respond_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s",
                                  err);
         if (n == 0)
-            return respond_error(s, c, r, 400, "missing_image", NULL,
+            return respond_error(s, c, r, PIPE_MISSING_IMAGE, NULL,
                                  "multipart body has no 'image' field "
                                  "(curl -F image=@digit.png)");
         data = part.data;
@@ -369,17 +298,17 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
     }
     worker_ctx *ctx = get_ctx(s);
     if (!ctx)
-        return respond_error(s, c, r, 500, "internal", NULL,
+        return respond_error(s, c, r, PIPE_INTERNAL, NULL,
                              "no workspace for this thread (out of memory)");
-    result res;
+    pipe_result res;
     classify(s, ctx, r->model, data, len, &res);
     char store[2048];
     srv_buf b;
     srv_buf_init(&b, store, sizeof store);
-    result_json(&b, s, ctx, r->model, &res, (now_ns() - r->t0) / 1000);
+    result_json(&b, &s->models->m[r->model], &res, (now_ns() - r->t0) / 1000);
     enum MHD_Result ret =
         b.oom ? MHD_NO
-              : respond(s, c, r, res.status, JSON_CT, b.data, b.len,
+              : respond(s, c, r, pipe_status_http(res.status), JSON_CT, b.data, b.len,
                         MHD_RESPMEM_MUST_COPY, NULL);
     srv_buf_free(&b);
     return ret;
@@ -392,25 +321,25 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     int max = s->cfg->max_batch, n;
     srv_part *parts = malloc(sizeof *parts * (size_t)max);
     if (!parts)
-        return respond_error(s, c, r, 500, "internal", NULL, "out of memory");
+        return respond_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
     int rc = srv_multipart_parse(r->body, r->len, r->boundary, "image", parts,
                                  max, &n, err, sizeof err);
     if (rc != SRV_MP_OK || n == 0) {
         free(parts);
         if (rc == SRV_MP_TOO_MANY)
-            return respond_error(s, c, r, 413, "too_many_images", NULL,
+            return respond_error(s, c, r, PIPE_TOO_MANY_IMAGES, NULL,
                                  "at most %d images per batch request", max);
         if (rc == SRV_MP_MALFORMED)
-            return respond_error(s, c, r, 400, "bad_multipart", NULL, "%s",
+            return respond_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s",
                                  err);
-        return respond_error(s, c, r, 400, "missing_image", NULL,
+        return respond_error(s, c, r, PIPE_MISSING_IMAGE, NULL,
                              "multipart body has no 'image' field "
                              "(curl -F image=@a.png -F image=@b.png)");
     }
     worker_ctx *ctx = get_ctx(s);
     if (!ctx) {
         free(parts);
-        return respond_error(s, c, r, 500, "internal", NULL,
+        return respond_error(s, c, r, PIPE_INTERNAL, NULL,
                              "no workspace for this thread (out of memory)");
     }
     srv_buf b;
@@ -420,12 +349,12 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     srv_buf_json_str(&b, s->models->m[r->model].name);
     srv_buf_printf(&b, ",\"count\":%d,\"results\":[", n);
     for (int i = 0; i < n; i++) {
-        result res;
+        pipe_result res;
         uint64_t t0 = now_ns();
         classify(s, ctx, r->model, parts[i].data, parts[i].len, &res);
         if (i)
             srv_buf_append(&b, ",", 1);
-        result_json(&b, s, ctx, r->model, &res, (now_ns() - t0) / 1000);
+        result_json(&b, &s->models->m[r->model], &res, (now_ns() - t0) / 1000);
     }
     srv_buf_puts(&b, "]}");
     free(parts);
@@ -433,7 +362,7 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     char *body = srv_buf_detach(&b, &len);
     srv_buf_free(&b);
     if (!body)
-        return respond_error(s, c, r, 500, "internal", NULL, "out of memory");
+        return respond_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
     return respond(s, c, r, 200, JSON_CT, body, len, MHD_RESPMEM_MUST_FREE,
                    NULL);
 }
@@ -451,10 +380,10 @@ static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
                        MHD_RESPMEM_PERSISTENT, NULL);
     case SRV_ROUTE_READYZ:
         if (atomic_load(&s->draining))
-            return respond_error(s, c, r, 503, "not_ready", NULL,
+            return respond_error(s, c, r, PIPE_NOT_READY, NULL,
                                  "shutting down: finishing requests in flight");
         if (!atomic_load(&s->ready))
-            return respond_error(s, c, r, 503, "not_ready", NULL,
+            return respond_error(s, c, r, PIPE_NOT_READY, NULL,
                                  "starting: models are warming up");
         return respond(s, c, r, 200, JSON_CT, ready, sizeof ready - 1,
                        MHD_RESPMEM_PERSISTENT, NULL);
@@ -473,14 +402,14 @@ static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
         char *body = srv_buf_detach(&b, &len);
         srv_buf_free(&b);
         if (!body)
-            return respond_error(s, c, r, 500, "internal", NULL,
+            return respond_error(s, c, r, PIPE_INTERNAL, NULL,
                                  "out of memory");
         return respond(s, c, r, 200,
                        "text/plain; version=0.0.4; charset=utf-8", body, len,
                        MHD_RESPMEM_MUST_FREE, NULL);
     }
     default:
-        return respond_error(s, c, r, 404, "not_found", NULL, "no such path");
+        return respond_error(s, c, r, PIPE_NOT_FOUND, NULL, "no such path");
     }
 }
 
@@ -513,18 +442,17 @@ static void media_type(const char *ct, char *out, size_t outlen)
 
 /* Records an error decided from the headers alone; on_request sends it.
  * Returns 0 so begin() can "return defer(...)". */
-static int defer(srv_req *r, int status, const char *code, const char *allow,
-                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int defer(srv_req *r, pipe_status st, const char *allow,
+                 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-static int defer(srv_req *r, int status, const char *code, const char *allow,
+static int defer(srv_req *r, pipe_status st, const char *allow,
                  const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(r->e_msg, sizeof r->e_msg, fmt, ap);
     va_end(ap);
-    r->e_status = status;
-    r->e_code = code;
+    r->e_status = st;
     r->e_allow = allow;
     return 0;
 }
@@ -539,22 +467,22 @@ static int begin(srv_server *s, struct MHD_Connection *c, srv_req *r,
     int is_get = strcmp(r->method, "GET") == 0 ||
                  strcmp(r->method, "HEAD") == 0;
     if (r->route == SRV_ROUTE_OTHER)
-        return defer(r, 404, "not_found", NULL,
+        return defer(r, PIPE_NOT_FOUND, NULL,
                              "no such path: %s (see GET /openapi.yaml)",
                              r->path);
     int post_route = r->route == SRV_ROUTE_PREDICT ||
                      r->route == SRV_ROUTE_BATCH;
     if (post_route && !is_post)
-        return defer(r, 405, "method_not_allowed", "POST",
+        return defer(r, PIPE_METHOD_NOT_ALLOWED, "POST",
                              "%s accepts POST only", url);
     if (!post_route && !is_get)
-        return defer(r, 405, "method_not_allowed", "GET, HEAD",
+        return defer(r, PIPE_METHOD_NOT_ALLOWED, "GET, HEAD",
                              "%s accepts GET and HEAD only", url);
     if (!post_route)
         return 0;   /* answered on the last call, keeping the connection */
 
     if (!atomic_load(&s->ready) && !atomic_load(&s->draining))
-        return defer(r, 503, "not_ready", NULL,
+        return defer(r, PIPE_NOT_READY, NULL,
                              "starting: models are warming up");
     const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND,
                                                    "model");
@@ -563,7 +491,7 @@ static int begin(srv_server *s, struct MHD_Connection *c, srv_req *r,
         if (r->model < 0) {
             char safe[96];
             srv_log_sanitize(name, safe, sizeof safe);
-            return defer(r, 404, "model_not_found", NULL,
+            return defer(r, PIPE_MODEL_NOT_FOUND, NULL,
                                  "no model named '%s' (see GET /v1/models)",
                                  safe);
         }
@@ -575,7 +503,7 @@ static int begin(srv_server *s, struct MHD_Connection *c, srv_req *r,
     media_type(ct ? ct : "", mt, sizeof mt);
     if (strcmp(mt, "multipart/form-data") == 0) {
         if (srv_multipart_boundary(ct, r->boundary, sizeof r->boundary) < 0)
-            return defer(r, 400, "bad_multipart", NULL,
+            return defer(r, PIPE_BAD_MULTIPART, NULL,
                                  "multipart/form-data needs a boundary "
                                  "parameter of 1..70 characters");
         r->kind = KIND_MULTIPART;
@@ -587,10 +515,10 @@ static int begin(srv_server *s, struct MHD_Connection *c, srv_req *r,
         char safe[96];
         srv_log_sanitize(ct ? ct : "(none)", safe, sizeof safe);
         if (r->route == SRV_ROUTE_BATCH)
-            return defer(r, 415, "unsupported_media_type", NULL,
+            return defer(r, PIPE_UNSUPPORTED_MEDIA_TYPE, NULL,
                                  "Content-Type %s: /predict/batch takes "
                                  "multipart/form-data", safe);
-        return defer(r, 415, "unsupported_media_type", NULL,
+        return defer(r, PIPE_UNSUPPORTED_MEDIA_TYPE, NULL,
                              "Content-Type %s: send image/png, "
                              "application/octet-stream or "
                              "multipart/form-data", safe);
@@ -602,7 +530,7 @@ static int begin(srv_server *s, struct MHD_Connection *c, srv_req *r,
         /* MHD has validated the number; only its size matters here. */
         unsigned long long n = strtoull(cl, NULL, 10);
         if (n > s->cfg->body_limit)
-            return defer(r, 413, "payload_too_large", NULL,
+            return defer(r, PIPE_PAYLOAD_TOO_LARGE, NULL,
                                  "request body of %llu bytes is over the "
                                  "limit of %zu bytes", n, s->cfg->body_limit);
         if (n > sizeof r->small) {
@@ -668,7 +596,7 @@ static int has_body(struct MHD_Connection *c)
 static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c,
                                      srv_req *r)
 {
-    return respond_error(s, c, r, r->e_status, r->e_code, r->e_allow, "%s",
+    return respond_error(s, c, r, r->e_status, r->e_allow, "%s",
                          r->e_msg);
 }
 
@@ -694,7 +622,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
         r->kind = KIND_NONE;
         r->over_limit = 0;
         r->done = 0;
-        r->e_status = 0;
+        r->e_status = PIPE_OK;
         r->body = NULL;
         r->len = r->cap = 0;
         const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
@@ -728,10 +656,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     if (r->kind == KIND_NONE)
         return handle_get(s, c, r);
     if (r->over_limit == 2)
-        return respond_error(s, c, r, 500, "internal", NULL,
+        return respond_error(s, c, r, PIPE_INTERNAL, NULL,
                              "out of memory buffering the request body");
     if (r->over_limit)
-        return respond_error(s, c, r, 413, "payload_too_large", NULL,
+        return respond_error(s, c, r, PIPE_PAYLOAD_TOO_LARGE, NULL,
                              "request body is over the limit of %zu bytes",
                              s->cfg->body_limit);
     if (r->route == SRV_ROUTE_BATCH)
@@ -936,18 +864,20 @@ int srv_server_warmup(srv_server *s, char *err, size_t errlen)
         return -1;
     }
     /* A plain stroke: any input exercises the whole forward path. */
-    memset(c->x, 0, sizeof c->x);
+    float x[PIPE_PIXELS] = {0};
     for (int y = 6; y < 22; y++)
-        c->x[y * 28 + 14] = 1.0f;
+        x[y * PIPE_SIDE + 14] = 1.0f;
     for (int k = 0; k < s->models->n; k++) {
         const srv_model *m = &s->models->m[k];
-        nn_ensemble_forward(m->ens, c->ws[k], c->x, 1, c->probs);
+        pipe_result res;
+        pipe_run_tensors(m->ens, c->ws[k], PIPE_F32, x, 1, &res);
         double sum = 0;
-        for (int i = 0; i < m->nclasses; i++)
-            sum += c->probs[i];
-        if (!isfinite(sum) || fabs(sum - 1) > 1e-3) {
+        for (int i = 0; i < res.nclasses; i++)
+            sum += res.probs[i];
+        if (res.status != PIPE_OK || fabs(sum - 1) > 1e-3) {
             snprintf(err, errlen, "model '%s' failed its warm-up inference "
-                     "(probabilities sum to %g)", m->name, sum);
+                     "(%s; probabilities sum to %g)", m->name,
+                     pipe_status_name(res.status), sum);
             ctx_free(c, s->models->n);
             return -1;
         }

@@ -1,6 +1,7 @@
 /* models.c - see models.h. */
 #include "models.h"
 #include "sha256.h"
+#include "pipeline/pipeline.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -32,8 +33,10 @@ static int add_model(srv_models *ms, const char *name, const char *paths,
     memset(m, 0, sizeof *m);
     snprintf(m->name, sizeof m->name, "%s", name);
     snprintf(m->source, sizeof m->source, "%s", source);
-    char nerr[512];
-    m->ens = nn_ensemble_load(paths, nerr, sizeof nerr);
+    char nerr[1200];
+    /* Loaded and checked servable (1x28x28 input, classes, preprocessing):
+     * a request never meets a model it cannot feed. */
+    m->ens = pipe_model_load(paths, nerr, sizeof nerr);
     if (!m->ens) {
         snprintf(err, errlen, "model '%s' (%s): %s", name, source, nerr);
         return -1;
@@ -93,14 +96,24 @@ static int load_dir(srv_models *ms, const char *dir, char *err, size_t errlen)
         snprintf(err, errlen, "models directory %s: %s", dir, strerror(errno));
         return -1;
     }
-    char *names[256];
-    int n = 0, rc = 0;
+    char **names = NULL;
+    int n = 0, cap = 0, rc = 0;
     struct dirent *de;
-    while ((de = readdir(d)) != NULL && n < 256) {
+    while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] == '.')
             continue;
         if (!nn_model_stem(de->d_name, NULL))
             continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char **p = realloc(names, sizeof *names * (size_t)cap);
+            if (!p) {
+                snprintf(err, errlen, "out of memory listing %s", dir);
+                rc = -1;
+                break;
+            }
+            names = p;
+        }
         if (!(names[n] = strdup(de->d_name))) {
             snprintf(err, errlen, "out of memory listing %s", dir);
             rc = -1;
@@ -109,7 +122,8 @@ static int load_dir(srv_models *ms, const char *dir, char *err, size_t errlen)
         n++;
     }
     closedir(d);
-    qsort(names, (size_t)n, sizeof names[0], cmp_str);
+    if (n)
+        qsort(names, (size_t)n, sizeof names[0], cmp_str);
     for (int i = 0; i < n && rc == 0; i++) {
         char stem[SRV_NAME_MAX + 16], source[1100];
         int ens;
@@ -136,6 +150,7 @@ static int load_dir(srv_models *ms, const char *dir, char *err, size_t errlen)
     }
     for (int i = 0; i < n; i++)
         free(names[i]);
+    free(names);
     return rc;
 }
 
@@ -227,19 +242,13 @@ srv_models *srv_models_load(const srv_config *c, char *err, size_t errlen)
             goto fail;
         }
     } else {
-        /* The most accurate single model: an ensemble costs its members'
-         * time on every request, so it is the default only when asked for
-         * (--default-model); with nothing but ensembles, the first. */
-        ms->default_idx = -1;
-        for (int k = 0; k < ms->n; k++) {
-            if (ms->m[k].nmembers != 1)
-                continue;
-            if (ms->default_idx < 0 ||
-                ms->m[k].test_accuracy > ms->m[ms->default_idx].test_accuracy)
-                ms->default_idx = k;
-        }
-        if (ms->default_idx < 0)
-            ms->default_idx = 0;
+        pipe_candidate cand[SRV_MAX_MODELS];
+        for (int k = 0; k < ms->n; k++)
+            cand[k] = (pipe_candidate){
+                .nmembers = ms->m[k].nmembers,
+                .test_accuracy = ms->m[k].test_accuracy,
+                .dataset = nn_ensemble_meta(ms->m[k].ens)->dataset};
+        ms->default_idx = pipe_default_pick(cand, ms->n);
     }
     ms->m[ms->default_idx].is_default = 1;
     for (int k = 0; k < ms->n; k++) {

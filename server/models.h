@@ -8,8 +8,13 @@
  * Names are unique across flags and directory; files are sorted by name so
  * start-up is deterministic.
  *
- * Default model: --default-model if given, else the highest test accuracy
- * recorded in the weights metadata (ties: first in load order).
+ * Every model is checked servable when loaded (pipe_model_check: 1x28x28
+ * input, class count, preprocessing); a file that is not refuses start-up
+ * with a message naming it.
+ *
+ * Default model: --default-model if given, else pipe_default_pick's rule
+ * (the most accurate single digit model; ties: first in load order), the
+ * same rule mnist-predict uses.
  */
 #ifndef SERVER_MODELS_H
 #define SERVER_MODELS_H

@@ -16,6 +16,7 @@ TRAIN=$build/mnist-train
 EVAL=$build/mnist-eval
 PREDICT=$build/mnist-predict
 MKPNG=$build/tests/tools/mkpng
+MKMODEL=$build/tests/tools/mkmodel
 DATA=${MNIST_DIR:-data/mnist}
 PY=/usr/bin/python3
 command -v "$PY" >/dev/null || PY=python3
@@ -136,6 +137,23 @@ else
     not_ok "predict: non-PNG among images" "exit $rc" "$(head -c 400 "$tmp/pred2.json")"
 fi
 expect 1 'truncated' "predict: truncated weights file" -- "$PREDICT" --model "$tmp/trunc.safetensors" "$tmp/seven.png"
+"$MKMODEL" "$tmp/wide.safetensors" 1 32 32 || not_ok "mkmodel writes a 1x32x32 model"
+expect 1 'wide.safetensors: takes 1x32x32 inputs, not the 1x28x28' "predict: a model of another input shape is refused" \
+    -- "$PREDICT" --model "$tmp/wide.safetensors" "$tmp/seven.png"
+# The server's codes: an empty file, a file over --max-bytes, a missing file.
+: > "$tmp/empty.png"
+"$PREDICT" --model "$tmp/tiny.safetensors" --max-bytes 100 "$tmp/empty.png" "$tmp/seven.png" "$tmp/none.png" \
+    > "$tmp/pred3.json" 2> "$tmp/pred3.err"
+rc=$?
+if [ $rc -eq 1 ] && "$PY" -c '
+import json, sys
+codes = [json.loads(l).get("error", {}).get("code") for l in open(sys.argv[1])]
+assert codes == ["empty_body", "payload_too_large", "unreadable"], codes' "$tmp/pred3.json"; then
+    ok "predict: empty_body, payload_too_large (--max-bytes) and unreadable, as codes"
+else
+    not_ok "predict: error codes for empty, oversized and missing files" "exit $rc" "$(head -c 400 "$tmp/pred3.json")"
+fi
+expect 2 'bad --max-bytes' "predict: --max-bytes 0 refused" -- "$PREDICT" --max-bytes 0 "$tmp/seven.png"
 expect 2 'mnist-predict: ' "predict: unknown option" -- "$PREDICT" --bogus "$tmp/seven.png"
 
 echo "cli: $pass passed, $failed failed"

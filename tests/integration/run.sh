@@ -24,6 +24,7 @@ set -uo pipefail
 SERVER=$build/mnist-server
 PREDICT=$build/mnist-predict
 MKPNG=$build/tests/tools/mkpng
+MKMODEL=$build/tests/tools/mkmodel
 MODELS=${MODELS_DIR:-models}
 MNIST=${MNIST_DIR:-data/mnist}
 PY=${PYTHON:-python3}
@@ -158,7 +159,7 @@ stop_server() {
 
 # ================================================================ preflight
 echo "# build dir: $build"
-for f in "$SERVER" "$PREDICT" "$MKPNG"; do
+for f in "$SERVER" "$PREDICT" "$MKPNG" "$MKMODEL"; do
     [ -x "$f" ] || bail "program $f exists" "run: make all test-bins"
 done
 for m in mlp lenet; do
@@ -230,6 +231,15 @@ start_fail "random bytes as weights" "lenet.safetensors" --models-dir "$tmp/m_ga
 start_fail "one bad member of an ensemble" "mlp.safetensors" \
     --model ens="$MODELS/lenet.safetensors,$tmp/m_trunc/mlp.safetensors"
 start_fail "models dir without models" "$tmp/m_empty" --models-dir "$tmp/m_empty"
+# A valid weights file the service cannot feed: refused when loaded, by name.
+mkdir -p "$tmp/m_shape"
+"$MKMODEL" "$tmp/m_shape/wide.safetensors" 1 32 32 || fail "mkmodel failed"
+"$MKMODEL" "$tmp/m_shape3.safetensors" 3 28 28 || fail "mkmodel failed"
+start_fail "1x32x32 input shape (--models-dir)" "wide.safetensors: takes 1x32x32 inputs" --models-dir "$tmp/m_shape"
+start_fail "3x28x28 input shape (--model)" "m_shape3.safetensors: takes 3x28x28 inputs" \
+    --model rgb="$tmp/m_shape3.safetensors"
+start_fail "wrong input shape as an ensemble member" "m_shape3.safetensors (member 1) has input [3,28,28]" \
+    --model ens="$MODELS/lenet.safetensors,$tmp/m_shape3.safetensors"
 start_fail "unknown default model" "nosuchmodel" --models-dir "$MODELS" --default-model nosuchmodel
 start_fail "unknown flag" "--no-such-flag" --no-such-flag
 
@@ -311,6 +321,22 @@ if want_code 200; then
 fi
 verdict "GET /openapi.yaml serves the repository's OpenAPI 3.1 spec"
 
+# The error codes are one list (pipeline/pipeline.c's table); openapi.yaml
+# and README.md document exactly that list.
+r=$("$PY" - "$here/../../pipeline/pipeline.c" openapi.yaml README.md <<'PYEOF' 2>&1
+import re, sys, yaml
+src, spec, readme = (open(f).read() for f in sys.argv[1:4])
+table = set(re.findall(r'\[PIPE_[A-Z_]+\] = \{"([a-z_]+)", \d+\}', src)) - {"ok"}
+enum = set(yaml.safe_load(spec)["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+rows = re.findall(r'^\| \d{3} \| (.*?) \|', readme, re.M)
+documented = set(c for r in rows for c in re.findall(r'`([a-z_]+)`', r))
+assert len(table) >= 15, table
+assert enum == table, f"openapi.yaml: missing {table - enum}, extra {enum - table}"
+assert documented == table, f"README.md: missing {table - documented}, extra {documented - table}"
+PYEOF
+) || fail "$r"
+verdict "error codes: pipeline's table, openapi.yaml and README.md list the same codes"
+
 http GET /metrics
 if want_code 200; then
     want_header Content-Type '^text/plain'
@@ -381,8 +407,8 @@ verdict "POST /predict/batch without image parts: 400"
 # as ink), big black-on-white digits, and the hostile files.
 http_status_for() {
     case $1 in
-        ok) echo 200 ;; corrupt_png | not_png) echo 400 ;;
-        too_large) echo 413 ;; blank_image) echo 422 ;; *) echo "unknown-$1" ;;
+        ok) echo 200 ;; invalid_png | not_png) echo 400 ;;
+        image_too_large) echo 413 ;; blank_image) echo 422 ;; *) echo "unknown-$1" ;;
     esac
 }
 nfix=0
@@ -440,6 +466,23 @@ done
 verdict "20 MNIST test images: server predictions equal mnist-predict's ($same/20)"
 [ $right -ge 19 ] || fail "only $right/20 equal the true label"
 verdict "20 MNIST test images: at least 19/20 predicted as labelled ($right/20)"
+
+# Every fixture, valid and invalid: mnist-predict and POST /predict run one
+# pipeline, so they answer the same code and the same float32 probabilities.
+same_files=()
+while read -r f _; do
+    case $f in ''|'#'*) continue ;; esac
+    same_files+=("$tmp/fx/$f")
+done < "$tmp/fx/MANIFEST"
+same_files+=("${mnist_pngs[@]}" "$tmp/fx/blank_white.png" "$tmp/fx/blank_black.png" "$tmp/fx/big_7.png")
+"$PREDICT" --model "$default_file" "${same_files[@]}" > "$tmp/same.cli" 2> "$tmp/same.err"
+: > "$tmp/same.list"
+for f in "${same_files[@]}"; do
+    post_png /predict "$f"
+    printf '%s\t%s\n' "$f" "$body" >> "$tmp/same.list"
+done
+r=$("$PY" "$here/samecheck.py" "$tmp/same.cli" "$tmp/same.list" 2>&1) || fail "$r" "$(head -c 300 "$tmp/same.err")"
+verdict "${#same_files[@]} fixtures: mnist-predict and POST /predict give the same codes and probabilities"
 
 right=0
 for k in "${!big_idx[@]}"; do

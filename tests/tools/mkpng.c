@@ -2,8 +2,8 @@
  *
  *   mkpng OUTDIR
  *       writes every fixture into OUTDIR plus OUTDIR/MANIFEST, one line per
- *       file: "<name> <expected img_status name> <digit or ->", e.g.
- *       "gray8.png ok 7", "bomb.png too_large -". Every file is decoded
+ *       file: "<name> <expected pipe_status name> <digit or ->", e.g.
+ *       "gray8.png ok 7", "bomb.png image_too_large -". Every file is decoded
  *       again here and its status compared with the manifest, so a fixture
  *       that does not test what it claims makes this tool fail.
  *
@@ -23,6 +23,7 @@
 #include <zlib.h>
 
 #include "image/image.h"
+#include "pipeline/pipeline.h"
 
 static const char *g_dir;
 static FILE *g_manifest;
@@ -186,7 +187,7 @@ static void fixture(const char *name, const uint8_t *data, size_t len,
         g_failed = 1;
         return;
     }
-    fprintf(g_manifest, "%s %s %c\n", name, img_status_name(want),
+    fprintf(g_manifest, "%s %s %c\n", name, pipe_status_name(pipe_status_from_img(want)),
             digit >= 0 ? '0' + digit : '-');
 
     char err[256] = "";
@@ -200,7 +201,7 @@ static void fixture(const char *name, const uint8_t *data, size_t len,
     free(gray);
     if (st != want) {
         fprintf(stderr, "mkpng: %s: expected %s, decoder says %s (%s)\n", name,
-                img_status_name(want), img_status_name(st), err);
+                pipe_status_name(pipe_status_from_img(want)), pipe_status_name(pipe_status_from_img(st)), err);
         g_failed = 1;
     }
 }

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include "image/image.h"
+#include "pipeline/pipeline.h"
 #include "nn/net.h"
 #include "nn/optim.h"
 #include "nn/safetensors.h"
@@ -263,8 +264,8 @@ static void expect_decode(uint32_t w, uint32_t h, const img_limits *lim, img_sta
     img_status st = img_png_decode(png, len, lim, &g, &ow, &oh, err, sizeof err);
     if (st != want)
         fail_msg("%ux%u (limits %ux%u, %llu px): %s (%s), want %s", w, h, lim->max_width,
-                 lim->max_height, (unsigned long long)lim->max_pixels, img_status_name(st), err,
-                 img_status_name(want));
+                 lim->max_height, (unsigned long long)lim->max_pixels, pipe_status_name(pipe_status_from_img(st)), err,
+                 pipe_status_name(pipe_status_from_img(want)));
     if (st == IMG_OK) {
         assert_int_equal(ow, w);
         assert_int_equal(oh, h);

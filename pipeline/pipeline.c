@@ -1,0 +1,363 @@
+/* pipeline.c - see pipeline.h. */
+#include "pipeline/pipeline.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const struct {
+    const char *name;
+    int http;
+} status_table[PIPE_STATUS_COUNT] = {
+    [PIPE_OK] = {"ok", 200},
+    [PIPE_EMPTY_BODY] = {"empty_body", 400},
+    [PIPE_NOT_PNG] = {"not_png", 400},
+    [PIPE_INVALID_PNG] = {"invalid_png", 400},
+    [PIPE_IMAGE_TOO_LARGE] = {"image_too_large", 413},
+    [PIPE_BLANK_IMAGE] = {"blank_image", 422},
+    [PIPE_INVALID_TENSOR] = {"invalid_tensor", 400},
+    [PIPE_UNREADABLE] = {"unreadable", 400},
+    [PIPE_PAYLOAD_TOO_LARGE] = {"payload_too_large", 413},
+    [PIPE_TOO_MANY_IMAGES] = {"too_many_images", 413},
+    [PIPE_BAD_MULTIPART] = {"bad_multipart", 400},
+    [PIPE_MISSING_IMAGE] = {"missing_image", 400},
+    [PIPE_UNSUPPORTED_MEDIA_TYPE] = {"unsupported_media_type", 415},
+    [PIPE_NOT_FOUND] = {"not_found", 404},
+    [PIPE_MODEL_NOT_FOUND] = {"model_not_found", 404},
+    [PIPE_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405},
+    [PIPE_NOT_READY] = {"not_ready", 503},
+    [PIPE_INTERNAL] = {"internal", 500},
+};
+
+const char *pipe_status_name(pipe_status st)
+{
+    if ((unsigned)st >= PIPE_STATUS_COUNT)
+        return "internal";
+    return status_table[st].name;
+}
+
+int pipe_status_http(pipe_status st)
+{
+    if ((unsigned)st >= PIPE_STATUS_COUNT)
+        return 500;
+    return status_table[st].http;
+}
+
+pipe_status pipe_status_from_img(img_status st)
+{
+    switch (st) {
+    case IMG_OK:
+        return PIPE_OK;
+    case IMG_ERR_NOT_PNG:
+        return PIPE_NOT_PNG;
+    case IMG_ERR_CORRUPT:
+        return PIPE_INVALID_PNG;
+    case IMG_ERR_TOO_LARGE:
+        return PIPE_IMAGE_TOO_LARGE;
+    case IMG_ERR_BLANK:
+        return PIPE_BLANK_IMAGE;
+    case IMG_ERR_NOMEM: /* the server's problem, not the client's */
+    case IMG_ERR_ARG:
+        break;
+    }
+    return PIPE_INTERNAL;
+}
+
+/* ---- models ---------------------------------------------------------------- */
+
+int pipe_model_check(const nn_ensemble *e, const char *source, char *err, size_t errlen)
+{
+    for (int i = 0; i < e->n; i++) {
+        const nn_net *net = e->nets[i];
+        if (net->in_c != 1 || net->in_h != PIPE_SIDE || net->in_w != PIPE_SIDE) {
+            snprintf(err, errlen, "%s: takes %dx%dx%d inputs, not the 1x%dx%d images this service feeds",
+                     e->n > 1 ? e->paths[i] : source, net->in_c, net->in_h, net->in_w, PIPE_SIDE,
+                     PIPE_SIDE);
+            return -1;
+        }
+    }
+    int k = nn_ensemble_classes(e);
+    if (k < 1 || k > NN_MAX_CLASSES) {
+        snprintf(err, errlen, "%s: %d classes is outside 1..%d", source, k, NN_MAX_CLASSES);
+        return -1;
+    }
+    const nn_meta *meta = nn_ensemble_meta(e);
+    if (!nn_preprocess_valid(meta->preprocess)) {
+        snprintf(err, errlen, "%s: unknown preprocessing \"%s\" (this build knows \"mnist\" and \"fit\")",
+                 source, meta->preprocess);
+        return -1;
+    }
+    return 0;
+}
+
+nn_ensemble *pipe_model_load(const char *paths, char *err, size_t errlen)
+{
+    nn_ensemble *e = nn_ensemble_load(paths, err, errlen);
+    if (e && pipe_model_check(e, paths, err, errlen) < 0) {
+        nn_ensemble_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* Best of the single models accepted by want_mnist (1: dataset "mnist"
+ * only, 0: any), or -1. */
+static int best_single(const pipe_candidate *c, int n, int want_mnist)
+{
+    int best = -1;
+    for (int k = 0; k < n; k++) {
+        if (c[k].nmembers != 1)
+            continue;
+        if (want_mnist && (!c[k].dataset || strcmp(c[k].dataset, "mnist") != 0))
+            continue;
+        if (best < 0 || c[k].test_accuracy > c[best].test_accuracy)
+            best = k;
+    }
+    return best;
+}
+
+int pipe_default_pick(const pipe_candidate *c, int n)
+{
+    if (n <= 0)
+        return -1;
+    int k = best_single(c, n, 1);
+    if (k < 0)
+        k = best_single(c, n, 0);
+    return k < 0 ? 0 : k;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    char **names = NULL;
+    int n = 0, cap = 0, rc = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        int is_list;
+        if (de->d_name[0] == '.' || !nn_model_stem(de->d_name, &is_list) || is_list)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **p = realloc(names, sizeof *names * (size_t)cap);
+            if (!p) {
+                rc = -1;
+                break;
+            }
+            names = p;
+        }
+        if (!(names[n] = strdup(de->d_name))) {
+            rc = -1;
+            break;
+        }
+        n++;
+    }
+    closedir(d);
+    pipe_candidate *cand = rc == 0 && n ? calloc((size_t)n, sizeof *cand) : NULL;
+    char (*datasets)[64] = rc == 0 && n ? calloc((size_t)n, sizeof *datasets) : NULL;
+    int *which = rc == 0 && n ? calloc((size_t)n, sizeof *which) : NULL;
+    if (n && (!cand || !datasets || !which))
+        rc = -1;
+    if (rc < 0)
+        snprintf(err, errlen, "%s: out of memory listing the directory", dir);
+    int m = 0;
+    if (rc == 0) {
+        qsort(names, (size_t)n, sizeof *names, cmp_str);
+        for (int i = 0; i < n; i++) {
+            char path[4096], e2[256];
+            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+            nn_net *net = nn_net_load(path, e2, sizeof e2);
+            if (!net)
+                continue;
+            snprintf(datasets[m], sizeof datasets[m], "%s", net->meta.dataset);
+            cand[m] = (pipe_candidate){.nmembers = 1,
+                                       .test_accuracy = net->meta.test_accuracy,
+                                       .dataset = datasets[m]};
+            which[m++] = i;
+            nn_net_free(net);
+        }
+        if (m == 0) {
+            snprintf(err, errlen, "%s: no loadable *.safetensors model", dir);
+            rc = -1;
+        } else {
+            int k = pipe_default_pick(cand, m);
+            if ((size_t)snprintf(out, outlen, "%s/%s", dir, names[which[k]]) >= outlen) {
+                snprintf(err, errlen, "%s: path too long", dir);
+                rc = -1;
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    free(cand);
+    free(datasets);
+    free(which);
+    return rc;
+}
+
+/* ---- running ------------------------------------------------------------------ */
+
+struct pipe_ws {
+    int max_batch, nclasses;
+    nn_ensemble_ws *ews;
+    float *x;     /* [max_batch, 784] network input */
+    float *probs; /* [max_batch, nclasses] */
+};
+
+pipe_ws *pipe_ws_create(const nn_ensemble *e, int max_batch)
+{
+    if (max_batch < 1)
+        return NULL;
+    pipe_ws *ws = calloc(1, sizeof *ws);
+    if (!ws)
+        return NULL;
+    ws->max_batch = max_batch;
+    ws->nclasses = nn_ensemble_classes(e);
+    ws->ews = nn_ensemble_ws_create(e, max_batch);
+    ws->x = malloc(sizeof *ws->x * PIPE_PIXELS * (size_t)max_batch);
+    ws->probs = malloc(sizeof *ws->probs * (size_t)ws->nclasses * (size_t)max_batch);
+    if (!ws->ews || !ws->x || !ws->probs) {
+        pipe_ws_free(ws);
+        return NULL;
+    }
+    return ws;
+}
+
+void pipe_ws_free(pipe_ws *ws)
+{
+    if (!ws)
+        return;
+    nn_ensemble_ws_free(ws->ews);
+    free(ws->x);
+    free(ws->probs);
+    free(ws);
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+static void fail(pipe_result *res, pipe_status st)
+{
+    res->status = st;
+    res->prediction = 0;
+    res->label = NULL;
+    res->nclasses = 0;
+    memset(res->probs, 0, sizeof res->probs);
+}
+
+/* Forwards ws->x[0..n) and fills the answers of res[0..n) whose status is
+ * still PIPE_OK. */
+static void forward(const nn_ensemble *e, pipe_ws *ws, int n, pipe_result *res)
+{
+    uint64_t t0 = now_us();
+    nn_ensemble_forward(e, ws->ews, ws->x, n, ws->probs);
+    uint64_t us = now_us() - t0;
+    const nn_meta *meta = nn_ensemble_meta(e);
+    int k = ws->nclasses;
+    for (int i = 0; i < n; i++) {
+        pipe_result *r = &res[i];
+        if (r->status != PIPE_OK)
+            continue;
+        const float *p = ws->probs + (size_t)i * (size_t)k;
+        int best = 0;
+        for (int c = 0; c < k; c++) {
+            if (!isfinite(p[c])) {
+                fail(r, PIPE_INTERNAL);
+                snprintf(r->msg, sizeof r->msg, "model produced a non-finite probability");
+                break;
+            }
+            if (p[c] > p[best])
+                best = c;
+        }
+        if (r->status != PIPE_OK)
+            continue;
+        r->nclasses = k;
+        memcpy(r->probs, p, sizeof *p * (size_t)k);
+        r->prediction = best;
+        r->label = meta->labels[best];
+        r->infer_us = us;
+    }
+}
+
+void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t len,
+                  const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (len == 0) {
+        fail(res, PIPE_EMPTY_BODY);
+        snprintf(res->msg, sizeof res->msg, "no image data: send a PNG");
+        return;
+    }
+    uint64_t t0 = now_us();
+    uint8_t *gray = NULL;
+    uint32_t w = 0, h = 0;
+    img_status st = img_png_decode(png, len, lim, &gray, &w, &h, res->msg, sizeof res->msg);
+    uint64_t t1 = now_us();
+    res->decode_us = t1 - t0;
+    if (st == IMG_OK) {
+        /* The framing the model was trained on (an ensemble's members
+         * agree, nn_ensemble checks). */
+        const nn_meta *meta = nn_ensemble_meta(e);
+        st = img_prep_by_name(meta->preprocess, gray, w, h, ws->x, res->msg, sizeof res->msg);
+        free(gray);
+        res->prep_us = now_us() - t1;
+    }
+    if (st != IMG_OK) {
+        fail(res, pipe_status_from_img(st));
+        return;
+    }
+    if (prepared)
+        memcpy(prepared, ws->x, sizeof *prepared * PIPE_PIXELS);
+    forward(e, ws, 1, res);
+}
+
+void pipe_run_tensors(const nn_ensemble *e, pipe_ws *ws, pipe_dtype dtype, const void *x, int n,
+                      pipe_result *res)
+{
+    for (int i0 = 0; i0 < n; i0 += ws->max_batch) {
+        int m = n - i0 < ws->max_batch ? n - i0 : ws->max_batch;
+        for (int i = 0; i < m; i++) {
+            pipe_result *r = &res[i0 + i];
+            float *dst = ws->x + (size_t)i * PIPE_PIXELS;
+            size_t at = (size_t)(i0 + i) * PIPE_PIXELS;
+            memset(r, 0, sizeof *r);
+            if (dtype == PIPE_U8) {
+                const uint8_t *src = (const uint8_t *)x + at;
+                for (int q = 0; q < PIPE_PIXELS; q++)
+                    dst[q] = src[q] / 255.0f;
+                continue;
+            }
+            const float *src = (const float *)x + at;
+            for (int q = 0; q < PIPE_PIXELS; q++) {
+                if (!(src[q] >= 0.0f && src[q] <= 1.0f)) { /* NaN fails too */
+                    fail(r, PIPE_INVALID_TENSOR);
+                    snprintf(r->msg, sizeof r->msg,
+                             "pixel %d (row %d, column %d) is %g: values must be 0..1", q,
+                             q / PIPE_SIDE, q % PIPE_SIDE, (double)src[q]);
+                    break;
+                }
+                dst[q] = src[q];
+            }
+            if (r->status != PIPE_OK)
+                memset(dst, 0, sizeof *dst * PIPE_PIXELS);
+        }
+        forward(e, ws, m, res + i0);
+    }
+}

@@ -14,6 +14,10 @@
  * srv_server_create (one per pool thread); a request allocates only its
  * small state, its body (beyond a 4 KiB inline buffer, bounded by the body
  * limit), the decoded image and the response text.
+ *
+ * Files: http.c (this life cycle), http_conn.c (a request on its
+ * connection), http_handlers.c (what each route does), pool.c (the
+ * workspaces), route.c (the paths); http_int.h says how they fit.
  */
 #ifndef SERVER_HTTP_H
 #define SERVER_HTTP_H

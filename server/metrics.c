@@ -46,14 +46,6 @@ static _Thread_local const srv_metrics *tls_owner;
 static _Thread_local unsigned tls_owner_id;
 static _Thread_local shard *tls_shard;
 
-const char *srv_route_name(srv_route r)
-{
-    static const char *names[SRV_NROUTES] = {
-        "/predict", "/predict/batch", "/healthz", "/readyz", "/v1/models",
-        "/metrics", "/openapi.yaml", "other"};
-    return (unsigned)r < SRV_NROUTES ? names[r] : "other";
-}
-
 srv_metrics *srv_metrics_create(const srv_metrics_model *models, int nmodels,
                                 int nshards)
 {

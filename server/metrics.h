@@ -6,7 +6,7 @@
  *   srv_metrics *m = srv_metrics_create(models, nmodels, nshards);
  *   srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 153);  // microseconds
  *   srv_metrics_inference(m, model, 80, predicted_class);
- *   srv_metrics_render(m, &buf, ready);
+ *   srv_metrics_render(m, &buf, ready, draining);
  *   srv_metrics_free(m);
  */
 #ifndef SERVER_METRICS_H
@@ -16,24 +16,10 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "route.h"
 
 #define SRV_METRICS_MAX_MODELS 32
 #define SRV_METRICS_MAX_CLASSES 64
-
-typedef enum {
-    SRV_ROUTE_PREDICT = 0,
-    SRV_ROUTE_BATCH,
-    SRV_ROUTE_HEALTHZ,
-    SRV_ROUTE_READYZ,
-    SRV_ROUTE_MODELS,
-    SRV_ROUTE_METRICS,
-    SRV_ROUTE_OPENAPI,
-    SRV_ROUTE_OTHER,       /* unknown paths, answered 404 */
-    SRV_NROUTES
-} srv_route;
-
-/* The path of a route, e.g. "/predict"; "other" for SRV_ROUTE_OTHER. */
-const char *srv_route_name(srv_route r);
 
 /* What the metrics need to know about each served model; the strings must
  * outlive the srv_metrics. */

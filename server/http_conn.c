@@ -1,0 +1,273 @@
+/* http_conn.c - one request on its connection: state created on the
+ * first callback, body collected chunk by chunk up to the limit, the
+ * response and the error envelope, completion (metrics, access log, free).
+ * See http_int.h for the life cycle. */
+#include "http_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t srv_http_now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *conn, srv_req *r, int status,
+                                 const char *ctype, const void *body, size_t len,
+                                 enum MHD_ResponseMemoryMode mode, const char *allow)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, mode);
+    if (!resp) {
+        if (mode == MHD_RESPMEM_MUST_FREE)
+            free((void *)body);
+        srv_log(SRV_ERROR, "rid=%s cannot create a response (out of memory)",
+                r->rid);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, "X-Request-Id", r->rid);
+    if (allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (status == 503)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (atomic_load_explicit(&s->draining, memory_order_relaxed))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->resp_bytes = len;
+    r->done = 1;
+    return ret;
+}
+
+void srv_http_error_json(srv_buf *b, const char *code, const char *msg)
+{
+    srv_buf_puts(b, "{\"error\":{\"code\":");
+    srv_buf_json_str(b, code);
+    srv_buf_puts(b, ",\"message\":");
+    srv_buf_json_str(b, msg);
+    srv_buf_puts(b, "}}");
+}
+
+enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                               pipe_status st, const char *allow, const char *fmt, ...)
+{
+    char msg[512], store[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    srv_buf b;
+    srv_buf_init(&b, store, sizeof store);
+    srv_http_error_json(&b, pipe_status_name(st), msg);
+    enum MHD_Result ret =
+        b.oom ? MHD_NO
+              : srv_http_respond(s, c, r, pipe_status_http(st), SRV_HTTP_JSON, b.data, b.len,
+                        MHD_RESPMEM_MUST_COPY, allow);
+    srv_buf_free(&b);
+    return ret;
+}
+
+/* ---- request state and body ---------------------------------------------------- */
+
+int srv_http_defer(srv_req *r, pipe_status st, const char *allow, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->e_msg, sizeof r->e_msg, fmt, ap);
+    va_end(ap);
+    r->e_status = st;
+    r->e_allow = allow;
+    return 0;
+}
+
+/* The declared body size (first call, a body expected): over the limit is
+ * answered before a byte is read; a body known to be large gets its whole
+ * buffer at once. */
+static void expect_body(srv_server *s, struct MHD_Connection *c, srv_req *r)
+{
+    const char *cl = MHD_lookup_connection_value(
+        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        /* MHD has validated the number; only its size matters here. */
+        unsigned long long n = strtoull(cl, NULL, 10);
+        if (n > s->cfg->body_limit) {
+            srv_http_defer(r, PIPE_PAYLOAD_TOO_LARGE, NULL,
+                           "request body of %llu bytes is over the limit of %zu bytes", n,
+                           s->cfg->body_limit);
+            return;
+        }
+        if (n > sizeof r->small) {
+            r->body = malloc((size_t)n);
+            if (r->body)
+                r->cap = (size_t)n;
+        }
+    }
+    if (!r->body) {
+        r->body = r->small;
+        r->cap = sizeof r->small;
+    }
+}
+
+static void append_body(srv_server *s, srv_req *r, const char *data, size_t n)
+{
+    if (r->over_limit)
+        return;
+    if (n > s->cfg->body_limit - r->len) {
+        /* Over the limit: stop buffering; the rest is read and dropped. */
+        r->over_limit = 1;
+        if (r->body != r->small)
+            free(r->body);
+        r->body = NULL;
+        r->len = r->cap = 0;
+        return;
+    }
+    if (r->len + n > r->cap) {
+        size_t cap = r->cap * 2;
+        if (cap < r->len + n)
+            cap = r->len + n;
+        if (cap > s->cfg->body_limit)
+            cap = s->cfg->body_limit;
+        uint8_t *p = r->body == r->small ? malloc(cap) : realloc(r->body, cap);
+        if (!p) {
+            r->over_limit = 2;   /* out of memory, answered 500 */
+            if (r->body != r->small)
+                free(r->body);
+            r->body = NULL;
+            r->len = r->cap = 0;
+            return;
+        }
+        if (r->body == r->small)
+            memcpy(p, r->small, r->len);
+        r->body = p;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, data, n);
+    r->len += n;
+}
+
+static int has_body(struct MHD_Connection *c)
+{
+    const char *cl = MHD_lookup_connection_value(
+        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strcmp(cl, "0") != 0)
+        return 1;
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                       MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+}
+
+static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c,
+                                     srv_req *r)
+{
+    return srv_http_error(s, c, r, r->e_status, r->e_allow, "%s",
+                         r->e_msg);
+}
+
+enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version, const char *upload,
+                                    size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    srv_server *s = cls;
+    srv_req *r = *con_cls;
+    if (!r) {
+        r = malloc(sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->t0 = srv_http_now_ns();
+        r->route = srv_route_of(url);
+        snprintf(r->method, sizeof r->method, "%s", method);
+        srv_log_sanitize(url, r->path, sizeof r->path);
+        r->status = 0;
+        r->resp_bytes = 0;
+        r->model = s->models->default_idx;
+        r->kind = SRV_BODY_NONE;
+        r->over_limit = 0;
+        r->done = 0;
+        r->e_status = PIPE_OK;
+        r->body = NULL;
+        r->len = r->cap = 0;
+        const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                      "X-Request-Id");
+        if (rid && srv_reqid_valid(rid))
+            snprintf(r->rid, sizeof r->rid, "%s", rid);
+        else
+            srv_reqid_generate(r->rid);
+        *con_cls = r;
+        atomic_fetch_add(&s->inflight, 1);
+        srv_metrics_inflight_add(s->metrics, 1);
+        srv_http_begin(s, c, r, url);
+        if (!r->e_status && r->kind != SRV_BODY_NONE)
+            expect_body(s, c, r);
+        /* libmicrohttpd closes the connection after a response queued on
+         * this first call. That is right when a body is coming (it is then
+         * never read), but a bodiless request keeps its connection by being
+         * answered on the next call. */
+        if (r->e_status && has_body(c))
+            return send_deferred(s, c, r);
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->done && !r->e_status && r->kind != SRV_BODY_NONE)
+            append_body(s, r, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->done)
+        return MHD_YES;
+    if (r->e_status)
+        return send_deferred(s, c, r);
+    if (r->over_limit == 2)
+        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
+                              "out of memory buffering the request body");
+    if (r->over_limit)
+        return srv_http_error(s, c, r, PIPE_PAYLOAD_TOO_LARGE, NULL,
+                              "request body is over the limit of %zu bytes",
+                              s->cfg->body_limit);
+    return srv_http_handle(s, c, r);
+}
+
+void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    (void)c;
+    srv_server *s = cls;
+    srv_req *r = *con_cls;
+    if (!r)
+        return;
+    uint64_t us = (srv_http_now_ns() - r->t0) / 1000;
+    srv_metrics_request(s->metrics, r->route, r->status, us);
+    srv_metrics_inflight_add(s->metrics, -1);
+    if (s->cfg->access_log) {
+        const char *note = NULL;
+        if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+            note = "timeout";
+        else if (toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
+                 toe == MHD_REQUEST_TERMINATED_READ_ERROR)
+            note = "client_closed";
+        else if (toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN)
+            note = "shutdown";
+        else if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR)
+            note = "error";
+        srv_access a = {
+            .method = r->method, .path = r->path, .status = r->status,
+            .bytes = r->resp_bytes, .us = us, .rid = r->rid,
+            .model = srv_route_is_post(r->route) && r->status == 200
+                         ? s->models->m[r->model].name : NULL,
+            .note = note};
+        srv_log_access(&a);
+    }
+    if (r->body != r->small)
+        free(r->body);
+    free(r);
+    *con_cls = NULL;
+    atomic_fetch_sub(&s->inflight, 1);
+}

@@ -1,0 +1,119 @@
+/* http_int.h - what the server's HTTP files share, and nothing outside
+ * them includes:
+ *
+ *   http.c          life cycle: create, bind, start, warm-up, quiesce
+ *                   (drain), stop, free
+ *   http_conn.c     one request on its connection: state, body collected
+ *                   up to the limit, responses and the error envelope,
+ *                   completion (metrics, access log)
+ *   http_handlers.c what each route does: checks decided from the headers,
+ *                   then the GET and POST handlers over the pipeline
+ *   pool.c, route.c workspaces per thread; the table of paths
+ *
+ * Request life cycle (libmicrohttpd calls srv_http_on_request repeatedly):
+ *   1st call   headers are in: srv_http_begin checks route, method,
+ *              readiness, model and content type, srv_http_conn checks
+ *              Content-Length; any error is answered at once, before a
+ *              byte of the body is read.
+ *   next calls body chunks, appended up to the body limit; past it the
+ *              rest is discarded (never buffered) and 413 is answered.
+ *   last call  (no more data) srv_http_handle: the route's handler.
+ *   completed  srv_http_on_completed: metrics, access log, free.
+ * Each step runs on the pool thread that owns the connection, so the
+ * thread's workspace (srv_pool_get) is used without locks.
+ */
+#ifndef SERVER_HTTP_INT_H
+#define SERVER_HTTP_INT_H
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "models.h"
+#include "multipart.h"
+#include "pipeline/pipeline.h"
+#include "pool.h"
+#include "route.h"
+
+#define SRV_HTTP_SMALL_BODY 4096
+#define SRV_HTTP_JSON "application/json"
+
+struct srv_server {
+    const srv_config *cfg;
+    srv_models *models;
+    srv_metrics *metrics;
+    srv_pool *pool;
+    const char *openapi;
+    size_t openapi_len;
+    img_limits lim;
+    struct MHD_Daemon *d;
+    int listen_fd, port;
+    atomic_int ready, draining, inflight;
+};
+
+typedef enum { SRV_BODY_NONE, SRV_BODY_RAW, SRV_BODY_MULTIPART } srv_body_kind;
+
+/* One request, from its headers to its completion. */
+typedef struct {
+    uint64_t t0; /* ns, CLOCK_MONOTONIC */
+    srv_route route;
+    char method[16];
+    char path[256];             /* sanitised for logs and messages */
+    int status;                 /* HTTP status sent, 0 before */
+    uint64_t resp_bytes;
+    int model;                  /* index into the server's models */
+    srv_body_kind kind;         /* what body the route expects */
+    int over_limit;             /* 1: body over the limit, 2: out of memory */
+    int done;                   /* a response is queued */
+    pipe_status e_status;       /* error decided from the headers, or PIPE_OK */
+    const char *e_allow;
+    char e_msg[320];
+    char boundary[SRV_BOUNDARY_MAX + 1];
+    char rid[SRV_REQID_MAX + 1];
+    uint8_t *body;              /* small, or malloc'ed up to the body limit */
+    size_t len, cap;
+    uint8_t small[SRV_HTTP_SMALL_BODY];
+} srv_req;
+
+uint64_t srv_http_now_ns(void);
+
+/* ---- http_conn.c ----------------------------------------------------------- */
+
+/* libmicrohttpd's access handler and completion callback (cls: the server). */
+enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                    const char *method, const char *version, const char *upload,
+                                    size_t *upload_size, void **con_cls);
+void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                           enum MHD_RequestTerminationCode toe);
+
+/* Queues a response of body (len bytes, kept as mode says) with status,
+ * content type and, when not NULL, an Allow header. */
+enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *c, srv_req *r, int status,
+                                 const char *ctype, const void *body, size_t len,
+                                 enum MHD_ResponseMemoryMode mode, const char *allow);
+/* The JSON error envelope {"error":{"code","message"}} into b. */
+void srv_http_error_json(srv_buf *b, const char *code, const char *msg);
+/* Queues the error envelope of st (its HTTP status) with a formatted message. */
+enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                               pipe_status st, const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+/* Records an error decided from the headers alone, sent by
+ * srv_http_on_request. Returns 0 (so checks can "return srv_http_defer"). */
+int srv_http_defer(srv_req *r, pipe_status st, const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* ---- http_handlers.c ---------------------------------------------------------- */
+
+/* What the headers alone decide for r's route (first call): errors go
+ * through srv_http_defer; sets r->model and r->kind. */
+void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const char *url);
+/* Answers r once its body (if any) is complete and within the limit. */
+enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req *r);
+
+#endif

@@ -1,0 +1,38 @@
+/* route.h - the server's paths, in one table: which route a URL is, its
+ * name in metrics and logs, and the methods it accepts.
+ *
+ *   srv_route r = srv_route_of("/predict");       // SRV_ROUTE_PREDICT
+ *   srv_route_name(r);                             // "/predict"
+ *   srv_route_allow(r);                            // "POST"
+ *
+ * Adding an endpoint: a value here, a row in route.c's table, its handler
+ * in http_handlers.c (see CONTRIBUTING.md).
+ */
+#ifndef SERVER_ROUTE_H
+#define SERVER_ROUTE_H
+
+typedef enum {
+    SRV_ROUTE_PREDICT = 0,
+    SRV_ROUTE_BATCH,
+    SRV_ROUTE_HEALTHZ,
+    SRV_ROUTE_READYZ,
+    SRV_ROUTE_MODELS,
+    SRV_ROUTE_METRICS,
+    SRV_ROUTE_OPENAPI,
+    SRV_ROUTE_OTHER, /* unknown paths, answered 404 */
+    SRV_NROUTES
+} srv_route;
+
+/* The route of a request path (exact match; query already split off). */
+srv_route srv_route_of(const char *url);
+
+/* The path of a route, e.g. "/predict"; "other" for SRV_ROUTE_OTHER. */
+const char *srv_route_name(srv_route r);
+
+/* Nonzero for routes that take a request body (POST). */
+int srv_route_is_post(srv_route r);
+
+/* The Allow header of a route: "POST" or "GET, HEAD". */
+const char *srv_route_allow(srv_route r);
+
+#endif

@@ -1,7 +1,7 @@
 /* archs.h - what the per-layer benchmarks (infer_bench, train_bench)
- * share: the presets of tools/mnist-train.c (kept in step by hand: the
- * benchmarks must time what the trainer trains), building a net from one,
- * option parsing, a thread CPU clock and per-layer labels. */
+ * share: building a net from one of the trainer's presets (nn/preset.h,
+ * so the benchmarks time what the trainer trains), option parsing, a
+ * thread CPU clock and per-layer labels. */
 #ifndef BENCH_ARCHS_H
 #define BENCH_ARCHS_H
 
@@ -12,31 +12,7 @@
 #include <time.h>
 
 #include "nn/net.h"
-
-#define BENCH_CBR(out, k, s, p)                                                             \
-    "{\"type\":\"conv2d\",\"out\":" #out ",\"k\":" #k ",\"stride\":" #s ",\"pad\":" #p "}," \
-    "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-
-static const char *bench_arch(const char *name)
-{
-    if (!strcmp(name, "mlp"))
-        return "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":128},{\"type\":\"relu\"},"
-               "{\"type\":\"dropout\",\"p\":0.2},{\"type\":\"dense\",\"out\":10}]";
-    if (!strcmp(name, "lenet"))
-        return "[{\"type\":\"conv2d\",\"out\":6,\"k\":5,\"pad\":2},{\"type\":\"relu\"},"
-               "{\"type\":\"maxpool\",\"k\":2},"
-               "{\"type\":\"conv2d\",\"out\":16,\"k\":5},{\"type\":\"relu\"},{\"type\":\"maxpool\",\"k\":2},"
-               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":120},{\"type\":\"relu\"},"
-               "{\"type\":\"dense\",\"out\":84},{\"type\":\"relu\"},{\"type\":\"dense\",\"out\":10}]";
-    if (!strcmp(name, "cnn"))
-        return "[" BENCH_CBR(32, 3, 1, 0) BENCH_CBR(32, 3, 1, 0) BENCH_CBR(32, 5, 2, 2)
-               "{\"type\":\"dropout\",\"p\":0.4},"
-               BENCH_CBR(64, 3, 1, 0) BENCH_CBR(64, 3, 1, 0) BENCH_CBR(64, 5, 2, 2)
-               "{\"type\":\"dropout\",\"p\":0.4},"
-               BENCH_CBR(128, 4, 1, 0) "{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.4},"
-               "{\"type\":\"dense\",\"out\":10}]";
-    return NULL;
-}
+#include "nn/preset.h"
 
 /* Thread CPU seconds: the machine may be shared. */
 static double bench_cpu_now(void)
@@ -50,17 +26,22 @@ static double bench_cpu_now(void)
  * after a message on stderr. */
 static nn_net *bench_net(const char *prog, const char *arch)
 {
-    const char *json = bench_arch(arch);
-    if (!json) {
-        fprintf(stderr, "%s: unknown arch %s (lenet, cnn, mlp)\n", prog, arch);
+    const nn_preset *p = nn_arch_preset(arch);
+    if (!p) {
+        fprintf(stderr, "%s: unknown arch %s (" NN_PRESET_NAMES ")\n", prog, arch);
         return NULL;
     }
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
     char err[256];
     nn_net *net = NULL;
-    if (nn_arch_parse(json, layers, &nl, err, sizeof err) == 0)
-        net = nn_net_create(layers, nl, 1, 28, 28, NULL, err, sizeof err);
+    nn_meta meta = {.nclasses = 10, .input_mean = p->input_mean, .input_std = p->input_std,
+                    .test_accuracy = -1};
+    snprintf(meta.dataset, sizeof meta.dataset, "mnist");
+    for (int i = 0; i < 10; i++)
+        snprintf(meta.labels[i], sizeof meta.labels[i], "%d", i);
+    if (nn_arch_parse(p->arch, layers, &nl, err, sizeof err) == 0)
+        net = nn_net_create(layers, nl, 1, 28, 28, &meta, err, sizeof err);
     if (!net) {
         fprintf(stderr, "%s: %s\n", prog, err);
         return NULL;

@@ -23,18 +23,15 @@
  * no trained one is shipped).
  */
 
-/* The presets are mnist-train's own strings: compiling its source here
- * (with its main renamed) means the bench measures exactly the
- * architectures the trainer ships, with no copy to drift. Everything of
- * ours below carries the et_ prefix to stay clear of its names. */
-#define main mnist_train_main
-#include "tools/mnist-train.c"
-#undef main
-
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "nn/idx.h"
 #include "nn/net.h"
+#include "nn/preset.h"
 #include "nn/train.h"
 
 #define ET_EPOCH_IMAGES 60000
@@ -57,18 +54,6 @@ static void et_usage(FILE *f)
         "  --data DIR     MNIST IDX files (default data/mnist)\n"
         "  --save FILE    write the net after the timed steps\n"
         "  --print-arch   print the architecture JSON and exit\n");
-}
-
-/* Preset JSON by name, or the contents of a JSON file (caller frees
- * *owned). NULL if neither. */
-static const char *et_arch(const char *name, char **owned)
-{
-    *owned = NULL;
-    if (!strcmp(name, "mlp")) return PRESET_MLP;
-    if (!strcmp(name, "lenet")) return PRESET_LENET;
-    if (!strcmp(name, "cnn")) return PRESET_CNN;
-    *owned = read_text(name);
-    return *owned;
 }
 
 static int et_int(const char *flag, const char *v, int lo, int hi)
@@ -115,23 +100,24 @@ int main(int argc, char **argv)
         et_usage(stderr);
         return 2;
     }
-    char *owned;
-    const char *arch_json = et_arch(arch_name, &owned);
+    const nn_preset *preset;
+    char err[512];
+    char *arch_json = nn_arch_text(arch_name, &preset, err, sizeof err);
     if (!arch_json) {
-        fprintf(stderr, "epoch_time: --arch %s: not a preset (mlp, lenet, cnn) and not a readable file\n",
-                arch_name);
+        fprintf(stderr, "epoch_time: --arch %s\n", err);
         return 2;
     }
     if (print_arch) {
         printf("%s\n", arch_json);
-        free(owned);
+        free(arch_json);
         return 0;
     }
 
-    char err[512];
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
-    if (nn_arch_parse(arch_json, layers, &nl, err, sizeof err)) {
+    int bad_arch = nn_arch_parse(arch_json, layers, &nl, err, sizeof err);
+    free(arch_json);
+    if (bad_arch) {
         fprintf(stderr, "epoch_time: %s\n", err);
         return 2;
     }
@@ -154,11 +140,9 @@ int main(int argc, char **argv)
     meta.nclasses = 10;
     snprintf(meta.dataset, sizeof meta.dataset, "mnist");
     for (int i = 0; i < 10; i++) snprintf(meta.labels[i], NN_LABEL_MAX, "%d", i);
-    /* LeNet and the CNN are trained on normalised input; the MLP preset on
-     * raw pixels. The cost is the same either way. */
-    int raw = !strcmp(arch_name, "mlp");
-    meta.input_mean = raw ? 0.0f : 0.1307f;
-    meta.input_std = raw ? 1.0f : 0.3081f;
+    /* The preset's normalisation (the cost is the same either way). */
+    meta.input_mean = preset->input_mean;
+    meta.input_std = preset->input_std;
     meta.test_accuracy = -1.0;
     meta.seed = 1;
     meta.epochs = 1;
@@ -220,6 +204,5 @@ int main(int argc, char **argv)
     nn_trainer_free(tr);
     nn_net_free(net);
     nn_dataset_free(train);
-    free(owned);
     return rc;
 }

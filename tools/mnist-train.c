@@ -15,6 +15,7 @@
 #include "nn/idx.h"
 #include "nn/net.h"
 #include "nn/pool.h"
+#include "nn/preset.h"
 #include "nn/train.h"
 
 #define VERSION "1.0.0"
@@ -28,27 +29,6 @@ static void on_signal(int sig)
     g_stop = 1;
     g_stop_flag = 1;
 }
-
-static const char *PRESET_MLP =
-    "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":128},{\"type\":\"relu\"},"
-    "{\"type\":\"dropout\",\"p\":0.2},{\"type\":\"dense\",\"out\":10}]";
-static const char *PRESET_LENET =
-    "[{\"type\":\"conv2d\",\"out\":6,\"k\":5,\"pad\":2},{\"type\":\"relu\"},"
-    "{\"type\":\"maxpool\",\"k\":2},"
-    "{\"type\":\"conv2d\",\"out\":16,\"k\":5},{\"type\":\"relu\"},{\"type\":\"maxpool\",\"k\":2},"
-    "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":120},{\"type\":\"relu\"},"
-    "{\"type\":\"dense\",\"out\":84},{\"type\":\"relu\"},{\"type\":\"dense\",\"out\":10}]";
-/* 32C3-32C3-32C5S2-DO, 64C3-64C3-64C5S2-DO, 128C4, DO, 10; every conv is
- * followed by batch norm then ReLU, so inference can fold the batch norm
- * into the convolution before it. */
-#define CBR(out, k, s, p)                                                                   \
-    "{\"type\":\"conv2d\",\"out\":" #out ",\"k\":" #k ",\"stride\":" #s ",\"pad\":" #p "}," \
-    "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-static const char *PRESET_CNN =
-    "[" CBR(32, 3, 1, 0) CBR(32, 3, 1, 0) CBR(32, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4},"
-    CBR(64, 3, 1, 0) CBR(64, 3, 1, 0) CBR(64, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4},"
-    CBR(128, 4, 1, 0) "{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.4},"
-    "{\"type\":\"dense\",\"out\":10}]";
 
 static const char *FASHION_LABELS[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
@@ -90,18 +70,6 @@ static void usage(FILE *f)
         "  --out FILE         weights file to write (required); history in FILE.csv\n"
         "  --quiet            one line per epoch, no progress bar\n"
         "  --help, --version\n");
-}
-
-static char *read_text(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = malloc(1 << 20);
-    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
-    fclose(f);
-    if (!buf) return NULL;
-    buf[n] = 0;
-    return buf;
 }
 
 static double now_s(void)
@@ -209,58 +177,23 @@ int main(int argc, char **argv)
     }
     if (!out) { fprintf(stderr, "mnist-train: --out FILE is required (see --help)\n"); return 2; }
 
-    /* Preset defaults. */
-    const char *arch_json = NULL;
-    char *arch_file = NULL;
-    nn_train_cfg cfg;
-    memset(&cfg, 0, sizeof cfg);
-    nn_opt_cfg_default(&cfg.opt, NN_OPT_ADAM);
-    cfg.sched.kind = NN_SCHED_CONST;
-    cfg.sched.lr = 1e-3f;
-    cfg.sched.gamma = 1.0f;
-    cfg.sched.final = 0.0f;
-    int def_epochs = 5, def_batch = 32;
-    float mean = 0.0f, std = 1.0f;
-    if (!strcmp(arch_arg, "mlp")) {
-        arch_json = PRESET_MLP;
-        def_epochs = 20;
-        cfg.sched.kind = NN_SCHED_EXP;
-        cfg.sched.gamma = 0.85f;
-    } else if (!strcmp(arch_arg, "lenet")) {
-        arch_json = PRESET_LENET;
-        def_epochs = 20;
-        cfg.sched.kind = NN_SCHED_EXP;
-        cfg.sched.gamma = 0.85f;
-        /* Mild augmentation: LeNet is small, heavier distortion underfits. */
-        cfg.aug.max_rot = 8.0f;
-        cfg.aug.max_zoom = 0.08f;
-        cfg.aug.max_shift = 0.08f;
-        mean = 0.1307f; std = 0.3081f;
-    } else if (!strcmp(arch_arg, "cnn")) {
-        arch_json = PRESET_CNN;
-        def_epochs = 30;
-        def_batch = 64;
-        cfg.sched.kind = NN_SCHED_ONECYCLE;
-        cfg.sched.lr = 3e-3f;
-        cfg.sched.warmup = 2.0f;
-        cfg.sched.final = 0.001f;
-        cfg.aug.max_rot = 12.0f;
-        cfg.aug.max_zoom = 0.12f;
-        cfg.aug.max_shift = 0.1f;
-        cfg.ema = 0.999f;
-        mean = 0.1307f; std = 0.3081f;
-    } else {
-        arch_file = read_text(arch_arg);
-        if (!arch_file) {
-            fprintf(stderr, "mnist-train: --arch %s: not a preset (mlp, lenet, cnn) and not a readable file: %s\n",
-                    arch_arg, strerror(errno));
-            return 2;
-        }
-        arch_json = arch_file;
-        mean = 0.1307f; std = 0.3081f;
+    /* The preset's recipe (or a JSON file's defaults), then the flags. */
+    const nn_preset *preset;
+    char err[512];
+    char *arch_text = nn_arch_text(arch_arg, &preset, err, sizeof err);
+    if (!arch_text) { fprintf(stderr, "mnist-train: --arch %s\n", err); return 2; }
+    nn_layer layers[NN_MAX_LAYERS];
+    int nl = 0;
+    int bad_arch = nn_arch_parse(arch_text, layers, &nl, err, sizeof err);
+    free(arch_text);
+    if (bad_arch) {
+        fprintf(stderr, "mnist-train: %s\n", err);
+        return 2;
     }
-    cfg.epochs = epochs > 0 ? epochs : def_epochs;
-    cfg.batch = batch > 0 ? batch : def_batch;
+    nn_train_cfg cfg;
+    nn_preset_train_cfg(preset, &cfg);
+    if (epochs > 0) cfg.epochs = epochs;
+    if (batch > 0) cfg.batch = batch;
     cfg.threads = threads;
     cfg.seed = seed;
     if (!strcmp(opt_name, "sgd")) nn_opt_cfg_default(&cfg.opt, NN_OPT_SGD);
@@ -293,15 +226,6 @@ int main(int argc, char **argv)
     if (no_aug) memset(&cfg.aug, 0, sizeof cfg.aug);
     if (cfg.sched.kind == NN_SCHED_STEP && cfg.sched.step <= 0) cfg.sched.step = 5;
 
-    char err[512];
-    nn_layer layers[NN_MAX_LAYERS];
-    int nl = 0;
-    int bad_arch = nn_arch_parse(arch_json, layers, &nl, err, sizeof err);
-    free(arch_file);
-    if (bad_arch) {
-        fprintf(stderr, "mnist-train: %s\n", err);
-        return 2;
-    }
     if (deskew) {
         if (layers[0].kind == NN_DESKEW || nl == NN_MAX_LAYERS) {
             fprintf(stderr, "mnist-train: --deskew: the architecture %s\n",
@@ -350,8 +274,8 @@ int main(int argc, char **argv)
         if (fashion) snprintf(meta.labels[i], NN_LABEL_MAX, "%s", FASHION_LABELS[i]);
         else snprintf(meta.labels[i], NN_LABEL_MAX, "%d", i);
     }
-    meta.input_mean = mean;
-    meta.input_std = std;
+    meta.input_mean = preset->input_mean;
+    meta.input_std = preset->input_std;
     meta.test_accuracy = -1.0;
     meta.seed = seed;
     meta.epochs = cfg.epochs;

@@ -243,7 +243,8 @@ wait_ready() {
 SERVER_PID='' SERVER_PORT=''
 start_ours() { # NAME MODEL
     SERVER_PORT=$(free_port)
-    "$BUILD/mnist-server" --host 127.0.0.1 --port "$SERVER_PORT" --model "$1=$2" --threads 2 \
+    # No balancer in front: nothing to wait for on SIGTERM.
+    "$BUILD/mnist-server" --host 127.0.0.1 --port "$SERVER_PORT" --model "$1=$2" --threads 2 --drain-delay 0 \
         --access-log off > "$TMP/ours-$1.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")

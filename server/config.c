@@ -12,7 +12,8 @@
 typedef enum {
     OPT_HOST, OPT_PORT, OPT_THREADS, OPT_MODEL, OPT_MODELS_DIR,
     OPT_DEFAULT_MODEL, OPT_BODY_LIMIT, OPT_MAX_PIXELS, OPT_TIMEOUT,
-    OPT_MAX_CONNECTIONS, OPT_MAX_BATCH, OPT_GRACE, OPT_LOG_FORMAT,
+    OPT_MAX_CONNECTIONS, OPT_MAX_BATCH, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT,
+    OPT_GRACE, OPT_LOG_FORMAT,
     OPT_ACCESS_LOG
 } opt_id;
 
@@ -44,8 +45,14 @@ static const struct {
      "concurrent connections (default 1024)"},
     {OPT_MAX_BATCH, "max-batch", "MNIST_MAX_BATCH", "N",
      "images per /predict/batch request (default 64)"},
+    {OPT_DRAIN_DELAY, "drain-delay", "MNIST_DRAIN_DELAY", "SECONDS",
+     "on SIGTERM, keep accepting this long while /readyz says 503, so\n"
+     "                        load balancers stop sending first (default 5;\n"
+     "                        0: stop accepting at once)"},
+    {OPT_DRAIN_TIMEOUT, "drain-timeout", "MNIST_DRAIN_TIMEOUT", "SECONDS",
+     "then time to finish requests in flight (default 10)"},
     {OPT_GRACE, "grace", "MNIST_GRACE", "SECONDS",
-     "on SIGTERM/SIGINT, time to finish requests in flight (default 10)"},
+     "older name of --drain-timeout"},
     {OPT_LOG_FORMAT, "log-format", "MNIST_LOG_FORMAT", "text|json",
      "log line format on stderr (default text)"},
     {OPT_ACCESS_LOG, "access-log", "MNIST_ACCESS_LOG", "on|off",
@@ -64,7 +71,8 @@ void srv_config_defaults(srv_config *c)
     c->timeout_s = 30;
     c->max_connections = 1024;
     c->max_batch = 64;
-    c->grace_s = 10;
+    c->drain_delay_s = 5;
+    c->drain_timeout_s = 10;
     c->access_log = 1;
 }
 
@@ -242,10 +250,16 @@ static int apply(srv_config *c, opt_id id, const char *src, const char *v,
             goto bad;
         c->max_batch = (int)u;
         return 0;
+    case OPT_DRAIN_DELAY:
+        if (parse_seconds(v, 3600, &d) < 0)
+            goto bad;
+        c->drain_delay_s = d;
+        return 0;
+    case OPT_DRAIN_TIMEOUT:
     case OPT_GRACE:
         if (parse_seconds(v, 3600, &d) < 0)
             goto bad;
-        c->grace_s = d;
+        c->drain_timeout_s = d;
         return 0;
     case OPT_LOG_FORMAT:
         if (strcmp(v, "text") == 0)

@@ -40,7 +40,8 @@ typedef struct {
     unsigned timeout_s;         /* idle connection timeout, default 30   */
     unsigned max_connections;   /* default 1024                          */
     int max_batch;              /* images per /predict/batch, default 64 */
-    double grace_s;             /* drain time on SIGTERM, default 10     */
+    double drain_delay_s;       /* SIGTERM: serve while not ready, def. 5 */
+    double drain_timeout_s;     /* then finish in flight, default 10      */
     int log_json;               /* --log-format json                     */
     int access_log;             /* one line per request, default on      */
 } srv_config;

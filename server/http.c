@@ -196,6 +196,11 @@ int srv_server_warmup(srv_server *s, char *err, size_t errlen)
     return 0;
 }
 
+void srv_server_set_draining(srv_server *s)
+{
+    atomic_store(&s->draining, 1);
+}
+
 void srv_server_quiesce(srv_server *s)
 {
     atomic_store(&s->draining, 1);

@@ -6,8 +6,9 @@
  *   srv_server_start(s, err, n);          // binds cfg.host:cfg.port
  *   printf("%d\n", srv_server_port(s));   // the real port when cfg.port = 0
  *   srv_server_warmup(s, err, n);         // then /readyz answers 200
- *   ... on SIGTERM: srv_server_quiesce(s); wait while
- *       srv_server_inflight(s) > 0 (up to the grace period);
+ *   ... on SIGTERM: srv_server_set_draining(s); keep serving for the drain
+ *       delay; srv_server_quiesce(s); wait while srv_server_inflight(s) > 0
+ *       (up to the drain timeout);
  *   srv_server_stop(s); srv_server_free(s);
  *
  * Memory: per-thread workspaces for every model are allocated in
@@ -39,6 +40,11 @@ int srv_server_port(const srv_server *s);
 /* Runs every model once on a private workspace and checks its output; on
  * success the server becomes ready. */
 int srv_server_warmup(srv_server *s, char *err, size_t errlen);
+/* Reports not-ready (/readyz answers 503) while still accepting and
+ * serving everything, so load balancers take this server out of rotation
+ * before it stops listening. Responses carry Connection: close from now on,
+ * so clients reconnect (to another server) for their next request. */
+void srv_server_set_draining(srv_server *s);
 /* Stops accepting connections and reports not-ready; requests already
  * received are still answered (with Connection: close). */
 void srv_server_quiesce(srv_server *s);

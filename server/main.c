@@ -38,6 +38,23 @@ static double elapsed_s(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) + (t.tv_nsec - t0->tv_nsec) * 1e-9;
 }
 
+/* Waits up to seconds, or (srv not NULL) until no request is in flight.
+ * Returns 1 if a second SIGTERM/SIGINT cut the wait short. */
+static int wait_or_signal(const sigset_t *sigs, double seconds,
+                          srv_server *srv)
+{
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const struct timespec tick = {0, 10 * 1000 * 1000};
+    while (elapsed_s(&t0) < seconds) {
+        if (srv && srv_server_inflight(srv) == 0)
+            return 0;
+        if (sigtimedwait(sigs, NULL, &tick) > 0)
+            return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static srv_config cfg;
@@ -111,21 +128,30 @@ int main(int argc, char **argv)
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
-    srv_log(SRV_INFO, "%s: draining (grace %.1fs, %d requests in flight)",
-            sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg.grace_s,
+    const char *signame = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+    int stop_now = 0;
+    /* Phase 1 (SIGTERM only): not ready, but still accepting and serving, so
+     * that load balancers and Service endpoints stop sending here before
+     * the listener closes. A terminal's Ctrl-C (SIGINT) skips it. */
+    if (sig == SIGTERM && cfg.drain_delay_s > 0) {
+        srv_server_set_draining(srv);
+        srv_log(SRV_INFO, "%s: draining: not ready, still accepting for %.1fs "
+                "(drain delay), %d requests in flight", signame,
+                cfg.drain_delay_s, srv_server_inflight(srv));
+        stop_now = wait_or_signal(&sigs, cfg.drain_delay_s, NULL);
+        if (stop_now)
+            srv_log(SRV_WARN, "second signal: stopping now");
+    }
+    /* Phase 2: stop accepting; requests in flight finish, up to the drain
+     * timeout. */
+    srv_log(SRV_INFO, "%s: draining: no longer accepting, waiting up to %.1fs "
+            "for %d requests in flight", signame, cfg.drain_timeout_s,
             srv_server_inflight(srv));
     srv_server_quiesce(srv);
-
-    /* Wait for requests in flight; a second signal cuts the wait short. */
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    const struct timespec tick = {0, 10 * 1000 * 1000};
-    while (srv_server_inflight(srv) > 0 && elapsed_s(&t0) < cfg.grace_s) {
-        if (sigtimedwait(&sigs, NULL, &tick) > 0) {
-            srv_log(SRV_WARN, "second signal: stopping now");
-            break;
-        }
-    }
+    if (!stop_now && wait_or_signal(&sigs, cfg.drain_timeout_s, srv))
+        srv_log(SRV_WARN, "second signal: stopping now");
     int left = srv_server_inflight(srv);
     srv_server_stop(srv);
     if (left > 0)

@@ -245,7 +245,7 @@ start_fail "unknown flag" "--no-such-flag" --no-such-flag
 
 timeout 10 "$SERVER" --help > "$tmp/help.out" 2>&1; rc=$?
 [ $rc -eq 0 ] || fail "--help exit status $rc"
-for opt in --port --host --threads --model --models-dir --default-model --body-limit --max-pixels --grace; do
+for opt in --port --host --threads --model --models-dir --default-model --body-limit --max-pixels --drain-delay --drain-timeout; do
     grep -qe "$opt" "$tmp/help.out" || fail "--help does not mention $opt"
 done
 grep -q MNIST_ "$tmp/help.out" || fail "--help does not mention the MNIST_* environment variables"
@@ -255,7 +255,7 @@ timeout 10 "$SERVER" --version > "$tmp/version.out" 2>&1; rc=$?
 verdict "--version exits 0 and prints a version"
 
 # ================================================================ main server
-if start_server "$tmp/server.log" --models-dir "$MODELS" --threads 4 --grace 30; then
+if start_server "$tmp/server.log" --models-dir "$MODELS" --threads 4 --drain-delay 4 --drain-timeout 30; then
     ok "server starts on a free port and /readyz answers 200 (port $port)"
 else
     bail "server starts on a free port and /readyz answers 200" "$srv_fail" "--- server stderr ---" \
@@ -638,10 +638,14 @@ fi
 verdict "metrics counters grow with the traffic (requests by route/status, predictions by digit)"
 
 # ---------------------------------------------------------------- graceful shutdown
-# Slow uploads (a valid PNG padded to ~150 KB, sent at 50 KB/s) are in
-# flight when SIGTERM arrives; they must all finish with 200 and the
+# SIGTERM starts a drain in two phases. For --drain-delay (4 s here) the
+# server says it is not ready but keeps accepting and serving, so a load
+# balancer that still sends a request gets an answer; then it stops
+# accepting and lets requests in flight finish (up to --drain-timeout).
+# Slow uploads (a valid PNG padded to ~400 KB, sent at 50 KB/s, about 8 s)
+# are in flight across both phases; they must all finish with 200 and the
 # right digit, and the server must then exit 0.
-"$PY" "$here/pngtool.py" pad "$tmp/fx/mnist_0.png" "$tmp/fx/slow.png" 150000
+"$PY" "$here/pngtool.py" pad "$tmp/fx/mnist_0.png" "$tmp/fx/slow.png" 400000
 slow_pids=""
 for s in 1 2 3; do
     curl -sS -o "$tmp/slow$s.json" -w '%{http_code}' --max-time 60 --limit-rate 50k \
@@ -653,13 +657,37 @@ sleep 1
 alive=0
 for p in $slow_pids; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
 kill -TERM "$srv_pid"
-sleep 0.5
-c=$(curl -s -o "$tmp/drain.json" -w '%{http_code}' --max-time 5 "$base/readyz") || c=000
-case $c in
-    503) ok "GET /readyz while draining: 503" ;;
-    000) ok "GET /readyz while draining: connection refused (listener closed) # observed: no answer" ;;
-    *) nok "GET /readyz while draining: 503 or refused" "got $c: $(head -c 200 "$tmp/drain.json")" ;;
-esac
+t_term=$(date +%s.%N)
+sleep 0.3
+# Each curl below opens a new connection: one that exists only after the
+# signal, as a load balancer's would.
+c=$(curl -sS -o "$tmp/drain.json" -w '%{http_code}' --max-time 5 "$base/readyz" 2> "$tmp/drain.err") || c=000
+if [ "$c" = 503 ] && "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j['error']['code']=='not_ready' else 1)" "$tmp/drain.json" 2>/dev/null; then
+    ok "during the drain delay, GET /readyz on a new connection: 503 not_ready"
+else
+    nok "during the drain delay, GET /readyz on a new connection: 503 not_ready" \
+        "got ${c} $(cat "$tmp/drain.err") $(head -c 200 "$tmp/drain.json")"
+fi
+http GET /healthz
+want_code 200
+verdict "during the drain delay, GET /healthz: 200 (alive, so liveness probes do not restart a draining server)"
+c=$(curl -sS -o "$tmp/drain_pred.json" -w '%{http_code}' --max-time 5 -H 'Content-Type: image/png' \
+    --data-binary "@$img" "$base/predict" 2> "$tmp/drain.err") || c=000
+p=$(jget "$tmp/drain_pred.json" 'j["prediction"]')
+if [ "$c" = 200 ] && [ "$p" = "$lab0" ]; then
+    ok "during the drain delay, POST /predict on a new connection: 200 and the right digit"
+else
+    nok "during the drain delay, POST /predict on a new connection: 200 and the right digit" \
+        "got ${c}, prediction '$p' (want $lab0) $(cat "$tmp/drain.err")"
+fi
+# After the delay the listener is closed: new connections are refused.
+"$PY" -c "import sys, time; time.sleep(max(0, float(sys.argv[1]) + 4.5 - time.time()))" "$t_term"
+curl -sS -o /dev/null --max-time 5 "$base/readyz" 2> "$tmp/drain.err"; rc=$?
+if [ $rc = 7 ]; then   # curl: could not connect
+    ok "after the drain delay, new connections are refused"
+else
+    nok "after the drain delay, new connections are refused" "curl exit $rc $(cat "$tmp/drain.err")"
+fi
 problems=()
 [ "$alive" = 3 ] || fail "only $alive of 3 uploads were still running at SIGTERM: the drain was not exercised"
 for p in $slow_pids; do wait "$p"; done
@@ -675,6 +703,12 @@ grep -i 'draining' "$tmp/server.log" | sed 's/^/# server: /'
 [ "$srv_rc" -eq 0 ] || fail "exit status $srv_rc; stderr tail: $(tail -5 "$tmp/server.log")"
 grep -qiE 'AddressSanitizer|runtime error:|LeakSanitizer' "$tmp/server.log" && fail "sanitizer report: $(grep -iE -m3 'Sanitizer|runtime error' "$tmp/server.log")"
 verdict "server exits 0 after draining"
+problems=()
+grep -q 'draining: not ready, still accepting for 4.0s' "$tmp/server.log" || fail "no log line for the drain delay"
+grep -qE 'draining: no longer accepting, waiting up to 30.0s for [1-9]' "$tmp/server.log" ||
+    fail "no log line for closing the listener with the uploads still in flight"
+grep -qE 'stopped cleanly|stopped with' "$tmp/server.log" || fail "no log line for the stop"
+verdict "each drain phase is logged"
 
 # ================================================================ configuration
 # Flags win over environment variables; env alone takes effect; --model
@@ -682,7 +716,8 @@ verdict "server exits 0 after draining"
 if MNIST_BODY_LIMIT=10 MNIST_MAX_PIXELS=10000 MNIST_DEFAULT_MODEL=ens \
     start_server "$tmp/server2.log" --model mlp="$MODELS/mlp.safetensors" \
         --model ens="$MODELS/mlp.safetensors,$MODELS/lenet.safetensors" \
-        --default-model mlp --body-limit 20000 --max-batch 2 --threads 2 --grace 5; then
+        --default-model mlp --body-limit 20000 --max-batch 2 --threads 2 --grace 5 \
+        --drain-delay 0; then
     ok "second server starts with --model, an ensemble and limits"
     http GET /v1/models
     M='(j["models"] if isinstance(j, dict) else j)'

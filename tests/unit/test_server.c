@@ -127,7 +127,8 @@ static void test_config_defaults(void **state)
     assert_int_equal(c.timeout_s, 30);
     assert_int_equal(c.max_connections, 1024);
     assert_int_equal(c.max_batch, 64);
-    assert_true(c.grace_s == 10);
+    assert_true(c.drain_delay_s == 5);
+    assert_true(c.drain_timeout_s == 10);
     assert_int_equal(c.log_json, 0);
     assert_int_equal(c.access_log, 1);
     assert_int_equal(c.nmodels, 0);
@@ -143,14 +144,16 @@ static void test_config_env_and_flags(void **state)
         "MNIST_PORT", "9000", "MNIST_THREADS", "3", "MNIST_BODY_LIMIT", "512k",
         "MNIST_LOG_FORMAT", "json", "MNIST_MODELS",
         "a=x.safetensors; best=p.safetensors,q.safetensors",
-        "MNIST_GRACE", "2.5", "MNIST_ACCESS_LOG", "off", NULL};
+        "MNIST_GRACE", "2.5", "MNIST_ACCESS_LOG", "off",
+        "MNIST_DRAIN_DELAY", "0", NULL};
     assert_int_equal(parse(&c, env, err, sizeof err, NULL), SRV_CONFIG_RUN);
     assert_int_equal(c.port, 9000);
     assert_int_equal(c.threads, 3);
     assert_int_equal(c.body_limit, 512 * 1024);
     assert_int_equal(c.log_json, 1);
     assert_int_equal(c.access_log, 0);
-    assert_true(c.grace_s == 2.5);
+    assert_true(c.drain_timeout_s == 2.5);
+    assert_true(c.drain_delay_s == 0);
     assert_int_equal(c.nmodels, 2);
     assert_string_equal(c.models[1].name, "best");
     assert_string_equal(c.models[1].paths, "p.safetensors,q.safetensors");
@@ -161,8 +164,11 @@ static void test_config_env_and_flags(void **state)
     assert_int_equal(parse(&c, env, err, sizeof err, "--port=0", "--threads",
                            "1", "--model", "z=z.safetensors", "--body-limit",
                            "2MiB", "--log-format", "text", "--models-dir",
-                           "m2", NULL),
+                           "m2", "--drain-delay", "1.5", "--drain-timeout",
+                           "7", NULL),
                      SRV_CONFIG_RUN);
+    assert_true(c.drain_delay_s == 1.5);
+    assert_true(c.drain_timeout_s == 7);
     assert_int_equal(c.port, 0);
     assert_int_equal(c.threads, 1);
     assert_int_equal(c.nmodels, 1);
@@ -193,6 +199,9 @@ static void test_config_errors(void **state)
         {"--model", "noequals", "NAME=PATH"},
         {"--model", "bad/name=x", "bad/name"},
         {"--grace", "soon", "--grace"},
+        {"--drain-delay", "-1", "--drain-delay"},
+        {"--drain-delay", "3601", "--drain-delay"},
+        {"--drain-timeout", "1s", "--drain-timeout"},
         {"--access-log", "maybe", "--access-log"},
         {"--frobnicate", "1", "unknown option '--frobnicate'"},
     };

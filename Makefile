@@ -55,8 +55,8 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 # Keep objects that pattern chains would otherwise delete as intermediate.
 .SECONDARY:
 
-.PHONY: all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
-        lint-spec asan coverage train bench clean models-check
+.PHONY: FORCE all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
+        lint-spec asan coverage train bench clean models-check deploy-check rolling kube-play
 all: $(PROGS)
 test-bins: $(UNIT_BINS) $(TEST_TOOLS)
 
@@ -76,7 +76,8 @@ $(LIBPIPE): $(PIPE_OBJ)
 
 $(BUILD)/mnist-%: $(BUILD)/obj/tools/mnist-%.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
-$(BUILD)/mnist-server: $(SERVER_OBJ) $(BUILD)/obj/gen/openapi_spec.o $(LIBALL)
+$(BUILD)/mnist-server: $(SERVER_OBJ) $(BUILD)/obj/gen/openapi_spec.o \
+                       $(BUILD)/obj/gen/build_info.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # The server carries openapi.yaml (GET /openapi.yaml works from any cwd).
 $(BUILD)/gen/openapi_spec.c: openapi.yaml scripts/embed.sh
@@ -85,9 +86,20 @@ $(BUILD)/gen/openapi_spec.c: openapi.yaml scripts/embed.sh
 $(BUILD)/obj/gen/openapi_spec.o: $(BUILD)/gen/openapi_spec.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+# The git commit for mnist_build_info: regenerated on every build, replaced
+# (and so recompiled) only when it changed.
+$(BUILD)/gen/build_info.c: FORCE
+	@mkdir -p $(dir $@)
+	@sh scripts/build-info.sh > $@.$$$$.tmp && \
+	    if cmp -s $@.$$$$.tmp $@; then rm -f $@.$$$$.tmp; else mv $@.$$$$.tmp $@; fi
+$(BUILD)/obj/gen/build_info.o: $(BUILD)/gen/build_info.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+FORCE:
 # The server unit tests link the server modules (all but main.c).
 SERVER_TESTS := $(BUILD)/tests/test_server $(BUILD)/tests/test_server_edges
-$(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(filter-out %/main.o,$(SERVER_OBJ)) $(LIBALL)
+$(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(filter-out %/main.o,$(SERVER_OBJ)) \
+                 $(BUILD)/obj/gen/build_info.o $(LIBALL)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(CMOCKA_LIBS) -o $@
 

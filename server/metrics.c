@@ -2,10 +2,17 @@
  * counts so one add records a sample; rendering accumulates. */
 #include "metrics.h"
 
+#include "config.h"
+#include "nn/gemm.h"
+
+#include <dirent.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static const int status_codes[] = {200, 400, 404, 405, 413, 415, 422,
                                    500, 503, 0};   /* 0: any other */
@@ -184,6 +191,81 @@ static void histogram(srv_buf *b, const char *name, const char *label,
     srv_buf_printf(b, "\"} %llu\n", (unsigned long long)cum);
 }
 
+int srv_metrics_process(srv_metrics_process_stats *p)
+{
+    memset(p, 0, sizeof *p);
+    int ok = 0;
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        p->cpu_seconds = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 +
+                         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
+        ok |= SRV_PROC_CPU;
+    }
+    /* /proc/self/statm: total program size and resident set, in pages. */
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        unsigned long long size, resident;
+        long page = sysconf(_SC_PAGESIZE);
+        if (fscanf(f, "%llu %llu", &size, &resident) == 2 && page > 0) {
+            p->virtual_bytes = (double)size * (double)page;
+            p->resident_bytes = (double)resident * (double)page;
+            ok |= SRV_PROC_MEMORY;
+        }
+        fclose(f);
+    }
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long n = 0;
+        for (struct dirent *e; (e = readdir(d)) != NULL;)
+            if (e->d_name[0] != '.')
+                n++;
+        closedir(d);
+        p->open_fds = (double)(n - 1);   /* not the one reading the list */
+        ok |= SRV_PROC_FDS;
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        p->max_fds = (double)rl.rlim_cur;
+        ok |= SRV_PROC_MAX_FDS;
+    }
+    return ok;
+}
+
+static void process_metrics(srv_buf *b)
+{
+    srv_metrics_process_stats p;
+    int ok = srv_metrics_process(&p);
+    if (ok & SRV_PROC_CPU)
+        srv_buf_printf(b,
+                       "# HELP process_cpu_seconds_total Total user and system "
+                       "CPU time spent in seconds.\n"
+                       "# TYPE process_cpu_seconds_total counter\n"
+                       "process_cpu_seconds_total %.6f\n", p.cpu_seconds);
+    if (ok & SRV_PROC_MEMORY)
+        srv_buf_printf(b,
+                       "# HELP process_resident_memory_bytes Resident memory "
+                       "size in bytes.\n"
+                       "# TYPE process_resident_memory_bytes gauge\n"
+                       "process_resident_memory_bytes %.0f\n"
+                       "# HELP process_virtual_memory_bytes Virtual memory "
+                       "size in bytes.\n"
+                       "# TYPE process_virtual_memory_bytes gauge\n"
+                       "process_virtual_memory_bytes %.0f\n",
+                       p.resident_bytes, p.virtual_bytes);
+    if (ok & SRV_PROC_FDS)
+        srv_buf_printf(b,
+                       "# HELP process_open_fds Number of open file "
+                       "descriptors.\n"
+                       "# TYPE process_open_fds gauge\n"
+                       "process_open_fds %.0f\n", p.open_fds);
+    if (ok & SRV_PROC_MAX_FDS)
+        srv_buf_printf(b,
+                       "# HELP process_max_fds Maximum number of open file "
+                       "descriptors.\n"
+                       "# TYPE process_max_fds gauge\n"
+                       "process_max_fds %.0f\n", p.max_fds);
+}
+
 void srv_metrics_render(srv_metrics *m, srv_buf *b, int ready, int draining)
 {
     int used = atomic_load(&m->next_shard);
@@ -302,6 +384,18 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, int ready, int draining)
         else
             srv_buf_puts(b, "\"} NaN\n");
     }
+    srv_buf_puts(b, "# HELP mnist_build_info The server's version, the git "
+                    "commit it was built from and the matrix-multiply kernels "
+                    "this CPU runs; value 1.\n"
+                    "# TYPE mnist_build_info gauge\n"
+                    "mnist_build_info{version=\"");
+    label_value(b, SRV_VERSION);
+    srv_buf_puts(b, "\",commit=\"");
+    label_value(b, srv_build_commit[0] ? srv_build_commit : "unknown");
+    srv_buf_puts(b, "\",kernels=\"");
+    label_value(b, nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+    srv_buf_puts(b, "\"} 1\n");
+    process_metrics(b);
     srv_buf_printf(b,
                    "# HELP mnist_ready 1 when the server accepts predictions.\n"
                    "# TYPE mnist_ready gauge\nmnist_ready %d\n"

@@ -50,7 +50,31 @@ void srv_metrics_inference(srv_metrics *m, int model, uint64_t us, int cls);
 /* Requests being handled right now: +1 when one starts, -1 when it ends. */
 void srv_metrics_inflight_add(srv_metrics *m, int delta);
 
-/* Appends the whole exposition. ready/draining are rendered as gauges. */
+/* This process's resource use, as /metrics reports it (process_*). */
+typedef struct {
+    double cpu_seconds;      /* user + system                          */
+    double resident_bytes;   /* resident set                           */
+    double virtual_bytes;    /* address space                          */
+    double open_fds;         /* file descriptors open now              */
+    double max_fds;          /* RLIMIT_NOFILE's soft limit             */
+} srv_metrics_process_stats;
+enum {
+    SRV_PROC_CPU = 1, SRV_PROC_MEMORY = 2, SRV_PROC_FDS = 4,
+    SRV_PROC_MAX_FDS = 8
+};
+/* Fills p; returns the SRV_PROC_* bits of what could be read (memory and
+ * descriptors come from /proc, so they are missing off Linux and are then
+ * left out of the exposition). */
+int srv_metrics_process(srv_metrics_process_stats *p);
+
+/* The git commit the server was built from ("" or "unknown" when not
+ * known); defined in build/gen/build_info.c, which scripts/build-info.sh
+ * writes at build time. */
+extern const char srv_build_commit[];
+
+/* Appends the whole exposition. ready/draining are rendered as gauges;
+ * mnist_build_info{version,commit,kernels} and the process_* metrics
+ * follow the model metrics. */
 void srv_metrics_render(srv_metrics *m, srv_buf *out, int ready, int draining);
 
 #endif

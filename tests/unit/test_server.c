@@ -12,8 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include "nn/gemm.h"
 #include "nn/net.h"
 #include "server/buf.h"
 #include "server/config.h"
@@ -446,6 +448,64 @@ static void test_metrics_render(void **state)
     srv_metrics_free(NULL);
 }
 
+/* Build info and the process_* metrics: the values /proc and getrlimit
+ * give, and their lines in the exposition. */
+static void test_metrics_process(void **state)
+{
+    (void)state;
+    srv_metrics_process_stats p, q;
+    int ok = srv_metrics_process(&p);
+    assert_int_equal(ok, SRV_PROC_CPU | SRV_PROC_MEMORY | SRV_PROC_FDS |
+                             SRV_PROC_MAX_FDS);
+    assert_true(p.resident_bytes > 0);
+    assert_true(p.virtual_bytes >= p.resident_bytes);
+    assert_true(p.cpu_seconds >= 0);
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    assert_true(p.max_fds == (double)rl.rlim_cur);
+    /* One more descriptor open: exactly one more counted. */
+    int fd = dup(0);
+    assert_true(fd >= 0);
+    srv_metrics_process(&q);
+    assert_true(q.open_fds == p.open_fds + 1);
+    assert_true(q.cpu_seconds >= p.cpu_seconds);
+    close(fd);
+    srv_metrics_process(&q);
+    assert_true(q.open_fds == p.open_fds);
+
+    srv_metrics *m = srv_metrics_create(NULL, 0, 1);
+    assert_non_null(m);
+    srv_buf b;
+    srv_buf_init(&b, NULL, 0);
+    srv_metrics_render(m, &b, 0, 1);
+    assert_false(b.oom);
+    char info[256];
+    snprintf(info, sizeof info,
+             "mnist_build_info{version=\"%s\",commit=\"%s\",kernels=\"%s\"} 1\n",
+             SRV_VERSION, srv_build_commit[0] ? srv_build_commit : "unknown",
+             nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+    const char *want[] = {
+        info,
+        "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ",
+        "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes ",
+        "# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes ",
+        "# TYPE process_open_fds gauge\nprocess_open_fds ",
+        "# TYPE process_max_fds gauge\nprocess_max_fds ",
+        "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds ",
+        "mnist_ready 0\n",
+        "mnist_draining 1\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(b.data, want[i]))
+            fail_msg("metrics lack: %s--- got:\n%s", want[i], b.data);
+    /* The commit is a plain word (scripts/build-info.sh filters it). */
+    for (const char *c = srv_build_commit; *c; c++)
+        assert_non_null(strchr("0123456789abcdefghijklmnopqrstuvwxyz"
+                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ._-", *c));
+    srv_buf_free(&b);
+    srv_metrics_free(m);
+}
+
 /* ---- models ----------------------------------------------------------------- */
 
 static void save_net(const char *path, const char *arch, double acc,
@@ -583,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_buf_json),
         cmocka_unit_test(test_multipart),
         cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_metrics_process),
         cmocka_unit_test(test_models_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,8 @@
 #   make asan       address+undefined sanitizer build, runs unit+integration
 #   make coverage   gcov build running unit+integration+cli; lcov summary,
 #                   HTML report in build/coverage/html, floors enforced
+#   make rolling    rolling update behind HAProxy under load: the drain loses nothing
+#   make kube-play  the Kubernetes Deployment under podman (after the Docker check)
 #   make bench      benchmarks side by side with PyTorch
 #   make clean
 
@@ -146,7 +148,7 @@ run: deps
 test: deps-test
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory all test-bins
-	@$(MAKE) --no-print-directory unit integration cli lint-spec models-check
+	@$(MAKE) --no-print-directory unit integration cli lint-spec models-check deploy-check
 
 unit: $(UNIT_BINS)
 	@scripts/run-unit.sh $(UNIT_BINS)
@@ -164,6 +166,21 @@ lint-spec:
 
 models-check: $(BUILD)/mnist-eval
 	@tests/models/check.sh $(BUILD)
+
+# deploy/ renders with kustomize and validates against the Kubernetes schemas.
+deploy-check: $(BUILD)/mnist-server
+	@tests/deploy/run.sh $(BUILD)
+
+# Three servers behind HAProxy, wrk for 30 s, each server restarted in turn:
+# twice (with the drain, then without), about 75 s.
+rolling: deps-test
+	@$(MAKE) --no-print-directory data all test-bins
+	@tests/rolling/run.sh $(BUILD)
+
+# The rendered Deployment under `podman kube play`, with the image that
+# ../shared/docker-check/check.sh built; skipped where podman is missing.
+kube-play: $(TEST_TOOLS)
+	@tests/kube/play.sh $(BUILD)
 
 # Sanitizer build: separate tree, same tests.
 asan: deps-test

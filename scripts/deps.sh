@@ -22,13 +22,17 @@ set -eu
 # recommends, and build-essential would also pull in g++ and dpkg-dev.
 # ca-certificates: curl and npm need it to speak HTTPS.
 # dataset-fashion-mnist: test_image checks img_prep_fit on real images.
+# kubernetes-client: kubectl, whose embedded kustomize renders deploy/ (any
+# kubectl will do). prometheus: promtool lints /metrics. haproxy and wrk:
+# the rolling-update test (make rolling).
 DEPS_RUN="gcc@gcc libc6-dev make@make pkg-config@pkg-config
   libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev
   ca-certificates curl@curl"
 DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats
-  dataset-fashion-mnist"
+  dataset-fashion-mnist kubernetes-client@kubectl prometheus@promtool
+  haproxy@haproxy wrk@wrk"
 DEPS_COVERAGE="lcov@genhtml"
-DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn wrk@wrk
+DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn
   libopenblas0-openmp"
 # --------------------------------------------------------------------------
 

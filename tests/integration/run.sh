@@ -637,6 +637,32 @@ else
 fi
 verdict "metrics counters grow with the traffic (requests by route/status, predictions by digit)"
 
+# The exposition is what Prometheus accepts: promtool's parser and lint
+# (naming, types, HELP) find nothing, and a broken exposition is refused,
+# so the check can fail.
+if command -v promtool > /dev/null; then
+    problems=()
+    out=$(promtool check metrics < "$tmp/metrics.after" 2>&1) || fail "promtool check metrics: $out"
+    printf '# TYPE bad_count counter\nbad_count 1\n' | promtool check metrics > /dev/null 2>&1 &&
+        fail "promtool accepted a counter without _total: the check cannot fail"
+    verdict "GET /metrics passes promtool check metrics"
+else
+    nok "GET /metrics passes promtool check metrics" "promtool is not installed (Debian package prometheus; make deps-test)"
+fi
+problems=()
+for m in process_cpu_seconds_total process_resident_memory_bytes process_virtual_memory_bytes \
+         process_open_fds process_max_fds process_start_time_seconds; do
+    v=$("$PY" "$here/metrics.py" "$tmp/metrics.after" sum "$m")
+    "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) > 0 else 1)" "$v" 2>/dev/null || fail "$m is '$v'"
+done
+"$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)" \
+    "$("$PY" "$here/metrics.py" "$tmp/metrics.after" sum process_cpu_seconds_total)" \
+    "$("$PY" "$here/metrics.py" "$tmp/metrics.before" sum process_cpu_seconds_total)" ||
+    fail "process_cpu_seconds_total went down"
+grep -qE '^mnist_build_info\{version="[0-9][^"]*",commit="[0-9A-Za-z._-]+",kernels="[a-z0-9_-]+"\} 1$' "$tmp/metrics.after" ||
+    fail "no mnist_build_info{version,commit,kernels} 1 line: $(grep build_info "$tmp/metrics.after")"
+verdict "process metrics are positive and mnist_build_info names version, commit and kernels"
+
 # ---------------------------------------------------------------- graceful shutdown
 # SIGTERM starts a drain in two phases. For --drain-delay (4 s here) the
 # server says it is not ready but keeps accepting and serving, so a load

@@ -106,7 +106,7 @@ pad_to "$tmp/d28.png" "$tmp/at.png" $LIMIT
 pad_to "$tmp/d28.png" "$tmp/over.png" $((LIMIT + 1))
 
 "$SERVER" --host 127.0.0.1 --port 0 --model mlp="$MODELS/mlp.safetensors" --threads 2 \
-    --body-limit $LIMIT --max-pixels 784 --max-batch 2 --grace 5 > "$tmp/out" 2> "$tmp/log" &
+    --body-limit $LIMIT --max-pixels 784 --max-batch 2 --grace 5 --drain-delay 0 > "$tmp/out" 2> "$tmp/log" &
 srv_pid=$!
 base=""
 deadline=$((SECONDS + START_TIMEOUT))

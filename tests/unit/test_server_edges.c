@@ -130,16 +130,34 @@ static void test_config_numeric_bounds(void **state)
     refused("--max-batch", "MNIST_MAX_BATCH", "0");
     refused("--max-batch", "MNIST_MAX_BATCH", "1025");
 
-    accepted("--grace", "MNIST_GRACE", "0", &c);        assert_true(c.grace_s == 0);
-    accepted("--grace", "MNIST_GRACE", "3600", &c);     assert_true(c.grace_s == 3600);
-    accepted("--grace", "MNIST_GRACE", ".5", &c);       assert_true(c.grace_s == 0.5);
-    accepted("--grace", "MNIST_GRACE", "3.6e3", &c);    assert_true(c.grace_s == 3600);
+    accepted("--grace", "MNIST_GRACE", "0", &c);        assert_true(c.drain_timeout_s == 0);
+    accepted("--grace", "MNIST_GRACE", "3600", &c);     assert_true(c.drain_timeout_s == 3600);
+    accepted("--grace", "MNIST_GRACE", ".5", &c);       assert_true(c.drain_timeout_s == 0.5);
+    accepted("--grace", "MNIST_GRACE", "3.6e3", &c);    assert_true(c.drain_timeout_s == 3600);
     refused("--grace", "MNIST_GRACE", "3600.001");
     refused("--grace", "MNIST_GRACE", "-0");
     refused("--grace", "MNIST_GRACE", "nan");
     refused("--grace", "MNIST_GRACE", "inf");
     refused("--grace", "MNIST_GRACE", "1e400");          /* overflows a double */
     refused("--grace", "MNIST_GRACE", "5s");
+
+    accepted("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "0", &c);
+    assert_true(c.drain_timeout_s == 0);
+    accepted("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "3600", &c);
+    assert_true(c.drain_timeout_s == 3600);
+    refused("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "3600.001");
+    refused("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "-0");
+
+    accepted("--drain-delay", "MNIST_DRAIN_DELAY", "0", &c);
+    assert_true(c.drain_delay_s == 0);
+    accepted("--drain-delay", "MNIST_DRAIN_DELAY", "3600", &c);
+    assert_true(c.drain_delay_s == 3600);
+    accepted("--drain-delay", "MNIST_DRAIN_DELAY", ".5", &c);
+    assert_true(c.drain_delay_s == 0.5);
+    refused("--drain-delay", "MNIST_DRAIN_DELAY", "3600.001");
+    refused("--drain-delay", "MNIST_DRAIN_DELAY", "-0");
+    refused("--drain-delay", "MNIST_DRAIN_DELAY", "nan");
+    refused("--drain-delay", "MNIST_DRAIN_DELAY", "5s");
 }
 
 static void test_config_length_bounds(void **state)

@@ -37,16 +37,20 @@ PORT    ?= 8080
 NN_SRC     := $(wildcard nn/*.c)
 IMAGE_SRC  := $(wildcard image/*.c)
 PIPE_SRC   := $(wildcard pipeline/*.c)
+CLI_SRC    := $(wildcard cli/*.c)
 SERVER_SRC := $(wildcard server/*.c)
 NN_OBJ     := $(NN_SRC:%.c=$(BUILD)/obj/%.o)
 IMAGE_OBJ  := $(IMAGE_SRC:%.c=$(BUILD)/obj/%.o)
 PIPE_OBJ   := $(PIPE_SRC:%.c=$(BUILD)/obj/%.o)
+CLI_OBJ    := $(CLI_SRC:%.c=$(BUILD)/obj/%.o)
 SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
 LIBNN      := $(BUILD)/libnn.a
 LIBIMAGE   := $(BUILD)/libimage.a
 # The serving pipeline sits above image/ and nn/: link it first.
 LIBPIPE    := $(BUILD)/libpipeline.a
-LIBALL     := $(LIBPIPE) $(LIBIMAGE) $(LIBNN)
+# Command-line options of the programs (tools/, bench/, test tools).
+LIBCLI     := $(BUILD)/libcli.a
+LIBALL     := $(LIBPIPE) $(LIBIMAGE) $(LIBNN) $(LIBCLI)
 
 PROGS := $(BUILD)/mnist-train $(BUILD)/mnist-eval $(BUILD)/mnist-predict \
          $(BUILD)/mnist-server
@@ -73,6 +77,9 @@ $(LIBIMAGE): $(IMAGE_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 $(LIBPIPE): $(PIPE_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+$(LIBCLI): $(CLI_OBJ)
 	@mkdir -p $(dir $@)
 	$(AR) rcs $@ $^
 

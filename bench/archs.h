@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/opt.h"
 #include "nn/net.h"
 #include "nn/preset.h"
 
@@ -50,32 +51,44 @@ static nn_net *bench_net(const char *prog, const char *arch)
     return net;
 }
 
-/* --arch NAME, --peak GFLOPS and the positive integer options names[i]
- * (into vals[i]). 0, or 2 after the usage line on stderr. */
-static int bench_args(int argc, char **argv, const char **arch, double *peak,
-                      const char *const *names, int *vals, int n, const char *usage)
+/* Parses the options of a per-layer benchmark: the table opts (--arch and
+ * --peak are expected among them). 0 to run, 1 after --help, 2 after a
+ * one-line error on stderr. */
+static int bench_parse(const char *prog, const cli_opt *opts, int n, int argc, char **argv,
+                       const char *synopsis)
 {
-    for (int i = 1; i < argc; i++) {
-        int ok = i + 1 < argc, hit = 0;
-        if (ok && !strcmp(argv[i], "--arch")) { *arch = argv[++i]; hit = 1; }
-        else if (ok && !strcmp(argv[i], "--peak")) { *peak = atof(argv[++i]); hit = 1; }
-        for (int k = 0; k < n && !hit && ok; k++)
-            if (!strcmp(argv[i], names[k])) {
-                vals[k] = atoi(argv[++i]);
-                hit = vals[k] > 0;
-            }
-        if (!hit) {
-            fprintf(stderr, "usage: %s %s\n", argv[0], usage);
-            return 2;
-        }
+    char err[256];
+    const char **ops = calloc((size_t)argc, sizeof *ops);
+    int nops = 0;
+    if (!ops) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return 2;
+    }
+    cli_action act = cli_parse(opts, n, argc, argv, ops, &nops, err, sizeof err);
+    const char *extra = nops ? ops[0] : NULL;
+    free(ops);
+    switch (act) {
+    case CLI_HELP:
+    case CLI_VERSION:
+        cli_usage(stdout, synopsis, opts, n);
+        return 1;
+    case CLI_ERROR:
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return 2;
+    case CLI_RUN:
+        break;
+    }
+    if (extra) {
+        fprintf(stderr, "%s: unexpected argument %s (see --help)\n", prog, extra);
+        return 2;
     }
     return 0;
 }
 
 static const char *bench_kind_name(nn_kind k)
 {
-    static const char *n[NN_LAYER_KINDS] = {"dense", "conv2d", "maxpool", "relu",
-                                            "dropout", "flatten", "batchnorm"};
+    static const char *n[NN_LAYER_KINDS] = {"dense",   "conv2d",  "maxpool",   "relu",
+                                            "dropout", "flatten", "batchnorm", "deskew"};
     return k < NN_LAYER_KINDS ? n[k] : "?";
 }
 

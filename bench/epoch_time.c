@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/opt.h"
 #include "nn/idx.h"
 #include "nn/net.h"
 #include "nn/preset.h"
@@ -43,65 +44,53 @@ static double et_now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void et_usage(FILE *f)
-{
-    fprintf(f,
-        "usage: epoch_time --arch mlp|lenet|cnn|FILE [options]\n"
-        "  --batch B      images per step (default 32)\n"
-        "  --steps N      timed steps (default 100)\n"
-        "  --warmup W     untimed steps first (default 5)\n"
-        "  --threads T    training threads (default 2)\n"
-        "  --data DIR     MNIST IDX files (default data/mnist)\n"
-        "  --save FILE    write the net after the timed steps\n"
-        "  --print-arch   print the architecture JSON and exit\n");
-}
-
-static int et_int(const char *flag, const char *v, int lo, int hi)
-{
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*v == 0 || *end || x < lo || x > hi) {
-        fprintf(stderr, "epoch_time: %s wants an integer in [%d, %d], got '%s'\n",
-                flag, lo, hi, v);
-        exit(2);
-    }
-    return (int)x;
-}
-
 int main(int argc, char **argv)
 {
     const char *arch_name = NULL, *data = "data/mnist", *save = NULL;
     int batch = 32, steps = 100, warm = 5, threads = 2, print_arch = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { et_usage(stdout); return 0; }
-        if (!strcmp(a, "--print-arch")) { print_arch = 1; continue; }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "epoch_time: %s: unknown option or missing value\n", a);
-            et_usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--arch")) arch_name = v;
-        else if (!strcmp(a, "--batch")) batch = et_int(a, v, 1, 4096);
-        else if (!strcmp(a, "--steps")) steps = et_int(a, v, 1, 1000000);
-        else if (!strcmp(a, "--warmup")) warm = et_int(a, v, 0, 1000000);
-        else if (!strcmp(a, "--threads")) threads = et_int(a, v, 1, 256);
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--save")) save = v;
-        else {
-            fprintf(stderr, "epoch_time: unknown option %s\n", a);
-            et_usage(stderr);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        {"arch", CLI_STRING, &arch_name, 0, 0, "NAME|FILE", NN_PRESET_NAMES " or a JSON file (required)",
+         .def = ""},
+        {"batch", CLI_INT, &batch, 1, 4096, "B", "images per step", .def = NULL},
+        {"steps", CLI_INT, &steps, 1, 1000000, "N", "timed steps", .def = NULL},
+        {"warmup", CLI_INT, &warm, 0, 1000000, "W", "untimed steps first", .def = NULL},
+        {"threads", CLI_INT, &threads, 1, 256, "T", "training threads", .def = NULL},
+        {"data", CLI_STRING, &data, 0, 0, "DIR", "MNIST IDX files", .def = NULL},
+        {"save", CLI_STRING, &save, 0, 0, "FILE", "write the net after the timed steps", .def = ""},
+        {"print-arch", CLI_FLAG, &print_arch, 0, 0, NULL, "print the architecture JSON and exit",
+         .def = NULL},
+    };
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    char err[512];
+    const char **ops = calloc((size_t)argc, sizeof *ops);
+    int nops = 0;
+    if (!ops) {
+        fprintf(stderr, "epoch_time: out of memory\n");
+        return 1;
+    }
+    cli_action act = cli_parse(opts, nopts, argc, argv, ops, &nops, err, sizeof err);
+    const char *extra = nops ? ops[0] : NULL;
+    free(ops);
+    switch (act) {
+    case CLI_HELP:
+    case CLI_VERSION:
+        cli_usage(stdout, "usage: epoch_time --arch mlp|lenet|cnn|FILE [options]", opts, nopts);
+        return 0;
+    case CLI_ERROR:
+        fprintf(stderr, "epoch_time: %s\n", err);
+        return 2;
+    case CLI_RUN:
+        break;
+    }
+    if (extra) {
+        fprintf(stderr, "epoch_time: unexpected argument %s (see --help)\n", extra);
+        return 2;
     }
     if (!arch_name) {
-        fprintf(stderr, "epoch_time: --arch is required\n");
-        et_usage(stderr);
+        fprintf(stderr, "epoch_time: --arch is required (see --help)\n");
         return 2;
     }
     const nn_preset *preset;
-    char err[512];
     char *arch_json = nn_arch_text(arch_name, &preset, err, sizeof err);
     if (!arch_json) {
         fprintf(stderr, "epoch_time: --arch %s\n", err);

@@ -35,11 +35,16 @@ int main(int argc, char **argv)
 {
     const char *arch = "lenet";
     double peak = 0.0;
-    static const char *const names[] = {"--iters"};
     int iters = 2000;
-    if (bench_args(argc, argv, &arch, &peak, names, &iters, 1,
-                   "[--arch lenet|cnn|mlp] [--iters N] [--peak GFLOPS]"))
-        return 2;
+    const cli_opt opts[] = {
+        {"arch", CLI_STRING, &arch, 0, 0, "NAME", NN_PRESET_NAMES, .def = NULL},
+        {"iters", CLI_INT, &iters, 1, 100000000, "N", "forward passes per measurement", .def = NULL},
+        {"peak", CLI_DOUBLE, &peak, 0, 1e6, "GFLOPS", "one core's FP32 peak, for a percentage",
+         .def = "none", .lo_open = 1},
+    };
+    int rc = bench_parse("infer_bench", opts, 3, argc, argv, "usage: infer_bench [options]");
+    if (rc)
+        return rc == 1 ? 0 : rc;
     nn_net *net = bench_net("infer_bench", arch);
     if (!net) return 1;
     char err[256];

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/opt.h"
 #include "nn/ensemble.h"
 #include "nn/idx.h"
 #include "nn/net.h"
@@ -41,67 +42,45 @@ static int lat_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-static void lat_usage(FILE *f)
-{
-    fprintf(f,
-        "usage: latency MODEL.safetensors [options]\n"
-        "  --runs N       at least N timed runs (default 5000)\n"
-        "  --seconds S    and at least S seconds (default 1)\n"
-        "  --peak G       one core's FP32 peak in GFLOP/s, for peak_pct\n"
-        "  --data DIR     MNIST IDX files (default data/mnist)\n");
-}
-
 int main(int argc, char **argv)
 {
-    const char *model = NULL, *data = "data/mnist";
-    long runs = 5000;
+    const char *data = "data/mnist";
+    int runs = 5000;
     double seconds = 1.0, peak = 0.0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { lat_usage(stdout); return 0; }
-        if (a[0] != '-') {
-            if (model) { fprintf(stderr, "latency: one model file only\n"); return 2; }
-            model = a;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "latency: %s: unknown option or missing value\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        char *end;
-        if (!strcmp(a, "--runs")) {
-            runs = strtol(v, &end, 10);
-            if (*end || runs < 1 || runs > LAT_MAX_RUNS) {
-                fprintf(stderr, "latency: --runs wants 1..%d\n", LAT_MAX_RUNS);
-                return 2;
-            }
-        } else if (!strcmp(a, "--seconds")) {
-            seconds = strtod(v, &end);
-            if (*end || !(seconds >= 0 && seconds <= 600)) {
-                fprintf(stderr, "latency: --seconds wants 0..600\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--peak")) {
-            peak = strtod(v, &end);
-            if (*end || !(peak > 0)) {
-                fprintf(stderr, "latency: --peak wants a positive GFLOP/s figure\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--data")) {
-            data = v;
-        } else {
-            fprintf(stderr, "latency: unknown option %s\n", a);
-            lat_usage(stderr);
-            return 2;
-        }
+    const cli_opt opts[] = {
+        {"runs", CLI_INT, &runs, 1, LAT_MAX_RUNS, "N", "at least N timed runs", .def = NULL},
+        {"seconds", CLI_DOUBLE, &seconds, 0, 600, "S", "and at least S seconds", .def = NULL},
+        {"peak", CLI_DOUBLE, &peak, 0, 1e6, "G", "one core's FP32 peak in GFLOP/s, for peak_pct",
+         .def = "none", .lo_open = 1},
+        {"data", CLI_STRING, &data, 0, 0, "DIR", "MNIST IDX files", .def = NULL},
+    };
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    char err[512];
+    const char **ops = calloc((size_t)argc, sizeof *ops);
+    int nops = 0;
+    if (!ops) {
+        fprintf(stderr, "latency: out of memory\n");
+        return 1;
+    }
+    cli_action act = cli_parse(opts, nopts, argc, argv, ops, &nops, err, sizeof err);
+    const char *model = nops == 1 ? ops[0] : NULL;
+    free(ops);
+    switch (act) {
+    case CLI_HELP:
+    case CLI_VERSION:
+        cli_usage(stdout, "usage: latency MODEL.safetensors [options]", opts, nopts);
+        return 0;
+    case CLI_ERROR:
+        fprintf(stderr, "latency: %s\n", err);
+        return 2;
+    case CLI_RUN:
+        break;
     }
     if (!model) {
-        lat_usage(stderr);
+        fprintf(stderr, "latency: one MODEL.safetensors wanted (see --help)\n");
         return 2;
     }
 
-    char err[512];
     nn_ensemble *e = nn_ensemble_load(model, err, sizeof err);
     if (!e) {
         fprintf(stderr, "latency: %s\n", err);

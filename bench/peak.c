@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/opt.h"
+
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define PEAK_X86 1
@@ -124,10 +126,13 @@ static double measure(fma_loop fn, int nthreads, double secs)
 
 int main(int argc, char **argv)
 {
-    double secs = argc > 1 ? atof(argv[1]) : 0.3;
-    if (!(secs > 0 && secs < 100)) {
-        fprintf(stderr, "usage: %s [seconds-per-measurement in (0,100)]\n",
-                argv[0]);
+    double secs = 0.3;
+    /* One optional operand, checked like every option of the programs. */
+    const cli_opt opt = {"seconds", CLI_DOUBLE, &secs, 0, 100, "S", "seconds per measurement",
+                         .lo_open = 1, .hi_open = 1};
+    char err[200];
+    if (argc > 2 || (argc == 2 && cli_set(&opt, argv[1], err, sizeof err) < 0)) {
+        fprintf(stderr, "usage: %s [SECONDS per measurement, above 0 and below 100]\n", argv[0]);
         return 2;
     }
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);

@@ -17,12 +17,17 @@ int main(int argc, char **argv)
 {
     const char *arch = "cnn";
     double peak = 0.0;
-    static const char *const names[] = {"--batch", "--steps"};
-    int vals[2] = {32, 10};
-    if (bench_args(argc, argv, &arch, &peak, names, vals, 2,
-                   "[--arch lenet|cnn|mlp] [--batch N] [--steps S] [--peak GFLOPS]"))
-        return 2;
-    const int batch = vals[0], steps = vals[1];
+    int batch = 32, steps = 10;
+    const cli_opt opts[] = {
+        {"arch", CLI_STRING, &arch, 0, 0, "NAME", NN_PRESET_NAMES, .def = NULL},
+        {"batch", CLI_INT, &batch, 1, 4096, "N", "images per step", .def = NULL},
+        {"steps", CLI_INT, &steps, 1, 1000000, "S", "timed steps", .def = NULL},
+        {"peak", CLI_DOUBLE, &peak, 0, 1e6, "GFLOPS", "one core's FP32 peak, for a percentage",
+         .def = "none", .lo_open = 1},
+    };
+    int rc = bench_parse("train_bench", opts, 4, argc, argv, "usage: train_bench [options]");
+    if (rc)
+        return rc == 1 ? 0 : rc;
     nn_net *net = bench_net("train_bench", arch);
     if (!net) return 1;
     nn_ws *ws = nn_ws_create(net, batch, 1);

@@ -59,7 +59,7 @@ fi
 lcov $RC --quiet --capture --directory "$BUILD/obj" --base-directory . \
     --output-file "$OUT/all.info" 2> "$OUT/lcov.err" || { cat "$OUT/lcov.err" >&2; exit 1; }
 grep -v '^Subroutine .* redefined at ' "$OUT/lcov.err" >&2 || true
-lcov $RC --quiet --extract "$OUT/all.info" "$PWD/nn/*" "$PWD/image/*" "$PWD/pipeline/*" "$PWD/server/*" \
+lcov $RC --quiet --extract "$OUT/all.info" "$PWD/nn/*" "$PWD/image/*" "$PWD/pipeline/*" "$PWD/cli/*" "$PWD/server/*" \
     "$PWD/tools/*" --output-file "$OUT/coverage.info"
 rm -rf "$OUT/html"
 genhtml $RC --quiet --branch-coverage --legend --title "mnist-c coverage" \

@@ -2,35 +2,19 @@
  * files averaged), per-class accuracy, confusion matrix and throughput. */
 #include <cJSON.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "cli/opt.h"
 #include "nn/ensemble.h"
 #include "nn/eval.h"
 #include "nn/idx.h"
 #include "nn/pool.h"
 
 #define VERSION "1.0.0"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: mnist-eval [options] MODEL [MODEL...]\n"
-        "Evaluates MODEL on the test set; several models (or MODEL as a\n"
-        "comma-separated list, or a NAME.ensemble list file) are evaluated as one\n"
-        "ensemble (mean probabilities).\n"
-        "  --json            print one JSON object\n"
-        "  --data DIR        IDX files, .gz accepted (default: by the model's dataset,\n"
-        "                    data/mnist or /usr/share/datasets/fashion-mnist)\n"
-        "  --threads N       threads (default: all CPUs)\n"
-        "  --limit N         first N test images only\n"
-        "  --shift DX,DY     shift every test image by DX,DY pixels first\n"
-        "  --rotate DEG      rotate every test image (counter-clockwise)\n"
-        "  --scale S         scale every test image about its centre\n"
-        "  --help, --version\n");
-}
 
 static double now_s(void)
 {
@@ -42,40 +26,70 @@ static double now_s(void)
 int main(int argc, char **argv)
 {
     int json = 0, threads = 0, limit = 0;
-    const char *data = NULL;
+    const char *data = NULL, *shift = NULL;
+    double rotate = 0, scale = 1;
+    int rotate_set = 0, scale_set = 0;
+    const cli_opt opts[] = {
+        {"json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object", .def = NULL},
+        {"data", CLI_STRING, &data, 0, 0, "DIR", "IDX files, .gz accepted",
+         .def = "by the model's dataset, data/mnist or /usr/share/datasets/fashion-mnist"},
+        {"threads", CLI_INT, &threads, 0, 1024, "N", "threads (0 = all CPUs)", .def = "0, all CPUs"},
+        {"limit", CLI_INT, &limit, 0, 100000000, "N", "first N test images only (0 = all)", .def = NULL},
+        {"shift", CLI_STRING, &shift, 0, 0, "DX,DY", "shift every test image by DX,DY pixels first",
+         .def = "0,0"},
+        {"rotate", CLI_DOUBLE, &rotate, -360, 360, "DEG", "rotate every test image (counter-clockwise)",
+         .seen = &rotate_set},
+        {"scale", CLI_DOUBLE, &scale, 0.05, 20, "S", "scale every test image about its centre",
+         .lo_open = 1, .hi_open = 1, .seen = &scale_set},
+    };
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    char err[512];
+    const char **models = calloc((size_t)argc, sizeof *models);
+    int nmodels = 0;
+    if (!models) { fprintf(stderr, "mnist-eval: out of memory\n"); return 1; }
+    switch (cli_parse(opts, nopts, argc, argv, models, &nmodels, err, sizeof err)) {
+    case CLI_HELP:
+        cli_usage(stdout,
+                  "usage: mnist-eval [options] MODEL [MODEL...]\n"
+                  "Evaluates MODEL on the test set; several models (or MODEL as a\n"
+                  "comma-separated list, or a NAME.ensemble list file) are evaluated as one\n"
+                  "ensemble (mean probabilities).",
+                  opts, nopts);
+        free(models);
+        return 0;
+    case CLI_VERSION: printf("mnist-eval %s\n", VERSION); free(models); return 0;
+    case CLI_ERROR: fprintf(stderr, "mnist-eval: %s\n", err); free(models); return 2;
+    case CLI_RUN: break;
+    }
     nn_affine tf;
     nn_affine_identity(&tf);
-    int use_tf = 0;
+    int use_tf = rotate_set || scale_set;
+    tf.rot_deg = (float)rotate;
+    tf.scale = (float)scale;
+    if (shift) {
+        float d[2];
+        if (cli_floats(shift, d, 2) || !(fabsf(d[0]) <= 28 && fabsf(d[1]) <= 28)) {
+            fprintf(stderr, "mnist-eval: --shift wants DX,DY, pixels from -28 to 28 each\n");
+            free(models);
+            return 2;
+        }
+        tf.dx = d[0];
+        tf.dy = d[1];
+        use_tf = 1;
+    }
     char paths[4096] = "";
     size_t used = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--version")) { printf("mnist-eval %s\n", VERSION); return 0; }
-        if (!strcmp(a, "--json")) { json = 1; continue; }
-        int takes = !strcmp(a, "--data") || !strcmp(a, "--threads") || !strcmp(a, "--limit") ||
-                    !strcmp(a, "--shift") || !strcmp(a, "--rotate") || !strcmp(a, "--scale");
-        if (takes && !v) { fprintf(stderr, "mnist-eval: %s needs a value\n", a); return 2; }
-        if (!strcmp(a, "--data")) data = argv[++i];
-        else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
-        else if (!strcmp(a, "--limit")) limit = atoi(argv[++i]);
-        else if (!strcmp(a, "--shift")) {
-            if (sscanf(argv[++i], "%f,%f", &tf.dx, &tf.dy) != 2) { fprintf(stderr, "mnist-eval: --shift wants DX,DY\n"); return 2; }
-            use_tf = 1;
-        } else if (!strcmp(a, "--rotate")) { tf.rot_deg = (float)atof(argv[++i]); use_tf = 1; }
-        else if (!strcmp(a, "--scale")) {
-            tf.scale = (float)atof(argv[++i]);
-            if (!(tf.scale > 0.05f && tf.scale < 20.0f)) { fprintf(stderr, "mnist-eval: --scale must be in (0.05, 20)\n"); return 2; }
-            use_tf = 1;
-        } else if (a[0] == '-' && a[1]) { fprintf(stderr, "mnist-eval: unknown option %s (see --help)\n", a); return 2; }
-        else {
-            int k = snprintf(paths + used, sizeof paths - used, "%s%s", used ? "," : "", a);
-            if (k < 0 || (size_t)k >= sizeof paths - used) { fprintf(stderr, "mnist-eval: too many model paths\n"); return 2; }
-            used += (size_t)k;
+    for (int i = 0; i < nmodels; i++) {
+        int k = snprintf(paths + used, sizeof paths - used, "%s%s", used ? "," : "", models[i]);
+        if (k < 0 || (size_t)k >= sizeof paths - used) {
+            fprintf(stderr, "mnist-eval: too many model paths\n");
+            free(models);
+            return 2;
         }
+        used += (size_t)k;
     }
-    if (!used) { usage(stderr); return 2; }
-    char err[512];
+    free(models);
+    if (!used) { fprintf(stderr, "mnist-eval: no MODEL given (see --help)\n"); return 2; }
     nn_ensemble *e = nn_ensemble_load(paths, err, sizeof err);
     if (!e) { fprintf(stderr, "mnist-eval: %s\n", err); return 1; }
     /* From here every exit goes through done: nothing leaks on an error

@@ -8,27 +8,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli/opt.h"
 #include "pipeline/pipeline.h"
 
 #define VERSION "1.0.0"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: mnist-predict [options] IMAGE.png [IMAGE.png...]\n"
-        "Prints one JSON object per image (one per line), as POST /predict answers.\n"
-        "  --model PATH[,PATH...]  weights file, or several averaged as an ensemble\n"
-        "                          (or a NAME.ensemble list file)\n"
-        "                          (default: the server's default among --models-dir's\n"
-        "                          *.safetensors: the most accurate digit model)\n"
-        "  --models-dir DIR        default models/\n"
-        "  --max-pixels N          refuse larger images (default 16777216)\n"
-        "  --max-bytes N           refuse larger files (default 2097152, the server's\n"
-        "                          --body-limit)\n"
-        "  --dump-input FILE       write the 28x28 network input of the last image as PGM\n"
-        "  --help, --version\n"
-        "Exit status: 0 if every image was classified, 1 otherwise, 2 on usage errors.\n");
-}
 
 /* The file's bytes (caller frees), or NULL with *st and err saying why. */
 static uint8_t *read_file(const char *path, size_t max, size_t *len, pipe_status *st, char *err, size_t errlen)
@@ -77,40 +60,47 @@ int main(int argc, char **argv)
     const char *model = NULL, *dir = "models", *dump = NULL;
     unsigned long long max_pixels = 0;
     size_t max_bytes = PIPE_MAX_BYTES_DEFAULT;
-    int first = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        if (!strcmp(a, "--version")) { printf("mnist-predict %s\n", VERSION); return 0; }
-        if (!strcmp(a, "--model") || !strcmp(a, "--models-dir") || !strcmp(a, "--max-pixels") ||
-            !strcmp(a, "--max-bytes") || !strcmp(a, "--dump-input")) {
-            if (i + 1 >= argc) { fprintf(stderr, "mnist-predict: %s needs a value\n", a); return 2; }
-            const char *v = argv[++i];
-            if (!strcmp(a, "--model")) model = v;
-            else if (!strcmp(a, "--models-dir")) dir = v;
-            else if (!strcmp(a, "--dump-input")) dump = v;
-            else {
-                char *end;
-                unsigned long long u = strtoull(v, &end, 10);
-                if (*end || !u || v[0] == '-') { fprintf(stderr, "mnist-predict: bad %s %s\n", a, v); return 2; }
-                if (!strcmp(a, "--max-bytes")) max_bytes = (size_t)u;
-                else max_pixels = u;
-            }
-            continue;
-        }
-        if (!strcmp(a, "--")) { first = i + 1; break; }
-        if (a[0] == '-' && a[1]) { fprintf(stderr, "mnist-predict: unknown option %s (see --help)\n", a); return 2; }
-        first = i;
-        break;
-    }
-    if (!first || first >= argc) { usage(stderr); return 2; }
+    img_limits lim;
+    img_limits_default(&lim);
+    max_pixels = lim.max_pixels;
+    const cli_opt opts[] = {
+        {"model", CLI_STRING, &model, 0, 0, "PATH[,PATH...]",
+         "weights file, several averaged as an ensemble, or a NAME.ensemble list",
+         .def = "the server's default among --models-dir's *.safetensors"},
+        {"models-dir", CLI_STRING, &dir, 0, 0, "DIR", "where the default model is looked for", .def = NULL},
+        {"max-pixels", CLI_U64, &max_pixels, 1, 4294967296.0, "N",
+         "refuse images larger than N pixels (width*height)", .def = NULL},
+        {"max-bytes", CLI_SIZE, &max_bytes, 1, 1073741824.0, "N",
+         "refuse files larger than N bytes (the server's --body-limit default)", .def = NULL},
+        {"dump-input", CLI_STRING, &dump, 0, 0, "FILE",
+         "write the 28x28 network input of the last image as PGM", .def = ""},
+    };
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
     char err[1200], path[4096];
+    const char **files = calloc((size_t)argc, sizeof *files);
+    int nfiles = 0;
+    if (!files) { fprintf(stderr, "mnist-predict: out of memory\n"); return 1; }
+    switch (cli_parse(opts, nopts, argc, argv, files, &nfiles, err, sizeof err)) {
+    case CLI_HELP:
+        cli_usage(stdout,
+                  "usage: mnist-predict [options] IMAGE.png [IMAGE.png...]\n"
+                  "Prints one JSON object per image (one per line), as POST /predict answers,\n"
+                  "with the server's error codes.\n"
+                  "Exit status: 0 if every image was classified, 1 otherwise, 2 on usage errors.",
+                  opts, nopts);
+        free(files);
+        return 0;
+    case CLI_VERSION: printf("mnist-predict %s\n", VERSION); free(files); return 0;
+    case CLI_ERROR: fprintf(stderr, "mnist-predict: %s\n", err); free(files); return 2;
+    case CLI_RUN: break;
+    }
+    if (nfiles == 0) { fprintf(stderr, "mnist-predict: no IMAGE.png given (see --help)\n"); free(files); return 2; }
     if (!model) {
-        if (pipe_default_in_dir(dir, path, sizeof path, err, sizeof err)) { fprintf(stderr, "mnist-predict: %s\n", err); return 1; }
+        if (pipe_default_in_dir(dir, path, sizeof path, err, sizeof err)) { fprintf(stderr, "mnist-predict: %s\n", err); free(files); return 1; }
         model = path;
     }
     nn_ensemble *e = pipe_model_load(model, err, sizeof err);
-    if (!e) { fprintf(stderr, "mnist-predict: %s\n", err); return 1; }
+    if (!e) { fprintf(stderr, "mnist-predict: %s\n", err); free(files); return 1; }
     /* The model's name, as the server would call it: the file's stem (of
      * the weights file or the .ensemble list); a comma list has none. */
     char name[256];
@@ -120,21 +110,19 @@ int main(int argc, char **argv)
     snprintf(name, sizeof name, "%.*s", (int)(stem && stem < 200 ? stem : 200), base);
     if (strchr(model, ',')) snprintf(name, sizeof name, "ensemble(%d)", e->n);
     pipe_ws *ws = pipe_ws_create(e, 1);
-    if (!ws) { fprintf(stderr, "mnist-predict: out of memory\n"); nn_ensemble_free(e); return 1; }
-    img_limits lim;
-    img_limits_default(&lim);
-    if (max_pixels) lim.max_pixels = max_pixels;
+    if (!ws) { fprintf(stderr, "mnist-predict: out of memory\n"); nn_ensemble_free(e); free(files); return 1; }
+    lim.max_pixels = max_pixels;
     int failed = 0;
     float x[PIPE_PIXELS];
-    for (int i = first; i < argc; i++) {
+    for (int i = 0; i < nfiles; i++) {
         size_t len = 0;
         pipe_status st;
-        uint8_t *buf = read_file(argv[i], max_bytes, &len, &st, err, sizeof err);
-        if (!buf) { print_error(argv[i], st, err); failed = 1; continue; }
+        uint8_t *buf = read_file(files[i], max_bytes, &len, &st, err, sizeof err);
+        if (!buf) { print_error(files[i], st, err); failed = 1; continue; }
         pipe_result res;
         pipe_run_png(e, ws, buf, len, &lim, dump ? x : NULL, &res);
         free(buf);
-        if (res.status != PIPE_OK) { print_error(argv[i], res.status, res.msg); failed = 1; continue; }
+        if (res.status != PIPE_OK) { print_error(files[i], res.status, res.msg); failed = 1; continue; }
         if (dump) {
             FILE *f = fopen(dump, "wb");
             if (f) {
@@ -144,7 +132,7 @@ int main(int argc, char **argv)
             }
         }
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "file", argv[i]);
+        cJSON_AddStringToObject(o, "file", files[i]);
         cJSON_AddNumberToObject(o, "prediction", res.prediction);
         cJSON_AddStringToObject(o, "label", res.label);
         cJSON_AddNumberToObject(o, "confidence", res.probs[res.prediction]);
@@ -158,5 +146,6 @@ int main(int argc, char **argv)
     }
     pipe_ws_free(ws);
     nn_ensemble_free(e);
+    free(files);
     return failed;
 }

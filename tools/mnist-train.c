@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/opt.h"
 #include "nn/ensemble.h"
 #include "nn/eval.h"
 #include "nn/idx.h"
@@ -32,45 +33,6 @@ static void on_signal(int sig)
 
 static const char *FASHION_LABELS[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-        "usage: mnist-train [options] --out FILE\n"
-        "  --arch NAME|FILE   mlp, lenet, cnn, or a JSON architecture file (default mlp)\n"
-        "  --epochs N         epochs (preset default)\n"
-        "  --batch N          batch size (preset default)\n"
-        "  --lr X             learning rate (peak for cosine/onecycle)\n"
-        "  --opt adam|sgd     optimiser (default adam)\n"
-        "  --sched NAME       const, step, exp, cosine, onecycle (preset default)\n"
-        "  --gamma X          step/exp decay factor; --step N epochs per step\n"
-        "  --warmup X         warm-up epochs for cosine/onecycle\n"
-        "  --wd X             weight decay (decoupled for adam)\n"
-        "  --ls X             label smoothing\n"
-        "  --ema X            moving average of weights, e.g. 0.999 (0 = off)\n"
-        "  --aug R,Z,S        augmentation: max rotation deg, zoom fraction, shift fraction\n"
-        "  --elastic A,S      elastic distortion alpha and sigma (pixels)\n"
-        "  --stroke S         pen width: thicken or thin strokes by up to S (0..1,\n"
-        "                     blend toward a 1-pixel dilation or erosion)\n"
-        "  --blur B           blur each image by a Gaussian of sigma up to B pixels\n"
-        "  --deskew           put a deskew layer first: the model straightens\n"
-        "                     slanted strokes itself, in training and inference\n"
-        "  --dropout P        set every dropout layer's probability to P (0 = off)\n"
-        "  --flip P           mirror images left-right with probability P (objects,\n"
-        "                     not digits; default 0)\n"
-        "  --no-aug           no augmentation\n"
-        "  --seed N           random seed (default 1)\n"
-        "  --threads N        training threads (default: all CPUs)\n"
-        "  --val N            hold out the last N training images for validation\n"
-        "                     and keep the best epoch's weights (default 0)\n"
-        "  --limit N          train on the first N images only (smoke tests)\n"
-        "  --data DIR         IDX files (default data/mnist; .gz accepted)\n"
-        "  --dataset NAME     mnist or fashion-mnist (labels; default mnist)\n"
-        "  --name NAME        model name stored in the metadata\n"
-        "  --out FILE         weights file to write (required); history in FILE.csv\n"
-        "  --quiet            one line per epoch, no progress bar\n"
-        "  --help, --version\n");
-}
 
 static double now_s(void)
 {
@@ -111,75 +73,69 @@ static void progress(void *ud, int step, int steps, double loss, double acc)
     fflush(stderr);
 }
 
-static int parse3(const char *s, float *a, float *b, float *c)
-{
-    return sscanf(s, "%f,%f,%f", a, b, c) == 3 ? 0 : -1;
-}
-
-/* A number from 0 to hi into *out; else "mnist-train: MSG" and -1. */
-static int parse_upto(const char *s, double hi, const char *msg, float *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v >= 0 && v <= hi)) {
-        fprintf(stderr, "mnist-train: %s\n", msg);
-        return -1;
-    }
-    *out = (float)v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
-    const char *sched_name = NULL, *name = NULL, *opt_name = "adam";
-    int epochs = -1, batch = -1, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0, deskew = 0;
-    double lr = -1, gamma = -1, step = -1, warmup = -1, wd = -1, ls = -1, ema = -1;
-    const char *aug_s = NULL, *elastic_s = NULL, *flip_s = NULL, *stroke_s = NULL, *blur_s = NULL, *dropout_s = NULL;
+    const char *sched_name = NULL, *name = NULL, *opt_name = "adam", *aug_s = NULL, *elastic_s = NULL;
+    int epochs = 0, batch = 0, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0, deskew = 0;
+    double lr = 0, gamma = 0, step = 0, warmup = 0, wd = 0, ls = 0, ema = 0;
+    float flip = 0, stroke = 0, blur = 0, dropout = 0;
+    int lr_set = 0, gamma_set = 0, step_set = 0, warmup_set = 0, wd_set = 0, ls_set = 0, ema_set = 0;
+    int flip_set = 0, stroke_set = 0, blur_set = 0, dropout_set = 0;
     unsigned long long seed = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-#define ARG(flag) (!strcmp(a, flag) && (v ? (i++, 1) : (fprintf(stderr, "mnist-train: %s needs a value\n", flag), exit(2), 0)))
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--version")) { printf("mnist-train %s\n", VERSION); return 0; }
-        else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (!strcmp(a, "--no-aug")) no_aug = 1;
-        else if (!strcmp(a, "--deskew")) deskew = 1;
-        else if (ARG("--arch")) arch_arg = v;
-        else if (ARG("--epochs")) epochs = atoi(v);
-        else if (ARG("--batch")) batch = atoi(v);
-        else if (ARG("--lr")) lr = atof(v);
-        else if (ARG("--opt")) opt_name = v;
-        else if (ARG("--sched")) sched_name = v;
-        else if (ARG("--gamma")) gamma = atof(v);
-        else if (ARG("--step")) step = atof(v);
-        else if (ARG("--warmup")) warmup = atof(v);
-        else if (ARG("--wd")) wd = atof(v);
-        else if (ARG("--ls")) ls = atof(v);
-        else if (ARG("--ema")) ema = atof(v);
-        else if (ARG("--aug")) aug_s = v;
-        else if (ARG("--elastic")) elastic_s = v;
-        else if (ARG("--flip")) flip_s = v;
-        else if (ARG("--stroke")) stroke_s = v;
-        else if (ARG("--blur")) blur_s = v;
-        else if (ARG("--dropout")) dropout_s = v;
-        else if (ARG("--seed")) seed = strtoull(v, NULL, 10);
-        else if (ARG("--threads")) threads = atoi(v);
-        else if (ARG("--val")) val = atoi(v);
-        else if (ARG("--limit")) limit = atoi(v);
-        else if (ARG("--data")) data = v;
-        else if (ARG("--dataset")) dataset = v;
-        else if (ARG("--name")) name = v;
-        else if (ARG("--out")) out = v;
-        else { fprintf(stderr, "mnist-train: unknown option %s (see --help)\n", a); return 2; }
-#undef ARG
+    const cli_opt opts[] = {
+        {"arch", CLI_STRING, &arch_arg, 0, 0, "NAME|FILE", NN_PRESET_NAMES ", or a JSON architecture file", .def = NULL},
+        {"epochs", CLI_INT, &epochs, 1, 100000, "N", "epochs", .def = "the preset's: mlp 20, lenet 20, cnn 30, file 5"},
+        {"batch", CLI_INT, &batch, 1, 65536, "N", "batch size", .def = "the preset's: cnn 64, others 32"},
+        {"lr", CLI_DOUBLE, &lr, 0, 10, "X", "learning rate (peak for cosine/onecycle)", .def = "the preset's: cnn 3e-3, others 1e-3", .lo_open = 1, .seen = &lr_set},
+        {"opt", CLI_STRING, &opt_name, 0, 0, "adam|sgd", "optimiser", .def = NULL},
+        {"sched", CLI_STRING, &sched_name, 0, 0, "NAME", "const, step, exp, cosine, onecycle", .def = "the preset's: mlp and lenet exp, cnn onecycle, file const"},
+        {"gamma", CLI_DOUBLE, &gamma, 0, 100, "X", "step/exp decay factor", .def = "the preset's: 0.85 for exp, else 1", .lo_open = 1, .seen = &gamma_set},
+        {"step", CLI_DOUBLE, &step, 0, 100000, "N", "epochs per step of the step schedule", .def = "5", .lo_open = 1, .seen = &step_set},
+        {"warmup", CLI_DOUBLE, &warmup, 0, 100000, "X", "warm-up epochs for cosine/onecycle", .def = "the preset's: cnn 2, others 0", .seen = &warmup_set},
+        {"wd", CLI_DOUBLE, &wd, 0, 10, "X", "weight decay (decoupled for adam)", .seen = &wd_set},
+        {"ls", CLI_DOUBLE, &ls, 0, 1, "X", "label smoothing", .hi_open = 1, .seen = &ls_set},
+        {"ema", CLI_DOUBLE, &ema, 0, 1, "X", "moving average of weights, e.g. 0.999 (0 = off)", .def = "the preset's: cnn 0.999, others 0", .hi_open = 1, .seen = &ema_set},
+        {"aug", CLI_STRING, &aug_s, 0, 0, "R,Z,S", "augmentation: max rotation deg, zoom fraction, shift fraction", .def = "the preset's: lenet 8,0.08,0.08, cnn 12,0.12,0.1, others none"},
+        {"elastic", CLI_STRING, &elastic_s, 0, 0, "A,S", "elastic distortion alpha and sigma (pixels)", .def = "off"},
+        {"stroke", CLI_FLOAT, &stroke, 0, 1, "S", "pen width: thicken or thin strokes by up to S (blend toward a 1-pixel dilation or erosion)", .what = "a strength", .seen = &stroke_set},
+        {"blur", CLI_FLOAT, &blur, 0, 4, "B", "blur each image by a Gaussian of sigma up to B pixels", .what = "a sigma in pixels", .seen = &blur_set},
+        {"deskew", CLI_FLAG, &deskew, 0, 0, NULL, "put a deskew layer first: the model straightens slanted strokes itself", .def = NULL},
+        {"dropout", CLI_FLOAT, &dropout, 0, 1, "P", "set every dropout layer's probability to P (0 = off)", .def = "the architecture's", .what = "a probability", .hi_open = 1, .seen = &dropout_set},
+        {"flip", CLI_FLOAT, &flip, 0, 1, "P", "mirror images left-right with probability P (objects, not digits)", .what = "a probability", .seen = &flip_set},
+        {"no-aug", CLI_FLAG, &no_aug, 0, 0, NULL, "no augmentation", .def = NULL},
+        {"seed", CLI_U64, &seed, 0, 18446744073709551615.0, "N", "random seed", .def = NULL},
+        {"threads", CLI_INT, &threads, 0, 1024, "N", "training threads (0 = all CPUs)", .def = "0, all CPUs"},
+        {"val", CLI_INT, &val, 0, 100000000, "N", "hold out the last N training images for validation and keep the best epoch's weights", .def = NULL},
+        {"limit", CLI_INT, &limit, 0, 100000000, "N", "train on the first N images only (0 = all; smoke tests)", .def = NULL},
+        {"data", CLI_STRING, &data, 0, 0, "DIR", "IDX files (.gz accepted)", .def = NULL},
+        {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "mnist or fashion-mnist (labels)", .def = NULL},
+        {"name", CLI_STRING, &name, 0, 0, "NAME", "model name stored in the metadata", .def = "the --arch value"},
+        {"out", CLI_STRING, &out, 0, 0, "FILE", "weights file to write (required); history in FILE.csv", .def = NULL},
+        {"quiet", CLI_FLAG, &quiet, 0, 0, NULL, "one line per epoch, no progress bar", .def = NULL},
+    };
+    const int nopts = (int)(sizeof opts / sizeof opts[0]);
+    char err[512];
+    const char **operands = calloc((size_t)argc, sizeof *operands);
+    int nops = 0;
+    if (!operands) { fprintf(stderr, "mnist-train: out of memory\n"); return 1; }
+    cli_action act = cli_parse(opts, nopts, argc, argv, operands, &nops, err, sizeof err);
+    free(operands);
+    switch (act) {
+    case CLI_HELP:
+        cli_usage(stdout, "usage: mnist-train [options] --out FILE\n"
+                          "Trains a net and writes its weights, a CSV history and its test accuracy.",
+                  opts, nopts);
+        return 0;
+    case CLI_VERSION: printf("mnist-train %s\n", VERSION); return 0;
+    case CLI_ERROR: fprintf(stderr, "mnist-train: %s\n", err); return 2;
+    case CLI_RUN: break;
     }
+    if (nops) { fprintf(stderr, "mnist-train: unexpected argument %s (see --help)\n", argv[argc - 1]); return 2; }
     if (!out) { fprintf(stderr, "mnist-train: --out FILE is required (see --help)\n"); return 2; }
 
     /* The preset's recipe (or a JSON file's defaults), then the flags. */
     const nn_preset *preset;
-    char err[512];
     char *arch_text = nn_arch_text(arch_arg, &preset, err, sizeof err);
     if (!arch_text) { fprintf(stderr, "mnist-train: --arch %s\n", err); return 2; }
     nn_layer layers[NN_MAX_LAYERS];
@@ -202,27 +158,32 @@ int main(int argc, char **argv)
         fprintf(stderr, "mnist-train: unknown --sched %s (const, step, exp, cosine, onecycle)\n", sched_name);
         return 2;
     }
-    if (lr > 0) cfg.sched.lr = (float)lr;
-    if (gamma > 0) cfg.sched.gamma = (float)gamma;
-    if (step > 0) cfg.sched.step = (float)step;
-    if (warmup >= 0) cfg.sched.warmup = (float)warmup;
-    if (wd >= 0) cfg.opt.weight_decay = (float)wd;
-    if (ls >= 0) cfg.label_smoothing = (float)ls;
-    if (ema >= 0) cfg.ema = (float)ema;
-    if (aug_s && parse3(aug_s, &cfg.aug.max_rot, &cfg.aug.max_zoom, &cfg.aug.max_shift)) {
-        fprintf(stderr, "mnist-train: --aug wants ROT,ZOOM,SHIFT e.g. 15,0.15,0.1\n");
+    if (lr_set) cfg.sched.lr = (float)lr;
+    if (gamma_set) cfg.sched.gamma = (float)gamma;
+    if (step_set) cfg.sched.step = (float)step;
+    if (warmup_set) cfg.sched.warmup = (float)warmup;
+    if (wd_set) cfg.opt.weight_decay = (float)wd;
+    if (ls_set) cfg.label_smoothing = (float)ls;
+    if (ema_set) cfg.ema = (float)ema;
+    float aug[3];
+    if (aug_s && (cli_floats(aug_s, aug, 3) || !(aug[0] >= 0 && aug[0] <= 180) ||
+                  !(aug[1] >= 0 && aug[1] < 1) || !(aug[2] >= 0 && aug[2] <= 1))) {
+        fprintf(stderr, "mnist-train: --aug wants ROT,ZOOM,SHIFT e.g. 15,0.15,0.1 (degrees 0..180, "
+                        "fractions 0..1)\n");
         return 2;
     }
-    if (elastic_s && sscanf(elastic_s, "%f,%f", &cfg.aug.elastic_alpha, &cfg.aug.elastic_sigma) != 2) {
-        fprintf(stderr, "mnist-train: --elastic wants ALPHA,SIGMA e.g. 34,4\n");
+    if (aug_s) cfg.aug.max_rot = aug[0], cfg.aug.max_zoom = aug[1], cfg.aug.max_shift = aug[2];
+    float el[2];
+    if (elastic_s && (cli_floats(elastic_s, el, 2) || !(el[0] >= 0 && el[0] <= 1000) ||
+                      !(el[1] > 0 && el[1] <= 100))) {
+        fprintf(stderr, "mnist-train: --elastic wants ALPHA,SIGMA e.g. 34,4 (alpha 0..1000, "
+                        "sigma above 0 up to 100)\n");
         return 2;
     }
-    if (flip_s && parse_upto(flip_s, 1, "--flip wants a probability from 0 to 1", &cfg.aug.flip_prob))
-        return 2;
-    if (stroke_s && parse_upto(stroke_s, 1, "--stroke wants a strength from 0 to 1", &cfg.aug.max_stroke))
-        return 2;
-    if (blur_s && parse_upto(blur_s, 4, "--blur wants a sigma from 0 to 4 pixels", &cfg.aug.max_blur))
-        return 2;
+    if (elastic_s) cfg.aug.elastic_alpha = el[0], cfg.aug.elastic_sigma = el[1];
+    if (flip_set) cfg.aug.flip_prob = flip;
+    if (stroke_set) cfg.aug.max_stroke = stroke;
+    if (blur_set) cfg.aug.max_blur = blur;
     if (no_aug) memset(&cfg.aug, 0, sizeof cfg.aug);
     if (cfg.sched.kind == NN_SCHED_STEP && cfg.sched.step <= 0) cfg.sched.step = 5;
 
@@ -236,16 +197,10 @@ int main(int argc, char **argv)
         memset(&layers[0], 0, sizeof layers[0]);
         layers[0].kind = NN_DESKEW;
     }
-    if (dropout_s) {
-        char *end;
-        double p = strtod(dropout_s, &end);
-        if (end == dropout_s || *end || !(p >= 0 && p < 1)) {
-            fprintf(stderr, "mnist-train: --dropout wants a probability from 0 to below 1\n");
-            return 2;
-        }
+    if (dropout_set) {
         int found = 0;
         for (int i = 0; i < nl; i++)
-            if (layers[i].kind == NN_DROPOUT) layers[i].p = (float)p, found = 1;
+            if (layers[i].kind == NN_DROPOUT) layers[i].p = dropout, found = 1;
         if (!found) {
             fprintf(stderr, "mnist-train: --dropout: the architecture has no dropout layer\n");
             return 2;

@@ -56,6 +56,24 @@ printf '[{"type":"flatten"},{"type":"deskew"},{"type":"dense","out":10}]' > "$tm
 expect 2 'out FILE is required' "train: no --out" -- "$TRAIN" --arch mlp
 expect 2 'unknown option --bogus' "train: unknown option" -- "$TRAIN" --bogus --out "$tmp/x"
 expect 2 '--epochs needs a value' "train: option without its value" -- "$TRAIN" --out "$tmp/x" --epochs
+# Every number is checked: no silent preset default, no atoi.
+expect 2 "^mnist-train: --epochs wants an integer from 1 to 100000, got '0'\$" "train: --epochs 0 refused" -- "$TRAIN" --epochs 0 --out "$tmp/x"
+expect 2 "^mnist-train: --epochs wants an integer from 1 to 100000, got 'abc'\$" "train: --epochs abc refused" -- "$TRAIN" --epochs abc --out "$tmp/x"
+expect 2 "--batch wants an integer from 1 to 65536, got '32x'" "train: --batch with junk refused" -- "$TRAIN" --batch 32x --out "$tmp/x"
+expect 2 "--lr wants a number above 0 up to 10, got '0'" "train: --lr 0 refused" -- "$TRAIN" --lr 0 --out "$tmp/x"
+expect 2 "--threads wants an integer from 0 to 1024, got '-1'" "train: --threads -1 refused" -- "$TRAIN" --threads -1 --out "$tmp/x"
+expect 2 "--seed wants an integer from 0 to 2\\^64-1, got 'abc'" "train: --seed abc refused" -- "$TRAIN" --seed abc --out "$tmp/x"
+expect 2 "--ema wants a number from 0 to below 1, got '1'" "train: --ema 1 refused" -- "$TRAIN" --ema 1 --out "$tmp/x"
+expect 2 '--elastic wants ALPHA,SIGMA' "train: --elastic with junk refused" -- "$TRAIN" --elastic 34,4x --out "$tmp/x"
+"$TRAIN" --help > "$tmp/help.out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q -- '--arch NAME|FILE .*(default mlp)' "$tmp/help.out" &&
+    grep -q -- "--epochs N .*(default the preset's: mlp 20, lenet 20, cnn 30" "$tmp/help.out" &&
+    grep -q -- '--seed N .*(default 1)' "$tmp/help.out" && grep -q -- '--data DIR .*(default data/mnist)' "$tmp/help.out"; then
+    ok "train: --help shows the actual defaults"
+else
+    not_ok "train: --help shows the actual defaults" "exit $rc" "$(head -c 600 "$tmp/help.out")"
+fi
 expect 2 '--dropout wants a probability' "train: --dropout 1 refused" -- "$TRAIN" --arch mlp --dropout 1 --out "$tmp/x"
 expect 2 '--dropout wants a probability' "train: --dropout abc refused" -- "$TRAIN" --arch mlp --dropout abc --out "$tmp/x"
 expect 2 'no dropout layer' "train: --dropout on an architecture without dropout" -- "$TRAIN" --arch lenet --dropout 0.2 --out "$tmp/x"
@@ -112,6 +130,9 @@ expect 1 'cannot open' "eval: missing weights file" -- "$EVAL" --data "$DATA" "$
 expect 1 'missing.safetensors' "eval: ensemble list with a missing member" -- "$EVAL" --data "$DATA" "$tmp/half.ensemble"
 expect 1 'no t10k images' "eval: data directory without MNIST" -- "$EVAL" --data "$tmp" "$tmp/tiny.safetensors"
 expect 2 '--shift wants DX,DY' "eval: malformed --shift" -- "$EVAL" --shift 1 "$tmp/tiny.safetensors"
+expect 2 "--threads wants an integer from 0 to 1024, got 'two'" "eval: --threads two refused" -- "$EVAL" --threads two "$tmp/tiny.safetensors"
+expect 2 "--scale wants a number above 0.05 and below 20, got '0'" "eval: --scale 0 refused" -- "$EVAL" --scale 0 "$tmp/tiny.safetensors"
+expect 2 'no MODEL given' "eval: no model" -- "$EVAL" --json
 
 # ---------------------------------------------------------------- mnist-predict
 "$MKPNG" --from-idx "$DATA/t10k-images-idx3-ubyte" 0 "$tmp/seven.png" || not_ok "mkpng renders test image 0"
@@ -153,7 +174,16 @@ assert codes == ["empty_body", "payload_too_large", "unreadable"], codes' "$tmp/
 else
     not_ok "predict: error codes for empty, oversized and missing files" "exit $rc" "$(head -c 400 "$tmp/pred3.json")"
 fi
-expect 2 'bad --max-bytes' "predict: --max-bytes 0 refused" -- "$PREDICT" --max-bytes 0 "$tmp/seven.png"
+expect 2 "--max-bytes wants an integer from 1 to 1073741824, got '0'" "predict: --max-bytes 0 refused" -- "$PREDICT" --max-bytes 0 "$tmp/seven.png"
+expect 2 "--max-pixels wants an integer from 1 to 4294967296, got '1e3'" "predict: --max-pixels 1e3 refused" -- "$PREDICT" --max-pixels 1e3 "$tmp/seven.png"
+expect 2 'no IMAGE.png given' "predict: no image" -- "$PREDICT" --model "$tmp/tiny.safetensors"
+"$PREDICT" --help > "$tmp/phelp.out" 2>&1
+if [ $? -eq 0 ] && grep -q -- '--max-bytes N .*(default 2097152)' "$tmp/phelp.out" &&
+    grep -q -- '--max-pixels N .*(default 16777216)' "$tmp/phelp.out" && grep -q -- '--models-dir DIR .*(default models)' "$tmp/phelp.out"; then
+    ok "predict: --help shows the actual defaults"
+else
+    not_ok "predict: --help shows the actual defaults" "$(head -c 600 "$tmp/phelp.out")"
+fi
 expect 2 'mnist-predict: ' "predict: unknown option" -- "$PREDICT" --bogus "$tmp/seven.png"
 
 echo "cli: $pass passed, $failed failed"

@@ -306,8 +306,18 @@ def find_operation(spec, method, path):
     return cands[0], op
 
 
-def any_operation_with(spec, status):
-    for item in (spec.get("paths") or {}).values():
+def any_operation_with(spec, status, near=None):
+    """An operation documenting status: preferably one of the path item
+    near, then one whose path starts with the same segment (an unknown
+    /v2/... path answers in the /v2 family's error shape), then any."""
+    items = list((spec.get("paths") or {}).items())
+    first = lambda p: p.strip("/").split("/")[0]
+    if near is not None:
+        near = near.split("?")[0]
+        items = ([it for it in items if it[0] == near]
+                 + [it for it in items if it[0] != near and first(it[0]) == first(near)]
+                 + items)
+    for _, item in items:
         for op in (item or {}).values():
             keys = set(map(str, (op.get("responses") or {}))) if isinstance(op, dict) else set()
             if status in keys or status[0] + "XX" in keys:
@@ -331,7 +341,7 @@ def check_response(v, spec, method, path, status, ctype, body):
     if tpl is None and status == 404:
         # An unknown path cannot have its own entry; its 404 must still be
         # the documented 404 body of the API.
-        op = any_operation_with(spec, "404")
+        op = any_operation_with(spec, "404", path)
         if op is None:
             return "%s (unknown path) 404" % method, ["no operation documents a 404 to compare with"]
         tpl = "(unknown path)"
@@ -341,7 +351,7 @@ def check_response(v, spec, method, path, status, ctype, body):
     if op is None and status in (404, 405):
         # a method the spec does not list is refused with the API's usual
         # error body: hold it to a documented response of that status
-        op = any_operation_with(spec, str(status))
+        op = any_operation_with(spec, str(status), tpl)
         if op is None:
             return key, ["no operation documents a %d to compare with" % status]
     elif op is None:

@@ -14,7 +14,7 @@ typedef enum {
     OPT_DEFAULT_MODEL, OPT_BODY_LIMIT, OPT_MAX_PIXELS, OPT_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_MAX_BATCH, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT,
     OPT_GRACE, OPT_LOG_FORMAT,
-    OPT_ACCESS_LOG
+    OPT_ACCESS_LOG, OPT_CORS_ORIGIN
 } opt_id;
 
 static const struct {
@@ -44,7 +44,7 @@ static const struct {
     {OPT_MAX_CONNECTIONS, "max-connections", "MNIST_MAX_CONNECTIONS", "N",
      "concurrent connections (default 1024)"},
     {OPT_MAX_BATCH, "max-batch", "MNIST_MAX_BATCH", "N",
-     "images per /predict/batch request (default 64)"},
+     "images per /predict/batch or v2 infer request (default 64)"},
     {OPT_DRAIN_DELAY, "drain-delay", "MNIST_DRAIN_DELAY", "SECONDS",
      "on SIGTERM, keep accepting this long while /readyz says 503, so\n"
      "                        load balancers stop sending first (default 5;\n"
@@ -57,6 +57,9 @@ static const struct {
      "log line format on stderr (default text)"},
     {OPT_ACCESS_LOG, "access-log", "MNIST_ACCESS_LOG", "on|off",
      "one log line per request (default on)"},
+    {OPT_CORS_ORIGIN, "cors-origin", "MNIST_CORS_ORIGIN", "ORIGIN[,ORIGIN...]",
+     "let browsers on these origins call the API (CORS); '*' for any;\n"
+     "                        repeatable (default: no CORS headers)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -273,6 +276,13 @@ static int apply(srv_config *c, opt_id id, const char *src, const char *v,
         if (parse_bool(v, &c->access_log) < 0)
             goto bad;
         return 0;
+    case OPT_CORS_ORIGIN: {
+        char inner[200];
+        if (srv_config_add_cors(c, v, inner, sizeof inner) == 0)
+            return 0;
+        snprintf(err, errlen, "%s: %s", src, inner);
+        return -1;
+    }
     }
 bad:
     for (size_t i = 0; i < NOPTS; i++)
@@ -282,6 +292,72 @@ bad:
             break;
         }
     return -1;
+}
+
+/* An origin as browsers send it: scheme "://" host [":" port], nothing
+ * after; letters, digits and "-._" in the host (IPv6 literals in []). */
+static int valid_origin(const char *o, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (isalnum((unsigned char)o[i]) || o[i] == '+' ||
+                     o[i] == '-' || o[i] == '.'))
+        i++;
+    if (i == 0 || n - i < 4 || memcmp(o + i, "://", 3) != 0)
+        return 0;
+    i += 3;
+    size_t host = i;
+    while (i < n && (isalnum((unsigned char)o[i]) || strchr("-._[]:", o[i])))
+        i++;
+    return i == n && i > host && o[n - 1] != ':';
+}
+
+int srv_config_add_cors(srv_config *c, const char *list, char *err,
+                        size_t errlen)
+{
+    const char *p = list;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        const char *o = p;
+        while (n && (*o == ' ' || *o == '\t')) {
+            o++;
+            n--;
+        }
+        while (n && (o[n - 1] == ' ' || o[n - 1] == '\t'))
+            n--;
+        if (n == 0) {
+            snprintf(err, errlen, "empty origin in '%s'", list);
+            return -1;
+        }
+        int star = n == 1 && o[0] == '*';
+        if (n >= SRV_ORIGIN_MAX || (!star && !valid_origin(o, n))) {
+            snprintf(err, errlen, "invalid origin '%.*s' (expected '*' or "
+                     "scheme://host[:port], e.g. https://app.example.com)",
+                     (int)(n > 80 ? 80 : n), o);
+            return -1;
+        }
+        if (c->ncors >= SRV_CORS_MAX) {
+            snprintf(err, errlen, "more than %d origins", SRV_CORS_MAX);
+            return -1;
+        }
+        memcpy(c->cors[c->ncors], o, n);
+        c->cors[c->ncors][n] = '\0';
+        c->ncors++;
+        p += strcspn(p, ",");
+        if (!*p)
+            return 0;
+        p++;
+    }
+}
+
+int srv_config_cors_allows(const srv_config *c, const char *origin)
+{
+    if (!origin)
+        return 0;
+    for (int i = 0; i < c->ncors; i++)
+        /* Origins compare exactly (RFC 6454 serialisation); "*" is any. */
+        if (strcmp(c->cors[i], "*") == 0 || strcmp(c->cors[i], origin) == 0)
+            return 1;
+    return 0;
 }
 
 /* MNIST_MODELS holds entries separated by ';' or whitespace. */
@@ -334,7 +410,7 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
             dir_given = 1;
     }
 
-    int flag_models = 0;
+    int flag_models = 0, flag_cors = 0;
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
@@ -367,10 +443,15 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
             }
             val = argv[++a];
         }
-        /* Flags win: the first --model drops the models from MNIST_MODELS. */
+        /* Flags win: the first --model drops the models from MNIST_MODELS,
+         * the first --cors-origin the origins from MNIST_CORS_ORIGIN. */
         if (opts[i].id == OPT_MODEL && !flag_models) {
             flag_models = 1;
             c->nmodels = 0;
+        }
+        if (opts[i].id == OPT_CORS_ORIGIN && !flag_cors) {
+            flag_cors = 1;
+            c->ncors = 0;
         }
         char src[64];
         snprintf(src, sizeof src, "--%s", opts[i].flag);

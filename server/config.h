@@ -21,6 +21,8 @@
 #define SRV_MAX_MODELS 32
 #define SRV_NAME_MAX 64
 #define SRV_PATHS_MAX 4096
+#define SRV_CORS_MAX 16          /* allowed origins                        */
+#define SRV_ORIGIN_MAX 256       /* bytes of one origin, NUL included      */
 
 typedef struct {
     char name[SRV_NAME_MAX];    /* [A-Za-z0-9._-], 1..63 chars           */
@@ -39,11 +41,14 @@ typedef struct {
     uint64_t max_pixels;        /* decoded width*height, default 4096^2  */
     unsigned timeout_s;         /* idle connection timeout, default 30   */
     unsigned max_connections;   /* default 1024                          */
-    int max_batch;              /* images per /predict/batch, default 64 */
+    int max_batch;              /* images per batch request, default 64  */
     double drain_delay_s;       /* SIGTERM: serve while not ready, def. 5 */
     double drain_timeout_s;     /* then finish in flight, default 10      */
     int log_json;               /* --log-format json                     */
     int access_log;             /* one line per request, default on      */
+    /* CORS (--cors-origin, MNIST_CORS_ORIGIN): off when ncors == 0. */
+    char cors[SRV_CORS_MAX][SRV_ORIGIN_MAX];  /* "scheme://host[:port]" or "*" */
+    int ncors;
 } srv_config;
 
 typedef enum {
@@ -73,6 +78,17 @@ int srv_config_valid_name(const char *name);
 /* "2MiB", "512k", "1048576" -> bytes. Returns 0, or -1 when malformed or
  * over max. */
 int srv_config_parse_size(const char *s, uint64_t max, uint64_t *out);
+
+/* Adds allowed CORS origins from a comma list ("*" allows any). Each is
+ * "*" or scheme://host[:port] (printable ASCII, no path). Returns 0, or -1
+ * with err. */
+int srv_config_add_cors(srv_config *c, const char *list, char *err,
+                        size_t errlen);
+
+/* Whether a request's Origin header value is allowed. The answer's
+ * Access-Control-Allow-Origin is then "*" when "*" is configured, else
+ * the origin itself. */
+int srv_config_cors_allows(const srv_config *c, const char *origin);
 
 void srv_config_usage(FILE *f);
 

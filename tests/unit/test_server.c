@@ -185,6 +185,47 @@ static void test_config_env_and_flags(void **state)
                      SRV_CONFIG_VERSION);
 }
 
+static void test_config_cors(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[256];
+    assert_int_equal(parse(&c, NULL, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.ncors, 0);
+    assert_false(srv_config_cors_allows(&c, "https://a.example"));
+
+    /* A comma list from env; the flags (repeatable) replace it. */
+    static const char *const env[] = {
+        "MNIST_CORS_ORIGIN", "https://a.example, http://b.example:8080", NULL};
+    assert_int_equal(parse(&c, env, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.ncors, 2);
+    assert_true(srv_config_cors_allows(&c, "https://a.example"));
+    assert_true(srv_config_cors_allows(&c, "http://b.example:8080"));
+    assert_false(srv_config_cors_allows(&c, "http://b.example"));
+    assert_false(srv_config_cors_allows(&c, "https://a.example.evil"));
+    assert_false(srv_config_cors_allows(&c, NULL));
+    assert_int_equal(parse(&c, env, err, sizeof err, "--cors-origin",
+                           "https://c.example", "--cors-origin=http://[::1]:3000",
+                           NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.ncors, 2);
+    assert_false(srv_config_cors_allows(&c, "https://a.example"));
+    assert_true(srv_config_cors_allows(&c, "http://[::1]:3000"));
+    assert_int_equal(parse(&c, env, err, sizeof err, "--cors-origin", "*", NULL),
+                     SRV_CONFIG_RUN);
+    assert_true(srv_config_cors_allows(&c, "https://anything.example"));
+
+    static const char *const bad[] = {"", "a.example", "https://", "https://a/b",
+                                      "https://a b", "https://a,,https://b",
+                                      "https://a:", "javascript:alert(1)"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        srv_config_action act = parse(&c, NULL, err, sizeof err, "--cors-origin",
+                                      bad[i], NULL);
+        if (act != SRV_CONFIG_ERROR || !strstr(err, "--cors-origin"))
+            fail_msg("--cors-origin '%s': action %d, message '%s'", bad[i],
+                     act, err);
+    }
+}
+
 static void test_config_errors(void **state)
 {
     (void)state;
@@ -639,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_config_env_and_flags),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_cors),
         cmocka_unit_test(test_reqid),
         cmocka_unit_test(test_buf_json),
         cmocka_unit_test(test_multipart),

@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const int status_codes[] = {200, 400, 404, 405, 413, 415, 422,
+static const int status_codes[] = {200, 204, 400, 404, 405, 413, 415, 422,
                                    500, 503, 0};   /* 0: any other */
 #define NSTATUS (int)(sizeof status_codes / sizeof status_codes[0])
 

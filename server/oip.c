@@ -1181,6 +1181,57 @@ void srv_oip_error_write(srv_buf *out, const char *msg)
     srv_buf_puts(out, "}");
 }
 
+/* ---- paths --------------------------------------------------------------------- */
+
+/* Copies the segment at *s (up to '/' or the end) into out, or "" when it
+ * does not fit; advances *s past it. */
+static void take_segment(const char **s, char *out)
+{
+    size_t n = strcspn(*s, "/");
+    if (n < SRV_OIP_SEGMENT_MAX) {
+        memcpy(out, *s, n);
+        out[n] = '\0';
+    } else {
+        out[0] = '\0';
+    }
+    *s += n;
+}
+
+srv_oip_path_kind srv_oip_path_parse(const char *path, srv_oip_path *p)
+{
+    memset(p, 0, sizeof *p);
+    if (strncmp(path, "/v2", 3) != 0 || (path[3] != '\0' && path[3] != '/'))
+        return p->kind = SRV_OIP_PATH_NONE;
+    const char *s = path + 3;
+    p->kind = SRV_OIP_PATH_UNKNOWN;
+    if (*s == '\0')
+        return p->kind = SRV_OIP_PATH_SERVER;
+    if (strcmp(s, "/health/live") == 0)
+        return p->kind = SRV_OIP_PATH_LIVE;
+    if (strcmp(s, "/health/ready") == 0)
+        return p->kind = SRV_OIP_PATH_READY;
+    if (strncmp(s, "/models/", 8) != 0)
+        return p->kind;
+    s += 8;
+    if (*s == '/' || *s == '\0')
+        return p->kind;
+    take_segment(&s, p->name);
+    if (strncmp(s, "/versions/", 10) == 0) {
+        s += 10;
+        if (*s == '/' || *s == '\0')
+            return p->kind;
+        take_segment(&s, p->version);
+        p->has_version = 1;
+    }
+    if (*s == '\0')
+        p->kind = SRV_OIP_PATH_MODEL;
+    else if (strcmp(s, "/ready") == 0)
+        p->kind = SRV_OIP_PATH_MODEL_READY;
+    else if (strcmp(s, "/infer") == 0)
+        p->kind = SRV_OIP_PATH_INFER;
+    return p->kind;
+}
+
 /* ---- {"image": ...} and {"images": [...]} ---------------------------------------- */
 
 typedef struct {

@@ -131,6 +131,33 @@ void srv_oip_response_write(srv_buf *out, const srv_oip_result *r,
 /* Appends {"error":"msg"}, the protocol's error object. */
 void srv_oip_error_write(srv_buf *out, const char *msg);
 
+/* ---- paths ------------------------------------------------------------------ */
+
+typedef enum {
+    SRV_OIP_PATH_NONE = 0,      /* not under /v2                          */
+    SRV_OIP_PATH_UNKNOWN,       /* under /v2/, but no such endpoint       */
+    SRV_OIP_PATH_SERVER,        /* /v2                                    */
+    SRV_OIP_PATH_LIVE,          /* /v2/health/live                        */
+    SRV_OIP_PATH_READY,         /* /v2/health/ready                       */
+    SRV_OIP_PATH_MODEL,         /* /v2/models/N[/versions/V]              */
+    SRV_OIP_PATH_MODEL_READY,   /* /v2/models/N[/versions/V]/ready        */
+    SRV_OIP_PATH_INFER          /* /v2/models/N[/versions/V]/infer        */
+} srv_oip_path_kind;
+
+#define SRV_OIP_SEGMENT_MAX 64
+
+typedef struct {
+    srv_oip_path_kind kind;
+    char name[SRV_OIP_SEGMENT_MAX];     /* "" when longer than 63 bytes */
+    char version[SRV_OIP_SEGMENT_MAX];  /* likewise; "" without /versions/ */
+    int has_version;
+} srv_oip_path;
+
+/* Splits a request path (no query string) into the endpoint and its model
+ * name and version. Segments are taken as written (no percent-decoding;
+ * model names are [A-Za-z0-9._-]). Returns p->kind. */
+srv_oip_path_kind srv_oip_path_parse(const char *path, srv_oip_path *p);
+
 /* ---- our own API's JSON body ------------------------------------------------ */
 
 /* Parses POST /predict's {"image": "<base64 PNG>"} (key "image", exactly

@@ -19,14 +19,24 @@ typedef enum {
     SRV_ROUTE_MODELS,
     SRV_ROUTE_METRICS,
     SRV_ROUTE_OPENAPI,
+    SRV_ROUTE_V2,             /* /v2: server metadata                 */
+    SRV_ROUTE_V2_LIVE,        /* /v2/health/live                      */
+    SRV_ROUTE_V2_READY,       /* /v2/health/ready                     */
+    SRV_ROUTE_V2_MODEL,       /* /v2/models/{name}[/versions/{v}]     */
+    SRV_ROUTE_V2_MODEL_READY, /* /v2/models/{name}[/versions/{v}]/ready */
+    SRV_ROUTE_V2_INFER,       /* /v2/models/{name}[/versions/{v}]/infer */
     SRV_ROUTE_OTHER, /* unknown paths, answered 404 */
     SRV_NROUTES
 } srv_route;
 
-/* The route of a request path (exact match; query already split off). */
+/* The route of a request path (query already split off): an exact match,
+ * or one of the Open Inference Protocol's /v2 paths (srv_oip_path_parse:
+ * model name and version are path segments). */
 srv_route srv_route_of(const char *url);
 
-/* The path of a route, e.g. "/predict"; "other" for SRV_ROUTE_OTHER. */
+/* The path of a route, e.g. "/predict" or "/v2/models/{name}/infer" (model
+ * names and versions stay out of metric labels); "other" for
+ * SRV_ROUTE_OTHER. */
 const char *srv_route_name(srv_route r);
 
 /* Nonzero for routes that take a request body (POST). */

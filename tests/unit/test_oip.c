@@ -561,6 +561,48 @@ static void test_images_parse(void **state)
     }
 }
 
+static void test_paths(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *path;
+        srv_oip_path_kind kind;
+        const char *name, *version;
+    } cases[] = {
+        {"/v2", SRV_OIP_PATH_SERVER, "", ""},
+        {"/v2/health/live", SRV_OIP_PATH_LIVE, "", ""},
+        {"/v2/health/ready", SRV_OIP_PATH_READY, "", ""},
+        {"/v2/models/cnn", SRV_OIP_PATH_MODEL, "cnn", ""},
+        {"/v2/models/cnn/ready", SRV_OIP_PATH_MODEL_READY, "cnn", ""},
+        {"/v2/models/cnn/infer", SRV_OIP_PATH_INFER, "cnn", ""},
+        {"/v2/models/cnn/versions/1", SRV_OIP_PATH_MODEL, "cnn", "1"},
+        {"/v2/models/cnn/versions/1/ready", SRV_OIP_PATH_MODEL_READY, "cnn", "1"},
+        {"/v2/models/a.b-c_d/versions/v10/infer", SRV_OIP_PATH_INFER, "a.b-c_d", "v10"},
+        {"/v2/", SRV_OIP_PATH_UNKNOWN, "", ""},
+        {"/v2/health", SRV_OIP_PATH_UNKNOWN, "", ""},
+        {"/v2/models", SRV_OIP_PATH_UNKNOWN, "", ""},
+        {"/v2/models/", SRV_OIP_PATH_UNKNOWN, "", ""},
+        {"/v2/models//infer", SRV_OIP_PATH_UNKNOWN, "", ""},
+        {"/v2/models/cnn/versions/", SRV_OIP_PATH_UNKNOWN, "cnn", ""},
+        {"/v2/models/cnn/versions", SRV_OIP_PATH_UNKNOWN, "cnn", ""},
+        {"/v2/models/cnn/infer/x", SRV_OIP_PATH_UNKNOWN, "cnn", ""},
+        {"/v2/models/cnn/", SRV_OIP_PATH_UNKNOWN, "cnn", ""},
+        {"/v2x", SRV_OIP_PATH_NONE, "", ""},
+        {"/predict", SRV_OIP_PATH_NONE, "", ""},
+        {"/v2/models/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/infer",
+         SRV_OIP_PATH_INFER, "", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        srv_oip_path p;
+        srv_oip_path_kind k = srv_oip_path_parse(cases[i].path, &p);
+        if (k != cases[i].kind || p.kind != k ||
+            strcmp(p.name, cases[i].name) != 0 ||
+            strcmp(p.version, cases[i].version) != 0)
+            fail_msg("%s: kind %d name '%s' version '%s'", cases[i].path, k,
+                     p.name, p.version);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +617,7 @@ int main(void)
         cmocka_unit_test(test_parse_every_prefix),
         cmocka_unit_test(test_response_json_and_binary),
         cmocka_unit_test(test_images_parse),
+        cmocka_unit_test(test_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

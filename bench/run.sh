@@ -162,6 +162,16 @@ meta cnn_model "$CNN"
 PNG=$TMP/digit.png
 "$BUILD/tests/tools/mkpng" --from-idx data/mnist/t10k-images-idx3-ubyte 0 "$PNG" ||
     die "could not make the PNG request body"
+# The same image as a v2 inference request: a UINT8 [1,28,28] tensor.
+V2_BODY=$TMP/digit-v2.json
+"$PY" -c '
+import json, sys
+with open(sys.argv[1], "rb") as f:
+    f.seek(16)
+    px = list(f.read(784))
+json.dump({"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": px}]},
+          open(sys.argv[2], "w"))' data/mnist/t10k-images-idx3-ubyte "$V2_BODY" ||
+    die "could not make the v2 request body"
 
 # ---- training and batch-1 inference ------------------------------------------
 cmd_ours() {
@@ -285,6 +295,12 @@ wrk_json() {
     PNG_BODY=$PNG wrk -t2 -c"$2" -d"$3s" --timeout 10s -s bench/wrk/predict.lua \
         "http://127.0.0.1:$1/predict" 2>&1 | grep '^{"requests"' | tail -n1
 }
+# wrk_v2_json PORT CONNS SECONDS MODEL: the same image as a v2 UINT8 tensor.
+wrk_v2_json() {
+    PNG_BODY=$V2_BODY wrk -t2 -c"$2" -d"$3s" --timeout 10s \
+        -s bench/wrk/predict.lua "http://127.0.0.1:$1/v2/models/$4/infer" 2>&1 |
+        grep '^{"requests"' | tail -n1
+}
 
 # Which gunicorn worker kind serves the peer best here: sync closes every
 # connection, gthread keeps them alive; measured, not assumed.
@@ -327,6 +343,16 @@ server_section() {
                     log "server_${name}_c$c $side $rep: $j"
                 fi
                 record "server_${name}_c$c" "$side" "$rep" "$j"
+                # Ours only (the peer has no v2 protocol): LeNet at 64
+                # connections through /v2 with a UINT8 tensor, right after
+                # the PNG figure on the same server.
+                if [ "$side" = ours ] && [ "$name" = lenet ] && [ "$c" = 64 ]; then
+                    wrk_v2_json "$port" "$c" "$WRK_WARM" "$name" >/dev/null || true
+                    j=$(wrk_v2_json "$port" "$c" "$WRK_SECS" "$name" || true)
+                    [ -n "$j" ] || { log "server_lenet_v2_c64 (run $rep): wrk gave no result"; j=null; }
+                    log "server_lenet_v2_c64 ours $rep: $j"
+                    record server_lenet_v2_c64 ours "$rep" "$j"
+                fi
             done
         done
     done

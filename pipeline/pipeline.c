@@ -25,6 +25,8 @@ static const struct {
     [PIPE_TOO_MANY_IMAGES] = {"too_many_images", 413},
     [PIPE_BAD_MULTIPART] = {"bad_multipart", 400},
     [PIPE_MISSING_IMAGE] = {"missing_image", 400},
+    [PIPE_BAD_REQUEST] = {"bad_request", 400},
+    [PIPE_INVALID_BASE64] = {"invalid_base64", 400},
     [PIPE_UNSUPPORTED_MEDIA_TYPE] = {"unsupported_media_type", 415},
     [PIPE_NOT_FOUND] = {"not_found", 404},
     [PIPE_MODEL_NOT_FOUND] = {"model_not_found", 404},

@@ -76,6 +76,11 @@ typedef enum {
     PIPE_TOO_MANY_IMAGES,        /* 413 "too_many_images": batch too big    */
     PIPE_BAD_MULTIPART,          /* 400 "bad_multipart"                     */
     PIPE_MISSING_IMAGE,          /* 400 "missing_image": no 'image' part    */
+    PIPE_BAD_REQUEST,            /* 400 "bad_request": a JSON body (ours or
+                                    a v2 inference request) that is
+                                    malformed or not what the route takes  */
+    PIPE_INVALID_BASE64,         /* 400 "invalid_base64": an image in JSON
+                                    that is not base64                     */
     PIPE_UNSUPPORTED_MEDIA_TYPE, /* 415 "unsupported_media_type"            */
     PIPE_NOT_FOUND,              /* 404 "not_found": no such path           */
     PIPE_MODEL_NOT_FOUND,        /* 404 "model_not_found"                   */

@@ -360,6 +360,14 @@ int srv_config_cors_allows(const srv_config *c, const char *origin)
     return 0;
 }
 
+int srv_config_cors_any(const srv_config *c)
+{
+    for (int i = 0; i < c->ncors; i++)
+        if (strcmp(c->cors[i], "*") == 0)
+            return 1;
+    return 0;
+}
+
 /* MNIST_MODELS holds entries separated by ';' or whitespace. */
 static int apply_env_models(srv_config *c, const char *v, char *err,
                             size_t errlen)

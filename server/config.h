@@ -89,6 +89,8 @@ int srv_config_add_cors(srv_config *c, const char *list, char *err,
  * Access-Control-Allow-Origin is then "*" when "*" is configured, else
  * the origin itself. */
 int srv_config_cors_allows(const srv_config *c, const char *origin);
+/* Whether "*" is among the allowed origins. */
+int srv_config_cors_any(const srv_config *c);
 
 void srv_config_usage(FILE *f);
 

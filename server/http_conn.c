@@ -32,10 +32,35 @@ enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *conn, srv
                 r->rid);
         return MHD_NO;
     }
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (ctype)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, "X-Request-Id", r->rid);
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    if (r->resp_hdr_len) {
+        char v[32];
+        snprintf(v, sizeof v, "%zu", r->resp_hdr_len);
+        MHD_add_response_header(resp, "Inference-Header-Content-Length", v);
+    }
+    if (s->cfg->ncors) {
+        /* With CORS on, answers differ by Origin: caches must key on it,
+         * also for origins that get no CORS headers. */
+        MHD_add_response_header(resp, "Vary", "Origin");
+        if (r->origin) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin",
+                                    srv_config_cors_any(s->cfg) ? "*" : r->origin);
+            MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                    "X-Request-Id, Inference-Header-Content-Length");
+            if (r->preflight) {
+                MHD_add_response_header(resp, "Access-Control-Allow-Methods",
+                                        "GET, HEAD, POST, OPTIONS");
+                MHD_add_response_header(resp, "Access-Control-Allow-Headers",
+                                        "Content-Type, X-Request-Id, "
+                                        "Inference-Header-Content-Length");
+                MHD_add_response_header(resp, "Access-Control-Max-Age", "600");
+            }
+        }
+    }
     if (status == 503)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (atomic_load_explicit(&s->draining, memory_order_relaxed))
@@ -67,7 +92,10 @@ enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req 
     va_end(ap);
     srv_buf b;
     srv_buf_init(&b, store, sizeof store);
-    srv_http_error_json(&b, pipe_status_name(st), msg);
+    if (r->v2)
+        srv_oip_error_write(&b, msg);   /* the protocol's {"error": "..."} */
+    else
+        srv_http_error_json(&b, pipe_status_name(st), msg);
     enum MHD_Result ret =
         b.oom ? MHD_NO
               : srv_http_respond(s, c, r, pipe_status_http(st), SRV_HTTP_JSON, b.data, b.len,
@@ -184,6 +212,11 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
             return MHD_NO;
         r->t0 = srv_http_now_ns();
         r->route = srv_route_of(url);
+        r->v2 = srv_oip_path_parse(url, &r->v2p) != SRV_OIP_PATH_NONE;
+        r->hdr_len = -1;
+        r->resp_hdr_len = 0;
+        r->origin = NULL;
+        r->preflight = 0;
         snprintf(r->method, sizeof r->method, "%s", method);
         srv_log_sanitize(url, r->path, sizeof r->path);
         r->status = 0;

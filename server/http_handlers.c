@@ -1,10 +1,11 @@
 /* http_handlers.c - what each route does: the checks the headers alone
- * decide (method, readiness, model, content type), then the handlers:
- * the GET documents, and POST /predict and /predict/batch over the
- * serving pipeline. See http_int.h for the life cycle; adding an endpoint:
- * CONTRIBUTING.md. */
+ * decide (method, readiness, model, content type, CORS), then the
+ * handlers: the GET documents, POST /predict and /predict/batch, and the
+ * Open Inference Protocol's /v2 paths, over the serving pipeline. See
+ * http_int.h for the life cycle; adding an endpoint: CONTRIBUTING.md. */
 #include "http_int.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,13 +24,58 @@ static void media_type(const char *ct, char *out, size_t outlen)
     out[o] = '\0';
 }
 
+/* POST .../infer: JSON, or JSON followed by binary tensor data (Triton's
+ * clients send that as octet-stream, or with no type at all), and the
+ * JSON part's length when binary data follows. */
+static void begin_v2_infer(struct MHD_Connection *c, srv_req *r, const char *ct,
+                           const char *mt)
+{
+    if (ct && strcmp(mt, "application/json") != 0 &&
+        strcmp(mt, "application/octet-stream") != 0) {
+        char safe[96];
+        srv_log_sanitize(ct, safe, sizeof safe);
+        srv_http_defer(r, PIPE_UNSUPPORTED_MEDIA_TYPE, NULL,
+                       "Content-Type %s: send application/json (or "
+                       "application/octet-stream with binary tensor data)",
+                       safe);
+        return;
+    }
+    const char *hl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
+                                                 "Inference-Header-Content-Length");
+    if (hl) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(hl, &end, 10);
+        if (*hl < '0' || *hl > '9' || *end || errno || v > (unsigned long long)INT64_MAX) {
+            char safe[64];
+            srv_log_sanitize(hl, safe, sizeof safe);
+            srv_http_defer(r, PIPE_BAD_REQUEST, NULL,
+                           "Inference-Header-Content-Length '%s' is not a byte count", safe);
+            return;
+        }
+        r->hdr_len = (int64_t)v;
+    }
+    r->kind = SRV_BODY_JSON;
+}
+
 void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const char *url)
 {
     int is_post = strcmp(r->method, "POST") == 0;
     int is_get = strcmp(r->method, "GET") == 0 || strcmp(r->method, "HEAD") == 0;
+    if (s->cfg->ncors) {
+        const char *origin = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+        if (srv_config_cors_allows(s->cfg, origin))
+            r->origin = origin; /* MHD keeps it until the request completes */
+    }
     if (r->route == SRV_ROUTE_OTHER) {
         srv_http_defer(r, PIPE_NOT_FOUND, NULL, "no such path: %s (see GET /openapi.yaml)",
                        r->path);
+        return;
+    }
+    /* With CORS on, OPTIONS on any path is a preflight: 204, with the CORS
+     * headers only for an allowed origin (srv_http_respond). */
+    if (s->cfg->ncors && strcmp(r->method, "OPTIONS") == 0) {
+        r->preflight = 1;
         return;
     }
     int post_route = srv_route_is_post(r->route);
@@ -43,6 +89,27 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
                        "%s accepts GET and HEAD only", url);
         return;
     }
+    if (r->route == SRV_ROUTE_V2_MODEL || r->route == SRV_ROUTE_V2_MODEL_READY ||
+        r->route == SRV_ROUTE_V2_INFER) {
+        /* The model (and version) are in the path. */
+        char safe[96];
+        srv_log_sanitize(r->v2p.name, safe, sizeof safe);
+        r->model = r->v2p.name[0] ? srv_models_find(s->models, r->v2p.name) : -1;
+        if (r->model < 0) {
+            r->model = s->models->default_idx;
+            srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
+                           "no model named '%s' (see GET /v1/models)", safe);
+            return;
+        }
+        if (r->v2p.has_version && strcmp(r->v2p.version, SRV_MODEL_VERSION) != 0) {
+            char ver[96];
+            srv_log_sanitize(r->v2p.version, ver, sizeof ver);
+            srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
+                           "model '%s' has no version '%s' (it serves version "
+                           SRV_MODEL_VERSION ")", safe, ver);
+            return;
+        }
+    }
     if (!post_route)
         return; /* answered on the last call, keeping the connection */
 
@@ -50,7 +117,8 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         srv_http_defer(r, PIPE_NOT_READY, NULL, "starting: models are warming up");
         return;
     }
-    const char *name = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model");
+    const char *name = r->v2 ? NULL
+                             : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model");
     if (name) {
         r->model = srv_models_find(s->models, name);
         if (r->model < 0) {
@@ -66,7 +134,11 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     char mt[64];
     media_type(ct ? ct : "", mt, sizeof mt);
-    if (strcmp(mt, "multipart/form-data") == 0) {
+    if (r->route == SRV_ROUTE_V2_INFER) {
+        begin_v2_infer(c, r, ct, mt);
+    } else if (strcmp(mt, "application/json") == 0) {
+        r->kind = SRV_BODY_JSON; /* {"image": ...} or {"images": [...]} */
+    } else if (strcmp(mt, "multipart/form-data") == 0) {
         if (srv_multipart_boundary(ct, r->boundary, sizeof r->boundary) < 0) {
             srv_http_defer(r, PIPE_BAD_MULTIPART, NULL,
                            "multipart/form-data needs a boundary parameter of 1..70 "
@@ -82,11 +154,13 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         srv_log_sanitize(ct ? ct : "(none)", safe, sizeof safe);
         if (r->route == SRV_ROUTE_BATCH)
             srv_http_defer(r, PIPE_UNSUPPORTED_MEDIA_TYPE, NULL,
-                           "Content-Type %s: /predict/batch takes multipart/form-data", safe);
+                           "Content-Type %s: /predict/batch takes multipart/form-data or "
+                           "application/json",
+                           safe);
         else
             srv_http_defer(r, PIPE_UNSUPPORTED_MEDIA_TYPE, NULL,
-                           "Content-Type %s: send image/png, application/octet-stream or "
-                           "multipart/form-data",
+                           "Content-Type %s: send image/png, application/octet-stream, "
+                           "multipart/form-data or application/json",
                            safe);
     }
 }
@@ -137,6 +211,21 @@ static void classify(srv_server *s, srv_ws *w, int model,
         srv_log(SRV_ERROR, "model %s: %s", m->name, res->msg);
 }
 
+/* The pipeline status of a JSON parser's failure. */
+static pipe_status oip_status(srv_oip_status st)
+{
+    switch (st) {
+    case SRV_OIP_OK:
+        return PIPE_OK;
+    case SRV_OIP_ERR_TOO_LARGE:
+        return PIPE_TOO_MANY_IMAGES;
+    case SRV_OIP_ERR_NOMEM:
+        return PIPE_INTERNAL;
+    default:
+        return PIPE_BAD_REQUEST;
+    }
+}
+
 /* ---- POST handlers -------------------------------------------------------- */
 
 static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
@@ -145,7 +234,23 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
     const uint8_t *data = r->body;
     size_t len = r->len;
     char err[256];
-    if (r->kind == SRV_BODY_MULTIPART) {
+    srv_oip_item *items = NULL;
+    uint8_t *store = NULL;
+    if (r->kind == SRV_BODY_JSON) {
+        uint32_t n;
+        srv_oip_status st = srv_oip_images_parse(r->body, r->len, "image", 1, &items,
+                                                 &store, &n, err, sizeof err);
+        if (st != SRV_OIP_OK)
+            return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
+        if (!items[0].data) {
+            free(items);
+            free(store);
+            return srv_http_error(s, c, r, PIPE_INVALID_BASE64, NULL,
+                                  "'image' is not valid base64");
+        }
+        data = items[0].data;
+        len = items[0].len;
+    } else if (r->kind == SRV_BODY_MULTIPART) {
         srv_part part;
         int n;
         int rc = srv_multipart_parse(r->body, r->len, r->boundary, "image",
@@ -162,14 +267,19 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
         len = part.len;
     }
     srv_ws *w = srv_pool_get(s->pool);
-    if (!w)
+    if (!w) {
+        free(items);
+        free(store);
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
                              "no workspace for this thread (out of memory)");
+    }
     pipe_result res;
     classify(s, w, r->model, data, len, &res);
-    char store[2048];
+    free(items);
+    free(store);
+    char text[2048];
     srv_buf b;
-    srv_buf_init(&b, store, sizeof store);
+    srv_buf_init(&b, text, sizeof text);
     result_json(&b, &s->models->m[r->model], &res, (srv_http_now_ns() - r->t0) / 1000);
     enum MHD_Result ret =
         b.oom ? MHD_NO
@@ -187,8 +297,32 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     srv_part *parts = malloc(sizeof *parts * (size_t)max);
     if (!parts)
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
-    int rc = srv_multipart_parse(r->body, r->len, r->boundary, "image", parts,
-                                 max, &n, err, sizeof err);
+    int rc = SRV_MP_OK;
+    uint8_t *store = NULL;
+    if (r->kind == SRV_BODY_JSON) {
+        /* {"images": [...]}: an element that is not base64 gets its own
+         * error entry (data NULL), as a part that is not a PNG does. */
+        srv_oip_item *items;
+        uint32_t ni;
+        srv_oip_status st = srv_oip_images_parse(r->body, r->len, "images", (uint32_t)max,
+                                                 &items, &store, &ni, err, sizeof err);
+        if (st != SRV_OIP_OK) {
+            free(parts);
+            if (st == SRV_OIP_ERR_TOO_LARGE)
+                return srv_http_error(s, c, r, PIPE_TOO_MANY_IMAGES, NULL,
+                                      "at most %d images per batch request", max);
+            return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
+        }
+        n = (int)ni;
+        for (int i = 0; i < n; i++) {
+            parts[i].data = items[i].data;
+            parts[i].len = items[i].len;
+        }
+        free(items);
+    } else {
+        rc = srv_multipart_parse(r->body, r->len, r->boundary, "image", parts, max, &n, err,
+                                 sizeof err);
+    }
     if (rc != SRV_MP_OK || n == 0) {
         free(parts);
         if (rc == SRV_MP_TOO_MANY)
@@ -204,6 +338,7 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     srv_ws *w = srv_pool_get(s->pool);
     if (!w) {
         free(parts);
+        free(store);
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
                              "no workspace for this thread (out of memory)");
     }
@@ -216,13 +351,20 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     for (int i = 0; i < n; i++) {
         pipe_result res;
         uint64_t t0 = srv_http_now_ns();
-        classify(s, w, r->model, parts[i].data, parts[i].len, &res);
+        if (parts[i].data) {
+            classify(s, w, r->model, parts[i].data, parts[i].len, &res);
+        } else {
+            memset(&res, 0, sizeof res);
+            res.status = PIPE_INVALID_BASE64;
+            snprintf(res.msg, sizeof res.msg, "image %d is not valid base64", i);
+        }
         if (i)
             srv_buf_append(&b, ",", 1);
         result_json(&b, &s->models->m[r->model], &res, (srv_http_now_ns() - t0) / 1000);
     }
     srv_buf_puts(&b, "]}");
     free(parts);
+    free(store);
     size_t len;
     char *body = srv_buf_detach(&b, &len);
     srv_buf_free(&b);
@@ -230,6 +372,144 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
     return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE,
                    NULL);
+}
+
+/* ---- the Open Inference Protocol (v2) ------------------------------------------ */
+
+/* POST /v2/models/{name}[/versions/{v}]/infer: UINT8/FP32 tensors go
+ * straight to the model (pipe_run_tensors), BYTES PNGs through the same
+ * path as POST /predict; any image's failure fails the request. */
+static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, srv_req *r)
+{
+    srv_oip_limits lim = {.max_batch = (uint32_t)s->cfg->max_batch};
+    srv_oip_request *q;
+    char err[256];
+    srv_oip_status st = srv_oip_request_parse(r->body, r->len, r->hdr_len, &lim, &q, err,
+                                              sizeof err);
+    if (st != SRV_OIP_OK)
+        return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
+    const srv_model *m = &s->models->m[r->model];
+    srv_ws *w = srv_pool_get(s->pool);
+    pipe_result *res = malloc((size_t)q->n * sizeof *res);
+    float *probs = malloc((size_t)q->n * (size_t)m->nclasses * sizeof *probs);
+    int *pred = malloc((size_t)q->n * sizeof *pred);
+    enum MHD_Result ret;
+    if (!w || !res || !probs || !pred) {
+        ret = srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    if (q->u8 || q->f32) {
+        pipe_run_tensors(m->ens, w->ws[r->model], q->u8 ? PIPE_U8 : PIPE_F32,
+                         q->u8 ? (const void *)q->u8 : (const void *)q->f32, (int)q->n, res);
+        for (uint32_t i = 0; i < q->n; i++)
+            if (res[i].status == PIPE_OK)
+                srv_metrics_inference(s->metrics, r->model, res[i].infer_us,
+                                      res[i].prediction);
+    } else {
+        for (uint32_t i = 0; i < q->n; i++)
+            classify(s, w, r->model, q->items[i].data, q->items[i].len, &res[i]);
+    }
+    for (uint32_t i = 0; i < q->n; i++) {
+        if (res[i].status != PIPE_OK) {
+            ret = srv_http_error(s, c, r, res[i].status, NULL, "input element %u: %s", i,
+                                 res[i].msg);
+            goto done;
+        }
+        memcpy(probs + (size_t)i * (size_t)m->nclasses, res[i].probs,
+               (size_t)m->nclasses * sizeof *probs);
+        pred[i] = res[i].prediction;
+    }
+    srv_oip_result out = {.model_name = m->name, .model_version = SRV_MODEL_VERSION,
+                          .req = q, .n = q->n, .nclasses = m->nclasses, .probs = probs,
+                          .pred = pred, .labels = m->labels};
+    srv_buf b;
+    srv_buf_init(&b, NULL, 0);
+    size_t json_len, len;
+    srv_oip_response_write(&b, &out, &json_len);
+    char *body = srv_buf_detach(&b, &len);
+    srv_buf_free(&b);
+    if (!body) {
+        ret = srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    if (q->binary) /* binary tensor data extension: the JSON, then tensors */
+        r->resp_hdr_len = json_len;
+    ret = srv_http_respond(s, c, r, 200, q->binary ? "application/octet-stream" : SRV_HTTP_JSON,
+                           body, len, MHD_RESPMEM_MUST_FREE, NULL);
+done:
+    free(res);
+    free(probs);
+    free(pred);
+    srv_oip_request_free(q);
+    return ret;
+}
+
+/* GET /v2/models/{name}: the one input as declared (UINT8 [-1,1,28,28];
+ * the other accepted forms are documented), the three outputs. */
+static enum MHD_Result v2_model_metadata(srv_server *s, struct MHD_Connection *c, srv_req *r)
+{
+    const srv_model *m = &s->models->m[r->model];
+    char text[1024];
+    srv_buf b;
+    srv_buf_init(&b, text, sizeof text);
+    srv_buf_puts(&b, "{\"name\":");
+    srv_buf_json_str(&b, m->name);
+    srv_buf_printf(&b,
+                   ",\"versions\":[\"" SRV_MODEL_VERSION "\"],"
+                   "\"platform\":\"mnistc_safetensors\","
+                   "\"inputs\":[{\"name\":\"" SRV_OIP_INPUT_NAME "\","
+                   "\"datatype\":\"UINT8\",\"shape\":[-1,1,28,28]}],"
+                   "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":"
+                   "\"FP32\",\"shape\":[-1,%d]},{\"name\":\"prediction\","
+                   "\"datatype\":\"INT64\",\"shape\":[-1]},{\"name\":"
+                   "\"label\",\"datatype\":\"BYTES\",\"shape\":[-1]}]}",
+                   m->nclasses);
+    enum MHD_Result ret = b.oom ? MHD_NO
+                                : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data, b.len,
+                                                   MHD_RESPMEM_MUST_COPY, NULL);
+    srv_buf_free(&b);
+    return ret;
+}
+
+static enum MHD_Result handle_v2_get(srv_server *s, struct MHD_Connection *c, srv_req *r)
+{
+    static const char meta[] = "{\"name\":\"mnist-server\",\"version\":\"" SRV_VERSION
+                               "\",\"extensions\":[\"binary_tensor_data\"]}";
+    static const char live[] = "{\"live\":true}";
+    static const char ready[] = "{\"ready\":true}";
+    switch (r->route) {
+    case SRV_ROUTE_V2:
+        return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, meta, sizeof meta - 1,
+                                MHD_RESPMEM_PERSISTENT, NULL);
+    case SRV_ROUTE_V2_LIVE:
+        return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, live, sizeof live - 1,
+                                MHD_RESPMEM_PERSISTENT, NULL);
+    case SRV_ROUTE_V2_READY:
+    case SRV_ROUTE_V2_MODEL_READY: {
+        if (atomic_load(&s->draining))
+            return srv_http_error(s, c, r, PIPE_NOT_READY, NULL,
+                                  "shutting down: finishing requests in flight");
+        if (!atomic_load(&s->ready))
+            return srv_http_error(s, c, r, PIPE_NOT_READY, NULL,
+                                  "starting: models are warming up");
+        if (r->route == SRV_ROUTE_V2_READY)
+            return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, ready, sizeof ready - 1,
+                                    MHD_RESPMEM_PERSISTENT, NULL);
+        char text[160];
+        srv_buf b;
+        srv_buf_init(&b, text, sizeof text);
+        srv_buf_puts(&b, "{\"name\":");
+        srv_buf_json_str(&b, s->models->m[r->model].name);
+        srv_buf_puts(&b, ",\"ready\":true}");
+        enum MHD_Result ret = b.oom ? MHD_NO
+                                    : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data,
+                                                       b.len, MHD_RESPMEM_MUST_COPY, NULL);
+        srv_buf_free(&b);
+        return ret;
+    }
+    default: /* SRV_ROUTE_V2_MODEL */
+        return v2_model_metadata(s, c, r);
+    }
 }
 
 /* ---- GET handlers ---------------------------------------------------------- */
@@ -280,11 +560,21 @@ static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
 
 enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
+    if (r->preflight) /* CORS: headers only (srv_http_respond adds them) */
+        return srv_http_respond(s, c, r, 204, NULL, "", 0, MHD_RESPMEM_PERSISTENT, NULL);
     switch (r->route) {
     case SRV_ROUTE_PREDICT:
         return handle_predict(s, c, r);
     case SRV_ROUTE_BATCH:
         return handle_batch(s, c, r);
+    case SRV_ROUTE_V2_INFER:
+        return handle_v2_infer(s, c, r);
+    case SRV_ROUTE_V2:
+    case SRV_ROUTE_V2_LIVE:
+    case SRV_ROUTE_V2_READY:
+    case SRV_ROUTE_V2_MODEL:
+    case SRV_ROUTE_V2_MODEL_READY:
+        return handle_v2_get(s, c, r);
     default:
         return handle_get(s, c, r);
     }

@@ -37,12 +37,15 @@
 #include "metrics.h"
 #include "models.h"
 #include "multipart.h"
+#include "oip.h"
 #include "pipeline/pipeline.h"
 #include "pool.h"
 #include "route.h"
 
 #define SRV_HTTP_SMALL_BODY 4096
 #define SRV_HTTP_JSON "application/json"
+/* Each model serves one version (v2 paths) until models can be reloaded. */
+#define SRV_MODEL_VERSION "1"
 
 struct srv_server {
     const srv_config *cfg;
@@ -57,7 +60,7 @@ struct srv_server {
     atomic_int ready, draining, inflight;
 };
 
-typedef enum { SRV_BODY_NONE, SRV_BODY_RAW, SRV_BODY_MULTIPART } srv_body_kind;
+typedef enum { SRV_BODY_NONE, SRV_BODY_RAW, SRV_BODY_MULTIPART, SRV_BODY_JSON } srv_body_kind;
 
 /* One request, from its headers to its completion. */
 typedef struct {
@@ -76,6 +79,12 @@ typedef struct {
     char e_msg[320];
     char boundary[SRV_BOUNDARY_MAX + 1];
     char rid[SRV_REQID_MAX + 1];
+    int v2;                     /* a /v2 path: errors in the protocol's shape */
+    srv_oip_path v2p;           /* its model name and version */
+    int64_t hdr_len;            /* Inference-Header-Content-Length, or -1 */
+    size_t resp_hdr_len;        /* the response's (binary outputs), or 0 */
+    const char *origin;         /* an allowed CORS Origin (MHD's copy), or NULL */
+    int preflight;              /* a CORS preflight, answered 204 */
     uint8_t *body;              /* small, or malloc'ed up to the body limit */
     size_t len, cap;
     uint8_t small[SRV_HTTP_SMALL_BODY];
@@ -93,11 +102,14 @@ void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                            enum MHD_RequestTerminationCode toe);
 
 /* Queues a response of body (len bytes, kept as mode says) with status,
- * content type and, when not NULL, an Allow header. */
+ * content type (NULL: none) and, when not NULL, an Allow header; also
+ * r->resp_hdr_len as Inference-Header-Content-Length and, with CORS on,
+ * Vary: Origin and the Access-Control-* headers for an allowed origin. */
 enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *c, srv_req *r, int status,
                                  const char *ctype, const void *body, size_t len,
                                  enum MHD_ResponseMemoryMode mode, const char *allow);
-/* The JSON error envelope {"error":{"code","message"}} into b. */
+/* The JSON error envelope {"error":{"code","message"}} into b (on /v2
+ * paths srv_http_error writes the protocol's {"error": "message"}). */
 void srv_http_error_json(srv_buf *b, const char *code, const char *msg);
 /* Queues the error envelope of st (its HTTP status) with a formatted message. */
 enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req *r,

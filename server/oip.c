@@ -595,7 +595,8 @@ static int utf8_valid(const unsigned char *s, size_t n)
 typedef struct {
     srv_oip_dtype dtype;
     uint64_t want, count;
-    float *x;                    /* UINT8/FP32 */
+    uint8_t *u8;                 /* UINT8 */
+    float *f32;                  /* FP32 */
     slice *strs;                 /* BYTES: the strings, want of them */
 } walk;
 
@@ -653,7 +654,7 @@ static int data_value(jp *j, walk *w, int level)
             return jfail(j, "UINT8 data element %llu is %.*s: values are "
                          "integers 0..255", (unsigned long long)k, shown,
                          num.s);
-        w->x[k] = (float)v / 255.0f;
+        w->u8[k] = (uint8_t)v;
         return 0;
     }
     char tmp[64];
@@ -666,7 +667,7 @@ static int data_value(jp *j, walk *w, int level)
     if (!(v >= 0.0f && v <= 1.0f))
         return jfail(j, "FP32 data element %llu is %.*s: values are in "
                      "[0,1] (pixel/255)", (unsigned long long)k, shown, num.s);
-    w->x[k] = v;
+    w->f32[k] = v;
     return 0;
 }
 
@@ -764,7 +765,8 @@ void srv_oip_request_free(srv_oip_request *q)
     if (!q)
         return;
     free(q->id);
-    free(q->x);
+    free(q->u8);
+    free(q->f32);
     free(q->items);
     free(q->store);
     free(q);
@@ -876,14 +878,17 @@ static srv_oip_status take_binary(const uint8_t *bin, size_t blen,
         if (blen != need)
             return bad(err, errlen, "binary_data_size is %zu bytes; the "
                        "shape needs %llu", blen, (unsigned long long)need);
-        q->x = malloc((size_t)count * sizeof *q->x);
-        if (!q->x)
+        if (q->dtype == SRV_OIP_UINT8) {
+            q->u8 = malloc((size_t)count);
+            if (!q->u8)
+                goto nomem;
+            memcpy(q->u8, bin, (size_t)count);
+            return SRV_OIP_OK;
+        }
+        q->f32 = malloc((size_t)count * sizeof *q->f32);
+        if (!q->f32)
             goto nomem;
         for (uint64_t i = 0; i < count; i++) {
-            if (q->dtype == SRV_OIP_UINT8) {
-                q->x[i] = (float)bin[i] / 255.0f;
-                continue;
-            }
             uint32_t u = rd_u32le(bin + 4 * i);
             float v;
             memcpy(&v, &u, sizeof v);
@@ -891,7 +896,7 @@ static srv_oip_status take_binary(const uint8_t *bin, size_t blen,
                 return bad(err, errlen, "FP32 element %llu is %g: values are "
                            "in [0,1] (pixel/255)", (unsigned long long)i,
                            (double)v);
-            q->x[i] = v;
+            q->f32[i] = v;
         }
         return SRV_OIP_OK;
     }
@@ -941,13 +946,15 @@ static srv_oip_status take_json_data(const draft *d, const char *jend,
         }
         w.strs = strs;
     } else {
-        q->x = malloc((size_t)count * sizeof *q->x);
-        if (!q->x) {
+        if (q->dtype == SRV_OIP_UINT8)
+            w.u8 = q->u8 = malloc((size_t)count);
+        else
+            w.f32 = q->f32 = malloc((size_t)count * sizeof *q->f32);
+        if (!q->u8 && !q->f32) {
             snprintf(err, errlen, "out of memory for a batch of %u images",
                      q->n);
             return SRV_OIP_ERR_NOMEM;
         }
-        w.x = q->x;
     }
     jp j = {.p = d->data, .end = jend, .base = d->base, .err = err,
           .errlen = errlen};

@@ -8,7 +8,7 @@
  *   srv_oip_status st = srv_oip_request_parse(body, len, hdr_len, &lim, &q,
  *                                             err, sizeof err);
  *   if (st != SRV_OIP_OK) -> HTTP srv_oip_http_status(st), {"error": err}
- *   ... q->x (UINT8/FP32: q->n images of 784 floats) or q->items (BYTES:
+ *   ... q->u8 or q->f32 (q->n images of 784 pixels) or q->items (BYTES:
  *       q->n encoded images) through the pipeline ...
  *   srv_oip_response_write(&buf, &result, &json_len);
  *   srv_oip_request_free(q);
@@ -16,7 +16,7 @@
  * Conventions of this server (stated in README.md and openapi.yaml):
  *   one input, named "input";
  *   UINT8 [N,1,28,28] | [N,28,28] | [N,784]: MNIST pixels 0..255 (0 is
- *     background), handed to the model as value/255, nothing else done;
+ *     background), for the model as value/255, nothing else done;
  *   FP32, same shapes: values in [0,1] (value/255, ToTensor's convention);
  *   BYTES [N]: each element an encoded PNG (base64 in JSON, raw bytes in
  *     the binary extension), prepared exactly like POST /predict;
@@ -82,7 +82,8 @@ typedef struct {
     int rank;
     uint64_t shape[SRV_OIP_MAX_RANK];
     uint32_t n;             /* images: shape[0] */
-    float *x;               /* UINT8/FP32: n * 784 floats in [0,1]; else NULL */
+    uint8_t *u8;            /* UINT8: n * 784 pixels 0..255; else NULL */
+    float *f32;             /* FP32: n * 784 values in [0,1]; else NULL */
     srv_oip_item *items;    /* BYTES: n encoded images; else NULL */
     unsigned outputs;       /* SRV_OIP_OUT_* bits to answer with */
     unsigned binary;        /* of those, the ones sent as binary data */

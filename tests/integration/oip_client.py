@@ -562,7 +562,7 @@ def check_protocol(base, model, mnist_dir, max_batch):
         r = request(base, "GET", "/metrics", record=False)
         text = r.body.decode()
         def total(route, status):
-            pat = re.compile(r'^mnist_http_requests_total\{([^}]*)\}\s+(\S+)', re.M)
+            pat = re.compile(r"^mnist_http_requests_total\{(.*)\}\s+(\S+)$", re.M)
             s = 0.0
             for labels, v in pat.findall(text):
                 if 'route="%s"' % route in labels and 'status="%s"' % status in labels:

@@ -255,7 +255,7 @@ timeout 10 "$SERVER" --version > "$tmp/version.out" 2>&1; rc=$?
 verdict "--version exits 0 and prints a version"
 
 # ================================================================ main server
-if start_server "$tmp/server.log" --models-dir "$MODELS" --threads 4 --drain-delay 4 --drain-timeout 30; then
+if start_server "$tmp/server.log" --models-dir "$MODELS" --threads 4 --drain-delay 4 --drain-timeout 30 --max-batch 100; then
     ok "server starts on a free port and /readyz answers 200 (port $port)"
 else
     bail "server starts on a free port and /readyz answers 200" "$srv_fail" "--- server stderr ---" \
@@ -326,10 +326,10 @@ verdict "GET /openapi.yaml serves the repository's OpenAPI 3.1 spec"
 r=$("$PY" - "$here/../../pipeline/pipeline.c" openapi.yaml README.md <<'PYEOF' 2>&1
 import re, sys, yaml
 src, spec, readme = (open(f).read() for f in sys.argv[1:4])
-table = set(re.findall(r'\[PIPE_[A-Z_]+\] = \{"([a-z_]+)", \d+\}', src)) - {"ok"}
+table = set(re.findall(r'\[PIPE_[A-Z0-9_]+\] = \{"([a-z0-9_]+)", \d+\}', src)) - {"ok"}
 enum = set(yaml.safe_load(spec)["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
 rows = re.findall(r'^\| \d{3} \| (.*?) \|', readme, re.M)
-documented = set(c for r in rows for c in re.findall(r'`([a-z_]+)`', r))
+documented = set(c for r in rows for c in re.findall(r'`([a-z0-9_]+)`', r))
 assert len(table) >= 15, table
 assert enum == table, f"openapi.yaml: missing {table - enum}, extra {enum - table}"
 assert documented == table, f"README.md: missing {table - documented}, extra {documented - table}"
@@ -570,6 +570,30 @@ line=$(grep -F itest-req-4711 "$tmp/server.log" | head -1)
 [ "$(grep -cF itest-req-4711 "$tmp/server.log")" -eq 1 ] || fail "expected one log line for the request"
 verdict "one access-log line per request with method, path, status and request id"
 
+# ---------------------------------------------------------------- Open Inference Protocol
+# oip_client.py is a client written from the protocol's text (KServe v2
+# REST, Triton's binary data extension): it prints PASS/FAIL lines and
+# records every response in the manifest for the spec check below.
+# run_client DESC ARGS...: its lines as TAP; a crash or silence is a failure.
+run_client() {
+    local desc=$1 rc line got=0; shift
+    "$PY" "$here/oip_client.py" "$@" > "$tmp/oip.out" 2> "$tmp/oip.err"
+    rc=$?
+    while IFS=$'\t' read -r word what why; do
+        case $word in
+            PASS) ok "$what"; got=1 ;;
+            FAIL) nok "$what" "$why"; got=1 ;;
+        esac
+    done < "$tmp/oip.out"
+    if [ $got = 0 ] || { [ $rc -ne 0 ] && ! grep -q '^FAIL' "$tmp/oip.out"; }; then
+        nok "$desc: the client ran (exit $rc)" "$(tail -5 "$tmp/oip.err")"
+    fi
+}
+run_client "v2 protocol" protocol "$base" "$default_model" "$MNIST" 100 "$tmp/resp" "$tmp/manifest"
+run_client "CORS off" cors-off "$base"
+healthy_after
+verdict "server healthy after the v2 protocol checks"
+
 # ---------------------------------------------------------------- concurrency
 http GET /metrics
 cp "$body" "$tmp/metrics.before"
@@ -777,6 +801,31 @@ if MNIST_BODY_LIMIT=10 MNIST_MAX_PIXELS=10000 MNIST_DEFAULT_MODEL=ens \
 else
     nok "second server starts with --model, an ensemble and limits" "$srv_fail" "$(tail -20 "$tmp/server2.log")"
 fi
+
+# ================================================================ CORS
+# Flags name the allowed origins (a comma list and a repeat); env alone
+# ('*') allows any. A one-model server starts fast.
+if start_server "$tmp/server-cors.log" --model lenet="$MODELS/lenet.safetensors" \
+        --cors-origin https://app.example,https://other.example --cors-origin http://localhost:3000 \
+        --threads 2 --grace 5; then
+    ok "server with --cors-origin starts"
+    run_client "CORS" cors "$base" https://app.example
+    run_client "CORS" cors "$base" http://localhost:3000
+    stop_server 20
+    [ "$srv_rc" -eq 0 ] || nok "CORS server exits 0" "exit status $srv_rc: $(tail -5 "$tmp/server-cors.log")"
+else
+    nok "server with --cors-origin starts" "$srv_fail" "$(tail -20 "$tmp/server-cors.log")"
+fi
+if MNIST_CORS_ORIGIN='*' start_server "$tmp/server-cors2.log" --model lenet="$MODELS/lenet.safetensors" \
+        --threads 1 --grace 5; then
+    ok "server with MNIST_CORS_ORIGIN='*' starts"
+    run_client "CORS any" cors-any "$base"
+    stop_server 20
+    [ "$srv_rc" -eq 0 ] || nok "CORS '*' server exits 0" "exit status $srv_rc: $(tail -5 "$tmp/server-cors2.log")"
+else
+    nok "server with MNIST_CORS_ORIGIN='*' starts" "$srv_fail" "$(tail -20 "$tmp/server-cors2.log")"
+fi
+start_fail "invalid --cors-origin" "--cors-origin" --cors-origin "app.example/path"
 
 # ================================================================ the spec
 spec_src=${spec_file:-$tmp/served-openapi.yaml}

@@ -127,13 +127,18 @@ static srv_oip_status parse_str(const char *body, int64_t json_len,
                                  &lim, q, err, 256);
 }
 
+/* UINT8 pixels as sent; FP32 values exactly the floats value/255. */
 static void check_pixels(const srv_oip_request *q, uint32_t n)
 {
-    assert_non_null(q->x);
     assert_int_equal(q->n, n);
+    assert_true((q->u8 != NULL) != (q->f32 != NULL));
     for (uint32_t i = 0; i < n; i++)
-        for (uint32_t k = 0; k < 784; k++)
-            assert_true(q->x[i * 784 + k] == (float)pix(i, k) / 255.0f);
+        for (uint32_t k = 0; k < 784; k++) {
+            if (q->u8)
+                assert_int_equal(q->u8[i * 784 + k], pix(i, k));
+            else
+                assert_true(q->f32[i * 784 + k] == (float)pix(i, k) / 255.0f);
+        }
 }
 
 /* ---- accepted requests ---------------------------------------------------------- */
@@ -193,7 +198,8 @@ static void test_parse_bytes_and_outputs(void **state)
         fail_msg("%s", err);
     assert_int_equal(q->dtype, SRV_OIP_BYTES);
     assert_int_equal(q->n, 3);
-    assert_null(q->x);
+    assert_null(q->u8);
+    assert_null(q->f32);
     assert_null(q->id);
     assert_int_equal(q->items[0].len, 5);
     assert_memory_equal(q->items[0].data, "hello", 5);

@@ -208,12 +208,14 @@ static int parse_object(jp *j, member_fn member, void *ctx)
         if (member(j, key, ctx) < 0)
             return -1;
         char c = peek(j);
-        j->p++;
-        if (c == '}')
+        if (c == '}') {
+            j->p++;
             break;
+        }
         if (c != ',')
             return jfail(j, c ? "invalid JSON: expected ',' or '}'"
                               : "invalid JSON: the body ends inside an object");
+        j->p++;
     }
     j->depth--;
     return 0;
@@ -235,12 +237,14 @@ static int parse_array(jp *j, element_fn element, void *ctx)
         if (element(j, i, ctx) < 0)
             return -1;
         char c = peek(j);
-        j->p++;
-        if (c == ']')
+        if (c == ']') {
+            j->p++;
             break;
+        }
         if (c != ',')
             return jfail(j, c ? "invalid JSON: expected ',' or ']'"
                               : "invalid JSON: the body ends inside a list");
+        j->p++;
     }
     j->depth--;
     return 0;

@@ -116,7 +116,7 @@ int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double
         if (strncmp(s, "test_accuracy=", 14) == 0) {
             char *end;
             double v = strtod(s + 14, &end);
-            if (*end || !(v >= 0 && v <= 1))
+            if (end == s + 14 || *end || !(v >= 0 && v <= 1))
                 rc = nn_errf(err, errlen, "%.500s:%d: test_accuracy must be 0..1", path, lineno);
             else
                 *accuracy = v;

@@ -166,9 +166,10 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
         nn_errf(err, errlen, "%s: %s", what, e2);
         return NULL;
     }
-    int c = 0, h = 0, w = 0;
-    char tail;
-    if (!shape || sscanf(shape, " [ %d , %d , %d ] %c", &c, &h, &w, &tail) != 3) {
+    int c = 0, h = 0, w = 0, used = 0;
+    /* %n after the closing bracket: "[1,1,1,1]" or "[1,1,1" stop short of it. */
+    if (!shape || sscanf(shape, " [ %d , %d , %d ] %n", &c, &h, &w, &used) != 3 || !used ||
+        shape[used]) {
         nn_errf(err, errlen, "%s: metadata \"input_shape\" must be [C,H,W]", what);
         return NULL;
     }

@@ -17,11 +17,17 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "image/image.h"
-#include "pipeline/pipeline.h"
+#include "nn/ensemble.h"
+#include "nn/idx.h"
 #include "nn/net.h"
 #include "nn/optim.h"
+#include "nn/rng.h"
 #include "nn/safetensors.h"
+#include "pipeline/pipeline.h"
 
 #define TMPDIR_PREFIX "test_edges"
 #include "tmpdir.h"
@@ -317,6 +323,425 @@ static void test_png_limits_at_the_edge(void **state)
     expect_decode(1, 8193, &lim, IMG_ERR_TOO_LARGE);
 }
 
+
+/* ---- weights file: metadata ranges, values, running variance ------------ */
+
+/* Copies the weights file src to dst with metadata key set to val (key
+ * NULL: none changed) and, when poison_name is given, that tensor's first
+ * element set to poison; the checksum is recomputed, so only the named
+ * change is wrong. */
+static void rewrite(const char *src, const char *dst, const char *key, const char *val,
+                    const char *poison_name, float poison)
+{
+    char err[256], cks[64] = "fnv1a64:0000000000000000";
+    for (int pass = 0; pass < 2; pass++) {
+        st_file *f = st_read(src, err, sizeof err);
+        if (!f) fail_msg("%s", err);
+        st_writer *w = st_writer_create();
+        assert_non_null(w);
+        float *copies[16] = {0};
+        for (int i = 0; i < f->ntensors && i < 16; i++) {
+            const st_tensor *t = &f->tensors[i];
+            const void *data = t->data;
+            if (poison_name && !strcmp(t->name, poison_name)) {
+                copies[i] = malloc(t->nbytes);
+                memcpy(copies[i], t->data, t->nbytes);
+                copies[i][0] = poison;
+                data = copies[i];
+            }
+            assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data), 0);
+        }
+        for (int i = 0; i < f->nmeta; i++) {
+            const char *k = f->meta_keys[i], *v = f->meta_vals[i];
+            if (key && !strcmp(k, key)) v = val;
+            if (!strcmp(k, "checksum")) v = cks;
+            assert_int_equal(st_writer_meta(w, k, v), 0);
+        }
+        assert_int_equal(st_writer_write(w, dst, err, sizeof err), 0);
+        st_writer_free(w);
+        for (int i = 0; i < 16; i++) free(copies[i]);
+        st_free(f);
+        st_file *g = st_read(dst, err, sizeof err);
+        if (!g) fail_msg("%s", err);
+        snprintf(cks, sizeof cks, "fnv1a64:%016llx",
+                 (unsigned long long)st_fnv1a64(g->data, g->data_len, ST_FNV_INIT));
+        st_free(g);
+    }
+}
+
+static void loads(const char *path)
+{
+    char err[512] = "";
+    nn_net *n = nn_net_load(path, err, sizeof err);
+    if (!n) fail_msg("%s refused: %s", path, err);
+    nn_net_free(n);
+}
+
+static void refused_with(const char *path, const char *needle)
+{
+    char err[512] = "";
+    nn_net *n = nn_net_load(path, err, sizeof err);
+    if (n) { nn_net_free(n); fail_msg("%s loaded, expected refusal with '%s'", path, needle); }
+    if (!strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", path, err, needle);
+}
+
+/* A JSON array of n labels "L0", "L1", ..., the first one len bytes long. */
+static void labels_json(char *out, size_t outlen, int n, size_t len)
+{
+    size_t o = (size_t)snprintf(out, outlen, "[\"");
+    for (size_t i = 0; i < len; i++) out[o++] = 'x';
+    o += (size_t)snprintf(out + o, outlen - o, "\"");
+    for (int i = 1; i < n; i++) o += (size_t)snprintf(out + o, outlen - o, ",\"L%d\"", i);
+    snprintf(out + o, outlen - o, "]");
+}
+
+static void test_weights_metadata_ranges(void **state)
+{
+    (void)state;
+    char ok[160], p[160], err[256], lab[4096];
+    float b[NN_MAX_CLASSES] = {0};
+    snprintf(ok, sizeof ok, "%s/meta.safetensors", tmpdir);
+    snprintf(p, sizeof p, "%s/meta2.safetensors", tmpdir);
+    nn_net *net = bias_net(b, 10);
+    assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
+    nn_net_free(net);
+
+    /* format_version: 1 is the only one this build reads. */
+    rewrite(ok, p, "format_version", "1.0", NULL, 0);
+    loads(p);
+    const char *bad_ver[] = {"0", "2", "1.5", "-1", "nan", "", "1x"};
+    for (size_t i = 0; i < sizeof bad_ver / sizeof bad_ver[0]; i++) {
+        rewrite(ok, p, "format_version", bad_ver[i], NULL, 0);
+        refused_with(p, "format_version");
+    }
+    /* input_shape must be exactly [C,H,W]. */
+    rewrite(ok, p, "input_shape", " [ 1 , 1 , 1 ] ", NULL, 0);
+    loads(p);
+    const char *bad_shape[] = {"[1,1]", "[1,1,1,1]", "[1,1,1", "[1,1,1]x", "1,1,1", ""};
+    for (size_t i = 0; i < sizeof bad_shape / sizeof bad_shape[0]; i++) {
+        rewrite(ok, p, "input_shape", bad_shape[i], NULL, 0);
+        refused_with(p, "input_shape");
+    }
+    /* Labels: one per class, each shorter than NN_LABEL_MAX bytes. */
+    labels_json(lab, sizeof lab, 10, NN_LABEL_MAX - 1);
+    rewrite(ok, p, "labels", lab, NULL, 0);
+    loads(p);
+    labels_json(lab, sizeof lab, 10, NN_LABEL_MAX);
+    rewrite(ok, p, "labels", lab, NULL, 0);
+    refused_with(p, "label 0 must be a string shorter than 48 bytes");
+    rewrite(ok, p, "labels", "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",7]", NULL, 0);
+    refused_with(p, "label 9");
+    labels_json(lab, sizeof lab, 9, 1);                /* 9 labels, 10 outputs */
+    rewrite(ok, p, "labels", lab, NULL, 0);
+    refused_with(p, "9 classes");
+    rewrite(ok, p, "labels", "{}", NULL, 0);
+    refused_with(p, "labels");
+
+    /* The class count itself: 2..NN_MAX_CLASSES. */
+    int ks[] = {2, NN_MAX_CLASSES};
+    for (int i = 0; i < 2; i++) {
+        net = bias_net(b, ks[i]);
+        assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
+        nn_net_free(net);
+        loads(ok);
+        labels_json(lab, sizeof lab, ks[i] == 2 ? 1 : NN_MAX_CLASSES + 1, 1);
+        rewrite(ok, p, "labels", lab, NULL, 0);
+        refused_with(p, "metadata \"labels\" must be a JSON array of 2..64 strings");
+    }
+
+    /* Tensors must be finite. */
+    net = bias_net(b, 10);
+    assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
+    nn_net_free(net);
+    rewrite(ok, p, NULL, NULL, "1.bias", 3.4e38f);     /* large but finite */
+    loads(p);
+    const float poison[] = {NAN, INFINITY, -INFINITY};
+    for (int i = 0; i < 3; i++) {
+        rewrite(ok, p, NULL, NULL, "1.bias", poison[i]);
+        refused_with(p, "holds a NaN or infinity");
+        rewrite(ok, p, NULL, NULL, "1.weight", poison[i]);
+        refused_with(p, "holds a NaN or infinity");
+    }
+
+    /* Batch norm's running variance: 0 is valid, below 0 is not. */
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    assert_int_equal(nn_arch_parse("[{\"type\":\"batchnorm\"},{\"type\":\"flatten\"},"
+                                   "{\"type\":\"dense\",\"out\":2}]", L, &nl, err, sizeof err), 0);
+    net = nn_net_create(L, nl, 1, 1, 1, NULL, err, sizeof err);
+    if (!net) fail_msg("%s", err);
+    nn_net_init(net, 1);
+    assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
+    nn_net_free(net);
+    rewrite(ok, p, NULL, NULL, "0.running_var", 0.0f);
+    loads(p);
+    rewrite(ok, p, NULL, NULL, "0.running_var", -1e-30f);
+    refused_with(p, "negative running_var");
+    rewrite(ok, p, NULL, NULL, "0.running_var", NAN);
+    refused_with(p, "NaN");
+}
+
+/* ---- optimisers: one parameter, hand-computed steps ----------------------- */
+
+/* A 1 -> 2 dense net (weights decayed, biases not), every parameter 1 and
+ * every gradient g; *w and *b are the first weight and bias after steps. */
+static void opt_steps(const nn_opt_cfg *cfg, float lr, float g, int steps, float *w, float *b)
+{
+    const float bias[2] = {1, 1};
+    nn_net *net = bias_net(bias, 2);
+    assert_int_equal(net->nparams, 4);
+    const nn_layer *d = &net->layers[1];
+    for (size_t i = 0; i < d->nw; i++) net->params[d->w_off + i] = 1.0f;
+    nn_opt *o = nn_opt_create(net, cfg);
+    assert_non_null(o);
+    float grad[4] = {g, g, g, g};
+    for (int s = 0; s < steps; s++) {
+        nn_opt_advance(o);
+        /* disjoint ranges, the last running past the end, one empty */
+        nn_opt_update(o, net->params, grad, lr, 0, 1);
+        nn_opt_update(o, net->params, grad, lr, 1, 1000);
+        nn_opt_update(o, net->params, grad, lr, 4, 4);
+    }
+    *w = net->params[d->w_off];
+    *b = net->params[d->b_off];
+    nn_opt_free(o);
+    nn_opt_free(NULL);
+    nn_net_free(net);
+}
+
+static void close_to(float got, double want, const char *what)
+{
+    if (!(fabs(got - want) <= 1e-6 * fmax(1.0, fabs(want))))
+        fail_msg("%s: %.9g, want %.9g", what, got, want);
+}
+
+static void test_optimiser_steps(void **state)
+{
+    (void)state;
+    float w, b;
+    nn_opt_cfg c;
+    /* SGD, momentum 0.9: v1 = 0.5, p = 0.95; v2 = 0.95, p = 0.855. */
+    nn_opt_cfg_default(&c, NN_OPT_SGD);
+    opt_steps(&c, 0.1f, 0.5f, 2, &w, &b);
+    close_to(w, 0.855, "sgd weight");
+    close_to(b, 0.855, "sgd bias");
+    /* Nesterov: p -= lr * (g + mu v): 1 - 0.095 = 0.905, then - 0.1355. */
+    c.nesterov = 1;
+    opt_steps(&c, 0.1f, 0.5f, 2, &w, &b);
+    close_to(w, 0.7695, "nesterov weight");
+    /* L2 weight decay 0.1 on weights only: g' = 0.5 + 0.1 * 1 = 0.6. */
+    c.nesterov = 0;
+    c.weight_decay = 0.1f;
+    opt_steps(&c, 0.1f, 0.5f, 1, &w, &b);
+    close_to(w, 0.94, "sgd decayed weight");
+    close_to(b, 0.95, "sgd bias (never decayed)");
+    /* A zero gradient and no decay: nothing moves. */
+    c.weight_decay = 0.0f;
+    opt_steps(&c, 0.1f, 0.0f, 3, &w, &b);
+    close_to(w, 1.0, "sgd zero gradient");
+
+    /* Adam's first step is lr * g / (|g| + eps): 0.1 for any g >> eps. */
+    nn_opt_cfg_default(&c, NN_OPT_ADAM);
+    opt_steps(&c, 0.1f, 0.5f, 1, &w, &b);
+    close_to(w, 1.0 - 0.1 * 0.5 / (0.5 + 1e-7), "adam weight");
+    /* Constant gradient: m and v stay at their bias-corrected g, g^2. */
+    opt_steps(&c, 0.1f, 0.5f, 3, &w, &b);
+    close_to(w, 0.7, "adam 3 steps");
+    /* Zero gradient: 0 / (0 + eps) = 0, no NaN. */
+    opt_steps(&c, 0.1f, 0.0f, 2, &w, &b);
+    close_to(w, 1.0, "adam zero gradient");
+    /* AdamW: the weight shrinks by lr * wd first (1 - 0.01), then steps. */
+    c.weight_decay = 0.1f;
+    opt_steps(&c, 0.1f, 0.5f, 1, &w, &b);
+    close_to(w, 0.99 - 0.1 * 0.5 / (0.5 + 1e-7), "adamw weight");
+    close_to(b, 1.0 - 0.1 * 0.5 / (0.5 + 1e-7), "adamw bias (never decayed)");
+}
+
+/* ---- ensembles: member count and path lengths ----------------------------- */
+
+static void test_ensemble_limits(void **state)
+{
+    (void)state;
+    char err[512], f[160];
+    const float b[10] = {0, 1};
+    nn_net *one = bias_net(b, 10);
+    snprintf(f, sizeof f, "%s/e.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(one, f, err, sizeof err), 0);
+    nn_net_free(one);
+
+    /* NN_MAX_MEMBERS members load, one more is refused. */
+    char list[8 * 200] = "";
+    for (int i = 0; i < NN_MAX_MEMBERS; i++) {
+        if (i) strcat(list, ",");
+        strcat(list, f);
+    }
+    nn_ensemble *e = nn_ensemble_load(list, err, sizeof err);
+    if (!e) fail_msg("%d members: %s", NN_MAX_MEMBERS, err);
+    assert_int_equal(e->n, NN_MAX_MEMBERS);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 1);
+    assert_non_null(ws);
+    float x[1] = {0}, p[10];
+    nn_ensemble_forward(e, ws, x, 1, p);
+    double s = 0;
+    for (int j = 0; j < 10; j++) s += p[j];
+    assert_true(fabs(s - 1) < 1e-6 && p[1] > p[0]);
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+    strcat(list, ",");
+    strcat(list, f);
+    assert_null(nn_ensemble_load(list, err, sizeof err));
+    assert_non_null(strstr(err, "more than 8 members"));
+
+    /* Empty members, a trailing comma, nothing at all. */
+    snprintf(list, sizeof list, "%s,,%s", f, f);
+    assert_null(nn_ensemble_load(list, err, sizeof err));
+    assert_non_null(strstr(err, "empty or too long path"));
+    snprintf(list, sizeof list, "%s,", f);
+    assert_null(nn_ensemble_load(list, err, sizeof err));
+    assert_non_null(strstr(err, "trailing comma"));
+    assert_null(nn_ensemble_load("", err, sizeof err));
+    assert_non_null(strstr(err, "no model path"));
+
+    /* A member path of 511 bytes fits, 512 does not (extra slashes name
+     * the same file). */
+    char longp[600];
+    size_t pre = strlen(tmpdir), suf = strlen("/e.safetensors");
+    memcpy(longp, tmpdir, pre);
+    memset(longp + pre, '/', 511 - pre - suf);
+    strcpy(longp + 511 - suf, "/e.safetensors");
+    assert_int_equal(strlen(longp), 511);
+    e = nn_ensemble_load(longp, err, sizeof err);
+    if (!e) fail_msg("511-byte path: %s", err);
+    nn_ensemble_free(e);
+    memmove(longp + 1, longp, 512);
+    assert_int_equal(strlen(longp), 512);
+    assert_null(nn_ensemble_load(longp, err, sizeof err));
+    assert_non_null(strstr(err, "too long path"));
+
+    /* nn_ensemble_from_nets: 1..NN_MAX_MEMBERS nets of the same shape. */
+    assert_null(nn_ensemble_from_nets(NULL, 0, err, sizeof err));
+    assert_non_null(strstr(err, "0 members"));
+    nn_net *nets[NN_MAX_MEMBERS + 1];
+    for (int i = 0; i <= NN_MAX_MEMBERS; i++) nets[i] = bias_net(b, 10);
+    assert_null(nn_ensemble_from_nets(nets, NN_MAX_MEMBERS + 1, err, sizeof err));  /* frees them */
+    assert_non_null(strstr(err, "9 members"));
+    nets[0] = bias_net(b, 10);
+    nets[1] = bias_net(b, 2);
+    assert_null(nn_ensemble_from_nets(nets, 2, err, sizeof err));
+    assert_non_null(strstr(err, "member 1 has input [1,1,1] and 2 classes"));
+
+    /* A list file's test_accuracy is a fraction in 0..1. */
+    char lf[160], paths[4096];
+    double acc;
+    snprintf(lf, sizeof lf, "%s/l.ensemble", tmpdir);
+    const char *vals[] = {"0", "1", "0.5"}, *bad[] = {"1.0001", "-0.1", "nan", "0.5x", ""};
+    for (size_t i = 0; i < 3 + 5; i++) {
+        const char *v = i < 3 ? vals[i] : bad[i - 3];
+        FILE *fp = fopen(lf, "w");
+        assert_non_null(fp);
+        fprintf(fp, "# members\ne.safetensors\ntest_accuracy=%s\n", v);
+        fclose(fp);
+        int rc = nn_ensemble_list_read(lf, paths, sizeof paths, &acc, err, sizeof err);
+        if (i < 3) {
+            if (rc) fail_msg("test_accuracy=%s refused: %s", v, err);
+            assert_true(acc == strtod(v, NULL));
+        } else {
+            if (!rc) fail_msg("test_accuracy=%s accepted", v);
+            assert_non_null(strstr(err, "test_accuracy must be 0..1"));
+        }
+    }
+    /* The joined member list must fit pathslen: exactly, then one short. */
+    FILE *fp = fopen(lf, "w");
+    assert_non_null(fp);
+    fprintf(fp, "/a\n/b\n");
+    fclose(fp);
+    assert_int_equal(nn_ensemble_list_read(lf, paths, 6, &acc, err, sizeof err), 0);
+    assert_string_equal(paths, "/a,/b");
+    assert_int_equal(acc, -1);
+    assert_int_equal(nn_ensemble_list_read(lf, paths, 5, &acc, err, sizeof err), -1);
+    assert_non_null(strstr(err, "member list too long"));
+}
+
+/* ---- file size limits of the readers ---------------------------------------- */
+
+/* A sparse file of exactly n bytes (no disk space used). */
+static void sparse(const char *path, off_t n)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, n), 0);
+    close(fd);
+}
+
+static void test_reader_size_limits(void **state)
+{
+    (void)state;
+    char p[160], lp[160], err[512];
+    snprintf(p, sizeof p, "%s/big.idx", tmpdir);
+    snprintf(lp, sizeof lp, "%s/labels.idx", tmpdir);
+    static const uint8_t labels[9] = {0, 0, 8, 1, 0, 0, 0, 1, 3};
+    FILE *f = fopen(lp, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(labels, 1, 9, f), 9);
+    fclose(f);
+    /* IDX files: 256 MiB is read (and then judged by content), one byte
+     * more is refused before reading. */
+    sparse(p, (off_t)256 << 20);
+    assert_null(nn_dataset_load(p, lp, 10, err, sizeof err));
+    assert_null(strstr(err, "limit"));
+    assert_non_null(strstr(err, "magic"));
+    sparse(p, ((off_t)256 << 20) + 1);
+    assert_null(nn_dataset_load(p, lp, 10, err, sizeof err));
+    assert_non_null(strstr(err, "more than the 268435456-byte limit"));
+    /* max_label is 1..256. */
+    assert_null(nn_dataset_load(p, lp, 0, err, sizeof err));
+    assert_non_null(strstr(err, "bad arguments"));
+    assert_null(nn_dataset_load(p, lp, 257, err, sizeof err));
+    assert_non_null(strstr(err, "bad arguments"));
+
+    /* Weights files: over 1 GiB is refused unread (reading a whole
+     * 1 GiB file to test the exact edge would cost more than it shows). */
+    snprintf(p, sizeof p, "%s/big.safetensors", tmpdir);
+    sparse(p, ((off_t)1 << 30) + 1);
+    assert_null(st_read(p, err, sizeof err));
+    assert_non_null(strstr(err, "larger than the 1073741824-byte limit"));
+    sparse(p, 0);
+    assert_null(st_read(p, err, sizeof err));
+    assert_true(strlen(err) > 0);
+    /* Writing where no directory exists fails cleanly. */
+    st_writer *w = st_writer_create();
+    assert_non_null(w);
+    assert_int_equal(st_writer_meta(w, "k", "v"), 0);
+    snprintf(p, sizeof p, "%s/no/such/dir/x.safetensors", tmpdir);
+    assert_int_equal(st_writer_write(w, p, err, sizeof err), -1);
+    assert_true(strlen(err) > 0);
+    assert_int_equal(st_writer_write(w, NULL, err, sizeof err), -1);
+    st_writer_free(w);
+    st_writer_free(NULL);
+}
+
+/* ---- random numbers ------------------------------------------------------------ */
+
+static void test_rng_normal(void **state)
+{
+    (void)state;
+    /* Fixed seed, so the figures are exact properties of this sequence;
+     * the bounds are what 100000 standard normals satisfy (5 sigma). */
+    nn_rng r;
+    nn_rng_seed(&r, 42);
+    double s = 0, s2 = 0;
+    int n = 100000;
+    for (int i = 0; i < n; i++) {
+        float v = nn_rng_normal(&r);
+        assert_true(isfinite(v));
+        s += v;
+        s2 += (double)v * v;
+    }
+    double mean = s / n, var = s2 / n - mean * mean;
+    assert_true(fabs(mean) < 5.0 / sqrt(n));
+    assert_true(fabs(var - 1.0) < 5.0 * sqrt(2.0 / n));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -324,6 +749,11 @@ int main(void)
         cmocka_unit_test(test_weights_tensor_count),
         cmocka_unit_test(test_lr_schedules),
         cmocka_unit_test(test_png_limits_at_the_edge),
+        cmocka_unit_test(test_weights_metadata_ranges),
+        cmocka_unit_test(test_optimiser_steps),
+        cmocka_unit_test(test_ensemble_limits),
+        cmocka_unit_test(test_reader_size_limits),
+        cmocka_unit_test(test_rng_normal),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -742,6 +742,150 @@ static void test_rng_normal(void **state)
     assert_true(fabs(var - 1.0) < 5.0 * sqrt(2.0 / n));
 }
 
+/* ---- PNG encoder: which specs it accepts ----------------------------------- */
+
+static img_status enc(img_png_spec sp)
+{
+    uint8_t *png = (uint8_t *)1;
+    size_t len = 7;
+    char err[200] = "";
+    img_status st = img_png_encode(&sp, &png, &len, err, sizeof err);
+    if (st == IMG_OK) {
+        /* what it writes decodes back to the same size */
+        uint8_t *g = NULL;
+        uint32_t w, h;
+        img_status d = img_png_decode(png, len, NULL, &g, &w, &h, err, sizeof err);
+        if (d != IMG_OK) fail_msg("re-decode: %s", err);
+        assert_int_equal(w, sp.width);
+        assert_int_equal(h, sp.height);
+        free(g);
+        free(png);
+    } else {
+        assert_null(png);
+        assert_int_equal(len, 0);
+        assert_non_null(strstr(err, "invalid PNG spec"));
+    }
+    return st;
+}
+
+static void test_png_encode_specs(void **state)
+{
+    (void)state;
+    static uint16_t px[4 * 3 * 4];
+    static uint8_t pal[256 * 3], trns[256];
+    for (int i = 0; i < 256 * 3; i++) pal[i] = (uint8_t)i;
+    img_png_spec sp = {.width = 3, .height = 4, .color_type = 0, .bit_depth = 8, .samples = px};
+    /* Every depth PNG allows per colour type, and the first it does not. */
+    const struct { int ctype; int ok[5]; int bad[4]; } t[] = {
+        {0, {1, 2, 4, 8, 16}, {0, 3, 12, 32}},
+        {2, {8, 16, 0, 0, 0}, {1, 4, 0, 32}},
+        {3, {1, 2, 4, 8, 0}, {16, 3, 0, 0}},
+        {4, {8, 16, 0, 0, 0}, {4, 2, 0, 0}},
+        {6, {8, 16, 0, 0, 0}, {4, 1, 0, 0}},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        sp.color_type = t[i].ctype;
+        sp.palette = t[i].ctype == 3 ? pal : NULL;
+        sp.palette_len = t[i].ctype == 3 ? 2 : 0;
+        for (int j = 0; j < 5 && t[i].ok[j]; j++) {
+            sp.bit_depth = t[i].ok[j];
+            if (enc(sp) != IMG_OK) fail_msg("type %d depth %d refused", sp.color_type, sp.bit_depth);
+        }
+        for (int j = 0; j < 4; j++) {
+            sp.bit_depth = t[i].bad[j];
+            if (enc(sp) != IMG_ERR_CORRUPT) fail_msg("type %d depth %d accepted", sp.color_type, sp.bit_depth);
+        }
+    }
+    const int bad_types[] = {1, 5, 7, -1};
+    for (int i = 0; i < 4; i++) {
+        img_png_spec b = sp;
+        b.color_type = bad_types[i];
+        b.bit_depth = 8;
+        assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    }
+    /* Sizes, samples, palette length 1..256, tRNS at most one per entry. */
+    img_png_spec g = {.width = 3, .height = 4, .color_type = 0, .bit_depth = 8, .samples = px};
+    img_png_spec b = g;
+    b.width = 0;
+    assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    b = g;
+    b.height = 0;
+    assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    b = g;
+    b.samples = NULL;
+    assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    img_png_spec p = {.width = 3, .height = 4, .color_type = 3, .bit_depth = 8, .samples = px,
+                      .palette = pal, .palette_len = 256, .trns = trns, .trns_len = 256};
+    assert_int_equal(enc(p), IMG_OK);
+    b = p;
+    b.palette_len = 257;
+    assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    b = p;
+    b.palette_len = 1;
+    b.trns_len = 1;
+    assert_int_equal(enc(b), IMG_OK);
+    b.trns_len = 2;
+    assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    b = p;
+    b.palette_len = 0;
+    b.trns_len = 0;
+    assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    b = p;
+    b.palette = NULL;
+    assert_int_equal(enc(b), IMG_ERR_CORRUPT);
+    /* A text chunk, plain and compressed, and interlacing. */
+    b = g;
+    b.text_key = "Comment";
+    b.text = "hello";
+    assert_int_equal(enc(b), IMG_OK);
+    b.text_compressed = 1;
+    b.interlace = 1;
+    assert_int_equal(enc(b), IMG_OK);
+}
+
+/* ---- preprocessing: the contrast threshold and degenerate sizes -------------- */
+
+static void test_prep_contrast_edge(void **state)
+{
+    (void)state;
+    /* 28x28 background 100 with a 10x14 block of ink at 100 + d (or
+     * 100 - d): 8 gray levels of contrast is ink, 7 is blank. */
+    uint8_t g[28 * 28];
+    float out[784];
+    char err[200];
+    const char *modes[] = {"mnist", "fit"};
+    for (int m = 0; m < 2; m++)
+        for (int sign = -1; sign <= 1; sign += 2)
+            for (int d = 7; d <= 8; d++) {
+                memset(g, 100, sizeof g);
+                for (int y = 7; y < 21; y++)
+                    for (int x = 9; x < 19; x++) g[y * 28 + x] = (uint8_t)(100 + sign * d);
+                img_status st = img_prep_by_name(modes[m], g, 28, 28, out, err, sizeof err);
+                img_status want = d >= 8 ? IMG_OK : IMG_ERR_BLANK;
+                if (st != want)
+                    fail_msg("%s, contrast %+d: status %d (%s)", modes[m], sign * d, (int)st, err);
+                if (st == IMG_OK) {
+                    float mx = 0;
+                    for (int i = 0; i < 784; i++) mx = out[i] > mx ? out[i] : mx;
+                    assert_true(mx > 0.0f);
+                }
+            }
+    /* Empty and one-pixel images: blank, never a crash. */
+    assert_int_equal(img_prep_mnist(g, 0, 5, out, err, sizeof err), IMG_ERR_BLANK);
+    assert_int_equal(img_prep_mnist(NULL, 5, 5, out, err, sizeof err), IMG_ERR_BLANK);
+    assert_int_equal(img_prep_fit(g, 5, 0, out, err, sizeof err), IMG_ERR_BLANK);
+    assert_int_equal(img_prep_mnist(g, 1, 1, out, err, sizeof err), IMG_ERR_BLANK);
+    /* A 1x2 image with full contrast: the border is the whole image, its
+     * median decides the polarity, and the result is finite. */
+    uint8_t two[2] = {0, 255};
+    img_status st = img_prep_mnist(two, 1, 2, out, err, sizeof err);
+    assert_true(st == IMG_OK || st == IMG_ERR_BLANK);
+    for (int i = 0; i < 784; i++) assert_true(isfinite(out[i]) && out[i] >= 0 && out[i] <= 1);
+    /* Unknown mode names are the caller's mistake. */
+    assert_int_equal(img_prep_by_name("Mnist", g, 28, 28, out, err, sizeof err), IMG_ERR_ARG);
+    assert_int_equal(img_prep_by_name(NULL, g, 28, 28, out, err, sizeof err), IMG_ERR_ARG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -754,6 +898,8 @@ int main(void)
         cmocka_unit_test(test_ensemble_limits),
         cmocka_unit_test(test_reader_size_limits),
         cmocka_unit_test(test_rng_normal),
+        cmocka_unit_test(test_png_encode_specs),
+        cmocka_unit_test(test_prep_contrast_edge),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -4,20 +4,33 @@
  * accepted value and the first value past each end (refused, naming the
  * option), as a flag and as its environment variable; every histogram
  * bucket of the metrics receives a sample exactly on its bound (counted in
- * that bucket: Prometheus's "le" is inclusive) and one just above it. */
+ * that bucket: Prometheus's "le" is inclusive) and one just above it; the
+ * JSON writer, multipart boundaries, request ids, log lines and the models
+ * directory meet their limits too. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include <cjson/cJSON.h>
+
+#include "nn/net.h"
 #include "server/buf.h"
 #include "server/config.h"
+#include "server/log.h"
 #include "server/metrics.h"
+#include "server/models.h"
+#include "server/multipart.h"
+
+#define TMPDIR_PREFIX "test_server_edges"
+#include "tmpdir.h"
 
 /* ---- configuration ------------------------------------------------------ */
 
@@ -354,12 +367,339 @@ static void test_metrics_bucket_bounds(void **state)
     assert_null(srv_metrics_create(&model, SRV_METRICS_MAX_MODELS + 1, 1));
 }
 
+/* ---- JSON writing at the edges of the fast float path -------------------- */
+
+static void json_float_is(double v, const char *want)
+{
+    srv_buf b;
+    srv_buf_init(&b, NULL, 0);
+    srv_buf_json_float(&b, v);
+    if (strcmp(b.data, want)) fail_msg("%.17g written as %s, want %s", v, b.data, want);
+    srv_buf_free(&b);
+}
+
+static void test_buf_edges(void **state)
+{
+    (void)state;
+    json_float_is(0.5, "0.5");
+    json_float_is(0.99999994f, "0.99999994");       /* the largest float < 1 */
+    json_float_is(0.999999999, "0.999999999");       /* 9 digits still below 1 */
+    json_float_is(0.9999999996, "1");                /* the 10th digit rounds up to 1 */
+    json_float_is(1.0, "1");
+    json_float_is(0.0, "0");
+    json_float_is(0.00001, "0.00001");               /* e = -5: plain decimal */
+    json_float_is(0.000001, "1e-6");                 /* e = -6: exponent */
+    json_float_is(0.0000099999999999, "0.00001");    /* rounds up across the switch */
+    json_float_is(1.5e-38, "1.5e-38");               /* fast path's lower end */
+    json_float_is(1e-38, "1e-38");                   /* printf from here down */
+    json_float_is(1e-45, "1e-45");
+    json_float_is(-0.25, "-0.25");
+    json_float_is(INFINITY, "0");
+    json_float_is(-INFINITY, "0");
+    json_float_is(123456789.0, "123456789");
+
+    /* Every control character is escaped; 0x7f and UTF-8 pass through. */
+    srv_buf b;
+    srv_buf_init(&b, NULL, 0);
+    srv_buf_json_str(&b, "\r\t\x1f\x7f\xc3\xa9 ");
+    assert_string_equal(b.data, "\"\\r\\t\\u001f\x7f\xc3\xa9 \"");
+    srv_buf_free(&b);
+
+    /* Detach: from caller storage, from nothing at all, after oom. */
+    char store[16];
+    size_t len = 99;
+    srv_buf_init(&b, store, sizeof store);
+    srv_buf_puts(&b, "abc");
+    char *d = srv_buf_detach(&b, &len);
+    assert_non_null(d);
+    assert_true(d != store);
+    assert_string_equal(d, "abc");
+    assert_int_equal(len, 3);
+    free(d);
+    srv_buf_init(&b, NULL, 0);
+    d = srv_buf_detach(&b, &len);
+    assert_non_null(d);
+    assert_string_equal(d, "");
+    assert_int_equal(len, 0);
+    free(d);
+    srv_buf_init(&b, NULL, 0);
+    b.oom = 1;
+    srv_buf_puts(&b, "ignored");
+    assert_null(srv_buf_detach(&b, &len));
+    srv_buf_free(&b);
+    /* Exactly filling caller storage (15 chars + NUL) stays in it. */
+    srv_buf_init(&b, store, sizeof store);
+    srv_buf_puts(&b, "123456789012345");
+    assert_true(b.data == store);
+    srv_buf_puts(&b, "6");
+    assert_true(b.data != store);
+    assert_string_equal(b.data, "1234567890123456");
+    srv_buf_free(&b);
+}
+
+/* ---- multipart boundary length: 1..70 (RFC 2046) -------------------------- */
+
+static void test_multipart_edges(void **state)
+{
+    (void)state;
+    char ct[200], bnd[SRV_BOUNDARY_MAX], err[256];
+    char b70[71];
+    memset(b70, 'b', 70);
+    b70[70] = 0;
+    snprintf(ct, sizeof ct, "multipart/form-data; boundary=%s", b70);
+    assert_int_equal(srv_multipart_boundary(ct, bnd, sizeof bnd), 0);
+    assert_string_equal(bnd, b70);
+    snprintf(ct, sizeof ct, "multipart/form-data; boundary=\"%s\"", b70);
+    assert_int_equal(srv_multipart_boundary(ct, bnd, sizeof bnd), 0);
+    snprintf(ct, sizeof ct, "multipart/form-data; boundary=%sb", b70);
+    assert_int_equal(srv_multipart_boundary(ct, bnd, sizeof bnd), -1);
+    snprintf(ct, sizeof ct, "multipart/form-data; boundary=\"%sb\"", b70);
+    assert_int_equal(srv_multipart_boundary(ct, bnd, sizeof bnd), -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=x", bnd, 2), 0);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=xy", bnd, 2), -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=\"x", bnd, sizeof bnd), -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=\"\"", bnd, sizeof bnd), -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; BOUNDARY=z", bnd, sizeof bnd), 0);
+    assert_string_equal(bnd, "z");
+
+    /* The parser's own cap on the boundary it is given. */
+    srv_part parts[2];
+    int n;
+    char big[SRV_BOUNDARY_MAX + 2];
+    memset(big, 'q', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    const uint8_t body[] = "--q\r\n\r\nx\r\n--q--";
+    assert_int_equal(srv_multipart_parse(body, sizeof body - 1, big, "image", parts, 2, &n, err,
+                                         sizeof err), SRV_MP_MALFORMED);
+    assert_non_null(strstr(err, "boundary"));
+    assert_int_equal(srv_multipart_parse(body, sizeof body - 1, "", "image", parts, 2, &n, err,
+                                         sizeof err), SRV_MP_MALFORMED);
+    /* A part with no headers at all lacks its Content-Disposition (RFC 7578). */
+    assert_int_equal(srv_multipart_parse(body, sizeof body - 1, "q", "image", parts, 2, &n, err,
+                                         sizeof err), SRV_MP_MALFORMED);
+    assert_non_null(strstr(err, "part 1: missing or malformed Content-Disposition"));
+    /* Exactly max_parts image parts fit; one more is too many. */
+    const uint8_t two[] = "--q\r\nContent-Disposition: form-data; name=image\r\n\r\na\r\n"
+                          "--q\r\nContent-Disposition: form-data; name=image\r\n\r\nb\r\n--q--";
+    assert_int_equal(srv_multipart_parse(two, sizeof two - 1, "q", "image", parts, 2, &n, err,
+                                         sizeof err), SRV_MP_OK);
+    assert_int_equal(n, 2);
+    assert_int_equal(srv_multipart_parse(two, sizeof two - 1, "q", "image", parts, 1, &n, err,
+                                         sizeof err), SRV_MP_TOO_MANY);
+}
+
+/* ---- request ids and log lines --------------------------------------------- */
+
+/* Runs fn with stderr redirected into a file; returns what it wrote. */
+static char *capture_stderr(void (*fn)(void))
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/stderr.txt", tmpdir);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    FILE *f = fopen(path, "w+");
+    assert_non_null(f);
+    dup2(fileno(f), STDERR_FILENO);
+    fn();
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    rewind(f);
+    char *s = calloc(1, (size_t)n + 1);
+    assert_int_equal(fread(s, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    return s;
+}
+
+static void log_some(void)
+{
+    char longmsg[2000];
+    memset(longmsg, '\x01', sizeof longmsg - 1);   /* grows 6x when escaped */
+    longmsg[sizeof longmsg - 1] = 0;
+    srv_log(SRV_WARN, "quote \" backslash \\ newline \n tab \t");
+    srv_log(SRV_ERROR, "%s", longmsg);
+    srv_access a = {.method = "POST", .path = "/predict?x=\"a b\"\n", .status = 200,
+                    .bytes = 123, .us = 456, .rid = "r1", .model = "mlp", .note = "client_closed"};
+    srv_log_access(&a);
+    srv_access b = {.method = "GET", .path = NULL, .status = 0, .rid = "r2"};
+    srv_log_access(&b);
+}
+
+static void test_log_lines(void **state)
+{
+    (void)state;
+    /* JSON: every line is one object with the fields it should have. */
+    srv_log_init(1);
+    assert_int_equal(srv_log_is_json(), 1);
+    char *out = capture_stderr(log_some);
+    srv_log_init(0);
+    int lines = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) fail_msg("line %d is not JSON: %.200s", lines, line);
+        assert_non_null(cJSON_GetObjectItem(j, "ts"));
+        const cJSON *msg = cJSON_GetObjectItem(j, "msg");
+        assert_true(cJSON_IsString(msg));
+        if (lines == 0) {
+            assert_string_equal(cJSON_GetObjectItem(j, "level")->valuestring, "warn");
+            assert_string_equal(msg->valuestring, "quote \" backslash \\ newline \n tab \t");
+        }
+        if (lines == 1) assert_int_equal(strlen(msg->valuestring), 1023);   /* truncated */
+        if (lines == 2) {
+            assert_string_equal(msg->valuestring, "access");
+            assert_string_equal(cJSON_GetObjectItem(j, "path")->valuestring, "/predict?x=%22a%20b%22%0A");
+            assert_int_equal(cJSON_GetObjectItem(j, "status")->valueint, 200);
+            assert_string_equal(cJSON_GetObjectItem(j, "model")->valuestring, "mlp");
+            assert_string_equal(cJSON_GetObjectItem(j, "note")->valuestring, "client_closed");
+        }
+        if (lines == 3) {
+            assert_string_equal(cJSON_GetObjectItem(j, "path")->valuestring, "");
+            assert_null(cJSON_GetObjectItem(j, "model"));
+            assert_null(cJSON_GetObjectItem(j, "note"));
+        }
+        cJSON_Delete(j);
+    }
+    assert_int_equal(lines, 4);
+    free(out);
+
+    /* Text: the same content, one line each, note and model as key=value. */
+    out = capture_stderr(log_some);
+    assert_int_equal(srv_log_is_json(), 0);
+    assert_non_null(strstr(out, " warn quote \" backslash"));
+    assert_non_null(strstr(out, "path=/predict?x=%22a%20b%22%0A status=200 bytes=123 us=456 "
+                                "rid=r1 model=mlp note=client_closed\n"));
+    assert_non_null(strstr(out, "method=GET path= status=0 bytes=0 us=0 rid=r2\n"));
+    free(out);
+
+    /* Request ids: 1..128 characters of 0x21..0x7e but '"' and '\'. */
+    char id[130];
+    memset(id, '!', 128);
+    id[128] = 0;
+    assert_true(srv_reqid_valid(id));
+    memset(id, '~', 128);
+    assert_true(srv_reqid_valid(id));
+    id[0] = ' ';
+    assert_false(srv_reqid_valid(id));
+    id[0] = '\x7f';
+    assert_false(srv_reqid_valid(id));
+    id[0] = '~';
+    id[128] = '~';
+    id[129] = 0;
+    assert_false(srv_reqid_valid(id));
+
+    /* Sanitising never splits an escape: it needs 3 bytes plus the NUL. */
+    char s5[5], s4[4], s1[1];
+    srv_log_sanitize("a b", s5, sizeof s5);
+    assert_string_equal(s5, "a%20");
+    srv_log_sanitize("a b", s4, sizeof s4);
+    assert_string_equal(s4, "a");
+    srv_log_sanitize("abc", s1, sizeof s1);
+    assert_string_equal(s1, "");
+}
+
+/* ---- the models directory ----------------------------------------------------- */
+
+static void save_tiny(const char *path)
+{
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256];
+    assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]", L, &nl,
+                                   err, sizeof err), 0);
+    nn_net *net = nn_net_create(L, nl, 1, 28, 28, NULL, err, sizeof err);
+    if (!net) fail_msg("%s", err);
+    nn_net_init(net, 1);
+    if (nn_net_save(net, path, err, sizeof err)) fail_msg("%s", err);
+    nn_net_free(net);
+}
+
+static srv_models *load_dir(const char *dir, char *err, size_t errlen)
+{
+    srv_config c;
+    srv_config_defaults(&c);
+    snprintf(c.models_dir, sizeof c.models_dir, "%s", dir);
+    return srv_models_load(&c, err, errlen);
+}
+
+static void test_models_dir_limits(void **state)
+{
+    (void)state;
+    char dir[200], path[400], src[400], err[512];
+    snprintf(dir, sizeof dir, "%s/many", tmpdir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(src, sizeof src, "%s/m00.safetensors", dir);
+    save_tiny(src);
+    /* SRV_MAX_MODELS files (links to one) load; one more is refused. */
+    for (int i = 1; i <= SRV_MAX_MODELS; i++) {
+        snprintf(path, sizeof path, "%s/m%02d.safetensors", dir, i);
+        if (i == SRV_MAX_MODELS) {
+            srv_models *ms = load_dir(dir, err, sizeof err);
+            if (!ms) fail_msg("%d models: %s", SRV_MAX_MODELS, err);
+            assert_int_equal(ms->n, SRV_MAX_MODELS);
+            srv_models_free(ms);
+        }
+        assert_int_equal(link(src, path), 0);
+    }
+    assert_null(load_dir(dir, err, sizeof err));
+    assert_non_null(strstr(err, "too many models (max 32)"));
+
+    /* A file stem of 63 characters is a model name, 64 is too long. */
+    snprintf(dir, sizeof dir, "%s/names", tmpdir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    char stem[80];
+    memset(stem, 'n', 63);
+    stem[63] = 0;
+    snprintf(path, sizeof path, "%s/%s.safetensors", dir, stem);
+    assert_int_equal(link(src, path), 0);
+    srv_models *ms = load_dir(dir, err, sizeof err);
+    if (!ms) fail_msg("63-character name: %s", err);
+    assert_int_equal(srv_models_find(ms, stem), 0);
+    assert_int_equal(srv_models_find(ms, "n"), -1);
+    srv_models_free(ms);
+    snprintf(path, sizeof path, "%s/%sn.safetensors", dir, stem);
+    assert_int_equal(link(src, path), 0);
+    assert_null(load_dir(dir, err, sizeof err));
+    assert_non_null(strstr(err, "file name too long for a model name"));
+    unlink(path);
+    /* A stem that is not a valid name. */
+    snprintf(path, sizeof path, "%s/a b.safetensors", dir);
+    assert_int_equal(link(src, path), 0);
+    assert_null(load_dir(dir, err, sizeof err));
+    assert_non_null(strstr(err, "'a b' must be letters"));
+    unlink(path);
+    /* An ensemble list whose figure is the whole range's edge. */
+    snprintf(path, sizeof path, "%s/ens.ensemble", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "%s.safetensors\n%s.safetensors\ntest_accuracy=1\n", stem, stem);
+    fclose(f);
+    ms = load_dir(dir, err, sizeof err);
+    if (!ms) fail_msg("ensemble: %s", err);
+    int k = srv_models_find(ms, "ens");
+    assert_true(k >= 0);
+    assert_true(ms->m[k].test_accuracy == 1.0);
+    assert_int_equal(ms->m[k].nmembers, 2);
+    assert_true(ms->default_idx != k);               /* the default is a single model */
+    srv_models_free(ms);
+    srv_models_free(NULL);
+    /* No directory at all. */
+    snprintf(path, sizeof path, "%s/none", tmpdir);
+    assert_null(load_dir(path, err, sizeof err));
+    assert_non_null(strstr(err, "models directory"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_numeric_bounds),
         cmocka_unit_test(test_config_length_bounds),
         cmocka_unit_test(test_metrics_bucket_bounds),
+        cmocka_unit_test(test_buf_edges),
+        cmocka_unit_test(test_multipart_edges),
+        cmocka_unit_test(test_log_lines),
+        cmocka_unit_test(test_models_dir_limits),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

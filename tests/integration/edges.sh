@@ -6,7 +6,8 @@
 # Each limit is met exactly (answered 200) and exceeded by one (answered
 # with its exact status): the body limit with a declared Content-Length
 # and with a chunked body of unknown length, the pixel limit, the batch
-# limit; and media types are matched case-insensitively. The server runs
+# limit; and media types are matched case-insensitively. A second server
+# with the smallest --timeout and JSON logs closes a stalled upload. The server runs
 # on 127.0.0.1 port 0 (port read from its log line) and must exit 0 on
 # SIGTERM. Output is TAP closed by "edges: N passed, M failed"; the exit
 # status is non-zero on any failure. Needs: curl, python3, models/mlp,
@@ -160,4 +161,87 @@ kill -TERM "$srv_pid"
 wait "$srv_pid"; rc=$?
 srv_pid=""
 if [ $rc -eq 0 ]; then ok "server exits 0 on SIGTERM"; else nok "server exits 0 on SIGTERM" "exit $rc: $(tail -5 "$tmp/log")"; fi
+
+# ---- the smallest --timeout, JSON logs: a request that stalls mid-body is
+# closed by the server and logged with note "timeout", one the client
+# abandons with "client_closed"; every log line is a JSON object.
+start() { # LOG ARGS...
+    local log=$1; shift
+    "$SERVER" --host 127.0.0.1 --port 0 --model mlp="$MODELS/mlp.safetensors" "$@" > "$tmp/out" 2> "$log" &
+    srv_pid=$!
+    base=""
+    local deadline=$((SECONDS + START_TIMEOUT)) port
+    while [ $SECONDS -lt $deadline ]; do
+        port=$(sed -n 's#.*listening on http://[^ "]*:\([0-9][0-9]*\).*#\1#p' "$log" | head -1)
+        if [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/readyz")" = 200 ]; then
+            base=http://127.0.0.1:$port
+            return 0
+        fi
+        kill -0 "$srv_pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+if start "$tmp/log2" --timeout 1 --log-format json --threads 1 --grace 5; then
+    ok "server starts with --timeout 1 --log-format json"
+    r=$("$PY" - "${base#http://127.0.0.1:}" <<'EOF2'
+import socket, sys, time
+port = int(sys.argv[1])
+head = ("POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        "Content-Length: 1000\r\n\r\n").encode()
+# stalls after 10 of 1000 body bytes: the server must close it
+s = socket.create_connection(("127.0.0.1", port))
+s.sendall(head + b"x" * 10)
+s.settimeout(10)
+t0 = time.monotonic()
+try:
+    got = s.recv(4096)
+except OSError:
+    got = b""
+took = time.monotonic() - t0
+s.close()
+# abandoned by the client mid-body
+c = socket.create_connection(("127.0.0.1", port))
+c.sendall(head + b"x" * 10)
+time.sleep(0.2)
+c.close()
+time.sleep(0.3)
+print("closed" if not got.startswith(b"HTTP/1.1 2") else "answered", "%.1f" % took)
+EOF2
+    )
+    case $r in
+        "closed "*) t=${r#closed }
+            if "$PY" -c "import sys; sys.exit(0 if 0.5 <= $t <= 8 else 1)"; then ok "a body stalled past --timeout 1 is closed by the server (${t}s)"
+            else nok "a body stalled past --timeout 1 is closed by the server" "took ${t}s"; fi ;;
+        *) nok "a body stalled past --timeout 1 is closed by the server" "$r" ;;
+    esac
+    kill -TERM "$srv_pid"
+    wait "$srv_pid"; rc=$?
+    srv_pid=""
+    [ $rc -eq 0 ] && ok "second server exits 0 on SIGTERM" || nok "second server exits 0 on SIGTERM" "exit $rc"
+    r=$("$PY" - "$tmp/log2" <<'EOF2'
+import json, sys
+notes, bad = [], []
+for n, line in enumerate(open(sys.argv[1]), 1):
+    try:
+        j = json.loads(line)
+        assert isinstance(j, dict) and {"ts", "level", "msg"} <= set(j)
+    except Exception:
+        bad.append("line %d: %s" % (n, line.strip()[:200]))
+        continue
+    if j["msg"] == "access":
+        notes.append(j.get("note"))
+if bad:
+    print("not JSON:", "; ".join(bad[:3]))
+elif "timeout" not in notes or "client_closed" not in notes:
+    print("access notes were", notes)
+else:
+    print("ok")
+EOF2
+    )
+    [ "$r" = ok ] && ok "JSON log: every line an object; access lines note timeout and client_closed" \
+        || nok "JSON log: every line an object; access lines note timeout and client_closed" "$r" "$(tail -5 "$tmp/log2")"
+else
+    nok "server starts with --timeout 1 --log-format json" "$(tail -20 "$tmp/log2")"
+fi
 finish

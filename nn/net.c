@@ -31,8 +31,10 @@ static int json_int(const cJSON *o, const char *key, int def, int lo, int hi,
     return 0;
 }
 
-static int json_float(const cJSON *o, const char *key, float def, float lo,
-                      float hi, float *out, int li, char *err, size_t errlen)
+/* lo and hi are doubles: as floats, a bound like 0.95 would sit below the
+ * JSON value 0.95 and refuse the documented maximum. */
+static int json_float(const cJSON *o, const char *key, float def, double lo,
+                      double hi, float *out, int li, char *err, size_t errlen)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v) { *out = def; return 0; }
@@ -87,11 +89,11 @@ int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err,
             if (json_int(o, "stride", L->k, 1, 64, &L->stride, i, err, errlen)) goto done;
             break;
         case NN_DROPOUT:
-            if (json_float(o, "p", 0.5f, 0.0f, 0.95f, &L->p, i, err, errlen)) goto done;
+            if (json_float(o, "p", 0.5f, 0.0, 0.95, &L->p, i, err, errlen)) goto done;
             break;
         case NN_BATCHNORM:
-            if (json_float(o, "eps", 1e-5f, 1e-12f, 1.0f, &L->eps, i, err, errlen) ||
-                json_float(o, "momentum", 0.1f, 0.0f, 1.0f, &L->momentum, i, err, errlen)) goto done;
+            if (json_float(o, "eps", 1e-5f, 1e-12, 1.0, &L->eps, i, err, errlen) ||
+                json_float(o, "momentum", 0.1f, 0.0, 1.0, &L->momentum, i, err, errlen)) goto done;
             break;
         default:
             break;

@@ -886,6 +886,136 @@ static void test_prep_contrast_edge(void **state)
     assert_int_equal(img_prep_by_name(NULL, g, 28, 28, out, err, sizeof err), IMG_ERR_ARG);
 }
 
+/* ---- architecture: every bounded field, layer count, shape fitting ------- */
+
+static int arch_ok(const char *layer_json)
+{
+    char json[512], err[256];
+    snprintf(json, sizeof json, "[%s]", layer_json);
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    return nn_arch_parse(json, L, &nl, err, sizeof err) == 0;
+}
+
+/* nn_net_create over [C,H,W] for arch; returns 1 when created. */
+static int net_ok(const char *arch, int c, int h, int w, const char *needle)
+{
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256] = "";
+    if (nn_arch_parse(arch, L, &nl, err, sizeof err)) fail_msg("%s: %s", arch, err);
+    nn_net *net = nn_net_create(L, nl, c, h, w, NULL, err, sizeof err);
+    if (net) { nn_net_free(net); return 1; }
+    if (needle && !strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", arch, err, needle);
+    return 0;
+}
+
+static void test_arch_limits(void **state)
+{
+    (void)state;
+    const struct { const char *ok, *bad; } edges[] = {
+        {"{\"type\":\"dense\",\"out\":1}", "{\"type\":\"dense\",\"out\":0}"},
+        {"{\"type\":\"dense\",\"out\":1048576}", "{\"type\":\"dense\",\"out\":1048577}"},
+        {"{\"type\":\"dense\",\"out\":3.0}", "{\"type\":\"dense\",\"out\":3.5}"},
+        {"{\"type\":\"dense\",\"out\":3}", "{\"type\":\"dense\"}"},
+        {"{\"type\":\"dense\",\"out\":3}", "{\"type\":\"dense\",\"out\":\"3\"}"},
+        {"{\"type\":\"conv2d\",\"out\":65536,\"k\":1}", "{\"type\":\"conv2d\",\"out\":65537,\"k\":1}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":64}", "{\"type\":\"conv2d\",\"out\":1,\"k\":65}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":1}", "{\"type\":\"conv2d\",\"out\":1,\"k\":0}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":64}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":65}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":1}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":0}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":64}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":65}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":0}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":-1}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3}", "{\"type\":\"conv2d\",\"k\":3}"},
+        {"{\"type\":\"maxpool\",\"k\":64}", "{\"type\":\"maxpool\",\"k\":65}"},
+        {"{\"type\":\"maxpool\",\"k\":1}", "{\"type\":\"maxpool\",\"k\":0}"},
+        {"{\"type\":\"maxpool\",\"k\":2,\"stride\":64}", "{\"type\":\"maxpool\",\"k\":2,\"stride\":65}"},
+        {"{\"type\":\"maxpool\",\"k\":2}", "{\"type\":\"maxpool\"}"},
+        {"{\"type\":\"dropout\",\"p\":0}", "{\"type\":\"dropout\",\"p\":-0.0001}"},
+        {"{\"type\":\"dropout\",\"p\":0.95}", "{\"type\":\"dropout\",\"p\":0.9501}"},
+        {"{\"type\":\"batchnorm\",\"eps\":1e-12}", "{\"type\":\"batchnorm\",\"eps\":9e-13}"},
+        {"{\"type\":\"batchnorm\",\"eps\":1}", "{\"type\":\"batchnorm\",\"eps\":1.001}"},
+        {"{\"type\":\"batchnorm\",\"momentum\":0}", "{\"type\":\"batchnorm\",\"momentum\":-0.001}"},
+        {"{\"type\":\"batchnorm\",\"momentum\":1}", "{\"type\":\"batchnorm\",\"momentum\":1.001}"},
+        {"{\"type\":\"relu\"}", "{\"type\":\"Relu\"}"},
+        {"{\"type\":\"flatten\"}", "{\"kind\":\"flatten\"}"},
+        {"{\"type\":\"deskew\"}", "[\"deskew\"]"},
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++) {
+        if (!arch_ok(edges[i].ok)) fail_msg("refused: %s", edges[i].ok);
+        if (arch_ok(edges[i].bad)) fail_msg("accepted: %s", edges[i].bad);
+    }
+
+    /* 1..NN_MAX_LAYERS layers. */
+    char json[64 * 20 + 8];
+    size_t o = (size_t)snprintf(json, sizeof json, "[");
+    for (int i = 0; i < NN_MAX_LAYERS; i++)
+        o += (size_t)snprintf(json + o, sizeof json - o, "%s{\"type\":\"relu\"}", i ? "," : "");
+    snprintf(json + o, sizeof json - o, "]");
+    nn_layer L[NN_MAX_LAYERS + 1];
+    int nl = 0;
+    char err[256];
+    assert_int_equal(nn_arch_parse(json, L, &nl, err, sizeof err), 0);
+    assert_int_equal(nl, NN_MAX_LAYERS);
+    json[o] = 0;
+    snprintf(json + o, sizeof json - o, ",{\"type\":\"relu\"}]");
+    assert_int_equal(nn_arch_parse(json, L, &nl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "65 layers (must be 1..64)"));
+    assert_int_equal(nn_arch_parse("[]", L, &nl, err, sizeof err), -1);
+    assert_non_null(strstr(err, "0 layers"));
+    assert_int_equal(nn_arch_parse("{}", L, &nl, err, sizeof err), -1);
+    assert_int_equal(nn_arch_parse("", L, &nl, err, sizeof err), -1);
+
+    /* Shapes: a kernel exactly as large as the padded input fits, one
+     * more does not; padding must stay below the kernel; a pool may be as
+     * large as its input. */
+    const char *F = "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":2}]";
+    char a[256];
+    snprintf(a, sizeof a, "[{\"type\":\"conv2d\",\"out\":1,\"k\":5},%s", F);
+    assert_true(net_ok(a, 1, 5, 5, NULL));
+    assert_false(net_ok(a, 1, 4, 5, "does not fit"));
+    snprintf(a, sizeof a, "[{\"type\":\"conv2d\",\"out\":1,\"k\":5,\"pad\":1},%s", F);
+    assert_true(net_ok(a, 1, 3, 3, NULL));
+    assert_false(net_ok(a, 1, 2, 3, "does not fit"));
+    snprintf(a, sizeof a, "[{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":2},%s", F);
+    assert_true(net_ok(a, 1, 4, 4, NULL));
+    snprintf(a, sizeof a, "[{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":3},%s", F);
+    assert_false(net_ok(a, 1, 4, 4, "pad=3"));
+    snprintf(a, sizeof a, "[{\"type\":\"maxpool\",\"k\":4},%s", F);
+    assert_true(net_ok(a, 1, 4, 4, NULL));
+    assert_false(net_ok(a, 1, 3, 4, "larger than"));
+    /* The last layer gives 2..NN_MAX_CLASSES scores, on a 1x1 map. */
+    assert_true(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":64}]", 1, 2, 2, NULL));
+    assert_false(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":65}]", 1, 2, 2, "2..64 class scores"));
+    assert_false(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":1}]", 1, 2, 2, "2..64 class scores"));
+    assert_true(net_ok("[{\"type\":\"relu\"}]", 2, 1, 1, NULL));
+    assert_false(net_ok("[{\"type\":\"relu\"}]", 2, 2, 1, "class scores"));
+    /* Input shape and deskew's place. */
+    assert_false(net_ok("[{\"type\":\"relu\"}]", 0, 1, 1, "bad input shape"));
+    assert_false(net_ok("[{\"type\":\"relu\"}]", 2, 0, 1, "bad input shape"));
+    assert_false(net_ok("[{\"type\":\"relu\"},{\"type\":\"deskew\"}]", 2, 1, 1, "first layer"));
+    /* Activations up to 64 Mi values per image. */
+    assert_false(net_ok("[{\"type\":\"conv2d\",\"out\":65536,\"k\":1},{\"type\":\"flatten\"},"
+                        "{\"type\":\"dense\",\"out\":2}]", 1, 32, 33, "activation too large"));
+
+    /* Meta: input_std must be > 0, the class count must match. */
+    assert_int_equal(nn_arch_parse("[{\"type\":\"relu\"}]", L, &nl, err, sizeof err), 0);
+    nn_meta m;
+    memset(&m, 0, sizeof m);
+    m.nclasses = 2;
+    m.input_std = 0.0f;
+    assert_null(nn_net_create(L, nl, 2, 1, 1, &m, err, sizeof err));
+    assert_non_null(strstr(err, "input_std"));
+    m.input_std = 1e-30f;
+    nn_net *net = nn_net_create(L, nl, 2, 1, 1, &m, err, sizeof err);
+    if (!net) fail_msg("%s", err);
+    nn_net_free(net);
+    nn_net_free(NULL);
+    m.nclasses = 3;
+    assert_null(nn_net_create(L, nl, 2, 1, 1, &m, err, sizeof err));
+    assert_non_null(strstr(err, "3 classes"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -900,6 +1030,7 @@ int main(void)
         cmocka_unit_test(test_rng_normal),
         cmocka_unit_test(test_png_encode_specs),
         cmocka_unit_test(test_prep_contrast_edge),
+        cmocka_unit_test(test_arch_limits),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

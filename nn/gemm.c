@@ -34,11 +34,13 @@
  * plain loop is used, so nn_gemm never fails.
  */
 #include "nn/gemm.h"
+#include "nn/err.h"
 #include "nn/simd.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -379,9 +381,56 @@ static const struct gemm_path paths[NN_GEMM_PATH_COUNT] = {
 #endif
 };
 
-/* -1 until first use; then the chosen path. Relaxed atomics: the value is
- * a plain index, no other memory is published through it. */
+/* The cap set by NN_ISA (or nn_gemm_set_cap): the most capable rank a path
+ * may have. Ranks: the portable paths 0, AVX2 1, AVX-512 2. */
+static int path_rank(int path)
+{
+    switch (path) {
+    case NN_GEMM_PATH_AVX2: return 1;
+    case NN_GEMM_PATH_AVX512: return 2;
+    default: return 0;
+    }
+}
+#define GEMM_CAP_NONE 99
+
+/* -1 until first use; then the chosen path. Relaxed atomics: the values
+ * are plain indices, no other memory is published through them. */
 static _Atomic int gemm_current = -1;
+static _Atomic int gemm_cap = -1; /* -1: NN_ISA not read yet */
+
+static int cpu_runs(int path)
+{
+    if (path < 0 || path >= NN_GEMM_PATH_COUNT) return 0;
+    const struct gemm_path *p = &paths[path];
+    return p->name != NULL && p->supported();
+}
+
+/* Parses NN_ISA's value: the cap's rank, or -1 (unknown) / -2 (the CPU or
+ * this build lacks it). NULL or "" or "auto" mean no cap. */
+static int cap_parse(const char *v, int *path)
+{
+    *path = NN_GEMM_PATH_AUTO;
+    if (v == NULL || *v == '\0' || strcmp(v, "auto") == 0) return GEMM_CAP_NONE;
+    for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
+        if (paths[p].name == NULL || strcmp(v, paths[p].name) != 0) continue;
+        *path = p;
+        return cpu_runs(p) ? path_rank(p) : -2;
+    }
+    return -1;
+}
+
+static int cap_get(void)
+{
+    int c = atomic_load_explicit(&gemm_cap, memory_order_relaxed);
+    if (c >= 0) return c;
+    /* First use without nn_gemm_init_env: honour a valid NN_ISA, ignore a
+     * bad one (programs call nn_gemm_init_env first and report it). */
+    int p;
+    c = cap_parse(getenv(NN_GEMM_ENV), &p);
+    if (c < 0) c = GEMM_CAP_NONE;
+    atomic_store_explicit(&gemm_cap, c, memory_order_relaxed);
+    return c;
+}
 
 static int best_path(void)
 {
@@ -394,9 +443,26 @@ static int best_path(void)
 
 int nn_gemm_path_supported(int path)
 {
-    if (path < 0 || path >= NN_GEMM_PATH_COUNT) return 0;
-    const struct gemm_path *p = &paths[path];
-    return p->name != NULL && p->supported();
+    return cpu_runs(path) && path_rank(path) <= cap_get();
+}
+
+int nn_gemm_init_env(char *err, size_t errlen)
+{
+    const char *v = getenv(NN_GEMM_ENV);
+    int p, c = cap_parse(v, &p);
+    if (c == -1)
+        return nn_errf(err, errlen,
+                       "%s=%s: unknown kernel path (use auto, generic, avx2 "
+                       "or avx512)", NN_GEMM_ENV, v);
+    if (c == -2)
+        return nn_errf(err, errlen, "%s=%s: this CPU cannot run the %s kernels",
+                       NN_GEMM_ENV, v, v);
+    atomic_store_explicit(&gemm_cap, c, memory_order_relaxed);
+    /* The cap's own path when it names one (generic-wide is never chosen
+     * on its own otherwise), else the best under the cap. */
+    int pick = p != NN_GEMM_PATH_AUTO ? p : best_path();
+    atomic_store_explicit(&gemm_current, pick, memory_order_relaxed);
+    return 0;
 }
 
 int nn_gemm_set_path(int path)
@@ -423,6 +489,21 @@ const char *nn_gemm_path_name(int path)
     if (path < 0 || path >= NN_GEMM_PATH_COUNT || paths[path].name == NULL)
         return "unknown";
     return paths[path].name;
+}
+
+size_t nn_gemm_paths_list(char *buf, size_t len)
+{
+    static const int order[] = {NN_GEMM_PATH_GENERIC, NN_GEMM_PATH_AVX2,
+                                NN_GEMM_PATH_AVX512};
+    size_t n = 0;
+    if (len) buf[0] = '\0';
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        if (!nn_gemm_path_supported(order[i])) continue;
+        int w = snprintf(buf + (n < len ? n : len), n < len ? len - n : 0,
+                         "%s%s", n ? " " : "", paths[order[i]].name);
+        if (w > 0) n += (size_t)w;
+    }
+    return n;
 }
 
 /* ---- per-thread workspace ---------------------------------------------------

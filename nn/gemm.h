@@ -60,7 +60,13 @@ int nn_gemm_panel_width(void);
  * tests and benchmarks may force another. GENERIC_WIDE runs the AVX-512
  * tile geometry with portable vectors: a test aid, never chosen on its own.
  * Fast paths: tb == 0 reads B in place; ta == 0, tb == 1 with M <= 2
- * (batch-1 dense layers) uses dot products over B's rows. */
+ * (batch-1 dense layers) uses dot products over B's rows.
+ *
+ * The environment variable NN_ISA caps the choice for the whole process:
+ * "generic" (portable C only), "avx2", "avx512", or "auto" / unset (the
+ * best the CPU runs). Paths above the cap count as unsupported, so
+ * nothing (not even nn_gemm_set_path) can pick them. "generic-wide" is
+ * accepted too, for tests. */
 enum {
     NN_GEMM_PATH_AUTO = -1,
     NN_GEMM_PATH_GENERIC = 0,
@@ -69,7 +75,15 @@ enum {
     NN_GEMM_PATH_AVX512,
     NN_GEMM_PATH_COUNT
 };
-/* 1 if path exists in this build and this CPU runs it, else 0. */
+#define NN_GEMM_ENV "NN_ISA"
+/* Reads NN_ISA and applies it: every program calls this once at start-up,
+ * before any thread multiplies. Returns 0, or -1 with a one-line message
+ * in err when the value is unknown or names a path this CPU (or build)
+ * cannot run; nothing changes then. Without this call the first multiply
+ * applies a valid NN_ISA and ignores an invalid one. */
+int nn_gemm_init_env(char *err, size_t errlen);
+/* 1 if path exists in this build, this CPU runs it and NN_ISA allows it,
+ * else 0. */
 int nn_gemm_path_supported(int path);
 /* Select path for all threads (AUTO: the best supported). Returns 0, or -1
  * with nothing changed if the path is unknown or unsupported. Meant for
@@ -80,5 +94,9 @@ int nn_gemm_get_path(void);
 /* Name of path ("generic", "generic-wide", "avx2", "avx512"); AUTO gives
  * the one in use. Static string. */
 const char *nn_gemm_path_name(int path);
+/* The supported paths a user can name in NN_ISA, in rising order and
+ * space-separated ("generic avx2 avx512"), into buf (len bytes, always
+ * NUL-terminated when len > 0). Returns the full length, as snprintf. */
+size_t nn_gemm_paths_list(char *buf, size_t len);
 
 #endif

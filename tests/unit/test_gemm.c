@@ -306,6 +306,101 @@ static void test_rows_nt(void **state)
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
 
+static int cpu_avx2(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
+static int cpu_avx512(void)
+{
+#if defined(__GNUC__) && defined(__x86_64__)
+    __builtin_cpu_init();
+    return cpu_avx2() && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
+
+/* Sets NN_ISA to v (NULL: unset) and applies it; returns init's result. */
+static int isa_apply(const char *v, char *err, size_t errlen)
+{
+    if (v) setenv("NN_ISA", v, 1);
+    else unsetenv("NN_ISA");
+    return nn_gemm_init_env(err, errlen);
+}
+
+/* NN_ISA caps the dispatch for the whole process: paths above the cap are
+ * unsupported (nothing can select them), the cap's own path is in use,
+ * and an unknown value or one the CPU lacks is refused with a message
+ * naming it, changing nothing. Every value is tried whatever the CPU:
+ * the expected outcome follows from the CPU's flags. */
+static void test_isa_env(void **state)
+{
+    (void)state;
+    char orig[64] = "", err[256], list[128];
+    int had = getenv("NN_ISA") != NULL;
+    if (had) snprintf(orig, sizeof orig, "%s", getenv("NN_ISA"));
+    int before = nn_gemm_get_path();
+
+    assert_int_equal(isa_apply("bogus", err, sizeof err), -1);
+    assert_non_null(strstr(err, "NN_ISA=bogus"));
+    assert_int_equal(nn_gemm_get_path(), before);
+
+    assert_int_equal(isa_apply("generic", err, sizeof err), 0);
+    assert_int_equal(nn_gemm_get_path(), NN_GEMM_PATH_GENERIC);
+    assert_false(nn_gemm_path_supported(NN_GEMM_PATH_AVX2));
+    assert_false(nn_gemm_path_supported(NN_GEMM_PATH_AVX512));
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AVX2), -1);
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    assert_int_equal(nn_gemm_get_path(), NN_GEMM_PATH_GENERIC);
+    nn_gemm_paths_list(list, sizeof list);
+    assert_string_equal(list, "generic");
+
+    assert_int_equal(isa_apply("generic-wide", err, sizeof err), 0);
+    assert_int_equal(nn_gemm_get_path(), NN_GEMM_PATH_GENERIC_WIDE);
+
+    if (cpu_avx2()) {
+        assert_int_equal(isa_apply("avx2", err, sizeof err), 0);
+        assert_int_equal(nn_gemm_get_path(), NN_GEMM_PATH_AVX2);
+        assert_false(nn_gemm_path_supported(NN_GEMM_PATH_AVX512));
+        assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AVX512), -1);
+        nn_gemm_paths_list(list, sizeof list);
+        assert_string_equal(list, "generic avx2");
+    } else {
+        assert_int_equal(isa_apply("avx2", err, sizeof err), -1);
+        assert_non_null(strstr(err, "cannot run"));
+    }
+    if (cpu_avx512()) {
+        assert_int_equal(isa_apply("avx512", err, sizeof err), 0);
+        assert_int_equal(nn_gemm_get_path(), NN_GEMM_PATH_AVX512);
+        nn_gemm_paths_list(list, sizeof list);
+        assert_string_equal(list, "generic avx2 avx512");
+    } else {
+        assert_int_equal(isa_apply("avx512", err, sizeof err), -1);
+        assert_non_null(strstr(err, "cannot run"));
+    }
+    /* Unset, empty and "auto": the best the CPU runs. */
+    int best = cpu_avx512() ? NN_GEMM_PATH_AVX512 : cpu_avx2() ? NN_GEMM_PATH_AVX2 : NN_GEMM_PATH_GENERIC;
+    assert_int_equal(isa_apply(NULL, err, sizeof err), 0);
+    assert_int_equal(nn_gemm_get_path(), best);
+    assert_int_equal(isa_apply("", err, sizeof err), 0);
+    assert_int_equal(nn_gemm_get_path(), best);
+    assert_int_equal(isa_apply("auto", err, sizeof err), 0);
+    assert_int_equal(nn_gemm_get_path(), best);
+    /* The names a user can give, longest list first, are exactly these. */
+    assert_int_equal(nn_gemm_paths_list(list, sizeof list), strlen(list));
+    assert_int_equal(nn_gemm_paths_list(list, 4), strlen("generic") +
+                     (cpu_avx2() ? strlen(" avx2") : 0) + (cpu_avx512() ? strlen(" avx512") : 0));
+    assert_int_equal(strlen(list), 3); /* truncated, NUL-terminated */
+
+    /* Back to the cap this run was started with. */
+    assert_int_equal(isa_apply(had ? orig : NULL, err, sizeof err), 0);
+}
+
 static void test_dispatch(void **state)
 {
     (void)state;
@@ -322,10 +417,10 @@ static void test_dispatch(void **state)
     else
         assert_int_equal(best, NN_GEMM_PATH_GENERIC);
 #if defined(__GNUC__) && defined(__x86_64__)
-    __builtin_cpu_init();
-    assert_int_equal(nn_gemm_path_supported(NN_GEMM_PATH_AVX2),
-                     __builtin_cpu_supports("avx2") &&
-                         __builtin_cpu_supports("fma"));
+    /* Without a cap, "supported" is what the CPU runs. */
+    const char *isa = getenv("NN_ISA");
+    if (isa == NULL || *isa == '\0' || strcmp(isa, "auto") == 0)
+        assert_int_equal(nn_gemm_path_supported(NN_GEMM_PATH_AVX2), cpu_avx2());
 #endif
     /* Unknown or unsupported paths are refused and change nothing. */
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_COUNT), -1);
@@ -461,6 +556,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dispatch),
+        cmocka_unit_test(test_isa_env),
         cmocka_unit_test(test_degenerate),
         cmocka_unit_test(test_typical_shapes),
         cmocka_unit_test(test_threads),

@@ -96,3 +96,22 @@ double nn_accuracy(const float *probs, const uint8_t *labels, int n, int k,
     }
     return n ? (double)ok / n : 0.0;
 }
+
+int nn_borderline(const float *probs, int n, int k, float margin)
+{
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * k;
+        float a = -1.0f, b = -1.0f; /* largest, second largest */
+        for (int j = 0; j < k; j++) {
+            if (p[j] > a) {
+                b = a;
+                a = p[j];
+            } else if (p[j] > b) {
+                b = p[j];
+            }
+        }
+        count += a - b < margin;
+    }
+    return count;
+}

@@ -24,4 +24,13 @@ int nn_argmax(const float *v, int k);
 double nn_accuracy(const float *probs, const uint8_t *labels, int n, int k,
                    int *confusion);
 
+/* Rows whose two largest probabilities differ by less than margin: the
+ * images whose answer a change of summation order could flip. Kernel paths
+ * add the same products in different orders (and with or without fused
+ * multiply-add); for the shipped models that moves a probability by well
+ * under NN_BORDERLINE_MARGIN, so only these rows may be classified
+ * differently on another path. k >= 2. */
+#define NN_BORDERLINE_MARGIN 1e-4f
+int nn_borderline(const float *probs, int n, int k, float margin);
+
 #endif

@@ -5,6 +5,7 @@
 #include "http.h"
 #include "log.h"
 #include "models.h"
+#include "nn/gemm.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -72,6 +73,10 @@ int main(int argc, char **argv)
     case SRV_CONFIG_RUN:
         break;
     }
+    if (nn_gemm_init_env(err, sizeof err)) {
+        fprintf(stderr, "mnist-server: %s\n", err);
+        return 2;
+    }
     srv_log_init(cfg.log_json);
     if (cfg.threads == 0)
         cfg.threads = available_cores();
@@ -109,8 +114,9 @@ int main(int argc, char **argv)
         srv_models_free(models);
         return 1;
     }
-    srv_log(SRV_INFO, "%d threads, body limit %zu bytes, max pixels %llu, "
-            "timeout %us, max connections %u", cfg.threads, cfg.body_limit,
+    srv_log(SRV_INFO, "%d threads, %s kernels, body limit %zu bytes, max "
+            "pixels %llu, timeout %us, max connections %u", cfg.threads,
+            nn_gemm_path_name(NN_GEMM_PATH_AUTO), cfg.body_limit,
             (unsigned long long)cfg.max_pixels, cfg.timeout_s,
             cfg.max_connections);
     /* Tests and scripts read the port from this exact line. */

@@ -157,8 +157,10 @@ test: deps-test
 	@$(MAKE) --no-print-directory all test-bins
 	@$(MAKE) --no-print-directory unit integration cli lint-spec models-check deploy-check
 
-unit: $(UNIT_BINS)
-	@scripts/run-unit.sh $(UNIT_BINS)
+# The unit tests and the model-card check run once per kernel path the CPU
+# has (NN_ISA=generic, avx2, avx512), so no path goes untested where it runs.
+unit: $(UNIT_BINS) $(BUILD)/mnist-eval
+	@scripts/each-kernel.sh $(BUILD)/mnist-eval scripts/run-unit.sh $(UNIT_BINS)
 
 # Both suites run even when the first fails; either failing fails the target.
 integration: $(PROGS) $(TEST_TOOLS)
@@ -172,7 +174,7 @@ lint-spec:
 	@scripts/lint-spec.sh
 
 models-check: $(BUILD)/mnist-eval
-	@tests/models/check.sh $(BUILD)
+	@scripts/each-kernel.sh $(BUILD)/mnist-eval tests/models/check.sh $(BUILD)
 
 # deploy/ renders with kustomize and validates against the Kubernetes schemas.
 deploy-check: $(BUILD)/mnist-server

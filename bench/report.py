@@ -201,6 +201,9 @@ def main():
         "(build/bench/peak, %s)." % (meta.get("cpu", "?"), meta.get("cores", "?"), meta.get("kernel", "?"),
                                       fmt(peak1), fmt(peak_all), meta.get("peak_isa", "?")),
         "",
+        "Our kernels: %s (NN_ISA caps them; this CPU runs: %s)." % (
+            meta.get("kernels", "?"), meta.get("kernels_available", "?")),
+        "",
         "Peer: PyTorch %s, BLAS %s, 2 threads for training, 1 for batch-1 inference "
         "(torch.jit); Flask under gunicorn, 2 workers (%s), 1 torch thread each." % (
             blas.get("torch", "?"), ", ".join("/".join(b.split("/")[-2:]) for b in blas.get("blas", [])) or "?",

@@ -86,6 +86,12 @@ done
 log "building"
 make --no-print-directory -s BUILD="$BUILD" all "$BUILD/bench/peak" "$BUILD/bench/epoch_time" \
     "$BUILD/bench/latency" "$BUILD/tests/tools/mkpng" >&2 || die "build failed"
+# Our kernel path: the best this CPU runs under NN_ISA's cap (the last
+# word of the list); every program below inherits NN_ISA.
+KERNELS=$("$BUILD/mnist-eval" --list-kernels) || die "NN_ISA=${NN_ISA:-}: not a kernel path this CPU runs"
+meta kernels "${KERNELS##* }"
+meta kernels_available "$(NN_ISA= "$BUILD/mnist-eval" --list-kernels)"
+log "kernels: ${KERNELS##* } (NN_ISA=${NN_ISA:-auto}; this CPU runs: $(NN_ISA= "$BUILD/mnist-eval" --list-kernels))"
 
 # The peer's best configuration: OpenBLAS built for OpenMP behind Debian's
 # libblas.so.3 (the reference BLAS trains about 7x slower; the pthread

@@ -186,5 +186,37 @@ else
 fi
 expect 2 'mnist-predict: ' "predict: unknown option" -- "$PREDICT" --bogus "$tmp/seven.png"
 
+# ---------------------------------------------------------------- NN_ISA
+# The kernel-path cap: every program refuses a bad value up front (exit 2,
+# one line naming it); mnist-eval lists the paths and reports the one used.
+SERVER=$build/mnist-server
+expect 2 'NN_ISA=sse9: unknown kernel path' "isa: eval refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$EVAL" "$tmp/tiny.safetensors"
+expect 2 'NN_ISA=sse9: unknown kernel path' "isa: train refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$TRAIN" --arch mlp --out "$tmp/x"
+expect 2 'NN_ISA=sse9: unknown kernel path' "isa: predict refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png"
+expect 2 'NN_ISA=sse9: unknown kernel path' "isa: server refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$SERVER" --port 0 --models-dir models
+kernels=$("$EVAL" --list-kernels)
+case " $kernels " in
+" generic "*) ok "isa: --list-kernels starts with generic ($kernels)" ;;
+*) not_ok "isa: --list-kernels starts with generic" "got: $kernels" ;;
+esac
+if [ "$(NN_ISA=generic "$EVAL" --list-kernels)" = generic ]; then
+    ok "isa: NN_ISA=generic caps the list to generic"
+else
+    not_ok "isa: NN_ISA=generic caps the list" "got: $(NN_ISA=generic "$EVAL" --list-kernels)"
+fi
+# A path this CPU lacks is refused by name (avx512 where it is missing).
+case " $kernels " in
+*" avx512 "*) ;; # every path runs here: there is nothing to refuse
+*) expect 2 'NN_ISA=avx512: this CPU cannot run' "isa: a path the CPU lacks is refused" -- env NN_ISA=avx512 "$EVAL" "$tmp/tiny.safetensors" ;;
+esac
+for k in $kernels; do
+    if NN_ISA=$k "$EVAL" --json --limit 500 --data "$DATA" "$tmp/tiny.safetensors" > "$tmp/k.json" 2> "$tmp/k.err" &&
+        "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["kernels"] == sys.argv[2] and d["borderline"] >= 0 else 1)' "$tmp/k.json" "$k"; then
+        ok "isa: NN_ISA=$k runs and reports the $k kernels"
+    else
+        not_ok "isa: NN_ISA=$k reported in --json" "$(head -c 300 "$tmp/k.json")" "$(head -c 300 "$tmp/k.err")"
+    fi
+done
+
 echo "cli: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,8 +1,15 @@
 #!/bin/sh
 # Checks every shipped model against its model card: the test-set accuracy
-# that build/mnist-eval measures now must match the card's figure (within
-# 0.0003, i.e. 3 of 10,000 images, for floating-point differences between
-# CPUs) and reach the card's stated minimum.
+# that build/mnist-eval measures now must match the card's figure to the
+# image and reach the card's stated minimum.
+#
+# "To the image", with one allowance that is a property of the arithmetic:
+# kernel paths (NN_ISA) add the same products in different orders, with or
+# without fused multiply-add, which moves a probability by far less than
+# 1e-4 on these models. An image whose two top probabilities are closer
+# than that (mnist-eval's "borderline" count) could go either way, so the
+# error count may differ from the card's by at most that many images. For
+# the shipped models the count is 0 or close to it: in effect, exact.
 #
 # The card (models/README.md) has a summary table whose rows look like
 #   | MLP | `mlp.safetensors` | 101,770 | 0.9821 | 0.9784 |
@@ -24,22 +31,27 @@ echo "$rows" | while IFS='|' read -r _ name file _params acc minimum _rest; do
     name=$(echo "$name" | sed 's/^ *//;s/ *$//')
     # mnist-eval reads .ensemble lists itself and picks the test set by
     # the model's dataset (MNIST or Fashion-MNIST).
-    got=$("$BUILD/mnist-eval" --json "models/$file" | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p')
-    if [ -z "$got" ]; then
+    out=$("$BUILD/mnist-eval" --json "models/$file" || true)
+    got=$(echo "$out" | sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p')
+    n=$(echo "$out" | sed -n 's/.*"n":\([0-9]*\).*/\1/p')
+    errors=$(echo "$out" | sed -n 's/.*"errors":\([0-9]*\).*/\1/p')
+    border=$(echo "$out" | sed -n 's/.*"borderline":\([0-9]*\).*/\1/p')
+    kern=$(echo "$out" | sed -n 's/.*"kernels":"\([^"]*\)".*/\1/p')
+    if [ -z "$got" ] || [ -z "$n" ] || [ -z "$errors" ] || [ -z "$border" ]; then
         echo "not ok - $name ($file): mnist-eval gave no accuracy"
         echo FAIL >> "$TMPF"
         continue
     fi
-    verdict=$(awk -v g="$got" -v c="$acc" -v m="$minimum" 'BEGIN {
-        d = g - c; if (d < 0) d = -d;
-        if (d > 0.0003) print "differs from the card";
+    verdict=$(awk -v g="$got" -v c="$acc" -v m="$minimum" -v n="$n" -v e="$errors" -v b="$border" 'BEGIN {
+        want = int((1 - c) * n + 0.5); d = e - want; if (d < 0) d = -d;
+        if (d > b) printf "differs from the card by %d images (%d borderline)", d, b;
         else if (g + 1e-9 < m) print "below the minimum";
         else print "ok" }')
     if [ "$verdict" = ok ]; then
-        echo "ok - $name ($file): accuracy $got (card $acc, minimum $minimum)"
+        echo "ok - $name ($file, $kern): accuracy $got, $errors errors, $border borderline (card $acc, minimum $minimum)"
         echo PASS >> "$TMPF"
     else
-        echo "not ok - $name ($file): accuracy $got $verdict (card $acc, minimum $minimum)"
+        echo "not ok - $name ($file, $kern): accuracy $got $verdict (card $acc, minimum $minimum)"
         echo FAIL >> "$TMPF"
     fi
 done

@@ -11,6 +11,7 @@
 #include "cli/opt.h"
 #include "nn/ensemble.h"
 #include "nn/eval.h"
+#include "nn/gemm.h"
 #include "nn/idx.h"
 #include "nn/pool.h"
 
@@ -25,12 +26,14 @@ static double now_s(void)
 
 int main(int argc, char **argv)
 {
-    int json = 0, threads = 0, limit = 0;
+    int json = 0, threads = 0, limit = 0, list_kernels = 0;
     const char *data = NULL, *shift = NULL;
     double rotate = 0, scale = 1;
     int rotate_set = 0, scale_set = 0;
     const cli_opt opts[] = {
         {"json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object", .def = NULL},
+        {"list-kernels", CLI_FLAG, &list_kernels, 0, 0, NULL,
+         "print the kernel paths this CPU runs (values for NN_ISA) and exit", .def = NULL},
         {"data", CLI_STRING, &data, 0, 0, "DIR", "IDX files, .gz accepted",
          .def = "by the model's dataset, data/mnist or /usr/share/datasets/fashion-mnist"},
         {"threads", CLI_INT, &threads, 0, 1024, "N", "threads (0 = all CPUs)", .def = "0, all CPUs"},
@@ -53,13 +56,22 @@ int main(int argc, char **argv)
                   "usage: mnist-eval [options] MODEL [MODEL...]\n"
                   "Evaluates MODEL on the test set; several models (or MODEL as a\n"
                   "comma-separated list, or a NAME.ensemble list file) are evaluated as one\n"
-                  "ensemble (mean probabilities).",
+                  "ensemble (mean probabilities). NN_ISA=generic|avx2|avx512 caps the\n"
+                  "kernel path (default: the best this CPU runs).",
                   opts, nopts);
         free(models);
         return 0;
     case CLI_VERSION: printf("mnist-eval %s\n", VERSION); free(models); return 0;
     case CLI_ERROR: fprintf(stderr, "mnist-eval: %s\n", err); free(models); return 2;
     case CLI_RUN: break;
+    }
+    if (nn_gemm_init_env(err, sizeof err)) { fprintf(stderr, "mnist-eval: %s\n", err); free(models); return 2; }
+    if (list_kernels) {
+        char list[128];
+        nn_gemm_paths_list(list, sizeof list);
+        printf("%s\n", list);
+        free(models);
+        return 0;
     }
     nn_affine tf;
     nn_affine_identity(&tf);
@@ -130,6 +142,8 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(o, "accuracy", acc);
         cJSON_AddNumberToObject(o, "n", n);
         cJSON_AddNumberToObject(o, "errors", (int)((1.0 - acc) * n + 0.5));
+        cJSON_AddNumberToObject(o, "borderline", nn_borderline(probs, n, k, NN_BORDERLINE_MARGIN));
+        cJSON_AddStringToObject(o, "kernels", nn_gemm_path_name(NN_GEMM_PATH_AUTO));
         cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
         cJSON *cf = cJSON_AddArrayToObject(o, "confusion");
         for (int i = 0; i < k; i++) {
@@ -176,7 +190,8 @@ int main(int argc, char **argv)
             for (int j = 0; j < k; j++) printf("%6d", conf[i * k + j]);
             printf("\n");
         }
-        printf("\n%.0f images/s (%d threads, batch 128)\n", n / secs, nt);
+        printf("\n%.0f images/s (%d threads, batch 128, %s kernels)\n", n / secs, nt,
+               nn_gemm_path_name(NN_GEMM_PATH_AUTO));
     }
     rc = 0;
 done:

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "cli/opt.h"
+#include "nn/gemm.h"
 #include "pipeline/pipeline.h"
 
 #define VERSION "1.0.0"
@@ -94,6 +95,7 @@ int main(int argc, char **argv)
     case CLI_ERROR: fprintf(stderr, "mnist-predict: %s\n", err); free(files); return 2;
     case CLI_RUN: break;
     }
+    if (nn_gemm_init_env(err, sizeof err)) { fprintf(stderr, "mnist-predict: %s\n", err); free(files); return 2; }
     if (nfiles == 0) { fprintf(stderr, "mnist-predict: no IMAGE.png given (see --help)\n"); free(files); return 2; }
     if (!model) {
         if (pipe_default_in_dir(dir, path, sizeof path, err, sizeof err)) { fprintf(stderr, "mnist-predict: %s\n", err); free(files); return 1; }

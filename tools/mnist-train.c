@@ -13,6 +13,7 @@
 #include "cli/opt.h"
 #include "nn/ensemble.h"
 #include "nn/eval.h"
+#include "nn/gemm.h"
 #include "nn/idx.h"
 #include "nn/net.h"
 #include "nn/pool.h"
@@ -131,6 +132,7 @@ int main(int argc, char **argv)
     case CLI_ERROR: fprintf(stderr, "mnist-train: %s\n", err); return 2;
     case CLI_RUN: break;
     }
+    if (nn_gemm_init_env(err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); return 2; }
     if (nops) { fprintf(stderr, "mnist-train: unexpected argument %s (see --help)\n", argv[argc - 1]); return 2; }
     if (!out) { fprintf(stderr, "mnist-train: --out FILE is required (see --help)\n"); return 2; }
 

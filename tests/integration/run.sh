@@ -827,6 +827,24 @@ else
 fi
 start_fail "invalid --cors-origin" "--cors-origin" --cors-origin "app.example/path"
 
+# ================================================================ kernel path
+# NN_ISA=generic caps the server's kernels: the start-up line and
+# mnist_build_info name the path it runs, and it still answers right.
+if NN_ISA=generic start_server "$tmp/server-isa.log" --model lenet="$MODELS/lenet.safetensors" \
+        --threads 1 --grace 5; then
+    grep -q ' generic kernels,' "$tmp/server-isa.log" ||
+        fail "start-up line does not name the generic kernels: $(grep -m1 threads "$tmp/server-isa.log")"
+    http GET /metrics
+    grep -qE '^mnist_build_info\{.*kernels="generic"\} 1$' "$body" ||
+        fail "mnist_build_info does not say kernels=\"generic\": $(grep build_info "$body")"
+    post_png "/predict" "$tmp/fx/mnist_0.png"
+    want_code 200
+    verdict "NN_ISA=generic: the server logs and exports the generic kernel path and predicts"
+    stop_server 20
+else
+    nok "server starts with NN_ISA=generic" "$srv_fail" "$(tail -5 "$tmp/server-isa.log")"
+fi
+
 # ================================================================ the spec
 spec_src=${spec_file:-$tmp/served-openapi.yaml}
 r=$("$PY" "$here/validate.py" "$spec_src" --examples 2>&1)

@@ -48,11 +48,12 @@ def main():
     check("3 replicas", spec.get("replicas") == 3, spec.get("replicas"))
     check("the HPA keeps at least the Deployment's replicas",
           (hpa.get("spec", {}).get("minReplicas") or 0) >= (spec.get("replicas") or 1))
-    for probe, want in (("startupProbe", None), ("readinessProbe", "/readyz"),
-                        ("livenessProbe", "/healthz")):
+    ready = ("/v2/health/ready", "/readyz")
+    for probe, want in (("startupProbe", ready), ("readinessProbe", ready),
+                        ("livenessProbe", ("/healthz", "/v2/health/live"))):
         p = c.get(probe, {}).get("httpGet", {})
-        ok = bool(p) and (want is None or p.get("path") in (want, "/v2/health/ready" if want == "/readyz" else want))
-        check("%s is an HTTP probe%s" % (probe, " on " + want if want else ""), ok, p)
+        ok = bool(p) and p.get("path") in want
+        check("%s is an HTTP probe on %s" % (probe, " or ".join(want)), ok, p)
     res = c.get("resources", {})
     check("CPU and memory requests and limits set",
           all(res.get(k, {}).get(r) for k in ("requests", "limits") for r in ("cpu", "memory")), res)

@@ -718,6 +718,13 @@ else
     nok "during the drain delay, GET /readyz on a new connection: 503 not_ready" \
         "got ${c} $(cat "$tmp/drain.err") $(head -c 200 "$tmp/drain.json")"
 fi
+c=$(curl -sS -o "$tmp/drain.json" -w '%{http_code}' --max-time 5 "$base/v2/health/ready" 2> "$tmp/drain.err") || c=000
+if [ "$c" = 503 ]; then
+    ok "during the drain delay, GET /v2/health/ready on a new connection: 503"
+else
+    nok "during the drain delay, GET /v2/health/ready on a new connection: 503" \
+        "got ${c} $(cat "$tmp/drain.err") $(head -c 200 "$tmp/drain.json")"
+fi
 http GET /healthz
 want_code 200
 verdict "during the drain delay, GET /healthz: 200 (alive, so liveness probes do not restart a draining server)"

@@ -66,15 +66,15 @@ fi
 base=http://127.0.0.1:$hostport
 code=000
 for _ in $(seq 120); do
-    code=$(curl -s -o "$tmp/ready.json" -w '%{http_code}' --max-time 2 "$base/readyz") || code=000
+    code=$(curl -s -o "$tmp/ready.json" -w '%{http_code}' --max-time 2 "$base/v2/health/ready") || code=000
     [ "$code" = 200 ] && break
     sleep 0.5
 done
 logs() { podman logs "$name-pod-0-mnist-server" 2>&1 | tail -20 || podman pod logs "$name-pod-0" 2>&1 | tail -20; }
 if [ "$code" = 200 ]; then
-    ok "the pod becomes ready: GET /readyz 200"
+    ok "the pod becomes ready: GET /v2/health/ready 200"
 else
-    nok "the pod becomes ready: GET /readyz 200" "last status $code" "$(podman ps -a --format '{{.Names}} {{.Status}}' 2>&1)" "$(logs)"
+    nok "the pod becomes ready: GET /v2/health/ready 200" "last status $code" "$(podman ps -a --format '{{.Names}} {{.Status}}' 2>&1)" "$(logs)"
 fi
 "$build/tests/tools/mkpng" --from-idx data/mnist/t10k-images-idx3-ubyte 0 "$tmp/digit.png" > /dev/null 2>&1
 code=$(curl -s -o "$tmp/pred.json" -w '%{http_code}' --max-time 10 -H 'Content-Type: image/png' \

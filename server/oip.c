@@ -387,6 +387,38 @@ static int shape_element(jp *j, size_t i, void *ctx)
     return 0;
 }
 
+/* Steps over "data"'s list on the first pass: only the brackets (their
+ * depth capped as everywhere) and strings (so a bracket inside one does
+ * not count) are looked at. The second pass converts every element by
+ * the full grammar and reports what is wrong; on this pass a list of many
+ * numbers costs a byte scan instead of a parse. Anything but a list is
+ * skipped by the grammar (the second pass then says it is not a list). */
+static int skip_data(jp *j)
+{
+    if (peek(j) != '[')
+        return skip_value(j);
+    int base = j->depth;
+    while (j->p < j->end) {
+        char c = *j->p++;
+        if (c == '[') {
+            if (enter(j) < 0)
+                return -1;
+        } else if (c == ']') {
+            if (--j->depth == base)
+                return 0;
+        } else if (c == '"') {
+            j->p--;
+            slice str;
+            if (parse_string(j, &str) < 0)
+                return -1;
+        } else if (c == '{') {
+            return jfail(j, "data holds an object: tensor data is numbers or "
+                         "strings in lists");
+        }
+    }
+    return jfail(j, "invalid JSON: the body ends inside a list");
+}
+
 static int input_member(jp *j, slice key, void *ctx)
 {
     draft *d = ctx;
@@ -421,7 +453,7 @@ static int input_member(jp *j, slice key, void *ctx)
             return jfail(j, "input has two data fields");
         ws(j);
         d->data = j->p;
-        return skip_value(j);
+        return skip_data(j);
     }
     return skip_value(j);
 }

@@ -380,6 +380,20 @@ static void test_parse_refusals(void **state)
             B, "in [0,1]");
     REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":5"),
             B, "data must be a list");
+    /* The first pass over data only balances brackets; the second one
+     * still holds every element to the grammar. */
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1 2]"),
+            B, "expected ',' or ']'");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1,,2]"),
+            B, "not a number");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1e]"),
+            B, "exponent");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[{}]"),
+            B, "data holds an object");
+    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"]]\"]"),
+            B, "not valid base64");
+    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"a\x01\"]"),
+            B, "control character");
     REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\""), B, "no data");
     REFUSED(IN("\"datatype\":\"UINT8\",\"data\":[1]"), B, "no shape");
     REFUSED(IN("\"shape\":[1,784],\"data\":[1]"), B, "no datatype");

@@ -176,7 +176,8 @@ int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, si
         snprintf(err, errlen, "%s: out of memory listing the directory", dir);
     int m = 0;
     if (rc == 0) {
-        qsort(names, (size_t)n, sizeof *names, cmp_str);
+        if (n > 1) /* names is NULL for an empty directory */
+            qsort(names, (size_t)n, sizeof *names, cmp_str);
         for (int i = 0; i < n; i++) {
             char path[4096], e2[256];
             snprintf(path, sizeof path, "%s/%s", dir, names[i]);

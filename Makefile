@@ -6,6 +6,11 @@
 #   make data       MNIST IDX files into data/mnist/ (sha256 verified)
 #   make train      retrain the shipped models from scratch (recorded seeds)
 #   make asan       address+undefined sanitizer build, runs unit+integration
+#                   (its reload run does 50 reloads: no leak may remain)
+#   make reload-soak  64 connections for 20 s while the served model is
+#                   reloaded 50 times (SIGHUP and API, good and bad files)
+#   make reload-tsan  thread sanitizer build: the registry's unit tests and
+#                   a reload-under-load run
 #   make coverage   gcov build running unit+integration+cli; lcov summary,
 #                   HTML report in build/coverage/html, floors enforced
 #   make rolling    rolling update behind HAProxy under load: the drain loses nothing
@@ -62,7 +67,8 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 .SECONDARY:
 
 .PHONY: FORCE all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
-        lint-spec asan coverage train bench clean models-check deploy-check rolling kube-play
+        lint-spec asan coverage train bench clean models-check deploy-check rolling kube-play \
+        reload-soak reload-tsan
 all: $(PROGS)
 test-bins: $(UNIT_BINS) $(TEST_TOOLS)
 
@@ -106,7 +112,8 @@ $(BUILD)/obj/gen/build_info.o: $(BUILD)/gen/build_info.c
 	$(CC) $(CFLAGS) -c $< -o $@
 FORCE:
 # The server unit tests link the server modules (all but main.c).
-SERVER_TESTS := $(BUILD)/tests/test_server $(BUILD)/tests/test_server_edges
+SERVER_TESTS := $(BUILD)/tests/test_server $(BUILD)/tests/test_server_edges \
+                $(BUILD)/tests/test_registry
 $(SERVER_TESTS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(filter-out %/main.o,$(SERVER_OBJ)) \
                  $(BUILD)/obj/gen/build_info.o $(LIBALL)
 	@mkdir -p $(dir $@)
@@ -162,10 +169,19 @@ test: deps-test
 unit: $(UNIT_BINS) $(BUILD)/mnist-eval
 	@scripts/each-kernel.sh $(BUILD)/mnist-eval scripts/run-unit.sh $(UNIT_BINS)
 
-# Both suites run even when the first fails; either failing fails the target.
+# Every suite runs even when one fails; any failing fails the target.
+# RELOAD_SOAK: arguments of reload.sh's reload-under-load run (default: a
+# short one; see reload-soak).
+RELOAD_SOAK ?=
 integration: $(PROGS) $(TEST_TOOLS)
 	@rc=0; tests/integration/run.sh $(BUILD) || rc=1; \
-	    tests/integration/edges.sh $(BUILD) || rc=1; exit $$rc
+	    tests/integration/edges.sh $(BUILD) || rc=1; \
+	    tests/integration/reload.sh $(BUILD) $(RELOAD_SOAK) || rc=1; exit $$rc
+
+# The full reload-under-load run (about a minute with its set-up).
+reload-soak: deps-test
+	@$(MAKE) --no-print-directory all test-bins
+	@tests/integration/reload.sh $(BUILD) --connections 64 --seconds 20 --reloads 50
 
 cli: $(PROGS) $(TEST_TOOLS)
 	@tests/cli/run.sh $(BUILD)
@@ -196,7 +212,17 @@ asan: deps-test
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    unit integration cli
+	    RELOAD_SOAK="--connections 16 --seconds 10 --reloads 50" unit integration cli
+
+# Thread sanitizer: the registry's readers-during-reloads unit test and the
+# reload suite (SIGHUP, polling, API, a reload-under-load run) on a TSan
+# server. Any race report fails it (TSan's exit code, or its log line).
+reload-tsan: deps-test
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
+	    SAN="-fsanitize=thread -fno-omit-frame-pointer" all test-bins build/tsan/tests/test_registry
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" build/tsan/tests/test_registry
+	@TSAN_OPTIONS="exitcode=66" tests/integration/reload.sh build/tsan \
+	    --connections 16 --seconds 10 --reloads 20
 
 # Coverage build: separate tree, same tests, figures per directory
 # (scripts/coverage.sh holds the floors).

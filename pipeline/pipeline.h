@@ -86,6 +86,13 @@ typedef enum {
     PIPE_MODEL_NOT_FOUND,        /* 404 "model_not_found"                   */
     PIPE_METHOD_NOT_ALLOWED,     /* 405 "method_not_allowed"                */
     PIPE_NOT_READY,              /* 503 "not_ready": warming up, draining   */
+    /* changing what is served (the repository API) */
+    PIPE_MODEL_CONTROL_DISABLED, /* 403 "model_control_disabled": the server
+                                    runs without --enable-model-control   */
+    PIPE_MODEL_LOAD_FAILED,      /* 422 "model_load_failed": the model's file
+                                    did not load; what served still does  */
+    PIPE_LAST_MODEL,             /* 409 "last_model": unloading it would
+                                    leave nothing to serve                 */
     PIPE_INTERNAL,               /* 500 "internal": the server's fault      */
     PIPE_STATUS_COUNT
 } pipe_status;

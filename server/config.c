@@ -14,7 +14,7 @@ typedef enum {
     OPT_DEFAULT_MODEL, OPT_BODY_LIMIT, OPT_MAX_PIXELS, OPT_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_MAX_BATCH, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT,
     OPT_GRACE, OPT_LOG_FORMAT,
-    OPT_ACCESS_LOG, OPT_CORS_ORIGIN
+    OPT_ACCESS_LOG, OPT_CORS_ORIGIN, OPT_KEEP_VERSIONS, OPT_POLL, OPT_MODEL_CONTROL
 } opt_id;
 
 static const struct {
@@ -60,6 +60,16 @@ static const struct {
     {OPT_CORS_ORIGIN, "cors-origin", "MNIST_CORS_ORIGIN", "ORIGIN[,ORIGIN...]",
      "let browsers on these origins call the API (CORS); '*' for any;\n"
      "                        repeatable (default: no CORS headers)"},
+    {OPT_KEEP_VERSIONS, "keep-versions", "MNIST_KEEP_VERSIONS", "K",
+     "serve the K highest versions of each model (default 1, up to 16)"},
+    {OPT_POLL, "poll-interval", "MNIST_POLL_INTERVAL", "SECONDS",
+     "rescan the models every SECONDS for new, changed and removed\n"
+     "                        files (default 0: only on SIGHUP)"},
+    /* A switch: "--enable-model-control" alone means on. */
+    {OPT_MODEL_CONTROL, "enable-model-control", "MNIST_ENABLE_MODEL_CONTROL",
+     NULL, "allow POST /v2/repository/models/NAME/load and /unload\n"
+     "                        (anyone who reaches the port may then change "
+     "what is served)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -77,6 +87,7 @@ void srv_config_defaults(srv_config *c)
     c->drain_delay_s = 5;
     c->drain_timeout_s = 10;
     c->access_log = 1;
+    c->keep_versions = 1;
 }
 
 int srv_config_valid_name(const char *name)
@@ -283,12 +294,27 @@ static int apply(srv_config *c, opt_id id, const char *src, const char *v,
         snprintf(err, errlen, "%s: %s", src, inner);
         return -1;
     }
+    case OPT_KEEP_VERSIONS:
+        if (parse_u64(v, 16, &u) < 0 || u == 0)
+            goto bad;
+        c->keep_versions = (int)u;
+        return 0;
+    case OPT_POLL:
+        /* Under 0.1 s a scan would hardly finish before the next. */
+        if (parse_seconds(v, 86400, &d) < 0 || (d > 0 && d < 0.1))
+            goto bad;
+        c->poll_s = d;
+        return 0;
+    case OPT_MODEL_CONTROL:
+        if (parse_bool(v, &c->model_control) < 0)
+            goto bad;
+        return 0;
     }
 bad:
     for (size_t i = 0; i < NOPTS; i++)
         if (opts[i].id == id) {
             snprintf(err, errlen, "%s: invalid value '%s' (expected %s)", src,
-                     v, opts[i].arg);
+                     v, opts[i].arg ? opts[i].arg : "on|off");
             break;
         }
     return -1;
@@ -443,6 +469,8 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
         }
         if (val) {
             val++;
+        } else if (!opts[i].arg) {
+            val = "on";         /* a switch */
         } else {
             if (a + 1 >= argc) {
                 snprintf(err, errlen, "option --%s needs a value (%s)",
@@ -484,7 +512,8 @@ void srv_config_usage(FILE *f)
             "variable; flags win):\n");
     for (size_t i = 0; i < NOPTS; i++) {
         char left[64];
-        snprintf(left, sizeof left, "--%s %s", opts[i].flag, opts[i].arg);
+        snprintf(left, sizeof left, "--%s%s%s", opts[i].flag,
+                 opts[i].arg ? " " : "", opts[i].arg ? opts[i].arg : "");
         fprintf(f, "  %-22s%s%s\n                        [%s]\n", left,
                 strlen(left) > 21 ? "\n                        " : "",
                 opts[i].help, opts[i].env);

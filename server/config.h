@@ -49,6 +49,9 @@ typedef struct {
     /* CORS (--cors-origin, MNIST_CORS_ORIGIN): off when ncors == 0. */
     char cors[SRV_CORS_MAX][SRV_ORIGIN_MAX];  /* "scheme://host[:port]" or "*" */
     int ncors;
+    int keep_versions;          /* highest versions served per name, 1   */
+    double poll_s;              /* rescan the models every N s, 0 = off  */
+    int model_control;          /* repository load/unload API, default off */
 } srv_config;
 
 typedef enum {

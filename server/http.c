@@ -34,7 +34,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     srv_log(SRV_WARN, "libmicrohttpd: %s", msg);
 }
 
-srv_server *srv_server_create(const srv_config *cfg, srv_models *models,
+srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry,
                               const char *openapi, size_t openapi_len,
                               char *err, size_t errlen)
 {
@@ -44,7 +44,7 @@ srv_server *srv_server_create(const srv_config *cfg, srv_models *models,
         return NULL;
     }
     s->cfg = cfg;
-    s->models = models;
+    s->reg = registry;
     s->openapi = openapi ? openapi : "";
     s->openapi_len = openapi ? openapi_len : 0;
     s->listen_fd = -1;
@@ -52,15 +52,15 @@ srv_server *srv_server_create(const srv_config *cfg, srv_models *models,
     s->lim.max_pixels = cfg->max_pixels;
     int threads = cfg->threads > 0 ? cfg->threads : 1;
     /* One shard and workspace per pool thread, plus one spare. */
-    s->metrics = srv_metrics_create(models->info, models->n, threads + 1);
+    s->metrics = srv_metrics_create(threads + 1);
     if (!s->metrics) {
         snprintf(err, errlen, "out of memory");
         srv_server_free(s);
         return NULL;
     }
-    s->pool = srv_pool_create(models, threads + 1);
+    s->pool = srv_pool_create(threads + 1);
     if (!s->pool) {
-        snprintf(err, errlen, "out of memory creating %d workspaces", threads + 1);
+        snprintf(err, errlen, "out of memory");
         srv_server_free(s);
         return NULL;
     }
@@ -167,31 +167,15 @@ int srv_server_port(const srv_server *s) { return s->port; }
 
 int srv_server_warmup(srv_server *s, char *err, size_t errlen)
 {
-    srv_ws *c = srv_ws_create(s->models);
-    if (!c) {
-        snprintf(err, errlen, "out of memory creating the warm-up workspace");
+    /* Every model ran its warm-up forward when it loaded (registry.c);
+     * here only: is there a default model to answer with? */
+    srv_snapshot *v = srv_registry_acquire(s->reg);
+    int ok = srv_snapshot_default(v) != NULL;
+    srv_snapshot_release(v);
+    if (!ok) {
+        snprintf(err, errlen, "no model to serve");
         return -1;
     }
-    /* A plain stroke: any input exercises the whole forward path. */
-    float x[PIPE_PIXELS] = {0};
-    for (int y = 6; y < 22; y++)
-        x[y * PIPE_SIDE + 14] = 1.0f;
-    for (int k = 0; k < s->models->n; k++) {
-        const srv_model *m = &s->models->m[k];
-        pipe_result res;
-        pipe_run_tensors(m->ens, c->ws[k], PIPE_F32, x, 1, &res);
-        double sum = 0;
-        for (int i = 0; i < res.nclasses; i++)
-            sum += res.probs[i];
-        if (res.status != PIPE_OK || fabs(sum - 1) > 1e-3) {
-            snprintf(err, errlen, "model '%s' failed its warm-up inference "
-                     "(%s; probabilities sum to %g)", m->name,
-                     pipe_status_name(res.status), sum);
-            srv_ws_free(c);
-            return -1;
-        }
-    }
-    srv_ws_free(c);
     atomic_store(&s->ready, 1);
     return 0;
 }

@@ -2,7 +2,7 @@
  * thread pool, one thread per request from headers to response), routes,
  * request bodies, the JSON error envelope, readiness and draining.
  *
- *   srv_server *s = srv_server_create(&cfg, models, spec, spec_len, err, n);
+ *   srv_server *s = srv_server_create(&cfg, registry, spec, spec_len, err, n);
  *   srv_server_start(s, err, n);          // binds cfg.host:cfg.port
  *   printf("%d\n", srv_server_port(s));   // the real port when cfg.port = 0
  *   srv_server_warmup(s, err, n);         // then /readyz answers 200
@@ -11,10 +11,14 @@
  *       (up to the drain timeout);
  *   srv_server_stop(s); srv_server_free(s);
  *
- * Memory: per-thread workspaces for every model are allocated in
- * srv_server_create (one per pool thread); a request allocates only its
- * small state, its body (beyond a 4 KiB inline buffer, bounded by the body
+ * Memory: every model carries a workspace per worker slot (made when it
+ * loads, see registry.h and pool.h); a request allocates only its small
+ * state, its body (beyond a 4 KiB inline buffer, bounded by the body
  * limit), the decoded image and the response text.
+ *
+ * Models: each request works on the registry snapshot current when its
+ * headers arrived (srv_registry_acquire), released when it completes, so
+ * a reload never changes the model under a running request.
  *
  * Files: http.c (this life cycle), http_conn.c (a request on its
  * connection), http_handlers.c (what each route does), pool.c (the
@@ -26,12 +30,13 @@
 #include <stddef.h>
 
 #include "config.h"
-#include "models.h"
+#include "registry.h"
 
 typedef struct srv_server srv_server;
 
-/* cfg, models and spec must outlive the server. NULL + err on failure. */
-srv_server *srv_server_create(const srv_config *cfg, srv_models *models,
+/* cfg, registry and spec must outlive the server; the registry's nslots
+ * should be cfg->threads + 1 (see pool.h). NULL + err on failure. */
+srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry,
                               const char *openapi, size_t openapi_len,
                               char *err, size_t errlen);
 /* Binds and starts serving (not ready yet: /readyz and /predict say 503). */

@@ -221,7 +221,10 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         srv_log_sanitize(url, r->path, sizeof r->path);
         r->status = 0;
         r->resp_bytes = 0;
-        r->model = s->models->default_idx;
+        /* The models as they are now: this request keeps them until it
+         * completes, whatever reloads meanwhile. */
+        r->snap = srv_registry_acquire(s->reg);
+        r->model = srv_snapshot_default(r->snap);
         r->kind = SRV_BODY_NONE;
         r->over_limit = 0;
         r->done = 0;
@@ -265,7 +268,7 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         return srv_http_error(s, c, r, PIPE_PAYLOAD_TOO_LARGE, NULL,
                               "request body is over the limit of %zu bytes",
                               s->cfg->body_limit);
-    return srv_http_handle(s, c, r);
+    return srv_http_handle(s, c, r, url);
 }
 
 void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -293,13 +296,18 @@ void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         srv_access a = {
             .method = r->method, .path = r->path, .status = r->status,
             .bytes = r->resp_bytes, .us = us, .rid = r->rid,
-            .model = srv_route_is_post(r->route) && r->status == 200
-                         ? s->models->m[r->model].name : NULL,
+            .model = (r->route == SRV_ROUTE_PREDICT ||
+                      r->route == SRV_ROUTE_BATCH) && r->status == 200 &&
+                             r->model
+                         ? r->model->name : NULL,
             .note = note};
         srv_log_access(&a);
     }
     if (r->body != r->small)
         free(r->body);
+    /* The last request on an old snapshot frees it (and the models only
+     * it still held). */
+    srv_snapshot_release(r->snap);
     free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);

@@ -94,40 +94,86 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         /* The model (and version) are in the path. */
         char safe[96];
         srv_log_sanitize(r->v2p.name, safe, sizeof safe);
-        r->model = r->v2p.name[0] ? srv_models_find(s->models, r->v2p.name) : -1;
-        if (r->model < 0) {
-            r->model = s->models->default_idx;
+        srv_model *m = r->v2p.name[0] ? srv_snapshot_find(r->snap, r->v2p.name, 0) : NULL;
+        if (!m) {
             srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
                            "no model named '%s' (see GET /v1/models)", safe);
             return;
         }
-        if (r->v2p.has_version && strcmp(r->v2p.version, SRV_MODEL_VERSION) != 0) {
-            char ver[96];
-            srv_log_sanitize(r->v2p.version, ver, sizeof ver);
-            srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
-                           "model '%s' has no version '%s' (it serves version "
-                           SRV_MODEL_VERSION ")", safe, ver);
-            return;
+        if (r->v2p.has_version) {
+            int v;
+            srv_model *mv = srv_model_version_parse(r->v2p.version, &v) == 0
+                                ? srv_snapshot_find(r->snap, r->v2p.name, v)
+                                : NULL;
+            if (!mv) {
+                char ver[96];
+                srv_log_sanitize(r->v2p.version, ver, sizeof ver);
+                srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
+                               "model '%s' has no version '%s' serving (it serves version "
+                               "%d; see GET /v1/models)", safe, ver, m->version);
+                return;
+            }
+            m = mv;
         }
+        r->model = m;
     }
     if (!post_route)
         return; /* answered on the last call, keeping the connection */
+
+    if (r->route == SRV_ROUTE_REPO_INDEX || r->route == SRV_ROUTE_REPO_LOAD ||
+        r->route == SRV_ROUTE_REPO_UNLOAD) {
+        if (!s->cfg->model_control) {
+            srv_http_defer(r, PIPE_MODEL_CONTROL_DISABLED, NULL,
+                           "the repository API is off; start the server with "
+                           "--enable-model-control to use it");
+            return;
+        }
+        r->kind = SRV_BODY_RAW; /* read up to the limit and ignored */
+        return;
+    }
 
     if (!atomic_load(&s->ready) && !atomic_load(&s->draining)) {
         srv_http_defer(r, PIPE_NOT_READY, NULL, "starting: models are warming up");
         return;
     }
+    /* ?model=NAME, ?model=NAME:N or ?model=NAME&version=N (our API) */
     const char *name = r->v2 ? NULL
                              : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model");
-    if (name) {
-        r->model = srv_models_find(s->models, name);
-        if (r->model < 0) {
-            char safe[96];
+    const char *ver = r->v2 ? NULL
+                            : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "version");
+    if (name || ver) {
+        char nm[SRV_NAME_MAX], safe[96];
+        int v = 0;
+        if (name && srv_model_spec_parse(name, nm, &v) < 0) {
             srv_log_sanitize(name, safe, sizeof safe);
             srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
                            "no model named '%s' (see GET /v1/models)", safe);
             return;
         }
+        if (!name)
+            snprintf(nm, sizeof nm, "%s", r->model ? r->model->name : "");
+        if (ver && (srv_model_version_parse(ver, &v) < 0 || (name && strchr(name, ':')))) {
+            srv_log_sanitize(ver, safe, sizeof safe);
+            srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
+                           "version '%s': give one version, a number from 1 (?model=NAME"
+                           "&version=N or ?model=NAME:N)", safe);
+            return;
+        }
+        r->model = srv_snapshot_find(r->snap, nm, v);
+        if (!r->model) {
+            if (v && srv_snapshot_find(r->snap, nm, 0))
+                srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
+                               "model '%s' has no version %d serving (see GET /v1/models)",
+                               nm, v);
+            else
+                srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
+                               "no model named '%s' (see GET /v1/models)", nm);
+            return;
+        }
+    }
+    if (!r->model) {
+        srv_http_defer(r, PIPE_NOT_READY, NULL, "no model serves");
+        return;
     }
 
     const char *ct =
@@ -188,6 +234,7 @@ static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
     }
     srv_buf_puts(b, "],\"model\":");
     srv_buf_json_str(b, m->name);
+    srv_buf_printf(b, ",\"model_version\":%d", m->version);
     srv_buf_printf(b,
                    ",\"timing\":{\"decode_us\":%llu,\"preprocess_us\":%llu,"
                    "\"inference_us\":%llu,\"total_us\":%llu}}",
@@ -197,18 +244,28 @@ static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
                    (unsigned long long)total_us);
 }
 
-/* Runs the pipeline on one image with the thread's workspace; metrics and
- * the log see the outcome. */
-static void classify(srv_server *s, srv_ws *w, int model,
+/* Runs the pipeline on one image with ws (the thread's workspace for m);
+ * metrics and the log see the outcome. */
+static void classify(srv_server *s, const srv_model *m, pipe_ws *ws,
                      const uint8_t *data, size_t len, pipe_result *res)
 {
-    const srv_model *m = &s->models->m[model];
-    pipe_run_png(m->ens, w->ws[model], data, len, &s->lim, NULL, res);
+    pipe_run_png(m->ens, ws, data, len, &s->lim, NULL, res);
     if (res->status == PIPE_OK)
-        srv_metrics_inference(s->metrics, model, res->infer_us,
+        srv_metrics_inference(s->metrics, m->slot, res->infer_us,
                               res->prediction);
     else if (res->status == PIPE_INTERNAL)
         srv_log(SRV_ERROR, "model %s: %s", m->name, res->msg);
+}
+
+/* The calling thread's workspace for m; a thread beyond the pool gets a
+ * temporary one in *tmp (the caller frees it). NULL when out of memory. */
+static pipe_ws *thread_ws(srv_server *s, const srv_model *m, pipe_ws **tmp)
+{
+    *tmp = NULL;
+    pipe_ws *ws = srv_model_ws(m, srv_pool_slot(s->pool));
+    if (!ws)
+        ws = *tmp = pipe_ws_create(m->ens, 1);
+    return ws;
 }
 
 /* The pipeline status of a JSON parser's failure. */
@@ -266,21 +323,22 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
         data = part.data;
         len = part.len;
     }
-    srv_ws *w = srv_pool_get(s->pool);
-    if (!w) {
+    pipe_ws *tmp, *ws = thread_ws(s, r->model, &tmp);
+    if (!ws) {
         free(items);
         free(store);
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
                              "no workspace for this thread (out of memory)");
     }
     pipe_result res;
-    classify(s, w, r->model, data, len, &res);
+    classify(s, r->model, ws, data, len, &res);
+    pipe_ws_free(tmp);
     free(items);
     free(store);
     char text[2048];
     srv_buf b;
     srv_buf_init(&b, text, sizeof text);
-    result_json(&b, &s->models->m[r->model], &res, (srv_http_now_ns() - r->t0) / 1000);
+    result_json(&b, r->model, &res, (srv_http_now_ns() - r->t0) / 1000);
     enum MHD_Result ret =
         b.oom ? MHD_NO
               : srv_http_respond(s, c, r, pipe_status_http(res.status), SRV_HTTP_JSON, b.data, b.len,
@@ -335,8 +393,8 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
                              "multipart body has no 'image' field "
                              "(curl -F image=@a.png -F image=@b.png)");
     }
-    srv_ws *w = srv_pool_get(s->pool);
-    if (!w) {
+    pipe_ws *tmp, *ws = thread_ws(s, r->model, &tmp);
+    if (!ws) {
         free(parts);
         free(store);
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
@@ -346,13 +404,14 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     srv_buf_init(&b, NULL, 0);
     srv_buf_reserve(&b, (size_t)n * 400 + 64);
     srv_buf_puts(&b, "{\"model\":");
-    srv_buf_json_str(&b, s->models->m[r->model].name);
-    srv_buf_printf(&b, ",\"count\":%d,\"results\":[", n);
+    srv_buf_json_str(&b, r->model->name);
+    srv_buf_printf(&b, ",\"model_version\":%d,\"count\":%d,\"results\":[",
+                   r->model->version, n);
     for (int i = 0; i < n; i++) {
         pipe_result res;
         uint64_t t0 = srv_http_now_ns();
         if (parts[i].data) {
-            classify(s, w, r->model, parts[i].data, parts[i].len, &res);
+            classify(s, r->model, ws, parts[i].data, parts[i].len, &res);
         } else {
             memset(&res, 0, sizeof res);
             res.status = PIPE_INVALID_BASE64;
@@ -360,9 +419,10 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
         }
         if (i)
             srv_buf_append(&b, ",", 1);
-        result_json(&b, &s->models->m[r->model], &res, (srv_http_now_ns() - t0) / 1000);
+        result_json(&b, r->model, &res, (srv_http_now_ns() - t0) / 1000);
     }
     srv_buf_puts(&b, "]}");
+    pipe_ws_free(tmp);
     free(parts);
     free(store);
     size_t len;
@@ -388,26 +448,26 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
                                               sizeof err);
     if (st != SRV_OIP_OK)
         return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
-    const srv_model *m = &s->models->m[r->model];
-    srv_ws *w = srv_pool_get(s->pool);
+    const srv_model *m = r->model;
+    pipe_ws *tmp, *ws = thread_ws(s, m, &tmp);
     pipe_result *res = malloc((size_t)q->n * sizeof *res);
     float *probs = malloc((size_t)q->n * (size_t)m->nclasses * sizeof *probs);
     int *pred = malloc((size_t)q->n * sizeof *pred);
     enum MHD_Result ret;
-    if (!w || !res || !probs || !pred) {
+    if (!ws || !res || !probs || !pred) {
         ret = srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
         goto done;
     }
     if (q->u8 || q->f32) {
-        pipe_run_tensors(m->ens, w->ws[r->model], q->u8 ? PIPE_U8 : PIPE_F32,
+        pipe_run_tensors(m->ens, ws, q->u8 ? PIPE_U8 : PIPE_F32,
                          q->u8 ? (const void *)q->u8 : (const void *)q->f32, (int)q->n, res);
         for (uint32_t i = 0; i < q->n; i++)
             if (res[i].status == PIPE_OK)
-                srv_metrics_inference(s->metrics, r->model, res[i].infer_us,
+                srv_metrics_inference(s->metrics, m->slot, res[i].infer_us,
                                       res[i].prediction);
     } else {
         for (uint32_t i = 0; i < q->n; i++)
-            classify(s, w, r->model, q->items[i].data, q->items[i].len, &res[i]);
+            classify(s, m, ws, q->items[i].data, q->items[i].len, &res[i]);
     }
     for (uint32_t i = 0; i < q->n; i++) {
         if (res[i].status != PIPE_OK) {
@@ -419,7 +479,9 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
                (size_t)m->nclasses * sizeof *probs);
         pred[i] = res[i].prediction;
     }
-    srv_oip_result out = {.model_name = m->name, .model_version = SRV_MODEL_VERSION,
+    char version[16];
+    snprintf(version, sizeof version, "%d", m->version);
+    srv_oip_result out = {.model_name = m->name, .model_version = version,
                           .req = q, .n = q->n, .nclasses = m->nclasses, .probs = probs,
                           .pred = pred, .labels = m->labels};
     srv_buf b;
@@ -437,6 +499,7 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
     ret = srv_http_respond(s, c, r, 200, q->binary ? "application/octet-stream" : SRV_HTTP_JSON,
                            body, len, MHD_RESPMEM_MUST_FREE, NULL);
 done:
+    pipe_ws_free(tmp);
     free(res);
     free(probs);
     free(pred);
@@ -448,14 +511,23 @@ done:
  * the other accepted forms are documented), the three outputs. */
 static enum MHD_Result v2_model_metadata(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
-    const srv_model *m = &s->models->m[r->model];
+    const srv_model *m = r->model;
     char text[1024];
     srv_buf b;
     srv_buf_init(&b, text, sizeof text);
     srv_buf_puts(&b, "{\"name\":");
     srv_buf_json_str(&b, m->name);
+    /* Every version serving under this name, highest first. */
+    srv_buf_puts(&b, ",\"versions\":[");
+    for (int k = 0; k < r->snap->n; k++) {
+        const srv_served *sv = &r->snap->s[k];
+        if (strcmp(sv->ver[0]->name, m->name) != 0)
+            continue;
+        for (int i = 0; i < sv->nver; i++)
+            srv_buf_printf(&b, "%s\"%d\"", i ? "," : "", sv->ver[i]->version);
+    }
     srv_buf_printf(&b,
-                   ",\"versions\":[\"" SRV_MODEL_VERSION "\"],"
+                   "],"
                    "\"platform\":\"mnistc_safetensors\","
                    "\"inputs\":[{\"name\":\"" SRV_OIP_INPUT_NAME "\","
                    "\"datatype\":\"UINT8\",\"shape\":[-1,1,28,28]}],"
@@ -499,7 +571,7 @@ static enum MHD_Result handle_v2_get(srv_server *s, struct MHD_Connection *c, sr
         srv_buf b;
         srv_buf_init(&b, text, sizeof text);
         srv_buf_puts(&b, "{\"name\":");
-        srv_buf_json_str(&b, s->models->m[r->model].name);
+        srv_buf_json_str(&b, r->model->name);
         srv_buf_puts(&b, ",\"ready\":true}");
         enum MHD_Result ret = b.oom ? MHD_NO
                                     : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data,
@@ -533,16 +605,17 @@ static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
         return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, ready, sizeof ready - 1,
                        MHD_RESPMEM_PERSISTENT, NULL);
     case SRV_ROUTE_MODELS:
-        return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, s->models->json,
-                       s->models->json_len, MHD_RESPMEM_PERSISTENT, NULL);
+        /* Copied: the response may outlive this call's view of r->snap. */
+        return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, r->snap->models_json,
+                       r->snap->models_json_len, MHD_RESPMEM_MUST_COPY, NULL);
     case SRV_ROUTE_OPENAPI:
         return srv_http_respond(s, c, r, 200, "application/yaml", s->openapi,
                        s->openapi_len, MHD_RESPMEM_PERSISTENT, NULL);
     case SRV_ROUTE_METRICS: {
         srv_buf b;
         srv_buf_init(&b, NULL, 0);
-        srv_metrics_render(s->metrics, &b, atomic_load(&s->ready),
-                           atomic_load(&s->draining));
+        srv_metrics_render(s->metrics, &b, r->snap->info, r->snap->ninfo,
+                           atomic_load(&s->ready), atomic_load(&s->draining));
         size_t len;
         char *body = srv_buf_detach(&b, &len);
         srv_buf_free(&b);
@@ -558,7 +631,77 @@ static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
     }
 }
 
-enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req *r)
+/* ---- the repository API (only with --enable-model-control) ----------------- */
+
+/* {"name":NAME,"versions":[NAME's index entries]} from a fresh snapshot. */
+static enum MHD_Result repo_state(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                                  const char *name)
+{
+    srv_snapshot *v = srv_registry_acquire(s->reg);
+    srv_buf b;
+    srv_buf_init(&b, NULL, 0);
+    srv_buf_puts(&b, "{\"name\":");
+    srv_buf_json_str(&b, name);
+    srv_buf_puts(&b, ",\"versions\":[");
+    int n = 0;
+    for (int i = 0; i < v->nindex; i++) {
+        const srv_index_entry *e = &v->index[i];
+        if (strcmp(e->name, name) != 0)
+            continue;
+        srv_buf_printf(&b, "%s{\"version\":\"%d\",\"state\":\"%s\",\"reason\":",
+                       n++ ? "," : "", e->version,
+                       e->state == SRV_MODEL_READY ? "READY" : "UNAVAILABLE");
+        srv_buf_json_str(&b, e->reason);
+        srv_buf_puts(&b, "}");
+    }
+    srv_buf_puts(&b, "]}");
+    srv_snapshot_release(v);
+    size_t len;
+    char *body = srv_buf_detach(&b, &len);
+    srv_buf_free(&b);
+    if (!body)
+        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+    return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE,
+                            NULL);
+}
+
+static enum MHD_Result handle_repo(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                                   const char *url)
+{
+    if (r->route == SRV_ROUTE_REPO_INDEX) {
+        /* The index as it is now, not as the request found it: a client
+         * that just loaded a model sees the result. */
+        srv_snapshot *v = srv_registry_acquire(s->reg);
+        enum MHD_Result ret = srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, v->index_json,
+                                               v->index_json_len, MHD_RESPMEM_MUST_COPY, NULL);
+        srv_snapshot_release(v);
+        return ret;
+    }
+    char name[SRV_NAME_MAX + 8], err[1200], safe[96];
+    srv_route_repo_name(url, name, sizeof name);
+    if (!srv_config_valid_name(name)) {
+        srv_log_sanitize(name, safe, sizeof safe);
+        return srv_http_error(s, c, r, PIPE_MODEL_NOT_FOUND, NULL, "no model named '%s'", safe);
+    }
+    srv_reg_result res = r->route == SRV_ROUTE_REPO_LOAD
+                             ? srv_registry_load(s->reg, name, err, sizeof err)
+                             : srv_registry_unload(s->reg, name, err, sizeof err);
+    switch (res) {
+    case SRV_REG_OK:
+        return repo_state(s, c, r, name);
+    case SRV_REG_NOT_FOUND:
+        return srv_http_error(s, c, r, PIPE_MODEL_NOT_FOUND, NULL, "%s", err);
+    case SRV_REG_LAST_MODEL:
+        return srv_http_error(s, c, r, PIPE_LAST_MODEL, NULL, "%s", err);
+    case SRV_REG_FAILED:
+    default:
+        return srv_http_error(s, c, r, PIPE_MODEL_LOAD_FAILED, NULL,
+                              "%s (what served before still does)", err);
+    }
+}
+
+enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                                const char *url)
 {
     if (r->preflight) /* CORS: headers only (srv_http_respond adds them) */
         return srv_http_respond(s, c, r, 204, NULL, "", 0, MHD_RESPMEM_PERSISTENT, NULL);
@@ -569,6 +712,10 @@ enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req
         return handle_batch(s, c, r);
     case SRV_ROUTE_V2_INFER:
         return handle_v2_infer(s, c, r);
+    case SRV_ROUTE_REPO_INDEX:
+    case SRV_ROUTE_REPO_LOAD:
+    case SRV_ROUTE_REPO_UNLOAD:
+        return handle_repo(s, c, r, url);
     case SRV_ROUTE_V2:
     case SRV_ROUTE_V2_LIVE:
     case SRV_ROUTE_V2_READY:

@@ -8,7 +8,7 @@
  *                   completion (metrics, access log)
  *   http_handlers.c what each route does: checks decided from the headers,
  *                   then the GET and POST handlers over the pipeline
- *   pool.c, route.c workspaces per thread; the table of paths
+ *   pool.c, route.c worker slots; the table of paths
  *
  * Request life cycle (libmicrohttpd calls srv_http_on_request repeatedly):
  *   1st call   headers are in: srv_http_begin checks route, method,
@@ -20,7 +20,9 @@
  *   last call  (no more data) srv_http_handle: the route's handler.
  *   completed  srv_http_on_completed: metrics, access log, free.
  * Each step runs on the pool thread that owns the connection, so the
- * thread's workspace (srv_pool_get) is used without locks.
+ * thread's workspace (its srv_pool_slot in the model) is used without
+ * locks. The request holds the registry snapshot it found at its first
+ * call until completion: its model cannot be freed under it.
  */
 #ifndef SERVER_HTTP_INT_H
 #define SERVER_HTTP_INT_H
@@ -35,21 +37,19 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
-#include "models.h"
 #include "multipart.h"
 #include "oip.h"
 #include "pipeline/pipeline.h"
 #include "pool.h"
+#include "registry.h"
 #include "route.h"
 
 #define SRV_HTTP_SMALL_BODY 4096
 #define SRV_HTTP_JSON "application/json"
-/* Each model serves one version (v2 paths) until models can be reloaded. */
-#define SRV_MODEL_VERSION "1"
 
 struct srv_server {
     const srv_config *cfg;
-    srv_models *models;
+    srv_registry *reg;
     srv_metrics *metrics;
     srv_pool *pool;
     const char *openapi;
@@ -70,7 +70,8 @@ typedef struct {
     char path[256];             /* sanitised for logs and messages */
     int status;                 /* HTTP status sent, 0 before */
     uint64_t resp_bytes;
-    int model;                  /* index into the server's models */
+    srv_snapshot *snap;         /* the models as the request found them */
+    srv_model *model;           /* in snap: the one asked for, or default */
     srv_body_kind kind;         /* what body the route expects */
     int over_limit;             /* 1: body over the limit, 2: out of memory */
     int done;                   /* a response is queued */
@@ -125,7 +126,9 @@ int srv_http_defer(srv_req *r, pipe_status st, const char *allow, const char *fm
 /* What the headers alone decide for r's route (first call): errors go
  * through srv_http_defer; sets r->model and r->kind. */
 void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const char *url);
-/* Answers r once its body (if any) is complete and within the limit. */
-enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req *r);
+/* Answers r (for url) once its body (if any) is complete and within the
+ * limit. */
+enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                                const char *url);
 
 #endif

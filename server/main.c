@@ -1,13 +1,14 @@
 /* main.c - mnist-server: configuration, model loading, the HTTP daemon,
- * and signal-driven shutdown. Everything else lives in the server/ modules
+ * reloads on SIGHUP and signal-driven shutdown. Everything else lives in the server/ modules
  * so unit tests can reach it. */
 #include "config.h"
 #include "http.h"
 #include "log.h"
-#include "models.h"
 #include "nn/gemm.h"
+#include "registry.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -50,7 +51,8 @@ static int wait_or_signal(const sigset_t *sigs, double seconds,
     while (elapsed_s(&t0) < seconds) {
         if (srv && srv_server_inflight(srv) == 0)
             return 0;
-        if (sigtimedwait(sigs, NULL, &tick) > 0)
+        int got = sigtimedwait(sigs, NULL, &tick);
+        if (got > 0 && got != SIGHUP)   /* SIGHUP while draining: ignored */
             return 1;
     }
     return 0;
@@ -78,40 +80,39 @@ int main(int argc, char **argv)
         return 2;
     }
     srv_log_init(cfg.log_json);
+    /* A fixed threshold (glibc raises it after each free of a mapped
+     * block otherwise): a model's parameter block is always its own
+     * mapping, handed back to the system when its last request ends, so
+     * reloads do not grow the heap. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     if (cfg.threads == 0)
         cfg.threads = available_cores();
 
-    /* Block the shutdown signals before any thread starts, so every thread
-     * inherits the mask and only sigwait() below sees them. */
+    /* Block the shutdown and reload signals before any thread starts, so
+     * every thread inherits the mask and only sigwait() below sees them. */
     sigset_t sigs;
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    srv_models *models = srv_models_load(&cfg, err, sizeof err);
+    /* One workspace per model per daemon thread, plus a spare (pool.h). */
+    srv_registry_opts ro = {.cfg = &cfg, .nslots = cfg.threads + 1, .settle_s = -1};
+    srv_registry *models = srv_registry_create(&ro, err, sizeof err);
     if (!models) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         return 1;
     }
-    for (int k = 0; k < models->n; k++) {
-        const srv_model *m = &models->m[k];
-        srv_log(SRV_INFO, "model %s%s: %s, %zu parameters, %d member%s, "
-                "test accuracy %s%.4f, sha256 %.12s (%s)", m->name,
-                m->is_default ? " (default)" : "", m->architecture, m->params,
-                m->nmembers, m->nmembers == 1 ? "" : "s",
-                m->test_accuracy < 0 ? "unknown " : "",
-                m->test_accuracy < 0 ? 0 : m->test_accuracy, m->sha256,
-                m->source);
-    }
+    srv_registry_log_all(models);
 
     srv_server *srv = srv_server_create(&cfg, models, srv_openapi_yaml,
                                         srv_openapi_yaml_len, err, sizeof err);
     if (!srv || srv_server_start(srv, err, sizeof err) < 0) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         srv_server_free(srv);
-        srv_models_free(models);
+        srv_registry_free(models);
         return 1;
     }
     srv_log(SRV_INFO, "%d threads, %s kernels, body limit %zu bytes, max "
@@ -126,14 +127,30 @@ int main(int argc, char **argv)
     if (srv_server_warmup(srv, err, sizeof err) < 0) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         srv_server_free(srv);
-        srv_models_free(models);
+        srv_registry_free(models);
         return 1;
     }
+    /* The reloader thread: SIGHUP below, and every --poll-interval. */
+    if (srv_registry_start(models, cfg.poll_s) < 0)
+        srv_log(SRV_WARN, "cannot start the reloader thread: SIGHUP reloads "
+                "in the main thread, no polling");
+    else if (cfg.poll_s > 0)
+        srv_log(SRV_INFO, "rescanning the models every %gs", cfg.poll_s);
     srv_log(SRV_INFO, "ready");
 
+    /* SIGHUP rescans the models (in the reloader thread) and keeps
+     * serving; SIGTERM or SIGINT drains and stops. */
     int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig != SIGHUP)
+            break;
+        srv_log(SRV_INFO, "SIGHUP: rescanning the models");
+        srv_registry_request_reload(models, "SIGHUP");
+    }
+    /* No reloads while draining: the models stay as they are. */
+    srv_registry_stop(models);
     const char *signame = sig == SIGTERM ? "SIGTERM" : "SIGINT";
     int stop_now = 0;
     /* Phase 1 (SIGTERM only): not ready, but still accepting and serving, so
@@ -166,6 +183,6 @@ int main(int argc, char **argv)
     else
         srv_log(SRV_INFO, "stopped cleanly after %.3fs", elapsed_s(&t0));
     srv_server_free(srv);
-    srv_models_free(models);
+    srv_registry_free(models);
     return 0;
 }

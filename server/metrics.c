@@ -14,7 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static const int status_codes[] = {200, 204, 400, 404, 405, 413, 415, 422,
+static const int status_codes[] = {200, 204, 400, 403, 404, 405, 409, 413, 415, 422,
                                    500, 503, 0};   /* 0: any other */
 #define NSTATUS (int)(sizeof status_codes / sizeof status_codes[0])
 
@@ -40,8 +40,7 @@ typedef struct {
 } __attribute__((aligned(64))) shard;
 
 struct srv_metrics {
-    const srv_metrics_model *models;
-    int nmodels, nshards;
+    int nshards;
     atomic_int next_shard;
     unsigned id;              /* tells thread-local shard caches apart */
     double start_time;
@@ -53,10 +52,9 @@ static _Thread_local const srv_metrics *tls_owner;
 static _Thread_local unsigned tls_owner_id;
 static _Thread_local shard *tls_shard;
 
-srv_metrics *srv_metrics_create(const srv_metrics_model *models, int nmodels,
-                                int nshards)
+srv_metrics *srv_metrics_create(int nshards)
 {
-    if (nmodels < 0 || nmodels > SRV_METRICS_MAX_MODELS || nshards < 1)
+    if (nshards < 1)
         return NULL;
     srv_metrics *m = calloc(1, sizeof *m);
     if (!m)
@@ -67,8 +65,6 @@ srv_metrics *srv_metrics_create(const srv_metrics_model *models, int nmodels,
         return NULL;
     }
     memset(m->shards, 0, sizeof(shard) * (size_t)nshards);
-    m->models = models;
-    m->nmodels = nmodels;
     m->nshards = nshards;
     m->id = atomic_fetch_add(&next_id, 1);
     struct timespec t;
@@ -134,16 +130,15 @@ void srv_metrics_request(srv_metrics *m, srv_route route, int status,
     add(&s->lat_sum_us[route], us);
 }
 
-void srv_metrics_inference(srv_metrics *m, int model, uint64_t us, int cls)
+void srv_metrics_inference(srv_metrics *m, int slot, uint64_t us, int cls)
 {
-    if (model < 0 || model >= m->nmodels)
+    if (slot < 0 || slot >= SRV_METRICS_MAX_MODELS)
         return;
     shard *s = my_shard(m);
-    add(&s->inf[model][bucket(inf_le, NINF, us)], 1);
-    add(&s->inf_sum_us[model], us);
-    if (cls >= 0 && cls < m->models[model].nclasses &&
-        cls < SRV_METRICS_MAX_CLASSES)
-        add(&s->preds[model][cls], 1);
+    add(&s->inf[slot][bucket(inf_le, NINF, us)], 1);
+    add(&s->inf_sum_us[slot], us);
+    if (cls >= 0 && cls < SRV_METRICS_MAX_CLASSES)
+        add(&s->preds[slot][cls], 1);
 }
 
 void srv_metrics_inflight_add(srv_metrics *m, int delta)
@@ -266,8 +261,20 @@ static void process_metrics(srv_buf *b)
                        "process_max_fds %.0f\n", p.max_fds);
 }
 
-void srv_metrics_render(srv_metrics *m, srv_buf *b, int ready, int draining)
+/* A slot rendered with its model's series. */
+static int shown(const srv_metrics_model *md)
 {
+    return md->name && md->loaded;
+}
+
+void srv_metrics_render(srv_metrics *m, srv_buf *b,
+                        const srv_metrics_model *models, int nmodels,
+                        int ready, int draining)
+{
+    if (nmodels < 0)
+        nmodels = 0;
+    if (nmodels > SRV_METRICS_MAX_MODELS)
+        nmodels = SRV_METRICS_MAX_MODELS;
     int used = atomic_load(&m->next_shard);
     int ns = used < m->nshards ? used : m->nshards;
 
@@ -314,7 +321,9 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, int ready, int draining)
     srv_buf_puts(b, "# HELP mnist_inference_duration_seconds Model forward "
                     "pass time per image.\n"
                     "# TYPE mnist_inference_duration_seconds histogram\n");
-    for (int k = 0; k < m->nmodels; k++) {
+    for (int k = 0; k < nmodels; k++) {
+        if (!shown(&models[k]))
+            continue;
         uint64_t counts[NINF + 1] = {0}, sum = 0;
         for (int s = 0; s < ns; s++) {
             for (int i = 0; i <= NINF; i++)
@@ -322,23 +331,22 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, int ready, int draining)
             sum += get(&m->shards[s].inf_sum_us[k]);
         }
         histogram(b, "mnist_inference_duration_seconds", "model",
-                  m->models[k].name, inf_le, NINF, counts, sum);
+                  models[k].name, inf_le, NINF, counts, sum);
     }
 
     srv_buf_puts(b, "# HELP mnist_predictions_total Images classified, by "
                     "model and predicted class label.\n"
                     "# TYPE mnist_predictions_total counter\n");
-    for (int k = 0; k < m->nmodels; k++)
-        for (int c = 0; c < m->models[k].nclasses &&
+    for (int k = 0; k < nmodels; k++)
+        for (int c = 0; shown(&models[k]) && c < models[k].nclasses &&
                         c < SRV_METRICS_MAX_CLASSES; c++) {
             uint64_t v = 0;
             for (int s = 0; s < ns; s++)
                 v += get(&m->shards[s].preds[k][c]);
             srv_buf_puts(b, "mnist_predictions_total{model=\"");
-            label_value(b, m->models[k].name);
+            label_value(b, models[k].name);
             srv_buf_puts(b, "\",class=\"");
-            label_value(b, m->models[k].labels[c] ? m->models[k].labels[c]
-                                                  : "");
+            label_value(b, models[k].labels[c] ? models[k].labels[c] : "");
             srv_buf_printf(b, "\"} %llu\n", (unsigned long long)v);
         }
 
@@ -355,8 +363,10 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, int ready, int draining)
 
     srv_buf_puts(b, "# HELP mnist_model_info Served models; value 1.\n"
                     "# TYPE mnist_model_info gauge\n");
-    for (int k = 0; k < m->nmodels; k++) {
-        const srv_metrics_model *md = &m->models[k];
+    for (int k = 0; k < nmodels; k++) {
+        const srv_metrics_model *md = &models[k];
+        if (!shown(md))
+            continue;
         srv_buf_puts(b, "mnist_model_info{model=\"");
         label_value(b, md->name);
         srv_buf_puts(b, "\",architecture=\"");
@@ -368,21 +378,36 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, int ready, int draining)
     }
     srv_buf_puts(b, "# HELP mnist_model_parameters Trainable parameters per "
                     "model.\n# TYPE mnist_model_parameters gauge\n");
-    for (int k = 0; k < m->nmodels; k++) {
+    for (int k = 0; k < nmodels; k++) {
+        if (!shown(&models[k]))
+            continue;
         srv_buf_puts(b, "mnist_model_parameters{model=\"");
-        label_value(b, m->models[k].name);
-        srv_buf_printf(b, "\"} %.0f\n", m->models[k].params);
+        label_value(b, models[k].name);
+        srv_buf_printf(b, "\"} %.0f\n", models[k].params);
     }
     srv_buf_puts(b, "# HELP mnist_model_test_accuracy Test-set accuracy "
                     "recorded with the model (NaN if unknown).\n"
                     "# TYPE mnist_model_test_accuracy gauge\n");
-    for (int k = 0; k < m->nmodels; k++) {
+    for (int k = 0; k < nmodels; k++) {
+        if (!shown(&models[k]))
+            continue;
         srv_buf_puts(b, "mnist_model_test_accuracy{model=\"");
-        label_value(b, m->models[k].name);
-        if (m->models[k].test_accuracy >= 0)
-            srv_buf_printf(b, "\"} %.6f\n", m->models[k].test_accuracy);
+        label_value(b, models[k].name);
+        if (models[k].test_accuracy >= 0)
+            srv_buf_printf(b, "\"} %.6f\n", models[k].test_accuracy);
         else
             srv_buf_puts(b, "\"} NaN\n");
+    }
+    srv_buf_puts(b, "# HELP mnist_model_load_failures_total Model files that "
+                    "failed to load (at start-up or on a reload), by model "
+                    "name.\n# TYPE mnist_model_load_failures_total counter\n");
+    for (int k = 0; k < nmodels; k++) {
+        if (!models[k].name)
+            continue;
+        srv_buf_puts(b, "mnist_model_load_failures_total{model=\"");
+        label_value(b, models[k].name);
+        srv_buf_printf(b, "\"} %llu\n",
+                       (unsigned long long)models[k].load_failures);
     }
     srv_buf_puts(b, "# HELP mnist_build_info The server's version, the git "
                     "commit it was built from and the matrix-multiply kernels "

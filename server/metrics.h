@@ -3,11 +3,15 @@
  * Recording is lock-free: each thread counts into its own shard (claimed on
  * first use) with relaxed atomic adds, and GET /metrics sums the shards.
  *
- *   srv_metrics *m = srv_metrics_create(models, nmodels, nshards);
+ *   srv_metrics *m = srv_metrics_create(nshards);
  *   srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 153);  // microseconds
- *   srv_metrics_inference(m, model, 80, predicted_class);
- *   srv_metrics_render(m, &buf, ready, draining);
+ *   srv_metrics_inference(m, slot, 80, predicted_class);
+ *   srv_metrics_render(m, &buf, models, nmodels, ready, draining);
  *   srv_metrics_free(m);
+ *
+ * Models come and go while serving (registry.h), so counters are kept per
+ * model slot (a name's stable index, 0..SRV_METRICS_MAX_MODELS-1) and what
+ * is known of each model is passed in at render time.
  */
 #ifndef SERVER_METRICS_H
 #define SERVER_METRICS_H
@@ -21,10 +25,13 @@
 #define SRV_METRICS_MAX_MODELS 32
 #define SRV_METRICS_MAX_CLASSES 64
 
-/* What the metrics need to know about each served model; the strings must
- * outlive the srv_metrics. */
+/* What the metrics need to know about each model at render time, indexed
+ * by slot: models[k] describes slot k. name NULL: slot unused. */
 typedef struct {
     const char *name;
+    int loaded;             /* 0: known name that serves nothing now (only
+                               its load failures are shown) */
+    uint64_t load_failures; /* failed loads of this name so far */
     const char *architecture;
     const char *sha256;
     int is_default;
@@ -38,15 +45,14 @@ typedef struct srv_metrics srv_metrics;
 
 /* nshards: how many threads get a shard of their own (later threads share
  * the last one, still correctly). NULL on allocation failure or bad sizes. */
-srv_metrics *srv_metrics_create(const srv_metrics_model *models, int nmodels,
-                                int nshards);
+srv_metrics *srv_metrics_create(int nshards);
 void srv_metrics_free(srv_metrics *m);
 
 /* A finished request: route, HTTP status (0 = none sent), total time. */
 void srv_metrics_request(srv_metrics *m, srv_route route, int status,
                          uint64_t us);
-/* One image classified by model (index into models) in us microseconds. */
-void srv_metrics_inference(srv_metrics *m, int model, uint64_t us, int cls);
+/* One image classified by the model in slot in us microseconds. */
+void srv_metrics_inference(srv_metrics *m, int slot, uint64_t us, int cls);
 /* Requests being handled right now: +1 when one starts, -1 when it ends. */
 void srv_metrics_inflight_add(srv_metrics *m, int delta);
 
@@ -72,9 +78,12 @@ int srv_metrics_process(srv_metrics_process_stats *p);
  * writes at build time. */
 extern const char srv_build_commit[];
 
-/* Appends the whole exposition. ready/draining are rendered as gauges;
+/* Appends the whole exposition; models[0..nmodels) as above (nmodels up to
+ * SRV_METRICS_MAX_MODELS). ready/draining are rendered as gauges;
  * mnist_build_info{version,commit,kernels} and the process_* metrics
  * follow the model metrics. */
-void srv_metrics_render(srv_metrics *m, srv_buf *out, int ready, int draining);
+void srv_metrics_render(srv_metrics *m, srv_buf *out,
+                        const srv_metrics_model *models, int nmodels,
+                        int ready, int draining);
 
 #endif

@@ -1,43 +1,34 @@
-/* pool.h - per-thread workspaces: each request thread gets one srv_ws
- * (pipeline scratch for every served model) from a pool made at start-up,
- * so no request allocates forward-pass memory and none takes a lock.
+/* pool.h - worker slots: each request thread gets a slot number, the same
+ * on every call, from a pool sized at start-up. Every loaded model carries
+ * one workspace per slot (srv_model_ws in registry.h), made when the model
+ * loads, so no request allocates forward-pass memory and none takes a
+ * lock, however often models are reloaded.
  *
- *   srv_pool *p = srv_pool_create(models, threads + 1);
+ *   srv_pool *p = srv_pool_create(threads + 1);
  *   ... on a request thread:
- *   srv_ws *w = srv_pool_get(p);          // the same one on every call
- *   pipe_run_png(models->m[k].ens, w->ws[k], ...);
+ *   int slot = srv_pool_slot(p);            // -1 beyond the pool
+ *   pipe_ws *ws = srv_model_ws(m, slot);    // NULL for -1
  *   ... after every thread that used it has stopped:
  *   srv_pool_free(p);
  *
  * A thread beyond the pool (not expected: the pool is sized to the
- * daemon's threads) makes its own workspace once, owned by the pool.
+ * daemon's threads) gets -1 and the caller makes a workspace for the
+ * request (srv_pool_slot logs this once).
  */
 #ifndef SERVER_POOL_H
 #define SERVER_POOL_H
 
-#include "models.h"
-#include "pipeline/pipeline.h"
-
-/* One thread's scratch: ws[k] for model k of the srv_models it was made
- * for (batches of one image). */
-typedef struct {
-    int n;
-    pipe_ws *ws[SRV_MAX_MODELS];
-} srv_ws;
-
-/* A workspace of its own (e.g. for the warm-up). NULL when out of memory.
- * srv_ws_free(NULL) does nothing. */
-srv_ws *srv_ws_create(const srv_models *ms);
-void srv_ws_free(srv_ws *w);
-
 typedef struct srv_pool srv_pool;
 
-/* n workspaces for ms (which must outlive the pool). NULL when out of
- * memory. srv_pool_free(NULL) does nothing. */
-srv_pool *srv_pool_create(const srv_models *ms, int n);
+/* n slots. NULL when out of memory or n < 1. srv_pool_free(NULL) does
+ * nothing. */
+srv_pool *srv_pool_create(int n);
 void srv_pool_free(srv_pool *p);
 
-/* The calling thread's workspace, or NULL when out of memory. */
-srv_ws *srv_pool_get(srv_pool *p);
+/* Slots in the pool. */
+int srv_pool_size(const srv_pool *p);
+
+/* The calling thread's slot 0..n-1, or -1 beyond the pool. */
+int srv_pool_slot(srv_pool *p);
 
 #endif

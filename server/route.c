@@ -21,11 +21,56 @@ static const struct {
     [SRV_ROUTE_V2_MODEL] = {"/v2/models/{name}", 0},
     [SRV_ROUTE_V2_MODEL_READY] = {"/v2/models/{name}/ready", 0},
     [SRV_ROUTE_V2_INFER] = {"/v2/models/{name}/infer", 1},
+    [SRV_ROUTE_REPO_INDEX] = {"/v2/repository/index", 1},
+    [SRV_ROUTE_REPO_LOAD] = {"/v2/repository/models/{name}/load", 1},
+    [SRV_ROUTE_REPO_UNLOAD] = {"/v2/repository/models/{name}/unload", 1},
     [SRV_ROUTE_OTHER] = {"other", 0},
 };
 
+#define REPO_MODELS "/v2/repository/models/"
+
+/* The part of url between REPO_MODELS and its last '/', or NULL. */
+static const char *repo_name(const char *url, size_t *len, const char **rest)
+{
+    size_t p = strlen(REPO_MODELS);
+    if (strncmp(url, REPO_MODELS, p) != 0)
+        return NULL;
+    const char *slash = strrchr(url + p, '/');
+    if (!slash || slash == url + p)
+        return NULL;
+    *len = (size_t)(slash - (url + p));
+    *rest = slash;
+    return url + p;
+}
+
+void srv_route_repo_name(const char *url, char *name, size_t len)
+{
+    size_t n = 0;
+    const char *rest, *p = repo_name(url, &n, &rest);
+    if (len == 0)
+        return;
+    if (!p)
+        n = 0;
+    if (n >= len)
+        n = len - 1;
+    memcpy(name, p ? p : "", n);
+    name[n] = '\0';
+}
+
 srv_route srv_route_of(const char *url)
 {
+    /* The repository extension first: its paths are not the protocol's
+     * model paths. */
+    if (strcmp(url, routes[SRV_ROUTE_REPO_INDEX].path) == 0)
+        return SRV_ROUTE_REPO_INDEX;
+    size_t len;
+    const char *rest;
+    if (repo_name(url, &len, &rest)) {
+        if (strcmp(rest, "/load") == 0)
+            return SRV_ROUTE_REPO_LOAD;
+        if (strcmp(rest, "/unload") == 0)
+            return SRV_ROUTE_REPO_UNLOAD;
+    }
     srv_oip_path p;
     switch (srv_oip_path_parse(url, &p)) {
     case SRV_OIP_PATH_NONE:

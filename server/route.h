@@ -11,6 +11,8 @@
 #ifndef SERVER_ROUTE_H
 #define SERVER_ROUTE_H
 
+#include <stddef.h>
+
 typedef enum {
     SRV_ROUTE_PREDICT = 0,
     SRV_ROUTE_BATCH,
@@ -25,14 +27,21 @@ typedef enum {
     SRV_ROUTE_V2_MODEL,       /* /v2/models/{name}[/versions/{v}]     */
     SRV_ROUTE_V2_MODEL_READY, /* /v2/models/{name}[/versions/{v}]/ready */
     SRV_ROUTE_V2_INFER,       /* /v2/models/{name}[/versions/{v}]/infer */
+    SRV_ROUTE_REPO_INDEX,     /* POST /v2/repository/index                */
+    SRV_ROUTE_REPO_LOAD,      /* POST /v2/repository/models/{name}/load   */
+    SRV_ROUTE_REPO_UNLOAD,    /* POST /v2/repository/models/{name}/unload */
     SRV_ROUTE_OTHER, /* unknown paths, answered 404 */
     SRV_NROUTES
 } srv_route;
 
 /* The route of a request path (query already split off): an exact match,
- * or one of the Open Inference Protocol's /v2 paths (srv_oip_path_parse:
- * model name and version are path segments). */
+ * one of the Open Inference Protocol's /v2 paths (srv_oip_path_parse:
+ * model name and version are path segments), or a repository path. */
 srv_route srv_route_of(const char *url);
+
+/* The {name} of a /v2/repository/models/{name}/... path into name (up to
+ * len - 1 bytes, truncated beyond; "" for other paths). */
+void srv_route_repo_name(const char *url, char *name, size_t len);
 
 /* The path of a route, e.g. "/predict" or "/v2/models/{name}/infer" (model
  * names and versions stay out of metric labels); "other" for

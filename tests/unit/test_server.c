@@ -1,7 +1,8 @@
 /* test_server.c - the server's pure pieces: SHA-256 (against known vectors
  * and the system's sha256sum), configuration (defaults, env, flags win,
  * bad values), request ids, multipart parsing, JSON writing, metrics
- * rendering, and model loading from a directory with an .ensemble file. */
+ * rendering, and model loading from a directory with an .ensemble file
+ * (reloads and versions: test_registry.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -21,7 +22,7 @@
 #include "server/config.h"
 #include "server/log.h"
 #include "server/metrics.h"
-#include "server/models.h"
+#include "server/registry.h"
 #include "server/multipart.h"
 #include "server/sha256.h"
 
@@ -443,7 +444,9 @@ static void test_metrics_render(void **state)
                                     .sha256 = "ab", .is_default = 1,
                                     .params = 42, .test_accuracy = 0.5,
                                     .nclasses = 2, .labels = {"Shirt", "a\\b"}}};
-    srv_metrics *m = srv_metrics_create(models, 1, 1);
+    models[0].loaded = 1;
+    models[0].load_failures = 3;
+    srv_metrics *m = srv_metrics_create(1);
     assert_non_null(m);
     srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 80);      /* <= 100us */
     srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 3000);    /* <= 5ms */
@@ -456,7 +459,7 @@ static void test_metrics_render(void **state)
 
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
-    srv_metrics_render(m, &b, 1, 0);
+    srv_metrics_render(m, &b, models, 1, 1, 0);
     assert_false(b.oom);
     const char *want[] = {
         "mnist_http_requests_total{route=\"/predict\",status=\"200\"} 2\n",
@@ -475,6 +478,7 @@ static void test_metrics_render(void **state)
         "mnist_http_requests_in_flight 1\n",
         "mnist_model_info{model=\"m\\\"1\",architecture=\"dense(10)\",sha256=\"ab\",default=\"true\"} 1\n",
         "mnist_model_parameters{model=\"m\\\"1\"} 42\n",
+        "mnist_model_load_failures_total{model=\"m\\\"1\"} 3\n",
         "mnist_ready 1\n",
         "mnist_draining 0\n",
         "# TYPE mnist_http_request_duration_seconds histogram\n",
@@ -514,11 +518,11 @@ static void test_metrics_process(void **state)
     srv_metrics_process(&q);
     assert_true(q.open_fds == p.open_fds);
 
-    srv_metrics *m = srv_metrics_create(NULL, 0, 1);
+    srv_metrics *m = srv_metrics_create(1);
     assert_non_null(m);
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
-    srv_metrics_render(m, &b, 0, 1);
+    srv_metrics_render(m, &b, NULL, 0, 0, 1);
     assert_false(b.oom);
     char info[256];
     snprintf(info, sizeof info,
@@ -566,6 +570,12 @@ static void save_net(const char *path, const char *arch, double acc,
     nn_net_free(net);
 }
 
+static srv_registry *load(const srv_config *c, char *err, size_t errlen)
+{
+    srv_registry_opts o = {.cfg = c, .nslots = 1, .settle_s = 0};
+    return srv_registry_create(&o, err, errlen);
+}
+
 static void test_models_dir(void **state)
 {
     (void)state;
@@ -586,50 +596,60 @@ static void test_models_dir(void **state)
     srv_config c;
     srv_config_defaults(&c);
     snprintf(c.models_dir, sizeof c.models_dir, "%s", dir);
-    srv_models *ms = srv_models_load(&c, err, sizeof err);
-    if (!ms)
-        fail_msg("srv_models_load: %s", err);
-    assert_int_equal(ms->n, 3);
+    srv_registry *reg = load(&c, err, sizeof err);
+    if (!reg)
+        fail_msg("srv_registry_create: %s", err);
+    srv_snapshot *v = srv_registry_acquire(reg);
+    assert_int_equal(v->n, 3);
+    const srv_model *ms[3] = {v->s[0].ver[0], v->s[1].ver[0], v->s[2].ver[0]};
     /* Sorted by file name; the most accurate single model is the default,
      * not the ensemble, though its stated accuracy is higher. */
-    assert_string_equal(ms->m[0].name, "alpha");
-    assert_string_equal(ms->m[1].name, "beta");
-    assert_string_equal(ms->m[2].name, "duo");
-    assert_int_equal(ms->default_idx, 1);
-    assert_true(fabs(ms->m[2].test_accuracy - 0.97) < 1e-9);
-    assert_int_equal(ms->m[2].nmembers, 2);
-    assert_int_equal(ms->m[2].params, ms->m[0].params + ms->m[1].params);
-    assert_true(fabs(ms->m[0].test_accuracy - 0.91) < 1e-6);
+    assert_string_equal(ms[0]->name, "alpha");
+    assert_string_equal(ms[1]->name, "beta");
+    assert_string_equal(ms[2]->name, "duo");
+    assert_int_equal(v->default_idx, 1);
+    assert_ptr_equal(srv_snapshot_default(v), ms[1]);
+    assert_true(fabs(ms[2]->test_accuracy - 0.97) < 1e-9);
+    assert_int_equal(ms[2]->nmembers, 2);
+    assert_int_equal(ms[2]->params, ms[0]->params + ms[1]->params);
+    assert_true(fabs(ms[0]->test_accuracy - 0.91) < 1e-6);
     /* sha256 of a single model is its file's; the ensemble's is of the
      * members' hex digests joined by ','. */
     char hex[65], joined[140];
     snprintf(path, sizeof path, "%s/alpha.safetensors", dir);
     assert_int_equal(srv_sha256_file(path, hex, err, sizeof err), 0);
-    assert_string_equal(ms->m[0].sha256, hex);
-    snprintf(joined, sizeof joined, "%s,%s", ms->m[0].sha256, ms->m[1].sha256);
+    assert_string_equal(ms[0]->sha256, hex);
+    snprintf(joined, sizeof joined, "%s,%s", ms[0]->sha256, ms[1]->sha256);
     srv_sha256_hex(joined, strlen(joined), hex);
-    assert_string_equal(ms->m[2].sha256, hex);
-    assert_non_null(strstr(ms->json, "\"default\":\"beta\""));
-    assert_non_null(strstr(ms->json, "\"labels\":[\"0\",\"1\""));
-    assert_int_equal(srv_models_find(ms, "beta"), 1);
-    assert_int_equal(srv_models_find(ms, "gamma"), -1);
-    srv_models_free(ms);
+    assert_string_equal(ms[2]->sha256, hex);
+    assert_non_null(strstr(v->models_json, "\"default\":\"beta\""));
+    assert_non_null(strstr(v->models_json, "\"labels\":[\"0\",\"1\""));
+    assert_ptr_equal(srv_snapshot_find(v, "beta", 0), ms[1]);
+    assert_ptr_equal(srv_snapshot_find(v, "beta", 1), ms[1]);
+    assert_null(srv_snapshot_find(v, "beta", 2));
+    assert_null(srv_snapshot_find(v, "gamma", 0));
+    srv_snapshot_release(v);
+    srv_registry_free(reg);
 
     /* --default-model picks, an ensemble too; an unknown one stops
      * start-up. */
     snprintf(c.default_model, sizeof c.default_model, "alpha");
-    ms = srv_models_load(&c, err, sizeof err);
-    assert_non_null(ms);
-    assert_int_equal(ms->default_idx, 0);
-    srv_models_free(ms);
+    reg = load(&c, err, sizeof err);
+    assert_non_null(reg);
+    v = srv_registry_acquire(reg);
+    assert_int_equal(v->default_idx, 0);
+    srv_snapshot_release(v);
+    srv_registry_free(reg);
     snprintf(c.default_model, sizeof c.default_model, "duo");
-    ms = srv_models_load(&c, err, sizeof err);
-    assert_non_null(ms);
-    assert_int_equal(ms->default_idx, 2);
-    assert_non_null(strstr(ms->json, "\"default\":\"duo\""));
-    srv_models_free(ms);
+    reg = load(&c, err, sizeof err);
+    assert_non_null(reg);
+    v = srv_registry_acquire(reg);
+    assert_int_equal(v->default_idx, 2);
+    assert_non_null(strstr(v->models_json, "\"default\":\"duo\""));
+    srv_snapshot_release(v);
+    srv_registry_free(reg);
     snprintf(c.default_model, sizeof c.default_model, "nope");
-    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_null(load(&c, err, sizeof err));
     assert_non_null(strstr(err, "nope"));
     c.default_model[0] = '\0';
 
@@ -637,7 +657,7 @@ static void test_models_dir(void **state)
     snprintf(path, sizeof path, "%s/alpha.safetensors", dir);
     assert_int_equal(srv_config_add_model(&c, "beta=x", err, sizeof err), 0);
     snprintf(c.models[0].paths, sizeof c.models[0].paths, "%s", path);
-    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_null(load(&c, err, sizeof err));
     assert_non_null(strstr(err, "beta"));
     c.nmodels = 0;
 
@@ -647,7 +667,7 @@ static void test_models_dir(void **state)
     assert_non_null(f);
     fputs("not a safetensors file", f);
     fclose(f);
-    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_null(load(&c, err, sizeof err));
     assert_non_null(strstr(err, "broken"));
     unlink(path);
 
@@ -657,7 +677,7 @@ static void test_models_dir(void **state)
     assert_non_null(f);
     fputs("alpha.safetensors\nmissing.safetensors\n", f);
     fclose(f);
-    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_null(load(&c, err, sizeof err));
     assert_non_null(strstr(err, "missing"));
     unlink(path);
 
@@ -667,7 +687,7 @@ static void test_models_dir(void **state)
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         unlink(path);
     }
-    assert_null(srv_models_load(&c, err, sizeof err));
+    assert_null(load(&c, err, sizeof err));
     assert_non_null(strstr(err, "no models"));
     rmdir(dir);
 }

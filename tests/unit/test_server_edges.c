@@ -26,7 +26,7 @@
 #include "server/config.h"
 #include "server/log.h"
 #include "server/metrics.h"
-#include "server/models.h"
+#include "server/registry.h"
 #include "server/multipart.h"
 
 #define TMPDIR_PREFIX "test_server_edges"
@@ -280,7 +280,7 @@ static unsigned long long bucket_count(const char *text, const char *name, const
     return strtoull(p + strlen(key), NULL, 10);
 }
 
-#define DIGITS_MODEL {.name = "m", .architecture = "a", .sha256 = "s", .nclasses = 10, \
+#define DIGITS_MODEL {.name = "m", .loaded = 1, .architecture = "a", .sha256 = "s", .nclasses = 10, \
                       .labels = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}}
 
 typedef void record_fn(srv_metrics *m, uint64_t us);
@@ -296,12 +296,12 @@ static void check_buckets(record_fn *rec, const char *name, const char *label,
     static const srv_metrics_model model = DIGITS_MODEL;
     for (int i = 0; i < n; i++) {
         for (int past = 0; past < 2; past++) {
-            srv_metrics *m = srv_metrics_create(&model, 1, 1);
+            srv_metrics *m = srv_metrics_create(1);
             assert_non_null(m);
             rec(m, b[i] + (uint64_t)past);
             srv_buf out;
             srv_buf_init(&out, NULL, 0);
-            srv_metrics_render(m, &out, 1, 0);
+            srv_metrics_render(m, &out, &model, 1, 1, 0);
             assert_false(out.oom);
             /* the bucket the sample belongs to is the first with count 1 */
             int first = past ? i + 1 : i;
@@ -338,7 +338,7 @@ static void test_metrics_bucket_bounds(void **state)
 
     /* Zero lands in the first bucket, the largest value in +Inf only. */
     static const srv_metrics_model model = DIGITS_MODEL;
-    srv_metrics *m = srv_metrics_create(&model, 1, 1);
+    srv_metrics *m = srv_metrics_create(1);
     assert_non_null(m);
     srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 0);
     srv_metrics_inference(m, 0, 1000000000000ull, 9);   /* 11.6 days */
@@ -348,7 +348,7 @@ static void test_metrics_bucket_bounds(void **state)
     srv_metrics_inference(m, 0, 5, -1);
     srv_buf out;
     srv_buf_init(&out, NULL, 0);
-    srv_metrics_render(m, &out, 0, 1);
+    srv_metrics_render(m, &out, &model, 1, 0, 1);
     const char *req = "mnist_http_request_duration_seconds";
     assert_int_equal(bucket_count(out.data, req, "route=\"/predict\"", "5e-05"), 1);
     const char *inf_name = "mnist_inference_duration_seconds";
@@ -362,9 +362,18 @@ static void test_metrics_bucket_bounds(void **state)
     srv_metrics_free(m);
 
     /* Sizes the metrics refuse. */
-    assert_null(srv_metrics_create(&model, 1, 0));
-    assert_null(srv_metrics_create(&model, -1, 1));
-    assert_null(srv_metrics_create(&model, SRV_METRICS_MAX_MODELS + 1, 1));
+    assert_null(srv_metrics_create(0));
+    assert_null(srv_metrics_create(-1));
+    /* A slot outside the table is not counted (and does not crash). */
+    m = srv_metrics_create(1);
+    assert_non_null(m);
+    srv_metrics_inference(m, SRV_METRICS_MAX_MODELS, 5, 0);
+    srv_metrics_inference(m, -1, 5, 0);
+    srv_buf_init(&out, NULL, 0);
+    srv_metrics_render(m, &out, &model, 1, 1, 0);
+    assert_non_null(strstr(out.data, "mnist_inference_duration_seconds_count{model=\"m\"} 0\n"));
+    srv_buf_free(&out);
+    srv_metrics_free(m);
 }
 
 /* ---- JSON writing at the edges of the fast float path -------------------- */
@@ -615,12 +624,23 @@ static void save_tiny(const char *path)
     nn_net_free(net);
 }
 
-static srv_models *load_dir(const char *dir, char *err, size_t errlen)
+static srv_config dir_cfg;   /* must outlive the registry */
+
+static srv_registry *load_dir(const char *dir, char *err, size_t errlen)
 {
-    srv_config c;
-    srv_config_defaults(&c);
-    snprintf(c.models_dir, sizeof c.models_dir, "%s", dir);
-    return srv_models_load(&c, err, errlen);
+    srv_config_defaults(&dir_cfg);
+    snprintf(dir_cfg.models_dir, sizeof dir_cfg.models_dir, "%s", dir);
+    srv_registry_opts o = {.cfg = &dir_cfg, .nslots = 1, .settle_s = 0};
+    return srv_registry_create(&o, err, errlen);
+}
+
+/* Models serving in r's current snapshot. */
+static int served_count(srv_registry *r)
+{
+    srv_snapshot *v = srv_registry_acquire(r);
+    int n = v->n;
+    srv_snapshot_release(v);
+    return n;
 }
 
 static void test_models_dir_limits(void **state)
@@ -635,10 +655,10 @@ static void test_models_dir_limits(void **state)
     for (int i = 1; i <= SRV_MAX_MODELS; i++) {
         snprintf(path, sizeof path, "%s/m%02d.safetensors", dir, i);
         if (i == SRV_MAX_MODELS) {
-            srv_models *ms = load_dir(dir, err, sizeof err);
+            srv_registry *ms = load_dir(dir, err, sizeof err);
             if (!ms) fail_msg("%d models: %s", SRV_MAX_MODELS, err);
-            assert_int_equal(ms->n, SRV_MAX_MODELS);
-            srv_models_free(ms);
+            assert_int_equal(served_count(ms), SRV_MAX_MODELS);
+            srv_registry_free(ms);
         }
         assert_int_equal(link(src, path), 0);
     }
@@ -653,11 +673,13 @@ static void test_models_dir_limits(void **state)
     stem[63] = 0;
     snprintf(path, sizeof path, "%s/%s.safetensors", dir, stem);
     assert_int_equal(link(src, path), 0);
-    srv_models *ms = load_dir(dir, err, sizeof err);
+    srv_registry *ms = load_dir(dir, err, sizeof err);
     if (!ms) fail_msg("63-character name: %s", err);
-    assert_int_equal(srv_models_find(ms, stem), 0);
-    assert_int_equal(srv_models_find(ms, "n"), -1);
-    srv_models_free(ms);
+    srv_snapshot *v = srv_registry_acquire(ms);
+    assert_non_null(srv_snapshot_find(v, stem, 0));
+    assert_null(srv_snapshot_find(v, "n", 0));
+    srv_snapshot_release(v);
+    srv_registry_free(ms);
     snprintf(path, sizeof path, "%s/%sn.safetensors", dir, stem);
     assert_int_equal(link(src, path), 0);
     assert_null(load_dir(dir, err, sizeof err));
@@ -677,13 +699,15 @@ static void test_models_dir_limits(void **state)
     fclose(f);
     ms = load_dir(dir, err, sizeof err);
     if (!ms) fail_msg("ensemble: %s", err);
-    int k = srv_models_find(ms, "ens");
-    assert_true(k >= 0);
-    assert_true(ms->m[k].test_accuracy == 1.0);
-    assert_int_equal(ms->m[k].nmembers, 2);
-    assert_true(ms->default_idx != k);               /* the default is a single model */
-    srv_models_free(ms);
-    srv_models_free(NULL);
+    v = srv_registry_acquire(ms);
+    const srv_model *ens = srv_snapshot_find(v, "ens", 0);
+    assert_non_null(ens);
+    assert_true(ens->test_accuracy == 1.0);
+    assert_int_equal(ens->nmembers, 2);
+    assert_ptr_not_equal(srv_snapshot_default(v), ens); /* the default is a single model */
+    srv_snapshot_release(v);
+    srv_registry_free(ms);
+    srv_registry_free(NULL);
     /* No directory at all. */
     snprintf(path, sizeof path, "%s/none", tmpdir);
     assert_null(load_dir(path, err, sizeof err));

@@ -196,6 +196,54 @@ static void test_spec_parse(void **state)
     assert_int_equal(srv_model_version_parse(NULL, &v), -1);
 }
 
+/* ---- configuration ---------------------------------------------------------- */
+
+static const char *env_poll(const char *name)
+{
+    if (strcmp(name, "MNIST_POLL_INTERVAL") == 0)
+        return "2.5";
+    if (strcmp(name, "MNIST_ENABLE_MODEL_CONTROL") == 0)
+        return "on";
+    return NULL;
+}
+
+static void test_config_options(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[256];
+    char *none[] = {"mnist-server"};
+    assert_int_equal(srv_config_parse(&c, 1, none, NULL, err, sizeof err), SRV_CONFIG_RUN);
+    assert_int_equal(c.keep_versions, 1);
+    assert_true(c.poll_s == 0);
+    assert_int_equal(c.model_control, 0);
+    char *on[] = {"mnist-server", "--keep-versions", "3", "--poll-interval", "0.5",
+                  "--enable-model-control"};
+    assert_int_equal(srv_config_parse(&c, 6, on, NULL, err, sizeof err), SRV_CONFIG_RUN);
+    assert_int_equal(c.keep_versions, 3);
+    assert_true(fabs(c.poll_s - 0.5) < 1e-12);
+    assert_int_equal(c.model_control, 1);
+    assert_int_equal(srv_config_parse(&c, 1, none, env_poll, err, sizeof err), SRV_CONFIG_RUN);
+    assert_true(fabs(c.poll_s - 2.5) < 1e-12);
+    assert_int_equal(c.model_control, 1);
+    /* Flags win over the environment, a switch takes =off too. */
+    char *off[] = {"mnist-server", "--enable-model-control=off", "--poll-interval=0"};
+    assert_int_equal(srv_config_parse(&c, 3, off, env_poll, err, sizeof err), SRV_CONFIG_RUN);
+    assert_int_equal(c.model_control, 0);
+    assert_true(c.poll_s == 0);
+    const char *bad[][2] = {{"--keep-versions", "0"}, {"--keep-versions", "17"},
+                            {"--keep-versions", "x"}, {"--poll-interval", "0.05"},
+                            {"--poll-interval", "-1"}, {"--poll-interval", "1e9"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {"mnist-server", (char *)bad[i][0], (char *)bad[i][1]};
+        if (srv_config_parse(&c, 3, argv, NULL, err, sizeof err) != SRV_CONFIG_ERROR)
+            fail_msg("%s %s accepted", bad[i][0], bad[i][1]);
+        assert_non_null(strstr(err, bad[i][0]));
+    }
+    char *badsw[] = {"mnist-server", "--enable-model-control=maybe"};
+    assert_int_equal(srv_config_parse(&c, 2, badsw, NULL, err, sizeof err), SRV_CONFIG_ERROR);
+}
+
 /* ---- layout ---------------------------------------------------------------- */
 
 static void test_versions_layout(void **state)
@@ -534,6 +582,7 @@ int main(void)
     srv_log_init(0);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_spec_parse),
+        cmocka_unit_test(test_config_options),
         cmocka_unit_test_setup_teardown(test_versions_layout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_flat_and_dir_version_one, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_version_then_removed, setup, teardown),

@@ -212,7 +212,8 @@ asan: deps-test
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT=-O1 \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	    RELOAD_SOAK="--connections 16 --seconds 10 --reloads 50" unit integration cli
+	    RELOAD_SOAK="--connections 16 --seconds 10 --reloads 50 --no-rss-check" \
+	    unit integration cli
 
 # Thread sanitizer: the registry's readers-during-reloads unit test and the
 # reload suite (SIGHUP, polling, API, a reload-under-load run) on a TSan
@@ -222,7 +223,7 @@ reload-tsan: deps-test
 	    SAN="-fsanitize=thread -fno-omit-frame-pointer" all test-bins build/tsan/tests/test_registry
 	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" build/tsan/tests/test_registry
 	@TSAN_OPTIONS="exitcode=66" tests/integration/reload.sh build/tsan \
-	    --connections 16 --seconds 10 --reloads 20
+	    --connections 16 --seconds 10 --reloads 20 --no-rss-check
 
 # Coverage build: separate tree, same tests, figures per directory
 # (scripts/coverage.sh holds the floors).

@@ -86,6 +86,7 @@ struct srv_registry {
     atomic_uint_fast64_t reloads;
     uint64_t generation;
     int quiet;                   /* start-up: failures are not logged */
+    char notes_digest[65];       /* of the last scan's notes */
 
     pthread_mutex_t mu;          /* one reload at a time; guards below */
     name_state *names;           /* [SRV_MAX_MODELS], index = slot */
@@ -376,6 +377,9 @@ typedef struct {
     cand *c;
     int n;
     char err[1200];              /* first problem found (strict mode) */
+    char notes[4096];            /* problems without a version to file
+                                    them under, one per line */
+    size_t nnotes;
 } cand_list;
 
 static cand *cand_add(cand_list *l)
@@ -440,6 +444,15 @@ static void free_list(char **names, int n)
     free(names);
 }
 
+/* Keeps msg for the scan's log (see log_notes). */
+static void note(cand_list *l, const char *msg)
+{
+    int n = snprintf(l->notes + l->nnotes, sizeof l->notes - l->nnotes, "%s\n", msg);
+    if (n > 0)
+        l->nnotes += (size_t)n < sizeof l->notes - l->nnotes ? (size_t)n
+                                                               : sizeof l->notes - l->nnotes - 1;
+}
+
 /* Problems with a directory entry that has no valid name to file them
  * under: logged (and refusing the start in strict mode). */
 static void entry_problem(cand_list *l, int strict, const char *fmt, ...)
@@ -456,7 +469,7 @@ static void entry_problem(cand_list *l, int strict, const char *fmt, ...)
         if (!l->err[0])
             snprintf(l->err, sizeof l->err, "%s", msg);
     } else {
-        srv_log(SRV_WARN, "models: %s", msg);
+        note(l, msg);
     }
 }
 
@@ -1165,6 +1178,22 @@ static void publish(srv_registry *r, srv_snapshot *v, const char *why)
 
 /* ---- scans ------------------------------------------------------------------------- */
 
+/* Logs the scan's notes, one line each, unless a poll found the very same
+ * ones as the scan before (a poll every second must not repeat them). */
+static void log_notes(srv_registry *r, const cand_list *l, int force)
+{
+    char digest[65];
+    srv_sha256_hex(l->notes, l->nnotes, digest);
+    if (!force && strcmp(digest, r->notes_digest) == 0)
+        return;
+    memcpy(r->notes_digest, digest, sizeof digest);
+    for (const char *p = l->notes; *p;) {
+        size_t n = strcspn(p, "\n");
+        srv_log(SRV_WARN, "models: %.*s", (int)n, p);
+        p += n + (p[n] == '\n');
+    }
+}
+
 /* Rescans (every name, or only `only`), under r->mu. strict: every
  * failure is an error (start-up). Returns the number of failures, or -1
  * when the scan could not run (err says why). *found: whether `only` has
@@ -1216,7 +1245,7 @@ static int scan_locked(srv_registry *r, const char *only, int force,
                      c->name);
             if (strict)
                 goto strict_fail;
-            srv_log(SRV_WARN, "models: %s", first_err);
+            note(&l, first_err);
             fails++;
             continue;
         }
@@ -1226,7 +1255,7 @@ static int scan_locked(srv_registry *r, const char *only, int force,
                          "(max %d)", c->source, SRV_MAX_MODELS);
                 if (strict)
                     goto strict_fail;
-                srv_log(SRV_WARN, "models: %s", first_err);
+                note(&l, first_err);
                 fails++;
                 continue;
             }
@@ -1254,7 +1283,7 @@ static int scan_locked(srv_registry *r, const char *only, int force,
                          d->name, d->version, group[dup]->source);
                 if (strict)
                     goto strict_fail;
-                srv_log(SRV_WARN, "models: %s", first_err);
+                note(&l, first_err);
                 continue;
             }
             group[n++] = d;
@@ -1281,6 +1310,7 @@ static int scan_locked(srv_registry *r, const char *only, int force,
             continue;
         refresh_name(r, k, NULL, 0, force, why, NULL, 0);
     }
+    log_notes(r, &l, force);
     free(group);
     free(l.c);
     if (fails)

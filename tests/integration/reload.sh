@@ -301,6 +301,11 @@ sleep 0.6
 [ "$(grep -c 'model digits version 3 failed to load' "$log2")" = 1 ] \
     || fail "an unchanged failing file was retried by every poll"
 [ "$(served_version digits)" = 2 ] || fail "corrupt version 3 replaced version 2"
+cp "$MODELS/mlp.safetensors" "$dir2/bad name.safetensors"
+wait_for "poll reports a file whose name is no model name" grep -q "models: .*'bad name' must be" "$log2"
+sleep 0.6
+[ "$(grep -c "'bad name' must be" "$log2")" = 1 ] || fail "the same bad file name was reported by every poll"
+rm "$dir2/bad name.safetensors"
 rm "$dir2/digits/2.safetensors" "$dir2/digits/3.safetensors"
 wait_for "poll: version 1 back" is_version digits 1
 ready_200

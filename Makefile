@@ -92,13 +92,21 @@ $(LIBCLI): $(CLI_OBJ)
 $(BUILD)/mnist-%: $(BUILD)/obj/tools/mnist-%.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 $(BUILD)/mnist-server: $(SERVER_OBJ) $(BUILD)/obj/gen/openapi_spec.o \
-                       $(BUILD)/obj/gen/build_info.o $(LIBALL)
+                       $(BUILD)/obj/gen/web_files.o $(BUILD)/obj/gen/build_info.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
 # The server carries openapi.yaml (GET /openapi.yaml works from any cwd).
 $(BUILD)/gen/openapi_spec.c: openapi.yaml scripts/embed.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed.sh srv_openapi_yaml openapi.yaml > $@.tmp && mv $@.tmp $@
 $(BUILD)/obj/gen/openapi_spec.o: $(BUILD)/gen/openapi_spec.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+# ... and the drawing page: every file in web/ (server/web.h).
+WEB_FILES := $(sort $(wildcard web/*))
+$(BUILD)/gen/web_files.c: $(WEB_FILES) scripts/embed.sh scripts/embed-web.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed-web.sh $(WEB_FILES) > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/gen/web_files.o: $(BUILD)/gen/web_files.c server/web.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 # The git commit for mnist_build_info: regenerated on every build, replaced

@@ -14,7 +14,8 @@ typedef enum {
     OPT_DEFAULT_MODEL, OPT_BODY_LIMIT, OPT_MAX_PIXELS, OPT_TIMEOUT,
     OPT_MAX_CONNECTIONS, OPT_MAX_BATCH, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT,
     OPT_GRACE, OPT_LOG_FORMAT,
-    OPT_ACCESS_LOG, OPT_CORS_ORIGIN, OPT_KEEP_VERSIONS, OPT_POLL, OPT_MODEL_CONTROL
+    OPT_ACCESS_LOG, OPT_CORS_ORIGIN, OPT_KEEP_VERSIONS, OPT_POLL, OPT_MODEL_CONTROL,
+    OPT_UI
 } opt_id;
 
 static const struct {
@@ -70,6 +71,8 @@ static const struct {
      NULL, "allow POST /v2/repository/models/NAME/load and /unload\n"
      "                        (anyone who reaches the port may then change "
      "what is served)"},
+    {OPT_UI, "ui", "MNIST_UI", "on|off",
+     "serve the drawing page at GET / (default on)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -88,6 +91,7 @@ void srv_config_defaults(srv_config *c)
     c->drain_timeout_s = 10;
     c->access_log = 1;
     c->keep_versions = 1;
+    c->ui = 1;
 }
 
 int srv_config_valid_name(const char *name)
@@ -309,6 +313,10 @@ static int apply(srv_config *c, opt_id id, const char *src, const char *v,
         if (parse_bool(v, &c->model_control) < 0)
             goto bad;
         return 0;
+    case OPT_UI:
+        if (parse_bool(v, &c->ui) < 0)
+            goto bad;
+        return 0;
     }
 bad:
     for (size_t i = 0; i < NOPTS; i++)
@@ -462,6 +470,18 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
             if (strlen(opts[i].flag) == nlen &&
                 strncmp(opts[i].flag, name, nlen) == 0)
                 break;
+        /* --no-NAME turns an on|off option off: --no-ui, --no-access-log. */
+        if (i == NOPTS && !val && strncmp(name, "no-", 3) == 0) {
+            for (i = 0; i < NOPTS; i++)
+                if (opts[i].arg && strcmp(opts[i].arg, "on|off") == 0 &&
+                    strcmp(opts[i].flag, name + 3) == 0)
+                    break;
+            if (i < NOPTS) {
+                if (apply(c, opts[i].id, arg, "off", err, errlen) < 0)
+                    return SRV_CONFIG_ERROR;
+                continue;
+            }
+        }
         if (i == NOPTS) {
             snprintf(err, errlen, "unknown option '%.*s' (see --help)",
                      (int)(nlen + 2), arg);
@@ -518,7 +538,9 @@ void srv_config_usage(FILE *f)
                 strlen(left) > 21 ? "\n                        " : "",
                 opts[i].help, opts[i].env);
     }
-    fprintf(f, "  -h, --help            this text\n"
+    fprintf(f, "  --no-ui, --no-access-log\n"
+               "                        the same as --ui off, --access-log off\n"
+               "  -h, --help            this text\n"
                "  -V, --version         print the version\n\n"
                "A file NAME.ensemble in the models directory serves an "
                "ensemble named NAME:\none member weights file per line "

@@ -52,6 +52,7 @@ typedef struct {
     int keep_versions;          /* highest versions served per name, 1   */
     double poll_s;              /* rescan the models every N s, 0 = off  */
     int model_control;          /* repository load/unload API, default off */
+    int ui;                     /* the drawing page at GET /, default on */
 } srv_config;
 
 typedef enum {

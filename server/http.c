@@ -165,6 +165,8 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
 
 int srv_server_port(const srv_server *s) { return s->port; }
 
+void srv_server_set_web(srv_server *s, const srv_web *web) { s->web = web; }
+
 int srv_server_warmup(srv_server *s, char *err, size_t errlen)
 {
     /* Every model ran its warm-up forward when it loaded (registry.c);

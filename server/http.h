@@ -31,6 +31,7 @@
 
 #include "config.h"
 #include "registry.h"
+#include "web.h"
 
 typedef struct srv_server srv_server;
 
@@ -42,6 +43,9 @@ srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry,
 /* Binds and starts serving (not ready yet: /readyz and /predict say 503). */
 int srv_server_start(srv_server *s, char *err, size_t errlen);
 int srv_server_port(const srv_server *s);
+/* Serves the drawing page from web (which must outlive the server); call
+ * before srv_server_start. Without it, GET / answers 404. */
+void srv_server_set_web(srv_server *s, const srv_web *web);
 /* Runs every model once on a private workspace and checks its output; on
  * success the server becomes ready. */
 int srv_server_warmup(srv_server *s, char *err, size_t errlen);

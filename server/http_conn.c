@@ -23,6 +23,15 @@ enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *conn, srv
                                  const char *ctype, const void *body, size_t len,
                                  enum MHD_ResponseMemoryMode mode, const char *allow)
 {
+    return srv_http_respond_hdrs(s, conn, r, status, ctype, body, len, mode, allow, NULL, 0);
+}
+
+enum MHD_Result srv_http_respond_hdrs(srv_server *s, struct MHD_Connection *conn, srv_req *r,
+                                      int status, const char *ctype, const void *body,
+                                      size_t len, enum MHD_ResponseMemoryMode mode,
+                                      const char *allow, const char *const (*hdrs)[2],
+                                      int nhdrs)
+{
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, mode);
     if (!resp) {
@@ -37,6 +46,8 @@ enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *conn, srv
     MHD_add_response_header(resp, "X-Request-Id", r->rid);
     if (allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    for (int i = 0; i < nhdrs; i++)
+        MHD_add_response_header(resp, hdrs[i][0], hdrs[i][1]);
     if (r->resp_hdr_len) {
         char v[32];
         snprintf(v, sizeof v, "%zu", r->resp_hdr_len);
@@ -229,6 +240,8 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         r->over_limit = 0;
         r->done = 0;
         r->e_status = PIPE_OK;
+        r->asset = NULL;
+        r->want_prep = 0;
         r->body = NULL;
         r->len = r->cap = 0;
         const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND,

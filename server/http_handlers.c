@@ -4,8 +4,10 @@
  * Open Inference Protocol's /v2 paths, over the serving pipeline. See
  * http_int.h for the life cycle; adding an endpoint: CONTRIBUTING.md. */
 #include "http_int.h"
+#include "base64.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +60,24 @@ static void begin_v2_infer(struct MHD_Connection *c, srv_req *r, const char *ct,
     r->kind = SRV_BODY_JSON;
 }
 
+/* ?include= is a comma-separated list; "preprocessed" is the one item.
+ * Returns 0 (setting *prep), or -1 for an unknown item. */
+static int parse_include(const char *v, int *prep)
+{
+    static const char item[] = "preprocessed";
+    while (*v) {
+        size_t n = strcspn(v, ",");
+        if (n == sizeof item - 1 && memcmp(v, item, n) == 0)
+            *prep = 1;
+        else if (n > 0)
+            return -1;
+        v += n;
+        if (*v)
+            v++;
+    }
+    return 0;
+}
+
 void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const char *url)
 {
     int is_post = strcmp(r->method, "POST") == 0;
@@ -67,6 +87,8 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         if (srv_config_cors_allows(s->cfg, origin))
             r->origin = origin; /* MHD keeps it until the request completes */
     }
+    if (r->route == SRV_ROUTE_OTHER && (r->asset = srv_web_find(s->web, url)) != NULL)
+        r->route = SRV_ROUTE_PAGE;
     if (r->route == SRV_ROUTE_OTHER) {
         srv_http_defer(r, PIPE_NOT_FOUND, NULL, "no such path: %s (see GET /openapi.yaml)",
                        r->path);
@@ -175,6 +197,15 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         srv_http_defer(r, PIPE_NOT_READY, NULL, "no model serves");
         return;
     }
+    const char *inc = r->v2 ? NULL
+                            : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "include");
+    if (inc && parse_include(inc, &r->want_prep) < 0) {
+        char safe[96];
+        srv_log_sanitize(inc, safe, sizeof safe);
+        srv_http_defer(r, PIPE_BAD_REQUEST, NULL,
+                       "include=%s: the one value known is 'preprocessed'", safe);
+        return;
+    }
 
     const char *ct =
         MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -213,10 +244,41 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
 
 /* ---- answers --------------------------------------------------------------- */
 
-/* Our JSON for one pipeline answer: the prediction document, or the error
- * envelope. */
+/* Appends ,"preprocessed":{...}: the network input x (28x28, 0..1) as an
+ * 8-bit gray PNG in base64, the picture of what the model saw. */
+static void preprocessed_json(srv_buf *b, const float *x)
+{
+    uint16_t px[PIPE_PIXELS];
+    for (int i = 0; i < PIPE_PIXELS; i++) {
+        float v = x[i] < 0 ? 0 : x[i] > 1 ? 1 : x[i];
+        px[i] = (uint16_t)lrintf(v * 255.0f);
+    }
+    img_png_spec spec = {.width = PIPE_SIDE, .height = PIPE_SIDE, .color_type = 0,
+                         .bit_depth = 8, .samples = px};
+    uint8_t *png = NULL;
+    size_t len = 0;
+    char err[128];
+    if (img_png_encode(&spec, &png, &len, err, sizeof err) != IMG_OK) {
+        srv_log(SRV_ERROR, "preprocessed image: %s", err);
+        b->oom = 1; /* answered like any failure to build the body */
+        return;
+    }
+    srv_buf_printf(b, ",\"preprocessed\":{\"width\":%d,\"height\":%d,\"png\":\"", PIPE_SIDE,
+                   PIPE_SIDE);
+    size_t n = srv_b64_encoded_len(len);
+    if (srv_buf_reserve(b, n) == 0) {
+        srv_b64_encode(png, len, b->data + b->len);
+        b->len += n;
+        b->data[b->len] = '\0';
+    }
+    srv_buf_puts(b, "\"}");
+    free(png);
+}
+
+/* Our JSON for one pipeline answer: the prediction document (with the
+ * preprocessed image when prepared is not NULL), or the error envelope. */
 static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
-                        uint64_t total_us)
+                        uint64_t total_us, const float *prepared)
 {
     if (res->status != PIPE_OK) {
         srv_http_error_json(b, pipe_status_name(res->status), res->msg);
@@ -237,19 +299,24 @@ static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
     srv_buf_printf(b, ",\"model_version\":%d", m->version);
     srv_buf_printf(b,
                    ",\"timing\":{\"decode_us\":%llu,\"preprocess_us\":%llu,"
-                   "\"inference_us\":%llu,\"total_us\":%llu}}",
+                   "\"inference_us\":%llu,\"total_us\":%llu}",
                    (unsigned long long)res->decode_us,
                    (unsigned long long)res->prep_us,
                    (unsigned long long)res->infer_us,
                    (unsigned long long)total_us);
+    if (prepared)
+        preprocessed_json(b, prepared);
+    srv_buf_append(b, "}", 1);
 }
 
 /* Runs the pipeline on one image with ws (the thread's workspace for m);
- * metrics and the log see the outcome. */
+ * prepared, if not NULL, receives the network input; metrics and the log
+ * see the outcome. */
 static void classify(srv_server *s, const srv_model *m, pipe_ws *ws,
-                     const uint8_t *data, size_t len, pipe_result *res)
+                     const uint8_t *data, size_t len, float *prepared,
+                     pipe_result *res)
 {
-    pipe_run_png(m->ens, ws, data, len, &s->lim, NULL, res);
+    pipe_run_png(m->ens, ws, data, len, &s->lim, prepared, res);
     if (res->status == PIPE_OK)
         srv_metrics_inference(s->metrics, m->slot, res->infer_us,
                               res->prediction);
@@ -331,14 +398,16 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
                              "no workspace for this thread (out of memory)");
     }
     pipe_result res;
-    classify(s, r->model, ws, data, len, &res);
+    float prepared[PIPE_PIXELS];
+    float *prep = r->want_prep ? prepared : NULL;
+    classify(s, r->model, ws, data, len, prep, &res);
     pipe_ws_free(tmp);
     free(items);
     free(store);
-    char text[2048];
+    char text[4096]; /* the answer, with a preprocessed image too */
     srv_buf b;
     srv_buf_init(&b, text, sizeof text);
-    result_json(&b, r->model, &res, (srv_http_now_ns() - r->t0) / 1000);
+    result_json(&b, r->model, &res, (srv_http_now_ns() - r->t0) / 1000, prep);
     enum MHD_Result ret =
         b.oom ? MHD_NO
               : srv_http_respond(s, c, r, pipe_status_http(res.status), SRV_HTTP_JSON, b.data, b.len,
@@ -409,9 +478,11 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
                    r->model->version, n);
     for (int i = 0; i < n; i++) {
         pipe_result res;
+        float prepared[PIPE_PIXELS];
+        float *prep = r->want_prep ? prepared : NULL;
         uint64_t t0 = srv_http_now_ns();
         if (parts[i].data) {
-            classify(s, r->model, ws, parts[i].data, parts[i].len, &res);
+            classify(s, r->model, ws, parts[i].data, parts[i].len, prep, &res);
         } else {
             memset(&res, 0, sizeof res);
             res.status = PIPE_INVALID_BASE64;
@@ -419,7 +490,7 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
         }
         if (i)
             srv_buf_append(&b, ",", 1);
-        result_json(&b, r->model, &res, (srv_http_now_ns() - t0) / 1000);
+        result_json(&b, r->model, &res, (srv_http_now_ns() - t0) / 1000, prep);
     }
     srv_buf_puts(&b, "]}");
     pipe_ws_free(tmp);
@@ -467,7 +538,7 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
                                       res[i].prediction);
     } else {
         for (uint32_t i = 0; i < q->n; i++)
-            classify(s, m, ws, q->items[i].data, q->items[i].len, &res[i]);
+            classify(s, m, ws, q->items[i].data, q->items[i].len, NULL, &res[i]);
     }
     for (uint32_t i = 0; i < q->n; i++) {
         if (res[i].status != PIPE_OK) {
@@ -584,6 +655,23 @@ static enum MHD_Result handle_v2_get(srv_server *s, struct MHD_Connection *c, sr
     }
 }
 
+/* A file of the drawing page; 304 when the client's copy is current. */
+static enum MHD_Result handle_page(srv_server *s, struct MHD_Connection *c, srv_req *r)
+{
+    const srv_web_asset *a = r->asset;
+    const char *hdrs[SRV_WEB_NHEADERS + 1][2];
+    memcpy(hdrs, srv_web_headers, sizeof srv_web_headers);
+    hdrs[SRV_WEB_NHEADERS][0] = MHD_HTTP_HEADER_ETAG;
+    hdrs[SRV_WEB_NHEADERS][1] = a->etag;
+    const char *inm =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_IF_NONE_MATCH);
+    int fresh = srv_web_etag_match(inm, a->etag);
+    /* A 304 repeats the validators, not the representation's type. */
+    return srv_http_respond_hdrs(s, c, r, fresh ? 304 : 200, fresh ? NULL : a->ctype, a->data,
+                                 fresh ? 0 : a->len, MHD_RESPMEM_PERSISTENT, NULL,
+                                 (const char *const (*)[2])hdrs, SRV_WEB_NHEADERS + 1);
+}
+
 /* ---- GET handlers ---------------------------------------------------------- */
 
 static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
@@ -611,6 +699,8 @@ static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
     case SRV_ROUTE_OPENAPI:
         return srv_http_respond(s, c, r, 200, "application/yaml", s->openapi,
                        s->openapi_len, MHD_RESPMEM_PERSISTENT, NULL);
+    case SRV_ROUTE_PAGE:
+        return handle_page(s, c, r);
     case SRV_ROUTE_METRICS: {
         srv_buf b;
         srv_buf_init(&b, NULL, 0);

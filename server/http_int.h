@@ -43,6 +43,7 @@
 #include "pool.h"
 #include "registry.h"
 #include "route.h"
+#include "web.h"
 
 #define SRV_HTTP_SMALL_BODY 4096
 #define SRV_HTTP_JSON "application/json"
@@ -54,6 +55,7 @@ struct srv_server {
     srv_pool *pool;
     const char *openapi;
     size_t openapi_len;
+    const srv_web *web;         /* the drawing page, or NULL (--no-ui) */
     img_limits lim;
     struct MHD_Daemon *d;
     int listen_fd, port;
@@ -86,6 +88,8 @@ typedef struct {
     size_t resp_hdr_len;        /* the response's (binary outputs), or 0 */
     const char *origin;         /* an allowed CORS Origin (MHD's copy), or NULL */
     int preflight;              /* a CORS preflight, answered 204 */
+    const srv_web_asset *asset; /* SRV_ROUTE_PAGE: the file asked for */
+    int want_prep;              /* ?include=preprocessed */
     uint8_t *body;              /* small, or malloc'ed up to the body limit */
     size_t len, cap;
     uint8_t small[SRV_HTTP_SMALL_BODY];
@@ -109,6 +113,12 @@ void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *c, srv_req *r, int status,
                                  const char *ctype, const void *body, size_t len,
                                  enum MHD_ResponseMemoryMode mode, const char *allow);
+/* srv_http_respond with nhdrs more {name, value} headers (the page's). */
+enum MHD_Result srv_http_respond_hdrs(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                                      int status, const char *ctype, const void *body,
+                                      size_t len, enum MHD_ResponseMemoryMode mode,
+                                      const char *allow, const char *const (*hdrs)[2],
+                                      int nhdrs);
 /* The JSON error envelope {"error":{"code","message"}} into b (on /v2
  * paths srv_http_error writes the protocol's {"error": "message"}). */
 void srv_http_error_json(srv_buf *b, const char *code, const char *msg);

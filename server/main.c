@@ -6,6 +6,7 @@
 #include "log.h"
 #include "nn/gemm.h"
 #include "registry.h"
+#include "web.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -107,11 +108,23 @@ int main(int argc, char **argv)
     }
     srv_registry_log_all(models);
 
+    srv_web *web = NULL;
+    if (cfg.ui) {
+        web = srv_web_create(srv_web_files, srv_web_nfiles, err, sizeof err);
+        if (!web) {
+            srv_log(SRV_ERROR, "cannot start: %s", err);
+            srv_registry_free(models);
+            return 1;
+        }
+    }
     srv_server *srv = srv_server_create(&cfg, models, srv_openapi_yaml,
                                         srv_openapi_yaml_len, err, sizeof err);
+    if (srv)
+        srv_server_set_web(srv, web);
     if (!srv || srv_server_start(srv, err, sizeof err) < 0) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         srv_server_free(srv);
+        srv_web_free(web);
         srv_registry_free(models);
         return 1;
     }
@@ -127,6 +140,7 @@ int main(int argc, char **argv)
     if (srv_server_warmup(srv, err, sizeof err) < 0) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         srv_server_free(srv);
+        srv_web_free(web);
         srv_registry_free(models);
         return 1;
     }
@@ -183,6 +197,7 @@ int main(int argc, char **argv)
     else
         srv_log(SRV_INFO, "stopped cleanly after %.3fs", elapsed_s(&t0));
     srv_server_free(srv);
+    srv_web_free(web);
     srv_registry_free(models);
     return 0;
 }

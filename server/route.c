@@ -24,6 +24,7 @@ static const struct {
     [SRV_ROUTE_REPO_INDEX] = {"/v2/repository/index", 1},
     [SRV_ROUTE_REPO_LOAD] = {"/v2/repository/models/{name}/load", 1},
     [SRV_ROUTE_REPO_UNLOAD] = {"/v2/repository/models/{name}/unload", 1},
+    [SRV_ROUTE_PAGE] = {"page", 0},
     [SRV_ROUTE_OTHER] = {"other", 0},
 };
 

@@ -25,6 +25,7 @@
 #include "server/registry.h"
 #include "server/multipart.h"
 #include "server/sha256.h"
+#include "server/web.h"
 
 /* ---- sha256 ------------------------------------------------------------- */
 
@@ -278,6 +279,128 @@ static void test_config_errors(void **state)
     assert_int_equal(srv_config_parse_size("k", 10, &v), -1);
 }
 
+/* --ui on|off, MNIST_UI, and the --no-NAME form of every on|off option. */
+static void test_config_ui(void **state)
+{
+    (void)state;
+    srv_config c;
+    char err[256];
+    assert_int_equal(parse(&c, NULL, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.ui, 1);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-ui", NULL),
+                     SRV_CONFIG_RUN);
+    assert_int_equal(c.ui, 0);
+    assert_int_equal(c.access_log, 1);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-access-log",
+                           "--ui", "off", NULL),
+                     SRV_CONFIG_RUN);
+    assert_int_equal(c.ui, 0);
+    assert_int_equal(c.access_log, 0);
+    static const char *const off[] = {"MNIST_UI", "0", NULL};
+    assert_int_equal(parse(&c, off, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.ui, 0);
+    /* The flag wins over the environment. */
+    assert_int_equal(parse(&c, off, err, sizeof err, "--ui=on", NULL),
+                     SRV_CONFIG_RUN);
+    assert_int_equal(c.ui, 1);
+
+    static const char *const bad_env[] = {"MNIST_UI", "sometimes", NULL};
+    assert_int_equal(parse(&c, bad_env, err, sizeof err, NULL),
+                     SRV_CONFIG_ERROR);
+    assert_non_null(strstr(err, "MNIST_UI"));
+    /* --no- only negates on|off options, and takes no value. */
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-port", NULL),
+                     SRV_CONFIG_ERROR);
+    assert_non_null(strstr(err, "unknown option '--no-port'"));
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-ui=1", NULL),
+                     SRV_CONFIG_ERROR);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--ui", "maybe", NULL),
+                     SRV_CONFIG_ERROR);
+    assert_non_null(strstr(err, "--ui"));
+}
+
+/* ---- the drawing page's files -------------------------------------------- */
+
+static void test_web(void **state)
+{
+    (void)state;
+    static const srv_web_file files[] = {
+        {"app.js", "let x = 1;\n", 11},
+        {"index.html", "<!doctype html>", 15},
+        {"style.css", "", 0},
+        {"logo.svg", "<svg/>", 6},
+        {"notes.bin", "\x01", 1}};
+    char err[256];
+    srv_web *w = srv_web_create(files, 5, err, sizeof err);
+    assert_non_null(w);
+
+    const srv_web_asset *a = srv_web_find(w, "/");
+    assert_non_null(a);
+    assert_ptr_equal(a->data, files[1].data);
+    assert_int_equal(a->len, 15);
+    assert_string_equal(a->ctype, "text/html; charset=utf-8");
+    /* The ETag is the quoted start of the content's SHA-256. */
+    char hex[65], want[32];
+    srv_sha256_hex("<!doctype html>", 15, hex);
+    snprintf(want, sizeof want, "\"%.20s\"", hex);
+    assert_string_equal(a->etag, want);
+
+    assert_string_equal(srv_web_find(w, "/app.js")->ctype,
+                        "text/javascript; charset=utf-8");
+    assert_string_equal(srv_web_find(w, "/style.css")->ctype,
+                        "text/css; charset=utf-8");
+    assert_int_equal(srv_web_find(w, "/style.css")->len, 0);
+    assert_string_equal(srv_web_find(w, "/logo.svg")->ctype,
+                        "image/svg+xml; charset=utf-8");
+    assert_string_equal(srv_web_find(w, "/notes.bin")->ctype,
+                        "application/octet-stream");
+    /* index.html is only "/"; nothing outside the table is found. */
+    assert_null(srv_web_find(w, "/index.html"));
+    assert_null(srv_web_find(w, "/app.js/"));
+    assert_null(srv_web_find(w, "app.js"));
+    assert_null(srv_web_find(w, "/../app.js"));
+    assert_null(srv_web_find(w, ""));
+    assert_null(srv_web_find(w, NULL));
+    assert_null(srv_web_find(NULL, "/"));
+    assert_string_not_equal(srv_web_find(w, "/app.js")->etag, a->etag);
+
+    /* If-None-Match, weak comparison (RFC 9110 13.1.2). */
+    const char *e = a->etag;
+    char buf[128];
+    assert_false(srv_web_etag_match(NULL, e));
+    assert_false(srv_web_etag_match("", e));
+    assert_true(srv_web_etag_match(e, e));
+    assert_true(srv_web_etag_match("*", e));
+    assert_true(srv_web_etag_match(" * ", e));
+    snprintf(buf, sizeof buf, "W/%s", e);
+    assert_true(srv_web_etag_match(buf, e));
+    snprintf(buf, sizeof buf, "\"abc\", %s ,\"def\"", e);
+    assert_true(srv_web_etag_match(buf, e));
+    snprintf(buf, sizeof buf, "\"abc\",W/%s", e);
+    assert_true(srv_web_etag_match(buf, e));
+    assert_false(srv_web_etag_match("\"abc\", \"def\"", e));
+    snprintf(buf, sizeof buf, "%.*s", (int)strlen(e) - 1, e);   /* cut */
+    assert_false(srv_web_etag_match(buf, e));
+    snprintf(buf, sizeof buf, "%sx", e);
+    assert_false(srv_web_etag_match(buf, e));
+    assert_false(srv_web_etag_match("**", e));
+    assert_false(srv_web_etag_match(",,,", e));
+    srv_web_free(w);
+    srv_web_free(NULL);
+
+    /* No index.html, or a name a URL would need to escape: refused. */
+    assert_null(srv_web_create(files, 1, err, sizeof err));
+    assert_non_null(strstr(err, "index.html"));
+    static const srv_web_file bad[] = {{"index.html", "", 0},
+                                       {"a b.js", "", 0}};
+    assert_null(srv_web_create(bad, 2, err, sizeof err));
+    assert_non_null(strstr(err, "'a b.js'"));
+    static const srv_web_file hidden[] = {{"index.html", "", 0},
+                                          {".env", "", 0}};
+    assert_null(srv_web_create(hidden, 2, err, sizeof err));
+    assert_non_null(strstr(err, "'.env'"));
+}
+
 /* ---- request ids and log sanitising ------------------------------------- */
 
 static void test_reqid(void **state)
@@ -318,6 +441,7 @@ static void test_reqid(void **state)
 static void test_buf_json(void **state)
 {
     (void)state;
+
     char store[8];
     srv_buf b;
     srv_buf_init(&b, store, sizeof store);   /* forces growth to the heap */
@@ -701,6 +825,8 @@ int main(void)
         cmocka_unit_test(test_config_env_and_flags),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_config_cors),
+        cmocka_unit_test(test_config_ui),
+        cmocka_unit_test(test_web),
         cmocka_unit_test(test_reqid),
         cmocka_unit_test(test_buf_json),
         cmocka_unit_test(test_multipart),

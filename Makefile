@@ -67,8 +67,8 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 .SECONDARY:
 
 .PHONY: FORCE all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
-        lint-spec asan coverage train bench clean models-check deploy-check rolling kube-play \
-        reload-soak reload-tsan
+        browser lint-spec asan coverage train bench clean models-check deploy-check rolling \
+        kube-play reload-soak reload-tsan
 all: $(PROGS)
 test-bins: $(UNIT_BINS) $(TEST_TOOLS)
 
@@ -155,6 +155,7 @@ deps:
 	@scripts/deps.sh run
 deps-test:
 	@scripts/deps.sh test
+	@scripts/node-deps.sh
 deps-bench:
 	@scripts/deps.sh bench
 
@@ -170,7 +171,7 @@ run: deps
 test: deps-test
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory all test-bins
-	@$(MAKE) --no-print-directory unit integration cli lint-spec models-check deploy-check
+	@$(MAKE) --no-print-directory unit integration cli browser lint-spec models-check deploy-check
 
 # The unit tests and the model-card check run once per kernel path the CPU
 # has (NN_ISA=generic, avx2, avx512), so no path goes untested where it runs.
@@ -193,6 +194,10 @@ reload-soak: deps-test
 
 cli: $(PROGS) $(TEST_TOOLS)
 	@tests/cli/run.sh $(BUILD)
+
+# The drawing page in Debian's chromium (needs make deps-test once).
+browser: $(BUILD)/mnist-server
+	@tests/browser/run.sh $(BUILD)
 
 lint-spec:
 	@scripts/lint-spec.sh

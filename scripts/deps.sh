@@ -25,12 +25,13 @@ set -eu
 # kubernetes-client: kubectl, whose embedded kustomize renders deploy/ (any
 # kubectl will do). prometheus: promtool lints /metrics. haproxy and wrk:
 # the rolling-update test (make rolling).
+# chromium: the browser tests drive it (tests/browser), never a downloaded one.
 DEPS_RUN="gcc@gcc libc6-dev make@make pkg-config@pkg-config
   libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev
   ca-certificates curl@curl"
 DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats
   dataset-fashion-mnist kubernetes-client@kubectl prometheus@promtool
-  haproxy@haproxy wrk@wrk"
+  haproxy@haproxy wrk@wrk chromium"
 DEPS_COVERAGE="lcov@genhtml"
 DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn
   libopenblas0-openmp"

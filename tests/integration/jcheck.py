@@ -10,9 +10,13 @@
 
 Helpers usable in EXPR: probs_ok(j) (10 numbers in [0,1] summing to 1 within
 1e-3), pred_ok(j) (a full, self-consistent prediction object), err_ok(j)
-(the error envelope with a non-empty code and message).
+(the error envelope with a non-empty code and message), png_size(s) ([width,
+height] of a base64 PNG, None if s is not strict base64 of a PNG).
 """
+import base64
+import binascii
 import json
+import struct
 import sys
 
 
@@ -42,6 +46,16 @@ def err_ok(j):
             and isinstance(e.get("message"), str) and e["message"] != "")
 
 
+def png_size(s):
+    try:
+        b = base64.b64decode(s, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        return None
+    if b[:8] != b"\x89PNG\r\n\x1a\n" or b[12:16] != b"IHDR":
+        return None
+    return list(struct.unpack(">II", b[16:24]))
+
+
 def main(a):
     show = len(a) == 4 and a[1] == "--print"
     if not show and len(a) != 3:
@@ -49,7 +63,7 @@ def main(a):
         return 2
     path, expr = a[-2], a[-1]
     raw = open(path, "rb").read()
-    env = {"probs_ok": probs_ok, "pred_ok": pred_ok, "err_ok": err_ok,
+    env = {"probs_ok": probs_ok, "pred_ok": pred_ok, "err_ok": err_ok, "png_size": png_size,
            "num": num, "abs": abs, "sum": sum, "max": max, "min": min, "len": len,
            "all": all, "any": any, "isinstance": isinstance, "int": int,
            "float": float, "str": str, "list": list, "dict": dict, "range": range,

@@ -321,6 +321,22 @@ if want_code 200; then
 fi
 verdict "GET /openapi.yaml serves the repository's OpenAPI 3.1 spec"
 
+# The drawing page (tests/browser drives it in a real browser): headers,
+# and the ETag's 304.
+http GET /
+if want_code 200; then
+    want_header Content-Type '^text/html; charset=utf-8$'
+    want_header Content-Security-Policy "^default-src 'none'; script-src 'self'; "
+    want_header X-Content-Type-Options '^nosniff$'
+    want_header Referrer-Policy '^no-referrer$'
+    want_header ETag '^"[0-9a-f]{20}"$'
+    grep -q '<script src="/app.js"' "$body" || fail "the page does not load /app.js"
+fi
+etag=$(header ETag)
+http GET / -H "If-None-Match: W/$etag"
+want_code 304 && { [ -s "$body" ] && fail "a 304 with a body"; want_header ETag "^$etag\$"; }
+verdict "GET /: the page, with its CSP, nosniff, Referrer-Policy and ETag; 304 on If-None-Match"
+
 # The error codes are one list (pipeline/pipeline.c's table); openapi.yaml
 # and README.md document exactly that list.
 r=$("$PY" - "$here/../../pipeline/pipeline.c" openapi.yaml README.md <<'PYEOF' 2>&1
@@ -366,6 +382,19 @@ verdict "POST /predict multipart with an octet-stream part"
 http POST /predict -H 'Content-Type: application/octet-stream' --data-binary "@$img"
 want_code 200 && { want_json 'pred_ok(j)'; want_json "j['prediction'] == $lab0"; }
 verdict "POST /predict raw application/octet-stream"
+
+# What the model saw: the 28x28 network input as a base64 PNG.
+http POST '/predict?include=preprocessed' -H 'Content-Type: image/png' --data-binary "@$img"
+if want_code 200; then
+    want_json "pred_ok(j) and j['prediction'] == $lab0"
+    want_json "j['preprocessed']['width'] == j['preprocessed']['height'] == 28"
+    want_json "png_size(j['preprocessed']['png']) == [28, 28]"
+fi
+http POST '/predict/batch?include=preprocessed' -F "image=@$img;type=image/png" -F "image=@$img;type=image/png"
+want_code 200 && want_json "[png_size(r['preprocessed']['png']) for r in j['results']] == [[28, 28]] * 2"
+http POST '/predict?include=heatmap' -H 'Content-Type: image/png' --data-binary "@$img"
+want_error 400 && want_json "j['error']['code'] == 'bad_request'"
+verdict "?include=preprocessed adds the 28x28 PNG the model saw; an unknown include= is 400"
 
 for m in mlp lenet; do
     post_png "/predict?model=$m" "$img"

@@ -193,7 +193,7 @@ reload-soak: deps-test
 	@tests/integration/reload.sh $(BUILD) --connections 64 --seconds 20 --reloads 50
 
 cli: $(PROGS) $(TEST_TOOLS)
-	@tests/cli/run.sh $(BUILD)
+	@rc=0; tests/cli/run.sh $(BUILD) || rc=1; tests/cli/edges.sh $(BUILD) || rc=1; exit $$rc
 
 # The drawing page in Debian's chromium (needs make deps-test once).
 browser: $(BUILD)/mnist-server

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Every numeric option of mnist-train, mnist-eval and mnist-predict at the
+# ends of its range (accepted) and one step past each end (refused).
+#
+#   tests/cli/edges.sh BUILD_DIR      (BUILD_DIR: build or build/asan)
+#
+# An accepted value must get the program past option parsing: it then
+# stops on a missing data directory or weights file, named on stderr,
+# and never with "--OPTION wants". A refused value must end the program
+# with exit status 2 and exactly one line naming the option. Output is
+# TAP-like, closed by "cli-edges: N passed, M failed"; the exit status is
+# non-zero on any failure.
+set -uo pipefail
+
+# shellcheck source=tests/setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-cli-edges.XXXXXX") || exit 2
+trap 'rm -rf "$tmp"' EXIT
+n=0 pass=0 failed=0
+ok()     { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# What follows the option under test, so that a program that parsed its
+# options stops at once on something that is not there.
+train_tail=(--data "$tmp/nodata" --out "$tmp/x.safetensors")
+eval_tail=("$tmp/none.safetensors")
+predict_tail=(--model "$tmp/none.safetensors" "$tmp/none.png")
+
+# check PROG OPTION "ACCEPTED..." "REFUSED..."
+check() {
+    local prog=$1 opt=$2 good=$3 bad=$4 v rc tail_name
+    tail_name="${prog#mnist-}_tail[@]"
+    for v in $good; do
+        "$build/$prog" "--$opt" "$v" "${!tail_name}" > "$tmp/out" 2> "$tmp/err"
+        rc=$?
+        if grep -q -- "--$opt wants" "$tmp/err" || [ $rc -eq 0 ] || [ $rc -gt 128 ] ||
+            ! grep -q "$tmp/n" "$tmp/err"; then
+            not_ok "$prog --$opt $v accepted" "exit $rc: $(head -c 300 "$tmp/err")"
+        else
+            ok "$prog --$opt $v accepted"
+        fi
+    done
+    for v in $bad; do
+        "$build/$prog" "--$opt" "$v" "${!tail_name}" > "$tmp/out" 2> "$tmp/err"
+        rc=$?
+        if [ $rc -eq 2 ] && [ "$(grep -c . "$tmp/err")" -eq 1 ] && grep -q -- "^$prog: --$opt wants" "$tmp/err"; then
+            ok "$prog --$opt $v refused"
+        else
+            not_ok "$prog --$opt $v refused" "exit $rc: $(head -c 300 "$tmp/err")"
+        fi
+    done
+}
+
+for prog in mnist-train mnist-eval mnist-predict; do
+    [ -x "$build/$prog" ] || { not_ok "$build/$prog exists" "run: make all"; }
+done
+
+#     program        option       at the ends (accepted)          one past (refused)
+check mnist-train    epochs       "1 100000"                      "0 100001"
+check mnist-train    batch        "1 65536"                       "0 65537"
+check mnist-train    lr           "1e-300 10"                     "0 10.000001 -1"
+check mnist-train    gamma        "1e-300 100"                    "0 100.00001"
+check mnist-train    step         "1e-300 100000"                 "0 100000.01"
+check mnist-train    warmup       "0 100000"                      "-1e-9 100000.01"
+check mnist-train    wd           "0 10"                          "-1e-9 10.000001"
+check mnist-train    ls           "0 0.999999"                    "-1e-9 1"
+check mnist-train    ema          "0 0.999999"                    "-1e-9 1"
+check mnist-train    stroke       "0 1"                           "-1e-9 1.000001"
+check mnist-train    blur         "0 4"                           "-1e-9 4.000001"
+check mnist-train    dropout      "0 0.999999"                    "-1e-9 1"
+check mnist-train    flip         "0 1"                           "-1e-9 1.000001"
+check mnist-train    seed         "0 18446744073709551615"        "-1 18446744073709551616"
+check mnist-train    threads      "0 1024"                        "-1 1025"
+check mnist-train    val          "0 100000000"                   "-1 100000001"
+check mnist-train    limit        "0 100000000"                   "-1 100000001"
+check mnist-train    lr           ""                              "nan inf 1e400 1,5"
+check mnist-eval     threads      "0 1024"                        "-1 1025"
+check mnist-eval     limit        "0 100000000"                   "-1 100000001"
+check mnist-eval     rotate       "-360 360"                      "-360.000001 360.000001 nan"
+check mnist-eval     scale        "0.050001 19.99999"             "0.05 20"
+check mnist-predict  max-pixels   "1 4294967296"                  "0 4294967297"
+check mnist-predict  max-bytes    "1 1073741824"                  "0 1073741825"
+
+echo "1..$n"
+echo "cli-edges: $pass passed, $failed failed"
+[ "$failed" -eq 0 ]

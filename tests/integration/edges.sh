@@ -244,4 +244,41 @@ EOF2
 else
     nok "server starts with --timeout 1 --log-format json" "$(tail -20 "$tmp/log2")"
 fi
+
+# ---- listening: an address this machine does not have is a clean start-up
+# failure; the IPv6 loopback serves like the IPv4 one.
+timeout 20 "$SERVER" --host 192.0.2.1 --port 0 --model mlp="$MODELS/mlp.safetensors" > "$tmp/out" 2> "$tmp/log3"
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -lt 124 ] && grep -q 'cannot listen on 192.0.2.1:0' "$tmp/log3"; then
+    ok "--host 192.0.2.1 (not ours): exit $rc, 'cannot listen'"
+else
+    nok "--host 192.0.2.1 (not ours): a clean failure" "exit $rc: $(tail -3 "$tmp/log3")"
+fi
+if [ -e /proc/net/if_inet6 ] && grep -q '^0\{31\}1 ' /proc/net/if_inet6; then
+    "$SERVER" --host ::1 --port 0 --model mlp="$MODELS/mlp.safetensors" --grace 5 > "$tmp/out" 2> "$tmp/log4" &
+    srv_pid=$!
+    base=""
+    deadline=$((SECONDS + START_TIMEOUT))
+    while [ $SECONDS -lt $deadline ] && [ -z "$base" ]; do
+        port=$(sed -n 's#.*listening on http://\[::1\]:\([0-9][0-9]*\).*#\1#p' "$tmp/log4" | head -1)
+        [ -n "$port" ] && base="http://[::1]:$port"
+        kill -0 "$srv_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [ -n "$base" ]; then
+        for i in $(seq 50); do
+            [ "$(curl -s -g -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz")" = 200 ] && break
+            sleep 0.1
+        done
+        expect "IPv6 loopback --host ::1: POST /predict" 200 "" -g -H 'Content-Type: image/png' --data-binary "@$tmp/d28.png" "$base/predict"
+    else
+        nok "IPv6 loopback --host ::1: listening line with the port" "$(tail -3 "$tmp/log4")"
+    fi
+    kill -TERM "$srv_pid" 2>/dev/null
+    wait "$srv_pid"; rc=$?
+    srv_pid=""
+    [ $rc -eq 0 ] && ok "IPv6 server exits 0 on SIGTERM" || nok "IPv6 server exits 0 on SIGTERM" "exit $rc"
+else
+    echo "# no IPv6 loopback here: the ::1 checks are not run (and not counted)"
+fi
 finish

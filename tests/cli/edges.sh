@@ -82,6 +82,39 @@ check mnist-eval     scale        "0.050001 19.99999"             "0.05 20"
 check mnist-predict  max-pixels   "1 4294967296"                  "0 4294967297"
 check mnist-predict  max-bytes    "1 1073741824"                  "0 1073741825"
 
+# ---- counts at their limits, through a real evaluation (the shipped mlp
+# over the MNIST test set): --limit 1 evaluates one image, a limit past the
+# set's size evaluates the whole set; the text report and a transform.
+PY=/usr/bin/python3
+command -v "$PY" >/dev/null || PY=python3
+DATA=${MNIST_DIR:-data/mnist}
+MLP=${MODELS_DIR:-models}/mlp.safetensors
+if [ -f "$DATA/t10k-images-idx3-ubyte" ] && [ -f "$MLP" ]; then
+    for lim in 1:1 100000000:10000; do
+        "$build/mnist-eval" --json --data "$DATA" --limit "${lim%%:*}" "$MLP" > "$tmp/eval.json" 2> "$tmp/err"
+        if "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(0 if j["n"] == int(sys.argv[2]) else 1)' \
+            "$tmp/eval.json" "${lim#*:}" 2>/dev/null; then ok "mnist-eval --limit ${lim%%:*}: ${lim#*:} images"
+        else not_ok "mnist-eval --limit ${lim%%:*}: ${lim#*:} images" "$(head -c 300 "$tmp/eval.json") $(head -c 300 "$tmp/err")"; fi
+    done
+    "$build/mnist-eval" --json --data "$DATA" --limit 2 --shift 1,-1 --rotate 360 --scale 19.99 "$MLP" > "$tmp/eval.json" 2> "$tmp/err"
+    if "$PY" -c 'import json,sys; t=json.load(open(sys.argv[1]))["transform"]; sys.exit(0 if (t["dx"], t["dy"], t["rotate"]) == (1, -1, 360) and abs(t["scale"] - 19.99) < 1e-5 else 1)' \
+        "$tmp/eval.json" 2>/dev/null; then ok "mnist-eval: a transform at its limits is applied and reported"
+    else not_ok "mnist-eval: a transform at its limits is applied and reported" "$(head -c 300 "$tmp/eval.json") $(head -c 300 "$tmp/err")"; fi
+    "$build/mnist-eval" --data "$DATA" --limit 1 "$MLP" > "$tmp/eval.txt" 2> "$tmp/err"
+    if grep -q '^test accuracy: [01]\.0000 ([01]/1, [01] errors)$' "$tmp/eval.txt" && grep -q '^confusion' "$tmp/eval.txt"
+    then ok "mnist-eval text report of one image"
+    else not_ok "mnist-eval text report of one image" "$(head -c 300 "$tmp/eval.txt") $(head -c 300 "$tmp/err")"; fi
+else
+    echo "# no MNIST test set or models/mlp.safetensors: the evaluation checks are not run (and not counted)"
+fi
+for prog in mnist-train mnist-eval mnist-predict; do
+    "$build/$prog" --version > "$tmp/out" 2>&1; rc1=$?
+    "$build/$prog" --help > "$tmp/help" 2>&1; rc2=$?
+    if [ $rc1 -eq 0 ] && grep -q "^$prog [0-9]" "$tmp/out" && [ $rc2 -eq 0 ] && grep -q -- '--help' "$tmp/help"
+    then ok "$prog --version and --help exit 0"
+    else not_ok "$prog --version and --help exit 0" "$rc1/$rc2: $(head -c 200 "$tmp/out")"; fi
+done
+
 echo "1..$n"
 echo "cli-edges: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1016,6 +1016,81 @@ static void test_arch_limits(void **state)
     assert_non_null(strstr(err, "3 classes"));
 }
 
+/* ---- pipeline: tensor value range and batch chunking ----------------------- */
+
+static void test_pipeline_tensor_edges(void **state)
+{
+    (void)state;
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256];
+    assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]", L, &nl,
+                                   err, sizeof err), 0);
+    nn_net *net = nn_net_create(L, nl, 1, 28, 28, NULL, err, sizeof err);
+    if (!net) fail_msg("%s", err);
+    nn_net_init(net, 3);
+    nn_ensemble *e = nn_ensemble_from_nets(&net, 1, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    assert_int_equal(pipe_model_check(e, "test", err, sizeof err), 0);
+    assert_null(pipe_ws_create(e, 0));                  /* max_batch >= 1 */
+    pipe_ws *ws = pipe_ws_create(e, 2);
+    assert_non_null(ws);
+
+    /* Values 0 and 1 (and -0) are inside, the next floats out are not. */
+    enum { N = 7 };
+    static float x[N * PIPE_PIXELS];
+    for (int i = 0; i < N * PIPE_PIXELS; i++) x[i] = (float)((i * 37) % 101) / 100.0f;
+    const float edge[N] = {0.0f, 1.0f, -0.0f, nextafterf(1.0f, 2.0f), -nextafterf(0.0f, 1.0f), NAN,
+                           INFINITY};
+    const pipe_status want[N] = {PIPE_OK, PIPE_OK, PIPE_OK, PIPE_INVALID_TENSOR,
+                                 PIPE_INVALID_TENSOR, PIPE_INVALID_TENSOR, PIPE_INVALID_TENSOR};
+    for (int i = 0; i < N; i++) x[i * PIPE_PIXELS + 400] = edge[i];
+    pipe_result res[N], one;
+    /* Seven images through a workspace of two: chunks of 2, 2, 2, 1. */
+    pipe_run_tensors(e, ws, PIPE_F32, x, N, res);
+    for (int i = 0; i < N; i++) {
+        if (res[i].status != want[i])
+            fail_msg("image %d (pixel %g): %s, want %s", i, (double)edge[i],
+                     pipe_status_name(res[i].status), pipe_status_name(want[i]));
+        if (want[i] != PIPE_OK) {
+            assert_non_null(strstr(res[i].msg, "pixel 400 (row 14, column 8)"));
+            continue;
+        }
+        /* the same answer as the image alone */
+        pipe_run_tensors(e, ws, PIPE_F32, x + (size_t)i * PIPE_PIXELS, 1, &one);
+        assert_int_equal(one.status, PIPE_OK);
+        assert_int_equal(one.prediction, res[i].prediction);
+        assert_memory_equal(one.probs, res[i].probs, sizeof(float) * 10);
+        double sum = 0;
+        for (int c = 0; c < 10; c++) sum += res[i].probs[c];
+        assert_true(fabs(sum - 1.0) < 1e-5);
+    }
+    /* Exactly max_batch images, and none. */
+    pipe_run_tensors(e, ws, PIPE_F32, x, 2, res);
+    assert_int_equal(res[0].status, PIPE_OK);
+    assert_int_equal(res[1].status, PIPE_OK);
+    pipe_run_tensors(e, ws, PIPE_F32, x, 0, res);
+    /* uint8: 0..255 all valid, 255 is 1.0. */
+    static uint8_t u[2 * PIPE_PIXELS];
+    for (int i = 0; i < PIPE_PIXELS; i++) { u[i] = 255; u[PIPE_PIXELS + i] = 0; }
+    static float f[2 * PIPE_PIXELS];
+    for (int i = 0; i < PIPE_PIXELS; i++) { f[i] = 1.0f; f[PIPE_PIXELS + i] = 0.0f; }
+    pipe_result ru[2], rf[2];
+    pipe_run_tensors(e, ws, PIPE_U8, u, 2, ru);
+    pipe_run_tensors(e, ws, PIPE_F32, f, 2, rf);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(ru[i].status, PIPE_OK);
+        assert_memory_equal(ru[i].probs, rf[i].probs, sizeof(float) * 10);
+    }
+    /* An empty PNG body and an unknown status. */
+    pipe_run_png(e, ws, (const uint8_t *)"", 0, NULL, NULL, &one);
+    assert_int_equal(one.status, PIPE_EMPTY_BODY);
+    assert_non_null(pipe_status_name(PIPE_STATUS_COUNT));
+    pipe_ws_free(ws);
+    pipe_ws_free(NULL);
+    nn_ensemble_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1031,6 +1106,7 @@ int main(void)
         cmocka_unit_test(test_png_encode_specs),
         cmocka_unit_test(test_prep_contrast_edge),
         cmocka_unit_test(test_arch_limits),
+        cmocka_unit_test(test_pipeline_tensor_edges),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -107,6 +107,25 @@ if [ -f "$DATA/t10k-images-idx3-ubyte" ] && [ -f "$MLP" ]; then
 else
     echo "# no MNIST test set or models/mlp.safetensors: the evaluation checks are not run (and not counted)"
 fi
+# ---- mnist-predict's file limits at the edge: a file of exactly
+# --max-bytes and an image of exactly --max-pixels are predicted, one byte
+# or one pixel less of limit refuses them with the server's codes.
+if [ -f "$DATA/t10k-images-idx3-ubyte" ] && [ -f "$MLP" ] && [ -x "$build/tests/tools/mkpng" ]; then
+    "$build/tests/tools/mkpng" --from-idx "$DATA/t10k-images-idx3-ubyte" 0 "$tmp/d.png" > /dev/null 2>&1
+    sz=$(wc -c < "$tmp/d.png")
+    predict_case() { # DESC WANT_RC WANT_JSON_PY ARGS...
+        local desc=$1 want=$2 expr=$3 rc; shift 3
+        "$build/mnist-predict" --model "$MLP" "$@" "$tmp/d.png" > "$tmp/p.json" 2> "$tmp/err"
+        rc=$?
+        if [ $rc -eq "$want" ] && "$PY" -c "import json,sys; j=json.loads(open(sys.argv[1]).read()); sys.exit(0 if $expr else 1)" "$tmp/p.json" 2>/dev/null
+        then ok "$desc"
+        else not_ok "$desc" "exit $rc: $(head -c 300 "$tmp/p.json") $(head -c 300 "$tmp/err")"; fi
+    }
+    predict_case "mnist-predict --max-bytes = file size ($sz): predicted" 0 'j["prediction"] == 7' --max-bytes "$sz"
+    predict_case "mnist-predict --max-bytes = file size - 1: payload_too_large" 1 'j["error"]["code"] == "payload_too_large"' --max-bytes $((sz - 1))
+    predict_case "mnist-predict --max-pixels 784, a 28x28 image: predicted" 0 'j["prediction"] == 7' --max-pixels 784
+    predict_case "mnist-predict --max-pixels 783, a 28x28 image: image_too_large" 1 'j["error"]["code"] == "image_too_large"' --max-pixels 783
+fi
 for prog in mnist-train mnist-eval mnist-predict; do
     "$build/$prog" --version > "$tmp/out" 2>&1; rc1=$?
     "$build/$prog" --help > "$tmp/help" 2>&1; rc2=$?

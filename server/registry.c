@@ -1294,7 +1294,7 @@ static int scan_locked(srv_registry *r, const char *only, int force,
         int f = refresh_name(r, k, group, n, force || strict, why, e1,
                              sizeof e1);
         if (f && strict) {
-            snprintf(first_err, sizeof first_err, "model '%s' (%s)", c->name,
+            snprintf(first_err, sizeof first_err, "model '%s' (%.1100s)", c->name,
                      e1);
             goto strict_fail;
         }

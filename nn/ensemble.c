@@ -3,10 +3,13 @@
 #include "ensemble.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct nn_ensemble_ws {
     int n, k, max_batch;
@@ -86,11 +89,13 @@ size_t nn_model_stem(const char *name, int *is_list)
     return 0;
 }
 
-int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double *accuracy,
-                          char *err, size_t errlen)
+int nn_ensemble_list_parse(const char *text, size_t len, const char *path, char *paths,
+                           size_t pathslen, double *accuracy, char *err, size_t errlen)
 {
     char dir[1024] = ".", line[1100];
     const char *slash = strrchr(path, '/');
+    paths[0] = '\0';
+    *accuracy = -1;
     if (slash) {
         size_t dl = (size_t)(slash - path);
         if (dl >= sizeof dir) return nn_errf(err, errlen, "%.200s: path too long", path);
@@ -98,49 +103,86 @@ int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double
         dir[dl] = '\0';
         if (dl == 0) strcpy(dir, "/");
     }
-    FILE *f = fopen(path, "r");
-    if (!f) return nn_errf(err, errlen, "%.500s: %s", path, strerror(errno));
-    size_t o = 0;
-    int members = 0, lineno = 0, rc = 0;
-    paths[0] = '\0';
-    *accuracy = -1;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
+    if (memchr(text, '\0', len)) return nn_errf(err, errlen, "%.500s: not a text file (NUL byte)", path);
+    size_t o = 0, at = 0;
+    int members = 0, lineno = 0;
+    while (at < len) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        size_t ll = nl ? (size_t)(nl - (text + at)) : len - at;
         lineno++;
+        if (ll >= sizeof line) return nn_errf(err, errlen, "%.500s:%d: line too long", path, lineno);
+        memcpy(line, text + at, ll);
+        line[ll] = '\0';
+        at += ll + (nl ? 1 : 0);
         char *hash = strchr(line, '#');
         if (hash) *hash = '\0';
         char *s = line, *e;
         while (*s == ' ' || *s == '\t') s++;
         e = s + strlen(s);
-        while (e > s && (e[-1] == '\n' || e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = '\0';
+        while (e > s && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) *--e = '\0';
         if (!*s) continue;
         if (strncmp(s, "test_accuracy=", 14) == 0) {
             char *end;
             double v = strtod(s + 14, &end);
             if (end == s + 14 || *end || !(v >= 0 && v <= 1))
-                rc = nn_errf(err, errlen, "%.500s:%d: test_accuracy must be 0..1", path, lineno);
-            else
-                *accuracy = v;
+                return nn_errf(err, errlen, "%.500s:%d: test_accuracy must be 0..1", path, lineno);
+            *accuracy = v;
             continue;
         }
-        if (strchr(s, ',')) {
-            rc = nn_errf(err, errlen, "%.500s:%d: member file names cannot contain ','", path, lineno);
-            continue;
-        }
+        if (strchr(s, ','))
+            return nn_errf(err, errlen, "%.500s:%d: member file names cannot contain ','", path, lineno);
         char member[2200];
         if (s[0] == '/') snprintf(member, sizeof member, "%s", s);
         else snprintf(member, sizeof member, "%s/%s", dir, s);
         size_t n = strlen(member);
-        if (o + n + 2 > pathslen) {
-            rc = nn_errf(err, errlen, "%.500s: member list too long", path);
-            continue;
-        }
+        if (o + n + 2 > pathslen) return nn_errf(err, errlen, "%.500s: member list too long", path);
         if (o) paths[o++] = ',';
         memcpy(paths + o, member, n + 1);
         o += n;
         members++;
     }
-    fclose(f);
-    if (rc == 0 && members == 0) rc = nn_errf(err, errlen, "%.500s: lists no member weights files", path);
+    if (members == 0) return nn_errf(err, errlen, "%.500s: lists no member weights files", path);
+    return 0;
+}
+
+int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double *accuracy,
+                          char *err, size_t errlen)
+{
+    /* O_NONBLOCK + fstat: a FIFO named NAME.ensemble must not hang the
+     * caller waiting for a writer; only a regular file is read. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return nn_errf(err, errlen, "%.500s: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return nn_errf(err, errlen, "%.500s: not a regular file", path);
+    }
+    if (sb.st_size > NN_LIST_MAX) {
+        close(fd);
+        return nn_errf(err, errlen, "%.500s: %lld bytes, more than a list's %d", path,
+                       (long long)sb.st_size, NN_LIST_MAX);
+    }
+    char *text = malloc((size_t)sb.st_size + 1);
+    if (!text) {
+        close(fd);
+        return nn_errf(err, errlen, "%.500s: out of memory", path);
+    }
+    size_t got = 0;
+    while (got < (size_t)sb.st_size) {
+        ssize_t r = read(fd, text + got, (size_t)sb.st_size - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            free(text);
+            close(fd);
+            return nn_errf(err, errlen, "%.500s: read error: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        got += (size_t)r;
+    }
+    close(fd);
+    int rc = nn_ensemble_list_parse(text, got, path, paths, pathslen, accuracy, err, errlen);
+    free(text);
     return rc;
 }
 

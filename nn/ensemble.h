@@ -49,6 +49,16 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen);
  * figure, a ',' in a name, more than pathslen). */
 int nn_ensemble_list_read(const char *path, char *paths, size_t pathslen, double *accuracy,
                           char *err, size_t errlen);
+/* Only regular files of up to NN_LIST_MAX bytes are read (a FIFO or a
+ * device is refused without blocking). */
+#define NN_LIST_MAX 65536
+
+/* The parser behind nn_ensemble_list_read, over text[0..len) as read from
+ * path (which names the list in messages and gives the directory relative
+ * members are found in; nothing is opened). A NUL byte or a line over
+ * 1099 bytes is an error. */
+int nn_ensemble_list_parse(const char *text, size_t len, const char *path, char *paths,
+                           size_t pathslen, double *accuracy, char *err, size_t errlen);
 /* Takes ownership of n nets (n >= 1). NULL + err on mismatch (input
  * shape, class count, or meta.preprocess: one image feeds every member). */
 nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen);

@@ -433,7 +433,10 @@ fail:
 st_file *st_read(const char *path, char *err, size_t errlen)
 {
     char why[256];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise
+     * wait for a writer forever; fstat below refuses anything but a
+     * regular file, for which the flag changes nothing. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         nn_errf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return NULL;

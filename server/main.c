@@ -89,15 +89,16 @@ int main(int argc, char **argv)
     if (cfg.threads == 0)
         cfg.threads = available_cores();
 
-    /* Block the shutdown and reload signals before any thread starts, so
-     * every thread inherits the mask and only sigwait() below sees them. */
+    signal(SIGPIPE, SIG_IGN);
+
+    /* SIGHUP (reload) is held from the start: one sent during start-up
+     * is handled once serving. SIGTERM and SIGINT keep their default
+     * action (stop at once) while the models load, which starts no
+     * threads and may wait on a slow disk. */
     sigset_t sigs;
     sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     /* One workspace per model per daemon thread, plus a spare (pool.h). */
     srv_registry_opts ro = {.cfg = &cfg, .nslots = cfg.threads + 1, .settle_s = -1};
@@ -106,6 +107,11 @@ int main(int argc, char **argv)
         srv_log(SRV_ERROR, "cannot start: %s", err);
         return 1;
     }
+    /* Block the shutdown signals too before any thread starts, so every
+     * thread inherits the mask and only sigwait() below sees them. */
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     srv_registry_log_all(models);
 
     srv_web *web = NULL;

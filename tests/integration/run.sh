@@ -209,7 +209,8 @@ head -c $((3 * 1024 * 1024)) /dev/urandom > "$tmp/fx/random_3mib.bin"
 # without listening, with an error line naming NEEDLE.
 start_fail() {
     local desc=$1 needle=$2 rc lines; shift 2
-    timeout 20 "$SERVER" --host 127.0.0.1 --port 0 "$@" > "$tmp/sf.out" 2> "$tmp/sf.err"
+    # -k: a server that ignores SIGTERM is killed rather than waited for.
+    timeout -k 5 20 "$SERVER" --host 127.0.0.1 --port 0 "$@" > "$tmp/sf.out" 2> "$tmp/sf.err"
     rc=$?
     if [ $rc -eq 0 ] || [ $rc -eq 124 ]; then fail "exit status $rc, expected a non-zero exit"
     elif [ $rc -gt 128 ]; then fail "killed by signal $((rc - 128)) (a crash, not a clean error)"; fi
@@ -242,6 +243,16 @@ start_fail "wrong input shape as an ensemble member" "m_shape3.safetensors (memb
     --model ens="$MODELS/lenet.safetensors,$tmp/m_shape3.safetensors"
 start_fail "unknown default model" "nosuchmodel" --models-dir "$MODELS" --default-model nosuchmodel
 start_fail "unknown flag" "--no-such-flag" --no-such-flag
+# A named pipe where a model should be: opening it for reading would wait
+# for a writer forever (with the shutdown signals blocked).
+mkdir -p "$tmp/m_fifo" "$tmp/m_fifo_ens"
+mkfifo "$tmp/m_fifo/x.safetensors" "$tmp/m_fifo_ens/y.ensemble"
+start_fail "a FIFO named x.safetensors in the models dir" "x.safetensors: not a regular file" \
+    --models-dir "$tmp/m_fifo"
+start_fail "a FIFO named y.ensemble in the models dir" "y.ensemble: not a regular file" \
+    --models-dir "$tmp/m_fifo_ens"
+start_fail "a FIFO given with --model" "x.safetensors: not a regular file" \
+    --model x="$tmp/m_fifo/x.safetensors"
 
 timeout 10 "$SERVER" --help > "$tmp/help.out" 2>&1; rc=$?
 [ $rc -eq 0 ] || fail "--help exit status $rc"

@@ -31,6 +31,7 @@ static const struct {
     [PIPE_NOT_FOUND] = {"not_found", 404},
     [PIPE_MODEL_NOT_FOUND] = {"model_not_found", 404},
     [PIPE_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405},
+    [PIPE_NOT_IMPLEMENTED] = {"not_implemented", 501},
     [PIPE_NOT_READY] = {"not_ready", 503},
     [PIPE_MODEL_CONTROL_DISABLED] = {"model_control_disabled", 403},
     [PIPE_MODEL_LOAD_FAILED] = {"model_load_failed", 422},

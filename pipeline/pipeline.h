@@ -78,13 +78,17 @@ typedef enum {
     PIPE_MISSING_IMAGE,          /* 400 "missing_image": no 'image' part    */
     PIPE_BAD_REQUEST,            /* 400 "bad_request": a JSON body (ours or
                                     a v2 inference request) that is
-                                    malformed or not what the route takes  */
+                                    malformed or not what the route takes,
+                                    or ambiguous HTTP framing (two lengths,
+                                    no single Host in HTTP/1.1)            */
     PIPE_INVALID_BASE64,         /* 400 "invalid_base64": an image in JSON
                                     that is not base64                     */
     PIPE_UNSUPPORTED_MEDIA_TYPE, /* 415 "unsupported_media_type"            */
     PIPE_NOT_FOUND,              /* 404 "not_found": no such path           */
     PIPE_MODEL_NOT_FOUND,        /* 404 "model_not_found"                   */
     PIPE_METHOD_NOT_ALLOWED,     /* 405 "method_not_allowed"                */
+    PIPE_NOT_IMPLEMENTED,        /* 501 "not_implemented": a transfer
+                                    coding other than chunked              */
     PIPE_NOT_READY,              /* 503 "not_ready": warming up, draining   */
     /* changing what is served (the repository API) */
     PIPE_MODEL_CONTROL_DISABLED, /* 403 "model_control_disabled": the server

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 uint64_t srv_http_now_ns(void)
@@ -203,6 +204,58 @@ static int has_body(struct MHD_Connection *c)
                                        MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
 }
 
+/* Message framing and Host (RFC 9112 3.2, 6.1, 6.3), checked before
+ * anything else. A request whose body length two readers could see
+ * differently (two different Content-Length values, or Content-Length with
+ * Transfer-Encoding) is refused, so nothing can be smuggled past a proxy
+ * that picked the other reading; libmicrohttpd would use the first value. */
+typedef struct {
+    int ncl, nhost, nte;
+    const char *cl, *te;
+    int cl_differ;
+} framing;
+
+static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind,
+                                     const char *key, const char *value)
+{
+    (void)kind;
+    framing *f = cls;
+    if (!value)
+        value = "";
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->ncl++ && strcmp(f->cl, value) != 0)
+            f->cl_differ = 1;
+        else
+            f->cl = value;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->nhost++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        f->nte++;
+        f->te = value;
+    }
+    return MHD_YES;
+}
+
+static void check_framing(struct MHD_Connection *c, const char *version,
+                          srv_req *r)
+{
+    framing f = {0};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, framing_field, &f);
+    if (f.cl_differ)
+        srv_http_defer(r, PIPE_BAD_REQUEST, NULL,
+                       "two different Content-Length headers");
+    else if (f.ncl && f.nte)
+        srv_http_defer(r, PIPE_BAD_REQUEST, NULL,
+                       "Content-Length together with Transfer-Encoding");
+    else if (f.nte && (f.nte > 1 || strcasecmp(f.te, "chunked") != 0))
+        srv_http_defer(r, PIPE_NOT_IMPLEMENTED, NULL,
+                       "Transfer-Encoding: only chunked is supported");
+    else if (strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && f.nhost != 1)
+        srv_http_defer(r, PIPE_BAD_REQUEST, NULL, "%s",
+                       f.nhost ? "more than one Host header"
+                               : "HTTP/1.1 request without a Host header");
+}
+
 static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c,
                                      srv_req *r)
 {
@@ -214,7 +267,6 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
                                     const char *method, const char *version, const char *upload,
                                     size_t *upload_size, void **con_cls)
 {
-    (void)version;
     srv_server *s = cls;
     srv_req *r = *con_cls;
     if (!r) {
@@ -253,7 +305,9 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         *con_cls = r;
         atomic_fetch_add(&s->inflight, 1);
         srv_metrics_inflight_add(s->metrics, 1);
-        srv_http_begin(s, c, r, url);
+        check_framing(c, version, r);
+        if (!r->e_status)
+            srv_http_begin(s, c, r, url);
         if (!r->e_status && r->kind != SRV_BODY_NONE)
             expect_body(s, c, r);
         /* libmicrohttpd closes the connection after a response queued on

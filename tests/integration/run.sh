@@ -587,6 +587,26 @@ http GET '/../../etc/passwd' --path-as-is
 want_code '400|404' && want_json 'err_ok(j)'
 verdict "path traversal attempt: 400/404 with the error envelope"
 
+# ---------------------------------------------------------------- HTTP abuse
+# Raw bytes curl would never send (tests/integration/abuse.py): conflicting
+# lengths, chunked abuse, Host rules, HTTP/0.9 and 2.0 request lines, huge
+# query strings, header floods, pipelining. Each case asserts the exact
+# status or the connection's fate, then that /healthz still answers.
+# py_verdicts: turns "PASS<TAB>what" / "FAIL<TAB>what<TAB>why" into TAP.
+py_verdicts() {
+    local verdict_word what why
+    while IFS=$'\t' read -r verdict_word what why; do
+        case $verdict_word in
+            PASS) ok "$what" ;;
+            FAIL) nok "$what" "$why" ;;
+            *) [ -n "$verdict_word" ] && nok "$1" "$verdict_word $what $why" ;;
+        esac
+    done
+}
+py_verdicts "HTTP abuse suite" < <("$PY" "$here/abuse.py" "$port" 2>&1)
+healthy_after
+verdict "server healthy after the HTTP abuse suite"
+
 # ---------------------------------------------------------------- request ids, access log
 post_png /predict "$img" -H 'X-Request-Id: itest-req-4711'
 want_code 200
@@ -814,7 +834,7 @@ if MNIST_BODY_LIMIT=10 MNIST_MAX_PIXELS=10000 MNIST_DEFAULT_MODEL=ens \
     start_server "$tmp/server2.log" --model mlp="$MODELS/mlp.safetensors" \
         --model ens="$MODELS/mlp.safetensors,$MODELS/lenet.safetensors" \
         --default-model mlp --body-limit 20000 --max-batch 2 --threads 2 --grace 5 \
-        --drain-delay 0; then
+        --drain-delay 0 --timeout 2; then
     ok "second server starts with --model, an ensemble and limits"
     http GET /v1/models
     M='(j["models"] if isinstance(j, dict) else j)'
@@ -842,6 +862,9 @@ if MNIST_BODY_LIMIT=10 MNIST_MAX_PIXELS=10000 MNIST_DEFAULT_MODEL=ens \
     http POST /predict/batch -F "image=@$img" -F "image=@$img" -F "image=@$img"
     want_error 413
     verdict "--max-batch 2: a batch of 3 is 413"
+    # Slow clients with --timeout 2: a normal client is still answered at
+    # once and the server closes every idle connection itself.
+    py_verdicts "slowloris check" < <("$PY" "$here/abuse.py" --slowloris "$port" 2 2>&1)
     stop_server 20
     [ "$srv_rc" -eq 0 ] || fail "exit status $srv_rc; stderr tail: $(tail -5 "$tmp/server2.log")"
     verdict "second server exits 0 on SIGTERM"

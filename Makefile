@@ -15,6 +15,10 @@
 #                   HTML report in build/coverage/html, floors enforced
 #   make rolling    rolling update behind HAProxy under load: the drain loses nothing
 #   make kube-play  the Kubernetes Deployment under podman (after the Docker check)
+#   make fuzz       every libFuzzer harness for FUZZ_SECONDS (60) each;
+#                   make fuzz-long: 600 s each (see README, "Security")
+#   make tsan       thread sanitizer build: concurrent tests + mixed load
+#   make soak       wrk for SOAK_SECONDS (300), RSS and fds sampled
 #   make bench      benchmarks side by side with PyTorch
 #   make clean
 
@@ -68,7 +72,8 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 
 .PHONY: FORCE all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
         browser lint-spec asan coverage train bench clean models-check deploy-check rolling \
-        kube-play reload-soak reload-tsan
+        kube-play reload-soak reload-tsan \
+        deps-fuzz fuzz fuzz-long fuzz-build fuzz-bins tsan soak
 all: $(PROGS)
 test-bins: $(UNIT_BINS) $(TEST_TOOLS)
 
@@ -158,6 +163,8 @@ deps-test:
 	@scripts/node-deps.sh
 deps-bench:
 	@scripts/deps.sh bench
+deps-fuzz:
+	@scripts/deps.sh fuzz
 
 data:
 	@scripts/fetch-mnist.sh data/mnist
@@ -244,6 +251,28 @@ coverage: deps-test
 	@scripts/deps.sh coverage
 	@$(MAKE) --no-print-directory data
 	@scripts/coverage.sh
+# ---- fuzzing, thread sanitizer, soak ---------------------------------------
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c), built with clang in their own
+# tree: the libraries and server modules instrumented for coverage, address
+# and undefined-behaviour checks. FUZZ_TARGETS picks some (e.g. "png oip").
+FUZZ_SECONDS ?= 60
+FUZZ_CC      ?= clang
+FUZZ_TARGETS ?=
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer
+FUZZ_BINS     = $(patsubst tests/fuzz/%.c,$(BUILD)/%,$(wildcard tests/fuzz/fuzz_*.c))
+
+fuzz-build: deps-fuzz
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=$(FUZZ_CC) OPT=-O1 \
+	    SAN="$(FUZZ_SAN) -fsanitize=fuzzer-no-link" fuzz-bins
+fuzz-bins: $(FUZZ_BINS)
+$(BUILD)/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(filter-out %/main.o,$(SERVER_OBJ)) \
+                 $(BUILD)/obj/gen/build_info.o $(LIBALL)
+	$(CC) $(LDFLAGS) -fsanitize=fuzzer $^ $(LDLIBS) -o $@
+fuzz: fuzz-build
+	@scripts/fuzz.sh build/fuzz $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+fuzz-long:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=600
 
 # ---- training and benchmarks ---------------------------------------------
 train: deps-test

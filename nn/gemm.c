@@ -651,8 +651,8 @@ static void pack_2rows(const float *src, idx ls, int kc, float *o, idx os)
         v4f a, b;
         memcpy(&a, s0 + k, 16);
         memcpy(&b, s1 + k, 16);
-        v4f lo = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5});
-        v4f hi = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7});
+        v4f lo = NN_SHUF4(a, b, 0, 4, 1, 5);
+        v4f hi = NN_SHUF4(a, b, 2, 6, 3, 7);
         float *ok = o + k * os;
         memcpy(ok, &lo, 8);
         memcpy(ok + os, (const char *)&lo + 8, 8);

@@ -7,6 +7,18 @@
 #include <stddef.h>
 #include <string.h>
 
+/* A shuffle of two 4-lane vectors by constant lane indices (0..7).
+ * clang has only __builtin_shufflevector; GCC's __builtin_shuffle takes
+ * the indices as a vector of the callers' local v4i type. Same
+ * instructions either way; clang builds the fuzzing harnesses. */
+#if defined(__clang__)
+#define NN_SHUF4(a, b, i0, i1, i2, i3) \
+    ((void)sizeof(v4i), __builtin_shufflevector(a, b, i0, i1, i2, i3))
+#else
+#define NN_SHUF4(a, b, i0, i1, i2, i3) \
+    __builtin_shuffle(a, b, (v4i){i0, i1, i2, i3})
+#endif
+
 /* 4 x 4 transpose: 4 floats from each of s0..s3 become the columns of
  * o[0], o[os], o[2 os], o[3 os] (portable vector shuffles, SSE on x86). */
 static inline void tr4x4(const float *s0, const float *s1, const float *s2,
@@ -19,14 +31,14 @@ static inline void tr4x4(const float *s0, const float *s1, const float *s2,
     memcpy(&b, s1, 16);
     memcpy(&c, s2, 16);
     memcpy(&d, s3, 16);
-    v4f ab0 = __builtin_shuffle(a, b, (v4i){0, 4, 1, 5});
-    v4f ab1 = __builtin_shuffle(a, b, (v4i){2, 6, 3, 7});
-    v4f cd0 = __builtin_shuffle(c, d, (v4i){0, 4, 1, 5});
-    v4f cd1 = __builtin_shuffle(c, d, (v4i){2, 6, 3, 7});
-    v4f r0 = __builtin_shuffle(ab0, cd0, (v4i){0, 1, 4, 5});
-    v4f r1 = __builtin_shuffle(ab0, cd0, (v4i){2, 3, 6, 7});
-    v4f r2 = __builtin_shuffle(ab1, cd1, (v4i){0, 1, 4, 5});
-    v4f r3 = __builtin_shuffle(ab1, cd1, (v4i){2, 3, 6, 7});
+    v4f ab0 = NN_SHUF4(a, b, 0, 4, 1, 5);
+    v4f ab1 = NN_SHUF4(a, b, 2, 6, 3, 7);
+    v4f cd0 = NN_SHUF4(c, d, 0, 4, 1, 5);
+    v4f cd1 = NN_SHUF4(c, d, 2, 6, 3, 7);
+    v4f r0 = NN_SHUF4(ab0, cd0, 0, 1, 4, 5);
+    v4f r1 = NN_SHUF4(ab0, cd0, 2, 3, 6, 7);
+    v4f r2 = NN_SHUF4(ab1, cd1, 0, 1, 4, 5);
+    v4f r3 = NN_SHUF4(ab1, cd1, 2, 3, 6, 7);
     memcpy(o, &r0, 16);
     memcpy(o + os, &r1, 16);
     memcpy(o + 2 * os, &r2, 16);

@@ -5,6 +5,7 @@
 #   test   run's + test tools        (make test, make asan)
 #   bench  test's + the peers the benchmarks compare against (make bench)
 #   coverage  lcov/genhtml for the coverage summary (make coverage)
+#   fuzz   test's + clang and libFuzzer (make fuzz, make tsan, make soak)
 #
 # As root, missing packages are installed with apt-get; otherwise the exact
 # command is printed and the script fails, so `make` stops before a
@@ -33,17 +34,21 @@ DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@b
   dataset-fashion-mnist kubernetes-client@kubectl prometheus@promtool
   haproxy@haproxy wrk@wrk chromium"
 DEPS_COVERAGE="lcov@genhtml"
+# libclang-rt-14-dev holds libFuzzer and clang's sanitizer runtimes (only a
+# recommendation of clang, and we install without recommends).
+DEPS_FUZZ="clang@clang libclang-rt-14-dev"
 DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn
   libopenblas0-openmp"
 # --------------------------------------------------------------------------
 
-usage() { echo "usage: $0 run|test|bench|coverage" >&2; exit 2; }
+usage() { echo "usage: $0 run|test|bench|coverage|fuzz" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 case $1 in
     run)   WANT=$DEPS_RUN ;;
     test)  WANT="$DEPS_RUN $DEPS_TEST" ;;
     bench) WANT="$DEPS_RUN $DEPS_TEST $DEPS_BENCH" ;;
     coverage) WANT="$DEPS_COVERAGE" ;;
+    fuzz)  WANT="$DEPS_RUN $DEPS_TEST $DEPS_FUZZ" ;;
     *)     usage ;;
 esac
 

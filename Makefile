@@ -274,6 +274,23 @@ fuzz: fuzz-build
 fuzz-long:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=600
 
+# ThreadSanitizer build of the server under concurrent requests, hostile
+# HTTP and a LOAD_SECONDS (20) mixed load (tests/load/tsan.sh).
+tsan: deps-fuzz
+	@$(MAKE) --no-print-directory data
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
+	    SAN="-fsanitize=thread -fno-omit-frame-pointer" \
+	    build/tsan/mnist-server build/tsan/tests/tools/mkpng
+	@tests/load/tsan.sh build/tsan
+
+# wrk with 64 connections for SOAK_SECONDS; RSS and fds sampled every 10 s
+# (tests/load/soak.sh).
+SOAK_SECONDS ?= 300
+soak: deps-fuzz
+	@$(MAKE) --no-print-directory data
+	@$(MAKE) --no-print-directory $(BUILD)/mnist-server $(BUILD)/tests/tools/mkpng
+	@tests/load/soak.sh $(BUILD) $(SOAK_SECONDS)
+
 # ---- training and benchmarks ---------------------------------------------
 train: deps-test
 	@$(MAKE) --no-print-directory data all

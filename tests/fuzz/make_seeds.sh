@@ -12,7 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 
 rm -rf "$C"
 mkdir -p "$C"/png "$C"/multipart "$C"/safetensors "$C"/weights "$C"/arch \
-    "$C"/ensemble_list "$C"/oip "$C"/oip_images "$C"/base64 "$C"/config "$C"/http
+    "$C"/ensemble_list "$C"/oip "$C"/oip_images "$C"/base64 "$C"/config "$C"/http "$C"/route
 
 # PNG: every colour type, depth, palette, tRNS, interlace, canvas exports
 # and the hostile fixtures, all under 8 KB (the decompression bombs are
@@ -143,5 +143,16 @@ put("http", "json", req("POST /predict HTTP/1.1", [("Host", "x"), ("Content-Type
 put("http", "pipelined", req("GET /v1/models HTTP/1.1", [("Host", "x")]) +
     req("HEAD /metrics HTTP/1.1", [("Host", "x"), ("X-Request-Id", "abc")]) +
     req("GET /readyz HTTP/1.0", []))
+
+# v2 inference over HTTP, and paths for the router.
+v2 = json.dumps({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "UINT8",
+    "data": pix}]}).encode()
+put("http", "v2_infer", req("POST /v2/models/mlp/infer HTTP/1.1", [("Host", "x"),
+    ("Content-Type", "application/json"), ("Content-Length", str(len(v2)))], v2))
+put("http", "v2_ready", req("GET /v2/models/mlp/versions/1/ready HTTP/1.1", [("Host", "x")]))
+for name, path in [("predict", "/predict"), ("infer", "/v2/models/cnn/versions/1/infer"),
+                   ("ready", "/v2/models/cnn-ensemble/ready"), ("live", "/v2/health/live"),
+                   ("hostile", '/../etc/passwd%00"\\\n'), ("rid", "itest-req-4711")]:
+    put("route", name, path)
 PY
 du -sh "$C"

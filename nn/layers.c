@@ -1,178 +1,15 @@
-#include "layers.h"
+/* layers.c - see layers.h. */
+#include "nn/layers.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#include "gemm.h"
-#include "simd.h"
+#include "nn/gemm.h"
+#include "nn/rng.h"
+#include "nn/simd.h"
 
-size_t nn_conv2d_col_size(const nn_conv_shape *cs)
-{
-    return (size_t)cs->C * cs->k * cs->k * cs->OH * cs->OW;
-}
-
-/* col rows are ld floats apart, so several images can sit side by side. */
-static void im2col_ld(float *col, size_t ld, const float *x, const nn_conv_shape *cs)
-{
-    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    const int OH = cs->OH, OW = cs->OW;
-    for (int kj = 0; kj < k; kj++) {
-        /* Output columns whose input column ow*s - p + kj lies inside. */
-        int lo = p - kj > 0 ? (p - kj + s - 1) / s : 0;
-        int hi = (W - 1 + p - kj) >= 0 ? (W - 1 + p - kj) / s + 1 : 0;
-        if (hi > OW) hi = OW;
-        if (hi < lo) hi = lo;
-        for (int c = 0; c < C; c++)
-            for (int ki = 0; ki < k; ki++) {
-                float *dst = col + ((size_t)(c * k + ki) * k + kj) * ld;
-                const float *xc = x + (size_t)c * H * W;
-                for (int oh = 0; oh < OH; oh++) {
-                    int ih = oh * s - p + ki;
-                    float *d = dst + (size_t)oh * OW;
-                    if (ih < 0 || ih >= H) {
-                        memset(d, 0, sizeof(float) * OW);
-                        continue;
-                    }
-                    const float *xr = xc + (size_t)ih * W;
-                    const int off = kj - p;
-                    for (int ow = 0; ow < lo; ow++) d[ow] = 0.0f;
-                    if (s == 1)
-                        for (int ow = lo; ow < hi; ow++) d[ow] = xr[ow + off];
-                    else
-                        for (int ow = lo; ow < hi; ow++) d[ow] = xr[ow * s + off];
-                    for (int ow = hi; ow < OW; ow++) d[ow] = 0.0f;
-                }
-            }
-    }
-}
-
-void nn_im2col(float *col, const float *x, const nn_conv_shape *cs)
-{
-    im2col_ld(col, (size_t)cs->OH * cs->OW, x, cs);
-}
-
-static void col2im_add_ld(float *dx, const float *dcol, size_t ld, const nn_conv_shape *cs)
-{
-    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    const int OH = cs->OH, OW = cs->OW;
-    for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < k; ki++)
-            for (int kj = 0; kj < k; kj++) {
-                const float *src = dcol + ((size_t)(c * k + ki) * k + kj) * ld;
-                float *xc = dx + (size_t)c * H * W;
-                for (int oh = 0; oh < OH; oh++) {
-                    int ih = oh * s - p + ki;
-                    if (ih < 0 || ih >= H) continue;
-                    const float *sr = src + (size_t)oh * OW;
-                    float *xr = xc + (size_t)ih * W;
-                    for (int ow = 0; ow < OW; ow++) {
-                        int iw = ow * s - p + kj;
-                        if (iw >= 0 && iw < W) xr[iw] += sr[ow];
-                    }
-                }
-            }
-}
-
-void nn_col2im_add(float *dx, const float *dcol, const nn_conv_shape *cs)
-{
-    col2im_add_ld(dx, dcol, (size_t)cs->OH * cs->OW, cs);
-}
-
-void nn_conv2d_forward(float *y, const float *x, const float *w,
-                       const float *b, const nn_conv_shape *cs, float *col,
-                       int relu)
-{
-    const int P = cs->OH * cs->OW, K = cs->C * cs->k * cs->k;
-    const float *B = x;
-    /* A 1x1 stride-1 unpadded convolution needs no im2col. */
-    if (!(cs->k == 1 && cs->s == 1 && cs->p == 0)) {
-        nn_im2col(col, x, cs);
-        B = col;
-    }
-    for (int o = 0; o < cs->O; o++) {
-        float bo = b ? b[o] : 0.0f, *yo = y + (size_t)o * P;
-        for (int i = 0; i < P; i++) yo[i] = bo;
-    }
-    nn_gemm(0, 0, cs->O, P, K, 1.0f, w, K, B, P, 1.0f, y, P);
-    if (relu)
-        for (size_t i = 0; i < (size_t)cs->O * P; i++)
-            y[i] = y[i] > 0.0f ? y[i] : 0.0f; /* branch-free: vectorises */
-}
-
-void nn_conv2d_forward_ref(float *y, const float *x, const float *w,
-                           const float *b, const nn_conv_shape *cs)
-{
-    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    for (int o = 0; o < cs->O; o++)
-        for (int oh = 0; oh < cs->OH; oh++)
-            for (int ow = 0; ow < cs->OW; ow++) {
-                double acc = b ? b[o] : 0.0;
-                for (int c = 0; c < C; c++)
-                    for (int ki = 0; ki < k; ki++)
-                        for (int kj = 0; kj < k; kj++) {
-                            int ih = oh * s - p + ki, iw = ow * s - p + kj;
-                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                            acc += (double)w[((o * C + c) * k + ki) * k + kj] *
-                                   x[(c * H + ih) * W + iw];
-                        }
-                y[(o * cs->OH + oh) * cs->OW + ow] = (float)acc;
-            }
-}
-
-void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy,
-                        const float *x, const float *w,
-                        const nn_conv_shape *cs, float *col, float *dcol)
-{
-    const int P = cs->OH * cs->OW, K = cs->C * cs->k * cs->k, O = cs->O;
-    const int direct = cs->k == 1 && cs->s == 1 && cs->p == 0;
-    const float *B = x;
-    if (!direct) {
-        nn_im2col(col, x, cs);
-        B = col;
-    }
-    /* dw[O,K] += dy[O,P] col[K,P]^T */
-    nn_gemm(0, 1, O, K, P, 1.0f, dy, P, B, P, 1.0f, dw, K);
-    for (int o = 0; o < O; o++) {
-        const float *d = dy + (size_t)o * P;
-        float acc = 0.0f;
-        for (int i = 0; i < P; i++) acc += d[i];
-        db[o] += acc;
-    }
-    if (!dx) return;
-    if (direct) {
-        nn_gemm(1, 0, K, P, O, 1.0f, w, K, dy, P, 0.0f, dx, P);
-        return;
-    }
-    /* dcol[K,P] = w[O,K]^T dy[O,P], scattered back onto the image. */
-    nn_gemm(1, 0, K, P, O, 1.0f, w, K, dy, P, 0.0f, dcol, P);
-    memset(dx, 0, sizeof(float) * cs->C * cs->H * cs->W);
-    nn_col2im_add(dx, dcol, cs);
-}
-
-void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
-                            const float *x, const float *w,
-                            const nn_conv_shape *cs)
-{
-    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    if (dx) memset(dx, 0, sizeof(float) * C * H * W);
-    for (int o = 0; o < cs->O; o++)
-        for (int oh = 0; oh < cs->OH; oh++)
-            for (int ow = 0; ow < cs->OW; ow++) {
-                float g = dy[(o * cs->OH + oh) * cs->OW + ow];
-                db[o] += g;
-                for (int c = 0; c < C; c++)
-                    for (int ki = 0; ki < k; ki++)
-                        for (int kj = 0; kj < k; kj++) {
-                            int ih = oh * s - p + ki, iw = ow * s - p + kj;
-                            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
-                            size_t wi = ((size_t)(o * C + c) * k + ki) * k + kj;
-                            size_t xi = ((size_t)c * H + ih) * W + iw;
-                            dw[wi] += g * x[xi];
-                            if (dx) dx[xi] += g * w[wi];
-                        }
-            }
-}
+/* ---- dense and max-pool ------------------------------------------------------ */
 
 void nn_dense_forward(float *y, const float *x, const float *w, const float *b,
                       int n, int in, int out, int relu)
@@ -299,549 +136,218 @@ void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
     for (int o = 0; o < C * OH * OW; o++) dx[idx[o]] += dy[o];
 }
 
-/* ---- groups of images: implicit GEMM ------------------------------------
- * The im2col matrix of a group is never stored: nn_gemm_packed asks for
- * it one L1-sized panel at a time and pack_fwd / pack_dw build that panel
- * straight from the (zero-bordered) images. A profile of the big CNN's
- * training step with a stored im2col matrix had im2col, the GEMM's
- * re-packing of it and col2im at over half the instructions. */
+/* ---- ReLU and dropout ----------------------------------------------------------- */
 
-/* x [g,C,H,W] copied with a border of p zeros into dst [g,C,H+2p,W+2p],
- * so the packers need no bounds checks. p == 0 returns x itself. */
-static const float *pad_images(float *dst, const float *x, int g, int C, int H,
-                               int W, int p)
+void nn_relu_forward(float *y, const float *x, size_t n)
 {
-    if (p == 0) return x;
-    const int Wp = W + 2 * p;
-    float *d = dst;
-    for (int i = 0; i < g * C; i++) {
-        const float *src = x + (size_t)i * H * W;
-        memset(d, 0, sizeof(float) * (size_t)p * Wp);
-        d += (size_t)p * Wp;
-        for (int h = 0; h < H; h++) {
-            for (int j = 0; j < p; j++) d[j] = 0.0f;
-            memcpy(d + p, src + (size_t)h * W, sizeof(float) * W);
-            for (int j = W + p; j < Wp; j++) d[j] = 0.0f;
-            d += Wp;
+    for (size_t j = 0; j < n; j++)
+        y[j] = x[j] > 0.0f ? x[j] : 0.0f; /* branch-free: vectorises */
+}
+
+void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n)
+{
+    /* The output decides: y > 0 iff x > 0, and y is what in-place nets keep. */
+    for (size_t j = 0; j < n; j++)
+        dx[j] = y[j] > 0.0f ? dy[j] : 0.0f; /* no branch to mispredict */
+}
+
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p,
+                        uint64_t seed)
+{
+    float keep = 1.0f - p, sc = 1.0f / keep;
+    for (size_t j = 0; j < n; j++) {
+        uint8_t m = nn_hash_uniform(seed, j) < keep;
+        mask[j] = m;
+        y[j] = m ? x[j] * sc : 0.0f;
+    }
+}
+
+void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p)
+{
+    float sc = 1.0f / (1.0f - p);
+    for (size_t j = 0; j < n; j++)
+        dx[j] = mask[j] ? dy[j] * sc : 0.0f;
+}
+
+/* ---- batch norm ------------------------------------------------------------------ */
+
+/* Sums over one channel row: 8 float accumulators in a fixed order, so the
+ * loop vectorises (the double scalar loop did not) and stays
+ * deterministic. sq != 0: the sum of (x[i] - d)^2 instead of x[i]. */
+typedef float bn_v8 __attribute__((vector_size(32)));
+
+static double sum_f(const float *x, int n, int sq, float d)
+{
+    bn_v8 acc = {0}, dv = {d, d, d, d, d, d, d, d};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        bn_v8 v;
+        memcpy(&v, x + i, sizeof v);
+        if (sq) {
+            v -= dv;
+            v *= v;
         }
-        memset(d, 0, sizeof(float) * (size_t)p * Wp);
-        d += (size_t)p * Wp;
+        acc += v;
     }
-    return dst;
+    double s = 0.0;
+    for (int j = 0; j < 8; j++)
+        s += acc[j];
+    for (; i < n; i++)
+        s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
+    return s;
 }
 
-/* The virtual im2col matrix of a group: rows (c,ki,kj), columns the output
- * positions of image 0, then image 1, ... over padded images. */
-struct conv_src {
-    const float *x;   /* padded images, npad floats apart                 */
-    size_t npad, plane;/* floats per padded image and per padded channel  */
-    int Wp, k, s;     /* padded row length, kernel, stride                */
-    int P, OW;        /* output positions per image, output row length    */
-};
-
-/* A run of panel columns that are consecutive outputs of one output row:
- * their inputs are s floats apart. */
-struct conv_seg {
-    size_t off;       /* input offset of the first, for (c,ki,kj) = 0     */
-    int at, len;      /* first column within the panel, count             */
-};
-
-/* Columns [j0, j0+n) as runs; returns the count. */
-static int conv_segments(const struct conv_src *cx, int j0, int n, struct conv_seg *seg)
+static double dot_f(const float *a, const float *b, int n)
 {
-    int ns = 0;
-    for (int pos = j0, end = j0 + n; pos < end;) {
-        int img = pos / cx->P, q = pos - img * cx->P, oh = q / cx->OW, ow = q - oh * cx->OW;
-        int len = cx->OW - ow;
-        if (len > end - pos) len = end - pos;
-        seg[ns].off = (size_t)img * cx->npad + (size_t)oh * cx->s * cx->Wp + (size_t)ow * cx->s;
-        seg[ns].at = pos - j0;
-        seg[ns].len = len;
-        ns++;
-        pos += len;
+    bn_v8 acc = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        bn_v8 u, v;
+        memcpy(&u, a + i, sizeof u);
+        memcpy(&v, b + i, sizeof v);
+        acc += u * v;
     }
-    return ns;
+    double s = 0.0;
+    for (int j = 0; j < 8; j++)
+        s += acc[j];
+    for (; i < n; i++)
+        s += (double)a[i] * b[i];
+    return s;
 }
 
-/* n floats, 4 at a time: runs are short (at most a panel, 16 or 32), too
- * short for memcpy's call and too irregular for the compiler to vectorise
- * the plain loop (a profile had it at 4 instructions a float). */
-#if defined(__GNUC__) && !defined(__clang__)
-/* Else GCC turns the 4-float loop back into a memcpy call. */
-__attribute__((optimize("no-tree-loop-distribute-patterns")))
-#endif
-static inline void copy_run(float *restrict d, const float *restrict src, int n)
+void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
+                          const float *mean, const float *var, float eps, int n, int C, int S,
+                          int relu)
 {
-    int u = 0;
-    for (; u + 4 <= n; u += 4) memcpy(d + u, src + u, 16);
-    for (; u < n; u++) d[u] = src[u];
-}
-
-/* Forward (and stride-1 input gradient) panel: op(B) = im2col. */
-static void pack_fwd(void *vctx, int k0, int kc, int j0, int nr, int nrp, float *out)
-{
-    const struct conv_src *cx = vctx;
-    struct conv_seg seg[64];
-    const int ns = conv_segments(cx, j0, nr, seg), k = cx->k, s = cx->s;
-    int c = k0 / (k * k), r = k0 - c * k * k, ki = r / k, kj = r - ki * k;
-    for (int t = 0; t < kc; t++) {
-        const float *xk = cx->x + c * cx->plane + (size_t)ki * cx->Wp + kj;
-        float *o = out + (size_t)t * nrp;
-        for (int q = 0; q < ns; q++) {
-            const float *src = xk + seg[q].off;
-            float *d = o + seg[q].at;
-            const int n = seg[q].len;
-            if (s == 1)
-                copy_run(d, src, n);
-            else
-                for (int u = 0; u < n; u++) d[u] = src[u * s];
+    for (int b = 0; b < n; b++)
+        for (int c = 0; c < C; c++) {
+            float g = gamma[c] / sqrtf(var[c] + eps), o = beta[c] - g * mean[c];
+            const float *xi = x + ((size_t)b * C + c) * S;
+            float *yi = y + ((size_t)b * C + c) * S;
+            for (int s = 0; s < S; s++)
+                yi[s] = g * xi[s] + o;
+            if (relu)
+                for (int s = 0; s < S; s++)
+                    yi[s] = yi[s] > 0.0f ? yi[s] : 0.0f;
         }
-        for (int j = nr; j < nrp; j++) o[j] = 0.0f;
-        if (++kj == k) {
-            kj = 0;
-            if (++ki == k) { ki = 0; c++; }
-        }
-    }
 }
 
-/* Weight-gradient panel: op(B) = im2col^T, rows output positions, columns
- * (c,ki,kj). */
-static void pack_dw(void *vctx, int k0, int kc, int j0, int nr, int nrp, float *out)
+void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean,
+                                float *run_var, const float *x, const float *gamma,
+                                const float *beta, float eps, float momentum, int n, int C, int S,
+                                int relu)
 {
-    const struct conv_src *cx = vctx;
-    const int k = cx->k, s = cx->s;
-    size_t koff[64];
-    for (int j = 0; j < nr; j++) {
-        int kk = j0 + j, c = kk / (k * k), r = kk - c * k * k, ki = r / k, kj = r - ki * k;
-        koff[j] = c * cx->plane + (size_t)ki * cx->Wp + kj;
-    }
-    struct conv_seg seg[1];
-    for (int pos = k0, end = k0 + kc; pos < end;) {
-        conv_segments(cx, pos, 1, seg);
-        int img = pos / cx->P, q = pos - img * cx->P, ow = q % cx->OW;
-        int len = cx->OW - ow;
-        if (len > end - pos) len = end - pos;
-        int u = 0;
-        if (s == 1) {
-            /* 4 positions x 4 columns: 4 contiguous loads, a transpose, 4
-             * stores, instead of 16 scalar gathers. */
-            for (; u + 4 <= len; u += 4) {
-                const float *src = cx->x + seg[0].off + u;
-                float *o = out + (size_t)(pos - k0 + u) * nrp;
-                int j = 0;
-                for (; j + 4 <= nr; j += 4)
-                    tr4x4(src + koff[j], src + koff[j + 1], src + koff[j + 2], src + koff[j + 3],
-                          o + j, nrp);
-                for (; j < nr; j++)
-                    for (int v = 0; v < 4; v++) o[(size_t)v * nrp + j] = src[koff[j] + v];
-                for (; j < nrp; j++)
-                    for (int v = 0; v < 4; v++) o[(size_t)v * nrp + j] = 0.0f;
+    double cnt = (double)n * S;
+    for (int c = 0; c < C; c++) {
+        /* Float partial sums per image row (vectorised), double across. */
+        double sum = 0.0, sq = 0.0;
+        for (int b = 0; b < n; b++)
+            sum += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
+        double mean = sum / cnt;
+        for (int b = 0; b < n; b++)
+            sq += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)mean);
+        double var = sq / cnt;
+        float iv = (float)(1.0 / sqrt(var + eps)), fm = (float)mean;
+        float gc = gamma[c], bc = beta[c];
+        inv[c] = iv;
+        for (int b = 0; b < n; b++) {
+            const float *xi = x + ((size_t)b * C + c) * S;
+            float *hi = xhat + ((size_t)b * C + c) * S;
+            float *yi = y + ((size_t)b * C + c) * S;
+            for (int s = 0; s < S; s++) {
+                float h = (xi[s] - fm) * iv, v = gc * h + bc;
+                hi[s] = h;
+                yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
             }
         }
-        for (; u < len; u++) {
-            const float *src = cx->x + seg[0].off + (size_t)u * s;
-            float *o = out + (size_t)(pos - k0 + u) * nrp;
-            for (int j = 0; j < nr; j++) o[j] = src[koff[j]];
-            for (int j = nr; j < nrp; j++) o[j] = 0.0f;
+        if (run_mean) {
+            float m = momentum;
+            double unb = cnt > 1 ? var * cnt / (cnt - 1) : var;
+            run_mean[c] = (1.0f - m) * run_mean[c] + m * (float)mean;
+            run_var[c] = (1.0f - m) * run_var[c] + m * (float)unb;
         }
-        pos += len;
     }
 }
 
-static void conv_src_init(struct conv_src *cx, const float *xp, int C, int H, int W,
-                          int p, int k, int s, int OH, int OW)
+void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,
+                                    const float *gamma, const float *beta, float eps, int n,
+                                    int C, int S)
 {
-    (void)C;
-    cx->x = xp;
-    cx->Wp = W + 2 * p;
-    cx->plane = (size_t)(H + 2 * p) * cx->Wp;
-    cx->npad = cx->plane * C;
-    cx->k = k;
-    cx->s = s;
-    cx->P = OH * OW;
-    cx->OW = OW;
-}
-
-static size_t padded_size(int g, int C, int H, int W, int p)
-{
-    return p ? (size_t)g * C * (H + 2 * p) * (W + 2 * p) : 0;
-}
-
-/* The input gradient as a stride-1 convolution of the zero-bordered dy
- * costs C*H*W*O*k*k multiply-adds against O*OH*OW*C*k*k for w^T dy and
- * col2im: only worth it when the border adds little (and with enough input
- * channels to fill the GEMM's rows). */
-/* Floats of the input-gradient columns computed at once (256 KiB). */
-#define DCOL_FLOATS 65536
-
-/* Images per dcol slice: as many as fit DCOL_FLOATS, at least one, at
- * most the group. */
-static int dcol_images(size_t K, size_t P, int g)
-{
-    size_t per = DCOL_FLOATS / (K * P);
-    return per < 1 ? 1 : per > (size_t)g ? g : (int)per;
-}
-
-static int dx_as_conv(const nn_conv_shape *cs)
-{
-    return cs->s == 1 && cs->C >= 4 &&
-           (size_t)cs->H * cs->W * 4 <= (size_t)cs->OH * cs->OW * 5;
-}
-
-/* That convolution's shape: dy's O channels in, C out, border k-1-p. */
-static nn_conv_shape dx_shape(const nn_conv_shape *cs)
-{
-    nn_conv_shape d = {cs->O, cs->OH, cs->OW, cs->C, cs->k, 1, cs->k - 1 - cs->p, cs->H, cs->W};
-    return d;
-}
-
-/* ---- shifted rows: nothing packed -----------------------------------------
- * The images, zero-bordered and split into their s x s stride phases
- * (phase (a,b) holds padded pixels (s*i+a, s*j+b)), laid out
- * [phase][channel][image][Hq][Wq], make every im2col row (c,ki,kj) one
- * contiguous run: output (oh,ow) of image n reads phase (ki%s, kj%s) of
- * channel c at image n's plane, position (oh + ki/s, ow + kj/s).
- * Computing a whole plane of Hq x Wq output positions per image instead of
- * OH x OW (the extra ones are garbage, dropped by the epilogue) makes each
- * row a single run at a fixed offset, so nn_gemm_rows reads B in place: no
- * im2col, no panel packing. A profile of batch-1 inference of the big CNN
- * had packing at a third of the time. The price is the garbage columns, so
- * groups use it only where they are few (shifted_pays). */
-struct shifted {
-    int Hq, Wq;        /* phase plane size                                 */
-    size_t plane;      /* Hq * Wq                                          */
-    size_t nx;         /* floats of the phase buffer, slack included       */
-    size_t N;          /* GEMM columns: (g - 1) planes and OH rows of Wq   */
-};
-
-static void shifted_geom(struct shifted *sg, const nn_conv_shape *cs, int g)
-{
-    const int s = cs->s, Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p;
-    sg->Hq = (Hp + s - 1) / s;
-    sg->Wq = (Wp + s - 1) / s;
-    sg->plane = (size_t)sg->Hq * sg->Wq;
-    sg->N = (size_t)(g - 1) * sg->plane + (size_t)cs->OH * sg->Wq;
-    /* Last row's offset plus a panel-rounded run (32 covers every path). */
-    size_t kmax = (size_t)(cs->k - 1) / s, cg = (size_t)cs->C * g;
-    size_t last = ((size_t)s * s * cg - (size_t)g) * sg->plane + kmax * sg->Wq + kmax;
-    size_t need = last + (sg->N + 31) / 32 * 32;
-    size_t have = (size_t)s * s * cg * sg->plane;
-    sg->nx = need > have ? need : have;
-}
-
-/* Few enough garbage columns for the saved packing to win in a group; one
- * image always gains. Packing costs per element of B, which the GEMM's O
- * rows share, so the garbage a layer can afford grows as O shrinks: at
- * most 1 + 25/O times the real outputs (1.39 at O = 64, where the big
- * CNN's measurements put the break-even near 1.4; 2.56 at O = 16, where
- * LeNet's second convolution, at 1.96, measured 1.6-1.9 -> 1.0-1.4 ms
- * forward at batch 64 on shifted rows). */
-/* An image's grid positions at most num/den times its real outputs. */
-static int extra_at_most(const nn_conv_shape *cs, size_t num, size_t den)
-{
-    struct shifted sg;
-    shifted_geom(&sg, cs, 1);
-    return sg.plane * den <= (size_t)cs->OH * cs->OW * num;
-}
-
-static int shifted_pays(const nn_conv_shape *cs, int g)
-{
-    const size_t O = (size_t)cs->O;
-    return g == 1 || extra_at_most(cs, O * 10 + 250, O * 10);
-}
-
-/* Scratch floats: phases, row offsets (ptrdiff_t, rounded to floats, plus
- * alignment slack), output before the epilogue. */
-static size_t shifted_scratch(const nn_conv_shape *cs, int g)
-{
-    struct shifted sg;
-    shifted_geom(&sg, cs, g);
-    size_t K = (size_t)cs->C * cs->k * cs->k;
-    size_t ro = (K * sizeof(ptrdiff_t) + sizeof(ptrdiff_t)) / sizeof(float) + 1;
-    return sg.nx + ro + (size_t)cs->O * sg.N;
-}
-
-/* The phase buffer xq [sg->nx] of g images x and the K row offsets into it. */
-static void shifted_images(float *xq, ptrdiff_t *roff, const float *x, const nn_conv_shape *cs,
-                           int g, const struct shifted *sgp)
-{
-    const struct shifted sg = *sgp;
-    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    const int Wq = sg.Wq, Hq = sg.Hq;
-    const size_t nin = (size_t)C * H * W;
-    /* Phases: pixel (s*i+a-p, s*j+bb-p) of x, zero outside. */
-    float *d = xq;
-    for (int a = 0; a < s; a++)
-        for (int bb = 0; bb < s; bb++)
-            for (int c = 0; c < C; c++)
-                for (int n = 0; n < g; n++) {
-                    const float *xc = x + n * nin + (size_t)c * H * W;
-                    for (int i = 0; i < Hq; i++, d += Wq) {
-                        int h = s * i + a - p;
-                        if (h < 0 || h >= H) {
-                            memset(d, 0, sizeof(float) * Wq);
-                            continue;
-                        }
-                        const float *xr = xc + (size_t)h * W;
-                        if (s == 1) {
-                            for (int j = 0; j < p && j < Wq; j++) d[j] = 0.0f;
-                            memcpy(d + p, xr, sizeof(float) * W);
-                            for (int j = p + W; j < Wq; j++) d[j] = 0.0f;
-                            continue;
-                        }
-                        for (int j = 0; j < Wq; j++) {
-                            int ww = s * j + bb - p;
-                            d[j] = ww >= 0 && ww < W ? xr[ww] : 0.0f;
-                        }
-                    }
-                }
-    memset(d, 0, sizeof(float) * (sg.nx - (size_t)(d - xq)));
-    int r = 0;
-    for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < k; ki++)
-            for (int kj = 0; kj < k; kj++)
-                roff[r++] = (ptrdiff_t)((((size_t)(ki % s) * s + kj % s) * C + c) * g * sg.plane) +
-                            (ptrdiff_t)(ki / s) * Wq + kj / s;
-}
-
-/* Where the shifted layout's scratch parts start: [xq | roff | out]. */
-static void shifted_parts(float *scratch, const struct shifted *sg, int K, ptrdiff_t **roff,
-                          float **out)
-{
-    uintptr_t ra = (uintptr_t)(scratch + sg->nx);
-    ra = (ra + sizeof(ptrdiff_t) - 1) / sizeof(ptrdiff_t) * sizeof(ptrdiff_t);
-    *roff = (ptrdiff_t *)ra;
-    *out = (float *)(*roff + K) + 1;
-}
-
-static void conv_forward_shifted(float *y, const float *x, const float *w, const float *b,
-                                 const nn_conv_shape *cs, int g, float *scratch, int relu)
-{
-    struct shifted sg;
-    shifted_geom(&sg, cs, g);
-    const int K = cs->C * cs->k * cs->k, OH = cs->OH, OW = cs->OW, Wq = sg.Wq;
-    float *xq = scratch, *out;
-    ptrdiff_t *roff;
-    shifted_parts(scratch, &sg, K, &roff, &out);
-    shifted_images(xq, roff, x, cs, g, &sg);
-    nn_gemm_rows(cs->O, (int)sg.N, K, 1.0f, w, K, xq, roff, 0.0f, out, (int)sg.N);
-    /* Drop the extra columns; bias and ReLU on the way. */
-    for (int n = 0; n < g; n++)
-        for (int o = 0; o < cs->O; o++) {
-            const float bo = b ? b[o] : 0.0f;
-            const float *src = out + (size_t)o * sg.N + (size_t)n * sg.plane;
-            float *dst = y + ((size_t)n * cs->O + o) * OH * OW;
-            for (int oh = 0; oh < OH; oh++)
-                bias_act(dst + (size_t)oh * OW, src + (size_t)oh * Wq, OW, bo, relu);
-        }
-}
-
-/* dw [O,K] += dy im2col^T over shifted rows: dy laid on the same grid of
- * Hq x Wq positions per image as the forward's output (zeros at the extra
- * positions), each dw element a dot product of a dy row with a shifted row
- * of the phase images, read in place. Nothing is packed or transposed. */
-static void conv_dw_shifted(float *dw, const float *dy, const float *x, const nn_conv_shape *cs,
-                            int g, float *scratch)
-{
-    struct shifted sg;
-    shifted_geom(&sg, cs, g);
-    const int K = cs->C * cs->k * cs->k, O = cs->O, OH = cs->OH, OW = cs->OW;
-    float *xq = scratch, *dyq;
-    ptrdiff_t *roff;
-    shifted_parts(scratch, &sg, K, &roff, &dyq);
-    shifted_images(xq, roff, x, cs, g, &sg);
-    for (int o = 0; o < O; o++) {
-        float *d = dyq + (size_t)o * sg.N;
-        memset(d, 0, sizeof(float) * sg.N);
-        for (int n = 0; n < g; n++)
-            for (int oh = 0; oh < OH; oh++)
-                memcpy(d + (size_t)n * sg.plane + (size_t)oh * sg.Wq,
-                       dy + (((size_t)n * O + o) * OH + oh) * OW, sizeof(float) * OW);
-    }
-    nn_gemm_rows_nt(O, K, (int)sg.N, dyq, (int)sg.N, xq, roff, dw, K);
-}
-
-/* The packed GEMM transposes im2col into panels, a cost per element of B
- * that its rows of A (the O output channels) share. With few outputs that
- * packing dominates (LeNet's first convolution: 6 outputs, 25 kernel
- * taps, pack_dw 10% of its training profile) and the dot products win:
- * train_bench, LeNet batch 16, conv 0 backward 0.31 -> 0.23 ms. With 32
- * or more outputs (the big CNN) they measured no faster or slower. Only
- * where the extra grid positions are few (at most 1.4x). */
-static int dw_shifted(const nn_conv_shape *cs)
-{
-    return cs->O <= 8 && extra_at_most(cs, 14, 10);
-}
-
-size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
-{
-    const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
-    size_t fwd = padded_size(g, cs->C, cs->H, cs->W, cs->p) + (size_t)g * cs->O * P;
-    /* A group may end in a single image, which takes the shifted path. */
-    size_t sh = shifted_scratch(cs, 1), shg = shifted_scratch(cs, g);
-    if (shifted_pays(cs, g) && shg > sh) sh = shg;
-    if (sh > fwd) fwd = sh;
-    if (!backward) return fwd;
-    size_t bwd = (size_t)g * cs->O * P + padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;
-    if (dx_as_conv(cs)) {
-        int q = cs->k - 1 - cs->p;
-        dxs = padded_size(g, cs->O, cs->OH, cs->OW, q) + (size_t)cs->O * K +
-              (size_t)g * cs->C * cs->H * cs->W;
-        nn_conv_shape dcs = dx_shape(cs);
-        size_t alt = (size_t)cs->O * K + shifted_scratch(&dcs, g);
-        if (shifted_pays(&dcs, g) && alt > dxs) dxs = alt;
-    } else {
-        dxs = K * P * (size_t)dcol_images(K, P, g);
-    }
-    if (dw_shifted(cs)) {
-        /* Its region starts where the padded images would, and is dead
-         * before the input gradient starts. */
-        size_t dws = (size_t)g * cs->O * P + shifted_scratch(cs, g);
-        if (dws > bwd + dxs) bwd = dws, dxs = 0;
-    }
-    /* The forward part is not live during backward: take the larger. */
-    return fwd > bwd + dxs ? fwd : bwd + dxs;
-}
-
-/* [g, O, P] <-> [O, g*P] */
-static void to_channel_major(float *dst, const float *src, int g, int O, size_t P)
-{
-    for (int i = 0; i < g; i++)
-        for (int o = 0; o < O; o++)
-            memcpy(dst + ((size_t)o * g + i) * P, src + ((size_t)i * O + o) * P, sizeof(float) * P);
-}
-
-void nn_conv2d_forward_n(float *y, const float *x, const float *w,
-                         const float *b, const nn_conv_shape *cs, int g,
-                         float *scratch, int relu)
-{
-    const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
-    const size_t nout = (size_t)cs->O * P, ld = P * g;
-    if (cs->OH == 1 && cs->OW == 1 && cs->p == 0 && cs->k == cs->H && cs->k == cs->W) {
-        /* The kernel covers the whole input: a dense layer, y [g,O] = x [g,K] w^T
-         * (batch 1 takes the GEMM's dot-product path; panels would be
-         * 1 column of 16). */
-        for (int i = 0; i < g; i++)
-            for (int o = 0; o < cs->O; o++) y[(size_t)i * cs->O + o] = b ? b[o] : 0.0f;
-        nn_gemm(0, 1, g, cs->O, (int)K, 1.0f, x, (int)K, w, (int)K, 1.0f, y, cs->O);
-        if (relu)
-            for (size_t i = 0; i < (size_t)g * cs->O; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
-        return;
-    }
-    if (shifted_pays(cs, g)) {
-        conv_forward_shifted(y, x, w, b, cs, g, scratch, relu);
-        return;
-    }
-    float *xp = scratch, *tmp = scratch + padded_size(g, cs->C, cs->H, cs->W, cs->p);
-    struct conv_src cx;
-    conv_src_init(&cx, pad_images(xp, x, g, cs->C, cs->H, cs->W, cs->p), cs->C, cs->H, cs->W,
-                  cs->p, cs->k, cs->s, cs->OH, cs->OW);
-    nn_gemm_packed(0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, pack_fwd, &cx, 0.0f, tmp, (int)ld);
-    /* [O, g*P] -> [g, O, P] with the bias (and ReLU). */
-    for (int i = 0; i < g; i++)
-        for (int o = 0; o < cs->O; o++) {
-            const float *src = tmp + (size_t)o * ld + i * P;
-            float *dst = y + i * nout + (size_t)o * P, bo = b ? b[o] : 0.0f;
-            bias_act(dst, src, P, bo, relu);
-        }
-}
-
-/* dx [C,H,W] += scatter of dcol [K, P] (rows ld apart), without per-element
- * bounds checks: the valid output columns of each kernel column are a range. */
-static void col2im_rows(float *dx, const float *dcol, size_t ld, const nn_conv_shape *cs)
-{
-    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
-    const int OH = cs->OH, OW = cs->OW;
-    for (int c = 0; c < C; c++)
-        for (int ki = 0; ki < k; ki++)
-            for (int kj = 0; kj < k; kj++) {
-                int lo = p - kj > 0 ? (p - kj + s - 1) / s : 0;
-                int hi = (W - 1 + p - kj) >= 0 ? (W - 1 + p - kj) / s + 1 : 0;
-                if (hi > OW) hi = OW;
-                const float *src = dcol + ((size_t)(c * k + ki) * k + kj) * ld;
-                float *xc = dx + (size_t)c * H * W;
-                const int off = kj - p;
-                for (int oh = 0; oh < OH; oh++) {
-                    int ih = oh * s - p + ki;
-                    if (ih < 0 || ih >= H) continue;
-                    const float *sr = src + (size_t)oh * OW;
-                    float *xr = xc + (size_t)ih * W;
-                    if (s == 1)
-                        add_to(xr + off + lo, sr + lo, hi - lo);
-                    else
-                        for (int ow = lo; ow < hi; ow++) xr[ow * s + off] += sr[ow];
-                }
+    for (int c = 0; c < C; c++) {
+        double sum = 0.0, sq = 0.0, cnt = (double)n * S;
+        for (int b = 0; b < n; b++)
+            for (int s = 0; s < S; s++)
+                sum += x[((size_t)b * C + c) * S + s];
+        double mean = sum / cnt;
+        for (int b = 0; b < n; b++)
+            for (int s = 0; s < S; s++) {
+                double d = x[((size_t)b * C + c) * S + s] - mean;
+                sq += d * d;
             }
+        double iv = 1.0 / sqrt(sq / cnt + eps);
+        inv[c] = (float)iv;
+        for (int b = 0; b < n; b++)
+            for (int s = 0; s < S; s++) {
+                size_t i = ((size_t)b * C + c) * S + s;
+                double h = (x[i] - mean) * iv;
+                xhat[i] = (float)h;
+                y[i] = (float)(gamma[c] * h + beta[c]);
+            }
+    }
 }
 
-void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
-                          const float *x, const float *w,
-                          const nn_conv_shape *cs, int g, float *scratch)
+void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *xhat, const float *inv, const float *gamma, int n, int C,
+                           int S)
 {
-    const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
-    const size_t nin = (size_t)cs->C * cs->H * cs->W, ld = P * g;
-    const int O = cs->O, C = cs->C, k = cs->k;
-    float *dyt = scratch, *xp = dyt + (size_t)O * ld;
-    float *rest = xp + padded_size(g, C, cs->H, cs->W, cs->p);
-    /* dy [g, O, P] -> dyt [O, g*P]; bias gradient from it. */
-    to_channel_major(dyt, dy, g, O, P);
-    for (int o = 0; o < O; o++) db[o] += sum8(dyt + (size_t)o * ld, ld);
-    if (dw_shifted(cs)) {
-        conv_dw_shifted(dw, dy, x, cs, g, xp);
-    } else {
-        struct conv_src cx;
-        conv_src_init(&cx, pad_images(xp, x, g, C, cs->H, cs->W, cs->p), C, cs->H, cs->W, cs->p,
-                      k, cs->s, cs->OH, cs->OW);
-        /* dw[O,K] += dyt[O, gP] im2col^T[gP, K] */
-        nn_gemm_packed(0, O, (int)K, (int)ld, 1.0f, dyt, (int)ld, pack_dw, &cx, 1.0f, dw, (int)K);
-    }
-    if (!dx) return;
-    if (dx_as_conv(cs)) {
-        /* Stride 1: dx is the convolution of dy, zero-bordered by k-1-p,
-         * with the kernels flipped and in/out channels swapped. */
-        const int q = k - 1 - cs->p, HW = cs->H * cs->W;
-        nn_conv_shape dcs = dx_shape(cs);
-        const int shifted = shifted_pays(&dcs, g);
-        /* Shifted: [wf | its scratch]; else [dy bordered | wf | out]. */
-        float *dyp = rest, *wf = shifted ? rest : dyp + padded_size(g, O, cs->OH, cs->OW, q),
-              *out = wf + (size_t)O * K;
-        for (int o = 0; o < O; o++)
-            for (int c = 0; c < C; c++)
-                for (int ki = 0; ki < k; ki++)
-                    for (int kj = 0; kj < k; kj++)
-                        wf[(((size_t)c * O + o) * k + ki) * k + kj] =
-                            w[(((size_t)o * C + c) * k + k - 1 - ki) * k + k - 1 - kj];
-        if (shifted) {
-            conv_forward_shifted(dx, dy, wf, NULL, &dcs, g, out, 0);
-            return;
+    double cnt = (double)n * S;
+    for (int c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (int b = 0; b < n; b++) {
+            const float *d = dy + ((size_t)b * C + c) * S;
+            const float *h = xhat + ((size_t)b * C + c) * S;
+            sdy += sum_f(d, S, 0, 0.0f);
+            sdyx += dot_f(d, h, S);
         }
-        struct conv_src cd;
-        conv_src_init(&cd, pad_images(dyp, dy, g, O, cs->OH, cs->OW, q), O, cs->OH, cs->OW, q, k,
-                      1, cs->H, cs->W);
-        /* Only groups get here (one image is always shifted): [C, g*HW]
-         * back to [g, C, HW]. */
-        const size_t ldx = (size_t)g * HW;
-        nn_gemm_packed(0, C, (int)ldx, O * k * k, 1.0f, wf, O * k * k, pack_fwd, &cd, 0.0f, out,
-                       (int)ldx);
-        for (int i = 0; i < g; i++)
-            for (int c = 0; c < C; c++)
-                memcpy(dx + i * nin + (size_t)c * HW, out + (size_t)c * ldx + (size_t)i * HW,
-                       sizeof(float) * HW);
-        return;
+        dgamma[c] += (float)sdyx;
+        dbeta[c] += (float)sdy;
+        if (!dx)
+            continue;
+        float g = gamma[c] * inv[c];
+        float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
+        for (int b = 0; b < n; b++) {
+            const float *d = dy + ((size_t)b * C + c) * S;
+            const float *h = xhat + ((size_t)b * C + c) * S;
+            float *o = dx + ((size_t)b * C + c) * S;
+            for (int s = 0; s < S; s++)
+                o[s] = g * (d[s] - m1 - h[s] * m2);
+        }
     }
-    /* Otherwise dcol[K, gP] = w^T dyt, scattered back onto the images, a
-     * few images at a time: the whole group's dcol (13 MB for the big
-     * CNN's 5x5 stride-2 layer) would be written to memory and read back;
-     * a slice of DCOL_FLOATS stays in L2. */
-    float *dcol = rest;
-    memset(dx, 0, sizeof(float) * nin * g);
-    const int step = dcol_images(K, P, g);
-    for (int i0 = 0; i0 < g; i0 += step) {
-        int n = g - i0 < step ? g - i0 : step;
-        size_t ls = (size_t)n * P;
-        nn_gemm(1, 0, (int)K, (int)ls, O, 1.0f, w, (int)K, dyt + (size_t)i0 * P, (int)ld, 0.0f, dcol,
-                (int)ls);
-        for (int i = 0; i < n; i++) col2im_rows(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
+}
+
+void nn_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *xhat, const float *inv, const float *gamma, int n,
+                               int C, int S)
+{
+    double cnt = (double)n * S;
+    for (int c = 0; c < C; c++) {
+        double sdy = 0.0, sdyx = 0.0;
+        for (int b = 0; b < n; b++)
+            for (int s = 0; s < S; s++) {
+                size_t i = ((size_t)b * C + c) * S + s;
+                sdy += dy[i];
+                sdyx += (double)dy[i] * xhat[i];
+            }
+        dgamma[c] += (float)sdyx;
+        dbeta[c] += (float)sdy;
+        if (!dx)
+            continue;
+        for (int b = 0; b < n; b++)
+            for (int s = 0; s < S; s++) {
+                size_t i = ((size_t)b * C + c) * S + s;
+                dx[i] = (float)((double)gamma[c] * inv[c] *
+                                (dy[i] - sdy / cnt - (double)xhat[i] * (sdyx / cnt)));
+            }
     }
 }
 
@@ -914,4 +420,19 @@ void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
             if (j1 >= 0 && j1 < W) xr[j1] += f * dr[j];
         }
     }
+}
+
+void nn_deskew_forward_n(float *y, const float *x, size_t planes, int H, int W, float bg)
+{
+    size_t S = (size_t)H * W;
+    for (size_t p = 0; p < planes; p++)
+        nn_deskew_forward(y + p * S, x + p * S, H, W, bg);
+}
+
+void nn_deskew_backward_n(float *dx, const float *dy, const float *x, size_t planes, int H,
+                          int W, float bg)
+{
+    size_t S = (size_t)H * W;
+    for (size_t p = 0; p < planes; p++)
+        nn_deskew_backward(dx + p * S, dy + p * S, x + p * S, H, W, bg);
 }

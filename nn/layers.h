@@ -1,14 +1,13 @@
-/* layers.h - the kernels of each layer, one image or one batch at a time.
+/* layers.h - the layers' kernels, each a forward/backward pair; net.c
+ * walks the layer list and calls them. The convolution, whose fast path is
+ * a subject of its own, is in conv.h.
  *
- * Each kernel comes as a forward/backward pair; outputs come first in the
- * argument list, then inputs, then sizes. Backward kernels accumulate
- * parameter gradients (+=) and overwrite input gradients unless stated.
- * The fast versions go through nn_gemm; the *_ref versions are plain loops
- * kept as the tests' oracle.
- *
- * Shapes: conv input x [C,H,W], weight w [O,C,k,k], bias b [O], output
- * y [O,OH,OW] with OH = (H + 2p - k)/s + 1. col is scratch of
- * nn_conv2d_col_size() floats.
+ * Conventions: outputs come first in the argument list, then inputs, then
+ * sizes. Backward kernels accumulate parameter gradients (+=) and
+ * overwrite input gradients unless stated. Where the fast kernel differs
+ * from the plain loops (dense: GEMM; batch norm: vectorised sums), a
+ * *_ref version is kept as the tests' oracle. Tensors are NCHW; "S" is a
+ * channel's plane size H*W (1 after flatten).
  */
 #ifndef NN_LAYERS_H
 #define NN_LAYERS_H
@@ -16,46 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef struct {
-    int C, H, W;   /* input                */
-    int O, k, s, p;/* out channels, kernel, stride, padding */
-    int OH, OW;    /* output               */
-} nn_conv_shape;
-
-size_t nn_conv2d_col_size(const nn_conv_shape *cs);
-
-/* col [C*k*k, OH*OW] from x [C,H,W] (zero padding). */
-void nn_im2col(float *col, const float *x, const nn_conv_shape *cs);
-/* dx [C,H,W] += scatter of dcol [C*k*k, OH*OW]. */
-void nn_col2im_add(float *dx, const float *dcol, const nn_conv_shape *cs);
-
-/* One image. relu != 0 fuses max(0, .) after the bias (inference). */
-void nn_conv2d_forward(float *y, const float *x, const float *w,
-                       const float *b, const nn_conv_shape *cs, float *col,
-                       int relu);
-void nn_conv2d_forward_ref(float *y, const float *x, const float *w,
-                           const float *b, const nn_conv_shape *cs);
-/* One image: dw += , db += , dx = (if dx != NULL). col and dcol scratch. */
-void nn_conv2d_backward(float *dx, float *dw, float *db, const float *dy,
-                        const float *x, const float *w,
-                        const nn_conv_shape *cs, float *col, float *dcol);
-void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
-                            const float *x, const float *w,
-                            const nn_conv_shape *cs);
-
-/* g images at once (x [g,C,H,W] -> y [g,O,OH,OW]) as one GEMM over g*OH*OW
- * columns, which keeps the multiply large when the maps are small. The
- * im2col matrix is never stored: the GEMM packs it panel by panel from the
- * images (implicit GEMM). scratch holds nn_conv2d_scratch_size(cs, g, 0)
- * floats for forward, (cs, g, 1) for backward (which covers forward).
- * Backward: dw, db accumulate; dx is overwritten (skipped if NULL). */
-size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward);
-void nn_conv2d_forward_n(float *y, const float *x, const float *w,
-                         const float *b, const nn_conv_shape *cs, int g,
-                         float *scratch, int relu);
-void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
-                          const float *x, const float *w,
-                          const nn_conv_shape *cs, int g, float *scratch);
+#include "nn/conv.h"
 
 /* Batch: x [n,in] -> y [n,out] = x w^T + b, w [out,in]. */
 void nn_dense_forward(float *y, const float *x, const float *w, const float *b,
@@ -77,6 +37,48 @@ void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H,
 void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
                          int C, int H, int W, int OH, int OW);
 
+/* ReLU over n values: y = max(x, 0) (y may be x). */
+void nn_relu_forward(float *y, const float *x, size_t n);
+/* dx = dy where the output y > 0, else 0 (dx may be dy). */
+void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n);
+
+/* Dropout in training over n values: each kept with probability 1 - p
+ * (mask[j] = 1, y = x / (1 - p)), else dropped (mask 0, y = 0); the draw
+ * is nn_hash_uniform(seed, j), so it is a pure function of the seed.
+ * y may be x. Inference is the identity: nets skip the layer. */
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p,
+                        uint64_t seed);
+/* dx = dy / (1 - p) where kept, else 0 (dx may be dy). */
+void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p);
+
+/* Batch norm over x [n,C,S], per channel c:
+ *   inference  y = gamma[c] (x - mean[c]) / sqrt(var[c] + eps) + beta[c]
+ *   training   the same with the batch's mean and (biased) variance;
+ *              saves xhat [n,C,S] (the normalised input) and inv [C]
+ *              (1/sqrt(var + eps)) for backward, and when run_mean is not
+ *              NULL moves the running statistics toward the batch's by
+ *              momentum (PyTorch's meaning; the unbiased variance).
+ * relu != 0 fuses max(0, .) on the output. y may not be x. */
+void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
+                          const float *mean, const float *var, float eps, int n, int C, int S,
+                          int relu);
+void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean,
+                                float *run_var, const float *x, const float *gamma,
+                                const float *beta, float eps, float momentum, int n, int C, int S,
+                                int relu);
+void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,
+                                    const float *gamma, const float *beta, float eps, int n,
+                                    int C, int S);
+/* dgamma += sum dy xhat, dbeta += sum dy; dx (skipped if NULL) =
+ * gamma inv (dy - mean(dy) - xhat mean(dy xhat)), from what the training
+ * forward saved. */
+void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *xhat, const float *inv, const float *gamma, int n, int C,
+                           int S);
+void nn_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *xhat, const float *inv, const float *gamma, int n,
+                               int C, int S);
+
 /* Deskew one plane [H,W] (moments deskewing): with ink r = max(x - bg, 0)
  * (bg: the background's value), its centroid (my, mx) and alpha =
  * cov(y,x) / var(y) (clamped to [-1, 1]; 0 for an empty plane), row y is
@@ -90,5 +92,10 @@ void nn_deskew_forward(float *y, const float *x, int H, int W, float bg);
  * through the moments). */
 void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
                         int W, float bg);
+
+/* planes planes of [H,W] each, one after the other. */
+void nn_deskew_forward_n(float *y, const float *x, size_t planes, int H, int W, float bg);
+void nn_deskew_backward_n(float *dx, const float *dy, const float *x, size_t planes, int H,
+                          int W, float bg);
 
 #endif

@@ -1,6 +1,8 @@
-/* net.c - architecture, parameters, workspaces, forward and backward. */
-#include "err.h"
-#include "net.h"
+/* net.c - architecture, parameters, workspaces, and the walk over the
+ * layer list that forward and backward are: each layer's work is its
+ * kernel pair in layers.h (conv.h for the convolution). */
+#include "nn/err.h"
+#include "nn/net.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -10,8 +12,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "layers.h"
-#include "rng.h"
+#include "nn/layers.h"
+#include "nn/rng.h"
 
 static const char *kind_names[NN_LAYER_KINDS] = {
     "dense", "conv2d", "maxpool", "relu", "dropout", "flatten", "batchnorm", "deskew"};
@@ -507,44 +509,12 @@ static void load_input(const nn_net *net, nn_ws *ws, const float *x, int n)
     for (size_t i = 0; i < m; i++) ws->act[0][i] = (x[i] - mean) * inv;
 }
 
-/* Sums over one channel row: 8 float accumulators in a fixed order, so the
- * loop vectorises (the double scalar loop did not) and stays
- * deterministic. sq != 0: the sum of (x[i] - d)^2 instead of x[i]. */
-typedef float bn_v8 __attribute__((vector_size(32)));
+/* Deskew measures ink in pixel units: the background is input 0, after
+ * the net's normalisation. */
+static float deskew_bg(const nn_net *net) { return -net->meta.input_mean / net->meta.input_std; }
 
-static double sum_f(const float *x, int n, int sq, float d)
-{
-    bn_v8 acc = {0}, dv = {d, d, d, d, d, d, d, d};
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        bn_v8 v;
-        memcpy(&v, x + i, sizeof v);
-        if (sq) { v -= dv; v *= v; }
-        acc += v;
-    }
-    double s = 0.0;
-    for (int j = 0; j < 8; j++) s += acc[j];
-    for (; i < n; i++) s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
-    return s;
-}
-
-static double dot_f(const float *a, const float *b, int n)
-{
-    bn_v8 acc = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        bn_v8 u, v;
-        memcpy(&u, a + i, sizeof u);
-        memcpy(&v, b + i, sizeof v);
-        acc += u * v;
-    }
-    double s = 0.0;
-    for (int j = 0; j < 8; j++) s += acc[j];
-    for (; i < n; i++) s += (double)a[i] * b[i];
-    return s;
-}
-
-/* Runs layers [0, nl) in inference or training mode. */
+/* Runs layers [0, nl) in inference or training mode: each layer's kernel
+ * (layers.h, conv.h) on its input and output buffers. */
 static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
                            uint64_t seed, int update_stats, float *stats)
 {
@@ -576,80 +546,28 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
                                    L->out_h, L->out_w);
             break;
         case NN_RELU:
-            if (i > 0 && ws->fuse[i - 1]) break;
-            for (size_t j = 0; j < (size_t)n * nout; j++)
-                y[j] = y[j] > 0.0f ? y[j] : 0.0f; /* branch-free: vectorises */
+            if (!(i > 0 && ws->fuse[i - 1])) nn_relu_forward(y, x, (size_t)n * nout);
             break;
         case NN_DROPOUT:
-            if (!train || L->p <= 0.0f) break;
-            {
-                float keep = 1.0f - L->p, sc = 1.0f / keep;
-                uint64_t s = nn_hash64(seed, (uint64_t)i);
-                for (size_t j = 0; j < (size_t)n * nout; j++) {
-                    uint8_t m = nn_hash_uniform(s, j) < keep;
-                    ws->mask[i][j] = m;
-                    y[j] = m ? y[j] * sc : 0.0f;
-                }
-            }
+            if (train && L->p > 0.0f)
+                nn_dropout_forward(y, ws->mask[i], x, (size_t)n * nout, L->p,
+                                   nn_hash64(seed, (uint64_t)i));
             break;
-        case NN_FLATTEN:
+        case NN_DESKEW:
+            nn_deskew_forward_n(y, x, (size_t)n * L->in_c, L->in_h, L->in_w, deskew_bg(net));
             break;
-        case NN_DESKEW: {
-            /* Ink is measured in pixel units: the background is input 0. */
-            float bg = -net->meta.input_mean / net->meta.input_std;
-            size_t S = (size_t)L->in_h * L->in_w;
-            for (size_t p = 0; p < (size_t)n * L->in_c; p++)
-                nn_deskew_forward(y + p * S, x + p * S, L->in_h, L->in_w, bg);
-            break;
-        }
         case NN_BATCHNORM: {
-            int C = L->out_c, S = L->out_h * L->out_w;
-            float *rm = stats + L->s_off, *rv = stats + L->s_off + C;
-            const int relu = ws->fuse[i];
-            if (!train) {
-                /* y = gamma (x - mean) / sqrt(var + eps) + beta */
-                for (int b = 0; b < n; b++)
-                    for (int c = 0; c < C; c++) {
-                        float g = wp[c] / sqrtf(rv[c] + L->eps), o = bp[c] - g * rm[c];
-                        const float *xi = x + ((size_t)b * C + c) * S;
-                        float *yi = y + ((size_t)b * C + c) * S;
-                        for (int s = 0; s < S; s++) yi[s] = g * xi[s] + o;
-                        if (relu)
-                            for (int s = 0; s < S; s++) yi[s] = yi[s] > 0.0f ? yi[s] : 0.0f;
-                    }
-                break;
-            }
-            float *xh = ws->xhat[i], *inv = ws->bn_inv[i];
-            double cnt = (double)n * S;
-            for (int c = 0; c < C; c++) {
-                /* Float partial sums per image row (vectorised), double across. */
-                double sum = 0.0, sq = 0.0;
-                for (int b = 0; b < n; b++) sum += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
-                double mean = sum / cnt;
-                for (int b = 0; b < n; b++) sq += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)mean);
-                double var = sq / cnt;
-                float iv = (float)(1.0 / sqrt(var + L->eps)), fm = (float)mean;
-                float gc = wp[c], bc = bp[c];
-                inv[c] = iv;
-                for (int b = 0; b < n; b++) {
-                    const float *xi = x + ((size_t)b * C + c) * S;
-                    float *hi = xh + ((size_t)b * C + c) * S;
-                    float *yi = y + ((size_t)b * C + c) * S;
-                    for (int s = 0; s < S; s++) {
-                        float h = (xi[s] - fm) * iv, v = gc * h + bc;
-                        hi[s] = h;
-                        yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
-                    }
-                }
-                if (update_stats) {
-                    float m = L->momentum;
-                    double unb = cnt > 1 ? var * cnt / (cnt - 1) : var;
-                    rm[c] = (1.0f - m) * rm[c] + m * (float)mean;
-                    rv[c] = (1.0f - m) * rv[c] + m * (float)unb;
-                }
-            }
+            float *rm = stats + L->s_off, *rv = stats + L->s_off + L->out_c;
+            if (train)
+                nn_batchnorm_forward_train(y, ws->xhat[i], ws->bn_inv[i], update_stats ? rm : NULL,
+                                           rv, x, wp, bp, L->eps, L->momentum, n, L->out_c,
+                                           L->out_h * L->out_w, ws->fuse[i]);
+            else
+                nn_batchnorm_forward(y, x, wp, bp, rm, rv, L->eps, n, L->out_c,
+                                     L->out_h * L->out_w, ws->fuse[i]);
             break;
         }
+        case NN_FLATTEN: /* in place: the same floats, another shape */
         default:
             break;
         }
@@ -733,56 +651,21 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                 nn_maxpool_backward(dx + b * nin, dy + b * nout, ws->pool_idx[i] + b * nout,
                                     L->in_c, L->in_h, L->in_w, L->out_h, L->out_w);
             break;
-        case NN_RELU: {
-            /* In place: act[i+1] == act[i] holds the output; output > 0 iff input > 0. */
-            const float *yv = ws->act[i + 1];
-            for (size_t j = 0; j < (size_t)n * nout; j++)
-                dx[j] = yv[j] > 0.0f ? dx[j] : 0.0f; /* no branch to mispredict */
+        case NN_RELU:
+            /* In place: act[i+1] == act[i] holds the output. */
+            nn_relu_backward(dx, dy, ws->act[i + 1], (size_t)n * nout);
             break;
-        }
         case NN_DROPOUT:
-            if (L->p <= 0.0f) break;
-            {
-                float sc = 1.0f / (1.0f - L->p);
-                for (size_t j = 0; j < (size_t)n * nout; j++)
-                    dx[j] = ws->mask[i][j] ? dy[j] * sc : 0.0f;
-            }
+            if (L->p > 0.0f) nn_dropout_backward(dx, dy, ws->mask[i], (size_t)n * nout, L->p);
             break;
-        case NN_FLATTEN:
+        case NN_DESKEW:
+            nn_deskew_backward_n(dx, dy, x, (size_t)n * L->in_c, L->in_h, L->in_w, deskew_bg(net));
             break;
-        case NN_DESKEW: {
-            float bg = -net->meta.input_mean / net->meta.input_std;
-            size_t S = (size_t)L->in_h * L->in_w;
-            for (size_t p = 0; p < (size_t)n * L->in_c; p++)
-                nn_deskew_backward(dx + p * S, dy + p * S, x + p * S, L->in_h, L->in_w, bg);
+        case NN_BATCHNORM:
+            nn_batchnorm_backward(dx, gw, gb, dy, ws->xhat[i], ws->bn_inv[i], wp, n, L->out_c,
+                                  L->out_h * L->out_w);
             break;
-        }
-        case NN_BATCHNORM: {
-            int C = L->out_c, S = L->out_h * L->out_w;
-            const float *xh = ws->xhat[i], *inv = ws->bn_inv[i];
-            double cnt = (double)n * S;
-            for (int c = 0; c < C; c++) {
-                double sdy = 0.0, sdyx = 0.0;
-                for (int b = 0; b < n; b++) {
-                    const float *d = dy + ((size_t)b * C + c) * S;
-                    const float *h = xh + ((size_t)b * C + c) * S;
-                    sdy += sum_f(d, S, 0, 0.0f);
-                    sdyx += dot_f(d, h, S);
-                }
-                gw[c] += (float)sdyx;
-                gb[c] += (float)sdy;
-                if (!dx) continue;
-                float g = wp[c] * inv[c];
-                float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
-                for (int b = 0; b < n; b++) {
-                    const float *d = dy + ((size_t)b * C + c) * S;
-                    const float *h = xh + ((size_t)b * C + c) * S;
-                    float *o = dx + ((size_t)b * C + c) * S;
-                    for (int s = 0; s < S; s++) o[s] = g * (d[s] - m1 - h[s] * m2);
-                }
-            }
-            break;
-        }
+        case NN_FLATTEN: /* in place */
         default:
             break;
         }

@@ -1,0 +1,43 @@
+/* conv.h - 2-D convolution: a plain reference, and the fast version the
+ * nets run, tested against it (tests/unit/test_nn.c).
+ *
+ * Shapes: input x [C,H,W], weight w [O,C,k,k], bias b [O], output
+ * y [O,OH,OW] with OH = (H + 2p - k)/s + 1 (likewise OW). Outputs come
+ * first in the argument list, then inputs, then sizes; backward
+ * accumulates the parameter gradients (+=) and overwrites dx.
+ *
+ * The fast path takes g images at once (x [g,C,H,W] -> y [g,O,OH,OW]) as
+ * one GEMM over g*OH*OW columns, which keeps the multiply large when the
+ * maps are small. The im2col matrix is never stored: the GEMM packs it
+ * panel by panel from the images (implicit GEMM), or, where few outputs
+ * share a packing, runs on shifted rows of the images with nothing packed.
+ */
+#ifndef NN_CONV_H
+#define NN_CONV_H
+
+#include <stddef.h>
+
+typedef struct {
+    int C, H, W;    /* input */
+    int O, k, s, p; /* out channels, kernel, stride, padding */
+    int OH, OW;     /* output */
+} nn_conv_shape;
+
+/* Reference, one image, plain loops with double accumulators. */
+void nn_conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                           const nn_conv_shape *cs);
+/* Reference backward, one image: dw += , db += , dx = (if dx != NULL). */
+void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const nn_conv_shape *cs);
+
+/* Floats of scratch the fast path needs for groups of g images: forward
+ * (backward = 0), or backward (1, which covers forward too). */
+size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward);
+/* g images forward; relu != 0 fuses max(0, .) after the bias. */
+void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *b,
+                         const nn_conv_shape *cs, int g, float *scratch, int relu);
+/* g images backward: dw, db accumulate; dx is overwritten (skipped if NULL). */
+void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, const nn_conv_shape *cs, int g, float *scratch);
+
+#endif

@@ -86,7 +86,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "latency: %s\n", err);
         return 1;
     }
-    const nn_net *net = e->nets[0];
+    const nn_net *net = nn_ensemble_member(e, 0);
     int hw = net->in_c * net->in_h * net->in_w;
     nn_dataset *test = nn_dataset_load_dir(data, 1, 256, err, sizeof err);
     if (!test) {
@@ -129,7 +129,7 @@ int main(int argc, char **argv)
     qsort(t, (size_t)n, sizeof *t, lat_cmp);
     double med = t[n / 2], p99 = t[(size_t)(0.99 * (double)(n - 1))];
     uint64_t macs = 0;
-    for (int m = 0; m < e->n; m++) macs += nn_net_macs(e->nets[m]);
+    for (int m = 0; m < nn_ensemble_size(e); m++) macs += nn_net_macs(nn_ensemble_member(e, m));
     double gflops = 2.0 * (double)macs / med / 1e9;
     printf("{\"model\":\"%s\",\"runs\":%ld,\"median_us\":%.2f,\"p99_us\":%.2f,"
            "\"mean_us\":%.2f,\"gflops\":%.2f,",

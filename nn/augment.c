@@ -1,9 +1,9 @@
-#include "augment.h"
+#include "nn/augment.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "rng.h"
+#include "nn/rng.h"
 
 void nn_affine_identity(nn_affine *a)
 {

@@ -1,6 +1,6 @@
 /* ensemble.c - several nets answering as one model. */
-#include "err.h"
-#include "ensemble.h"
+#include "nn/err.h"
+#include "nn/ensemble.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,6 +10,19 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+struct nn_ensemble {
+    int n;
+    nn_net *nets[NN_MAX_MEMBERS];  /* owned (unless borrowed); the members
+                                      as trained */
+    nn_net *infer[NN_MAX_MEMBERS]; /* what forward runs: nets[i] with batch
+                                      norm folded (nn_net_fold_bn), or
+                                      nets[i] itself when nothing folds;
+                                      owned. NULL in a view: forward runs
+                                      nets[i] */
+    int borrowed;                  /* a view: nets[0] is the caller's */
+    char paths[NN_MAX_MEMBERS][512];
+};
 
 struct nn_ensemble_ws {
     int n, k, max_batch;
@@ -228,9 +241,27 @@ bad:
     return NULL;
 }
 
+nn_ensemble *nn_ensemble_view(const nn_net *net)
+{
+    nn_ensemble *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->n = 1;
+    e->nets[0] = (nn_net *)net; /* never written through, never freed */
+    e->borrowed = 1;
+    return e;
+}
+
+int nn_ensemble_size(const nn_ensemble *e) { return e->n; }
+const nn_net *nn_ensemble_member(const nn_ensemble *e, int i) { return e->nets[i]; }
+const char *nn_ensemble_path(const nn_ensemble *e, int i) { return e->paths[i]; }
+
 void nn_ensemble_free(nn_ensemble *e)
 {
     if (!e) return;
+    if (e->borrowed) {
+        free(e);
+        return;
+    }
     for (int i = 0; i < e->n; i++) {
         if (e->infer[i] != e->nets[i]) nn_net_free(e->infer[i]); /* NULL: harmless */
         nn_net_free(e->nets[i]);
@@ -248,12 +279,14 @@ size_t nn_ensemble_params(const nn_ensemble *e)
     return s;
 }
 
-/* The net forward runs: the folded copy, or the member itself in an
- * ensemble put together by hand (infer[i] left NULL). */
+/* The net forward runs: the folded copy, or the member itself in a view
+ * (infer[i] left NULL). */
 static const nn_net *runs(const nn_ensemble *e, int i)
 {
     return e->infer[i] ? e->infer[i] : e->nets[i];
 }
+
+const nn_net *nn_ensemble_member_infer(const nn_ensemble *e, int i) { return runs(e, i); }
 
 nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch)
 {

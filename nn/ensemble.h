@@ -8,26 +8,17 @@
  *   nn_ensemble_ws_free(ws); nn_ensemble_free(e);
  *
  * Members must agree on input shape and number of classes; labels and
- * dataset come from the first member.
+ * dataset come from the first member. The struct is private: members are
+ * reached through nn_ensemble_member and friends.
  */
 #ifndef NN_ENSEMBLE_H
 #define NN_ENSEMBLE_H
 
-#include "net.h"
+#include "nn/net.h"
 
 #define NN_MAX_MEMBERS 8
 
-typedef struct {
-    int n;
-    nn_net *nets[NN_MAX_MEMBERS];   /* owned; the members as trained (what
-                                       summaries and parameter counts report) */
-    nn_net *infer[NN_MAX_MEMBERS];  /* what forward runs: nets[i] with batch
-                                       norm folded (nn_net_fold_bn), or nets[i]
-                                       itself when nothing folds; owned. An
-                                       ensemble built by hand may leave it
-                                       NULL: forward then runs nets[i] */
-    char paths[NN_MAX_MEMBERS][512];
-} nn_ensemble;
+typedef struct nn_ensemble nn_ensemble;
 
 typedef struct nn_ensemble_ws nn_ensemble_ws;
 
@@ -63,6 +54,20 @@ int nn_ensemble_list_parse(const char *text, size_t len, const char *path, char 
  * shape, class count, or meta.preprocess: one image feeds every member). */
 nn_ensemble *nn_ensemble_from_nets(nn_net **nets, int n, char *err, size_t errlen);
 void nn_ensemble_free(nn_ensemble *e);
+
+/* An ensemble of one that borrows net (not owned, not folded): for
+ * evaluating a net being trained with nn_eval_probs. NULL when out of
+ * memory. nn_ensemble_free frees the view, never net. */
+nn_ensemble *nn_ensemble_view(const nn_net *net);
+
+/* Members: how many; member i as trained (what summaries and parameter
+ * counts report); the net forward runs for it (batch norm folded into the
+ * layer before it when there was one, nn_net_fold_bn); and the file it was
+ * loaded from ("" when built from nets). i in [0, nn_ensemble_size). */
+int nn_ensemble_size(const nn_ensemble *e);
+const nn_net *nn_ensemble_member(const nn_ensemble *e, int i);
+const nn_net *nn_ensemble_member_infer(const nn_ensemble *e, int i);
+const char *nn_ensemble_path(const nn_ensemble *e, int i);
 
 /* Metadata of the model: first member's, with test_accuracy left as the
  * first member's (callers that know the ensemble's own figure keep it). */

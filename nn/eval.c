@@ -1,10 +1,10 @@
-#include "eval.h"
+#include "nn/eval.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
+#include "nn/pool.h"
 
 #define EVAL_BATCH 128
 
@@ -21,7 +21,7 @@ static void *eval_worker(void *arg)
 {
     eval_job *j = ((eval_job **)arg)[0];
     int t = (int)(intptr_t)((void **)arg)[1];
-    const nn_net *n0 = j->e->nets[0];
+    const nn_net *n0 = nn_ensemble_member(j->e, 0);
     int h = n0->in_h, w = n0->in_w;
     nn_ensemble_ws *ws = nn_ensemble_ws_create(j->e, EVAL_BATCH);
     float *x = malloc(sizeof(float) * EVAL_BATCH * j->hw);
@@ -48,7 +48,7 @@ static void *eval_worker(void *arg)
 int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n,
                   const nn_affine *tf, int threads, float *probs)
 {
-    const nn_net *n0 = e->nets[0];
+    const nn_net *n0 = nn_ensemble_member(e, 0);
     eval_job j = {e, images, n, n0->in_c * n0->in_h * n0->in_w, nn_ensemble_classes(e), 0,
                   tf, probs, 0};
     if (n0->in_c != 1) return -1;

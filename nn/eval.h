@@ -7,8 +7,8 @@
 
 #include <stdint.h>
 
-#include "augment.h"
-#include "ensemble.h"
+#include "nn/augment.h"
+#include "nn/ensemble.h"
 
 /* probs [n, classes] for images [n, H*W] (bytes 0..255, ink bright), each
  * first passed through transform tf if tf is not NULL. threads <= 0 means

@@ -5,7 +5,7 @@
  * and a conv/dense output channel o is w_o . x + b_o, so the pair is one
  * layer with w'_o = a_o w_o and b'_o = a_o (b_o - mean_o) + beta_o. That
  * removes a full pass over every activation map (the big CNN has seven). */
-#include "net.h"
+#include "nn/net.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -4,7 +4,7 @@
  * must match the header exactly: a short file means a broken download, and
  * trailing bytes mean we are reading something other than what we think.
  */
-#include "err.h"
+#include "nn/err.h"
 #include "nn/idx.h"
 
 #include <errno.h>
@@ -44,7 +44,7 @@ static int idx_check_magic(uint32_t magic, uint32_t want, char *err, size_t errl
     return -1;
 }
 
-int idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
+int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
                      int *n, int *rows, int *cols, char *err, size_t errlen)
 {
     /* Magic first when there is one: a wrong file type is the likelier
@@ -79,7 +79,7 @@ int idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
     return 0;
 }
 
-int idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out,
+int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out,
                      int *n, char *err, size_t errlen)
 {
     if (buf && len >= 4 && idx_check_magic(idx_be32(buf), IDX_MAGIC_LABELS, err, errlen) != 0)
@@ -248,7 +248,7 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
         nn_errf(err, errlen, "%s: %s", images_path, why);
         goto fail;
     }
-    if (idx_parse_images(ibuf, ilen, &pix, &n, &rows, &cols, why, sizeof why) != 0) {
+    if (nn_idx_parse_images(ibuf, ilen, &pix, &n, &rows, &cols, why, sizeof why) != 0) {
         nn_errf(err, errlen, "%s: %s", images_path, why);
         goto fail;
     }
@@ -257,7 +257,7 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
         nn_errf(err, errlen, "%s: %s", labels_path, why);
         goto fail;
     }
-    if (idx_parse_labels(lbuf, llen, &lab, &nl, why, sizeof why) != 0) {
+    if (nn_idx_parse_labels(lbuf, llen, &lab, &nl, why, sizeof why) != 0) {
         nn_errf(err, errlen, "%s: %s", labels_path, why);
         goto fail;
     }

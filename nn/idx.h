@@ -27,9 +27,9 @@ void nn_dataset_free(nn_dataset *d);
 
 /* Parsers over memory, for tests and the loader. On success *out points
  * into buf (not copied). Return 0 / -1 + err. */
-int idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
+int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
                      int *n, int *rows, int *cols, char *err, size_t errlen);
-int idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out,
+int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out,
                      int *n, char *err, size_t errlen);
 
 /* Finds the dataset directory: dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte

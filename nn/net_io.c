@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
-#include "net.h"
-#include "safetensors.h"
+#include "nn/err.h"
+#include "nn/net.h"
+#include "nn/safetensors.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "weights files are little-endian; this build assumes a little-endian host"
@@ -72,13 +72,13 @@ static int layer_tensors(nn_net *net, int i, want_t *w)
 int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
 {
     nn_net *net = (nn_net *)cnet; /* layer_tensors hands out pointers; nothing is written */
-    st_writer *w = st_writer_create();
+    nn_st_writer *w = nn_st_writer_create();
     char *arch = nn_arch_to_json(net->layers, net->nlayers);
     cJSON *labels = cJSON_CreateArray();
     char *labels_s = NULL;
     int rc = -1;
     if (!w || !arch || !labels) { nn_errf(err, errlen, "save: out of memory"); goto done; }
-    uint64_t h = ST_FNV_INIT;
+    uint64_t h = NN_ST_FNV_INIT;
     int64_t nbt = net->bn_batches;
     for (int i = 0; i < net->nlayers; i++) {
         want_t t[5];
@@ -86,11 +86,11 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
         for (int j = 0; j < k; j++) {
             const void *d = t[j].data ? (const void *)t[j].data : (const void *)&nbt;
             size_t nb = t[j].data ? t[j].n * sizeof(float) : sizeof(int64_t);
-            if (st_writer_add(w, t[j].name, t[j].data ? ST_F32 : ST_I64, t[j].ndim, t[j].shape, d)) {
+            if (nn_st_writer_add(w, t[j].name, t[j].data ? NN_ST_F32 : NN_ST_I64, t[j].ndim, t[j].shape, d)) {
                 nn_errf(err, errlen, "save: out of memory");
                 goto done;
             }
-            h = st_fnv1a64(d, nb, h);
+            h = nn_st_fnv1a64(d, nb, h);
         }
     }
     for (int i = 0; i < net->meta.nclasses; i++)
@@ -99,39 +99,39 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     if (!labels_s) { nn_errf(err, errlen, "save: out of memory"); goto done; }
     char buf[128];
     int ok = 0;
-    ok |= st_writer_meta(w, "format", NN_FORMAT_ID);
+    ok |= nn_st_writer_meta(w, "format", NN_FORMAT_ID);
     snprintf(buf, sizeof buf, "%d", NN_FORMAT_VERSION);
-    ok |= st_writer_meta(w, "format_version", buf);
-    ok |= st_writer_meta(w, "arch", arch);
+    ok |= nn_st_writer_meta(w, "format_version", buf);
+    ok |= nn_st_writer_meta(w, "arch", arch);
     snprintf(buf, sizeof buf, "[%d,%d,%d]", net->in_c, net->in_h, net->in_w);
-    ok |= st_writer_meta(w, "input_shape", buf);
+    ok |= nn_st_writer_meta(w, "input_shape", buf);
     snprintf(buf, sizeof buf, "%.9g", net->meta.input_mean);
-    ok |= st_writer_meta(w, "input_mean", buf);
+    ok |= nn_st_writer_meta(w, "input_mean", buf);
     snprintf(buf, sizeof buf, "%.9g", net->meta.input_std);
-    ok |= st_writer_meta(w, "input_std", buf);
-    ok |= st_writer_meta(w, "input_range", "pixels/255, ink bright on a dark background");
-    ok |= st_writer_meta(w, "labels", labels_s);
-    ok |= st_writer_meta(w, "dataset", net->meta.dataset);
-    ok |= st_writer_meta(w, "preprocess", net->meta.preprocess[0] ? net->meta.preprocess
+    ok |= nn_st_writer_meta(w, "input_std", buf);
+    ok |= nn_st_writer_meta(w, "input_range", "pixels/255, ink bright on a dark background");
+    ok |= nn_st_writer_meta(w, "labels", labels_s);
+    ok |= nn_st_writer_meta(w, "dataset", net->meta.dataset);
+    ok |= nn_st_writer_meta(w, "preprocess", net->meta.preprocess[0] ? net->meta.preprocess
                          : nn_preprocess_default(net->meta.dataset));
     snprintf(buf, sizeof buf, "%.6f", net->meta.test_accuracy);
-    ok |= st_writer_meta(w, "test_accuracy", buf);
+    ok |= nn_st_writer_meta(w, "test_accuracy", buf);
     snprintf(buf, sizeof buf, "%zu", net->nparams);
-    ok |= st_writer_meta(w, "params", buf);
+    ok |= nn_st_writer_meta(w, "params", buf);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)net->meta.seed);
-    ok |= st_writer_meta(w, "seed", buf);
+    ok |= nn_st_writer_meta(w, "seed", buf);
     snprintf(buf, sizeof buf, "%d", net->meta.epochs);
-    ok |= st_writer_meta(w, "epochs", buf);
-    ok |= st_writer_meta(w, "name", net->meta.name);
+    ok |= nn_st_writer_meta(w, "epochs", buf);
+    ok |= nn_st_writer_meta(w, "name", net->meta.name);
     snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)h);
-    ok |= st_writer_meta(w, "checksum", buf);
+    ok |= nn_st_writer_meta(w, "checksum", buf);
     if (ok) { nn_errf(err, errlen, "save: out of memory"); goto done; }
-    rc = st_writer_write(w, path, err, errlen);
+    rc = nn_st_writer_write(w, path, err, errlen);
 done:
     free(arch);
     free(labels_s);
     cJSON_Delete(labels);
-    st_writer_free(w);
+    nn_st_writer_free(w);
     return rc;
 }
 
@@ -143,10 +143,10 @@ static int parse_num(const char *s, double *out)
     return (*end || !isfinite(*out)) ? -1 : 0;
 }
 
-static nn_net *from_st(const st_file *f, const char *what, char *err, size_t errlen)
+static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t errlen)
 {
-    const char *fmt = st_meta(f, "format"), *ver = st_meta(f, "format_version");
-    const char *arch = st_meta(f, "arch"), *shape = st_meta(f, "input_shape");
+    const char *fmt = nn_st_meta(f, "format"), *ver = nn_st_meta(f, "format_version");
+    const char *arch = nn_st_meta(f, "arch"), *shape = nn_st_meta(f, "input_shape");
     char e2[256];
     double v;
     if (!fmt || strcmp(fmt, NN_FORMAT_ID)) {
@@ -178,23 +178,23 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
     meta.input_mean = 0.0f;
     meta.input_std = 1.0f;
     meta.test_accuracy = -1.0;
-    if (st_meta(f, "input_mean")) {
-        if (parse_num(st_meta(f, "input_mean"), &v)) { nn_errf(err, errlen, "%s: bad input_mean", what); return NULL; }
+    if (nn_st_meta(f, "input_mean")) {
+        if (parse_num(nn_st_meta(f, "input_mean"), &v)) { nn_errf(err, errlen, "%s: bad input_mean", what); return NULL; }
         meta.input_mean = (float)v;
     }
-    if (st_meta(f, "input_std")) {
-        if (parse_num(st_meta(f, "input_std"), &v) || !(v > 0)) { nn_errf(err, errlen, "%s: bad input_std", what); return NULL; }
+    if (nn_st_meta(f, "input_std")) {
+        if (parse_num(nn_st_meta(f, "input_std"), &v) || !(v > 0)) { nn_errf(err, errlen, "%s: bad input_std", what); return NULL; }
         meta.input_std = (float)v;
     }
-    if (st_meta(f, "test_accuracy") && !parse_num(st_meta(f, "test_accuracy"), &v)) meta.test_accuracy = v;
-    if (st_meta(f, "seed") && !parse_num(st_meta(f, "seed"), &v) && v >= 0) meta.seed = (uint64_t)v;
-    if (st_meta(f, "epochs") && !parse_num(st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6) meta.epochs = (int)v;
-    snprintf(meta.dataset, sizeof meta.dataset, "%s", st_meta(f, "dataset") ? st_meta(f, "dataset") : "");
-    snprintf(meta.name, sizeof meta.name, "%s", st_meta(f, "name") ? st_meta(f, "name") : "");
+    if (nn_st_meta(f, "test_accuracy") && !parse_num(nn_st_meta(f, "test_accuracy"), &v)) meta.test_accuracy = v;
+    if (nn_st_meta(f, "seed") && !parse_num(nn_st_meta(f, "seed"), &v) && v >= 0) meta.seed = (uint64_t)v;
+    if (nn_st_meta(f, "epochs") && !parse_num(nn_st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6) meta.epochs = (int)v;
+    snprintf(meta.dataset, sizeof meta.dataset, "%s", nn_st_meta(f, "dataset") ? nn_st_meta(f, "dataset") : "");
+    snprintf(meta.name, sizeof meta.name, "%s", nn_st_meta(f, "name") ? nn_st_meta(f, "name") : "");
     /* Absent in files written before the key existed: nn_net_create then
      * derives it from the dataset. Present, it must be a known name, or
      * the server would feed the model the wrong input distribution. */
-    const char *pre = st_meta(f, "preprocess");
+    const char *pre = nn_st_meta(f, "preprocess");
     if (pre) {
         if (!nn_preprocess_valid(pre)) {
             nn_errf(err, errlen, "%s: metadata \"preprocess\" is \"%.40s\"; expected \"mnist\" or \"fit\"", what, pre);
@@ -202,7 +202,7 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
         }
         snprintf(meta.preprocess, sizeof meta.preprocess, "%s", pre);
     }
-    const char *lab = st_meta(f, "labels");
+    const char *lab = nn_st_meta(f, "labels");
     cJSON *la = lab ? cJSON_Parse(lab) : NULL;
     if (!la || !cJSON_IsArray(la) || cJSON_GetArraySize(la) < 2 ||
         cJSON_GetArraySize(la) > NN_MAX_CLASSES) {
@@ -229,12 +229,12 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
         int k = layer_tensors(net, i, t);
         for (int j = 0; j < k; j++) {
             expected++;
-            const st_tensor *s = st_find(f, t[j].name);
+            const nn_st_tensor *s = nn_st_find(f, t[j].name);
             if (!s) { nn_errf(err, errlen, "%s: missing tensor \"%s\"", what, t[j].name); goto bad; }
-            st_dtype want_dt = t[j].data ? ST_F32 : ST_I64;
+            nn_st_dtype want_dt = t[j].data ? NN_ST_F32 : NN_ST_I64;
             if (s->dtype != want_dt) {
                 nn_errf(err, errlen, "%s: tensor \"%s\" has dtype %s, expected %s", what, t[j].name,
-                     s->dtype == ST_F32 ? "F32" : "I64", want_dt == ST_F32 ? "F32" : "I64");
+                     s->dtype == NN_ST_F32 ? "F32" : "I64", want_dt == NN_ST_F32 ? "F32" : "I64");
                 goto bad;
             }
             int same = s->ndim == t[j].ndim;
@@ -275,10 +275,10 @@ static nn_net *from_st(const st_file *f, const char *what, char *err, size_t err
                 goto bad;
             }
     }
-    const char *ck = st_meta(f, "checksum");
+    const char *ck = nn_st_meta(f, "checksum");
     char want[64];
     snprintf(want, sizeof want, "fnv1a64:%016llx",
-             (unsigned long long)st_fnv1a64(f->data, f->data_len, ST_FNV_INIT));
+             (unsigned long long)nn_st_fnv1a64(f->data, f->data_len, NN_ST_FNV_INIT));
     if (!ck) { nn_errf(err, errlen, "%s: metadata has no \"checksum\"", what); goto bad; }
     if (strcmp(ck, want)) {
         nn_errf(err, errlen, "%s: checksum mismatch (file says %.40s, data gives %s): the file is corrupt",
@@ -294,15 +294,15 @@ bad:
 nn_net *nn_net_load(const char *path, char *err, size_t errlen)
 {
     char e2[512];
-    st_file *f = st_read(path, e2, sizeof e2);
+    nn_st_file *f = nn_st_read(path, e2, sizeof e2);
     if (!f) {
-        /* st_read's messages name the file already. */
+        /* nn_st_read's messages name the file already. */
         if (strncmp(e2, path, strlen(path))) nn_errf(err, errlen, "%s: %s", path, e2);
         else nn_errf(err, errlen, "%s", e2);
         return NULL;
     }
     nn_net *net = from_st(f, path, err, errlen);
-    st_free(f);
+    nn_st_free(f);
     return net;
 }
 
@@ -312,9 +312,9 @@ nn_net *nn_net_load_mem(const uint8_t *buf, size_t len, char *err, size_t errlen
     uint8_t *copy = malloc(len ? len : 1);
     if (!copy) { nn_errf(err, errlen, "weights: out of memory"); return NULL; }
     memcpy(copy, buf, len);
-    st_file *f = st_parse(copy, len, e2, sizeof e2);
+    nn_st_file *f = nn_st_parse(copy, len, e2, sizeof e2);
     if (!f) { nn_errf(err, errlen, "weights: %s", e2); return NULL; }
     nn_net *net = from_st(f, "weights", err, errlen);
-    st_free(f);
+    nn_st_free(f);
     return net;
 }

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "net.h"
+#include "nn/net.h"
 
 typedef enum { NN_OPT_ADAM = 0, NN_OPT_SGD } nn_opt_kind;
 

@@ -1,4 +1,4 @@
-#include "pool.h"
+#include "nn/pool.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -81,7 +81,6 @@ void nn_pool_free(nn_pool *p)
     free(p);
 }
 
-int nn_pool_size(const nn_pool *p) { return p->n; }
 
 void nn_pool_run(nn_pool *p, nn_pool_fn fn, void *arg)
 {

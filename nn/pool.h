@@ -15,7 +15,6 @@ typedef void (*nn_pool_fn)(void *arg, int t, int nthreads);
 /* NULL on failure (threads or memory). */
 nn_pool *nn_pool_create(int nthreads);
 void nn_pool_free(nn_pool *p);
-int nn_pool_size(const nn_pool *p);
 void nn_pool_run(nn_pool *p, nn_pool_fn fn, void *arg);
 
 /* Number of online CPUs (at least 1). */

@@ -1,6 +1,5 @@
-#include "rng.h"
+#include "nn/rng.h"
 
-#include <math.h>
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -28,13 +27,6 @@ uint64_t nn_rng_u64(nn_rng *r)
 
 /* 24 random bits: every float in [0,1) of that grid is exact. */
 float nn_rng_uniform(nn_rng *r) { return (float)(nn_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
-
-float nn_rng_normal(nn_rng *r)
-{
-    float u1 = nn_rng_uniform(r), u2 = nn_rng_uniform(r);
-    if (u1 < 1e-12f) u1 = 1e-12f;
-    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853071795864f * u2);
-}
 
 uint32_t nn_rng_below(nn_rng *r, uint32_t n)
 {

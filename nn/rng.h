@@ -16,8 +16,6 @@ void nn_rng_seed(nn_rng *r, uint64_t seed);
 uint64_t nn_rng_u64(nn_rng *r);
 /* Uniform in [0, 1). */
 float nn_rng_uniform(nn_rng *r);
-/* Standard normal (Box-Muller). */
-float nn_rng_normal(nn_rng *r);
 /* Uniform integer in [0, n), n > 0. */
 uint32_t nn_rng_below(nn_rng *r, uint32_t n);
 

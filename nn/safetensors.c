@@ -5,7 +5,7 @@
  * tensors must tile the data block exactly (sorted by offset: no overlap,
  * no gap, nothing after the last one). See safetensors.h for the contract.
  */
-#include "err.h"
+#include "nn/err.h"
 #include "nn/safetensors.h"
 
 #include <cJSON.h>
@@ -22,10 +22,10 @@
 
 #define ST_MAX_DIM_SIZE (1LL << 31)
 
-static size_t st_dtype_size(st_dtype dt) { return dt == ST_I64 ? 8 : 4; }
-static const char *st_dtype_name(st_dtype dt) { return dt == ST_I64 ? "I64" : "F32"; }
+static size_t nn_st_dtype_size(nn_st_dtype dt) { return dt == NN_ST_I64 ? 8 : 4; }
+static const char *nn_st_dtype_name(nn_st_dtype dt) { return dt == NN_ST_I64 ? "I64" : "F32"; }
 
-uint64_t st_fnv1a64(const void *data, size_t len, uint64_t h)
+uint64_t nn_st_fnv1a64(const void *data, size_t len, uint64_t h)
 {
     const uint8_t *p = data;
     for (size_t i = 0; i < len; i++) {
@@ -37,7 +37,7 @@ uint64_t st_fnv1a64(const void *data, size_t len, uint64_t h)
 
 /* ---- reader ------------------------------------------------------------ */
 
-void st_free(st_file *f)
+void nn_st_free(nn_st_file *f)
 {
     if (!f)
         return;
@@ -57,7 +57,7 @@ void st_free(st_file *f)
 /* A JSON number that must be a non-negative integer <= max. cJSON stores
  * numbers as doubles, so "1.5", "-3", "1e300" and NaN all arrive here and
  * must be refused before the cast, which would otherwise be undefined. */
-static int st_json_uint(const cJSON *item, uint64_t max, uint64_t *out)
+static int nn_st_json_uint(const cJSON *item, uint64_t max, uint64_t *out)
 {
     if (!cJSON_IsNumber(item))
         return -1;
@@ -70,17 +70,17 @@ static int st_json_uint(const cJSON *item, uint64_t max, uint64_t *out)
 
 /* Offsets are remembered beside each tensor while parsing. */
 typedef struct {
-    st_tensor t;
+    nn_st_tensor t;
     uint64_t begin, end;
 } st_entry;
 
-static int st_cmp_name(const void *a, const void *b)
+static int nn_st_cmp_name(const void *a, const void *b)
 {
     const st_entry *x = a, *y = b;
     return strcmp(x->t.name, y->t.name);
 }
 
-static int st_cmp_offset(const void *a, const void *b)
+static int nn_st_cmp_offset(const void *a, const void *b)
 {
     const st_entry *x = a, *y = b;
     if (x->begin != y->begin)
@@ -90,12 +90,12 @@ static int st_cmp_offset(const void *a, const void *b)
     return strcmp(x->t.name, y->t.name);
 }
 
-static int st_cmp_str(const void *a, const void *b)
+static int nn_st_cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int st_parse_meta(st_file *f, const cJSON *meta, char *err, size_t errlen)
+static int nn_st_parse_meta(nn_st_file *f, const cJSON *meta, char *err, size_t errlen)
 {
     if (!cJSON_IsObject(meta)) {
         nn_errf(err, errlen, "__metadata__ must be an object of strings");
@@ -129,14 +129,14 @@ static int st_parse_meta(st_file *f, const cJSON *meta, char *err, size_t errlen
         f->meta_vals[f->nmeta] = v;
         f->nmeta++;
     }
-    /* Duplicate keys would make st_meta's answer depend on order. */
+    /* Duplicate keys would make nn_st_meta's answer depend on order. */
     char **sorted = malloc((size_t)f->nmeta * sizeof *sorted);
     if (!sorted) {
         nn_errf(err, errlen, "out of memory reading __metadata__");
         return -1;
     }
     memcpy(sorted, f->meta_keys, (size_t)f->nmeta * sizeof *sorted);
-    qsort(sorted, (size_t)f->nmeta, sizeof *sorted, st_cmp_str);
+    qsort(sorted, (size_t)f->nmeta, sizeof *sorted, nn_st_cmp_str);
     for (int i = 1; i < f->nmeta; i++) {
         if (strcmp(sorted[i - 1], sorted[i]) == 0) {
             nn_errf(err, errlen, "duplicate __metadata__ key '%.64s'", sorted[i]);
@@ -149,7 +149,7 @@ static int st_parse_meta(st_file *f, const cJSON *meta, char *err, size_t errlen
 }
 
 /* Fills e from one header entry; data_len bounds the offsets. */
-static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
+static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
                           char *err, size_t errlen)
 {
     const char *name = e->t.name;
@@ -180,9 +180,9 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         return -1;
     }
     if (strcmp(dtype->valuestring, "F32") == 0) {
-        e->t.dtype = ST_F32;
+        e->t.dtype = NN_ST_F32;
     } else if (strcmp(dtype->valuestring, "I64") == 0) {
-        e->t.dtype = ST_I64;
+        e->t.dtype = NN_ST_I64;
     } else {
         nn_errf(err, errlen,
                   "tensor '%.64s': unsupported dtype '%.16s' (only F32 and I64 are accepted)",
@@ -195,9 +195,9 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         return -1;
     }
     int ndim = cJSON_GetArraySize(shape);
-    if (ndim > ST_MAX_DIMS) {
+    if (ndim > NN_ST_MAX_DIMS) {
         nn_errf(err, errlen, "tensor '%.64s': shape has %d dimensions (at most %d)",
-                  name, ndim, ST_MAX_DIMS);
+                  name, ndim, NN_ST_MAX_DIMS);
         return -1;
     }
     e->t.ndim = ndim;
@@ -205,7 +205,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     int d = 0;
     cJSON_ArrayForEach(it, shape) {
         uint64_t v;
-        if (st_json_uint(it, (uint64_t)ST_MAX_DIM_SIZE, &v) != 0) {
+        if (nn_st_json_uint(it, (uint64_t)ST_MAX_DIM_SIZE, &v) != 0) {
             nn_errf(err, errlen,
                       "tensor '%.64s': shape[%d] is not an integer in [0, 2^31]", name, d);
             return -1;
@@ -217,7 +217,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         nelem *= v;
         e->t.shape[d++] = (int64_t)v;
     }
-    size_t dsize = st_dtype_size(e->t.dtype);
+    size_t dsize = nn_st_dtype_size(e->t.dtype);
     if (nelem > UINT64_MAX / dsize) {
         nn_errf(err, errlen, "tensor '%.64s': byte size overflows", name);
         return -1;
@@ -232,8 +232,8 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     /* Bounded by 2^53 so the double held every digit; the real bound is the
      * data block, checked next with a message that names the cause. */
     const uint64_t exact = 1ULL << 53;
-    if (st_json_uint(cJSON_GetArrayItem(offs, 0), exact, &e->begin) != 0 ||
-        st_json_uint(cJSON_GetArrayItem(offs, 1), exact, &e->end) != 0) {
+    if (nn_st_json_uint(cJSON_GetArrayItem(offs, 0), exact, &e->begin) != 0 ||
+        nn_st_json_uint(cJSON_GetArrayItem(offs, 1), exact, &e->end) != 0) {
         nn_errf(err, errlen,
                   "tensor '%.64s': data_offsets must be non-negative integers", name);
         return -1;
@@ -260,7 +260,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         nn_errf(err, errlen,
                   "tensor '%.64s': shape [%s] of %s needs %llu bytes but data_offsets "
                   "span %llu",
-                  name, dims, st_dtype_name(e->t.dtype), (unsigned long long)e->t.nbytes,
+                  name, dims, nn_st_dtype_name(e->t.dtype), (unsigned long long)e->t.nbytes,
                   (unsigned long long)(e->end - e->begin));
         return -1;
     }
@@ -269,7 +269,7 @@ static int st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
 
 /* Everything after the header is checked here; f->buf/len/data/data_len
  * are set. */
-static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
+static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen,
                            char *err, size_t errlen)
 {
     if (memchr(hdr, '\0', hlen)) {
@@ -326,13 +326,13 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
             goto out;
         }
         n++;
-        if (st_parse_entry(&ents[n - 1], it, f->data_len, err, errlen) != 0)
+        if (nn_st_parse_entry(&ents[n - 1], it, f->data_len, err, errlen) != 0)
             goto out;
     }
-    if (meta && st_parse_meta(f, meta, err, errlen) != 0)
+    if (meta && nn_st_parse_meta(f, meta, err, errlen) != 0)
         goto out;
 
-    qsort(ents, (size_t)n, sizeof *ents, st_cmp_name);
+    qsort(ents, (size_t)n, sizeof *ents, nn_st_cmp_name);
     for (int i = 1; i < n; i++) {
         if (strcmp(ents[i - 1].t.name, ents[i].t.name) == 0) {
             nn_errf(err, errlen, "duplicate tensor name '%.64s'", ents[i].t.name);
@@ -341,7 +341,7 @@ static int st_parse_header(st_file *f, const char *hdr, size_t hlen,
     }
 
     /* Sorted by offset, the tensors must tile [0, data_len) exactly. */
-    qsort(ents, (size_t)n, sizeof *ents, st_cmp_offset);
+    qsort(ents, (size_t)n, sizeof *ents, nn_st_cmp_offset);
     uint64_t pos = 0;
     for (int i = 0; i < n; i++) {
         if (ents[i].begin < pos) {
@@ -386,9 +386,9 @@ out:
     return rc;
 }
 
-st_file *st_parse(uint8_t *buf, size_t len, char *err, size_t errlen)
+nn_st_file *nn_st_parse(uint8_t *buf, size_t len, char *err, size_t errlen)
 {
-    st_file *f = calloc(1, sizeof *f);
+    nn_st_file *f = calloc(1, sizeof *f);
     if (!f) {
         free(buf);
         nn_errf(err, errlen, "out of memory");
@@ -409,9 +409,9 @@ st_file *st_parse(uint8_t *buf, size_t len, char *err, size_t errlen)
                   (unsigned long long)hlen);
         goto fail;
     }
-    if (hlen > ST_MAX_HEADER) {
+    if (hlen > NN_ST_MAX_HEADER) {
         nn_errf(err, errlen, "header length %llu exceeds the limit of %u bytes",
-                  (unsigned long long)hlen, ST_MAX_HEADER);
+                  (unsigned long long)hlen, NN_ST_MAX_HEADER);
         goto fail;
     }
     if (hlen > len - 8) {
@@ -422,15 +422,15 @@ st_file *st_parse(uint8_t *buf, size_t len, char *err, size_t errlen)
     }
     f->data = buf + 8 + hlen;
     f->data_len = len - 8 - hlen;
-    if (st_parse_header(f, (const char *)buf + 8, (size_t)hlen, err, errlen) != 0)
+    if (nn_st_parse_header(f, (const char *)buf + 8, (size_t)hlen, err, errlen) != 0)
         goto fail;
     return f;
 fail:
-    st_free(f);
+    nn_st_free(f);
     return NULL;
 }
 
-st_file *st_read(const char *path, char *err, size_t errlen)
+nn_st_file *nn_st_read(const char *path, char *err, size_t errlen)
 {
     char why[256];
     /* O_NONBLOCK: opening a FIFO (or a device) for reading would otherwise
@@ -452,9 +452,9 @@ st_file *st_read(const char *path, char *err, size_t errlen)
         close(fd);
         return NULL;
     }
-    if (sb.st_size > (off_t)ST_MAX_FILE) {
+    if (sb.st_size > (off_t)NN_ST_MAX_FILE) {
         nn_errf(err, errlen, "%s: file is %lld bytes, larger than the %u-byte limit",
-                  path, (long long)sb.st_size, ST_MAX_FILE);
+                  path, (long long)sb.st_size, NN_ST_MAX_FILE);
         close(fd);
         return NULL;
     }
@@ -481,13 +481,13 @@ st_file *st_read(const char *path, char *err, size_t errlen)
         got += (size_t)r;
     }
     close(fd);
-    st_file *f = st_parse(buf, got, why, sizeof why);
+    nn_st_file *f = nn_st_parse(buf, got, why, sizeof why);
     if (!f)
         nn_errf(err, errlen, "%s: %s", path, why);
     return f;
 }
 
-const st_tensor *st_find(const st_file *f, const char *name)
+const nn_st_tensor *nn_st_find(const nn_st_file *f, const char *name)
 {
     if (!f || !name)
         return NULL;
@@ -497,7 +497,7 @@ const st_tensor *st_find(const st_file *f, const char *name)
     return NULL;
 }
 
-const char *st_meta(const st_file *f, const char *key)
+const char *nn_st_meta(const nn_st_file *f, const char *key)
 {
     if (!f || !key)
         return NULL;
@@ -511,24 +511,24 @@ const char *st_meta(const st_file *f, const char *key)
 
 typedef struct {
     char *name;
-    st_dtype dtype;
+    nn_st_dtype dtype;
     int ndim;
-    int64_t shape[ST_MAX_DIMS];
+    int64_t shape[NN_ST_MAX_DIMS];
     const void *data;
     uint64_t nbytes;
 } st_wtensor;
 
-struct st_writer {
+struct nn_st_writer {
     st_wtensor *t;
     int nt, capt;
     char **mkeys, **mvals;
     int nm, capm;
-    uint64_t total;     /* sum of nbytes, kept below ST_MAX_FILE */
+    uint64_t total;     /* sum of nbytes, kept below NN_ST_MAX_FILE */
 };
 
-st_writer *st_writer_create(void) { return calloc(1, sizeof(st_writer)); }
+nn_st_writer *nn_st_writer_create(void) { return calloc(1, sizeof(nn_st_writer)); }
 
-void st_writer_free(st_writer *w)
+void nn_st_writer_free(nn_st_writer *w)
 {
     if (!w)
         return;
@@ -544,11 +544,11 @@ void st_writer_free(st_writer *w)
     free(w);
 }
 
-int st_writer_add(st_writer *w, const char *name, st_dtype dt, int ndim,
+int nn_st_writer_add(nn_st_writer *w, const char *name, nn_st_dtype dt, int ndim,
                   const int64_t *shape, const void *data)
 {
     if (!w || !name || strcmp(name, "__metadata__") == 0 || ndim < 0 ||
-        ndim > ST_MAX_DIMS || (ndim > 0 && !shape) || (dt != ST_F32 && dt != ST_I64))
+        ndim > NN_ST_MAX_DIMS || (ndim > 0 && !shape) || (dt != NN_ST_F32 && dt != NN_ST_I64))
         return -1;
     for (int i = 0; i < w->nt; i++)
         if (strcmp(w->t[i].name, name) == 0)
@@ -562,11 +562,11 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dt, int ndim,
             return -1;
         nelem *= d;
     }
-    uint64_t dsize = st_dtype_size(dt);
-    if (nelem > (uint64_t)ST_MAX_FILE / dsize)
+    uint64_t dsize = nn_st_dtype_size(dt);
+    if (nelem > (uint64_t)NN_ST_MAX_FILE / dsize)
         return -1;
     uint64_t nbytes = nelem * dsize;
-    if (w->total + nbytes > ST_MAX_FILE || (nbytes > 0 && !data))
+    if (w->total + nbytes > NN_ST_MAX_FILE || (nbytes > 0 && !data))
         return -1;
     if (w->nt == w->capt) {
         int cap = w->capt ? 2 * w->capt : 16;
@@ -592,7 +592,7 @@ int st_writer_add(st_writer *w, const char *name, st_dtype dt, int ndim,
     return 0;
 }
 
-int st_writer_meta(st_writer *w, const char *key, const char *val)
+int nn_st_writer_meta(nn_st_writer *w, const char *key, const char *val)
 {
     if (!w || !key || !val)
         return -1;
@@ -634,7 +634,7 @@ int st_writer_meta(st_writer *w, const char *key, const char *val)
 }
 
 /* The header JSON, unpadded; NULL when out of memory. */
-static char *st_writer_header(const st_writer *w)
+static char *nn_st_writer_header(const nn_st_writer *w)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root)
@@ -652,7 +652,7 @@ static char *st_writer_header(const st_writer *w)
     for (int i = 0; i < w->nt; i++) {
         const st_wtensor *t = &w->t[i];
         cJSON *e = cJSON_AddObjectToObject(root, t->name);
-        if (!e || !cJSON_AddStringToObject(e, "dtype", st_dtype_name(t->dtype)))
+        if (!e || !cJSON_AddStringToObject(e, "dtype", nn_st_dtype_name(t->dtype)))
             goto done;
         cJSON *shape = cJSON_AddArrayToObject(e, "shape");
         if (!shape)
@@ -664,7 +664,7 @@ static char *st_writer_header(const st_writer *w)
                 goto done;
             }
         }
-        /* Offsets stay below ST_MAX_FILE, so the doubles are exact and
+        /* Offsets stay below NN_ST_MAX_FILE, so the doubles are exact and
          * cJSON prints them as plain integers. */
         cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
         if (!offs)
@@ -685,7 +685,7 @@ done:
     return out;
 }
 
-static int st_write_all(int fd, const void *data, size_t len)
+static int nn_st_write_all(int fd, const void *data, size_t len)
 {
     const uint8_t *p = data;
     while (len > 0) {
@@ -704,13 +704,13 @@ static int st_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
-int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
+int nn_st_writer_write(nn_st_writer *w, const char *path, char *err, size_t errlen)
 {
     if (!w || !path) {
-        nn_errf(err, errlen, "st_writer_write: no writer or path");
+        nn_errf(err, errlen, "nn_st_writer_write: no writer or path");
         return -1;
     }
-    char *json = st_writer_header(w);
+    char *json = nn_st_writer_header(w);
     if (!json) {
         nn_errf(err, errlen, "%s: out of memory building the header", path);
         return -1;
@@ -719,7 +719,7 @@ int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
      * a multiple of 8): readers can then map F32/I64 data in place. */
     size_t jlen = strlen(json);
     size_t hlen = (jlen + 7) & ~(size_t)7;
-    if (hlen > ST_MAX_HEADER || 8 + hlen + w->total > ST_MAX_FILE) {
+    if (hlen > NN_ST_MAX_HEADER || 8 + hlen + w->total > NN_ST_MAX_FILE) {
         nn_errf(err, errlen, "%s: file would exceed the format limits", path);
         free(json);
         return -1;
@@ -752,10 +752,10 @@ int st_writer_write(st_writer *w, const char *path, char *err, size_t errlen)
         nn_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
         goto out;
     }
-    if (st_write_all(fd, hdr, 8 + hlen) != 0)
+    if (nn_st_write_all(fd, hdr, 8 + hlen) != 0)
         goto io_error;
     for (int i = 0; i < w->nt; i++)
-        if (w->t[i].nbytes && st_write_all(fd, w->t[i].data, (size_t)w->t[i].nbytes) != 0)
+        if (w->t[i].nbytes && nn_st_write_all(fd, w->t[i].data, (size_t)w->t[i].nbytes) != 0)
             goto io_error;
     /* fsync before rename: otherwise a crash can leave the new name
      * pointing at an empty file. */

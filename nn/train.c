@@ -1,5 +1,5 @@
-#include "err.h"
-#include "train.h"
+#include "nn/err.h"
+#include "nn/train.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-#include "rng.h"
+#include "nn/pool.h"
+#include "nn/rng.h"
 
 #define MAX_THREADS 64
 

@@ -12,9 +12,9 @@
 
 #include <stdint.h>
 
-#include "augment.h"
-#include "net.h"
-#include "optim.h"
+#include "nn/augment.h"
+#include "nn/net.h"
+#include "nn/optim.h"
 
 typedef struct {
     int batch;          /* images per step                                */

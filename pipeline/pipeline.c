@@ -77,11 +77,12 @@ pipe_status pipe_status_from_img(img_status st)
 
 int pipe_model_check(const nn_ensemble *e, const char *source, char *err, size_t errlen)
 {
-    for (int i = 0; i < e->n; i++) {
-        const nn_net *net = e->nets[i];
+    int members = nn_ensemble_size(e);
+    for (int i = 0; i < members; i++) {
+        const nn_net *net = nn_ensemble_member(e, i);
         if (net->in_c != 1 || net->in_h != PIPE_SIDE || net->in_w != PIPE_SIDE) {
             snprintf(err, errlen, "%s: takes %dx%dx%d inputs, not the 1x%dx%d images this service feeds",
-                     e->n > 1 ? e->paths[i] : source, net->in_c, net->in_h, net->in_w, PIPE_SIDE,
+                     members > 1 ? nn_ensemble_path(e, i) : source, net->in_c, net->in_h, net->in_w, PIPE_SIDE,
                      PIPE_SIDE);
             return -1;
         }

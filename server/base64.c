@@ -1,5 +1,5 @@
 /* base64.c - see base64.h. */
-#include "base64.h"
+#include "server/base64.h"
 
 static const char enc_table[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -1,5 +1,5 @@
 /* buf.c - see buf.h. */
-#include "buf.h"
+#include "server/buf.h"
 
 #include <math.h>
 #include <stdint.h>

@@ -1,6 +1,6 @@
 /* config.c - see config.h. One table lists every option once, so a flag and
  * its environment variable cannot drift apart. */
-#include "config.h"
+#include "server/config.h"
 #include "pipeline/pipeline.h"
 
 #include <ctype.h>

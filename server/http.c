@@ -2,7 +2,7 @@
  * workspace pool), bind, start the libmicrohttpd daemon, warm up, quiesce
  * and drain, stop, free. What happens to a request is in http_conn.c and
  * http_handlers.c (overview in http_int.h). */
-#include "http_int.h"
+#include "server/http_int.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -29,9 +29,9 @@
 
 #include <stddef.h>
 
-#include "config.h"
-#include "registry.h"
-#include "web.h"
+#include "server/config.h"
+#include "server/registry.h"
+#include "server/web.h"
 
 typedef struct srv_server srv_server;
 

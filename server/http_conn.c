@@ -2,7 +2,7 @@
  * first callback, body collected chunk by chunk up to the limit, the
  * response and the error envelope, completion (metrics, access log, free).
  * See http_int.h for the life cycle. */
-#include "http_int.h"
+#include "server/http_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>

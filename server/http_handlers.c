@@ -3,8 +3,8 @@
  * handlers: the GET documents, POST /predict and /predict/batch, and the
  * Open Inference Protocol's /v2 paths, over the serving pipeline. See
  * http_int.h for the life cycle; adding an endpoint: CONTRIBUTING.md. */
-#include "http_int.h"
-#include "base64.h"
+#include "server/http_int.h"
+#include "server/base64.h"
 
 #include <errno.h>
 #include <math.h>

@@ -32,18 +32,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "config.h"
-#include "http.h"
-#include "log.h"
-#include "metrics.h"
-#include "multipart.h"
-#include "oip.h"
+#include "server/buf.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/log.h"
+#include "server/metrics.h"
+#include "server/multipart.h"
+#include "server/oip.h"
 #include "pipeline/pipeline.h"
-#include "pool.h"
-#include "registry.h"
-#include "route.h"
-#include "web.h"
+#include "server/pool.h"
+#include "server/registry.h"
+#include "server/route.h"
+#include "server/web.h"
 
 #define SRV_HTTP_SMALL_BODY 4096
 #define SRV_HTTP_JSON "application/json"

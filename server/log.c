@@ -1,6 +1,6 @@
 /* log.c - see log.h. */
-#include "log.h"
-#include "buf.h"
+#include "server/log.h"
+#include "server/buf.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -27,7 +27,6 @@ void srv_log_init(int json)
     reqid_base = mix64(((uint64_t)t.tv_sec * 1000000000ull +
                         (uint64_t)t.tv_nsec) ^ ((uint64_t)getpid() << 40));
 }
-int srv_log_is_json(void) { return log_json; }
 
 static void timestamp(char out[32])
 {

@@ -17,7 +17,6 @@ typedef enum { SRV_DEBUG, SRV_INFO, SRV_WARN, SRV_ERROR } srv_level;
 
 /* json != 0: each line is a JSON object {"ts","level","msg",...}. */
 void srv_log_init(int json);
-int srv_log_is_json(void);
 
 void srv_log(srv_level lvl, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -1,12 +1,12 @@
 /* main.c - mnist-server: configuration, model loading, the HTTP daemon,
  * reloads on SIGHUP and signal-driven shutdown. Everything else lives in the server/ modules
  * so unit tests can reach it. */
-#include "config.h"
-#include "http.h"
-#include "log.h"
+#include "server/config.h"
+#include "server/http.h"
+#include "server/log.h"
 #include "nn/gemm.h"
-#include "registry.h"
-#include "web.h"
+#include "server/registry.h"
+#include "server/web.h"
 
 #include <errno.h>
 #include <malloc.h>

@@ -1,8 +1,8 @@
 /* metrics.c - see metrics.h. Histograms keep per-bucket (not cumulative)
  * counts so one add records a sample; rendering accumulates. */
-#include "metrics.h"
+#include "server/metrics.h"
 
-#include "config.h"
+#include "server/config.h"
 #include "nn/gemm.h"
 
 #include <dirent.h>

@@ -19,8 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "buf.h"
-#include "route.h"
+#include "server/buf.h"
+#include "server/route.h"
 
 #define SRV_METRICS_MAX_MODELS 32
 #define SRV_METRICS_MAX_CLASSES 64

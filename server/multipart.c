@@ -2,7 +2,7 @@
  *   [preamble] "--" B [LWSP] CRLF  headers CRLF CRLF  data
  *   CRLF "--" B [LWSP] CRLF  headers ...  CRLF "--" B "--" [epilogue]
  */
-#include "multipart.h"
+#include "server/multipart.h"
 
 #include <ctype.h>
 #include <stdio.h>

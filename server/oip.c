@@ -8,8 +8,8 @@
  * where it starts; the second, once datatype and shape are known and
  * checked and the destination is allocated, converts the elements.
  */
-#include "oip.h"
-#include "base64.h"
+#include "server/oip.h"
+#include "server/base64.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -37,7 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "buf.h"
+#include "server/buf.h"
 
 #define SRV_OIP_INPUT_NAME "input"
 #define SRV_OIP_PIXELS 784          /* 28 x 28 */

@@ -1,6 +1,6 @@
 /* pool.c - see pool.h. */
-#include "pool.h"
-#include "log.h"
+#include "server/pool.h"
+#include "server/log.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>

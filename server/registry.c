@@ -15,9 +15,9 @@
  * Everything else (the per-name state, scans, loads) is touched only under
  * r->mu by the one reload running at a time.
  */
-#include "registry.h"
-#include "log.h"
-#include "sha256.h"
+#include "server/registry.h"
+#include "server/log.h"
+#include "server/sha256.h"
 
 #include <cJSON.h>
 #include <ctype.h>
@@ -265,7 +265,7 @@ static srv_model *model_build(const cand *c, int slot, const char *paths,
         snprintf(err, errlen, "%s", nerr);
         goto fail;
     }
-    m->nmembers = m->ens->n;
+    m->nmembers = nn_ensemble_size(m->ens);
     /* The members' digests: the files after the list file, if any. */
     int first = fp->n - m->nmembers;
     if (first < 0 || first > 1) {
@@ -274,7 +274,7 @@ static srv_model *model_build(const cand *c, int slot, const char *paths,
     }
     for (int i = 0; i < m->nmembers; i++) {
         memcpy(m->member_sha256[i], fp->f[first + i].sha, 65);
-        m->macs += nn_net_macs(m->ens->nets[i]);
+        m->macs += nn_net_macs(nn_ensemble_member(m->ens, i));
     }
     if (m->nmembers == 1) {
         memcpy(m->sha256, m->member_sha256[0], 65);
@@ -289,7 +289,7 @@ static srv_model *model_build(const cand *c, int slot, const char *paths,
         }
         srv_sha256_hex(joined, o, m->sha256);
     }
-    nn_net_summary(m->ens->nets[0], m->architecture, sizeof m->architecture);
+    nn_net_summary(nn_ensemble_member(m->ens, 0), m->architecture, sizeof m->architecture);
     m->params = nn_ensemble_params(m->ens);
     const nn_meta *meta = nn_ensemble_meta(m->ens);
     m->nclasses = nn_ensemble_classes(m->ens);
@@ -959,13 +959,13 @@ static cJSON *model_json(const srv_snapshot *v, int k)
         cJSON_AddItemToArray(labels, cJSON_CreateString(m->labels[c]));
     cJSON *files = cJSON_AddArrayToObject(o, "members");
     for (int i = 0; files && i < m->nmembers; i++) {
-        const nn_net *net = m->ens->nets[i];
+        const nn_net *net = nn_ensemble_member(m->ens, i);
         char arch[512];
         cJSON *f = cJSON_CreateObject();
         if (!f)
             break;
         cJSON_AddItemToArray(files, f);
-        cJSON_AddStringToObject(f, "path", m->ens->paths[i]);
+        cJSON_AddStringToObject(f, "path", nn_ensemble_path(m->ens, i));
         cJSON_AddStringToObject(f, "sha256", m->member_sha256[i]);
         nn_net_summary(net, arch, sizeof arch);
         cJSON_AddStringToObject(f, "architecture", arch);

@@ -49,8 +49,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "metrics.h"
+#include "server/config.h"
+#include "server/metrics.h"
 #include "nn/ensemble.h"
 #include "pipeline/pipeline.h"
 

@@ -1,6 +1,6 @@
 /* route.c - see route.h. */
-#include "route.h"
-#include "oip.h"
+#include "server/route.h"
+#include "server/oip.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 /* sha256.c - straightforward SHA-256 after FIPS 180-4 section 6.2. */
-#include "sha256.h"
+#include "server/sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,8 +1,8 @@
 /* web.c - see web.h. */
-#include "web.h"
+#include "server/web.h"
 
-#include "config.h"
-#include "sha256.h"
+#include "server/config.h"
+#include "server/sha256.h"
 
 #include <stdio.h>
 #include <stdlib.h>

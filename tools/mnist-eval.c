@@ -114,7 +114,7 @@ int main(int argc, char **argv)
                                                                       : "data/mnist";
     nn_dataset *test = nn_dataset_load_dir(data, 1, k, err, sizeof err);
     if (!test) { fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err); goto done; }
-    const nn_net *n0 = e->nets[0];
+    const nn_net *n0 = nn_ensemble_member(e, 0);
     if (test->rows != n0->in_h || test->cols != n0->in_w || n0->in_c != 1) {
         fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n", n0->in_c, n0->in_h,
                 n0->in_w, test->rows, test->cols);
@@ -137,7 +137,7 @@ int main(int argc, char **argv)
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON *models = cJSON_AddArrayToObject(o, "models");
-        for (int i = 0; i < e->n; i++) cJSON_AddItemToArray(models, cJSON_CreateString(e->paths[i]));
+        for (int i = 0; i < nn_ensemble_size(e); i++) cJSON_AddItemToArray(models, cJSON_CreateString(nn_ensemble_path(e, i)));
         cJSON_AddStringToObject(o, "dataset", m->dataset);
         cJSON_AddNumberToObject(o, "accuracy", acc);
         cJSON_AddNumberToObject(o, "n", n);
@@ -171,7 +171,7 @@ int main(int argc, char **argv)
         printf("%s\n", s);
         free(s);
     } else {
-        printf("model: %s (%d member%s, %zu parameters)\n", paths, e->n, e->n > 1 ? "s" : "",
+        printf("model: %s (%d member%s, %zu parameters)\n", paths, nn_ensemble_size(e), nn_ensemble_size(e) > 1 ? "s" : "",
                nn_ensemble_params(e));
         if (use_tf) printf("transform: shift %g,%g  rotate %g  scale %g\n", tf.dx, tf.dy, tf.rot_deg, tf.scale);
         printf("test accuracy: %.4f (%d/%d, %d errors)\n\n", acc, (int)(acc * n + 0.5), n,

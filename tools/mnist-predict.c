@@ -110,7 +110,7 @@ int main(int argc, char **argv)
     base = base ? base + 1 : model;
     size_t stem = nn_model_stem(base, NULL);
     snprintf(name, sizeof name, "%.*s", (int)(stem && stem < 200 ? stem : 200), base);
-    if (strchr(model, ',')) snprintf(name, sizeof name, "ensemble(%d)", e->n);
+    if (strchr(model, ',')) snprintf(name, sizeof name, "ensemble(%d)", nn_ensemble_size(e));
     pipe_ws *ws = pipe_ws_create(e, 1);
     if (!ws) { fprintf(stderr, "mnist-predict: out of memory\n"); nn_ensemble_free(e); free(files); return 1; }
     lim.max_pixels = max_pixels;

@@ -74,6 +74,16 @@ static void progress(void *ud, int step, int steps, double loss, double acc)
     fflush(stderr);
 }
 
+/* Class probabilities of net (as it is, not folded) on n images: 0, or -1
+ * when out of memory. */
+static int eval_net(const nn_net *net, const uint8_t *images, int n, int threads, float *probs)
+{
+    nn_ensemble *view = nn_ensemble_view(net);
+    int rc = view ? nn_eval_probs(view, images, n, NULL, threads, probs) : -1;
+    nn_ensemble_free(view);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
@@ -292,9 +302,7 @@ int main(int argc, char **argv)
         double va = -1.0;
         nn_net *cand = best;
         if (val > 0) {
-            nn_ensemble ens = {.n = 1};
-            ens.nets[0] = cand;
-            if (nn_eval_probs(&ens, val_x, val, NULL, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
+            if (eval_net(cand, val_x, val, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
             va = nn_accuracy(probs, val_y, val, 10, NULL);
         }
         ran = e + 1;
@@ -319,9 +327,7 @@ int main(int argc, char **argv)
     /* Reload the kept checkpoint, score it on the test set, store the figure. */
     final = nn_net_load(out, err, sizeof err);
     if (!final) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
-    nn_ensemble ens = {.n = 1};
-    ens.nets[0] = final;
-    if (nn_eval_probs(&ens, test->images, test->n, NULL, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
+    if (eval_net(final, test->images, test->n, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
     double ta = nn_accuracy(probs, test->labels, test->n, 10, NULL);
     final->meta.test_accuracy = ta;
     if (nn_net_save(final, out, err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }

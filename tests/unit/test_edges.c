@@ -119,27 +119,27 @@ static void write_extra_tensor(const char *src, const char *dst, const char *ext
     const int64_t shape[1] = {3};
     char cks[64] = "fnv1a64:0000000000000000";
     for (int pass = 0; pass < 2; pass++) {
-        st_file *f = st_read(src, err, sizeof err);
+        nn_st_file *f = nn_st_read(src, err, sizeof err);
         if (!f) fail_msg("%s", err);
-        st_writer *w = st_writer_create();
+        nn_st_writer *w = nn_st_writer_create();
         assert_non_null(w);
         for (int i = 0; i < f->ntensors; i++) {
-            const st_tensor *t = &f->tensors[i];
-            assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+            const nn_st_tensor *t = &f->tensors[i];
+            assert_int_equal(nn_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
         }
-        assert_int_equal(st_writer_add(w, extra_name, ST_F32, 1, shape, extra), 0);
+        assert_int_equal(nn_st_writer_add(w, extra_name, NN_ST_F32, 1, shape, extra), 0);
         for (int i = 0; i < f->nmeta; i++)
-            assert_int_equal(st_writer_meta(w, f->meta_keys[i],
+            assert_int_equal(nn_st_writer_meta(w, f->meta_keys[i],
                                             strcmp(f->meta_keys[i], "checksum") ? f->meta_vals[i] : cks), 0);
-        assert_int_equal(st_writer_write(w, dst, err, sizeof err), 0);
-        st_writer_free(w);
-        st_free(f);
+        assert_int_equal(nn_st_writer_write(w, dst, err, sizeof err), 0);
+        nn_st_writer_free(w);
+        nn_st_free(f);
         /* Second pass: the same data block under its real checksum. */
-        st_file *g = st_read(dst, err, sizeof err);
+        nn_st_file *g = nn_st_read(dst, err, sizeof err);
         if (!g) fail_msg("%s", err);
         snprintf(cks, sizeof cks, "fnv1a64:%016llx",
-                 (unsigned long long)st_fnv1a64(g->data, g->data_len, ST_FNV_INIT));
-        st_free(g);
+                 (unsigned long long)nn_st_fnv1a64(g->data, g->data_len, NN_ST_FNV_INIT));
+        nn_st_free(g);
     }
 }
 

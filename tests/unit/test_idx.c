@@ -90,7 +90,7 @@ static void test_parse_valid(void **state)
     const uint8_t *px;
     int n, r, c;
     char err[256] = "";
-    assert_int_equal(idx_parse_images(b, len, &px, &n, &r, &c, err, sizeof err), 0);
+    assert_int_equal(nn_idx_parse_images(b, len, &px, &n, &r, &c, err, sizeof err), 0);
     assert_int_equal(n, 3);
     assert_int_equal(r, 4);
     assert_int_equal(c, 5);
@@ -99,7 +99,7 @@ static void test_parse_valid(void **state)
 
     b = make_labels(0x801, 7, 10, 0, &len);
     const uint8_t *lb;
-    assert_int_equal(idx_parse_labels(b, len, &lb, &n, err, sizeof err), 0);
+    assert_int_equal(nn_idx_parse_labels(b, len, &lb, &n, err, sizeof err), 0);
     assert_int_equal(n, 7);
     assert_ptr_equal(lb, b + 8);
     free(b);
@@ -121,7 +121,7 @@ static void images_refused(uint32_t magic, uint32_t n, uint32_t rows, uint32_t c
     const uint8_t *px = NULL;
     int on = -1, r = -1, c = -1;
     char err[256] = "";
-    assert_int_equal(idx_parse_images(b, len, &px, &on, &r, &c, err, sizeof err), -1);
+    assert_int_equal(nn_idx_parse_images(b, len, &px, &on, &r, &c, err, sizeof err), -1);
     assert_contains(err, want);
     assert_null(px); /* outputs untouched on failure */
     assert_int_equal(on, -1);
@@ -151,9 +151,9 @@ static void test_images_refused(void **state)
     const uint8_t *px;
     int n, r, c;
     uint8_t hdr[15] = { 0, 0, 8, 3 };
-    assert_int_equal(idx_parse_images(hdr, sizeof hdr, &px, &n, &r, &c, err, sizeof err), -1);
+    assert_int_equal(nn_idx_parse_images(hdr, sizeof hdr, &px, &n, &r, &c, err, sizeof err), -1);
     assert_contains(err, "too short");
-    assert_int_equal(idx_parse_images(NULL, 0, &px, &n, &r, &c, err, sizeof err), -1);
+    assert_int_equal(nn_idx_parse_images(NULL, 0, &px, &n, &r, &c, err, sizeof err), -1);
     assert_contains(err, "too short");
 }
 
@@ -177,7 +177,7 @@ static void test_labels_refused(void **state)
         const uint8_t *lb;
         int n;
         char err[256] = "";
-        assert_int_equal(idx_parse_labels(b, len, &lb, &n, err, sizeof err), -1);
+        assert_int_equal(nn_idx_parse_labels(b, len, &lb, &n, err, sizeof err), -1);
         assert_contains(err, cases[i].want);
         free(b);
     }
@@ -185,9 +185,9 @@ static void test_labels_refused(void **state)
     const uint8_t *lb;
     int n;
     char err[256] = "";
-    assert_int_equal(idx_parse_labels(big, 8, &lb, &n, err, sizeof err), -1);
+    assert_int_equal(nn_idx_parse_labels(big, 8, &lb, &n, err, sizeof err), -1);
     assert_contains(err, "label count 4294967295");
-    assert_int_equal(idx_parse_labels(big, 7, &lb, &n, err, sizeof err), -1);
+    assert_int_equal(nn_idx_parse_labels(big, 7, &lb, &n, err, sizeof err), -1);
     assert_contains(err, "too short");
 }
 

@@ -271,9 +271,10 @@ static void test_conv_group_vs_ref(void **s)
         fill(x, g * nx, 21 + c, 1.0f); fill(w, nw, 22 + c, 0.3f); fill(b, cs.O, 23 + c, 0.5f);
         fill(dy, g * ny, 24 + c, 1.0f);
         scr[nscr] = 12345.0f; /* guard: the scratch size must be enough */
-        /* Reduction lengths as in test_conv_fast_vs_ref; dw and db add g
-         * images' worth of positions (the reference adds the g per-image
-         * sums in float: g more roundings, covered by the g extra terms). */
+        /* Reduction lengths: forward C k k products and the bias; dx at most
+         * O k k; dw and db over the OH OW positions of g images (the
+         * reference adds the g per-image sums in float: g more roundings,
+         * covered by the g extra terms). */
         const double nf = (double)cs.C * cs.k * cs.k + 1, nd = (double)cs.O * cs.k * cs.k,
                      np = (double)g * (cs.OH * cs.OW + 1);
         struct conv_mag m = conv_mag_make(&cs, x, w, b, dy, g);
@@ -385,8 +386,8 @@ static void test_ensemble_folds(void **s)
     char err[256];
     nn_ensemble *e = nn_ensemble_from_nets(&net, 1, err, sizeof err);
     assert_non_null(e);
-    assert_int_equal(e->nets[0]->nlayers, 5);
-    assert_int_equal(e->infer[0]->nlayers, 4);
+    assert_int_equal(nn_ensemble_member(e, 0)->nlayers, 5);
+    assert_int_equal(nn_ensemble_member_infer(e, 0)->nlayers, 4);
     assert_int_equal(nn_ensemble_params(e), ref->nparams);
     float x[2 * 36], p1[20], p2[20];
     fill(x, 72, 8, 1.0f);
@@ -543,19 +544,19 @@ static void write_variant(const char *path, nn_net *net, int skip_tensor, const 
     char tmp[160];
     snprintf(tmp, sizeof tmp, "%s.ok", path);
     assert_int_equal(nn_net_save(net, tmp, err, sizeof err), 0);
-    st_file *f = st_read(tmp, err, sizeof err);
+    nn_st_file *f = nn_st_read(tmp, err, sizeof err);
     assert_non_null(f);
-    st_writer *w = st_writer_create();
-    uint64_t h = ST_FNV_INIT;
+    nn_st_writer *w = nn_st_writer_create();
+    uint64_t h = NN_ST_FNV_INIT;
     for (int i = 0; i < f->ntensors; i++) {
-        const st_tensor *t = &f->tensors[i];
+        const nn_st_tensor *t = &f->tensors[i];
         if (i == skip_tensor) continue;
         const char *name = (rename_from && !strcmp(t->name, rename_from)) ? rename_to : t->name;
-        int64_t shape[ST_MAX_DIMS];
+        int64_t shape[NN_ST_MAX_DIMS];
         memcpy(shape, t->shape, sizeof shape);
         const void *data = t->data;
         int ndim = t->ndim;
-        st_dtype dt = t->dtype;
+        nn_st_dtype dt = t->dtype;
         static int64_t big[4096];
         if (i == 0 && shape_bump) {
             /* Same bytes, different shape: [a,b,...] -> [a*b...] flattened. */
@@ -572,11 +573,11 @@ static void write_variant(const char *path, nn_net *net, int skip_tensor, const 
             memcpy(big, data, tot * 4);
             shape[0] = tot / 2;
             ndim = 1;
-            dt = ST_I64;
+            dt = NN_ST_I64;
             data = big;
         }
-        assert_int_equal(st_writer_add(w, name, dt, ndim, shape, data), 0);
-        h = st_fnv1a64(t->data, t->nbytes, h);
+        assert_int_equal(nn_st_writer_add(w, name, dt, ndim, shape, data), 0);
+        h = nn_st_fnv1a64(t->data, t->nbytes, h);
     }
     for (int i = 0; i < f->nmeta; i++) {
         const char *k = f->meta_keys[i], *v = f->meta_vals[i];
@@ -586,11 +587,11 @@ static void write_variant(const char *path, nn_net *net, int skip_tensor, const 
             snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)(bad_checksum ? h ^ 1 : h));
             v = buf;
         }
-        assert_int_equal(st_writer_meta(w, k, v), 0);
+        assert_int_equal(nn_st_writer_meta(w, k, v), 0);
     }
-    assert_int_equal(st_writer_write(w, path, err, sizeof err), 0);
-    st_writer_free(w);
-    st_free(f);
+    assert_int_equal(nn_st_writer_write(w, path, err, sizeof err), 0);
+    nn_st_writer_free(w);
+    nn_st_free(f);
 }
 
 static void expect_refused(const char *path, const char *needle)
@@ -666,13 +667,13 @@ static void test_weights_corruption(void **s)
 static void rewrite_meta(const char *src, const char *dst, const char *key, const char *val)
 {
     char err[256];
-    st_file *f = st_read(src, err, sizeof err);
+    nn_st_file *f = nn_st_read(src, err, sizeof err);
     if (!f) fail_msg("%s", err);
-    st_writer *w = st_writer_create();
+    nn_st_writer *w = nn_st_writer_create();
     assert_non_null(w);
     for (int i = 0; i < f->ntensors; i++) {
-        const st_tensor *t = &f->tensors[i];
-        assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
+        const nn_st_tensor *t = &f->tensors[i];
+        assert_int_equal(nn_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), 0);
     }
     for (int i = 0; i < f->nmeta; i++) {
         const char *k = f->meta_keys[i], *v = f->meta_vals[i];
@@ -680,11 +681,11 @@ static void rewrite_meta(const char *src, const char *dst, const char *key, cons
             if (!val) continue;
             v = val;
         }
-        assert_int_equal(st_writer_meta(w, k, v), 0);
+        assert_int_equal(nn_st_writer_meta(w, k, v), 0);
     }
-    assert_int_equal(st_writer_write(w, dst, err, sizeof err), 0);
-    st_writer_free(w);
-    st_free(f);
+    assert_int_equal(nn_st_writer_write(w, dst, err, sizeof err), 0);
+    nn_st_writer_free(w);
+    nn_st_free(f);
 }
 
 static void test_weights_preprocess(void **s)
@@ -971,7 +972,7 @@ static void test_ensemble_list(void **s)
     assert_true(acc == 0.9876);
     nn_ensemble *e = nn_ensemble_load(path, err, sizeof err);
     if (!e) fail_msg("%s", err);
-    assert_int_equal(e->n, 2);
+    assert_int_equal(nn_ensemble_size(e), 2);
     nn_ensemble_free(e);
 
     static const struct { const char *text, *msg; } bad[] = {
@@ -1158,10 +1159,11 @@ static void test_training_smoke(void **s)
         double loss, acc;
         assert_int_equal(nn_trainer_epoch(t, tr->images, tr->labels, 4000, 0, NULL, NULL, NULL, &loss, &acc), 0);
         assert_true(loss < 1.0);
-        nn_ensemble e = {.n = 1};
-        e.nets[0] = net;
+        nn_ensemble *e = nn_ensemble_view(net);
+        assert_non_null(e);
         float *p = malloc(sizeof(float) * 10 * 2000);
-        assert_int_equal(nn_eval_probs(&e, te->images, 2000, NULL, 2, p), 0);
+        assert_int_equal(nn_eval_probs(e, te->images, 2000, NULL, 2, p), 0);
+        nn_ensemble_free(e);
         double ta = nn_accuracy(p, te->labels, 2000, 10, NULL);
         print_message("smoke: 4000 images, 1 epoch: loss %.3f, test accuracy %.3f\n", loss, ta);
         assert_true(ta > 0.85);

@@ -38,9 +38,9 @@ static void refused_raw(const char *json, uint64_t hlen, size_t dlen, const char
     size_t len;
     uint8_t *b = build(json, hlen, dlen, &len);
     char err[512] = "";
-    st_file *f = st_parse(b, len, err, sizeof err);
+    nn_st_file *f = nn_st_parse(b, len, err, sizeof err);
     if (f) {
-        st_free(f);
+        nn_st_free(f);
         fail_msg("accepted a bad file (wanted \"%s\"): %s", want, json);
     }
     if (!strstr(err, want))
@@ -52,12 +52,12 @@ static void refused(const char *json, size_t dlen, const char *want)
     refused_raw(json, UINT64_MAX, dlen, want);
 }
 
-static st_file *accepted(const char *json, size_t dlen)
+static nn_st_file *accepted(const char *json, size_t dlen)
 {
     size_t len;
     uint8_t *b = build(json, UINT64_MAX, dlen, &len);
     char err[512] = "";
-    st_file *f = st_parse(b, len, err, sizeof err);
+    nn_st_file *f = nn_st_parse(b, len, err, sizeof err);
     if (!f)
         fail_msg("refused a good file: %s (%s)", err, json);
     return f;
@@ -76,21 +76,21 @@ static void test_round_trip(void **state)
     float scalar = 42.0f;
     int64_t sw[2] = { 2, 3 }, si[1] = { 4 }, sz[2] = { 0, 5 };
 
-    st_writer *wr = st_writer_create();
+    nn_st_writer *wr = nn_st_writer_create();
     assert_non_null(wr);
-    assert_int_equal(st_writer_meta(wr, "format", "mnist-c"), 0);
-    assert_int_equal(st_writer_add(wr, "layer.0.weight", ST_F32, 2, sw, w), 0);
-    assert_int_equal(st_writer_add(wr, "steps", ST_I64, 1, si, idx), 0);
-    assert_int_equal(st_writer_add(wr, "scale", ST_F32, 0, NULL, &scalar), 0);
-    assert_int_equal(st_writer_add(wr, "empty", ST_F32, 2, sz, NULL), 0);
-    assert_int_equal(st_writer_meta(wr, "arch", "[\"quote\\\" and \\u00e9\"]"), 0);
-    assert_int_equal(st_writer_meta(wr, "format", "mnist-c-v1"), 0); /* replaces */
+    assert_int_equal(nn_st_writer_meta(wr, "format", "mnist-c"), 0);
+    assert_int_equal(nn_st_writer_add(wr, "layer.0.weight", NN_ST_F32, 2, sw, w), 0);
+    assert_int_equal(nn_st_writer_add(wr, "steps", NN_ST_I64, 1, si, idx), 0);
+    assert_int_equal(nn_st_writer_add(wr, "scale", NN_ST_F32, 0, NULL, &scalar), 0);
+    assert_int_equal(nn_st_writer_add(wr, "empty", NN_ST_F32, 2, sz, NULL), 0);
+    assert_int_equal(nn_st_writer_meta(wr, "arch", "[\"quote\\\" and \\u00e9\"]"), 0);
+    assert_int_equal(nn_st_writer_meta(wr, "format", "mnist-c-v1"), 0); /* replaces */
 
     char path[128], err[512] = "";
     snprintf(path, sizeof path, "%s/m.safetensors", tmpdir);
-    if (st_writer_write(wr, path, err, sizeof err) != 0)
+    if (nn_st_writer_write(wr, path, err, sizeof err) != 0)
         fail_msg("write failed: %s", err);
-    st_writer_free(wr);
+    nn_st_writer_free(wr);
 
     char tmp[160];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -107,7 +107,7 @@ static void test_round_trip(void **state)
         hlen = hlen << 8 | lenb[i];
     assert_int_equal(hlen % 8, 0);
 
-    st_file *f = st_read(path, err, sizeof err);
+    nn_st_file *f = nn_st_read(path, err, sizeof err);
     if (!f)
         fail_msg("read failed: %s", err);
     assert_int_equal(f->ntensors, 4);
@@ -121,9 +121,9 @@ static void test_round_trip(void **state)
     assert_string_equal(f->tensors[2].name, "scale");
     assert_string_equal(f->tensors[3].name, "empty");
 
-    const st_tensor *t = st_find(f, "layer.0.weight");
+    const nn_st_tensor *t = nn_st_find(f, "layer.0.weight");
     assert_non_null(t);
-    assert_int_equal(t->dtype, ST_F32);
+    assert_int_equal(t->dtype, NN_ST_F32);
     assert_int_equal(t->ndim, 2);
     assert_int_equal(t->shape[0], 2);
     assert_int_equal(t->shape[1], 3);
@@ -131,20 +131,20 @@ static void test_round_trip(void **state)
     assert_int_equal(t->nbytes, sizeof w);
     assert_memory_equal(t->data, w, sizeof w);
 
-    t = st_find(f, "steps");
+    t = nn_st_find(f, "steps");
     assert_non_null(t);
-    assert_int_equal(t->dtype, ST_I64);
+    assert_int_equal(t->dtype, NN_ST_I64);
     assert_int_equal(t->ndim, 1);
     assert_int_equal(t->shape[0], 4);
     assert_memory_equal(t->data, idx, sizeof idx);
 
-    t = st_find(f, "scale");
+    t = nn_st_find(f, "scale");
     assert_non_null(t);
     assert_int_equal(t->ndim, 0);
     assert_int_equal(t->nelem, 1);
     assert_memory_equal(t->data, &scalar, sizeof scalar);
 
-    t = st_find(f, "empty");
+    t = nn_st_find(f, "empty");
     assert_non_null(t);
     assert_int_equal(t->ndim, 2);
     assert_int_equal(t->shape[0], 0);
@@ -152,11 +152,11 @@ static void test_round_trip(void **state)
     assert_int_equal(t->nelem, 0);
     assert_int_equal(t->nbytes, 0);
 
-    assert_null(st_find(f, "nope"));
+    assert_null(nn_st_find(f, "nope"));
     assert_int_equal(f->nmeta, 2);
-    assert_string_equal(st_meta(f, "format"), "mnist-c-v1");
-    assert_string_equal(st_meta(f, "arch"), "[\"quote\\\" and \\u00e9\"]");
-    assert_null(st_meta(f, "absent"));
+    assert_string_equal(nn_st_meta(f, "format"), "mnist-c-v1");
+    assert_string_equal(nn_st_meta(f, "arch"), "[\"quote\\\" and \\u00e9\"]");
+    assert_null(nn_st_meta(f, "absent"));
 
     /* Every strict prefix of the file is refused: no truncation slips by. */
     for (size_t n = 0; n < f->len; n++) {
@@ -164,14 +164,14 @@ static void test_round_trip(void **state)
         assert_non_null(b);
         memcpy(b, f->buf, n);
         char e2[512] = "";
-        st_file *g = st_parse(b, n, e2, sizeof e2);
+        nn_st_file *g = nn_st_parse(b, n, e2, sizeof e2);
         if (g) {
-            st_free(g);
+            nn_st_free(g);
             fail_msg("accepted the file truncated to %zu of %zu bytes", n, f->len);
         }
         assert_true(e2[0] != '\0');
     }
-    st_free(f);
+    nn_st_free(f);
 }
 
 static void test_writer_refuses_bad_input(void **state)
@@ -179,43 +179,43 @@ static void test_writer_refuses_bad_input(void **state)
     (void)state;
     float x[4] = { 0 };
     int64_t s1[1] = { 4 }, neg[1] = { -1 }, big[1] = { (1LL << 31) + 1 };
-    int64_t many[ST_MAX_DIMS + 1] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
-    st_writer *w = st_writer_create();
+    int64_t many[NN_ST_MAX_DIMS + 1] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+    nn_st_writer *w = nn_st_writer_create();
     assert_non_null(w);
-    assert_int_equal(st_writer_add(w, "a", ST_F32, 1, s1, x), 0);
-    assert_int_equal(st_writer_add(w, "a", ST_F32, 1, s1, x), -1);            /* duplicate */
-    assert_int_equal(st_writer_add(w, "__metadata__", ST_F32, 1, s1, x), -1); /* reserved */
-    assert_int_equal(st_writer_add(w, "b", ST_F32, 1, neg, x), -1);
-    assert_int_equal(st_writer_add(w, "b", ST_F32, 1, big, x), -1);
-    assert_int_equal(st_writer_add(w, "b", ST_F32, ST_MAX_DIMS + 1, many, x), -1);
-    assert_int_equal(st_writer_add(w, "b", ST_F32, 1, s1, NULL), -1);         /* no data */
-    assert_int_equal(st_writer_add(w, "b", (st_dtype)7, 1, s1, x), -1);
+    assert_int_equal(nn_st_writer_add(w, "a", NN_ST_F32, 1, s1, x), 0);
+    assert_int_equal(nn_st_writer_add(w, "a", NN_ST_F32, 1, s1, x), -1);            /* duplicate */
+    assert_int_equal(nn_st_writer_add(w, "__metadata__", NN_ST_F32, 1, s1, x), -1); /* reserved */
+    assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, 1, neg, x), -1);
+    assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, 1, big, x), -1);
+    assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, NN_ST_MAX_DIMS + 1, many, x), -1);
+    assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, 1, s1, NULL), -1);         /* no data */
+    assert_int_equal(nn_st_writer_add(w, "b", (nn_st_dtype)7, 1, s1, x), -1);
 
     char err[512] = "";
-    assert_int_equal(st_writer_write(w, "/nonexistent-dir/x.safetensors", err, sizeof err), -1);
+    assert_int_equal(nn_st_writer_write(w, "/nonexistent-dir/x.safetensors", err, sizeof err), -1);
     assert_non_null(strstr(err, "cannot create"));
-    st_writer_free(w);
-    st_writer_free(NULL);
-    st_free(NULL);
+    nn_st_writer_free(w);
+    nn_st_writer_free(NULL);
+    nn_st_free(NULL);
 }
 
 static void test_read_errors(void **state)
 {
     (void)state;
     char err[512] = "";
-    assert_null(st_read("/nonexistent/m.safetensors", err, sizeof err));
+    assert_null(nn_st_read("/nonexistent/m.safetensors", err, sizeof err));
     assert_non_null(strstr(err, "/nonexistent/m.safetensors: cannot open"));
-    assert_null(st_read("/tmp", err, sizeof err));
+    assert_null(nn_st_read("/tmp", err, sizeof err));
     assert_non_null(strstr(err, "not a regular file"));
 
-    /* A parse error through st_read names the file. */
+    /* A parse error through nn_st_read names the file. */
     char path[128];
     snprintf(path, sizeof path, "%s/bad.safetensors", tmpdir);
     FILE *fp = fopen(path, "wb");
     assert_non_null(fp);
     assert_int_equal(fwrite("\x02\0\0\0\0\0\0\0[]", 1, 10, fp), 10);
     assert_int_equal(fclose(fp), 0);
-    assert_null(st_read(path, err, sizeof err));
+    assert_null(nn_st_read(path, err, sizeof err));
     assert_non_null(strstr(err, path));
     assert_non_null(strstr(err, "not a JSON object"));
 }
@@ -230,16 +230,16 @@ static void test_header_length(void **state)
     refused_raw("{}", 1, 0, "header length 1 is too small");
     refused_raw("{}", 3, 0, "larger than the file");
     refused_raw("{}", 1ULL << 40, 0, "exceeds the limit");
-    refused_raw("{}", (uint64_t)ST_MAX_HEADER + 1, 0, "exceeds the limit");
+    refused_raw("{}", (uint64_t)NN_ST_MAX_HEADER + 1, 0, "exceeds the limit");
     refused_raw("{}", UINT64_MAX - 1, 0, "exceeds the limit");
 
     char err[128] = "";
     uint8_t *b = malloc(5);
     assert_non_null(b);
     memset(b, 0, 5);
-    assert_null(st_parse(b, 5, err, sizeof err));
+    assert_null(nn_st_parse(b, 5, err, sizeof err));
     assert_non_null(strstr(err, "file too short"));
-    assert_null(st_parse(NULL, 0, err, sizeof err));
+    assert_null(nn_st_parse(NULL, 0, err, sizeof err));
     assert_non_null(strstr(err, "file too short"));
 }
 
@@ -259,7 +259,7 @@ static void test_bad_json(void **state)
         uint8_t *b = build("{}xx", UINT64_MAX, 0, &len);
         b[10] = '\0';
         char err[256] = "";
-        assert_null(st_parse(b, len, err, sizeof err));
+        assert_null(nn_st_parse(b, len, err, sizeof err));
         assert_non_null(strstr(err, "NUL byte"));
     }
     refused("[]", 0, "not a JSON object");
@@ -267,13 +267,13 @@ static void test_bad_json(void **state)
     refused("42", 0, "not a JSON object");
 
     /* Space padding (as the format allows) and an empty file are fine. */
-    st_file *f = accepted("{}      ", 0);
+    nn_st_file *f = accepted("{}      ", 0);
     assert_int_equal(f->ntensors, 0);
     assert_int_equal(f->nmeta, 0);
-    st_free(f);
+    nn_st_free(f);
     f = accepted(" {\"__metadata__\":{}} \n", 0);
     assert_int_equal(f->nmeta, 0);
-    st_free(f);
+    nn_st_free(f);
 }
 
 static void test_dtype(void **state)
@@ -291,10 +291,10 @@ static void test_dtype(void **state)
             4, "appears twice");
     refused("{\"x\":[1,2]}", 0, "tensor 'x': entry is not an object");
 
-    st_file *f = accepted("{\"i\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}}", 16);
-    assert_int_equal(f->tensors[0].dtype, ST_I64);
+    nn_st_file *f = accepted("{\"i\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}}", 16);
+    assert_int_equal(f->tensors[0].dtype, NN_ST_I64);
     assert_int_equal(f->tensors[0].nbytes, 16);
-    st_free(f);
+    nn_st_free(f);
 }
 
 static void test_shape(void **state)
@@ -364,7 +364,7 @@ static void test_offsets(void **state)
     refused("{}", 3, "3 bytes after the last tensor");
 
     /* Listed out of order in the JSON is fine: the reader sorts by offset. */
-    st_file *f = accepted("{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]},"
+    nn_st_file *f = accepted("{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]},"
                           "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
                           12);
     assert_int_equal(f->ntensors, 2);
@@ -372,7 +372,7 @@ static void test_offsets(void **state)
     assert_string_equal(f->tensors[1].name, "b");
     assert_ptr_equal(f->tensors[1].data, f->data + 8);
     assert_int_equal(f->tensors[1].data[0], 8); /* build() fills bytes 0,1,2,... */
-    st_free(f);
+    nn_st_free(f);
 }
 
 static void test_names_and_metadata(void **state)
@@ -389,22 +389,22 @@ static void test_names_and_metadata(void **state)
     refused("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", 0, "duplicate __metadata__ key 'k'");
     refused("{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate __metadata__");
 
-    st_file *f = accepted("{\"__metadata__\":{\"k\":\"v\",\"e\":\"\"}}", 0);
-    assert_string_equal(st_meta(f, "k"), "v");
-    assert_string_equal(st_meta(f, "e"), "");
-    st_free(f);
+    nn_st_file *f = accepted("{\"__metadata__\":{\"k\":\"v\",\"e\":\"\"}}", 0);
+    assert_string_equal(nn_st_meta(f, "k"), "v");
+    assert_string_equal(nn_st_meta(f, "e"), "");
+    nn_st_free(f);
 }
 
 static void test_fnv(void **state)
 {
     (void)state;
     /* Published FNV-1a 64 test vectors. */
-    assert_true(st_fnv1a64("", 0, ST_FNV_INIT) == 0xcbf29ce484222325ULL);
-    assert_true(st_fnv1a64("a", 1, ST_FNV_INIT) == 0xaf63dc4c8601ec8cULL);
-    assert_true(st_fnv1a64("foobar", 6, ST_FNV_INIT) == 0x85944171f73967e8ULL);
+    assert_true(nn_st_fnv1a64("", 0, NN_ST_FNV_INIT) == 0xcbf29ce484222325ULL);
+    assert_true(nn_st_fnv1a64("a", 1, NN_ST_FNV_INIT) == 0xaf63dc4c8601ec8cULL);
+    assert_true(nn_st_fnv1a64("foobar", 6, NN_ST_FNV_INIT) == 0x85944171f73967e8ULL);
     /* Chaining over pieces equals hashing the whole. */
-    uint64_t h = st_fnv1a64("foo", 3, ST_FNV_INIT);
-    assert_true(st_fnv1a64("bar", 3, h) == 0x85944171f73967e8ULL);
+    uint64_t h = nn_st_fnv1a64("foo", 3, NN_ST_FNV_INIT);
+    assert_true(nn_st_fnv1a64("bar", 3, h) == 0x85944171f73967e8ULL);
 }
 
 int main(void)

@@ -36,11 +36,12 @@ static nn_net *bench_net(const char *prog, const char *arch)
     int nl = 0;
     char err[256];
     nn_net *net = NULL;
-    nn_meta meta = {.nclasses = 10, .input_mean = p->input_mean, .input_std = p->input_std,
+    nn_meta meta = {.nclasses = 10,
+                    .input_mean = p->input_mean,
+                    .input_std = p->input_std,
                     .test_accuracy = -1};
     snprintf(meta.dataset, sizeof meta.dataset, "mnist");
-    for (int i = 0; i < 10; i++)
-        snprintf(meta.labels[i], sizeof meta.labels[i], "%d", i);
+    for (int i = 0; i < 10; i++) snprintf(meta.labels[i], sizeof meta.labels[i], "%d", i);
     if (nn_arch_parse(p->arch, layers, &nl, err, sizeof err) == 0)
         net = nn_net_create(layers, nl, 1, 28, 28, &meta, err, sizeof err);
     if (!net) {
@@ -69,14 +70,9 @@ static int bench_parse(const char *prog, const cli_opt *opts, int n, int argc, c
     free(ops);
     switch (act) {
     case CLI_HELP:
-    case CLI_VERSION:
-        cli_usage(stdout, synopsis, opts, n);
-        return 1;
-    case CLI_ERROR:
-        fprintf(stderr, "%s: %s\n", prog, err);
-        return 2;
-    case CLI_RUN:
-        break;
+    case CLI_VERSION: cli_usage(stdout, synopsis, opts, n); return 1;
+    case CLI_ERROR: fprintf(stderr, "%s: %s\n", prog, err); return 2;
+    case CLI_RUN: break;
     }
     if (extra) {
         fprintf(stderr, "%s: unexpected argument %s (see --help)\n", prog, extra);

@@ -49,8 +49,8 @@ int main(int argc, char **argv)
     const char *arch_name = NULL, *data = "data/mnist", *save = NULL;
     int batch = 32, steps = 100, warm = 5, threads = 2, print_arch = 0;
     const cli_opt opts[] = {
-        {"arch", CLI_STRING, &arch_name, 0, 0, "NAME|FILE", NN_PRESET_NAMES " or a JSON file (required)",
-         .def = ""},
+        {"arch", CLI_STRING, &arch_name, 0, 0, "NAME|FILE",
+         NN_PRESET_NAMES " or a JSON file (required)", .def = ""},
         {"batch", CLI_INT, &batch, 1, 4096, "B", "images per step", .def = NULL},
         {"steps", CLI_INT, &steps, 1, 1000000, "N", "timed steps", .def = NULL},
         {"warmup", CLI_INT, &warm, 0, 1000000, "W", "untimed steps first", .def = NULL},
@@ -76,11 +76,8 @@ int main(int argc, char **argv)
     case CLI_VERSION:
         cli_usage(stdout, "usage: epoch_time --arch mlp|lenet|cnn|FILE [options]", opts, nopts);
         return 0;
-    case CLI_ERROR:
-        fprintf(stderr, "epoch_time: %s\n", err);
-        return 2;
-    case CLI_RUN:
-        break;
+    case CLI_ERROR: fprintf(stderr, "epoch_time: %s\n", err); return 2;
+    case CLI_RUN: break;
     }
     if (extra) {
         fprintf(stderr, "epoch_time: unexpected argument %s (see --help)\n", extra);
@@ -162,11 +159,10 @@ int main(int argc, char **argv)
     double loss = 0, acc = 0;
     /* Warm-up: page in the workspaces, settle the clocks and the caches. */
     if (warm > 0)
-        nn_trainer_epoch(tr, train->images, train->labels, (int)wneed, 0, NULL, NULL,
-                         NULL, &loss, &acc);
+        nn_trainer_epoch(tr, train->images, train->labels, (int)wneed, 0, NULL, NULL, NULL, &loss,
+                         &acc);
     double t0 = et_now();
-    nn_trainer_epoch(tr, train->images, train->labels, (int)need, 1, NULL, NULL, NULL,
-                     &loss, &acc);
+    nn_trainer_epoch(tr, train->images, train->labels, (int)need, 1, NULL, NULL, NULL, &loss, &acc);
     double secs = et_now() - t0;
 
     if (!(loss == loss)) {

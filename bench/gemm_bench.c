@@ -28,9 +28,8 @@ static double now(void)
 }
 
 /* cblas enums are ints in the ABI: RowMajor 101, NoTrans 111, Trans 112. */
-typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float,
-                               const float *, int, const float *, int, float,
-                               float *, int);
+typedef void (*cblas_sgemm_fn)(int, int, int, int, int, int, float, const float *, int,
+                               const float *, int, float, float *, int);
 static cblas_sgemm_fn blas_sgemm;
 static const char *blas_config = "";
 
@@ -53,32 +52,28 @@ struct shape {
     int ta, tb, M, N, K;
 };
 
-static void call(enum impl im, const struct shape *s, const float *A,
-                 const float *B, float *C)
+static void call(enum impl im, const struct shape *s, const float *A, const float *B, float *C)
 {
     int lda = s->ta ? s->M : s->K, ldb = s->tb ? s->K : s->N;
     switch (im) {
     case OURS:
     case GENERIC:
-        nn_gemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, 1.0f,
-                C, s->N);
+        nn_gemm(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, 1.0f, C, s->N);
         break;
     case REF:
-        nn_gemm_ref(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb,
-                    1.0f, C, s->N);
+        nn_gemm_ref(s->ta, s->tb, s->M, s->N, s->K, 1.0f, A, lda, B, ldb, 1.0f, C, s->N);
         break;
     case BLAS:
-        blas_sgemm(101, s->ta ? 112 : 111, s->tb ? 112 : 111, s->M, s->N,
-                   s->K, 1.0f, A, lda, B, ldb, 1.0f, C, s->N);
+        blas_sgemm(101, s->ta ? 112 : 111, s->tb ? 112 : 111, s->M, s->N, s->K, 1.0f, A, lda, B,
+                   ldb, 1.0f, C, s->N);
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
 /* GFLOP/s, best of 5 runs of >= min_secs each. */
-static double timeit(enum impl im, const struct shape *s, const float *A,
-                     const float *B, float *C, double min_secs)
+static double timeit(enum impl im, const struct shape *s, const float *A, const float *B, float *C,
+                     double min_secs)
 {
     int auto_path = nn_gemm_get_path();
     if (im == GENERIC) nn_gemm_set_path(NN_GEMM_PATH_GENERIC);
@@ -140,15 +135,13 @@ int main(int argc, char **argv)
         printf("; openblas (1 thread): %s", blas_config);
     else
         printf("; openblas: not installed");
-    printf("\n%-24s %2s %2s %4s %4s %4s  %9s %9s %9s %9s  %s\n", "shape", "ta",
-           "tb", "M", "N", "K", impl_names[OURS], impl_names[GENERIC],
-           impl_names[REF], impl_names[BLAS], "ours/ref ours/blas");
+    printf("\n%-24s %2s %2s %4s %4s %4s  %9s %9s %9s %9s  %s\n", "shape", "ta", "tb", "M", "N", "K",
+           impl_names[OURS], impl_names[GENERIC], impl_names[REF], impl_names[BLAS],
+           "ours/ref ours/blas");
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const struct shape *s = &shapes[i];
-        size_t na = (size_t)s->M * s->K, nb = (size_t)s->K * s->N,
-               nc = (size_t)s->M * s->N;
-        float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B),
-              *C = malloc(nc * sizeof *C);
+        size_t na = (size_t)s->M * s->K, nb = (size_t)s->K * s->N, nc = (size_t)s->M * s->N;
+        float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B), *C = malloc(nc * sizeof *C);
         if (!A || !B || !C) {
             fprintf(stderr, "gemm_bench: out of memory\n");
             return 1;
@@ -158,13 +151,11 @@ int main(int argc, char **argv)
         memset(C, 0, nc * sizeof *C);
         double g[NIMPL] = {0};
         for (int im = 0; im < NIMPL; im++)
-            if (im != BLAS || blas_sgemm)
-                g[im] = timeit((enum impl)im, s, A, B, C, min_secs);
-        printf("%-24s %2d %2d %4d %4d %4d  %9.1f %9.1f %9.2f ", s->what, s->ta,
-               s->tb, s->M, s->N, s->K, g[OURS], g[GENERIC], g[REF]);
+            if (im != BLAS || blas_sgemm) g[im] = timeit((enum impl)im, s, A, B, C, min_secs);
+        printf("%-24s %2d %2d %4d %4d %4d  %9.1f %9.1f %9.2f ", s->what, s->ta, s->tb, s->M, s->N,
+               s->K, g[OURS], g[GENERIC], g[REF]);
         if (blas_sgemm)
-            printf("%9.1f  %7.1fx %8.2fx", g[BLAS], g[OURS] / g[REF],
-                   g[OURS] / g[BLAS]);
+            printf("%9.1f  %7.1fx %8.2fx", g[BLAS], g[OURS] / g[REF], g[OURS] / g[BLAS]);
         else
             printf("%9s  %7.1fx %9s", "-", g[OURS] / g[REF], "-");
         if (peak > 0) printf("  %3.0f%% of peak", 100 * g[OURS] / peak);

@@ -38,20 +38,26 @@ int main(int argc, char **argv)
     int iters = 2000;
     const cli_opt opts[] = {
         {"arch", CLI_STRING, &arch, 0, 0, "NAME", NN_PRESET_NAMES, .def = NULL},
-        {"iters", CLI_INT, &iters, 1, 100000000, "N", "forward passes per measurement", .def = NULL},
+        {"iters", CLI_INT, &iters, 1, 100000000, "N", "forward passes per measurement",
+         .def = NULL},
         {"peak", CLI_DOUBLE, &peak, 0, 1e6, "GFLOPS", "one core's FP32 peak, for a percentage",
          .def = "none", .lo_open = 1},
     };
     int rc = bench_parse("infer_bench", opts, 3, argc, argv, "usage: infer_bench [options]");
-    if (rc)
-        return rc == 1 ? 0 : rc;
+    if (rc) return rc == 1 ? 0 : rc;
     nn_net *net = bench_net("infer_bench", arch);
     if (!net) return 1;
     char err[256];
     nn_net *f = nn_net_fold_bn(net, err, sizeof err);
-    if (!f) { fprintf(stderr, "%s\n", err); return 1; }
+    if (!f) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     nn_ws *ws = nn_ws_create(net, 1, 0), *wf = nn_ws_create(f, 1, 0);
-    if (!ws || !wf) { fprintf(stderr, "infer_bench: out of memory\n"); return 1; }
+    if (!ws || !wf) {
+        fprintf(stderr, "infer_bench: out of memory\n");
+        return 1;
+    }
     float x[784];
     nn_rng r;
     nn_rng_seed(&r, 3);
@@ -80,7 +86,9 @@ int main(int argc, char **argv)
         if (m > 0) printf(" %9.1f", 2 * m / (us * 1e-6) * 1e-9);
         printf("\n");
     }
-    nn_ws_free(ws); nn_ws_free(wf);
-    nn_net_free(f); nn_net_free(net);
+    nn_ws_free(ws);
+    nn_ws_free(wf);
+    nn_net_free(f);
+    nn_net_free(net);
     return 0;
 }

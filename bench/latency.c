@@ -23,7 +23,7 @@
 #include "nn/idx.h"
 #include "nn/net.h"
 
-#define LAT_IMAGES 256      /* distinct inputs cycled through            */
+#define LAT_IMAGES 256 /* distinct inputs cycled through            */
 #define LAT_MAX_RUNS 2000000
 
 /* Every result is stored here, so no forward pass can be optimised away. */
@@ -70,11 +70,8 @@ int main(int argc, char **argv)
     case CLI_VERSION:
         cli_usage(stdout, "usage: latency MODEL.safetensors [options]", opts, nopts);
         return 0;
-    case CLI_ERROR:
-        fprintf(stderr, "latency: %s\n", err);
-        return 2;
-    case CLI_RUN:
-        break;
+    case CLI_ERROR: fprintf(stderr, "latency: %s\n", err); return 2;
+    case CLI_RUN: break;
     }
     if (!model) {
         fprintf(stderr, "latency: one MODEL.safetensors wanted (see --help)\n");

@@ -36,30 +36,36 @@ static double now(void)
  * result is stored to *sink so the chains stay live. */
 typedef double (*fma_loop)(long iters, float *sink);
 
-#define CHAINS(FMA, VT, SET1, STORE, LANES)                                   \
-    VT a0 = SET1(1.0f), a1 = SET1(1.1f), a2 = SET1(1.2f), a3 = SET1(1.3f);    \
-    VT a4 = SET1(1.4f), a5 = SET1(1.5f), a6 = SET1(1.6f), a7 = SET1(1.7f);    \
+#define CHAINS(FMA, VT, SET1, STORE, LANES)                                  \
+    VT a0 = SET1(1.0f), a1 = SET1(1.1f), a2 = SET1(1.2f), a3 = SET1(1.3f);   \
+    VT a4 = SET1(1.4f), a5 = SET1(1.5f), a6 = SET1(1.6f), a7 = SET1(1.7f);   \
     VT a8 = SET1(1.8f), a9 = SET1(1.9f), a10 = SET1(2.0f), a11 = SET1(2.1f); \
-    VT m = SET1(*sink), c = SET1(sink[1]);                                    \
-    for (long i = 0; i < iters; i++) {                                        \
-        a0 = FMA(a0, m, c); a1 = FMA(a1, m, c); a2 = FMA(a2, m, c);           \
-        a3 = FMA(a3, m, c); a4 = FMA(a4, m, c); a5 = FMA(a5, m, c);           \
-        a6 = FMA(a6, m, c); a7 = FMA(a7, m, c); a8 = FMA(a8, m, c);           \
-        a9 = FMA(a9, m, c); a10 = FMA(a10, m, c); a11 = FMA(a11, m, c);       \
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3));        \
-    }                                                                         \
+    VT m = SET1(*sink), c = SET1(sink[1]);                                   \
+    for (long i = 0; i < iters; i++) {                                       \
+        a0 = FMA(a0, m, c);                                                  \
+        a1 = FMA(a1, m, c);                                                  \
+        a2 = FMA(a2, m, c);                                                  \
+        a3 = FMA(a3, m, c);                                                  \
+        a4 = FMA(a4, m, c);                                                  \
+        a5 = FMA(a5, m, c);                                                  \
+        a6 = FMA(a6, m, c);                                                  \
+        a7 = FMA(a7, m, c);                                                  \
+        a8 = FMA(a8, m, c);                                                  \
+        a9 = FMA(a9, m, c);                                                  \
+        a10 = FMA(a10, m, c);                                                \
+        a11 = FMA(a11, m, c);                                                \
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3));       \
+    }                                                                        \
     VT s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;      \
-    STORE(sink, s);                                                           \
-    return (double)iters * 12 * (LANES) * 2;
+    STORE(sink, s);                                                          \
+    return (double)iters * 12 * (LANES)*2;
 
 #if PEAK_X86
-__attribute__((target("avx2,fma"))) static double loop_avx2(long iters,
-                                                            float *sink)
+__attribute__((target("avx2,fma"))) static double loop_avx2(long iters, float *sink)
 {
     CHAINS(_mm256_fmadd_ps, __m256, _mm256_set1_ps, _mm256_storeu_ps, 8)
 }
-__attribute__((target("avx512f"))) static double loop_avx512(long iters,
-                                                             float *sink)
+__attribute__((target("avx512f"))) static double loop_avx512(long iters, float *sink)
 {
     CHAINS(_mm512_fmadd_ps, __m512, _mm512_set1_ps, _mm512_storeu_ps, 16)
 }
@@ -128,7 +134,7 @@ int main(int argc, char **argv)
 {
     double secs = 0.3;
     /* One optional operand, checked like every option of the programs. */
-    const cli_opt opt = {"seconds", CLI_DOUBLE, &secs, 0, 100, "S", "seconds per measurement",
+    const cli_opt opt = {"seconds",    CLI_DOUBLE,  &secs, 0, 100, "S", "seconds per measurement",
                          .lo_open = 1, .hi_open = 1};
     char err[200];
     if (argc > 2 || (argc == 2 && cli_set(&opt, argv[1], err, sizeof err) < 0)) {
@@ -139,25 +145,25 @@ int main(int argc, char **argv)
     if (ncpu < 1) ncpu = 1;
     if (ncpu > 64) ncpu = 64;
 #if PEAK_X86
-    struct { const char *name, *feat; fma_loop fn; } isas[] = {
+    struct {
+        const char *name, *feat;
+        fma_loop fn;
+    } isas[] = {
         {"avx2+fma", "fma", loop_avx2},
         {"avx512f", "avx512f", loop_avx512},
     };
     __builtin_cpu_init();
     printf("%-10s %8s %12s\n", "isa", "threads", "GFLOP/s");
     for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
-        int ok = i == 0 ? __builtin_cpu_supports("avx2") &&
-                              __builtin_cpu_supports("fma")
+        int ok = i == 0 ? __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
                         : __builtin_cpu_supports("avx512f");
         if (!ok) {
             printf("%-10s %8s %12s\n", isas[i].name, "-", "unsupported");
             continue;
         }
-        printf("%-10s %8d %12.1f\n", isas[i].name, 1,
-               measure(isas[i].fn, 1, secs));
+        printf("%-10s %8d %12.1f\n", isas[i].name, 1, measure(isas[i].fn, 1, secs));
         if (ncpu > 1)
-            printf("%-10s %8ld %12.1f\n", isas[i].name, ncpu,
-                   measure(isas[i].fn, (int)ncpu, secs));
+            printf("%-10s %8ld %12.1f\n", isas[i].name, ncpu, measure(isas[i].fn, (int)ncpu, secs));
     }
     return 0;
 #else

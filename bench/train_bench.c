@@ -26,14 +26,16 @@ int main(int argc, char **argv)
          .def = "none", .lo_open = 1},
     };
     int rc = bench_parse("train_bench", opts, 4, argc, argv, "usage: train_bench [options]");
-    if (rc)
-        return rc == 1 ? 0 : rc;
+    if (rc) return rc == 1 ? 0 : rc;
     nn_net *net = bench_net("train_bench", arch);
     if (!net) return 1;
     nn_ws *ws = nn_ws_create(net, batch, 1);
     float *x = malloc(sizeof(float) * batch * 784), *grad = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(batch);
-    if (!ws || !x || !grad || !y) { fprintf(stderr, "train_bench: out of memory\n"); return 1; }
+    if (!ws || !x || !grad || !y) {
+        fprintf(stderr, "train_bench: out of memory\n");
+        return 1;
+    }
     nn_rng r;
     nn_rng_seed(&r, 5);
     for (int i = 0; i < batch * 784; i++) x[i] = (float)nn_rng_uniform(&r);
@@ -74,7 +76,9 @@ int main(int argc, char **argv)
            2 * macs / per * 1e-9);
     if (peak > 0) printf(" = %.0f%% of one core's peak", 100 * 2 * macs / per * 1e-9 / peak);
     printf("\n");
-    free(x); free(grad); free(y);
+    free(x);
+    free(grad);
+    free(y);
     nn_ws_free(ws);
     nn_net_free(net);
     return 0;

@@ -10,21 +10,18 @@
 static const cli_opt *find(const cli_opt *opts, int n, const char *name, size_t len)
 {
     for (int i = 0; i < n; i++)
-        if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0)
-            return &opts[i];
+        if (strlen(opts[i].name) == len && strncmp(opts[i].name, name, len) == 0) return &opts[i];
     return NULL;
 }
 
-static int is_integer_type(cli_type t)
-{
-    return t == CLI_INT || t == CLI_U64 || t == CLI_SIZE;
-}
+static int is_integer_type(cli_type t) { return t == CLI_INT || t == CLI_U64 || t == CLI_SIZE; }
 
 /* "an integer from 1 to 100000" */
 static void range_text(const cli_opt *o, char *buf, size_t len)
 {
     const char *what = o->what ? o->what : is_integer_type(o->type) ? "an integer" : "a number";
-    const char *to = o->lo_open ? (o->hi_open ? "and below" : "up to") : (o->hi_open ? "to below" : "to");
+    const char *to =
+        o->lo_open ? (o->hi_open ? "and below" : "up to") : (o->hi_open ? "to below" : "to");
     char hi[32];
     if (o->hi >= 18446744073709551615.0)
         snprintf(hi, sizeof hi, "2^64-1");
@@ -75,23 +72,14 @@ int cli_set(const cli_opt *o, const char *v, char *err, size_t errlen)
         return -1;
     }
     switch (o->type) {
-    case CLI_INT:
-        *(int *)o->dst = (int)d;
-        break;
+    case CLI_INT: *(int *)o->dst = (int)d; break;
     case CLI_U64:
         *(unsigned long long *)o->dst = v[0] == '-' ? (unsigned long long)(long long)d : u;
         break;
-    case CLI_SIZE:
-        *(size_t *)o->dst = (size_t)u;
-        break;
-    case CLI_DOUBLE:
-        *(double *)o->dst = d;
-        break;
-    case CLI_FLOAT:
-        *(float *)o->dst = (float)d;
-        break;
-    default:
-        break;
+    case CLI_SIZE: *(size_t *)o->dst = (size_t)u; break;
+    case CLI_DOUBLE: *(double *)o->dst = d; break;
+    case CLI_FLOAT: *(float *)o->dst = (float)d; break;
+    default: break;
     }
     return 0;
 }
@@ -103,10 +91,8 @@ cli_action cli_parse(const cli_opt *opts, int n, int argc, char **argv, const ch
     /* --help and --version first: nothing is stored before usage shows the
      * defaults. */
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return CLI_HELP;
-        if (!strcmp(argv[i], "--version"))
-            return CLI_VERSION;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return CLI_HELP;
+        if (!strcmp(argv[i], "--version")) return CLI_VERSION;
     }
     int options = 1;
     for (int i = 1; i < argc; i++) {
@@ -123,12 +109,11 @@ cli_action cli_parse(const cli_opt *opts, int n, int argc, char **argv, const ch
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         const cli_opt *o = a[1] == '-' ? find(opts, n, name, len) : NULL;
         if (!o) {
-            snprintf(err, errlen, "unknown option %.*s (see --help)", (int)(eq ? eq - a : (long)strlen(a)),
-                     a);
+            snprintf(err, errlen, "unknown option %.*s (see --help)",
+                     (int)(eq ? eq - a : (long)strlen(a)), a);
             return CLI_ERROR;
         }
-        if (o->seen)
-            *o->seen = 1;
+        if (o->seen) *o->seen = 1;
         if (o->type == CLI_FLAG) {
             if (eq) {
                 snprintf(err, errlen, "--%s takes no value", o->name);
@@ -145,8 +130,7 @@ cli_action cli_parse(const cli_opt *opts, int n, int argc, char **argv, const ch
             }
             v = argv[++i];
         }
-        if (cli_set(o, v, err, errlen) < 0)
-            return CLI_ERROR;
+        if (cli_set(o, v, err, errlen) < 0) return CLI_ERROR;
     }
     return CLI_RUN;
 }
@@ -157,8 +141,7 @@ int cli_floats(const char *v, float *out, int n)
         char *end;
         errno = 0;
         double d = strtod(v, &end);
-        if (end == v || errno || !isfinite(d) || *end != (i + 1 < n ? ',' : '\0'))
-            return -1;
+        if (end == v || errno || !isfinite(d) || *end != (i + 1 < n ? ',' : '\0')) return -1;
         out[i] = (float)d;
         v = end + 1;
     }
@@ -169,32 +152,20 @@ static void default_text(const cli_opt *o, char *buf, size_t len)
 {
     buf[0] = '\0';
     if (o->def) {
-        if (*o->def)
-            snprintf(buf, len, " (default %s)", o->def);
+        if (*o->def) snprintf(buf, len, " (default %s)", o->def);
         return;
     }
     switch (o->type) {
-    case CLI_INT:
-        snprintf(buf, len, " (default %d)", *(const int *)o->dst);
-        break;
-    case CLI_U64:
-        snprintf(buf, len, " (default %llu)", *(const unsigned long long *)o->dst);
-        break;
-    case CLI_SIZE:
-        snprintf(buf, len, " (default %zu)", *(const size_t *)o->dst);
-        break;
-    case CLI_DOUBLE:
-        snprintf(buf, len, " (default %g)", *(const double *)o->dst);
-        break;
-    case CLI_FLOAT:
-        snprintf(buf, len, " (default %g)", (double)*(const float *)o->dst);
-        break;
+    case CLI_INT: snprintf(buf, len, " (default %d)", *(const int *)o->dst); break;
+    case CLI_U64: snprintf(buf, len, " (default %llu)", *(const unsigned long long *)o->dst); break;
+    case CLI_SIZE: snprintf(buf, len, " (default %zu)", *(const size_t *)o->dst); break;
+    case CLI_DOUBLE: snprintf(buf, len, " (default %g)", *(const double *)o->dst); break;
+    case CLI_FLOAT: snprintf(buf, len, " (default %g)", (double)*(const float *)o->dst); break;
     case CLI_STRING:
         if (*(const char *const *)o->dst)
             snprintf(buf, len, " (default %s)", *(const char *const *)o->dst);
         break;
-    case CLI_FLAG:
-        break;
+    case CLI_FLAG: break;
     }
 }
 
@@ -205,7 +176,9 @@ void cli_usage(FILE *f, const char *synopsis, const cli_opt *opts, int n)
         const cli_opt *o = &opts[i];
         char left[64], def[160];
         snprintf(left, sizeof left, "--%s%s%s", o->name, o->type == CLI_FLAG ? "" : " ",
-                 o->type == CLI_FLAG ? "" : o->arg ? o->arg : "X");
+                 o->type == CLI_FLAG ? ""
+                 : o->arg            ? o->arg
+                                     : "X");
         default_text(o, def, sizeof def);
         fprintf(f, "  %-22s %s%s\n", left, o->help, def);
     }

@@ -43,19 +43,19 @@ typedef enum {
 } cli_type;
 
 typedef struct {
-    const char *name;  /* without the dashes: "epochs" is --epochs */
+    const char *name; /* without the dashes: "epochs" is --epochs */
     cli_type type;
-    void *dst;         /* where the value goes, of the type's C type */
-    double lo, hi;     /* numbers: the accepted range */
-    const char *arg;   /* the value's name in --help ("N", "FILE") */
-    const char *help;  /* what it does, one line */
-    const char *def;   /* --help's default when dst's value is not it
+    void *dst;        /* where the value goes, of the type's C type */
+    double lo, hi;    /* numbers: the accepted range */
+    const char *arg;  /* the value's name in --help ("N", "FILE") */
+    const char *help; /* what it does, one line */
+    const char *def;  /* --help's default when dst's value is not it
                           ("the preset's"); "" shows none; NULL: dst's */
-    const char *what;  /* the value in messages ("a probability");
+    const char *what; /* the value in messages ("a probability");
                           NULL: "an integer" / "a number" */
-    int lo_open;       /* nonzero: lo itself is refused ("above 0") */
-    int hi_open;       /* nonzero: hi itself is refused ("below 1") */
-    int *seen;         /* if not NULL, set to 1 when the option is given */
+    int lo_open;      /* nonzero: lo itself is refused ("above 0") */
+    int hi_open;      /* nonzero: hi itself is refused ("below 1") */
+    int *seen;        /* if not NULL, set to 1 when the option is given */
 } cli_opt;
 
 typedef enum { CLI_RUN, CLI_HELP, CLI_VERSION, CLI_ERROR } cli_action;

@@ -35,11 +35,11 @@ typedef enum {
 } img_status;
 
 typedef struct {
-    uint32_t max_width;      /* default 8192                                 */
-    uint32_t max_height;     /* default 8192                                 */
-    uint64_t max_pixels;     /* width*height, default 16777216 (4096^2)      */
-    uint32_t max_chunk_cache;/* ancillary chunks kept, default 128           */
-    uint64_t max_chunk_bytes;/* largest chunk libpng will allocate, 1 MiB    */
+    uint32_t max_width;       /* default 8192                                 */
+    uint32_t max_height;      /* default 8192                                 */
+    uint64_t max_pixels;      /* width*height, default 16777216 (4096^2)      */
+    uint32_t max_chunk_cache; /* ancillary chunks kept, default 128           */
+    uint64_t max_chunk_bytes; /* largest chunk libpng will allocate, 1 MiB    */
 } img_limits;
 
 /* Fills lim with the defaults above. */
@@ -64,9 +64,8 @@ void img_limits_default(img_limits *lim);
  * zlib data and truncation anywhere up to IEND -> IMG_ERR_CORRUPT; a bad
  * CRC in an ancillary chunk only drops that chunk. lim may be NULL
  * (defaults); err may be NULL. Thread-safe: no global state. */
-img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
-                          uint8_t **out, uint32_t *w, uint32_t *h,
-                          char *err, size_t errlen);
+img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim, uint8_t **out,
+                          uint32_t *w, uint32_t *h, char *err, size_t errlen);
 
 /* MNIST-style preprocessing of a gray image into out[28*28] in 0..1:
  * polarity (the digit becomes light on dark), crop to the ink's bounding
@@ -84,8 +83,8 @@ img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
  * or renormalised: all 10000 MNIST test digits come out as value/255
  * exactly, and so do their inverted (black on white) versions. Blank means
  * under 8 gray levels of contrast. */
-img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
-                          float out[784], char *err, size_t errlen);
+img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h, float out[784], char *err,
+                          size_t errlen);
 
 /* Fashion-MNIST-style preprocessing into out[28*28] in 0..1: the same
  * polarity and blank detection as img_prep_mnist, crop to the ink's
@@ -96,15 +95,15 @@ img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
  * A 28x28 input whose ink box is already 24..28 px is only centred by box
  * (halves keep it in place), not rescaled: real Fashion-MNIST images come
  * through as value/255. Returns IMG_ERR_BLANK when there is no ink. */
-img_status img_prep_fit(const uint8_t *gray, uint32_t w, uint32_t h,
-                        float out[784], char *err, size_t errlen);
+img_status img_prep_fit(const uint8_t *gray, uint32_t w, uint32_t h, float out[784], char *err,
+                        size_t errlen);
 
 /* Dispatches on a model's preprocessing name: "mnist" -> img_prep_mnist,
  * "fit" -> img_prep_fit. Any other mode (or NULL) -> IMG_ERR_ARG with a
  * message and out zeroed; loaders validate the name first, so at serving
  * time this is a programming error, not a client one. */
-img_status img_prep_by_name(const char *mode, const uint8_t *gray, uint32_t w,
-                            uint32_t h, float out[784], char *err, size_t errlen);
+img_status img_prep_by_name(const char *mode, const uint8_t *gray, uint32_t w, uint32_t h,
+                            float out[784], char *err, size_t errlen);
 
 /* ---- encoding (tests, fixture tools, debugging dumps) -------------------- */
 
@@ -117,20 +116,20 @@ typedef struct {
     uint32_t width, height;
     int color_type;
     int bit_depth;
-    int interlace;               /* 0 none, 1 Adam7 */
+    int interlace; /* 0 none, 1 Adam7 */
     const uint16_t *samples;
-    const uint8_t *palette;      /* palette_len RGB triples (type 3)        */
+    const uint8_t *palette; /* palette_len RGB triples (type 3)        */
     int palette_len;
-    const uint8_t *trns;         /* palette alpha, trns_len entries         */
+    const uint8_t *trns; /* palette alpha, trns_len entries         */
     int trns_len;
-    const char *text_key;        /* optional text chunk (NULL: none)        */
+    const char *text_key; /* optional text chunk (NULL: none)        */
     const char *text;
-    int text_compressed;         /* 1: zTXt, 0: tEXt                        */
+    int text_compressed; /* 1: zTXt, 0: tEXt                        */
 } img_png_spec;
 
 /* Encodes spec into a malloc'ed PNG (*png, *len), which the caller frees.
  * Returns IMG_ERR_CORRUPT (with a message) for an invalid spec. */
-img_status img_png_encode(const img_png_spec *spec, uint8_t **png, size_t *len,
-                          char *err, size_t errlen);
+img_status img_png_encode(const img_png_spec *spec, uint8_t **png, size_t *len, char *err,
+                          size_t errlen);
 
 #endif

@@ -21,8 +21,7 @@ void img_limits_default(img_limits *lim)
 
 void img_errf(char *err, size_t errlen, const char *fmt, ...)
 {
-    if (!err || errlen == 0)
-        return;
+    if (!err || errlen == 0) return;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
@@ -37,19 +36,17 @@ static uint32_t be32(const uint8_t *p)
 /* Classifies the IHDR dimensions against lim. Used both on the raw bytes
  * (before libpng sees them, so a user-limit error cannot be confused with a
  * corrupt file) and again on what libpng parsed. */
-static img_status check_dims(uint32_t w, uint32_t h, const img_limits *lim,
-                             char *err, size_t errlen)
+static img_status check_dims(uint32_t w, uint32_t h, const img_limits *lim, char *err,
+                             size_t errlen)
 {
     if (w > lim->max_width || h > lim->max_height) {
-        img_errf(err, errlen, "image is %ux%u, limit is %ux%u",
-                 (unsigned)w, (unsigned)h, (unsigned)lim->max_width,
-                 (unsigned)lim->max_height);
+        img_errf(err, errlen, "image is %ux%u, limit is %ux%u", (unsigned)w, (unsigned)h,
+                 (unsigned)lim->max_width, (unsigned)lim->max_height);
         return IMG_ERR_TOO_LARGE;
     }
     if ((uint64_t)w * h > lim->max_pixels) {
-        img_errf(err, errlen, "image is %ux%u = %llu pixels, limit is %llu",
-                 (unsigned)w, (unsigned)h, (unsigned long long)w * h,
-                 (unsigned long long)lim->max_pixels);
+        img_errf(err, errlen, "image is %ux%u = %llu pixels, limit is %llu", (unsigned)w,
+                 (unsigned)h, (unsigned long long)w * h, (unsigned long long)lim->max_pixels);
         return IMG_ERR_TOO_LARGE;
     }
     return IMG_OK;
@@ -69,8 +66,8 @@ typedef struct {
     uint8_t *rows;   /* one row, or the whole image when interlaced         */
     png_bytep *rowp; /* row pointers into rows (interlaced only)            */
     uint32_t w, h;
-    img_status st;   /* set before png_error when we know the class         */
-    char msg[160];   /* libpng's last error message                         */
+    img_status st; /* set before png_error when we know the class         */
+    char msg[160]; /* libpng's last error message                         */
 } dec_state;
 
 static void dec_error(png_structp png, png_const_charp msg)
@@ -120,8 +117,7 @@ static void convert_row(const uint8_t *src, int ch, uint32_t w, uint8_t *g, uint
         } else {
             g[x] = (uint8_t)((299u * p[0] + 587u * p[1] + 114u * p[2] + 500u) / 1000u);
         }
-        if (a)
-            a[x] = p[ch - 1];
+        if (a) a[x] = p[ch - 1];
     }
 }
 
@@ -146,18 +142,16 @@ static void finish_alpha(uint8_t *g, const uint8_t *a, size_t n)
         /* Alpha is the ink whatever the stroke colour (white strokes on a
          * transparent dark-mode canvas would vanish over white): render
          * the ink dark on white, like black strokes composited over paper. */
-        for (size_t i = 0; i < n; i++)
-            g[i] = (uint8_t)(255 - a[i]);
+        for (size_t i = 0; i < n; i++) g[i] = (uint8_t)(255 - a[i]);
     } else {
-        for (size_t i = 0; i < n; i++)   /* over white: g*a + 255*(1-a) */
+        for (size_t i = 0; i < n; i++) /* over white: g*a + 255*(1-a) */
             g[i] = (uint8_t)((g[i] * a[i] + 255u * (255u - a[i]) + 127u) / 255u);
     }
 }
 
 static img_status decode_protected(dec_state *d, char *err, size_t errlen)
 {
-    if (setjmp(png_jmpbuf(d->png)))
-        return d->st != IMG_OK ? d->st : IMG_ERR_CORRUPT;
+    if (setjmp(png_jmpbuf(d->png))) return d->st != IMG_OK ? d->st : IMG_ERR_CORRUPT;
 
     png_structp png = d->png;
     png_infop info = d->info;
@@ -177,17 +171,12 @@ static img_status decode_protected(dec_state *d, char *err, size_t errlen)
     int depth, ctype, interlace;
     png_get_IHDR(png, info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
     img_status st = check_dims(w, h, d->lim, err, errlen);
-    if (st != IMG_OK)
-        return st;
+    if (st != IMG_OK) return st;
 
-    if (ctype == PNG_COLOR_TYPE_PALETTE)
-        png_set_palette_to_rgb(png);
-    if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8)
-        png_set_expand_gray_1_2_4_to_8(png);
-    if (png_get_valid(png, info, PNG_INFO_tRNS))
-        png_set_tRNS_to_alpha(png);
-    if (depth == 16)
-        png_set_scale_16(png);   /* rounds, unlike strip_16 */
+    if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
+    if (png_get_valid(png, info, PNG_INFO_tRNS)) png_set_tRNS_to_alpha(png);
+    if (depth == 16) png_set_scale_16(png); /* rounds, unlike strip_16 */
     int passes = png_set_interlace_handling(png);
     png_read_update_info(png, info);
 
@@ -204,15 +193,13 @@ static img_status decode_protected(dec_state *d, char *err, size_t errlen)
     d->w = w;
     d->h = h;
     d->gray = dec_alloc(d, npix);
-    if (has_alpha)
-        d->alpha = dec_alloc(d, npix);
+    if (has_alpha) d->alpha = dec_alloc(d, npix);
 
     if (passes > 1) {
         /* Adam7 needs the whole image at once; the limits bound it. */
         d->rows = dec_alloc(d, rowbytes * h);
         d->rowp = dec_alloc(d, sizeof *d->rowp * (h ? h : 1));
-        for (uint32_t y = 0; y < h; y++)
-            d->rowp[y] = d->rows + rowbytes * y;
+        for (uint32_t y = 0; y < h; y++) d->rowp[y] = d->rows + rowbytes * y;
         png_read_image(png, d->rowp);
         for (uint32_t y = 0; y < h; y++)
             convert_row(d->rowp[y], ch, w, d->gray + (size_t)w * y,
@@ -228,8 +215,7 @@ static img_status decode_protected(dec_state *d, char *err, size_t errlen)
     /* Reading to IEND makes a file cut after the pixel data an error too. */
     png_read_end(png, NULL);
 
-    if (has_alpha)
-        finish_alpha(d->gray, d->alpha, npix);
+    if (has_alpha) finish_alpha(d->gray, d->alpha, npix);
     return IMG_OK;
 }
 
@@ -238,43 +224,38 @@ static img_status decode_protected(dec_state *d, char *err, size_t errlen)
 static img_status classify(const char *msg)
 {
     static const char *const too_large[] = {
-        "too large", "exceeds user limit", "exceeds limit", "user limit",
-        "chunk cache",
+        "too large", "exceeds user limit", "exceeds limit", "user limit", "chunk cache",
     };
     for (size_t i = 0; i < sizeof too_large / sizeof *too_large; i++)
-        if (strstr(msg, too_large[i]))
-            return IMG_ERR_TOO_LARGE;
+        if (strstr(msg, too_large[i])) return IMG_ERR_TOO_LARGE;
     if (strstr(msg, "Out of memory") || strstr(msg, "out of memory") ||
         strstr(msg, "Insufficient memory"))
         return IMG_ERR_NOMEM;
     return IMG_ERR_CORRUPT;
 }
 
-img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
-                          uint8_t **out, uint32_t *w, uint32_t *h,
-                          char *err, size_t errlen)
+img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim, uint8_t **out,
+                          uint32_t *w, uint32_t *h, char *err, size_t errlen)
 {
     img_limits deflim;
     if (!lim) {
         img_limits_default(&deflim);
         lim = &deflim;
     }
-    if (err && errlen)
-        err[0] = '\0';
+    if (err && errlen) err[0] = '\0';
     *out = NULL;
     *w = *h = 0;
 
     if (!buf || len < 8 || png_sig_cmp(buf, 0, 8) != 0) {
-        img_errf(err, errlen, len == 0 ? "empty body, expected a PNG image"
-                                       : "not a PNG image (bad signature)");
+        img_errf(err, errlen,
+                 len == 0 ? "empty body, expected a PNG image" : "not a PNG image (bad signature)");
         return IMG_ERR_NOT_PNG;
     }
     /* IHDR must come first: judge its size before libpng does, so that a
      * user-limit failure inside libpng is never reported as corruption. */
     if (len >= 8 + 8 + 13 && memcmp(buf + 12, "IHDR", 4) == 0 && be32(buf + 8) == 13) {
         img_status st = check_dims(be32(buf + 16), be32(buf + 20), lim, err, errlen);
-        if (st != IMG_OK)
-            return st;
+        if (st != IMG_OK) return st;
     }
 
     /* Walk the chunk lengths: libpng skips oversized ancillary chunks
@@ -283,20 +264,19 @@ img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
     for (size_t off = 8; off + 8 <= len;) {
         uint32_t n = be32(buf + off);
         const uint8_t *type = buf + off + 4;
-        if (n > 0x7fffffffu)
-            break;                      /* libpng reports it as corrupt */
+        if (n > 0x7fffffffu) break; /* libpng reports it as corrupt */
         if (memcmp(type, "IDAT", 4) != 0 && n > lim->max_chunk_bytes) {
             char name[5];
             for (int i = 0; i < 4; i++)
-                name[i] = (type[i] >= 'A' && type[i] <= 'Z') ||
-                          (type[i] >= 'a' && type[i] <= 'z') ? (char)type[i] : '?';
+                name[i] = (type[i] >= 'A' && type[i] <= 'Z') || (type[i] >= 'a' && type[i] <= 'z')
+                              ? (char)type[i]
+                              : '?';
             name[4] = '\0';
-            img_errf(err, errlen, "%s chunk of %u bytes, limit is %llu", name,
-                     (unsigned)n, (unsigned long long)lim->max_chunk_bytes);
+            img_errf(err, errlen, "%s chunk of %u bytes, limit is %llu", name, (unsigned)n,
+                     (unsigned long long)lim->max_chunk_bytes);
             return IMG_ERR_TOO_LARGE;
         }
-        if (memcmp(type, "IEND", 4) == 0 || n > len - off - 8)
-            break;
+        if (memcmp(type, "IEND", 4) == 0 || n > len - off - 8) break;
         off += 12 + (size_t)n;
     }
 
@@ -307,8 +287,7 @@ img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
     d.lim = lim;
     d.st = IMG_OK;
     d.png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &d, dec_error, dec_warning);
-    if (d.png)
-        d.info = png_create_info_struct(d.png);
+    if (d.png) d.info = png_create_info_struct(d.png);
     if (!d.png || !d.info) {
         png_destroy_read_struct(d.png ? &d.png : NULL, NULL, NULL);
         img_errf(err, errlen, "out of memory creating the PNG decoder");
@@ -317,11 +296,12 @@ img_status img_png_decode(const uint8_t *buf, size_t len, const img_limits *lim,
 
     img_status st = decode_protected(&d, err, errlen);
     if (st != IMG_OK && d.msg[0]) {
-        if (d.st == IMG_OK)
-            st = classify(d.msg);
+        if (d.st == IMG_OK) st = classify(d.msg);
         img_errf(err, errlen, "%s PNG: %s",
-                 st == IMG_ERR_TOO_LARGE ? "oversized" :
-                 st == IMG_ERR_NOMEM ? "cannot decode" : "corrupt", d.msg);
+                 st == IMG_ERR_TOO_LARGE ? "oversized"
+                 : st == IMG_ERR_NOMEM   ? "cannot decode"
+                                         : "corrupt",
+                 d.msg);
     }
 
     png_destroy_read_struct(&d.png, &d.info, NULL);

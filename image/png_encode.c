@@ -12,9 +12,9 @@
 typedef struct {
     png_structp png;
     png_infop info;
-    uint8_t *buf;      /* growing output */
+    uint8_t *buf; /* growing output */
     size_t len, cap;
-    uint8_t *packed;   /* whole image, packed as PNG rows */
+    uint8_t *packed; /* whole image, packed as PNG rows */
     png_bytep *rowp;
     char msg[160];
     int nomem;
@@ -57,25 +57,21 @@ static void enc_write(png_structp png, png_bytep data, size_t n)
     e->len += n;
 }
 
-static void enc_flush(png_structp png)
-{
-    (void)png;
-}
+static void enc_flush(png_structp png) { (void)png; }
 
 static void enc_errf(char *err, size_t errlen, const char *msg, const char *detail)
 {
-    if (err && errlen)
-        snprintf(err, errlen, "%s%s", msg, detail ? detail : "");
+    if (err && errlen) snprintf(err, errlen, "%s%s", msg, detail ? detail : "");
 }
 
 static int channels_of(int ctype)
 {
     switch (ctype) {
-    case PNG_COLOR_TYPE_GRAY:       return 1;
-    case PNG_COLOR_TYPE_RGB:        return 3;
-    case PNG_COLOR_TYPE_PALETTE:    return 1;
+    case PNG_COLOR_TYPE_GRAY: return 1;
+    case PNG_COLOR_TYPE_RGB: return 3;
+    case PNG_COLOR_TYPE_PALETTE: return 1;
     case PNG_COLOR_TYPE_GRAY_ALPHA: return 2;
-    case PNG_COLOR_TYPE_RGB_ALPHA:  return 4;
+    case PNG_COLOR_TYPE_RGB_ALPHA: return 4;
     }
     return 0;
 }
@@ -85,20 +81,17 @@ static int depth_ok(int ctype, int depth)
     switch (ctype) {
     case PNG_COLOR_TYPE_GRAY:
         return depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
-    case PNG_COLOR_TYPE_PALETTE:
-        return depth == 1 || depth == 2 || depth == 4 || depth == 8;
+    case PNG_COLOR_TYPE_PALETTE: return depth == 1 || depth == 2 || depth == 4 || depth == 8;
     case PNG_COLOR_TYPE_RGB:
     case PNG_COLOR_TYPE_GRAY_ALPHA:
-    case PNG_COLOR_TYPE_RGB_ALPHA:
-        return depth == 8 || depth == 16;
+    case PNG_COLOR_TYPE_RGB_ALPHA: return depth == 8 || depth == 16;
     }
     return 0;
 }
 
 static int encode_protected(enc_state *e, const img_png_spec *s, int ch, size_t rowbytes)
 {
-    if (setjmp(png_jmpbuf(e->png)))
-        return -1;
+    if (setjmp(png_jmpbuf(e->png))) return -1;
     png_set_write_fn(e->png, e, enc_write, enc_flush);
     png_set_IHDR(e->png, e->info, s->width, s->height, s->bit_depth, s->color_type,
                  s->interlace ? PNG_INTERLACE_ADAM7 : PNG_INTERLACE_NONE,
@@ -111,14 +104,12 @@ static int encode_protected(enc_state *e, const img_png_spec *s, int ch, size_t 
             pal[i].blue = s->palette[3 * i + 2];
         }
         png_set_PLTE(e->png, e->info, pal, s->palette_len);
-        if (s->trns && s->trns_len > 0)
-            png_set_tRNS(e->png, e->info, s->trns, s->trns_len, NULL);
+        if (s->trns && s->trns_len > 0) png_set_tRNS(e->png, e->info, s->trns, s->trns_len, NULL);
     }
     if (s->text_key && s->text) {
         png_text t;
         memset(&t, 0, sizeof t);
-        t.compression = s->text_compressed ? PNG_TEXT_COMPRESSION_zTXt
-                                           : PNG_TEXT_COMPRESSION_NONE;
+        t.compression = s->text_compressed ? PNG_TEXT_COMPRESSION_zTXt : PNG_TEXT_COMPRESSION_NONE;
         t.key = (png_charp)s->text_key;
         t.text = (png_charp)s->text;
         t.text_length = strlen(s->text);
@@ -150,20 +141,20 @@ static int encode_protected(enc_state *e, const img_png_spec *s, int ch, size_t 
     return 0;
 }
 
-img_status img_png_encode(const img_png_spec *s, uint8_t **png, size_t *len,
-                          char *err, size_t errlen)
+img_status img_png_encode(const img_png_spec *s, uint8_t **png, size_t *len, char *err,
+                          size_t errlen)
 {
     *png = NULL;
     *len = 0;
     int ch = channels_of(s->color_type);
-    if (!ch || !depth_ok(s->color_type, s->bit_depth) || s->width == 0 ||
-        s->height == 0 || !s->samples ||
+    if (!ch || !depth_ok(s->color_type, s->bit_depth) || s->width == 0 || s->height == 0 ||
+        !s->samples ||
         (s->color_type == PNG_COLOR_TYPE_PALETTE &&
          (!s->palette || s->palette_len < 1 || s->palette_len > 256 ||
           s->trns_len > s->palette_len))) {
         char what[96];
-        snprintf(what, sizeof what, "type %d, depth %d, %ux%u", s->color_type,
-                 s->bit_depth, (unsigned)s->width, (unsigned)s->height);
+        snprintf(what, sizeof what, "type %d, depth %d, %ux%u", s->color_type, s->bit_depth,
+                 (unsigned)s->width, (unsigned)s->height);
         enc_errf(err, errlen, "invalid PNG spec: ", what);
         return IMG_ERR_CORRUPT;
     }
@@ -174,8 +165,7 @@ img_status img_png_encode(const img_png_spec *s, uint8_t **png, size_t *len,
     e.packed = malloc(rowbytes * s->height);
     e.rowp = malloc(sizeof *e.rowp * s->height);
     e.png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &e, enc_error, enc_warning);
-    if (e.png)
-        e.info = png_create_info_struct(e.png);
+    if (e.png) e.info = png_create_info_struct(e.png);
     img_status st = IMG_OK;
     if (!e.packed || !e.rowp || !e.png || !e.info) {
         enc_errf(err, errlen, "out of memory encoding a PNG", NULL);

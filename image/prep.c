@@ -35,16 +35,16 @@
 #define PREP_SIDE 28
 #define PREP_BOX 20
 #define PREP_COM 14.0
-#define PREP_MIN_CONTRAST 8          /* gray levels; below this: blank */
-#define PREP_PASS_MIN_BOX 12         /* smaller 28x28 digits get rescaled */
+#define PREP_MIN_CONTRAST 8  /* gray levels; below this: blank */
+#define PREP_PASS_MIN_BOX 12 /* smaller 28x28 digits get rescaled */
 /* fit: a 28x28 input whose ink box already spans this much is taken as
  * framed (Fashion-MNIST's objects touch the frame; faint edges can keep the
  * 10% box a pixel or two short of it) and is only centred. */
 #define PREP_FIT_PASS_MIN_BOX 24
 
 typedef struct {
-    int light;   /* background lighter than the ink */
-    int bg;      /* background level 0..255 */
+    int light; /* background lighter than the ink */
+    int bg;    /* background level 0..255 */
 } polarity;
 
 static inline int ink_of(const polarity *p, int v)
@@ -58,8 +58,7 @@ static int hist_median(const uint64_t hist[256], uint64_t n)
     uint64_t acc = 0;
     for (int v = 0; v < 256; v++) {
         acc += hist[v];
-        if (2 * acc >= n)
-            return v;
+        if (2 * acc >= n) return v;
     }
     return 255;
 }
@@ -123,11 +122,10 @@ typedef struct {
 
 /* Steps 1-3: polarity, blank detection, bounding box of the ink.
  * IMG_OK or IMG_ERR_BLANK (with a message); clears out first. */
-static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h,
-                           float out[784], ink_box *ib, char *err, size_t errlen)
+static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h, float out[784], ink_box *ib,
+                           char *err, size_t errlen)
 {
-    if (err && errlen)
-        err[0] = '\0';
+    if (err && errlen) err[0] = '\0';
     memset(out, 0, sizeof(float) * PREP_SIDE * PREP_SIDE);
     if (!gray || w == 0 || h == 0) {
         img_errf(err, errlen, "empty image (%ux%u)", (unsigned)w, (unsigned)h);
@@ -137,8 +135,7 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h,
     /* 1. range and border median */
     uint64_t hist[256] = {0}, bhist[256] = {0}, nb = 0;
     size_t npix = (size_t)w * h;
-    for (size_t i = 0; i < npix; i++)
-        hist[gray[i]]++;
+    for (size_t i = 0; i < npix; i++) hist[gray[i]]++;
     int lo = 0, hi = 255;
     while (hist[lo] == 0) lo++;
     while (hist[hi] == 0) hi--;
@@ -189,24 +186,22 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h,
 }
 
 /* A 28x28 input kept pixel for pixel (ink/255), moved by (dx, dy). */
-static void copy_shifted(const uint8_t *gray, const polarity *pol, int dx, int dy,
-                         float out[784])
+static void copy_shifted(const uint8_t *gray, const polarity *pol, int dx, int dy, float out[784])
 {
     for (int y = 0; y < PREP_SIDE; y++)
         for (int x = 0; x < PREP_SIDE; x++) {
             int sx = x - dx, sy = y - dy;
-            out[y * PREP_SIDE + x] =
-                (sx >= 0 && sx < PREP_SIDE && sy >= 0 && sy < PREP_SIDE)
-                    ? (float)ink_of(pol, gray[sy * PREP_SIDE + sx]) / 255.0f
-                    : 0.0f;
+            out[y * PREP_SIDE + x] = (sx >= 0 && sx < PREP_SIDE && sy >= 0 && sy < PREP_SIDE)
+                                         ? (float)ink_of(pol, gray[sy * PREP_SIDE + sx]) / 255.0f
+                                         : 0.0f;
         }
 }
 
 /* Step 4: area-averages the ink box to *nw x *nh with the longer side
  * `side` (<= PREP_SIDE), ink renormalised so the strongest pixel is 1.0. */
-static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib,
-                            uint32_t side, float small[784], uint32_t *pnw,
-                            uint32_t *pnh, char *err, size_t errlen)
+static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib, uint32_t side,
+                            float small[784], uint32_t *pnw, uint32_t *pnh, char *err,
+                            size_t errlen)
 {
     uint32_t bw = ib->bw, bh = ib->bh;
     double scale = (double)side / ib->longest;
@@ -227,8 +222,7 @@ static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib,
     }
     for (uint32_t y = 0; y < bh; y++) {
         const uint8_t *row = gray + (size_t)(ib->y0 + y) * w + ib->x0;
-        for (uint32_t x = 0; x < bw; x++)
-            line[x] = (float)ink_of(&ib->pol, row[x]);
+        for (uint32_t x = 0; x < bw; x++) line[x] = (float)ink_of(&ib->pol, row[x]);
         for (uint32_t i = 0; i < nw; i++) {
             double a, b;
             box_span(bw, nw, i, &a, &b);
@@ -242,8 +236,7 @@ static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib,
             box_span(bh, nh, j, &a, &b);
             float v = box_sum_row(tmp + x, nw, a, b);
             small[j * nw + x] = v;
-            if (v > peak)
-                peak = v;
+            if (v > peak) peak = v;
         }
     free(tmp);
     free(line);
@@ -251,28 +244,25 @@ static img_status scale_box(const uint8_t *gray, uint32_t w, const ink_box *ib,
         img_errf(err, errlen, "no ink left after scaling");
         return IMG_ERR_BLANK;
     }
-    for (uint32_t i = 0; i < nw * nh; i++)
-        small[i] /= peak;
+    for (uint32_t i = 0; i < nw * nh; i++) small[i] /= peak;
     *pnw = nw;
     *pnh = nh;
     return IMG_OK;
 }
 
-static void paste(const float *small, uint32_t nw, uint32_t nh, int ox, int oy,
-                  float out[784])
+static void paste(const float *small, uint32_t nw, uint32_t nh, int ox, int oy, float out[784])
 {
     for (uint32_t y = 0; y < nh; y++)
         for (uint32_t x = 0; x < nw; x++)
             out[(oy + (int)y) * PREP_SIDE + ox + (int)x] = small[y * nw + x];
 }
 
-img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
-                          float out[784], char *err, size_t errlen)
+img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h, float out[784], char *err,
+                          size_t errlen)
 {
     ink_box ib;
     img_status st = find_ink(gray, w, h, out, &ib, err, errlen);
-    if (st != IMG_OK)
-        return st;
+    if (st != IMG_OK) return st;
 
     if (w == PREP_SIDE && h == PREP_SIDE && ib.longest >= PREP_PASS_MIN_BOX &&
         ib.longest <= PREP_BOX) {
@@ -280,16 +270,15 @@ img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h,
         copy_shifted(gray, &ib.pol, 0, 0, out);
         double cx, cy;
         centre_of_mass(out, PREP_SIDE, PREP_SIDE, &cx, &cy);
-        copy_shifted(gray, &ib.pol, round_half_in(PREP_COM - cx),
-                     round_half_in(PREP_COM - cy), out);
+        copy_shifted(gray, &ib.pol, round_half_in(PREP_COM - cx), round_half_in(PREP_COM - cy),
+                     out);
         return IMG_OK;
     }
 
     float small[PREP_SIDE * PREP_SIDE];
     uint32_t nw, nh;
     st = scale_box(gray, w, &ib, PREP_BOX, small, &nw, &nh, err, errlen);
-    if (st != IMG_OK)
-        return st;
+    if (st != IMG_OK) return st;
 
     /* 5. place with the centre of mass at the centre */
     double cx, cy;
@@ -306,40 +295,35 @@ static int centre_shift(uint32_t o, uint32_t n)
     return round_half_in((PREP_SIDE - (double)n) / 2.0 - (double)o);
 }
 
-img_status img_prep_fit(const uint8_t *gray, uint32_t w, uint32_t h,
-                        float out[784], char *err, size_t errlen)
+img_status img_prep_fit(const uint8_t *gray, uint32_t w, uint32_t h, float out[784], char *err,
+                        size_t errlen)
 {
     ink_box ib;
     img_status st = find_ink(gray, w, h, out, &ib, err, errlen);
-    if (st != IMG_OK)
-        return st;
+    if (st != IMG_OK) return st;
 
     if (w == PREP_SIDE && h == PREP_SIDE && ib.longest >= PREP_FIT_PASS_MIN_BOX) {
         /* Already framed like Fashion-MNIST: keep every pixel (faint edges
          * outside the 10% box included), only centre the box. */
-        copy_shifted(gray, &ib.pol, centre_shift(ib.x0, ib.bw),
-                     centre_shift(ib.y0, ib.bh), out);
+        copy_shifted(gray, &ib.pol, centre_shift(ib.x0, ib.bw), centre_shift(ib.y0, ib.bh), out);
         return IMG_OK;
     }
 
     float small[PREP_SIDE * PREP_SIDE];
     uint32_t nw, nh;
     st = scale_box(gray, w, &ib, PREP_SIDE, small, &nw, &nh, err, errlen);
-    if (st != IMG_OK)
-        return st;
+    if (st != IMG_OK) return st;
     paste(small, nw, nh, centre_shift(0, nw), centre_shift(0, nh), out);
     return IMG_OK;
 }
 
-img_status img_prep_by_name(const char *mode, const uint8_t *gray, uint32_t w,
-                            uint32_t h, float out[784], char *err, size_t errlen)
+img_status img_prep_by_name(const char *mode, const uint8_t *gray, uint32_t w, uint32_t h,
+                            float out[784], char *err, size_t errlen)
 {
-    if (mode && !strcmp(mode, "mnist"))
-        return img_prep_mnist(gray, w, h, out, err, errlen);
-    if (mode && !strcmp(mode, "fit"))
-        return img_prep_fit(gray, w, h, out, err, errlen);
+    if (mode && !strcmp(mode, "mnist")) return img_prep_mnist(gray, w, h, out, err, errlen);
+    if (mode && !strcmp(mode, "fit")) return img_prep_fit(gray, w, h, out, err, errlen);
     memset(out, 0, sizeof(float) * PREP_SIDE * PREP_SIDE);
     img_errf(err, errlen, "unknown preprocessing \"%s\" (expected \"mnist\" or \"fit\")",
-              mode ? mode : "(null)");
+             mode ? mode : "(null)");
     return IMG_ERR_ARG;
 }

@@ -7,7 +7,11 @@
 
 void nn_affine_identity(nn_affine *a)
 {
-    a->rot_deg = 0.0f; a->scale = 1.0f; a->dx = 0.0f; a->dy = 0.0f; a->flip = 0;
+    a->rot_deg = 0.0f;
+    a->scale = 1.0f;
+    a->dx = 0.0f;
+    a->dy = 0.0f;
+    a->flip = 0;
 }
 
 /* Bilinear sample of bytes src at (x, y), zero outside, 0..255. */
@@ -39,8 +43,8 @@ static void mirror(float *img, int h, int w)
         }
 }
 
-void nn_warp(float *dst, const uint8_t *src, int h, int w, const nn_affine *a,
-             const float *fx, const float *fy)
+void nn_warp(float *dst, const uint8_t *src, int h, int w, const nn_affine *a, const float *fx,
+             const float *fy)
 {
     float th = a->rot_deg * 3.14159265358979f / 180.0f;
     float c = cosf(th), s = sinf(th), inv = 1.0f / a->scale;
@@ -59,8 +63,7 @@ void nn_warp(float *dst, const uint8_t *src, int h, int w, const nn_affine *a,
     if (a->flip) mirror(dst, h, w);
 }
 
-void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
-                     const nn_affine *a)
+void nn_affine_apply(float *dst, const uint8_t *src, int h, int w, const nn_affine *a)
 {
     if (is_identity(a)) {
         for (int i = 0; i < h * w; i++) dst[i] = src[i] * (1.0f / 255.0f);
@@ -70,8 +73,8 @@ void nn_affine_apply(float *dst, const uint8_t *src, int h, int w,
     nn_warp(dst, src, h, w, a, NULL, NULL);
 }
 
-void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, int h, int w,
-                   uint64_t seed, uint64_t counter)
+void nn_aug_sample(nn_affine *a, const nn_aug_cfg *cfg, int h, int w, uint64_t seed,
+                   uint64_t counter)
 {
     uint64_t k = counter * 8;
     float u0 = nn_hash_uniform(seed, k), u1 = nn_hash_uniform(seed, k + 1);
@@ -158,15 +161,15 @@ static void stroke(float *img, float *m, int h, int w, float t)
             u[2] = y > 0 ? img[(y - 1) * w + x] : 0.0f;
             u[3] = y < h - 1 ? img[(y + 1) * w + x] : 0.0f;
             float e = v;
-            for (int i = 0; i < 4; i++) e = t > 0.0f ? (u[i] > e ? u[i] : e) : (u[i] < e ? u[i] : e);
+            for (int i = 0; i < 4; i++)
+                e = t > 0.0f ? (u[i] > e ? u[i] : e) : (u[i] < e ? u[i] : e);
             m[y * w + x] = e;
         }
     for (int i = 0; i < h * w; i++) img[i] += a * (m[i] - img[i]);
 }
 
-void nn_augment(float *dst, const uint8_t *src, int h, int w,
-                const nn_aug_cfg *cfg, uint64_t seed, uint64_t counter,
-                float *scratch)
+void nn_augment(float *dst, const uint8_t *src, int h, int w, const nn_aug_cfg *cfg, uint64_t seed,
+                uint64_t counter, float *scratch)
 {
     nn_affine a;
     nn_aug_sample(&a, cfg, h, w, seed, counter);

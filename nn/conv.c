@@ -11,8 +11,8 @@
 
 /* ---- reference -------------------------------------------------------------- */
 
-void nn_conv2d_forward_ref(float *y, const float *x, const float *w,
-                           const float *b, const nn_conv_shape *cs)
+void nn_conv2d_forward_ref(float *y, const float *x, const float *w, const float *b,
+                           const nn_conv_shape *cs)
 {
     const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
     for (int o = 0; o < cs->O; o++)
@@ -31,9 +31,8 @@ void nn_conv2d_forward_ref(float *y, const float *x, const float *w,
             }
 }
 
-void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
-                            const float *x, const float *w,
-                            const nn_conv_shape *cs)
+void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                            const float *w, const nn_conv_shape *cs)
 {
     const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, s = cs->s, p = cs->p;
     if (dx) memset(dx, 0, sizeof(float) * C * H * W);
@@ -64,8 +63,7 @@ void nn_conv2d_backward_ref(float *dx, float *dw, float *db, const float *dy,
 
 /* x [g,C,H,W] copied with a border of p zeros into dst [g,C,H+2p,W+2p],
  * so the packers need no bounds checks. p == 0 returns x itself. */
-static const float *pad_images(float *dst, const float *x, int g, int C, int H,
-                               int W, int p)
+static const float *pad_images(float *dst, const float *x, int g, int C, int H, int W, int p)
 {
     if (p == 0) return x;
     const int Wp = W + 2 * p;
@@ -89,17 +87,17 @@ static const float *pad_images(float *dst, const float *x, int g, int C, int H,
 /* The virtual im2col matrix of a group: rows (c,ki,kj), columns the output
  * positions of image 0, then image 1, ... over padded images. */
 struct conv_src {
-    const float *x;   /* padded images, npad floats apart                 */
-    size_t npad, plane;/* floats per padded image and per padded channel  */
-    int Wp, k, s;     /* padded row length, kernel, stride                */
-    int P, OW;        /* output positions per image, output row length    */
+    const float *x;     /* padded images, npad floats apart                 */
+    size_t npad, plane; /* floats per padded image and per padded channel  */
+    int Wp, k, s;       /* padded row length, kernel, stride                */
+    int P, OW;          /* output positions per image, output row length    */
 };
 
 /* A run of panel columns that are consecutive outputs of one output row:
  * their inputs are s floats apart. */
 struct conv_seg {
-    size_t off;       /* input offset of the first, for (c,ki,kj) = 0     */
-    int at, len;      /* first column within the panel, count             */
+    size_t off;  /* input offset of the first, for (c,ki,kj) = 0     */
+    int at, len; /* first column within the panel, count             */
 };
 
 /* Columns [j0, j0+n) as runs; returns the count. */
@@ -126,7 +124,8 @@ static int conv_segments(const struct conv_src *cx, int j0, int n, struct conv_s
 /* Else GCC turns the 4-float loop back into a memcpy call. */
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
-static inline void copy_run(float *restrict d, const float *restrict src, int n)
+static inline void
+copy_run(float *restrict d, const float *restrict src, int n)
 {
     int u = 0;
     for (; u + 4 <= n; u += 4) memcpy(d + u, src + u, 16);
@@ -155,7 +154,10 @@ static void pack_fwd(void *vctx, int k0, int kc, int j0, int nr, int nrp, float 
         for (int j = nr; j < nrp; j++) o[j] = 0.0f;
         if (++kj == k) {
             kj = 0;
-            if (++ki == k) { ki = 0; c++; }
+            if (++ki == k) {
+                ki = 0;
+                c++;
+            }
         }
     }
 }
@@ -204,8 +206,8 @@ static void pack_dw(void *vctx, int k0, int kc, int j0, int nr, int nrp, float *
     }
 }
 
-static void conv_src_init(struct conv_src *cx, const float *xp, int C, int H, int W,
-                          int p, int k, int s, int OH, int OW)
+static void conv_src_init(struct conv_src *cx, const float *xp, int C, int H, int W, int p, int k,
+                          int s, int OH, int OW)
 {
     (void)C;
     cx->x = xp;
@@ -240,8 +242,7 @@ static int dcol_images(size_t K, size_t P, int g)
 
 static int dx_as_conv(const nn_conv_shape *cs)
 {
-    return cs->s == 1 && cs->C >= 4 &&
-           (size_t)cs->H * cs->W * 4 <= (size_t)cs->OH * cs->OW * 5;
+    return cs->s == 1 && cs->C >= 4 && (size_t)cs->H * cs->W * 4 <= (size_t)cs->OH * cs->OW * 5;
 }
 
 /* That convolution's shape: dy's O channels in, C out, border k-1-p. */
@@ -264,10 +265,10 @@ static nn_conv_shape dx_shape(const nn_conv_shape *cs)
  * had packing at a third of the time. The price is the garbage columns, so
  * groups use it only where they are few (shifted_pays). */
 struct shifted {
-    int Hq, Wq;        /* phase plane size                                 */
-    size_t plane;      /* Hq * Wq                                          */
-    size_t nx;         /* floats of the phase buffer, slack included       */
-    size_t N;          /* GEMM columns: (g - 1) planes and OH rows of Wq   */
+    int Hq, Wq;   /* phase plane size                                 */
+    size_t plane; /* Hq * Wq                                          */
+    size_t nx;    /* floats of the phase buffer, slack included       */
+    size_t N;     /* GEMM columns: (g - 1) planes and OH rows of Wq   */
 };
 
 static void shifted_geom(struct shifted *sg, const nn_conv_shape *cs, int g)
@@ -424,10 +425,7 @@ static void conv_dw_shifted(float *dw, const float *dy, const float *x, const nn
  * train_bench, LeNet batch 16, conv 0 backward 0.31 -> 0.23 ms. With 32
  * or more outputs (the big CNN) they measured no faster or slower. Only
  * where the extra grid positions are few (at most 1.4x). */
-static int dw_shifted(const nn_conv_shape *cs)
-{
-    return cs->O <= 8 && extra_at_most(cs, 14, 10);
-}
+static int dw_shifted(const nn_conv_shape *cs) { return cs->O <= 8 && extra_at_most(cs, 14, 10); }
 
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
 {
@@ -467,9 +465,8 @@ static void to_channel_major(float *dst, const float *src, int g, int O, size_t 
             memcpy(dst + ((size_t)o * g + i) * P, src + ((size_t)i * O + o) * P, sizeof(float) * P);
 }
 
-void nn_conv2d_forward_n(float *y, const float *x, const float *w,
-                         const float *b, const nn_conv_shape *cs, int g,
-                         float *scratch, int relu)
+void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *b,
+                         const nn_conv_shape *cs, int g, float *scratch, int relu)
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
     const size_t nout = (size_t)cs->O * P, ld = P * g;
@@ -490,8 +487,8 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w,
     }
     float *xp = scratch, *tmp = scratch + padded_size(g, cs->C, cs->H, cs->W, cs->p);
     struct conv_src cx;
-    conv_src_init(&cx, pad_images(xp, x, g, cs->C, cs->H, cs->W, cs->p), cs->C, cs->H, cs->W,
-                  cs->p, cs->k, cs->s, cs->OH, cs->OW);
+    conv_src_init(&cx, pad_images(xp, x, g, cs->C, cs->H, cs->W, cs->p), cs->C, cs->H, cs->W, cs->p,
+                  cs->k, cs->s, cs->OH, cs->OW);
     nn_gemm_packed(0, cs->O, (int)ld, (int)K, 1.0f, w, (int)K, pack_fwd, &cx, 0.0f, tmp, (int)ld);
     /* [O, g*P] -> [g, O, P] with the bias (and ReLU). */
     for (int i = 0; i < g; i++)
@@ -530,9 +527,8 @@ static void col2im_rows(float *dx, const float *dcol, size_t ld, const nn_conv_s
             }
 }
 
-void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
-                          const float *x, const float *w,
-                          const nn_conv_shape *cs, int g, float *scratch)
+void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, const float *x,
+                          const float *w, const nn_conv_shape *cs, int g, float *scratch)
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
     const size_t nin = (size_t)cs->C * cs->H * cs->W, ld = P * g;
@@ -546,8 +542,8 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
         conv_dw_shifted(dw, dy, x, cs, g, xp);
     } else {
         struct conv_src cx;
-        conv_src_init(&cx, pad_images(xp, x, g, C, cs->H, cs->W, cs->p), C, cs->H, cs->W, cs->p,
-                      k, cs->s, cs->OH, cs->OW);
+        conv_src_init(&cx, pad_images(xp, x, g, C, cs->H, cs->W, cs->p), C, cs->H, cs->W, cs->p, k,
+                      cs->s, cs->OH, cs->OW);
         /* dw[O,K] += dyt[O, gP] im2col^T[gP, K] */
         nn_gemm_packed(0, O, (int)K, (int)ld, 1.0f, dyt, (int)ld, pack_dw, &cx, 1.0f, dw, (int)K);
     }
@@ -572,8 +568,8 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
             return;
         }
         struct conv_src cd;
-        conv_src_init(&cd, pad_images(dyp, dy, g, O, cs->OH, cs->OW, q), O, cs->OH, cs->OW, q, k,
-                      1, cs->H, cs->W);
+        conv_src_init(&cd, pad_images(dyp, dy, g, O, cs->OH, cs->OW, q), O, cs->OH, cs->OW, q, k, 1,
+                      cs->H, cs->W);
         /* Only groups get here (one image is always shifted): [C, g*HW]
          * back to [g, C, HW]. */
         const size_t ldx = (size_t)g * HW;
@@ -595,8 +591,8 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy,
     for (int i0 = 0; i0 < g; i0 += step) {
         int n = g - i0 < step ? g - i0 : step;
         size_t ls = (size_t)n * P;
-        nn_gemm(1, 0, (int)K, (int)ls, O, 1.0f, w, (int)K, dyt + (size_t)i0 * P, (int)ld, 0.0f, dcol,
-                (int)ls);
+        nn_gemm(1, 0, (int)K, (int)ls, O, 1.0f, w, (int)K, dyt + (size_t)i0 * P, (int)ld, 0.0f,
+                dcol, (int)ls);
         for (int i = 0; i < n; i++) col2im_rows(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
     }
 }

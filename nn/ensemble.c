@@ -27,11 +27,12 @@ struct nn_ensemble {
 struct nn_ensemble_ws {
     int n, k, max_batch;
     nn_ws *ws[NN_MAX_MEMBERS];
-    float *tmp;   /* one member's probabilities [max_batch, k] */
+    float *tmp; /* one member's probabilities [max_batch, k] */
 };
 
 /* nn_ensemble_from_nets; names (may be NULL) name the members in messages. */
-static nn_ensemble *from_nets(nn_net **nets, const char (*names)[512], int n, char *err, size_t errlen)
+static nn_ensemble *from_nets(nn_net **nets, const char (*names)[512], int n, char *err,
+                              size_t errlen)
 {
     if (n < 1 || n > NN_MAX_MEMBERS) {
         nn_errf(err, errlen, "ensemble: %d members (must be 1..%d)", n, NN_MAX_MEMBERS);
@@ -50,19 +51,23 @@ static nn_ensemble *from_nets(nn_net **nets, const char (*names)[512], int n, ch
     for (int i = 1; i < n; i++) {
         const nn_net *b = nets[i];
         char who[540];
-        if (names) snprintf(who, sizeof who, "%s (member %d)", names[i], i);
-        else snprintf(who, sizeof who, "member %d", i);
+        if (names)
+            snprintf(who, sizeof who, "%s (member %d)", names[i], i);
+        else
+            snprintf(who, sizeof who, "member %d", i);
         if (b->in_c != a->in_c || b->in_h != a->in_h || b->in_w != a->in_w ||
             nn_net_outputs(b) != nn_net_outputs(a)) {
-            nn_errf(err, errlen, "ensemble: %s has input [%d,%d,%d] and %d classes, member 0 [%d,%d,%d] and %d",
-                 who, b->in_c, b->in_h, b->in_w, nn_net_outputs(b), a->in_c, a->in_h, a->in_w, nn_net_outputs(a));
+            nn_errf(err, errlen,
+                    "ensemble: %s has input [%d,%d,%d] and %d classes, member 0 [%d,%d,%d] and %d",
+                    who, b->in_c, b->in_h, b->in_w, nn_net_outputs(b), a->in_c, a->in_h, a->in_w,
+                    nn_net_outputs(a));
             nn_ensemble_free(e);
             return NULL;
         }
         /* One image goes through one preprocessing for all members. */
         if (strcmp(b->meta.preprocess, a->meta.preprocess)) {
-            nn_errf(err, errlen, "ensemble: %s wants preprocess \"%s\", member 0 \"%s\"",
-                 who, b->meta.preprocess, a->meta.preprocess);
+            nn_errf(err, errlen, "ensemble: %s wants preprocess \"%s\", member 0 \"%s\"", who,
+                    b->meta.preprocess, a->meta.preprocess);
             nn_ensemble_free(e);
             return NULL;
         }
@@ -72,7 +77,8 @@ static nn_ensemble *from_nets(nn_net **nets, const char (*names)[512], int n, ch
         int folds = 0;
         for (int j = 1; j < nets[i]->nlayers; j++)
             folds |= nets[i]->layers[j].kind == NN_BATCHNORM &&
-                     (nets[i]->layers[j - 1].kind == NN_CONV2D || nets[i]->layers[j - 1].kind == NN_DENSE);
+                     (nets[i]->layers[j - 1].kind == NN_CONV2D ||
+                      nets[i]->layers[j - 1].kind == NN_DENSE);
         e->infer[i] = folds ? nn_net_fold_bn(nets[i], err, errlen) : nets[i];
         if (!e->infer[i]) {
             nn_ensemble_free(e);
@@ -116,14 +122,16 @@ int nn_ensemble_list_parse(const char *text, size_t len, const char *path, char 
         dir[dl] = '\0';
         if (dl == 0) strcpy(dir, "/");
     }
-    if (memchr(text, '\0', len)) return nn_errf(err, errlen, "%.500s: not a text file (NUL byte)", path);
+    if (memchr(text, '\0', len))
+        return nn_errf(err, errlen, "%.500s: not a text file (NUL byte)", path);
     size_t o = 0, at = 0;
     int members = 0, lineno = 0;
     while (at < len) {
         const char *nl = memchr(text + at, '\n', len - at);
         size_t ll = nl ? (size_t)(nl - (text + at)) : len - at;
         lineno++;
-        if (ll >= sizeof line) return nn_errf(err, errlen, "%.500s:%d: line too long", path, lineno);
+        if (ll >= sizeof line)
+            return nn_errf(err, errlen, "%.500s:%d: line too long", path, lineno);
         memcpy(line, text + at, ll);
         line[ll] = '\0';
         at += ll + (nl ? 1 : 0);
@@ -143,10 +151,13 @@ int nn_ensemble_list_parse(const char *text, size_t len, const char *path, char 
             continue;
         }
         if (strchr(s, ','))
-            return nn_errf(err, errlen, "%.500s:%d: member file names cannot contain ','", path, lineno);
+            return nn_errf(err, errlen, "%.500s:%d: member file names cannot contain ','", path,
+                           lineno);
         char member[2200];
-        if (s[0] == '/') snprintf(member, sizeof member, "%s", s);
-        else snprintf(member, sizeof member, "%s/%s", dir, s);
+        if (s[0] == '/')
+            snprintf(member, sizeof member, "%s", s);
+        else
+            snprintf(member, sizeof member, "%s/%s", dir, s);
         size_t n = strlen(member);
         if (o + n + 2 > pathslen) return nn_errf(err, errlen, "%.500s: member list too long", path);
         if (o) paths[o++] = ',';
@@ -205,7 +216,10 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
     char names[NN_MAX_MEMBERS][512];
     int n = 0;
     const char *p = paths;
-    if (!paths || !*paths) { nn_errf(err, errlen, "ensemble: no model path given"); return NULL; }
+    if (!paths || !*paths) {
+        nn_errf(err, errlen, "ensemble: no model path given");
+        return NULL;
+    }
     int is_list;
     if (!strchr(paths, ',') && nn_model_stem(paths, &is_list) && is_list) {
         char list[NN_MAX_MEMBERS * 520];
@@ -230,9 +244,12 @@ nn_ensemble *nn_ensemble_load(const char *paths, char *err, size_t errlen)
         if (!nets[n]) goto bad;
         n++;
         p += len + (q ? 1 : 0);
-        if (q && !*p) { nn_errf(err, errlen, "ensemble: trailing comma in \"%.100s\"", paths); goto bad; }
+        if (q && !*p) {
+            nn_errf(err, errlen, "ensemble: trailing comma in \"%.100s\"", paths);
+            goto bad;
+        }
     }
-    nn_ensemble *e = from_nets(nets, (const char (*)[512])names, n, err, errlen);
+    nn_ensemble *e = from_nets(nets, (const char(*)[512])names, n, err, errlen);
     if (e)
         for (int i = 0; i < n; i++) memcpy(e->paths[i], names[i], sizeof e->paths[i]);
     return e;
@@ -312,8 +329,8 @@ void nn_ensemble_ws_free(nn_ensemble_ws *w)
     free(w);
 }
 
-void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *w,
-                         const float *x, int n, float *probs)
+void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *w, const float *x, int n,
+                         float *probs)
 {
     size_t m = (size_t)n * w->k;
     nn_net_forward(runs(e, 0), w->ws[0], x, n, probs, NULL);

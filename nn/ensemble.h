@@ -79,7 +79,7 @@ nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch);
 void nn_ensemble_ws_free(nn_ensemble_ws *ws);
 
 /* x [n,C,H,W] 0..1 -> probs [n,nclasses], the mean of the members'. */
-void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *ws,
-                         const float *x, int n, float *probs);
+void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *ws, const float *x, int n,
+                         float *probs);
 
 #endif

@@ -13,8 +13,7 @@ int nn_errf(char *err, size_t errlen, const char *fmt, ...)
         /* Messages quote names read from files; a control character in
          * one (a newline in a layer type) would break the one line. */
         for (char *p = err; *p; p++)
-            if ((unsigned char)*p < 0x20 || *p == 0x7f)
-                *p = '?';
+            if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
     }
     return -1;
 }

@@ -9,7 +9,6 @@
 /* Writes the message into err (errlen bytes, always NUL-terminated; nothing
  * when err is NULL or errlen is 0), control characters replaced by '?'. Returns -1, so `return nn_errf(...)`
  * reports a failure in one line. */
-int nn_errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int nn_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

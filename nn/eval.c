@@ -45,12 +45,12 @@ static void *eval_worker(void *arg)
     return NULL;
 }
 
-int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n,
-                  const nn_affine *tf, int threads, float *probs)
+int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
+                  int threads, float *probs)
 {
     const nn_net *n0 = nn_ensemble_member(e, 0);
-    eval_job j = {e, images, n, n0->in_c * n0->in_h * n0->in_w, nn_ensemble_classes(e), 0,
-                  tf, probs, 0};
+    eval_job j = {e,  images, n, n0->in_c * n0->in_h * n0->in_w, nn_ensemble_classes(e), 0,
+                  tf, probs,  0};
     if (n0->in_c != 1) return -1;
     if (threads <= 0) threads = nn_cpu_count();
     if (threads > 64) threads = 64;
@@ -84,8 +84,7 @@ int nn_argmax(const float *v, int k)
     return b;
 }
 
-double nn_accuracy(const float *probs, const uint8_t *labels, int n, int k,
-                   int *confusion)
+double nn_accuracy(const float *probs, const uint8_t *labels, int n, int k, int *confusion)
 {
     int ok = 0;
     if (confusion) memset(confusion, 0, sizeof(int) * k * k);

@@ -29,11 +29,17 @@ static int foldable(const nn_net *net, int i)
 
 nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen)
 {
-    if (!net) { fold_fail(err, errlen, "fold: no net"); return NULL; }
+    if (!net) {
+        fold_fail(err, errlen, "fold: no net");
+        return NULL;
+    }
     nn_layer layers[NN_MAX_LAYERS];
     int map[NN_MAX_LAYERS], n = 0; /* map[i]: new index of old layer i, -1 folded */
     for (int i = 0; i < net->nlayers; i++) {
-        if (foldable(net, i)) { map[i] = -1; continue; }
+        if (foldable(net, i)) {
+            map[i] = -1;
+            continue;
+        }
         map[i] = n;
         layers[n++] = net->layers[i];
     }

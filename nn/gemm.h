@@ -16,12 +16,10 @@
 
 #include <stddef.h>
 
-void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
-             const float *A, int lda, const float *B, int ldb,
-             float beta, float *C, int ldc);
-void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,
-                 const float *A, int lda, const float *B, int ldb,
-                 float beta, float *C, int ldc);
+void nn_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+             const float *B, int ldb, float beta, float *C, int ldc);
+void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                 const float *B, int ldb, float beta, float *C, int ldc);
 
 /* B supplied panel by panel instead of as a matrix, for products whose B
  * is never stored whole (a convolution's im2col matrix, built straight
@@ -33,26 +31,23 @@ void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,
  * aligned to multiples of it (j0 % width == 0); K blocks are at most 256
  * rows. Same contract as nn_gemm otherwise (never fails: without packing
  * memory it falls back to plain loops over small stack panels). */
-typedef void (*nn_gemm_pack_fn)(void *ctx, int k0, int kc, int j0, int nr,
-                                int nrp, float *out);
-void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
-                    int lda, nn_gemm_pack_fn packb, void *ctx, float beta,
-                    float *C, int ldc);
+typedef void (*nn_gemm_pack_fn)(void *ctx, int k0, int kc, int j0, int nr, int nrp, float *out);
+void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A, int lda,
+                    nn_gemm_pack_fn packb, void *ctx, float beta, float *C, int ldc);
 /* B (K x N, not transposed) given row by row: row k starts at B + roff[k],
  * its columns contiguous. Nothing is packed, so B may be a set of shifted
  * views of one buffer: a convolution's im2col rows over a zero-bordered
  * image. Every row must have N rounded up to nn_gemm_panel_width() (32
  * suffices on every path) readable floats: the columns past N are read and
  * never used. Same contract as nn_gemm otherwise. */
-void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda,
-                  const float *B, const ptrdiff_t *roff, float beta, float *C,
-                  int ldc);
+void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                  const ptrdiff_t *roff, float beta, float *C, int ldc);
 /* C[M,N] += A[M,L] B^T where row j of B (L floats, contiguous) starts at
  * B + roff[j]: long dot products, nothing packed. A convolution's weight
  * gradient over shifted rows (dw += dy im2col^T, with L the output
  * positions) reads the image in place this way. */
-void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda,
-                     const float *B, const ptrdiff_t *roff, float *C, int ldc);
+void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda, const float *B,
+                     const ptrdiff_t *roff, float *C, int ldc);
 /* Widest panel nn_gemm_packed asks for on the current path (16 or 32). */
 int nn_gemm_panel_width(void);
 

@@ -30,8 +30,7 @@ static uint32_t idx_be32(const uint8_t *p)
 
 static int idx_check_magic(uint32_t magic, uint32_t want, char *err, size_t errlen)
 {
-    if (magic == want)
-        return 0;
+    if (magic == want) return 0;
     const char *hint = "";
     if (magic == IDX_MAGIC_LABELS)
         hint = " (this is a label file)";
@@ -40,20 +39,19 @@ static int idx_check_magic(uint32_t magic, uint32_t want, char *err, size_t errl
     else if ((magic >> 16) == 0x1f8b)
         hint = " (gzip data: name the file .gz)";
     nn_errf(err, errlen, "bad magic 0x%08x, expected 0x%08x for %s%s", magic, want,
-               want == IDX_MAGIC_IMAGES ? "images" : "labels", hint);
+            want == IDX_MAGIC_IMAGES ? "images" : "labels", hint);
     return -1;
 }
 
-int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
-                     int *n, int *rows, int *cols, char *err, size_t errlen)
+int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out, int *n, int *rows,
+                        int *cols, char *err, size_t errlen)
 {
     /* Magic first when there is one: a wrong file type is the likelier
      * mistake, and its message is the more useful. */
     if (buf && len >= 4 && idx_check_magic(idx_be32(buf), IDX_MAGIC_IMAGES, err, errlen) != 0)
         return -1;
     if (!buf || len < 16) {
-        nn_errf(err, errlen, "file too short for an IDX image header: %zu bytes, need 16",
-                   len);
+        nn_errf(err, errlen, "file too short for an IDX image header: %zu bytes, need 16", len);
         return -1;
     }
     uint32_t cnt = idx_be32(buf + 4), r = idx_be32(buf + 8), c = idx_be32(buf + 12);
@@ -69,7 +67,7 @@ int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
     uint64_t want = (uint64_t)cnt * r * c;
     if (want != (uint64_t)(len - 16)) {
         nn_errf(err, errlen, "expected %llu bytes of pixels, file has %zu",
-                   (unsigned long long)want, len - 16);
+                (unsigned long long)want, len - 16);
         return -1;
     }
     *out = buf + 16;
@@ -79,14 +77,13 @@ int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
     return 0;
 }
 
-int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out,
-                     int *n, char *err, size_t errlen)
+int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out, int *n, char *err,
+                        size_t errlen)
 {
     if (buf && len >= 4 && idx_check_magic(idx_be32(buf), IDX_MAGIC_LABELS, err, errlen) != 0)
         return -1;
     if (!buf || len < 8) {
-        nn_errf(err, errlen, "file too short for an IDX label header: %zu bytes, need 8",
-                   len);
+        nn_errf(err, errlen, "file too short for an IDX label header: %zu bytes, need 8", len);
         return -1;
     }
     uint32_t cnt = idx_be32(buf + 4);
@@ -133,10 +130,8 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
                     /* Full at the cap: one more byte means too big. */
                     uint8_t probe;
                     int r = gzread(gz, &probe, 1);
-                    if (r == 0)
-                        break;
-                    nn_errf(err, errlen, "decompresses to more than %u bytes",
-                               IDX_MAX_BYTES);
+                    if (r == 0) break;
+                    nn_errf(err, errlen, "decompresses to more than %u bytes", IDX_MAX_BYTES);
                     goto gz_fail;
                 }
                 size_t ncap = cap * 2 > IDX_MAX_BYTES ? IDX_MAX_BYTES : cap * 2;
@@ -149,8 +144,7 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
                 cap = ncap;
             }
             size_t want = cap - got;
-            if (want > (1u << 30))
-                want = 1u << 30; /* gzread takes an unsigned int */
+            if (want > (1u << 30)) want = 1u << 30; /* gzread takes an unsigned int */
             int r = gzread(gz, buf + got, (unsigned)want);
             if (r < 0) {
                 int zerr;
@@ -158,8 +152,7 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
                 nn_errf(err, errlen, "gzip error: %s", msg ? msg : "unknown");
                 goto gz_fail;
             }
-            if (r == 0)
-                break;
+            if (r == 0) break;
             got += (size_t)r;
         }
         {
@@ -197,7 +190,7 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
     }
     if (sb.st_size > (off_t)IDX_MAX_BYTES) {
         nn_errf(err, errlen, "file is %lld bytes, more than the %u-byte limit",
-                   (long long)sb.st_size, IDX_MAX_BYTES);
+                (long long)sb.st_size, IDX_MAX_BYTES);
         fclose(fp);
         return NULL;
     }
@@ -222,15 +215,14 @@ static uint8_t *idx_read_file(const char *path, size_t *len, char *err, size_t e
 
 void nn_dataset_free(nn_dataset *d)
 {
-    if (!d)
-        return;
+    if (!d) return;
     free(d->images);
     free(d->labels);
     free(d);
 }
 
-nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
-                            int max_label, char *err, size_t errlen)
+nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path, int max_label,
+                            char *err, size_t errlen)
 {
     char why[256];
     size_t ilen = 0, llen = 0;
@@ -262,14 +254,14 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
         goto fail;
     }
     if (nl != n) {
-        nn_errf(err, errlen, "%s has %d images but %s has %d labels", images_path, n,
-                   labels_path, nl);
+        nn_errf(err, errlen, "%s has %d images but %s has %d labels", images_path, n, labels_path,
+                nl);
         goto fail;
     }
     for (int i = 0; i < n; i++) {
         if (lab[i] >= max_label) {
             nn_errf(err, errlen, "%s: label %u at index %d is out of range (must be < %d)",
-                       labels_path, lab[i], i, max_label);
+                    labels_path, lab[i], i, max_label);
             goto fail;
         }
     }
@@ -285,11 +277,9 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
     memmove(ibuf, pix, npix);
     memmove(lbuf, lab, (size_t)n);
     uint8_t *im = realloc(ibuf, npix);
-    if (im)
-        ibuf = im; /* shrinking cannot really fail; if it does, keep the old block */
+    if (im) ibuf = im; /* shrinking cannot really fail; if it does, keep the old block */
     uint8_t *lb = realloc(lbuf, (size_t)n);
-    if (lb)
-        lbuf = lb;
+    if (lb) lbuf = lb;
     d->n = n;
     d->rows = rows;
     d->cols = cols;
@@ -305,27 +295,22 @@ fail:
 
 /* Writes into out the first existing candidate name for one file of the
  * set; 0 if found. stem is e.g. "train-images", kind "idx3". */
-static int idx_find(const char *dir, const char *stem, const char *kind, char *out,
-                    size_t outlen)
+static int idx_find(const char *dir, const char *stem, const char *kind, char *out, size_t outlen)
 {
-    static const char *const seps[] = { "-", "." };
-    static const char *const sufs[] = { "", ".gz" };
+    static const char *const seps[] = {"-", "."};
+    static const char *const sufs[] = {"", ".gz"};
     for (int s = 0; s < 2; s++) {
         for (int z = 0; z < 2; z++) {
-            int k = snprintf(out, outlen, "%s/%s%s%s-ubyte%s", dir, stem, seps[s], kind,
-                             sufs[z]);
-            if (k < 0 || (size_t)k >= outlen)
-                continue;
+            int k = snprintf(out, outlen, "%s/%s%s%s-ubyte%s", dir, stem, seps[s], kind, sufs[z]);
+            if (k < 0 || (size_t)k >= outlen) continue;
             struct stat sb;
-            if (stat(out, &sb) == 0 && S_ISREG(sb.st_mode))
-                return 0;
+            if (stat(out, &sb) == 0 && S_ISREG(sb.st_mode)) return 0;
         }
     }
     return -1;
 }
 
-nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label,
-                                char *err, size_t errlen)
+nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label, char *err, size_t errlen)
 {
     if (!dir || (which != 0 && which != 1)) {
         nn_errf(err, errlen, "nn_dataset_load_dir: bad arguments");
@@ -336,17 +321,17 @@ nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label,
     snprintf(stem, sizeof stem, "%s-images", set);
     if (idx_find(dir, stem, "idx3", ipath, sizeof ipath) != 0) {
         nn_errf(err, errlen,
-                   "%s: no %s images (looked for %s-idx3-ubyte or %s.idx3-ubyte, "
-                   "optionally .gz)",
-                   dir, set, stem, stem);
+                "%s: no %s images (looked for %s-idx3-ubyte or %s.idx3-ubyte, "
+                "optionally .gz)",
+                dir, set, stem, stem);
         return NULL;
     }
     snprintf(stem, sizeof stem, "%s-labels", set);
     if (idx_find(dir, stem, "idx1", lpath, sizeof lpath) != 0) {
         nn_errf(err, errlen,
-                   "%s: no %s labels (looked for %s-idx1-ubyte or %s.idx1-ubyte, "
-                   "optionally .gz)",
-                   dir, set, stem, stem);
+                "%s: no %s labels (looked for %s-idx1-ubyte or %s.idx1-ubyte, "
+                "optionally .gz)",
+                dir, set, stem, stem);
         return NULL;
     }
     return nn_dataset_load(ipath, lpath, max_label, err, errlen);

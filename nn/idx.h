@@ -14,27 +14,27 @@
 
 typedef struct {
     int n, rows, cols;
-    uint8_t *images;  /* n*rows*cols, owned */
-    uint8_t *labels;  /* n, owned           */
+    uint8_t *images; /* n*rows*cols, owned */
+    uint8_t *labels; /* n, owned           */
 } nn_dataset;
 
 /* Loads an images file and a labels file (plain or .gz: a path ending in
  * ".gz" is read through zlib) and checks they agree on the count and that
  * every label is < max_label. NULL + err on failure. */
-nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path,
-                            int max_label, char *err, size_t errlen);
+nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path, int max_label,
+                            char *err, size_t errlen);
 void nn_dataset_free(nn_dataset *d);
 
 /* Parsers over memory, for tests and the loader. On success *out points
  * into buf (not copied). Return 0 / -1 + err. */
-int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out,
-                     int *n, int *rows, int *cols, char *err, size_t errlen);
-int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out,
-                     int *n, char *err, size_t errlen);
+int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out, int *n, int *rows,
+                        int *cols, char *err, size_t errlen);
+int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out, int *n, char *err,
+                        size_t errlen);
 
 /* Finds the dataset directory: dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte
  * (optionally .gz). which: 0 train, 1 test. */
-nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label,
-                                char *err, size_t errlen);
+nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label, char *err,
+                                size_t errlen);
 
 #endif

@@ -11,19 +11,18 @@
 
 /* ---- dense and max-pool ------------------------------------------------------ */
 
-void nn_dense_forward(float *y, const float *x, const float *w, const float *b,
-                      int n, int in, int out, int relu)
+void nn_dense_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
+                      int out, int relu)
 {
-    for (int i = 0; i < n; i++)
-        memcpy(y + (size_t)i * out, b, sizeof(float) * out);
+    for (int i = 0; i < n; i++) memcpy(y + (size_t)i * out, b, sizeof(float) * out);
     nn_gemm(0, 1, n, out, in, 1.0f, x, in, w, in, 1.0f, y, out);
     if (relu)
         for (size_t i = 0; i < (size_t)n * out; i++)
             y[i] = y[i] > 0.0f ? y[i] : 0.0f; /* branch-free: vectorises */
 }
 
-void nn_dense_forward_ref(float *y, const float *x, const float *w,
-                          const float *b, int n, int in, int out)
+void nn_dense_forward_ref(float *y, const float *x, const float *w, const float *b, int n, int in,
+                          int out)
 {
     for (int i = 0; i < n; i++)
         for (int o = 0; o < out; o++) {
@@ -34,8 +33,8 @@ void nn_dense_forward_ref(float *y, const float *x, const float *w,
         }
 }
 
-void nn_dense_backward(float *dx, float *dw, float *db, const float *dy,
-                       const float *x, const float *w, int n, int in, int out)
+void nn_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                       const float *w, int n, int in, int out)
 {
     nn_gemm(1, 0, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
     for (int i = 0; i < n; i++)
@@ -43,9 +42,8 @@ void nn_dense_backward(float *dx, float *dw, float *db, const float *dy,
     if (dx) nn_gemm(0, 0, n, in, out, 1.0f, dy, out, w, in, 0.0f, dx, in);
 }
 
-void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy,
-                           const float *x, const float *w, int n, int in,
-                           int out)
+void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, int n, int in, int out)
 {
     for (int i = 0; i < n; i++)
         for (int o = 0; o < out; o++) {
@@ -63,8 +61,8 @@ void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy,
         }
 }
 
-void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H,
-                        int W, int k, int s, int OH, int OW)
+void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H, int W, int k, int s,
+                        int OH, int OW)
 {
     if (!idx && k == 2 && s == 2) {
         /* Inference, the common 2x2 pool: the same comparisons in the same
@@ -129,8 +127,8 @@ void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H,
             }
 }
 
-void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
-                         int C, int H, int W, int OH, int OW)
+void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx, int C, int H, int W,
+                         int OH, int OW)
 {
     memset(dx, 0, sizeof(float) * C * H * W);
     for (int o = 0; o < C * OH * OW; o++) dx[idx[o]] += dy[o];
@@ -140,19 +138,16 @@ void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
 
 void nn_relu_forward(float *y, const float *x, size_t n)
 {
-    for (size_t j = 0; j < n; j++)
-        y[j] = x[j] > 0.0f ? x[j] : 0.0f; /* branch-free: vectorises */
+    for (size_t j = 0; j < n; j++) y[j] = x[j] > 0.0f ? x[j] : 0.0f; /* branch-free: vectorises */
 }
 
 void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n)
 {
     /* The output decides: y > 0 iff x > 0, and y is what in-place nets keep. */
-    for (size_t j = 0; j < n; j++)
-        dx[j] = y[j] > 0.0f ? dy[j] : 0.0f; /* no branch to mispredict */
+    for (size_t j = 0; j < n; j++) dx[j] = y[j] > 0.0f ? dy[j] : 0.0f; /* no branch to mispredict */
 }
 
-void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p,
-                        uint64_t seed)
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, uint64_t seed)
 {
     float keep = 1.0f - p, sc = 1.0f / keep;
     for (size_t j = 0; j < n; j++) {
@@ -165,8 +160,7 @@ void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float
 void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p)
 {
     float sc = 1.0f / (1.0f - p);
-    for (size_t j = 0; j < n; j++)
-        dx[j] = mask[j] ? dy[j] * sc : 0.0f;
+    for (size_t j = 0; j < n; j++) dx[j] = mask[j] ? dy[j] * sc : 0.0f;
 }
 
 /* ---- batch norm ------------------------------------------------------------------ */
@@ -190,10 +184,8 @@ static double sum_f(const float *x, int n, int sq, float d)
         acc += v;
     }
     double s = 0.0;
-    for (int j = 0; j < 8; j++)
-        s += acc[j];
-    for (; i < n; i++)
-        s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
     return s;
 }
 
@@ -208,10 +200,8 @@ static double dot_f(const float *a, const float *b, int n)
         acc += u * v;
     }
     double s = 0.0;
-    for (int j = 0; j < 8; j++)
-        s += acc[j];
-    for (; i < n; i++)
-        s += (double)a[i] * b[i];
+    for (int j = 0; j < 8; j++) s += acc[j];
+    for (; i < n; i++) s += (double)a[i] * b[i];
     return s;
 }
 
@@ -224,28 +214,23 @@ void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const fl
             float g = gamma[c] / sqrtf(var[c] + eps), o = beta[c] - g * mean[c];
             const float *xi = x + ((size_t)b * C + c) * S;
             float *yi = y + ((size_t)b * C + c) * S;
-            for (int s = 0; s < S; s++)
-                yi[s] = g * xi[s] + o;
+            for (int s = 0; s < S; s++) yi[s] = g * xi[s] + o;
             if (relu)
-                for (int s = 0; s < S; s++)
-                    yi[s] = yi[s] > 0.0f ? yi[s] : 0.0f;
+                for (int s = 0; s < S; s++) yi[s] = yi[s] > 0.0f ? yi[s] : 0.0f;
         }
 }
 
-void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean,
-                                float *run_var, const float *x, const float *gamma,
-                                const float *beta, float eps, float momentum, int n, int C, int S,
-                                int relu)
+void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean, float *run_var,
+                                const float *x, const float *gamma, const float *beta, float eps,
+                                float momentum, int n, int C, int S, int relu)
 {
     double cnt = (double)n * S;
     for (int c = 0; c < C; c++) {
         /* Float partial sums per image row (vectorised), double across. */
         double sum = 0.0, sq = 0.0;
-        for (int b = 0; b < n; b++)
-            sum += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
+        for (int b = 0; b < n; b++) sum += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
         double mean = sum / cnt;
-        for (int b = 0; b < n; b++)
-            sq += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)mean);
+        for (int b = 0; b < n; b++) sq += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)mean);
         double var = sq / cnt;
         float iv = (float)(1.0 / sqrt(var + eps)), fm = (float)mean;
         float gc = gamma[c], bc = beta[c];
@@ -270,14 +255,13 @@ void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_me
 }
 
 void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,
-                                    const float *gamma, const float *beta, float eps, int n,
-                                    int C, int S)
+                                    const float *gamma, const float *beta, float eps, int n, int C,
+                                    int S)
 {
     for (int c = 0; c < C; c++) {
         double sum = 0.0, sq = 0.0, cnt = (double)n * S;
         for (int b = 0; b < n; b++)
-            for (int s = 0; s < S; s++)
-                sum += x[((size_t)b * C + c) * S + s];
+            for (int s = 0; s < S; s++) sum += x[((size_t)b * C + c) * S + s];
         double mean = sum / cnt;
         for (int b = 0; b < n; b++)
             for (int s = 0; s < S; s++) {
@@ -311,16 +295,14 @@ void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
         }
         dgamma[c] += (float)sdyx;
         dbeta[c] += (float)sdy;
-        if (!dx)
-            continue;
+        if (!dx) continue;
         float g = gamma[c] * inv[c];
         float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
         for (int b = 0; b < n; b++) {
             const float *d = dy + ((size_t)b * C + c) * S;
             const float *h = xhat + ((size_t)b * C + c) * S;
             float *o = dx + ((size_t)b * C + c) * S;
-            for (int s = 0; s < S; s++)
-                o[s] = g * (d[s] - m1 - h[s] * m2);
+            for (int s = 0; s < S; s++) o[s] = g * (d[s] - m1 - h[s] * m2);
         }
     }
 }
@@ -340,8 +322,7 @@ void nn_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const flo
             }
         dgamma[c] += (float)sdyx;
         dbeta[c] += (float)sdy;
-        if (!dx)
-            continue;
+        if (!dx) continue;
         for (int b = 0; b < n; b++)
             for (int s = 0; s < S; s++) {
                 size_t i = ((size_t)b * C + c) * S + s;
@@ -360,7 +341,9 @@ float nn_deskew_alpha(const float *x, int H, int W, float bg, float *my)
         for (int j = 0; j < W; j++) {
             double r = x[i * W + j] - bg;
             if (r <= 0.0) continue;
-            t += r; sy += r * i; sx += r * j;
+            t += r;
+            sy += r * i;
+            sx += r * j;
         }
     *my = (float)(H - 1) / 2.0f;
     if (!(t > 1e-6)) return 0.0f;
@@ -404,8 +387,7 @@ void nn_deskew_forward(float *y, const float *x, int H, int W, float bg)
     }
 }
 
-void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
-                        int W, float bg)
+void nn_deskew_backward(float *dx, const float *dy, const float *x, int H, int W, float bg)
 {
     float my, a = nn_deskew_alpha(x, H, W, bg, &my);
     memset(dx, 0, sizeof(float) * (size_t)H * W);
@@ -425,12 +407,11 @@ void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
 void nn_deskew_forward_n(float *y, const float *x, size_t planes, int H, int W, float bg)
 {
     size_t S = (size_t)H * W;
-    for (size_t p = 0; p < planes; p++)
-        nn_deskew_forward(y + p * S, x + p * S, H, W, bg);
+    for (size_t p = 0; p < planes; p++) nn_deskew_forward(y + p * S, x + p * S, H, W, bg);
 }
 
-void nn_deskew_backward_n(float *dx, const float *dy, const float *x, size_t planes, int H,
-                          int W, float bg)
+void nn_deskew_backward_n(float *dx, const float *dy, const float *x, size_t planes, int H, int W,
+                          float bg)
 {
     size_t S = (size_t)H * W;
     for (size_t p = 0; p < planes; p++)

@@ -18,24 +18,23 @@
 #include "nn/conv.h"
 
 /* Batch: x [n,in] -> y [n,out] = x w^T + b, w [out,in]. */
-void nn_dense_forward(float *y, const float *x, const float *w, const float *b,
-                      int n, int in, int out, int relu);
-void nn_dense_forward_ref(float *y, const float *x, const float *w,
-                          const float *b, int n, int in, int out);
+void nn_dense_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
+                      int out, int relu);
+void nn_dense_forward_ref(float *y, const float *x, const float *w, const float *b, int n, int in,
+                          int out);
 /* dw += dy^T x, db += colsum dy, dx = dy w (if dx != NULL). */
-void nn_dense_backward(float *dx, float *dw, float *db, const float *dy,
-                       const float *x, const float *w, int n, int in, int out);
-void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy,
-                           const float *x, const float *w, int n, int in,
-                           int out);
+void nn_dense_backward(float *dx, float *dw, float *db, const float *dy, const float *x,
+                       const float *w, int n, int in, int out);
+void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy, const float *x,
+                           const float *w, int n, int in, int out);
 
 /* Max-pool over one image [C,H,W] -> [C,OH,OW], window k, stride s, no
  * padding. idx (may be NULL) receives the flat input index of each max. */
-void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H,
-                        int W, int k, int s, int OH, int OW);
+void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H, int W, int k, int s,
+                        int OH, int OW);
 /* dx [C,H,W] is zeroed, then receives dy at the argmax positions. */
-void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx,
-                         int C, int H, int W, int OH, int OW);
+void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx, int C, int H, int W,
+                         int OH, int OW);
 
 /* ReLU over n values: y = max(x, 0) (y may be x). */
 void nn_relu_forward(float *y, const float *x, size_t n);
@@ -46,8 +45,7 @@ void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n);
  * (mask[j] = 1, y = x / (1 - p)), else dropped (mask 0, y = 0); the draw
  * is nn_hash_uniform(seed, j), so it is a pure function of the seed.
  * y may be x. Inference is the identity: nets skip the layer. */
-void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p,
-                        uint64_t seed);
+void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, uint64_t seed);
 /* dx = dy / (1 - p) where kept, else 0 (dx may be dy). */
 void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p);
 
@@ -62,13 +60,12 @@ void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t
 void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                           const float *mean, const float *var, float eps, int n, int C, int S,
                           int relu);
-void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean,
-                                float *run_var, const float *x, const float *gamma,
-                                const float *beta, float eps, float momentum, int n, int C, int S,
-                                int relu);
+void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean, float *run_var,
+                                const float *x, const float *gamma, const float *beta, float eps,
+                                float momentum, int n, int C, int S, int relu);
 void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,
-                                    const float *gamma, const float *beta, float eps, int n,
-                                    int C, int S);
+                                    const float *gamma, const float *beta, float eps, int n, int C,
+                                    int S);
 /* dgamma += sum dy xhat, dbeta += sum dy; dx (skipped if NULL) =
  * gamma inv (dy - mean(dy) - xhat mean(dy xhat)), from what the training
  * forward saved. */
@@ -90,12 +87,11 @@ void nn_deskew_forward(float *y, const float *x, int H, int W, float bg);
 /* dx [H,W] = transpose of the resampling applied to dy, with alpha and the
  * centroid taken from x as constants (the gradient through the shear, not
  * through the moments). */
-void nn_deskew_backward(float *dx, const float *dy, const float *x, int H,
-                        int W, float bg);
+void nn_deskew_backward(float *dx, const float *dy, const float *x, int H, int W, float bg);
 
 /* planes planes of [H,W] each, one after the other. */
 void nn_deskew_forward_n(float *y, const float *x, size_t planes, int H, int W, float bg);
-void nn_deskew_backward_n(float *dx, const float *dy, const float *x, size_t planes, int H,
-                          int W, float bg);
+void nn_deskew_backward_n(float *dx, const float *dy, const float *x, size_t planes, int H, int W,
+                          float bg);
 
 #endif

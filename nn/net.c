@@ -15,45 +15,53 @@
 #include "nn/layers.h"
 #include "nn/rng.h"
 
-static const char *kind_names[NN_LAYER_KINDS] = {
-    "dense", "conv2d", "maxpool", "relu", "dropout", "flatten", "batchnorm", "deskew"};
+static const char *kind_names[NN_LAYER_KINDS] = {"dense",   "conv2d",  "maxpool",   "relu",
+                                                 "dropout", "flatten", "batchnorm", "deskew"};
 
 /* ---- architecture text ------------------------------------------------ */
 
-static int json_int(const cJSON *o, const char *key, int def, int lo, int hi,
-                    int *out, int li, char *err, size_t errlen)
+static int json_int(const cJSON *o, const char *key, int def, int lo, int hi, int *out, int li,
+                    char *err, size_t errlen)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v) { *out = def; return 0; }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
-        v->valuedouble < lo || v->valuedouble > hi)
-        return nn_errf(err, errlen, "arch: layer %d: \"%s\" must be an integer in [%d, %d]",
-                    li, key, lo, hi);
+    if (!v) {
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || v->valuedouble < lo ||
+        v->valuedouble > hi)
+        return nn_errf(err, errlen, "arch: layer %d: \"%s\" must be an integer in [%d, %d]", li,
+                       key, lo, hi);
     *out = (int)v->valuedouble;
     return 0;
 }
 
 /* lo and hi are doubles: as floats, a bound like 0.95 would sit below the
  * JSON value 0.95 and refuse the documented maximum. */
-static int json_float(const cJSON *o, const char *key, float def, double lo,
-                      double hi, float *out, int li, char *err, size_t errlen)
+static int json_float(const cJSON *o, const char *key, float def, double lo, double hi, float *out,
+                      int li, char *err, size_t errlen)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    if (!v) { *out = def; return 0; }
+    if (!v) {
+        *out = def;
+        return 0;
+    }
     if (!cJSON_IsNumber(v) || !(v->valuedouble >= lo && v->valuedouble <= hi))
-        return nn_errf(err, errlen, "arch: layer %d: \"%s\" must be a number in [%g, %g]",
-                    li, key, lo, hi);
+        return nn_errf(err, errlen, "arch: layer %d: \"%s\" must be a number in [%g, %g]", li, key,
+                       lo, hi);
     *out = (float)v->valuedouble;
     return 0;
 }
 
-int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err,
-                  size_t errlen)
+int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err, size_t errlen)
 {
     cJSON *root = cJSON_Parse(json);
     if (!root) return nn_errf(err, errlen, "arch: not valid JSON");
     int rc = -1;
-    if (!cJSON_IsArray(root)) { nn_errf(err, errlen, "arch: must be a JSON array of layers"); goto done; }
+    if (!cJSON_IsArray(root)) {
+        nn_errf(err, errlen, "arch: must be a JSON array of layers");
+        goto done;
+    }
     int n = cJSON_GetArraySize(root);
     if (n < 1 || n > NN_MAX_LAYERS) {
         nn_errf(err, errlen, "arch: %d layers (must be 1..%d)", n, NN_MAX_LAYERS);
@@ -71,23 +79,36 @@ int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err,
         int k = -1;
         for (int j = 0; j < NN_LAYER_KINDS; j++)
             if (!strcmp(t->valuestring, kind_names[j])) k = j;
-        if (k < 0) { nn_errf(err, errlen, "arch: layer %d: unknown type \"%.32s\"", i, t->valuestring); goto done; }
+        if (k < 0) {
+            nn_errf(err, errlen, "arch: layer %d: unknown type \"%.32s\"", i, t->valuestring);
+            goto done;
+        }
         L->kind = (nn_kind)k;
         switch (L->kind) {
         case NN_DENSE:
             if (json_int(o, "out", -1, 1, 1 << 20, &L->out, i, err, errlen)) goto done;
-            if (L->out < 1) { nn_errf(err, errlen, "arch: layer %d: dense needs \"out\"", i); goto done; }
+            if (L->out < 1) {
+                nn_errf(err, errlen, "arch: layer %d: dense needs \"out\"", i);
+                goto done;
+            }
             break;
         case NN_CONV2D:
             if (json_int(o, "out", -1, 1, 1 << 16, &L->out, i, err, errlen) ||
                 json_int(o, "k", -1, 1, 64, &L->k, i, err, errlen) ||
                 json_int(o, "stride", 1, 1, 64, &L->stride, i, err, errlen) ||
-                json_int(o, "pad", 0, 0, 64, &L->pad, i, err, errlen)) goto done;
-            if (L->out < 1 || L->k < 1) { nn_errf(err, errlen, "arch: layer %d: conv2d needs \"out\" and \"k\"", i); goto done; }
+                json_int(o, "pad", 0, 0, 64, &L->pad, i, err, errlen))
+                goto done;
+            if (L->out < 1 || L->k < 1) {
+                nn_errf(err, errlen, "arch: layer %d: conv2d needs \"out\" and \"k\"", i);
+                goto done;
+            }
             break;
         case NN_MAXPOOL:
             if (json_int(o, "k", -1, 1, 64, &L->k, i, err, errlen)) goto done;
-            if (L->k < 1) { nn_errf(err, errlen, "arch: layer %d: maxpool needs \"k\"", i); goto done; }
+            if (L->k < 1) {
+                nn_errf(err, errlen, "arch: layer %d: maxpool needs \"k\"", i);
+                goto done;
+            }
             if (json_int(o, "stride", L->k, 1, 64, &L->stride, i, err, errlen)) goto done;
             break;
         case NN_DROPOUT:
@@ -95,10 +116,10 @@ int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err,
             break;
         case NN_BATCHNORM:
             if (json_float(o, "eps", 1e-5f, 1e-12, 1.0, &L->eps, i, err, errlen) ||
-                json_float(o, "momentum", 0.1f, 0.0, 1.0, &L->momentum, i, err, errlen)) goto done;
+                json_float(o, "momentum", 0.1f, 0.0, 1.0, &L->momentum, i, err, errlen))
+                goto done;
             break;
-        default:
-            break;
+        default: break;
         }
     }
     *nlayers = n;
@@ -127,7 +148,10 @@ char *nn_arch_to_json(const nn_layer *layers, int nlayers)
     for (int i = 0; i < nlayers; i++) {
         const nn_layer *L = &layers[i];
         cJSON *o = cJSON_CreateObject();
-        if (!o) { cJSON_Delete(arr); return NULL; }
+        if (!o) {
+            cJSON_Delete(arr);
+            return NULL;
+        }
         cJSON_AddItemToArray(arr, o);
         cJSON_AddStringToObject(o, "type", kind_names[L->kind]);
         switch (L->kind) {
@@ -162,10 +186,7 @@ const char *nn_preprocess_default(const char *dataset)
     return dataset && !strcmp(dataset, "fashion-mnist") ? "fit" : "mnist";
 }
 
-int nn_preprocess_valid(const char *s)
-{
-    return s && (!strcmp(s, "mnist") || !strcmp(s, "fit"));
-}
+int nn_preprocess_valid(const char *s) { return s && (!strcmp(s, "mnist") || !strcmp(s, "fit")); }
 
 static void meta_default(nn_meta *m, int nclasses)
 {
@@ -179,8 +200,8 @@ static void meta_default(nn_meta *m, int nclasses)
     m->test_accuracy = -1.0;
 }
 
-nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
-                      const nn_meta *meta, char *err, size_t errlen)
+nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w, const nn_meta *meta,
+                      char *err, size_t errlen)
 {
     if (nlayers < 1 || nlayers > NN_MAX_LAYERS) {
         nn_errf(err, errlen, "net: %d layers (must be 1..%d)", nlayers, NN_MAX_LAYERS);
@@ -191,76 +212,113 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
         return NULL;
     }
     nn_net *net = calloc(1, sizeof *net);
-    if (!net) { nn_errf(err, errlen, "net: out of memory"); return NULL; }
+    if (!net) {
+        nn_errf(err, errlen, "net: out of memory");
+        return NULL;
+    }
     net->nlayers = nlayers;
-    net->in_c = c; net->in_h = h; net->in_w = w;
+    net->in_c = c;
+    net->in_h = h;
+    net->in_w = w;
     memcpy(net->layers, layers, sizeof(nn_layer) * nlayers);
     size_t np = 0, ns = 0;
     for (int i = 0; i < nlayers; i++) {
         nn_layer *L = &net->layers[i];
-        L->in_c = c; L->in_h = h; L->in_w = w;
+        L->in_c = c;
+        L->in_h = h;
+        L->in_w = w;
         L->nw = L->nb = 0;
         switch (L->kind) {
         case NN_DENSE:
             if (h != 1 || w != 1) {
-                nn_errf(err, errlen, "net: layer %d: dense on a %dx%d map needs a flatten before it", i, h, w);
+                nn_errf(err, errlen,
+                        "net: layer %d: dense on a %dx%d map needs a flatten before it", i, h, w);
                 goto bad;
             }
-            L->w_off = np; L->nw = (size_t)L->out * c; np += L->nw;
-            L->b_off = np; L->nb = L->out; np += L->nb;
+            L->w_off = np;
+            L->nw = (size_t)L->out * c;
+            np += L->nw;
+            L->b_off = np;
+            L->nb = L->out;
+            np += L->nb;
             c = L->out;
             break;
         case NN_CONV2D: {
             int oh = (h + 2 * L->pad - L->k), ow = (w + 2 * L->pad - L->k);
             if (oh < 0 || ow < 0 || L->pad >= L->k) {
-                nn_errf(err, errlen, "net: layer %d: conv2d k=%d pad=%d does not fit a %dx%d input", i, L->k, L->pad, h, w);
+                nn_errf(err, errlen, "net: layer %d: conv2d k=%d pad=%d does not fit a %dx%d input",
+                        i, L->k, L->pad, h, w);
                 goto bad;
             }
-            L->w_off = np; L->nw = (size_t)L->out * c * L->k * L->k; np += L->nw;
-            L->b_off = np; L->nb = L->out; np += L->nb;
-            c = L->out; h = oh / L->stride + 1; w = ow / L->stride + 1;
+            L->w_off = np;
+            L->nw = (size_t)L->out * c * L->k * L->k;
+            np += L->nw;
+            L->b_off = np;
+            L->nb = L->out;
+            np += L->nb;
+            c = L->out;
+            h = oh / L->stride + 1;
+            w = ow / L->stride + 1;
             break;
         }
         case NN_MAXPOOL:
             if (L->k > h || L->k > w) {
-                nn_errf(err, errlen, "net: layer %d: maxpool k=%d larger than the %dx%d input", i, L->k, h, w);
+                nn_errf(err, errlen, "net: layer %d: maxpool k=%d larger than the %dx%d input", i,
+                        L->k, h, w);
                 goto bad;
             }
-            h = (h - L->k) / L->stride + 1; w = (w - L->k) / L->stride + 1;
+            h = (h - L->k) / L->stride + 1;
+            w = (w - L->k) / L->stride + 1;
             break;
         case NN_FLATTEN:
-            c = c * h * w; h = w = 1;
+            c = c * h * w;
+            h = w = 1;
             break;
         case NN_DESKEW:
             /* Backward treats the shear as fixed: exact only for the input. */
-            if (i != 0) { nn_errf(err, errlen, "net: layer %d: deskew must be the first layer", i); goto bad; }
+            if (i != 0) {
+                nn_errf(err, errlen, "net: layer %d: deskew must be the first layer", i);
+                goto bad;
+            }
             break;
         case NN_BATCHNORM:
-            L->w_off = np; L->nw = c; np += c;
-            L->b_off = np; L->nb = c; np += c;
-            L->s_off = ns; ns += 2 * (size_t)c;
+            L->w_off = np;
+            L->nw = c;
+            np += c;
+            L->b_off = np;
+            L->nb = c;
+            np += c;
+            L->s_off = ns;
+            ns += 2 * (size_t)c;
             break;
-        default:
-            break;
+        default: break;
         }
-        L->out_c = c; L->out_h = h; L->out_w = w;
+        L->out_c = c;
+        L->out_h = h;
+        L->out_w = w;
         if ((size_t)c * h * w > (64u << 20)) {
             nn_errf(err, errlen, "net: layer %d: activation too large", i);
             goto bad;
         }
     }
-    if (net->layers[nlayers - 1].out_h != 1 || net->layers[nlayers - 1].out_w != 1 ||
-        c < 2 || c > NN_MAX_CLASSES) {
+    if (net->layers[nlayers - 1].out_h != 1 || net->layers[nlayers - 1].out_w != 1 || c < 2 ||
+        c > NN_MAX_CLASSES) {
         nn_errf(err, errlen, "net: the last layer must give 2..%d class scores (gives [%d,%d,%d])",
-             NN_MAX_CLASSES, c, h, w);
+                NN_MAX_CLASSES, c, h, w);
         goto bad;
     }
-    if (np > (256u << 20)) { nn_errf(err, errlen, "net: %zu parameters is too many", np); goto bad; }
+    if (np > (256u << 20)) {
+        nn_errf(err, errlen, "net: %zu parameters is too many", np);
+        goto bad;
+    }
     net->nparams = np;
     net->nstats = ns;
     net->params = calloc(np ? np : 1, sizeof(float));
     net->stats = calloc(ns ? ns : 1, sizeof(float));
-    if (!net->params || !net->stats) { nn_errf(err, errlen, "net: out of memory"); goto bad; }
+    if (!net->params || !net->stats) {
+        nn_errf(err, errlen, "net: out of memory");
+        goto bad;
+    }
     for (int i = 0; i < nlayers; i++) {
         nn_layer *L = &net->layers[i];
         if (L->kind != NN_BATCHNORM) continue;
@@ -270,7 +328,8 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
     if (meta) {
         net->meta = *meta;
         if (meta->nclasses != c) {
-            nn_errf(err, errlen, "net: metadata has %d classes, the architecture gives %d", meta->nclasses, c);
+            nn_errf(err, errlen, "net: metadata has %d classes, the architecture gives %d",
+                    meta->nclasses, c);
             goto bad;
         }
     } else {
@@ -281,10 +340,14 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
         snprintf(net->meta.preprocess, sizeof net->meta.preprocess, "%s",
                  nn_preprocess_default(net->meta.dataset));
     if (!nn_preprocess_valid(net->meta.preprocess)) {
-        nn_errf(err, errlen, "net: preprocess \"%.15s\" is not \"mnist\" or \"fit\"", net->meta.preprocess);
+        nn_errf(err, errlen, "net: preprocess \"%.15s\" is not \"mnist\" or \"fit\"",
+                net->meta.preprocess);
         goto bad;
     }
-    if (!(net->meta.input_std > 0.0f)) { nn_errf(err, errlen, "net: input_std must be > 0"); goto bad; }
+    if (!(net->meta.input_std > 0.0f)) {
+        nn_errf(err, errlen, "net: input_std must be > 0");
+        goto bad;
+    }
     return net;
 bad:
     nn_net_free(net);
@@ -314,7 +377,10 @@ void nn_net_init(nn_net *net, uint64_t seed)
         double fan_in = (double)L->in_c * kk, fan_out = (double)L->out * kk;
         int relu_next = 0;
         for (int j = i + 1; j < net->nlayers; j++) {
-            if (net->layers[j].kind == NN_RELU) { relu_next = 1; break; }
+            if (net->layers[j].kind == NN_RELU) {
+                relu_next = 1;
+                break;
+            }
             if (net->layers[j].kind != NN_BATCHNORM && net->layers[j].kind != NN_DROPOUT) break;
         }
         double lim = relu_next ? sqrt(6.0 / fan_in) : sqrt(6.0 / (fan_in + fan_out));
@@ -329,7 +395,8 @@ uint64_t nn_net_macs(const nn_net *net)
     uint64_t m = 0;
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];
-        if (L->kind == NN_DENSE) m += (uint64_t)L->in_c * L->out;
+        if (L->kind == NN_DENSE)
+            m += (uint64_t)L->in_c * L->out;
         else if (L->kind == NN_CONV2D)
             m += (uint64_t)L->out_c * L->out_h * L->out_w * L->in_c * L->k * L->k;
     }
@@ -348,7 +415,8 @@ void nn_net_summary(const nn_net *net, char *buf, size_t buflen)
         case NN_DENSE: snprintf(part, sizeof part, "dense(%d)", L->out); break;
         case NN_CONV2D:
             if (L->stride != 1 || L->pad)
-                snprintf(part, sizeof part, "conv(%d,%dx%d,s%d,p%d)", L->out, L->k, L->k, L->stride, L->pad);
+                snprintf(part, sizeof part, "conv(%d,%dx%d,s%d,p%d)", L->out, L->k, L->k, L->stride,
+                         L->pad);
             else
                 snprintf(part, sizeof part, "conv(%d,%dx%d)", L->out, L->k, L->k);
             break;
@@ -368,22 +436,22 @@ void nn_net_summary(const nn_net *net, char *buf, size_t buflen)
 struct nn_ws {
     int max_batch, training;
     int nl;
-    float *act[NN_MAX_LAYERS + 1];   /* act[i] is the input of layer i        */
-    float *dact[NN_MAX_LAYERS + 1];  /* gradients, same shapes (training)     */
-    int own[NN_MAX_LAYERS + 1];      /* act[i]/dact[i] own their memory       */
+    float *act[NN_MAX_LAYERS + 1];  /* act[i] is the input of layer i        */
+    float *dact[NN_MAX_LAYERS + 1]; /* gradients, same shapes (training)     */
+    int own[NN_MAX_LAYERS + 1];     /* act[i]/dact[i] own their memory       */
     int32_t *pool_idx[NN_MAX_LAYERS];
-    uint8_t *mask[NN_MAX_LAYERS];    /* dropout keep masks                    */
-    float *xhat[NN_MAX_LAYERS];      /* batch norm normalised inputs          */
-    float *bn_inv[NN_MAX_LAYERS];    /* batch norm 1/std per channel          */
-    float *scratch;                  /* conv scratch for a group of images    */
-    int group[NN_MAX_LAYERS];        /* conv: images per GEMM                 */
-    float *probs;                    /* softmax of the last forward_train     */
+    uint8_t *mask[NN_MAX_LAYERS]; /* dropout keep masks                    */
+    float *xhat[NN_MAX_LAYERS];   /* batch norm normalised inputs          */
+    float *bn_inv[NN_MAX_LAYERS]; /* batch norm 1/std per channel          */
+    float *scratch;               /* conv scratch for a group of images    */
+    int group[NN_MAX_LAYERS];     /* conv: images per GEMM                 */
+    float *probs;                 /* softmax of the last forward_train     */
     const uint8_t *labels;
     float ls;
     int n;
-    int fuse[NN_MAX_LAYERS];         /* layer i fuses the ReLU at i+1         */
-    double *timer;                   /* per-layer seconds (benchmarks), or NULL */
-    int input_grad;                  /* backward computes dact[0] too          */
+    int fuse[NN_MAX_LAYERS]; /* layer i fuses the ReLU at i+1         */
+    double *timer;           /* per-layer seconds (benchmarks), or NULL */
+    int input_grad;          /* backward computes dact[0] too          */
 };
 
 /* Output columns per conv GEMM to aim for: enough panels that packing the
@@ -392,9 +460,15 @@ struct nn_ws {
 
 static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
 {
-    cs->C = L->in_c; cs->H = L->in_h; cs->W = L->in_w;
-    cs->O = L->out; cs->k = L->k; cs->s = L->stride; cs->p = L->pad;
-    cs->OH = L->out_h; cs->OW = L->out_w;
+    cs->C = L->in_c;
+    cs->H = L->in_h;
+    cs->W = L->in_w;
+    cs->O = L->out;
+    cs->k = L->k;
+    cs->s = L->stride;
+    cs->p = L->pad;
+    cs->OH = L->out_h;
+    cs->OW = L->out_w;
 }
 
 static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
@@ -447,7 +521,8 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             i + 1 < net->nlayers && net->layers[i + 1].kind == NN_RELU)
             ws->fuse[i] = 1;
         if (!training) continue;
-        if (L->kind == NN_MAXPOOL && !(ws->pool_idx[i] = malloc(sizeof(int32_t) * B * no))) goto bad;
+        if (L->kind == NN_MAXPOOL && !(ws->pool_idx[i] = malloc(sizeof(int32_t) * B * no)))
+            goto bad;
         if (L->kind == NN_DROPOUT && !(ws->mask[i] = malloc(B * no))) goto bad;
         if (L->kind == NN_BATCHNORM) {
             if (!(ws->xhat[i] = malloc(sizeof(float) * B * no))) goto bad;
@@ -466,11 +541,18 @@ void nn_ws_free(nn_ws *ws)
 {
     if (!ws) return;
     for (int i = 0; i <= ws->nl; i++)
-        if (ws->own[i]) { free(ws->act[i]); free(ws->dact[i]); }
+        if (ws->own[i]) {
+            free(ws->act[i]);
+            free(ws->dact[i]);
+        }
     for (int i = 0; i < ws->nl; i++) {
-        free(ws->pool_idx[i]); free(ws->mask[i]); free(ws->xhat[i]); free(ws->bn_inv[i]);
+        free(ws->pool_idx[i]);
+        free(ws->mask[i]);
+        free(ws->xhat[i]);
+        free(ws->bn_inv[i]);
     }
-    free(ws->scratch); free(ws->probs);
+    free(ws->scratch);
+    free(ws->probs);
     free(ws);
 }
 
@@ -496,8 +578,12 @@ static void softmax_rows(float *p, const float *z, int n, int k)
     for (int i = 0; i < n; i++) {
         const float *zi = z + (size_t)i * k;
         float *pi = p + (size_t)i * k, m = zi[0], s = 0.0f;
-        for (int j = 1; j < k; j++) if (zi[j] > m) m = zi[j];
-        for (int j = 0; j < k; j++) { pi[j] = expf(zi[j] - m); s += pi[j]; }
+        for (int j = 1; j < k; j++)
+            if (zi[j] > m) m = zi[j];
+        for (int j = 0; j < k; j++) {
+            pi[j] = expf(zi[j] - m);
+            s += pi[j];
+        }
         for (int j = 0; j < k; j++) pi[j] /= s;
     }
 }
@@ -515,8 +601,8 @@ static float deskew_bg(const nn_net *net) { return -net->meta.input_mean / net->
 
 /* Runs layers [0, nl) in inference or training mode: each layer's kernel
  * (layers.h, conv.h) on its input and output buffers. */
-static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
-                           uint64_t seed, int update_stats, float *stats)
+static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint64_t seed,
+                           int update_stats, float *stats)
 {
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];
@@ -526,9 +612,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
         size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
         double t0 = ws->timer ? cpu_now() : 0.0;
         switch (L->kind) {
-        case NN_DENSE:
-            nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, ws->fuse[i]);
-            break;
+        case NN_DENSE: nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, ws->fuse[i]); break;
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
@@ -563,20 +647,19 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train,
                                            rv, x, wp, bp, L->eps, L->momentum, n, L->out_c,
                                            L->out_h * L->out_w, ws->fuse[i]);
             else
-                nn_batchnorm_forward(y, x, wp, bp, rm, rv, L->eps, n, L->out_c,
-                                     L->out_h * L->out_w, ws->fuse[i]);
+                nn_batchnorm_forward(y, x, wp, bp, rm, rv, L->eps, n, L->out_c, L->out_h * L->out_w,
+                                     ws->fuse[i]);
             break;
         }
         case NN_FLATTEN: /* in place: the same floats, another shape */
-        default:
-            break;
+        default: break;
         }
         if (ws->timer) ws->timer[i] += cpu_now() - t0;
     }
 }
 
-void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n,
-                    float *probs, float *logits)
+void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n, float *probs,
+                    float *logits)
 {
     load_input(net, ws, x, n);
     forward_layers(net, ws, n, 0, 0, 0, net->stats);
@@ -586,16 +669,17 @@ void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n,
     if (probs) softmax_rows(probs, z, n, k);
 }
 
-float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x,
-                           const uint8_t *y, int n, float ls, uint64_t seed,
-                           int update_stats, float *probs)
+float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t *y, int n,
+                           float ls, uint64_t seed, int update_stats, float *probs)
 {
     load_input(net, ws, x, n);
     forward_layers(net, ws, n, 1, seed, update_stats, net->stats);
     int k = nn_net_outputs(net);
     softmax_rows(ws->probs, ws->act[net->nlayers], n, k);
     if (probs) memcpy(probs, ws->probs, sizeof(float) * n * k);
-    ws->labels = y; ws->ls = ls; ws->n = n;
+    ws->labels = y;
+    ws->ls = ls;
+    ws->n = n;
     double loss = 0.0;
     for (int i = 0; i < n; i++) {
         const float *p = ws->probs + (size_t)i * k;
@@ -633,9 +717,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
         double t0 = ws->timer ? cpu_now() : 0.0;
         switch (L->kind) {
-        case NN_DENSE:
-            nn_dense_backward(dx, gw, gb, dy, x, wp, n, L->in_c, L->out);
-            break;
+        case NN_DENSE: nn_dense_backward(dx, gw, gb, dy, x, wp, n, L->in_c, L->out); break;
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
@@ -666,8 +748,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                                   L->out_h * L->out_w);
             break;
         case NN_FLATTEN: /* in place */
-        default:
-            break;
+        default: break;
         }
         if (ws->timer) ws->timer[NN_MAX_LAYERS + i] += cpu_now() - t0;
     }

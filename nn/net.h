@@ -39,44 +39,44 @@
 #define NN_LABEL_MAX 48
 
 typedef enum {
-    NN_DENSE = 0,  /* out features; weight [out,in], bias [out]           */
-    NN_CONV2D,     /* out channels, k, stride, pad; weight [out,in,k,k]   */
-    NN_MAXPOOL,    /* k, stride (pad 0)                                    */
+    NN_DENSE = 0, /* out features; weight [out,in], bias [out]           */
+    NN_CONV2D,    /* out channels, k, stride, pad; weight [out,in,k,k]   */
+    NN_MAXPOOL,   /* k, stride (pad 0)                                    */
     NN_RELU,
-    NN_DROPOUT,    /* p: drop probability during training, identity else  */
+    NN_DROPOUT, /* p: drop probability during training, identity else  */
     NN_FLATTEN,
-    NN_BATCHNORM,  /* per channel (2d) or per feature (1d); eps, momentum */
-    NN_DESKEW,     /* shear each plane upright by its ink's moments; no
+    NN_BATCHNORM, /* per channel (2d) or per feature (1d); eps, momentum */
+    NN_DESKEW,    /* shear each plane upright by its ink's moments; no
                       parameters; only as the first layer                 */
     NN_LAYER_KINDS
 } nn_kind;
 
 typedef struct {
     nn_kind kind;
-    int out;           /* dense: features; conv: channels                  */
-    int k, stride, pad;/* conv and pool                                    */
-    float p;           /* dropout probability                              */
+    int out;             /* dense: features; conv: channels                  */
+    int k, stride, pad;  /* conv and pool                                    */
+    float p;             /* dropout probability                              */
     float eps, momentum; /* batch norm (PyTorch meaning of momentum)       */
     /* derived by nn_net_create: */
-    int in_c, in_h, in_w;     /* input shape of this layer (C,H,W)         */
-    int out_c, out_h, out_w;  /* output shape                              */
-    size_t w_off, nw;  /* weight: offset into params and count (0 if none) */
-    size_t b_off, nb;  /* bias (batch norm: w = gamma, b = beta)           */
-    size_t s_off;      /* batch norm: running mean at stats[s_off],
+    int in_c, in_h, in_w;    /* input shape of this layer (C,H,W)         */
+    int out_c, out_h, out_w; /* output shape                              */
+    size_t w_off, nw;        /* weight: offset into params and count (0 if none) */
+    size_t b_off, nb;        /* bias (batch norm: w = gamma, b = beta)           */
+    size_t s_off;            /* batch norm: running mean at stats[s_off],
                           running var at stats[s_off + out_c]              */
 } nn_layer;
 
 /* Metadata carried in the weights file's __metadata__. */
 typedef struct {
-    char dataset[64];       /* "mnist", "fashion-mnist", ...               */
+    char dataset[64]; /* "mnist", "fashion-mnist", ...               */
     int nclasses;
     char labels[NN_MAX_CLASSES][NN_LABEL_MAX];
     float input_mean, input_std;
-    double test_accuracy;   /* -1 when unknown                             */
+    double test_accuracy; /* -1 when unknown                             */
     uint64_t seed;
     int epochs;
-    char name[64];          /* preset or model name, informational         */
-    char preprocess[16];    /* how callers turn an image into the input:
+    char name[64];       /* preset or model name, informational         */
+    char preprocess[16]; /* how callers turn an image into the input:
                                "mnist" (fit 20 px, centre of mass) or "fit"
                                (longer side 28 px, box centred). nn/ only
                                stores it; image/ implements both. Empty in
@@ -94,11 +94,11 @@ typedef struct nn_net {
     int nlayers;
     nn_layer layers[NN_MAX_LAYERS];
     int in_c, in_h, in_w;
-    float *params;     /* all trainable parameters, one block (owned)      */
+    float *params; /* all trainable parameters, one block (owned)      */
     size_t nparams;
-    float *stats;      /* batch-norm running mean/var, one block (owned)   */
+    float *stats; /* batch-norm running mean/var, one block (owned)   */
     size_t nstats;
-    int64_t bn_batches;/* num_batches_tracked, for PyTorch compatibility   */
+    int64_t bn_batches; /* num_batches_tracked, for PyTorch compatibility   */
     nn_meta meta;
 } nn_net;
 
@@ -109,8 +109,7 @@ typedef struct nn_net {
  * batchnorm (eps=1e-5, momentum=0.1), deskew (first layer only; see
  * nn_deskew_forward in layers.h). conv2d stride defaults to 1, pad to 0;
  * maxpool stride defaults to k. Fills layers[0..*nlayers). */
-int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers,
-                  char *err, size_t errlen);
+int nn_arch_parse(const char *json, nn_layer *layers, int *nlayers, char *err, size_t errlen);
 
 /* Writes the architecture as JSON text (caller frees with free()).
  * Returns NULL on allocation failure. Round-trips with nn_arch_parse. */
@@ -123,8 +122,8 @@ char *nn_arch_to_json(const nn_layer *layers, int nlayers);
  * "mnist", preprocess "mnist"). An empty meta->preprocess becomes
  * nn_preprocess_default(meta->dataset); an unknown one is an error.
  * Returns NULL and fills err on failure. Free with nn_net_free. */
-nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w,
-                      const nn_meta *meta, char *err, size_t errlen);
+nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w, const nn_meta *meta,
+                      char *err, size_t errlen);
 void nn_net_free(nn_net *net);
 
 /* He (ReLU-followed) / Glorot initialisation of all parameters, seeded. */
@@ -154,8 +153,8 @@ void nn_ws_free(nn_ws *ws);
  * logits may be NULL; if not, receives the raw logits [n,nclasses].
  * Uses running batch-norm statistics, dropout off. n <= max_batch.
  * Thread-safe for distinct workspaces on the same net. */
-void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n,
-                    float *probs, float *logits);
+void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n, float *probs,
+                    float *logits);
 
 /* Training step pieces (ws created with training != 0).
  * nn_net_forward_train: forward in training mode (batch statistics, dropout
@@ -165,9 +164,8 @@ void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n,
  * net->stats only if update_stats != 0.
  * nn_net_backward: accumulates (+=) parameter gradients of that mean loss into
  * grad (nparams floats) using what the last forward_train saved. */
-float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x,
-                           const uint8_t *y, int n, float ls, uint64_t seed,
-                           int update_stats, float *probs);
+float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t *y, int n,
+                           float ls, uint64_t seed, int update_stats, float *probs);
 void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad);
 
 /* Gradient of the loss with respect to the input of the last backward

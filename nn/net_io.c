@@ -24,7 +24,7 @@ typedef struct {
     char name[32];
     int ndim;
     int64_t shape[4];
-    float *data;       /* into params or stats; NULL for num_batches_tracked */
+    float *data; /* into params or stats; NULL for num_batches_tracked */
     size_t n;
 } want_t;
 
@@ -35,36 +35,56 @@ static int layer_tensors(nn_net *net, int i, want_t *w)
     switch (L->kind) {
     case NN_DENSE:
         snprintf(w[k].name, sizeof w[k].name, "%d.weight", i);
-        w[k].ndim = 2; w[k].shape[0] = L->out; w[k].shape[1] = L->in_c;
-        w[k].data = net->params + L->w_off; w[k].n = L->nw; k++;
+        w[k].ndim = 2;
+        w[k].shape[0] = L->out;
+        w[k].shape[1] = L->in_c;
+        w[k].data = net->params + L->w_off;
+        w[k].n = L->nw;
+        k++;
         snprintf(w[k].name, sizeof w[k].name, "%d.bias", i);
-        w[k].ndim = 1; w[k].shape[0] = L->out;
-        w[k].data = net->params + L->b_off; w[k].n = L->nb; k++;
+        w[k].ndim = 1;
+        w[k].shape[0] = L->out;
+        w[k].data = net->params + L->b_off;
+        w[k].n = L->nb;
+        k++;
         break;
     case NN_CONV2D:
         snprintf(w[k].name, sizeof w[k].name, "%d.weight", i);
-        w[k].ndim = 4; w[k].shape[0] = L->out; w[k].shape[1] = L->in_c;
-        w[k].shape[2] = L->k; w[k].shape[3] = L->k;
-        w[k].data = net->params + L->w_off; w[k].n = L->nw; k++;
+        w[k].ndim = 4;
+        w[k].shape[0] = L->out;
+        w[k].shape[1] = L->in_c;
+        w[k].shape[2] = L->k;
+        w[k].shape[3] = L->k;
+        w[k].data = net->params + L->w_off;
+        w[k].n = L->nw;
+        k++;
         snprintf(w[k].name, sizeof w[k].name, "%d.bias", i);
-        w[k].ndim = 1; w[k].shape[0] = L->out;
-        w[k].data = net->params + L->b_off; w[k].n = L->nb; k++;
+        w[k].ndim = 1;
+        w[k].shape[0] = L->out;
+        w[k].data = net->params + L->b_off;
+        w[k].n = L->nb;
+        k++;
         break;
     case NN_BATCHNORM: {
         const char *nm[4] = {"weight", "bias", "running_mean", "running_var"};
-        float *d[4] = {net->params + L->w_off, net->params + L->b_off,
-                       net->stats + L->s_off, net->stats + L->s_off + L->out_c};
+        float *d[4] = {net->params + L->w_off, net->params + L->b_off, net->stats + L->s_off,
+                       net->stats + L->s_off + L->out_c};
         for (int j = 0; j < 4; j++) {
             snprintf(w[k].name, sizeof w[k].name, "%d.%s", i, nm[j]);
-            w[k].ndim = 1; w[k].shape[0] = L->out_c;
-            w[k].data = d[j]; w[k].n = (size_t)L->out_c; k++;
+            w[k].ndim = 1;
+            w[k].shape[0] = L->out_c;
+            w[k].data = d[j];
+            w[k].n = (size_t)L->out_c;
+            k++;
         }
         snprintf(w[k].name, sizeof w[k].name, "%d.num_batches_tracked", i);
-        w[k].ndim = 0; w[k].data = NULL; w[k].n = 1; k++;
+        w[k].ndim = 0;
+        w[k].data = NULL;
+        w[k].n = 1;
+        k++;
         break;
     }
-    default:
-        break;
+    default: break;
     }
     return k;
 }
@@ -77,7 +97,10 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     cJSON *labels = cJSON_CreateArray();
     char *labels_s = NULL;
     int rc = -1;
-    if (!w || !arch || !labels) { nn_errf(err, errlen, "save: out of memory"); goto done; }
+    if (!w || !arch || !labels) {
+        nn_errf(err, errlen, "save: out of memory");
+        goto done;
+    }
     uint64_t h = NN_ST_FNV_INIT;
     int64_t nbt = net->bn_batches;
     for (int i = 0; i < net->nlayers; i++) {
@@ -86,7 +109,8 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
         for (int j = 0; j < k; j++) {
             const void *d = t[j].data ? (const void *)t[j].data : (const void *)&nbt;
             size_t nb = t[j].data ? t[j].n * sizeof(float) : sizeof(int64_t);
-            if (nn_st_writer_add(w, t[j].name, t[j].data ? NN_ST_F32 : NN_ST_I64, t[j].ndim, t[j].shape, d)) {
+            if (nn_st_writer_add(w, t[j].name, t[j].data ? NN_ST_F32 : NN_ST_I64, t[j].ndim,
+                                 t[j].shape, d)) {
                 nn_errf(err, errlen, "save: out of memory");
                 goto done;
             }
@@ -96,7 +120,10 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     for (int i = 0; i < net->meta.nclasses; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(net->meta.labels[i]));
     labels_s = cJSON_PrintUnformatted(labels);
-    if (!labels_s) { nn_errf(err, errlen, "save: out of memory"); goto done; }
+    if (!labels_s) {
+        nn_errf(err, errlen, "save: out of memory");
+        goto done;
+    }
     char buf[128];
     int ok = 0;
     ok |= nn_st_writer_meta(w, "format", NN_FORMAT_ID);
@@ -112,8 +139,9 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     ok |= nn_st_writer_meta(w, "input_range", "pixels/255, ink bright on a dark background");
     ok |= nn_st_writer_meta(w, "labels", labels_s);
     ok |= nn_st_writer_meta(w, "dataset", net->meta.dataset);
-    ok |= nn_st_writer_meta(w, "preprocess", net->meta.preprocess[0] ? net->meta.preprocess
-                         : nn_preprocess_default(net->meta.dataset));
+    ok |= nn_st_writer_meta(w, "preprocess",
+                            net->meta.preprocess[0] ? net->meta.preprocess
+                                                    : nn_preprocess_default(net->meta.dataset));
     snprintf(buf, sizeof buf, "%.6f", net->meta.test_accuracy);
     ok |= nn_st_writer_meta(w, "test_accuracy", buf);
     snprintf(buf, sizeof buf, "%zu", net->nparams);
@@ -125,7 +153,10 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     ok |= nn_st_writer_meta(w, "name", net->meta.name);
     snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)h);
     ok |= nn_st_writer_meta(w, "checksum", buf);
-    if (ok) { nn_errf(err, errlen, "save: out of memory"); goto done; }
+    if (ok) {
+        nn_errf(err, errlen, "save: out of memory");
+        goto done;
+    }
     rc = nn_st_writer_write(w, path, err, errlen);
 done:
     free(arch);
@@ -151,15 +182,18 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     double v;
     if (!fmt || strcmp(fmt, NN_FORMAT_ID)) {
         nn_errf(err, errlen, "%s: not a %s weights file (metadata \"format\" is %s%s%s)", what,
-             NN_FORMAT_ID, fmt ? "\"" : "missing", fmt ? fmt : "", fmt ? "\"" : "");
+                NN_FORMAT_ID, fmt ? "\"" : "missing", fmt ? fmt : "", fmt ? "\"" : "");
         return NULL;
     }
     if (parse_num(ver, &v) || v != floor(v) || v < 1 || v > NN_FORMAT_VERSION) {
         nn_errf(err, errlen, "%s: unsupported format_version %s (this build reads 1..%d)", what,
-             ver ? ver : "(missing)", NN_FORMAT_VERSION);
+                ver ? ver : "(missing)", NN_FORMAT_VERSION);
         return NULL;
     }
-    if (!arch) { nn_errf(err, errlen, "%s: metadata has no \"arch\"", what); return NULL; }
+    if (!arch) {
+        nn_errf(err, errlen, "%s: metadata has no \"arch\"", what);
+        return NULL;
+    }
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
     if (nn_arch_parse(arch, layers, &nl, e2, sizeof e2)) {
@@ -179,17 +213,27 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     meta.input_std = 1.0f;
     meta.test_accuracy = -1.0;
     if (nn_st_meta(f, "input_mean")) {
-        if (parse_num(nn_st_meta(f, "input_mean"), &v)) { nn_errf(err, errlen, "%s: bad input_mean", what); return NULL; }
+        if (parse_num(nn_st_meta(f, "input_mean"), &v)) {
+            nn_errf(err, errlen, "%s: bad input_mean", what);
+            return NULL;
+        }
         meta.input_mean = (float)v;
     }
     if (nn_st_meta(f, "input_std")) {
-        if (parse_num(nn_st_meta(f, "input_std"), &v) || !(v > 0)) { nn_errf(err, errlen, "%s: bad input_std", what); return NULL; }
+        if (parse_num(nn_st_meta(f, "input_std"), &v) || !(v > 0)) {
+            nn_errf(err, errlen, "%s: bad input_std", what);
+            return NULL;
+        }
         meta.input_std = (float)v;
     }
-    if (nn_st_meta(f, "test_accuracy") && !parse_num(nn_st_meta(f, "test_accuracy"), &v)) meta.test_accuracy = v;
-    if (nn_st_meta(f, "seed") && !parse_num(nn_st_meta(f, "seed"), &v) && v >= 0) meta.seed = (uint64_t)v;
-    if (nn_st_meta(f, "epochs") && !parse_num(nn_st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6) meta.epochs = (int)v;
-    snprintf(meta.dataset, sizeof meta.dataset, "%s", nn_st_meta(f, "dataset") ? nn_st_meta(f, "dataset") : "");
+    if (nn_st_meta(f, "test_accuracy") && !parse_num(nn_st_meta(f, "test_accuracy"), &v))
+        meta.test_accuracy = v;
+    if (nn_st_meta(f, "seed") && !parse_num(nn_st_meta(f, "seed"), &v) && v >= 0)
+        meta.seed = (uint64_t)v;
+    if (nn_st_meta(f, "epochs") && !parse_num(nn_st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6)
+        meta.epochs = (int)v;
+    snprintf(meta.dataset, sizeof meta.dataset, "%s",
+             nn_st_meta(f, "dataset") ? nn_st_meta(f, "dataset") : "");
     snprintf(meta.name, sizeof meta.name, "%s", nn_st_meta(f, "name") ? nn_st_meta(f, "name") : "");
     /* Absent in files written before the key existed: nn_net_create then
      * derives it from the dataset. Present, it must be a known name, or
@@ -197,7 +241,9 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     const char *pre = nn_st_meta(f, "preprocess");
     if (pre) {
         if (!nn_preprocess_valid(pre)) {
-            nn_errf(err, errlen, "%s: metadata \"preprocess\" is \"%.40s\"; expected \"mnist\" or \"fit\"", what, pre);
+            nn_errf(err, errlen,
+                    "%s: metadata \"preprocess\" is \"%.40s\"; expected \"mnist\" or \"fit\"", what,
+                    pre);
             return NULL;
         }
         snprintf(meta.preprocess, sizeof meta.preprocess, "%s", pre);
@@ -207,7 +253,8 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     if (!la || !cJSON_IsArray(la) || cJSON_GetArraySize(la) < 2 ||
         cJSON_GetArraySize(la) > NN_MAX_CLASSES) {
         cJSON_Delete(la);
-        nn_errf(err, errlen, "%s: metadata \"labels\" must be a JSON array of 2..%d strings", what, NN_MAX_CLASSES);
+        nn_errf(err, errlen, "%s: metadata \"labels\" must be a JSON array of 2..%d strings", what,
+                NN_MAX_CLASSES);
         return NULL;
     }
     meta.nclasses = cJSON_GetArraySize(la);
@@ -215,14 +262,18 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
         const cJSON *s = cJSON_GetArrayItem(la, i);
         if (!cJSON_IsString(s) || strlen(s->valuestring) >= NN_LABEL_MAX) {
             cJSON_Delete(la);
-            nn_errf(err, errlen, "%s: label %d must be a string shorter than %d bytes", what, i, NN_LABEL_MAX);
+            nn_errf(err, errlen, "%s: label %d must be a string shorter than %d bytes", what, i,
+                    NN_LABEL_MAX);
             return NULL;
         }
         snprintf(meta.labels[i], NN_LABEL_MAX, "%s", s->valuestring);
     }
     cJSON_Delete(la);
     nn_net *net = nn_net_create(layers, nl, c, h, w, &meta, e2, sizeof e2);
-    if (!net) { nn_errf(err, errlen, "%s: %s", what, e2); return NULL; }
+    if (!net) {
+        nn_errf(err, errlen, "%s: %s", what, e2);
+        return NULL;
+    }
     int expected = 0;
     for (int i = 0; i < net->nlayers; i++) {
         want_t t[5];
@@ -230,11 +281,15 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
         for (int j = 0; j < k; j++) {
             expected++;
             const nn_st_tensor *s = nn_st_find(f, t[j].name);
-            if (!s) { nn_errf(err, errlen, "%s: missing tensor \"%s\"", what, t[j].name); goto bad; }
+            if (!s) {
+                nn_errf(err, errlen, "%s: missing tensor \"%s\"", what, t[j].name);
+                goto bad;
+            }
             nn_st_dtype want_dt = t[j].data ? NN_ST_F32 : NN_ST_I64;
             if (s->dtype != want_dt) {
                 nn_errf(err, errlen, "%s: tensor \"%s\" has dtype %s, expected %s", what, t[j].name,
-                     s->dtype == NN_ST_F32 ? "F32" : "I64", want_dt == NN_ST_F32 ? "F32" : "I64");
+                        s->dtype == NN_ST_F32 ? "F32" : "I64",
+                        want_dt == NN_ST_F32 ? "F32" : "I64");
                 goto bad;
             }
             int same = s->ndim == t[j].ndim;
@@ -243,18 +298,22 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
                 char got[96] = "", exp[96] = "";
                 size_t gu = 0, eu = 0;
                 for (int d = 0; d < s->ndim && gu < sizeof got; d++)
-                    gu += (size_t)snprintf(got + gu, sizeof got - gu, "%s%lld", d ? "," : "", (long long)s->shape[d]);
+                    gu += (size_t)snprintf(got + gu, sizeof got - gu, "%s%lld", d ? "," : "",
+                                           (long long)s->shape[d]);
                 for (int d = 0; d < t[j].ndim && eu < sizeof exp; d++)
-                    eu += (size_t)snprintf(exp + eu, sizeof exp - eu, "%s%lld", d ? "," : "", (long long)t[j].shape[d]);
-                nn_errf(err, errlen, "%s: tensor \"%s\" has shape [%s], the architecture needs [%s]",
-                     what, t[j].name, got, exp);
+                    eu += (size_t)snprintf(exp + eu, sizeof exp - eu, "%s%lld", d ? "," : "",
+                                           (long long)t[j].shape[d]);
+                nn_errf(err, errlen,
+                        "%s: tensor \"%s\" has shape [%s], the architecture needs [%s]", what,
+                        t[j].name, got, exp);
                 goto bad;
             }
             if (t[j].data) {
                 memcpy(t[j].data, s->data, t[j].n * sizeof(float));
                 for (size_t q = 0; q < t[j].n; q++)
                     if (!isfinite(t[j].data[q])) {
-                        nn_errf(err, errlen, "%s: tensor \"%s\" holds a NaN or infinity", what, t[j].name);
+                        nn_errf(err, errlen, "%s: tensor \"%s\" holds a NaN or infinity", what,
+                                t[j].name);
                         goto bad;
                     }
             } else {
@@ -263,7 +322,8 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
         }
     }
     if (f->ntensors != expected) {
-        nn_errf(err, errlen, "%s: %d tensors in the file, the architecture has %d", what, f->ntensors, expected);
+        nn_errf(err, errlen, "%s: %d tensors in the file, the architecture has %d", what,
+                f->ntensors, expected);
         goto bad;
     }
     for (int i = 0; i < net->nlayers; i++) {
@@ -279,10 +339,14 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     char want[64];
     snprintf(want, sizeof want, "fnv1a64:%016llx",
              (unsigned long long)nn_st_fnv1a64(f->data, f->data_len, NN_ST_FNV_INIT));
-    if (!ck) { nn_errf(err, errlen, "%s: metadata has no \"checksum\"", what); goto bad; }
+    if (!ck) {
+        nn_errf(err, errlen, "%s: metadata has no \"checksum\"", what);
+        goto bad;
+    }
     if (strcmp(ck, want)) {
-        nn_errf(err, errlen, "%s: checksum mismatch (file says %.40s, data gives %s): the file is corrupt",
-             what, ck, want);
+        nn_errf(err, errlen,
+                "%s: checksum mismatch (file says %.40s, data gives %s): the file is corrupt", what,
+                ck, want);
         goto bad;
     }
     return net;
@@ -297,8 +361,10 @@ nn_net *nn_net_load(const char *path, char *err, size_t errlen)
     nn_st_file *f = nn_st_read(path, e2, sizeof e2);
     if (!f) {
         /* nn_st_read's messages name the file already. */
-        if (strncmp(e2, path, strlen(path))) nn_errf(err, errlen, "%s: %s", path, e2);
-        else nn_errf(err, errlen, "%s", e2);
+        if (strncmp(e2, path, strlen(path)))
+            nn_errf(err, errlen, "%s: %s", path, e2);
+        else
+            nn_errf(err, errlen, "%s", e2);
         return NULL;
     }
     nn_net *net = from_st(f, path, err, errlen);
@@ -310,10 +376,16 @@ nn_net *nn_net_load_mem(const uint8_t *buf, size_t len, char *err, size_t errlen
 {
     char e2[512];
     uint8_t *copy = malloc(len ? len : 1);
-    if (!copy) { nn_errf(err, errlen, "weights: out of memory"); return NULL; }
+    if (!copy) {
+        nn_errf(err, errlen, "weights: out of memory");
+        return NULL;
+    }
     memcpy(copy, buf, len);
     nn_st_file *f = nn_st_parse(copy, len, e2, sizeof e2);
-    if (!f) { nn_errf(err, errlen, "weights: %s", e2); return NULL; }
+    if (!f) {
+        nn_errf(err, errlen, "weights: %s", e2);
+        return NULL;
+    }
     nn_net *net = from_st(f, "weights", err, errlen);
     nn_st_free(f);
     return net;

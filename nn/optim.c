@@ -7,8 +7,8 @@
 struct nn_opt {
     nn_opt_cfg cfg;
     size_t n;
-    float *m, *v;       /* first and second moments (Adam), velocity (SGD) */
-    uint8_t *decay;     /* 1 where weight decay applies                     */
+    float *m, *v;   /* first and second moments (Adam), velocity (SGD) */
+    uint8_t *decay; /* 1 where weight decay applies                     */
     long t;
 };
 
@@ -31,7 +31,10 @@ nn_opt *nn_opt_create(const nn_net *net, const nn_opt_cfg *cfg)
     o->m = calloc(o->n, sizeof(float));
     o->v = calloc(o->n, sizeof(float));
     o->decay = calloc(o->n, 1);
-    if (!o->m || !o->v || !o->decay) { nn_opt_free(o); return NULL; }
+    if (!o->m || !o->v || !o->decay) {
+        nn_opt_free(o);
+        return NULL;
+    }
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];
         if (L->kind == NN_DENSE || L->kind == NN_CONV2D) memset(o->decay + L->w_off, 1, L->nw);
@@ -42,7 +45,9 @@ nn_opt *nn_opt_create(const nn_net *net, const nn_opt_cfg *cfg)
 void nn_opt_free(nn_opt *o)
 {
     if (!o) return;
-    free(o->m); free(o->v); free(o->decay);
+    free(o->m);
+    free(o->v);
+    free(o->decay);
     free(o);
 }
 
@@ -55,12 +60,11 @@ void nn_opt_advance(nn_opt *o) { o->t++; }
  * operations in the same order as the scalar loop's, so the results are
  * the same bit for bit. */
 static void adam_range(float *restrict p, float *restrict m, float *restrict v,
-                       const float *restrict g, size_t n, float b1, float b2, float step,
-                       float eps, const uint8_t *restrict decay, float lrwd)
+                       const float *restrict g, size_t n, float b1, float b2, float step, float eps,
+                       const uint8_t *restrict decay, float lrwd)
 {
     if (decay)
-        for (size_t i = 0; i < n; i++)
-            p[i] -= (float)decay[i] * lrwd * p[i];
+        for (size_t i = 0; i < n; i++) p[i] -= (float)decay[i] * lrwd * p[i];
     for (size_t i = 0; i < n; i++) {
         float gi = g[i];
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
@@ -79,8 +83,8 @@ void nn_opt_update(nn_opt *o, float *p, const float *g, float lr, size_t lo, siz
         float b1 = c->beta1, b2 = c->beta2;
         float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
         float step = lr * sqrtf(bc2) / bc1, eps = c->eps * sqrtf(bc2);
-        adam_range(p + lo, o->m + lo, o->v + lo, g + lo, hi > lo ? hi - lo : 0, b1, b2, step,
-                   eps, wd > 0.0f ? o->decay + lo : NULL, lr * wd);
+        adam_range(p + lo, o->m + lo, o->v + lo, g + lo, hi > lo ? hi - lo : 0, b1, b2, step, eps,
+                   wd > 0.0f ? o->decay + lo : NULL, lr * wd);
     } else {
         float mu = c->momentum;
         for (size_t i = lo; i < hi; i++) {
@@ -97,8 +101,7 @@ float nn_sched_lr(const nn_sched *s, double t, int epochs)
     switch (s->kind) {
     case NN_SCHED_STEP:
         return s->lr * powf(s->gamma, floorf((float)t / (s->step > 0 ? s->step : 1.0f)));
-    case NN_SCHED_EXP:
-        return s->lr * powf(s->gamma, (float)t);
+    case NN_SCHED_EXP: return s->lr * powf(s->gamma, (float)t);
     case NN_SCHED_COSINE:
     case NN_SCHED_ONECYCLE: {
         double w = s->warmup, lo = s->lr * s->final;
@@ -110,8 +113,7 @@ float nn_sched_lr(const nn_sched *s, double t, int epochs)
         if (u > 1) u = 1;
         return (float)(lo + (s->lr - lo) * 0.5 * (1.0 + cos(pi * u)));
     }
-    default:
-        return s->lr;
+    default: return s->lr;
     }
 }
 
@@ -119,6 +121,9 @@ int nn_sched_parse(const char *name, nn_sched_kind *out)
 {
     static const char *names[] = {"const", "step", "exp", "cosine", "onecycle"};
     for (int i = 0; i < 5; i++)
-        if (!strcmp(name, names[i])) { *out = (nn_sched_kind)i; return 0; }
+        if (!strcmp(name, names[i])) {
+            *out = (nn_sched_kind)i;
+            return 0;
+        }
     return -1;
 }

@@ -9,13 +9,16 @@ struct nn_pool {
     pthread_t *th;
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    unsigned long gen;      /* bumped per run; workers wait for a change */
+    unsigned long gen; /* bumped per run; workers wait for a change */
     int pending, quit;
     nn_pool_fn fn;
     void *arg;
 };
 
-typedef struct { nn_pool *p; int t; } worker_arg;
+typedef struct {
+    nn_pool *p;
+    int t;
+} worker_arg;
 
 static void *worker(void *a)
 {
@@ -54,8 +57,13 @@ nn_pool *nn_pool_create(int nthreads)
     }
     for (int t = 1; t < nthreads; t++) {
         worker_arg *a = malloc(sizeof *a);
-        if (!a) { p->n = t; nn_pool_free(p); return NULL; }
-        a->p = p; a->t = t;
+        if (!a) {
+            p->n = t;
+            nn_pool_free(p);
+            return NULL;
+        }
+        a->p = p;
+        a->t = t;
         if (pthread_create(&p->th[t - 1], NULL, worker, a)) {
             free(a);
             p->n = t;
@@ -81,10 +89,12 @@ void nn_pool_free(nn_pool *p)
     free(p);
 }
 
-
 void nn_pool_run(nn_pool *p, nn_pool_fn fn, void *arg)
 {
-    if (p->n == 1) { fn(arg, 0, 1); return; }
+    if (p->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
     pthread_mutex_lock(&p->mu);
     p->fn = fn;
     p->arg = arg;

@@ -40,13 +40,15 @@ static const nn_preset presets[] = {
      .input_std = NN_MNIST_STD},
     /* 32C3-32C3-32C5S2-DO, 64C3-64C3-64C5S2-DO, 128C4, DO, 10 */
     {.name = "cnn",
-     .arch = "[" CBR(32, 3, 1, 0) CBR(32, 3, 1, 0) CBR(32, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4},"
-             CBR(64, 3, 1, 0) CBR(64, 3, 1, 0) CBR(64, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4},"
-             CBR(128, 4, 1, 0) "{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.4},"
-             "{\"type\":\"dense\",\"out\":10}]",
+     .arch = "[" CBR(32, 3, 1, 0) CBR(32, 3, 1, 0)
+         CBR(32, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4}," CBR(64, 3, 1, 0) CBR(64, 3, 1, 0)
+             CBR(64, 5, 2, 2) "{\"type\":\"dropout\",\"p\":0.4}," CBR(
+                 128, 4, 1, 0) "{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.4},"
+                               "{\"type\":\"dense\",\"out\":10}]",
      .epochs = 30,
      .batch = 64,
-     .sched = {.kind = NN_SCHED_ONECYCLE, .lr = 3e-3f, .gamma = 1.0f, .warmup = 2.0f, .final = 0.001f},
+     .sched =
+         {.kind = NN_SCHED_ONECYCLE, .lr = 3e-3f, .gamma = 1.0f, .warmup = 2.0f, .final = 0.001f},
      .aug = {.max_rot = 12.0f, .max_zoom = 0.12f, .max_shift = 0.1f},
      .ema = 0.999f,
      .input_mean = NN_MNIST_MEAN,
@@ -65,8 +67,7 @@ static const nn_preset file_preset = {
 const nn_preset *nn_arch_preset(const char *name)
 {
     for (size_t i = 0; name && i < sizeof presets / sizeof presets[0]; i++)
-        if (strcmp(name, presets[i].name) == 0)
-            return &presets[i];
+        if (strcmp(name, presets[i].name) == 0) return &presets[i];
     return NULL;
 }
 
@@ -91,15 +92,14 @@ char *nn_arch_text(const char *arg, const nn_preset **preset, char *err, size_t 
     if (p) {
         *preset = p;
         char *t = strdup(p->arch);
-        if (!t)
-            nn_errf(err, errlen, "out of memory");
+        if (!t) nn_errf(err, errlen, "out of memory");
         return t;
     }
     *preset = nn_arch_preset_file();
     FILE *f = fopen(arg, "rb");
     if (!f) {
-        nn_errf(err, errlen, "%s: not a preset (" NN_PRESET_NAMES ") and not a readable file: %s", arg,
-                strerror(errno));
+        nn_errf(err, errlen, "%s: not a preset (" NN_PRESET_NAMES ") and not a readable file: %s",
+                arg, strerror(errno));
         return NULL;
     }
     char *buf = malloc(MAX_TEXT + 1);
@@ -108,7 +108,9 @@ char *nn_arch_text(const char *arg, const nn_preset **preset, char *err, size_t 
     fclose(f);
     if (!buf || bad || n > MAX_TEXT) {
         nn_errf(err, errlen, "%s: %s", arg,
-                !buf ? "out of memory" : bad ? "read error" : "architecture file over 1 MiB");
+                !buf  ? "out of memory"
+                : bad ? "read error"
+                      : "architecture file over 1 MiB");
         free(buf);
         return NULL;
     }

@@ -25,12 +25,12 @@
 #define NN_PRESET_NAMES "mlp, lenet, cnn"
 
 typedef struct {
-    const char *name;       /* "mlp", "lenet", "cnn"; "file" for a JSON file */
-    const char *arch;       /* JSON text for nn_arch_parse; NULL for "file" */
-    int epochs, batch;      /* training defaults ... */
+    const char *name;  /* "mlp", "lenet", "cnn"; "file" for a JSON file */
+    const char *arch;  /* JSON text for nn_arch_parse; NULL for "file" */
+    int epochs, batch; /* training defaults ... */
     nn_sched sched;
     nn_aug_cfg aug;
-    float ema;              /* weights' moving average, 0 = off */
+    float ema;                   /* weights' moving average, 0 = off */
     float input_mean, input_std; /* the net's input normalisation */
 } nn_preset;
 

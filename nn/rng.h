@@ -10,7 +10,9 @@
 
 #include <stdint.h>
 
-typedef struct { uint64_t s[4]; } nn_rng;
+typedef struct {
+    uint64_t s[4];
+} nn_rng;
 
 void nn_rng_seed(nn_rng *r, uint64_t seed);
 uint64_t nn_rng_u64(nn_rng *r);

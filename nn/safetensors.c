@@ -39,10 +39,8 @@ uint64_t nn_st_fnv1a64(const void *data, size_t len, uint64_t h)
 
 void nn_st_free(nn_st_file *f)
 {
-    if (!f)
-        return;
-    for (int i = 0; i < f->ntensors; i++)
-        free(f->tensors[i].name);
+    if (!f) return;
+    for (int i = 0; i < f->ntensors; i++) free(f->tensors[i].name);
     free(f->tensors);
     for (int i = 0; i < f->nmeta; i++) {
         free(f->meta_keys[i]);
@@ -59,11 +57,9 @@ void nn_st_free(nn_st_file *f)
  * must be refused before the cast, which would otherwise be undefined. */
 static int nn_st_json_uint(const cJSON *item, uint64_t max, uint64_t *out)
 {
-    if (!cJSON_IsNumber(item))
-        return -1;
+    if (!cJSON_IsNumber(item)) return -1;
     double v = item->valuedouble;
-    if (!isfinite(v) || v < 0 || v != floor(v) || v > (double)max)
-        return -1;
+    if (!isfinite(v) || v < 0 || v != floor(v) || v > (double)max) return -1;
     *out = (uint64_t)v;
     return 0;
 }
@@ -83,10 +79,8 @@ static int nn_st_cmp_name(const void *a, const void *b)
 static int nn_st_cmp_offset(const void *a, const void *b)
 {
     const st_entry *x = a, *y = b;
-    if (x->begin != y->begin)
-        return x->begin < y->begin ? -1 : 1;
-    if (x->end != y->end)
-        return x->end < y->end ? -1 : 1;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    if (x->end != y->end) return x->end < y->end ? -1 : 1;
     return strcmp(x->t.name, y->t.name);
 }
 
@@ -102,8 +96,7 @@ static int nn_st_parse_meta(nn_st_file *f, const cJSON *meta, char *err, size_t 
         return -1;
     }
     int n = cJSON_GetArraySize(meta);
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     f->meta_keys = calloc((size_t)n, sizeof *f->meta_keys);
     f->meta_vals = calloc((size_t)n, sizeof *f->meta_vals);
     if (!f->meta_keys || !f->meta_vals) {
@@ -111,10 +104,11 @@ static int nn_st_parse_meta(nn_st_file *f, const cJSON *meta, char *err, size_t 
         return -1;
     }
     const cJSON *it;
-    cJSON_ArrayForEach(it, meta) {
+    cJSON_ArrayForEach(it, meta)
+    {
         if (!cJSON_IsString(it) || !it->valuestring) {
             nn_errf(err, errlen, "__metadata__ value for '%.64s' is not a string",
-                      it->string ? it->string : "");
+                    it->string ? it->string : "");
             return -1;
         }
         char *k = strdup(it->string ? it->string : "");
@@ -149,8 +143,8 @@ static int nn_st_parse_meta(nn_st_file *f, const cJSON *meta, char *err, size_t 
 }
 
 /* Fills e from one header entry; data_len bounds the offsets. */
-static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
-                          char *err, size_t errlen)
+static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len, char *err,
+                             size_t errlen)
 {
     const char *name = e->t.name;
     if (!cJSON_IsObject(obj)) {
@@ -158,7 +152,8 @@ static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         return -1;
     }
     const cJSON *dtype = NULL, *shape = NULL, *offs = NULL, *it;
-    cJSON_ArrayForEach(it, obj) {
+    cJSON_ArrayForEach(it, obj)
+    {
         const cJSON **slot = NULL;
         if (it->string && strcmp(it->string, "dtype") == 0)
             slot = &dtype;
@@ -167,12 +162,10 @@ static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         else if (it->string && strcmp(it->string, "data_offsets") == 0)
             slot = &offs;
         if (slot && *slot) {
-            nn_errf(err, errlen, "tensor '%.64s': key \"%s\" appears twice",
-                      name, it->string);
+            nn_errf(err, errlen, "tensor '%.64s': key \"%s\" appears twice", name, it->string);
             return -1;
         }
-        if (slot)
-            *slot = it;
+        if (slot) *slot = it;
     }
 
     if (!cJSON_IsString(dtype) || !dtype->valuestring) {
@@ -185,8 +178,8 @@ static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
         e->t.dtype = NN_ST_I64;
     } else {
         nn_errf(err, errlen,
-                  "tensor '%.64s': unsupported dtype '%.16s' (only F32 and I64 are accepted)",
-                  name, dtype->valuestring);
+                "tensor '%.64s': unsupported dtype '%.16s' (only F32 and I64 are accepted)", name,
+                dtype->valuestring);
         return -1;
     }
 
@@ -196,18 +189,19 @@ static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     }
     int ndim = cJSON_GetArraySize(shape);
     if (ndim > NN_ST_MAX_DIMS) {
-        nn_errf(err, errlen, "tensor '%.64s': shape has %d dimensions (at most %d)",
-                  name, ndim, NN_ST_MAX_DIMS);
+        nn_errf(err, errlen, "tensor '%.64s': shape has %d dimensions (at most %d)", name, ndim,
+                NN_ST_MAX_DIMS);
         return -1;
     }
     e->t.ndim = ndim;
     uint64_t nelem = 1;
     int d = 0;
-    cJSON_ArrayForEach(it, shape) {
+    cJSON_ArrayForEach(it, shape)
+    {
         uint64_t v;
         if (nn_st_json_uint(it, (uint64_t)ST_MAX_DIM_SIZE, &v) != 0) {
-            nn_errf(err, errlen,
-                      "tensor '%.64s': shape[%d] is not an integer in [0, 2^31]", name, d);
+            nn_errf(err, errlen, "tensor '%.64s': shape[%d] is not an integer in [0, 2^31]", name,
+                    d);
             return -1;
         }
         if (v != 0 && nelem > UINT64_MAX / v) {
@@ -234,34 +228,33 @@ static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
     const uint64_t exact = 1ULL << 53;
     if (nn_st_json_uint(cJSON_GetArrayItem(offs, 0), exact, &e->begin) != 0 ||
         nn_st_json_uint(cJSON_GetArrayItem(offs, 1), exact, &e->end) != 0) {
-        nn_errf(err, errlen,
-                  "tensor '%.64s': data_offsets must be non-negative integers", name);
+        nn_errf(err, errlen, "tensor '%.64s': data_offsets must be non-negative integers", name);
         return -1;
     }
     if (e->begin > e->end) {
-        nn_errf(err, errlen, "tensor '%.64s': data_offsets [%llu, %llu] begin after end",
-                  name, (unsigned long long)e->begin, (unsigned long long)e->end);
+        nn_errf(err, errlen, "tensor '%.64s': data_offsets [%llu, %llu] begin after end", name,
+                (unsigned long long)e->begin, (unsigned long long)e->end);
         return -1;
     }
     if (e->end > data_len) {
         nn_errf(err, errlen,
-                  "tensor '%.64s': data_offsets [%llu, %llu] out of range: data block is "
-                  "%llu bytes (file truncated?)",
-                  name, (unsigned long long)e->begin, (unsigned long long)e->end,
-                  (unsigned long long)data_len);
+                "tensor '%.64s': data_offsets [%llu, %llu] out of range: data block is "
+                "%llu bytes (file truncated?)",
+                name, (unsigned long long)e->begin, (unsigned long long)e->end,
+                (unsigned long long)data_len);
         return -1;
     }
     if (e->end - e->begin != e->t.nbytes) {
         char dims[160] = "";
         size_t pos = 0;
         for (int i = 0; i < ndim && pos < sizeof dims; i++)
-            pos += (size_t)snprintf(dims + pos, sizeof dims - pos, "%s%lld",
-                                    i ? "," : "", (long long)e->t.shape[i]);
+            pos += (size_t)snprintf(dims + pos, sizeof dims - pos, "%s%lld", i ? "," : "",
+                                    (long long)e->t.shape[i]);
         nn_errf(err, errlen,
-                  "tensor '%.64s': shape [%s] of %s needs %llu bytes but data_offsets "
-                  "span %llu",
-                  name, dims, nn_st_dtype_name(e->t.dtype), (unsigned long long)e->t.nbytes,
-                  (unsigned long long)(e->end - e->begin));
+                "tensor '%.64s': shape [%s] of %s needs %llu bytes but data_offsets "
+                "span %llu",
+                name, dims, nn_st_dtype_name(e->t.dtype), (unsigned long long)e->t.nbytes,
+                (unsigned long long)(e->end - e->begin));
         return -1;
     }
     return 0;
@@ -269,8 +262,7 @@ static int nn_st_parse_entry(st_entry *e, const cJSON *obj, uint64_t data_len,
 
 /* Everything after the header is checked here; f->buf/len/data/data_len
  * are set. */
-static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen,
-                           char *err, size_t errlen)
+static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen, char *err, size_t errlen)
 {
     if (memchr(hdr, '\0', hlen)) {
         nn_errf(err, errlen, "header contains a NUL byte");
@@ -290,7 +282,7 @@ static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen,
     for (const char *p = end; p && p < hdr + hlen; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
             nn_errf(err, errlen, "header has data after the JSON value (at byte %zu)",
-                      (size_t)(p - hdr));
+                    (size_t)(p - hdr));
             cJSON_Delete(root);
             return -1;
         }
@@ -310,7 +302,8 @@ static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen,
     }
     int n = 0;
     const cJSON *meta = NULL, *it;
-    cJSON_ArrayForEach(it, root) {
+    cJSON_ArrayForEach(it, root)
+    {
         const char *name = it->string ? it->string : "";
         if (strcmp(name, "__metadata__") == 0) {
             if (meta) {
@@ -326,11 +319,9 @@ static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen,
             goto out;
         }
         n++;
-        if (nn_st_parse_entry(&ents[n - 1], it, f->data_len, err, errlen) != 0)
-            goto out;
+        if (nn_st_parse_entry(&ents[n - 1], it, f->data_len, err, errlen) != 0) goto out;
     }
-    if (meta && nn_st_parse_meta(f, meta, err, errlen) != 0)
-        goto out;
+    if (meta && nn_st_parse_meta(f, meta, err, errlen) != 0) goto out;
 
     qsort(ents, (size_t)n, sizeof *ents, nn_st_cmp_name);
     for (int i = 1; i < n; i++) {
@@ -346,21 +337,19 @@ static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen,
     for (int i = 0; i < n; i++) {
         if (ents[i].begin < pos) {
             nn_errf(err, errlen, "tensors '%.64s' and '%.64s' overlap in the data block",
-                      ents[i - 1].t.name, ents[i].t.name);
+                    ents[i - 1].t.name, ents[i].t.name);
             goto out;
         }
         if (ents[i].begin > pos) {
-            nn_errf(err, errlen,
-                      "gap of %llu bytes in the data block before tensor '%.64s'",
-                      (unsigned long long)(ents[i].begin - pos), ents[i].t.name);
+            nn_errf(err, errlen, "gap of %llu bytes in the data block before tensor '%.64s'",
+                    (unsigned long long)(ents[i].begin - pos), ents[i].t.name);
             goto out;
         }
         pos = ents[i].end;
     }
     if (pos != f->data_len) {
-        nn_errf(err, errlen,
-                  "data block has %llu bytes after the last tensor (it must end there)",
-                  (unsigned long long)(f->data_len - pos));
+        nn_errf(err, errlen, "data block has %llu bytes after the last tensor (it must end there)",
+                (unsigned long long)(f->data_len - pos));
         goto out;
     }
 
@@ -378,8 +367,7 @@ static int nn_st_parse_header(nn_st_file *f, const char *hdr, size_t hlen,
     rc = 0;
 out:
     if (ents) {
-        for (int i = 0; i < n; i++)
-            free(ents[i].t.name);
+        for (int i = 0; i < n; i++) free(ents[i].t.name);
         free(ents);
     }
     cJSON_Delete(root);
@@ -397,33 +385,31 @@ nn_st_file *nn_st_parse(uint8_t *buf, size_t len, char *err, size_t errlen)
     f->buf = buf;
     f->len = len;
     if (!buf || len < 8) {
-        nn_errf(err, errlen,
-                  "file too short: %zu bytes, need at least 8 for the header length", len);
+        nn_errf(err, errlen, "file too short: %zu bytes, need at least 8 for the header length",
+                len);
         goto fail;
     }
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
-        hlen = (hlen << 8) | buf[i];
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | buf[i];
     if (hlen < 2) {
         nn_errf(err, errlen, "header length %llu is too small (an empty header is {})",
-                  (unsigned long long)hlen);
+                (unsigned long long)hlen);
         goto fail;
     }
     if (hlen > NN_ST_MAX_HEADER) {
         nn_errf(err, errlen, "header length %llu exceeds the limit of %u bytes",
-                  (unsigned long long)hlen, NN_ST_MAX_HEADER);
+                (unsigned long long)hlen, NN_ST_MAX_HEADER);
         goto fail;
     }
     if (hlen > len - 8) {
         nn_errf(err, errlen,
-                  "header length %llu is larger than the file (%zu bytes after the length)",
-                  (unsigned long long)hlen, len - 8);
+                "header length %llu is larger than the file (%zu bytes after the length)",
+                (unsigned long long)hlen, len - 8);
         goto fail;
     }
     f->data = buf + 8 + hlen;
     f->data_len = len - 8 - hlen;
-    if (nn_st_parse_header(f, (const char *)buf + 8, (size_t)hlen, err, errlen) != 0)
-        goto fail;
+    if (nn_st_parse_header(f, (const char *)buf + 8, (size_t)hlen, err, errlen) != 0) goto fail;
     return f;
 fail:
     nn_st_free(f);
@@ -453,8 +439,8 @@ nn_st_file *nn_st_read(const char *path, char *err, size_t errlen)
         return NULL;
     }
     if (sb.st_size > (off_t)NN_ST_MAX_FILE) {
-        nn_errf(err, errlen, "%s: file is %lld bytes, larger than the %u-byte limit",
-                  path, (long long)sb.st_size, NN_ST_MAX_FILE);
+        nn_errf(err, errlen, "%s: file is %lld bytes, larger than the %u-byte limit", path,
+                (long long)sb.st_size, NN_ST_MAX_FILE);
         close(fd);
         return NULL;
     }
@@ -468,42 +454,35 @@ nn_st_file *nn_st_read(const char *path, char *err, size_t errlen)
     size_t got = 0;
     while (got < len) {
         ssize_t r = read(fd, buf + got, len - got);
-        if (r < 0 && errno == EINTR)
-            continue;
+        if (r < 0 && errno == EINTR) continue;
         if (r < 0) {
             nn_errf(err, errlen, "%s: read error: %s", path, strerror(errno));
             free(buf);
             close(fd);
             return NULL;
         }
-        if (r == 0)
-            break; /* shrank under us: parse what is there, it will be refused */
+        if (r == 0) break; /* shrank under us: parse what is there, it will be refused */
         got += (size_t)r;
     }
     close(fd);
     nn_st_file *f = nn_st_parse(buf, got, why, sizeof why);
-    if (!f)
-        nn_errf(err, errlen, "%s: %s", path, why);
+    if (!f) nn_errf(err, errlen, "%s: %s", path, why);
     return f;
 }
 
 const nn_st_tensor *nn_st_find(const nn_st_file *f, const char *name)
 {
-    if (!f || !name)
-        return NULL;
+    if (!f || !name) return NULL;
     for (int i = 0; i < f->ntensors; i++)
-        if (strcmp(f->tensors[i].name, name) == 0)
-            return &f->tensors[i];
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
     return NULL;
 }
 
 const char *nn_st_meta(const nn_st_file *f, const char *key)
 {
-    if (!f || !key)
-        return NULL;
+    if (!f || !key) return NULL;
     for (int i = 0; i < f->nmeta; i++)
-        if (strcmp(f->meta_keys[i], key) == 0)
-            return f->meta_vals[i];
+        if (strcmp(f->meta_keys[i], key) == 0) return f->meta_vals[i];
     return NULL;
 }
 
@@ -523,17 +502,15 @@ struct nn_st_writer {
     int nt, capt;
     char **mkeys, **mvals;
     int nm, capm;
-    uint64_t total;     /* sum of nbytes, kept below NN_ST_MAX_FILE */
+    uint64_t total; /* sum of nbytes, kept below NN_ST_MAX_FILE */
 };
 
 nn_st_writer *nn_st_writer_create(void) { return calloc(1, sizeof(nn_st_writer)); }
 
 void nn_st_writer_free(nn_st_writer *w)
 {
-    if (!w)
-        return;
-    for (int i = 0; i < w->nt; i++)
-        free(w->t[i].name);
+    if (!w) return;
+    for (int i = 0; i < w->nt; i++) free(w->t[i].name);
     free(w->t);
     for (int i = 0; i < w->nm; i++) {
         free(w->mkeys[i]);
@@ -545,46 +522,38 @@ void nn_st_writer_free(nn_st_writer *w)
 }
 
 int nn_st_writer_add(nn_st_writer *w, const char *name, nn_st_dtype dt, int ndim,
-                  const int64_t *shape, const void *data)
+                     const int64_t *shape, const void *data)
 {
-    if (!w || !name || strcmp(name, "__metadata__") == 0 || ndim < 0 ||
-        ndim > NN_ST_MAX_DIMS || (ndim > 0 && !shape) || (dt != NN_ST_F32 && dt != NN_ST_I64))
+    if (!w || !name || strcmp(name, "__metadata__") == 0 || ndim < 0 || ndim > NN_ST_MAX_DIMS ||
+        (ndim > 0 && !shape) || (dt != NN_ST_F32 && dt != NN_ST_I64))
         return -1;
     for (int i = 0; i < w->nt; i++)
-        if (strcmp(w->t[i].name, name) == 0)
-            return -1;
+        if (strcmp(w->t[i].name, name) == 0) return -1;
     uint64_t nelem = 1;
     for (int i = 0; i < ndim; i++) {
-        if (shape[i] < 0 || shape[i] > ST_MAX_DIM_SIZE)
-            return -1;
+        if (shape[i] < 0 || shape[i] > ST_MAX_DIM_SIZE) return -1;
         uint64_t d = (uint64_t)shape[i];
-        if (d != 0 && nelem > UINT64_MAX / d)
-            return -1;
+        if (d != 0 && nelem > UINT64_MAX / d) return -1;
         nelem *= d;
     }
     uint64_t dsize = nn_st_dtype_size(dt);
-    if (nelem > (uint64_t)NN_ST_MAX_FILE / dsize)
-        return -1;
+    if (nelem > (uint64_t)NN_ST_MAX_FILE / dsize) return -1;
     uint64_t nbytes = nelem * dsize;
-    if (w->total + nbytes > NN_ST_MAX_FILE || (nbytes > 0 && !data))
-        return -1;
+    if (w->total + nbytes > NN_ST_MAX_FILE || (nbytes > 0 && !data)) return -1;
     if (w->nt == w->capt) {
         int cap = w->capt ? 2 * w->capt : 16;
         st_wtensor *t = realloc(w->t, (size_t)cap * sizeof *t);
-        if (!t)
-            return -1;
+        if (!t) return -1;
         w->t = t;
         w->capt = cap;
     }
     st_wtensor *t = &w->t[w->nt];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);
-    if (!t->name)
-        return -1;
+    if (!t->name) return -1;
     t->dtype = dt;
     t->ndim = ndim;
-    for (int i = 0; i < ndim; i++)
-        t->shape[i] = shape[i];
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->data = data;
     t->nbytes = nbytes;
     w->total += nbytes;
@@ -594,11 +563,9 @@ int nn_st_writer_add(nn_st_writer *w, const char *name, nn_st_dtype dt, int ndim
 
 int nn_st_writer_meta(nn_st_writer *w, const char *key, const char *val)
 {
-    if (!w || !key || !val)
-        return -1;
+    if (!w || !key || !val) return -1;
     char *v = strdup(val);
-    if (!v)
-        return -1;
+    if (!v) return -1;
     for (int i = 0; i < w->nm; i++) {
         if (strcmp(w->mkeys[i], key) == 0) { /* later value wins */
             free(w->mvals[i]);
@@ -637,26 +604,21 @@ int nn_st_writer_meta(nn_st_writer *w, const char *key, const char *val)
 static char *nn_st_writer_header(const nn_st_writer *w)
 {
     cJSON *root = cJSON_CreateObject();
-    if (!root)
-        return NULL;
+    if (!root) return NULL;
     char *out = NULL;
     if (w->nm > 0) {
         cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
-        if (!meta)
-            goto done;
+        if (!meta) goto done;
         for (int i = 0; i < w->nm; i++)
-            if (!cJSON_AddStringToObject(meta, w->mkeys[i], w->mvals[i]))
-                goto done;
+            if (!cJSON_AddStringToObject(meta, w->mkeys[i], w->mvals[i])) goto done;
     }
     uint64_t off = 0;
     for (int i = 0; i < w->nt; i++) {
         const st_wtensor *t = &w->t[i];
         cJSON *e = cJSON_AddObjectToObject(root, t->name);
-        if (!e || !cJSON_AddStringToObject(e, "dtype", nn_st_dtype_name(t->dtype)))
-            goto done;
+        if (!e || !cJSON_AddStringToObject(e, "dtype", nn_st_dtype_name(t->dtype))) goto done;
         cJSON *shape = cJSON_AddArrayToObject(e, "shape");
-        if (!shape)
-            goto done;
+        if (!shape) goto done;
         for (int d = 0; d < t->ndim; d++) {
             cJSON *n = cJSON_CreateNumber((double)t->shape[d]);
             if (!n || !cJSON_AddItemToArray(shape, n)) {
@@ -667,9 +629,8 @@ static char *nn_st_writer_header(const nn_st_writer *w)
         /* Offsets stay below NN_ST_MAX_FILE, so the doubles are exact and
          * cJSON prints them as plain integers. */
         cJSON *offs = cJSON_AddArrayToObject(e, "data_offsets");
-        if (!offs)
-            goto done;
-        double be[2] = { (double)off, (double)(off + t->nbytes) };
+        if (!offs) goto done;
+        double be[2] = {(double)off, (double)(off + t->nbytes)};
         for (int k = 0; k < 2; k++) {
             cJSON *n = cJSON_CreateNumber(be[k]);
             if (!n || !cJSON_AddItemToArray(offs, n)) {
@@ -690,10 +651,8 @@ static int nn_st_write_all(int fd, const void *data, size_t len)
     const uint8_t *p = data;
     while (len > 0) {
         ssize_t r = write(fd, p, len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return -1;
         if (r == 0) {
             errno = EIO;
             return -1;
@@ -730,8 +689,7 @@ int nn_st_writer_write(nn_st_writer *w, const char *path, char *err, size_t errl
         free(json);
         return -1;
     }
-    for (int i = 0; i < 8; i++)
-        hdr[i] = (char)((uint64_t)hlen >> (8 * i));
+    for (int i = 0; i < 8; i++) hdr[i] = (char)((uint64_t)hlen >> (8 * i));
     memcpy(hdr + 8, json, jlen);
     memset(hdr + 8 + jlen, ' ', hlen - jlen);
     free(json);
@@ -752,22 +710,18 @@ int nn_st_writer_write(nn_st_writer *w, const char *path, char *err, size_t errl
         nn_errf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
         goto out;
     }
-    if (nn_st_write_all(fd, hdr, 8 + hlen) != 0)
-        goto io_error;
+    if (nn_st_write_all(fd, hdr, 8 + hlen) != 0) goto io_error;
     for (int i = 0; i < w->nt; i++)
         if (w->t[i].nbytes && nn_st_write_all(fd, w->t[i].data, (size_t)w->t[i].nbytes) != 0)
             goto io_error;
     /* fsync before rename: otherwise a crash can leave the new name
      * pointing at an empty file. */
-    if (fsync(fd) != 0)
-        goto io_error;
+    if (fsync(fd) != 0) goto io_error;
     int cr = close(fd);
     fd = -1;
-    if (cr != 0)
-        goto io_error;
+    if (cr != 0) goto io_error;
     if (rename(tmp, path) != 0) {
-        nn_errf(err, errlen, "%s: cannot rename %s into place: %s", path, tmp,
-                  strerror(errno));
+        nn_errf(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
         unlink(tmp);
         goto out;
     }
@@ -775,8 +729,7 @@ int nn_st_writer_write(nn_st_writer *w, const char *path, char *err, size_t errl
     goto out;
 io_error:
     nn_errf(err, errlen, "%s: write failed: %s", tmp, strerror(errno));
-    if (fd >= 0)
-        close(fd);
+    if (fd >= 0) close(fd);
     unlink(tmp);
 out:
     free(tmp);

@@ -27,22 +27,22 @@
 typedef enum { NN_ST_F32 = 0, NN_ST_I64 = 1 } nn_st_dtype;
 
 typedef struct {
-    char *name;                 /* owned by the nn_st_file                   */
+    char *name; /* owned by the nn_st_file                   */
     nn_st_dtype dtype;
     int ndim;
     int64_t shape[NN_ST_MAX_DIMS];
     uint64_t nelem;
-    const uint8_t *data;        /* points into the nn_st_file's buffer       */
+    const uint8_t *data; /* points into the nn_st_file's buffer       */
     uint64_t nbytes;
 } nn_st_tensor;
 
 typedef struct {
-    uint8_t *buf;               /* whole file (owned)                     */
+    uint8_t *buf; /* whole file (owned)                     */
     size_t len;
-    const uint8_t *data;        /* start of the data block                */
+    const uint8_t *data; /* start of the data block                */
     uint64_t data_len;
     int ntensors;
-    nn_st_tensor *tensors;         /* sorted by data offset                  */
+    nn_st_tensor *tensors; /* sorted by data offset                  */
     int nmeta;
     char **meta_keys, **meta_vals; /* owned                               */
 } nn_st_file;
@@ -57,7 +57,7 @@ nn_st_file *nn_st_read(const char *path, char *err, size_t errlen);
 void nn_st_free(nn_st_file *f);
 
 const nn_st_tensor *nn_st_find(const nn_st_file *f, const char *name);
-const char *nn_st_meta(const nn_st_file *f, const char *key);   /* NULL if absent */
+const char *nn_st_meta(const nn_st_file *f, const char *key); /* NULL if absent */
 
 /* Writer: collects tensors and metadata, then writes the file atomically
  * (temporary file + rename). Data pointers must stay valid until
@@ -66,7 +66,7 @@ typedef struct nn_st_writer nn_st_writer;
 nn_st_writer *nn_st_writer_create(void);
 void nn_st_writer_free(nn_st_writer *w);
 int nn_st_writer_add(nn_st_writer *w, const char *name, nn_st_dtype dt, int ndim,
-                  const int64_t *shape, const void *data);
+                     const int64_t *shape, const void *data);
 int nn_st_writer_meta(nn_st_writer *w, const char *key, const char *val);
 int nn_st_writer_write(nn_st_writer *w, const char *path, char *err, size_t errlen);
 

@@ -15,14 +15,13 @@
 #define NN_SHUF4(a, b, i0, i1, i2, i3) \
     ((void)sizeof(v4i), __builtin_shufflevector(a, b, i0, i1, i2, i3))
 #else
-#define NN_SHUF4(a, b, i0, i1, i2, i3) \
-    __builtin_shuffle(a, b, (v4i){i0, i1, i2, i3})
+#define NN_SHUF4(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (v4i){i0, i1, i2, i3})
 #endif
 
 /* 4 x 4 transpose: 4 floats from each of s0..s3 become the columns of
  * o[0], o[os], o[2 os], o[3 os] (portable vector shuffles, SSE on x86). */
-static inline void tr4x4(const float *s0, const float *s1, const float *s2,
-                         const float *s3, float *o, size_t os)
+static inline void tr4x4(const float *s0, const float *s1, const float *s2, const float *s3,
+                         float *o, size_t os)
 {
     typedef float v4f __attribute__((vector_size(16)));
     typedef int v4i __attribute__((vector_size(16)));
@@ -48,8 +47,7 @@ static inline void tr4x4(const float *s0, const float *s1, const float *s2,
 /* d[i] = s[i] + bias, then max(., 0) if relu (NaN becomes 0, as in the
  * scalar v > 0 ? v : 0): 4 floats a step; GCC -O2 leaves the plain loop
  * scalar, and it was a sixth of batch-1 CNN inference. d may equal s. */
-static inline void bias_act(float *d, const float *s, size_t n, float bias,
-                            int relu)
+static inline void bias_act(float *d, const float *s, size_t n, float bias, int relu)
 {
     typedef float v4f __attribute__((vector_size(16)));
     typedef int v4i __attribute__((vector_size(16)));

@@ -19,13 +19,13 @@ struct nn_trainer {
     int nt;
     nn_ws *ws[MAX_THREADS];
     float *grad[MAX_THREADS];
-    float *x[MAX_THREADS];      /* shard inputs [shard, H*W]              */
+    float *x[MAX_THREADS]; /* shard inputs [shard, H*W]              */
     uint8_t *y[MAX_THREADS];
-    float *scratch[MAX_THREADS];/* augmentation scratch                   */
-    float *probs[MAX_THREADS];  /* shard probabilities (training mode)    */
+    float *scratch[MAX_THREADS]; /* augmentation scratch                   */
+    float *probs[MAX_THREADS];   /* shard probabilities (training mode)    */
     nn_opt *opt;
     float *ema;
-    float ema_d;                /* this step's averaging factor           */
+    float ema_d; /* this step's averaging factor           */
     long steps_done;
     float lr;
     /* current step, read by the workers */
@@ -38,15 +38,17 @@ struct nn_trainer {
     int perm_n;
 };
 
-nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err,
-                              size_t errlen)
+nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, size_t errlen)
 {
     if (cfg->batch < 1 || cfg->batch > 65536) {
         nn_errf(err, errlen, "train: batch %d out of range", cfg->batch);
         return NULL;
     }
     nn_trainer *t = calloc(1, sizeof *t);
-    if (!t) { nn_errf(err, errlen, "train: out of memory"); return NULL; }
+    if (!t) {
+        nn_errf(err, errlen, "train: out of memory");
+        return NULL;
+    }
     t->net = net;
     t->cfg = *cfg;
     int nt = cfg->threads > 0 ? cfg->threads : nn_cpu_count();
@@ -81,7 +83,11 @@ void nn_trainer_free(nn_trainer *t)
     nn_pool_free(t->pool);
     for (int i = 0; i < t->nt; i++) {
         nn_ws_free(t->ws[i]);
-        free(t->grad[i]); free(t->x[i]); free(t->y[i]); free(t->scratch[i]); free(t->probs[i]);
+        free(t->grad[i]);
+        free(t->x[i]);
+        free(t->y[i]);
+        free(t->scratch[i]);
+        free(t->probs[i]);
     }
     nn_opt_free(t->opt);
     free(t->ema);
@@ -91,7 +97,8 @@ void nn_trainer_free(nn_trainer *t)
 
 static void shard_range(const nn_trainer *t, int i, int *lo, int *n)
 {
-    int a = (int)((long long)t->step_n * i / t->nt), b = (int)((long long)t->step_n * (i + 1) / t->nt);
+    int a = (int)((long long)t->step_n * i / t->nt),
+        b = (int)((long long)t->step_n * (i + 1) / t->nt);
     *lo = a;
     *n = b - a;
 }
@@ -127,7 +134,8 @@ static void step_worker(void *arg, int i, int nt)
     for (int j = 0; j < n; j++) {
         const float *p = t->probs[i] + (size_t)j * k;
         int b = 0;
-        for (int c = 1; c < k; c++) if (p[c] > p[b]) b = c;
+        for (int c = 1; c < k; c++)
+            if (p[c] > p[b]) b = c;
         t->correct[i] += b == t->y[i][j];
     }
     nn_net_backward(net, t->ws[i], t->grad[i]);
@@ -144,7 +152,8 @@ static void update_worker(void *arg, int i, int nt)
 {
     nn_trainer *t = arg;
     size_t np = t->net->nparams;
-    size_t lo = (np * i / nt) & ~(size_t)15, hi = i + 1 == nt ? np : (np * (i + 1) / nt) & ~(size_t)15;
+    size_t lo = (np * i / nt) & ~(size_t)15,
+           hi = i + 1 == nt ? np : (np * (i + 1) / nt) & ~(size_t)15;
     if (lo >= hi) return;
     float w[MAX_THREADS];
     for (int s = 0; s < t->nt; s++) {
@@ -166,9 +175,9 @@ static void update_worker(void *arg, int i, int nt)
     }
 }
 
-int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels,
-                     int n, int epoch, nn_progress_fn progress, void *ud,
-                     volatile int *stop, double *loss, double *acc)
+int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels, int n, int epoch,
+                     nn_progress_fn progress, void *ud, volatile int *stop, double *loss,
+                     double *acc)
 {
     if (t->perm_n != n) {
         free(t->perm);

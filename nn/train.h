@@ -17,12 +17,12 @@
 #include "nn/optim.h"
 
 typedef struct {
-    int batch;          /* images per step                                */
-    int threads;        /* <= 0: all CPUs                                 */
-    int epochs;         /* for the schedule                               */
+    int batch;   /* images per step                                */
+    int threads; /* <= 0: all CPUs                                 */
+    int epochs;  /* for the schedule                               */
     uint64_t seed;
     float label_smoothing;
-    float ema;          /* decay of the weights' moving average, 0 = off  */
+    float ema; /* decay of the weights' moving average, 0 = off  */
     nn_opt_cfg opt;
     nn_sched sched;
     nn_aug_cfg aug;
@@ -32,20 +32,18 @@ typedef struct nn_trainer nn_trainer;
 
 /* Called after every step: step (1-based) of steps, running mean loss and
  * accuracy of the epoch so far. */
-typedef void (*nn_progress_fn)(void *ud, int step, int steps, double loss,
-                               double acc);
+typedef void (*nn_progress_fn)(void *ud, int step, int steps, double loss, double acc);
 
 /* NULL + err on failure. The trainer updates net in place. */
-nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err,
-                              size_t errlen);
+nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, size_t errlen);
 void nn_trainer_free(nn_trainer *t);
 
 /* One epoch over images [n, H*W] with labels: shuffled order from
  * (seed, epoch). Stops early (returns 1) when *stop becomes nonzero.
  * loss and acc receive the epoch's running means. Returns 0 when complete. */
-int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels,
-                     int n, int epoch, nn_progress_fn progress, void *ud,
-                     volatile int *stop, double *loss, double *acc);
+int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels, int n, int epoch,
+                     nn_progress_fn progress, void *ud, volatile int *stop, double *loss,
+                     double *acc);
 
 /* Copies the weights the trainer would evaluate (the moving average when
  * ema > 0, else the current ones) into dst (a net of the same shape).

@@ -41,34 +41,26 @@ static const struct {
 
 const char *pipe_status_name(pipe_status st)
 {
-    if ((unsigned)st >= PIPE_STATUS_COUNT)
-        return "internal";
+    if ((unsigned)st >= PIPE_STATUS_COUNT) return "internal";
     return status_table[st].name;
 }
 
 int pipe_status_http(pipe_status st)
 {
-    if ((unsigned)st >= PIPE_STATUS_COUNT)
-        return 500;
+    if ((unsigned)st >= PIPE_STATUS_COUNT) return 500;
     return status_table[st].http;
 }
 
 pipe_status pipe_status_from_img(img_status st)
 {
     switch (st) {
-    case IMG_OK:
-        return PIPE_OK;
-    case IMG_ERR_NOT_PNG:
-        return PIPE_NOT_PNG;
-    case IMG_ERR_CORRUPT:
-        return PIPE_INVALID_PNG;
-    case IMG_ERR_TOO_LARGE:
-        return PIPE_IMAGE_TOO_LARGE;
-    case IMG_ERR_BLANK:
-        return PIPE_BLANK_IMAGE;
+    case IMG_OK: return PIPE_OK;
+    case IMG_ERR_NOT_PNG: return PIPE_NOT_PNG;
+    case IMG_ERR_CORRUPT: return PIPE_INVALID_PNG;
+    case IMG_ERR_TOO_LARGE: return PIPE_IMAGE_TOO_LARGE;
+    case IMG_ERR_BLANK: return PIPE_BLANK_IMAGE;
     case IMG_ERR_NOMEM: /* the server's problem, not the client's */
-    case IMG_ERR_ARG:
-        break;
+    case IMG_ERR_ARG: break;
     }
     return PIPE_INTERNAL;
 }
@@ -81,9 +73,10 @@ int pipe_model_check(const nn_ensemble *e, const char *source, char *err, size_t
     for (int i = 0; i < members; i++) {
         const nn_net *net = nn_ensemble_member(e, i);
         if (net->in_c != 1 || net->in_h != PIPE_SIDE || net->in_w != PIPE_SIDE) {
-            snprintf(err, errlen, "%s: takes %dx%dx%d inputs, not the 1x%dx%d images this service feeds",
-                     members > 1 ? nn_ensemble_path(e, i) : source, net->in_c, net->in_h, net->in_w, PIPE_SIDE,
-                     PIPE_SIDE);
+            snprintf(err, errlen,
+                     "%s: takes %dx%dx%d inputs, not the 1x%dx%d images this service feeds",
+                     members > 1 ? nn_ensemble_path(e, i) : source, net->in_c, net->in_h, net->in_w,
+                     PIPE_SIDE, PIPE_SIDE);
             return -1;
         }
     }
@@ -94,7 +87,8 @@ int pipe_model_check(const nn_ensemble *e, const char *source, char *err, size_t
     }
     const nn_meta *meta = nn_ensemble_meta(e);
     if (!nn_preprocess_valid(meta->preprocess)) {
-        snprintf(err, errlen, "%s: unknown preprocessing \"%s\" (this build knows \"mnist\" and \"fit\")",
+        snprintf(err, errlen,
+                 "%s: unknown preprocessing \"%s\" (this build knows \"mnist\" and \"fit\")",
                  source, meta->preprocess);
         return -1;
     }
@@ -117,23 +111,18 @@ static int best_single(const pipe_candidate *c, int n, int want_mnist)
 {
     int best = -1;
     for (int k = 0; k < n; k++) {
-        if (c[k].nmembers != 1)
-            continue;
-        if (want_mnist && (!c[k].dataset || strcmp(c[k].dataset, "mnist") != 0))
-            continue;
-        if (best < 0 || c[k].test_accuracy > c[best].test_accuracy)
-            best = k;
+        if (c[k].nmembers != 1) continue;
+        if (want_mnist && (!c[k].dataset || strcmp(c[k].dataset, "mnist") != 0)) continue;
+        if (best < 0 || c[k].test_accuracy > c[best].test_accuracy) best = k;
     }
     return best;
 }
 
 int pipe_default_pick(const pipe_candidate *c, int n)
 {
-    if (n <= 0)
-        return -1;
+    if (n <= 0) return -1;
     int k = best_single(c, n, 1);
-    if (k < 0)
-        k = best_single(c, n, 0);
+    if (k < 0) k = best_single(c, n, 0);
     return k < 0 ? 0 : k;
 }
 
@@ -154,8 +143,7 @@ int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, si
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         int is_list;
-        if (de->d_name[0] == '.' || !nn_model_stem(de->d_name, &is_list) || is_list)
-            continue;
+        if (de->d_name[0] == '.' || !nn_model_stem(de->d_name, &is_list) || is_list) continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             char **p = realloc(names, sizeof *names * (size_t)cap);
@@ -173,12 +161,10 @@ int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, si
     }
     closedir(d);
     pipe_candidate *cand = rc == 0 && n ? calloc((size_t)n, sizeof *cand) : NULL;
-    char (*datasets)[64] = rc == 0 && n ? calloc((size_t)n, sizeof *datasets) : NULL;
+    char(*datasets)[64] = rc == 0 && n ? calloc((size_t)n, sizeof *datasets) : NULL;
     int *which = rc == 0 && n ? calloc((size_t)n, sizeof *which) : NULL;
-    if (n && (!cand || !datasets || !which))
-        rc = -1;
-    if (rc < 0)
-        snprintf(err, errlen, "%s: out of memory listing the directory", dir);
+    if (n && (!cand || !datasets || !which)) rc = -1;
+    if (rc < 0) snprintf(err, errlen, "%s: out of memory listing the directory", dir);
     int m = 0;
     if (rc == 0) {
         if (n > 1) /* names is NULL for an empty directory */
@@ -187,12 +173,10 @@ int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, si
             char path[4096], e2[256];
             snprintf(path, sizeof path, "%s/%s", dir, names[i]);
             nn_net *net = nn_net_load(path, e2, sizeof e2);
-            if (!net)
-                continue;
+            if (!net) continue;
             snprintf(datasets[m], sizeof datasets[m], "%s", net->meta.dataset);
-            cand[m] = (pipe_candidate){.nmembers = 1,
-                                       .test_accuracy = net->meta.test_accuracy,
-                                       .dataset = datasets[m]};
+            cand[m] = (pipe_candidate){
+                .nmembers = 1, .test_accuracy = net->meta.test_accuracy, .dataset = datasets[m]};
             which[m++] = i;
             nn_net_free(net);
         }
@@ -207,8 +191,7 @@ int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, si
             }
         }
     }
-    for (int i = 0; i < n; i++)
-        free(names[i]);
+    for (int i = 0; i < n; i++) free(names[i]);
     free(names);
     free(cand);
     free(datasets);
@@ -227,11 +210,9 @@ struct pipe_ws {
 
 pipe_ws *pipe_ws_create(const nn_ensemble *e, int max_batch)
 {
-    if (max_batch < 1)
-        return NULL;
+    if (max_batch < 1) return NULL;
     pipe_ws *ws = calloc(1, sizeof *ws);
-    if (!ws)
-        return NULL;
+    if (!ws) return NULL;
     ws->max_batch = max_batch;
     ws->nclasses = nn_ensemble_classes(e);
     ws->ews = nn_ensemble_ws_create(e, max_batch);
@@ -246,8 +227,7 @@ pipe_ws *pipe_ws_create(const nn_ensemble *e, int max_batch)
 
 void pipe_ws_free(pipe_ws *ws)
 {
-    if (!ws)
-        return;
+    if (!ws) return;
     nn_ensemble_ws_free(ws->ews);
     free(ws->x);
     free(ws->probs);
@@ -281,8 +261,7 @@ static void forward(const nn_ensemble *e, pipe_ws *ws, int n, pipe_result *res)
     int k = ws->nclasses;
     for (int i = 0; i < n; i++) {
         pipe_result *r = &res[i];
-        if (r->status != PIPE_OK)
-            continue;
+        if (r->status != PIPE_OK) continue;
         const float *p = ws->probs + (size_t)i * (size_t)k;
         int best = 0;
         for (int c = 0; c < k; c++) {
@@ -291,11 +270,9 @@ static void forward(const nn_ensemble *e, pipe_ws *ws, int n, pipe_result *res)
                 snprintf(r->msg, sizeof r->msg, "model produced a non-finite probability");
                 break;
             }
-            if (p[c] > p[best])
-                best = c;
+            if (p[c] > p[best]) best = c;
         }
-        if (r->status != PIPE_OK)
-            continue;
+        if (r->status != PIPE_OK) continue;
         r->nclasses = k;
         memcpy(r->probs, p, sizeof *p * (size_t)k);
         r->prediction = best;
@@ -331,8 +308,7 @@ void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t 
         fail(res, pipe_status_from_img(st));
         return;
     }
-    if (prepared)
-        memcpy(prepared, ws->x, sizeof *prepared * PIPE_PIXELS);
+    if (prepared) memcpy(prepared, ws->x, sizeof *prepared * PIPE_PIXELS);
     forward(e, ws, 1, res);
 }
 
@@ -348,8 +324,7 @@ void pipe_run_tensors(const nn_ensemble *e, pipe_ws *ws, pipe_dtype dtype, const
             memset(r, 0, sizeof *r);
             if (dtype == PIPE_U8) {
                 const uint8_t *src = (const uint8_t *)x + at;
-                for (int q = 0; q < PIPE_PIXELS; q++)
-                    dst[q] = src[q] / 255.0f;
+                for (int q = 0; q < PIPE_PIXELS; q++) dst[q] = src[q] / 255.0f;
                 continue;
             }
             const float *src = (const float *)x + at;
@@ -363,8 +338,7 @@ void pipe_run_tensors(const nn_ensemble *e, pipe_ws *ws, pipe_dtype dtype, const
                 }
                 dst[q] = src[q];
             }
-            if (r->status != PIPE_OK)
-                memset(dst, 0, sizeof *dst * PIPE_PIXELS);
+            if (r->status != PIPE_OK) memset(dst, 0, sizeof *dst * PIPE_PIXELS);
         }
         forward(e, ws, m, res + i0);
     }

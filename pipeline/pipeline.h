@@ -59,14 +59,14 @@
 /* Every code a client can be answered with. The comment gives the HTTP
  * status and the name (pipe_status_name). */
 typedef enum {
-    PIPE_OK = 0,                 /* 200 "ok"                                */
+    PIPE_OK = 0, /* 200 "ok"                                */
     /* the image (pipeline) */
-    PIPE_EMPTY_BODY,             /* 400 "empty_body": no image bytes        */
-    PIPE_NOT_PNG,                /* 400 "not_png": no PNG signature         */
-    PIPE_INVALID_PNG,            /* 400 "invalid_png": corrupt, truncated   */
-    PIPE_IMAGE_TOO_LARGE,        /* 413 "image_too_large": over the limits  */
-    PIPE_BLANK_IMAGE,            /* 422 "blank_image": no ink at all        */
-    PIPE_INVALID_TENSOR,         /* 400 "invalid_tensor": a tensor value is
+    PIPE_EMPTY_BODY,      /* 400 "empty_body": no image bytes        */
+    PIPE_NOT_PNG,         /* 400 "not_png": no PNG signature         */
+    PIPE_INVALID_PNG,     /* 400 "invalid_png": corrupt, truncated   */
+    PIPE_IMAGE_TOO_LARGE, /* 413 "image_too_large": over the limits  */
+    PIPE_BLANK_IMAGE,     /* 422 "blank_image": no ink at all        */
+    PIPE_INVALID_TENSOR,  /* 400 "invalid_tensor": a tensor value is
                                     not finite or outside 0..1             */
     /* the request (entrances) */
     PIPE_UNREADABLE,             /* 400 "unreadable": a file mnist-predict
@@ -121,9 +121,9 @@ nn_ensemble *pipe_model_load(const char *paths, char *err, size_t errlen);
 
 /* What the default-model rule needs to know of a model. */
 typedef struct {
-    int nmembers;          /* 1 for a single weights file */
-    double test_accuracy;  /* < 0 when unknown */
-    const char *dataset;   /* "mnist", "fashion-mnist", ... */
+    int nmembers;         /* 1 for a single weights file */
+    double test_accuracy; /* < 0 when unknown */
+    const char *dataset;  /* "mnist", "fashion-mnist", ... */
 } pipe_candidate;
 
 /* The default model among n candidates (given in load order: sorted by

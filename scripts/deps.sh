@@ -27,12 +27,13 @@ set -eu
 # kubectl will do). prometheus: promtool lints /metrics. haproxy and wrk:
 # the rolling-update test (make rolling).
 # chromium: the browser tests drive it (tests/browser), never a downloaded one.
+# clang-format: make format-check (Debian 12's, version 14).
 DEPS_RUN="gcc@gcc libc6-dev make@make pkg-config@pkg-config
   libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev
   ca-certificates curl@curl"
 DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats
   dataset-fashion-mnist kubernetes-client@kubectl prometheus@promtool
-  haproxy@haproxy wrk@wrk chromium"
+  haproxy@haproxy wrk@wrk chromium clang-format@clang-format"
 DEPS_COVERAGE="lcov@genhtml"
 # libclang-rt-14-dev holds libFuzzer and clang's sanitizer runtimes (only a
 # recommendation of clang, and we install without recommends).

@@ -16,9 +16,9 @@
 #include <stddef.h>
 
 typedef struct {
-    char *data;     /* always NUL-terminated while !oom */
+    char *data; /* always NUL-terminated while !oom */
     size_t len, cap;
-    int owned;      /* data was malloc'ed by the buffer */
+    int owned; /* data was malloc'ed by the buffer */
     int oom;
 } srv_buf;
 
@@ -29,8 +29,7 @@ void srv_buf_free(srv_buf *b);
 int srv_buf_reserve(srv_buf *b, size_t extra);
 void srv_buf_append(srv_buf *b, const char *s, size_t n);
 void srv_buf_puts(srv_buf *b, const char *s);
-void srv_buf_printf(srv_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void srv_buf_printf(srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as a JSON string literal, quotes included; control characters
  * escaped, bytes >= 0x80 passed through (callers supply UTF-8). */
 void srv_buf_json_str(srv_buf *b, const char *s);

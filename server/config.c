@@ -10,11 +10,26 @@
 #include <strings.h>
 
 typedef enum {
-    OPT_HOST, OPT_PORT, OPT_THREADS, OPT_MODEL, OPT_MODELS_DIR,
-    OPT_DEFAULT_MODEL, OPT_BODY_LIMIT, OPT_MAX_PIXELS, OPT_TIMEOUT,
-    OPT_MAX_CONNECTIONS, OPT_MAX_BATCH, OPT_DRAIN_DELAY, OPT_DRAIN_TIMEOUT,
-    OPT_GRACE, OPT_LOG_FORMAT,
-    OPT_ACCESS_LOG, OPT_CORS_ORIGIN, OPT_KEEP_VERSIONS, OPT_POLL, OPT_MODEL_CONTROL,
+    OPT_HOST,
+    OPT_PORT,
+    OPT_THREADS,
+    OPT_MODEL,
+    OPT_MODELS_DIR,
+    OPT_DEFAULT_MODEL,
+    OPT_BODY_LIMIT,
+    OPT_MAX_PIXELS,
+    OPT_TIMEOUT,
+    OPT_MAX_CONNECTIONS,
+    OPT_MAX_BATCH,
+    OPT_DRAIN_DELAY,
+    OPT_DRAIN_TIMEOUT,
+    OPT_GRACE,
+    OPT_LOG_FORMAT,
+    OPT_ACCESS_LOG,
+    OPT_CORS_ORIGIN,
+    OPT_KEEP_VERSIONS,
+    OPT_POLL,
+    OPT_MODEL_CONTROL,
     OPT_UI
 } opt_id;
 
@@ -52,8 +67,7 @@ static const struct {
      "                        0: stop accepting at once)"},
     {OPT_DRAIN_TIMEOUT, "drain-timeout", "MNIST_DRAIN_TIMEOUT", "SECONDS",
      "then time to finish requests in flight (default 10)"},
-    {OPT_GRACE, "grace", "MNIST_GRACE", "SECONDS",
-     "older name of --drain-timeout"},
+    {OPT_GRACE, "grace", "MNIST_GRACE", "SECONDS", "older name of --drain-timeout"},
     {OPT_LOG_FORMAT, "log-format", "MNIST_LOG_FORMAT", "text|json",
      "log line format on stderr (default text)"},
     {OPT_ACCESS_LOG, "access-log", "MNIST_ACCESS_LOG", "on|off",
@@ -67,12 +81,11 @@ static const struct {
      "rescan the models every SECONDS for new, changed and removed\n"
      "                        files (default 0: only on SIGHUP)"},
     /* A switch: "--enable-model-control" alone means on. */
-    {OPT_MODEL_CONTROL, "enable-model-control", "MNIST_ENABLE_MODEL_CONTROL",
-     NULL, "allow POST /v2/repository/models/NAME/load and /unload\n"
+    {OPT_MODEL_CONTROL, "enable-model-control", "MNIST_ENABLE_MODEL_CONTROL", NULL,
+     "allow POST /v2/repository/models/NAME/load and /unload\n"
      "                        (anyone who reaches the port may then change "
      "what is served)"},
-    {OPT_UI, "ui", "MNIST_UI", "on|off",
-     "serve the drawing page at GET / (default on)"},
+    {OPT_UI, "ui", "MNIST_UI", "on|off", "serve the drawing page at GET / (default on)"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -97,46 +110,40 @@ void srv_config_defaults(srv_config *c)
 int srv_config_valid_name(const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n >= SRV_NAME_MAX)
-        return 0;
+    if (n == 0 || n >= SRV_NAME_MAX) return 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)name[i];
-        if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
-            return 0;
+        if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-') return 0;
     }
     return 1;
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
 {
-    if (!s || !isdigit((unsigned char)*s))
-        return -1;
+    if (!s || !isdigit((unsigned char)*s)) return -1;
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v > max)
-        return -1;
+    if (errno || *end || v > max) return -1;
     *out = v;
     return 0;
 }
 
 int srv_config_parse_size(const char *s, uint64_t max, uint64_t *out)
 {
-    if (!s || !isdigit((unsigned char)*s))
-        return -1;
+    if (!s || !isdigit((unsigned char)*s)) return -1;
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno)
-        return -1;
-    static const struct { const char *suffix; unsigned shift; } units[] = {
-        {"", 0}, {"b", 0}, {"k", 10}, {"kb", 10}, {"kib", 10},
-        {"m", 20}, {"mb", 20}, {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}};
+    if (errno) return -1;
+    static const struct {
+        const char *suffix;
+        unsigned shift;
+    } units[] = {{"", 0},    {"b", 0},    {"k", 10}, {"kb", 10}, {"kib", 10}, {"m", 20},
+                 {"mb", 20}, {"mib", 20}, {"g", 30}, {"gb", 30}, {"gib", 30}};
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
-        if (strcasecmp(end, units[i].suffix) != 0)
-            continue;
-        if (v > (max >> units[i].shift))
-            return -1;
+        if (strcasecmp(end, units[i].suffix) != 0) continue;
+        if (v > (max >> units[i].shift)) return -1;
         *out = (uint64_t)v << units[i].shift;
         return 0;
     }
@@ -145,13 +152,11 @@ int srv_config_parse_size(const char *s, uint64_t max, uint64_t *out)
 
 static int parse_seconds(const char *s, double max, double *out)
 {
-    if (!s || !(isdigit((unsigned char)*s) || *s == '.'))
-        return -1;
+    if (!s || !(isdigit((unsigned char)*s) || *s == '.')) return -1;
     errno = 0;
     char *end;
     double v = strtod(s, &end);
-    if (errno || *end || !(v >= 0) || v > max)
-        return -1;
+    if (errno || *end || !(v >= 0) || v > max) return -1;
     *out = v;
     return 0;
 }
@@ -161,14 +166,19 @@ static int parse_bool(const char *s, int *out)
     static const char *yes[] = {"1", "on", "yes", "true"};
     static const char *no[] = {"0", "off", "no", "false"};
     for (int i = 0; i < 4; i++) {
-        if (strcasecmp(s, yes[i]) == 0) { *out = 1; return 0; }
-        if (strcasecmp(s, no[i]) == 0) { *out = 0; return 0; }
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = 1;
+            return 0;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = 0;
+            return 0;
+        }
     }
     return -1;
 }
 
-int srv_config_add_model(srv_config *c, const char *spec, char *err,
-                         size_t errlen)
+int srv_config_add_model(srv_config *c, const char *spec, char *err, size_t errlen)
 {
     const char *eq = strchr(spec, '=');
     if (!eq || eq == spec || !eq[1]) {
@@ -178,15 +188,13 @@ int srv_config_add_model(srv_config *c, const char *spec, char *err,
     size_t nlen = (size_t)(eq - spec);
     char name[SRV_NAME_MAX];
     if (nlen >= sizeof name) {
-        snprintf(err, errlen, "model name too long (max %d characters)",
-                 SRV_NAME_MAX - 1);
+        snprintf(err, errlen, "model name too long (max %d characters)", SRV_NAME_MAX - 1);
         return -1;
     }
     memcpy(name, spec, nlen);
     name[nlen] = '\0';
     if (!srv_config_valid_name(name)) {
-        snprintf(err, errlen,
-                 "model name '%s': use letters, digits, '.', '_' and '-'", name);
+        snprintf(err, errlen, "model name '%s': use letters, digits, '.', '_' and '-'", name);
         return -1;
     }
     if (strlen(eq + 1) >= SRV_PATHS_MAX) {
@@ -209,74 +217,60 @@ int srv_config_add_model(srv_config *c, const char *spec, char *err,
 }
 
 /* Applies one option; src names where it came from, for messages. */
-static int apply(srv_config *c, opt_id id, const char *src, const char *v,
-                 char *err, size_t errlen)
+static int apply(srv_config *c, opt_id id, const char *src, const char *v, char *err, size_t errlen)
 {
     uint64_t u;
     double d;
     switch (id) {
     case OPT_HOST:
-        if (!*v || strlen(v) >= sizeof c->host)
-            goto bad;
+        if (!*v || strlen(v) >= sizeof c->host) goto bad;
         strcpy(c->host, v);
         return 0;
     case OPT_PORT:
-        if (parse_u64(v, 65535, &u) < 0)
-            goto bad;
+        if (parse_u64(v, 65535, &u) < 0) goto bad;
         c->port = (int)u;
         return 0;
     case OPT_THREADS:
-        if (parse_u64(v, 1024, &u) < 0 || u == 0)
-            goto bad;
+        if (parse_u64(v, 1024, &u) < 0 || u == 0) goto bad;
         c->threads = (int)u;
         return 0;
-    case OPT_MODEL:
-        return srv_config_add_model(c, v, err, errlen);
+    case OPT_MODEL: return srv_config_add_model(c, v, err, errlen);
     case OPT_MODELS_DIR:
-        if (!*v || strlen(v) >= sizeof c->models_dir)
-            goto bad;
+        if (!*v || strlen(v) >= sizeof c->models_dir) goto bad;
         strcpy(c->models_dir, v);
         return 0;
     case OPT_DEFAULT_MODEL:
-        if (!srv_config_valid_name(v))
-            goto bad;
+        if (!srv_config_valid_name(v)) goto bad;
         strcpy(c->default_model, v);
         return 0;
     case OPT_BODY_LIMIT:
         /* 1 GiB cap: bodies are held in memory. */
-        if (srv_config_parse_size(v, 1u << 30, &u) < 0 || u == 0)
-            goto bad;
+        if (srv_config_parse_size(v, 1u << 30, &u) < 0 || u == 0) goto bad;
         c->body_limit = (size_t)u;
         return 0;
     case OPT_MAX_PIXELS:
-        if (parse_u64(v, (uint64_t)1 << 32, &u) < 0 || u == 0)
-            goto bad;
+        if (parse_u64(v, (uint64_t)1 << 32, &u) < 0 || u == 0) goto bad;
         c->max_pixels = u;
         return 0;
     case OPT_TIMEOUT:
-        if (parse_u64(v, 86400, &u) < 0 || u == 0)
-            goto bad;
+        if (parse_u64(v, 86400, &u) < 0 || u == 0) goto bad;
         c->timeout_s = (unsigned)u;
         return 0;
     case OPT_MAX_CONNECTIONS:
-        if (parse_u64(v, 1000000, &u) < 0 || u == 0)
-            goto bad;
+        if (parse_u64(v, 1000000, &u) < 0 || u == 0) goto bad;
         c->max_connections = (unsigned)u;
         return 0;
     case OPT_MAX_BATCH:
-        if (parse_u64(v, 1024, &u) < 0 || u == 0)
-            goto bad;
+        if (parse_u64(v, 1024, &u) < 0 || u == 0) goto bad;
         c->max_batch = (int)u;
         return 0;
     case OPT_DRAIN_DELAY:
-        if (parse_seconds(v, 3600, &d) < 0)
-            goto bad;
+        if (parse_seconds(v, 3600, &d) < 0) goto bad;
         c->drain_delay_s = d;
         return 0;
     case OPT_DRAIN_TIMEOUT:
     case OPT_GRACE:
-        if (parse_seconds(v, 3600, &d) < 0)
-            goto bad;
+        if (parse_seconds(v, 3600, &d) < 0) goto bad;
         c->drain_timeout_s = d;
         return 0;
     case OPT_LOG_FORMAT:
@@ -288,41 +282,35 @@ static int apply(srv_config *c, opt_id id, const char *src, const char *v,
             goto bad;
         return 0;
     case OPT_ACCESS_LOG:
-        if (parse_bool(v, &c->access_log) < 0)
-            goto bad;
+        if (parse_bool(v, &c->access_log) < 0) goto bad;
         return 0;
     case OPT_CORS_ORIGIN: {
         char inner[200];
-        if (srv_config_add_cors(c, v, inner, sizeof inner) == 0)
-            return 0;
+        if (srv_config_add_cors(c, v, inner, sizeof inner) == 0) return 0;
         snprintf(err, errlen, "%s: %s", src, inner);
         return -1;
     }
     case OPT_KEEP_VERSIONS:
-        if (parse_u64(v, 16, &u) < 0 || u == 0)
-            goto bad;
+        if (parse_u64(v, 16, &u) < 0 || u == 0) goto bad;
         c->keep_versions = (int)u;
         return 0;
     case OPT_POLL:
         /* Under 0.1 s a scan would hardly finish before the next. */
-        if (parse_seconds(v, 86400, &d) < 0 || (d > 0 && d < 0.1))
-            goto bad;
+        if (parse_seconds(v, 86400, &d) < 0 || (d > 0 && d < 0.1)) goto bad;
         c->poll_s = d;
         return 0;
     case OPT_MODEL_CONTROL:
-        if (parse_bool(v, &c->model_control) < 0)
-            goto bad;
+        if (parse_bool(v, &c->model_control) < 0) goto bad;
         return 0;
     case OPT_UI:
-        if (parse_bool(v, &c->ui) < 0)
-            goto bad;
+        if (parse_bool(v, &c->ui) < 0) goto bad;
         return 0;
     }
 bad:
     for (size_t i = 0; i < NOPTS; i++)
         if (opts[i].id == id) {
-            snprintf(err, errlen, "%s: invalid value '%s' (expected %s)", src,
-                     v, opts[i].arg ? opts[i].arg : "on|off");
+            snprintf(err, errlen, "%s: invalid value '%s' (expected %s)", src, v,
+                     opts[i].arg ? opts[i].arg : "on|off");
             break;
         }
     return -1;
@@ -333,20 +321,16 @@ bad:
 static int valid_origin(const char *o, size_t n)
 {
     size_t i = 0;
-    while (i < n && (isalnum((unsigned char)o[i]) || o[i] == '+' ||
-                     o[i] == '-' || o[i] == '.'))
+    while (i < n && (isalnum((unsigned char)o[i]) || o[i] == '+' || o[i] == '-' || o[i] == '.'))
         i++;
-    if (i == 0 || n - i < 4 || memcmp(o + i, "://", 3) != 0)
-        return 0;
+    if (i == 0 || n - i < 4 || memcmp(o + i, "://", 3) != 0) return 0;
     i += 3;
     size_t host = i;
-    while (i < n && (isalnum((unsigned char)o[i]) || strchr("-._[]:", o[i])))
-        i++;
+    while (i < n && (isalnum((unsigned char)o[i]) || strchr("-._[]:", o[i]))) i++;
     return i == n && i > host && o[n - 1] != ':';
 }
 
-int srv_config_add_cors(srv_config *c, const char *list, char *err,
-                        size_t errlen)
+int srv_config_add_cors(srv_config *c, const char *list, char *err, size_t errlen)
 {
     const char *p = list;
     for (;;) {
@@ -356,15 +340,15 @@ int srv_config_add_cors(srv_config *c, const char *list, char *err,
             o++;
             n--;
         }
-        while (n && (o[n - 1] == ' ' || o[n - 1] == '\t'))
-            n--;
+        while (n && (o[n - 1] == ' ' || o[n - 1] == '\t')) n--;
         if (n == 0) {
             snprintf(err, errlen, "empty origin in '%s'", list);
             return -1;
         }
         int star = n == 1 && o[0] == '*';
         if (n >= SRV_ORIGIN_MAX || (!star && !valid_origin(o, n))) {
-            snprintf(err, errlen, "invalid origin '%.*s' (expected '*' or "
+            snprintf(err, errlen,
+                     "invalid origin '%.*s' (expected '*' or "
                      "scheme://host[:port], e.g. https://app.example.com)",
                      (int)(n > 80 ? 80 : n), o);
             return -1;
@@ -377,34 +361,29 @@ int srv_config_add_cors(srv_config *c, const char *list, char *err,
         c->cors[c->ncors][n] = '\0';
         c->ncors++;
         p += strcspn(p, ",");
-        if (!*p)
-            return 0;
+        if (!*p) return 0;
         p++;
     }
 }
 
 int srv_config_cors_allows(const srv_config *c, const char *origin)
 {
-    if (!origin)
-        return 0;
+    if (!origin) return 0;
     for (int i = 0; i < c->ncors; i++)
         /* Origins compare exactly (RFC 6454 serialisation); "*" is any. */
-        if (strcmp(c->cors[i], "*") == 0 || strcmp(c->cors[i], origin) == 0)
-            return 1;
+        if (strcmp(c->cors[i], "*") == 0 || strcmp(c->cors[i], origin) == 0) return 1;
     return 0;
 }
 
 int srv_config_cors_any(const srv_config *c)
 {
     for (int i = 0; i < c->ncors; i++)
-        if (strcmp(c->cors[i], "*") == 0)
-            return 1;
+        if (strcmp(c->cors[i], "*") == 0) return 1;
     return 0;
 }
 
 /* MNIST_MODELS holds entries separated by ';' or whitespace. */
-static int apply_env_models(srv_config *c, const char *v, char *err,
-                            size_t errlen)
+static int apply_env_models(srv_config *c, const char *v, char *err, size_t errlen)
 {
     char spec[SRV_NAME_MAX + SRV_PATHS_MAX + 2];
     while (*v) {
@@ -424,14 +403,13 @@ static int apply_env_models(srv_config *c, const char *v, char *err,
             }
         }
         v += n;
-        if (*v)
-            v++;
+        if (*v) v++;
     }
     return 0;
 }
 
-srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
-                                   srv_env_fn env, char *err, size_t errlen)
+srv_config_action srv_config_parse(srv_config *c, int argc, char **argv, srv_env_fn env, char *err,
+                                   size_t errlen)
 {
     srv_config_defaults(c);
     err[0] = '\0';
@@ -439,26 +417,20 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
 
     for (size_t i = 0; env && i < NOPTS; i++) {
         const char *v = env(opts[i].env);
-        if (!v || !*v)
-            continue;
+        if (!v || !*v) continue;
         if (opts[i].id == OPT_MODEL) {
-            if (apply_env_models(c, v, err, errlen) < 0)
-                return SRV_CONFIG_ERROR;
+            if (apply_env_models(c, v, err, errlen) < 0) return SRV_CONFIG_ERROR;
             continue;
         }
-        if (apply(c, opts[i].id, opts[i].env, v, err, errlen) < 0)
-            return SRV_CONFIG_ERROR;
-        if (opts[i].id == OPT_MODELS_DIR)
-            dir_given = 1;
+        if (apply(c, opts[i].id, opts[i].env, v, err, errlen) < 0) return SRV_CONFIG_ERROR;
+        if (opts[i].id == OPT_MODELS_DIR) dir_given = 1;
     }
 
     int flag_models = 0, flag_cors = 0;
     for (int a = 1; a < argc; a++) {
         const char *arg = argv[a];
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0)
-            return SRV_CONFIG_HELP;
-        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0)
-            return SRV_CONFIG_VERSION;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) return SRV_CONFIG_HELP;
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) return SRV_CONFIG_VERSION;
         if (strncmp(arg, "--", 2) != 0) {
             snprintf(err, errlen, "unexpected argument '%s' (see --help)", arg);
             return SRV_CONFIG_ERROR;
@@ -467,9 +439,7 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
         size_t nlen = val ? (size_t)(val - name) : strlen(name);
         size_t i;
         for (i = 0; i < NOPTS; i++)
-            if (strlen(opts[i].flag) == nlen &&
-                strncmp(opts[i].flag, name, nlen) == 0)
-                break;
+            if (strlen(opts[i].flag) == nlen && strncmp(opts[i].flag, name, nlen) == 0) break;
         /* --no-NAME turns an on|off option off: --no-ui, --no-access-log. */
         if (i == NOPTS && !val && strncmp(name, "no-", 3) == 0) {
             for (i = 0; i < NOPTS; i++)
@@ -477,24 +447,21 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
                     strcmp(opts[i].flag, name + 3) == 0)
                     break;
             if (i < NOPTS) {
-                if (apply(c, opts[i].id, arg, "off", err, errlen) < 0)
-                    return SRV_CONFIG_ERROR;
+                if (apply(c, opts[i].id, arg, "off", err, errlen) < 0) return SRV_CONFIG_ERROR;
                 continue;
             }
         }
         if (i == NOPTS) {
-            snprintf(err, errlen, "unknown option '%.*s' (see --help)",
-                     (int)(nlen + 2), arg);
+            snprintf(err, errlen, "unknown option '%.*s' (see --help)", (int)(nlen + 2), arg);
             return SRV_CONFIG_ERROR;
         }
         if (val) {
             val++;
         } else if (!opts[i].arg) {
-            val = "on";         /* a switch */
+            val = "on"; /* a switch */
         } else {
             if (a + 1 >= argc) {
-                snprintf(err, errlen, "option --%s needs a value (%s)",
-                         opts[i].flag, opts[i].arg);
+                snprintf(err, errlen, "option --%s needs a value (%s)", opts[i].flag, opts[i].arg);
                 return SRV_CONFIG_ERROR;
             }
             val = argv[++a];
@@ -511,32 +478,27 @@ srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
         }
         char src[64];
         snprintf(src, sizeof src, "--%s", opts[i].flag);
-        if (apply(c, opts[i].id, src, val, err, errlen) < 0)
-            return SRV_CONFIG_ERROR;
-        if (opts[i].id == OPT_MODELS_DIR)
-            dir_given = 1;
+        if (apply(c, opts[i].id, src, val, err, errlen) < 0) return SRV_CONFIG_ERROR;
+        if (opts[i].id == OPT_MODELS_DIR) dir_given = 1;
     }
 
     /* The default directory applies only when nothing says what to serve. */
-    if (!dir_given && c->nmodels == 0)
-        strcpy(c->models_dir, "models");
+    if (!dir_given && c->nmodels == 0) strcpy(c->models_dir, "models");
     return SRV_CONFIG_RUN;
 }
 
 void srv_config_usage(FILE *f)
 {
-    fprintf(f,
-            "Usage: mnist-server [OPTION...]\n"
-            "Serves handwritten-digit (and other 28x28 image) classifiers "
-            "over HTTP.\n\nOptions (each also read from its environment "
-            "variable; flags win):\n");
+    fprintf(f, "Usage: mnist-server [OPTION...]\n"
+               "Serves handwritten-digit (and other 28x28 image) classifiers "
+               "over HTTP.\n\nOptions (each also read from its environment "
+               "variable; flags win):\n");
     for (size_t i = 0; i < NOPTS; i++) {
         char left[64];
-        snprintf(left, sizeof left, "--%s%s%s", opts[i].flag,
-                 opts[i].arg ? " " : "", opts[i].arg ? opts[i].arg : "");
+        snprintf(left, sizeof left, "--%s%s%s", opts[i].flag, opts[i].arg ? " " : "",
+                 opts[i].arg ? opts[i].arg : "");
         fprintf(f, "  %-22s%s%s\n                        [%s]\n", left,
-                strlen(left) > 21 ? "\n                        " : "",
-                opts[i].help, opts[i].env);
+                strlen(left) > 21 ? "\n                        " : "", opts[i].help, opts[i].env);
     }
     fprintf(f, "  --no-ui, --no-access-log\n"
                "                        the same as --ui off, --access-log off\n"

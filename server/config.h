@@ -21,38 +21,38 @@
 #define SRV_MAX_MODELS 32
 #define SRV_NAME_MAX 64
 #define SRV_PATHS_MAX 4096
-#define SRV_CORS_MAX 16          /* allowed origins                        */
-#define SRV_ORIGIN_MAX 256       /* bytes of one origin, NUL included      */
+#define SRV_CORS_MAX 16    /* allowed origins                        */
+#define SRV_ORIGIN_MAX 256 /* bytes of one origin, NUL included      */
 
 typedef struct {
-    char name[SRV_NAME_MAX];    /* [A-Za-z0-9._-], 1..63 chars           */
-    char paths[SRV_PATHS_MAX];  /* one path, or several comma-separated  */
+    char name[SRV_NAME_MAX];   /* [A-Za-z0-9._-], 1..63 chars           */
+    char paths[SRV_PATHS_MAX]; /* one path, or several comma-separated  */
 } srv_model_spec;
 
 typedef struct {
-    char host[256];             /* default "0.0.0.0"                     */
-    int port;                   /* default 8080; 0 = any free port       */
-    int threads;                /* default 0 = one per available core    */
-    srv_model_spec models[SRV_MAX_MODELS];   /* --model, MNIST_MODELS    */
+    char host[256];                        /* default "0.0.0.0"                     */
+    int port;                              /* default 8080; 0 = any free port       */
+    int threads;                           /* default 0 = one per available core    */
+    srv_model_spec models[SRV_MAX_MODELS]; /* --model, MNIST_MODELS    */
     int nmodels;
-    char models_dir[1024];      /* "" = do not scan a directory          */
+    char models_dir[1024];            /* "" = do not scan a directory          */
     char default_model[SRV_NAME_MAX]; /* "" = most accurate model        */
-    size_t body_limit;          /* bytes, default 2 MiB                  */
-    uint64_t max_pixels;        /* decoded width*height, default 4096^2  */
-    unsigned timeout_s;         /* idle connection timeout, default 30   */
-    unsigned max_connections;   /* default 1024                          */
-    int max_batch;              /* images per batch request, default 64  */
-    double drain_delay_s;       /* SIGTERM: serve while not ready, def. 5 */
-    double drain_timeout_s;     /* then finish in flight, default 10      */
-    int log_json;               /* --log-format json                     */
-    int access_log;             /* one line per request, default on      */
+    size_t body_limit;                /* bytes, default 2 MiB                  */
+    uint64_t max_pixels;              /* decoded width*height, default 4096^2  */
+    unsigned timeout_s;               /* idle connection timeout, default 30   */
+    unsigned max_connections;         /* default 1024                          */
+    int max_batch;                    /* images per batch request, default 64  */
+    double drain_delay_s;             /* SIGTERM: serve while not ready, def. 5 */
+    double drain_timeout_s;           /* then finish in flight, default 10      */
+    int log_json;                     /* --log-format json                     */
+    int access_log;                   /* one line per request, default on      */
     /* CORS (--cors-origin, MNIST_CORS_ORIGIN): off when ncors == 0. */
-    char cors[SRV_CORS_MAX][SRV_ORIGIN_MAX];  /* "scheme://host[:port]" or "*" */
+    char cors[SRV_CORS_MAX][SRV_ORIGIN_MAX]; /* "scheme://host[:port]" or "*" */
     int ncors;
-    int keep_versions;          /* highest versions served per name, 1   */
-    double poll_s;              /* rescan the models every N s, 0 = off  */
-    int model_control;          /* repository load/unload API, default off */
-    int ui;                     /* the drawing page at GET /, default on */
+    int keep_versions; /* highest versions served per name, 1   */
+    double poll_s;     /* rescan the models every N s, 0 = off  */
+    int model_control; /* repository load/unload API, default off */
+    int ui;            /* the drawing page at GET /, default on */
 } srv_config;
 
 typedef enum {
@@ -69,12 +69,11 @@ void srv_config_defaults(srv_config *c);
 
 /* Defaults, then env (may be NULL for none), then argv[1..argc). On
  * SRV_CONFIG_ERROR err holds one line naming the bad flag or variable. */
-srv_config_action srv_config_parse(srv_config *c, int argc, char **argv,
-                                   srv_env_fn env, char *err, size_t errlen);
+srv_config_action srv_config_parse(srv_config *c, int argc, char **argv, srv_env_fn env, char *err,
+                                   size_t errlen);
 
 /* Adds one "NAME=PATH[,PATH...]" model. Returns 0, or -1 with err. */
-int srv_config_add_model(srv_config *c, const char *spec, char *err,
-                         size_t errlen);
+int srv_config_add_model(srv_config *c, const char *spec, char *err, size_t errlen);
 
 /* A model name is 1..63 of [A-Za-z0-9._-]. */
 int srv_config_valid_name(const char *name);
@@ -86,8 +85,7 @@ int srv_config_parse_size(const char *s, uint64_t max, uint64_t *out);
 /* Adds allowed CORS origins from a comma list ("*" allows any). Each is
  * "*" or scheme://host[:port] (printable ASCII, no path). Returns 0, or -1
  * with err. */
-int srv_config_add_cors(srv_config *c, const char *list, char *err,
-                        size_t errlen);
+int srv_config_add_cors(srv_config *c, const char *list, char *err, size_t errlen);
 
 /* Whether a request's Origin header value is allowed. The answer's
  * Access-Control-Allow-Origin is then "*" when "*" is configured, else

@@ -29,14 +29,12 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
     srv_log(SRV_WARN, "libmicrohttpd: %s", msg);
 }
 
-srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry,
-                              const char *openapi, size_t openapi_len,
-                              char *err, size_t errlen)
+srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry, const char *openapi,
+                              size_t openapi_len, char *err, size_t errlen)
 {
     srv_server *s = calloc(1, sizeof *s);
     if (!s) {
@@ -67,8 +65,7 @@ srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry,
     return s;
 }
 
-static int bind_listen(const srv_config *cfg, int *port, char *err,
-                       size_t errlen)
+static int bind_listen(const srv_config *cfg, int *port, char *err, size_t errlen)
 {
     struct addrinfo hints = {0}, *res = NULL;
     char portstr[16];
@@ -78,31 +75,26 @@ static int bind_listen(const srv_config *cfg, int *port, char *err,
     snprintf(portstr, sizeof portstr, "%d", cfg->port);
     int rc = getaddrinfo(cfg->host, portstr, &hints, &res);
     if (rc != 0) {
-        snprintf(err, errlen, "cannot resolve host %s: %s", cfg->host,
-                 gai_strerror(rc));
+        snprintf(err, errlen, "cannot resolve host %s: %s", cfg->host, gai_strerror(rc));
         return -1;
     }
     int fd = -1, saved = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             saved = errno;
             continue;
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
-            listen(fd, 1024) == 0)
-            break;
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0) break;
         saved = errno;
         close(fd);
         fd = -1;
     }
     freeaddrinfo(res);
     if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host,
-                 cfg->port, strerror(saved));
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", cfg->host, cfg->port, strerror(saved));
         return -1;
     }
     struct sockaddr_storage ss;
@@ -121,8 +113,7 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
 {
     const srv_config *cfg = s->cfg;
     s->listen_fd = bind_listen(cfg, &s->port, err, errlen);
-    if (s->listen_fd < 0)
-        return -1;
+    if (s->listen_fd < 0) return -1;
     unsigned flags = MHD_USE_ITC | MHD_USE_ERROR_LOG;
     if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
         flags |= MHD_USE_EPOLL_INTERNAL_THREAD;
@@ -132,30 +123,26 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
     struct MHD_OptionItem opts[10];
     int n = 0;
     /* The logger first, so MHD reports even option errors through it. */
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER,
-                                        (intptr_t)on_mhd_log, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET,
-                                        s->listen_fd, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, s->listen_fd, NULL};
     /* A pool of one is no pool: leave the option out then. */
     if (threads > 1)
-        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE,
-                                            threads, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
-                                        cfg->timeout_s, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT,
-                                        cfg->max_connections, NULL};
+        opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, cfg->timeout_s, NULL};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL};
     /* Headers and the read buffer per connection; bodies are copied out
      * chunk by chunk, so this does not bound the body size. */
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                                        SRV_CONN_MEMORY, NULL};
-    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED,
-                                        (intptr_t)srv_http_on_completed, s};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY, NULL};
+    opts[n++] =
+        (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)srv_http_on_completed, s};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, srv_http_on_request, s,
-                            MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, srv_http_on_request, s, MHD_OPTION_ARRAY, opts,
+                            MHD_OPTION_END);
     if (!s->d) {
-        snprintf(err, errlen, "cannot start the HTTP daemon on %s:%d (see the "
-                 "libmicrohttpd message above)", cfg->host, s->port);
+        snprintf(err, errlen,
+                 "cannot start the HTTP daemon on %s:%d (see the "
+                 "libmicrohttpd message above)",
+                 cfg->host, s->port);
         close(s->listen_fd);
         s->listen_fd = -1;
         return -1;
@@ -182,46 +169,36 @@ int srv_server_warmup(srv_server *s, char *err, size_t errlen)
     return 0;
 }
 
-void srv_server_set_draining(srv_server *s)
-{
-    atomic_store(&s->draining, 1);
-}
+void srv_server_set_draining(srv_server *s) { atomic_store(&s->draining, 1); }
 
 void srv_server_quiesce(srv_server *s)
 {
     atomic_store(&s->draining, 1);
-    if (!s->d)
-        return;
+    if (!s->d) return;
     /* After quiesce MHD no longer owns the listening socket; closing it
      * now makes new connections fail fast instead of waiting in the
      * backlog until the process exits. */
     MHD_socket fd = MHD_quiesce_daemon(s->d);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
     s->listen_fd = -1;
 }
 
-int srv_server_inflight(const srv_server *s)
-{
-    return atomic_load(&((srv_server *)s)->inflight);
-}
+int srv_server_inflight(const srv_server *s) { return atomic_load(&((srv_server *)s)->inflight); }
 
 void srv_server_stop(srv_server *s)
 {
     if (s->d) {
         MHD_stop_daemon(s->d);
         s->d = NULL;
-        s->listen_fd = -1;   /* closed by MHD unless quiesced (closed there) */
+        s->listen_fd = -1; /* closed by MHD unless quiesced (closed there) */
     }
 }
 
 void srv_server_free(srv_server *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     srv_server_stop(s);
-    if (s->listen_fd >= 0)
-        close(s->listen_fd);
+    if (s->listen_fd >= 0) close(s->listen_fd);
     srv_pool_free(s->pool);
     srv_metrics_free(s->metrics);
     free(s);

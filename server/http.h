@@ -37,9 +37,8 @@ typedef struct srv_server srv_server;
 
 /* cfg, registry and spec must outlive the server; the registry's nslots
  * should be cfg->threads + 1 (see pool.h). NULL + err on failure. */
-srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry,
-                              const char *openapi, size_t openapi_len,
-                              char *err, size_t errlen);
+srv_server *srv_server_create(const srv_config *cfg, srv_registry *registry, const char *openapi,
+                              size_t openapi_len, char *err, size_t errlen);
 /* Binds and starts serving (not ready yet: /readyz and /predict say 503). */
 int srv_server_start(srv_server *s, char *err, size_t errlen);
 int srv_server_port(const srv_server *s);

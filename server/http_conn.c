@@ -28,27 +28,20 @@ enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *conn, srv
 }
 
 enum MHD_Result srv_http_respond_hdrs(srv_server *s, struct MHD_Connection *conn, srv_req *r,
-                                      int status, const char *ctype, const void *body,
-                                      size_t len, enum MHD_ResponseMemoryMode mode,
-                                      const char *allow, const char *const (*hdrs)[2],
-                                      int nhdrs)
+                                      int status, const char *ctype, const void *body, size_t len,
+                                      enum MHD_ResponseMemoryMode mode, const char *allow,
+                                      const char *const (*hdrs)[2], int nhdrs)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)body, mode);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, mode);
     if (!resp) {
-        if (mode == MHD_RESPMEM_MUST_FREE)
-            free((void *)body);
-        srv_log(SRV_ERROR, "rid=%s cannot create a response (out of memory)",
-                r->rid);
+        if (mode == MHD_RESPMEM_MUST_FREE) free((void *)body);
+        srv_log(SRV_ERROR, "rid=%s cannot create a response (out of memory)", r->rid);
         return MHD_NO;
     }
-    if (ctype)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, "X-Request-Id", r->rid);
-    if (allow)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    for (int i = 0; i < nhdrs; i++)
-        MHD_add_response_header(resp, hdrs[i][0], hdrs[i][1]);
+    if (allow) MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+    for (int i = 0; i < nhdrs; i++) MHD_add_response_header(resp, hdrs[i][0], hdrs[i][1]);
     if (r->resp_hdr_len) {
         char v[32];
         snprintf(v, sizeof v, "%zu", r->resp_hdr_len);
@@ -73,8 +66,7 @@ enum MHD_Result srv_http_respond_hdrs(srv_server *s, struct MHD_Connection *conn
             }
         }
     }
-    if (status == 503)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
+    if (status == 503) MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1");
     if (atomic_load_explicit(&s->draining, memory_order_relaxed))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ret = MHD_queue_response(conn, (unsigned)status, resp);
@@ -94,8 +86,8 @@ void srv_http_error_json(srv_buf *b, const char *code, const char *msg)
     srv_buf_puts(b, "}}");
 }
 
-enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req *r,
-                               pipe_status st, const char *allow, const char *fmt, ...)
+enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req *r, pipe_status st,
+                               const char *allow, const char *fmt, ...)
 {
     char msg[512], store[1024];
     va_list ap;
@@ -105,13 +97,12 @@ enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req 
     srv_buf b;
     srv_buf_init(&b, store, sizeof store);
     if (r->v2)
-        srv_oip_error_write(&b, msg);   /* the protocol's {"error": "..."} */
+        srv_oip_error_write(&b, msg); /* the protocol's {"error": "..."} */
     else
         srv_http_error_json(&b, pipe_status_name(st), msg);
-    enum MHD_Result ret =
-        b.oom ? MHD_NO
-              : srv_http_respond(s, c, r, pipe_status_http(st), SRV_HTTP_JSON, b.data, b.len,
-                        MHD_RESPMEM_MUST_COPY, allow);
+    enum MHD_Result ret = b.oom ? MHD_NO
+                                : srv_http_respond(s, c, r, pipe_status_http(st), SRV_HTTP_JSON,
+                                                   b.data, b.len, MHD_RESPMEM_MUST_COPY, allow);
     srv_buf_free(&b);
     return ret;
 }
@@ -134,8 +125,8 @@ int srv_http_defer(srv_req *r, pipe_status st, const char *allow, const char *fm
  * buffer at once. */
 static void expect_body(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
-    const char *cl = MHD_lookup_connection_value(
-        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         /* MHD has validated the number; only its size matters here. */
         unsigned long long n = strtoull(cl, NULL, 10);
@@ -147,8 +138,7 @@ static void expect_body(srv_server *s, struct MHD_Connection *c, srv_req *r)
         }
         if (n > sizeof r->small) {
             r->body = malloc((size_t)n);
-            if (r->body)
-                r->cap = (size_t)n;
+            if (r->body) r->cap = (size_t)n;
         }
     }
     if (!r->body) {
@@ -159,34 +149,28 @@ static void expect_body(srv_server *s, struct MHD_Connection *c, srv_req *r)
 
 static void append_body(srv_server *s, srv_req *r, const char *data, size_t n)
 {
-    if (r->over_limit)
-        return;
+    if (r->over_limit) return;
     if (n > s->cfg->body_limit - r->len) {
         /* Over the limit: stop buffering; the rest is read and dropped. */
         r->over_limit = 1;
-        if (r->body != r->small)
-            free(r->body);
+        if (r->body != r->small) free(r->body);
         r->body = NULL;
         r->len = r->cap = 0;
         return;
     }
     if (r->len + n > r->cap) {
         size_t cap = r->cap * 2;
-        if (cap < r->len + n)
-            cap = r->len + n;
-        if (cap > s->cfg->body_limit)
-            cap = s->cfg->body_limit;
+        if (cap < r->len + n) cap = r->len + n;
+        if (cap > s->cfg->body_limit) cap = s->cfg->body_limit;
         uint8_t *p = r->body == r->small ? malloc(cap) : realloc(r->body, cap);
         if (!p) {
-            r->over_limit = 2;   /* out of memory, answered 500 */
-            if (r->body != r->small)
-                free(r->body);
+            r->over_limit = 2; /* out of memory, answered 500 */
+            if (r->body != r->small) free(r->body);
             r->body = NULL;
             r->len = r->cap = 0;
             return;
         }
-        if (r->body == r->small)
-            memcpy(p, r->small, r->len);
+        if (r->body == r->small) memcpy(p, r->small, r->len);
         r->body = p;
         r->cap = cap;
     }
@@ -196,12 +180,11 @@ static void append_body(srv_server *s, srv_req *r, const char *data, size_t n)
 
 static int has_body(struct MHD_Connection *c)
 {
-    const char *cl = MHD_lookup_connection_value(
-        c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strcmp(cl, "0") != 0)
-        return 1;
-    return MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                       MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && strcmp(cl, "0") != 0) return 1;
+    return MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING) !=
+           NULL;
 }
 
 /* Message framing and Host (RFC 9112 3.2, 6.1, 6.3), checked before
@@ -215,13 +198,12 @@ typedef struct {
     int cl_differ;
 } framing;
 
-static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind,
-                                     const char *key, const char *value)
+static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
 {
     (void)kind;
     framing *f = cls;
-    if (!value)
-        value = "";
+    if (!value) value = "";
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         if (f->ncl++ && strcmp(f->cl, value) != 0)
             f->cl_differ = 1;
@@ -236,17 +218,14 @@ static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind,
     return MHD_YES;
 }
 
-static void check_framing(struct MHD_Connection *c, const char *version,
-                          srv_req *r)
+static void check_framing(struct MHD_Connection *c, const char *version, srv_req *r)
 {
     framing f = {0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, framing_field, &f);
     if (f.cl_differ)
-        srv_http_defer(r, PIPE_BAD_REQUEST, NULL,
-                       "two different Content-Length headers");
+        srv_http_defer(r, PIPE_BAD_REQUEST, NULL, "two different Content-Length headers");
     else if (f.ncl && f.nte)
-        srv_http_defer(r, PIPE_BAD_REQUEST, NULL,
-                       "Content-Length together with Transfer-Encoding");
+        srv_http_defer(r, PIPE_BAD_REQUEST, NULL, "Content-Length together with Transfer-Encoding");
     else if (f.nte && (f.nte > 1 || strcasecmp(f.te, "chunked") != 0))
         srv_http_defer(r, PIPE_NOT_IMPLEMENTED, NULL,
                        "Transfer-Encoding: only chunked is supported");
@@ -256,11 +235,9 @@ static void check_framing(struct MHD_Connection *c, const char *version,
                                : "HTTP/1.1 request without a Host header");
 }
 
-static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c,
-                                     srv_req *r)
+static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
-    return srv_http_error(s, c, r, r->e_status, r->e_allow, "%s",
-                         r->e_msg);
+    return srv_http_error(s, c, r, r->e_status, r->e_allow, "%s", r->e_msg);
 }
 
 enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const char *url,
@@ -271,8 +248,7 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
     srv_req *r = *con_cls;
     if (!r) {
         r = malloc(sizeof *r);
-        if (!r)
-            return MHD_NO;
+        if (!r) return MHD_NO;
         r->t0 = srv_http_now_ns();
         r->route = srv_route_of(url);
         r->v2 = srv_oip_path_parse(url, &r->v2p) != SRV_OIP_PATH_NONE;
@@ -296,8 +272,7 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         r->want_prep = 0;
         r->body = NULL;
         r->len = r->cap = 0;
-        const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                      "X-Request-Id");
+        const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
         if (rid && srv_reqid_valid(rid))
             snprintf(r->rid, sizeof r->rid, "%s", rid);
         else
@@ -306,16 +281,13 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         atomic_fetch_add(&s->inflight, 1);
         srv_metrics_inflight_add(s->metrics, 1);
         check_framing(c, version, r);
-        if (!r->e_status)
-            srv_http_begin(s, c, r, url);
-        if (!r->e_status && r->kind != SRV_BODY_NONE)
-            expect_body(s, c, r);
+        if (!r->e_status) srv_http_begin(s, c, r, url);
+        if (!r->e_status && r->kind != SRV_BODY_NONE) expect_body(s, c, r);
         /* libmicrohttpd closes the connection after a response queued on
          * this first call. That is right when a body is coming (it is then
          * never read), but a bodiless request keeps its connection by being
          * answered on the next call. */
-        if (r->e_status && has_body(c))
-            return send_deferred(s, c, r);
+        if (r->e_status && has_body(c)) return send_deferred(s, c, r);
         return MHD_YES;
     }
     if (*upload_size) {
@@ -324,17 +296,14 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         *upload_size = 0;
         return MHD_YES;
     }
-    if (r->done)
-        return MHD_YES;
-    if (r->e_status)
-        return send_deferred(s, c, r);
+    if (r->done) return MHD_YES;
+    if (r->e_status) return send_deferred(s, c, r);
     if (r->over_limit == 2)
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
                               "out of memory buffering the request body");
     if (r->over_limit)
         return srv_http_error(s, c, r, PIPE_PAYLOAD_TOO_LARGE, NULL,
-                              "request body is over the limit of %zu bytes",
-                              s->cfg->body_limit);
+                              "request body is over the limit of %zu bytes", s->cfg->body_limit);
     return srv_http_handle(s, c, r, url);
 }
 
@@ -344,8 +313,7 @@ void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)c;
     srv_server *s = cls;
     srv_req *r = *con_cls;
-    if (!r)
-        return;
+    if (!r) return;
     uint64_t us = (srv_http_now_ns() - r->t0) / 1000;
     srv_metrics_request(s->metrics, r->route, r->status, us);
     srv_metrics_inflight_add(s->metrics, -1);
@@ -360,18 +328,20 @@ void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
             note = "shutdown";
         else if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR)
             note = "error";
-        srv_access a = {
-            .method = r->method, .path = r->path, .status = r->status,
-            .bytes = r->resp_bytes, .us = us, .rid = r->rid,
-            .model = (r->route == SRV_ROUTE_PREDICT ||
-                      r->route == SRV_ROUTE_BATCH) && r->status == 200 &&
-                             r->model
-                         ? r->model->name : NULL,
-            .note = note};
+        srv_access a = {.method = r->method,
+                        .path = r->path,
+                        .status = r->status,
+                        .bytes = r->resp_bytes,
+                        .us = us,
+                        .rid = r->rid,
+                        .model = (r->route == SRV_ROUTE_PREDICT || r->route == SRV_ROUTE_BATCH) &&
+                                         r->status == 200 && r->model
+                                     ? r->model->name
+                                     : NULL,
+                        .note = note};
         srv_log_access(&a);
     }
-    if (r->body != r->small)
-        free(r->body);
+    if (r->body != r->small) free(r->body);
     /* The last request on an old snapshot frees it (and the models only
      * it still held). */
     srv_snapshot_release(r->snap);

@@ -18,10 +18,8 @@
 static void media_type(const char *ct, char *out, size_t outlen)
 {
     size_t o = 0;
-    while (*ct == ' ' || *ct == '\t')
-        ct++;
-    for (; *ct && *ct != ';' && *ct != ' ' && *ct != '\t' && o + 1 < outlen;
-         ct++)
+    while (*ct == ' ' || *ct == '\t') ct++;
+    for (; *ct && *ct != ';' && *ct != ' ' && *ct != '\t' && o + 1 < outlen; ct++)
         out[o++] = (char)((*ct >= 'A' && *ct <= 'Z') ? *ct + 32 : *ct);
     out[o] = '\0';
 }
@@ -29,11 +27,9 @@ static void media_type(const char *ct, char *out, size_t outlen)
 /* POST .../infer: JSON, or JSON followed by binary tensor data (Triton's
  * clients send that as octet-stream, or with no type at all), and the
  * JSON part's length when binary data follows. */
-static void begin_v2_infer(struct MHD_Connection *c, srv_req *r, const char *ct,
-                           const char *mt)
+static void begin_v2_infer(struct MHD_Connection *c, srv_req *r, const char *ct, const char *mt)
 {
-    if (ct && strcmp(mt, "application/json") != 0 &&
-        strcmp(mt, "application/octet-stream") != 0) {
+    if (ct && strcmp(mt, "application/json") != 0 && strcmp(mt, "application/octet-stream") != 0) {
         char safe[96];
         srv_log_sanitize(ct, safe, sizeof safe);
         srv_http_defer(r, PIPE_UNSUPPORTED_MEDIA_TYPE, NULL,
@@ -42,8 +38,8 @@ static void begin_v2_infer(struct MHD_Connection *c, srv_req *r, const char *ct,
                        safe);
         return;
     }
-    const char *hl = MHD_lookup_connection_value(c, MHD_HEADER_KIND,
-                                                 "Inference-Header-Content-Length");
+    const char *hl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Inference-Header-Content-Length");
     if (hl) {
         char *end;
         errno = 0;
@@ -72,8 +68,7 @@ static int parse_include(const char *v, int *prep)
         else if (n > 0)
             return -1;
         v += n;
-        if (*v)
-            v++;
+        if (*v) v++;
     }
     return 0;
 }
@@ -132,15 +127,15 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
                 srv_log_sanitize(r->v2p.version, ver, sizeof ver);
                 srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
                                "model '%s' has no version '%s' serving (it serves version "
-                               "%d; see GET /v1/models)", safe, ver, m->version);
+                               "%d; see GET /v1/models)",
+                               safe, ver, m->version);
                 return;
             }
             m = mv;
         }
         r->model = m;
     }
-    if (!post_route)
-        return; /* answered on the last call, keeping the connection */
+    if (!post_route) return; /* answered on the last call, keeping the connection */
 
     if (r->route == SRV_ROUTE_REPO_INDEX || r->route == SRV_ROUTE_REPO_LOAD ||
         r->route == SRV_ROUTE_REPO_UNLOAD) {
@@ -159,10 +154,10 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         return;
     }
     /* ?model=NAME, ?model=NAME:N or ?model=NAME&version=N (our API) */
-    const char *name = r->v2 ? NULL
-                             : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model");
-    const char *ver = r->v2 ? NULL
-                            : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "version");
+    const char *name =
+        r->v2 ? NULL : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "model");
+    const char *ver =
+        r->v2 ? NULL : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "version");
     if (name || ver) {
         char nm[SRV_NAME_MAX], safe[96];
         int v = 0;
@@ -172,21 +167,20 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
                            "no model named '%s' (see GET /v1/models)", safe);
             return;
         }
-        if (!name)
-            snprintf(nm, sizeof nm, "%s", r->model ? r->model->name : "");
+        if (!name) snprintf(nm, sizeof nm, "%s", r->model ? r->model->name : "");
         if (ver && (srv_model_version_parse(ver, &v) < 0 || (name && strchr(name, ':')))) {
             srv_log_sanitize(ver, safe, sizeof safe);
             srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
                            "version '%s': give one version, a number from 1 (?model=NAME"
-                           "&version=N or ?model=NAME:N)", safe);
+                           "&version=N or ?model=NAME:N)",
+                           safe);
             return;
         }
         r->model = srv_snapshot_find(r->snap, nm, v);
         if (!r->model) {
             if (v && srv_snapshot_find(r->snap, nm, 0))
                 srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
-                               "model '%s' has no version %d serving (see GET /v1/models)",
-                               nm, v);
+                               "model '%s' has no version %d serving (see GET /v1/models)", nm, v);
             else
                 srv_http_defer(r, PIPE_MODEL_NOT_FOUND, NULL,
                                "no model named '%s' (see GET /v1/models)", nm);
@@ -197,8 +191,8 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         srv_http_defer(r, PIPE_NOT_READY, NULL, "no model serves");
         return;
     }
-    const char *inc = r->v2 ? NULL
-                            : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "include");
+    const char *inc =
+        r->v2 ? NULL : MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "include");
     if (inc && parse_include(inc, &r->want_prep) < 0) {
         char safe[96];
         srv_log_sanitize(inc, safe, sizeof safe);
@@ -207,8 +201,7 @@ void srv_http_begin(srv_server *s, struct MHD_Connection *c, srv_req *r, const c
         return;
     }
 
-    const char *ct =
-        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     char mt[64];
     media_type(ct ? ct : "", mt, sizeof mt);
     if (r->route == SRV_ROUTE_V2_INFER) {
@@ -253,8 +246,8 @@ static void preprocessed_json(srv_buf *b, const float *x)
         float v = x[i] < 0 ? 0 : x[i] > 1 ? 1 : x[i];
         px[i] = (uint16_t)lrintf(v * 255.0f);
     }
-    img_png_spec spec = {.width = PIPE_SIDE, .height = PIPE_SIDE, .color_type = 0,
-                         .bit_depth = 8, .samples = px};
+    img_png_spec spec = {
+        .width = PIPE_SIDE, .height = PIPE_SIDE, .color_type = 0, .bit_depth = 8, .samples = px};
     uint8_t *png = NULL;
     size_t len = 0;
     char err[128];
@@ -277,8 +270,8 @@ static void preprocessed_json(srv_buf *b, const float *x)
 
 /* Our JSON for one pipeline answer: the prediction document (with the
  * preprocessed image when prepared is not NULL), or the error envelope. */
-static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
-                        uint64_t total_us, const float *prepared)
+static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res, uint64_t total_us,
+                        const float *prepared)
 {
     if (res->status != PIPE_OK) {
         srv_http_error_json(b, pipe_status_name(res->status), res->msg);
@@ -290,8 +283,7 @@ static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
     srv_buf_json_float(b, res->probs[res->prediction]);
     srv_buf_puts(b, ",\"probabilities\":[");
     for (int c = 0; c < res->nclasses; c++) {
-        if (c)
-            srv_buf_append(b, ",", 1);
+        if (c) srv_buf_append(b, ",", 1);
         srv_buf_json_float(b, res->probs[c]);
     }
     srv_buf_puts(b, "],\"model\":");
@@ -300,26 +292,21 @@ static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res,
     srv_buf_printf(b,
                    ",\"timing\":{\"decode_us\":%llu,\"preprocess_us\":%llu,"
                    "\"inference_us\":%llu,\"total_us\":%llu}",
-                   (unsigned long long)res->decode_us,
-                   (unsigned long long)res->prep_us,
-                   (unsigned long long)res->infer_us,
-                   (unsigned long long)total_us);
-    if (prepared)
-        preprocessed_json(b, prepared);
+                   (unsigned long long)res->decode_us, (unsigned long long)res->prep_us,
+                   (unsigned long long)res->infer_us, (unsigned long long)total_us);
+    if (prepared) preprocessed_json(b, prepared);
     srv_buf_append(b, "}", 1);
 }
 
 /* Runs the pipeline on one image with ws (the thread's workspace for m);
  * prepared, if not NULL, receives the network input; metrics and the log
  * see the outcome. */
-static void classify(srv_server *s, const srv_model *m, pipe_ws *ws,
-                     const uint8_t *data, size_t len, float *prepared,
-                     pipe_result *res)
+static void classify(srv_server *s, const srv_model *m, pipe_ws *ws, const uint8_t *data,
+                     size_t len, float *prepared, pipe_result *res)
 {
     pipe_run_png(m->ens, ws, data, len, &s->lim, prepared, res);
     if (res->status == PIPE_OK)
-        srv_metrics_inference(s->metrics, m->slot, res->infer_us,
-                              res->prediction);
+        srv_metrics_inference(s->metrics, m->slot, res->infer_us, res->prediction);
     else if (res->status == PIPE_INTERNAL)
         srv_log(SRV_ERROR, "model %s: %s", m->name, res->msg);
 }
@@ -330,8 +317,7 @@ static pipe_ws *thread_ws(srv_server *s, const srv_model *m, pipe_ws **tmp)
 {
     *tmp = NULL;
     pipe_ws *ws = srv_model_ws(m, srv_pool_slot(s->pool));
-    if (!ws)
-        ws = *tmp = pipe_ws_create(m->ens, 1);
+    if (!ws) ws = *tmp = pipe_ws_create(m->ens, 1);
     return ws;
 }
 
@@ -339,21 +325,16 @@ static pipe_ws *thread_ws(srv_server *s, const srv_model *m, pipe_ws **tmp)
 static pipe_status oip_status(srv_oip_status st)
 {
     switch (st) {
-    case SRV_OIP_OK:
-        return PIPE_OK;
-    case SRV_OIP_ERR_TOO_LARGE:
-        return PIPE_TOO_MANY_IMAGES;
-    case SRV_OIP_ERR_NOMEM:
-        return PIPE_INTERNAL;
-    default:
-        return PIPE_BAD_REQUEST;
+    case SRV_OIP_OK: return PIPE_OK;
+    case SRV_OIP_ERR_TOO_LARGE: return PIPE_TOO_MANY_IMAGES;
+    case SRV_OIP_ERR_NOMEM: return PIPE_INTERNAL;
+    default: return PIPE_BAD_REQUEST;
     }
 }
 
 /* ---- POST handlers -------------------------------------------------------- */
 
-static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
-                                      srv_req *r)
+static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
     const uint8_t *data = r->body;
     size_t len = r->len;
@@ -362,10 +343,9 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
     uint8_t *store = NULL;
     if (r->kind == SRV_BODY_JSON) {
         uint32_t n;
-        srv_oip_status st = srv_oip_images_parse(r->body, r->len, "image", 1, &items,
-                                                 &store, &n, err, sizeof err);
-        if (st != SRV_OIP_OK)
-            return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
+        srv_oip_status st =
+            srv_oip_images_parse(r->body, r->len, "image", 1, &items, &store, &n, err, sizeof err);
+        if (st != SRV_OIP_OK) return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
         if (!items[0].data) {
             free(items);
             free(store);
@@ -377,16 +357,15 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
     } else if (r->kind == SRV_BODY_MULTIPART) {
         srv_part part;
         int n;
-        int rc = srv_multipart_parse(r->body, r->len, r->boundary, "image",
-                                     &part, 1, &n, err, sizeof err);
+        int rc = srv_multipart_parse(r->body, r->len, r->boundary, "image", &part, 1, &n, err,
+                                     sizeof err);
         /* More than one image: /predict answers for the first. */
         if (rc == SRV_MP_MALFORMED)
-            return srv_http_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s",
-                                 err);
+            return srv_http_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s", err);
         if (n == 0)
             return srv_http_error(s, c, r, PIPE_MISSING_IMAGE, NULL,
-                                 "multipart body has no 'image' field "
-                                 "(curl -F image=@digit.png)");
+                                  "multipart body has no 'image' field "
+                                  "(curl -F image=@digit.png)");
         data = part.data;
         len = part.len;
     }
@@ -395,7 +374,7 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
         free(items);
         free(store);
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
-                             "no workspace for this thread (out of memory)");
+                              "no workspace for this thread (out of memory)");
     }
     pipe_result res;
     float prepared[PIPE_PIXELS];
@@ -410,20 +389,18 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c,
     result_json(&b, r->model, &res, (srv_http_now_ns() - r->t0) / 1000, prep);
     enum MHD_Result ret =
         b.oom ? MHD_NO
-              : srv_http_respond(s, c, r, pipe_status_http(res.status), SRV_HTTP_JSON, b.data, b.len,
-                        MHD_RESPMEM_MUST_COPY, NULL);
+              : srv_http_respond(s, c, r, pipe_status_http(res.status), SRV_HTTP_JSON, b.data,
+                                 b.len, MHD_RESPMEM_MUST_COPY, NULL);
     srv_buf_free(&b);
     return ret;
 }
 
-static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
-                                    srv_req *r)
+static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
     char err[256];
     int max = s->cfg->max_batch, n;
     srv_part *parts = malloc(sizeof *parts * (size_t)max);
-    if (!parts)
-        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+    if (!parts) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
     int rc = SRV_MP_OK;
     uint8_t *store = NULL;
     if (r->kind == SRV_BODY_JSON) {
@@ -431,8 +408,8 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
          * error entry (data NULL), as a part that is not a PNG does. */
         srv_oip_item *items;
         uint32_t ni;
-        srv_oip_status st = srv_oip_images_parse(r->body, r->len, "images", (uint32_t)max,
-                                                 &items, &store, &ni, err, sizeof err);
+        srv_oip_status st = srv_oip_images_parse(r->body, r->len, "images", (uint32_t)max, &items,
+                                                 &store, &ni, err, sizeof err);
         if (st != SRV_OIP_OK) {
             free(parts);
             if (st == SRV_OIP_ERR_TOO_LARGE)
@@ -454,28 +431,26 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
         free(parts);
         if (rc == SRV_MP_TOO_MANY)
             return srv_http_error(s, c, r, PIPE_TOO_MANY_IMAGES, NULL,
-                                 "at most %d images per batch request", max);
+                                  "at most %d images per batch request", max);
         if (rc == SRV_MP_MALFORMED)
-            return srv_http_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s",
-                                 err);
+            return srv_http_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s", err);
         return srv_http_error(s, c, r, PIPE_MISSING_IMAGE, NULL,
-                             "multipart body has no 'image' field "
-                             "(curl -F image=@a.png -F image=@b.png)");
+                              "multipart body has no 'image' field "
+                              "(curl -F image=@a.png -F image=@b.png)");
     }
     pipe_ws *tmp, *ws = thread_ws(s, r->model, &tmp);
     if (!ws) {
         free(parts);
         free(store);
         return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
-                             "no workspace for this thread (out of memory)");
+                              "no workspace for this thread (out of memory)");
     }
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
     srv_buf_reserve(&b, (size_t)n * 400 + 64);
     srv_buf_puts(&b, "{\"model\":");
     srv_buf_json_str(&b, r->model->name);
-    srv_buf_printf(&b, ",\"model_version\":%d,\"count\":%d,\"results\":[",
-                   r->model->version, n);
+    srv_buf_printf(&b, ",\"model_version\":%d,\"count\":%d,\"results\":[", r->model->version, n);
     for (int i = 0; i < n; i++) {
         pipe_result res;
         float prepared[PIPE_PIXELS];
@@ -488,8 +463,7 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
             res.status = PIPE_INVALID_BASE64;
             snprintf(res.msg, sizeof res.msg, "image %d is not valid base64", i);
         }
-        if (i)
-            srv_buf_append(&b, ",", 1);
+        if (i) srv_buf_append(&b, ",", 1);
         result_json(&b, r->model, &res, (srv_http_now_ns() - t0) / 1000, prep);
     }
     srv_buf_puts(&b, "]}");
@@ -499,10 +473,8 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c,
     size_t len;
     char *body = srv_buf_detach(&b, &len);
     srv_buf_free(&b);
-    if (!body)
-        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
-    return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE,
-                   NULL);
+    if (!body) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+    return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE, NULL);
 }
 
 /* ---- the Open Inference Protocol (v2) ------------------------------------------ */
@@ -515,10 +487,9 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
     srv_oip_limits lim = {.max_batch = (uint32_t)s->cfg->max_batch};
     srv_oip_request *q;
     char err[256];
-    srv_oip_status st = srv_oip_request_parse(r->body, r->len, r->hdr_len, &lim, &q, err,
-                                              sizeof err);
-    if (st != SRV_OIP_OK)
-        return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
+    srv_oip_status st =
+        srv_oip_request_parse(r->body, r->len, r->hdr_len, &lim, &q, err, sizeof err);
+    if (st != SRV_OIP_OK) return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
     const srv_model *m = r->model;
     pipe_ws *tmp, *ws = thread_ws(s, m, &tmp);
     pipe_result *res = malloc((size_t)q->n * sizeof *res);
@@ -534,16 +505,15 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
                          q->u8 ? (const void *)q->u8 : (const void *)q->f32, (int)q->n, res);
         for (uint32_t i = 0; i < q->n; i++)
             if (res[i].status == PIPE_OK)
-                srv_metrics_inference(s->metrics, m->slot, res[i].infer_us,
-                                      res[i].prediction);
+                srv_metrics_inference(s->metrics, m->slot, res[i].infer_us, res[i].prediction);
     } else {
         for (uint32_t i = 0; i < q->n; i++)
             classify(s, m, ws, q->items[i].data, q->items[i].len, NULL, &res[i]);
     }
     for (uint32_t i = 0; i < q->n; i++) {
         if (res[i].status != PIPE_OK) {
-            ret = srv_http_error(s, c, r, res[i].status, NULL, "input element %u: %s", i,
-                                 res[i].msg);
+            ret =
+                srv_http_error(s, c, r, res[i].status, NULL, "input element %u: %s", i, res[i].msg);
             goto done;
         }
         memcpy(probs + (size_t)i * (size_t)m->nclasses, res[i].probs,
@@ -552,9 +522,14 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
     }
     char version[16];
     snprintf(version, sizeof version, "%d", m->version);
-    srv_oip_result out = {.model_name = m->name, .model_version = version,
-                          .req = q, .n = q->n, .nclasses = m->nclasses, .probs = probs,
-                          .pred = pred, .labels = m->labels};
+    srv_oip_result out = {.model_name = m->name,
+                          .model_version = version,
+                          .req = q,
+                          .n = q->n,
+                          .nclasses = m->nclasses,
+                          .probs = probs,
+                          .pred = pred,
+                          .labels = m->labels};
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
     size_t json_len, len;
@@ -592,8 +567,7 @@ static enum MHD_Result v2_model_metadata(srv_server *s, struct MHD_Connection *c
     srv_buf_puts(&b, ",\"versions\":[");
     for (int k = 0; k < r->snap->n; k++) {
         const srv_served *sv = &r->snap->s[k];
-        if (strcmp(sv->ver[0]->name, m->name) != 0)
-            continue;
+        if (strcmp(sv->ver[0]->name, m->name) != 0) continue;
         for (int i = 0; i < sv->nver; i++)
             srv_buf_printf(&b, "%s\"%d\"", i ? "," : "", sv->ver[i]->version);
     }
@@ -633,8 +607,7 @@ static enum MHD_Result handle_v2_get(srv_server *s, struct MHD_Connection *c, sr
             return srv_http_error(s, c, r, PIPE_NOT_READY, NULL,
                                   "shutting down: finishing requests in flight");
         if (!atomic_load(&s->ready))
-            return srv_http_error(s, c, r, PIPE_NOT_READY, NULL,
-                                  "starting: models are warming up");
+            return srv_http_error(s, c, r, PIPE_NOT_READY, NULL, "starting: models are warming up");
         if (r->route == SRV_ROUTE_V2_READY)
             return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, ready, sizeof ready - 1,
                                     MHD_RESPMEM_PERSISTENT, NULL);
@@ -645,13 +618,12 @@ static enum MHD_Result handle_v2_get(srv_server *s, struct MHD_Connection *c, sr
         srv_buf_json_str(&b, r->model->name);
         srv_buf_puts(&b, ",\"ready\":true}");
         enum MHD_Result ret = b.oom ? MHD_NO
-                                    : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data,
-                                                       b.len, MHD_RESPMEM_MUST_COPY, NULL);
+                                    : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data, b.len,
+                                                       MHD_RESPMEM_MUST_COPY, NULL);
         srv_buf_free(&b);
         return ret;
     }
-    default: /* SRV_ROUTE_V2_MODEL */
-        return v2_model_metadata(s, c, r);
+    default: /* SRV_ROUTE_V2_MODEL */ return v2_model_metadata(s, c, r);
     }
 }
 
@@ -669,55 +641,48 @@ static enum MHD_Result handle_page(srv_server *s, struct MHD_Connection *c, srv_
     /* A 304 repeats the validators, not the representation's type. */
     return srv_http_respond_hdrs(s, c, r, fresh ? 304 : 200, fresh ? NULL : a->ctype, a->data,
                                  fresh ? 0 : a->len, MHD_RESPMEM_PERSISTENT, NULL,
-                                 (const char *const (*)[2])hdrs, SRV_WEB_NHEADERS + 1);
+                                 (const char *const(*)[2])hdrs, SRV_WEB_NHEADERS + 1);
 }
 
 /* ---- GET handlers ---------------------------------------------------------- */
 
-static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c,
-                                  srv_req *r)
+static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
     static const char ok[] = "{\"status\":\"ok\"}";
     static const char ready[] = "{\"status\":\"ready\"}";
     switch (r->route) {
     case SRV_ROUTE_HEALTHZ:
         return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, ok, sizeof ok - 1,
-                       MHD_RESPMEM_PERSISTENT, NULL);
+                                MHD_RESPMEM_PERSISTENT, NULL);
     case SRV_ROUTE_READYZ:
         if (atomic_load(&s->draining))
             return srv_http_error(s, c, r, PIPE_NOT_READY, NULL,
-                                 "shutting down: finishing requests in flight");
+                                  "shutting down: finishing requests in flight");
         if (!atomic_load(&s->ready))
-            return srv_http_error(s, c, r, PIPE_NOT_READY, NULL,
-                                 "starting: models are warming up");
+            return srv_http_error(s, c, r, PIPE_NOT_READY, NULL, "starting: models are warming up");
         return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, ready, sizeof ready - 1,
-                       MHD_RESPMEM_PERSISTENT, NULL);
+                                MHD_RESPMEM_PERSISTENT, NULL);
     case SRV_ROUTE_MODELS:
         /* Copied: the response may outlive this call's view of r->snap. */
         return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, r->snap->models_json,
-                       r->snap->models_json_len, MHD_RESPMEM_MUST_COPY, NULL);
+                                r->snap->models_json_len, MHD_RESPMEM_MUST_COPY, NULL);
     case SRV_ROUTE_OPENAPI:
-        return srv_http_respond(s, c, r, 200, "application/yaml", s->openapi,
-                       s->openapi_len, MHD_RESPMEM_PERSISTENT, NULL);
-    case SRV_ROUTE_PAGE:
-        return handle_page(s, c, r);
+        return srv_http_respond(s, c, r, 200, "application/yaml", s->openapi, s->openapi_len,
+                                MHD_RESPMEM_PERSISTENT, NULL);
+    case SRV_ROUTE_PAGE: return handle_page(s, c, r);
     case SRV_ROUTE_METRICS: {
         srv_buf b;
         srv_buf_init(&b, NULL, 0);
-        srv_metrics_render(s->metrics, &b, r->snap->info, r->snap->ninfo,
-                           atomic_load(&s->ready), atomic_load(&s->draining));
+        srv_metrics_render(s->metrics, &b, r->snap->info, r->snap->ninfo, atomic_load(&s->ready),
+                           atomic_load(&s->draining));
         size_t len;
         char *body = srv_buf_detach(&b, &len);
         srv_buf_free(&b);
-        if (!body)
-            return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
-                                 "out of memory");
-        return srv_http_respond(s, c, r, 200,
-                       "text/plain; version=0.0.4; charset=utf-8", body, len,
-                       MHD_RESPMEM_MUST_FREE, NULL);
+        if (!body) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+        return srv_http_respond(s, c, r, 200, "text/plain; version=0.0.4; charset=utf-8", body, len,
+                                MHD_RESPMEM_MUST_FREE, NULL);
     }
-    default:
-        return srv_http_error(s, c, r, PIPE_NOT_FOUND, NULL, "no such path");
+    default: return srv_http_error(s, c, r, PIPE_NOT_FOUND, NULL, "no such path");
     }
 }
 
@@ -736,11 +701,9 @@ static enum MHD_Result repo_state(srv_server *s, struct MHD_Connection *c, srv_r
     int n = 0;
     for (int i = 0; i < v->nindex; i++) {
         const srv_index_entry *e = &v->index[i];
-        if (strcmp(e->name, name) != 0)
-            continue;
-        srv_buf_printf(&b, "%s{\"version\":\"%d\",\"state\":\"%s\",\"reason\":",
-                       n++ ? "," : "", e->version,
-                       e->state == SRV_MODEL_READY ? "READY" : "UNAVAILABLE");
+        if (strcmp(e->name, name) != 0) continue;
+        srv_buf_printf(&b, "%s{\"version\":\"%d\",\"state\":\"%s\",\"reason\":", n++ ? "," : "",
+                       e->version, e->state == SRV_MODEL_READY ? "READY" : "UNAVAILABLE");
         srv_buf_json_str(&b, e->reason);
         srv_buf_puts(&b, "}");
     }
@@ -749,10 +712,8 @@ static enum MHD_Result repo_state(srv_server *s, struct MHD_Connection *c, srv_r
     size_t len;
     char *body = srv_buf_detach(&b, &len);
     srv_buf_free(&b);
-    if (!body)
-        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
-    return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE,
-                            NULL);
+    if (!body) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+    return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE, NULL);
 }
 
 static enum MHD_Result handle_repo(srv_server *s, struct MHD_Connection *c, srv_req *r,
@@ -777,12 +738,9 @@ static enum MHD_Result handle_repo(srv_server *s, struct MHD_Connection *c, srv_
                              ? srv_registry_load(s->reg, name, err, sizeof err)
                              : srv_registry_unload(s->reg, name, err, sizeof err);
     switch (res) {
-    case SRV_REG_OK:
-        return repo_state(s, c, r, name);
-    case SRV_REG_NOT_FOUND:
-        return srv_http_error(s, c, r, PIPE_MODEL_NOT_FOUND, NULL, "%s", err);
-    case SRV_REG_LAST_MODEL:
-        return srv_http_error(s, c, r, PIPE_LAST_MODEL, NULL, "%s", err);
+    case SRV_REG_OK: return repo_state(s, c, r, name);
+    case SRV_REG_NOT_FOUND: return srv_http_error(s, c, r, PIPE_MODEL_NOT_FOUND, NULL, "%s", err);
+    case SRV_REG_LAST_MODEL: return srv_http_error(s, c, r, PIPE_LAST_MODEL, NULL, "%s", err);
     case SRV_REG_FAILED:
     default:
         return srv_http_error(s, c, r, PIPE_MODEL_LOAD_FAILED, NULL,
@@ -796,23 +754,17 @@ enum MHD_Result srv_http_handle(srv_server *s, struct MHD_Connection *c, srv_req
     if (r->preflight) /* CORS: headers only (srv_http_respond adds them) */
         return srv_http_respond(s, c, r, 204, NULL, "", 0, MHD_RESPMEM_PERSISTENT, NULL);
     switch (r->route) {
-    case SRV_ROUTE_PREDICT:
-        return handle_predict(s, c, r);
-    case SRV_ROUTE_BATCH:
-        return handle_batch(s, c, r);
-    case SRV_ROUTE_V2_INFER:
-        return handle_v2_infer(s, c, r);
+    case SRV_ROUTE_PREDICT: return handle_predict(s, c, r);
+    case SRV_ROUTE_BATCH: return handle_batch(s, c, r);
+    case SRV_ROUTE_V2_INFER: return handle_v2_infer(s, c, r);
     case SRV_ROUTE_REPO_INDEX:
     case SRV_ROUTE_REPO_LOAD:
-    case SRV_ROUTE_REPO_UNLOAD:
-        return handle_repo(s, c, r, url);
+    case SRV_ROUTE_REPO_UNLOAD: return handle_repo(s, c, r, url);
     case SRV_ROUTE_V2:
     case SRV_ROUTE_V2_LIVE:
     case SRV_ROUTE_V2_READY:
     case SRV_ROUTE_V2_MODEL:
-    case SRV_ROUTE_V2_MODEL_READY:
-        return handle_v2_get(s, c, r);
-    default:
-        return handle_get(s, c, r);
+    case SRV_ROUTE_V2_MODEL_READY: return handle_v2_get(s, c, r);
+    default: return handle_get(s, c, r);
     }
 }

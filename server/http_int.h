@@ -55,7 +55,7 @@ struct srv_server {
     srv_pool *pool;
     const char *openapi;
     size_t openapi_len;
-    const srv_web *web;         /* the drawing page, or NULL (--no-ui) */
+    const srv_web *web; /* the drawing page, or NULL (--no-ui) */
     img_limits lim;
     struct MHD_Daemon *d;
     int listen_fd, port;
@@ -69,15 +69,15 @@ typedef struct {
     uint64_t t0; /* ns, CLOCK_MONOTONIC */
     srv_route route;
     char method[16];
-    char path[256];             /* sanitised for logs and messages */
-    int status;                 /* HTTP status sent, 0 before */
+    char path[256]; /* sanitised for logs and messages */
+    int status;     /* HTTP status sent, 0 before */
     uint64_t resp_bytes;
-    srv_snapshot *snap;         /* the models as the request found them */
-    srv_model *model;           /* in snap: the one asked for, or default */
-    srv_body_kind kind;         /* what body the route expects */
-    int over_limit;             /* 1: body over the limit, 2: out of memory */
-    int done;                   /* a response is queued */
-    pipe_status e_status;       /* error decided from the headers, or PIPE_OK */
+    srv_snapshot *snap;   /* the models as the request found them */
+    srv_model *model;     /* in snap: the one asked for, or default */
+    srv_body_kind kind;   /* what body the route expects */
+    int over_limit;       /* 1: body over the limit, 2: out of memory */
+    int done;             /* a response is queued */
+    pipe_status e_status; /* error decided from the headers, or PIPE_OK */
     const char *e_allow;
     char e_msg[320];
     char boundary[SRV_BOUNDARY_MAX + 1];
@@ -115,16 +115,15 @@ enum MHD_Result srv_http_respond(srv_server *s, struct MHD_Connection *c, srv_re
                                  enum MHD_ResponseMemoryMode mode, const char *allow);
 /* srv_http_respond with nhdrs more {name, value} headers (the page's). */
 enum MHD_Result srv_http_respond_hdrs(srv_server *s, struct MHD_Connection *c, srv_req *r,
-                                      int status, const char *ctype, const void *body,
-                                      size_t len, enum MHD_ResponseMemoryMode mode,
-                                      const char *allow, const char *const (*hdrs)[2],
-                                      int nhdrs);
+                                      int status, const char *ctype, const void *body, size_t len,
+                                      enum MHD_ResponseMemoryMode mode, const char *allow,
+                                      const char *const (*hdrs)[2], int nhdrs);
 /* The JSON error envelope {"error":{"code","message"}} into b (on /v2
  * paths srv_http_error writes the protocol's {"error": "message"}). */
 void srv_http_error_json(srv_buf *b, const char *code, const char *msg);
 /* Queues the error envelope of st (its HTTP status) with a formatted message. */
-enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req *r,
-                               pipe_status st, const char *allow, const char *fmt, ...)
+enum MHD_Result srv_http_error(srv_server *s, struct MHD_Connection *c, srv_req *r, pipe_status st,
+                               const char *allow, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 /* Records an error decided from the headers alone, sent by
  * srv_http_on_request. Returns 0 (so checks can "return srv_http_defer"). */

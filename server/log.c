@@ -24,8 +24,8 @@ void srv_log_init(int json)
     struct timespec t;
     log_json = json;
     clock_gettime(CLOCK_REALTIME, &t);
-    reqid_base = mix64(((uint64_t)t.tv_sec * 1000000000ull +
-                        (uint64_t)t.tv_nsec) ^ ((uint64_t)getpid() << 40));
+    reqid_base = mix64(((uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec) ^
+                       ((uint64_t)getpid() << 40));
 }
 
 static void timestamp(char out[32])
@@ -41,14 +41,12 @@ static void timestamp(char out[32])
 static void emit(srv_buf *b)
 {
     srv_buf_append(b, "\n", 1);
-    if (b->oom)
-        return;
+    if (b->oom) return;
     const char *p = b->data;
     size_t left = b->len;
     while (left > 0) {
         ssize_t n = write(STDERR_FILENO, p, left);
-        if (n <= 0)
-            return;   /* nowhere to report a failing stderr */
+        if (n <= 0) return; /* nowhere to report a failing stderr */
         p += n;
         left -= (size_t)n;
     }
@@ -65,8 +63,7 @@ void srv_log(srv_level lvl, const char *fmt, ...)
     srv_buf b;
     srv_buf_init(&b, store, sizeof store);
     if (log_json) {
-        srv_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts,
-                       level_name[lvl]);
+        srv_buf_printf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_name[lvl]);
         srv_buf_json_str(&b, msg);
         srv_buf_puts(&b, "}");
     } else {
@@ -85,8 +82,7 @@ void srv_log_sanitize(const char *s, char *out, size_t outlen)
         if (c > 0x20 && c < 0x7f && c != '%' && c != '"' && c != '\\') {
             out[o++] = (char)c;
         } else {
-            if (o + 4 > outlen)
-                break;
+            if (o + 4 > outlen) break;
             out[o++] = '%';
             out[o++] = hex[c >> 4];
             out[o++] = hex[c & 15];
@@ -108,25 +104,19 @@ void srv_log_access(const srv_access *a)
                        "{\"ts\":\"%s\",\"level\":\"info\",\"msg\":\"access\","
                        "\"method\":\"%s\",\"path\":\"%s\",\"status\":%d,"
                        "\"bytes\":%llu,\"us\":%llu,\"request_id\":\"%s\"",
-                       ts, a->method, path, a->status,
-                       (unsigned long long)a->bytes, (unsigned long long)a->us,
-                       a->rid);
-        if (a->model)
-            srv_buf_printf(&b, ",\"model\":\"%s\"", a->model);
-        if (a->note)
-            srv_buf_printf(&b, ",\"note\":\"%s\"", a->note);
+                       ts, a->method, path, a->status, (unsigned long long)a->bytes,
+                       (unsigned long long)a->us, a->rid);
+        if (a->model) srv_buf_printf(&b, ",\"model\":\"%s\"", a->model);
+        if (a->note) srv_buf_printf(&b, ",\"note\":\"%s\"", a->note);
         srv_buf_puts(&b, "}");
     } else {
         srv_buf_printf(&b,
                        "%s info access method=%s path=%s status=%d bytes=%llu "
                        "us=%llu rid=%s",
-                       ts, a->method, path, a->status,
-                       (unsigned long long)a->bytes, (unsigned long long)a->us,
-                       a->rid);
-        if (a->model)
-            srv_buf_printf(&b, " model=%s", a->model);
-        if (a->note)
-            srv_buf_printf(&b, " note=%s", a->note);
+                       ts, a->method, path, a->status, (unsigned long long)a->bytes,
+                       (unsigned long long)a->us, a->rid);
+        if (a->model) srv_buf_printf(&b, " model=%s", a->model);
+        if (a->note) srv_buf_printf(&b, " note=%s", a->note);
     }
     emit(&b);
     srv_buf_free(&b);
@@ -137,8 +127,7 @@ int srv_reqid_valid(const char *s)
     size_t n = 0;
     for (; s[n]; n++) {
         unsigned char c = (unsigned char)s[n];
-        if (c < 0x21 || c > 0x7e || c == '"' || c == '\\' || n >= SRV_REQID_MAX)
-            return 0;
+        if (c < 0x21 || c > 0x7e || c == '"' || c == '\\' || n >= SRV_REQID_MAX) return 0;
     }
     return n > 0;
 }
@@ -153,7 +142,6 @@ static uint64_t mix64(uint64_t z)
 
 void srv_reqid_generate(char *out)
 {
-    uint64_t n = atomic_fetch_add_explicit(&reqid_counter, 1,
-                                           memory_order_relaxed);
+    uint64_t n = atomic_fetch_add_explicit(&reqid_counter, 1, memory_order_relaxed);
     snprintf(out, 17, "%016llx", (unsigned long long)mix64(reqid_base + n));
 }

@@ -18,17 +18,16 @@ typedef enum { SRV_DEBUG, SRV_INFO, SRV_WARN, SRV_ERROR } srv_level;
 /* json != 0: each line is a JSON object {"ts","level","msg",...}. */
 void srv_log_init(int json);
 
-void srv_log(srv_level lvl, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void srv_log(srv_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 typedef struct {
-    const char *method, *path;   /* path: untrusted, sanitised on output */
-    int status;                  /* 0 when no response was sent          */
-    uint64_t bytes;              /* response body bytes                   */
-    uint64_t us;                 /* first byte handled to completion      */
-    const char *rid;             /* request id                            */
-    const char *model;           /* may be NULL                           */
-    const char *note;            /* may be NULL, e.g. "client_closed"     */
+    const char *method, *path; /* path: untrusted, sanitised on output */
+    int status;                /* 0 when no response was sent          */
+    uint64_t bytes;            /* response body bytes                   */
+    uint64_t us;               /* first byte handled to completion      */
+    const char *rid;           /* request id                            */
+    const char *model;         /* may be NULL                           */
+    const char *note;          /* may be NULL, e.g. "client_closed"     */
 } srv_access;
 
 void srv_log_access(const srv_access *a);

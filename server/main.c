@@ -28,8 +28,7 @@ static const char *env_lookup(const char *name) { return getenv(name); }
 static int available_cores(void)
 {
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return CPU_COUNT(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
@@ -43,17 +42,15 @@ static double elapsed_s(const struct timespec *t0)
 
 /* Waits up to seconds, or (srv not NULL) until no request is in flight.
  * Returns 1 if a second SIGTERM/SIGINT cut the wait short. */
-static int wait_or_signal(const sigset_t *sigs, double seconds,
-                          srv_server *srv)
+static int wait_or_signal(const sigset_t *sigs, double seconds, srv_server *srv)
 {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     const struct timespec tick = {0, 10 * 1000 * 1000};
     while (elapsed_s(&t0) < seconds) {
-        if (srv && srv_server_inflight(srv) == 0)
-            return 0;
+        if (srv && srv_server_inflight(srv) == 0) return 0;
         int got = sigtimedwait(sigs, NULL, &tick);
-        if (got > 0 && got != SIGHUP)   /* SIGHUP while draining: ignored */
+        if (got > 0 && got != SIGHUP) /* SIGHUP while draining: ignored */
             return 1;
     }
     return 0;
@@ -64,17 +61,10 @@ int main(int argc, char **argv)
     static srv_config cfg;
     char err[1024];
     switch (srv_config_parse(&cfg, argc, argv, env_lookup, err, sizeof err)) {
-    case SRV_CONFIG_HELP:
-        srv_config_usage(stdout);
-        return 0;
-    case SRV_CONFIG_VERSION:
-        printf("mnist-server %s\n", SRV_VERSION);
-        return 0;
-    case SRV_CONFIG_ERROR:
-        fprintf(stderr, "mnist-server: %s\n", err);
-        return 2;
-    case SRV_CONFIG_RUN:
-        break;
+    case SRV_CONFIG_HELP: srv_config_usage(stdout); return 0;
+    case SRV_CONFIG_VERSION: printf("mnist-server %s\n", SRV_VERSION); return 0;
+    case SRV_CONFIG_ERROR: fprintf(stderr, "mnist-server: %s\n", err); return 2;
+    case SRV_CONFIG_RUN: break;
     }
     if (nn_gemm_init_env(err, sizeof err)) {
         fprintf(stderr, "mnist-server: %s\n", err);
@@ -86,8 +76,7 @@ int main(int argc, char **argv)
      * mapping, handed back to the system when its last request ends, so
      * reloads do not grow the heap. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    if (cfg.threads == 0)
-        cfg.threads = available_cores();
+    if (cfg.threads == 0) cfg.threads = available_cores();
 
     signal(SIGPIPE, SIG_IGN);
 
@@ -123,10 +112,9 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    srv_server *srv = srv_server_create(&cfg, models, srv_openapi_yaml,
-                                        srv_openapi_yaml_len, err, sizeof err);
-    if (srv)
-        srv_server_set_web(srv, web);
+    srv_server *srv =
+        srv_server_create(&cfg, models, srv_openapi_yaml, srv_openapi_yaml_len, err, sizeof err);
+    if (srv) srv_server_set_web(srv, web);
     if (!srv || srv_server_start(srv, err, sizeof err) < 0) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         srv_server_free(srv);
@@ -134,15 +122,15 @@ int main(int argc, char **argv)
         srv_registry_free(models);
         return 1;
     }
-    srv_log(SRV_INFO, "%d threads, %s kernels, body limit %zu bytes, max "
-            "pixels %llu, timeout %us, max connections %u", cfg.threads,
-            nn_gemm_path_name(NN_GEMM_PATH_AUTO), cfg.body_limit,
-            (unsigned long long)cfg.max_pixels, cfg.timeout_s,
-            cfg.max_connections);
+    srv_log(SRV_INFO,
+            "%d threads, %s kernels, body limit %zu bytes, max "
+            "pixels %llu, timeout %us, max connections %u",
+            cfg.threads, nn_gemm_path_name(NN_GEMM_PATH_AUTO), cfg.body_limit,
+            (unsigned long long)cfg.max_pixels, cfg.timeout_s, cfg.max_connections);
     /* Tests and scripts read the port from this exact line. */
-    int v6 = strchr(cfg.host, ':') != NULL;   /* URLs bracket IPv6 literals */
-    srv_log(SRV_INFO, "listening on http://%s%s%s:%d", v6 ? "[" : "", cfg.host,
-            v6 ? "]" : "", srv_server_port(srv));
+    int v6 = strchr(cfg.host, ':') != NULL; /* URLs bracket IPv6 literals */
+    srv_log(SRV_INFO, "listening on http://%s%s%s:%d", v6 ? "[" : "", cfg.host, v6 ? "]" : "",
+            srv_server_port(srv));
     if (srv_server_warmup(srv, err, sizeof err) < 0) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
         srv_server_free(srv);
@@ -153,7 +141,7 @@ int main(int argc, char **argv)
     /* The reloader thread: SIGHUP below, and every --poll-interval. */
     if (srv_registry_start(models, cfg.poll_s) < 0)
         srv_log(SRV_WARN, "cannot start the reloader thread: SIGHUP reloads "
-                "in the main thread, no polling");
+                          "in the main thread, no polling");
     else if (cfg.poll_s > 0)
         srv_log(SRV_INFO, "rescanning the models every %gs", cfg.poll_s);
     srv_log(SRV_INFO, "ready");
@@ -162,10 +150,8 @@ int main(int argc, char **argv)
      * serving; SIGTERM or SIGINT drains and stops. */
     int sig = 0;
     for (;;) {
-        if (sigwait(&sigs, &sig) != 0)
-            continue;
-        if (sig != SIGHUP)
-            break;
+        if (sigwait(&sigs, &sig) != 0) continue;
+        if (sig != SIGHUP) break;
         srv_log(SRV_INFO, "SIGHUP: rescanning the models");
         srv_registry_request_reload(models, "SIGHUP");
     }
@@ -178,18 +164,19 @@ int main(int argc, char **argv)
      * the listener closes. A terminal's Ctrl-C (SIGINT) skips it. */
     if (sig == SIGTERM && cfg.drain_delay_s > 0) {
         srv_server_set_draining(srv);
-        srv_log(SRV_INFO, "%s: draining: not ready, still accepting for %.1fs "
-                "(drain delay), %d requests in flight", signame,
-                cfg.drain_delay_s, srv_server_inflight(srv));
+        srv_log(SRV_INFO,
+                "%s: draining: not ready, still accepting for %.1fs "
+                "(drain delay), %d requests in flight",
+                signame, cfg.drain_delay_s, srv_server_inflight(srv));
         stop_now = wait_or_signal(&sigs, cfg.drain_delay_s, NULL);
-        if (stop_now)
-            srv_log(SRV_WARN, "second signal: stopping now");
+        if (stop_now) srv_log(SRV_WARN, "second signal: stopping now");
     }
     /* Phase 2: stop accepting; requests in flight finish, up to the drain
      * timeout. */
-    srv_log(SRV_INFO, "%s: draining: no longer accepting, waiting up to %.1fs "
-            "for %d requests in flight", signame, cfg.drain_timeout_s,
-            srv_server_inflight(srv));
+    srv_log(SRV_INFO,
+            "%s: draining: no longer accepting, waiting up to %.1fs "
+            "for %d requests in flight",
+            signame, cfg.drain_timeout_s, srv_server_inflight(srv));
     srv_server_quiesce(srv);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -198,8 +185,7 @@ int main(int argc, char **argv)
     int left = srv_server_inflight(srv);
     srv_server_stop(srv);
     if (left > 0)
-        srv_log(SRV_WARN, "stopped with %d requests unfinished after %.1fs",
-                left, elapsed_s(&t0));
+        srv_log(SRV_WARN, "stopped with %d requests unfinished after %.1fs", left, elapsed_s(&t0));
     else
         srv_log(SRV_INFO, "stopped cleanly after %.3fs", elapsed_s(&t0));
     srv_server_free(srv);

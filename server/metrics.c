@@ -14,24 +14,23 @@
 #include <time.h>
 #include <unistd.h>
 
-static const int status_codes[] = {200, 204, 400, 403, 404, 405, 409, 413, 415, 422,
-                                   500, 503, 0};   /* 0: any other */
+static const int status_codes[] = {200, 204, 400, 403, 404, 405, 409,
+                                   413, 415, 422, 500, 503, 0}; /* 0: any other */
 #define NSTATUS (int)(sizeof status_codes / sizeof status_codes[0])
 
 /* Upper bounds in microseconds. */
-static const uint64_t lat_le[] = {50, 100, 250, 500, 1000, 2500, 5000,
-                                  10000, 25000, 50000, 100000, 250000,
-                                  500000, 1000000, 2500000, 10000000};
+static const uint64_t lat_le[] = {50,    100,   250,    500,    1000,   2500,    5000,    10000,
+                                  25000, 50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
 #define NLAT (int)(sizeof lat_le / sizeof lat_le[0])
-static const uint64_t inf_le[] = {10, 25, 50, 100, 250, 500, 1000, 2500,
-                                  5000, 10000, 25000, 100000};
+static const uint64_t inf_le[] = {10,   25,   50,   100,   250,   500,
+                                  1000, 2500, 5000, 10000, 25000, 100000};
 #define NINF (int)(sizeof inf_le / sizeof inf_le[0])
 
 typedef _Atomic uint64_t counter;
 
 typedef struct {
     counter requests[SRV_NROUTES][NSTATUS];
-    counter lat[SRV_NROUTES][NLAT + 1];       /* last: +Inf only      */
+    counter lat[SRV_NROUTES][NLAT + 1]; /* last: +Inf only      */
     counter lat_sum_us[SRV_NROUTES];
     counter inf[SRV_METRICS_MAX_MODELS][NINF + 1];
     counter inf_sum_us[SRV_METRICS_MAX_MODELS];
@@ -42,7 +41,7 @@ typedef struct {
 struct srv_metrics {
     int nshards;
     atomic_int next_shard;
-    unsigned id;              /* tells thread-local shard caches apart */
+    unsigned id; /* tells thread-local shard caches apart */
     double start_time;
     shard *shards;
 };
@@ -54,11 +53,9 @@ static _Thread_local shard *tls_shard;
 
 srv_metrics *srv_metrics_create(int nshards)
 {
-    if (nshards < 1)
-        return NULL;
+    if (nshards < 1) return NULL;
     srv_metrics *m = calloc(1, sizeof *m);
-    if (!m)
-        return NULL;
+    if (!m) return NULL;
     m->shards = aligned_alloc(64, sizeof(shard) * (size_t)nshards);
     if (!m->shards) {
         free(m);
@@ -75,8 +72,7 @@ srv_metrics *srv_metrics_create(int nshards)
 
 void srv_metrics_free(srv_metrics *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     free(m->shards);
     free(m);
 }
@@ -86,8 +82,7 @@ static shard *my_shard(srv_metrics *m)
     /* Compare the id too: a freed and re-created srv_metrics may reuse the
      * address. */
     if (tls_owner != m || tls_owner_id != m->id) {
-        int i = atomic_fetch_add_explicit(&m->next_shard, 1,
-                                          memory_order_relaxed);
+        int i = atomic_fetch_add_explicit(&m->next_shard, 1, memory_order_relaxed);
         tls_shard = &m->shards[i < m->nshards ? i : m->nshards - 1];
         tls_owner = m;
         tls_owner_id = m->id;
@@ -95,29 +90,20 @@ static shard *my_shard(srv_metrics *m)
     return tls_shard;
 }
 
-static void add(counter *c, uint64_t v)
-{
-    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
-}
+static void add(counter *c, uint64_t v) { atomic_fetch_add_explicit(c, v, memory_order_relaxed); }
 
-static uint64_t get(const counter *c)
-{
-    return atomic_load_explicit(c, memory_order_relaxed);
-}
+static uint64_t get(const counter *c) { return atomic_load_explicit(c, memory_order_relaxed); }
 
 static int bucket(const uint64_t *le, int n, uint64_t v)
 {
     int i = 0;
-    while (i < n && v > le[i])
-        i++;
+    while (i < n && v > le[i]) i++;
     return i;
 }
 
-void srv_metrics_request(srv_metrics *m, srv_route route, int status,
-                         uint64_t us)
+void srv_metrics_request(srv_metrics *m, srv_route route, int status, uint64_t us)
 {
-    if ((unsigned)route >= SRV_NROUTES)
-        route = SRV_ROUTE_OTHER;
+    if ((unsigned)route >= SRV_NROUTES) route = SRV_ROUTE_OTHER;
     shard *s = my_shard(m);
     int si = NSTATUS - 1;
     for (int i = 0; i < NSTATUS - 1; i++)
@@ -132,19 +118,16 @@ void srv_metrics_request(srv_metrics *m, srv_route route, int status,
 
 void srv_metrics_inference(srv_metrics *m, int slot, uint64_t us, int cls)
 {
-    if (slot < 0 || slot >= SRV_METRICS_MAX_MODELS)
-        return;
+    if (slot < 0 || slot >= SRV_METRICS_MAX_MODELS) return;
     shard *s = my_shard(m);
     add(&s->inf[slot][bucket(inf_le, NINF, us)], 1);
     add(&s->inf_sum_us[slot], us);
-    if (cls >= 0 && cls < SRV_METRICS_MAX_CLASSES)
-        add(&s->preds[slot][cls], 1);
+    if (cls >= 0 && cls < SRV_METRICS_MAX_CLASSES) add(&s->preds[slot][cls], 1);
 }
 
 void srv_metrics_inflight_add(srv_metrics *m, int delta)
 {
-    atomic_fetch_add_explicit(&my_shard(m)->inflight, delta,
-                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&my_shard(m)->inflight, delta, memory_order_relaxed);
 }
 
 /* Prometheus label values escape backslash, double quote and newline. */
@@ -162,9 +145,8 @@ static void label_value(srv_buf *b, const char *s)
     }
 }
 
-static void histogram(srv_buf *b, const char *name, const char *label,
-                      const char *value, const uint64_t *le, int n,
-                      const uint64_t *counts, uint64_t sum_us)
+static void histogram(srv_buf *b, const char *name, const char *label, const char *value,
+                      const uint64_t *le, int n, const uint64_t *counts, uint64_t sum_us)
 {
     uint64_t cum = 0;
     for (int i = 0; i <= n; i++) {
@@ -175,8 +157,7 @@ static void histogram(srv_buf *b, const char *name, const char *label,
             srv_buf_printf(b, "\",le=\"%g\"} %llu\n", (double)le[i] * 1e-6,
                            (unsigned long long)cum);
         else
-            srv_buf_printf(b, "\",le=\"+Inf\"} %llu\n",
-                           (unsigned long long)cum);
+            srv_buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
     }
     srv_buf_printf(b, "%s_sum{%s=\"", name, label);
     label_value(b, value);
@@ -212,10 +193,9 @@ int srv_metrics_process(srv_metrics_process_stats *p)
     if (d) {
         long n = 0;
         for (struct dirent *e; (e = readdir(d)) != NULL;)
-            if (e->d_name[0] != '.')
-                n++;
+            if (e->d_name[0] != '.') n++;
         closedir(d);
-        p->open_fds = (double)(n - 1);   /* not the one reading the list */
+        p->open_fds = (double)(n - 1); /* not the one reading the list */
         ok |= SRV_PROC_FDS;
     }
     struct rlimit rl;
@@ -235,7 +215,8 @@ static void process_metrics(srv_buf *b)
                        "# HELP process_cpu_seconds_total Total user and system "
                        "CPU time spent in seconds.\n"
                        "# TYPE process_cpu_seconds_total counter\n"
-                       "process_cpu_seconds_total %.6f\n", p.cpu_seconds);
+                       "process_cpu_seconds_total %.6f\n",
+                       p.cpu_seconds);
     if (ok & SRV_PROC_MEMORY)
         srv_buf_printf(b,
                        "# HELP process_resident_memory_bytes Resident memory "
@@ -252,29 +233,25 @@ static void process_metrics(srv_buf *b)
                        "# HELP process_open_fds Number of open file "
                        "descriptors.\n"
                        "# TYPE process_open_fds gauge\n"
-                       "process_open_fds %.0f\n", p.open_fds);
+                       "process_open_fds %.0f\n",
+                       p.open_fds);
     if (ok & SRV_PROC_MAX_FDS)
         srv_buf_printf(b,
                        "# HELP process_max_fds Maximum number of open file "
                        "descriptors.\n"
                        "# TYPE process_max_fds gauge\n"
-                       "process_max_fds %.0f\n", p.max_fds);
+                       "process_max_fds %.0f\n",
+                       p.max_fds);
 }
 
 /* A slot rendered with its model's series. */
-static int shown(const srv_metrics_model *md)
-{
-    return md->name && md->loaded;
-}
+static int shown(const srv_metrics_model *md) { return md->name && md->loaded; }
 
-void srv_metrics_render(srv_metrics *m, srv_buf *b,
-                        const srv_metrics_model *models, int nmodels,
+void srv_metrics_render(srv_metrics *m, srv_buf *b, const srv_metrics_model *models, int nmodels,
                         int ready, int draining)
 {
-    if (nmodels < 0)
-        nmodels = 0;
-    if (nmodels > SRV_METRICS_MAX_MODELS)
-        nmodels = SRV_METRICS_MAX_MODELS;
+    if (nmodels < 0) nmodels = 0;
+    if (nmodels > SRV_METRICS_MAX_MODELS) nmodels = SRV_METRICS_MAX_MODELS;
     int used = atomic_load(&m->next_shard);
     int ns = used < m->nshards ? used : m->nshards;
 
@@ -284,16 +261,13 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b,
     for (int r = 0; r < SRV_NROUTES; r++)
         for (int si = 0; si < NSTATUS; si++) {
             uint64_t v = 0;
-            for (int s = 0; s < ns; s++)
-                v += get(&m->shards[s].requests[r][si]);
-            if (!v)
-                continue;
+            for (int s = 0; s < ns; s++) v += get(&m->shards[s].requests[r][si]);
+            if (!v) continue;
             if (status_codes[si])
                 srv_buf_printf(b,
                                "mnist_http_requests_total{route=\"%s\","
                                "status=\"%d\"} %llu\n",
-                               srv_route_name(r), status_codes[si],
-                               (unsigned long long)v);
+                               srv_route_name(r), status_codes[si], (unsigned long long)v);
             else
                 srv_buf_printf(b,
                                "mnist_http_requests_total{route=\"%s\","
@@ -307,42 +281,37 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b,
     for (int r = 0; r < SRV_NROUTES; r++) {
         uint64_t counts[NLAT + 1] = {0}, sum = 0, total = 0;
         for (int s = 0; s < ns; s++) {
-            for (int i = 0; i <= NLAT; i++)
-                counts[i] += get(&m->shards[s].lat[r][i]);
+            for (int i = 0; i <= NLAT; i++) counts[i] += get(&m->shards[s].lat[r][i]);
             sum += get(&m->shards[s].lat_sum_us[r]);
         }
-        for (int i = 0; i <= NLAT; i++)
-            total += counts[i];
+        for (int i = 0; i <= NLAT; i++) total += counts[i];
         if (total)
-            histogram(b, "mnist_http_request_duration_seconds", "route",
-                      srv_route_name(r), lat_le, NLAT, counts, sum);
+            histogram(b, "mnist_http_request_duration_seconds", "route", srv_route_name(r), lat_le,
+                      NLAT, counts, sum);
     }
 
     srv_buf_puts(b, "# HELP mnist_inference_duration_seconds Model forward "
                     "pass time per image.\n"
                     "# TYPE mnist_inference_duration_seconds histogram\n");
     for (int k = 0; k < nmodels; k++) {
-        if (!shown(&models[k]))
-            continue;
+        if (!shown(&models[k])) continue;
         uint64_t counts[NINF + 1] = {0}, sum = 0;
         for (int s = 0; s < ns; s++) {
-            for (int i = 0; i <= NINF; i++)
-                counts[i] += get(&m->shards[s].inf[k][i]);
+            for (int i = 0; i <= NINF; i++) counts[i] += get(&m->shards[s].inf[k][i]);
             sum += get(&m->shards[s].inf_sum_us[k]);
         }
-        histogram(b, "mnist_inference_duration_seconds", "model",
-                  models[k].name, inf_le, NINF, counts, sum);
+        histogram(b, "mnist_inference_duration_seconds", "model", models[k].name, inf_le, NINF,
+                  counts, sum);
     }
 
     srv_buf_puts(b, "# HELP mnist_predictions_total Images classified, by "
                     "model and predicted class label.\n"
                     "# TYPE mnist_predictions_total counter\n");
     for (int k = 0; k < nmodels; k++)
-        for (int c = 0; shown(&models[k]) && c < models[k].nclasses &&
-                        c < SRV_METRICS_MAX_CLASSES; c++) {
+        for (int c = 0; shown(&models[k]) && c < models[k].nclasses && c < SRV_METRICS_MAX_CLASSES;
+             c++) {
             uint64_t v = 0;
-            for (int s = 0; s < ns; s++)
-                v += get(&m->shards[s].preds[k][c]);
+            for (int s = 0; s < ns; s++) v += get(&m->shards[s].preds[k][c]);
             srv_buf_puts(b, "mnist_predictions_total{model=\"");
             label_value(b, models[k].name);
             srv_buf_puts(b, "\",class=\"");
@@ -352,8 +321,7 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b,
 
     int64_t inflight = 0;
     for (int s = 0; s < ns; s++)
-        inflight += atomic_load_explicit(&m->shards[s].inflight,
-                                         memory_order_relaxed);
+        inflight += atomic_load_explicit(&m->shards[s].inflight, memory_order_relaxed);
     srv_buf_printf(b,
                    "# HELP mnist_http_requests_in_flight Requests being "
                    "handled now (this scrape included).\n"
@@ -365,22 +333,19 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b,
                     "# TYPE mnist_model_info gauge\n");
     for (int k = 0; k < nmodels; k++) {
         const srv_metrics_model *md = &models[k];
-        if (!shown(md))
-            continue;
+        if (!shown(md)) continue;
         srv_buf_puts(b, "mnist_model_info{model=\"");
         label_value(b, md->name);
         srv_buf_puts(b, "\",architecture=\"");
         label_value(b, md->architecture ? md->architecture : "");
         srv_buf_puts(b, "\",sha256=\"");
         label_value(b, md->sha256 ? md->sha256 : "");
-        srv_buf_printf(b, "\",default=\"%s\"} 1\n",
-                       md->is_default ? "true" : "false");
+        srv_buf_printf(b, "\",default=\"%s\"} 1\n", md->is_default ? "true" : "false");
     }
     srv_buf_puts(b, "# HELP mnist_model_parameters Trainable parameters per "
                     "model.\n# TYPE mnist_model_parameters gauge\n");
     for (int k = 0; k < nmodels; k++) {
-        if (!shown(&models[k]))
-            continue;
+        if (!shown(&models[k])) continue;
         srv_buf_puts(b, "mnist_model_parameters{model=\"");
         label_value(b, models[k].name);
         srv_buf_printf(b, "\"} %.0f\n", models[k].params);
@@ -389,8 +354,7 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b,
                     "recorded with the model (NaN if unknown).\n"
                     "# TYPE mnist_model_test_accuracy gauge\n");
     for (int k = 0; k < nmodels; k++) {
-        if (!shown(&models[k]))
-            continue;
+        if (!shown(&models[k])) continue;
         srv_buf_puts(b, "mnist_model_test_accuracy{model=\"");
         label_value(b, models[k].name);
         if (models[k].test_accuracy >= 0)
@@ -402,12 +366,10 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b,
                     "failed to load (at start-up or on a reload), by model "
                     "name.\n# TYPE mnist_model_load_failures_total counter\n");
     for (int k = 0; k < nmodels; k++) {
-        if (!models[k].name)
-            continue;
+        if (!models[k].name) continue;
         srv_buf_puts(b, "mnist_model_load_failures_total{model=\"");
         label_value(b, models[k].name);
-        srv_buf_printf(b, "\"} %llu\n",
-                       (unsigned long long)models[k].load_failures);
+        srv_buf_printf(b, "\"} %llu\n", (unsigned long long)models[k].load_failures);
     }
     srv_buf_puts(b, "# HELP mnist_build_info The server's version, the git "
                     "commit it was built from and the matrix-multiply kernels "

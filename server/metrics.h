@@ -36,7 +36,7 @@ typedef struct {
     const char *sha256;
     int is_default;
     double params;
-    double test_accuracy;   /* < 0: unknown, rendered as NaN */
+    double test_accuracy; /* < 0: unknown, rendered as NaN */
     int nclasses;
     const char *labels[SRV_METRICS_MAX_CLASSES];
 } srv_metrics_model;
@@ -49,8 +49,7 @@ srv_metrics *srv_metrics_create(int nshards);
 void srv_metrics_free(srv_metrics *m);
 
 /* A finished request: route, HTTP status (0 = none sent), total time. */
-void srv_metrics_request(srv_metrics *m, srv_route route, int status,
-                         uint64_t us);
+void srv_metrics_request(srv_metrics *m, srv_route route, int status, uint64_t us);
 /* One image classified by the model in slot in us microseconds. */
 void srv_metrics_inference(srv_metrics *m, int slot, uint64_t us, int cls);
 /* Requests being handled right now: +1 when one starts, -1 when it ends. */
@@ -58,16 +57,13 @@ void srv_metrics_inflight_add(srv_metrics *m, int delta);
 
 /* This process's resource use, as /metrics reports it (process_*). */
 typedef struct {
-    double cpu_seconds;      /* user + system                          */
-    double resident_bytes;   /* resident set                           */
-    double virtual_bytes;    /* address space                          */
-    double open_fds;         /* file descriptors open now              */
-    double max_fds;          /* RLIMIT_NOFILE's soft limit             */
+    double cpu_seconds;    /* user + system                          */
+    double resident_bytes; /* resident set                           */
+    double virtual_bytes;  /* address space                          */
+    double open_fds;       /* file descriptors open now              */
+    double max_fds;        /* RLIMIT_NOFILE's soft limit             */
 } srv_metrics_process_stats;
-enum {
-    SRV_PROC_CPU = 1, SRV_PROC_MEMORY = 2, SRV_PROC_FDS = 4,
-    SRV_PROC_MAX_FDS = 8
-};
+enum { SRV_PROC_CPU = 1, SRV_PROC_MEMORY = 2, SRV_PROC_FDS = 4, SRV_PROC_MAX_FDS = 8 };
 /* Fills p; returns the SRV_PROC_* bits of what could be read (memory and
  * descriptors come from /proc, so they are missing off Linux and are then
  * left out of the exposition). */
@@ -82,8 +78,7 @@ extern const char srv_build_commit[];
  * SRV_METRICS_MAX_MODELS). ready/draining are rendered as gauges;
  * mnist_build_info{version,commit,kernels} and the process_* metrics
  * follow the model metrics. */
-void srv_metrics_render(srv_metrics *m, srv_buf *out,
-                        const srv_metrics_model *models, int nmodels,
+void srv_metrics_render(srv_metrics *m, srv_buf *out, const srv_metrics_model *models, int nmodels,
                         int ready, int draining);
 
 #endif

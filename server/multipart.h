@@ -20,14 +20,14 @@
 #define SRV_BOUNDARY_MAX 200
 
 typedef struct {
-    const uint8_t *data;   /* points into the body */
+    const uint8_t *data; /* points into the body */
     size_t len;
 } srv_part;
 
 enum {
     SRV_MP_OK = 0,
-    SRV_MP_MALFORMED = -1,  /* not valid multipart: err says where       */
-    SRV_MP_TOO_MANY = -2    /* more than max_parts parts named field     */
+    SRV_MP_MALFORMED = -1, /* not valid multipart: err says where       */
+    SRV_MP_TOO_MANY = -2   /* more than max_parts parts named field     */
 };
 
 /* Extracts the boundary parameter of a multipart Content-Type value
@@ -38,8 +38,7 @@ int srv_multipart_boundary(const char *content_type, char *out, size_t outlen);
  * stores up to max_parts of them. Other parts are skipped. *nparts receives
  * the count stored. Returns SRV_MP_OK, SRV_MP_MALFORMED or SRV_MP_TOO_MANY
  * (err filled for both failures). */
-int srv_multipart_parse(const uint8_t *body, size_t len, const char *boundary,
-                        const char *field, srv_part *parts, int max_parts,
-                        int *nparts, char *err, size_t errlen);
+int srv_multipart_parse(const uint8_t *body, size_t len, const char *boundary, const char *field,
+                        srv_part *parts, int max_parts, int *nparts, char *err, size_t errlen);
 
 #endif

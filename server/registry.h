@@ -54,28 +54,28 @@
 #include "nn/ensemble.h"
 #include "pipeline/pipeline.h"
 
-#define SRV_MAX_VERSIONS 16     /* versions of one name tracked at once */
+#define SRV_MAX_VERSIONS 16 /* versions of one name tracked at once */
 #define SRV_REASON_MAX 512
 
 /* One loaded, checked and warmed-up model version. Immutable once
  * published; freed by the last reference. */
 typedef struct srv_model {
     char name[SRV_NAME_MAX];
-    int version;                 /* >= 1 */
-    int slot;                    /* the name's stable index, for metrics */
-    nn_ensemble *ens;            /* owned */
+    int version;      /* >= 1 */
+    int slot;         /* the name's stable index, for metrics */
+    nn_ensemble *ens; /* owned */
     int nmembers;
-    char sha256[65];             /* the file; ensembles: SHA-256 of the
+    char sha256[65]; /* the file; ensembles: SHA-256 of the
                                     members' hex digests joined by ',' */
     char member_sha256[NN_MAX_MEMBERS][65];
-    char architecture[512];      /* first member's summary */
-    char source[1100];           /* where it came from, for messages */
-    size_t params;               /* all members together */
-    uint64_t macs;               /* per image, all members together */
-    double test_accuracy;        /* < 0 when unknown */
+    char architecture[512]; /* first member's summary */
+    char source[1100];      /* where it came from, for messages */
+    size_t params;          /* all members together */
+    uint64_t macs;          /* per image, all members together */
+    double test_accuracy;   /* < 0 when unknown */
     int nclasses;
     const char *labels[SRV_METRICS_MAX_CLASSES]; /* into the first member */
-    pipe_ws **ws;                /* one workspace per worker slot */
+    pipe_ws **ws;                                /* one workspace per worker slot */
     int nws;
     atomic_int refs;
 } srv_model;
@@ -98,16 +98,16 @@ typedef struct {
 
 typedef struct srv_snapshot {
     atomic_int refs;
-    uint64_t generation;         /* 1 for the first snapshot, +1 each publish */
-    int n;                       /* served names, in source order */
+    uint64_t generation; /* 1 for the first snapshot, +1 each publish */
+    int n;               /* served names, in source order */
     srv_served s[SRV_MAX_MODELS];
-    int default_idx;             /* into s[], -1 when nothing serves */
-    srv_index_entry *index;      /* every known version, sorted by name then
+    int default_idx;        /* into s[], -1 when nothing serves */
+    srv_index_entry *index; /* every known version, sorted by name then
                                     version: served ones and failures */
     int nindex;
-    char *models_json;           /* GET /v1/models */
+    char *models_json; /* GET /v1/models */
     size_t models_json_len;
-    char *index_json;            /* POST /v2/repository/index */
+    char *index_json; /* POST /v2/repository/index */
     size_t index_json_len;
     /* Per name ever seen (index = slot): what /metrics shows. */
     srv_metrics_model info[SRV_MAX_MODELS];
@@ -117,10 +117,10 @@ typedef struct srv_snapshot {
 typedef struct srv_registry srv_registry;
 
 typedef struct {
-    const srv_config *cfg;       /* models, models_dir, default_model,
+    const srv_config *cfg; /* models, models_dir, default_model,
                                     keep_versions; must outlive the registry */
-    int nslots;                  /* workspaces per model (worker slots) */
-    double settle_s;             /* between the two looks; < 0: 0.1 s */
+    int nslots;            /* workspaces per model (worker slots) */
+    double settle_s;       /* between the two looks; < 0: 0.1 s */
 } srv_registry_opts;
 
 /* Loads every source strictly: any file that fails, a duplicate name, no
@@ -168,9 +168,9 @@ int srv_model_version_parse(const char *s, int *version);
 
 typedef enum {
     SRV_REG_OK = 0,
-    SRV_REG_NOT_FOUND,           /* no file for that name */
-    SRV_REG_FAILED,              /* at least one version failed to load */
-    SRV_REG_LAST_MODEL,          /* unload would leave nothing to serve */
+    SRV_REG_NOT_FOUND,  /* no file for that name */
+    SRV_REG_FAILED,     /* at least one version failed to load */
+    SRV_REG_LAST_MODEL, /* unload would leave nothing to serve */
 } srv_reg_result;
 
 /* Rescans every source and publishes. why ("SIGHUP", "poll") goes into the

@@ -34,11 +34,9 @@ static const struct {
 static const char *repo_name(const char *url, size_t *len, const char **rest)
 {
     size_t p = strlen(REPO_MODELS);
-    if (strncmp(url, REPO_MODELS, p) != 0)
-        return NULL;
+    if (strncmp(url, REPO_MODELS, p) != 0) return NULL;
     const char *slash = strrchr(url + p, '/');
-    if (!slash || slash == url + p)
-        return NULL;
+    if (!slash || slash == url + p) return NULL;
     *len = (size_t)(slash - (url + p));
     *rest = slash;
     return url + p;
@@ -48,12 +46,9 @@ void srv_route_repo_name(const char *url, char *name, size_t len)
 {
     size_t n = 0;
     const char *rest, *p = repo_name(url, &n, &rest);
-    if (len == 0)
-        return;
-    if (!p)
-        n = 0;
-    if (n >= len)
-        n = len - 1;
+    if (len == 0) return;
+    if (!p) n = 0;
+    if (n >= len) n = len - 1;
     memcpy(name, p ? p : "", n);
     name[n] = '\0';
 }
@@ -62,38 +57,26 @@ srv_route srv_route_of(const char *url)
 {
     /* The repository extension first: its paths are not the protocol's
      * model paths. */
-    if (strcmp(url, routes[SRV_ROUTE_REPO_INDEX].path) == 0)
-        return SRV_ROUTE_REPO_INDEX;
+    if (strcmp(url, routes[SRV_ROUTE_REPO_INDEX].path) == 0) return SRV_ROUTE_REPO_INDEX;
     size_t len;
     const char *rest;
     if (repo_name(url, &len, &rest)) {
-        if (strcmp(rest, "/load") == 0)
-            return SRV_ROUTE_REPO_LOAD;
-        if (strcmp(rest, "/unload") == 0)
-            return SRV_ROUTE_REPO_UNLOAD;
+        if (strcmp(rest, "/load") == 0) return SRV_ROUTE_REPO_LOAD;
+        if (strcmp(rest, "/unload") == 0) return SRV_ROUTE_REPO_UNLOAD;
     }
     srv_oip_path p;
     switch (srv_oip_path_parse(url, &p)) {
-    case SRV_OIP_PATH_NONE:
-        break;
-    case SRV_OIP_PATH_SERVER:
-        return SRV_ROUTE_V2;
-    case SRV_OIP_PATH_LIVE:
-        return SRV_ROUTE_V2_LIVE;
-    case SRV_OIP_PATH_READY:
-        return SRV_ROUTE_V2_READY;
-    case SRV_OIP_PATH_MODEL:
-        return SRV_ROUTE_V2_MODEL;
-    case SRV_OIP_PATH_MODEL_READY:
-        return SRV_ROUTE_V2_MODEL_READY;
-    case SRV_OIP_PATH_INFER:
-        return SRV_ROUTE_V2_INFER;
-    case SRV_OIP_PATH_UNKNOWN:
-        return SRV_ROUTE_OTHER;
+    case SRV_OIP_PATH_NONE: break;
+    case SRV_OIP_PATH_SERVER: return SRV_ROUTE_V2;
+    case SRV_OIP_PATH_LIVE: return SRV_ROUTE_V2_LIVE;
+    case SRV_OIP_PATH_READY: return SRV_ROUTE_V2_READY;
+    case SRV_OIP_PATH_MODEL: return SRV_ROUTE_V2_MODEL;
+    case SRV_OIP_PATH_MODEL_READY: return SRV_ROUTE_V2_MODEL_READY;
+    case SRV_OIP_PATH_INFER: return SRV_ROUTE_V2_INFER;
+    case SRV_OIP_PATH_UNKNOWN: return SRV_ROUTE_OTHER;
     }
     for (int r = 0; r < SRV_ROUTE_V2; r++)
-        if (strcmp(url, routes[r].path) == 0)
-            return (srv_route)r;
+        if (strcmp(url, routes[r].path) == 0) return (srv_route)r;
     return SRV_ROUTE_OTHER;
 }
 
@@ -102,12 +85,6 @@ const char *srv_route_name(srv_route r)
     return (unsigned)r < SRV_NROUTES ? routes[r].path : "other";
 }
 
-int srv_route_is_post(srv_route r)
-{
-    return (unsigned)r < SRV_NROUTES && routes[r].post;
-}
+int srv_route_is_post(srv_route r) { return (unsigned)r < SRV_NROUTES && routes[r].post; }
 
-const char *srv_route_allow(srv_route r)
-{
-    return srv_route_is_post(r) ? "POST" : "GET, HEAD";
-}
+const char *srv_route_allow(srv_route r) { return srv_route_is_post(r) ? "POST" : "GET, HEAD"; }

@@ -32,7 +32,7 @@ typedef enum {
     SRV_ROUTE_REPO_UNLOAD,    /* POST /v2/repository/models/{name}/unload */
     SRV_ROUTE_PAGE,           /* the drawing page's files (web.h): "/",
                                  "/app.js", ...; found by http_handlers.c */
-    SRV_ROUTE_OTHER, /* unknown paths, answered 404 */
+    SRV_ROUTE_OTHER,          /* unknown paths, answered 404 */
     SRV_NROUTES
 } srv_route;
 

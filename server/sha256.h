@@ -15,9 +15,9 @@
 
 typedef struct {
     uint32_t h[8];
-    uint64_t nbytes;      /* total message length so far */
+    uint64_t nbytes; /* total message length so far */
     uint8_t block[64];
-    size_t fill;          /* bytes waiting in block */
+    size_t fill; /* bytes waiting in block */
 } srv_sha256_ctx;
 
 void srv_sha256_init(srv_sha256_ctx *c);

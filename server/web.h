@@ -30,11 +30,11 @@ extern const srv_web_file srv_web_files[];
 extern const size_t srv_web_nfiles;
 
 typedef struct {
-    char path[72];          /* URL path: "/" for index.html, else "/NAME" */
-    const char *ctype;      /* with charset for text types                */
-    const char *data;       /* the embedded bytes, not owned              */
+    char path[72];     /* URL path: "/" for index.html, else "/NAME" */
+    const char *ctype; /* with charset for text types                */
+    const char *data;  /* the embedded bytes, not owned              */
     size_t len;
-    char etag[24];          /* strong: '"' + 20 hex digits of SHA-256 + '"' */
+    char etag[24]; /* strong: '"' + 20 hex digits of SHA-256 + '"' */
 } srv_web_asset;
 
 typedef struct srv_web srv_web;
@@ -42,8 +42,7 @@ typedef struct srv_web srv_web;
 /* Builds the asset table for n files (which must outlive it). A name must
  * be 1..63 characters of [A-Za-z0-9._-] and index.html must be present.
  * NULL with a one-line err otherwise, or when out of memory. */
-srv_web *srv_web_create(const srv_web_file *files, size_t n, char *err,
-                        size_t errlen);
+srv_web *srv_web_create(const srv_web_file *files, size_t n, char *err, size_t errlen);
 void srv_web_free(srv_web *w);
 
 /* The asset for a URL path ("/" is index.html), or NULL. */

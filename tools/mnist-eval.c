@@ -36,12 +36,14 @@ int main(int argc, char **argv)
          "print the kernel paths this CPU runs (values for NN_ISA) and exit", .def = NULL},
         {"data", CLI_STRING, &data, 0, 0, "DIR", "IDX files, .gz accepted",
          .def = "by the model's dataset, data/mnist or /usr/share/datasets/fashion-mnist"},
-        {"threads", CLI_INT, &threads, 0, 1024, "N", "threads (0 = all CPUs)", .def = "0, all CPUs"},
-        {"limit", CLI_INT, &limit, 0, 100000000, "N", "first N test images only (0 = all)", .def = NULL},
+        {"threads", CLI_INT, &threads, 0, 1024, "N", "threads (0 = all CPUs)",
+         .def = "0, all CPUs"},
+        {"limit", CLI_INT, &limit, 0, 100000000, "N", "first N test images only (0 = all)",
+         .def = NULL},
         {"shift", CLI_STRING, &shift, 0, 0, "DX,DY", "shift every test image by DX,DY pixels first",
          .def = "0,0"},
-        {"rotate", CLI_DOUBLE, &rotate, -360, 360, "DEG", "rotate every test image (counter-clockwise)",
-         .seen = &rotate_set},
+        {"rotate", CLI_DOUBLE, &rotate, -360, 360, "DEG",
+         "rotate every test image (counter-clockwise)", .seen = &rotate_set},
         {"scale", CLI_DOUBLE, &scale, 0.05, 20, "S", "scale every test image about its centre",
          .lo_open = 1, .hi_open = 1, .seen = &scale_set},
     };
@@ -49,7 +51,10 @@ int main(int argc, char **argv)
     char err[512];
     const char **models = calloc((size_t)argc, sizeof *models);
     int nmodels = 0;
-    if (!models) { fprintf(stderr, "mnist-eval: out of memory\n"); return 1; }
+    if (!models) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        return 1;
+    }
     switch (cli_parse(opts, nopts, argc, argv, models, &nmodels, err, sizeof err)) {
     case CLI_HELP:
         cli_usage(stdout,
@@ -61,11 +66,21 @@ int main(int argc, char **argv)
                   opts, nopts);
         free(models);
         return 0;
-    case CLI_VERSION: printf("mnist-eval %s\n", VERSION); free(models); return 0;
-    case CLI_ERROR: fprintf(stderr, "mnist-eval: %s\n", err); free(models); return 2;
+    case CLI_VERSION:
+        printf("mnist-eval %s\n", VERSION);
+        free(models);
+        return 0;
+    case CLI_ERROR:
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        free(models);
+        return 2;
     case CLI_RUN: break;
     }
-    if (nn_gemm_init_env(err, sizeof err)) { fprintf(stderr, "mnist-eval: %s\n", err); free(models); return 2; }
+    if (nn_gemm_init_env(err, sizeof err)) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        free(models);
+        return 2;
+    }
     if (list_kernels) {
         char list[128];
         nn_gemm_paths_list(list, sizeof list);
@@ -101,30 +116,43 @@ int main(int argc, char **argv)
         used += (size_t)k;
     }
     free(models);
-    if (!used) { fprintf(stderr, "mnist-eval: no MODEL given (see --help)\n"); return 2; }
+    if (!used) {
+        fprintf(stderr, "mnist-eval: no MODEL given (see --help)\n");
+        return 2;
+    }
     nn_ensemble *e = nn_ensemble_load(paths, err, sizeof err);
-    if (!e) { fprintf(stderr, "mnist-eval: %s\n", err); return 1; }
+    if (!e) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        return 1;
+    }
     /* From here every exit goes through done: nothing leaks on an error
      * (the sanitizer build runs these paths). */
     int rc = 1, k = nn_ensemble_classes(e);
     float *probs = NULL;
     int *conf = NULL;
     if (!data)
-        data = !strcmp(nn_ensemble_meta(e)->dataset, "fashion-mnist") ? "/usr/share/datasets/fashion-mnist"
-                                                                      : "data/mnist";
+        data = !strcmp(nn_ensemble_meta(e)->dataset, "fashion-mnist")
+                   ? "/usr/share/datasets/fashion-mnist"
+                   : "data/mnist";
     nn_dataset *test = nn_dataset_load_dir(data, 1, k, err, sizeof err);
-    if (!test) { fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err); goto done; }
+    if (!test) {
+        fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
+        goto done;
+    }
     const nn_net *n0 = nn_ensemble_member(e, 0);
     if (test->rows != n0->in_h || test->cols != n0->in_w || n0->in_c != 1) {
-        fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n", n0->in_c, n0->in_h,
-                n0->in_w, test->rows, test->cols);
+        fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n",
+                n0->in_c, n0->in_h, n0->in_w, test->rows, test->cols);
         goto done;
     }
     int n = test->n;
     if (limit > 0 && limit < n) n = limit;
     probs = malloc(sizeof(float) * (size_t)n * k);
     conf = malloc(sizeof(int) * k * k);
-    if (!probs || !conf) { fprintf(stderr, "mnist-eval: out of memory\n"); goto done; }
+    if (!probs || !conf) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
+    }
     double t0 = now_s();
     if (nn_eval_probs(e, test->images, n, use_tf ? &tf : NULL, threads, probs)) {
         fprintf(stderr, "mnist-eval: out of memory\n");
@@ -137,7 +165,8 @@ int main(int argc, char **argv)
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON *models = cJSON_AddArrayToObject(o, "models");
-        for (int i = 0; i < nn_ensemble_size(e); i++) cJSON_AddItemToArray(models, cJSON_CreateString(nn_ensemble_path(e, i)));
+        for (int i = 0; i < nn_ensemble_size(e); i++)
+            cJSON_AddItemToArray(models, cJSON_CreateString(nn_ensemble_path(e, i)));
         cJSON_AddStringToObject(o, "dataset", m->dataset);
         cJSON_AddNumberToObject(o, "accuracy", acc);
         cJSON_AddNumberToObject(o, "n", n);
@@ -149,7 +178,10 @@ int main(int argc, char **argv)
         for (int i = 0; i < k; i++) {
             int tot = 0;
             cJSON *row = cJSON_CreateArray();
-            for (int j = 0; j < k; j++) { tot += conf[i * k + j]; cJSON_AddItemToArray(row, cJSON_CreateNumber(conf[i * k + j])); }
+            for (int j = 0; j < k; j++) {
+                tot += conf[i * k + j];
+                cJSON_AddItemToArray(row, cJSON_CreateNumber(conf[i * k + j]));
+            }
             cJSON_AddItemToArray(cf, row);
             cJSON_AddItemToArray(pc, cJSON_CreateNumber(tot ? (double)conf[i * k + i] / tot : 0.0));
         }
@@ -167,13 +199,18 @@ int main(int argc, char **argv)
         }
         char *s = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
-        if (!s) { fprintf(stderr, "mnist-eval: out of memory\n"); goto done; }
+        if (!s) {
+            fprintf(stderr, "mnist-eval: out of memory\n");
+            goto done;
+        }
         printf("%s\n", s);
         free(s);
     } else {
-        printf("model: %s (%d member%s, %zu parameters)\n", paths, nn_ensemble_size(e), nn_ensemble_size(e) > 1 ? "s" : "",
-               nn_ensemble_params(e));
-        if (use_tf) printf("transform: shift %g,%g  rotate %g  scale %g\n", tf.dx, tf.dy, tf.rot_deg, tf.scale);
+        printf("model: %s (%d member%s, %zu parameters)\n", paths, nn_ensemble_size(e),
+               nn_ensemble_size(e) > 1 ? "s" : "", nn_ensemble_params(e));
+        if (use_tf)
+            printf("transform: shift %g,%g  rotate %g  scale %g\n", tf.dx, tf.dy, tf.rot_deg,
+                   tf.scale);
         printf("test accuracy: %.4f (%d/%d, %d errors)\n\n", acc, (int)(acc * n + 0.5), n,
                n - (int)(acc * n + 0.5));
         printf("%-12s %8s\n", "class", "accuracy");

@@ -32,8 +32,9 @@ static void on_signal(int sig)
     g_stop_flag = 1;
 }
 
-static const char *FASHION_LABELS[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
+static const char *FASHION_LABELS[10] = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                         "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                         "Bag",         "Ankle boot"};
 
 static double now_s(void)
 {
@@ -50,9 +51,12 @@ typedef struct {
 
 static void fmt_time(char *buf, size_t n, double s)
 {
-    if (s >= 3600) snprintf(buf, n, "%d:%02d:%02d", (int)s / 3600, (int)s / 60 % 60, (int)s % 60);
-    else if (s >= 60) snprintf(buf, n, "%d:%02d", (int)s / 60, (int)s % 60);
-    else snprintf(buf, n, "%ds", (int)s);
+    if (s >= 3600)
+        snprintf(buf, n, "%d:%02d:%02d", (int)s / 3600, (int)s / 60 % 60, (int)s % 60);
+    else if (s >= 60)
+        snprintf(buf, n, "%d:%02d", (int)s / 60, (int)s % 60);
+    else
+        snprintf(buf, n, "%ds", (int)s);
 }
 
 static void progress(void *ud, int step, int steps, double loss, double acc)
@@ -68,8 +72,8 @@ static void progress(void *ud, int step, int steps, double loss, double acc)
     bar[width] = 0;
     double el = t - p->t0, per = el / step;
     fmt_time(eta, sizeof eta, per * (steps - step));
-    fprintf(stderr, "%s%*d/%d [%s] - ETA: %s - loss: %.4f - accuracy: %.4f%s",
-            p->tty ? "\r" : "", (int)snprintf(NULL, 0, "%d", steps), step, steps, bar, eta, loss, acc,
+    fprintf(stderr, "%s%*d/%d [%s] - ETA: %s - loss: %.4f - accuracy: %.4f%s", p->tty ? "\r" : "",
+            (int)snprintf(NULL, 0, "%d", steps), step, steps, bar, eta, loss, acc,
             p->tty ? "" : "\n");
     fflush(stderr);
 }
@@ -87,69 +91,116 @@ static int eval_net(const nn_net *net, const uint8_t *images, int n, int threads
 int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
-    const char *sched_name = NULL, *name = NULL, *opt_name = "adam", *aug_s = NULL, *elastic_s = NULL;
+    const char *sched_name = NULL, *name = NULL, *opt_name = "adam", *aug_s = NULL,
+               *elastic_s = NULL;
     int epochs = 0, batch = 0, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0, deskew = 0;
     double lr = 0, gamma = 0, step = 0, warmup = 0, wd = 0, ls = 0, ema = 0;
     float flip = 0, stroke = 0, blur = 0, dropout = 0;
-    int lr_set = 0, gamma_set = 0, step_set = 0, warmup_set = 0, wd_set = 0, ls_set = 0, ema_set = 0;
+    int lr_set = 0, gamma_set = 0, step_set = 0, warmup_set = 0, wd_set = 0, ls_set = 0,
+        ema_set = 0;
     int flip_set = 0, stroke_set = 0, blur_set = 0, dropout_set = 0;
     unsigned long long seed = 1;
     const cli_opt opts[] = {
-        {"arch", CLI_STRING, &arch_arg, 0, 0, "NAME|FILE", NN_PRESET_NAMES ", or a JSON architecture file", .def = NULL},
-        {"epochs", CLI_INT, &epochs, 1, 100000, "N", "epochs", .def = "the preset's: mlp 20, lenet 20, cnn 30, file 5"},
-        {"batch", CLI_INT, &batch, 1, 65536, "N", "batch size", .def = "the preset's: cnn 64, others 32"},
-        {"lr", CLI_DOUBLE, &lr, 0, 10, "X", "learning rate (peak for cosine/onecycle)", .def = "the preset's: cnn 3e-3, others 1e-3", .lo_open = 1, .seen = &lr_set},
+        {"arch", CLI_STRING, &arch_arg, 0, 0, "NAME|FILE",
+         NN_PRESET_NAMES ", or a JSON architecture file", .def = NULL},
+        {"epochs", CLI_INT, &epochs, 1, 100000, "N", "epochs",
+         .def = "the preset's: mlp 20, lenet 20, cnn 30, file 5"},
+        {"batch", CLI_INT, &batch, 1, 65536, "N", "batch size",
+         .def = "the preset's: cnn 64, others 32"},
+        {"lr", CLI_DOUBLE, &lr, 0, 10, "X", "learning rate (peak for cosine/onecycle)",
+         .def = "the preset's: cnn 3e-3, others 1e-3", .lo_open = 1, .seen = &lr_set},
         {"opt", CLI_STRING, &opt_name, 0, 0, "adam|sgd", "optimiser", .def = NULL},
-        {"sched", CLI_STRING, &sched_name, 0, 0, "NAME", "const, step, exp, cosine, onecycle", .def = "the preset's: mlp and lenet exp, cnn onecycle, file const"},
-        {"gamma", CLI_DOUBLE, &gamma, 0, 100, "X", "step/exp decay factor", .def = "the preset's: 0.85 for exp, else 1", .lo_open = 1, .seen = &gamma_set},
-        {"step", CLI_DOUBLE, &step, 0, 100000, "N", "epochs per step of the step schedule", .def = "5", .lo_open = 1, .seen = &step_set},
-        {"warmup", CLI_DOUBLE, &warmup, 0, 100000, "X", "warm-up epochs for cosine/onecycle", .def = "the preset's: cnn 2, others 0", .seen = &warmup_set},
+        {"sched", CLI_STRING, &sched_name, 0, 0, "NAME", "const, step, exp, cosine, onecycle",
+         .def = "the preset's: mlp and lenet exp, cnn onecycle, file const"},
+        {"gamma", CLI_DOUBLE, &gamma, 0, 100, "X", "step/exp decay factor",
+         .def = "the preset's: 0.85 for exp, else 1", .lo_open = 1, .seen = &gamma_set},
+        {"step", CLI_DOUBLE, &step, 0, 100000, "N", "epochs per step of the step schedule",
+         .def = "5", .lo_open = 1, .seen = &step_set},
+        {"warmup", CLI_DOUBLE, &warmup, 0, 100000, "X", "warm-up epochs for cosine/onecycle",
+         .def = "the preset's: cnn 2, others 0", .seen = &warmup_set},
         {"wd", CLI_DOUBLE, &wd, 0, 10, "X", "weight decay (decoupled for adam)", .seen = &wd_set},
         {"ls", CLI_DOUBLE, &ls, 0, 1, "X", "label smoothing", .hi_open = 1, .seen = &ls_set},
-        {"ema", CLI_DOUBLE, &ema, 0, 1, "X", "moving average of weights, e.g. 0.999 (0 = off)", .def = "the preset's: cnn 0.999, others 0", .hi_open = 1, .seen = &ema_set},
-        {"aug", CLI_STRING, &aug_s, 0, 0, "R,Z,S", "augmentation: max rotation deg, zoom fraction, shift fraction", .def = "the preset's: lenet 8,0.08,0.08, cnn 12,0.12,0.1, others none"},
-        {"elastic", CLI_STRING, &elastic_s, 0, 0, "A,S", "elastic distortion alpha and sigma (pixels)", .def = "off"},
-        {"stroke", CLI_FLOAT, &stroke, 0, 1, "S", "pen width: thicken or thin strokes by up to S (blend toward a 1-pixel dilation or erosion)", .what = "a strength", .seen = &stroke_set},
-        {"blur", CLI_FLOAT, &blur, 0, 4, "B", "blur each image by a Gaussian of sigma up to B pixels", .what = "a sigma in pixels", .seen = &blur_set},
-        {"deskew", CLI_FLAG, &deskew, 0, 0, NULL, "put a deskew layer first: the model straightens slanted strokes itself", .def = NULL},
-        {"dropout", CLI_FLOAT, &dropout, 0, 1, "P", "set every dropout layer's probability to P (0 = off)", .def = "the architecture's", .what = "a probability", .hi_open = 1, .seen = &dropout_set},
-        {"flip", CLI_FLOAT, &flip, 0, 1, "P", "mirror images left-right with probability P (objects, not digits)", .what = "a probability", .seen = &flip_set},
+        {"ema", CLI_DOUBLE, &ema, 0, 1, "X", "moving average of weights, e.g. 0.999 (0 = off)",
+         .def = "the preset's: cnn 0.999, others 0", .hi_open = 1, .seen = &ema_set},
+        {"aug", CLI_STRING, &aug_s, 0, 0, "R,Z,S",
+         "augmentation: max rotation deg, zoom fraction, shift fraction",
+         .def = "the preset's: lenet 8,0.08,0.08, cnn 12,0.12,0.1, others none"},
+        {"elastic", CLI_STRING, &elastic_s, 0, 0, "A,S",
+         "elastic distortion alpha and sigma (pixels)", .def = "off"},
+        {"stroke", CLI_FLOAT, &stroke, 0, 1, "S",
+         "pen width: thicken or thin strokes by up to S (blend toward a 1-pixel dilation or "
+         "erosion)",
+         .what = "a strength", .seen = &stroke_set},
+        {"blur", CLI_FLOAT, &blur, 0, 4, "B",
+         "blur each image by a Gaussian of sigma up to B pixels", .what = "a sigma in pixels",
+         .seen = &blur_set},
+        {"deskew", CLI_FLAG, &deskew, 0, 0, NULL,
+         "put a deskew layer first: the model straightens slanted strokes itself", .def = NULL},
+        {"dropout", CLI_FLOAT, &dropout, 0, 1, "P",
+         "set every dropout layer's probability to P (0 = off)", .def = "the architecture's",
+         .what = "a probability", .hi_open = 1, .seen = &dropout_set},
+        {"flip", CLI_FLOAT, &flip, 0, 1, "P",
+         "mirror images left-right with probability P (objects, not digits)",
+         .what = "a probability", .seen = &flip_set},
         {"no-aug", CLI_FLAG, &no_aug, 0, 0, NULL, "no augmentation", .def = NULL},
         {"seed", CLI_U64, &seed, 0, 18446744073709551615.0, "N", "random seed", .def = NULL},
-        {"threads", CLI_INT, &threads, 0, 1024, "N", "training threads (0 = all CPUs)", .def = "0, all CPUs"},
-        {"val", CLI_INT, &val, 0, 100000000, "N", "hold out the last N training images for validation and keep the best epoch's weights", .def = NULL},
-        {"limit", CLI_INT, &limit, 0, 100000000, "N", "train on the first N images only (0 = all; smoke tests)", .def = NULL},
+        {"threads", CLI_INT, &threads, 0, 1024, "N", "training threads (0 = all CPUs)",
+         .def = "0, all CPUs"},
+        {"val", CLI_INT, &val, 0, 100000000, "N",
+         "hold out the last N training images for validation and keep the best epoch's weights",
+         .def = NULL},
+        {"limit", CLI_INT, &limit, 0, 100000000, "N",
+         "train on the first N images only (0 = all; smoke tests)", .def = NULL},
         {"data", CLI_STRING, &data, 0, 0, "DIR", "IDX files (.gz accepted)", .def = NULL},
-        {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "mnist or fashion-mnist (labels)", .def = NULL},
-        {"name", CLI_STRING, &name, 0, 0, "NAME", "model name stored in the metadata", .def = "the --arch value"},
-        {"out", CLI_STRING, &out, 0, 0, "FILE", "weights file to write (required); history in FILE.csv", .def = NULL},
+        {"dataset", CLI_STRING, &dataset, 0, 0, "NAME", "mnist or fashion-mnist (labels)",
+         .def = NULL},
+        {"name", CLI_STRING, &name, 0, 0, "NAME", "model name stored in the metadata",
+         .def = "the --arch value"},
+        {"out", CLI_STRING, &out, 0, 0, "FILE",
+         "weights file to write (required); history in FILE.csv", .def = NULL},
         {"quiet", CLI_FLAG, &quiet, 0, 0, NULL, "one line per epoch, no progress bar", .def = NULL},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     char err[512];
     const char **operands = calloc((size_t)argc, sizeof *operands);
     int nops = 0;
-    if (!operands) { fprintf(stderr, "mnist-train: out of memory\n"); return 1; }
+    if (!operands) {
+        fprintf(stderr, "mnist-train: out of memory\n");
+        return 1;
+    }
     cli_action act = cli_parse(opts, nopts, argc, argv, operands, &nops, err, sizeof err);
     free(operands);
     switch (act) {
     case CLI_HELP:
-        cli_usage(stdout, "usage: mnist-train [options] --out FILE\n"
-                          "Trains a net and writes its weights, a CSV history and its test accuracy.",
+        cli_usage(stdout,
+                  "usage: mnist-train [options] --out FILE\n"
+                  "Trains a net and writes its weights, a CSV history and its test accuracy.",
                   opts, nopts);
         return 0;
     case CLI_VERSION: printf("mnist-train %s\n", VERSION); return 0;
     case CLI_ERROR: fprintf(stderr, "mnist-train: %s\n", err); return 2;
     case CLI_RUN: break;
     }
-    if (nn_gemm_init_env(err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); return 2; }
-    if (nops) { fprintf(stderr, "mnist-train: unexpected argument %s (see --help)\n", argv[argc - 1]); return 2; }
-    if (!out) { fprintf(stderr, "mnist-train: --out FILE is required (see --help)\n"); return 2; }
+    if (nn_gemm_init_env(err, sizeof err)) {
+        fprintf(stderr, "mnist-train: %s\n", err);
+        return 2;
+    }
+    if (nops) {
+        fprintf(stderr, "mnist-train: unexpected argument %s (see --help)\n", argv[argc - 1]);
+        return 2;
+    }
+    if (!out) {
+        fprintf(stderr, "mnist-train: --out FILE is required (see --help)\n");
+        return 2;
+    }
 
     /* The preset's recipe (or a JSON file's defaults), then the flags. */
     const nn_preset *preset;
     char *arch_text = nn_arch_text(arch_arg, &preset, err, sizeof err);
-    if (!arch_text) { fprintf(stderr, "mnist-train: --arch %s\n", err); return 2; }
+    if (!arch_text) {
+        fprintf(stderr, "mnist-train: --arch %s\n", err);
+        return 2;
+    }
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
     int bad_arch = nn_arch_parse(arch_text, layers, &nl, err, sizeof err);
@@ -164,10 +215,15 @@ int main(int argc, char **argv)
     if (batch > 0) cfg.batch = batch;
     cfg.threads = threads;
     cfg.seed = seed;
-    if (!strcmp(opt_name, "sgd")) nn_opt_cfg_default(&cfg.opt, NN_OPT_SGD);
-    else if (strcmp(opt_name, "adam")) { fprintf(stderr, "mnist-train: --opt must be adam or sgd\n"); return 2; }
+    if (!strcmp(opt_name, "sgd"))
+        nn_opt_cfg_default(&cfg.opt, NN_OPT_SGD);
+    else if (strcmp(opt_name, "adam")) {
+        fprintf(stderr, "mnist-train: --opt must be adam or sgd\n");
+        return 2;
+    }
     if (sched_name && nn_sched_parse(sched_name, &cfg.sched.kind)) {
-        fprintf(stderr, "mnist-train: unknown --sched %s (const, step, exp, cosine, onecycle)\n", sched_name);
+        fprintf(stderr, "mnist-train: unknown --sched %s (const, step, exp, cosine, onecycle)\n",
+                sched_name);
         return 2;
     }
     if (lr_set) cfg.sched.lr = (float)lr;
@@ -202,7 +258,8 @@ int main(int argc, char **argv)
     if (deskew) {
         if (layers[0].kind == NN_DESKEW || nl == NN_MAX_LAYERS) {
             fprintf(stderr, "mnist-train: --deskew: the architecture %s\n",
-                    layers[0].kind == NN_DESKEW ? "already starts with deskew" : "has no room for another layer");
+                    layers[0].kind == NN_DESKEW ? "already starts with deskew"
+                                                : "has no room for another layer");
             return 2;
         }
         memmove(layers + 1, layers, sizeof(nn_layer) * nl++);
@@ -226,9 +283,15 @@ int main(int argc, char **argv)
     float *probs = NULL;
     int rc = 1;
     train = nn_dataset_load_dir(data, 0, 256, err, sizeof err);
-    if (!train) { fprintf(stderr, "mnist-train: %s (run `make data`)\n", err); goto done; }
+    if (!train) {
+        fprintf(stderr, "mnist-train: %s (run `make data`)\n", err);
+        goto done;
+    }
     test = nn_dataset_load_dir(data, 1, 256, err, sizeof err);
-    if (!test) { fprintf(stderr, "mnist-train: %s (run `make data`)\n", err); goto done; }
+    if (!test) {
+        fprintf(stderr, "mnist-train: %s (run `make data`)\n", err);
+        goto done;
+    }
 
     nn_meta meta;
     memset(&meta, 0, sizeof meta);
@@ -238,8 +301,10 @@ int main(int argc, char **argv)
     /* Recorded so the server frames uploads the way this data was framed. */
     snprintf(meta.preprocess, sizeof meta.preprocess, "%s", nn_preprocess_default(meta.dataset));
     for (int i = 0; i < 10; i++) {
-        if (fashion) snprintf(meta.labels[i], NN_LABEL_MAX, "%s", FASHION_LABELS[i]);
-        else snprintf(meta.labels[i], NN_LABEL_MAX, "%d", i);
+        if (fashion)
+            snprintf(meta.labels[i], NN_LABEL_MAX, "%s", FASHION_LABELS[i]);
+        else
+            snprintf(meta.labels[i], NN_LABEL_MAX, "%d", i);
     }
     meta.input_mean = preset->input_mean;
     meta.input_std = preset->input_std;
@@ -248,25 +313,42 @@ int main(int argc, char **argv)
     meta.epochs = cfg.epochs;
     snprintf(meta.name, sizeof meta.name, "%s", name ? name : arch_arg);
     net = nn_net_create(layers, nl, 1, train->rows, train->cols, &meta, err, sizeof err);
-    if (!net) { fprintf(stderr, "mnist-train: %s\n", err); rc = 2; goto done; }
+    if (!net) {
+        fprintf(stderr, "mnist-train: %s\n", err);
+        rc = 2;
+        goto done;
+    }
     nn_net_init(net, seed);
     best = nn_net_create(layers, nl, 1, train->rows, train->cols, &meta, err, sizeof err);
-    if (!best) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
+    if (!best) {
+        fprintf(stderr, "mnist-train: %s\n", err);
+        goto done;
+    }
 
     int ntrain = train->n;
     if (limit > 0 && limit < ntrain) ntrain = limit;
-    if (val < 0 || val >= ntrain) { fprintf(stderr, "mnist-train: --val must be in [0, %d)\n", ntrain); rc = 2; goto done; }
+    if (val < 0 || val >= ntrain) {
+        fprintf(stderr, "mnist-train: --val must be in [0, %d)\n", ntrain);
+        rc = 2;
+        goto done;
+    }
     ntrain -= val;
     int hw = train->rows * train->cols;
     const uint8_t *val_x = train->images + (size_t)ntrain * hw, *val_y = train->labels + ntrain;
 
     tr = nn_trainer_create(net, &cfg, err, sizeof err);
-    if (!tr) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
+    if (!tr) {
+        fprintf(stderr, "mnist-train: %s\n", err);
+        goto done;
+    }
 
     char csv_path[1024];
     snprintf(csv_path, sizeof csv_path, "%s.csv", out);
     csv = fopen(csv_path, "w");
-    if (!csv) { fprintf(stderr, "mnist-train: cannot write %s: %s\n", csv_path, strerror(errno)); goto done; }
+    if (!csv) {
+        fprintf(stderr, "mnist-train: cannot write %s: %s\n", csv_path, strerror(errno));
+        goto done;
+    }
     fprintf(csv, "epoch,loss,accuracy,val_accuracy,lr,seconds\n");
 
     struct sigaction sa;
@@ -278,13 +360,17 @@ int main(int argc, char **argv)
     char summary[512];
     nn_net_summary(net, summary, sizeof summary);
     int nthreads = threads > 0 ? threads : nn_cpu_count();
-    fprintf(stderr, "model: %s\nparameters: %zu, %.2f M multiply-adds per image\n", summary, net->nparams,
-            nn_net_macs(net) / 1e6);
-    fprintf(stderr, "training on %d images (%d held out), batch %d, %d epochs, seed %llu, %d threads\n",
+    fprintf(stderr, "model: %s\nparameters: %zu, %.2f M multiply-adds per image\n", summary,
+            net->nparams, nn_net_macs(net) / 1e6);
+    fprintf(stderr,
+            "training on %d images (%d held out), batch %d, %d epochs, seed %llu, %d threads\n",
             ntrain, val, cfg.batch, cfg.epochs, seed, nthreads);
 
     probs = malloc(sizeof(float) * 10 * (size_t)(test->n > val ? test->n : val));
-    if (!probs) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
+    if (!probs) {
+        fprintf(stderr, "mnist-train: out of memory\n");
+        goto done;
+    }
     double best_val = -1.0, t_start = now_s();
     int best_epoch = 0, ran = 0;
     prog_t pg = {0, quiet, isatty(2), 0};
@@ -295,47 +381,71 @@ int main(int argc, char **argv)
         double loss, acc;
         int stopped = nn_trainer_epoch(tr, train->images, train->labels, ntrain, e, progress, &pg,
                                        &g_stop_flag, &loss, &acc);
-        if (stopped) { fprintf(stderr, "\ninterrupted: keeping the best weights so far\n"); break; }
+        if (stopped) {
+            fprintf(stderr, "\ninterrupted: keeping the best weights so far\n");
+            break;
+        }
         double secs = now_s() - pg.t0;
         /* best receives this epoch's evaluation weights; on disk only if better. */
         nn_trainer_eval_weights(tr, best);
         double va = -1.0;
         nn_net *cand = best;
         if (val > 0) {
-            if (eval_net(cand, val_x, val, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
+            if (eval_net(cand, val_x, val, threads, probs)) {
+                fprintf(stderr, "mnist-train: out of memory\n");
+                goto done;
+            }
             va = nn_accuracy(probs, val_y, val, 10, NULL);
         }
         ran = e + 1;
         if (pg.tty && !quiet) fprintf(stderr, "\n");
-        fprintf(stderr, "%d/%d - %.1fs %.0fms/step - loss: %.4f - accuracy: %.4f", e + 1, cfg.epochs, secs,
-                1000.0 * secs / ((ntrain + cfg.batch - 1) / cfg.batch), loss, acc);
+        fprintf(stderr, "%d/%d - %.1fs %.0fms/step - loss: %.4f - accuracy: %.4f", e + 1,
+                cfg.epochs, secs, 1000.0 * secs / ((ntrain + cfg.batch - 1) / cfg.batch), loss,
+                acc);
         if (val > 0) fprintf(stderr, " - val_accuracy: %.4f", va);
         fprintf(stderr, " - lr: %.2e\n", nn_trainer_lr(tr));
-        fprintf(csv, "%d,%.6f,%.6f,%.6f,%.6g,%.2f\n", e + 1, loss, acc, va, nn_trainer_lr(tr), secs);
+        fprintf(csv, "%d,%.6f,%.6f,%.6f,%.6g,%.2f\n", e + 1, loss, acc, va, nn_trainer_lr(tr),
+                secs);
         fflush(csv);
         if (val == 0 || va >= best_val) {
             best_val = va;
             best_epoch = e + 1;
             /* Checkpoint: the best weights so far are always on disk. */
             best->meta.epochs = e + 1;
-            if (nn_net_save(best, out, err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
+            if (nn_net_save(best, out, err, sizeof err)) {
+                fprintf(stderr, "mnist-train: %s\n", err);
+                goto done;
+            }
         }
     }
     fclose(csv);
     csv = NULL;
-    if (ran == 0) { fprintf(stderr, "mnist-train: no epoch completed, nothing saved\n"); goto done; }
+    if (ran == 0) {
+        fprintf(stderr, "mnist-train: no epoch completed, nothing saved\n");
+        goto done;
+    }
     /* Reload the kept checkpoint, score it on the test set, store the figure. */
     final = nn_net_load(out, err, sizeof err);
-    if (!final) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
-    if (eval_net(final, test->images, test->n, threads, probs)) { fprintf(stderr, "mnist-train: out of memory\n"); goto done; }
+    if (!final) {
+        fprintf(stderr, "mnist-train: %s\n", err);
+        goto done;
+    }
+    if (eval_net(final, test->images, test->n, threads, probs)) {
+        fprintf(stderr, "mnist-train: out of memory\n");
+        goto done;
+    }
     double ta = nn_accuracy(probs, test->labels, test->n, 10, NULL);
     final->meta.test_accuracy = ta;
-    if (nn_net_save(final, out, err, sizeof err)) { fprintf(stderr, "mnist-train: %s\n", err); goto done; }
-    fprintf(stderr, "kept epoch %d%s; test accuracy %.4f (%d images); %.1f s in all\nwrote %s and %s\n",
-            best_epoch, val > 0 ? " (best validation accuracy)" : "", ta, test->n, now_s() - t_start, out,
-            csv_path);
-    printf("{\"test_accuracy\": %.6f, \"epochs\": %d, \"best_epoch\": %d, \"seconds\": %.1f}\n", ta, ran,
-           best_epoch, now_s() - t_start);
+    if (nn_net_save(final, out, err, sizeof err)) {
+        fprintf(stderr, "mnist-train: %s\n", err);
+        goto done;
+    }
+    fprintf(stderr,
+            "kept epoch %d%s; test accuracy %.4f (%d images); %.1f s in all\nwrote %s and %s\n",
+            best_epoch, val > 0 ? " (best validation accuracy)" : "", ta, test->n,
+            now_s() - t_start, out, csv_path);
+    printf("{\"test_accuracy\": %.6f, \"epochs\": %d, \"best_epoch\": %d, \"seconds\": %.1f}\n", ta,
+           ran, best_epoch, now_s() - t_start);
     rc = g_stop ? 130 : 0;
 done:
     if (csv) fclose(csv);

@@ -15,13 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define FUZZ_CHECK(cond)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__,      \
-                    __LINE__, #cond);                                       \
-            abort();                                                        \
-        }                                                                   \
+#define FUZZ_CHECK(cond)                                                                 \
+    do {                                                                                 \
+        if (!(cond)) {                                                                   \
+            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond); \
+            abort();                                                                     \
+        }                                                                                \
     } while (0)
 
 /* A NUL-terminated copy of data (parsers of C strings get no terminator
@@ -29,10 +28,8 @@
 static inline char *fuzz_cstr(const uint8_t *data, size_t size)
 {
     char *s = malloc(size + 1);
-    if (!s)
-        abort();
-    for (size_t i = 0; i < size; i++)
-        s[i] = (char)data[i];
+    if (!s) abort();
+    for (size_t i = 0; i < size; i++) s[i] = (char)data[i];
     s[size] = '\0';
     return s;
 }
@@ -42,13 +39,10 @@ static inline char *fuzz_cstr(const uint8_t *data, size_t size)
 static inline int fuzz_msg_ok(const char *err, size_t errlen)
 {
     size_t n = 0;
-    while (n < errlen && err[n])
-        n++;
-    if (n == 0 || n == errlen)
-        return 0;
+    while (n < errlen && err[n]) n++;
+    if (n == 0 || n == errlen) return 0;
     for (size_t i = 0; i < n; i++)
-        if (err[i] == '\n')
-            return 0;
+        if (err[i] == '\n') return 0;
     return 1;
 }
 

@@ -12,8 +12,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 1 << 16)
-        return 0;
+    if (size > 1 << 16) return 0;
     char *json = fuzz_cstr(data, size);
     nn_layer layers[NN_MAX_LAYERS];
     int nl = -1;
@@ -25,8 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     free(json);
     FUZZ_CHECK(nl >= 0 && nl <= NN_MAX_LAYERS);
-    for (int i = 0; i < nl; i++)
-        FUZZ_CHECK(layers[i].kind >= 0 && layers[i].kind < NN_LAYER_KINDS);
+    for (int i = 0; i < nl; i++) FUZZ_CHECK(layers[i].kind >= 0 && layers[i].kind < NN_LAYER_KINDS);
     char *back = nn_arch_to_json(layers, nl);
     FUZZ_CHECK(back != NULL);
     nn_layer again[NN_MAX_LAYERS];
@@ -36,8 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < nl; i++) {
         FUZZ_CHECK(again[i].kind == layers[i].kind);
         FUZZ_CHECK(again[i].out == layers[i].out && again[i].k == layers[i].k);
-        FUZZ_CHECK(again[i].stride == layers[i].stride &&
-                   again[i].pad == layers[i].pad);
+        FUZZ_CHECK(again[i].stride == layers[i].stride && again[i].pad == layers[i].pad);
     }
     free(back);
     nn_net *net = nn_net_create(layers, nl, 1, 28, 28, NULL, err, sizeof err);

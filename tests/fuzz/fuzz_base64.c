@@ -11,8 +11,7 @@
 
 static size_t unpadded(const char *s, size_t n)
 {
-    while (n && s[n - 1] == '=')
-        n--;
+    while (n && s[n - 1] == '=') n--;
     return n;
 }
 
@@ -22,14 +21,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max = srv_b64_decoded_max(size);
     uint8_t *out = malloc(max ? max : 1);
     size_t n = (size_t)-1;
-    if (!out)
-        abort();
+    if (!out) abort();
     if (srv_b64_decode(in, size, out, &n) == 0) {
         FUZZ_CHECK(n <= max);
         size_t el = srv_b64_encoded_len(n);
         char *enc = malloc(el ? el : 1);
-        if (!enc)
-            abort();
+        if (!enc) abort();
         FUZZ_CHECK(srv_b64_encode(out, n, enc) == el);
         FUZZ_CHECK(unpadded(enc, el) == unpadded(in, size));
         FUZZ_CHECK(memcmp(enc, in, unpadded(in, size)) == 0);
@@ -40,8 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t el = srv_b64_encoded_len(size);
     char *enc = malloc(el ? el : 1);
     uint8_t *dec = malloc(size ? size : 1);
-    if (!enc || !dec)
-        abort();
+    if (!enc || !dec) abort();
     FUZZ_CHECK(srv_b64_encode(data, size, enc) == el);
     FUZZ_CHECK(el % 4 == 0);
     FUZZ_CHECK(srv_b64_decoded_max(el) >= size);

@@ -18,27 +18,20 @@ static int nenv;
 static const char *env(const char *name)
 {
     for (int i = 0; i < nenv; i++)
-        if (strcmp(env_names[i], name) == 0)
-            return env_vals[i];
+        if (strcmp(env_names[i], name) == 0) return env_vals[i];
     return NULL;
 }
 
-static int terminated(const char *s, size_t cap)
-{
-    return memchr(s, '\0', cap) != NULL;
-}
+static int terminated(const char *s, size_t cap) { return memchr(s, '\0', cap) != NULL; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 1 << 14)
-        return 0;
+    if (size > 1 << 14) return 0;
     char *text = fuzz_cstr(data, size);
     char *words[MAX_WORDS], *argv[MAX_WORDS + 2];
     int nw = 0, sep = -1, argc = 0;
-    for (char *w = text; w <= text + size && nw < MAX_WORDS;
-         w += strlen(w) + 1) {
-        if (sep < 0 && strcmp(w, "--") == 0)
-            sep = nw;
+    for (char *w = text; w <= text + size && nw < MAX_WORDS; w += strlen(w) + 1) {
+        if (sep < 0 && strcmp(w, "--") == 0) sep = nw;
         words[nw++] = w;
     }
     nenv = 0;
@@ -51,13 +44,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
     }
     argv[argc++] = "mnist-server";
-    for (int i = sep + 1; i < nw; i++)
-        argv[argc++] = words[i];
+    for (int i = sep + 1; i < nw; i++) argv[argc++] = words[i];
     argv[argc] = NULL;
     static srv_config c;
     char err[256] = "";
-    srv_config_action a = srv_config_parse(&c, argc, argv, env, err,
-                                           sizeof err);
+    srv_config_action a = srv_config_parse(&c, argc, argv, env, err, sizeof err);
     if (a == SRV_CONFIG_ERROR) {
         /* Not fuzz_msg_ok: the message quotes the operator's argument as
          * given, newlines included (flags and environment are trusted). */
@@ -82,14 +73,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(terminated(c.models_dir, sizeof c.models_dir));
         FUZZ_CHECK(c.nmodels > 0 || c.models_dir[0]);
         FUZZ_CHECK(terminated(c.default_model, sizeof c.default_model));
-        FUZZ_CHECK(!c.default_model[0] ||
-                   srv_config_valid_name(c.default_model));
+        FUZZ_CHECK(!c.default_model[0] || srv_config_valid_name(c.default_model));
         for (int i = 0; i < c.nmodels; i++) {
             FUZZ_CHECK(srv_config_valid_name(c.models[i].name));
-            FUZZ_CHECK(terminated(c.models[i].paths, SRV_PATHS_MAX) &&
-                       c.models[i].paths[0]);
-            for (int j = 0; j < i; j++)
-                FUZZ_CHECK(strcmp(c.models[i].name, c.models[j].name) != 0);
+            FUZZ_CHECK(terminated(c.models[i].paths, SRV_PATHS_MAX) && c.models[i].paths[0]);
+            for (int j = 0; j < i; j++) FUZZ_CHECK(strcmp(c.models[i].name, c.models[j].name) != 0);
         }
     }
     free(text);

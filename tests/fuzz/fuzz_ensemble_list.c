@@ -13,14 +13,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     /* Not NUL-terminated on purpose: the parser takes a length. */
     char *text = malloc(size ? size : 1);
-    if (!text)
-        abort();
+    if (!text) abort();
     memcpy(text, data, size);
     char paths[1024];
     double acc = 42;
     char err[256] = "";
-    int rc = nn_ensemble_list_parse(text, size, "models/x.ensemble", paths,
-                                    sizeof paths, &acc, err, sizeof err);
+    int rc = nn_ensemble_list_parse(text, size, "models/x.ensemble", paths, sizeof paths, &acc, err,
+                                    sizeof err);
     if (rc != 0) {
         FUZZ_CHECK(rc == -1);
         FUZZ_CHECK(fuzz_msg_ok(err, sizeof err));
@@ -35,8 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(p[0] == '/' || strncmp(p, "models/", 7) == 0);
             FUZZ_CHECK(memchr(p, '#', m) == NULL);
             FUZZ_CHECK(memchr(p, '\n', m) == NULL);
-            if (!p[m])
-                break;
+            if (!p[m]) break;
             p += m + 1;
         }
     }

@@ -40,8 +40,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     char err[512];
     const char *model = getenv("FUZZ_MODEL");
     char spec[600];
-    snprintf(spec, sizeof spec, "mlp=%s",
-             model ? model : "models/mlp.safetensors");
+    snprintf(spec, sizeof spec, "mlp=%s", model ? model : "models/mlp.safetensors");
     srv_config_defaults(&cfg);
     strcpy(cfg.host, "127.0.0.1");
     cfg.port = 0;
@@ -50,13 +49,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.max_batch = 4;
     cfg.access_log = 0;
     srv_log_init(0);
-    if (srv_config_add_model(&cfg, spec, err, sizeof err) < 0)
-        goto fail;
-    srv_registry_opts ro = {.cfg = &cfg, .nslots = cfg.threads + 1,
-                            .settle_s = -1};
+    if (srv_config_add_model(&cfg, spec, err, sizeof err) < 0) goto fail;
+    srv_registry_opts ro = {.cfg = &cfg, .nslots = cfg.threads + 1, .settle_s = -1};
     srv_registry *reg = srv_registry_create(&ro, err, sizeof err);
-    if (!reg)
-        goto fail;
+    if (!reg) goto fail;
     srv = srv_server_create(&cfg, reg, "openapi: 3.1.0\n", 15, err, sizeof err);
     if (!srv || srv_server_start(srv, err, sizeof err) < 0 ||
         srv_server_warmup(srv, err, sizeof err) < 0)
@@ -76,14 +72,11 @@ static size_t read_all(int fd, char *buf, size_t cap)
     size_t n = 0;
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, 30) <= 0)
-            break;
+        if (poll(&p, 1, 30) <= 0) break;
         ssize_t r = recv(fd, buf + n, cap - n, 0);
-        if (r <= 0)
-            break;
+        if (r <= 0) break;
         n += (size_t)r;
-        if (n == cap)
-            break;
+        if (n == cap) break;
     }
     return n;
 }
@@ -94,46 +87,39 @@ static void check_answers(const char *buf, size_t n)
     size_t at = 0;
     while (at < n) {
         FUZZ_CHECK(n - at >= 12 && memcmp(buf + at, "HTTP/1.1 ", 9) == 0);
-        int st = (buf[at + 9] - '0') * 100 + (buf[at + 10] - '0') * 10 +
-                 (buf[at + 11] - '0');
+        int st = (buf[at + 9] - '0') * 100 + (buf[at + 10] - '0') * 10 + (buf[at + 11] - '0');
         FUZZ_CHECK(st >= 100 && st <= 599);
         FUZZ_CHECK(st != 500 && !(st >= 502 && st <= 504));
         const char *end = memmem(buf + at, n - at, "\r\n\r\n", 4);
-        if (!end)
-            return;   /* cut short by our read limit */
+        if (!end) return; /* cut short by our read limit */
         size_t body = 0;
         for (const char *h = buf + at; h < end;) {
             const char *eol = memmem(h, (size_t)(end - h) + 2, "\r\n", 2);
-            if (strncasecmp(h, "Content-Length:", 15) == 0)
-                body = strtoul(h + 15, NULL, 10);
+            if (strncasecmp(h, "Content-Length:", 15) == 0) body = strtoul(h + 15, NULL, 10);
             h = eol + 2;
         }
         /* A HEAD answer has a length but no body; stop at anything that is
          * not another status line rather than guess. */
         at = (size_t)(end + 4 - buf) + body;
-        if (at < n && memcmp(buf + at, "HTTP/1.1 ", 9) != 0)
-            return;
+        if (at < n && memcmp(buf + at, "HTTP/1.1 ", 9) != 0) return;
     }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 1 << 16)
-        return 0;
+    if (size > 1 << 16) return 0;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     FUZZ_CHECK(fd >= 0);
     /* Close with a reset: no TIME_WAIT, so ports last the whole run. */
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port)};
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     FUZZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
     size_t off = 0;
     while (off < size) {
         ssize_t w = send(fd, data + off, size - off, MSG_NOSIGNAL);
-        if (w <= 0)
-            break;   /* the server closed early (e.g. 431): fine */
+        if (w <= 0) break; /* the server closed early (e.g. 431): fine */
         off += (size_t)w;
     }
     shutdown(fd, SHUT_WR);

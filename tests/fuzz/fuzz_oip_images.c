@@ -12,21 +12,19 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     const char *key = (data[0] & 1) ? "images" : "image";
     uint32_t max = (data[0] & 1) ? 8 : 1;
     size_t len = size - 1;
     uint8_t *body = malloc(len ? len : 1);
-    if (!body)
-        abort();
+    if (!body) abort();
     memcpy(body, data + 1, len);
     srv_oip_item *items = (srv_oip_item *)1;
     uint8_t *store = (uint8_t *)1;
     uint32_t n = 99;
     char err[256] = "";
-    srv_oip_status st = srv_oip_images_parse(body, len, key, max, &items,
-                                             &store, &n, err, sizeof err);
+    srv_oip_status st =
+        srv_oip_images_parse(body, len, key, max, &items, &store, &n, err, sizeof err);
     free(body);
     if (st != SRV_OIP_OK) {
         FUZZ_CHECK(items == NULL && store == NULL && n == 0);
@@ -37,8 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(items != NULL);
     unsigned sum = 0;
     for (uint32_t i = 0; i < n; i++)
-        for (size_t k = 0; k < items[i].len; k++)
-            sum += items[i].data[k];
+        for (size_t k = 0; k < items[i].len; k++) sum += items[i].data[k];
     (void)sum;
     free(items);
     free(store);

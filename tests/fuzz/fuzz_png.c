@@ -21,8 +21,7 @@ static void check_prep(img_status st, const float *out, const char *err)
     float mx = 0;
     for (int i = 0; i < 784; i++) {
         FUZZ_CHECK(isfinite(out[i]) && out[i] >= 0.0f && out[i] <= 1.0f);
-        if (out[i] > mx)
-            mx = out[i];
+        if (out[i] > mx) mx = out[i];
     }
     FUZZ_CHECK(mx > 0.0f);
 }
@@ -40,12 +39,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t w = 0, h = 0;
     char err[256];
     memset(err, 0, sizeof err);
-    img_status st = img_png_decode(data, size, &lim, &gray, &w, &h, err,
-                                   sizeof err);
+    img_status st = img_png_decode(data, size, &lim, &gray, &w, &h, err, sizeof err);
     if (st != IMG_OK) {
         FUZZ_CHECK(gray == NULL);
-        FUZZ_CHECK(st == IMG_ERR_NOT_PNG || st == IMG_ERR_CORRUPT ||
-                   st == IMG_ERR_TOO_LARGE || st == IMG_ERR_NOMEM);
+        FUZZ_CHECK(st == IMG_ERR_NOT_PNG || st == IMG_ERR_CORRUPT || st == IMG_ERR_TOO_LARGE ||
+                   st == IMG_ERR_NOMEM);
         FUZZ_CHECK(fuzz_msg_ok(err, sizeof err));
         return 0;
     }
@@ -55,8 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Every byte of the image was written (MSan would say so; here reading
      * all of it at least lets ASan see the buffer is w*h long). */
     unsigned sum = 0;
-    for (size_t i = 0; i < (size_t)w * h; i++)
-        sum += gray[i];
+    for (size_t i = 0; i < (size_t)w * h; i++) sum += gray[i];
     (void)sum;
     float out[784];
     st = img_prep_mnist(gray, w, h, out, err, sizeof err);

@@ -28,8 +28,7 @@ static void check_sanitized(const char *s, size_t cap)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size > 1 << 14)
-        return 0;
+    if (size > 1 << 14) return 0;
     char *path = fuzz_cstr(data, size);
     srv_route r = srv_route_of(path);
     FUZZ_CHECK(r >= 0 && r < SRV_NROUTES);
@@ -41,15 +40,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK((r == SRV_ROUTE_V2_INFER) == (k == SRV_OIP_PATH_INFER));
     FUZZ_CHECK((r == SRV_ROUTE_V2_MODEL_READY) == (k == SRV_OIP_PATH_MODEL_READY));
     FUZZ_CHECK((r == SRV_ROUTE_V2_MODEL) == (k == SRV_OIP_PATH_MODEL));
-    if (k == SRV_OIP_PATH_MODEL || k == SRV_OIP_PATH_MODEL_READY ||
-        k == SRV_OIP_PATH_INFER) {
+    if (k == SRV_OIP_PATH_MODEL || k == SRV_OIP_PATH_MODEL_READY || k == SRV_OIP_PATH_INFER) {
         FUZZ_CHECK(memchr(p.name, '\0', sizeof p.name));
         FUZZ_CHECK(memchr(p.version, '\0', sizeof p.version));
         FUZZ_CHECK(!strchr(p.name, '/') && !strchr(p.version, '/'));
-        if (!p.has_version)
-            FUZZ_CHECK(p.version[0] == '\0');
-        if (p.name[0])
-            FUZZ_CHECK(strstr(path, p.name) != NULL);
+        if (!p.has_version) FUZZ_CHECK(p.version[0] == '\0');
+        if (p.name[0]) FUZZ_CHECK(strstr(path, p.name) != NULL);
     }
     char small[16], big[300];
     srv_log_sanitize(path, small, sizeof small);

@@ -13,11 +13,10 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     uint8_t *buf = malloc(size ? size : 1);
-    if (!buf)
-        abort();
+    if (!buf) abort();
     memcpy(buf, data, size);
     char err[256] = "";
-    st_file *f = st_parse(buf, size, err, sizeof err);   /* owns buf */
+    st_file *f = st_parse(buf, size, err, sizeof err); /* owns buf */
     if (!f) {
         FUZZ_CHECK(fuzz_msg_ok(err, sizeof err));
         return 0;

@@ -21,8 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     size_t np = 0;
-    for (int i = 0; i < net->nlayers; i++)
-        np += net->layers[i].nw + net->layers[i].nb;
+    for (int i = 0; i < net->nlayers; i++) np += net->layers[i].nw + net->layers[i].nb;
     FUZZ_CHECK(np == net->nparams);
     FUZZ_CHECK(nn_preprocess_valid(net->meta.preprocess));
     FUZZ_CHECK(memchr(net->meta.dataset, '\0', sizeof net->meta.dataset));
@@ -30,8 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int k = nn_net_outputs(net);
     FUZZ_CHECK(k >= 1 && k <= NN_MAX_CLASSES);
     FUZZ_CHECK(net->meta.nclasses == k);
-    for (int c = 0; c < k; c++)
-        FUZZ_CHECK(memchr(net->meta.labels[c], '\0', NN_LABEL_MAX));
+    for (int c = 0; c < k; c++) FUZZ_CHECK(memchr(net->meta.labels[c], '\0', NN_LABEL_MAX));
     /* A forward pass, unless the net is too big to be worth the time. */
     size_t in = (size_t)net->in_c * net->in_h * net->in_w;
     if (nn_net_macs(net) < 20u * 1000 * 1000 && in <= 1u << 16) {
@@ -46,8 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 finite &= isfinite(probs[c]);
                 sum += probs[c];
             }
-            if (finite)
-                FUZZ_CHECK(fabs(sum - 1) < 1e-3);
+            if (finite) FUZZ_CHECK(fabs(sum - 1) < 1e-3);
         }
         free(x);
         nn_ws_free(ws);

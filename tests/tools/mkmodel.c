@@ -16,8 +16,7 @@ static int arg(const char *s, int lo, int hi, int *out)
 {
     char *end;
     long v = strtol(s, &end, 10);
-    if (*s == '\0' || *end || v < lo || v > hi)
-        return -1;
+    if (*s == '\0' || *end || v < lo || v > hi) return -1;
     *out = (int)v;
     return 0;
 }
@@ -41,8 +40,7 @@ int main(int argc, char **argv)
     nn_meta meta = {.nclasses = k, .input_mean = 0, .input_std = 1, .test_accuracy = 0.5};
     snprintf(meta.dataset, sizeof meta.dataset, "mnist");
     snprintf(meta.name, sizeof meta.name, "mkmodel");
-    for (int i = 0; i < k; i++)
-        snprintf(meta.labels[i], sizeof meta.labels[i], "%d", i);
+    for (int i = 0; i < k; i++) snprintf(meta.labels[i], sizeof meta.labels[i], "%d", i);
     nn_net *net = nn_net_create(layers, nl, c, h, w, &meta, err, sizeof err);
     if (!net) {
         fprintf(stderr, "mkmodel: %s\n", err);
@@ -50,8 +48,7 @@ int main(int argc, char **argv)
     }
     nn_net_init(net, 1);
     int rc = nn_net_save(net, argv[1], err, sizeof err);
-    if (rc)
-        fprintf(stderr, "mkmodel: %s\n", err);
+    if (rc) fprintf(stderr, "mkmodel: %s\n", err);
     nn_net_free(net);
     return rc ? 1 : 0;
 }

@@ -41,7 +41,9 @@ static void usage(FILE *f)
 
 /* ---- drawing ---------------------------------------------------------------- */
 
-typedef struct { float x0, y0, x1, y1; } seg;
+typedef struct {
+    float x0, y0, x1, y1;
+} seg;
 
 typedef struct {
     seg s[96];
@@ -50,8 +52,7 @@ typedef struct {
 
 static void line(path *p, float x0, float y0, float x1, float y1)
 {
-    if (p->n < (int)(sizeof p->s / sizeof *p->s))
-        p->s[p->n++] = (seg){x0, y0, x1, y1};
+    if (p->n < (int)(sizeof p->s / sizeof *p->s)) p->s[p->n++] = (seg){x0, y0, x1, y1};
 }
 
 /* Elliptic arc, angles in degrees, y down (90 is the bottom). */
@@ -62,8 +63,7 @@ static void arc(path *p, float cx, float cy, float rx, float ry, float a0, float
     for (int i = 0; i <= steps; i++) {
         float a = (a0 + (a1 - a0) * i / steps) * 3.14159265f / 180.0f;
         float x = cx + rx * cosf(a), y = cy + ry * sinf(a);
-        if (i)
-            line(p, px, py, x, y);
+        if (i) line(p, px, py, x, y);
         px = x;
         py = y;
     }
@@ -147,8 +147,7 @@ static float *coverage(int d, uint32_t w, uint32_t h)
             float best = 1e30f;
             for (int i = 0; i < p.n; i++) {
                 float dd = seg_dist(&p.s[i], x + 0.5f, y + 0.5f);
-                if (dd < best)
-                    best = dd;
+                if (dd < best) best = dd;
             }
             float c = thick / 2 + 0.5f - best;
             cov[y * w + x] = c < 0 ? 0 : c > 1 ? 1 : c;
@@ -167,8 +166,7 @@ static int write_file(const char *path, const void *data, size_t len)
     }
     size_t n = len ? fwrite(data, 1, len, f) : 0;
     int bad = n != len;
-    if (fclose(f) != 0)
-        bad = 1;
+    if (fclose(f) != 0) bad = 1;
     if (bad) {
         fprintf(stderr, "mkpng: cannot write %s: %s\n", path, strerror(errno));
         return -1;
@@ -178,8 +176,7 @@ static int write_file(const char *path, const void *data, size_t len)
 
 /* Writes OUTDIR/name, decodes it again and checks the status (and for
  * images that should work, that preprocessing finds a digit). */
-static void fixture(const char *name, const uint8_t *data, size_t len,
-                    img_status want, int digit)
+static void fixture(const char *name, const uint8_t *data, size_t len, img_status want, int digit)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", g_dir, name);
@@ -201,7 +198,8 @@ static void fixture(const char *name, const uint8_t *data, size_t len,
     free(gray);
     if (st != want) {
         fprintf(stderr, "mkpng: %s: expected %s, decoder says %s (%s)\n", name,
-                pipe_status_name(pipe_status_from_img(want)), pipe_status_name(pipe_status_from_img(st)), err);
+                pipe_status_name(pipe_status_from_img(want)),
+                pipe_status_name(pipe_status_from_img(st)), err);
         g_failed = 1;
     }
 }
@@ -219,10 +217,18 @@ typedef struct {
 static uint8_t *encode_or_die(const image *im, const char *text, int ztxt, size_t *len)
 {
     img_png_spec spec = {
-        .width = im->w, .height = im->h, .color_type = im->ctype,
-        .bit_depth = im->depth, .interlace = im->interlace, .samples = im->s,
-        .palette = im->pal, .palette_len = im->npal, .trns = im->trns,
-        .trns_len = im->ntrns, .text_key = text ? "Comment" : NULL, .text = text,
+        .width = im->w,
+        .height = im->h,
+        .color_type = im->ctype,
+        .bit_depth = im->depth,
+        .interlace = im->interlace,
+        .samples = im->s,
+        .palette = im->pal,
+        .palette_len = im->npal,
+        .trns = im->trns,
+        .trns_len = im->ntrns,
+        .text_key = text ? "Comment" : NULL,
+        .text = text,
         .text_compressed = ztxt,
     };
     uint8_t *png;
@@ -253,10 +259,7 @@ static uint16_t *samples(size_t n)
 }
 
 /* 1 - c: dark ink on light paper, in 0..max. */
-static uint16_t paper(float c, unsigned max)
-{
-    return (uint16_t)lroundf((1.0f - c) * max);
-}
+static uint16_t paper(float c, unsigned max) { return (uint16_t)lroundf((1.0f - c) * max); }
 
 static uint16_t mix(unsigned ink, unsigned bg, float c)
 {
@@ -279,8 +282,7 @@ static void colour_fixtures(void)
     for (int k = 0; k < 5; k++) {
         unsigned max = (1u << gdepth[k]) - 1;
         im.depth = gdepth[k];
-        for (size_t i = 0; i < N; i++)
-            im.s[i] = paper(c[i], max);
+        for (size_t i = 0; i < N; i++) im.s[i] = paper(c[i], max);
         emit(gname[k], &im, D);
     }
 
@@ -343,8 +345,7 @@ static void colour_fixtures(void)
         im.depth = k ? 4 : 8;
         im.pal = pal;
         im.npal = n;
-        for (size_t i = 0; i < N; i++)
-            im.s[i] = paper(c[i], (unsigned)n - 1);
+        for (size_t i = 0; i < N; i++) im.s[i] = paper(c[i], (unsigned)n - 1);
         emit(k ? "palette4.png" : "palette8.png", &im, D);
     }
     /* palette with tRNS: entry 0 transparent paper, 1..15 black ink with
@@ -357,8 +358,7 @@ static void colour_fixtures(void)
     im.npal = 16;
     im.trns = trns;
     im.ntrns = 16;
-    for (size_t i = 0; i < N; i++)
-        im.s[i] = (uint16_t)lroundf(c[i] * 15);
+    for (size_t i = 0; i < N; i++) im.s[i] = (uint16_t)lroundf(c[i] * 15);
     emit("palette_trns.png", &im, D);
     free(im.s);
     free(c);
@@ -393,8 +393,7 @@ static void big_digit_fixtures(void)
     im.s = samples((size_t)W * H);
     for (int d = 0; d < 10; d++) {
         float *c = coverage(d, W, H);
-        for (size_t i = 0; i < (size_t)W * H; i++)
-            im.s[i] = paper(c[i], 255);
+        for (size_t i = 0; i < (size_t)W * H; i++) im.s[i] = paper(c[i], 255);
         char name[64];
         snprintf(name, sizeof name, "big_black_on_white_%d.png", d);
         emit(name, &im, d);
@@ -414,8 +413,7 @@ static void put(bytes *b, const void *src, size_t n)
 {
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n)
-            cap *= 2;
+        while (cap < b->len + n) cap *= 2;
         uint8_t *np = realloc(b->p, cap);
         if (!np) {
             fprintf(stderr, "mkpng: out of memory\n");
@@ -447,11 +445,9 @@ static void chunk(bytes *b, const char *type, const uint8_t *data, uint32_t n)
     be32(hdr, n);
     memcpy(hdr + 4, type, 4);
     put(b, hdr, 8);
-    if (n)
-        put(b, data, n);
+    if (n) put(b, data, n);
     uLong c = crc32(0L, (const Bytef *)type, 4);
-    if (n)
-        c = crc32(c, data, n);
+    if (n) c = crc32(c, data, n);
     be32(crc, (uint32_t)c);
     put(b, crc, 4);
 }
@@ -463,7 +459,7 @@ static void sig_ihdr(bytes *b, uint32_t w, uint32_t h)
     put(b, sig, 8);
     be32(ihdr, w);
     be32(ihdr + 4, h);
-    ihdr[8] = 8;   /* 8-bit gray */
+    ihdr[8] = 8; /* 8-bit gray */
     chunk(b, "IHDR", ihdr, 13);
 }
 
@@ -498,7 +494,7 @@ static void deflate_stream(bytes *out, size_t total, void (*fill)(uint8_t *, siz
 static void fill_zero(uint8_t *p, size_t n, size_t at)
 {
     (void)at;
-    memset(p, 0, n);   /* filter bytes and pixels alike */
+    memset(p, 0, n); /* filter bytes and pixels alike */
 }
 
 static void fill_z(uint8_t *p, size_t n, size_t at)
@@ -526,8 +522,7 @@ static void bomb(const char *name, uint32_t w, uint32_t h)
 static size_t find_chunk(const uint8_t *png, size_t len, const char *type)
 {
     for (size_t off = 8; off + 12 <= len; off += 12 + (size_t)rd32(png + off))
-        if (memcmp(png + off + 4, type, 4) == 0)
-            return off;
+        if (memcmp(png + off + 4, type, 4) == 0) return off;
     return 0;
 }
 
@@ -537,8 +532,7 @@ static void hostile_fixtures(void)
     float *c = coverage(7, W, H);
     image im = {.w = W, .h = H, .ctype = 0, .depth = 8};
     im.s = samples((size_t)W * H);
-    for (size_t i = 0; i < (size_t)W * H; i++)
-        im.s[i] = paper(c[i], 255);
+    for (size_t i = 0; i < (size_t)W * H; i++) im.s[i] = paper(c[i], 255);
     free(c);
     size_t plen, len;
     uint8_t *png = encode_or_die(&im, NULL, 0, &plen);
@@ -554,11 +548,11 @@ static void hostile_fixtures(void)
         exit(1);
     }
     memcpy(bad, png, len);
-    bad[idat + 8 + n] ^= 0xA5;                       /* IDAT CRC */
+    bad[idat + 8 + n] ^= 0xA5; /* IDAT CRC */
     fixture("bad_crc.png", bad, len, IMG_ERR_CORRUPT, -1);
 
     memcpy(bad, png, len);
-    for (uint32_t i = 2; i < n; i++)                 /* deflate garbage */
+    for (uint32_t i = 2; i < n; i++) /* deflate garbage */
         bad[idat + 8 + i] = (uint8_t)(i * 151 + 17);
     be32(bad + idat + 8 + n, (uint32_t)crc32(0L, bad + idat + 4, 4 + n));
     fixture("bad_zlib.png", bad, len, IMG_ERR_CORRUPT, -1);
@@ -572,8 +566,8 @@ static void hostile_fixtures(void)
     fixture("huge_dims.png", b.p, b.len, IMG_ERR_TOO_LARGE, -1);
     free(b.p);
 
-    bomb("bomb.png", 30000, 30000);          /* over the width limit */
-    bomb("bomb_pixels.png", 8000, 8000);     /* dims allowed, pixel count not */
+    bomb("bomb.png", 30000, 30000);      /* over the width limit */
+    bomb("bomb_pixels.png", 8000, 8000); /* dims allowed, pixel count not */
 
     /* 3 MiB tEXt: over the server's 2 MiB body limit and the decoder's
      * 1 MiB chunk limit */
@@ -610,9 +604,9 @@ static void hostile_fixtures(void)
     deflate_stream(&zt, (size_t)64 << 20, fill_z);
     size_t iend = find_chunk(png, plen, "IEND");
     b = (bytes){0};
-    put(&b, png, 33);                          /* signature + IHDR */
+    put(&b, png, 33); /* signature + IHDR */
     chunk(&b, "zTXt", zt.p, (uint32_t)zt.len);
-    put(&b, png + 33, iend + 12 - 33);         /* IDAT..IEND */
+    put(&b, png + 33, iend + 12 - 33); /* IDAT..IEND */
     fixture("ztxt_bomb.png", b.p, b.len, IMG_OK, 7);
     free(b.p);
     free(zt.p);
@@ -622,8 +616,7 @@ static void hostile_fixtures(void)
     fixture("empty.bin", (const uint8_t *)"", 0, IMG_ERR_NOT_PNG, -1);
 
     /* a valid PNG without any ink */
-    for (size_t i = 0; i < (size_t)W * H; i++)
-        im.s[i] = 255;
+    for (size_t i = 0; i < (size_t)W * H; i++) im.s[i] = 255;
     uint8_t *blank = encode_or_die(&im, NULL, 0, &len);
     fixture("blank.png", blank, len, IMG_ERR_BLANK, -1);
     free(blank);
@@ -664,8 +657,7 @@ static int parse_int(const char *s, long lo, long hi, long *out)
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return -1;
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
     *out = v;
     return 0;
 }
@@ -770,8 +762,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
-    if (argc >= 2 && strcmp(argv[1], "--from-idx") == 0)
-        return from_idx(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "--from-idx") == 0) return from_idx(argc, argv);
     if (argc != 2 || argv[1][0] == '-') {
         usage(stderr);
         return 2;

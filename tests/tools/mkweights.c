@@ -11,8 +11,8 @@
 #include <stdio.h>
 #include <string.h>
 
-static int write_net(const char *dir, const char *name, const char *arch,
-                     int c, int h, int w, const char *dataset)
+static int write_net(const char *dir, const char *name, const char *arch, int c, int h, int w,
+                     const char *dataset)
 {
     nn_layer layers[NN_MAX_LAYERS];
     int nl;
@@ -30,8 +30,7 @@ static int write_net(const char *dir, const char *name, const char *arch,
     snprintf(meta.name, sizeof meta.name, "%s", name);
     /* class count from the last dense layer */
     meta.nclasses = layers[nl - 1].out;
-    for (int i = 0; i < meta.nclasses; i++)
-        snprintf(meta.labels[i], NN_LABEL_MAX, "%c", 'a' + i);
+    for (int i = 0; i < meta.nclasses; i++) snprintf(meta.labels[i], NN_LABEL_MAX, "%c", 'a' + i);
     nn_net *net = nn_net_create(layers, nl, c, h, w, &meta, err, sizeof err);
     if (!net) {
         fprintf(stderr, "mkweights: %s: %s\n", name, err);
@@ -40,8 +39,7 @@ static int write_net(const char *dir, const char *name, const char *arch,
     nn_net_init(net, 7);
     snprintf(path, sizeof path, "%s/%s.safetensors", dir, name);
     int rc = nn_net_save(net, path, err, sizeof err);
-    if (rc)
-        fprintf(stderr, "mkweights: %s\n", err);
+    if (rc) fprintf(stderr, "mkweights: %s\n", err);
     nn_net_free(net);
     return rc ? 1 : 0;
 }
@@ -53,9 +51,8 @@ int main(int argc, char **argv)
         return 2;
     }
     int bad = 0;
-    bad |= write_net(argv[1], "dense",
-                     "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":3}]",
-                     1, 4, 4, "mnist");
+    bad |= write_net(argv[1], "dense", "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":3}]", 1,
+                     4, 4, "mnist");
     bad |= write_net(argv[1], "conv",
                      "[{\"type\":\"conv2d\",\"out\":2,\"k\":3,\"pad\":1},"
                      "{\"type\":\"relu\"},{\"type\":\"maxpool\",\"k\":2},"

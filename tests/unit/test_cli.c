@@ -94,7 +94,8 @@ static void test_errors(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         v.n = 5;
-        assert_int_equal(run(&v, ops, &nops, err, sizeof err, 3, bad[i].flag, bad[i].value), CLI_ERROR);
+        assert_int_equal(run(&v, ops, &nops, err, sizeof err, 3, bad[i].flag, bad[i].value),
+                         CLI_ERROR);
         if (strncmp(err, bad[i].msg, strlen(bad[i].msg)) != 0)
             fail_msg("%s %s: got \"%s\", want \"%s\"", bad[i].flag, bad[i].value, err, bad[i].msg);
         assert_null(strchr(err, '\n'));

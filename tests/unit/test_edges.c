@@ -70,18 +70,19 @@ static void test_softmax_overflow(void **state)
     (void)state;
     enum { K = 10 };
     const float cases[][K] = {
-        {1000, 0, 0, 0, 0, 0, 0, 0, 0, 0},           /* one huge: [1, 0...]   */
+        {1000, 0, 0, 0, 0, 0, 0, 0, 0, 0}, /* one huge: [1, 0...]   */
         {-1000, -1000, -1000, -1000, -1000, -1000, -1000, -1000, -1000, -1000},
-        {0, 0, 0, 0, 0, 0, 0, 0, 0, 88.8f},          /* just over expf's max  */
-        {500, 500, 0, 0, 0, 0, 0, 0, 0, 0},          /* two equal and huge    */
-        {-1e30f, 0, 0, 0, 0, 0, 0, 0, 0, 0},         /* one at -1e30          */
+        {0, 0, 0, 0, 0, 0, 0, 0, 0, 88.8f},  /* just over expf's max  */
+        {500, 500, 0, 0, 0, 0, 0, 0, 0, 0},  /* two equal and huge    */
+        {-1e30f, 0, 0, 0, 0, 0, 0, 0, 0, 0}, /* one at -1e30          */
     };
     float want[][K] = {
         {1, 0, 0, 0, 0, 0, 0, 0, 0, 0},
         {.1f, .1f, .1f, .1f, .1f, .1f, .1f, .1f, .1f, .1f},
         {0, 0, 0, 0, 0, 0, 0, 0, 0, 1},
         {.5f, .5f, 0, 0, 0, 0, 0, 0, 0, 0},
-        {0, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f},
+        {0, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f, 1 / 9.0f,
+         1 / 9.0f},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_net *net = bias_net(cases[c], K);
@@ -89,7 +90,7 @@ static void test_softmax_overflow(void **state)
         assert_non_null(ws);
         float x[2] = {0.0f, 0.0f}, p[2 * K], z[2 * K];
         nn_net_forward(net, ws, x, 2, p, z);
-        assert_memory_equal(z, cases[c], sizeof cases[c]);   /* logits as set */
+        assert_memory_equal(z, cases[c], sizeof cases[c]); /* logits as set */
         check_probs(p, K, want[c]);
         check_probs(p + K, K, want[c]);
         /* The training forward shares the softmax; its loss stays finite
@@ -129,8 +130,10 @@ static void write_extra_tensor(const char *src, const char *dst, const char *ext
         }
         assert_int_equal(nn_st_writer_add(w, extra_name, NN_ST_F32, 1, shape, extra), 0);
         for (int i = 0; i < f->nmeta; i++)
-            assert_int_equal(nn_st_writer_meta(w, f->meta_keys[i],
-                                            strcmp(f->meta_keys[i], "checksum") ? f->meta_vals[i] : cks), 0);
+            assert_int_equal(
+                nn_st_writer_meta(w, f->meta_keys[i],
+                                  strcmp(f->meta_keys[i], "checksum") ? f->meta_vals[i] : cks),
+                0);
         assert_int_equal(nn_st_writer_write(w, dst, err, sizeof err), 0);
         nn_st_writer_free(w);
         nn_st_free(f);
@@ -151,7 +154,7 @@ static void test_weights_tensor_count(void **state)
     nn_net *net = bias_net(b, 10);
     snprintf(ok, sizeof ok, "%s/count.safetensors", tmpdir);
     assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
-    nn_net *back = nn_net_load(ok, err, sizeof err);   /* exactly as many */
+    nn_net *back = nn_net_load(ok, err, sizeof err); /* exactly as many */
     if (!back) fail_msg("load: %s", err);
     nn_net_free(back);
 
@@ -161,7 +164,10 @@ static void test_weights_tensor_count(void **state)
         write_extra_tensor(ok, bad, names[i]);
         err[0] = 0;
         back = nn_net_load(bad, err, sizeof err);
-        if (back) { nn_net_free(back); fail_msg("a file with extra tensor '%s' loaded", names[i]); }
+        if (back) {
+            nn_net_free(back);
+            fail_msg("a file with extra tensor '%s' loaded", names[i]);
+        }
         if (!strstr(err, "3 tensors in the file, the architecture has 2"))
             fail_msg("message: %s", err);
     }
@@ -175,7 +181,8 @@ static void lr_is(nn_sched s, double t, int epochs, double want)
     float got = nn_sched_lr(&s, t, epochs);
     /* float arithmetic on values near 1: a few ulps */
     if (!(fabs(got - want) <= 1e-6 * fmax(1.0, fabs(want))))
-        fail_msg("schedule %d at t=%g of %d: lr %.9g, want %.9g", (int)s.kind, t, epochs, got, want);
+        fail_msg("schedule %d at t=%g of %d: lr %.9g, want %.9g", (int)s.kind, t, epochs, got,
+                 want);
 }
 
 static void test_lr_schedules(void **state)
@@ -196,7 +203,7 @@ static void test_lr_schedules(void **state)
     lr_is(s, 3.5, 10, 0.5);
     lr_is(s, 4.0, 10, 0.25);
     lr_is(s, 9.9, 10, 0.0625);
-    s.step = 0.0f;                              /* a zero step means 1 epoch */
+    s.step = 0.0f; /* a zero step means 1 epoch */
     lr_is(s, 0.5, 10, 1.0);
     lr_is(s, 1.0, 10, 0.5);
     lr_is(s, 3.5, 10, 0.125);
@@ -217,13 +224,13 @@ static void test_lr_schedules(void **state)
     lr_is(s, 2.0, 5, 0.1 + 0.9 * 0.5 * (1 + cos(M_PI * 0.25)));
     lr_is(s, 3.0, 5, 0.55);
     lr_is(s, 5.0, 5, 0.1);
-    lr_is(s, 7.0, 5, 0.1);                      /* past the end: held at final */
-    s.warmup = 0.0f;                            /* no warm-up: lr at t = 0 */
+    lr_is(s, 7.0, 5, 0.1); /* past the end: held at final */
+    s.warmup = 0.0f;       /* no warm-up: lr at t = 0 */
     lr_is(s, 0.0, 5, 1.0);
     lr_is(s, 2.5, 5, 0.55);
-    s.warmup = 5.0f;                            /* warm-up is the whole run */
+    s.warmup = 5.0f; /* warm-up is the whole run */
     lr_is(s, 4.0, 5, 0.8);
-    lr_is(s, 5.0, 5, 0.1);                      /* zero-length cosine: final */
+    lr_is(s, 5.0, 5, 0.1); /* zero-length cosine: final */
 
     /* onecycle: warm-up starts at lr/25 */
     s = (nn_sched){.kind = NN_SCHED_ONECYCLE, .lr = 1.0f, .warmup = 2.0f, .final = 0.0f};
@@ -270,7 +277,8 @@ static void expect_decode(uint32_t w, uint32_t h, const img_limits *lim, img_sta
     img_status st = img_png_decode(png, len, lim, &g, &ow, &oh, err, sizeof err);
     if (st != want)
         fail_msg("%ux%u (limits %ux%u, %llu px): %s (%s), want %s", w, h, lim->max_width,
-                 lim->max_height, (unsigned long long)lim->max_pixels, pipe_status_name(pipe_status_from_img(st)), err,
+                 lim->max_height, (unsigned long long)lim->max_pixels,
+                 pipe_status_name(pipe_status_from_img(st)), err,
                  pipe_status_name(pipe_status_from_img(want)));
     if (st == IMG_OK) {
         assert_int_equal(ow, w);
@@ -293,20 +301,20 @@ static void test_png_limits_at_the_edge(void **state)
     lim.max_width = 40;
     lim.max_height = 30;
     lim.max_pixels = 40 * 30;
-    expect_decode(40, 30, &lim, IMG_OK);               /* every limit exactly */
-    expect_decode(41, 30, &lim, IMG_ERR_TOO_LARGE);    /* one column more     */
-    expect_decode(40, 31, &lim, IMG_ERR_TOO_LARGE);    /* one row more        */
-    expect_decode(41, 1, &lim, IMG_ERR_TOO_LARGE);     /* width alone         */
-    expect_decode(1, 31, &lim, IMG_ERR_TOO_LARGE);     /* height alone        */
-    lim.max_pixels = 40 * 30 - 1;                      /* one pixel fewer     */
+    expect_decode(40, 30, &lim, IMG_OK);            /* every limit exactly */
+    expect_decode(41, 30, &lim, IMG_ERR_TOO_LARGE); /* one column more     */
+    expect_decode(40, 31, &lim, IMG_ERR_TOO_LARGE); /* one row more        */
+    expect_decode(41, 1, &lim, IMG_ERR_TOO_LARGE);  /* width alone         */
+    expect_decode(1, 31, &lim, IMG_ERR_TOO_LARGE);  /* height alone        */
+    lim.max_pixels = 40 * 30 - 1;                   /* one pixel fewer     */
     expect_decode(40, 30, &lim, IMG_ERR_TOO_LARGE);
     expect_decode(40, 29, &lim, IMG_OK);
-    lim.max_pixels = 600;                              /* pixels bind first   */
+    lim.max_pixels = 600; /* pixels bind first   */
     expect_decode(20, 30, &lim, IMG_OK);
     expect_decode(40, 15, &lim, IMG_OK);
-    expect_decode(21, 29, &lim, IMG_ERR_TOO_LARGE);    /* 609                 */
-    expect_decode(601, 1, &lim, IMG_ERR_TOO_LARGE);    /* width, not pixels   */
-    lim.max_width = lim.max_height = 1;                /* the smallest image  */
+    expect_decode(21, 29, &lim, IMG_ERR_TOO_LARGE); /* 609                 */
+    expect_decode(601, 1, &lim, IMG_ERR_TOO_LARGE); /* width, not pixels   */
+    lim.max_width = lim.max_height = 1;             /* the smallest image  */
     lim.max_pixels = 1;
     expect_decode(1, 1, &lim, IMG_OK);
     expect_decode(2, 1, &lim, IMG_ERR_TOO_LARGE);
@@ -322,7 +330,6 @@ static void test_png_limits_at_the_edge(void **state)
     expect_decode(1, 8192, &lim, IMG_OK);
     expect_decode(1, 8193, &lim, IMG_ERR_TOO_LARGE);
 }
-
 
 /* ---- weights file: metadata ranges, values, running variance ------------ */
 
@@ -381,7 +388,10 @@ static void refused_with(const char *path, const char *needle)
 {
     char err[512] = "";
     nn_net *n = nn_net_load(path, err, sizeof err);
-    if (n) { nn_net_free(n); fail_msg("%s loaded, expected refusal with '%s'", path, needle); }
+    if (n) {
+        nn_net_free(n);
+        fail_msg("%s loaded, expected refusal with '%s'", path, needle);
+    }
     if (!strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", path, err, needle);
 }
 
@@ -431,7 +441,7 @@ static void test_weights_metadata_ranges(void **state)
     refused_with(p, "label 0 must be a string shorter than 48 bytes");
     rewrite(ok, p, "labels", "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",7]", NULL, 0);
     refused_with(p, "label 9");
-    labels_json(lab, sizeof lab, 9, 1);                /* 9 labels, 10 outputs */
+    labels_json(lab, sizeof lab, 9, 1); /* 9 labels, 10 outputs */
     rewrite(ok, p, "labels", lab, NULL, 0);
     refused_with(p, "9 classes");
     rewrite(ok, p, "labels", "{}", NULL, 0);
@@ -453,7 +463,7 @@ static void test_weights_metadata_ranges(void **state)
     net = bias_net(b, 10);
     assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
     nn_net_free(net);
-    rewrite(ok, p, NULL, NULL, "1.bias", 3.4e38f);     /* large but finite */
+    rewrite(ok, p, NULL, NULL, "1.bias", 3.4e38f); /* large but finite */
     loads(p);
     const float poison[] = {NAN, INFINITY, -INFINITY};
     for (int i = 0; i < 3; i++) {
@@ -467,7 +477,9 @@ static void test_weights_metadata_ranges(void **state)
     nn_layer L[NN_MAX_LAYERS];
     int nl = 0;
     assert_int_equal(nn_arch_parse("[{\"type\":\"batchnorm\"},{\"type\":\"flatten\"},"
-                                   "{\"type\":\"dense\",\"out\":2}]", L, &nl, err, sizeof err), 0);
+                                   "{\"type\":\"dense\",\"out\":2}]",
+                                   L, &nl, err, sizeof err),
+                     0);
     net = nn_net_create(L, nl, 1, 1, 1, NULL, err, sizeof err);
     if (!net) fail_msg("%s", err);
     nn_net_init(net, 1);
@@ -623,7 +635,7 @@ static void test_ensemble_limits(void **state)
     assert_non_null(strstr(err, "0 members"));
     nn_net *nets[NN_MAX_MEMBERS + 1];
     for (int i = 0; i <= NN_MAX_MEMBERS; i++) nets[i] = bias_net(b, 10);
-    assert_null(nn_ensemble_from_nets(nets, NN_MAX_MEMBERS + 1, err, sizeof err));  /* frees them */
+    assert_null(nn_ensemble_from_nets(nets, NN_MAX_MEMBERS + 1, err, sizeof err)); /* frees them */
     assert_non_null(strstr(err, "9 members"));
     nets[0] = bias_net(b, 10);
     nets[1] = bias_net(b, 2);
@@ -756,11 +768,13 @@ static void test_png_encode_specs(void **state)
     for (int i = 0; i < 256 * 3; i++) pal[i] = (uint8_t)i;
     img_png_spec sp = {.width = 3, .height = 4, .color_type = 0, .bit_depth = 8, .samples = px};
     /* Every depth PNG allows per colour type, and the first it does not. */
-    const struct { int ctype; int ok[5]; int bad[4]; } t[] = {
-        {0, {1, 2, 4, 8, 16}, {0, 3, 12, 32}},
-        {2, {8, 16, 0, 0, 0}, {1, 4, 0, 32}},
-        {3, {1, 2, 4, 8, 0}, {16, 3, 0, 0}},
-        {4, {8, 16, 0, 0, 0}, {4, 2, 0, 0}},
+    const struct {
+        int ctype;
+        int ok[5];
+        int bad[4];
+    } t[] = {
+        {0, {1, 2, 4, 8, 16}, {0, 3, 12, 32}}, {2, {8, 16, 0, 0, 0}, {1, 4, 0, 32}},
+        {3, {1, 2, 4, 8, 0}, {16, 3, 0, 0}},   {4, {8, 16, 0, 0, 0}, {4, 2, 0, 0}},
         {6, {8, 16, 0, 0, 0}, {4, 1, 0, 0}},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
@@ -769,11 +783,13 @@ static void test_png_encode_specs(void **state)
         sp.palette_len = t[i].ctype == 3 ? 2 : 0;
         for (int j = 0; j < 5 && t[i].ok[j]; j++) {
             sp.bit_depth = t[i].ok[j];
-            if (enc(sp) != IMG_OK) fail_msg("type %d depth %d refused", sp.color_type, sp.bit_depth);
+            if (enc(sp) != IMG_OK)
+                fail_msg("type %d depth %d refused", sp.color_type, sp.bit_depth);
         }
         for (int j = 0; j < 4; j++) {
             sp.bit_depth = t[i].bad[j];
-            if (enc(sp) != IMG_ERR_CORRUPT) fail_msg("type %d depth %d accepted", sp.color_type, sp.bit_depth);
+            if (enc(sp) != IMG_ERR_CORRUPT)
+                fail_msg("type %d depth %d accepted", sp.color_type, sp.bit_depth);
         }
     }
     const int bad_types[] = {1, 5, 7, -1};
@@ -794,8 +810,15 @@ static void test_png_encode_specs(void **state)
     b = g;
     b.samples = NULL;
     assert_int_equal(enc(b), IMG_ERR_CORRUPT);
-    img_png_spec p = {.width = 3, .height = 4, .color_type = 3, .bit_depth = 8, .samples = px,
-                      .palette = pal, .palette_len = 256, .trns = trns, .trns_len = 256};
+    img_png_spec p = {.width = 3,
+                      .height = 4,
+                      .color_type = 3,
+                      .bit_depth = 8,
+                      .samples = px,
+                      .palette = pal,
+                      .palette_len = 256,
+                      .trns = trns,
+                      .trns_len = 256};
     assert_int_equal(enc(p), IMG_OK);
     b = p;
     b.palette_len = 257;
@@ -885,7 +908,10 @@ static int net_ok(const char *arch, int c, int h, int w, const char *needle)
     char err[256] = "";
     if (nn_arch_parse(arch, L, &nl, err, sizeof err)) fail_msg("%s: %s", arch, err);
     nn_net *net = nn_net_create(L, nl, c, h, w, NULL, err, sizeof err);
-    if (net) { nn_net_free(net); return 1; }
+    if (net) {
+        nn_net_free(net);
+        return 1;
+    }
     if (needle && !strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", arch, err, needle);
     return 0;
 }
@@ -893,23 +919,31 @@ static int net_ok(const char *arch, int c, int h, int w, const char *needle)
 static void test_arch_limits(void **state)
 {
     (void)state;
-    const struct { const char *ok, *bad; } edges[] = {
+    const struct {
+        const char *ok, *bad;
+    } edges[] = {
         {"{\"type\":\"dense\",\"out\":1}", "{\"type\":\"dense\",\"out\":0}"},
         {"{\"type\":\"dense\",\"out\":1048576}", "{\"type\":\"dense\",\"out\":1048577}"},
         {"{\"type\":\"dense\",\"out\":3.0}", "{\"type\":\"dense\",\"out\":3.5}"},
         {"{\"type\":\"dense\",\"out\":3}", "{\"type\":\"dense\"}"},
         {"{\"type\":\"dense\",\"out\":3}", "{\"type\":\"dense\",\"out\":\"3\"}"},
-        {"{\"type\":\"conv2d\",\"out\":65536,\"k\":1}", "{\"type\":\"conv2d\",\"out\":65537,\"k\":1}"},
+        {"{\"type\":\"conv2d\",\"out\":65536,\"k\":1}",
+         "{\"type\":\"conv2d\",\"out\":65537,\"k\":1}"},
         {"{\"type\":\"conv2d\",\"out\":1,\"k\":64}", "{\"type\":\"conv2d\",\"out\":1,\"k\":65}"},
         {"{\"type\":\"conv2d\",\"out\":1,\"k\":1}", "{\"type\":\"conv2d\",\"out\":1,\"k\":0}"},
-        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":64}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":65}"},
-        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":1}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":0}"},
-        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":64}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":65}"},
-        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":0}", "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":-1}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":64}",
+         "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":65}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":1}",
+         "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"stride\":0}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":64}",
+         "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":65}"},
+        {"{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":0}",
+         "{\"type\":\"conv2d\",\"out\":1,\"k\":3,\"pad\":-1}"},
         {"{\"type\":\"conv2d\",\"out\":1,\"k\":3}", "{\"type\":\"conv2d\",\"k\":3}"},
         {"{\"type\":\"maxpool\",\"k\":64}", "{\"type\":\"maxpool\",\"k\":65}"},
         {"{\"type\":\"maxpool\",\"k\":1}", "{\"type\":\"maxpool\",\"k\":0}"},
-        {"{\"type\":\"maxpool\",\"k\":2,\"stride\":64}", "{\"type\":\"maxpool\",\"k\":2,\"stride\":65}"},
+        {"{\"type\":\"maxpool\",\"k\":2,\"stride\":64}",
+         "{\"type\":\"maxpool\",\"k\":2,\"stride\":65}"},
         {"{\"type\":\"maxpool\",\"k\":2}", "{\"type\":\"maxpool\"}"},
         {"{\"type\":\"dropout\",\"p\":0}", "{\"type\":\"dropout\",\"p\":-0.0001}"},
         {"{\"type\":\"dropout\",\"p\":0.95}", "{\"type\":\"dropout\",\"p\":0.9501}"},
@@ -966,8 +1000,10 @@ static void test_arch_limits(void **state)
     assert_false(net_ok(a, 1, 3, 4, "larger than"));
     /* The last layer gives 2..NN_MAX_CLASSES scores, on a 1x1 map. */
     assert_true(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":64}]", 1, 2, 2, NULL));
-    assert_false(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":65}]", 1, 2, 2, "2..64 class scores"));
-    assert_false(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":1}]", 1, 2, 2, "2..64 class scores"));
+    assert_false(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":65}]", 1, 2, 2,
+                        "2..64 class scores"));
+    assert_false(net_ok("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":1}]", 1, 2, 2,
+                        "2..64 class scores"));
     assert_true(net_ok("[{\"type\":\"relu\"}]", 2, 1, 1, NULL));
     assert_false(net_ok("[{\"type\":\"relu\"}]", 2, 2, 1, "class scores"));
     /* Input shape and deskew's place. */
@@ -976,7 +1012,8 @@ static void test_arch_limits(void **state)
     assert_false(net_ok("[{\"type\":\"relu\"},{\"type\":\"deskew\"}]", 2, 1, 1, "first layer"));
     /* Activations up to 64 Mi values per image. */
     assert_false(net_ok("[{\"type\":\"conv2d\",\"out\":65536,\"k\":1},{\"type\":\"flatten\"},"
-                        "{\"type\":\"dense\",\"out\":2}]", 1, 32, 33, "activation too large"));
+                        "{\"type\":\"dense\",\"out\":2}]",
+                        1, 32, 33, "activation too large"));
 
     /* Meta: input_std must be > 0, the class count must match. */
     assert_int_equal(nn_arch_parse("[{\"type\":\"relu\"}]", L, &nl, err, sizeof err), 0);
@@ -1004,15 +1041,16 @@ static void test_pipeline_tensor_edges(void **state)
     nn_layer L[NN_MAX_LAYERS];
     int nl = 0;
     char err[256];
-    assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]", L, &nl,
-                                   err, sizeof err), 0);
+    assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]", L,
+                                   &nl, err, sizeof err),
+                     0);
     nn_net *net = nn_net_create(L, nl, 1, 28, 28, NULL, err, sizeof err);
     if (!net) fail_msg("%s", err);
     nn_net_init(net, 3);
     nn_ensemble *e = nn_ensemble_from_nets(&net, 1, err, sizeof err);
     if (!e) fail_msg("%s", err);
     assert_int_equal(pipe_model_check(e, "test", err, sizeof err), 0);
-    assert_null(pipe_ws_create(e, 0));                  /* max_batch >= 1 */
+    assert_null(pipe_ws_create(e, 0)); /* max_batch >= 1 */
     pipe_ws *ws = pipe_ws_create(e, 2);
     assert_non_null(ws);
 
@@ -1020,10 +1058,15 @@ static void test_pipeline_tensor_edges(void **state)
     enum { N = 7 };
     static float x[N * PIPE_PIXELS];
     for (int i = 0; i < N * PIPE_PIXELS; i++) x[i] = (float)((i * 37) % 101) / 100.0f;
-    const float edge[N] = {0.0f, 1.0f, -0.0f, nextafterf(1.0f, 2.0f), -nextafterf(0.0f, 1.0f), NAN,
-                           INFINITY};
-    const pipe_status want[N] = {PIPE_OK, PIPE_OK, PIPE_OK, PIPE_INVALID_TENSOR,
-                                 PIPE_INVALID_TENSOR, PIPE_INVALID_TENSOR, PIPE_INVALID_TENSOR};
+    const float edge[N] = {0.0f, 1.0f,    -0.0f, nextafterf(1.0f, 2.0f), -nextafterf(0.0f, 1.0f),
+                           NAN,  INFINITY};
+    const pipe_status want[N] = {PIPE_OK,
+                                 PIPE_OK,
+                                 PIPE_OK,
+                                 PIPE_INVALID_TENSOR,
+                                 PIPE_INVALID_TENSOR,
+                                 PIPE_INVALID_TENSOR,
+                                 PIPE_INVALID_TENSOR};
     for (int i = 0; i < N; i++) x[i * PIPE_PIXELS + 400] = edge[i];
     pipe_result res[N], one;
     /* Seven images through a workspace of two: chunks of 2, 2, 2, 1. */
@@ -1052,9 +1095,15 @@ static void test_pipeline_tensor_edges(void **state)
     pipe_run_tensors(e, ws, PIPE_F32, x, 0, res);
     /* uint8: 0..255 all valid, 255 is 1.0. */
     static uint8_t u[2 * PIPE_PIXELS];
-    for (int i = 0; i < PIPE_PIXELS; i++) { u[i] = 255; u[PIPE_PIXELS + i] = 0; }
+    for (int i = 0; i < PIPE_PIXELS; i++) {
+        u[i] = 255;
+        u[PIPE_PIXELS + i] = 0;
+    }
     static float f[2 * PIPE_PIXELS];
-    for (int i = 0; i < PIPE_PIXELS; i++) { f[i] = 1.0f; f[PIPE_PIXELS + i] = 0.0f; }
+    for (int i = 0; i < PIPE_PIXELS; i++) {
+        f[i] = 1.0f;
+        f[PIPE_PIXELS + i] = 0.0f;
+    }
     pipe_result ru[2], rf[2];
     pipe_run_tensors(e, ws, PIPE_U8, u, 2, ru);
     pipe_run_tensors(e, ws, PIPE_F32, f, 2, rf);

@@ -45,8 +45,8 @@ struct mats {
 /* Allocates op(A) [M,K], op(B) [K,N] (stored transposed if ta/tb) and C
  * [M,N], each row padded by 0..pad extra floats, filled by gen (C too,
  * unless c_nan: then C is NaN, for beta == 0). */
-static void mats_make(struct mats *m, int ta, int tb, int M, int N, int K,
-                      int pad, float (*gen)(void), int c_nan)
+static void mats_make(struct mats *m, int ta, int tb, int M, int N, int K, int pad,
+                      float (*gen)(void), int c_nan)
 {
     m->ta = ta, m->tb = tb, m->M = M, m->N = N, m->K = K;
     int arows = ta ? K : M, acols = ta ? M : K;
@@ -72,8 +72,7 @@ static void mats_make(struct mats *m, int ta, int tb, int M, int N, int K,
     for (size_t i = 0; i < m->nb; i++) m->B[i] = gen();
     for (size_t i = 0; i < m->nc; i++) m->C[i] = SENTINEL;
     for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++)
-            m->C[(size_t)i * m->ldc + j] = c_nan ? NAN : gen();
+        for (int j = 0; j < N; j++) m->C[(size_t)i * m->ldc + j] = c_nan ? NAN : gen();
     memcpy(m->Cref, m->C, m->nc * sizeof(float));
 }
 
@@ -97,12 +96,12 @@ static float max_abs(const float *x, size_t n)
  * Fails with the shape and the first bad element. */
 static void check(struct mats *m, float alpha, float beta, int exact)
 {
-    nn_gemm(m->ta, m->tb, m->M, m->N, m->K, alpha, m->A, m->lda, m->B,
-            m->ldb, beta, m->C, m->ldc);
-    nn_gemm_ref(m->ta, m->tb, m->M, m->N, m->K, alpha, m->A, m->lda, m->B,
-                m->ldb, beta, m->Cref, m->ldc);
-    float tol = 1e-5f * (float)(m->K + 1) * max_abs(m->A, m->na) *
-                max_abs(m->B, m->nb) * fabsf(alpha) + 1e-6f;
+    nn_gemm(m->ta, m->tb, m->M, m->N, m->K, alpha, m->A, m->lda, m->B, m->ldb, beta, m->C, m->ldc);
+    nn_gemm_ref(m->ta, m->tb, m->M, m->N, m->K, alpha, m->A, m->lda, m->B, m->ldb, beta, m->Cref,
+                m->ldc);
+    float tol =
+        1e-5f * (float)(m->K + 1) * max_abs(m->A, m->na) * max_abs(m->B, m->nb) * fabsf(alpha) +
+        1e-6f;
     for (size_t idx = 0; idx < m->nc; idx++) {
         int i = (int)(idx / (size_t)m->ldc), j = (int)(idx % (size_t)m->ldc);
         int inside = i < m->M && j < m->N;
@@ -118,34 +117,27 @@ static void check(struct mats *m, float alpha, float beta, int exact)
             print_error("path %s ta=%d tb=%d M=%d N=%d K=%d lda=%d ldb=%d "
                         "ldc=%d alpha=%g beta=%g: C[%d][%d] = %.9g, want "
                         "%.9g (%s, tol %g)\n",
-                        nn_gemm_path_name(NN_GEMM_PATH_AUTO), m->ta, m->tb,
-                        m->M, m->N, m->K, m->lda, m->ldb, m->ldc,
-                        (double)alpha, (double)beta, i, j, (double)got,
-                        (double)want, inside ? "inside" : "padding",
-                        (double)tol);
+                        nn_gemm_path_name(NN_GEMM_PATH_AUTO), m->ta, m->tb, m->M, m->N, m->K,
+                        m->lda, m->ldb, m->ldc, (double)alpha, (double)beta, i, j, (double)got,
+                        (double)want, inside ? "inside" : "padding", (double)tol);
             fail();
         }
     }
 }
 
-static void one(int ta, int tb, int M, int N, int K, int pad, float alpha,
-                float beta, int exact)
+static void one(int ta, int tb, int M, int N, int K, int pad, float alpha, float beta, int exact)
 {
     struct mats m;
-    mats_make(&m, ta, tb, M, N, K, pad, exact ? rnd_int : rnd_float,
-              beta == 0.0f);
+    mats_make(&m, ta, tb, M, N, K, pad, exact ? rnd_int : rnd_float, beta == 0.0f);
     check(&m, alpha, beta, exact);
     mats_free(&m);
 }
 
 /* Sizes around every tile and block boundary of every path: MR 6 and 8,
  * NR 8, 16 and 32, KC 192 and 256, MC 240, plus primes. */
-static const int msizes[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 16, 17, 23,
-                             48, 239, 240, 241, 250};
-static const int nsizes[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33,
-                             47, 49, 64, 65, 100};
-static const int ksizes[] = {1, 2, 3, 7, 16, 25, 64, 191, 192, 193, 255,
-                             256, 257, 300, 385, 513};
+static const int msizes[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 16, 17, 23, 48, 239, 240, 241, 250};
+static const int nsizes[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 49, 64, 65, 100};
+static const int ksizes[] = {1, 2, 3, 7, 16, 25, 64, 191, 192, 193, 255, 256, 257, 300, 385, 513};
 #define COUNT(a) ((int)(sizeof a / sizeof a[0]))
 
 /* The battery run on the path currently selected. */
@@ -159,17 +151,15 @@ static void battery(void)
         for (int mi = 0; mi < 12; mi++)
             for (int ni = 0; ni < 13; ni++)
                 for (int ki = 0; ki < 8; ki += 3)
-                    one(t >> 1, t & 1, msizes[mi], nsizes[ni], ksizes[ki],
-                        (mi + ni) % 3, alphas[(mi + ki) % 3],
-                        betas[(ni + ki) % 4], 1);
+                    one(t >> 1, t & 1, msizes[mi], nsizes[ni], ksizes[ki], (mi + ni) % 3,
+                        alphas[(mi + ki) % 3], betas[(ni + ki) % 4], 1);
     /* Random larger shapes, exact (integers) then float. */
     for (int r = 0; r < 160; r++) {
         int t = r & 3;
         int M = msizes[rnd() % COUNT(msizes)];
         int N = nsizes[rnd() % COUNT(nsizes)];
         int K = ksizes[rnd() % COUNT(ksizes)];
-        one(t >> 1, t & 1, M, N, K, 5, alphas[rnd() % 3], betas[rnd() % 4],
-            r % 2 == 0);
+        one(t >> 1, t & 1, M, N, K, 5, alphas[rnd() % 3], betas[rnd() % 4], r % 2 == 0);
     }
 }
 
@@ -187,8 +177,7 @@ static void test_paths(void **state)
     int ran = 0;
     for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
         if (!select_path(p)) {
-            print_message("[ SKIP     ] path %s: not supported here\n",
-                          nn_gemm_path_name(p));
+            print_message("[ SKIP     ] path %s: not supported here\n", nn_gemm_path_name(p));
             continue;
         }
         print_message("[ PATH     ] %s\n", nn_gemm_path_name(p));
@@ -236,7 +225,8 @@ static void rows_case(int M, int N, int K, float beta)
     size_t nbuf = (size_t)K * 7 + N + 64;
     float *buf = malloc(nbuf * sizeof(float)), *A = malloc((size_t)M * K * sizeof(float));
     float *B = malloc((size_t)K * N * sizeof(float));
-    float *C1 = malloc((size_t)(M + 1) * ldc * sizeof(float)), *C2 = malloc((size_t)M * ldc * sizeof(float));
+    float *C1 = malloc((size_t)(M + 1) * ldc * sizeof(float)),
+          *C2 = malloc((size_t)M * ldc * sizeof(float));
     ptrdiff_t *roff = malloc((size_t)K * sizeof(ptrdiff_t));
     assert_true(buf && A && B && C1 && C2 && roff);
     for (size_t i = 0; i < nbuf; i++) buf[i] = rnd_int();
@@ -250,7 +240,12 @@ static void rows_case(int M, int N, int K, float beta)
     nn_gemm_rows(M, N, K, 2.0f, A, K, buf, roff, beta, C1, ldc);
     nn_gemm_ref(0, 0, M, N, K, 2.0f, A, K, B, N, beta, C2, ldc);
     c_pair_check("rows", 'K', M, N, K, C1, C2, ldc);
-    free(buf); free(A); free(B); free(C1); free(C2); free(roff);
+    free(buf);
+    free(A);
+    free(B);
+    free(C1);
+    free(C2);
+    free(roff);
 }
 
 static void test_rows(void **state)
@@ -261,7 +256,8 @@ static void test_rows(void **state)
     for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
         if (!select_path(p)) continue;
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-            for (int b = 0; b < 2; b++) rows_case(shapes[i][0], shapes[i][1], shapes[i][2], b ? 0.5f : 0.0f);
+            for (int b = 0; b < 2; b++)
+                rows_case(shapes[i][0], shapes[i][1], shapes[i][2], b ? 0.5f : 0.0f);
     }
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
@@ -276,7 +272,8 @@ static void rows_nt_case(int M, int N, int L)
     size_t nbuf = (size_t)N * 5 + L;
     float *buf = malloc(nbuf * sizeof(float)), *A = malloc((size_t)M * L * sizeof(float));
     float *B = malloc((size_t)N * L * sizeof(float));
-    float *C1 = malloc((size_t)(M + 1) * ldc * sizeof(float)), *C2 = malloc((size_t)M * ldc * sizeof(float));
+    float *C1 = malloc((size_t)(M + 1) * ldc * sizeof(float)),
+          *C2 = malloc((size_t)M * ldc * sizeof(float));
     ptrdiff_t *roff = malloc((size_t)N * sizeof(ptrdiff_t));
     assert_true(buf && A && B && C1 && C2 && roff);
     for (size_t i = 0; i < nbuf; i++) buf[i] = rnd_int();
@@ -288,7 +285,12 @@ static void rows_nt_case(int M, int N, int L)
     nn_gemm_rows_nt(M, N, L, A, L, buf, roff, C1, ldc);
     nn_gemm_ref(0, 1, M, N, L, 1.0f, A, L, B, L, 1.0f, C2, ldc);
     c_pair_check("rows_nt", 'L', M, N, L, C1, C2, ldc);
-    free(buf); free(A); free(B); free(C1); free(C2); free(roff);
+    free(buf);
+    free(A);
+    free(B);
+    free(C1);
+    free(C2);
+    free(roff);
 }
 
 static void test_rows_nt(void **state)
@@ -296,7 +298,7 @@ static void test_rows_nt(void **state)
     (void)state;
     /* LeNet's first convolution (6 x 25, a group of 16 images), slices of
      * L (1024) and their tails, blocks of 3 x 4 and their edges. */
-    static const int shapes[][3] = {{6, 25, 15360 + 896}, {1, 1, 1},   {3, 4, 16},
+    static const int shapes[][3] = {{6, 25, 15360 + 896}, {1, 1, 1},    {3, 4, 16},
                                     {7, 18, 1031},        {2, 5, 2048}, {8, 9, 77}};
     for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
         if (!select_path(p)) continue;
@@ -328,8 +330,10 @@ static int cpu_avx512(void)
 /* Sets NN_ISA to v (NULL: unset) and applies it; returns init's result. */
 static int isa_apply(const char *v, char *err, size_t errlen)
 {
-    if (v) setenv("NN_ISA", v, 1);
-    else unsetenv("NN_ISA");
+    if (v)
+        setenv("NN_ISA", v, 1);
+    else
+        unsetenv("NN_ISA");
     return nn_gemm_init_env(err, errlen);
 }
 
@@ -384,7 +388,9 @@ static void test_isa_env(void **state)
         assert_non_null(strstr(err, "cannot run"));
     }
     /* Unset, empty and "auto": the best the CPU runs. */
-    int best = cpu_avx512() ? NN_GEMM_PATH_AVX512 : cpu_avx2() ? NN_GEMM_PATH_AVX2 : NN_GEMM_PATH_GENERIC;
+    int best = cpu_avx512() ? NN_GEMM_PATH_AVX512
+               : cpu_avx2() ? NN_GEMM_PATH_AVX2
+                            : NN_GEMM_PATH_GENERIC;
     assert_int_equal(isa_apply(NULL, err, sizeof err), 0);
     assert_int_equal(nn_gemm_get_path(), best);
     assert_int_equal(isa_apply("", err, sizeof err), 0);
@@ -394,7 +400,8 @@ static void test_isa_env(void **state)
     /* The names a user can give, longest list first, are exactly these. */
     assert_int_equal(nn_gemm_paths_list(list, sizeof list), strlen(list));
     assert_int_equal(nn_gemm_paths_list(list, 4), strlen("generic") +
-                     (cpu_avx2() ? strlen(" avx2") : 0) + (cpu_avx512() ? strlen(" avx512") : 0));
+                                                      (cpu_avx2() ? strlen(" avx2") : 0) +
+                                                      (cpu_avx512() ? strlen(" avx512") : 0));
     assert_int_equal(strlen(list), 3); /* truncated, NUL-terminated */
 
     /* Back to the cap this run was started with. */
@@ -429,8 +436,7 @@ static void test_dispatch(void **state)
         assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AVX512), -1);
     assert_int_equal(nn_gemm_get_path(), best);
     assert_string_equal(nn_gemm_path_name(NN_GEMM_PATH_GENERIC), "generic");
-    assert_string_equal(nn_gemm_path_name(NN_GEMM_PATH_AUTO),
-                        nn_gemm_path_name(best));
+    assert_string_equal(nn_gemm_path_name(NN_GEMM_PATH_AUTO), nn_gemm_path_name(best));
     assert_string_equal(nn_gemm_path_name(99), "unknown");
 }
 
@@ -440,10 +446,9 @@ static void test_typical_shapes(void **state)
     (void)state;
     static const int shapes[][5] = {
         /* ta tb M N K */
-        {0, 0, 6, 784, 25},   {0, 0, 16, 100, 150}, {0, 0, 32, 196, 800},
-        {0, 0, 64, 49, 1600}, {0, 1, 16, 150, 100}, {1, 0, 150, 100, 16},
-        {0, 1, 32, 120, 400}, {0, 1, 1, 120, 400},  {0, 1, 2, 84, 120},
-        {1, 0, 120, 400, 32}, {0, 0, 32, 400, 120}, {0, 0, 1, 10, 84},
+        {0, 0, 6, 784, 25},     {0, 0, 16, 100, 150}, {0, 0, 32, 196, 800}, {0, 0, 64, 49, 1600},
+        {0, 1, 16, 150, 100},   {1, 0, 150, 100, 16}, {0, 1, 32, 120, 400}, {0, 1, 1, 120, 400},
+        {0, 1, 2, 84, 120},     {1, 0, 120, 400, 32}, {0, 0, 32, 400, 120}, {0, 0, 1, 10, 84},
         {0, 0, 128, 784, 1152},
     };
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
@@ -471,8 +476,7 @@ static void test_degenerate(void **state)
         /* K == 0 with beta 3: C = 3 C, padding column untouched. */
         nn_gemm(1, 1, 3, 4, 0, 1.0f, A, 3, B, 1, 3.0f, C, 5);
         for (int i = 0; i < 3; i++)
-            for (int j = 0; j < 5; j++)
-                assert_true(C[i * 5 + j] == (j < 4 ? 6.0f : 2.0f));
+            for (int j = 0; j < 5; j++) assert_true(C[i * 5 + j] == (j < 4 ? 6.0f : 2.0f));
         /* K == 0 with beta 0 over NaN: zeros. */
         for (int i = 0; i < 64; i++) C[i] = NAN;
         nn_gemm(0, 0, 4, 4, 0, 1.0f, A, 1, B, 4, 0.0f, C, 4);
@@ -507,10 +511,8 @@ static void *job_run(void *arg)
     struct job *j = arg;
     int lda = j->ta ? j->M : j->K, ldb = j->tb ? j->K : j->N;
     for (int rep = 0; rep < 20 && !j->bad; rep++) {
-        nn_gemm(j->ta, j->tb, j->M, j->N, j->K, 1.0f, j->A, lda, j->B, ldb,
-                0.0f, j->C, j->N);
-        if (memcmp(j->C, j->want, (size_t)j->M * j->N * sizeof(float)))
-            j->bad = 1;
+        nn_gemm(j->ta, j->tb, j->M, j->N, j->K, 1.0f, j->A, lda, j->B, ldb, 0.0f, j->C, j->N);
+        if (memcmp(j->C, j->want, (size_t)j->M * j->N * sizeof(float))) j->bad = 1;
     }
     return NULL;
 }
@@ -518,13 +520,11 @@ static void *job_run(void *arg)
 static void test_threads(void **state)
 {
     (void)state;
-    struct job jobs[2] = {{0, 0, 64, 300, 500, 0, 0, 0, 0, 0},
-                          {1, 1, 100, 77, 333, 0, 0, 0, 0, 0}};
+    struct job jobs[2] = {{0, 0, 64, 300, 500, 0, 0, 0, 0, 0}, {1, 1, 100, 77, 333, 0, 0, 0, 0, 0}};
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
     for (int t = 0; t < 2; t++) {
         struct job *j = &jobs[t];
-        size_t na = (size_t)j->M * j->K, nb = (size_t)j->K * j->N,
-               nc = (size_t)j->M * j->N;
+        size_t na = (size_t)j->M * j->K, nb = (size_t)j->K * j->N, nc = (size_t)j->M * j->N;
         j->A = malloc(na * sizeof(float));
         j->B = malloc(nb * sizeof(float));
         j->C = malloc(nc * sizeof(float));
@@ -536,8 +536,7 @@ static void test_threads(void **state)
         for (size_t i = 0; i < na; i++) j->A[i] = rnd_float();
         for (size_t i = 0; i < nb; i++) j->B[i] = rnd_float();
         int lda = j->ta ? j->M : j->K, ldb = j->tb ? j->K : j->N;
-        nn_gemm(j->ta, j->tb, j->M, j->N, j->K, 1.0f, j->A, lda, j->B, ldb,
-                0.0f, j->want, j->N);
+        nn_gemm(j->ta, j->tb, j->M, j->N, j->K, 1.0f, j->A, lda, j->B, ldb, 0.0f, j->want, j->N);
     }
     pthread_t th[2];
     for (int t = 0; t < 2; t++)
@@ -555,14 +554,10 @@ static void test_threads(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_dispatch),
-        cmocka_unit_test(test_isa_env),
-        cmocka_unit_test(test_degenerate),
-        cmocka_unit_test(test_typical_shapes),
-        cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_paths),
-        cmocka_unit_test(test_rows),
-        cmocka_unit_test(test_rows_nt),
+        cmocka_unit_test(test_dispatch),   cmocka_unit_test(test_isa_env),
+        cmocka_unit_test(test_degenerate), cmocka_unit_test(test_typical_shapes),
+        cmocka_unit_test(test_threads),    cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_rows),       cmocka_unit_test(test_rows_nt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,7 +24,10 @@ static char *slurp(const char *path)
     long n = ftell(f);
     fseek(f, 0, SEEK_SET);
     char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
+    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
     if (b) b[n] = 0;
     fclose(f);
     return b;
@@ -40,7 +43,8 @@ static void check_fixture(const char *fixture)
     char err[512];
     nn_net *net = nn_net_load(model, err, sizeof err);
     if (!net) fail_msg("%s: %s", fixture, err);
-    const cJSON *inputs = cJSON_GetObjectItem(root, "inputs"), *logits = cJSON_GetObjectItem(root, "logits");
+    const cJSON *inputs = cJSON_GetObjectItem(root, "inputs"),
+                *logits = cJSON_GetObjectItem(root, "logits");
     int n = cJSON_GetArraySize(inputs), k = nn_net_outputs(net);
     assert_true(n >= 4);
     assert_int_equal(cJSON_GetArraySize(logits), n);
@@ -49,7 +53,8 @@ static void check_fixture(const char *fixture)
     for (int i = 0; i < n; i++) {
         const cJSON *row = cJSON_GetArrayItem(inputs, i);
         assert_int_equal(cJSON_GetArraySize(row), 784);
-        for (int j = 0; j < 784; j++) x[i * 784 + j] = (float)cJSON_GetArrayItem(row, j)->valuedouble / 255.0f;
+        for (int j = 0; j < 784; j++)
+            x[i * 784 + j] = (float)cJSON_GetArrayItem(row, j)->valuedouble / 255.0f;
     }
     nn_net_forward(net, ws, x, n, NULL, z);
     double worst = 0;
@@ -86,16 +91,29 @@ static void check_fixture(const char *fixture)
     free(p);
     nn_ensemble_ws_free(ews);
     nn_ensemble_free(e);
-    free(x); free(z);
+    free(x);
+    free(z);
     nn_ws_free(ws);
     nn_net_free(net);
     cJSON_Delete(root);
     free(text);
 }
 
-static void test_golden_mlp(void **s) { (void)s; check_fixture("tests/fixtures/golden_mlp.json"); }
-static void test_golden_lenet(void **s) { (void)s; check_fixture("tests/fixtures/golden_lenet.json"); }
-static void test_golden_cnn(void **s) { (void)s; check_fixture("tests/fixtures/golden_cnn.json"); }
+static void test_golden_mlp(void **s)
+{
+    (void)s;
+    check_fixture("tests/fixtures/golden_mlp.json");
+}
+static void test_golden_lenet(void **s)
+{
+    (void)s;
+    check_fixture("tests/fixtures/golden_lenet.json");
+}
+static void test_golden_cnn(void **s)
+{
+    (void)s;
+    check_fixture("tests/fixtures/golden_cnn.json");
+}
 
 int main(void)
 {

@@ -29,8 +29,8 @@ static void put_be32(uint8_t *p, uint32_t v)
 
 /* An image file of n rows x cols images, pixel k = k % 251, plus extra
  * bytes appended (negative: that many bytes cut off). */
-static uint8_t *make_images(uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols,
-                            long extra, size_t *len)
+static uint8_t *make_images(uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols, long extra,
+                            size_t *len)
 {
     size_t payload = (size_t)n * rows * cols;
     *len = (size_t)((long)(16 + payload) + extra);
@@ -40,8 +40,7 @@ static uint8_t *make_images(uint32_t magic, uint32_t n, uint32_t rows, uint32_t 
     put_be32(b + 4, n);
     put_be32(b + 8, rows);
     put_be32(b + 12, cols);
-    for (size_t k = 0; k < payload; k++)
-        b[16 + k] = (uint8_t)(k % 251);
+    for (size_t k = 0; k < payload; k++) b[16 + k] = (uint8_t)(k % 251);
     return b;
 }
 
@@ -53,8 +52,7 @@ static uint8_t *make_labels(uint32_t magic, uint32_t n, int mod, long extra, siz
     assert_non_null(b);
     put_be32(b, magic);
     put_be32(b + 4, n);
-    for (uint32_t i = 0; i < n; i++)
-        b[8 + i] = (uint8_t)(i % (uint32_t)mod);
+    for (uint32_t i = 0; i < n; i++) b[8 + i] = (uint8_t)(i % (uint32_t)mod);
     return b;
 }
 
@@ -76,8 +74,7 @@ static void write_gz(const char *path, const uint8_t *b, size_t len)
 
 static void assert_contains(const char *err, const char *want)
 {
-    if (!strstr(err, want))
-        fail_msg("message \"%s\" does not contain \"%s\"", err, want);
+    if (!strstr(err, want)) fail_msg("message \"%s\" does not contain \"%s\"", err, want);
 }
 
 /* ---- parsers over memory ------------------------------------------------ */
@@ -105,8 +102,8 @@ static void test_parse_valid(void **state)
     free(b);
 }
 
-static void images_refused(uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols,
-                           long extra, const char *want)
+static void images_refused(uint32_t magic, uint32_t n, uint32_t rows, uint32_t cols, long extra,
+                           const char *want)
 {
     size_t len;
     /* Header-only buffers for huge dims: the payload must never be touched. */
@@ -150,7 +147,7 @@ static void test_images_refused(void **state)
     char err[256] = "";
     const uint8_t *px;
     int n, r, c;
-    uint8_t hdr[15] = { 0, 0, 8, 3 };
+    uint8_t hdr[15] = {0, 0, 8, 3};
     assert_int_equal(nn_idx_parse_images(hdr, sizeof hdr, &px, &n, &r, &c, err, sizeof err), -1);
     assert_contains(err, "too short");
     assert_int_equal(nn_idx_parse_images(NULL, 0, &px, &n, &r, &c, err, sizeof err), -1);
@@ -165,11 +162,11 @@ static void test_labels_refused(void **state)
         long extra;
         const char *want;
     } cases[] = {
-        { 0x803, 4, 0, "this is an image file" },
-        { 0x802, 4, 0, "bad magic 0x00000802" },
-        { 0x801, 4, -1, "expected 4 bytes of labels, file has 3" },
-        { 0x801, 4, 2, "expected 4 bytes of labels, file has 6" },
-        { 0x801, 0, 0, "label count 0" },
+        {0x803, 4, 0, "this is an image file"},
+        {0x802, 4, 0, "bad magic 0x00000802"},
+        {0x801, 4, -1, "expected 4 bytes of labels, file has 3"},
+        {0x801, 4, 2, "expected 4 bytes of labels, file has 6"},
+        {0x801, 0, 0, "label count 0"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t len;
@@ -181,7 +178,7 @@ static void test_labels_refused(void **state)
         assert_contains(err, cases[i].want);
         free(b);
     }
-    uint8_t big[8] = { 0, 0, 8, 1, 0xff, 0xff, 0xff, 0xff };
+    uint8_t big[8] = {0, 0, 8, 1, 0xff, 0xff, 0xff, 0xff};
     const uint8_t *lb;
     int n;
     char err[256] = "";
@@ -212,8 +209,7 @@ static void test_load_files(void **state)
     write_file(lp, lb, ll);
 
     nn_dataset *d = nn_dataset_load(ip, lp, 10, err, sizeof err);
-    if (!d)
-        fail_msg("load failed: %s", err);
+    if (!d) fail_msg("load failed: %s", err);
     assert_int_equal(d->n, 6);
     assert_int_equal(d->rows, 2);
     assert_int_equal(d->cols, 3);
@@ -285,8 +281,7 @@ static void test_gzip(void **state)
 
     char err[512] = "";
     nn_dataset *d = nn_dataset_load(ip, lp, 10, err, sizeof err);
-    if (!d)
-        fail_msg("gz load failed: %s", err);
+    if (!d) fail_msg("gz load failed: %s", err);
     assert_int_equal(d->n, 50);
     assert_int_equal(d->rows, 28);
     assert_memory_equal(d->images, im + 16, 50 * 28 * 28);
@@ -362,8 +357,7 @@ static void test_load_dir(void **state)
     snprintf(p, sizeof p, "%s/train-labels-idx1-ubyte", sub);
     write_file(p, lb, ll);
     nn_dataset *d = nn_dataset_load_dir(sub, 0, 10, err, sizeof err);
-    if (!d)
-        fail_msg("load_dir failed: %s", err);
+    if (!d) fail_msg("load_dir failed: %s", err);
     assert_int_equal(d->n, 4);
     nn_dataset_free(d);
 
@@ -383,16 +377,13 @@ static void check_real(const nn_dataset *d, int n, int first_label)
     assert_int_equal(d->rows, 28);
     assert_int_equal(d->cols, 28);
     assert_int_equal(d->labels[0], first_label);
-    int hist[10] = { 0 };
-    for (int i = 0; i < d->n; i++)
-        hist[d->labels[i]]++;
-    for (int k = 0; k < 10; k++)
-        assert_true(hist[k] > n / 20); /* every digit well represented */
+    int hist[10] = {0};
+    for (int i = 0; i < d->n; i++) hist[d->labels[i]]++;
+    for (int k = 0; k < 10; k++) assert_true(hist[k] > n / 20); /* every digit well represented */
     /* Pixels use the full 0..255 range, and the border is mostly blank. */
     int maxv = 0;
     for (size_t i = 0; i < (size_t)28 * 28 * 100; i++)
-        if (d->images[i] > maxv)
-            maxv = d->images[i];
+        if (d->images[i] > maxv) maxv = d->images[i];
     assert_int_equal(maxv, 255);
     assert_int_equal(d->images[0], 0);
 }
@@ -401,19 +392,20 @@ static void test_real_mnist(void **state)
 {
     (void)state;
     const char *dir = getenv("MNIST_DIR");
-    if (!dir || !*dir)
-        dir = "data/mnist";
+    if (!dir || !*dir) dir = "data/mnist";
     char err[512] = "";
     nn_dataset *tr = nn_dataset_load_dir(dir, 0, 10, err, sizeof err);
     if (!tr)
         fail_msg("MNIST training set not loadable: %s [run make data; MNIST_DIR "
-                 "overrides the directory]", err);
+                 "overrides the directory]",
+                 err);
     check_real(tr, 60000, 5);
     nn_dataset_free(tr);
     nn_dataset *te = nn_dataset_load_dir(dir, 1, 10, err, sizeof err);
     if (!te)
         fail_msg("MNIST test set not loadable: %s [run make data; MNIST_DIR "
-                 "overrides the directory]", err);
+                 "overrides the directory]",
+                 err);
     check_real(te, 10000, 7);
     nn_dataset_free(te);
 }
@@ -421,14 +413,10 @@ static void test_real_mnist(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_valid),
-        cmocka_unit_test(test_images_refused),
-        cmocka_unit_test(test_labels_refused),
-        cmocka_unit_test(test_load_files),
-        cmocka_unit_test(test_gzip),
-        cmocka_unit_test(test_gzip_bomb),
-        cmocka_unit_test(test_load_dir),
-        cmocka_unit_test(test_real_mnist),
+        cmocka_unit_test(test_parse_valid),    cmocka_unit_test(test_images_refused),
+        cmocka_unit_test(test_labels_refused), cmocka_unit_test(test_load_files),
+        cmocka_unit_test(test_gzip),           cmocka_unit_test(test_gzip_bomb),
+        cmocka_unit_test(test_load_dir),       cmocka_unit_test(test_real_mnist),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -29,8 +29,7 @@ static void bytes_put(bytes *b, const void *src, size_t n)
 {
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 1024;
-        while (cap < b->len + n)
-            cap *= 2;
+        while (cap < b->len + n) cap *= 2;
         b->p = realloc(b->p, cap);
         assert_non_null(b->p);
         b->cap = cap;
@@ -58,11 +57,9 @@ static void chunk(bytes *b, const char *type, const uint8_t *data, uint32_t n)
     put32(hdr, n);
     memcpy(hdr + 4, type, 4);
     bytes_put(b, hdr, 8);
-    if (n)
-        bytes_put(b, data, n);
+    if (n) bytes_put(b, data, n);
     uLong crc = crc32(0L, (const Bytef *)type, 4);
-    if (n)
-        crc = crc32(crc, data, n);
+    if (n) crc = crc32(crc, data, n);
     uint8_t c[4];
     put32(c, (uint32_t)crc);
     bytes_put(b, c, 4);
@@ -89,7 +86,7 @@ static bytes make_bomb(uint32_t w, uint32_t h)
     z_stream z;
     memset(&z, 0, sizeof z);
     assert_int_equal(deflateInit(&z, 9), Z_OK);
-    uint8_t *row = calloc(1, (size_t)w + 1);   /* filter byte 0 + zeros */
+    uint8_t *row = calloc(1, (size_t)w + 1); /* filter byte 0 + zeros */
     uint8_t out[65536];
     assert_non_null(row);
     for (uint32_t y = 0; y < h; y++) {
@@ -102,8 +99,7 @@ static bytes make_bomb(uint32_t w, uint32_t h)
             int r = deflate(&z, flush);
             assert_true(r == Z_OK || r == Z_STREAM_END || r == Z_BUF_ERROR);
             uint32_t got = (uint32_t)(sizeof out - z.avail_out);
-            if (got)
-                chunk(&b, "IDAT", out, got);
+            if (got) chunk(&b, "IDAT", out, got);
         } while (z.avail_out == 0);
     }
     deflateEnd(&z);
@@ -116,8 +112,7 @@ static void encode(const img_png_spec *s, uint8_t **png, size_t *len)
 {
     char err[200];
     img_status st = img_png_encode(s, png, len, err, sizeof err);
-    if (st != IMG_OK)
-        fail_msg("encode: %s", err);
+    if (st != IMG_OK) fail_msg("encode: %s", err);
 }
 
 /* Decodes and expects success. */
@@ -126,13 +121,12 @@ static uint8_t *decode(const uint8_t *png, size_t len, uint32_t *w, uint32_t *h)
     char err[200];
     uint8_t *g = NULL;
     img_status st = img_png_decode(png, len, NULL, &g, w, h, err, sizeof err);
-    if (st != IMG_OK)
-        fail_msg("decode: %s (%s)", pipe_status_name(pipe_status_from_img(st)), err);
+    if (st != IMG_OK) fail_msg("decode: %s (%s)", pipe_status_name(pipe_status_from_img(st)), err);
     return g;
 }
 
-static img_status decode_status(const uint8_t *png, size_t len, const img_limits *lim,
-                                char *err, size_t errlen)
+static img_status decode_status(const uint8_t *png, size_t len, const img_limits *lim, char *err,
+                                size_t errlen)
 {
     uint8_t *g = (uint8_t *)1;
     uint32_t w = 7, h = 7;
@@ -165,18 +159,16 @@ static long peak_rss_kib(void)
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
     long v = -1;
-    if (!f)
-        return -1;
+    if (!f) return -1;
     while (fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %ld", &v) == 1)
-            break;
+        if (sscanf(line, "VmHWM: %ld", &v) == 1) break;
     fclose(f);
     return v;
 }
 
 /* ---- decoding: colour types and depths ------------------------------------ */
 
-#define TW 19   /* odd sizes exercise partial bytes and Adam7 edges */
+#define TW 19 /* odd sizes exercise partial bytes and Adam7 edges */
 #define TH 13
 
 /* A deterministic pattern in 0..max. */
@@ -190,10 +182,13 @@ static void check_gray_depth(int depth, int interlace)
     unsigned max = (1u << depth) - 1;
     uint16_t s[TW * TH];
     for (uint32_t y = 0; y < TH; y++)
-        for (uint32_t x = 0; x < TW; x++)
-            s[y * TW + x] = (uint16_t)pat(x, y, max, 0);
-    img_png_spec spec = {.width = TW, .height = TH, .color_type = 0,
-                         .bit_depth = depth, .interlace = interlace, .samples = s};
+        for (uint32_t x = 0; x < TW; x++) s[y * TW + x] = (uint16_t)pat(x, y, max, 0);
+    img_png_spec spec = {.width = TW,
+                         .height = TH,
+                         .color_type = 0,
+                         .bit_depth = depth,
+                         .interlace = interlace,
+                         .samples = s};
     uint8_t *png;
     size_t len;
     encode(&spec, &png, &len);
@@ -205,7 +200,8 @@ static void check_gray_depth(int depth, int interlace)
         /* depth<=8 replicates bits; 16 -> 8 rounds v*255/65535 */
         unsigned want = depth == 16 ? (s[i] * 255u + 32767u) / 65535u : s[i] * 255u / max;
         if (g[i] != want)
-            fail_msg("gray%d interlace %d pixel %d: got %u want %u", depth, interlace, i, g[i], want);
+            fail_msg("gray%d interlace %d pixel %d: got %u want %u", depth, interlace, i, g[i],
+                     want);
     }
     free(g);
     free(png);
@@ -226,16 +222,14 @@ static void test_gray16_exact_levels(void **state)
     (void)state;
     /* v*257 is the 16-bit twin of v: must come back as exactly v */
     uint16_t s[256];
-    for (int i = 0; i < 256; i++)
-        s[i] = (uint16_t)(i * 257);
+    for (int i = 0; i < 256; i++) s[i] = (uint16_t)(i * 257);
     img_png_spec spec = {.width = 256, .height = 1, .color_type = 0, .bit_depth = 16, .samples = s};
     uint8_t *png;
     size_t len;
     encode(&spec, &png, &len);
     uint32_t w, h;
     uint8_t *g = decode(png, len, &w, &h);
-    for (int i = 0; i < 256; i++)
-        assert_int_equal(g[i], i);
+    for (int i = 0; i < 256; i++) assert_int_equal(g[i], i);
     free(g);
     free(png);
 }
@@ -260,16 +254,19 @@ static void check_rgb(int depth, int interlace)
             want[y * TW + x] = luma(c[0], c[1], c[2]);
         }
     (void)max;
-    img_png_spec spec = {.width = TW, .height = TH, .color_type = 2,
-                         .bit_depth = depth, .interlace = interlace, .samples = s};
+    img_png_spec spec = {.width = TW,
+                         .height = TH,
+                         .color_type = 2,
+                         .bit_depth = depth,
+                         .interlace = interlace,
+                         .samples = s};
     uint8_t *png;
     size_t len;
     encode(&spec, &png, &len);
     uint32_t w, h;
     uint8_t *g = decode(png, len, &w, &h);
     for (int i = 0; i < TW * TH; i++)
-        if (g[i] != want[i])
-            fail_msg("rgb%d pixel %d: got %u want %u", depth, i, g[i], want[i]);
+        if (g[i] != want[i]) fail_msg("rgb%d pixel %d: got %u want %u", depth, i, g[i], want[i]);
     for (uint32_t y = 0; y < TH; y++)
         assert_int_equal(g[y * TW], s[y * TW * 3] / (depth == 16 ? 257 : 1));
     free(g);
@@ -310,15 +307,19 @@ static void check_alpha_composite(int ctype, int depth, int interlace)
             p[ch - 1] = (uint16_t)(a * mul);
             want[y * TW + x] = over_white(v, a);
         }
-    img_png_spec spec = {.width = TW, .height = TH, .color_type = ctype,
-                         .bit_depth = depth, .interlace = interlace, .samples = s};
+    img_png_spec spec = {.width = TW,
+                         .height = TH,
+                         .color_type = ctype,
+                         .bit_depth = depth,
+                         .interlace = interlace,
+                         .samples = s};
     uint8_t *png;
     size_t len;
     encode(&spec, &png, &len);
     uint32_t w, h;
     uint8_t *g = decode(png, len, &w, &h);
     for (int i = 0; i < TW * TH; i++)
-        if (abs((int)g[i] - (int)want[i]) > 1)  /* luma then composite: +-1 */
+        if (abs((int)g[i] - (int)want[i]) > 1) /* luma then composite: +-1 */
             fail_msg("type %d depth %d pixel %d: got %u want %u", ctype, depth, i, g[i], want[i]);
     free(g);
     free(png);
@@ -349,8 +350,7 @@ static void test_opaque_alpha_is_plain(void **state)
     encode(&spec, &png, &len);
     uint32_t w, h;
     uint8_t *g = decode(png, len, &w, &h);
-    for (int i = 0; i < TW * TH; i++)
-        assert_int_equal(g[i], (i * 37) % 256);
+    for (int i = 0; i < TW * TH; i++) assert_int_equal(g[i], (i * 37) % 256);
     free(g);
     free(png);
 }
@@ -368,11 +368,16 @@ static void check_palette(int depth, int with_trns, int interlace)
     trns[0] = 0;
     uint16_t s[TW * TH];
     for (uint32_t y = 0; y < TH; y++)
-        for (uint32_t x = 0; x < TW; x++)
-            s[y * TW + x] = (uint16_t)pat(x, y, (unsigned)n - 1, 5);
-    img_png_spec spec = {.width = TW, .height = TH, .color_type = 3, .bit_depth = depth,
-                         .interlace = interlace, .samples = s, .palette = pal,
-                         .palette_len = n, .trns = with_trns ? trns : NULL,
+        for (uint32_t x = 0; x < TW; x++) s[y * TW + x] = (uint16_t)pat(x, y, (unsigned)n - 1, 5);
+    img_png_spec spec = {.width = TW,
+                         .height = TH,
+                         .color_type = 3,
+                         .bit_depth = depth,
+                         .interlace = interlace,
+                         .samples = s,
+                         .palette = pal,
+                         .palette_len = n,
+                         .trns = with_trns ? trns : NULL,
                          .trns_len = with_trns ? n : 0};
     uint8_t *png;
     size_t len;
@@ -385,8 +390,7 @@ static void check_palette(int depth, int with_trns, int interlace)
         uint8_t want = with_trns ? over_white(v, trns[k]) : v;
         /* 1-bit with tRNS: one visible colour, alpha varies -> the
          * canvas rule applies and alpha is the ink */
-        if (with_trns && depth == 1)
-            want = (uint8_t)(255 - trns[k]);
+        if (with_trns && depth == 1) want = (uint8_t)(255 - trns[k]);
         if (abs((int)g[i] - (int)want) > (with_trns ? 1 : 0))
             fail_msg("palette%d trns %d pixel %d: got %u want %u", depth, with_trns, i, g[i], want);
     }
@@ -413,7 +417,7 @@ static void test_gray_trns(void **state)
      * tRNS for palettes only). 4x1: 0 (transparent key), 0 .. */
     bytes b = {0};
     sig_ihdr(&b, 4, 1, 8, 0);
-    uint8_t trns[2] = {0, 200};          /* gray 200 is transparent */
+    uint8_t trns[2] = {0, 200}; /* gray 200 is transparent */
     chunk(&b, "tRNS", trns, 2);
     uint8_t raw[5] = {0, 200, 0, 100, 255};
     uint8_t z[64];
@@ -435,7 +439,9 @@ static void test_gray_trns(void **state)
 /* ---- alpha as ink ----------------------------------------------------------- */
 
 /* Anti-aliased thick polyline rendering into a coverage map 0..1. */
-typedef struct { float x0, y0, x1, y1; } seg;
+typedef struct {
+    float x0, y0, x1, y1;
+} seg;
 
 static float seg_dist(const seg *s, float px, float py)
 {
@@ -457,8 +463,7 @@ static void render(float *cov, uint32_t w, uint32_t h, const seg *segs, int n, f
             for (int i = 0; i < n; i++) {
                 seg s = {segs[i].x0 * w, segs[i].y0 * h, segs[i].x1 * w, segs[i].y1 * h};
                 float d = seg_dist(&s, x + 0.5f, y + 0.5f);
-                if (d < best)
-                    best = d;
+                if (d < best) best = d;
             }
             float c = thick / 2 + 0.5f - best;
             cov[y * w + x] = c < 0 ? 0 : c > 1 ? 1 : c;
@@ -466,14 +471,16 @@ static void render(float *cov, uint32_t w, uint32_t h, const seg *segs, int n, f
 }
 
 static const seg SEVEN[] = {
-    {0.25f, 0.2f, 0.75f, 0.2f}, {0.75f, 0.2f, 0.45f, 0.85f}, {0.4f, 0.52f, 0.7f, 0.52f},
+    {0.25f, 0.2f, 0.75f, 0.2f},
+    {0.75f, 0.2f, 0.45f, 0.85f},
+    {0.4f, 0.52f, 0.7f, 0.52f},
 };
 
 /* RGBA canvas export: stroke colour (r,g,b) with alpha = coverage; fully
  * transparent pixels carry colour bg_rgb (canvas exports vary: 0,0,0 or the
  * stroke colour). */
-static uint8_t *canvas_png(unsigned r, unsigned g, unsigned b, unsigned bg_rgb,
-                           uint32_t w, uint32_t h, size_t *len)
+static uint8_t *canvas_png(unsigned r, unsigned g, unsigned b, unsigned bg_rgb, uint32_t w,
+                           uint32_t h, size_t *len)
 {
     float *cov = malloc(sizeof(float) * w * h);
     uint16_t *s = malloc(sizeof(uint16_t) * 4 * w * h);
@@ -511,11 +518,10 @@ static void test_canvas_alpha_is_ink(void **state)
         uint8_t *png = canvas_png(cols[c][0], cols[c][1], cols[c][2], cols[c][3], W, H, &len);
         uint8_t *g = decode(png, len, &w, &h);
         free(png);
-        assert_int_equal(g[0], 255);                      /* background white */
+        assert_int_equal(g[0], 255); /* background white */
         int dark = 0;
-        for (uint32_t i = 0; i < W * H; i++)
-            dark += g[i] == 0;
-        assert_true(dark > 200);                           /* strokes black */
+        for (uint32_t i = 0; i < W * H; i++) dark += g[i] == 0;
+        assert_true(dark > 200); /* strokes black */
         if (!ref) {
             ref = g;
         } else {
@@ -539,11 +545,9 @@ static void test_canvas_white_strokes_through_prep(void **state)
     uint8_t *p2 = canvas_png(0, 0, 0, 0, 200, 200, &len);
     uint8_t *g2 = decode(p2, len, &w, &h);
     assert_int_equal(img_prep_mnist(g2, w, h, b, err, sizeof err), IMG_OK);
-    for (int i = 0; i < 784; i++)
-        assert_float_equal(a[i], b[i], 1e-6);
+    for (int i = 0; i < 784; i++) assert_float_equal(a[i], b[i], 1e-6);
     float mx = 0;
-    for (int i = 0; i < 784; i++)
-        mx = a[i] > mx ? a[i] : mx;
+    for (int i = 0; i < 784; i++) mx = a[i] > mx ? a[i] : mx;
     assert_float_equal(mx, 1.0, 1e-6);
     assert_float_equal(a[0], 0.0, 1e-6);
     free(p1);
@@ -557,11 +561,15 @@ static void test_canvas_white_strokes_through_prep(void **state)
 static uint8_t *small_png(size_t *len, int interlace, const char *text)
 {
     uint16_t s[TW * TH * 3];
-    for (int i = 0; i < TW * TH * 3; i++)
-        s[i] = (uint16_t)((i * 31) % 256);
-    img_png_spec spec = {.width = TW, .height = TH, .color_type = 2, .bit_depth = 8,
-                         .interlace = interlace, .samples = s,
-                         .text_key = text ? "Comment" : NULL, .text = text};
+    for (int i = 0; i < TW * TH * 3; i++) s[i] = (uint16_t)((i * 31) % 256);
+    img_png_spec spec = {.width = TW,
+                         .height = TH,
+                         .color_type = 2,
+                         .bit_depth = 8,
+                         .interlace = interlace,
+                         .samples = s,
+                         .text_key = text ? "Comment" : NULL,
+                         .text = text};
     uint8_t *png;
     encode(&spec, &png, len);
     return png;
@@ -617,8 +625,7 @@ static size_t find_chunk(const uint8_t *png, size_t len, const char *type)
     size_t off = 8;
     while (off + 12 <= len) {
         uint32_t n = get32(png + off);
-        if (memcmp(png + off + 4, type, 4) == 0)
-            return off;
+        if (memcmp(png + off + 4, type, 4) == 0) return off;
         off += 12 + (size_t)n;
     }
     return 0;
@@ -641,7 +648,7 @@ static void test_bad_crc(void **state)
         uint8_t *png = small_png(&len, 0, NULL);
         size_t off = find_chunk(png, len, crit[i]);
         assert_true(off > 0);
-        png[off + 8 + get32(png + off)] ^= 0x55;   /* first CRC byte */
+        png[off + 8 + get32(png + off)] ^= 0x55; /* first CRC byte */
         assert_int_equal(decode_status(png, len, NULL, err, sizeof err), IMG_ERR_CORRUPT);
         assert_non_null(strstr(err, "CRC"));
         free(png);
@@ -666,19 +673,20 @@ static void test_bad_zlib(void **state)
         uint32_t n = get32(png + off);
         uint8_t *d = png + off + 8;
         if (how == 0) {
-            d[0] = 0x00;                  /* bad zlib header */
+            d[0] = 0x00; /* bad zlib header */
             d[1] = 0x00;
         } else if (how == 1) {
-            for (uint32_t i = 2; i < n; i++)   /* garbage deflate data */
+            for (uint32_t i = 2; i < n; i++) /* garbage deflate data */
                 d[i] = (uint8_t)(i * 151 + 17);
         } else {
-            d[n - 1] ^= 0xff;              /* adler32 mismatch */
+            d[n - 1] ^= 0xff; /* adler32 mismatch */
             d[n - 2] ^= 0xff;
         }
         fix_crc(png, off);
         img_status st = decode_status(png, len, NULL, err, sizeof err);
         if (st != IMG_ERR_CORRUPT)
-            fail_msg("zlib damage %d: got %s (%s)", how, pipe_status_name(pipe_status_from_img(st)), err);
+            fail_msg("zlib damage %d: got %s (%s)", how, pipe_status_name(pipe_status_from_img(st)),
+                     err);
         free(png);
     }
 }
@@ -700,7 +708,7 @@ static void test_too_large_header(void **state)
 
     /* custom limits: width, height and pixel count separately */
     size_t len;
-    uint8_t *png = small_png(&len, 0, NULL);   /* 19 x 13 */
+    uint8_t *png = small_png(&len, 0, NULL); /* 19 x 13 */
     img_limits lim;
     img_limits_default(&lim);
     lim.max_width = 18;
@@ -771,7 +779,7 @@ static void test_huge_text_chunks(void **state)
      * check below would otherwise be blind). */
     free(text);
     bytes zt = {0};
-    bytes_put(&zt, "Comment\0\0", 9);            /* keyword, NUL, method 0 */
+    bytes_put(&zt, "Comment\0\0", 9); /* keyword, NUL, method 0 */
     z_stream z;
     memset(&z, 0, sizeof z);
     assert_int_equal(deflateInit(&z, 9), Z_OK);
@@ -813,10 +821,8 @@ static void test_huge_text_chunks(void **state)
     /* thousands of small text chunks: skipped, no growth */
     b = (bytes){0};
     sig_ihdr(&b, 1, 1, 8, 0);
-    for (int i = 0; i < 5000; i++)
-        chunk(&b, "tEXt", (const uint8_t *)"k\0value", 7);
-    for (int i = 0; i < 5000; i++)
-        chunk(&b, "prVt", (const uint8_t *)"data", 4);
+    for (int i = 0; i < 5000; i++) chunk(&b, "tEXt", (const uint8_t *)"k\0value", 7);
+    for (int i = 0; i < 5000; i++) chunk(&b, "prVt", (const uint8_t *)"data", 4);
     uint8_t raw[2] = {0, 77};
     z4l = sizeof z4;
     assert_int_equal(compress(z4, &z4l, raw, 2), Z_OK);
@@ -856,8 +862,8 @@ static void stats(const float *o, double *cx, double *cy, int *bw, int *bh, floa
 }
 
 /* Renders segments at w x h: ink value `ink` on background `bg`. */
-static uint8_t *draw(uint32_t w, uint32_t h, const seg *segs, int n, float thick,
-                     unsigned ink, unsigned bg)
+static uint8_t *draw(uint32_t w, uint32_t h, const seg *segs, int n, float thick, unsigned ink,
+                     unsigned bg)
 {
     float *cov = malloc(sizeof(float) * w * h);
     uint8_t *g = malloc((size_t)w * h);
@@ -881,9 +887,9 @@ static void test_prep_large_black_on_white(void **state)
     int bw, bh;
     float mx;
     stats(o, &cx, &cy, &bw, &bh, &mx);
-    assert_float_equal(o[0], 0.0, 1e-6);          /* background dark */
+    assert_float_equal(o[0], 0.0, 1e-6); /* background dark */
     assert_float_equal(o[783], 0.0, 1e-6);
-    assert_float_equal(mx, 1.0, 1e-6);            /* strokes bright */
+    assert_float_equal(mx, 1.0, 1e-6); /* strokes bright */
     assert_true(fabs(cx - 14.0) <= 0.5);
     assert_true(fabs(cy - 14.0) <= 0.5);
     int longest = bw > bh ? bw : bh;
@@ -893,13 +899,11 @@ static void test_prep_large_black_on_white(void **state)
     float o2[784];
     uint8_t *g2 = draw(480, 480, SEVEN, 3, 40, 255, 0);
     assert_int_equal(img_prep_mnist(g2, 480, 480, o2, err, sizeof err), IMG_OK);
-    for (int i = 0; i < 784; i++)
-        assert_float_equal(o[i], o2[i], 1e-5);
+    for (int i = 0; i < 784; i++) assert_float_equal(o[i], o2[i], 1e-5);
     free(g2);
-    g2 = draw(480, 480, SEVEN, 3, 40, 60, 200);   /* pencil on grey paper */
+    g2 = draw(480, 480, SEVEN, 3, 40, 60, 200); /* pencil on grey paper */
     assert_int_equal(img_prep_mnist(g2, 480, 480, o2, err, sizeof err), IMG_OK);
-    for (int i = 0; i < 784; i++)
-        assert_float_equal(o[i], o2[i], 0.02);
+    for (int i = 0; i < 784; i++) assert_float_equal(o[i], o2[i], 0.02);
     free(g2);
     free(g);
 }
@@ -923,11 +927,11 @@ static void test_prep_aspect_ratio(void **state)
     free(g);
     /* a wide "-" shape 2:1 in a non-square image: 20 x ~10 */
     const seg bar[] = {{0.2f, 0.5f, 0.8f, 0.5f}};
-    g = draw(400, 300, bar, 1, 120, 0, 255);       /* box 360 x 120 */
+    g = draw(400, 300, bar, 1, 120, 0, 255); /* box 360 x 120 */
     assert_int_equal(img_prep_mnist(g, 400, 300, o, err, sizeof err), IMG_OK);
     stats(o, &cx, &cy, &bw, &bh, &mx);
     assert_true(bw >= 19 && bw <= 20);
-    assert_true(bh >= 6 && bh <= 8);               /* 120/360*20 = 6.7 */
+    assert_true(bh >= 6 && bh <= 8); /* 120/360*20 = 6.7 */
     free(g);
 }
 
@@ -940,11 +944,9 @@ static void test_prep_ignores_faint_specks(void **state)
     assert_int_equal(img_prep_mnist(g, 300, 300, a, err, sizeof err), IMG_OK);
     /* faint speck far from the digit (5% of full ink): no effect on the box */
     for (int y = 2; y < 6; y++)
-        for (int x = 290; x < 294; x++)
-            g[y * 300 + x] = 243;
+        for (int x = 290; x < 294; x++) g[y * 300 + x] = 243;
     assert_int_equal(img_prep_mnist(g, 300, 300, b, err, sizeof err), IMG_OK);
-    for (int i = 0; i < 784; i++)
-        assert_float_equal(a[i], b[i], 0.02);
+    for (int i = 0; i < 784; i++) assert_float_equal(a[i], b[i], 0.02);
     free(g);
 }
 
@@ -960,7 +962,7 @@ static void test_prep_blank(void **state)
         assert_int_equal(img_prep_mnist(g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
         assert_true(strlen(err) > 0);
     }
-    for (int i = 0; i < 64 * 64; i++)             /* sensor noise, no digit */
+    for (int i = 0; i < 64 * 64; i++) /* sensor noise, no digit */
         g[i] = (uint8_t)(250 + (i * 7919) % 5);
     assert_int_equal(img_prep_mnist(g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
     assert_int_equal(img_prep_mnist(g, 0, 0, o, err, sizeof err), IMG_ERR_BLANK);
@@ -972,8 +974,7 @@ static void test_prep_blank(void **state)
 
 static void quantize(const float *o, uint8_t *g)
 {
-    for (int i = 0; i < 784; i++)
-        g[i] = (uint8_t)lroundf(o[i] * 255);
+    for (int i = 0; i < 784; i++) g[i] = (uint8_t)lroundf(o[i] * 255);
 }
 
 static void test_prep_idempotent_on_synthetic_mnist(void **state)
@@ -994,14 +995,11 @@ static void test_prep_idempotent_on_synthetic_mnist(void **state)
         /* a is MNIST-like: 8-bit, 20 px box, centred; it must pass through */
         quantize(a, q);
         assert_int_equal(img_prep_mnist(q, 28, 28, b, err, sizeof err), IMG_OK);
-        for (int i = 0; i < 784; i++)
-            assert_float_equal(b[i], q[i] / 255.0f, 1e-6);
+        for (int i = 0; i < 784; i++) assert_float_equal(b[i], q[i] / 255.0f, 1e-6);
         /* and black-on-white at 28x28 as well */
-        for (int i = 0; i < 784; i++)
-            q[i] = (uint8_t)(255 - q[i]);
+        for (int i = 0; i < 784; i++) q[i] = (uint8_t)(255 - q[i]);
         assert_int_equal(img_prep_mnist(q, 28, 28, b, err, sizeof err), IMG_OK);
-        for (int i = 0; i < 784; i++)
-            assert_float_equal(b[i], (255 - q[i]) / 255.0f, 1e-6);
+        for (int i = 0; i < 784; i++) assert_float_equal(b[i], (255 - q[i]) / 255.0f, 1e-6);
     }
 }
 
@@ -1012,8 +1010,7 @@ static uint8_t *load_mnist(int n)
     char path[1024];
     snprintf(path, sizeof path, "%s/t10k-images-idx3-ubyte", dir ? dir : "data/mnist");
     FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s: run `make data` first (or set MNIST_DIR)", path);
+    if (!f) fail_msg("cannot open %s: run `make data` first (or set MNIST_DIR)", path);
     uint8_t hdr[16];
     if (fread(hdr, 1, 16, f) != 16 || get32(hdr) != 0x803 || get32(hdr + 8) != 28 ||
         get32(hdr + 12) != 28 || get32(hdr + 4) < (uint32_t)n) {
@@ -1053,12 +1050,10 @@ static void test_prep_real_mnist_passes_through(void **state)
         total += d / 784;
         /* inverted (black on white) gives the same input */
         uint8_t inv[784];
-        for (int i = 0; i < 784; i++)
-            inv[i] = (uint8_t)(255 - g[i]);
+        for (int i = 0; i < 784; i++) inv[i] = (uint8_t)(255 - g[i]);
         assert_int_equal(img_prep_mnist(inv, 28, 28, o, err, sizeof err), IMG_OK);
         same = 1;
-        for (int i = 0; i < 784; i++)
-            same &= o[i] == g[i] / 255.0f;
+        for (int i = 0; i < 784; i++) same &= o[i] == g[i] / 255.0f;
         exact_inv += same;
     }
     print_message("MNIST pass-through: %d/%d exact, %d/%d inverted exact, mean |diff| %.5f\n",
@@ -1088,11 +1083,9 @@ static void test_prep_upscaled_mnist_close(void **state)
                 big[y * 28 * S + x] = (uint8_t)(255 - g[(y / S) * 28 + x / S]);
         assert_int_equal(img_prep_mnist(big, 28 * S, 28 * S, o, err, sizeof err), IMG_OK);
         double d = 0;
-        for (int i = 0; i < 784; i++)
-            d += fabs(o[i] - g[i] / 255.0);
+        for (int i = 0; i < 784; i++) d += fabs(o[i] - g[i] / 255.0);
         d /= 784;
-        if (d > worst)
-            worst = d;
+        if (d > worst) worst = d;
     }
     print_message("upscaled MNIST: worst mean |diff| %.4f\n", worst);
     assert_true(worst < 0.05);
@@ -1109,10 +1102,9 @@ static void fashion_like(uint8_t g[784])
     memset(g, 0, 784);
     for (int y = 0; y < 28; y++)
         for (int x = 2; x <= 25; x++) {
-            int sleeve = y < 12;                    /* full width up top */
+            int sleeve = y < 12; /* full width up top */
             int body = x >= 7 && x <= 20;
-            if (sleeve || body)
-                g[y * 28 + x] = (uint8_t)(150 + (x * 7 + y * 13) % 106);
+            if (sleeve || body) g[y * 28 + x] = (uint8_t)(150 + (x * 7 + y * 13) % 106);
         }
     g[5 * 28 + 10] = 255;
 }
@@ -1120,8 +1112,7 @@ static void fashion_like(uint8_t g[784])
 static double mean_abs_diff(const float *o, const uint8_t *g)
 {
     double d = 0;
-    for (int i = 0; i < 784; i++)
-        d += fabs(o[i] - g[i] / 255.0);
+    for (int i = 0; i < 784; i++) d += fabs(o[i] - g[i] / 255.0);
     return d / 784;
 }
 
@@ -1133,8 +1124,7 @@ static void test_fit_fashion_like_passes_through(void **state)
     float o[784], o2[784];
     fashion_like(g);
     assert_int_equal(img_prep_fit(g, 28, 28, o, err, sizeof err), IMG_OK);
-    for (int i = 0; i < 784; i++)
-        assert_float_equal(o[i], g[i] / 255.0f, 1e-6);
+    for (int i = 0; i < 784; i++) assert_float_equal(o[i], g[i] / 255.0f, 1e-6);
     /* the dispatcher picks the same function ... */
     assert_int_equal(img_prep_by_name("fit", g, 28, 28, o2, err, sizeof err), IMG_OK);
     assert_memory_equal(o, o2, sizeof o);
@@ -1162,11 +1152,9 @@ static void test_fit_off_centre_gets_centred(void **state)
     fashion_like(g);
     memset(s, 0, sizeof s);
     for (int y = 0; y < 28; y++)
-        for (int x = 0; x + 2 < 28; x++)
-            s[y * 28 + x] = g[y * 28 + x + 2];
+        for (int x = 0; x + 2 < 28; x++) s[y * 28 + x] = g[y * 28 + x + 2];
     assert_int_equal(img_prep_fit(s, 28, 28, o, err, sizeof err), IMG_OK);
-    for (int i = 0; i < 784; i++)
-        assert_float_equal(o[i], g[i] / 255.0f, 1e-6);
+    for (int i = 0; i < 784; i++) assert_float_equal(o[i], g[i] / 255.0f, 1e-6);
 }
 
 static void test_fit_upscaled_inverted_close(void **state)
@@ -1178,8 +1166,7 @@ static void test_fit_upscaled_inverted_close(void **state)
     fashion_like(g);
     /* 2x nearest, dark product on white paper */
     for (int y = 0; y < 56; y++)
-        for (int x = 0; x < 56; x++)
-            big[y * 56 + x] = (uint8_t)(255 - g[(y / 2) * 28 + x / 2]);
+        for (int x = 0; x < 56; x++) big[y * 56 + x] = (uint8_t)(255 - g[(y / 2) * 28 + x / 2]);
     assert_int_equal(img_prep_fit(big, 56, 56, o, err, sizeof err), IMG_OK);
     double d = mean_abs_diff(o, g);
     print_message("fit, 2x inverted: mean |diff| %.5f\n", d);
@@ -1210,11 +1197,11 @@ static void test_fit_aspect_ratio(void **state)
     free(g);
     /* wide 3:1 bar in a non-square image: 28 x ~9, box centred vertically */
     const seg bar[] = {{0.2f, 0.3f, 0.8f, 0.3f}};
-    g = draw(400, 300, bar, 1, 80, 0, 255);        /* box ~320 x 80 */
+    g = draw(400, 300, bar, 1, 80, 0, 255); /* box ~320 x 80 */
     assert_int_equal(img_prep_fit(g, 400, 300, o, err, sizeof err), IMG_OK);
     stats(o, &cx, &cy, &bw, &bh, &mx);
     assert_true(bw >= 27 && bw <= 28);
-    assert_true(bh >= 6 && bh <= 9);               /* 80/320*28 = 7 */
+    assert_true(bh >= 6 && bh <= 9); /* 80/320*28 = 7 */
     assert_true(fabs(cy - 13.5) <= 0.6);
     free(g);
 }
@@ -1229,11 +1216,10 @@ static void test_fit_blank(void **state)
     err[0] = 0;
     assert_int_equal(img_prep_fit(g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
     assert_true(strlen(err) > 0);
-    g[100] = 250;                                  /* below the contrast floor */
+    g[100] = 250; /* below the contrast floor */
     assert_int_equal(img_prep_fit(g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
     assert_int_equal(img_prep_fit(NULL, 0, 0, o, err, sizeof err), IMG_ERR_BLANK);
-    for (int i = 0; i < 784; i++)
-        assert_float_equal(o[i], 0.0, 0);
+    for (int i = 0; i < 784; i++) assert_float_equal(o[i], 0.0, 0);
     assert_int_equal(img_prep_by_name("fit", g, 64, 64, o, err, sizeof err), IMG_ERR_BLANK);
 }
 
@@ -1246,15 +1232,13 @@ static void test_fit_real_fashion_passes_through(void **state)
     const char *path = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
     const int N = 50;
     gzFile f = gzopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s: install dataset-fashion-mnist (make deps-test)", path);
+    if (!f) fail_msg("cannot open %s: install dataset-fashion-mnist (make deps-test)", path);
     uint8_t hdr[16];
     static uint8_t img[50 * 784];
     int ok = gzread(f, hdr, 16) == 16 && get32(hdr) == 0x803 && get32(hdr + 8) == 28 &&
              get32(hdr + 12) == 28 && gzread(f, img, sizeof img) == (int)sizeof img;
     gzclose(f);
-    if (!ok)
-        fail_msg("%s: not a 28x28 IDX image file with %d images", path, N);
+    if (!ok) fail_msg("%s: not a 28x28 IDX image file with %d images", path, N);
     char err[200];
     float o[784];
     double total = 0, total_inv = 0, worst = 0;
@@ -1263,11 +1247,9 @@ static void test_fit_real_fashion_passes_through(void **state)
         assert_int_equal(img_prep_fit(g, 28, 28, o, err, sizeof err), IMG_OK);
         double d = mean_abs_diff(o, g);
         total += d;
-        if (d > worst)
-            worst = d;
+        if (d > worst) worst = d;
         uint8_t inv[784];
-        for (int i = 0; i < 784; i++)
-            inv[i] = (uint8_t)(255 - g[i]);
+        for (int i = 0; i < 784; i++) inv[i] = (uint8_t)(255 - g[i]);
         assert_int_equal(img_prep_fit(inv, 28, 28, o, err, sizeof err), IMG_OK);
         total_inv += mean_abs_diff(o, g);
     }

@@ -31,7 +31,8 @@ static void fill(float *v, size_t n, uint64_t seed, float lo, float hi)
 static void near(float a, float b, double scale, const char *what, size_t i)
 {
     double tol = 4e-5 * (1.0 + scale);
-    if (!(fabs((double)a - b) <= tol)) fail_msg("%s[%zu]: %.9g vs %.9g (tolerance %.3g)", what, i, a, b, tol);
+    if (!(fabs((double)a - b) <= tol))
+        fail_msg("%s[%zu]: %.9g vs %.9g (tolerance %.3g)", what, i, a, b, tol);
 }
 
 static void test_batchnorm_fast_vs_ref(void **s)
@@ -44,7 +45,7 @@ static void test_batchnorm_fast_vs_ref(void **s)
         float *x = malloc(N * 4), *y1 = malloc(N * 4), *y2 = malloc(N * 4), *h1 = malloc(N * 4),
               *h2 = malloc(N * 4), *dy = malloc(N * 4), *dx1 = malloc(N * 4), *dx2 = malloc(N * 4);
         float gamma[8], beta[8], inv1[8], inv2[8], rm[8] = {0}, rv[8], dg1[8] = {0}, dg2[8] = {0},
-              db1[8] = {0}, db2[8] = {0};
+                                                   db1[8] = {0}, db2[8] = {0};
         assert_true(x && y1 && y2 && h1 && h2 && dy && dx1 && dx2);
         fill(x, N, 1 + k, -2.0f, 3.0f);
         fill(dy, N, 2 + k, -1.0f, 1.0f);
@@ -67,8 +68,10 @@ static void test_batchnorm_fast_vs_ref(void **s)
             near(rm[c], (float)(0.1 * mean), fabs(mean), "running mean", c);
         }
         /* Fused ReLU is ReLU of the output. */
-        nn_batchnorm_forward_train(y1, h1, inv1, NULL, NULL, x, gamma, beta, 1e-5f, 0.1f, n, C, S, 1);
-        for (size_t i = 0; i < N; i++) near(y1[i], y2[i] > 0 ? y2[i] : 0.0f, fabs(y2[i]), "relu(y)", i);
+        nn_batchnorm_forward_train(y1, h1, inv1, NULL, NULL, x, gamma, beta, 1e-5f, 0.1f, n, C, S,
+                                   1);
+        for (size_t i = 0; i < N; i++)
+            near(y1[i], y2[i] > 0 ? y2[i] : 0.0f, fabs(y2[i]), "relu(y)", i);
 
         nn_batchnorm_backward(dx1, dg1, db1, dy, h2, inv2, gamma, n, C, S);
         nn_batchnorm_backward_ref(dx2, dg2, db2, dy, h2, inv2, gamma, n, C, S);
@@ -81,7 +84,14 @@ static void test_batchnorm_fast_vs_ref(void **s)
         /* Gradients accumulate (+=), dx may be skipped. */
         nn_batchnorm_backward(NULL, dg1, db1, dy, h2, inv2, gamma, n, C, S);
         for (int c = 0; c < C; c++) near(db1[c], 2 * db2[c], 2 * sum_abs, "dbeta twice", c);
-        free(x); free(y1); free(y2); free(h1); free(h2); free(dy); free(dx1); free(dx2);
+        free(x);
+        free(y1);
+        free(y2);
+        free(h1);
+        free(h2);
+        free(dy);
+        free(dx1);
+        free(dx2);
     }
 }
 
@@ -133,7 +143,8 @@ static void test_relu_dropout(void **s)
     /* Binomial(4096, 0.75): mean 3072, sd 27.7; 6 sd either side. */
     assert_in_range(kept, 3072 - 166, 3072 + 166);
     nn_dropout_backward(dx, dy, mask, N, p);
-    for (size_t i = 0; i < N; i++) assert_true(dx[i] == (mask[i] ? dy[i] * (1.0f / (1.0f - p)) : 0.0f));
+    for (size_t i = 0; i < N; i++)
+        assert_true(dx[i] == (mask[i] ? dy[i] * (1.0f / (1.0f - p)) : 0.0f));
     /* The same seed draws the same mask; another seed another. */
     uint8_t *m2 = malloc(N);
     assert_non_null(m2);
@@ -141,7 +152,12 @@ static void test_relu_dropout(void **s)
     assert_memory_equal(mask, m2, N);
     nn_dropout_forward(y, m2, x, N, p, 78);
     assert_memory_not_equal(mask, m2, N);
-    free(m2); free(x); free(y); free(dy); free(dx); free(mask);
+    free(m2);
+    free(x);
+    free(y);
+    free(dy);
+    free(dx);
+    free(mask);
 }
 
 int main(void)

@@ -49,7 +49,8 @@ static nn_net *make_net(const char *arch, int c, int h, int w, uint64_t seed)
         const nn_layer *ly = &net->layers[i];
         if (ly->nb) fill(net->params + ly->b_off, ly->nb, seed + 100 + i, 0.1f);
         if (ly->kind == NN_BATCHNORM)
-            for (size_t j = 0; j < ly->nw; j++) net->params[ly->w_off + j] = 1.0f + 0.3f * (float)j / ly->nw;
+            for (size_t j = 0; j < ly->nw; j++)
+                net->params[ly->w_off + j] = 1.0f + 0.3f * (float)j / ly->nw;
     }
     return net;
 }
@@ -66,7 +67,10 @@ static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
     float *g0 = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(n);
     fill(x, (size_t)n * hw, 3, 1.0f);
-    for (int i = 0; i < n; i++) { x[i] = fabsf(x[i]); y[i] = (uint8_t)(i * 7 % k); }
+    for (int i = 0; i < n; i++) {
+        x[i] = fabsf(x[i]);
+        y[i] = (uint8_t)(i * 7 % k);
+    }
     const uint64_t seed = 99;
     const float ls = 0.1f;
     /* Training's backward skips the input gradient and the layers below
@@ -100,7 +104,8 @@ static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
         }
         checked++;
         if (err > tol) {
-            if (bad++ < 5) print_message("%s: param %zu analytic %.6g numeric %.6g\n", arch, p, an, num);
+            if (bad++ < 5)
+                print_message("%s: param %zu analytic %.6g numeric %.6g\n", arch, p, an, num);
         }
     }
     /* Input gradient (normalised input space; the default std is 1). */
@@ -115,12 +120,16 @@ static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
         double err = fabs(num - an) / fmax(1e-2, fabs(num) + fabs(an));
         checked++;
         if (err > tol) {
-            if (bad++ < 10) print_message("%s: input %d analytic %.6g numeric %.6g\n", arch, i, an, num);
+            if (bad++ < 10)
+                print_message("%s: input %d analytic %.6g numeric %.6g\n", arch, i, an, num);
         }
     }
     assert_true(checked > 20);
     assert_int_equal(bad, 0);
-    free(x); free(g); free(y); free(dx);
+    free(x);
+    free(g);
+    free(y);
+    free(dx);
     nn_ws_free(ws);
     nn_net_free(net);
 }
@@ -129,7 +138,8 @@ static void test_grad_dense(void **s)
 {
     (void)s;
     grad_check("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":7},{\"type\":\"relu\"},"
-               "{\"type\":\"dense\",\"out\":5}]", 1, 4, 5, 3, 2e-2f);
+               "{\"type\":\"dense\",\"out\":5}]",
+               1, 4, 5, 3, 2e-2f);
 }
 
 static void test_grad_conv(void **s)
@@ -137,21 +147,24 @@ static void test_grad_conv(void **s)
     (void)s;
     grad_check("[{\"type\":\"conv2d\",\"out\":3,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
                "{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"stride\":2,\"pad\":1},"
-               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 2, 7, 7, 2, 2e-2f);
+               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]",
+               2, 7, 7, 2, 2e-2f);
 }
 
 static void test_grad_conv_1x1(void **s)
 {
     (void)s;
     grad_check("[{\"type\":\"conv2d\",\"out\":3,\"k\":1},{\"type\":\"flatten\"},"
-               "{\"type\":\"dense\",\"out\":3}]", 2, 3, 3, 2, 2e-2f);
+               "{\"type\":\"dense\",\"out\":3}]",
+               2, 3, 3, 2, 2e-2f);
 }
 
 static void test_grad_maxpool(void **s)
 {
     (void)s;
     grad_check("[{\"type\":\"conv2d\",\"out\":2,\"k\":3},{\"type\":\"maxpool\",\"k\":2},"
-               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":3}]", 1, 8, 8, 2, 2e-2f);
+               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":3}]",
+               1, 8, 8, 2, 2e-2f);
 }
 
 /* Batch norm as the first layer with parameters: it skips its input
@@ -166,17 +179,21 @@ static void test_grad_first_batchnorm(void **s)
 static void test_grad_batchnorm(void **s)
 {
     (void)s;
-    grad_check("[{\"type\":\"conv2d\",\"out\":3,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":6},{\"type\":\"batchnorm\"},"
-               "{\"type\":\"dense\",\"out\":4}]", 1, 5, 5, 4, 3e-2f);
+    grad_check(
+        "[{\"type\":\"conv2d\",\"out\":3,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":6},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"dense\",\"out\":4}]",
+        1, 5, 5, 4, 3e-2f);
 }
 
 static void test_grad_dropout(void **s)
 {
     (void)s;
     /* The mask is a function of the seed, so the loss is smooth in the weights. */
-    grad_check("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":12},{\"type\":\"dropout\",\"p\":0.4},"
-               "{\"type\":\"dense\",\"out\":4}]", 1, 3, 3, 3, 2e-2f);
+    grad_check(
+        "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":12},{\"type\":\"dropout\",\"p\":0.4},"
+        "{\"type\":\"dense\",\"out\":4}]",
+        1, 3, 3, 3, 2e-2f);
 }
 
 static void test_loss_values(void **s)
@@ -220,12 +237,18 @@ static struct conv_mag conv_mag_make(const nn_conv_shape *cs, const float *x, co
         nn_conv2d_forward_ref(m.y + i * ny, ax + i * nx, aw, ab, cs);
         nn_conv2d_backward_ref(m.dx + i * nx, m.dw, m.db, ady + i * ny, ax + i * nx, aw, cs);
     }
-    free(ax); free(aw); free(ab); free(ady);
+    free(ax);
+    free(aw);
+    free(ab);
+    free(ady);
     return m;
 }
 static void conv_mag_free(struct conv_mag *m)
 {
-    free(m->y); free(m->dx); free(m->dw); free(m->db);
+    free(m->y);
+    free(m->dx);
+    free(m->dw);
+    free(m->db);
 }
 
 /* The grouped implicit-GEMM convolution against the reference, image by
@@ -234,29 +257,44 @@ static void conv_mag_free(struct conv_mag *m)
 static void test_conv_group_vs_ref(void **s)
 {
     (void)s;
-    const int cases[][8] = {
-        /* C, H, W, O, k, stride, pad, g */
-        {1, 28, 28, 32, 3, 1, 0, 5}, {3, 9, 11, 5, 3, 2, 1, 3}, {32, 12, 12, 32, 5, 2, 2, 2},
-        {4, 7, 7, 8, 1, 1, 0, 7}, {2, 10, 10, 3, 4, 3, 1, 4}, {6, 14, 14, 16, 5, 1, 2, 1},
-        {5, 4, 4, 7, 4, 1, 0, 33}, {2, 6, 5, 3, 3, 1, 1, 2}, {3, 8, 8, 4, 5, 2, 2, 1},
-        {6, 4, 4, 9, 4, 1, 0, 1},
-        /* One image (the shifted-rows path): every stride phase layout. */
-        {1, 28, 28, 32, 3, 1, 0, 1}, {32, 12, 12, 32, 5, 2, 2, 1}, {2, 10, 10, 3, 4, 3, 1, 1},
-        {5, 9, 7, 6, 3, 2, 0, 1}, {4, 11, 13, 70, 2, 2, 1, 1}, {3, 7, 9, 5, 5, 3, 2, 1},
-        /* Groups on shifted rows, forward and input gradient. */
-        {32, 26, 26, 32, 3, 1, 0, 3}, {8, 12, 12, 6, 3, 1, 1, 4}, {1, 28, 28, 6, 5, 1, 2, 16},
-        /* Input gradient through col2im in slices of one image, and of 3. */
-        {32, 24, 24, 32, 5, 2, 2, 3}, {16, 13, 13, 8, 5, 2, 2, 7},
-        /* Weight gradient by dot products over shifted rows (few outputs):
+    const int cases[][8] = {/* C, H, W, O, k, stride, pad, g */
+                            {1, 28, 28, 32, 3, 1, 0, 5},
+                            {3, 9, 11, 5, 3, 2, 1, 3},
+                            {32, 12, 12, 32, 5, 2, 2, 2},
+                            {4, 7, 7, 8, 1, 1, 0, 7},
+                            {2, 10, 10, 3, 4, 3, 1, 4},
+                            {6, 14, 14, 16, 5, 1, 2, 1},
+                            {5, 4, 4, 7, 4, 1, 0, 33},
+                            {2, 6, 5, 3, 3, 1, 1, 2},
+                            {3, 8, 8, 4, 5, 2, 2, 1},
+                            {6, 4, 4, 9, 4, 1, 0, 1},
+                            /* One image (the shifted-rows path): every stride phase layout. */
+                            {1, 28, 28, 32, 3, 1, 0, 1},
+                            {32, 12, 12, 32, 5, 2, 2, 1},
+                            {2, 10, 10, 3, 4, 3, 1, 1},
+                            {5, 9, 7, 6, 3, 2, 0, 1},
+                            {4, 11, 13, 70, 2, 2, 1, 1},
+                            {3, 7, 9, 5, 5, 3, 2, 1},
+                            /* Groups on shifted rows, forward and input gradient. */
+                            {32, 26, 26, 32, 3, 1, 0, 3},
+                            {8, 12, 12, 6, 3, 1, 1, 4},
+                            {1, 28, 28, 6, 5, 1, 2, 16},
+                            /* Input gradient through col2im in slices of one image, and of 3. */
+                            {32, 24, 24, 32, 5, 2, 2, 3},
+                            {16, 13, 13, 8, 5, 2, 2, 7},
+                            /* Weight gradient by dot products over shifted rows (few outputs):
          * strides 1, 2, 3, odd groups, row and column counts off the
          * kernel's 3 x 4 block. */
-        {1, 28, 28, 6, 5, 1, 2, 3}, {4, 23, 23, 8, 3, 2, 1, 5}, {2, 31, 31, 7, 3, 3, 0, 2},
-        /* LeNet's second convolution in a group: shifted rows although
+                            {1, 28, 28, 6, 5, 1, 2, 3},
+                            {4, 23, 23, 8, 3, 2, 1, 5},
+                            {2, 31, 31, 7, 3, 3, 0, 2},
+                            /* LeNet's second convolution in a group: shifted rows although
          * nearly half the positions are extra (few outputs). */
-        {6, 14, 14, 16, 5, 1, 0, 16}};
+                            {6, 14, 14, 16, 5, 1, 0, 16}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
-                            cases[c][5], cases[c][6], 0, 0};
+        nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2],
+                            cases[c][3], cases[c][4], cases[c][5],
+                            cases[c][6], 0,           0};
         int g = cases[c][7];
         cs.OH = (cs.H + 2 * cs.p - cs.k) / cs.s + 1;
         cs.OW = (cs.W + 2 * cs.p - cs.k) / cs.s + 1;
@@ -267,8 +305,11 @@ static void test_conv_group_vs_ref(void **s)
         float *x = malloc(g * nx * 4), *w = malloc(nw * 4), *b = malloc(cs.O * 4),
               *y1 = malloc(g * ny * 4), *y2 = malloc(ny * 4), *scr = malloc((nscr + 1) * 4),
               *dy = malloc(g * ny * 4), *dx1 = malloc(g * nx * 4), *dx2 = malloc(nx * 4),
-              *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4), *db1 = calloc(cs.O, 4), *db2 = calloc(cs.O, 4);
-        fill(x, g * nx, 21 + c, 1.0f); fill(w, nw, 22 + c, 0.3f); fill(b, cs.O, 23 + c, 0.5f);
+              *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4), *db1 = calloc(cs.O, 4),
+              *db2 = calloc(cs.O, 4);
+        fill(x, g * nx, 21 + c, 1.0f);
+        fill(w, nw, 22 + c, 0.3f);
+        fill(b, cs.O, 23 + c, 0.5f);
         fill(dy, g * ny, 24 + c, 1.0f);
         scr[nscr] = 12345.0f; /* guard: the scratch size must be enough */
         /* Reduction lengths: forward C k k products and the bias; dx at most
@@ -281,7 +322,8 @@ static void test_conv_group_vs_ref(void **s)
         nn_conv2d_forward_n(y1, x, w, b, &cs, g, scr, 0);
         for (int i = 0; i < g; i++) {
             nn_conv2d_forward_ref(y2, x + i * nx, w, b, &cs);
-            for (size_t j = 0; j < ny; j++) assert_tol("conv_n y", y1 + i * ny, y2, j, nf, m.y + i * ny);
+            for (size_t j = 0; j < ny; j++)
+                assert_tol("conv_n y", y1 + i * ny, y2, j, nf, m.y + i * ny);
         }
         nn_conv2d_forward_n(y1, x, w, b, &cs, g, scr, 1);
         for (size_t j = 0; j < ny; j++) y2[j] = y2[j] > 0 ? y2[j] : 0.0f;
@@ -290,14 +332,26 @@ static void test_conv_group_vs_ref(void **s)
         nn_conv2d_backward_n(dx1, dw1, db1, dy, x, w, &cs, g, scr);
         for (int i = 0; i < g; i++) {
             nn_conv2d_backward_ref(dx2, dw2, db2, dy + i * ny, x + i * nx, w, &cs);
-            for (size_t j = 0; j < nx; j++) assert_tol("conv_n dx", dx1 + i * nx, dx2, j, nd, m.dx + i * nx);
+            for (size_t j = 0; j < nx; j++)
+                assert_tol("conv_n dx", dx1 + i * nx, dx2, j, nd, m.dx + i * nx);
         }
         for (size_t i = 0; i < nw; i++) assert_tol("conv_n dw", dw1, dw2, i, np, m.dw);
         for (int i = 0; i < cs.O; i++) assert_tol("conv_n db", db1, db2, i, np, m.db);
         conv_mag_free(&m);
         assert_true(scr[nscr] == 12345.0f);
-        free(x); free(w); free(b); free(y1); free(y2); free(scr); free(dy);
-        free(dx1); free(dx2); free(dw1); free(dw2); free(db1); free(db2);
+        free(x);
+        free(w);
+        free(b);
+        free(y1);
+        free(y2);
+        free(scr);
+        free(dy);
+        free(dx1);
+        free(dx2);
+        free(dw1);
+        free(dw2);
+        free(db1);
+        free(db2);
     }
 }
 
@@ -343,7 +397,8 @@ static void check_fold(const char *arch, int c, int h, int w, int want_layers)
         assert_float_equal(z1[i], z2[i], 1e-5 * fmax(1.0, fabs(z1[i])));
     }
     assert_true(zmax > 0.1); /* the comparison saw real logits */
-    nn_ws_free(w1); nn_ws_free(w2);
+    nn_ws_free(w1);
+    nn_ws_free(w2);
     nn_net_free(f);
     nn_net_free(net);
     free(x);
@@ -353,18 +408,28 @@ static void test_fold_bn(void **s)
 {
     (void)s;
     /* conv-bn-relu twice, a batch norm after a pool (stays), dense-bn. */
-    check_fold("[{\"type\":\"conv2d\",\"out\":8,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-               "{\"type\":\"conv2d\",\"out\":6,\"k\":5,\"stride\":2,\"pad\":2},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+    check_fold("[{\"type\":\"conv2d\",\"out\":8,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},{"
+               "\"type\":\"relu\"},"
+               "{\"type\":\"conv2d\",\"out\":6,\"k\":5,\"stride\":2,\"pad\":2},{\"type\":"
+               "\"batchnorm\"},{\"type\":\"relu\"},"
                "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"batchnorm\"},"
-               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":12},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-               "{\"type\":\"dense\",\"out\":10}]", 1, 12, 12, 10);
+               "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":12},{\"type\":\"batchnorm\"},{"
+               "\"type\":\"relu\"},"
+               "{\"type\":\"dense\",\"out\":10}]",
+               1, 12, 12, 10);
     /* The big CNN's shape of block on an MNIST-sized input. */
-    check_fold("[{\"type\":\"conv2d\",\"out\":16,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-               "{\"type\":\"conv2d\",\"out\":16,\"k\":5,\"stride\":2,\"pad\":2},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-               "{\"type\":\"dropout\",\"p\":0.4},{\"type\":\"conv2d\",\"out\":32,\"k\":13},{\"type\":\"batchnorm\"},"
-               "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]", 1, 28, 28, 9);
+    check_fold(
+        "[{\"type\":\"conv2d\",\"out\":16,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"out\":16,\"k\":5,\"stride\":2,\"pad\":2},{\"type\":\"batchnorm\"},{"
+        "\"type\":\"relu\"},"
+        "{\"type\":\"dropout\",\"p\":0.4},{\"type\":\"conv2d\",\"out\":32,\"k\":13},{\"type\":"
+        "\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]",
+        1, 28, 28, 9);
     /* Nothing to fold: same layers, same outputs (a copy). */
-    nn_net *net = make_net("[{\"type\":\"flatten\"},{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"out\":3}]", 1, 2, 2, 3);
+    nn_net *net =
+        make_net("[{\"type\":\"flatten\"},{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"out\":3}]",
+                 1, 2, 2, 3);
     char err[256];
     nn_net *f = nn_net_fold_bn(net, err, sizeof err);
     assert_non_null(f);
@@ -378,8 +443,9 @@ static void test_fold_bn(void **s)
 static void test_ensemble_folds(void **s)
 {
     (void)s;
-    const char *arch = "[{\"type\":\"conv2d\",\"out\":4,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
-                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    const char *arch =
+        "[{\"type\":\"conv2d\",\"out\":4,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
     nn_net *net = make_net(arch, 1, 6, 6, 5), *ref = make_net(arch, 1, 6, 6, 5);
     randomise_bn(net, 6);
     randomise_bn(ref, 6);
@@ -414,8 +480,10 @@ static void test_dense_fast_vs_ref(void **s)
               *dx1 = malloc(sizeof(float) * n * in), *dx2 = malloc(sizeof(float) * n * in),
               *dw1 = calloc((size_t)in * out, 4), *dw2 = calloc((size_t)in * out, 4),
               *db1 = calloc(out, 4), *db2 = calloc(out, 4);
-        fill(x, (size_t)n * in, 10 + c, 1.0f); fill(w, (size_t)in * out, 11 + c, 0.1f);
-        fill(b, out, 12 + c, 0.5f); fill(dy, (size_t)n * out, 13 + c, 1.0f);
+        fill(x, (size_t)n * in, 10 + c, 1.0f);
+        fill(w, (size_t)in * out, 11 + c, 0.1f);
+        fill(b, out, 12 + c, 0.5f);
+        fill(dy, (size_t)n * out, 13 + c, 1.0f);
         /* Magnitudes: the reference on absolute values. Reduction lengths:
          * y over in products and the bias, dx over out, dw and db over n. */
         float *ax = tol_absdup(x, (size_t)n * in), *aw = tol_absdup(w, (size_t)in * out),
@@ -433,9 +501,26 @@ static void test_dense_fast_vs_ref(void **s)
         for (int i = 0; i < n * in; i++) assert_tol("dense dx", dx1, dx2, i, out, mdx);
         for (int i = 0; i < in * out; i++) assert_tol("dense dw", dw1, dw2, i, n, mdw);
         for (int i = 0; i < out; i++) assert_tol("dense db", db1, db2, i, n, mdb);
-        free(ax); free(aw); free(ab); free(ady); free(my); free(mdx); free(mdw); free(mdb);
-        free(x); free(w); free(b); free(y1); free(y2); free(dy); free(dx1); free(dx2);
-        free(dw1); free(dw2); free(db1); free(db2);
+        free(ax);
+        free(aw);
+        free(ab);
+        free(ady);
+        free(my);
+        free(mdx);
+        free(mdw);
+        free(mdb);
+        free(x);
+        free(w);
+        free(b);
+        free(y1);
+        free(y2);
+        free(dy);
+        free(dx1);
+        free(dx2);
+        free(dw1);
+        free(dw2);
+        free(db1);
+        free(db2);
     }
 }
 
@@ -445,12 +530,16 @@ static void test_maxpool(void **s)
     float x[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16}, y[4], dx[16];
     int32_t idx[4];
     nn_maxpool_forward(y, idx, x, 1, 4, 4, 2, 2, 2, 2);
-    assert_float_equal(y[0], 6, 0); assert_float_equal(y[1], 8, 0);
-    assert_float_equal(y[2], 14, 0); assert_float_equal(y[3], 16, 0);
+    assert_float_equal(y[0], 6, 0);
+    assert_float_equal(y[1], 8, 0);
+    assert_float_equal(y[2], 14, 0);
+    assert_float_equal(y[3], 16, 0);
     float dy[4] = {1, 2, 3, 4};
     nn_maxpool_backward(dx, dy, idx, 1, 4, 4, 2, 2);
-    assert_float_equal(dx[5], 1, 0); assert_float_equal(dx[7], 2, 0);
-    assert_float_equal(dx[13], 3, 0); assert_float_equal(dx[15], 4, 0);
+    assert_float_equal(dx[5], 1, 0);
+    assert_float_equal(dx[7], 2, 0);
+    assert_float_equal(dx[13], 3, 0);
+    assert_float_equal(dx[15], 4, 0);
     assert_float_equal(dx[0], 0, 0);
     /* The inference path (no indices, 2x2 fast path) equals the training
      * path on random data, odd sizes dropping the last row and column. */
@@ -482,7 +571,8 @@ static void test_maxpool(void **s)
 }
 
 static const char *ARCH_SMALL =
-    "[{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+    "[{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},{\"type\":"
+    "\"relu\"},"
     "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},{\"type\":\"dropout\",\"p\":0.3},"
     "{\"type\":\"dense\",\"out\":10}]";
 
@@ -530,7 +620,8 @@ static void test_weights_round_trip(void **s)
     nn_net_forward(a, wa, x, 3, pa, NULL);
     nn_net_forward(b, wb, x, 3, pb, NULL);
     assert_memory_equal(pa, pb, sizeof pa);
-    nn_ws_free(wa); nn_ws_free(wb);
+    nn_ws_free(wa);
+    nn_ws_free(wb);
     nn_net_free(b);
     nn_net_free(a);
 }
@@ -584,7 +675,8 @@ static void write_variant(const char *path, nn_net *net, int skip_tensor, const 
         char buf[64];
         if (!strcmp(k, "format") && fmt) v = fmt;
         if (!strcmp(k, "checksum")) {
-            snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)(bad_checksum ? h ^ 1 : h));
+            snprintf(buf, sizeof buf, "fnv1a64:%016llx",
+                     (unsigned long long)(bad_checksum ? h ^ 1 : h));
             v = buf;
         }
         assert_int_equal(nn_st_writer_meta(w, k, v), 0);
@@ -598,7 +690,10 @@ static void expect_refused(const char *path, const char *needle)
 {
     char err[512] = "";
     nn_net *n = nn_net_load(path, err, sizeof err);
-    if (n) { nn_net_free(n); fail_msg("%s: loaded, expected refusal with '%s'", path, needle); }
+    if (n) {
+        nn_net_free(n);
+        fail_msg("%s: loaded, expected refusal with '%s'", path, needle);
+    }
     if (!strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", path, err, needle);
 }
 
@@ -622,7 +717,9 @@ static void test_weights_corruption(void **s)
     /* Header length larger than the file. */
     uint8_t *b2 = malloc(len);
     memcpy(b2, buf, len);
-    b2[0] = 0xff; b2[1] = 0xff; b2[2] = 0xff;
+    b2[0] = 0xff;
+    b2[1] = 0xff;
+    b2[2] = 0xff;
     char e2[256] = "";
     assert_null(nn_net_load_mem(b2, len, e2, sizeof e2));
     assert_non_null(strstr(e2, "header length"));
@@ -693,7 +790,7 @@ static void test_weights_preprocess(void **s)
     (void)s;
     char path[160], p2[160], err[512];
     nn_net *a = make_net(ARCH_SMALL, 1, 8, 8, 5);
-    assert_string_equal(a->meta.preprocess, "mnist");      /* default meta */
+    assert_string_equal(a->meta.preprocess, "mnist"); /* default meta */
     snprintf(a->meta.preprocess, sizeof a->meta.preprocess, "fit");
     snprintf(path, sizeof path, "%s/fit.safetensors", tmpdir);
     assert_int_equal(nn_net_save(a, path, err, sizeof err), 0);
@@ -707,7 +804,7 @@ static void test_weights_preprocess(void **s)
     rewrite_meta(path, p2, "preprocess", NULL);
     b = nn_net_load(p2, err, sizeof err);
     if (!b) fail_msg("load: %s", err);
-    assert_string_equal(b->meta.preprocess, "mnist");       /* dataset mnist */
+    assert_string_equal(b->meta.preprocess, "mnist"); /* dataset mnist */
     nn_net_free(b);
     char p3[160];
     snprintf(p3, sizeof p3, "%s/oldf.safetensors", tmpdir);
@@ -740,10 +837,10 @@ static void test_weights_preprocess(void **s)
     assert_string_equal(nn_preprocess_default(NULL), "mnist");
 
     /* An ensemble feeds one image to every member: framings must agree. */
-    nn_net *c = make_net(ARCH_SMALL, 1, 8, 8, 6);          /* "mnist" */
+    nn_net *c = make_net(ARCH_SMALL, 1, 8, 8, 6); /* "mnist" */
     nn_net *nets[2] = {b, c};
     assert_null(nn_ensemble_from_nets(nets, 2, err, sizeof err));
-    assert_non_null(strstr(err, "preprocess"));   /* b and c are freed by it */
+    assert_non_null(strstr(err, "preprocess")); /* b and c are freed by it */
     nn_net_free(a);
 }
 
@@ -757,8 +854,10 @@ static void test_arch_errors(void **s)
     assert_non_null(strstr(err, "JSON"));
     assert_int_equal(nn_arch_parse("[{\"type\":\"bogus\"}]", L, &nl, err, sizeof err), -1);
     assert_non_null(strstr(err, "unknown type"));
-    assert_int_equal(nn_arch_parse("[{\"type\":\"conv2d\",\"out\":2.5,\"k\":3}]", L, &nl, err, sizeof err), -1);
-    assert_int_equal(nn_arch_parse("[{\"type\":\"dense\",\"out\":10}]", L, &nl, err, sizeof err), 0);
+    assert_int_equal(
+        nn_arch_parse("[{\"type\":\"conv2d\",\"out\":2.5,\"k\":3}]", L, &nl, err, sizeof err), -1);
+    assert_int_equal(nn_arch_parse("[{\"type\":\"dense\",\"out\":10}]", L, &nl, err, sizeof err),
+                     0);
     /* Dense on a 2-D map without flatten. */
     assert_null(nn_net_create(L, nl, 1, 28, 28, NULL, err, sizeof err));
     assert_non_null(strstr(err, "flatten"));
@@ -802,8 +901,10 @@ static void test_deskew(void **s)
         double rs = 0, rc = 0;
         for (int j = 0; j < W; j++) {
             assert_true(y[i * W + j] >= bg - 1e-6f && y[i * W + j] <= bg + 1.0f + 1e-6f);
-            rs += y[i * W + j] - bg; rc += (y[i * W + j] - bg) * j;
-            ink_x += x[i * W + j] - bg; ink_y += y[i * W + j] - bg;
+            rs += y[i * W + j] - bg;
+            rc += (y[i * W + j] - bg) * j;
+            ink_x += x[i * W + j] - bg;
+            ink_y += y[i * W + j] - bg;
         }
         /* Every row's ink sits over the same column: the bar stands upright
          * where the slanted one's centroid was. */
@@ -830,7 +931,10 @@ static void test_deskew(void **s)
     nn_deskew_forward(y, x, H, W, bg);
     nn_deskew_backward(dx, dy, x, H, W, bg);
     double l = 0, r = 0;
-    for (int i = 0; i < H * W; i++) { l += dy[i] * (y[i] - bg); r += dx[i] * (x[i] - bg); }
+    for (int i = 0; i < H * W; i++) {
+        l += dy[i] * (y[i] - bg);
+        r += dx[i] * (x[i] - bg);
+    }
     assert_true(fabs(nn_deskew_alpha(x, H, W, bg, &my)) > 0.01f);
     assert_float_equal(l, r, 1e-4 * (fabs(l) + 1.0));
     /* In a net: only as the first layer; it round-trips through JSON and
@@ -840,22 +944,30 @@ static void test_deskew(void **s)
     int nl;
     char err[256];
     assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"deskew\"},"
-                                   "{\"type\":\"dense\",\"out\":10}]", L, &nl, err, sizeof err), 0);
+                                   "{\"type\":\"dense\",\"out\":10}]",
+                                   L, &nl, err, sizeof err),
+                     0);
     assert_null(nn_net_create(L, nl, 1, H, W, NULL, err, sizeof err));
     assert_non_null(strstr(err, "deskew must be the first layer"));
-    const char *arch = "[{\"type\":\"deskew\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    const char *arch =
+        "[{\"type\":\"deskew\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
     assert_int_equal(nn_arch_parse(arch, L, &nl, err, sizeof err), 0);
     char *j = nn_arch_to_json(L, nl);
     assert_non_null(strstr(j, "\"deskew\""));
     free(j);
     nn_meta m0, m1;
     memset(&m0, 0, sizeof m0);
-    m0.nclasses = 10; m0.input_mean = 0.0f; m0.input_std = 1.0f;
+    m0.nclasses = 10;
+    m0.input_mean = 0.0f;
+    m0.input_std = 1.0f;
     for (int k = 0; k < 10; k++) snprintf(m0.labels[k], NN_LABEL_MAX, "%d", k);
-    m1 = m0; m1.input_mean = 0.25f; m1.input_std = 0.5f;
+    m1 = m0;
+    m1.input_mean = 0.25f;
+    m1.input_std = 0.5f;
     nn_net *n0 = nn_net_create(L, nl, 1, H, W, &m0, err, sizeof err);
     nn_net *n1 = nn_net_create(L, nl, 1, H, W, &m1, err, sizeof err);
-    assert_non_null(n0); assert_non_null(n1);
+    assert_non_null(n0);
+    assert_non_null(n1);
     nn_ws *w0 = nn_ws_create(n0, 1, 0), *w1 = nn_ws_create(n1, 1, 0);
     for (int i = 0; i < H * W; i++) x[i] = 0.0f;
     for (int i = 4; i < 24; i++) x[i * W + 8 + i / 2] = 1.0f;
@@ -880,8 +992,10 @@ static void test_deskew(void **s)
      * columns 14 and 15: class 9 scores 10 x the ink there, and most of
      * the ink is there (before deskewing only 4 of its pixels were). */
     assert_true(l0[9] > 10.0f * 16.0f);
-    nn_ws_free(w0); nn_ws_free(w1);
-    nn_net_free(n0); nn_net_free(n1);
+    nn_ws_free(w0);
+    nn_ws_free(w1);
+    nn_net_free(n0);
+    nn_net_free(n1);
 }
 
 /* The ensemble's answer is the mean of its members' probabilities, bit for
@@ -902,7 +1016,8 @@ static void test_ensemble_mean(void **s)
     nn_ws *wa = nn_ws_create(a, 2, 0), *wb = nn_ws_create(b, 2, 0);
     nn_net_forward(a, wa, x, 2, pa, NULL);
     nn_net_forward(b, wb, x, 2, pb, NULL);
-    nn_ws_free(wa); nn_ws_free(wb);
+    nn_ws_free(wa);
+    nn_ws_free(wb);
     nn_net *nets[2] = {a, b};
     char err[128];
     nn_ensemble *e = nn_ensemble_from_nets(nets, 2, err, sizeof err);
@@ -963,7 +1078,9 @@ static void test_ensemble_list(void **s)
         nn_net_free(n);
     }
     snprintf(path, sizeof path, "%s/duo.ensemble", dir);
-    write_text(path, "# two members\n\n  a.safetensors  \nsub/b.safetensors # second\r\ntest_accuracy=0.9876\n");
+    write_text(
+        path,
+        "# two members\n\n  a.safetensors  \nsub/b.safetensors # second\r\ntest_accuracy=0.9876\n");
     double acc = 0;
     assert_int_equal(nn_ensemble_list_read(path, list, sizeof list, &acc, err, sizeof err), 0);
     char want[512];
@@ -975,7 +1092,9 @@ static void test_ensemble_list(void **s)
     assert_int_equal(nn_ensemble_size(e), 2);
     nn_ensemble_free(e);
 
-    static const struct { const char *text, *msg; } bad[] = {
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
         {"# nothing\n\n", "no member"},
         {"a.safetensors\ntest_accuracy=1.5\n", "test_accuracy"},
         {"a.safetensors\ntest_accuracy=x\n", "test_accuracy"},
@@ -986,7 +1105,8 @@ static void test_ensemble_list(void **s)
         write_text(path, bad[i].text);
         err[0] = 0;
         assert_null(nn_ensemble_load(path, err, sizeof err));
-        if (!strstr(err, bad[i].msg)) fail_msg("case %zu: message \"%s\" lacks \"%s\"", i, err, bad[i].msg);
+        if (!strstr(err, bad[i].msg))
+            fail_msg("case %zu: message \"%s\" lacks \"%s\"", i, err, bad[i].msg);
     }
     snprintf(path, sizeof path, "%s/none.ensemble", dir);
     assert_null(nn_ensemble_load(path, err, sizeof err));
@@ -1002,8 +1122,11 @@ static void test_augment(void **s)
     nn_aug_cfg zero = {0};
     nn_augment(a, img, 28, 28, &zero, 1, 5, scratch);
     for (int i = 0; i < 784; i++) assert_float_equal(a[i], img[i] / 255.0f, 0);
-    nn_aug_cfg cfg = {.max_rot = 15.0f, .max_zoom = 0.15f, .max_shift = 0.1f,
-                      .elastic_alpha = 30.0f, .elastic_sigma = 4.0f};
+    nn_aug_cfg cfg = {.max_rot = 15.0f,
+                      .max_zoom = 0.15f,
+                      .max_shift = 0.1f,
+                      .elastic_alpha = 30.0f,
+                      .elastic_sigma = 4.0f};
     nn_augment(a, img, 28, 28, &cfg, 7, 42, scratch);
     nn_augment(b, img, 28, 28, &cfg, 7, 42, scratch);
     assert_memory_equal(a, b, sizeof a);
@@ -1012,7 +1135,8 @@ static void test_augment(void **s)
     /* A shift by an integer moves pixels exactly. */
     nn_affine t;
     nn_affine_identity(&t);
-    t.dx = 2; t.dy = -1;
+    t.dx = 2;
+    t.dy = -1;
     nn_affine_apply(a, img, 28, 28, &t);
     assert_float_equal(a[10 * 28 + 12], img[11 * 28 + 10] / 255.0f, 1e-6);
     assert_float_equal(a[27 * 28 + 0], 0.0f, 0);
@@ -1024,11 +1148,13 @@ static void test_augment(void **s)
     float fx[784], fy[784];
     for (int i = 0; i < 784; i++) fx[i] = 0.5f, fy[i] = -0.25f;
     nn_affine_identity(&t);
-    t.dx = 0.5f; t.dy = -0.25f;
+    t.dx = 0.5f;
+    t.dy = -0.25f;
     nn_warp(a, img, 28, 28, &t, fx, fy);
     for (int i = 0; i < 784; i++) assert_float_equal(a[i], img[i] / 255.0f, 1e-6);
     /* Without a field nn_warp is nn_affine_apply. */
-    t.rot_deg = 9.0f; t.scale = 1.1f;
+    t.rot_deg = 9.0f;
+    t.scale = 1.1f;
     nn_warp(a, img, 28, 28, &t, NULL, NULL);
     nn_affine_apply(b, img, 28, 28, &t);
     assert_memory_equal(a, b, sizeof a);
@@ -1091,7 +1217,8 @@ static void test_augment(void **s)
     assert_false(nn_aug_is_identity(&fl));
     nn_augment(a, img, 28, 28, &fl, 7, 42, scratch);
     for (int y = 0; y < 28; y++)
-        for (int x = 0; x < 28; x++) assert_float_equal(a[y * 28 + x], img[y * 28 + 27 - x] / 255.0f, 0);
+        for (int x = 0; x < 28; x++)
+            assert_float_equal(a[y * 28 + x], img[y * 28 + 27 - x] / 255.0f, 0);
     /* A flip combined with a shift: mirror of the shifted image. */
     nn_affine_identity(&t);
     t.dx = 3;
@@ -1150,14 +1277,19 @@ static void test_training_smoke(void **s)
         nn_net *net = make_net(arch, 1, 28, 28, 11);
         nn_train_cfg cfg;
         memset(&cfg, 0, sizeof cfg);
-        cfg.batch = 32; cfg.threads = 2; cfg.epochs = 1; cfg.seed = 3;
+        cfg.batch = 32;
+        cfg.threads = 2;
+        cfg.epochs = 1;
+        cfg.seed = 3;
         nn_opt_cfg_default(&cfg.opt, NN_OPT_ADAM);
-        cfg.sched.kind = NN_SCHED_CONST; cfg.sched.lr = 2e-3f;
+        cfg.sched.kind = NN_SCHED_CONST;
+        cfg.sched.lr = 2e-3f;
         cfg.aug.max_rot = 5;
         nn_trainer *t = nn_trainer_create(net, &cfg, err, sizeof err);
         assert_non_null(t);
         double loss, acc;
-        assert_int_equal(nn_trainer_epoch(t, tr->images, tr->labels, 4000, 0, NULL, NULL, NULL, &loss, &acc), 0);
+        assert_int_equal(
+            nn_trainer_epoch(t, tr->images, tr->labels, 4000, 0, NULL, NULL, NULL, &loss, &acc), 0);
         assert_true(loss < 1.0);
         nn_ensemble *e = nn_ensemble_view(net);
         assert_non_null(e);
@@ -1174,7 +1306,8 @@ static void test_training_smoke(void **s)
         nn_trainer_free(t);
         nn_net_free(net);
     }
-    free(params[0]); free(params[1]);
+    free(params[0]);
+    free(params[1]);
     nn_dataset_free(tr);
     nn_dataset_free(te);
 }

@@ -22,10 +22,9 @@ static void test_b64_vectors(void **state)
 {
     (void)state;
     /* RFC 4648 section 10. */
-    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba",
-                                        "foobar"};
-    static const char *const enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==",
-                                      "Zm9vYmE=", "Zm9vYmFy"};
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const enc[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
+                                      "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
     for (size_t i = 0; i < 7; i++) {
         char out[16];
         size_t n = srv_b64_encode((const uint8_t *)plain[i], strlen(plain[i]), out);
@@ -39,8 +38,7 @@ static void test_b64_vectors(void **state)
         assert_memory_equal(dec, plain[i], dn);
         /* Padding may be left out. */
         size_t m = strlen(enc[i]);
-        while (m && enc[i][m - 1] == '=')
-            m--;
+        while (m && enc[i][m - 1] == '=') m--;
         assert_int_equal(srv_b64_decode(enc[i], m, dec, &dn), 0);
         assert_int_equal(dn, strlen(plain[i]));
     }
@@ -52,8 +50,7 @@ static void test_b64_round_trip_and_rejects(void **state)
     uint8_t in[300], dec[300 + 3];
     char text[400];
     for (size_t len = 0; len < sizeof in; len++) {
-        for (size_t i = 0; i < len; i++)
-            in[i] = (uint8_t)(i * 131 + len * 7);
+        for (size_t i = 0; i < len; i++) in[i] = (uint8_t)(i * 131 + len * 7);
         size_t n = srv_b64_encode(in, len, text), dn = 0;
         assert_true(srv_b64_decoded_max(n) >= len);
         assert_int_equal(srv_b64_decode(text, n, dec, &dn), 0);
@@ -61,15 +58,15 @@ static void test_b64_round_trip_and_rejects(void **state)
         assert_memory_equal(dec, in, len);
     }
     static const char *const badv[] = {
-        "Zg=",       /* padded but not a multiple of 4 */
-        "Z",         /* a lone character is 6 bits */
-        "Zh==",      /* non-zero bits after the last byte */
-        "Zm9=",      /* likewise */
-        "Zm 9v",     /* white space */
-        "Zm9v\n",    /* a newline */
-        "Zm=v",      /* padding in the middle */
-        "Zm9v-_",    /* the URL alphabet */
-        "Zg===",     /* three pad characters */
+        "Zg=",    /* padded but not a multiple of 4 */
+        "Z",      /* a lone character is 6 bits */
+        "Zh==",   /* non-zero bits after the last byte */
+        "Zm9=",   /* likewise */
+        "Zm 9v",  /* white space */
+        "Zm9v\n", /* a newline */
+        "Zm=v",   /* padding in the middle */
+        "Zm9v-_", /* the URL alphabet */
+        "Zg===",  /* three pad characters */
         "====",
     };
     for (size_t i = 0; i < sizeof badv / sizeof badv[0]; i++) {
@@ -88,43 +85,39 @@ static uint8_t pix(uint32_t i, uint32_t k) { return (uint8_t)((i * 7 + k) % 256)
 
 /* A body: {"id":..., "inputs":[{"name":"input","shape":SHAPE,
  * "datatype":DT,"data":[...]}]EXTRA}, data flat or nested by rows. */
-static char *uint8_body(uint32_t n, const char *shape, const char *dt,
-                        int nested, const char *extra)
+static char *uint8_body(uint32_t n, const char *shape, const char *dt, int nested,
+                        const char *extra)
 {
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
-    srv_buf_printf(&b, "{\"id\":\"req-1\",\"inputs\":[{\"name\":\"input\","
-                   "\"shape\":%s,\"datatype\":\"%s\",\"data\":[", shape, dt);
+    srv_buf_printf(&b,
+                   "{\"id\":\"req-1\",\"inputs\":[{\"name\":\"input\","
+                   "\"shape\":%s,\"datatype\":\"%s\",\"data\":[",
+                   shape, dt);
     for (uint32_t i = 0; i < n; i++) {
-        if (i)
-            srv_buf_puts(&b, ",");
-        if (nested)
-            srv_buf_puts(&b, "[");
+        if (i) srv_buf_puts(&b, ",");
+        if (nested) srv_buf_puts(&b, "[");
         for (uint32_t k = 0; k < 784; k++) {
             if (k && nested && k % 28 == 0)
                 srv_buf_puts(&b, "],[");
             else if (k)
                 srv_buf_puts(&b, ",");
-            if (k == 0 && nested)
-                srv_buf_puts(&b, "[");
+            if (k == 0 && nested) srv_buf_puts(&b, "[");
             if (strcmp(dt, "FP32") == 0)
                 srv_buf_printf(&b, "%.9g", (double)((float)pix(i, k) / 255.0f));
             else
                 srv_buf_printf(&b, "%u", pix(i, k));
         }
-        if (nested)
-            srv_buf_puts(&b, "]]");
+        if (nested) srv_buf_puts(&b, "]]");
     }
     srv_buf_printf(&b, "]}]%s}", extra ? extra : "");
     assert_false(b.oom);
     return srv_buf_detach(&b, NULL);
 }
 
-static srv_oip_status parse_str(const char *body, int64_t json_len,
-                                srv_oip_request **q, char *err)
+static srv_oip_status parse_str(const char *body, int64_t json_len, srv_oip_request **q, char *err)
 {
-    return srv_oip_request_parse((const uint8_t *)body, strlen(body), json_len,
-                                 &lim, q, err, 256);
+    return srv_oip_request_parse((const uint8_t *)body, strlen(body), json_len, &lim, q, err, 256);
 }
 
 /* UINT8 pixels as sent; FP32 values exactly the floats value/255. */
@@ -149,15 +142,14 @@ static void test_parse_uint8_shapes(void **state)
     struct {
         const char *shape;
         int nested;
-    } cases[] = {{"[3,784]", 0}, {"[3,28,28]", 0}, {"[3,1,28,28]", 0},
-                 {"[3,28,28]", 1}, {"[3,784]", 1}};
+    } cases[] = {
+        {"[3,784]", 0}, {"[3,28,28]", 0}, {"[3,1,28,28]", 0}, {"[3,28,28]", 1}, {"[3,784]", 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         char *body = uint8_body(3, cases[c].shape, "UINT8", cases[c].nested, NULL);
         srv_oip_request *q;
         char err[256];
         srv_oip_status st = parse_str(body, -1, &q, err);
-        if (st != SRV_OIP_OK)
-            fail_msg("%s: %s", cases[c].shape, err);
+        if (st != SRV_OIP_OK) fail_msg("%s: %s", cases[c].shape, err);
         assert_int_equal(q->dtype, SRV_OIP_UINT8);
         check_pixels(q, 3);
         assert_int_equal(q->outputs, SRV_OIP_OUT_ALL);
@@ -177,7 +169,7 @@ static void test_parse_fp32(void **state)
     char err[256];
     assert_int_equal(parse_str(body, -1, &q, err), SRV_OIP_OK);
     assert_int_equal(q->dtype, SRV_OIP_FP32);
-    check_pixels(q, 2);   /* %.9g of value/255 parses back to the same float */
+    check_pixels(q, 2); /* %.9g of value/255 parses back to the same float */
     srv_oip_request_free(q);
     free(body);
 }
@@ -186,16 +178,14 @@ static void test_parse_bytes_and_outputs(void **state)
 {
     (void)state;
     /* "hello" and "\xff\x00" in base64, one with a JSON-escaped '/'. */
-    const char *body =
-        "{\"inputs\":[{\"name\":\"input\",\"shape\":[3],\"datatype\":\"BYTES\","
-        "\"data\":[\"aGVsbG8=\",\"/wA=\",\"\\/wA\"]}],"
-        "\"outputs\":[{\"name\":\"label\"},{\"name\":\"probabilities\","
-        "\"parameters\":{\"binary_data\":true}}]}";
+    const char *body = "{\"inputs\":[{\"name\":\"input\",\"shape\":[3],\"datatype\":\"BYTES\","
+                       "\"data\":[\"aGVsbG8=\",\"/wA=\",\"\\/wA\"]}],"
+                       "\"outputs\":[{\"name\":\"label\"},{\"name\":\"probabilities\","
+                       "\"parameters\":{\"binary_data\":true}}]}";
     srv_oip_request *q;
     char err[256];
     srv_oip_status st = parse_str(body, -1, &q, err);
-    if (st != SRV_OIP_OK)
-        fail_msg("%s", err);
+    if (st != SRV_OIP_OK) fail_msg("%s", err);
     assert_int_equal(q->dtype, SRV_OIP_BYTES);
     assert_int_equal(q->n, 3);
     assert_null(q->u8);
@@ -233,31 +223,33 @@ static void test_parse_binary_inputs(void **state)
     srv_oip_request *q;
 
     /* UINT8 [2,784] */
-    int h = snprintf(hdr, sizeof hdr, "{\"inputs\":[{\"name\":\"input\","
+    int h = snprintf(hdr, sizeof hdr,
+                     "{\"inputs\":[{\"name\":\"input\","
                      "\"shape\":[2,784],\"datatype\":\"UINT8\",\"parameters\":"
                      "{\"binary_data_size\":1568}}]}");
     memcpy(body, hdr, (size_t)h);
     for (uint32_t i = 0; i < 2; i++)
-        for (uint32_t k = 0; k < 784; k++)
-            body[h + i * 784 + k] = pix(i, k);
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 1568, h, &lim, &q,
-                                           err, sizeof err), SRV_OIP_OK);
+        for (uint32_t k = 0; k < 784; k++) body[h + i * 784 + k] = pix(i, k);
+    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 1568, h, &lim, &q, err, sizeof err),
+                     SRV_OIP_OK);
     check_pixels(q, 2);
     srv_oip_request_free(q);
     /* One byte short, one too many, or no header: refused. */
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 1567, h, &lim, &q,
-                                           err, sizeof err), SRV_OIP_ERR_BAD);
+    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 1567, h, &lim, &q, err, sizeof err),
+                     SRV_OIP_ERR_BAD);
     assert_non_null(strstr(err, "binary_data_size"));
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 1568, -1, &lim, &q,
-                                           err, sizeof err), SRV_OIP_ERR_BAD);
+    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 1568, -1, &lim, &q, err, sizeof err),
+                     SRV_OIP_ERR_BAD);
     /* Header length larger than the body. */
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 1568, h + 5000, &lim,
-                                           &q, err, sizeof err), SRV_OIP_ERR_BAD);
+    assert_int_equal(
+        srv_oip_request_parse(body, (size_t)h + 1568, h + 5000, &lim, &q, err, sizeof err),
+        SRV_OIP_ERR_BAD);
     assert_non_null(strstr(err, "larger than the body"));
     assert_null(q);
 
     /* FP32 [1,28,28], little-endian. */
-    h = snprintf(hdr, sizeof hdr, "{\"inputs\":[{\"name\":\"input\","
+    h = snprintf(hdr, sizeof hdr,
+                 "{\"inputs\":[{\"name\":\"input\","
                  "\"shape\":[1,28,28],\"datatype\":\"FP32\",\"parameters\":"
                  "{\"binary_data_size\":3136}}]}");
     memcpy(body, hdr, (size_t)h);
@@ -265,26 +257,26 @@ static void test_parse_binary_inputs(void **state)
         float v = (float)pix(0, k) / 255.0f;
         uint32_t u;
         memcpy(&u, &v, 4);
-        for (int b = 0; b < 4; b++)
-            body[h + 4 * k + (uint32_t)b] = (uint8_t)(u >> (8 * b));
+        for (int b = 0; b < 4; b++) body[h + 4 * k + (uint32_t)b] = (uint8_t)(u >> (8 * b));
     }
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 3136, h, &lim, &q,
-                                           err, sizeof err), SRV_OIP_OK);
+    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 3136, h, &lim, &q, err, sizeof err),
+                     SRV_OIP_OK);
     check_pixels(q, 1);
     srv_oip_request_free(q);
     /* A value above 1 is refused. */
-    body[h + 3] = 0x7f;   /* element 0 becomes a huge float */
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 3136, h, &lim, &q,
-                                           err, sizeof err), SRV_OIP_ERR_BAD);
+    body[h + 3] = 0x7f; /* element 0 becomes a huge float */
+    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 3136, h, &lim, &q, err, sizeof err),
+                     SRV_OIP_ERR_BAD);
 
     /* BYTES [2]: length-prefixed elements. */
-    h = snprintf(hdr, sizeof hdr, "{\"inputs\":[{\"name\":\"input\","
+    h = snprintf(hdr, sizeof hdr,
+                 "{\"inputs\":[{\"name\":\"input\","
                  "\"shape\":[2],\"datatype\":\"BYTES\",\"parameters\":"
                  "{\"binary_data_size\":15}}]}");
     memcpy(body, hdr, (size_t)h);
     memcpy(body + h, "\x05\0\0\0hello\x02\0\0\0hi", 15);
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 15, h, &lim, &q,
-                                           err, sizeof err), SRV_OIP_OK);
+    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 15, h, &lim, &q, err, sizeof err),
+                     SRV_OIP_OK);
     assert_int_equal(q->items[0].len, 5);
     assert_memory_equal(q->items[0].data, "hello", 5);
     assert_int_equal(q->items[1].len, 2);
@@ -294,26 +286,25 @@ static void test_parse_binary_inputs(void **state)
     srv_oip_request_free(q);
     /* An element length running past the end. */
     body[h + 11] = 0x7f;
-    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 15, h, &lim, &q,
-                                           err, sizeof err), SRV_OIP_ERR_BAD);
+    assert_int_equal(srv_oip_request_parse(body, (size_t)h + 15, h, &lim, &q, err, sizeof err),
+                     SRV_OIP_ERR_BAD);
 }
 
 /* ---- refused requests ---------------------------------------------------------- */
 
-static void expect_refused(const char *body, size_t len, int64_t json_len,
-                           srv_oip_status want, const char *needle)
+static void expect_refused(const char *body, size_t len, int64_t json_len, srv_oip_status want,
+                           const char *needle)
 {
     srv_oip_request *q = (srv_oip_request *)1;
     char err[256] = "";
-    srv_oip_status st = srv_oip_request_parse((const uint8_t *)body, len,
-                                              json_len, &lim, &q, err, sizeof err);
+    srv_oip_status st =
+        srv_oip_request_parse((const uint8_t *)body, len, json_len, &lim, &q, err, sizeof err);
     if (st != want || !strstr(err, needle) || q != NULL)
-        fail_msg("body %.80s: status %d (want %d), error '%s' (want '%s')",
-                 body, st, want, err, needle);
+        fail_msg("body %.80s: status %d (want %d), error '%s' (want '%s')", body, st, want, err,
+                 needle);
 }
 
-#define REFUSED(body, want, needle) \
-    expect_refused(body, strlen(body), -1, want, needle)
+#define REFUSED(body, want, needle) expect_refused(body, strlen(body), -1, want, needle)
 
 #define IN(rest) "{\"inputs\":[{\"name\":\"input\"," rest "}]}"
 
@@ -323,88 +314,77 @@ static void test_parse_refusals(void **state)
     const srv_oip_status B = SRV_OIP_ERR_BAD;
     REFUSED("", B, "empty body");
     REFUSED("[]", B, "not a JSON object");
-    REFUSED("{\"inputs\":[{\"name\":\"input\"", B, "ends");       /* truncated */
+    REFUSED("{\"inputs\":[{\"name\":\"input\"", B, "ends"); /* truncated */
     REFUSED("{\"inputs\":[]}", B, "inputs is empty");
     REFUSED("{\"inputs\":{}}", B, "inputs must be a list");
     REFUSED("{\"inputs\":5}", B, "inputs must be a list");
     REFUSED("{}", B, "no inputs");
     REFUSED("{\"inputs\":[{\"name\":\"input\",\"shape\":[1,784],\"datatype\":"
-            "\"UINT8\",\"data\":[0]},{}]}", B, "more than one tensor");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1,2,3]"),
-            B, "data has 3 elements; the shape needs 784");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"INT32\",\"data\":[1]"),
-            B, "unsupported datatype 'INT32'");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"COMPLEX\",\"data\":[1]"),
-            B, "unknown datatype 'COMPLEX'");
-    REFUSED(IN("\"shape\":[1,32,32],\"datatype\":\"UINT8\",\"data\":[1]"),
-            B, "is not an image batch");
-    REFUSED(IN("\"shape\":[1,783],\"datatype\":\"UINT8\",\"data\":[1]"),
-            B, "is not an image batch");
-    REFUSED(IN("\"shape\":[2,2],\"datatype\":\"BYTES\",\"data\":[\"\"]"),
-            B, "BYTES takes [N]");
+            "\"UINT8\",\"data\":[0]},{}]}",
+            B, "more than one tensor");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1,2,3]"), B,
+            "data has 3 elements; the shape needs 784");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"INT32\",\"data\":[1]"), B,
+            "unsupported datatype 'INT32'");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"COMPLEX\",\"data\":[1]"), B,
+            "unknown datatype 'COMPLEX'");
+    REFUSED(IN("\"shape\":[1,32,32],\"datatype\":\"UINT8\",\"data\":[1]"), B,
+            "is not an image batch");
+    REFUSED(IN("\"shape\":[1,783],\"datatype\":\"UINT8\",\"data\":[1]"), B,
+            "is not an image batch");
+    REFUSED(IN("\"shape\":[2,2],\"datatype\":\"BYTES\",\"data\":[\"\"]"), B, "BYTES takes [N]");
     REFUSED(IN("\"shape\":[4294967296,4294967296,2],\"datatype\":\"UINT8\","
-               "\"data\":[1]"), B, "overflows 64 bits");
+               "\"data\":[1]"),
+            B, "overflows 64 bits");
     REFUSED(IN("\"shape\":[18446744073709551616],\"datatype\":\"BYTES\","
-               "\"data\":[1]"), B, "does not fit in 64 bits");
-    REFUSED(IN("\"shape\":[-1,784],\"datatype\":\"UINT8\",\"data\":[1]"),
-            B, "must not be negative");
-    REFUSED(IN("\"shape\":[1.5,784],\"datatype\":\"UINT8\",\"data\":[1]"),
-            B, "must be an integer");
-    REFUSED(IN("\"shape\":[0,784],\"datatype\":\"UINT8\",\"data\":[]"),
-            B, "the batch is empty");
-    REFUSED(IN("\"shape\":[],\"datatype\":\"UINT8\",\"data\":[]"),
-            B, "shape is empty");
-    REFUSED(IN("\"shape\":[1,1,1,1,1,1,1,1,1],\"datatype\":\"UINT8\",\"data\":[]"),
-            B, "more than 8 dimensions");
+               "\"data\":[1]"),
+            B, "does not fit in 64 bits");
+    REFUSED(IN("\"shape\":[-1,784],\"datatype\":\"UINT8\",\"data\":[1]"), B,
+            "must not be negative");
+    REFUSED(IN("\"shape\":[1.5,784],\"datatype\":\"UINT8\",\"data\":[1]"), B, "must be an integer");
+    REFUSED(IN("\"shape\":[0,784],\"datatype\":\"UINT8\",\"data\":[]"), B, "the batch is empty");
+    REFUSED(IN("\"shape\":[],\"datatype\":\"UINT8\",\"data\":[]"), B, "shape is empty");
+    REFUSED(IN("\"shape\":[1,1,1,1,1,1,1,1,1],\"datatype\":\"UINT8\",\"data\":[]"), B,
+            "more than 8 dimensions");
     expect_refused(IN("\"shape\":[65,784],\"datatype\":\"UINT8\",\"data\":[1]"),
                    strlen(IN("\"shape\":[65,784],\"datatype\":\"UINT8\","
-                             "\"data\":[1]")), -1, SRV_OIP_ERR_TOO_LARGE,
-                   "over the limit of 64");
-    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"!!!!\"]"),
-            B, "not valid base64");
-    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[7]"),
-            B, "must be a string");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[\"a\"]"),
-            B, "not a number");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[true]"),
-            B, "not a number");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[256]"),
-            B, "integers 0..255");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[-1]"),
-            B, "integers 0..255");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1.5]"),
-            B, "integers 0..255");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"FP32\",\"data\":[1.5]"),
-            B, "in [0,1]");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"FP32\",\"data\":[-0.1]"),
-            B, "in [0,1]");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":5"),
-            B, "data must be a list");
+                             "\"data\":[1]")),
+                   -1, SRV_OIP_ERR_TOO_LARGE, "over the limit of 64");
+    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"!!!!\"]"), B, "not valid base64");
+    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[7]"), B, "must be a string");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[\"a\"]"), B, "not a number");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[true]"), B, "not a number");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[256]"), B, "integers 0..255");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[-1]"), B, "integers 0..255");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1.5]"), B, "integers 0..255");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"FP32\",\"data\":[1.5]"), B, "in [0,1]");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"FP32\",\"data\":[-0.1]"), B, "in [0,1]");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":5"), B, "data must be a list");
     /* The first pass over data only balances brackets; the second one
      * still holds every element to the grammar. */
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1 2]"),
-            B, "expected ',' or ']'");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1,,2]"),
-            B, "not a number");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1e]"),
-            B, "exponent");
-    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[{}]"),
-            B, "data holds an object");
-    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"]]\"]"),
-            B, "not valid base64");
-    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"a\x01\"]"),
-            B, "control character");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1 2]"), B,
+            "expected ',' or ']'");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1,,2]"), B, "not a number");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[1e]"), B, "exponent");
+    REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[{}]"), B,
+            "data holds an object");
+    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"]]\"]"), B, "not valid base64");
+    REFUSED(IN("\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"a\x01\"]"), B,
+            "control character");
     REFUSED(IN("\"shape\":[1,784],\"datatype\":\"UINT8\""), B, "no data");
     REFUSED(IN("\"datatype\":\"UINT8\",\"data\":[1]"), B, "no shape");
     REFUSED(IN("\"shape\":[1,784],\"data\":[1]"), B, "no datatype");
     REFUSED("{\"inputs\":[{\"name\":\"pixels\",\"shape\":[1,784],"
-            "\"datatype\":\"UINT8\",\"data\":[1]}]}", B, "unknown input 'pixels'");
+            "\"datatype\":\"UINT8\",\"data\":[1]}]}",
+            B, "unknown input 'pixels'");
     REFUSED("{\"inputs\":[{\"name\":\"input\",\"shape\":[1,784],"
             "\"datatype\":\"UINT8\",\"data\":[1]}],\"outputs\":[{\"name\":"
-            "\"logits\"}]}", B, "unknown output 'logits'");
+            "\"logits\"}]}",
+            B, "unknown output 'logits'");
     REFUSED("{\"inputs\":[{\"name\":\"input\",\"shape\":[1,784],"
             "\"datatype\":\"UINT8\",\"data\":[1]}],\"outputs\":[{\"name\":"
-            "\"label\"},{\"name\":\"label\"}]}", B, "requested twice");
+            "\"label\"},{\"name\":\"label\"}]}",
+            B, "requested twice");
     REFUSED("{\"id\":5,\"inputs\":[]}", B, "id must be a string");
     REFUSED("{\"inputs\":[]} x", B, "characters after");
     REFUSED("{\"inputs\":[1]} x", B, "must be an object");
@@ -414,7 +394,8 @@ static void test_parse_refusals(void **state)
     REFUSED("{\"a\":01}", B, "expected ',' or '}'");
     REFUSED("{\"a\":tru}", B, "unexpected character");
     REFUSED("{\"id\":\"\xff\",\"inputs\":[{\"name\":\"input\",\"shape\":[1,784],"
-            "\"datatype\":\"UINT8\",\"data\":[1]}]}", B, "UTF-8");
+            "\"datatype\":\"UINT8\",\"data\":[1]}]}",
+            B, "UTF-8");
 }
 
 static void test_parse_deep_nesting(void **state)
@@ -423,8 +404,7 @@ static void test_parse_deep_nesting(void **state)
     /* 100,000 levels: refused at level 33, without recursion that deep. */
     size_t depth = 100000;
     char *body = malloc(2 * depth + 64);
-    static const char *const heads[] = {
-        "{\"x\":", "{\"inputs\":[{\"name\":\"input\",\"data\":"};
+    static const char *const heads[] = {"{\"x\":", "{\"inputs\":[{\"name\":\"input\",\"data\":"};
     static const char *const tails[] = {"}", "}]}"};
     for (int t = 0; t < 2; t++) {
         size_t o = (size_t)sprintf(body, "%s", heads[t]);
@@ -438,7 +418,7 @@ static void test_parse_deep_nesting(void **state)
     size_t o;
     /* Deep inside data, past the shape's rank but within the JSON limit. */
     o = (size_t)sprintf(body, IN("\"shape\":[1,784],\"datatype\":\"UINT8\","
-                                  "\"data\":[[[[[[[[[[[1]]]]]]]]]]]"));
+                                 "\"data\":[[[[[[[[[[[1]]]]]]]]]]]"));
     expect_refused(body, o, -1, SRV_OIP_ERR_BAD, "data nested deeper than 8");
     free(body);
 }
@@ -447,15 +427,16 @@ static void test_parse_every_prefix(void **state)
 {
     (void)state;
     /* Every truncation of a valid request is refused cleanly. */
-    char *body = uint8_body(1, "[1,28,28]", "UINT8", 1, ",\"outputs\":[{\"name\":"
+    char *body = uint8_body(1, "[1,28,28]", "UINT8", 1,
+                            ",\"outputs\":[{\"name\":"
                             "\"label\",\"parameters\":{\"binary_data\":false}}]");
     size_t len = strlen(body);
     for (size_t n = 0; n < len; n++) {
         srv_oip_request *q;
         char err[256];
-        assert_int_equal(srv_oip_request_parse((const uint8_t *)body, n, -1, &lim,
-                                               &q, err, sizeof err),
-                         SRV_OIP_ERR_BAD);
+        assert_int_equal(
+            srv_oip_request_parse((const uint8_t *)body, n, -1, &lim, &q, err, sizeof err),
+            SRV_OIP_ERR_BAD);
         assert_null(q);
         assert_true(err[0] != '\0');
     }
@@ -467,17 +448,21 @@ static void test_parse_every_prefix(void **state)
 static void test_response_json_and_binary(void **state)
 {
     (void)state;
-    const char *body =
-        "{\"id\":\"a\\\"b\",\"inputs\":[{\"name\":\"input\",\"shape\":[2],"
-        "\"datatype\":\"BYTES\",\"data\":[\"aA==\",\"aQ==\"]}]}";
+    const char *body = "{\"id\":\"a\\\"b\",\"inputs\":[{\"name\":\"input\",\"shape\":[2],"
+                       "\"datatype\":\"BYTES\",\"data\":[\"aA==\",\"aQ==\"]}]}";
     srv_oip_request *q;
     char err[256];
     assert_int_equal(parse_str(body, -1, &q, err), SRV_OIP_OK);
     static const char *const labels[] = {"zero", "one", "two"};
     float probs[6] = {0.25f, 0.5f, 0.25f, 1.0f, 0.0f, 0.0f};
     int pred[2] = {1, 0};
-    srv_oip_result r = {.model_name = "m", .model_version = "1", .req = q,
-                        .n = 2, .nclasses = 3, .probs = probs, .pred = pred,
+    srv_oip_result r = {.model_name = "m",
+                        .model_version = "1",
+                        .req = q,
+                        .n = 2,
+                        .nclasses = 3,
+                        .probs = probs,
+                        .pred = pred,
                         .labels = labels};
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
@@ -486,12 +471,12 @@ static void test_response_json_and_binary(void **state)
     assert_false(b.oom);
     assert_int_equal(jl, b.len);
     assert_string_equal(b.data,
-        "{\"model_name\":\"m\",\"model_version\":\"1\",\"id\":\"a\\\"b\","
-        "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\","
-        "\"shape\":[2,3],\"data\":[0.25,0.5,0.25,1,0,0]},{\"name\":"
-        "\"prediction\",\"datatype\":\"INT64\",\"shape\":[2],\"data\":[1,0]},"
-        "{\"name\":\"label\",\"datatype\":\"BYTES\",\"shape\":[2],\"data\":"
-        "[\"one\",\"zero\"]}]}");
+                        "{\"model_name\":\"m\",\"model_version\":\"1\",\"id\":\"a\\\"b\","
+                        "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":\"FP32\","
+                        "\"shape\":[2,3],\"data\":[0.25,0.5,0.25,1,0,0]},{\"name\":"
+                        "\"prediction\",\"datatype\":\"INT64\",\"shape\":[2],\"data\":[1,0]},"
+                        "{\"name\":\"label\",\"datatype\":\"BYTES\",\"shape\":[2],\"data\":"
+                        "[\"one\",\"zero\"]}]}");
     srv_buf_free(&b);
 
     /* All binary: JSON part, then each tensor in output order. */
@@ -540,9 +525,9 @@ static void test_images_parse(void **state)
     uint32_t n;
     char err[256];
     const char *one = "{\"image\":\"aGVsbG8=\",\"other\":[1,2]}";
-    assert_int_equal(srv_oip_images_parse((const uint8_t *)one, strlen(one),
-                                          "image", 64, &items, &store, &n, err,
-                                          sizeof err), SRV_OIP_OK);
+    assert_int_equal(srv_oip_images_parse((const uint8_t *)one, strlen(one), "image", 64, &items,
+                                          &store, &n, err, sizeof err),
+                     SRV_OIP_OK);
     assert_int_equal(n, 1);
     assert_int_equal(items[0].len, 5);
     assert_memory_equal(items[0].data, "hello", 5);
@@ -552,9 +537,9 @@ static void test_images_parse(void **state)
     /* A bad element is marked (data NULL), not fatal: the batch answers
      * it with its own error. */
     const char *many = "{\"images\":[\"aGk=\",\"%%%\",\"aGk\"]}";
-    assert_int_equal(srv_oip_images_parse((const uint8_t *)many, strlen(many),
-                                          "images", 3, &items, &store, &n, err,
-                                          sizeof err), SRV_OIP_OK);
+    assert_int_equal(srv_oip_images_parse((const uint8_t *)many, strlen(many), "images", 3, &items,
+                                          &store, &n, err, sizeof err),
+                     SRV_OIP_OK);
     assert_int_equal(n, 3);
     assert_int_equal(items[0].len, 2);
     assert_null(items[1].data);
@@ -562,20 +547,18 @@ static void test_images_parse(void **state)
     free(items);
     free(store);
 
-    assert_int_equal(srv_oip_images_parse((const uint8_t *)many, strlen(many),
-                                          "images", 2, &items, &store, &n, err,
-                                          sizeof err), SRV_OIP_ERR_TOO_LARGE);
+    assert_int_equal(srv_oip_images_parse((const uint8_t *)many, strlen(many), "images", 2, &items,
+                                          &store, &n, err, sizeof err),
+                     SRV_OIP_ERR_TOO_LARGE);
     assert_null(items);
-    static const char *const badv[] = {"{}", "{\"image\":5}", "{\"images\":[]}",
-                                       "{\"image\":\"aGk=\"", "[\"aGk=\"]",
-                                       "{\"images\":[1]}"};
-    static const char *const keys[] = {"image", "image", "images", "image",
-                                       "image", "images"};
+    static const char *const badv[] = {
+        "{}",         "{\"image\":5}",   "{\"images\":[]}", "{\"image\":\"aGk=\"",
+        "[\"aGk=\"]", "{\"images\":[1]}"};
+    static const char *const keys[] = {"image", "image", "images", "image", "image", "images"};
     for (size_t i = 0; i < sizeof badv / sizeof badv[0]; i++) {
-        assert_int_equal(srv_oip_images_parse((const uint8_t *)badv[i],
-                                              strlen(badv[i]), keys[i], 4,
-                                              &items, &store, &n, err,
-                                              sizeof err), SRV_OIP_ERR_BAD);
+        assert_int_equal(srv_oip_images_parse((const uint8_t *)badv[i], strlen(badv[i]), keys[i], 4,
+                                              &items, &store, &n, err, sizeof err),
+                         SRV_OIP_ERR_BAD);
         assert_null(items);
         assert_null(store);
     }
@@ -615,11 +598,9 @@ static void test_paths(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         srv_oip_path p;
         srv_oip_path_kind k = srv_oip_path_parse(cases[i].path, &p);
-        if (k != cases[i].kind || p.kind != k ||
-            strcmp(p.name, cases[i].name) != 0 ||
+        if (k != cases[i].kind || p.kind != k || strcmp(p.name, cases[i].name) != 0 ||
             strcmp(p.version, cases[i].version) != 0)
-            fail_msg("%s: kind %d name '%s' version '%s'", cases[i].path, k,
-                     p.name, p.version);
+            fail_msg("%s: kind %d name '%s' version '%s'", cases[i].path, k, p.name, p.version);
     }
 }
 

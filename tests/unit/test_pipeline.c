@@ -21,9 +21,10 @@
 /* A small conv net for inputs [c,h,w], seeded, with the given metadata. */
 static nn_net *make_net(int c, int h, int w, const char *dataset, double acc, uint64_t seed)
 {
-    static const char arch[] = "[{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
-                               "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},"
-                               "{\"type\":\"dense\",\"out\":10}]";
+    static const char arch[] =
+        "[{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
+        "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},"
+        "{\"type\":\"dense\",\"out\":10}]";
     nn_layer L[NN_MAX_LAYERS];
     int nl = 0;
     char err[256];
@@ -101,7 +102,8 @@ static void test_model_check(void **state)
         err[0] = 0;
         assert_int_equal(pipe_model_check(bad, "dir/wide.safetensors", err, sizeof err), -1);
         char want[64];
-        snprintf(want, sizeof want, "takes %dx%dx%d inputs", shapes[i][0], shapes[i][1], shapes[i][2]);
+        snprintf(want, sizeof want, "takes %dx%dx%d inputs", shapes[i][0], shapes[i][1],
+                 shapes[i][2]);
         assert_non_null(strstr(err, "dir/wide.safetensors"));
         assert_non_null(strstr(err, want));
         nn_ensemble_free(bad);
@@ -134,8 +136,8 @@ static void test_default_pick(void **state)
     };
     assert_int_equal(pipe_default_pick(c, 6), 3);
     assert_int_equal(pipe_default_pick(c, 3), 0);
-    assert_int_equal(pipe_default_pick(c + 1, 2), 1);  /* fashion over an ensemble */
-    assert_int_equal(pipe_default_pick(c + 1, 1), 0);  /* only an ensemble */
+    assert_int_equal(pipe_default_pick(c + 1, 2), 1); /* fashion over an ensemble */
+    assert_int_equal(pipe_default_pick(c + 1, 1), 0); /* only an ensemble */
 }
 
 static void test_default_in_dir(void **state)
@@ -255,7 +257,8 @@ static void test_png(void **state)
     uint16_t samples[W * H];
     stroke(g, W, H);
     for (int q = 0; q < W * H; q++) samples[q] = (uint16_t)(255 - g[q]); /* dark on white */
-    img_png_spec spec = {.width = W, .height = H, .color_type = 0, .bit_depth = 8, .samples = samples};
+    img_png_spec spec = {
+        .width = W, .height = H, .color_type = 0, .bit_depth = 8, .samples = samples};
     uint8_t *png = NULL;
     size_t len = 0;
     char err[256];

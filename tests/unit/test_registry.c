@@ -34,17 +34,14 @@ static void save_net(const char *path, int side, int k, double acc, uint64_t see
     assert_int_equal(nn_arch_parse(arch, layers, &nl, err, sizeof err), 0);
     nn_meta meta = {.nclasses = k, .input_mean = 0, .input_std = 1, .test_accuracy = acc};
     snprintf(meta.dataset, sizeof meta.dataset, "mnist");
-    for (int i = 0; i < k; i++)
-        snprintf(meta.labels[i], sizeof meta.labels[i], "%d", i);
+    for (int i = 0; i < k; i++) snprintf(meta.labels[i], sizeof meta.labels[i], "%d", i);
     nn_net *net = nn_net_create(layers, nl, 1, side, side, &meta, err, sizeof err);
-    if (!net)
-        fail_msg("nn_net_create: %s", err);
+    if (!net) fail_msg("nn_net_create: %s", err);
     nn_net_init(net, seed);
     /* Written under another name and renamed, as publishers should. */
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (nn_net_save(net, tmp, err, sizeof err) != 0)
-        fail_msg("nn_net_save: %s", err);
+    if (nn_net_save(net, tmp, err, sizeof err) != 0) fail_msg("nn_net_save: %s", err);
     assert_int_equal(rename(tmp, path), 0);
     nn_net_free(net);
 }
@@ -113,8 +110,7 @@ static srv_registry *open_reg(fixture *fx, int nslots)
     char err[1200];
     srv_registry_opts o = {.cfg = &fx->cfg, .nslots = nslots, .settle_s = 0};
     fx->reg = srv_registry_create(&o, err, sizeof err);
-    if (!fx->reg)
-        fail_msg("srv_registry_create: %s", err);
+    if (!fx->reg) fail_msg("srv_registry_create: %s", err);
     return fx->reg;
 }
 
@@ -148,8 +144,7 @@ static uint64_t failures(srv_registry *r, const char *name)
     srv_snapshot *v = srv_registry_acquire(r);
     uint64_t n = (uint64_t)-1;
     for (int k = 0; k < v->ninfo; k++)
-        if (v->info[k].name && strcmp(v->info[k].name, name) == 0)
-            n = v->info[k].load_failures;
+        if (v->info[k].name && strcmp(v->info[k].name, name) == 0) n = v->info[k].load_failures;
     srv_snapshot_release(v);
     return n;
 }
@@ -158,14 +153,12 @@ static uint64_t failures(srv_registry *r, const char *name)
 static void forward_ok(const srv_model *m, int slot)
 {
     float x[PIPE_PIXELS] = {0};
-    for (int y = 4; y < 24; y++)
-        x[y * PIPE_SIDE + 10] = 1.0f;
+    for (int y = 4; y < 24; y++) x[y * PIPE_SIDE + 10] = 1.0f;
     pipe_result res;
     pipe_run_tensors(m->ens, srv_model_ws(m, slot), PIPE_F32, x, 1, &res);
     assert_int_equal(res.status, PIPE_OK);
     double sum = 0;
-    for (int c = 0; c < res.nclasses; c++)
-        sum += res.probs[c];
+    for (int c = 0; c < res.nclasses; c++) sum += res.probs[c];
     assert_true(fabs(sum - 1) < 1e-4);
 }
 
@@ -184,11 +177,10 @@ static void test_spec_parse(void **state)
     assert_int_equal(v, 12);
     assert_int_equal(srv_model_spec_parse("cnn:999999999", name, &v), 0);
     assert_int_equal(v, 999999999);
-    const char *bad[] = {"", ":1", "cnn:", "cnn:0", "cnn:01", "cnn:-1", "cnn:1x", "cnn:1:2",
-                         "c n", "cnn:1000000000", "a/b"};
+    const char *bad[] = {"",       ":1",      "cnn:", "cnn:0",          "cnn:01", "cnn:-1",
+                         "cnn:1x", "cnn:1:2", "c n",  "cnn:1000000000", "a/b"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        if (srv_model_spec_parse(bad[i], name, &v) == 0)
-            fail_msg("'%s' accepted", bad[i]);
+        if (srv_model_spec_parse(bad[i], name, &v) == 0) fail_msg("'%s' accepted", bad[i]);
     assert_int_equal(srv_model_version_parse("7", &v), 0);
     assert_int_equal(v, 7);
     assert_int_equal(srv_model_version_parse("07", &v), -1);
@@ -200,10 +192,8 @@ static void test_spec_parse(void **state)
 
 static const char *env_poll(const char *name)
 {
-    if (strcmp(name, "MNIST_POLL_INTERVAL") == 0)
-        return "2.5";
-    if (strcmp(name, "MNIST_ENABLE_MODEL_CONTROL") == 0)
-        return "on";
+    if (strcmp(name, "MNIST_POLL_INTERVAL") == 0) return "2.5";
+    if (strcmp(name, "MNIST_ENABLE_MODEL_CONTROL") == 0) return "on";
     return NULL;
 }
 
@@ -217,8 +207,8 @@ static void test_config_options(void **state)
     assert_int_equal(c.keep_versions, 1);
     assert_true(c.poll_s == 0);
     assert_int_equal(c.model_control, 0);
-    char *on[] = {"mnist-server", "--keep-versions", "3", "--poll-interval", "0.5",
-                  "--enable-model-control"};
+    char *on[] = {"mnist-server", "--keep-versions",       "3", "--poll-interval",
+                  "0.5",          "--enable-model-control"};
     assert_int_equal(srv_config_parse(&c, 6, on, NULL, err, sizeof err), SRV_CONFIG_RUN);
     assert_int_equal(c.keep_versions, 3);
     assert_true(fabs(c.poll_s - 0.5) < 1e-12);
@@ -231,8 +221,8 @@ static void test_config_options(void **state)
     assert_int_equal(srv_config_parse(&c, 3, off, env_poll, err, sizeof err), SRV_CONFIG_RUN);
     assert_int_equal(c.model_control, 0);
     assert_true(c.poll_s == 0);
-    const char *bad[][2] = {{"--keep-versions", "0"}, {"--keep-versions", "17"},
-                            {"--keep-versions", "x"}, {"--poll-interval", "0.05"},
+    const char *bad[][2] = {{"--keep-versions", "0"},  {"--keep-versions", "17"},
+                            {"--keep-versions", "x"},  {"--poll-interval", "0.05"},
                             {"--poll-interval", "-1"}, {"--poll-interval", "1e9"}};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char *argv[] = {"mnist-server", (char *)bad[i][0], (char *)bad[i][1]};
@@ -276,7 +266,8 @@ static void test_versions_layout(void **state)
      * an ensemble, so the single model flat is the default. */
     assert_string_equal(srv_snapshot_default(v)->name, "flat");
     assert_non_null(strstr(v->models_json, "\"version\":3"));
-    assert_non_null(strstr(v->index_json, "{\"name\":\"digits\",\"version\":\"2\",\"state\":\"READY\""));
+    assert_non_null(
+        strstr(v->index_json, "{\"name\":\"digits\",\"version\":\"2\",\"state\":\"READY\""));
     forward_ok(d3, 0);
     forward_ok(d3, 1);
     assert_null(srv_model_ws(d3, 2));
@@ -501,8 +492,7 @@ static void *reader(void *p)
 {
     reader_arg *a = p;
     float x[PIPE_PIXELS] = {0};
-    for (int y = 4; y < 24; y++)
-        x[y * PIPE_SIDE + 12] = 1.0f;
+    for (int y = 4; y < 24; y++) x[y * PIPE_SIDE + 12] = 1.0f;
     while (!atomic_load(a->stop)) {
         srv_snapshot *v = srv_registry_acquire(a->reg);
         srv_model *m = srv_snapshot_find(v, "digits", 0);
@@ -511,8 +501,7 @@ static void *reader(void *p)
         } else {
             pipe_result res;
             pipe_run_tensors(m->ens, srv_model_ws(m, a->slot), PIPE_F32, x, 1, &res);
-            if (res.status != PIPE_OK)
-                a->bad++;
+            if (res.status != PIPE_OK) a->bad++;
         }
         srv_snapshot_release(v);
         a->runs++;
@@ -528,8 +517,7 @@ static void test_readers_during_reloads(void **state)
     atomic_int stop = 0;
     reader_arg a[2] = {{r, 0, &stop, 0, 0}, {r, 1, &stop, 0, 0}};
     pthread_t t[2];
-    for (int i = 0; i < 2; i++)
-        assert_int_equal(pthread_create(&t[i], NULL, reader, &a[i]), 0);
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, reader, &a[i]), 0);
     char p[512], err[1200];
     path_of(fx, p, sizeof p, "digits/2.safetensors");
     for (int i = 0; i < 12; i++) {
@@ -564,14 +552,12 @@ static void test_poller(void **state)
     assert_int_equal(srv_registry_start(r, 0.1), 0);
     put_net(fx, "digits/2.safetensors", 10, 0.92, 2);
     /* Polls every 0.1 s: wait (up to 10 s) until version 2 serves. */
-    for (int i = 0; i < 1000 && served(r, "digits") != 2; i++)
-        usleep(10000);
+    for (int i = 0; i < 1000 && served(r, "digits") != 2; i++) usleep(10000);
     assert_int_equal(served(r, "digits"), 2);
     /* A requested reload runs too. */
     uint64_t before = srv_registry_reloads(r);
     srv_registry_request_reload(r, "SIGHUP");
-    for (int i = 0; i < 1000 && srv_registry_reloads(r) == before; i++)
-        usleep(10000);
+    for (int i = 0; i < 1000 && srv_registry_reloads(r) == before; i++) usleep(10000);
     assert_true(srv_registry_reloads(r) > before);
     srv_registry_stop(r);
     srv_registry_stop(r); /* twice is harmless */

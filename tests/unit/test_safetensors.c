@@ -19,16 +19,13 @@
 static uint8_t *build(const char *json, uint64_t hlen, size_t dlen, size_t *len)
 {
     size_t jlen = strlen(json);
-    if (hlen == UINT64_MAX)
-        hlen = jlen;
+    if (hlen == UINT64_MAX) hlen = jlen;
     *len = 8 + jlen + dlen;
     uint8_t *b = malloc(*len ? *len : 1);
     assert_non_null(b);
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(hlen >> (8 * i));
+    for (int i = 0; i < 8; i++) b[i] = (uint8_t)(hlen >> (8 * i));
     memcpy(b + 8, json, jlen);
-    for (size_t i = 0; i < dlen; i++)
-        b[8 + jlen + i] = (uint8_t)i;
+    for (size_t i = 0; i < dlen; i++) b[8 + jlen + i] = (uint8_t)i;
     return b;
 }
 
@@ -43,8 +40,7 @@ static void refused_raw(const char *json, uint64_t hlen, size_t dlen, const char
         nn_st_free(f);
         fail_msg("accepted a bad file (wanted \"%s\"): %s", want, json);
     }
-    if (!strstr(err, want))
-        fail_msg("message \"%s\" does not contain \"%s\"", err, want);
+    if (!strstr(err, want)) fail_msg("message \"%s\" does not contain \"%s\"", err, want);
 }
 
 static void refused(const char *json, size_t dlen, const char *want)
@@ -58,8 +54,7 @@ static nn_st_file *accepted(const char *json, size_t dlen)
     uint8_t *b = build(json, UINT64_MAX, dlen, &len);
     char err[512] = "";
     nn_st_file *f = nn_st_parse(b, len, err, sizeof err);
-    if (!f)
-        fail_msg("refused a good file: %s (%s)", err, json);
+    if (!f) fail_msg("refused a good file: %s (%s)", err, json);
     return f;
 }
 
@@ -71,10 +66,10 @@ static nn_st_file *accepted(const char *json, size_t dlen)
 static void test_round_trip(void **state)
 {
     (void)state;
-    float w[6] = { 1.5f, -2.0f, 3.25f, 0.0f, -0.0f, 1e-30f };
-    int64_t idx[4] = { 7, -1, INT64_MAX, INT64_MIN };
+    float w[6] = {1.5f, -2.0f, 3.25f, 0.0f, -0.0f, 1e-30f};
+    int64_t idx[4] = {7, -1, INT64_MAX, INT64_MIN};
     float scalar = 42.0f;
-    int64_t sw[2] = { 2, 3 }, si[1] = { 4 }, sz[2] = { 0, 5 };
+    int64_t sw[2] = {2, 3}, si[1] = {4}, sz[2] = {0, 5};
 
     nn_st_writer *wr = nn_st_writer_create();
     assert_non_null(wr);
@@ -88,8 +83,7 @@ static void test_round_trip(void **state)
 
     char path[128], err[512] = "";
     snprintf(path, sizeof path, "%s/m.safetensors", tmpdir);
-    if (nn_st_writer_write(wr, path, err, sizeof err) != 0)
-        fail_msg("write failed: %s", err);
+    if (nn_st_writer_write(wr, path, err, sizeof err) != 0) fail_msg("write failed: %s", err);
     nn_st_writer_free(wr);
 
     char tmp[160];
@@ -103,13 +97,11 @@ static void test_round_trip(void **state)
     assert_int_equal(fread(lenb, 1, 8, fp), 8);
     fclose(fp);
     uint64_t hlen = 0;
-    for (int i = 7; i >= 0; i--)
-        hlen = hlen << 8 | lenb[i];
+    for (int i = 7; i >= 0; i--) hlen = hlen << 8 | lenb[i];
     assert_int_equal(hlen % 8, 0);
 
     nn_st_file *f = nn_st_read(path, err, sizeof err);
-    if (!f)
-        fail_msg("read failed: %s", err);
+    if (!f) fail_msg("read failed: %s", err);
     assert_int_equal(f->ntensors, 4);
     assert_int_equal(f->data_len, sizeof w + sizeof idx + sizeof scalar);
     assert_int_equal((uintptr_t)f->data % 8, 0);
@@ -177,9 +169,9 @@ static void test_round_trip(void **state)
 static void test_writer_refuses_bad_input(void **state)
 {
     (void)state;
-    float x[4] = { 0 };
-    int64_t s1[1] = { 4 }, neg[1] = { -1 }, big[1] = { (1LL << 31) + 1 };
-    int64_t many[NN_ST_MAX_DIMS + 1] = { 1, 1, 1, 1, 1, 1, 1, 1, 1 };
+    float x[4] = {0};
+    int64_t s1[1] = {4}, neg[1] = {-1}, big[1] = {(1LL << 31) + 1};
+    int64_t many[NN_ST_MAX_DIMS + 1] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
     nn_st_writer *w = nn_st_writer_create();
     assert_non_null(w);
     assert_int_equal(nn_st_writer_add(w, "a", NN_ST_F32, 1, s1, x), 0);
@@ -188,7 +180,7 @@ static void test_writer_refuses_bad_input(void **state)
     assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, 1, neg, x), -1);
     assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, 1, big, x), -1);
     assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, NN_ST_MAX_DIMS + 1, many, x), -1);
-    assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, 1, s1, NULL), -1);         /* no data */
+    assert_int_equal(nn_st_writer_add(w, "b", NN_ST_F32, 1, s1, NULL), -1); /* no data */
     assert_int_equal(nn_st_writer_add(w, "b", (nn_st_dtype)7, 1, s1, x), -1);
 
     char err[512] = "";
@@ -225,7 +217,7 @@ static void test_read_errors(void **state)
 static void test_header_length(void **state)
 {
     (void)state;
-    refused_raw("", 0, 0, "header length 0 is too small");   /* 8-byte file */
+    refused_raw("", 0, 0, "header length 0 is too small"); /* 8-byte file */
     refused_raw("{}", 0, 0, "header length 0 is too small");
     refused_raw("{}", 1, 0, "header length 1 is too small");
     refused_raw("{}", 3, 0, "larger than the file");
@@ -285,13 +277,13 @@ static void test_dtype(void **state)
             "unsupported dtype 'f32'");
     refused("{\"x\":{\"dtype\":32,\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
             "tensor 'x': missing or non-string \"dtype\"");
-    refused("{\"x\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
-            "missing or non-string \"dtype\"");
-    refused("{\"x\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
-            4, "appears twice");
+    refused("{\"x\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "missing or non-string \"dtype\"");
+    refused("{\"x\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+            "appears twice");
     refused("{\"x\":[1,2]}", 0, "tensor 'x': entry is not an object");
 
-    nn_st_file *f = accepted("{\"i\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}}", 16);
+    nn_st_file *f =
+        accepted("{\"i\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]}}", 16);
     assert_int_equal(f->tensors[0].dtype, NN_ST_I64);
     assert_int_equal(f->tensors[0].nbytes, 16);
     nn_st_free(f);
@@ -308,12 +300,11 @@ static void test_shape(void **state)
     refused("{\"w\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4, "shape[0]");
     refused("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,\"2\"],\"data_offsets\":[0,8]}}", 8,
             "shape[1]");
-    refused("{\"w\":{\"dtype\":\"F32\",\"shape\":[1e300],\"data_offsets\":[0,4]}}", 4,
-            "shape[0]");
+    refused("{\"w\":{\"dtype\":\"F32\",\"shape\":[1e300],\"data_offsets\":[0,4]}}", 4, "shape[0]");
     refused("{\"w\":{\"dtype\":\"F32\",\"shape\":[2147483649],\"data_offsets\":[0,4]}}", 4,
             "shape[0]");
-    refused("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}",
-            4, "9 dimensions");
+    refused("{\"w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,4]}}", 4,
+            "9 dimensions");
     refused("{\"w\":{\"dtype\":\"F32\",\"shape\":5,\"data_offsets\":[0,4]}}", 4,
             "non-array \"shape\"");
     /* 2^31 in each of 8 dims: 2^248 elements, the product must not wrap. */
@@ -365,8 +356,8 @@ static void test_offsets(void **state)
 
     /* Listed out of order in the JSON is fine: the reader sorts by offset. */
     nn_st_file *f = accepted("{\"b\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[8,12]},"
-                          "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
-                          12);
+                             "\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+                             12);
     assert_int_equal(f->ntensors, 2);
     assert_string_equal(f->tensors[0].name, "a");
     assert_string_equal(f->tensors[1].name, "b");

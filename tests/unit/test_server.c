@@ -53,10 +53,10 @@ static void test_sha256_vectors(void **state)
         left -= n;
     }
     srv_sha256_final(&c, d);
-    static const uint8_t want[32] = {
-        0xcd, 0xc7, 0x6e, 0x5c, 0x99, 0x14, 0xfb, 0x92, 0x81, 0xa1, 0xc7,
-        0xe2, 0x84, 0xd7, 0x3e, 0x67, 0xf1, 0x80, 0x9a, 0x48, 0xa4, 0x97,
-        0x20, 0x0e, 0x04, 0x6d, 0x39, 0xcc, 0xc7, 0x11, 0x2c, 0xd0};
+    static const uint8_t want[32] = {0xcd, 0xc7, 0x6e, 0x5c, 0x99, 0x14, 0xfb, 0x92,
+                                     0x81, 0xa1, 0xc7, 0xe2, 0x84, 0xd7, 0x3e, 0x67,
+                                     0xf1, 0x80, 0x9a, 0x48, 0xa4, 0x97, 0x20, 0x0e,
+                                     0x04, 0x6d, 0x39, 0xcc, 0xc7, 0x11, 0x2c, 0xd0};
     assert_memory_equal(d, want, 32);
 }
 
@@ -69,7 +69,7 @@ static void test_sha256_file_matches_sha256sum(void **state)
     FILE *f = fdopen(fd, "wb");
     assert_non_null(f);
     uint32_t x = 12345;
-    for (int i = 0; i < 300001; i++) {   /* not a multiple of 64 */
+    for (int i = 0; i < 300001; i++) { /* not a multiple of 64 */
         x = x * 1103515245u + 12345u;
         fputc((int)(x >> 16) & 255, f);
     }
@@ -98,20 +98,17 @@ static const char *const *fake_env;
 static const char *env_fn(const char *name)
 {
     for (const char *const *e = fake_env; e && *e; e += 2)
-        if (strcmp(e[0], name) == 0)
-            return e[1];
+        if (strcmp(e[0], name) == 0) return e[1];
     return NULL;
 }
 
-static srv_config_action parse(srv_config *c, const char *const *env,
-                               char *err, size_t errlen, ...)
+static srv_config_action parse(srv_config *c, const char *const *env, char *err, size_t errlen, ...)
 {
     char *argv[32] = {"mnist-server"};
     int argc = 1;
     va_list ap;
     va_start(ap, errlen);
-    for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 31;)
-        argv[argc++] = a;
+    for (char *a; (a = va_arg(ap, char *)) != NULL && argc < 31;) argv[argc++] = a;
     va_end(ap);
     fake_env = env;
     return srv_config_parse(c, argc, argv, env_fn, err, errlen);
@@ -144,12 +141,23 @@ static void test_config_env_and_flags(void **state)
     (void)state;
     srv_config c;
     char err[256];
-    static const char *const env[] = {
-        "MNIST_PORT", "9000", "MNIST_THREADS", "3", "MNIST_BODY_LIMIT", "512k",
-        "MNIST_LOG_FORMAT", "json", "MNIST_MODELS",
-        "a=x.safetensors; best=p.safetensors,q.safetensors",
-        "MNIST_GRACE", "2.5", "MNIST_ACCESS_LOG", "off",
-        "MNIST_DRAIN_DELAY", "0", NULL};
+    static const char *const env[] = {"MNIST_PORT",
+                                      "9000",
+                                      "MNIST_THREADS",
+                                      "3",
+                                      "MNIST_BODY_LIMIT",
+                                      "512k",
+                                      "MNIST_LOG_FORMAT",
+                                      "json",
+                                      "MNIST_MODELS",
+                                      "a=x.safetensors; best=p.safetensors,q.safetensors",
+                                      "MNIST_GRACE",
+                                      "2.5",
+                                      "MNIST_ACCESS_LOG",
+                                      "off",
+                                      "MNIST_DRAIN_DELAY",
+                                      "0",
+                                      NULL};
     assert_int_equal(parse(&c, env, err, sizeof err, NULL), SRV_CONFIG_RUN);
     assert_int_equal(c.port, 9000);
     assert_int_equal(c.threads, 3);
@@ -165,11 +173,10 @@ static void test_config_env_and_flags(void **state)
     assert_string_equal(c.models_dir, "");
 
     /* Flags win over env, both forms of flag work, --model replaces. */
-    assert_int_equal(parse(&c, env, err, sizeof err, "--port=0", "--threads",
-                           "1", "--model", "z=z.safetensors", "--body-limit",
-                           "2MiB", "--log-format", "text", "--models-dir",
-                           "m2", "--drain-delay", "1.5", "--drain-timeout",
-                           "7", NULL),
+    assert_int_equal(parse(&c, env, err, sizeof err, "--port=0", "--threads", "1", "--model",
+                           "z=z.safetensors", "--body-limit", "2MiB", "--log-format", "text",
+                           "--models-dir", "m2", "--drain-delay", "1.5", "--drain-timeout", "7",
+                           NULL),
                      SRV_CONFIG_RUN);
     assert_true(c.drain_delay_s == 1.5);
     assert_true(c.drain_timeout_s == 7);
@@ -181,10 +188,8 @@ static void test_config_env_and_flags(void **state)
     assert_int_equal(c.log_json, 0);
     assert_string_equal(c.models_dir, "m2");
 
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--help", NULL),
-                     SRV_CONFIG_HELP);
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "-V", NULL),
-                     SRV_CONFIG_VERSION);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--help", NULL), SRV_CONFIG_HELP);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "-V", NULL), SRV_CONFIG_VERSION);
 }
 
 static void test_config_cors(void **state)
@@ -197,8 +202,8 @@ static void test_config_cors(void **state)
     assert_false(srv_config_cors_allows(&c, "https://a.example"));
 
     /* A comma list from env; the flags (repeatable) replace it. */
-    static const char *const env[] = {
-        "MNIST_CORS_ORIGIN", "https://a.example, http://b.example:8080", NULL};
+    static const char *const env[] = {"MNIST_CORS_ORIGIN",
+                                      "https://a.example, http://b.example:8080", NULL};
     assert_int_equal(parse(&c, env, err, sizeof err, NULL), SRV_CONFIG_RUN);
     assert_int_equal(c.ncors, 2);
     assert_true(srv_config_cors_allows(&c, "https://a.example"));
@@ -206,25 +211,27 @@ static void test_config_cors(void **state)
     assert_false(srv_config_cors_allows(&c, "http://b.example"));
     assert_false(srv_config_cors_allows(&c, "https://a.example.evil"));
     assert_false(srv_config_cors_allows(&c, NULL));
-    assert_int_equal(parse(&c, env, err, sizeof err, "--cors-origin",
-                           "https://c.example", "--cors-origin=http://[::1]:3000",
-                           NULL), SRV_CONFIG_RUN);
+    assert_int_equal(parse(&c, env, err, sizeof err, "--cors-origin", "https://c.example",
+                           "--cors-origin=http://[::1]:3000", NULL),
+                     SRV_CONFIG_RUN);
     assert_int_equal(c.ncors, 2);
     assert_false(srv_config_cors_allows(&c, "https://a.example"));
     assert_true(srv_config_cors_allows(&c, "http://[::1]:3000"));
-    assert_int_equal(parse(&c, env, err, sizeof err, "--cors-origin", "*", NULL),
-                     SRV_CONFIG_RUN);
+    assert_int_equal(parse(&c, env, err, sizeof err, "--cors-origin", "*", NULL), SRV_CONFIG_RUN);
     assert_true(srv_config_cors_allows(&c, "https://anything.example"));
 
-    static const char *const bad[] = {"", "a.example", "https://", "https://a/b",
-                                      "https://a b", "https://a,,https://b",
-                                      "https://a:", "javascript:alert(1)"};
+    static const char *const bad[] = {"",
+                                      "a.example",
+                                      "https://",
+                                      "https://a/b",
+                                      "https://a b",
+                                      "https://a,,https://b",
+                                      "https://a:",
+                                      "javascript:alert(1)"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        srv_config_action act = parse(&c, NULL, err, sizeof err, "--cors-origin",
-                                      bad[i], NULL);
+        srv_config_action act = parse(&c, NULL, err, sizeof err, "--cors-origin", bad[i], NULL);
         if (act != SRV_CONFIG_ERROR || !strstr(err, "--cors-origin"))
-            fail_msg("--cors-origin '%s': action %d, message '%s'", bad[i],
-                     act, err);
+            fail_msg("--cors-origin '%s': action %d, message '%s'", bad[i], act, err);
     }
 }
 
@@ -233,7 +240,9 @@ static void test_config_errors(void **state)
     (void)state;
     srv_config c;
     char err[256];
-    struct { const char *a, *b, *needle; } bad[] = {
+    struct {
+        const char *a, *b, *needle;
+    } bad[] = {
         {"--port", "70000", "--port"},
         {"--port", "80x", "--port"},
         {"--port", "-1", "--port"},
@@ -252,18 +261,14 @@ static void test_config_errors(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         err[0] = '\0';
-        assert_int_equal(parse(&c, NULL, err, sizeof err, bad[i].a, bad[i].b,
-                               NULL),
+        assert_int_equal(parse(&c, NULL, err, sizeof err, bad[i].a, bad[i].b, NULL),
                          SRV_CONFIG_ERROR);
         if (!strstr(err, bad[i].needle))
-            fail_msg("%s %s: message '%s' lacks '%s'", bad[i].a, bad[i].b,
-                     err, bad[i].needle);
+            fail_msg("%s %s: message '%s' lacks '%s'", bad[i].a, bad[i].b, err, bad[i].needle);
     }
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--port", NULL),
-                     SRV_CONFIG_ERROR);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--port", NULL), SRV_CONFIG_ERROR);
     assert_non_null(strstr(err, "needs a value"));
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--model", "a=x",
-                           "--model", "a=y", NULL),
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--model", "a=x", "--model", "a=y", NULL),
                      SRV_CONFIG_ERROR);
     assert_non_null(strstr(err, "twice"));
     static const char *const env[] = {"MNIST_PORT", "http", NULL};
@@ -287,12 +292,10 @@ static void test_config_ui(void **state)
     char err[256];
     assert_int_equal(parse(&c, NULL, err, sizeof err, NULL), SRV_CONFIG_RUN);
     assert_int_equal(c.ui, 1);
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-ui", NULL),
-                     SRV_CONFIG_RUN);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-ui", NULL), SRV_CONFIG_RUN);
     assert_int_equal(c.ui, 0);
     assert_int_equal(c.access_log, 1);
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-access-log",
-                           "--ui", "off", NULL),
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-access-log", "--ui", "off", NULL),
                      SRV_CONFIG_RUN);
     assert_int_equal(c.ui, 0);
     assert_int_equal(c.access_log, 0);
@@ -300,22 +303,17 @@ static void test_config_ui(void **state)
     assert_int_equal(parse(&c, off, err, sizeof err, NULL), SRV_CONFIG_RUN);
     assert_int_equal(c.ui, 0);
     /* The flag wins over the environment. */
-    assert_int_equal(parse(&c, off, err, sizeof err, "--ui=on", NULL),
-                     SRV_CONFIG_RUN);
+    assert_int_equal(parse(&c, off, err, sizeof err, "--ui=on", NULL), SRV_CONFIG_RUN);
     assert_int_equal(c.ui, 1);
 
     static const char *const bad_env[] = {"MNIST_UI", "sometimes", NULL};
-    assert_int_equal(parse(&c, bad_env, err, sizeof err, NULL),
-                     SRV_CONFIG_ERROR);
+    assert_int_equal(parse(&c, bad_env, err, sizeof err, NULL), SRV_CONFIG_ERROR);
     assert_non_null(strstr(err, "MNIST_UI"));
     /* --no- only negates on|off options, and takes no value. */
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-port", NULL),
-                     SRV_CONFIG_ERROR);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-port", NULL), SRV_CONFIG_ERROR);
     assert_non_null(strstr(err, "unknown option '--no-port'"));
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-ui=1", NULL),
-                     SRV_CONFIG_ERROR);
-    assert_int_equal(parse(&c, NULL, err, sizeof err, "--ui", "maybe", NULL),
-                     SRV_CONFIG_ERROR);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-ui=1", NULL), SRV_CONFIG_ERROR);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--ui", "maybe", NULL), SRV_CONFIG_ERROR);
     assert_non_null(strstr(err, "--ui"));
 }
 
@@ -324,12 +322,11 @@ static void test_config_ui(void **state)
 static void test_web(void **state)
 {
     (void)state;
-    static const srv_web_file files[] = {
-        {"app.js", "let x = 1;\n", 11},
-        {"index.html", "<!doctype html>", 15},
-        {"style.css", "", 0},
-        {"logo.svg", "<svg/>", 6},
-        {"notes.bin", "\x01", 1}};
+    static const srv_web_file files[] = {{"app.js", "let x = 1;\n", 11},
+                                         {"index.html", "<!doctype html>", 15},
+                                         {"style.css", "", 0},
+                                         {"logo.svg", "<svg/>", 6},
+                                         {"notes.bin", "\x01", 1}};
     char err[256];
     srv_web *w = srv_web_create(files, 5, err, sizeof err);
     assert_non_null(w);
@@ -345,15 +342,11 @@ static void test_web(void **state)
     snprintf(want, sizeof want, "\"%.20s\"", hex);
     assert_string_equal(a->etag, want);
 
-    assert_string_equal(srv_web_find(w, "/app.js")->ctype,
-                        "text/javascript; charset=utf-8");
-    assert_string_equal(srv_web_find(w, "/style.css")->ctype,
-                        "text/css; charset=utf-8");
+    assert_string_equal(srv_web_find(w, "/app.js")->ctype, "text/javascript; charset=utf-8");
+    assert_string_equal(srv_web_find(w, "/style.css")->ctype, "text/css; charset=utf-8");
     assert_int_equal(srv_web_find(w, "/style.css")->len, 0);
-    assert_string_equal(srv_web_find(w, "/logo.svg")->ctype,
-                        "image/svg+xml; charset=utf-8");
-    assert_string_equal(srv_web_find(w, "/notes.bin")->ctype,
-                        "application/octet-stream");
+    assert_string_equal(srv_web_find(w, "/logo.svg")->ctype, "image/svg+xml; charset=utf-8");
+    assert_string_equal(srv_web_find(w, "/notes.bin")->ctype, "application/octet-stream");
     /* index.html is only "/"; nothing outside the table is found. */
     assert_null(srv_web_find(w, "/index.html"));
     assert_null(srv_web_find(w, "/app.js/"));
@@ -379,7 +372,7 @@ static void test_web(void **state)
     snprintf(buf, sizeof buf, "\"abc\",W/%s", e);
     assert_true(srv_web_etag_match(buf, e));
     assert_false(srv_web_etag_match("\"abc\", \"def\"", e));
-    snprintf(buf, sizeof buf, "%.*s", (int)strlen(e) - 1, e);   /* cut */
+    snprintf(buf, sizeof buf, "%.*s", (int)strlen(e) - 1, e); /* cut */
     assert_false(srv_web_etag_match(buf, e));
     snprintf(buf, sizeof buf, "%sx", e);
     assert_false(srv_web_etag_match(buf, e));
@@ -391,12 +384,10 @@ static void test_web(void **state)
     /* No index.html, or a name a URL would need to escape: refused. */
     assert_null(srv_web_create(files, 1, err, sizeof err));
     assert_non_null(strstr(err, "index.html"));
-    static const srv_web_file bad[] = {{"index.html", "", 0},
-                                       {"a b.js", "", 0}};
+    static const srv_web_file bad[] = {{"index.html", "", 0}, {"a b.js", "", 0}};
     assert_null(srv_web_create(bad, 2, err, sizeof err));
     assert_non_null(strstr(err, "'a b.js'"));
-    static const srv_web_file hidden[] = {{"index.html", "", 0},
-                                          {".env", "", 0}};
+    static const srv_web_file hidden[] = {{"index.html", "", 0}, {".env", "", 0}};
     assert_null(srv_web_create(hidden, 2, err, sizeof err));
     assert_non_null(strstr(err, "'.env'"));
 }
@@ -444,7 +435,7 @@ static void test_buf_json(void **state)
 
     char store[8];
     srv_buf b;
-    srv_buf_init(&b, store, sizeof store);   /* forces growth to the heap */
+    srv_buf_init(&b, store, sizeof store); /* forces growth to the heap */
     srv_buf_json_str(&b, "a\"b\\c\n\x01");
     assert_false(b.oom);
     assert_string_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001\"");
@@ -460,24 +451,20 @@ static void test_buf_json(void **state)
         char *end;
         double back = strtod(b.data, &end);
         assert_int_equal(*end, '\0');
-        if ((float)back != f)
-            fail_msg("%.9g printed as %s", (double)f, b.data);
+        if ((float)back != f) fail_msg("%.9g printed as %s", (double)f, b.data);
         srv_buf_free(&b);
     }
-    float p[10] = {0.9f, 0.05f, 0.03f, 0.01f, 0.004f, 0.003f, 0.002f,
-                   0.0009f, 0.00009f, 0.00001f};
+    float p[10] = {0.9f, 0.05f, 0.03f, 0.01f, 0.004f, 0.003f, 0.002f, 0.0009f, 0.00009f, 0.00001f};
     double sum_in = 0, sum_out = 0;
     srv_buf_init(&b, NULL, 0);
     for (int i = 0; i < 10; i++) {
         sum_in += p[i];
-        if (i)
-            srv_buf_puts(&b, ",");
+        if (i) srv_buf_puts(&b, ",");
         srv_buf_json_float(&b, p[i]);
     }
     for (char *s = b.data; *s;) {
         sum_out += strtod(s, &s);
-        if (*s == ',')
-            s++;
+        if (*s == ',') s++;
     }
     srv_buf_free(&b);
     assert_true(fabs(sum_in - sum_out) < 1e-7);
@@ -493,16 +480,15 @@ static void test_multipart(void **state)
 {
     (void)state;
     char bnd[SRV_BOUNDARY_MAX], err[256];
-    assert_int_equal(srv_multipart_boundary(
-                         "multipart/form-data; boundary=----X1", bnd, sizeof bnd), 0);
+    assert_int_equal(
+        srv_multipart_boundary("multipart/form-data; boundary=----X1", bnd, sizeof bnd), 0);
     assert_string_equal(bnd, "----X1");
-    assert_int_equal(srv_multipart_boundary(
-                         "multipart/form-data; charset=x; boundary=\"a b\"", bnd,
-                         sizeof bnd), 0);
+    assert_int_equal(
+        srv_multipart_boundary("multipart/form-data; charset=x; boundary=\"a b\"", bnd, sizeof bnd),
+        0);
     assert_string_equal(bnd, "a b");
     assert_int_equal(srv_multipart_boundary("multipart/form-data", bnd, sizeof bnd), -1);
-    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=", bnd,
-                                            sizeof bnd), -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=", bnd, sizeof bnd), -1);
 
     const char body[] =
         "preamble\r\n"
@@ -519,41 +505,43 @@ static void test_multipart(void **state)
         "--XY--\r\n";
     srv_part parts[4];
     int n = -1;
-    assert_int_equal(srv_multipart_parse((const uint8_t *)body, sizeof body - 1,
-                                         "XY", "image", parts, 4, &n, err,
-                                         sizeof err), SRV_MP_OK);
+    assert_int_equal(srv_multipart_parse((const uint8_t *)body, sizeof body - 1, "XY", "image",
+                                         parts, 4, &n, err, sizeof err),
+                     SRV_MP_OK);
     assert_int_equal(n, 2);
-    assert_int_equal(parts[0].len, 9);   /* binary data with CRLF and "--X" */
+    assert_int_equal(parts[0].len, 9); /* binary data with CRLF and "--X" */
     assert_memory_equal(parts[0].data, "\x89PNG\r\n--X", 9);
     assert_int_equal(parts[1].len, 0);
 
     /* A field named "filename" or "xname" must not count as "image". */
     const char fname[] = "--B\r\nContent-Disposition: form-data; name=\"imagex\"; "
                          "filename=\"image\"\r\n\r\nzz\r\n--B--";
-    assert_int_equal(srv_multipart_parse((const uint8_t *)fname, sizeof fname - 1,
-                                         "B", "image", parts, 4, &n, err,
-                                         sizeof err), SRV_MP_OK);
+    assert_int_equal(srv_multipart_parse((const uint8_t *)fname, sizeof fname - 1, "B", "image",
+                                         parts, 4, &n, err, sizeof err),
+                     SRV_MP_OK);
     assert_int_equal(n, 0);
 
-    assert_int_equal(srv_multipart_parse((const uint8_t *)body, sizeof body - 1,
-                                         "XY", "image", parts, 1, &n, err,
-                                         sizeof err), SRV_MP_TOO_MANY);
+    assert_int_equal(srv_multipart_parse((const uint8_t *)body, sizeof body - 1, "XY", "image",
+                                         parts, 1, &n, err, sizeof err),
+                     SRV_MP_TOO_MANY);
     assert_int_equal(n, 1);
 
     /* Truncated: the closing boundary is missing. */
-    assert_int_equal(srv_multipart_parse((const uint8_t *)body, 150, "XY",
-                                         "image", parts, 4, &n, err, sizeof err),
+    assert_int_equal(srv_multipart_parse((const uint8_t *)body, 150, "XY", "image", parts, 4, &n,
+                                         err, sizeof err),
                      SRV_MP_MALFORMED);
     assert_non_null(strstr(err, "part"));
-    const char *junk[] = {"", "no boundary at all", "--XY", "--XYjunk\r\n",
+    const char *junk[] = {"",
+                          "no boundary at all",
+                          "--XY",
+                          "--XYjunk\r\n",
                           "--XY\r\nNo-Colon-Header\r\n\r\nx\r\n--XY--",
                           "--XY\r\nContent-Type: a/b\r\n\r\nx\r\n--XY--",
                           "--XY\r\nContent-Disposition: form-data; name=\"x\r\n\r\n"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
         err[0] = '\0';
-        if (srv_multipart_parse((const uint8_t *)junk[i], strlen(junk[i]), "XY",
-                                "image", parts, 4, &n, err, sizeof err) !=
-            SRV_MP_MALFORMED)
+        if (srv_multipart_parse((const uint8_t *)junk[i], strlen(junk[i]), "XY", "image", parts, 4,
+                                &n, err, sizeof err) != SRV_MP_MALFORMED)
             fail_msg("junk %zu accepted", i);
         assert_true(err[0] != '\0');
     }
@@ -564,21 +552,25 @@ static void test_multipart(void **state)
 static void test_metrics_render(void **state)
 {
     (void)state;
-    srv_metrics_model models[1] = {{.name = "m\"1", .architecture = "dense(10)",
-                                    .sha256 = "ab", .is_default = 1,
-                                    .params = 42, .test_accuracy = 0.5,
-                                    .nclasses = 2, .labels = {"Shirt", "a\\b"}}};
+    srv_metrics_model models[1] = {{.name = "m\"1",
+                                    .architecture = "dense(10)",
+                                    .sha256 = "ab",
+                                    .is_default = 1,
+                                    .params = 42,
+                                    .test_accuracy = 0.5,
+                                    .nclasses = 2,
+                                    .labels = {"Shirt", "a\\b"}}};
     models[0].loaded = 1;
     models[0].load_failures = 3;
     srv_metrics *m = srv_metrics_create(1);
     assert_non_null(m);
-    srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 80);      /* <= 100us */
-    srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 3000);    /* <= 5ms */
-    srv_metrics_request(m, SRV_ROUTE_PREDICT, 413, 20000000);/* +Inf */
-    srv_metrics_request(m, SRV_ROUTE_OTHER, 418, 1);         /* "other" */
+    srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 80);       /* <= 100us */
+    srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 3000);     /* <= 5ms */
+    srv_metrics_request(m, SRV_ROUTE_PREDICT, 413, 20000000); /* +Inf */
+    srv_metrics_request(m, SRV_ROUTE_OTHER, 418, 1);          /* "other" */
     srv_metrics_inference(m, 0, 30, 1);
     srv_metrics_inference(m, 0, 30, 1);
-    srv_metrics_inference(m, 0, 30, 7);   /* class out of range: not counted */
+    srv_metrics_inference(m, 0, 30, 7); /* class out of range: not counted */
     srv_metrics_inflight_add(m, 1);
 
     srv_buf b;
@@ -600,7 +592,8 @@ static void test_metrics_render(void **state)
         "mnist_predictions_total{model=\"m\\\"1\",class=\"a\\\\b\"} 2\n",
         "mnist_predictions_total{model=\"m\\\"1\",class=\"Shirt\"} 0\n",
         "mnist_http_requests_in_flight 1\n",
-        "mnist_model_info{model=\"m\\\"1\",architecture=\"dense(10)\",sha256=\"ab\",default=\"true\"} 1\n",
+        "mnist_model_info{model=\"m\\\"1\",architecture=\"dense(10)\",sha256=\"ab\",default="
+        "\"true\"} 1\n",
         "mnist_model_parameters{model=\"m\\\"1\"} 42\n",
         "mnist_model_load_failures_total{model=\"m\\\"1\"} 3\n",
         "mnist_ready 1\n",
@@ -608,8 +601,7 @@ static void test_metrics_render(void **state)
         "# TYPE mnist_http_request_duration_seconds histogram\n",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        if (!strstr(b.data, want[i]))
-            fail_msg("metrics lack: %s--- got:\n%s", want[i], b.data);
+        if (!strstr(b.data, want[i])) fail_msg("metrics lack: %s--- got:\n%s", want[i], b.data);
     /* Routes with no traffic are not listed. */
     assert_null(strstr(b.data, "route=\"/healthz\""));
     srv_buf_free(&b);
@@ -624,8 +616,7 @@ static void test_metrics_process(void **state)
     (void)state;
     srv_metrics_process_stats p, q;
     int ok = srv_metrics_process(&p);
-    assert_int_equal(ok, SRV_PROC_CPU | SRV_PROC_MEMORY | SRV_PROC_FDS |
-                             SRV_PROC_MAX_FDS);
+    assert_int_equal(ok, SRV_PROC_CPU | SRV_PROC_MEMORY | SRV_PROC_FDS | SRV_PROC_MAX_FDS);
     assert_true(p.resident_bytes > 0);
     assert_true(p.virtual_bytes >= p.resident_bytes);
     assert_true(p.cpu_seconds >= 0);
@@ -649,8 +640,7 @@ static void test_metrics_process(void **state)
     srv_metrics_render(m, &b, NULL, 0, 0, 1);
     assert_false(b.oom);
     char info[256];
-    snprintf(info, sizeof info,
-             "mnist_build_info{version=\"%s\",commit=\"%s\",kernels=\"%s\"} 1\n",
+    snprintf(info, sizeof info, "mnist_build_info{version=\"%s\",commit=\"%s\",kernels=\"%s\"} 1\n",
              SRV_VERSION, srv_build_commit[0] ? srv_build_commit : "unknown",
              nn_gemm_path_name(NN_GEMM_PATH_AUTO));
     const char *want[] = {
@@ -665,32 +655,29 @@ static void test_metrics_process(void **state)
         "mnist_draining 1\n",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-        if (!strstr(b.data, want[i]))
-            fail_msg("metrics lack: %s--- got:\n%s", want[i], b.data);
+        if (!strstr(b.data, want[i])) fail_msg("metrics lack: %s--- got:\n%s", want[i], b.data);
     /* The commit is a plain word (scripts/build-info.sh filters it). */
     for (const char *c = srv_build_commit; *c; c++)
         assert_non_null(strchr("0123456789abcdefghijklmnopqrstuvwxyz"
-                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ._-", *c));
+                               "ABCDEFGHIJKLMNOPQRSTUVWXYZ._-",
+                               *c));
     srv_buf_free(&b);
     srv_metrics_free(m);
 }
 
 /* ---- models ----------------------------------------------------------------- */
 
-static void save_net(const char *path, const char *arch, double acc,
-                     uint64_t seed)
+static void save_net(const char *path, const char *arch, double acc, uint64_t seed)
 {
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
     char err[256];
     assert_int_equal(nn_arch_parse(arch, layers, &nl, err, sizeof err), 0);
     nn_net *net = nn_net_create(layers, nl, 1, 28, 28, NULL, err, sizeof err);
-    if (!net)
-        fail_msg("nn_net_create: %s", err);
+    if (!net) fail_msg("nn_net_create: %s", err);
     nn_net_init(net, seed);
     net->meta.test_accuracy = acc;
-    if (nn_net_save(net, path, err, sizeof err) != 0)
-        fail_msg("nn_net_save: %s", err);
+    if (nn_net_save(net, path, err, sizeof err) != 0) fail_msg("nn_net_save: %s", err);
     nn_net_free(net);
 }
 
@@ -721,8 +708,7 @@ static void test_models_dir(void **state)
     srv_config_defaults(&c);
     snprintf(c.models_dir, sizeof c.models_dir, "%s", dir);
     srv_registry *reg = load(&c, err, sizeof err);
-    if (!reg)
-        fail_msg("srv_registry_create: %s", err);
+    if (!reg) fail_msg("srv_registry_create: %s", err);
     srv_snapshot *v = srv_registry_acquire(reg);
     assert_int_equal(v->n, 3);
     const srv_model *ms[3] = {v->s[0].ver[0], v->s[1].ver[0], v->s[2].ver[0]};

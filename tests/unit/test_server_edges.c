@@ -42,8 +42,8 @@ static const char *one_env(const char *name)
 
 /* Parses "--flag value" (and separately ENV=value); returns the action of
  * the flag form and checks the env form agrees. */
-static srv_config_action parse1(srv_config *c, const char *flag, const char *env,
-                                const char *value, char *err, size_t errlen)
+static srv_config_action parse1(srv_config *c, const char *flag, const char *env, const char *value,
+                                char *err, size_t errlen)
 {
     char *argv[] = {"mnist-server", (char *)flag, (char *)value, NULL};
     env_name = NULL;
@@ -55,12 +55,11 @@ static srv_config_action parse1(srv_config *c, const char *flag, const char *env
         env_value = value;
         srv_config_action b = srv_config_parse(&ce, 1, argv, one_env, e2, sizeof e2);
         env_name = NULL;
-        if (a != b)
-            fail_msg("%s '%s' gives %d, %s gives %d (%s)", flag, value, a, env, b, e2);
+        if (a != b) fail_msg("%s '%s' gives %d, %s gives %d (%s)", flag, value, a, env, b, e2);
         if (b == SRV_CONFIG_ERROR && !strstr(e2, env))
             fail_msg("%s='%s': message '%s' does not name it", env, value, e2);
         if (b == SRV_CONFIG_RUN && memcmp(&ce, c, sizeof ce) != 0 &&
-            strcmp(flag, "--models-dir") != 0)   /* env keeps the default dir rule */
+            strcmp(flag, "--models-dir") != 0) /* env keeps the default dir rule */
             fail_msg("%s='%s' configures differently from %s", env, value, flag);
     }
     return a;
@@ -86,17 +85,21 @@ static void test_config_numeric_bounds(void **state)
 {
     (void)state;
     srv_config c;
-    accepted("--port", "MNIST_PORT", "0", &c);         assert_int_equal(c.port, 0);
-    accepted("--port", "MNIST_PORT", "65535", &c);     assert_int_equal(c.port, 65535);
+    accepted("--port", "MNIST_PORT", "0", &c);
+    assert_int_equal(c.port, 0);
+    accepted("--port", "MNIST_PORT", "65535", &c);
+    assert_int_equal(c.port, 65535);
     refused("--port", "MNIST_PORT", "65536");
     refused("--port", "MNIST_PORT", "-1");
-    refused("--port", NULL, "");              /* an empty variable counts as unset */
-    refused("--port", "MNIST_PORT", "18446744073709551616");   /* 2^64: strtoull range */
+    refused("--port", NULL, "");                             /* an empty variable counts as unset */
+    refused("--port", "MNIST_PORT", "18446744073709551616"); /* 2^64: strtoull range */
     refused("--port", "MNIST_PORT", "+80");
     refused("--port", "MNIST_PORT", " 80");
 
-    accepted("--threads", "MNIST_THREADS", "1", &c);      assert_int_equal(c.threads, 1);
-    accepted("--threads", "MNIST_THREADS", "1024", &c);   assert_int_equal(c.threads, 1024);
+    accepted("--threads", "MNIST_THREADS", "1", &c);
+    assert_int_equal(c.threads, 1);
+    accepted("--threads", "MNIST_THREADS", "1024", &c);
+    assert_int_equal(c.threads, 1024);
     refused("--threads", "MNIST_THREADS", "0");
     refused("--threads", "MNIST_THREADS", "1025");
 
@@ -116,7 +119,7 @@ static void test_config_numeric_bounds(void **state)
     refused("--body-limit", "MNIST_BODY_LIMIT", "1048577k");
     refused("--body-limit", "MNIST_BODY_LIMIT", "1025m");
     refused("--body-limit", "MNIST_BODY_LIMIT", "2g");
-    refused("--body-limit", "MNIST_BODY_LIMIT", "18014398509481984k");  /* 2^54 KiB: 2^64 bytes */
+    refused("--body-limit", "MNIST_BODY_LIMIT", "18014398509481984k"); /* 2^54 KiB: 2^64 bytes */
     refused("--body-limit", "MNIST_BODY_LIMIT", "99999999999999999999");
 
     accepted("--max-pixels", "MNIST_MAX_PIXELS", "1", &c);
@@ -126,8 +129,10 @@ static void test_config_numeric_bounds(void **state)
     refused("--max-pixels", "MNIST_MAX_PIXELS", "0");
     refused("--max-pixels", "MNIST_MAX_PIXELS", "4294967297");
 
-    accepted("--timeout", "MNIST_TIMEOUT", "1", &c);       assert_int_equal(c.timeout_s, 1);
-    accepted("--timeout", "MNIST_TIMEOUT", "86400", &c);   assert_int_equal(c.timeout_s, 86400);
+    accepted("--timeout", "MNIST_TIMEOUT", "1", &c);
+    assert_int_equal(c.timeout_s, 1);
+    accepted("--timeout", "MNIST_TIMEOUT", "86400", &c);
+    assert_int_equal(c.timeout_s, 86400);
     refused("--timeout", "MNIST_TIMEOUT", "0");
     refused("--timeout", "MNIST_TIMEOUT", "86401");
 
@@ -138,20 +143,26 @@ static void test_config_numeric_bounds(void **state)
     refused("--max-connections", "MNIST_MAX_CONNECTIONS", "0");
     refused("--max-connections", "MNIST_MAX_CONNECTIONS", "1000001");
 
-    accepted("--max-batch", "MNIST_MAX_BATCH", "1", &c);      assert_int_equal(c.max_batch, 1);
-    accepted("--max-batch", "MNIST_MAX_BATCH", "1024", &c);   assert_int_equal(c.max_batch, 1024);
+    accepted("--max-batch", "MNIST_MAX_BATCH", "1", &c);
+    assert_int_equal(c.max_batch, 1);
+    accepted("--max-batch", "MNIST_MAX_BATCH", "1024", &c);
+    assert_int_equal(c.max_batch, 1024);
     refused("--max-batch", "MNIST_MAX_BATCH", "0");
     refused("--max-batch", "MNIST_MAX_BATCH", "1025");
 
-    accepted("--grace", "MNIST_GRACE", "0", &c);        assert_true(c.drain_timeout_s == 0);
-    accepted("--grace", "MNIST_GRACE", "3600", &c);     assert_true(c.drain_timeout_s == 3600);
-    accepted("--grace", "MNIST_GRACE", ".5", &c);       assert_true(c.drain_timeout_s == 0.5);
-    accepted("--grace", "MNIST_GRACE", "3.6e3", &c);    assert_true(c.drain_timeout_s == 3600);
+    accepted("--grace", "MNIST_GRACE", "0", &c);
+    assert_true(c.drain_timeout_s == 0);
+    accepted("--grace", "MNIST_GRACE", "3600", &c);
+    assert_true(c.drain_timeout_s == 3600);
+    accepted("--grace", "MNIST_GRACE", ".5", &c);
+    assert_true(c.drain_timeout_s == 0.5);
+    accepted("--grace", "MNIST_GRACE", "3.6e3", &c);
+    assert_true(c.drain_timeout_s == 3600);
     refused("--grace", "MNIST_GRACE", "3600.001");
     refused("--grace", "MNIST_GRACE", "-0");
     refused("--grace", "MNIST_GRACE", "nan");
     refused("--grace", "MNIST_GRACE", "inf");
-    refused("--grace", "MNIST_GRACE", "1e400");          /* overflows a double */
+    refused("--grace", "MNIST_GRACE", "1e400"); /* overflows a double */
     refused("--grace", "MNIST_GRACE", "5s");
 
     accepted("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "0", &c);
@@ -179,48 +190,58 @@ static void test_config_length_bounds(void **state)
     srv_config c;
     char s[8200];
 
-    memset(s, 'h', 255); s[255] = 0;                        /* host[256] */
+    memset(s, 'h', 255);
+    s[255] = 0; /* host[256] */
     accepted("--host", "MNIST_HOST", s, &c);
     assert_int_equal(strlen(c.host), 255);
-    s[255] = 'h'; s[256] = 0;
+    s[255] = 'h';
+    s[256] = 0;
     refused("--host", "MNIST_HOST", s);
     /* An empty environment variable counts as unset, an empty flag is bad. */
     refused("--host", NULL, "");
 
-    memset(s, 'd', 1023); s[1023] = 0;                      /* models_dir[1024] */
+    memset(s, 'd', 1023);
+    s[1023] = 0; /* models_dir[1024] */
     accepted("--models-dir", "MNIST_MODELS_DIR", s, &c);
     assert_int_equal(strlen(c.models_dir), 1023);
-    s[1023] = 'd'; s[1024] = 0;
+    s[1023] = 'd';
+    s[1024] = 0;
     refused("--models-dir", "MNIST_MODELS_DIR", s);
     refused("--models-dir", NULL, "");
 
-    memset(s, 'n', 63); s[63] = 0;                          /* names: 1..63 */
+    memset(s, 'n', 63);
+    s[63] = 0; /* names: 1..63 */
     accepted("--default-model", "MNIST_DEFAULT_MODEL", s, &c);
     assert_string_equal(c.default_model, s);
     accepted("--default-model", "MNIST_DEFAULT_MODEL", "a", &c);
-    s[63] = 'n'; s[64] = 0;
+    s[63] = 'n';
+    s[64] = 0;
     refused("--default-model", "MNIST_DEFAULT_MODEL", s);
     refused("--default-model", NULL, "");
     refused("--default-model", "MNIST_DEFAULT_MODEL", "a b");
 
     char err[512];
     srv_config_defaults(&c);
-    memset(s, 'n', 63); strcpy(s + 63, "=p");               /* model name 63 */
+    memset(s, 'n', 63);
+    strcpy(s + 63, "=p"); /* model name 63 */
     assert_int_equal(srv_config_add_model(&c, s, err, sizeof err), 0);
     assert_int_equal(strlen(c.models[0].name), 63);
-    memset(s, 'm', 64); strcpy(s + 64, "=p");               /* 64: refused */
+    memset(s, 'm', 64);
+    strcpy(s + 64, "=p"); /* 64: refused */
     assert_int_equal(srv_config_add_model(&c, s, err, sizeof err), -1);
     assert_non_null(strstr(err, "too long"));
     strcpy(s, "=p");
     assert_int_equal(srv_config_add_model(&c, s, err, sizeof err), -1);
     strcpy(s, "x=");
     assert_int_equal(srv_config_add_model(&c, s, err, sizeof err), -1);
-    strcpy(s, "x=");                                         /* paths 4095 */
-    memset(s + 2, 'p', SRV_PATHS_MAX - 1); s[2 + SRV_PATHS_MAX - 1] = 0;
+    strcpy(s, "x="); /* paths 4095 */
+    memset(s + 2, 'p', SRV_PATHS_MAX - 1);
+    s[2 + SRV_PATHS_MAX - 1] = 0;
     assert_int_equal(srv_config_add_model(&c, s, err, sizeof err), 0);
     assert_int_equal(strlen(c.models[1].paths), SRV_PATHS_MAX - 1);
-    strcpy(s, "y=");                                         /* paths 4096 */
-    memset(s + 2, 'p', SRV_PATHS_MAX); s[2 + SRV_PATHS_MAX] = 0;
+    strcpy(s, "y="); /* paths 4096 */
+    memset(s + 2, 'p', SRV_PATHS_MAX);
+    s[2 + SRV_PATHS_MAX] = 0;
     assert_int_equal(srv_config_add_model(&c, s, err, sizeof err), -1);
     assert_non_null(strstr(err, "too long"));
 
@@ -237,14 +258,18 @@ static void test_config_length_bounds(void **state)
 
     /* MNIST_MODELS: the longest valid entry, and one that does not fit
      * the entry buffer (name 63 + '=' + paths 4095 = 4159 bytes fit). */
-    memset(s, 'n', 63); s[63] = '=';
-    memset(s + 64, 'p', SRV_PATHS_MAX - 1); s[64 + SRV_PATHS_MAX - 1] = 0;
-    env_name = "MNIST_MODELS"; env_value = s;
+    memset(s, 'n', 63);
+    s[63] = '=';
+    memset(s + 64, 'p', SRV_PATHS_MAX - 1);
+    s[64 + SRV_PATHS_MAX - 1] = 0;
+    env_name = "MNIST_MODELS";
+    env_value = s;
     char *argv[] = {"mnist-server", NULL};
     assert_int_equal(srv_config_parse(&c, 1, argv, one_env, err, sizeof err), SRV_CONFIG_RUN);
     assert_int_equal(c.nmodels, 1);
     size_t n = strlen(s);
-    memset(s + n, 'p', 8100 - n); s[8100] = 0;
+    memset(s + n, 'p', 8100 - n);
+    s[8100] = 0;
     assert_int_equal(srv_config_parse(&c, 1, argv, one_env, err, sizeof err), SRV_CONFIG_ERROR);
     assert_non_null(strstr(err, "MNIST_MODELS"));
     env_name = NULL;
@@ -280,18 +305,34 @@ static unsigned long long bucket_count(const char *text, const char *name, const
     return strtoull(p + strlen(key), NULL, 10);
 }
 
-#define DIGITS_MODEL {.name = "m", .loaded = 1, .architecture = "a", .sha256 = "s", .nclasses = 10, \
-                      .labels = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}}
+#define DIGITS_MODEL                                                                              \
+    {                                                                                             \
+        .name = "m", .loaded = 1, .architecture = "a", .sha256 = "s", .nclasses = 10, .labels = { \
+            "0",                                                                                  \
+            "1",                                                                                  \
+            "2",                                                                                  \
+            "3",                                                                                  \
+            "4",                                                                                  \
+            "5",                                                                                  \
+            "6",                                                                                  \
+            "7",                                                                                  \
+            "8",                                                                                  \
+            "9"                                                                                   \
+        }                                                                                         \
+    }
 
 typedef void record_fn(srv_metrics *m, uint64_t us);
-static void rec_request(srv_metrics *m, uint64_t us) { srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, us); }
+static void rec_request(srv_metrics *m, uint64_t us)
+{
+    srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, us);
+}
 static void rec_inference(srv_metrics *m, uint64_t us) { srv_metrics_inference(m, 0, us, 0); }
 
 /* For each bound b[i] (microseconds, rendered in seconds as les[i]): a
  * sample of exactly b[i] is in bucket i, not i-1; a sample of b[i] + 1 is
  * in bucket i+1 (or +Inf after the last bound). */
-static void check_buckets(record_fn *rec, const char *name, const char *label,
-                          const uint64_t *b, const char *const *les, int n)
+static void check_buckets(record_fn *rec, const char *name, const char *label, const uint64_t *b,
+                          const char *const *les, int n)
 {
     static const srv_metrics_model model = DIGITS_MODEL;
     for (int i = 0; i < n; i++) {
@@ -307,7 +348,8 @@ static void check_buckets(record_fn *rec, const char *name, const char *label,
             int first = past ? i + 1 : i;
             for (int j = 0; j <= n; j++) {
                 unsigned long long want = j >= first;
-                unsigned long long got = bucket_count(out.data, name, label, j < n ? les[j] : "+Inf");
+                unsigned long long got =
+                    bucket_count(out.data, name, label, j < n ? les[j] : "+Inf");
                 if (got != want)
                     fail_msg("%s: sample %llu us: bucket le=%s holds %llu, want %llu", name,
                              (unsigned long long)(b[i] + past), j < n ? les[j] : "+Inf", got, want);
@@ -321,18 +363,18 @@ static void check_buckets(record_fn *rec, const char *name, const char *label,
 static void test_metrics_bucket_bounds(void **state)
 {
     (void)state;
-    static const uint64_t lat[] = {50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
-                                   100000, 250000, 500000, 1000000, 2500000, 10000000};
-    static const char *const lat_le[] = {"5e-05", "0.0001", "0.00025", "0.0005", "0.001",
-                                         "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1",
-                                         "0.25", "0.5", "1", "2.5", "10"};
+    static const uint64_t lat[] = {50,     100,     250,     500,     1000,   2500,
+                                   5000,   10000,   25000,   50000,   100000, 250000,
+                                   500000, 1000000, 2500000, 10000000};
+    static const char *const lat_le[] = {"5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
+                                         "0.005", "0.01",   "0.025",   "0.05",   "0.1",   "0.25",
+                                         "0.5",   "1",      "2.5",     "10"};
     check_buckets(rec_request, "mnist_http_request_duration_seconds", "route=\"/predict\"", lat,
                   lat_le, 16);
-    static const uint64_t inf[] = {10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000,
-                                   100000};
-    static const char *const inf_le[] = {"1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025",
-                                         "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025",
-                                         "0.1"};
+    static const uint64_t inf[] = {10,   25,   50,   100,   250,   500,
+                                   1000, 2500, 5000, 10000, 25000, 100000};
+    static const char *const inf_le[] = {"1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005",
+                                         "0.001", "0.0025",  "0.005", "0.01",   "0.025",   "0.1"};
     check_buckets(rec_inference, "mnist_inference_duration_seconds", "model=\"m\"", inf, inf_le,
                   12);
 
@@ -341,10 +383,10 @@ static void test_metrics_bucket_bounds(void **state)
     srv_metrics *m = srv_metrics_create(1);
     assert_non_null(m);
     srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 0);
-    srv_metrics_inference(m, 0, 1000000000000ull, 9);   /* 11.6 days */
-    srv_metrics_inference(m, 1, 5, 0);      /* no model 1: not counted */
+    srv_metrics_inference(m, 0, 1000000000000ull, 9); /* 11.6 days */
+    srv_metrics_inference(m, 1, 5, 0);                /* no model 1: not counted */
     srv_metrics_inference(m, -1, 5, 0);
-    srv_metrics_inference(m, 0, 5, 10);     /* class 10 of 10: time counted, class not */
+    srv_metrics_inference(m, 0, 5, 10); /* class 10 of 10: time counted, class not */
     srv_metrics_inference(m, 0, 5, -1);
     srv_buf out;
     srv_buf_init(&out, NULL, 0);
@@ -391,16 +433,16 @@ static void test_buf_edges(void **state)
 {
     (void)state;
     json_float_is(0.5, "0.5");
-    json_float_is(0.99999994f, "0.99999994");       /* the largest float < 1 */
-    json_float_is(0.999999999, "0.999999999");       /* 9 digits still below 1 */
-    json_float_is(0.9999999996, "1");                /* the 10th digit rounds up to 1 */
+    json_float_is(0.99999994f, "0.99999994");  /* the largest float < 1 */
+    json_float_is(0.999999999, "0.999999999"); /* 9 digits still below 1 */
+    json_float_is(0.9999999996, "1");          /* the 10th digit rounds up to 1 */
     json_float_is(1.0, "1");
     json_float_is(0.0, "0");
-    json_float_is(0.00001, "0.00001");               /* e = -5: plain decimal */
-    json_float_is(0.000001, "1e-6");                 /* e = -6: exponent */
-    json_float_is(0.0000099999999999, "0.00001");    /* rounds up across the switch */
-    json_float_is(1.5e-38, "1.5e-38");               /* fast path's lower end */
-    json_float_is(1e-38, "1e-38");                   /* printf from here down */
+    json_float_is(0.00001, "0.00001");            /* e = -5: plain decimal */
+    json_float_is(0.000001, "1e-6");              /* e = -6: exponent */
+    json_float_is(0.0000099999999999, "0.00001"); /* rounds up across the switch */
+    json_float_is(1.5e-38, "1.5e-38");            /* fast path's lower end */
+    json_float_is(1e-38, "1e-38");                /* printf from here down */
     json_float_is(1e-45, "1e-45");
     json_float_is(-0.25, "-0.25");
     json_float_is(INFINITY, "0");
@@ -466,8 +508,10 @@ static void test_multipart_edges(void **state)
     assert_int_equal(srv_multipart_boundary(ct, bnd, sizeof bnd), -1);
     assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=x", bnd, 2), 0);
     assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=xy", bnd, 2), -1);
-    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=\"x", bnd, sizeof bnd), -1);
-    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=\"\"", bnd, sizeof bnd), -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=\"x", bnd, sizeof bnd),
+                     -1);
+    assert_int_equal(srv_multipart_boundary("multipart/form-data; boundary=\"\"", bnd, sizeof bnd),
+                     -1);
     assert_int_equal(srv_multipart_boundary("multipart/form-data; BOUNDARY=z", bnd, sizeof bnd), 0);
     assert_string_equal(bnd, "z");
 
@@ -478,23 +522,28 @@ static void test_multipart_edges(void **state)
     memset(big, 'q', sizeof big - 1);
     big[sizeof big - 1] = 0;
     const uint8_t body[] = "--q\r\n\r\nx\r\n--q--";
-    assert_int_equal(srv_multipart_parse(body, sizeof body - 1, big, "image", parts, 2, &n, err,
-                                         sizeof err), SRV_MP_MALFORMED);
+    assert_int_equal(
+        srv_multipart_parse(body, sizeof body - 1, big, "image", parts, 2, &n, err, sizeof err),
+        SRV_MP_MALFORMED);
     assert_non_null(strstr(err, "boundary"));
-    assert_int_equal(srv_multipart_parse(body, sizeof body - 1, "", "image", parts, 2, &n, err,
-                                         sizeof err), SRV_MP_MALFORMED);
+    assert_int_equal(
+        srv_multipart_parse(body, sizeof body - 1, "", "image", parts, 2, &n, err, sizeof err),
+        SRV_MP_MALFORMED);
     /* A part with no headers at all lacks its Content-Disposition (RFC 7578). */
-    assert_int_equal(srv_multipart_parse(body, sizeof body - 1, "q", "image", parts, 2, &n, err,
-                                         sizeof err), SRV_MP_MALFORMED);
+    assert_int_equal(
+        srv_multipart_parse(body, sizeof body - 1, "q", "image", parts, 2, &n, err, sizeof err),
+        SRV_MP_MALFORMED);
     assert_non_null(strstr(err, "part 1: missing or malformed Content-Disposition"));
     /* Exactly max_parts image parts fit; one more is too many. */
     const uint8_t two[] = "--q\r\nContent-Disposition: form-data; name=image\r\n\r\na\r\n"
                           "--q\r\nContent-Disposition: form-data; name=image\r\n\r\nb\r\n--q--";
-    assert_int_equal(srv_multipart_parse(two, sizeof two - 1, "q", "image", parts, 2, &n, err,
-                                         sizeof err), SRV_MP_OK);
+    assert_int_equal(
+        srv_multipart_parse(two, sizeof two - 1, "q", "image", parts, 2, &n, err, sizeof err),
+        SRV_MP_OK);
     assert_int_equal(n, 2);
-    assert_int_equal(srv_multipart_parse(two, sizeof two - 1, "q", "image", parts, 1, &n, err,
-                                         sizeof err), SRV_MP_TOO_MANY);
+    assert_int_equal(
+        srv_multipart_parse(two, sizeof two - 1, "q", "image", parts, 1, &n, err, sizeof err),
+        SRV_MP_TOO_MANY);
 }
 
 /* ---- request ids and log lines --------------------------------------------- */
@@ -525,12 +574,18 @@ static char *capture_stderr(void (*fn)(void))
 static void log_some(void)
 {
     char longmsg[2000];
-    memset(longmsg, '\x01', sizeof longmsg - 1);   /* grows 6x when escaped */
+    memset(longmsg, '\x01', sizeof longmsg - 1); /* grows 6x when escaped */
     longmsg[sizeof longmsg - 1] = 0;
     srv_log(SRV_WARN, "quote \" backslash \\ newline \n tab \t");
     srv_log(SRV_ERROR, "%s", longmsg);
-    srv_access a = {.method = "POST", .path = "/predict?x=\"a b\"\n", .status = 200,
-                    .bytes = 123, .us = 456, .rid = "r1", .model = "mlp", .note = "client_closed"};
+    srv_access a = {.method = "POST",
+                    .path = "/predict?x=\"a b\"\n",
+                    .status = 200,
+                    .bytes = 123,
+                    .us = 456,
+                    .rid = "r1",
+                    .model = "mlp",
+                    .note = "client_closed"};
     srv_log_access(&a);
     srv_access b = {.method = "GET", .path = NULL, .status = 0, .rid = "r2"};
     srv_log_access(&b);
@@ -554,10 +609,11 @@ static void test_log_lines(void **state)
             assert_string_equal(cJSON_GetObjectItem(j, "level")->valuestring, "warn");
             assert_string_equal(msg->valuestring, "quote \" backslash \\ newline \n tab \t");
         }
-        if (lines == 1) assert_int_equal(strlen(msg->valuestring), 1023);   /* truncated */
+        if (lines == 1) assert_int_equal(strlen(msg->valuestring), 1023); /* truncated */
         if (lines == 2) {
             assert_string_equal(msg->valuestring, "access");
-            assert_string_equal(cJSON_GetObjectItem(j, "path")->valuestring, "/predict?x=%22a%20b%22%0A");
+            assert_string_equal(cJSON_GetObjectItem(j, "path")->valuestring,
+                                "/predict?x=%22a%20b%22%0A");
             assert_int_equal(cJSON_GetObjectItem(j, "status")->valueint, 200);
             assert_string_equal(cJSON_GetObjectItem(j, "model")->valuestring, "mlp");
             assert_string_equal(cJSON_GetObjectItem(j, "note")->valuestring, "client_closed");
@@ -613,8 +669,9 @@ static void save_tiny(const char *path)
     nn_layer L[NN_MAX_LAYERS];
     int nl = 0;
     char err[256];
-    assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]", L, &nl,
-                                   err, sizeof err), 0);
+    assert_int_equal(nn_arch_parse("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]", L,
+                                   &nl, err, sizeof err),
+                     0);
     nn_net *net = nn_net_create(L, nl, 1, 28, 28, NULL, err, sizeof err);
     if (!net) fail_msg("%s", err);
     nn_net_init(net, 1);
@@ -622,7 +679,7 @@ static void save_tiny(const char *path)
     nn_net_free(net);
 }
 
-static srv_config dir_cfg;   /* must outlive the registry */
+static srv_config dir_cfg; /* must outlive the registry */
 
 static srv_registry *load_dir(const char *dir, char *err, size_t errlen)
 {
@@ -715,12 +772,9 @@ static void test_models_dir_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_config_numeric_bounds),
-        cmocka_unit_test(test_config_length_bounds),
-        cmocka_unit_test(test_metrics_bucket_bounds),
-        cmocka_unit_test(test_buf_edges),
-        cmocka_unit_test(test_multipart_edges),
-        cmocka_unit_test(test_log_lines),
+        cmocka_unit_test(test_config_numeric_bounds), cmocka_unit_test(test_config_length_bounds),
+        cmocka_unit_test(test_metrics_bucket_bounds), cmocka_unit_test(test_buf_edges),
+        cmocka_unit_test(test_multipart_edges),       cmocka_unit_test(test_log_lines),
         cmocka_unit_test(test_models_dir_limits),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

@@ -27,10 +27,11 @@ static int tmpdir_setup(void **state)
     return mkdtemp(tmpdir) ? 0 : -1;
 }
 
-static int tmpdir_remove_one(const char *path, const struct stat *st, int flag,
-                             struct FTW *ftw)
+static int tmpdir_remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
-    (void)st; (void)flag; (void)ftw;
+    (void)st;
+    (void)flag;
+    (void)ftw;
     return remove(path);
 }
 

@@ -22,10 +22,7 @@
 
 #define TOL_U 0x1p-24
 
-static inline double tol_gamma(double n)
-{
-    return n * TOL_U / (1.0 - n * TOL_U);
-}
+static inline double tol_gamma(double n) { return n * TOL_U / (1.0 - n * TOL_U); }
 
 /* |got - want| <= (gamma(n) + u) * mag + the smallest normal float (so a
  * zero magnitude still allows a denormal difference). */
@@ -46,17 +43,16 @@ static inline float *tol_absdup(const float *x, size_t n)
 
 /* Asserts tol_ok for element i of arrays got/want/mag; on failure prints
  * the element, both values and the bound. For cmocka tests. */
-#define assert_tol(what, got, want, i, n, mag)                                \
-    do {                                                                      \
-        float g_ = (got)[i], w_ = (want)[i], m_ = (mag)[i];                   \
-        if (!tol_ok(g_, w_, (n), m_)) {                                       \
-            print_error("%s[%zu] = %.9g, reference %.9g, bound %.3g "         \
-                        "(n = %g, magnitude %.6g)\n",                          \
-                        what, (size_t)(i), (double)g_, (double)w_,             \
-                        (tol_gamma(n) + TOL_U) * fabs((double)m_),             \
-                        (double)(n), (double)m_);                              \
-            fail();                                                           \
-        }                                                                     \
+#define assert_tol(what, got, want, i, n, mag)                                               \
+    do {                                                                                     \
+        float g_ = (got)[i], w_ = (want)[i], m_ = (mag)[i];                                  \
+        if (!tol_ok(g_, w_, (n), m_)) {                                                      \
+            print_error("%s[%zu] = %.9g, reference %.9g, bound %.3g "                        \
+                        "(n = %g, magnitude %.6g)\n",                                        \
+                        what, (size_t)(i), (double)g_, (double)w_,                           \
+                        (tol_gamma(n) + TOL_U) * fabs((double)m_), (double)(n), (double)m_); \
+            fail();                                                                          \
+        }                                                                                    \
     } while (0)
 
 #endif

@@ -1,9 +1,11 @@
 /* ensemble.c - several nets answering as one model. */
 #include "nn/err.h"
 #include "nn/ensemble.h"
+#include "nn/ood.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +29,8 @@ struct nn_ensemble {
 struct nn_ensemble_ws {
     int n, k, max_batch;
     nn_ws *ws[NN_MAX_MEMBERS];
-    float *tmp; /* one member's probabilities [max_batch, k] */
+    float *tmp;    /* one member's probabilities [max_batch, k] */
+    float *logits; /* one member's logits [max_batch, k] (energy)  */
 };
 
 /* nn_ensemble_from_nets; names (may be NULL) name the members in messages. */
@@ -315,6 +318,7 @@ nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch)
     for (int i = 0; i < e->n; i++)
         if (!(w->ws[i] = nn_ws_create(runs(e, i), max_batch, 0))) goto bad;
     if (e->n > 1 && !(w->tmp = malloc(sizeof(float) * max_batch * w->k))) goto bad;
+    if (!(w->logits = malloc(sizeof(float) * max_batch * w->k))) goto bad;
     return w;
 bad:
     nn_ensemble_ws_free(w);
@@ -326,20 +330,50 @@ void nn_ensemble_ws_free(nn_ensemble_ws *w)
     if (!w) return;
     for (int i = 0; i < w->n; i++) nn_ws_free(w->ws[i]);
     free(w->tmp);
+    free(w->logits);
     free(w);
 }
 
-void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *w, const float *x, int n,
-                         float *probs)
+const struct nn_ood *nn_ensemble_ood(const nn_ensemble *e) { return runs(e, 0)->ood; }
+
+/* energy[r] += -logsumexp(z[r]) for n rows of k logits. */
+static void add_energy(float *energy, const float *z, int n, int k)
+{
+    for (int r = 0; r < n; r++) {
+        const float *zr = z + (size_t)r * k;
+        float m = zr[0];
+        for (int j = 1; j < k; j++) m = zr[j] > m ? zr[j] : m;
+        double s = 0.0;
+        for (int j = 0; j < k; j++) s += exp((double)zr[j] - m);
+        energy[r] -= (float)(m + log(s));
+    }
+}
+
+void nn_ensemble_forward_scores(const nn_ensemble *e, nn_ensemble_ws *w, const float *x, int n,
+                                float *probs, float *energy, float *ood)
 {
     size_t m = (size_t)n * w->k;
-    nn_net_forward(runs(e, 0), w->ws[0], x, n, probs, NULL);
+    float *z = energy ? w->logits : NULL;
+    if (energy) memset(energy, 0, sizeof(float) * n);
+    nn_net_forward(runs(e, 0), w->ws[0], x, n, probs, z);
+    if (energy) add_energy(energy, z, n, w->k);
+    /* Member 0's features, read before anything overwrites them. */
+    if (ood && runs(e, 0)->ood) nn_ood_score(runs(e, 0)->ood, nn_ws_features(w->ws[0]), n, ood);
     for (int i = 1; i < e->n; i++) {
-        nn_net_forward(runs(e, i), w->ws[i], x, n, w->tmp, NULL);
+        nn_net_forward(runs(e, i), w->ws[i], x, n, w->tmp, z);
+        if (energy) add_energy(energy, z, n, w->k);
         for (size_t j = 0; j < m; j++) probs[j] += w->tmp[j];
     }
     if (e->n > 1) {
         float inv = 1.0f / e->n;
         for (size_t j = 0; j < m; j++) probs[j] *= inv;
+        if (energy)
+            for (int r = 0; r < n; r++) energy[r] *= inv;
     }
+}
+
+void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *w, const float *x, int n,
+                         float *probs)
+{
+    nn_ensemble_forward_scores(e, w, x, n, probs, NULL, NULL);
 }

@@ -82,4 +82,20 @@ void nn_ensemble_ws_free(nn_ensemble_ws *ws);
 void nn_ensemble_forward(const nn_ensemble *e, nn_ensemble_ws *ws, const float *x, int n,
                          float *probs);
 
+/* The out-of-distribution statistics the ensemble answers with: its
+ * first member's (net->ood of the net forward runs), or NULL. An
+ * ensemble's score is its first member's score (the members' features
+ * live in different spaces; the first is the ensemble's reference). */
+const struct nn_ood *nn_ensemble_ood(const nn_ensemble *e);
+
+/* nn_ensemble_forward, the same single pass, also writing per image, for
+ * each output that is not NULL:
+ *   energy [n]  the mean over members of -logsumexp(logits): the energy
+ *               score, higher = less like the training data;
+ *   ood [n]     the Mahalanobis score (nn/ood.h) of the first member's
+ *               features; only when nn_ensemble_ood(e) is not NULL (ood
+ *               must be NULL otherwise). */
+void nn_ensemble_forward_scores(const nn_ensemble *e, nn_ensemble_ws *ws, const float *x, int n,
+                                float *probs, float *energy, float *ood);
+
 #endif

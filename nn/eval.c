@@ -14,6 +14,7 @@ typedef struct {
     int n, hw, k, nt;
     const nn_affine *tf;
     float *probs;
+    float *energy, *ood; /* per image, or NULL */
     int failed;
 } eval_job;
 
@@ -37,7 +38,9 @@ static void *eval_worker(void *arg)
             for (int i = 0; i < m; i++)
                 nn_affine_apply(x + (size_t)i * j->hw, j->images + (size_t)(b + i) * j->hw, h, w,
                                 j->tf ? j->tf : &id);
-            nn_ensemble_forward(j->e, ws, x, m, j->probs + (size_t)b * j->k);
+            nn_ensemble_forward_scores(j->e, ws, x, m, j->probs + (size_t)b * j->k,
+                                       j->energy ? j->energy + b : NULL,
+                                       j->ood ? j->ood + b : NULL);
         }
     }
     free(x);
@@ -48,10 +51,17 @@ static void *eval_worker(void *arg)
 int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
                   int threads, float *probs)
 {
+    return nn_eval_scores(e, images, n, tf, threads, probs, NULL, NULL);
+}
+
+int nn_eval_scores(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
+                   int threads, float *probs, float *energy, float *ood)
+{
     const nn_net *n0 = nn_ensemble_member(e, 0);
-    eval_job j = {e,  images, n, n0->in_c * n0->in_h * n0->in_w, nn_ensemble_classes(e), 0,
-                  tf, probs,  0};
-    if (n0->in_c != 1) return -1;
+    eval_job j = {
+        e,      images, n, n0->in_c * n0->in_h * n0->in_w, nn_ensemble_classes(e), 0, tf, probs,
+        energy, ood,    0};
+    if (n0->in_c != 1 || (ood && !nn_ensemble_ood(e))) return -1;
     if (threads <= 0) threads = nn_cpu_count();
     if (threads > 64) threads = 64;
     if (threads > n) threads = n > 0 ? n : 1;

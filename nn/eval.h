@@ -16,6 +16,12 @@
 int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
                   int threads, float *probs);
 
+/* nn_eval_probs, also writing per image the energy score and the
+ * out-of-distribution score of nn_ensemble_forward_scores into energy [n]
+ * and ood [n] when those are not NULL (ood needs nn_ensemble_ood(e)). */
+int nn_eval_scores(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
+                   int threads, float *probs, float *energy, float *ood);
+
 /* Index of the largest of k values (first on ties). */
 int nn_argmax(const float *v, int k);
 

@@ -6,6 +6,7 @@
  * layer with w'_o = a_o w_o and b'_o = a_o (b_o - mean_o) + beta_o. That
  * removes a full pass over every activation map (the big CNN has seven). */
 #include "nn/net.h"
+#include "nn/ood.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -46,6 +47,12 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen)
     nn_net *f = nn_net_create(layers, n, net->in_c, net->in_h, net->in_w, &net->meta, err, errlen);
     if (!f) return NULL;
     f->bn_batches = net->bn_batches;
+    /* Folding changes the features by rounding only: the statistics fit. */
+    if (net->ood && !(f->ood = nn_ood_copy(net->ood))) {
+        fold_fail(err, errlen, "fold: out of memory");
+        nn_net_free(f);
+        return NULL;
+    }
     for (int i = 0; i < net->nlayers; i++) {
         if (map[i] < 0) continue;
         const nn_layer *L = &net->layers[i];

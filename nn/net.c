@@ -14,6 +14,7 @@
 
 #include "nn/layers.h"
 #include "nn/rng.h"
+#include "nn/ood.h"
 
 static const char *kind_names[NN_LAYER_KINDS] = {"dense",   "conv2d",  "maxpool",   "relu",
                                                  "dropout", "flatten", "batchnorm", "deskew"};
@@ -357,6 +358,7 @@ bad:
 void nn_net_free(nn_net *net)
 {
     if (!net) return;
+    nn_ood_free(net->ood);
     free(net->params);
     free(net->stats);
     free(net);
@@ -657,6 +659,8 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
         if (ws->timer) ws->timer[i] += cpu_now() - t0;
     }
 }
+
+const float *nn_ws_features(const nn_ws *ws) { return ws->act[ws->nl - 1]; }
 
 void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n, float *probs,
                     float *logits)

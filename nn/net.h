@@ -100,6 +100,8 @@ typedef struct nn_net {
     size_t nstats;
     int64_t bn_batches; /* num_batches_tracked, for PyTorch compatibility   */
     nn_meta meta;
+    struct nn_ood *ood; /* out-of-distribution statistics (nn/ood.h), owned;
+                          NULL when the weights file carries none          */
 } nn_net;
 
 /* Parses an architecture from its JSON text: an array of layer objects,
@@ -156,6 +158,12 @@ void nn_ws_free(nn_ws *ws);
 void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n, float *probs,
                     float *logits);
 
+/* After nn_net_forward on ws: the penultimate features of those n images,
+ * [n, D] with D = nn_ood_dim(net) (the input of the last layer, which
+ * must be dense), read from the forward's own activations (no second
+ * pass). Owned by ws; valid until its next forward. */
+const float *nn_ws_features(const nn_ws *ws);
+
 /* Training step pieces (ws created with training != 0).
  * nn_net_forward_train: forward in training mode (batch statistics, dropout
  * with the given seed); returns the mean softmax cross-entropy over the batch
@@ -197,13 +205,19 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
 /* Saves the net: tensors in PyTorch layout and naming, __metadata__ with
  * format, format_version, arch (JSON string), input_shape, input_mean,
  * input_std, labels, dataset, preprocess, test_accuracy, params, seed,
- * epochs, name, and checksum (FNV-1a 64 of the tensor data, hex). */
+ * epochs, name, and checksum (FNV-1a 64 of the tensor data, hex).
+ * A net with ood statistics also gets the tensors "ood.means" and
+ * "ood.chol" (after the layers') and the metadata "ood_method" and
+ * "ood_threshold"; without, the file is exactly as before they existed. */
 int nn_net_save(const nn_net *net, const char *path, char *err, size_t errlen);
 
 /* Loads and validates a weights file (header bounds, JSON, format id and
  * version, dtypes, shapes against the architecture, offsets in range and
  * non-overlapping, checksum, "preprocess" if present must be "mnist" or
- * "fit"; absent (older files): derived from "dataset").
+ * "fit"; absent (older files): derived from "dataset"). The only tensors
+ * accepted beyond the architecture's are "ood.means" [classes, D] and
+ * "ood.chol" [D, D], both or neither, with "ood_method" "mahalanobis" and
+ * a finite "ood_threshold" >= 0 (see nn/ood.h); net->ood is NULL without.
  * Returns NULL and fills err on failure. */
 nn_net *nn_net_load(const char *path, char *err, size_t errlen);
 

@@ -14,6 +14,7 @@
 #include "nn/err.h"
 #include "nn/net.h"
 #include "nn/safetensors.h"
+#include "nn/ood.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "weights files are little-endian; this build assumes a little-endian host"
@@ -117,6 +118,17 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
             h = nn_st_fnv1a64(d, nb, h);
         }
     }
+    if (net->ood) {
+        const nn_ood *o = net->ood;
+        int64_t ms[2] = {o->k, o->d}, cs[2] = {o->d, o->d};
+        if (nn_st_writer_add(w, "ood.means", NN_ST_F32, 2, ms, o->means) ||
+            nn_st_writer_add(w, "ood.chol", NN_ST_F32, 2, cs, o->chol)) {
+            nn_errf(err, errlen, "save: out of memory");
+            goto done;
+        }
+        h = nn_st_fnv1a64(o->means, sizeof(float) * (size_t)o->k * o->d, h);
+        h = nn_st_fnv1a64(o->chol, sizeof(float) * (size_t)o->d * o->d, h);
+    }
     for (int i = 0; i < net->meta.nclasses; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(net->meta.labels[i]));
     labels_s = cJSON_PrintUnformatted(labels);
@@ -151,6 +163,11 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     snprintf(buf, sizeof buf, "%d", net->meta.epochs);
     ok |= nn_st_writer_meta(w, "epochs", buf);
     ok |= nn_st_writer_meta(w, "name", net->meta.name);
+    if (net->ood) {
+        ok |= nn_st_writer_meta(w, "ood_method", NN_OOD_METHOD);
+        snprintf(buf, sizeof buf, "%.9g", net->ood->threshold);
+        ok |= nn_st_writer_meta(w, "ood_threshold", buf);
+    }
     snprintf(buf, sizeof buf, "fnv1a64:%016llx", (unsigned long long)h);
     ok |= nn_st_writer_meta(w, "checksum", buf);
     if (ok) {
@@ -172,6 +189,69 @@ static int parse_num(const char *s, double *out)
     if (!s || !*s) return -1;
     *out = strtod(s, &end);
     return (*end || !isfinite(*out)) ? -1 : 0;
+}
+
+/* The optional out-of-distribution statistics: "ood.means" and "ood.chol"
+ * with "ood_method" and "ood_threshold", all four or none. Adds the
+ * tensors found to *expected (so that any other extra tensor is still
+ * refused by the count). 0, or -1 + err. */
+static int read_ood(const nn_st_file *f, nn_net *net, const char *what, int *expected, char *err,
+                    size_t errlen)
+{
+    const nn_st_tensor *m = nn_st_find(f, "ood.means"), *c = nn_st_find(f, "ood.chol");
+    const char *meth = nn_st_meta(f, "ood_method"), *thr = nn_st_meta(f, "ood_threshold");
+    if (!m && !c && !meth && !thr) return 0;
+    if (!m || !c || !meth || !thr) {
+        nn_errf(err, errlen,
+                "%s: out-of-distribution data needs tensors \"ood.means\", \"ood.chol\" and "
+                "metadata \"ood_method\", \"ood_threshold\" together",
+                what);
+        return -1;
+    }
+    if (strcmp(meth, NN_OOD_METHOD)) {
+        nn_errf(err, errlen, "%s: metadata \"ood_method\" is \"%.40s\"; this build knows \"%s\"",
+                what, meth, NN_OOD_METHOD);
+        return -1;
+    }
+    double t;
+    if (parse_num(thr, &t) || t < 0) {
+        nn_errf(err, errlen, "%s: metadata \"ood_threshold\" must be a finite number >= 0", what);
+        return -1;
+    }
+    int k = nn_net_outputs(net), d = nn_ood_dim(net);
+    if (!d) {
+        nn_errf(err, errlen,
+                "%s: out-of-distribution data on a net whose last layer is not dense "
+                "with at most %d inputs",
+                what, NN_OOD_MAX_DIM);
+        return -1;
+    }
+    if (m->dtype != NN_ST_F32 || m->ndim != 2 || m->shape[0] != k || m->shape[1] != d ||
+        c->dtype != NN_ST_F32 || c->ndim != 2 || c->shape[0] != d || c->shape[1] != d) {
+        nn_errf(err, errlen, "%s: \"ood.means\" must be F32 [%d,%d] and \"ood.chol\" F32 [%d,%d]",
+                what, k, d, d, d);
+        return -1;
+    }
+    /* Tensor data need not be aligned in a file from elsewhere: copy. */
+    float *mb = malloc(sizeof(float) * (size_t)k * d), *cb = malloc(sizeof(float) * (size_t)d * d);
+    char e2[256];
+    int rc = -1;
+    if (!mb || !cb) {
+        nn_errf(err, errlen, "%s: out of memory", what);
+        goto done;
+    }
+    memcpy(mb, m->data, sizeof(float) * (size_t)k * d);
+    memcpy(cb, c->data, sizeof(float) * (size_t)d * d);
+    if (!(net->ood = nn_ood_create(k, d, mb, cb, t, e2, sizeof e2))) {
+        nn_errf(err, errlen, "%s: %s", what, e2);
+        goto done;
+    }
+    *expected += 2;
+    rc = 0;
+done:
+    free(mb);
+    free(cb);
+    return rc;
 }
 
 static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t errlen)
@@ -321,6 +401,7 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
             }
         }
     }
+    if (read_ood(f, net, what, &expected, err, errlen)) goto bad;
     if (f->ntensors != expected) {
         nn_errf(err, errlen, "%s: %d tensors in the file, the architecture has %d", what,
                 f->ntensors, expected);

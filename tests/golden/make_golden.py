@@ -43,7 +43,9 @@ def main():
         c, h, w = json.loads(meta["input_shape"])
         mean, std = float(meta["input_mean"]), float(meta["input_std"])
         model = build(arch, (c, h, w))
-        model.load_state_dict(tensors, strict=True)
+        # "ood.*" are the out-of-distribution statistics (nn/ood.h), not
+        # module parameters; every other tensor must match exactly.
+        model.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("ood.")}, strict=True)
         model.eval()
         xin = torch.from_numpy(inputs.astype(np.float32) / 255.0).reshape(-1, c, h, w)
         with torch.no_grad():

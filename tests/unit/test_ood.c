@@ -1,0 +1,371 @@
+/* test_ood.c - the out-of-distribution score (nn/ood.h): features from the
+ * forward pass, the Mahalanobis score against a double-precision reference
+ * on a tiny net, the threshold and AUROC, energy by hand, and the optional
+ * tensors of the weights file. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/ensemble.h"
+#include "nn/net.h"
+#include "nn/ood.h"
+#include "nn/safetensors.h"
+
+#define TMPDIR_PREFIX "test_ood"
+#include "tmpdir.h"
+
+/* 1x4x4 input -> dense 6 -> relu -> dense 3: six features, three classes. */
+#define HW 16
+#define D 6
+#define K 3
+#define N 60
+
+static nn_net *tiny_net(void)
+{
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256];
+    const char *arch = "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":6},{\"type\":\"relu\"},"
+                       "{\"type\":\"dense\",\"out\":3}]";
+    if (nn_arch_parse(arch, L, &nl, err, sizeof err)) fail_msg("%s", err);
+    nn_meta m;
+    memset(&m, 0, sizeof m);
+    m.nclasses = K;
+    for (int c = 0; c < K; c++) snprintf(m.labels[c], NN_LABEL_MAX, "%d", c);
+    m.input_mean = 0.0f;
+    m.input_std = 1.0f;
+    m.test_accuracy = -1;
+    snprintf(m.dataset, sizeof m.dataset, "mnist");
+    nn_net *net = nn_net_create(L, nl, 1, 4, 4, &m, err, sizeof err);
+    if (!net) fail_msg("%s", err);
+    nn_net_init(net, 7);
+    return net;
+}
+
+/* Deterministic images: class c brightens one quarter, plus noise. */
+static void tiny_data(uint8_t *img, uint8_t *lab)
+{
+    uint32_t s = 12345;
+    for (int i = 0; i < N; i++) {
+        lab[i] = (uint8_t)(i % K);
+        for (int p = 0; p < HW; p++) {
+            s = s * 1664525u + 1013904223u;
+            int v = (int)(s >> 25) + ((p / 4) == lab[i] ? 120 : 0);
+            img[i * HW + p] = (uint8_t)(v > 255 ? 255 : v);
+        }
+    }
+}
+
+/* The hidden layer in double, straight from the parameters. */
+static void ref_features(const nn_net *net, const uint8_t *img, double *f)
+{
+    const nn_layer *L = &net->layers[1];
+    const float *w = net->params + L->w_off, *b = net->params + L->b_off;
+    for (int o = 0; o < D; o++) {
+        double s = b[o];
+        for (int p = 0; p < HW; p++) s += (double)w[o * HW + p] * (img[p] / 255.0);
+        f[o] = s > 0 ? s : 0;
+    }
+}
+
+static void features_of(const nn_net *net, const uint8_t *img, int n, float *out)
+{
+    nn_ws *ws = nn_ws_create(net, n, 0);
+    float *x = malloc(sizeof(float) * n * HW);
+    assert_non_null(ws);
+    assert_non_null(x);
+    for (int i = 0; i < n * HW; i++) x[i] = img[i] / 255.0f;
+    nn_net_forward(net, ws, x, n, NULL, NULL);
+    memcpy(out, nn_ws_features(ws), sizeof(float) * n * D);
+    nn_ws_free(ws);
+    free(x);
+}
+
+/* The forward pass's features are the last dense layer's input. */
+static void test_features(void **state)
+{
+    (void)state;
+    nn_net *net = tiny_net();
+    uint8_t img[N * HW], lab[N];
+    tiny_data(img, lab);
+    assert_int_equal(nn_ood_dim(net), D);
+    float f[N * D];
+    features_of(net, img, N, f);
+    for (int i = 0; i < N; i++) {
+        double r[D];
+        ref_features(net, img + i * HW, r);
+        /* A 16-term float dot product: relative error well under 1e-5. */
+        for (int o = 0; o < D; o++)
+            if (fabs(f[i * D + o] - r[o]) > 1e-5 * (1 + fabs(r[o])))
+                fail_msg("image %d feature %d: %g, reference %g", i, o, (double)f[i * D + o], r[o]);
+    }
+    nn_net_free(net);
+}
+
+/* Solves A x = b (d x d) by Gauss-Jordan elimination with partial pivoting:
+ * an algorithm independent of the library's Cholesky route. */
+static void gj_solve(double *A, double *b, int d)
+{
+    for (int c = 0; c < d; c++) {
+        int p = c;
+        for (int r = c + 1; r < d; r++)
+            if (fabs(A[r * d + c]) > fabs(A[p * d + c])) p = r;
+        for (int q = 0; q < d; q++) {
+            double t = A[c * d + q];
+            A[c * d + q] = A[p * d + q];
+            A[p * d + q] = t;
+        }
+        double t = b[c];
+        b[c] = b[p];
+        b[p] = t;
+        for (int r = 0; r < d; r++) {
+            if (r == c) continue;
+            double m = A[r * d + c] / A[c * d + c];
+            for (int q = 0; q < d; q++) A[r * d + q] -= m * A[c * d + q];
+            b[r] -= m * b[c];
+        }
+    }
+    for (int c = 0; c < d; c++) b[c] /= A[c * d + c];
+}
+
+/* Fit and score against the textbook computation in double: class means,
+ * shared covariance with the same ridge, min_c v^T Sigma^-1 v. */
+static void test_score_reference(void **state)
+{
+    (void)state;
+    const double ridge = 0.1;
+    nn_net *net = tiny_net();
+    uint8_t img[N * HW], lab[N];
+    char err[256];
+    tiny_data(img, lab);
+    nn_ood *o = nn_ood_fit(net, img, lab, N, ridge, err, sizeof err);
+    if (!o) fail_msg("%s", err);
+    assert_int_equal(o->k, K);
+    assert_int_equal(o->d, D);
+    assert_true(o->threshold < 0);
+
+    float f[N * D];
+    features_of(net, img, N, f);
+    double mu[K][D] = {{0}}, S[D * D] = {0};
+    int cnt[K] = {0};
+    for (int i = 0; i < N; i++) {
+        cnt[lab[i]]++;
+        for (int a = 0; a < D; a++) mu[lab[i]][a] += f[i * D + a];
+    }
+    for (int c = 0; c < K; c++)
+        for (int a = 0; a < D; a++) mu[c][a] /= cnt[c];
+    for (int i = 0; i < N; i++)
+        for (int a = 0; a < D; a++)
+            for (int b = 0; b < D; b++)
+                S[a * D + b] += (f[i * D + a] - mu[lab[i]][a]) * (f[i * D + b] - mu[lab[i]][b]) / N;
+    double tr = 0;
+    for (int a = 0; a < D; a++) tr += S[a * D + a];
+    for (int a = 0; a < D; a++) S[a * D + a] += ridge * tr / D;
+
+    float got[N];
+    nn_ood_score(o, f, N, got);
+    for (int i = 0; i < N; i++) {
+        double best = INFINITY;
+        for (int c = 0; c < K; c++) {
+            double A[D * D], v[D], y[D];
+            memcpy(A, S, sizeof A);
+            for (int a = 0; a < D; a++) v[a] = y[a] = f[i * D + a] - mu[c][a];
+            gj_solve(A, y, D);
+            double q = 0;
+            for (int a = 0; a < D; a++) q += v[a] * y[a];
+            if (q < best) best = q;
+        }
+        /* The library stores the means and the Cholesky factor as float
+         * (relative rounding 2^-24 each) and computes in double: the score
+         * moves by about d * cond(L) * 2^-24 relative. With the ridge at
+         * 0.1 of the mean variance cond(L) < sqrt(11 * d) here, so 1e-5 is
+         * a bound with room, not a measured figure. */
+        if (fabs(got[i] - best) > 1e-5 * best + 1e-6)
+            fail_msg("image %d: score %.9g, reference %.9g", i, (double)got[i], best);
+    }
+    nn_ood_free(o);
+    nn_net_free(net);
+}
+
+static void test_threshold_auroc(void **state)
+{
+    (void)state;
+    char err[128];
+    const float means[2] = {0, 0}, chol[1] = {1};
+    nn_ood *o = nn_ood_create(2, 1, means, chol, -1, err, sizeof err);
+    if (!o) fail_msg("%s", err);
+    const float s[5] = {5, 1, 3, 2, 4};
+    assert_int_equal(nn_ood_set_threshold(o, s, 5, 0.6), 0);
+    assert_true(o->threshold == 3.0); /* 3 of 5 at or below it */
+    assert_int_equal(nn_ood_set_threshold(o, s, 5, 0.61), 0);
+    assert_true(o->threshold == 4.0);
+    assert_int_equal(nn_ood_set_threshold(o, s, 5, 1.0), 0);
+    assert_true(o->threshold == 5.0);
+    assert_int_equal(nn_ood_set_threshold(o, s, 0, 0.5), -1);
+    assert_int_equal(nn_ood_set_threshold(o, s, 5, 0.0), -1);
+    nn_ood_free(o);
+    nn_ood_free(NULL);
+
+    const float in[2] = {1, 2}, out[2] = {2, 3}, low[2] = {0, 0.5f};
+    /* Pairs (in,out): (1,2) 1, (1,3) 1, (2,2) 1/2, (2,3) 1. */
+    assert_true(nn_ood_auroc(in, 2, out, 2) == 0.875);
+    assert_true(nn_ood_auroc(in, 2, low, 2) == 0.0);
+    assert_true(nn_ood_auroc(in, 2, in, 2) == 0.5);
+    assert_true(nn_ood_auroc(in, 0, out, 2) == -1.0);
+
+    /* Bad statistics are refused with a message. */
+    const float means4[4] = {0, 0, 1, 1}, bad_chol[4] = {1, 0.5f, 0, 1}, neg[4] = {1, 0, 0, -1};
+    assert_null(nn_ood_create(2, 2, means4, bad_chol, 1, err, sizeof err));
+    assert_non_null(strstr(err, "lower triangular"));
+    assert_null(nn_ood_create(2, 2, means4, neg, 1, err, sizeof err));
+    const float nan_means[2] = {NAN, 0};
+    assert_null(nn_ood_create(2, 1, nan_means, chol, 1, err, sizeof err));
+}
+
+/* The energy output of the one forward is -logsumexp of the logits, and
+ * the score output the nn_ood_score of that forward's features. */
+static void test_forward_scores(void **state)
+{
+    (void)state;
+    char err[256];
+    nn_net *net = tiny_net();
+    uint8_t img[N * HW], lab[N];
+    tiny_data(img, lab);
+    nn_ood *o = nn_ood_fit(net, img, lab, N, 0.01, err, sizeof err);
+    if (!o) fail_msg("%s", err);
+    o->threshold = 1.0;
+    net->ood = o;
+    nn_net *tmp[1] = {net};
+    nn_ensemble *e = nn_ensemble_from_nets(tmp, 1, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    assert_ptr_equal(nn_ensemble_ood(e), nn_ensemble_member_infer(e, 0)->ood);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, N);
+    nn_ws *nws = nn_ws_create(net, N, 0);
+    assert_non_null(ws);
+    assert_non_null(nws);
+    float x[N * HW], probs[N * K], energy[N], score[N], logits[N * K], f[N * D], want[N];
+    for (int i = 0; i < N * HW; i++) x[i] = img[i] / 255.0f;
+    nn_ensemble_forward_scores(e, ws, x, N, probs, energy, score);
+    nn_net_forward(net, nws, x, N, NULL, logits);
+    features_of(net, img, N, f);
+    nn_ood_score(o, f, N, want);
+    for (int i = 0; i < N; i++) {
+        double m = logits[i * K], s = 0;
+        for (int c = 1; c < K; c++) m = fmax(m, logits[i * K + c]);
+        for (int c = 0; c < K; c++) s += exp(logits[i * K + c] - m);
+        double en = -(m + log(s));
+        if (fabs(energy[i] - en) > 1e-6 * (1 + fabs(en)))
+            fail_msg("image %d: energy %g, by hand %g", i, energy[i], en);
+        assert_true(score[i] == want[i]); /* same features, same code */
+    }
+    nn_ws_free(nws);
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+}
+
+/* Saved with statistics: loads back with the same statistics and scores;
+ * saved without: byte-identical to a file written before they existed
+ * (no ood tensors, no ood metadata). Partial or unknown ood data refused. */
+static void test_weights_file(void **state)
+{
+    (void)state;
+    char err[512], with[160], without[160], bad[160];
+    nn_net *net = tiny_net();
+    uint8_t img[N * HW], lab[N];
+    tiny_data(img, lab);
+    snprintf(with, sizeof with, "%s/with.safetensors", tmpdir);
+    snprintf(without, sizeof without, "%s/without.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(net, without, err, sizeof err), 0);
+    nn_st_file *f = nn_st_read(without, err, sizeof err);
+    if (!f) fail_msg("%s", err);
+    assert_int_equal(f->ntensors, 4);
+    assert_null(nn_st_meta(f, "ood_method"));
+    assert_null(nn_st_meta(f, "ood_threshold"));
+    nn_st_free(f);
+    nn_net *back = nn_net_load(without, err, sizeof err);
+    if (!back) fail_msg("%s", err);
+    assert_null(back->ood);
+    nn_net_free(back);
+
+    nn_ood *o = nn_ood_fit(net, img, lab, N, 0.01, err, sizeof err);
+    if (!o) fail_msg("%s", err);
+    o->threshold = 12.5;
+    net->ood = o;
+    assert_int_equal(nn_net_save(net, with, err, sizeof err), 0);
+    back = nn_net_load(with, err, sizeof err);
+    if (!back) fail_msg("%s", err);
+    assert_non_null(back->ood);
+    assert_true(back->ood->threshold == 12.5);
+    assert_memory_equal(back->ood->means, o->means, sizeof(float) * K * D);
+    assert_memory_equal(back->ood->chol, o->chol, sizeof(float) * D * D);
+    float fe[N * D], s1[N], s2[N];
+    features_of(net, img, N, fe);
+    nn_ood_score(o, fe, N, s1);
+    nn_ood_score(back->ood, fe, N, s2);
+    assert_memory_equal(s1, s2, sizeof s1);
+    /* Folding keeps the statistics (the folded net is what serves). */
+    nn_net *folded = nn_net_fold_bn(back, err, sizeof err);
+    assert_non_null(folded);
+    assert_non_null(folded->ood);
+    nn_net_free(folded);
+    nn_net_free(back);
+
+    /* Drop one of the four pieces, or rename the method: refused. */
+    const char *drop[] = {"ood.means",     "ood.chol", "ood_method",
+                          "ood_threshold", "!method",  "!threshold"};
+    for (size_t t = 0; t < sizeof drop / sizeof drop[0]; t++) {
+        char cks[64] = "";
+        snprintf(bad, sizeof bad, "%s/bad%zu.safetensors", tmpdir, t);
+        { /* tensors back to back: the checksum is theirs in order */
+            nn_st_file *g = nn_st_read(with, err, sizeof err);
+            if (!g) fail_msg("%s", err);
+            nn_st_writer *w = nn_st_writer_create();
+            assert_non_null(w);
+            uint64_t h = NN_ST_FNV_INIT;
+            for (int i = 0; i < g->ntensors; i++) {
+                const nn_st_tensor *q = &g->tensors[i];
+                if (!strcmp(q->name, drop[t])) continue;
+                assert_int_equal(nn_st_writer_add(w, q->name, q->dtype, q->ndim, q->shape, q->data),
+                                 0);
+                h = nn_st_fnv1a64(q->data, q->nbytes, h);
+            }
+            snprintf(cks, sizeof cks, "fnv1a64:%016llx", (unsigned long long)h);
+            for (int i = 0; i < g->nmeta; i++) {
+                const char *k = g->meta_keys[i], *v = g->meta_vals[i];
+                if (!strcmp(k, drop[t])) continue;
+                if (!strcmp(k, "checksum")) v = cks;
+                if (!strcmp(drop[t], "!method") && !strcmp(k, "ood_method")) v = "energy";
+                if (!strcmp(drop[t], "!threshold") && !strcmp(k, "ood_threshold")) v = "-1";
+                assert_int_equal(nn_st_writer_meta(w, k, v), 0);
+            }
+            assert_int_equal(nn_st_writer_write(w, bad, err, sizeof err), 0);
+            nn_st_writer_free(w);
+            nn_st_free(g);
+        }
+        err[0] = 0;
+        back = nn_net_load(bad, err, sizeof err);
+        if (back) {
+            nn_net_free(back);
+            fail_msg("a file without %s loaded", drop[t]);
+        }
+        if (!strstr(err, "ood")) fail_msg("%s: message %s", drop[t], err);
+    }
+    nn_net_free(net);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_features),        cmocka_unit_test(test_score_reference),
+        cmocka_unit_test(test_threshold_auroc), cmocka_unit_test(test_forward_scores),
+        cmocka_unit_test(test_weights_file),
+    };
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
+}

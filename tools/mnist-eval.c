@@ -1,5 +1,16 @@
 /* mnist-eval - test-set accuracy of a model (or an ensemble: several model
- * files averaged), per-class accuracy, confusion matrix and throughput. */
+ * files averaged), per-class accuracy, confusion matrix and throughput.
+ *
+ * Out of distribution (nn/ood.h):
+ *   --ood-fit OUT MODEL   fits the Mahalanobis statistics of one weights
+ *                         file on its training set (all but the last
+ *                         --ood-holdout images), sets the threshold so that
+ *                         95% of the held-out images pass, and writes MODEL
+ *                         with them to OUT (the rest of the file unchanged).
+ *   --ood DIR MODEL       how well each score tells the test set from DIR's
+ *                         test images: AUROC and the share of DIR marked in
+ *                         distribution, on the raw IDX images and after the
+ *                         server's preprocessing of an uploaded image. */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -12,7 +23,9 @@
 #include "nn/ensemble.h"
 #include "nn/eval.h"
 #include "nn/gemm.h"
+#include "image/image.h"
 #include "nn/idx.h"
+#include "nn/ood.h"
 #include "nn/pool.h"
 
 #define VERSION "1.0.0"
@@ -24,13 +37,358 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* ---- out of distribution ---------------------------------------------- */
+
+#define OOD_SHARE 0.95
+
+/* The in-distribution data directory of a model's dataset. */
+static const char *default_data(const nn_ensemble *e)
+{
+    return !strcmp(nn_ensemble_meta(e)->dataset, "fashion-mnist")
+               ? "/usr/share/datasets/fashion-mnist"
+               : "data/mnist";
+}
+
+static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int holdout,
+                   double ridge)
+{
+    char err[512];
+    int rc = 1;
+    if (nn_ensemble_size(e) != 1) {
+        fprintf(stderr, "mnist-eval: --ood-fit takes one weights file, not an ensemble\n");
+        return 2;
+    }
+    /* The file again, as a net of our own to attach the statistics to. */
+    nn_net *net = nn_net_load(nn_ensemble_path(e, 0), err, sizeof err);
+    if (!net) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        return 1;
+    }
+    nn_ensemble *view = NULL;
+    float *probs = NULL, *scores = NULL;
+    nn_dataset *tr = nn_dataset_load_dir(data, 0, nn_net_outputs(net), err, sizeof err);
+    if (!tr) {
+        fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
+        nn_net_free(net);
+        return 1;
+    }
+    if (tr->rows != net->in_h || tr->cols != net->in_w || net->in_c != 1) {
+        fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n",
+                net->in_c, net->in_h, net->in_w, tr->rows, tr->cols);
+        goto done;
+    }
+    if (holdout < 1 || holdout > tr->n - 2) {
+        fprintf(stderr,
+                "mnist-eval: --ood-holdout must leave at least 2 of the %d training images\n",
+                tr->n);
+        goto done;
+    }
+    int nfit = tr->n - holdout, k = nn_net_outputs(net);
+    /* Fitted on the net as stored; the server runs it with batch norm
+     * folded, whose features differ by float rounding only. */
+    nn_ood *o = nn_ood_fit(net, tr->images, tr->labels, nfit, ridge, err, sizeof err);
+    if (!o) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        goto done;
+    }
+    net->ood = o;
+    probs = malloc(sizeof(float) * (size_t)holdout * k);
+    scores = malloc(sizeof(float) * (size_t)holdout);
+    view = nn_ensemble_view(net);
+    if (!probs || !scores || !view ||
+        nn_eval_scores(view, tr->images + (size_t)nfit * tr->rows * tr->cols, holdout, NULL, 0,
+                       probs, NULL, scores) ||
+        nn_ood_set_threshold(o, scores, holdout, OOD_SHARE)) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
+    }
+    if (nn_net_save(net, out, err, sizeof err)) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        goto done;
+    }
+    printf("fitted on %s training images 0..%d (%d features, ridge %g); threshold %.6g passes "
+           "%.0f%% of "
+           "images %d..%d; wrote %s\n",
+           data, nfit - 1, o->d, ridge, o->threshold, OOD_SHARE * 100, nfit, tr->n - 1, out);
+    rc = 0;
+done:
+    free(probs);
+    free(scores);
+    nn_ensemble_free(view);
+    nn_net_free(net);
+    nn_dataset_free(tr);
+    return rc;
+}
+
+/* Scores of one image set, higher = less like the training data. */
+typedef struct {
+    int n, blank;  /* images scored; images the preprocessing found blank */
+    float *msp;    /* -(largest probability)                             */
+    float *energy; /* -logsumexp(logits), members averaged              */
+    float *maha;   /* Mahalanobis score, or NULL without statistics     */
+} ood_set;
+
+static void ood_set_free(ood_set *s)
+{
+    free(s->msp);
+    free(s->energy);
+    free(s->maha);
+}
+
+static int ood_set_alloc(ood_set *s, int n, int maha)
+{
+    memset(s, 0, sizeof *s);
+    s->msp = malloc(sizeof(float) * (n ? n : 1));
+    s->energy = malloc(sizeof(float) * (n ? n : 1));
+    s->maha = maha ? malloc(sizeof(float) * (n ? n : 1)) : NULL;
+    return !s->msp || !s->energy || (maha && !s->maha) ? -1 : 0;
+}
+
+static void msp_of(float *msp, const float *probs, int n, int k)
+{
+    for (int i = 0; i < n; i++)
+        msp[i] = -probs[(size_t)i * k + nn_argmax(probs + (size_t)i * k, k)];
+}
+
+/* The raw IDX images, as the test set is evaluated. */
+static int ood_raw(const nn_ensemble *e, const nn_dataset *d, int n, ood_set *s)
+{
+    int k = nn_ensemble_classes(e);
+    float *probs = malloc(sizeof(float) * (size_t)n * k);
+    if (!probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL) ||
+        nn_eval_scores(e, d->images, n, NULL, 0, probs, s->energy, s->maha)) {
+        free(probs);
+        return -1;
+    }
+    msp_of(s->msp, probs, n, k);
+    s->n = n;
+    free(probs);
+    return 0;
+}
+
+/* Each image as the server sees an upload of it: the model's
+ * preprocessing (crop, fit, centre) first; blank images are answered
+ * with an error there, so they are counted, not scored. */
+static int ood_prepared(const nn_ensemble *e, const nn_dataset *d, int n, ood_set *s)
+{
+    enum { B = 128 };
+    int k = nn_ensemble_classes(e), rc = -1;
+    size_t hw = (size_t)d->rows * d->cols;
+    const char *mode = nn_ensemble_meta(e)->preprocess;
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, B);
+    float *x = malloc(sizeof(float) * B * 784), *probs = malloc(sizeof(float) * B * k);
+    if (!ws || !x || !probs || d->rows != 28 || d->cols != 28 ||
+        ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL))
+        goto done;
+    int m = 0;
+    for (int i = 0; i <= n; i++) {
+        char err[128];
+        if (i < n && img_prep_by_name(mode, d->images + (size_t)i * hw, 28, 28, x + (size_t)m * 784,
+                                      err, sizeof err) != IMG_OK) {
+            s->blank++;
+            continue;
+        }
+        if (i < n) m++;
+        if (m == B || (i == n && m)) {
+            nn_ensemble_forward_scores(e, ws, x, m, probs, s->energy + s->n,
+                                       s->maha ? s->maha + s->n : NULL);
+            msp_of(s->msp + s->n, probs, m, k);
+            s->n += m;
+            m = 0;
+        }
+    }
+    rc = 0;
+done:
+    nn_ensemble_ws_free(ws);
+    free(x);
+    free(probs);
+    return rc;
+}
+
+static int cmp_f(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The share of out-scores at or below the score that OOD_SHARE of the
+ * in-scores do not exceed (the "passing at 95% of the test set" figure
+ * that compares methods on equal terms); -1 on memory failure. */
+static double pass_at_share(const float *in, int nin, const float *out, int nout)
+{
+    float *s = malloc(sizeof(float) * nin);
+    if (!s || nin < 1 || nout < 1) {
+        free(s);
+        return -1;
+    }
+    memcpy(s, in, sizeof(float) * nin);
+    qsort(s, (size_t)nin, sizeof(float), cmp_f);
+    long idx = (long)ceil(OOD_SHARE * nin - 1e-9) - 1;
+    float t = s[idx < 0 ? 0 : idx];
+    free(s);
+    int c = 0;
+    for (int i = 0; i < nout; i++) c += out[i] <= t;
+    return (double)c / nout;
+}
+
+static double share_at_most(const float *v, int n, double t)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++) c += v[i] <= t;
+    return n ? (double)c / n : 0.0;
+}
+
+/* One input path's figures: text rows, or an object in o. */
+static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in,
+                       const ood_set *out, cJSON *o)
+{
+    const char *names[3] = {"msp", "energy", "mahalanobis"};
+    const float *ins[3] = {in->msp, in->energy, in->maha},
+                *outs[3] = {out->msp, out->energy, out->maha};
+    const nn_ood *st = nn_ensemble_ood(e);
+    cJSON *p = o ? cJSON_AddObjectToObject(o, path) : NULL;
+    if (p) {
+        cJSON_AddNumberToObject(p, "in_n", in->n);
+        cJSON_AddNumberToObject(p, "out_n", out->n);
+        cJSON_AddNumberToObject(p, "in_blank", in->blank);
+        cJSON_AddNumberToObject(p, "out_blank", out->blank);
+    }
+    for (int m = 0; m < 3; m++) {
+        if (!ins[m]) continue;
+        double auc = nn_ood_auroc(ins[m], in->n, outs[m], out->n);
+        double pass = pass_at_share(ins[m], in->n, outs[m], out->n);
+        double tin = -1, tout = -1;
+        if (m == 2) {
+            tin = share_at_most(ins[m], in->n, st->threshold);
+            tout = share_at_most(outs[m], out->n, st->threshold);
+        }
+        if (p) {
+            cJSON *r = cJSON_AddObjectToObject(p, names[m]);
+            cJSON_AddNumberToObject(r, "auroc", auc);
+            cJSON_AddNumberToObject(r, "out_pass_at_95", pass);
+            if (m == 2) {
+                cJSON_AddNumberToObject(r, "threshold", st->threshold);
+                cJSON_AddNumberToObject(r, "in_pass", tin);
+                cJSON_AddNumberToObject(r, "out_pass", tout);
+            }
+        } else {
+            printf("%-9s %-12s %7.4f %9.2f%%", path, names[m], auc, 100 * pass);
+            if (m == 2) printf("   %8.2f%% %8.2f%%", 100 * tin, 100 * tout);
+            printf("\n");
+        }
+    }
+    if (!p && (in->blank || out->blank))
+        printf("%-9s (blank after preprocessing, refused, not scored: %d in, %d out)\n", path,
+               in->blank, out->blank);
+}
+
+static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int limit, int json)
+{
+    char err[512];
+    int k = nn_ensemble_classes(e), rc = 1;
+    ood_set s[4];
+    memset(s, 0, sizeof s);
+    nn_dataset *in = nn_dataset_load_dir(data, 1, k, err, sizeof err);
+    if (!in) {
+        fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
+        return 1;
+    }
+    nn_dataset *out = nn_dataset_load_dir(dir, 1, 255, err, sizeof err);
+    if (!out) {
+        fprintf(stderr, "mnist-eval: --ood: %s\n", err);
+        nn_dataset_free(in);
+        return 1;
+    }
+    const nn_net *n0 = nn_ensemble_member(e, 0);
+    if (in->rows != 28 || in->cols != 28 || out->rows != 28 || out->cols != 28 || n0->in_c != 1 ||
+        n0->in_h != 28 || n0->in_w != 28) {
+        fprintf(stderr, "mnist-eval: --ood wants a 1x28x28 model and 28x28 images\n");
+        goto done;
+    }
+    int nin = in->n, nout = out->n;
+    if (limit > 0 && limit < nin) nin = limit;
+    if (limit > 0 && limit < nout) nout = limit;
+    if (ood_raw(e, in, nin, &s[0]) || ood_raw(e, out, nout, &s[1]) ||
+        ood_prepared(e, in, nin, &s[2]) || ood_prepared(e, out, nout, &s[3])) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
+    }
+    if (s[2].n < 1 || s[3].n < 1) {
+        fprintf(stderr, "mnist-eval: --ood: every image of a set was blank after preprocessing\n");
+        goto done;
+    }
+    const nn_ood *st = nn_ensemble_ood(e);
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON *models = cJSON_AddArrayToObject(o, "models");
+        for (int i = 0; i < nn_ensemble_size(e); i++)
+            cJSON_AddItemToArray(models, cJSON_CreateString(nn_ensemble_path(e, i)));
+        cJSON_AddStringToObject(o, "in", data);
+        cJSON_AddStringToObject(o, "out", dir);
+        if (st) {
+            cJSON_AddStringToObject(o, "ood_method", NN_OOD_METHOD);
+            cJSON_AddNumberToObject(o, "ood_threshold", st->threshold);
+        } else {
+            cJSON_AddNullToObject(o, "ood_method");
+            cJSON_AddNullToObject(o, "ood_threshold");
+        }
+        ood_report(e, "raw", &s[0], &s[1], o);
+        ood_report(e, "prepared", &s[2], &s[3], o);
+        char *txt = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        if (!txt) {
+            fprintf(stderr, "mnist-eval: out of memory\n");
+            goto done;
+        }
+        printf("%s\n", txt);
+        free(txt);
+    } else {
+        printf("in distribution: %s test (%d images); out: %s test (%d images)\n", data, nin, dir,
+               nout);
+        if (st)
+            printf("stored statistics: %s, threshold %.6g\n", NN_OOD_METHOD, st->threshold);
+        else
+            printf("no stored statistics (fit them with --ood-fit): msp and energy only\n");
+        printf(
+            "scores: higher = less like the training data; \"out @95%%\" = share of out images at "
+            "or below\n"
+            "the score 95%% of the in-distribution test images do not exceed; \"in/out pass\" = "
+            "shares\n"
+            "at or below the stored threshold. raw = IDX images as stored; prepared = through the\n"
+            "model's upload preprocessing (crop, fit, centre), as the server sees a PNG of "
+            "them.\n\n");
+        printf("%-9s %-12s %7s %10s   %9s %9s\n", "input", "method", "AUROC", "out @95%", "in pass",
+               "out pass");
+        ood_report(e, "raw", &s[0], &s[1], NULL);
+        ood_report(e, "prepared", &s[2], &s[3], NULL);
+    }
+    rc = 0;
+done:
+    for (int i = 0; i < 4; i++) ood_set_free(&s[i]);
+    nn_dataset_free(in);
+    nn_dataset_free(out);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     int json = 0, threads = 0, limit = 0, list_kernels = 0;
     const char *data = NULL, *shift = NULL;
     double rotate = 0, scale = 1;
     int rotate_set = 0, scale_set = 0;
+    const char *ood_dir = NULL, *ood_out = NULL;
+    int holdout = 10000;
+    double ridge = 1e-6;
     const cli_opt opts[] = {
+        {"ood", CLI_STRING, &ood_dir, 0, 0, "DIR",
+         "out-of-distribution report: the test set against DIR's test images (IDX)", .def = NULL},
+        {"ood-fit", CLI_STRING, &ood_out, 0, 0, "OUT",
+         "fit the out-of-distribution statistics of MODEL and write it with them to OUT",
+         .def = NULL},
+        {"ood-holdout", CLI_INT, &holdout, 1, 1000000, "N",
+         "--ood-fit: the last N training images choose the threshold, the rest fit", .def = NULL},
+        {"ood-ridge", CLI_DOUBLE, &ridge, 0, 1, "R",
+         "--ood-fit: add R * mean variance to the covariance diagonal", .hi_open = 1, .def = NULL},
         {"json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object", .def = NULL},
         {"list-kernels", CLI_FLAG, &list_kernels, 0, 0, NULL,
          "print the kernel paths this CPU runs (values for NN_ISA) and exit", .def = NULL},
@@ -130,11 +488,23 @@ int main(int argc, char **argv)
     int rc = 1, k = nn_ensemble_classes(e);
     float *probs = NULL;
     int *conf = NULL;
-    if (!data)
-        data = !strcmp(nn_ensemble_meta(e)->dataset, "fashion-mnist")
-                   ? "/usr/share/datasets/fashion-mnist"
-                   : "data/mnist";
-    nn_dataset *test = nn_dataset_load_dir(data, 1, k, err, sizeof err);
+    nn_dataset *test = NULL;
+    if (!data) data = default_data(e);
+    if (ood_out || ood_dir) {
+        if (ood_out && ood_dir) {
+            fprintf(stderr, "mnist-eval: --ood-fit and --ood are separate runs\n");
+            rc = 2;
+        } else if (use_tf) {
+            fprintf(stderr,
+                    "mnist-eval: --ood and --ood-fit take no --shift, --rotate or --scale\n");
+            rc = 2;
+        } else {
+            rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge)
+                         : ood_eval(e, data, ood_dir, limit, json);
+        }
+        goto done;
+    }
+    test = nn_dataset_load_dir(data, 1, k, err, sizeof err);
     if (!test) {
         fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
         goto done;

@@ -195,6 +195,60 @@ expect 2 'NN_ISA=sse9: unknown kernel path' "isa: train refuses an unknown NN_IS
 expect 2 'NN_ISA=sse9: unknown kernel path' "isa: predict refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png"
 expect 2 'NN_ISA=sse9: unknown kernel path' "isa: server refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$SERVER" --port 0 --models-dir models
 kernels=$("$EVAL" --list-kernels)
+# ---------------------------------------------------------------- out of distribution
+# A small IDX set (700 training, 300 test images) keeps the fit quick.
+small=$tmp/small
+mkdir -p "$small"
+"$PY" - "$DATA" "$small" <<'PYEOF'
+import struct, sys
+src, dst = sys.argv[1:3]
+for name, hdr, size, n in (("train-images-idx3-ubyte", 16, 784, 700), ("train-labels-idx1-ubyte", 8, 1, 700),
+                           ("t10k-images-idx3-ubyte", 16, 784, 300), ("t10k-labels-idx1-ubyte", 8, 1, 300)):
+    b = open("%s/%s" % (src, name), "rb").read()
+    h = bytearray(b[:hdr])
+    h[4:8] = struct.pack(">I", n)
+    open("%s/%s" % (dst, name), "wb").write(bytes(h) + b[hdr:hdr + n * size])
+PYEOF
+if "$EVAL" --ood-fit "$tmp/tiny-ood.safetensors" --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors" \
+        > "$tmp/fit.out" 2> "$tmp/fit.err" && grep -q 'threshold .* passes 95% of images 500..699' "$tmp/fit.out" &&
+    "$EVAL" --json --data "$DATA" --limit 500 "$tmp/tiny.safetensors" > "$tmp/a.json" &&
+    "$EVAL" --json --data "$DATA" --limit 500 "$tmp/tiny-ood.safetensors" > "$tmp/b.json" &&
+    "$PY" -c 'import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:3]); sys.exit(0 if a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"] else 1)' "$tmp/a.json" "$tmp/b.json"; then
+    ok "eval --ood-fit: fits on 500, threshold from 200 held out; the written model answers as before"
+else
+    not_ok "eval --ood-fit" "$(head -c 300 "$tmp/fit.out")" "$(head -c 300 "$tmp/fit.err")"
+fi
+# The test set against itself: every pair ties or mirrors, AUROC exactly 0.5.
+if "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny-ood.safetensors" > "$tmp/ood.json" 2> "$tmp/ood.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); r = d["raw"]; m = r["mahalanobis"]
+sys.exit(0 if d["ood_method"] == "mahalanobis" and d["ood_threshold"] > 0 and r["in_n"] == 300
+         and all(r[k]["auroc"] == 0.5 for k in ("msp", "energy", "mahalanobis")) and m["in_pass"] == m["out_pass"]
+         and "mahalanobis" in d["prepared"] else 1)' "$tmp/ood.json"; then
+    ok "eval --ood --json: a set against itself gives AUROC 0.5 for each score, raw and prepared"
+else
+    not_ok "eval --ood --json" "$(head -c 400 "$tmp/ood.json")" "$(head -c 300 "$tmp/ood.err")"
+fi
+if "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny.safetensors" > "$tmp/ood0.json" 2> "$tmp/ood.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["ood_method"] is None and "mahalanobis" not in d["raw"] and "energy" in d["raw"] else 1)' "$tmp/ood0.json" &&
+    "$EVAL" --ood "$small" --data "$small" "$tmp/tiny-ood.safetensors" 2>&1 | grep -q '^raw       mahalanobis'; then
+    ok "eval --ood: no Mahalanobis row for a model without statistics; text report"
+else
+    not_ok "eval --ood without statistics" "$(head -c 300 "$tmp/ood0.json")"
+fi
+"$MKPNG" --from-idx "$DATA/t10k-images-idx3-ubyte" 0 "$tmp/seven.png" 2> /dev/null
+if "$PREDICT" --model "$tmp/tiny-ood.safetensors" "$tmp/seven.png" > "$tmp/p.json" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if isinstance(d["ood_score"], float) and isinstance(d["in_distribution"], bool) else 1)' "$tmp/p.json" &&
+    "$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png" | grep -q '"ood_score":null,"in_distribution":null'; then
+    ok "predict: ood_score and in_distribution with statistics, null without"
+else
+    not_ok "predict: ood fields" "$(head -c 300 "$tmp/p.json")"
+fi
+expect 2 'separate runs' "eval: --ood and --ood-fit together" -- "$EVAL" --ood "$small" --ood-fit "$tmp/x" "$tmp/tiny.safetensors"
+expect 2 'one weights file, not an ensemble' "eval: --ood-fit of an ensemble" -- \
+    "$EVAL" --ood-fit "$tmp/x" --data "$small" "$tmp/tiny.safetensors,$tmp/tiny.safetensors"
+expect 1 'no t10k images|cannot open|--ood' "eval: --ood of a directory without IDX files" -- \
+    "$EVAL" --ood "$tmp/nowhere" --data "$small" "$tmp/tiny.safetensors"
+
 case " $kernels " in
 " generic "*) ok "isa: --list-kernels starts with generic ($kernels)" ;;
 *) not_ok "isa: --list-kernels starts with generic" "got: $kernels" ;;

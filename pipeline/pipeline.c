@@ -1,8 +1,10 @@
 /* pipeline.c - see pipeline.h. */
 #include "pipeline/pipeline.h"
+#include "nn/ood.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +208,7 @@ struct pipe_ws {
     nn_ensemble_ws *ews;
     float *x;     /* [max_batch, 784] network input */
     float *probs; /* [max_batch, nclasses] */
+    float *ood;   /* [max_batch] out-of-distribution scores */
 };
 
 pipe_ws *pipe_ws_create(const nn_ensemble *e, int max_batch)
@@ -218,7 +221,8 @@ pipe_ws *pipe_ws_create(const nn_ensemble *e, int max_batch)
     ws->ews = nn_ensemble_ws_create(e, max_batch);
     ws->x = malloc(sizeof *ws->x * PIPE_PIXELS * (size_t)max_batch);
     ws->probs = malloc(sizeof *ws->probs * (size_t)ws->nclasses * (size_t)max_batch);
-    if (!ws->ews || !ws->x || !ws->probs) {
+    ws->ood = malloc(sizeof *ws->ood * (size_t)max_batch);
+    if (!ws->ews || !ws->x || !ws->probs || !ws->ood) {
         pipe_ws_free(ws);
         return NULL;
     }
@@ -231,6 +235,7 @@ void pipe_ws_free(pipe_ws *ws)
     nn_ensemble_ws_free(ws->ews);
     free(ws->x);
     free(ws->probs);
+    free(ws->ood);
     free(ws);
 }
 
@@ -248,6 +253,9 @@ static void fail(pipe_result *res, pipe_status st)
     res->label = NULL;
     res->nclasses = 0;
     memset(res->probs, 0, sizeof res->probs);
+    res->has_ood = 0;
+    res->ood_score = 0.0f;
+    res->in_distribution = 0;
 }
 
 /* Forwards ws->x[0..n) and fills the answers of res[0..n) whose status is
@@ -255,7 +263,8 @@ static void fail(pipe_result *res, pipe_status st)
 static void forward(const nn_ensemble *e, pipe_ws *ws, int n, pipe_result *res)
 {
     uint64_t t0 = now_us();
-    nn_ensemble_forward(e, ws->ews, ws->x, n, ws->probs);
+    const nn_ood *ood = nn_ensemble_ood(e);
+    nn_ensemble_forward_scores(e, ws->ews, ws->x, n, ws->probs, NULL, ood ? ws->ood : NULL);
     uint64_t us = now_us() - t0;
     const nn_meta *meta = nn_ensemble_meta(e);
     int k = ws->nclasses;
@@ -278,6 +287,12 @@ static void forward(const nn_ensemble *e, pipe_ws *ws, int n, pipe_result *res)
         r->prediction = best;
         r->label = meta->labels[best];
         r->infer_us = us;
+        if (ood) {
+            /* A score too large for a float is as far out as it gets. */
+            r->has_ood = 1;
+            r->ood_score = isfinite(ws->ood[i]) ? ws->ood[i] : FLT_MAX;
+            r->in_distribution = r->ood_score <= ood->threshold;
+        }
     }
 }
 

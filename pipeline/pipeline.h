@@ -159,6 +159,14 @@ typedef struct {
     const char *label;
     int nclasses;
     float probs[NN_MAX_CLASSES];
+    /* Out of distribution (nn/ood.h), from the same forward pass: only
+     * when the model carries the statistics (has_ood != 0). ood_score is
+     * the squared Mahalanobis distance of the image's features to the
+     * nearest class (higher = less like the training digits; finite);
+     * in_distribution is ood_score <= the model's stored threshold. */
+    int has_ood;
+    float ood_score;
+    int in_distribution;
     uint64_t decode_us, prep_us, infer_us;
 } pipe_result;
 

@@ -286,7 +286,16 @@ static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res, 
         if (c) srv_buf_append(b, ",", 1);
         srv_buf_json_float(b, res->probs[c]);
     }
-    srv_buf_puts(b, "],\"model\":");
+    /* null when the model carries no out-of-distribution statistics. */
+    if (res->has_ood) {
+        srv_buf_puts(b, "],\"ood_score\":");
+        srv_buf_json_float(b, res->ood_score);
+        srv_buf_puts(b, res->in_distribution ? ",\"in_distribution\":true"
+                                             : ",\"in_distribution\":false");
+    } else {
+        srv_buf_puts(b, "],\"ood_score\":null,\"in_distribution\":null");
+    }
+    srv_buf_puts(b, ",\"model\":");
     srv_buf_json_str(b, m->name);
     srv_buf_printf(b, ",\"model_version\":%d", m->version);
     srv_buf_printf(b,
@@ -491,12 +500,22 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
         srv_oip_request_parse(r->body, r->len, r->hdr_len, &lim, &q, err, sizeof err);
     if (st != SRV_OIP_OK) return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
     const srv_model *m = r->model;
+    /* "ood_score" is an output of the models that carry the statistics. */
+    const int has_ood = nn_ensemble_ood(m->ens) != NULL;
+    if ((q->outputs & SRV_OIP_OUT_OOD) && !has_ood) {
+        srv_oip_request_free(q);
+        return srv_http_error(
+            s, c, r, PIPE_BAD_REQUEST, NULL,
+            "model %s has no 'ood_score' output (no out-of-distribution statistics)", m->name);
+    }
+    if (has_ood) srv_oip_request_add_ood(q);
     pipe_ws *tmp, *ws = thread_ws(s, m, &tmp);
     pipe_result *res = malloc((size_t)q->n * sizeof *res);
     float *probs = malloc((size_t)q->n * (size_t)m->nclasses * sizeof *probs);
     int *pred = malloc((size_t)q->n * sizeof *pred);
+    float *ood = malloc((size_t)q->n * sizeof *ood);
     enum MHD_Result ret;
-    if (!ws || !res || !probs || !pred) {
+    if (!ws || !res || !probs || !pred || !ood) {
         ret = srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
         goto done;
     }
@@ -519,6 +538,7 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
         memcpy(probs + (size_t)i * (size_t)m->nclasses, res[i].probs,
                (size_t)m->nclasses * sizeof *probs);
         pred[i] = res[i].prediction;
+        ood[i] = res[i].ood_score;
     }
     char version[16];
     snprintf(version, sizeof version, "%d", m->version);
@@ -529,7 +549,8 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
                           .nclasses = m->nclasses,
                           .probs = probs,
                           .pred = pred,
-                          .labels = m->labels};
+                          .labels = m->labels,
+                          .ood = has_ood ? ood : NULL};
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
     size_t json_len, len;
@@ -549,12 +570,14 @@ done:
     free(res);
     free(probs);
     free(pred);
+    free(ood);
     srv_oip_request_free(q);
     return ret;
 }
 
 /* GET /v2/models/{name}: the one input as declared (UINT8 [-1,1,28,28];
- * the other accepted forms are documented), the three outputs. */
+ * the other accepted forms are documented), the three outputs, and
+ * "ood_score" for a model with out-of-distribution statistics. */
 static enum MHD_Result v2_model_metadata(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
     const srv_model *m = r->model;
@@ -579,8 +602,11 @@ static enum MHD_Result v2_model_metadata(srv_server *s, struct MHD_Connection *c
                    "\"outputs\":[{\"name\":\"probabilities\",\"datatype\":"
                    "\"FP32\",\"shape\":[-1,%d]},{\"name\":\"prediction\","
                    "\"datatype\":\"INT64\",\"shape\":[-1]},{\"name\":"
-                   "\"label\",\"datatype\":\"BYTES\",\"shape\":[-1]}]}",
-                   m->nclasses);
+                   "\"label\",\"datatype\":\"BYTES\",\"shape\":[-1]}%s]}",
+                   m->nclasses,
+                   nn_ensemble_ood(m->ens)
+                       ? ",{\"name\":\"ood_score\",\"datatype\":\"FP32\",\"shape\":[-1]}"
+                       : "");
     enum MHD_Result ret = b.oom ? MHD_NO
                                 : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data, b.len,
                                                    MHD_RESPMEM_MUST_COPY, NULL);

@@ -330,7 +330,7 @@ typedef struct {
     const char *data; /* where "data"'s value starts, or NULL */
     /* outputs */
     unsigned outputs, binary, binary_set;
-    unsigned order[3];
+    unsigned order[SRV_OIP_MAX_OUTPUTS];
     int norder;
     unsigned cur_out; /* the output being read */
     int cur_bin, cur_bin_set;
@@ -435,7 +435,8 @@ static const struct {
     unsigned bit;
 } out_names[] = {{"probabilities", SRV_OIP_OUT_PROBS},
                  {"prediction", SRV_OIP_OUT_PRED},
-                 {"label", SRV_OIP_OUT_LABEL}};
+                 {"label", SRV_OIP_OUT_LABEL},
+                 {"ood_score", SRV_OIP_OUT_OOD}};
 
 static int output_params_member(jp *j, slice key, void *ctx)
 {
@@ -460,8 +461,8 @@ static int output_member(jp *j, slice key, void *ctx)
                 return 0;
             }
         return jfail(j,
-                     "unknown output '%.*s': this model has "
-                     "'probabilities', 'prediction' and 'label'",
+                     "unknown output '%.*s': the outputs are "
+                     "'probabilities', 'prediction', 'label' and 'ood_score'",
                      (int)(name.n > 64 ? 64 : name.n), name.s);
     }
     if (key_is(key, "parameters")) {
@@ -1038,10 +1039,12 @@ srv_oip_status srv_oip_request_parse(const uint8_t *body, size_t len, int64_t js
     }
     /* Outputs: as requested, else all three in the model's order; binary
      * per output, else the request-wide default. */
+    q->bin_out_all = d.bin_out_all;
     if (d.outputs) {
         q->outputs = d.outputs;
         memcpy(q->order, d.order, sizeof q->order);
         q->norder = d.norder;
+        q->outputs_named = 1;
     } else {
         q->outputs = SRV_OIP_OUT_ALL;
         for (int k = 0; k < 3; k++) q->order[k] = out_names[k].bit;
@@ -1051,6 +1054,15 @@ srv_oip_status srv_oip_request_parse(const uint8_t *body, size_t len, int64_t js
     q->binary = (d.binary | (dflt & ~d.binary_set)) & q->outputs;
     *out = q;
     return SRV_OIP_OK;
+}
+
+void srv_oip_request_add_ood(srv_oip_request *q)
+{
+    if (q->outputs_named || (q->outputs & SRV_OIP_OUT_OOD) || q->norder >= SRV_OIP_MAX_OUTPUTS)
+        return;
+    q->outputs |= SRV_OIP_OUT_OOD;
+    q->order[q->norder++] = SRV_OIP_OUT_OOD;
+    if (q->bin_out_all) q->binary |= SRV_OIP_OUT_OOD;
 }
 
 /* ---- the response ------------------------------------------------------------- */
@@ -1066,6 +1078,7 @@ static size_t out_binary_size(const srv_oip_result *r, unsigned bit)
 {
     if (bit == SRV_OIP_OUT_PROBS) return (size_t)r->n * (size_t)r->nclasses * 4;
     if (bit == SRV_OIP_OUT_PRED) return (size_t)r->n * 8;
+    if (bit == SRV_OIP_OUT_OOD) return (size_t)r->n * 4;
     size_t s = 0;
     for (uint32_t i = 0; i < r->n; i++) s += 4 + strlen(r->labels[r->pred[i]]);
     return s;
@@ -1080,6 +1093,10 @@ static void out_binary(srv_buf *b, const srv_oip_result *r, unsigned bit)
                 memcpy(&u, &r->probs[(size_t)i * (size_t)r->nclasses + (size_t)c], sizeof u);
                 put_u32le(b, u);
             }
+        } else if (bit == SRV_OIP_OUT_OOD) {
+            uint32_t u;
+            memcpy(&u, &r->ood[i], sizeof u);
+            put_u32le(b, u);
         } else if (bit == SRV_OIP_OUT_PRED) {
             uint64_t v = (uint64_t)(int64_t)r->pred[i];
             put_u32le(b, (uint32_t)v);
@@ -1120,6 +1137,11 @@ void srv_oip_response_write(srv_buf *out, const srv_oip_result *r, size_t *json_
                            "{\"name\":\"prediction\",\"datatype\":"
                            "\"INT64\",\"shape\":[%u]",
                            r->n);
+        else if (bit == SRV_OIP_OUT_OOD)
+            srv_buf_printf(out,
+                           "{\"name\":\"ood_score\",\"datatype\":"
+                           "\"FP32\",\"shape\":[%u]",
+                           r->n);
         else
             srv_buf_printf(out,
                            "{\"name\":\"label\",\"datatype\":"
@@ -1142,6 +1164,8 @@ void srv_oip_response_write(srv_buf *out, const srv_oip_result *r, size_t *json_
             if (i) srv_buf_append(out, ",", 1);
             if (bit == SRV_OIP_OUT_PRED)
                 srv_buf_printf(out, "%d", r->pred[i]);
+            else if (bit == SRV_OIP_OUT_OOD)
+                srv_buf_json_float(out, r->ood[i]);
             else
                 srv_buf_json_str(out, r->labels[r->pred[i]]);
         }

@@ -58,8 +58,12 @@ enum {
     SRV_OIP_OUT_PROBS = 1u << 0, /* "probabilities" FP32 [N,classes] */
     SRV_OIP_OUT_PRED = 1u << 1,  /* "prediction"    INT64 [N]        */
     SRV_OIP_OUT_LABEL = 1u << 2, /* "label"         BYTES [N]        */
-    SRV_OIP_OUT_ALL = 7u
+    SRV_OIP_OUT_ALL = 7u,        /* the outputs every model has       */
+    SRV_OIP_OUT_OOD = 1u << 3    /* "ood_score"     FP32 [N], only for
+                                       a model with out-of-distribution
+                                       statistics (nn/ood.h)            */
 };
+#define SRV_OIP_MAX_OUTPUTS 4
 
 typedef struct {
     uint32_t max_batch; /* N above this -> SRV_OIP_ERR_TOO_LARGE */
@@ -77,15 +81,22 @@ typedef struct {
     srv_oip_dtype dtype;
     int rank;
     uint64_t shape[SRV_OIP_MAX_RANK];
-    uint32_t n;          /* images: shape[0] */
-    uint8_t *u8;         /* UINT8: n * 784 pixels 0..255; else NULL */
-    float *f32;          /* FP32: n * 784 values in [0,1]; else NULL */
-    srv_oip_item *items; /* BYTES: n encoded images; else NULL */
-    unsigned outputs;    /* SRV_OIP_OUT_* bits to answer with */
-    unsigned binary;     /* of those, the ones sent as binary data */
-    unsigned order[3];   /* outputs in the order requested (bits), */
-    int norder;          /* norder of them                          */
-    uint8_t *store;      /* owned storage behind items */
+    uint32_t n;                          /* images: shape[0] */
+    uint8_t *u8;                         /* UINT8: n * 784 pixels 0..255; else NULL */
+    float *f32;                          /* FP32: n * 784 values in [0,1]; else NULL */
+    srv_oip_item *items;                 /* BYTES: n encoded images; else NULL */
+    unsigned outputs;                    /* SRV_OIP_OUT_* bits to answer with */
+    unsigned binary;                     /* of those, the ones sent as binary data */
+    unsigned order[SRV_OIP_MAX_OUTPUTS]; /* outputs in the order
+                               requested (bits), norder of them       */
+    int norder;
+    int outputs_named; /* the request listed its outputs; if not,
+                               outputs is SRV_OIP_OUT_ALL and the server
+                               adds SRV_OIP_OUT_OOD when the model has it
+                               (srv_oip_request_add_ood) */
+    int bin_out_all;   /* binary_data_output: the request-wide
+                               binary default */
+    uint8_t *store;    /* owned storage behind items */
 } srv_oip_request;
 
 /* HTTP status for a status code: 200, 400, 413 or 500. */
@@ -103,6 +114,10 @@ srv_oip_status srv_oip_request_parse(const uint8_t *body, size_t len, int64_t js
                                      size_t errlen);
 void srv_oip_request_free(srv_oip_request *q);
 
+/* Appends "ood_score" to the outputs of a request that named none (as
+ * binary data when the request asked for binary outputs). */
+void srv_oip_request_add_ood(srv_oip_request *q);
+
 /* What the server computed for a request, to be written back. */
 typedef struct {
     const char *model_name;
@@ -113,6 +128,8 @@ typedef struct {
     const float *probs;        /* n * nclasses */
     const int *pred;           /* n */
     const char *const *labels; /* nclasses class names */
+    const float *ood;          /* n out-of-distribution scores, or
+                                       NULL (the model has none) */
 } srv_oip_result;
 
 /* Appends the response to out: the JSON object, then the binary data of

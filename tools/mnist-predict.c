@@ -193,6 +193,13 @@ int main(int argc, char **argv)
         cJSON *pa = cJSON_AddArrayToObject(o, "probabilities");
         for (int j = 0; j < res.nclasses; j++)
             cJSON_AddItemToArray(pa, cJSON_CreateNumber(res.probs[j]));
+        if (res.has_ood) {
+            cJSON_AddNumberToObject(o, "ood_score", res.ood_score);
+            cJSON_AddBoolToObject(o, "in_distribution", res.in_distribution);
+        } else {
+            cJSON_AddNullToObject(o, "ood_score");
+            cJSON_AddNullToObject(o, "in_distribution");
+        }
         cJSON_AddStringToObject(o, "model", name);
         char *s = cJSON_PrintUnformatted(o);
         if (s) printf("%s\n", s);

@@ -30,8 +30,13 @@ def probs_ok(j):
             and abs(sum(p) - 1) < 1e-3)
 
 
+def ood_ok(j):
+    s, i = j.get("ood_score", "absent"), j.get("in_distribution", "absent")
+    return (s is None and i is None) or (num(s) and s >= 0 and isinstance(i, bool))
+
+
 def pred_ok(j):
-    if not isinstance(j, dict) or not probs_ok(j):
+    if not isinstance(j, dict) or not probs_ok(j) or not ood_ok(j):
         return False
     d, c, p = j.get("prediction"), j.get("confidence"), j["probabilities"]
     return (isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= 9
@@ -63,7 +68,8 @@ def main(a):
         return 2
     path, expr = a[-2], a[-1]
     raw = open(path, "rb").read()
-    env = {"probs_ok": probs_ok, "pred_ok": pred_ok, "err_ok": err_ok, "png_size": png_size,
+    env = {"probs_ok": probs_ok, "pred_ok": pred_ok, "ood_ok": ood_ok, "err_ok": err_ok,
+           "png_size": png_size,
            "num": num, "abs": abs, "sum": sum, "max": max, "min": min, "len": len,
            "all": all, "any": any, "isinstance": isinstance, "int": int,
            "float": float, "str": str, "list": list, "dict": dict, "range": range,

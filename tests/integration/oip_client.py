@@ -23,7 +23,9 @@ the spec check in validate.py.
 Conventions of the server under test (README.md, openapi.yaml): one input
 "input"; UINT8/FP32 [N,1,28,28] | [N,28,28] | [N,784]; BYTES [N] of
 base64 PNGs; outputs "probabilities" FP32 [N,classes], "prediction"
-INT64 [N], "label" BYTES [N]; each model serves version "1".
+INT64 [N], "label" BYTES [N], and "ood_score" FP32 [N] for a model with
+out-of-distribution statistics (equal to POST /predict's "ood_score");
+each model serves version "1".
 """
 import base64
 import http.client
@@ -252,7 +254,11 @@ def check_protocol(base, model, mnist_dir, max_batch):
             c.want(len(ins) == 1 and ins[0].get("name") == "input" and ins[0].get("datatype") == "UINT8"
                    and ins[0].get("shape") == [-1, 1, 28, 28], "inputs %r" % ins)
             outs = {o.get("name"): o for o in j.get("outputs") or []}
-            c.want(set(outs) == {"probabilities", "prediction", "label"}, "outputs %r" % list(outs))
+            has_ood = "ood_score" in outs
+            c.want(set(outs) - {"ood_score"} == {"probabilities", "prediction", "label"}, "outputs %r" % list(outs))
+            if has_ood:
+                c.want(outs["ood_score"].get("datatype") == "FP32" and outs["ood_score"].get("shape") == [-1],
+                       "ood_score %r" % outs["ood_score"])
             if "probabilities" in outs:
                 nclasses = outs["probabilities"]["shape"][1]
                 c.want(outs["probabilities"].get("datatype") == "FP32"
@@ -291,8 +297,32 @@ def check_protocol(base, model, mnist_dir, max_batch):
     if len(ref) != 100:
         return
 
+    # The metadata says whether the model answers with "ood_score"; the
+    # reference answers (POST /predict) must agree.
+    has_ood = meta is not None and any(o.get("name") == "ood_score" for o in meta.get("outputs") or [])
+    with Check("POST /predict's ood_score is present exactly when the v2 metadata lists it") as c:
+        c.want(all((r.get("ood_score") is not None) == has_ood for r in ref),
+               "has_ood %r, first answer %r" % (has_ood, ref[0].get("ood_score")))
+    all_outputs = ["probabilities", "prediction", "label"] + (["ood_score"] if has_ood else [])
+
+    def compare_ood(c, scores, first, n, what):
+        # The same image and features as /predict, a different batch size:
+        # summation order moves features by float rounding, which the
+        # distance carries over relative to its size; 1e-3 leaves room.
+        c.want(len(scores) == n, "%s: %d ood scores for %d images" % (what, len(scores), n))
+        for i, sc in enumerate(scores[:n]):
+            want = ref[first + i]["ood_score"]
+            if not abs(sc - want) <= 1e-3 * max(1.0, want):
+                c.want(False, "%s: image %d: ood_score %r, /predict says %r" % (what, first + i, sc, want))
+                return
+
     def compare(c, j, first, n, what, tol=1e-5):
         outs = outputs_by_name(j)
+        if has_ood:
+            if c.want("ood_score" in outs, "%s: no ood_score output" % what):
+                c.want(outs["ood_score"].get("shape") == [n] and outs["ood_score"].get("datatype") == "FP32",
+                       "%s: ood_score %r" % (what, {k: v for k, v in outs["ood_score"].items() if k != "data"}))
+                compare_ood(c, flat(outs["ood_score"]["data"]), first, n, what)
         probs = flat(outs["probabilities"]["data"])
         preds = outs["prediction"]["data"]
         labels = outs["label"]["data"]
@@ -328,7 +358,7 @@ def check_protocol(base, model, mnist_dir, max_batch):
                     c.want(j.get("model_name") == model, "model_name %r" % j.get("model_name"))
                     c.want(j.get("model_version") == "1", "model_version %r" % j.get("model_version"))
                     c.want("id" not in j, "an id without one in the request: %r" % j.get("id"))
-                    c.want([o["name"] for o in j["outputs"]] == ["probabilities", "prediction", "label"],
+                    c.want([o["name"] for o in j["outputs"]] == all_outputs,
                            "outputs %r" % [o["name"] for o in j["outputs"]])
                     compare(c, j, 0, n_small, what)
 
@@ -397,6 +427,9 @@ def check_protocol(base, model, mnist_dir, max_batch):
             jj = {"outputs": [{"name": "probabilities", "shape": [n, nclasses], "data": list(probs)},
                               {"name": "prediction", "data": list(preds)},
                               {"name": "label", "data": labels}]}
+            if has_ood:
+                jj["outputs"].append({"name": "ood_score", "shape": [n], "datatype": "FP32",
+                                      "data": list(struct.unpack("<%df" % n, bins.get("ood_score", b"")))})
             compare(c, jj, 0, n, "binary UINT8")
 
     with Check("binary extension: FP32 input, one binary output and one JSON output") as c:

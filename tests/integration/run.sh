@@ -433,6 +433,44 @@ http POST "/predict/batch?model=mlp" -F "image=@$tmp/fx/mnist_3.png" -F "image=@
 want_code 200 && want_json 'len(j["results"]) == 2 and all(pred_ok(r) and r["model"] == "mlp" for r in j["results"])'
 verdict "POST /predict/batch?model=mlp uses mlp for every part"
 
+# ---------------------------------------------------------------- out of distribution
+# The default model carries out-of-distribution statistics (models/README.md):
+# a Fashion-MNIST item uploaded as a PNG is marked not digit-like, an MNIST
+# digit is not. Fashion-MNIST is never used to fit or to choose the threshold.
+FASHION=${FASHION_DIR:-/usr/share/datasets/fashion-mnist}
+if [ "$MODELS" = models ] && [ -f "$FASHION/t10k-images-idx3-ubyte.gz" ]; then
+    gzip -dc "$FASHION/t10k-images-idx3-ubyte.gz" > "$tmp/fashion-images" || fail "gzip -dc failed"
+    for i in 0 1 2; do
+        "$MKPNG" --from-idx "$tmp/fashion-images" "$i" "$tmp/fx/fashion_$i.png" 2>> "$tmp/mkpng.log" \
+            || fail "mkpng --from-idx (Fashion-MNIST) $i failed: $(tail -1 "$tmp/mkpng.log")"
+    done
+    post_png /predict "$tmp/fx/fashion_0.png"
+    want_code 200 && { want_json 'pred_ok(j)'; want_json "j['in_distribution'] is False"; }
+    verdict "POST /predict of a Fashion-MNIST ankle boot: in_distribution false"
+    post_png /predict "$img"
+    want_code 200 && { want_json 'pred_ok(j)'; want_json "j['in_distribution'] is True and j['ood_score'] > 0"; }
+    verdict "POST /predict of an MNIST digit: in_distribution true"
+    http POST /predict/batch -F "image=@$tmp/fx/fashion_1.png" -F "image=@$tmp/fx/mnist_1.png" \
+        -F "image=@$tmp/fx/fashion_2.png" -F "image=@$tmp/fx/big_0.png"
+    want_code 200 && want_json '[r["in_distribution"] for r in j["results"]] == [False, True, False, True]'
+    verdict "POST /predict/batch: in_distribution per image (two Fashion-MNIST items, two digits)"
+    http POST "/predict?model=mlp" -H 'Content-Type: image/png' --data-binary "@$img"
+    want_code 200 && want_json "j['ood_score'] is None and j['in_distribution'] is None"
+    verdict "POST /predict?model=mlp (no statistics): ood_score and in_distribution null"
+    px=$("$PY" -c 'import sys; print(",".join(["0"] * 784))')
+    http POST /v2/models/mlp/infer -H 'Content-Type: application/json' \
+        --data-binary "{\"inputs\":[{\"name\":\"input\",\"shape\":[1,784],\"datatype\":\"UINT8\",\"data\":[$px]}],\"outputs\":[{\"name\":\"ood_score\"}]}"
+    want_code 400
+    verdict "POST /v2/models/mlp/infer asking for ood_score (no statistics): 400"
+    out=$("$PREDICT" --model "$MODELS/cnn.safetensors" "$tmp/fx/fashion_0.png" "$img" 2>&1)
+    echo "$out" | head -1 > "$tmp/p1.json"; echo "$out" | sed -n 2p > "$tmp/p2.json"
+    r=$("$PY" "$here/jcheck.py" "$tmp/p1.json" "probs_ok(j) and ood_ok(j) and j['in_distribution'] is False" 2>&1) || fail "$r"
+    r=$("$PY" "$here/jcheck.py" "$tmp/p2.json" "probs_ok(j) and ood_ok(j) and j['in_distribution'] is True" 2>&1) || fail "$r"
+    verdict "mnist-predict: in_distribution false for the ankle boot, true for the digit"
+else
+    echo "# skipped (not counted): out-of-distribution checks need the shipped models and $FASHION"
+fi
+
 post_png /predict/batch "$img"
 want_error 415
 verdict "POST /predict/batch with a raw PNG body: 415"

@@ -25,8 +25,9 @@ static void check_response(const srv_oip_request *q)
     static const char *const labels[CLASSES] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
     float probs[MAX_BATCH * CLASSES];
     int pred[MAX_BATCH];
+    float ood[MAX_BATCH];
     for (int i = 0; i < MAX_BATCH * CLASSES; i++) probs[i] = 0.1f;
-    for (int i = 0; i < MAX_BATCH; i++) pred[i] = i % CLASSES;
+    for (int i = 0; i < MAX_BATCH; i++) pred[i] = i % CLASSES, ood[i] = 12.5f * (float)i;
     srv_oip_result r = {.model_name = "m",
                         .model_version = "1",
                         .req = q,
@@ -34,7 +35,11 @@ static void check_response(const srv_oip_request *q)
                         .nclasses = CLASSES,
                         .probs = probs,
                         .pred = pred,
-                        .labels = labels};
+                        .labels = labels,
+                        /* The server asks for "ood_score" only of a model
+                         * that has the scores (it answers 400 otherwise),
+                         * so a request naming it always gets them here. */
+                        .ood = ood};
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
     size_t json_len = 0;

@@ -381,7 +381,7 @@ static const struct gemm_path paths[NN_GEMM_PATH_COUNT] = {
 #endif
 };
 
-/* The cap set by NN_ISA (or nn_gemm_set_cap): the most capable rank a path
+/* The cap NN_ISA sets (nn_gemm_init_env): the most capable rank a path
  * may have. Ranks: the portable paths 0, AVX2 1, AVX-512 2. */
 static int path_rank(int path)
 {

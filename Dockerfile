@@ -13,7 +13,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         gcc libc6-dev make pkg-config \
-        libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libcmocka-dev \
+        libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libcmocka-dev libfreetype-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

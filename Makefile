@@ -1,10 +1,11 @@
 # mnist-c: a handwritten-digit recognition service in C.
 #
-#   make            build build/mnist-{train,eval,predict,server}
+#   make            build build/mnist-{train,eval,predict,server,glyphs}
 #   make run        install what is missing, build, serve on port 8080
 #   make test       install what tests need, fetch data, run every test
 #   make format     clang-format the C sources (make format-check: only check)
 #   make data       MNIST IDX files into data/mnist/ (sha256 verified)
+#   make glyphs     printed digits and letters from Debian fonts, data/glyphs/
 #   make train      retrain the shipped models from scratch (recorded seeds)
 #   make asan       address+undefined sanitizer build, runs unit+integration
 #                   (its reload run does 50 reloads: no leak may remain)
@@ -35,6 +36,9 @@ PKGS    := libcjson libpng libmicrohttpd zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CMOCKA_LIBS := $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+# FreeType: only mnist-glyphs links it (printed characters from font files).
+FT_CFLAGS := $(shell pkg-config --cflags freetype2 2>/dev/null || echo -I/usr/include/freetype2)
+FT_LIBS   := $(shell pkg-config --libs freetype2 2>/dev/null || echo -lfreetype)
 
 CFLAGS  ?=
 CFLAGS  += -std=c11 -Wall -Wextra $(OPT) -fno-math-errno -g -pthread -D_GNU_SOURCE \
@@ -63,7 +67,7 @@ LIBCLI     := $(BUILD)/libcli.a
 LIBALL     := $(LIBPIPE) $(LIBIMAGE) $(LIBNN) $(LIBCLI)
 
 PROGS := $(BUILD)/mnist-train $(BUILD)/mnist-eval $(BUILD)/mnist-predict \
-         $(BUILD)/mnist-server
+         $(BUILD)/mnist-server $(BUILD)/mnist-glyphs
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))
@@ -71,7 +75,7 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 # Keep objects that pattern chains would otherwise delete as intermediate.
 .SECONDARY:
 
-.PHONY: FORCE all test-bins deps deps-test deps-bench data fashion run test unit integration cli \
+.PHONY: FORCE all test-bins deps deps-test deps-bench deps-glyphs data glyphs fashion run test unit integration cli \
         browser lint-spec asan coverage train bench clean models-check deploy-check rolling \
         kube-play reload-soak reload-tsan \
         deps-fuzz fuzz fuzz-long fuzz-build fuzz-bins tsan soak format format-check
@@ -97,6 +101,9 @@ $(LIBCLI): $(CLI_OBJ)
 
 $(BUILD)/mnist-%: $(BUILD)/obj/tools/mnist-%.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
+$(BUILD)/obj/tools/mnist-glyphs.o: CFLAGS += $(FT_CFLAGS)
+$(BUILD)/mnist-glyphs: $(BUILD)/obj/tools/mnist-glyphs.o $(LIBALL)
+	$(CC) $(LDFLAGS) $^ $(LDLIBS) $(FT_LIBS) -o $@
 $(BUILD)/mnist-server: $(SERVER_OBJ) $(BUILD)/obj/gen/openapi_spec.o \
                        $(BUILD)/obj/gen/web_files.o $(BUILD)/obj/gen/build_info.o $(LIBALL)
 	$(CC) $(LDFLAGS) $^ $(LDLIBS) -o $@
@@ -166,9 +173,20 @@ deps-bench:
 	@scripts/deps.sh bench
 deps-fuzz:
 	@scripts/deps.sh fuzz
+deps-glyphs:
+	@scripts/deps.sh glyphs
 
 data:
 	@scripts/fetch-mnist.sh data/mnist
+
+# Printed digits and letters from Debian's font packages (tools/mnist-glyphs.c,
+# fonts listed in tools/glyph-fonts.txt), split by font into train and eval:
+# data/glyphs/{digits,letters}-{train,eval}-{images-idx3,labels-idx1}-ubyte.
+glyphs: deps-glyphs
+	@$(MAKE) --no-print-directory $(BUILD)/mnist-glyphs
+	@mkdir -p data/glyphs
+	@for c in digits letters; do for s in train eval; do \
+	    $(BUILD)/mnist-glyphs --chars $$c --set $$s --out data/glyphs || exit 1; done; done
 
 # ---- serving ------------------------------------------------------------
 run: deps
@@ -201,7 +219,8 @@ reload-soak: deps-test
 	@tests/integration/reload.sh $(BUILD) --connections 64 --seconds 20 --reloads 50
 
 cli: $(PROGS) $(TEST_TOOLS)
-	@rc=0; tests/cli/run.sh $(BUILD) || rc=1; tests/cli/edges.sh $(BUILD) || rc=1; exit $$rc
+	@rc=0; tests/cli/run.sh $(BUILD) || rc=1; tests/cli/edges.sh $(BUILD) || rc=1; \
+	    tests/cli/glyphs.sh $(BUILD) || rc=1; exit $$rc
 
 # The drawing page in Debian's chromium (needs make deps-test once).
 browser: $(BUILD)/mnist-server

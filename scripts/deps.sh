@@ -6,6 +6,7 @@
 #   bench  test's + the peers the benchmarks compare against (make bench)
 #   coverage  lcov/genhtml for the coverage summary (make coverage)
 #   fuzz   test's + clang and libFuzzer (make fuzz, make tsan, make soak)
+#   glyphs the font packages mnist-glyphs renders (make glyphs)
 #
 # As root, missing packages are installed with apt-get; otherwise the exact
 # command is printed and the script fails, so `make` stops before a
@@ -28,13 +29,21 @@ set -eu
 # the rolling-update test (make rolling).
 # chromium: the browser tests drive it (tests/browser), never a downloaded one.
 # clang-format: make format-check (Debian 12's, version 14).
+# libfreetype-dev: mnist-glyphs rasterises font outlines with FreeType, the
+# standard rasteriser (anti-aliasing, TrueType, OpenType/CFF and Type 1).
 DEPS_RUN="gcc@gcc libc6-dev make@make pkg-config@pkg-config
-  libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev
+  libmicrohttpd-dev libcjson-dev libpng-dev zlib1g-dev libfreetype-dev
   ca-certificates curl@curl"
 DEPS_TEST="libcmocka-dev nodejs@node npm@npm python3@python3 python3-yaml bats@bats
   dataset-fashion-mnist kubernetes-client@kubectl prometheus@promtool
   haproxy@haproxy wrk@wrk chromium clang-format@clang-format"
 DEPS_COVERAGE="lcov@genhtml"
+# The fonts of tools/glyph-fonts.txt (serif, sans, mono, handwriting-like);
+# the tests render a few of them, so test installs them too.
+DEPS_GLYPHS="fonts-dejavu-core fonts-liberation2 fonts-urw-base35 fonts-linuxlibertine
+  fonts-inconsolata fonts-comic-neue fonts-humor-sans fonts-crosextra-caladea
+  fonts-crosextra-carlito fonts-go fonts-sil-andika fonts-courier-prime
+  fonts-dancingscript fonts-femkeklaver fonts-breip"
 # libclang-rt-14-dev holds libFuzzer and clang's sanitizer runtimes (only a
 # recommendation of clang, and we install without recommends).
 DEPS_FUZZ="clang@clang libclang-rt-14-dev"
@@ -42,14 +51,15 @@ DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn
   libopenblas0-openmp"
 # --------------------------------------------------------------------------
 
-usage() { echo "usage: $0 run|test|bench|coverage|fuzz" >&2; exit 2; }
+usage() { echo "usage: $0 run|test|bench|coverage|fuzz|glyphs" >&2; exit 2; }
 [ $# -eq 1 ] || usage
 case $1 in
     run)   WANT=$DEPS_RUN ;;
-    test)  WANT="$DEPS_RUN $DEPS_TEST" ;;
-    bench) WANT="$DEPS_RUN $DEPS_TEST $DEPS_BENCH" ;;
+    test)  WANT="$DEPS_RUN $DEPS_TEST $DEPS_GLYPHS" ;;
+    bench) WANT="$DEPS_RUN $DEPS_TEST $DEPS_GLYPHS $DEPS_BENCH" ;;
     coverage) WANT="$DEPS_COVERAGE" ;;
-    fuzz)  WANT="$DEPS_RUN $DEPS_TEST $DEPS_FUZZ" ;;
+    fuzz)  WANT="$DEPS_RUN $DEPS_TEST $DEPS_GLYPHS $DEPS_FUZZ" ;;
+    glyphs) WANT="$DEPS_RUN $DEPS_GLYPHS" ;;
     *)     usage ;;
 esac
 

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Command-line tests of mnist-glyphs (printed characters from Debian
+# fonts as IDX files): a small subset of the fonts is rendered twice and
+# must give the same bytes, well-formed IDX headers and the expected
+# labels; bad input gives one line on stderr; the default model reads the
+# rendered digits.
+#
+#   tests/cli/glyphs.sh BUILD_DIR      (BUILD_DIR: build or build/asan)
+#
+# Needs the fonts of tools/glyph-fonts.txt (scripts/deps.sh test installs
+# them). Output is TAP-like, closed by "cli-glyphs: N passed, M failed";
+# the exit status is non-zero on any failure.
+set -uo pipefail
+
+# shellcheck source=tests/setup.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../setup.sh"
+GLYPHS=$build/mnist-glyphs
+PY=/usr/bin/python3
+command -v "$PY" >/dev/null || PY=python3
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-glyphs.XXXXXX") || exit 2
+trap 'rm -rf "$tmp"' EXIT
+n=0 pass=0 failed=0
+ok()     { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+
+# expect STATUS PATTERN NAME -- CMD...: CMD exits with STATUS and writes
+# exactly one line to stderr, matching the extended regex PATTERN.
+expect() {
+    local want=$1 pat=$2 name=$3
+    shift 4
+    "$@" > "$tmp/out" 2> "$tmp/err"
+    local rc=$? lines
+    lines=$(wc -l < "$tmp/err")
+    if [ "$rc" -eq "$want" ] && [ "$lines" -eq 1 ] && grep -Eq -- "$pat" "$tmp/err"; then
+        ok "$name"
+    else
+        not_ok "$name" "exit $rc (want $want), $lines stderr lines (want 1)" "$(head -c 400 "$tmp/err")"
+    fi
+}
+
+# check_idx PREFIX COUNT NCLASSES: IDX headers (magic, count, 28x28), the
+# file lengths, and labels that run 0..NCLASSES-1 in order, the same
+# number of times each.
+check_idx() {
+    "$PY" - "$@" <<'PYEOF'
+import struct, sys
+prefix, count, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+im = open(prefix + "-images-idx3-ubyte", "rb").read()
+lb = open(prefix + "-labels-idx1-ubyte", "rb").read()
+assert struct.unpack(">IIII", im[:16]) == (0x803, count, 28, 28), im[:16]
+assert struct.unpack(">II", lb[:8]) == (0x801, count), lb[:8]
+assert len(im) == 16 + 784 * count and len(lb) == 8 + count, (len(im), len(lb))
+assert list(lb[8:]) == list(range(k)) * (count // k), "labels out of order"
+# Every image has ink, none is all ink, and the ink is centred as MNIST's.
+for i in range(count):
+    px = im[16 + 784 * i:16 + 784 * (i + 1)]
+    s = sum(px)
+    assert 0 < s < 255 * 784 and max(px) == 255, "image %d: no ink or no background" % i
+    cy = sum(v * (j // 28) for j, v in enumerate(px)) / s
+    cx = sum(v * (j % 28) for j, v in enumerate(px)) / s
+    assert abs(cx - 14) <= 1 and abs(cy - 14) <= 1, "image %d: centre of mass %.1f,%.1f" % (i, cx, cy)
+PYEOF
+}
+
+# ---------------------------------------------------------------- bad input
+expect 2 '^mnist-glyphs: --chars wants digits or letters$' "glyphs: no --chars" -- "$GLYPHS" --set eval --out "$tmp"
+expect 2 '^mnist-glyphs: --chars wants digits or letters$' "glyphs: --chars symbols" -- "$GLYPHS" --chars symbols --set eval --out "$tmp"
+expect 2 '^mnist-glyphs: --set wants train or eval$' "glyphs: --set test" -- "$GLYPHS" --chars digits --set test --out "$tmp"
+expect 2 '^mnist-glyphs: --out DIR is required$' "glyphs: no --out" -- "$GLYPHS" --chars digits --set eval
+expect 2 "^mnist-glyphs: --max-fonts wants an integer from 0 to 100000, got '-1'$" "glyphs: --max-fonts -1" -- \
+    "$GLYPHS" --chars digits --set eval --out "$tmp" --max-fonts -1
+expect 2 'unexpected argument' "glyphs: a stray operand" -- "$GLYPHS" --chars digits --set eval --out "$tmp" extra
+expect 1 'nofile.txt: No such file' "glyphs: missing font list" -- \
+    "$GLYPHS" --chars digits --set eval --out "$tmp" --fonts "$tmp/nofile.txt"
+printf 'eval serif fonts-none-such /usr/share/fonts/none/NoSuch.ttf\n' > "$tmp/missing.txt"
+expect 1 '^mnist-glyphs: /usr/share/fonts/none/NoSuch.ttf: .*install the Debian package fonts-none-such\)$' \
+    "glyphs: a missing font names its Debian package" -- \
+    "$GLYPHS" --chars digits --set eval --out "$tmp" --fonts "$tmp/missing.txt"
+printf '# comment\n\neval serif\n' > "$tmp/short.txt"
+expect 1 'short.txt:3: want SET STYLE PACKAGE FILE' "glyphs: a short list line" -- \
+    "$GLYPHS" --chars digits --set eval --out "$tmp" --fonts "$tmp/short.txt"
+printf 'test serif fonts-x /x.ttf\n' > "$tmp/badset.txt"
+expect 1 "badset.txt:1: set 'test' is neither train nor eval" "glyphs: a list line of an unknown set" -- \
+    "$GLYPHS" --chars digits --set eval --out "$tmp" --fonts "$tmp/badset.txt"
+expect 1 "no font in set 'train'" "glyphs: a set without fonts" -- \
+    "$GLYPHS" --chars digits --set train --out "$tmp" --fonts "$tmp/missing.txt"
+printf 'eval serif fonts-x /etc/hostname\n' > "$tmp/notfont.txt"
+expect 1 '/etc/hostname: FreeType cannot read this font' "glyphs: a file that is not a font" -- \
+    "$GLYPHS" --chars digits --set eval --out "$tmp" --fonts "$tmp/notfont.txt"
+expect 1 "$tmp/nodir/digits-eval-images-idx3-ubyte.tmp: No such file" "glyphs: an output directory that is not there" -- \
+    "$GLYPHS" --chars digits --set eval --out "$tmp/nodir" --max-fonts 1
+
+# ---------------------------------------------------------------- output
+# Two eval fonts (a serif and a handwriting-like one are enough to show
+# the shapes differ) and one train font; letters from one font.
+grep -E '^(eval +serif .*NimbusRoman|eval +hand .*Z003|train +sans .*DejaVuSans.ttf)' \
+    tools/glyph-fonts.txt > "$tmp/fonts.txt"
+mkdir -p "$tmp/a" "$tmp/b"
+run_ok=1
+for d in a b; do
+    for cs in "digits eval" "digits train" "letters eval"; do
+        set -- $cs
+        "$GLYPHS" --fonts "$tmp/fonts.txt" --chars "$1" --set "$2" --out "$tmp/$d" --max-fonts 2 \
+            > "$tmp/$d/$1-$2.out" 2> "$tmp/$d.err" || run_ok=0
+    done
+done
+if [ $run_ok -eq 1 ] && grep -qx "$tmp/a/digits-eval: 120 images (2 fonts x 2 sizes x 3 stroke widths x 10 characters)" \
+        "$tmp/a/digits-eval.out"; then
+    ok "glyphs: renders 2 fonts x 2 sizes x 3 stroke widths x 10 digits"
+else
+    not_ok "glyphs: renders the subset" "$(cat "$tmp/a/digits-eval.out" 2> /dev/null)" "$(head -c 400 "$tmp/a.err" "$tmp/b.err")"
+fi
+same=1
+for f in digits-eval digits-train letters-eval; do
+    for t in images-idx3 labels-idx1; do
+        cmp -s "$tmp/a/$f-$t-ubyte" "$tmp/b/$f-$t-ubyte" || same=0
+    done
+done
+if [ $same -eq 1 ]; then ok "glyphs: two runs write the same bytes"; else not_ok "glyphs: two runs write the same bytes"; fi
+if check_idx "$tmp/a/digits-eval" 120 10 2> "$tmp/idx.err"; then
+    ok "glyphs: digits: IDX headers, 28x28, labels 0..9 in order, ink centred by mass"
+else
+    not_ok "glyphs: digits IDX" "$(tail -c 300 "$tmp/idx.err")"
+fi
+if check_idx "$tmp/a/digits-train" 60 10 2> "$tmp/idx.err"; then
+    ok "glyphs: --set train takes the train fonts only (1 font here)"
+else
+    not_ok "glyphs: train set" "$(tail -c 300 "$tmp/idx.err")"
+fi
+if check_idx "$tmp/a/letters-eval" 624 52 2> "$tmp/idx.err"; then
+    ok "glyphs: letters: 52 labels (A-Z a-z) x 2 fonts x 6 variants"
+else
+    not_ok "glyphs: letters IDX" "$(tail -c 300 "$tmp/idx.err")"
+fi
+if ! cmp -s <(head -c 10000 "$tmp/a/digits-eval-images-idx3-ubyte") \
+        <(head -c 10000 "$tmp/a/digits-train-images-idx3-ubyte"); then
+    ok "glyphs: the train and eval fonts draw different images"
+else
+    not_ok "glyphs: the train and eval fonts draw different images"
+fi
+
+echo "cli-glyphs: $pass passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,6 +1,7 @@
 /* pipeline.c - see pipeline.h. */
 #include "pipeline/pipeline.h"
 #include "nn/ood.h"
+#include "pipeline/batch.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -206,9 +207,10 @@ int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, si
 struct pipe_ws {
     int max_batch, nclasses;
     nn_ensemble_ws *ews;
-    float *x;     /* [max_batch, 784] network input */
-    float *probs; /* [max_batch, nclasses] */
-    float *ood;   /* [max_batch] out-of-distribution scores */
+    float *x;            /* [max_batch, 784] network input */
+    float *probs;        /* [max_batch, nclasses] */
+    float *ood;          /* [max_batch] out-of-distribution scores */
+    pipe_batcher *batch; /* the forward step's, or NULL */
 };
 
 pipe_ws *pipe_ws_create(const nn_ensemble *e, int max_batch)
@@ -239,6 +241,8 @@ void pipe_ws_free(pipe_ws *ws)
     free(ws);
 }
 
+void pipe_ws_set_batcher(pipe_ws *ws, pipe_batcher *b) { ws->batch = b; }
+
 static uint64_t now_us(void)
 {
     struct timespec t;
@@ -258,13 +262,11 @@ static void fail(pipe_result *res, pipe_status st)
     res->in_distribution = 0;
 }
 
-/* Forwards ws->x[0..n) and fills the answers of res[0..n) whose status is
- * still PIPE_OK. */
-static void forward(const nn_ensemble *e, pipe_ws *ws, int n, pipe_result *res)
+void pipe_forward(const nn_ensemble *e, pipe_ws *ws, const float *x, int n, pipe_result *res)
 {
     uint64_t t0 = now_us();
     const nn_ood *ood = nn_ensemble_ood(e);
-    nn_ensemble_forward_scores(e, ws->ews, ws->x, n, ws->probs, NULL, ood ? ws->ood : NULL);
+    nn_ensemble_forward_scores(e, ws->ews, x, n, ws->probs, NULL, ood ? ws->ood : NULL);
     uint64_t us = now_us() - t0;
     const nn_meta *meta = nn_ensemble_meta(e);
     int k = ws->nclasses;
@@ -305,6 +307,8 @@ void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t 
         snprintf(res->msg, sizeof res->msg, "no image data: send a PNG");
         return;
     }
+    /* A leader gathering a batch waits for this image while it decodes. */
+    if (ws->batch) pipe_batcher_expect(ws->batch, 1);
     uint64_t t0 = now_us();
     uint8_t *gray = NULL;
     uint32_t w = 0, h = 0;
@@ -320,41 +324,56 @@ void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t 
         res->prep_us = now_us() - t1;
     }
     if (st != IMG_OK) {
+        if (ws->batch) pipe_batcher_expect(ws->batch, -1);
         fail(res, pipe_status_from_img(st));
         return;
     }
     if (prepared) memcpy(prepared, ws->x, sizeof *prepared * PIPE_PIXELS);
-    forward(e, ws, 1, res);
+    if (ws->batch)
+        pipe_batcher_run(ws->batch, PIPE_F32, ws->x, 1, res, 1);
+    else
+        pipe_forward(e, ws, ws->x, 1, res);
+}
+
+/* Checks image i of x (dtype) into res[i] (a float outside 0..1 fails it)
+ * and, when dst is not NULL, writes it there as floats (zeros if it
+ * failed). */
+static void tensor_in(pipe_dtype dtype, const void *x, int i, float *dst, pipe_result *r)
+{
+    size_t at = (size_t)i * PIPE_PIXELS;
+    memset(r, 0, sizeof *r);
+    if (dtype == PIPE_U8) {
+        const uint8_t *src = (const uint8_t *)x + at;
+        if (dst)
+            for (int q = 0; q < PIPE_PIXELS; q++) dst[q] = src[q] / 255.0f;
+        return;
+    }
+    const float *src = (const float *)x + at;
+    for (int q = 0; q < PIPE_PIXELS; q++) {
+        if (!(src[q] >= 0.0f && src[q] <= 1.0f)) { /* NaN fails too */
+            fail(r, PIPE_INVALID_TENSOR);
+            snprintf(r->msg, sizeof r->msg,
+                     "pixel %d (row %d, column %d) is %g: values must be 0..1", q, q / PIPE_SIDE,
+                     q % PIPE_SIDE, (double)src[q]);
+            if (dst) memset(dst, 0, sizeof *dst * PIPE_PIXELS);
+            return;
+        }
+        if (dst) dst[q] = src[q];
+    }
 }
 
 void pipe_run_tensors(const nn_ensemble *e, pipe_ws *ws, pipe_dtype dtype, const void *x, int n,
                       pipe_result *res)
 {
+    if (ws->batch) { /* checked here, converted by the batch's leader */
+        for (int i = 0; i < n; i++) tensor_in(dtype, x, i, NULL, &res[i]);
+        pipe_batcher_run(ws->batch, dtype, x, n, res, 0);
+        return;
+    }
     for (int i0 = 0; i0 < n; i0 += ws->max_batch) {
         int m = n - i0 < ws->max_batch ? n - i0 : ws->max_batch;
-        for (int i = 0; i < m; i++) {
-            pipe_result *r = &res[i0 + i];
-            float *dst = ws->x + (size_t)i * PIPE_PIXELS;
-            size_t at = (size_t)(i0 + i) * PIPE_PIXELS;
-            memset(r, 0, sizeof *r);
-            if (dtype == PIPE_U8) {
-                const uint8_t *src = (const uint8_t *)x + at;
-                for (int q = 0; q < PIPE_PIXELS; q++) dst[q] = src[q] / 255.0f;
-                continue;
-            }
-            const float *src = (const float *)x + at;
-            for (int q = 0; q < PIPE_PIXELS; q++) {
-                if (!(src[q] >= 0.0f && src[q] <= 1.0f)) { /* NaN fails too */
-                    fail(r, PIPE_INVALID_TENSOR);
-                    snprintf(r->msg, sizeof r->msg,
-                             "pixel %d (row %d, column %d) is %g: values must be 0..1", q,
-                             q / PIPE_SIDE, q % PIPE_SIDE, (double)src[q]);
-                    break;
-                }
-                dst[q] = src[q];
-            }
-            if (r->status != PIPE_OK) memset(dst, 0, sizeof *dst * PIPE_PIXELS);
-        }
-        forward(e, ws, m, res + i0);
+        for (int i = 0; i < m; i++)
+            tensor_in(dtype, x, i0 + i, ws->x + (size_t)i * PIPE_PIXELS, &res[i0 + i]);
+        pipe_forward(e, ws, ws->x, m, res + i0);
     }
 }

@@ -29,6 +29,12 @@
  *                         stores them: no decode and no preprocessing, the
  *                         batch is forwarded ws->max_batch images at a time.
  *
+ * The forward step: pipe_forward runs prepared inputs in the caller's
+ * workspace. A workspace given a batcher (pipe_ws_set_batcher, batch.h)
+ * sends (a) and (b) through it instead: images of concurrent requests for
+ * the same model run as one forward pass. Without one (mnist-predict,
+ * a server with batching off) each call runs on its own.
+ *
  * Status codes: pipe_status is the one set of error codes the project
  * answers with, over HTTP (the "code" of the JSON error envelope) and on
  * the command line (mnist-predict's "error" objects). pipe_status_name
@@ -148,6 +154,12 @@ typedef struct pipe_ws pipe_ws;
 pipe_ws *pipe_ws_create(const nn_ensemble *e, int max_batch);
 void pipe_ws_free(pipe_ws *ws);
 
+/* From now on pipe_run_png and pipe_run_tensors on ws hand their forward
+ * step to b (batch.h; NULL: run in ws again). b must be made for the same
+ * model and outlive its use through ws; it is not owned. */
+typedef struct pipe_batcher pipe_batcher;
+void pipe_ws_set_batcher(pipe_ws *ws, pipe_batcher *b);
+
 /* One image's answer. label points into the model's metadata (valid while
  * the model is). Timings are microseconds of CLOCK_MONOTONIC; tensor
  * inputs have decode_us = prep_us = 0. On failure, status and msg say
@@ -167,7 +179,15 @@ typedef struct {
     int has_ood;
     float ood_score;
     int in_distribution;
+    /* infer_us: the forward pass that answered the image (with batching,
+     * the whole batch's). */
     uint64_t decode_us, prep_us, infer_us;
+    /* Dynamic batching (batch.h), 0 without: images in that forward pass,
+     * 1 on one image of each pass (so passes can be counted), and the
+     * microseconds the image waited in the queue before it ran. */
+    int batch_size;
+    int batch_first;
+    uint64_t queue_us;
 } pipe_result;
 
 /* (a) PNG bytes (len 0: PIPE_EMPTY_BODY) under the decode limits lim (NULL:
@@ -177,6 +197,15 @@ void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t 
                   const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res);
 
 typedef enum { PIPE_U8, PIPE_F32 } pipe_dtype;
+
+/* The forward step on its own, in ws (never through a batcher): n images
+ * x[n,784] (n <= the ws's max_batch), prepared as the model expects. Each
+ * res[i] whose status is PIPE_OK on entry gets the prediction,
+ * probabilities, label, OOD score and infer_us (the whole call's); the
+ * others are left alone. The probabilities are the kernels' for a batch of
+ * n: where a kernel's order of summation depends on the batch size they
+ * differ from a batch of one by rounding only. */
+void pipe_forward(const nn_ensemble *e, pipe_ws *ws, const float *x, int n, pipe_result *res);
 
 /* (b) n images [n,1,28,28] of dtype (uint8 0..255, scaled by 1/255, or
  * float 0..1) -> res[0..n). A float image with a value outside 0..1 or not

@@ -1,6 +1,7 @@
 /* config.c - see config.h. One table lists every option once, so a flag and
  * its environment variable cannot drift apart. */
 #include "server/config.h"
+#include "pipeline/batch.h"
 #include "pipeline/pipeline.h"
 
 #include <ctype.h>
@@ -21,6 +22,8 @@ typedef enum {
     OPT_TIMEOUT,
     OPT_MAX_CONNECTIONS,
     OPT_MAX_BATCH,
+    OPT_BATCH_DELAY,
+    OPT_MAX_BATCH_SIZE,
     OPT_DRAIN_DELAY,
     OPT_DRAIN_TIMEOUT,
     OPT_GRACE,
@@ -61,6 +64,12 @@ static const struct {
      "concurrent connections (default 1024)"},
     {OPT_MAX_BATCH, "max-batch", "MNIST_MAX_BATCH", "N",
      "images per /predict/batch or v2 infer request (default 64)"},
+    {OPT_BATCH_DELAY, "batch-delay", "MNIST_BATCH_DELAY", "MICROSECONDS",
+     "dynamic batching: run concurrent requests for one model as one\n"
+     "                        forward pass, waiting at most this long to gather\n"
+     "                        them (default 0: off; see README, \"Dynamic batching\")"},
+    {OPT_MAX_BATCH_SIZE, "max-batch-size", "MNIST_MAX_BATCH_SIZE", "N",
+     "dynamic batching: images per forward pass (default 16, up to 256)"},
     {OPT_DRAIN_DELAY, "drain-delay", "MNIST_DRAIN_DELAY", "SECONDS",
      "on SIGTERM, keep accepting this long while /readyz says 503, so\n"
      "                        load balancers stop sending first (default 5;\n"
@@ -100,6 +109,8 @@ void srv_config_defaults(srv_config *c)
     c->timeout_s = 30;
     c->max_connections = 1024;
     c->max_batch = 64;
+    c->batch_delay_us = 0;
+    c->max_batch_size = 16;
     c->drain_delay_s = 5;
     c->drain_timeout_s = 10;
     c->access_log = 1;
@@ -263,6 +274,14 @@ static int apply(srv_config *c, opt_id id, const char *src, const char *v, char 
     case OPT_MAX_BATCH:
         if (parse_u64(v, 1024, &u) < 0 || u == 0) goto bad;
         c->max_batch = (int)u;
+        return 0;
+    case OPT_BATCH_DELAY:
+        if (parse_u64(v, PIPE_BATCH_MAX_DELAY_US, &u) < 0) goto bad;
+        c->batch_delay_us = (unsigned)u;
+        return 0;
+    case OPT_MAX_BATCH_SIZE:
+        if (parse_u64(v, PIPE_BATCH_MAX_SIZE, &u) < 0 || u == 0) goto bad;
+        c->max_batch_size = (int)u;
         return 0;
     case OPT_DRAIN_DELAY:
         if (parse_seconds(v, 3600, &d) < 0) goto bad;

@@ -42,6 +42,8 @@ typedef struct {
     unsigned timeout_s;               /* idle connection timeout, default 30   */
     unsigned max_connections;         /* default 1024                          */
     int max_batch;                    /* images per batch request, default 64  */
+    unsigned batch_delay_us;          /* dynamic batching's wait, 0 = off      */
+    int max_batch_size;               /* images per batched forward, def. 16   */
     double drain_delay_s;             /* SIGTERM: serve while not ready, def. 5 */
     double drain_timeout_s;           /* then finish in flight, default 10      */
     int log_json;                     /* --log-format json                     */

@@ -174,6 +174,8 @@ void srv_server_set_draining(srv_server *s) { atomic_store(&s->draining, 1); }
 void srv_server_quiesce(srv_server *s)
 {
     atomic_store(&s->draining, 1);
+    /* Requests waiting for a batch to fill run now. */
+    srv_registry_close_batchers(s->reg);
     if (!s->d) return;
     /* After quiesce MHD no longer owns the listening socket; closing it
      * now makes new connections fail fast instead of waiting in the

@@ -307,17 +307,27 @@ static void result_json(srv_buf *b, const srv_model *m, const pipe_result *res, 
     srv_buf_append(b, "}", 1);
 }
 
-/* Runs the pipeline on one image with ws (the thread's workspace for m);
- * prepared, if not NULL, receives the network input; metrics and the log
- * see the outcome. */
+/* Metrics (and the log, for the server's own failures) of one answer. */
+static void observe(srv_server *s, const srv_model *m, const pipe_result *res)
+{
+    if (res->status == PIPE_OK) {
+        srv_metrics_inference(s->metrics, m->slot, res->infer_us, res->prediction);
+        if (res->batch_size > 0)
+            srv_metrics_batch(s->metrics, m->slot, res->batch_first ? res->batch_size : 0,
+                              res->queue_us);
+    } else if (res->status == PIPE_INTERNAL) {
+        srv_log(SRV_ERROR, "model %s: %s", m->name, res->msg);
+    }
+}
+
+/* Runs the pipeline on one image with ws (the thread's workspace for m,
+ * through the model's batcher when batching is on); prepared, if not
+ * NULL, receives the network input; metrics and the log see the outcome. */
 static void classify(srv_server *s, const srv_model *m, pipe_ws *ws, const uint8_t *data,
                      size_t len, float *prepared, pipe_result *res)
 {
     pipe_run_png(m->ens, ws, data, len, &s->lim, prepared, res);
-    if (res->status == PIPE_OK)
-        srv_metrics_inference(s->metrics, m->slot, res->infer_us, res->prediction);
-    else if (res->status == PIPE_INTERNAL)
-        srv_log(SRV_ERROR, "model %s: %s", m->name, res->msg);
+    observe(s, m, res);
 }
 
 /* The calling thread's workspace for m; a thread beyond the pool gets a
@@ -522,9 +532,7 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
     if (q->u8 || q->f32) {
         pipe_run_tensors(m->ens, ws, q->u8 ? PIPE_U8 : PIPE_F32,
                          q->u8 ? (const void *)q->u8 : (const void *)q->f32, (int)q->n, res);
-        for (uint32_t i = 0; i < q->n; i++)
-            if (res[i].status == PIPE_OK)
-                srv_metrics_inference(s->metrics, m->slot, res[i].infer_us, res[i].prediction);
+        for (uint32_t i = 0; i < q->n; i++) observe(s, m, &res[i]);
     } else {
         for (uint32_t i = 0; i < q->n; i++)
             classify(s, m, ws, q->items[i].data, q->items[i].len, NULL, &res[i]);

@@ -76,7 +76,8 @@ int main(int argc, char **argv)
      * mapping, handed back to the system when its last request ends, so
      * reloads do not grow the heap. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-    if (cfg.threads == 0) cfg.threads = available_cores();
+    int cores = available_cores();
+    if (cfg.threads == 0) cfg.threads = cores;
 
     signal(SIGPIPE, SIG_IGN);
 
@@ -91,6 +92,11 @@ int main(int argc, char **argv)
 
     /* One workspace per model per daemon thread, plus a spare (pool.h). */
     srv_registry_opts ro = {.cfg = &cfg, .nslots = cfg.threads + 1, .settle_s = -1};
+    /* Dynamic batching: as many batches at once as cores (more would only
+     * share them), each of up to --max-batch-size images. */
+    ro.batch = (pipe_batch_opts){.max_size = cfg.max_batch_size,
+                                 .delay_us = cfg.batch_delay_us,
+                                 .executors = cfg.threads < cores ? cfg.threads : cores};
     srv_registry *models = srv_registry_create(&ro, err, sizeof err);
     if (!models) {
         srv_log(SRV_ERROR, "cannot start: %s", err);
@@ -127,6 +133,11 @@ int main(int argc, char **argv)
             "pixels %llu, timeout %us, max connections %u",
             cfg.threads, nn_gemm_path_name(NN_GEMM_PATH_AUTO), cfg.body_limit,
             (unsigned long long)cfg.max_pixels, cfg.timeout_s, cfg.max_connections);
+    if (cfg.batch_delay_us > 0)
+        srv_log(SRV_INFO,
+                "dynamic batching: up to %d images per forward pass, waiting at most %uus, "
+                "%d at once",
+                ro.batch.max_size, cfg.batch_delay_us, ro.batch.executors);
     /* Tests and scripts read the port from this exact line. */
     int v6 = strchr(cfg.host, ':') != NULL; /* URLs bracket IPv6 literals */
     srv_log(SRV_INFO, "listening on http://%s%s%s:%d", v6 ? "[" : "", cfg.host, v6 ? "]" : "",

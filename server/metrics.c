@@ -25,6 +25,9 @@ static const uint64_t lat_le[] = {50,    100,   250,    500,    1000,   2500,   
 static const uint64_t inf_le[] = {10,   25,   50,   100,   250,   500,
                                   1000, 2500, 5000, 10000, 25000, 100000};
 #define NINF (int)(sizeof inf_le / sizeof inf_le[0])
+/* Dynamic batching: images per forward pass (a count, not a time). */
+static const uint64_t batch_le[] = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+#define NBATCH (int)(sizeof batch_le / sizeof batch_le[0])
 
 typedef _Atomic uint64_t counter;
 
@@ -35,6 +38,10 @@ typedef struct {
     counter inf[SRV_METRICS_MAX_MODELS][NINF + 1];
     counter inf_sum_us[SRV_METRICS_MAX_MODELS];
     counter preds[SRV_METRICS_MAX_MODELS][SRV_METRICS_MAX_CLASSES];
+    counter batch[SRV_METRICS_MAX_MODELS][NBATCH + 1];
+    counter batch_sum[SRV_METRICS_MAX_MODELS];
+    counter qwait[SRV_METRICS_MAX_MODELS][NINF + 1];
+    counter qwait_sum_us[SRV_METRICS_MAX_MODELS];
     _Atomic int64_t inflight;
 } __attribute__((aligned(64))) shard;
 
@@ -125,6 +132,18 @@ void srv_metrics_inference(srv_metrics *m, int slot, uint64_t us, int cls)
     if (cls >= 0 && cls < SRV_METRICS_MAX_CLASSES) add(&s->preds[slot][cls], 1);
 }
 
+void srv_metrics_batch(srv_metrics *m, int slot, int batch_images, uint64_t queue_us)
+{
+    if (slot < 0 || slot >= SRV_METRICS_MAX_MODELS) return;
+    shard *s = my_shard(m);
+    if (batch_images > 0) {
+        add(&s->batch[slot][bucket(batch_le, NBATCH, (uint64_t)batch_images)], 1);
+        add(&s->batch_sum[slot], (uint64_t)batch_images);
+    }
+    add(&s->qwait[slot][bucket(inf_le, NINF, queue_us)], 1);
+    add(&s->qwait_sum_us[slot], queue_us);
+}
+
 void srv_metrics_inflight_add(srv_metrics *m, int delta)
 {
     atomic_fetch_add_explicit(&my_shard(m)->inflight, delta, memory_order_relaxed);
@@ -145,26 +164,39 @@ static void label_value(srv_buf *b, const char *s)
     }
 }
 
-static void histogram(srv_buf *b, const char *name, const char *label, const char *value,
-                      const uint64_t *le, int n, const uint64_t *counts, uint64_t sum_us)
+/* le and sum are in microseconds, rendered as seconds, unless count_le:
+ * then they are plain counts. */
+static void histogram_of(srv_buf *b, const char *name, const char *label, const char *value,
+                         const uint64_t *le, int n, const uint64_t *counts, uint64_t sum,
+                         int count_le)
 {
+    double scale = count_le ? 1.0 : 1e-6;
     uint64_t cum = 0;
     for (int i = 0; i <= n; i++) {
         cum += counts[i];
         srv_buf_printf(b, "%s_bucket{%s=\"", name, label);
         label_value(b, value);
         if (i < n)
-            srv_buf_printf(b, "\",le=\"%g\"} %llu\n", (double)le[i] * 1e-6,
+            srv_buf_printf(b, "\",le=\"%g\"} %llu\n", (double)le[i] * scale,
                            (unsigned long long)cum);
         else
             srv_buf_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
     }
     srv_buf_printf(b, "%s_sum{%s=\"", name, label);
     label_value(b, value);
-    srv_buf_printf(b, "\"} %.6f\n", (double)sum_us * 1e-6);
+    if (count_le)
+        srv_buf_printf(b, "\"} %llu\n", (unsigned long long)sum);
+    else
+        srv_buf_printf(b, "\"} %.6f\n", (double)sum * 1e-6);
     srv_buf_printf(b, "%s_count{%s=\"", name, label);
     label_value(b, value);
     srv_buf_printf(b, "\"} %llu\n", (unsigned long long)cum);
+}
+
+static void histogram(srv_buf *b, const char *name, const char *label, const char *value,
+                      const uint64_t *le, int n, const uint64_t *counts, uint64_t sum_us)
+{
+    histogram_of(b, name, label, value, le, n, counts, sum_us, 0);
 }
 
 int srv_metrics_process(srv_metrics_process_stats *p)
@@ -302,6 +334,38 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, const srv_metrics_model *mod
         }
         histogram(b, "mnist_inference_duration_seconds", "model", models[k].name, inf_le, NINF,
                   counts, sum);
+    }
+
+    /* Dynamic batching: series only for models that ran batches. */
+    srv_buf_puts(b, "# HELP mnist_batch_size Images per batched forward pass "
+                    "(dynamic batching), by model.\n"
+                    "# TYPE mnist_batch_size histogram\n");
+    for (int k = 0; k < nmodels; k++) {
+        if (!shown(&models[k])) continue;
+        uint64_t counts[NBATCH + 1] = {0}, sum = 0, total = 0;
+        for (int s = 0; s < ns; s++) {
+            for (int i = 0; i <= NBATCH; i++) counts[i] += get(&m->shards[s].batch[k][i]);
+            sum += get(&m->shards[s].batch_sum[k]);
+        }
+        for (int i = 0; i <= NBATCH; i++) total += counts[i];
+        if (total)
+            histogram_of(b, "mnist_batch_size", "model", models[k].name, batch_le, NBATCH, counts,
+                         sum, 1);
+    }
+    srv_buf_puts(b, "# HELP mnist_batch_queue_wait_seconds Time an image waited "
+                    "for its batched forward pass to start, by model.\n"
+                    "# TYPE mnist_batch_queue_wait_seconds histogram\n");
+    for (int k = 0; k < nmodels; k++) {
+        if (!shown(&models[k])) continue;
+        uint64_t counts[NINF + 1] = {0}, sum = 0, total = 0;
+        for (int s = 0; s < ns; s++) {
+            for (int i = 0; i <= NINF; i++) counts[i] += get(&m->shards[s].qwait[k][i]);
+            sum += get(&m->shards[s].qwait_sum_us[k]);
+        }
+        for (int i = 0; i <= NINF; i++) total += counts[i];
+        if (total)
+            histogram(b, "mnist_batch_queue_wait_seconds", "model", models[k].name, inf_le, NINF,
+                      counts, sum);
     }
 
     srv_buf_puts(b, "# HELP mnist_predictions_total Images classified, by "

@@ -6,6 +6,7 @@
  *   srv_metrics *m = srv_metrics_create(nshards);
  *   srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 153);  // microseconds
  *   srv_metrics_inference(m, slot, 80, predicted_class);
+ *   srv_metrics_batch(m, slot, 8, 120);   // a batch of 8, waited 120 us
  *   srv_metrics_render(m, &buf, models, nmodels, ready, draining);
  *   srv_metrics_free(m);
  *
@@ -52,6 +53,9 @@ void srv_metrics_free(srv_metrics *m);
 void srv_metrics_request(srv_metrics *m, srv_route route, int status, uint64_t us);
 /* One image classified by the model in slot in us microseconds. */
 void srv_metrics_inference(srv_metrics *m, int slot, uint64_t us, int cls);
+/* Dynamic batching, per image that ran batched: batch_images > 0 once
+ * per forward pass (the images in it), queue_us for every image. */
+void srv_metrics_batch(srv_metrics *m, int slot, int batch_images, uint64_t queue_us);
 /* Requests being handled right now: +1 when one starts, -1 when it ends. */
 void srv_metrics_inflight_add(srv_metrics *m, int delta);
 

@@ -186,6 +186,7 @@ static void model_free(srv_model *m)
     if (!m) return;
     for (int i = 0; m->ws && i < m->nws; i++) pipe_ws_free(m->ws[i]);
     free(m->ws);
+    pipe_batcher_free(m->batch); /* no request holds m: none is inside */
     nn_ensemble_free(m->ens);
     free(m);
 }
@@ -224,7 +225,8 @@ static int warm_up(srv_model *m, char *err, size_t errlen)
 /* Loads, checks and warms up one version. fp holds the content digests of
  * its files (already looked at). NULL + err on failure. */
 static srv_model *model_build(const cand *c, int slot, const char *paths, double acc,
-                              const fprint *fp, int nslots, char *err, size_t errlen)
+                              const fprint *fp, int nslots, const pipe_batch_opts *batch, char *err,
+                              size_t errlen)
 {
     srv_model *m = calloc(1, sizeof *m);
     if (!m) {
@@ -294,6 +296,16 @@ static srv_model *model_build(const cand *c, int slot, const char *paths, double
             goto fail;
         }
     if (warm_up(m, err, errlen) < 0) goto fail;
+    /* Its own batcher: a batch never mixes two versions (or two loads of
+     * one version), and requests holding an old version finish there. */
+    if (batch && batch->delay_us > 0) {
+        if (!(m->batch = pipe_batcher_create(m->ens, batch))) {
+            snprintf(err, errlen, "out of memory creating %d batch workspaces of %d images",
+                     batch->executors, batch->max_size);
+            goto fail;
+        }
+        for (int i = 0; i < m->nws; i++) pipe_ws_set_batcher(m->ws[i], m->batch);
+    }
     return m;
 fail:
     model_free(m);
@@ -666,7 +678,8 @@ static int refresh_version(srv_registry *r, int slot, ver_state *vs, const cand 
         return -1;
     }
     lerr[0] = '\0';
-    srv_model *m = model_build(c, slot, paths, acc, &f2, r->o.nslots, lerr, sizeof lerr);
+    srv_model *m =
+        model_build(c, slot, paths, acc, &f2, r->o.nslots, &r->o.batch, lerr, sizeof lerr);
     if (m && want_classes > 0 && m->nclasses != want_classes) {
         snprintf(lerr, sizeof lerr,
                  "has %d classes where the version "
@@ -1374,6 +1387,14 @@ void srv_registry_log_all(srv_registry *r)
 }
 
 uint64_t srv_registry_reloads(srv_registry *r) { return atomic_load(&r->reloads); }
+
+void srv_registry_close_batchers(srv_registry *r)
+{
+    srv_snapshot *v = srv_registry_acquire(r);
+    for (int k = 0; k < v->n; k++)
+        for (int i = 0; i < v->s[k].nver; i++) pipe_batcher_close(v->s[k].ver[i]->batch);
+    srv_snapshot_release(v);
+}
 
 static void *reloader(void *arg)
 {

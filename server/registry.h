@@ -52,6 +52,7 @@
 #include "server/config.h"
 #include "server/metrics.h"
 #include "nn/ensemble.h"
+#include "pipeline/batch.h"
 #include "pipeline/pipeline.h"
 
 #define SRV_MAX_VERSIONS 16 /* versions of one name tracked at once */
@@ -77,6 +78,8 @@ typedef struct srv_model {
     const char *labels[SRV_METRICS_MAX_CLASSES]; /* into the first member */
     pipe_ws **ws;                                /* one workspace per worker slot */
     int nws;
+    pipe_batcher *batch; /* its dynamic batching (the workspaces use it),
+                            or NULL when off */
     atomic_int refs;
 } srv_model;
 
@@ -121,6 +124,7 @@ typedef struct {
                                     keep_versions; must outlive the registry */
     int nslots;            /* workspaces per model (worker slots) */
     double settle_s;       /* between the two looks; < 0: 0.1 s */
+    pipe_batch_opts batch; /* each model's batcher; delay_us 0: none */
 } srv_registry_opts;
 
 /* Loads every source strictly: any file that fails, a duplicate name, no
@@ -194,6 +198,10 @@ int srv_registry_start(srv_registry *r, double poll_s);
 void srv_registry_request_reload(srv_registry *r, const char *why);
 /* Stops and joins the reloader thread (a rescan under way finishes). */
 void srv_registry_stop(srv_registry *r);
+
+/* Shutting down: the served models' batchers stop waiting to fill a
+ * batch (pipe_batcher_close); queued requests are answered at once. */
+void srv_registry_close_batchers(srv_registry *r);
 
 /* Reloads finished (any kind), for tests and logs. */
 uint64_t srv_registry_reloads(srv_registry *r);

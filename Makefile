@@ -211,7 +211,8 @@ RELOAD_SOAK ?=
 integration: $(PROGS) $(TEST_TOOLS)
 	@rc=0; tests/integration/run.sh $(BUILD) || rc=1; \
 	    tests/integration/edges.sh $(BUILD) || rc=1; \
-	    tests/integration/reload.sh $(BUILD) $(RELOAD_SOAK) || rc=1; exit $$rc
+	    tests/integration/reload.sh $(BUILD) $(RELOAD_SOAK) || rc=1; \
+	    tests/integration/batch.sh $(BUILD) || rc=1; exit $$rc
 
 # The full reload-under-load run (about a minute with its set-up).
 reload-soak: deps-test
@@ -306,12 +307,16 @@ fuzz-long:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=600
 
 # ThreadSanitizer build of the server under concurrent requests, hostile
-# HTTP and a LOAD_SECONDS (20) mixed load (tests/load/tsan.sh).
-tsan: deps-fuzz
+# HTTP and a LOAD_SECONDS (20) mixed load with dynamic batching on
+# (tests/load/tsan.sh), the batcher's unit tests, and the batching
+# integration test (batched answers equal unbatched ones, drain).
+tsan: deps-fuzz deps-test
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
 	    SAN="-fsanitize=thread -fno-omit-frame-pointer" \
-	    build/tsan/mnist-server build/tsan/tests/tools/mkpng
+	    build/tsan/mnist-server build/tsan/tests/tools/mkpng build/tsan/tests/test_batch
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" build/tsan/tests/test_batch
+	@TSAN_OPTIONS="exitcode=66" CLIENTS=8 ROUNDS=1 tests/integration/batch.sh build/tsan
 	@tests/load/tsan.sh build/tsan
 
 # wrk with 64 connections for SOAK_SECONDS; RSS and fds sampled every 10 s

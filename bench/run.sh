@@ -257,11 +257,17 @@ wait_ready() {
 }
 
 SERVER_PID='' SERVER_PORT=''
-start_ours() { # NAME MODEL
+# Dynamic batching as the README recommends it for many connections (the
+# server's default is off): the "batch" side of the CNN section.
+BATCH_ARGS=${BENCH_BATCH_ARGS:---threads 8 --batch-delay 500 --max-batch-size 16}
+start_ours() { # NAME MODEL [SERVER-ARGS...]
+    local name=$1 model=$2
+    shift 2
     SERVER_PORT=$(free_port)
-    # No balancer in front: nothing to wait for on SIGTERM.
-    "$BUILD/mnist-server" --host 127.0.0.1 --port "$SERVER_PORT" --model "$1=$2" --threads 2 --drain-delay 0 \
-        --access-log off > "$TMP/ours-$1.log" 2>&1 &
+    # No balancer in front: nothing to wait for on SIGTERM. Later
+    # arguments win (--threads for the batching server).
+    "$BUILD/mnist-server" --host 127.0.0.1 --port "$SERVER_PORT" --model "$name=$model" --threads 2 \
+        --drain-delay 0 --access-log off "$@" > "$TMP/ours-$name.log" 2>&1 &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
     wait_ready "$SERVER_PORT" "$SERVER_PID" || { cat "$TMP/ours-$1.log" >&2; die "mnist-server did not start"; }
@@ -297,8 +303,9 @@ peak_rss() {
     echo "$total"
 }
 # wrk_json PORT CONNS SECONDS: wrk's summary line from bench/wrk/predict.lua.
+# wrk runs min(2, CONNS) threads (it wants a connection per thread).
 wrk_json() {
-    PNG_BODY=$PNG wrk -t2 -c"$2" -d"$3s" --timeout 10s -s bench/wrk/predict.lua \
+    PNG_BODY=$PNG wrk -t$(($2 < 2 ? $2 : 2)) -c"$2" -d"$3s" --timeout 10s -s bench/wrk/predict.lua \
         "http://127.0.0.1:$1/predict" 2>&1 | grep '^{"requests"' | tail -n1
 }
 # wrk_v2_json PORT CONNS SECONDS MODEL: the same image as a v2 UINT8 tensor.
@@ -328,27 +335,45 @@ log "peer worker class: $BEST_WORKER"
 meta gunicorn_worker "$BEST_WORKER"
 
 # server_section NAME MODEL CONNS...: both servers up, wrk runs interleaved.
+# With SECTION_BATCH=1 a third server, ours with dynamic batching
+# (BATCH_ARGS), takes its turn after the two: workload
+# server_NAME_batch_cC, compared with ours unbatched in the report.
 server_section() {
-    local name=$1 model=$2 ours_pid ours_port peer_pid peer_port rep c side port j
+    local name=$1 model=$2 ours_pid ours_port peer_pid peer_port batch_pid='' batch_port='' rep c
+    local side port j w sides
     shift 2
     start_ours "$name" "$model"
     ours_pid=$SERVER_PID ours_port=$SERVER_PORT
+    if [ "${SECTION_BATCH:-0}" = 1 ]; then
+        # shellcheck disable=SC2086  # a list of server arguments
+        start_ours "$name-batch" "$model" $BATCH_ARGS
+        batch_pid=$SERVER_PID batch_port=$SERVER_PORT
+        meta batch_args "$BATCH_ARGS"
+    fi
     # shellcheck disable=SC2086
     start_peer "$name" "$model" --worker-class $BEST_WORKER
     peer_pid=$SERVER_PID peer_port=$SERVER_PORT
     for rep in $(seq 1 "$REPEATS"); do
         for c in "$@"; do
-            for side in $(order "$rep"); do
-                if [ "$side" = ours ]; then port=$ours_port; else port=$peer_port; fi
+            sides=$(order "$rep")
+            [ -z "$batch_pid" ] || sides="$sides batch"
+            for side in $sides; do
+                w=server_${name}_c$c
+                case $side in
+                ours) port=$ours_port ;;
+                peer) port=$peer_port ;;
+                batch) port=$batch_port w=server_${name}_batch_c$c ;;
+                esac
                 wrk_json "$port" "$c" "$WRK_WARM" >/dev/null || true
                 j=$(wrk_json "$port" "$c" "$WRK_SECS" || true)
                 if [ -z "$j" ]; then
-                    log "server_${name}_c$c ($side, run $rep): wrk gave no result"
+                    log "$w ($side, run $rep): wrk gave no result"
                     j=null
                 else
-                    log "server_${name}_c$c $side $rep: $j"
+                    log "$w $side $rep: $j"
                 fi
-                record "server_${name}_c$c" "$side" "$rep" "$j"
+                [ "$side" = batch ] && side=ours
+                record "$w" "$side" "$rep" "$j"
                 # Ours only (the peer has no v2 protocol): LeNet at 64
                 # connections through /v2 with a UINT8 tensor, right after
                 # the PNG figure on the same server.
@@ -366,11 +391,12 @@ server_section() {
     record "rss_$name" peer 1 "{\"kb\":$(peak_rss "$peer_pid")}"
     stop_server "$ours_pid"
     stop_server "$peer_pid"
+    [ -z "$batch_pid" ] || stop_server "$batch_pid"
 }
 log "== servers: LeNet at 64 and 8 connections"
 server_section lenet "$LENET" 64 8
-log "== servers: big CNN at 64 connections"
-server_section cnn "$CNN" 64
+log "== servers: big CNN at 64 and 1 connections, with and without dynamic batching"
+SECTION_BATCH=1 server_section cnn "$CNN" 64 1
 
 # ---- report ----------------------------------------------------------------------
 q=()

@@ -1,6 +1,8 @@
 #!/bin/sh
 # tsan.sh BUILD_DIR - the server built with -fsanitize=thread under the
 # concurrent parts of the integration suite and a 20 s mixed load:
+# The server batches (--batch-delay, more request threads than cores), so
+# requests wait for and run in each other's forward passes throughout.
 #   1. 200 predictions, 16 at a time, each equal to the sequential answer;
 #   2. the HTTP abuse suite and slow clients (tests/integration/abuse.py);
 #   3. LOAD_SECONDS (20) of wrk at once on /predict with three models
@@ -21,7 +23,8 @@ say() { echo "tsan: $*"; }
 bad() { echo "tsan: FAIL: $*" >&2; fails=$((fails + 1)); }
 
 export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
-start_server "$tmp/server.log" --models-dir models --threads 4 --timeout 5 --max-batch 8 ||
+start_server "$tmp/server.log" --models-dir models --threads 6 --timeout 5 --max-batch 8 \
+    --batch-delay 2000 --max-batch-size 4 ||
     exit 1
 say "server on $base (ThreadSanitizer build)"
 

@@ -150,6 +150,26 @@ static void test_config_numeric_bounds(void **state)
     refused("--max-batch", "MNIST_MAX_BATCH", "0");
     refused("--max-batch", "MNIST_MAX_BATCH", "1025");
 
+    /* Dynamic batching: off by default; its own size, apart from
+     * --max-batch. */
+    srv_config_defaults(&c);
+    assert_int_equal(c.batch_delay_us, 0);
+    assert_int_equal(c.max_batch_size, 16);
+    accepted("--batch-delay", "MNIST_BATCH_DELAY", "0", &c);
+    assert_int_equal(c.batch_delay_us, 0);
+    accepted("--batch-delay", "MNIST_BATCH_DELAY", "1000000", &c);
+    assert_int_equal(c.batch_delay_us, 1000000);
+    refused("--batch-delay", "MNIST_BATCH_DELAY", "1000001");
+    refused("--batch-delay", "MNIST_BATCH_DELAY", "-1");
+    refused("--batch-delay", "MNIST_BATCH_DELAY", "1ms");
+    accepted("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "1", &c);
+    assert_int_equal(c.max_batch_size, 1);
+    assert_int_equal(c.max_batch, 64);
+    accepted("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "256", &c);
+    assert_int_equal(c.max_batch_size, 256);
+    refused("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "0");
+    refused("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "257");
+
     accepted("--grace", "MNIST_GRACE", "0", &c);
     assert_true(c.drain_timeout_s == 0);
     accepted("--grace", "MNIST_GRACE", "3600", &c);

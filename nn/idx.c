@@ -336,3 +336,42 @@ nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label, char 
     }
     return nn_dataset_load(ipath, lpath, max_label, err, errlen);
 }
+
+nn_dataset *nn_dataset_load_set(const char *where, int which, int max_label, char *err,
+                                size_t errlen)
+{
+    struct stat sb;
+    if (!where || !*where) {
+        nn_errf(err, errlen, "nn_dataset_load_set: bad arguments");
+        return NULL;
+    }
+    if (stat(where, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return nn_dataset_load_dir(where, which, max_label, err, errlen);
+    /* A prefix: the directory part and the files' common stem. */
+    char dir[4096], stem[1024], ipath[4096], lpath[4096];
+    const char *slash = strrchr(where, '/');
+    const char *base = slash ? slash + 1 : where;
+    size_t dlen = slash ? (size_t)(slash - where) : 1;
+    if (dlen >= sizeof dir || strlen(base) + 8 > sizeof stem || !*base) {
+        nn_errf(err, errlen, "%s: not a directory, nor a usable file prefix", where);
+        return NULL;
+    }
+    if (slash) {
+        memcpy(dir, where, dlen);
+        dir[dlen] = 0;
+        if (!dlen) strcpy(dir, "/");
+    } else {
+        strcpy(dir, ".");
+    }
+    snprintf(stem, sizeof stem, "%s-images", base);
+    int found = idx_find(dir, stem, "idx3", ipath, sizeof ipath) == 0;
+    snprintf(stem, sizeof stem, "%s-labels", base);
+    if (!found || idx_find(dir, stem, "idx1", lpath, sizeof lpath) != 0) {
+        nn_errf(err, errlen,
+                "%s: no such directory, nor %s-%s-ubyte files (looked for %s-images-idx3-ubyte "
+                "and %s-labels-idx1-ubyte, optionally .gz)",
+                where, where, found ? "labels-idx1" : "images-idx3", where, where);
+        return NULL;
+    }
+    return nn_dataset_load(ipath, lpath, max_label, err, errlen);
+}

@@ -37,4 +37,12 @@ int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out, int
 nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label, char *err,
                                 size_t errlen);
 
+/* A directory as nn_dataset_load_dir, or else where is the common prefix P
+ * of one set's two files, P-{images-idx3,labels-idx1}-ubyte (or "." before
+ * idx3/idx1, optionally .gz), such as data/glyphs/digits-eval for
+ * data/glyphs/digits-eval-images-idx3-ubyte; which then plays no part.
+ * NULL + err naming what was looked for. */
+nn_dataset *nn_dataset_load_set(const char *where, int which, int max_label, char *err,
+                                size_t errlen);
+
 #endif

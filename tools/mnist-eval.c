@@ -10,7 +10,17 @@
  *   --ood DIR MODEL       how well each score tells the test set from DIR's
  *                         test images: AUROC and the share of DIR marked in
  *                         distribution, on the raw IDX images and after the
- *                         server's preprocessing of an uploaded image. */
+ *                         server's preprocessing of an uploaded image.
+ *
+ * Data: --data and --ood take a directory of MNIST-named files or the
+ * prefix of one set's two files (data/glyphs/digits-eval), nn/idx.h.
+ *
+ * Uploads: --upload STYLE evaluates each test image as the server sees it
+ * uploaded: encoded as a PNG in STYLE (gray as stored, inverted: black on
+ * white, colour: blue ink on yellow paper, alpha: black ink whose opacity
+ * is the drawing, as a canvas exports it), then decoded, prepared and
+ * classified by the serving pipeline (pipeline/pipeline.h). An image the
+ * pipeline refuses (blank after preprocessing) counts as an error. */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -27,6 +37,7 @@
 #include "nn/idx.h"
 #include "nn/ood.h"
 #include "nn/pool.h"
+#include "pipeline/pipeline.h"
 
 #define VERSION "1.0.0"
 
@@ -66,7 +77,7 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
     }
     nn_ensemble *view = NULL;
     float *probs = NULL, *scores = NULL;
-    nn_dataset *tr = nn_dataset_load_dir(data, 0, nn_net_outputs(net), err, sizeof err);
+    nn_dataset *tr = nn_dataset_load_set(data, 0, nn_net_outputs(net), err, sizeof err);
     if (!tr) {
         fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
         nn_net_free(net);
@@ -288,12 +299,12 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
     int k = nn_ensemble_classes(e), rc = 1;
     ood_set s[4];
     memset(s, 0, sizeof s);
-    nn_dataset *in = nn_dataset_load_dir(data, 1, k, err, sizeof err);
+    nn_dataset *in = nn_dataset_load_set(data, 1, k, err, sizeof err);
     if (!in) {
         fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
         return 1;
     }
-    nn_dataset *out = nn_dataset_load_dir(dir, 1, 255, err, sizeof err);
+    nn_dataset *out = nn_dataset_load_set(dir, 1, 255, err, sizeof err);
     if (!out) {
         fprintf(stderr, "mnist-eval: --ood: %s\n", err);
         nn_dataset_free(in);
@@ -370,13 +381,105 @@ done:
     return rc;
 }
 
+/* ---- uploads ------------------------------------------------------------- */
+
+static const char *const UPLOAD_STYLES[] = {"gray", "inverted", "colour", "alpha"};
+#define NSTYLES ((int)(sizeof UPLOAD_STYLES / sizeof UPLOAD_STYLES[0]))
+
+/* Image img (w*h, ink bright on dark as IDX stores it) as PNG samples of
+ * style into smp; returns the PNG colour type. Colour: ink (20,40,140)
+ * blended into paper (250,235,160) by the pixel's ink. */
+static int upload_samples(int style, const uint8_t *img, size_t hw, uint16_t *smp)
+{
+    static const int paper[3] = {250, 235, 160}, ink[3] = {20, 40, 140};
+    for (size_t i = 0; i < hw; i++) {
+        int v = img[i];
+        switch (style) {
+        case 0: smp[i] = (uint16_t)v; break;
+        case 1: smp[i] = (uint16_t)(255 - v); break;
+        case 2:
+            for (int c = 0; c < 3; c++)
+                smp[3 * i + c] = (uint16_t)((paper[c] * 255 + (ink[c] - paper[c]) * v + 127) / 255);
+            break;
+        default:
+            smp[4 * i] = smp[4 * i + 1] = smp[4 * i + 2] = 0;
+            smp[4 * i + 3] = (uint16_t)v;
+            break;
+        }
+    }
+    return style == 2 ? 2 : style == 3 ? 6 : 0;
+}
+
+/* probs [n,k] of the first n images of d uploaded as style PNGs through
+ * the serving pipeline; ok[i] = 0 where the pipeline refused image i (its
+ * probabilities are then zero). 0, or -1 + err. */
+static int eval_upload(const nn_ensemble *e, const nn_dataset *d, int n, int style, float *probs,
+                       uint8_t *ok, int *refused, char *err, size_t errlen)
+{
+    int k = nn_ensemble_classes(e), rc = -1;
+    size_t hw = (size_t)d->rows * d->cols;
+    uint16_t *smp = malloc(sizeof(uint16_t) * 4 * hw);
+    pipe_ws *ws = pipe_ws_create(e, 1);
+    *refused = 0;
+    if (!smp || !ws) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        img_png_spec spec = {.width = (uint32_t)d->cols,
+                             .height = (uint32_t)d->rows,
+                             .bit_depth = 8,
+                             .samples = smp};
+        spec.color_type = upload_samples(style, d->images + (size_t)i * hw, hw, smp);
+        uint8_t *png = NULL;
+        size_t len = 0;
+        char perr[128];
+        if (img_png_encode(&spec, &png, &len, perr, sizeof perr) != IMG_OK) {
+            snprintf(err, errlen, "image %d: %s", i, perr);
+            goto done;
+        }
+        pipe_result r;
+        pipe_run_png(e, ws, png, len, NULL, NULL, &r);
+        free(png);
+        float *row = probs + (size_t)i * k;
+        ok[i] = r.status == PIPE_OK;
+        if (ok[i])
+            memcpy(row, r.probs, sizeof(float) * k);
+        else {
+            memset(row, 0, sizeof(float) * k);
+            ++*refused;
+        }
+    }
+    rc = 0;
+done:
+    free(smp);
+    pipe_ws_free(ws);
+    return rc;
+}
+
+/* Accuracy over all n images where a refused one (ok[i] == 0) is an
+ * error; conf counts the answered ones only. */
+static double accuracy_answered(const float *probs, const uint8_t *labels, const uint8_t *ok, int n,
+                                int k, int *conf)
+{
+    memset(conf, 0, sizeof(int) * k * k);
+    int right = 0;
+    for (int i = 0; i < n; i++) {
+        if (!ok[i]) continue;
+        int p = nn_argmax(probs + (size_t)i * k, k);
+        conf[labels[i] * k + p]++;
+        right += p == labels[i];
+    }
+    return n ? (double)right / n : 0.0;
+}
+
 int main(int argc, char **argv)
 {
     int json = 0, threads = 0, limit = 0, list_kernels = 0;
     const char *data = NULL, *shift = NULL;
     double rotate = 0, scale = 1;
     int rotate_set = 0, scale_set = 0;
-    const char *ood_dir = NULL, *ood_out = NULL;
+    const char *ood_dir = NULL, *ood_out = NULL, *upload = NULL;
     int holdout = 10000;
     double ridge = 1e-6;
     const cli_opt opts[] = {
@@ -392,7 +495,12 @@ int main(int argc, char **argv)
         {"json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object", .def = NULL},
         {"list-kernels", CLI_FLAG, &list_kernels, 0, 0, NULL,
          "print the kernel paths this CPU runs (values for NN_ISA) and exit", .def = NULL},
-        {"data", CLI_STRING, &data, 0, 0, "DIR", "IDX files, .gz accepted",
+        {"upload", CLI_STRING, &upload, 0, 0, "STYLE",
+         "each test image as an uploaded PNG through the serving pipeline; STYLE: gray, inverted, "
+         "colour or alpha",
+         .def = NULL},
+        {"data", CLI_STRING, &data, 0, 0, "DIR|PREFIX",
+         "IDX files (MNIST names in DIR, or PREFIX-images-idx3-ubyte...), .gz accepted",
          .def = "by the model's dataset, data/mnist or /usr/share/datasets/fashion-mnist"},
         {"threads", CLI_INT, &threads, 0, 1024, "N", "threads (0 = all CPUs)",
          .def = "0, all CPUs"},
@@ -462,6 +570,22 @@ int main(int argc, char **argv)
         tf.dy = d[1];
         use_tf = 1;
     }
+    int style = -1;
+    if (upload) {
+        for (int i = 0; i < NSTYLES; i++)
+            if (!strcmp(upload, UPLOAD_STYLES[i])) style = i;
+        const char *clash = use_tf               ? "--shift, --rotate or --scale"
+                            : ood_dir || ood_out ? "--ood or --ood-fit"
+                                                 : NULL;
+        if (style < 0 || clash) {
+            if (style < 0)
+                fprintf(stderr, "mnist-eval: --upload wants gray, inverted, colour or alpha\n");
+            else
+                fprintf(stderr, "mnist-eval: --upload takes no %s\n", clash);
+            free(models);
+            return 2;
+        }
+    }
     char paths[4096] = "";
     size_t used = 0;
     for (int i = 0; i < nmodels; i++) {
@@ -485,9 +609,10 @@ int main(int argc, char **argv)
     }
     /* From here every exit goes through done: nothing leaks on an error
      * (the sanitizer build runs these paths). */
-    int rc = 1, k = nn_ensemble_classes(e);
+    int rc = 1, k = nn_ensemble_classes(e), nt = threads > 0 ? threads : nn_cpu_count();
     float *probs = NULL;
-    int *conf = NULL;
+    int *conf = NULL, refused = 0;
+    uint8_t *answered = NULL;
     nn_dataset *test = NULL;
     if (!data) data = default_data(e);
     if (ood_out || ood_dir) {
@@ -504,33 +629,47 @@ int main(int argc, char **argv)
         }
         goto done;
     }
-    test = nn_dataset_load_dir(data, 1, k, err, sizeof err);
+    test = nn_dataset_load_set(data, 1, k, err, sizeof err);
     if (!test) {
         fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
         goto done;
     }
     const nn_net *n0 = nn_ensemble_member(e, 0);
-    if (test->rows != n0->in_h || test->cols != n0->in_w || n0->in_c != 1) {
-        fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n",
-                n0->in_c, n0->in_h, n0->in_w, test->rows, test->cols);
+    /* An upload of any size is prepared to what a servable model takes. */
+    if (style >= 0 ? pipe_model_check(e, paths, err, sizeof err) != 0
+                   : test->rows != n0->in_h || test->cols != n0->in_w || n0->in_c != 1) {
+        if (style >= 0)
+            fprintf(stderr, "mnist-eval: %s\n", err);
+        else
+            fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n",
+                    n0->in_c, n0->in_h, n0->in_w, test->rows, test->cols);
         goto done;
     }
     int n = test->n;
     if (limit > 0 && limit < n) n = limit;
     probs = malloc(sizeof(float) * (size_t)n * k);
     conf = malloc(sizeof(int) * k * k);
-    if (!probs || !conf) {
+    answered = malloc((size_t)n);
+    if (!probs || !conf || !answered) {
         fprintf(stderr, "mnist-eval: out of memory\n");
         goto done;
     }
-    double t0 = now_s();
-    if (nn_eval_probs(e, test->images, n, use_tf ? &tf : NULL, threads, probs)) {
-        fprintf(stderr, "mnist-eval: out of memory\n");
-        goto done;
+    double t0 = now_s(), acc;
+    if (style >= 0) {
+        if (eval_upload(e, test, n, style, probs, answered, &refused, err, sizeof err)) {
+            fprintf(stderr, "mnist-eval: %s\n", err);
+            goto done;
+        }
+        acc = accuracy_answered(probs, test->labels, answered, n, k, conf);
+    } else {
+        if (nn_eval_probs(e, test->images, n, use_tf ? &tf : NULL, threads, probs)) {
+            fprintf(stderr, "mnist-eval: out of memory\n");
+            goto done;
+        }
+        acc = nn_accuracy(probs, test->labels, n, k, conf);
     }
     double secs = now_s() - t0;
-    double acc = nn_accuracy(probs, test->labels, n, k, conf);
-    int nt = threads > 0 ? threads : nn_cpu_count();
+    if (style >= 0) nt = 1;
     const nn_meta *m = nn_ensemble_meta(e);
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -538,6 +677,13 @@ int main(int argc, char **argv)
         for (int i = 0; i < nn_ensemble_size(e); i++)
             cJSON_AddItemToArray(models, cJSON_CreateString(nn_ensemble_path(e, i)));
         cJSON_AddStringToObject(o, "dataset", m->dataset);
+        cJSON_AddStringToObject(o, "data", data);
+        if (style >= 0) {
+            cJSON_AddStringToObject(o, "upload", UPLOAD_STYLES[style]);
+            cJSON_AddNumberToObject(o, "refused", refused);
+        } else {
+            cJSON_AddNullToObject(o, "upload");
+        }
         cJSON_AddNumberToObject(o, "accuracy", acc);
         cJSON_AddNumberToObject(o, "n", n);
         cJSON_AddNumberToObject(o, "errors", (int)((1.0 - acc) * n + 0.5));
@@ -578,9 +724,13 @@ int main(int argc, char **argv)
     } else {
         printf("model: %s (%d member%s, %zu parameters)\n", paths, nn_ensemble_size(e),
                nn_ensemble_size(e) > 1 ? "s" : "", nn_ensemble_params(e));
+        printf("data: %s\n", data);
         if (use_tf)
             printf("transform: shift %g,%g  rotate %g  scale %g\n", tf.dx, tf.dy, tf.rot_deg,
                    tf.scale);
+        if (style >= 0)
+            printf("upload: %s PNGs through the serving pipeline, %d refused (counted as errors)\n",
+                   UPLOAD_STYLES[style], refused);
         printf("test accuracy: %.4f (%d/%d, %d errors)\n\n", acc, (int)(acc * n + 0.5), n,
                n - (int)(acc * n + 0.5));
         printf("%-12s %8s\n", "class", "accuracy");
@@ -597,13 +747,14 @@ int main(int argc, char **argv)
             for (int j = 0; j < k; j++) printf("%6d", conf[i * k + j]);
             printf("\n");
         }
-        printf("\n%.0f images/s (%d threads, batch 128, %s kernels)\n", n / secs, nt,
-               nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+        printf("\n%.0f images/s (%d threads, batch %d, %s kernels)\n", n / secs, nt,
+               style >= 0 ? 1 : 128, nn_gemm_path_name(NN_GEMM_PATH_AUTO));
     }
     rc = 0;
 done:
     free(probs);
     free(conf);
+    free(answered);
     nn_dataset_free(test);
     nn_ensemble_free(e);
     return rc;

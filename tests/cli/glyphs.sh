@@ -140,5 +140,29 @@ else
     not_ok "glyphs: the train and eval fonts draw different images"
 fi
 
+# ---------------------------------------------------------------- the default model
+# The two eval fonts' 120 digits, read through mnist-eval --data PREFIX. Both
+# fonts read 100% with the shipped CNN; chance is 10%, and a renderer that
+# got the polarity, the framing or the label order wrong falls far below
+# the floor of 90%, which leaves room for retrained models.
+EVAL=$build/mnist-eval
+MODEL=models/cnn.safetensors
+if "$EVAL" --json --data "$tmp/a/digits-eval" "$MODEL" > "$tmp/eval.json" 2> "$tmp/eval.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1]))
+sys.exit(0 if d["n"] == 120 and d["data"].endswith("/a/digits-eval") and d["accuracy"] >= 0.9 else 1)' "$tmp/eval.json"; then
+    ok "glyphs: the default model reads the rendered digits (at least 90%: $(grep -o '"accuracy":[0-9.]*' "$tmp/eval.json"))"
+else
+    not_ok "glyphs: the default model reads the rendered digits" "$(head -c 300 "$tmp/eval.json")" "$(head -c 300 "$tmp/eval.err")"
+fi
+# The letters as an out-of-distribution set (mnist-eval --ood PREFIX): all
+# 624 scored, raw and prepared, against as many MNIST test digits.
+if "$EVAL" --json --ood "$tmp/a/letters-eval" --limit 624 "$MODEL" > "$tmp/ood.json" 2> "$tmp/ood.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); r, p = d["raw"], d["prepared"]
+sys.exit(0 if r["out_n"] == 624 and p["out_n"] + p["out_blank"] == 624 and 0 <= r["msp"]["auroc"] <= 1 else 1)' "$tmp/ood.json"; then
+    ok "glyphs: mnist-eval --ood scores the rendered letters"
+else
+    not_ok "glyphs: mnist-eval --ood scores the rendered letters" "$(head -c 300 "$tmp/ood.json")" "$(head -c 300 "$tmp/ood.err")"
+fi
+
 echo "cli-glyphs: $pass passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -249,6 +249,76 @@ expect 2 'one weights file, not an ensemble' "eval: --ood-fit of an ensemble" --
 expect 1 'no t10k images|cannot open|--ood' "eval: --ood of a directory without IDX files" -- \
     "$EVAL" --ood "$tmp/nowhere" --data "$small" "$tmp/tiny.safetensors"
 
+# ---------------------------------------------------------------- uploads
+# --upload STYLE: each image as a PNG through the serving pipeline. A 28x28
+# MNIST digit comes out of the preprocessing as value/255 exactly, stored,
+# inverted or as alpha ink (image.h), so the answers are the raw ones.
+"$EVAL" --json --data "$small" "$tmp/tiny.safetensors" > "$tmp/up-raw.json" 2> /dev/null
+for style in gray inverted alpha; do
+    if "$EVAL" --json --upload $style --data "$small" "$tmp/tiny.safetensors" > "$tmp/up.json" 2> "$tmp/up.err" &&
+        "$PY" -c 'import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:3])
+sys.exit(0 if a["upload"] is None and b["upload"] == sys.argv[3] and b["refused"] == 0 and b["n"] == 300
+         and a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"] else 1)' "$tmp/up-raw.json" "$tmp/up.json" $style; then
+        ok "eval --upload $style: the same answers as the raw images"
+    else
+        not_ok "eval --upload $style" "$(head -c 300 "$tmp/up.json")" "$(head -c 300 "$tmp/up.err")"
+    fi
+done
+# Colour: the luma of blue ink on yellow paper, a little less contrast.
+if "$EVAL" --upload colour --data "$small" "$tmp/tiny.safetensors" > "$tmp/up.txt" 2> "$tmp/up.err" &&
+    grep -q '^upload: colour PNGs through the serving pipeline, 0 refused' "$tmp/up.txt" &&
+    grep -Eq '^test accuracy: 0\.([6-9]|[0-9]{2})' "$tmp/up.txt" && grep -q 'batch 1,' "$tmp/up.txt"; then
+    ok "eval --upload colour: text report, nothing refused, accuracy above 0.6"
+else
+    not_ok "eval --upload colour" "$(head -c 400 "$tmp/up.txt")" "$(head -c 300 "$tmp/up.err")"
+fi
+# Sets by prefix, of any image size with --upload; blank images are refused
+# by the pipeline and count as errors.
+"$PY" - "$small" "$tmp" <<'PYEOF'
+import struct, sys
+src, dst = sys.argv[1:3]
+im = open(src + "/t10k-images-idx3-ubyte", "rb").read()
+lb = open(src + "/t10k-labels-idx1-ubyte", "rb").read()
+n = 50
+big = bytearray()
+for i in range(n):  # each image doubled to 56x56 (nearest neighbour)
+    px = im[16 + 784 * i:16 + 784 * (i + 1)]
+    for y in range(56):
+        big += bytes(px[(y // 2) * 28 + x // 2] for x in range(56))
+open(dst + "/big-images-idx3-ubyte", "wb").write(struct.pack(">IIII", 0x803, n, 56, 56) + bytes(big))
+open(dst + "/big-labels-idx1-ubyte", "wb").write(struct.pack(">II", 0x801, n) + lb[8:8 + n])
+open(dst + "/blank-images-idx3-ubyte", "wb").write(struct.pack(">IIII", 0x803, 3, 28, 28) + bytes(3 * 784))
+open(dst + "/blank-labels-idx1-ubyte", "wb").write(struct.pack(">II", 0x801, 3) + bytes([1, 2, 3]))
+PYEOF
+"$EVAL" --json --limit 50 --data "$small" "$tmp/tiny.safetensors" > "$tmp/up50.json" 2> /dev/null
+if "$EVAL" --json --upload gray --data "$tmp/big" "$tmp/tiny.safetensors" > "$tmp/up.json" 2> "$tmp/up.err" &&
+    "$PY" -c 'import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:3])
+sys.exit(0 if b["n"] == 50 and b["refused"] == 0 and abs(a["accuracy"] - b["accuracy"]) <= 0.1 and b["data"].endswith("/big") else 1)' \
+        "$tmp/up50.json" "$tmp/up.json"; then
+    ok "eval --upload --data PREFIX: 56x56 images are prepared to 28x28 and read like the originals"
+else
+    not_ok "eval --upload of 56x56 images" "$(head -c 300 "$tmp/up.json")" "$(head -c 300 "$tmp/up.err")"
+fi
+if "$EVAL" --json --upload inverted --data "$tmp/blank" "$tmp/tiny.safetensors" > "$tmp/up.json" 2> "$tmp/up.err" &&
+    "$PY" -c 'import json,sys; b = json.load(open(sys.argv[1]))
+sys.exit(0 if b["n"] == 3 and b["refused"] == 3 and b["accuracy"] == 0 and sum(map(sum, b["confusion"])) == 0 else 1)' "$tmp/up.json"; then
+    ok "eval --upload: blank images are refused and count as errors"
+else
+    not_ok "eval --upload of blank images" "$(head -c 300 "$tmp/up.json")" "$(head -c 300 "$tmp/up.err")"
+fi
+expect 1 'the model wants 1x28x28 inputs, the data is 56x56' "eval: 56x56 images without --upload" -- \
+    "$EVAL" --data "$tmp/big" "$tmp/tiny.safetensors"
+expect 1 'wide.safetensors: takes 1x32x32 inputs' "eval --upload: a model the pipeline cannot feed" -- \
+    "$EVAL" --upload gray --data "$small" "$tmp/wide.safetensors"
+expect 1 "$tmp/nothing: no such directory, nor $tmp/nothing-images-idx3-ubyte files" "eval: --data neither directory nor prefix" -- \
+    "$EVAL" --data "$tmp/nothing" "$tmp/tiny.safetensors"
+expect 2 '^mnist-eval: --upload wants gray, inverted, colour or alpha$' "eval: unknown --upload style" -- \
+    "$EVAL" --upload sepia "$tmp/tiny.safetensors"
+expect 2 '^mnist-eval: --upload takes no --shift, --rotate or --scale$' "eval: --upload with --rotate" -- \
+    "$EVAL" --upload gray --rotate 10 "$tmp/tiny.safetensors"
+expect 2 '^mnist-eval: --upload takes no --ood or --ood-fit$' "eval: --upload with --ood" -- \
+    "$EVAL" --upload gray --ood "$small" "$tmp/tiny.safetensors"
+
 case " $kernels " in
 " generic "*) ok "isa: --list-kernels starts with generic ($kernels)" ;;
 *) not_ok "isa: --list-kernels starts with generic" "got: $kernels" ;;

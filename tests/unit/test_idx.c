@@ -369,6 +369,56 @@ static void test_load_dir(void **state)
     free(lb);
 }
 
+static void test_load_set(void **state)
+{
+    (void)state;
+    char sub[128], p[320], pre[192], err[512] = "";
+    path_in(sub, sizeof sub, "sets");
+    assert_int_equal(mkdir(sub, 0755), 0);
+    size_t il, ll;
+    uint8_t *im = make_images(0x803, 5, 4, 4, 0, &il);
+    uint8_t *lb = make_labels(0x801, 5, 52, 0, &ll);
+
+    /* A prefix names one set's two files, whatever the split names. */
+    snprintf(pre, sizeof pre, "%s/letters-eval", sub);
+    assert_null(nn_dataset_load_set(pre, 1, 52, err, sizeof err));
+    assert_contains(err, "letters-eval-images-idx3-ubyte files");
+    snprintf(p, sizeof p, "%s-images-idx3-ubyte", pre);
+    write_file(p, im, il);
+    assert_null(nn_dataset_load_set(pre, 1, 52, err, sizeof err));
+    assert_contains(err, "letters-eval-labels-idx1-ubyte files");
+    snprintf(p, sizeof p, "%s-labels.idx1-ubyte.gz", pre);
+    write_gz(p, lb, ll);
+    nn_dataset *d = nn_dataset_load_set(pre, 1, 52, err, sizeof err);
+    if (!d) fail_msg("load_set of a prefix failed: %s", err);
+    assert_int_equal(d->n, 5);
+    assert_int_equal(d->rows, 4);
+    nn_dataset_free(d);
+    /* The labels are still checked against the classes. */
+    assert_null(nn_dataset_load_set(pre, 1, 3, err, sizeof err));
+
+    /* A directory is read as nn_dataset_load_dir reads it. */
+    assert_null(nn_dataset_load_set(sub, 1, 10, err, sizeof err));
+    assert_contains(err, "no t10k images");
+    snprintf(p, sizeof p, "%s/t10k-images-idx3-ubyte", sub);
+    write_file(p, im, il);
+    snprintf(p, sizeof p, "%s/t10k-labels-idx1-ubyte", sub);
+    write_file(p, lb, ll);
+    d = nn_dataset_load_set(sub, 1, 52, err, sizeof err);
+    if (!d) fail_msg("load_set of a directory failed: %s", err);
+    assert_int_equal(d->n, 5);
+    nn_dataset_free(d);
+
+    assert_null(nn_dataset_load_set("", 1, 10, err, sizeof err));
+    assert_null(nn_dataset_load_set("/", 1, 10, err, sizeof err));
+    assert_null(nn_dataset_load_set("nowhere-at-all", 1, 10, err, sizeof err));
+    assert_contains(err, "nowhere-at-all: no such directory");
+    assert_null(nn_dataset_load_set("dir/", 1, 10, err, sizeof err));
+    assert_contains(err, "not a directory, nor a usable file prefix");
+    free(im);
+    free(lb);
+}
+
 /* ---- the real data ------------------------------------------------------- */
 
 static void check_real(const nn_dataset *d, int n, int first_label)
@@ -416,7 +466,8 @@ int main(void)
         cmocka_unit_test(test_parse_valid),    cmocka_unit_test(test_images_refused),
         cmocka_unit_test(test_labels_refused), cmocka_unit_test(test_load_files),
         cmocka_unit_test(test_gzip),           cmocka_unit_test(test_gzip_bomb),
-        cmocka_unit_test(test_load_dir),       cmocka_unit_test(test_real_mnist),
+        cmocka_unit_test(test_load_dir),       cmocka_unit_test(test_load_set),
+        cmocka_unit_test(test_real_mnist),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

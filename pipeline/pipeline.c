@@ -35,6 +35,8 @@ static const struct {
     [PIPE_MODEL_NOT_FOUND] = {"model_not_found", 404},
     [PIPE_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405},
     [PIPE_NOT_IMPLEMENTED] = {"not_implemented", 501},
+    [PIPE_URI_TOO_LONG] = {"uri_too_long", 414},
+    [PIPE_HEADERS_TOO_LARGE] = {"headers_too_large", 431},
     [PIPE_NOT_READY] = {"not_ready", 503},
     [PIPE_MODEL_CONTROL_DISABLED] = {"model_control_disabled", 403},
     [PIPE_MODEL_LOAD_FAILED] = {"model_load_failed", 422},

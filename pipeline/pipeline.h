@@ -95,6 +95,10 @@ typedef enum {
     PIPE_METHOD_NOT_ALLOWED,     /* 405 "method_not_allowed"                */
     PIPE_NOT_IMPLEMENTED,        /* 501 "not_implemented": a transfer
                                     coding other than chunked              */
+    PIPE_URI_TOO_LONG,           /* 414 "uri_too_long": the request target
+                                    is over the server's limit             */
+    PIPE_HEADERS_TOO_LARGE,      /* 431 "headers_too_large": too many
+                                    header fields, or too many bytes       */
     PIPE_NOT_READY,              /* 503 "not_ready": warming up, draining   */
     /* changing what is served (the repository API) */
     PIPE_MODEL_CONTROL_DISABLED, /* 403 "model_control_disabled": the server

@@ -16,11 +16,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* libmicrohttpd clears a connection's whole memory pool between requests,
- * so its size is paid on every keep-alive request: 16 KiB holds any sane
- * header block and a read buffer, at a quarter of the default's cost. */
+/* Each connection's memory pool: the request line, the header block and
+ * the read buffer live in it. A request that does not fit gets
+ * libmicrohttpd's own HTML 414 or 431 before the server sees it, so the
+ * pool is sized well past the server's own limits (SRV_HTTP_MAX_URI and
+ * SRV_HTTP_MAX_HEADER_* in http_int.h: 8 + 16 KiB and 100 fields), whose
+ * answers are JSON. libmicrohttpd clears the pool between keep-alive
+ * requests, so this size is paid per request (a memset). */
 #ifndef SRV_CONN_MEMORY
-#define SRV_CONN_MEMORY (16 * 1024)
+#define SRV_CONN_MEMORY (64 * 1024)
 #endif
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -120,7 +124,7 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
     else
         flags |= MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     unsigned threads = cfg->threads > 0 ? (unsigned)cfg->threads : 1;
-    struct MHD_OptionItem opts[10];
+    struct MHD_OptionItem opts[12];
     int n = 0;
     /* The logger first, so MHD reports even option errors through it. */
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL};
@@ -135,6 +139,7 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, SRV_CONN_MEMORY, NULL};
     opts[n++] =
         (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)srv_http_on_completed, s};
+    opts[n++] = (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)srv_http_on_uri, s};
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, srv_http_on_request, s, MHD_OPTION_ARRAY, opts,
                             MHD_OPTION_END);

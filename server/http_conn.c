@@ -196,6 +196,8 @@ typedef struct {
     int ncl, nhost, nte;
     const char *cl, *te;
     int cl_differ;
+    int fields;   /* header fields */
+    size_t bytes; /* their size as sent: "Name: value\r\n" */
 } framing;
 
 static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -204,6 +206,8 @@ static enum MHD_Result framing_field(void *cls, enum MHD_ValueKind kind, const c
     (void)kind;
     framing *f = cls;
     if (!value) value = "";
+    f->fields++;
+    f->bytes += strlen(key) + strlen(value) + 4;
     if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         if (f->ncl++ && strcmp(f->cl, value) != 0)
             f->cl_differ = 1;
@@ -222,7 +226,11 @@ static void check_framing(struct MHD_Connection *c, const char *version, srv_req
 {
     framing f = {0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, framing_field, &f);
-    if (f.cl_differ)
+    if (f.fields > SRV_HTTP_MAX_HEADER_FIELDS || f.bytes > SRV_HTTP_MAX_HEADER_BYTES)
+        srv_http_defer(r, PIPE_HEADERS_TOO_LARGE, NULL,
+                       "%d header fields of %zu bytes: at most %d fields and %d bytes", f.fields,
+                       f.bytes, SRV_HTTP_MAX_HEADER_FIELDS, SRV_HTTP_MAX_HEADER_BYTES);
+    else if (f.cl_differ)
         srv_http_defer(r, PIPE_BAD_REQUEST, NULL, "two different Content-Length headers");
     else if (f.ncl && f.nte)
         srv_http_defer(r, PIPE_BAD_REQUEST, NULL, "Content-Length together with Transfer-Encoding");
@@ -240,12 +248,24 @@ static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c, sr
     return srv_http_error(s, c, r, r->e_status, r->e_allow, "%s", r->e_msg);
 }
 
+/* The URI callback's answer for a request target over the limit. */
+static const char uri_too_long;
+
+void *srv_http_on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)cls;
+    (void)c;
+    return strnlen(uri, SRV_HTTP_MAX_URI + 1) > SRV_HTTP_MAX_URI ? (void *)&uri_too_long : NULL;
+}
+
 enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const char *url,
                                     const char *method, const char *version, const char *upload,
                                     size_t *upload_size, void **con_cls)
 {
     srv_server *s = cls;
     srv_req *r = *con_cls;
+    int long_uri = r == (const void *)&uri_too_long;
+    if (long_uri) r = NULL;
     if (!r) {
         r = malloc(sizeof *r);
         if (!r) return MHD_NO;
@@ -280,7 +300,11 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         *con_cls = r;
         atomic_fetch_add(&s->inflight, 1);
         srv_metrics_inflight_add(s->metrics, 1);
-        check_framing(c, version, r);
+        if (long_uri)
+            srv_http_defer(r, PIPE_URI_TOO_LONG, NULL, "request target over the limit of %d bytes",
+                           SRV_HTTP_MAX_URI);
+        else
+            check_framing(c, version, r);
         if (!r->e_status) srv_http_begin(s, c, r, url);
         if (!r->e_status && r->kind != SRV_BODY_NONE) expect_body(s, c, r);
         /* libmicrohttpd closes the connection after a response queued on
@@ -310,10 +334,18 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
 void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                            enum MHD_RequestTerminationCode toe)
 {
-    (void)c;
     srv_server *s = cls;
     srv_req *r = *con_cls;
-    if (!r) return;
+    /* The marker alone: libmicrohttpd refused the request before the
+     * first call (a header block past its memory pool). */
+    if (!r || r == (const void *)&uri_too_long) return;
+    if (!r->done) {
+        /* libmicrohttpd's own answer to a body it could not read (bad
+         * chunked framing), if it sent one. */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_HTTP_STATUS);
+        if (ci) r->status = (int)ci->http_status;
+    }
     uint64_t us = (srv_http_now_ns() - r->t0) / 1000;
     srv_metrics_request(s->metrics, r->route, r->status, us);
     srv_metrics_inflight_add(s->metrics, -1);

@@ -48,6 +48,17 @@
 #define SRV_HTTP_SMALL_BODY 4096
 #define SRV_HTTP_JSON "application/json"
 
+/* Request target (path and query, as sent) and header field limits, over
+ * which the answer is 414 or 431 with the JSON envelope (README,
+ * "Security"). They leave room in each connection's memory pool
+ * (SRV_CONN_MEMORY in http.c): libmicrohttpd answers a request line or a
+ * header block that does not fit there with its own HTML page, before the
+ * server sees the request, so what is somewhat over these limits still
+ * reaches srv_http_on_request and gets JSON. */
+#define SRV_HTTP_MAX_URI 8192
+#define SRV_HTTP_MAX_HEADER_BYTES 16384 /* "Name: value\r\n" of every field */
+#define SRV_HTTP_MAX_HEADER_FIELDS 100
+
 struct srv_server {
     const srv_config *cfg;
     srv_registry *reg;
@@ -105,6 +116,10 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
                                     size_t *upload_size, void **con_cls);
 void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                            enum MHD_RequestTerminationCode toe);
+/* libmicrohttpd's URI callback: the raw request target, seen once per
+ * request before the headers. Returns the first *con_cls: NULL, or a
+ * marker (never freed) for a target over SRV_HTTP_MAX_URI. */
+void *srv_http_on_uri(void *cls, const char *uri, struct MHD_Connection *c);
 
 /* Queues a response of body (len bytes, kept as mode says) with status,
  * content type (NULL: none) and, when not NULL, an Allow header; also

@@ -43,25 +43,31 @@ def exchange(port, data, timeout=10.0, shut=False):
     return out, how
 
 
-def statuses(resp):
-    """Status codes of the responses in resp, in order: each is a status
-    line, header fields and a Content-Length body. Parsing stops at
-    anything else, which then shows up as a missing status."""
-    codes = []
+def responses(resp):
+    """The responses in resp, in order, as (status, {header: value}) with
+    lower-case header names: each is a status line, header fields and a
+    Content-Length body. Parsing stops at anything else, which then shows
+    up as a missing status."""
+    out = []
     while resp.startswith(b"HTTP/1.1 ") and b"\r\n\r\n" in resp:
         head, rest = resp.split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
         try:
-            codes.append(int(lines[0][9:12]))
+            code = int(lines[0][9:12])
         except ValueError:
             break
-        n = 0
+        fields = {}
         for h in lines[1:]:
             k, _, v = h.partition(b":")
-            if k.strip().lower() == b"content-length":
-                n = int(v.strip())
-        resp = rest[n:]
-    return codes
+            fields[k.strip().lower()] = v.strip()
+        out.append((code, fields))
+        resp = rest[int(fields.get(b"content-length", 0)):]
+    return out
+
+
+def statuses(resp):
+    """The status codes of the responses in resp, in order."""
+    return [code for code, _ in responses(resp)]
 
 
 def healthz(port):
@@ -97,6 +103,9 @@ def case(port, what, data, want, close=True, shut=False, json=None,
         why = "connection left open after the answer"
     elif json and json.encode() not in out:
         why = "body lacks %r: %r" % (json, out[-300:])
+    elif json and responses(out)[-1][1].get(b"content-type") != b"application/json":
+        why = "Content-Type %r, not application/json" % (
+            responses(out)[-1][1].get(b"content-type"),)
     check(port, what, not why, why)
 
 
@@ -173,25 +182,62 @@ def request_lines(port):
     case(port, "unknown method FOO on /healthz: 405 JSON",
          req("FOO /healthz HTTP/1.1", "Host: t", "Connection: close"), [405],
          json='"method_not_allowed"')
-    case(port, "100 KB query string: 414, closed",
-         req("GET /healthz?" + "a" * 100000 + " HTTP/1.1", "Host: t"), [414])
-    case(port, "12 KB query string that fits: 200",
-         req("GET /healthz?q=" + "a" * 12000 + " HTTP/1.1", "Host: t",
+    # The request target's limit is 8 KiB (README, "Security"): over it,
+    # 414 with the JSON envelope, on any route and with or without a body.
+    case(port, "request target of exactly 8192 bytes: 200",
+         req("GET /healthz?" + "a" * (8192 - 9) + " HTTP/1.1", "Host: t",
              "Connection: close"), [200])
-    case(port, "9 KB percent-encoded ?model=: 404 JSON, name cut short",
-         req("POST /predict?model=" + "%41" * 3000 + " HTTP/1.1", "Host: t",
+    case(port, "request target of 8193 bytes: 414 JSON",
+         req("GET /healthz?" + "a" * (8193 - 9) + " HTTP/1.1", "Host: t",
+             "Connection: close"), [414], json='"uri_too_long"')
+    case(port, "60 KB query string on a POST with a body: 414 JSON, closed",
+         req("POST /predict?" + "a" * 60000 + " HTTP/1.1", "Host: t", PNG_CT,
+             "Content-Length: 4", body=b"abcd"), [414],
+         json='"uri_too_long"')
+    case(port, "12 KB /v2 path: 414 in the protocol's JSON error shape",
+         req("GET /v2/models/" + "m" * 12000 + " HTTP/1.1", "Host: t",
+             "Connection: close"), [414], json='{"error":"request target')
+    # Past the connection's 64 KiB memory pool libmicrohttpd answers
+    # before the server sees the request: its own 414 page (HTML).
+    case(port, "100 KB query string: 414 (libmicrohttpd's page), closed",
+         req("GET /healthz?" + "a" * 100000 + " HTTP/1.1", "Host: t"), [414])
+    case(port, "8 KB percent-encoded ?model=: 404 JSON, name cut short",
+         req("POST /predict?model=" + "%41" * 2700 + " HTTP/1.1", "Host: t",
              PNG_CT, "Content-Length: 0", "Connection: close"), [404],
          json='"model_not_found"')
 
 
 def headers(port):
+    # At most 100 header fields and 16 KiB of them ("Name: value\r\n"
+    # each); over either, 431 with the JSON envelope.
+    hundred = ["X-H%d: v" % i for i in range(98)]
+    case(port, "100 header fields: 200",
+         req("GET /healthz HTTP/1.1", "Host: t", "Connection: close",
+             *hundred), [200])
+    case(port, "101 header fields: 431 JSON",
+         req("GET /healthz HTTP/1.1", "Host: t", "Connection: close",
+             *hundred, "X-One-More: v"), [431], json='"headers_too_large"')
+    # Host: t\r\n and Connection: close\r\n are 28 bytes, X-Big: ...\r\n 9 + n.
+    case(port, "header fields of exactly 16384 bytes: 200",
+         req("GET /healthz HTTP/1.1", "Host: t", "Connection: close",
+             "X-Big: " + "a" * (16384 - 28 - 9)), [200])
+    case(port, "header fields of 16385 bytes: 431 JSON",
+         req("GET /healthz HTTP/1.1", "Host: t", "Connection: close",
+             "X-Big: " + "a" * (16385 - 28 - 9)), [431],
+         json='"headers_too_large"')
+    case(port, "one 40 KB header field on a POST with a body: 431 JSON, closed",
+         req("POST /predict HTTP/1.1", "Host: t", PNG_CT, "Content-Length: 4",
+             "X-Big: " + "a" * 40000, body=b"abcd"), [431],
+         json='"headers_too_large"')
+    case(port, "500 header fields: 431 JSON",
+         req("GET /healthz HTTP/1.1", "Host: t", "Connection: close",
+             *("X-H%d: v" % i for i in range(500))), [431],
+         json='"headers_too_large"')
+    # Past the 64 KiB pool: libmicrohttpd's own 431 page (HTML).
     flood = ["X-H%d: v" % i for i in range(5000)]
-    case(port, "5000 header fields: 431, closed",
+    case(port, "5000 header fields: 431 (libmicrohttpd's page), closed",
          req("GET /healthz HTTP/1.1", "Host: t", *flood), [431])
-    case(port, "one 20 KB header field: 431, closed",
-         req("GET /healthz HTTP/1.1", "Host: t", "X-Big: " + "a" * 20000),
-         [431])
-    case(port, "10 MB of headers: 431, closed",
+    case(port, "10 MB of headers: 431 (libmicrohttpd's page), closed",
          req("GET /healthz HTTP/1.1", "Host: t",
              *("X-%d: %s" % (i, "b" * 1000) for i in range(10000))), [431],
          or_reset=True)

@@ -23,30 +23,9 @@ MKPNG=$build/tests/tools/mkpng
 MODELS=${MODELS_DIR:-models}
 MNIST=${MNIST_DIR:-data/mnist}
 PY=${PYTHON:-python3}
-START_TIMEOUT=${START_TIMEOUT:-30}
-for v in $(env | sed -n 's/^\(MNIST_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-edges.XXXXXX") || exit 2
-srv_pid=""
-cleanup() {
-    if [ -n "$srv_pid" ] && kill -0 "$srv_pid" 2>/dev/null; then kill -KILL "$srv_pid" 2>/dev/null; fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-n=0 npass=0 nfail=0
-ok() { n=$((n + 1)); npass=$((npass + 1)); echo "ok $n - $1"; }
-nok() {
-    n=$((n + 1)); nfail=$((nfail + 1)); echo "not ok $n - $1"; shift
-    local l; for l in "$@"; do printf '%s\n' "$l" | head -c 1500 | sed 's/^/#   /'; echo; done
-}
-finish() {
-    echo "1..$n"
-    echo "edges: $npass passed, $nfail failed"
-    [ "$nfail" -eq 0 ]
-    exit $?
-}
+# shellcheck source=tests/integration/lib.sh
+. "$here/lib.sh"
+suite_begin edges mnist-edges
 
 # expect DESC STATUS CODE [curl args...]: one request; passes when the
 # status is STATUS and, for errors, the JSON envelope carries CODE.
@@ -106,24 +85,9 @@ LIMIT=20000
 pad_to "$tmp/d28.png" "$tmp/at.png" $LIMIT
 pad_to "$tmp/d28.png" "$tmp/over.png" $((LIMIT + 1))
 
-"$SERVER" --host 127.0.0.1 --port 0 --model mlp="$MODELS/mlp.safetensors" --threads 2 \
-    --body-limit $LIMIT --max-pixels 784 --max-batch 2 --grace 5 --drain-delay 0 > "$tmp/out" 2> "$tmp/log" &
-srv_pid=$!
-base=""
-deadline=$((SECONDS + START_TIMEOUT))
-while [ $SECONDS -lt $deadline ]; do
-    port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$tmp/log" | head -1)
-    if [ -n "$port" ]; then
-        base=http://127.0.0.1:$port
-        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz")" = 200 ] && break
-    fi
-    kill -0 "$srv_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$base" ] || [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz")" != 200 ]; then
-    nok "server starts with --body-limit $LIMIT --max-pixels 784" "$(tail -20 "$tmp/log")"
-    finish
-fi
+start_server "$tmp/log" --model mlp="$MODELS/mlp.safetensors" --threads 2 \
+    --body-limit $LIMIT --max-pixels 784 --max-batch 2 --grace 5 --drain-delay 0 ||
+    bail "server starts with --body-limit $LIMIT --max-pixels 784" "$srv_fail" "$(tail -20 "$tmp/log")"
 ok "server starts with --body-limit $LIMIT --max-pixels 784 --max-batch 2"
 
 # ---- body limit: declared length (decided from the headers) and chunked
@@ -157,32 +121,13 @@ else nok "batch of exactly --max-batch 2 images: 200 with 2 results" "got $got: 
 expect "batch of --max-batch + 1 images" 413 too_many_images -F "image=@$tmp/d28.png" -F "image=@$tmp/d28.png" \
     -F "image=@$tmp/d28.png" "$base/predict/batch"
 
-kill -TERM "$srv_pid"
-wait "$srv_pid"; rc=$?
-srv_pid=""
-if [ $rc -eq 0 ]; then ok "server exits 0 on SIGTERM"; else nok "server exits 0 on SIGTERM" "exit $rc: $(tail -5 "$tmp/log")"; fi
+stop_server
+if [ $srv_rc -eq 0 ]; then ok "server exits 0 on SIGTERM"; else nok "server exits 0 on SIGTERM" "exit $srv_rc: $(tail -5 "$tmp/log")"; fi
 
 # ---- the smallest --timeout, JSON logs: a request that stalls mid-body is
 # closed by the server and logged with note "timeout", one the client
 # abandons with "client_closed"; every log line is a JSON object.
-start() { # LOG ARGS...
-    local log=$1; shift
-    "$SERVER" --host 127.0.0.1 --port 0 --model mlp="$MODELS/mlp.safetensors" "$@" > "$tmp/out" 2> "$log" &
-    srv_pid=$!
-    base=""
-    local deadline=$((SECONDS + START_TIMEOUT)) port
-    while [ $SECONDS -lt $deadline ]; do
-        port=$(sed -n 's#.*listening on http://[^ "]*:\([0-9][0-9]*\).*#\1#p' "$log" | head -1)
-        if [ -n "$port" ] && [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/readyz")" = 200 ]; then
-            base=http://127.0.0.1:$port
-            return 0
-        fi
-        kill -0 "$srv_pid" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    return 1
-}
-if start "$tmp/log2" --timeout 1 --log-format json --threads 1 --grace 5; then
+if start_server "$tmp/log2" --model mlp="$MODELS/mlp.safetensors" --timeout 1 --log-format json --threads 1 --grace 5; then
     ok "server starts with --timeout 1 --log-format json"
     r=$("$PY" - "${base#http://127.0.0.1:}" <<'EOF2'
 import socket, sys, time
@@ -215,10 +160,8 @@ EOF2
             else nok "a body stalled past --timeout 1 is closed by the server" "took ${t}s"; fi ;;
         *) nok "a body stalled past --timeout 1 is closed by the server" "$r" ;;
     esac
-    kill -TERM "$srv_pid"
-    wait "$srv_pid"; rc=$?
-    srv_pid=""
-    [ $rc -eq 0 ] && ok "second server exits 0 on SIGTERM" || nok "second server exits 0 on SIGTERM" "exit $rc"
+    stop_server
+    [ $srv_rc -eq 0 ] && ok "second server exits 0 on SIGTERM" || nok "second server exits 0 on SIGTERM" "exit $srv_rc"
     r=$("$PY" - "$tmp/log2" <<'EOF2'
 import json, sys
 notes, bad = [], []
@@ -257,6 +200,7 @@ fi
 if [ -e /proc/net/if_inet6 ] && grep -q '^0\{31\}1 ' /proc/net/if_inet6; then
     "$SERVER" --host ::1 --port 0 --model mlp="$MODELS/mlp.safetensors" --grace 5 > "$tmp/out" 2> "$tmp/log4" &
     srv_pid=$!
+    server_pids+=("$srv_pid")
     base=""
     deadline=$((SECONDS + START_TIMEOUT))
     while [ $SECONDS -lt $deadline ] && [ -z "$base" ]; do
@@ -274,10 +218,8 @@ if [ -e /proc/net/if_inet6 ] && grep -q '^0\{31\}1 ' /proc/net/if_inet6; then
     else
         nok "IPv6 loopback --host ::1: listening line with the port" "$(tail -3 "$tmp/log4")"
     fi
-    kill -TERM "$srv_pid" 2>/dev/null
-    wait "$srv_pid"; rc=$?
-    srv_pid=""
-    [ $rc -eq 0 ] && ok "IPv6 server exits 0 on SIGTERM" || nok "IPv6 server exits 0 on SIGTERM" "exit $rc"
+    stop_server
+    [ $srv_rc -eq 0 ] && ok "IPv6 server exits 0 on SIGTERM" || nok "IPv6 server exits 0 on SIGTERM" "exit $srv_rc"
 else
     echo "# no IPv6 loopback here: the ::1 checks are not run (and not counted)"
 fi

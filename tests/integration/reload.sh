@@ -22,29 +22,9 @@ SERVER=$build/mnist-server
 MKMODEL=$build/tests/tools/mkmodel
 MODELS=${MODELS_DIR:-models}
 PY=${PYTHON:-python3}
-START_TIMEOUT=${START_TIMEOUT:-30}
-for v in $(env | sed -n 's/^\(MNIST_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-reload.XXXXXX") || exit 2
-server_pids=()
-cleanup() {
-    local p
-    for p in "${server_pids[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
-    if [ "${KEEP_TMP:-0}" = 1 ]; then echo "# scratch kept in $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-n=0 npass=0 nfail=0
-ok() { n=$((n + 1)); npass=$((npass + 1)); echo "ok $n - $1"; }
-nok() {
-    n=$((n + 1)); nfail=$((nfail + 1)); echo "not ok $n - $1"; shift
-    local l; for l in "$@"; do printf '%s\n' "$l" | head -c 2000 | sed 's/^/#   /'; echo; done
-}
-problems=()
-fail() { problems+=("$*"); }
-verdict() { if [ ${#problems[@]} -eq 0 ]; then ok "$1"; else nok "$1" "${problems[@]}"; fi; problems=(); }
-finish() { echo "1..$n"; echo "reload: $npass passed, $nfail failed"; [ "$nfail" -eq 0 ]; exit $?; }
+# shellcheck source=tests/integration/lib.sh
+. "$here/lib.sh"
+suite_begin reload mnist-reload
 
 # ---------------------------------------------------------------- helpers
 code=000 body=/dev/null
@@ -92,35 +72,7 @@ ready_200() {
 publish() {  # publish SRC VERSION: write-then-rename
     cp "$1" "$dir/digits/.$2.tmp" && mv "$dir/digits/.$2.tmp" "$dir/digits/$2.safetensors"
 }
-server_alive() { kill -0 "$srv_pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$srv_pid/status" 2>/dev/null; }
 
-srv_pid="" base=""
-start_server() {  # start_server LOG MODELS_DIR [args...]
-    local log=$1 mdir=$2; shift 2
-    "$SERVER" --host 127.0.0.1 --port 0 --threads 2 --models-dir "$mdir" "$@" > /dev/null 2> "$log" &
-    srv_pid=$!
-    server_pids+=("$srv_pid")
-    local deadline=$((SECONDS + START_TIMEOUT)) port="" c
-    base=""
-    while [ $SECONDS -lt $deadline ]; do
-        [ -z "$port" ] && port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$log" | head -1)
-        if [ -n "$port" ]; then
-            base=http://127.0.0.1:$port
-            c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz") || c=000
-            [ "$c" = 200 ] && return 0
-        fi
-        server_alive || return 1
-        sleep 0.1
-    done
-    return 1
-}
-stop_server() {  # sets srv_rc
-    kill -TERM "$srv_pid" 2>/dev/null
-    local deadline=$((SECONDS + 30))
-    while server_alive && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    if server_alive; then kill -KILL "$srv_pid"; wait "$srv_pid" 2>/dev/null; srv_rc=124
-    else wait "$srv_pid"; srv_rc=$?; fi
-}
 sanitizer_clean() {  # sanitizer_clean LOG
     if grep -qiE 'AddressSanitizer|LeakSanitizer|ThreadSanitizer|runtime error:' "$1"; then
         fail "sanitizer report: $(grep -iE -m5 'Sanitizer|runtime error|^    #[0-3] ' "$1")"
@@ -158,7 +110,7 @@ cp "$MODELS/lenet.safetensors" "$dir/lenet.safetensors"
 
 # ================================================================ SIGHUP and the API
 log=$tmp/server.log
-if ! start_server "$log" "$dir" --enable-model-control; then
+if ! start_server "$log" --threads 2 --models-dir "$dir" --enable-model-control; then
     nok "server starts with a versioned models directory" "$(tail -5 "$log")"; finish
 fi
 ok "server starts with a versioned models directory"
@@ -278,7 +230,7 @@ mkdir -p "$dir2/digits"
 cp "$MODELS/mlp.safetensors" "$dir2/digits/1.safetensors"
 cp "$MODELS/lenet.safetensors" "$dir2/lenet.safetensors"
 log2=$tmp/poll.log
-if ! start_server "$log2" "$dir2" --poll-interval 0.2; then
+if ! start_server "$log2" --threads 2 --models-dir "$dir2" --poll-interval 0.2; then
     nok "server starts with --poll-interval 0.2" "$(tail -5 "$log2")"; finish
 fi
 for p in /v2/repository/index /v2/repository/models/digits/load /v2/repository/models/digits/unload; do

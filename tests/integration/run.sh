@@ -34,43 +34,11 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c 'import yaml' 2>/dev/null && /usr/bin/python3 -c 'import yaml' 2>/dev/null; then
     PY=/usr/bin/python3
 fi
-START_TIMEOUT=${START_TIMEOUT:-30}
-# Never let the caller's configuration leak into the servers under test.
-for v in $(env | sed -n 's/^\(MNIST_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
-
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-it.XXXXXX") || exit 2
+# shellcheck source=tests/integration/lib.sh
+. "$here/lib.sh"
+suite_begin integration mnist-it
 mkdir -p "$tmp/resp" "$tmp/fx" "$tmp/conc"
 : > "$tmp/manifest"
-server_pids=()
-
-cleanup() {
-    local p
-    for p in "${server_pids[@]}"; do
-        if kill -0 "$p" 2>/dev/null; then kill -KILL "$p" 2>/dev/null; fi
-    done
-    [ -n "${slow_pids:-}" ] && kill $slow_pids 2>/dev/null
-    if [ "${KEEP_TMP:-0}" = 1 ]; then echo "# scratch kept in $tmp"; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------- TAP
-n=0 npass=0 nfail=0
-ok() { n=$((n + 1)); npass=$((npass + 1)); echo "ok $n - $1"; }
-nok() {
-    n=$((n + 1)); nfail=$((nfail + 1)); echo "not ok $n - $1"; shift
-    local l; for l in "$@"; do printf '%s\n' "$l" | head -c 2000 | sed 's/^/#   /'; echo; done
-}
-problems=()
-fail() { problems+=("$*"); }
-verdict() { if [ ${#problems[@]} -eq 0 ]; then ok "$1"; else nok "$1" "${problems[@]}"; fi; problems=(); }
-finish() {
-    echo "1..$n"
-    echo "integration: $npass passed, $nfail failed"
-    [ "$nfail" -eq 0 ]
-    exit $?
-}
-bail() { nok "$1" "${@:2}"; finish; }
 
 # ---------------------------------------------------------------- HTTP
 base=""
@@ -116,46 +84,9 @@ healthy_after() {
     [ "$c" = 200 ] || fail "/healthz answered $c afterwards"
     server_alive || fail "server process is gone: $(tail -5 "$srv_log")"
 }
-server_alive() { [ -n "${srv_pid:-}" ] && kill -0 "$srv_pid" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$srv_pid/status" 2>/dev/null; }
 
 # post_png PATH FILE [curl args...]: POST FILE as a raw image/png body.
 post_png() { local path=$1 file=$2; shift 2; http POST "$path" -H 'Content-Type: image/png' --data-binary "@$file" "$@"; }
-
-# ---------------------------------------------------------------- servers
-srv_pid="" srv_log="" port=""
-# start_server LOG [server args...]: starts a server on a free port and
-# waits for /readyz 200. Sets srv_pid, srv_log, port, base.
-start_server() {
-    srv_log=$1; shift
-    "$SERVER" --host 127.0.0.1 --port 0 "$@" > "$srv_log.out" 2> "$srv_log" &
-    srv_pid=$!
-    server_pids+=("$srv_pid")
-    port="" base=""
-    local deadline=$((SECONDS + START_TIMEOUT)) c
-    while [ $SECONDS -lt $deadline ]; do
-        if [ -z "$port" ]; then
-            port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$srv_log" 2>/dev/null | head -1)
-            [ -n "$port" ] && base=http://127.0.0.1:$port
-        fi
-        if [ -n "$port" ]; then
-            c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz") || c=000
-            [ "$c" = 200 ] && return 0
-        fi
-        server_alive || { srv_fail="server exited early"; return 1; }
-        sleep 0.1
-    done
-    srv_fail="not ready within ${START_TIMEOUT}s (port: ${port:-never logged})"
-    return 1
-}
-# stop_server [SECONDS]: SIGTERM, wait, sets srv_rc (124 when it hung).
-stop_server() {
-    local limit=${1:-30} deadline
-    kill -TERM "$srv_pid" 2>/dev/null
-    deadline=$((SECONDS + limit))
-    while server_alive && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    if server_alive; then kill -KILL "$srv_pid"; wait "$srv_pid" 2>/dev/null; srv_rc=124
-    else wait "$srv_pid"; srv_rc=$?; fi
-}
 
 # ================================================================ preflight
 echo "# build dir: $build"
@@ -794,16 +725,16 @@ verdict "process metrics are positive and mnist_build_info names version, commit
 # are in flight across both phases; they must all finish with 200 and the
 # right digit, and the server must then exit 0.
 "$PY" "$here/pngtool.py" pad "$tmp/fx/mnist_0.png" "$tmp/fx/slow.png" 400000
-slow_pids=""
+extra_pids=""
 for s in 1 2 3; do
     curl -sS -o "$tmp/slow$s.json" -w '%{http_code}' --max-time 60 --limit-rate 50k \
         -H 'Content-Type: image/png' --data-binary "@$tmp/fx/slow.png" "$base/predict" \
         > "$tmp/slow$s.code" 2> "$tmp/slow$s.err" &
-    slow_pids="$slow_pids $!"
+    extra_pids="$extra_pids $!"
 done
 sleep 1
 alive=0
-for p in $slow_pids; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
+for p in $extra_pids; do kill -0 "$p" 2>/dev/null && alive=$((alive + 1)); done
 kill -TERM "$srv_pid"
 t_term=$(date +%s.%N)
 sleep 0.3
@@ -845,8 +776,8 @@ else
 fi
 problems=()
 [ "$alive" = 3 ] || fail "only $alive of 3 uploads were still running at SIGTERM: the drain was not exercised"
-for p in $slow_pids; do wait "$p"; done
-slow_pids=""
+for p in $extra_pids; do wait "$p"; done
+extra_pids=""
 for s in 1 2 3; do
     c=$(cat "$tmp/slow$s.code")
     p=$(jget "$tmp/slow$s.json" 'j["prediction"]')

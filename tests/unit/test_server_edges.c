@@ -81,127 +81,101 @@ static void refused(const char *flag, const char *env, const char *value)
     if (!strstr(err, flag)) fail_msg("%s '%.60s': message '%s' does not name it", flag, value, err);
 }
 
+/* The configured value an option sets (every numeric field fits a double
+ * exactly). */
+static double option_value(const srv_config *c, const char *flag)
+{
+    if (strcmp(flag, "--port") == 0) return c->port;
+    if (strcmp(flag, "--threads") == 0) return c->threads;
+    if (strcmp(flag, "--body-limit") == 0) return (double)c->body_limit;
+    if (strcmp(flag, "--max-pixels") == 0) return (double)c->max_pixels;
+    if (strcmp(flag, "--timeout") == 0) return c->timeout_s;
+    if (strcmp(flag, "--max-connections") == 0) return c->max_connections;
+    if (strcmp(flag, "--max-batch") == 0) return c->max_batch;
+    if (strcmp(flag, "--grace") == 0 || strcmp(flag, "--drain-timeout") == 0)
+        return c->drain_timeout_s;
+    if (strcmp(flag, "--drain-delay") == 0) return c->drain_delay_s;
+    if (strcmp(flag, "--batch-delay") == 0) return c->batch_delay_us;
+    if (strcmp(flag, "--max-batch-size") == 0) return c->max_batch_size;
+    fail_msg("no field known for %s", flag);
+    return -1;
+}
+
+/* Each numeric option: accepted values (at both ends of the range, and
+ * every spelling) with the value they set; refused values (just past each
+ * end, and malformed). An empty value is refused as a flag only: an empty
+ * environment variable counts as unset. */
+#define MAX_CASES 10
+static const struct {
+    const char *flag, *env;
+    struct {
+        const char *text;
+        double value;
+    } ok[MAX_CASES];
+    const char *bad[MAX_CASES];
+} numeric_options[] = {
+    {"--port",
+     "MNIST_PORT",
+     {{"0", 0}, {"65535", 65535}},
+     {"65536", "-1", "", "18446744073709551616" /* 2^64: strtoull range */, "+80", " 80"}},
+    {"--threads", "MNIST_THREADS", {{"1", 1}, {"1024", 1024}}, {"0", "1025"}},
+    {"--body-limit",
+     "MNIST_BODY_LIMIT",
+     {{"1", 1},
+      {"1073741824", 1u << 30},
+      {"1GiB", 1u << 30},
+      {"1048576k", 1u << 30},
+      {"1024MB", 1u << 30}},
+     {"0", "0k", "1073741825", "1048577k", "1025m", "2g",
+      "18014398509481984k" /* 2^54 KiB: 2^64 bytes */, "99999999999999999999"}},
+    {"--max-pixels",
+     "MNIST_MAX_PIXELS",
+     {{"1", 1}, {"4294967296", 4294967296.0}},
+     {"0", "4294967297"}},
+    {"--timeout", "MNIST_TIMEOUT", {{"1", 1}, {"86400", 86400}}, {"0", "86401"}},
+    {"--max-connections",
+     "MNIST_MAX_CONNECTIONS",
+     {{"1", 1}, {"1000000", 1000000}},
+     {"0", "1000001"}},
+    {"--max-batch", "MNIST_MAX_BATCH", {{"1", 1}, {"1024", 1024}}, {"0", "1025"}},
+    {"--batch-delay",
+     "MNIST_BATCH_DELAY",
+     {{"0", 0}, {"1000000", 1000000}},
+     {"1000001", "-1", "1ms"}},
+    {"--max-batch-size", "MNIST_MAX_BATCH_SIZE", {{"1", 1}, {"256", 256}}, {"0", "257"}},
+    {"--grace",
+     "MNIST_GRACE",
+     {{"0", 0}, {"3600", 3600}, {".5", 0.5}, {"3.6e3", 3600}},
+     {"3600.001", "-0", "nan", "inf", "1e400" /* overflows a double */, "5s"}},
+    {"--drain-timeout", "MNIST_DRAIN_TIMEOUT", {{"0", 0}, {"3600", 3600}}, {"3600.001", "-0"}},
+    {"--drain-delay",
+     "MNIST_DRAIN_DELAY",
+     {{"0", 0}, {"3600", 3600}, {".5", 0.5}},
+     {"3600.001", "-0", "nan", "5s"}},
+};
+
 static void test_config_numeric_bounds(void **state)
 {
     (void)state;
     srv_config c;
-    accepted("--port", "MNIST_PORT", "0", &c);
-    assert_int_equal(c.port, 0);
-    accepted("--port", "MNIST_PORT", "65535", &c);
-    assert_int_equal(c.port, 65535);
-    refused("--port", "MNIST_PORT", "65536");
-    refused("--port", "MNIST_PORT", "-1");
-    refused("--port", NULL, "");                             /* an empty variable counts as unset */
-    refused("--port", "MNIST_PORT", "18446744073709551616"); /* 2^64: strtoull range */
-    refused("--port", "MNIST_PORT", "+80");
-    refused("--port", "MNIST_PORT", " 80");
-
-    accepted("--threads", "MNIST_THREADS", "1", &c);
-    assert_int_equal(c.threads, 1);
-    accepted("--threads", "MNIST_THREADS", "1024", &c);
-    assert_int_equal(c.threads, 1024);
-    refused("--threads", "MNIST_THREADS", "0");
-    refused("--threads", "MNIST_THREADS", "1025");
-
-    accepted("--body-limit", "MNIST_BODY_LIMIT", "1", &c);
-    assert_int_equal(c.body_limit, 1);
-    accepted("--body-limit", "MNIST_BODY_LIMIT", "1073741824", &c);
-    assert_int_equal(c.body_limit, 1u << 30);
-    accepted("--body-limit", "MNIST_BODY_LIMIT", "1GiB", &c);
-    assert_int_equal(c.body_limit, 1u << 30);
-    accepted("--body-limit", "MNIST_BODY_LIMIT", "1048576k", &c);
-    assert_int_equal(c.body_limit, 1u << 30);
-    accepted("--body-limit", "MNIST_BODY_LIMIT", "1024MB", &c);
-    assert_int_equal(c.body_limit, 1u << 30);
-    refused("--body-limit", "MNIST_BODY_LIMIT", "0");
-    refused("--body-limit", "MNIST_BODY_LIMIT", "0k");
-    refused("--body-limit", "MNIST_BODY_LIMIT", "1073741825");
-    refused("--body-limit", "MNIST_BODY_LIMIT", "1048577k");
-    refused("--body-limit", "MNIST_BODY_LIMIT", "1025m");
-    refused("--body-limit", "MNIST_BODY_LIMIT", "2g");
-    refused("--body-limit", "MNIST_BODY_LIMIT", "18014398509481984k"); /* 2^54 KiB: 2^64 bytes */
-    refused("--body-limit", "MNIST_BODY_LIMIT", "99999999999999999999");
-
-    accepted("--max-pixels", "MNIST_MAX_PIXELS", "1", &c);
-    assert_int_equal(c.max_pixels, 1);
-    accepted("--max-pixels", "MNIST_MAX_PIXELS", "4294967296", &c);
-    assert_int_equal(c.max_pixels, 4294967296ull);
-    refused("--max-pixels", "MNIST_MAX_PIXELS", "0");
-    refused("--max-pixels", "MNIST_MAX_PIXELS", "4294967297");
-
-    accepted("--timeout", "MNIST_TIMEOUT", "1", &c);
-    assert_int_equal(c.timeout_s, 1);
-    accepted("--timeout", "MNIST_TIMEOUT", "86400", &c);
-    assert_int_equal(c.timeout_s, 86400);
-    refused("--timeout", "MNIST_TIMEOUT", "0");
-    refused("--timeout", "MNIST_TIMEOUT", "86401");
-
-    accepted("--max-connections", "MNIST_MAX_CONNECTIONS", "1", &c);
-    assert_int_equal(c.max_connections, 1);
-    accepted("--max-connections", "MNIST_MAX_CONNECTIONS", "1000000", &c);
-    assert_int_equal(c.max_connections, 1000000);
-    refused("--max-connections", "MNIST_MAX_CONNECTIONS", "0");
-    refused("--max-connections", "MNIST_MAX_CONNECTIONS", "1000001");
-
-    accepted("--max-batch", "MNIST_MAX_BATCH", "1", &c);
-    assert_int_equal(c.max_batch, 1);
-    accepted("--max-batch", "MNIST_MAX_BATCH", "1024", &c);
-    assert_int_equal(c.max_batch, 1024);
-    refused("--max-batch", "MNIST_MAX_BATCH", "0");
-    refused("--max-batch", "MNIST_MAX_BATCH", "1025");
-
+    for (size_t i = 0; i < sizeof numeric_options / sizeof numeric_options[0]; i++) {
+        const char *flag = numeric_options[i].flag, *env = numeric_options[i].env;
+        for (int k = 0; k < MAX_CASES && numeric_options[i].ok[k].text; k++) {
+            accepted(flag, env, numeric_options[i].ok[k].text, &c);
+            if (option_value(&c, flag) != numeric_options[i].ok[k].value)
+                fail_msg("%s '%s' sets %g, want %g", flag, numeric_options[i].ok[k].text,
+                         option_value(&c, flag), numeric_options[i].ok[k].value);
+        }
+        for (int k = 0; k < MAX_CASES && numeric_options[i].bad[k]; k++)
+            refused(flag, *numeric_options[i].bad[k] ? env : NULL, numeric_options[i].bad[k]);
+    }
     /* Dynamic batching: off by default; its own size, apart from
      * --max-batch. */
     srv_config_defaults(&c);
     assert_int_equal(c.batch_delay_us, 0);
     assert_int_equal(c.max_batch_size, 16);
-    accepted("--batch-delay", "MNIST_BATCH_DELAY", "0", &c);
-    assert_int_equal(c.batch_delay_us, 0);
-    accepted("--batch-delay", "MNIST_BATCH_DELAY", "1000000", &c);
-    assert_int_equal(c.batch_delay_us, 1000000);
-    refused("--batch-delay", "MNIST_BATCH_DELAY", "1000001");
-    refused("--batch-delay", "MNIST_BATCH_DELAY", "-1");
-    refused("--batch-delay", "MNIST_BATCH_DELAY", "1ms");
     accepted("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "1", &c);
-    assert_int_equal(c.max_batch_size, 1);
     assert_int_equal(c.max_batch, 64);
-    accepted("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "256", &c);
-    assert_int_equal(c.max_batch_size, 256);
-    refused("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "0");
-    refused("--max-batch-size", "MNIST_MAX_BATCH_SIZE", "257");
-
-    accepted("--grace", "MNIST_GRACE", "0", &c);
-    assert_true(c.drain_timeout_s == 0);
-    accepted("--grace", "MNIST_GRACE", "3600", &c);
-    assert_true(c.drain_timeout_s == 3600);
-    accepted("--grace", "MNIST_GRACE", ".5", &c);
-    assert_true(c.drain_timeout_s == 0.5);
-    accepted("--grace", "MNIST_GRACE", "3.6e3", &c);
-    assert_true(c.drain_timeout_s == 3600);
-    refused("--grace", "MNIST_GRACE", "3600.001");
-    refused("--grace", "MNIST_GRACE", "-0");
-    refused("--grace", "MNIST_GRACE", "nan");
-    refused("--grace", "MNIST_GRACE", "inf");
-    refused("--grace", "MNIST_GRACE", "1e400"); /* overflows a double */
-    refused("--grace", "MNIST_GRACE", "5s");
-
-    accepted("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "0", &c);
-    assert_true(c.drain_timeout_s == 0);
-    accepted("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "3600", &c);
-    assert_true(c.drain_timeout_s == 3600);
-    refused("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "3600.001");
-    refused("--drain-timeout", "MNIST_DRAIN_TIMEOUT", "-0");
-
-    accepted("--drain-delay", "MNIST_DRAIN_DELAY", "0", &c);
-    assert_true(c.drain_delay_s == 0);
-    accepted("--drain-delay", "MNIST_DRAIN_DELAY", "3600", &c);
-    assert_true(c.drain_delay_s == 3600);
-    accepted("--drain-delay", "MNIST_DRAIN_DELAY", ".5", &c);
-    assert_true(c.drain_delay_s == 0.5);
-    refused("--drain-delay", "MNIST_DRAIN_DELAY", "3600.001");
-    refused("--drain-delay", "MNIST_DRAIN_DELAY", "-0");
-    refused("--drain-delay", "MNIST_DRAIN_DELAY", "nan");
-    refused("--drain-delay", "MNIST_DRAIN_DELAY", "5s");
 }
 
 static void test_config_length_bounds(void **state)

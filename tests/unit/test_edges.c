@@ -29,6 +29,8 @@
 #include "nn/safetensors.h"
 #include "pipeline/pipeline.h"
 
+#include "nets.h"
+
 #define TMPDIR_PREFIX "test_edges"
 #include "tmpdir.h"
 
@@ -36,13 +38,9 @@
  * (weights zero), so a test can set any logits it wants. */
 static nn_net *bias_net(const float *bias, int k)
 {
-    char arch[128], err[256];
+    char arch[128];
     snprintf(arch, sizeof arch, "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":%d}]", k);
-    nn_layer L[NN_MAX_LAYERS];
-    int nl = 0;
-    if (nn_arch_parse(arch, L, &nl, err, sizeof err)) fail_msg("arch: %s", err);
-    nn_net *net = nn_net_create(L, nl, 1, 1, 1, NULL, err, sizeof err);
-    if (!net) fail_msg("create: %s", err);
+    nn_net *net = nets_create(arch, 1, 1, 1);
     const nn_layer *d = &net->layers[net->nlayers - 1];
     memset(net->params, 0, sizeof(float) * net->nparams);
     memcpy(net->params + d->b_off, bias, sizeof(float) * k);
@@ -384,17 +382,6 @@ static void loads(const char *path)
     nn_net_free(n);
 }
 
-static void refused_with(const char *path, const char *needle)
-{
-    char err[512] = "";
-    nn_net *n = nn_net_load(path, err, sizeof err);
-    if (n) {
-        nn_net_free(n);
-        fail_msg("%s loaded, expected refusal with '%s'", path, needle);
-    }
-    if (!strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", path, err, needle);
-}
-
 /* A JSON array of n labels "L0", "L1", ..., the first one len bytes long. */
 static void labels_json(char *out, size_t outlen, int n, size_t len)
 {
@@ -422,7 +409,7 @@ static void test_weights_metadata_ranges(void **state)
     const char *bad_ver[] = {"0", "2", "1.5", "-1", "nan", "", "1x"};
     for (size_t i = 0; i < sizeof bad_ver / sizeof bad_ver[0]; i++) {
         rewrite(ok, p, "format_version", bad_ver[i], NULL, 0);
-        refused_with(p, "format_version");
+        nets_refused(p, "format_version");
     }
     /* input_shape must be exactly [C,H,W]. */
     rewrite(ok, p, "input_shape", " [ 1 , 1 , 1 ] ", NULL, 0);
@@ -430,7 +417,7 @@ static void test_weights_metadata_ranges(void **state)
     const char *bad_shape[] = {"[1,1]", "[1,1,1,1]", "[1,1,1", "[1,1,1]x", "1,1,1", ""};
     for (size_t i = 0; i < sizeof bad_shape / sizeof bad_shape[0]; i++) {
         rewrite(ok, p, "input_shape", bad_shape[i], NULL, 0);
-        refused_with(p, "input_shape");
+        nets_refused(p, "input_shape");
     }
     /* Labels: one per class, each shorter than NN_LABEL_MAX bytes. */
     labels_json(lab, sizeof lab, 10, NN_LABEL_MAX - 1);
@@ -438,14 +425,14 @@ static void test_weights_metadata_ranges(void **state)
     loads(p);
     labels_json(lab, sizeof lab, 10, NN_LABEL_MAX);
     rewrite(ok, p, "labels", lab, NULL, 0);
-    refused_with(p, "label 0 must be a string shorter than 48 bytes");
+    nets_refused(p, "label 0 must be a string shorter than 48 bytes");
     rewrite(ok, p, "labels", "[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",7]", NULL, 0);
-    refused_with(p, "label 9");
+    nets_refused(p, "label 9");
     labels_json(lab, sizeof lab, 9, 1); /* 9 labels, 10 outputs */
     rewrite(ok, p, "labels", lab, NULL, 0);
-    refused_with(p, "9 classes");
+    nets_refused(p, "9 classes");
     rewrite(ok, p, "labels", "{}", NULL, 0);
-    refused_with(p, "labels");
+    nets_refused(p, "labels");
 
     /* The class count itself: 2..NN_MAX_CLASSES. */
     int ks[] = {2, NN_MAX_CLASSES};
@@ -456,7 +443,7 @@ static void test_weights_metadata_ranges(void **state)
         loads(ok);
         labels_json(lab, sizeof lab, ks[i] == 2 ? 1 : NN_MAX_CLASSES + 1, 1);
         rewrite(ok, p, "labels", lab, NULL, 0);
-        refused_with(p, "metadata \"labels\" must be a JSON array of 2..64 strings");
+        nets_refused(p, "metadata \"labels\" must be a JSON array of 2..64 strings");
     }
 
     /* Tensors must be finite. */
@@ -468,29 +455,24 @@ static void test_weights_metadata_ranges(void **state)
     const float poison[] = {NAN, INFINITY, -INFINITY};
     for (int i = 0; i < 3; i++) {
         rewrite(ok, p, NULL, NULL, "1.bias", poison[i]);
-        refused_with(p, "holds a NaN or infinity");
+        nets_refused(p, "holds a NaN or infinity");
         rewrite(ok, p, NULL, NULL, "1.weight", poison[i]);
-        refused_with(p, "holds a NaN or infinity");
+        nets_refused(p, "holds a NaN or infinity");
     }
 
     /* Batch norm's running variance: 0 is valid, below 0 is not. */
-    nn_layer L[NN_MAX_LAYERS];
-    int nl = 0;
-    assert_int_equal(nn_arch_parse("[{\"type\":\"batchnorm\"},{\"type\":\"flatten\"},"
-                                   "{\"type\":\"dense\",\"out\":2}]",
-                                   L, &nl, err, sizeof err),
-                     0);
-    net = nn_net_create(L, nl, 1, 1, 1, NULL, err, sizeof err);
-    if (!net) fail_msg("%s", err);
+    net = nets_create("[{\"type\":\"batchnorm\"},{\"type\":\"flatten\"},"
+                      "{\"type\":\"dense\",\"out\":2}]",
+                      1, 1, 1);
     nn_net_init(net, 1);
     assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
     nn_net_free(net);
     rewrite(ok, p, NULL, NULL, "0.running_var", 0.0f);
     loads(p);
     rewrite(ok, p, NULL, NULL, "0.running_var", -1e-30f);
-    refused_with(p, "negative running_var");
+    nets_refused(p, "negative running_var");
     rewrite(ok, p, NULL, NULL, "0.running_var", NAN);
-    refused_with(p, "NaN");
+    nets_refused(p, "NaN");
 }
 
 /* ---- optimisers: one parameter, hand-computed steps ----------------------- */

@@ -26,47 +26,21 @@
 #include "nn/rng.h"
 #include "nn/safetensors.h"
 #include "nn/train.h"
+#include "nets.h"
 #include "tol.h"
-
-static void fill(float *v, size_t n, uint64_t seed, float scale)
-{
-    nn_rng r;
-    nn_rng_seed(&r, seed);
-    for (size_t i = 0; i < n; i++) v[i] = (2.0f * nn_rng_uniform(&r) - 1.0f) * scale;
-}
-
-static nn_net *make_net(const char *arch, int c, int h, int w, uint64_t seed)
-{
-    nn_layer L[NN_MAX_LAYERS];
-    int nl = 0;
-    char err[256];
-    if (nn_arch_parse(arch, L, &nl, err, sizeof err)) fail_msg("arch: %s", err);
-    nn_net *net = nn_net_create(L, nl, c, h, w, NULL, err, sizeof err);
-    if (!net) fail_msg("create: %s", err);
-    nn_net_init(net, seed);
-    /* Non-trivial biases and batch-norm parameters, so their gradients matter. */
-    for (int i = 0; i < net->nlayers; i++) {
-        const nn_layer *ly = &net->layers[i];
-        if (ly->nb) fill(net->params + ly->b_off, ly->nb, seed + 100 + i, 0.1f);
-        if (ly->kind == NN_BATCHNORM)
-            for (size_t j = 0; j < ly->nw; j++)
-                net->params[ly->w_off + j] = 1.0f + 0.3f * (float)j / ly->nw;
-    }
-    return net;
-}
 
 /* Finite-difference check of d loss / d params and d loss / d input for a
  * net in training mode. */
 static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
 {
-    nn_net *net = make_net(arch, c, h, w, 7);
+    nn_net *net = nets_make(arch, c, h, w, 7);
     int hw = c * h * w, k = nn_net_outputs(net);
     nn_ws *ws = nn_ws_create(net, n, 1);
     assert_non_null(ws);
     float *x = malloc(sizeof(float) * n * hw), *g = calloc(net->nparams, sizeof(float));
     float *g0 = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(n);
-    fill(x, (size_t)n * hw, 3, 1.0f);
+    nets_fill(x, (size_t)n * hw, 3, 1.0f);
     for (int i = 0; i < n; i++) {
         x[i] = fabsf(x[i]);
         y[i] = (uint8_t)(i * 7 % k);
@@ -200,7 +174,7 @@ static void test_loss_values(void **s)
 {
     (void)s;
     /* Zero weights give uniform probabilities: loss = log(k) for any smoothing. */
-    nn_net *net = make_net("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 1, 2, 2, 1);
+    nn_net *net = nets_make("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 1, 2, 2, 1);
     memset(net->params, 0, sizeof(float) * net->nparams);
     nn_ws *ws = nn_ws_create(net, 2, 1);
     float x[8] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f}, p[8];
@@ -307,10 +281,10 @@ static void test_conv_group_vs_ref(void **s)
               *dy = malloc(g * ny * 4), *dx1 = malloc(g * nx * 4), *dx2 = malloc(nx * 4),
               *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4), *db1 = calloc(cs.O, 4),
               *db2 = calloc(cs.O, 4);
-        fill(x, g * nx, 21 + c, 1.0f);
-        fill(w, nw, 22 + c, 0.3f);
-        fill(b, cs.O, 23 + c, 0.5f);
-        fill(dy, g * ny, 24 + c, 1.0f);
+        nets_fill(x, g * nx, 21 + c, 1.0f);
+        nets_fill(w, nw, 22 + c, 0.3f);
+        nets_fill(b, cs.O, 23 + c, 0.5f);
+        nets_fill(dy, g * ny, 24 + c, 1.0f);
         scr[nscr] = 12345.0f; /* guard: the scratch size must be enough */
         /* Reduction lengths: forward C k k products and the bias; dx at most
          * O k k; dw and db over the OH OW positions of g images (the
@@ -374,7 +348,7 @@ static void randomise_bn(nn_net *net, uint64_t seed)
 
 static void check_fold(const char *arch, int c, int h, int w, int want_layers)
 {
-    nn_net *net = make_net(arch, c, h, w, 11);
+    nn_net *net = nets_make(arch, c, h, w, 11);
     randomise_bn(net, 12);
     char err[256];
     nn_net *f = nn_net_fold_bn(net, err, sizeof err);
@@ -383,7 +357,7 @@ static void check_fold(const char *arch, int c, int h, int w, int want_layers)
     assert_true(f->nparams < net->nparams);
     const int n = 5, hw = c * h * w, k = nn_net_outputs(net);
     float *x = malloc(sizeof(float) * n * hw), p1[5 * 64], p2[5 * 64], z1[5 * 64], z2[5 * 64];
-    fill(x, (size_t)n * hw, 13, 1.0f);
+    nets_fill(x, (size_t)n * hw, 13, 1.0f);
     for (int i = 0; i < n * hw; i++) x[i] = fabsf(x[i]);
     nn_ws *w1 = nn_ws_create(net, n, 0), *w2 = nn_ws_create(f, n, 0);
     assert_non_null(w1);
@@ -427,9 +401,9 @@ static void test_fold_bn(void **s)
         "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]",
         1, 28, 28, 9);
     /* Nothing to fold: same layers, same outputs (a copy). */
-    nn_net *net =
-        make_net("[{\"type\":\"flatten\"},{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"out\":3}]",
-                 1, 2, 2, 3);
+    nn_net *net = nets_make(
+        "[{\"type\":\"flatten\"},{\"type\":\"batchnorm\"},{\"type\":\"dense\",\"out\":3}]", 1, 2, 2,
+        3);
     char err[256];
     nn_net *f = nn_net_fold_bn(net, err, sizeof err);
     assert_non_null(f);
@@ -446,7 +420,7 @@ static void test_ensemble_folds(void **s)
     const char *arch =
         "[{\"type\":\"conv2d\",\"out\":4,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
         "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
-    nn_net *net = make_net(arch, 1, 6, 6, 5), *ref = make_net(arch, 1, 6, 6, 5);
+    nn_net *net = nets_make(arch, 1, 6, 6, 5), *ref = nets_make(arch, 1, 6, 6, 5);
     randomise_bn(net, 6);
     randomise_bn(ref, 6);
     char err[256];
@@ -456,7 +430,7 @@ static void test_ensemble_folds(void **s)
     assert_int_equal(nn_ensemble_member_infer(e, 0)->nlayers, 4);
     assert_int_equal(nn_ensemble_params(e), ref->nparams);
     float x[2 * 36], p1[20], p2[20];
-    fill(x, 72, 8, 1.0f);
+    nets_fill(x, 72, 8, 1.0f);
     nn_ensemble_ws *ew = nn_ensemble_ws_create(e, 2);
     nn_ws *ws = nn_ws_create(ref, 2, 0);
     nn_ensemble_forward(e, ew, x, 2, p1);
@@ -480,10 +454,10 @@ static void test_dense_fast_vs_ref(void **s)
               *dx1 = malloc(sizeof(float) * n * in), *dx2 = malloc(sizeof(float) * n * in),
               *dw1 = calloc((size_t)in * out, 4), *dw2 = calloc((size_t)in * out, 4),
               *db1 = calloc(out, 4), *db2 = calloc(out, 4);
-        fill(x, (size_t)n * in, 10 + c, 1.0f);
-        fill(w, (size_t)in * out, 11 + c, 0.1f);
-        fill(b, out, 12 + c, 0.5f);
-        fill(dy, (size_t)n * out, 13 + c, 1.0f);
+        nets_fill(x, (size_t)n * in, 10 + c, 1.0f);
+        nets_fill(w, (size_t)in * out, 11 + c, 0.1f);
+        nets_fill(b, out, 12 + c, 0.5f);
+        nets_fill(dy, (size_t)n * out, 13 + c, 1.0f);
         /* Magnitudes: the reference on absolute values. Reduction lengths:
          * y over in products and the bias, dx over out, dw and db over n. */
         float *ax = tol_absdup(x, (size_t)n * in), *aw = tol_absdup(w, (size_t)in * out),
@@ -545,7 +519,7 @@ static void test_maxpool(void **s)
      * path on random data, odd sizes dropping the last row and column. */
     float xr[3 * 9 * 7], y1[3 * 4 * 3], y2[3 * 4 * 3];
     int32_t id2[3 * 4 * 3];
-    fill(xr, 3 * 9 * 7, 5, 1.0f);
+    nets_fill(xr, 3 * 9 * 7, 5, 1.0f);
     nn_maxpool_forward(y1, NULL, xr, 3, 9, 7, 2, 2, 4, 3);
     nn_maxpool_forward(y2, id2, xr, 3, 9, 7, 2, 2, 4, 3);
     for (int i = 0; i < 3 * 4 * 3; i++) {
@@ -596,8 +570,8 @@ static uint8_t *slurp(const char *path, size_t *len)
 static void test_weights_round_trip(void **s)
 {
     (void)s;
-    nn_net *a = make_net(ARCH_SMALL, 1, 8, 8, 5);
-    fill(a->stats, a->nstats, 6, 0.5f);
+    nn_net *a = nets_make(ARCH_SMALL, 1, 8, 8, 5);
+    nets_fill(a->stats, a->nstats, 6, 0.5f);
     for (size_t i = 0; i < a->nstats; i++) a->stats[i] = fabsf(a->stats[i]);
     a->bn_batches = 1234;
     a->meta.test_accuracy = 0.5;
@@ -616,7 +590,7 @@ static void test_weights_round_trip(void **s)
     /* Same outputs. */
     nn_ws *wa = nn_ws_create(a, 3, 0), *wb = nn_ws_create(b, 3, 0);
     float x[3 * 64], pa[30], pb[30];
-    fill(x, 3 * 64, 9, 1.0f);
+    nets_fill(x, 3 * 64, 9, 1.0f);
     nn_net_forward(a, wa, x, 3, pa, NULL);
     nn_net_forward(b, wb, x, 3, pb, NULL);
     assert_memory_equal(pa, pb, sizeof pa);
@@ -686,21 +660,10 @@ static void write_variant(const char *path, nn_net *net, int skip_tensor, const 
     nn_st_free(f);
 }
 
-static void expect_refused(const char *path, const char *needle)
-{
-    char err[512] = "";
-    nn_net *n = nn_net_load(path, err, sizeof err);
-    if (n) {
-        nn_net_free(n);
-        fail_msg("%s: loaded, expected refusal with '%s'", path, needle);
-    }
-    if (!strstr(err, needle)) fail_msg("%s: message '%s' lacks '%s'", path, err, needle);
-}
-
 static void test_weights_corruption(void **s)
 {
     (void)s;
-    nn_net *net = make_net(ARCH_SMALL, 1, 8, 8, 5);
+    nn_net *net = nets_make(ARCH_SMALL, 1, 8, 8, 5);
     char path[160], ok[160], err[256];
     snprintf(ok, sizeof ok, "%s/ok.safetensors", tmpdir);
     assert_int_equal(nn_net_save(net, ok, err, sizeof err), 0);
@@ -737,24 +700,24 @@ static void test_weights_corruption(void **s)
 
     snprintf(path, sizeof path, "%s/shape.safetensors", tmpdir);
     write_variant(path, net, -1, NULL, NULL, 1, 0, NULL, 0);
-    expect_refused(path, "shape");
+    nets_refused(path, "shape");
     snprintf(path, sizeof path, "%s/dtype.safetensors", tmpdir);
     write_variant(path, net, -1, NULL, NULL, 0, 1, NULL, 0);
-    expect_refused(path, "dtype");
+    nets_refused(path, "dtype");
     snprintf(path, sizeof path, "%s/missing.safetensors", tmpdir);
     write_variant(path, net, 1, NULL, NULL, 0, 0, NULL, 0);
-    expect_refused(path, "missing tensor");
+    nets_refused(path, "missing tensor");
     snprintf(path, sizeof path, "%s/renamed.safetensors", tmpdir);
     write_variant(path, net, -1, "0.bias", "0.biass", 0, 0, NULL, 0);
-    expect_refused(path, "missing tensor \"0.bias\"");
+    nets_refused(path, "missing tensor \"0.bias\"");
     snprintf(path, sizeof path, "%s/format.safetensors", tmpdir);
     write_variant(path, net, -1, NULL, NULL, 0, 0, "something-else", 0);
-    expect_refused(path, "not a mnist-c-nn weights file");
+    nets_refused(path, "not a mnist-c-nn weights file");
     snprintf(path, sizeof path, "%s/checksum.safetensors", tmpdir);
     write_variant(path, net, -1, NULL, NULL, 0, 0, NULL, 1);
-    expect_refused(path, "checksum mismatch");
+    nets_refused(path, "checksum mismatch");
     snprintf(path, sizeof path, "%s/none.safetensors", tmpdir);
-    expect_refused(path, "cannot open");
+    nets_refused(path, "cannot open");
     free(buf);
     nn_net_free(net);
 }
@@ -789,7 +752,7 @@ static void test_weights_preprocess(void **s)
 {
     (void)s;
     char path[160], p2[160], err[512];
-    nn_net *a = make_net(ARCH_SMALL, 1, 8, 8, 5);
+    nn_net *a = nets_make(ARCH_SMALL, 1, 8, 8, 5);
     assert_string_equal(a->meta.preprocess, "mnist"); /* default meta */
     snprintf(a->meta.preprocess, sizeof a->meta.preprocess, "fit");
     snprintf(path, sizeof path, "%s/fit.safetensors", tmpdir);
@@ -816,11 +779,11 @@ static void test_weights_preprocess(void **s)
 
     /* An unknown or over-long value is refused, not guessed. */
     rewrite_meta(path, p2, "preprocess", "digits");
-    expect_refused(p2, "preprocess");
+    nets_refused(p2, "preprocess");
     rewrite_meta(path, p2, "preprocess", "");
-    expect_refused(p2, "preprocess");
+    nets_refused(p2, "preprocess");
     rewrite_meta(path, p2, "preprocess", "fitfitfitfitfitfitfit");
-    expect_refused(p2, "preprocess");
+    nets_refused(p2, "preprocess");
 
     /* nn_net_create checks it too; an empty one follows the dataset. */
     nn_meta m = a->meta;
@@ -837,7 +800,7 @@ static void test_weights_preprocess(void **s)
     assert_string_equal(nn_preprocess_default(NULL), "mnist");
 
     /* An ensemble feeds one image to every member: framings must agree. */
-    nn_net *c = make_net(ARCH_SMALL, 1, 8, 8, 6); /* "mnist" */
+    nn_net *c = nets_make(ARCH_SMALL, 1, 8, 8, 6); /* "mnist" */
     nn_net *nets[2] = {b, c};
     assert_null(nn_ensemble_from_nets(nets, 2, err, sizeof err));
     assert_non_null(strstr(err, "preprocess")); /* b and c are freed by it */
@@ -925,9 +888,9 @@ static void test_deskew(void **s)
     /* Backward is the transpose of the (linear, for fixed moments)
      * resampling: <dy, y - bg> == <dx, x - bg> for random x and dy. */
     float dy[H * W], dx[H * W];
-    fill(x, H * W, 11, 1.0f);
+    nets_fill(x, H * W, 11, 1.0f);
     for (int i = 0; i < H * W; i++) x[i] = x[i] > 0.3f ? x[i] : bg;
-    fill(dy, H * W, 12, 1.0f);
+    nets_fill(dy, H * W, 12, 1.0f);
     nn_deskew_forward(y, x, H, W, bg);
     nn_deskew_backward(dx, dy, x, H, W, bg);
     double l = 0, r = 0;
@@ -1010,9 +973,9 @@ static void test_ensemble_mean(void **s)
     static const char *arch =
         "[{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
         "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
-    nn_net *a = make_net(arch, 1, 8, 8, 1), *b = make_net(arch, 1, 8, 8, 2);
+    nn_net *a = nets_make(arch, 1, 8, 8, 1), *b = nets_make(arch, 1, 8, 8, 2);
     float x[2 * 64], pa[20], pb[20], pe[20];
-    fill(x, 128, 4, 1.0f);
+    nets_fill(x, 128, 4, 1.0f);
     nn_ws *wa = nn_ws_create(a, 2, 0), *wb = nn_ws_create(b, 2, 0);
     nn_net_forward(a, wa, x, 2, pa, NULL);
     nn_net_forward(b, wb, x, 2, pb, NULL);
@@ -1072,7 +1035,7 @@ static void test_ensemble_list(void **s)
     assert_int_equal(mkdir(path, 0700), 0);
     const char *names[2] = {"a.safetensors", "sub/b.safetensors"};
     for (int i = 0; i < 2; i++) {
-        nn_net *n = make_net(ARCH_SMALL, 1, 8, 8, (uint64_t)i + 1);
+        nn_net *n = nets_make(ARCH_SMALL, 1, 8, 8, (uint64_t)i + 1);
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         assert_int_equal(nn_net_save(n, path, err, sizeof err), 0);
         nn_net_free(n);
@@ -1274,7 +1237,7 @@ static void test_training_smoke(void **s)
                        "{\"type\":\"dropout\",\"p\":0.2},{\"type\":\"dense\",\"out\":10}]";
     float *params[2];
     for (int run = 0; run < 2; run++) {
-        nn_net *net = make_net(arch, 1, 28, 28, 11);
+        nn_net *net = nets_make(arch, 1, 28, 28, 11);
         nn_train_cfg cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.batch = 32;

@@ -351,6 +351,48 @@ static pipe_status oip_status(srv_oip_status st)
     }
 }
 
+/* ---- answers the handlers share ------------------------------------------ */
+
+/* Answers what b holds with status and ctype, and frees b (its text is
+ * handed over, or copied out of caller storage); a buffer that ran out of
+ * memory is answered 500. */
+static enum MHD_Result respond_buf(srv_server *s, struct MHD_Connection *c, srv_req *r, int status,
+                                   const char *ctype, srv_buf *b)
+{
+    size_t len;
+    char *body = srv_buf_detach(b, &len);
+    srv_buf_free(b);
+    if (!body) {
+        r->resp_hdr_len = 0;
+        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+    }
+    return srv_http_respond(s, c, r, status, ctype, body, len, MHD_RESPMEM_MUST_FREE, NULL);
+}
+
+static enum MHD_Result too_many_images(srv_server *s, struct MHD_Connection *c, srv_req *r)
+{
+    return srv_http_error(s, c, r, PIPE_TOO_MANY_IMAGES, NULL,
+                          "at most %d images per batch request", s->cfg->max_batch);
+}
+
+/* A multipart body that gave no image: rc from srv_multipart_parse (with
+ * SRV_MP_OK it had no 'image' part; example: the curl arguments that send
+ * one). */
+static enum MHD_Result multipart_error(srv_server *s, struct MHD_Connection *c, srv_req *r, int rc,
+                                       const char *err, const char *example)
+{
+    if (rc == SRV_MP_TOO_MANY) return too_many_images(s, c, r);
+    if (rc == SRV_MP_MALFORMED) return srv_http_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s", err);
+    return srv_http_error(s, c, r, PIPE_MISSING_IMAGE, NULL,
+                          "multipart body has no 'image' field (curl %s)", example);
+}
+
+static enum MHD_Result no_workspace(srv_server *s, struct MHD_Connection *c, srv_req *r)
+{
+    return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
+                          "no workspace for this thread (out of memory)");
+}
+
 /* ---- POST handlers -------------------------------------------------------- */
 
 static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, srv_req *r)
@@ -379,12 +421,8 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, s
         int rc = srv_multipart_parse(r->body, r->len, r->boundary, "image", &part, 1, &n, err,
                                      sizeof err);
         /* More than one image: /predict answers for the first. */
-        if (rc == SRV_MP_MALFORMED)
-            return srv_http_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s", err);
-        if (n == 0)
-            return srv_http_error(s, c, r, PIPE_MISSING_IMAGE, NULL,
-                                  "multipart body has no 'image' field "
-                                  "(curl -F image=@digit.png)");
+        if (rc == SRV_MP_MALFORMED || n == 0)
+            return multipart_error(s, c, r, rc, err, "-F image=@digit.png");
         data = part.data;
         len = part.len;
     }
@@ -392,8 +430,7 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, s
     if (!ws) {
         free(items);
         free(store);
-        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
-                              "no workspace for this thread (out of memory)");
+        return no_workspace(s, c, r);
     }
     pipe_result res;
     float prepared[PIPE_PIXELS];
@@ -406,12 +443,7 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, s
     srv_buf b;
     srv_buf_init(&b, text, sizeof text);
     result_json(&b, r->model, &res, (srv_http_now_ns() - r->t0) / 1000, prep);
-    enum MHD_Result ret =
-        b.oom ? MHD_NO
-              : srv_http_respond(s, c, r, pipe_status_http(res.status), SRV_HTTP_JSON, b.data,
-                                 b.len, MHD_RESPMEM_MUST_COPY, NULL);
-    srv_buf_free(&b);
-    return ret;
+    return respond_buf(s, c, r, pipe_status_http(res.status), SRV_HTTP_JSON, &b);
 }
 
 static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv_req *r)
@@ -431,9 +463,7 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv
                                                  &store, &ni, err, sizeof err);
         if (st != SRV_OIP_OK) {
             free(parts);
-            if (st == SRV_OIP_ERR_TOO_LARGE)
-                return srv_http_error(s, c, r, PIPE_TOO_MANY_IMAGES, NULL,
-                                      "at most %d images per batch request", max);
+            if (st == SRV_OIP_ERR_TOO_LARGE) return too_many_images(s, c, r);
             return srv_http_error(s, c, r, oip_status(st), NULL, "%s", err);
         }
         n = (int)ni;
@@ -448,21 +478,13 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv
     }
     if (rc != SRV_MP_OK || n == 0) {
         free(parts);
-        if (rc == SRV_MP_TOO_MANY)
-            return srv_http_error(s, c, r, PIPE_TOO_MANY_IMAGES, NULL,
-                                  "at most %d images per batch request", max);
-        if (rc == SRV_MP_MALFORMED)
-            return srv_http_error(s, c, r, PIPE_BAD_MULTIPART, NULL, "%s", err);
-        return srv_http_error(s, c, r, PIPE_MISSING_IMAGE, NULL,
-                              "multipart body has no 'image' field "
-                              "(curl -F image=@a.png -F image=@b.png)");
+        return multipart_error(s, c, r, rc, err, "-F image=@a.png -F image=@b.png");
     }
     pipe_ws *tmp, *ws = thread_ws(s, r->model, &tmp);
     if (!ws) {
         free(parts);
         free(store);
-        return srv_http_error(s, c, r, PIPE_INTERNAL, NULL,
-                              "no workspace for this thread (out of memory)");
+        return no_workspace(s, c, r);
     }
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
@@ -489,11 +511,7 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv
     pipe_ws_free(tmp);
     free(parts);
     free(store);
-    size_t len;
-    char *body = srv_buf_detach(&b, &len);
-    srv_buf_free(&b);
-    if (!body) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
-    return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE, NULL);
+    return respond_buf(s, c, r, 200, SRV_HTTP_JSON, &b);
 }
 
 /* ---- the Open Inference Protocol (v2) ------------------------------------------ */
@@ -561,18 +579,11 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
                           .ood = has_ood ? ood : NULL};
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
-    size_t json_len, len;
+    size_t json_len;
     srv_oip_response_write(&b, &out, &json_len);
-    char *body = srv_buf_detach(&b, &len);
-    srv_buf_free(&b);
-    if (!body) {
-        ret = srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
-        goto done;
-    }
     if (q->binary) /* binary tensor data extension: the JSON, then tensors */
         r->resp_hdr_len = json_len;
-    ret = srv_http_respond(s, c, r, 200, q->binary ? "application/octet-stream" : SRV_HTTP_JSON,
-                           body, len, MHD_RESPMEM_MUST_FREE, NULL);
+    ret = respond_buf(s, c, r, 200, q->binary ? "application/octet-stream" : SRV_HTTP_JSON, &b);
 done:
     pipe_ws_free(tmp);
     free(res);
@@ -615,11 +626,7 @@ static enum MHD_Result v2_model_metadata(srv_server *s, struct MHD_Connection *c
                    nn_ensemble_ood(m->ens)
                        ? ",{\"name\":\"ood_score\",\"datatype\":\"FP32\",\"shape\":[-1]}"
                        : "");
-    enum MHD_Result ret = b.oom ? MHD_NO
-                                : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data, b.len,
-                                                   MHD_RESPMEM_MUST_COPY, NULL);
-    srv_buf_free(&b);
-    return ret;
+    return respond_buf(s, c, r, 200, SRV_HTTP_JSON, &b);
 }
 
 static enum MHD_Result handle_v2_get(srv_server *s, struct MHD_Connection *c, srv_req *r)
@@ -651,11 +658,7 @@ static enum MHD_Result handle_v2_get(srv_server *s, struct MHD_Connection *c, sr
         srv_buf_puts(&b, "{\"name\":");
         srv_buf_json_str(&b, r->model->name);
         srv_buf_puts(&b, ",\"ready\":true}");
-        enum MHD_Result ret = b.oom ? MHD_NO
-                                    : srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, b.data, b.len,
-                                                       MHD_RESPMEM_MUST_COPY, NULL);
-        srv_buf_free(&b);
-        return ret;
+        return respond_buf(s, c, r, 200, SRV_HTTP_JSON, &b);
     }
     default: /* SRV_ROUTE_V2_MODEL */ return v2_model_metadata(s, c, r);
     }
@@ -709,12 +712,7 @@ static enum MHD_Result handle_get(srv_server *s, struct MHD_Connection *c, srv_r
         srv_buf_init(&b, NULL, 0);
         srv_metrics_render(s->metrics, &b, r->snap->info, r->snap->ninfo, atomic_load(&s->ready),
                            atomic_load(&s->draining));
-        size_t len;
-        char *body = srv_buf_detach(&b, &len);
-        srv_buf_free(&b);
-        if (!body) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
-        return srv_http_respond(s, c, r, 200, "text/plain; version=0.0.4; charset=utf-8", body, len,
-                                MHD_RESPMEM_MUST_FREE, NULL);
+        return respond_buf(s, c, r, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
     }
     default: return srv_http_error(s, c, r, PIPE_NOT_FOUND, NULL, "no such path");
     }
@@ -743,11 +741,7 @@ static enum MHD_Result repo_state(srv_server *s, struct MHD_Connection *c, srv_r
     }
     srv_buf_puts(&b, "]}");
     srv_snapshot_release(v);
-    size_t len;
-    char *body = srv_buf_detach(&b, &len);
-    srv_buf_free(&b);
-    if (!body) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
-    return srv_http_respond(s, c, r, 200, SRV_HTTP_JSON, body, len, MHD_RESPMEM_MUST_FREE, NULL);
+    return respond_buf(s, c, r, 200, SRV_HTTP_JSON, &b);
 }
 
 static enum MHD_Result handle_repo(srv_server *s, struct MHD_Connection *c, srv_req *r,

@@ -3,6 +3,7 @@
 #include "nn/ood.h"
 #include "pipeline/batch.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <float.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static const struct {
@@ -136,71 +138,166 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* The entries of dir but "." and "..", sorted; *n = -1 (errno set) when
+ * dir cannot be read. Free with free_names. */
+static char **sorted_names(const char *dir, int *n)
+{
+    *n = -1;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    char **names = NULL;
+    int cnt = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **p = realloc(names, sizeof *names * (size_t)cap);
+            if (!p) break;
+            names = p;
+        }
+        if (!(names[cnt] = strdup(de->d_name))) break;
+        cnt++;
+    }
+    int failed = de != NULL;
+    closedir(d);
+    if (failed) {
+        for (int i = 0; i < cnt; i++) free(names[i]);
+        free(names);
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (cnt > 1) qsort(names, (size_t)cnt, sizeof *names, cmp_str);
+    *n = cnt;
+    return names;
+}
+
+static void free_names(char **names, int n)
+{
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+/* The version number of a file "N.safetensors" or "N.ensemble" in a
+ * versioned directory (N from 1, no leading zero, at most 9 digits), or 0. */
+static int version_of(const char *fname, int *is_list)
+{
+    size_t slen = nn_model_stem(fname, is_list);
+    if (slen == 0 || slen > 9 || fname[0] < '1' || fname[0] > '9') return 0;
+    int v = 0;
+    for (size_t i = 0; i < slen; i++) {
+        if (fname[i] < '0' || fname[i] > '9') return 0;
+        v = v * 10 + (fname[i] - '0');
+    }
+    return v;
+}
+
+/* A model name as the server accepts one (srv_config_valid_name). */
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 63) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-') return 0;
+    return 1;
+}
+
+/* For a versioned directory dir/name: 1 and the highest version's file in
+ * path (*is_list: it is an ensemble list); 0 when dir/name is no such
+ * directory or holds no version. */
+static int highest_version(const char *dir, const char *name, char *path, size_t pathlen,
+                           int *is_list)
+{
+    char sub[4096];
+    struct stat st;
+    if ((size_t)snprintf(sub, sizeof sub, "%s/%s", dir, name) >= sizeof sub || !valid_name(name) ||
+        stat(sub, &st) != 0 || !S_ISDIR(st.st_mode))
+        return 0;
+    int n, best = 0;
+    char **files = sorted_names(sub, &n);
+    for (int i = 0; i < n; i++) {
+        int list, v = version_of(files[i], &list);
+        if (v > best && (size_t)snprintf(path, pathlen, "%s/%s", sub, files[i]) < pathlen) {
+            best = v;
+            *is_list = list;
+        }
+    }
+    free_names(files, n);
+    return best > 0;
+}
+
 int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, size_t errlen)
 {
-    DIR *d = opendir(dir);
-    if (!d) {
+    int n;
+    char **names = sorted_names(dir, &n);
+    if (n < 0) {
         snprintf(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
-    char **names = NULL;
-    int n = 0, cap = 0, rc = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        int is_list;
-        if (de->d_name[0] == '.' || !nn_model_stem(de->d_name, &is_list) || is_list) continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **p = realloc(names, sizeof *names * (size_t)cap);
-            if (!p) {
-                rc = -1;
-                break;
-            }
-            names = p;
-        }
-        if (!(names[n] = strdup(de->d_name))) {
-            rc = -1;
-            break;
-        }
-        n++;
+    /* One file per model name, as the server serves them after start-up:
+     * flat NAME.safetensors files first, then versioned directories NAME/
+     * (their highest version, which replaces a flat file of the same
+     * name); a name whose file is an ensemble list or does not load is
+     * left out. Both in name order. */
+    pipe_candidate *cand = n ? calloc((size_t)n, sizeof *cand) : NULL;
+    char(*datasets)[64] = n ? calloc((size_t)n, sizeof *datasets) : NULL;
+    char(*paths)[4096] = n ? calloc((size_t)n, sizeof *paths) : NULL;
+    if (n && (!cand || !datasets || !paths)) {
+        snprintf(err, errlen, "%s: out of memory listing the directory", dir);
+        free(cand);
+        free(datasets);
+        free(paths);
+        free_names(names, n);
+        return -1;
     }
-    closedir(d);
-    pipe_candidate *cand = rc == 0 && n ? calloc((size_t)n, sizeof *cand) : NULL;
-    char(*datasets)[64] = rc == 0 && n ? calloc((size_t)n, sizeof *datasets) : NULL;
-    int *which = rc == 0 && n ? calloc((size_t)n, sizeof *which) : NULL;
-    if (n && (!cand || !datasets || !which)) rc = -1;
-    if (rc < 0) snprintf(err, errlen, "%s: out of memory listing the directory", dir);
     int m = 0;
-    if (rc == 0) {
-        if (n > 1) /* names is NULL for an empty directory */
-            qsort(names, (size_t)n, sizeof *names, cmp_str);
+    for (int pass = 0; pass < 2; pass++) {
         for (int i = 0; i < n; i++) {
-            char path[4096], e2[256];
-            snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+            char stem[256], path[4096];
+            int list = 0;
+            size_t slen = nn_model_stem(names[i], &list);
+            if (pass == 0) { /* a flat file, unless NAME/ has versions */
+                if (names[i][0] == '.' || !slen || list || slen >= sizeof stem) continue;
+                memcpy(stem, names[i], slen);
+                stem[slen] = '\0';
+                if (!highest_version(dir, stem, path, sizeof path, &list)) {
+                    list = 0;
+                    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, names[i]) >= sizeof path)
+                        continue;
+                }
+            } else { /* a versioned directory without a flat file */
+                int flat = 0;
+                for (int j = 0; j < n && !flat; j++) {
+                    int l2;
+                    size_t s2 = nn_model_stem(names[j], &l2);
+                    flat =
+                        s2 && !l2 && s2 == strlen(names[i]) && strncmp(names[j], names[i], s2) == 0;
+                }
+                if (flat || !highest_version(dir, names[i], path, sizeof path, &list)) continue;
+            }
+            if (list) continue;
+            char e2[256];
             nn_net *net = nn_net_load(path, e2, sizeof e2);
             if (!net) continue;
             snprintf(datasets[m], sizeof datasets[m], "%s", net->meta.dataset);
             cand[m] = (pipe_candidate){
                 .nmembers = 1, .test_accuracy = net->meta.test_accuracy, .dataset = datasets[m]};
-            which[m++] = i;
+            memcpy(paths[m++], path, sizeof path);
             nn_net_free(net);
         }
-        if (m == 0) {
-            snprintf(err, errlen, "%s: no loadable *.safetensors model", dir);
-            rc = -1;
-        } else {
-            int k = pipe_default_pick(cand, m);
-            if ((size_t)snprintf(out, outlen, "%s/%s", dir, names[which[k]]) >= outlen) {
-                snprintf(err, errlen, "%s: path too long", dir);
-                rc = -1;
-            }
-        }
     }
-    for (int i = 0; i < n; i++) free(names[i]);
-    free(names);
+    int rc = 0;
+    if (m == 0) {
+        snprintf(err, errlen, "%s: no loadable *.safetensors model", dir);
+        rc = -1;
+    } else if ((size_t)snprintf(out, outlen, "%s", paths[pipe_default_pick(cand, m)]) >= outlen) {
+        snprintf(err, errlen, "%s: path too long", dir);
+        rc = -1;
+    }
+    free_names(names, n);
     free(cand);
     free(datasets);
-    free(which);
+    free(paths);
     return rc;
 }
 

@@ -143,10 +143,16 @@ typedef struct {
  * accurate single model of any dataset; failing that, 0. -1 when n == 0. */
 int pipe_default_pick(const pipe_candidate *c, int n);
 
-/* The default model of a models directory: the weights file
- * pipe_default_pick chooses among its *.safetensors (sorted by name;
- * unloadable files are skipped). Writes "dir/NAME.safetensors" into out;
- * 0, or -1 + err (unreadable directory, no loadable model). */
+/* The default model of a models directory, as the server picks it at
+ * start-up: pipe_default_pick among one file per model name: each flat
+ * NAME.safetensors, and for a versioned directory NAME/ its highest
+ * version N.safetensors (which replaces a flat file of that name); flat
+ * files first, then directories, each in name order. A name whose file
+ * does not load, or is an ensemble list, is skipped (a failing highest
+ * version is not replaced by an older one: the server does not serve
+ * those at start-up either). Writes the chosen file's path
+ * ("dir/NAME.safetensors" or "dir/NAME/N.safetensors") into out; 0, or
+ * -1 + err (unreadable directory, no loadable model). */
 int pipe_default_in_dir(const char *dir, char *out, size_t outlen, char *err, size_t errlen);
 
 /* ---- running --------------------------------------------------------------- */

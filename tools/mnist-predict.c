@@ -80,7 +80,7 @@ int main(int argc, char **argv)
     const cli_opt opts[] = {
         {"model", CLI_STRING, &model, 0, 0, "PATH[,PATH...]",
          "weights file, several averaged as an ensemble, or a NAME.ensemble list",
-         .def = "the server's default among --models-dir's *.safetensors"},
+         .def = "the server's default model of --models-dir"},
         {"models-dir", CLI_STRING, &dir, 0, 0, "DIR", "where the default model is looked for",
          .def = NULL},
         {"max-pixels", CLI_U64, &max_pixels, 1, 4294967296.0, "N",

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "pipeline/pipeline.h"
 
@@ -168,6 +169,48 @@ static void test_default_in_dir(void **state)
     fclose(f);
     assert_int_equal(pipe_default_in_dir(dir, out, sizeof out, err, sizeof err), 0);
     snprintf(path, sizeof path, "%s/a.safetensors", dir);
+    assert_string_equal(out, path);
+
+    /* Versioned directories (models/NAME/N.safetensors): only the highest
+     * version serves, whatever an older one scored; a failing highest
+     * version leaves its name out; NAME/ replaces a flat NAME file. */
+    const struct {
+        const char *file, *dataset;
+        double acc;
+    } versioned[] = {{"v", NULL, 0},
+                     {"v/1.safetensors", "mnist", 0.999},
+                     {"v/2.safetensors", "mnist", 0.975},
+                     {"v/notes.txt", NULL, 0}, /* not a version: ignored */
+                     {"w", NULL, 0},
+                     {"w/1.safetensors", "mnist", 0.999},
+                     {"w/3.safetensors", NULL, 0}, /* unloadable */
+                     {"a", NULL, 0},
+                     {"a/1.safetensors", "mnist", 0.5}};
+    for (size_t i = 0; i < sizeof versioned / sizeof versioned[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, versioned[i].file);
+        if (!strchr(versioned[i].file, '.')) {
+            assert_int_equal(mkdir(path, 0700), 0);
+        } else if (versioned[i].dataset) {
+            nn_net *n = make_net(1, 28, 28, versioned[i].dataset, versioned[i].acc, 20 + i);
+            assert_int_equal(nn_net_save(n, path, err, sizeof err), 0);
+            nn_net_free(n);
+        } else {
+            f = fopen(path, "wb");
+            assert_non_null(f);
+            fputs("not weights", f);
+            fclose(f);
+        }
+    }
+    assert_int_equal(pipe_default_in_dir(dir, out, sizeof out, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/v/2.safetensors", dir);
+    assert_string_equal(out, path);
+    /* Without v/, the flat b (0.97) wins: a/ (0.5) has replaced flat a. */
+    snprintf(path, sizeof path, "%s/v/2.safetensors", dir);
+    assert_int_equal(unlink(path), 0);
+    snprintf(path, sizeof path, "%s/v/1.safetensors", dir);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(pipe_default_in_dir(dir, out, sizeof out, err, sizeof err), 0);
+    snprintf(path, sizeof path, "%s/b.safetensors", dir);
     assert_string_equal(out, path);
     assert_int_equal(pipe_default_in_dir("/nonexistent/dir", out, sizeof out, err, sizeof err), -1);
     assert_non_null(strstr(err, "/nonexistent/dir"));

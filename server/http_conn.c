@@ -360,16 +360,20 @@ void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
             note = "shutdown";
         else if (toe == MHD_REQUEST_TERMINATED_WITH_ERROR)
             note = "error";
+        /* The model (and version) that answered a prediction. */
+        const srv_model *m = (r->route == SRV_ROUTE_PREDICT || r->route == SRV_ROUTE_BATCH ||
+                              r->route == SRV_ROUTE_V2_INFER) &&
+                                     r->status == 200
+                                 ? r->model
+                                 : NULL;
         srv_access a = {.method = r->method,
                         .path = r->path,
                         .status = r->status,
                         .bytes = r->resp_bytes,
                         .us = us,
                         .rid = r->rid,
-                        .model = (r->route == SRV_ROUTE_PREDICT || r->route == SRV_ROUTE_BATCH) &&
-                                         r->status == 200 && r->model
-                                     ? r->model->name
-                                     : NULL,
+                        .model = m ? m->name : NULL,
+                        .model_version = m ? m->version : 0,
                         .note = note};
         srv_log_access(&a);
     }

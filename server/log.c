@@ -106,7 +106,9 @@ void srv_log_access(const srv_access *a)
                        "\"bytes\":%llu,\"us\":%llu,\"request_id\":\"%s\"",
                        ts, a->method, path, a->status, (unsigned long long)a->bytes,
                        (unsigned long long)a->us, a->rid);
-        if (a->model) srv_buf_printf(&b, ",\"model\":\"%s\"", a->model);
+        if (a->model)
+            srv_buf_printf(&b, ",\"model\":\"%s\",\"model_version\":%d", a->model,
+                           a->model_version);
         if (a->note) srv_buf_printf(&b, ",\"note\":\"%s\"", a->note);
         srv_buf_puts(&b, "}");
     } else {
@@ -115,7 +117,7 @@ void srv_log_access(const srv_access *a)
                        "us=%llu rid=%s",
                        ts, a->method, path, a->status, (unsigned long long)a->bytes,
                        (unsigned long long)a->us, a->rid);
-        if (a->model) srv_buf_printf(&b, " model=%s", a->model);
+        if (a->model) srv_buf_printf(&b, " model=%s model_version=%d", a->model, a->model_version);
         if (a->note) srv_buf_printf(&b, " note=%s", a->note);
     }
     emit(&b);

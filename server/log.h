@@ -27,6 +27,7 @@ typedef struct {
     uint64_t us;               /* first byte handled to completion      */
     const char *rid;           /* request id                            */
     const char *model;         /* may be NULL                           */
+    int model_version;         /* the model's version (with model)      */
     const char *note;          /* may be NULL, e.g. "client_closed"     */
 } srv_access;
 

@@ -132,6 +132,8 @@ grep -q 'model digits version 2 loaded (SIGHUP).*sha256 [0-9a-f]\{64\}' "$log" \
     || fail "no 'loaded' log line with version and sha256"
 grep -q 'model digits version 1 unloaded (SIGHUP)' "$log" || fail "no 'unloaded' log line for version 1"
 predict "?model=digits:1"; [ "$code" = 404 ] || fail "version 1 still answers with --keep-versions 1: $code"
+predict "?model=digits" -H 'X-Request-Id: reload-v2-access'
+wait_for "the access-log line of a version 2 answer" grep -q 'rid=reload-v2-access model=digits model_version=2' "$log"
 ready_200
 verdict "SIGHUP: published version 2 serves, version 1 unloaded, logged"
 

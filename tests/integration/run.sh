@@ -596,8 +596,9 @@ for _ in $(seq 50); do grep -qF itest-req-4711 "$tmp/server.log" && break; sleep
 line=$(grep -F itest-req-4711 "$tmp/server.log" | head -1)
 [ -n "$line" ] || fail "no access-log line with the request id"
 [[ $line == *POST* && $line == */predict* && $line == *200* ]] || fail "access-log line lacks method/path/status: $line"
+[[ $line =~ \ model=[a-z0-9.-]+\ model_version=1( |$) ]] || fail "access-log line lacks the model and its version: $line"
 [ "$(grep -cF itest-req-4711 "$tmp/server.log")" -eq 1 ] || fail "expected one log line for the request"
-verdict "one access-log line per request with method, path, status and request id"
+verdict "one access-log line per request with method, path, status, request id, model and version"
 
 # ---------------------------------------------------------------- Open Inference Protocol
 # oip_client.py is a client written from the protocol's text (KServe v2

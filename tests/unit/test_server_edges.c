@@ -579,6 +579,7 @@ static void log_some(void)
                     .us = 456,
                     .rid = "r1",
                     .model = "mlp",
+                    .model_version = 3,
                     .note = "client_closed"};
     srv_log_access(&a);
     srv_access b = {.method = "GET", .path = NULL, .status = 0, .rid = "r2"};
@@ -610,11 +611,13 @@ static void test_log_lines(void **state)
                                 "/predict?x=%22a%20b%22%0A");
             assert_int_equal(cJSON_GetObjectItem(j, "status")->valueint, 200);
             assert_string_equal(cJSON_GetObjectItem(j, "model")->valuestring, "mlp");
+            assert_int_equal(cJSON_GetObjectItem(j, "model_version")->valueint, 3);
             assert_string_equal(cJSON_GetObjectItem(j, "note")->valuestring, "client_closed");
         }
         if (lines == 3) {
             assert_string_equal(cJSON_GetObjectItem(j, "path")->valuestring, "");
             assert_null(cJSON_GetObjectItem(j, "model"));
+            assert_null(cJSON_GetObjectItem(j, "model_version"));
             assert_null(cJSON_GetObjectItem(j, "note"));
         }
         cJSON_Delete(j);
@@ -626,7 +629,7 @@ static void test_log_lines(void **state)
     out = capture_stderr(log_some);
     assert_non_null(strstr(out, " warn quote \" backslash"));
     assert_non_null(strstr(out, "path=/predict?x=%22a%20b%22%0A status=200 bytes=123 us=456 "
-                                "rid=r1 model=mlp note=client_closed\n"));
+                                "rid=r1 model=mlp model_version=3 note=client_closed\n"));
     assert_non_null(strstr(out, "method=GET path= status=0 bytes=0 us=0 rid=r2\n"));
     free(out);
 

@@ -14,8 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static const int status_codes[] = {200, 204, 400, 403, 404, 405, 409,
-                                   413, 415, 422, 500, 503, 0}; /* 0: any other */
+/* Every status the server answers with (304: the page's ETag; 414 and
+ * 431: the request target and header limits; 501: a transfer coding). */
+static const int status_codes[] = {200, 204, 304, 400, 403, 404, 405, 409, 413,
+                                   414, 415, 422, 431, 500, 501, 503, 0}; /* 0: any other */
 #define NSTATUS (int)(sizeof status_codes / sizeof status_codes[0])
 
 /* Upper bounds in microseconds. */

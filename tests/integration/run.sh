@@ -277,7 +277,15 @@ fi
 etag=$(header ETag)
 http GET / -H "If-None-Match: W/$etag"
 want_code 304 && { [ -s "$body" ] && fail "a 304 with a body"; want_header ETag "^$etag\$"; }
-verdict "GET /: the page, with its CSP, nosniff, Referrer-Policy and ETag; 304 on If-None-Match"
+# Counted under its own status (a request is counted as it completes,
+# possibly just after its answer arrived).
+for _ in $(seq 50); do
+    curl -s "$base/metrics" | grep -q '^mnist_http_requests_total{route="page",status="304"} [1-9]' && break
+    sleep 0.1
+done
+curl -s "$base/metrics" | grep -q '^mnist_http_requests_total{route="page",status="304"} [1-9]' ||
+    fail "/metrics does not count the 304: $(curl -s "$base/metrics" | grep 'route="page"')"
+verdict "GET /: the page, with its CSP, nosniff, Referrer-Policy and ETag; 304 on If-None-Match, counted as 304"
 
 # The error codes are one list (pipeline/pipeline.c's table); openapi.yaml
 # and README.md document exactly that list.

@@ -568,6 +568,9 @@ static void test_metrics_render(void **state)
     srv_metrics_request(m, SRV_ROUTE_PREDICT, 200, 3000);     /* <= 5ms */
     srv_metrics_request(m, SRV_ROUTE_PREDICT, 413, 20000000); /* +Inf */
     srv_metrics_request(m, SRV_ROUTE_OTHER, 418, 1);          /* "other" */
+    srv_metrics_request(m, SRV_ROUTE_PAGE, 304, 1);           /* a page still current */
+    srv_metrics_request(m, SRV_ROUTE_OTHER, 414, 1);
+    srv_metrics_request(m, SRV_ROUTE_MODELS, 431, 1);
     srv_metrics_inference(m, 0, 30, 1);
     srv_metrics_inference(m, 0, 30, 1);
     srv_metrics_inference(m, 0, 30, 7); /* class out of range: not counted */
@@ -581,6 +584,9 @@ static void test_metrics_render(void **state)
         "mnist_http_requests_total{route=\"/predict\",status=\"200\"} 2\n",
         "mnist_http_requests_total{route=\"/predict\",status=\"413\"} 1\n",
         "mnist_http_requests_total{route=\"other\",status=\"other\"} 1\n",
+        "mnist_http_requests_total{route=\"page\",status=\"304\"} 1\n",
+        "mnist_http_requests_total{route=\"other\",status=\"414\"} 1\n",
+        "mnist_http_requests_total{route=\"/v1/models\",status=\"431\"} 1\n",
         "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"5e-05\"} 0\n",
         "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0001\"} 1\n",
         "mnist_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.005\"} 2\n",

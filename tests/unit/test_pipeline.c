@@ -141,6 +141,27 @@ static void test_default_pick(void **state)
     assert_int_equal(pipe_default_pick(c + 1, 1), 0); /* only an ensemble */
 }
 
+/* dir/file: a directory when file has no '.', else a saved net with that
+ * dataset and accuracy, or (dataset NULL) bytes that are no weights. */
+static void put_file(const char *dir, const char *file, const char *dataset, double acc,
+                     uint64_t seed)
+{
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s", dir, file);
+    if (!strchr(file, '.')) {
+        assert_int_equal(mkdir(path, 0700), 0);
+    } else if (dataset) {
+        nn_net *n = make_net(1, 28, 28, dataset, acc, seed);
+        assert_int_equal(nn_net_save(n, path, err, sizeof err), 0);
+        nn_net_free(n);
+    } else {
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        fputs("not weights", f);
+        fclose(f);
+    }
+}
+
 static void test_default_in_dir(void **state)
 {
     (void)state;
@@ -156,17 +177,9 @@ static void test_default_in_dir(void **state)
                  {"a.safetensors", "mnist", 0.97},
                  {"f.safetensors", "fashion-mnist", 0.99},
                  {"c.safetensors", "mnist", 0.96}};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        nn_net *n = make_net(1, 28, 28, files[i].dataset, files[i].acc, 10 + i);
-        snprintf(path, sizeof path, "%s/%s", dir, files[i].file);
-        assert_int_equal(nn_net_save(n, path, err, sizeof err), 0);
-        nn_net_free(n);
-    }
-    snprintf(path, sizeof path, "%s/z.safetensors", dir); /* unloadable: skipped */
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    fputs("not weights", f);
-    fclose(f);
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        put_file(dir, files[i].file, files[i].dataset, files[i].acc, 10 + i);
+    put_file(dir, "z.safetensors", NULL, 0, 0); /* unloadable: skipped */
     assert_int_equal(pipe_default_in_dir(dir, out, sizeof out, err, sizeof err), 0);
     snprintf(path, sizeof path, "%s/a.safetensors", dir);
     assert_string_equal(out, path);
@@ -186,21 +199,8 @@ static void test_default_in_dir(void **state)
                      {"w/3.safetensors", NULL, 0}, /* unloadable */
                      {"a", NULL, 0},
                      {"a/1.safetensors", "mnist", 0.5}};
-    for (size_t i = 0; i < sizeof versioned / sizeof versioned[0]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, versioned[i].file);
-        if (!strchr(versioned[i].file, '.')) {
-            assert_int_equal(mkdir(path, 0700), 0);
-        } else if (versioned[i].dataset) {
-            nn_net *n = make_net(1, 28, 28, versioned[i].dataset, versioned[i].acc, 20 + i);
-            assert_int_equal(nn_net_save(n, path, err, sizeof err), 0);
-            nn_net_free(n);
-        } else {
-            f = fopen(path, "wb");
-            assert_non_null(f);
-            fputs("not weights", f);
-            fclose(f);
-        }
-    }
+    for (size_t i = 0; i < sizeof versioned / sizeof versioned[0]; i++)
+        put_file(dir, versioned[i].file, versioned[i].dataset, versioned[i].acc, 20 + i);
     assert_int_equal(pipe_default_in_dir(dir, out, sizeof out, err, sizeof err), 0);
     snprintf(path, sizeof path, "%s/v/2.safetensors", dir);
     assert_string_equal(out, path);

@@ -11,15 +11,15 @@
 #                   (its reload run does 50 reloads: no leak may remain)
 #   make reload-soak  64 connections for 20 s while the served model is
 #                   reloaded 50 times (SIGHUP and API, good and bad files)
-#   make reload-tsan  thread sanitizer build: the registry's unit tests and
-#                   a reload-under-load run
 #   make coverage   gcov build running unit+integration+cli; lcov summary,
 #                   HTML report in build/coverage/html, floors enforced
 #   make rolling    rolling update behind HAProxy under load: the drain loses nothing
 #   make kube-play  the Kubernetes Deployment under podman (after the Docker check)
 #   make fuzz       every libFuzzer harness for FUZZ_SECONDS (60) each;
 #                   make fuzz-long: 600 s each (see README, "Security")
-#   make tsan       thread sanitizer build: concurrent tests + mixed load
+#   make tsan       thread sanitizer build: the registry's unit test,
+#                   concurrent tests, a mixed load with reloads, the
+#                   reload suite (make reload-tsan: the same)
 #   make soak       wrk for SOAK_SECONDS (300), RSS and fds sampled
 #   make bench      benchmarks side by side with PyTorch
 #   make clean
@@ -267,15 +267,9 @@ asan: deps-test
 	    RELOAD_SOAK="--connections 16 --seconds 10 --reloads 50 --no-rss-check" \
 	    unit integration cli
 
-# Thread sanitizer: the registry's readers-during-reloads unit test and the
-# reload suite (SIGHUP, polling, API, a reload-under-load run) on a TSan
-# server. Any race report fails it (TSan's exit code, or its log line).
-reload-tsan: deps-test
-	@$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
-	    SAN="-fsanitize=thread -fno-omit-frame-pointer" all test-bins build/tsan/tests/test_registry
-	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" build/tsan/tests/test_registry
-	@TSAN_OPTIONS="exitcode=66" tests/integration/reload.sh build/tsan \
-	    --connections 16 --seconds 10 --reloads 20 --no-rss-check
+# The reload suite under ThreadSanitizer is part of make tsan (one build,
+# one run); this name stays for whoever runs it.
+reload-tsan: tsan
 
 # Coverage build: separate tree, same tests, figures per directory
 # (scripts/coverage.sh holds the floors).
@@ -306,18 +300,28 @@ fuzz: fuzz-build
 fuzz-long:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=600
 
-# ThreadSanitizer build of the server under concurrent requests, hostile
-# HTTP and a LOAD_SECONDS (20) mixed load with dynamic batching on
-# (tests/load/tsan.sh), the batcher's unit tests, and the batching
-# integration test (batched answers equal unbatched ones, drain).
+# ThreadSanitizer build in its own tree: the registry's readers-during-
+# reloads and the batcher's unit tests; the batching integration test
+# (batched answers equal unbatched ones, drain); the server under
+# concurrent requests, hostile HTTP and a LOAD_SECONDS (20) mixed load
+# with dynamic batching on and reloads (tests/load/tsan.sh); then the
+# reload suite (SIGHUP, polling, the repository API and a reload-under-
+# load run, tests/integration/reload.sh). Any race report fails it (TSan's
+# exit code, or its line in a server log).
+TSAN_BUILD := build/tsan
 tsan: deps-fuzz deps-test
 	@$(MAKE) --no-print-directory data
-	@$(MAKE) --no-print-directory BUILD=build/tsan OPT=-O1 \
+	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 \
 	    SAN="-fsanitize=thread -fno-omit-frame-pointer" \
-	    build/tsan/mnist-server build/tsan/tests/tools/mkpng build/tsan/tests/test_batch
-	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" build/tsan/tests/test_batch
-	@TSAN_OPTIONS="exitcode=66" CLIENTS=8 ROUNDS=1 tests/integration/batch.sh build/tsan
-	@tests/load/tsan.sh build/tsan
+	    $(TSAN_BUILD)/mnist-server $(TSAN_BUILD)/tests/tools/mkpng \
+	    $(TSAN_BUILD)/tests/tools/mkmodel $(TSAN_BUILD)/tests/test_registry \
+	    $(TSAN_BUILD)/tests/test_batch
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(TSAN_BUILD)/tests/test_registry
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(TSAN_BUILD)/tests/test_batch
+	@TSAN_OPTIONS="exitcode=66" CLIENTS=8 ROUNDS=1 tests/integration/batch.sh $(TSAN_BUILD)
+	@tests/load/tsan.sh $(TSAN_BUILD)
+	@TSAN_OPTIONS="exitcode=66" tests/integration/reload.sh $(TSAN_BUILD) \
+	    --connections 16 --seconds 10 --reloads 20 --no-rss-check
 
 # wrk with 64 connections for SOAK_SECONDS; RSS and fds sampled every 10 s
 # (tests/load/soak.sh).

@@ -23,7 +23,7 @@ rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$srv_pid/status"; }
 fds() { ls "/proc/$srv_pid/fd" | wc -l; }
 fd0=$(fds)
 rss0=$(rss)
-BODY="$tmp/d0.png" wrk -t2 -c64 -d"${SECS}s" --timeout 10s -s "$here/post.lua" "$base/predict" \
+BODY="$tmp/d0.png" wrk -t2 -c64 -d"${SECS}s" --timeout 10s -s "$here/count.lua" "$base/predict" \
     > "$tmp/wrk.out" 2>&1 &
 wrk_pid=$!
 echo "  t(s)   RSS(KiB)  fds" > "$tmp/curve"

@@ -5,10 +5,13 @@
 # requests wait for and run in each other's forward passes throughout.
 #   1. 200 predictions, 16 at a time, each equal to the sequential answer;
 #   2. the HTTP abuse suite and slow clients (tests/integration/abuse.py);
-#   3. LOAD_SECONDS (20) of wrk at once on /predict with three models
-#      (a single net, an MLP, the five-member ensemble), /predict/batch,
-#      /metrics and /v1/models, every answer 2xx (slow ones are fine:
-#      the race detector slows the server several times);
+#   3. LOAD_SECONDS (20) of wrk at once on /predict with four models
+#      (a single net, an MLP, the five-member ensemble, a versioned model
+#      being reloaded), /predict/batch, /metrics and /v1/models, every
+#      answer 2xx (slow ones are fine: the race detector slows the server
+#      several times), while the versioned model's version 2 is published
+#      and removed in turn and picked up by SIGHUP or by the repository
+#      API's load, each reload swapping the model under the load;
 #   4. SIGTERM: exit 0 after draining.
 # Fails on any ThreadSanitizer report in the server's log.
 # Needs models/, data/mnist (make data), curl, python3, wrk.
@@ -23,16 +26,21 @@ say() { echo "tsan: $*"; }
 bad() { echo "tsan: FAIL: $*" >&2; fails=$((fails + 1)); }
 
 export TSAN_OPTIONS="halt_on_error=0 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
-start_server "$tmp/server.log" --models-dir models --threads 6 --timeout 5 --max-batch 8 \
-    --batch-delay 2000 --max-batch-size 4 ||
-    exit 1
+# The shipped models, and "digits" in versions (models/digits/N.safetensors)
+# for the reloads.
+mdir=$tmp/models
+cp -r models "$mdir" && mkdir -p "$mdir/digits" && cp models/mlp.safetensors "$mdir/digits/1.safetensors" ||
+    exit 2
+start_server "$tmp/server.log" --models-dir "$mdir" --enable-model-control --threads 6 --timeout 5 \
+    --max-batch 8 --batch-delay 2000 --max-batch-size 4 || exit 1
 say "server on $base (ThreadSanitizer build)"
 
 # 1. concurrent predictions: the sequential answer first, then 200 at once.
 want=$(curl -s -H 'Content-Type: image/png' --data-binary "@$tmp/d0.png" "$base/predict" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["prediction"])')
-seq 200 | xargs -P 16 -I{} sh -c 'curl -s -o "$0/c{}.json" -w "%{http_code}\n" \
-    -H "Content-Type: image/png" --data-binary "@$0/d0.png" "$1/predict" > "$0/c{}.code"' "$tmp" "$base"
+seq 200 | xargs -P 16 -I{} sh -c 'curl -sS -o "$0/c{}.json" -w "%{http_code}\n" \
+    -H "Content-Type: image/png" --data-binary "@$0/d0.png" "$1/predict" > "$0/c{}.code" \
+    2> "$0/c{}.err"' "$tmp" "$base"
 n_ok=$(python3 - "$tmp" "$want" <<'PY'
 import glob, json, os, sys
 d, want = sys.argv[1], sys.argv[2]
@@ -48,7 +56,8 @@ print(ok)
 PY
 )
 [ "$n_ok" = 200 ] && say "200 concurrent predictions: all 200 with the sequential answer ($want)" ||
-    bad "concurrent predictions: $n_ok of 200 right"
+    bad "concurrent predictions: $n_ok of 200 right (statuses: $(cat "$tmp"/c*.code | sort | uniq -c |
+        tr '\n' ' '); $(cat "$tmp"/c*.err | sort | uniq -c | head -3))"
 
 # 2. hostile HTTP and slow clients.
 if python3 tests/integration/abuse.py "$port" > "$tmp/abuse.out" 2>&1 &&
@@ -67,16 +76,39 @@ w() { # NAME CONNS SCRIPT URL [VAR=VALUE...]
     wrk_pids="$wrk_pids $!"
 }
 wrk_pids=
-w cnn 4 post.lua "$base/predict" BODY="$tmp/d0.png"
-w mlp 2 post.lua "$base/predict?model=mlp" BODY="$tmp/d1.png"
-w ens 2 post.lua "$base/predict?model=cnn-ensemble" BODY="$tmp/d0.png"
-w batch 2 post.lua "$base/predict/batch" BODY="$tmp/batch.body" \
+w cnn 4 count.lua "$base/predict" BODY="$tmp/d0.png"
+w mlp 2 count.lua "$base/predict?model=mlp" BODY="$tmp/d1.png"
+w ens 2 count.lua "$base/predict?model=cnn-ensemble" BODY="$tmp/d0.png"
+w batch 2 count.lua "$base/predict/batch" BODY="$tmp/batch.body" \
     CTYPE="multipart/form-data; boundary=BND"
-w metrics 1 get.lua "$base/metrics"
-w models 1 get.lua "$base/v1/models"
+w digits 2 count.lua "$base/predict?model=digits" BODY="$tmp/d0.png"
+w metrics 1 count.lua "$base/metrics"
+w models 1 count.lua "$base/v1/models"
+# Reloads meanwhile: version 2 published then SIGHUP, removed then the
+# API's load (back to version 1), one round a second.
+end=$(($(date +%s) + LOAD_SECONDS - 1))
+rounds=0
+: > "$tmp/load.codes"
+while [ "$(date +%s)" -lt "$end" ]; do
+    cp models/lenet.safetensors "$mdir/digits/.2.tmp" && mv "$mdir/digits/.2.tmp" "$mdir/digits/2.safetensors"
+    kill -HUP "$srv_pid"
+    sleep 0.5
+    rm -f "$mdir/digits/2.safetensors"
+    curl -s -o /dev/null -w '%{http_code}\n' --max-time 30 -X POST \
+        "$base/v2/repository/models/digits/load" >> "$tmp/load.codes"
+    sleep 0.5
+    rounds=$((rounds + 1))
+done
 # shellcheck disable=SC2086  # a list of process ids
 wait $wrk_pids
-for name in cnn mlp ens batch metrics models; do
+hups=$(grep -c 'model digits version 2 loaded (SIGHUP)' "$tmp/server.log")
+loads=$(grep -c '^200$' "$tmp/load.codes")
+if [ "$rounds" -gt 0 ] && [ "$hups" -ge 1 ] && [ "$loads" = "$rounds" ]; then
+    say "reloads under the load: $rounds rounds, version 2 loaded $hups times by SIGHUP, $loads API loads (all 200)"
+else
+    bad "reloads: $rounds rounds, $hups SIGHUP loads of version 2, API loads answered: $(sort "$tmp/load.codes" | uniq -c | tr '\n' ' ')"
+fi
+for name in cnn mlp ens batch digits metrics models; do
     f=$tmp/wrk.$name
     reqs=$(sed -n 's/^ *\([0-9][0-9]*\) requests in.*/\1/p' "$f")
     nb=$(non2xx "$f")

@@ -44,7 +44,11 @@ http() {
         "$body" >> "$tmp/manifest"
 }
 jget() { "$PY" -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$body" "$1" 2>/dev/null; }
-predict() { http POST "/predict$1" -H 'Content-Type: image/png' --data-binary "@$tmp/one.png"; }
+# predict QUERY [curl args...]
+predict() {
+    local q=$1; shift
+    http POST "/predict$q" -H 'Content-Type: image/png' --data-binary "@$tmp/one.png" "$@"
+}
 # served_version NAME: the version answering ?model=NAME, or the status.
 served_version() {
     predict "?model=$1"

@@ -22,27 +22,10 @@ CLIENTS=${CLIENTS:-16}
 ROUNDS=${ROUNDS:-2}
 START_TIMEOUT=${START_TIMEOUT:-60}
 MNIST=${MNIST_DIR:-data/mnist}
-for v in $(env | sed -n 's/^\(MNIST_[A-Z_]*\)=.*/\1/p'); do unset "$v"; done
+# shellcheck source=tests/integration/lib.sh
+. "$here/lib.sh"
+suite_begin batch mnist-batch
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-batch.XXXXXX") || exit 2
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-n=0 npass=0 nfail=0
-ok() { n=$((n + 1)); npass=$((npass + 1)); echo "ok $n - $1"; }
-nok() { n=$((n + 1)); nfail=$((nfail + 1)); echo "not ok $n - $1"; printf '%s\n' "${@:2}" | sed 's/^/#   /'; }
-finish() {
-    echo "1..$n"
-    echo "batch: $npass passed, $nfail failed"
-    [ "$nfail" -eq 0 ]
-    exit $?
-}
 # TAP lines from batchcheck.py's PASS/FAIL lines.
 tap() {
     local status what why
@@ -55,47 +38,30 @@ tap() {
     done
 }
 
-# start LOG ARGS...: a server on a free port, ready; sets pid and base.
+# start LOG ARGS...: a server with cnn and lenet, ready; sets srv_pid, base.
 start() {
-    local log=$1 port="" c deadline=$((SECONDS + START_TIMEOUT))
+    local log=$1
     shift
-    "$SERVER" --host 127.0.0.1 --port 0 --drain-delay 0 --access-log off \
-        --model cnn=models/cnn.safetensors --model lenet=models/lenet.safetensors "$@" \
-        > /dev/null 2> "$log" &
-    pid=$!
-    pids+=("$pid")
-    base=""
-    while [ $SECONDS -lt $deadline ]; do
-        kill -0 "$pid" 2>/dev/null || return 1
-        [ -n "$port" ] || port=$(sed -n 's#.*listening on http://[^ ]*:\([0-9][0-9]*\).*#\1#p' "$log" | head -1)
-        if [ -n "$port" ]; then
-            base=http://127.0.0.1:$port
-            c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$base/readyz") || c=000
-            [ "$c" = 200 ] && return 0
-        fi
-        sleep 0.1
-    done
-    return 1
+    start_server "$log" --drain-delay 0 --access-log off --model cnn=models/cnn.safetensors \
+        --model lenet=models/lenet.safetensors "$@"
 }
 # stop PID: SIGTERM; the exit status (124: still running after 60 s).
 stop() {
-    local p=$1 deadline=$((SECONDS + 60))
-    kill -TERM "$p" 2>/dev/null
-    while kill -0 "$p" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    if kill -0 "$p" 2>/dev/null; then kill -KILL "$p"; wait "$p" 2>/dev/null; return 124; fi
-    wait "$p"
+    srv_pid=$1
+    stop_server 60
+    return "$srv_rc"
 }
 
 [ -x "$SERVER" ] || { nok "program $SERVER exists" "run: make all"; finish; }
 [ -f "$MNIST/t10k-images-idx3-ubyte" ] || { nok "MNIST test set in $MNIST" "run: make data"; finish; }
 
 start "$tmp/off.log" --threads 2 || { nok "server without batching starts" "$(tail -5 "$tmp/off.log")"; finish; }
-off_pid=$pid off=$base
+off_pid=$srv_pid off=$base
 grep -q 'dynamic batching' "$tmp/off.log" &&
     nok "without --batch-delay the server does not batch" "$(grep 'dynamic batching' "$tmp/off.log")"
 start "$tmp/on.log" --threads 8 --batch-delay 20000 --max-batch-size 8 ||
     { nok "server with batching starts" "$(tail -5 "$tmp/on.log")"; finish; }
-on_pid=$pid on=$base
+on_pid=$srv_pid on=$base
 if grep -q 'dynamic batching: up to 8 images per forward pass, waiting at most 20000us' "$tmp/on.log"; then
     ok "with --batch-delay the start-up log states the batching"
 else

@@ -397,17 +397,16 @@ void pipe_forward(const nn_ensemble *e, pipe_ws *ws, const float *x, int n, pipe
     }
 }
 
-void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t len,
-                  const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res)
+/* Decodes png and writes the model's input into x; res (zeroed by the
+ * caller) gets the timings, or the failure. 0, or -1 on failure. */
+static int prepare_png(const nn_ensemble *e, const uint8_t *png, size_t len, const img_limits *lim,
+                       float x[PIPE_PIXELS], pipe_result *res)
 {
-    memset(res, 0, sizeof *res);
     if (len == 0) {
         fail(res, PIPE_EMPTY_BODY);
         snprintf(res->msg, sizeof res->msg, "no image data: send a PNG");
-        return;
+        return -1;
     }
-    /* A leader gathering a batch waits for this image while it decodes. */
-    if (ws->batch) pipe_batcher_expect(ws->batch, 1);
     uint64_t t0 = now_us();
     uint8_t *gray = NULL;
     uint32_t w = 0, h = 0;
@@ -418,13 +417,25 @@ void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t 
         /* The framing the model was trained on (an ensemble's members
          * agree, nn_ensemble checks). */
         const nn_meta *meta = nn_ensemble_meta(e);
-        st = img_prep_by_name(meta->preprocess, gray, w, h, ws->x, res->msg, sizeof res->msg);
+        st = img_prep_by_name(meta->preprocess, gray, w, h, x, res->msg, sizeof res->msg);
         free(gray);
         res->prep_us = now_us() - t1;
     }
     if (st != IMG_OK) {
-        if (ws->batch) pipe_batcher_expect(ws->batch, -1);
         fail(res, pipe_status_from_img(st));
+        return -1;
+    }
+    return 0;
+}
+
+void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t len,
+                  const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res)
+{
+    memset(res, 0, sizeof *res);
+    /* A leader gathering a batch waits for this image while it decodes. */
+    if (ws->batch && len) pipe_batcher_expect(ws->batch, 1);
+    if (prepare_png(e, png, len, lim, ws->x, res) < 0) {
+        if (ws->batch && len) pipe_batcher_expect(ws->batch, -1);
         return;
     }
     if (prepared) memcpy(prepared, ws->x, sizeof *prepared * PIPE_PIXELS);
@@ -432,6 +443,33 @@ void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t 
         pipe_batcher_run(ws->batch, PIPE_F32, ws->x, 1, res, 1);
     else
         pipe_forward(e, ws, ws->x, 1, res);
+}
+
+void pipe_run_pngs(const nn_ensemble *e, pipe_ws *ws, int n, const uint8_t *const *png,
+                   const size_t *len, const img_limits *lim, float *x, pipe_result *res)
+{
+    int todo = 0;
+    for (int i = 0; i < n; i++) todo += res[i].status == PIPE_OK;
+    if (ws->batch && todo) pipe_batcher_expect(ws->batch, todo);
+    int ready = 0;
+    for (int i = 0; i < n; i++) {
+        float *xi = x + (size_t)i * PIPE_PIXELS;
+        if (res[i].status != PIPE_OK || prepare_png(e, png[i], len[i], lim, xi, &res[i]) < 0) {
+            memset(xi, 0, sizeof *xi * PIPE_PIXELS);
+            continue;
+        }
+        ready++;
+    }
+    if (ws->batch) {
+        /* The failed ones are no longer on their way. */
+        if (todo > ready) pipe_batcher_expect(ws->batch, -(todo - ready));
+        if (ready) pipe_batcher_run(ws->batch, PIPE_F32, x, n, res, ready);
+        return;
+    }
+    for (int i0 = 0; i0 < n; i0 += ws->max_batch) {
+        int m = n - i0 < ws->max_batch ? n - i0 : ws->max_batch;
+        pipe_forward(e, ws, x + (size_t)i0 * PIPE_PIXELS, m, res + i0);
+    }
 }
 
 /* Checks image i of x (dtype) into res[i] (a float outside 0..1 fails it)

@@ -24,6 +24,7 @@
  *   (a) pipe_run_png      encoded PNG bytes: decode, preprocess, forward.
  *                         Optionally hands back the preprocessed 28x28
  *                         network input (an "explain" view, --dump-input).
+ *       pipe_run_pngs     several at once, forwarded together.
  *   (b) pipe_run_tensors  a batch of already-decoded 1x28x28 images, uint8
  *                         0..255 or float 0..1, ink bright on dark, as MNIST
  *                         stores them: no decode and no preprocessing, the
@@ -205,6 +206,15 @@ typedef struct {
  * input (floats 0..1, row-major) whenever preprocessing succeeded. */
 void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t len,
                   const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res);
+
+/* (a) for n PNGs at once (/predict/batch): png[i] of len[i] bytes, each
+ * decoded and preprocessed into x[i*784..] (the caller's [n,784] floats,
+ * afterwards the network inputs: zeros for a failed image), then all
+ * forwarded together: through ws's batcher as one request, or in chunks
+ * of the ws's max_batch. The caller zeroes res[0..n); an entry whose
+ * status it set (e.g. not base64) is skipped and keeps it. */
+void pipe_run_pngs(const nn_ensemble *e, pipe_ws *ws, int n, const uint8_t *const *png,
+                   const size_t *len, const img_limits *lim, float *x, pipe_result *res);
 
 typedef enum { PIPE_U8, PIPE_F32 } pipe_dtype;
 

@@ -481,11 +481,32 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv
         return multipart_error(s, c, r, rc, err, "-F image=@a.png -F image=@b.png");
     }
     pipe_ws *tmp, *ws = thread_ws(s, r->model, &tmp);
-    if (!ws) {
+    /* The images are decoded first, then forwarded together (with
+     * batching on: one request in the model's batches). */
+    pipe_result *res = calloc((size_t)n, sizeof *res);
+    float *x = malloc(sizeof *x * PIPE_PIXELS * (size_t)n);
+    const uint8_t **png = malloc(sizeof *png * (size_t)n);
+    size_t *plen = malloc(sizeof *plen * (size_t)n);
+    if (!ws || !res || !x || !png || !plen) {
+        pipe_ws_free(tmp);
+        free(res);
+        free(x);
+        free(png);
+        free(plen);
         free(parts);
         free(store);
-        return no_workspace(s, c, r);
+        return ws ? srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory")
+                  : no_workspace(s, c, r);
     }
+    for (int i = 0; i < n; i++) {
+        png[i] = parts[i].data;
+        plen[i] = parts[i].len;
+        if (!parts[i].data) {
+            res[i].status = PIPE_INVALID_BASE64;
+            snprintf(res[i].msg, sizeof res[i].msg, "image %d is not valid base64", i);
+        }
+    }
+    pipe_run_pngs(r->model->ens, ws, n, png, plen, &s->lim, x, res);
     srv_buf b;
     srv_buf_init(&b, NULL, 0);
     srv_buf_reserve(&b, (size_t)n * 400 + 64);
@@ -493,20 +514,16 @@ static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv
     srv_buf_json_str(&b, r->model->name);
     srv_buf_printf(&b, ",\"model_version\":%d,\"count\":%d,\"results\":[", r->model->version, n);
     for (int i = 0; i < n; i++) {
-        pipe_result res;
-        float prepared[PIPE_PIXELS];
-        float *prep = r->want_prep ? prepared : NULL;
-        uint64_t t0 = srv_http_now_ns();
-        if (parts[i].data) {
-            classify(s, r->model, ws, parts[i].data, parts[i].len, prep, &res);
-        } else {
-            memset(&res, 0, sizeof res);
-            res.status = PIPE_INVALID_BASE64;
-            snprintf(res.msg, sizeof res.msg, "image %d is not valid base64", i);
-        }
+        observe(s, r->model, &res[i]);
+        /* This image's own time: its steps and its wait for a batch. */
+        uint64_t own = res[i].decode_us + res[i].prep_us + res[i].queue_us + res[i].infer_us;
         if (i) srv_buf_append(&b, ",", 1);
-        result_json(&b, r->model, &res, (srv_http_now_ns() - t0) / 1000, prep);
+        result_json(&b, r->model, &res[i], own, r->want_prep ? x + (size_t)i * PIPE_PIXELS : NULL);
     }
+    free(res);
+    free(x);
+    free(png);
+    free(plen);
     srv_buf_puts(&b, "]}");
     pipe_ws_free(tmp);
     free(parts);
@@ -551,9 +568,27 @@ static enum MHD_Result handle_v2_infer(srv_server *s, struct MHD_Connection *c, 
         pipe_run_tensors(m->ens, ws, q->u8 ? PIPE_U8 : PIPE_F32,
                          q->u8 ? (const void *)q->u8 : (const void *)q->f32, (int)q->n, res);
         for (uint32_t i = 0; i < q->n; i++) observe(s, m, &res[i]);
-    } else {
-        for (uint32_t i = 0; i < q->n; i++)
-            classify(s, m, ws, q->items[i].data, q->items[i].len, NULL, &res[i]);
+    } else { /* BYTES: PNGs, decoded first, then forwarded together */
+        float *x = malloc(sizeof *x * PIPE_PIXELS * q->n);
+        const uint8_t **png = malloc(sizeof *png * q->n);
+        size_t *plen = malloc(sizeof *plen * q->n);
+        if (!x || !png || !plen) {
+            free(x);
+            free(png);
+            free(plen);
+            ret = srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory");
+            goto done;
+        }
+        memset(res, 0, q->n * sizeof *res);
+        for (uint32_t i = 0; i < q->n; i++) {
+            png[i] = q->items[i].data;
+            plen[i] = q->items[i].len;
+        }
+        pipe_run_pngs(m->ens, ws, (int)q->n, png, plen, &s->lim, x, res);
+        for (uint32_t i = 0; i < q->n; i++) observe(s, m, &res[i]);
+        free(x);
+        free(png);
+        free(plen);
     }
     for (uint32_t i = 0; i < q->n; i++) {
         if (res[i].status != PIPE_OK) {

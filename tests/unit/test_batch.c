@@ -355,6 +355,72 @@ static void test_png_through_batcher(void **state)
     nn_ensemble_free(e);
 }
 
+/* Several PNGs of one request (/predict/batch): decoded first, then one
+ * request in the batches - the answers are the forward pass of all of
+ * them, failed ones as zeros, each failure its own. Without a batcher
+ * each image runs alone, as pipe_run_png runs it. */
+static void test_pngs_run_together(void **state)
+{
+    (void)state;
+    nn_ensemble *e = load("models/lenet.safetensors");
+    uint8_t *png[2];
+    size_t len[2];
+    for (int k = 0; k < 2; k++) {
+        uint16_t px[PIPE_PIXELS];
+        for (int q = 0; q < PIPE_PIXELS; q++) px[q] = images[k + 4][q];
+        img_png_spec spec = {.width = PIPE_SIDE,
+                             .height = PIPE_SIDE,
+                             .color_type = 0,
+                             .bit_depth = 8,
+                             .samples = px};
+        char err[128];
+        assert_int_equal(img_png_encode(&spec, &png[k], &len[k], err, sizeof err), IMG_OK);
+    }
+    const uint8_t *in[4] = {png[0], (const uint8_t *)"junk", png[1], NULL};
+    size_t inlen[4] = {len[0], 4, len[1], 0};
+    pipe_ws *ws = pipe_ws_create(e, 1), *w4 = pipe_ws_create(e, 4);
+    pipe_batcher *b = pipe_batcher_create(
+        e, &(pipe_batch_opts){.max_size = 8, .delay_us = 1000000, .executors = 1});
+    assert_non_null(b);
+    float x[4 * PIPE_PIXELS];
+    pipe_result res[4], want[4], alone;
+    for (int pass = 0; pass < 2; pass++) { /* batched, then not */
+        pipe_ws_set_batcher(ws, pass == 0 ? b : NULL);
+        memset(res, 0, sizeof res);
+        res[3].status = PIPE_INVALID_BASE64; /* the caller's own failure */
+        pipe_run_pngs(e, ws, 4, in, inlen, NULL, x, res);
+        assert_int_equal(res[1].status, PIPE_NOT_PNG);
+        assert_int_equal(res[3].status, PIPE_INVALID_BASE64);
+        for (int q = 0; q < PIPE_PIXELS; q++) assert_true(x[PIPE_PIXELS + q] == 0.0f);
+        if (pass == 0) {
+            memset(want, 0, sizeof want);
+            pipe_forward(e, w4, x, 4, want);
+            assert_same_answer(&res[0], &want[0], 1);
+            assert_same_answer(&res[2], &want[2], 1);
+            assert_int_equal(res[0].batch_size, 4);
+            assert_int_equal(res[0].batch_first, 1);
+            assert_int_equal(res[2].batch_first, 0);
+            assert_true(res[0].queue_us < 1000000); /* nothing announced is missing */
+        } else {
+            for (int k = 0; k < 2; k++) {
+                pipe_run_png(e, ws, png[k], len[k], NULL, NULL, &alone);
+                assert_same_answer(&res[2 * k], &alone, 1);
+                assert_int_equal(res[2 * k].batch_size, 0);
+            }
+        }
+    }
+    pipe_batch_stats st;
+    pipe_batcher_stats(b, &st);
+    assert_int_equal(st.batches, 1);
+    assert_int_equal(st.images, 4);
+    pipe_ws_free(ws);
+    pipe_ws_free(w4);
+    pipe_batcher_free(b);
+    free(png[0]);
+    free(png[1]);
+    nn_ensemble_free(e);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -390,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_delay_bounds_the_wait),
         cmocka_unit_test(test_close_releases_waiters),
         cmocka_unit_test(test_png_through_batcher),
+        cmocka_unit_test(test_pngs_run_together),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

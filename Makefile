@@ -6,6 +6,7 @@
 #   make format     clang-format the C sources (make format-check: only check)
 #   make data       MNIST IDX files into data/mnist/ (sha256 verified)
 #   make glyphs     printed digits and letters from Debian fonts, data/glyphs/
+#   make robustness the model cards' robustness and beyond-MNIST tables
 #   make train      retrain the shipped models from scratch (recorded seeds)
 #   make asan       address+undefined sanitizer build, runs unit+integration
 #                   (its reload run does 50 reloads: no leak may remain)
@@ -75,7 +76,7 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 # Keep objects that pattern chains would otherwise delete as intermediate.
 .SECONDARY:
 
-.PHONY: FORCE all test-bins deps deps-test deps-bench deps-glyphs data glyphs fashion run test unit integration cli \
+.PHONY: FORCE all test-bins deps deps-test deps-bench deps-glyphs data glyphs robustness fashion run test unit integration cli \
         browser lint-spec asan coverage train bench clean models-check deploy-check rolling \
         kube-play reload-soak reload-tsan \
         deps-fuzz fuzz fuzz-long fuzz-build fuzz-bins tsan soak format format-check
@@ -330,6 +331,20 @@ soak: deps-fuzz
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory $(BUILD)/mnist-server $(BUILD)/tests/tools/mkpng
 	@tests/load/soak.sh $(BUILD) $(SOAK_SECONDS)
+
+# ---- robustness ------------------------------------------------------------
+# The model cards' robustness tables: transforms of the test set
+# (scripts/robustness.sh), then uploads, printed and pen-drawn digits and the
+# out-of-distribution shares (scripts/beyond-mnist.sh). About 15 minutes on
+# a shared 2-core machine.
+ROBUST_MODELS ?= models/mlp.safetensors models/lenet.safetensors models/cnn.safetensors
+BEYOND_MODELS ?= $(ROBUST_MODELS) models/cnn-ensemble.ensemble
+robustness: deps-test deps-glyphs
+	@$(MAKE) --no-print-directory data glyphs all
+	@node scripts/pen-digits.mjs data/glyphs/pen-digits
+	@scripts/robustness.sh $(BUILD) $(ROBUST_MODELS)
+	@echo
+	@scripts/beyond-mnist.sh $(BUILD) models/cnn.safetensors $(BEYOND_MODELS)
 
 # ---- training and benchmarks ---------------------------------------------
 train: deps-test

@@ -10,7 +10,8 @@
  *   --ood DIR MODEL       how well each score tells the test set from DIR's
  *                         test images: AUROC and the share of DIR marked in
  *                         distribution, on the raw IDX images and after the
- *                         server's preprocessing of an uploaded image.
+ *                         server's preprocessing of an uploaded image (a
+ *                         DIR of images that are not 28x28: the latter only).
  *
  * Data: --data and --ood take a directory of MNIST-named files or the
  * prefix of one set's two files (data/glyphs/digits-eval), nn/idx.h.
@@ -188,14 +189,13 @@ static int ood_prepared(const nn_ensemble *e, const nn_dataset *d, int n, ood_se
     const char *mode = nn_ensemble_meta(e)->preprocess;
     nn_ensemble_ws *ws = nn_ensemble_ws_create(e, B);
     float *x = malloc(sizeof(float) * B * 784), *probs = malloc(sizeof(float) * B * k);
-    if (!ws || !x || !probs || d->rows != 28 || d->cols != 28 ||
-        ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL))
-        goto done;
+    if (!ws || !x || !probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL)) goto done;
     int m = 0;
     for (int i = 0; i <= n; i++) {
         char err[128];
-        if (i < n && img_prep_by_name(mode, d->images + (size_t)i * hw, 28, 28, x + (size_t)m * 784,
-                                      err, sizeof err) != IMG_OK) {
+        if (i < n &&
+            img_prep_by_name(mode, d->images + (size_t)i * hw, (uint32_t)d->cols, (uint32_t)d->rows,
+                             x + (size_t)m * 784, err, sizeof err) != IMG_OK) {
             s->blank++;
             continue;
         }
@@ -311,15 +311,16 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
         return 1;
     }
     const nn_net *n0 = nn_ensemble_member(e, 0);
-    if (in->rows != 28 || in->cols != 28 || out->rows != 28 || out->cols != 28 || n0->in_c != 1 ||
-        n0->in_h != 28 || n0->in_w != 28) {
-        fprintf(stderr, "mnist-eval: --ood wants a 1x28x28 model and 28x28 images\n");
+    /* An out set of another size is only scored as uploads of it. */
+    if (in->rows != 28 || in->cols != 28 || n0->in_c != 1 || n0->in_h != 28 || n0->in_w != 28) {
+        fprintf(stderr, "mnist-eval: --ood wants a 1x28x28 model and 28x28 test images\n");
         goto done;
     }
+    int raw = out->rows == 28 && out->cols == 28;
     int nin = in->n, nout = out->n;
     if (limit > 0 && limit < nin) nin = limit;
     if (limit > 0 && limit < nout) nout = limit;
-    if (ood_raw(e, in, nin, &s[0]) || ood_raw(e, out, nout, &s[1]) ||
+    if (ood_raw(e, in, nin, &s[0]) || (raw && ood_raw(e, out, nout, &s[1])) ||
         ood_prepared(e, in, nin, &s[2]) || ood_prepared(e, out, nout, &s[3])) {
         fprintf(stderr, "mnist-eval: out of memory\n");
         goto done;
@@ -343,7 +344,10 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
             cJSON_AddNullToObject(o, "ood_method");
             cJSON_AddNullToObject(o, "ood_threshold");
         }
-        ood_report(e, "raw", &s[0], &s[1], o);
+        if (raw)
+            ood_report(e, "raw", &s[0], &s[1], o);
+        else
+            cJSON_AddNullToObject(o, "raw");
         ood_report(e, "prepared", &s[2], &s[3], o);
         char *txt = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
@@ -370,7 +374,10 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
             "them.\n\n");
         printf("%-9s %-12s %7s %10s   %9s %9s\n", "input", "method", "AUROC", "out @95%", "in pass",
                "out pass");
-        ood_report(e, "raw", &s[0], &s[1], NULL);
+        if (raw)
+            ood_report(e, "raw", &s[0], &s[1], NULL);
+        else
+            printf("raw       (not scored: %s's images are %dx%d)\n", dir, out->rows, out->cols);
         ood_report(e, "prepared", &s[2], &s[3], NULL);
     }
     rc = 0;

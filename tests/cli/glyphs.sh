@@ -3,7 +3,8 @@
 # fonts as IDX files): a small subset of the fonts is rendered twice and
 # must give the same bytes, well-formed IDX headers and the expected
 # labels; bad input gives one line on stderr; the default model reads the
-# rendered digits.
+# rendered digits. Then scripts/pen-digits.mjs: digits drawn with the
+# drawing page's pen, read through the upload path.
 #
 #   tests/cli/glyphs.sh BUILD_DIR      (BUILD_DIR: build or build/asan)
 #
@@ -162,6 +163,29 @@ sys.exit(0 if r["out_n"] == 624 and p["out_n"] + p["out_blank"] == 624 and 0 <= 
     ok "glyphs: mnist-eval --ood scores the rendered letters"
 else
     not_ok "glyphs: mnist-eval --ood scores the rendered letters" "$(head -c 300 "$tmp/ood.json")" "$(head -c 300 "$tmp/ood.err")"
+fi
+
+# ---------------------------------------------------------------- the page's pen
+# scripts/pen-digits.mjs: 900 digits drawn with the page's pen, 140x140 as
+# the page sends them, read by the default model through the upload path
+# (the same 90% floor as above).
+if node scripts/pen-digits.mjs "$tmp/pen" > "$tmp/pen.out" 2> "$tmp/pen.err" &&
+    "$PY" -c 'import struct,sys; p = sys.argv[1]
+im, lb = open(p + "-images-idx3-ubyte", "rb").read(), open(p + "-labels-idx1-ubyte", "rb").read()
+assert struct.unpack(">IIII", im[:16]) == (0x803, 900, 140, 140) and len(im) == 16 + 900 * 140 * 140
+assert struct.unpack(">II", lb[:8]) == (0x801, 900) and list(lb[8:]) == list(range(10)) * 90
+assert im[16] == 255 and min(im[16:16 + 19600]) == 0  # white paper, black ink' "$tmp/pen" &&
+    "$EVAL" --json --upload gray --data "$tmp/pen" "$MODEL" > "$tmp/pen.json" 2> "$tmp/pen.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1]))
+sys.exit(0 if d["n"] == 900 and d["refused"] == 0 and d["accuracy"] >= 0.9 else 1)' "$tmp/pen.json"; then
+    ok "pen-digits: 900 pen-drawn 140x140 digits, read through the upload path ($(grep -o '"accuracy":[0-9.]*' "$tmp/pen.json"))"
+else
+    not_ok "pen-digits" "$(cat "$tmp/pen.out")" "$(head -c 300 "$tmp/pen.err")" "$(head -c 300 "$tmp/pen.json" 2> /dev/null)"
+fi
+if node scripts/pen-digits.mjs > /dev/null 2> "$tmp/pen.err"; [ $? -eq 2 ] && grep -q '^usage: ' "$tmp/pen.err"; then
+    ok "pen-digits: usage without OUT_PREFIX"
+else
+    not_ok "pen-digits: usage without OUT_PREFIX" "$(cat "$tmp/pen.err")"
 fi
 
 echo "cli-glyphs: $pass passed, $failed failed"

@@ -306,6 +306,17 @@ sys.exit(0 if b["n"] == 3 and b["refused"] == 3 and b["accuracy"] == 0 and sum(m
 else
     not_ok "eval --upload of blank images" "$(head -c 300 "$tmp/up.json")" "$(head -c 300 "$tmp/up.err")"
 fi
+# --ood of a set of another size: scored as uploads only.
+if "$EVAL" --json --ood "$tmp/big" --data "$small" "$tmp/tiny-ood.safetensors" > "$tmp/ood-big.json" 2> "$tmp/ood.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); p = d["prepared"]
+sys.exit(0 if d["raw"] is None and p["out_n"] == 50 and p["in_n"] == 300 and "mahalanobis" in p else 1)' "$tmp/ood-big.json" &&
+    "$EVAL" --ood "$tmp/big" --data "$small" "$tmp/tiny-ood.safetensors" 2>&1 | grep -q "^raw .*not scored: .*big's images are 56x56"; then
+    ok "eval --ood PREFIX of 56x56 images: scored as uploads, no raw figures"
+else
+    not_ok "eval --ood of 56x56 images" "$(head -c 300 "$tmp/ood-big.json")" "$(head -c 300 "$tmp/ood.err")"
+fi
+expect 1 '^mnist-eval: --ood wants a 1x28x28 model and 28x28 test images$' "eval: --ood with 56x56 images as the test set" -- \
+    "$EVAL" --ood "$small" --data "$tmp/big" "$tmp/tiny-ood.safetensors"
 expect 1 'the model wants 1x28x28 inputs, the data is 56x56' "eval: 56x56 images without --upload" -- \
     "$EVAL" --data "$tmp/big" "$tmp/tiny.safetensors"
 expect 1 'wide.safetensors: takes 1x32x32 inputs' "eval --upload: a model the pipeline cannot feed" -- \

@@ -58,6 +58,9 @@ for set in digits-eval digits-train letters-eval letters-train pen-digits; do
 import json, sys
 d = json.load(open(sys.argv[1]))
 name, first = sys.argv[2], sys.argv[3] == "1"
+name = {"digits-eval": "font digits, eval fonts", "digits-train": "font digits, train fonts",
+        "letters-eval": "letters, eval fonts", "letters-train": "letters, train fonts",
+        "pen-digits": "pen digits"}.get(name, name)
 if d["ood_method"] != "mahalanobis":
     sys.exit("beyond-mnist: the model carries no out-of-distribution statistics")
 pct = lambda v: "%.2f%%" % (100 * v)
@@ -67,7 +70,7 @@ if first:
                                                     pct(up["mahalanobis"]["in_pass"])))
 n = up["out_n"] + up["out_blank"]
 cells = [name, str(n)]
-cells.append(pct(raw["mahalanobis"]["out_pass"]) if raw else "(not 28x28)")
+cells.append(pct(raw["mahalanobis"]["out_pass"]) if raw else "(not 28x28: uploads only)")
 # A blank image is refused, never marked in distribution.
 cells.append(pct(up["mahalanobis"]["out_pass"] * up["out_n"] / n))
 cells.append("%.4f" % raw["mahalanobis"]["auroc"] if raw else "")

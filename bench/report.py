@@ -58,7 +58,8 @@ def med(xs):
 # goal: ("ratio", x) ours at least x times better; ("max", v) ours <= v;
 # ("min", v) ours >= v; ("of", workload, f[, what]) ours >= f times our own
 # figure for workload (<= for lower-is-better rows; the peer column then
-# shows that figure, named what); None: reported only.
+# shows that figure, named what); ("vs", workload, what) reported only, the
+# peer column showing our figure for workload; None: reported only.
 ROWS = [
     ("LeNet training, batch 32", "train_lenet_b32", "epoch_s", 1, "s/epoch", True, ("ratio", 3)),
     ("LeNet training, batch 128", "train_lenet_b128", "epoch_s", 1, "s/epoch", True, ("ratio", 2)),
@@ -88,12 +89,13 @@ ROWS = [
     ("Server big CNN, 64 connections, batching", "server_cnn_batch_c64", "rps", 1, "req/s", False,
      ("of", "server_cnn_c64", 1, "unbatched")),
     ("Server big CNN, 64 connections, batching, p50", "server_cnn_batch_c64", "p50_us", 1e-3, "ms",
-     True, None),
+     True, ("vs", "server_cnn_c64", "unbatched")),
     ("Server big CNN, 64 connections, batching, p99", "server_cnn_batch_c64", "p99_us", 1e-3, "ms",
      True, ("of", "server_cnn_c64", 1, "unbatched")),
-    ("Server big CNN, 1 connection, batching", "server_cnn_batch_c1", "rps", 1, "req/s", False, None),
+    ("Server big CNN, 1 connection, batching", "server_cnn_batch_c1", "rps", 1, "req/s", False,
+     ("vs", "server_cnn_c1", "unbatched")),
     ("Server big CNN, 1 connection, batching, p50", "server_cnn_batch_c1", "p50_us", 1e-3, "ms", True,
-     None),
+     ("vs", "server_cnn_c1", "unbatched")),
     ("Server big CNN, 1 connection, batching, p99", "server_cnn_batch_c1", "p99_us", 1e-3, "ms", True,
      ("of", "server_cnn_c1", 1, "unbatched")),
     ("Server errors, all runs", "server_*", "errors", 1, "count", True, ("max", 0)),
@@ -121,6 +123,8 @@ def goal_text(goal, unit, lower=False):
     if goal is None:
         return "reported"
     kind, x = goal[0], goal[1]
+    if kind == "vs":
+        return "reported (peer column: %s)" % goal[2]
     if kind == "of":
         what = goal[3] if len(goal) > 3 else "the PNG path"
         return "%s %.2f of %s (peer column)" % ("<=" if lower else ">=", goal[2], what)
@@ -168,7 +172,7 @@ def main():
             if failed:
                 ours = None
             ours_runs = peer_runs = []
-        elif goal and goal[0] == "of":
+        elif goal and goal[0] in ("of", "vs"):
             # Ours against ours: the peer column holds the other workload.
             ours_runs = [v * scale for v in values(runs, w, "ours", field)]
             peer_runs = [v * scale for v in values(runs, goal[1], "ours", field)]
@@ -181,7 +185,7 @@ def main():
         if ours is not None and peer is not None and ours > 0 and peer > 0:
             ratio = peer / ours if lower else ours / peer
         met = None
-        if goal and ours is not None:
+        if goal and goal[0] != "vs" and ours is not None:
             kind, x = goal[0], goal[1]
             if kind == "of":
                 met = peer is not None and (ours <= goal[2] * peer if lower else ours >= goal[2] * peer)

@@ -542,6 +542,86 @@ static void test_readers_during_reloads(void **state)
     }
 }
 
+/* Dynamic batching across reloads: readers classify through their slot's
+ * workspace, which hands the forward step to the model's batcher, while
+ * versions come and go. Every answer must be its own model's: within
+ * 1e-4 (batched sums may be ordered differently; test_batch.c says why)
+ * of that model's own forward pass on the image, which the other version
+ * (other weights) misses by far - a batch mixing versions would show. */
+typedef struct {
+    srv_registry *reg;
+    int slot;
+    atomic_int *stop;
+    long runs;
+    int bad;
+} batch_reader_arg;
+
+static void *batch_reader(void *p)
+{
+    batch_reader_arg *a = p;
+    float x[PIPE_PIXELS] = {0};
+    for (int y = 4; y < 24; y++) x[y * PIPE_SIDE + 10 + a->slot] = 1.0f;
+    while (!atomic_load(a->stop)) {
+        srv_snapshot *v = srv_registry_acquire(a->reg);
+        srv_model *m = srv_snapshot_find(v, "digits", 0);
+        pipe_ws *own = m ? pipe_ws_create(m->ens, 1) : NULL;
+        if (!m || !m->batch || !own) {
+            a->bad++;
+        } else {
+            pipe_result got, want;
+            pipe_run_tensors(m->ens, srv_model_ws(m, a->slot), PIPE_F32, x, 1, &got);
+            memset(&want, 0, sizeof want);
+            pipe_forward(m->ens, own, x, 1, &want);
+            if (got.status != PIPE_OK || got.prediction != want.prediction) a->bad++;
+            for (int c = 0; c < want.nclasses; c++)
+                if (!(fabsf(got.probs[c] - want.probs[c]) <= 1e-4f)) a->bad++;
+        }
+        pipe_ws_free(own);
+        srv_snapshot_release(v);
+        a->runs++;
+    }
+    return NULL;
+}
+
+static void test_batches_during_reloads(void **state)
+{
+    fixture *fx = *state;
+    put_net(fx, "digits/1.safetensors", 10, 0.91, 1);
+    enum { READERS = 4 };
+    char p[512], err[1200];
+    srv_registry_opts o = {.cfg = &fx->cfg, .nslots = READERS, .settle_s = 0};
+    o.batch = (pipe_batch_opts){.max_size = 4, .delay_us = 2000, .executors = 2};
+    fx->reg = srv_registry_create(&o, err, sizeof err);
+    if (!fx->reg) fail_msg("srv_registry_create: %s", err);
+    srv_registry *r = fx->reg;
+    atomic_int stop = 0;
+    batch_reader_arg a[READERS];
+    pthread_t t[READERS];
+    for (int i = 0; i < READERS; i++) {
+        a[i] = (batch_reader_arg){r, i, &stop, 0, 0};
+        assert_int_equal(pthread_create(&t[i], NULL, batch_reader, &a[i]), 0);
+    }
+    path_of(fx, p, sizeof p, "digits/2.safetensors");
+    for (int i = 0; i < 8; i++) {
+        /* Version 2 with new weights each time, then removed: back to 1. */
+        if (i % 2 == 0)
+            save_net(p, 28, 10, 0.92, (uint64_t)i + 20);
+        else
+            unlink(p);
+        srv_registry_reload(r, "test", 1);
+        assert_int_equal(served(r, "digits"), i % 2 == 0 ? 2 : 1);
+    }
+    atomic_store(&stop, 1);
+    long runs = 0;
+    for (int i = 0; i < READERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(a[i].bad, 0);
+        runs += a[i].runs;
+    }
+    assert_true(runs >= READERS);
+    srv_registry_close_batchers(r); /* harmless on a quiet registry */
+}
+
 /* ---- background reloads ---------------------------------------------------- */
 
 static void test_poller(void **state)
@@ -575,6 +655,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failures_keep_the_old_version, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unload_load_and_default, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_during_reloads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batches_during_reloads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poller, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,12 +2,17 @@
  *
  *   build/bench/infer_bench [--arch lenet|cnn|mlp] [--iters N] [--peak GFLOPS]
  *
- * Times nn_net_forward on one image for the net as trained and for its
- * batch-norm-folded copy (nn_net_fold_bn, what the server runs): median
- * of 7 rounds of N calls, in thread CPU time (the machine is shared), then
- * a per-layer table of the folded net. --peak is one core's FP32 peak
+ * Times nn_net_forward on one image for the net as trained, for its
+ * batch-norm-folded copy run directly (no plan), and for that copy with
+ * its inference plan (Winograd for the 3x3 stride-1 convolutions: what
+ * nn_net_fold_bn returns and the server runs): median of 7 rounds of N
+ * calls, in thread CPU time (the machine is shared), the three
+ * interleaved round by round, then a per-layer table of the planned net
+ * and of the direct one. GFLOP/s count the direct convolution's
+ * multiply-adds, so a Winograd layer's figure is its effective rate. --peak is one core's FP32 peak
  * (build/bench/peak) for the fraction column. */
 #include "bench/archs.h"
+#include "nn/gemm.h"
 #include "nn/rng.h"
 
 static int cmp_d(const void *a, const void *b)
@@ -16,19 +21,46 @@ static int cmp_d(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Median seconds per call over 7 rounds of iters calls. */
-static double time_net(const nn_net *net, nn_ws *ws, const float *x, int iters)
+#define NETS 3
+/* Median seconds per call over 7 rounds of iters calls, for each net,
+ * the nets taking turns within each round. */
+static void time_nets(double *med, nn_net *const *net, nn_ws *const *ws, const float *x, int iters)
 {
     float probs[NN_MAX_CLASSES];
-    double r[7];
-    for (int i = 0; i < iters / 10 + 1; i++) nn_net_forward(net, ws, x, 1, probs, NULL);
-    for (int k = 0; k < 7; k++) {
-        double t0 = bench_cpu_now();
-        for (int i = 0; i < iters; i++) nn_net_forward(net, ws, x, 1, probs, NULL);
-        r[k] = (bench_cpu_now() - t0) / iters;
+    double r[NETS][7];
+    for (int j = 0; j < NETS; j++)
+        for (int i = 0; i < iters / 10 + 1; i++) nn_net_forward(net[j], ws[j], x, 1, probs, NULL);
+    for (int k = 0; k < 7; k++)
+        for (int j = 0; j < NETS; j++) {
+            double t0 = bench_cpu_now();
+            for (int i = 0; i < iters; i++) nn_net_forward(net[j], ws[j], x, 1, probs, NULL);
+            r[j][k] = (bench_cpu_now() - t0) / iters;
+        }
+    for (int j = 0; j < NETS; j++) {
+        qsort(r[j], 7, sizeof r[j][0], cmp_d);
+        med[j] = r[j][3];
     }
-    qsort(r, 7, sizeof r[0], cmp_d);
-    return r[3];
+}
+
+/* Per-layer table of net (thread CPU time over iters calls). */
+static void layer_table(const char *title, const nn_net *f, nn_ws *wf, const float *x, int iters)
+{
+    static double t[2 * NN_MAX_LAYERS];
+    float probs[NN_MAX_CLASSES];
+    memset(t, 0, sizeof t);
+    nn_ws_set_timer(wf, t);
+    for (int i = 0; i < iters; i++) nn_net_forward(f, wf, x, 1, probs, NULL);
+    nn_ws_set_timer(wf, NULL);
+    printf("%s\n%3s %-10s %14s %9s %9s\n", title, "i", "layer", "out", "us", "GFLOP/s");
+    for (int i = 0; i < f->nlayers; i++) {
+        const nn_layer *L = &f->layers[i];
+        double us = t[i] / iters * 1e6, m = (double)bench_layer_macs(L);
+        char shape[32];
+        snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
+        printf("%3d %-10s %14s %9.2f", i, bench_kind_name(L->kind), shape, us);
+        if (m > 0) printf(" %9.1f", 2 * m / (us * 1e-6) * 1e-9);
+        printf("\n");
+    }
 }
 
 int main(int argc, char **argv)
@@ -53,8 +85,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
-    nn_ws *ws = nn_ws_create(net, 1, 0), *wf = nn_ws_create(f, 1, 0);
-    if (!ws || !wf) {
+    nn_net *d = nn_net_fold_bn(net, err, sizeof err);
+    if (!d) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    nn_net_unplan(d);
+    nn_ws *ws = nn_ws_create(net, 1, 0), *wf = nn_ws_create(f, 1, 0), *wd = nn_ws_create(d, 1, 0);
+    if (!ws || !wf || !wd) {
         fprintf(stderr, "infer_bench: out of memory\n");
         return 1;
     }
@@ -63,32 +101,26 @@ int main(int argc, char **argv)
     nn_rng_seed(&r, 3);
     for (int i = 0; i < 784; i++) x[i] = (float)nn_rng_uniform(&r);
 
-    double flops = 2.0 * (double)nn_net_macs(net);
-    double t_plain = time_net(net, ws, x, iters), t_fold = time_net(f, wf, x, iters);
-    printf("infer_bench: %s, batch 1, one thread, %.2f MFLOP/image\n", arch, flops * 1e-6);
-    printf("  as trained: %8.2f us  %6.1f GFLOP/s\n", t_plain * 1e6, flops / t_plain * 1e-9);
-    printf("  bn folded:  %8.2f us  %6.1f GFLOP/s", t_fold * 1e6, flops / t_fold * 1e-9);
-    if (peak > 0) printf("  (%.0f%% of one core's peak)", 100 * flops / t_fold * 1e-9 / peak);
-    printf("\n");
-
-    static double t[2 * NN_MAX_LAYERS];
-    float probs[NN_MAX_CLASSES];
-    nn_ws_set_timer(wf, t);
-    for (int i = 0; i < iters; i++) nn_net_forward(f, wf, x, 1, probs, NULL);
-    nn_ws_set_timer(wf, NULL);
-    printf("%3s %-10s %14s %9s %9s\n", "i", "layer", "out", "us", "GFLOP/s");
-    for (int i = 0; i < f->nlayers; i++) {
-        const nn_layer *L = &f->layers[i];
-        double us = t[i] / iters * 1e6, m = (double)bench_layer_macs(L);
-        char shape[32];
-        snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
-        printf("%3d %-10s %14s %9.2f", i, bench_kind_name(L->kind), shape, us);
-        if (m > 0) printf(" %9.1f", 2 * m / (us * 1e-6) * 1e-9);
+    double flops = 2.0 * (double)nn_net_macs(net), t[NETS];
+    nn_net *nets[NETS] = {net, d, f};
+    nn_ws *wss[NETS] = {ws, wd, wf};
+    time_nets(t, nets, wss, x, iters);
+    printf("infer_bench: %s, batch 1, one thread, %.2f MFLOP/image, kernels %s\n", arch,
+           flops * 1e-6, nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+    const char *names[NETS] = {"as trained:", "bn folded, direct:", "bn folded, planned:"};
+    for (int j = 0; j < NETS; j++) {
+        printf("  %-20s %8.2f us  %6.1f GFLOP/s", names[j], t[j] * 1e6, flops / t[j] * 1e-9);
+        if (peak > 0) printf("  (%.0f%% of one core's peak)", 100 * flops / t[j] * 1e-9 / peak);
         printf("\n");
     }
+    printf("  plan: %d convolution(s) by Winograd F(2x2,3x3)\n", nn_net_plan_wino_layers(f));
+    layer_table("planned (what the server runs):", f, wf, x, iters);
+    layer_table("direct:", d, wd, x, iters);
     nn_ws_free(ws);
     nn_ws_free(wf);
+    nn_ws_free(wd);
     nn_net_free(f);
+    nn_net_free(d);
     nn_net_free(net);
     return 0;
 }

@@ -78,5 +78,10 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen)
             memcpy(fb, b, sizeof(float) * L->nb);
         }
     }
+    /* The copy is for inference: its Winograd weights now, once. */
+    if (nn_net_plan(f, err, errlen)) {
+        nn_net_free(f);
+        return NULL;
+    }
     return f;
 }

@@ -13,8 +13,9 @@
 #include <time.h>
 
 #include "nn/layers.h"
-#include "nn/rng.h"
 #include "nn/ood.h"
+#include "nn/rng.h"
+#include "nn/wino.h"
 
 static const char *kind_names[NN_LAYER_KINDS] = {"dense",   "conv2d",  "maxpool",   "relu",
                                                  "dropout", "flatten", "batchnorm", "deskew"};
@@ -358,6 +359,7 @@ bad:
 void nn_net_free(nn_net *net)
 {
     if (!net) return;
+    nn_net_unplan(net);
     nn_ood_free(net->ood);
     free(net->params);
     free(net->stats);
@@ -433,6 +435,61 @@ void nn_net_summary(const nn_net *net, char *buf, size_t buflen)
     }
 }
 
+/* ---- inference plan ----------------------------------------------------- */
+
+static void conv_shape(nn_conv_shape *cs, const nn_layer *L);
+
+struct nn_plan {
+    float *u;                    /* Winograd weights of all layers, one block */
+    size_t u_off[NN_MAX_LAYERS]; /* layer i's [16, C, O] at u + u_off[i]      */
+    int wino[NN_MAX_LAYERS];     /* layer i runs by Winograd                   */
+};
+
+void nn_net_unplan(nn_net *net)
+{
+    if (!net || !net->plan) return;
+    free(net->plan->u);
+    free(net->plan);
+    net->plan = NULL;
+}
+
+int nn_net_plan(nn_net *net, char *err, size_t errlen)
+{
+    nn_net_unplan(net);
+    struct nn_plan *pl = calloc(1, sizeof *pl);
+    if (!pl) return nn_errf(err, errlen, "plan: out of memory");
+    size_t total = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        if (L->kind != NN_CONV2D) continue;
+        nn_conv_shape cs;
+        conv_shape(&cs, L);
+        if (!nn_wino_fits(&cs)) continue;
+        pl->wino[i] = 1;
+        pl->u_off[i] = total;
+        total += nn_wino_weights_size(&cs);
+    }
+    if (total && !(pl->u = malloc(sizeof(float) * total))) {
+        free(pl);
+        return nn_errf(err, errlen, "plan: out of memory");
+    }
+    for (int i = 0; i < net->nlayers; i++) {
+        if (!pl->wino[i]) continue;
+        nn_conv_shape cs;
+        conv_shape(&cs, &net->layers[i]);
+        nn_wino_weights(pl->u + pl->u_off[i], net->params + net->layers[i].w_off, &cs);
+    }
+    net->plan = pl;
+    return 0;
+}
+
+int nn_net_plan_wino_layers(const nn_net *net)
+{
+    int n = 0;
+    for (int i = 0; net->plan && i < net->nlayers; i++) n += net->plan->wino[i];
+    return n;
+}
+
 /* ---- workspaces --------------------------------------------------------- */
 
 struct nn_ws {
@@ -447,6 +504,7 @@ struct nn_ws {
     float *bn_inv[NN_MAX_LAYERS]; /* batch norm 1/std per channel          */
     float *scratch;               /* conv scratch for a group of images    */
     int group[NN_MAX_LAYERS];     /* conv: images per GEMM                 */
+    int wino[NN_MAX_LAYERS];      /* conv: scratch fits the plan's Winograd */
     float *probs;                 /* softmax of the last forward_train     */
     const uint8_t *labels;
     float ls;
@@ -515,6 +573,12 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             ws->group[i] = (int)g;
             size_t sz = nn_conv2d_scratch_size(&cs, (int)g, training);
             if (sz > scrmax) scrmax = sz;
+            if (net->plan && net->plan->wino[i]) {
+                /* Winograd takes the whole batch (it chunks it itself). */
+                ws->wino[i] = 1;
+                sz = nn_wino_scratch_size(&cs, max_batch);
+                if (sz > scrmax) scrmax = sz;
+            }
         }
         /* conv/dense/batch norm + ReLU in one pass, training too: nothing
          * reads the pre-ReLU values (backward needs the layers' inputs, the
@@ -618,6 +682,11 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
+            if (!train && ws->wino[i] && net->plan && net->plan->wino[i]) {
+                nn_wino_forward_n(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n, ws->scratch,
+                                  ws->fuse[i]);
+                break;
+            }
             for (int b = 0; b < n; b += ws->group[i]) {
                 int g = n - b < ws->group[i] ? n - b : ws->group[i];
                 nn_conv2d_forward_n(y + b * nout, x + b * nin, wp, bp, &cs, g, ws->scratch,

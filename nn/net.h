@@ -100,8 +100,9 @@ typedef struct nn_net {
     size_t nstats;
     int64_t bn_batches; /* num_batches_tracked, for PyTorch compatibility   */
     nn_meta meta;
-    struct nn_ood *ood; /* out-of-distribution statistics (nn/ood.h), owned;
+    struct nn_ood *ood;   /* out-of-distribution statistics (nn/ood.h), owned;
                           NULL when the weights file carries none          */
+    struct nn_plan *plan; /* inference plan (nn_net_plan), owned; NULL: none */
 } nn_net;
 
 /* Parses an architecture from its JSON text: an array of layer objects,
@@ -199,6 +200,23 @@ void nn_ws_set_timer(nn_ws *ws, double *t);
  * net is unchanged. Metadata is copied. NULL + err on failure (memory).
  * Free with nn_net_free. */
 nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
+
+/* An inference plan for net, computed once: the Winograd-transformed
+ * weights (nn/wino.h) of every 3x3 stride-1 convolution that takes them,
+ * which nn_net_forward then runs by Winograd instead of directly. Training
+ * (nn_net_forward_train, nn_net_backward) ignores the plan. The plan
+ * copies the weights: after changing net->params, call nn_net_plan again
+ * (it replaces the old plan) or nn_net_unplan. Workspaces size their
+ * scratch for the plan they see at nn_ws_create: one created before runs
+ * the net directly. Not thread-safe against forwards on the same net
+ * (plan before sharing the net). nn_net_fold_bn's
+ * copies come with a plan. Returns 0, or -1 with err (out of memory: the
+ * net is left without a plan, and runs as before). */
+int nn_net_plan(nn_net *net, char *err, size_t errlen);
+/* Drops the plan (if any): forward runs every convolution directly. */
+void nn_net_unplan(nn_net *net);
+/* Number of convolutions the plan runs by Winograd (0 without a plan). */
+int nn_net_plan_wino_layers(const nn_net *net);
 
 /* ---- weights file (safetensors) --------------------------------------- */
 

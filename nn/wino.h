@@ -1,0 +1,50 @@
+/* wino.h - 3x3 stride-1 convolutions by Winograd's minimal filtering
+ * F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+ * Networks", CVPR 2016): every 2x2 block of outputs comes from a 4x4 block
+ * (tile) of the zero-bordered input as
+ *
+ *   Y = A^T [ sum over c of (G g_c G^T) . (B^T d_c B) ] A     (. elementwise)
+ *
+ * with g_c the 3x3 kernel of input channel c and d_c its 4x4 tile: 16
+ * multiplies per (input, output) channel pair and tile instead of 36, 2.25
+ * times fewer. U = G g G^T depends on the weights only and is computed once
+ * per model (nn_net_plan in net.h); a call transforms the inputs
+ * (V = B^T d B), runs the 16 element positions as 16 GEMMs
+ * M[e] [T, O] = V[e] [T, C] U[e] [C, O] over T tiles (nn_gemm, so every
+ * kernel path), and the output transform adds the bias and the ReLU.
+ *
+ * Shapes as in conv.h (x [g,C,H,W] -> y [g,O,OH,OW]); any padding. Forward
+ * only: the results differ from nn_conv2d_forward_ref by rounding, within
+ * the bound tests/unit/test_wino.c derives.
+ */
+#ifndef NN_WINO_H
+#define NN_WINO_H
+
+#include <stddef.h>
+
+#include "nn/conv.h"
+
+/* 1 if cs is a convolution F(2x2,3x3) computes (k 3, stride 1) and worth
+ * it (at least 2 input channels: with one, the GEMMs have depth 1). */
+int nn_wino_fits(const nn_conv_shape *cs);
+
+/* Floats of the transformed weights: 16 * C * O. */
+size_t nn_wino_weights_size(const nn_conv_shape *cs);
+
+/* u [16, C, O] = G w[o,c] G^T for every (o, c), each element computed in
+ * double and rounded once. w [O, C, 3, 3]. */
+void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs);
+
+/* Images nn_wino_forward_n transforms and multiplies at once (at most
+ * about 256 tiles, so its buffers stay in L2); callers may pass any g. */
+int nn_wino_group(const nn_conv_shape *cs);
+
+/* Floats of scratch nn_wino_forward_n needs for g images. */
+size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g);
+
+/* g images forward with the transformed weights u (nn_wino_weights) and
+ * the bias b (may be NULL); relu != 0 applies max(0, .) after the bias. */
+void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
+                       const nn_conv_shape *cs, int g, float *scratch, int relu);
+
+#endif

@@ -1,0 +1,286 @@
+/* test_wino.c - the Winograd F(2x2,3x3) convolution against the direct
+ * reference (nn_conv2d_forward_ref), on every kernel path this CPU runs
+ * (its 16 products per tile are GEMMs), and the net's inference plan that
+ * uses it.
+ *
+ * Error bound. An output is
+ *   y = A^T [ sum_c (G g_c G^T) . (B^T d_c B) ] A + b
+ * (g_c the 3x3 kernel, d_c the 4x4 input tile of channel c). Expanded, it
+ * is a signed sum of terms coef * g[j] * d[k]; float evaluation perturbs
+ * each term by a factor (1 + t), |t| <= gamma(n) (tol.h), n the roundings
+ * on its way: U = G g G^T, computed in double and rounded once (counted
+ * 2, the double error included), V = B^T d B (2: one per side, each entry
+ * a sum of 2), the product (1), the sum over C channels (C - 1), A^T M A
+ * (4: each side sums 3 entries) and the bias (1): n = C + 9. So
+ *   |y_computed - y| <= gamma(C + 9) * m,
+ *   m = |A^T| [ sum_c (|G| |g_c| |G^T|) . (|B^T| |d_c| |B|) ] |A| + |b|.
+ * Per output and channel, sum over the 16 positions of |A| |G| |G| |B| |B|
+ * with all 9 kernel and 16 tile entries at their maximum gives the growth
+ * factor: in one dimension sum_e |A_ei| (sum_j |G_ej|) (sum_k |B^T_ek|)
+ * = 1*2 + 1.5*2 + 1.5*2 = 8 for either output i, so 8 * 8 = 64 in two, and
+ *   m <= 64 * sum_c max|g_c| * max|d_c| + |b|.
+ * The reference rounds once more (u * |y| <= u * m). The bound is about
+ * 4x the direct convolution's for these sizes; a dropped or misplaced
+ * product moves an output by about |g| |d|, well above it.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "nn/conv.h"
+#include "nn/gemm.h"
+#include "nn/net.h"
+#include "nn/rng.h"
+#include "nn/wino.h"
+#include "tol.h"
+
+#define WINO_GROWTH 64.0
+
+static void fill(float *v, size_t n, uint64_t seed, float scale)
+{
+    nn_rng r;
+    nn_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) v[i] = (2.0f * nn_rng_uniform(&r) - 1.0f) * scale;
+}
+
+/* The bound above for output (o, oh, ow) of one image x [C,H,W]. */
+static double wino_bound(const nn_conv_shape *cs, const float *x, const float *w, const float *b,
+                         int o, int oh, int ow)
+{
+    const int r0 = oh / 2 * 2 - cs->p, s0 = ow / 2 * 2 - cs->p;
+    double m = 0.0;
+    for (int c = 0; c < cs->C; c++) {
+        double mg = 0.0, md = 0.0;
+        for (int j = 0; j < 9; j++) mg = fmax(mg, fabsf(w[((size_t)o * cs->C + c) * 9 + j]));
+        for (int r = r0; r < r0 + 4; r++)
+            for (int s = s0; s < s0 + 4; s++)
+                if (r >= 0 && r < cs->H && s >= 0 && s < cs->W)
+                    md = fmax(md, fabsf(x[((size_t)c * cs->H + r) * cs->W + s]));
+        m += mg * md;
+    }
+    m = WINO_GROWTH * m + (b ? fabsf(b[o]) : 0.0f);
+    return (tol_gamma(cs->C + 9.0) + TOL_U) * m;
+}
+
+/* One shape, g images, with and without bias and ReLU, against the
+ * reference image by image; the scratch's end is guarded. */
+static void check_shape(int C, int H, int W, int O, int p, int g)
+{
+    nn_conv_shape cs = {C, H, W, O, 3, 1, p, H + 2 * p - 2, W + 2 * p - 2};
+    assert_true(nn_wino_fits(&cs));
+    const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * 9;
+    const size_t nscr = nn_wino_scratch_size(&cs, g);
+    float *x = malloc(g * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4),
+          *u = malloc(nn_wino_weights_size(&cs) * 4), *y = malloc(g * ny * 4),
+          *ref = malloc(ny * 4), *scr = malloc((nscr + 1) * 4);
+    assert_true(x && w && b && u && y && ref && scr);
+    fill(x, g * nx, 100 + C * 7 + H, 1.0f);
+    fill(w, nw, 200 + O, 0.3f);
+    fill(b, O, 300 + O, 0.5f);
+    nn_wino_weights(u, w, &cs);
+    for (int variant = 0; variant < 3; variant++) {
+        const float *bias = variant == 1 ? NULL : b;
+        const int relu = variant == 2;
+        scr[nscr] = 12345.0f;
+        nn_wino_forward_n(y, x, u, bias, &cs, g, scr, relu);
+        assert_true(scr[nscr] == 12345.0f);
+        for (int i = 0; i < g; i++) {
+            const float *xi = x + i * nx;
+            nn_conv2d_forward_ref(ref, xi, w, bias, &cs);
+            for (int o = 0; o < O; o++)
+                for (int oh = 0; oh < cs.OH; oh++)
+                    for (int ow = 0; ow < cs.OW; ow++) {
+                        size_t j = ((size_t)o * cs.OH + oh) * cs.OW + ow;
+                        double want = relu && ref[j] < 0 ? 0.0 : ref[j];
+                        double got = y[i * ny + j];
+                        double bound = wino_bound(&cs, xi, w, bias, o, oh, ow);
+                        if (!(fabs(got - want) <= bound))
+                            fail_msg(
+                                "C%d %dx%d O%d p%d g%d variant %d: image %d y[%d,%d,%d] = %.9g, "
+                                "reference %.9g, bound %.3g",
+                                C, H, W, O, p, g, variant, i, o, oh, ow, got, want, bound);
+                    }
+        }
+    }
+    free(x);
+    free(w);
+    free(b);
+    free(u);
+    free(y);
+    free(ref);
+    free(scr);
+}
+
+/* Shapes: the big CNN's three (24x24, 10x10 and 8x8 outputs), odd maps
+ * (a dropped grid row and column), channel counts off the 4-lane vectors,
+ * padding 0, 1 and 2, one row or column of outputs, and batches that fill
+ * several chunks of tiles (nn_wino_group) with a partial last one. */
+static void test_wino_vs_ref(void **s)
+{
+    (void)s;
+    static const int cases[][6] = {
+        /* C, H, W, O, p, g */
+        {32, 26, 26, 32, 0, 1}, {32, 12, 12, 64, 0, 3}, {64, 10, 10, 64, 0, 2}, {3, 9, 11, 5, 1, 2},
+        {2, 3, 3, 1, 0, 1},     {5, 7, 4, 6, 2, 1},     {4, 3, 8, 4, 0, 3},     {6, 13, 5, 7, 1, 4},
+        {8, 6, 6, 4, 1, 37},    {7, 5, 5, 9, 0, 70}};
+    int ran = 0;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        print_message("[ PATH     ] %s\n", nn_gemm_path_name(path));
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+            check_shape(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
+                        cases[c][5]);
+        ran++;
+    }
+    assert_true(ran >= 2); /* generic and generic-wide run everywhere */
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
+/* The bound is not loose enough to hide a wrong result: one product
+ * dropped (a kernel entry zeroed in the transformed weights only) fails
+ * it somewhere. */
+static void test_wino_bound_catches(void **s)
+{
+    (void)s;
+    nn_conv_shape cs = {16, 10, 10, 8, 3, 1, 1, 10, 10};
+    const size_t nx = 1600, nw = 8 * 16 * 9, ny = 800;
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *w2 = malloc(nw * 4), *u = malloc(16 * 128 * 4),
+          *y = malloc(ny * 4), *ref = malloc(ny * 4),
+          *scr = malloc(nn_wino_scratch_size(&cs, 1) * 4);
+    assert_true(x && w && w2 && u && y && ref && scr);
+    fill(x, nx, 5, 1.0f);
+    fill(w, nw, 6, 0.3f);
+    memcpy(w2, w, nw * 4);
+    w2[(3 * 16 + 5) * 9 + 4] = 0.0f; /* output 3, channel 5, centre tap */
+    nn_wino_weights(u, w2, &cs);
+    nn_wino_forward_n(y, x, u, NULL, &cs, 1, scr, 0);
+    nn_conv2d_forward_ref(ref, x, w, NULL, &cs);
+    int outside = 0;
+    for (int oh = 0; oh < 10; oh++)
+        for (int ow = 0; ow < 10; ow++) {
+            size_t j = (3 * 10 + oh) * 10 + ow;
+            outside += fabs(y[j] - ref[j]) > wino_bound(&cs, x, w, NULL, 3, oh, ow);
+        }
+    assert_true(outside > 50);
+    free(x);
+    free(w);
+    free(w2);
+    free(u);
+    free(y);
+    free(ref);
+    free(scr);
+}
+
+static nn_net *make_net(const char *arch, int c, int h, int w, uint64_t seed)
+{
+    nn_layer L[NN_MAX_LAYERS];
+    int nl = 0;
+    char err[256];
+    if (nn_arch_parse(arch, L, &nl, err, sizeof err)) fail_msg("arch: %s", err);
+    nn_net *net = nn_net_create(L, nl, c, h, w, NULL, err, sizeof err);
+    if (!net) fail_msg("create: %s", err);
+    nn_net_init(net, seed);
+    for (int i = 0; i < net->nlayers; i++)
+        if (net->layers[i].nb)
+            fill(net->params + net->layers[i].b_off, net->layers[i].nb, seed + i, 0.1f);
+    return net;
+}
+
+/* The plan: which layers it takes, the same probabilities as the direct
+ * net, and a workspace made before it (or after nn_net_unplan) runs the
+ * net directly. */
+static void test_plan(void **s)
+{
+    (void)s;
+    /* 3x3 stride 1 with 1 input channel (no), with 4 (yes), stride 2 (no),
+     * 3x3 padded (yes), 5x5 (no). */
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":4,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":6,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":6,\"k\":3,\"stride\":2},"
+                       "{\"type\":\"conv2d\",\"out\":5,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":8,\"k\":5},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    nn_net *net = make_net(arch, 1, 20, 20, 3);
+    char err[256];
+    assert_int_equal(nn_net_plan_wino_layers(net), 0);
+    const int n = 5;
+    float x[5 * 400], p1[50], p2[50], z1[50], z2[50];
+    fill(x, 5 * 400, 9, 1.0f);
+    for (int i = 0; i < 5 * 400; i++) x[i] = x[i] * 0.5f + 0.5f;
+    nn_ws *direct = nn_ws_create(net, n, 0);
+    assert_non_null(direct);
+    nn_net_forward(net, direct, x, n, p1, z1);
+    assert_int_equal(nn_net_plan(net, err, sizeof err), 0);
+    assert_int_equal(nn_net_plan_wino_layers(net), 2);
+    assert_int_equal(nn_net_plan(net, err, sizeof err), 0); /* replaces, no leak */
+    nn_ws *planned = nn_ws_create(net, n, 0);
+    assert_non_null(planned);
+    nn_net_forward(net, planned, x, n, p2, z2);
+    /* Rounding only: logits of order 1 agree to far better than 1e-4. */
+    for (int i = 0; i < 50; i++) {
+        assert_float_equal(z1[i], z2[i], 1e-4);
+        assert_float_equal(p1[i], p2[i], 1e-5);
+    }
+    /* A workspace made before the plan never overruns its scratch. */
+    nn_net_forward(net, direct, x, n, p2, NULL);
+    for (int i = 0; i < 50; i++) assert_float_equal(p1[i], p2[i], 1e-6);
+    nn_net_unplan(net);
+    nn_net_unplan(net);
+    assert_int_equal(nn_net_plan_wino_layers(net), 0);
+    nn_net_forward(net, planned, x, n, p2, NULL);
+    for (int i = 0; i < 50; i++) assert_float_equal(p1[i], p2[i], 1e-6);
+    nn_ws_free(direct);
+    nn_ws_free(planned);
+    nn_net_free(net);
+}
+
+/* A folded copy comes planned; training ignores a plan. */
+static void test_fold_plans(void **s)
+{
+    (void)s;
+    const char *arch =
+        "[{\"type\":\"conv2d\",\"out\":4,\"k\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    nn_net *net = make_net(arch, 1, 8, 8, 4);
+    char err[256];
+    nn_net *f = nn_net_fold_bn(net, err, sizeof err);
+    assert_non_null(f);
+    assert_int_equal(nn_net_plan_wino_layers(f), 1);
+    /* Training on a planned net: the plan's stale weights are not used. */
+    assert_int_equal(nn_net_plan(net, err, sizeof err), 0);
+    nn_ws *ws = nn_ws_create(net, 2, 1);
+    assert_non_null(ws);
+    float x[128], p1[20], p2[20];
+    uint8_t lab[2] = {1, 7};
+    fill(x, 128, 11, 1.0f);
+    nn_net_forward_train(net, ws, x, lab, 2, 0.0f, 1, 0, p1);
+    const nn_layer *L = &net->layers[2]; /* new weights (not a scaling: batch norm follows) */
+    fill(net->params + L->w_off, L->nw, 99, 0.5f);
+    nn_net_forward_train(net, ws, x, lab, 2, 0.0f, 1, 0, p2);
+    int differ = 0;
+    for (int i = 0; i < 20; i++) differ |= p1[i] != p2[i];
+    assert_true(differ);
+    nn_ws_free(ws);
+    nn_net_free(f);
+    nn_net_free(net);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wino_vs_ref),
+        cmocka_unit_test(test_wino_bound_catches),
+        cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_fold_plans),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -3,7 +3,7 @@
  * softmax), on real MNIST test images, one at a time.
  *
  *   build/bench/latency MODEL.safetensors [--runs N] [--seconds S]
- *        [--peak GFLOPS] [--data DIR]
+ *        [--peak GFLOPS] [--data DIR] [--direct]
  *
  * Prints one JSON line on stdout:
  *   {"model":..,"runs":N,"median_us":..,"p99_us":..,"mean_us":..,
@@ -11,7 +11,9 @@
  * Each run is timed on its own (monotonic clock); gflops is 2 * MACs over
  * the median, peak_pct that against --peak (one core's FP32 FMA peak from
  * build/bench/peak), omitted without it. Runs continue until both N runs
- * and S seconds are done, whichever comes last. */
+ * and S seconds are done, whichever comes last. --direct drops the
+ * inference plan (nn_ensemble_unplan): every convolution runs directly,
+ * without Winograd, for a before/after comparison. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,12 +49,15 @@ int main(int argc, char **argv)
     const char *data = "data/mnist";
     int runs = 5000;
     double seconds = 1.0, peak = 0.0;
+    int direct = 0;
     const cli_opt opts[] = {
         {"runs", CLI_INT, &runs, 1, LAT_MAX_RUNS, "N", "at least N timed runs", .def = NULL},
         {"seconds", CLI_DOUBLE, &seconds, 0, 600, "S", "and at least S seconds", .def = NULL},
         {"peak", CLI_DOUBLE, &peak, 0, 1e6, "G", "one core's FP32 peak in GFLOP/s, for peak_pct",
          .def = "none", .lo_open = 1},
         {"data", CLI_STRING, &data, 0, 0, "DIR", "MNIST IDX files", .def = NULL},
+        {"direct", CLI_FLAG, &direct, 0, 0, NULL, "no inference plan: convolutions run directly",
+         .def = NULL},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     char err[512];
@@ -83,6 +88,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "latency: %s\n", err);
         return 1;
     }
+    if (direct) nn_ensemble_unplan(e);
     const nn_net *net = nn_ensemble_member(e, 0);
     int hw = net->in_c * net->in_h * net->in_w;
     nn_dataset *test = nn_dataset_load_dir(data, 1, 256, err, sizeof err);
@@ -132,7 +138,7 @@ int main(int argc, char **argv)
            "\"mean_us\":%.2f,\"gflops\":%.2f,",
            model, n, med * 1e6, p99 * 1e6, sum / n * 1e6, gflops);
     if (peak > 0) printf("\"peak_pct\":%.2f,", 100.0 * gflops / peak);
-    printf("\"macs\":%llu}\n", (unsigned long long)macs);
+    printf("\"plan\":%s,\"macs\":%llu}\n", direct ? "false" : "true", (unsigned long long)macs);
 
     nn_ensemble_ws_free(ws);
     nn_ensemble_free(e);

@@ -44,12 +44,12 @@ PEER=bench/peer/torch_bench.py
 if [ "$QUICK" = 1 ]; then
     REPEATS=1
     S_LENET32=20 S_LENET128=8 S_MLP=50 S_CNN=3 WARM=2 WARM_CNN=1
-    LAT_RUNS=200 LAT_SECS=0.2 WRK_SECS=1 WRK_WARM=1 CAL_SECS=1 PEAK_SECS=0.05 STANDIN_STEPS=2
+    LAT_RUNS=200 LAT_SECS=0.2 WINO_ITERS=20 WRK_SECS=1 WRK_WARM=1 CAL_SECS=1 PEAK_SECS=0.05 STANDIN_STEPS=2
     OUT=${OUT:-/tmp/mnist-bench-quick}
 else
     # Sized so each training run takes seconds, not minutes, for both sides.
     S_LENET32=1000 S_LENET128=300 S_MLP=1875 S_CNN=60 WARM=10 WARM_CNN=3
-    LAT_RUNS=2000 LAT_SECS=2 WRK_SECS=10 WRK_WARM=2 CAL_SECS=3 PEAK_SECS=0.3 STANDIN_STEPS=20
+    LAT_RUNS=2000 LAT_SECS=2 WINO_ITERS=500 WRK_SECS=10 WRK_WARM=2 CAL_SECS=3 PEAK_SECS=0.3 STANDIN_STEPS=20
     OUT=${OUT:-bench/results}
 fi
 
@@ -85,7 +85,7 @@ done
 
 log "building"
 make --no-print-directory -s BUILD="$BUILD" all "$BUILD/bench/peak" "$BUILD/bench/epoch_time" \
-    "$BUILD/bench/latency" "$BUILD/tests/tools/mkpng" >&2 || die "build failed"
+    "$BUILD/bench/latency" "$BUILD/bench/infer_bench" "$BUILD/tests/tools/mkpng" >&2 || die "build failed"
 # Our kernel path: the best this CPU runs under NN_ISA's cap (the last
 # word of the list); every program below inherits NN_ISA.
 KERNELS=$("$BUILD/mnist-eval" --list-kernels) || die "NN_ISA=${NN_ISA:-}: not a kernel path this CPU runs"
@@ -189,6 +189,10 @@ cmd_ours() {
     train_cnn_b64)    "$et" --arch cnn --batch 64 --steps "$S_CNN" --warmup "$WARM_CNN" --threads 2 ;;
     infer_lenet) "$BUILD/bench/latency" "$LENET" --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
     infer_cnn)   "$BUILD/bench/latency" "$CNN" --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
+    # Ours only: the same without the inference plan (before Winograd),
+    # and the Winograd layers' effective rate against the direct one.
+    infer_cnn_direct) "$BUILD/bench/latency" "$CNN" --direct --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
+    wino_cnn) "$BUILD/bench/infer_bench" --arch cnn --iters "$WINO_ITERS" --json ;;
     esac
 }
 cmd_peer() {
@@ -227,11 +231,16 @@ run_one() {
 # Alternate which side goes first from one repeat to the next.
 order() { if [ $(($1 % 2)) = 1 ]; then echo "ours peer"; else echo "peer ours"; fi; }
 
-WORKLOADS="train_lenet_b32 train_lenet_b128 train_mlp_b32 train_cnn_b64 infer_lenet infer_cnn"
+WORKLOADS="train_lenet_b32 train_lenet_b128 train_mlp_b32 train_cnn_b64 infer_lenet infer_cnn
+           infer_cnn_direct wino_cnn"
 for rep in $(seq 1 "$REPEATS"); do
     log "== repeat $rep of $REPEATS: training and inference"
     for w in $WORKLOADS; do
-        for side in $(order "$rep"); do
+        case $w in
+        infer_cnn_direct|wino_cnn) sides=ours ;; # no peer figure
+        *) sides=$(order "$rep") ;;
+        esac
+        for side in $sides; do
             run_one "$w" "$side" "$rep"
         done
     done

@@ -308,6 +308,12 @@ static const nn_net *runs(const nn_ensemble *e, int i)
 
 const nn_net *nn_ensemble_member_infer(const nn_ensemble *e, int i) { return runs(e, i); }
 
+void nn_ensemble_unplan(nn_ensemble *e)
+{
+    for (int i = 0; i < e->n; i++)
+        if (e->infer[i] && e->infer[i] != e->nets[i]) nn_net_unplan(e->infer[i]);
+}
+
 nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch)
 {
     nn_ensemble_ws *w = calloc(1, sizeof *w);

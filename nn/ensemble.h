@@ -69,6 +69,11 @@ const nn_net *nn_ensemble_member(const nn_ensemble *e, int i);
 const nn_net *nn_ensemble_member_infer(const nn_ensemble *e, int i);
 const char *nn_ensemble_path(const nn_ensemble *e, int i);
 
+/* Drops the inference plans (nn_net_unplan) of the folded copies forward
+ * runs: every convolution then runs directly, as before Winograd. For
+ * benchmarks that compare the two; safe with existing workspaces. */
+void nn_ensemble_unplan(nn_ensemble *e);
+
 /* Metadata of the model: first member's, with test_accuracy left as the
  * first member's (callers that know the ensemble's own figure keep it). */
 const nn_meta *nn_ensemble_meta(const nn_ensemble *e);

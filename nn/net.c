@@ -483,10 +483,15 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
     return 0;
 }
 
+int nn_net_plan_wino(const nn_net *net, int i)
+{
+    return net->plan && i >= 0 && i < net->nlayers && net->plan->wino[i];
+}
+
 int nn_net_plan_wino_layers(const nn_net *net)
 {
     int n = 0;
-    for (int i = 0; net->plan && i < net->nlayers; i++) n += net->plan->wino[i];
+    for (int i = 0; i < net->nlayers; i++) n += nn_net_plan_wino(net, i);
     return n;
 }
 

@@ -215,8 +215,10 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
 int nn_net_plan(nn_net *net, char *err, size_t errlen);
 /* Drops the plan (if any): forward runs every convolution directly. */
 void nn_net_unplan(nn_net *net);
-/* Number of convolutions the plan runs by Winograd (0 without a plan). */
+/* Number of convolutions the plan runs by Winograd (0 without a plan),
+ * and whether it runs layer i so (0 or 1). */
 int nn_net_plan_wino_layers(const nn_net *net);
+int nn_net_plan_wino(const nn_net *net, int i);
 
 /* ---- weights file (safetensors) --------------------------------------- */
 

@@ -35,6 +35,7 @@
 #include <cmocka.h>
 
 #include "nn/conv.h"
+#include "nn/ensemble.h"
 #include "nn/gemm.h"
 #include "nn/net.h"
 #include "nn/rng.h"
@@ -274,6 +275,33 @@ static void test_fold_plans(void **s)
     nn_net_free(net);
 }
 
+/* An ensemble runs its members' planned copies; nn_ensemble_unplan makes
+ * them direct, with the same answers up to rounding. */
+static void test_ensemble_unplan(void **s)
+{
+    (void)s;
+    const char *arch =
+        "[{\"type\":\"conv2d\",\"out\":4,\"k\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"out\":8,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    nn_net *net = make_net(arch, 1, 9, 9, 8);
+    char err[256];
+    nn_ensemble *e = nn_ensemble_from_nets(&net, 1, err, sizeof err);
+    assert_non_null(e);
+    assert_int_equal(nn_net_plan_wino_layers(nn_ensemble_member_infer(e, 0)), 1);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 3);
+    assert_non_null(ws);
+    float x[3 * 81], p1[30], p2[30];
+    fill(x, 3 * 81, 12, 1.0f);
+    nn_ensemble_forward(e, ws, x, 3, p1);
+    nn_ensemble_unplan(e);
+    assert_int_equal(nn_net_plan_wino_layers(nn_ensemble_member_infer(e, 0)), 0);
+    nn_ensemble_forward(e, ws, x, 3, p2);
+    for (int i = 0; i < 30; i++) assert_float_equal(p1[i], p2[i], 1e-5);
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -281,6 +309,7 @@ int main(void)
         cmocka_unit_test(test_wino_bound_catches),
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_fold_plans),
+        cmocka_unit_test(test_ensemble_unplan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,7 +4,7 @@
  *
  *   build/bench/epoch_time --arch mlp|lenet|cnn|FILE [--batch B]
  *        [--steps N] [--warmup W] [--threads T] [--data DIR]
- *        [--save FILE] [--print-arch]
+ *        [--save FILE] [--print-arch] [--direct]
  *
  * Prints one JSON line on stdout:
  *   {"arch":..,"batch":B,"threads":T,"steps":N,"s_per_step":..,
@@ -20,7 +20,8 @@
  * --print-arch prints the architecture JSON and exits, so the PyTorch peer
  * builds the very same layers. --save writes the net after the timed steps
  * (a model file of the preset's shape for the latency and server runs when
- * no trained one is shipped).
+ * no trained one is shipped). --direct runs every convolution directly
+ * (no Winograd for the 3x3 stride-1 ones), for a before/after comparison.
  */
 
 #include <stdint.h>
@@ -47,7 +48,7 @@ static double et_now(void)
 int main(int argc, char **argv)
 {
     const char *arch_name = NULL, *data = "data/mnist", *save = NULL;
-    int batch = 32, steps = 100, warm = 5, threads = 2, print_arch = 0;
+    int batch = 32, steps = 100, warm = 5, threads = 2, print_arch = 0, direct = 0;
     const cli_opt opts[] = {
         {"arch", CLI_STRING, &arch_name, 0, 0, "NAME|FILE",
          NN_PRESET_NAMES " or a JSON file (required)", .def = ""},
@@ -57,6 +58,8 @@ int main(int argc, char **argv)
         {"threads", CLI_INT, &threads, 1, 256, "T", "training threads", .def = NULL},
         {"data", CLI_STRING, &data, 0, 0, "DIR", "MNIST IDX files", .def = NULL},
         {"save", CLI_STRING, &save, 0, 0, "FILE", "write the net after the timed steps", .def = ""},
+        {"direct", CLI_FLAG, &direct, 0, 0, NULL, "no Winograd: every convolution direct",
+         .def = NULL},
         {"print-arch", CLI_FLAG, &print_arch, 0, 0, NULL, "print the architecture JSON and exit",
          .def = NULL},
     };
@@ -148,6 +151,7 @@ int main(int argc, char **argv)
     cfg.sched.gamma = 1.0f;
     cfg.batch = batch;
     cfg.threads = threads;
+    cfg.direct_conv = direct;
     cfg.epochs = 2;
     cfg.seed = 1;
     nn_trainer *tr = nn_trainer_create(net, &cfg, err, sizeof err);

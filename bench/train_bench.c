@@ -1,7 +1,7 @@
 /* train_bench.c - one thread's training step, layer by layer.
  *
  *   build/bench/train_bench [--arch lenet|cnn|mlp] [--batch N] [--steps S]
- *                           [--peak GFLOPS]
+ *                           [--peak GFLOPS] [--direct]
  *
  * Runs S forward+backward steps of one shard (batch N, one workspace, one
  * thread: the trainer gives each thread such a shard) on fixed random
@@ -9,7 +9,9 @@
  * forward and backward, and for conv/dense layers the GFLOP/s reached
  * (forward 2 flops per multiply-add, backward 4: dW and dX). --peak is one
  * core's FP32 peak (build/bench/peak) for the fraction column. The first
- * step is a warm-up and not counted. */
+ * step is a warm-up and not counted. --direct runs every convolution
+ * directly (no Winograd for the 3x3 stride-1 ones); GFLOP/s count the
+ * direct convolution's multiply-adds either way. */
 #include "bench/archs.h"
 #include "nn/rng.h"
 
@@ -17,19 +19,22 @@ int main(int argc, char **argv)
 {
     const char *arch = "cnn";
     double peak = 0.0;
-    int batch = 32, steps = 10;
+    int batch = 32, steps = 10, direct = 0;
     const cli_opt opts[] = {
         {"arch", CLI_STRING, &arch, 0, 0, "NAME", NN_PRESET_NAMES, .def = NULL},
         {"batch", CLI_INT, &batch, 1, 4096, "N", "images per step", .def = NULL},
         {"steps", CLI_INT, &steps, 1, 1000000, "S", "timed steps", .def = NULL},
         {"peak", CLI_DOUBLE, &peak, 0, 1e6, "GFLOPS", "one core's FP32 peak, for a percentage",
          .def = "none", .lo_open = 1},
+        {"direct", CLI_FLAG, &direct, 0, 0, NULL, "no Winograd: every convolution direct",
+         .def = NULL},
     };
-    int rc = bench_parse("train_bench", opts, 4, argc, argv, "usage: train_bench [options]");
+    int rc = bench_parse("train_bench", opts, 5, argc, argv, "usage: train_bench [options]");
     if (rc) return rc == 1 ? 0 : rc;
     nn_net *net = bench_net("train_bench", arch);
     if (!net) return 1;
     nn_ws *ws = nn_ws_create(net, batch, 1);
+    if (ws && direct) nn_ws_use_wino(ws, 0);
     float *x = malloc(sizeof(float) * batch * 784), *grad = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(batch);
     if (!ws || !x || !grad || !y) {

@@ -510,7 +510,16 @@ struct nn_ws {
     float *scratch;               /* conv scratch for a group of images    */
     int group[NN_MAX_LAYERS];     /* conv: images per GEMM                 */
     int wino[NN_MAX_LAYERS];      /* conv: scratch fits the plan's Winograd */
-    float *probs;                 /* softmax of the last forward_train     */
+    /* Training by Winograd (3x3 stride 1): the forward and the input
+     * gradient. The weights change every step, so each step transforms
+     * them here: layer i's forward U at wino_u + wu_off[i], then the
+     * input gradient's U (of the flipped weights), then the flipped
+     * weights themselves. */
+    float *wino_u;
+    size_t wu_off[NN_MAX_LAYERS];
+    int wtrain[NN_MAX_LAYERS]; /* 1: forward; 2: forward and input gradient */
+    int wino_on;               /* nn_ws_use_wino                            */
+    float *probs;              /* softmax of the last forward_train     */
     const uint8_t *labels;
     float ls;
     int n;
@@ -538,6 +547,15 @@ static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
 
 static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
 
+/* The input gradient of a stride-1 convolution as a convolution of dy
+ * (zero-bordered by k - 1 - p) with the flipped kernels, in and out
+ * channels swapped. */
+static nn_conv_shape dx_conv_shape(const nn_conv_shape *cs)
+{
+    nn_conv_shape d = {cs->O, cs->OH, cs->OW, cs->C, cs->k, 1, cs->k - 1 - cs->p, cs->H, cs->W};
+    return d;
+}
+
 /* ReLU, dropout and flatten work in place: their output shares the input's
  * buffer. Backward needs neither value (ReLU's mask is "output > 0"). */
 static int in_place(const nn_layer *L)
@@ -554,7 +572,8 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     ws->training = training;
     ws->nl = net->nlayers;
     size_t B = (size_t)max_batch, in0 = (size_t)net->in_c * net->in_h * net->in_w;
-    size_t scrmax = 0;
+    size_t scrmax = 0, wu_total = 0;
+    ws->wino_on = 1;
     ws->act[0] = malloc(sizeof(float) * B * in0);
     ws->own[0] = 1;
     if (!ws->act[0]) goto bad;
@@ -584,6 +603,16 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
                 sz = nn_wino_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
             }
+            if (training && nn_wino_fits(&cs)) {
+                nn_conv_shape dcs = dx_conv_shape(&cs);
+                ws->wtrain[i] = nn_wino_fits(&dcs) ? 2 : 1;
+                ws->wu_off[i] = wu_total;
+                wu_total += 2 * nn_wino_weights_size(&cs) + (size_t)cs.O * cs.C * 9;
+                sz = nn_wino_scratch_size(&cs, max_batch);
+                if (sz > scrmax) scrmax = sz;
+                sz = nn_wino_scratch_size(&dcs, max_batch);
+                if (sz > scrmax) scrmax = sz;
+            }
         }
         /* conv/dense/batch norm + ReLU in one pass, training too: nothing
          * reads the pre-ReLU values (backward needs the layers' inputs, the
@@ -601,6 +630,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
         }
     }
     if (scrmax && !(ws->scratch = malloc(sizeof(float) * scrmax))) goto bad;
+    if (wu_total && !(ws->wino_u = malloc(sizeof(float) * wu_total))) goto bad;
     if (training && !(ws->probs = malloc(sizeof(float) * B * nn_net_outputs(net)))) goto bad;
     return ws;
 bad:
@@ -623,6 +653,7 @@ void nn_ws_free(nn_ws *ws)
         free(ws->bn_inv[i]);
     }
     free(ws->scratch);
+    free(ws->wino_u);
     free(ws->probs);
     free(ws);
 }
@@ -632,6 +663,8 @@ void nn_ws_want_input_grad(nn_ws *ws, int on) { ws->input_grad = on != 0; }
 const float *nn_ws_input_grad(const nn_ws *ws) { return ws->input_grad ? ws->dact[0] : NULL; }
 
 void nn_ws_set_timer(nn_ws *ws, double *t) { ws->timer = t; }
+
+void nn_ws_use_wino(nn_ws *ws, int on) { ws->wino_on = on != 0; }
 
 /* Thread CPU time: on a shared machine time spent descheduled says nothing
  * about a layer. Only read when a timer is set. */
@@ -690,6 +723,12 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
             if (!train && ws->wino[i] && net->plan && net->plan->wino[i]) {
                 nn_wino_forward_n(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n, ws->scratch,
                                   ws->fuse[i]);
+                break;
+            }
+            if (train && ws->wtrain[i] && ws->wino_on) {
+                float *u = ws->wino_u + ws->wu_off[i];
+                nn_wino_weights(u, wp, &cs);
+                nn_wino_forward_n(y, x, u, bp, &cs, n, ws->scratch, ws->fuse[i]);
                 break;
             }
             for (int b = 0; b < n; b += ws->group[i]) {
@@ -799,10 +838,24 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
+            /* The input gradient by Winograd, after the weight gradient. */
+            const int wdx = dx && ws->wtrain[i] == 2 && ws->wino_on;
             for (int b = 0; b < n; b += ws->group[i]) {
                 int g = n - b < ws->group[i] ? n - b : ws->group[i];
-                nn_conv2d_backward_n(dx ? dx + b * nin : NULL, gw, gb, dy + b * nout, x + b * nin,
-                                     wp, &cs, g, ws->scratch);
+                nn_conv2d_backward_n(dx && !wdx ? dx + b * nin : NULL, gw, gb, dy + b * nout,
+                                     x + b * nin, wp, &cs, g, ws->scratch);
+            }
+            if (wdx) {
+                const int C = cs.C, O = cs.O;
+                nn_conv_shape dcs = dx_conv_shape(&cs);
+                float *u = ws->wino_u + ws->wu_off[i] + nn_wino_weights_size(&cs);
+                float *wf = u + nn_wino_weights_size(&dcs);
+                for (int o = 0; o < O; o++)
+                    for (int c = 0; c < C; c++)
+                        for (int t = 0; t < 9; t++)
+                            wf[((size_t)c * O + o) * 9 + t] = wp[((size_t)o * C + c) * 9 + 8 - t];
+                nn_wino_weights(u, wf, &dcs);
+                nn_wino_forward_n(dx, dy, u, NULL, &dcs, n, ws->scratch, 0);
             }
             break;
         }

@@ -190,6 +190,12 @@ const float *nn_ws_input_grad(const nn_ws *ws);
  * (t holds 2 * NN_MAX_LAYERS doubles, owned by the caller). NULL stops it. */
 void nn_ws_set_timer(nn_ws *ws, double *t);
 
+/* Training workspaces run the 3x3 stride-1 convolutions' forward and
+ * input gradient by Winograd F(2x2,3x3) (nn/wino.h), transforming the
+ * weights each step; the weight gradient stays direct. on == 0 makes them
+ * direct too (tests and benchmarks compare the two). Default on. */
+void nn_ws_use_wino(nn_ws *ws, int on);
+
 /* ---- inference-only transforms ---------------------------------------- */
 
 /* A copy of net for inference in which every batch norm directly after a
@@ -204,7 +210,9 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
 /* An inference plan for net, computed once: the Winograd-transformed
  * weights (nn/wino.h) of every 3x3 stride-1 convolution that takes them,
  * which nn_net_forward then runs by Winograd instead of directly. Training
- * (nn_net_forward_train, nn_net_backward) ignores the plan. The plan
+ * (nn_net_forward_train, nn_net_backward) ignores the plan: its weights
+ * change every step, and training workspaces transform them per step
+ * (nn_ws_use_wino). The plan
  * copies the weights: after changing net->params, call nn_net_plan again
  * (it replaces the old plan) or nn_net_unplan. Workspaces size their
  * scratch for the plan they see at nn_ws_create: one created before runs

@@ -26,6 +26,7 @@ typedef struct {
     nn_opt_cfg opt;
     nn_sched sched;
     nn_aug_cfg aug;
+    int direct_conv; /* 1: no Winograd (nn_ws_use_wino), for comparisons */
 } nn_train_cfg;
 
 typedef struct nn_trainer nn_trainer;

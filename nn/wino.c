@@ -5,7 +5,7 @@
  *   x [n,C,H,W] --border, channels last--> xp [n, Hp, Wp, C]
  *     --input transform (4 or 8 channels a step)--> V [T, 16, C]
  *     --16 GEMMs with U [16, C, O]--> M [T, 16, O]
- *     --output transform, bias, ReLU (4 channels a step)--> Yt [n, GH, GW, O]
+ *     --output transform, bias, ReLU (4 or 8 channels a step)--> Yt [n, GH, GW, O]
  *     --transpose, crop--> y [n, O, OH, OW]
  *
  * Channels last makes every transform a run of element-wise vector
@@ -24,9 +24,9 @@
 #include "nn/gemm.h"
 #include "nn/simd.h"
 
-/* Tiles per chunk: V and M of a chunk (16 * T * (C + O) floats) stay in
- * L2 for the big CNN's layers (T = 144 at 24 x 24 outputs, 256 KiB at
- * C = O = 32 in, 512 KiB with the output). */
+/* Tiles per chunk: bounds V and M (16 * T * (C + O) floats; 288 KiB each
+ * for the big CNN's 24 x 24 layer, T = 144, C = O = 32) so that a chunk
+ * stays near L2 however large the batch. */
 #define WINO_TILES 256
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))

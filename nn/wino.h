@@ -13,9 +13,12 @@
  * M[e] [T, O] = V[e] [T, C] U[e] [C, O] over T tiles (nn_gemm, so every
  * kernel path), and the output transform adds the bias and the ReLU.
  *
- * Shapes as in conv.h (x [g,C,H,W] -> y [g,O,OH,OW]); any padding. Forward
- * only: the results differ from nn_conv2d_forward_ref by rounding, within
- * the bound tests/unit/test_wino.c derives.
+ * Shapes as in conv.h (x [g,C,H,W] -> y [g,O,OH,OW]); padding 0 to 2. A
+ * forward convolution: net.c runs inference with it, and in training the
+ * forward and the input gradient (a 3x3 stride-1 convolution of dy with
+ * the flipped kernels); the weight gradient stays direct. The results
+ * differ from nn_conv2d_forward_ref by rounding, within the bound
+ * tests/unit/test_wino.c derives.
  */
 #ifndef NN_WINO_H
 #define NN_WINO_H

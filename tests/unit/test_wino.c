@@ -275,6 +275,64 @@ static void test_fold_plans(void **s)
     nn_net_free(net);
 }
 
+/* Training: the forward and the input gradient by Winograd against the
+ * direct convolutions (nn_ws_use_wino), through a whole net: loss,
+ * probabilities, every parameter gradient and the input gradient. The
+ * differences are roundings passed through a few layers: relative to
+ * the gradient's size, 1e-4 is hundreds of times what they reach, while a
+ * wrong flip or a dropped term changes it by order 1. */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        m += (double)b[i] * b[i];
+    }
+    return sqrt(d / (m > 0 ? m : 1));
+}
+
+static void test_training_wino(void **s)
+{
+    (void)s;
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":5,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":6,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},"
+                       "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":7,\"k\":3,\"pad\":2},"
+                       "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"stride\":2},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    const int n = 3, C = 2, H = 11, W = 9;
+    nn_net *net = make_net(arch, C, H, W, 21);
+    const size_t np = net->nparams, nx = (size_t)n * C * H * W;
+    float *x = malloc(nx * 4), *g[2], *dx[2], p[2][30];
+    float loss[2];
+    uint8_t lab[3] = {2, 5, 9};
+    fill(x, nx, 22, 1.0f);
+    for (int run = 0; run < 2; run++) {
+        nn_ws *ws = nn_ws_create(net, n, 1);
+        assert_non_null(ws);
+        nn_ws_use_wino(ws, run == 0);
+        nn_ws_want_input_grad(ws, 1);
+        g[run] = calloc(np, 4);
+        dx[run] = malloc(nx * 4);
+        loss[run] = nn_net_forward_train(net, ws, x, lab, n, 0.0f, 7, 0, p[run]);
+        nn_net_backward(net, ws, g[run]);
+        memcpy(dx[run], nn_ws_input_grad(ws), nx * 4);
+        nn_ws_free(ws);
+    }
+    assert_float_equal(loss[0], loss[1], 1e-5);
+    for (int i = 0; i < 30; i++) assert_float_equal(p[0][i], p[1][i], 1e-5);
+    double eg = rel_diff(g[0], g[1], np), ex = rel_diff(dx[0], dx[1], nx);
+    print_message("training by Winograd: gradients differ by %.2g (parameters), %.2g (input)\n", eg,
+                  ex);
+    assert_true(eg < 1e-4);
+    assert_true(ex < 1e-4);
+    for (int run = 0; run < 2; run++) {
+        free(g[run]);
+        free(dx[run]);
+    }
+    free(x);
+    nn_net_free(net);
+}
+
 /* An ensemble runs its members' planned copies; nn_ensemble_unplan makes
  * them direct, with the same answers up to rounding. */
 static void test_ensemble_unplan(void **s)
@@ -310,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_plan),
         cmocka_unit_test(test_fold_plans),
         cmocka_unit_test(test_ensemble_unplan),
+        cmocka_unit_test(test_training_wino),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

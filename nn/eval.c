@@ -1,5 +1,6 @@
 #include "nn/eval.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,8 @@
 
 typedef struct {
     const nn_ensemble *e;
-    const uint8_t *images;
+    const uint8_t *images; /* bytes, passed through tf; or           */
+    const float *x;        /* model inputs as they are (images NULL) */
     int n, hw, k, nt;
     const nn_affine *tf;
     float *probs;
@@ -35,10 +37,14 @@ static void *eval_worker(void *arg)
         nn_affine_identity(&id);
         for (int b = lo; b < hi; b += EVAL_BATCH) {
             int m = hi - b < EVAL_BATCH ? hi - b : EVAL_BATCH;
-            for (int i = 0; i < m; i++)
-                nn_affine_apply(x + (size_t)i * j->hw, j->images + (size_t)(b + i) * j->hw, h, w,
-                                j->tf ? j->tf : &id);
-            nn_ensemble_forward_scores(j->e, ws, x, m, j->probs + (size_t)b * j->k,
+            const float *in = x;
+            if (j->images)
+                for (int i = 0; i < m; i++)
+                    nn_affine_apply(x + (size_t)i * j->hw, j->images + (size_t)(b + i) * j->hw, h,
+                                    w, j->tf ? j->tf : &id);
+            else
+                in = j->x + (size_t)b * j->hw;
+            nn_ensemble_forward_scores(j->e, ws, in, m, j->probs + (size_t)b * j->k,
                                        j->energy ? j->energy + b : NULL,
                                        j->ood ? j->ood + b : NULL);
         }
@@ -54,14 +60,46 @@ int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n, const nn_a
     return nn_eval_scores(e, images, n, tf, threads, probs, NULL, NULL);
 }
 
+static int eval_run(eval_job *jp, int threads);
+
 int nn_eval_scores(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
                    int threads, float *probs, float *energy, float *ood)
 {
     const nn_net *n0 = nn_ensemble_member(e, 0);
-    eval_job j = {
-        e,      images, n, n0->in_c * n0->in_h * n0->in_w, nn_ensemble_classes(e), 0, tf, probs,
-        energy, ood,    0};
-    if (n0->in_c != 1 || (ood && !nn_ensemble_ood(e))) return -1;
+    eval_job j = {.e = e,
+                  .images = images,
+                  .n = n,
+                  .hw = n0->in_c * n0->in_h * n0->in_w,
+                  .k = nn_ensemble_classes(e),
+                  .tf = tf,
+                  .probs = probs,
+                  .energy = energy,
+                  .ood = ood};
+    if (n0->in_c != 1) return -1;
+    return eval_run(&j, threads);
+}
+
+int nn_eval_inputs(const nn_ensemble *e, const float *x, int n, int threads, float *probs,
+                   float *energy, float *ood)
+{
+    const nn_net *n0 = nn_ensemble_member(e, 0);
+    eval_job j = {.e = e,
+                  .x = x,
+                  .n = n,
+                  .hw = n0->in_c * n0->in_h * n0->in_w,
+                  .k = nn_ensemble_classes(e),
+                  .probs = probs,
+                  .energy = energy,
+                  .ood = ood};
+    return eval_run(&j, threads);
+}
+
+/* Runs job *jp on threads threads (<= 0: all CPUs). */
+static int eval_run(eval_job *jp, int threads)
+{
+    eval_job j = *jp;
+    int n = j.n;
+    if (j.ood && !nn_ensemble_ood(j.e)) return -1;
     if (threads <= 0) threads = nn_cpu_count();
     if (threads > 64) threads = 64;
     if (threads > n) threads = n > 0 ? n : 1;
@@ -121,6 +159,46 @@ int nn_borderline(const float *probs, int n, int k, float margin)
             }
         }
         count += a - b < margin;
+    }
+    return count;
+}
+
+/* Bin of confidence c: ceil(c * bins) - 1, so that bin b holds
+ * ((b-1)/bins, b/bins]; 0 and anything below go to the first. */
+static int ece_bin(double c, int bins)
+{
+    int b = (int)ceil(c * bins) - 1;
+    return b < 0 ? 0 : b >= bins ? bins - 1 : b;
+}
+
+double nn_ece(const float *probs, const uint8_t *labels, int n, int k, int bins)
+{
+    double conf[NN_ECE_MAX_BINS] = {0}, correct[NN_ECE_MAX_BINS] = {0};
+    if (bins < 1 || bins > NN_ECE_MAX_BINS) return -1.0;
+    if (n < 1 || k < 1) return 0.0;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * k;
+        int a = nn_argmax(p, k), b = ece_bin(p[a], bins);
+        conf[b] += p[a];
+        correct[b] += a == labels[i];
+    }
+    /* sum_b |bin|/n * |correct_b/|bin| - conf_b/|bin|| = sum_b |correct_b - conf_b| / n */
+    double e = 0;
+    for (int b = 0; b < bins; b++) e += fabs(correct[b] - conf[b]);
+    return e / n;
+}
+
+int nn_ece_edge(const float *probs, int n, int k, int bins, float margin)
+{
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * k;
+        double c = p[nn_argmax(p, k)];
+        for (int b = 1; b < bins; b++)
+            if (fabs(c - (double)b / bins) < margin) {
+                count++;
+                break;
+            }
     }
     return count;
 }

@@ -22,6 +22,12 @@ int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n, const nn_a
 int nn_eval_scores(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
                    int threads, float *probs, float *energy, float *ood);
 
+/* nn_eval_scores for inputs already prepared: x [n, C*H*W] is fed to the
+ * model as it is (no transform), e.g. images through an upload's
+ * preprocessing. */
+int nn_eval_inputs(const nn_ensemble *e, const float *x, int n, int threads, float *probs,
+                   float *energy, float *ood);
+
 /* Index of the largest of k values (first on ties). */
 int nn_argmax(const float *v, int k);
 
@@ -37,5 +43,27 @@ double nn_accuracy(const float *probs, const uint8_t *labels, int n, int k, int 
  * differently on another path. k >= 2. */
 #define NN_BORDERLINE_MARGIN 1e-4f
 int nn_borderline(const float *probs, int n, int k, float margin);
+
+/* Expected calibration error, the standard definition (Guo et al., "On
+ * Calibration of Modern Neural Networks", 2017): each row's confidence is
+ * its largest probability; rows fall into `bins` equal-width confidence
+ * bins ((b-1)/bins, b/bins], b = 1..bins (a confidence of 0 goes to the
+ * first); then
+ *     ECE = sum over bins of |bin| / n * |accuracy(bin) - mean confidence(bin)|,
+ * a share 0..1 (0 = the confidences are the accuracies). Empty bins add
+ * nothing; n = 0 gives 0. Summed in double. k >= 1; bins 1..NN_ECE_MAX_BINS
+ * (-1 outside). */
+#define NN_ECE_BINS 15
+#define NN_ECE_MAX_BINS 1000
+double nn_ece(const float *probs, const uint8_t *labels, int n, int k, int bins);
+
+/* Rows whose confidence lies within margin of an inner bin edge b/bins:
+ * the rows another kernel path could put in the neighbouring bin. Moving
+ * one row between bins changes the ECE by at most 2/n (it leaves one
+ * bin's |correct - confidence sum| and joins another's, each by at most
+ * 1), so with a confidence change of at most margin per row and c rows
+ * whose answer could flip (nn_borderline), ECE moves by at most
+ * (2 * edge + c) / n + margin between paths. */
+int nn_ece_edge(const float *probs, int n, int k, int bins, float margin);
 
 #endif

@@ -1,5 +1,6 @@
 /* mnist-eval - test-set accuracy of a model (or an ensemble: several model
- * files averaged), per-class accuracy, confusion matrix and throughput.
+ * files averaged), expected calibration error (nn_ece), per-class
+ * accuracy, confusion matrix and throughput.
  *
  * Out of distribution (nn/ood.h):
  *   --ood-fit OUT MODEL   fits the Mahalanobis statistics of one weights
@@ -179,38 +180,31 @@ static int ood_raw(const nn_ensemble *e, const nn_dataset *d, int n, ood_set *s)
 }
 
 /* Each image as the server sees an upload of it: the model's
- * preprocessing (crop, fit, centre) first; blank images are answered
- * with an error there, so they are counted, not scored. */
+ * preprocessing (crop, fit, centre) first, then the model on all threads;
+ * blank images are answered with an error there, so they are counted,
+ * not scored. */
 static int ood_prepared(const nn_ensemble *e, const nn_dataset *d, int n, ood_set *s)
 {
-    enum { B = 128 };
     int k = nn_ensemble_classes(e), rc = -1;
     size_t hw = (size_t)d->rows * d->cols;
     const char *mode = nn_ensemble_meta(e)->preprocess;
-    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, B);
-    float *x = malloc(sizeof(float) * B * 784), *probs = malloc(sizeof(float) * B * k);
-    if (!ws || !x || !probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL)) goto done;
+    float *x = malloc(sizeof(float) * 784 * (size_t)(n ? n : 1));
+    float *probs = malloc(sizeof(float) * (size_t)(n ? n : 1) * k);
+    if (!x || !probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL)) goto done;
     int m = 0;
-    for (int i = 0; i <= n; i++) {
+    for (int i = 0; i < n; i++) {
         char err[128];
-        if (i < n &&
-            img_prep_by_name(mode, d->images + (size_t)i * hw, (uint32_t)d->cols, (uint32_t)d->rows,
-                             x + (size_t)m * 784, err, sizeof err) != IMG_OK) {
+        if (img_prep_by_name(mode, d->images + (size_t)i * hw, (uint32_t)d->cols, (uint32_t)d->rows,
+                             x + (size_t)m * 784, err, sizeof err) == IMG_OK)
+            m++;
+        else
             s->blank++;
-            continue;
-        }
-        if (i < n) m++;
-        if (m == B || (i == n && m)) {
-            nn_ensemble_forward_scores(e, ws, x, m, probs, s->energy + s->n,
-                                       s->maha ? s->maha + s->n : NULL);
-            msp_of(s->msp + s->n, probs, m, k);
-            s->n += m;
-            m = 0;
-        }
     }
+    if (m && nn_eval_inputs(e, x, m, 0, probs, s->energy, s->maha)) goto done;
+    msp_of(s->msp, probs, m, k);
+    s->n = m;
     rc = 0;
 done:
-    nn_ensemble_ws_free(ws);
     free(x);
     free(probs);
     return rc;
@@ -224,8 +218,9 @@ static int cmp_f(const void *a, const void *b)
 
 /* The share of out-scores at or below the score that OOD_SHARE of the
  * in-scores do not exceed (the "passing at 95% of the test set" figure
- * that compares methods on equal terms); -1 on memory failure. */
-static double pass_at_share(const float *in, int nin, const float *out, int nout)
+ * that compares methods on equal terms), that score in *at; -1 on memory
+ * failure. */
+static double pass_at_share(const float *in, int nin, const float *out, int nout, float *at)
 {
     float *s = malloc(sizeof(float) * nin);
     if (!s || nin < 1 || nout < 1) {
@@ -236,10 +231,63 @@ static double pass_at_share(const float *in, int nin, const float *out, int nout
     qsort(s, (size_t)nin, sizeof(float), cmp_f);
     long idx = (long)ceil(OOD_SHARE * nin - 1e-9) - 1;
     float t = s[idx < 0 ? 0 : idx];
+    *at = t;
     free(s);
     int c = 0;
     for (int i = 0; i < nout; i++) c += out[i] <= t;
     return (double)c / nout;
+}
+
+/* How far another kernel path may move a score: NN_BORDERLINE_MARGIN
+ * relative to its size (absolute below 1, as for probabilities). The
+ * counts below turn that into the room a re-measured figure needs: an
+ * image the margin cannot carry across a threshold cannot change which
+ * side it is on, and a pair farther apart than both margins cannot swap. */
+static double margin_of(double x) { return NN_BORDERLINE_MARGIN * (fabs(x) > 1 ? fabs(x) : 1); }
+
+/* Scores of v [n] within width * margin_of(t) of t. */
+static int count_near(const float *v, int n, double t, double width)
+{
+    int c = 0;
+    for (int i = 0; i < n; i++) c += fabs(v[i] - t) <= width * margin_of(t);
+    return c;
+}
+
+/* Upper bound on the (in, out) pairs whose order another path could
+ * swap: pairs with |a - b| <= margin_of(a) + margin_of(b). Since
+ * |b| <= |a| + |a - b|, such b lie within w = 2 m max(1,|a|) / (1 - 2m)
+ * of a (m the margin); counting that window (two binary searches in the
+ * sorted out-scores) may count a few more, never fewer. -1 on memory. */
+static double close_pairs(const float *in, int nin, const float *out, int nout)
+{
+    float *s = malloc(sizeof(float) * (size_t)(nout ? nout : 1));
+    if (!s) return -1;
+    memcpy(s, out, sizeof(float) * (size_t)nout);
+    qsort(s, (size_t)nout, sizeof(float), cmp_f);
+    double pairs = 0, m = NN_BORDERLINE_MARGIN;
+    for (int i = 0; i < nin; i++) {
+        double a = in[i], w = 2 * margin_of(a) / (1 - 2 * m);
+        int lo = 0, hi = nout; /* first index with s >= a - w */
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (s[mid] < a - w)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        int first = lo;
+        hi = nout; /* first index with s > a + w */
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            if (s[mid] <= a + w)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        pairs += lo - first;
+    }
+    free(s);
+    return pairs;
 }
 
 static double share_at_most(const float *v, int n, double t)
@@ -267,7 +315,8 @@ static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in
     for (int m = 0; m < 3; m++) {
         if (!ins[m]) continue;
         double auc = nn_ood_auroc(ins[m], in->n, outs[m], out->n);
-        double pass = pass_at_share(ins[m], in->n, outs[m], out->n);
+        float at = 0;
+        double pass = pass_at_share(ins[m], in->n, outs[m], out->n, &at);
         double tin = -1, tout = -1;
         if (m == 2) {
             tin = share_at_most(ins[m], in->n, st->threshold);
@@ -276,11 +325,21 @@ static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in
         if (p) {
             cJSON *r = cJSON_AddObjectToObject(p, names[m]);
             cJSON_AddNumberToObject(r, "auroc", auc);
+            /* What another kernel path may change (margin_of): the pairs
+             * that could swap, and the images near each cut. The 95% cut
+             * is itself an in-score, so it may move by one margin too. */
+            cJSON_AddNumberToObject(r, "auroc_close_pairs",
+                                    close_pairs(ins[m], in->n, outs[m], out->n));
             cJSON_AddNumberToObject(r, "out_pass_at_95", pass);
+            cJSON_AddNumberToObject(r, "out_pass_at_95_edge", count_near(outs[m], out->n, at, 2));
             if (m == 2) {
                 cJSON_AddNumberToObject(r, "threshold", st->threshold);
                 cJSON_AddNumberToObject(r, "in_pass", tin);
+                cJSON_AddNumberToObject(r, "in_pass_edge",
+                                        count_near(ins[m], in->n, st->threshold, 1));
                 cJSON_AddNumberToObject(r, "out_pass", tout);
+                cJSON_AddNumberToObject(r, "out_pass_edge",
+                                        count_near(outs[m], out->n, st->threshold, 1));
             }
         } else {
             printf("%-9s %-12s %7.4f %9.2f%%", path, names[m], auc, 100 * pass);
@@ -677,6 +736,27 @@ int main(int argc, char **argv)
     }
     double secs = now_s() - t0;
     if (style >= 0) nt = 1;
+    /* Over the answered images: a refused upload states no confidence. */
+    double ece = nn_ece(probs, test->labels, n, k, NN_ECE_BINS);
+    if (style >= 0) {
+        float *pa = malloc(sizeof(float) * (size_t)n * k);
+        uint8_t *la = malloc((size_t)n);
+        int na = 0;
+        if (!pa || !la) {
+            free(pa);
+            free(la);
+            fprintf(stderr, "mnist-eval: out of memory\n");
+            goto done;
+        }
+        for (int i = 0; i < n; i++)
+            if (answered[i]) {
+                memcpy(pa + (size_t)na * k, probs + (size_t)i * k, sizeof(float) * k);
+                la[na++] = test->labels[i];
+            }
+        ece = nn_ece(pa, la, na, k, NN_ECE_BINS);
+        free(pa);
+        free(la);
+    }
     const nn_meta *m = nn_ensemble_meta(e);
     if (json) {
         cJSON *o = cJSON_CreateObject();
@@ -695,6 +775,12 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(o, "n", n);
         cJSON_AddNumberToObject(o, "errors", (int)((1.0 - acc) * n + 0.5));
         cJSON_AddNumberToObject(o, "borderline", nn_borderline(probs, n, k, NN_BORDERLINE_MARGIN));
+        /* ECE over NN_ECE_BINS bins, and the images a kernel path's
+         * rounding could move to a neighbouring bin (nn/eval.h). */
+        cJSON_AddNumberToObject(o, "ece", ece);
+        cJSON_AddNumberToObject(o, "ece_bins", NN_ECE_BINS);
+        cJSON_AddNumberToObject(o, "ece_edge",
+                                nn_ece_edge(probs, n, k, NN_ECE_BINS, NN_BORDERLINE_MARGIN));
         cJSON_AddStringToObject(o, "kernels", nn_gemm_path_name(NN_GEMM_PATH_AUTO));
         cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
         cJSON *cf = cJSON_AddArrayToObject(o, "confusion");
@@ -738,8 +824,10 @@ int main(int argc, char **argv)
         if (style >= 0)
             printf("upload: %s PNGs through the serving pipeline, %d refused (counted as errors)\n",
                    UPLOAD_STYLES[style], refused);
-        printf("test accuracy: %.4f (%d/%d, %d errors)\n\n", acc, (int)(acc * n + 0.5), n,
+        printf("test accuracy: %.4f (%d/%d, %d errors)\n", acc, (int)(acc * n + 0.5), n,
                n - (int)(acc * n + 0.5));
+        printf("expected calibration error: %.2f%% (%d equal-width confidence bins)\n\n", 100 * ece,
+               NN_ECE_BINS);
         printf("%-12s %8s\n", "class", "accuracy");
         for (int i = 0; i < k; i++) {
             int tot = 0;

@@ -1223,6 +1223,42 @@ static void test_augment(void **s)
 
 /* Short training: a few thousand images, one epoch, well above chance;
  * and the same seed gives the same weights. */
+/* ECE against a computation by hand: five rows of three classes, 15 bins.
+ *   row  probabilities      label  confidence  bin (c*15)   correct
+ *   0    .90 .05 .05        0      .90         13 (13.5)    1
+ *   1    .05 .91 .04        0      .91         13 (13.65)   0
+ *   2    .50 .30 .20        0      .50          7 (7.5)     1
+ *   3    .42 .33 .25        2      .42          6 (6.3)     0
+ *   4    .62 .20 .18        0      .62          9 (9.3)     1
+ * |correct - confidence sum| per bin: 13: |1 - 1.81| = .81, 7: .5,
+ * 6: .42, 9: .38; ECE = 2.11 / 5 = .422. */
+static void test_ece(void **s)
+{
+    (void)s;
+    const float p[] = {.90f, .05f, .05f, .05f, .91f, .04f, .50f, .30f,
+                       .20f, .42f, .33f, .25f, .62f, .20f, .18f};
+    const uint8_t y[] = {0, 0, 0, 2, 0};
+    assert_true(fabs(nn_ece(p, y, 5, 3, NN_ECE_BINS) - 0.422) < 1e-6);
+    /* Four rows of confidence .75 in one bin, three right: |3 - 4 * .75|
+     * = 0, perfectly calibrated. */
+    const float q[] = {.75f, .25f, .75f, .25f, .25f, .75f, .75f, .25f};
+    const uint8_t z[] = {0, 0, 1, 1};
+    assert_true(fabs(nn_ece(q, z, 4, 2, NN_ECE_BINS)) < 1e-7);
+    /* One bin: |accuracy - mean confidence| = |3/5 - 3.35/5| = .07. */
+    assert_true(fabs(nn_ece(p, y, 5, 3, 1) - 0.07) < 1e-6);
+    /* A confidence of exactly 1 is in the last bin, not past it. */
+    const float one[] = {1.0f, 0.0f};
+    const uint8_t l1[] = {1};
+    assert_true(fabs(nn_ece(one, l1, 1, 2, NN_ECE_BINS) - 1.0) < 1e-12);
+    assert_true(nn_ece(p, y, 0, 3, NN_ECE_BINS) == 0.0);
+    assert_true(nn_ece(p, y, 5, 3, 0) < 0);
+    assert_true(nn_ece(p, y, 5, 3, NN_ECE_MAX_BINS + 1) < 0);
+    /* Edges: .6 = 9/15 is within 1e-4 of one; none of the five rows is. */
+    assert_int_equal(nn_ece_edge(p, 5, 3, NN_ECE_BINS, 1e-4f), 0);
+    const float e[] = {.6f, .4f, .60005f, .39995f, .6002f, .3998f, 1.0f, 0.0f};
+    assert_int_equal(nn_ece_edge(e, 4, 2, NN_ECE_BINS, 1e-4f), 2);
+}
+
 static void test_training_smoke(void **s)
 {
     (void)s;
@@ -1300,6 +1336,7 @@ int main(void)
         cmocka_unit_test(test_ensemble_list),
         cmocka_unit_test(test_model_stem),
         cmocka_unit_test(test_augment),
+        cmocka_unit_test(test_ece),
         cmocka_unit_test(test_training_smoke),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

@@ -23,7 +23,8 @@ set -eu
 # gcc + libc6-dev + make rather than build-essential: we install without
 # recommends, and build-essential would also pull in g++ and dpkg-dev.
 # ca-certificates: curl and npm need it to speak HTTPS.
-# dataset-fashion-mnist: test_image checks img_prep_fit on real images.
+# dataset-fashion-mnist: test_image checks img_prep_fit on real images; the
+# model-card check and the integration tests score its items as not digits.
 # kubernetes-client: kubectl, whose embedded kustomize renders deploy/ (any
 # kubectl will do). prometheus: promtool lints /metrics. haproxy and wrk:
 # the rolling-update test (make rolling).

@@ -12,22 +12,44 @@
 # the shipped models the count is 0 or close to it: in effect, exact.
 #
 # The card (models/README.md) has a summary table whose rows look like
-#   | MLP | `mlp.safetensors` | 101,770 | 0.9821 | 0.9784 |
+#   | MLP | `mlp.safetensors` | 101,770 | 0.9821 | 0.9784 | 0.45% |
 # columns: name, file (a weights file or a NAME.ensemble list), parameters,
-# test accuracy, minimum. Usage: tests/models/check.sh BUILD_DIR
+# test accuracy, minimum, expected calibration error (ECE).
+#
+# The ECE must match the card's figure to its last digit (half of 0.01%)
+# plus what a kernel path could move: a confidence moves by less than 1e-4
+# (the margin above), which changes the ECE by at most that much, plus
+# 2/n for each image within 1e-4 of a bin edge (it may change bins) and
+# 1/n for each borderline image (its answer may flip); mnist-eval --json
+# counts both ("ece_edge", "borderline"). See nn_ece_edge in nn/eval.h.
+#
+# Out-of-distribution figures: every row of the card's table
+#   | `cnn.safetensors` | raw IDX images | Mahalanobis | 0.9934 | 0.61% | 94.31% | 0.40% |
+# (file, input path, method, AUROC, share of Fashion-MNIST passing at the
+# score 95% of MNIST test digits do not exceed, and at the stored
+# threshold the shares of MNIST and of Fashion-MNIST passing; empty cells
+# state nothing) is re-measured with mnist-eval --ood $OOD_DATA. Each must
+# match to half the card's last digit plus the room mnist-eval counts for
+# that figure: images within a score's rounding margin of the cut (1/n
+# each) or, for AUROC, the (digit, item) pairs whose order rounding could
+# swap (1/(n_in n_out) each). models/README.md explains the margin.
+#
+# Usage: tests/models/check.sh BUILD_DIR
 set -eu
 BUILD=${1:-build}
+OOD_DATA=${OOD_DATA:-/usr/share/datasets/fashion-mnist}
 CARD=models/README.md
 [ -f "$CARD" ] || { echo "models: $CARD missing"; exit 1; }
 TMPF=$(mktemp)
-trap 'rm -f "$TMPF"' EXIT
+trap 'rm -f "$TMPF" "$TMPF.o"' EXIT
 # shellcheck disable=SC2016
 rows=$(grep -E '^\| [^|]+ \| `[^`]+\.(safetensors|ensemble)`' "$CARD" || true)
 [ -n "$rows" ] || { echo "models: no model rows in $CARD"; exit 1; }
-echo "$rows" | while IFS='|' read -r _ name file _params acc minimum _rest; do
+echo "$rows" | while IFS='|' read -r _ name file _params acc minimum ece _rest; do
     file=$(echo "$file" | tr -d ' `')
     acc=$(echo "$acc" | tr -d ' ')
     minimum=$(echo "$minimum" | tr -d ' ')
+    ece=$(echo "$ece" | tr -d ' %')
     name=$(echo "$name" | sed 's/^ *//;s/ *$//')
     # mnist-eval reads .ensemble lists itself and picks the test set by
     # the model's dataset (MNIST or Fashion-MNIST).
@@ -37,6 +59,8 @@ echo "$rows" | while IFS='|' read -r _ name file _params acc minimum _rest; do
     errors=$(echo "$out" | sed -n 's/.*"errors":\([0-9]*\).*/\1/p')
     border=$(echo "$out" | sed -n 's/.*"borderline":\([0-9]*\).*/\1/p')
     kern=$(echo "$out" | sed -n 's/.*"kernels":"\([^"]*\)".*/\1/p')
+    gece=$(echo "$out" | sed -n 's/.*"ece":\([-0-9.e]*\).*/\1/p')
+    edge=$(echo "$out" | sed -n 's/.*"ece_edge":\([0-9]*\).*/\1/p')
     if [ -z "$got" ] || [ -z "$n" ] || [ -z "$errors" ] || [ -z "$border" ]; then
         echo "not ok - $name ($file): mnist-eval gave no accuracy"
         echo FAIL >> "$TMPF"
@@ -54,7 +78,47 @@ echo "$rows" | while IFS='|' read -r _ name file _params acc minimum _rest; do
         echo "not ok - $name ($file, $kern): accuracy $got $verdict (card $acc, minimum $minimum)"
         echo FAIL >> "$TMPF"
     fi
+    [ -n "$ece" ] || continue
+    if [ -z "$gece" ] || [ -z "$edge" ]; then
+        echo "not ok - $name ($file): mnist-eval gave no ECE"
+        echo FAIL >> "$TMPF"
+        continue
+    fi
+    # shellcheck disable=SC2016
+    verdict=$(awk -v g="$gece" -v c="$ece" -v n="$n" -v e="$edge" -v b="$border" 'BEGIN {
+        room = 0.00005 + 1e-4 + (2 * e + b) / n; d = g - c / 100; if (d < 0) d = -d;
+        if (c !~ /^[0-9]+(\.[0-9]+)?$/) print "unreadable in the card";
+        else if (d > room) printf "differs from the card by %.4f%% (room %.4f%%)", 100 * d, 100 * room;
+        else print "ok" }')
+    if [ "$verdict" = ok ]; then
+        printf 'ok - %s (%s, %s): ECE %.4f%%, %d near a bin edge (card %s%%)\n' "$name" "$file" \
+            "$kern" "$(awk -v g="$gece" 'BEGIN { print 100 * g }')" "$edge" "$ece"
+        echo PASS >> "$TMPF"
+    else
+        echo "not ok - $name ($file, $kern): ECE $gece $verdict (card $ece%)"
+        echo FAIL >> "$TMPF"
+    fi
 done
+
+# Out-of-distribution figures, one mnist-eval --ood run per file.
+# shellcheck disable=SC2016
+orows=$(grep -E '^\| `[^`]+\.(safetensors|ensemble)` \| (raw|uploaded)' "$CARD" || true)
+if [ -n "$orows" ]; then
+    for file in $(echo "$orows" | cut -d'|' -f2 | tr -d ' `' | sort -u); do
+        if [ ! -d "$OOD_DATA" ]; then
+            echo "not ok - OOD figures of $file: $OOD_DATA missing (scripts/deps.sh test installs it)"
+            echo FAIL >> "$TMPF"
+            continue
+        fi
+        out=$("$BUILD/mnist-eval" --json --ood "$OOD_DATA" "models/$file" || true)
+        echo "$orows" | grep -F "| \`$file\` |" |
+            python3 tests/models/ood_rows.py "$file" "$out" >> "$TMPF.o" || true
+    done
+    if [ -f "$TMPF.o" ]; then
+        cat "$TMPF.o"
+        sed -n 's/^ok - .*/PASS/p; s/^not ok - .*/FAIL/p' "$TMPF.o" >> "$TMPF"
+    fi
+fi
 pass=$(grep -c PASS "$TMPF" || true)
 fail=$(grep -c FAIL "$TMPF" || true)
 echo "models: $pass passed, $fail failed"

@@ -24,7 +24,7 @@
     clear: $('clear'), file: $('file'), drop: $('drop-zone'),
     empty: $('pad-empty'), result: $('result'), label: $('label'),
     confidence: $('confidence'), error: $('error'), bars: $('bars'),
-    timing: $('timing'), seen: $('seen'), announce: $('announce'),
+    timing: $('timing'), seen: $('seen'), announce: $('announce'), ood: $('ood'),
   };
 
   const state = {
@@ -380,6 +380,15 @@
     ui.result.dataset.version = String(version);
   }
 
+  // in_distribution is false when the model's out-of-distribution score
+  // rejects the image, true when it passes, null (or absent) for a model
+  // without the statistics: only false says anything.
+  function setDigitLike(inDistribution) {
+    const no = inDistribution === false;
+    ui.ood.hidden = !no;
+    ui.result.classList.toggle('not-digit', no);
+  }
+
   function showEmpty(version) {
     setLabel('–');
     ui.confidence.textContent = 'Draw a digit to start';
@@ -388,6 +397,7 @@
     ui.seen.hidden = true;
     ui.seen.removeAttribute('src');
     setBars(null, -1);
+    setDigitLike(null);
     ui.announce.textContent = '';
     done(version);
   }
@@ -397,6 +407,7 @@
     setLabel(String(r.label));
     ui.confidence.textContent = pct(r.confidence) + ' confident';
     setBars(r.probabilities, r.prediction);
+    setDigitLike(r.in_distribution);
     const t = r.timing || {};
     const us = (v) => (v / 1000).toFixed(2);
     ui.timing.textContent = 'Server ' + us(t.total_us) + ' ms (decode ' + us(t.decode_us) +
@@ -408,7 +419,8 @@
     }
     ui.result.dataset.label = String(r.label);
     if (state.pointer === null)
-      ui.announce.textContent = 'Prediction: ' + r.label + ', ' + pct(r.confidence) + ' confident';
+      ui.announce.textContent = (r.in_distribution === false ? ui.ood.textContent + '. ' : '') +
+        'Prediction: ' + r.label + ', ' + pct(r.confidence) + ' confident';
     done(version);
   }
 
@@ -425,6 +437,7 @@
     ui.timing.textContent = '';
     ui.seen.hidden = true;
     setBars(null, -1);
+    setDigitLike(null);
     delete ui.result.dataset.label;
     done(version);
   }

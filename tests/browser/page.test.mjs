@@ -6,7 +6,8 @@
 // Checks the page's HTTP headers (CSP, nosniff, caching, 304), draws the ten
 // digits with synthetic pointer strokes on a desktop and on a touch phone
 // (>= 9 of 10 right each), uploads through the file input, a drop and a
-// paste, shows an API error, switches to the Fashion model, and asserts
+// paste, shows "This does not look like a digit" for a drawn # (and not
+// for digits), shows an API error, switches to the Fashion model, and asserts
 // from the browser's own events: no console error, no failed request, no
 // request to any other host, no CSP violation. Screenshots go to
 // BUILD_DIR/browser/. Output is TAP-like, closed by
@@ -237,6 +238,7 @@ async function shown(page) {
   return page.evaluate(() => ({
     label: document.getElementById('label').textContent,
     error: document.getElementById('error').hidden ? '' : document.getElementById('error').textContent,
+    notDigit: document.getElementById('ood').hidden ? '' : document.getElementById('ood').textContent,
   }));
 }
 
@@ -282,13 +284,16 @@ async function tap(page, cdp, locator) {
   await cdp.send('Input.dispatchTouchEvent', { type: 'touchEnd', touchPoints: [] });
 }
 
-async function drawAllDigits(page, name, draw, clear, style) {
+async function drawAllDigits(page, name, draw, clear, style, notDigit = []) {
   const got = [], conf = [];
   for (let d = 0; d < 10; d++) {
     await clear(d);
     await draw(hand(DIGITS[d], style));
     await settled(page);
-    got.push((await shown(page)).label);
+    const s = await shown(page);
+    got.push(s.label);
+    if (s.notDigit)
+      notDigit.push(d);
     conf.push(await page.locator('#confidence').textContent());
     if (got[d] !== String(d)) {
       fs.mkdirSync(ART, { recursive: true });
@@ -330,15 +335,18 @@ async function desktop(base, models) {
         await page.locator('#model option').count() === models.models.length,
         'the model picker lists /v1/models with the default chosen');
 
+  const notDigit = [];
   const got = await drawAllDigits(page, 'desktop', (s) => drawMouse(page, s), async (d) => {
     if (d % 2)
       await page.getByRole('button', { name: 'Clear' }).click();
     else
       await page.keyboard.press('Escape');
-  }, { scale: 1 });
+  }, { scale: 1 }, notDigit);
   const right = got.filter((l, d) => l === String(d)).length;
   check(right >= 9, `desktop: ${right}/10 digits drawn with the mouse recognised (need 9)`,
         `shown: ${got.join(' ')}`);
+  check(notDigit.length === 0, 'desktop: no drawn digit is called "not a digit"',
+        `shown for: ${notDigit.join(' ')}`);
 
   // The last digit (9) is on the canvas: bars, timing and the 28x28 view.
   const view = await page.evaluate(() => {
@@ -363,6 +371,42 @@ async function desktop(base, models) {
   check(/Server \d+\.\d+ ms .*inference/.test(view.timing), 'the server\'s timing is shown', view.timing);
   fs.mkdirSync(ART, { recursive: true });
   await page.screenshot({ path: path.join(ART, 'desktop.png'), animations: 'disabled' });
+
+  // A hash sign (#) is no digit: the default model's out-of-distribution
+  // score puts it far past its threshold (about 5x on the shipped CNN), so
+  // the answer says in_distribution: false. The page says so and keeps the
+  // guess, stepped back; a new drawing takes the message away.
+  const answers = [];
+  const onAnswer = async (r) => {
+    if (new URL(r.url()).pathname === '/predict' && r.request().method() === 'POST')
+      answers.push(await r.json().catch(() => null));
+  };
+  page.on('response', onAnswer);
+  await page.keyboard.press('Escape');
+  await drawMouse(page, [[[35, 10], [35, 90]], [[65, 10], [65, 90]], [[10, 35], [90, 35]],
+                         [[10, 65], [90, 65]]]);
+  await settled(page);
+  page.off('response', onAnswer);
+  const last = answers.filter(Boolean).pop() || {};
+  const hash = await shown(page);
+  const faded = await page.evaluate(() =>
+    Number(getComputedStyle(document.getElementById('label')).opacity));
+  check(last.in_distribution === false, 'a drawn # is answered in_distribution: false',
+        JSON.stringify({ ood_score: last.ood_score, in_distribution: last.in_distribution }));
+  check(hash.notDigit === 'This does not look like a digit' && /^[0-9]$/.test(hash.label) &&
+        faded > 0 && faded < 1,
+        'the page says "This does not look like a digit" and keeps the guess, faded',
+        JSON.stringify({ ...hash, opacity: faded }));
+  check(/does not look like a digit/.test(await page.locator('#announce').textContent()),
+        'screen readers hear it too');
+  await page.screenshot({ path: path.join(ART, 'desktop-not-digit.png'), animations: 'disabled' });
+  await page.keyboard.press('Escape');
+  await settled(page);
+  await drawMouse(page, DIGITS[1]);
+  await settled(page);
+  const one = await shown(page);
+  check(one.notDigit === '' && one.label === '1', 'the message goes with the next drawing (a 1)',
+        JSON.stringify(one));
 
   // Undo takes the last stroke away: 4's stem gone, 4 with it; Ctrl+Z too.
   await page.keyboard.press('Escape');

@@ -200,6 +200,7 @@ static void meta_default(nn_meta *m, int nclasses)
     m->input_mean = 0.0f;
     m->input_std = 1.0f;
     m->test_accuracy = -1.0;
+    m->test_ece = -1.0;
 }
 
 nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w, const nn_meta *meta,

@@ -73,6 +73,10 @@ typedef struct {
     char labels[NN_MAX_CLASSES][NN_LABEL_MAX];
     float input_mean, input_std;
     double test_accuracy; /* -1 when unknown                             */
+    double test_ece;      /* expected calibration error on the test set
+                             (nn_ece, 15 bins), a share; 0 or below when
+                             unknown (a measured one is never exactly 0),
+                             so that a zeroed nn_meta states none        */
     uint64_t seed;
     int epochs;
     char name[64];       /* preset or model name, informational         */
@@ -232,7 +236,8 @@ int nn_net_plan_wino(const nn_net *net, int i);
 
 /* Saves the net: tensors in PyTorch layout and naming, __metadata__ with
  * format, format_version, arch (JSON string), input_shape, input_mean,
- * input_std, labels, dataset, preprocess, test_accuracy, params, seed,
+ * input_std, labels, dataset, preprocess, test_accuracy, test_ece (when
+ * known), params, seed,
  * epochs, name, and checksum (FNV-1a 64 of the tensor data, hex).
  * A net with ood statistics also gets the tensors "ood.means" and
  * "ood.chol" (after the layers') and the metadata "ood_method" and

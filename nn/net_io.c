@@ -156,6 +156,10 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
                                                     : nn_preprocess_default(net->meta.dataset));
     snprintf(buf, sizeof buf, "%.6f", net->meta.test_accuracy);
     ok |= nn_st_writer_meta(w, "test_accuracy", buf);
+    if (net->meta.test_ece > 0) {
+        snprintf(buf, sizeof buf, "%.6f", net->meta.test_ece);
+        ok |= nn_st_writer_meta(w, "test_ece", buf);
+    }
     snprintf(buf, sizeof buf, "%zu", net->nparams);
     ok |= nn_st_writer_meta(w, "params", buf);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)net->meta.seed);
@@ -292,6 +296,7 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     meta.input_mean = 0.0f;
     meta.input_std = 1.0f;
     meta.test_accuracy = -1.0;
+    meta.test_ece = -1.0;
     if (nn_st_meta(f, "input_mean")) {
         if (parse_num(nn_st_meta(f, "input_mean"), &v)) {
             nn_errf(err, errlen, "%s: bad input_mean", what);
@@ -308,6 +313,9 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     }
     if (nn_st_meta(f, "test_accuracy") && !parse_num(nn_st_meta(f, "test_accuracy"), &v))
         meta.test_accuracy = v;
+    /* Informational like test_accuracy: an unreadable figure is unknown. */
+    if (nn_st_meta(f, "test_ece") && !parse_num(nn_st_meta(f, "test_ece"), &v) && v > 0 && v <= 1)
+        meta.test_ece = v;
     if (nn_st_meta(f, "seed") && !parse_num(nn_st_meta(f, "seed"), &v) && v >= 0)
         meta.seed = (uint64_t)v;
     if (nn_st_meta(f, "epochs") && !parse_num(nn_st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6)

@@ -18,6 +18,7 @@
 #include "server/registry.h"
 #include "server/log.h"
 #include "server/sha256.h"
+#include "nn/ood.h"
 
 #include <cJSON.h>
 #include <ctype.h>
@@ -284,6 +285,7 @@ static srv_model *model_build(const cand *c, int slot, const char *paths, double
         m->test_accuracy = acc;
     else
         m->test_accuracy = m->nmembers == 1 ? meta->test_accuracy : -1;
+    m->test_ece = m->nmembers == 1 ? meta->test_ece : -1;
     m->nws = nslots > 0 ? nslots : 1;
     m->ws = calloc((size_t)m->nws, sizeof *m->ws);
     if (!m->ws) {
@@ -889,6 +891,16 @@ static cJSON *model_json(const srv_snapshot *v, int k)
         cJSON_AddNumberToObject(o, "test_accuracy", m->test_accuracy);
     else
         cJSON_AddNullToObject(o, "test_accuracy");
+    /* Figures stated by the weights file, not measured here. */
+    if (m->test_ece > 0)
+        cJSON_AddNumberToObject(o, "ece", m->test_ece);
+    else
+        cJSON_AddNullToObject(o, "ece");
+    const nn_ood *ood = nn_ensemble_ood(m->ens);
+    if (ood)
+        cJSON_AddNumberToObject(o, "ood_threshold", ood->threshold);
+    else
+        cJSON_AddNullToObject(o, "ood_threshold");
     cJSON_AddStringToObject(o, "dataset", meta->dataset);
     cJSON_AddStringToObject(o, "preprocess", meta->preprocess);
     cJSON_AddStringToObject(o, "sha256", m->sha256);
@@ -912,6 +924,10 @@ static cJSON *model_json(const srv_snapshot *v, int k)
             cJSON_AddNumberToObject(f, "test_accuracy", net->meta.test_accuracy);
         else
             cJSON_AddNullToObject(f, "test_accuracy");
+        if (net->meta.test_ece > 0)
+            cJSON_AddNumberToObject(f, "ece", net->meta.test_ece);
+        else
+            cJSON_AddNullToObject(f, "ece");
     }
     /* Every version known under this name: served ones and failures. */
     cJSON *vers = cJSON_AddArrayToObject(o, "versions");

@@ -74,6 +74,8 @@ typedef struct srv_model {
     size_t params;          /* all members together */
     uint64_t macs;          /* per image, all members together */
     double test_accuracy;   /* < 0 when unknown */
+    double test_ece;        /* the weights file's test_ece; <= 0 when unknown
+                               (and for an ensemble, whose own differs)   */
     int nclasses;
     const char *labels[SRV_METRICS_MAX_CLASSES]; /* into the first member */
     pipe_ws **ws;                                /* one workspace per worker slot */

@@ -309,6 +309,7 @@ int main(int argc, char **argv)
     meta.input_mean = preset->input_mean;
     meta.input_std = preset->input_std;
     meta.test_accuracy = -1.0;
+    meta.test_ece = -1.0;
     meta.seed = seed;
     meta.epochs = cfg.epochs;
     snprintf(meta.name, sizeof meta.name, "%s", name ? name : arch_arg);
@@ -436,6 +437,7 @@ int main(int argc, char **argv)
     }
     double ta = nn_accuracy(probs, test->labels, test->n, 10, NULL);
     final->meta.test_accuracy = ta;
+    final->meta.test_ece = nn_ece(probs, test->labels, test->n, 10, NN_ECE_BINS);
     if (nn_net_save(final, out, err, sizeof err)) {
         fprintf(stderr, "mnist-train: %s\n", err);
         goto done;

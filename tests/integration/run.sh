@@ -256,6 +256,31 @@ if [ "$MODELS" = models ]; then
     want_json "[m['test_accuracy'] >= 0.9978 for m in $M if m['name'] == 'cnn-ensemble'] == [True]"
     want_json "sorted(m['name'] for m in $M) == ['cnn', 'cnn-ensemble', 'fashion-cnn', 'lenet', 'mlp']"
     verdict "shipped models: cnn is the default, cnn-ensemble (5 members) is served, members are not"
+    # Calibration and the OOD threshold as the weights files state them:
+    # every single file's ECE is the model card's (to its 0.01%, with room
+    # for the path it was measured on), an ensemble states none; the default
+    # model has a threshold, the MLP (shipped without statistics) none.
+    curl -s "$base/v1/models" > "$tmp/models.json"
+    r=$("$PY" - "$tmp/models.json" models/README.md <<'PYEOF' 2>&1
+import json, re, sys
+j = json.load(open(sys.argv[1]))
+card = {f: float(e) / 100 for f, e in re.findall(
+    r'^\| [^|]+ \| `([^`]+\.safetensors)` \|[^|]*\|[^|]*\|[^|]*\| *([0-9.]+)% *\|', open(sys.argv[2]).read(), re.M)}
+assert card, "no ECE in the card's summary table"
+for m in j["models"]:
+    if len(m["members"]) > 1:
+        assert m["ece"] is None, "%s: ensemble with ece %r" % (m["name"], m["ece"])
+        continue
+    f = m["members"][0]["path"].split("models/", 1)[-1]
+    assert isinstance(m["ece"], float) and f in card and abs(m["ece"] - card[f]) <= 0.00015, \
+        "%s: ece %r, card %r" % (m["name"], m["ece"], card.get(f))
+    assert m["members"][0]["ece"] == m["ece"], m["name"]
+d = {m["name"]: m for m in j["models"]}
+assert isinstance(d[j["default"]]["ood_threshold"], float) and d[j["default"]]["ood_threshold"] > 0, d[j["default"]]
+assert d["mlp"]["ood_threshold"] is None, d["mlp"]["ood_threshold"]
+PYEOF
+) || fail "$r"
+    verdict "GET /v1/models: each file's ECE is the model card's, ensembles state none; the default has an OOD threshold"
 else
     echo "# skipped (not counted): shipped-models checks, MODELS_DIR=$MODELS"
 fi

@@ -587,6 +587,15 @@ static void test_weights_round_trip(void **s)
     assert_int_equal(b->bn_batches, 1234);
     assert_string_equal(b->meta.labels[3], "three");
     assert_float_equal(b->meta.test_accuracy, 0.5, 1e-9);
+    /* No ECE stated: none read back. Stated: to the 6 decimals written. */
+    assert_true(b->meta.test_ece <= 0);
+    b->meta.test_ece = 0.0016151947;
+    assert_int_equal(nn_net_save(b, path, err, sizeof err), 0);
+    nn_net *c = nn_net_load(path, err, sizeof err);
+    if (!c) fail_msg("load: %s", err);
+    assert_float_equal(c->meta.test_ece, 0.001615, 1e-12);
+    assert_memory_equal(c->params, a->params, sizeof(float) * a->nparams);
+    nn_net_free(c);
     /* Same outputs. */
     nn_ws *wa = nn_ws_create(a, 3, 0), *wb = nn_ws_create(b, 3, 0);
     float x[3 * 64], pa[30], pb[30];

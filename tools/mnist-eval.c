@@ -684,9 +684,8 @@ int main(int argc, char **argv)
     int *conf = NULL, refused = 0;
     uint8_t *answered = NULL;
     nn_dataset *test = NULL;
-    if (stamp &&
-        (nn_ensemble_size(e) != 1 || use_tf || upload || limit || data || ood_out || ood_dir)) {
-        fprintf(stderr, "mnist-eval: --stamp takes one weights file, its own full test set and no "
+    if (stamp && (nn_ensemble_size(e) != 1 || use_tf || upload || limit || ood_out || ood_dir)) {
+        fprintf(stderr, "mnist-eval: --stamp takes one weights file, a full test set and no "
                         "other mode\n");
         rc = 2;
         goto done;

@@ -235,7 +235,42 @@ if "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny.safetensors" > "$tmp
 else
     not_ok "eval --ood without statistics" "$(head -c 300 "$tmp/ood0.json")"
 fi
-"$MKPNG" --from-idx "$DATA/t10k-images-idx3-ubyte" 0 "$tmp/seven.png" 2> /dev/null
+# --stamp: the ECE measured now goes into the metadata, the tensors stay
+# byte for byte; the stamped file evaluates the same.
+if "$EVAL" --json --stamp "$tmp/tiny-ece.safetensors" --data "$DATA" "$tmp/tiny.safetensors" \
+        > "$tmp/st.json" 2> "$tmp/st.err" &&
+    "$EVAL" --json --data "$DATA" "$tmp/tiny-ece.safetensors" > "$tmp/st2.json" &&
+    "$PY" - "$tmp/tiny.safetensors" "$tmp/tiny-ece.safetensors" "$tmp/st.json" "$tmp/st2.json" <<'PYEOF'
+import json, struct, sys
+def parts(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return h.pop("__metadata__"), h, b[8 + n:]
+m0, h0, d0 = parts(sys.argv[1])
+m1, h1, d1 = parts(sys.argv[2])
+a, b = (json.load(open(f)) for f in sys.argv[3:5])
+assert 0 < a["ece"] < 1 and isinstance(a["ece_edge"], int) and a["ece_bins"] == 15, a
+assert abs(float(m1["test_ece"]) - a["ece"]) < 1e-6, (m1, a["ece"])
+# mnist-train wrote its own figure on the same test set, from its own
+# forward pass (batch norm not folded): equal up to what rounding can move
+# (nn_ece_edge in nn/eval.h).
+room = (2 * a["ece_edge"] + a["borderline"]) / a["n"] + 1e-4 + 1e-6
+assert abs(float(m0["test_ece"]) - a["ece"]) <= room, (m0.get("test_ece"), a["ece"], room)
+assert d0 == d1 and h0 == h1 and m0["checksum"] == m1["checksum"], "tensors changed"
+assert a["accuracy"] == b["accuracy"] and a["ece"] == b["ece"], (a, b)
+PYEOF
+then
+    ok "eval --stamp (and mnist-train): test_ece in the metadata is the ECE --json reports; tensors byte for byte"
+else
+    not_ok "eval --stamp" "$(head -c 300 "$tmp/st.err")" "$(head -c 300 "$tmp/st.json")"
+fi
+expect 2 '--stamp takes one weights file' "eval: --stamp refuses an ensemble" -- \
+    "$EVAL" --stamp "$tmp/x.safetensors" "$tmp/tiny.safetensors,$tmp/tiny.safetensors"
+expect 2 '--stamp takes one weights file' "eval: --stamp refuses a partial test set" -- \
+    "$EVAL" --stamp "$tmp/x.safetensors" --limit 10 "$tmp/tiny.safetensors"
+expect 1 'mnist-eval: ' "eval: --stamp into a missing directory fails" -- \
+    "$EVAL" --stamp "$tmp/no/such/dir.safetensors" --data "$DATA" "$tmp/tiny.safetensors"
 if "$PREDICT" --model "$tmp/tiny-ood.safetensors" "$tmp/seven.png" > "$tmp/p.json" &&
     "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if isinstance(d["ood_score"], float) and isinstance(d["in_distribution"], bool) else 1)' "$tmp/p.json" &&
     "$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png" | grep -q '"ood_score":null,"in_distribution":null'; then

@@ -190,8 +190,8 @@ def request_lines(port):
     case(port, "request target of 8193 bytes: 414 JSON",
          req("GET /healthz?" + "a" * (8193 - 9) + " HTTP/1.1", "Host: t",
              "Connection: close"), [414], json='"uri_too_long"')
-    case(port, "60 KB query string on a POST with a body: 414 JSON, closed",
-         req("POST /predict?" + "a" * 60000 + " HTTP/1.1", "Host: t", PNG_CT,
+    case(port, "40 KB query string on a POST with a body: 414 JSON, closed",
+         req("POST /predict?" + "a" * 40000 + " HTTP/1.1", "Host: t", PNG_CT,
              "Content-Length: 4", body=b"abcd"), [414],
          json='"uri_too_long"')
     case(port, "12 KB /v2 path: 414 in the protocol's JSON error shape",

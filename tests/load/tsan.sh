@@ -7,7 +7,8 @@
 #   2. the HTTP abuse suite and slow clients (tests/integration/abuse.py);
 #   3. LOAD_SECONDS (20) of wrk at once on /predict with four models
 #      (a single net, an MLP, the five-member ensemble, a versioned model
-#      being reloaded), /predict/batch, /metrics and /v1/models, every
+#      being reloaded), /predict/batch, v2 inference (a UINT8 tensor of
+#      two images), /metrics and /v1/models, every
 #      answer 2xx (slow ones are fine: the race detector slows the server
 #      several times), while the versioned model's version 2 is published
 #      and removed in turn and picked up by SIGHUP or by the repository
@@ -67,7 +68,14 @@ else
     bad "abuse suite: $(grep -v '^PASS' "$tmp/abuse.out" | head -5)"
 fi
 
-# 3. mixed load.
+# 3. mixed load. A v2 inference request: two MNIST test images as a
+# UINT8 tensor.
+python3 - data/mnist/t10k-images-idx3-ubyte > "$tmp/v2.json" <<'PY'
+import json, sys
+px = list(open(sys.argv[1], "rb").read()[16:16 + 2 * 784])
+print(json.dumps({"inputs": [{"name": "input", "shape": [2, 1, 28, 28],
+                              "datatype": "UINT8", "data": px}]}))
+PY
 say "mixed load for ${LOAD_SECONDS}s"
 w() { # NAME CONNS SCRIPT URL [VAR=VALUE...]
     name=$1 conns=$2 script=$3 url=$4; shift 4
@@ -82,6 +90,7 @@ w ens 2 count.lua "$base/predict?model=cnn-ensemble" BODY="$tmp/d0.png"
 w batch 2 count.lua "$base/predict/batch" BODY="$tmp/batch.body" \
     CTYPE="multipart/form-data; boundary=BND"
 w digits 2 count.lua "$base/predict?model=digits" BODY="$tmp/d0.png"
+w v2 1 count.lua "$base/v2/models/lenet/infer" BODY="$tmp/v2.json" CTYPE=application/json
 w metrics 1 count.lua "$base/metrics"
 w models 1 count.lua "$base/v1/models"
 # Reloads meanwhile: version 2 published then SIGHUP, removed then the
@@ -108,7 +117,7 @@ if [ "$rounds" -gt 0 ] && [ "$hups" -ge 1 ] && [ "$loads" = "$rounds" ]; then
 else
     bad "reloads: $rounds rounds, $hups SIGHUP loads of version 2, API loads answered: $(sort "$tmp/load.codes" | uniq -c | tr '\n' ' ')"
 fi
-for name in cnn mlp ens batch digits metrics models; do
+for name in cnn mlp ens batch digits v2 metrics models; do
     f=$tmp/wrk.$name
     reqs=$(sed -n 's/^ *\([0-9][0-9]*\) requests in.*/\1/p' "$f")
     nb=$(non2xx "$f")

@@ -68,7 +68,8 @@ LIBCLI     := $(BUILD)/libcli.a
 LIBALL     := $(LIBPIPE) $(LIBIMAGE) $(LIBNN) $(LIBCLI)
 
 PROGS := $(BUILD)/mnist-train $(BUILD)/mnist-eval $(BUILD)/mnist-predict \
-         $(BUILD)/mnist-server $(BUILD)/mnist-glyphs
+         $(BUILD)/mnist-server $(BUILD)/mnist-glyphs \
+         $(BUILD)/mnist-outliers
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))

@@ -231,7 +231,7 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path, in
     const uint8_t *pix, *lab;
     int n, rows, cols, nl;
 
-    if (!images_path || !labels_path || max_label < 1 || max_label > 256) {
+    if (!images_path || max_label < 1 || max_label > 256) {
         nn_errf(err, errlen, "nn_dataset_load: bad arguments (max_label %d)", max_label);
         return NULL;
     }
@@ -243,6 +243,11 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path, in
     if (nn_idx_parse_images(ibuf, ilen, &pix, &n, &rows, &cols, why, sizeof why) != 0) {
         nn_errf(err, errlen, "%s: %s", images_path, why);
         goto fail;
+    }
+    if (!labels_path) { /* images only */
+        nl = n;
+        lab = NULL;
+        goto checked;
     }
     lbuf = idx_read_file(labels_path, &llen, why, sizeof why);
     if (!lbuf) {
@@ -265,7 +270,7 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path, in
             goto fail;
         }
     }
-
+checked:
     d = calloc(1, sizeof *d);
     if (!d) {
         nn_errf(err, errlen, "out of memory");
@@ -275,11 +280,13 @@ nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path, in
      * no second copy of a 47 MB image set. */
     size_t npix = (size_t)n * (size_t)rows * (size_t)cols;
     memmove(ibuf, pix, npix);
-    memmove(lbuf, lab, (size_t)n);
     uint8_t *im = realloc(ibuf, npix);
     if (im) ibuf = im; /* shrinking cannot really fail; if it does, keep the old block */
-    uint8_t *lb = realloc(lbuf, (size_t)n);
-    if (lb) lbuf = lb;
+    if (lbuf) {
+        memmove(lbuf, lab, (size_t)n);
+        uint8_t *lb = realloc(lbuf, (size_t)n);
+        if (lb) lbuf = lb;
+    }
     d->n = n;
     d->rows = rows;
     d->cols = cols;

@@ -15,12 +15,13 @@
 typedef struct {
     int n, rows, cols;
     uint8_t *images; /* n*rows*cols, owned */
-    uint8_t *labels; /* n, owned           */
+    uint8_t *labels; /* n, owned (NULL for images alone) */
 } nn_dataset;
 
 /* Loads an images file and a labels file (plain or .gz: a path ending in
  * ".gz" is read through zlib) and checks they agree on the count and that
- * every label is < max_label. NULL + err on failure. */
+ * every label is < max_label. labels_path NULL loads the images alone
+ * (labels is NULL then). NULL + err on failure. */
 nn_dataset *nn_dataset_load(const char *images_path, const char *labels_path, int max_label,
                             char *err, size_t errlen);
 void nn_dataset_free(nn_dataset *d);

@@ -524,6 +524,8 @@ struct nn_ws {
     const uint8_t *labels;
     float ls;
     int n;
+    float oe_weight;         /* outlier exposure: weight of the outliers' mean loss  */
+    float w_in, w_out;       /* per-image loss weights of the last forward_train */
     int fuse[NN_MAX_LAYERS]; /* layer i fuses the ReLU at i+1         */
     double *timer;           /* per-layer seconds (benchmarks), or NULL */
     int input_grad;          /* backward computes dact[0] too          */
@@ -570,6 +572,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     nn_ws *ws = calloc(1, sizeof *ws);
     if (!ws) return NULL;
     ws->max_batch = max_batch;
+    ws->oe_weight = 1.0f;
     ws->training = training;
     ws->nl = net->nlayers;
     size_t B = (size_t)max_batch, in0 = (size_t)net->in_c * net->in_h * net->in_w;
@@ -787,6 +790,16 @@ void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n, float *
     if (probs) softmax_rows(probs, z, n, k);
 }
 
+/* Target probability of class j for label y: smoothed one-hot, or the
+ * uniform distribution for an outlier. */
+static inline float target_of(int j, int y, float ls, int k)
+{
+    if (y == NN_LABEL_OUTLIER) return 1.0f / k;
+    return (j == y ? 1.0f - ls : 0.0f) + ls / k;
+}
+
+void nn_ws_set_outlier_weight(nn_ws *ws, float weight) { ws->oe_weight = weight; }
+
 float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t *y, int n,
                            float ls, uint64_t seed, int update_stats, float *probs)
 {
@@ -798,15 +811,28 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
     ws->labels = y;
     ws->ls = ls;
     ws->n = n;
-    double loss = 0.0;
+    int m = 0;
+    for (int i = 0; i < n; i++) m += y[i] == NN_LABEL_OUTLIER;
+    /* Per-image weights of the loss's gradient; w_out == 0 marks a batch
+     * without outliers (backward then divides by n, as it always did). */
+    ws->w_in = m < n ? 1.0f / (n - m) : 0.0f;
+    ws->w_out = m == 0 ? 0.0f : (m < n ? ws->oe_weight : 1.0f) / m;
+    double loss_in = 0.0, loss_out = 0.0;
     for (int i = 0; i < n; i++) {
         const float *p = ws->probs + (size_t)i * k;
+        double l = 0.0;
         for (int j = 0; j < k; j++) {
-            float q = (j == y[i] ? 1.0f - ls : 0.0f) + ls / k;
-            if (q > 0.0f) loss -= q * log(p[j] > 1e-30f ? p[j] : 1e-30f);
+            float q = target_of(j, y[i], ls, k);
+            if (q > 0.0f) l -= q * log(p[j] > 1e-30f ? p[j] : 1e-30f);
         }
+        if (y[i] == NN_LABEL_OUTLIER)
+            loss_out += l;
+        else
+            loss_in += l;
     }
-    return (float)(loss / n);
+    if (m == 0) return (float)(loss_in / n);
+    return (float)((m < n ? loss_in / (n - m) : 0.0) +
+                   (m < n ? ws->oe_weight : 1.0) * loss_out / m);
 }
 
 /* ---- backward ----------------------------------------------------------- */
@@ -815,11 +841,16 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
 {
     int n = ws->n, k = nn_net_outputs(net), nl = net->nlayers;
     float *dz = ws->dact[nl];
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        int y = ws->labels[i];
+        float w = y == NN_LABEL_OUTLIER ? ws->w_out : ws->w_in;
         for (int j = 0; j < k; j++) {
-            float q = (j == ws->labels[i] ? 1.0f - ws->ls : 0.0f) + ws->ls / k;
-            dz[(size_t)i * k + j] = (ws->probs[(size_t)i * k + j] - q) / n;
+            float q = target_of(j, y, ws->ls, k);
+            /* Divided by n when there are no outliers, exactly as before. */
+            float d = ws->probs[(size_t)i * k + j] - q;
+            dz[(size_t)i * k + j] = ws->w_out == 0.0f ? d / n : d * w;
         }
+    }
     /* Training needs no gradient below the first layer with parameters:
      * that layer skips its input gradient (for the first convolution, as
      * much work as its weight gradient), the layers before it are skipped. */

@@ -179,6 +179,17 @@ const float *nn_ws_features(const nn_ws *ws);
  * grad (nparams floats) using what the last forward_train saved. */
 float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t *y, int n,
                            float ls, uint64_t seed, int update_stats, float *probs);
+
+/* Outlier exposure: an image labelled NN_LABEL_OUTLIER is not of any class;
+ * its target is the uniform distribution (cross-entropy to uniform, the
+ * loss of Hendrycks et al., "Deep Anomaly Detection with Outlier Exposure",
+ * 2019). A batch with m such images of n has the loss
+ *     mean over the n - m others of their cross-entropy
+ *   + weight * mean over the m outliers of theirs,
+ * which is the plain mean cross-entropy when m = 0 (bit for bit). The
+ * weight (default 1) stays with ws until set again. */
+#define NN_LABEL_OUTLIER 255
+void nn_ws_set_outlier_weight(nn_ws *ws, float weight);
 void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad);
 
 /* Gradient of the loss with respect to the input of the last backward

@@ -36,12 +36,18 @@ struct nn_trainer {
     int correct[MAX_THREADS];
     int *perm;
     int perm_n;
+    const uint8_t *oe_images; /* outlier exposure set, or NULL            */
+    int oe_n;
 };
 
 nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, size_t errlen)
 {
     if (cfg->batch < 1 || cfg->batch > 65536) {
         nn_errf(err, errlen, "train: batch %d out of range", cfg->batch);
+        return NULL;
+    }
+    if (cfg->oe_batch < 0 || cfg->oe_batch > 65536) {
+        nn_errf(err, errlen, "train: outliers per step %d out of range", cfg->oe_batch);
         return NULL;
     }
     nn_trainer *t = calloc(1, sizeof *t);
@@ -55,11 +61,13 @@ nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, s
     if (nt > MAX_THREADS) nt = MAX_THREADS;
     if (nt > cfg->batch) nt = cfg->batch;
     t->nt = nt;
-    int shard = (cfg->batch + nt - 1) / nt, hw = net->in_c * net->in_h * net->in_w;
+    int shard = (cfg->batch + nt - 1) / nt + (cfg->oe_batch + nt - 1) / nt,
+        hw = net->in_c * net->in_h * net->in_w;
     if (!(t->pool = nn_pool_create(nt))) goto oom;
     for (int i = 0; i < nt; i++) {
         if (!(t->ws[i] = nn_ws_create(net, shard, 1))) goto oom;
         if (cfg->direct_conv) nn_ws_use_wino(t->ws[i], 0);
+        nn_ws_set_outlier_weight(t->ws[i], cfg->oe_weight);
         if (!(t->grad[i] = malloc(sizeof(float) * net->nparams))) goto oom;
         if (!(t->x[i] = malloc(sizeof(float) * shard * hw))) goto oom;
         if (!(t->y[i] = malloc(shard))) goto oom;
@@ -96,6 +104,12 @@ void nn_trainer_free(nn_trainer *t)
     free(t);
 }
 
+void nn_trainer_set_outliers(nn_trainer *t, const uint8_t *images, int n)
+{
+    t->oe_images = images;
+    t->oe_n = n;
+}
+
 static void shard_range(const nn_trainer *t, int i, int *lo, int *n)
 {
     int a = (int)((long long)t->step_n * i / t->nt),
@@ -128,9 +142,28 @@ static void step_worker(void *arg, int i, int nt)
             for (int q = 0; q < hw; q++) dst[q] = src[q] * (1.0f / 255.0f);
         t->y[i][j] = t->labels[idx];
     }
+    /* This shard's share of the step's outliers, after its own images. */
+    int m = 0;
+    if (t->oe_images && t->oe_n > 0 && t->cfg.oe_batch > 0) {
+        int a = (int)((long long)t->cfg.oe_batch * i / t->nt),
+            b = (int)((long long)t->cfg.oe_batch * (i + 1) / t->nt);
+        uint64_t oseed = nn_hash64(t->cfg.seed, 0x0e0e0e);
+        for (int j = 0; j < b - a; j++) {
+            uint64_t c = (uint64_t)t->steps_done * (uint64_t)t->cfg.oe_batch + (uint64_t)(a + j);
+            int idx = (int)(nn_hash64(oseed, c) % (uint64_t)t->oe_n);
+            const uint8_t *src = t->oe_images + (size_t)idx * hw;
+            float *dst = t->x[i] + (size_t)(n + j) * hw;
+            if (aug)
+                nn_augment(dst, src, net->in_h, net->in_w, &t->cfg.aug, oseed, c, t->scratch[i]);
+            else
+                for (int q = 0; q < hw; q++) dst[q] = src[q] * (1.0f / 255.0f);
+            t->y[i][n + j] = NN_LABEL_OUTLIER;
+        }
+        m = b - a;
+    }
     /* Dropout masks are keyed by step and shard. */
     uint64_t dseed = nn_hash64(t->cfg.seed, (uint64_t)t->steps_done * MAX_THREADS + i);
-    float l = nn_net_forward_train(net, t->ws[i], t->x[i], t->y[i], n, t->cfg.label_smoothing,
+    float l = nn_net_forward_train(net, t->ws[i], t->x[i], t->y[i], n + m, t->cfg.label_smoothing,
                                    dseed, i == 0, t->probs[i]);
     for (int j = 0; j < n; j++) {
         const float *p = t->probs[i] + (size_t)j * k;

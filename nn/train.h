@@ -27,6 +27,11 @@ typedef struct {
     nn_sched sched;
     nn_aug_cfg aug;
     int direct_conv; /* 1: no Winograd (nn_ws_use_wino), for comparisons */
+    /* Outlier exposure (see NN_LABEL_OUTLIER in nn/net.h): each step adds
+     * oe_batch images drawn from the set given to nn_trainer_set_outliers,
+     * augmented like the rest, with loss weight oe_weight. 0 = off. */
+    int oe_batch;
+    float oe_weight;
 } nn_train_cfg;
 
 typedef struct nn_trainer nn_trainer;
@@ -45,6 +50,11 @@ void nn_trainer_free(nn_trainer *t);
 int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels, int n, int epoch,
                      nn_progress_fn progress, void *ud, volatile int *stop, double *loss,
                      double *acc);
+
+/* The outlier set for cfg.oe_batch > 0: images [n, H*W], not copied (they
+ * must outlive the trainer's epochs). Each step draws its outliers from it
+ * by a hash of (seed, step), so a run stays deterministic. */
+void nn_trainer_set_outliers(nn_trainer *t, const uint8_t *images, int n);
 
 /* Copies the weights the trainer would evaluate (the moving average when
  * ema > 0, else the current ones) into dst (a net of the same shape).

@@ -92,7 +92,9 @@ int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam", *aug_s = NULL,
-               *elastic_s = NULL;
+               *elastic_s = NULL, *init = NULL, *outliers = NULL;
+    int oe_batch = 0;
+    float oe_weight = 0.5f;
     int epochs = 0, batch = 0, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0, deskew = 0;
     double lr = 0, gamma = 0, step = 0, warmup = 0, wd = 0, ls = 0, ema = 0;
     float flip = 0, stroke = 0, blur = 0, dropout = 0;
@@ -142,6 +144,19 @@ int main(int argc, char **argv)
         {"flip", CLI_FLOAT, &flip, 0, 1, "P",
          "mirror images left-right with probability P (objects, not digits)",
          .what = "a probability", .seen = &flip_set},
+        {"init", CLI_STRING, &init, 0, 0, "FILE",
+         "start from this model's weights (same architecture) instead of random ones: "
+         "fine-tuning",
+         .def = NULL},
+        {"outliers", CLI_STRING, &outliers, 0, 0, "FILE",
+         "IDX images of no class (build/mnist-outliers): outlier exposure, trained toward "
+         "the uniform distribution",
+         .def = NULL},
+        {"oe-batch", CLI_INT, &oe_batch, 1, 65536, "N", "outliers added to each step",
+         .def = "half the batch"},
+        {"oe-weight", CLI_FLOAT, &oe_weight, 0, 100, "X",
+         "weight of the outliers' mean loss beside the digits' mean loss", .def = "0.5",
+         .what = "a weight"},
         {"no-aug", CLI_FLAG, &no_aug, 0, 0, NULL, "no augmentation", .def = NULL},
         {"seed", CLI_U64, &seed, 0, 18446744073709551615.0, "N", "random seed", .def = NULL},
         {"threads", CLI_INT, &threads, 0, 1024, "N", "training threads (0 = all CPUs)",
@@ -276,8 +291,8 @@ int main(int argc, char **argv)
         }
     }
     /* From here on every exit goes through done:, which frees what exists. */
-    nn_dataset *train = NULL, *test = NULL;
-    nn_net *net = NULL, *best = NULL, *final = NULL;
+    nn_dataset *train = NULL, *test = NULL, *oe = NULL;
+    nn_net *net = NULL, *best = NULL, *final = NULL, *start = NULL;
     nn_trainer *tr = NULL;
     FILE *csv = NULL;
     float *probs = NULL;
@@ -320,6 +335,37 @@ int main(int argc, char **argv)
         goto done;
     }
     nn_net_init(net, seed);
+    if (init) {
+        /* Fine-tuning: the same layers with the given weights and batch-norm
+         * statistics; this file's metadata (name, seed, recipe) is the new
+         * run's. Statistics fitted on the old features (the OOD tensors) are
+         * not carried over: they would not describe the new ones. */
+        start = nn_net_load(init, err, sizeof err);
+        if (!start) {
+            fprintf(stderr, "mnist-train: --init: %s\n", err);
+            rc = 2;
+            goto done;
+        }
+        /* Dropout is a training setting (--dropout), not part of the shape. */
+        for (int i = 0; i < start->nlayers && i < net->nlayers; i++)
+            if (start->layers[i].kind == NN_DROPOUT && net->layers[i].kind == NN_DROPOUT)
+                start->layers[i].p = net->layers[i].p;
+        char *a = nn_arch_to_json(net->layers, net->nlayers),
+             *b = nn_arch_to_json(start->layers, start->nlayers);
+        int same = a && b && !strcmp(a, b) && start->nparams == net->nparams &&
+                   start->nstats == net->nstats;
+        free(a);
+        free(b);
+        if (!same) {
+            fprintf(stderr, "mnist-train: --init: %s has another architecture than --arch %s\n",
+                    init, arch_arg);
+            rc = 2;
+            goto done;
+        }
+        memcpy(net->params, start->params, sizeof(float) * net->nparams);
+        memcpy(net->stats, start->stats, sizeof(float) * net->nstats);
+        net->bn_batches = start->bn_batches;
+    }
     best = nn_net_create(layers, nl, 1, train->rows, train->cols, &meta, err, sizeof err);
     if (!best) {
         fprintf(stderr, "mnist-train: %s\n", err);
@@ -337,11 +383,28 @@ int main(int argc, char **argv)
     int hw = train->rows * train->cols;
     const uint8_t *val_x = train->images + (size_t)ntrain * hw, *val_y = train->labels + ntrain;
 
+    if (outliers) {
+        oe = nn_dataset_load(outliers, NULL, 256, err, sizeof err);
+        if (!oe) {
+            fprintf(stderr, "mnist-train: --outliers: %s\n", err);
+            rc = 2;
+            goto done;
+        }
+        if (oe->rows != train->rows || oe->cols != train->cols || oe->n < 1) {
+            fprintf(stderr, "mnist-train: --outliers: %s holds %dx%d images, the data %dx%d\n",
+                    outliers, oe->rows, oe->cols, train->rows, train->cols);
+            rc = 2;
+            goto done;
+        }
+        cfg.oe_batch = oe_batch > 0 ? oe_batch : (cfg.batch + 1) / 2;
+        cfg.oe_weight = oe_weight;
+    }
     tr = nn_trainer_create(net, &cfg, err, sizeof err);
     if (!tr) {
         fprintf(stderr, "mnist-train: %s\n", err);
         goto done;
     }
+    if (oe) nn_trainer_set_outliers(tr, oe->images, oe->n);
 
     char csv_path[1024];
     snprintf(csv_path, sizeof csv_path, "%s.csv", out);
@@ -366,6 +429,10 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "training on %d images (%d held out), batch %d, %d epochs, seed %llu, %d threads\n",
             ntrain, val, cfg.batch, cfg.epochs, seed, nthreads);
+    if (oe)
+        fprintf(stderr, "outlier exposure: %d of %d outlier images per step, weight %g\n",
+                cfg.oe_batch, oe->n, (double)cfg.oe_weight);
+    if (init) fprintf(stderr, "starting from the weights of %s\n", init);
 
     probs = malloc(sizeof(float) * 10 * (size_t)(test->n > val ? test->n : val));
     if (!probs) {
@@ -455,6 +522,8 @@ done:
     nn_trainer_free(tr);
     nn_net_free(net);
     nn_net_free(best);
+    nn_net_free(start);
+    nn_dataset_free(oe);
     nn_dataset_free(train);
     nn_dataset_free(test);
     free(probs);

@@ -114,6 +114,51 @@ else
     not_ok "train: --deskew trains a deskewing model" "$(head -c 300 "$tmp/deskew.err")" "$(head -c 200 "$tmp/deskew.json" 2>/dev/null)"
 fi
 
+# ------------------------------------------------- outliers, fine-tuning
+OUTLIERS=$build/mnist-outliers
+expect 2 'out is required' "outliers: no --out" -- "$OUTLIERS" --n 10
+expect 2 "mnist-outliers: --n wants an integer" "outliers: --n 0 refused" -- "$OUTLIERS" --n 0 --out "$tmp/o"
+expect 2 'mnist-outliers: --letters: ' "outliers: a letters file that is not IDX" -- "$OUTLIERS" --n 10 --letters "$tiny" --data "$DATA" --out "$tmp/o"
+# Reproducible from the seed; another seed draws other images.
+if "$OUTLIERS" --n 300 --seed 5 --data "$DATA" --out "$tmp/o1.idx" 2> /dev/null &&
+    "$OUTLIERS" --n 300 --seed 5 --data "$DATA" --out "$tmp/o2.idx" 2> /dev/null &&
+    "$OUTLIERS" --n 300 --seed 6 --data "$DATA" --out "$tmp/o3.idx" 2> /dev/null &&
+    cmp -s "$tmp/o1.idx" "$tmp/o2.idx" && ! cmp -s "$tmp/o1.idx" "$tmp/o3.idx" &&
+    [ "$(stat -c %s "$tmp/o1.idx")" -eq $((16 + 300 * 784)) ] &&
+    "$PY" - "$tmp/o1.idx" <<'PYEOF'
+import struct, sys
+b = open(sys.argv[1], "rb").read()
+magic, n, r, c = struct.unpack(">IIII", b[:16])
+assert (magic, n, r, c) == (0x803, 300, 28, 28), (magic, n, r, c)
+# Every image has ink and none is a copy of another.
+imgs = [b[16 + i * 784:16 + (i + 1) * 784] for i in range(n)]
+assert all(max(im) > 32 for im in imgs)
+assert len(set(imgs)) == n
+PYEOF
+then
+    ok "outliers: deterministic IDX file, every image inked and distinct"
+else
+    not_ok "outliers: deterministic IDX file" "$(ls -l "$tmp"/o?.idx 2>&1 | head -3)"
+fi
+expect 2 'mnist-train: --outliers: ' "train: --outliers file that is not IDX" -- "$TRAIN" --arch "$tiny" --outliers "$tiny" --limit 100 --data "$DATA" --out "$tmp/x"
+expect 2 'mnist-train: --init: .*another architecture' "train: --init from another architecture" -- "$TRAIN" --arch "$tiny" --init "$tmp/deskew.safetensors" --limit 100 --data "$DATA" --out "$tmp/x"
+expect 2 'mnist-train: --init: ' "train: --init from a missing file" -- "$TRAIN" --arch "$tiny" --init "$tmp/none.safetensors" --limit 100 --data "$DATA" --out "$tmp/x"
+# Fine-tuning the tiny model with outlier exposure: it starts from the
+# tiny model's weights and still reads digits about as well (that the
+# outliers' answers flatten is test_nn's test_training_outliers).
+if "$EVAL" --json --data "$DATA" "$tmp/tiny.safetensors" > "$tmp/eval0.json" 2> /dev/null &&
+    "$TRAIN" --arch "$tiny" --init "$tmp/tiny.safetensors" --outliers "$tmp/o1.idx" --oe-batch 16 \
+        --limit 1000 --epochs 1 --threads 2 --quiet --data "$DATA" --lr 3e-4 \
+        --out "$tmp/oe.safetensors" > /dev/null 2> "$tmp/oe.err" &&
+    grep -q '^outlier exposure: 16 of 300 outlier images per step, weight 0.5' "$tmp/oe.err" &&
+    grep -q "^starting from the weights of $tmp/tiny.safetensors" "$tmp/oe.err" &&
+    "$EVAL" --json --data "$DATA" "$tmp/oe.safetensors" > "$tmp/oe.json" &&
+    "$PY" -c 'import json,sys; a = json.load(open(sys.argv[1]))["accuracy"]; b = json.load(open(sys.argv[2]))["accuracy"]; sys.exit(0 if a > b - 0.05 else 1)' "$tmp/oe.json" "$tmp/eval0.json"; then
+    ok "train: --init + --outliers fine-tunes a model that still reads digits ($(head -c 40 "$tmp/oe.json"))"
+else
+    not_ok "train: --init + --outliers fine-tunes" "$(tail -c 300 "$tmp/oe.err")" "$(head -c 200 "$tmp/oe.json" 2>/dev/null)"
+fi
+
 # ---------------------------------------------------------------- mnist-eval
 if "$EVAL" --json --data "$DATA" "$tmp/tiny.safetensors" > "$tmp/eval.json" 2> "$tmp/eval.err" &&
     "$PY" -c 'import json,sys; a = json.load(open(sys.argv[1]))["accuracy"]; sys.exit(0 if 0.6 < a < 1 else 1)' "$tmp/eval.json"; then

@@ -30,20 +30,23 @@
 #include "tol.h"
 
 /* Finite-difference check of d loss / d params and d loss / d input for a
- * net in training mode. */
-static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
+ * net in training mode; the last m of the n images are outliers (loss
+ * weight oe_weight) when m > 0. */
+static void grad_check_oe(const char *arch, int c, int h, int w, int n, float tol, int m,
+                          float oe_weight)
 {
     nn_net *net = nets_make(arch, c, h, w, 7);
     int hw = c * h * w, k = nn_net_outputs(net);
     nn_ws *ws = nn_ws_create(net, n, 1);
     assert_non_null(ws);
+    nn_ws_set_outlier_weight(ws, oe_weight);
     float *x = malloc(sizeof(float) * n * hw), *g = calloc(net->nparams, sizeof(float));
     float *g0 = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(n);
     nets_fill(x, (size_t)n * hw, 3, 1.0f);
     for (int i = 0; i < n; i++) {
         x[i] = fabsf(x[i]);
-        y[i] = (uint8_t)(i * 7 % k);
+        y[i] = i >= n - m ? NN_LABEL_OUTLIER : (uint8_t)(i * 7 % k);
     }
     const uint64_t seed = 99;
     const float ls = 0.1f;
@@ -108,6 +111,11 @@ static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
     nn_net_free(net);
 }
 
+static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
+{
+    grad_check_oe(arch, c, h, w, n, tol, 0, 1.0f);
+}
+
 static void test_grad_dense(void **s)
 {
     (void)s;
@@ -168,6 +176,41 @@ static void test_grad_dropout(void **s)
         "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":12},{\"type\":\"dropout\",\"p\":0.4},"
         "{\"type\":\"dense\",\"out\":4}]",
         1, 3, 3, 3, 2e-2f);
+}
+
+/* Outlier exposure's loss has the right gradient: some outliers in the
+ * batch, and a batch of outliers only. */
+static void test_grad_outliers(void **s)
+{
+    (void)s;
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":3,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":5}]";
+    grad_check_oe(arch, 1, 6, 6, 5, 2e-2f, 2, 0.5f);
+    grad_check_oe(arch, 1, 6, 6, 3, 2e-2f, 3, 0.5f);
+}
+
+/* The outlier loss's value by hand: mean cross-entropy of the digits plus
+ * weight times the outliers' mean cross-entropy to the uniform target. */
+static void test_outlier_loss(void **s)
+{
+    (void)s;
+    nn_net *net = make_net("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 1, 2, 2, 5);
+    nn_ws *ws = nn_ws_create(net, 3, 1);
+    nn_ws_set_outlier_weight(ws, 0.25f);
+    float x[12] = {0.1f, 0.9f, 0.3f, 0.4f, 0.5f, 0.2f, 0.7f, 0.8f, 0.6f, 0.0f, 1.0f, 0.3f}, p[12];
+    uint8_t y[3] = {2, NN_LABEL_OUTLIER, 0};
+    float l = nn_net_forward_train(net, ws, x, y, 3, 0.0f, 1, 0, p);
+    double want_in = -0.5 * (log(p[0 * 4 + 2]) + log(p[2 * 4 + 0])), want_out = 0.0;
+    for (int j = 0; j < 4; j++) want_out -= 0.25 * log(p[1 * 4 + j]);
+    assert_float_equal(l, want_in + 0.25 * want_out, 1e-5);
+    /* The target of an outlier is uniform: uniform probabilities cost log(k),
+     * the least an outlier can cost. */
+    memset(net->params, 0, sizeof(float) * net->nparams);
+    y[0] = y[2] = NN_LABEL_OUTLIER;
+    l = nn_net_forward_train(net, ws, x, y, 3, 0.0f, 1, 0, NULL);
+    assert_float_equal(l, logf(4.0f), 1e-6);
+    nn_ws_free(ws);
+    nn_net_free(net);
 }
 
 static void test_loss_values(void **s)
@@ -1320,6 +1363,98 @@ static void test_training_smoke(void **s)
     nn_dataset_free(te);
 }
 
+/* Outlier exposure does what it is for: trained with boxes and noise as
+ * outliers, a small net is less sure of unseen boxes and noise than of
+ * digits, and still reads the digits. */
+static void make_junk(uint8_t *img, int n, uint64_t seed)
+{
+    nn_rng r;
+    nn_rng_seed(&r, seed);
+    for (int i = 0; i < n; i++) {
+        uint8_t *q = img + (size_t)i * 784;
+        if (i % 2) { /* noise */
+            for (int p = 0; p < 784; p++) q[p] = (uint8_t)nn_rng_below(&r, 256);
+        } else { /* a filled box */
+            int x0 = 2 + (int)nn_rng_below(&r, 10), y0 = 2 + (int)nn_rng_below(&r, 10);
+            int x1 = x0 + 8 + (int)nn_rng_below(&r, 8), y1 = y0 + 8 + (int)nn_rng_below(&r, 8);
+            memset(q, 0, 784);
+            for (int y = y0; y < y1; y++)
+                for (int x = x0; x < x1; x++) q[y * 28 + x] = 255;
+        }
+    }
+}
+
+static double mean_top(const float *p, int n)
+{
+    double s = 0.0;
+    for (int i = 0; i < n; i++) {
+        float b = 0.0f;
+        for (int j = 0; j < 10; j++) b = p[i * 10 + j] > b ? p[i * 10 + j] : b;
+        s += b;
+    }
+    return s / n;
+}
+
+static void test_training_outliers(void **s)
+{
+    (void)s;
+    const char *dir = getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data/mnist";
+    char err[512];
+    nn_dataset *tr = nn_dataset_load_dir(dir, 0, 10, err, sizeof err);
+    if (!tr) fail_msg("%s (run `make data`)", err);
+    nn_dataset *te = nn_dataset_load_dir(dir, 1, 10, err, sizeof err);
+    if (!te) fail_msg("%s (run `make data`)", err);
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"pad\":2},{\"type\":\"relu\"},"
+                       "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},"
+                       "{\"type\":\"dense\",\"out\":10}]";
+    uint8_t *junk = malloc(784 * 600);
+    make_junk(junk, 400, 1);             /* for training */
+    make_junk(junk + 784 * 400, 200, 2); /* unseen */
+    double top_junk[2], top_digits[2], acc[2];
+    for (int oe = 0; oe < 2; oe++) {
+        nn_net *net = make_net(arch, 1, 28, 28, 11);
+        nn_train_cfg cfg;
+        memset(&cfg, 0, sizeof cfg);
+        cfg.batch = 32;
+        cfg.threads = 2;
+        cfg.epochs = 1;
+        cfg.seed = 3;
+        nn_opt_cfg_default(&cfg.opt, NN_OPT_ADAM);
+        cfg.sched.kind = NN_SCHED_CONST;
+        cfg.sched.lr = 2e-3f;
+        cfg.oe_batch = oe ? 16 : 0;
+        cfg.oe_weight = 0.5f;
+        nn_trainer *t = nn_trainer_create(net, &cfg, err, sizeof err);
+        assert_non_null(t);
+        if (oe) nn_trainer_set_outliers(t, junk, 400);
+        double loss, a;
+        assert_int_equal(
+            nn_trainer_epoch(t, tr->images, tr->labels, 3000, 0, NULL, NULL, NULL, &loss, &a), 0);
+        nn_ensemble *e = nn_ensemble_view(net);
+        float *p = malloc(sizeof(float) * 10 * 1000), *pj = malloc(sizeof(float) * 10 * 200);
+        assert_int_equal(nn_eval_probs(e, te->images, 1000, NULL, 2, p), 0);
+        assert_int_equal(nn_eval_probs(e, junk + 784 * 400, 200, NULL, 2, pj), 0);
+        acc[oe] = nn_accuracy(p, te->labels, 1000, 10, NULL);
+        top_digits[oe] = mean_top(p, 1000);
+        top_junk[oe] = mean_top(pj, 200);
+        print_message("outliers %s: accuracy %.3f, mean top probability digits %.3f, junk %.3f\n",
+                      oe ? "on" : "off", acc[oe], top_digits[oe], top_junk[oe]);
+        free(p);
+        free(pj);
+        nn_ensemble_free(e);
+        nn_trainer_free(t);
+        nn_net_free(net);
+    }
+    assert_true(acc[1] > 0.85);
+    /* Uniform over 10 classes is 0.1: junk must come out far less sure
+     * than digits, and less sure than without outlier exposure. */
+    assert_true(top_junk[1] < 0.5 * top_digits[1]);
+    assert_true(top_junk[1] < top_junk[0]);
+    free(junk);
+    nn_dataset_free(tr);
+    nn_dataset_free(te);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1331,6 +1466,9 @@ int main(void)
         cmocka_unit_test(test_grad_first_batchnorm),
         cmocka_unit_test(test_grad_dropout),
         cmocka_unit_test(test_loss_values),
+        cmocka_unit_test(test_outlier_loss),
+        cmocka_unit_test(test_grad_outliers),
+        cmocka_unit_test(test_training_outliers),
         cmocka_unit_test(test_conv_group_vs_ref),
         cmocka_unit_test(test_fold_bn),
         cmocka_unit_test(test_ensemble_folds),

@@ -359,12 +359,13 @@ void nn_ensemble_forward_scores(const nn_ensemble *e, nn_ensemble_ws *w, const f
                                 float *probs, float *energy, float *ood)
 {
     size_t m = (size_t)n * w->k;
-    float *z = energy ? w->logits : NULL;
+    const nn_ood *o0 = ood ? runs(e, 0)->ood : NULL;
+    float *z = energy || o0 ? w->logits : NULL;
     if (energy) memset(energy, 0, sizeof(float) * n);
     nn_net_forward(runs(e, 0), w->ws[0], x, n, probs, z);
     if (energy) add_energy(energy, z, n, w->k);
-    /* Member 0's features, read before anything overwrites them. */
-    if (ood && runs(e, 0)->ood) nn_ood_score(runs(e, 0)->ood, nn_ws_features(w->ws[0]), n, ood);
+    /* Member 0's features and logits, read before anything overwrites them. */
+    if (o0) nn_ood_score_pass(o0, nn_ws_features(w->ws[0]), z, n, w->k, ood);
     for (int i = 1; i < e->n; i++) {
         nn_net_forward(runs(e, i), w->ws[i], x, n, w->tmp, z);
         if (energy) add_energy(energy, z, n, w->k);

@@ -118,7 +118,7 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
             h = nn_st_fnv1a64(d, nb, h);
         }
     }
-    if (net->ood) {
+    if (net->ood && net->ood->method == NN_OOD_MAHALANOBIS) {
         const nn_ood *o = net->ood;
         int64_t ms[2] = {o->k, o->d}, cs[2] = {o->d, o->d};
         if (nn_st_writer_add(w, "ood.means", NN_ST_F32, 2, ms, o->means) ||
@@ -168,7 +168,7 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
     ok |= nn_st_writer_meta(w, "epochs", buf);
     ok |= nn_st_writer_meta(w, "name", net->meta.name);
     if (net->ood) {
-        ok |= nn_st_writer_meta(w, "ood_method", NN_OOD_METHOD);
+        ok |= nn_st_writer_meta(w, "ood_method", nn_ood_method_name(net->ood->method));
         snprintf(buf, sizeof buf, "%.9g", net->ood->threshold);
         ok |= nn_st_writer_meta(w, "ood_threshold", buf);
     }
@@ -196,7 +196,8 @@ static int parse_num(const char *s, double *out)
 }
 
 /* The optional out-of-distribution statistics: "ood.means" and "ood.chol"
- * with "ood_method" and "ood_threshold", all four or none. Adds the
+ * with "ood_method" "mahalanobis" and "ood_threshold", all four or none;
+ * or "ood_method" "energy" and "ood_threshold" alone. Adds the
  * tensors found to *expected (so that any other extra tensor is still
  * refused by the count). 0, or -1 + err. */
 static int read_ood(const nn_st_file *f, nn_net *net, const char *what, int *expected, char *err,
@@ -205,16 +206,36 @@ static int read_ood(const nn_st_file *f, nn_net *net, const char *what, int *exp
     const nn_st_tensor *m = nn_st_find(f, "ood.means"), *c = nn_st_find(f, "ood.chol");
     const char *meth = nn_st_meta(f, "ood_method"), *thr = nn_st_meta(f, "ood_threshold");
     if (!m && !c && !meth && !thr) return 0;
+    nn_ood_method method;
+    if (meth && nn_ood_method_parse(meth, &method)) {
+        nn_errf(err, errlen,
+                "%s: metadata \"ood_method\" is \"%.40s\"; this build knows \"%s\" and \"energy\"",
+                what, meth, NN_OOD_METHOD);
+        return -1;
+    }
+    if (meth && method == NN_OOD_ENERGY) {
+        double t;
+        if (m || c) {
+            nn_errf(err, errlen, "%s: \"ood_method\" energy takes no \"ood.means\" or \"ood.chol\"",
+                    what);
+            return -1;
+        }
+        if (!thr || parse_num(thr, &t)) {
+            nn_errf(err, errlen, "%s: metadata \"ood_threshold\" must be a finite number", what);
+            return -1;
+        }
+        char e2[256];
+        if (!(net->ood = nn_ood_create_energy(t, e2, sizeof e2))) {
+            nn_errf(err, errlen, "%s: %s", what, e2);
+            return -1;
+        }
+        return 0;
+    }
     if (!m || !c || !meth || !thr) {
         nn_errf(err, errlen,
                 "%s: out-of-distribution data needs tensors \"ood.means\", \"ood.chol\" and "
                 "metadata \"ood_method\", \"ood_threshold\" together",
                 what);
-        return -1;
-    }
-    if (strcmp(meth, NN_OOD_METHOD)) {
-        nn_errf(err, errlen, "%s: metadata \"ood_method\" is \"%.40s\"; this build knows \"%s\"",
-                what, meth, NN_OOD_METHOD);
         return -1;
     }
     double t;

@@ -102,11 +102,61 @@ oom:
     return NULL;
 }
 
+nn_ood *nn_ood_create_energy(double threshold, char *err, size_t errlen)
+{
+    if (!isfinite(threshold)) {
+        nn_errf(err, errlen, "ood: the threshold is not finite");
+        return NULL;
+    }
+    nn_ood *o = calloc(1, sizeof *o);
+    if (!o) {
+        nn_errf(err, errlen, "ood: out of memory");
+        return NULL;
+    }
+    o->method = NN_OOD_ENERGY;
+    o->threshold = threshold;
+    return o;
+}
+
+const char *nn_ood_method_name(nn_ood_method m)
+{
+    return m == NN_OOD_ENERGY ? "energy" : NN_OOD_METHOD;
+}
+
+int nn_ood_method_parse(const char *name, nn_ood_method *m)
+{
+    if (!strcmp(name, NN_OOD_METHOD))
+        *m = NN_OOD_MAHALANOBIS;
+    else if (!strcmp(name, "energy"))
+        *m = NN_OOD_ENERGY;
+    else
+        return -1;
+    return 0;
+}
+
 nn_ood *nn_ood_copy(const nn_ood *o)
 {
     if (!o) return NULL;
     char e[8];
+    if (o->method == NN_OOD_ENERGY) return nn_ood_create_energy(o->threshold, e, sizeof e);
     return nn_ood_create(o->k, o->d, o->means, o->chol, o->threshold, e, sizeof e);
+}
+
+void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits, int n, int k,
+                       float *scores)
+{
+    if (o->method == NN_OOD_MAHALANOBIS) {
+        nn_ood_score(o, feats, n, scores);
+        return;
+    }
+    for (int r = 0; r < n; r++) { /* -logsumexp, shifted by the row's largest logit */
+        const float *z = logits + (size_t)r * k;
+        float m = z[0];
+        for (int j = 1; j < k; j++) m = z[j] > m ? z[j] : m;
+        double s = 0.0;
+        for (int j = 0; j < k; j++) s += exp((double)z[j] - m);
+        scores[r] = (float)-(m + log(s));
+    }
 }
 
 void nn_ood_score(const nn_ood *o, const float *feats, int n, float *scores)

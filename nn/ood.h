@@ -39,12 +39,21 @@
 #include "nn/net.h"
 
 #define NN_OOD_METHOD "mahalanobis"
+
+/* How the score is computed. Mahalanobis needs the stored statistics;
+ * energy needs nothing but the threshold: score = -logsumexp(logits)
+ * (Liu et al., "Energy-based Out-of-distribution Detection", 2020), which
+ * separates best for a net trained with outlier exposure (mnist-train
+ * --outliers), whose logits flatten on what is not a digit. Stored as the
+ * metadata "ood_method" ("mahalanobis" or "energy"). */
+typedef enum { NN_OOD_MAHALANOBIS = 0, NN_OOD_ENERGY = 1 } nn_ood_method;
 /* Largest feature dimension: scoring keeps one double per feature on the
  * stack (32 KiB), so it never allocates. */
 #define NN_OOD_MAX_DIM 4096
 
 typedef struct nn_ood {
-    int k, d;         /* classes, feature dimension                        */
+    nn_ood_method method;
+    int k, d;         /* classes, feature dimension (0 for energy)         */
     float *means;     /* [k, d] class means of the features (as stored)    */
     float *chol;      /* [d, d] lower Cholesky factor L of the shared
                           covariance, row-major, zero above the diagonal    */
@@ -66,12 +75,25 @@ int nn_ood_dim(const nn_net *net);
  * NULL + err on bad input or memory. Free with nn_ood_free. */
 nn_ood *nn_ood_create(int k, int d, const float *means, const float *chol, double threshold,
                       char *err, size_t errlen);
+/* An energy-method nn_ood: no statistics, only the threshold (< 0: none
+ * yet; else finite). NULL + err on a bad threshold or memory. */
+nn_ood *nn_ood_create_energy(double threshold, char *err, size_t errlen);
+
+/* "mahalanobis" / "energy"; and back: 0, or -1 for an unknown name. */
+const char *nn_ood_method_name(nn_ood_method m);
+int nn_ood_method_parse(const char *name, nn_ood_method *m);
+
 /* A deep copy (NULL on memory failure or when o is NULL). */
 nn_ood *nn_ood_copy(const nn_ood *o);
 void nn_ood_free(nn_ood *o);
 
-/* scores[i] for features feats [n, d] (row i is image i). */
+/* scores[i] for features feats [n, d] (row i is image i); Mahalanobis. */
 void nn_ood_score(const nn_ood *o, const float *feats, int n, float *scores);
+
+/* scores[i] of one forward pass by o's method: from the features [n, d]
+ * (Mahalanobis) or the logits [n, k] (energy: -logsumexp of the row). */
+void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits, int n, int k,
+                       float *scores);
 
 /* Fits class means and the shared covariance (double precision; the
  * covariance gets ridge * trace / d added to its diagonal before the

@@ -63,7 +63,7 @@ static const char *default_data(const nn_ensemble *e)
 }
 
 static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int holdout,
-                   double ridge)
+                   double ridge, nn_ood_method method)
 {
     char err[512];
     int rc = 1;
@@ -99,7 +99,9 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
     int nfit = tr->n - holdout, k = nn_net_outputs(net);
     /* Fitted on the net as stored; the server runs it with batch norm
      * folded, whose features differ by float rounding only. */
-    nn_ood *o = nn_ood_fit(net, tr->images, tr->labels, nfit, ridge, err, sizeof err);
+    nn_ood *o = method == NN_OOD_ENERGY
+                    ? nn_ood_create_energy(-1.0, err, sizeof err)
+                    : nn_ood_fit(net, tr->images, tr->labels, nfit, ridge, err, sizeof err);
     if (!o) {
         fprintf(stderr, "mnist-eval: %s\n", err);
         goto done;
@@ -119,10 +121,14 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
         fprintf(stderr, "mnist-eval: %s\n", err);
         goto done;
     }
-    printf("fitted on %s training images 0..%d (%d features, ridge %g); threshold %.6g passes "
-           "%.0f%% of "
-           "images %d..%d; wrote %s\n",
-           data, nfit - 1, o->d, ridge, o->threshold, OOD_SHARE * 100, nfit, tr->n - 1, out);
+    if (method == NN_OOD_ENERGY)
+        printf("energy score; threshold %.6g passes %.0f%% of %s training images %d..%d; wrote "
+               "%s\n",
+               o->threshold, OOD_SHARE * 100, data, nfit, tr->n - 1, out);
+    else
+        printf("fitted on %s training images 0..%d (%d features, ridge %g); threshold %.6g "
+               "passes %.0f%% of images %d..%d; wrote %s\n",
+               data, nfit - 1, o->d, ridge, o->threshold, OOD_SHARE * 100, nfit, tr->n - 1, out);
     rc = 0;
 done:
     free(probs);
@@ -138,23 +144,23 @@ typedef struct {
     int n, blank;  /* images scored; images the preprocessing found blank */
     float *msp;    /* -(largest probability)                             */
     float *energy; /* -logsumexp(logits), members averaged              */
-    float *maha;   /* Mahalanobis score, or NULL without statistics     */
+    float *stored; /* the model's stored score, or NULL without one      */
 } ood_set;
 
 static void ood_set_free(ood_set *s)
 {
     free(s->msp);
     free(s->energy);
-    free(s->maha);
+    free(s->stored);
 }
 
-static int ood_set_alloc(ood_set *s, int n, int maha)
+static int ood_set_alloc(ood_set *s, int n, int stored)
 {
     memset(s, 0, sizeof *s);
     s->msp = malloc(sizeof(float) * (n ? n : 1));
     s->energy = malloc(sizeof(float) * (n ? n : 1));
-    s->maha = maha ? malloc(sizeof(float) * (n ? n : 1)) : NULL;
-    return !s->msp || !s->energy || (maha && !s->maha) ? -1 : 0;
+    s->stored = stored ? malloc(sizeof(float) * (n ? n : 1)) : NULL;
+    return !s->msp || !s->energy || (stored && !s->stored) ? -1 : 0;
 }
 
 static void msp_of(float *msp, const float *probs, int n, int k)
@@ -169,7 +175,7 @@ static int ood_raw(const nn_ensemble *e, const nn_dataset *d, int n, ood_set *s)
     int k = nn_ensemble_classes(e);
     float *probs = malloc(sizeof(float) * (size_t)n * k);
     if (!probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL) ||
-        nn_eval_scores(e, d->images, n, NULL, 0, probs, s->energy, s->maha)) {
+        nn_eval_scores(e, d->images, n, NULL, 0, probs, s->energy, s->stored)) {
         free(probs);
         return -1;
     }
@@ -200,7 +206,7 @@ static int ood_prepared(const nn_ensemble *e, const nn_dataset *d, int n, ood_se
         else
             s->blank++;
     }
-    if (m && nn_eval_inputs(e, x, m, 0, probs, s->energy, s->maha)) goto done;
+    if (m && nn_eval_inputs(e, x, m, 0, probs, s->energy, s->stored)) goto done;
     msp_of(s->msp, probs, m, k);
     s->n = m;
     rc = 0;
@@ -301,11 +307,15 @@ static double share_at_most(const float *v, int n, double t)
 static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in,
                        const ood_set *out, cJSON *o)
 {
-    const char *names[3] = {"msp", "energy", "mahalanobis"};
-    const float *ins[3] = {in->msp, in->energy, in->maha},
-                *outs[3] = {out->msp, out->energy, out->maha};
-    const nn_ood *st = nn_ensemble_ood(e);
     cJSON *p = o ? cJSON_AddObjectToObject(o, path) : NULL;
+    /* The third row is the score the model stores and serves (its first
+     * member's, for an ensemble): "stored" in JSON, with its method. */
+    const nn_ood *st = nn_ensemble_ood(e);
+    char stored[40];
+    snprintf(stored, sizeof stored, "%s*", st ? nn_ood_method_name(st->method) : "");
+    const char *names[3] = {"msp", "energy", p ? "stored" : stored};
+    const float *ins[3] = {in->msp, in->energy, in->stored},
+                *outs[3] = {out->msp, out->energy, out->stored};
     if (p) {
         cJSON_AddNumberToObject(p, "in_n", in->n);
         cJSON_AddNumberToObject(p, "out_n", out->n);
@@ -333,6 +343,7 @@ static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in
             cJSON_AddNumberToObject(r, "out_pass_at_95", pass);
             cJSON_AddNumberToObject(r, "out_pass_at_95_edge", count_near(outs[m], out->n, at, 2));
             if (m == 2) {
+                cJSON_AddStringToObject(r, "method", nn_ood_method_name(st->method));
                 cJSON_AddNumberToObject(r, "threshold", st->threshold);
                 cJSON_AddNumberToObject(r, "in_pass", tin);
                 cJSON_AddNumberToObject(r, "in_pass_edge",
@@ -397,7 +408,7 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
         cJSON_AddStringToObject(o, "in", data);
         cJSON_AddStringToObject(o, "out", dir);
         if (st) {
-            cJSON_AddStringToObject(o, "ood_method", NN_OOD_METHOD);
+            cJSON_AddStringToObject(o, "ood_method", nn_ood_method_name(st->method));
             cJSON_AddNumberToObject(o, "ood_threshold", st->threshold);
         } else {
             cJSON_AddNullToObject(o, "ood_method");
@@ -420,7 +431,8 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
         printf("in distribution: %s test (%d images); out: %s test (%d images)\n", data, nin, dir,
                nout);
         if (st)
-            printf("stored statistics: %s, threshold %.6g\n", NN_OOD_METHOD, st->threshold);
+            printf("stored score: %s (the row marked *), threshold %.6g\n",
+                   nn_ood_method_name(st->method), st->threshold);
         else
             printf("no stored statistics (fit them with --ood-fit): msp and energy only\n");
         printf(
@@ -548,6 +560,7 @@ int main(int argc, char **argv)
     const char *ood_dir = NULL, *ood_out = NULL, *upload = NULL, *stamp = NULL;
     int holdout = 10000;
     double ridge = 1e-6;
+    const char *ood_method = NN_OOD_METHOD;
     const cli_opt opts[] = {
         {"ood", CLI_STRING, &ood_dir, 0, 0, "DIR",
          "out-of-distribution report: the test set against DIR's test images (IDX)", .def = NULL},
@@ -560,6 +573,10 @@ int main(int argc, char **argv)
          .def = NULL},
         {"ood-holdout", CLI_INT, &holdout, 1, 1000000, "N",
          "--ood-fit: the last N training images choose the threshold, the rest fit", .def = NULL},
+        {"ood-method", CLI_STRING, &ood_method, 0, 0, "NAME",
+         "--ood-fit: mahalanobis (class means and covariance of the features) or energy "
+         "(-logsumexp of the logits; for nets trained with --outliers)",
+         .def = NN_OOD_METHOD},
         {"ood-ridge", CLI_DOUBLE, &ridge, 0, 1, "R",
          "--ood-fit: add R * mean variance to the covariance diagonal", .hi_open = 1, .def = NULL},
         {"json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object", .def = NULL},
@@ -700,8 +717,14 @@ int main(int argc, char **argv)
                     "mnist-eval: --ood and --ood-fit take no --shift, --rotate or --scale\n");
             rc = 2;
         } else {
-            rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge)
-                         : ood_eval(e, data, ood_dir, limit, json);
+            nn_ood_method m;
+            if (nn_ood_method_parse(ood_method, &m)) {
+                fprintf(stderr, "mnist-eval: --ood-method must be mahalanobis or energy\n");
+                rc = 2;
+            } else {
+                rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge, m)
+                             : ood_eval(e, data, ood_dir, limit, json);
+            }
         }
         goto done;
     }

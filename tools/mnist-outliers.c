@@ -14,7 +14,7 @@
  *   crossed    an MNIST training digit laid over itself turned a quarter
  *
  * plus, with --letters FILE, letters rendered from fonts (build/mnist-glyphs),
- * which then make every ninth image.
+ * which then make a share of the images (--letters-share, default 1/9).
  *
  * Most are framed the way an uploaded PNG is (img_prep_mnist: crop to the
  * ink, fit 20x20, centre of mass at the centre); one in three fills the
@@ -212,15 +212,16 @@ static int finish(const float *c, int framed, uint8_t *out)
 typedef struct {
     const nn_dataset *mnist, *letters;
     uint64_t seed;
+    double letters_share;
 } gen_t;
 
 static void make_one(const gen_t *g, uint64_t index, uint8_t *out)
 {
-    int kinds = g->letters ? 9 : 8;
+    int letter = g->letters && nn_hash_uniform(g->seed ^ 0x1e77e5, index) < g->letters_share;
     for (uint64_t attempt = 0;; attempt++) {
         nn_rng r;
         nn_rng_seed(&r, nn_hash64(g->seed, index * 64 + attempt));
-        int kind = (int)(index % (uint64_t)kinds);
+        int kind = letter ? K_LETTER : (int)(index % 8);
         if (kind == K_LETTER) {
             memcpy(out,
                    g->letters->images + 784 * (size_t)nn_rng_below(&r, (uint32_t)g->letters->n),
@@ -279,6 +280,7 @@ int main(int argc, char **argv)
 {
     const char *out = NULL, *data = "data/mnist", *letters_path = NULL;
     int n = 60000;
+    double share = 1.0 / 9;
     unsigned long long seed = 1;
     const cli_opt opts[] = {
         {"out", CLI_STRING, &out, 0, 0, "FILE", "IDX images file to write (required)", .def = NULL},
@@ -286,8 +288,10 @@ int main(int argc, char **argv)
         {"seed", CLI_U64, &seed, 0, 18446744073709551615.0, "N", "random seed", .def = "1"},
         {"data", CLI_STRING, &data, 0, 0, "DIR", "MNIST IDX files (training digits for pairs)",
          .def = "data/mnist"},
-        {"letters", CLI_STRING, &letters_path, 0, 0, "FILE",
-         "IDX images of letters to mix in (every ninth image)", .def = "none"},
+        {"letters", CLI_STRING, &letters_path, 0, 0, "FILE", "IDX images of letters to mix in",
+         .def = "none"},
+        {"letters-share", CLI_DOUBLE, &share, 0, 1, "F", "share of the images that are letters",
+         .def = "1/9"},
     };
     const int nopts = (int)(sizeof opts / sizeof opts[0]);
     char err[512];
@@ -311,7 +315,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "mnist-outliers: %s\n", nops ? "unexpected operand" : "--out is required");
         return 2;
     }
-    gen_t g = {NULL, NULL, seed};
+    gen_t g = {NULL, NULL, seed, share};
     nn_dataset *mnist = nn_dataset_load_dir(data, 0, 10, err, sizeof err), *letters = NULL;
     if (!mnist) {
         fprintf(stderr, "mnist-outliers: %s (run `make data`)\n", err);

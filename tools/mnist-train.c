@@ -92,8 +92,8 @@ int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam", *aug_s = NULL,
-               *elastic_s = NULL, *init = NULL, *outliers = NULL;
-    int oe_batch = 0;
+               *elastic_s = NULL, *init = NULL, *outliers = NULL, *extra = NULL;
+    int oe_batch = 0, extra_repeat = 1;
     float oe_weight = 0.5f;
     int epochs = 0, batch = 0, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0, deskew = 0;
     double lr = 0, gamma = 0, step = 0, warmup = 0, wd = 0, ls = 0, ema = 0;
@@ -148,6 +148,12 @@ int main(int argc, char **argv)
          "start from this model's weights (same architecture) instead of random ones: "
          "fine-tuning",
          .def = NULL},
+        {"extra-data", CLI_STRING, &extra, 0, 0, "PREFIX",
+         "more labelled training images, PREFIX-{images-idx3,labels-idx1}-ubyte (e.g. "
+         "data/glyphs/digits-train), added to every epoch",
+         .def = NULL},
+        {"extra-repeat", CLI_INT, &extra_repeat, 1, 1000, "N",
+         "--extra-data: each extra image N times per epoch", .def = "1"},
         {"outliers", CLI_STRING, &outliers, 0, 0, "FILE",
          "IDX images of no class (build/mnist-outliers): outlier exposure, trained toward "
          "the uniform distribution",
@@ -291,7 +297,8 @@ int main(int argc, char **argv)
         }
     }
     /* From here on every exit goes through done:, which frees what exists. */
-    nn_dataset *train = NULL, *test = NULL, *oe = NULL;
+    nn_dataset *train = NULL, *test = NULL, *oe = NULL, *more = NULL;
+    uint8_t *mix_x = NULL, *mix_y = NULL;
     nn_net *net = NULL, *best = NULL, *final = NULL, *start = NULL;
     nn_trainer *tr = NULL;
     FILE *csv = NULL;
@@ -399,6 +406,46 @@ int main(int argc, char **argv)
         cfg.oe_batch = oe_batch > 0 ? oe_batch : (cfg.batch + 1) / 2;
         cfg.oe_weight = oe_weight;
     }
+    /* The images an epoch runs over: the training images, then the extra
+     * set extra_repeat times (held-out validation images stay out). */
+    const uint8_t *train_x = train->images, *train_y = train->labels;
+    int nrun = ntrain;
+    if (extra) {
+        more = nn_dataset_load_set(extra, 0, 10, err, sizeof err);
+        if (!more) {
+            fprintf(stderr, "mnist-train: --extra-data: %s\n", err);
+            rc = 2;
+            goto done;
+        }
+        if (more->rows != train->rows || more->cols != train->cols) {
+            fprintf(stderr, "mnist-train: --extra-data: %s holds %dx%d images, the data %dx%d\n",
+                    extra, more->rows, more->cols, train->rows, train->cols);
+            rc = 2;
+            goto done;
+        }
+        size_t total = (size_t)ntrain + (size_t)more->n * extra_repeat;
+        if (total > 100000000) {
+            fprintf(stderr, "mnist-train: --extra-data: too many images\n");
+            rc = 2;
+            goto done;
+        }
+        mix_x = malloc(total * hw);
+        mix_y = malloc(total);
+        if (!mix_x || !mix_y) {
+            fprintf(stderr, "mnist-train: out of memory\n");
+            goto done;
+        }
+        memcpy(mix_x, train->images, (size_t)ntrain * hw);
+        memcpy(mix_y, train->labels, (size_t)ntrain);
+        for (int r = 0; r < extra_repeat; r++) {
+            size_t at = (size_t)ntrain + (size_t)r * more->n;
+            memcpy(mix_x + at * hw, more->images, (size_t)more->n * hw);
+            memcpy(mix_y + at, more->labels, (size_t)more->n);
+        }
+        train_x = mix_x;
+        train_y = mix_y;
+        nrun = (int)total;
+    }
     tr = nn_trainer_create(net, &cfg, err, sizeof err);
     if (!tr) {
         fprintf(stderr, "mnist-train: %s\n", err);
@@ -433,6 +480,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "outlier exposure: %d of %d outlier images per step, weight %g\n",
                 cfg.oe_batch, oe->n, (double)cfg.oe_weight);
     if (init) fprintf(stderr, "starting from the weights of %s\n", init);
+    if (more)
+        fprintf(stderr, "extra data: %d images of %s, %d times per epoch\n", more->n, extra,
+                extra_repeat);
 
     probs = malloc(sizeof(float) * 10 * (size_t)(test->n > val ? test->n : val));
     if (!probs) {
@@ -447,8 +497,8 @@ int main(int argc, char **argv)
         pg.t0 = now_s();
         pg.last = 0;
         double loss, acc;
-        int stopped = nn_trainer_epoch(tr, train->images, train->labels, ntrain, e, progress, &pg,
-                                       &g_stop_flag, &loss, &acc);
+        int stopped = nn_trainer_epoch(tr, train_x, train_y, nrun, e, progress, &pg, &g_stop_flag,
+                                       &loss, &acc);
         if (stopped) {
             fprintf(stderr, "\ninterrupted: keeping the best weights so far\n");
             break;
@@ -468,7 +518,7 @@ int main(int argc, char **argv)
         ran = e + 1;
         if (pg.tty && !quiet) fprintf(stderr, "\n");
         fprintf(stderr, "%d/%d - %.1fs %.0fms/step - loss: %.4f - accuracy: %.4f", e + 1,
-                cfg.epochs, secs, 1000.0 * secs / ((ntrain + cfg.batch - 1) / cfg.batch), loss,
+                cfg.epochs, secs, 1000.0 * secs / ((nrun + cfg.batch - 1) / cfg.batch), loss,
                 acc);
         if (val > 0) fprintf(stderr, " - val_accuracy: %.4f", va);
         fprintf(stderr, " - lr: %.2e\n", nn_trainer_lr(tr));
@@ -524,6 +574,9 @@ done:
     nn_net_free(best);
     nn_net_free(start);
     nn_dataset_free(oe);
+    nn_dataset_free(more);
+    free(mix_x);
+    free(mix_y);
     nn_dataset_free(train);
     nn_dataset_free(test);
     free(probs);

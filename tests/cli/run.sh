@@ -265,18 +265,18 @@ else
 fi
 # The test set against itself: every pair ties or mirrors, AUROC exactly 0.5.
 if "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny-ood.safetensors" > "$tmp/ood.json" 2> "$tmp/ood.err" &&
-    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); r = d["raw"]; m = r["mahalanobis"]
-sys.exit(0 if d["ood_method"] == "mahalanobis" and d["ood_threshold"] > 0 and r["in_n"] == 300
-         and all(r[k]["auroc"] == 0.5 for k in ("msp", "energy", "mahalanobis")) and m["in_pass"] == m["out_pass"]
-         and "mahalanobis" in d["prepared"] else 1)' "$tmp/ood.json"; then
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); r = d["raw"]; m = r["stored"]
+sys.exit(0 if d["ood_method"] == "mahalanobis" and m["method"] == "mahalanobis" and d["ood_threshold"] > 0 and r["in_n"] == 300
+         and all(r[k]["auroc"] == 0.5 for k in ("msp", "energy", "stored")) and m["in_pass"] == m["out_pass"]
+         and "stored" in d["prepared"] else 1)' "$tmp/ood.json"; then
     ok "eval --ood --json: a set against itself gives AUROC 0.5 for each score, raw and prepared"
 else
     not_ok "eval --ood --json" "$(head -c 400 "$tmp/ood.json")" "$(head -c 300 "$tmp/ood.err")"
 fi
 if "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny.safetensors" > "$tmp/ood0.json" 2> "$tmp/ood.err" &&
-    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["ood_method"] is None and "mahalanobis" not in d["raw"] and "energy" in d["raw"] else 1)' "$tmp/ood0.json" &&
-    "$EVAL" --ood "$small" --data "$small" "$tmp/tiny-ood.safetensors" 2>&1 | grep -q '^raw       mahalanobis'; then
-    ok "eval --ood: no Mahalanobis row for a model without statistics; text report"
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["ood_method"] is None and "stored" not in d["raw"] and "energy" in d["raw"] else 1)' "$tmp/ood0.json" &&
+    "$EVAL" --ood "$small" --data "$small" "$tmp/tiny-ood.safetensors" 2>&1 | grep -q '^raw       mahalanobis\*'; then
+    ok "eval --ood: no stored-score row for a model without statistics; text report"
 else
     not_ok "eval --ood without statistics" "$(head -c 300 "$tmp/ood0.json")"
 fi
@@ -323,6 +323,24 @@ if "$PREDICT" --model "$tmp/tiny-ood.safetensors" "$tmp/seven.png" > "$tmp/p.jso
 else
     not_ok "predict: ood fields" "$(head -c 300 "$tmp/p.json")"
 fi
+# The energy method: no statistics, a threshold from the held-out images;
+# its score is the energy row's (one model), served by predict.
+if "$EVAL" --ood-fit "$tmp/tiny-en.safetensors" --ood-method energy --ood-holdout 200 --data "$small" \
+        "$tmp/tiny.safetensors" > "$tmp/fit.out" 2> "$tmp/fit.err" &&
+    grep -q '^energy score; threshold .* passes 95% of .* images 500..699' "$tmp/fit.out" &&
+    [ "$(stat -c %s "$tmp/tiny-en.safetensors")" -lt "$(stat -c %s "$tmp/tiny-ood.safetensors")" ] &&
+    "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny-en.safetensors" > "$tmp/en.json" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); r = d["raw"]
+sys.exit(0 if d["ood_method"] == "energy" and r["stored"]["method"] == "energy" and r["stored"]["auroc"] == r["energy"]["auroc"] else 1)' "$tmp/en.json" &&
+    "$PREDICT" --model "$tmp/tiny-en.safetensors" "$tmp/seven.png" | grep -q '"in_distribution":\(true\|false\)'; then
+    ok "eval --ood-fit --ood-method energy: threshold only, reported and served"
+else
+    not_ok "eval --ood-method energy" "$(head -c 300 "$tmp/fit.out")" "$(head -c 300 "$tmp/fit.err")" "$(head -c 300 "$tmp/en.json" 2>/dev/null)"
+fi
+expect 2 'ood-method must be mahalanobis or energy' "eval: unknown --ood-method" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method msp --data "$small" "$tmp/tiny.safetensors"
+expect 2 'mnist-train: --extra-data: ' "train: --extra-data without its files" -- \
+    "$TRAIN" --arch "$tiny" --extra-data "$tmp/nowhere" --limit 100 --data "$DATA" --out "$tmp/x"
 expect 2 'separate runs' "eval: --ood and --ood-fit together" -- "$EVAL" --ood "$small" --ood-fit "$tmp/x" "$tmp/tiny.safetensors"
 expect 2 'one weights file, not an ensemble' "eval: --ood-fit of an ensemble" -- \
     "$EVAL" --ood-fit "$tmp/x" --data "$small" "$tmp/tiny.safetensors,$tmp/tiny.safetensors"
@@ -389,7 +407,7 @@ fi
 # --ood of a set of another size: scored as uploads only.
 if "$EVAL" --json --ood "$tmp/big" --data "$small" "$tmp/tiny-ood.safetensors" > "$tmp/ood-big.json" 2> "$tmp/ood.err" &&
     "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); p = d["prepared"]
-sys.exit(0 if d["raw"] is None and p["out_n"] == 50 and p["in_n"] == 300 and "mahalanobis" in p else 1)' "$tmp/ood-big.json" &&
+sys.exit(0 if d["raw"] is None and p["out_n"] == 50 and p["in_n"] == 300 and "stored" in p else 1)' "$tmp/ood-big.json" &&
     "$EVAL" --ood "$tmp/big" --data "$small" "$tmp/tiny-ood.safetensors" 2>&1 | grep -q "^raw .*not scored: .*big's images are 56x56"; then
     ok "eval --ood PREFIX of 56x56 images: scored as uploads, no raw figures"
 else

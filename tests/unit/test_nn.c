@@ -194,7 +194,7 @@ static void test_grad_outliers(void **s)
 static void test_outlier_loss(void **s)
 {
     (void)s;
-    nn_net *net = make_net("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 1, 2, 2, 5);
+    nn_net *net = nets_make("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 1, 2, 2, 5);
     nn_ws *ws = nn_ws_create(net, 3, 1);
     nn_ws_set_outlier_weight(ws, 0.25f);
     float x[12] = {0.1f, 0.9f, 0.3f, 0.4f, 0.5f, 0.2f, 0.7f, 0.8f, 0.6f, 0.0f, 1.0f, 0.3f}, p[12];
@@ -1412,7 +1412,7 @@ static void test_training_outliers(void **s)
     make_junk(junk + 784 * 400, 200, 2); /* unseen */
     double top_junk[2], top_digits[2], acc[2];
     for (int oe = 0; oe < 2; oe++) {
-        nn_net *net = make_net(arch, 1, 28, 28, 11);
+        nn_net *net = nets_make(arch, 1, 28, 28, 11);
         nn_train_cfg cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.batch = 32;

@@ -360,12 +360,72 @@ static void test_weights_file(void **state)
     nn_net_free(net);
 }
 
+/* The energy method: no statistics, the score is -logsumexp of the
+ * logits (by hand here), served from the same pass; the file carries the
+ * method and threshold only, and loads back as such. */
+static void test_energy_method(void **state)
+{
+    (void)state;
+    char err[256], path[512];
+    nn_net *net = tiny_net();
+    uint8_t img[N * HW], lab[N];
+    tiny_data(img, lab);
+    net->ood = nn_ood_create_energy(-2.5, err, sizeof err);
+    if (!net->ood) fail_msg("%s", err);
+    assert_null(nn_ood_create_energy(NAN, err, sizeof err));
+    nn_ood_method m;
+    assert_int_equal(nn_ood_method_parse("energy", &m), 0);
+    assert_int_equal(m, NN_OOD_ENERGY);
+    assert_int_equal(nn_ood_method_parse("msp", &m), -1);
+    assert_string_equal(nn_ood_method_name(NN_OOD_ENERGY), "energy");
+
+    snprintf(path, sizeof path, "%s/energy.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(net, path, err, sizeof err), 0);
+    nn_st_file *f = nn_st_read(path, err, sizeof err);
+    if (!f) fail_msg("%s", err);
+    assert_int_equal(f->ntensors, 4); /* the net's own, nothing more */
+    assert_string_equal(nn_st_meta(f, "ood_method"), "energy");
+    assert_float_equal(atof(nn_st_meta(f, "ood_threshold")), -2.5, 0);
+    nn_st_free(f);
+    nn_net *back = nn_net_load(path, err, sizeof err);
+    if (!back) fail_msg("%s", err);
+    assert_non_null(back->ood);
+    assert_int_equal(back->ood->method, NN_OOD_ENERGY);
+    assert_true(back->ood->threshold == -2.5);
+
+    /* Served from the folded net, as the server runs it. */
+    nn_net *tmp[1] = {back};
+    nn_ensemble *e = nn_ensemble_from_nets(tmp, 1, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    assert_non_null(nn_ensemble_ood(e));
+    assert_int_equal(nn_ensemble_ood(e)->method, NN_OOD_ENERGY);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, N);
+    nn_ws *nws = nn_ws_create(net, N, 0);
+    float x[N * HW], probs[N * K], score[N], logits[N * K];
+    for (int i = 0; i < N * HW; i++) x[i] = img[i] / 255.0f;
+    nn_ensemble_forward_scores(e, ws, x, N, probs, NULL, score);
+    nn_net_forward(net, nws, x, N, NULL, logits);
+    for (int i = 0; i < N; i++) {
+        double mx = logits[i * K], s = 0;
+        for (int c = 1; c < K; c++) mx = fmax(mx, logits[i * K + c]);
+        for (int c = 0; c < K; c++) s += exp(logits[i * K + c] - mx);
+        double en = -(mx + log(s));
+        if (fabs(score[i] - en) > 1e-5 * (1 + fabs(en)))
+            fail_msg("image %d: score %g, energy by hand %g", i, score[i], en);
+    }
+    nn_ws_free(nws);
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+    nn_net_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_features),        cmocka_unit_test(test_score_reference),
         cmocka_unit_test(test_threshold_auroc), cmocka_unit_test(test_forward_scores),
         cmocka_unit_test(test_weights_file),
+        cmocka_unit_test(test_energy_method),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -373,7 +373,7 @@ async function desktop(base, models) {
   await page.screenshot({ path: path.join(ART, 'desktop.png'), animations: 'disabled' });
 
   // A hash sign (#) is no digit: the default model's out-of-distribution
-  // score puts it far past its threshold (about 5x on the shipped CNN), so
+  // score puts it far past its threshold, so
   // the answer says in_distribution: false. The page says so and keeps the
   // guess, stepped back; a new drawing takes the message away.
   const answers = [];

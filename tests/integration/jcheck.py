@@ -32,7 +32,8 @@ def probs_ok(j):
 
 def ood_ok(j):
     s, i = j.get("ood_score", "absent"), j.get("in_distribution", "absent")
-    return (s is None and i is None) or (num(s) and s >= 0 and isinstance(i, bool))
+    # Mahalanobis scores are >= 0, energy scores negative: any finite number.
+    return (s is None and i is None) or (num(s) and isinstance(i, bool))
 
 
 def pred_ok(j):

@@ -9,10 +9,11 @@ FASHION_PNGS then MNIST_PNGS (comma-separated lists, in that order);
 MNIST_LABELS their labels. The threshold is read from the default model's
 first weights file (its safetensors header, "ood_threshold"). The rule,
 so that no image is hand-picked and the answer is not a near thing:
-  - the Fashion-MNIST item: the first whose score is at least 1.25 times
-    the threshold;
+  - the Fashion-MNIST item: the first whose score is above the threshold
+    by at least a quarter of the threshold's size (a score may be negative:
+    the energy score is);
   - the MNIST digit: the first read right with confidence >= 0.99 whose
-    score is at most half the threshold.
+    score is below the threshold by at least half the threshold's size.
 mnist-predict must say in_distribution false and true for them. Then
 each is posted to the server as a PNG body, a multipart part, a JSON
 base64 body, a /predict/batch part and a v2 BYTES tensor, and every answer
@@ -77,7 +78,7 @@ def main():
     default = next((m for m in models.get("models", []) if m["name"] == models.get("default")), None) \
         if st == 200 else None
     t = threshold_of(default["members"][0]["path"]) if default else None
-    report(t is not None and t > 0, "the default model carries an out-of-distribution threshold",
+    report(t is not None, "the default model carries an out-of-distribution threshold",
            "model %r" % (default or {}).get("name"))
     if len(lines) != len(fpngs) + len(mpngs):
         report(False, "mnist-predict answered every file", "%d lines" % len(lines))
@@ -85,12 +86,14 @@ def main():
     if t is None:
         return
     fa, ma = lines[:len(fpngs)], lines[len(fpngs):]
-    fi = next((i for i, j in enumerate(fa) if j.get("ood_score") is not None and j["ood_score"] >= 1.25 * t), None)
+    size = max(abs(t), 1.0)
+    fi = next((i for i, j in enumerate(fa) if j.get("ood_score") is not None
+               and j["ood_score"] >= t + 0.25 * size), None)
     mi = next((i for i, j in enumerate(ma) if j.get("prediction") == labels[i] and j.get("confidence", 0) >= 0.99
-               and j.get("ood_score") is not None and j["ood_score"] <= 0.5 * t), None)
-    report(fi is not None, "a Fashion-MNIST item scores at least 1.25x the threshold (%.1f)" % t,
+               and j.get("ood_score") is not None and j["ood_score"] <= t - 0.5 * size), None)
+    report(fi is not None, "a Fashion-MNIST item scores a quarter of the threshold's size above it (%.2f)" % t,
            "scores %r" % [round(j.get("ood_score") or -1, 1) for j in fa])
-    report(mi is not None, "an MNIST digit is read right, confidence >= 0.99, scoring at most half the threshold",
+    report(mi is not None, "an MNIST digit is read right, confidence >= 0.99, scoring half the threshold's size below it",
            "scores %r" % [round(j.get("ood_score") or -1, 1) for j in ma])
     if fi is None or mi is None:
         return

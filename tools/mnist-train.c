@@ -518,8 +518,7 @@ int main(int argc, char **argv)
         ran = e + 1;
         if (pg.tty && !quiet) fprintf(stderr, "\n");
         fprintf(stderr, "%d/%d - %.1fs %.0fms/step - loss: %.4f - accuracy: %.4f", e + 1,
-                cfg.epochs, secs, 1000.0 * secs / ((nrun + cfg.batch - 1) / cfg.batch), loss,
-                acc);
+                cfg.epochs, secs, 1000.0 * secs / ((nrun + cfg.batch - 1) / cfg.batch), loss, acc);
         if (val > 0) fprintf(stderr, " - val_accuracy: %.4f", va);
         fprintf(stderr, " - lr: %.2e\n", nn_trainer_lr(tr));
         fprintf(csv, "%d,%.6f,%.6f,%.6f,%.6g,%.2f\n", e + 1, loss, acc, va, nn_trainer_lr(tr),

@@ -424,8 +424,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_features),        cmocka_unit_test(test_score_reference),
         cmocka_unit_test(test_threshold_auroc), cmocka_unit_test(test_forward_scores),
-        cmocka_unit_test(test_weights_file),
-        cmocka_unit_test(test_energy_method),
+        cmocka_unit_test(test_weights_file),    cmocka_unit_test(test_energy_method),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

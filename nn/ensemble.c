@@ -345,14 +345,7 @@ const struct nn_ood *nn_ensemble_ood(const nn_ensemble *e) { return runs(e, 0)->
 /* energy[r] += -logsumexp(z[r]) for n rows of k logits. */
 static void add_energy(float *energy, const float *z, int n, int k)
 {
-    for (int r = 0; r < n; r++) {
-        const float *zr = z + (size_t)r * k;
-        float m = zr[0];
-        for (int j = 1; j < k; j++) m = zr[j] > m ? zr[j] : m;
-        double s = 0.0;
-        for (int j = 0; j < k; j++) s += exp((double)zr[j] - m);
-        energy[r] -= (float)(m + log(s));
-    }
+    for (int r = 0; r < n; r++) energy[r] += nn_energy(z + (size_t)r * k, k);
 }
 
 void nn_ensemble_forward_scores(const nn_ensemble *e, nn_ensemble_ws *w, const float *x, int n,

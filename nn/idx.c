@@ -100,6 +100,65 @@ int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out, int
     return 0;
 }
 
+static void idx_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* hlen header bytes, then len data bytes, through PATH.tmp. */
+static int idx_write(const char *path, const uint8_t *hdr, size_t hlen, const uint8_t *data,
+                     size_t len, char *err, size_t errlen)
+{
+    char tmp[4200];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
+        nn_errf(err, errlen, "%.200s...: path too long", path);
+        return -1;
+    }
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        nn_errf(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    int bad = fwrite(hdr, 1, hlen, f) != hlen || fwrite(data, 1, len, f) != len;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        nn_errf(err, errlen, "%s: %s", bad ? tmp : path, strerror(errno));
+        remove(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+int nn_idx_write_images(const char *path, const uint8_t *pixels, int n, int rows, int cols,
+                        char *err, size_t errlen)
+{
+    if (n < 0 || rows < 1 || cols < 1) {
+        nn_errf(err, errlen, "%s: bad shape [%d, %d, %d]", path, n, rows, cols);
+        return -1;
+    }
+    uint8_t hdr[16];
+    idx_put_be32(hdr, 0x803);
+    idx_put_be32(hdr + 4, (uint32_t)n);
+    idx_put_be32(hdr + 8, (uint32_t)rows);
+    idx_put_be32(hdr + 12, (uint32_t)cols);
+    return idx_write(path, hdr, sizeof hdr, pixels, (size_t)n * rows * cols, err, errlen);
+}
+
+int nn_idx_write_labels(const char *path, const uint8_t *labels, int n, char *err, size_t errlen)
+{
+    if (n < 0) {
+        nn_errf(err, errlen, "%s: bad count %d", path, n);
+        return -1;
+    }
+    uint8_t hdr[8];
+    idx_put_be32(hdr, 0x801);
+    idx_put_be32(hdr + 4, (uint32_t)n);
+    return idx_write(path, hdr, sizeof hdr, labels, (size_t)n, err, errlen);
+}
+
 static int idx_has_suffix(const char *s, const char *suf)
 {
     size_t ls = strlen(s), lf = strlen(suf);

@@ -33,6 +33,13 @@ int nn_idx_parse_images(const uint8_t *buf, size_t len, const uint8_t **out, int
 int nn_idx_parse_labels(const uint8_t *buf, size_t len, const uint8_t **out, int *n, char *err,
                         size_t errlen);
 
+/* Writers: an images file [n, rows, cols] and a labels file [n], each
+ * written to PATH.tmp and renamed into place, so that a failed run leaves
+ * no half file. 0, or -1 + err naming the file. */
+int nn_idx_write_images(const char *path, const uint8_t *pixels, int n, int rows, int cols,
+                        char *err, size_t errlen);
+int nn_idx_write_labels(const char *path, const uint8_t *labels, int n, char *err, size_t errlen);
+
 /* Finds the dataset directory: dir/{train,t10k}-{images-idx3,labels-idx1}-ubyte
  * (optionally .gz). which: 0 train, 1 test. */
 nn_dataset *nn_dataset_load_dir(const char *dir, int which, int max_label, char *err,

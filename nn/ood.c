@@ -142,6 +142,15 @@ nn_ood *nn_ood_copy(const nn_ood *o)
     return nn_ood_create(o->k, o->d, o->means, o->chol, o->threshold, e, sizeof e);
 }
 
+float nn_energy(const float *z, int k)
+{
+    float m = z[0];
+    for (int j = 1; j < k; j++) m = z[j] > m ? z[j] : m;
+    double s = 0.0;
+    for (int j = 0; j < k; j++) s += exp((double)z[j] - m);
+    return (float)-(m + log(s));
+}
+
 void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits, int n, int k,
                        float *scores)
 {
@@ -149,14 +158,7 @@ void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits,
         nn_ood_score(o, feats, n, scores);
         return;
     }
-    for (int r = 0; r < n; r++) { /* -logsumexp, shifted by the row's largest logit */
-        const float *z = logits + (size_t)r * k;
-        float m = z[0];
-        for (int j = 1; j < k; j++) m = z[j] > m ? z[j] : m;
-        double s = 0.0;
-        for (int j = 0; j < k; j++) s += exp((double)z[j] - m);
-        scores[r] = (float)-(m + log(s));
-    }
+    for (int r = 0; r < n; r++) scores[r] = nn_energy(logits + (size_t)r * k, k);
 }
 
 void nn_ood_score(const nn_ood *o, const float *feats, int n, float *scores)

@@ -90,6 +90,10 @@ void nn_ood_free(nn_ood *o);
 /* scores[i] for features feats [n, d] (row i is image i); Mahalanobis. */
 void nn_ood_score(const nn_ood *o, const float *feats, int n, float *scores);
 
+/* The energy score of one row of k logits: -logsumexp(z), computed in
+ * double about the row's largest logit. */
+float nn_energy(const float *z, int k);
+
 /* scores[i] of one forward pass by o's method: from the features [n, d]
  * (Mahalanobis) or the logits [n, k] (energy: -logsumexp of the row). */
 void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits, int n, int k,

@@ -36,6 +36,7 @@
 
 #include "cli/opt.h"
 #include "image/image.h"
+#include "nn/idx.h"
 
 #define VERSION "1.0.0"
 
@@ -199,36 +200,6 @@ static int glyph_render(FT_Face face, unsigned long ch, int px, double bold, can
     return 0;
 }
 
-static void be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-/* Writes buf (hlen header bytes, then len data bytes) to path through a
- * temporary file renamed into place: a failed run leaves no half file. */
-static int write_file(const char *path, const uint8_t *hdr, size_t hlen, const uint8_t *data,
-                      size_t len, char *err, size_t errlen)
-{
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    int bad = fwrite(hdr, 1, hlen, f) != hlen || fwrite(data, 1, len, f) != len;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        snprintf(err, errlen, "%s: %s", bad ? tmp : path, strerror(errno));
-        remove(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     const char *chars = NULL, *set = NULL, *out = NULL, *list = "tools/glyph-fonts.txt";
@@ -337,20 +308,14 @@ int main(int argc, char **argv)
         FT_Done_Face(face);
     }
     char path[4096];
-    uint8_t hdr[16];
-    be32(hdr, 0x803);
-    be32(hdr + 4, (uint32_t)n);
-    be32(hdr + 8, 28);
-    be32(hdr + 12, 28);
     snprintf(path, sizeof path, "%s/%s-%s-images-idx3-ubyte", out, chars, set);
-    if (write_file(path, hdr, 16, images, n * 784, err, sizeof err)) {
+    if (nn_idx_write_images(path, images, (int)n, 28, 28, err, sizeof err)) {
         fprintf(stderr, "mnist-glyphs: %s\n", err);
         goto done;
     }
-    be32(hdr, 0x801);
     char lpath[4096];
     snprintf(lpath, sizeof lpath, "%s/%s-%s-labels-idx1-ubyte", out, chars, set);
-    if (write_file(lpath, hdr, 8, labels, n, err, sizeof err)) {
+    if (nn_idx_write_labels(lpath, labels, (int)n, err, sizeof err)) {
         fprintf(stderr, "mnist-glyphs: %s\n", err);
         remove(path); /* no images without their labels */
         goto done;

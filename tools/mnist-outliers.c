@@ -21,7 +21,6 @@
  * whole 28x28 frame instead, as a raw tensor sent to the v2 endpoint may.
  * Nothing here comes from Fashion-MNIST, the set the score is judged on.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -270,12 +269,6 @@ static void make_one(const gen_t *g, uint64_t index, uint8_t *out)
     }
 }
 
-static int write_be32(FILE *f, uint32_t v)
-{
-    uint8_t b[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-    return fwrite(b, 1, 4, f) == 4 ? 0 : -1;
-}
-
 int main(int argc, char **argv)
 {
     const char *out = NULL, *data = "data/mnist", *letters_path = NULL;
@@ -334,25 +327,20 @@ int main(int argc, char **argv)
     g.mnist = mnist;
     g.letters = letters;
     int rc = 1;
-    FILE *f = fopen(out, "wb");
-    if (!f) {
-        fprintf(stderr, "mnist-outliers: cannot write %s: %s\n", out, strerror(errno));
+    uint8_t *img = malloc((size_t)n * 784);
+    if (!img) {
+        fprintf(stderr, "mnist-outliers: out of memory\n");
         goto done;
     }
-    int bad =
-        write_be32(f, 0x803) | write_be32(f, (uint32_t)n) | write_be32(f, 28) | write_be32(f, 28);
-    uint8_t img[784];
-    for (int i = 0; i < n && !bad; i++) {
-        make_one(&g, (uint64_t)i, img);
-        bad = fwrite(img, 1, sizeof img, f) != sizeof img;
-    }
-    if (fclose(f) != 0 || bad) {
-        fprintf(stderr, "mnist-outliers: cannot write %s\n", out);
+    for (int i = 0; i < n; i++) make_one(&g, (uint64_t)i, img + (size_t)i * 784);
+    if (nn_idx_write_images(out, img, n, 28, 28, err, sizeof err)) {
+        fprintf(stderr, "mnist-outliers: %s\n", err);
         goto done;
     }
     fprintf(stderr, "mnist-outliers: wrote %d images to %s\n", n, out);
     rc = 0;
 done:
+    free(img);
     nn_dataset_free(mnist);
     nn_dataset_free(letters);
     return rc;

@@ -438,6 +438,41 @@ static void check_real(const nn_dataset *d, int n, int first_label)
     assert_int_equal(d->images[0], 0);
 }
 
+/* The writers: what they write loads back as written (images alone, and
+ * with labels); a file that cannot be written is an error naming it, and
+ * leaves neither it nor its temporary behind. */
+static void test_write(void **state)
+{
+    (void)state;
+    char ip[512], lp[512], bad[512], err[256];
+    uint8_t px[3 * 2 * 5], lab[3] = {7, 0, 9};
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 37);
+    path_in(ip, sizeof ip, "w-images-idx3-ubyte");
+    path_in(lp, sizeof lp, "w-labels-idx1-ubyte");
+    assert_int_equal(nn_idx_write_images(ip, px, 3, 2, 5, err, sizeof err), 0);
+    assert_int_equal(nn_idx_write_labels(lp, lab, 3, err, sizeof err), 0);
+    nn_dataset *d = nn_dataset_load(ip, lp, 10, err, sizeof err);
+    if (!d) fail_msg("%s", err);
+    assert_int_equal(d->n, 3);
+    assert_int_equal(d->rows, 2);
+    assert_int_equal(d->cols, 5);
+    assert_memory_equal(d->images, px, sizeof px);
+    assert_memory_equal(d->labels, lab, sizeof lab);
+    nn_dataset_free(d);
+    d = nn_dataset_load(ip, NULL, 10, err, sizeof err);
+    if (!d) fail_msg("%s", err);
+    assert_null(d->labels);
+    assert_memory_equal(d->images, px, sizeof px);
+    nn_dataset_free(d);
+
+    path_in(bad, sizeof bad, "no-such-dir/x-images-idx3-ubyte");
+    assert_int_equal(nn_idx_write_images(bad, px, 3, 2, 5, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no-such-dir/x-images-idx3-ubyte"));
+    assert_int_equal(nn_idx_write_images(ip, px, 3, 0, 5, err, sizeof err), -1);
+    struct stat st;
+    assert_int_equal(stat(bad, &st), -1);
+}
+
 static void test_real_mnist(void **state)
 {
     (void)state;
@@ -467,7 +502,7 @@ int main(void)
         cmocka_unit_test(test_labels_refused), cmocka_unit_test(test_load_files),
         cmocka_unit_test(test_gzip),           cmocka_unit_test(test_gzip_bomb),
         cmocka_unit_test(test_load_dir),       cmocka_unit_test(test_load_set),
-        cmocka_unit_test(test_real_mnist),
+        cmocka_unit_test(test_real_mnist),     cmocka_unit_test(test_write),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

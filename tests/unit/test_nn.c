@@ -1311,15 +1311,35 @@ static void test_ece(void **s)
     assert_int_equal(nn_ece_edge(e, 4, 2, NN_ECE_BINS, 1e-4f), 2);
 }
 
+/* MNIST's training (which 0) or test (1) set from MNIST_DIR or data/mnist. */
+static nn_dataset *load_mnist(int which)
+{
+    const char *dir = getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data/mnist";
+    char err[512];
+    nn_dataset *d = nn_dataset_load_dir(dir, which, 10, err, sizeof err);
+    if (!d) fail_msg("%s (run `make data`)", err);
+    return d;
+}
+
+/* The training tests' recipe: Adam at a constant 2e-3, batch 32, two
+ * threads, one epoch, seed 3. */
+static void small_cfg(nn_train_cfg *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->batch = 32;
+    cfg->threads = 2;
+    cfg->epochs = 1;
+    cfg->seed = 3;
+    nn_opt_cfg_default(&cfg->opt, NN_OPT_ADAM);
+    cfg->sched.kind = NN_SCHED_CONST;
+    cfg->sched.lr = 2e-3f;
+}
+
 static void test_training_smoke(void **s)
 {
     (void)s;
-    const char *dir = getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data/mnist";
     char err[512];
-    nn_dataset *tr = nn_dataset_load_dir(dir, 0, 10, err, sizeof err);
-    if (!tr) fail_msg("%s (run `make data`)", err);
-    nn_dataset *te = nn_dataset_load_dir(dir, 1, 10, err, sizeof err);
-    if (!te) fail_msg("%s (run `make data`)", err);
+    nn_dataset *tr = load_mnist(0), *te = load_mnist(1);
     const char *arch = "[{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"pad\":2},{\"type\":\"relu\"},"
                        "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},"
                        "{\"type\":\"dropout\",\"p\":0.2},{\"type\":\"dense\",\"out\":10}]";
@@ -1327,14 +1347,7 @@ static void test_training_smoke(void **s)
     for (int run = 0; run < 2; run++) {
         nn_net *net = nets_make(arch, 1, 28, 28, 11);
         nn_train_cfg cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.batch = 32;
-        cfg.threads = 2;
-        cfg.epochs = 1;
-        cfg.seed = 3;
-        nn_opt_cfg_default(&cfg.opt, NN_OPT_ADAM);
-        cfg.sched.kind = NN_SCHED_CONST;
-        cfg.sched.lr = 2e-3f;
+        small_cfg(&cfg);
         cfg.aug.max_rot = 5;
         nn_trainer *t = nn_trainer_create(net, &cfg, err, sizeof err);
         assert_non_null(t);
@@ -1387,23 +1400,15 @@ static void make_junk(uint8_t *img, int n, uint64_t seed)
 static double mean_top(const float *p, int n)
 {
     double s = 0.0;
-    for (int i = 0; i < n; i++) {
-        float b = 0.0f;
-        for (int j = 0; j < 10; j++) b = p[i * 10 + j] > b ? p[i * 10 + j] : b;
-        s += b;
-    }
+    for (int i = 0; i < n; i++) s += p[i * 10 + nn_argmax(p + i * 10, 10)];
     return s / n;
 }
 
 static void test_training_outliers(void **s)
 {
     (void)s;
-    const char *dir = getenv("MNIST_DIR") ? getenv("MNIST_DIR") : "data/mnist";
     char err[512];
-    nn_dataset *tr = nn_dataset_load_dir(dir, 0, 10, err, sizeof err);
-    if (!tr) fail_msg("%s (run `make data`)", err);
-    nn_dataset *te = nn_dataset_load_dir(dir, 1, 10, err, sizeof err);
-    if (!te) fail_msg("%s (run `make data`)", err);
+    nn_dataset *tr = load_mnist(0), *te = load_mnist(1);
     const char *arch = "[{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"pad\":2},{\"type\":\"relu\"},"
                        "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},"
                        "{\"type\":\"dense\",\"out\":10}]";
@@ -1414,14 +1419,7 @@ static void test_training_outliers(void **s)
     for (int oe = 0; oe < 2; oe++) {
         nn_net *net = nets_make(arch, 1, 28, 28, 11);
         nn_train_cfg cfg;
-        memset(&cfg, 0, sizeof cfg);
-        cfg.batch = 32;
-        cfg.threads = 2;
-        cfg.epochs = 1;
-        cfg.seed = 3;
-        nn_opt_cfg_default(&cfg.opt, NN_OPT_ADAM);
-        cfg.sched.kind = NN_SCHED_CONST;
-        cfg.sched.lr = 2e-3f;
+        small_cfg(&cfg);
         cfg.oe_batch = oe ? 16 : 0;
         cfg.oe_weight = 0.5f;
         nn_trainer *t = nn_trainer_create(net, &cfg, err, sizeof err);

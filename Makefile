@@ -338,7 +338,8 @@ soak: deps-fuzz
 # (scripts/robustness.sh), then uploads, printed and pen-drawn digits and the
 # out-of-distribution shares (scripts/beyond-mnist.sh). About 15 minutes on
 # a shared 2-core machine.
-ROBUST_MODELS ?= models/mlp.safetensors models/lenet.safetensors models/cnn.safetensors
+ROBUST_MODELS ?= models/mlp.safetensors models/lenet.safetensors models/cnn.safetensors \
+                 models/members/cnn-s1.safetensors
 BEYOND_MODELS ?= $(ROBUST_MODELS) models/cnn-ensemble.ensemble
 robustness: deps-test deps-glyphs
 	@$(MAKE) --no-print-directory data glyphs all

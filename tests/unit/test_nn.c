@@ -1427,7 +1427,7 @@ static void test_training_outliers(void **s)
         if (oe) nn_trainer_set_outliers(t, junk, 400);
         double loss, a;
         assert_int_equal(
-            nn_trainer_epoch(t, tr->images, tr->labels, 3000, 0, NULL, NULL, NULL, &loss, &a), 0);
+            nn_trainer_epoch(t, tr->images, tr->labels, 4000, 0, NULL, NULL, NULL, &loss, &a), 0);
         nn_ensemble *e = nn_ensemble_view(net);
         float *p = malloc(sizeof(float) * 10 * 1000), *pj = malloc(sizeof(float) * 10 * 200);
         assert_int_equal(nn_eval_probs(e, te->images, 1000, NULL, 2, p), 0);

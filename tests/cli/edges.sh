@@ -17,9 +17,8 @@ set -uo pipefail
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-cli-edges.XXXXXX") || exit 2
 trap 'rm -rf "$tmp"' EXIT
-n=0 pass=0 failed=0
-ok()     { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+# shellcheck source=tests/cli/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # What follows the option under test, so that a program that parsed its
 # options stops at once on something that is not there.

@@ -23,25 +23,8 @@ command -v "$PY" >/dev/null || PY=python3
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnist-cli.XXXXXX") || exit 2
 trap 'rm -rf "$tmp"' EXIT
-n=0 pass=0 failed=0
-
-ok()     { n=$((n + 1)); pass=$((pass + 1)); echo "ok $n - $1"; }
-not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
-
-# expect STATUS PATTERN NAME -- CMD...: CMD exits with STATUS and writes
-# exactly one line to stderr, matching the extended regex PATTERN.
-expect() {
-    local want=$1 pat=$2 name=$3
-    shift 4
-    "$@" > "$tmp/out" 2> "$tmp/err"
-    local rc=$? lines
-    lines=$(wc -l < "$tmp/err")
-    if [ "$rc" -eq "$want" ] && [ "$lines" -eq 1 ] && grep -Eq -- "$pat" "$tmp/err"; then
-        ok "$name"
-    else
-        not_ok "$name" "exit $rc (want $want), $lines stderr lines (want 1)" "$(head -c 400 "$tmp/err")"
-    fi
-}
+# shellcheck source=tests/cli/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for f in t10k-images-idx3-ubyte train-images-idx3-ubyte; do
     [ -f "$DATA/$f" ] || { echo "cli: $DATA/$f missing (run make data)"; exit 2; }

@@ -223,7 +223,8 @@ void nn_ws_use_wino(nn_ws *ws, int on);
 nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
 
 /* An inference plan for net, computed once: the Winograd-transformed
- * weights (nn/wino.h) of every 3x3 stride-1 convolution that takes them,
+ * weights (nn/wino.h) of every convolution that takes them (3x3 stride 1,
+ * and 4x4 to 6x6 stride 2 by space-to-depth),
  * which nn_net_forward then runs by Winograd instead of directly. Training
  * (nn_net_forward_train, nn_net_backward) ignores the plan: its weights
  * change every step, and training workspaces transform them per step

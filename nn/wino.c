@@ -35,23 +35,65 @@
 #define WINO_X86 0
 #endif
 
-int nn_wino_fits(const nn_conv_shape *cs)
+/* Stride 2 by space-to-depth: phase (a, b) of the zero-bordered input,
+ * pixels (2i + a, 2j + b), becomes channels [(2a + b) C, (2a + b + 1) C)
+ * of an image z of 4C channels, and kernel tap (ki, kj) = (2m + a, 2n + b)
+ * becomes tap (m, n) of those channels (zero where 2m + a or 2n + b >= k).
+ * Output (oh, ow) reads z at (oh + m, ow + n): a 3x3 stride-1 convolution
+ * of z without border, OH + 2 by OW + 2, which is what F(2x2,3x3) runs.
+ * For the big CNN's 5x5 stride-2 layers this is 16 multiplies per 2x2
+ * outputs and input channel (4 phases x 16 / 4) instead of 25. */
+static int wino_s2d(const nn_conv_shape *cs) { return cs->s == 2; }
+
+/* The stride-1 3x3 convolution the transforms and GEMMs run for cs. */
+static nn_conv_shape wino_shape(const nn_conv_shape *cs)
 {
-    return cs->k == 3 && cs->s == 1 && cs->p >= 0 && cs->p <= 2 && cs->C >= 2 && cs->OH >= 1 &&
-           cs->OW >= 1;
+    if (!wino_s2d(cs)) return *cs;
+    nn_conv_shape e = {4 * cs->C, cs->OH + 2, cs->OW + 2, cs->O, 3, 1, 0, cs->OH, cs->OW};
+    return e;
 }
 
-size_t nn_wino_weights_size(const nn_conv_shape *cs) { return (size_t)16 * cs->C * cs->O; }
+int nn_wino_fits(const nn_conv_shape *cs)
+{
+    if (cs->OH < 1 || cs->OW < 1 || cs->p < 0) return 0;
+    if (cs->s == 2) return cs->k >= 4 && cs->k <= 6 && cs->p < cs->k;
+    return cs->k == 3 && cs->s == 1 && cs->p <= 2 && cs->C >= 2;
+}
+
+size_t nn_wino_weights_size(const nn_conv_shape *cs)
+{
+    const nn_conv_shape e = wino_shape(cs);
+    return (size_t)16 * e.C * e.O;
+}
 
 /* G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] */
 static const double wino_g[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
 
+/* The 3x3 kernel of (output o, channel c) of the convolution Winograd
+ * runs: w's own, or for stride 2 the phase's taps (see wino_s2d). */
+static void wino_kernel(double g[9], const float *w, const nn_conv_shape *cs, int o, int c)
+{
+    if (!wino_s2d(cs)) {
+        for (int j = 0; j < 9; j++) g[j] = w[((size_t)o * cs->C + c) * 9 + j];
+        return;
+    }
+    const int C = cs->C, k = cs->k, ph = c / C, a = ph >> 1, b = ph & 1, ci = c - ph * C;
+    const float *wk = w + ((size_t)o * C + ci) * k * k;
+    for (int m = 0; m < 3; m++)
+        for (int n = 0; n < 3; n++) {
+            int ki = 2 * m + a, kj = 2 * n + b;
+            g[m * 3 + n] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
+        }
+}
+
 void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs)
 {
-    const int C = cs->C, O = cs->O;
+    const nn_conv_shape e = wino_shape(cs);
+    const int C = e.C, O = e.O;
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++) {
-            const float *g = w + ((size_t)o * C + c) * 9;
+            double g[9];
+            wino_kernel(g, w, cs, o, c);
             double t[4][3]; /* G g */
             for (int i = 0; i < 4; i++)
                 for (int j = 0; j < 3; j++)
@@ -91,14 +133,18 @@ int nn_wino_group(const nn_conv_shape *cs)
 
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
-/* The two scratch regions for gc images: [xp, later M | V, later Yt]. */
+/* The two scratch regions for gc images: [xp, later M | V, later Yt].
+ * Stride 2 first lays the images out whole (xt, twice the rows and columns
+ * of xp with a quarter of its channels: as many floats) in the second. */
 static void wino_regions(const nn_conv_shape *cs, int gc, size_t *ra, size_t *rb)
 {
     struct wino_geom gm;
     wino_geom(&gm, cs);
+    const nn_conv_shape e = wino_shape(cs);
     const size_t T = gm.tiles * gc;
-    size_t xp = (size_t)gc * gm.Hp * gm.Wp * cs->C, m = 16 * T * cs->O;
-    size_t v = 16 * T * cs->C, yt = 4 * T * cs->O;
+    size_t xp = (size_t)gc * gm.Hp * gm.Wp * e.C, m = 16 * T * e.O;
+    size_t v = 16 * T * e.C, yt = 4 * T * e.O;
+    if (wino_s2d(cs) && xp > v) v = xp;
     *ra = round16(xp > m ? xp : m);
     *rb = round16(v > yt ? v : yt);
 }
@@ -150,6 +196,29 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
                     r[(size_t)(w + p) * C + c] = src[((size_t)c * H + h) * W + w];
         }
     }
+}
+
+/* Stride 2: x [n, C, H, W] into xp [n, Hp, Wp, 4C], the space-to-depth
+ * image z of wino_s2d. The bordered images go channels last into xt
+ * [n, 2 Hp, 2 Wp, C] first; then the two phases (a, 0) and (a, 1) of a
+ * z pixel are the adjacent xt pixels (2r + a, 2j) and (2r + a, 2j + 1):
+ * one copy of 2C floats. */
+static void wino_pack_s2d(float *xp, float *xt, const float *x, const nn_conv_shape *cs, int n,
+                          const struct wino_geom *gm)
+{
+    struct wino_geom g2 = *gm;
+    g2.Hp = 2 * gm->Hp;
+    g2.Wp = 2 * gm->Wp;
+    wino_pack_input(xt, x, cs, n, &g2);
+    const int C = cs->C, Hp = gm->Hp, Wp = gm->Wp;
+    for (int i = 0; i < n; i++)
+        for (int r = 0; r < Hp; r++)
+            for (int a = 0; a < 2; a++) {
+                const float *src = xt + ((size_t)(i * g2.Hp + 2 * r + a) * g2.Wp) * C;
+                float *dst = xp + ((size_t)(i * Hp + r) * Wp * 4 + 2 * a) * C;
+                for (int j = 0; j < Wp; j++)
+                    memcpy(dst + (size_t)j * 4 * C, src + (size_t)j * 2 * C, sizeof(float) * 2 * C);
+            }
 }
 
 /* The transforms: 4 lanes (portable, SSE on x86), and 8 (AVX2) for the
@@ -222,8 +291,9 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
 {
     struct wino_geom gm;
     wino_geom(&gm, cs);
-    const int C = cs->C, O = cs->O, step = nn_wino_group(cs);
-    const size_t nin = (size_t)C * cs->H * cs->W, nout = (size_t)O * cs->OH * cs->OW;
+    const nn_conv_shape e = wino_shape(cs);
+    const int C = e.C, O = cs->O, step = nn_wino_group(cs);
+    const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)O * cs->OH * cs->OW;
     const int path = nn_gemm_get_path();
     const int wide = path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512;
     (void)wide; /* no 8-lane transforms off x86 */
@@ -233,16 +303,19 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
         wino_regions(cs, n, &ra, &rb);
         float *xp = scratch, *M = scratch, *V = scratch + ra, *Yt = scratch + ra;
         const int T = (int)(gm.tiles * n);
-        wino_pack_input(xp, x + i0 * nin, cs, n, &gm);
+        if (wino_s2d(cs))
+            wino_pack_s2d(xp, V, x + i0 * nin, cs, n, &gm);
+        else
+            wino_pack_input(xp, x + i0 * nin, cs, n, &gm);
 #if WINO_X86
         if (wide)
-            input_transform_v8(V, xp, cs, n, &gm);
+            input_transform_v8(V, xp, &e, n, &gm);
         else
 #endif
-            input_transform_v4(V, xp, cs, n, &gm);
-        for (int e = 0; e < 16; e++)
-            nn_gemm(0, 0, T, O, C, 1.0f, V + (size_t)e * C, 16 * C, u + (size_t)e * C * O, O, 0.0f,
-                    M + (size_t)e * O, 16 * O);
+            input_transform_v4(V, xp, &e, n, &gm);
+        for (int q = 0; q < 16; q++)
+            nn_gemm(0, 0, T, O, C, 1.0f, V + (size_t)q * C, 16 * C, u + (size_t)q * C * O, O, 0.0f,
+                    M + (size_t)q * O, 16 * O);
 #if WINO_X86
         if (wide)
             output_transform_v8(Yt, M, b, relu, cs, n, &gm);

@@ -13,8 +13,14 @@
  * M[e] [T, O] = V[e] [T, C] U[e] [C, O] over T tiles (nn_gemm, so every
  * kernel path), and the output transform adds the bias and the ReLU.
  *
- * Shapes as in conv.h (x [g,C,H,W] -> y [g,O,OH,OW]); padding 0 to 2. A
- * forward convolution: net.c runs inference with it, and in training the
+ * Stride-2 convolutions with kernels of 4 to 6 run the same way after a
+ * space-to-depth step: the input's four stride phases become 4C channels
+ * and the kernel's taps regroup into 3x3 kernels over them (wino.c), 16
+ * multiplies per 2x2 outputs and input channel instead of k*k (25 for the
+ * big CNN's 5x5 stride-2 layers).
+ *
+ * Shapes as in conv.h (x [g,C,H,W] -> y [g,O,OH,OW]); padding 0 to 2
+ * (stride 1) or 0 to k - 1 (stride 2). A forward convolution: net.c runs inference with it, and in training the
  * forward and the input gradient (a 3x3 stride-1 convolution of dy with
  * the flipped kernels); the weight gradient stays direct. The results
  * differ from nn_conv2d_forward_ref by rounding, within the bound
@@ -27,11 +33,12 @@
 
 #include "nn/conv.h"
 
-/* 1 if cs is a convolution F(2x2,3x3) computes (k 3, stride 1) and worth
- * it (at least 2 input channels: with one, the GEMMs have depth 1). */
+/* 1 if cs is a convolution F(2x2,3x3) computes and worth it: k 3, stride
+ * 1, at least 2 input channels (with one, the GEMMs have depth 1); or k 4
+ * to 6, stride 2 (depth 4C). */
 int nn_wino_fits(const nn_conv_shape *cs);
 
-/* Floats of the transformed weights: 16 * C * O. */
+/* Floats of the transformed weights: 16 * C * O (16 * 4C * O for stride 2). */
 size_t nn_wino_weights_size(const nn_conv_shape *cs);
 
 /* u [16, C, O] = G w[o,c] G^T for every (o, c), each element computed in

@@ -22,6 +22,13 @@
  * The reference rounds once more (u * |y| <= u * m). The bound is about
  * 4x the direct convolution's for these sizes; a dropped or misplaced
  * product moves an output by about |g| |d|, well above it.
+ *
+ * Stride 2 (k 4 to 6) runs as the stride-1 3x3 convolution of the
+ * space-to-depth image z (4C channels, phase (a, b) of the bordered input
+ * in channels (2a + b) C ..) with the kernel's taps regrouped by phase
+ * (nn/wino.c). Its bound is the one above for that convolution, C -> 4C;
+ * the test builds z and the regrouped kernel itself (s2d_image,
+ * s2d_kernel), and compares with the reference on x and w as given.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -70,13 +77,51 @@ static double wino_bound(const nn_conv_shape *cs, const float *x, const float *w
     return (tol_gamma(cs->C + 9.0) + TOL_U) * m;
 }
 
-/* One shape, g images, with and without bias and ReLU, against the
- * reference image by image; the scratch's end is guarded. */
-static void check_shape(int C, int H, int W, int O, int p, int g)
+/* z [4C, OH + 2, OW + 2] of one image x [C,H,W] (stride 2, border p). */
+static void s2d_image(float *z, const float *x, const nn_conv_shape *cs)
 {
-    nn_conv_shape cs = {C, H, W, O, 3, 1, p, H + 2 * p - 2, W + 2 * p - 2};
+    const int Hz = cs->OH + 2, Wz = cs->OW + 2;
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b < 2; b++)
+            for (int c = 0; c < cs->C; c++)
+                for (int i = 0; i < Hz; i++)
+                    for (int j = 0; j < Wz; j++) {
+                        int h = 2 * i + a - cs->p, w = 2 * j + b - cs->p;
+                        z[(((size_t)(2 * a + b) * cs->C + c) * Hz + i) * Wz + j] =
+                            h >= 0 && h < cs->H && w >= 0 && w < cs->W
+                                ? x[((size_t)c * cs->H + h) * cs->W + w]
+                                : 0.0f;
+                    }
+}
+
+/* w3 [O, 4C, 3, 3]: tap (m, n) of phase (a, b) is w's (2m + a, 2n + b). */
+static void s2d_kernel(float *w3, const float *w, const nn_conv_shape *cs)
+{
+    const int C = cs->C, k = cs->k;
+    for (int o = 0; o < cs->O; o++)
+        for (int ph = 0; ph < 4; ph++)
+            for (int c = 0; c < C; c++)
+                for (int m = 0; m < 3; m++)
+                    for (int n = 0; n < 3; n++) {
+                        int ki = 2 * m + ph / 2, kj = 2 * n + ph % 2;
+                        w3[(((size_t)o * 4 * C + ph * C + c) * 3 + m) * 3 + n] =
+                            ki < k && kj < k ? w[(((size_t)o * C + c) * k + ki) * k + kj] : 0.0f;
+                    }
+}
+
+/* One shape (k 3 stride 1, or k 4 to 6 stride 2), g images, with and
+ * without bias and ReLU, against the reference image by image; the
+ * scratch's end is guarded. */
+static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int g)
+{
+    nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
     assert_true(nn_wino_fits(&cs));
-    const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * 9;
+    /* The convolution the bound is about: cs itself, or z's. */
+    nn_conv_shape bs = cs;
+    if (st == 2) bs = (nn_conv_shape){4 * C, cs.OH + 2, cs.OW + 2, O, 3, 1, 0, cs.OH, cs.OW};
+    float *z = malloc((size_t)bs.C * bs.H * bs.W * 4), *w3 = malloc((size_t)O * bs.C * 9 * 4);
+    assert_true(z && w3);
+    const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k;
     const size_t nscr = nn_wino_scratch_size(&cs, g);
     float *x = malloc(g * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4),
           *u = malloc(nn_wino_weights_size(&cs) * 4), *y = malloc(g * ny * 4),
@@ -86,6 +131,10 @@ static void check_shape(int C, int H, int W, int O, int p, int g)
     fill(w, nw, 200 + O, 0.3f);
     fill(b, O, 300 + O, 0.5f);
     nn_wino_weights(u, w, &cs);
+    if (st == 2)
+        s2d_kernel(w3, w, &cs);
+    else
+        memcpy(w3, w, nw * 4);
     for (int variant = 0; variant < 3; variant++) {
         const float *bias = variant == 1 ? NULL : b;
         const int relu = variant == 2;
@@ -95,18 +144,22 @@ static void check_shape(int C, int H, int W, int O, int p, int g)
         for (int i = 0; i < g; i++) {
             const float *xi = x + i * nx;
             nn_conv2d_forward_ref(ref, xi, w, bias, &cs);
+            if (st == 2)
+                s2d_image(z, xi, &cs);
+            else
+                memcpy(z, xi, nx * 4);
             for (int o = 0; o < O; o++)
                 for (int oh = 0; oh < cs.OH; oh++)
                     for (int ow = 0; ow < cs.OW; ow++) {
                         size_t j = ((size_t)o * cs.OH + oh) * cs.OW + ow;
                         double want = relu && ref[j] < 0 ? 0.0 : ref[j];
                         double got = y[i * ny + j];
-                        double bound = wino_bound(&cs, xi, w, bias, o, oh, ow);
+                        double bound = wino_bound(&bs, z, w3, bias, o, oh, ow);
                         if (!(fabs(got - want) <= bound))
-                            fail_msg(
-                                "C%d %dx%d O%d p%d g%d variant %d: image %d y[%d,%d,%d] = %.9g, "
-                                "reference %.9g, bound %.3g",
-                                C, H, W, O, p, g, variant, i, o, oh, ow, got, want, bound);
+                            fail_msg("C%d %dx%d O%d k%d s%d p%d g%d variant %d: image %d "
+                                     "y[%d,%d,%d] = %.9g, reference %.9g, bound %.3g",
+                                     C, H, W, O, k, st, p, g, variant, i, o, oh, ow, got, want,
+                                     bound);
                     }
         }
     }
@@ -117,6 +170,13 @@ static void check_shape(int C, int H, int W, int O, int p, int g)
     free(y);
     free(ref);
     free(scr);
+    free(z);
+    free(w3);
+}
+
+static void check_shape(int C, int H, int W, int O, int p, int g)
+{
+    check_shape_ks(C, H, W, O, 3, 1, p, g);
 }
 
 /* Shapes: the big CNN's three (24x24, 10x10 and 8x8 outputs), odd maps
@@ -142,6 +202,33 @@ static void test_wino_vs_ref(void **s)
         ran++;
     }
     assert_true(ran >= 2); /* generic and generic-wide run everywhere */
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
+/* Stride 2 by space-to-depth: the big CNN's two 5x5 layers (24x24 -> 12x12
+ * and 8x8 -> 4x4, border 2), kernels 4 and 6, borders 0 to 3, odd and
+ * even maps (the last phase row or column partly outside the image), one
+ * output, channel counts off the vectors, and batches past a chunk. */
+static void test_wino_s2d_vs_ref(void **s)
+{
+    (void)s;
+    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
+                                   {32, 24, 24, 32, 5, 2, 2, 1}, {64, 8, 8, 64, 5, 2, 2, 2},
+                                   {3, 9, 11, 5, 5, 2, 2, 3},    {5, 7, 6, 6, 5, 2, 0, 1},
+                                   {2, 5, 5, 3, 5, 2, 1, 2},     {6, 10, 9, 4, 4, 2, 1, 1},
+                                   {4, 12, 12, 7, 6, 2, 3, 2},   {7, 5, 5, 9, 5, 2, 2, 40},
+                                   {1, 6, 6, 2, 5, 2, 2, 1},     {8, 11, 13, 8, 4, 2, 0, 70}};
+    int ran = 0;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        print_message("[ PATH     ] %s\n", nn_gemm_path_name(path));
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+            check_shape_ks(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
+                           cases[c][5], cases[c][6], cases[c][7]);
+        ran++;
+    }
+    assert_true(ran >= 2);
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
 
@@ -363,11 +450,9 @@ static void test_ensemble_unplan(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wino_vs_ref),
-        cmocka_unit_test(test_wino_bound_catches),
-        cmocka_unit_test(test_plan),
-        cmocka_unit_test(test_fold_plans),
-        cmocka_unit_test(test_ensemble_unplan),
+        cmocka_unit_test(test_wino_vs_ref),        cmocka_unit_test(test_wino_s2d_vs_ref),
+        cmocka_unit_test(test_wino_bound_catches), cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_fold_plans),         cmocka_unit_test(test_ensemble_unplan),
         cmocka_unit_test(test_training_wino),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -141,10 +141,27 @@ void nn_relu_forward(float *y, const float *x, size_t n)
     for (size_t j = 0; j < n; j++) y[j] = x[j] > 0.0f ? x[j] : 0.0f; /* branch-free: vectorises */
 }
 
+typedef float relu_v8 __attribute__((vector_size(32)));
+typedef int relu_v8i __attribute__((vector_size(32)));
+
 void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n)
 {
-    /* The output decides: y > 0 iff x > 0, and y is what in-place nets keep. */
-    for (size_t j = 0; j < n; j++) dx[j] = y[j] > 0.0f ? dy[j] : 0.0f; /* no branch to mispredict */
+    /* The output decides: y > 0 iff x > 0, and y is what in-place nets
+     * keep. dy is read whether or not it passes and masked (dx may be dy):
+     * written as a conditional read, GCC kept a scalar loop with a branch,
+     * an eighth of the big CNN's training step in a profile. */
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        relu_v8 g, v;
+        memcpy(&g, dy + j, sizeof g);
+        memcpy(&v, y + j, sizeof v);
+        g = (relu_v8)((relu_v8i)g & (v > 0.0f));
+        memcpy(dx + j, &g, sizeof g);
+    }
+    for (; j < n; j++) {
+        const float g = dy[j];
+        dx[j] = y[j] > 0.0f ? g : 0.0f;
+    }
 }
 
 void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, uint64_t seed)
@@ -160,7 +177,10 @@ void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float
 void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t n, float p)
 {
     float sc = 1.0f / (1.0f - p);
-    for (size_t j = 0; j < n; j++) dx[j] = mask[j] ? dy[j] * sc : 0.0f;
+    for (size_t j = 0; j < n; j++) {
+        const float g = dy[j] * sc; /* read unconditionally: the loop vectorises */
+        dx[j] = mask[j] ? g : 0.0f;
+    }
 }
 
 /* ---- batch norm ------------------------------------------------------------------ */

@@ -511,11 +511,10 @@ struct nn_ws {
     float *scratch;               /* conv scratch for a group of images    */
     int group[NN_MAX_LAYERS];     /* conv: images per GEMM                 */
     int wino[NN_MAX_LAYERS];      /* conv: scratch fits the plan's Winograd */
-    /* Training by Winograd (3x3 stride 1): the forward and the input
+    /* Training by Winograd (nn_wino_fits): the forward and the input
      * gradient. The weights change every step, so each step transforms
      * them here: layer i's forward U at wino_u + wu_off[i], then the
-     * input gradient's U (of the flipped weights), then the flipped
-     * weights themselves. */
+     * input gradient's U (nn_wino_dx_weights). */
     float *wino_u;
     size_t wu_off[NN_MAX_LAYERS];
     int wtrain[NN_MAX_LAYERS]; /* 1: forward; 2: forward and input gradient */
@@ -549,15 +548,6 @@ static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
 }
 
 static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
-
-/* The input gradient of a stride-1 convolution as a convolution of dy
- * (zero-bordered by k - 1 - p) with the flipped kernels, in and out
- * channels swapped. */
-static nn_conv_shape dx_conv_shape(const nn_conv_shape *cs)
-{
-    nn_conv_shape d = {cs->O, cs->OH, cs->OW, cs->C, cs->k, 1, cs->k - 1 - cs->p, cs->H, cs->W};
-    return d;
-}
 
 /* ReLU, dropout and flatten work in place: their output shares the input's
  * buffer. Backward needs neither value (ReLU's mask is "output > 0"). */
@@ -608,13 +598,12 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
                 if (sz > scrmax) scrmax = sz;
             }
             if (training && nn_wino_fits(&cs)) {
-                nn_conv_shape dcs = dx_conv_shape(&cs);
-                ws->wtrain[i] = nn_wino_fits(&dcs) ? 2 : 1;
+                ws->wtrain[i] = nn_wino_dx_fits(&cs) ? 2 : 1;
                 ws->wu_off[i] = wu_total;
-                wu_total += 2 * nn_wino_weights_size(&cs) + (size_t)cs.O * cs.C * 9;
+                wu_total += nn_wino_weights_size(&cs) + nn_wino_dx_weights_size(&cs);
                 sz = nn_wino_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
-                sz = nn_wino_scratch_size(&dcs, max_batch);
+                sz = nn_wino_dx_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
             }
         }
@@ -878,16 +867,9 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                                      x + b * nin, wp, &cs, g, ws->scratch);
             }
             if (wdx) {
-                const int C = cs.C, O = cs.O;
-                nn_conv_shape dcs = dx_conv_shape(&cs);
                 float *u = ws->wino_u + ws->wu_off[i] + nn_wino_weights_size(&cs);
-                float *wf = u + nn_wino_weights_size(&dcs);
-                for (int o = 0; o < O; o++)
-                    for (int c = 0; c < C; c++)
-                        for (int t = 0; t < 9; t++)
-                            wf[((size_t)c * O + o) * 9 + t] = wp[((size_t)o * C + c) * 9 + 8 - t];
-                nn_wino_weights(u, wf, &dcs);
-                nn_wino_forward_n(dx, dy, u, NULL, &dcs, n, ws->scratch, 0);
+                nn_wino_dx_weights(u, wp, &cs);
+                nn_wino_dx_n(dx, dy, u, &cs, n, ws->scratch);
             }
             break;
         }

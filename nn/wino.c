@@ -66,12 +66,9 @@ size_t nn_wino_weights_size(const nn_conv_shape *cs)
     return (size_t)16 * e.C * e.O;
 }
 
-/* G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] */
-static const double wino_g[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
-
 /* The 3x3 kernel of (output o, channel c) of the convolution Winograd
  * runs: w's own, or for stride 2 the phase's taps (see wino_s2d). */
-static void wino_kernel(double g[9], const float *w, const nn_conv_shape *cs, int o, int c)
+static inline void wino_kernel(double g[9], const float *w, const nn_conv_shape *cs, int o, int c)
 {
     if (!wino_s2d(cs)) {
         for (int j = 0; j < 9; j++) g[j] = w[((size_t)o * cs->C + c) * 9 + j];
@@ -86,26 +83,67 @@ static void wino_kernel(double g[9], const float *w, const nn_conv_shape *cs, in
         }
 }
 
+/* The kernel of (output o, channel c) of the input gradient's convolution
+ * (see nn_wino_dx_n): the forward kernel (c, o) flipped, or for stride 2
+ * its phase's taps flipped, tap (m, n) being (2(2 - m) + a, 2(2 - n) + b). */
+static inline void wino_kernel_dx(double g[9], const float *w, const nn_conv_shape *cs, int o,
+                                  int c)
+{
+    if (!wino_s2d(cs)) {
+        for (int j = 0; j < 9; j++) g[j] = w[((size_t)c * cs->C + o) * 9 + 8 - j];
+        return;
+    }
+    const int C = cs->C, k = cs->k, ph = o / C, a = ph >> 1, b = ph & 1, oi = o - ph * C;
+    const float *wk = w + ((size_t)c * C + oi) * k * k;
+    for (int m = 0; m < 3; m++)
+        for (int n = 0; n < 3; n++) {
+            int ki = 2 * (2 - m) + a, kj = 2 * (2 - n) + b;
+            g[m * 3 + n] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
+        }
+}
+
+/* G g G^T of one 3x3 kernel, with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2;
+ * 0 0 1] written out: the same doubles as the matrix products (halving is
+ * exact, and the zero terms add nothing), at a quarter of the work. The
+ * training step transforms every layer's weights each step. */
+static inline void wino_ggt(double u[16], const double g[9])
+{
+    double t[4][3];
+    for (int j = 0; j < 3; j++) {
+        t[0][j] = g[j];
+        t[1][j] = 0.5 * g[j] + 0.5 * g[3 + j] + 0.5 * g[6 + j];
+        t[2][j] = 0.5 * g[j] + -0.5 * g[3 + j] + 0.5 * g[6 + j];
+        t[3][j] = g[6 + j];
+    }
+    for (int i = 0; i < 4; i++) {
+        u[i * 4] = t[i][0];
+        u[i * 4 + 1] = t[i][0] * 0.5 + t[i][1] * 0.5 + t[i][2] * 0.5;
+        u[i * 4 + 2] = t[i][0] * 0.5 + t[i][1] * -0.5 + t[i][2] * 0.5;
+        u[i * 4 + 3] = t[i][2];
+    }
+}
+
+/* u [16, C, O] = G g G^T of the kernel (o, c), for C channels in and O
+ * out: the forward's kernels (dx 0) or the input gradient's (dx 1). */
+static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, int C, int O, int dx)
+{
+    /* o innermost: the 16 planes of u are each written in order. */
+    for (int c = 0; c < C; c++)
+        for (int o = 0; o < O; o++) {
+            double g[9], v[16];
+            if (dx)
+                wino_kernel_dx(g, w, cs, o, c);
+            else
+                wino_kernel(g, w, cs, o, c);
+            wino_ggt(v, g);
+            for (int e = 0; e < 16; e++) u[((size_t)e * C + c) * O + o] = (float)v[e];
+        }
+}
+
 void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs)
 {
     const nn_conv_shape e = wino_shape(cs);
-    const int C = e.C, O = e.O;
-    for (int o = 0; o < O; o++)
-        for (int c = 0; c < C; c++) {
-            double g[9];
-            wino_kernel(g, w, cs, o, c);
-            double t[4][3]; /* G g */
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 3; j++)
-                    t[i][j] =
-                        wino_g[i][0] * g[j] + wino_g[i][1] * g[3 + j] + wino_g[i][2] * g[6 + j];
-            for (int i = 0; i < 4; i++)
-                for (int j = 0; j < 4; j++) {
-                    double v =
-                        t[i][0] * wino_g[j][0] + t[i][1] * wino_g[j][1] + t[i][2] * wino_g[j][2];
-                    u[((size_t)(i * 4 + j) * C + c) * O + o] = (float)v;
-                }
-        }
+    wino_transform(u, w, cs, e.C, e.O, 0);
 }
 
 struct wino_geom {
@@ -323,5 +361,104 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
 #endif
             output_transform_v4(Yt, M, b, relu, cs, n, &gm);
         wino_unpack_output(y + i0 * nout, Yt, cs, n, &gm);
+    }
+}
+
+/* ---- input gradient ----------------------------------------------------
+ * dx of y = conv(x, w) is a full correlation of dy with the flipped
+ * kernels, in and out channels swapped. Stride 1: a 3x3 convolution of dy
+ * bordered by 2 - p, straight into dx. Stride 2: from the space-to-depth
+ * view y = conv3x3(z, w'), dz is the 3x3 convolution of dy bordered by 2
+ * with w' flipped (4C outputs, OH + 2 by OW + 2), and dx takes each pixel
+ * from its phase: dx[c, h, w] = dz[(2a + b) C + c, i, j] where
+ * h + p = 2i + a, w + p = 2j + b. No scatter, no col2im. */
+static nn_conv_shape wino_dx_shape(const nn_conv_shape *cs)
+{
+    if (!wino_s2d(cs)) {
+        nn_conv_shape d = {cs->O, cs->OH, cs->OW, cs->C, 3, 1, 2 - cs->p, cs->H, cs->W};
+        return d;
+    }
+    nn_conv_shape d = {cs->O, cs->OH, cs->OW, 4 * cs->C, 3, 1, 2, cs->OH + 2, cs->OW + 2};
+    return d;
+}
+
+int nn_wino_dx_fits(const nn_conv_shape *cs)
+{
+    if (!nn_wino_fits(cs)) return 0;
+    nn_conv_shape d = wino_dx_shape(cs);
+    if (!nn_wino_fits(&d)) return 0;
+    if (!wino_s2d(cs)) return 1;
+    /* Stride 2 computes all four phases of OH + 2 by OW + 2 positions:
+     * only where that is still fewer multiplies than the direct
+     * w^T dy (the big CNN's 12x12 layer: 3,136 against 3,600 per channel
+     * pair; its 4x4 layer would take 576 against 400). */
+    struct wino_geom gm;
+    wino_geom(&gm, &d);
+    return 64 * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
+}
+
+size_t nn_wino_dx_weights_size(const nn_conv_shape *cs)
+{
+    nn_conv_shape d = wino_dx_shape(cs);
+    return nn_wino_weights_size(&d);
+}
+
+void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
+{
+    nn_conv_shape d = wino_dx_shape(cs);
+    wino_transform(u, w, cs, d.C, d.O, 1);
+}
+
+/* Stride 2: images a dz chunk holds (the forward's own chunk). */
+static int wino_dx_group(const nn_conv_shape *cs, int g)
+{
+    nn_conv_shape d = wino_dx_shape(cs);
+    int step = nn_wino_group(&d);
+    return g < step ? (g < 1 ? 1 : g) : step;
+}
+
+size_t nn_wino_dx_scratch_size(const nn_conv_shape *cs, int g)
+{
+    nn_conv_shape d = wino_dx_shape(cs);
+    if (!wino_s2d(cs)) return nn_wino_scratch_size(&d, g);
+    const int gc = wino_dx_group(cs, g);
+    return round16(nn_wino_scratch_size(&d, gc)) + (size_t)gc * d.O * d.OH * d.OW;
+}
+
+void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shape *cs, int g,
+                  float *scratch)
+{
+    nn_conv_shape d = wino_dx_shape(cs);
+    if (!wino_s2d(cs)) {
+        nn_wino_forward_n(dx, dy, u, NULL, &d, g, scratch, 0);
+        return;
+    }
+    const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hz = d.OH, Wz = d.OW;
+    const int step = wino_dx_group(cs, g);
+    const size_t nin = (size_t)C * H * W, ndy = (size_t)cs->O * cs->OH * cs->OW;
+    const size_t nz = (size_t)4 * C * Hz * Wz;
+    float *dz = scratch + round16(nn_wino_scratch_size(&d, step));
+    for (int i0 = 0; i0 < g; i0 += step) {
+        const int n = g - i0 < step ? g - i0 : step;
+        nn_wino_forward_n(dz, dy + i0 * ndy, u, NULL, &d, n, scratch, 0);
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < C; c++) {
+                float *xc = dx + (size_t)(i0 + i) * nin + (size_t)c * H * W;
+                for (int h = 0; h < H; h++) {
+                    const int a = (h + p) & 1, zi = (h + p) >> 1;
+                    float *xr = xc + (size_t)h * W;
+                    if (zi >= Hz) {
+                        memset(xr, 0, sizeof(float) * W);
+                        continue;
+                    }
+                    const float *z0 = dz + i * nz + (size_t)zi * Wz;
+                    const float *za = z0 + ((size_t)(2 * a) * C + c) * Hz * Wz;
+                    const float *zb = z0 + ((size_t)(2 * a + 1) * C + c) * Hz * Wz;
+                    for (int w = 0; w < W; w++) {
+                        const int j = (w + p) >> 1;
+                        xr[w] = j >= Wz ? 0.0f : (w + p) & 1 ? zb[j] : za[j];
+                    }
+                }
+            }
     }
 }

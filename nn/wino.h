@@ -57,4 +57,17 @@ size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g);
 void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
                        const nn_conv_shape *cs, int g, float *scratch, int relu);
 
+/* The input gradient of a convolution nn_wino_fits takes, by Winograd:
+ * dx [g,C,H,W] (overwritten) from dy [g,O,OH,OW], with u the transformed
+ * weights nn_wino_dx_weights makes from the forward weights w [O,C,k,k].
+ * Stride 1 is a 3x3 convolution of dy; stride 2 one of 4C outputs, whose
+ * channels are dx's stride phases (wino.c). nn_wino_dx_fits: 1 where that
+ * convolution is worth it (at least 2 output channels of the forward). */
+int nn_wino_dx_fits(const nn_conv_shape *cs);
+size_t nn_wino_dx_weights_size(const nn_conv_shape *cs);
+void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs);
+size_t nn_wino_dx_scratch_size(const nn_conv_shape *cs, int g);
+void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shape *cs, int g,
+                  float *scratch);
+
 #endif

@@ -232,6 +232,108 @@ static void test_wino_s2d_vs_ref(void **s)
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
 
+/* The input gradient (nn_wino_dx_n) against the reference backward's dx.
+ * It is a Winograd convolution of dy (bordered by 2 - p, or by 2 for
+ * stride 2) with the kernels flipped, in and out channels swapped, and for
+ * stride 2 regrouped into 4C outputs, one per stride phase of dx; the
+ * bound is the forward's for that convolution, with the test's own
+ * kernel wd [C or 4C, O, 3, 3]. */
+static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
+{
+    nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
+    assert_true(nn_wino_dx_fits(&cs));
+    nn_conv_shape d = {O, cs.OH, cs.OW, C, 3, 1, 2 - p, H, W};
+    if (st == 2) d = (nn_conv_shape){O, cs.OH, cs.OW, 4 * C, 3, 1, 2, cs.OH + 2, cs.OW + 2};
+    const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k,
+                 nwd = (size_t)d.O * O * 9;
+    const size_t nscr = nn_wino_dx_scratch_size(&cs, g);
+    float *x = calloc(nx, 4), *dy = malloc(g * ny * 4), *w = malloc(nw * 4), *wd = malloc(nwd * 4),
+          *u = malloc(nn_wino_dx_weights_size(&cs) * 4), *dx = malloc(g * nx * 4),
+          *ref = malloc(nx * 4), *dw = calloc(nw, 4), *db = calloc(O, 4),
+          *scr = malloc((nscr + 1) * 4);
+    assert_true(x && dy && w && wd && u && dx && ref && dw && db && scr);
+    fill(dy, g * ny, 400 + C + H, 1.0f);
+    fill(w, nw, 500 + O + k, 0.3f);
+    for (int oc = 0; oc < d.O; oc++)
+        for (int o = 0; o < O; o++)
+            for (int m = 0; m < 3; m++)
+                for (int n = 0; n < 3; n++) {
+                    int c = oc, ki = 2 - m, kj = 2 - n;
+                    if (st == 2) {
+                        c = oc % C;
+                        ki = 2 * (2 - m) + oc / C / 2;
+                        kj = 2 * (2 - n) + oc / C % 2;
+                    }
+                    wd[(((size_t)oc * O + o) * 3 + m) * 3 + n] =
+                        ki < k && kj < k ? w[(((size_t)o * C + c) * k + ki) * k + kj] : 0.0f;
+                }
+    nn_wino_dx_weights(u, w, &cs);
+    scr[nscr] = 12345.0f;
+    nn_wino_dx_n(dx, dy, u, &cs, g, scr);
+    assert_true(scr[nscr] == 12345.0f);
+    for (int i = 0; i < g; i++) {
+        nn_conv2d_backward_ref(ref, dw, db, dy + i * ny, x, w, &cs);
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < H; h++)
+                for (int v = 0; v < W; v++) {
+                    int oc = c, zi = h, zj = v;
+                    if (st == 2) {
+                        oc = (2 * ((h + p) % 2) + (v + p) % 2) * C + c;
+                        zi = (h + p) / 2;
+                        zj = (v + p) / 2;
+                    }
+                    size_t j = ((size_t)c * H + h) * W + v;
+                    double want = ref[j], got = dx[i * nx + j];
+                    double bound = zi < d.OH && zj < d.OW
+                                       ? wino_bound(&d, dy + i * ny, wd, NULL, oc, zi, zj)
+                                       : 0.0;
+                    if (!(fabs(got - want) <= bound))
+                        fail_msg("dx C%d %dx%d O%d k%d s%d p%d g%d: image %d dx[%d,%d,%d] = %.9g, "
+                                 "reference %.9g, bound %.3g",
+                                 C, H, W, O, k, st, p, g, i, c, h, v, got, want, bound);
+                }
+    }
+    free(x);
+    free(dy);
+    free(w);
+    free(wd);
+    free(u);
+    free(dx);
+    free(ref);
+    free(dw);
+    free(db);
+    free(scr);
+}
+
+/* Stride 1 with borders 0 to 2, and stride 2 where it takes fewer
+ * multiplies than the direct product (the big CNN's 12x12 layer; odd
+ * maps and a row of the input no output reads, which gets zeros); the
+ * big CNN's 4x4 layer is left direct. */
+static void test_wino_dx_vs_ref(void **s)
+{
+    (void)s;
+    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
+                                   {32, 24, 24, 32, 5, 2, 2, 1}, {5, 21, 23, 6, 5, 2, 2, 3},
+                                   {3, 26, 22, 4, 5, 2, 1, 2},   {4, 25, 24, 3, 6, 2, 2, 1},
+                                   {6, 10, 10, 5, 3, 1, 0, 2},   {7, 9, 11, 4, 3, 1, 1, 3},
+                                   {3, 5, 6, 8, 3, 1, 2, 40}};
+    nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4};
+    assert_false(nn_wino_dx_fits(&small));
+    assert_true(nn_wino_fits(&small));
+    int ran = 0;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        print_message("[ PATH     ] %s\n", nn_gemm_path_name(path));
+        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+            check_dx(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4], cases[c][5],
+                     cases[c][6], cases[c][7]);
+        ran++;
+    }
+    assert_true(ran >= 2);
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
 /* The bound is not loose enough to hide a wrong result: one product
  * dropped (a kernel entry zeroed in the transformed weights only) fails
  * it somewhere. */
@@ -384,9 +486,12 @@ static void test_training_wino(void **s)
     const char *arch = "[{\"type\":\"conv2d\",\"out\":5,\"k\":3},{\"type\":\"relu\"},"
                        "{\"type\":\"conv2d\",\"out\":6,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},"
                        "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":7,\"k\":3,\"pad\":2},"
+                       "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":5,\"stride\":2,"
+                       "\"pad\":2},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":4,\"k\":5,\"stride\":2,\"pad\":2},"
                        "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"stride\":2},"
                        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
-    const int n = 3, C = 2, H = 11, W = 9;
+    const int n = 3, C = 2, H = 21, W = 19;
     nn_net *net = make_net(arch, C, H, W, 21);
     const size_t np = net->nparams, nx = (size_t)n * C * H * W;
     float *x = malloc(nx * 4), *g[2], *dx[2], p[2][30];
@@ -450,9 +555,13 @@ static void test_ensemble_unplan(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wino_vs_ref),        cmocka_unit_test(test_wino_s2d_vs_ref),
-        cmocka_unit_test(test_wino_bound_catches), cmocka_unit_test(test_plan),
-        cmocka_unit_test(test_fold_plans),         cmocka_unit_test(test_ensemble_unplan),
+        cmocka_unit_test(test_wino_vs_ref),
+        cmocka_unit_test(test_wino_s2d_vs_ref),
+        cmocka_unit_test(test_wino_dx_vs_ref),
+        cmocka_unit_test(test_wino_bound_catches),
+        cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_fold_plans),
+        cmocka_unit_test(test_ensemble_unplan),
         cmocka_unit_test(test_training_wino),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

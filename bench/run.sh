@@ -233,10 +233,21 @@ order() { if [ $(($1 % 2)) = 1 ]; then echo "ours peer"; else echo "peer ours"; 
 
 WORKLOADS="train_lenet_b32 train_lenet_b128 train_mlp_b32 train_cnn_b64 infer_lenet infer_cnn
            infer_cnn_direct wino_cnn"
+# Where our best kernels are AVX-512 (and NN_ISA does not cap them), the
+# same rows again with the kernels capped to AVX2: ours only, the report
+# sets them against the peer's figures of the uncapped rows.
+CAPPED=
+if [ -z "${NN_ISA:-}" ] && [ "${KERNELS##* }" = avx512 ]; then
+    CAPPED="train_lenet_b32_avx2 train_lenet_b128_avx2 train_cnn_b64_avx2 infer_lenet_avx2 infer_cnn_avx2"
+    WORKLOADS="$WORKLOADS $CAPPED"
+fi
+meta capped_avx2 "${CAPPED:+yes}"
+cmd_capped() { NN_ISA=avx2 cmd_ours "${1%_avx2}"; }
 for rep in $(seq 1 "$REPEATS"); do
     log "== repeat $rep of $REPEATS: training and inference"
     for w in $WORKLOADS; do
         case $w in
+        *_avx2) sides=capped ;;
         infer_cnn_direct|wino_cnn) sides=ours ;; # no peer figure
         *) sides=$(order "$rep") ;;
         esac

@@ -202,3 +202,53 @@ int nn_ece_edge(const float *probs, int n, int k, int bins, float margin)
     }
     return count;
 }
+
+double nn_temperature_nll(const float *logits, const uint8_t *labels, int n, int k, double t)
+{
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k;
+        double m = z[0], s = 0;
+        for (int j = 1; j < k; j++)
+            if (z[j] > m) m = z[j];
+        for (int j = 0; j < k; j++) s += exp((z[j] - m) / t);
+        /* -log softmax(z / t)[y] = log sum exp((z - m) / t) - (z_y - m) / t */
+        sum += log(s) - (z[labels[i]] - m) / t;
+    }
+    return n ? sum / n : 0.0;
+}
+
+double nn_temperature_fit(const float *logits, const uint8_t *labels, int n, int k, double *nll)
+{
+    if (n < 1 || k < 2) return -1;
+    for (int i = 0; i < n; i++)
+        if (labels[i] >= k) return -1;
+    /* Golden section on u = log T: the bracket shrinks by 0.618 per step,
+     * from log(400) to below 1e-9 in 50 steps; 80 leave no doubt. */
+    const double g = (sqrt(5.0) - 1) / 2;
+    double a = log(NN_TFIT_MIN), b = log(NN_TFIT_MAX);
+    double c = b - g * (b - a), d = a + g * (b - a);
+    double fc = nn_temperature_nll(logits, labels, n, k, exp(c));
+    double fd = nn_temperature_nll(logits, labels, n, k, exp(d));
+    for (int it = 0; it < 80 && b - a > 1e-12; it++) {
+        if (fc <= fd) {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - g * (b - a);
+            fc = nn_temperature_nll(logits, labels, n, k, exp(c));
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + g * (b - a);
+            fd = nn_temperature_nll(logits, labels, n, k, exp(d));
+        }
+    }
+    double t = exp((a + b) / 2);
+    /* The bounds themselves, when the minimum lies past one of them. */
+    if (t < NN_TFIT_MIN) t = NN_TFIT_MIN;
+    if (t > NN_TFIT_MAX) t = NN_TFIT_MAX;
+    if (nll) *nll = nn_temperature_nll(logits, labels, n, k, t);
+    return t;
+}

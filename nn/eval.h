@@ -66,4 +66,23 @@ double nn_ece(const float *probs, const uint8_t *labels, int n, int k, int bins)
  * (2 * edge + c) / n + margin between paths. */
 int nn_ece_edge(const float *probs, int n, int k, int bins, float margin);
 
+/* Temperature scaling (Guo et al., 2017): the T > 0 that minimises the
+ * mean negative log-likelihood of labels [n] under softmax(logits / T),
+ * logits [n, k] raw (as nn_net_forward gives them). Dividing by T keeps
+ * every argmax, so accuracy is unchanged; only the confidences move. The
+ * NLL is convex in 1/T, so it has one minimum along log T, which a golden
+ * section search on log T in [NN_TFIT_MIN, NN_TFIT_MAX] finds to about
+ * 1e-9 relative (in double). A minimum beyond a bound (data the logits
+ * separate perfectly want T -> 0) gives that bound. *nll (may be NULL)
+ * gets the mean NLL at the returned T. -1 if n < 1, k < 2 or a label is
+ * not below k. */
+#define NN_TFIT_MIN 0.05
+#define NN_TFIT_MAX 20.0
+double nn_temperature_fit(const float *logits, const uint8_t *labels, int n, int k, double *nll);
+
+/* The mean negative log-likelihood of labels [n] under
+ * softmax(logits / t), in double (what nn_temperature_fit minimises).
+ * t > 0; labels below k. */
+double nn_temperature_nll(const float *logits, const uint8_t *labels, int n, int k, double t);
+
 #endif

@@ -201,6 +201,7 @@ static void meta_default(nn_meta *m, int nclasses)
     m->input_std = 1.0f;
     m->test_accuracy = -1.0;
     m->test_ece = -1.0;
+    m->temperature = 1.0;
 }
 
 nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w, const nn_meta *meta,
@@ -345,6 +346,14 @@ nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w, 
     if (!nn_preprocess_valid(net->meta.preprocess)) {
         nn_errf(err, errlen, "net: preprocess \"%.15s\" is not \"mnist\" or \"fit\"",
                 net->meta.preprocess);
+        goto bad;
+    }
+    /* A zeroed nn_meta (callers that fill only what they know) means 1. */
+    if (net->meta.temperature == 0.0) net->meta.temperature = 1.0;
+    if (!(net->meta.temperature >= NN_TEMPERATURE_MIN &&
+          net->meta.temperature <= NN_TEMPERATURE_MAX)) {
+        nn_errf(err, errlen, "net: temperature must be a number in [%g, %g]", NN_TEMPERATURE_MIN,
+                NN_TEMPERATURE_MAX);
         goto bad;
     }
     if (!(net->meta.input_std > 0.0f)) {
@@ -670,7 +679,11 @@ static double cpu_now(void)
 
 /* ---- forward ------------------------------------------------------------ */
 
-static void softmax_rows(float *p, const float *z, int n, int k)
+/* p = softmax(z / t) row by row. (z - max) / t, divided rather than
+ * multiplied by 1/t: the largest entry stays exactly 0 for any finite
+ * t > 0, so the row sums to at least 1 and never to NaN. t == 1 is the
+ * plain softmax bit for bit. */
+static void softmax_rows(float *p, const float *z, int n, int k, float t)
 {
     for (int i = 0; i < n; i++) {
         const float *zi = z + (size_t)i * k;
@@ -678,7 +691,7 @@ static void softmax_rows(float *p, const float *z, int n, int k)
         for (int j = 1; j < k; j++)
             if (zi[j] > m) m = zi[j];
         for (int j = 0; j < k; j++) {
-            pi[j] = expf(zi[j] - m);
+            pi[j] = t == 1.0f ? expf(zi[j] - m) : expf((zi[j] - m) / t);
             s += pi[j];
         }
         for (int j = 0; j < k; j++) pi[j] /= s;
@@ -776,7 +789,7 @@ void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n, float *
     const float *z = ws->act[net->nlayers];
     int k = nn_net_outputs(net);
     if (logits) memcpy(logits, z, sizeof(float) * n * k);
-    if (probs) softmax_rows(probs, z, n, k);
+    if (probs) softmax_rows(probs, z, n, k, (float)net->meta.temperature);
 }
 
 /* Target probability of class j for label y: smoothed one-hot, or the
@@ -795,7 +808,8 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
     load_input(net, ws, x, n);
     forward_layers(net, ws, n, 1, seed, update_stats, net->stats);
     int k = nn_net_outputs(net);
-    softmax_rows(ws->probs, ws->act[net->nlayers], n, k);
+    /* Training fits the logits themselves: no temperature. */
+    softmax_rows(ws->probs, ws->act[net->nlayers], n, k, 1.0f);
     if (probs) memcpy(probs, ws->probs, sizeof(float) * n * k);
     ws->labels = y;
     ws->ls = ls;

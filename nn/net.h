@@ -12,7 +12,8 @@
  *   0..1 (ink bright, background 0, as MNIST); the net applies its own
  *   normalisation (x - input_mean) / input_std from its metadata.
  *   The last layer produces logits [n, nclasses]; nn_net_forward returns
- *   softmax probabilities.
+ *   softmax probabilities of the logits divided by the net's temperature
+ *   (meta.temperature, 1 unless calibrated), and the raw logits.
  *
  *   Layer list and PyTorch correspondence: layer i of the net is module i of
  *   an equivalent torch.nn.Sequential, so tensor names are "<i>.weight",
@@ -66,6 +67,12 @@ typedef struct {
                           running var at stats[s_off + out_c]              */
 } nn_layer;
 
+/* The temperatures a net may carry: positive, and far inside float's
+ * range, so that logits / T is finite and T itself is never rounded to
+ * 0 or infinity when the forward pass divides in float. */
+#define NN_TEMPERATURE_MIN 1e-6
+#define NN_TEMPERATURE_MAX 1e6
+
 /* Metadata carried in the weights file's __metadata__. */
 typedef struct {
     char dataset[64]; /* "mnist", "fashion-mnist", ...               */
@@ -77,6 +84,10 @@ typedef struct {
                              (nn_ece, 15 bins), a share; 0 or below when
                              unknown (a measured one is never exactly 0),
                              so that a zeroed nn_meta states none        */
+    double temperature;   /* softmax temperature T > 0: probabilities are
+                             softmax(logits / T) (Guo et al., 2017), fitted
+                             after training to calibrate them; 1 = none.
+                             0 in a zeroed nn_meta means 1 (nn_net_create) */
     uint64_t seed;
     int epochs;
     char name[64];       /* preset or model name, informational         */
@@ -126,8 +137,10 @@ char *nn_arch_to_json(const nn_layer *layers, int nlayers);
  * dense after flatten or on a 1x1 map, positive sizes), computes shapes and
  * offsets, allocates parameters (zeroed) and batch-norm stats (mean 0, var 1).
  * meta may be NULL (defaults: 10 classes "0".."9", mean 0, std 1, dataset
- * "mnist", preprocess "mnist"). An empty meta->preprocess becomes
- * nn_preprocess_default(meta->dataset); an unknown one is an error.
+ * "mnist", preprocess "mnist", temperature 1). An empty meta->preprocess
+ * becomes nn_preprocess_default(meta->dataset); an unknown one is an
+ * error. A temperature of 0 becomes 1; one outside [NN_TEMPERATURE_MIN,
+ * NN_TEMPERATURE_MAX] (or not a number) is an error.
  * Returns NULL and fills err on failure. Free with nn_net_free. */
 nn_net *nn_net_create(const nn_layer *layers, int nlayers, int c, int h, int w, const nn_meta *meta,
                       char *err, size_t errlen);
@@ -156,8 +169,12 @@ typedef struct nn_ws nn_ws;
 nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training);
 void nn_ws_free(nn_ws *ws);
 
-/* Inference forward: x [n,C,H,W] pixels 0..1 -> probs [n,nclasses].
- * logits may be NULL; if not, receives the raw logits [n,nclasses].
+/* Inference forward: x [n,C,H,W] pixels 0..1 -> probs [n,nclasses],
+ * softmax(logits / meta.temperature): every program's probabilities come
+ * from here, so a calibrated file answers calibrated everywhere.
+ * logits may be NULL; if not, receives the raw logits [n,nclasses]
+ * (before the temperature: scores defined on the logits, such as the
+ * energy score and its stored threshold, do not move with it).
  * Uses running batch-norm statistics, dropout off. n <= max_batch.
  * Thread-safe for distinct workspaces on the same net. */
 void nn_net_forward(const nn_net *net, nn_ws *ws, const float *x, int n, float *probs,
@@ -249,7 +266,8 @@ int nn_net_plan_wino(const nn_net *net, int i);
 /* Saves the net: tensors in PyTorch layout and naming, __metadata__ with
  * format, format_version, arch (JSON string), input_shape, input_mean,
  * input_std, labels, dataset, preprocess, test_accuracy, test_ece (when
- * known), params, seed,
+ * known), temperature (when not 1: files without calibration are written
+ * exactly as before it existed), params, seed,
  * epochs, name, and checksum (FNV-1a 64 of the tensor data, hex).
  * A net with ood statistics also gets the tensors "ood.means" and
  * "ood.chol" (after the layers') and the metadata "ood_method" and
@@ -259,7 +277,9 @@ int nn_net_save(const nn_net *net, const char *path, char *err, size_t errlen);
 /* Loads and validates a weights file (header bounds, JSON, format id and
  * version, dtypes, shapes against the architecture, offsets in range and
  * non-overlapping, checksum, "preprocess" if present must be "mnist" or
- * "fit"; absent (older files): derived from "dataset"). The only tensors
+ * "fit"; absent (older files): derived from "dataset"; "temperature" if
+ * present must be a number in [NN_TEMPERATURE_MIN, NN_TEMPERATURE_MAX],
+ * absent means 1). The only tensors
  * accepted beyond the architecture's are "ood.means" [classes, D] and
  * "ood.chol" [D, D], both or neither, with "ood_method" "mahalanobis" and
  * a finite "ood_threshold" >= 0 (see nn/ood.h); net->ood is NULL without.

@@ -160,6 +160,11 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
         snprintf(buf, sizeof buf, "%.6f", net->meta.test_ece);
         ok |= nn_st_writer_meta(w, "test_ece", buf);
     }
+    if (net->meta.temperature != 1.0) {
+        /* %.9g: the float the forward pass divides by reads back exactly. */
+        snprintf(buf, sizeof buf, "%.9g", net->meta.temperature);
+        ok |= nn_st_writer_meta(w, "temperature", buf);
+    }
     snprintf(buf, sizeof buf, "%zu", net->nparams);
     ok |= nn_st_writer_meta(w, "params", buf);
     snprintf(buf, sizeof buf, "%llu", (unsigned long long)net->meta.seed);
@@ -337,6 +342,19 @@ static nn_net *from_st(const nn_st_file *f, const char *what, char *err, size_t 
     /* Informational like test_accuracy: an unreadable figure is unknown. */
     if (nn_st_meta(f, "test_ece") && !parse_num(nn_st_meta(f, "test_ece"), &v) && v > 0 && v <= 1)
         meta.test_ece = v;
+    /* Not informational: it changes every probability, so a value that
+     * cannot be used is an error, not a silent 1. */
+    meta.temperature = 1.0;
+    if (nn_st_meta(f, "temperature")) {
+        if (parse_num(nn_st_meta(f, "temperature"), &v) || !(v >= NN_TEMPERATURE_MIN) ||
+            !(v <= NN_TEMPERATURE_MAX)) {
+            nn_errf(err, errlen,
+                    "%s: metadata \"temperature\" is \"%.40s\"; expected a number in [%g, %g]",
+                    what, nn_st_meta(f, "temperature"), NN_TEMPERATURE_MIN, NN_TEMPERATURE_MAX);
+            return NULL;
+        }
+        meta.temperature = v;
+    }
     if (nn_st_meta(f, "seed") && !parse_num(nn_st_meta(f, "seed"), &v) && v >= 0)
         meta.seed = (uint64_t)v;
     if (nn_st_meta(f, "epochs") && !parse_num(nn_st_meta(f, "epochs"), &v) && v >= 0 && v < 1e6)

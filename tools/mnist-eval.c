@@ -139,6 +139,119 @@ done:
     return rc;
 }
 
+/* ---- calibration ------------------------------------------------------ */
+
+/* Raw logits [n, k] of net (temperature not applied) for n images of d
+ * starting at image first, in batches on this thread. 0, or -1 (memory). */
+static int logits_of(const nn_net *net, const nn_dataset *d, int first, int n, float *logits)
+{
+    enum { B = 128 };
+    size_t hw = (size_t)d->rows * d->cols;
+    int k = nn_net_outputs(net);
+    nn_ws *ws = nn_ws_create(net, B, 0);
+    float *x = malloc(sizeof(float) * B * hw);
+    if (!ws || !x) {
+        nn_ws_free(ws);
+        free(x);
+        return -1;
+    }
+    for (int b = 0; b < n; b += B) {
+        int m = n - b < B ? n - b : B;
+        const uint8_t *img = d->images + (size_t)(first + b) * hw;
+        for (size_t i = 0; i < (size_t)m * hw; i++) x[i] = img[i] / 255.0f;
+        nn_net_forward(net, ws, x, m, NULL, logits + (size_t)b * k);
+    }
+    nn_ws_free(ws);
+    free(x);
+    return 0;
+}
+
+/* ECE of softmax(logits / t) against labels (15 bins). -1 on memory. */
+static double ece_at(const float *logits, const uint8_t *labels, int n, int k, double t)
+{
+    float *p = malloc(sizeof(float) * (size_t)n * k);
+    if (!p) return -1;
+    for (int i = 0; i < n; i++) {
+        const float *z = logits + (size_t)i * k;
+        float *q = p + (size_t)i * k;
+        double m = z[nn_argmax(z, k)], s = 0;
+        for (int j = 0; j < k; j++) s += (q[j] = (float)exp((z[j] - m) / t));
+        for (int j = 0; j < k; j++) q[j] = (float)(q[j] / s);
+    }
+    double e = nn_ece(p, labels, n, k, NN_ECE_BINS);
+    free(p);
+    return e;
+}
+
+/* --fit-temperature: the softmax temperature of one weights file fitted
+ * by NLL on the last `holdout` images of its training set (the images
+ * 50,000-59,999 that --ood-fit also holds out), written with the file to
+ * out. The test set is not read: --stamp measures the new test ECE. */
+static int temperature_fit(const nn_ensemble *e, const char *data, const char *out, int holdout)
+{
+    char err[512];
+    int rc = 1;
+    if (nn_ensemble_size(e) != 1) {
+        fprintf(stderr, "mnist-eval: --fit-temperature takes one weights file, not an ensemble\n");
+        return 2;
+    }
+    nn_net *net = nn_net_load(nn_ensemble_path(e, 0), err, sizeof err);
+    if (!net) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        return 1;
+    }
+    float *logits = NULL;
+    nn_dataset *tr = nn_dataset_load_set(data, 0, nn_net_outputs(net), err, sizeof err);
+    if (!tr) {
+        fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
+        nn_net_free(net);
+        return 1;
+    }
+    if (tr->rows != net->in_h || tr->cols != net->in_w || net->in_c != 1) {
+        fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n",
+                net->in_c, net->in_h, net->in_w, tr->rows, tr->cols);
+        goto done;
+    }
+    if (holdout < 1 || holdout > tr->n) {
+        fprintf(stderr, "mnist-eval: --ood-holdout must be 1..%d (the training images)\n", tr->n);
+        goto done;
+    }
+    int k = nn_net_outputs(net), first = tr->n - holdout;
+    const uint8_t *y = tr->labels + first;
+    logits = malloc(sizeof(float) * (size_t)holdout * k);
+    /* The file's own net (not folded): the logits it was trained to. */
+    if (!logits || logits_of(net, tr, first, holdout, logits)) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
+    }
+    double old_t = net->meta.temperature, nll0 = nn_temperature_nll(logits, y, holdout, k, 1.0),
+           nll, t = nn_temperature_fit(logits, y, holdout, k, &nll);
+    double ece0 = ece_at(logits, y, holdout, k, 1.0), ece1 = ece_at(logits, y, holdout, k, t);
+    if (t < 0 || ece0 < 0 || ece1 < 0) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
+    }
+    net->meta.temperature = t;
+    /* The file's test ECE was measured at the old temperature. */
+    if (t != old_t) net->meta.test_ece = -1;
+    if (nn_net_save(net, out, err, sizeof err)) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        goto done;
+    }
+    printf("temperature %.6g (was %.6g), fitted on %s training images %d..%d: NLL %.6f -> "
+           "%.6f, ECE %.2f%% -> %.2f%% there%s; wrote %s\n",
+           t, old_t, data, first, tr->n - 1, nll0, nll, 100 * ece0, 100 * ece1,
+           t <= NN_TFIT_MIN || t >= NN_TFIT_MAX ? " (at the search's bound)" : "", out);
+    if (t != old_t)
+        printf("its test_ece is now unknown: `mnist-eval --stamp OUT %s` measures it\n", out);
+    rc = 0;
+done:
+    free(logits);
+    nn_net_free(net);
+    nn_dataset_free(tr);
+    return rc;
+}
+
 /* Scores of one image set, higher = less like the training data. */
 typedef struct {
     int n, blank;  /* images scored; images the preprocessing found blank */
@@ -557,7 +670,7 @@ int main(int argc, char **argv)
     const char *data = NULL, *shift = NULL;
     double rotate = 0, scale = 1;
     int rotate_set = 0, scale_set = 0;
-    const char *ood_dir = NULL, *ood_out = NULL, *upload = NULL, *stamp = NULL;
+    const char *ood_dir = NULL, *ood_out = NULL, *upload = NULL, *stamp = NULL, *fit_t = NULL;
     int holdout = 10000;
     double ridge = 1e-6;
     const char *ood_method = NN_OOD_METHOD;
@@ -571,8 +684,14 @@ int main(int argc, char **argv)
         {"ood-fit", CLI_STRING, &ood_out, 0, 0, "OUT",
          "fit the out-of-distribution statistics of MODEL and write it with them to OUT",
          .def = NULL},
+        {"fit-temperature", CLI_STRING, &fit_t, 0, 0, "OUT",
+         "fit the softmax temperature of MODEL (one weights file) by NLL on the last "
+         "--ood-holdout training images and write it with it to OUT",
+         .def = NULL},
         {"ood-holdout", CLI_INT, &holdout, 1, 1000000, "N",
-         "--ood-fit: the last N training images choose the threshold, the rest fit", .def = NULL},
+         "--ood-fit: the last N training images choose the threshold, the rest fit; "
+         "--fit-temperature: the last N fit",
+         .def = NULL},
         {"ood-method", CLI_STRING, &ood_method, 0, 0, "NAME",
          "--ood-fit: mahalanobis (class means and covariance of the features) or energy "
          "(-logsumexp of the logits; for nets trained with --outliers)",
@@ -708,6 +827,15 @@ int main(int argc, char **argv)
         goto done;
     }
     if (!data) data = default_data(e);
+    if (fit_t) {
+        if (stamp || ood_out || ood_dir || use_tf || upload || limit) {
+            fprintf(stderr, "mnist-eval: --fit-temperature takes no other mode\n");
+            rc = 2;
+        } else {
+            rc = temperature_fit(e, data, fit_t, holdout);
+        }
+        goto done;
+    }
     if (ood_out || ood_dir) {
         if (ood_out && ood_dir) {
             fprintf(stderr, "mnist-eval: --ood-fit and --ood are separate runs\n");

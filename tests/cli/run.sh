@@ -320,6 +320,54 @@ sys.exit(0 if d["ood_method"] == "energy" and r["stored"]["method"] == "energy" 
 else
     not_ok "eval --ood-method energy" "$(head -c 300 "$tmp/fit.out")" "$(head -c 300 "$tmp/fit.err")" "$(head -c 300 "$tmp/en.json" 2>/dev/null)"
 fi
+# --fit-temperature: T fitted on the last 200 training images (nothing of
+# the test set), stored in the metadata; answers keep their argmax, and
+# mnist-predict serves softmax(z / T), i.e. p_j^(1/T) renormalised.
+if "$EVAL" --fit-temperature "$tmp/tiny-t.safetensors" --ood-holdout 200 --data "$small" \
+        "$tmp/tiny.safetensors" > "$tmp/ft.out" 2> "$tmp/ft.err" &&
+    grep -q '^temperature .* (was 1), fitted on .* training images 500..699: NLL .* -> ' "$tmp/ft.out" &&
+    "$EVAL" --json --data "$DATA" --limit 500 "$tmp/tiny.safetensors" > "$tmp/a.json" &&
+    "$EVAL" --json --data "$DATA" --limit 500 "$tmp/tiny-t.safetensors" > "$tmp/b.json" &&
+    "$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png" > "$tmp/p0.json" &&
+    "$PREDICT" --model "$tmp/tiny-t.safetensors" "$tmp/seven.png" > "$tmp/p1.json" &&
+    "$PY" - "$tmp/tiny-t.safetensors" "$tmp/a.json" "$tmp/b.json" "$tmp/p0.json" "$tmp/p1.json" "$tmp/ft.out" <<'PYEOF'
+import json, math, re, struct, sys
+b = open(sys.argv[1], "rb").read()
+meta = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])["__metadata__"]
+t = float(meta["temperature"])
+assert "test_ece" not in meta, meta  # measured at the old temperature: dropped
+assert abs(t - float(re.match(r"temperature (\S+)", open(sys.argv[6]).read()).group(1))) < 1e-5 * t
+assert 0.05 <= t <= 20 and abs(t - 1) > 1e-3, t
+a, c = (json.load(open(f)) for f in sys.argv[2:4])
+assert a["accuracy"] == c["accuracy"] and a["confusion"] == c["confusion"], "argmax moved"
+p0, p1 = (json.load(open(f))["probabilities"] for f in sys.argv[4:6])
+q = [v ** (1 / t) for v in p0]
+q = [v / sum(q) for v in q]
+# p0 carries float rounding (a few 1e-7 relative); raised to 1/T it stays
+# within 1e-6 relative for the T fitted here.
+assert all(abs(x - y) <= 1e-5 * y + 1e-7 for x, y in zip(p1, q)), (p1, q)
+PYEOF
+then
+    ok "eval --fit-temperature: T from 200 held-out training images in the metadata; argmax kept; predict serves softmax(z/T)"
+else
+    not_ok "eval --fit-temperature" "$(head -c 300 "$tmp/ft.out")" "$(head -c 300 "$tmp/ft.err")"
+fi
+expect 2 'fit-temperature takes one weights file, not an ensemble' "eval: --fit-temperature of an ensemble" -- \
+    "$EVAL" --fit-temperature "$tmp/x" --data "$small" "$tmp/tiny.safetensors,$tmp/tiny.safetensors"
+expect 2 'fit-temperature takes no other mode' "eval: --fit-temperature with --ood" -- \
+    "$EVAL" --fit-temperature "$tmp/x" --ood "$small" --data "$small" "$tmp/tiny.safetensors"
+# The same file with a corrupt temperature: refused at load, not guessed.
+"$PY" - "$tmp/tiny-t.safetensors" "$tmp/tiny-tbad.safetensors" <<'PYEOF'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h["__metadata__"]["temperature"] = "-2"
+j = json.dumps(h).encode()
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(j)) + j + b[8 + n:])
+PYEOF
+expect 1 'metadata "temperature" is "-2"' "eval: a file with a negative temperature is refused" -- \
+    "$EVAL" --data "$small" "$tmp/tiny-tbad.safetensors"
 expect 2 'ood-method must be mahalanobis or energy' "eval: unknown --ood-method" -- \
     "$EVAL" --ood-fit "$tmp/x" --ood-method msp --data "$small" "$tmp/tiny.safetensors"
 expect 2 'mnist-train: --extra-data: ' "train: --extra-data without its files" -- \

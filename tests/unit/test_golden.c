@@ -75,14 +75,15 @@ static void check_fixture(const char *fixture)
     nn_ensemble_ws *ews = nn_ensemble_ws_create(e, n);
     float *p = malloc(sizeof(float) * n * k);
     nn_ensemble_forward(e, ews, x, n, p);
-    double pworst = 0;
+    /* softmax(logits / T), T the file's temperature (1 unless calibrated). */
+    double pworst = 0, t = net->meta.temperature;
     for (int i = 0; i < n; i++) {
         const cJSON *row = cJSON_GetArrayItem(logits, i);
         double m = -1e30, sum = 0;
         for (int j = 0; j < k; j++) m = fmax(m, cJSON_GetArrayItem(row, j)->valuedouble);
-        for (int j = 0; j < k; j++) sum += exp(cJSON_GetArrayItem(row, j)->valuedouble - m);
+        for (int j = 0; j < k; j++) sum += exp((cJSON_GetArrayItem(row, j)->valuedouble - m) / t);
         for (int j = 0; j < k; j++) {
-            double q = exp(cJSON_GetArrayItem(row, j)->valuedouble - m) / sum;
+            double q = exp((cJSON_GetArrayItem(row, j)->valuedouble - m) / t) / sum;
             pworst = fmax(pworst, fabs(p[i * k + j] - q));
         }
     }

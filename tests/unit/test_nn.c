@@ -859,6 +859,212 @@ static void test_weights_preprocess(void **s)
     nn_net_free(a);
 }
 
+static int argmax_d(const double *v, int k)
+{
+    int b = 0;
+    for (int i = 1; i < k; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+/* softmax(z / t) of one row, in double: the reference. */
+static void softmax_t_ref(double *q, const float *z, int k, double t)
+{
+    double m = z[0], s = 0;
+    for (int j = 1; j < k; j++) m = fmax(m, z[j]);
+    for (int j = 0; j < k; j++) s += q[j] = exp((z[j] - m) / t);
+    for (int j = 0; j < k; j++) q[j] /= s;
+}
+
+/* A float softmax of arguments a_j = (z_j - m) / t carries per term the
+ * rounding of the difference and the division (2u relative on a_j, so
+ * 2u|a_j| absolute) and of expf (a few ulps), and the sum's k terms plus
+ * the final division: within (2 max|a| + k + 8) u relative of the exact
+ * value. */
+static double softmax_rel_bound(const double *q, int k)
+{
+    double amax = 0;
+    for (int j = 0; j < k; j++)
+        if (q[j] > 0) amax = fmax(amax, -log(q[j]) + log(q[argmax_d(q, k)]));
+    return (2 * amax + k + 8) * 0x1p-24;
+}
+
+static void test_temperature_forward(void **s)
+{
+    (void)s;
+    enum { N = 6, K = 10 };
+    nn_net *a = nets_make(ARCH_SMALL, 1, 8, 8, 5);
+    assert_true(a->meta.temperature == 1.0); /* default meta */
+    float x[N * 64], z1[N * K], zt[N * K], p[N * K];
+    nets_fill(x, N * 64, 21, 1.0f);
+    nn_ws *ws = nn_ws_create(a, N, 0);
+    assert_non_null(ws);
+    nn_net_forward(a, ws, x, N, p, z1);
+    /* At T = 1 the probabilities are the plain softmax. */
+    for (int i = 0; i < N; i++) {
+        double q[K];
+        softmax_t_ref(q, z1 + i * K, K, 1.0);
+        double rel = softmax_rel_bound(q, K);
+        for (int j = 0; j < K; j++) assert_true(fabs(p[i * K + j] - q[j]) <= rel * q[j] + 1e-30);
+    }
+    const double temps[] = {2.5, 0.4, 1e-6, 1e6};
+    for (int t = 0; t < 4; t++) {
+        a->meta.temperature = temps[t];
+        nn_net_forward(a, ws, x, N, p, zt);
+        /* The logits are the raw ones, the probabilities softmax(z / T). */
+        assert_memory_equal(zt, z1, sizeof z1);
+        for (int i = 0; i < N; i++) {
+            double q[K], sum = 0;
+            softmax_t_ref(q, z1 + i * K, K, temps[t]);
+            double rel = softmax_rel_bound(q, K);
+            for (int j = 0; j < K; j++) {
+                assert_true(isfinite(p[i * K + j]));
+                /* Extreme temperatures: arguments so large that only the
+                 * exact 0 of the top class and exp underflow remain. */
+                double bound = temps[t] < 1e-3 ? 1e-30 : rel * q[j] + 1e-30;
+                if (temps[t] > 1e3) bound = 1e-5;
+                assert_true(fabs(p[i * K + j] - q[j]) <= bound);
+                sum += p[i * K + j];
+            }
+            assert_true(fabs(sum - 1) < 1e-5);
+            /* The argmax is kept. */
+            if (temps[t] < 1e3) assert_int_equal(nn_argmax(p + i * K, K), nn_argmax(z1 + i * K, K));
+        }
+    }
+    /* The serving path (folded copy, ensemble) divides by the same T. */
+    a->meta.temperature = 2.5;
+    char path[128], err[512];
+    snprintf(path, sizeof path, "%s/t.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(a, path, err, sizeof err), 0);
+    nn_ensemble *e = nn_ensemble_load(path, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    assert_true(nn_ensemble_member_infer(e, 0)->meta.temperature == 2.5);
+    nn_ensemble_ws *ew = nn_ensemble_ws_create(e, N);
+    float pe[N * K];
+    nn_ensemble_forward(e, ew, x, N, pe);
+    for (int i = 0; i < N; i++) {
+        double q[K];
+        softmax_t_ref(q, z1 + i * K, K, 2.5);
+        for (int j = 0; j < K; j++) assert_true(fabs(pe[i * K + j] - q[j]) < 1e-5);
+    }
+    nn_ensemble_ws_free(ew);
+    nn_ensemble_free(e);
+    /* Training ignores it: the loss is that of the raw logits. */
+    nn_ws *tw = nn_ws_create(a, N, 1);
+    assert_non_null(tw);
+    const uint8_t y[N] = {0, 1, 2, 3, 4, 5};
+    float l25 = nn_net_forward_train(a, tw, x, y, N, 0, 7, 0, NULL);
+    a->meta.temperature = 1.0;
+    float l1 = nn_net_forward_train(a, tw, x, y, N, 0, 7, 0, NULL);
+    assert_true(l25 == l1);
+    nn_ws_free(tw);
+    nn_ws_free(ws);
+    nn_net_free(a);
+}
+
+/* Rows whose labels follow softmax(z / T0) exactly: for probabilities
+ * c_j / M (integers c_j summing to M), z_j = T0 log(c_j / M) and M copies
+ * of the row, c_j of them labelled j. The NLL's derivative in 1/T is then
+ * zero at T0 exactly (label frequencies = model probabilities), so the
+ * fit must return T0, to the search's precision and the rounding of z
+ * to float. */
+static void test_temperature_fit(void **s)
+{
+    (void)s;
+    enum { K = 4, M = 20, ROWS = 3 };
+    static const int counts[ROWS][K] = {{14, 3, 2, 1}, {5, 5, 9, 1}, {1, 2, 3, 14}};
+    float z[ROWS * M * K];
+    uint8_t y[ROWS * M];
+    const double temps[] = {2.0, 0.5, 1.0, 7.3};
+    for (int t = 0; t < 4; t++) {
+        int n = 0;
+        for (int r = 0; r < ROWS; r++)
+            for (int c = 0; c < K; c++)
+                for (int i = 0; i < counts[r][c]; i++, n++) {
+                    for (int j = 0; j < K; j++)
+                        z[n * K + j] = (float)(temps[t] * log(counts[r][j] / (double)M));
+                    y[n] = (uint8_t)c;
+                }
+        assert_int_equal(n, ROWS * M);
+        double nll, got = nn_temperature_fit(z, y, n, K, &nll);
+        assert_true(fabs(got / temps[t] - 1) < 1e-6);
+        /* The NLL there is the labels' entropy, by hand: mean over rows of
+         * -sum_j c_j/M log(c_j/M). */
+        double h = 0;
+        for (int r = 0; r < ROWS; r++)
+            for (int j = 0; j < K; j++)
+                h -= counts[r][j] / (double)M * log(counts[r][j] / (double)M);
+        assert_true(fabs(nll - h / ROWS) < 1e-6);
+        assert_true(nn_temperature_nll(z, y, n, K, got * 1.1) > nll);
+        assert_true(nn_temperature_nll(z, y, n, K, got / 1.1) > nll);
+    }
+    /* Every row right with a margin: sharper is always better, so the
+     * search ends at its lower bound; all wrong: at its upper bound. */
+    const float sep[] = {3, 0, 0, 0, 2, 1};
+    const uint8_t right[] = {0, 1}, wrong[] = {1, 0};
+    assert_true(fabs(nn_temperature_fit(sep, right, 2, 3, NULL) - NN_TFIT_MIN) < 1e-6);
+    assert_true(fabs(nn_temperature_fit(sep, wrong, 2, 3, NULL) - NN_TFIT_MAX) < 1e-4);
+    /* Bad input. */
+    assert_true(nn_temperature_fit(sep, right, 0, 3, NULL) < 0);
+    assert_true(nn_temperature_fit(sep, right, 2, 1, NULL) < 0);
+    const uint8_t far[] = {0, 3};
+    assert_true(nn_temperature_fit(sep, far, 2, 3, NULL) < 0);
+}
+
+static void test_weights_temperature(void **s)
+{
+    (void)s;
+    char path[160], p2[160], err[512];
+    nn_net *a = nets_make(ARCH_SMALL, 1, 8, 8, 5);
+    /* T = 1 writes no key: uncalibrated files are as before. */
+    snprintf(path, sizeof path, "%s/t1.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(a, path, err, sizeof err), 0);
+    nn_st_file *f = nn_st_read(path, err, sizeof err);
+    if (!f) fail_msg("%s", err);
+    assert_null(nn_st_meta(f, "temperature"));
+    nn_st_free(f);
+    /* A calibrated one reads back as the same float the forward divides by. */
+    a->meta.temperature = 1.1602612345;
+    assert_int_equal(nn_net_save(a, path, err, sizeof err), 0);
+    nn_net *b = nn_net_load(path, err, sizeof err);
+    if (!b) fail_msg("load: %s", err);
+    assert_true((float)b->meta.temperature == (float)a->meta.temperature);
+    assert_memory_equal(b->params, a->params, sizeof(float) * a->nparams);
+    nn_net_free(b);
+    /* Absent: 1. */
+    snprintf(p2, sizeof p2, "%s/t2.safetensors", tmpdir);
+    rewrite_meta(path, p2, "temperature", NULL);
+    b = nn_net_load(p2, err, sizeof err);
+    if (!b) fail_msg("load: %s", err);
+    assert_true(b->meta.temperature == 1.0);
+    nn_net_free(b);
+    /* A value that cannot be used is refused with its name. */
+    const char *bad[] = {"0", "-1", "nan", "inf", "-inf", "abc", "", "1e7", "1e-7", "2x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rewrite_meta(path, p2, "temperature", bad[i]);
+        nets_refused(p2, "temperature");
+    }
+    rewrite_meta(path, p2, "temperature", "0.25");
+    b = nn_net_load(p2, err, sizeof err);
+    if (!b) fail_msg("load: %s", err);
+    assert_true(b->meta.temperature == 0.25);
+    nn_net_free(b);
+    /* nn_net_create: 0 (a zeroed meta) is 1; outside the range an error. */
+    nn_meta m = a->meta;
+    m.temperature = 0;
+    b = nn_net_create(a->layers, a->nlayers, 1, 8, 8, &m, err, sizeof err);
+    if (!b) fail_msg("create: %s", err);
+    assert_true(b->meta.temperature == 1.0);
+    nn_net_free(b);
+    const double worse[] = {-1, NAN, INFINITY, 1e-9, 1e9};
+    for (int i = 0; i < 5; i++) {
+        m.temperature = worse[i];
+        assert_null(nn_net_create(a->layers, a->nlayers, 1, 8, 8, &m, err, sizeof err));
+        assert_non_null(strstr(err, "temperature"));
+    }
+    nn_net_free(a);
+}
+
 static void test_arch_errors(void **s)
 {
     (void)s;
@@ -1477,6 +1683,9 @@ int main(void)
         cmocka_unit_test(test_weights_round_trip),
         cmocka_unit_test(test_weights_corruption),
         cmocka_unit_test(test_weights_preprocess),
+        cmocka_unit_test(test_weights_temperature),
+        cmocka_unit_test(test_temperature_forward),
+        cmocka_unit_test(test_temperature_fit),
         cmocka_unit_test(test_ensemble_mean),
         cmocka_unit_test(test_ensemble_list),
         cmocka_unit_test(test_model_stem),

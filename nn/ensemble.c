@@ -31,6 +31,8 @@ struct nn_ensemble_ws {
     nn_ws *ws[NN_MAX_MEMBERS];
     float *tmp;    /* one member's probabilities [max_batch, k] */
     float *logits; /* one member's logits [max_batch, k] (energy)  */
+    float *mp;     /* every member's probabilities [n][max_batch, k]
+                      (disagreement); NULL for one member            */
 };
 
 /* nn_ensemble_from_nets; names (may be NULL) name the members in messages. */
@@ -325,6 +327,7 @@ nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch)
         if (!(w->ws[i] = nn_ws_create(runs(e, i), max_batch, 0))) goto bad;
     if (e->n > 1 && !(w->tmp = malloc(sizeof(float) * max_batch * w->k))) goto bad;
     if (!(w->logits = malloc(sizeof(float) * max_batch * w->k))) goto bad;
+    if (e->n > 1 && !(w->mp = malloc(sizeof(float) * e->n * max_batch * w->k))) goto bad;
     return w;
 bad:
     nn_ensemble_ws_free(w);
@@ -337,6 +340,7 @@ void nn_ensemble_ws_free(nn_ensemble_ws *w)
     for (int i = 0; i < w->n; i++) nn_ws_free(w->ws[i]);
     free(w->tmp);
     free(w->logits);
+    free(w->mp);
     free(w);
 }
 
@@ -348,8 +352,38 @@ static void add_energy(float *energy, const float *z, int n, int k)
     for (int r = 0; r < n; r++) energy[r] += nn_energy(z + (size_t)r * k, k);
 }
 
+/* Entropy of k probabilities, in nats, in double; p = 0 adds nothing. */
+static double entropy(const float *p, int k)
+{
+    double h = 0;
+    for (int j = 0; j < k; j++)
+        if (p[j] > 0) h -= p[j] * log((double)p[j]);
+    return h;
+}
+
+float nn_disagreement(const float *p, int m, int k)
+{
+    double mean_h = 0, hm = 0;
+    for (int i = 0; i < m; i++) mean_h += entropy(p + (size_t)i * k, k);
+    mean_h /= m;
+    for (int j = 0; j < k; j++) {
+        double q = 0;
+        for (int i = 0; i < m; i++) q += p[(size_t)i * k + j];
+        q /= m;
+        if (q > 0) hm -= q * log(q);
+    }
+    /* Exactly 0 or more: rounding must not make agreement look negative. */
+    return hm > mean_h ? (float)(hm - mean_h) : 0.0f;
+}
+
 void nn_ensemble_forward_scores(const nn_ensemble *e, nn_ensemble_ws *w, const float *x, int n,
                                 float *probs, float *energy, float *ood)
+{
+    nn_ensemble_forward_disagree(e, w, x, n, probs, energy, ood, NULL);
+}
+
+void nn_ensemble_forward_disagree(const nn_ensemble *e, nn_ensemble_ws *w, const float *x, int n,
+                                  float *probs, float *energy, float *ood, float *disagree)
 {
     size_t m = (size_t)n * w->k;
     const nn_ood *o0 = ood ? runs(e, 0)->ood : NULL;
@@ -359,10 +393,28 @@ void nn_ensemble_forward_scores(const nn_ensemble *e, nn_ensemble_ws *w, const f
     if (energy) add_energy(energy, z, n, w->k);
     /* Member 0's features and logits, read before anything overwrites them. */
     if (o0) nn_ood_score_pass(o0, nn_ws_features(w->ws[0]), z, n, w->k, ood);
+    /* Members' probabilities kept side by side: mp[i] is member i's. */
+    float *mp = disagree ? w->mp : NULL;
+    if (mp) memcpy(mp, probs, sizeof(float) * m);
     for (int i = 1; i < e->n; i++) {
-        nn_net_forward(runs(e, i), w->ws[i], x, n, w->tmp, z);
+        float *pi = mp ? mp + (size_t)i * w->max_batch * w->k : w->tmp;
+        nn_net_forward(runs(e, i), w->ws[i], x, n, pi, z);
         if (energy) add_energy(energy, z, n, w->k);
-        for (size_t j = 0; j < m; j++) probs[j] += w->tmp[j];
+        for (size_t j = 0; j < m; j++) probs[j] += pi[j];
+    }
+    if (disagree) {
+        if (!mp) {
+            memset(disagree, 0, sizeof(float) * n); /* one member agrees with itself */
+        } else {
+            float row[NN_MAX_MEMBERS * NN_MAX_CLASSES];
+            size_t stride = (size_t)w->max_batch * w->k;
+            for (int r = 0; r < n; r++) {
+                for (int i = 0; i < e->n; i++)
+                    memcpy(row + (size_t)i * w->k, mp + i * stride + (size_t)r * w->k,
+                           sizeof(float) * w->k);
+                disagree[r] = nn_disagreement(row, e->n, w->k);
+            }
+        }
     }
     if (e->n > 1) {
         float inv = 1.0f / e->n;

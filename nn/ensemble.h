@@ -103,4 +103,22 @@ const struct nn_ood *nn_ensemble_ood(const nn_ensemble *e);
 void nn_ensemble_forward_scores(const nn_ensemble *e, nn_ensemble_ws *ws, const float *x, int n,
                                 float *probs, float *energy, float *ood);
 
+/* nn_ensemble_forward_scores, also writing, when disagree is not NULL,
+ * each image's disagreement of the members (nn_disagreement of their
+ * probabilities; 0 for an ensemble of one). Same single pass. */
+void nn_ensemble_forward_disagree(const nn_ensemble *e, nn_ensemble_ws *ws, const float *x, int n,
+                                  float *probs, float *energy, float *ood, float *disagree);
+
+/* How much m members' answers to one image disagree: the mutual
+ * information between the member and the answer,
+ *     H(mean_i p_i) - mean_i H(p_i)   (nats, 0..log min(m, k)),
+ * which is also the mean over members of KL(p_i || mean p): 0 when all
+ * give the same probabilities, whatever they are, and largest when each
+ * is sure of another class ("Simple and Scalable Predictive Uncertainty
+ * Estimation using Deep Ensembles", Lakshminarayanan et al., 2017, score
+ * images this way). p [m, k] are the members' probabilities (rows sum to
+ * 1); computed in double, terms with p = 0 adding nothing. m >= 1,
+ * k >= 1. */
+float nn_disagreement(const float *p, int m, int k);
+
 #endif

@@ -16,7 +16,7 @@ typedef struct {
     int n, hw, k, nt;
     const nn_affine *tf;
     float *probs;
-    float *energy, *ood; /* per image, or NULL */
+    float *energy, *ood, *disagree; /* per image, or NULL */
     int failed;
 } eval_job;
 
@@ -44,9 +44,9 @@ static void *eval_worker(void *arg)
                                     w, j->tf ? j->tf : &id);
             else
                 in = j->x + (size_t)b * j->hw;
-            nn_ensemble_forward_scores(j->e, ws, in, m, j->probs + (size_t)b * j->k,
-                                       j->energy ? j->energy + b : NULL,
-                                       j->ood ? j->ood + b : NULL);
+            nn_ensemble_forward_disagree(
+                j->e, ws, in, m, j->probs + (size_t)b * j->k, j->energy ? j->energy + b : NULL,
+                j->ood ? j->ood + b : NULL, j->disagree ? j->disagree + b : NULL);
         }
     }
     free(x);
@@ -57,13 +57,13 @@ static void *eval_worker(void *arg)
 int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
                   int threads, float *probs)
 {
-    return nn_eval_scores(e, images, n, tf, threads, probs, NULL, NULL);
+    return nn_eval_scores(e, images, n, tf, threads, probs, NULL, NULL, NULL);
 }
 
 static int eval_run(eval_job *jp, int threads);
 
 int nn_eval_scores(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
-                   int threads, float *probs, float *energy, float *ood)
+                   int threads, float *probs, float *energy, float *ood, float *disagree)
 {
     const nn_net *n0 = nn_ensemble_member(e, 0);
     eval_job j = {.e = e,
@@ -74,13 +74,14 @@ int nn_eval_scores(const nn_ensemble *e, const uint8_t *images, int n, const nn_
                   .tf = tf,
                   .probs = probs,
                   .energy = energy,
-                  .ood = ood};
+                  .ood = ood,
+                  .disagree = disagree};
     if (n0->in_c != 1) return -1;
     return eval_run(&j, threads);
 }
 
 int nn_eval_inputs(const nn_ensemble *e, const float *x, int n, int threads, float *probs,
-                   float *energy, float *ood)
+                   float *energy, float *ood, float *disagree)
 {
     const nn_net *n0 = nn_ensemble_member(e, 0);
     eval_job j = {.e = e,
@@ -90,7 +91,8 @@ int nn_eval_inputs(const nn_ensemble *e, const float *x, int n, int threads, flo
                   .k = nn_ensemble_classes(e),
                   .probs = probs,
                   .energy = energy,
-                  .ood = ood};
+                  .ood = ood,
+                  .disagree = disagree};
     return eval_run(&j, threads);
 }
 

@@ -16,17 +16,18 @@
 int nn_eval_probs(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
                   int threads, float *probs);
 
-/* nn_eval_probs, also writing per image the energy score and the
- * out-of-distribution score of nn_ensemble_forward_scores into energy [n]
- * and ood [n] when those are not NULL (ood needs nn_ensemble_ood(e)). */
+/* nn_eval_probs, also writing per image the energy score, the
+ * out-of-distribution score and the members' disagreement of
+ * nn_ensemble_forward_disagree into energy [n], ood [n] and disagree [n]
+ * when those are not NULL (ood needs nn_ensemble_ood(e)). */
 int nn_eval_scores(const nn_ensemble *e, const uint8_t *images, int n, const nn_affine *tf,
-                   int threads, float *probs, float *energy, float *ood);
+                   int threads, float *probs, float *energy, float *ood, float *disagree);
 
 /* nn_eval_scores for inputs already prepared: x [n, C*H*W] is fed to the
  * model as it is (no transform), e.g. images through an upload's
  * preprocessing. */
 int nn_eval_inputs(const nn_ensemble *e, const float *x, int n, int threads, float *probs,
-                   float *energy, float *ood);
+                   float *energy, float *ood, float *disagree);
 
 /* Index of the largest of k values (first on ties). */
 int nn_argmax(const float *v, int k);

@@ -112,7 +112,7 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
     view = nn_ensemble_view(net);
     if (!probs || !scores || !view ||
         nn_eval_scores(view, tr->images + (size_t)nfit * tr->rows * tr->cols, holdout, NULL, 0,
-                       probs, NULL, scores) ||
+                       probs, NULL, scores, NULL) ||
         nn_ood_set_threshold(o, scores, holdout, OOD_SHARE)) {
         fprintf(stderr, "mnist-eval: out of memory\n");
         goto done;
@@ -254,10 +254,14 @@ done:
 
 /* Scores of one image set, higher = less like the training data. */
 typedef struct {
-    int n, blank;  /* images scored; images the preprocessing found blank */
-    float *msp;    /* -(largest probability)                             */
-    float *energy; /* -logsumexp(logits), members averaged              */
-    float *stored; /* the model's stored score, or NULL without one      */
+    int n, blank;    /* images scored; images the preprocessing found blank */
+    float *msp;      /* -(largest probability)                             */
+    float *energy;   /* -logsumexp(logits), members averaged              */
+    float *stored;   /* the model's stored score, or NULL without one      */
+    float *disagree; /* an ensemble's members' disagreement
+                        (nn_disagreement), or NULL for one model           */
+    int *index;      /* the set's image index of each scored row           */
+    uint8_t *pred;   /* the answer (argmax) of each scored row             */
 } ood_set;
 
 static void ood_set_free(ood_set *s)
@@ -265,34 +269,49 @@ static void ood_set_free(ood_set *s)
     free(s->msp);
     free(s->energy);
     free(s->stored);
+    free(s->disagree);
+    free(s->index);
+    free(s->pred);
 }
 
-static int ood_set_alloc(ood_set *s, int n, int stored)
+static int ood_set_alloc(ood_set *s, int n, int stored, int disagree)
 {
+    size_t m = n ? (size_t)n : 1;
     memset(s, 0, sizeof *s);
-    s->msp = malloc(sizeof(float) * (n ? n : 1));
-    s->energy = malloc(sizeof(float) * (n ? n : 1));
-    s->stored = stored ? malloc(sizeof(float) * (n ? n : 1)) : NULL;
-    return !s->msp || !s->energy || (stored && !s->stored) ? -1 : 0;
+    s->msp = malloc(sizeof(float) * m);
+    s->energy = malloc(sizeof(float) * m);
+    s->stored = stored ? malloc(sizeof(float) * m) : NULL;
+    s->disagree = disagree ? malloc(sizeof(float) * m) : NULL;
+    s->index = malloc(sizeof(int) * m);
+    s->pred = malloc(m);
+    return !s->msp || !s->energy || (stored && !s->stored) || (disagree && !s->disagree) ||
+                   !s->index || !s->pred
+               ? -1
+               : 0;
 }
 
-static void msp_of(float *msp, const float *probs, int n, int k)
+/* msp and pred of n rows of probabilities. */
+static void answers_of(ood_set *s, const float *probs, int n, int k)
 {
-    for (int i = 0; i < n; i++)
-        msp[i] = -probs[(size_t)i * k + nn_argmax(probs + (size_t)i * k, k)];
+    for (int i = 0; i < n; i++) {
+        int a = nn_argmax(probs + (size_t)i * k, k);
+        s->msp[i] = -probs[(size_t)i * k + a];
+        s->pred[i] = (uint8_t)a;
+    }
 }
 
-/* The raw IDX images, as the test set is evaluated. */
-static int ood_raw(const nn_ensemble *e, const nn_dataset *d, int n, ood_set *s)
+/* n raw IDX images (28x28 bytes), as the test set is evaluated. */
+static int ood_raw(const nn_ensemble *e, const uint8_t *images, int n, ood_set *s)
 {
     int k = nn_ensemble_classes(e);
-    float *probs = malloc(sizeof(float) * (size_t)n * k);
-    if (!probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL) ||
-        nn_eval_scores(e, d->images, n, NULL, 0, probs, s->energy, s->stored)) {
+    float *probs = malloc(sizeof(float) * (size_t)(n ? n : 1) * k);
+    if (!probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL, nn_ensemble_size(e) > 1) ||
+        nn_eval_scores(e, images, n, NULL, 0, probs, s->energy, s->stored, s->disagree)) {
         free(probs);
         return -1;
     }
-    msp_of(s->msp, probs, n, k);
+    answers_of(s, probs, n, k);
+    for (int i = 0; i < n; i++) s->index[i] = i;
     s->n = n;
     free(probs);
     return 0;
@@ -309,18 +328,19 @@ static int ood_prepared(const nn_ensemble *e, const nn_dataset *d, int n, ood_se
     const char *mode = nn_ensemble_meta(e)->preprocess;
     float *x = malloc(sizeof(float) * 784 * (size_t)(n ? n : 1));
     float *probs = malloc(sizeof(float) * (size_t)(n ? n : 1) * k);
-    if (!x || !probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL)) goto done;
+    if (!x || !probs || ood_set_alloc(s, n, nn_ensemble_ood(e) != NULL, nn_ensemble_size(e) > 1))
+        goto done;
     int m = 0;
     for (int i = 0; i < n; i++) {
         char err[128];
         if (img_prep_by_name(mode, d->images + (size_t)i * hw, (uint32_t)d->cols, (uint32_t)d->rows,
                              x + (size_t)m * 784, err, sizeof err) == IMG_OK)
-            m++;
+            s->index[m++] = i;
         else
             s->blank++;
     }
-    if (m && nn_eval_inputs(e, x, m, 0, probs, s->energy, s->stored)) goto done;
-    msp_of(s->msp, probs, m, k);
+    if (m && nn_eval_inputs(e, x, m, 0, probs, s->energy, s->stored, s->disagree)) goto done;
+    answers_of(s, probs, m, k);
     s->n = m;
     rc = 0;
 done:
@@ -416,9 +436,11 @@ static double share_at_most(const float *v, int n, double t)
     return n ? (double)c / n : 0.0;
 }
 
-/* One input path's figures: text rows, or an object in o. */
+/* One input path's figures: text rows, or an object in o. dthr: the
+ * disagreement's threshold (NAN: none), chosen on held-out images
+ * described by dfrom. */
 static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in,
-                       const ood_set *out, cJSON *o)
+                       const ood_set *out, double dthr, const char *dfrom, cJSON *o)
 {
     cJSON *p = o ? cJSON_AddObjectToObject(o, path) : NULL;
     /* The third row is the score the model stores and serves (its first
@@ -426,24 +448,26 @@ static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in
     const nn_ood *st = nn_ensemble_ood(e);
     char stored[40];
     snprintf(stored, sizeof stored, "%s*", st ? nn_ood_method_name(st->method) : "");
-    const char *names[3] = {"msp", "energy", p ? "stored" : stored};
-    const float *ins[3] = {in->msp, in->energy, in->stored},
-                *outs[3] = {out->msp, out->energy, out->stored};
+    const char *names[4] = {"msp", "energy", p ? "stored" : stored, "disagree"};
+    const float *ins[4] = {in->msp, in->energy, in->stored, in->disagree},
+                *outs[4] = {out->msp, out->energy, out->stored, out->disagree};
+    const double thr[4] = {NAN, NAN, st ? st->threshold : NAN, dthr};
     if (p) {
         cJSON_AddNumberToObject(p, "in_n", in->n);
         cJSON_AddNumberToObject(p, "out_n", out->n);
         cJSON_AddNumberToObject(p, "in_blank", in->blank);
         cJSON_AddNumberToObject(p, "out_blank", out->blank);
     }
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < 4; m++) {
         if (!ins[m]) continue;
         double auc = nn_ood_auroc(ins[m], in->n, outs[m], out->n);
         float at = 0;
         double pass = pass_at_share(ins[m], in->n, outs[m], out->n, &at);
         double tin = -1, tout = -1;
-        if (m == 2) {
-            tin = share_at_most(ins[m], in->n, st->threshold);
-            tout = share_at_most(outs[m], out->n, st->threshold);
+        int has_thr = !isnan(thr[m]);
+        if (has_thr) {
+            tin = share_at_most(ins[m], in->n, thr[m]);
+            tout = share_at_most(outs[m], out->n, thr[m]);
         }
         if (p) {
             cJSON *r = cJSON_AddObjectToObject(p, names[m]);
@@ -455,19 +479,18 @@ static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in
                                     close_pairs(ins[m], in->n, outs[m], out->n));
             cJSON_AddNumberToObject(r, "out_pass_at_95", pass);
             cJSON_AddNumberToObject(r, "out_pass_at_95_edge", count_near(outs[m], out->n, at, 2));
-            if (m == 2) {
-                cJSON_AddStringToObject(r, "method", nn_ood_method_name(st->method));
-                cJSON_AddNumberToObject(r, "threshold", st->threshold);
+            if (m == 2) cJSON_AddStringToObject(r, "method", nn_ood_method_name(st->method));
+            if (m == 3 && has_thr) cJSON_AddStringToObject(r, "threshold_from", dfrom);
+            if (has_thr) {
+                cJSON_AddNumberToObject(r, "threshold", thr[m]);
                 cJSON_AddNumberToObject(r, "in_pass", tin);
-                cJSON_AddNumberToObject(r, "in_pass_edge",
-                                        count_near(ins[m], in->n, st->threshold, 1));
+                cJSON_AddNumberToObject(r, "in_pass_edge", count_near(ins[m], in->n, thr[m], 1));
                 cJSON_AddNumberToObject(r, "out_pass", tout);
-                cJSON_AddNumberToObject(r, "out_pass_edge",
-                                        count_near(outs[m], out->n, st->threshold, 1));
+                cJSON_AddNumberToObject(r, "out_pass_edge", count_near(outs[m], out->n, thr[m], 1));
             }
         } else {
             printf("%-9s %-12s %7.4f %9.2f%%", path, names[m], auc, 100 * pass);
-            if (m == 2) printf("   %8.2f%% %8.2f%%", 100 * tin, 100 * tout);
+            if (has_thr) printf("   %8.2f%% %8.2f%%", 100 * tin, 100 * tout);
             printf("\n");
         }
     }
@@ -476,7 +499,108 @@ static void ood_report(const nn_ensemble *e, const char *path, const ood_set *in
                in->blank, out->blank);
 }
 
-static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int limit, int json)
+/* The name of label c of an out set under --per-class NAMES: "letters"
+ * as mnist-glyphs numbers them (A-Z 0..25, a-z 26..51), "digits" (0-9),
+ * or "index" (the number). */
+static void class_name(char *buf, size_t len, const char *names, int c)
+{
+    static const char letters[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    if (!strcmp(names, "letters") && c < 52)
+        snprintf(buf, len, "%c", letters[c]);
+    else if (!strcmp(names, "digits") && c < 10)
+        snprintf(buf, len, "%c", '0' + c);
+    else
+        snprintf(buf, len, "%d", c);
+}
+
+/* --per-class: for each label of the out set, its images, the share the
+ * stored score passes (marked in distribution) and the answer given most
+ * (first on ties), for one input path: text rows or an array in o. */
+static int ood_per_class(const nn_ensemble *e, const char *path, const ood_set *out,
+                         const uint8_t *labels, const char *names, cJSON *o)
+{
+    int k = nn_ensemble_classes(e), *cnt = calloc(256 * (size_t)(k + 2), sizeof(int));
+    if (!cnt) return -1;
+    /* cnt[c * (k + 2)]: images of label c; + 1: passing; + 2 + a: answered a */
+    double t = nn_ensemble_ood(e)->threshold;
+    for (int i = 0; i < out->n; i++) {
+        int *r = cnt + (size_t)labels[out->index[i]] * (k + 2);
+        r[0]++;
+        r[1] += out->stored[i] <= t;
+        r[2 + out->pred[i]]++;
+    }
+    cJSON *arr = o ? cJSON_AddArrayToObject(o, path) : NULL;
+    if (!o)
+        printf("\n%s, per class of the out set:\n%-6s %7s %9s   %s\n", path, "class", "images",
+               "in dist.", "answered most");
+    for (int c = 0; c < 256; c++) {
+        const int *r = cnt + (size_t)c * (k + 2);
+        if (!r[0]) continue;
+        int a = 0;
+        for (int j = 1; j < k; j++)
+            if (r[2 + j] > r[2 + a]) a = j;
+        char nm[16];
+        class_name(nm, sizeof nm, names, c);
+        const char *lab = nn_ensemble_meta(e)->labels[a];
+        if (arr) {
+            cJSON *x = cJSON_CreateObject();
+            cJSON_AddItemToArray(arr, x);
+            cJSON_AddNumberToObject(x, "label", c);
+            cJSON_AddStringToObject(x, "name", nm);
+            cJSON_AddNumberToObject(x, "n", r[0]);
+            cJSON_AddNumberToObject(x, "in_pass", (double)r[1] / r[0]);
+            cJSON_AddStringToObject(x, "answer", lab);
+            cJSON_AddNumberToObject(x, "answer_share", (double)r[2 + a] / r[0]);
+        } else {
+            printf("%-6s %7d %8.2f%%   %s (%.0f%%)\n", nm, r[0], 100.0 * r[1] / r[0], lab,
+                   100.0 * r[2 + a] / r[0]);
+        }
+    }
+    free(cnt);
+    return 0;
+}
+
+/* The disagreement that OOD_SHARE of the training images [first, first +
+ * n) of data do not exceed: the threshold its rows report (as the stored
+ * scores' were chosen). NAN for one model; -1 + message on failure. */
+static int disagree_threshold(const nn_ensemble *e, const char *data, int holdout, double *thr,
+                              char *from, size_t fromlen)
+{
+    char err[512];
+    *thr = NAN;
+    if (nn_ensemble_size(e) < 2) return 0;
+    nn_dataset *tr = nn_dataset_load_set(data, 0, nn_ensemble_classes(e), err, sizeof err);
+    if (!tr) {
+        fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
+        return -1;
+    }
+    int rc = -1;
+    ood_set h;
+    memset(&h, 0, sizeof h);
+    if (holdout < 1 || holdout > tr->n || tr->rows != 28 || tr->cols != 28) {
+        fprintf(stderr, "mnist-eval: --ood-holdout must be 1..%d (the 28x28 training images)\n",
+                tr->n);
+        goto done;
+    }
+    int first = tr->n - holdout;
+    float at;
+    if (ood_raw(e, tr->images + (size_t)first * 784, holdout, &h) ||
+        pass_at_share(h.disagree, h.n, h.disagree, h.n, &at) < 0) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
+    }
+    *thr = at;
+    snprintf(from, fromlen, "%.0f%% of %s training images %d..%d", OOD_SHARE * 100, data, first,
+             tr->n - 1);
+    rc = 0;
+done:
+    ood_set_free(&h);
+    nn_dataset_free(tr);
+    return rc;
+}
+
+static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int limit, int holdout,
+                    const char *per_class, int json)
 {
     char err[512];
     int k = nn_ensemble_classes(e), rc = 1;
@@ -503,7 +627,15 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
     int nin = in->n, nout = out->n;
     if (limit > 0 && limit < nin) nin = limit;
     if (limit > 0 && limit < nout) nout = limit;
-    if (ood_raw(e, in, nin, &s[0]) || (raw && ood_raw(e, out, nout, &s[1])) ||
+    if (per_class && !nn_ensemble_ood(e)) {
+        fprintf(stderr, "mnist-eval: --per-class counts what the stored score passes: the model "
+                        "has none (--ood-fit)\n");
+        goto done;
+    }
+    double dthr;
+    char dfrom[600] = "";
+    if (disagree_threshold(e, data, holdout, &dthr, dfrom, sizeof dfrom)) goto done;
+    if (ood_raw(e, in->images, nin, &s[0]) || (raw && ood_raw(e, out->images, nout, &s[1])) ||
         ood_prepared(e, in, nin, &s[2]) || ood_prepared(e, out, nout, &s[3])) {
         fprintf(stderr, "mnist-eval: out of memory\n");
         goto done;
@@ -528,10 +660,19 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
             cJSON_AddNullToObject(o, "ood_threshold");
         }
         if (raw)
-            ood_report(e, "raw", &s[0], &s[1], o);
+            ood_report(e, "raw", &s[0], &s[1], dthr, dfrom, o);
         else
             cJSON_AddNullToObject(o, "raw");
-        ood_report(e, "prepared", &s[2], &s[3], o);
+        ood_report(e, "prepared", &s[2], &s[3], dthr, dfrom, o);
+        if (per_class) {
+            cJSON *pc = cJSON_AddObjectToObject(o, "per_class");
+            if ((raw && ood_per_class(e, "raw", &s[1], out->labels, per_class, pc)) ||
+                ood_per_class(e, "prepared", &s[3], out->labels, per_class, pc)) {
+                cJSON_Delete(o);
+                fprintf(stderr, "mnist-eval: out of memory\n");
+                goto done;
+            }
+        }
         char *txt = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (!txt) {
@@ -559,10 +700,19 @@ static int ood_eval(const nn_ensemble *e, const char *data, const char *dir, int
         printf("%-9s %-12s %7s %10s   %9s %9s\n", "input", "method", "AUROC", "out @95%", "in pass",
                "out pass");
         if (raw)
-            ood_report(e, "raw", &s[0], &s[1], NULL);
+            ood_report(e, "raw", &s[0], &s[1], dthr, dfrom, NULL);
         else
             printf("raw       (not scored: %s's images are %dx%d)\n", dir, out->rows, out->cols);
-        ood_report(e, "prepared", &s[2], &s[3], NULL);
+        ood_report(e, "prepared", &s[2], &s[3], dthr, dfrom, NULL);
+        if (!isnan(dthr))
+            printf("disagree: the members' mutual information; its in/out pass use %.6g, the "
+                   "score %s do not exceed\n",
+                   dthr, dfrom);
+        if (per_class && ((raw && ood_per_class(e, "raw", &s[1], out->labels, per_class, NULL)) ||
+                          ood_per_class(e, "prepared", &s[3], out->labels, per_class, NULL))) {
+            fprintf(stderr, "mnist-eval: out of memory\n");
+            goto done;
+        }
     }
     rc = 0;
 done:
@@ -673,10 +823,15 @@ int main(int argc, char **argv)
     const char *ood_dir = NULL, *ood_out = NULL, *upload = NULL, *stamp = NULL, *fit_t = NULL;
     int holdout = 10000;
     double ridge = 1e-6;
-    const char *ood_method = NN_OOD_METHOD;
+    const char *ood_method = NN_OOD_METHOD, *per_class = NULL;
     const cli_opt opts[] = {
         {"ood", CLI_STRING, &ood_dir, 0, 0, "DIR",
          "out-of-distribution report: the test set against DIR's test images (IDX)", .def = NULL},
+        {"per-class", CLI_STRING, &per_class, 0, 0, "NAMES",
+         "--ood: also the out set's images per label, the share the stored score passes and the "
+         "answer given most; labels named as letters (A-Z a-z, as mnist-glyphs writes them), "
+         "digits or index",
+         .def = NULL},
         {"stamp", CLI_STRING, &stamp, 0, 0, "OUT",
          "write MODEL (one weights file) to OUT with the test-set ECE measured now in its "
          "metadata (test_ece); tensors unchanged",
@@ -827,6 +982,13 @@ int main(int argc, char **argv)
         goto done;
     }
     if (!data) data = default_data(e);
+    if (per_class && (!ood_dir || (strcmp(per_class, "letters") && strcmp(per_class, "digits") &&
+                                   strcmp(per_class, "index")))) {
+        fprintf(stderr, "mnist-eval: --per-class goes with --ood and wants letters, digits or "
+                        "index\n");
+        rc = 2;
+        goto done;
+    }
     if (fit_t) {
         if (stamp || ood_out || ood_dir || use_tf || upload || limit) {
             fprintf(stderr, "mnist-eval: --fit-temperature takes no other mode\n");
@@ -851,7 +1013,7 @@ int main(int argc, char **argv)
                 rc = 2;
             } else {
                 rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge, m)
-                             : ood_eval(e, data, ood_dir, limit, json);
+                             : ood_eval(e, data, ood_dir, limit, holdout, per_class, json);
             }
         }
         goto done;

@@ -352,6 +352,43 @@ then
 else
     not_ok "eval --fit-temperature" "$(head -c 300 "$tmp/ft.out")" "$(head -c 300 "$tmp/ft.err")"
 fi
+# Two members that disagree (the same net at two temperatures): the
+# disagreement row, its threshold from the last 200 training images; the
+# set against itself gives AUROC 0.5 and equal in and out shares.
+if "$EVAL" --ood "$small" --data "$small" --ood-holdout 200 --json \
+        "$tmp/tiny.safetensors,$tmp/tiny-t.safetensors" > "$tmp/dis.json" 2> "$tmp/dis.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); r = d["raw"]["disagree"]
+sys.exit(0 if r["auroc"] == 0.5 and r["threshold"] > 0 and r["in_pass"] == r["out_pass"] > 0
+         and r["threshold_from"].endswith("training images 500..699") and "disagree" in d["prepared"] else 1)' "$tmp/dis.json" &&
+    "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny.safetensors" > "$tmp/dis1.json" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if "disagree" not in d["raw"] else 1)' "$tmp/dis1.json"; then
+    ok "eval --ood: an ensemble's disagreement row with a threshold from held-out training images; none for one model"
+else
+    not_ok "eval --ood disagreement" "$(head -c 400 "$tmp/dis.json")" "$(head -c 300 "$tmp/dis.err")"
+fi
+# --per-class: the out set's images per label; the counts add up to the
+# set and the per-class shares to the stored score's out_pass.
+if "$EVAL" --ood "$small" --data "$small" --per-class digits --json "$tmp/tiny-ood.safetensors" \
+        > "$tmp/pc.json" 2> "$tmp/pc.err" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1]))
+for path in ("raw", "prepared"):
+    rows = d["per_class"][path]; n = sum(r["n"] for r in rows)
+    assert [r["name"] for r in rows] == [str(c) for c in range(10)], rows
+    assert n == d[path]["out_n"], (n, d[path]["out_n"])
+    passed = sum(round(r["in_pass"] * r["n"]) for r in rows)
+    assert passed == round(d[path]["stored"]["out_pass"] * n), (passed, d[path]["stored"])
+    assert all(0 < r["answer_share"] <= 1 and r["answer"] in d.get("labels", [str(c) for c in range(10)]) for r in rows)' "$tmp/pc.json" &&
+    "$EVAL" --ood "$small" --data "$small" --per-class letters "$tmp/tiny-ood.safetensors" | grep -q '^A  *[0-9]* *[0-9.]*%   [0-9]'; then
+    ok "eval --ood --per-class: per-label counts add up to the set and the stored score's pass share"
+else
+    not_ok "eval --ood --per-class" "$(head -c 400 "$tmp/pc.json")" "$(head -c 300 "$tmp/pc.err")"
+fi
+expect 2 '^mnist-eval: --per-class goes with --ood and wants letters, digits or index$' "eval: --per-class without --ood" -- \
+    "$EVAL" --per-class letters --data "$small" "$tmp/tiny.safetensors"
+expect 2 '^mnist-eval: --per-class goes with --ood and wants letters, digits or index$' "eval: --per-class with an unknown naming" -- \
+    "$EVAL" --ood "$small" --per-class greek --data "$small" "$tmp/tiny-ood.safetensors"
+expect 1 'per-class counts what the stored score passes: the model has none' "eval: --per-class of a model without a stored score" -- \
+    "$EVAL" --ood "$small" --per-class digits --data "$small" "$tmp/tiny.safetensors"
 expect 2 'fit-temperature takes one weights file, not an ensemble' "eval: --fit-temperature of an ensemble" -- \
     "$EVAL" --fit-temperature "$tmp/x" --data "$small" "$tmp/tiny.safetensors,$tmp/tiny.safetensors"
 expect 2 'fit-temperature takes no other mode' "eval: --fit-temperature with --ood" -- \

@@ -1255,6 +1255,75 @@ static void test_ensemble_mean(void **s)
     nn_ensemble_free(e);
 }
 
+/* The members' disagreement by hand. Two members sure of different
+ * classes: mean (.5, .5), H = log 2, each H = 0, so MI = log 2. Members
+ * that agree, however unsure: 0. Two of (.8, .2) and (.2, .8):
+ * H(.5,.5) - H(.8,.2) = log 2 + .8 log .8 + .2 log .2. Three members of
+ * three classes, each sure of another: log 3, the largest there is. One
+ * member: 0. The mean KL to the mean gives the same (the identity the
+ * header states): checked on a mixed case. */
+static void test_disagreement(void **s)
+{
+    (void)s;
+    const float sure[] = {1, 0, 0, 1};
+    assert_true(fabs(nn_disagreement(sure, 2, 2) - log(2.0)) < 1e-6);
+    const float same[] = {.3f, .7f, .3f, .7f, .3f, .7f};
+    assert_true(nn_disagreement(same, 3, 2) == 0.0f);
+    const float soft[] = {.8f, .2f, .2f, .8f};
+    double want = log(2.0) + .8 * log(.8) + .2 * log(.2);
+    assert_true(fabs(nn_disagreement(soft, 2, 2) - want) < 1e-6);
+    const float three[] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    assert_true(fabs(nn_disagreement(three, 3, 3) - log(3.0)) < 1e-6);
+    assert_true(nn_disagreement(soft, 1, 2) == 0.0f);
+    const float mix[] = {.6f, .3f, .1f, .2f, .5f, .3f, .05f, .15f, .8f};
+    double q[3] = {0}, kl = 0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) q[j] += mix[i * 3 + j] / 3.0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) kl += mix[i * 3 + j] * log(mix[i * 3 + j] / q[j]) / 3.0;
+    assert_true(fabs(nn_disagreement(mix, 3, 3) - kl) < 1e-6);
+
+    /* Through the one forward pass: each image's score is that of the
+     * members' own probabilities; an ensemble of one scores 0. */
+    static const char *arch =
+        "[{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
+        "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    enum { N = 3, K = 10 };
+    nn_net *nets[3];
+    float x[N * 64], pm[3][N * K], pe[N * K], pe2[N * K], d[N], energy[N];
+    nets_fill(x, N * 64, 4, 1.0f);
+    for (int i = 0; i < 3; i++) {
+        nets[i] = nets_make(arch, 1, 8, 8, 11 + i);
+        nn_ws *w = nn_ws_create(nets[i], N, 0);
+        nn_net_forward(nets[i], w, x, N, pm[i], NULL);
+        nn_ws_free(w);
+    }
+    char err[128];
+    nn_ensemble *e = nn_ensemble_from_nets(nets, 3, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, N);
+    nn_ensemble_forward_disagree(e, ws, x, N, pe, energy, NULL, d);
+    nn_ensemble_forward(e, ws, x, N, pe2);
+    assert_memory_equal(pe, pe2, sizeof pe); /* the mean is unchanged */
+    for (int r = 0; r < N; r++) {
+        float rows[3 * K];
+        for (int i = 0; i < 3; i++) memcpy(rows + i * K, pm[i] + r * K, sizeof(float) * K);
+        assert_true(fabs(d[r] - nn_disagreement(rows, 3, K)) < 1e-6);
+        assert_true(d[r] > 1e-4); /* three random nets do disagree */
+    }
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+    nn_net *one[1] = {nets_make(arch, 1, 8, 8, 11)};
+    e = nn_ensemble_from_nets(one, 1, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    ws = nn_ensemble_ws_create(e, N);
+    d[0] = d[1] = d[2] = -1;
+    nn_ensemble_forward_disagree(e, ws, x, N, pe, NULL, NULL, d);
+    assert_true(d[0] == 0 && d[1] == 0 && d[2] == 0);
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+}
+
 static void write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -1687,6 +1756,7 @@ int main(void)
         cmocka_unit_test(test_temperature_forward),
         cmocka_unit_test(test_temperature_fit),
         cmocka_unit_test(test_ensemble_mean),
+        cmocka_unit_test(test_disagreement),
         cmocka_unit_test(test_ensemble_list),
         cmocka_unit_test(test_model_stem),
         cmocka_unit_test(test_augment),

@@ -225,6 +225,39 @@ static double dot_f(const float *a, const float *b, int n)
     return s;
 }
 
+/* dy masked where r <= 0 (a ReLU's backward on the way), lane by lane
+ * as nn_relu_backward writes it: a masked lane is +0. */
+static inline void masked8(bn_v8 *out, const float *d, const float *r)
+{
+    bn_v8 v, rv;
+    memcpy(&v, d, sizeof v);
+    memcpy(&rv, r, sizeof rv);
+    *out = (bn_v8)((relu_v8i)v & (rv > 0.0f));
+}
+
+/* sum_f(d') and dot_f(d', h) of d' = d masked by r, in the same lanes and
+ * order as those two: the same sums as masking d first. */
+static void sums_masked(const float *d, const float *h, const float *r, int n, double *sd,
+                        double *sdh)
+{
+    bn_v8 a1 = {0}, a2 = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        bn_v8 v, hv;
+        masked8(&v, d + i, r + i);
+        memcpy(&hv, h + i, sizeof hv);
+        a1 += v;
+        a2 += v * hv;
+    }
+    double s1 = 0.0, s2 = 0.0;
+    for (int j = 0; j < 8; j++) s1 += a1[j];
+    for (int j = 0; j < 8; j++) s2 += a2[j];
+    for (int j = i; j < n; j++) s1 += r[j] > 0.0f ? d[j] : 0.0f;
+    for (int j = i; j < n; j++) s2 += (double)(r[j] > 0.0f ? d[j] : 0.0f) * h[j];
+    *sd = s1;
+    *sdh = s2;
+}
+
 void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                           const float *mean, const float *var, float eps, int n, int C, int S,
                           int relu)
@@ -302,27 +335,48 @@ void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const flo
 
 void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *inv, const float *gamma, int n, int C,
-                           int S)
+                           int S, const float *relu_y)
 {
     double cnt = (double)n * S;
     for (int c = 0; c < C; c++) {
         double sdy = 0.0, sdyx = 0.0;
         for (int b = 0; b < n; b++) {
-            const float *d = dy + ((size_t)b * C + c) * S;
-            const float *h = xhat + ((size_t)b * C + c) * S;
-            sdy += sum_f(d, S, 0, 0.0f);
-            sdyx += dot_f(d, h, S);
+            const size_t at = ((size_t)b * C + c) * S;
+            if (relu_y) {
+                double s1, s2;
+                sums_masked(dy + at, xhat + at, relu_y + at, S, &s1, &s2);
+                sdy += s1;
+                sdyx += s2;
+            } else {
+                sdy += sum_f(dy + at, S, 0, 0.0f);
+                sdyx += dot_f(dy + at, xhat + at, S);
+            }
         }
         dgamma[c] += (float)sdyx;
         dbeta[c] += (float)sdy;
         if (!dx) continue;
         float g = gamma[c] * inv[c];
         float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
+        const bn_v8 gv = {g, g, g, g, g, g, g, g}, m1v = {m1, m1, m1, m1, m1, m1, m1, m1},
+                    m2v = {m2, m2, m2, m2, m2, m2, m2, m2};
         for (int b = 0; b < n; b++) {
-            const float *d = dy + ((size_t)b * C + c) * S;
-            const float *h = xhat + ((size_t)b * C + c) * S;
-            float *o = dx + ((size_t)b * C + c) * S;
-            for (int s = 0; s < S; s++) o[s] = g * (d[s] - m1 - h[s] * m2);
+            const size_t at = ((size_t)b * C + c) * S;
+            const float *d = dy + at, *h = xhat + at;
+            float *o = dx + at;
+            if (!relu_y) {
+                for (int s = 0; s < S; s++) o[s] = g * (d[s] - m1 - h[s] * m2);
+                continue;
+            }
+            const float *r = relu_y + at;
+            int s = 0;
+            for (; s + 8 <= S; s += 8) {
+                bn_v8 v, hv;
+                masked8(&v, d + s, r + s);
+                memcpy(&hv, h + s, sizeof hv);
+                v = gv * (v - m1v - hv * m2v);
+                memcpy(o + s, &v, sizeof v);
+            }
+            for (; s < S; s++) o[s] = g * ((r[s] > 0.0f ? d[s] : 0.0f) - m1 - h[s] * m2);
         }
     }
 }

@@ -68,10 +68,13 @@ void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const flo
                                     int S);
 /* dgamma += sum dy xhat, dbeta += sum dy; dx (skipped if NULL) =
  * gamma inv (dy - mean(dy) - xhat mean(dy xhat)), from what the training
- * forward saved. */
+ * forward saved. relu_y != NULL: a ReLU followed, relu_y [n,C,S] is its
+ * output and dy its output's gradient: the ReLU's backward is done on the
+ * way (dy read as 0 where relu_y <= 0), the same results bit for bit as
+ * nn_relu_backward first, without its pass over memory. */
 void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *xhat, const float *inv, const float *gamma, int n, int C,
-                           int S);
+                           int S, const float *relu_y);
 void nn_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *xhat, const float *inv, const float *gamma, int n,
                                int C, int S);

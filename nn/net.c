@@ -840,6 +840,15 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
 
 /* ---- backward ----------------------------------------------------------- */
 
+/* Layer i is a ReLU right after a batch norm: in training, the batch
+ * norm's backward takes the ReLU's (the ReLU is in place, so its output
+ * gradient is the batch norm's dy and its output the batch norm's). */
+static int relu_after_bn(const nn_net *net, int i)
+{
+    return i > 0 && i < net->nlayers && net->layers[i].kind == NN_RELU &&
+           net->layers[i - 1].kind == NN_BATCHNORM;
+}
+
 void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
 {
     int n = ws->n, k = nn_net_outputs(net), nl = net->nlayers;
@@ -893,8 +902,9 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                                     L->in_c, L->in_h, L->in_w, L->out_h, L->out_w);
             break;
         case NN_RELU:
-            /* In place: act[i+1] == act[i] holds the output. */
-            nn_relu_backward(dx, dy, ws->act[i + 1], (size_t)n * nout);
+            /* In place: act[i+1] == act[i] holds the output. After a batch
+             * norm, that layer's backward does this on its way. */
+            if (!relu_after_bn(net, i)) nn_relu_backward(dx, dy, ws->act[i + 1], (size_t)n * nout);
             break;
         case NN_DROPOUT:
             if (L->p > 0.0f) nn_dropout_backward(dx, dy, ws->mask[i], (size_t)n * nout, L->p);
@@ -903,8 +913,11 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             nn_deskew_backward_n(dx, dy, x, (size_t)n * L->in_c, L->in_h, L->in_w, deskew_bg(net));
             break;
         case NN_BATCHNORM:
+            /* dy is the gradient of the ReLU's output when one follows
+             * (relu_after_bn skipped its backward): masked on the way. */
             nn_batchnorm_backward(dx, gw, gb, dy, ws->xhat[i], ws->bn_inv[i], wp, n, L->out_c,
-                                  L->out_h * L->out_w);
+                                  L->out_h * L->out_w,
+                                  relu_after_bn(net, i + 1) ? ws->act[i + 1] : NULL);
             break;
         case NN_FLATTEN: /* in place */
         default: break;

@@ -73,7 +73,7 @@ static void test_batchnorm_fast_vs_ref(void **s)
         for (size_t i = 0; i < N; i++)
             near(y1[i], y2[i] > 0 ? y2[i] : 0.0f, fabs(y2[i]), "relu(y)", i);
 
-        nn_batchnorm_backward(dx1, dg1, db1, dy, h2, inv2, gamma, n, C, S);
+        nn_batchnorm_backward(dx1, dg1, db1, dy, h2, inv2, gamma, n, C, S, NULL);
         nn_batchnorm_backward_ref(dx2, dg2, db2, dy, h2, inv2, gamma, n, C, S);
         double sum_abs = (double)n * S; /* |dy| <= 1, |xhat| a few: the sums' scale */
         for (int c = 0; c < C; c++) {
@@ -82,8 +82,26 @@ static void test_batchnorm_fast_vs_ref(void **s)
         }
         for (size_t i = 0; i < N; i++) near(dx1[i], dx2[i], 8 * fabs(gamma[0]) * inv2[0], "dx", i);
         /* Gradients accumulate (+=), dx may be skipped. */
-        nn_batchnorm_backward(NULL, dg1, db1, dy, h2, inv2, gamma, n, C, S);
+        nn_batchnorm_backward(NULL, dg1, db1, dy, h2, inv2, gamma, n, C, S, NULL);
         for (int c = 0; c < C; c++) near(db1[c], 2 * db2[c], 2 * sum_abs, "dbeta twice", c);
+        /* A ReLU after it (its output: x, about half <= 0): the same
+         * gradients bit for bit as nn_relu_backward and then the batch
+         * norm's backward. */
+        float *dym = malloc(N * sizeof *dym), dga[64] = {0}, dba[64] = {0}, dgb[64] = {0},
+              dbb[64] = {0};
+        assert_true(dym && C <= 64);
+        nn_relu_backward(dym, dy, x, N);
+        nn_batchnorm_backward(dx1, dga, dba, dym, h2, inv2, gamma, n, C, S, NULL);
+        nn_batchnorm_backward(dx2, dgb, dbb, dy, h2, inv2, gamma, n, C, S, x);
+        size_t zeros = 0;
+        for (size_t i = 0; i < N; i++) {
+            assert_memory_equal(&dx1[i], &dx2[i], sizeof(float));
+            zeros += x[i] <= 0.0f;
+        }
+        assert_memory_equal(dga, dgb, sizeof dga);
+        assert_memory_equal(dba, dbb, sizeof dba);
+        assert_true(zeros > N / 4 && zeros < 3 * N / 4);
+        free(dym);
         free(x);
         free(y1);
         free(y2);

@@ -62,23 +62,22 @@ static const char *default_data(const nn_ensemble *e)
                : "data/mnist";
 }
 
-static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int holdout,
-                   double ridge, nn_ood_method method)
+/* The one weights file of e as a net of our own, and the training set
+ * (data), checked to fit it; what names the option in the messages.
+ * Returns 0, or the exit code with the message printed. */
+static int load_single(const nn_ensemble *e, const char *data, const char *what, nn_net **netp,
+                       nn_dataset **trp)
 {
     char err[512];
-    int rc = 1;
     if (nn_ensemble_size(e) != 1) {
-        fprintf(stderr, "mnist-eval: --ood-fit takes one weights file, not an ensemble\n");
+        fprintf(stderr, "mnist-eval: %s takes one weights file, not an ensemble\n", what);
         return 2;
     }
-    /* The file again, as a net of our own to attach the statistics to. */
     nn_net *net = nn_net_load(nn_ensemble_path(e, 0), err, sizeof err);
     if (!net) {
         fprintf(stderr, "mnist-eval: %s\n", err);
         return 1;
     }
-    nn_ensemble *view = NULL;
-    float *probs = NULL, *scores = NULL;
     nn_dataset *tr = nn_dataset_load_set(data, 0, nn_net_outputs(net), err, sizeof err);
     if (!tr) {
         fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
@@ -88,8 +87,27 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
     if (tr->rows != net->in_h || tr->cols != net->in_w || net->in_c != 1) {
         fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n",
                 net->in_c, net->in_h, net->in_w, tr->rows, tr->cols);
-        goto done;
+        nn_dataset_free(tr);
+        nn_net_free(net);
+        return 1;
     }
+    *netp = net;
+    *trp = tr;
+    return 0;
+}
+
+static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int holdout,
+                   double ridge, nn_ood_method method)
+{
+    char err[512];
+    nn_ensemble *view = NULL;
+    float *probs = NULL, *scores = NULL;
+    /* The file again, as a net of our own to attach the statistics to. */
+    nn_net *net = NULL;
+    nn_dataset *tr = NULL;
+    int rc = load_single(e, data, "--ood-fit", &net, &tr);
+    if (rc) return rc;
+    rc = 1;
     if (holdout < 1 || holdout > tr->n - 2) {
         fprintf(stderr,
                 "mnist-eval: --ood-holdout must leave at least 2 of the %d training images\n",
@@ -190,28 +208,12 @@ static double ece_at(const float *logits, const uint8_t *labels, int n, int k, d
 static int temperature_fit(const nn_ensemble *e, const char *data, const char *out, int holdout)
 {
     char err[512];
-    int rc = 1;
-    if (nn_ensemble_size(e) != 1) {
-        fprintf(stderr, "mnist-eval: --fit-temperature takes one weights file, not an ensemble\n");
-        return 2;
-    }
-    nn_net *net = nn_net_load(nn_ensemble_path(e, 0), err, sizeof err);
-    if (!net) {
-        fprintf(stderr, "mnist-eval: %s\n", err);
-        return 1;
-    }
     float *logits = NULL;
-    nn_dataset *tr = nn_dataset_load_set(data, 0, nn_net_outputs(net), err, sizeof err);
-    if (!tr) {
-        fprintf(stderr, "mnist-eval: %s (run `make data`)\n", err);
-        nn_net_free(net);
-        return 1;
-    }
-    if (tr->rows != net->in_h || tr->cols != net->in_w || net->in_c != 1) {
-        fprintf(stderr, "mnist-eval: the model wants %dx%dx%d inputs, the data is %dx%d\n",
-                net->in_c, net->in_h, net->in_w, tr->rows, tr->cols);
-        goto done;
-    }
+    nn_net *net = NULL;
+    nn_dataset *tr = NULL;
+    int rc = load_single(e, data, "--fit-temperature", &net, &tr);
+    if (rc) return rc;
+    rc = 1;
     if (holdout < 1 || holdout > tr->n) {
         fprintf(stderr, "mnist-eval: --ood-holdout must be 1..%d (the training images)\n", tr->n);
         goto done;

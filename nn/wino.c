@@ -41,8 +41,8 @@
  * becomes tap (m, n) of those channels (zero where 2m + a or 2n + b >= k).
  * Output (oh, ow) reads z at (oh + m, ow + n): a 3x3 stride-1 convolution
  * of z without border, OH + 2 by OW + 2, which is what F(2x2,3x3) runs.
- * For the big CNN's 5x5 stride-2 layers this is 16 multiplies per 2x2
- * outputs and input channel (4 phases x 16 / 4) instead of 25. */
+ * For the big CNN's 5x5 stride-2 layers this is 64 multiplies per 2x2
+ * outputs and channel pair (4 phases x 16) instead of 100. */
 static int wino_s2d(const nn_conv_shape *cs) { return cs->s == 2; }
 
 /* The stride-1 3x3 convolution the transforms and GEMMs run for cs. */

@@ -15,14 +15,14 @@
  *
  * Stride-2 convolutions with kernels of 4 to 6 run the same way after a
  * space-to-depth step: the input's four stride phases become 4C channels
- * and the kernel's taps regroup into 3x3 kernels over them (wino.c), 16
- * multiplies per 2x2 outputs and input channel instead of k*k (25 for the
- * big CNN's 5x5 stride-2 layers).
+ * and the kernel's taps regroup into 3x3 kernels over them (wino.c), 64
+ * multiplies per 2x2 outputs and channel pair instead of 4 k*k (100 for
+ * the big CNN's 5x5 stride-2 layers).
  *
  * Shapes as in conv.h (x [g,C,H,W] -> y [g,O,OH,OW]); padding 0 to 2
- * (stride 1) or 0 to k - 1 (stride 2). A forward convolution: net.c runs inference with it, and in training the
- * forward and the input gradient (a 3x3 stride-1 convolution of dy with
- * the flipped kernels); the weight gradient stays direct. The results
+ * (stride 1) or 0 to k - 1 (stride 2). A forward convolution: net.c runs
+ * inference with it, and in training the forward and the input gradient
+ * (nn_wino_dx_n below); the weight gradient stays direct. The results
  * differ from nn_conv2d_forward_ref by rounding, within the bound
  * tests/unit/test_wino.c derives.
  */
@@ -62,7 +62,8 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
  * weights nn_wino_dx_weights makes from the forward weights w [O,C,k,k].
  * Stride 1 is a 3x3 convolution of dy; stride 2 one of 4C outputs, whose
  * channels are dx's stride phases (wino.c). nn_wino_dx_fits: 1 where that
- * convolution is worth it (at least 2 output channels of the forward). */
+ * convolution is worth it: at least 2 output channels of the forward, and
+ * for stride 2 fewer multiplies than the direct w^T dy. */
 int nn_wino_dx_fits(const nn_conv_shape *cs);
 size_t nn_wino_dx_weights_size(const nn_conv_shape *cs);
 void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs);

@@ -179,6 +179,29 @@ static void check_shape(int C, int H, int W, int O, int p, int g)
     check_shape_ks(C, H, W, O, 3, 1, p, g);
 }
 
+/* Each case row through check on every kernel path this CPU runs (the
+ * Winograd GEMMs run on each), then back to the default path. */
+static void on_every_path(void (*check)(const int *row), const int *rows, size_t n, size_t width)
+{
+    int ran = 0;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        print_message("[ PATH     ] %s\n", nn_gemm_path_name(path));
+        for (size_t c = 0; c < n; c++) check(rows + c * width);
+        ran++;
+    }
+    assert_true(ran >= 2); /* generic and generic-wide run everywhere */
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
+/* Case rows: C, H, W, O, p, g (3x3 stride 1), or C, H, W, O, k, s, p, g. */
+static void check_shape_row(const int *r) { check_shape(r[0], r[1], r[2], r[3], r[4], r[5]); }
+static void check_shape_ks_row(const int *r)
+{
+    check_shape_ks(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+}
+
 /* Shapes: the big CNN's three (24x24, 10x10 and 8x8 outputs), odd maps
  * (a dropped grid row and column), channel counts off the 4-lane vectors,
  * padding 0, 1 and 2, one row or column of outputs, and batches that fill
@@ -191,18 +214,8 @@ static void test_wino_vs_ref(void **s)
         {32, 26, 26, 32, 0, 1}, {32, 12, 12, 64, 0, 3}, {64, 10, 10, 64, 0, 2}, {3, 9, 11, 5, 1, 2},
         {2, 3, 3, 1, 0, 1},     {5, 7, 4, 6, 2, 1},     {4, 3, 8, 4, 0, 3},     {6, 13, 5, 7, 1, 4},
         {8, 6, 6, 4, 1, 37},    {7, 5, 5, 9, 0, 70}};
-    int ran = 0;
-    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
-        if (!nn_gemm_path_supported(path)) continue;
-        assert_int_equal(nn_gemm_set_path(path), 0);
-        print_message("[ PATH     ] %s\n", nn_gemm_path_name(path));
-        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-            check_shape(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
-                        cases[c][5]);
-        ran++;
-    }
-    assert_true(ran >= 2); /* generic and generic-wide run everywhere */
-    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    on_every_path(check_shape_row, &cases[0][0], sizeof cases / sizeof cases[0],
+                  sizeof cases[0] / sizeof cases[0][0]);
 }
 
 /* Stride 2 by space-to-depth: the big CNN's two 5x5 layers (24x24 -> 12x12
@@ -218,18 +231,8 @@ static void test_wino_s2d_vs_ref(void **s)
                                    {2, 5, 5, 3, 5, 2, 1, 2},     {6, 10, 9, 4, 4, 2, 1, 1},
                                    {4, 12, 12, 7, 6, 2, 3, 2},   {7, 5, 5, 9, 5, 2, 2, 40},
                                    {1, 6, 6, 2, 5, 2, 2, 1},     {8, 11, 13, 8, 4, 2, 0, 70}};
-    int ran = 0;
-    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
-        if (!nn_gemm_path_supported(path)) continue;
-        assert_int_equal(nn_gemm_set_path(path), 0);
-        print_message("[ PATH     ] %s\n", nn_gemm_path_name(path));
-        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-            check_shape_ks(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4],
-                           cases[c][5], cases[c][6], cases[c][7]);
-        ran++;
-    }
-    assert_true(ran >= 2);
-    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    on_every_path(check_shape_ks_row, &cases[0][0], sizeof cases / sizeof cases[0],
+                  sizeof cases[0] / sizeof cases[0][0]);
 }
 
 /* The input gradient (nn_wino_dx_n) against the reference backward's dx.
@@ -305,6 +308,8 @@ static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
     free(scr);
 }
 
+static void check_dx_row(const int *r) { check_dx(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]); }
+
 /* Stride 1 with borders 0 to 2, and stride 2 where it takes fewer
  * multiplies than the direct product (the big CNN's 12x12 layer; odd
  * maps and a row of the input no output reads, which gets zeros); the
@@ -320,18 +325,8 @@ static void test_wino_dx_vs_ref(void **s)
     nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4};
     assert_false(nn_wino_dx_fits(&small));
     assert_true(nn_wino_fits(&small));
-    int ran = 0;
-    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
-        if (!nn_gemm_path_supported(path)) continue;
-        assert_int_equal(nn_gemm_set_path(path), 0);
-        print_message("[ PATH     ] %s\n", nn_gemm_path_name(path));
-        for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-            check_dx(cases[c][0], cases[c][1], cases[c][2], cases[c][3], cases[c][4], cases[c][5],
-                     cases[c][6], cases[c][7]);
-        ran++;
-    }
-    assert_true(ran >= 2);
-    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    on_every_path(check_dx_row, &cases[0][0], sizeof cases / sizeof cases[0],
+                  sizeof cases[0] / sizeof cases[0][0]);
 }
 
 /* The bound is not loose enough to hide a wrong result: one product

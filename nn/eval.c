@@ -205,6 +205,67 @@ int nn_ece_edge(const float *probs, int n, int k, int bins, float margin)
     return count;
 }
 
+/* E|S - mu| for S the number of successes of `m` independent trials of
+ * probabilities p[0..m), mu their sum, and in *var the variance of
+ * |S - mu|: the distribution of S grows one trial at a time in pmf[0..m]. */
+static double poisson_binomial_mad(const double *p, int m, double *pmf, double *var)
+{
+    double mu = 0;
+    pmf[0] = 1;
+    for (int i = 0; i < m; i++) {
+        pmf[i + 1] = pmf[i] * p[i];
+        for (int s = i; s > 0; s--) pmf[s] = pmf[s] * (1 - p[i]) + pmf[s - 1] * p[i];
+        pmf[0] *= 1 - p[i];
+        mu += p[i];
+    }
+    double e = 0, e2 = 0;
+    for (int s = 0; s <= m; s++) {
+        e += pmf[s] * fabs(s - mu);
+        e2 += pmf[s] * (s - mu) * (s - mu);
+    }
+    *var = e2 > e * e ? e2 - e * e : 0;
+    return e;
+}
+
+double nn_ece_floor(const float *probs, int n, int k, int bins, double *sd)
+{
+    if (sd) *sd = 0;
+    if (bins < 1 || bins > NN_ECE_MAX_BINS) return -1.0;
+    if (n < 1 || k < 1) return 0.0;
+    /* Rows grouped by bin (counting sort), then one bin at a time. */
+    int start[NN_ECE_MAX_BINS + 1] = {0};
+    int *bin = malloc(sizeof(int) * (size_t)n);
+    double *c = malloc(sizeof(double) * (size_t)n), *pmf = malloc(sizeof(double) * ((size_t)n + 1));
+    double *byb = malloc(sizeof(double) * (size_t)n);
+    double e = -1.0;
+    if (!bin || !c || !pmf || !byb) goto out;
+    for (int i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * k;
+        c[i] = p[nn_argmax(p, k)];
+        bin[i] = ece_bin(c[i], bins);
+        start[bin[i] + 1]++;
+    }
+    for (int b = 0; b < bins; b++) start[b + 1] += start[b];
+    int fill[NN_ECE_MAX_BINS];
+    memcpy(fill, start, sizeof(int) * bins);
+    for (int i = 0; i < n; i++) byb[fill[bin[i]]++] = c[i];
+    e = 0;
+    double var = 0;
+    for (int b = 0; b < bins; b++) {
+        double v;
+        e += poisson_binomial_mad(byb + start[b], start[b + 1] - start[b], pmf, &v);
+        var += v;
+    }
+    e /= n;
+    if (sd) *sd = sqrt(var) / n;
+out:
+    free(bin);
+    free(c);
+    free(pmf);
+    free(byb);
+    return e;
+}
+
 double nn_temperature_nll(const float *logits, const uint8_t *labels, int n, int k, double t)
 {
     double sum = 0;

@@ -67,6 +67,23 @@ double nn_ece(const float *probs, const uint8_t *labels, int n, int k, int bins)
  * (2 * edge + c) / n + margin between paths. */
 int nn_ece_edge(const float *probs, int n, int k, int bins, float margin);
 
+/* The ECE that a perfectly calibrated model would show, in expectation,
+ * on rows with these confidences: each row's answer right with
+ * probability its confidence, independently. Measured on n rows, ECE is
+ * not 0 even then, since each bin's count of right answers varies about
+ * its confidence sum; this is that floor, so a measured ECE near it says
+ * "calibrated as far as n rows can tell". Computed exactly: per bin the
+ * count of right answers is Poisson-binomial, its distribution built
+ * row by row, and
+ *     floor = sum over bins of E|right_b - confidence sum_b| / n.
+ * The bins' terms are independent, so *sd (may be NULL) gets the exact
+ * standard deviation of that ECE, sqrt(sum of the terms' variances) / n:
+ * a measured ECE within about two of it of the floor is what calibration
+ * looks like on n rows. O(sum of |bin|^2) time, O(n) memory. Same bins as
+ * nn_ece; -1 for bins outside 1..NN_ECE_MAX_BINS or out of memory; n = 0
+ * gives 0. */
+double nn_ece_floor(const float *probs, int n, int k, int bins, double *sd);
+
 /* Temperature scaling (Guo et al., 2017): the T > 0 that minimises the
  * mean negative log-likelihood of labels [n] under softmax(logits / T),
  * logits [n, k] raw (as nn_net_forward gives them). Dividing by T keeps

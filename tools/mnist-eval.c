@@ -1063,6 +1063,7 @@ int main(int argc, char **argv)
     if (style >= 0) nt = 1;
     /* Over the answered images: a refused upload states no confidence. */
     double ece = nn_ece(probs, test->labels, n, k, NN_ECE_BINS);
+    double ece_sd, ece_floor = nn_ece_floor(probs, n, k, NN_ECE_BINS, &ece_sd);
     if (style >= 0) {
         float *pa = malloc(sizeof(float) * (size_t)n * k);
         uint8_t *la = malloc((size_t)n);
@@ -1079,8 +1080,13 @@ int main(int argc, char **argv)
                 la[na++] = test->labels[i];
             }
         ece = nn_ece(pa, la, na, k, NN_ECE_BINS);
+        ece_floor = nn_ece_floor(pa, na, k, NN_ECE_BINS, &ece_sd);
         free(pa);
         free(la);
+    }
+    if (ece_floor < 0) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
     }
     const nn_meta *m = nn_ensemble_meta(e);
     if (json) {
@@ -1104,6 +1110,9 @@ int main(int argc, char **argv)
          * rounding could move to a neighbouring bin (nn/eval.h). */
         cJSON_AddNumberToObject(o, "ece", ece);
         cJSON_AddNumberToObject(o, "ece_bins", NN_ECE_BINS);
+        /* What a perfectly calibrated model would measure on these rows. */
+        cJSON_AddNumberToObject(o, "ece_floor", ece_floor);
+        cJSON_AddNumberToObject(o, "ece_floor_sd", ece_sd);
         cJSON_AddNumberToObject(o, "ece_edge",
                                 nn_ece_edge(probs, n, k, NN_ECE_BINS, NN_BORDERLINE_MARGIN));
         cJSON_AddStringToObject(o, "kernels", nn_gemm_path_name(NN_GEMM_PATH_AUTO));
@@ -1151,8 +1160,9 @@ int main(int argc, char **argv)
                    UPLOAD_STYLES[style], refused);
         printf("test accuracy: %.4f (%d/%d, %d errors)\n", acc, (int)(acc * n + 0.5), n,
                n - (int)(acc * n + 0.5));
-        printf("expected calibration error: %.2f%% (%d equal-width confidence bins)\n\n", 100 * ece,
-               NN_ECE_BINS);
+        printf("expected calibration error: %.2f%% (%d equal-width confidence bins); "
+               "a calibrated model would measure %.2f%% +- %.2f%% on these confidences\n\n",
+               100 * ece, NN_ECE_BINS, 100 * ece_floor, 100 * ece_sd);
         printf("%-12s %8s\n", "class", "accuracy");
         for (int i = 0; i < k; i++) {
             int tot = 0;

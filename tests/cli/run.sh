@@ -279,6 +279,7 @@ m0, h0, d0 = parts(sys.argv[1])
 m1, h1, d1 = parts(sys.argv[2])
 a, b = (json.load(open(f)) for f in sys.argv[3:5])
 assert 0 < a["ece"] < 1 and isinstance(a["ece_edge"], int) and a["ece_bins"] == 15, a
+assert 0 < a["ece_floor"] < 1 and 0 < a["ece_floor_sd"] < 1, a  # a net unsure of some answers has a floor above 0
 assert abs(float(m1["test_ece"]) - a["ece"]) < 1e-6, (m1, a["ece"])
 # mnist-train wrote its own figure on the same test set, from its own
 # forward pass (batch norm not folded): equal up to what rounding can move

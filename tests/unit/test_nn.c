@@ -1586,6 +1586,44 @@ static void test_ece(void **s)
     assert_int_equal(nn_ece_edge(e, 4, 2, NN_ECE_BINS, 1e-4f), 2);
 }
 
+/* The calibrated model's ECE, by hand. Two rows of confidence .5 in one
+ * bin: right answers 0, 1 or 2 with probability 1/4, 1/2, 1/4, so
+ * E|right - 1| = 1/2 and the floor is 1/2 / 2 = .25. Rows .6 and .9 in
+ * one bin: P(0) = .4 * .1 = .04, P(1) = .6 * .1 + .4 * .9 = .42,
+ * P(2) = .54, sum 1.5, E|right - 1.5| = .06 + .21 + .27 = .54, floor .27;
+ * with 15 bins each is alone in its bin, where E|right - c| =
+ * 2c(1 - c): (.48 + .18) / 2 = .33. */
+static void test_ece_floor(void **s)
+{
+    (void)s;
+    double sd;
+    const float half[] = {.5f, .5f, .5f, .5f};
+    assert_true(fabs(nn_ece_floor(half, 2, 2, NN_ECE_BINS, &sd) - 0.25) < 1e-12);
+    assert_true(fabs(sd - 0.25) < 1e-12); /* |right - 1| is 1, 0, 1: variance 1/4, / 2 */
+    const float two[] = {.6f, .4f, .1f, .9f};
+    assert_true(fabs(nn_ece_floor(two, 2, 2, 1, NULL) - 0.27) < 1e-6);
+    assert_true(fabs(nn_ece_floor(two, 2, 2, NN_ECE_BINS, &sd) - 0.33) < 1e-6);
+    /* Alone in its bin, |right - c| is 1 - c or c: variance
+     * c(1 - c) - (2c(1 - c))^2, .0096 for .6 and .0576 for .9; the sum
+     * .0672 over n = 2 gives sqrt(.0672) / 2. */
+    assert_true(fabs(sd - sqrt(0.0672) / 2) < 1e-6);
+    /* Sure answers can only be right: no floor, no spread. */
+    const float sure[] = {1.0f, 0.0f, 0.0f, 1.0f, 1.0f, 0.0f};
+    assert_true(nn_ece_floor(sure, 3, 2, NN_ECE_BINS, &sd) == 0.0 && sd == 0.0);
+    /* Many rows: for m rows of one confidence c the floor tends to
+     * sqrt(2 c (1 - c) / (pi m)) (a normal count); at m = 4000, c = .9
+     * that is .003785, and the exact value is within 1% of it. */
+    enum { M = 4000 };
+    float *many = malloc(sizeof(float) * 2 * M);
+    assert_non_null(many);
+    for (int i = 0; i < M; i++) many[2 * i] = .9f, many[2 * i + 1] = .1f;
+    double want = sqrt(2 * .9 * .1 / (acos(-1.0) * M));
+    assert_true(fabs(nn_ece_floor(many, M, 2, NN_ECE_BINS, NULL) / want - 1) < 0.01);
+    free(many);
+    assert_true(nn_ece_floor(half, 0, 2, NN_ECE_BINS, NULL) == 0.0);
+    assert_true(nn_ece_floor(half, 2, 2, 0, NULL) == -1.0);
+}
+
 /* MNIST's training (which 0) or test (1) set from MNIST_DIR or data/mnist. */
 static nn_dataset *load_mnist(int which)
 {
@@ -1761,6 +1799,7 @@ int main(void)
         cmocka_unit_test(test_model_stem),
         cmocka_unit_test(test_augment),
         cmocka_unit_test(test_ece),
+        cmocka_unit_test(test_ece_floor),
         cmocka_unit_test(test_training_smoke),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

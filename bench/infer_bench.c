@@ -65,6 +65,7 @@ static void layer_table(double *t, const char *title, const nn_net *f, nn_ws *wf
         snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
         printf("%3d %-10s %14s %9.2f", i, bench_kind_name(L->kind), shape, us);
         if (m > 0) printf(" %9.1f", 2 * m / (us * 1e-6) * 1e-9);
+        if (nn_net_plan_wino(f, i)) printf("  F(%dx%d,3x3)", nn_net_plan_wino(f, i), nn_net_plan_wino(f, i));
         printf("\n");
     }
 }
@@ -124,7 +125,11 @@ int main(int argc, char **argv)
             if (peak > 0) printf("  (%.0f%% of one core's peak)", 100 * flops / t[j] * 1e-9 / peak);
             printf("\n");
         }
-        printf("  plan: %d convolution(s) by Winograd F(2x2,3x3)\n", nn_net_plan_wino_layers(f));
+        int w4 = 0;
+        for (int i = 0; i < f->nlayers; i++) w4 += nn_net_plan_wino(f, i) == 4;
+        printf("  plan: %d convolution(s) by Winograd, %d of them F(4x4,3x3), the others "
+               "F(2x2,3x3)\n",
+               nn_net_plan_wino_layers(f), w4);
     }
     layer_table(tp, tf, f, wf, x, iters);
     layer_table(td, tdn, d, wd, x, iters);

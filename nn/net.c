@@ -451,8 +451,8 @@ static void conv_shape(nn_conv_shape *cs, const nn_layer *L);
 
 struct nn_plan {
     float *u;                    /* Winograd weights of all layers, one block */
-    size_t u_off[NN_MAX_LAYERS]; /* layer i's [16, C, O] at u + u_off[i]      */
-    int wino[NN_MAX_LAYERS];     /* layer i runs by Winograd                   */
+    size_t u_off[NN_MAX_LAYERS]; /* layer i's [16 or 36, C, O] at u + u_off[i] */
+    int wino[NN_MAX_LAYERS];     /* layer i runs by Winograd F(mxm,3x3): m, or 0 */
 };
 
 void nn_net_unplan(nn_net *net)
@@ -475,9 +475,9 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         nn_conv_shape cs;
         conv_shape(&cs, L);
         if (!nn_wino_fits(&cs)) continue;
-        pl->wino[i] = 1;
+        pl->wino[i] = nn_wino4_pays(&cs) ? 4 : 2;
         pl->u_off[i] = total;
-        total += nn_wino_weights_size(&cs);
+        total += pl->wino[i] == 4 ? nn_wino4_weights_size(&cs) : nn_wino_weights_size(&cs);
     }
     if (total && !(pl->u = malloc(sizeof(float) * total))) {
         free(pl);
@@ -487,7 +487,8 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         if (!pl->wino[i]) continue;
         nn_conv_shape cs;
         conv_shape(&cs, &net->layers[i]);
-        nn_wino_weights(pl->u + pl->u_off[i], net->params + net->layers[i].w_off, &cs);
+        (pl->wino[i] == 4 ? nn_wino4_weights : nn_wino_weights)(
+            pl->u + pl->u_off[i], net->params + net->layers[i].w_off, &cs);
     }
     net->plan = pl;
     return 0;
@@ -495,13 +496,13 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
 
 int nn_net_plan_wino(const nn_net *net, int i)
 {
-    return net->plan && i >= 0 && i < net->nlayers && net->plan->wino[i];
+    return net->plan && i >= 0 && i < net->nlayers ? net->plan->wino[i] : 0;
 }
 
 int nn_net_plan_wino_layers(const nn_net *net)
 {
     int n = 0;
-    for (int i = 0; i < net->nlayers; i++) n += nn_net_plan_wino(net, i);
+    for (int i = 0; i < net->nlayers; i++) n += nn_net_plan_wino(net, i) != 0;
     return n;
 }
 
@@ -603,7 +604,8 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             if (net->plan && net->plan->wino[i]) {
                 /* Winograd takes the whole batch (it chunks it itself). */
                 ws->wino[i] = 1;
-                sz = nn_wino_scratch_size(&cs, max_batch);
+                sz = net->plan->wino[i] == 4 ? nn_wino4_scratch_size(&cs, max_batch)
+                                             : nn_wino_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
             }
             if (training && nn_wino_fits(&cs)) {
@@ -727,8 +729,8 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
             nn_conv_shape cs;
             conv_shape(&cs, L);
             if (!train && ws->wino[i] && net->plan && net->plan->wino[i]) {
-                nn_wino_forward_n(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n, ws->scratch,
-                                  ws->fuse[i]);
+                (net->plan->wino[i] == 4 ? nn_wino4_forward_n : nn_wino_forward_n)(
+                    y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n, ws->scratch, ws->fuse[i]);
                 break;
             }
             if (train && ws->wtrain[i] && ws->wino_on) {

@@ -257,7 +257,7 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen);
 /* Drops the plan (if any): forward runs every convolution directly. */
 void nn_net_unplan(nn_net *net);
 /* Number of convolutions the plan runs by Winograd (0 without a plan),
- * and whether it runs layer i so (0 or 1). */
+ * and how it runs layer i: 0 directly, m by F(mxm,3x3) (2 or 4). */
 int nn_net_plan_wino_layers(const nn_net *net);
 int nn_net_plan_wino(const nn_net *net, int i);
 

@@ -29,6 +29,10 @@
  * stays near L2 however large the batch. */
 #define WINO_TILES 256
 
+/* F(4x4,3x3) only from this many tiles per image: with fewer, its GEMMs
+ * have too few rows to pay for weights 2.25 times the size. */
+#define WINO4_MIN_TILES 4
+
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define WINO_X86 1
 #else
@@ -147,54 +151,65 @@ void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs)
 }
 
 struct wino_geom {
+    int m;        /* outputs per tile side: 2 (F(2x2,3x3)) or 4      */
+    int P;        /* element positions per tile, (m + 2)^2           */
     int TH, TW;   /* tiles per column and row of an image          */
-    int Hp, Wp;   /* bordered input: 2 TH + 2 rows, 2 TW + 2 columns */
+    int Hp, Wp;   /* bordered input: m TH + 2 rows, m TW + 2 columns */
     size_t tiles; /* TH * TW                                       */
 };
 
-static void wino_geom(struct wino_geom *gm, const nn_conv_shape *cs)
+static void wino_geom_m(struct wino_geom *gm, const nn_conv_shape *cs, int m)
 {
-    gm->TH = (cs->OH + 1) / 2;
-    gm->TW = (cs->OW + 1) / 2;
-    gm->Hp = 2 * gm->TH + 2;
-    gm->Wp = 2 * gm->TW + 2;
+    gm->m = m;
+    gm->P = (m + 2) * (m + 2);
+    gm->TH = (cs->OH + m - 1) / m;
+    gm->TW = (cs->OW + m - 1) / m;
+    gm->Hp = m * gm->TH + 2;
+    gm->Wp = m * gm->TW + 2;
     gm->tiles = (size_t)gm->TH * gm->TW;
 }
 
-int nn_wino_group(const nn_conv_shape *cs)
+static void wino_geom(struct wino_geom *gm, const nn_conv_shape *cs) { wino_geom_m(gm, cs, 2); }
+
+/* Images per chunk: about WINO_TILES F(2x2) tiles' worth of positions. */
+static int wino_group_m(const nn_conv_shape *cs, int m)
 {
     struct wino_geom gm;
-    wino_geom(&gm, cs);
-    size_t n = WINO_TILES / gm.tiles;
+    wino_geom_m(&gm, cs, m);
+    size_t n = (size_t)WINO_TILES * 16 / gm.P / gm.tiles;
     return n < 1 ? 1 : (int)n;
 }
+
+int nn_wino_group(const nn_conv_shape *cs) { return wino_group_m(cs, 2); }
 
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
 /* The two scratch regions for gc images: [xp, later M | V, later Yt].
  * Stride 2 first lays the images out whole (xt, twice the rows and columns
  * of xp with a quarter of its channels: as many floats) in the second. */
-static void wino_regions(const nn_conv_shape *cs, int gc, size_t *ra, size_t *rb)
+static void wino_regions(const nn_conv_shape *cs, int gc, int mt, size_t *ra, size_t *rb)
 {
     struct wino_geom gm;
-    wino_geom(&gm, cs);
+    wino_geom_m(&gm, cs, mt);
     const nn_conv_shape e = wino_shape(cs);
     const size_t T = gm.tiles * gc;
-    size_t xp = (size_t)gc * gm.Hp * gm.Wp * e.C, m = 16 * T * e.O;
-    size_t v = 16 * T * e.C, yt = 4 * T * e.O;
+    size_t xp = (size_t)gc * gm.Hp * gm.Wp * e.C, m = gm.P * T * e.O;
+    size_t v = gm.P * T * e.C, yt = (size_t)mt * mt * T * e.O;
     if (wino_s2d(cs) && xp > v) v = xp;
     *ra = round16(xp > m ? xp : m);
     *rb = round16(v > yt ? v : yt);
 }
 
-size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g)
+static size_t wino_scratch_m(const nn_conv_shape *cs, int g, int m)
 {
-    int gc = nn_wino_group(cs);
+    int gc = wino_group_m(cs, m);
     if (g < gc) gc = g < 1 ? 1 : g;
     size_t ra, rb;
-    wino_regions(cs, gc, &ra, &rb);
+    wino_regions(cs, gc, m, &ra, &rb);
     return ra + rb;
 }
+
+size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g) { return wino_scratch_m(cs, g, 2); }
 
 /* x [n, C, H, W] into xp [n, Hp, Wp, C] at (r + p, s + p), zeros around;
  * 4 x 4 blocks (channels x columns) transposed at once. */
@@ -298,10 +313,10 @@ typedef int v8i __attribute__((vector_size(32)));
 static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *cs, int n,
                                const struct wino_geom *gm)
 {
-    const int O = cs->O, OH = cs->OH, OW = cs->OW, GW = 2 * gm->TW;
+    const int O = cs->O, OH = cs->OH, OW = cs->OW, GW = gm->m * gm->TW;
     const size_t plane = (size_t)OH * OW;
     for (int i = 0; i < n; i++) {
-        const float *yi = Yt + (size_t)i * 2 * gm->TH * GW * O;
+        const float *yi = Yt + (size_t)i * gm->m * gm->TH * GW * O;
         float *dst = y + (size_t)i * O * plane;
         for (int oh = 0; oh < OH; oh++) {
             const float *src = yi + (size_t)oh * GW * O;
@@ -324,13 +339,13 @@ static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *c
     }
 }
 
-void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
-                       const nn_conv_shape *cs, int g, float *scratch, int relu)
+static void wino_forward(float *y, const float *x, const float *u, const float *b,
+                         const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
 {
     struct wino_geom gm;
-    wino_geom(&gm, cs);
+    wino_geom_m(&gm, cs, mt);
     const nn_conv_shape e = wino_shape(cs);
-    const int C = e.C, O = cs->O, step = nn_wino_group(cs);
+    const int C = e.C, O = cs->O, P = gm.P, step = wino_group_m(cs, mt);
     const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)O * cs->OH * cs->OW;
     const int path = nn_gemm_get_path();
     const int wide = path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512;
@@ -338,7 +353,7 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
         size_t ra, rb;
-        wino_regions(cs, n, &ra, &rb);
+        wino_regions(cs, n, mt, &ra, &rb);
         float *xp = scratch, *M = scratch, *V = scratch + ra, *Yt = scratch + ra;
         const int T = (int)(gm.tiles * n);
         if (wino_s2d(cs))
@@ -347,21 +362,83 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
             wino_pack_input(xp, x + i0 * nin, cs, n, &gm);
 #if WINO_X86
         if (wide)
-            input_transform_v8(V, xp, &e, n, &gm);
+            (mt == 4 ? input_transform4_v8 : input_transform_v8)(V, xp, &e, n, &gm);
         else
 #endif
-            input_transform_v4(V, xp, &e, n, &gm);
-        for (int q = 0; q < 16; q++)
-            nn_gemm(0, 0, T, O, C, 1.0f, V + (size_t)q * C, 16 * C, u + (size_t)q * C * O, O, 0.0f,
-                    M + (size_t)q * O, 16 * O);
+            (mt == 4 ? input_transform4_v4 : input_transform_v4)(V, xp, &e, n, &gm);
+        for (int q = 0; q < P; q++)
+            nn_gemm(0, 0, T, O, C, 1.0f, V + (size_t)q * C, P * C, u + (size_t)q * C * O, O, 0.0f,
+                    M + (size_t)q * O, P * O);
 #if WINO_X86
         if (wide)
-            output_transform_v8(Yt, M, b, relu, cs, n, &gm);
+            (mt == 4 ? output_transform4_v8 : output_transform_v8)(Yt, M, b, relu, cs, n, &gm);
         else
 #endif
-            output_transform_v4(Yt, M, b, relu, cs, n, &gm);
+            (mt == 4 ? output_transform4_v4 : output_transform_v4)(Yt, M, b, relu, cs, n, &gm);
         wino_unpack_output(y + i0 * nout, Yt, cs, n, &gm);
     }
+}
+
+void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
+                       const nn_conv_shape *cs, int g, float *scratch, int relu)
+{
+    wino_forward(y, x, u, b, cs, g, scratch, relu, 2);
+}
+
+/* ---- F(4x4,3x3) ----------------------------------------------------------
+ * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+ *      1/24 -1/12 1/6; 0 0 1], in double; the transforms in wino_xf.h. */
+static void wino_ggt4(double u[36], const double g[9])
+{
+    static const double G[6][3] = {{0.25, 0, 0},
+                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                   {0, 0, 1}};
+    double t[6][3];
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 3; j++)
+            t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+    for (int i = 0; i < 6; i++)
+        for (int j = 0; j < 6; j++)
+            u[i * 6 + j] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+}
+
+int nn_wino4_pays(const nn_conv_shape *cs)
+{
+    if (!nn_wino_fits(cs)) return 0;
+    struct wino_geom g2, g4;
+    const nn_conv_shape e = wino_shape(cs);
+    wino_geom_m(&g2, &e, 2);
+    wino_geom_m(&g4, &e, 4);
+    return g4.tiles >= WINO4_MIN_TILES && 36 * g4.tiles < 16 * g2.tiles;
+}
+
+size_t nn_wino4_weights_size(const nn_conv_shape *cs)
+{
+    const nn_conv_shape e = wino_shape(cs);
+    return (size_t)36 * e.C * e.O;
+}
+
+void nn_wino4_weights(float *u, const float *w, const nn_conv_shape *cs)
+{
+    const nn_conv_shape e = wino_shape(cs);
+    for (int c = 0; c < e.C; c++)
+        for (int o = 0; o < e.O; o++) {
+            double g[9], v[36];
+            wino_kernel(g, w, cs, o, c);
+            wino_ggt4(v, g);
+            for (int q = 0; q < 36; q++) u[((size_t)q * e.C + c) * e.O + o] = (float)v[q];
+        }
+}
+
+size_t nn_wino4_scratch_size(const nn_conv_shape *cs, int g) { return wino_scratch_m(cs, g, 4); }
+
+void nn_wino4_forward_n(float *y, const float *x, const float *u, const float *b,
+                        const nn_conv_shape *cs, int g, float *scratch, int relu)
+{
+    wino_forward(y, x, u, b, cs, g, scratch, relu, 4);
 }
 
 /* ---- input gradient ----------------------------------------------------

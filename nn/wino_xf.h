@@ -121,3 +121,142 @@ WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const flo
 
 #undef WX_IN
 #undef WX_OUT
+
+/* ---- F(4x4,3x3) ----------------------------------------------------------
+ * B^T = [4  0 -5  0 1 0;     A^T = [1 1  1 1  1 0;
+ *        0 -4 -4  1 1 0;            0 1 -1 2 -2 0;
+ *        0  4 -4 -1 1 0;            0 1  1 4  4 0;
+ *        0 -2 -1  2 1 0;            0 1 -1 8 -8 1]
+ *        0  2 -1 -2 1 0;
+ *        0  4  0 -5 0 1]
+ * applied to one side of a 6x6 block by WX_BT6 and of a 6x4 one by WX_AT6,
+ * in the grouping that shares the sums (Lavin and Gray's). */
+#define WX_BT6(o, i)                                                      \
+    do {                                                                  \
+        WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2);                       \
+        WX_VT s34 = i(3) + i(4), d42 = i(4) - i(2), d31 = i(3) - i(1);    \
+        o(0) = four * i(0) - five * i(2) + i(4);                          \
+        o(1) = s34 - four * s12;                                          \
+        o(2) = (i(4) - i(3)) + four * d12;                                \
+        o(3) = d42 + two * d31;                                           \
+        o(4) = d42 - two * d31;                                           \
+        o(5) = four * i(1) - five * i(3) + i(5);                          \
+    } while (0)
+
+#define WX_AT6(o, i)                                                      \
+    do {                                                                  \
+        WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2);                       \
+        WX_VT s34 = i(3) + i(4), d34 = i(3) - i(4);                       \
+        o(0) = i(0) + s12 + s34;                                          \
+        o(1) = d12 + two * d34;                                           \
+        o(2) = s12 + four * s34;                                          \
+        o(3) = d12 + eight * d34 + i(5);                                  \
+    } while (0)
+
+/* One tile's F(4x4,3x3) input transform for channels [c, c + NC): the
+ * rows of d (6x6 from d0) through B^T into e, then e's columns into the
+ * 36 V positions (C floats apart). */
+#define WX_IN4(NC)                                                        \
+    do {                                                                  \
+        WX_VT e[6][6];                                                    \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)               \
+        {                                                                 \
+            const float *dr = d0 + r * rs + c;                            \
+            WX_VT d[6];                                                   \
+            _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++) d[s] =    \
+                WX_FN(ld)(dr + s * C, NC);                                \
+            WX_BT6(WX_EO, WX_DI);                                         \
+        }                                                                 \
+        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)               \
+        {                                                                 \
+            WX_VT v[6];                                                   \
+            WX_BT6(WX_VO, WX_EI);                                         \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)           \
+                WX_FN(st)(v0 + (size_t)(r * 6 + s) * C + c, v[r], NC);    \
+        }                                                                 \
+    } while (0)
+#define WX_DI(k) d[k]
+#define WX_EO(k) e[k][r]
+#define WX_EI(k) e[s][k]
+#define WX_VO(k) v[k]
+
+/* V [T, 36, C]: for each tile, B^T d B per channel. */
+WX_ATTR static void WX_FN(input_transform4)(float *V, const float *xp, const nn_conv_shape *cs,
+                                            int n, const struct wino_geom *gm)
+{
+    const int C = cs->C, TH = gm->TH, TW = gm->TW;
+    const size_t rs = (size_t)gm->Wp * C;
+    const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, five = zero + 5.0f;
+    size_t t = 0;
+    for (int i = 0; i < n; i++)
+        for (int ti = 0; ti < TH; ti++)
+            for (int tj = 0; tj < TW; tj++, t++) {
+                const float *d0 = xp + ((size_t)i * gm->Hp + 4 * ti) * rs + (size_t)4 * tj * C;
+                float *v0 = V + t * 36 * C;
+                int c = 0;
+                for (; c + WX_VL <= C; c += WX_VL) WX_IN4(WX_VL);
+                if (c < C) WX_IN4(C - c);
+            }
+}
+
+/* One tile's F(4x4,3x3) output transform for channels [o, o + NO): the
+ * 36 M entries (O floats apart) through A^T by rows into q [4, 6], then
+ * q's rows into 4 outputs each, plus the bias, then the ReLU. */
+#define WX_OUT4(NO)                                                       \
+    do {                                                                  \
+        WX_VT q[4][6], bv = b ? WX_FN(ld)(b + o, NO) : zero;              \
+        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)               \
+        {                                                                 \
+            WX_VT m[6];                                                   \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++) m[r] =    \
+                WX_FN(ld)(m0 + (size_t)(r * 6 + s) * O + o, NO);          \
+            WX_AT6(WX_QO, WX_MI);                                         \
+        }                                                                 \
+        _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)               \
+        {                                                                 \
+            WX_VT yv[4];                                                  \
+            WX_AT6(WX_YO, WX_QI);                                         \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)           \
+            {                                                             \
+                WX_VT y_ = yv[j] + bv;                                    \
+                if (relu) y_ = (WX_VT)((WX_VI)y_ & (y_ > zero));          \
+                WX_FN(st)(y0 + ((size_t)a * GW + j) * O + o, y_, NO);     \
+            }                                                             \
+        }                                                                 \
+    } while (0)
+#define WX_MI(k) m[k]
+#define WX_QO(k) q[k][s]
+#define WX_QI(k) q[a][k]
+#define WX_YO(k) yv[k]
+
+/* Yt [n, 4 TH, 4 TW, O] = A^T M A + bias (then ReLU). */
+WX_ATTR static void WX_FN(output_transform4)(float *Yt, const float *M, const float *b, int relu,
+                                             const nn_conv_shape *cs, int n,
+                                             const struct wino_geom *gm)
+{
+    const int O = cs->O, TH = gm->TH, TW = gm->TW, GW = 4 * TW;
+    const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, eight = zero + 8.0f;
+    size_t t = 0;
+    for (int i = 0; i < n; i++)
+        for (int ti = 0; ti < TH; ti++)
+            for (int tj = 0; tj < TW; tj++, t++) {
+                const float *m0 = M + t * 36 * O;
+                float *y0 = Yt + (((size_t)i * 4 * TH + 4 * ti) * GW + 4 * tj) * O;
+                int o = 0;
+                for (; o + WX_VL <= O; o += WX_VL) WX_OUT4(WX_VL);
+                if (o < O) WX_OUT4(O - o);
+            }
+}
+
+#undef WX_BT6
+#undef WX_AT6
+#undef WX_IN4
+#undef WX_OUT4
+#undef WX_DI
+#undef WX_EO
+#undef WX_EI
+#undef WX_VO
+#undef WX_MI
+#undef WX_QO
+#undef WX_QI
+#undef WX_YO

@@ -23,6 +23,17 @@
  * 4x the direct convolution's for these sizes; a dropped or misplaced
  * product moves an output by about |g| |d|, well above it.
  *
+ * F(4x4,3x3) (6x6 tiles; B^T, G, A^T in nn/wino_xf.h and nn/wino.c):
+ * the same argument. Roundings: U 2, V 6 (each side at most 3 on a
+ * term's way: a scaled entry, a partial sum, the sum), the product 1,
+ * the channels C - 1, A^T M A 6 (3 a side) and the bias 1: n = C + 15.
+ * Growth per dimension and output i: sum_e |A_ei| (sum_j |G_ej|)
+ * (sum_k |B^T_ek|) with row sums of |G| 1/4, 1/2, 1/2, 7/24, 7/24, 1 and
+ * of |B^T| 10, 10, 10, 6, 6, 10 gives 16, 17, 24 and 48 for i = 0..3,
+ * so 48 * 48 = 2304 in two: 36 times F(2x2)'s, the price of the larger
+ * tile's entries (8, 1/6). A dropped product still shows (see
+ * test_wino_bound_catches).
+ *
  * Stride 2 (k 4 to 6) runs as the stride-1 3x3 convolution of the
  * space-to-depth image z (4C channels, phase (a, b) of the bordered input
  * in channels (2a + b) C ..) with the kernel's taps regrouped by phase
@@ -50,6 +61,7 @@
 #include "tol.h"
 
 #define WINO_GROWTH 64.0
+#define WINO4_GROWTH 2304.0
 
 static void fill(float *v, size_t n, uint64_t seed, float scale)
 {
@@ -58,23 +70,30 @@ static void fill(float *v, size_t n, uint64_t seed, float scale)
     for (size_t i = 0; i < n; i++) v[i] = (2.0f * nn_rng_uniform(&r) - 1.0f) * scale;
 }
 
-/* The bound above for output (o, oh, ow) of one image x [C,H,W]. */
-static double wino_bound(const nn_conv_shape *cs, const float *x, const float *w, const float *b,
-                         int o, int oh, int ow)
+/* The bound above for output (o, oh, ow) of one image x [C,H,W], by
+ * F(mt x mt, 3x3): tiles of mt + 2, growth and roundings per mt. */
+static double wino_bound_m(const nn_conv_shape *cs, const float *x, const float *w,
+                           const float *b, int o, int oh, int ow, int mt)
 {
-    const int r0 = oh / 2 * 2 - cs->p, s0 = ow / 2 * 2 - cs->p;
+    const int r0 = oh / mt * mt - cs->p, s0 = ow / mt * mt - cs->p;
     double m = 0.0;
     for (int c = 0; c < cs->C; c++) {
         double mg = 0.0, md = 0.0;
         for (int j = 0; j < 9; j++) mg = fmax(mg, fabsf(w[((size_t)o * cs->C + c) * 9 + j]));
-        for (int r = r0; r < r0 + 4; r++)
-            for (int s = s0; s < s0 + 4; s++)
+        for (int r = r0; r < r0 + mt + 2; r++)
+            for (int s = s0; s < s0 + mt + 2; s++)
                 if (r >= 0 && r < cs->H && s >= 0 && s < cs->W)
                     md = fmax(md, fabsf(x[((size_t)c * cs->H + r) * cs->W + s]));
         m += mg * md;
     }
-    m = WINO_GROWTH * m + (b ? fabsf(b[o]) : 0.0f);
-    return (tol_gamma(cs->C + 9.0) + TOL_U) * m;
+    m = (mt == 4 ? WINO4_GROWTH : WINO_GROWTH) * m + (b ? fabsf(b[o]) : 0.0f);
+    return (tol_gamma(cs->C + (mt == 4 ? 15.0 : 9.0)) + TOL_U) * m;
+}
+
+static double wino_bound(const nn_conv_shape *cs, const float *x, const float *w, const float *b,
+                         int o, int oh, int ow)
+{
+    return wino_bound_m(cs, x, w, b, o, oh, ow, 2);
 }
 
 /* z [4C, OH + 2, OW + 2] of one image x [C,H,W] (stride 2, border p). */
@@ -112,7 +131,7 @@ static void s2d_kernel(float *w3, const float *w, const nn_conv_shape *cs)
 /* One shape (k 3 stride 1, or k 4 to 6 stride 2), g images, with and
  * without bias and ReLU, against the reference image by image; the
  * scratch's end is guarded. */
-static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int g)
+static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int g, int mt)
 {
     nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
     assert_true(nn_wino_fits(&cs));
@@ -122,15 +141,16 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
     float *z = malloc((size_t)bs.C * bs.H * bs.W * 4), *w3 = malloc((size_t)O * bs.C * 9 * 4);
     assert_true(z && w3);
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k;
-    const size_t nscr = nn_wino_scratch_size(&cs, g);
+    const size_t nscr = mt == 4 ? nn_wino4_scratch_size(&cs, g) : nn_wino_scratch_size(&cs, g);
+    const size_t nu = mt == 4 ? nn_wino4_weights_size(&cs) : nn_wino_weights_size(&cs);
     float *x = malloc(g * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4),
-          *u = malloc(nn_wino_weights_size(&cs) * 4), *y = malloc(g * ny * 4),
+          *u = malloc(nu * 4), *y = malloc(g * ny * 4),
           *ref = malloc(ny * 4), *scr = malloc((nscr + 1) * 4);
     assert_true(x && w && b && u && y && ref && scr);
     fill(x, g * nx, 100 + C * 7 + H, 1.0f);
     fill(w, nw, 200 + O, 0.3f);
     fill(b, O, 300 + O, 0.5f);
-    nn_wino_weights(u, w, &cs);
+    (mt == 4 ? nn_wino4_weights : nn_wino_weights)(u, w, &cs);
     if (st == 2)
         s2d_kernel(w3, w, &cs);
     else
@@ -139,7 +159,7 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
         const float *bias = variant == 1 ? NULL : b;
         const int relu = variant == 2;
         scr[nscr] = 12345.0f;
-        nn_wino_forward_n(y, x, u, bias, &cs, g, scr, relu);
+        (mt == 4 ? nn_wino4_forward_n : nn_wino_forward_n)(y, x, u, bias, &cs, g, scr, relu);
         assert_true(scr[nscr] == 12345.0f);
         for (int i = 0; i < g; i++) {
             const float *xi = x + i * nx;
@@ -154,12 +174,12 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
                         size_t j = ((size_t)o * cs.OH + oh) * cs.OW + ow;
                         double want = relu && ref[j] < 0 ? 0.0 : ref[j];
                         double got = y[i * ny + j];
-                        double bound = wino_bound(&bs, z, w3, bias, o, oh, ow);
+                        double bound = wino_bound_m(&bs, z, w3, bias, o, oh, ow, mt);
                         if (!(fabs(got - want) <= bound))
-                            fail_msg("C%d %dx%d O%d k%d s%d p%d g%d variant %d: image %d "
+                            fail_msg("F%d C%d %dx%d O%d k%d s%d p%d g%d variant %d: image %d "
                                      "y[%d,%d,%d] = %.9g, reference %.9g, bound %.3g",
-                                     C, H, W, O, k, st, p, g, variant, i, o, oh, ow, got, want,
-                                     bound);
+                                     mt, C, H, W, O, k, st, p, g, variant, i, o, oh, ow, got,
+                                     want, bound);
                     }
         }
     }
@@ -174,9 +194,9 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
     free(w3);
 }
 
-static void check_shape(int C, int H, int W, int O, int p, int g)
+static void check_shape(int C, int H, int W, int O, int p, int g, int mt)
 {
-    check_shape_ks(C, H, W, O, 3, 1, p, g);
+    check_shape_ks(C, H, W, O, 3, 1, p, g, mt);
 }
 
 /* Each case row through check on every kernel path this CPU runs (the
@@ -196,43 +216,66 @@ static void on_every_path(void (*check)(const int *row), const int *rows, size_t
 }
 
 /* Case rows: C, H, W, O, p, g (3x3 stride 1), or C, H, W, O, k, s, p, g. */
-static void check_shape_row(const int *r) { check_shape(r[0], r[1], r[2], r[3], r[4], r[5]); }
+static void check_shape_row(const int *r) { check_shape(r[0], r[1], r[2], r[3], r[4], r[5], 2); }
 static void check_shape_ks_row(const int *r)
 {
-    check_shape_ks(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]);
+    check_shape_ks(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], 2);
+}
+static void check_shape4_row(const int *r) { check_shape(r[0], r[1], r[2], r[3], r[4], r[5], 4); }
+static void check_shape4_ks_row(const int *r)
+{
+    check_shape_ks(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], 4);
 }
 
 /* Shapes: the big CNN's three (24x24, 10x10 and 8x8 outputs), odd maps
  * (a dropped grid row and column), channel counts off the 4-lane vectors,
  * padding 0, 1 and 2, one row or column of outputs, and batches that fill
  * several chunks of tiles (nn_wino_group) with a partial last one. */
+static const int s1_cases[][6] = {
+    /* C, H, W, O, p, g */
+    {32, 26, 26, 32, 0, 1}, {32, 12, 12, 64, 0, 3}, {64, 10, 10, 64, 0, 2}, {3, 9, 11, 5, 1, 2},
+    {2, 3, 3, 1, 0, 1},     {5, 7, 4, 6, 2, 1},     {4, 3, 8, 4, 0, 3},     {6, 13, 5, 7, 1, 4},
+    {8, 6, 6, 4, 1, 37},    {7, 5, 5, 9, 0, 70}};
+
 static void test_wino_vs_ref(void **s)
 {
     (void)s;
-    static const int cases[][6] = {
-        /* C, H, W, O, p, g */
-        {32, 26, 26, 32, 0, 1}, {32, 12, 12, 64, 0, 3}, {64, 10, 10, 64, 0, 2}, {3, 9, 11, 5, 1, 2},
-        {2, 3, 3, 1, 0, 1},     {5, 7, 4, 6, 2, 1},     {4, 3, 8, 4, 0, 3},     {6, 13, 5, 7, 1, 4},
-        {8, 6, 6, 4, 1, 37},    {7, 5, 5, 9, 0, 70}};
-    on_every_path(check_shape_row, &cases[0][0], sizeof cases / sizeof cases[0],
-                  sizeof cases[0] / sizeof cases[0][0]);
+    on_every_path(check_shape_row, &s1_cases[0][0], sizeof s1_cases / sizeof s1_cases[0],
+                  sizeof s1_cases[0] / sizeof s1_cases[0][0]);
+}
+
+/* F(4x4,3x3) on the same shapes: maps that are not multiples of 4 (up to
+ * three dropped grid rows and columns), and several chunks. */
+static void test_wino4_vs_ref(void **s)
+{
+    (void)s;
+    on_every_path(check_shape4_row, &s1_cases[0][0], sizeof s1_cases / sizeof s1_cases[0],
+                  sizeof s1_cases[0] / sizeof s1_cases[0][0]);
 }
 
 /* Stride 2 by space-to-depth: the big CNN's two 5x5 layers (24x24 -> 12x12
  * and 8x8 -> 4x4, border 2), kernels 4 and 6, borders 0 to 3, odd and
  * even maps (the last phase row or column partly outside the image), one
  * output, channel counts off the vectors, and batches past a chunk. */
+static const int s2_cases[][8] = {/* C, H, W, O, k, s, p, g */
+                                  {32, 24, 24, 32, 5, 2, 2, 1}, {64, 8, 8, 64, 5, 2, 2, 2},
+                                  {3, 9, 11, 5, 5, 2, 2, 3},    {5, 7, 6, 6, 5, 2, 0, 1},
+                                  {2, 5, 5, 3, 5, 2, 1, 2},     {6, 10, 9, 4, 4, 2, 1, 1},
+                                  {4, 12, 12, 7, 6, 2, 3, 2},   {7, 5, 5, 9, 5, 2, 2, 40},
+                                  {1, 6, 6, 2, 5, 2, 2, 1},     {8, 11, 13, 8, 4, 2, 0, 70}};
+
 static void test_wino_s2d_vs_ref(void **s)
 {
     (void)s;
-    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
-                                   {32, 24, 24, 32, 5, 2, 2, 1}, {64, 8, 8, 64, 5, 2, 2, 2},
-                                   {3, 9, 11, 5, 5, 2, 2, 3},    {5, 7, 6, 6, 5, 2, 0, 1},
-                                   {2, 5, 5, 3, 5, 2, 1, 2},     {6, 10, 9, 4, 4, 2, 1, 1},
-                                   {4, 12, 12, 7, 6, 2, 3, 2},   {7, 5, 5, 9, 5, 2, 2, 40},
-                                   {1, 6, 6, 2, 5, 2, 2, 1},     {8, 11, 13, 8, 4, 2, 0, 70}};
-    on_every_path(check_shape_ks_row, &cases[0][0], sizeof cases / sizeof cases[0],
-                  sizeof cases[0] / sizeof cases[0][0]);
+    on_every_path(check_shape_ks_row, &s2_cases[0][0], sizeof s2_cases / sizeof s2_cases[0],
+                  sizeof s2_cases[0] / sizeof s2_cases[0][0]);
+}
+
+static void test_wino4_s2d_vs_ref(void **s)
+{
+    (void)s;
+    on_every_path(check_shape4_ks_row, &s2_cases[0][0], sizeof s2_cases / sizeof s2_cases[0],
+                  sizeof s2_cases[0] / sizeof s2_cases[0][0]);
 }
 
 /* The input gradient (nn_wino_dx_n) against the reference backward's dx.
@@ -337,24 +380,27 @@ static void test_wino_bound_catches(void **s)
     (void)s;
     nn_conv_shape cs = {16, 10, 10, 8, 3, 1, 1, 10, 10};
     const size_t nx = 1600, nw = 8 * 16 * 9, ny = 800;
-    float *x = malloc(nx * 4), *w = malloc(nw * 4), *w2 = malloc(nw * 4), *u = malloc(16 * 128 * 4),
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *w2 = malloc(nw * 4), *u = malloc(36 * 128 * 4),
           *y = malloc(ny * 4), *ref = malloc(ny * 4),
-          *scr = malloc(nn_wino_scratch_size(&cs, 1) * 4);
+          *scr = malloc(nn_wino4_scratch_size(&cs, 1) * 4 + nn_wino_scratch_size(&cs, 1) * 4);
     assert_true(x && w && w2 && u && y && ref && scr);
     fill(x, nx, 5, 1.0f);
     fill(w, nw, 6, 0.3f);
     memcpy(w2, w, nw * 4);
     w2[(3 * 16 + 5) * 9 + 4] = 0.0f; /* output 3, channel 5, centre tap */
-    nn_wino_weights(u, w2, &cs);
-    nn_wino_forward_n(y, x, u, NULL, &cs, 1, scr, 0);
     nn_conv2d_forward_ref(ref, x, w, NULL, &cs);
-    int outside = 0;
-    for (int oh = 0; oh < 10; oh++)
-        for (int ow = 0; ow < 10; ow++) {
-            size_t j = (3 * 10 + oh) * 10 + ow;
-            outside += fabs(y[j] - ref[j]) > wino_bound(&cs, x, w, NULL, 3, oh, ow);
-        }
-    assert_true(outside > 50);
+    for (int mt = 2; mt <= 4; mt += 2) {
+        (mt == 4 ? nn_wino4_weights : nn_wino_weights)(u, w2, &cs);
+        (mt == 4 ? nn_wino4_forward_n : nn_wino_forward_n)(y, x, u, NULL, &cs, 1, scr, 0);
+        int outside = 0;
+        for (int oh = 0; oh < 10; oh++)
+            for (int ow = 0; ow < 10; ow++) {
+                size_t j = (3 * 10 + oh) * 10 + ow;
+                outside += fabs(y[j] - ref[j]) > wino_bound_m(&cs, x, w, NULL, 3, oh, ow, mt);
+            }
+        print_message("F(%dx%d): %d of 100 outputs outside the bound\n", mt, mt, outside);
+        assert_true(outside > 50);
+    }
     free(x);
     free(w);
     free(w2);
@@ -552,6 +598,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wino_vs_ref),
         cmocka_unit_test(test_wino_s2d_vs_ref),
+        cmocka_unit_test(test_wino4_vs_ref),
+        cmocka_unit_test(test_wino4_s2d_vs_ref),
         cmocka_unit_test(test_wino_dx_vs_ref),
         cmocka_unit_test(test_wino_bound_catches),
         cmocka_unit_test(test_plan),

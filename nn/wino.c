@@ -127,27 +127,47 @@ static inline void wino_ggt(double u[16], const double g[9])
     }
 }
 
-/* u [16, C, O] = G g G^T of the kernel (o, c), for C channels in and O
- * out: the forward's kernels (dx 0) or the input gradient's (dx 1). */
-static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, int C, int O, int dx)
+static void wino_ggt4(double u[36], const double g[9]);
+
+/* Output channels a transform block holds: [36][WINO_OB] floats, 9 KiB. */
+#define WINO_OB 64
+
+/* u [P, C, O] = G g G^T of the kernel (o, c), for C channels in and O
+ * out: the forward's kernels (dx 0) or the input gradient's (dx 1), by
+ * F(2x2,3x3) (mt 2, P 16) or F(4x4,3x3) (mt 4, P 36). The planes of u
+ * lie C O floats apart, often a multiple of 4 KiB: written one value at
+ * a time they would share a few L1 sets and evict each other at every
+ * store. So a block of output channels is transformed into blk first and
+ * copied out a plane row at a time. */
+static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, int C, int O, int dx,
+                           int mt)
 {
-    /* o innermost: the 16 planes of u are each written in order. */
+    const int P = mt == 4 ? 36 : 16;
+    float blk[36 * WINO_OB];
     for (int c = 0; c < C; c++)
-        for (int o = 0; o < O; o++) {
-            double g[9], v[16];
-            if (dx)
-                wino_kernel_dx(g, w, cs, o, c);
-            else
-                wino_kernel(g, w, cs, o, c);
-            wino_ggt(v, g);
-            for (int e = 0; e < 16; e++) u[((size_t)e * C + c) * O + o] = (float)v[e];
+        for (int o0 = 0; o0 < O; o0 += WINO_OB) {
+            const int nb = O - o0 < WINO_OB ? O - o0 : WINO_OB;
+            for (int j = 0; j < nb; j++) {
+                double g[9], v[36];
+                if (dx)
+                    wino_kernel_dx(g, w, cs, o0 + j, c);
+                else
+                    wino_kernel(g, w, cs, o0 + j, c);
+                if (mt == 4)
+                    wino_ggt4(v, g);
+                else
+                    wino_ggt(v, g);
+                for (int e = 0; e < P; e++) blk[e * WINO_OB + j] = (float)v[e];
+            }
+            for (int e = 0; e < P; e++)
+                memcpy(u + ((size_t)e * C + c) * O + o0, blk + e * WINO_OB, sizeof(float) * nb);
         }
 }
 
 void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs)
 {
     const nn_conv_shape e = wino_shape(cs);
-    wino_transform(u, w, cs, e.C, e.O, 0);
+    wino_transform(u, w, cs, e.C, e.O, 0, 2);
 }
 
 struct wino_geom {
@@ -424,13 +444,7 @@ size_t nn_wino4_weights_size(const nn_conv_shape *cs)
 void nn_wino4_weights(float *u, const float *w, const nn_conv_shape *cs)
 {
     const nn_conv_shape e = wino_shape(cs);
-    for (int c = 0; c < e.C; c++)
-        for (int o = 0; o < e.O; o++) {
-            double g[9], v[36];
-            wino_kernel(g, w, cs, o, c);
-            wino_ggt4(v, g);
-            for (int q = 0; q < 36; q++) u[((size_t)q * e.C + c) * e.O + o] = (float)v[q];
-        }
+    wino_transform(u, w, cs, e.C, e.O, 0, 4);
 }
 
 size_t nn_wino4_scratch_size(const nn_conv_shape *cs, int g) { return wino_scratch_m(cs, g, 4); }
@@ -483,7 +497,7 @@ size_t nn_wino_dx_weights_size(const nn_conv_shape *cs)
 void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    wino_transform(u, w, cs, d.C, d.O, 1);
+    wino_transform(u, w, cs, d.C, d.O, 1, 2);
 }
 
 /* Stride 2: images a dz chunk holds (the forward's own chunk). */

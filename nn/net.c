@@ -528,6 +528,7 @@ struct nn_ws {
     float *wino_u;
     size_t wu_off[NN_MAX_LAYERS];
     int wtrain[NN_MAX_LAYERS]; /* 1: forward; 2: forward and input gradient */
+    int wtile[NN_MAX_LAYERS];  /* the forward's F(mxm,3x3): 2 or 4             */
     int wino_on;               /* nn_ws_use_wino                            */
     float *probs;              /* softmax of the last forward_train     */
     const uint8_t *labels;
@@ -558,6 +559,12 @@ static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
 }
 
 static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
+
+/* Floats of layer i's forward U in training (its tile's). */
+static size_t wtrain_u_size(const nn_ws *ws, int i, const nn_conv_shape *cs)
+{
+    return ws->wtile[i] == 4 ? nn_wino4_weights_size(cs) : nn_wino_weights_size(cs);
+}
 
 /* ReLU, dropout and flatten work in place: their output shares the input's
  * buffer. Backward needs neither value (ReLU's mask is "output > 0"). */
@@ -610,9 +617,11 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             }
             if (training && nn_wino_fits(&cs)) {
                 ws->wtrain[i] = nn_wino_dx_fits(&cs) ? 2 : 1;
+                ws->wtile[i] = nn_wino4_pays(&cs) ? 4 : 2;
                 ws->wu_off[i] = wu_total;
-                wu_total += nn_wino_weights_size(&cs) + nn_wino_dx_weights_size(&cs);
-                sz = nn_wino_scratch_size(&cs, max_batch);
+                wu_total += wtrain_u_size(ws, i, &cs) + nn_wino_dx_weights_size(&cs);
+                sz = ws->wtile[i] == 4 ? nn_wino4_scratch_size(&cs, max_batch)
+                                       : nn_wino_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
                 sz = nn_wino_dx_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
@@ -735,8 +744,10 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
             }
             if (train && ws->wtrain[i] && ws->wino_on) {
                 float *u = ws->wino_u + ws->wu_off[i];
-                nn_wino_weights(u, wp, &cs);
-                nn_wino_forward_n(y, x, u, bp, &cs, n, ws->scratch, ws->fuse[i]);
+                const int f4 = ws->wtile[i] == 4;
+                (f4 ? nn_wino4_weights : nn_wino_weights)(u, wp, &cs);
+                (f4 ? nn_wino4_forward_n : nn_wino_forward_n)(y, x, u, bp, &cs, n, ws->scratch,
+                                                               ws->fuse[i]);
                 break;
             }
             for (int b = 0; b < n; b += ws->group[i]) {
@@ -892,7 +903,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                                      x + b * nin, wp, &cs, g, ws->scratch);
             }
             if (wdx) {
-                float *u = ws->wino_u + ws->wu_off[i] + nn_wino_weights_size(&cs);
+                float *u = ws->wino_u + ws->wu_off[i] + wtrain_u_size(ws, i, &cs);
                 nn_wino_dx_weights(u, wp, &cs);
                 nn_wino_dx_n(dx, dy, u, &cs, n, ws->scratch);
             }

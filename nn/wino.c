@@ -30,7 +30,7 @@
 #define WINO_TILES 256
 
 /* F(4x4,3x3) only from this many tiles per image: with fewer, its GEMMs
- * have too few rows to pay for weights 2.25 times the size. */
+ * have too few rows at batch 1 to pay for weights 2.25 times the size. */
 #define WINO4_MIN_TILES 4
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
@@ -488,50 +488,55 @@ int nn_wino_dx_fits(const nn_conv_shape *cs)
     return 64 * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
 }
 
+/* The input gradient's tile: F(4x4) where it pays for dy. */
+static int wino_dx_m(const nn_conv_shape *d) { return nn_wino4_pays(d) ? 4 : 2; }
+
 size_t nn_wino_dx_weights_size(const nn_conv_shape *cs)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    return nn_wino_weights_size(&d);
+    return wino_dx_m(&d) == 4 ? nn_wino4_weights_size(&d) : nn_wino_weights_size(&d);
 }
 
 void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    wino_transform(u, w, cs, d.C, d.O, 1, 2);
+    wino_transform(u, w, cs, d.C, d.O, 1, wino_dx_m(&d));
 }
 
 /* Stride 2: images a dz chunk holds (the forward's own chunk). */
 static int wino_dx_group(const nn_conv_shape *cs, int g)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    int step = nn_wino_group(&d);
+    int step = wino_group_m(&d, wino_dx_m(&d));
     return g < step ? (g < 1 ? 1 : g) : step;
 }
 
 size_t nn_wino_dx_scratch_size(const nn_conv_shape *cs, int g)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    if (!wino_s2d(cs)) return nn_wino_scratch_size(&d, g);
+    const int mt = wino_dx_m(&d);
+    if (!wino_s2d(cs)) return wino_scratch_m(&d, g, mt);
     const int gc = wino_dx_group(cs, g);
-    return round16(nn_wino_scratch_size(&d, gc)) + (size_t)gc * d.O * d.OH * d.OW;
+    return round16(wino_scratch_m(&d, gc, mt)) + (size_t)gc * d.O * d.OH * d.OW;
 }
 
 void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shape *cs, int g,
                   float *scratch)
 {
     nn_conv_shape d = wino_dx_shape(cs);
+    const int mt = wino_dx_m(&d);
     if (!wino_s2d(cs)) {
-        nn_wino_forward_n(dx, dy, u, NULL, &d, g, scratch, 0);
+        wino_forward(dx, dy, u, NULL, &d, g, scratch, 0, mt);
         return;
     }
     const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hz = d.OH, Wz = d.OW;
     const int step = wino_dx_group(cs, g);
     const size_t nin = (size_t)C * H * W, ndy = (size_t)cs->O * cs->OH * cs->OW;
     const size_t nz = (size_t)4 * C * Hz * Wz;
-    float *dz = scratch + round16(nn_wino_scratch_size(&d, step));
+    float *dz = scratch + round16(wino_scratch_m(&d, step, mt));
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
-        nn_wino_forward_n(dz, dy + i0 * ndy, u, NULL, &d, n, scratch, 0);
+        wino_forward(dz, dy + i0 * ndy, u, NULL, &d, n, scratch, 0, mt);
         for (int i = 0; i < n; i++)
             for (int c = 0; c < C; c++) {
                 float *xc = dx + (size_t)(i0 + i) * nin + (size_t)c * H * W;

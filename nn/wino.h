@@ -61,11 +61,13 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
  * per channel pair and tile instead of 144 (4 times fewer; F(2x2) saves
  * 2.25 times), at the price of larger transforms and rounding errors
  * (their entries reach 8 and 1/6; tests/unit/test_wino.c bounds them).
- * Inference only: nn_net_plan picks it where nn_wino4_pays, i.e. where it
- * takes fewer multiplies than F(2x2) once both tile grids are rounded up
- * to the map and the map has at least 4 of its tiles (fewer leave the 36
- * GEMMs a row or two each, against weights 2.25 times the size). Same
- * shapes and contract as the F(2x2) functions above; u is [36, C, O]. */
+ * nn_wino4_pays: 1 where it takes fewer multiplies than F(2x2) once
+ * both tile grids are rounded up to the map, and an image has at least 4
+ * of its tiles (fewer leave the 36 GEMMs a row or two each at batch 1,
+ * against weights 2.25 times the size). The inference plan and the
+ * training forward run F(4x4) where it pays; the input gradient (below)
+ * picks its own tile the same way, for dy's convolution. Same shapes and
+ * contract as the F(2x2) functions above; u is [36, C, O]. */
 int nn_wino4_pays(const nn_conv_shape *cs);
 size_t nn_wino4_weights_size(const nn_conv_shape *cs);
 void nn_wino4_weights(float *u, const float *w, const nn_conv_shape *cs);

@@ -90,11 +90,6 @@ static double wino_bound_m(const nn_conv_shape *cs, const float *x, const float 
     return (tol_gamma(cs->C + (mt == 4 ? 15.0 : 9.0)) + TOL_U) * m;
 }
 
-static double wino_bound(const nn_conv_shape *cs, const float *x, const float *w, const float *b,
-                         int o, int oh, int ow)
-{
-    return wino_bound_m(cs, x, w, b, o, oh, ow, 2);
-}
 
 /* z [4C, OH + 2, OW + 2] of one image x [C,H,W] (stride 2, border p). */
 static void s2d_image(float *z, const float *x, const nn_conv_shape *cs)
@@ -284,12 +279,16 @@ static void test_wino4_s2d_vs_ref(void **s)
  * stride 2 regrouped into 4C outputs, one per stride phase of dx; the
  * bound is the forward's for that convolution, with the test's own
  * kernel wd [C or 4C, O, 3, 3]. */
+static int dx_tiles; /* the tiles check_dx saw: 2 | 4 */
+
 static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
 {
     nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
     assert_true(nn_wino_dx_fits(&cs));
     nn_conv_shape d = {O, cs.OH, cs.OW, C, 3, 1, 2 - p, H, W};
     if (st == 2) d = (nn_conv_shape){O, cs.OH, cs.OW, 4 * C, 3, 1, 2, cs.OH + 2, cs.OW + 2};
+    const int mt = nn_wino4_pays(&d) ? 4 : 2; /* the tile nn/wino.c picks for it */
+    dx_tiles |= mt;
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k,
                  nwd = (size_t)d.O * O * 9;
     const size_t nscr = nn_wino_dx_scratch_size(&cs, g);
@@ -331,7 +330,7 @@ static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
                     size_t j = ((size_t)c * H + h) * W + v;
                     double want = ref[j], got = dx[i * nx + j];
                     double bound = zi < d.OH && zj < d.OW
-                                       ? wino_bound(&d, dy + i * ny, wd, NULL, oc, zi, zj)
+                                       ? wino_bound_m(&d, dy + i * ny, wd, NULL, oc, zi, zj, mt)
                                        : 0.0;
                     if (!(fabs(got - want) <= bound))
                         fail_msg("dx C%d %dx%d O%d k%d s%d p%d g%d: image %d dx[%d,%d,%d] = %.9g, "
@@ -356,7 +355,9 @@ static void check_dx_row(const int *r) { check_dx(r[0], r[1], r[2], r[3], r[4], 
 /* Stride 1 with borders 0 to 2, and stride 2 where it takes fewer
  * multiplies than the direct product (the big CNN's 12x12 layer; odd
  * maps and a row of the input no output reads, which gets zeros); the
- * big CNN's 4x4 layer is left direct. */
+ * big CNN's 4x4 layer is left direct. Each by the tile nn/wino.c picks
+ * for its dy (F(4x4) where nn_wino4_pays), against that
+ * tile's bound; both tiles run. */
 static void test_wino_dx_vs_ref(void **s)
 {
     (void)s;
@@ -368,8 +369,10 @@ static void test_wino_dx_vs_ref(void **s)
     nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4};
     assert_false(nn_wino_dx_fits(&small));
     assert_true(nn_wino_fits(&small));
+    dx_tiles = 0;
     on_every_path(check_dx_row, &cases[0][0], sizeof cases / sizeof cases[0],
                   sizeof cases[0] / sizeof cases[0][0]);
+    assert_int_equal(dx_tiles, 2 | 4); /* both F(2x2) and F(4x4) ran */
 }
 
 /* The bound is not loose enough to hide a wrong result: one product

@@ -65,7 +65,8 @@ static void layer_table(double *t, const char *title, const nn_net *f, nn_ws *wf
         snprintf(shape, sizeof shape, "%dx%dx%d", L->out_c, L->out_h, L->out_w);
         printf("%3d %-10s %14s %9.2f", i, bench_kind_name(L->kind), shape, us);
         if (m > 0) printf(" %9.1f", 2 * m / (us * 1e-6) * 1e-9);
-        if (nn_net_plan_wino(f, i)) printf("  F(%dx%d,3x3)", nn_net_plan_wino(f, i), nn_net_plan_wino(f, i));
+        if (nn_net_plan_wino(f, i))
+            printf("  F(%dx%d,3x3)", nn_net_plan_wino(f, i), nn_net_plan_wino(f, i));
         printf("\n");
     }
 }

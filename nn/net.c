@@ -747,7 +747,7 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
                 const int f4 = ws->wtile[i] == 4;
                 (f4 ? nn_wino4_weights : nn_wino_weights)(u, wp, &cs);
                 (f4 ? nn_wino4_forward_n : nn_wino_forward_n)(y, x, u, bp, &cs, n, ws->scratch,
-                                                               ws->fuse[i]);
+                                                              ws->fuse[i]);
                 break;
             }
             for (int b = 0; b < n; b += ws->group[i]) {

@@ -131,49 +131,48 @@ WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const flo
  *        0  4  0 -5 0 1]
  * applied to one side of a 6x6 block by WX_BT6 and of a 6x4 one by WX_AT6,
  * in the grouping that shares the sums (Lavin and Gray's). */
-#define WX_BT6(o, i)                                                      \
-    do {                                                                  \
-        WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2);                       \
-        WX_VT s34 = i(3) + i(4), d42 = i(4) - i(2), d31 = i(3) - i(1);    \
-        o(0) = four * i(0) - five * i(2) + i(4);                          \
-        o(1) = s34 - four * s12;                                          \
-        o(2) = (i(4) - i(3)) + four * d12;                                \
-        o(3) = d42 + two * d31;                                           \
-        o(4) = d42 - two * d31;                                           \
-        o(5) = four * i(1) - five * i(3) + i(5);                          \
+#define WX_BT6(o, i)                                                   \
+    do {                                                               \
+        WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2);                    \
+        WX_VT s34 = i(3) + i(4), d42 = i(4) - i(2), d31 = i(3) - i(1); \
+        o(0) = four * i(0) - five * i(2) + i(4);                       \
+        o(1) = s34 - four * s12;                                       \
+        o(2) = (i(4) - i(3)) + four * d12;                             \
+        o(3) = d42 + two * d31;                                        \
+        o(4) = d42 - two * d31;                                        \
+        o(5) = four * i(1) - five * i(3) + i(5);                       \
     } while (0)
 
-#define WX_AT6(o, i)                                                      \
-    do {                                                                  \
-        WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2);                       \
-        WX_VT s34 = i(3) + i(4), d34 = i(3) - i(4);                       \
-        o(0) = i(0) + s12 + s34;                                          \
-        o(1) = d12 + two * d34;                                           \
-        o(2) = s12 + four * s34;                                          \
-        o(3) = d12 + eight * d34 + i(5);                                  \
+#define WX_AT6(o, i)                                \
+    do {                                            \
+        WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2); \
+        WX_VT s34 = i(3) + i(4), d34 = i(3) - i(4); \
+        o(0) = i(0) + s12 + s34;                    \
+        o(1) = d12 + two * d34;                     \
+        o(2) = s12 + four * s34;                    \
+        o(3) = d12 + eight * d34 + i(5);            \
     } while (0)
 
 /* One tile's F(4x4,3x3) input transform for channels [c, c + NC): the
  * rows of d (6x6 from d0) through B^T into e, then e's columns into the
  * 36 V positions (C floats apart). */
-#define WX_IN4(NC)                                                        \
-    do {                                                                  \
-        WX_VT e[6][6];                                                    \
-        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)               \
-        {                                                                 \
-            const float *dr = d0 + r * rs + c;                            \
-            WX_VT d[6];                                                   \
-            _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++) d[s] =    \
-                WX_FN(ld)(dr + s * C, NC);                                \
-            WX_BT6(WX_EO, WX_DI);                                         \
-        }                                                                 \
-        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)               \
-        {                                                                 \
-            WX_VT v[6];                                                   \
-            WX_BT6(WX_VO, WX_EI);                                         \
-            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)           \
-                WX_FN(st)(v0 + (size_t)(r * 6 + s) * C + c, v[r], NC);    \
-        }                                                                 \
+#define WX_IN4(NC)                                                                                \
+    do {                                                                                          \
+        WX_VT e[6][6];                                                                            \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                       \
+        {                                                                                         \
+            const float *dr = d0 + r * rs + c;                                                    \
+            WX_VT d[6];                                                                           \
+            _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++) d[s] = WX_FN(ld)(dr + s * C, NC); \
+            WX_BT6(WX_EO, WX_DI);                                                                 \
+        }                                                                                         \
+        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)                                       \
+        {                                                                                         \
+            WX_VT v[6];                                                                           \
+            WX_BT6(WX_VO, WX_EI);                                                                 \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                   \
+                WX_FN(st)(v0 + (size_t)(r * 6 + s) * C + c, v[r], NC);                            \
+        }                                                                                         \
     } while (0)
 #define WX_DI(k) d[k]
 #define WX_EO(k) e[k][r]
@@ -202,27 +201,27 @@ WX_ATTR static void WX_FN(input_transform4)(float *V, const float *xp, const nn_
 /* One tile's F(4x4,3x3) output transform for channels [o, o + NO): the
  * 36 M entries (O floats apart) through A^T by rows into q [4, 6], then
  * q's rows into 4 outputs each, plus the bias, then the ReLU. */
-#define WX_OUT4(NO)                                                       \
-    do {                                                                  \
-        WX_VT q[4][6], bv = b ? WX_FN(ld)(b + o, NO) : zero;              \
-        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)               \
-        {                                                                 \
-            WX_VT m[6];                                                   \
-            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++) m[r] =    \
-                WX_FN(ld)(m0 + (size_t)(r * 6 + s) * O + o, NO);          \
-            WX_AT6(WX_QO, WX_MI);                                         \
-        }                                                                 \
-        _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)               \
-        {                                                                 \
-            WX_VT yv[4];                                                  \
-            WX_AT6(WX_YO, WX_QI);                                         \
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)           \
-            {                                                             \
-                WX_VT y_ = yv[j] + bv;                                    \
-                if (relu) y_ = (WX_VT)((WX_VI)y_ & (y_ > zero));          \
-                WX_FN(st)(y0 + ((size_t)a * GW + j) * O + o, y_, NO);     \
-            }                                                             \
-        }                                                                 \
+#define WX_OUT4(NO)                                                    \
+    do {                                                               \
+        WX_VT q[4][6], bv = b ? WX_FN(ld)(b + o, NO) : zero;           \
+        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)            \
+        {                                                              \
+            WX_VT m[6];                                                \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++) m[r] = \
+                WX_FN(ld)(m0 + (size_t)(r * 6 + s) * O + o, NO);       \
+            WX_AT6(WX_QO, WX_MI);                                      \
+        }                                                              \
+        _Pragma("GCC unroll 4") for (int a = 0; a < 4; a++)            \
+        {                                                              \
+            WX_VT yv[4];                                               \
+            WX_AT6(WX_YO, WX_QI);                                      \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)        \
+            {                                                          \
+                WX_VT y_ = yv[j] + bv;                                 \
+                if (relu) y_ = (WX_VT)((WX_VI)y_ & (y_ > zero));       \
+                WX_FN(st)(y0 + ((size_t)a * GW + j) * O + o, y_, NO);  \
+            }                                                          \
+        }                                                              \
     } while (0)
 #define WX_MI(k) m[k]
 #define WX_QO(k) q[k][s]

@@ -72,8 +72,8 @@ static void fill(float *v, size_t n, uint64_t seed, float scale)
 
 /* The bound above for output (o, oh, ow) of one image x [C,H,W], by
  * F(mt x mt, 3x3): tiles of mt + 2, growth and roundings per mt. */
-static double wino_bound_m(const nn_conv_shape *cs, const float *x, const float *w,
-                           const float *b, int o, int oh, int ow, int mt)
+static double wino_bound_m(const nn_conv_shape *cs, const float *x, const float *w, const float *b,
+                           int o, int oh, int ow, int mt)
 {
     const int r0 = oh / mt * mt - cs->p, s0 = ow / mt * mt - cs->p;
     double m = 0.0;
@@ -89,7 +89,6 @@ static double wino_bound_m(const nn_conv_shape *cs, const float *x, const float 
     m = (mt == 4 ? WINO4_GROWTH : WINO_GROWTH) * m + (b ? fabsf(b[o]) : 0.0f);
     return (tol_gamma(cs->C + (mt == 4 ? 15.0 : 9.0)) + TOL_U) * m;
 }
-
 
 /* z [4C, OH + 2, OW + 2] of one image x [C,H,W] (stride 2, border p). */
 static void s2d_image(float *z, const float *x, const nn_conv_shape *cs)
@@ -138,9 +137,8 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k;
     const size_t nscr = mt == 4 ? nn_wino4_scratch_size(&cs, g) : nn_wino_scratch_size(&cs, g);
     const size_t nu = mt == 4 ? nn_wino4_weights_size(&cs) : nn_wino_weights_size(&cs);
-    float *x = malloc(g * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4),
-          *u = malloc(nu * 4), *y = malloc(g * ny * 4),
-          *ref = malloc(ny * 4), *scr = malloc((nscr + 1) * 4);
+    float *x = malloc(g * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4), *u = malloc(nu * 4),
+          *y = malloc(g * ny * 4), *ref = malloc(ny * 4), *scr = malloc((nscr + 1) * 4);
     assert_true(x && w && b && u && y && ref && scr);
     fill(x, g * nx, 100 + C * 7 + H, 1.0f);
     fill(w, nw, 200 + O, 0.3f);
@@ -173,8 +171,8 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
                         if (!(fabs(got - want) <= bound))
                             fail_msg("F%d C%d %dx%d O%d k%d s%d p%d g%d variant %d: image %d "
                                      "y[%d,%d,%d] = %.9g, reference %.9g, bound %.3g",
-                                     mt, C, H, W, O, k, st, p, g, variant, i, o, oh, ow, got,
-                                     want, bound);
+                                     mt, C, H, W, O, k, st, p, g, variant, i, o, oh, ow, got, want,
+                                     bound);
                     }
         }
     }

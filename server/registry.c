@@ -896,6 +896,12 @@ static cJSON *model_json(const srv_snapshot *v, int k)
         cJSON_AddNumberToObject(o, "ece", m->test_ece);
     else
         cJSON_AddNullToObject(o, "ece");
+    /* The softmax temperature the probabilities are divided by (1:
+     * uncalibrated); an ensemble's members each have their own. */
+    if (m->nmembers == 1)
+        cJSON_AddNumberToObject(o, "temperature", nn_ensemble_member(m->ens, 0)->meta.temperature);
+    else
+        cJSON_AddNullToObject(o, "temperature");
     const nn_ood *ood = nn_ensemble_ood(m->ens);
     if (ood)
         cJSON_AddNumberToObject(o, "ood_threshold", ood->threshold);
@@ -928,6 +934,7 @@ static cJSON *model_json(const srv_snapshot *v, int k)
             cJSON_AddNumberToObject(f, "ece", net->meta.test_ece);
         else
             cJSON_AddNullToObject(f, "ece");
+        cJSON_AddNumberToObject(f, "temperature", net->meta.temperature);
     }
     /* Every version known under this name: served ones and failures. */
     cJSON *vers = cJSON_AddArrayToObject(o, "versions");

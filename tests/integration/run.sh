@@ -275,12 +275,17 @@ for m in j["models"]:
     assert isinstance(m["ece"], float) and f in card and abs(m["ece"] - card[f]) <= 0.00015, \
         "%s: ece %r, card %r" % (m["name"], m["ece"], card.get(f))
     assert m["members"][0]["ece"] == m["ece"], m["name"]
+# No shipped file carries a softmax temperature (models/README.md,
+# "Calibration"): each states 1, an ensemble none of its own.
+for m in j["models"]:
+    assert all(f["temperature"] == 1.0 for f in m["members"]), m["name"]
+    assert m["temperature"] == (None if len(m["members"]) > 1 else 1.0), m["name"]
 d = {m["name"]: m for m in j["models"]}
 assert isinstance(d[j["default"]]["ood_threshold"], float), d[j["default"]]
 assert d["mlp"]["ood_threshold"] is None, d["mlp"]["ood_threshold"]
 PYEOF
 ) || fail "$r"
-    verdict "GET /v1/models: each file's ECE is the model card's, ensembles state none; the default has an OOD threshold"
+    verdict "GET /v1/models: each file's ECE is the model card's and its temperature 1, ensembles state none; the default has an OOD threshold"
 else
     echo "# skipped (not counted): shipped-models checks, MODELS_DIR=$MODELS"
 fi

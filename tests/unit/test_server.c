@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <cJSON.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -673,7 +675,7 @@ static void test_metrics_process(void **state)
 
 /* ---- models ----------------------------------------------------------------- */
 
-static void save_net(const char *path, const char *arch, double acc, uint64_t seed)
+static void save_net(const char *path, const char *arch, double acc, uint64_t seed, double temp)
 {
     nn_layer layers[NN_MAX_LAYERS];
     int nl = 0;
@@ -683,6 +685,7 @@ static void save_net(const char *path, const char *arch, double acc, uint64_t se
     if (!net) fail_msg("nn_net_create: %s", err);
     nn_net_init(net, seed);
     net->meta.test_accuracy = acc;
+    net->meta.temperature = temp;
     if (nn_net_save(net, path, err, sizeof err) != 0) fail_msg("nn_net_save: %s", err);
     nn_net_free(net);
 }
@@ -700,9 +703,9 @@ static void test_models_dir(void **state)
     assert_non_null(mkdtemp(dir));
     const char *mlp = "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
     snprintf(path, sizeof path, "%s/alpha.safetensors", dir);
-    save_net(path, mlp, 0.91, 1);
+    save_net(path, mlp, 0.91, 1, 1.25); /* calibrated: T = 1.25 */
     snprintf(path, sizeof path, "%s/beta.safetensors", dir);
-    save_net(path, mlp, 0.95, 2);
+    save_net(path, mlp, 0.95, 2, 1.0);
     snprintf(path, sizeof path, "%s/duo.ensemble", dir);
     FILE *f = fopen(path, "w");
     assert_non_null(f);
@@ -740,6 +743,30 @@ static void test_models_dir(void **state)
     assert_string_equal(ms[2]->sha256, hex);
     assert_non_null(strstr(v->models_json, "\"default\":\"beta\""));
     assert_non_null(strstr(v->models_json, "\"labels\":[\"0\",\"1\""));
+    /* Each file's softmax temperature: alpha's 1.25 (top level and as a
+     * member), beta's 1; an ensemble's members keep theirs, and it states
+     * none of its own. */
+    cJSON *mj = cJSON_Parse(v->models_json);
+    assert_non_null(mj);
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(mj, "models");
+    assert_int_equal(cJSON_GetArraySize(list), 3);
+    const double want_t[3] = {1.25, 1.0, -1.0}; /* -1: null */
+    for (int i = 0; i < 3; i++) {
+        const cJSON *m = cJSON_GetArrayItem(list, i);
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "temperature");
+        if (want_t[i] < 0)
+            assert_true(cJSON_IsNull(t));
+        else
+            assert_true(cJSON_IsNumber(t) && t->valuedouble == want_t[i]);
+        const cJSON *mem = cJSON_GetObjectItemCaseSensitive(m, "members");
+        for (int j = 0; j < cJSON_GetArraySize(mem); j++) {
+            const cJSON *mt =
+                cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(mem, j), "temperature");
+            assert_true(cJSON_IsNumber(mt));
+            assert_true(mt->valuedouble == (i == 2 ? (j == 0 ? 1.25 : 1.0) : want_t[i]));
+        }
+    }
+    cJSON_Delete(mj);
     assert_ptr_equal(srv_snapshot_find(v, "beta", 0), ms[1]);
     assert_ptr_equal(srv_snapshot_find(v, "beta", 1), ms[1]);
     assert_null(srv_snapshot_find(v, "beta", 2));

@@ -1,10 +1,11 @@
-/* wino.c - see wino.h: Winograd F(2x2,3x3) convolution forward.
+/* wino.c - see wino.h: Winograd F(2x2,3x3) and F(4x4,3x3) convolutions.
  *
- * Data flow of one call, for a chunk of images holding T tiles:
+ * Data flow of one call, for a chunk of images holding T tiles of P
+ * element positions (16 for F(2x2), 36 for F(4x4)):
  *
  *   x [n,C,H,W] --border, channels last--> xp [n, Hp, Wp, C]
- *     --input transform (4 or 8 channels a step)--> V [T, 16, C]
- *     --16 GEMMs with U [16, C, O]--> M [T, 16, O]
+ *     --input transform (4 or 8 channels a step)--> V [T, P, C]
+ *     --P GEMMs with U [P, C, O]--> M [T, P, O]
  *     --output transform, bias, ReLU (4 or 8 channels a step)--> Yt [n, GH, GW, O]
  *     --transpose, crop--> y [n, O, OH, OW]
  *
@@ -12,10 +13,11 @@
  * operations over contiguous channels, with no shuffles; the two
  * transposes move each input and output value once. Tile-major V and M
  * keep the transforms' stores and loads contiguous; GEMM e reads its
- * A = V[., e, .] with row stride 16 C, which costs nothing, as the GEMM
- * packs A anyway (and writes M[., e, .] with stride 16 O). The tile grid is
- * TH x TW tiles, GH = 2 TH >= OH output rows (likewise columns): the
- * extra row or column of an odd map is computed from zeros and dropped.
+ * A = V[., e, .] with row stride P C, which costs nothing, as the GEMM
+ * packs A anyway (and writes M[., e, .] with stride P O). The tile grid is
+ * TH x TW tiles of m x m outputs (m = 2 or 4), GH = m TH >= OH output rows
+ * (likewise columns): the extra rows and columns are computed from zeros
+ * and dropped.
  */
 #include "nn/wino.h"
 

@@ -1,6 +1,7 @@
 /* wino.h - 3x3 stride-1 convolutions by Winograd's minimal filtering
- * F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
- * Networks", CVPR 2016): every 2x2 block of outputs comes from a 4x4 block
+ * F(2x2, 3x3), and F(4x4, 3x3) below (Lavin and Gray, "Fast Algorithms
+ * for Convolutional Neural Networks", CVPR 2016): in F(2x2, 3x3) every
+ * 2x2 block of outputs comes from a 4x4 block
  * (tile) of the zero-bordered input as
  *
  *   Y = A^T [ sum over c of (G g_c G^T) . (B^T d_c B) ] A     (. elementwise)

@@ -230,18 +230,13 @@ static const int s1_cases[][6] = {
     {2, 3, 3, 1, 0, 1},     {5, 7, 4, 6, 2, 1},     {4, 3, 8, 4, 0, 3},     {6, 13, 5, 7, 1, 4},
     {8, 6, 6, 4, 1, 37},    {7, 5, 5, 9, 0, 70}};
 
+/* Each by F(2x2) and by F(4x4) (for which most maps are not multiples of
+ * 4: up to three dropped grid rows and columns). */
 static void test_wino_vs_ref(void **s)
 {
     (void)s;
     on_every_path(check_shape_row, &s1_cases[0][0], sizeof s1_cases / sizeof s1_cases[0],
                   sizeof s1_cases[0] / sizeof s1_cases[0][0]);
-}
-
-/* F(4x4,3x3) on the same shapes: maps that are not multiples of 4 (up to
- * three dropped grid rows and columns), and several chunks. */
-static void test_wino4_vs_ref(void **s)
-{
-    (void)s;
     on_every_path(check_shape4_row, &s1_cases[0][0], sizeof s1_cases / sizeof s1_cases[0],
                   sizeof s1_cases[0] / sizeof s1_cases[0][0]);
 }
@@ -249,7 +244,8 @@ static void test_wino4_vs_ref(void **s)
 /* Stride 2 by space-to-depth: the big CNN's two 5x5 layers (24x24 -> 12x12
  * and 8x8 -> 4x4, border 2), kernels 4 and 6, borders 0 to 3, odd and
  * even maps (the last phase row or column partly outside the image), one
- * output, channel counts off the vectors, and batches past a chunk. */
+ * output, channel counts off the vectors, and batches past a chunk; each
+ * by F(2x2) and by F(4x4). */
 static const int s2_cases[][8] = {/* C, H, W, O, k, s, p, g */
                                   {32, 24, 24, 32, 5, 2, 2, 1}, {64, 8, 8, 64, 5, 2, 2, 2},
                                   {3, 9, 11, 5, 5, 2, 2, 3},    {5, 7, 6, 6, 5, 2, 0, 1},
@@ -262,11 +258,6 @@ static void test_wino_s2d_vs_ref(void **s)
     (void)s;
     on_every_path(check_shape_ks_row, &s2_cases[0][0], sizeof s2_cases / sizeof s2_cases[0],
                   sizeof s2_cases[0] / sizeof s2_cases[0][0]);
-}
-
-static void test_wino4_s2d_vs_ref(void **s)
-{
-    (void)s;
     on_every_path(check_shape4_ks_row, &s2_cases[0][0], sizeof s2_cases / sizeof s2_cases[0],
                   sizeof s2_cases[0] / sizeof s2_cases[0][0]);
 }
@@ -599,8 +590,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wino_vs_ref),
         cmocka_unit_test(test_wino_s2d_vs_ref),
-        cmocka_unit_test(test_wino4_vs_ref),
-        cmocka_unit_test(test_wino4_s2d_vs_ref),
         cmocka_unit_test(test_wino_dx_vs_ref),
         cmocka_unit_test(test_wino_bound_catches),
         cmocka_unit_test(test_plan),

@@ -74,25 +74,32 @@ static void adam_range(float *restrict p, float *restrict m, float *restrict v,
     }
 }
 
-void nn_opt_update(nn_opt *o, float *p, const float *g, float lr, size_t lo, size_t hi)
+void nn_opt_update_from(nn_opt *o, float *p, const float *g, float lr, size_t lo, size_t hi)
 {
     const nn_opt_cfg *c = &o->cfg;
     float wd = c->weight_decay;
     if (hi > o->n) hi = o->n;
+    if (lo >= hi) return;
     if (c->kind == NN_OPT_ADAM) {
         float b1 = c->beta1, b2 = c->beta2;
         float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
         float step = lr * sqrtf(bc2) / bc1, eps = c->eps * sqrtf(bc2);
-        adam_range(p + lo, o->m + lo, o->v + lo, g + lo, hi > lo ? hi - lo : 0, b1, b2, step, eps,
+        adam_range(p + lo, o->m + lo, o->v + lo, g, hi - lo, b1, b2, step, eps,
                    wd > 0.0f ? o->decay + lo : NULL, lr * wd);
     } else {
         float mu = c->momentum;
         for (size_t i = lo; i < hi; i++) {
-            float gi = g[i] + (o->decay[i] ? wd * p[i] : 0.0f);
+            float gi = g[i - lo] + (o->decay[i] ? wd * p[i] : 0.0f);
             o->v[i] = mu * o->v[i] + gi;
             p[i] -= lr * (c->nesterov ? gi + mu * o->v[i] : o->v[i]);
         }
     }
+}
+
+void nn_opt_update(nn_opt *o, float *p, const float *g, float lr, size_t lo, size_t hi)
+{
+    if (hi > o->n) hi = o->n;
+    if (lo < hi) nn_opt_update_from(o, p, g + lo, lr, lo, hi);
 }
 
 float nn_sched_lr(const nn_sched *s, double t, int epochs)

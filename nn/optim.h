@@ -37,6 +37,10 @@ void nn_opt_free(nn_opt *o);
  * the parameters covering all of them. */
 void nn_opt_advance(nn_opt *o);
 void nn_opt_update(nn_opt *o, float *params, const float *grad, float lr, size_t lo, size_t hi);
+/* The same with the range's gradient alone: grad[0] is parameter lo's
+ * (a slice reduced into a buffer just before). */
+void nn_opt_update_from(nn_opt *o, float *params, const float *grad, float lr, size_t lo,
+                        size_t hi);
 
 typedef enum {
     NN_SCHED_CONST = 0, /* lr                                              */

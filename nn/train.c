@@ -182,6 +182,8 @@ static void step_worker(void *arg, int i, int nt)
  * the optimiser update and the moving average of that slice. One pool run
  * instead of a serial update: for the MLP, Adam over 100k parameters was
  * as long as the step's arithmetic. */
+#define UPDATE_CHUNK 1024
+
 static void update_worker(void *arg, int i, int nt)
 {
     nn_trainer *t = arg;
@@ -195,14 +197,25 @@ static void update_worker(void *arg, int i, int nt)
         shard_range(t, s, &a, &n);
         w[s] = (float)n / t->step_n;
     }
-    float *g0 = t->grad[0];
-    if (t->nt > 1)
-        for (size_t q = lo; q < hi; q++) {
-            float acc = g0[q] * w[0];
-            for (int s = 1; s < t->nt; s++) acc += t->grad[s][q] * w[s];
-            g0[q] = acc;
+    const float *g0 = t->grad[0];
+    if (t->nt == 1) {
+        nn_opt_update(t->opt, t->net->params, g0, t->lr, lo, hi);
+    } else {
+        /* The reduced gradient goes through an L1-sized buffer straight
+         * into the update: the MLP's 100k parameters' vectors outgrow L2,
+         * so writing it back to memory and reading it again cost a fifth
+         * of the update's traffic. */
+        float gb[UPDATE_CHUNK];
+        for (size_t c0 = lo; c0 < hi; c0 += UPDATE_CHUNK) {
+            size_t c1 = hi - c0 < UPDATE_CHUNK ? hi : c0 + UPDATE_CHUNK;
+            for (size_t q = c0; q < c1; q++) {
+                float acc = g0[q] * w[0];
+                for (int s = 1; s < t->nt; s++) acc += t->grad[s][q] * w[s];
+                gb[q - c0] = acc;
+            }
+            nn_opt_update_from(t->opt, t->net->params, gb, t->lr, c0, c1);
         }
-    nn_opt_update(t->opt, t->net->params, g0, t->lr, lo, hi);
+    }
     if (t->ema) {
         const float d = t->ema_d, *p = t->net->params;
         for (size_t q = lo; q < hi; q++) t->ema[q] = d * t->ema[q] + (1.0f - d) * p[q];

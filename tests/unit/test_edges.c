@@ -551,6 +551,47 @@ static void test_optimiser_steps(void **state)
     close_to(b, 1.0 - 0.1 * 0.5 / (0.5 + 1e-7), "adamw bias (never decayed)");
 }
 
+/* nn_opt_update_from (the range's gradient alone, as the trainer passes a
+ * reduced slice) gives the same parameters bit for bit as nn_opt_update
+ * over the whole gradient: every optimiser, with and without decay, over
+ * uneven slices, with gradients that differ per parameter (an indexing
+ * slip would read a neighbour's). */
+static void test_optimiser_update_from(void **state)
+{
+    (void)state;
+    const char *arch = "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    for (int kind = 0; kind < 3; kind++) {
+        nn_net *a = nets_make(arch, 1, 6, 6, 3), *b = nets_make(arch, 1, 6, 6, 3);
+        const size_t n = a->nparams; /* 370 */
+        nn_opt_cfg c;
+        nn_opt_cfg_default(&c, kind == 0 ? NN_OPT_SGD : NN_OPT_ADAM);
+        c.nesterov = kind == 0;
+        c.weight_decay = kind == 2 ? 0.05f : 0.0f;
+        nn_opt *oa = nn_opt_create(a, &c), *ob = nn_opt_create(b, &c);
+        float *g = malloc(sizeof(float) * n), slice[64];
+        assert_true(oa && ob && g);
+        nn_rng r;
+        nn_rng_seed(&r, 40 + kind);
+        for (int step = 0; step < 3; step++) {
+            for (size_t i = 0; i < n; i++) g[i] = nn_rng_uniform(&r) - 0.5f;
+            nn_opt_advance(oa);
+            nn_opt_advance(ob);
+            nn_opt_update(oa, a->params, g, 0.01f, 0, n);
+            for (size_t lo = 0; lo < n; lo += 37) {
+                size_t hi = lo + 37 < n ? lo + 37 : n;
+                memcpy(slice, g + lo, sizeof(float) * (hi - lo));
+                nn_opt_update_from(ob, b->params, slice, 0.01f, lo, hi);
+            }
+        }
+        assert_memory_equal(a->params, b->params, sizeof(float) * n);
+        free(g);
+        nn_opt_free(oa);
+        nn_opt_free(ob);
+        nn_net_free(a);
+        nn_net_free(b);
+    }
+}
+
 /* ---- ensembles: member count and path lengths ----------------------------- */
 
 static void test_ensemble_limits(void **state)
@@ -1111,6 +1152,7 @@ int main(void)
         cmocka_unit_test(test_png_limits_at_the_edge),
         cmocka_unit_test(test_weights_metadata_ranges),
         cmocka_unit_test(test_optimiser_steps),
+        cmocka_unit_test(test_optimiser_update_from),
         cmocka_unit_test(test_ensemble_limits),
         cmocka_unit_test(test_reader_size_limits),
         cmocka_unit_test(test_png_encode_specs),

@@ -475,9 +475,9 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         nn_conv_shape cs;
         conv_shape(&cs, L);
         if (!nn_wino_fits(&cs)) continue;
-        pl->wino[i] = nn_wino4_pays(&cs) ? 4 : 2;
+        pl->wino[i] = nn_wino_tile(&cs);
         pl->u_off[i] = total;
-        total += pl->wino[i] == 4 ? nn_wino4_weights_size(&cs) : nn_wino_weights_size(&cs);
+        total += nn_wino_weights_size(&cs, pl->wino[i]);
     }
     if (total && !(pl->u = malloc(sizeof(float) * total))) {
         free(pl);
@@ -487,8 +487,7 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         if (!pl->wino[i]) continue;
         nn_conv_shape cs;
         conv_shape(&cs, &net->layers[i]);
-        (pl->wino[i] == 4 ? nn_wino4_weights : nn_wino_weights)(
-            pl->u + pl->u_off[i], net->params + net->layers[i].w_off, &cs);
+        nn_wino_weights(pl->u + pl->u_off[i], net->params + net->layers[i].w_off, &cs, pl->wino[i]);
     }
     net->plan = pl;
     return 0;
@@ -528,7 +527,6 @@ struct nn_ws {
     float *wino_u;
     size_t wu_off[NN_MAX_LAYERS];
     int wtrain[NN_MAX_LAYERS]; /* 1: forward; 2: forward and input gradient */
-    int wtile[NN_MAX_LAYERS];  /* the forward's F(mxm,3x3): 2 or 4             */
     int wino_on;               /* nn_ws_use_wino                            */
     float *probs;              /* softmax of the last forward_train     */
     const uint8_t *labels;
@@ -559,12 +557,6 @@ static void conv_shape(nn_conv_shape *cs, const nn_layer *L)
 }
 
 static size_t layer_out(const nn_layer *L) { return (size_t)L->out_c * L->out_h * L->out_w; }
-
-/* Floats of layer i's forward U in training (its tile's). */
-static size_t wtrain_u_size(const nn_ws *ws, int i, const nn_conv_shape *cs)
-{
-    return ws->wtile[i] == 4 ? nn_wino4_weights_size(cs) : nn_wino_weights_size(cs);
-}
 
 /* ReLU, dropout and flatten work in place: their output shares the input's
  * buffer. Backward needs neither value (ReLU's mask is "output > 0"). */
@@ -611,17 +603,15 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             if (net->plan && net->plan->wino[i]) {
                 /* Winograd takes the whole batch (it chunks it itself). */
                 ws->wino[i] = 1;
-                sz = net->plan->wino[i] == 4 ? nn_wino4_scratch_size(&cs, max_batch)
-                                             : nn_wino_scratch_size(&cs, max_batch);
+                sz = nn_wino_scratch_size(&cs, max_batch, net->plan->wino[i]);
                 if (sz > scrmax) scrmax = sz;
             }
             if (training && nn_wino_fits(&cs)) {
                 ws->wtrain[i] = nn_wino_dx_fits(&cs) ? 2 : 1;
-                ws->wtile[i] = nn_wino4_pays(&cs) ? 4 : 2;
+                const int m = nn_wino_tile(&cs);
                 ws->wu_off[i] = wu_total;
-                wu_total += wtrain_u_size(ws, i, &cs) + nn_wino_dx_weights_size(&cs);
-                sz = ws->wtile[i] == 4 ? nn_wino4_scratch_size(&cs, max_batch)
-                                       : nn_wino_scratch_size(&cs, max_batch);
+                wu_total += nn_wino_weights_size(&cs, m) + nn_wino_dx_weights_size(&cs);
+                sz = nn_wino_scratch_size(&cs, max_batch, m);
                 if (sz > scrmax) scrmax = sz;
                 sz = nn_wino_dx_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
@@ -738,16 +728,15 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
             nn_conv_shape cs;
             conv_shape(&cs, L);
             if (!train && ws->wino[i] && net->plan && net->plan->wino[i]) {
-                (net->plan->wino[i] == 4 ? nn_wino4_forward_n : nn_wino_forward_n)(
-                    y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n, ws->scratch, ws->fuse[i]);
+                nn_wino_forward_n(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n, ws->scratch,
+                                  ws->fuse[i], net->plan->wino[i]);
                 break;
             }
             if (train && ws->wtrain[i] && ws->wino_on) {
                 float *u = ws->wino_u + ws->wu_off[i];
-                const int f4 = ws->wtile[i] == 4;
-                (f4 ? nn_wino4_weights : nn_wino_weights)(u, wp, &cs);
-                (f4 ? nn_wino4_forward_n : nn_wino_forward_n)(y, x, u, bp, &cs, n, ws->scratch,
-                                                              ws->fuse[i]);
+                const int m = nn_wino_tile(&cs);
+                nn_wino_weights(u, wp, &cs, m);
+                nn_wino_forward_n(y, x, u, bp, &cs, n, ws->scratch, ws->fuse[i], m);
                 break;
             }
             for (int b = 0; b < n; b += ws->group[i]) {
@@ -903,7 +892,8 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                                      x + b * nin, wp, &cs, g, ws->scratch);
             }
             if (wdx) {
-                float *u = ws->wino_u + ws->wu_off[i] + wtrain_u_size(ws, i, &cs);
+                float *u =
+                    ws->wino_u + ws->wu_off[i] + nn_wino_weights_size(&cs, nn_wino_tile(&cs));
                 nn_wino_dx_weights(u, wp, &cs);
                 nn_wino_dx_n(dx, dy, u, &cs, n, ws->scratch);
             }

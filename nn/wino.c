@@ -66,10 +66,10 @@ int nn_wino_fits(const nn_conv_shape *cs)
     return cs->k == 3 && cs->s == 1 && cs->p <= 2 && cs->C >= 2;
 }
 
-size_t nn_wino_weights_size(const nn_conv_shape *cs)
+size_t nn_wino_weights_size(const nn_conv_shape *cs, int m)
 {
     const nn_conv_shape e = wino_shape(cs);
-    return (size_t)16 * e.C * e.O;
+    return (size_t)(m + 2) * (m + 2) * e.C * e.O;
 }
 
 /* The 3x3 kernel of (output o, channel c) of the convolution Winograd
@@ -166,10 +166,10 @@ static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, in
         }
 }
 
-void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs)
+void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs, int m)
 {
     const nn_conv_shape e = wino_shape(cs);
-    wino_transform(u, w, cs, e.C, e.O, 0, 2);
+    wino_transform(u, w, cs, e.C, e.O, 0, m);
 }
 
 struct wino_geom {
@@ -191,18 +191,14 @@ static void wino_geom_m(struct wino_geom *gm, const nn_conv_shape *cs, int m)
     gm->tiles = (size_t)gm->TH * gm->TW;
 }
 
-static void wino_geom(struct wino_geom *gm, const nn_conv_shape *cs) { wino_geom_m(gm, cs, 2); }
-
 /* Images per chunk: about WINO_TILES F(2x2) tiles' worth of positions. */
-static int wino_group_m(const nn_conv_shape *cs, int m)
+int nn_wino_group(const nn_conv_shape *cs, int m)
 {
     struct wino_geom gm;
     wino_geom_m(&gm, cs, m);
     size_t n = (size_t)WINO_TILES * 16 / gm.P / gm.tiles;
     return n < 1 ? 1 : (int)n;
 }
-
-int nn_wino_group(const nn_conv_shape *cs) { return wino_group_m(cs, 2); }
 
 static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 
@@ -222,16 +218,14 @@ static void wino_regions(const nn_conv_shape *cs, int gc, int mt, size_t *ra, si
     *rb = round16(v > yt ? v : yt);
 }
 
-static size_t wino_scratch_m(const nn_conv_shape *cs, int g, int m)
+size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g, int m)
 {
-    int gc = wino_group_m(cs, m);
+    int gc = nn_wino_group(cs, m);
     if (g < gc) gc = g < 1 ? 1 : g;
     size_t ra, rb;
     wino_regions(cs, gc, m, &ra, &rb);
     return ra + rb;
 }
-
-size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g) { return wino_scratch_m(cs, g, 2); }
 
 /* x [n, C, H, W] into xp [n, Hp, Wp, C] at (r + p, s + p), zeros around;
  * 4 x 4 blocks (channels x columns) transposed at once. */
@@ -361,13 +355,13 @@ static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *c
     }
 }
 
-static void wino_forward(float *y, const float *x, const float *u, const float *b,
-                         const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
+void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
+                       const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
 {
     struct wino_geom gm;
     wino_geom_m(&gm, cs, mt);
     const nn_conv_shape e = wino_shape(cs);
-    const int C = e.C, O = cs->O, P = gm.P, step = wino_group_m(cs, mt);
+    const int C = e.C, O = cs->O, P = gm.P, step = nn_wino_group(cs, mt);
     const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)O * cs->OH * cs->OW;
     const int path = nn_gemm_get_path();
     const int wide = path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512;
@@ -401,12 +395,6 @@ static void wino_forward(float *y, const float *x, const float *u, const float *
     }
 }
 
-void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
-                       const nn_conv_shape *cs, int g, float *scratch, int relu)
-{
-    wino_forward(y, x, u, b, cs, g, scratch, relu, 2);
-}
-
 /* ---- F(4x4,3x3) ----------------------------------------------------------
  * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
  *      1/24 -1/12 1/6; 0 0 1], in double; the transforms in wino_xf.h. */
@@ -427,34 +415,14 @@ static void wino_ggt4(double u[36], const double g[9])
             u[i * 6 + j] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
 }
 
-int nn_wino4_pays(const nn_conv_shape *cs)
+int nn_wino_tile(const nn_conv_shape *cs)
 {
-    if (!nn_wino_fits(cs)) return 0;
+    if (!nn_wino_fits(cs)) return 2;
     struct wino_geom g2, g4;
     const nn_conv_shape e = wino_shape(cs);
     wino_geom_m(&g2, &e, 2);
     wino_geom_m(&g4, &e, 4);
-    return g4.tiles >= WINO4_MIN_TILES && 36 * g4.tiles < 16 * g2.tiles;
-}
-
-size_t nn_wino4_weights_size(const nn_conv_shape *cs)
-{
-    const nn_conv_shape e = wino_shape(cs);
-    return (size_t)36 * e.C * e.O;
-}
-
-void nn_wino4_weights(float *u, const float *w, const nn_conv_shape *cs)
-{
-    const nn_conv_shape e = wino_shape(cs);
-    wino_transform(u, w, cs, e.C, e.O, 0, 4);
-}
-
-size_t nn_wino4_scratch_size(const nn_conv_shape *cs, int g) { return wino_scratch_m(cs, g, 4); }
-
-void nn_wino4_forward_n(float *y, const float *x, const float *u, const float *b,
-                        const nn_conv_shape *cs, int g, float *scratch, int relu)
-{
-    wino_forward(y, x, u, b, cs, g, scratch, relu, 4);
+    return g4.tiles >= WINO4_MIN_TILES && 36 * g4.tiles < 16 * g2.tiles ? 4 : 2;
 }
 
 /* ---- input gradient ----------------------------------------------------
@@ -486,59 +454,56 @@ int nn_wino_dx_fits(const nn_conv_shape *cs)
      * w^T dy (the big CNN's 12x12 layer: 3,136 against 3,600 per channel
      * pair; its 4x4 layer would take 576 against 400). */
     struct wino_geom gm;
-    wino_geom(&gm, &d);
+    wino_geom_m(&gm, &d, 2);
     return 64 * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
 }
-
-/* The input gradient's tile: F(4x4) where it pays for dy. */
-static int wino_dx_m(const nn_conv_shape *d) { return nn_wino4_pays(d) ? 4 : 2; }
 
 size_t nn_wino_dx_weights_size(const nn_conv_shape *cs)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    return wino_dx_m(&d) == 4 ? nn_wino4_weights_size(&d) : nn_wino_weights_size(&d);
+    return nn_wino_weights_size(&d, nn_wino_tile(&d));
 }
 
 void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    wino_transform(u, w, cs, d.C, d.O, 1, wino_dx_m(&d));
+    wino_transform(u, w, cs, d.C, d.O, 1, nn_wino_tile(&d));
 }
 
 /* Stride 2: images a dz chunk holds (the forward's own chunk). */
 static int wino_dx_group(const nn_conv_shape *cs, int g)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    int step = wino_group_m(&d, wino_dx_m(&d));
+    int step = nn_wino_group(&d, nn_wino_tile(&d));
     return g < step ? (g < 1 ? 1 : g) : step;
 }
 
 size_t nn_wino_dx_scratch_size(const nn_conv_shape *cs, int g)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    const int mt = wino_dx_m(&d);
-    if (!wino_s2d(cs)) return wino_scratch_m(&d, g, mt);
+    const int mt = nn_wino_tile(&d);
+    if (!wino_s2d(cs)) return nn_wino_scratch_size(&d, g, mt);
     const int gc = wino_dx_group(cs, g);
-    return round16(wino_scratch_m(&d, gc, mt)) + (size_t)gc * d.O * d.OH * d.OW;
+    return round16(nn_wino_scratch_size(&d, gc, mt)) + (size_t)gc * d.O * d.OH * d.OW;
 }
 
 void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shape *cs, int g,
                   float *scratch)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    const int mt = wino_dx_m(&d);
+    const int mt = nn_wino_tile(&d);
     if (!wino_s2d(cs)) {
-        wino_forward(dx, dy, u, NULL, &d, g, scratch, 0, mt);
+        nn_wino_forward_n(dx, dy, u, NULL, &d, g, scratch, 0, mt);
         return;
     }
     const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hz = d.OH, Wz = d.OW;
     const int step = wino_dx_group(cs, g);
     const size_t nin = (size_t)C * H * W, ndy = (size_t)cs->O * cs->OH * cs->OW;
     const size_t nz = (size_t)4 * C * Hz * Wz;
-    float *dz = scratch + round16(wino_scratch_m(&d, step, mt));
+    float *dz = scratch + round16(nn_wino_scratch_size(&d, step, mt));
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
-        wino_forward(dz, dy + i0 * ndy, u, NULL, &d, n, scratch, 0, mt);
+        nn_wino_forward_n(dz, dy + i0 * ndy, u, NULL, &d, n, scratch, 0, mt);
         for (int i = 0; i < n; i++)
             for (int c = 0; c < C; c++) {
                 float *xc = dx + (size_t)(i0 + i) * nin + (size_t)c * H * W;

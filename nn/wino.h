@@ -39,42 +39,41 @@
  * to 6, stride 2 (depth 4C). */
 int nn_wino_fits(const nn_conv_shape *cs);
 
-/* Floats of the transformed weights: 16 * C * O (16 * 4C * O for stride 2). */
-size_t nn_wino_weights_size(const nn_conv_shape *cs);
-
-/* u [16, C, O] = G w[o,c] G^T for every (o, c), each element computed in
- * double and rounded once. w [O, C, 3, 3]. */
-void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs);
-
-/* Images nn_wino_forward_n transforms and multiplies at once (at most
- * about 256 tiles, so its buffers stay in L2); callers may pass any g. */
-int nn_wino_group(const nn_conv_shape *cs);
-
-/* Floats of scratch nn_wino_forward_n needs for g images. */
-size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g);
-
-/* g images forward with the transformed weights u (nn_wino_weights) and
- * the bias b (may be NULL); relu != 0 applies max(0, .) after the bias. */
-void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
-                       const nn_conv_shape *cs, int g, float *scratch, int relu);
-
-/* F(4x4, 3x3): every 4x4 block of outputs from a 6x6 tile, 36 multiplies
- * per channel pair and tile instead of 144 (4 times fewer; F(2x2) saves
- * 2.25 times), at the price of larger transforms and rounding errors
- * (their entries reach 8 and 1/6; tests/unit/test_wino.c bounds them).
- * nn_wino4_pays: 1 where it takes fewer multiplies than F(2x2) once
+/* The tile m of F(m x m, 3x3) for cs (nn_wino_fits): 4 where F(4x4,3x3)
+ * pays, else 2. F(4x4) makes every 4x4 block of outputs from a 6x6 tile,
+ * 36 multiplies per channel pair and tile instead of 144 (4 times fewer;
+ * F(2x2) saves 2.25 times), at the price of larger transforms and
+ * rounding errors (their entries reach 8 and 1/6; tests/unit/test_wino.c
+ * bounds them). It pays where it takes fewer multiplies than F(2x2) once
  * both tile grids are rounded up to the map, and an image has at least 4
  * of its tiles (fewer leave the 36 GEMMs a row or two each at batch 1,
  * against weights 2.25 times the size). The inference plan and the
- * training forward run F(4x4) where it pays; the input gradient (below)
- * picks its own tile the same way, for dy's convolution. Same shapes and
- * contract as the F(2x2) functions above; u is [36, C, O]. */
-int nn_wino4_pays(const nn_conv_shape *cs);
-size_t nn_wino4_weights_size(const nn_conv_shape *cs);
-void nn_wino4_weights(float *u, const float *w, const nn_conv_shape *cs);
-size_t nn_wino4_scratch_size(const nn_conv_shape *cs, int g);
-void nn_wino4_forward_n(float *y, const float *x, const float *u, const float *b,
-                        const nn_conv_shape *cs, int g, float *scratch, int relu);
+ * training forward use this tile; the input gradient (below) picks its
+ * own the same way, for dy's convolution. The functions below take m
+ * (2 or 4); P = (m + 2)^2 is 16 or 36. A shape nn_wino_fits refuses gets
+ * 2. */
+int nn_wino_tile(const nn_conv_shape *cs);
+
+/* Floats of the transformed weights: P * C * O (P * 4C * O for stride 2). */
+size_t nn_wino_weights_size(const nn_conv_shape *cs, int m);
+
+/* u [P, C, O] = G w[o,c] G^T for every (o, c), each element computed in
+ * double and rounded once. w [O, C, 3, 3]. */
+void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs, int m);
+
+/* Images nn_wino_forward_n transforms and multiplies at once (about 256
+ * F(2x2) tiles' worth of positions, so its buffers stay in L2); callers
+ * may pass any g. */
+int nn_wino_group(const nn_conv_shape *cs, int m);
+
+/* Floats of scratch nn_wino_forward_n needs for g images. */
+size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g, int m);
+
+/* g images forward with the transformed weights u (nn_wino_weights, same
+ * m) and the bias b (may be NULL); relu != 0 applies max(0, .) after the
+ * bias. */
+void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
+                       const nn_conv_shape *cs, int g, float *scratch, int relu, int m);
 
 /* The input gradient of a convolution nn_wino_fits takes, by Winograd:
  * dx [g,C,H,W] (overwritten) from dy [g,O,OH,OW], with u the transformed

@@ -135,15 +135,14 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
     float *z = malloc((size_t)bs.C * bs.H * bs.W * 4), *w3 = malloc((size_t)O * bs.C * 9 * 4);
     assert_true(z && w3);
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k;
-    const size_t nscr = mt == 4 ? nn_wino4_scratch_size(&cs, g) : nn_wino_scratch_size(&cs, g);
-    const size_t nu = mt == 4 ? nn_wino4_weights_size(&cs) : nn_wino_weights_size(&cs);
+    const size_t nscr = nn_wino_scratch_size(&cs, g, mt), nu = nn_wino_weights_size(&cs, mt);
     float *x = malloc(g * nx * 4), *w = malloc(nw * 4), *b = malloc(O * 4), *u = malloc(nu * 4),
           *y = malloc(g * ny * 4), *ref = malloc(ny * 4), *scr = malloc((nscr + 1) * 4);
     assert_true(x && w && b && u && y && ref && scr);
     fill(x, g * nx, 100 + C * 7 + H, 1.0f);
     fill(w, nw, 200 + O, 0.3f);
     fill(b, O, 300 + O, 0.5f);
-    (mt == 4 ? nn_wino4_weights : nn_wino_weights)(u, w, &cs);
+    nn_wino_weights(u, w, &cs, mt);
     if (st == 2)
         s2d_kernel(w3, w, &cs);
     else
@@ -152,7 +151,7 @@ static void check_shape_ks(int C, int H, int W, int O, int k, int st, int p, int
         const float *bias = variant == 1 ? NULL : b;
         const int relu = variant == 2;
         scr[nscr] = 12345.0f;
-        (mt == 4 ? nn_wino4_forward_n : nn_wino_forward_n)(y, x, u, bias, &cs, g, scr, relu);
+        nn_wino_forward_n(y, x, u, bias, &cs, g, scr, relu, mt);
         assert_true(scr[nscr] == 12345.0f);
         for (int i = 0; i < g; i++) {
             const float *xi = x + i * nx;
@@ -276,7 +275,7 @@ static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
     assert_true(nn_wino_dx_fits(&cs));
     nn_conv_shape d = {O, cs.OH, cs.OW, C, 3, 1, 2 - p, H, W};
     if (st == 2) d = (nn_conv_shape){O, cs.OH, cs.OW, 4 * C, 3, 1, 2, cs.OH + 2, cs.OW + 2};
-    const int mt = nn_wino4_pays(&d) ? 4 : 2; /* the tile nn/wino.c picks for it */
+    const int mt = nn_wino_tile(&d); /* the tile nn/wino.c picks for it */
     dx_tiles |= mt;
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k,
                  nwd = (size_t)d.O * O * 9;
@@ -345,7 +344,7 @@ static void check_dx_row(const int *r) { check_dx(r[0], r[1], r[2], r[3], r[4], 
  * multiplies than the direct product (the big CNN's 12x12 layer; odd
  * maps and a row of the input no output reads, which gets zeros); the
  * big CNN's 4x4 layer is left direct. Each by the tile nn/wino.c picks
- * for its dy (F(4x4) where nn_wino4_pays), against that
+ * for its dy (F(4x4) where nn_wino_tile picks it), against that
  * tile's bound; both tiles run. */
 static void test_wino_dx_vs_ref(void **s)
 {
@@ -374,7 +373,7 @@ static void test_wino_bound_catches(void **s)
     const size_t nx = 1600, nw = 8 * 16 * 9, ny = 800;
     float *x = malloc(nx * 4), *w = malloc(nw * 4), *w2 = malloc(nw * 4), *u = malloc(36 * 128 * 4),
           *y = malloc(ny * 4), *ref = malloc(ny * 4),
-          *scr = malloc(nn_wino4_scratch_size(&cs, 1) * 4 + nn_wino_scratch_size(&cs, 1) * 4);
+          *scr = malloc(nn_wino_scratch_size(&cs, 1, 4) * 4 + nn_wino_scratch_size(&cs, 1, 2) * 4);
     assert_true(x && w && w2 && u && y && ref && scr);
     fill(x, nx, 5, 1.0f);
     fill(w, nw, 6, 0.3f);
@@ -382,8 +381,8 @@ static void test_wino_bound_catches(void **s)
     w2[(3 * 16 + 5) * 9 + 4] = 0.0f; /* output 3, channel 5, centre tap */
     nn_conv2d_forward_ref(ref, x, w, NULL, &cs);
     for (int mt = 2; mt <= 4; mt += 2) {
-        (mt == 4 ? nn_wino4_weights : nn_wino_weights)(u, w2, &cs);
-        (mt == 4 ? nn_wino4_forward_n : nn_wino_forward_n)(y, x, u, NULL, &cs, 1, scr, 0);
+        nn_wino_weights(u, w2, &cs, mt);
+        nn_wino_forward_n(y, x, u, NULL, &cs, 1, scr, 0, mt);
         int outside = 0;
         for (int oh = 0; oh < 10; oh++)
             for (int ow = 0; ow < 10; ow++) {

@@ -378,19 +378,19 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
             wino_pack_input(xp, x + i0 * nin, cs, n, &gm);
 #if WINO_X86
         if (wide)
-            (mt == 4 ? input_transform4_v8 : input_transform_v8)(V, xp, &e, n, &gm);
+            input_transform_v8(V, xp, &e, n, &gm);
         else
 #endif
-            (mt == 4 ? input_transform4_v4 : input_transform_v4)(V, xp, &e, n, &gm);
+            input_transform_v4(V, xp, &e, n, &gm);
         for (int q = 0; q < P; q++)
             nn_gemm(0, 0, T, O, C, 1.0f, V + (size_t)q * C, P * C, u + (size_t)q * C * O, O, 0.0f,
                     M + (size_t)q * O, P * O);
 #if WINO_X86
         if (wide)
-            (mt == 4 ? output_transform4_v8 : output_transform_v8)(Yt, M, b, relu, cs, n, &gm);
+            output_transform_v8(Yt, M, b, relu, cs, n, &gm);
         else
 #endif
-            (mt == 4 ? output_transform4_v4 : output_transform_v4)(Yt, M, b, relu, cs, n, &gm);
+            output_transform_v4(Yt, M, b, relu, cs, n, &gm);
         wino_unpack_output(y + i0 * nout, Yt, cs, n, &gm);
     }
 }

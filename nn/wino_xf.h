@@ -54,25 +54,6 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
         }                                                                 \
     } while (0)
 
-/* V [T, 16, C]: for each tile, B^T d B per channel, with
- * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
-WX_ATTR static void WX_FN(input_transform)(float *V, const float *xp, const nn_conv_shape *cs,
-                                           int n, const struct wino_geom *gm)
-{
-    const int C = cs->C, TH = gm->TH, TW = gm->TW;
-    const size_t rs = (size_t)gm->Wp * C;
-    size_t t = 0;
-    for (int i = 0; i < n; i++)
-        for (int ti = 0; ti < TH; ti++)
-            for (int tj = 0; tj < TW; tj++, t++) {
-                const float *d0 = xp + ((size_t)i * gm->Hp + 2 * ti) * rs + (size_t)2 * tj * C;
-                float *v0 = V + t * 16 * C;
-                int c = 0;
-                for (; c + WX_VL <= C; c += WX_VL) WX_IN(WX_VL);
-                if (c < C) WX_IN(C - c);
-            }
-}
-
 /* One tile's output transform for channels [o, o + NO): m0 its M entry
  * (16 positions O floats apart), y0 its top-left output in Yt. */
 #define WX_OUT(NO)                                                        \
@@ -98,29 +79,6 @@ WX_ATTR static void WX_FN(input_transform)(float *V, const float *xp, const nn_c
             WX_FN(st)(y0 + ((size_t)a * GW + 1) * O + o, y_1, NO);        \
         }                                                                 \
     } while (0)
-
-/* Yt [n, 2 TH, 2 TW, O] = A^T M A + bias (then ReLU), with
- * A^T = [1 1 1 0; 0 1 -1 -1]. */
-WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const float *b, int relu,
-                                            const nn_conv_shape *cs, int n,
-                                            const struct wino_geom *gm)
-{
-    const int O = cs->O, TH = gm->TH, TW = gm->TW, GW = 2 * TW;
-    const WX_VT zero = {0};
-    size_t t = 0;
-    for (int i = 0; i < n; i++)
-        for (int ti = 0; ti < TH; ti++)
-            for (int tj = 0; tj < TW; tj++, t++) {
-                const float *m0 = M + t * 16 * O;
-                float *y0 = Yt + (((size_t)i * 2 * TH + 2 * ti) * GW + 2 * tj) * O;
-                int o = 0;
-                for (; o + WX_VL <= O; o += WX_VL) WX_OUT(WX_VL);
-                if (o < O) WX_OUT(O - o);
-            }
-}
-
-#undef WX_IN
-#undef WX_OUT
 
 /* ---- F(4x4,3x3) ----------------------------------------------------------
  * B^T = [4  0 -5  0 1 0;     A^T = [1 1  1 1  1 0;
@@ -179,25 +137,6 @@ WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const flo
 #define WX_EI(k) e[s][k]
 #define WX_VO(k) v[k]
 
-/* V [T, 36, C]: for each tile, B^T d B per channel. */
-WX_ATTR static void WX_FN(input_transform4)(float *V, const float *xp, const nn_conv_shape *cs,
-                                            int n, const struct wino_geom *gm)
-{
-    const int C = cs->C, TH = gm->TH, TW = gm->TW;
-    const size_t rs = (size_t)gm->Wp * C;
-    const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, five = zero + 5.0f;
-    size_t t = 0;
-    for (int i = 0; i < n; i++)
-        for (int ti = 0; ti < TH; ti++)
-            for (int tj = 0; tj < TW; tj++, t++) {
-                const float *d0 = xp + ((size_t)i * gm->Hp + 4 * ti) * rs + (size_t)4 * tj * C;
-                float *v0 = V + t * 36 * C;
-                int c = 0;
-                for (; c + WX_VL <= C; c += WX_VL) WX_IN4(WX_VL);
-                if (c < C) WX_IN4(C - c);
-            }
-}
-
 /* One tile's F(4x4,3x3) output transform for channels [o, o + NO): the
  * 36 M entries (O floats apart) through A^T by rows into q [4, 6], then
  * q's rows into 4 outputs each, plus the bias, then the ReLU. */
@@ -228,25 +167,59 @@ WX_ATTR static void WX_FN(input_transform4)(float *V, const float *xp, const nn_
 #define WX_QI(k) q[a][k]
 #define WX_YO(k) yv[k]
 
-/* Yt [n, 4 TH, 4 TW, O] = A^T M A + bias (then ReLU). */
-WX_ATTR static void WX_FN(output_transform4)(float *Yt, const float *M, const float *b, int relu,
-                                             const nn_conv_shape *cs, int n,
-                                             const struct wino_geom *gm)
+/* V [T, P, C]: for each tile, B^T d B per channel, with the F(2x2,3x3)
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] or F(4x4,3x3)'s above,
+ * by the tile gm->m. */
+WX_ATTR static void WX_FN(input_transform)(float *V, const float *xp, const nn_conv_shape *cs,
+                                           int n, const struct wino_geom *gm)
 {
-    const int O = cs->O, TH = gm->TH, TW = gm->TW, GW = 4 * TW;
+    const int C = cs->C, TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P;
+    const size_t rs = (size_t)gm->Wp * C;
+    const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, five = zero + 5.0f;
+    size_t t = 0;
+    for (int i = 0; i < n; i++)
+        for (int ti = 0; ti < TH; ti++)
+            for (int tj = 0; tj < TW; tj++, t++) {
+                const float *d0 = xp + ((size_t)i * gm->Hp + mt * ti) * rs + (size_t)mt * tj * C;
+                float *v0 = V + t * P * C;
+                int c = 0;
+                if (mt == 4) {
+                    for (; c + WX_VL <= C; c += WX_VL) WX_IN4(WX_VL);
+                    if (c < C) WX_IN4(C - c);
+                } else {
+                    for (; c + WX_VL <= C; c += WX_VL) WX_IN(WX_VL);
+                    if (c < C) WX_IN(C - c);
+                }
+            }
+}
+
+/* Yt [n, m TH, m TW, O] = A^T M A + bias (then ReLU), with the F(2x2,3x3)
+ * A^T = [1 1 1 0; 0 1 -1 -1] or F(4x4,3x3)'s above. */
+WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const float *b, int relu,
+                                            const nn_conv_shape *cs, int n,
+                                            const struct wino_geom *gm)
+{
+    const int O = cs->O, TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P, GW = mt * TW;
     const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, eight = zero + 8.0f;
     size_t t = 0;
     for (int i = 0; i < n; i++)
         for (int ti = 0; ti < TH; ti++)
             for (int tj = 0; tj < TW; tj++, t++) {
-                const float *m0 = M + t * 36 * O;
-                float *y0 = Yt + (((size_t)i * 4 * TH + 4 * ti) * GW + 4 * tj) * O;
+                const float *m0 = M + t * P * O;
+                float *y0 = Yt + (((size_t)i * mt * TH + mt * ti) * GW + mt * tj) * O;
                 int o = 0;
-                for (; o + WX_VL <= O; o += WX_VL) WX_OUT4(WX_VL);
-                if (o < O) WX_OUT4(O - o);
+                if (mt == 4) {
+                    for (; o + WX_VL <= O; o += WX_VL) WX_OUT4(WX_VL);
+                    if (o < O) WX_OUT4(O - o);
+                } else {
+                    for (; o + WX_VL <= O; o += WX_VL) WX_OUT(WX_VL);
+                    if (o < O) WX_OUT(O - o);
+                }
             }
 }
 
+#undef WX_IN
+#undef WX_OUT
 #undef WX_BT6
 #undef WX_AT6
 #undef WX_IN4

@@ -1062,8 +1062,7 @@ int main(int argc, char **argv)
     double secs = now_s() - t0;
     if (style >= 0) nt = 1;
     /* Over the answered images: a refused upload states no confidence. */
-    double ece = nn_ece(probs, test->labels, n, k, NN_ECE_BINS);
-    double ece_sd, ece_floor = nn_ece_floor(probs, n, k, NN_ECE_BINS, &ece_sd);
+    double ece, ece_sd, ece_floor;
     if (style >= 0) {
         float *pa = malloc(sizeof(float) * (size_t)n * k);
         uint8_t *la = malloc((size_t)n);
@@ -1083,6 +1082,9 @@ int main(int argc, char **argv)
         ece_floor = nn_ece_floor(pa, na, k, NN_ECE_BINS, &ece_sd);
         free(pa);
         free(la);
+    } else {
+        ece = nn_ece(probs, test->labels, n, k, NN_ECE_BINS);
+        ece_floor = nn_ece_floor(probs, n, k, NN_ECE_BINS, &ece_sd);
     }
     if (ece_floor < 0) {
         fprintf(stderr, "mnist-eval: out of memory\n");

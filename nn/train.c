@@ -184,6 +184,24 @@ static void step_worker(void *arg, int i, int nt)
  * as long as the step's arithmetic. */
 #define UPDATE_CHUNK 1024
 
+/* gb[0..n) = the shards' gradients at [c0, c0 + n) weighted by w, shard 0
+ * first, then one pass per shard: loops the compiler vectorises (an
+ * element's sums in the same order as adding a shard at a time, so the
+ * result does not depend on it; the loop over shards inside the loop over
+ * elements ran scalar, 17% of an MLP step with 2 threads). */
+static void grad_sum(float *restrict gb, const float *const *g, const float *w, int nt, size_t c0,
+                     size_t n)
+{
+    const float *restrict g0 = g[0] + c0;
+    const float w0 = w[0];
+    for (size_t j = 0; j < n; j++) gb[j] = g0[j] * w0;
+    for (int s = 1; s < nt; s++) {
+        const float *restrict gs = g[s] + c0;
+        const float ws = w[s];
+        for (size_t j = 0; j < n; j++) gb[j] += gs[j] * ws;
+    }
+}
+
 static void update_worker(void *arg, int i, int nt)
 {
     nn_trainer *t = arg;
@@ -208,11 +226,7 @@ static void update_worker(void *arg, int i, int nt)
         float gb[UPDATE_CHUNK];
         for (size_t c0 = lo; c0 < hi; c0 += UPDATE_CHUNK) {
             size_t c1 = hi - c0 < UPDATE_CHUNK ? hi : c0 + UPDATE_CHUNK;
-            for (size_t q = c0; q < c1; q++) {
-                float acc = g0[q] * w[0];
-                for (int s = 1; s < t->nt; s++) acc += t->grad[s][q] * w[s];
-                gb[q - c0] = acc;
-            }
+            grad_sum(gb, (const float *const *)t->grad, w, t->nt, c0, c1 - c0);
             nn_opt_update_from(t->opt, t->net->params, gb, t->lr, c0, c1);
         }
     }

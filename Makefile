@@ -302,7 +302,7 @@ fuzz: fuzz-build
 fuzz-long:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=600
 
-# ThreadSanitizer build in its own tree: the registry's readers-during-
+# ThreadSanitizer build in its own tree: the worker pool's, the registry's readers-during-
 # reloads and the batcher's unit tests; the batching integration test
 # (batched answers equal unbatched ones, drain); the server under
 # concurrent requests, hostile HTTP and a LOAD_SECONDS (20) mixed load
@@ -317,9 +317,10 @@ tsan: deps-fuzz deps-test
 	    SAN="-fsanitize=thread -fno-omit-frame-pointer" \
 	    $(TSAN_BUILD)/mnist-server $(TSAN_BUILD)/tests/tools/mkpng \
 	    $(TSAN_BUILD)/tests/tools/mkmodel $(TSAN_BUILD)/tests/test_registry \
-	    $(TSAN_BUILD)/tests/test_batch
+	    $(TSAN_BUILD)/tests/test_batch $(TSAN_BUILD)/tests/test_pool
 	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(TSAN_BUILD)/tests/test_registry
 	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(TSAN_BUILD)/tests/test_batch
+	@TSAN_OPTIONS="halt_on_error=1 exitcode=66" $(TSAN_BUILD)/tests/test_pool
 	@TSAN_OPTIONS="exitcode=66" CLIENTS=8 ROUNDS=1 tests/integration/batch.sh $(TSAN_BUILD)
 	@tests/load/tsan.sh $(TSAN_BUILD)
 	@TSAN_OPTIONS="exitcode=66" tests/integration/reload.sh $(TSAN_BUILD) \

@@ -537,6 +537,8 @@ struct nn_ws {
     int fuse[NN_MAX_LAYERS]; /* layer i fuses the ReLU at i+1         */
     double *timer;           /* per-layer seconds (benchmarks), or NULL */
     int input_grad;          /* backward computes dact[0] too          */
+    int df_split, df_sub;    /* depth-first prefix (depth_first_plan)   */
+    int df_on;               /* nn_ws_set_depth_first                   */
 };
 
 /* Output columns per conv GEMM to aim for: enough panels that packing the
@@ -565,6 +567,46 @@ static int in_place(const nn_layer *L)
     return L->kind == NN_RELU || L->kind == NN_DROPOUT || L->kind == NN_FLATTEN;
 }
 
+/* Inference of a batch runs layer by layer, so each layer's weights are
+ * read once per batch; but a layer's activations for the whole batch then
+ * leave L2 between the layer that writes them and the one that reads them.
+ * Where activations are large and weights small (the first convolutions)
+ * that costs more than it saves: the big CNN's 24x24 and 12x12 layers took
+ * up to a third longer per image at 16 images than at one. So layers up to
+ * the last one whose input exceeds DF_INPUT_BYTES per image (and the
+ * element-wise layers right after it) run depth-first, df_sub images at a
+ * time (as many as fit DF_SUB_BYTES of one layer's input and output), and
+ * the rest on the whole batch. mnist-eval of the default CNN on one thread
+ * (batches of 128), eight pairs: CPU time 0.86 of layer by layer. */
+#define DF_INPUT_BYTES (64 * 1024)
+#define DF_SUB_BYTES (256 * 1024)
+
+static int elementwise(const nn_layer *L)
+{
+    return L->kind == NN_RELU || L->kind == NN_DROPOUT || L->kind == NN_BATCHNORM;
+}
+
+static void depth_first_plan(const nn_net *net, int *split, int *sub)
+{
+    int last = -1;
+    for (int i = 0; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        if (sizeof(float) * L->in_c * L->in_h * L->in_w > DF_INPUT_BYTES) last = i;
+    }
+    *split = *sub = 0;
+    if (last < 0) return;
+    int s = last + 1;
+    while (s < net->nlayers && elementwise(&net->layers[s])) s++;
+    size_t big = 1;
+    for (int i = 0; i < s; i++) {
+        const nn_layer *L = &net->layers[i];
+        size_t b = sizeof(float) * ((size_t)L->in_c * L->in_h * L->in_w + layer_out(L));
+        if (b > big) big = b;
+    }
+    *split = s;
+    *sub = DF_SUB_BYTES / big > 0 ? (int)(DF_SUB_BYTES / big) : 1;
+}
+
 nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
 {
     if (max_batch < 1) return NULL;
@@ -577,6 +619,8 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     size_t B = (size_t)max_batch, in0 = (size_t)net->in_c * net->in_h * net->in_w;
     size_t scrmax = 0, wu_total = 0;
     ws->wino_on = 1;
+    ws->df_on = 1;
+    depth_first_plan(net, &ws->df_split, &ws->df_sub);
     ws->act[0] = malloc(sizeof(float) * B * in0);
     ws->own[0] = 1;
     if (!ws->act[0]) goto bad;
@@ -669,6 +713,14 @@ void nn_ws_set_timer(nn_ws *ws, double *t) { ws->timer = t; }
 
 void nn_ws_use_wino(nn_ws *ws, int on) { ws->wino_on = on != 0; }
 
+void nn_ws_set_depth_first(nn_ws *ws, int on) { ws->df_on = on != 0; }
+
+int nn_ws_depth_first(const nn_ws *ws, int *sub)
+{
+    if (sub) *sub = ws->df_sub;
+    return ws->df_split;
+}
+
 /* Thread CPU time: on a shared machine time spent descheduled says nothing
  * about a layer. Only read when a timer is set. */
 static double cpu_now(void)
@@ -710,17 +762,18 @@ static void load_input(const nn_net *net, nn_ws *ws, const float *x, int n)
  * the net's normalisation. */
 static float deskew_bg(const nn_net *net) { return -net->meta.input_mean / net->meta.input_std; }
 
-/* Runs layers [0, nl) in inference or training mode: each layer's kernel
+/* Runs layers [i0, i1) on images [b0, b0 + n) of the batch in inference
+ * or training mode (training: all layers, b0 0): each layer's kernel
  * (layers.h, conv.h) on its input and output buffers. */
-static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint64_t seed,
-                           int update_stats, float *stats)
+static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, int n, int train,
+                          uint64_t seed, int update_stats, float *stats)
 {
-    for (int i = 0; i < net->nlayers; i++) {
+    for (int i = i0; i < i1; i++) {
         const nn_layer *L = &net->layers[i];
-        const float *x = ws->act[i];
-        float *y = ws->act[i + 1];
         const float *wp = net->params + L->w_off, *bp = net->params + L->b_off;
         size_t nin = (size_t)L->in_c * L->in_h * L->in_w, nout = layer_out(L);
+        const float *x = ws->act[i] + (size_t)b0 * nin;
+        float *y = ws->act[i + 1] + (size_t)b0 * nout;
         double t0 = ws->timer ? cpu_now() : 0.0;
         switch (L->kind) {
         case NN_DENSE: nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, ws->fuse[i]); break;
@@ -779,6 +832,22 @@ static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint6
         }
         if (ws->timer) ws->timer[i] += cpu_now() - t0;
     }
+}
+
+/* All layers; in inference, the depth-first prefix (depth_first_plan)
+ * df_sub images at a time first. */
+static void forward_layers(const nn_net *net, nn_ws *ws, int n, int train, uint64_t seed,
+                           int update_stats, float *stats)
+{
+    const int split = ws->df_split, sub = ws->df_sub;
+    if (!train && ws->df_on && split > 0 && sub < n) {
+        for (int b = 0; b < n; b += sub)
+            forward_range(net, ws, 0, split, b, n - b < sub ? n - b : sub, train, seed,
+                          update_stats, stats);
+        forward_range(net, ws, split, net->nlayers, 0, n, train, seed, update_stats, stats);
+        return;
+    }
+    forward_range(net, ws, 0, net->nlayers, 0, n, train, seed, update_stats, stats);
 }
 
 const float *nn_ws_features(const nn_ws *ws) { return ws->act[ws->nl - 1]; }

@@ -228,6 +228,16 @@ void nn_ws_set_timer(nn_ws *ws, double *t);
  * direct too (tests and benchmarks compare the two). Default on. */
 void nn_ws_use_wino(nn_ws *ws, int on);
 
+/* Inference of a batch runs its first layers depth-first, a few images at
+ * a time, where their activations are large and their weights small (net.c,
+ * depth_first_plan), and the rest layer by layer over the batch. The
+ * answers are the same to rounding. nn_ws_depth_first: that prefix's
+ * length in layers (0: none) and, in *sub, how many images at a time.
+ * nn_ws_set_depth_first(ws, 0) runs every layer over the batch (tests and
+ * benchmarks compare the two). Default on. */
+int nn_ws_depth_first(const nn_ws *ws, int *sub);
+void nn_ws_set_depth_first(nn_ws *ws, int on);
+
 /* ---- inference-only transforms ---------------------------------------- */
 
 /* A copy of net for inference in which every batch norm directly after a

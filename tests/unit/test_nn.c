@@ -23,6 +23,7 @@
 #include "nn/idx.h"
 #include "nn/layers.h"
 #include "nn/net.h"
+#include "nn/preset.h"
 #include "nn/rng.h"
 #include "nn/safetensors.h"
 #include "nn/train.h"
@@ -1766,6 +1767,66 @@ static void test_training_outliers(void **s)
     nn_dataset_free(te);
 }
 
+/* Inference of a batch runs the big CNN's first layers depth-first
+ * (nn_ws_depth_first): the answers of a batch, of the same batch layer by
+ * layer, and of each image alone agree within the reordering bound
+ * test_batch.c derives (1e-4 on a probability), while the images' own
+ * answers differ by far more, so an image answered from another's
+ * activations fails. LeNet and the MLP have no layer with inputs that
+ * large: no prefix. */
+#define DF_TOL_PROB 1e-4
+static void test_depth_first(void **s)
+{
+    (void)s;
+    char err[256];
+    const char *none[] = {"lenet", "mlp"};
+    for (int a = 0; a < 2; a++) {
+        nn_net *net = nets_make(nn_arch_preset(none[a])->arch, 1, 28, 28, 5);
+        nn_ws *ws = nn_ws_create(net, 8, 0);
+        assert_non_null(ws);
+        assert_int_equal(nn_ws_depth_first(ws, NULL), 0);
+        nn_ws_free(ws);
+        nn_net_free(net);
+    }
+    nn_net *net = nets_make(nn_arch_preset("cnn")->arch, 1, 28, 28, 5);
+    nn_net *f = nn_net_fold_bn(net, err, sizeof err);
+    assert_non_null(f);
+    enum { N = 13, K = 10 };
+    nn_ws *ws = nn_ws_create(f, N, 0);
+    assert_non_null(ws);
+    int sub = 0, split = nn_ws_depth_first(ws, &sub);
+    /* The prefix takes the 26x26, 24x24 and 12x12 (stride 2) convolutions
+     * (inputs of 86 and 74 KiB per image), not the whole net. */
+    int convs = 0;
+    for (int i = 0; i < split; i++) convs += f->layers[i].kind == NN_CONV2D;
+    assert_int_equal(convs, 3);
+    assert_true(split < f->nlayers);
+    assert_true(sub >= 1 && sub < N);
+    static float x[N * 784];
+    nets_fill(x, N * 784, 77, 1.0f);
+    for (int i = 0; i < N * 784; i++) x[i] = fabsf(x[i]);
+    float pdf[N * K], pbl[N * K], p1[N * K];
+    nn_net_forward(f, ws, x, N, pdf, NULL);
+    nn_ws_set_depth_first(ws, 0);
+    nn_net_forward(f, ws, x, N, pbl, NULL);
+    nn_ws_set_depth_first(ws, 1);
+    for (int i = 0; i < N; i++) nn_net_forward(f, ws, x + i * 784, 1, p1 + i * K, NULL);
+    double far = 0.0;
+    for (int i = 0; i < N; i++)
+        for (int c = 0; c < K; c++) {
+            assert_true(fabs((double)pdf[i * K + c] - pbl[i * K + c]) <= DF_TOL_PROB);
+            assert_true(fabs((double)pdf[i * K + c] - p1[i * K + c]) <= DF_TOL_PROB);
+            if (i > 0) {
+                double d = fabs((double)pdf[i * K + c] - pdf[c]);
+                if (d > far) far = d;
+            }
+        }
+    assert_true(far > 100 * DF_TOL_PROB);
+    nn_ws_free(ws);
+    nn_net_free(f);
+    nn_net_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1793,6 +1854,7 @@ int main(void)
         cmocka_unit_test(test_weights_temperature),
         cmocka_unit_test(test_temperature_forward),
         cmocka_unit_test(test_temperature_fit),
+        cmocka_unit_test(test_depth_first),
         cmocka_unit_test(test_ensemble_mean),
         cmocka_unit_test(test_disagreement),
         cmocka_unit_test(test_ensemble_list),

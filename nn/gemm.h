@@ -50,6 +50,21 @@ void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda, const float *
                      const ptrdiff_t *roff, float *C, int ldc);
 /* Widest panel nn_gemm_packed asks for on the current path (16 or 32). */
 int nn_gemm_panel_width(void);
+/* B (K x N, not transposed) stored once in the panels the kernels read:
+ * panel j holds columns [16 j, 16 j + 16) of every row, K rows of 16
+ * floats one after another (columns past N zero), panel after panel:
+ * nn_gemm_bpanels_size(K, N) floats. A weight matrix used by many calls
+ * is laid out so once (nn_gemm_bpanels_pack), and every call then streams
+ * it in order, with nothing packed and no strided reads: the Winograd
+ * layers' transformed weights (nn/wino.h), which at batch 1 are read once
+ * per image from beyond L2. Every path reads the same layout (one or two
+ * kernels per panel, or half of one). Same contract as nn_gemm
+ * otherwise. */
+#define NN_GEMM_BPANEL 16
+size_t nn_gemm_bpanels_size(int K, int N);
+void nn_gemm_bpanels_pack(float *out, const float *B, int ldb, int K, int N);
+void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A, int lda, const float *Bp,
+                     float beta, float *C, int ldc);
 
 /* Kernel paths. The fastest one the CPU supports is chosen on first use;
  * tests and benchmarks may force another. GENERIC_WIDE runs the AVX-512

@@ -5,7 +5,7 @@
  *
  *   x [n,C,H,W] --border, channels last--> xp [n, Hp, Wp, C]
  *     --input transform (4 or 8 channels a step)--> V [T, P, C]
- *     --P GEMMs with U [P, C, O]--> M [T, P, O]
+ *     --P GEMMs with U [P, C, O] (nn_gemm_bpanels)--> M [T, P, O]
  *     --output transform, bias, ReLU (4 or 8 channels a step)--> Yt [n, GH, GW, O]
  *     --transpose, crop--> y [n, O, OH, OW]
  *
@@ -66,10 +66,14 @@ int nn_wino_fits(const nn_conv_shape *cs)
     return cs->k == 3 && cs->s == 1 && cs->p <= 2 && cs->C >= 2;
 }
 
+/* The forward's U: each of the P planes [C, O] in nn_gemm_bpanels layout
+ * (O rounded up to 16), for the GEMMs to stream in order. */
+static size_t wino_plane(int C, int O) { return nn_gemm_bpanels_size(C, O); }
+
 size_t nn_wino_weights_size(const nn_conv_shape *cs, int m)
 {
     const nn_conv_shape e = wino_shape(cs);
-    return (size_t)(m + 2) * (m + 2) * e.C * e.O;
+    return (size_t)(m + 2) * (m + 2) * wino_plane(e.C, e.O);
 }
 
 /* The 3x3 kernel of (output o, channel c) of the convolution Winograd
@@ -135,12 +139,13 @@ static void wino_ggt4(double u[36], const double g[9]);
 #define WINO_OB 64
 
 /* u [P, C, O] = G g G^T of the kernel (o, c), for C channels in and O
- * out: the forward's kernels (dx 0) or the input gradient's (dx 1), by
- * F(2x2,3x3) (mt 2, P 16) or F(4x4,3x3) (mt 4, P 36). The planes of u
- * lie C O floats apart, often a multiple of 4 KiB: written one value at
- * a time they would share a few L1 sets and evict each other at every
- * store. So a block of output channels is transformed into blk first and
- * copied out a plane row at a time. */
+ * out, each plane [C, O] in nn_gemm_bpanels layout (wino_plane): the
+ * forward's kernels (dx 0) or the input gradient's (dx 1), by F(2x2,3x3)
+ * (mt 2, P 16) or F(4x4,3x3) (mt 4, P 36). The planes of u lie far
+ * apart, often a multiple of 4 KiB: written one value at a time they
+ * would share a few L1 sets and evict each other at every store. So a
+ * block of output channels is transformed into blk first and copied out
+ * a plane row (16 channels) at a time. */
 static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, int C, int O, int dx,
                            int mt)
 {
@@ -161,8 +166,17 @@ static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, in
                     wino_ggt(v, g);
                 for (int e = 0; e < P; e++) blk[e * WINO_OB + j] = (float)v[e];
             }
+            /* Row c of each plane's panels that [o0, o0 + nb) spans,
+             * zeros past O. */
+            const size_t plane = wino_plane(C, O);
             for (int e = 0; e < P; e++)
-                memcpy(u + ((size_t)e * C + c) * O + o0, blk + e * WINO_OB, sizeof(float) * nb);
+                for (int j = 0; j < nb; j += NN_GEMM_BPANEL) {
+                    const int o = o0 + j, n = nb - j < NN_GEMM_BPANEL ? nb - j : NN_GEMM_BPANEL;
+                    float *dst =
+                        u + e * plane + ((size_t)(o / NN_GEMM_BPANEL) * C + c) * NN_GEMM_BPANEL;
+                    memcpy(dst, blk + e * WINO_OB + j, sizeof(float) * n);
+                    for (int z = n; z < NN_GEMM_BPANEL; z++) dst[z] = 0.0f;
+                }
         }
 }
 
@@ -383,8 +397,8 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
 #endif
             input_transform_v4(V, xp, &e, n, &gm);
         for (int q = 0; q < P; q++)
-            nn_gemm(0, 0, T, O, C, 1.0f, V + (size_t)q * C, P * C, u + (size_t)q * C * O, O, 0.0f,
-                    M + (size_t)q * O, P * O);
+            nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O), 0.0f,
+                            M + (size_t)q * O, P * O);
 #if WINO_X86
         if (wide)
             output_transform_v8(Yt, M, b, relu, cs, n, &gm);

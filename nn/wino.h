@@ -11,7 +11,7 @@
  * times fewer. U = G g G^T depends on the weights only and is computed once
  * per model (nn_net_plan in net.h); a call transforms the inputs
  * (V = B^T d B), runs the 16 element positions as 16 GEMMs
- * M[e] [T, O] = V[e] [T, C] U[e] [C, O] over T tiles (nn_gemm, so every
+ * M[e] [T, O] = V[e] [T, C] U[e] [C, O] over T tiles (nn_gemm_bpanels, so every
  * kernel path), and the output transform adds the bias and the ReLU.
  *
  * Stride-2 convolutions with kernels of 4 to 6 run the same way after a
@@ -54,11 +54,13 @@ int nn_wino_fits(const nn_conv_shape *cs);
  * 2. */
 int nn_wino_tile(const nn_conv_shape *cs);
 
-/* Floats of the transformed weights: P * C * O (P * 4C * O for stride 2). */
+/* Floats of the transformed weights: P planes of C x O (4C x O for
+ * stride 2), O rounded up to a multiple of 16 (nn_gemm_bpanels_size). */
 size_t nn_wino_weights_size(const nn_conv_shape *cs, int m);
 
 /* u [P, C, O] = G w[o,c] G^T for every (o, c), each element computed in
- * double and rounded once. w [O, C, 3, 3]. */
+ * double and rounded once; each plane laid out for nn_gemm_bpanels (the
+ * GEMMs read it in order, nothing packed per call). w [O, C, 3, 3]. */
 void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs, int m);
 
 /* Images nn_wino_forward_n transforms and multiplies at once (about 256

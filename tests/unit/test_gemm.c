@@ -262,6 +262,53 @@ static void test_rows(void **state)
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
 
+/* nn_gemm_bpanels: B laid out once by nn_gemm_bpanels_pack (zeros padding
+ * the last panel, which the kernels read), A read with a row stride as
+ * the Winograd GEMMs do, against the oracle on B itself. Integer data:
+ * exact match, so a panel or row read from the wrong place fails. N
+ * below, at and past a panel and a kernel's width; K past a block (256);
+ * M from one row to several blocks of slivers. */
+static void bpanels_case(int M, int N, int K, float beta)
+{
+    const int ldc = N + 3, lda = K + 5;
+    const size_t np = nn_gemm_bpanels_size(K, N);
+    assert_true(np == (size_t)K * ((N + 15) / 16 * 16));
+    float *A = malloc((size_t)M * lda * sizeof(float)), *B = malloc((size_t)K * N * sizeof(float));
+    float *Bp = malloc(np * sizeof(float));
+    float *C1 = malloc((size_t)(M + 1) * ldc * sizeof(float)),
+          *C2 = malloc((size_t)M * ldc * sizeof(float));
+    assert_true(A && B && Bp && C1 && C2);
+    for (int i = 0; i < M * lda; i++) A[i] = rnd_int();
+    for (int i = 0; i < K * N; i++) B[i] = rnd_int();
+    for (size_t i = 0; i < np; i++) Bp[i] = NAN;
+    nn_gemm_bpanels_pack(Bp, B, N, K, N);
+    for (size_t i = 0; i < np; i++) assert_false(isnan(Bp[i]));
+    c_pair_fill(C1, C2, M, N, ldc);
+    nn_gemm_bpanels(M, N, K, 2.0f, A, lda, Bp, beta, C1, ldc);
+    nn_gemm_ref(0, 0, M, N, K, 2.0f, A, lda, B, N, beta, C2, ldc);
+    c_pair_check("bpanels", 'K', M, N, K, C1, C2, ldc);
+    free(A);
+    free(B);
+    free(Bp);
+    free(C1);
+    free(C2);
+}
+
+static void test_bpanels(void **state)
+{
+    (void)state;
+    static const int shapes[][3] = {{36, 32, 32}, {4, 64, 256}, {9, 32, 128},  {144, 64, 64},
+                                    {1, 1, 1},    {7, 5, 3},    {13, 47, 257}, {250, 33, 17},
+                                    {6, 16, 600}, {3, 8, 40},   {2, 100, 9}};
+    for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
+        if (!select_path(p)) continue;
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int b = 0; b < 2; b++)
+                bpanels_case(shapes[i][0], shapes[i][1], shapes[i][2], b ? 0.5f : 0.0f);
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
 /* nn_gemm_rows_nt: C += A B^T with B's rows (L floats each) at arbitrary
  * overlapping offsets into one buffer, against the oracle on the gathered
  * matrix; the last row ends exactly at the buffer's end (nothing past L
@@ -558,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_degenerate), cmocka_unit_test(test_typical_shapes),
         cmocka_unit_test(test_threads),    cmocka_unit_test(test_paths),
         cmocka_unit_test(test_rows),       cmocka_unit_test(test_rows_nt),
+        cmocka_unit_test(test_bpanels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -371,8 +371,8 @@ static void test_wino_bound_catches(void **s)
     (void)s;
     nn_conv_shape cs = {16, 10, 10, 8, 3, 1, 1, 10, 10};
     const size_t nx = 1600, nw = 8 * 16 * 9, ny = 800;
-    float *x = malloc(nx * 4), *w = malloc(nw * 4), *w2 = malloc(nw * 4), *u = malloc(36 * 128 * 4),
-          *y = malloc(ny * 4), *ref = malloc(ny * 4),
+    float *x = malloc(nx * 4), *w = malloc(nw * 4), *w2 = malloc(nw * 4),
+          *u = malloc(nn_wino_weights_size(&cs, 4) * 4), *y = malloc(ny * 4), *ref = malloc(ny * 4),
           *scr = malloc(nn_wino_scratch_size(&cs, 1, 4) * 4 + nn_wino_scratch_size(&cs, 1, 2) * 4);
     assert_true(x && w && w2 && u && y && ref && scr);
     fill(x, nx, 5, 1.0f);

@@ -20,8 +20,10 @@
 #include "server/registry.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
@@ -105,17 +107,37 @@ static void check_answers(const char *buf, size_t n)
     }
 }
 
+/* A fresh connection to the server. A connect() that a signal interrupts
+ * (libFuzzer's timeout alarm, which -timeout sets) leaves the socket
+ * half-connected, and one CI run failed that way once in a 30 s run; so
+ * an interrupted or refused attempt is retried on a new socket, for up to
+ * about two seconds. A server that accepts nothing for that long still
+ * fails the run, with the reason. */
+static int connect_server(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int e = 0;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        FUZZ_CHECK(fd >= 0);
+        /* Close with a reset: no TIME_WAIT, so ports last the whole run. */
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) return fd;
+        e = errno;
+        close(fd);
+        if (e != EINTR && e != ECONNREFUSED && e != EAGAIN && e != ETIMEDOUT) break;
+        usleep(20000);
+    }
+    fprintf(stderr, "fuzz_http: cannot connect to the server on port %d: %s\n", port, strerror(e));
+    abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size > 1 << 16) return 0;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    FUZZ_CHECK(fd >= 0);
-    /* Close with a reset: no TIME_WAIT, so ports last the whole run. */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    FUZZ_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    int fd = connect_server();
     size_t off = 0;
     while (off < size) {
         ssize_t w = send(fd, data + off, size - off, MSG_NOSIGNAL);

@@ -293,7 +293,8 @@ typedef float v16f __attribute__((vector_size(64)));
 #define GEN_ROW(R) GEMM_DEFINE_ROW(gen, , v4f, 4, bc4, fm4, 6, R)
 GEN_ROW(1)
 GEN_ROW(2)
-GEN_ROW(3) GEN_ROW(4) GEN_ROW(5) GEN_ROW(6) GEMM_DEFINE_DOT(gen_dot, , v4f, 4, bc4, fm4)
+GEN_ROW(3)
+GEN_ROW(4) GEN_ROW(5) GEN_ROW(6) GEMM_DEFINE_DOT(gen_dot, , v4f, 4, bc4, fm4)
     GEMM_DEFINE_DOTBLK(gen_dotblk, , v4f, 4, bc4,
                        fm4) static const gemm_kernel gen_kernels[8][2] = {
         GEMM_ROW_PTRS(gen, 1), GEMM_ROW_PTRS(gen, 2), GEMM_ROW_PTRS(gen, 3),
@@ -303,7 +304,8 @@ GEN_ROW(3) GEN_ROW(4) GEN_ROW(5) GEN_ROW(6) GEMM_DEFINE_DOT(gen_dot, , v4f, 4, b
 #define GENW_ROW(R) GEMM_DEFINE_ROW(genw, , v16f, 16, bc16, fm16, 8, R)
 GENW_ROW(1)
 GENW_ROW(2)
-GENW_ROW(3) GENW_ROW(4) GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
+GENW_ROW(3)
+GENW_ROW(4) GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
     GEMM_DEFINE_DOT(genw_dot, , v16f, 16, bc16, fm16)
         GEMM_DEFINE_DOTBLK(genw_dotblk, , v16f, 16, bc16,
                            fm16) static const gemm_kernel genw_kernels[8][2] = {
@@ -320,7 +322,8 @@ GENW_ROW(3) GENW_ROW(4) GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
     GEMM_DEFINE_ROW(avx2, AVX2_ATTR, __m256, 8, _mm256_set1_ps, _mm256_fmadd_ps, 6, R)
 AVX2_ROW(1)
 AVX2_ROW(2)
-AVX2_ROW(3) AVX2_ROW(4) AVX2_ROW(5) AVX2_ROW(6)
+AVX2_ROW(3)
+AVX2_ROW(4) AVX2_ROW(5) AVX2_ROW(6)
     GEMM_DEFINE_DOT(avx2_dot, AVX2_ATTR, __m256, 8, _mm256_set1_ps, _mm256_fmadd_ps)
         GEMM_DEFINE_DOTBLK(avx2_dotblk, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
                            _mm256_fmadd_ps) static const gemm_kernel avx2_kernels[8][2] = {
@@ -332,7 +335,8 @@ AVX2_ROW(3) AVX2_ROW(4) AVX2_ROW(5) AVX2_ROW(6)
     GEMM_DEFINE_ROW(avx512, AVX512_ATTR, __m512, 16, _mm512_set1_ps, _mm512_fmadd_ps, 8, R)
 AVX512_ROW(1)
 AVX512_ROW(2)
-AVX512_ROW(3) AVX512_ROW(4) AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8)
+AVX512_ROW(3)
+AVX512_ROW(4) AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8)
     GEMM_DEFINE_DOT(avx512_dot, AVX512_ATTR, __m512, 16, _mm512_set1_ps, _mm512_fmadd_ps)
         GEMM_DEFINE_DOTBLK(avx512_dotblk, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
                            _mm512_fmadd_ps) static const gemm_kernel avx512_kernels[8][2] = {
@@ -849,20 +853,28 @@ void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A, in
                  C, ldc, packb, ctx, NULL);
 }
 
+/* C += alpha A B in plain loops, row k of B at B + roff[k] (roff given)
+ * or B + k ldb: the fallback of the in-place variants when there is no
+ * packing memory (A's slivers live there). */
+static void gemm_rows_plain(int M, int N, int K, float alpha, const float *A, idx lda,
+                            const float *B, idx ldb, const ptrdiff_t *roff, float *C, idx ldc)
+{
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) {
+            const float a = alpha * A[(idx)i * lda + k], *b = B + (roff ? roff[k] : k * ldb);
+            float *c = C + (idx)i * ldc;
+            for (int j = 0; j < N; j++) c[j] += a * b[j];
+        }
+}
+
 void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
                   const ptrdiff_t *roff, float beta, float *C, int ldc)
 {
     if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
     if (!ws) {
-        /* No packing memory: plain loops, rows read in order. */
         gemm_scale(M, N, beta, C, ldc);
-        for (int i = 0; i < M; i++)
-            for (int k = 0; k < K; k++) {
-                const float a = alpha * A[(idx)i * lda + k], *b = B + roff[k];
-                float *c = C + (idx)i * ldc;
-                for (int j = 0; j < N; j++) c[j] += a * b[j];
-            }
+        gemm_rows_plain(M, N, K, alpha, A, lda, B, 0, roff, C, ldc);
         return;
     }
     gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda, B, 0, roff, beta, C,
@@ -918,16 +930,10 @@ void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A, int lda, 
     if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
     if (!ws) {
-        /* No packing memory (A's slivers live there): plain loops. */
         gemm_scale(M, N, beta, C, ldc);
-        for (int i = 0; i < M; i++)
-            for (int k = 0; k < K; k++) {
-                const float a = alpha * A[(idx)i * lda + k];
-                float *c = C + (idx)i * ldc;
-                for (int j = 0; j < N; j++)
-                    c[j] += a * Bp[(idx)(j / NN_GEMM_BPANEL) * K * NN_GEMM_BPANEL +
-                                   (idx)k * NN_GEMM_BPANEL + j % NN_GEMM_BPANEL];
-            }
+        for (int j0 = 0; j0 < N; j0 += NN_GEMM_BPANEL)
+            gemm_rows_plain(M, N - j0 < NN_GEMM_BPANEL ? N - j0 : NN_GEMM_BPANEL, K, alpha, A, lda,
+                            Bp + (idx)j0 * K, NN_GEMM_BPANEL, NULL, C + j0, ldc);
         return;
     }
     gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda, NULL, 0, NULL, beta,

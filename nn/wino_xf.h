@@ -170,10 +170,10 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
 /* V [T, P, C]: for each tile, B^T d B per channel, with the F(2x2,3x3)
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] or F(4x4,3x3)'s above,
  * by the tile gm->m. */
-WX_ATTR static inline __attribute__((always_inline)) void
-WX_FN(input_transform_c)(float *V, const float *xp, const int C, int n, const struct wino_geom *gm)
+WX_ATTR static void WX_FN(input_transform)(float *V, const float *xp, const nn_conv_shape *cs,
+                                           int n, const struct wino_geom *gm)
 {
-    const int TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P;
+    const int C = cs->C, TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P;
     const size_t rs = (size_t)gm->Wp * C;
     const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, five = zero + 5.0f;
     size_t t = 0;
@@ -193,38 +193,13 @@ WX_FN(input_transform_c)(float *V, const float *xp, const int C, int n, const st
             }
 }
 
-/* The channel counts the transforms are compiled for as constants: with
- * C (or O) known, every load and store of a tile is a fixed offset from
- * a few row pointers. With C a variable the compiler kept one pointer per
- * position (72 for F(4x4)'s input transform), spilled them and reloaded
- * them at every step: the F(4x4) transforms of the big CNN's 24x24 layer
- * took 13 and 11 us an image, against about 9 and 6 with constants. */
-#define WX_CHANNELS(f, ...)               \
-    switch (C) {                          \
-    case 16: f(__VA_ARGS__, 16); break;   \
-    case 32: f(__VA_ARGS__, 32); break;   \
-    case 64: f(__VA_ARGS__, 64); break;   \
-    case 128: f(__VA_ARGS__, 128); break; \
-    case 256: f(__VA_ARGS__, 256); break; \
-    default: f(__VA_ARGS__, C); break;    \
-    }
-
-WX_ATTR static void WX_FN(input_transform)(float *V, const float *xp, const nn_conv_shape *cs,
-                                           int n, const struct wino_geom *gm)
-{
-    const int C = cs->C;
-#define WX_IN_CALL(V_, xp_, n_, gm_, c_) WX_FN(input_transform_c)(V_, xp_, c_, n_, gm_)
-    WX_CHANNELS(WX_IN_CALL, V, xp, n, gm)
-#undef WX_IN_CALL
-}
-
 /* Yt [n, m TH, m TW, O] = A^T M A + bias (then ReLU), with the F(2x2,3x3)
  * A^T = [1 1 1 0; 0 1 -1 -1] or F(4x4,3x3)'s above. */
-WX_ATTR static inline __attribute__((always_inline)) void
-WX_FN(output_transform_c)(float *Yt, const float *M, const float *b, int relu, const int O, int n,
-                          const struct wino_geom *gm)
+WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const float *b, int relu,
+                                            const nn_conv_shape *cs, int n,
+                                            const struct wino_geom *gm)
 {
-    const int TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P, GW = mt * TW;
+    const int O = cs->O, TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P, GW = mt * TW;
     const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, eight = zero + 8.0f;
     size_t t = 0;
     for (int i = 0; i < n; i++)
@@ -243,20 +218,8 @@ WX_FN(output_transform_c)(float *Yt, const float *M, const float *b, int relu, c
             }
 }
 
-WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const float *b, int relu,
-                                            const nn_conv_shape *cs, int n,
-                                            const struct wino_geom *gm)
-{
-    const int C = cs->O;
-#define WX_OUT_CALL(Yt_, M_, b_, relu_, n_, gm_, o_) \
-    WX_FN(output_transform_c)(Yt_, M_, b_, relu_, o_, n_, gm_)
-    WX_CHANNELS(WX_OUT_CALL, Yt, M, b, relu, n, gm)
-#undef WX_OUT_CALL
-}
-
 #undef WX_IN
 #undef WX_OUT
-#undef WX_CHANNELS
 #undef WX_BT6
 #undef WX_AT6
 #undef WX_IN4

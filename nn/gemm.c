@@ -67,216 +67,216 @@ typedef ptrdiff_t idx;
  * stride, or with lda_a != 0 A itself, rows lda_a apart; b: rows of the B panel ldb floats apart, or, with ro != NULL, row
  * k at b + ro[k]; at least v*VL readable columns; nr <= v*VL columns are
  * stored. beta == 0: C is not read. */
-typedef void (*gemm_kernel)(int kc, const float *a, idx lda_a, const float *b, idx ldb,
-                            const idx *ro, float *c, idx ldc, float alpha, float beta, int nr);
+typedef void (*gemm_kernel)(int kc, const float *a, idx lda_a, const float *b,
+                            idx ldb, const idx *ro, float *c, idx ldc,
+                            float alpha, float beta, int nr);
 /* Dot-product kernel: out[j] = sum_k a[k] * b[j*ldb + k], j < nb <= 4. */
-typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb, int nb, float *out);
+typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
+                         int nb, float *out);
 /* C[ra, rb] += A[ra, L] B^T over up to 3 rows of A (lda apart) and 4 rows
  * of B (pointers): see nn_gemm_rows_nt. */
-typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra, const float *const *b, int rb,
-                            float *c, idx ldc);
+typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra,
+                            const float *const *b, int rb, float *c, idx ldc);
 
 /* The k loop of a micro-kernel, B row u of the current step at ROWU;
  * STEP advances B past KU rows, STEP1 past one. A's element (row r, step
  * u) is AEL(u, r); ASTEP(n) advances A past n steps. */
-#define GEMM_KLOOP(VT, VL, BC, FM, R, V, ROWU, STEP, STEP1, AEL, ASTEP)                \
-    {                                                                                  \
-        for (; k + KU <= kc; k += KU) {                                                \
-            _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++)                       \
-            {                                                                          \
-                VT bv[V];                                                              \
-                const float *bu = ROWU;                                                \
-                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                    \
-                    memcpy(&bv[v], bu + v * VL, sizeof(VT));                           \
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                    \
-                {                                                                      \
-                    VT ar = BC(AEL(u, r));                                             \
-                    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[u][r][v] = \
-                        FM(ar, bv[v], acc[u][r][v]);                                   \
-                }                                                                      \
-            }                                                                          \
-            ASTEP(KU);                                                                 \
-            STEP;                                                                      \
-        }                                                                              \
-        for (; k < kc; k++) {                                                          \
-            VT bv[V];                                                                  \
-            const int u = 0;                                                           \
-            const float *bu = ROWU;                                                    \
-            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                        \
-                memcpy(&bv[v], bu + v * VL, sizeof(VT));                               \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                        \
-            {                                                                          \
-                VT ar = BC(AEL(0, r));                                                 \
-                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[0][r][v] =     \
-                    FM(ar, bv[v], acc[0][r][v]);                                       \
-            }                                                                          \
-            ASTEP(1);                                                                  \
-            STEP1;                                                                     \
-        }                                                                              \
+#define GEMM_KLOOP(VT, VL, BC, FM, R, V, ROWU, STEP, STEP1, AEL, ASTEP)      \
+    {                                                                         \
+        for (; k + KU <= kc; k += KU) {                                       \
+            _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++) {            \
+                VT bv[V];                                                     \
+                const float *bu = ROWU;                                       \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
+                    memcpy(&bv[v], bu + v * VL, sizeof(VT));                  \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {         \
+                    VT ar = BC(AEL(u, r));                                    \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)       \
+                        acc[u][r][v] = FM(ar, bv[v], acc[u][r][v]);           \
+                }                                                             \
+            }                                                                 \
+            ASTEP(KU);                                                        \
+            STEP;                                                             \
+        }                                                                     \
+        for (; k < kc; k++) {                                                 \
+            VT bv[V];                                                         \
+            const int u = 0;                                                  \
+            const float *bu = ROWU;                                           \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
+                memcpy(&bv[v], bu + v * VL, sizeof(VT));                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {             \
+                VT ar = BC(AEL(0, r));                                        \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
+                    acc[0][r][v] = FM(ar, bv[v], acc[0][r][v]);               \
+            }                                                                 \
+            ASTEP(1);                                                         \
+            STEP1;                                                            \
+        }                                                                     \
     }
 
 /* A packed in slivers (k-major, stride as_), or read in place (row-major,
  * rows lda_a apart). */
-#define GEMM_A_PACKED(u, r) a[(u)*as_ + (r)]
-#define GEMM_A_PACKED_STEP(n) (a += (n)*as_)
-#define GEMM_A_DIRECT(u, r) a[(r)*lda_a + (u)]
+#define GEMM_A_PACKED(u, r) a[(u) * as_ + (r)]
+#define GEMM_A_PACKED_STEP(n) (a += (n) * as_)
+#define GEMM_A_DIRECT(u, r) a[(r) * lda_a + (u)]
 #define GEMM_A_DIRECT_STEP(n) (a += (n))
 
 /* ---- the micro-kernel template ------------------------------------------
  * VT: vector type of VL floats; BC(x): broadcast; FM(a,b,c): a*b+c (fused
  * where the ISA has it); AS: A sliver stride (the path's MR); R rows; V
  * vectors per row. KU accumulator sets keep at least 8 FMAs in flight. */
-#define GEMM_DEFINE_KERNEL(NAME, ATTR, VT, VL, BC, FM, AS, R, V)                                  \
-    ATTR static void NAME(int kc, const float *restrict a, idx lda_a, const float *restrict b,    \
-                          idx ldb, const idx *restrict ro, float *restrict c, idx ldc,            \
-                          float alpha, float beta, int nr)                                        \
-    {                                                                                             \
-        enum { KU = (R) * (V) >= 8 ? 1 : (R) * (V) >= 4 ? 2 : (R) * (V) >= 2 ? 4 : 8 };           \
-        VT acc[KU][R][V];                                                                         \
+#define GEMM_DEFINE_KERNEL(NAME, ATTR, VT, VL, BC, FM, AS, R, V)              \
+    ATTR static void NAME(int kc, const float *restrict a, idx lda_a,         \
+                          const float *restrict b, idx ldb,                   \
+                          const idx *restrict ro, float *restrict c,          \
+                          idx ldc, float alpha, float beta, int nr)           \
+    {                                                                         \
+        enum { KU = (R) * (V) >= 8 ? 1 : (R) * (V) >= 4 ? 2                   \
+                    : (R) * (V) >= 2 ? 4 : 8 };                               \
+        VT acc[KU][R][V];                                                     \
         /* C is usually beyond L2: start its lines coming during the k loop \
-         * instead of stalling on them after it. */                     \
-        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                       \
-        {                                                                                         \
-            __builtin_prefetch(c + r * ldc, 1);                                                   \
-            __builtin_prefetch(c + r * ldc + (V) * (VL)-1, 1);                                    \
-        }                                                                                         \
-        _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++)                                      \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                   \
-                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[u][r][v] = BC(0.0f);      \
-        int k = 0;                                                                                \
-        const int as_ = AS;                                                                       \
-        if (ro && lda_a)                                                                          \
-            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + ro[u], ro += KU, ro++, GEMM_A_DIRECT,            \
-                       GEMM_A_DIRECT_STEP)                                                        \
-        else if (ro)                                                                              \
-            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + ro[u], ro += KU, ro++, GEMM_A_PACKED,            \
-                       GEMM_A_PACKED_STEP)                                                        \
-        else if (lda_a)                                                                           \
-            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + u * ldb, b += KU * ldb, b += ldb, GEMM_A_DIRECT, \
-                       GEMM_A_DIRECT_STEP)                                                        \
-        else                                                                                      \
-            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + u * ldb, b += KU * ldb, b += ldb, GEMM_A_PACKED, \
-                       GEMM_A_PACKED_STEP)                                                        \
-        _Pragma("GCC unroll 8") for (int u = 1; u < KU; u++)                                      \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                   \
-                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) acc[0][r][v] += acc[u][r][v]; \
-        VT va = BC(alpha);                                                                        \
-        if (nr == (V) * (VL)) {                                                                   \
-            if (beta == 0.0f) {                                                                   \
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                               \
-                    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                           \
-                {                                                                                 \
-                    VT t = acc[0][r][v] * va;                                                     \
-                    memcpy(c + r * ldc + v * VL, &t, sizeof(VT));                                 \
-                }                                                                                 \
-            } else {                                                                              \
-                VT vb = BC(beta);                                                                 \
-                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                               \
-                    _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                           \
-                {                                                                                 \
-                    VT t;                                                                         \
-                    memcpy(&t, c + r * ldc + v * VL, sizeof(VT));                                 \
-                    t = FM(t, vb, acc[0][r][v] * va);                                             \
-                    memcpy(c + r * ldc + v * VL, &t, sizeof(VT));                                 \
-                }                                                                                 \
-            }                                                                                     \
-        } else {                                                                                  \
-            /* Edge tile: only nr columns exist in C. */                                          \
-            float t[(R) * (V) * (VL)];                                                            \
-            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                                   \
-                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                               \
-                    memcpy(t + (r * (V) + v) * (VL), &acc[0][r][v], sizeof(VT));                  \
-            for (int r = 0; r < R; r++) {                                                         \
-                float *cr = c + r * ldc;                                                          \
-                const float *tr = t + r * (V) * (VL);                                             \
-                if (beta == 0.0f)                                                                 \
-                    for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j];                           \
-                else                                                                              \
-                    for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j] + beta * cr[j];            \
-            }                                                                                     \
-        }                                                                                         \
+         * instead of stalling on them after it. */                          \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {                 \
+            __builtin_prefetch(c + r * ldc, 1);                               \
+            __builtin_prefetch(c + r * ldc + (V) * (VL) - 1, 1);              \
+        }                                                                     \
+        _Pragma("GCC unroll 8") for (int u = 0; u < KU; u++)                  \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
+            acc[u][r][v] = BC(0.0f);                                          \
+        int k = 0;                                                            \
+        const int as_ = AS;                                                   \
+        if (ro && lda_a)                                                      \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + ro[u], ro += KU, ro++,       \
+                       GEMM_A_DIRECT, GEMM_A_DIRECT_STEP)                     \
+        else if (ro)                                                          \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + ro[u], ro += KU, ro++,       \
+                       GEMM_A_PACKED, GEMM_A_PACKED_STEP)                     \
+        else if (lda_a)                                                       \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + u * ldb, b += KU * ldb,      \
+                       b += ldb, GEMM_A_DIRECT, GEMM_A_DIRECT_STEP)           \
+        else                                                                  \
+            GEMM_KLOOP(VT, VL, BC, FM, R, V, b + u * ldb, b += KU * ldb,      \
+                       b += ldb, GEMM_A_PACKED, GEMM_A_PACKED_STEP)           \
+        _Pragma("GCC unroll 8") for (int u = 1; u < KU; u++)                  \
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)                   \
+        _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)                   \
+            acc[0][r][v] += acc[u][r][v];                                     \
+        VT va = BC(alpha);                                                    \
+        if (nr == (V) * (VL)) {                                               \
+            if (beta == 0.0f) {                                               \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)           \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {         \
+                    VT t = acc[0][r][v] * va;                                 \
+                    memcpy(c + r * ldc + v * VL, &t, sizeof(VT));             \
+                }                                                             \
+            } else {                                                          \
+                VT vb = BC(beta);                                             \
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)           \
+                _Pragma("GCC unroll 4") for (int v = 0; v < V; v++) {         \
+                    VT t;                                                     \
+                    memcpy(&t, c + r * ldc + v * VL, sizeof(VT));             \
+                    t = FM(t, vb, acc[0][r][v] * va);                         \
+                    memcpy(c + r * ldc + v * VL, &t, sizeof(VT));             \
+                }                                                             \
+            }                                                                 \
+        } else {                                                              \
+            /* Edge tile: only nr columns exist in C. */                      \
+            float t[(R) * (V) * (VL)];                                        \
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)               \
+            _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
+                memcpy(t + (r * (V) + v) * (VL), &acc[0][r][v], sizeof(VT));  \
+            for (int r = 0; r < R; r++) {                                     \
+                float *cr = c + r * ldc;                                      \
+                const float *tr = t + r * (V) * (VL);                         \
+                if (beta == 0.0f)                                             \
+                    for (int j = 0; j < nr; j++) cr[j] = alpha * tr[j];       \
+                else                                                          \
+                    for (int j = 0; j < nr; j++)                              \
+                        cr[j] = alpha * tr[j] + beta * cr[j];                 \
+            }                                                                 \
+        }                                                                     \
     }
 
 /* Dot products of one contiguous row a with up to 4 rows of b (in place),
  * two vectors per row in flight: 8 independent accumulators. */
-#define GEMM_DEFINE_DOT(NAME, ATTR, VT, VL, BC, FM)                                           \
-    ATTR static void NAME(int K, const float *restrict a, const float *restrict b, idx ldb,   \
-                          int nb, float *restrict out)                                        \
-    {                                                                                         \
-        const float *row[4];                                                                  \
-        for (int j = 0; j < 4; j++) row[j] = b + (j < nb ? j : 0) * ldb;                      \
-        VT acc[4][2];                                                                         \
-        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) acc[j][0] = acc[j][1] = BC(0.0f); \
-        int k = 0;                                                                            \
-        for (; k + 2 * (VL) <= K; k += 2 * (VL)) {                                            \
-            VT a0, a1;                                                                        \
-            memcpy(&a0, a + k, sizeof(VT));                                                   \
-            memcpy(&a1, a + k + (VL), sizeof(VT));                                            \
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                               \
-            {                                                                                 \
-                VT b0, b1;                                                                    \
-                memcpy(&b0, row[j] + k, sizeof(VT));                                          \
-                memcpy(&b1, row[j] + k + (VL), sizeof(VT));                                   \
-                acc[j][0] = FM(a0, b0, acc[j][0]);                                            \
-                acc[j][1] = FM(a1, b1, acc[j][1]);                                            \
-            }                                                                                 \
-        }                                                                                     \
-        for (int j = 0; j < nb; j++) {                                                        \
-            float t[VL];                                                                      \
-            VT s = acc[j][0] + acc[j][1];                                                     \
-            memcpy(t, &s, sizeof(VT));                                                        \
-            float sum = 0.0f;                                                                 \
-            for (int l = 0; l < (VL); l++) sum += t[l];                                       \
-            for (int kk = k; kk < K; kk++) sum += a[kk] * row[j][kk];                         \
-            out[j] = sum;                                                                     \
-        }                                                                                     \
+#define GEMM_DEFINE_DOT(NAME, ATTR, VT, VL, BC, FM)                           \
+    ATTR static void NAME(int K, const float *restrict a,                     \
+                          const float *restrict b, idx ldb, int nb,           \
+                          float *restrict out)                                \
+    {                                                                         \
+        const float *row[4];                                                  \
+        for (int j = 0; j < 4; j++) row[j] = b + (j < nb ? j : 0) * ldb;      \
+        VT acc[4][2];                                                         \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                   \
+            acc[j][0] = acc[j][1] = BC(0.0f);                                 \
+        int k = 0;                                                            \
+        for (; k + 2 * (VL) <= K; k += 2 * (VL)) {                            \
+            VT a0, a1;                                                        \
+            memcpy(&a0, a + k, sizeof(VT));                                   \
+            memcpy(&a1, a + k + (VL), sizeof(VT));                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {             \
+                VT b0, b1;                                                    \
+                memcpy(&b0, row[j] + k, sizeof(VT));                          \
+                memcpy(&b1, row[j] + k + (VL), sizeof(VT));                   \
+                acc[j][0] = FM(a0, b0, acc[j][0]);                            \
+                acc[j][1] = FM(a1, b1, acc[j][1]);                            \
+            }                                                                 \
+        }                                                                     \
+        for (int j = 0; j < nb; j++) {                                        \
+            float t[VL];                                                      \
+            VT s = acc[j][0] + acc[j][1];                                     \
+            memcpy(t, &s, sizeof(VT));                                        \
+            float sum = 0.0f;                                                 \
+            for (int l = 0; l < (VL); l++) sum += t[l];                       \
+            for (int kk = k; kk < K; kk++) sum += a[kk] * row[j][kk];         \
+            out[j] = sum;                                                     \
+        }                                                                     \
     }
 
 /* A 3 x 4 block of long dot products: rows of A against rows of B, both
  * contiguous along L. 12 accumulators, 3 + 4 loads per 12 FMAs; the
  * horizontal sums happen once per call. Missing rows (ra < 3, rb < 4)
  * alias row 0 and are not stored. */
-#define GEMM_DEFINE_DOTBLK(NAME, ATTR, VT, VL, BC, FM)                                            \
-    ATTR static void NAME(int L, const float *restrict a, idx lda, int ra, const float *const *b, \
-                          int rb, float *restrict c, idx ldc)                                     \
-    {                                                                                             \
-        const float *ar[3], *br[4];                                                               \
-        for (int i = 0; i < 3; i++) ar[i] = a + (i < ra ? i : 0) * lda;                           \
-        for (int j = 0; j < 4; j++) br[j] = b[j < rb ? j : 0];                                    \
-        VT acc[3][4];                                                                             \
-        _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)                                       \
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) acc[i][j] = BC(0.0f);             \
-        int l = 0;                                                                                \
-        for (; l + (VL) <= L; l += (VL)) {                                                        \
-            VT va[3];                                                                             \
-            _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)                                   \
-                memcpy(&va[i], ar[i] + l, sizeof(VT));                                            \
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                                   \
-            {                                                                                     \
-                VT vb;                                                                            \
-                memcpy(&vb, br[j] + l, sizeof(VT));                                               \
-                _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++) acc[i][j] =                   \
-                    FM(va[i], vb, acc[i][j]);                                                     \
-            }                                                                                     \
-        }                                                                                         \
-        for (int i = 0; i < ra; i++)                                                              \
-            for (int j = 0; j < rb; j++) {                                                        \
-                float t[VL], sum = 0.0f;                                                          \
-                memcpy(t, &acc[i][j], sizeof(VT));                                                \
-                for (int u = 0; u < (VL); u++) sum += t[u];                                       \
-                for (int kk = l; kk < L; kk++) sum += ar[i][kk] * br[j][kk];                      \
-                c[i * ldc + j] += sum;                                                            \
-            }                                                                                     \
+#define GEMM_DEFINE_DOTBLK(NAME, ATTR, VT, VL, BC, FM)                        \
+    ATTR static void NAME(int L, const float *restrict a, idx lda, int ra,    \
+                          const float *const *b, int rb, float *restrict c,   \
+                          idx ldc)                                            \
+    {                                                                         \
+        const float *ar[3], *br[4];                                           \
+        for (int i = 0; i < 3; i++) ar[i] = a + (i < ra ? i : 0) * lda;       \
+        for (int j = 0; j < 4; j++) br[j] = b[j < rb ? j : 0];                \
+        VT acc[3][4];                                                         \
+        _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)                   \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                   \
+            acc[i][j] = BC(0.0f);                                             \
+        int l = 0;                                                            \
+        for (; l + (VL) <= L; l += (VL)) {                                    \
+            VT va[3];                                                         \
+            _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)               \
+                memcpy(&va[i], ar[i] + l, sizeof(VT));                        \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {             \
+                VT vb;                                                        \
+                memcpy(&vb, br[j] + l, sizeof(VT));                           \
+                _Pragma("GCC unroll 3") for (int i = 0; i < 3; i++)           \
+                    acc[i][j] = FM(va[i], vb, acc[i][j]);                     \
+            }                                                                 \
+        }                                                                     \
+        for (int i = 0; i < ra; i++)                                          \
+            for (int j = 0; j < rb; j++) {                                    \
+                float t[VL], sum = 0.0f;                                      \
+                memcpy(t, &acc[i][j], sizeof(VT));                            \
+                for (int u = 0; u < (VL); u++) sum += t[u];                   \
+                for (int kk = l; kk < L; kk++) sum += ar[i][kk] * br[j][kk];  \
+                c[i * ldc + j] += sum;                                        \
+            }                                                                 \
     }
 
 /* Instantiate every tile shape r x v of a path (v = 1, 2). */
-#define GEMM_DEFINE_ROW(P, ATTR, VT, VL, BC, FM, AS, R)             \
-    GEMM_DEFINE_KERNEL(P##_##R##x1, ATTR, VT, VL, BC, FM, AS, R, 1) \
+#define GEMM_DEFINE_ROW(P, ATTR, VT, VL, BC, FM, AS, R)                       \
+    GEMM_DEFINE_KERNEL(P##_##R##x1, ATTR, VT, VL, BC, FM, AS, R, 1)           \
     GEMM_DEFINE_KERNEL(P##_##R##x2, ATTR, VT, VL, BC, FM, AS, R, 2)
-#define GEMM_ROW_PTRS(P, R)      \
-    {                            \
-        P##_##R##x1, P##_##R##x2 \
-    }
+#define GEMM_ROW_PTRS(P, R) { P##_##R##x1, P##_##R##x2 }
 
 /* ---- portable paths (GCC vector extensions) ----------------------------- */
 typedef float v4f __attribute__((vector_size(16)));
@@ -286,63 +286,62 @@ typedef float v16f __attribute__((vector_size(64)));
  * has a different ABI with and without AVX-512 (and GCC warns). */
 #define bc4(x) ((v4f){(x), (x), (x), (x)})
 #define fm4(a, b, c) ((a) * (b) + (c))
-#define bc16(x) \
-    ((v16f){(x), (x), (x), (x), (x), (x), (x), (x), (x), (x), (x), (x), (x), (x), (x), (x)})
+#define bc16(x)                                                               \
+    ((v16f){(x), (x), (x), (x), (x), (x), (x), (x),                           \
+            (x), (x), (x), (x), (x), (x), (x), (x)})
 #define fm16(a, b, c) ((a) * (b) + (c))
 
 #define GEN_ROW(R) GEMM_DEFINE_ROW(gen, , v4f, 4, bc4, fm4, 6, R)
-GEN_ROW(1)
-GEN_ROW(2)
-GEN_ROW(3)
-GEN_ROW(4) GEN_ROW(5) GEN_ROW(6) GEMM_DEFINE_DOT(gen_dot, , v4f, 4, bc4, fm4)
-    GEMM_DEFINE_DOTBLK(gen_dotblk, , v4f, 4, bc4,
-                       fm4) static const gemm_kernel gen_kernels[8][2] = {
-        GEMM_ROW_PTRS(gen, 1), GEMM_ROW_PTRS(gen, 2), GEMM_ROW_PTRS(gen, 3),
-        GEMM_ROW_PTRS(gen, 4), GEMM_ROW_PTRS(gen, 5), GEMM_ROW_PTRS(gen, 6),
+GEN_ROW(1) GEN_ROW(2) GEN_ROW(3) GEN_ROW(4) GEN_ROW(5) GEN_ROW(6)
+GEMM_DEFINE_DOT(gen_dot, , v4f, 4, bc4, fm4)
+GEMM_DEFINE_DOTBLK(gen_dotblk, , v4f, 4, bc4, fm4)
+static const gemm_kernel gen_kernels[8][2] = {
+    GEMM_ROW_PTRS(gen, 1), GEMM_ROW_PTRS(gen, 2), GEMM_ROW_PTRS(gen, 3),
+    GEMM_ROW_PTRS(gen, 4), GEMM_ROW_PTRS(gen, 5), GEMM_ROW_PTRS(gen, 6),
 };
 
 #define GENW_ROW(R) GEMM_DEFINE_ROW(genw, , v16f, 16, bc16, fm16, 8, R)
-GENW_ROW(1)
-GENW_ROW(2)
-GENW_ROW(3)
-GENW_ROW(4) GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
-    GEMM_DEFINE_DOT(genw_dot, , v16f, 16, bc16, fm16)
-        GEMM_DEFINE_DOTBLK(genw_dotblk, , v16f, 16, bc16,
-                           fm16) static const gemm_kernel genw_kernels[8][2] = {
-            GEMM_ROW_PTRS(genw, 1), GEMM_ROW_PTRS(genw, 2), GEMM_ROW_PTRS(genw, 3),
-            GEMM_ROW_PTRS(genw, 4), GEMM_ROW_PTRS(genw, 5), GEMM_ROW_PTRS(genw, 6),
-            GEMM_ROW_PTRS(genw, 7), GEMM_ROW_PTRS(genw, 8),
+GENW_ROW(1) GENW_ROW(2) GENW_ROW(3) GENW_ROW(4)
+GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
+GEMM_DEFINE_DOT(genw_dot, , v16f, 16, bc16, fm16)
+GEMM_DEFINE_DOTBLK(genw_dotblk, , v16f, 16, bc16, fm16)
+static const gemm_kernel genw_kernels[8][2] = {
+    GEMM_ROW_PTRS(genw, 1), GEMM_ROW_PTRS(genw, 2), GEMM_ROW_PTRS(genw, 3),
+    GEMM_ROW_PTRS(genw, 4), GEMM_ROW_PTRS(genw, 5), GEMM_ROW_PTRS(genw, 6),
+    GEMM_ROW_PTRS(genw, 7), GEMM_ROW_PTRS(genw, 8),
 };
 
 /* ---- x86 paths ------------------------------------------------------------ */
 #if GEMM_X86
 #define AVX2_ATTR __attribute__((target("avx2,fma")))
 #define AVX512_ATTR __attribute__((target("avx512f,avx2,fma")))
-#define AVX2_ROW(R) \
-    GEMM_DEFINE_ROW(avx2, AVX2_ATTR, __m256, 8, _mm256_set1_ps, _mm256_fmadd_ps, 6, R)
-AVX2_ROW(1)
-AVX2_ROW(2)
-AVX2_ROW(3)
-AVX2_ROW(4) AVX2_ROW(5) AVX2_ROW(6)
-    GEMM_DEFINE_DOT(avx2_dot, AVX2_ATTR, __m256, 8, _mm256_set1_ps, _mm256_fmadd_ps)
-        GEMM_DEFINE_DOTBLK(avx2_dotblk, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
-                           _mm256_fmadd_ps) static const gemm_kernel avx2_kernels[8][2] = {
-            GEMM_ROW_PTRS(avx2, 1), GEMM_ROW_PTRS(avx2, 2), GEMM_ROW_PTRS(avx2, 3),
-            GEMM_ROW_PTRS(avx2, 4), GEMM_ROW_PTRS(avx2, 5), GEMM_ROW_PTRS(avx2, 6),
+#define AVX2_ROW(R)                                                           \
+    GEMM_DEFINE_ROW(avx2, AVX2_ATTR, __m256, 8, _mm256_set1_ps,               \
+                    _mm256_fmadd_ps, 6, R)
+AVX2_ROW(1) AVX2_ROW(2) AVX2_ROW(3) AVX2_ROW(4) AVX2_ROW(5) AVX2_ROW(6)
+GEMM_DEFINE_DOT(avx2_dot, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
+                _mm256_fmadd_ps)
+GEMM_DEFINE_DOTBLK(avx2_dotblk, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
+                   _mm256_fmadd_ps)
+static const gemm_kernel avx2_kernels[8][2] = {
+    GEMM_ROW_PTRS(avx2, 1), GEMM_ROW_PTRS(avx2, 2), GEMM_ROW_PTRS(avx2, 3),
+    GEMM_ROW_PTRS(avx2, 4), GEMM_ROW_PTRS(avx2, 5), GEMM_ROW_PTRS(avx2, 6),
 };
 
-#define AVX512_ROW(R) \
-    GEMM_DEFINE_ROW(avx512, AVX512_ATTR, __m512, 16, _mm512_set1_ps, _mm512_fmadd_ps, 8, R)
-AVX512_ROW(1)
-AVX512_ROW(2)
-AVX512_ROW(3)
-AVX512_ROW(4) AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8)
-    GEMM_DEFINE_DOT(avx512_dot, AVX512_ATTR, __m512, 16, _mm512_set1_ps, _mm512_fmadd_ps)
-        GEMM_DEFINE_DOTBLK(avx512_dotblk, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
-                           _mm512_fmadd_ps) static const gemm_kernel avx512_kernels[8][2] = {
-            GEMM_ROW_PTRS(avx512, 1), GEMM_ROW_PTRS(avx512, 2), GEMM_ROW_PTRS(avx512, 3),
-            GEMM_ROW_PTRS(avx512, 4), GEMM_ROW_PTRS(avx512, 5), GEMM_ROW_PTRS(avx512, 6),
-            GEMM_ROW_PTRS(avx512, 7), GEMM_ROW_PTRS(avx512, 8),
+#define AVX512_ROW(R)                                                         \
+    GEMM_DEFINE_ROW(avx512, AVX512_ATTR, __m512, 16, _mm512_set1_ps,          \
+                    _mm512_fmadd_ps, 8, R)
+AVX512_ROW(1) AVX512_ROW(2) AVX512_ROW(3) AVX512_ROW(4)
+AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8)
+GEMM_DEFINE_DOT(avx512_dot, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
+                _mm512_fmadd_ps)
+GEMM_DEFINE_DOTBLK(avx512_dotblk, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
+                   _mm512_fmadd_ps)
+static const gemm_kernel avx512_kernels[8][2] = {
+    GEMM_ROW_PTRS(avx512, 1), GEMM_ROW_PTRS(avx512, 2),
+    GEMM_ROW_PTRS(avx512, 3), GEMM_ROW_PTRS(avx512, 4),
+    GEMM_ROW_PTRS(avx512, 5), GEMM_ROW_PTRS(avx512, 6),
+    GEMM_ROW_PTRS(avx512, 7), GEMM_ROW_PTRS(avx512, 8),
 };
 
 static int have_avx2(void)
@@ -366,17 +365,19 @@ struct gemm_path {
     const gemm_kernel (*kernels)[2]; /* [rows - 1][vectors - 1] */
     gemm_dot dot;
     gemm_dotblk dotblk;
-    int mr, vl, kc, mc; /* NR = 2 * vl */
+    int mr, vl, kc, mc;              /* NR = 2 * vl */
 };
 
 static const struct gemm_path paths[NN_GEMM_PATH_COUNT] = {
-    [NN_GEMM_PATH_GENERIC] = {"generic", always, gen_kernels, gen_dot, gen_dotblk, 6, 4, 256, 240},
-    [NN_GEMM_PATH_GENERIC_WIDE] = {"generic-wide", always, genw_kernels, genw_dot, genw_dotblk, 8,
-                                   16, 192, 240},
+    [NN_GEMM_PATH_GENERIC] = {"generic", always, gen_kernels, gen_dot, gen_dotblk,
+                              6, 4, 256, 240},
+    [NN_GEMM_PATH_GENERIC_WIDE] = {"generic-wide", always, genw_kernels,
+                                   genw_dot, genw_dotblk, 8, 16, 192, 240},
 #if GEMM_X86
-    [NN_GEMM_PATH_AVX2] = {"avx2", have_avx2, avx2_kernels, avx2_dot, avx2_dotblk, 6, 8, 256, 240},
-    [NN_GEMM_PATH_AVX512] = {"avx512", have_avx512, avx512_kernels, avx512_dot, avx512_dotblk, 8,
-                             16, 192, 240},
+    [NN_GEMM_PATH_AVX2] = {"avx2", have_avx2, avx2_kernels, avx2_dot, avx2_dotblk,
+                           6, 8, 256, 240},
+    [NN_GEMM_PATH_AVX512] = {"avx512", have_avx512, avx512_kernels,
+                             avx512_dot, avx512_dotblk, 8, 16, 192, 240},
 #endif
 };
 
@@ -433,13 +434,17 @@ static int cap_get(void)
 
 static int best_path(void)
 {
-    static const int order[] = {NN_GEMM_PATH_AVX512, NN_GEMM_PATH_AVX2, NN_GEMM_PATH_GENERIC};
+    static const int order[] = {NN_GEMM_PATH_AVX512, NN_GEMM_PATH_AVX2,
+                                NN_GEMM_PATH_GENERIC};
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
         if (nn_gemm_path_supported(order[i])) return order[i];
     return NN_GEMM_PATH_GENERIC;
 }
 
-int nn_gemm_path_supported(int path) { return cpu_runs(path) && path_rank(path) <= cap_get(); }
+int nn_gemm_path_supported(int path)
+{
+    return cpu_runs(path) && path_rank(path) <= cap_get();
+}
 
 int nn_gemm_init_env(char *err, size_t errlen)
 {
@@ -448,10 +453,10 @@ int nn_gemm_init_env(char *err, size_t errlen)
     if (c == -1)
         return nn_errf(err, errlen,
                        "%s=%s: unknown kernel path (use auto, generic, avx2 "
-                       "or avx512)",
-                       NN_GEMM_ENV, v);
+                       "or avx512)", NN_GEMM_ENV, v);
     if (c == -2)
-        return nn_errf(err, errlen, "%s=%s: this CPU cannot run the %s kernels", NN_GEMM_ENV, v, v);
+        return nn_errf(err, errlen, "%s=%s: this CPU cannot run the %s kernels",
+                       NN_GEMM_ENV, v, v);
     atomic_store_explicit(&gemm_cap, c, memory_order_relaxed);
     /* The cap's own path when it names one (generic-wide is never chosen
      * on its own otherwise), else the best under the cap. */
@@ -481,19 +486,21 @@ int nn_gemm_get_path(void)
 const char *nn_gemm_path_name(int path)
 {
     if (path == NN_GEMM_PATH_AUTO) path = nn_gemm_get_path();
-    if (path < 0 || path >= NN_GEMM_PATH_COUNT || paths[path].name == NULL) return "unknown";
+    if (path < 0 || path >= NN_GEMM_PATH_COUNT || paths[path].name == NULL)
+        return "unknown";
     return paths[path].name;
 }
 
 size_t nn_gemm_paths_list(char *buf, size_t len)
 {
-    static const int order[] = {NN_GEMM_PATH_GENERIC, NN_GEMM_PATH_AVX2, NN_GEMM_PATH_AVX512};
+    static const int order[] = {NN_GEMM_PATH_GENERIC, NN_GEMM_PATH_AVX2,
+                                NN_GEMM_PATH_AVX512};
     size_t n = 0;
     if (len) buf[0] = '\0';
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         if (!nn_gemm_path_supported(order[i])) continue;
-        int w = snprintf(buf + (n < len ? n : len), n < len ? len - n : 0, "%s%s", n ? " " : "",
-                         paths[order[i]].name);
+        int w = snprintf(buf + (n < len ? n : len), n < len ? len - n : 0,
+                         "%s%s", n ? " " : "", paths[order[i]].name);
         if (w > 0) n += (size_t)w;
     }
     return n;
@@ -504,19 +511,24 @@ size_t nn_gemm_paths_list(char *buf, size_t len)
  * every thread of the process (server threads that never multiply too) and
  * is carved out of each thread's stack. Here only threads that run the
  * blocked path pay, once, and the key's destructor frees it at exit. */
-#define GEMM_WS_FLOATS (GEMM_MC_MAX * GEMM_KC_MAX + GEMM_KC_MAX * GEMM_NR_MAX)
+#define GEMM_WS_FLOATS                                                        \
+    (GEMM_MC_MAX * GEMM_KC_MAX + GEMM_KC_MAX * GEMM_NR_MAX)
 
 static pthread_key_t gemm_ws_key;
 static pthread_once_t gemm_ws_once = PTHREAD_ONCE_INIT;
 static int gemm_ws_key_ok;
 static _Thread_local float *gemm_ws_tl;
 
-static void gemm_ws_key_init(void) { gemm_ws_key_ok = pthread_key_create(&gemm_ws_key, free) == 0; }
+static void gemm_ws_key_init(void)
+{
+    gemm_ws_key_ok = pthread_key_create(&gemm_ws_key, free) == 0;
+}
 
 static float *gemm_ws(void)
 {
     if (gemm_ws_tl) return gemm_ws_tl;
-    if (pthread_once(&gemm_ws_once, gemm_ws_key_init) != 0 || !gemm_ws_key_ok) return NULL;
+    if (pthread_once(&gemm_ws_once, gemm_ws_key_init) != 0 || !gemm_ws_key_ok)
+        return NULL;
     float *w = aligned_alloc(64, GEMM_WS_FLOATS * sizeof(float));
     if (!w) return NULL;
     if (pthread_setspecific(gemm_ws_key, w) != 0) {
@@ -537,17 +549,20 @@ static inline float opb(int tb, const float *B, idx ldb, int k, int j)
     return tb ? B[(idx)j * ldb + k] : B[(idx)k * ldb + j];
 }
 
-void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-                 const float *B, int ldb, float beta, float *C, int ldc)
+void nn_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,
+                 const float *A, int lda, const float *B, int ldb,
+                 float beta, float *C, int ldc)
 {
     /* Double accumulation: the oracle should be more accurate than what it
      * checks, so test tolerances measure the fast path's error alone. */
     for (int i = 0; i < M; i++)
         for (int j = 0; j < N; j++) {
             double s = 0.0;
-            for (int k = 0; k < K; k++) s += (double)opa(ta, A, lda, i, k) * opb(tb, B, ldb, k, j);
+            for (int k = 0; k < K; k++)
+                s += (double)opa(ta, A, lda, i, k) * opb(tb, B, ldb, k, j);
             float *c = &C[(idx)i * ldc + j];
-            *c = beta == 0.0f ? (float)(alpha * s) : (float)(alpha * s + (double)beta * *c);
+            *c = beta == 0.0f ? (float)(alpha * s)
+                              : (float)(alpha * s + (double)beta * *c);
         }
 }
 
@@ -564,7 +579,8 @@ static void gemm_scale(int M, int N, float beta, float *C, idx ldc)
 
 /* Empty products: nothing to do, or C = beta * C (A and B unread). 1 if
  * handled. */
-static int gemm_trivial(int M, int N, int K, float alpha, float beta, float *C, idx ldc)
+static int gemm_trivial(int M, int N, int K, float alpha, float beta, float *C,
+                        idx ldc)
 {
     if (M <= 0 || N <= 0) return 1;
     if (K > 0 && alpha != 0.0f) return 0;
@@ -574,8 +590,9 @@ static int gemm_trivial(int M, int N, int K, float alpha, float beta, float *C, 
 
 /* Plain loop for tiny products (and the no-memory fallback): row of C
  * accumulated in a small stack buffer so op(B) rows are read in order. */
-static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha, const float *A, idx lda,
-                        const float *B, idx ldb, float beta, float *C, idx ldc)
+static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha,
+                        const float *A, idx lda, const float *B, idx ldb,
+                        float beta, float *C, idx ldc)
 {
     enum { CH = 256 };
     float acc[CH];
@@ -587,7 +604,8 @@ static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha, const 
                 for (int j = 0; j < nj; j++) {
                     const float *b = B + (idx)(j0 + j) * ldb;
                     float s = 0.0f;
-                    for (int k = 0; k < K; k++) s += opa(ta, A, lda, i, k) * b[k];
+                    for (int k = 0; k < K; k++)
+                        s += opa(ta, A, lda, i, k) * b[k];
                     acc[j] = s;
                 }
             } else {
@@ -600,7 +618,8 @@ static void gemm_simple(int ta, int tb, int M, int N, int K, float alpha, const 
             }
             float *c = C + i * ldc + j0;
             for (int j = 0; j < nj; j++)
-                c[j] = beta == 0.0f ? alpha * acc[j] : alpha * acc[j] + beta * c[j];
+                c[j] = beta == 0.0f ? alpha * acc[j]
+                                    : alpha * acc[j] + beta * c[j];
         }
 }
 
@@ -611,7 +630,8 @@ static void pack_4rows(const float *src, idx ls, int kc, float *o, idx os)
 {
     const float *s0 = src, *s1 = src + ls, *s2 = s1 + ls, *s3 = s2 + ls;
     int k = 0;
-    for (; k + 4 <= kc; k += 4) tr4x4(s0 + k, s1 + k, s2 + k, s3 + k, o + k * os, os);
+    for (; k + 4 <= kc; k += 4)
+        tr4x4(s0 + k, s1 + k, s2 + k, s3 + k, o + k * os, os);
     for (; k < kc; k++) {
         float *ok = o + k * os;
         ok[0] = s0[k];
@@ -648,20 +668,22 @@ static void pack_2rows(const float *src, idx ls, int kc, float *o, idx os)
 /* op(A)[i0 .. i0+mc, k0 .. k0+kc] into slivers of mr rows: sliver s holds
  * element (r, k) at out[s*kc + k*mr + r]. A short last sliver keeps the
  * mr stride (its kernel reads only its rows). */
-static void pack_a(int ta, const float *A, idx lda, int i0, int k0, int mc, int kc, int mr,
-                   float *restrict out)
+static void pack_a(int ta, const float *A, idx lda, int i0, int k0, int mc,
+                   int kc, int mr, float *restrict out)
 {
     for (int s = 0; s < mc; s += mr) {
         int rows = mc - s < mr ? mc - s : mr;
         float *o = out + (idx)s * kc;
         if (ta) {
             for (int k = 0; k < kc; k++)
-                memcpy(o + k * mr, A + (idx)(k0 + k) * lda + i0 + s, (size_t)rows * sizeof(float));
+                memcpy(o + k * mr, A + (idx)(k0 + k) * lda + i0 + s,
+                       (size_t)rows * sizeof(float));
             continue;
         }
         const float *src = A + (idx)(i0 + s) * lda + k0;
         int r = 0;
-        for (; r + 4 <= rows; r += 4) pack_4rows(src + r * lda, lda, kc, o + r, mr);
+        for (; r + 4 <= rows; r += 4)
+            pack_4rows(src + r * lda, lda, kc, o + r, mr);
         if (r + 2 <= rows) {
             pack_2rows(src + r * lda, lda, kc, o + r, mr);
             r += 2;
@@ -673,8 +695,8 @@ static void pack_a(int ta, const float *A, idx lda, int i0, int k0, int mc, int 
 
 /* op(B)[k0 .. k0+kc, j0 .. j0+nr] into out[k*nrp + j], zero-padded to nrp
  * columns. */
-static void pack_b(int tb, const float *B, idx ldb, int k0, int j0, int kc, int nr, int nrp,
-                   float *restrict out)
+static void pack_b(int tb, const float *B, idx ldb, int k0, int j0, int kc,
+                   int nr, int nrp, float *restrict out)
 {
     if (!tb) {
         for (int k = 0; k < kc; k++) {
@@ -708,12 +730,13 @@ static int b_in_place(idx ldb, int mc, int mr)
 /* ---- drivers ------------------------------------------------------------ */
 /* packb != NULL: B is not a matrix but a callback that packs each panel
  * (nn_gemm_packed); B, ldb and tb are then unused. roff != NULL: row k of
- * B is at B + roff[k], read in place (nn_gemm_rows); ldb and tb unused. */
-/* bpan != NULL: B is given as nn_gemm_bpanels (B, ldb, tb unused), read
- * in place a kernel's width at a time (at most a panel). */
-static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb, int M, int N, int K,
-                         float alpha, const float *A, idx lda, const float *B, idx ldb,
-                         const idx *roff, float beta, float *C, idx ldc, nn_gemm_pack_fn packb,
+ * B is at B + roff[k], read in place (nn_gemm_rows); ldb and tb unused.
+ * bpan != NULL: B is given in nn_gemm_bpanels' layout (B, ldb, tb
+ * unused), read in place a kernel's width at a time (at most a panel). */
+static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
+                         int M, int N, int K, float alpha, const float *A,
+                         idx lda, const float *B, idx ldb, const idx *roff,
+                         float beta, float *C, idx ldc, nn_gemm_pack_fn packb,
                          void *ctx, const float *bpan)
 {
     const int mr = p->mr, vl = p->vl, nrf = 2 * vl;
@@ -738,7 +761,8 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb, i
             int mc = M - i0 < mcb ? M - i0 : mcb;
             if (!a_direct) pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
             int direct_b = !packb && b_in_place(ldb, mc, mr);
-            const int jstep = bpan && nrf > NN_GEMM_BPANEL ? NN_GEMM_BPANEL : nrf;
+            const int jstep =
+                bpan && nrf > NN_GEMM_BPANEL ? NN_GEMM_BPANEL : nrf;
             for (int j0 = 0; j0 < N; j0 += jstep) {
                 int nr = N - j0 < jstep ? N - j0 : jstep;
                 int nv = nr > vl ? 2 : 1;
@@ -767,17 +791,20 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb, i
                 }
                 for (int s = 0; s < mc; s += mr) {
                     int rows = mc - s < mr ? mc - s : mr;
-                    const float *ap = a_direct ? A + (idx)(i0 + s) * lda + k0 : apack + (idx)s * kc;
-                    p->kernels[rows - 1][nv - 1](kc, ap, a_direct ? lda : 0, bp, bs, ro,
-                                                 C + (idx)(i0 + s) * ldc + j0, ldc, alpha, bet, nr);
+                    const float *ap = a_direct ? A + (idx)(i0 + s) * lda + k0
+                                               : apack + (idx)s * kc;
+                    p->kernels[rows - 1][nv - 1](
+                        kc, ap, a_direct ? lda : 0, bp, bs, ro,
+                        C + (idx)(i0 + s) * ldc + j0, ldc, alpha, bet, nr);
                 }
             }
         }
     }
 }
 
-static void gemm_dot_rows(const struct gemm_path *p, int M, int N, int K, float alpha,
-                          const float *A, idx lda, const float *B, idx ldb, float beta, float *C,
+static void gemm_dot_rows(const struct gemm_path *p, int M, int N, int K,
+                          float alpha, const float *A, idx lda,
+                          const float *B, idx ldb, float beta, float *C,
                           idx ldc)
 {
     for (int i = 0; i < M; i++) {
@@ -788,13 +815,15 @@ static void gemm_dot_rows(const struct gemm_path *p, int M, int N, int K, float 
             float s[4];
             p->dot(K, a, B + (idx)j * ldb, ldb, nb, s);
             for (int t = 0; t < nb; t++)
-                c[j + t] = beta == 0.0f ? alpha * s[t] : alpha * s[t] + beta * c[j + t];
+                c[j + t] = beta == 0.0f ? alpha * s[t]
+                                        : alpha * s[t] + beta * c[j + t];
         }
     }
 }
 
-void nn_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
-             const float *B, int ldb, float beta, float *C, int ldc)
+void nn_gemm(int ta, int tb, int M, int N, int K, float alpha,
+             const float *A, int lda, const float *B, int ldb, float beta,
+             float *C, int ldc)
 {
     if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     const struct gemm_path *p = &paths[nn_gemm_get_path()];
@@ -811,14 +840,15 @@ void nn_gemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, i
         gemm_simple(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    gemm_blocked(p, ws, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C, ldc, NULL, NULL,
-                 NULL);
+    gemm_blocked(p, ws, ta, tb, M, N, K, alpha, A, lda, B, ldb, NULL, beta, C,
+                 ldc, NULL, NULL, NULL);
 }
 
 /* No packing memory: panels of at most PK rows packed on the stack, then
  * plain loops. Slow but never fails. */
-static void gemm_packed_simple(int ta, int M, int N, int K, float alpha, const float *A, idx lda,
-                               nn_gemm_pack_fn packb, void *ctx, float beta, float *C, idx ldc)
+static void gemm_packed_simple(int ta, int M, int N, int K, float alpha,
+                               const float *A, idx lda, nn_gemm_pack_fn packb,
+                               void *ctx, float beta, float *C, idx ldc)
 {
     enum { PK = 32 };
     float panel[PK * GEMM_NR_MAX];
@@ -840,8 +870,9 @@ static void gemm_packed_simple(int ta, int M, int N, int K, float alpha, const f
     }
 }
 
-void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A, int lda,
-                    nn_gemm_pack_fn packb, void *ctx, float beta, float *C, int ldc)
+void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A,
+                    int lda, nn_gemm_pack_fn packb, void *ctx, float beta,
+                    float *C, int ldc)
 {
     if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
@@ -849,26 +880,29 @@ void nn_gemm_packed(int ta, int M, int N, int K, float alpha, const float *A, in
         gemm_packed_simple(ta, M, N, K, alpha, A, lda, packb, ctx, beta, C, ldc);
         return;
     }
-    gemm_blocked(&paths[nn_gemm_get_path()], ws, ta, 0, M, N, K, alpha, A, lda, NULL, 0, NULL, beta,
-                 C, ldc, packb, ctx, NULL);
+    gemm_blocked(&paths[nn_gemm_get_path()], ws, ta, 0, M, N, K, alpha, A, lda,
+                 NULL, 0, NULL, beta, C, ldc, packb, ctx, NULL);
 }
 
 /* C += alpha A B in plain loops, row k of B at B + roff[k] (roff given)
- * or B + k ldb: the fallback of the in-place variants when there is no
+ * or at B + k ldb: the fallback of the in-place variants when there is no
  * packing memory (A's slivers live there). */
-static void gemm_rows_plain(int M, int N, int K, float alpha, const float *A, idx lda,
-                            const float *B, idx ldb, const ptrdiff_t *roff, float *C, idx ldc)
+static void gemm_rows_plain(int M, int N, int K, float alpha, const float *A,
+                            idx lda, const float *B, idx ldb,
+                            const ptrdiff_t *roff, float *C, idx ldc)
 {
     for (int i = 0; i < M; i++)
         for (int k = 0; k < K; k++) {
-            const float a = alpha * A[(idx)i * lda + k], *b = B + (roff ? roff[k] : k * ldb);
+            const float a = alpha * A[(idx)i * lda + k];
+            const float *b = B + (roff ? roff[k] : k * ldb);
             float *c = C + (idx)i * ldc;
             for (int j = 0; j < N; j++) c[j] += a * b[j];
         }
 }
 
-void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-                  const ptrdiff_t *roff, float beta, float *C, int ldc)
+void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, const ptrdiff_t *roff, float beta, float *C,
+                  int ldc)
 {
     if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
@@ -877,8 +911,8 @@ void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda, con
         gemm_rows_plain(M, N, K, alpha, A, lda, B, 0, roff, C, ldc);
         return;
     }
-    gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda, B, 0, roff, beta, C,
-                 ldc, NULL, NULL, NULL);
+    gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda,
+                 B, 0, roff, beta, C, ldc, NULL, NULL, NULL);
 }
 
 /* L in slices of GEMM_NT_SLICE floats, so that the A rows and the B rows
@@ -886,8 +920,8 @@ void nn_gemm_rows(int M, int N, int K, float alpha, const float *A, int lda, con
  * L1 while every block of C passes over them. */
 #define GEMM_NT_SLICE 1024
 
-void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda, const float *B,
-                     const ptrdiff_t *roff, float *C, int ldc)
+void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda,
+                     const float *B, const ptrdiff_t *roff, float *C, int ldc)
 {
     if (M <= 0 || N <= 0 || L <= 0) return;
     const struct gemm_path *p = &paths[nn_gemm_get_path()];
@@ -899,8 +933,8 @@ void nn_gemm_rows_nt(int M, int N, int L, const float *A, int lda, const float *
             for (int j = 0; j < rb; j++) br[j] = B + roff[j0 + j] + l0;
             for (int i0 = 0; i0 < M; i0 += 3) {
                 const int ra = M - i0 < 3 ? M - i0 : 3;
-                p->dotblk(len, A + (idx)i0 * lda + l0, lda, ra, br, rb, C + (idx)i0 * ldc + j0,
-                          ldc);
+                p->dotblk(len, A + (idx)i0 * lda + l0, lda, ra, br, rb,
+                          C + (idx)i0 * ldc + j0, ldc);
             }
         }
     }
@@ -924,20 +958,24 @@ void nn_gemm_bpanels_pack(float *out, const float *B, int ldb, int K, int N)
     }
 }
 
-void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A, int lda, const float *Bp,
-                     float beta, float *C, int ldc)
+void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *Bp, float beta, float *C, int ldc)
 {
     if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
     if (!ws) {
         gemm_scale(M, N, beta, C, ldc);
         for (int j0 = 0; j0 < N; j0 += NN_GEMM_BPANEL)
-            gemm_rows_plain(M, N - j0 < NN_GEMM_BPANEL ? N - j0 : NN_GEMM_BPANEL, K, alpha, A, lda,
-                            Bp + (idx)j0 * K, NN_GEMM_BPANEL, NULL, C + j0, ldc);
+            gemm_rows_plain(M, N - j0 < NN_GEMM_BPANEL ? N - j0 : NN_GEMM_BPANEL,
+                            K, alpha, A, lda, Bp + (idx)j0 * K, NN_GEMM_BPANEL,
+                            NULL, C + j0, ldc);
         return;
     }
-    gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda, NULL, 0, NULL, beta,
-                 C, ldc, NULL, NULL, Bp);
+    gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda,
+                 NULL, 0, NULL, beta, C, ldc, NULL, NULL, Bp);
 }
 
-int nn_gemm_panel_width(void) { return 2 * paths[nn_gemm_get_path()].vl; }
+int nn_gemm_panel_width(void)
+{
+    return 2 * paths[nn_gemm_get_path()].vl;
+}

@@ -12,11 +12,11 @@
  * finish_task_switch, the futex's unlock). A worker that has just finished
  * polls for the next run, and the caller for the workers' end, for up to
  * SPIN_NS (a pause instruction between polls, the clock read every 64)
- * and only then sleeps on the condition variable. Lost wake-ups are ruled out the usual way: a sleeper
- * announces itself (sleepers, waiting) under the mutex before it checks
- * the condition once more, and the side that changes the condition reads
- * that announcement after the change (both sequentially consistent), and
- * signals under the mutex when it is set. */
+ * and only then sleeps on the condition variable. Lost wake-ups are ruled
+ * out the usual way: a sleeper announces itself (sleepers, waiting) under
+ * the mutex before it checks the condition once more, and the side that
+ * changes the condition reads that announcement after the change (both
+ * sequentially consistent) and signals under the mutex when it is set. */
 #define SPIN_NS 50000L
 
 struct nn_pool {

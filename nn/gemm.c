@@ -55,6 +55,10 @@
 #define GEMM_KC_MAX 256
 #define GEMM_MC_MAX 240
 #define GEMM_NR_MAX 32
+/* A kernel's two vectors lie in one nn_gemm_bpanels panel, or one in each
+ * of two neighbours (a vector never straddles panels). */
+_Static_assert(GEMM_NR_MAX <= 2 * NN_GEMM_BPANEL && NN_GEMM_BPANEL % 16 == 0,
+               "kernel width against the B panels");
 /* Below this many multiply-adds the plain loop wins over packing. */
 #define GEMM_TINY_MNK 2048
 /* op(B) = B^T with at most this many rows of A: dot-product path. */
@@ -65,10 +69,11 @@ typedef ptrdiff_t idx;
 /* One micro-kernel: C[r, nr] (=|+=) alpha * A[r, kc] B[kc, nr] (+ beta C),
  * r fixed by the kernel. a: packed sliver, k-major with the path's MR
  * stride, or with lda_a != 0 A itself, rows lda_a apart; b: rows of the B panel ldb floats apart, or, with ro != NULL, row
- * k at b + ro[k]; at least v*VL readable columns; nr <= v*VL columns are
+ * k at b + ro[k]; a row's v-th vector at b + v*vs (vs = VL, or the
+ * distance between two nn_gemm_bpanels panels); nr <= v*VL columns are
  * stored. beta == 0: C is not read. */
 typedef void (*gemm_kernel)(int kc, const float *a, idx lda_a, const float *b,
-                            idx ldb, const idx *ro, float *c, idx ldc,
+                            idx ldb, idx vs, const idx *ro, float *c, idx ldc,
                             float alpha, float beta, int nr);
 /* Dot-product kernel: out[j] = sum_k a[k] * b[j*ldb + k], j < nb <= 4. */
 typedef void (*gemm_dot)(int K, const float *a, const float *b, idx ldb,
@@ -88,7 +93,7 @@ typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra,
                 VT bv[V];                                                     \
                 const float *bu = ROWU;                                       \
                 _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
-                    memcpy(&bv[v], bu + v * VL, sizeof(VT));                  \
+                    memcpy(&bv[v], bu + v * vs, sizeof(VT));                  \
                 _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {         \
                     VT ar = BC(AEL(u, r));                                    \
                     _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)       \
@@ -103,7 +108,7 @@ typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra,
             const int u = 0;                                                  \
             const float *bu = ROWU;                                           \
             _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)               \
-                memcpy(&bv[v], bu + v * VL, sizeof(VT));                      \
+                memcpy(&bv[v], bu + v * vs, sizeof(VT));                      \
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {             \
                 VT ar = BC(AEL(0, r));                                        \
                 _Pragma("GCC unroll 4") for (int v = 0; v < V; v++)           \
@@ -127,7 +132,7 @@ typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra,
  * vectors per row. KU accumulator sets keep at least 8 FMAs in flight. */
 #define GEMM_DEFINE_KERNEL(NAME, ATTR, VT, VL, BC, FM, AS, R, V)              \
     ATTR static void NAME(int kc, const float *restrict a, idx lda_a,         \
-                          const float *restrict b, idx ldb,                   \
+                          const float *restrict b, idx ldb, idx vs,           \
                           const idx *restrict ro, float *restrict c,          \
                           idx ldc, float alpha, float beta, int nr)           \
     {                                                                         \
@@ -761,18 +766,19 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
             int mc = M - i0 < mcb ? M - i0 : mcb;
             if (!a_direct) pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
             int direct_b = !packb && b_in_place(ldb, mc, mr);
-            const int jstep =
-                bpan && nrf > NN_GEMM_BPANEL ? NN_GEMM_BPANEL : nrf;
-            for (int j0 = 0; j0 < N; j0 += jstep) {
-                int nr = N - j0 < jstep ? N - j0 : jstep;
+            for (int j0 = 0; j0 < N; j0 += nrf) {
+                int nr = N - j0 < nrf ? N - j0 : nrf;
                 int nv = nr > vl ? 2 : 1;
                 const float *bp;
                 const idx *ro = NULL;
-                idx bs;
+                idx bs, vs = vl;
                 if (bpan) {
+                    /* A kernel wider than a panel (AVX-512: two vectors
+                     * of 16) takes its second vector from the next one. */
                     bp = bpan + (idx)(j0 / NN_GEMM_BPANEL) * K * NN_GEMM_BPANEL +
                          (idx)k0 * NN_GEMM_BPANEL + j0 % NN_GEMM_BPANEL;
                     bs = NN_GEMM_BPANEL;
+                    if (nrf > NN_GEMM_BPANEL) vs = (idx)K * NN_GEMM_BPANEL;
                 } else if (roff) {
                     bp = B + j0;
                     ro = roff + k0;
@@ -794,7 +800,7 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                     const float *ap = a_direct ? A + (idx)(i0 + s) * lda + k0
                                                : apack + (idx)s * kc;
                     p->kernels[rows - 1][nv - 1](
-                        kc, ap, a_direct ? lda : 0, bp, bs, ro,
+                        kc, ap, a_direct ? lda : 0, bp, bs, vs, ro,
                         C + (idx)(i0 + s) * ldc + j0, ldc, alpha, bet, nr);
                 }
             }

@@ -163,17 +163,21 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h, float ou
         img_errf(err, errlen, "no ink: nothing stands out from the background");
         return IMG_ERR_BLANK;
     }
+    /* A row's first and last inked pixels bound its part of the box: a
+     * table of the inked levels, and scans from both ends. */
+    uint8_t inked[256];
+    for (int v = 0; v < 256; v++) inked[v] = ink_of(&pol, v) * 10 > maxink;
     uint32_t x0 = w, x1 = 0, y0 = h, y1 = 0;
     for (uint32_t y = 0; y < h; y++) {
         const uint8_t *row = gray + (size_t)y * w;
-        for (uint32_t x = 0; x < w; x++) {
-            if (ink_of(&pol, row[x]) * 10 > maxink) {
-                if (x < x0) x0 = x;
-                if (x > x1) x1 = x;
-                if (y < y0) y0 = y;
-                if (y > y1) y1 = y;
-            }
-        }
+        uint32_t a = 0, b = w;
+        while (a < w && !inked[row[a]]) a++;
+        if (a == w) continue;
+        while (!inked[row[b - 1]]) b--;
+        if (a < x0) x0 = a;
+        if (b - 1 > x1) x1 = b - 1;
+        if (y < y0) y0 = y;
+        y1 = y;
     }
     /* maxink >= 8 guarantees at least one pixel passed */
     ib->pol = pol;
@@ -185,16 +189,25 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h, float ou
     return IMG_OK;
 }
 
-/* A 28x28 input kept pixel for pixel (ink/255), moved by (dx, dy). */
-static void copy_shifted(const uint8_t *gray, const polarity *pol, int dx, int dy, float out[784])
+/* ink/255 of every gray level. */
+static void ink_table(const polarity *pol, float lut[256])
 {
-    for (int y = 0; y < PREP_SIDE; y++)
-        for (int x = 0; x < PREP_SIDE; x++) {
-            int sx = x - dx, sy = y - dy;
-            out[y * PREP_SIDE + x] = (sx >= 0 && sx < PREP_SIDE && sy >= 0 && sy < PREP_SIDE)
-                                         ? (float)ink_of(pol, gray[sy * PREP_SIDE + sx]) / 255.0f
-                                         : 0.0f;
-        }
+    for (int v = 0; v < 256; v++) lut[v] = (float)ink_of(pol, v) / 255.0f;
+}
+
+/* A 28x28 input kept pixel for pixel (ink/255 by ink_table), moved by
+ * (dx, dy). */
+static void copy_shifted(const uint8_t *gray, const float lut[256], int dx, int dy, float out[784])
+{
+    const int xa = dx > 0 ? dx : 0, xb = dx < 0 ? PREP_SIDE + dx : PREP_SIDE;
+    memset(out, 0, sizeof(float) * PREP_SIDE * PREP_SIDE);
+    for (int y = 0; y < PREP_SIDE; y++) {
+        const int sy = y - dy;
+        if (sy < 0 || sy >= PREP_SIDE) continue;
+        const uint8_t *src = gray + sy * PREP_SIDE + (xa - dx);
+        float *o = out + y * PREP_SIDE + xa;
+        for (int i = 0; i < xb - xa; i++) o[i] = lut[src[i]];
+    }
 }
 
 /* Step 4: area-averages the ink box to *nw x *nh with the longer side
@@ -267,11 +280,12 @@ img_status img_prep_mnist(const uint8_t *gray, uint32_t w, uint32_t h, float out
     if (w == PREP_SIDE && h == PREP_SIDE && ib.longest >= PREP_PASS_MIN_BOX &&
         ib.longest <= PREP_BOX) {
         /* Already MNIST-shaped: keep every pixel, only centre. */
-        copy_shifted(gray, &ib.pol, 0, 0, out);
+        float lut[256];
+        ink_table(&ib.pol, lut);
+        copy_shifted(gray, lut, 0, 0, out);
         double cx, cy;
         centre_of_mass(out, PREP_SIDE, PREP_SIDE, &cx, &cy);
-        copy_shifted(gray, &ib.pol, round_half_in(PREP_COM - cx), round_half_in(PREP_COM - cy),
-                     out);
+        copy_shifted(gray, lut, round_half_in(PREP_COM - cx), round_half_in(PREP_COM - cy), out);
         return IMG_OK;
     }
 
@@ -305,7 +319,9 @@ img_status img_prep_fit(const uint8_t *gray, uint32_t w, uint32_t h, float out[7
     if (w == PREP_SIDE && h == PREP_SIDE && ib.longest >= PREP_FIT_PASS_MIN_BOX) {
         /* Already framed like Fashion-MNIST: keep every pixel (faint edges
          * outside the 10% box included), only centre the box. */
-        copy_shifted(gray, &ib.pol, centre_shift(ib.x0, ib.bw), centre_shift(ib.y0, ib.bh), out);
+        float lut[256];
+        ink_table(&ib.pol, lut);
+        copy_shifted(gray, lut, centre_shift(ib.x0, ib.bw), centre_shift(ib.y0, ib.bh), out);
         return IMG_OK;
     }
 

@@ -228,6 +228,18 @@ typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra,
                 acc[j][1] = FM(a1, b1, acc[j][1]);                            \
             }                                                                 \
         }                                                                     \
+        /* One more vector: K = 400 or 84 on AVX-512 (LeNet's dense layers) \
+         * would otherwise leave 16 or 20 products to the scalar tail. */    \
+        if (k + (VL) <= K) {                                                  \
+            VT a0;                                                            \
+            memcpy(&a0, a + k, sizeof(VT));                                   \
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {             \
+                VT b0;                                                        \
+                memcpy(&b0, row[j] + k, sizeof(VT));                          \
+                acc[j][0] = FM(a0, b0, acc[j][0]);                            \
+            }                                                                 \
+            k += (VL);                                                        \
+        }                                                                     \
         for (int j = 0; j < nb; j++) {                                        \
             float t[VL];                                                      \
             VT s = acc[j][0] + acc[j][1];                                     \

@@ -128,10 +128,15 @@ void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H, in
 }
 
 void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx, int C, int H, int W,
-                         int OH, int OW)
+                         int OH, int OW, const float *relu_y)
 {
     memset(dx, 0, sizeof(float) * C * H * W);
-    for (int o = 0; o < C * OH * OW; o++) dx[idx[o]] += dy[o];
+    if (!relu_y) {
+        for (int o = 0; o < C * OH * OW; o++) dx[idx[o]] += dy[o];
+        return;
+    }
+    for (int o = 0; o < C * OH * OW; o++)
+        if (relu_y[idx[o]] > 0.0f) dx[idx[o]] += dy[o];
 }
 
 /* ---- ReLU and dropout ----------------------------------------------------------- */

@@ -921,6 +921,15 @@ static int relu_after_bn(const nn_net *net, int i)
            net->layers[i - 1].kind == NN_BATCHNORM;
 }
 
+/* Layer i is a ReLU right before a max-pool: the pool's backward masks
+ * its gradient (it writes a quarter of the positions; the ReLU's own pass
+ * read and wrote them all: a tenth of a LeNet training step). */
+static int relu_before_pool(const nn_net *net, int i)
+{
+    return i >= 0 && i + 1 < net->nlayers && net->layers[i].kind == NN_RELU &&
+           net->layers[i + 1].kind == NN_MAXPOOL;
+}
+
 void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
 {
     int n = ws->n, k = nn_net_outputs(net), nl = net->nlayers;
@@ -969,15 +978,20 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             }
             break;
         }
-        case NN_MAXPOOL:
+        case NN_MAXPOOL: {
+            const int mask = relu_before_pool(net, i - 1);
             for (int b = 0; b < n; b++)
                 nn_maxpool_backward(dx + b * nin, dy + b * nout, ws->pool_idx[i] + b * nout,
-                                    L->in_c, L->in_h, L->in_w, L->out_h, L->out_w);
+                                    L->in_c, L->in_h, L->in_w, L->out_h, L->out_w,
+                                    mask ? x + b * nin : NULL);
             break;
+        }
         case NN_RELU:
             /* In place: act[i+1] == act[i] holds the output. After a batch
-             * norm, that layer's backward does this on its way. */
-            if (!relu_after_bn(net, i)) nn_relu_backward(dx, dy, ws->act[i + 1], (size_t)n * nout);
+             * norm, or before a max-pool, that layer's backward does this
+             * on its way. */
+            if (!relu_after_bn(net, i) && !relu_before_pool(net, i))
+                nn_relu_backward(dx, dy, ws->act[i + 1], (size_t)n * nout);
             break;
         case NN_DROPOUT:
             if (L->p > 0.0f) nn_dropout_backward(dx, dy, ws->mask[i], (size_t)n * nout, L->p);

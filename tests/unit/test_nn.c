@@ -553,7 +553,7 @@ static void test_maxpool(void **s)
     assert_float_equal(y[2], 14, 0);
     assert_float_equal(y[3], 16, 0);
     float dy[4] = {1, 2, 3, 4};
-    nn_maxpool_backward(dx, dy, idx, 1, 4, 4, 2, 2);
+    nn_maxpool_backward(dx, dy, idx, 1, 4, 4, 2, 2, NULL);
     assert_float_equal(dx[5], 1, 0);
     assert_float_equal(dx[7], 2, 0);
     assert_float_equal(dx[13], 3, 0);
@@ -586,6 +586,28 @@ static void test_maxpool(void **s)
                 assert_int_equal(id2[o], want);
                 assert_float_equal(y2[o], xr[want], 0);
             }
+    /* The backward with a ReLU's output (relu_y) equals the plain backward
+     * then nn_relu_backward, bit for bit: ReLU outputs with zeros (a third
+     * of them), overlapping 3x3 windows of stride 2 (positions that get
+     * several gradients), and a -0 gradient. */
+    enum { C3 = 3, H3 = 9, W3 = 7, OH3 = 4, OW3 = 3 };
+    float r[C3 * H3 * W3], yp[C3 * OH3 * OW3], g[C3 * OH3 * OW3];
+    float d1[C3 * H3 * W3], d2[C3 * H3 * W3];
+    int32_t ip[C3 * OH3 * OW3];
+    nets_fill(r, C3 * H3 * W3, 9, 1.0f);
+    for (int i = 0; i < C3 * H3 * W3; i++) r[i] = r[i] > 0.2f ? r[i] : 0.0f;
+    for (int y = 0; y < 3; y++) /* the first window all zeros: its argmax is not > 0 */
+        for (int x = 0; x < 3; x++) r[y * W3 + x] = 0.0f;
+    nn_maxpool_forward(yp, ip, r, C3, H3, W3, 3, 2, OH3, OW3);
+    nets_fill(g, C3 * OH3 * OW3, 10, 1.0f);
+    g[5] = -0.0f;
+    nn_maxpool_backward(d1, g, ip, C3, H3, W3, OH3, OW3, NULL);
+    nn_relu_backward(d1, d1, r, C3 * H3 * W3);
+    nn_maxpool_backward(d2, g, ip, C3, H3, W3, OH3, OW3, r);
+    assert_memory_equal(d1, d2, sizeof d1);
+    int zeroed = 0;
+    for (int o = 0; o < C3 * OH3 * OW3; o++) zeroed += !(r[ip[o]] > 0.0f) && g[o] != 0.0f;
+    assert_true(zeroed > 0); /* the mask took something away */
 }
 
 static const char *ARCH_SMALL =

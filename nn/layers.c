@@ -146,8 +146,12 @@ void nn_relu_forward(float *y, const float *x, size_t n)
     for (size_t j = 0; j < n; j++) y[j] = x[j] > 0.0f ? x[j] : 0.0f; /* branch-free: vectorises */
 }
 
-typedef float relu_v8 __attribute__((vector_size(32)));
-typedef int relu_v8i __attribute__((vector_size(32)));
+/* 4-lane vectors: SSE on x86 without -mavx. GCC splits wider generic
+ * vectors into scalar compares and moves (nn_relu_backward was a comiss
+ * and a cmova per float) and keeps their accumulators in memory, a
+ * store-to-load chain per step (the batch norm's sums). */
+typedef float v4f __attribute__((vector_size(16)));
+typedef int v4i __attribute__((vector_size(16)));
 
 void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n)
 {
@@ -156,11 +160,11 @@ void nn_relu_backward(float *dx, const float *dy, const float *y, size_t n)
      * written as a conditional read, GCC kept a scalar loop with a branch,
      * an eighth of the big CNN's training step in a profile. */
     size_t j = 0;
-    for (; j + 8 <= n; j += 8) {
-        relu_v8 g, v;
+    for (; j + 4 <= n; j += 4) {
+        v4f g, v;
         memcpy(&g, dy + j, sizeof g);
         memcpy(&v, y + j, sizeof v);
-        g = (relu_v8)((relu_v8i)g & (v > 0.0f));
+        g = (v4f)((v4i)g & (v > 0.0f));
         memcpy(dx + j, &g, sizeof g);
     }
     for (; j < n; j++) {
@@ -190,54 +194,67 @@ void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t
 
 /* ---- batch norm ------------------------------------------------------------------ */
 
-/* Sums over one channel row: 8 float accumulators in a fixed order, so the
- * loop vectorises (the double scalar loop did not) and stays
- * deterministic. sq != 0: the sum of (x[i] - d)^2 instead of x[i]. */
-typedef float bn_v8 __attribute__((vector_size(32)));
+/* Sums over one channel row: 8 float accumulators (lanes 0-3 in lo, 4-7 in
+ * hi) in a fixed order, so the loop vectorises (the double scalar loop did
+ * not) and stays deterministic. sq != 0: the sum of (x[i] - d)^2 instead
+ * of x[i]. */
+static double lanes8(v4f lo, v4f hi)
+{
+    double s = 0.0;
+    for (int j = 0; j < 4; j++) s += lo[j];
+    for (int j = 0; j < 4; j++) s += hi[j];
+    return s;
+}
 
 static double sum_f(const float *x, int n, int sq, float d)
 {
-    bn_v8 acc = {0}, dv = {d, d, d, d, d, d, d, d};
+    v4f lo = {0}, hi = {0};
+    const v4f dv = {d, d, d, d};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        bn_v8 v;
-        memcpy(&v, x + i, sizeof v);
+        v4f u, v;
+        memcpy(&u, x + i, sizeof u);
+        memcpy(&v, x + i + 4, sizeof v);
         if (sq) {
+            u -= dv;
             v -= dv;
+            u *= u;
             v *= v;
         }
-        acc += v;
+        lo += u;
+        hi += v;
     }
-    double s = 0.0;
-    for (int j = 0; j < 8; j++) s += acc[j];
+    double s = lanes8(lo, hi);
     for (; i < n; i++) s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
     return s;
 }
 
 static double dot_f(const float *a, const float *b, int n)
 {
-    bn_v8 acc = {0};
+    v4f lo = {0}, hi = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        bn_v8 u, v;
-        memcpy(&u, a + i, sizeof u);
-        memcpy(&v, b + i, sizeof v);
-        acc += u * v;
+        v4f u0, u1, v0, v1;
+        memcpy(&u0, a + i, sizeof u0);
+        memcpy(&u1, a + i + 4, sizeof u1);
+        memcpy(&v0, b + i, sizeof v0);
+        memcpy(&v1, b + i + 4, sizeof v1);
+        lo += u0 * v0;
+        hi += u1 * v1;
     }
-    double s = 0.0;
-    for (int j = 0; j < 8; j++) s += acc[j];
+    double s = lanes8(lo, hi);
     for (; i < n; i++) s += (double)a[i] * b[i];
     return s;
 }
 
 /* dy masked where r <= 0 (a ReLU's backward on the way), lane by lane
  * as nn_relu_backward writes it: a masked lane is +0. */
-static inline void masked8(bn_v8 *out, const float *d, const float *r)
+static inline v4f masked4(const float *d, const float *r)
 {
-    bn_v8 v, rv;
+    v4f v, rv;
     memcpy(&v, d, sizeof v);
     memcpy(&rv, r, sizeof rv);
-    *out = (bn_v8)((relu_v8i)v & (rv > 0.0f));
+    return (v4f)((v4i)v & (rv > 0.0f));
 }
 
 /* sum_f(d') and dot_f(d', h) of d' = d masked by r, in the same lanes and
@@ -245,18 +262,18 @@ static inline void masked8(bn_v8 *out, const float *d, const float *r)
 static void sums_masked(const float *d, const float *h, const float *r, int n, double *sd,
                         double *sdh)
 {
-    bn_v8 a1 = {0}, a2 = {0};
+    v4f a1lo = {0}, a1hi = {0}, a2lo = {0}, a2hi = {0};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        bn_v8 v, hv;
-        masked8(&v, d + i, r + i);
-        memcpy(&hv, h + i, sizeof hv);
-        a1 += v;
-        a2 += v * hv;
+        v4f v0 = masked4(d + i, r + i), v1 = masked4(d + i + 4, r + i + 4), h0, h1;
+        memcpy(&h0, h + i, sizeof h0);
+        memcpy(&h1, h + i + 4, sizeof h1);
+        a1lo += v0;
+        a1hi += v1;
+        a2lo += v0 * h0;
+        a2hi += v1 * h1;
     }
-    double s1 = 0.0, s2 = 0.0;
-    for (int j = 0; j < 8; j++) s1 += a1[j];
-    for (int j = 0; j < 8; j++) s2 += a2[j];
+    double s1 = lanes8(a1lo, a1hi), s2 = lanes8(a2lo, a2hi);
     for (int j = i; j < n; j++) s1 += r[j] > 0.0f ? d[j] : 0.0f;
     for (int j = i; j < n; j++) s2 += (double)(r[j] > 0.0f ? d[j] : 0.0f) * h[j];
     *sd = s1;
@@ -362,8 +379,7 @@ void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
         if (!dx) continue;
         float g = gamma[c] * inv[c];
         float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
-        const bn_v8 gv = {g, g, g, g, g, g, g, g}, m1v = {m1, m1, m1, m1, m1, m1, m1, m1},
-                    m2v = {m2, m2, m2, m2, m2, m2, m2, m2};
+        const v4f gv = {g, g, g, g}, m1v = {m1, m1, m1, m1}, m2v = {m2, m2, m2, m2};
         for (int b = 0; b < n; b++) {
             const size_t at = ((size_t)b * C + c) * S;
             const float *d = dy + at, *h = xhat + at;
@@ -374,9 +390,8 @@ void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
             }
             const float *r = relu_y + at;
             int s = 0;
-            for (; s + 8 <= S; s += 8) {
-                bn_v8 v, hv;
-                masked8(&v, d + s, r + s);
+            for (; s + 4 <= S; s += 4) {
+                v4f v = masked4(d + s, r + s), hv;
                 memcpy(&hv, h + s, sizeof hv);
                 v = gv * (v - m1v - hv * m2v);
                 memcpy(o + s, &v, sizeof v);

@@ -72,16 +72,21 @@ static inline void bias_act(float *d, const float *s, size_t n, float bias, int 
  * non-GEMM time in it). */
 static inline float sum8(const float *x, size_t n)
 {
-    typedef float v8f __attribute__((vector_size(32)));
-    v8f acc = {0, 0, 0, 0, 0, 0, 0, 0};
+    /* Two 4-lane halves: a 32-byte generic vector without -mavx is kept in
+     * memory, a store-to-load chain per step. */
+    typedef float v4f __attribute__((vector_size(16)));
+    v4f lo = {0, 0, 0, 0}, hi = {0, 0, 0, 0};
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
-        v8f v;
-        memcpy(&v, x + i, 32);
-        acc += v;
+        v4f u, v;
+        memcpy(&u, x + i, 16);
+        memcpy(&v, x + i + 4, 16);
+        lo += u;
+        hi += v;
     }
     float s = 0.0f;
-    for (int j = 0; j < 8; j++) s += acc[j];
+    for (int j = 0; j < 4; j++) s += lo[j];
+    for (int j = 0; j < 4; j++) s += hi[j];
     for (; i < n; i++) s += x[i];
     return s;
 }

@@ -44,6 +44,18 @@ static inline void tr4x4(const float *s0, const float *s1, const float *s2, cons
     memcpy(o + 3 * os, &r3, 16);
 }
 
+/* out[0..3] = p[0], p[2], p[4], p[6] (reads p[0..6] only). */
+static inline void evens4(const float *p, float out[4])
+{
+    typedef float v4f __attribute__((vector_size(16)));
+    typedef int v4i __attribute__((vector_size(16)));
+    v4f a, b;
+    memcpy(&a, p, 16);
+    memcpy(&b, p + 3, 16);
+    v4f e = NN_SHUF4(a, b, 0, 2, 5, 7);
+    memcpy(out, &e, 16);
+}
+
 /* d[i] = s[i] + bias, then max(., 0) if relu (NaN becomes 0, as in the
  * scalar v > 0 ? v : 0): 4 floats a step; GCC -O2 leaves the plain loop
  * scalar, and it was a sixth of batch-1 CNN inference. d may equal s. */

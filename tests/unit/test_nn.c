@@ -587,8 +587,8 @@ static void test_maxpool(void **s)
                 assert_float_equal(y2[o], xr[want], 0);
             }
     /* The backward with a ReLU's output (relu_y) equals the plain backward
-     * then nn_relu_backward, bit for bit: ReLU outputs with zeros (a third
-     * of them), overlapping 3x3 windows of stride 2 (positions that get
+     * then nn_relu_backward, bit for bit: ReLU outputs with zeros (about
+     * 60% of them), overlapping 3x3 windows of stride 2 (positions that get
      * several gradients), and a -0 gradient. */
     enum { C3 = 3, H3 = 9, W3 = 7, OH3 = 4, OW3 = 3 };
     float r[C3 * H3 * W3], yp[C3 * OH3 * OW3], g[C3 * OH3 * OW3];

@@ -36,15 +36,3 @@ uint32_t nn_rng_below(nn_rng *r, uint32_t n)
     /* Multiply-shift: bias below 2^-32, irrelevant for shuffling. */
     return (uint32_t)(((nn_rng_u64(r) >> 32) * (uint64_t)n) >> 32);
 }
-
-uint64_t nn_hash64(uint64_t seed, uint64_t counter)
-{
-    uint64_t x = seed ^ (counter * 0xd1342543de82ef95ULL);
-    splitmix64(&x);
-    return splitmix64(&x);
-}
-
-float nn_hash_uniform(uint64_t seed, uint64_t counter)
-{
-    return (float)(nn_hash64(seed, counter) >> 40) * (1.0f / 16777216.0f);
-}

@@ -163,6 +163,31 @@ static void test_relu_dropout(void **s)
     nn_dropout_backward(dx, dy, mask, N, p);
     for (size_t i = 0; i < N; i++)
         assert_true(dx[i] == (mask[i] ? dy[i] * (1.0f / (1.0f - p)) : 0.0f));
+    /* The mask is the documented draw, nn_hash_uniform(seed, i) < keep,
+     * whatever the rate (the kernel compares integers), and a dropped
+     * element is +0.0 even where x is negative. */
+    const float rates[] = {0.05f, 0.25f, 0.4f, 0.5f, 0.9f, 0.95f, 1.0f / 3.0f};
+    for (size_t r = 0; r < sizeof rates / sizeof rates[0]; r++) {
+        nn_dropout_forward(y, mask, x, N, rates[r], 1000 + r);
+        for (size_t i = 0; i < N; i++) {
+            assert_int_equal(mask[i], nn_hash_uniform(1000 + r, i) < 1.0f - rates[r]);
+            if (!mask[i]) assert_true(y[i] == 0.0f && !signbit(y[i]));
+        }
+    }
+    /* Draws exactly on the keep rate are dropped, one float step under it
+     * kept: the integer bound is the float test at its edge. */
+    int edges = 0;
+    for (uint64_t i = 0; i < N && edges < 20; i++) {
+        const float u = nn_hash_uniform(5, i), above = nextafterf(u, 1.0f);
+        if (u < 0.05f || 1.0f - (1.0f - u) != u || 1.0f - (1.0f - above) != above) continue;
+        nn_dropout_forward(y, mask, x, i + 1, 1.0f - u, 5);
+        assert_int_equal(mask[i], 0);
+        nn_dropout_forward(y, mask, x, i + 1, 1.0f - above, 5);
+        assert_int_equal(mask[i], 1);
+        edges++;
+    }
+    assert_int_equal(edges, 20);
+    nn_dropout_forward(y, mask, x, N, p, 77);
     /* The same seed draws the same mask; another seed another. */
     uint8_t *m2 = malloc(N);
     assert_non_null(m2);

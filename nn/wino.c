@@ -369,6 +369,27 @@ static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *c
     }
 }
 
+/* V of n images x: bordered channels last into xp (space-to-depth for
+ * stride 2, by way of V's region), then the input transform, 8 lanes on
+ * the AVX2 and AVX-512 paths; planar as input_transform's. */
+static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape *cs, int n,
+                       const struct wino_geom *gm, size_t planar)
+{
+    const nn_conv_shape e = wino_shape(cs);
+    if (wino_s2d(cs))
+        wino_pack_s2d(xp, V, x, cs, n, gm);
+    else
+        wino_pack_input(xp, x, cs, n, gm);
+#if WINO_X86
+    const int path = nn_gemm_get_path();
+    if (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512) {
+        input_transform_v8(V, xp, &e, n, gm, planar);
+        return;
+    }
+#endif
+    input_transform_v4(V, xp, &e, n, gm, planar);
+}
+
 void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
                        const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
 {
@@ -386,16 +407,7 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
         wino_regions(cs, n, mt, &ra, &rb);
         float *xp = scratch, *M = scratch, *V = scratch + ra, *Yt = scratch + ra;
         const int T = (int)(gm.tiles * n);
-        if (wino_s2d(cs))
-            wino_pack_s2d(xp, V, x + i0 * nin, cs, n, &gm);
-        else
-            wino_pack_input(xp, x + i0 * nin, cs, n, &gm);
-#if WINO_X86
-        if (wide)
-            input_transform_v8(V, xp, &e, n, &gm);
-        else
-#endif
-            input_transform_v4(V, xp, &e, n, &gm);
+        wino_input(V, xp, x + i0 * nin, cs, n, &gm, 0);
         for (int q = 0; q < P; q++)
             nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O), 0.0f,
                             M + (size_t)q * O, P * O);
@@ -538,4 +550,188 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
                 }
             }
     }
+}
+
+/* ---- weight gradient ---------------------------------------------------
+ * With U = G g G^T, V = B^T d B and y = A^T (U . V) A per F(2x2,3x3) tile,
+ * dL/dU = sum over tiles of V . Z, Z = A dy A^T (dy the tile's 2x2 output
+ * gradient), and dL/dg = G^T (dL/dU) G. Per position e of the 16 that is
+ * one product dU_e [O, C] = Z_e [O, T] V_e [T, C] over the T tiles, 2.25
+ * times fewer multiply-adds than the direct dy im2col^T, with both
+ * operands read in place: Z_e with its tiles contiguous, V_e with its
+ * channels (the planar input transform). F(2x2) whatever the forward
+ * uses: its transforms' entries are 0, 1/2 and 1, and an entry of dU sums
+ * thousands of tiles. Stride 2 runs on the space-to-depth image, as the
+ * forward does, and hands each phase's taps back to the kernel. */
+int nn_wino_dw_fits(const nn_conv_shape *cs)
+{
+    if (!nn_wino_fits(cs)) return 0;
+    if (!wino_s2d(cs)) return 1;
+    /* Stride 2 takes 64 multiplies per tile and channel pair on z against
+     * k k per output directly, and transforms z's 4C channels. Counted on
+     * the grid of OH + 2 by OW + 2 (as nn_wino_dx_fits does), the
+     * transforms' share included: the big CNN's 12x12 layer takes it
+     * (measured 0.67 of the direct time), its 4x4 layer does not (1.08:
+     * four tiles an image carry the transforms of 4C channels). */
+    const nn_conv_shape d = wino_dx_shape(cs);
+    struct wino_geom gm;
+    wino_geom_m(&gm, &d, 2);
+    return 64 * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
+}
+
+/* Images per chunk: the forward's F(2x2) chunk, at most g. */
+static int wino_dw_group(const nn_conv_shape *cs, int g)
+{
+    int step = nn_wino_group(cs, 2);
+    return g < step ? (g < 1 ? 1 : g) : step;
+}
+
+/* Floats between the 16 planes of V, Z or dU holding n floats each: 16
+ * more than a multiple of 1024. Planes a multiple of 4 KiB apart put the
+ * transforms' 16 store streams (and the final sum's 16 loads) in one L1
+ * set, which thrashed: the Z transform took half of the 10x10 layer's
+ * weight gradient. */
+static size_t wino_dw_plane(size_t n)
+{
+    n = round16(n);
+    return n + (1024 + 16 - n % 1024) % 1024;
+}
+
+/* [xp | V (or xt first) | Z | dU] for a chunk of gc images. */
+static void wino_dw_regions(const nn_conv_shape *cs, int gc, size_t r[4])
+{
+    struct wino_geom gm;
+    wino_geom_m(&gm, cs, 2);
+    const nn_conv_shape e = wino_shape(cs);
+    const size_t T = gm.tiles * gc, xp = (size_t)gc * gm.Hp * gm.Wp * e.C;
+    const size_t v = 16 * wino_dw_plane(T * e.C);
+    r[0] = round16(xp);
+    r[1] = round16(v > xp ? v : xp);
+    r[2] = 16 * wino_dw_plane(T * e.O + 4);
+    r[3] = 16 * wino_dw_plane((size_t)e.O * e.C);
+}
+
+size_t nn_wino_dw_scratch_size(const nn_conv_shape *cs, int g)
+{
+    size_t r[4];
+    wino_dw_regions(cs, wino_dw_group(cs, g), r);
+    return r[0] + r[1] + r[2] + r[3];
+}
+
+/* Z [16][O, T] (planes plane floats apart) of n images' dy [n, O, OH, OW] (zeros past OH and OW),
+ * with A = [1 0; 1 1; 1 -1; 0 -1]: each side of a tile's 2x2 block
+ * (p, q) becomes (p, p + q, p - q, -q). Four tiles a step, along a row of
+ * tiles: the even and odd columns of two dy rows. */
+static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_shape *cs, int n,
+                      const struct wino_geom *gm, float *rows)
+{
+    typedef float v4f __attribute__((vector_size(16)));
+    const int O = cs->O, OH = cs->OH, OW = cs->OW, TH = gm->TH, TW = gm->TW;
+    const size_t T = gm->tiles * n, len = 2 * (size_t)TW + 8;
+    float *r0 = rows, *r1 = rows + len;
+    memset(rows, 0, sizeof(float) * 2 * len);
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < n; i++) {
+            const float *d = dy + ((size_t)i * O + o) * OH * OW;
+            for (int ti = 0; ti < TH; ti++) {
+                const int h = 2 * ti;
+                memcpy(r0, d + (size_t)h * OW, sizeof(float) * OW);
+                if (h + 1 < OH)
+                    memcpy(r1, d + (size_t)(h + 1) * OW, sizeof(float) * OW);
+                else
+                    memset(r1, 0, sizeof(float) * OW);
+                float *z = Z + (size_t)o * T + ((size_t)i * TH + ti) * TW;
+                for (int tj = 0; tj < TW; tj += 4) {
+                    float a[4][4];
+                    evens4(r0 + 2 * tj, a[0]);
+                    evens4(r0 + 2 * tj + 1, a[1]);
+                    evens4(r1 + 2 * tj, a[2]);
+                    evens4(r1 + 2 * tj + 1, a[3]);
+                    v4f p0, q0, p1, q1;
+                    memcpy(&p0, a[0], 16);
+                    memcpy(&q0, a[1], 16);
+                    memcpy(&p1, a[2], 16);
+                    memcpy(&q1, a[3], 16);
+                    /* Columns first: row 0 -> (p0, p0+q0, p0-q0, -q0). */
+                    v4f c0[4] = {p0, p0 + q0, p0 - q0, -q0};
+                    v4f c1[4] = {p1, p1 + q1, p1 - q1, -q1};
+                    v4f zr[4][4];
+                    for (int s = 0; s < 4; s++) {
+                        zr[0][s] = c0[s];
+                        zr[1][s] = c0[s] + c1[s];
+                        zr[2][s] = c0[s] - c1[s];
+                        zr[3][s] = -c1[s];
+                    }
+                    /* Whole vectors: past a row's last tile they land
+                     * on tiles (or o rows) written later, or past the
+                     * plane's T O floats (wino_dw_regions leaves 4). */
+                    for (int r = 0; r < 4; r++)
+                        for (int s = 0; s < 4; s++)
+                            memcpy(z + (size_t)(r * 4 + s) * plane + tj, &zr[r][s], 16);
+                }
+            }
+        }
+}
+
+void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_conv_shape *cs,
+                  int g, float *scratch)
+{
+    struct wino_geom gm;
+    wino_geom_m(&gm, cs, 2);
+    const nn_conv_shape e = wino_shape(cs);
+    const int C = e.C, O = cs->O, step = wino_dw_group(cs, g);
+    const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)O * cs->OH * cs->OW;
+    const size_t P = (size_t)cs->OH * cs->OW;
+    size_t r[4];
+    wino_dw_regions(cs, step, r);
+    float *xp = scratch, *V = xp + r[0], *Z = V + r[1], *dU = Z + r[2];
+    const size_t Ds = r[3] / 16;
+    memset(dU, 0, sizeof(float) * r[3]);
+    for (int i0 = 0; i0 < g; i0 += step) {
+        const int n = g - i0 < step ? g - i0 : step;
+        const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 4);
+        wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs);
+        /* xp is dead: its region holds the rows of dy. */
+        wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp);
+        for (int q = 0; q < 16; q++)
+            nn_gemm(0, 0, O, C, (int)T, 1.0f, Z + q * Zs, (int)T, V + q * Vs, C, 1.0f, dU + q * Ds,
+                    C);
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < O; o++) db[o] += sum8(dy + (i0 + i) * nout + (size_t)o * P, P);
+    }
+    /* dw += G^T dU G, G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1], in
+     * double, each side as (u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 +
+     * u3); stride 2 hands tap (m, n) of phase (a, b) to (2m+a, 2n+b). */
+    const int k = cs->k, Cx = cs->C;
+    for (int o = 0; o < O; o++)
+        for (int c = 0; c < C; c++) {
+            double t[4][3], gw[3][3];
+            const float *u = dU + (size_t)o * C + c;
+            for (int a = 0; a < 4; a++) {
+                const double u0 = u[(a * 4) * Ds], u1 = u[(a * 4 + 1) * Ds];
+                const double u2 = u[(a * 4 + 2) * Ds], u3 = u[(a * 4 + 3) * Ds];
+                const double h = 0.5 * (u1 + u2);
+                t[a][0] = u0 + h;
+                t[a][1] = 0.5 * (u1 - u2);
+                t[a][2] = h + u3;
+            }
+            for (int l = 0; l < 3; l++) {
+                const double h = 0.5 * (t[1][l] + t[2][l]);
+                gw[0][l] = t[0][l] + h;
+                gw[1][l] = 0.5 * (t[1][l] - t[2][l]);
+                gw[2][l] = h + t[3][l];
+            }
+            if (!wino_s2d(cs)) {
+                float *d = dw + ((size_t)o * Cx + c) * 9;
+                for (int j = 0; j < 9; j++) d[j] += (float)gw[j / 3][j % 3];
+                continue;
+            }
+            const int ph = c / Cx, cc = c % Cx, pa = ph >> 1, pb = ph & 1;
+            for (int m = 0; m < 3; m++)
+                for (int l = 0; l < 3; l++) {
+                    const int ki = 2 * m + pa, kj = 2 * l + pb;
+                    if (ki < k && kj < k)
+                        dw[(((size_t)o * Cx + cc) * k + ki) * k + kj] += (float)gw[m][l];
+                }
+        }
 }

@@ -29,7 +29,7 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
 
 /* One tile's input transform for channels [c, c + NC): d0 is its top-left
  * pixel, rows rs floats apart, pixels C apart; v0 its V entry, the 16
- * element positions C floats apart. NC is WX_VL or the remainder; the
+ * element positions ps floats apart. NC is WX_VL or the remainder; the
  * loops unroll fully, so d and e stay in registers. */
 #define WX_IN(NC)                                                         \
     do {                                                                  \
@@ -46,11 +46,11 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
         }                                                                 \
         _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)               \
         {                                                                 \
-            float *vr = v0 + (size_t)r * 4 * C + c;                       \
+            float *vr = v0 + (size_t)r * 4 * ps + c;                      \
             WX_FN(st)(vr, e[r][0] - e[r][2], NC);                         \
-            WX_FN(st)(vr + C, e[r][1] + e[r][2], NC);                     \
-            WX_FN(st)(vr + 2 * C, e[r][2] - e[r][1], NC);                 \
-            WX_FN(st)(vr + 3 * C, e[r][1] - e[r][3], NC);                 \
+            WX_FN(st)(vr + ps, e[r][1] + e[r][2], NC);                    \
+            WX_FN(st)(vr + 2 * ps, e[r][2] - e[r][1], NC);                \
+            WX_FN(st)(vr + 3 * ps, e[r][1] - e[r][3], NC);                \
         }                                                                 \
     } while (0)
 
@@ -169,19 +169,21 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
 
 /* V [T, P, C]: for each tile, B^T d B per channel, with the F(2x2,3x3)
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] or F(4x4,3x3)'s above,
- * by the tile gm->m. */
+ * by the tile gm->m. planar != 0 (F(2x2) only): V [P][T, C] instead, one
+ * matrix of the n images' tiles per position, planar floats apart (the
+ * weight gradient's products read them in place). */
 WX_ATTR static void WX_FN(input_transform)(float *V, const float *xp, const nn_conv_shape *cs,
-                                           int n, const struct wino_geom *gm)
+                                           int n, const struct wino_geom *gm, size_t planar)
 {
     const int C = cs->C, TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P;
-    const size_t rs = (size_t)gm->Wp * C;
+    const size_t rs = (size_t)gm->Wp * C, ps = planar ? planar : (size_t)C;
     const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, five = zero + 5.0f;
     size_t t = 0;
     for (int i = 0; i < n; i++)
         for (int ti = 0; ti < TH; ti++)
             for (int tj = 0; tj < TW; tj++, t++) {
                 const float *d0 = xp + ((size_t)i * gm->Hp + mt * ti) * rs + (size_t)mt * tj * C;
-                float *v0 = V + t * P * C;
+                float *v0 = V + (planar ? t : t * P) * C;
                 int c = 0;
                 if (mt == 4) {
                     for (; c + WX_VL <= C; c += WX_VL) WX_IN4(WX_VL);

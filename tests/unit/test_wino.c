@@ -363,6 +363,152 @@ static void test_wino_dx_vs_ref(void **s)
     assert_int_equal(dx_tiles, 2 | 4); /* both F(2x2) and F(4x4) ran */
 }
 
+/* The weight gradient by F(2x2,3x3) (nn_wino_dw_n), against the direct
+ * reference. An entry is a signed sum over the tiles t of terms
+ * coef * d[.] * dy[.]: G^T [sum_t (B^T d_t B) . (A dy_t A^T)] G. Roundings
+ * on a term's way: V 2, Z 2 (each side sums 2 entries), the product 1, the
+ * sum over the T tiles of all images T - 1, G^T dU G in double and its
+ * rounding 1, the add into dw 1: n = T + 6. Growth per dimension and tap
+ * k: sum_e |G_ek| (sum_r |B^T_er|) (sum_a |A_ea|) = 6, 4, 6 (A's rows sum
+ * to 1, 2, 2, 1 in absolute value, B^T's to 2), so at most 36 in two:
+ *   m <= 36 * sum_t max|d_t| * max|dy_t|
+ * over tile t's 4x4 input window (channel c) and 2x2 block of dy
+ * (output o). Stride 2: the same for the space-to-depth convolution (its
+ * channel (2a + b) C + c, tap (m, n) for (2m + a, 2n + b)). */
+static double dw_bound(const nn_conv_shape *cs, const float *x, const float *dy, int g, int o,
+                       int c, int ki, int kj)
+{
+    const int st2 = cs->s == 2;
+    const int Hz = cs->OH + 2, Wz = cs->OW + 2, TH = (cs->OH + 1) / 2, TW = (cs->OW + 1) / 2;
+    const int a = st2 ? ki % 2 : 0, b = st2 ? kj % 2 : 0;
+    (void)Hz;
+    (void)Wz;
+    double m = 0.0;
+    for (int i = 0; i < g; i++) {
+        const float *xi = x + (size_t)i * cs->C * cs->H * cs->W;
+        const float *di = dy + ((size_t)i * cs->O + o) * cs->OH * cs->OW;
+        for (int th = 0; th < TH; th++)
+            for (int tw = 0; tw < TW; tw++) {
+                double md = 0.0, mdy = 0.0;
+                for (int r = 0; r < 4; r++)
+                    for (int q = 0; q < 4; q++) {
+                        /* Input pixel of window position (r, q): stride 1
+                         * reads x at (2th + r - p), stride 2 z's phase. */
+                        int h = 2 * th + r, w = 2 * tw + q;
+                        if (st2) {
+                            h = 2 * h + a;
+                            w = 2 * w + b;
+                        }
+                        h -= cs->p;
+                        w -= cs->p;
+                        if (h >= 0 && h < cs->H && w >= 0 && w < cs->W)
+                            md = fmax(md, fabsf(xi[((size_t)c * cs->H + h) * cs->W + w]));
+                    }
+                for (int r = 0; r < 2; r++)
+                    for (int q = 0; q < 2; q++) {
+                        int h = 2 * th + r, w = 2 * tw + q;
+                        if (h < cs->OH && w < cs->OW)
+                            mdy = fmax(mdy, fabsf(di[(size_t)h * cs->OW + w]));
+                    }
+                m += md * mdy;
+            }
+    }
+    const double T = (double)g * TH * TW;
+    return (tol_gamma(T + 6.0) + TOL_U) * 36.0 * m + 0x1p-126;
+}
+
+/* dw and db of g images against the reference; drop: one 2x2 block of
+ * dy (output 0, image 0, the second tile) zeroed for nn_wino_dw_n only,
+ * returning how many of output 0's dw entries then leave the bound. */
+static int check_dw(int C, int H, int W, int O, int k, int st, int p, int g, int drop)
+{
+    nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
+    assert_true(nn_wino_dw_fits(&cs));
+    const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k;
+    const size_t nscr = nn_wino_dw_scratch_size(&cs, g);
+    float *x = malloc(g * nx * 4), *dy = malloc(g * ny * 4), *dy2 = malloc(g * ny * 4),
+          *w = calloc(nw, 4), *dw = calloc(nw, 4), *db = calloc(O, 4), *ref = calloc(nw, 4),
+          *rdb = calloc(O, 4), *dx = malloc(nx * 4), *scr = malloc((nscr + 1) * 4);
+    assert_true(x && dy && dy2 && w && dw && db && ref && rdb && dx && scr);
+    fill(x, g * nx, 600 + C + H, 1.0f);
+    fill(dy, g * ny, 700 + O + W, 1.0f);
+    memcpy(dy2, dy, g * ny * 4);
+    if (drop)
+        for (int r = 0; r < 2; r++)
+            for (int q = 2; q < 4; q++) dy2[(size_t)r * cs.OW + q] = 0.0f;
+    for (int i = 0; i < g; i++)
+        nn_conv2d_backward_ref(dx, ref, rdb, dy + i * ny, x + i * nx, w, &cs);
+    scr[nscr] = 12345.0f;
+    nn_wino_dw_n(dw, db, dy2, x, &cs, g, scr);
+    assert_true(scr[nscr] == 12345.0f);
+    int outside = 0;
+    for (int o = 0; o < (drop ? 1 : O); o++) {
+        for (int c = 0; c < C; c++)
+            for (int ki = 0; ki < k; ki++)
+                for (int kj = 0; kj < k; kj++) {
+                    size_t j = (((size_t)o * C + c) * k + ki) * k + kj;
+                    double bd = dw_bound(&cs, x, dy, g, o, c, ki, kj);
+                    if (drop)
+                        outside += fabs(dw[j] - ref[j]) > bd;
+                    else if (!(fabs(dw[j] - ref[j]) <= bd))
+                        fail_msg("dw[%d,%d,%d,%d] = %.9g, reference %.9g, bound %.3g (%s)", o, c,
+                                 ki, kj, dw[j], ref[j], bd, nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+                }
+        if (!drop) {
+            /* db: a sum of g OH OW floats, read straight from dy. */
+            double mb = 0.0;
+            for (int i = 0; i < g; i++)
+                for (size_t j = 0; j < (size_t)cs.OH * cs.OW; j++)
+                    mb += fabsf(dy[i * ny + (size_t)o * cs.OH * cs.OW + j]);
+            assert_true(tol_ok(db[o], rdb[o], (double)g * cs.OH * cs.OW + 1, (float)mb));
+        }
+    }
+    free(x);
+    free(dy);
+    free(dy2);
+    free(w);
+    free(dw);
+    free(db);
+    free(ref);
+    free(rdb);
+    free(dx);
+    free(scr);
+    return outside;
+}
+
+static void check_dw_row(const int *r)
+{
+    check_dw(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], 0);
+}
+
+/* Stride 1 with borders 0 to 2 and odd maps (a tile row and column past
+ * the outputs, from zeros), chunks of several images and a group that
+ * ends mid-chunk; stride 2 on the big CNN's 24x24 -> 12x12 layer and odd
+ * ones, k 4 to 6; channel counts off the vector width. The bound catches
+ * one 2x2 block of dy left out. */
+static void test_wino_dw_vs_ref(void **s)
+{
+    (void)s;
+    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
+                                   {32, 26, 26, 32, 3, 1, 0, 2}, {6, 10, 10, 5, 3, 1, 0, 3},
+                                   {7, 9, 11, 4, 3, 1, 1, 2},    {3, 5, 6, 9, 3, 1, 2, 40},
+                                   {64, 10, 10, 64, 3, 1, 0, 1}, {32, 24, 24, 32, 5, 2, 2, 1},
+                                   {5, 21, 23, 6, 5, 2, 2, 3},   {3, 26, 22, 4, 5, 2, 1, 2},
+                                   {4, 25, 24, 3, 6, 2, 2, 1},   {2, 27, 25, 3, 6, 2, 3, 2}};
+    /* Left direct: the big CNN's 4x4 layer, and k 4 (16 multiplies an
+     * output either way). */
+    nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4}, k4 = {8, 24, 24, 8, 4, 2, 1, 12, 12};
+    assert_false(nn_wino_dw_fits(&small));
+    assert_false(nn_wino_dw_fits(&k4));
+    on_every_path(check_dw_row, &cases[0][0], sizeof cases / sizeof cases[0],
+                  sizeof cases[0] / sizeof cases[0][0]);
+    int out1 = check_dw(16, 10, 10, 8, 3, 1, 1, 2, 1), out2 = check_dw(8, 24, 24, 8, 5, 2, 2, 2, 1);
+    print_message("dy block dropped: %d of 144 and %d of 200 entries outside the bound\n", out1,
+                  out2);
+    assert_true(out1 > 72);
+    assert_true(out2 > 50);
+}
+
 /* The bound is not loose enough to hide a wrong result: one product
  * dropped (a kernel entry zeroed in the transformed weights only) fails
  * it somewhere. */
@@ -587,13 +733,10 @@ static void test_ensemble_unplan(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wino_vs_ref),
-        cmocka_unit_test(test_wino_s2d_vs_ref),
-        cmocka_unit_test(test_wino_dx_vs_ref),
-        cmocka_unit_test(test_wino_bound_catches),
-        cmocka_unit_test(test_plan),
-        cmocka_unit_test(test_fold_plans),
-        cmocka_unit_test(test_ensemble_unplan),
+        cmocka_unit_test(test_wino_vs_ref),        cmocka_unit_test(test_wino_s2d_vs_ref),
+        cmocka_unit_test(test_wino_dx_vs_ref),     cmocka_unit_test(test_wino_dw_vs_ref),
+        cmocka_unit_test(test_wino_bound_catches), cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_fold_plans),         cmocka_unit_test(test_ensemble_unplan),
         cmocka_unit_test(test_training_wino),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -525,6 +525,9 @@ struct nn_ws {
      * them here: layer i's forward U at wino_u + wu_off[i], then the
      * input gradient's U (nn_wino_dx_weights). */
     float *wino_u;
+    const float *wu_src; /* where the step's transforms are read: wino_u, or
+                          * a shared set nn_ws_wino_weights fills (wu_ext) */
+    int wu_ext;
     size_t wu_off[NN_MAX_LAYERS];
     int wtrain[NN_MAX_LAYERS]; /* 1: forward; 2: forward and input gradient */
     int wino_on;               /* nn_ws_use_wino                            */
@@ -683,6 +686,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     }
     if (scrmax && !(ws->scratch = malloc(sizeof(float) * scrmax))) goto bad;
     if (wu_total && !(ws->wino_u = malloc(sizeof(float) * wu_total))) goto bad;
+    ws->wu_src = ws->wino_u;
     if (training && !(ws->probs = malloc(sizeof(float) * B * nn_net_outputs(net)))) goto bad;
     return ws;
 bad:
@@ -717,6 +721,29 @@ const float *nn_ws_input_grad(const nn_ws *ws) { return ws->input_grad ? ws->dac
 void nn_ws_set_timer(nn_ws *ws, double *t) { ws->timer = t; }
 
 void nn_ws_use_wino(nn_ws *ws, int on) { ws->wino_on = on != 0; }
+
+void nn_ws_wino_share(nn_ws *ws, const nn_ws *from)
+{
+    ws->wu_src = from->wino_u;
+    ws->wu_ext = 1;
+}
+
+void nn_ws_wino_weights(const nn_net *net, nn_ws *ws, int part, int nparts)
+{
+    if (!ws->wino_on) return;
+    for (int i = 0; i < net->nlayers; i++) {
+        if (!ws->wtrain[i]) continue;
+        const nn_layer *L = &net->layers[i];
+        const float *wp = net->params + L->w_off;
+        nn_conv_shape cs;
+        conv_shape(&cs, L);
+        const int m = nn_wino_tile(&cs);
+        float *u = ws->wino_u + ws->wu_off[i];
+        nn_wino_weights_part(u, wp, &cs, m, part, nparts);
+        if (ws->wtrain[i] == 2)
+            nn_wino_dx_weights_part(u + nn_wino_weights_size(&cs, m), wp, &cs, part, nparts);
+    }
+}
 
 void nn_ws_set_depth_first(nn_ws *ws, int on) { ws->df_on = on != 0; }
 
@@ -791,10 +818,10 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
                 break;
             }
             if (train && ws->wtrain[i] && ws->wino_on) {
-                float *u = ws->wino_u + ws->wu_off[i];
                 const int m = nn_wino_tile(&cs);
-                nn_wino_weights(u, wp, &cs, m);
-                nn_wino_forward_n(y, x, u, bp, &cs, n, ws->scratch, ws->fuse[i], m);
+                if (!ws->wu_ext) nn_wino_weights(ws->wino_u + ws->wu_off[i], wp, &cs, m);
+                nn_wino_forward_n(y, x, ws->wu_src + ws->wu_off[i], bp, &cs, n, ws->scratch,
+                                  ws->fuse[i], m);
                 break;
             }
             for (int b = 0; b < n; b += ws->group[i]) {
@@ -979,10 +1006,9 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                                          x + b * nin, wp, &cs, g, ws->scratch);
                 }
             if (wdx) {
-                float *u =
-                    ws->wino_u + ws->wu_off[i] + nn_wino_weights_size(&cs, nn_wino_tile(&cs));
-                nn_wino_dx_weights(u, wp, &cs);
-                nn_wino_dx_n(dx, dy, u, &cs, n, ws->scratch);
+                const size_t at = ws->wu_off[i] + nn_wino_weights_size(&cs, nn_wino_tile(&cs));
+                if (!ws->wu_ext) nn_wino_dx_weights(ws->wino_u + at, wp, &cs);
+                nn_wino_dx_n(dx, dy, ws->wu_src + at, &cs, n, ws->scratch);
             }
             break;
         }

@@ -222,11 +222,19 @@ const float *nn_ws_input_grad(const nn_ws *ws);
  * (t holds 2 * NN_MAX_LAYERS doubles, owned by the caller). NULL stops it. */
 void nn_ws_set_timer(nn_ws *ws, double *t);
 
-/* Training workspaces run the 3x3 stride-1 convolutions' forward and
- * input gradient by Winograd F(2x2,3x3) (nn/wino.h), transforming the
- * weights each step; the weight gradient stays direct. on == 0 makes them
- * direct too (tests and benchmarks compare the two). Default on. */
+/* Training workspaces run the convolutions nn_wino_fits takes by
+ * Winograd (nn/wino.h): the forward, the input gradient where
+ * nn_wino_dx_fits, and then the weight gradient where nn_wino_dw_fits,
+ * transforming the weights each step. on == 0 makes them direct (tests
+ * and benchmarks compare the two). Default on. */
 void nn_ws_use_wino(nn_ws *ws, int on);
+/* Workspaces training one net side by side need the same transformed
+ * weights each step: after nn_ws_wino_share(ws, from), ws reads from's
+ * and no longer transforms them itself, and before each step's forward
+ * nn_ws_wino_weights(net, from, part, nparts) must have run for every
+ * part (threads may run the parts at once; each writes its own rows). */
+void nn_ws_wino_share(nn_ws *ws, const nn_ws *from);
+void nn_ws_wino_weights(const nn_net *net, nn_ws *ws, int part, int nparts);
 
 /* Inference of a batch runs its first layers depth-first, a few images at
  * a time, where their activations are large and their weights small (net.c,

@@ -74,6 +74,10 @@ nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, s
         if (!(t->scratch[i] = malloc(sizeof(float) * 3 * hw))) goto oom;
         if (!(t->probs[i] = malloc(sizeof(float) * shard * nn_net_outputs(net)))) goto oom;
     }
+    /* One set of transformed Winograd weights for all shards, each
+     * thread transforming a share (wino_worker): every shard transformed
+     * all of them, a tenth of a big-CNN step done twice over. */
+    for (int i = 0; i < nt; i++) nn_ws_wino_share(t->ws[i], t->ws[0]);
     if (!(t->opt = nn_opt_create(net, &cfg->opt))) goto oom;
     if (cfg->ema > 0.0f) {
         if (!(t->ema = malloc(sizeof(float) * net->nparams))) goto oom;
@@ -202,6 +206,12 @@ static void grad_sum(float *restrict gb, const float *const *g, const float *w, 
     }
 }
 
+static void wino_worker(void *arg, int i, int nt)
+{
+    nn_trainer *t = arg;
+    nn_ws_wino_weights(t->net, t->ws[0], i, nt);
+}
+
 static void update_worker(void *arg, int i, int nt)
 {
     nn_trainer *t = arg;
@@ -265,6 +275,7 @@ int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels
         if (stop && *stop) return 1;
         t->step_lo = s * B;
         t->step_n = n - s * B < B ? n - s * B : B;
+        nn_pool_run(t->pool, wino_worker, t);
         nn_pool_run(t->pool, step_worker, t);
         t->lr = nn_sched_lr(&t->cfg.sched, epoch + (double)s / steps, t->cfg.epochs);
         if (t->ema) {

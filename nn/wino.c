@@ -147,11 +147,14 @@ static void wino_ggt4(double u[36], const double g[9]);
  * block of output channels is transformed into blk first and copied out
  * a plane row (16 channels) at a time. */
 static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, int C, int O, int dx,
-                           int mt)
+                           int mt, int part, int nparts)
 {
     const int P = mt == 4 ? 36 : 16;
     float blk[36 * WINO_OB];
-    for (int c = 0; c < C; c++)
+    /* Rows [c0, c1) of every plane: part of nparts. */
+    const int c0 = (int)((long long)C * part / nparts),
+              c1 = (int)((long long)C * (part + 1) / nparts);
+    for (int c = c0; c < c1; c++)
         for (int o0 = 0; o0 < O; o0 += WINO_OB) {
             const int nb = O - o0 < WINO_OB ? O - o0 : WINO_OB;
             for (int j = 0; j < nb; j++) {
@@ -180,10 +183,16 @@ static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, in
         }
 }
 
-void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs, int m)
+void nn_wino_weights_part(float *u, const float *w, const nn_conv_shape *cs, int m, int part,
+                          int nparts)
 {
     const nn_conv_shape e = wino_shape(cs);
-    wino_transform(u, w, cs, e.C, e.O, 0, m);
+    wino_transform(u, w, cs, e.C, e.O, 0, m, part, nparts);
+}
+
+void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs, int m)
+{
+    nn_wino_weights_part(u, w, cs, m, 0, 1);
 }
 
 struct wino_geom {
@@ -490,10 +499,16 @@ size_t nn_wino_dx_weights_size(const nn_conv_shape *cs)
     return nn_wino_weights_size(&d, nn_wino_tile(&d));
 }
 
-void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
+void nn_wino_dx_weights_part(float *u, const float *w, const nn_conv_shape *cs, int part,
+                             int nparts)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    wino_transform(u, w, cs, d.C, d.O, 1, nn_wino_tile(&d));
+    wino_transform(u, w, cs, d.C, d.O, 1, nn_wino_tile(&d), part, nparts);
+}
+
+void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
+{
+    nn_wino_dx_weights_part(u, w, cs, 0, 1);
 }
 
 /* Stride 2: images a dz chunk holds (the forward's own chunk). */

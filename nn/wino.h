@@ -63,6 +63,10 @@ size_t nn_wino_weights_size(const nn_conv_shape *cs, int m);
  * double and rounded once; each plane laid out for nn_gemm_bpanels (the
  * GEMMs read it in order, nothing packed per call). w [O, C, 3, 3]. */
 void nn_wino_weights(float *u, const float *w, const nn_conv_shape *cs, int m);
+/* Part part of nparts of the same (a share of every plane's rows): the
+ * parts together write all of u; threads may run them at once. */
+void nn_wino_weights_part(float *u, const float *w, const nn_conv_shape *cs, int m, int part,
+                          int nparts);
 
 /* Images nn_wino_forward_n transforms and multiplies at once (about 256
  * F(2x2) tiles' worth of positions, so its buffers stay in L2); callers
@@ -88,6 +92,8 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
 int nn_wino_dx_fits(const nn_conv_shape *cs);
 size_t nn_wino_dx_weights_size(const nn_conv_shape *cs);
 void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs);
+void nn_wino_dx_weights_part(float *u, const float *w, const nn_conv_shape *cs, int part,
+                             int nparts);
 size_t nn_wino_dx_scratch_size(const nn_conv_shape *cs, int g);
 void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shape *cs, int g,
                   float *scratch);

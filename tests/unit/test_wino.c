@@ -703,6 +703,59 @@ static void test_training_wino(void **s)
     nn_net_free(net);
 }
 
+/* Workspaces sharing one set of transformed weights (nn_ws_wino_share)
+ * train exactly as one that transforms its own, once every part of
+ * nn_ws_wino_weights has run (in any order); with a part missing after
+ * the weights changed, they do not. */
+static void run_step(nn_net *net, nn_ws *ws, const float *x, const uint8_t *lab, int n, float *g)
+{
+    memset(g, 0, net->nparams * 4);
+    float p[20];
+    nn_net_forward_train(net, ws, x, lab, n, 0.0f, 7, 0, p);
+    nn_net_backward(net, ws, g);
+}
+
+static void test_training_wino_shared(void **s)
+{
+    (void)s;
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":6,\"k\":3,\"pad\":1},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":5,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":4,\"k\":5,\"stride\":2,\"pad\":2},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    const int n = 2, C = 3, H = 17, W = 15;
+    nn_net *net = make_net(arch, C, H, W, 31);
+    const size_t np = net->nparams, nx = (size_t)n * C * H * W;
+    float *x = malloc(nx * 4), *ref = malloc(np * 4), *got = malloc(np * 4);
+    uint8_t lab[2] = {4, 7};
+    fill(x, nx, 32, 1.0f);
+    nn_ws *own = nn_ws_create(net, n, 1), *from = nn_ws_create(net, n, 1),
+          *shared = nn_ws_create(net, n, 1);
+    assert_true(x && ref && got && own && from && shared);
+    nn_ws_wino_share(shared, from);
+    run_step(net, own, x, lab, n, ref);
+    for (int part = 2; part >= 0; part--) nn_ws_wino_weights(net, from, part, 3);
+    run_step(net, shared, x, lab, n, got);
+    assert_memory_equal(ref, got, np * 4);
+    /* New weights in the second convolution; one of three parts redone. */
+    const nn_layer *L = &net->layers[2];
+    for (size_t j = 0; j < L->nw; j++) net->params[L->w_off + j] *= 1.5f;
+    run_step(net, own, x, lab, n, ref);
+    nn_ws_wino_weights(net, from, 0, 3);
+    nn_ws_wino_weights(net, from, 2, 3);
+    run_step(net, shared, x, lab, n, got);
+    assert_memory_not_equal(ref, got, np * 4);
+    nn_ws_wino_weights(net, from, 1, 3);
+    run_step(net, shared, x, lab, n, got);
+    assert_memory_equal(ref, got, np * 4);
+    nn_ws_free(own);
+    nn_ws_free(from);
+    nn_ws_free(shared);
+    free(x);
+    free(ref);
+    free(got);
+    nn_net_free(net);
+}
+
 /* An ensemble runs its members' planned copies; nn_ensemble_unplan makes
  * them direct, with the same answers up to rounding. */
 static void test_ensemble_unplan(void **s)
@@ -737,7 +790,7 @@ int main(void)
         cmocka_unit_test(test_wino_dx_vs_ref),     cmocka_unit_test(test_wino_dw_vs_ref),
         cmocka_unit_test(test_wino_bound_catches), cmocka_unit_test(test_plan),
         cmocka_unit_test(test_fold_plans),         cmocka_unit_test(test_ensemble_unplan),
-        cmocka_unit_test(test_training_wino),
+        cmocka_unit_test(test_training_wino),      cmocka_unit_test(test_training_wino_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

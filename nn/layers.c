@@ -242,21 +242,30 @@ static double sum_f(const float *x, int n, int sq, float d)
     return s;
 }
 
-static double dot_f(const float *a, const float *b, int n)
+/* xhat = (x - m) iv, 4 lanes, as the forward computes it (no fused
+ * multiply-add: -std=c11 keeps contraction off). */
+static inline v4f xhat4(const float *x, v4f mv, v4f iv)
+{
+    v4f v;
+    memcpy(&v, x, sizeof v);
+    return (v - mv) * iv;
+}
+
+/* sum of a[i] xhat[i], xhat recomputed from x, in sum_f's lanes. */
+static double dot_xhat(const float *a, const float *x, float m, float iv, int n)
 {
     v4f lo = {0}, hi = {0};
+    const v4f mv = {m, m, m, m}, ivv = {iv, iv, iv, iv};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v4f u0, u1, v0, v1;
+        v4f u0, u1;
         memcpy(&u0, a + i, sizeof u0);
         memcpy(&u1, a + i + 4, sizeof u1);
-        memcpy(&v0, b + i, sizeof v0);
-        memcpy(&v1, b + i + 4, sizeof v1);
-        lo += u0 * v0;
-        hi += u1 * v1;
+        lo += u0 * xhat4(x + i, mv, ivv);
+        hi += u1 * xhat4(x + i + 4, mv, ivv);
     }
     double s = lanes8(lo, hi);
-    for (; i < n; i++) s += (double)a[i] * b[i];
+    for (; i < n; i++) s += (double)a[i] * ((x[i] - m) * iv);
     return s;
 }
 
@@ -270,25 +279,24 @@ static inline v4f masked4(const float *d, const float *r)
     return (v4f)((v4i)v & (rv > 0.0f));
 }
 
-/* sum_f(d') and dot_f(d', h) of d' = d masked by r, in the same lanes and
- * order as those two: the same sums as masking d first. */
-static void sums_masked(const float *d, const float *h, const float *r, int n, double *sd,
-                        double *sdh)
+/* sum_f(d') and dot_xhat(d', x) of d' = d masked by r, in the same lanes
+ * and order as those two: the same sums as masking d first. */
+static void sums_masked(const float *d, const float *x, float m, float iv, const float *r, int n,
+                        double *sd, double *sdh)
 {
     v4f a1lo = {0}, a1hi = {0}, a2lo = {0}, a2hi = {0};
+    const v4f mv = {m, m, m, m}, ivv = {iv, iv, iv, iv};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v4f v0 = masked4(d + i, r + i), v1 = masked4(d + i + 4, r + i + 4), h0, h1;
-        memcpy(&h0, h + i, sizeof h0);
-        memcpy(&h1, h + i + 4, sizeof h1);
+        v4f v0 = masked4(d + i, r + i), v1 = masked4(d + i + 4, r + i + 4);
         a1lo += v0;
         a1hi += v1;
-        a2lo += v0 * h0;
-        a2hi += v1 * h1;
+        a2lo += v0 * xhat4(x + i, mv, ivv);
+        a2hi += v1 * xhat4(x + i + 4, mv, ivv);
     }
     double s1 = lanes8(a1lo, a1hi), s2 = lanes8(a2lo, a2hi);
     for (int j = i; j < n; j++) s1 += r[j] > 0.0f ? d[j] : 0.0f;
-    for (int j = i; j < n; j++) s2 += (double)(r[j] > 0.0f ? d[j] : 0.0f) * h[j];
+    for (int j = i; j < n; j++) s2 += (double)(r[j] > 0.0f ? d[j] : 0.0f) * ((x[j] - m) * iv);
     *sd = s1;
     *sdh = s2;
 }
@@ -308,9 +316,10 @@ void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const fl
         }
 }
 
-void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean, float *run_var,
-                                const float *x, const float *gamma, const float *beta, float eps,
-                                float momentum, int n, int C, int S, int relu)
+void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *run_mean,
+                                float *run_var, const float *x, const float *gamma,
+                                const float *beta, float eps, float momentum, int n, int C, int S,
+                                int relu)
 {
     double cnt = (double)n * S;
     for (int c = 0; c < C; c++) {
@@ -323,13 +332,12 @@ void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_me
         float iv = (float)(1.0 / sqrt(var + eps)), fm = (float)mean;
         float gc = gamma[c], bc = beta[c];
         inv[c] = iv;
+        mean_out[c] = fm;
         for (int b = 0; b < n; b++) {
             const float *xi = x + ((size_t)b * C + c) * S;
-            float *hi = xhat + ((size_t)b * C + c) * S;
             float *yi = y + ((size_t)b * C + c) * S;
             for (int s = 0; s < S; s++) {
                 float h = (xi[s] - fm) * iv, v = gc * h + bc;
-                hi[s] = h;
                 yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
             }
         }
@@ -368,23 +376,25 @@ void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const flo
     }
 }
 
-void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
-                           const float *xhat, const float *inv, const float *gamma, int n, int C,
+void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *inv, const float *gamma, int n, int C,
                            int S, const float *relu_y)
 {
     double cnt = (double)n * S;
     for (int c = 0; c < C; c++) {
         double sdy = 0.0, sdyx = 0.0;
+        const float fm = mean[c], iv = inv[c];
+        const v4f mv = {fm, fm, fm, fm}, ivv = {iv, iv, iv, iv};
         for (int b = 0; b < n; b++) {
             const size_t at = ((size_t)b * C + c) * S;
             if (relu_y) {
                 double s1, s2;
-                sums_masked(dy + at, xhat + at, relu_y + at, S, &s1, &s2);
+                sums_masked(dy + at, x + at, fm, iv, relu_y + at, S, &s1, &s2);
                 sdy += s1;
                 sdyx += s2;
             } else {
                 sdy += sum_f(dy + at, S, 0, 0.0f);
-                sdyx += dot_f(dy + at, xhat + at, S);
+                sdyx += dot_xhat(dy + at, x + at, fm, iv, S);
             }
         }
         dgamma[c] += (float)sdyx;
@@ -395,21 +405,22 @@ void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
         const v4f gv = {g, g, g, g}, m1v = {m1, m1, m1, m1}, m2v = {m2, m2, m2, m2};
         for (int b = 0; b < n; b++) {
             const size_t at = ((size_t)b * C + c) * S;
-            const float *d = dy + at, *h = xhat + at;
+            const float *d = dy + at, *xr = x + at, *r = relu_y ? relu_y + at : NULL;
             float *o = dx + at;
-            if (!relu_y) {
-                for (int s = 0; s < S; s++) o[s] = g * (d[s] - m1 - h[s] * m2);
-                continue;
-            }
-            const float *r = relu_y + at;
             int s = 0;
             for (; s + 4 <= S; s += 4) {
-                v4f v = masked4(d + s, r + s), hv;
-                memcpy(&hv, h + s, sizeof hv);
-                v = gv * (v - m1v - hv * m2v);
+                v4f v;
+                if (r)
+                    v = masked4(d + s, r + s);
+                else
+                    memcpy(&v, d + s, sizeof v);
+                v = gv * (v - m1v - xhat4(xr + s, mv, ivv) * m2v);
                 memcpy(o + s, &v, sizeof v);
             }
-            for (; s < S; s++) o[s] = g * ((r[s] > 0.0f ? d[s] : 0.0f) - m1 - h[s] * m2);
+            for (; s < S; s++) {
+                const float dv = !r || r[s] > 0.0f ? d[s] : 0.0f;
+                o[s] = g * (dv - m1 - ((xr[s] - fm) * iv) * m2);
+            }
         }
     }
 }

@@ -55,28 +55,33 @@ void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t
 /* Batch norm over x [n,C,S], per channel c:
  *   inference  y = gamma[c] (x - mean[c]) / sqrt(var[c] + eps) + beta[c]
  *   training   the same with the batch's mean and (biased) variance;
- *              saves xhat [n,C,S] (the normalised input) and inv [C]
- *              (1/sqrt(var + eps)) for backward, and when run_mean is not
+ *              saves mean [C] and inv [C] (1/sqrt(var + eps)) for
+ *              backward, which recomputes the normalised input
+ *              xhat = (x - mean) inv from x as the forward did (storing
+ *              xhat [n,C,S] was a fifth of the forward's memory traffic,
+ *              and its memory); the reference saves xhat itself. When
+ *              run_mean is not
  *              NULL moves the running statistics toward the batch's by
  *              momentum (PyTorch's meaning; the unbiased variance).
  * relu != 0 fuses max(0, .) on the output. y may not be x. */
 void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                           const float *mean, const float *var, float eps, int n, int C, int S,
                           int relu);
-void nn_batchnorm_forward_train(float *y, float *xhat, float *inv, float *run_mean, float *run_var,
+void nn_batchnorm_forward_train(float *y, float *mean, float *inv, float *run_mean, float *run_var,
                                 const float *x, const float *gamma, const float *beta, float eps,
                                 float momentum, int n, int C, int S, int relu);
 void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,
                                     const float *gamma, const float *beta, float eps, int n, int C,
                                     int S);
 /* dgamma += sum dy xhat, dbeta += sum dy; dx (skipped if NULL) =
- * gamma inv (dy - mean(dy) - xhat mean(dy xhat)), from what the training
- * forward saved. relu_y != NULL: a ReLU followed, relu_y [n,C,S] is its
+ * gamma inv (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mean) inv
+ * from the forward's input x and what it saved (the reference takes
+ * xhat). relu_y != NULL: a ReLU followed, relu_y [n,C,S] is its
  * output and dy its output's gradient: the ReLU's backward is done on the
  * way (dy read as 0 where relu_y <= 0), the same results bit for bit as
  * nn_relu_backward first, without its pass over memory. */
-void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
-                           const float *xhat, const float *inv, const float *gamma, int n, int C,
+void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                           const float *mean, const float *inv, const float *gamma, int n, int C,
                            int S, const float *relu_y);
 void nn_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *xhat, const float *inv, const float *gamma, int n,

@@ -514,12 +514,12 @@ struct nn_ws {
     float *dact[NN_MAX_LAYERS + 1]; /* gradients, same shapes (training)     */
     int own[NN_MAX_LAYERS + 1];     /* act[i]/dact[i] own their memory       */
     int32_t *pool_idx[NN_MAX_LAYERS];
-    uint8_t *mask[NN_MAX_LAYERS]; /* dropout keep masks                    */
-    float *xhat[NN_MAX_LAYERS];   /* batch norm normalised inputs          */
-    float *bn_inv[NN_MAX_LAYERS]; /* batch norm 1/std per channel          */
-    float *scratch;               /* conv scratch for a group of images    */
-    int group[NN_MAX_LAYERS];     /* conv: images per GEMM                 */
-    int wino[NN_MAX_LAYERS];      /* conv: scratch fits the plan's Winograd */
+    uint8_t *mask[NN_MAX_LAYERS];  /* dropout keep masks                    */
+    float *bn_mean[NN_MAX_LAYERS]; /* batch norm batch mean per channel     */
+    float *bn_inv[NN_MAX_LAYERS];  /* batch norm 1/std per channel          */
+    float *scratch;                /* conv scratch for a group of images    */
+    int group[NN_MAX_LAYERS];      /* conv: images per GEMM                 */
+    int wino[NN_MAX_LAYERS];       /* conv: scratch fits the plan's Winograd */
     /* Training by Winograd (nn_wino_fits): the forward and the input
      * gradient. The weights change every step, so each step transforms
      * them here: layer i's forward U at wino_u + wu_off[i], then the
@@ -670,8 +670,9 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             }
         }
         /* conv/dense/batch norm + ReLU in one pass, training too: nothing
-         * reads the pre-ReLU values (backward needs the layers' inputs, the
-         * saved xhat, and the ReLU's output, which shares the buffer). */
+         * reads the pre-ReLU values (backward needs the layers' inputs,
+         * from which batch norm recomputes its xhat, and the ReLU's
+         * output, which shares the buffer). */
         if ((L->kind == NN_CONV2D || L->kind == NN_DENSE || L->kind == NN_BATCHNORM) &&
             i + 1 < net->nlayers && net->layers[i + 1].kind == NN_RELU)
             ws->fuse[i] = 1;
@@ -680,7 +681,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             goto bad;
         if (L->kind == NN_DROPOUT && !(ws->mask[i] = malloc(B * no))) goto bad;
         if (L->kind == NN_BATCHNORM) {
-            if (!(ws->xhat[i] = malloc(sizeof(float) * B * no))) goto bad;
+            if (!(ws->bn_mean[i] = malloc(sizeof(float) * L->out_c))) goto bad;
             if (!(ws->bn_inv[i] = malloc(sizeof(float) * L->out_c))) goto bad;
         }
     }
@@ -705,7 +706,7 @@ void nn_ws_free(nn_ws *ws)
     for (int i = 0; i < ws->nl; i++) {
         free(ws->pool_idx[i]);
         free(ws->mask[i]);
-        free(ws->xhat[i]);
+        free(ws->bn_mean[i]);
         free(ws->bn_inv[i]);
     }
     free(ws->scratch);
@@ -851,9 +852,9 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
         case NN_BATCHNORM: {
             float *rm = stats + L->s_off, *rv = stats + L->s_off + L->out_c;
             if (train)
-                nn_batchnorm_forward_train(y, ws->xhat[i], ws->bn_inv[i], update_stats ? rm : NULL,
-                                           rv, x, wp, bp, L->eps, L->momentum, n, L->out_c,
-                                           L->out_h * L->out_w, ws->fuse[i]);
+                nn_batchnorm_forward_train(
+                    y, ws->bn_mean[i], ws->bn_inv[i], update_stats ? rm : NULL, rv, x, wp, bp,
+                    L->eps, L->momentum, n, L->out_c, L->out_h * L->out_w, ws->fuse[i]);
             else
                 nn_batchnorm_forward(y, x, wp, bp, rm, rv, L->eps, n, L->out_c, L->out_h * L->out_w,
                                      ws->fuse[i]);
@@ -1036,7 +1037,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         case NN_BATCHNORM:
             /* dy is the gradient of the ReLU's output when one follows
              * (relu_after_bn skipped its backward): masked on the way. */
-            nn_batchnorm_backward(dx, gw, gb, dy, ws->xhat[i], ws->bn_inv[i], wp, n, L->out_c,
+            nn_batchnorm_backward(dx, gw, gb, dy, x, ws->bn_mean[i], ws->bn_inv[i], wp, n, L->out_c,
                                   L->out_h * L->out_w,
                                   relu_after_bn(net, i + 1) ? ws->act[i + 1] : NULL);
             break;

@@ -44,18 +44,22 @@ static void test_batchnorm_fast_vs_ref(void **s)
         size_t N = (size_t)n * C * S;
         float *x = malloc(N * 4), *y1 = malloc(N * 4), *y2 = malloc(N * 4), *h1 = malloc(N * 4),
               *h2 = malloc(N * 4), *dy = malloc(N * 4), *dx1 = malloc(N * 4), *dx2 = malloc(N * 4);
-        float gamma[8], beta[8], inv1[8], inv2[8], rm[8] = {0}, rv[8], dg1[8] = {0}, dg2[8] = {0},
-                                                   db1[8] = {0}, db2[8] = {0};
+        float gamma[8], beta[8], inv1[8], inv2[8], mean1[8],
+            rm[8] = {0}, rv[8], dg1[8] = {0}, dg2[8] = {0}, db1[8] = {0}, db2[8] = {0};
         assert_true(x && y1 && y2 && h1 && h2 && dy && dx1 && dx2);
         fill(x, N, 1 + k, -2.0f, 3.0f);
         fill(dy, N, 2 + k, -1.0f, 1.0f);
         fill(gamma, C, 3 + k, 0.5f, 1.5f);
         fill(beta, C, 4 + k, -0.5f, 0.5f);
         for (int c = 0; c < C; c++) rv[c] = 1.0f;
-        nn_batchnorm_forward_train(y1, h1, inv1, rm, rv, x, gamma, beta, 1e-5f, 0.1f, n, C, S, 0);
+        nn_batchnorm_forward_train(y1, mean1, inv1, rm, rv, x, gamma, beta, 1e-5f, 0.1f, n, C, S,
+                                   0);
         nn_batchnorm_forward_train_ref(y2, h2, inv2, x, gamma, beta, 1e-5f, n, C, S);
         for (int c = 0; c < C; c++) near(inv1[c], inv2[c], fabs(inv2[c]), "inv", c);
+        /* xhat as backward recomputes it from x, the mean and inv. */
         for (size_t i = 0; i < N; i++) {
+            const int c = (int)(i / S % C);
+            h1[i] = (x[i] - mean1[c]) * inv1[c];
             near(h1[i], h2[i], fabs(h2[i]), "xhat", i);
             near(y1[i], y2[i], fabs(y2[i]), "y", i);
         }
@@ -68,13 +72,14 @@ static void test_batchnorm_fast_vs_ref(void **s)
             near(rm[c], (float)(0.1 * mean), fabs(mean), "running mean", c);
         }
         /* Fused ReLU is ReLU of the output. */
-        nn_batchnorm_forward_train(y1, h1, inv1, NULL, NULL, x, gamma, beta, 1e-5f, 0.1f, n, C, S,
-                                   1);
+        nn_batchnorm_forward_train(y1, mean1, inv1, NULL, NULL, x, gamma, beta, 1e-5f, 0.1f, n, C,
+                                   S, 1);
         for (size_t i = 0; i < N; i++)
             near(y1[i], y2[i] > 0 ? y2[i] : 0.0f, fabs(y2[i]), "relu(y)", i);
 
-        nn_batchnorm_backward(dx1, dg1, db1, dy, h2, inv2, gamma, n, C, S, NULL);
-        nn_batchnorm_backward_ref(dx2, dg2, db2, dy, h2, inv2, gamma, n, C, S);
+        /* The reference on the xhat the fast one recomputes (h1). */
+        nn_batchnorm_backward(dx1, dg1, db1, dy, x, mean1, inv1, gamma, n, C, S, NULL);
+        nn_batchnorm_backward_ref(dx2, dg2, db2, dy, h1, inv1, gamma, n, C, S);
         double sum_abs = (double)n * S; /* |dy| <= 1, |xhat| a few: the sums' scale */
         for (int c = 0; c < C; c++) {
             near(dg1[c], dg2[c], 4 * sum_abs, "dgamma", c);
@@ -82,7 +87,7 @@ static void test_batchnorm_fast_vs_ref(void **s)
         }
         for (size_t i = 0; i < N; i++) near(dx1[i], dx2[i], 8 * fabs(gamma[0]) * inv2[0], "dx", i);
         /* Gradients accumulate (+=), dx may be skipped. */
-        nn_batchnorm_backward(NULL, dg1, db1, dy, h2, inv2, gamma, n, C, S, NULL);
+        nn_batchnorm_backward(NULL, dg1, db1, dy, x, mean1, inv1, gamma, n, C, S, NULL);
         for (int c = 0; c < C; c++) near(db1[c], 2 * db2[c], 2 * sum_abs, "dbeta twice", c);
         /* A ReLU after it (its output: x, about half <= 0): the same
          * gradients bit for bit as nn_relu_backward and then the batch
@@ -91,8 +96,8 @@ static void test_batchnorm_fast_vs_ref(void **s)
               dbb[64] = {0};
         assert_true(dym && C <= 64);
         nn_relu_backward(dym, dy, x, N);
-        nn_batchnorm_backward(dx1, dga, dba, dym, h2, inv2, gamma, n, C, S, NULL);
-        nn_batchnorm_backward(dx2, dgb, dbb, dy, h2, inv2, gamma, n, C, S, x);
+        nn_batchnorm_backward(dx1, dga, dba, dym, x, mean1, inv1, gamma, n, C, S, NULL);
+        nn_batchnorm_backward(dx2, dgb, dbb, dy, x, mean1, inv1, gamma, n, C, S, x);
         size_t zeros = 0;
         for (size_t i = 0; i < N; i++) {
             assert_memory_equal(&dx1[i], &dx2[i], sizeof(float));

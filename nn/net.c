@@ -520,10 +520,12 @@ struct nn_ws {
     float *scratch;                /* conv scratch for a group of images    */
     int group[NN_MAX_LAYERS];      /* conv: images per GEMM                 */
     int wino[NN_MAX_LAYERS];       /* conv: scratch fits the plan's Winograd */
-    /* Training by Winograd (nn_wino_fits): the forward and the input
-     * gradient. The weights change every step, so each step transforms
-     * them here: layer i's forward U at wino_u + wu_off[i], then the
-     * input gradient's U (nn_wino_dx_weights). */
+    /* Training by Winograd (nn_wino_fits): the forward, the input
+     * gradient and then the weight gradient (which needs no transformed
+     * weights). The weights change every step, so each step transforms
+     * them here, or once for all shards (nn_ws_wino_share): layer i's
+     * forward U at wino_u + wu_off[i], then the input gradient's U
+     * (nn_wino_dx_weights). */
     float *wino_u;
     const float *wu_src; /* where the step's transforms are read: wino_u, or
                           * a shared set nn_ws_wino_weights fills (wu_ext) */

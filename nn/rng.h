@@ -21,16 +21,23 @@ float nn_rng_uniform(nn_rng *r);
 /* Uniform integer in [0, n), n > 0. */
 uint32_t nn_rng_below(nn_rng *r, uint32_t n);
 
+/* splitmix64's increment and finaliser (the seeding and the hash share
+ * them). */
+#define NN_SPLITMIX_GAMMA 0x9e3779b97f4a7c15ULL
+static inline uint64_t nn_splitmix_mix(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 /* Stateless: a well-mixed 64-bit value of (seed, counter): splitmix64's
  * finaliser of seed ^ counter * odd constant, stepped twice. Inline, so a
  * loop over counters (dropout's masks) keeps it in registers instead of
  * calling out per element. */
 static inline uint64_t nn_hash64(uint64_t seed, uint64_t counter)
 {
-    uint64_t z = (seed ^ (counter * 0xd1342543de82ef95ULL)) + 2 * 0x9e3779b97f4a7c15ULL;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return nn_splitmix_mix((seed ^ (counter * 0xd1342543de82ef95ULL)) + 2 * NN_SPLITMIX_GAMMA);
 }
 /* Uniform in [0, 1) from nn_hash64's top 24 bits. */
 static inline float nn_hash_uniform(uint64_t seed, uint64_t counter)

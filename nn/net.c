@@ -731,21 +731,31 @@ void nn_ws_wino_share(nn_ws *ws, const nn_ws *from)
     ws->wu_ext = 1;
 }
 
+/* Where layer i's input-gradient U starts in the transforms. */
+static size_t wino_dx_at(const nn_ws *ws, int i, const nn_conv_shape *cs)
+{
+    return ws->wu_off[i] + nn_wino_weights_size(cs, nn_wino_tile(cs));
+}
+
+/* Layer i's transforms into ws->wino_u (part part of nparts): the
+ * forward's U and, where it trains its input gradient by Winograd too,
+ * that one's. */
+static void wino_layer_weights(const nn_net *net, nn_ws *ws, int i, int part, int nparts)
+{
+    const nn_layer *L = &net->layers[i];
+    const float *wp = net->params + L->w_off;
+    nn_conv_shape cs;
+    conv_shape(&cs, L);
+    nn_wino_weights_part(ws->wino_u + ws->wu_off[i], wp, &cs, nn_wino_tile(&cs), part, nparts);
+    if (ws->wtrain[i] == 2)
+        nn_wino_dx_weights_part(ws->wino_u + wino_dx_at(ws, i, &cs), wp, &cs, part, nparts);
+}
+
 void nn_ws_wino_weights(const nn_net *net, nn_ws *ws, int part, int nparts)
 {
     if (!ws->wino_on) return;
-    for (int i = 0; i < net->nlayers; i++) {
-        if (!ws->wtrain[i]) continue;
-        const nn_layer *L = &net->layers[i];
-        const float *wp = net->params + L->w_off;
-        nn_conv_shape cs;
-        conv_shape(&cs, L);
-        const int m = nn_wino_tile(&cs);
-        float *u = ws->wino_u + ws->wu_off[i];
-        nn_wino_weights_part(u, wp, &cs, m, part, nparts);
-        if (ws->wtrain[i] == 2)
-            nn_wino_dx_weights_part(u + nn_wino_weights_size(&cs, m), wp, &cs, part, nparts);
-    }
+    for (int i = 0; i < net->nlayers; i++)
+        if (ws->wtrain[i]) wino_layer_weights(net, ws, i, part, nparts);
 }
 
 void nn_ws_set_depth_first(nn_ws *ws, int on) { ws->df_on = on != 0; }
@@ -821,10 +831,10 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
                 break;
             }
             if (train && ws->wtrain[i] && ws->wino_on) {
-                const int m = nn_wino_tile(&cs);
-                if (!ws->wu_ext) nn_wino_weights(ws->wino_u + ws->wu_off[i], wp, &cs, m);
+                /* Unshared: this step's transforms, backward's too. */
+                if (!ws->wu_ext) wino_layer_weights(net, ws, i, 0, 1);
                 nn_wino_forward_n(y, x, ws->wu_src + ws->wu_off[i], bp, &cs, n, ws->scratch,
-                                  ws->fuse[i], m);
+                                  ws->fuse[i], nn_wino_tile(&cs));
                 break;
             }
             for (int b = 0; b < n; b += ws->group[i]) {
@@ -1009,9 +1019,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                                          x + b * nin, wp, &cs, g, ws->scratch);
                 }
             if (wdx) {
-                const size_t at = ws->wu_off[i] + nn_wino_weights_size(&cs, nn_wino_tile(&cs));
-                if (!ws->wu_ext) nn_wino_dx_weights(ws->wino_u + at, wp, &cs);
-                nn_wino_dx_n(dx, dy, ws->wu_src + at, &cs, n, ws->scratch);
+                nn_wino_dx_n(dx, dy, ws->wu_src + wino_dx_at(ws, i, &cs), &cs, n, ws->scratch);
             }
             break;
         }

@@ -379,10 +379,8 @@ static double dw_bound(const nn_conv_shape *cs, const float *x, const float *dy,
                        int c, int ki, int kj)
 {
     const int st2 = cs->s == 2;
-    const int Hz = cs->OH + 2, Wz = cs->OW + 2, TH = (cs->OH + 1) / 2, TW = (cs->OW + 1) / 2;
+    const int TH = (cs->OH + 1) / 2, TW = (cs->OW + 1) / 2;
     const int a = st2 ? ki % 2 : 0, b = st2 ? kj % 2 : 0;
-    (void)Hz;
-    (void)Wz;
     double m = 0.0;
     for (int i = 0; i < g; i++) {
         const float *xi = x + (size_t)i * cs->C * cs->H * cs->W;
@@ -484,7 +482,7 @@ static void check_dw_row(const int *r)
 /* Stride 1 with borders 0 to 2 and odd maps (a tile row and column past
  * the outputs, from zeros), chunks of several images and a group that
  * ends mid-chunk; stride 2 on the big CNN's 24x24 -> 12x12 layer and odd
- * ones, k 4 to 6; channel counts off the vector width. The bound catches
+ * ones, k 5 and 6; channel counts off the vector width. The bound catches
  * one 2x2 block of dy left out. */
 static void test_wino_dw_vs_ref(void **s)
 {

@@ -337,8 +337,9 @@ soak: deps-fuzz
 # ---- robustness ------------------------------------------------------------
 # The model cards' robustness tables: transforms of the test set
 # (scripts/robustness.sh), then uploads, printed and pen-drawn digits and the
-# out-of-distribution shares (scripts/beyond-mnist.sh). About 15 minutes on
-# a shared 2-core machine.
+# out-of-distribution shares (scripts/beyond-mnist.sh), then the default's
+# out-of-distribution operating points (scripts/ood-operating-points.sh).
+# About 17 minutes on a shared 2-core machine.
 ROBUST_MODELS ?= models/mlp.safetensors models/lenet.safetensors models/cnn.safetensors \
                  models/members/cnn-s1.safetensors
 BEYOND_MODELS ?= $(ROBUST_MODELS) models/cnn-ensemble.ensemble
@@ -348,6 +349,8 @@ robustness: deps-test deps-glyphs
 	@scripts/robustness.sh $(BUILD) $(ROBUST_MODELS)
 	@echo
 	@scripts/beyond-mnist.sh $(BUILD) models/cnn.safetensors $(BEYOND_MODELS)
+	@echo
+	@scripts/ood-operating-points.sh $(BUILD) models/cnn.safetensors energy
 
 # ---- training and benchmarks ---------------------------------------------
 train: deps-test

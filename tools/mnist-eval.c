@@ -6,7 +6,8 @@
  *   --ood-fit OUT MODEL   fits the Mahalanobis statistics of one weights
  *                         file on its training set (all but the last
  *                         --ood-holdout images), sets the threshold so that
- *                         95% of the held-out images pass, and writes MODEL
+ *                         --ood-pass (95%) of the held-out images pass, and
+ *                         writes MODEL
  *                         with them to OUT (the rest of the file unchanged).
  *   --ood DIR MODEL       how well each score tells the test set from DIR's
  *                         test images: AUROC and the share of DIR marked in
@@ -52,6 +53,7 @@ static double now_s(void)
 
 /* ---- out of distribution ---------------------------------------------- */
 
+/* --ood-fit's default share of held-out training digits that pass. */
 #define OOD_SHARE 0.95
 
 /* The in-distribution data directory of a model's dataset. */
@@ -97,7 +99,7 @@ static int load_single(const nn_ensemble *e, const char *data, const char *what,
 }
 
 static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int holdout,
-                   double ridge, nn_ood_method method)
+                   double ridge, nn_ood_method method, double share)
 {
     char err[512];
     nn_ensemble *view = NULL;
@@ -131,7 +133,7 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
     if (!probs || !scores || !view ||
         nn_eval_scores(view, tr->images + (size_t)nfit * tr->rows * tr->cols, holdout, NULL, 0,
                        probs, NULL, scores, NULL) ||
-        nn_ood_set_threshold(o, scores, holdout, OOD_SHARE)) {
+        nn_ood_set_threshold(o, scores, holdout, share)) {
         fprintf(stderr, "mnist-eval: out of memory\n");
         goto done;
     }
@@ -140,13 +142,13 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
         goto done;
     }
     if (method == NN_OOD_ENERGY)
-        printf("energy score; threshold %.6g passes %.0f%% of %s training images %d..%d; wrote "
+        printf("energy score; threshold %.6g passes %.4g%% of %s training images %d..%d; wrote "
                "%s\n",
-               o->threshold, OOD_SHARE * 100, data, nfit, tr->n - 1, out);
+               o->threshold, share * 100, data, nfit, tr->n - 1, out);
     else
         printf("fitted on %s training images 0..%d (%d features, ridge %g); threshold %.6g "
-               "passes %.0f%% of images %d..%d; wrote %s\n",
-               data, nfit - 1, o->d, ridge, o->threshold, OOD_SHARE * 100, nfit, tr->n - 1, out);
+               "passes %.4g%% of images %d..%d; wrote %s\n",
+               data, nfit - 1, o->d, ridge, o->threshold, share * 100, nfit, tr->n - 1, out);
     rc = 0;
 done:
     free(probs);
@@ -824,7 +826,7 @@ int main(int argc, char **argv)
     int rotate_set = 0, scale_set = 0;
     const char *ood_dir = NULL, *ood_out = NULL, *upload = NULL, *stamp = NULL, *fit_t = NULL;
     int holdout = 10000;
-    double ridge = 1e-6;
+    double ridge = 1e-6, share = OOD_SHARE;
     const char *ood_method = NN_OOD_METHOD, *per_class = NULL;
     const cli_opt opts[] = {
         {"ood", CLI_STRING, &ood_dir, 0, 0, "DIR",
@@ -853,6 +855,10 @@ int main(int argc, char **argv)
          "--ood-fit: mahalanobis (class means and covariance of the features) or energy "
          "(-logsumexp of the logits; for nets trained with --outliers)",
          .def = NN_OOD_METHOD},
+        {"ood-pass", CLI_DOUBLE, &share, 0.5, 1, "SHARE",
+         "--ood-fit: the threshold lets this share of the held-out training images pass "
+         "(0.5..1; higher: fewer digits refused, more non-digits accepted)",
+         .def = "0.95"},
         {"ood-ridge", CLI_DOUBLE, &ridge, 0, 1, "R",
          "--ood-fit: add R * mean variance to the covariance diagonal", .hi_open = 1, .def = NULL},
         {"json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object", .def = NULL},
@@ -1014,7 +1020,7 @@ int main(int argc, char **argv)
                 fprintf(stderr, "mnist-eval: --ood-method must be mahalanobis or energy\n");
                 rc = 2;
             } else {
-                rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge, m)
+                rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge, m, share)
                              : ood_eval(e, data, ood_dir, limit, holdout, per_class, json);
             }
         }

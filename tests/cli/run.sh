@@ -321,6 +321,24 @@ sys.exit(0 if d["ood_method"] == "energy" and r["stored"]["method"] == "energy" 
 else
     not_ok "eval --ood-method energy" "$(head -c 300 "$tmp/fit.out")" "$(head -c 300 "$tmp/fit.err")" "$(head -c 300 "$tmp/en.json" 2>/dev/null)"
 fi
+# --ood-pass: the threshold lets that share of the 200 held-out images
+# pass, so a larger share sets a threshold no lower, which passes no fewer
+# test digits; the fit says which share it used.
+if "$EVAL" --ood-fit "$tmp/tiny-en99.safetensors" --ood-method energy --ood-pass 0.99 \
+        --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors" > "$tmp/fit99.out" 2> "$tmp/fit99.err" &&
+    grep -q '^energy score; threshold .* passes 99% of .* images 500..699' "$tmp/fit99.out" &&
+    "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny-en99.safetensors" > "$tmp/en99.json" &&
+    "$PY" -c 'import json,sys
+a = json.load(open(sys.argv[1]))["raw"]["stored"]; b = json.load(open(sys.argv[2]))["raw"]["stored"]
+sys.exit(0 if b["threshold"] > a["threshold"] and b["in_pass"] >= a["in_pass"] else 1)' "$tmp/en.json" "$tmp/en99.json"; then
+    ok "eval --ood-fit --ood-pass 0.99: a higher threshold than 0.95's, passing no fewer digits"
+else
+    not_ok "eval --ood-pass" "$(head -c 300 "$tmp/fit99.out")" "$(head -c 300 "$tmp/fit99.err")" "$(head -c 300 "$tmp/en99.json" 2>/dev/null)"
+fi
+expect 2 'ood-pass' "eval: --ood-pass below 0.5 is refused" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method energy --ood-pass 0.3 --data "$small" "$tmp/tiny.safetensors"
+expect 2 'ood-pass' "eval: --ood-pass above 1 is refused" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method energy --ood-pass 1.5 --data "$small" "$tmp/tiny.safetensors"
 # --fit-temperature: T fitted on the last 200 training images (nothing of
 # the test set), stored in the metadata; answers keep their argmax, and
 # mnist-predict serves softmax(z / T), i.e. p_j^(1/T) renormalised.

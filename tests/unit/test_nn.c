@@ -308,7 +308,18 @@ static void test_conv_group_vs_ref(void **s)
                             {2, 31, 31, 7, 3, 3, 0, 2},
                             /* LeNet's second convolution in a group: shifted rows although
          * nearly half the positions are extra (few outputs). */
-                            {6, 14, 14, 16, 5, 1, 0, 16}};
+                            {6, 14, 14, 16, 5, 1, 0, 16},
+                            /* One input channel, direct on AVX-512 (3x3 and 5x5
+         * kernels): rows of 5, 16, 17, 24 and 32 columns (ends stored
+         * masked, one or two vectors), channel counts off the
+         * block of 4; then 7x7 and 33 columns (the GEMM again). */
+                            {1, 5, 7, 7, 3, 1, 0, 2},
+                            {1, 16, 16, 5, 3, 1, 1, 1},
+                            {1, 19, 19, 3, 3, 1, 0, 3},
+                            {1, 20, 24, 9, 5, 1, 2, 2},
+                            {1, 32, 32, 6, 3, 1, 1, 2},
+                            {1, 20, 20, 5, 7, 1, 3, 1},
+                            {1, 35, 35, 6, 3, 1, 0, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2],
                             cases[c][3], cases[c][4], cases[c][5],

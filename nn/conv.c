@@ -9,11 +9,8 @@
 #include "nn/gemm.h"
 #include "nn/simd.h"
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define CONV_X86 1
+#if NN_X86
 #include <immintrin.h>
-#else
-#define CONV_X86 0
 #endif
 
 /* ---- reference -------------------------------------------------------------- */
@@ -462,7 +459,7 @@ static int dw_shifted(const nn_conv_shape *cs) { return cs->O <= 8 && extra_at_m
 
 static int c1_fits(const nn_conv_shape *cs)
 {
-#if CONV_X86
+#if NN_X86
     return nn_gemm_get_path() == NN_GEMM_PATH_AVX512 && cs->C == 1 && cs->s == 1 && cs->OW >= 1 &&
            cs->OW <= C1_MAX_OW && (cs->k == 3 || cs->k == 5);
 #else
@@ -476,7 +473,7 @@ static int c1_fits(const nn_conv_shape *cs)
 #define C1_ROW 40
 static size_t c1_scratch(const nn_conv_shape *cs) { return (size_t)(cs->H + 2 * cs->p) * C1_ROW; }
 
-#if CONV_X86
+#if NN_X86
 /* Rows [0, OH) of channels [o0, o0 + NB) from the bordered image xb: NV
  * vectors of VL lanes a row, accumulators a[NB][NV] in registers, K x K
  * taps unrolled. */
@@ -547,7 +544,7 @@ C1_DEFINE_512(c1_avx512_k5, 5)
 static void conv_forward_c1(float *y, const float *x, const float *w, const float *b,
                             const nn_conv_shape *cs, int g, float *scratch, int relu)
 {
-#if CONV_X86
+#if NN_X86
     typedef void (*c1_fn)(float *, const float *, const float *, const float *,
                           const nn_conv_shape *, int);
     const c1_fn f = cs->k == 5 ? c1_avx512_k5 : c1_avx512_k3; /* c1_fits */

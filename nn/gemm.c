@@ -44,11 +44,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define GEMM_X86 1
+#if NN_X86
 #include <immintrin.h>
-#else
-#define GEMM_X86 0
 #endif
 
 /* Largest blocking parameters over all paths (workspace size). */
@@ -337,7 +334,7 @@ static const gemm_kernel genw_kernels[8][2] = {
 };
 
 /* ---- x86 paths ------------------------------------------------------------ */
-#if GEMM_X86
+#if NN_X86
 #define AVX2_ATTR __attribute__((target("avx2,fma")))
 #define AVX512_ATTR __attribute__((target("avx512f,avx2,fma")))
 #define AVX2_ROW(R)                                                           \
@@ -398,7 +395,7 @@ static const struct gemm_path paths[NN_GEMM_PATH_COUNT] = {
                               6, 4, 256, 240},
     [NN_GEMM_PATH_GENERIC_WIDE] = {"generic-wide", always, genw_kernels,
                                    genw_dot, genw_dotblk, 8, 16, 192, 240},
-#if GEMM_X86
+#if NN_X86
     [NN_GEMM_PATH_AVX2] = {"avx2", have_avx2, avx2_kernels, avx2_dot, avx2_dotblk,
                            6, 8, 256, 240},
     [NN_GEMM_PATH_AVX512] = {"avx512", have_avx512, avx512_kernels,

@@ -7,6 +7,14 @@
 #include <stddef.h>
 #include <string.h>
 
+/* GCC-compatible compilers on x86: the AVX2 and AVX-512 code (target
+ * attributes, <immintrin.h>) is built there, and only there. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define NN_X86 1
+#else
+#define NN_X86 0
+#endif
+
 /* A shuffle of two 4-lane vectors by constant lane indices (0..7).
  * clang has only __builtin_shufflevector; GCC's __builtin_shuffle takes
  * the indices as a vector of the callers' local v4i type. Same

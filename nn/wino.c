@@ -35,12 +35,6 @@
  * have too few rows at batch 1 to pay for weights 2.25 times the size. */
 #define WINO4_MIN_TILES 4
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define WINO_X86 1
-#else
-#define WINO_X86 0
-#endif
-
 /* Stride 2 by space-to-depth: phase (a, b) of the zero-bordered input,
  * pixels (2i + a, 2j + b), becomes channels [(2a + b) C, (2a + b + 1) C)
  * of an image z of 4C channels, and kernel tap (ki, kj) = (2m + a, 2n + b)
@@ -319,10 +313,6 @@ static void wino_pack_s2d(float *xp, float *xt, const float *x, const nn_conv_sh
             }
 }
 
-/* The transforms: 4 lanes (portable, SSE on x86), and 8 (AVX2) for the
- * AVX2 and AVX-512 kernel paths, which only run where the CPU has AVX2
- * (the transforms are loads, adds and stores: wider than 8 gains little
- * on maps this small). */
 /* Channel counts the transforms are compiled for as constants
  * (wino_xf.h): the big CNN's 32 and 64 channels, their space-to-depth
  * images' 128 and 256 (the stride-2 layers' inputs) and their input
@@ -336,6 +326,11 @@ static void wino_pack_s2d(float *xp, float *xt, const float *x, const nn_conv_sh
  * source lines). There the one general body runs every count. */
 #define WX_CONSTS(X)
 #endif
+
+/* The transforms: 4 lanes (portable, SSE on x86), and 8 (AVX2) for the
+ * AVX2 and AVX-512 kernel paths, which only run where the CPU has AVX2
+ * (the transforms are loads, adds and stores: wider than 8 gains little
+ * on maps this small). */
 typedef float v4f __attribute__((vector_size(16)));
 typedef int v4i __attribute__((vector_size(16)));
 #define WX_VT v4f
@@ -350,7 +345,7 @@ typedef int v4i __attribute__((vector_size(16)));
 #undef WX_FN
 #undef WX_ATTR
 
-#if WINO_X86
+#if NN_X86
 typedef float v8f __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
 #define WX_VT v8f
@@ -408,7 +403,7 @@ static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape 
         wino_pack_s2d(xp, V, x, cs, n, gm);
     else
         wino_pack_input(xp, x, cs, n, gm);
-#if WINO_X86
+#if NN_X86
     const int path = nn_gemm_get_path();
     if (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512) {
         input_transform_v8(V, xp, &e, n, gm, planar);
@@ -439,7 +434,7 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
         for (int q = 0; q < P; q++)
             nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O), 0.0f,
                             M + (size_t)q * O, P * O);
-#if WINO_X86
+#if NN_X86
         if (wide)
             output_transform_v8(Yt, M, b, relu, cs, n, &gm);
         else

@@ -474,70 +474,72 @@ static int c1_fits(const nn_conv_shape *cs)
 static size_t c1_scratch(const nn_conv_shape *cs) { return (size_t)(cs->H + 2 * cs->p) * C1_ROW; }
 
 #if NN_X86
-/* Rows [0, OH) of channels [o0, o0 + NB) from the bordered image xb: NV
- * vectors of VL lanes a row, accumulators a[NB][NV] in registers, K x K
- * taps unrolled. */
-#define C1_BODY(K, VT, VL, NV, NB, SET1, LOAD, FMA, MAX, STORE)                        \
-    do {                                                                               \
-        const VT zero = SET1(0.0f);                                                    \
-        for (int oh = 0; oh < OH; oh++) {                                              \
-            VT a[NB][NV];                                                              \
-            _Pragma("GCC unroll 4") for (int q = 0; q < NB; q++)                       \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) a[q][v] =         \
-                    SET1(b ? b[o0 + q] : 0.0f);                                        \
-            _Pragma("GCC unroll 5") for (int ki = 0; ki < (K); ki++)                   \
-            {                                                                          \
-                const float *xr = xb + (size_t)(oh + ki) * C1_ROW;                     \
-                const float *wr = w + (size_t)o0 * (K) * (K) + (size_t)ki * (K);       \
-                _Pragma("GCC unroll 5") for (int kj = 0; kj < (K); kj++)               \
-                {                                                                      \
-                    VT xv[NV];                                                         \
-                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) xv[v] =       \
-                        LOAD(xr + kj + v * (VL));                                      \
-                    _Pragma("GCC unroll 4") for (int q = 0; q < NB; q++)               \
-                    {                                                                  \
-                        const VT wv = SET1(wr[(size_t)q * (K) * (K) + kj]);            \
-                        _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) a[q][v] = \
-                            FMA(xv[v], wv, a[q][v]);                                   \
-                    }                                                                  \
-                }                                                                      \
-            }                                                                          \
-            _Pragma("GCC unroll 4") for (int q = 0; q < NB; q++)                       \
-            {                                                                          \
-                float *yr = y + ((size_t)(o0 + q) * OH + oh) * OW;                     \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                   \
-                {                                                                      \
-                    VT r = relu ? MAX(a[q][v], zero) : a[q][v];                        \
-                    STORE(yr + v * (VL), v, r);                                        \
-                }                                                                      \
-            }                                                                          \
-        }                                                                              \
-    } while (0)
-
-/* AVX-512: two 16-lane vectors a row, four channels at a time; the row's
- * end stored masked. */
-#define C1_ST512(p, v, r) _mm512_mask_storeu_ps(p, m[v], r)
-#define C1_DEFINE_512(NAME, K)                                                                     \
-    __attribute__((target("avx512f"))) static void NAME(float *y, const float *xb, const float *w, \
-                                                        const float *b, const nn_conv_shape *cs,   \
-                                                        int relu)                                  \
-    {                                                                                              \
-        const int O = cs->O, OH = cs->OH, OW = cs->OW;                                             \
-        const __mmask16 m[2] = {(__mmask16)(OW >= 16 ? 0xffffu : (1u << OW) - 1u),                 \
-                                (__mmask16)(OW >= 32  ? 0xffffu                                    \
-                                            : OW > 16 ? (1u << (OW - 16)) - 1u                     \
-                                                      : 0u)};                                      \
-        int o0 = 0;                                                                                \
-        for (; o0 + 4 <= O; o0 += 4)                                                               \
-            C1_BODY(K, __m512, 16, 2, 4, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps,         \
-                    _mm512_max_ps, C1_ST512);                                                      \
-        for (; o0 < O; o0++)                                                                       \
-            C1_BODY(K, __m512, 16, 2, 1, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps,         \
-                    _mm512_max_ps, C1_ST512);                                                      \
+/* Rows [0, OH) of channels [o0, o0 + nb) from the bordered image xb, two
+ * 16-lane vectors a row (m: which lanes of each are stored), accumulators
+ * a[nb][2] in registers. k and nb are constants at each call, so the k x k
+ * taps and the channel block unroll. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+c1_rows(float *y, const float *xb, const float *w, const float *b, const nn_conv_shape *cs,
+        int relu, const __mmask16 m[2], int o0, const int k, const int nb)
+{
+    const int OH = cs->OH, OW = cs->OW;
+    const __m512 zero = _mm512_setzero_ps();
+    for (int oh = 0; oh < OH; oh++) {
+        __m512 a[4][2];
+        _Pragma("GCC unroll 4") for (int q = 0; q < nb; q++) a[q][0] = a[q][1] =
+            _mm512_set1_ps(b ? b[o0 + q] : 0.0f);
+        _Pragma("GCC unroll 5") for (int ki = 0; ki < k; ki++)
+        {
+            const float *xr = xb + (size_t)(oh + ki) * C1_ROW;
+            const float *wr = w + (size_t)o0 * k * k + (size_t)ki * k;
+            _Pragma("GCC unroll 5") for (int kj = 0; kj < k; kj++)
+            {
+                const __m512 x0 = _mm512_loadu_ps(xr + kj), x1 = _mm512_loadu_ps(xr + kj + 16);
+                _Pragma("GCC unroll 4") for (int q = 0; q < nb; q++)
+                {
+                    const __m512 wv = _mm512_set1_ps(wr[(size_t)q * k * k + kj]);
+                    a[q][0] = _mm512_fmadd_ps(x0, wv, a[q][0]);
+                    a[q][1] = _mm512_fmadd_ps(x1, wv, a[q][1]);
+                }
+            }
+        }
+        _Pragma("GCC unroll 4") for (int q = 0; q < nb; q++)
+        {
+            float *yr = y + ((size_t)(o0 + q) * OH + oh) * OW;
+            _Pragma("GCC unroll 2") for (int v = 0; v < 2; v++) _mm512_mask_storeu_ps(
+                yr + 16 * v, m[v], relu ? _mm512_max_ps(a[q][v], zero) : a[q][v]);
+        }
     }
-C1_DEFINE_512(c1_avx512_k3, 3)
-C1_DEFINE_512(c1_avx512_k5, 5)
+}
 
+/* One image, channels four at a time, then one at a time; the row's end
+ * stored masked. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+c1_image(float *y, const float *xb, const float *w, const float *b, const nn_conv_shape *cs,
+         int relu, const int k)
+{
+    const int O = cs->O, OW = cs->OW;
+    const __mmask16 m[2] = {(__mmask16)(OW >= 16 ? 0xffffu : (1u << OW) - 1u),
+                            (__mmask16)(OW >= 32  ? 0xffffu
+                                        : OW > 16 ? (1u << (OW - 16)) - 1u
+                                                  : 0u)};
+    int o0 = 0;
+    for (; o0 + 4 <= O; o0 += 4) c1_rows(y, xb, w, b, cs, relu, m, o0, k, 4);
+    for (; o0 < O; o0++) c1_rows(y, xb, w, b, cs, relu, m, o0, k, 1);
+}
+
+__attribute__((target("avx512f"))) static void c1_avx512_k3(float *y, const float *xb,
+                                                            const float *w, const float *b,
+                                                            const nn_conv_shape *cs, int relu)
+{
+    c1_image(y, xb, w, b, cs, relu, 3);
+}
+__attribute__((target("avx512f"))) static void c1_avx512_k5(float *y, const float *xb,
+                                                            const float *w, const float *b,
+                                                            const nn_conv_shape *cs, int relu)
+{
+    c1_image(y, xb, w, b, cs, relu, 5);
+}
 #endif
 
 /* y [g, O, OH, OW] of x [g, 1, H, W]; scratch: c1_scratch floats. */

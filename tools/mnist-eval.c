@@ -7,8 +7,8 @@
  *                         file on its training set (all but the last
  *                         --ood-holdout images), sets the threshold so that
  *                         --ood-pass (95%) of the held-out images pass, and
- *                         writes MODEL
- *                         with them to OUT (the rest of the file unchanged).
+ *                         writes MODEL with them to OUT (the rest of the
+ *                         file unchanged).
  *   --ood DIR MODEL       how well each score tells the test set from DIR's
  *                         test images: AUROC and the share of DIR marked in
  *                         distribution, on the raw IDX images and after the

@@ -120,8 +120,18 @@ int srv_http_defer(srv_req *r, pipe_status st, const char *allow, const char *fm
     return 0;
 }
 
+/* The most body bytes read (and dropped) to answer an error cleanly: four
+ * times the body limit. Closing with unread bytes in the socket makes the
+ * kernel reset the connection, and a client still sending then loses the
+ * answer; past this bound the bytes are not worth reading. */
+static uint64_t drain_bound(const srv_server *s)
+{
+    uint64_t b = (uint64_t)s->cfg->body_limit;
+    return b > UINT64_MAX / 4 ? UINT64_MAX : 4 * b;
+}
+
 /* The declared body size (first call, a body expected): over the limit is
- * answered before a byte is read; a body known to be large gets its whole
+ * decided before a byte is read; a body known to be large gets its whole
  * buffer at once. */
 static void expect_body(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
@@ -187,6 +197,21 @@ static int has_body(struct MHD_Connection *c)
            NULL;
 }
 
+/* An error decided from the headers of a request with a body: answered at
+ * once, or after the body has been read and dropped. At once when the
+ * client waits for 100 Continue (it then sends nothing), when the framing
+ * is unclear (the body's end is unknown) or when the declared body is
+ * past the drain bound; libmicrohttpd then closes the connection. */
+static int answer_before_body(const srv_server *s, struct MHD_Connection *c, const srv_req *r)
+{
+    if (r->e_close) return 1;
+    const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    if (ex && strcasecmp(ex, "100-continue") == 0) return 1;
+    const char *cl =
+        MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    return cl && strtoull(cl, NULL, 10) > drain_bound(s);
+}
+
 /* Message framing and Host (RFC 9112 3.2, 6.1, 6.3), checked before
  * anything else. A request whose body length two readers could see
  * differently (two different Content-Length values, or Content-Length with
@@ -226,6 +251,7 @@ static void check_framing(struct MHD_Connection *c, const char *version, srv_req
 {
     framing f = {0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, framing_field, &f);
+    r->e_close = 1; /* any error here: the request is not worth reading */
     if (f.fields > SRV_HTTP_MAX_HEADER_FIELDS || f.bytes > SRV_HTTP_MAX_HEADER_BYTES)
         srv_http_defer(r, PIPE_HEADERS_TOO_LARGE, NULL,
                        "%d header fields of %zu bytes: at most %d fields and %d bytes", f.fields,
@@ -241,6 +267,7 @@ static void check_framing(struct MHD_Connection *c, const char *version, srv_req
         srv_http_defer(r, PIPE_BAD_REQUEST, NULL, "%s",
                        f.nhost ? "more than one Host header"
                                : "HTTP/1.1 request without a Host header");
+    if (!r->e_status) r->e_close = 0;
 }
 
 static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c, srv_req *r)
@@ -286,6 +313,8 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         r->model = srv_snapshot_default(r->snap);
         r->kind = SRV_BODY_NONE;
         r->over_limit = 0;
+        r->e_close = 0;
+        r->seen = 0;
         r->done = 0;
         r->e_status = PIPE_OK;
         r->asset = NULL;
@@ -300,21 +329,27 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         *con_cls = r;
         atomic_fetch_add(&s->inflight, 1);
         srv_metrics_inflight_add(s->metrics, 1);
-        if (long_uri)
+        if (long_uri) {
             srv_http_defer(r, PIPE_URI_TOO_LONG, NULL, "request target over the limit of %d bytes",
                            SRV_HTTP_MAX_URI);
-        else
+            r->e_close = 1;
+        } else
             check_framing(c, version, r);
         if (!r->e_status) srv_http_begin(s, c, r, url);
         if (!r->e_status && r->kind != SRV_BODY_NONE) expect_body(s, c, r);
         /* libmicrohttpd closes the connection after a response queued on
-         * this first call. That is right when a body is coming (it is then
-         * never read), but a bodiless request keeps its connection by being
-         * answered on the next call. */
-        if (r->e_status && has_body(c)) return send_deferred(s, c, r);
+         * this first call, without reading the body. Any other error is
+         * answered on the last call, after the body (up to the drain
+         * bound) has been read and dropped; a bodiless request keeps its
+         * connection that way too. */
+        if (r->e_status && has_body(c) && answer_before_body(s, c, r))
+            return send_deferred(s, c, r);
         return MHD_YES;
     }
     if (*upload_size) {
+        /* A chunked body past the drain bound: closed, not read on. */
+        if (*upload_size > drain_bound(s) - r->seen) return MHD_NO;
+        r->seen += *upload_size;
         if (!r->done && !r->e_status && r->kind != SRV_BODY_NONE)
             append_body(s, r, upload, *upload_size);
         *upload_size = 0;

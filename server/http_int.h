@@ -13,10 +13,15 @@
  * Request life cycle (libmicrohttpd calls srv_http_on_request repeatedly):
  *   1st call   headers are in: srv_http_begin checks route, method,
  *              readiness, model and content type, srv_http_conn checks
- *              Content-Length; any error is answered at once, before a
- *              byte of the body is read.
+ *              Content-Length. An error is answered at once (and the
+ *              connection closed) when no body follows, when the client
+ *              waits for 100 Continue, when the framing is ambiguous or
+ *              when the declared body is over the drain bound; otherwise
+ *              the body is read and dropped first, so that a client still
+ *              sending is not reset before it reads the answer.
  *   next calls body chunks, appended up to the body limit; past it the
  *              rest is discarded (never buffered) and 413 is answered.
+ *              Bytes past the drain bound close the connection.
  *   last call  (no more data) srv_http_handle: the route's handler.
  *   completed  srv_http_on_completed: metrics, access log, free.
  * Each step runs on the pool thread that owns the connection, so the
@@ -87,6 +92,8 @@ typedef struct {
     srv_model *model;     /* in snap: the one asked for, or default */
     srv_body_kind kind;   /* what body the route expects */
     int over_limit;       /* 1: body over the limit, 2: out of memory */
+    int e_close;          /* the error closes at once: framing unclear */
+    uint64_t seen;        /* body bytes received */
     int done;             /* a response is queued */
     pipe_status e_status; /* error decided from the headers, or PIPE_OK */
     const char *e_allow;

@@ -5,7 +5,8 @@
 #
 # Each limit is met exactly (answered 200) and exceeded by one (answered
 # with its exact status): the body limit with a declared Content-Length
-# and with a chunked body of unknown length, the pixel limit, the batch
+# and with a chunked body of unknown length, the drain of a body behind an
+# error decided from its headers, the pixel limit, the batch
 # limit; and media types are matched case-insensitively. A second server
 # with the smallest --timeout and JSON logs closes a stalled upload. The server runs
 # on 127.0.0.1 port 0 (port read from its log line) and must exit 0 on
@@ -98,6 +99,167 @@ expect "body one byte over --body-limit, Content-Length" 413 payload_too_large "
 expect "body of exactly --body-limit bytes, chunked" 200 "" "${P[@]}" -H 'Transfer-Encoding: chunked' --data-binary "@$tmp/at.png" "$base/predict"
 expect "body one byte over --body-limit, chunked" 413 payload_too_large "${P[@]}" -H 'Transfer-Encoding: chunked' --data-binary "@$tmp/over.png" "$base/predict"
 expect "multipart body one byte over --body-limit" 413 payload_too_large -F "image=@$tmp/over.png;type=image/png" "$base/predict"
+
+# ---- an error decided from the headers, with a body on its way: the body
+# is read and dropped up to four times --body-limit (the drain bound), then
+# answered, so a client still sending is not reset before it reads the
+# answer; a declared body past the bound is answered at once and the
+# connection closed; a chunked body past it is closed. Raw sockets: what is
+# sent when, and whether the connection stays open, is the point.
+"$PY" - "$port" "$LIMIT" "$tmp/d28.png" > "$tmp/drain" 2>&1 <<'EOF'
+import socket, sys, time
+port, limit, png = int(sys.argv[1]), int(sys.argv[2]), open(sys.argv[3], "rb").read()
+bound = 4 * limit
+
+def conn():
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    return s
+
+def head(method, path, extra, ctype=b"image/png"):
+    return (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " + ctype + b"\r\n"
+            + extra + b"\r\n")
+
+def response(s):
+    """One response: (status, body), or (None, why) when the peer closed or reset."""
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            d = s.recv(65536)
+            if not d:
+                return None, "closed"
+            buf += d
+        h, _, rest = buf.partition(b"\r\n\r\n")
+        n = 0
+        for line in h.split(b"\r\n")[1:]:
+            k, _, v = line.partition(b":")
+            if k.strip().lower() == b"content-length":
+                n = int(v)
+        while len(rest) < n:
+            d = s.recv(65536)
+            if not d:
+                return None, "closed mid-answer"
+            rest += d
+        return int(h.split(b" ")[1]), rest[:n]
+    except socket.timeout:
+        return None, "no answer in 10 s"
+    except OSError as e:
+        return None, "reset (%s)" % e.__class__.__name__
+
+def quiet(s, secs=0.5):
+    """Nothing arrives for secs: the server is waiting for the body."""
+    s.settimeout(secs)
+    try:
+        s.recv(1)  # data, or the connection closed
+        return False
+    except socket.timeout:
+        return True
+    finally:
+        s.settimeout(10)
+
+def closed(s):
+    try:
+        return s.recv(1) == b""
+    except OSError:
+        return True
+
+def check(desc, cond, detail=""):
+    print(("ok\t" if cond else "nok\t") + desc + "\t" + str(detail))
+
+def keeps(s):
+    """The same connection answers a valid prediction afterwards."""
+    s.sendall(head(b"POST", b"/predict", b"Content-Length: %d\r\n" % len(png)) + png)
+    return response(s)[0] == 200
+
+# declared bodies at the bound and one under it, no Expect: nothing is
+# answered before the body; then 413 and the connection stays usable
+for n, what in ((3 * limit, "3x --body-limit"), (bound, "exactly 4x --body-limit (the drain bound)")):
+    s = conn()
+    s.sendall(head(b"POST", b"/predict", b"Content-Length: %d\r\n" % n))
+    waited = quiet(s)
+    s.sendall(b"\x00" * n)
+    st, body = response(s)
+    check("declared body of %s, no Expect: read before the answer, 413 payload_too_large, "
+          "connection kept" % what,
+          waited and st == 413 and b"payload_too_large" in body and keeps(s),
+          "waited=%s status=%s %r" % (waited, st, body[:120]))
+    s.close()
+
+# one byte past the bound: answered at once, nothing read, then closed
+s = conn()
+s.sendall(head(b"POST", b"/predict", b"Content-Length: %d\r\n" % (bound + 1)))
+st, body = response(s)
+check("declared body of 4x --body-limit + 1, no Expect: 413 at once, connection closed",
+      st == 413 and b"payload_too_large" in body and closed(s), "status=%s %r" % (st, body[:120]))
+s.close()
+
+# Expect: 100-continue: answered at once whatever the size (the client waits)
+s = conn()
+s.sendall(head(b"POST", b"/predict", b"Content-Length: %d\r\nExpect: 100-continue\r\n" % (limit + 1)))
+st, body = response(s)
+check("declared body over --body-limit with Expect: 100-continue: 413 without 100 Continue",
+      st == 413 and b"payload_too_large" in body, "status=%s %r" % (st, body[:120]))
+s.close()
+
+# other errors from the headers drain the same way: wrong method, wrong path
+for method, path, want in ((b"PUT", b"/predict", 405), (b"POST", b"/nowhere", 404)):
+    s = conn()
+    n = 2 * limit
+    s.sendall(head(method, path, b"Content-Length: %d\r\n" % n))
+    waited = quiet(s)
+    s.sendall(b"\x00" * n)
+    st, body = response(s)
+    check("%s %s with a body of 2x --body-limit: body read, %d, connection kept"
+          % (method.decode(), path.decode(), want),
+          waited and st == want and keeps(s), "waited=%s status=%s %r" % (waited, st, body[:120]))
+    s.close()
+
+# chunked: past --body-limit and within the bound, 413 after the last chunk;
+# past the bound, the connection is closed without reading on
+def chunked(total, size=4096):
+    out, left = b"", total
+    while left:
+        k = min(size, left)
+        out += b"%x\r\n" % k + b"\x00" * k + b"\r\n"
+        left -= k
+    return out + b"0\r\n\r\n"
+
+s = conn()
+s.sendall(head(b"POST", b"/predict", b"Transfer-Encoding: chunked\r\n") + chunked(bound))
+st, body = response(s)
+check("chunked body of exactly the drain bound: 413 payload_too_large, connection kept",
+      st == 413 and b"payload_too_large" in body and keeps(s), "status=%s %r" % (st, body[:120]))
+s.close()
+s = conn()
+try:
+    s.sendall(head(b"POST", b"/predict", b"Transfer-Encoding: chunked\r\n") + chunked(bound + 4096))
+except OSError:
+    pass
+st, body = response(s)
+check("chunked body past the drain bound: closed without an answer",
+      st is None, "status=%s %r" % (st, body[:120]))
+s.close()
+EOF
+while IFS=$'\t' read -r verdict desc detail; do
+    case $verdict in
+        ok) ok "$desc" ;;
+        nok) nok "$desc" "$detail" ;;
+        *) nok "drain checks ran" "$verdict $desc $detail" ;;
+    esac
+done < "$tmp/drain"
+grep -q . "$tmp/drain" || nok "drain checks ran" "no output"
+
+# The race the drain closes: a body without Expect larger than socket
+# buffers, sent while the answer is written. Twenty in a row, all 413.
+head -c $((3 * LIMIT)) /dev/zero > "$tmp/3x.bin"
+codes=$(for _ in $(seq 20); do
+    curl -s -o /dev/null -w '%{http_code} ' --max-time 30 -H 'Expect:' "${P[@]}" --data-binary "@$tmp/3x.bin" "$base/predict"
+done)
+if [ "$(echo "$codes" | tr ' ' '\n' | grep -c '^413$')" = 20 ]; then
+    ok "20 bodies of 3x --body-limit without Expect: all 413"
+else
+    nok "20 bodies of 3x --body-limit without Expect: all 413" "got: $codes"
+fi
 
 # ---- media types are case-insensitive (RFC 9110 8.3.1), parameters ignored
 expect "Content-Type: Image/PNG" 200 "" -H 'Content-Type: Image/PNG' --data-binary "@$tmp/d28.png" "$base/predict"

@@ -199,12 +199,14 @@ static int has_body(struct MHD_Connection *c)
 
 /* An error decided from the headers of a request with a body: answered at
  * once, or after the body has been read and dropped. At once when the
- * client waits for 100 Continue (it then sends nothing), when the framing
- * is unclear (the body's end is unknown) or when the declared body is
- * past the drain bound; libmicrohttpd then closes the connection. */
-static int answer_before_body(const srv_server *s, struct MHD_Connection *c, const srv_req *r)
+ * request failed before its route was looked at (unclear framing, whose
+ * body end is unknown, or a request target or header block over the
+ * limits), when the client waits for 100 Continue (it then sends nothing)
+ * or when the declared body is past the drain bound; libmicrohttpd then
+ * closes the connection. */
+static int answer_before_body(const srv_server *s, struct MHD_Connection *c, int malformed)
 {
-    if (r->e_close) return 1;
+    if (malformed) return 1;
     const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
     if (ex && strcasecmp(ex, "100-continue") == 0) return 1;
     const char *cl =
@@ -251,7 +253,6 @@ static void check_framing(struct MHD_Connection *c, const char *version, srv_req
 {
     framing f = {0};
     MHD_get_connection_values(c, MHD_HEADER_KIND, framing_field, &f);
-    r->e_close = 1; /* any error here: the request is not worth reading */
     if (f.fields > SRV_HTTP_MAX_HEADER_FIELDS || f.bytes > SRV_HTTP_MAX_HEADER_BYTES)
         srv_http_defer(r, PIPE_HEADERS_TOO_LARGE, NULL,
                        "%d header fields of %zu bytes: at most %d fields and %d bytes", f.fields,
@@ -267,7 +268,6 @@ static void check_framing(struct MHD_Connection *c, const char *version, srv_req
         srv_http_defer(r, PIPE_BAD_REQUEST, NULL, "%s",
                        f.nhost ? "more than one Host header"
                                : "HTTP/1.1 request without a Host header");
-    if (!r->e_status) r->e_close = 0;
 }
 
 static enum MHD_Result send_deferred(srv_server *s, struct MHD_Connection *c, srv_req *r)
@@ -313,7 +313,6 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         r->model = srv_snapshot_default(r->snap);
         r->kind = SRV_BODY_NONE;
         r->over_limit = 0;
-        r->e_close = 0;
         r->seen = 0;
         r->done = 0;
         r->e_status = PIPE_OK;
@@ -329,12 +328,12 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         *con_cls = r;
         atomic_fetch_add(&s->inflight, 1);
         srv_metrics_inflight_add(s->metrics, 1);
-        if (long_uri) {
+        if (long_uri)
             srv_http_defer(r, PIPE_URI_TOO_LONG, NULL, "request target over the limit of %d bytes",
                            SRV_HTTP_MAX_URI);
-            r->e_close = 1;
-        } else
+        else
             check_framing(c, version, r);
+        int malformed = r->e_status != PIPE_OK;
         if (!r->e_status) srv_http_begin(s, c, r, url);
         if (!r->e_status && r->kind != SRV_BODY_NONE) expect_body(s, c, r);
         /* libmicrohttpd closes the connection after a response queued on
@@ -342,7 +341,7 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
          * answered on the last call, after the body (up to the drain
          * bound) has been read and dropped; a bodiless request keeps its
          * connection that way too. */
-        if (r->e_status && has_body(c) && answer_before_body(s, c, r))
+        if (r->e_status && has_body(c) && answer_before_body(s, c, malformed))
             return send_deferred(s, c, r);
         return MHD_YES;
     }

@@ -13,12 +13,15 @@
  * Request life cycle (libmicrohttpd calls srv_http_on_request repeatedly):
  *   1st call   headers are in: srv_http_begin checks route, method,
  *              readiness, model and content type, srv_http_conn checks
- *              Content-Length. An error is answered at once (and the
- *              connection closed) when no body follows, when the client
- *              waits for 100 Continue, when the framing is ambiguous or
- *              when the declared body is over the drain bound; otherwise
- *              the body is read and dropped first, so that a client still
- *              sending is not reset before it reads the answer.
+ *              Content-Length. An error with a body on its way is
+ *              answered at once (and the connection closed) when the
+ *              client waits for 100 Continue, when the framing is
+ *              ambiguous, the target or headers are over their limits, or
+ *              the declared body is over the drain bound; otherwise the
+ *              body is read and dropped first, so that a client still
+ *              sending is not reset before it reads the answer, and the
+ *              error is answered on the last call (as one without a body
+ *              is), keeping the connection.
  *   next calls body chunks, appended up to the body limit; past it the
  *              rest is discarded (never buffered) and 413 is answered.
  *              Bytes past the drain bound close the connection.
@@ -92,7 +95,6 @@ typedef struct {
     srv_model *model;     /* in snap: the one asked for, or default */
     srv_body_kind kind;   /* what body the route expects */
     int over_limit;       /* 1: body over the limit, 2: out of memory */
-    int e_close;          /* the error closes at once: framing unclear */
     uint64_t seen;        /* body bytes received */
     int done;             /* a response is queued */
     pipe_status e_status; /* error decided from the headers, or PIPE_OK */

@@ -234,20 +234,28 @@ order() { if [ $(($1 % 2)) = 1 ]; then echo "ours peer"; else echo "peer ours"; 
 WORKLOADS="train_lenet_b32 train_lenet_b128 train_mlp_b32 train_cnn_b64 infer_lenet infer_cnn
            infer_cnn_direct wino_cnn"
 # Where our best kernels are AVX-512 (and NN_ISA does not cap them), the
-# same rows again with the kernels capped to AVX2: ours only, the report
-# sets them against the peer's figures of the uncapped rows.
+# same rows again as an AVX2-only machine would run them: our kernels
+# capped to AVX2, and the peer's too (PEER_AVX2: oneDNN, ATen and
+# OpenBLAS each have their cap), interleaved like the others. The report
+# sets ours capped against both peers.
+PEER_AVX2=(DNNL_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 OPENBLAS_CORETYPE=Haswell)
 CAPPED=
 if [ -z "${NN_ISA:-}" ] && [ "${KERNELS##* }" = avx512 ]; then
     CAPPED="train_lenet_b32_avx2 train_lenet_b128_avx2 train_cnn_b64_avx2 infer_lenet_avx2 infer_cnn_avx2"
     WORKLOADS="$WORKLOADS $CAPPED"
+    # What each peer runs: torch's kernel level, OpenBLAS's core, oneDNN's ISA.
+    meta peer_isa "$("$PY" "$PEER" isa)"
+    meta peer_capped_isa "$(env "${PEER_AVX2[@]}" "$PY" "$PEER" isa)"
+    meta peer_capped_env "${PEER_AVX2[*]}"
 fi
 meta capped_avx2 "${CAPPED:+yes}"
 cmd_capped() { NN_ISA=avx2 cmd_ours "${1%_avx2}"; }
+cmd_peer_capped() { (export "${PEER_AVX2[@]}" && cmd_peer "${1%_avx2}"); }
 for rep in $(seq 1 "$REPEATS"); do
     log "== repeat $rep of $REPEATS: training and inference"
     for w in $WORKLOADS; do
         case $w in
-        *_avx2) sides=capped ;;
+        *_avx2) if [ $((rep % 2)) = 1 ]; then sides="capped peer_capped"; else sides="peer_capped capped"; fi ;;
         infer_cnn_direct|wino_cnn) sides=ours ;; # no peer figure
         *) sides=$(order "$rep") ;;
         esac

@@ -19,8 +19,11 @@ with torch.jit.trace; the frozen variant (which folds batch norm into the
 convolutions) is timed too and the faster one reported.
 """
 import argparse
+import ctypes
 import json
 import os
+import re
+import subprocess
 import sys
 import time
 
@@ -40,6 +43,35 @@ def cmd_blas(_args):
         "threads": torch.get_num_threads(),
         "blas": common.blas_libraries(),
     }))
+
+
+def onednn_isa():
+    """The instruction set oneDNN (torch's convolutions) picked, from its
+    verbose log of one convolution in a child process."""
+    code = ("import torch\nc = torch.nn.Conv2d(32, 32, 3)\n"
+            "with torch.no_grad():\n    c(torch.zeros(8, 32, 24, 24))\n")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, DNNL_VERBOSE="1"),
+                         capture_output=True, text=True, check=False).stdout
+    m = re.search(r"isa:([^\n]*)", out)
+    return m.group(1).strip() if m else "unknown"
+
+
+def cmd_isa(_args):
+    """Which kernels the peer runs under this environment (DNNL_MAX_CPU_ISA,
+    ATEN_CPU_CAPABILITY and OPENBLAS_CORETYPE cap them)."""
+    a = torch.ones(64, 64)
+    torch.mm(a, a)
+    core = "unknown"
+    for lib in common.blas_libraries():
+        if "openblas" in lib:
+            try:
+                f = ctypes.CDLL(lib).openblas_get_corename
+                f.restype = ctypes.c_char_p
+                core = f().decode()
+            except (OSError, AttributeError):
+                pass
+    m = re.search(r"CPU capability usage: (\S+)", torch.__config__.show())
+    print(json.dumps({"aten": m.group(1) if m else "unknown", "openblas": core, "onednn": onednn_isa()}))
 
 
 def cmd_train(args):
@@ -141,6 +173,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("blas")
+    sub.add_parser("isa")
     t = sub.add_parser("train")
     t.add_argument("--arch-json", required=True)
     t.add_argument("--batch", type=int, default=32)
@@ -159,7 +192,7 @@ def main():
     for k in ("batch", "steps", "threads", "runs"):
         if getattr(args, k, 1) < 1:
             ap.error("--%s must be at least 1" % k)
-    {"blas": cmd_blas, "train": cmd_train, "infer": cmd_infer}[args.cmd](args)
+    {"blas": cmd_blas, "isa": cmd_isa, "train": cmd_train, "infer": cmd_infer}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -56,9 +56,9 @@ def med(xs):
 
 # (label, workload, field, scale, unit, lower_is_better, goal)
 # goal: ("ratio", x) ours at least x times better; ("max", v) ours <= v;
-# ("min", v) ours >= v; ("peer", workload, x): ours at least x times better
-# than the peer's figure for workload (the AVX2-capped rows, which run
-# ours only); ("of", workload, f[, what]) ours >= f times our own
+# ("min", v) ours >= v; ("peer", workload, side, x): the AVX2-capped rows,
+# ours capped at least x times better than side's figure for workload (x
+# None: reported only); ("of", workload, f[, what]) ours >= f times our own
 # figure for workload (<= for lower-is-better rows; the peer column then
 # shows that figure, named what); ("vs", workload, what) reported only, the
 # peer column showing our figure for workload; None: reported only.

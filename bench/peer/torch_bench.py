@@ -58,9 +58,8 @@ def onednn_isa():
 
 def cmd_isa(_args):
     """Which kernels the peer runs under this environment (DNNL_MAX_CPU_ISA,
-    ATEN_CPU_CAPABILITY and OPENBLAS_CORETYPE cap them)."""
-    a = torch.ones(64, 64)
-    torch.mm(a, a)
+    ATEN_CPU_CAPABILITY and OPENBLAS_CORETYPE cap them). blas_libraries runs
+    a product first, so OpenBLAS is loaded when it is asked."""
     core = "unknown"
     for lib in common.blas_libraries():
         if "openblas" in lib:

@@ -87,11 +87,23 @@ stop_server() {
     local limit=${1:-30} deadline
     kill -TERM "$srv_pid" 2>/dev/null
     deadline=$((SECONDS + limit))
-    while server_alive && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-    if server_alive; then kill -KILL "$srv_pid"; wait "$srv_pid" 2>/dev/null; srv_rc=124
+    # One verdict from one look: asking again after the deadline could
+    # catch the exit half-way and call a clean stop a hang.
+    local alive=1
+    while :; do
+        server_alive || { alive=0; break; }
+        [ $SECONDS -lt $deadline ] || break
+        sleep 0.1
+    done
+    if [ $alive = 1 ]; then kill -KILL "$srv_pid" 2>/dev/null; wait "$srv_pid" 2>/dev/null; srv_rc=124
     else wait "$srv_pid"; srv_rc=$?; fi
 }
+# Running: its /proc entry exists and is not a zombie. One read of the
+# status file: kill -0 succeeds on a zombie, and a zombie reaped between
+# two looks leaves no file, which is gone, not alive.
 server_alive() {
-    [ -n "${srv_pid:-}" ] && kill -0 "$srv_pid" 2>/dev/null &&
-        ! grep -q '^State:.*Z' "/proc/$srv_pid/status" 2>/dev/null
+    [ -n "${srv_pid:-}" ] || return 1
+    local st
+    st=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$srv_pid/status" 2>/dev/null)
+    [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]
 }

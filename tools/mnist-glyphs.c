@@ -3,10 +3,12 @@
  * sets to measure a model beyond handwritten scans, and letters to show it
  * what is not a digit.
  *
- *   mnist-glyphs --chars digits|letters --set train|eval --out DIR
+ *   mnist-glyphs --chars digits|letters --set train|eval [--except CHARS] --out DIR
  *     writes DIR/CHARS-SET-images-idx3-ubyte and DIR/CHARS-SET-labels-idx1-ubyte
  *
- * Labels: digits 0..9 are the digit; letters A..Z are 0..25, a..z 26..51.
+ * Labels: digits 0..9 are the digit; letters A..Z are 0..25, a..z 26..51,
+ * also when --except leaves some characters out (the default CNN's
+ * outliers leave out I, O, l and o, which printed 1s and 0s look like).
  * The fonts come from a list file (tools/glyph-fonts.txt): one font per
  * line, "SET STYLE PACKAGE FILE", the sets split by font so that no face
  * (nor one derived from it) is on both sides.
@@ -203,6 +205,7 @@ static int glyph_render(FT_Face face, unsigned long ch, int px, double bold, can
 int main(int argc, char **argv)
 {
     const char *chars = NULL, *set = NULL, *out = NULL, *list = "tools/glyph-fonts.txt";
+    const char *except = "";
     int max_fonts = 0;
     const cli_opt opts[] = {
         {"chars", CLI_STRING, &chars, 0, 0, "digits|letters",
@@ -213,6 +216,8 @@ int main(int argc, char **argv)
          "write DIR/CHARS-SET-{images-idx3,labels-idx1}-ubyte", .def = ""},
         {"fonts", CLI_STRING, &list, 0, 0, "FILE", "font list: SET STYLE PACKAGE FILE per line",
          .def = NULL},
+        {"except", CLI_STRING, &except, 0, 0, "CHARS",
+         "leave these characters out (their labels stay unused)", .def = "none"},
         {"max-fonts", CLI_INT, &max_fonts, 0, 100000, "N", "the set's first N fonts only (0 = all)",
          .def = NULL},
     };
@@ -256,6 +261,19 @@ int main(int argc, char **argv)
     }
     const char *cs = strcmp(chars, "digits") ? LETTERS : DIGITS;
     int nch = (int)strlen(cs), nfonts = 0;
+    /* The characters drawn, by their label (place in cs). */
+    int drawn[64], ndrawn = 0;
+    for (const char *e = except; *e; e++)
+        if (!strchr(cs, *e)) {
+            fprintf(stderr, "mnist-glyphs: --except: '%c' is not one of the %s\n", *e, chars);
+            return 2;
+        }
+    for (int c = 0; c < nch; c++)
+        if (!strchr(except, cs[c])) drawn[ndrawn++] = c;
+    if (ndrawn == 0) {
+        fprintf(stderr, "mnist-glyphs: --except leaves no character to draw\n");
+        return 2;
+    }
     glyph_font *fonts = NULL;
     if (fonts_load(list, set, max_fonts, &fonts, &nfonts, err, sizeof err)) {
         fprintf(stderr, "mnist-glyphs: %s\n", err);
@@ -273,7 +291,7 @@ int main(int argc, char **argv)
         }
         fclose(f);
     }
-    size_t n = (size_t)nfonts * NPX * NBOLD * nch;
+    size_t n = (size_t)nfonts * NPX * NBOLD * ndrawn;
     uint8_t *images = malloc(n * 784), *labels = malloc(n);
     canvas cv = {NULL, 0};
     FT_Library ft = NULL;
@@ -296,7 +314,8 @@ int main(int argc, char **argv)
         }
         for (int p = 0; p < NPX; p++)
             for (int b = 0; b < NBOLD; b++)
-                for (int c = 0; c < nch; c++, k++) {
+                for (int d = 0; d < ndrawn; d++, k++) {
+                    int c = drawn[d];
                     if (glyph_render(face, (unsigned char)cs[c], GLYPH_PX[p], GLYPH_BOLD[b], &cv,
                                      images + k * 784, err, sizeof err)) {
                         fprintf(stderr, "mnist-glyphs: %s: %s\n", fonts[i].path, err);
@@ -321,7 +340,7 @@ int main(int argc, char **argv)
         goto done;
     }
     printf("%s/%s-%s: %zu images (%d fonts x %d sizes x %d stroke widths x %d characters)\n", out,
-           chars, set, n, nfonts, NPX, NBOLD, nch);
+           chars, set, n, nfonts, NPX, NBOLD, ndrawn);
     rc = 0;
 done:
     if (ft) FT_Done_FreeType(ft);

@@ -74,6 +74,10 @@ expect 1 "no font in set 'train'" "glyphs: a set without fonts" -- \
 printf 'eval serif fonts-x /etc/hostname\n' > "$tmp/notfont.txt"
 expect 1 '/etc/hostname: FreeType cannot read this font' "glyphs: a file that is not a font" -- \
     "$GLYPHS" --chars digits --set eval --out "$tmp" --fonts "$tmp/notfont.txt"
+expect 2 "^mnist-glyphs: --except: '1' is not one of the letters$" "glyphs: --except names a digit among letters" -- \
+    "$GLYPHS" --chars letters --set eval --except I1 --out "$tmp"
+expect 2 '^mnist-glyphs: --except leaves no character to draw$' "glyphs: --except every digit" -- \
+    "$GLYPHS" --chars digits --set eval --except 9876543210 --out "$tmp"
 expect 1 "$tmp/nodir/digits-eval-images-idx3-ubyte.tmp: No such file" "glyphs: an output directory that is not there" -- \
     "$GLYPHS" --chars digits --set eval --out "$tmp/nodir" --max-fonts 1
 
@@ -118,6 +122,26 @@ if check_idx "$tmp/a/letters-eval" 624 52 2> "$tmp/idx.err"; then
     ok "glyphs: letters: 52 labels (A-Z a-z) x 2 fonts x 6 variants"
 else
     not_ok "glyphs: letters IDX" "$(tail -c 300 "$tmp/idx.err")"
+fi
+# --except: the same images with those characters' left out, labels kept.
+mkdir -p "$tmp/x"
+if "$GLYPHS" --fonts "$tmp/fonts.txt" --chars letters --set eval --except IOlo --out "$tmp/x" \
+        --max-fonts 2 > "$tmp/x.out" 2> "$tmp/x.err" &&
+    "$PY" - "$tmp/a/letters-eval" "$tmp/x/letters-eval" 2>> "$tmp/x.err" <<'PYEOF'
+import sys
+def load(prefix):
+    im = open(prefix + "-images-idx3-ubyte", "rb").read()[16:]
+    lb = open(prefix + "-labels-idx1-ubyte", "rb").read()[8:]
+    return [(lb[i], im[784 * i:784 * (i + 1)]) for i in range(len(lb))]
+full, some = load(sys.argv[1]), load(sys.argv[2])
+left_out = {8, 14, 37, 40}  # I O l o
+assert len(some) == 576, len(some)
+assert some == [x for x in full if x[0] not in left_out], "not the full set less I, O, l and o"
+PYEOF
+then
+    ok "glyphs: --except IOlo: the full set's images less I, O, l and o, labels kept (576)"
+else
+    not_ok "glyphs: --except IOlo" "$(cat "$tmp/x.out")" "$(tail -c 300 "$tmp/x.err")"
 fi
 if ! cmp -s <(head -c 10000 "$tmp/a/digits-eval-images-idx3-ubyte") \
         <(head -c 10000 "$tmp/a/digits-train-images-idx3-ubyte"); then

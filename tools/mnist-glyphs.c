@@ -7,8 +7,9 @@
  *     writes DIR/CHARS-SET-images-idx3-ubyte and DIR/CHARS-SET-labels-idx1-ubyte
  *
  * Labels: digits 0..9 are the digit; letters A..Z are 0..25, a..z 26..51,
- * also when --except leaves some characters out (the default CNN's
- * outliers leave out I, O, l and o, which printed 1s and 0s look like).
+ * also when --except leaves some characters out (the outliers of the
+ * candidate CNNs W5 to W7 in models/README.md leave out I, O, l and o,
+ * which printed 1s and 0s look like).
  * The fonts come from a list file (tools/glyph-fonts.txt): one font per
  * line, "SET STYLE PACKAGE FILE", the sets split by font so that no face
  * (nor one derived from it) is on both sides.

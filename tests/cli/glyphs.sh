@@ -123,7 +123,7 @@ if check_idx "$tmp/a/letters-eval" 624 52 2> "$tmp/idx.err"; then
 else
     not_ok "glyphs: letters IDX" "$(tail -c 300 "$tmp/idx.err")"
 fi
-# --except: the same images with those characters' left out, labels kept.
+# --except: the same images with those characters left out, labels kept.
 mkdir -p "$tmp/x"
 if "$GLYPHS" --fonts "$tmp/fonts.txt" --chars letters --set eval --except IOlo --out "$tmp/x" \
         --max-fonts 2 > "$tmp/x.out" 2> "$tmp/x.err" &&

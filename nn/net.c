@@ -537,7 +537,9 @@ struct nn_ws {
     const uint8_t *labels;
     float ls;
     int n;
-    float oe_weight;         /* outlier exposure: weight of the outliers' mean loss  */
+    float oe_weight; /* outlier exposure: weight of the outliers' mean loss  */
+    int oe_energy;   /* nn_ws_set_energy_margins: on, and its margins         */
+    float m_in, m_out;
     float w_in, w_out;       /* per-image loss weights of the last forward_train */
     int fuse[NN_MAX_LAYERS]; /* layer i fuses the ReLU at i+1         */
     double *timer;           /* per-layer seconds (benchmarks), or NULL */
@@ -918,6 +920,23 @@ static inline float target_of(int j, int y, float ls, int k)
 
 void nn_ws_set_outlier_weight(nn_ws *ws, float weight) { ws->oe_weight = weight; }
 
+void nn_ws_set_energy_margins(nn_ws *ws, int on, float m_in, float m_out)
+{
+    ws->oe_energy = on;
+    ws->m_in = m_in;
+    ws->m_out = m_out;
+}
+
+/* The energy loss's hinge for image i with label y (nn_ws_set_energy_margins):
+ * max(0, E - m_in) for a digit, max(0, m_out - E) for an outlier, with the
+ * energy the served score thresholds (nn_energy). */
+static double energy_hinge(const nn_ws *ws, const float *z, int k, int y)
+{
+    double e = nn_energy(z, k);
+    double h = y == NN_LABEL_OUTLIER ? ws->m_out - e : e - ws->m_in;
+    return h > 0.0 ? h : 0.0;
+}
+
 float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t *y, int n,
                            float ls, uint64_t seed, int update_stats, float *probs)
 {
@@ -936,10 +955,20 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
      * without outliers (backward then divides by n, as it always did). */
     ws->w_in = m < n ? 1.0f / (n - m) : 0.0f;
     ws->w_out = m == 0 ? 0.0f : (m < n ? ws->oe_weight : 1.0f) / m;
+    if (ws->oe_energy) ws->w_out = m == 0 ? 0.0f : ws->oe_weight / m;
     double loss_in = 0.0, loss_out = 0.0;
+    const float *z = ws->act[net->nlayers];
     for (int i = 0; i < n; i++) {
         const float *p = ws->probs + (size_t)i * k;
         double l = 0.0;
+        if (ws->oe_energy) {
+            double h = energy_hinge(ws, z + (size_t)i * k, k, y[i]);
+            if (y[i] == NN_LABEL_OUTLIER) {
+                loss_out += h * h;
+                continue;
+            }
+            l = ws->oe_weight * h * h;
+        }
         for (int j = 0; j < k; j++) {
             float q = target_of(j, y[i], ls, k);
             if (q > 0.0f) l -= q * log(p[j] > 1e-30f ? p[j] : 1e-30f);
@@ -949,6 +978,9 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
         else
             loss_in += l;
     }
+    if (ws->oe_energy)
+        return (float)((m < n ? loss_in / (n - m) : 0.0) +
+                       (m > 0 ? ws->oe_weight * loss_out / m : 0.0));
     if (m == 0) return (float)(loss_in / n);
     return (float)((m < n ? loss_in / (n - m) : 0.0) +
                    (m < n ? ws->oe_weight : 1.0) * loss_out / m);
@@ -978,9 +1010,23 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
 {
     int n = ws->n, k = nn_net_outputs(net), nl = net->nlayers;
     float *dz = ws->dact[nl];
+    const float *z = ws->act[nl];
     for (int i = 0; i < n; i++) {
         int y = ws->labels[i];
         float w = y == NN_LABEL_OUTLIER ? ws->w_out : ws->w_in;
+        const float *p = ws->probs + (size_t)i * k;
+        if (ws->oe_energy) {
+            /* dE/dz_j = -p_j: a digit's hinge adds -2 weight h p_j to its
+             * cross-entropy's p - q, an outlier's hinge is 2 h p_j alone. */
+            double h2 = 2.0 * energy_hinge(ws, z + (size_t)i * k, k, y);
+            for (int j = 0; j < k; j++) {
+                double d = y == NN_LABEL_OUTLIER
+                               ? h2 * p[j]
+                               : p[j] - target_of(j, y, ws->ls, k) - ws->oe_weight * h2 * p[j];
+                dz[(size_t)i * k + j] = (float)(d * w);
+            }
+            continue;
+        }
         for (int j = 0; j < k; j++) {
             float q = target_of(j, y, ws->ls, k);
             /* Divided by n when there are no outliers, exactly as before. */

@@ -207,6 +207,17 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
  * weight (default 1) stays with ws until set again. */
 #define NN_LABEL_OUTLIER 255
 void nn_ws_set_outlier_weight(nn_ws *ws, float weight);
+
+/* Outlier exposure by energy margins instead (Liu et al., "Energy-based
+ * Out-of-distribution Detection", 2020): with E(x) = -logsumexp of the
+ * logits (the score nn/ood.h thresholds), a batch costs
+ *     mean over the n - m digits of (cross-entropy + weight * max(0, E - m_in)^2)
+ *   + weight * mean over the m outliers of max(0, m_out - E)^2:
+ * every digit, the faint ones too, is pulled below m_in and every outlier
+ * pushed above m_out, where the uniform target only lowers the outliers'
+ * logits relative to each other. m_in < m_out; on = 0 goes back to the
+ * uniform target. */
+void nn_ws_set_energy_margins(nn_ws *ws, int on, float m_in, float m_out);
 void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad);
 
 /* Gradient of the loss with respect to the input of the last backward

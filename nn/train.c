@@ -68,6 +68,7 @@ nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, s
         if (!(t->ws[i] = nn_ws_create(net, shard, 1))) goto oom;
         if (cfg->direct_conv) nn_ws_use_wino(t->ws[i], 0);
         nn_ws_set_outlier_weight(t->ws[i], cfg->oe_weight);
+        nn_ws_set_energy_margins(t->ws[i], cfg->oe_energy, cfg->m_in, cfg->m_out);
         if (!(t->grad[i] = malloc(sizeof(float) * net->nparams))) goto oom;
         if (!(t->x[i] = malloc(sizeof(float) * shard * hw))) goto oom;
         if (!(t->y[i] = malloc(shard))) goto oom;

@@ -32,6 +32,11 @@ typedef struct {
      * augmented like the rest, with loss weight oe_weight. 0 = off. */
     int oe_batch;
     float oe_weight;
+    /* oe_energy != 0: the energy-margin loss (nn_ws_set_energy_margins)
+     * with margins m_in < m_out, oe_weight its weight; else the uniform
+     * target. */
+    int oe_energy;
+    float m_in, m_out;
 } nn_train_cfg;
 
 typedef struct nn_trainer nn_trainer;

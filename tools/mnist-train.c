@@ -92,7 +92,7 @@ int main(int argc, char **argv)
 {
     const char *arch_arg = "mlp", *out = NULL, *data = "data/mnist", *dataset = "mnist";
     const char *sched_name = NULL, *name = NULL, *opt_name = "adam", *aug_s = NULL,
-               *elastic_s = NULL, *init = NULL, *outliers = NULL, *extra = NULL;
+               *elastic_s = NULL, *init = NULL, *outliers = NULL, *extra = NULL, *margins_s = NULL;
     int oe_batch = 0, extra_repeat = 1;
     float oe_weight = 0.5f;
     int epochs = 0, batch = 0, threads = 0, val = 0, limit = 0, quiet = 0, no_aug = 0, deskew = 0;
@@ -163,6 +163,11 @@ int main(int argc, char **argv)
         {"oe-weight", CLI_FLOAT, &oe_weight, 0, 100, "X",
          "weight of the outliers' mean loss beside the digits' mean loss", .def = "0.5",
          .what = "a weight"},
+        {"oe-margins", CLI_STRING, &margins_s, 0, 0, "IN,OUT",
+         "outlier exposure by energy margins instead of the uniform target: digits pay "
+         "--oe-weight * (energy - IN)^2 above IN, outliers (OUT - energy)^2 below OUT "
+         "(energy = -logsumexp of the logits; e.g. -12,-5)",
+         .def = "off"},
         {"no-aug", CLI_FLAG, &no_aug, 0, 0, NULL, "no augmentation", .def = NULL},
         {"seed", CLI_U64, &seed, 0, 18446744073709551615.0, "N", "random seed", .def = NULL},
         {"threads", CLI_INT, &threads, 0, 1024, "N", "training threads (0 = all CPUs)",
@@ -270,6 +275,16 @@ int main(int argc, char **argv)
         return 2;
     }
     if (elastic_s) cfg.aug.elastic_alpha = el[0], cfg.aug.elastic_sigma = el[1];
+    if (margins_s) {
+        float mg[2];
+        if (!outliers || cli_floats(margins_s, mg, 2) || !(mg[0] >= -1000 && mg[0] < mg[1]) ||
+            !(mg[1] <= 1000)) {
+            fprintf(stderr, "mnist-train: --oe-margins wants IN,OUT with IN < OUT, e.g. -12,-5, "
+                            "and --outliers\n");
+            return 2;
+        }
+        cfg.oe_energy = 1, cfg.m_in = mg[0], cfg.m_out = mg[1];
+    }
     if (flip_set) cfg.aug.flip_prob = flip;
     if (stroke_set) cfg.aug.max_stroke = stroke;
     if (blur_set) cfg.aug.max_blur = blur;
@@ -477,8 +492,9 @@ int main(int argc, char **argv)
             "training on %d images (%d held out), batch %d, %d epochs, seed %llu, %d threads\n",
             ntrain, val, cfg.batch, cfg.epochs, seed, nthreads);
     if (oe)
-        fprintf(stderr, "outlier exposure: %d of %d outlier images per step, weight %g\n",
-                cfg.oe_batch, oe->n, (double)cfg.oe_weight);
+        fprintf(stderr, "outlier exposure: %d of %d outlier images per step, weight %g%s\n",
+                cfg.oe_batch, oe->n, (double)cfg.oe_weight,
+                cfg.oe_energy ? ", energy margins" : ", uniform target");
     if (init) fprintf(stderr, "starting from the weights of %s\n", init);
     if (more)
         fprintf(stderr, "extra data: %d images of %s, %d times per epoch\n", more->n, extra,

@@ -23,6 +23,7 @@
 #include "nn/idx.h"
 #include "nn/layers.h"
 #include "nn/net.h"
+#include "nn/ood.h"
 #include "nn/preset.h"
 #include "nn/rng.h"
 #include "nn/safetensors.h"
@@ -32,15 +33,17 @@
 
 /* Finite-difference check of d loss / d params and d loss / d input for a
  * net in training mode; the last m of the n images are outliers (loss
- * weight oe_weight) when m > 0. */
-static void grad_check_oe(const char *arch, int c, int h, int w, int n, float tol, int m,
-                          float oe_weight)
+ * weight oe_weight) when m > 0, with the energy-margin loss when margins
+ * (m_in, m_out) is not NULL. */
+static void grad_check_loss(const char *arch, int c, int h, int w, int n, float tol, int m,
+                            float oe_weight, const float *margins)
 {
     nn_net *net = nets_make(arch, c, h, w, 7);
     int hw = c * h * w, k = nn_net_outputs(net);
     nn_ws *ws = nn_ws_create(net, n, 1);
     assert_non_null(ws);
     nn_ws_set_outlier_weight(ws, oe_weight);
+    if (margins) nn_ws_set_energy_margins(ws, 1, margins[0], margins[1]);
     float *x = malloc(sizeof(float) * n * hw), *g = calloc(net->nparams, sizeof(float));
     float *g0 = calloc(net->nparams, sizeof(float));
     uint8_t *y = malloc(n);
@@ -114,7 +117,7 @@ static void grad_check_oe(const char *arch, int c, int h, int w, int n, float to
 
 static void grad_check(const char *arch, int c, int h, int w, int n, float tol)
 {
-    grad_check_oe(arch, c, h, w, n, tol, 0, 1.0f);
+    grad_check_loss(arch, c, h, w, n, tol, 0, 1.0f, NULL);
 }
 
 static void test_grad_dense(void **s)
@@ -186,8 +189,72 @@ static void test_grad_outliers(void **s)
     (void)s;
     const char *arch = "[{\"type\":\"conv2d\",\"out\":3,\"k\":3},{\"type\":\"relu\"},"
                        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":5}]";
-    grad_check_oe(arch, 1, 6, 6, 5, 2e-2f, 2, 0.5f);
-    grad_check_oe(arch, 1, 6, 6, 3, 2e-2f, 3, 0.5f);
+    grad_check_loss(arch, 1, 6, 6, 5, 2e-2f, 2, 0.5f, NULL);
+    grad_check_loss(arch, 1, 6, 6, 3, 2e-2f, 3, 0.5f, NULL);
+}
+
+/* The energy-margin loss's gradient: the small net's energies sit near
+ * -log 5, so margins (-3, 0) put every digit and outlier on its hinge,
+ * and (-1.7, -1.5) some on it and some off; digits only, outliers only. */
+static void test_grad_energy_margins(void **s)
+{
+    (void)s;
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":3,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":5}]";
+    const float wide[2] = {-3.0f, 0.0f}, tight[2] = {-1.7f, -1.5f};
+    grad_check_loss(arch, 1, 6, 6, 5, 2e-2f, 2, 0.5f, wide);
+    grad_check_loss(arch, 1, 6, 6, 6, 2e-2f, 3, 2.0f, tight);
+    grad_check_loss(arch, 1, 6, 6, 4, 2e-2f, 0, 0.5f, wide);
+    grad_check_loss(arch, 1, 6, 6, 3, 2e-2f, 3, 0.5f, wide);
+}
+
+/* The energy-margin loss's value by hand (double precision from the
+ * logits): digits' cross-entropy plus weight * (E - m_in)^2 above m_in,
+ * weight * the outliers' mean (m_out - E)^2 below m_out; off, the
+ * uniform target's loss comes back. */
+static void test_energy_margin_loss(void **s)
+{
+    (void)s;
+    nn_net *net = nets_make("[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":4}]", 1, 2, 2, 5);
+    nn_ws *ws = nn_ws_create(net, 4, 1);
+    const float lw = 0.3f, m_in = -1.8f, m_out = 1.0f;
+    nn_ws_set_outlier_weight(ws, lw);
+    float x[16] = {0.1f, 0.9f, 0.3f, 0.4f, 0.5f, 0.2f, 0.7f, 0.8f,
+                   0.6f, 0.0f, 1.0f, 0.3f, 0.2f, 0.2f, 0.9f, 0.1f};
+    float z[16], p[16];
+    uint8_t y[4] = {2, NN_LABEL_OUTLIER, 0, NN_LABEL_OUTLIER};
+    nn_ws *inf = nn_ws_create(net, 4, 0);
+    nn_net_forward(net, inf, x, 4, NULL, z);
+    nn_ws_free(inf);
+    float uniform = nn_net_forward_train(net, ws, x, y, 4, 0.0f, 1, 0, NULL);
+    nn_ws_set_energy_margins(ws, 1, m_in, m_out);
+    float l = nn_net_forward_train(net, ws, x, y, 4, 0.0f, 1, 0, p);
+    double want_in = 0.0, want_out = 0.0;
+    int on_in = 0, on_out = 0;
+    for (int i = 0; i < 4; i++) {
+        double mx = z[i * 4], sum = 0.0;
+        for (int j = 1; j < 4; j++) mx = fmax(mx, z[i * 4 + j]);
+        for (int j = 0; j < 4; j++) sum += exp(z[i * 4 + j] - mx);
+        double e = -(mx + log(sum));
+        if (y[i] == NN_LABEL_OUTLIER) {
+            double hh = fmax(0.0, m_out - e);
+            want_out += hh * hh / 2;
+            on_out += hh > 0;
+        } else {
+            double hh = fmax(0.0, e - m_in);
+            want_in += (-log(p[i * 4 + y[i]]) + lw * hh * hh) / 2;
+            on_in += hh > 0;
+        }
+    }
+    /* The digits' energies are about -1.85 and -1.72: one on its hinge, one off. */
+    assert_int_equal(on_in, 1);
+    assert_int_equal(on_out, 2);
+    assert_float_equal(l, want_in + lw * want_out, 1e-5);
+    assert_true(fabsf(l - uniform) > 1e-3f);
+    nn_ws_set_energy_margins(ws, 0, m_in, m_out);
+    assert_float_equal(nn_net_forward_train(net, ws, x, y, 4, 0.0f, 1, 0, NULL), uniform, 0);
+    nn_ws_free(ws);
+    nn_net_free(net);
 }
 
 /* The outlier loss's value by hand: mean cross-entropy of the digits plus
@@ -1751,6 +1818,21 @@ static double mean_top(const float *p, int n)
     return s / n;
 }
 
+/* Mean energy -logsumexp(logits) of n images (raw bytes) under net. */
+static double mean_energy(const nn_net *net, const uint8_t *images, int n)
+{
+    nn_ws *ws = nn_ws_create(net, n, 0);
+    float *x = malloc(sizeof(float) * 784 * n), *z = malloc(sizeof(float) * 10 * n);
+    for (int i = 0; i < 784 * n; i++) x[i] = images[i] / 255.0f;
+    nn_net_forward(net, ws, x, n, NULL, z);
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += nn_energy(z + 10 * i, 10);
+    free(x);
+    free(z);
+    nn_ws_free(ws);
+    return sum / n;
+}
+
 static void test_training_outliers(void **s)
 {
     (void)s;
@@ -1762,13 +1844,17 @@ static void test_training_outliers(void **s)
     uint8_t *junk = malloc(784 * 600);
     make_junk(junk, 400, 1);             /* for training */
     make_junk(junk + 784 * 400, 200, 2); /* unseen */
-    double top_junk[2], top_digits[2], acc[2];
-    for (int oe = 0; oe < 2; oe++) {
+    /* 0: no outliers, 1: the uniform target, 2: energy margins. */
+    double top_junk[3], top_digits[3], acc[3], e_junk[3], e_digits[3];
+    for (int oe = 0; oe < 3; oe++) {
         nn_net *net = nets_make(arch, 1, 28, 28, 11);
         nn_train_cfg cfg;
         small_cfg(&cfg);
         cfg.oe_batch = oe ? 16 : 0;
-        cfg.oe_weight = 0.5f;
+        cfg.oe_weight = oe == 2 ? 0.1f : 0.5f;
+        cfg.oe_energy = oe == 2;
+        cfg.m_in = -8.0f;
+        cfg.m_out = -3.0f;
         nn_trainer *t = nn_trainer_create(net, &cfg, err, sizeof err);
         assert_non_null(t);
         if (oe) nn_trainer_set_outliers(t, junk, 400);
@@ -1782,8 +1868,11 @@ static void test_training_outliers(void **s)
         acc[oe] = nn_accuracy(p, te->labels, 1000, 10, NULL);
         top_digits[oe] = mean_top(p, 1000);
         top_junk[oe] = mean_top(pj, 200);
-        print_message("outliers %s: accuracy %.3f, mean top probability digits %.3f, junk %.3f\n",
-                      oe ? "on" : "off", acc[oe], top_digits[oe], top_junk[oe]);
+        e_digits[oe] = mean_energy(net, te->images, 1000);
+        e_junk[oe] = mean_energy(net, junk + 784 * 400, 200);
+        print_message("outliers %d: accuracy %.3f, mean top probability digits %.3f, junk %.3f, "
+                      "mean energy digits %.2f, junk %.2f\n",
+                      oe, acc[oe], top_digits[oe], top_junk[oe], e_digits[oe], e_junk[oe]);
         free(p);
         free(pj);
         nn_ensemble_free(e);
@@ -1795,6 +1884,10 @@ static void test_training_outliers(void **s)
      * than digits, and less sure than without outlier exposure. */
     assert_true(top_junk[1] < 0.5 * top_digits[1]);
     assert_true(top_junk[1] < top_junk[0]);
+    /* Energy margins (-8, -3): digits pulled below, unseen junk above. */
+    assert_true(acc[2] > 0.85);
+    assert_true(e_digits[2] < -6.0 && e_junk[2] > -4.0);
+    assert_true(e_junk[2] - e_digits[2] > e_junk[0] - e_digits[0] + 2.0);
     free(junk);
     nn_dataset_free(tr);
     nn_dataset_free(te);
@@ -1873,6 +1966,8 @@ int main(void)
         cmocka_unit_test(test_loss_values),
         cmocka_unit_test(test_outlier_loss),
         cmocka_unit_test(test_grad_outliers),
+        cmocka_unit_test(test_grad_energy_margins),
+        cmocka_unit_test(test_energy_margin_loss),
         cmocka_unit_test(test_training_outliers),
         cmocka_unit_test(test_conv_group_vs_ref),
         cmocka_unit_test(test_fold_bn),

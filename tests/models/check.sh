@@ -119,6 +119,32 @@ if [ -n "$orows" ]; then
         sed -n 's/^ok - .*/PASS/p; s/^not ok - .*/FAIL/p' "$TMPF.o" >> "$TMPF"
     fi
 fi
+# The drawing page's own digits (three pens, three hands: 90 PNGs) are
+# read right and found digit-like by the default model, the one the page
+# and mnist-predict use: a model that refuses a plainly drawn 1 is not a
+# default, whatever its figures.
+if command -v node > /dev/null; then
+    pages=$(mktemp -d)
+    node tests/models/page-digits.mjs "$pages"
+    out=$("$BUILD/mnist-predict" "$pages"/*.png || true)
+    total=$(echo "$out" | grep -c '"prediction"' || true)
+    bad=$(for f in "$pages"/*.png; do
+        d=$(basename "$f" | cut -c1)
+        echo "$out" | grep -F "\"file\":\"$f\"" |
+            grep -q "\"prediction\":$d,.*\"in_distribution\":true" || basename "$f" .png
+    done | tr '\n' ' ')
+    rm -rf "$pages"
+    if [ "$total" -eq 90 ] && [ -z "$bad" ]; then
+        echo "ok - the default model reads and passes the page's 90 drawn digits"
+        echo PASS >> "$TMPF"
+    else
+        echo "not ok - the default model reads and passes the page's 90 drawn digits ($total answered; wrong or refused: $bad)"
+        echo FAIL >> "$TMPF"
+    fi
+else
+    echo "not ok - the page's drawn digits: node missing (make deps-test installs it)"
+    echo FAIL >> "$TMPF"
+fi
 pass=$(grep -c PASS "$TMPF" || true)
 fail=$(grep -c FAIL "$TMPF" || true)
 echo "models: $pass passed, $fail failed"

@@ -953,9 +953,11 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
     for (int i = 0; i < n; i++) m += y[i] == NN_LABEL_OUTLIER;
     /* Per-image weights of the loss's gradient; w_out == 0 marks a batch
      * without outliers (backward then divides by n, as it always did). */
+    /* The outliers' weight: 1 for a batch of outliers alone under the
+     * uniform target, always the set weight under energy margins. */
+    float wo = ws->oe_energy || m < n ? ws->oe_weight : 1.0f;
     ws->w_in = m < n ? 1.0f / (n - m) : 0.0f;
-    ws->w_out = m == 0 ? 0.0f : (m < n ? ws->oe_weight : 1.0f) / m;
-    if (ws->oe_energy) ws->w_out = m == 0 ? 0.0f : ws->oe_weight / m;
+    ws->w_out = m == 0 ? 0.0f : wo / m;
     double loss_in = 0.0, loss_out = 0.0;
     const float *z = ws->act[net->nlayers];
     for (int i = 0; i < n; i++) {
@@ -978,12 +980,8 @@ float nn_net_forward_train(nn_net *net, nn_ws *ws, const float *x, const uint8_t
         else
             loss_in += l;
     }
-    if (ws->oe_energy)
-        return (float)((m < n ? loss_in / (n - m) : 0.0) +
-                       (m > 0 ? ws->oe_weight * loss_out / m : 0.0));
     if (m == 0) return (float)(loss_in / n);
-    return (float)((m < n ? loss_in / (n - m) : 0.0) +
-                   (m < n ? ws->oe_weight : 1.0) * loss_out / m);
+    return (float)((m < n ? loss_in / (n - m) : 0.0) + (double)wo * loss_out / m);
 }
 
 /* ---- backward ----------------------------------------------------------- */

@@ -165,8 +165,8 @@ int main(int argc, char **argv)
          .what = "a weight"},
         {"oe-margins", CLI_STRING, &margins_s, 0, 0, "IN,OUT",
          "outlier exposure by energy margins instead of the uniform target: digits pay "
-         "--oe-weight * (energy - IN)^2 above IN, outliers (OUT - energy)^2 below OUT "
-         "(energy = -logsumexp of the logits; e.g. -12,-5)",
+         "(energy - IN)^2 above IN, outliers (OUT - energy)^2 below OUT, both times "
+         "--oe-weight (energy = -logsumexp of the logits; e.g. -12,-5)",
          .def = "off"},
         {"no-aug", CLI_FLAG, &no_aug, 0, 0, NULL, "no augmentation", .def = NULL},
         {"seed", CLI_U64, &seed, 0, 18446744073709551615.0, "N", "random seed", .def = NULL},

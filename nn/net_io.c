@@ -129,6 +129,29 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
         h = nn_st_fnv1a64(o->means, sizeof(float) * (size_t)o->k * o->d, h);
         h = nn_st_fnv1a64(o->chol, sizeof(float) * (size_t)o->d * o->d, h);
     }
+    if (net->ood && net->ood->method == NN_OOD_HEAD) {
+        const nn_ood *o = net->ood;
+        int64_t sn[2] = {2, o->d}, s1[2] = {o->h, o->d}, sb[1] = {o->h}, s2[2] = {1, o->h},
+                sc[1] = {1};
+        const struct {
+            const char *name;
+            int ndim;
+            const int64_t *shape;
+            const float *data;
+            size_t n;
+        } t[5] = {{"ood.head.norm", 2, sn, o->norm, 2 * (size_t)o->d},
+                  {"ood.head.w1", 2, s1, o->w1, (size_t)o->h * o->d},
+                  {"ood.head.b1", 1, sb, o->b1, (size_t)o->h},
+                  {"ood.head.w2", 2, s2, o->w2, (size_t)o->h},
+                  {"ood.head.b2", 1, sc, &o->b2, 1}};
+        for (int j = 0; j < 5; j++) {
+            if (nn_st_writer_add(w, t[j].name, NN_ST_F32, t[j].ndim, t[j].shape, t[j].data)) {
+                nn_errf(err, errlen, "save: out of memory");
+                goto done;
+            }
+            h = nn_st_fnv1a64(t[j].data, sizeof(float) * t[j].n, h);
+        }
+    }
     for (int i = 0; i < net->meta.nclasses; i++)
         cJSON_AddItemToArray(labels, cJSON_CreateString(net->meta.labels[i]));
     labels_s = cJSON_PrintUnformatted(labels);
@@ -200,9 +223,53 @@ static int parse_num(const char *s, double *out)
     return (*end || !isfinite(*out)) ? -1 : 0;
 }
 
+/* A trained head's five tensors (nn/ood.h) with the threshold t. */
+static int read_ood_head(const nn_st_file *f, nn_net *net, const char *what, double t,
+                         int *expected, char *err, size_t errlen)
+{
+    static const char *names[5] = {"ood.head.norm", "ood.head.w1", "ood.head.b1", "ood.head.w2",
+                                   "ood.head.b2"};
+    const nn_st_tensor *T[5];
+    for (int j = 0; j < 5; j++) T[j] = nn_st_find(f, names[j]);
+    int d = nn_ood_dim(net), h = T[2] && T[2]->ndim == 1 ? (int)T[2]->shape[0] : 0;
+    int ok = d > 0 && h >= 1 && h <= NN_OOD_MAX_HIDDEN;
+    for (int j = 0; j < 5 && ok; j++) ok = T[j] && T[j]->dtype == NN_ST_F32;
+    ok = ok && T[0]->ndim == 2 && T[0]->shape[0] == 2 && T[0]->shape[1] == d && T[1]->ndim == 2 &&
+         T[1]->shape[0] == h && T[1]->shape[1] == d && T[3]->ndim == 2 && T[3]->shape[0] == 1 &&
+         T[3]->shape[1] == h && T[4]->ndim == 1 && T[4]->shape[0] == 1;
+    if (!ok) {
+        nn_errf(err, errlen,
+                "%s: \"ood_method\" head needs F32 tensors \"ood.head.norm\" [2,D], "
+                "\"ood.head.w1\" [H,D], \"ood.head.b1\" [H], \"ood.head.w2\" [1,H] and "
+                "\"ood.head.b2\" [1], D the net's %d features",
+                what, d);
+        return -1;
+    }
+    /* Tensor data need not be aligned in a file from elsewhere: copy. */
+    size_t sz[5] = {2 * (size_t)d, (size_t)h * d, (size_t)h, (size_t)h, 1}, off[6] = {0};
+    for (int j = 0; j < 5; j++) off[j + 1] = off[j] + sz[j];
+    float *buf = malloc(sizeof(float) * off[5]);
+    if (!buf) {
+        nn_errf(err, errlen, "%s: out of memory", what);
+        return -1;
+    }
+    for (int j = 0; j < 5; j++) memcpy(buf + off[j], T[j]->data, sizeof(float) * sz[j]);
+    char e2[256];
+    net->ood = nn_ood_create_head(d, h, buf + off[0], buf + off[1], buf + off[2], buf + off[3],
+                                  buf[off[4]], t, e2, sizeof e2);
+    free(buf);
+    if (!net->ood) {
+        nn_errf(err, errlen, "%s: %s", what, e2);
+        return -1;
+    }
+    *expected += 5;
+    return 0;
+}
+
 /* The optional out-of-distribution statistics: "ood.means" and "ood.chol"
  * with "ood_method" "mahalanobis" and "ood_threshold", all four or none;
- * or "ood_method" "energy" and "ood_threshold" alone. Adds the
+ * "ood_method" "energy" and "ood_threshold" alone; or "ood_method" "head",
+ * "ood_threshold" and the five "ood.head.*" tensors. Adds the
  * tensors found to *expected (so that any other extra tensor is still
  * refused by the count). 0, or -1 + err. */
 static int read_ood(const nn_st_file *f, nn_net *net, const char *what, int *expected, char *err,
@@ -214,9 +281,23 @@ static int read_ood(const nn_st_file *f, nn_net *net, const char *what, int *exp
     nn_ood_method method;
     if (meth && nn_ood_method_parse(meth, &method)) {
         nn_errf(err, errlen,
-                "%s: metadata \"ood_method\" is \"%.40s\"; this build knows \"%s\" and \"energy\"",
+                "%s: metadata \"ood_method\" is \"%.40s\"; this build knows \"%s\", \"energy\" "
+                "and \"head\"",
                 what, meth, NN_OOD_METHOD);
         return -1;
+    }
+    if (meth && method == NN_OOD_HEAD) {
+        double t;
+        if (m || c) {
+            nn_errf(err, errlen, "%s: \"ood_method\" head takes no \"ood.means\" or \"ood.chol\"",
+                    what);
+            return -1;
+        }
+        if (!thr || parse_num(thr, &t)) {
+            nn_errf(err, errlen, "%s: metadata \"ood_threshold\" must be a finite number", what);
+            return -1;
+        }
+        return read_ood_head(f, net, what, t, expected, err, errlen);
     }
     if (meth && method == NN_OOD_ENERGY) {
         double t;

@@ -1,4 +1,5 @@
-/* ood.c - Mahalanobis out-of-distribution score on penultimate features. */
+/* ood.c - out-of-distribution scores: Mahalanobis distance and a trained
+ * head on penultimate features, energy on logits. */
 #include "nn/ood.h"
 
 #include <math.h>
@@ -6,6 +7,7 @@
 #include <string.h>
 
 #include "nn/err.h"
+#include "nn/rng.h"
 
 #define OOD_BATCH 128
 
@@ -22,6 +24,10 @@ void nn_ood_free(nn_ood *o)
     free(o->chol);
     free(o->w);
     free(o->wmeans);
+    free(o->norm);
+    free(o->w1);
+    free(o->b1);
+    free(o->w2);
     free(o);
 }
 
@@ -118,9 +124,63 @@ nn_ood *nn_ood_create_energy(double threshold, char *err, size_t errlen)
     return o;
 }
 
+static int all_finite(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
+nn_ood *nn_ood_create_head(int d, int h, const float *norm, const float *w1, const float *b1,
+                           const float *w2, float b2, double threshold, char *err, size_t errlen)
+{
+    if (d < 1 || d > NN_OOD_MAX_DIM || h < 1 || h > NN_OOD_MAX_HIDDEN) {
+        nn_errf(err, errlen, "ood: head of %d features, %d hidden units (must be 1..%d, 1..%d)", d,
+                h, NN_OOD_MAX_DIM, NN_OOD_MAX_HIDDEN);
+        return NULL;
+    }
+    if (!isfinite(threshold)) {
+        nn_errf(err, errlen, "ood: the threshold is not finite");
+        return NULL;
+    }
+    size_t hd = (size_t)h * d;
+    if (!all_finite(norm, 2 * (size_t)d) || !all_finite(w1, hd) || !all_finite(b1, (size_t)h) ||
+        !all_finite(w2, (size_t)h) || !isfinite(b2)) {
+        nn_errf(err, errlen, "ood: a head parameter is a NaN or infinity");
+        return NULL;
+    }
+    for (int j = 0; j < d; j++)
+        if (!(norm[d + j] > 0.0f)) {
+            nn_errf(err, errlen, "ood: the head's feature std %d is %g, not > 0", j,
+                    (double)norm[d + j]);
+            return NULL;
+        }
+    nn_ood *o = calloc(1, sizeof *o);
+    if (!o) goto oom;
+    o->method = NN_OOD_HEAD;
+    o->d = d;
+    o->h = h;
+    o->threshold = threshold;
+    o->b2 = b2;
+    o->norm = malloc(sizeof(float) * 2 * (size_t)d);
+    o->w1 = malloc(sizeof(float) * hd);
+    o->b1 = malloc(sizeof(float) * (size_t)h);
+    o->w2 = malloc(sizeof(float) * (size_t)h);
+    if (!o->norm || !o->w1 || !o->b1 || !o->w2) goto oom;
+    memcpy(o->norm, norm, sizeof(float) * 2 * (size_t)d);
+    memcpy(o->w1, w1, sizeof(float) * hd);
+    memcpy(o->b1, b1, sizeof(float) * (size_t)h);
+    memcpy(o->w2, w2, sizeof(float) * (size_t)h);
+    return o;
+oom:
+    nn_errf(err, errlen, "ood: out of memory");
+    nn_ood_free(o);
+    return NULL;
+}
+
 const char *nn_ood_method_name(nn_ood_method m)
 {
-    return m == NN_OOD_ENERGY ? "energy" : NN_OOD_METHOD;
+    return m == NN_OOD_ENERGY ? "energy" : m == NN_OOD_HEAD ? "head" : NN_OOD_METHOD;
 }
 
 int nn_ood_method_parse(const char *name, nn_ood_method *m)
@@ -129,6 +189,8 @@ int nn_ood_method_parse(const char *name, nn_ood_method *m)
         *m = NN_OOD_MAHALANOBIS;
     else if (!strcmp(name, "energy"))
         *m = NN_OOD_ENERGY;
+    else if (!strcmp(name, "head"))
+        *m = NN_OOD_HEAD;
     else
         return -1;
     return 0;
@@ -139,6 +201,9 @@ nn_ood *nn_ood_copy(const nn_ood *o)
     if (!o) return NULL;
     char e[8];
     if (o->method == NN_OOD_ENERGY) return nn_ood_create_energy(o->threshold, e, sizeof e);
+    if (o->method == NN_OOD_HEAD)
+        return nn_ood_create_head(o->d, o->h, o->norm, o->w1, o->b1, o->w2, o->b2, o->threshold, e,
+                                  sizeof e);
     return nn_ood_create(o->k, o->d, o->means, o->chol, o->threshold, e, sizeof e);
 }
 
@@ -151,9 +216,30 @@ float nn_energy(const float *z, int k)
     return (float)-(m + log(s));
 }
 
+/* The head's logit for one row of features, in double from the stored
+ * floats (the hidden layer is 64 x 128 multiply-adds: nothing beside the
+ * net's own pass). */
+static float head_score(const nn_ood *o, const float *f)
+{
+    int d = o->d;
+    double g[NN_OOD_MAX_DIM], z = o->b2;
+    for (int j = 0; j < d; j++) g[j] = ((double)f[j] - o->norm[j]) / o->norm[d + j];
+    for (int i = 0; i < o->h; i++) {
+        const float *w = o->w1 + (size_t)i * d;
+        double a = o->b1[i];
+        for (int j = 0; j < d; j++) a += w[j] * g[j];
+        if (a > 0.0) z += o->w2[i] * a;
+    }
+    return (float)z;
+}
+
 void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits, int n, int k,
                        float *scores)
 {
+    if (o->method == NN_OOD_HEAD) {
+        for (int r = 0; r < n; r++) scores[r] = head_score(o, feats + (size_t)r * o->d);
+        return;
+    }
     if (o->method == NN_OOD_MAHALANOBIS) {
         nn_ood_score(o, feats, n, scores);
         return;
@@ -185,11 +271,40 @@ void nn_ood_score(const nn_ood *o, const float *feats, int n, float *scores)
     }
 }
 
+int nn_ood_features(const nn_net *net, const uint8_t *images, int n, float *feats, char *err,
+                    size_t errlen)
+{
+    int d = nn_ood_dim(net);
+    size_t hw = (size_t)net->in_c * net->in_h * net->in_w;
+    if (!d) {
+        nn_errf(err, errlen,
+                "ood: the net's last layer is not dense with at most %d inputs: no features",
+                NN_OOD_MAX_DIM);
+        return -1;
+    }
+    nn_ws *ws = nn_ws_create(net, OOD_BATCH, 0);
+    float *x = malloc(sizeof(float) * OOD_BATCH * hw);
+    if (!ws || !x) {
+        nn_ws_free(ws);
+        free(x);
+        nn_errf(err, errlen, "ood: out of memory");
+        return -1;
+    }
+    for (int b = 0; b < n; b += OOD_BATCH) {
+        int m = n - b < OOD_BATCH ? n - b : OOD_BATCH;
+        for (size_t j = 0; j < (size_t)m * hw; j++) x[j] = images[(size_t)b * hw + j] / 255.0f;
+        nn_net_forward(net, ws, x, m, NULL, NULL);
+        memcpy(feats + (size_t)b * d, nn_ws_features(ws), sizeof(float) * (size_t)m * d);
+    }
+    nn_ws_free(ws);
+    free(x);
+    return 0;
+}
+
 nn_ood *nn_ood_fit(const nn_net *net, const uint8_t *images, const uint8_t *labels, int n,
                    double ridge, char *err, size_t errlen)
 {
     int d = nn_ood_dim(net), k = nn_net_outputs(net);
-    size_t hw = (size_t)net->in_c * net->in_h * net->in_w;
     if (!d) {
         nn_errf(err, errlen,
                 "ood: the net's last layer is not dense with at most %d inputs: no features to fit",
@@ -205,15 +320,13 @@ nn_ood *nn_ood_fit(const nn_net *net, const uint8_t *images, const uint8_t *labe
         return NULL;
     }
     nn_ood *o = NULL;
-    nn_ws *ws = nn_ws_create(net, OOD_BATCH, 0);
-    float *x = malloc(sizeof(float) * OOD_BATCH * hw);
     float *feats = malloc(sizeof(float) * (size_t)n * d);
     double *mu = calloc((size_t)k * d, sizeof(double)), *S = calloc((size_t)d * d, sizeof(double));
     float *meansf = malloc(sizeof(float) * (size_t)k * d),
           *cholf = malloc(sizeof(float) * (size_t)d * d);
     long *cnt = calloc((size_t)k, sizeof(long));
     double *v = malloc(sizeof(double) * d);
-    if (!ws || !x || !feats || !mu || !S || !meansf || !cholf || !cnt || !v) {
+    if (!feats || !mu || !S || !meansf || !cholf || !cnt || !v) {
         nn_errf(err, errlen, "ood: out of memory");
         goto done;
     }
@@ -223,12 +336,7 @@ nn_ood *nn_ood_fit(const nn_net *net, const uint8_t *images, const uint8_t *labe
                     i);
             goto done;
         }
-    for (int b = 0; b < n; b += OOD_BATCH) {
-        int m = n - b < OOD_BATCH ? n - b : OOD_BATCH;
-        for (size_t j = 0; j < (size_t)m * hw; j++) x[j] = images[(size_t)b * hw + j] / 255.0f;
-        nn_net_forward(net, ws, x, m, NULL, NULL);
-        memcpy(feats + (size_t)b * d, nn_ws_features(ws), sizeof(float) * (size_t)m * d);
-    }
+    if (nn_ood_features(net, images, n, feats, err, errlen)) goto done;
     for (int i = 0; i < n; i++) {
         cnt[labels[i]]++;
         for (int j = 0; j < d; j++) mu[(size_t)labels[i] * d + j] += feats[(size_t)i * d + j];
@@ -281,8 +389,6 @@ nn_ood *nn_ood_fit(const nn_net *net, const uint8_t *images, const uint8_t *labe
             cholf[(size_t)i * d + j] = j <= i ? (float)S[(size_t)i * d + j] : 0.0f;
     o = nn_ood_create(k, d, meansf, cholf, -1.0, err, errlen);
 done:
-    nn_ws_free(ws);
-    free(x);
     free(feats);
     free(mu);
     free(S);
@@ -290,6 +396,129 @@ done:
     free(cholf);
     free(cnt);
     free(v);
+    return o;
+}
+
+void nn_ood_head_cfg_default(nn_ood_head_cfg *cfg)
+{
+    cfg->hidden = 64;
+    cfg->epochs = 5;
+    cfg->batch = 256;
+    cfg->lr = 1e-3f;
+    cfg->weight_decay = 1e-4f;
+    cfg->seed = 1;
+}
+
+nn_ood *nn_ood_fit_head(int d, const float *fin, int nin, const float *fout, int nout,
+                        const nn_ood_head_cfg *cfg, char *err, size_t errlen)
+{
+    int h = cfg->hidden;
+    if (d < 1 || d > NN_OOD_MAX_DIM || h < 1 || h > NN_OOD_MAX_HIDDEN || nin < 1 || nout < 1 ||
+        cfg->epochs < 1 || cfg->batch < 1 || !(cfg->lr > 0.0f && isfinite(cfg->lr)) ||
+        !(cfg->weight_decay >= 0.0f && isfinite(cfg->weight_decay))) {
+        nn_errf(err, errlen,
+                "ood: head fit needs 1..%d features, 1..%d hidden units, digits and outliers, "
+                "epochs and batch >= 1, lr > 0, weight decay >= 0",
+                NN_OOD_MAX_DIM, NN_OOD_MAX_HIDDEN);
+        return NULL;
+    }
+    if ((long)nin + nout > 0x7fffffffL) {
+        nn_errf(err, errlen, "ood: too many images for a head fit");
+        return NULL;
+    }
+    int n = nin + nout, bs = cfg->batch < n ? cfg->batch : n;
+    size_t hd = (size_t)h * d, np = hd + 2 * (size_t)h + 1;
+    nn_ood *o = NULL;
+    float *norm = malloc(sizeof(float) * 2 * (size_t)d), *P = malloc(sizeof(float) * np),
+          *G = malloc(sizeof(float) * np), *M = calloc(np, sizeof(float)),
+          *V = calloc(np, sizeof(float)), *g = malloc(sizeof(float) * d),
+          *a = malloc(sizeof(float) * h);
+    int *order = malloc(sizeof(int) * (size_t)n);
+    double *acc = calloc(2 * (size_t)d, sizeof(double));
+    if (!norm || !P || !G || !M || !V || !g || !a || !order || !acc) {
+        nn_errf(err, errlen, "ood: out of memory");
+        goto done;
+    }
+    /* Standardise by the digits' mean and std. */
+    for (int r = 0; r < nin; r++)
+        for (int j = 0; j < d; j++) {
+            double v = fin[(size_t)r * d + j];
+            acc[j] += v;
+            acc[d + j] += v * v;
+        }
+    for (int j = 0; j < d; j++) {
+        double mu = acc[j] / nin, var = acc[d + j] / nin - mu * mu;
+        norm[j] = (float)mu;
+        norm[d + j] = (float)(sqrt(var > 0.0 ? var : 0.0) + 1e-3);
+    }
+    /* Parameters: w1 [h,d] | b1 [h] | w2 [h] | b2, uniform in
+     * +-1/sqrt(fan_in) as a dense layer's usual start. */
+    float *w1 = P, *b1 = P + hd, *w2 = b1 + h, *b2 = w2 + h;
+    float *gw1 = G, *gb1 = G + hd, *gw2 = gb1 + h, *gb2 = gw2 + h;
+    nn_rng rng;
+    nn_rng_seed(&rng, cfg->seed);
+    float s1 = 1.0f / sqrtf((float)d), s2 = 1.0f / sqrtf((float)h);
+    for (size_t i = 0; i < hd + (size_t)h; i++) P[i] = s1 * (2.0f * nn_rng_uniform(&rng) - 1.0f);
+    for (size_t i = hd + (size_t)h; i < np; i++) P[i] = s2 * (2.0f * nn_rng_uniform(&rng) - 1.0f);
+    for (int i = 0; i < n; i++) order[i] = i;
+    const double posw = (double)nin / nout, beta1 = 0.9, beta2 = 0.999;
+    double b1t = 1.0, b2t = 1.0;
+    for (int ep = 0; ep < cfg->epochs; ep++) {
+        for (int i = n - 1; i > 0; i--) {
+            int j = (int)nn_rng_below(&rng, (uint32_t)i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        for (int b0 = 0; b0 < n; b0 += bs) {
+            int m = n - b0 < bs ? n - b0 : bs;
+            memset(G, 0, sizeof(float) * np);
+            for (int r = 0; r < m; r++) {
+                int idx = order[b0 + r], out = idx >= nin;
+                const float *f = out ? fout + (size_t)(idx - nin) * d : fin + (size_t)idx * d;
+                for (int j = 0; j < d; j++) g[j] = (f[j] - norm[j]) / norm[d + j];
+                double z = *b2;
+                for (int i = 0; i < h; i++) {
+                    const float *w = w1 + (size_t)i * d;
+                    float s = b1[i];
+                    for (int j = 0; j < d; j++) s += w[j] * g[j];
+                    a[i] = s;
+                    if (s > 0.0f) z += (double)w2[i] * s;
+                }
+                /* d(weighted BCE)/dz = weight * (sigmoid(z) - target), over the batch. */
+                double p = 1.0 / (1.0 + exp(-z));
+                float dz = (float)((out ? posw : 1.0) * (p - out) / m);
+                *gb2 += dz;
+                for (int i = 0; i < h; i++) {
+                    if (!(a[i] > 0.0f)) continue;
+                    float dh = dz * w2[i], *gw = gw1 + (size_t)i * d;
+                    gw2[i] += dz * a[i];
+                    gb1[i] += dh;
+                    for (int j = 0; j < d; j++) gw[j] += dh * g[j];
+                }
+            }
+            /* Adam with L2 decay added to the gradient. */
+            b1t *= beta1;
+            b2t *= beta2;
+            float c1 = (float)(cfg->lr / (1.0 - b1t)), c2 = (float)(1.0 / sqrt(1.0 - b2t));
+            for (size_t i = 0; i < np; i++) {
+                float gr = G[i] + cfg->weight_decay * P[i];
+                M[i] = (float)beta1 * M[i] + (float)(1.0 - beta1) * gr;
+                V[i] = (float)beta2 * V[i] + (float)(1.0 - beta2) * gr * gr;
+                P[i] -= c1 * M[i] / (sqrtf(V[i]) * c2 + 1e-8f);
+            }
+        }
+    }
+    o = nn_ood_create_head(d, h, norm, w1, b1, w2, *b2, -1.0, err, errlen);
+done:
+    free(norm);
+    free(P);
+    free(G);
+    free(M);
+    free(V);
+    free(g);
+    free(a);
+    free(order);
+    free(acc);
     return o;
 }
 

@@ -45,8 +45,16 @@
  * (Liu et al., "Energy-based Out-of-distribution Detection", 2020), which
  * separates best for a net trained with outlier exposure (mnist-train
  * --outliers), whose logits flatten on what is not a digit. Stored as the
- * metadata "ood_method" ("mahalanobis" or "energy"). */
-typedef enum { NN_OOD_MAHALANOBIS = 0, NN_OOD_ENERGY = 1 } nn_ood_method;
+ * metadata "ood_method" ("mahalanobis" or "energy").
+ *
+ * The third, "head", is a small classifier of its own on the same
+ * penultimate features, trained after the net (which stays as it was) to
+ * tell the training digits from outliers (nn_ood_fit_head):
+ *     score(f) = w2 . relu(W1 g + b1) + b2,   g_j = (f_j - mean_j) / std_j,
+ * the logit of "not a digit". Stored as the tensors "ood.head.norm"
+ * [2, D] (mean, std), "ood.head.w1" [H, D], "ood.head.b1" [H],
+ * "ood.head.w2" [1, H] and "ood.head.b2" [1]. */
+typedef enum { NN_OOD_MAHALANOBIS = 0, NN_OOD_ENERGY = 1, NN_OOD_HEAD = 2 } nn_ood_method;
 /* Largest feature dimension: scoring keeps one double per feature on the
  * stack (32 KiB), so it never allocates. */
 #define NN_OOD_MAX_DIM 4096
@@ -61,7 +69,21 @@ typedef struct nn_ood {
     double *wmeans;   /* [k, d] W mu_c (derived)                           */
     double threshold; /* in distribution when score <= threshold; < 0
                           while none has been chosen                        */
+    int h;            /* head: hidden units                                 */
+    float *norm;      /* head: [2, d] feature mean, then std (> 0)          */
+    float *w1, *b1;   /* head: [h, d], [h]                                  */
+    float *w2, b2;    /* head: [h], the output bias                         */
 } nn_ood;
+
+/* How nn_ood_fit_head trains a head. nn_ood_head_cfg_default fills in
+ * hidden 64, 5 epochs, batch 256, Adam at lr 1e-3 with L2 weight decay
+ * 1e-4 on every parameter, seed 1. */
+typedef struct {
+    int hidden, epochs, batch;
+    float lr, weight_decay;
+    uint64_t seed;
+} nn_ood_head_cfg;
+void nn_ood_head_cfg_default(nn_ood_head_cfg *cfg);
 
 /* Feature dimension of net: the input size of its last layer if that is
  * dense, else 0 (such a net has no penultimate features to score; nor
@@ -79,7 +101,15 @@ nn_ood *nn_ood_create(int k, int d, const float *means, const float *chol, doubl
  * yet; else finite). NULL + err on a bad threshold or memory. */
 nn_ood *nn_ood_create_energy(double threshold, char *err, size_t errlen);
 
-/* "mahalanobis" / "energy"; and back: 0, or -1 for an unknown name. */
+/* A head-method nn_ood on d (1..NN_OOD_MAX_DIM) features with h
+ * (1..NN_OOD_MAX_HIDDEN) hidden units from its parameters (all copied):
+ * norm [2,d] (every std > 0), w1 [h,d], b1 [h], w2 [h], b2. Checks every
+ * value is finite. threshold < 0: none yet. NULL + err. */
+#define NN_OOD_MAX_HIDDEN 1024
+nn_ood *nn_ood_create_head(int d, int h, const float *norm, const float *w1, const float *b1,
+                           const float *w2, float b2, double threshold, char *err, size_t errlen);
+
+/* "mahalanobis" / "energy" / "head"; and back: 0, or -1 for an unknown name. */
 const char *nn_ood_method_name(nn_ood_method m);
 int nn_ood_method_parse(const char *name, nn_ood_method *m);
 
@@ -95,7 +125,8 @@ void nn_ood_score(const nn_ood *o, const float *feats, int n, float *scores);
 float nn_energy(const float *z, int k);
 
 /* scores[i] of one forward pass by o's method: from the features [n, d]
- * (Mahalanobis) or the logits [n, k] (energy: -logsumexp of the row). */
+ * (Mahalanobis, head) or the logits [n, k] (energy: -logsumexp of the
+ * row). */
 void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits, int n, int k,
                        float *scores);
 
@@ -107,6 +138,22 @@ void nn_ood_score_pass(const nn_ood *o, const float *feats, const float *logits,
  * images, a covariance that is not positive definite, memory). */
 nn_ood *nn_ood_fit(const nn_net *net, const uint8_t *images, const uint8_t *labels, int n,
                    double ridge, char *err, size_t errlen);
+
+/* The penultimate features [n, nn_ood_dim(net)] of n images [n, C*H*W]
+ * bytes 0..255 (pixels / 255, as mnist-eval feeds them), in batches on
+ * this thread. 0, or -1 + err (no features, memory). */
+int nn_ood_features(const nn_net *net, const uint8_t *images, int n, float *feats, char *err,
+                    size_t errlen);
+
+/* Trains a head (see above) on features of digits fin [nin, d] (target
+ * "digit") and outliers fout [nout, d] (target "not a digit"): binary
+ * cross-entropy on the logit, each outlier weighted nin / nout so that
+ * both sides weigh the same, mini-batches of a shuffled mix, Adam. The
+ * features are standardised by the digits' mean and std (+ 1e-3).
+ * Deterministic for a seed. Threshold left unset. NULL + err (bad
+ * sizes or settings, memory). */
+nn_ood *nn_ood_fit_head(int d, const float *fin, int nin, const float *fout, int nout,
+                        const nn_ood_head_cfg *cfg, char *err, size_t errlen);
 
 /* Sets o->threshold to the smallest score that at least share (0..1] of
  * scores [n] (held-out in-distribution images) do not exceed. -1 if n < 1

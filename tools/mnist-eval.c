@@ -9,6 +9,11 @@
  *                         --ood-pass (95%) of the held-out images pass, and
  *                         writes MODEL with them to OUT (the rest of the
  *                         file unchanged).
+ *                         --ood-method energy stores the energy score
+ *                         (nothing but the threshold); --ood-method head
+ *                         trains a small classifier on the features to
+ *                         tell those training digits (and --head-in's
+ *                         digits) from --head-out's outliers.
  *   --ood DIR MODEL       how well each score tells the test set from DIR's
  *                         test images: AUROC and the share of DIR marked in
  *                         distribution, on the raw IDX images and after the
@@ -30,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli/opt.h"
@@ -98,8 +104,103 @@ static int load_single(const nn_ensemble *e, const char *data, const char *what,
     return 0;
 }
 
+/* What --ood-method head trains on besides the training digits. */
+typedef struct {
+    const char *in;  /* extra digits (a set, labels ignored), or NULL */
+    int in_repeat;   /* times each is given                          */
+    const char *out; /* comma-separated outlier image files / sets   */
+    nn_ood_head_cfg cfg;
+} head_opts;
+
+/* Images of one file (IDX images alone) or set (nn/idx.h), 28x28-checked
+ * against net. NULL with the message printed. */
+static nn_dataset *load_images(const char *where, const nn_net *net, const char *what)
+{
+    char err[512];
+    struct stat st;
+    nn_dataset *d = stat(where, &st) == 0 && S_ISREG(st.st_mode)
+                        ? nn_dataset_load(where, NULL, 256, err, sizeof err)
+                        : nn_dataset_load_set(where, 0, 256, err, sizeof err);
+    if (!d) {
+        fprintf(stderr, "mnist-eval: %s: %s\n", what, err);
+        return NULL;
+    }
+    if (d->rows != net->in_h || d->cols != net->in_w || net->in_c != 1 || d->n < 1) {
+        fprintf(stderr, "mnist-eval: %s: %s is not a set of %dx%d images\n", what, where, net->in_h,
+                net->in_w);
+        nn_dataset_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+/* Features of the head's digits (training images 0..nfit-1, then --head-in
+ * repeated) and outliers (every --head-out set), and the head trained on
+ * them. NULL with the message printed. */
+static nn_ood *fit_head(const nn_net *net, const nn_dataset *tr, int nfit, const head_opts *h)
+{
+    char err[512], list[4096];
+    int d = nn_ood_dim(net), nin = nfit, nout = 0, rc = -1;
+    nn_dataset *extra = NULL, *outs[16] = {NULL};
+    int nsets = 0;
+    float *fin = NULL, *fout = NULL;
+    nn_ood *o = NULL;
+    if (!d) {
+        fprintf(stderr, "mnist-eval: --ood-method head: the net has no dense last layer\n");
+        return NULL;
+    }
+    if (!h->out || snprintf(list, sizeof list, "%s", h->out) >= (int)sizeof list) {
+        fprintf(stderr, "mnist-eval: --ood-method head needs --head-out FILE[,FILE...] (outliers: "
+                        "build/mnist-outliers)\n");
+        return NULL;
+    }
+    if (h->in && !(extra = load_images(h->in, net, "--head-in"))) goto done;
+    if (extra) nin += extra->n * h->in_repeat;
+    for (char *save = NULL, *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (nsets == 16) {
+            fprintf(stderr, "mnist-eval: --head-out: at most 16 sets\n");
+            goto done;
+        }
+        if (!(outs[nsets] = load_images(p, net, "--head-out"))) goto done;
+        nout += outs[nsets++]->n;
+    }
+    if (!nsets) {
+        fprintf(stderr, "mnist-eval: --head-out names no set\n");
+        goto done;
+    }
+    fin = malloc(sizeof(float) * (size_t)nin * d);
+    fout = malloc(sizeof(float) * (size_t)nout * d);
+    if (!fin || !fout) {
+        fprintf(stderr, "mnist-eval: out of memory\n");
+        goto done;
+    }
+    if (nn_ood_features(net, tr->images, nfit, fin, err, sizeof err)) goto fail;
+    if (extra) {
+        float *f = fin + (size_t)nfit * d;
+        if (nn_ood_features(net, extra->images, extra->n, f, err, sizeof err)) goto fail;
+        for (int r = 1; r < h->in_repeat; r++)
+            memcpy(f + (size_t)r * extra->n * d, f, sizeof(float) * (size_t)extra->n * d);
+    }
+    for (int i = 0, at = 0; i < nsets; at += outs[i]->n, i++)
+        if (nn_ood_features(net, outs[i]->images, outs[i]->n, fout + (size_t)at * d, err,
+                            sizeof err))
+            goto fail;
+    if (!(o = nn_ood_fit_head(d, fin, nin, fout, nout, &h->cfg, err, sizeof err))) goto fail;
+    printf("head: %d hidden units trained %d epochs (seed %llu) on %d digits and %d outliers\n",
+           h->cfg.hidden, h->cfg.epochs, (unsigned long long)h->cfg.seed, nin, nout);
+    rc = 0;
+fail:
+    if (rc) fprintf(stderr, "mnist-eval: %s\n", err);
+done:
+    nn_dataset_free(extra);
+    for (int i = 0; i < nsets; i++) nn_dataset_free(outs[i]);
+    free(fin);
+    free(fout);
+    return o;
+}
+
 static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int holdout,
-                   double ridge, nn_ood_method method, double share)
+                   double ridge, nn_ood_method method, double share, const head_opts *head)
 {
     char err[512];
     nn_ensemble *view = NULL;
@@ -119,11 +220,12 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
     int nfit = tr->n - holdout, k = nn_net_outputs(net);
     /* Fitted on the net as stored; the server runs it with batch norm
      * folded, whose features differ by float rounding only. */
-    nn_ood *o = method == NN_OOD_ENERGY
+    nn_ood *o = method == NN_OOD_HEAD ? fit_head(net, tr, nfit, head)
+                : method == NN_OOD_ENERGY
                     ? nn_ood_create_energy(-1.0, err, sizeof err)
                     : nn_ood_fit(net, tr->images, tr->labels, nfit, ridge, err, sizeof err);
     if (!o) {
-        fprintf(stderr, "mnist-eval: %s\n", err);
+        if (method != NN_OOD_HEAD) fprintf(stderr, "mnist-eval: %s\n", err);
         goto done;
     }
     net->ood = o;
@@ -141,7 +243,10 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
         fprintf(stderr, "mnist-eval: %s\n", err);
         goto done;
     }
-    if (method == NN_OOD_ENERGY)
+    if (method == NN_OOD_HEAD)
+        printf("head score; threshold %.6g passes %.4g%% of %s training images %d..%d; wrote %s\n",
+               o->threshold, share * 100, data, nfit, tr->n - 1, out);
+    else if (method == NN_OOD_ENERGY)
         printf("energy score; threshold %.6g passes %.4g%% of %s training images %d..%d; wrote "
                "%s\n",
                o->threshold, share * 100, data, nfit, tr->n - 1, out);
@@ -828,6 +933,9 @@ int main(int argc, char **argv)
     int holdout = 10000;
     double ridge = 1e-6, share = OOD_SHARE;
     const char *ood_method = NN_OOD_METHOD, *per_class = NULL;
+    head_opts head = {.in = NULL, .in_repeat = 1, .out = NULL};
+    nn_ood_head_cfg_default(&head.cfg);
+    int head_seed = 1;
     const cli_opt opts[] = {
         {"ood", CLI_STRING, &ood_dir, 0, 0, "DIR",
          "out-of-distribution report: the test set against DIR's test images (IDX)", .def = NULL},
@@ -853,7 +961,8 @@ int main(int argc, char **argv)
          .def = NULL},
         {"ood-method", CLI_STRING, &ood_method, 0, 0, "NAME",
          "--ood-fit: mahalanobis (class means and covariance of the features) or energy "
-         "(-logsumexp of the logits; for nets trained with --outliers)",
+         "(-logsumexp of the logits; for nets trained with --outliers) or head (a classifier "
+         "trained on the features: --head-out)",
          .def = NN_OOD_METHOD},
         {"ood-pass", CLI_DOUBLE, &share, 0.5, 1, "SHARE",
          "--ood-fit: the threshold lets this share of the held-out training images pass "
@@ -861,6 +970,20 @@ int main(int argc, char **argv)
          .def = "0.95"},
         {"ood-ridge", CLI_DOUBLE, &ridge, 0, 1, "R",
          "--ood-fit: add R * mean variance to the covariance diagonal", .hi_open = 1, .def = NULL},
+        {"head-out", CLI_STRING, &head.out, 0, 0, "FILE[,FILE...]",
+         "--ood-method head: images that are not digits (IDX image files or sets, e.g. "
+         "build/mnist-outliers' output)",
+         .def = NULL},
+        {"head-in", CLI_STRING, &head.in, 0, 0, "SET",
+         "--ood-method head: more digits beside the training images (labels ignored)", .def = NULL},
+        {"head-in-repeat", CLI_INT, &head.in_repeat, 1, 1000, "R",
+         "--ood-method head: give --head-in's digits R times", .def = "1"},
+        {"head-hidden", CLI_INT, &head.cfg.hidden, 1, NN_OOD_MAX_HIDDEN, "H",
+         "--ood-method head: hidden units", .def = "64"},
+        {"head-epochs", CLI_INT, &head.cfg.epochs, 1, 1000, "N",
+         "--ood-method head: passes over digits and outliers", .def = "5"},
+        {"head-seed", CLI_INT, &head_seed, 0, 2147483647, "S",
+         "--ood-method head: initialisation and shuffling seed", .def = "1"},
         {"json", CLI_FLAG, &json, 0, 0, NULL, "print one JSON object", .def = NULL},
         {"list-kernels", CLI_FLAG, &list_kernels, 0, 0, NULL,
          "print the kernel paths this CPU runs (values for NN_ISA) and exit", .def = NULL},
@@ -1017,10 +1140,15 @@ int main(int argc, char **argv)
         } else {
             nn_ood_method m;
             if (nn_ood_method_parse(ood_method, &m)) {
-                fprintf(stderr, "mnist-eval: --ood-method must be mahalanobis or energy\n");
+                fprintf(stderr, "mnist-eval: --ood-method must be mahalanobis, energy or head\n");
+                rc = 2;
+            } else if ((head.out || head.in) && (m != NN_OOD_HEAD || !ood_out)) {
+                fprintf(stderr, "mnist-eval: --head-in and --head-out go with --ood-fit and "
+                                "--ood-method head\n");
                 rc = 2;
             } else {
-                rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge, m, share)
+                head.cfg.seed = (uint64_t)head_seed;
+                rc = ood_out ? ood_fit(e, data, ood_out, holdout, ridge, m, share, &head)
                              : ood_eval(e, data, ood_dir, limit, holdout, per_class, json);
             }
         }

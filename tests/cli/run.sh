@@ -240,6 +240,7 @@ for name, hdr, size, n in (("train-images-idx3-ubyte", 16, 784, 700), ("train-la
     h[4:8] = struct.pack(">I", n)
     open("%s/%s" % (dst, name), "wb").write(bytes(h) + b[hdr:hdr + n * size])
 PYEOF
+"$PY" -c 'import struct,sys; open(sys.argv[1], "wb").write(struct.pack(">IIII", 0x803, 2, 30, 30) + bytes(1800))' "$tmp/big.idx"
 if "$EVAL" --ood-fit "$tmp/tiny-ood.safetensors" --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors" \
         > "$tmp/fit.out" 2> "$tmp/fit.err" && grep -q 'threshold .* passes 95% of images 500..699' "$tmp/fit.out" &&
     "$EVAL" --json --data "$DATA" --limit 500 "$tmp/tiny.safetensors" > "$tmp/a.json" &&
@@ -342,6 +343,37 @@ expect 2 'ood-pass' "eval: --ood-pass below 0.5 is refused" -- \
     "$EVAL" --ood-fit "$tmp/x" --ood-method energy --ood-pass 0.3 --data "$small" "$tmp/tiny.safetensors"
 expect 2 'ood-pass' "eval: --ood-pass above 1 is refused" -- \
     "$EVAL" --ood-fit "$tmp/x" --ood-method energy --ood-pass 1.5 --data "$small" "$tmp/tiny.safetensors"
+# The head method: a classifier trained on the features of the 500 fitting
+# images (and --head-in's, repeated) against --head-out's outliers; the
+# net's answers stay as they were, the same seed writes the same file and
+# another seed another, and predict serves the score.
+hfit() { "$EVAL" --ood-fit "$1" --ood-method head --head-out "$tmp/o1.idx" --head-in "$small" \
+    --head-in-repeat 2 --head-hidden 8 --head-epochs 3 --head-seed "$2" --ood-holdout 200 \
+    --data "$small" "$tmp/tiny.safetensors"; }
+if hfit "$tmp/tiny-h.safetensors" 1 > "$tmp/fith.out" 2> "$tmp/fith.err" &&
+    grep -q '^head: 8 hidden units trained 3 epochs (seed 1) on 1900 digits and 300 outliers$' "$tmp/fith.out" &&
+    grep -q '^head score; threshold .* passes 95% of .* images 500..699' "$tmp/fith.out" &&
+    hfit "$tmp/tiny-h1.safetensors" 1 > /dev/null 2>&1 && hfit "$tmp/tiny-h2.safetensors" 2 > /dev/null 2>&1 &&
+    cmp -s "$tmp/tiny-h.safetensors" "$tmp/tiny-h1.safetensors" &&
+    ! cmp -s "$tmp/tiny-h.safetensors" "$tmp/tiny-h2.safetensors" &&
+    "$EVAL" --json --data "$DATA" --limit 500 "$tmp/tiny-h.safetensors" > "$tmp/h.json" &&
+    "$PY" -c 'import json,sys; a, b = (json.load(open(f)) for f in sys.argv[1:3]); sys.exit(0 if a["accuracy"] == b["accuracy"] and a["confusion"] == b["confusion"] else 1)' "$tmp/a.json" "$tmp/h.json" &&
+    "$EVAL" --ood "$small" --data "$small" --json "$tmp/tiny-h.safetensors" > "$tmp/hood.json" &&
+    "$PY" -c 'import json,sys; d = json.load(open(sys.argv[1])); r = d["raw"]
+sys.exit(0 if d["ood_method"] == "head" and r["stored"]["method"] == "head" and r["stored"]["auroc"] == 0.5 else 1)' "$tmp/hood.json" &&
+    "$PREDICT" --model "$tmp/tiny-h.safetensors" "$tmp/seven.png" | grep -q '"ood_score":[-0-9.e]*,"in_distribution":\(true\|false\)'; then
+    ok "eval --ood-fit --ood-method head: trained on features, deterministic per seed, answers unchanged, served"
+else
+    not_ok "eval --ood-method head" "$(head -c 300 "$tmp/fith.out")" "$(head -c 300 "$tmp/fith.err")" "$(head -c 300 "$tmp/hood.json" 2>/dev/null)"
+fi
+expect 1 'needs --head-out' "eval: --ood-method head without outliers" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method head --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors"
+expect 2 'go with --ood-fit and --ood-method head' "eval: --head-out with another method" -- \
+    "$EVAL" --ood-fit "$tmp/x" --head-out "$tmp/o1.idx" --data "$small" "$tmp/tiny.safetensors"
+expect 1 'mnist-eval: --head-out: ' "eval: --head-out file missing" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method head --head-out "$tmp/none.idx" --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors"
+expect 1 'is not a set of 28x28 images' "eval: --head-out of another size" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method head --head-out "$tmp/big.idx" --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors"
 # --fit-temperature: T fitted on the last 200 training images (nothing of
 # the test set), stored in the metadata; answers keep their argmax, and
 # mnist-predict serves softmax(z / T), i.e. p_j^(1/T) renormalised.
@@ -427,7 +459,7 @@ open(sys.argv[2], "wb").write(struct.pack("<Q", len(j)) + j + b[8 + n:])
 PYEOF
 expect 1 'metadata "temperature" is "-2"' "eval: a file with a negative temperature is refused" -- \
     "$EVAL" --data "$small" "$tmp/tiny-tbad.safetensors"
-expect 2 'ood-method must be mahalanobis or energy' "eval: unknown --ood-method" -- \
+expect 2 'ood-method must be mahalanobis, energy or head' "eval: unknown --ood-method" -- \
     "$EVAL" --ood-fit "$tmp/x" --ood-method msp --data "$small" "$tmp/tiny.safetensors"
 expect 2 'mnist-train: --extra-data: ' "train: --extra-data without its files" -- \
     "$TRAIN" --arch "$tiny" --extra-data "$tmp/nowhere" --limit 100 --data "$DATA" --out "$tmp/x"

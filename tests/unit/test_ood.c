@@ -1,7 +1,8 @@
 /* test_ood.c - the out-of-distribution score (nn/ood.h): features from the
  * forward pass, the Mahalanobis score against a double-precision reference
- * on a tiny net, the threshold and AUROC, energy by hand, and the optional
- * tensors of the weights file. */
+ * on a tiny net, the threshold and AUROC, energy by hand, a trained head
+ * against its by-hand score, and the optional tensors of the weights
+ * file. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,15 +51,30 @@ static nn_net *tiny_net(void)
 }
 
 /* Deterministic images: class c brightens one quarter, plus noise. */
-static void tiny_data(uint8_t *img, uint8_t *lab)
+static void tiny_data_seed(uint8_t *img, uint8_t *lab, int n, uint32_t s)
 {
-    uint32_t s = 12345;
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < n; i++) {
         lab[i] = (uint8_t)(i % K);
         for (int p = 0; p < HW; p++) {
             s = s * 1664525u + 1013904223u;
             int v = (int)(s >> 25) + ((p / 4) == lab[i] ? 120 : 0);
             img[i * HW + p] = (uint8_t)(v > 255 ? 255 : v);
+        }
+    }
+}
+
+static void tiny_data(uint8_t *img, uint8_t *lab) { tiny_data_seed(img, lab, N, 12345); }
+
+/* Images that are none of the classes: no quarter brighter than the
+ * rest, the whole image lifted by 110..141 instead. */
+static void tiny_outliers(uint8_t *img, int n, uint32_t s)
+{
+    for (int i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        int lift = 110 + (int)(s >> 27);
+        for (int p = 0; p < HW; p++) {
+            s = s * 1664525u + 1013904223u;
+            img[i * HW + p] = (uint8_t)((int)(s >> 25) + lift);
         }
     }
 }
@@ -273,6 +289,50 @@ static void test_forward_scores(void **state)
 /* Saved with statistics: loads back with the same statistics and scores;
  * saved without: byte-identical to a file written before they existed
  * (no ood tensors, no ood metadata). Partial or unknown ood data refused. */
+/* Writes src again to dst with the tensor or metadata key named drop left
+ * out, metadata key set_key set to set_val (if set_key), and the first
+ * value of tensor nan_in made a NaN (if nan_in); the checksum is
+ * recomputed, so only what changed can make dst fail to load. */
+static void write_variant(const char *src, const char *dst, const char *drop, const char *set_key,
+                          const char *set_val, const char *nan_in)
+{
+    char err[256], cks[64];
+    nn_st_file *g = nn_st_read(src, err, sizeof err);
+    if (!g) fail_msg("%s", err);
+    nn_st_writer *w = nn_st_writer_create();
+    assert_non_null(w);
+    uint64_t h = NN_ST_FNV_INIT;
+    uint8_t **copies = calloc((size_t)g->ntensors, sizeof *copies); /* the writer keeps pointers */
+    assert_non_null(copies);
+    for (int i = 0; i < g->ntensors; i++) {
+        const nn_st_tensor *q = &g->tensors[i];
+        if (!strcmp(q->name, drop)) continue;
+        uint8_t *data = copies[i] = malloc(q->nbytes);
+        assert_non_null(data);
+        memcpy(data, q->data, q->nbytes);
+        if (nan_in && !strcmp(q->name, nan_in)) {
+            float v = NAN;
+            memcpy(data, &v, sizeof v);
+        }
+        /* tensors back to back: the checksum is theirs in order */
+        assert_int_equal(nn_st_writer_add(w, q->name, q->dtype, q->ndim, q->shape, data), 0);
+        h = nn_st_fnv1a64(data, q->nbytes, h);
+    }
+    snprintf(cks, sizeof cks, "fnv1a64:%016llx", (unsigned long long)h);
+    for (int i = 0; i < g->nmeta; i++) {
+        const char *k = g->meta_keys[i], *v = g->meta_vals[i];
+        if (!strcmp(k, drop)) continue;
+        if (!strcmp(k, "checksum")) v = cks;
+        if (set_key && !strcmp(k, set_key)) v = set_val;
+        assert_int_equal(nn_st_writer_meta(w, k, v), 0);
+    }
+    assert_int_equal(nn_st_writer_write(w, dst, err, sizeof err), 0);
+    nn_st_writer_free(w);
+    for (int i = 0; i < g->ntensors; i++) free(copies[i]);
+    free(copies);
+    nn_st_free(g);
+}
+
 static void test_weights_file(void **state)
 {
     (void)state;
@@ -321,34 +381,12 @@ static void test_weights_file(void **state)
     const char *drop[] = {"ood.means",     "ood.chol", "ood_method",
                           "ood_threshold", "!method",  "!threshold"};
     for (size_t t = 0; t < sizeof drop / sizeof drop[0]; t++) {
-        char cks[64] = "";
         snprintf(bad, sizeof bad, "%s/bad%zu.safetensors", tmpdir, t);
-        { /* tensors back to back: the checksum is theirs in order */
-            nn_st_file *g = nn_st_read(with, err, sizeof err);
-            if (!g) fail_msg("%s", err);
-            nn_st_writer *w = nn_st_writer_create();
-            assert_non_null(w);
-            uint64_t h = NN_ST_FNV_INIT;
-            for (int i = 0; i < g->ntensors; i++) {
-                const nn_st_tensor *q = &g->tensors[i];
-                if (!strcmp(q->name, drop[t])) continue;
-                assert_int_equal(nn_st_writer_add(w, q->name, q->dtype, q->ndim, q->shape, q->data),
-                                 0);
-                h = nn_st_fnv1a64(q->data, q->nbytes, h);
-            }
-            snprintf(cks, sizeof cks, "fnv1a64:%016llx", (unsigned long long)h);
-            for (int i = 0; i < g->nmeta; i++) {
-                const char *k = g->meta_keys[i], *v = g->meta_vals[i];
-                if (!strcmp(k, drop[t])) continue;
-                if (!strcmp(k, "checksum")) v = cks;
-                if (!strcmp(drop[t], "!method") && !strcmp(k, "ood_method")) v = "energy";
-                if (!strcmp(drop[t], "!threshold") && !strcmp(k, "ood_threshold")) v = "-1";
-                assert_int_equal(nn_st_writer_meta(w, k, v), 0);
-            }
-            assert_int_equal(nn_st_writer_write(w, bad, err, sizeof err), 0);
-            nn_st_writer_free(w);
-            nn_st_free(g);
-        }
+        write_variant(with, bad, drop[t],
+                      !strcmp(drop[t], "!method")      ? "ood_method"
+                      : !strcmp(drop[t], "!threshold") ? "ood_threshold"
+                                                       : NULL,
+                      !strcmp(drop[t], "!method") ? "energy" : "-1", NULL);
         err[0] = 0;
         back = nn_net_load(bad, err, sizeof err);
         if (back) {
@@ -419,12 +457,180 @@ static void test_energy_method(void **state)
     nn_net_free(net);
 }
 
+/* The head's score by hand in double from its stored parameters and the
+ * double-precision features. */
+static double ref_head(const nn_ood *o, const double *f)
+{
+    double z = o->b2;
+    for (int i = 0; i < o->h; i++) {
+        double a = o->b1[i];
+        for (int j = 0; j < o->d; j++)
+            a += (double)o->w1[i * o->d + j] * ((f[j] - o->norm[j]) / o->norm[o->d + j]);
+        if (a > 0) z += (double)o->w2[i] * a;
+    }
+    return z;
+}
+
+/* The head method: trained on the tiny net's features it tells unseen
+ * digits from unseen outliers; its score matches a by-hand computation,
+ * is served from the same (folded) pass, is deterministic for a seed,
+ * and round-trips through the weights file, which refuses any piece
+ * missing or broken. */
+static void test_head_method(void **state)
+{
+    (void)state;
+    char err[512], path[512], bad[512];
+    nn_net *net = tiny_net();
+    uint8_t din[N * HW], lab[N], dout[N * HW], hin[N * HW], hlab[N], hout[N * HW];
+    tiny_data(din, lab);
+    tiny_outliers(dout, N, 1);
+    tiny_data_seed(hin, hlab, N, 999); /* held out: other draws of both */
+    tiny_outliers(hout, N, 2);
+    float fin[N * D], fout[N * D];
+    assert_int_equal(nn_ood_features(net, din, N, fin, err, sizeof err), 0);
+    assert_int_equal(nn_ood_features(net, dout, N, fout, err, sizeof err), 0);
+    nn_ood_head_cfg cfg;
+    nn_ood_head_cfg_default(&cfg);
+    assert_int_equal(cfg.hidden, 64);
+    cfg.hidden = 8;
+    cfg.epochs = 300;
+    cfg.batch = 16;
+    cfg.lr = 1e-2f;
+    cfg.seed = 3;
+    nn_ood *o = nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err);
+    if (!o) fail_msg("%s", err);
+    assert_int_equal(o->method, NN_OOD_HEAD);
+    assert_int_equal(o->h, 8);
+    assert_true(o->threshold < 0); /* none chosen yet */
+
+    /* Unseen images: outliers score higher. */
+    float gin[N * D], gout[N * D], sin_[N], sout[N];
+    features_of(net, hin, N, gin);
+    features_of(net, hout, N, gout);
+    nn_ood_score_pass(o, gin, NULL, N, K, sin_);
+    nn_ood_score_pass(o, gout, NULL, N, K, sout);
+    double auroc = nn_ood_auroc(sin_, N, sout, N);
+    if (auroc < 0.98) fail_msg("held-out AUROC %g: the head did not learn", auroc);
+    assert_int_equal(nn_ood_set_threshold(o, sin_, N, 0.95), 0);
+
+    /* Against the reference, from double features. */
+    for (int i = 0; i < N; i++) {
+        double f[D], want;
+        ref_features(net, hin + i * HW, f);
+        want = ref_head(o, f);
+        if (fabs(sin_[i] - want) > 1e-4 * (1 + fabs(want)))
+            fail_msg("image %d: head score %g, by hand %g", i, (double)sin_[i], want);
+    }
+
+    /* Same seed, same head; another seed, another. */
+    nn_ood *o2 = nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err);
+    assert_non_null(o2);
+    assert_memory_equal(o2->w1, o->w1, sizeof(float) * 8 * D);
+    assert_true(o2->b2 == o->b2);
+    nn_ood_free(o2);
+    cfg.seed = 4;
+    o2 = nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err);
+    assert_non_null(o2);
+    assert_true(memcmp(o2->w1, o->w1, sizeof(float) * 8 * D) != 0);
+    nn_ood_free(o2);
+
+    /* Bad settings and parameters: refused with a message. */
+    cfg.epochs = 0;
+    assert_null(nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err));
+    cfg.epochs = 1;
+    assert_null(nn_ood_fit_head(D, fin, N, fout, 0, &cfg, err, sizeof err));
+    float norm[2 * D], w1[D], b1[1] = {0}, w2[1] = {1};
+    for (int j = 0; j < D; j++) norm[j] = 0, norm[D + j] = 1, w1[j] = 0.5f;
+    nn_ood *ok = nn_ood_create_head(D, 1, norm, w1, b1, w2, 0.0f, 1.0, err, sizeof err);
+    assert_non_null(ok);
+    nn_ood_free(ok);
+    norm[D + 2] = 0;
+    assert_null(nn_ood_create_head(D, 1, norm, w1, b1, w2, 0.0f, 1.0, err, sizeof err));
+    assert_non_null(strstr(err, "std"));
+    norm[D + 2] = 1;
+    assert_null(nn_ood_create_head(D, 1, norm, w1, b1, w2, NAN, 1.0, err, sizeof err));
+    assert_null(nn_ood_create_head(D, 0, norm, w1, b1, w2, 0.0f, 1.0, err, sizeof err));
+    nn_ood_method m;
+    assert_int_equal(nn_ood_method_parse("head", &m), 0);
+    assert_int_equal(m, NN_OOD_HEAD);
+    assert_string_equal(nn_ood_method_name(NN_OOD_HEAD), "head");
+
+    /* The weights file: the net's four tensors and the head's five. */
+    net->ood = o;
+    snprintf(path, sizeof path, "%s/head.safetensors", tmpdir);
+    assert_int_equal(nn_net_save(net, path, err, sizeof err), 0);
+    nn_st_file *f = nn_st_read(path, err, sizeof err);
+    if (!f) fail_msg("%s", err);
+    assert_int_equal(f->ntensors, 9);
+    assert_string_equal(nn_st_meta(f, "ood_method"), "head");
+    nn_st_free(f);
+    nn_net *back = nn_net_load(path, err, sizeof err);
+    if (!back) fail_msg("%s", err);
+    assert_non_null(back->ood);
+    assert_int_equal(back->ood->method, NN_OOD_HEAD);
+    assert_true((float)back->ood->threshold == (float)o->threshold); /* saved as %.9g */
+    assert_memory_equal(back->ood->w1, o->w1, sizeof(float) * 8 * D);
+    assert_memory_equal(back->ood->norm, o->norm, sizeof(float) * 2 * D);
+
+    /* Served from the folded net, as the server runs it. */
+    nn_net *tmp[1] = {back}; /* the ensemble owns it now */
+    nn_ensemble *e = nn_ensemble_from_nets(tmp, 1, err, sizeof err);
+    if (!e) fail_msg("%s", err);
+    assert_int_equal(nn_ensemble_ood(e)->method, NN_OOD_HEAD);
+    nn_ensemble_ws *ws = nn_ensemble_ws_create(e, N);
+    float x[N * HW], probs[N * K], score[N];
+    for (int i = 0; i < N * HW; i++) x[i] = hin[i] / 255.0f;
+    nn_ensemble_forward_scores(e, ws, x, N, probs, NULL, score);
+    for (int i = 0; i < N; i++)
+        if (fabs(score[i] - sin_[i]) > 1e-4 * (1 + fabs(sin_[i])))
+            fail_msg("image %d: served score %g, direct %g", i, (double)score[i], (double)sin_[i]);
+    nn_ensemble_ws_free(ws);
+    nn_ensemble_free(e);
+
+    /* Any of the five tensors missing, a NaN in one, a std that is not
+     * positive, no threshold, or the tensors under another method. */
+    const char *drop[] = {"ood.head.norm", "ood.head.w1", "ood.head.b1", "ood.head.w2",
+                          "ood.head.b2"};
+    for (int t = 0; t < 10; t++) {
+        snprintf(bad, sizeof bad, "%s/badhead%d.safetensors", tmpdir, t);
+        if (t < 5)
+            write_variant(path, bad, drop[t], NULL, NULL, NULL);
+        else if (t < 8)
+            write_variant(path, bad, "", NULL, NULL, drop[t - 4]);
+        else if (t == 8)
+            write_variant(path, bad, "ood_threshold", NULL, NULL, NULL);
+        else
+            write_variant(path, bad, "", "ood_method", "energy", NULL);
+        err[0] = 0;
+        nn_net *b = nn_net_load(bad, err, sizeof err);
+        if (b) {
+            nn_net_free(b);
+            fail_msg("variant %d of the head file loaded", t);
+        }
+        assert_true(err[0] != 0);
+    }
+    /* A std of 0 (the norm tensor's second row). */
+    {
+        nn_st_file *g = nn_st_read(path, err, sizeof err);
+        assert_non_null(g);
+        const nn_st_tensor *q = nn_st_find(g, "ood.head.norm");
+        float nb[2 * D];
+        memcpy(nb, q->data, sizeof nb);
+        nb[D] = 0.0f;
+        nn_ood *z = nn_ood_create_head(D, 8, nb, o->w1, o->b1, o->w2, o->b2, 1.0, err, sizeof err);
+        assert_null(z);
+        nn_st_free(g);
+    }
+    nn_net_free(net);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_features),        cmocka_unit_test(test_score_reference),
         cmocka_unit_test(test_threshold_auroc), cmocka_unit_test(test_forward_scores),
         cmocka_unit_test(test_weights_file),    cmocka_unit_test(test_energy_method),
+        cmocka_unit_test(test_head_method),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

@@ -350,7 +350,7 @@ robustness: deps-test deps-glyphs
 	@echo
 	@scripts/beyond-mnist.sh $(BUILD) models/cnn.safetensors $(BEYOND_MODELS)
 	@echo
-	@scripts/ood-operating-points.sh $(BUILD) models/cnn.safetensors energy
+	@scripts/ood-operating-points.sh $(BUILD) models/cnn.safetensors head
 
 # ---- training and benchmarks ---------------------------------------------
 train: deps-test

@@ -228,6 +228,7 @@ static int ood_fit(const nn_ensemble *e, const char *data, const char *out, int 
         if (method != NN_OOD_HEAD) fprintf(stderr, "mnist-eval: %s\n", err);
         goto done;
     }
+    nn_ood_free(net->ood); /* a file refitted: its old score goes */
     net->ood = o;
     probs = malloc(sizeof(float) * (size_t)holdout * k);
     scores = malloc(sizeof(float) * (size_t)holdout);

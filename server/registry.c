@@ -902,11 +902,16 @@ static cJSON *model_json(const srv_snapshot *v, int k)
         cJSON_AddNumberToObject(o, "temperature", nn_ensemble_member(m->ens, 0)->meta.temperature);
     else
         cJSON_AddNullToObject(o, "temperature");
+    /* The score's method says what its scale means (a head's logit, an
+     * energy, a squared distance); an ensemble's is its first member's. */
     const nn_ood *ood = nn_ensemble_ood(m->ens);
-    if (ood)
+    if (ood) {
+        cJSON_AddStringToObject(o, "ood_method", nn_ood_method_name(ood->method));
         cJSON_AddNumberToObject(o, "ood_threshold", ood->threshold);
-    else
+    } else {
+        cJSON_AddNullToObject(o, "ood_method");
         cJSON_AddNullToObject(o, "ood_threshold");
+    }
     cJSON_AddStringToObject(o, "dataset", meta->dataset);
     cJSON_AddStringToObject(o, "preprocess", meta->preprocess);
     cJSON_AddStringToObject(o, "sha256", m->sha256);

@@ -283,9 +283,14 @@ for m in j["models"]:
 d = {m["name"]: m for m in j["models"]}
 assert isinstance(d[j["default"]]["ood_threshold"], float), d[j["default"]]
 assert d["mlp"]["ood_threshold"] is None, d["mlp"]["ood_threshold"]
+# The method says what the score's scale is: the default's trained head,
+# the ensemble's first member's Mahalanobis statistics, none for the MLP.
+assert d[j["default"]]["ood_method"] == "head", d[j["default"]]["ood_method"]
+assert d["cnn-ensemble"]["ood_method"] == "mahalanobis", d["cnn-ensemble"]["ood_method"]
+assert d["mlp"]["ood_method"] is None, d["mlp"]["ood_method"]
 PYEOF
 ) || fail "$r"
-    verdict "GET /v1/models: each file's ECE is the model card's and its temperature 1, ensembles state none; the default has an OOD threshold"
+    verdict "GET /v1/models: each file's ECE is the model card's and its temperature 1, ensembles state none; the default has an OOD threshold and method"
 else
     echo "# skipped (not counted): shipped-models checks, MODELS_DIR=$MODELS"
 fi

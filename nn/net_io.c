@@ -90,6 +90,11 @@ static int layer_tensors(nn_net *net, int i, want_t *w)
     return k;
 }
 
+/* A trained out-of-distribution head's tensors, in file order:
+ * norm [2,D], w1 [H,D], b1 [H], w2 [1,H], b2 [1] (nn/ood.h). */
+static const char *const head_tensors[5] = {"ood.head.norm", "ood.head.w1", "ood.head.b1",
+                                            "ood.head.w2", "ood.head.b2"};
+
 int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
 {
     nn_net *net = (nn_net *)cnet; /* layer_tensors hands out pointers; nothing is written */
@@ -134,18 +139,17 @@ int nn_net_save(const nn_net *cnet, const char *path, char *err, size_t errlen)
         int64_t sn[2] = {2, o->d}, s1[2] = {o->h, o->d}, sb[1] = {o->h}, s2[2] = {1, o->h},
                 sc[1] = {1};
         const struct {
-            const char *name;
             int ndim;
             const int64_t *shape;
             const float *data;
             size_t n;
-        } t[5] = {{"ood.head.norm", 2, sn, o->norm, 2 * (size_t)o->d},
-                  {"ood.head.w1", 2, s1, o->w1, (size_t)o->h * o->d},
-                  {"ood.head.b1", 1, sb, o->b1, (size_t)o->h},
-                  {"ood.head.w2", 2, s2, o->w2, (size_t)o->h},
-                  {"ood.head.b2", 1, sc, &o->b2, 1}};
+        } t[5] = {{2, sn, o->norm, 2 * (size_t)o->d},
+                  {2, s1, o->w1, (size_t)o->h * o->d},
+                  {1, sb, o->b1, (size_t)o->h},
+                  {2, s2, o->w2, (size_t)o->h},
+                  {1, sc, &o->b2, 1}};
         for (int j = 0; j < 5; j++) {
-            if (nn_st_writer_add(w, t[j].name, NN_ST_F32, t[j].ndim, t[j].shape, t[j].data)) {
+            if (nn_st_writer_add(w, head_tensors[j], NN_ST_F32, t[j].ndim, t[j].shape, t[j].data)) {
                 nn_errf(err, errlen, "save: out of memory");
                 goto done;
             }
@@ -227,10 +231,8 @@ static int parse_num(const char *s, double *out)
 static int read_ood_head(const nn_st_file *f, nn_net *net, const char *what, double t,
                          int *expected, char *err, size_t errlen)
 {
-    static const char *names[5] = {"ood.head.norm", "ood.head.w1", "ood.head.b1", "ood.head.w2",
-                                   "ood.head.b2"};
     const nn_st_tensor *T[5];
-    for (int j = 0; j < 5; j++) T[j] = nn_st_find(f, names[j]);
+    for (int j = 0; j < 5; j++) T[j] = nn_st_find(f, head_tensors[j]);
     int d = nn_ood_dim(net), h = T[2] && T[2]->ndim == 1 ? (int)T[2]->shape[0] : 0;
     int ok = d > 0 && h >= 1 && h <= NN_OOD_MAX_HIDDEN;
     for (int j = 0; j < 5 && ok; j++) ok = T[j] && T[j]->dtype == NN_ST_F32;
@@ -286,30 +288,19 @@ static int read_ood(const nn_st_file *f, nn_net *net, const char *what, int *exp
                 what, meth, NN_OOD_METHOD);
         return -1;
     }
-    if (meth && method == NN_OOD_HEAD) {
+    if (meth && method != NN_OOD_MAHALANOBIS) {
+        /* energy and head: a threshold, no Mahalanobis statistics */
         double t;
         if (m || c) {
-            nn_errf(err, errlen, "%s: \"ood_method\" head takes no \"ood.means\" or \"ood.chol\"",
-                    what);
+            nn_errf(err, errlen, "%s: \"ood_method\" %s takes no \"ood.means\" or \"ood.chol\"",
+                    what, nn_ood_method_name(method));
             return -1;
         }
         if (!thr || parse_num(thr, &t)) {
             nn_errf(err, errlen, "%s: metadata \"ood_threshold\" must be a finite number", what);
             return -1;
         }
-        return read_ood_head(f, net, what, t, expected, err, errlen);
-    }
-    if (meth && method == NN_OOD_ENERGY) {
-        double t;
-        if (m || c) {
-            nn_errf(err, errlen, "%s: \"ood_method\" energy takes no \"ood.means\" or \"ood.chol\"",
-                    what);
-            return -1;
-        }
-        if (!thr || parse_num(thr, &t)) {
-            nn_errf(err, errlen, "%s: metadata \"ood_threshold\" must be a finite number", what);
-            return -1;
-        }
+        if (method == NN_OOD_HEAD) return read_ood_head(f, net, what, t, expected, err, errlen);
         char e2[256];
         if (!(net->ood = nn_ood_create_energy(t, e2, sizeof e2))) {
             nn_errf(err, errlen, "%s: %s", what, e2);

@@ -1,6 +1,6 @@
 # mnist-c: a handwritten-digit recognition service in C.
 #
-#   make            build build/mnist-{train,eval,predict,server,glyphs}
+#   make            build build/mnist-{train,eval,predict,server,glyphs,outliers,strokes}
 #   make run        install what is missing, build, serve on port 8080
 #   make test       install what tests need, fetch data, run every test
 #   make format     clang-format the C sources (make format-check: only check)
@@ -69,7 +69,7 @@ LIBALL     := $(LIBPIPE) $(LIBIMAGE) $(LIBNN) $(LIBCLI)
 
 PROGS := $(BUILD)/mnist-train $(BUILD)/mnist-eval $(BUILD)/mnist-predict \
          $(BUILD)/mnist-server $(BUILD)/mnist-glyphs \
-         $(BUILD)/mnist-outliers
+         $(BUILD)/mnist-outliers $(BUILD)/mnist-strokes
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests/tools/*.c))

@@ -106,8 +106,8 @@ static int load_single(const nn_ensemble *e, const char *data, const char *what,
 
 /* What --ood-method head trains on besides the training digits. */
 typedef struct {
-    const char *in;  /* extra digits (a set, labels ignored), or NULL */
-    int in_repeat;   /* times each is given                          */
+    const char *in;  /* comma-separated extra digit sets, or NULL   */
+    int in_repeat;   /* times they are given                         */
     const char *out; /* comma-separated outlier image files / sets   */
     nn_ood_head_cfg cfg;
 } head_opts;
@@ -134,40 +134,71 @@ static nn_dataset *load_images(const char *where, const nn_net *net, const char 
     return d;
 }
 
-/* Features of the head's digits (training images 0..nfit-1, then --head-in
- * repeated) and outliers (every --head-out set), and the head trained on
- * them. NULL with the message printed. */
+#define HEAD_MAX_SETS 16
+
+/* The sets of a comma-separated list (opt names the option in messages)
+ * into sets[], their images counted in *total. The number loaded (at least
+ * one), or -1 with the message printed; what was loaded is in sets[]. */
+static int load_list(const char *names, const nn_net *net, const char *opt,
+                     nn_dataset *sets[HEAD_MAX_SETS], int *total)
+{
+    char list[4096];
+    int n = 0;
+    *total = 0;
+    if (snprintf(list, sizeof list, "%s", names) >= (int)sizeof list) {
+        fprintf(stderr, "mnist-eval: %s: list too long\n", opt);
+        return -1;
+    }
+    for (char *save = NULL, *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (n == HEAD_MAX_SETS) {
+            fprintf(stderr, "mnist-eval: %s: at most %d sets\n", opt, HEAD_MAX_SETS);
+            return -1;
+        }
+        if (!(sets[n] = load_images(p, net, opt))) return -1;
+        *total += sets[n++]->n;
+    }
+    if (!n) fprintf(stderr, "mnist-eval: %s names no set\n", opt);
+    return n ? n : -1;
+}
+
+/* Features of the sets one after another into f (d per image). */
+static int list_features(const nn_net *net, nn_dataset *const *sets, int n, int d, float *f,
+                         char *err, size_t errlen)
+{
+    for (int i = 0; i < n; f += (size_t)sets[i]->n * d, i++)
+        if (nn_ood_features(net, sets[i]->images, sets[i]->n, f, err, errlen)) return -1;
+    return 0;
+}
+
+/* Features of the head's digits (training images 0..nfit-1, then the
+ * --head-in sets one after another, all of them --head-in-repeat times) and
+ * outliers (every --head-out set), and the head trained on them. NULL with
+ * the message printed. */
 static nn_ood *fit_head(const nn_net *net, const nn_dataset *tr, int nfit, const head_opts *h)
 {
-    char err[512], list[4096];
-    int d = nn_ood_dim(net), nin = nfit, nout = 0, rc = -1;
-    nn_dataset *extra = NULL, *outs[16] = {NULL};
-    int nsets = 0;
+    char err[512];
+    int d = nn_ood_dim(net), nextra = 0, nout = 0, rc = -1;
+    nn_dataset *ins[HEAD_MAX_SETS] = {NULL}, *outs[HEAD_MAX_SETS] = {NULL};
+    int nins = 0, nsets = 0;
     float *fin = NULL, *fout = NULL;
     nn_ood *o = NULL;
     if (!d) {
         fprintf(stderr, "mnist-eval: --ood-method head: the net has no dense last layer\n");
         return NULL;
     }
-    if (!h->out || snprintf(list, sizeof list, "%s", h->out) >= (int)sizeof list) {
+    if (!h->out) {
         fprintf(stderr, "mnist-eval: --ood-method head needs --head-out FILE[,FILE...] (outliers: "
                         "build/mnist-outliers)\n");
         return NULL;
     }
-    if (h->in && !(extra = load_images(h->in, net, "--head-in"))) goto done;
-    if (extra) nin += extra->n * h->in_repeat;
-    for (char *save = NULL, *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
-        if (nsets == 16) {
-            fprintf(stderr, "mnist-eval: --head-out: at most 16 sets\n");
-            goto done;
-        }
-        if (!(outs[nsets] = load_images(p, net, "--head-out"))) goto done;
-        nout += outs[nsets++]->n;
-    }
-    if (!nsets) {
-        fprintf(stderr, "mnist-eval: --head-out names no set\n");
+    if (h->in && (nins = load_list(h->in, net, "--head-in", ins, &nextra)) < 0) goto done;
+    if ((nsets = load_list(h->out, net, "--head-out", outs, &nout)) < 0) goto done;
+    if ((double)nextra * h->in_repeat + nfit > 1e9) {
+        fprintf(stderr, "mnist-eval: --head-in: %d images %d times is too many\n", nextra,
+                h->in_repeat);
         goto done;
     }
+    int nin = nfit + nextra * h->in_repeat;
     fin = malloc(sizeof(float) * (size_t)nin * d);
     fout = malloc(sizeof(float) * (size_t)nout * d);
     if (!fin || !fout) {
@@ -175,16 +206,11 @@ static nn_ood *fit_head(const nn_net *net, const nn_dataset *tr, int nfit, const
         goto done;
     }
     if (nn_ood_features(net, tr->images, nfit, fin, err, sizeof err)) goto fail;
-    if (extra) {
-        float *f = fin + (size_t)nfit * d;
-        if (nn_ood_features(net, extra->images, extra->n, f, err, sizeof err)) goto fail;
-        for (int r = 1; r < h->in_repeat; r++)
-            memcpy(f + (size_t)r * extra->n * d, f, sizeof(float) * (size_t)extra->n * d);
-    }
-    for (int i = 0, at = 0; i < nsets; at += outs[i]->n, i++)
-        if (nn_ood_features(net, outs[i]->images, outs[i]->n, fout + (size_t)at * d, err,
-                            sizeof err))
-            goto fail;
+    float *f = fin + (size_t)nfit * d;
+    if (list_features(net, ins, nins, d, f, err, sizeof err)) goto fail;
+    for (int r = 1; r < h->in_repeat && nextra; r++)
+        memcpy(f + (size_t)r * nextra * d, f, sizeof(float) * (size_t)nextra * d);
+    if (list_features(net, outs, nsets, d, fout, err, sizeof err)) goto fail;
     if (!(o = nn_ood_fit_head(d, fin, nin, fout, nout, &h->cfg, err, sizeof err))) goto fail;
     printf("head: %d hidden units trained %d epochs (seed %llu) on %d digits and %d outliers\n",
            h->cfg.hidden, h->cfg.epochs, (unsigned long long)h->cfg.seed, nin, nout);
@@ -192,8 +218,10 @@ static nn_ood *fit_head(const nn_net *net, const nn_dataset *tr, int nfit, const
 fail:
     if (rc) fprintf(stderr, "mnist-eval: %s\n", err);
 done:
-    nn_dataset_free(extra);
-    for (int i = 0; i < nsets; i++) nn_dataset_free(outs[i]);
+    for (int i = 0; i < HEAD_MAX_SETS; i++) {
+        nn_dataset_free(ins[i]);
+        nn_dataset_free(outs[i]);
+    }
     free(fin);
     free(fout);
     return o;
@@ -975,10 +1003,10 @@ int main(int argc, char **argv)
          "--ood-method head: images that are not digits (IDX image files or sets, e.g. "
          "build/mnist-outliers' output)",
          .def = NULL},
-        {"head-in", CLI_STRING, &head.in, 0, 0, "SET",
+        {"head-in", CLI_STRING, &head.in, 0, 0, "SET[,SET...]",
          "--ood-method head: more digits beside the training images (labels ignored)", .def = NULL},
         {"head-in-repeat", CLI_INT, &head.in_repeat, 1, 1000, "R",
-         "--ood-method head: give --head-in's digits R times", .def = "1"},
+         "--ood-method head: give --head-in's digits (all its sets) R times", .def = "1"},
         {"head-hidden", CLI_INT, &head.cfg.hidden, 1, NN_OOD_MAX_HIDDEN, "H",
          "--ood-method head: hidden units", .def = "64"},
         {"head-epochs", CLI_INT, &head.cfg.epochs, 1, 1000, "N",

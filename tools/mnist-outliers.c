@@ -31,6 +31,7 @@
 #include "image/image.h"
 #include "nn/idx.h"
 #include "nn/rng.h"
+#include "tools/pen.h"
 
 #define S 56 /* drawing canvas: twice the output size */
 #define PI 3.14159265358979f
@@ -39,27 +40,11 @@ enum { K_SCRIBBLE, K_SHAPES, K_STARS, K_CLOUDS, K_HATCH, K_SPECKS, K_PAIRS, K_CR
 
 static float uni(nn_rng *r, float a, float b) { return a + (b - a) * nn_rng_uniform(r); }
 
-static void put_max(float *c, int x, int y, float v)
-{
-    if (x >= 0 && y >= 0 && x < S && y < S && c[y * S + x] < v) c[y * S + x] = v;
-}
+static void put_max(float *c, int x, int y, float v) { pen_put_max(c, S, x, y, v); }
 
-/* A round pen of radius rad along the segment (x0,y0)-(x1,y1), with a one
- * pixel anti-aliased rim. */
 static void segment(float *c, float x0, float y0, float x1, float y1, float rad, float ink)
 {
-    float dx = x1 - x0, dy = y1 - y0, l2 = dx * dx + dy * dy;
-    int xa = (int)floorf(fminf(x0, x1) - rad - 1), xb = (int)ceilf(fmaxf(x0, x1) + rad + 1);
-    int ya = (int)floorf(fminf(y0, y1) - rad - 1), yb = (int)ceilf(fmaxf(y0, y1) + rad + 1);
-    for (int y = ya; y <= yb; y++)
-        for (int x = xa; x <= xb; x++) {
-            float px = x + 0.5f - x0, py = y + 0.5f - y0;
-            float t = l2 > 0 ? (px * dx + py * dy) / l2 : 0.0f;
-            t = t < 0 ? 0 : t > 1 ? 1 : t;
-            float ex = px - t * dx, ey = py - t * dy, d = sqrtf(ex * ex + ey * ey);
-            float a = rad + 0.5f - d;
-            if (a > 0) put_max(c, x, y, ink * (a > 1 ? 1 : a));
-        }
+    pen_segment(c, S, x0, y0, x1, y1, rad, ink);
 }
 
 /* A cubic Bezier curve through four random points, as 16 segments. */

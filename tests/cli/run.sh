@@ -126,6 +126,47 @@ then
 else
     not_ok "outliers: deterministic IDX file" "$(ls -l "$tmp"/o?.idx 2>&1 | head -3)"
 fi
+# mnist-strokes: 0s and 1s drawn with a round pen, as a labelled set.
+STROKES=$build/mnist-strokes
+expect 2 'out is required' "strokes: no --out" -- "$STROKES" --n 10
+expect 2 "mnist-strokes: --n wants an integer" "strokes: --n 0 refused" -- "$STROKES" --n 0 --out "$tmp/s"
+expect 2 'unexpected operand' "strokes: a stray operand" -- "$STROKES" --out "$tmp/s" extra
+expect 1 '^mnist-strokes: .*nodir/s-images-idx3-ubyte' "strokes: an unwritable --out" -- "$STROKES" --n 4 --out "$tmp/nodir/s"
+# Reproducible from the seed, another seed draws others; 1s and 0s in turn,
+# framed as uploads are (20 rows of ink, centre of mass at the centre), the
+# 1s narrower than tall and every 0 open in the middle.
+if "$STROKES" --n 200 --seed 5 --out "$tmp/s1" > /dev/null && "$STROKES" --n 200 --seed 5 --out "$tmp/s2" > /dev/null &&
+    "$STROKES" --n 200 --seed 6 --out "$tmp/s3" > /dev/null &&
+    cmp -s "$tmp/s1-images-idx3-ubyte" "$tmp/s2-images-idx3-ubyte" &&
+    cmp -s "$tmp/s1-labels-idx1-ubyte" "$tmp/s2-labels-idx1-ubyte" &&
+    ! cmp -s "$tmp/s1-images-idx3-ubyte" "$tmp/s3-images-idx3-ubyte" &&
+    "$PY" - "$tmp/s1" <<'PYEOF'
+import struct, sys
+b = open(sys.argv[1] + "-images-idx3-ubyte", "rb").read()
+l = open(sys.argv[1] + "-labels-idx1-ubyte", "rb").read()
+assert struct.unpack(">IIII", b[:16]) == (0x803, 200, 28, 28)
+assert struct.unpack(">II", l[:8]) == (0x801, 200)
+assert list(l[8:]) == [1, 0] * 100, "labels alternate 1, 0"
+imgs = [b[16 + i * 784:16 + (i + 1) * 784] for i in range(200)]
+assert len(set(imgs)) == 200, "every image distinct"
+for i, im in enumerate(imgs):
+    ys = [y for y in range(28) if max(im[y * 28:(y + 1) * 28]) > 64]
+    xs = [x for x in range(28) if max(im[x::28]) > 64]
+    h, w = ys[-1] - ys[0] + 1, xs[-1] - xs[0] + 1
+    t = sum(im)
+    cy = sum(v * (k // 28) for k, v in enumerate(im)) / t
+    cx = sum(v * (k % 28) for k, v in enumerate(im)) / t
+    assert h == 20 and 13.4 < cy < 14.6 and 13.4 < cx < 14.6, (i, "fitted to 20 rows, centred", h, cy, cx)
+    if i % 2 == 0:
+        assert w < h, (i, "a 1 is narrower than tall", w)
+    else:
+        assert im[(ys[0] + ys[-1]) // 2 * 28 + (xs[0] + xs[-1]) // 2] < 64, (i, "a 0 is open in the middle")
+PYEOF
+then
+    ok "strokes: deterministic labelled set, 1s and 0s in turn, framed, 1s narrow, 0s open"
+else
+    not_ok "strokes: deterministic labelled set" "$(ls -l "$tmp"/s?-* 2>&1 | head -3)"
+fi
 expect 2 'mnist-train: --outliers: ' "train: --outliers file that is not IDX" -- "$TRAIN" --arch "$tiny" --outliers "$tiny" --limit 100 --data "$DATA" --out "$tmp/x"
 expect 2 'mnist-train: --init: .*another architecture' "train: --init from another architecture" -- "$TRAIN" --arch "$tiny" --init "$tmp/deskew.safetensors" --limit 100 --data "$DATA" --out "$tmp/x"
 expect 2 'mnist-train: --init: ' "train: --init from a missing file" -- "$TRAIN" --arch "$tiny" --init "$tmp/none.safetensors" --limit 100 --data "$DATA" --out "$tmp/x"
@@ -366,6 +407,22 @@ sys.exit(0 if d["ood_method"] == "head" and r["stored"]["method"] == "head" and 
 else
     not_ok "eval --ood-method head" "$(head -c 300 "$tmp/fith.out")" "$(head -c 300 "$tmp/fith.err")" "$(head -c 300 "$tmp/hood.json" 2>/dev/null)"
 fi
+# --head-in takes a list: its sets one after another, all of them R times,
+# so SET,SET once trains the same head as SET twice.
+if hfit "$tmp/tiny-hl.safetensors" 1 > /dev/null 2>&1 &&
+    "$EVAL" --ood-fit "$tmp/tiny-hl2.safetensors" --ood-method head --head-out "$tmp/o1.idx" --head-in "$small,$small" \
+        --head-in-repeat 1 --head-hidden 8 --head-epochs 3 --head-seed 1 --ood-holdout 200 \
+        --data "$small" "$tmp/tiny.safetensors" > "$tmp/fithl.out" 2>&1 &&
+    grep -q 'on 1900 digits and 300 outliers$' "$tmp/fithl.out" &&
+    cmp -s "$tmp/tiny-hl.safetensors" "$tmp/tiny-hl2.safetensors"; then
+    ok "eval --head-in SET,SET: the sets in turn, repeated as one (the same head as SET twice)"
+else
+    not_ok "eval --head-in list" "$(head -c 300 "$tmp/fithl.out")"
+fi
+expect 1 'mnist-eval: --head-in: ' "eval: a --head-in list with a missing set" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method head --head-in "$small,$tmp/none" --head-out "$tmp/o1.idx" --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors"
+expect 1 'mnist-eval: --head-in names no set' "eval: an empty --head-in list" -- \
+    "$EVAL" --ood-fit "$tmp/x" --ood-method head --head-in , --head-out "$tmp/o1.idx" --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors"
 expect 1 'needs --head-out' "eval: --ood-method head without outliers" -- \
     "$EVAL" --ood-fit "$tmp/x" --ood-method head --ood-holdout 200 --data "$small" "$tmp/tiny.safetensors"
 expect 2 'go with --ood-fit and --ood-method head' "eval: --head-out with another method" -- \

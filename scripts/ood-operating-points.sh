@@ -46,7 +46,8 @@ if [ "$METHOD" = head ]; then
     "$BUILD/mnist-glyphs" --chars letters --set train --except IOlo --out "$TMP" > /dev/null
     "$BUILD/mnist-outliers" --out "$TMP/outliers48.idx" --n 60000 --seed 1 \
         --letters "$TMP/letters-train-images-idx3-ubyte" > /dev/null 2>&1
-    FIT_ARGS="--head-in $G/digits-train --head-in-repeat 10 --head-out $TMP/outliers48.idx,$TMP/letters-train"
+    "$BUILD/mnist-strokes" --out "$TMP/strokes" --n 3000 --seed 1 > /dev/null
+    FIT_ARGS="--head-in $G/digits-train,$TMP/strokes --head-in-repeat 20 --head-out $TMP/outliers48.idx,$TMP/letters-train"
 fi
 
 echo "| Held-out digits passing | Threshold | MNIST test digits | Fashion-MNIST, uploaded | font digits, eval fonts | letters, eval fonts | font digits, train fonts | letters, train fonts | generated outliers (seed 7) | pen digits, uploaded |"

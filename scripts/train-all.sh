@@ -52,14 +52,16 @@ for m in $MODELS; do
                --oe-batch 16 --oe-weight 0.15 --epochs 1 --sched cosine --lr 5e-5 --warmup 0.1 \
                --seed 23 --name cnn --out "$tmp/cnn.safetensors"
            # The served score: a head trained on the fine-tuned net's
-           # features, the printed digits of the train fonts (10 times)
-           # beside the training digits, against other outliers whose
-           # letters leave out I, O, l and o (a drawn 1 or 0 is one).
+           # features, the printed digits of the train fonts and pen-drawn
+           # 0s and 1s (20 times) beside the training digits, against other
+           # outliers whose letters leave out I, O, l and o (a drawn 1 or 0
+           # is one).
            "$BUILD/mnist-glyphs" --chars letters --set train --except IOlo --out "$tmp" > /dev/null
            "$BUILD/mnist-outliers" --out "$tmp/outliers48.idx" --n 60000 --seed 1 \
                --letters "$tmp/letters-train-images-idx3-ubyte"
+           "$BUILD/mnist-strokes" --out "$tmp/strokes" --n 3000 --seed 1 > /dev/null
            "$BUILD/mnist-eval" --ood-fit "$OUT/cnn.safetensors" --ood-method head \
-               --head-in data/glyphs/digits-train --head-in-repeat 10 \
+               --head-in "data/glyphs/digits-train,$tmp/strokes" --head-in-repeat 20 \
                --head-out "$tmp/outliers48.idx,$tmp/letters-train" "$tmp/cnn.safetensors"
            mv "$tmp/cnn.safetensors.csv" "$OUT/cnn.history.csv"
            rm -r "$tmp" ;;

@@ -78,7 +78,7 @@ TEST_TOOLS := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(wildcard tests
 .SECONDARY:
 
 .PHONY: FORCE all test-bins deps deps-test deps-bench deps-glyphs data glyphs robustness fashion run test unit integration cli \
-        browser lint-spec asan coverage train bench clean models-check deploy-check rolling \
+        browser lint-spec asan coverage train bench profile clean models-check deploy-check rolling \
         kube-play reload-soak reload-tsan \
         deps-fuzz fuzz fuzz-long fuzz-build fuzz-bins tsan soak format format-check
 all: $(PROGS)
@@ -360,6 +360,12 @@ train: deps-test
 bench: deps-bench
 	@$(MAKE) --no-print-directory data all
 	@bench/run.sh $(BUILD)
+
+# Where a server request's CPU time goes (perf under wrk's load): a table
+# per model, LeNet and the default CNN (bench/profile.sh).
+profile: deps-bench
+	@$(MAKE) --no-print-directory data $(BUILD)/mnist-server $(BUILD)/tests/tools/mkpng
+	@bench/profile.sh $(BUILD)
 
 clean:
 	rm -rf build

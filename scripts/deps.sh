@@ -48,8 +48,9 @@ DEPS_GLYPHS="fonts-dejavu-core fonts-liberation2 fonts-urw-base35 fonts-linuxlib
 # libclang-rt-14-dev holds libFuzzer and clang's sanitizer runtimes (only a
 # recommendation of clang, and we install without recommends).
 DEPS_FUZZ="clang@clang libclang-rt-14-dev"
+# linux-perf: make profile samples the server under load (bench/profile.sh).
 DEPS_BENCH="python3-torch python3-flask python3-pil gunicorn@gunicorn
-  libopenblas0-openmp"
+  libopenblas0-openmp linux-perf@perf"
 # --------------------------------------------------------------------------
 
 usage() { echo "usage: $0 run|test|bench|coverage|fuzz|glyphs" >&2; exit 2; }

@@ -103,7 +103,12 @@ def load_model(path):
     arch = json.loads(meta["arch"])
     shape = tuple(json.loads(meta.get("input_shape", "[1, 28, 28]")))
     net = build(arch, shape)
-    net.load_state_dict(tensors, strict=True)
+    # The out-of-distribution score's tensors (ood.*: a Mahalanobis fit or
+    # the default CNN's head) are not layers of the net. The peer answers
+    # the probabilities only; the head ours also computes is 8,256
+    # multiply-adds beside the CNN's 15 million.
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith("ood.")},
+                        strict=True)
     model = Served(net, meta.get("input_mean", 0), meta.get("input_std", 1))
     model.eval()
     return model, meta, shape

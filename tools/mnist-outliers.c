@@ -28,7 +28,6 @@
 #include <string.h>
 
 #include "cli/opt.h"
-#include "image/image.h"
 #include "nn/idx.h"
 #include "nn/rng.h"
 #include "tools/pen.h"
@@ -175,12 +174,8 @@ static int finish(const float *c, int framed, uint8_t *out)
 {
     if (framed) {
         uint8_t g[S * S];
-        float f[784];
         char err[128];
-        for (int i = 0; i < S * S; i++) g[i] = (uint8_t)lrintf(255.0f * (c[i] > 1 ? 1 : c[i]));
-        if (img_prep_mnist(g, S, S, f, err, sizeof err) != IMG_OK) return -1;
-        for (int i = 0; i < 784; i++) out[i] = (uint8_t)lrintf(255.0f * f[i]);
-        return 0;
+        return pen_frame(c, S, g, out, err, sizeof err);
     }
     int any = 0;
     for (int y = 0; y < 28; y++)

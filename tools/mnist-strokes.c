@@ -34,7 +34,6 @@
 #include <string.h>
 
 #include "cli/opt.h"
-#include "image/image.h"
 #include "nn/idx.h"
 #include "nn/rng.h"
 #include "tools/pen.h"
@@ -87,7 +86,6 @@ static int make_one(uint64_t seed, uint64_t index, uint8_t out[784], uint8_t *la
 {
     float c[S * S];
     uint8_t g[S * S];
-    float f[784];
     nn_rng r;
     nn_rng_seed(&r, nn_hash64(seed, index));
     memset(c, 0, sizeof c);
@@ -97,10 +95,7 @@ static int make_one(uint64_t seed, uint64_t index, uint8_t out[784], uint8_t *la
         draw_one(c, &r, h, rad);
     else
         draw_zero(c, &r, h, rad);
-    for (int i = 0; i < S * S; i++) g[i] = (uint8_t)lrintf(255.0f * c[i]);
-    if (img_prep_mnist(g, S, S, f, err, errlen) != IMG_OK) return -1;
-    for (int i = 0; i < 784; i++) out[i] = (uint8_t)lrintf(255.0f * f[i]);
-    return 0;
+    return pen_frame(c, S, g, out, err, errlen);
 }
 
 int main(int argc, char **argv)

@@ -1,11 +1,15 @@
-/* pen.h - a round pen on a square float canvas (0 paper .. 1 ink), shared
- * by the programs that draw their own images (mnist-outliers,
- * mnist-strokes). Ink only ever darkens a pixel: where strokes cross, the
- * darker one wins. */
+/* pen.h - a round pen on a square float canvas (0 paper .. 1 ink), and the
+ * canvas framed as an upload is, shared by the programs that draw their own
+ * images (mnist-outliers, mnist-strokes). Ink only ever darkens a pixel:
+ * where strokes cross, the darker one wins. */
 #ifndef TOOLS_PEN_H
 #define TOOLS_PEN_H
 
 #include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image/image.h"
 
 /* Pixel (x, y) of the size x size canvas c to at least v; outside, nothing. */
 static inline void pen_put_max(float *c, int size, int x, int y, float v)
@@ -30,6 +34,20 @@ static inline void pen_segment(float *c, int size, float x0, float y0, float x1,
             float a = rad + 0.5f - d;
             if (a > 0) pen_put_max(c, size, x, y, ink * (a > 1 ? 1 : a));
         }
+}
+
+/* The canvas as 8-bit gray (ink above 1 counts as 1) into gray[size *
+ * size], then prepared as an uploaded PNG is (img_prep_mnist: crop to the
+ * ink, fit 20x20, centre of mass at the centre) into out[784] as bytes.
+ * 0, or -1 with err (img_prep_mnist's message: no ink, for one). */
+static inline int pen_frame(const float *c, int size, uint8_t *gray, uint8_t out[784], char *err,
+                            size_t errlen)
+{
+    float f[784];
+    for (int i = 0; i < size * size; i++) gray[i] = (uint8_t)lrintf(255.0f * (c[i] > 1 ? 1 : c[i]));
+    if (img_prep_mnist(gray, (uint32_t)size, (uint32_t)size, f, err, errlen) != IMG_OK) return -1;
+    for (int i = 0; i < 784; i++) out[i] = (uint8_t)lrintf(255.0f * f[i]);
+    return 0;
 }
 
 #endif

@@ -67,20 +67,21 @@ cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # profile NAME MODEL: one server, warmed up, then the measured run.
 profile() {
-    local name=$1 model=$2 port
-    port=$((20000 + RANDOM % 20000))
-    "$BUILD/mnist-server" --host 127.0.0.1 --port "$port" --model "$name=$model" --threads 2 \
+    local name=$1 model=$2 port=
+    # Port 0: the server picks a free one and names it in its log.
+    "$BUILD/mnist-server" --host 127.0.0.1 --port 0 --model "$name=$model" --threads 2 \
         --drain-delay 0 --access-log off > "$TMP/server-$name.log" 2>&1 &
     SERVER_PID=$!
     local tries=0
-    until curl -sf -o /dev/null -H 'Content-Type: image/png' --data-binary "@$PNG" \
+    until [ -n "$port" ] && curl -sf -o /dev/null -H 'Content-Type: image/png' --data-binary "@$PNG" \
         "http://127.0.0.1:$port/predict"; do
         tries=$((tries + 1))
         if [ "$tries" -gt 300 ] || ! kill -0 "$SERVER_PID" 2> /dev/null; then
             cat "$TMP/server-$name.log" >&2
-            die "mnist-server did not answer on port $port"
+            die "mnist-server did not answer"
         fi
         sleep 0.2
+        port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$TMP/server-$name.log")
     done
     local url=http://127.0.0.1:$port/predict
     PNG_BODY=$PNG wrk -t2 -c64 -d2s -s bench/wrk/predict.lua "$url" > /dev/null

@@ -3,6 +3,7 @@
  * kernel pair in layers.h (conv.h for the convolution). */
 #include "nn/err.h"
 #include "nn/net.h"
+#include "nn/amx.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -453,14 +454,46 @@ struct nn_plan {
     float *u;                    /* Winograd weights of all layers, one block */
     size_t u_off[NN_MAX_LAYERS]; /* layer i's [16 or 36, C, O] at u + u_off[i] */
     int wino[NN_MAX_LAYERS];     /* layer i runs by Winograd F(mxm,3x3): m, or 0 */
+    nn_amx *amx;                 /* BF16 precision: layers [amx_i0, amx_i1) on AMX */
+    int amx_i0, amx_i1, amx_convs;
 };
 
 void nn_net_unplan(nn_net *net)
 {
     if (!net || !net->plan) return;
     free(net->plan->u);
+    nn_amx_free(net->plan->amx);
     free(net->plan);
     net->plan = NULL;
+}
+
+/* The chain of convolutions BF16 precision runs on AMX (nn/amx.h): from
+ * the first convolution, convolutions joined only by ReLU and dropout
+ * (nothing at inference), as long as each fits; at least two, or the
+ * chain is not worth its conversions. Returns the number of
+ * convolutions, filling layers[] and [*i0, *i1). */
+static int amx_chain(const nn_net *net, nn_amx_layer *layers, int *i0, int *i1)
+{
+    int n = 0, i = 0;
+    while (i < net->nlayers && net->layers[i].kind != NN_CONV2D) i++;
+    *i0 = i;
+    for (; i < net->nlayers; i++) {
+        const nn_layer *L = &net->layers[i];
+        if (L->kind == NN_RELU && n > 0) {
+            layers[n - 1].relu = 1;
+            continue;
+        }
+        if (L->kind == NN_DROPOUT && n > 0) continue;
+        if (L->kind != NN_CONV2D || n == NN_MAX_LAYERS) break;
+        nn_conv_shape cs;
+        conv_shape(&cs, L);
+        if (n == 0 ? !nn_amx_first_fits(&cs) : !nn_amx_next_fits(&cs)) break;
+        layers[n] = (nn_amx_layer){
+            .cs = cs, .w = net->params + L->w_off, .b = net->params + L->b_off, .relu = 0};
+        n++;
+    }
+    *i1 = i;
+    return n >= 2 ? n : 0;
 }
 
 int nn_net_plan(nn_net *net, char *err, size_t errlen)
@@ -489,9 +522,21 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         conv_shape(&cs, &net->layers[i]);
         nn_wino_weights(pl->u + pl->u_off[i], net->params + net->layers[i].w_off, &cs, pl->wino[i]);
     }
+    if (nn_precision_get() == NN_PREC_BF16 && nn_amx_supported()) {
+        nn_amx_layer chain[NN_MAX_LAYERS];
+        int n = amx_chain(net, chain, &pl->amx_i0, &pl->amx_i1);
+        if (n && !(pl->amx = nn_amx_create(chain, n, err, errlen))) {
+            free(pl->u);
+            free(pl);
+            return -1;
+        }
+        pl->amx_convs = pl->amx ? n : 0;
+    }
     net->plan = pl;
     return 0;
 }
+
+int nn_net_plan_bf16_layers(const nn_net *net) { return net->plan ? net->plan->amx_convs : 0; }
 
 int nn_net_plan_wino(const nn_net *net, int i)
 {
@@ -518,6 +563,7 @@ struct nn_ws {
     float *bn_mean[NN_MAX_LAYERS]; /* batch norm batch mean per channel     */
     float *bn_inv[NN_MAX_LAYERS];  /* batch norm 1/std per channel          */
     float *scratch;                /* conv scratch for a group of images    */
+    void *amx_scratch;             /* the plan's AMX chain (nn_amx_forward) */
     int group[NN_MAX_LAYERS];      /* conv: images per GEMM                 */
     int wino[NN_MAX_LAYERS];       /* conv: scratch fits the plan's Winograd */
     /* Training by Winograd (nn_wino_fits): the forward, the input
@@ -690,6 +736,14 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
         }
     }
     if (scrmax && !(ws->scratch = malloc(sizeof(float) * scrmax))) goto bad;
+    if (!training && net->plan && net->plan->amx) {
+        size_t sz = (nn_amx_scratch_size(net->plan->amx) + 63) / 64 * 64;
+        if (!(ws->amx_scratch = aligned_alloc(64, sz))) goto bad;
+        memset(ws->amx_scratch, 0, sz); /* the borders stay zero */
+        /* The chain goes image by image: a depth-first prefix covers it. */
+        if (ws->df_split < net->plan->amx_i1) ws->df_split = net->plan->amx_i1;
+        if (ws->df_sub < 1) ws->df_sub = max_batch;
+    }
     if (wu_total && !(ws->wino_u = malloc(sizeof(float) * wu_total))) goto bad;
     ws->wu_src = ws->wino_u;
     if (training && !(ws->probs = malloc(sizeof(float) * B * nn_net_outputs(net)))) goto bad;
@@ -714,6 +768,7 @@ void nn_ws_free(nn_ws *ws)
         free(ws->bn_inv[i]);
     }
     free(ws->scratch);
+    free(ws->amx_scratch);
     free(ws->wino_u);
     free(ws->probs);
     free(ws);
@@ -822,6 +877,16 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
         const float *x = ws->act[i] + (size_t)b0 * nin;
         float *y = ws->act[i + 1] + (size_t)b0 * nout;
         double t0 = ws->timer ? cpu_now() : 0.0;
+        const struct nn_plan *pl = net->plan;
+        if (!train && ws->amx_scratch && pl && pl->amx && i == pl->amx_i0 && pl->amx_i1 <= i1) {
+            /* The chain's output lands where its last layer's would. */
+            size_t nlast = layer_out(&net->layers[pl->amx_i1 - 1]);
+            nn_amx_forward(pl->amx, x, ws->act[pl->amx_i1] + (size_t)b0 * nlast, n,
+                           ws->amx_scratch);
+            if (ws->timer) ws->timer[i] += cpu_now() - t0;
+            i = pl->amx_i1 - 1;
+            continue;
+        }
         switch (L->kind) {
         case NN_DENSE: nn_dense_forward(y, x, wp, bp, n, L->in_c, L->out, ws->fuse[i]); break;
         case NN_CONV2D: {

@@ -289,6 +289,10 @@ void nn_net_unplan(nn_net *net);
  * and how it runs layer i: 0 directly, m by F(mxm,3x3) (2 or 4). */
 int nn_net_plan_wino_layers(const nn_net *net);
 int nn_net_plan_wino(const nn_net *net, int i);
+/* Number of convolutions the plan runs in BF16 on AMX (nn/amx.h): made
+ * by nn_net_plan while nn_precision_get() is NN_PREC_BF16 on a CPU with
+ * AMX; 0 otherwise. */
+int nn_net_plan_bf16_layers(const nn_net *net);
 
 /* ---- weights file (safetensors) --------------------------------------- */
 

@@ -13,7 +13,9 @@
  * build/bench/peak), omitted without it. Runs continue until both N runs
  * and S seconds are done, whichever comes last. --direct drops the
  * inference plan (nn_ensemble_unplan): every convolution runs directly,
- * without Winograd, for a before/after comparison. */
+ * without Winograd, for a before/after comparison. NN_ISA and
+ * NN_PRECISION apply as in the server ("precision" in the line says
+ * whether bf16 ran). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +23,9 @@
 #include <time.h>
 
 #include "cli/opt.h"
+#include "nn/amx.h"
 #include "nn/ensemble.h"
+#include "nn/gemm.h"
 #include "nn/idx.h"
 #include "nn/net.h"
 
@@ -82,6 +86,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "latency: one MODEL.safetensors wanted (see --help)\n");
         return 2;
     }
+    /* NN_ISA and NN_PRECISION as the server reads them. */
+    if (nn_gemm_init_env(err, sizeof err) || nn_precision_init_env(err, sizeof err)) {
+        fprintf(stderr, "latency: %s\n", err);
+        return 2;
+    }
 
     nn_ensemble *e = nn_ensemble_load(model, err, sizeof err);
     if (!e) {
@@ -138,7 +147,11 @@ int main(int argc, char **argv)
            "\"mean_us\":%.2f,\"gflops\":%.2f,",
            model, n, med * 1e6, p99 * 1e6, sum / n * 1e6, gflops);
     if (peak > 0) printf("\"peak_pct\":%.2f,", 100.0 * gflops / peak);
-    printf("\"plan\":%s,\"macs\":%llu}\n", direct ? "false" : "true", (unsigned long long)macs);
+    printf("\"plan\":%s,\"precision\":\"%s\",\"macs\":%llu}\n", direct ? "false" : "true",
+           nn_precision_name(nn_net_plan_bf16_layers(nn_ensemble_member_infer(e, 0))
+                                 ? NN_PREC_BF16
+                                 : NN_PREC_FP32),
+           (unsigned long long)macs);
 
     nn_ensemble_ws_free(ws);
     nn_ensemble_free(e);

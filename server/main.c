@@ -4,6 +4,7 @@
 #include "server/config.h"
 #include "server/http.h"
 #include "server/log.h"
+#include "nn/amx.h"
 #include "nn/gemm.h"
 #include "server/registry.h"
 #include "server/web.h"
@@ -70,6 +71,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "mnist-server: %s\n", err);
         return 2;
     }
+    if (nn_precision_init_env(err, sizeof err)) {
+        fprintf(stderr, "mnist-server: %s\n", err);
+        return 2;
+    }
     srv_log_init(cfg.log_json);
     /* A fixed threshold (glibc raises it after each free of a mapped
      * block otherwise): a model's parameter block is always its own
@@ -132,9 +137,10 @@ int main(int argc, char **argv)
         return 1;
     }
     srv_log(SRV_INFO,
-            "%d threads, %s kernels, body limit %zu bytes, max "
+            "%d threads, %s kernels, %s precision, body limit %zu bytes, max "
             "pixels %llu, timeout %us, max connections %u",
-            cfg.threads, nn_gemm_path_name(NN_GEMM_PATH_AUTO), cfg.body_limit,
+            cfg.threads, nn_gemm_path_name(NN_GEMM_PATH_AUTO),
+            nn_precision_name(nn_precision_get()), cfg.body_limit,
             (unsigned long long)cfg.max_pixels, cfg.timeout_s, cfg.max_connections);
     if (cfg.batch_delay_us > 0)
         srv_log(SRV_INFO,

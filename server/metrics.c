@@ -3,6 +3,7 @@
 #include "server/metrics.h"
 
 #include "server/config.h"
+#include "nn/amx.h"
 #include "nn/gemm.h"
 
 #include <dirent.h>
@@ -438,8 +439,9 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, const srv_metrics_model *mod
         srv_buf_printf(b, "\"} %llu\n", (unsigned long long)models[k].load_failures);
     }
     srv_buf_puts(b, "# HELP mnist_build_info The server's version, the git "
-                    "commit it was built from and the matrix-multiply kernels "
-                    "this CPU runs; value 1.\n"
+                    "commit it was built from, the matrix-multiply kernels "
+                    "this CPU runs and the inference precision (NN_PRECISION); "
+                    "value 1.\n"
                     "# TYPE mnist_build_info gauge\n"
                     "mnist_build_info{version=\"");
     label_value(b, SRV_VERSION);
@@ -447,6 +449,8 @@ void srv_metrics_render(srv_metrics *m, srv_buf *b, const srv_metrics_model *mod
     label_value(b, srv_build_commit[0] ? srv_build_commit : "unknown");
     srv_buf_puts(b, "\",kernels=\"");
     label_value(b, nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+    srv_buf_puts(b, "\",precision=\"");
+    label_value(b, nn_precision_name(nn_precision_get()));
     srv_buf_puts(b, "\"} 1\n");
     process_metrics(b);
     srv_buf_printf(b,

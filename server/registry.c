@@ -18,6 +18,7 @@
 #include "server/registry.h"
 #include "server/log.h"
 #include "server/sha256.h"
+#include "nn/amx.h"
 #include "nn/ood.h"
 
 #include <cJSON.h>
@@ -912,6 +913,11 @@ static cJSON *model_json(const srv_snapshot *v, int k)
         cJSON_AddNullToObject(o, "ood_method");
         cJSON_AddNullToObject(o, "ood_threshold");
     }
+    /* bf16 where NN_PRECISION=bf16 runs a member's convolutions on AMX. */
+    int bf16 = 0;
+    for (int i = 0; i < m->nmembers; i++)
+        bf16 |= nn_net_plan_bf16_layers(nn_ensemble_member_infer(m->ens, i)) > 0;
+    cJSON_AddStringToObject(o, "precision", nn_precision_name(bf16 ? NN_PREC_BF16 : NN_PREC_FP32));
     cJSON_AddStringToObject(o, "dataset", meta->dataset);
     cJSON_AddStringToObject(o, "preprocess", meta->preprocess);
     cJSON_AddStringToObject(o, "sha256", m->sha256);

@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include "cli/opt.h"
+#include "nn/amx.h"
 #include "nn/ensemble.h"
 #include "nn/eval.h"
 #include "nn/gemm.h"
@@ -952,6 +953,14 @@ static double accuracy_answered(const float *probs, const uint8_t *labels, const
     return n ? (double)right / n : 0.0;
 }
 
+/* bf16 when NN_PRECISION=bf16 runs any member's convolutions on AMX. */
+static int ens_precision(const nn_ensemble *e)
+{
+    for (int i = 0; i < nn_ensemble_size(e); i++)
+        if (nn_net_plan_bf16_layers(nn_ensemble_member_infer(e, i))) return NN_PREC_BF16;
+    return NN_PREC_FP32;
+}
+
 int main(int argc, char **argv)
 {
     int json = 0, threads = 0, limit = 0, list_kernels = 0;
@@ -1064,6 +1073,11 @@ int main(int argc, char **argv)
     case CLI_RUN: break;
     }
     if (nn_gemm_init_env(err, sizeof err)) {
+        fprintf(stderr, "mnist-eval: %s\n", err);
+        free(models);
+        return 2;
+    }
+    if (nn_precision_init_env(err, sizeof err)) {
         fprintf(stderr, "mnist-eval: %s\n", err);
         free(models);
         return 2;
@@ -1281,6 +1295,7 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(o, "ece_edge",
                                 nn_ece_edge(probs, n, k, NN_ECE_BINS, NN_BORDERLINE_MARGIN));
         cJSON_AddStringToObject(o, "kernels", nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+        cJSON_AddStringToObject(o, "precision", nn_precision_name(ens_precision(e)));
         cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
         cJSON *cf = cJSON_AddArrayToObject(o, "confusion");
         for (int i = 0; i < k; i++) {
@@ -1342,8 +1357,9 @@ int main(int argc, char **argv)
             for (int j = 0; j < k; j++) printf("%6d", conf[i * k + j]);
             printf("\n");
         }
-        printf("\n%.0f images/s (%d threads, batch %d, %s kernels)\n", n / secs, nt,
-               style >= 0 ? 1 : 128, nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+        printf("\n%.0f images/s (%d threads, batch %d, %s kernels, %s)\n", n / secs, nt,
+               style >= 0 ? 1 : 128, nn_gemm_path_name(NN_GEMM_PATH_AUTO),
+               nn_precision_name(ens_precision(e)));
     }
     if (stamp) {
         /* The file again, as a net of our own: only the metadata changes,

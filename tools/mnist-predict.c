@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "cli/opt.h"
+#include "nn/amx.h"
 #include "nn/gemm.h"
 #include "pipeline/pipeline.h"
 
@@ -119,6 +120,11 @@ int main(int argc, char **argv)
     case CLI_RUN: break;
     }
     if (nn_gemm_init_env(err, sizeof err)) {
+        fprintf(stderr, "mnist-predict: %s\n", err);
+        free(files);
+        return 2;
+    }
+    if (nn_precision_init_env(err, sizeof err)) {
         fprintf(stderr, "mnist-predict: %s\n", err);
         free(files);
         return 2;

@@ -267,6 +267,29 @@ expect 2 'NN_ISA=sse9: unknown kernel path' "isa: train refuses an unknown NN_IS
 expect 2 'NN_ISA=sse9: unknown kernel path' "isa: predict refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png"
 expect 2 'NN_ISA=sse9: unknown kernel path' "isa: server refuses an unknown NN_ISA" -- env NN_ISA=sse9 "$SERVER" --port 0 --models-dir models
 kernels=$("$EVAL" --list-kernels)
+# NN_PRECISION the same way: an unknown value refused by every program that
+# runs models; bf16 refused with NN_ISA below avx512 (AMX needs it), and
+# where the CPU has AMX-BF16 it runs the default CNN with the same answer
+# to the first test images, saying "precision":"bf16", while a model
+# without a convolution chain (LeNet) stays "fp32".
+expect 2 'NN_PRECISION=fp8: unknown precision' "precision: eval refuses an unknown NN_PRECISION" -- env NN_PRECISION=fp8 "$EVAL" "$tmp/tiny.safetensors"
+expect 2 'NN_PRECISION=fp8: unknown precision' "precision: predict refuses an unknown NN_PRECISION" -- env NN_PRECISION=fp8 "$PREDICT" --model "$tmp/tiny.safetensors" "$tmp/seven.png"
+expect 2 'NN_PRECISION=fp8: unknown precision' "precision: server refuses an unknown NN_PRECISION" -- env NN_PRECISION=fp8 "$SERVER" --port 0 --models-dir models
+expect 2 'NN_PRECISION=bf16: needs AMX-BF16' "precision: bf16 refused under NN_ISA=avx2" -- env NN_ISA=avx2 NN_PRECISION=bf16 "$EVAL" "$tmp/tiny.safetensors"
+if grep -qw amx_bf16 /proc/cpuinfo && grep -qw amx_tile /proc/cpuinfo && grep -qw avx512_bf16 /proc/cpuinfo; then
+    if NN_PRECISION=bf16 "$EVAL" --json --limit 1000 models/cnn.safetensors > "$tmp/b16.json" 2> "$tmp/b16.err" &&
+        "$EVAL" --json --limit 1000 models/cnn.safetensors > "$tmp/f32.json" &&
+        NN_PRECISION=bf16 "$EVAL" --json --limit 200 models/lenet.safetensors > "$tmp/b16l.json" &&
+        "$PY" -c 'import json,sys; b, f, l = (json.load(open(x)) for x in sys.argv[1:4])
+sys.exit(0 if b["precision"] == "bf16" and f["precision"] == "fp32" and l["precision"] == "fp32"
+         and b["confusion"] == f["confusion"] else 1)' "$tmp/b16.json" "$tmp/f32.json" "$tmp/b16l.json"; then
+        ok "precision: bf16 on AMX runs the CNN in bf16 (same answers to 1,000 test images), LeNet in fp32"
+    else
+        not_ok "precision: bf16 on AMX" "$(head -c 300 "$tmp/b16.json")" "$(head -c 300 "$tmp/b16.err")"
+    fi
+else
+    expect 2 'NN_PRECISION=bf16: needs AMX-BF16' "precision: bf16 refused without AMX" -- env NN_PRECISION=bf16 "$EVAL" "$tmp/tiny.safetensors"
+fi
 # ---------------------------------------------------------------- out of distribution
 # A small IDX set (700 training, 300 test images) keeps the fit quick.
 small=$tmp/small

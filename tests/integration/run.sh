@@ -761,9 +761,9 @@ done
     "$("$PY" "$here/metrics.py" "$tmp/metrics.after" sum process_cpu_seconds_total)" \
     "$("$PY" "$here/metrics.py" "$tmp/metrics.before" sum process_cpu_seconds_total)" ||
     fail "process_cpu_seconds_total went down"
-grep -qE '^mnist_build_info\{version="[0-9][^"]*",commit="[0-9A-Za-z._-]+",kernels="[a-z0-9_-]+"\} 1$' "$tmp/metrics.after" ||
-    fail "no mnist_build_info{version,commit,kernels} 1 line: $(grep build_info "$tmp/metrics.after")"
-verdict "process metrics are positive and mnist_build_info names version, commit and kernels"
+grep -qE '^mnist_build_info\{version="[0-9][^"]*",commit="[0-9A-Za-z._-]+",kernels="[a-z0-9_-]+",precision="fp32"\} 1$' "$tmp/metrics.after" ||
+    fail "no mnist_build_info{version,commit,kernels,precision=fp32} 1 line: $(grep build_info "$tmp/metrics.after")"
+verdict "process metrics are positive and mnist_build_info names version, commit, kernels and precision"
 
 # ---------------------------------------------------------------- graceful shutdown
 # SIGTERM starts a drain in two phases. For --drain-delay (4 s here) the
@@ -923,7 +923,7 @@ if NN_ISA=generic start_server "$tmp/server-isa.log" --model lenet="$MODELS/lene
     grep -q ' generic kernels,' "$tmp/server-isa.log" ||
         fail "start-up line does not name the generic kernels: $(grep -m1 threads "$tmp/server-isa.log")"
     http GET /metrics
-    grep -qE '^mnist_build_info\{.*kernels="generic"\} 1$' "$body" ||
+    grep -qE '^mnist_build_info\{.*kernels="generic",precision="fp32"\} 1$' "$body" ||
         fail "mnist_build_info does not say kernels=\"generic\": $(grep build_info "$body")"
     post_png "/predict" "$tmp/fx/mnist_0.png"
     want_code 200
@@ -931,6 +931,42 @@ if NN_ISA=generic start_server "$tmp/server-isa.log" --model lenet="$MODELS/lene
     stop_server 20
 else
     nok "server starts with NN_ISA=generic" "$srv_fail" "$(tail -5 "$tmp/server-isa.log")"
+fi
+
+# ================================================================ precision
+# NN_PRECISION: an unknown value stops the start; bf16 runs the default
+# CNN's convolutions on AMX where the CPU has it (and says so in
+# /v1/models, the start-up line and mnist_build_info, answering the same
+# digits), and stops the start with one line where it has not.
+NN_PRECISION=fp16 start_fail "unknown NN_PRECISION" "NN_PRECISION=fp16" \
+    --model lenet="$MODELS/lenet.safetensors"
+if grep -qw amx_bf16 /proc/cpuinfo && grep -qw amx_tile /proc/cpuinfo &&
+        grep -qw avx512_bf16 /proc/cpuinfo; then
+    if NN_PRECISION=bf16 start_server "$tmp/server-bf16.log" --model cnn="$MODELS/cnn.safetensors" \
+            --model lenet="$MODELS/lenet.safetensors" --default-model cnn --threads 1 --grace 5; then
+        grep -q ' bf16 precision,' "$tmp/server-bf16.log" ||
+            fail "start-up line does not name bf16: $(grep -m1 threads "$tmp/server-bf16.log")"
+        http GET /v1/models
+        prec=$("$PY" -c 'import json, sys; j = json.load(sys.stdin); print(" ".join(m["name"] + "=" + m["precision"] for m in j["models"]))' < "$body")
+        for want in cnn=bf16 lenet=fp32; do
+            case " $prec " in *" $want "*) ;;
+                *) fail "/v1/models precision: $prec (want cnn=bf16, lenet=fp32: LeNet has no chain)" ;; esac
+        done
+        http GET /metrics
+        grep -qE '^mnist_build_info\{.*precision="bf16"\} 1$' "$body" ||
+            fail "mnist_build_info does not say precision=\"bf16\": $(grep build_info "$body")"
+        for i in "${mnist_idx[@]}"; do
+            post_png "/predict" "$tmp/fx/mnist_$i.png"
+            want_code 200 && { want_json 'pred_ok(j)'; want_json "j['prediction'] == ${mnist_lab[$i]}"; }
+        done
+        verdict "NN_PRECISION=bf16 (AMX): CNN in bf16, LeNet fp32, logged, exported, 20 test digits right"
+        stop_server 20
+    else
+        nok "server starts with NN_PRECISION=bf16" "$srv_fail" "$(tail -5 "$tmp/server-bf16.log")"
+    fi
+else
+    NN_PRECISION=bf16 start_fail "NN_PRECISION=bf16 without AMX" "needs AMX-BF16" \
+        --model lenet="$MODELS/lenet.safetensors"
 fi
 
 # ================================================================ the spec

@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "nn/amx.h"
 #include "nn/gemm.h"
 #include "nn/net.h"
 #include "server/buf.h"
@@ -648,9 +649,10 @@ static void test_metrics_process(void **state)
     srv_metrics_render(m, &b, NULL, 0, 0, 1);
     assert_false(b.oom);
     char info[256];
-    snprintf(info, sizeof info, "mnist_build_info{version=\"%s\",commit=\"%s\",kernels=\"%s\"} 1\n",
+    snprintf(info, sizeof info,
+             "mnist_build_info{version=\"%s\",commit=\"%s\",kernels=\"%s\",precision=\"%s\"} 1\n",
              SRV_VERSION, srv_build_commit[0] ? srv_build_commit : "unknown",
-             nn_gemm_path_name(NN_GEMM_PATH_AUTO));
+             nn_gemm_path_name(NN_GEMM_PATH_AUTO), nn_precision_name(nn_precision_get()));
     const char *want[] = {
         info,
         "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total ",

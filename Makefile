@@ -243,8 +243,14 @@ format-check:
 	@clang-format --dry-run --Werror $(FORMAT_SRC) && \
 	    echo "format-check: $(words $(FORMAT_SRC)) files follow .clang-format"
 
+# Then once more in bf16 where the CPU has AMX (NN_PRECISION): accuracy to
+# the image.
 models-check: $(BUILD)/mnist-eval
 	@scripts/each-kernel.sh $(BUILD)/mnist-eval tests/models/check.sh $(BUILD)
+	@if NN_PRECISION=bf16 $(BUILD)/mnist-eval --list-kernels > /dev/null 2>&1; then \
+	    echo "==> NN_PRECISION=bf16 tests/models/check.sh $(BUILD)"; \
+	    NN_PRECISION=bf16 tests/models/check.sh $(BUILD) && echo "precision tested: fp32 bf16"; \
+	else echo "precision tested: fp32 (no AMX-BF16 here)"; fi
 
 # deploy/ renders with kustomize and validates against the Kubernetes schemas.
 deploy-check: $(BUILD)/mnist-server

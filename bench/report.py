@@ -56,7 +56,10 @@ def med(xs):
 
 # (label, workload, field, scale, unit, lower_is_better, goal)
 # goal: ("ratio", x) ours at least x times better; ("max", v) ours <= v;
-# ("min", v) ours >= v; ("peer", workload, side, x): the AVX2-capped rows,
+# ("min", v) ours >= v; ("peerof", workload, x): ours at least x times the
+# peer's figure for workload (None: reported only; rows with no runs of
+# ours are left out: bf16 runs only where the CPU has AMX);
+# ("peer", workload, side, x): the AVX2-capped rows,
 # ours capped at least x times better than side's figure for workload (x
 # None: reported only); ("of", workload, f[, what]) ours >= f times our own
 # figure for workload (<= for lower-is-better rows; the peer column then
@@ -106,6 +109,18 @@ ROWS = [
      ("vs", "server_cnn_c1", "unbatched")),
     ("Server big CNN, 1 connection, batching, p99", "server_cnn_batch_c1", "p99_us", 1e-3, "ms", True,
      ("of", "server_cnn_c1", 1, "unbatched")),
+    # BF16 on AMX (NN_PRECISION=bf16), where the CPU has it: ours in bf16
+    # against the peer's FP32 figure for the same workload.
+    ("Big CNN inference, batch 1, bf16 on AMX", "infer_cnn_bf16", "median_us", 1, "µs", True,
+     ("peerof", "infer_cnn", 4)),
+    ("Server big CNN, 64 connections, bf16 on AMX", "server_cnn_bf16_c64", "rps", 1, "req/s", False,
+     ("peerof", "server_cnn_c64", 8)),
+    ("Server big CNN, 64 connections, bf16 on AMX, p99", "server_cnn_bf16_c64", "p99_us", 1e-3, "ms",
+     True, ("max", 10)),
+    ("Server big CNN, 1 connection, bf16 on AMX", "server_cnn_bf16_c1", "rps", 1, "req/s", False,
+     ("peerof", "server_cnn_c1", None)),
+    ("Server big CNN, 1 connection, bf16 on AMX, p50", "server_cnn_bf16_c1", "p50_us", 1e-3, "ms", True,
+     ("peerof", "server_cnn_c1", None)),
     ("Server errors, all runs", "server_*", "errors", 1, "count", True, ("max", 0)),
     ("Server peak RSS, LeNet", "rss_lenet", "kb", 1 / 1024, "MiB", True, None),
     ("Server peak RSS, big CNN", "rss_cnn", "kb", 1 / 1024, "MiB", True, None),
@@ -130,7 +145,7 @@ for _label, _w, _field, _unit, _x in [
                         ("peer", _w, "peer", None)))
 
 # Rows with no peer figure: ours against ours (before and after).
-OURS_ONLY = {"server_*", "infer_cnn_direct", "wino_cnn"}
+OURS_ONLY = {"server_*", "infer_cnn_direct", "wino_cnn", "infer_cnn_bf16"}
 
 
 def fmt(v):
@@ -157,9 +172,9 @@ def goal_text(goal, unit, lower=False):
     if kind == "of":
         what = goal[3] if len(goal) > 3 else "the PNG path"
         return "%s %.2f of %s (peer column)" % ("<=" if lower else ">=", goal[2], what)
-    if kind == "peer" and goal[-1] is None:
+    if kind in ("peer", "peerof") and goal[-1] is None:
         return "reported"
-    if kind in ("ratio", "peer"):
+    if kind in ("ratio", "peer", "peerof"):
         return ">= %gx" % goal[-1]
     if kind == "max":
         return "<= %g %s" % (x, unit) if unit != "count" else "%g" % x
@@ -210,6 +225,12 @@ def main():
             if failed:
                 ours = None
             ours_runs = peer_runs = []
+        elif goal and goal[0] == "peerof":
+            ours_runs = [v * scale for v in values(runs, w, "ours", field)]
+            if not ours_runs:
+                continue
+            peer_runs = [v * scale for v in values(runs, goal[1], "peer", field)]
+            ours, peer = med(ours_runs), med(peer_runs)
         elif goal and goal[0] == "peer":
             ours_runs = [v * scale for v in values(runs, w, "capped", field)]
             peer_runs = [v * scale for v in values(runs, goal[1], goal[2], field)]
@@ -231,7 +252,7 @@ def main():
             kind, x = goal[0], goal[1]
             if kind == "of":
                 met = peer is not None and (ours <= goal[2] * peer if lower else ours >= goal[2] * peer)
-            elif kind in ("ratio", "peer"):
+            elif kind in ("ratio", "peer", "peerof"):
                 met = ratio is not None and ratio >= goal[-1]
             elif kind == "max":
                 met = ours <= x

@@ -193,6 +193,8 @@ cmd_ours() {
     # and the Winograd layers' effective rate against the direct one.
     infer_cnn_direct) "$BUILD/bench/latency" "$CNN" --direct --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
     wino_cnn) "$BUILD/bench/infer_bench" --arch cnn --iters "$WINO_ITERS" --json ;;
+    # Where the CPU has AMX: the convolutions in bf16 (NN_PRECISION).
+    infer_cnn_bf16) NN_PRECISION=bf16 "$BUILD/bench/latency" "$CNN" --runs "$LAT_RUNS" --seconds "$LAT_SECS" --peak "$PEAK1" ;;
     esac
 }
 cmd_peer() {
@@ -249,6 +251,14 @@ if [ -z "${NN_ISA:-}" ] && [ "${KERNELS##* }" = avx512 ]; then
     meta peer_capped_env "${PEER_AVX2[*]}"
 fi
 meta capped_avx2 "${CAPPED:+yes}"
+# BF16 on AMX (NN_PRECISION=bf16) where this CPU runs it: separate rows,
+# ours only (the peer stays at FP32, as its users run it).
+BF16=
+if [ -z "${NN_ISA:-}" ] && NN_PRECISION=bf16 "$BUILD/mnist-eval" --list-kernels > /dev/null 2>&1; then
+    BF16=yes
+    WORKLOADS="$WORKLOADS infer_cnn_bf16"
+fi
+meta bf16_amx "$BF16"
 cmd_capped() { NN_ISA=avx2 cmd_ours "${1%_avx2}"; }
 cmd_peer_capped() { (export "${PEER_AVX2[@]}" && cmd_peer "${1%_avx2}"); }
 for rep in $(seq 1 "$REPEATS"); do
@@ -256,7 +266,7 @@ for rep in $(seq 1 "$REPEATS"); do
     for w in $WORKLOADS; do
         case $w in
         *_avx2) if [ $((rep % 2)) = 1 ]; then sides="capped peer_capped"; else sides="peer_capped capped"; fi ;;
-        infer_cnn_direct|wino_cnn) sides=ours ;; # no peer figure
+        infer_cnn_direct|wino_cnn|infer_cnn_bf16) sides=ours ;; # no peer figure
         *) sides=$(order "$rep") ;;
         esac
         for side in $sides; do
@@ -368,6 +378,7 @@ meta gunicorn_worker "$BEST_WORKER"
 # server_NAME_batch_cC, compared with ours unbatched in the report.
 server_section() {
     local name=$1 model=$2 ours_pid ours_port peer_pid peer_port batch_pid='' batch_port='' rep c
+    local bf16_pid='' bf16_port=''
     local side port j w sides
     shift 2
     start_ours "$name" "$model"
@@ -378,6 +389,10 @@ server_section() {
         batch_pid=$SERVER_PID batch_port=$SERVER_PORT
         meta batch_args "$BATCH_ARGS"
     fi
+    if [ "${SECTION_BF16:-0}" = 1 ]; then
+        NN_PRECISION=bf16 start_ours "$name-bf16" "$model"
+        bf16_pid=$SERVER_PID bf16_port=$SERVER_PORT
+    fi
     # shellcheck disable=SC2086
     start_peer "$name" "$model" --worker-class $BEST_WORKER
     peer_pid=$SERVER_PID peer_port=$SERVER_PORT
@@ -385,12 +400,14 @@ server_section() {
         for c in "$@"; do
             sides=$(order "$rep")
             [ -z "$batch_pid" ] || sides="$sides batch"
+            [ -z "$bf16_pid" ] || sides="$sides bf16"
             for side in $sides; do
                 w=server_${name}_c$c
                 case $side in
                 ours) port=$ours_port ;;
                 peer) port=$peer_port ;;
                 batch) port=$batch_port w=server_${name}_batch_c$c ;;
+                bf16) port=$bf16_port w=server_${name}_bf16_c$c ;;
                 esac
                 wrk_json "$port" "$c" "$WRK_WARM" >/dev/null || true
                 j=$(wrk_json "$port" "$c" "$WRK_SECS" || true)
@@ -400,7 +417,7 @@ server_section() {
                 else
                     log "$w $side $rep: $j"
                 fi
-                [ "$side" = batch ] && side=ours
+                case $side in batch|bf16) side=ours ;; esac
                 record "$w" "$side" "$rep" "$j"
                 # Ours only (the peer has no v2 protocol): LeNet at 64
                 # connections through /v2 with a UINT8 tensor, right after
@@ -420,11 +437,12 @@ server_section() {
     stop_server "$ours_pid"
     stop_server "$peer_pid"
     [ -z "$batch_pid" ] || stop_server "$batch_pid"
+    [ -z "$bf16_pid" ] || stop_server "$bf16_pid"
 }
 log "== servers: LeNet at 64 and 8 connections"
 server_section lenet "$LENET" 64 8
 log "== servers: big CNN at 64 and 1 connections, with and without dynamic batching"
-SECTION_BATCH=1 server_section cnn "$CNN" 64 1
+SECTION_BATCH=1 SECTION_BF16=${BF16:+1} server_section cnn "$CNN" 64 1
 
 # ---- report ----------------------------------------------------------------------
 q=()

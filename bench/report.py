@@ -145,7 +145,7 @@ for _label, _w, _field, _unit, _x in [
                         ("peer", _w, "peer", None)))
 
 # Rows with no peer figure: ours against ours (before and after).
-OURS_ONLY = {"server_*", "infer_cnn_direct", "wino_cnn", "infer_cnn_bf16"}
+OURS_ONLY = {"server_*", "infer_cnn_direct", "wino_cnn", "infer_cnn_bf16", "server_cnn_bf16_c64"}
 
 
 def fmt(v):

@@ -218,8 +218,8 @@ static size_t blk_row(const struct amx_layer *l, int q)
     return (size_t)l->cs.s * ((size_t)oh * l->Wp + ow);
 }
 
-/* The layer's geometry and mode; returns the scratch bytes it needs past
- * *off (its buffers are placed from there). */
+/* The layer's geometry and mode; its scratch buffers are placed from
+ * *off on, which moves past them. */
 static void layer_plan(struct amx_layer *l, int first, size_t *off)
 {
     const nn_conv_shape *cs = &l->cs;

@@ -60,7 +60,9 @@ size_t nn_amx_scratch_size(const nn_amx *a);
 
 /* x [n, C, H, W] fp32 (the first layer's input) -> y [n, O, OH, OW] fp32
  * (the last layer's output), image by image. scratch: nn_amx_scratch_size
- * bytes, 64-byte aligned, zeroed before the first call. */
+ * bytes, 64-byte aligned, zeroed before the first call. Only where
+ * nn_amx_supported() is 1: elsewhere the instructions fault (a build for
+ * another architecture has no body here). */
 void nn_amx_forward(const nn_amx *a, const float *x, float *y, int n, void *scratch);
 
 /* The precision nn_net_plan gives inference: NN_PREC_FP32 (the default),

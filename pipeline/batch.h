@@ -15,19 +15,25 @@
  *   pipe_batcher_free(b);           // no request may still be inside
  *
  * How a batch forms (leader/followers; no thread of its own):
- *   - A request enqueues its images and waits on a condition variable.
- *   - When no batch is collecting, one waiting request becomes the leader.
- *     It waits until the queue holds max_size images, or until the
- *     oldest queued image has waited delay_us, or until no other image for
- *     this model is on its way (pipe_batcher_expect: decoding or
- *     preprocessing on another thread) - so a lone request at low load
- *     waits for nobody - or until pipe_batcher_close.
- *   - It then waits for one of the executors (batches running at once,
- *     normally one per core; meanwhile more requests queue up), takes
- *     whole requests from the front of the queue up to max_size images,
- *     hands the collecting role on, runs the forward pass in the
- *     executor's workspace, writes every request's answers and wakes them.
- *     A leader whose own request did not fit runs again or waits.
+ *   - A request enqueues its images and sleeps on a condition variable
+ *     of its own; each change wakes only the thread it concerns.
+ *   - The owner of the request at the head of the queue is the leader.
+ *     Work first: while another executor (batches running at once,
+ *     normally one per core) is idle, it runs at once, taking only its
+ *     share of the queue (ceil(queued / free executors)) so the next
+ *     leader can take the rest to another core - a core idling with
+ *     images queued costs more than batching saves on a CPU.
+ *   - When its executor would be the last free one, it waits to fill:
+ *     until the queue holds max_size images, or the oldest queued image
+ *     has waited delay_us, or no other image for this model is on its
+ *     way (pipe_batcher_expect: decoding or preprocessing on another
+ *     thread) - so a lone request at low load waits for nobody - or
+ *     until pipe_batcher_close. When every executor is busy it waits
+ *     for one (meanwhile more requests queue up).
+ *   - It takes whole requests from the front of the queue (its own
+ *     first), hands the leader's role to the owner of the new head, runs
+ *     the forward pass in the executor's workspace, writes every
+ *     request's answers and wakes their owners.
  * The leader is a request thread that would otherwise run its own forward
  * pass: no hand-off to another thread, no extra context switch, and no
  * worker thread to start or stop. Every wait is bounded (the delay, or a

@@ -327,10 +327,13 @@ static void wino_pack_s2d(float *xp, float *xt, const float *x, const nn_conv_sh
 #define WX_CONSTS(X)
 #endif
 
-/* The transforms: 4 lanes (portable, SSE on x86), and 8 (AVX2) for the
- * AVX2 and AVX-512 kernel paths, which only run where the CPU has AVX2
- * (the transforms are loads, adds and stores: wider than 8 gains little
- * on maps this small). */
+/* The transforms: 4 lanes (portable, SSE on x86), 8 (AVX2) for the AVX2
+ * kernel path and 16 (AVX-512) for the AVX-512 one. They are loads, adds
+ * and stores, lane by lane, so every width gives the same bits. On the
+ * AMX Xeon 16 lanes against 8 took the default CNN's batch-1 forward
+ * from a median of 428 to 400 us (14 of 16 interleaved pairs faster) and
+ * its training step at batch 64 from 164, 182, 144 to 149, 165, 145 ms,
+ * the loss the same to the last digit. */
 typedef float v4f __attribute__((vector_size(16)));
 typedef int v4i __attribute__((vector_size(16)));
 #define WX_VT v4f
@@ -353,6 +356,19 @@ typedef int v8i __attribute__((vector_size(32)));
 #define WX_VL 8
 #define WX_FN(x) x##_v8
 #define WX_ATTR __attribute__((target("avx2")))
+#include "nn/wino_xf.h"
+#undef WX_VT
+#undef WX_VI
+#undef WX_VL
+#undef WX_FN
+#undef WX_ATTR
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+#define WX_VT v16f
+#define WX_VI v16i
+#define WX_VL 16
+#define WX_FN(x) x##_v16
+#define WX_ATTR __attribute__((target("avx512f")))
 #include "nn/wino_xf.h"
 #undef WX_VT
 #undef WX_VI
@@ -394,7 +410,7 @@ static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *c
 
 /* V of n images x: bordered channels last into xp (space-to-depth for
  * stride 2, by way of V's region), then the input transform, 8 lanes on
- * the AVX2 and AVX-512 paths; planar as input_transform's. */
+ * the AVX2 path, 16 on the AVX-512 one; planar as input_transform's. */
 static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape *cs, int n,
                        const struct wino_geom *gm, size_t planar)
 {
@@ -405,6 +421,10 @@ static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape 
         wino_pack_input(xp, x, cs, n, gm);
 #if NN_X86
     const int path = nn_gemm_get_path();
+    if (path == NN_GEMM_PATH_AVX512) {
+        input_transform_v16(V, xp, &e, n, gm, planar);
+        return;
+    }
     if (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512) {
         input_transform_v8(V, xp, &e, n, gm, planar);
         return;
@@ -435,7 +455,9 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
             nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O), 0.0f,
                             M + (size_t)q * O, P * O);
 #if NN_X86
-        if (wide)
+        if (path == NN_GEMM_PATH_AVX512)
+            output_transform_v16(Yt, M, b, relu, cs, n, &gm);
+        else if (wide)
             output_transform_v8(Yt, M, b, relu, cs, n, &gm);
         else
 #endif

@@ -220,14 +220,25 @@ static void check_shape4_ks_row(const int *r)
 }
 
 /* Shapes: the big CNN's three (24x24, 10x10 and 8x8 outputs), odd maps
- * (a dropped grid row and column), channel counts off the 4-lane vectors,
+ * (a dropped grid row and column), channel counts off the 4-, 8- and
+ * 16-lane vectors,
  * padding 0, 1 and 2, one row or column of outputs, and batches that fill
  * several chunks of tiles (nn_wino_group) with a partial last one. */
 static const int s1_cases[][6] = {
     /* C, H, W, O, p, g */
-    {32, 26, 26, 32, 0, 1}, {32, 12, 12, 64, 0, 3}, {64, 10, 10, 64, 0, 2}, {3, 9, 11, 5, 1, 2},
-    {2, 3, 3, 1, 0, 1},     {5, 7, 4, 6, 2, 1},     {4, 3, 8, 4, 0, 3},     {6, 13, 5, 7, 1, 4},
-    {8, 6, 6, 4, 1, 37},    {7, 5, 5, 9, 0, 70}};
+    {32, 26, 26, 32, 0, 1},
+    {32, 12, 12, 64, 0, 3},
+    {64, 10, 10, 64, 0, 2},
+    {3, 9, 11, 5, 1, 2},
+    {2, 3, 3, 1, 0, 1},
+    {5, 7, 4, 6, 2, 1},
+    {4, 3, 8, 4, 0, 3},
+    {6, 13, 5, 7, 1, 4},
+    {8, 6, 6, 4, 1, 37},
+    {7, 5, 5, 9, 0, 70},
+    /* Whole 16-lane vectors and a remainder (AVX-512 transforms). */
+    {20, 9, 9, 24, 1, 2},
+    {40, 6, 7, 18, 0, 1}};
 
 /* Each by F(2x2) and by F(4x4) (for which most maps are not multiples of
  * 4: up to three dropped grid rows and columns). */
@@ -250,7 +261,8 @@ static const int s2_cases[][8] = {/* C, H, W, O, k, s, p, g */
                                   {3, 9, 11, 5, 5, 2, 2, 3},    {5, 7, 6, 6, 5, 2, 0, 1},
                                   {2, 5, 5, 3, 5, 2, 1, 2},     {6, 10, 9, 4, 4, 2, 1, 1},
                                   {4, 12, 12, 7, 6, 2, 3, 2},   {7, 5, 5, 9, 5, 2, 2, 40},
-                                  {1, 6, 6, 2, 5, 2, 2, 1},     {8, 11, 13, 8, 4, 2, 0, 70}};
+                                  {1, 6, 6, 2, 5, 2, 2, 1},     {8, 11, 13, 8, 4, 2, 0, 70},
+                                  {5, 9, 9, 20, 5, 2, 2, 2}};
 
 static void test_wino_s2d_vs_ref(void **s)
 {

@@ -867,6 +867,39 @@ static float deskew_bg(const nn_net *net) { return -net->meta.input_mean / net->
 /* Runs layers [i0, i1) on images [b0, b0 + n) of the batch in inference
  * or training mode (training: all layers, b0 0): each layer's kernel
  * (layers.h, conv.h) on its input and output buffers. */
+/* Layer i runs by the plan's Winograd in this forward: inference with a
+ * plan and the workspace's scratch sized for it. */
+static int runs_wino(const nn_net *net, const nn_ws *ws, int i, int train)
+{
+    return !train && net->plan && net->plan->wino[i] && ws->wino[i];
+}
+
+/* Layers between two convolutions that leave the layout alone: ReLU is
+ * element-wise (in place or fused), inference skips dropout. */
+static int layout_free(const nn_layer *L) { return L->kind == NN_RELU || L->kind == NN_DROPOUT; }
+
+/* The layout flags of Winograd layer i (nn_wino_forward_nl): its output
+ * stays channels last when the next layer that computes is a Winograd
+ * convolution too, and its input is channels last when the one before
+ * was. The big CNN's four Winograd layers in a row so skip three
+ * transposes out and back. Decided from the net, the plan and the
+ * workspace alone, so both ends agree whichever range runs them. */
+static int wino_layout(const nn_net *net, const nn_ws *ws, int i, int train)
+{
+    /* An AMX chain (which reads and writes [C, H, W]) may take over any
+     * of the neighbours: no channels-last hand-over then. */
+    if (ws->amx_scratch && net->plan && net->plan->amx) return 0;
+    int lay = 0, j = i + 1;
+    while (j < net->nlayers && layout_free(&net->layers[j])) j++;
+    if (j < net->nlayers && net->layers[j].kind == NN_CONV2D && runs_wino(net, ws, j, train))
+        lay |= NN_WINO_OUT_NHWC;
+    j = i - 1;
+    while (j >= 0 && layout_free(&net->layers[j])) j--;
+    if (j >= 0 && net->layers[j].kind == NN_CONV2D && runs_wino(net, ws, j, train))
+        lay |= NN_WINO_IN_NHWC;
+    return lay;
+}
+
 static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, int n, int train,
                           uint64_t seed, int update_stats, float *stats)
 {
@@ -892,9 +925,10 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
         case NN_CONV2D: {
             nn_conv_shape cs;
             conv_shape(&cs, L);
-            if (!train && ws->wino[i] && net->plan && net->plan->wino[i]) {
-                nn_wino_forward_n(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n, ws->scratch,
-                                  ws->fuse[i], net->plan->wino[i]);
+            if (runs_wino(net, ws, i, train)) {
+                nn_wino_forward_nl(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n,
+                                   ws->scratch, ws->fuse[i], net->plan->wino[i],
+                                   wino_layout(net, ws, i, train));
                 break;
             }
             if (train && ws->wtrain[i] && ws->wino_on) {

@@ -251,9 +251,11 @@ size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g, int m)
 }
 
 /* x [n, C, H, W] into xp [n, Hp, Wp, C] at (r + p, s + p), zeros around;
- * 4 x 4 blocks (channels x columns) transposed at once. */
+ * 4 x 4 blocks (channels x columns) transposed at once. With nhwc, x is
+ * [n, H, W, C] already (a previous layer's nn_wino_forward_nl output):
+ * each row is one copy. */
 static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, int n,
-                            const struct wino_geom *gm)
+                            const struct wino_geom *gm, int nhwc)
 {
     const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hp = gm->Hp, Wp = gm->Wp;
     const size_t row = (size_t)Wp * C;
@@ -272,6 +274,10 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
             /* Rows past the tile grid (H + p > Hp) and columns past it are
              * never read: the grid covers every output's inputs. */
             const int wmax = right - p;
+            if (nhwc) {
+                memcpy(r + (size_t)p * C, src + (size_t)h * W * C, sizeof(float) * wmax * C);
+                continue;
+            }
             int c = 0;
             for (; c + 4 <= C; c += 4) {
                 const float *s0 = src + ((size_t)c * H + h) * W;
@@ -296,12 +302,12 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
  * z pixel are the adjacent xt pixels (2r + a, 2j) and (2r + a, 2j + 1):
  * one copy of 2C floats. */
 static void wino_pack_s2d(float *xp, float *xt, const float *x, const nn_conv_shape *cs, int n,
-                          const struct wino_geom *gm)
+                          const struct wino_geom *gm, int nhwc)
 {
     struct wino_geom g2 = *gm;
     g2.Hp = 2 * gm->Hp;
     g2.Wp = 2 * gm->Wp;
-    wino_pack_input(xt, x, cs, n, &g2);
+    wino_pack_input(xt, x, cs, n, &g2, nhwc);
     const int C = cs->C, Hp = gm->Hp, Wp = gm->Wp;
     for (int i = 0; i < n; i++)
         for (int r = 0; r < Hp; r++)
@@ -412,13 +418,13 @@ static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *c
  * stride 2, by way of V's region), then the input transform, 8 lanes on
  * the AVX2 path, 16 on the AVX-512 one; planar as input_transform's. */
 static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape *cs, int n,
-                       const struct wino_geom *gm, size_t planar)
+                       const struct wino_geom *gm, size_t planar, int nhwc)
 {
     const nn_conv_shape e = wino_shape(cs);
     if (wino_s2d(cs))
-        wino_pack_s2d(xp, V, x, cs, n, gm);
+        wino_pack_s2d(xp, V, x, cs, n, gm, nhwc);
     else
-        wino_pack_input(xp, x, cs, n, gm);
+        wino_pack_input(xp, x, cs, n, gm, nhwc);
 #if NN_X86
     const int path = nn_gemm_get_path();
     if (path == NN_GEMM_PATH_AVX512) {
@@ -433,8 +439,21 @@ static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape 
     input_transform_v4(V, xp, &e, n, gm, planar);
 }
 
-void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
-                       const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
+/* y [n, OH, OW, O] from Yt [n, GH, GW, O]: the grid's rows cropped,
+ * one copy each. */
+static void wino_crop_output(float *y, const float *Yt, const nn_conv_shape *cs, int n,
+                             const struct wino_geom *gm)
+{
+    const int O = cs->O, OH = cs->OH, OW = cs->OW, GW = gm->m * gm->TW, GH = gm->m * gm->TH;
+    for (int i = 0; i < n; i++)
+        for (int oh = 0; oh < OH; oh++)
+            memcpy(y + ((size_t)i * OH + oh) * OW * O, Yt + ((size_t)i * GH + oh) * GW * O,
+                   sizeof(float) * (size_t)OW * O);
+}
+
+void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b,
+                        const nn_conv_shape *cs, int g, float *scratch, int relu, int mt,
+                        int layout)
 {
     struct wino_geom gm;
     wino_geom_m(&gm, cs, mt);
@@ -450,20 +469,34 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
         wino_regions(cs, n, mt, &ra, &rb);
         float *xp = scratch, *M = scratch, *V = scratch + ra, *Yt = scratch + ra;
         const int T = (int)(gm.tiles * n);
-        wino_input(V, xp, x + i0 * nin, cs, n, &gm, 0);
+        /* Channels last on a grid the outputs fill exactly: the output
+         * transform writes y itself. */
+        float *Yo = (layout & NN_WINO_OUT_NHWC) && gm.m * gm.TH == cs->OH && gm.m * gm.TW == cs->OW
+                        ? y + i0 * nout
+                        : Yt;
+        wino_input(V, xp, x + i0 * nin, cs, n, &gm, 0, layout & NN_WINO_IN_NHWC);
         for (int q = 0; q < P; q++)
             nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O), 0.0f,
                             M + (size_t)q * O, P * O);
 #if NN_X86
         if (path == NN_GEMM_PATH_AVX512)
-            output_transform_v16(Yt, M, b, relu, cs, n, &gm);
+            output_transform_v16(Yo, M, b, relu, cs, n, &gm);
         else if (wide)
-            output_transform_v8(Yt, M, b, relu, cs, n, &gm);
+            output_transform_v8(Yo, M, b, relu, cs, n, &gm);
         else
 #endif
-            output_transform_v4(Yt, M, b, relu, cs, n, &gm);
-        wino_unpack_output(y + i0 * nout, Yt, cs, n, &gm);
+            output_transform_v4(Yo, M, b, relu, cs, n, &gm);
+        if (Yo == Yt && (layout & NN_WINO_OUT_NHWC))
+            wino_crop_output(y + i0 * nout, Yt, cs, n, &gm);
+        else if (Yo == Yt)
+            wino_unpack_output(y + i0 * nout, Yt, cs, n, &gm);
     }
+}
+
+void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
+                       const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
+{
+    nn_wino_forward_nl(y, x, u, b, cs, g, scratch, relu, mt, 0);
 }
 
 /* ---- F(4x4,3x3) ----------------------------------------------------------
@@ -739,7 +772,7 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
         const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 4);
-        wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs);
+        wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs, 0);
         /* xp is dead: its region holds the rows of dy. */
         wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp);
         for (int q = 0; q < 16; q++)

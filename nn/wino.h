@@ -81,6 +81,15 @@ size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g, int m);
  * bias. */
 void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
                        const nn_conv_shape *cs, int g, float *scratch, int relu, int m);
+/* The same with the layout of x and y chosen: NN_WINO_IN_NHWC, x is
+ * [g, H, W, C]; NN_WINO_OUT_NHWC, y is [g, OH, OW, O] (channels last, the
+ * layout the transforms work in: two Winograd layers in a row skip a
+ * transpose out and back). 0: both [g, C, H, W], as nn_wino_forward_n. */
+#define NN_WINO_IN_NHWC 1
+#define NN_WINO_OUT_NHWC 2
+void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b,
+                        const nn_conv_shape *cs, int g, float *scratch, int relu, int m,
+                        int layout);
 
 /* The input gradient of a convolution nn_wino_fits takes, by Winograd:
  * dx [g,C,H,W] (overwritten) from dy [g,O,OH,OW], with u the transformed

@@ -620,6 +620,125 @@ static void test_plan(void **s)
     nn_net_free(net);
 }
 
+/* [g, C, P] <-> [g, P, C]: to channels last (back = 0) or from it. */
+static void to_nhwc(float *dst, const float *src, int g, int C, int P, int back)
+{
+    for (int i = 0; i < g; i++)
+        for (int c = 0; c < C; c++)
+            for (int q = 0; q < P; q++) {
+                size_t a = ((size_t)i * C + c) * P + q, b = ((size_t)i * P + q) * C + c;
+                if (back)
+                    dst[a] = src[b];
+                else
+                    dst[b] = src[a];
+            }
+}
+
+/* Channels last in, out or both (nn_wino_forward_nl): the same floats as
+ * [C, H, W] in and out, bit for bit (only copies differ), on every kernel
+ * path (each transform width writes y in place), by F(2x2) and
+ * F(4x4): grids the outputs fill exactly (the output transform writes y
+ * in place) or not (cropped), stride 2, odd channel counts, and batches
+ * past a chunk of tiles. */
+static void wino_layouts_on_path(void)
+{
+    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
+                                   {32, 26, 26, 32, 3, 1, 0, 2}, {32, 12, 12, 64, 3, 1, 0, 3},
+                                   {7, 9, 11, 5, 3, 1, 1, 2},    {32, 24, 24, 32, 5, 2, 2, 1},
+                                   {5, 9, 9, 20, 5, 2, 2, 2},    {8, 6, 6, 4, 3, 1, 1, 37},
+                                   {6, 10, 9, 4, 4, 2, 1, 40}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int mt = 2; mt <= 4; mt += 2) {
+            const int *r = cases[c];
+            nn_conv_shape cs = {r[0], r[1], r[2], r[3], r[4], r[5], r[6], 0, 0};
+            cs.OH = (cs.H + 2 * cs.p - cs.k) / cs.s + 1;
+            cs.OW = (cs.W + 2 * cs.p - cs.k) / cs.s + 1;
+            const int g = r[7];
+            const size_t nx = (size_t)cs.C * cs.H * cs.W, ny = (size_t)cs.O * cs.OH * cs.OW;
+            const size_t nw = (size_t)cs.O * cs.C * cs.k * cs.k, nu = nn_wino_weights_size(&cs, mt);
+            const size_t nscr = nn_wino_scratch_size(&cs, g, mt);
+            float *x = malloc(g * nx * 4), *xl = malloc(g * nx * 4), *w = malloc(nw * 4),
+                  *b = malloc(cs.O * 4), *u = malloc(nu * 4), *y = malloc(g * ny * 4),
+                  *yl = malloc(g * ny * 4), *yb = malloc(g * ny * 4), *scr = malloc((nscr + 1) * 4);
+            assert_true(x && xl && w && b && u && y && yl && yb && scr);
+            fill(x, g * nx, 500 + c, 1.0f);
+            fill(w, nw, 600 + c, 0.3f);
+            fill(b, cs.O, 700 + c, 0.5f);
+            nn_wino_weights(u, w, &cs, mt);
+            to_nhwc(xl, x, g, cs.C, cs.H * cs.W, 0);
+            nn_wino_forward_n(y, x, u, b, &cs, g, scr, 1, mt);
+            for (int lay = 1; lay <= 3; lay++) {
+                scr[nscr] = 12345.0f;
+                nn_wino_forward_nl(yl, lay & NN_WINO_IN_NHWC ? xl : x, u, b, &cs, g, scr, 1, mt,
+                                   lay);
+                assert_true(scr[nscr] == 12345.0f);
+                if (lay & NN_WINO_OUT_NHWC)
+                    to_nhwc(yb, yl, g, cs.O, cs.OH * cs.OW, 1);
+                else
+                    memcpy(yb, yl, g * ny * 4);
+                if (memcmp(yb, y, g * ny * 4) != 0)
+                    fail_msg("F%d case %zu layout %d: not the [C, H, W] result", mt, c, lay);
+            }
+            free(x);
+            free(xl);
+            free(w);
+            free(b);
+            free(u);
+            free(y);
+            free(yl);
+            free(yb);
+            free(scr);
+        }
+}
+
+static void test_wino_layouts(void **s)
+{
+    (void)s;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        wino_layouts_on_path();
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
+/* A planned net whose Winograd layers follow each other (through a ReLU,
+ * a dropout, a stride-2 layer and a padded one) hands channels last from
+ * one to the next: the same probabilities as the direct net, to
+ * rounding, as test_plan. */
+static void test_plan_chain(void **s)
+{
+    (void)s;
+    const char *arch =
+        "[{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"dropout\",\"p\":0.3},"
+        "{\"type\":\"conv2d\",\"out\":12,\"k\":5,\"stride\":2,\"pad\":2},"
+        "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":6,\"k\":3,\"pad\":1},"
+        "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    nn_net *net = make_net(arch, 1, 20, 20, 5);
+    char err[256];
+    const int n = 3;
+    float x[3 * 400], p1[30], p2[30], z1[30], z2[30];
+    fill(x, 3 * 400, 13, 1.0f);
+    for (int i = 0; i < 3 * 400; i++) x[i] = x[i] * 0.5f + 0.5f;
+    nn_ws *direct = nn_ws_create(net, n, 0);
+    assert_non_null(direct);
+    nn_net_forward(net, direct, x, n, p1, z1);
+    assert_int_equal(nn_net_plan(net, err, sizeof err), 0);
+    assert_int_equal(nn_net_plan_wino_layers(net), 3);
+    nn_ws *planned = nn_ws_create(net, n, 0);
+    assert_non_null(planned);
+    nn_net_forward(net, planned, x, n, p2, z2);
+    for (int i = 0; i < 30; i++) {
+        assert_float_equal(z1[i], z2[i], 1e-4);
+        assert_float_equal(p1[i], p2[i], 1e-5);
+    }
+    nn_ws_free(direct);
+    nn_ws_free(planned);
+    nn_net_free(net);
+}
+
 /* A folded copy comes planned; training ignores a plan. */
 static void test_fold_plans(void **s)
 {
@@ -799,6 +918,7 @@ int main(void)
         cmocka_unit_test(test_wino_vs_ref),        cmocka_unit_test(test_wino_s2d_vs_ref),
         cmocka_unit_test(test_wino_dx_vs_ref),     cmocka_unit_test(test_wino_dw_vs_ref),
         cmocka_unit_test(test_wino_bound_catches), cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_wino_layouts),       cmocka_unit_test(test_plan_chain),
         cmocka_unit_test(test_fold_plans),         cmocka_unit_test(test_ensemble_unplan),
         cmocka_unit_test(test_training_wino),      cmocka_unit_test(test_training_wino_shared),
     };

@@ -224,7 +224,34 @@ static float head_score(const nn_ood *o, const float *f)
     int d = o->d;
     double g[NN_OOD_MAX_DIM], z = o->b2;
     for (int j = 0; j < d; j++) g[j] = ((double)f[j] - o->norm[j]) / o->norm[d + j];
-    for (int i = 0; i < o->h; i++) {
+    /* Hidden units HEAD_ROWS at a time: each unit's sum runs over j in
+     * order, as one at a time would (the same bits), but the rows' chains
+     * of adds overlap instead of waiting on each other (the score was 3%
+     * of the default CNN's batch-1 pass). */
+    enum { HEAD_ROWS = 8 };
+    int i = 0;
+    for (; i + HEAD_ROWS <= o->h; i += HEAD_ROWS) {
+        const float *w = o->w1 + (size_t)i * d;
+        /* Named, so they stay in registers (an array was vectorised in
+         * pairs through the stack, one store-forward per add). */
+        double a0 = o->b1[i], a1 = o->b1[i + 1], a2 = o->b1[i + 2], a3 = o->b1[i + 3];
+        double a4 = o->b1[i + 4], a5 = o->b1[i + 5], a6 = o->b1[i + 6], a7 = o->b1[i + 7];
+        for (int j = 0; j < d; j++) {
+            const double gj = g[j];
+            a0 += w[j] * gj;
+            a1 += w[d + j] * gj;
+            a2 += w[2 * d + j] * gj;
+            a3 += w[3 * d + j] * gj;
+            a4 += w[4 * d + j] * gj;
+            a5 += w[5 * d + j] * gj;
+            a6 += w[6 * d + j] * gj;
+            a7 += w[7 * d + j] * gj;
+        }
+        const double a[HEAD_ROWS] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        for (int r = 0; r < HEAD_ROWS; r++)
+            if (a[r] > 0.0) z += o->w2[i + r] * a[r];
+    }
+    for (; i < o->h; i++) {
         const float *w = o->w1 + (size_t)i * d;
         double a = o->b1[i];
         for (int j = 0; j < d; j++) a += w[j] * g[j];

@@ -492,7 +492,7 @@ static void test_head_method(void **state)
     nn_ood_head_cfg cfg;
     nn_ood_head_cfg_default(&cfg);
     assert_int_equal(cfg.hidden, 64);
-    cfg.hidden = 8;
+    cfg.hidden = 11; /* a block of 8 units and 3 more (head_score) */
     cfg.epochs = 300;
     cfg.batch = 16;
     cfg.lr = 1e-2f;
@@ -500,7 +500,7 @@ static void test_head_method(void **state)
     nn_ood *o = nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err);
     if (!o) fail_msg("%s", err);
     assert_int_equal(o->method, NN_OOD_HEAD);
-    assert_int_equal(o->h, 8);
+    assert_int_equal(o->h, 11);
     assert_true(o->threshold < 0); /* none chosen yet */
 
     /* Unseen images: outliers score higher. */
@@ -525,13 +525,13 @@ static void test_head_method(void **state)
     /* Same seed, same head; another seed, another. */
     nn_ood *o2 = nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err);
     assert_non_null(o2);
-    assert_memory_equal(o2->w1, o->w1, sizeof(float) * 8 * D);
+    assert_memory_equal(o2->w1, o->w1, sizeof(float) * 11 * D);
     assert_true(o2->b2 == o->b2);
     nn_ood_free(o2);
     cfg.seed = 4;
     o2 = nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err);
     assert_non_null(o2);
-    assert_true(memcmp(o2->w1, o->w1, sizeof(float) * 8 * D) != 0);
+    assert_true(memcmp(o2->w1, o->w1, sizeof(float) * 11 * D) != 0);
     nn_ood_free(o2);
 
     /* Bad settings and parameters: refused with a message. */
@@ -569,7 +569,7 @@ static void test_head_method(void **state)
     assert_non_null(back->ood);
     assert_int_equal(back->ood->method, NN_OOD_HEAD);
     assert_true((float)back->ood->threshold == (float)o->threshold); /* saved as %.9g */
-    assert_memory_equal(back->ood->w1, o->w1, sizeof(float) * 8 * D);
+    assert_memory_equal(back->ood->w1, o->w1, sizeof(float) * 11 * D);
     assert_memory_equal(back->ood->norm, o->norm, sizeof(float) * 2 * D);
 
     /* Served from the folded net, as the server runs it. */

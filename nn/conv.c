@@ -564,6 +564,105 @@ static void conv_forward_c1(float *y, const float *x, const float *w, const floa
 #endif
 }
 
+/* ---- few output positions, direct ----------------------------------------
+ * A late layer of a small image has a handful of output positions and a
+ * deep reduction: the big CNN's 5x5 stride-2 layer maps 64 channels of
+ * 8 x 8 to 64 of 4 x 4, K = 1600 products for each of P = 16 positions.
+ * Its im2col panels are one column wide per position, so the GEMM spends
+ * on packing what it saves in the multiply, and Winograd (by space-to-
+ * depth) reads 2.5 times the weights (1 MiB) for 4 tiles. Here an
+ * image's P <= 16 positions are the lanes of one vector: its im2col
+ * matrix [K, 16] is gathered once (row (c, ki, kj) is the padded image
+ * at a fixed index vector, (oh s) Wp + ow s, from offset (c, ki, kj)),
+ * then each output channel is a sum over K of a broadcast weight times a
+ * row, eight channels at a time in registers, the weights read once in
+ * order. AVX-512 only, like the first layer's direct kernel; the
+ * inference plan keeps such layers direct (nn_net_plan, which says why). */
+#define SP_MAX_P 16
+#define SP_BLOCK 8
+
+static int sp_fits(const nn_conv_shape *cs)
+{
+#if NN_X86
+    return nn_gemm_get_path() == NN_GEMM_PATH_AVX512 && cs->OH * cs->OW <= SP_MAX_P;
+#else
+    (void)cs;
+    return 0;
+#endif
+}
+
+int nn_conv2d_few_outputs(const nn_conv_shape *cs) { return sp_fits(cs); }
+
+/* The padded image, then the gathered rows [K, 16]. */
+static size_t sp_scratch(const nn_conv_shape *cs)
+{
+    if (cs->OH * cs->OW > SP_MAX_P) return 0;
+    size_t K = (size_t)cs->C * cs->k * cs->k;
+    return padded_size(1, cs->C, cs->H, cs->W, cs->p) + K * SP_MAX_P;
+}
+
+#if NN_X86
+/* Channels [o0, o0 + nb) of one image: a[q] accumulates channel o0 + q
+ * over the K rows of col; nb is a constant at each call. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+sp_block(float *y, const float *col, const float *w, const float *b, int K, int P, int relu,
+         __mmask16 m, int o0, const int nb)
+{
+    __m512 a[SP_BLOCK];
+    const float *wo = w + (size_t)o0 * K;
+    _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++) a[q] =
+        _mm512_set1_ps(b ? b[o0 + q] : 0.0f);
+    for (int k = 0; k < K; k++) {
+        const __m512 c = _mm512_loadu_ps(col + (size_t)k * SP_MAX_P);
+        _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++) a[q] =
+            _mm512_fmadd_ps(_mm512_set1_ps(wo[(size_t)q * K + k]), c, a[q]);
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++)
+        _mm512_mask_storeu_ps(y + (size_t)(o0 + q) * P, m, relu ? _mm512_max_ps(a[q], zero) : a[q]);
+}
+
+/* y [O, OH, OW] of one padded image xp [C, H + 2p, W + 2p]. */
+__attribute__((target("avx512f"))) static void sp_image(float *y, const float *xp, const float *w,
+                                                        const float *b, const nn_conv_shape *cs,
+                                                        float *col, int relu)
+{
+    const int k = cs->k, OW = cs->OW, P = cs->OH * cs->OW;
+    const int Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p, K = cs->C * k * k;
+    const __mmask16 m = (__mmask16)((1u << P) - 1u);
+    int idx[SP_MAX_P] = {0};
+    for (int q = 0; q < P; q++) idx[q] = (q / OW) * cs->s * Wp + (q % OW) * cs->s;
+    const __m512i vi = _mm512_loadu_si512(idx);
+    for (int c = 0; c < cs->C; c++)
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                const float *base = xp + ((size_t)c * Hp + ki) * Wp + kj;
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vi, base, 4);
+                _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
+            }
+    int o0 = 0;
+    for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK) sp_block(y, col, w, b, K, P, relu, m, o0, 8);
+    for (; o0 < cs->O; o0++) sp_block(y, col, w, b, K, P, relu, m, o0, 1);
+}
+#endif
+
+/* y [g, O, OH, OW] of x [g, C, H, W], one image at a time; scratch:
+ * sp_scratch floats. */
+static void conv_forward_sp(float *y, const float *x, const float *w, const float *b,
+                            const nn_conv_shape *cs, int g, float *scratch, int relu)
+{
+#if NN_X86
+    const size_t nx = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * cs->OH * cs->OW;
+    float *col = scratch + padded_size(1, cs->C, cs->H, cs->W, cs->p);
+    for (int i = 0; i < g; i++) {
+        const float *xp = pad_images(scratch, x + i * nx, 1, cs->C, cs->H, cs->W, cs->p);
+        sp_image(y + i * nout, xp, w, b, cs, col, relu);
+    }
+#else
+    (void)y, (void)x, (void)w, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;
+#endif
+}
+
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
@@ -573,6 +672,7 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
     if (shifted_pays(cs, g) && shg > sh) sh = shg;
     if (sh > fwd) fwd = sh;
     if (c1_scratch(cs) > fwd) fwd = c1_scratch(cs);
+    if (sp_scratch(cs) > fwd) fwd = sp_scratch(cs);
     if (!backward) return fwd;
     size_t bwd = (size_t)g * cs->O * P + padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;
     if (dx_as_conv(cs)) {
@@ -621,6 +721,10 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *
     }
     if (c1_fits(cs)) {
         conv_forward_c1(y, x, w, b, cs, g, scratch, relu);
+        return;
+    }
+    if (sp_fits(cs)) {
+        conv_forward_sp(y, x, w, b, cs, g, scratch, relu);
         return;
     }
     if (shifted_pays(cs, g)) {

@@ -36,6 +36,9 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward);
 /* g images forward; relu != 0 fuses max(0, .) after the bias. */
 void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *b,
                          const nn_conv_shape *cs, int g, float *scratch, int relu);
+/* 1 when nn_conv2d_forward_n runs cs by its direct kernel for few output
+ * positions (at most 16 an image, on the AVX-512 path). */
+int nn_conv2d_few_outputs(const nn_conv_shape *cs);
 /* g images backward: dw, db accumulate; dx is overwritten (skipped if NULL). */
 void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w, const nn_conv_shape *cs, int g, float *scratch);

@@ -386,7 +386,18 @@ static void test_conv_group_vs_ref(void **s)
                             {1, 20, 24, 9, 5, 1, 2, 2},
                             {1, 32, 32, 6, 3, 1, 1, 2},
                             {1, 20, 20, 5, 7, 1, 3, 1},
-                            {1, 35, 35, 6, 3, 1, 0, 1}};
+                            {1, 35, 35, 6, 3, 1, 0, 1},
+                            /* At most 16 outputs an image, direct on AVX-512 (one
+         * vector of positions): the big CNN's 8x8 -> 4x4 stride-2 layer
+         * alone and in a group, 9, 4 and 1 positions with and without
+         * padding, channel counts off the block of 8. */
+                            {64, 8, 8, 64, 5, 2, 2, 1},
+                            {64, 8, 8, 64, 5, 2, 2, 3},
+                            {7, 5, 5, 13, 3, 1, 0, 2},
+                            {3, 4, 4, 9, 3, 2, 1, 1},
+                            {5, 3, 3, 11, 3, 1, 1, 2},
+                            {4, 2, 2, 10, 3, 1, 1, 1},
+                            {6, 3, 3, 5, 3, 1, 0, 2}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2],
                             cases[c][3], cases[c][4], cases[c][5],

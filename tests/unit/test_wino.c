@@ -739,6 +739,51 @@ static void test_plan_chain(void **s)
     nn_net_free(net);
 }
 
+/* Where the direct kernel for few outputs runs a layer (AVX-512), the
+ * plan keeps that layer direct and takes F(2x2) for layers of fewer than
+ * 5 F(4x4) tiles; elsewhere both stay Winograd, the 3x3 one F(4x4). The
+ * probabilities agree with the direct net's either way. */
+static void test_plan_few_outputs(void **s)
+{
+    (void)s;
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"stride\":2,\"pad\":2},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    char err[256];
+    float x[2 * 144], p1[20], p2[20];
+    fill(x, 2 * 144, 17, 1.0f);
+    int ran = 0;
+    for (int path = NN_GEMM_PATH_AVX2; path <= NN_GEMM_PATH_AVX512; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        nn_net *net = make_net(arch, 1, 12, 12, 6); /* 10x10, 8x8, 4x4 outputs */
+        nn_ws *direct = nn_ws_create(net, 2, 0);
+        assert_non_null(direct);
+        nn_net_forward(net, direct, x, 2, p1, NULL);
+        assert_int_equal(nn_net_plan(net, err, sizeof err), 0);
+        if (path == NN_GEMM_PATH_AVX512) {
+            assert_int_equal(nn_net_plan_wino_layers(net), 1);
+            assert_int_equal(nn_net_plan_wino(net, 2), 2);
+            assert_int_equal(nn_net_plan_wino(net, 4), 0);
+        } else {
+            assert_int_equal(nn_net_plan_wino_layers(net), 2);
+            assert_int_equal(nn_net_plan_wino(net, 2), 4);
+            assert_int_equal(nn_net_plan_wino(net, 4), 2);
+        }
+        nn_ws *planned = nn_ws_create(net, 2, 0);
+        assert_non_null(planned);
+        nn_net_forward(net, planned, x, 2, p2, NULL);
+        for (int i = 0; i < 20; i++) assert_float_equal(p1[i], p2[i], 1e-5);
+        nn_ws_free(direct);
+        nn_ws_free(planned);
+        nn_net_free(net);
+        ran++;
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    if (!ran) skip(); /* no AVX2 or AVX-512 path on this CPU: reported as skipped */
+}
+
 /* A folded copy comes planned; training ignores a plan. */
 static void test_fold_plans(void **s)
 {
@@ -747,7 +792,9 @@ static void test_fold_plans(void **s)
         "[{\"type\":\"conv2d\",\"out\":4,\"k\":3},{\"type\":\"relu\"},"
         "{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"batchnorm\"},"
         "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
-    nn_net *net = make_net(arch, 1, 8, 8, 4);
+    /* 10x10: the second layer's 6x6 outputs are too many for the direct
+     * kernel for few outputs, which the plan would keep. */
+    nn_net *net = make_net(arch, 1, 10, 10, 4);
     char err[256];
     nn_net *f = nn_net_fold_bn(net, err, sizeof err);
     assert_non_null(f);
@@ -756,9 +803,9 @@ static void test_fold_plans(void **s)
     assert_int_equal(nn_net_plan(net, err, sizeof err), 0);
     nn_ws *ws = nn_ws_create(net, 2, 1);
     assert_non_null(ws);
-    float x[128], p1[20], p2[20];
+    float x[200], p1[20], p2[20];
     uint8_t lab[2] = {1, 7};
-    fill(x, 128, 11, 1.0f);
+    fill(x, 200, 11, 1.0f);
     nn_net_forward_train(net, ws, x, lab, 2, 0.0f, 1, 0, p1);
     const nn_layer *L = &net->layers[2]; /* new weights (not a scaling: batch norm follows) */
     fill(net->params + L->w_off, L->nw, 99, 0.5f);
@@ -915,12 +962,13 @@ static void test_ensemble_unplan(void **s)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_wino_vs_ref),        cmocka_unit_test(test_wino_s2d_vs_ref),
-        cmocka_unit_test(test_wino_dx_vs_ref),     cmocka_unit_test(test_wino_dw_vs_ref),
-        cmocka_unit_test(test_wino_bound_catches), cmocka_unit_test(test_plan),
-        cmocka_unit_test(test_wino_layouts),       cmocka_unit_test(test_plan_chain),
-        cmocka_unit_test(test_fold_plans),         cmocka_unit_test(test_ensemble_unplan),
-        cmocka_unit_test(test_training_wino),      cmocka_unit_test(test_training_wino_shared),
+        cmocka_unit_test(test_wino_vs_ref),          cmocka_unit_test(test_wino_s2d_vs_ref),
+        cmocka_unit_test(test_wino_dx_vs_ref),       cmocka_unit_test(test_wino_dw_vs_ref),
+        cmocka_unit_test(test_wino_bound_catches),   cmocka_unit_test(test_plan),
+        cmocka_unit_test(test_wino_layouts),         cmocka_unit_test(test_plan_chain),
+        cmocka_unit_test(test_plan_few_outputs),     cmocka_unit_test(test_fold_plans),
+        cmocka_unit_test(test_ensemble_unplan),      cmocka_unit_test(test_training_wino),
+        cmocka_unit_test(test_training_wino_shared),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -529,8 +529,7 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         conv_shape(&cs, L);
         if (!nn_wino_fits(&cs) || nn_conv2d_few_outputs(&cs)) continue;
         pl->wino[i] = nn_wino_tile(&cs);
-        if (few && pl->wino[i] == 4 && ((cs.OH + 3) / 4) * ((cs.OW + 3) / 4) < PLAN_F4_MIN_TILES)
-            pl->wino[i] = 2;
+        if (few && pl->wino[i] == 4 && nn_wino_tiles(&cs, 4) < PLAN_F4_MIN_TILES) pl->wino[i] = 2;
         pl->u_off[i] = total;
         total += nn_wino_weights_size(&cs, pl->wino[i]);
     }
@@ -886,9 +885,6 @@ static void load_input(const nn_net *net, nn_ws *ws, const float *x, int n)
  * the net's normalisation. */
 static float deskew_bg(const nn_net *net) { return -net->meta.input_mean / net->meta.input_std; }
 
-/* Runs layers [i0, i1) on images [b0, b0 + n) of the batch in inference
- * or training mode (training: all layers, b0 0): each layer's kernel
- * (layers.h, conv.h) on its input and output buffers. */
 /* Layer i runs by the plan's Winograd in this forward: inference with a
  * plan and the workspace's scratch sized for it. */
 static int runs_wino(const nn_net *net, const nn_ws *ws, int i, int train)
@@ -922,6 +918,9 @@ static int wino_layout(const nn_net *net, const nn_ws *ws, int i, int train)
     return lay;
 }
 
+/* Runs layers [i0, i1) on images [b0, b0 + n) of the batch in inference
+ * or training mode (training: all layers, b0 0): each layer's kernel
+ * (layers.h, conv.h) on its input and output buffers. */
 static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, int n, int train,
                           uint64_t seed, int update_stats, float *stats)
 {

@@ -431,7 +431,7 @@ static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape 
         input_transform_v16(V, xp, &e, n, gm, planar);
         return;
     }
-    if (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512) {
+    if (path == NN_GEMM_PATH_AVX2) {
         input_transform_v8(V, xp, &e, n, gm, planar);
         return;
     }
@@ -486,9 +486,10 @@ void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b
         else
 #endif
             output_transform_v4(Yo, M, b, relu, cs, n, &gm);
-        if (Yo == Yt && (layout & NN_WINO_OUT_NHWC))
+        if (Yo != Yt) continue; /* written in place */
+        if (layout & NN_WINO_OUT_NHWC)
             wino_crop_output(y + i0 * nout, Yt, cs, n, &gm);
-        else if (Yo == Yt)
+        else
             wino_unpack_output(y + i0 * nout, Yt, cs, n, &gm);
     }
 }
@@ -517,6 +518,14 @@ static void wino_ggt4(double u[36], const double g[9])
     for (int i = 0; i < 6; i++)
         for (int j = 0; j < 6; j++)
             u[i * 6 + j] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
+}
+
+int nn_wino_tiles(const nn_conv_shape *cs, int m)
+{
+    struct wino_geom gm;
+    const nn_conv_shape e = wino_shape(cs);
+    wino_geom_m(&gm, &e, m);
+    return (int)gm.tiles;
 }
 
 int nn_wino_tile(const nn_conv_shape *cs)

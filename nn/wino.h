@@ -48,12 +48,15 @@ int nn_wino_fits(const nn_conv_shape *cs);
  * bounds them). It pays where it takes fewer multiplies than F(2x2) once
  * both tile grids are rounded up to the map, and an image has at least 4
  * of its tiles (fewer leave the 36 GEMMs a row or two each at batch 1,
- * against weights 2.25 times the size). The inference plan and the
- * training forward use this tile; the input gradient (below) picks its
+ * against weights 2.25 times the size). The training forward uses this
+ * tile, and so does the inference plan (which may take F(2x2) where it
+ * keeps a few-output layer direct: nn_net_plan); the input gradient (below) picks its
  * own the same way, for dy's convolution. The functions below take m
  * (2 or 4); P = (m + 2)^2 is 16 or 36. A shape nn_wino_fits refuses gets
  * 2. */
 int nn_wino_tile(const nn_conv_shape *cs);
+/* Tiles an image of cs takes by F(mxm,3x3) (m 2 or 4). */
+int nn_wino_tiles(const nn_conv_shape *cs, int m);
 
 /* Floats of the transformed weights: P planes of C x O (4C x O for
  * stride 2), O rounded up to a multiple of 16 (nn_gemm_bpanels_size). */

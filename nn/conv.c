@@ -244,6 +244,11 @@ static size_t padded_size(int g, int C, int H, int W, int p)
  * channels to fill the GEMM's rows). */
 /* Floats of the input-gradient columns computed at once (256 KiB). */
 #define DCOL_FLOATS 65536
+/* The gathered input gradient (col2im_gather): widest row, largest kernel,
+ * and the floats of slack on either side of its dcol slice. */
+#define C2I_MAXW 64
+#define C2I_MAXK 8
+#define C2I_SLACK 128
 
 /* Images per dcol slice: as many as fit DCOL_FLOATS, at least one, at
  * most the group. */
@@ -683,7 +688,7 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
         size_t alt = (size_t)cs->O * K + shifted_scratch(&dcs, g);
         if (shifted_pays(&dcs, g) && alt > dxs) dxs = alt;
     } else {
-        dxs = K * P * (size_t)dcol_images(K, P, g);
+        dxs = K * P * (size_t)dcol_images(K, P, g) + 2 * C2I_SLACK;
     }
     if (dw_shifted(cs)) {
         /* Its region starts where the padded images would, and is dead
@@ -742,6 +747,75 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *
             const float *src = tmp + (size_t)o * ld + i * P;
             float *dst = y + i * nout + (size_t)o * P, bo = b ? b[o] : 0.0f;
             bias_act(dst, src, P, bo, relu);
+        }
+}
+
+/* Stride 1, rows up to C2I_MAXW wide, kernels up to C2I_MAXK: dx [C,H,W]
+ * = dcol [K, P] (rows ld apart) gathered, each dx row computed once in
+ * registers from the k x k dcol rows that land on it. Scattering row by
+ * row instead added kj's shifted run onto the floats kj - 1 had just
+ * stored one lane off, a store the load could not take from the store
+ * buffer: that stall made the scatter a tenth of LeNet's training step.
+ * Here lane iw of a 4-lane chunk reads dcol at iw - (kj - p), every chunk
+ * aligned to dx, and lanes outside dcol's row are masked to +0 (the reads
+ * may fall up to C2I_SLACK floats outside the slice: the caller's
+ * scratch has that slack: a read starts at most k - 1 floats before a
+ * row and ends at most p + W + 15 - OW after it). The terms are added in the scatter's order,
+ * ki then kj, onto +0, so dx gets the same bits; adding a masked +0 to a
+ * sum that started at +0 changes nothing. */
+static int col2im_gathers(const nn_conv_shape *cs)
+{
+    return cs->s == 1 && cs->W <= C2I_MAXW && cs->k <= C2I_MAXK && cs->p < cs->k;
+}
+
+static void col2im_gather(float *dx, const float *dcol, size_t ld, const nn_conv_shape *cs)
+{
+    typedef float v4f __attribute__((vector_size(16)));
+    typedef int v4i __attribute__((vector_size(16)));
+    enum { NQ = C2I_MAXW / 4 };
+    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, p = cs->p;
+    const int OH = cs->OH, OW = cs->OW, nq = (W + 3) / 4;
+    const int nq4 = (nq + 3) / 4 * 4; /* chunks a row computes; the extra ones masked */
+    v4i mask[C2I_MAXK][NQ];
+    for (int kj = 0; kj < k; kj++)
+        for (int q = 0; q < nq4; q++)
+            for (int l = 0; l < 4; l++) {
+                int j = 4 * q + l - (kj - p);
+                mask[kj][q][l] = 4 * q + l < W && j >= 0 && j < OW ? -1 : 0;
+            }
+    for (int c = 0; c < C; c++)
+        for (int ih = 0; ih < H; ih++) {
+            float *xr = dx + ((size_t)c * H + ih) * W;
+            /* Four chunks at a time, in registers: four chains of adds. */
+            for (int q0 = 0; q0 < nq4; q0 += 4) {
+                v4f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+                for (int ki = 0; ki < k; ki++) {
+                    const int oh = ih + p - ki;
+                    if (oh < 0 || oh >= OH) continue;
+                    for (int kj = 0; kj < k; kj++) {
+                        const float *sr = dcol + ((size_t)(c * k + ki) * k + kj) * ld +
+                                          (ptrdiff_t)oh * OW - (kj - p) + 4 * q0;
+                        const v4i *m = mask[kj] + q0;
+                        v4f v0, v1, v2, v3;
+                        memcpy(&v0, sr, 16);
+                        memcpy(&v1, sr + 4, 16);
+                        memcpy(&v2, sr + 8, 16);
+                        memcpy(&v3, sr + 12, 16);
+                        a0 += (v4f)((v4i)v0 & m[0]);
+                        a1 += (v4f)((v4i)v1 & m[1]);
+                        a2 += (v4f)((v4i)v2 & m[2]);
+                        a3 += (v4f)((v4i)v3 & m[3]);
+                    }
+                }
+                const v4f a[4] = {a0, a1, a2, a3};
+                for (int b = 0; b < 4; b++) {
+                    int iw = 4 * (q0 + b), n = W - iw < 4 ? W - iw : 4;
+                    if (n == 4)
+                        memcpy(xr + iw, &a[b], 16);
+                    else
+                        for (int l = 0; l < n; l++) xr[iw + l] = a[b][l];
+                }
+            }
         }
 }
 
@@ -831,14 +905,19 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, cons
      * few images at a time: the whole group's dcol (13 MB for the big
      * CNN's 5x5 stride-2 layer) would be written to memory and read back;
      * a slice of DCOL_FLOATS stays in L2. */
-    float *dcol = rest;
-    memset(dx, 0, sizeof(float) * nin * g);
+    float *dcol = rest + C2I_SLACK;
+    const int gather = col2im_gathers(cs);
+    if (!gather) memset(dx, 0, sizeof(float) * nin * g);
     const int step = dcol_images(K, P, g);
     for (int i0 = 0; i0 < g; i0 += step) {
         int n = g - i0 < step ? g - i0 : step;
         size_t ls = (size_t)n * P;
         nn_gemm(1, 0, (int)K, (int)ls, O, 1.0f, w, (int)K, dyt + (size_t)i0 * P, (int)ld, 0.0f,
                 dcol, (int)ls);
-        for (int i = 0; i < n; i++) col2im_rows(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
+        for (int i = 0; i < n; i++)
+            if (gather)
+                col2im_gather(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
+            else
+                col2im_rows(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
     }
 }

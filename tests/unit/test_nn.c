@@ -364,6 +364,10 @@ static void test_conv_group_vs_ref(void **s)
                             {32, 26, 26, 32, 3, 1, 0, 3},
                             {8, 12, 12, 6, 3, 1, 1, 4},
                             {1, 28, 28, 6, 5, 1, 2, 16},
+                            /* Stride-1 input gradient scattered (rows over 64, a kernel
+         * over 8: the gathered col2im does not take them). */
+                            {2, 5, 70, 3, 3, 1, 1, 2},
+                            {1, 12, 12, 2, 9, 1, 4, 1},
                             /* Input gradient through col2im in slices of one image, and of 3. */
                             {32, 24, 24, 32, 5, 2, 2, 3},
                             {16, 13, 13, 8, 5, 2, 2, 7},
@@ -697,6 +701,48 @@ static void test_maxpool(void **s)
     int zeroed = 0;
     for (int o = 0; o < C3 * OH3 * OW3; o++) zeroed += !(r[ip[o]] > 0.0f) && g[o] != 0.0f;
     assert_true(zeroed > 0); /* the mask took something away */
+}
+
+/* The 2x2 stride-2 pool that tiles its input (LeNet's two pools) against
+ * its definition: forward maxima and argmaxes (first maximum in window
+ * order, on data full of ties and a negative value) and the backward
+ * pass, bit for bit, against the scatter written out here, with and
+ * without a ReLU's output, with -0 gradients, every float of dx written. */
+static void test_maxpool2_tiled(void **s)
+{
+    (void)s;
+    enum { C = 2, OH = 3, OW = 6, H = 2 * OH, W = 2 * OW, NI = C * H * W, NO = C * OH * OW };
+    float x[NI], y[NO], g[NO], dx[NI], want[NI];
+    int32_t idx[NO];
+    for (int i = 0; i < NI; i++) x[i] = (float)((i * 7 + i / 5) % 3); /* 0..2: ties */
+    x[3] = -1.0f;
+    nn_maxpool_forward(y, idx, x, C, H, W, 2, 2, OH, OW);
+    for (int c = 0; c < C; c++)
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++) {
+                int o = (c * OH + oh) * OW + ow, best = -1;
+                for (int ki = 0; ki < 2; ki++)
+                    for (int kj = 0; kj < 2; kj++) {
+                        int at = (c * H + 2 * oh + ki) * W + 2 * ow + kj;
+                        if (best < 0 || x[at] > x[best]) best = at;
+                    }
+                assert_int_equal(idx[o], best);
+                assert_memory_equal(&y[o], &x[best], sizeof(float));
+            }
+    nets_fill(g, NO, 11, 1.0f);
+    g[1] = -0.0f;      /* in the vector part */
+    g[OW - 1] = -0.0f; /* in the tail */
+    float r[NI];
+    nets_fill(r, NI, 12, 1.0f);
+    for (int i = 0; i < NI; i++) r[i] = r[i] > 0.1f ? r[i] : 0.0f;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *ry = pass ? r : NULL;
+        memset(want, 0, sizeof want);
+        for (int o = 0; o < NO; o++) want[idx[o]] += ry && !(ry[idx[o]] > 0.0f) ? 0.0f : g[o];
+        for (int i = 0; i < NI; i++) dx[i] = NAN; /* every float must be written */
+        nn_maxpool_backward(dx, g, idx, C, H, W, OH, OW, ry);
+        assert_memory_equal(dx, want, sizeof want);
+    }
 }
 
 static const char *ARCH_SMALL =
@@ -1980,6 +2026,7 @@ int main(void)
         cmocka_unit_test(test_ensemble_folds),
         cmocka_unit_test(test_dense_fast_vs_ref),
         cmocka_unit_test(test_maxpool),
+        cmocka_unit_test(test_maxpool2_tiled),
         cmocka_unit_test(test_deskew),
         cmocka_unit_test(test_arch_errors),
         cmocka_unit_test(test_weights_round_trip),

@@ -652,6 +652,357 @@ static void conv_dw_c1(float *dw, const float *dy, const float *x, const nn_conv
 #endif
 }
 
+/* ---- sixteen output channels a vector, direct -----------------------------
+ * A middle layer with few output channels and a short reduction (LeNet's
+ * second convolution: 6 x 14 x 14 -> 16 x 10 x 10, K = 150) is too small
+ * for the GEMM's blocking to pay: on shifted rows half the columns it
+ * computes are thrown away (1.96 times the real positions), with im2col
+ * the packing costs more than the products. Here the 16 lanes of a vector
+ * are 16 output channels of one position: the weights repacked once per
+ * call to [K][16], each tap is one weight vector times the input float at
+ * that tap broadcast, for up to two output rows of up to OC_MAX_NB
+ * positions at a time (up to 24 accumulators in registers), the input
+ * read in place from the (bordered) image. The sums run tap by tap from
+ * the bias; a position's 16 channels go out by a scatter, OH OW floats
+ * apart. AVX-512 only, stride 1, O a multiple of 16, rows of 8 or more. */
+#define OC_MAX_NB 12
+
+/* Output channels a vector on this path (16, or 8 on AVX2), 0 if none. */
+static int oc_lanes(void)
+{
+#if NN_X86
+    const int path = nn_gemm_get_path();
+    return path == NN_GEMM_PATH_AVX512 ? 16 : path == NN_GEMM_PATH_AVX2 ? 8 : 0;
+#else
+    return 0;
+#endif
+}
+
+static int oc_fits(const nn_conv_shape *cs)
+{
+#if NN_X86
+    const int v = oc_lanes();
+    return v && cs->s == 1 && cs->O % v == 0 && cs->C >= 2 && cs->OW >= 8 && cs->OH >= 2;
+#else
+    (void)cs;
+    return 0;
+#endif
+}
+
+/* Repacked weights, then the bordered images. */
+static size_t oc_scratch(const nn_conv_shape *cs, int g)
+{
+    if (!oc_fits(cs)) return 0;
+    return (size_t)cs->O * cs->C * cs->k * cs->k + padded_size(g, cs->C, cs->H, cs->W, cs->p);
+}
+
+#if NN_X86
+/* nr (1 or 2) output rows from oh, nb positions from ow0 (both constants
+ * at each call), channels [o0, o0 + 16) of one image. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+oc_block(float *y, const float *xp, const float *wt, __m512 bias, const nn_conv_shape *cs, int relu,
+         int o0, int oh, int ow0, const int nr, const int nb)
+{
+    const int k = cs->k, C = cs->C, Wp = cs->W + 2 * cs->p, Hp = cs->H + 2 * cs->p;
+    const int P = cs->OH * cs->OW;
+    __m512 a[2][OC_MAX_NB];
+    _Pragma("GCC unroll 2") for (int r = 0; r < nr; r++)
+        _Pragma("GCC unroll 12") for (int j = 0; j < nb; j++) a[r][j] = bias;
+    const float *wv = wt;
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < k; ki++) {
+            const float *x0 = xp + ((size_t)c * Hp + oh + ki) * Wp + ow0, *x1 = x0 + Wp;
+            for (int kj = 0; kj < k; kj++, wv += 16) {
+                const __m512 w = _mm512_loadu_ps(wv);
+                /* Opaque to the compiler: it would keep the floats shared
+                 * by neighbouring taps in registers (x0[kj + j] is
+                 * x0[(kj + 1) + (j - 1)]), spilling accumulators, where a
+                 * broadcast from memory is one fused load. */
+                const float *u0 = x0 + kj, *u1 = x1 + kj;
+                __asm__("" : "+r"(u0), "+r"(u1));
+                _Pragma("GCC unroll 12") for (int j = 0; j < nb; j++) a[0][j] =
+                    _mm512_fmadd_ps(_mm512_set1_ps(u0[j]), w, a[0][j]);
+                if (nr == 2)
+                    _Pragma("GCC unroll 12") for (int j = 0; j < nb; j++) a[1][j] =
+                        _mm512_fmadd_ps(_mm512_set1_ps(u1[j]), w, a[1][j]);
+            }
+        }
+    const __m512i vi =
+        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                           _mm512_set1_epi32(P));
+    const __m512 zero = _mm512_setzero_ps();
+    _Pragma("GCC unroll 2") for (int r = 0; r < nr; r++)
+        _Pragma("GCC unroll 12") for (int j = 0; j < nb; j++)
+    {
+        float *yo = y + (size_t)o0 * P + (size_t)(oh + r) * cs->OW + ow0 + j;
+        _mm512_i32scatter_ps(yo, vi, relu ? _mm512_max_ps(a[r][j], zero) : a[r][j], 4);
+    }
+}
+
+#define OC_CASE(nr, n)                                           \
+    case n:                                                      \
+        oc_block(y, xp, wt, bias, cs, relu, o0, oh, ow0, nr, n); \
+        break;
+#define OC_WIDTHS(nr) \
+    OC_CASE(nr, 1)    \
+    OC_CASE(nr, 2)    \
+    OC_CASE(nr, 3)    \
+    OC_CASE(nr, 4)    \
+    OC_CASE(nr, 5)    \
+    OC_CASE(nr, 6)    \
+    OC_CASE(nr, 7)    \
+    OC_CASE(nr, 8)    \
+    OC_CASE(nr, 9)    \
+    OC_CASE(nr, 10)   \
+    OC_CASE(nr, 11)   \
+    OC_CASE(nr, 12)
+
+/* One image [C, Hp, Wp] (bordered) -> y [O, OH, OW]; wt: [O/16][K][16]. */
+__attribute__((target("avx512f"))) static void oc_image(float *y, const float *xp, const float *w16,
+                                                        const float *b, const nn_conv_shape *cs,
+                                                        int relu)
+{
+    const int OH = cs->OH, OW = cs->OW;
+    const size_t K = (size_t)cs->C * cs->k * cs->k;
+    for (int o0 = 0; o0 < cs->O; o0 += 16) {
+        const float *wt = w16 + (size_t)o0 * K;
+        const __m512 bias = b ? _mm512_loadu_ps(b + o0) : _mm512_setzero_ps();
+        for (int oh = 0; oh < OH; oh += 2)
+            for (int ow0 = 0; ow0 < OW; ow0 += OC_MAX_NB) {
+                const int n = OW - ow0 < OC_MAX_NB ? OW - ow0 : OC_MAX_NB;
+                if (oh + 1 < OH) {
+                    switch (n) {
+                        OC_WIDTHS(2)
+                    }
+                } else {
+                    switch (n) {
+                        OC_WIDTHS(1)
+                    }
+                }
+            }
+    }
+}
+
+/* The AVX2 version: 8 channels a vector, one output row of up to
+ * OC_MAX_NB positions (12 accumulators of 16 registers), the broadcasts
+ * separate loads (AVX2 has no broadcast operand), the results written
+ * through a small buffer (no scatter). */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+oc8_block(float *y, const float *xp, const float *wt, __m256 bias, const nn_conv_shape *cs,
+          int relu, int o0, int oh, int ow0, const int nb)
+{
+    const int k = cs->k, C = cs->C, Wp = cs->W + 2 * cs->p, Hp = cs->H + 2 * cs->p;
+    const int P = cs->OH * cs->OW;
+    __m256 a[OC_MAX_NB];
+    _Pragma("GCC unroll 12") for (int j = 0; j < nb; j++) a[j] = bias;
+    const float *wv = wt;
+    for (int c = 0; c < C; c++)
+        for (int ki = 0; ki < k; ki++) {
+            const float *x0 = xp + ((size_t)c * Hp + oh + ki) * Wp + ow0;
+            for (int kj = 0; kj < k; kj++, wv += 8) {
+                const __m256 w = _mm256_loadu_ps(wv);
+                const float *u0 = x0 + kj;
+                __asm__("" : "+r"(u0));
+                _Pragma("GCC unroll 12") for (int j = 0; j < nb; j++) a[j] =
+                    _mm256_fmadd_ps(_mm256_broadcast_ss(u0 + j), w, a[j]);
+            }
+        }
+    const __m256 zero = _mm256_setzero_ps();
+    float t[OC_MAX_NB][8];
+    _Pragma("GCC unroll 12") for (int j = 0; j < nb; j++)
+        _mm256_storeu_ps(t[j], relu ? _mm256_max_ps(a[j], zero) : a[j]);
+    for (int l = 0; l < 8; l++) {
+        float *yo = y + (size_t)(o0 + l) * P + (size_t)oh * cs->OW + ow0;
+        for (int j = 0; j < nb; j++) yo[j] = t[j][l];
+    }
+}
+
+#define OC8_CASE(n) \
+    case n: oc8_block(y, xp, wt, bias, cs, relu, o0, oh, ow0, n); break;
+
+__attribute__((target("avx2,fma"))) static void oc8_image(float *y, const float *xp,
+                                                          const float *w8, const float *b,
+                                                          const nn_conv_shape *cs, int relu)
+{
+    const int OH = cs->OH, OW = cs->OW;
+    const size_t K = (size_t)cs->C * cs->k * cs->k;
+    for (int o0 = 0; o0 < cs->O; o0 += 8) {
+        const float *wt = w8 + (size_t)o0 * K;
+        const __m256 bias = b ? _mm256_loadu_ps(b + o0) : _mm256_setzero_ps();
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow0 = 0; ow0 < OW; ow0 += OC_MAX_NB) {
+                const int n = OW - ow0 < OC_MAX_NB ? OW - ow0 : OC_MAX_NB;
+                switch (n) {
+                    OC8_CASE(1)
+                    OC8_CASE(2)
+                    OC8_CASE(3)
+                    OC8_CASE(4)
+                    OC8_CASE(5)
+                    OC8_CASE(6)
+                    OC8_CASE(7)
+                    OC8_CASE(8)
+                    OC8_CASE(9)
+                    OC8_CASE(10)
+                    OC8_CASE(11)
+                    OC8_CASE(12)
+                }
+            }
+    }
+}
+#endif
+
+/* The weight gradient the same way round: lanes are 16 output channels,
+ * one accumulator per tap of one input channel (k x k, k = 3 or 5, in
+ * registers), and each output position adds its 16 channels of dy (dy
+ * laid out [position][16] first) times the input float at each tap,
+ * broadcast. The packed GEMM spent more on transposing im2col into
+ * panels (pack_dw) than on its products for LeNet's second layer. */
+static int ocdw_fits(const nn_conv_shape *cs) { return oc_fits(cs) && (cs->k == 3 || cs->k == 5); }
+
+/* Floats ocdw needs (in the input gradient's region, free by then). */
+static size_t ocdw_scratch(const nn_conv_shape *cs, int g)
+{
+    return ocdw_fits(cs) ? (size_t)g * cs->O * cs->OH * cs->OW : 0;
+}
+
+#if NN_X86
+__attribute__((target("avx512f"), always_inline)) static inline void
+ocdw_channel(float *dw, const float *d16, const float *xp, const nn_conv_shape *cs, int g,
+             size_t npad, int o0, int c, const int k)
+{
+    const int Wp = cs->W + 2 * cs->p, Hp = cs->H + 2 * cs->p, OH = cs->OH, OW = cs->OW;
+    const size_t K = (size_t)cs->C * k * k;
+    __m512 a[25];
+    _Pragma("GCC unroll 25") for (int t = 0; t < k * k; t++) a[t] = _mm512_setzero_ps();
+    for (int i = 0; i < g; i++) {
+        const float *xc = xp + i * npad + (size_t)c * Hp * Wp;
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++, d16 += 16) {
+                const __m512 d = _mm512_loadu_ps(d16);
+                const float *u = xc + (size_t)oh * Wp + ow;
+                __asm__("" : "+r"(u)); /* as in oc_block: broadcasts from memory */
+                _Pragma("GCC unroll 5") for (int ki = 0; ki < k; ki++)
+                    _Pragma("GCC unroll 5") for (int kj = 0; kj < k; kj++) a[ki * k + kj] =
+                        _mm512_fmadd_ps(_mm512_set1_ps(u[(size_t)ki * Wp + kj]), d, a[ki * k + kj]);
+            }
+    }
+    float t16[16];
+    for (int t = 0; t < k * k; t++) {
+        _mm512_storeu_ps(t16, a[t]);
+        for (int l = 0; l < 16; l++) dw[(o0 + l) * K + (size_t)c * k * k + t] += t16[l];
+    }
+}
+
+__attribute__((target("avx512f"))) static void ocdw_k3(float *dw, const float *d16, const float *xp,
+                                                       const nn_conv_shape *cs, int g, size_t npad,
+                                                       int o0, int c)
+{
+    ocdw_channel(dw, d16, xp, cs, g, npad, o0, c, 3);
+}
+__attribute__((target("avx512f"))) static void ocdw_k5(float *dw, const float *d16, const float *xp,
+                                                       const nn_conv_shape *cs, int g, size_t npad,
+                                                       int o0, int c)
+{
+    ocdw_channel(dw, d16, xp, cs, g, npad, o0, c, 5);
+}
+#endif
+
+#if NN_X86
+/* AVX2: 8 channels a vector, the taps of one input channel in passes of
+ * nki kernel rows (10 accumulators at k = 5, 9 at k = 3: 16 registers),
+ * dy's vector loaded once a position and pass. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+ocdw8_rows(float *dw, const float *d8, const float *xp, const nn_conv_shape *cs, int g, size_t npad,
+           int o0, int c, int ki0, const int k, const int nki)
+{
+    const int Wp = cs->W + 2 * cs->p, Hp = cs->H + 2 * cs->p, OH = cs->OH, OW = cs->OW;
+    const size_t K = (size_t)cs->C * k * k;
+    __m256 a[3][5];
+    _Pragma("GCC unroll 3") for (int r = 0; r < nki; r++)
+        _Pragma("GCC unroll 5") for (int kj = 0; kj < k; kj++) a[r][kj] = _mm256_setzero_ps();
+    for (int i = 0; i < g; i++) {
+        const float *xc = xp + i * npad + ((size_t)c * Hp + ki0) * Wp;
+        for (int oh = 0; oh < OH; oh++)
+            for (int ow = 0; ow < OW; ow++, d8 += 8) {
+                const __m256 d = _mm256_loadu_ps(d8);
+                const float *u = xc + (size_t)oh * Wp + ow;
+                __asm__("" : "+r"(u));
+                _Pragma("GCC unroll 3") for (int r = 0; r < nki; r++)
+                    _Pragma("GCC unroll 5") for (int kj = 0; kj < k; kj++) a[r][kj] =
+                        _mm256_fmadd_ps(_mm256_broadcast_ss(u + (size_t)r * Wp + kj), d, a[r][kj]);
+            }
+    }
+    float t8[8];
+    for (int r = 0; r < nki; r++)
+        for (int kj = 0; kj < k; kj++) {
+            _mm256_storeu_ps(t8, a[r][kj]);
+            for (int l = 0; l < 8; l++)
+                dw[(o0 + l) * K + ((size_t)c * k + ki0 + r) * k + kj] += t8[l];
+        }
+}
+
+__attribute__((target("avx2,fma"))) static void ocdw8(float *dw, const float *d8, const float *xp,
+                                                      const nn_conv_shape *cs, int g, size_t npad,
+                                                      int o0, int c)
+{
+    if (cs->k == 5) {
+        ocdw8_rows(dw, d8, xp, cs, g, npad, o0, c, 0, 5, 2);
+        ocdw8_rows(dw, d8, xp, cs, g, npad, o0, c, 2, 5, 2);
+        ocdw8_rows(dw, d8, xp, cs, g, npad, o0, c, 4, 5, 1);
+    } else {
+        ocdw8_rows(dw, d8, xp, cs, g, npad, o0, c, 0, 3, 3);
+    }
+}
+#endif
+
+/* dw [O, K] += the group's weight gradient (ocdw_fits): dy [g, O, P]
+ * regrouped into d16 [O/v][g P][v] (v = oc_lanes()), the bordered images
+ * in xs. */
+static void conv_dw_oc(float *dw, const float *dy, const float *x, const nn_conv_shape *cs, int g,
+                       float *xs, float *d16)
+{
+#if NN_X86
+    const size_t P = (size_t)cs->OH * cs->OW, gp = (size_t)g * P;
+    const size_t npad = (size_t)cs->C * (cs->H + 2 * cs->p) * (cs->W + 2 * cs->p);
+    const int v = oc_lanes();
+    for (int o0 = 0; o0 < cs->O; o0 += v)
+        for (int i = 0; i < g; i++)
+            for (int l = 0; l < v; l++) {
+                const float *src = dy + ((size_t)i * cs->O + o0 + l) * P;
+                float *dst = d16 + (size_t)o0 * gp + (size_t)i * P * v + l;
+                for (size_t q = 0; q < P; q++) dst[q * v] = src[q];
+            }
+    const float *xp = pad_images(xs, x, g, cs->C, cs->H, cs->W, cs->p);
+    for (int o0 = 0; o0 < cs->O; o0 += v)
+        for (int c = 0; c < cs->C; c++)
+            (v == 8       ? ocdw8
+             : cs->k == 5 ? ocdw_k5
+                          : ocdw_k3)(dw, d16 + (size_t)o0 * gp, xp, cs, g, npad, o0, c);
+#else
+    (void)dw, (void)dy, (void)x, (void)cs, (void)g, (void)xs, (void)d16;
+#endif
+}
+
+/* y [g, O, OH, OW] of x [g, C, H, W] (oc_fits); scratch: oc_scratch. */
+static void conv_forward_oc(float *y, const float *x, const float *w, const float *b,
+                            const nn_conv_shape *cs, int g, float *scratch, int relu)
+{
+#if NN_X86
+    const size_t K = (size_t)cs->C * cs->k * cs->k, nout = (size_t)cs->O * cs->OH * cs->OW;
+    const size_t npad = (size_t)cs->C * (cs->H + 2 * cs->p) * (cs->W + 2 * cs->p);
+    const int v = oc_lanes();
+    float *wt = scratch, *xs = scratch + (size_t)cs->O * K;
+    for (int o0 = 0; o0 < cs->O; o0 += v)
+        for (size_t t = 0; t < K; t++)
+            for (int l = 0; l < v; l++) wt[((size_t)o0 * K) + t * v + l] = w[(o0 + l) * K + t];
+    const float *xp = pad_images(xs, x, g, cs->C, cs->H, cs->W, cs->p);
+    for (int i = 0; i < g; i++)
+        (v == 16 ? oc_image : oc8_image)(y + i * nout, xp + i * npad, wt, b, cs, relu);
+#else
+    (void)y, (void)x, (void)w, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;
+#endif
+}
+
 /* y [g, O, OH, OW] of x [g, 1, H, W]; scratch: c1_scratch floats. */
 static void conv_forward_c1(float *y, const float *x, const float *w, const float *b,
                             const nn_conv_shape *cs, int g, float *scratch, int relu)
@@ -783,6 +1134,7 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
     if (sh > fwd) fwd = sh;
     if (c1_scratch(cs) > fwd) fwd = c1_scratch(cs);
     if (sp_scratch(cs) > fwd) fwd = sp_scratch(cs);
+    if (oc_scratch(cs, g) > fwd) fwd = oc_scratch(cs, g);
     if (!backward) return fwd;
     size_t xps = padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;
     /* The first layer's direct weight gradient borders the images in the
@@ -799,6 +1151,7 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
     } else {
         dxs = K * P * (size_t)dcol_images(K, P, g) + 2 * C2I_SLACK;
     }
+    if (ocdw_scratch(cs, g) > dxs) dxs = ocdw_scratch(cs, g);
     if (dw_shifted(cs)) {
         /* Its region starts where the padded images would, and is dead
          * before the input gradient starts. */
@@ -839,6 +1192,10 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *
     }
     if (sp_fits(cs)) {
         conv_forward_sp(y, x, w, b, cs, g, scratch, relu);
+        return;
+    }
+    if (oc_fits(cs)) {
+        conv_forward_oc(y, x, w, b, cs, g, scratch, relu);
         return;
     }
     if (shifted_pays(cs, g)) {
@@ -969,6 +1326,8 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, cons
     for (int o = 0; o < O; o++) db[o] += sum8(dyt + (size_t)o * ld, ld);
     if (c1_fits(cs)) {
         conv_dw_c1(dw, dy, x, cs, g, xp);
+    } else if (ocdw_fits(cs)) {
+        conv_dw_oc(dw, dy, x, cs, g, xp, rest);
     } else if (dw_shifted(cs)) {
         conv_dw_shifted(dw, dy, x, cs, g, xp);
     } else {

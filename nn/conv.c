@@ -1321,9 +1321,19 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, cons
     const int O = cs->O, C = cs->C, k = cs->k;
     float *dyt = scratch, *xp = dyt + (size_t)O * ld;
     float *rest = xp + padded_size(g, C, cs->H, cs->W, cs->p);
-    /* dy [g, O, P] -> dyt [O, g*P]; bias gradient from it. */
-    to_channel_major(dyt, dy, g, O, P);
-    for (int o = 0; o < O; o++) db[o] += sum8(dyt + (size_t)o * ld, ld);
+    /* The bias gradient, image by image from dy as it is (the same bits
+     * whether or not the input gradient is wanted). dy [g, O, P] -> dyt
+     * [O, g*P] only for the products that read dy channel by channel
+     * across the group (the packed weight gradient, the input gradient by
+     * w^T dy): the direct weight gradients read dy in place, so a first
+     * layer skips the copy. */
+    for (int o = 0; o < O; o++) {
+        float sum = 0.0f;
+        for (int i = 0; i < g; i++) sum += sum8(dy + ((size_t)i * O + o) * P, P);
+        db[o] += sum;
+    }
+    const int direct_dw = c1_fits(cs) || ocdw_fits(cs) || dw_shifted(cs);
+    if (!direct_dw || (dx && !dx_as_conv(cs))) to_channel_major(dyt, dy, g, O, P);
     if (c1_fits(cs)) {
         conv_dw_c1(dw, dy, x, cs, g, xp);
     } else if (ocdw_fits(cs)) {

@@ -664,7 +664,8 @@ static void conv_dw_c1(float *dw, const float *dy, const float *x, const nn_conv
  * positions at a time (up to 24 accumulators in registers), the input
  * read in place from the (bordered) image. The sums run tap by tap from
  * the bias; a position's 16 channels go out by a scatter, OH OW floats
- * apart. AVX-512 only, stride 1, O a multiple of 16, rows of 8 or more. */
+ * apart. AVX-512 (16 lanes) and AVX2 (8, oc8_*): stride 1, O a multiple
+ * of the lanes, two or more input channels, rows of 8 or more. */
 #define OC_MAX_NB 12
 
 /* Output channels a vector on this path (16, or 8 on AVX2), 0 if none. */

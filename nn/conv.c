@@ -238,6 +238,13 @@ static size_t padded_size(int g, int C, int H, int W, int p)
     return p ? (size_t)g * C * (H + 2 * p) * (W + 2 * p) : 0;
 }
 
+/* Floats from one image to the next in pad_images' output (the images
+ * themselves when p = 0, where padded_size is 0: nothing is copied). */
+static size_t padded_stride(const nn_conv_shape *cs)
+{
+    return (size_t)cs->C * (cs->H + 2 * cs->p) * (cs->W + 2 * cs->p);
+}
+
 /* The input gradient as a stride-1 convolution of the zero-bordered dy
  * costs C*H*W*O*k*k multiply-adds against O*OH*OW*C*k*k for w^T dy and
  * col2im: only worth it when the border adds little (and with enough input
@@ -517,17 +524,22 @@ c1_rows(float *y, const float *xb, const float *w, const float *b, const nn_conv
     }
 }
 
+/* The lanes of a row's two vectors that hold its OW (<= 32) columns. */
+static inline void c1_masks(int OW, __mmask16 m[2])
+{
+    m[0] = (__mmask16)(OW >= 16 ? 0xffffu : (1u << OW) - 1u);
+    m[1] = (__mmask16)(OW >= 32 ? 0xffffu : OW > 16 ? (1u << (OW - 16)) - 1u : 0u);
+}
+
 /* One image, channels four at a time, then one at a time; the row's end
  * stored masked. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 c1_image(float *y, const float *xb, const float *w, const float *b, const nn_conv_shape *cs,
          int relu, const int k)
 {
-    const int O = cs->O, OW = cs->OW;
-    const __mmask16 m[2] = {(__mmask16)(OW >= 16 ? 0xffffu : (1u << OW) - 1u),
-                            (__mmask16)(OW >= 32  ? 0xffffu
-                                        : OW > 16 ? (1u << (OW - 16)) - 1u
-                                                  : 0u)};
+    const int O = cs->O;
+    __mmask16 m[2];
+    c1_masks(cs->OW, m);
     int o0 = 0;
     for (; o0 + 4 <= O; o0 += 4) c1_rows(y, xb, w, b, cs, relu, m, o0, k, 4);
     for (; o0 < O; o0++) c1_rows(y, xb, w, b, cs, relu, m, o0, k, 1);
@@ -618,17 +630,22 @@ __attribute__((target("avx512f"))) static void c1dw_avx512_k5(float *dw, const f
 }
 #endif
 
+/* One image [H, W] into the inside of a bordered plane xb (c1_scratch
+ * floats, its border zeroed by the caller). */
+static void c1_copy_image(float *xb, const float *x, const nn_conv_shape *cs)
+{
+    for (int h = 0; h < cs->H; h++)
+        memcpy(xb + (size_t)(h + cs->p) * C1_ROW + cs->p, x + (size_t)h * cs->W,
+               sizeof(float) * cs->W);
+}
+
 /* The bordered images of a group, one after another (c1_scratch floats
  * each). */
 static void c1_border(float *xb, const float *x, const nn_conv_shape *cs, int g)
 {
-    const int H = cs->H, W = cs->W, p = cs->p;
     const size_t plane = c1_scratch(cs);
     memset(xb, 0, sizeof(float) * plane * g);
-    for (int i = 0; i < g; i++)
-        for (int h = 0; h < H; h++)
-            memcpy(xb + i * plane + (size_t)(h + p) * C1_ROW + p, x + ((size_t)i * H + h) * W,
-                   sizeof(float) * W);
+    for (int i = 0; i < g; i++) c1_copy_image(xb + i * plane, x + (size_t)i * cs->H * cs->W, cs);
 }
 
 /* dw [O, k k] += the group's weight gradient (c1_fits); scratch: g
@@ -637,11 +654,8 @@ static void conv_dw_c1(float *dw, const float *dy, const float *x, const nn_conv
                        float *scratch)
 {
 #if NN_X86
-    const int OW = cs->OW;
-    const __mmask16 m[2] = {(__mmask16)(OW >= 16 ? 0xffffu : (1u << OW) - 1u),
-                            (__mmask16)(OW >= 32  ? 0xffffu
-                                        : OW > 16 ? (1u << (OW - 16)) - 1u
-                                                  : 0u)};
+    __mmask16 m[2];
+    c1_masks(cs->OW, m);
     c1_border(scratch, x, cs, g);
     if (cs->k == 5)
         c1dw_avx512_k5(dw, dy, scratch, cs, g, m);
@@ -740,23 +754,15 @@ oc_block(float *y, const float *xp, const float *wt, __m512 bias, const nn_conv_
     }
 }
 
-#define OC_CASE(nr, n)                                           \
-    case n:                                                      \
-        oc_block(y, xp, wt, bias, cs, relu, o0, oh, ow0, nr, n); \
+/* A switch case per row width 1 .. OC_MAX_NB, so that nb is a constant
+ * in each inlined block: X(n) is the case for width n. */
+#define OC_WIDTHS(X) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
+#define OC_CASE2(n)                                             \
+    case n:                                                     \
+        oc_block(y, xp, wt, bias, cs, relu, o0, oh, ow0, 2, n); \
         break;
-#define OC_WIDTHS(nr) \
-    OC_CASE(nr, 1)    \
-    OC_CASE(nr, 2)    \
-    OC_CASE(nr, 3)    \
-    OC_CASE(nr, 4)    \
-    OC_CASE(nr, 5)    \
-    OC_CASE(nr, 6)    \
-    OC_CASE(nr, 7)    \
-    OC_CASE(nr, 8)    \
-    OC_CASE(nr, 9)    \
-    OC_CASE(nr, 10)   \
-    OC_CASE(nr, 11)   \
-    OC_CASE(nr, 12)
+#define OC_CASE1(n) \
+    case n: oc_block(y, xp, wt, bias, cs, relu, o0, oh, ow0, 1, n); break;
 
 /* One image [C, Hp, Wp] (bordered) -> y [O, OH, OW]; wt: [O/16][K][16]. */
 __attribute__((target("avx512f"))) static void oc_image(float *y, const float *xp, const float *w16,
@@ -773,11 +779,11 @@ __attribute__((target("avx512f"))) static void oc_image(float *y, const float *x
                 const int n = OW - ow0 < OC_MAX_NB ? OW - ow0 : OC_MAX_NB;
                 if (oh + 1 < OH) {
                     switch (n) {
-                        OC_WIDTHS(2)
+                        OC_WIDTHS(OC_CASE2)
                     }
                 } else {
                     switch (n) {
-                        OC_WIDTHS(1)
+                        OC_WIDTHS(OC_CASE1)
                     }
                 }
             }
@@ -834,18 +840,7 @@ __attribute__((target("avx2,fma"))) static void oc8_image(float *y, const float 
             for (int ow0 = 0; ow0 < OW; ow0 += OC_MAX_NB) {
                 const int n = OW - ow0 < OC_MAX_NB ? OW - ow0 : OC_MAX_NB;
                 switch (n) {
-                    OC8_CASE(1)
-                    OC8_CASE(2)
-                    OC8_CASE(3)
-                    OC8_CASE(4)
-                    OC8_CASE(5)
-                    OC8_CASE(6)
-                    OC8_CASE(7)
-                    OC8_CASE(8)
-                    OC8_CASE(9)
-                    OC8_CASE(10)
-                    OC8_CASE(11)
-                    OC8_CASE(12)
+                    OC_WIDTHS(OC8_CASE)
                 }
             }
     }
@@ -906,9 +901,7 @@ __attribute__((target("avx512f"))) static void ocdw_k5(float *dw, const float *d
 {
     ocdw_channel(dw, d16, xp, cs, g, npad, o0, c, 5);
 }
-#endif
 
-#if NN_X86
 /* AVX2: 8 channels a vector, the taps of one input channel in passes of
  * nki kernel rows (10 accumulators at k = 5, 9 at k = 3: 16 registers),
  * dy's vector loaded once a position and pass. */
@@ -964,7 +957,7 @@ static void conv_dw_oc(float *dw, const float *dy, const float *x, const nn_conv
 {
 #if NN_X86
     const size_t P = (size_t)cs->OH * cs->OW, gp = (size_t)g * P;
-    const size_t npad = (size_t)cs->C * (cs->H + 2 * cs->p) * (cs->W + 2 * cs->p);
+    const size_t npad = padded_stride(cs);
     const int v = oc_lanes();
     for (int o0 = 0; o0 < cs->O; o0 += v)
         for (int i = 0; i < g; i++)
@@ -990,7 +983,7 @@ static void conv_forward_oc(float *y, const float *x, const float *w, const floa
 {
 #if NN_X86
     const size_t K = (size_t)cs->C * cs->k * cs->k, nout = (size_t)cs->O * cs->OH * cs->OW;
-    const size_t npad = (size_t)cs->C * (cs->H + 2 * cs->p) * (cs->W + 2 * cs->p);
+    const size_t npad = padded_stride(cs);
     const int v = oc_lanes();
     float *wt = scratch, *xs = scratch + (size_t)cs->O * K;
     for (int o0 = 0; o0 < cs->O; o0 += v)
@@ -1012,13 +1005,10 @@ static void conv_forward_c1(float *y, const float *x, const float *w, const floa
     typedef void (*c1_fn)(float *, const float *, const float *, const float *,
                           const nn_conv_shape *, int);
     const c1_fn f = cs->k == 5 ? c1_avx512_k5 : c1_avx512_k3; /* c1_fits */
-    const int H = cs->H, W = cs->W, p = cs->p;
     const size_t nout = (size_t)cs->O * cs->OH * cs->OW;
     memset(scratch, 0, sizeof(float) * c1_scratch(cs)); /* the border stays zero */
     for (int i = 0; i < g; i++) {
-        for (int h = 0; h < H; h++)
-            memcpy(scratch + (size_t)(h + p) * C1_ROW + p, x + ((size_t)i * H + h) * W,
-                   sizeof(float) * W);
+        c1_copy_image(scratch, x + (size_t)i * cs->H * cs->W, cs);
         f(y + i * nout, scratch, w, b, cs, relu);
     }
 #else
@@ -1222,14 +1212,14 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *
  * registers from the k x k dcol rows that land on it. Scattering row by
  * row instead added kj's shifted run onto the floats kj - 1 had just
  * stored one lane off, a store the load could not take from the store
- * buffer: that stall made the scatter a tenth of LeNet's training step.
+ * buffer: that stall made the scatter 14-16% of LeNet's training step.
  * Here lane iw of a 4-lane chunk reads dcol at iw - (kj - p), every chunk
- * aligned to dx, and lanes outside dcol's row are masked to +0 (the reads
- * may fall up to C2I_SLACK floats outside the slice: the caller's
- * scratch has that slack: a read starts at most k - 1 floats before a
- * row and ends at most p + W + 15 - OW after it). The terms are added in the scatter's order,
- * ki then kj, onto +0, so dx gets the same bits; adding a masked +0 to a
- * sum that started at +0 changes nothing. */
+ * aligned to dx, and lanes outside dcol's row are masked to +0. The reads
+ * may fall outside the slice, at most k - 1 floats before a row and
+ * p + W + 15 - OW after it: the caller's scratch has C2I_SLACK floats on
+ * either side. The terms are added in the scatter's order, ki then kj,
+ * onto +0, so dx gets the same bits; adding a masked +0 to a sum that
+ * started at +0 changes nothing. */
 static int col2im_gathers(const nn_conv_shape *cs)
 {
     return cs->s == 1 && cs->W <= C2I_MAXW && cs->k <= C2I_MAXK && cs->p < cs->k;

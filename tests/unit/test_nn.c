@@ -730,8 +730,7 @@ static void test_maxpool2_tiled(void **s)
                 assert_memory_equal(&y[o], &x[best], sizeof(float));
             }
     nets_fill(g, NO, 11, 1.0f);
-    g[1] = -0.0f;      /* in the vector part */
-    g[OW - 1] = -0.0f; /* in the tail */
+    g[1] = g[OW - 1] = -0.0f;
     float r[NI];
     nets_fill(r, NI, 12, 1.0f);
     for (int i = 0; i < NI; i++) r[i] = r[i] > 0.1f ? r[i] : 0.0f;

@@ -977,23 +977,35 @@ static void conv_dw_oc(float *dw, const float *dy, const float *x, const nn_conv
 #endif
 }
 
-/* y [g, O, OH, OW] of x [g, C, H, W] (oc_fits); scratch: oc_scratch. */
-static void conv_forward_oc(float *y, const float *x, const float *w, const float *b,
-                            const nn_conv_shape *cs, int g, float *scratch, int relu)
+/* w [O, K] as [O / v][K][v]: v output channels a tap, side by side. */
+static void oc_pack(float *wt, const float *w, const nn_conv_shape *cs, int v)
+{
+    const size_t K = (size_t)cs->C * cs->k * cs->k;
+    for (int o0 = 0; o0 < cs->O; o0 += v)
+        for (size_t t = 0; t < K; t++)
+            for (int l = 0; l < v; l++) wt[((size_t)o0 * K) + t * v + l] = w[(o0 + l) * K + t];
+}
+
+/* y [g, O, OH, OW] of x [g, C, H, W] (oc_fits); scratch: oc_scratch. The
+ * weights are packed into scratch unless wt brings them packed. */
+static void conv_forward_oc(float *y, const float *x, const float *w, const float *wt,
+                            const float *b, const nn_conv_shape *cs, int g, float *scratch,
+                            int relu)
 {
 #if NN_X86
     const size_t K = (size_t)cs->C * cs->k * cs->k, nout = (size_t)cs->O * cs->OH * cs->OW;
     const size_t npad = padded_stride(cs);
     const int v = oc_lanes();
-    float *wt = scratch, *xs = scratch + (size_t)cs->O * K;
-    for (int o0 = 0; o0 < cs->O; o0 += v)
-        for (size_t t = 0; t < K; t++)
-            for (int l = 0; l < v; l++) wt[((size_t)o0 * K) + t * v + l] = w[(o0 + l) * K + t];
+    float *xs = scratch + (size_t)cs->O * K;
+    if (!wt) {
+        oc_pack(scratch, w, cs, v);
+        wt = scratch;
+    }
     const float *xp = pad_images(xs, x, g, cs->C, cs->H, cs->W, cs->p);
     for (int i = 0; i < g; i++)
         (v == 16 ? oc_image : oc8_image)(y + i * nout, xp + i * npad, wt, b, cs, relu);
 #else
-    (void)y, (void)x, (void)w, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;
+    (void)y, (void)x, (void)w, (void)wt, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;
 #endif
 }
 
@@ -1014,6 +1026,12 @@ static void conv_forward_c1(float *y, const float *x, const float *w, const floa
 #else
     (void)y, (void)x, (void)w, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;
 #endif
+}
+
+/* The kernel covers the whole input: the convolution is a dense layer. */
+static int is_dense_shape(const nn_conv_shape *cs)
+{
+    return cs->OH == 1 && cs->OW == 1 && cs->p == 0 && cs->k == cs->H && cs->k == cs->W;
 }
 
 /* ---- few output positions, direct ----------------------------------------
@@ -1055,10 +1073,12 @@ static size_t sp_scratch(const nn_conv_shape *cs)
 
 #if NN_X86
 /* Channels [o0, o0 + nb) of one image: a[q] accumulates channel o0 + q
- * over the K rows of col; nb is a constant at each call. */
+ * over the K rows of col; nb is a constant at each call. The weights are
+ * w [O, K] as stored, or (packed) sp_pack's blocks [K][nb], read in one
+ * stream. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 sp_block(float *y, const float *col, const float *w, const float *b, int K, int P, int relu,
-         __mmask16 m, int o0, const int nb)
+         __mmask16 m, int o0, const int nb, const int packed)
 {
     __m512 a[SP_BLOCK];
     const float *wo = w + (size_t)o0 * K;
@@ -1066,8 +1086,8 @@ sp_block(float *y, const float *col, const float *w, const float *b, int K, int 
         _mm512_set1_ps(b ? b[o0 + q] : 0.0f);
     for (int k = 0; k < K; k++) {
         const __m512 c = _mm512_loadu_ps(col + (size_t)k * SP_MAX_P);
-        _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++) a[q] =
-            _mm512_fmadd_ps(_mm512_set1_ps(wo[(size_t)q * K + k]), c, a[q]);
+        _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++) a[q] = _mm512_fmadd_ps(
+            _mm512_set1_ps(packed ? wo[(size_t)k * nb + q] : wo[(size_t)q * K + k]), c, a[q]);
     }
     const __m512 zero = _mm512_setzero_ps();
     _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++)
@@ -1076,8 +1096,9 @@ sp_block(float *y, const float *col, const float *w, const float *b, int K, int 
 
 /* y [O, OH, OW] of one padded image xp [C, H + 2p, W + 2p]. */
 __attribute__((target("avx512f"))) static void sp_image(float *y, const float *xp, const float *w,
-                                                        const float *b, const nn_conv_shape *cs,
-                                                        float *col, int relu)
+                                                        int packed, const float *b,
+                                                        const nn_conv_shape *cs, float *col,
+                                                        int relu)
 {
     const int k = cs->k, OW = cs->OW, P = cs->OH * cs->OW;
     const int Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p, K = cs->C * k * k;
@@ -1093,26 +1114,66 @@ __attribute__((target("avx512f"))) static void sp_image(float *y, const float *x
                 _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
             }
     int o0 = 0;
-    for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK) sp_block(y, col, w, b, K, P, relu, m, o0, 8);
-    for (; o0 < cs->O; o0++) sp_block(y, col, w, b, K, P, relu, m, o0, 1);
+    if (packed) {
+        for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK)
+            sp_block(y, col, w, b, K, P, relu, m, o0, SP_BLOCK, 1);
+    } else {
+        for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK)
+            sp_block(y, col, w, b, K, P, relu, m, o0, SP_BLOCK, 0);
+    }
+    for (; o0 < cs->O; o0++) sp_block(y, col, w, b, K, P, relu, m, o0, 1, 0);
 }
 #endif
 
+/* w [O, K] with each whole block of SP_BLOCK channels as [K][SP_BLOCK];
+ * the last O % SP_BLOCK channels stay [K] each. */
+static void sp_pack(float *wt, const float *w, const nn_conv_shape *cs)
+{
+    const size_t K = (size_t)cs->C * cs->k * cs->k;
+    int o0 = 0;
+    for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK)
+        for (size_t t = 0; t < K; t++)
+            for (int q = 0; q < SP_BLOCK; q++)
+                wt[(size_t)o0 * K + t * SP_BLOCK + q] = w[(size_t)(o0 + q) * K + t];
+    memcpy(wt + (size_t)o0 * K, w + (size_t)o0 * K, sizeof(float) * (cs->O - o0) * K);
+}
+
 /* y [g, O, OH, OW] of x [g, C, H, W], one image at a time; scratch:
- * sp_scratch floats. */
-static void conv_forward_sp(float *y, const float *x, const float *w, const float *b,
-                            const nn_conv_shape *cs, int g, float *scratch, int relu)
+ * sp_scratch floats. wt: the weights from sp_pack, or NULL (w as stored:
+ * packing them per call would cost more than it saves at batch 1). */
+static void conv_forward_sp(float *y, const float *x, const float *w, const float *wt,
+                            const float *b, const nn_conv_shape *cs, int g, float *scratch,
+                            int relu)
 {
 #if NN_X86
     const size_t nx = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * cs->OH * cs->OW;
     float *col = scratch + padded_size(1, cs->C, cs->H, cs->W, cs->p);
     for (int i = 0; i < g; i++) {
         const float *xp = pad_images(scratch, x + i * nx, 1, cs->C, cs->H, cs->W, cs->p);
-        sp_image(y + i * nout, xp, w, b, cs, col, relu);
+        sp_image(y + i * nout, xp, wt ? wt : w, wt != NULL, b, cs, col, relu);
     }
 #else
-    (void)y, (void)x, (void)w, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;
+    (void)y, (void)x, (void)w, (void)wt, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;
 #endif
+}
+
+/* The kernels nn_conv2d_forward_packed takes packed weights for, in its
+ * order of choice (a shape the first layer's kernel takes is never
+ * packed: that kernel reads w as stored). */
+size_t nn_conv2d_packed_size(const nn_conv_shape *cs)
+{
+    const size_t n = (size_t)cs->O * cs->C * cs->k * cs->k;
+    if (is_dense_shape(cs) || c1_fits(cs)) return 0;
+    return sp_fits(cs) || oc_fits(cs) ? n : 0;
+}
+
+void nn_conv2d_pack_weights(float *wt, const float *w, const nn_conv_shape *cs)
+{
+    if (!nn_conv2d_packed_size(cs)) return;
+    if (sp_fits(cs))
+        sp_pack(wt, w, cs);
+    else
+        oc_pack(wt, w, cs, oc_lanes());
 }
 
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
@@ -1164,9 +1225,16 @@ static void to_channel_major(float *dst, const float *src, int g, int O, size_t 
 void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *b,
                          const nn_conv_shape *cs, int g, float *scratch, int relu)
 {
+    nn_conv2d_forward_packed(y, x, w, NULL, b, cs, g, scratch, relu);
+}
+
+void nn_conv2d_forward_packed(float *y, const float *x, const float *w, const float *wt,
+                              const float *b, const nn_conv_shape *cs, int g, float *scratch,
+                              int relu)
+{
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
     const size_t nout = (size_t)cs->O * P, ld = P * g;
-    if (cs->OH == 1 && cs->OW == 1 && cs->p == 0 && cs->k == cs->H && cs->k == cs->W) {
+    if (is_dense_shape(cs)) {
         /* The kernel covers the whole input: a dense layer, y [g,O] = x [g,K] w^T
          * (batch 1 takes the GEMM's dot-product path; panels would be
          * 1 column of 16). */
@@ -1182,11 +1250,11 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *
         return;
     }
     if (sp_fits(cs)) {
-        conv_forward_sp(y, x, w, b, cs, g, scratch, relu);
+        conv_forward_sp(y, x, w, wt, b, cs, g, scratch, relu);
         return;
     }
     if (oc_fits(cs)) {
-        conv_forward_oc(y, x, w, b, cs, g, scratch, relu);
+        conv_forward_oc(y, x, w, wt, b, cs, g, scratch, relu);
         return;
     }
     if (shifted_pays(cs, g)) {

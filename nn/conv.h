@@ -36,6 +36,16 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward);
 /* g images forward; relu != 0 fuses max(0, .) after the bias. */
 void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *b,
                          const nn_conv_shape *cs, int g, float *scratch, int relu);
+/* Weights packed once for nn_conv2d_forward_n's kernels on this kernel
+ * path (nn/gemm.h), so a pass at batch 1 does not repack them: the
+ * floats they take, 0 when cs runs on w as it is. */
+size_t nn_conv2d_packed_size(const nn_conv_shape *cs);
+void nn_conv2d_pack_weights(float *wt, const float *w, const nn_conv_shape *cs);
+/* nn_conv2d_forward_n with wt from nn_conv2d_pack_weights on the same
+ * kernel path (NULL: packed per call, as nn_conv2d_forward_n). */
+void nn_conv2d_forward_packed(float *y, const float *x, const float *w, const float *wt,
+                              const float *b, const nn_conv_shape *cs, int g, float *scratch,
+                              int relu);
 /* 1 when nn_conv2d_forward_n runs cs by its direct kernel for few output
  * positions (at most 16 an image, on the AVX-512 path). */
 int nn_conv2d_few_outputs(const nn_conv_shape *cs);

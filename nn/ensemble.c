@@ -19,8 +19,8 @@ struct nn_ensemble {
                                       as trained */
     nn_net *infer[NN_MAX_MEMBERS]; /* what forward runs: nets[i] with batch
                                       norm folded (nn_net_fold_bn), or
-                                      nets[i] itself when nothing folds;
-                                      owned. NULL in a view: forward runs
+                                      nets[i] itself (planned) when
+                                      nothing folds; owned. NULL in a view: forward runs
                                       nets[i] */
     int borrowed;                  /* a view: nets[0] is the caller's */
     char paths[NN_MAX_MEMBERS][512];
@@ -84,7 +84,10 @@ static nn_ensemble *from_nets(nn_net **nets, const char (*names)[512], int n, ch
             folds |= nets[i]->layers[j].kind == NN_BATCHNORM &&
                      (nets[i]->layers[j - 1].kind == NN_CONV2D ||
                       nets[i]->layers[j - 1].kind == NN_DENSE);
+        /* A net with nothing to fold is its own inference copy, and
+         * is planned in place (its members are read-only from here). */
         e->infer[i] = folds ? nn_net_fold_bn(nets[i], err, errlen) : nets[i];
+        if (!folds && nn_net_plan(nets[i], err, errlen)) e->infer[i] = NULL;
         if (!e->infer[i]) {
             nn_ensemble_free(e);
             return NULL;
@@ -313,7 +316,7 @@ const nn_net *nn_ensemble_member_infer(const nn_ensemble *e, int i) { return run
 void nn_ensemble_unplan(nn_ensemble *e)
 {
     for (int i = 0; i < e->n; i++)
-        if (e->infer[i] && e->infer[i] != e->nets[i]) nn_net_unplan(e->infer[i]);
+        if (e->infer[i]) nn_net_unplan(e->infer[i]);
 }
 
 nn_ensemble_ws *nn_ensemble_ws_create(const nn_ensemble *e, int max_batch)

@@ -69,8 +69,9 @@ const nn_net *nn_ensemble_member(const nn_ensemble *e, int i);
 const nn_net *nn_ensemble_member_infer(const nn_ensemble *e, int i);
 const char *nn_ensemble_path(const nn_ensemble *e, int i);
 
-/* Drops the inference plans (nn_net_unplan) of the folded copies forward
- * runs: every convolution then runs directly, as before Winograd. For
+/* Drops the inference plans (nn_net_unplan) of the nets forward runs
+ * (folded copies, or members planned in place): every convolution then
+ * runs directly, packing its weights per call where its kernel does. For
  * benchmarks that compare the two; safe with existing workspaces. */
 void nn_ensemble_unplan(nn_ensemble *e);
 

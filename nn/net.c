@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "nn/gemm.h"
 #include "nn/layers.h"
 #include "nn/ood.h"
 #include "nn/rng.h"
@@ -451,10 +452,14 @@ void nn_net_summary(const nn_net *net, char *buf, size_t buflen)
 static void conv_shape(nn_conv_shape *cs, const nn_layer *L);
 
 struct nn_plan {
-    float *u;                    /* Winograd weights of all layers, one block */
-    size_t u_off[NN_MAX_LAYERS]; /* layer i's [16 or 36, C, O] at u + u_off[i] */
-    int wino[NN_MAX_LAYERS];     /* layer i runs by Winograd F(mxm,3x3): m, or 0 */
-    nn_amx *amx;                 /* BF16 precision: layers [amx_i0, amx_i1) on AMX */
+    float *u;                     /* Winograd weights of all layers, one block */
+    size_t u_off[NN_MAX_LAYERS];  /* layer i's [16 or 36, C, O] at u + u_off[i] */
+    int wino[NN_MAX_LAYERS];      /* layer i runs by Winograd F(mxm,3x3): m, or 0 */
+    float *pw;                    /* directly run layers' packed weights, one block */
+    size_t pw_off[NN_MAX_LAYERS]; /* layer i's at pw + pw_off[i] */
+    int packed[NN_MAX_LAYERS];    /* 1 where layer i has them */
+    int pw_path;                  /* the kernel path they were packed for */
+    nn_amx *amx;                  /* BF16 precision: layers [amx_i0, amx_i1) on AMX */
     int amx_i0, amx_i1, amx_convs;
 };
 
@@ -462,6 +467,7 @@ void nn_net_unplan(nn_net *net)
 {
     if (!net || !net->plan) return;
     free(net->plan->u);
+    free(net->plan->pw);
     nn_amx_free(net->plan->amx);
     free(net->plan);
     net->plan = NULL;
@@ -533,9 +539,31 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         pl->u_off[i] = total;
         total += nn_wino_weights_size(&cs, pl->wino[i]);
     }
-    if (total && !(pl->u = malloc(sizeof(float) * total))) {
+    /* The layers run directly whose kernel packs its weights (conv.h)
+     * get them packed here, once. */
+    size_t ptotal = 0;
+    for (int i = 0; i < net->nlayers; i++) {
+        nn_conv_shape cs;
+        if (net->layers[i].kind != NN_CONV2D || pl->wino[i]) continue;
+        conv_shape(&cs, &net->layers[i]);
+        size_t n = nn_conv2d_packed_size(&cs);
+        if (!n) continue;
+        pl->packed[i] = 1;
+        pl->pw_off[i] = ptotal;
+        ptotal += n;
+    }
+    pl->pw_path = nn_gemm_get_path();
+    if ((total && !(pl->u = malloc(sizeof(float) * total))) ||
+        (ptotal && !(pl->pw = malloc(sizeof(float) * ptotal)))) {
+        free(pl->u);
         free(pl);
         return nn_errf(err, errlen, "plan: out of memory");
+    }
+    for (int i = 0; i < net->nlayers; i++) {
+        nn_conv_shape cs;
+        if (!pl->packed[i]) continue;
+        conv_shape(&cs, &net->layers[i]);
+        nn_conv2d_pack_weights(pl->pw + pl->pw_off[i], net->params + net->layers[i].w_off, &cs);
     }
     for (int i = 0; i < net->nlayers; i++) {
         if (!pl->wino[i]) continue;
@@ -548,6 +576,7 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         int n = amx_chain(net, chain, &pl->amx_i0, &pl->amx_i1);
         if (n && !(pl->amx = nn_amx_create(chain, n, err, errlen))) {
             free(pl->u);
+            free(pl->pw);
             free(pl);
             return -1;
         }
@@ -562,6 +591,13 @@ int nn_net_plan_bf16_layers(const nn_net *net) { return net->plan ? net->plan->a
 int nn_net_plan_wino(const nn_net *net, int i)
 {
     return net->plan && i >= 0 && i < net->nlayers ? net->plan->wino[i] : 0;
+}
+
+int nn_net_plan_packed_layers(const nn_net *net)
+{
+    int n = 0;
+    for (int i = 0; net->plan && i < net->nlayers; i++) n += net->plan->packed[i];
+    return n;
 }
 
 int nn_net_plan_wino_layers(const nn_net *net)
@@ -959,10 +995,14 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
                                   ws->fuse[i], nn_wino_tile(&cs));
                 break;
             }
+            /* The plan's packed weights, if packed for the path running. */
+            const float *wt = !train && pl && pl->packed[i] && pl->pw_path == nn_gemm_get_path()
+                                  ? pl->pw + pl->pw_off[i]
+                                  : NULL;
             for (int b = 0; b < n; b += ws->group[i]) {
                 int g = n - b < ws->group[i] ? n - b : ws->group[i];
-                nn_conv2d_forward_n(y + b * nout, x + b * nin, wp, bp, &cs, g, ws->scratch,
-                                    ws->fuse[i]);
+                nn_conv2d_forward_packed(y + b * nout, x + b * nin, wp, wt, bp, &cs, g, ws->scratch,
+                                         ws->fuse[i]);
             }
             break;
         }

@@ -271,7 +271,9 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
 /* An inference plan for net, computed once: the Winograd-transformed
  * weights (nn/wino.h) of every convolution that takes them (3x3 stride 1,
  * and 4x4 to 6x6 stride 2 by space-to-depth),
- * which nn_net_forward then runs by Winograd instead of directly. Training
+ * which nn_net_forward then runs by Winograd instead of directly, and
+ * the packed weights of those it runs directly by a kernel that packs
+ * them (nn_conv2d_pack_weights). Training
  * (nn_net_forward_train, nn_net_backward) ignores the plan: its weights
  * change every step, and training workspaces transform them per step
  * (nn_ws_use_wino). The plan
@@ -289,6 +291,10 @@ void nn_net_unplan(nn_net *net);
  * and how it runs layer i: 0 directly, m by F(mxm,3x3) (2 or 4). */
 int nn_net_plan_wino_layers(const nn_net *net);
 int nn_net_plan_wino(const nn_net *net, int i);
+/* Number of convolutions the plan keeps weights packed for, for the
+ * direct kernel that runs them (nn_conv2d_pack_weights): packed for the
+ * kernel path at nn_net_plan, used while that path runs. */
+int nn_net_plan_packed_layers(const nn_net *net);
 /* Number of convolutions the plan runs in BF16 on AMX (nn/amx.h): made
  * by nn_net_plan while nn_precision_get() is NN_PREC_BF16 on a CPU with
  * AMX; 0 otherwise. */

@@ -759,7 +759,7 @@ static void test_plan_few_outputs(void **s)
     (void)s;
     const char *arch = "[{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
                        "{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
-                       "{\"type\":\"conv2d\",\"out\":8,\"k\":5,\"stride\":2,\"pad\":2},"
+                       "{\"type\":\"conv2d\",\"out\":12,\"k\":5,\"stride\":2,\"pad\":2},"
                        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
     float x[2 * 144];
     fill(x, 2 * 144, 17, 1.0f);
@@ -769,6 +769,8 @@ static void test_plan_few_outputs(void **s)
         assert_int_equal(nn_gemm_set_path(path), 0);
         nn_net *net = make_net(arch, 1, 12, 12, 6); /* 10x10, 8x8, 4x4 outputs */
         plan_matches_direct(net, x, 2);
+        /* The direct layer's weights packed (a block of 8 and 4 more). */
+        assert_int_equal(nn_net_plan_packed_layers(net), path == NN_GEMM_PATH_AVX512);
         if (path == NN_GEMM_PATH_AVX512) {
             assert_int_equal(nn_net_plan_wino_layers(net), 1);
             assert_int_equal(nn_net_plan_wino(net, 2), 2);
@@ -960,6 +962,67 @@ static void test_ensemble_unplan(void **s)
     nn_ensemble_free(e);
 }
 
+/* The plan packs the weights of the layers a direct kernel would pack on
+ * every call (LeNet's second convolution, on the AVX2 and AVX-512
+ * paths), and an ensemble plans a member with nothing to fold in place.
+ * Packed once or per call, the kernel and its order are the same: the
+ * same bits. Planned on one path and run on another (whose kernel packs
+ * another width), the plan's packed weights are left alone: again the
+ * bits of packing per call on that path. */
+static int ensemble_run(const nn_ensemble *e, nn_ensemble_ws *ws, const float *x, float *p,
+                        int path)
+{
+    if (nn_gemm_set_path(path)) return -1;
+    nn_ensemble_forward(e, ws, x, 2, p);
+    return 0;
+}
+
+static void test_plan_packed(void **s)
+{
+    (void)s;
+    const char *arch =
+        "[{\"type\":\"conv2d\",\"out\":6,\"k\":5},{\"type\":\"relu\"},"
+        "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"conv2d\",\"out\":16,\"k\":5},"
+        "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    float x[2 * 784];
+    fill(x, 2 * 784, 23, 1.0f);
+    for (int i = 0; i < 2 * 784; i++) x[i] = x[i] * 0.5f + 0.5f;
+    int packed_on = 0;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        /* The other x86 path, where the kernel's width differs. */
+        const int other = path == NN_GEMM_PATH_AVX512 ? NN_GEMM_PATH_AVX2
+                          : path == NN_GEMM_PATH_AVX2 && nn_gemm_path_supported(NN_GEMM_PATH_AVX512)
+                              ? NN_GEMM_PATH_AVX512
+                              : NN_GEMM_PATH_GENERIC;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        nn_net *net = make_net(arch, 1, 28, 28, 21);
+        char err[256];
+        nn_ensemble *e = nn_ensemble_from_nets(&net, 1, err, sizeof err);
+        assert_non_null(e);
+        const int lanes = path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512;
+        assert_int_equal(nn_net_plan_packed_layers(nn_ensemble_member_infer(e, 0)), lanes);
+        packed_on += lanes;
+        nn_ensemble_ws *ws = nn_ensemble_ws_create(e, 2);
+        assert_non_null(ws);
+        float p1[20], p2[20], q1[20], q2[20];
+        assert_int_equal(ensemble_run(e, ws, x, p1, path), 0);
+        assert_int_equal(ensemble_run(e, ws, x, q1, other), 0);
+        nn_ensemble_unplan(e);
+        assert_int_equal(nn_net_plan_packed_layers(nn_ensemble_member_infer(e, 0)), 0);
+        assert_int_equal(ensemble_run(e, ws, x, p2, path), 0);
+        assert_int_equal(ensemble_run(e, ws, x, q2, other), 0);
+        assert_memory_equal(p1, p2, sizeof p1);
+        assert_memory_equal(q1, q2, sizeof q1);
+        nn_ensemble_ws_free(ws);
+        nn_ensemble_free(e);
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+#if defined(__x86_64__)
+    if (nn_gemm_path_supported(NN_GEMM_PATH_AVX2)) assert_true(packed_on >= 1);
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -969,7 +1032,7 @@ int main(void)
         cmocka_unit_test(test_wino_layouts),         cmocka_unit_test(test_plan_chain),
         cmocka_unit_test(test_plan_few_outputs),     cmocka_unit_test(test_fold_plans),
         cmocka_unit_test(test_ensemble_unplan),      cmocka_unit_test(test_training_wino),
-        cmocka_unit_test(test_training_wino_shared),
+        cmocka_unit_test(test_training_wino_shared), cmocka_unit_test(test_plan_packed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1293,8 +1293,66 @@ static int col2im_gathers(const nn_conv_shape *cs)
     return cs->s == 1 && cs->W <= C2I_MAXW && cs->k <= C2I_MAXK && cs->p < cs->k;
 }
 
+#if NN_X86
+/* col2im_gather for rows of up to 16 (LeNet's second layer: 14): a row is
+ * one vector, each term one masked load (the lanes outside dcol's row
+ * are +0 and not read), a quarter of the 4-lane chunks' operations. The
+ * same terms in the same order: the same bits. */
+__attribute__((target("avx512f"))) static void col2im_gather16(float *dx, const float *dcol,
+                                                               size_t ld, const nn_conv_shape *cs)
+{
+    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, p = cs->p;
+    const int OH = cs->OH, OW = cs->OW;
+    __mmask16 mask[C2I_MAXK];
+    for (int kj = 0; kj < k; kj++) {
+        unsigned m = 0;
+        for (int l = 0; l < W; l++) {
+            const int j = l - (kj - p);
+            if (j >= 0 && j < OW) m |= 1u << l;
+        }
+        mask[kj] = (__mmask16)m;
+    }
+    const __mmask16 wm = (__mmask16)((1u << W) - 1u);
+    /* Four rows at a time: four chains of adds, not one. A row with no
+     * dcol row at this ki (outside [0, OH)) reads zeros, staying put. */
+    static const float zeros[16] __attribute__((aligned(64)));
+    for (int c = 0; c < C; c++)
+        for (int ih0 = 0; ih0 < H; ih0 += 4) {
+            __m512 a[4];
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) a[r] = _mm512_setzero_ps();
+            for (int ki = 0; ki < k; ki++) {
+                const float *sr[4];
+                ptrdiff_t step[4];
+                _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+                {
+                    const int oh = ih0 + r + p - ki, in = ih0 + r < H && oh >= 0 && oh < OH;
+                    sr[r] = in ? dcol + ((size_t)(c * k + ki) * k) * ld + (ptrdiff_t)oh * OW + p
+                               : zeros;
+                    step[r] = in ? (ptrdiff_t)ld - 1 : 0;
+                }
+                for (int kj = 0; kj < k; kj++) {
+                    const __mmask16 m = mask[kj];
+                    _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)
+                    {
+                        a[r] = _mm512_add_ps(a[r], _mm512_maskz_loadu_ps(m, sr[r]));
+                        sr[r] += step[r];
+                    }
+                }
+            }
+            _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++) if (ih0 + r < H)
+                _mm512_mask_storeu_ps(dx + ((size_t)c * H + ih0 + r) * W, wm, a[r]);
+        }
+}
+#endif
+
 static void col2im_gather(float *dx, const float *dcol, size_t ld, const nn_conv_shape *cs)
 {
+#if NN_X86
+    if (nn_gemm_get_path() == NN_GEMM_PATH_AVX512 && cs->W <= 16) {
+        col2im_gather16(dx, dcol, ld, cs);
+        return;
+    }
+#endif
     typedef float v4f __attribute__((vector_size(16)));
     typedef int v4i __attribute__((vector_size(16)));
     enum { NQ = C2I_MAXW / 4 };

@@ -9,6 +9,10 @@
 #include "nn/rng.h"
 #include "nn/simd.h"
 
+#if NN_X86
+#include <immintrin.h>
+#endif
+
 /* ---- dense and max-pool ------------------------------------------------------ */
 
 void nn_dense_forward(float *y, const float *x, const float *w, const float *b, int n, int in,
@@ -61,9 +65,121 @@ void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy, con
         }
 }
 
+#if NN_X86
+/* The 2x2 stride-2 pool on AVX-512, for rows of up to 32 (both of LeNet's
+ * pools): a pair of input rows is four vectors, their even and odd
+ * columns picked out by permutes, and the scalar loop's three selects
+ * (the same comparisons in the same order, so the same maxima, argmaxes
+ * and NaN behaviour) are masked moves across up to 16 windows at once. */
+static int pool2_vec(int k, int s, int W)
+{
+    return k == 2 && s == 2 && W <= 32 && nn_gemm_get_path() == NN_GEMM_PATH_AVX512;
+}
+
+/* Row r (W floats) as its even and odd columns, lanes [0, W / 2). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+pool2_split(const float *r, __mmask16 ml, __mmask16 mh, __m512i ev, __m512i od, __m512 *e,
+            __m512 *o)
+{
+    const __m512 a = _mm512_maskz_loadu_ps(ml, r), b = _mm512_maskz_loadu_ps(mh, r + 16);
+    *e = _mm512_permutex2var_ps(a, ev, b);
+    *o = _mm512_permutex2var_ps(a, od, b);
+}
+
+static __mmask16 lanes(int n)
+{
+    return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
+}
+
+__attribute__((target("avx512f"))) static void pool2_forward(float *y, int32_t *idx, const float *x,
+                                                             int C, int H, int W, int OH, int OW)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    const __mmask16 ml = lanes(W), mh = lanes(W - 16), mo = lanes(OW);
+    for (int c = 0; c < C; c++)
+        for (int oh = 0; oh < OH; oh++) {
+            const int row = (c * H + 2 * oh) * W;
+            __m512 e0, o0, e1, o1;
+            pool2_split(x + row, ml, mh, ev, od, &e0, &o0);
+            pool2_split(x + row + W, ml, mh, ev, od, &e1, &o1);
+            const __mmask16 k1 = _mm512_cmp_ps_mask(o0, e0, _CMP_GT_OQ);
+            __m512 m = _mm512_mask_mov_ps(e0, k1, o0);
+            const __mmask16 k2 = _mm512_cmp_ps_mask(e1, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, k2, e1);
+            const __mmask16 k3 = _mm512_cmp_ps_mask(o1, m, _CMP_GT_OQ);
+            m = _mm512_mask_mov_ps(m, k3, o1);
+            const size_t o = ((size_t)c * OH + oh) * OW;
+            _mm512_mask_storeu_ps(y + o, mo, m);
+            if (!idx) continue;
+            const __m512i i = _mm512_add_epi32(_mm512_set1_epi32(row), ev);
+            __m512i best = _mm512_mask_add_epi32(i, k1, i, _mm512_set1_epi32(1));
+            best = _mm512_mask_add_epi32(best, k2, i, _mm512_set1_epi32(W));
+            best = _mm512_mask_add_epi32(best, k3, i, _mm512_set1_epi32(W + 1));
+            _mm512_mask_storeu_epi32(idx + o, mo, best);
+        }
+}
+
+/* Each window's gradient goes to the one of its four inputs idx names
+ * (0 + g, as the scatter adds onto +0), the other three get +0, and the
+ * two rows are interleaved back and stored whole: every float of the
+ * pooled rows written, no zeroing first. Rows and a column the pool
+ * does not reach (odd H or W) get +0. */
+__attribute__((target("avx512f"))) static void pool2_backward(float *dx, const float *dy,
+                                                              const int32_t *idx, int C, int H,
+                                                              int W, int OH, int OW,
+                                                              const float *relu_y)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    /* Interleaving: lane l of the low half takes even[l / 2] or odd[l / 2]. */
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+    const __mmask16 ml = lanes(W), mh = lanes(W - 16), mo = lanes(OW);
+    const __m512 zero = _mm512_setzero_ps();
+    for (int c = 0; c < C; c++) {
+        for (int oh = 0; oh < OH; oh++) {
+            const int row = (c * H + 2 * oh) * W;
+            const size_t o = ((size_t)c * OH + oh) * OW;
+            const __m512 g = _mm512_maskz_loadu_ps(mo, dy + o);
+            const __m512i at = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mo, idx + o),
+                                                _mm512_add_epi32(_mm512_set1_epi32(row), ev));
+            __mmask16 p[4] = {_mm512_mask_cmpeq_epi32_mask(mo, at, _mm512_setzero_si512()),
+                              _mm512_mask_cmpeq_epi32_mask(mo, at, _mm512_set1_epi32(1)),
+                              _mm512_mask_cmpeq_epi32_mask(mo, at, _mm512_set1_epi32(W)),
+                              _mm512_mask_cmpeq_epi32_mask(mo, at, _mm512_set1_epi32(W + 1))};
+            if (relu_y) {
+                __m512 e0, o0, e1, o1;
+                pool2_split(relu_y + row, ml, mh, ev, od, &e0, &o0);
+                pool2_split(relu_y + row + W, ml, mh, ev, od, &e1, &o1);
+                p[0] &= _mm512_cmp_ps_mask(e0, zero, _CMP_GT_OQ);
+                p[1] &= _mm512_cmp_ps_mask(o0, zero, _CMP_GT_OQ);
+                p[2] &= _mm512_cmp_ps_mask(e1, zero, _CMP_GT_OQ);
+                p[3] &= _mm512_cmp_ps_mask(o1, zero, _CMP_GT_OQ);
+            }
+            for (int r = 0; r < 2; r++) {
+                const __m512 e = _mm512_add_ps(zero, _mm512_maskz_mov_ps(p[2 * r], g));
+                const __m512 d = _mm512_add_ps(zero, _mm512_maskz_mov_ps(p[2 * r + 1], g));
+                float *out = dx + row + r * W;
+                _mm512_mask_storeu_ps(out, ml, _mm512_permutex2var_ps(e, lo, d));
+                _mm512_mask_storeu_ps(out + 16, mh, _mm512_permutex2var_ps(e, hi, d));
+            }
+        }
+        for (int ih = 2 * OH; ih < H; ih++)
+            memset(dx + ((size_t)c * H + ih) * W, 0, sizeof(float) * W);
+    }
+}
+#endif
+
 void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H, int W, int k, int s,
                         int OH, int OW)
 {
+#if NN_X86
+    if (pool2_vec(k, s, W)) {
+        pool2_forward(y, idx, x, C, H, W, OH, OW);
+        return;
+    }
+#endif
     if (!idx && k == 2 && s == 2) {
         /* Inference, the common 2x2 pool: the same comparisons in the same
          * order as below, as selects the compiler vectorises (a profile of
@@ -127,9 +243,17 @@ void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H, in
             }
 }
 
-void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx, int C, int H, int W,
-                         int OH, int OW, const float *relu_y)
+void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx, int C, int H, int W, int k,
+                         int s, int OH, int OW, const float *relu_y)
 {
+#if NN_X86
+    if (pool2_vec(k, s, W)) {
+        pool2_backward(dx, dy, idx, C, H, W, OH, OW, relu_y);
+        return;
+    }
+#else
+    (void)k, (void)s;
+#endif
     memset(dx, 0, sizeof(float) * C * H * W);
     if (!relu_y) {
         for (int o = 0; o < C * OH * OW; o++) dx[idx[o]] += dy[o];

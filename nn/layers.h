@@ -32,12 +32,13 @@ void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy, con
  * padding. idx (may be NULL) receives the flat input index of each max. */
 void nn_maxpool_forward(float *y, int32_t *idx, const float *x, int C, int H, int W, int k, int s,
                         int OH, int OW);
-/* dx [C,H,W] is zeroed, then receives dy at the argmax positions. With
+/* dx [C,H,W] is zeroed, then receives dy at the argmax positions (idx of
+ * nn_maxpool_forward with the same window k and stride s). With
  * relu_y (the pool's input when it is a ReLU's output; else NULL) only
  * where relu_y > 0: the ReLU's backward on the way, the same floats as
  * nn_relu_backward after it. */
-void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx, int C, int H, int W,
-                         int OH, int OW, const float *relu_y);
+void nn_maxpool_backward(float *dx, const float *dy, const int32_t *idx, int C, int H, int W, int k,
+                         int s, int OH, int OW, const float *relu_y);
 
 /* ReLU over n values: y = max(x, 0) (y may be x). */
 void nn_relu_forward(float *y, const float *x, size_t n);

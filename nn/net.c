@@ -1231,7 +1231,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             const int mask = relu_before_pool(net, i - 1);
             for (int b = 0; b < n; b++)
                 nn_maxpool_backward(dx + b * nin, dy + b * nout, ws->pool_idx[i] + b * nout,
-                                    L->in_c, L->in_h, L->in_w, L->out_h, L->out_w,
+                                    L->in_c, L->in_h, L->in_w, L->k, L->stride, L->out_h, L->out_w,
                                     mask ? x + b * nin : NULL);
             break;
         }

@@ -22,6 +22,7 @@
 
 #include "image/image.h"
 #include "nn/ensemble.h"
+#include "nn/gemm.h"
 #include "nn/idx.h"
 #include "nn/net.h"
 #include "nn/optim.h"
@@ -592,6 +593,57 @@ static void test_optimiser_update_from(void **state)
     }
 }
 
+/* Adam and AdamW run by a kernel of their own on the AVX-512 path: every
+ * kernel path the CPU has gives the generic path's parameters bit for
+ * bit after a few steps (sizes that leave tails of every length). */
+static void adam_on_path(int path, float wd, float *out, size_t *n_out)
+{
+    const char *arch = "[{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    assert_int_equal(nn_gemm_set_path(path), 0);
+    nn_net *net = nets_make(arch, 1, 6, 6, 3);
+    const size_t n = net->nparams; /* 370: 23 vectors of 16 and 2 more */
+    nn_opt_cfg c;
+    nn_opt_cfg_default(&c, NN_OPT_ADAM);
+    c.weight_decay = wd;
+    nn_opt *o = nn_opt_create(net, &c);
+    float *g = malloc(sizeof(float) * n);
+    assert_true(o && g);
+    nn_rng r;
+    nn_rng_seed(&r, 77);
+    for (int step = 0; step < 4; step++) {
+        for (size_t i = 0; i < n; i++) g[i] = (nn_rng_uniform(&r) - 0.5f) * (step ? 1.0f : 1e-6f);
+        nn_opt_advance(o);
+        for (size_t lo = 0; lo < n; lo += 53)
+            nn_opt_update(o, net->params, g, 0.01f, lo, lo + 53 < n ? lo + 53 : n);
+    }
+    memcpy(out, net->params, sizeof(float) * n);
+    *n_out = n;
+    free(g);
+    nn_opt_free(o);
+    nn_net_free(net);
+}
+
+static void test_adam_paths(void **state)
+{
+    (void)state;
+    float want[512], got[512];
+    size_t n = 0, m = 0;
+    int ran = 0;
+    for (int decay = 0; decay < 2; decay++) {
+        const float wd = decay ? 0.05f : 0.0f;
+        adam_on_path(NN_GEMM_PATH_GENERIC, wd, want, &n);
+        for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+            if (!nn_gemm_path_supported(path)) continue;
+            adam_on_path(path, wd, got, &m);
+            assert_int_equal(m, n);
+            assert_memory_equal(got, want, sizeof(float) * n);
+            ran++;
+        }
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    assert_true(ran >= 4);
+}
+
 /* ---- ensembles: member count and path lengths ----------------------------- */
 
 static void test_ensemble_limits(void **state)
@@ -1153,6 +1205,7 @@ int main(void)
         cmocka_unit_test(test_weights_metadata_ranges),
         cmocka_unit_test(test_optimiser_steps),
         cmocka_unit_test(test_optimiser_update_from),
+        cmocka_unit_test(test_adam_paths),
         cmocka_unit_test(test_ensemble_limits),
         cmocka_unit_test(test_reader_size_limits),
         cmocka_unit_test(test_png_encode_specs),

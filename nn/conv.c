@@ -1430,6 +1430,16 @@ static void col2im_rows(float *dx, const float *dcol, size_t ld, const nn_conv_s
             }
 }
 
+/* The weight gradient's kernel for cs, in order of preference: the first
+ * layer's direct one, output channels as lanes, shifted rows, or the
+ * GEMM over packed im2col panels (the only one that reads dy transposed). */
+enum dw_kind { DW_C1, DW_LANES, DW_SHIFTED, DW_PACKED };
+
+static enum dw_kind dw_kind(const nn_conv_shape *cs)
+{
+    return c1_fits(cs) ? DW_C1 : ocdw_fits(cs) ? DW_LANES : dw_shifted(cs) ? DW_SHIFTED : DW_PACKED;
+}
+
 void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w, const nn_conv_shape *cs, int g, float *scratch)
 {
@@ -1449,20 +1459,20 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, cons
         for (int i = 0; i < g; i++) sum += sum8(dy + ((size_t)i * O + o) * P, P);
         db[o] += sum;
     }
-    const int direct_dw = c1_fits(cs) || ocdw_fits(cs) || dw_shifted(cs);
-    if (!direct_dw || (dx && !dx_as_conv(cs))) to_channel_major(dyt, dy, g, O, P);
-    if (c1_fits(cs)) {
-        conv_dw_c1(dw, dy, x, cs, g, xp);
-    } else if (ocdw_fits(cs)) {
-        conv_dw_oc(dw, dy, x, cs, g, xp, rest);
-    } else if (dw_shifted(cs)) {
-        conv_dw_shifted(dw, dy, x, cs, g, xp);
-    } else {
+    const enum dw_kind dk = dw_kind(cs);
+    if (dk == DW_PACKED || (dx && !dx_as_conv(cs))) to_channel_major(dyt, dy, g, O, P);
+    switch (dk) {
+    case DW_C1: conv_dw_c1(dw, dy, x, cs, g, xp); break;
+    case DW_LANES: conv_dw_oc(dw, dy, x, cs, g, xp, rest); break;
+    case DW_SHIFTED: conv_dw_shifted(dw, dy, x, cs, g, xp); break;
+    case DW_PACKED: {
         struct conv_src cx;
         conv_src_init(&cx, pad_images(xp, x, g, C, cs->H, cs->W, cs->p), C, cs->H, cs->W, cs->p, k,
                       cs->s, cs->OH, cs->OW);
         /* dw[O,K] += dyt[O, gP] im2col^T[gP, K] */
         nn_gemm_packed(0, O, (int)K, (int)ld, 1.0f, dyt, (int)ld, pack_dw, &cx, 1.0f, dw, (int)K);
+        break;
+    }
     }
     if (!dx) return;
     if (dx_as_conv(cs)) {

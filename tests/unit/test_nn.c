@@ -710,7 +710,8 @@ static void test_maxpool(void **s)
  * output, with -0 gradients, every float of dx written (the row and
  * column an odd size leaves out get +0). Shapes: even sizes, odd ones,
  * rows of 32 (the widest the AVX-512 kernel takes: 16 windows) and of 34
- * (past it). */
+ * and 33 (past it: the AVX2 forward and the scalar backward), 17 (AVX2's
+ * 8 windows and the column after them). */
 static void maxpool2_case(int C, int H, int W)
 {
     const int OH = H / 2, OW = W / 2, NI = C * H * W, NO = C * OH * OW;
@@ -758,6 +759,8 @@ static void test_maxpool2_tiled(void **s)
     maxpool2_case(2, 4, 32);
     maxpool2_case(1, 5, 31);
     maxpool2_case(2, 4, 34);
+    maxpool2_case(2, 5, 17); /* AVX2: a full step of 8, a column past it */
+    maxpool2_case(1, 3, 33);
 }
 
 static const char *ARCH_SMALL =

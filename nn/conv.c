@@ -1157,23 +1157,33 @@ static void conv_forward_sp(float *y, const float *x, const float *w, const floa
 #endif
 }
 
-/* The kernels nn_conv2d_forward_packed takes packed weights for, in its
- * order of choice (a shape the first layer's kernel takes is never
- * packed: that kernel reads w as stored). */
+/* The forward's kernel for cs, in order of preference, up to those that
+ * depend on the group (shifted rows or the packed GEMM: FWD_GEMM). Only
+ * the few-outputs and lanes kernels take packed weights. */
+enum fwd_kind { FWD_DENSE, FWD_C1, FWD_FEW, FWD_LANES, FWD_GEMM };
+
+static enum fwd_kind fwd_kind(const nn_conv_shape *cs)
+{
+    return is_dense_shape(cs) ? FWD_DENSE
+           : c1_fits(cs)      ? FWD_C1
+           : sp_fits(cs)      ? FWD_FEW
+           : oc_fits(cs)      ? FWD_LANES
+                              : FWD_GEMM;
+}
+
 size_t nn_conv2d_packed_size(const nn_conv_shape *cs)
 {
-    const size_t n = (size_t)cs->O * cs->C * cs->k * cs->k;
-    if (is_dense_shape(cs) || c1_fits(cs)) return 0;
-    return sp_fits(cs) || oc_fits(cs) ? n : 0;
+    const enum fwd_kind fk = fwd_kind(cs);
+    return fk == FWD_FEW || fk == FWD_LANES ? (size_t)cs->O * cs->C * cs->k * cs->k : 0;
 }
 
 void nn_conv2d_pack_weights(float *wt, const float *w, const nn_conv_shape *cs)
 {
-    if (!nn_conv2d_packed_size(cs)) return;
-    if (sp_fits(cs))
-        sp_pack(wt, w, cs);
-    else
-        oc_pack(wt, w, cs, oc_lanes());
+    switch (fwd_kind(cs)) {
+    case FWD_FEW: sp_pack(wt, w, cs); break;
+    case FWD_LANES: oc_pack(wt, w, cs, oc_lanes()); break;
+    default: break;
+    }
 }
 
 size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
@@ -1234,7 +1244,8 @@ void nn_conv2d_forward_packed(float *y, const float *x, const float *w, const fl
 {
     const size_t P = (size_t)cs->OH * cs->OW, K = (size_t)cs->C * cs->k * cs->k;
     const size_t nout = (size_t)cs->O * P, ld = P * g;
-    if (is_dense_shape(cs)) {
+    switch (fwd_kind(cs)) {
+    case FWD_DENSE:
         /* The kernel covers the whole input: a dense layer, y [g,O] = x [g,K] w^T
          * (batch 1 takes the GEMM's dot-product path; panels would be
          * 1 column of 16). */
@@ -1244,18 +1255,10 @@ void nn_conv2d_forward_packed(float *y, const float *x, const float *w, const fl
         if (relu)
             for (size_t i = 0; i < (size_t)g * cs->O; i++) y[i] = y[i] > 0.0f ? y[i] : 0.0f;
         return;
-    }
-    if (c1_fits(cs)) {
-        conv_forward_c1(y, x, w, b, cs, g, scratch, relu);
-        return;
-    }
-    if (sp_fits(cs)) {
-        conv_forward_sp(y, x, w, wt, b, cs, g, scratch, relu);
-        return;
-    }
-    if (oc_fits(cs)) {
-        conv_forward_oc(y, x, w, wt, b, cs, g, scratch, relu);
-        return;
+    case FWD_C1: conv_forward_c1(y, x, w, b, cs, g, scratch, relu); return;
+    case FWD_FEW: conv_forward_sp(y, x, w, wt, b, cs, g, scratch, relu); return;
+    case FWD_LANES: conv_forward_oc(y, x, w, wt, b, cs, g, scratch, relu); return;
+    case FWD_GEMM: break;
     }
     if (shifted_pays(cs, g)) {
         conv_forward_shifted(y, x, w, b, cs, g, scratch, relu);

@@ -20,8 +20,8 @@ struct nn_ensemble {
     nn_net *infer[NN_MAX_MEMBERS]; /* what forward runs: nets[i] with batch
                                       norm folded (nn_net_fold_bn), or
                                       nets[i] itself (planned) when
-                                      nothing folds; owned. NULL in a view: forward runs
-                                      nets[i] */
+                                      nothing folds; owned. NULL in a
+                                      view: forward runs nets[i] */
     int borrowed;                  /* a view: nets[0] is the caller's */
     char paths[NN_MAX_MEMBERS][512];
 };

@@ -66,11 +66,6 @@ void nn_dense_backward_ref(float *dx, float *dw, float *db, const float *dy, con
 }
 
 #if NN_X86
-/* The 2x2 stride-2 pool on AVX-512, for rows of up to 32 (both of LeNet's
- * pools): a pair of input rows is four vectors, their even and odd
- * columns picked out by permutes, and the scalar loop's three selects
- * (the same comparisons in the same order, so the same maxima, argmaxes
- * and NaN behaviour) are masked moves across up to 16 windows at once. */
 enum { POOL2_SCALAR, POOL2_AVX2, POOL2_AVX512 };
 
 /* Which 2x2 kernel runs a pool of window k, stride s over rows of W. */
@@ -82,7 +77,13 @@ static int pool2_vec(int k, int s, int W)
     return path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512 ? POOL2_AVX2 : POOL2_SCALAR;
 }
 
-/* Row r (W floats) as its even and odd columns, lanes [0, W / 2). */
+/* The 2x2 stride-2 pool on AVX-512, for rows of up to 32 (both of LeNet's
+ * pools): a pair of input rows is four vectors, their even and odd
+ * columns picked out by permutes, and the scalar loop's three selects
+ * (the same comparisons in the same order, so the same maxima, argmaxes
+ * and NaN behaviour) are masked moves across up to 16 windows at once.
+ *
+ * Row r (W floats) as its even and odd columns, lanes [0, W / 2). */
 __attribute__((target("avx512f"), always_inline)) static inline void
 pool2_split(const float *r, __mmask16 ml, __mmask16 mh, __m512i ev, __m512i od, __m512 *e,
             __m512 *o)
@@ -92,7 +93,8 @@ pool2_split(const float *r, __mmask16 ml, __mmask16 mh, __m512i ev, __m512i od, 
     *o = _mm512_permutex2var_ps(a, od, b);
 }
 
-static __mmask16 lanes(int n)
+/* The first n lanes of 16 (none if n <= 0). */
+static __mmask16 first_lanes16(int n)
 {
     return n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1u);
 }
@@ -102,7 +104,7 @@ __attribute__((target("avx512f"))) static void pool2_forward(float *y, int32_t *
 {
     const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
-    const __mmask16 ml = lanes(W), mh = lanes(W - 16), mo = lanes(OW);
+    const __mmask16 ml = first_lanes16(W), mh = first_lanes16(W - 16), mo = first_lanes16(OW);
     for (int c = 0; c < C; c++)
         for (int oh = 0; oh < OH; oh++) {
             const int row = (c * H + 2 * oh) * W;
@@ -141,7 +143,7 @@ __attribute__((target("avx512f"))) static void pool2_backward(float *dx, const f
     /* Interleaving: lane l of the low half takes even[l / 2] or odd[l / 2]. */
     const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-    const __mmask16 ml = lanes(W), mh = lanes(W - 16), mo = lanes(OW);
+    const __mmask16 ml = first_lanes16(W), mh = first_lanes16(W - 16), mo = first_lanes16(OW);
     const __m512 zero = _mm512_setzero_ps();
     for (int c = 0; c < C; c++) {
         for (int oh = 0; oh < OH; oh++) {
@@ -182,6 +184,7 @@ __attribute__((target("avx512f"))) static void pool2_backward(float *dx, const f
  * windows in the order 0 1 4 5 2 3 6 7; the selects run in that order
  * and one cross-lane permute puts the maxima and argmaxes back. The tail
  * of a row is read and written through masks. */
+/* The first n lanes of 8, as AVX2's load and store masks. */
 __attribute__((target("avx2"))) static inline __m256i first_lanes8(int n)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

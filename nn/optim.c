@@ -110,15 +110,14 @@ void nn_opt_update_from(nn_opt *o, float *p, const float *g, float lr, size_t lo
         float b1 = c->beta1, b2 = c->beta2;
         float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
         float step = lr * sqrtf(bc2) / bc1, eps = c->eps * sqrtf(bc2);
+        void (*adam)(float *restrict, float *restrict, float *restrict, const float *restrict,
+                     size_t, float, float, float, float, const uint8_t *restrict, float) =
+            adam_range;
 #if NN_X86
-        if (nn_gemm_get_path() == NN_GEMM_PATH_AVX512) {
-            adam_range_avx512(p + lo, o->m + lo, o->v + lo, g, hi - lo, b1, b2, step, eps,
-                              wd > 0.0f ? o->decay + lo : NULL, lr * wd);
-            return;
-        }
+        if (nn_gemm_get_path() == NN_GEMM_PATH_AVX512) adam = adam_range_avx512;
 #endif
-        adam_range(p + lo, o->m + lo, o->v + lo, g, hi - lo, b1, b2, step, eps,
-                   wd > 0.0f ? o->decay + lo : NULL, lr * wd);
+        adam(p + lo, o->m + lo, o->v + lo, g, hi - lo, b1, b2, step, eps,
+             wd > 0.0f ? o->decay + lo : NULL, lr * wd);
     } else {
         float mu = c->momentum;
         for (size_t i = lo; i < hi; i++) {

@@ -52,6 +52,9 @@
 #define GEMM_KC_MAX 256
 #define GEMM_MC_MAX 240
 #define GEMM_NR_MAX 32
+/* Rows of the tallest micro-kernel: MR + 1 on the 8-row paths (a sliver
+ * of 9 rows where A is read in place; see gemm_blocked). */
+#define GEMM_ROWS_MAX 9
 /* A kernel's two vectors lie in one nn_gemm_bpanels panel, or one in each
  * of two neighbours (a vector never straddles panels). */
 _Static_assert(GEMM_NR_MAX <= 2 * NN_GEMM_BPANEL && NN_GEMM_BPANEL % 16 == 0,
@@ -317,20 +320,20 @@ typedef float v16f __attribute__((vector_size(64)));
 GEN_ROW(1) GEN_ROW(2) GEN_ROW(3) GEN_ROW(4) GEN_ROW(5) GEN_ROW(6)
 GEMM_DEFINE_DOT(gen_dot, , v4f, 4, bc4, fm4)
 GEMM_DEFINE_DOTBLK(gen_dotblk, , v4f, 4, bc4, fm4)
-static const gemm_kernel gen_kernels[8][2] = {
+static const gemm_kernel gen_kernels[GEMM_ROWS_MAX][2] = {
     GEMM_ROW_PTRS(gen, 1), GEMM_ROW_PTRS(gen, 2), GEMM_ROW_PTRS(gen, 3),
     GEMM_ROW_PTRS(gen, 4), GEMM_ROW_PTRS(gen, 5), GEMM_ROW_PTRS(gen, 6),
 };
 
 #define GENW_ROW(R) GEMM_DEFINE_ROW(genw, , v16f, 16, bc16, fm16, 8, R)
 GENW_ROW(1) GENW_ROW(2) GENW_ROW(3) GENW_ROW(4)
-GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8)
+GENW_ROW(5) GENW_ROW(6) GENW_ROW(7) GENW_ROW(8) GENW_ROW(9)
 GEMM_DEFINE_DOT(genw_dot, , v16f, 16, bc16, fm16)
 GEMM_DEFINE_DOTBLK(genw_dotblk, , v16f, 16, bc16, fm16)
-static const gemm_kernel genw_kernels[8][2] = {
+static const gemm_kernel genw_kernels[GEMM_ROWS_MAX][2] = {
     GEMM_ROW_PTRS(genw, 1), GEMM_ROW_PTRS(genw, 2), GEMM_ROW_PTRS(genw, 3),
     GEMM_ROW_PTRS(genw, 4), GEMM_ROW_PTRS(genw, 5), GEMM_ROW_PTRS(genw, 6),
-    GEMM_ROW_PTRS(genw, 7), GEMM_ROW_PTRS(genw, 8),
+    GEMM_ROW_PTRS(genw, 7), GEMM_ROW_PTRS(genw, 8), GEMM_ROW_PTRS(genw, 9),
 };
 
 /* ---- x86 paths ------------------------------------------------------------ */
@@ -345,7 +348,7 @@ GEMM_DEFINE_DOT(avx2_dot, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
                 _mm256_fmadd_ps)
 GEMM_DEFINE_DOTBLK(avx2_dotblk, AVX2_ATTR, __m256, 8, _mm256_set1_ps,
                    _mm256_fmadd_ps)
-static const gemm_kernel avx2_kernels[8][2] = {
+static const gemm_kernel avx2_kernels[GEMM_ROWS_MAX][2] = {
     GEMM_ROW_PTRS(avx2, 1), GEMM_ROW_PTRS(avx2, 2), GEMM_ROW_PTRS(avx2, 3),
     GEMM_ROW_PTRS(avx2, 4), GEMM_ROW_PTRS(avx2, 5), GEMM_ROW_PTRS(avx2, 6),
 };
@@ -354,16 +357,17 @@ static const gemm_kernel avx2_kernels[8][2] = {
     GEMM_DEFINE_ROW(avx512, AVX512_ATTR, __m512, 16, _mm512_set1_ps,          \
                     _mm512_fmadd_ps, 8, R)
 AVX512_ROW(1) AVX512_ROW(2) AVX512_ROW(3) AVX512_ROW(4)
-AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8)
+AVX512_ROW(5) AVX512_ROW(6) AVX512_ROW(7) AVX512_ROW(8) AVX512_ROW(9)
 GEMM_DEFINE_DOT(avx512_dot, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
                 _mm512_fmadd_ps)
 GEMM_DEFINE_DOTBLK(avx512_dotblk, AVX512_ATTR, __m512, 16, _mm512_set1_ps,
                    _mm512_fmadd_ps)
-static const gemm_kernel avx512_kernels[8][2] = {
+static const gemm_kernel avx512_kernels[GEMM_ROWS_MAX][2] = {
     GEMM_ROW_PTRS(avx512, 1), GEMM_ROW_PTRS(avx512, 2),
     GEMM_ROW_PTRS(avx512, 3), GEMM_ROW_PTRS(avx512, 4),
     GEMM_ROW_PTRS(avx512, 5), GEMM_ROW_PTRS(avx512, 6),
     GEMM_ROW_PTRS(avx512, 7), GEMM_ROW_PTRS(avx512, 8),
+    GEMM_ROW_PTRS(avx512, 9),
 };
 
 static int have_avx2(void)
@@ -384,7 +388,8 @@ static int always(void) { return 1; }
 struct gemm_path {
     const char *name;
     int (*supported)(void);
-    const gemm_kernel (*kernels)[2]; /* [rows - 1][vectors - 1] */
+    const gemm_kernel (*kernels)[2]; /* [rows - 1][vectors - 1], rows up to
+                                        mr, or mr + 1 where not NULL */
     gemm_dot dot;
     gemm_dotblk dotblk;
     int mr, vl, kc, mc;              /* NR = 2 * vl */
@@ -783,6 +788,16 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
             int mc = M - i0 < mcb ? M - i0 : mcb;
             if (!a_direct) pack_a(ta, A, lda, i0, k0, mc, kc, mr, apack);
             int direct_b = !packb && b_in_place(ldb, mc, mr);
+            /* Where A is read in place and the path has an (mr + 1)-row
+             * kernel, one or two rows left over go one each into the
+             * first slivers: 9 rows (the 12x12 and 10x10 batch-1
+             * Winograd layers' tiles) run as one sliver, not 8 + a
+             * 1-row tail whose kernel does two products per B row it
+             * reads (those layers 11-13% faster). A tail of 3 or more
+             * rows keeps its own kernel (36 rows as 4 x 9 measured no
+             * faster than 4 x 8 + 4). */
+            int wide = a_direct && mr < GEMM_ROWS_MAX && p->kernels[mr][0] ? mc % mr : 0;
+            if (wide > 2 || wide > mc / mr) wide = 0;
             for (int j0 = 0; j0 < N; j0 += nrf) {
                 int nr = N - j0 < nrf ? N - j0 : nrf;
                 int nv = nr > vl ? 2 : 1;
@@ -812,8 +827,8 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                     bp = bpack;
                     bs = nv * vl;
                 }
-                for (int s = 0; s < mc; s += mr) {
-                    int rows = mc - s < mr ? mc - s : mr;
+                for (int s = 0, rows; s < mc; s += rows) {
+                    rows = s < wide * (mr + 1) ? mr + 1 : mc - s < mr ? mc - s : mr;
                     const float *ap = a_direct ? A + (idx)(i0 + s) * lda + k0
                                                : apack + (idx)s * kc;
                     p->kernels[rows - 1][nv - 1](

@@ -134,8 +134,10 @@ static void one(int ta, int tb, int M, int N, int K, int pad, float alpha, float
 }
 
 /* Sizes around every tile and block boundary of every path: MR 6 and 8,
- * NR 8, 16 and 32, KC 192 and 256, MC 240, plus primes. */
-static const int msizes[] = {1, 2, 3, 5, 6, 7, 8, 9, 12, 13, 16, 17, 23, 48, 239, 240, 241, 250};
+ * NR 8, 16 and 32, KC 192 and 256, MC 240, plus primes; 9, 17, 18, 26,
+ * 36 and 49 rows take 9-row slivers on the 8-row paths (A in place). */
+static const int msizes[] = {1,  2,  3,  5,   6,   7,   8,   9,  12, 13, 16,
+                             17, 23, 48, 239, 240, 241, 250, 18, 26, 36, 49};
 static const int nsizes[] = {1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 49, 64, 65, 100};
 static const int ksizes[] = {1, 2, 3, 7, 16, 25, 64, 191, 192, 193, 255, 256, 257, 300, 385, 513};
 #define COUNT(a) ((int)(sizeof a / sizeof a[0]))
@@ -267,7 +269,8 @@ static void test_rows(void **state)
  * the Winograd GEMMs do, against the oracle on B itself. Integer data:
  * exact match, so a panel or row read from the wrong place fails. N
  * below, at and past a panel and a kernel's width; K past a block (256);
- * M from one row to several blocks of slivers. */
+ * M from one row to several blocks of slivers, and the counts whose
+ * leftover rows go into 9-row slivers (9, 17, 18, 26, 36, 49; not 12). */
 static void bpanels_case(int M, int N, int K, float beta)
 {
     const int ldc = N + 3, lda = K + 5;
@@ -297,9 +300,10 @@ static void bpanels_case(int M, int N, int K, float beta)
 static void test_bpanels(void **state)
 {
     (void)state;
-    static const int shapes[][3] = {{36, 32, 32}, {4, 64, 256}, {9, 32, 128},  {144, 64, 64},
-                                    {1, 1, 1},    {7, 5, 3},    {13, 47, 257}, {250, 33, 17},
-                                    {6, 16, 600}, {3, 8, 40},   {2, 100, 9}};
+    static const int shapes[][3] = {
+        {36, 32, 32},  {4, 64, 256},  {9, 32, 128}, {144, 64, 64}, {1, 1, 1},    {7, 5, 3},
+        {13, 47, 257}, {250, 33, 17}, {6, 16, 600}, {3, 8, 40},    {2, 100, 9},  {9, 64, 257},
+        {36, 64, 64},  {49, 16, 32},  {26, 40, 72}, {17, 64, 128}, {18, 9, 300}, {12, 32, 16}};
     for (int p = 0; p < NN_GEMM_PATH_COUNT; p++) {
         if (!select_path(p)) continue;
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)

@@ -1045,11 +1045,12 @@ static int is_dense_shape(const nn_conv_shape *cs)
  * matrix [K, 16] is gathered once (row (c, ki, kj) is the padded image
  * at a fixed index vector, (oh s) Wp + ow s, from offset (c, ki, kj)),
  * then each output channel is a sum over K of a broadcast weight times a
- * row, eight channels at a time in registers, the weights read once in
- * order. AVX-512 only, like the first layer's direct kernel; the
+ * row, sixteen channels at a time in registers (then eight, then one at a
+ * time), the weights read once in order and the rows once per block. AVX-512 only, like the first layer's direct kernel; the
  * inference plan keeps such layers direct (nn_net_plan, which says why). */
 #define SP_MAX_P 16
-#define SP_BLOCK 8
+#define SP_BLOCK 16        /* channels a block, at most (then 8, then 1) */
+#define SP_PHASES_MAX 1024 /* floats: one channel's column phases */
 
 static int sp_fits(const nn_conv_shape *cs)
 {
@@ -1082,15 +1083,15 @@ sp_block(float *y, const float *col, const float *w, const float *b, int K, int 
 {
     __m512 a[SP_BLOCK];
     const float *wo = w + (size_t)o0 * K;
-    _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++) a[q] =
+    _Pragma("GCC unroll 16") for (int q = 0; q < nb; q++) a[q] =
         _mm512_set1_ps(b ? b[o0 + q] : 0.0f);
     for (int k = 0; k < K; k++) {
         const __m512 c = _mm512_loadu_ps(col + (size_t)k * SP_MAX_P);
-        _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++) a[q] = _mm512_fmadd_ps(
+        _Pragma("GCC unroll 16") for (int q = 0; q < nb; q++) a[q] = _mm512_fmadd_ps(
             _mm512_set1_ps(packed ? wo[(size_t)k * nb + q] : wo[(size_t)q * K + k]), c, a[q]);
     }
     const __m512 zero = _mm512_setzero_ps();
-    _Pragma("GCC unroll 8") for (int q = 0; q < nb; q++)
+    _Pragma("GCC unroll 16") for (int q = 0; q < nb; q++)
         _mm512_mask_storeu_ps(y + (size_t)(o0 + q) * P, m, relu ? _mm512_max_ps(a[q], zero) : a[q]);
 }
 
@@ -1103,38 +1104,71 @@ __attribute__((target("avx512f"))) static void sp_image(float *y, const float *x
     const int k = cs->k, OW = cs->OW, P = cs->OH * cs->OW;
     const int Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p, K = cs->C * k * k;
     const __mmask16 m = (__mmask16)((1u << P) - 1u);
-    int idx[SP_MAX_P] = {0};
-    for (int q = 0; q < P; q++) idx[q] = (q / OW) * cs->s * Wp + (q % OW) * cs->s;
-    const __m512i vi = _mm512_loadu_si512(idx);
-    for (int c = 0; c < cs->C; c++)
-        for (int ki = 0; ki < k; ki++)
-            for (int kj = 0; kj < k; kj++) {
-                const float *base = xp + ((size_t)c * Hp + ki) * Wp + kj;
-                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vi, base, 4);
-                _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
-            }
+    const int s = cs->s, Wq = (Wp + s - 1) / s;
+    if (cs->OH == 4 && OW == 4 && s * Hp * Wq <= SP_PHASES_MAX) {
+        /* 4 x 4 outputs: a row of col is four runs of four floats, row
+         * ki + oh s of the padded channel at columns kj + ow s, i.e. a
+         * run of column phase kj % s from kj / s. Each channel split into
+         * its s phases once, a row is four 16-byte loads, not a 16-lane
+         * gather (a quarter of the layer's time on Zen 5). */
+        float ph[SP_PHASES_MAX]; /* [s][Hp][Wq] */
+        for (int c = 0; c < cs->C; c++) {
+            const float *xc = xp + (size_t)c * Hp * Wp;
+            for (int f = 0; f < s; f++)
+                for (int r = 0; r < Hp; r++)
+                    for (int j = f, q = 0; j < Wp; j += s, q++)
+                        ph[(f * Hp + r) * Wq + q] = xc[r * Wp + j];
+            for (int ki = 0; ki < k; ki++)
+                for (int kj = 0; kj < k; kj++) {
+                    const float *src = ph + ((kj % s) * Hp + ki) * Wq + kj / s;
+                    const size_t d = (size_t)s * Wq; /* the next output row */
+                    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(src));
+                    v = _mm512_insertf32x4(v, _mm_loadu_ps(src + d), 1);
+                    v = _mm512_insertf32x4(v, _mm_loadu_ps(src + 2 * d), 2);
+                    v = _mm512_insertf32x4(v, _mm_loadu_ps(src + 3 * d), 3);
+                    _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
+                }
+        }
+    } else {
+        int idx[SP_MAX_P] = {0};
+        for (int q = 0; q < P; q++) idx[q] = (q / OW) * s * Wp + (q % OW) * s;
+        const __m512i vi = _mm512_loadu_si512(idx);
+        for (int c = 0; c < cs->C; c++)
+            for (int ki = 0; ki < k; ki++)
+                for (int kj = 0; kj < k; kj++) {
+                    const float *base = xp + ((size_t)c * Hp + ki) * Wp + kj;
+                    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vi, base, 4);
+                    _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
+                }
+    }
     int o0 = 0;
     if (packed) {
-        for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK)
-            sp_block(y, col, w, b, K, P, relu, m, o0, SP_BLOCK, 1);
+        for (; o0 + 16 <= cs->O; o0 += 16) sp_block(y, col, w, b, K, P, relu, m, o0, 16, 1);
+        if (o0 + 8 <= cs->O) sp_block(y, col, w, b, K, P, relu, m, o0, 8, 1), o0 += 8;
     } else {
-        for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK)
-            sp_block(y, col, w, b, K, P, relu, m, o0, SP_BLOCK, 0);
+        for (; o0 + 16 <= cs->O; o0 += 16) sp_block(y, col, w, b, K, P, relu, m, o0, 16, 0);
+        if (o0 + 8 <= cs->O) sp_block(y, col, w, b, K, P, relu, m, o0, 8, 0), o0 += 8;
     }
     for (; o0 < cs->O; o0++) sp_block(y, col, w, b, K, P, relu, m, o0, 1, 0);
 }
 #endif
 
-/* w [O, K] with each whole block of SP_BLOCK channels as [K][SP_BLOCK];
- * the last O % SP_BLOCK channels stay [K] each. */
+/* Channels [o0, o0 + nb) of w [O, K] as one block [K][nb]. */
+static void sp_pack_block(float *wt, const float *w, size_t K, int o0, int nb)
+{
+    for (size_t t = 0; t < K; t++)
+        for (int q = 0; q < nb; q++) wt[(size_t)o0 * K + t * nb + q] = w[(size_t)(o0 + q) * K + t];
+}
+
+/* w [O, K] in sp_image's blocks: each whole 16 channels as [K][16], then
+ * 8 more (if as many are left) as [K][8]; the last O % 8 channels stay
+ * [K] each. */
 static void sp_pack(float *wt, const float *w, const nn_conv_shape *cs)
 {
     const size_t K = (size_t)cs->C * cs->k * cs->k;
     int o0 = 0;
-    for (; o0 + SP_BLOCK <= cs->O; o0 += SP_BLOCK)
-        for (size_t t = 0; t < K; t++)
-            for (int q = 0; q < SP_BLOCK; q++)
-                wt[(size_t)o0 * K + t * SP_BLOCK + q] = w[(size_t)(o0 + q) * K + t];
+    for (; o0 + 16 <= cs->O; o0 += 16) sp_pack_block(wt, w, K, o0, 16);
+    if (o0 + 8 <= cs->O) sp_pack_block(wt, w, K, o0, 8), o0 += 8;
     memcpy(wt + (size_t)o0 * K, w + (size_t)o0 * K, sizeof(float) * (cs->O - o0) * K);
 }
 

@@ -401,7 +401,14 @@ static void test_conv_group_vs_ref(void **s)
                             {3, 4, 4, 9, 3, 2, 1, 1},
                             {5, 3, 3, 11, 3, 1, 1, 2},
                             {4, 2, 2, 10, 3, 1, 1, 1},
-                            {6, 3, 3, 5, 3, 1, 0, 2}};
+                            {6, 3, 3, 5, 3, 1, 0, 2},
+                            /* 4 x 4 outputs: col's rows built from column phases
+         * (strides 1, 2 and 3; 16 + 8 + 5 channels), and by the gather
+         * where one channel's phases outgrow the buffer (stride 8). */
+                            {3, 6, 6, 20, 3, 1, 0, 1},
+                            {5, 10, 10, 29, 4, 3, 2, 2},
+                            {9, 7, 7, 24, 3, 2, 2, 1},
+                            {2, 33, 33, 17, 9, 8, 0, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         nn_conv_shape cs = {cases[c][0], cases[c][1], cases[c][2],
                             cases[c][3], cases[c][4], cases[c][5],

@@ -759,7 +759,7 @@ static void test_plan_few_outputs(void **s)
     (void)s;
     const char *arch = "[{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
                        "{\"type\":\"conv2d\",\"out\":8,\"k\":3},{\"type\":\"relu\"},"
-                       "{\"type\":\"conv2d\",\"out\":12,\"k\":5,\"stride\":2,\"pad\":2},"
+                       "{\"type\":\"conv2d\",\"out\":28,\"k\":5,\"stride\":2,\"pad\":2},"
                        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
     float x[2 * 144];
     fill(x, 2 * 144, 17, 1.0f);
@@ -769,7 +769,7 @@ static void test_plan_few_outputs(void **s)
         assert_int_equal(nn_gemm_set_path(path), 0);
         nn_net *net = make_net(arch, 1, 12, 12, 6); /* 10x10, 8x8, 4x4 outputs */
         plan_matches_direct(net, x, 2);
-        /* The direct layer's weights packed (a block of 8 and 4 more). */
+        /* The direct layer's weights packed (blocks of 16 and 8, 4 more). */
         assert_int_equal(nn_net_plan_packed_layers(net), path == NN_GEMM_PATH_AVX512);
         if (path == NN_GEMM_PATH_AVX512) {
             assert_int_equal(nn_net_plan_wino_layers(net), 1);

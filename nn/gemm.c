@@ -769,17 +769,25 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
     const int mr = p->mr, vl = p->vl, nrf = 2 * vl;
     float *apack = ws;
     float *bpack = ws + GEMM_MC_MAX * GEMM_KC_MAX;
-    /* Equal K blocks (e.g. 400 -> 2 x 200, not 256 + 144). */
-    int nkb = (K + p->kc - 1) / p->kc;
-    int kcb = (K + nkb - 1) / nkb;
+    /* Equal K blocks (e.g. 400 -> 2 x 200, not 256 + 144). One block
+     * and one M block need no division: a batch-1 Winograd layer makes 36
+     * small calls, where the divisions were a visible share. */
+    int kcb = K;
+    if (K > p->kc) {
+        int nkb = (K + p->kc - 1) / p->kc;
+        kcb = (K + nkb - 1) / nkb;
+    }
     /* Few panels share each packed sliver of A when N is small (a
      * convolution's last layers at batch 1): packing A would cost as much
      * as the products, so the kernels read it in place. */
     const int a_direct = !ta && N <= 2 * nrf;
-    int nmb = (M + p->mc - 1) / p->mc;
-    int mcb = (M + nmb - 1) / nmb;
-    mcb = (mcb + mr - 1) / mr * mr;
-    if (mcb > p->mc) mcb = p->mc;
+    int mcb = M;
+    if (M > p->mc) {
+        int nmb = (M + p->mc - 1) / p->mc;
+        mcb = (M + nmb - 1) / nmb;
+        mcb = (mcb + mr - 1) / mr * mr;
+        if (mcb > p->mc) mcb = p->mc;
+    }
 
     for (int k0 = 0; k0 < K; k0 += kcb) {
         int kc = K - k0 < kcb ? K - k0 : kcb;

@@ -1095,52 +1095,77 @@ sp_block(float *y, const float *col, const float *w, const float *b, int K, int 
         _mm512_mask_storeu_ps(y + (size_t)(o0 + q) * P, m, relu ? _mm512_max_ps(a[q], zero) : a[q]);
 }
 
-/* y [O, OH, OW] of one padded image xp [C, H + 2p, W + 2p]. */
-__attribute__((target("avx512f"))) static void sp_image(float *y, const float *xp, const float *w,
-                                                        int packed, const float *b,
-                                                        const nn_conv_shape *cs, float *col,
-                                                        int relu)
+/* 4 x 4 outputs whose column phases fit the buffer: sp_image builds its
+ * rows from the unpadded image (sp_rows_phased), else from the padded
+ * one by gathers. */
+static int sp_phased(const nn_conv_shape *cs)
 {
-    const int k = cs->k, OW = cs->OW, P = cs->OH * cs->OW;
-    const int Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p, K = cs->C * k * k;
-    const __mmask16 m = (__mmask16)((1u << P) - 1u);
-    const int s = cs->s, Wq = (Wp + s - 1) / s;
-    if (cs->OH == 4 && OW == 4 && s * Hp * Wq <= SP_PHASES_MAX) {
-        /* 4 x 4 outputs: a row of col is four runs of four floats, row
-         * ki + oh s of the padded channel at columns kj + ow s, i.e. a
-         * run of column phase kj % s from kj / s. Each channel split into
-         * its s phases once, a row is four 16-byte loads, not a 16-lane
-         * gather (a quarter of the layer's time on Zen 5). */
-        float ph[SP_PHASES_MAX]; /* [s][Hp][Wq] */
-        for (int c = 0; c < cs->C; c++) {
-            const float *xc = xp + (size_t)c * Hp * Wp;
-            for (int f = 0; f < s; f++)
-                for (int r = 0; r < Hp; r++)
-                    for (int j = f, q = 0; j < Wp; j += s, q++)
-                        ph[(f * Hp + r) * Wq + q] = xc[r * Wp + j];
-            for (int ki = 0; ki < k; ki++)
-                for (int kj = 0; kj < k; kj++) {
-                    const float *src = ph + ((kj % s) * Hp + ki) * Wq + kj / s;
-                    const size_t d = (size_t)s * Wq; /* the next output row */
-                    __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(src));
-                    v = _mm512_insertf32x4(v, _mm_loadu_ps(src + d), 1);
-                    v = _mm512_insertf32x4(v, _mm_loadu_ps(src + 2 * d), 2);
-                    v = _mm512_insertf32x4(v, _mm_loadu_ps(src + 3 * d), 3);
-                    _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
-                }
-        }
-    } else {
-        int idx[SP_MAX_P] = {0};
-        for (int q = 0; q < P; q++) idx[q] = (q / OW) * s * Wp + (q % OW) * s;
-        const __m512i vi = _mm512_loadu_si512(idx);
-        for (int c = 0; c < cs->C; c++)
-            for (int ki = 0; ki < k; ki++)
-                for (int kj = 0; kj < k; kj++) {
-                    const float *base = xp + ((size_t)c * Hp + ki) * Wp + kj;
-                    __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vi, base, 4);
-                    _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
-                }
+    const int s = cs->s, Hp = cs->H + 2 * cs->p, Wq = (cs->W + 2 * cs->p + s - 1) / s;
+    return cs->OH == 4 && cs->OW == 4 && s * Hp * Wq <= SP_PHASES_MAX;
+}
+
+/* col [K, 16] of one unpadded image x [C, H, W], for 4 x 4 outputs
+ * (sp_phased). Row (c, ki, kj) is four runs of four floats: row
+ * ki + oh s of the padded channel at columns kj + ow s, i.e. a run of
+ * its column phase kj % s from kj / s. Each channel is written into its
+ * s phases (the border is the same zeros for every channel: cleared
+ * once), then a row is four 16-byte loads - not a 16-lane gather (a
+ * quarter of the layer's time on Zen 5), and no padded copy of the image
+ * (its clearing and row copies were 3% of the CNN's batch-1 pass). */
+__attribute__((target("avx512f"))) static void sp_rows_phased(float *col, const float *x,
+                                                              const nn_conv_shape *cs)
+{
+    const int k = cs->k, s = cs->s, p = cs->p, H = cs->H, W = cs->W;
+    const int Hp = H + 2 * p, Wq = (W + 2 * p + s - 1) / s;
+    const size_t d = (size_t)s * Wq; /* from one output row to the next */
+    float ph[SP_PHASES_MAX];         /* [s][Hp][Wq] */
+    memset(ph, 0, sizeof(float) * (size_t)s * Hp * Wq);
+    for (int c = 0; c < cs->C; c++) {
+        const float *xc = x + (size_t)c * H * W;
+        for (int h = 0; h < H; h++)
+            for (int w = 0, f = p % s, q = p / s; w < W; w++) { /* column w + p */
+                ph[(f * Hp + h + p) * Wq + q] = xc[h * W + w];
+                if (++f == s) f = 0, q++;
+            }
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                const float *src = ph + ((kj % s) * Hp + ki) * Wq + kj / s;
+                __m512 v = _mm512_castps128_ps512(_mm_loadu_ps(src));
+                v = _mm512_insertf32x4(v, _mm_loadu_ps(src + d), 1);
+                v = _mm512_insertf32x4(v, _mm_loadu_ps(src + 2 * d), 2);
+                v = _mm512_insertf32x4(v, _mm_loadu_ps(src + 3 * d), 3);
+                _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
+            }
     }
+}
+
+/* col [K, 16] of one padded image xp [C, H + 2p, W + 2p]: row (c, ki,
+ * kj) gathered at a fixed index vector from offset (c, ki, kj). */
+__attribute__((target("avx512f"))) static void sp_rows_gather(float *col, const float *xp,
+                                                              const nn_conv_shape *cs)
+{
+    const int k = cs->k, s = cs->s, OW = cs->OW, P = cs->OH * cs->OW;
+    const int Hp = cs->H + 2 * cs->p, Wp = cs->W + 2 * cs->p;
+    const __mmask16 m = (__mmask16)((1u << P) - 1u);
+    int idx[SP_MAX_P] = {0};
+    for (int q = 0; q < P; q++) idx[q] = (q / OW) * s * Wp + (q % OW) * s;
+    const __m512i vi = _mm512_loadu_si512(idx);
+    for (int c = 0; c < cs->C; c++)
+        for (int ki = 0; ki < k; ki++)
+            for (int kj = 0; kj < k; kj++) {
+                const float *base = xp + ((size_t)c * Hp + ki) * Wp + kj;
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, vi, base, 4);
+                _mm512_storeu_ps(col + ((size_t)(c * k + ki) * k + kj) * SP_MAX_P, v);
+            }
+}
+
+/* y [O, OH, OW] of one image from its rows col [K, 16]. */
+__attribute__((target("avx512f"))) static void sp_image(float *y, const float *col, const float *w,
+                                                        int packed, const float *b,
+                                                        const nn_conv_shape *cs, int relu)
+{
+    const int P = cs->OH * cs->OW, K = cs->C * cs->k * cs->k;
+    const __mmask16 m = (__mmask16)((1u << P) - 1u);
     int o0 = 0;
     if (packed) {
         for (; o0 + 16 <= cs->O; o0 += 16) sp_block(y, col, w, b, K, P, relu, m, o0, 16, 1);
@@ -1183,8 +1208,11 @@ static void conv_forward_sp(float *y, const float *x, const float *w, const floa
     const size_t nx = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * cs->OH * cs->OW;
     float *col = scratch + padded_size(1, cs->C, cs->H, cs->W, cs->p);
     for (int i = 0; i < g; i++) {
-        const float *xp = pad_images(scratch, x + i * nx, 1, cs->C, cs->H, cs->W, cs->p);
-        sp_image(y + i * nout, xp, wt ? wt : w, wt != NULL, b, cs, col, relu);
+        if (sp_phased(cs))
+            sp_rows_phased(col, x + i * nx, cs);
+        else
+            sp_rows_gather(col, pad_images(scratch, x + i * nx, 1, cs->C, cs->H, cs->W, cs->p), cs);
+        sp_image(y + i * nout, col, wt ? wt : w, wt != NULL, b, cs, relu);
     }
 #else
     (void)y, (void)x, (void)w, (void)wt, (void)b, (void)cs, (void)g, (void)scratch, (void)relu;

@@ -639,14 +639,15 @@ static void to_nhwc(float *dst, const float *src, int g, int C, int P, int back)
  * path (each transform width writes y in place), by F(2x2) and
  * F(4x4): grids the outputs fill exactly (the output transform writes y
  * in place) or not (cropped), stride 2, odd channel counts, and batches
- * past a chunk of tiles. */
+ * past a chunk of tiles; stride 2 from channels last with odd borders
+ * and widths and channel counts of 4k as well. */
 static void wino_layouts_on_path(void)
 {
-    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
-                                   {32, 26, 26, 32, 3, 1, 0, 2}, {32, 12, 12, 64, 3, 1, 0, 3},
-                                   {7, 9, 11, 5, 3, 1, 1, 2},    {32, 24, 24, 32, 5, 2, 2, 1},
-                                   {5, 9, 9, 20, 5, 2, 2, 2},    {8, 6, 6, 4, 3, 1, 1, 37},
-                                   {6, 10, 9, 4, 4, 2, 1, 40}};
+    static const int cases[][8] = {
+        /* C, H, W, O, k, s, p, g */
+        {32, 26, 26, 32, 3, 1, 0, 2}, {32, 12, 12, 64, 3, 1, 0, 3}, {7, 9, 11, 5, 3, 1, 1, 2},
+        {32, 24, 24, 32, 5, 2, 2, 1}, {5, 9, 9, 20, 5, 2, 2, 2},    {8, 6, 6, 4, 3, 1, 1, 37},
+        {6, 10, 9, 4, 4, 2, 1, 40},   {8, 11, 9, 6, 4, 2, 1, 3},    {12, 7, 10, 8, 5, 2, 2, 2}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
         for (int mt = 2; mt <= 4; mt += 2) {
             const int *r = cases[c];

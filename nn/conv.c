@@ -1042,15 +1042,20 @@ static int is_dense_shape(const nn_conv_shape *cs)
  * on packing what it saves in the multiply, and Winograd (by space-to-
  * depth) reads 2.5 times the weights (1 MiB) for 4 tiles. Here an
  * image's P <= 16 positions are the lanes of one vector: its im2col
- * matrix [K, 16] is gathered once (row (c, ki, kj) is the padded image
- * at a fixed index vector, (oh s) Wp + ow s, from offset (c, ki, kj)),
- * then each output channel is a sum over K of a broadcast weight times a
- * row, sixteen channels at a time in registers (then eight, then one at a
- * time), the weights read once in order and the rows once per block. AVX-512 only, like the first layer's direct kernel; the
- * inference plan keeps such layers direct (nn_net_plan, which says why). */
+ * matrix [K, 16] is built once (sp_rows_phased for 4 x 4 outputs, else
+ * sp_rows_gather), then each output channel is a sum over K of a
+ * broadcast weight times a row, sixteen channels at a time in registers
+ * (then eight, then one at a time: sp_width), the weights read once in
+ * order and the rows once per block. AVX-512 only, like the first
+ * layer's direct kernel; the inference plan keeps such layers direct
+ * (nn_net_plan, which says why). */
 #define SP_MAX_P 16
 #define SP_BLOCK 16        /* channels a block, at most (then 8, then 1) */
 #define SP_PHASES_MAX 1024 /* floats: one channel's column phases */
+
+/* Channels in the block that starts with `left` channels to go: 16, then
+ * 8, then one at a time. sp_image's blocks and sp_pack's layout both. */
+static int sp_width(int left) { return left >= 16 ? 16 : left >= 8 ? 8 : 1; }
 
 static int sp_fits(const nn_conv_shape *cs)
 {
@@ -1159,6 +1164,24 @@ __attribute__((target("avx512f"))) static void sp_rows_gather(float *col, const 
             }
 }
 
+/* Every block of y [O, P] (sp_width); packed is a constant at each call,
+ * so each block width is its own unrolled loop. A block of one reads the
+ * same floats either way ([K][1] is a row as stored). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+sp_blocks(float *y, const float *col, const float *w, const float *b, int K, int P, int O, int relu,
+          __mmask16 m, const int packed)
+{
+    for (int o0 = 0, nb; o0 < O; o0 += nb) {
+        nb = sp_width(O - o0);
+        if (nb == 16)
+            sp_block(y, col, w, b, K, P, relu, m, o0, 16, packed);
+        else if (nb == 8)
+            sp_block(y, col, w, b, K, P, relu, m, o0, 8, packed);
+        else
+            sp_block(y, col, w, b, K, P, relu, m, o0, 1, 0);
+    }
+}
+
 /* y [O, OH, OW] of one image from its rows col [K, 16]. */
 __attribute__((target("avx512f"))) static void sp_image(float *y, const float *col, const float *w,
                                                         int packed, const float *b,
@@ -1166,15 +1189,10 @@ __attribute__((target("avx512f"))) static void sp_image(float *y, const float *c
 {
     const int P = cs->OH * cs->OW, K = cs->C * cs->k * cs->k;
     const __mmask16 m = (__mmask16)((1u << P) - 1u);
-    int o0 = 0;
-    if (packed) {
-        for (; o0 + 16 <= cs->O; o0 += 16) sp_block(y, col, w, b, K, P, relu, m, o0, 16, 1);
-        if (o0 + 8 <= cs->O) sp_block(y, col, w, b, K, P, relu, m, o0, 8, 1), o0 += 8;
-    } else {
-        for (; o0 + 16 <= cs->O; o0 += 16) sp_block(y, col, w, b, K, P, relu, m, o0, 16, 0);
-        if (o0 + 8 <= cs->O) sp_block(y, col, w, b, K, P, relu, m, o0, 8, 0), o0 += 8;
-    }
-    for (; o0 < cs->O; o0++) sp_block(y, col, w, b, K, P, relu, m, o0, 1, 0);
+    if (packed)
+        sp_blocks(y, col, w, b, K, P, cs->O, relu, m, 1);
+    else
+        sp_blocks(y, col, w, b, K, P, cs->O, relu, m, 0);
 }
 #endif
 
@@ -1185,16 +1203,16 @@ static void sp_pack_block(float *wt, const float *w, size_t K, int o0, int nb)
         for (int q = 0; q < nb; q++) wt[(size_t)o0 * K + t * nb + q] = w[(size_t)(o0 + q) * K + t];
 }
 
-/* w [O, K] in sp_image's blocks: each whole 16 channels as [K][16], then
- * 8 more (if as many are left) as [K][8]; the last O % 8 channels stay
- * [K] each. */
+/* w [O, K] in sp_image's blocks (sp_width): each whole 16 channels as
+ * [K][16], then 8 more (if as many are left) as [K][8]; the last O % 8
+ * channels stay [K] each (a block of one). */
 static void sp_pack(float *wt, const float *w, const nn_conv_shape *cs)
 {
     const size_t K = (size_t)cs->C * cs->k * cs->k;
-    int o0 = 0;
-    for (; o0 + 16 <= cs->O; o0 += 16) sp_pack_block(wt, w, K, o0, 16);
-    if (o0 + 8 <= cs->O) sp_pack_block(wt, w, K, o0, 8), o0 += 8;
-    memcpy(wt + (size_t)o0 * K, w + (size_t)o0 * K, sizeof(float) * (cs->O - o0) * K);
+    for (int o0 = 0, nb; o0 < cs->O; o0 += nb) {
+        nb = sp_width(cs->O - o0);
+        sp_pack_block(wt, w, K, o0, nb);
+    }
 }
 
 /* y [g, O, OH, OW] of x [g, C, H, W], one image at a time; scratch:
@@ -1207,8 +1225,9 @@ static void conv_forward_sp(float *y, const float *x, const float *w, const floa
 #if NN_X86
     const size_t nx = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * cs->OH * cs->OW;
     float *col = scratch + padded_size(1, cs->C, cs->H, cs->W, cs->p);
+    const int phased = sp_phased(cs);
     for (int i = 0; i < g; i++) {
-        if (sp_phased(cs))
+        if (phased)
             sp_rows_phased(col, x + i * nx, cs);
         else
             sp_rows_gather(col, pad_images(scratch, x + i * nx, 1, cs->C, cs->H, cs->W, cs->p), cs);

@@ -183,8 +183,9 @@ __attribute__((target("avx512f"))) static void pool2_backward(float *dx, const f
  * split into even and odd columns by in-lane shuffles, which leave the
  * windows in the order 0 1 4 5 2 3 6 7; the selects run in that order
  * and one cross-lane permute puts the maxima and argmaxes back. The tail
- * of a row is read and written through masks. */
-/* The first n lanes of 8, as AVX2's load and store masks. */
+ * of a row is read and written through masks.
+ *
+ * The first n lanes of 8, as AVX2's load and store masks. */
 __attribute__((target("avx2"))) static inline __m256i first_lanes8(int n)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

@@ -463,22 +463,46 @@ static int dw_shifted(const nn_conv_shape *cs) { return cs->O <= 8 && extra_at_m
  * end stored masked. Measured alone at batch 1 (best of 3000): the big
  * CNN's first layer 7.0 -> 2.8 us, LeNet's (5x5) 2.4 -> 2.0; the big
  * CNN's whole forward pass 112, 111, 114 -> 107, 110, 108 us (latency,
- * three pairs). AVX-512 only: the same on AVX2 (four 8-lane vectors, two
- * channels) took the first layer 9.1 -> 7.9 us alone but left the forward
- * pass where it was (149, 150 against 150, 151 us), and LeNet's 3.4 ->
- * 4.3. Other paths, kernel sizes and wider images keep the GEMM. */
+ * three pairs). On AVX2 (c1_rows8) a row is four 8-lane vectors, three
+ * channels at a time, 3x3 kernels only: the big CNN's first layer 11.1
+ * -> 7.3 us by the layer timer, its batch-1 pass 143.0-143.9 -> 139.0-
+ * 140.6 us (latency, NN_ISA=avx2, three pairs on Zen 5). Other paths,
+ * kernel sizes and wider images keep the GEMM. */
 #define C1_MAX_OW 32
 
+static int c1_shape(const nn_conv_shape *cs)
+{
+    return cs->C == 1 && cs->s == 1 && cs->OW >= 1 && cs->OW <= C1_MAX_OW &&
+           (cs->k == 3 || cs->k == 5);
+}
+
+/* The AVX-512 kernels, forward and weight gradient. */
 static int c1_fits(const nn_conv_shape *cs)
 {
 #if NN_X86
-    return nn_gemm_get_path() == NN_GEMM_PATH_AVX512 && cs->C == 1 && cs->s == 1 && cs->OW >= 1 &&
-           cs->OW <= C1_MAX_OW && (cs->k == 3 || cs->k == 5);
+    return nn_gemm_get_path() == NN_GEMM_PATH_AVX512 && c1_shape(cs);
 #else
     (void)cs;
     return 0;
 #endif
 }
+
+/* The forward on AVX2 (c1_avx2_k3): 3x3 kernels, rows of more than 24
+ * columns (four 8-lane vectors). LeNet's 5x5 layer (28 columns) measured
+ * faster alone (4.9 -> 4.0 us by the layer timer) but its whole batch-1
+ * pass slower (12.3 -> 14.0 us, three pairs), as with the earlier
+ * two-channel kernel: it keeps the GEMM. */
+static int c1_avx2_fits(const nn_conv_shape *cs)
+{
+#if NN_X86
+    return nn_gemm_get_path() == NN_GEMM_PATH_AVX2 && c1_shape(cs) && cs->k == 3 && cs->OW > 24;
+#else
+    (void)cs;
+    return 0;
+#endif
+}
+
+static int c1_fwd_fits(const nn_conv_shape *cs) { return c1_fits(cs) || c1_avx2_fits(cs); }
 
 /* The bordered image: H + 2p rows of C1_ROW floats, every load of a row's
  * vectors (columns kj .. kj + 31, kj < 5) inside it. */
@@ -556,6 +580,76 @@ __attribute__((target("avx512f"))) static void c1_avx512_k5(float *y, const floa
                                                             const nn_conv_shape *cs, int relu)
 {
     c1_image(y, xb, w, b, cs, relu, 5);
+}
+
+/* AVX2: a row of 25 to 32 columns is four 8-lane vectors, the last one
+ * starting at OW - 8 (it overlaps the third and stores the same sums
+ * there: no masks), three channels at a time: twelve accumulators, more
+ * independent sums than the two FMA units' latency needs (two channels,
+ * eight, measured 7.9 us for the big CNN's first layer in an earlier
+ * version, against 9.1 for the GEMM then). Same order of sums as the
+ * AVX-512 kernel: the two paths give the same bits. */
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+c1_rows8(float *y, const float *xb, const float *w, const float *b, const nn_conv_shape *cs,
+         int relu, int o0, const int k, const int nb)
+{
+    const int OH = cs->OH, OW = cs->OW;
+    const int col[4] = {0, 8, 16, OW - 8};
+    const __m256 zero = _mm256_setzero_ps();
+    const float *wo = w + (size_t)o0 * k * k;
+    for (int oh = 0; oh < OH; oh++) {
+        /* The taps at constant offsets from one register: without the
+         * empty asm GCC hoists a pointer per tap out of the row loop and
+         * spills them, a reload before every broadcast. */
+        const float *wp = wo;
+        __asm__("" : "+r"(wp));
+        __m256 a[3][4];
+        _Pragma("GCC unroll 3") for (int q = 0; q < nb; q++)
+        {
+            const __m256 bv = _mm256_set1_ps(b ? b[o0 + q] : 0.0f);
+            a[q][0] = a[q][1] = a[q][2] = a[q][3] = bv;
+        }
+        _Pragma("GCC unroll 5") for (int ki = 0; ki < k; ki++)
+        {
+            const float *xr = xb + (size_t)(oh + ki) * C1_ROW;
+            _Pragma("GCC unroll 5") for (int kj = 0; kj < k; kj++)
+            {
+                __m256 x[4];
+                _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) x[v] =
+                    _mm256_loadu_ps(xr + col[v] + kj);
+                _Pragma("GCC unroll 3") for (int q = 0; q < nb; q++)
+                {
+                    const __m256 wv = _mm256_broadcast_ss(wp + (q * k + ki) * k + kj);
+                    _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++) a[q][v] =
+                        _mm256_fmadd_ps(x[v], wv, a[q][v]);
+                }
+            }
+        }
+        _Pragma("GCC unroll 3") for (int q = 0; q < nb; q++)
+        {
+            float *yr = y + ((size_t)(o0 + q) * OH + oh) * OW;
+            _Pragma("GCC unroll 4") for (int v = 0; v < 4; v++)
+                _mm256_storeu_ps(yr + col[v], relu ? _mm256_max_ps(a[q][v], zero) : a[q][v]);
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+c1_image8(float *y, const float *xb, const float *w, const float *b, const nn_conv_shape *cs,
+          int relu, const int k)
+{
+    const int O = cs->O;
+    int o0 = 0;
+    for (; o0 + 3 <= O; o0 += 3) c1_rows8(y, xb, w, b, cs, relu, o0, k, 3);
+    if (O - o0 == 2) c1_rows8(y, xb, w, b, cs, relu, o0, k, 2);
+    if (O - o0 == 1) c1_rows8(y, xb, w, b, cs, relu, o0, k, 1);
+}
+
+__attribute__((target("avx2,fma"))) static void c1_avx2_k3(float *y, const float *xb,
+                                                           const float *w, const float *b,
+                                                           const nn_conv_shape *cs, int relu)
+{
+    c1_image8(y, xb, w, b, cs, relu, 3);
 }
 #endif
 
@@ -1016,7 +1110,9 @@ static void conv_forward_c1(float *y, const float *x, const float *w, const floa
 #if NN_X86
     typedef void (*c1_fn)(float *, const float *, const float *, const float *,
                           const nn_conv_shape *, int);
-    const c1_fn f = cs->k == 5 ? c1_avx512_k5 : c1_avx512_k3; /* c1_fits */
+    const c1_fn f = !c1_fits(cs) ? c1_avx2_k3 /* c1_avx2_fits */
+                    : cs->k == 5 ? c1_avx512_k5
+                                 : c1_avx512_k3;
     const size_t nout = (size_t)cs->O * cs->OH * cs->OW;
     memset(scratch, 0, sizeof(float) * c1_scratch(cs)); /* the border stays zero */
     for (int i = 0; i < g; i++) {
@@ -1246,7 +1342,7 @@ enum fwd_kind { FWD_DENSE, FWD_C1, FWD_FEW, FWD_LANES, FWD_GEMM };
 static enum fwd_kind fwd_kind(const nn_conv_shape *cs)
 {
     return is_dense_shape(cs) ? FWD_DENSE
-           : c1_fits(cs)      ? FWD_C1
+           : c1_fwd_fits(cs)  ? FWD_C1
            : sp_fits(cs)      ? FWD_FEW
            : oc_fits(cs)      ? FWD_LANES
                               : FWD_GEMM;

@@ -391,6 +391,11 @@ static void test_conv_group_vs_ref(void **s)
                             {1, 32, 32, 6, 3, 1, 1, 2},
                             {1, 20, 20, 5, 7, 1, 3, 1},
                             {1, 35, 35, 6, 3, 1, 0, 1},
+                            /* On AVX2, 3x3 rows of 25 to 32 columns (four vectors,
+         * the last overlapping the third), channels in blocks of 3 and
+         * a tail of 1 or 2. */
+                            {1, 27, 27, 7, 3, 1, 0, 2},
+                            {1, 29, 30, 5, 3, 1, 1, 1},
                             /* At most 16 outputs an image, direct on AVX-512 (one
          * vector of positions): the big CNN's 8x8 -> 4x4 stride-2 layer
          * alone and in a group, 9, 4 and 1 positions with and without

@@ -61,6 +61,8 @@ _Static_assert(GEMM_NR_MAX <= 2 * NN_GEMM_BPANEL && NN_GEMM_BPANEL % 16 == 0,
                "kernel width against the B panels");
 /* Below this many multiply-adds the plain loop wins over packing. */
 #define GEMM_TINY_MNK 2048
+/* A read in place, not packed, up to this many columns (gemm_blocked). */
+#define GEMM_A_DIRECT_N 64
 /* op(B) = B^T with at most this many rows of A: dot-product path. */
 #define GEMM_DOT_M_MAX 2
 
@@ -779,8 +781,11 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
     }
     /* Few panels share each packed sliver of A when N is small (a
      * convolution's last layers at batch 1): packing A would cost as much
-     * as the products, so the kernels read it in place. */
-    const int a_direct = !ta && N <= 2 * nrf;
+     * as the products, so the kernels read it in place. Up to 64 columns
+     * on either path: AVX2's four 16-wide panels at N = 64 (the big CNN's
+     * 64-channel Winograd layers at batch 1) measured its pass 140-144 ->
+     * 137-138 us with A in place; training the same. */
+    const int a_direct = !ta && N <= GEMM_A_DIRECT_N;
     int mcb = M;
     if (M > p->mc) {
         int nmb = (M + p->mc - 1) / p->mc;

@@ -26,6 +26,10 @@
 #include "nn/gemm.h"
 #include "nn/simd.h"
 
+#if NN_X86
+#include <immintrin.h>
+#endif
+
 /* Tiles per chunk: bounds V and M (16 * T * (C + O) floats; 288 KiB each
  * for the big CNN's 24 x 24 layer, T = 144, C = O = 32) so that a chunk
  * stays near L2 however large the batch. */
@@ -347,12 +351,14 @@ typedef int v4i __attribute__((vector_size(16)));
 #define WX_VL 4
 #define WX_FN(x) x##_v4
 #define WX_ATTR
+#define WX_FMA(a, b, c) ((a) * (b) + (c))
 #include "nn/wino_xf.h"
 #undef WX_VT
 #undef WX_VI
 #undef WX_VL
 #undef WX_FN
 #undef WX_ATTR
+#undef WX_FMA
 
 #if NN_X86
 typedef float v8f __attribute__((vector_size(32)));
@@ -361,13 +367,15 @@ typedef int v8i __attribute__((vector_size(32)));
 #define WX_VI v8i
 #define WX_VL 8
 #define WX_FN(x) x##_v8
-#define WX_ATTR __attribute__((target("avx2")))
+#define WX_ATTR __attribute__((target("avx2,fma")))
+#define WX_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #include "nn/wino_xf.h"
 #undef WX_VT
 #undef WX_VI
 #undef WX_VL
 #undef WX_FN
 #undef WX_ATTR
+#undef WX_FMA
 typedef float v16f __attribute__((vector_size(64)));
 typedef int v16i __attribute__((vector_size(64)));
 #define WX_VT v16f
@@ -375,12 +383,14 @@ typedef int v16i __attribute__((vector_size(64)));
 #define WX_VL 16
 #define WX_FN(x) x##_v16
 #define WX_ATTR __attribute__((target("avx512f")))
+#define WX_FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #include "nn/wino_xf.h"
 #undef WX_VT
 #undef WX_VI
 #undef WX_VL
 #undef WX_FN
 #undef WX_ATTR
+#undef WX_FMA
 #endif
 
 /* y [n, O, OH, OW] from Yt [n, GH, GW, O], dropping the grid's extra row

@@ -93,12 +93,12 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
     do {                                                               \
         WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2);                    \
         WX_VT s34 = i(3) + i(4), d42 = i(4) - i(2), d31 = i(3) - i(1); \
-        o(0) = four * i(0) - five * i(2) + i(4);                       \
-        o(1) = s34 - four * s12;                                       \
-        o(2) = (i(4) - i(3)) + four * d12;                             \
-        o(3) = d42 + two * d31;                                        \
-        o(4) = d42 - two * d31;                                        \
-        o(5) = four * i(1) - five * i(3) + i(5);                       \
+        o(0) = WX_FMA(four, i(0), WX_FMA(mfive, i(2), i(4)));          \
+        o(1) = WX_FMA(mfour, s12, s34);                                \
+        o(2) = WX_FMA(four, d12, i(4) - i(3));                         \
+        o(3) = WX_FMA(two, d31, d42);                                  \
+        o(4) = WX_FMA(mtwo, d31, d42);                                 \
+        o(5) = WX_FMA(four, i(1), WX_FMA(mfive, i(3), i(5)));          \
     } while (0)
 
 #define WX_AT6(o, i)                                \
@@ -106,9 +106,9 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
         WX_VT s12 = i(1) + i(2), d12 = i(1) - i(2); \
         WX_VT s34 = i(3) + i(4), d34 = i(3) - i(4); \
         o(0) = i(0) + s12 + s34;                    \
-        o(1) = d12 + two * d34;                     \
-        o(2) = s12 + four * s34;                    \
-        o(3) = d12 + eight * d34 + i(5);            \
+        o(1) = WX_FMA(two, d34, d12);               \
+        o(2) = WX_FMA(four, s34, s12);              \
+        o(3) = WX_FMA(eight, d34, d12) + i(5);      \
     } while (0)
 
 /* One tile's F(4x4,3x3) input transform for channels [c, c + NC): the
@@ -186,7 +186,8 @@ WX_INLINE void WX_FN(input_transform_c)(float *V, const float *xp, const int C, 
 {
     const int TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P;
     const size_t rs = (size_t)gm->Wp * C, ps = planar ? planar : (size_t)C;
-    const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, five = zero + 5.0f;
+    const WX_VT zero = {0}, two = zero + 2.0f, four = zero + 4.0f, mtwo = zero - 2.0f,
+                mfour = zero - 4.0f, mfive = zero - 5.0f;
     size_t t = 0;
     for (int i = 0; i < n; i++)
         for (int ti = 0; ti < TH; ti++)

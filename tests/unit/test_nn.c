@@ -20,6 +20,7 @@
 #include "nn/augment.h"
 #include "nn/ensemble.h"
 #include "nn/eval.h"
+#include "nn/gemm.h"
 #include "nn/idx.h"
 #include "nn/layers.h"
 #include "nn/net.h"
@@ -339,6 +340,69 @@ static void conv_mag_free(struct conv_mag *m)
 /* The grouped implicit-GEMM convolution against the reference, image by
  * image, for every stride/padding kind and group sizes that straddle GEMM
  * panels (odd P, g not a divisor of anything). */
+/* A convolution covering its whole input (a dense layer: the big CNN's
+ * 64x4x4 -> 128) at batch 1 with the plan's packed weights: transposed,
+ * zero inputs skipped. Against the reference on inputs 70% zero, and all
+ * zero (each output then exactly its bias, ReLU'd); on AVX2 and AVX-512
+ * the same bits (both fuse, same order). Output counts in whole blocks,
+ * with tails (144 = 128 + 16, 16, 80 = 64 + 16 on AVX2), and one that
+ * does not fit (24: the GEMM, nothing packed). */
+static void test_conv_dense_packed(void **s)
+{
+    (void)s;
+    const int cases[][4] = {/* C, H (= W = k), O, packed */
+                            {64, 4, 128, 1},
+                            {2, 3, 144, 1},
+                            {3, 5, 16, 1},
+                            {5, 2, 80, 1},
+                            {4, 2, 24, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int k = cases[c][1];
+        nn_conv_shape cs = {cases[c][0], k, k, cases[c][2], k, 1, 0, 1, 1};
+        const size_t K = (size_t)cs.C * k * k, O = (size_t)cs.O;
+        size_t nscr = nn_conv2d_scratch_size(&cs, 1, 0), npk = nn_conv2d_packed_size(&cs);
+        assert_int_equal(npk, cases[c][3] ? K * O : 0);
+        float *x = malloc(K * 4), *w = malloc(K * O * 4), *b = malloc(O * 4),
+              *wt = malloc((npk + 1) * 4), *y = malloc(O * 4), *ref = malloc(O * 4),
+              *yx = malloc(O * 4), *scr = malloc((nscr + 1) * 4);
+        assert_true(x && w && b && wt && y && ref && yx && scr);
+        nets_fill(x, K, 31 + c, 1.0f);
+        nets_fill(w, K * O, 32 + c, 0.3f);
+        nets_fill(b, O, 33 + c, 0.5f);
+        for (size_t i = 0; i < K; i++) /* about 70% zeros, as after a ReLU */
+            if ((i * 7919) % 10 < 7) x[i] = 0.0f;
+        int runs = 0;
+        for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+            if (!nn_gemm_path_supported(path)) continue;
+            assert_int_equal(nn_gemm_set_path(path), 0);
+            nn_conv2d_pack_weights(wt, w, &cs);
+            struct conv_mag m = conv_mag_make(&cs, x, w, b, x, 1);
+            for (int relu = 0; relu < 2; relu++) {
+                nn_conv2d_forward_packed(y, x, w, npk ? wt : NULL, b, &cs, 1, scr, relu);
+                nn_conv2d_forward_ref(ref, x, w, b, &cs);
+                for (size_t o = 0; o < O; o++) {
+                    if (relu) ref[o] = ref[o] > 0.0f ? ref[o] : 0.0f;
+                    assert_tol("dense y", y, ref, o, (double)K + 1, m.y);
+                }
+            }
+            conv_mag_free(&m);
+            if (path == NN_GEMM_PATH_AVX2) memcpy(yx, y, O * 4);
+            if (path == NN_GEMM_PATH_AVX512 && nn_gemm_path_supported(NN_GEMM_PATH_AVX2) && npk)
+                assert_memory_equal(y, yx, O * 4);
+            /* No input nonzero: the bias alone, exactly. */
+            float *z = calloc(K, 4);
+            assert_non_null(z);
+            nn_conv2d_forward_packed(y, z, w, npk ? wt : NULL, b, &cs, 1, scr, 1);
+            for (size_t o = 0; o < O; o++) assert_true(y[o] == (b[o] > 0.0f ? b[o] : 0.0f));
+            free(z);
+            runs++;
+        }
+        assert_true(runs >= 2);
+        assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+        free(x), free(w), free(b), free(wt), free(y), free(ref), free(yx), free(scr);
+    }
+}
+
 static void test_conv_group_vs_ref(void **s)
 {
     (void)s;
@@ -2052,6 +2116,7 @@ int main(void)
         cmocka_unit_test(test_energy_margin_loss),
         cmocka_unit_test(test_training_outliers),
         cmocka_unit_test(test_conv_group_vs_ref),
+        cmocka_unit_test(test_conv_dense_packed),
         cmocka_unit_test(test_fold_bn),
         cmocka_unit_test(test_ensemble_folds),
         cmocka_unit_test(test_dense_fast_vs_ref),

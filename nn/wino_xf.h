@@ -5,6 +5,7 @@
  *   WX_VL    its lanes
  *   WX_FN(x) the name x gets in this instance
  *   WX_ATTR  function attributes (a target ISA, or nothing)
+ *   WX_FMA(a, b, c)  a * b + c, fused where the ISA has it
  * The transforms run over channels, WX_VL at a time: element-wise vector
  * arithmetic with no shuffles (see wino.c's data flow). */
 

@@ -504,6 +504,16 @@ static int amx_chain(const nn_net *net, nn_amx_layer *layers, int *i0, int *i1)
 
 #define PLAN_F4_MIN_TILES 5
 
+/* Floats rounded up to whole 64-byte lines, and blocks that start on
+ * one: the packed weights' rows of 16 floats ([K][O] for the kernels
+ * that skip zero inputs) are then single cache lines, where a block from
+ * malloc (16-byte aligned) split each of their loads in two. */
+static size_t lines_of(size_t floats) { return (floats + 15) & ~(size_t)15; }
+static float *alloc_lines(size_t floats)
+{
+    return aligned_alloc(64, sizeof(float) * lines_of(floats));
+}
+
 int nn_net_plan(nn_net *net, char *err, size_t errlen)
 {
     nn_net_unplan(net);
@@ -550,11 +560,11 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         if (!n) continue;
         pl->packed[i] = 1;
         pl->pw_off[i] = ptotal;
-        ptotal += n;
+        ptotal += lines_of(n);
     }
     pl->pw_path = nn_gemm_get_path();
     if ((total && !(pl->u = malloc(sizeof(float) * total))) ||
-        (ptotal && !(pl->pw = malloc(sizeof(float) * ptotal)))) {
+        (ptotal && !(pl->pw = alloc_lines(ptotal)))) {
         free(pl->u);
         free(pl);
         return nn_errf(err, errlen, "plan: out of memory");

@@ -1419,6 +1419,228 @@ static void sp_pack(float *wt, const float *w, const nn_conv_shape *cs)
     }
 }
 
+/* ---- few output positions, zero inputs skipped ---------------------------
+ * After the ReLU before it, about 69% of the CNN's 8 x 8 -> 4 x 4 layer's
+ * inputs are zero (the MNIST test images), but only 9% of its im2col rows
+ * and 1% of its channels are, so the dense kernel above cannot skip them.
+ * Here each output position keeps a list of its nonzero inputs (value and
+ * weight row), and the multiply-adds run the other way round: a vector of
+ * output channels gets one input's value times its weight row ([K][O],
+ * transposed in the plan), so a zero input costs nothing. A channel's
+ * nonzero pixels are compressed once into a list (values, weight rows)
+ * with a 64-bit mask of where they are (H W <= 64); a position takes its
+ * share of that list by one more compress, its window's bits picked by
+ * pext (no branch per pixel). The input channels go in groups whose weights
+ * (SZ_L1_FLOATS) stay in L1 while all positions read them; positions
+ * run in pairs of near-equal list lengths (eight chains of fused
+ * multiply-adds while both last). Each output is its
+ * bias plus its nonzero products in the order of k, as in sp_block: the
+ * same floats (a skipped product is a zero). */
+#define SZ_MAX_HW 64
+#define SZ_L1_FLOATS 8192 /* weights a group of input channels reads: 32 KB */
+#define SZ_OB 64          /* output channels a pass over the lists: 4 vectors */
+
+static int sz_fits(const nn_conv_shape *cs)
+{
+    const size_t K = (size_t)cs->C * cs->k * cs->k;
+#if NN_X86
+    return sp_fits(cs) && cs->H * cs->W <= SZ_MAX_HW && cs->O % 16 == 0 &&
+           K * (size_t)cs->O < (size_t)INT32_MAX && __builtin_cpu_supports("bmi2");
+#else
+    (void)K;
+    return 0;
+#endif
+}
+
+/* Input channels a group: their weights for one pass (SZ_OB channels)
+ * within SZ_L1_FLOATS; at least one. */
+static int sz_group(const nn_conv_shape *cs)
+{
+    const int ob = cs->O < SZ_OB ? cs->O : SZ_OB;
+    int G = SZ_L1_FLOATS / (cs->k * cs->k * ob);
+    return G < 1 ? 1 : G > cs->C ? cs->C : G;
+}
+
+/* A position's list holds up to a group's taps, and a whole vector more
+ * (compressed stores write all 16 lanes). */
+static size_t sz_list(const nn_conv_shape *cs) { return (size_t)sz_group(cs) * cs->k * cs->k + 16; }
+
+/* The sums [P, O], then each position's values and weight offsets. */
+static size_t sz_scratch(const nn_conv_shape *cs)
+{
+    if (!sz_fits(cs)) return 0;
+    const size_t P = (size_t)cs->OH * cs->OW;
+    return P * cs->O + 2 * P * sz_list(cs);
+}
+
+#if NN_X86
+/* Two positions' sums ya, yb [nv 16] (yb NULL: one) plus their lists
+ * (values v, weight offsets i, counts n) times w's rows. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+sz_run(float *ya, const float *va, const int32_t *ia, int na, float *yb, const float *vb,
+       const int32_t *ib, int nb, const float *w, const int nv)
+{
+    __m512 a[4], c[4];
+    _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
+    {
+        a[v] = _mm512_loadu_ps(ya + 16 * v);
+        c[v] = yb ? _mm512_loadu_ps(yb + 16 * v) : _mm512_setzero_ps();
+    }
+    int j = 0;
+    if (yb)
+        for (const int n = na < nb ? na : nb; j < n; j++) {
+            const __m512 xa = _mm512_set1_ps(va[j]), xb = _mm512_set1_ps(vb[j]);
+            const float *wa = w + ia[j], *wb = w + ib[j];
+            _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
+            {
+                a[v] = _mm512_fmadd_ps(xa, _mm512_loadu_ps(wa + 16 * v), a[v]);
+                c[v] = _mm512_fmadd_ps(xb, _mm512_loadu_ps(wb + 16 * v), c[v]);
+            }
+        }
+    for (int ja = j; ja < na; ja++) {
+        const __m512 xa = _mm512_set1_ps(va[ja]);
+        const float *wa = w + ia[ja];
+        _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++) a[v] =
+            _mm512_fmadd_ps(xa, _mm512_loadu_ps(wa + 16 * v), a[v]);
+    }
+    if (yb)
+        for (int jb = j; jb < nb; jb++) {
+            const __m512 xb = _mm512_set1_ps(vb[jb]);
+            const float *wb = w + ib[jb];
+            _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++) c[v] =
+                _mm512_fmadd_ps(xb, _mm512_loadu_ps(wb + 16 * v), c[v]);
+        }
+    _Pragma("GCC unroll 4") for (int v = 0; v < nv; v++)
+    {
+        _mm512_storeu_ps(ya + 16 * v, a[v]);
+        if (yb) _mm512_storeu_ps(yb + 16 * v, c[v]);
+    }
+}
+
+/* Every position's sums [P, O] (at ys, row stride O) over its lists;
+ * nv vectors of output channels from w (offset to the pass's first). */
+__attribute__((target("avx512f"), always_inline)) static inline void
+sz_pass(float *ys, const float *vals, const int32_t *idx, const int *n, size_t list, int P, int O,
+        const float *w, const int nv)
+{
+    /* Positions in order of their list's length, paired neighbours:
+     * the pair's common part runs eight chains, the rest only four. */
+    int ord[SP_MAX_P], np[SP_MAX_P];
+    for (int q = 0; q < SP_MAX_P; q++) np[q] = q < P ? n[q] : INT32_MAX;
+    const __m512i nn = _mm512_loadu_si512(np);
+    for (int q = 0; q < P; q++) { /* its rank: shorter lists, then equal ones before it */
+        const __m512i nq = _mm512_set1_epi32(np[q]);
+        ord[__builtin_popcount(_mm512_cmplt_epi32_mask(nn, nq)) +
+            __builtin_popcount(_mm512_cmpeq_epi32_mask(nn, nq) & ((1u << q) - 1u))] = q;
+    }
+    int t = 0;
+    for (; t + 1 < P; t += 2) {
+        const int a = ord[t], c = ord[t + 1];
+        sz_run(ys + (size_t)a * O, vals + a * list, idx + a * list, n[a], ys + (size_t)c * O,
+               vals + c * list, idx + c * list, n[c], w, nv);
+    }
+    if (t < P) {
+        const int a = ord[t];
+        sz_run(ys + (size_t)a * O, vals + a * list, idx + a * list, n[a], NULL, NULL, NULL, 0, w,
+               nv);
+    }
+}
+
+/* y [g, O, OH, OW] of x [g, C, H, W] with wt [K][O] (d1_pack); scratch:
+ * sz_scratch floats. */
+__attribute__((target("avx512f,bmi2"))) static void conv_forward_sz(float *y, const float *x,
+                                                                    const float *wt, const float *b,
+                                                                    const nn_conv_shape *cs, int g,
+                                                                    float *scratch, int relu)
+{
+    const int C = cs->C, k = cs->k, kk = k * k, O = cs->O, HW = cs->H * cs->W;
+    const int P = cs->OH * cs->OW, nvec = (HW + 15) / 16, G = sz_group(cs);
+    const size_t list = sz_list(cs);
+    float *ys = scratch, *vals = ys + (size_t)P * O;
+    int32_t *idx = (int32_t *)(vals + (size_t)P * list);
+    /* A pixel's weight row for channel 0 at the tap (0, 0) of a window
+     * at its place, (h k + w) O; a position's window: its pixels (one
+     * bit each) and how far its tap (0, 0) is from there. */
+    __m512i base[4];
+    uint64_t win[SP_MAX_P];
+    int32_t shift[SP_MAX_P];
+    {
+        int32_t bs[64];
+        for (int i = 0; i < 64; i++) bs[i] = i < HW ? (i / cs->W * k + i % cs->W) * O : 0;
+        for (int i = 0; i < 4; i++) base[i] = _mm512_loadu_si512(bs + 16 * i);
+        for (int q = 0; q < P; q++) {
+            const int h0 = (q / cs->OW) * cs->s - cs->p, w0 = (q % cs->OW) * cs->s - cs->p;
+            win[q] = 0;
+            for (int h = h0 < 0 ? 0 : h0; h < h0 + k && h < cs->H; h++)
+                for (int w = w0 < 0 ? 0 : w0; w < w0 + k && w < cs->W; w++)
+                    win[q] |= (uint64_t)1 << (h * cs->W + w);
+            shift[q] = (h0 * k + w0) * O;
+        }
+    }
+    const __mmask16 tail = HW % 16 ? (__mmask16)((1u << (HW % 16)) - 1u) : (__mmask16)0xffff;
+    for (int img = 0; img < g; img++) {
+        const float *xi = x + (size_t)img * C * HW;
+        for (int q = 0; q < P; q++)
+            for (int o = 0; o < O; o++) ys[(size_t)q * O + o] = b ? b[o] : 0.0f;
+        for (int c0 = 0; c0 < C; c0 += G) {
+            const int c1 = c0 + G < C ? c0 + G : C;
+            int n[SP_MAX_P] = {0};
+            for (int c = c0; c < c1; c++) {
+                /* The channel's nonzero pixels in order: values, weight
+                 * rows (for the tap (0, 0) window at the pixel). */
+                float lv[SZ_MAX_HW + 16];
+                int32_t lo[SZ_MAX_HW + 16];
+                uint64_t nzm = 0;
+                int nc = 0;
+                const __m512i coff = _mm512_set1_epi32(c * kk * O);
+                for (int i = 0; i < nvec; i++) {
+                    const __m512 v = _mm512_maskz_loadu_ps(i == nvec - 1 ? tail : 0xffff,
+                                                           xi + (size_t)c * HW + 16 * i);
+                    const __mmask16 m = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+                    _mm512_storeu_ps(lv + nc, _mm512_maskz_compress_ps(m, v));
+                    _mm512_storeu_si512(
+                        lo + nc, _mm512_maskz_compress_epi32(m, _mm512_add_epi32(base[i], coff)));
+                    nc += __builtin_popcount(m);
+                    nzm |= (uint64_t)m << (16 * i);
+                }
+                /* Position q's share: bit j of pext(win, nzm) says whether
+                 * the j-th nonzero pixel is in its window. */
+                for (int j = 0; j < nc; j += 16) {
+                    const __m512 cv = _mm512_loadu_ps(lv + j);
+                    const __m512i co = _mm512_loadu_si512(lo + j);
+                    for (int q = 0; q < P; q++) {
+                        const __mmask16 m = (__mmask16)(_pext_u64(win[q], nzm) >> j);
+                        _mm512_storeu_ps(vals + q * list + n[q], _mm512_maskz_compress_ps(m, cv));
+                        _mm512_storeu_si512(
+                            idx + q * list + n[q],
+                            _mm512_maskz_compress_epi32(
+                                m, _mm512_sub_epi32(co, _mm512_set1_epi32(shift[q]))));
+                        n[q] += __builtin_popcount(m);
+                    }
+                }
+            }
+            for (int ob = 0; ob < O; ob += SZ_OB) {
+                const int nv = (O - ob) / 16 < 4 ? (O - ob) / 16 : 4;
+                if (nv == 4)
+                    sz_pass(ys + ob, vals, idx, n, list, P, O, wt + ob, 4);
+                else if (nv == 3)
+                    sz_pass(ys + ob, vals, idx, n, list, P, O, wt + ob, 3);
+                else if (nv == 2)
+                    sz_pass(ys + ob, vals, idx, n, list, P, O, wt + ob, 2);
+                else
+                    sz_pass(ys + ob, vals, idx, n, list, P, O, wt + ob, 1);
+            }
+        }
+        float *yi = y + (size_t)img * O * P;
+        for (int o = 0; o < O; o++)
+            for (int q = 0; q < P; q++) {
+                const float v = ys[(size_t)q * O + o];
+                yi[(size_t)o * P + q] = relu && !(v > 0.0f) ? 0.0f : v;
+            }
+    }
+}
+#endif
+
 /* y [g, O, OH, OW] of x [g, C, H, W], one image at a time; scratch:
  * sp_scratch floats. wt: the weights from sp_pack, or NULL (w as stored:
  * packing them per call would cost more than it saves at batch 1). */
@@ -1427,6 +1649,10 @@ static void conv_forward_sp(float *y, const float *x, const float *w, const floa
                             int relu)
 {
 #if NN_X86
+    if (wt && sz_fits(cs)) {
+        conv_forward_sz(y, x, wt, b, cs, g, scratch, relu);
+        return;
+    }
     const size_t nx = (size_t)cs->C * cs->H * cs->W, nout = (size_t)cs->O * cs->OH * cs->OW;
     float *col = scratch + padded_size(1, cs->C, cs->H, cs->W, cs->p);
     const int phased = sp_phased(cs);
@@ -1467,7 +1693,12 @@ size_t nn_conv2d_packed_size(const nn_conv_shape *cs)
 void nn_conv2d_pack_weights(float *wt, const float *w, const nn_conv_shape *cs)
 {
     switch (fwd_kind(cs)) {
-    case FWD_FEW: sp_pack(wt, w, cs); break;
+    case FWD_FEW:
+        if (sz_fits(cs))
+            d1_pack(wt, w, cs);
+        else
+            sp_pack(wt, w, cs);
+        break;
     case FWD_LANES: oc_pack(wt, w, cs, oc_lanes()); break;
     case FWD_DENSE:
         if (d1_fits(cs)) d1_pack(wt, w, cs);
@@ -1486,6 +1717,7 @@ size_t nn_conv2d_scratch_size(const nn_conv_shape *cs, int g, int backward)
     if (sh > fwd) fwd = sh;
     if (c1_scratch(cs) > fwd) fwd = c1_scratch(cs);
     if (sp_scratch(cs) > fwd) fwd = sp_scratch(cs);
+    if (sz_scratch(cs) > fwd) fwd = sz_scratch(cs);
     if (oc_scratch(cs, g) > fwd) fwd = oc_scratch(cs, g);
     if (!backward) return fwd;
     size_t xps = padded_size(g, cs->C, cs->H, cs->W, cs->p), dxs;

@@ -38,9 +38,11 @@ void nn_conv2d_forward_n(float *y, const float *x, const float *w, const float *
                          const nn_conv_shape *cs, int g, float *scratch, int relu);
 /* Weights packed once for nn_conv2d_forward_n's kernels on this kernel
  * path (nn/gemm.h), so a pass at batch 1 does not repack them (a layer
- * whose kernel covers its input: transposed, so that batch 1 reads only
- * the nonzero inputs' weights): the floats they take, 0 when cs runs on
- * w as it is. */
+ * whose kernel covers its input, or one with few output positions whose
+ * channels fit a 64-bit mask on the AVX-512 path: transposed, [K][O], so
+ * that a pass reads only the nonzero inputs' weights; with packed
+ * weights those kernels need wt 64-byte aligned to run at speed): the
+ * floats they take, 0 when cs runs on w as it is. */
 size_t nn_conv2d_packed_size(const nn_conv_shape *cs);
 void nn_conv2d_pack_weights(float *wt, const float *w, const nn_conv_shape *cs);
 /* nn_conv2d_forward_n with wt from nn_conv2d_pack_weights on the same

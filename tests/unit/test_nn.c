@@ -404,6 +404,82 @@ static void test_conv_dense_packed(void **s)
     }
 }
 
+/* The direct kernel for few output positions (at most 16 an image, the
+ * big CNN's 64 x 8 x 8 -> 64 x 4 x 4) with the plan's packed weights:
+ * on the AVX-512 path, where an image's channel fits a 64-bit mask and
+ * the outputs fill whole vectors, it reads only the nonzero inputs
+ * (nn_conv2d_pack_weights transposes them); its results are the dense
+ * kernel's (weights as stored) to the bit, for inputs 70% zero with
+ * negative values and -0, both images of two, with and without bias and
+ * ReLU. Shapes: several channel groups with a short last one (64
+ * channels), two passes of output channels (128), three vectors (48) and
+ * an odd number of positions (3 x 3), one vector (16) at stride 3, a
+ * channel of 49 pixels (a partial last vector), and 81 pixels (no mask:
+ * the dense kernel, packed in blocks). Every path against the
+ * reference. */
+static void test_conv_few_sparse(void **s)
+{
+    (void)s;
+    const int cases[][7] = {/* C, H (= W), O, k, stride, pad, sparse */
+                            {64, 8, 64, 5, 2, 2, 1},
+                            {5, 7, 128, 3, 2, 1, 1},
+                            {40, 6, 48, 3, 2, 1, 1},
+                            {3, 8, 16, 3, 3, 0, 1},
+                            {6, 9, 32, 3, 3, 0, 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int H = cases[c][1], k = cases[c][3], st = cases[c][4], pd = cases[c][5], g = 2;
+        const int OH = (H + 2 * pd - k) / st + 1;
+        nn_conv_shape cs = {cases[c][0], H, H, cases[c][2], k, st, pd, OH, OH};
+        const size_t K = (size_t)cs.C * k * k, O = (size_t)cs.O, P = (size_t)OH * OH;
+        const size_t nx = (size_t)cs.C * H * H, ny = O * P;
+        size_t nscr = nn_conv2d_scratch_size(&cs, g, 0);
+        float *x = malloc(g * nx * 4), *w = malloc(K * O * 4), *b = malloc(O * 4),
+              *wt = malloc(K * O * 4), *y = malloc(g * ny * 4), *yd = malloc(g * ny * 4),
+              *ref = malloc(ny * 4), *dy = calloc(g * ny, 4), *scr = malloc((nscr + 1) * 4);
+        assert_true(x && w && b && wt && y && yd && ref && dy && scr);
+        nets_fill(x, g * nx, 41 + c, 1.0f);
+        nets_fill(w, K * O, 42 + c, 0.3f);
+        nets_fill(b, O, 43 + c, 0.5f);
+        for (size_t i = 0; i < g * nx; i++) /* about 70% zeros, some -0 */
+            if ((i * 7919) % 10 < 7) x[i] = (i * 31) % 9 ? 0.0f : -0.0f;
+        struct conv_mag m = conv_mag_make(&cs, x, w, b, dy, g);
+        int runs = 0, sparse = 0;
+        for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+            if (!nn_gemm_path_supported(path)) continue;
+            assert_int_equal(nn_gemm_set_path(path), 0);
+            const int avx512 = path == NN_GEMM_PATH_AVX512;
+            assert_int_equal(nn_conv2d_few_outputs(&cs), avx512);
+            assert_int_equal(nn_conv2d_packed_size(&cs), avx512 ? K * O : 0);
+            if (avx512) nn_conv2d_pack_weights(wt, w, &cs);
+            for (int v = 0; v < 4; v++) {
+                const int relu = v & 1;
+                const float *bias = v & 2 ? NULL : b;
+                nn_conv2d_forward_packed(y, x, w, avx512 ? wt : NULL, bias, &cs, g, scr, relu);
+                if (avx512) {
+                    /* Sparse: transposed, not the dense kernel's blocks. */
+                    assert_int_equal(wt[O] == w[1], cases[c][6]);
+                    nn_conv2d_forward_packed(yd, x, w, NULL, bias, &cs, g, scr, relu);
+                    for (size_t i = 0; i < g * ny; i++) assert_true(y[i] == yd[i]);
+                    sparse += cases[c][6];
+                }
+                for (int i = 0; i < g; i++) {
+                    nn_conv2d_forward_ref(ref, x + i * nx, w, bias, &cs);
+                    for (size_t j = 0; j < ny; j++) {
+                        if (relu) ref[j] = ref[j] > 0.0f ? ref[j] : 0.0f;
+                        assert_tol("few y", y + i * ny, ref, j, (double)K + 1, m.y + i * ny);
+                    }
+                }
+            }
+            runs++;
+        }
+        assert_true(runs >= 2);
+        if (nn_gemm_path_supported(NN_GEMM_PATH_AVX512)) assert_int_equal(sparse, 4 * cases[c][6]);
+        assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+        conv_mag_free(&m);
+        free(x), free(w), free(b), free(wt), free(y), free(yd), free(ref), free(dy), free(scr);
+    }
+}
+
 static void test_conv_group_vs_ref(void **s)
 {
     (void)s;
@@ -2118,6 +2194,7 @@ int main(void)
         cmocka_unit_test(test_training_outliers),
         cmocka_unit_test(test_conv_group_vs_ref),
         cmocka_unit_test(test_conv_dense_packed),
+        cmocka_unit_test(test_conv_few_sparse),
         cmocka_unit_test(test_fold_bn),
         cmocka_unit_test(test_ensemble_folds),
         cmocka_unit_test(test_dense_fast_vs_ref),

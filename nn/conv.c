@@ -1442,12 +1442,12 @@ static void sp_pack(float *wt, const float *w, const nn_conv_shape *cs)
 
 static int sz_fits(const nn_conv_shape *cs)
 {
-    const size_t K = (size_t)cs->C * cs->k * cs->k;
 #if NN_X86
+    const size_t K = (size_t)cs->C * cs->k * cs->k;
     return sp_fits(cs) && cs->H * cs->W <= SZ_MAX_HW && cs->O % 16 == 0 &&
            K * (size_t)cs->O < (size_t)INT32_MAX && __builtin_cpu_supports("bmi2");
 #else
-    (void)K;
+    (void)cs;
     return 0;
 #endif
 }

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "nn/gemm.h"
+#include "nn/simd.h"
 #include "nn/layers.h"
 #include "nn/ood.h"
 #include "nn/rng.h"
@@ -504,14 +505,14 @@ static int amx_chain(const nn_net *net, nn_amx_layer *layers, int *i0, int *i1)
 
 #define PLAN_F4_MIN_TILES 5
 
-/* Floats rounded up to whole 64-byte lines, and blocks that start on
- * one: the packed weights' rows of 16 floats ([K][O] for the kernels
- * that skip zero inputs) are then single cache lines, where a block from
- * malloc (16-byte aligned) split each of their loads in two. */
-static size_t lines_of(size_t floats) { return (floats + 15) & ~(size_t)15; }
+/* A block that starts on a 64-byte line (its size in floats rounded up
+ * to whole lines, round16): the packed weights' rows of 16 floats ([K][O]
+ * for the kernels that skip zero inputs) are then single cache lines,
+ * where a block from malloc (16-byte aligned) split each of their loads
+ * in two. */
 static float *alloc_lines(size_t floats)
 {
-    return aligned_alloc(64, sizeof(float) * lines_of(floats));
+    return aligned_alloc(64, sizeof(float) * round16(floats));
 }
 
 int nn_net_plan(nn_net *net, char *err, size_t errlen)
@@ -560,7 +561,7 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         if (!n) continue;
         pl->packed[i] = 1;
         pl->pw_off[i] = ptotal;
-        ptotal += lines_of(n);
+        ptotal += round16(n);
     }
     pl->pw_path = nn_gemm_get_path();
     if ((total && !(pl->u = malloc(sizeof(float) * total))) ||

@@ -15,6 +15,10 @@
 #define NN_X86 0
 #endif
 
+/* n floats rounded up to whole 64-byte lines (16 floats): the sizes of
+ * blocks that start on a line (scratch regions, the plan's weights). */
+static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
+
 /* A shuffle of two 4-lane vectors by constant lane indices (0..7).
  * clang has only __builtin_shufflevector; GCC's __builtin_shuffle takes
  * the indices as a vector of the callers' local v4i type. Same

@@ -224,8 +224,6 @@ int nn_wino_group(const nn_conv_shape *cs, int m)
     return n < 1 ? 1 : (int)n;
 }
 
-static size_t round16(size_t n) { return (n + 15) / 16 * 16; }
-
 /* Images a chunk of at most step holds when a call has g: step, or g
  * (at least 1) when that is fewer. */
 static int wino_chunk(int step, int g) { return g < step ? (g < 1 ? 1 : g) : step; }

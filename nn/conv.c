@@ -1452,6 +1452,8 @@ static int sz_fits(const nn_conv_shape *cs)
 #endif
 }
 
+int nn_conv2d_skips_zeros(const nn_conv_shape *cs) { return sz_fits(cs); }
+
 /* Input channels a group: their weights for one pass (SZ_OB channels)
  * within SZ_L1_FLOATS; at least one. */
 static int sz_group(const nn_conv_shape *cs)

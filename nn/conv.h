@@ -53,6 +53,10 @@ void nn_conv2d_forward_packed(float *y, const float *x, const float *w, const fl
 /* 1 when nn_conv2d_forward_n runs cs by its direct kernel for few output
  * positions (at most 16 an image, on the AVX-512 path). */
 int nn_conv2d_few_outputs(const nn_conv_shape *cs);
+/* 1 when that kernel, given packed weights, reads only each image's
+ * nonzero inputs (an image's channels fit a 64-bit mask, O a multiple
+ * of 16): nn_conv2d_forward_packed then costs with the inputs' density. */
+int nn_conv2d_skips_zeros(const nn_conv_shape *cs);
 /* g images backward: dw, db accumulate; dx is overwritten (skipped if NULL). */
 void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w, const nn_conv_shape *cs, int g, float *scratch);

@@ -646,8 +646,14 @@ struct nn_ws {
     int wu_ext;
     size_t wu_off[NN_MAX_LAYERS];
     int wtrain[NN_MAX_LAYERS]; /* 1: forward; 2: forward and input gradient */
-    int wino_on;               /* nn_ws_use_wino                            */
-    float *probs;              /* softmax of the last forward_train     */
+    /* Layers whose forward skips zero inputs (nn_conv2d_skips_zeros)
+     * run it in training too, on this step's packed weights at wu_src +
+     * pt_off[i] (after the layer's Winograd U, whose forward part they
+     * then leave unused). */
+    int ptrain[NN_MAX_LAYERS];
+    size_t pt_off[NN_MAX_LAYERS];
+    int wino_on;  /* nn_ws_use_wino                            */
+    float *probs; /* softmax of the last forward_train     */
     const uint8_t *labels;
     float ls;
     int n;
@@ -777,6 +783,11 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
                 const int m = nn_wino_tile(&cs);
                 ws->wu_off[i] = wu_total;
                 wu_total += nn_wino_weights_size(&cs, m) + nn_wino_dx_weights_size(&cs);
+                if (nn_conv2d_skips_zeros(&cs)) {
+                    ws->ptrain[i] = 1;
+                    ws->pt_off[i] = wu_total = round16(wu_total);
+                    wu_total += nn_conv2d_packed_size(&cs);
+                }
                 sz = nn_wino_scratch_size(&cs, max_batch, m);
                 if (sz > scrmax) scrmax = sz;
                 sz = nn_wino_dx_scratch_size(&cs, max_batch);
@@ -812,7 +823,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
         if (ws->df_split < net->plan->amx_i1) ws->df_split = net->plan->amx_i1;
         if (ws->df_sub < 1) ws->df_sub = max_batch;
     }
-    if (wu_total && !(ws->wino_u = malloc(sizeof(float) * wu_total))) goto bad;
+    if (wu_total && !(ws->wino_u = alloc_lines(wu_total))) goto bad;
     ws->wu_src = ws->wino_u;
     if (training && !(ws->probs = malloc(sizeof(float) * B * nn_net_outputs(net)))) goto bad;
     return ws;
@@ -862,6 +873,13 @@ static size_t wino_dx_at(const nn_ws *ws, int i, const nn_conv_shape *cs)
     return ws->wu_off[i] + nn_wino_weights_size(cs, nn_wino_tile(cs));
 }
 
+/* Layer i trains its forward by the kernel that skips zero inputs: set
+ * up so, and still on the kernel path that packs for it. */
+static int pt_on(const nn_ws *ws, int i, const nn_conv_shape *cs)
+{
+    return ws->ptrain[i] && nn_conv2d_skips_zeros(cs);
+}
+
 /* Layer i's transforms into ws->wino_u (part part of nparts): the
  * forward's U and, where it trains its input gradient by Winograd too,
  * that one's. */
@@ -871,7 +889,10 @@ static void wino_layer_weights(const nn_net *net, nn_ws *ws, int i, int part, in
     const float *wp = net->params + L->w_off;
     nn_conv_shape cs;
     conv_shape(&cs, L);
-    nn_wino_weights_part(ws->wino_u + ws->wu_off[i], wp, &cs, nn_wino_tile(&cs), part, nparts);
+    if (!pt_on(ws, i, &cs))
+        nn_wino_weights_part(ws->wino_u + ws->wu_off[i], wp, &cs, nn_wino_tile(&cs), part, nparts);
+    else if (part == 0)
+        nn_conv2d_pack_weights(ws->wino_u + ws->pt_off[i], wp, &cs);
     if (ws->wtrain[i] == 2)
         nn_wino_dx_weights_part(ws->wino_u + wino_dx_at(ws, i, &cs), wp, &cs, part, nparts);
 }
@@ -997,6 +1018,14 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
                 nn_wino_forward_nl(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n,
                                    ws->scratch, ws->fuse[i], net->plan->wino[i],
                                    wino_layout(net, ws, i, train));
+                break;
+            }
+            if (train && ws->wino_on && pt_on(ws, i, &cs)) {
+                /* Zero inputs skipped, image by image, on this step's
+                 * packed weights (transforms and packing together). */
+                if (!ws->wu_ext) wino_layer_weights(net, ws, i, 0, 1);
+                nn_conv2d_forward_packed(y, x, wp, ws->wu_src + ws->pt_off[i], bp, &cs, n,
+                                         ws->scratch, ws->fuse[i]);
                 break;
             }
             if (train && ws->wtrain[i] && ws->wino_on) {

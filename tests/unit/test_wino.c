@@ -936,6 +936,85 @@ static void test_training_wino_shared(void **s)
     nn_net_free(net);
 }
 
+/* A convolution whose forward skips zero inputs (nn_conv2d_skips_zeros:
+ * few outputs, on AVX-512) trains its forward by that kernel, on the
+ * step's packed weights: its training probabilities are then the
+ * inference pass's to the bit (the same kernel; Winograd's would differ
+ * by rounding), with weights changed between steps, also from a shared
+ * set of weights packed by one part of three; against the direct
+ * convolutions (Winograd off) the loss, probabilities and gradients
+ * agree to rounding on every path. */
+static void test_training_skips_zeros(void **s)
+{
+    (void)s;
+    const char *arch =
+        "[{\"type\":\"conv2d\",\"out\":32,\"k\":5,\"stride\":2,\"pad\":2},"
+        "{\"type\":\"relu\"},{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    const int n = 3, C = 6, H = 8, W = 8;
+    const size_t nx = (size_t)n * C * H * W;
+    float *x = malloc(nx * 4);
+    uint8_t lab[3] = {1, 6, 8};
+    assert_non_null(x);
+    fill(x, nx, 41, 1.0f);
+    for (size_t i = 0; i < nx; i++) /* about 70% zeros, as after a ReLU */
+        if ((i * 7919) % 10 < 7) x[i] = 0.0f;
+    int ran = 0, skipped = 0;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        nn_net *net = make_net(arch, C, H, W, 42);
+        nn_conv_shape cs = {C, H, W, 32, 5, 2, 2, 4, 4};
+        const int sk = nn_conv2d_skips_zeros(&cs);
+        assert_int_equal(sk, path == NN_GEMM_PATH_AVX512);
+        const size_t np = net->nparams;
+        float *g[2], pt[2][30], pi[30];
+        nn_ws *ws[2], *inf = nn_ws_create(net, n, 0), *from = nn_ws_create(net, n, 1),
+                      *shared = nn_ws_create(net, n, 1);
+        assert_true(inf && from && shared);
+        nn_ws_wino_share(shared, from);
+        for (int step = 0; step < 2; step++) {
+            if (step) /* new weights: the packed copy must follow */
+                for (size_t j = 0; j < net->layers[0].nw; j++)
+                    net->params[net->layers[0].w_off + j] *= -1.25f;
+            float loss[2];
+            for (int run = 0; run < 2; run++) {
+                ws[run] = nn_ws_create(net, n, 1);
+                assert_non_null(ws[run]);
+                nn_ws_use_wino(ws[run], run == 0);
+                g[run] = calloc(np, 4);
+                loss[run] = nn_net_forward_train(net, ws[run], x, lab, n, 0.0f, 7, 0, pt[run]);
+                nn_net_backward(net, ws[run], g[run]);
+            }
+            nn_net_forward(net, inf, x, n, pi, NULL);
+            if (sk) {
+                assert_memory_equal(pt[0], pi, sizeof pi);
+                skipped++;
+            }
+            assert_float_equal(loss[0], loss[1], 1e-5);
+            for (int i = 0; i < 30; i++) assert_float_equal(pt[0][i], pt[1][i], 1e-5);
+            assert_true(rel_diff(g[0], g[1], np) < 1e-4);
+            /* Shared: one part of three packs it (here the last to run). */
+            float ps[30];
+            for (int part = 2; part >= 0; part--) nn_ws_wino_weights(net, from, part, 3);
+            nn_net_forward_train(net, shared, x, lab, n, 0.0f, 7, 0, ps);
+            assert_memory_equal(ps, pt[0], sizeof ps);
+            for (int run = 0; run < 2; run++) {
+                nn_ws_free(ws[run]);
+                free(g[run]);
+            }
+        }
+        nn_ws_free(inf);
+        nn_ws_free(from);
+        nn_ws_free(shared);
+        nn_net_free(net);
+        ran++;
+    }
+    assert_true(ran >= 2);
+    if (nn_gemm_path_supported(NN_GEMM_PATH_AVX512)) assert_int_equal(skipped, 2);
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    free(x);
+}
+
 /* An ensemble runs its members' planned copies; nn_ensemble_unplan makes
  * them direct, with the same answers up to rounding. */
 static void test_ensemble_unplan(void **s)
@@ -1033,7 +1112,8 @@ int main(void)
         cmocka_unit_test(test_wino_layouts),         cmocka_unit_test(test_plan_chain),
         cmocka_unit_test(test_plan_few_outputs),     cmocka_unit_test(test_fold_plans),
         cmocka_unit_test(test_ensemble_unplan),      cmocka_unit_test(test_training_wino),
-        cmocka_unit_test(test_training_wino_shared), cmocka_unit_test(test_plan_packed),
+        cmocka_unit_test(test_training_wino_shared), cmocka_unit_test(test_training_skips_zeros),
+        cmocka_unit_test(test_plan_packed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

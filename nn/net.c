@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "nn/gemm.h"
 #include "nn/simd.h"
@@ -504,6 +505,24 @@ static int amx_chain(const nn_net *net, nn_amx_layer *layers, int *i0, int *i1)
 }
 
 #define PLAN_F4_MIN_TILES 5
+/* ... and only on CPUs with at least this much L2 a core (see nn_net_plan). */
+#define PLAN_F2_MIN_L2 ((size_t)2 << 20)
+
+static size_t plan_l2_set; /* nn_net_plan_set_l2; 0: ask the system */
+
+void nn_net_plan_set_l2(size_t bytes) { plan_l2_set = bytes; }
+
+/* One core's L2 in bytes, 0 when the system does not say. */
+static size_t plan_l2(void)
+{
+    if (plan_l2_set) return plan_l2_set;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? (size_t)v : 0;
+#else
+    return 0;
+#endif
+}
 
 /* A block that starts on a 64-byte line (its size in floats rounded up
  * to whole lines, round16): the packed weights' rows of 16 floats ([K][O]
@@ -529,8 +548,14 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
      * 1.8 times the multiplies). The default CNN on the AMX Xeon (2 MiB
      * L2; 2026-12-03, best of 20 x 100 batch-1 passes, ten rounds): 337
      * -> 277 us median, faster in 9 of 10; the 4x4 layer direct alone, or
-     * F(2x2) alone, did not help. Training keeps nn_wino_tile's choice
-     * (its chunks of images reuse the weights). */
+     * F(2x2) alone, did not help. With 1 MiB of L2 (Zen 5 EPYC) the
+     * weights stream from L3 either way, and the fewer multiplies win:
+     * F(4x4) for the CNN's 8x8 layer took the pass from 92.2 to 90.5 us
+     * median, faster in 92 of 100 interleaved rounds of 200 test
+     * images. So F(2x2) only where L2 holds PLAN_F2_MIN_L2 (or the system
+     * does not say). Training keeps nn_wino_tile's choice (its chunks of
+     * images reuse the weights). */
+    const size_t l2 = plan_l2();
     int few = 0;
     for (int i = 0; i < net->nlayers; i++) {
         nn_conv_shape cs;
@@ -538,6 +563,7 @@ int nn_net_plan(nn_net *net, char *err, size_t errlen)
         conv_shape(&cs, &net->layers[i]);
         few |= nn_wino_fits(&cs) && nn_conv2d_few_outputs(&cs);
     }
+    few &= l2 == 0 || l2 >= PLAN_F2_MIN_L2;
     size_t total = 0;
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];

@@ -285,6 +285,10 @@ nn_net *nn_net_fold_bn(const nn_net *net, char *err, size_t errlen);
  * copies come with a plan. Returns 0, or -1 with err (out of memory: the
  * net is left without a plan, and runs as before). */
 int nn_net_plan(nn_net *net, char *err, size_t errlen);
+/* The L2 size (bytes a core) nn_net_plan plans for; 0 (the default):
+ * what the system reports. For tests and tools that compare the plans
+ * of other CPUs; set it before planning, not while other threads plan. */
+void nn_net_plan_set_l2(size_t bytes);
 /* Drops the plan (if any): forward runs every convolution directly. */
 void nn_net_unplan(nn_net *net);
 /* Number of convolutions the plan runs by Winograd (0 without a plan),

@@ -53,6 +53,14 @@ void nn_conv2d_forward_packed(float *y, const float *x, const float *w, const fl
 /* 1 when nn_conv2d_forward_n runs cs by its direct kernel for few output
  * positions (at most 16 an image, on the AVX-512 path). */
 int nn_conv2d_few_outputs(const nn_conv_shape *cs);
+/* 1 when nn_conv2d_forward_nhwc runs cs: one input channel, 3x3,
+ * stride 1, O a multiple of 16 up to 64, on the AVX-512 path. */
+int nn_conv2d_nhwc_fits(const nn_conv_shape *cs);
+/* g images' outputs channels last, y [g, OH, OW, O] (the same floats as
+ * nn_conv2d_forward_n's [g, O, OH, OW]), for a Winograd layer that reads
+ * them so; only where nn_conv2d_nhwc_fits. scratch: as forward_n's. */
+void nn_conv2d_forward_nhwc(float *y, const float *x, const float *w, const float *b,
+                            const nn_conv_shape *cs, int g, float *scratch, int relu);
 /* 1 when that kernel, given packed weights, reads only each image's
  * nonzero inputs (an image's channels fit a 64-bit mask, O a multiple
  * of 16): nn_conv2d_forward_packed then costs with the inputs' density. */

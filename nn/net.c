@@ -990,10 +990,32 @@ static int runs_wino(const nn_net *net, const nn_ws *ws, int i, int train)
  * element-wise (in place or fused), inference skips dropout. */
 static int layout_free(const nn_layer *L) { return L->kind == NN_RELU || L->kind == NN_DROPOUT; }
 
+/* The next layer after i that computes (-1 if none). */
+static int next_computing(const nn_net *net, int i)
+{
+    int j = i + 1;
+    while (j < net->nlayers && layout_free(&net->layers[j])) j++;
+    return j < net->nlayers ? j : -1;
+}
+
+/* Layer i, a first layer at inference (nn_conv2d_nhwc_fits), writes its
+ * outputs channels last for the Winograd layer after it. */
+static int c1_nhwc_out(const nn_net *net, const nn_ws *ws, int i, int train)
+{
+    const nn_layer *L = &net->layers[i];
+    if (train || !net->plan || net->plan->wino[i] || L->kind != NN_CONV2D) return 0;
+    if (ws->amx_scratch && net->plan->amx) return 0; /* as wino_layout */
+    nn_conv_shape cs;
+    conv_shape(&cs, L);
+    const int j = next_computing(net, i);
+    return nn_conv2d_nhwc_fits(&cs) && j >= 0 && net->layers[j].kind == NN_CONV2D &&
+           runs_wino(net, ws, j, train);
+}
+
 /* The layout flags of Winograd layer i (nn_wino_forward_nl): its output
  * stays channels last when the next layer that computes is a Winograd
  * convolution too, and its input is channels last when the one before
- * was. The big CNN's four Winograd layers in a row so skip three
+ * was (or was a first layer that wrote it so, c1_nhwc_out). The big CNN's four Winograd layers in a row so skip three
  * transposes out and back. Decided from the net, the plan and the
  * workspace alone, so both ends agree whichever range runs them. */
 static int wino_layout(const nn_net *net, const nn_ws *ws, int i, int train)
@@ -1007,7 +1029,8 @@ static int wino_layout(const nn_net *net, const nn_ws *ws, int i, int train)
         lay |= NN_WINO_OUT_NHWC;
     j = i - 1;
     while (j >= 0 && layout_free(&net->layers[j])) j--;
-    if (j >= 0 && net->layers[j].kind == NN_CONV2D && runs_wino(net, ws, j, train))
+    if (j >= 0 && net->layers[j].kind == NN_CONV2D &&
+        (runs_wino(net, ws, j, train) || c1_nhwc_out(net, ws, j, train)))
         lay |= NN_WINO_IN_NHWC;
     return lay;
 }
@@ -1044,6 +1067,10 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
                 nn_wino_forward_nl(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n,
                                    ws->scratch, ws->fuse[i], net->plan->wino[i],
                                    wino_layout(net, ws, i, train));
+                break;
+            }
+            if (c1_nhwc_out(net, ws, i, train)) {
+                nn_conv2d_forward_nhwc(y, x, wp, bp, &cs, n, ws->scratch, ws->fuse[i]);
                 break;
             }
             if (train && ws->wino_on && pt_on(ws, i, &cs)) {

@@ -429,22 +429,25 @@ static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape 
                        const struct wino_geom *gm, size_t planar, int nhwc)
 {
     const nn_conv_shape e = wino_shape(cs);
+    const float *src = xp;
     if (wino_s2d(cs))
         wino_pack_s2d(xp, V, x, cs, n, gm, nhwc);
+    else if (nhwc && cs->p == 0 && gm->Hp == cs->H && gm->Wp == cs->W)
+        src = x; /* already [n, Hp, Wp, C]: no border, the grid the map */
     else
         wino_pack_input(xp, x, cs, n, gm, nhwc);
 #if NN_X86
     const int path = nn_gemm_get_path();
     if (path == NN_GEMM_PATH_AVX512) {
-        input_transform_v16(V, xp, &e, n, gm, planar);
+        input_transform_v16(V, src, &e, n, gm, planar);
         return;
     }
     if (path == NN_GEMM_PATH_AVX2) {
-        input_transform_v8(V, xp, &e, n, gm, planar);
+        input_transform_v8(V, src, &e, n, gm, planar);
         return;
     }
 #endif
-    input_transform_v4(V, xp, &e, n, gm, planar);
+    input_transform_v4(V, src, &e, n, gm, planar);
 }
 
 /* y [n, OH, OW, O] from Yt [n, GH, GW, O]: the grid's rows cropped,

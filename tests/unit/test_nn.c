@@ -404,6 +404,70 @@ static void test_conv_dense_packed(void **s)
     }
 }
 
+/* A first layer written channels last (nn_conv2d_forward_nhwc, for the
+ * Winograd layer after it): on AVX-512, for 3x3 kernels and 16 to 64
+ * output channels, the same floats as nn_conv2d_forward_n's [O, H, W],
+ * only transposed, with and without bias, ReLU and border, rows whose
+ * length is not a multiple of 4, two images; elsewhere it does not
+ * claim the shape. */
+static void test_conv_first_nhwc(void **s)
+{
+    (void)s;
+    const int cases[][4] = {/* H, W, O, pad */
+                            {28, 28, 32, 0},
+                            {9, 14, 16, 1},
+                            {7, 5, 48, 0},
+                            {12, 12, 64, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int H = cases[c][0], W = cases[c][1], O = cases[c][2], pd = cases[c][3], g = 2;
+        nn_conv_shape cs = {1, H, W, O, 3, 1, pd, H + 2 * pd - 2, W + 2 * pd - 2};
+        const size_t P = (size_t)cs.OH * cs.OW, nx = (size_t)H * W, ny = (size_t)O * P;
+        const size_t nscr = nn_conv2d_scratch_size(&cs, g, 0);
+        float *x = malloc(g * nx * 4), *w = malloc(9 * (size_t)O * 4), *b = malloc(O * 4),
+              *y = malloc(g * ny * 4), *yn = malloc(g * ny * 4), *scr = malloc((nscr + 1) * 4);
+        assert_true(x && w && b && y && yn && scr);
+        nets_fill(x, g * nx, 61 + c, 1.0f);
+        nets_fill(w, 9 * (size_t)O, 62 + c, 0.5f);
+        nets_fill(b, O, 63 + c, 0.5f);
+        int ran = 0;
+        for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+            if (!nn_gemm_path_supported(path)) continue;
+            assert_int_equal(nn_gemm_set_path(path), 0);
+            const int avx512 = path == NN_GEMM_PATH_AVX512;
+            assert_int_equal(nn_conv2d_nhwc_fits(&cs), avx512);
+            if (!avx512) continue;
+            for (int v = 0; v < 4; v++) {
+                const int relu = v & 1;
+                const float *bias = v & 2 ? NULL : b;
+                nn_conv2d_forward_n(y, x, w, bias, &cs, g, scr, relu);
+                nn_conv2d_forward_nhwc(yn, x, w, bias, &cs, g, scr, relu);
+                size_t diff = 0, neg = 0;
+                for (int i = 0; i < g; i++)
+                    for (int o = 0; o < O; o++)
+                        for (size_t q = 0; q < P; q++) {
+                            const float a = y[(size_t)i * ny + o * P + q];
+                            const float n = yn[(size_t)i * ny + q * O + o];
+                            diff += memcmp(&a, &n, sizeof a) != 0;
+                            neg += a < 0.0f;
+                        }
+                assert_int_equal(diff, 0);
+                assert_true(relu ? neg == 0 : neg > 0); /* the cases see both signs */
+            }
+            ran = 1;
+        }
+        if (nn_gemm_path_supported(NN_GEMM_PATH_AVX512)) assert_true(ran);
+        /* Shapes it leaves to others: 5x5, 8 or 80 channels, 2 inputs. */
+        const nn_conv_shape no[] = {{1, H, W, O, 5, 1, 2, H, W},
+                                    {1, H, W, 8, 3, 1, pd, cs.OH, cs.OW},
+                                    {1, H, W, 80, 3, 1, pd, cs.OH, cs.OW},
+                                    {2, H, W, O, 3, 1, pd, cs.OH, cs.OW}};
+        for (size_t k = 0; k < sizeof no / sizeof no[0]; k++)
+            assert_int_equal(nn_conv2d_nhwc_fits(&no[k]), 0);
+        free(x), free(w), free(b), free(y), free(yn), free(scr);
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
 /* The direct kernel for few output positions (at most 16 an image, the
  * big CNN's 64 x 8 x 8 -> 64 x 4 x 4) with the plan's packed weights:
  * on the AVX-512 path, where an image's channel fits a 64-bit mask and
@@ -2194,6 +2258,7 @@ int main(void)
         cmocka_unit_test(test_training_outliers),
         cmocka_unit_test(test_conv_group_vs_ref),
         cmocka_unit_test(test_conv_dense_packed),
+        cmocka_unit_test(test_conv_first_nhwc),
         cmocka_unit_test(test_conv_few_sparse),
         cmocka_unit_test(test_fold_bn),
         cmocka_unit_test(test_ensemble_folds),

@@ -727,6 +727,38 @@ static void plan_matches_direct(nn_net *net, const float *x, int n)
     nn_ws_free(planned);
 }
 
+/* A first layer of 16 3x3 filters before a Winograd layer writes its
+ * outputs channels last on AVX-512 (nn_conv2d_nhwc_fits), and the
+ * Winograd layer reads them so: straight from the map where its tile
+ * grid is the map (16x16 images: 14x14 in, 12x12 out, three F(4x4)
+ * tiles a side), copied row by row where it needs a border (14x14:
+ * 12x12 in, a grid of 14). The same probabilities as the direct net on
+ * every path. */
+static void test_plan_first_nhwc(void **s)
+{
+    (void)s;
+    const char *arch = "[{\"type\":\"conv2d\",\"out\":16,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"conv2d\",\"out\":16,\"k\":3},{\"type\":\"relu\"},"
+                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
+    float x[2 * 256];
+    for (int hw = 14; hw <= 16; hw += 2) {
+        fill(x, 2 * (size_t)hw * hw, 29 + hw, 1.0f);
+        for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+            if (!nn_gemm_path_supported(path)) continue;
+            assert_int_equal(nn_gemm_set_path(path), 0);
+            nn_net *net = make_net(arch, 1, hw, hw, 8);
+            const nn_conv_shape first = {1, hw, hw, 16, 3, 1, 0, hw - 2, hw - 2};
+            assert_int_equal(nn_conv2d_nhwc_fits(&first), path == NN_GEMM_PATH_AVX512);
+            plan_matches_direct(net, x, 1);
+            plan_matches_direct(net, x, 2);
+            assert_int_equal(nn_net_plan_wino(net, 0), 0);
+            assert_int_equal(nn_net_plan_wino(net, 2), 4);
+            nn_net_free(net);
+        }
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
 /* A planned net whose Winograd layers follow each other (through a ReLU,
  * a dropout, a stride-2 layer and a padded one) hands channels last from
  * one to the next: the same probabilities as the direct net, to
@@ -1119,10 +1151,10 @@ int main(void)
         cmocka_unit_test(test_wino_dx_vs_ref),       cmocka_unit_test(test_wino_dw_vs_ref),
         cmocka_unit_test(test_wino_bound_catches),   cmocka_unit_test(test_plan),
         cmocka_unit_test(test_wino_layouts),         cmocka_unit_test(test_plan_chain),
-        cmocka_unit_test(test_plan_few_outputs),     cmocka_unit_test(test_fold_plans),
-        cmocka_unit_test(test_ensemble_unplan),      cmocka_unit_test(test_training_wino),
-        cmocka_unit_test(test_training_wino_shared), cmocka_unit_test(test_training_skips_zeros),
-        cmocka_unit_test(test_plan_packed),
+        cmocka_unit_test(test_plan_first_nhwc),      cmocka_unit_test(test_plan_few_outputs),
+        cmocka_unit_test(test_fold_plans),           cmocka_unit_test(test_ensemble_unplan),
+        cmocka_unit_test(test_training_wino),        cmocka_unit_test(test_training_wino_shared),
+        cmocka_unit_test(test_training_skips_zeros), cmocka_unit_test(test_plan_packed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

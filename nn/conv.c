@@ -1150,12 +1150,10 @@ static void conv_forward_c1(float *y, const float *x, const float *w, const floa
  * 16 up to C1N_MAX_O. */
 #define C1N_MAX_O 64
 
-static int c1n_fits(const nn_conv_shape *cs)
+int nn_conv2d_nhwc_fits(const nn_conv_shape *cs)
 {
     return c1_fits(cs) && cs->k == 3 && cs->O % 16 == 0 && cs->O <= C1N_MAX_O;
 }
-
-int nn_conv2d_nhwc_fits(const nn_conv_shape *cs) { return c1n_fits(cs); }
 
 #if NN_X86
 /* Positions [ow, ow + np) of row oh, channels [o0, o0 + 16 nv) from the

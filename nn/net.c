@@ -1015,17 +1015,17 @@ static int c1_nhwc_out(const nn_net *net, const nn_ws *ws, int i, int train)
 /* The layout flags of Winograd layer i (nn_wino_forward_nl): its output
  * stays channels last when the next layer that computes is a Winograd
  * convolution too, and its input is channels last when the one before
- * was (or was a first layer that wrote it so, c1_nhwc_out). The big CNN's four Winograd layers in a row so skip three
- * transposes out and back. Decided from the net, the plan and the
+ * was (or was a first layer that wrote it so, c1_nhwc_out). The big
+ * CNN's four Winograd layers in a row so skip three transposes out and
+ * back. Decided from the net, the plan and the
  * workspace alone, so both ends agree whichever range runs them. */
 static int wino_layout(const nn_net *net, const nn_ws *ws, int i, int train)
 {
     /* An AMX chain (which reads and writes [C, H, W]) may take over any
      * of the neighbours: no channels-last hand-over then. */
     if (ws->amx_scratch && net->plan && net->plan->amx) return 0;
-    int lay = 0, j = i + 1;
-    while (j < net->nlayers && layout_free(&net->layers[j])) j++;
-    if (j < net->nlayers && net->layers[j].kind == NN_CONV2D && runs_wino(net, ws, j, train))
+    int lay = 0, j = next_computing(net, i);
+    if (j >= 0 && net->layers[j].kind == NN_CONV2D && runs_wino(net, ws, j, train))
         lay |= NN_WINO_OUT_NHWC;
     j = i - 1;
     while (j >= 0 && layout_free(&net->layers[j])) j--;

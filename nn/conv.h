@@ -54,7 +54,8 @@ void nn_conv2d_forward_packed(float *y, const float *x, const float *w, const fl
  * positions (at most 16 an image, on the AVX-512 path). */
 int nn_conv2d_few_outputs(const nn_conv_shape *cs);
 /* 1 when nn_conv2d_forward_nhwc runs cs: one input channel, 3x3,
- * stride 1, O a multiple of 16 up to 64, on the AVX-512 path. */
+ * stride 1, O a multiple of 16 up to 64, on the AVX-512 path, and on the
+ * AVX2 path for rows of 25 to 32 outputs. */
 int nn_conv2d_nhwc_fits(const nn_conv_shape *cs);
 /* g images' outputs channels last, y [g, OH, OW, O] (the same floats as
  * nn_conv2d_forward_n's [g, O, OH, OW]), for a Winograd layer that reads

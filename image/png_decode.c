@@ -107,17 +107,35 @@ static void *dec_alloc(dec_state *d, size_t n)
 }
 
 /* Row of `ch` 8-bit channels (1 G, 2 GA, 3 RGB, 4 RGBA) -> gray and alpha.
- * Luma with Rec. 601 weights, which leave gray input exactly unchanged. */
-static void convert_row(const uint8_t *src, int ch, uint32_t w, uint8_t *g, uint8_t *a)
+ * Luma with Rec. 601 weights, which leave gray input exactly unchanged.
+ * One loop per channel count, so each has constant strides and no branch
+ * a pixel: gray is a copy (the per-pixel loop was a sixth of decoding a
+ * 28x28 gray PNG, 1.2 of 6.6 us). */
+static inline __attribute__((always_inline)) void luma_row(const uint8_t *src, const int ch,
+                                                           uint32_t w, uint8_t *g, uint8_t *a)
 {
     for (uint32_t x = 0; x < w; x++) {
         const uint8_t *p = src + (size_t)x * ch;
-        if (ch <= 2) {
-            g[x] = p[0];
-        } else {
-            g[x] = (uint8_t)((299u * p[0] + 587u * p[1] + 114u * p[2] + 500u) / 1000u);
-        }
-        if (a) a[x] = p[ch - 1];
+        g[x] = (uint8_t)((299u * p[0] + 587u * p[1] + 114u * p[2] + 500u) / 1000u);
+    }
+    if (a)
+        for (uint32_t x = 0; x < w; x++) a[x] = src[(size_t)x * ch + ch - 1];
+}
+
+static void convert_row(const uint8_t *src, int ch, uint32_t w, uint8_t *g, uint8_t *a)
+{
+    switch (ch) {
+    case 1:
+        memcpy(g, src, w);
+        if (a) memcpy(a, src, w);
+        return;
+    case 2:
+        for (uint32_t x = 0; x < w; x++) g[x] = src[2 * (size_t)x];
+        if (a)
+            for (uint32_t x = 0; x < w; x++) a[x] = src[2 * (size_t)x + 1];
+        return;
+    case 3: luma_row(src, 3, w, g, a); return;
+    default: luma_row(src, 4, w, g, a); return;
     }
 }
 

@@ -530,37 +530,50 @@ void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const fl
         }
 }
 
+/* A batch's arrays are several MB: the batch norms below go image by
+ * image, each plane in memory order (one stream an array, where channel
+ * by channel read n planes C S floats apart, twice as slow on the big
+ * CNN's 26x26 planes), for up to BN_BLOCK channels at a time whose
+ * per-channel sums (double) accumulate in the order of images. */
+#define BN_BLOCK 256
+
 void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *run_mean,
                                 float *run_var, const float *x, const float *gamma,
                                 const float *beta, float eps, float momentum, int n, int C, int S,
                                 int relu)
 {
-    double cnt = (double)n * S;
-    for (int c = 0; c < C; c++) {
-        /* Float partial sums per image row (vectorised), double across. */
-        double sum = 0.0, sq = 0.0;
-        for (int b = 0; b < n; b++) sum += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
-        double mean = sum / cnt;
-        for (int b = 0; b < n; b++) sq += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)mean);
-        double var = sq / cnt;
-        float iv = (float)(1.0 / sqrt(var + eps)), fm = (float)mean;
-        float gc = gamma[c], bc = beta[c];
-        inv[c] = iv;
-        mean_out[c] = fm;
-        for (int b = 0; b < n; b++) {
-            const float *xi = x + ((size_t)b * C + c) * S;
-            float *yi = y + ((size_t)b * C + c) * S;
-            for (int s = 0; s < S; s++) {
-                float h = (xi[s] - fm) * iv, v = gc * h + bc;
-                yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
+    const double cnt = (double)n * S;
+    for (int c0 = 0; c0 < C; c0 += BN_BLOCK) {
+        const int c1 = C - c0 < BN_BLOCK ? C : c0 + BN_BLOCK;
+        /* Float partial sums per plane (vectorised), double across. */
+        double sum[BN_BLOCK] = {0}, sq[BN_BLOCK] = {0};
+        for (int b = 0; b < n; b++)
+            for (int c = c0; c < c1; c++)
+                sum[c - c0] += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
+        for (int b = 0; b < n; b++)
+            for (int c = c0; c < c1; c++)
+                sq[c - c0] += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)(sum[c - c0] / cnt));
+        for (int c = c0; c < c1; c++) {
+            const double mean = sum[c - c0] / cnt, var = sq[c - c0] / cnt;
+            inv[c] = (float)(1.0 / sqrt(var + eps));
+            mean_out[c] = (float)mean;
+            if (run_mean) {
+                float m = momentum;
+                double unb = cnt > 1 ? var * cnt / (cnt - 1) : var;
+                run_mean[c] = (1.0f - m) * run_mean[c] + m * (float)mean;
+                run_var[c] = (1.0f - m) * run_var[c] + m * (float)unb;
             }
         }
-        if (run_mean) {
-            float m = momentum;
-            double unb = cnt > 1 ? var * cnt / (cnt - 1) : var;
-            run_mean[c] = (1.0f - m) * run_mean[c] + m * (float)mean;
-            run_var[c] = (1.0f - m) * run_var[c] + m * (float)unb;
-        }
+        for (int b = 0; b < n; b++)
+            for (int c = c0; c < c1; c++) {
+                const float *xi = x + ((size_t)b * C + c) * S;
+                float *yi = y + ((size_t)b * C + c) * S;
+                const float fm = mean_out[c], iv = inv[c], gc = gamma[c], bc = beta[c];
+                for (int s = 0; s < S; s++) {
+                    float h = (xi[s] - fm) * iv, v = gc * h + bc;
+                    yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
+                }
+            }
     }
 }
 
@@ -590,52 +603,63 @@ void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const flo
     }
 }
 
+/* One plane of dx from dy (masked by relu_y where the ReLU followed),
+ * x and its channel's mean, inverse deviation, gamma inv and the two
+ * means of the sums. */
+static void bn_dx_plane(float *o, const float *d, const float *xr, const float *r, int S, float fm,
+                        float iv, float g, float m1, float m2)
+{
+    const v4f mv = {fm, fm, fm, fm}, ivv = {iv, iv, iv, iv};
+    const v4f gv = {g, g, g, g}, m1v = {m1, m1, m1, m1}, m2v = {m2, m2, m2, m2};
+    int s = 0;
+    for (; s + 4 <= S; s += 4) {
+        v4f v;
+        if (r)
+            v = masked4(d + s, r + s);
+        else
+            memcpy(&v, d + s, sizeof v);
+        v = gv * (v - m1v - xhat4(xr + s, mv, ivv) * m2v);
+        memcpy(o + s, &v, sizeof v);
+    }
+    for (; s < S; s++) {
+        const float dv = !r || r[s] > 0.0f ? d[s] : 0.0f;
+        o[s] = g * (dv - m1 - ((xr[s] - fm) * iv) * m2);
+    }
+}
+
 void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                            const float *mean, const float *inv, const float *gamma, int n, int C,
                            int S, const float *relu_y)
 {
-    double cnt = (double)n * S;
-    for (int c = 0; c < C; c++) {
-        double sdy = 0.0, sdyx = 0.0;
-        const float fm = mean[c], iv = inv[c];
-        const v4f mv = {fm, fm, fm, fm}, ivv = {iv, iv, iv, iv};
-        for (int b = 0; b < n; b++) {
-            const size_t at = ((size_t)b * C + c) * S;
-            if (relu_y) {
-                double s1, s2;
-                sums_masked(dy + at, x + at, fm, iv, relu_y + at, S, &s1, &s2);
-                sdy += s1;
-                sdyx += s2;
-            } else {
-                sdy += sum_f(dy + at, S, 0, 0.0f);
-                sdyx += dot_xhat(dy + at, x + at, fm, iv, S);
+    const double cnt = (double)n * S;
+    for (int c0 = 0; c0 < C; c0 += BN_BLOCK) {
+        const int c1 = C - c0 < BN_BLOCK ? C : c0 + BN_BLOCK;
+        double sdy[BN_BLOCK] = {0}, sdyx[BN_BLOCK] = {0};
+        for (int b = 0; b < n; b++)
+            for (int c = c0; c < c1; c++) {
+                const size_t at = ((size_t)b * C + c) * S;
+                if (relu_y) {
+                    double s1, s2;
+                    sums_masked(dy + at, x + at, mean[c], inv[c], relu_y + at, S, &s1, &s2);
+                    sdy[c - c0] += s1;
+                    sdyx[c - c0] += s2;
+                } else {
+                    sdy[c - c0] += sum_f(dy + at, S, 0, 0.0f);
+                    sdyx[c - c0] += dot_xhat(dy + at, x + at, mean[c], inv[c], S);
+                }
             }
+        for (int c = c0; c < c1; c++) {
+            dgamma[c] += (float)sdyx[c - c0];
+            dbeta[c] += (float)sdy[c - c0];
         }
-        dgamma[c] += (float)sdyx;
-        dbeta[c] += (float)sdy;
         if (!dx) continue;
-        float g = gamma[c] * inv[c];
-        float m1 = (float)(sdy / cnt), m2 = (float)(sdyx / cnt);
-        const v4f gv = {g, g, g, g}, m1v = {m1, m1, m1, m1}, m2v = {m2, m2, m2, m2};
-        for (int b = 0; b < n; b++) {
-            const size_t at = ((size_t)b * C + c) * S;
-            const float *d = dy + at, *xr = x + at, *r = relu_y ? relu_y + at : NULL;
-            float *o = dx + at;
-            int s = 0;
-            for (; s + 4 <= S; s += 4) {
-                v4f v;
-                if (r)
-                    v = masked4(d + s, r + s);
-                else
-                    memcpy(&v, d + s, sizeof v);
-                v = gv * (v - m1v - xhat4(xr + s, mv, ivv) * m2v);
-                memcpy(o + s, &v, sizeof v);
+        for (int b = 0; b < n; b++)
+            for (int c = c0; c < c1; c++) {
+                const size_t at = ((size_t)b * C + c) * S;
+                bn_dx_plane(dx + at, dy + at, x + at, relu_y ? relu_y + at : NULL, S, mean[c],
+                            inv[c], gamma[c] * inv[c], (float)(sdy[c - c0] / cnt),
+                            (float)(sdyx[c - c0] / cnt));
             }
-            for (; s < S; s++) {
-                const float dv = !r || r[s] > 0.0f ? d[s] : 0.0f;
-                o[s] = g * (dv - m1 - ((xr[s] - fm) * iv) * m2);
-            }
-        }
     }
 }
 

@@ -261,40 +261,48 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
 {
     const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hp = gm->Hp, Wp = gm->Wp;
     const size_t row = (size_t)Wp * C;
+    /* Rows past the tile grid (H + p > Hp) and columns past it are never
+     * read: the grid covers every output's inputs. */
+    const int below = p + H < Hp ? p + H : Hp, right = p + W < Wp ? p + W : Wp;
+    const int hmax = below - p, wmax = right - p;
     for (int i = 0; i < n; i++) {
         float *xi = xp + (size_t)i * Hp * row;
         const float *src = x + (size_t)i * C * H * W;
         /* Border: whole rows above and below, columns left and right. */
-        int below = p + H < Hp ? p + H : Hp;
         memset(xi, 0, sizeof(float) * row * (size_t)(p < Hp ? p : Hp));
         if (below < Hp) memset(xi + below * row, 0, sizeof(float) * row * (size_t)(Hp - below));
-        int right = p + W < Wp ? p + W : Wp;
-        for (int h = 0; h < H && h + p < Hp; h++) {
+        for (int h = 0; h < hmax; h++) {
             float *r = xi + (size_t)(h + p) * row;
             memset(r, 0, sizeof(float) * (size_t)p * C);
             if (right < Wp) memset(r + (size_t)right * C, 0, sizeof(float) * (Wp - right) * C);
-            /* Rows past the tile grid (H + p > Hp) and columns past it are
-             * never read: the grid covers every output's inputs. */
-            const int wmax = right - p;
-            if (nhwc) {
-                memcpy(r + (size_t)p * C, src + (size_t)h * W * C, sizeof(float) * wmax * C);
-                continue;
-            }
-            int c = 0;
-            for (; c + 4 <= C; c += 4) {
-                const float *s0 = src + ((size_t)c * H + h) * W;
-                const size_t cs_ = (size_t)H * W;
+            if (nhwc) memcpy(r + (size_t)p * C, src + (size_t)h * W * C, sizeof(float) * wmax * C);
+        }
+        if (nhwc) continue;
+        /* Four channel planes at a time, each read front to back: a row of
+         * every plane at a time kept C / 4 x 4 streams open and took the
+         * 26x26 layer's input (32 planes) at 1.0 against 0.5-0.7 ms per
+         * 64 images, caches flushed first; in a training step at batch 64
+         * all packing 5.7-6.7 -> 4.2-4.6 ms (one thread). */
+        const size_t plane = (size_t)H * W;
+        int c = 0;
+        for (; c + 4 <= C; c += 4) {
+            const float *s0 = src + (size_t)c * plane;
+            for (int h = 0; h < hmax; h++, s0 += W) {
+                float *r = xi + (size_t)(h + p) * row + (size_t)p * C + c;
                 int w = 0;
                 for (; w + 4 <= wmax; w += 4)
-                    tr4x4(s0 + w, s0 + cs_ + w, s0 + 2 * cs_ + w, s0 + 3 * cs_ + w,
-                          r + (size_t)(w + p) * C + c, (size_t)C);
+                    tr4x4(s0 + w, s0 + plane + w, s0 + 2 * plane + w, s0 + 3 * plane + w,
+                          r + (size_t)w * C, (size_t)C);
                 for (; w < wmax; w++)
-                    for (int j = 0; j < 4; j++) r[(size_t)(w + p) * C + c + j] = s0[j * cs_ + w];
+                    for (int j = 0; j < 4; j++) r[(size_t)w * C + j] = s0[j * plane + w];
             }
-            for (; c < C; c++)
-                for (int w = 0; w < wmax; w++)
-                    r[(size_t)(w + p) * C + c] = src[((size_t)c * H + h) * W + w];
         }
+        for (; c < C; c++)
+            for (int h = 0; h < hmax; h++) {
+                float *r = xi + (size_t)(h + p) * row + (size_t)p * C + c;
+                for (int w = 0; w < wmax; w++)
+                    r[(size_t)w * C] = src[c * plane + (size_t)h * W + w];
+            }
     }
 }
 

@@ -550,13 +550,13 @@ void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *ru
         for (int b = 0; b < n; b++)
             for (int c = c0; c < c1; c++)
                 sum[c - c0] += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
+        for (int c = c0; c < c1; c++) mean_out[c] = (float)(sum[c - c0] / cnt);
         for (int b = 0; b < n; b++)
             for (int c = c0; c < c1; c++)
-                sq[c - c0] += sum_f(x + ((size_t)b * C + c) * S, S, 1, (float)(sum[c - c0] / cnt));
+                sq[c - c0] += sum_f(x + ((size_t)b * C + c) * S, S, 1, mean_out[c]);
         for (int c = c0; c < c1; c++) {
             const double mean = sum[c - c0] / cnt, var = sq[c - c0] / cnt;
             inv[c] = (float)(1.0 / sqrt(var + eps));
-            mean_out[c] = (float)mean;
             if (run_mean) {
                 float m = momentum;
                 double unb = cnt > 1 ? var * cnt / (cnt - 1) : var;

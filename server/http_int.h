@@ -2,7 +2,8 @@
  * them includes:
  *
  *   http.c          life cycle: create, bind, start, warm-up, quiesce
- *                   (drain), stop, free
+ *                   (drain), stop, free; the acceptor thread that deals
+ *                   new connections out to the pool threads
  *   http_conn.c     one request on its connection: state, body collected
  *                   up to the limit, responses and the error envelope,
  *                   completion (metrics, access log)
@@ -36,6 +37,7 @@
 #define SERVER_HTTP_INT_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -78,6 +80,11 @@ struct srv_server {
     img_limits lim;
     struct MHD_Daemon *d;
     int listen_fd, port;
+    /* The acceptor thread (http.c) hands each new connection to a worker;
+     * a byte written to wake[1] stops it. */
+    pthread_t acceptor;
+    int acceptor_on;
+    int wake[2];
     atomic_int ready, draining, inflight;
 };
 

@@ -11,7 +11,8 @@
 #   ok DESC, nok DESC [DETAIL...], fail MSG (collected), verdict DESC (ok
 #                    or nok with what fail collected), finish (summary,
 #                    exit status), bail DESC [DETAIL...] (nok, finish):
-#                    TAP output
+#                    TAP output; py_verdicts WHAT: the same from a Python
+#                    checker's PASS/FAIL lines on stdin
 #   start_server LOG [ARGS...]  $SERVER on 127.0.0.1 port 0 (the port read
 #                    from its log line), stderr to LOG, stdout to LOG.out;
 #                    waits up to START_TIMEOUT (30) s for /readyz 200. Sets
@@ -58,6 +59,19 @@ finish() {
     exit $?
 }
 bail() { nok "$1" "${@:2}"; finish; }
+# py_verdicts WHAT: TAP lines from "PASS<TAB>what" and
+# "FAIL<TAB>what<TAB>why" lines on stdin (the Python checkers' output);
+# any other line fails WHAT.
+py_verdicts() {
+    local verdict_word what why
+    while IFS=$'\t' read -r verdict_word what why; do
+        case $verdict_word in
+            PASS) ok "$what" ;;
+            FAIL) nok "$what" "$why" ;;
+            *) [ -n "$verdict_word" ] && nok "$1" "$verdict_word $what $why" ;;
+        esac
+    done
+}
 
 START_TIMEOUT=${START_TIMEOUT:-30}
 srv_pid="" srv_log="" port="" base="" srv_fail=""

@@ -86,18 +86,6 @@ healthy_after() {
 }
 
 # post_png PATH FILE [curl args...]: POST FILE as a raw image/png body.
-# Turns a Python checker's "PASS<TAB>what" / "FAIL<TAB>what<TAB>why" lines
-# into verdicts; any other line fails check $1.
-py_verdicts() {
-    local verdict_word what why
-    while IFS=$'\t' read -r verdict_word what why; do
-        case $verdict_word in
-            PASS) ok "$what" ;;
-            FAIL) nok "$what" "$why" ;;
-            *) [ -n "$verdict_word" ] && nok "$1" "$verdict_word $what $why" ;;
-        esac
-    done
-}
 post_png() { local path=$1 file=$2; shift 2; http POST "$path" -H 'Content-Type: image/png' --data-binary "@$file" "$@"; }
 
 # ================================================================ preflight

@@ -75,14 +75,15 @@ size_t nn_wino_weights_size(const nn_conv_shape *cs, int m)
 }
 
 /* The 3x3 kernel of (output o, channel c) of the convolution Winograd
- * runs: w's own, or for stride 2 the phase's taps (see wino_s2d).
- * nn_wino_dw_n hands the weight gradient's taps back the same way. (One
- * per-tap function for both made this, a per-step transform, 5-15%
- * slower.) */
-static inline void wino_kernel(double g[9], const float *w, const nn_conv_shape *cs, int o, int c)
+ * runs, tap t at g[t * gs]: w's own, or for stride 2 the phase's taps
+ * (see wino_s2d). nn_wino_dw_n hands the weight gradient's taps back the
+ * same way. (One per-tap function for both made this, a per-step
+ * transform, 5-15% slower.) */
+static inline void wino_kernel(double *g, size_t gs, const float *w, const nn_conv_shape *cs, int o,
+                               int c)
 {
     if (!wino_s2d(cs)) {
-        for (int j = 0; j < 9; j++) g[j] = w[((size_t)o * cs->C + c) * 9 + j];
+        for (int j = 0; j < 9; j++) g[j * gs] = w[((size_t)o * cs->C + c) * 9 + j];
         return;
     }
     const int C = cs->C, k = cs->k, ph = c / C, a = ph >> 1, b = ph & 1, ci = c - ph * C;
@@ -90,18 +91,19 @@ static inline void wino_kernel(double g[9], const float *w, const nn_conv_shape 
     for (int m = 0; m < 3; m++)
         for (int n = 0; n < 3; n++) {
             int ki = 2 * m + a, kj = 2 * n + b;
-            g[m * 3 + n] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
+            g[(m * 3 + n) * gs] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
         }
 }
 
 /* The kernel of (output o, channel c) of the input gradient's convolution
- * (see nn_wino_dx_n): the forward kernel (c, o) flipped, or for stride 2
- * its phase's taps flipped, tap (m, n) being (2(2 - m) + a, 2(2 - n) + b). */
-static inline void wino_kernel_dx(double g[9], const float *w, const nn_conv_shape *cs, int o,
-                                  int c)
+ * (see nn_wino_dx_n), as wino_kernel's: the forward kernel (c, o)
+ * flipped, or for stride 2 its phase's taps flipped, tap (m, n) being
+ * (2(2 - m) + a, 2(2 - n) + b). */
+static inline void wino_kernel_dx(double *g, size_t gs, const float *w, const nn_conv_shape *cs,
+                                  int o, int c)
 {
     if (!wino_s2d(cs)) {
-        for (int j = 0; j < 9; j++) g[j] = w[((size_t)c * cs->C + o) * 9 + 8 - j];
+        for (int j = 0; j < 9; j++) g[j * gs] = w[((size_t)c * cs->C + o) * 9 + 8 - j];
         return;
     }
     const int C = cs->C, k = cs->k, ph = o / C, a = ph >> 1, b = ph & 1, oi = o - ph * C;
@@ -109,35 +111,86 @@ static inline void wino_kernel_dx(double g[9], const float *w, const nn_conv_sha
     for (int m = 0; m < 3; m++)
         for (int n = 0; n < 3; n++) {
             int ki = 2 * (2 - m) + a, kj = 2 * (2 - n) + b;
-            g[m * 3 + n] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
+            g[(m * 3 + n) * gs] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
         }
 }
 
-/* G g G^T of one 3x3 kernel, with G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2;
- * 0 0 1] written out: the same doubles as the matrix products (halving is
- * exact, and the zero terms add nothing), at a quarter of the work. The
- * training step transforms every layer's weights each step. */
-static inline void wino_ggt(double u[16], const double g[9])
+/* Output channels a transform block holds: [36][WINO_OB] floats, 9 KiB. */
+#define WINO_OB 64
+
+/* The kernel transforms' G: F(4x4,3x3)'s below, in double; F(2x2,3x3)'s
+ * [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] written out in
+ * wino_ggt_block (the same doubles as the matrix products: halving is
+ * exact and the zero terms add nothing, at a quarter of the work). The
+ * data transforms are in wino_xf.h. */
+static const double wino_G4[6][3] = {{0.25, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+
+/* G g G^T of nb kernels at once: g [9][WINO_OB] (tap-major), into
+ * blk [P][WINO_OB] as floats. The loops over kernels are innermost, so
+ * that they run as vectors (8 doubles a vector on the AVX-512 path, 4 on
+ * AVX2's), each lane the same products summed in the same order: the
+ * same bits on every path, and as a kernel at a time gave them. A kernel
+ * at a time, the per-step weight transform of the default CNN took
+ * 1.5 ms of a training step's CPU time. */
+__attribute__((always_inline)) static inline void
+wino_ggt_block(float *restrict blk, const double *restrict g, int mt, int nb)
 {
-    double t[4][3];
-    for (int j = 0; j < 3; j++) {
-        t[0][j] = g[j];
-        t[1][j] = 0.5 * g[j] + 0.5 * g[3 + j] + 0.5 * g[6 + j];
-        t[2][j] = 0.5 * g[j] + -0.5 * g[3 + j] + 0.5 * g[6 + j];
-        t[3][j] = g[6 + j];
+    enum { B = WINO_OB };
+    if (mt == 4) {
+        for (int i = 0; i < 6; i++) {
+            double t[3][B];
+            for (int n = 0; n < 3; n++)
+                for (int j = 0; j < nb; j++)
+                    t[n][j] = wino_G4[i][0] * g[n * B + j] + wino_G4[i][1] * g[(3 + n) * B + j] +
+                              wino_G4[i][2] * g[(6 + n) * B + j];
+            for (int q = 0; q < 6; q++)
+                for (int j = 0; j < nb; j++)
+                    blk[(i * 6 + q) * B + j] =
+                        (float)(t[0][j] * wino_G4[q][0] + t[1][j] * wino_G4[q][1] +
+                                t[2][j] * wino_G4[q][2]);
+        }
+        return;
     }
     for (int i = 0; i < 4; i++) {
-        u[i * 4] = t[i][0];
-        u[i * 4 + 1] = t[i][0] * 0.5 + t[i][1] * 0.5 + t[i][2] * 0.5;
-        u[i * 4 + 2] = t[i][0] * 0.5 + t[i][1] * -0.5 + t[i][2] * 0.5;
-        u[i * 4 + 3] = t[i][2];
+        double t[3][B];
+        for (int n = 0; n < 3; n++)
+            for (int j = 0; j < nb; j++) {
+                const double a = g[n * B + j], b = g[(3 + n) * B + j], c = g[(6 + n) * B + j];
+                t[n][j] = i == 0   ? a
+                          : i == 1 ? 0.5 * a + 0.5 * b + 0.5 * c
+                          : i == 2 ? 0.5 * a + -0.5 * b + 0.5 * c
+                                   : c;
+            }
+        for (int j = 0; j < nb; j++) {
+            blk[(i * 4) * B + j] = (float)t[0][j];
+            blk[(i * 4 + 1) * B + j] = (float)(t[0][j] * 0.5 + t[1][j] * 0.5 + t[2][j] * 0.5);
+            blk[(i * 4 + 2) * B + j] = (float)(t[0][j] * 0.5 + t[1][j] * -0.5 + t[2][j] * 0.5);
+            blk[(i * 4 + 3) * B + j] = (float)t[2][j];
+        }
     }
 }
 
-static void wino_ggt4(double u[36], const double g[9]);
-
-/* Output channels a transform block holds: [36][WINO_OB] floats, 9 KiB. */
-#define WINO_OB 64
+static void wino_ggt_block_v2(float *restrict blk, const double *restrict g, int mt, int nb)
+{
+    wino_ggt_block(blk, g, mt, nb);
+}
+#if NN_X86
+__attribute__((target("avx2"))) static void
+wino_ggt_block_v4(float *restrict blk, const double *restrict g, int mt, int nb)
+{
+    wino_ggt_block(blk, g, mt, nb);
+}
+__attribute__((target("avx512f"))) static void
+wino_ggt_block_v8(float *restrict blk, const double *restrict g, int mt, int nb)
+{
+    wino_ggt_block(blk, g, mt, nb);
+}
+#endif
 
 /* u [P, C, O] = G g G^T of the kernel (o, c), for C channels in and O
  * out, each plane [C, O] in nn_gemm_bpanels layout (wino_plane): the
@@ -152,24 +205,32 @@ static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, in
 {
     const int P = mt == 4 ? 36 : 16;
     float blk[36 * WINO_OB];
+    double g[9 * WINO_OB];
+    void (*ggt)(float *restrict, const double *restrict, int, int) = wino_ggt_block_v2;
+#if NN_X86
+    const int path = nn_gemm_get_path();
+    if (path == NN_GEMM_PATH_AVX512)
+        ggt = wino_ggt_block_v8;
+    else if (path == NN_GEMM_PATH_AVX2)
+        ggt = wino_ggt_block_v4;
+#endif
     /* Rows [c0, c1) of every plane: part of nparts. */
     const int c0 = (int)((long long)C * part / nparts),
               c1 = (int)((long long)C * (part + 1) / nparts);
     for (int c = c0; c < c1; c++)
         for (int o0 = 0; o0 < O; o0 += WINO_OB) {
             const int nb = O - o0 < WINO_OB ? O - o0 : WINO_OB;
-            for (int j = 0; j < nb; j++) {
-                double g[9], v[36];
+            for (int j = 0; j < nb; j++)
                 if (dx)
-                    wino_kernel_dx(g, w, cs, o0 + j, c);
+                    wino_kernel_dx(g + j, WINO_OB, w, cs, o0 + j, c);
                 else
-                    wino_kernel(g, w, cs, o0 + j, c);
-                if (mt == 4)
-                    wino_ggt4(v, g);
-                else
-                    wino_ggt(v, g);
-                for (int e = 0; e < P; e++) blk[e * WINO_OB + j] = (float)v[e];
-            }
+                    wino_kernel(g + j, WINO_OB, w, cs, o0 + j, c);
+            /* Up to a whole vector of 8: lanes past O zero, never
+             * copied out. */
+            const int nv = (nb + 7) & ~7;
+            for (int t = 0; t < 9; t++)
+                for (int j = nb; j < nv; j++) g[t * WINO_OB + j] = 0.0;
+            ggt(blk, g, mt, nv);
             /* Row c of each plane's panels that [o0, o0 + nb) spans,
              * zeros past O. */
             const size_t plane = wino_plane(C, O);
@@ -178,8 +239,15 @@ static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, in
                     const int o = o0 + j, n = nb - j < NN_GEMM_BPANEL ? nb - j : NN_GEMM_BPANEL;
                     float *dst =
                         u + e * plane + ((size_t)(o / NN_GEMM_BPANEL) * C + c) * NN_GEMM_BPANEL;
-                    memcpy(dst, blk + e * WINO_OB + j, sizeof(float) * n);
-                    for (int z = n; z < NN_GEMM_BPANEL; z++) dst[z] = 0.0f;
+                    /* A whole panel row by a copy of constant size:
+                     * one of n floats became rep movsq, slow to start,
+                     * and half of this function's time. */
+                    if (n == NN_GEMM_BPANEL) {
+                        memcpy(dst, blk + e * WINO_OB + j, sizeof(float) * NN_GEMM_BPANEL);
+                        continue;
+                    }
+                    for (int z = 0; z < NN_GEMM_BPANEL; z++)
+                        dst[z] = z < n ? blk[e * WINO_OB + j + z] : 0.0f;
                 }
         }
 }
@@ -517,26 +585,6 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
                        const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
 {
     nn_wino_forward_nl(y, x, u, b, cs, g, scratch, relu, mt, 0);
-}
-
-/* ---- F(4x4,3x3) ----------------------------------------------------------
- * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
- *      1/24 -1/12 1/6; 0 0 1], in double; the transforms in wino_xf.h. */
-static void wino_ggt4(double u[36], const double g[9])
-{
-    static const double G[6][3] = {{0.25, 0, 0},
-                                   {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                                   {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                                   {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                                   {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                                   {0, 0, 1}};
-    double t[6][3];
-    for (int i = 0; i < 6; i++)
-        for (int j = 0; j < 3; j++)
-            t[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
-    for (int i = 0; i < 6; i++)
-        for (int j = 0; j < 6; j++)
-            u[i * 6 + j] = t[i][0] * G[j][0] + t[i][1] * G[j][1] + t[i][2] * G[j][2];
 }
 
 int nn_wino_tiles(const nn_conv_shape *cs, int m)

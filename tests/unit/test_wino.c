@@ -238,7 +238,10 @@ static const int s1_cases[][6] = {
     {7, 5, 5, 9, 0, 70},
     /* Whole 16-lane vectors and a remainder (AVX-512 transforms). */
     {20, 9, 9, 24, 1, 2},
-    {40, 6, 7, 18, 0, 1}};
+    {40, 6, 7, 18, 0, 1},
+    /* Outputs past one weight-transform block (64) with a tail that is
+     * not a whole vector of doubles (wino_ggt_block). */
+    {3, 6, 6, 70, 1, 2}};
 
 /* Each by F(2x2) and by F(4x4) (for which most maps are not multiples of
  * 4: up to three dropped grid rows and columns). */
@@ -362,10 +365,15 @@ static void test_wino_dx_vs_ref(void **s)
 {
     (void)s;
     static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
-                                   {32, 24, 24, 32, 5, 2, 2, 1}, {5, 21, 23, 6, 5, 2, 2, 3},
-                                   {3, 26, 22, 4, 5, 2, 1, 2},   {4, 25, 24, 3, 6, 2, 2, 1},
-                                   {6, 10, 10, 5, 3, 1, 0, 2},   {7, 9, 11, 4, 3, 1, 1, 3},
-                                   {3, 5, 6, 8, 3, 1, 2, 40}};
+                                   {32, 24, 24, 32, 5, 2, 2, 1},
+                                   {5, 21, 23, 6, 5, 2, 2, 3},
+                                   {3, 26, 22, 4, 5, 2, 1, 2},
+                                   {4, 25, 24, 3, 6, 2, 2, 1},
+                                   {6, 10, 10, 5, 3, 1, 0, 2},
+                                   {7, 9, 11, 4, 3, 1, 1, 3},
+                                   {3, 5, 6, 8, 3, 1, 2, 40},
+                                   /* 68 outputs of the transform: a block and 4 */
+                                   {17, 21, 23, 5, 5, 2, 2, 1}};
     nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4};
     assert_false(nn_wino_dx_fits(&small));
     assert_true(nn_wino_fits(&small));

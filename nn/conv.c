@@ -1979,6 +1979,61 @@ static int col2im_gathers(const nn_conv_shape *cs)
 }
 
 #if NN_X86
+/* Stride 2, rows of up to 8 (the big CNN's 8x8 -> 4x4 layer), on the
+ * AVX2 and AVX-512 paths. The scatter (col2im_rows) ran a loop of about
+ * four strided scalar adds per kernel tap, output row and channel: 2.5%
+ * of a training step. Here each dx row is one vector summed in registers:
+ * for each kernel row ki whose output row oh lands on it, and each kernel
+ * column kj, lane iw takes dcol's (oh, (iw + p - kj) / 2) by a permute,
+ * lanes of the other parity or outside the map masked to +0. The terms
+ * are added in the scatter's order (ki, then kj) onto +0, so dx gets the
+ * same bits (see col2im_gathers). Reads up to 7 floats past a dcol row's
+ * output row: within C2I_SLACK. */
+static int col2im_gathers_s2(const nn_conv_shape *cs)
+{
+    const int path = nn_gemm_get_path();
+    return (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512) && cs->s == 2 && cs->W <= 8 &&
+           cs->OW <= 8 && cs->k <= C2I_MAXK && cs->p < cs->k;
+}
+
+__attribute__((target("avx2"))) static void col2im_gather_s2(float *dx, const float *dcol,
+                                                             size_t ld, const nn_conv_shape *cs)
+{
+    const int C = cs->C, H = cs->H, W = cs->W, k = cs->k, p = cs->p;
+    const int OH = cs->OH, OW = cs->OW;
+    __m256i idx[C2I_MAXK];
+    __m256 msk[C2I_MAXK];
+    for (int kj = 0; kj < k; kj++) {
+        int32_t ii[8], mm[8];
+        for (int l = 0; l < 8; l++) {
+            const int j = l + p - kj, ok = l < W && j >= 0 && j % 2 == 0 && j / 2 < OW;
+            ii[l] = ok ? j / 2 : 0;
+            mm[l] = ok ? -1 : 0;
+        }
+        idx[kj] = _mm256_loadu_si256((const __m256i *)ii);
+        msk[kj] = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)mm));
+    }
+    const __m256i wm =
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(W), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int c = 0; c < C; c++)
+        for (int ih = 0; ih < H; ih++) {
+            __m256 acc = _mm256_setzero_ps();
+            for (int ki = 0; ki < k; ki++) {
+                const int t = ih + p - ki;
+                if (t < 0 || t % 2 || t / 2 >= OH) continue;
+                const float *r = dcol + ((size_t)(c * k + ki) * k) * ld + (size_t)(t / 2) * OW;
+                for (int kj = 0; kj < k; kj++)
+                    acc = _mm256_add_ps(
+                        acc, _mm256_and_ps(_mm256_permutevar8x32_ps(
+                                               _mm256_loadu_ps(r + (size_t)kj * ld), idx[kj]),
+                                           msk[kj]));
+            }
+            _mm256_maskstore_ps(dx + ((size_t)c * H + ih) * W, wm, acc);
+        }
+}
+#endif
+
+#if NN_X86
 /* col2im_gather for rows of up to 16 (LeNet's second layer: 14): a row is
  * one vector, each term one masked load (the lanes outside dcol's row
  * are +0 and not read), a quarter of the 4-lane chunks' operations. The
@@ -2199,7 +2254,12 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, cons
      * a slice of DCOL_FLOATS stays in L2. */
     float *dcol = rest + C2I_SLACK;
     const int gather = col2im_gathers(cs);
-    if (!gather) memset(dx, 0, sizeof(float) * nin * g);
+#if NN_X86
+    const int gather_s2 = !gather && col2im_gathers_s2(cs);
+#else
+    const int gather_s2 = 0;
+#endif
+    if (!gather && !gather_s2) memset(dx, 0, sizeof(float) * nin * g);
     const int step = dcol_images(K, P, g);
     for (int i0 = 0; i0 < g; i0 += step) {
         int n = g - i0 < step ? g - i0 : step;
@@ -2207,8 +2267,11 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, cons
         nn_gemm(1, 0, (int)K, (int)ls, O, 1.0f, w, (int)K, dyt + (size_t)i0 * P, (int)ld, 0.0f,
                 dcol, (int)ls);
         for (int i = 0; i < n; i++)
-            if (gather)
-                col2im_gather(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
+            if (gather) col2im_gather(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
+#if NN_X86
+            else if (gather_s2)
+                col2im_gather_s2(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
+#endif
             else
                 col2im_rows(dx + (i0 + i) * nin, dcol + i * P, ls, cs);
     }

@@ -763,9 +763,11 @@ static void wino_dw_regions(const nn_conv_shape *cs, int gc, size_t r[4])
     const nn_conv_shape e = wino_shape(cs);
     const size_t T = gm.tiles * gc, xp = (size_t)gc * gm.Hp * gm.Wp * e.C;
     const size_t v = 16 * wino_dw_plane(T * e.C);
-    r[0] = round16(xp);
+    /* xp's region later holds two rows of dy for the Z transform. */
+    const size_t rows = 2 * (2 * (size_t)gm.TW + 24);
+    r[0] = round16(xp > rows ? xp : rows);
     r[1] = round16(v > xp ? v : xp);
-    r[2] = 16 * wino_dw_plane(T * e.O + 4);
+    r[2] = 16 * wino_dw_plane(T * e.O + 8);
     r[3] = 16 * wino_dw_plane((size_t)e.O * e.C);
 }
 
@@ -822,7 +824,7 @@ static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_sha
                     }
                     /* Whole vectors: past a row's last tile they land
                      * on tiles (or o rows) written later, or past the
-                     * plane's T O floats (wino_dw_regions leaves 4). */
+                     * plane's T O floats (wino_dw_regions leaves 8). */
                     for (int r = 0; r < 4; r++)
                         for (int s = 0; s < 4; s++)
                             memcpy(z + (size_t)(r * 4 + s) * plane + tj, &zr[r][s], 16);
@@ -830,6 +832,65 @@ static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_sha
             }
         }
 }
+
+#if NN_X86
+/* wino_dw_z eight tiles a step (the AVX2 and AVX-512 paths): the even
+ * and odd columns of 16 dy floats by one shuffle and one permute each,
+ * the same sums lane by lane (the same bits), 32-byte stores; past a
+ * row's last tile they land as wino_dw_z's do (wino_dw_regions leaves 8
+ * floats past the last plane's T O). rows: 2 (2 TW + 24) floats. */
+__attribute__((target("avx2"))) static void wino_dw_z8(float *Z, size_t plane, const float *dy,
+                                                       const nn_conv_shape *cs, int n,
+                                                       const struct wino_geom *gm, float *rows)
+{
+    const int O = cs->O, OH = cs->OH, OW = cs->OW, TH = gm->TH, TW = gm->TW;
+    const size_t T = gm->tiles * n, len = 2 * (size_t)TW + 24;
+    float *r0 = rows, *r1 = rows + len;
+    memset(rows, 0, sizeof(float) * 2 * len);
+    const __m256i pick = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < n; i++) {
+            const float *d = dy + ((size_t)i * O + o) * OH * OW;
+            for (int ti = 0; ti < TH; ti++) {
+                const int h = 2 * ti;
+                memcpy(r0, d + (size_t)h * OW, sizeof(float) * OW);
+                if (h + 1 < OH)
+                    memcpy(r1, d + (size_t)(h + 1) * OW, sizeof(float) * OW);
+                else
+                    memset(r1, 0, sizeof(float) * OW);
+                float *z = Z + (size_t)o * T + ((size_t)i * TH + ti) * TW;
+                for (int tj = 0; tj < TW; tj += 8) {
+                    const __m256 a0 = _mm256_loadu_ps(r0 + 2 * tj),
+                                 a1 = _mm256_loadu_ps(r0 + 2 * tj + 8),
+                                 b0 = _mm256_loadu_ps(r1 + 2 * tj),
+                                 b1 = _mm256_loadu_ps(r1 + 2 * tj + 8);
+                    const __m256 p0 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a0, a1, 0x88),
+                                                               pick),
+                                 q0 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a0, a1, 0xDD),
+                                                               pick),
+                                 p1 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(b0, b1, 0x88),
+                                                               pick),
+                                 q1 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(b0, b1, 0xDD),
+                                                               pick);
+                    const __m256 c0[4] = {p0, _mm256_add_ps(p0, q0), _mm256_sub_ps(p0, q0),
+                                          _mm256_xor_ps(q0, sign)};
+                    const __m256 c1[4] = {p1, _mm256_add_ps(p1, q1), _mm256_sub_ps(p1, q1),
+                                          _mm256_xor_ps(q1, sign)};
+                    for (int s = 0; s < 4; s++) {
+                        _mm256_storeu_ps(z + (size_t)s * plane + tj, c0[s]);
+                        _mm256_storeu_ps(z + (size_t)(4 + s) * plane + tj,
+                                         _mm256_add_ps(c0[s], c1[s]));
+                        _mm256_storeu_ps(z + (size_t)(8 + s) * plane + tj,
+                                         _mm256_sub_ps(c0[s], c1[s]));
+                        _mm256_storeu_ps(z + (size_t)(12 + s) * plane + tj,
+                                         _mm256_xor_ps(c1[s], sign));
+                    }
+                }
+            }
+        }
+}
+#endif
 
 void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_conv_shape *cs,
                   int g, float *scratch)
@@ -844,13 +905,22 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
     wino_dw_regions(cs, step, r);
     float *xp = scratch, *V = xp + r[0], *Z = V + r[1], *dU = Z + r[2];
     const size_t Ds = r[3] / 16;
+#if NN_X86
+    const int path = nn_gemm_get_path(),
+              wide8 = path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512;
+#endif
     memset(dU, 0, sizeof(float) * r[3]);
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
-        const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 4);
+        const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 8);
         wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs, 0);
         /* xp is dead: its region holds the rows of dy. */
-        wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp);
+#if NN_X86
+        if (wide8)
+            wino_dw_z8(Z, Zs, dy + i0 * nout, cs, n, &gm, xp);
+        else
+#endif
+            wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp);
         for (int q = 0; q < 16; q++)
             nn_gemm(0, 0, O, C, (int)T, 1.0f, Z + q * Zs, (int)T, V + q * Vs, C, 1.0f, dU + q * Ds,
                     C);

@@ -21,6 +21,7 @@ typedef enum {
     OPT_MAX_PIXELS,
     OPT_TIMEOUT,
     OPT_MAX_CONNECTIONS,
+    OPT_BALANCE,
     OPT_MAX_BATCH,
     OPT_BATCH_DELAY,
     OPT_MAX_BATCH_SIZE,
@@ -63,6 +64,11 @@ static const struct {
      "close connections idle this long (default 30)"},
     {OPT_MAX_CONNECTIONS, "max-connections", "MNIST_MAX_CONNECTIONS", "N",
      "concurrent connections (default 1024)"},
+    {OPT_BALANCE, "balance-connections", "MNIST_BALANCE_CONNECTIONS", "on|off",
+     "deal new connections out to the threads in turn, so that each\n"
+     "                        holds an equal share (default off: the first\n"
+     "                        free thread takes each; see README, \"Threads and\n"
+     "                        connections\")"},
     {OPT_MAX_BATCH, "max-batch", "MNIST_MAX_BATCH", "N",
      "images per /predict/batch or v2 infer request (default 64)"},
     {OPT_BATCH_DELAY, "batch-delay", "MNIST_BATCH_DELAY", "MICROSECONDS",
@@ -324,6 +330,9 @@ static int apply(srv_config *c, opt_id id, const char *src, const char *v, char 
         return 0;
     case OPT_UI:
         if (parse_bool(v, &c->ui) < 0) goto bad;
+        return 0;
+    case OPT_BALANCE:
+        if (parse_bool(v, &c->balance) < 0) goto bad;
         return 0;
     }
 bad:

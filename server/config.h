@@ -55,6 +55,7 @@ typedef struct {
     double poll_s;     /* rescan the models every N s, 0 = off  */
     int model_control; /* repository load/unload API, default off */
     int ui;            /* the drawing page at GET /, default on */
+    int balance;       /* --balance-connections: the acceptor deals them out */
 } srv_config;
 
 typedef enum {

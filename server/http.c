@@ -1,7 +1,7 @@
 /* http.c - the server's life cycle (see http.h): create (metrics and the
- * workspace pool), bind, start the libmicrohttpd daemon and the acceptor
- * that deals connections out to its threads, warm up, quiesce and drain,
- * stop, free. What happens to a request is in http_conn.c and
+ * workspace pool), bind, start the libmicrohttpd daemon (and with
+ * --balance-connections the acceptor that deals connections out to its
+ * threads), warm up, quiesce and drain, stop, free. What happens to a request is in http_conn.c and
  * http_handlers.c (overview in http_int.h). */
 #include "server/http_int.h"
 
@@ -118,16 +118,21 @@ static int bind_listen(const srv_config *cfg, int *port, char *err, size_t errle
     return fd;
 }
 
-/* Connections are accepted here rather than by libmicrohttpd's workers.
- * Left to themselves the workers race for each new connection on the
- * shared listening socket, and 64 connections opened at once were seen
- * split 12/52 or 16/48 between two workers: the busier worker's clients
- * then wait three times as long as the other's, and the CNN server's p99
- * under load went from 10-12 ms to 15-21 ms. MHD_add_connection gives
- * socket N to worker N mod the pool size, and the kernel hands out the
- * lowest free descriptor, so a burst of new connections alternates
- * between workers and one opened after another closed usually takes its
- * number, and so its worker: the split stays even. */
+/* With --balance-connections, connections are accepted here rather than
+ * by libmicrohttpd's workers. Left to themselves the workers race for
+ * each new connection on the shared listening socket (the first free one
+ * takes it), and 64 connections opened at once were seen split 12/52 or
+ * 16/48 between two workers: the busier worker's clients then wait three
+ * times as long as the other's, and the CNN server's p99 under load went
+ * from 10-12 ms to 15-21 ms. MHD_add_connection gives socket N to worker
+ * N mod the pool size, and the kernel hands out the lowest free
+ * descriptor, so a burst of new connections alternates between workers
+ * and one opened after another closed usually takes its number, and so
+ * its worker: the split stays even. It is not the default: with the load
+ * generator on the same two cores, each of its threads' connections then
+ * sit on both workers, and LeNet at 8 connections lost requests/s and
+ * had its p99 go from 0.3-0.5 to 2-3 ms (README, "Threads and
+ * connections"). */
 static void *acceptor_main(void *arg)
 {
     srv_server *s = arg;
@@ -198,19 +203,23 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
     const srv_config *cfg = s->cfg;
     s->listen_fd = bind_listen(cfg, &s->port, err, errlen);
     if (s->listen_fd < 0) return -1;
-    if (pipe2(s->wake, O_CLOEXEC) < 0) {
-        snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
-        return -1;
-    }
-    /* The acceptor drains the backlog until accept says EAGAIN. */
-    int fl = fcntl(s->listen_fd, F_GETFL);
-    if (fl < 0 || fcntl(s->listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
-        snprintf(err, errlen, "cannot make the listening socket non-blocking: %s", strerror(errno));
-        return -1;
+    const int balance = cfg->balance && cfg->threads > 1;
+    if (balance) {
+        if (pipe2(s->wake, O_CLOEXEC) < 0) {
+            snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
+            return -1;
+        }
+        /* The acceptor drains the backlog until accept says EAGAIN. */
+        int fl = fcntl(s->listen_fd, F_GETFL);
+        if (fl < 0 || fcntl(s->listen_fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            snprintf(err, errlen, "cannot make the listening socket non-blocking: %s",
+                     strerror(errno));
+            return -1;
+        }
     }
     /* MHD_USE_ITC: the workers learn of connections added from the
      * acceptor thread through it. */
-    unsigned flags = MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
+    unsigned flags = MHD_USE_ITC | MHD_USE_ERROR_LOG | (balance ? MHD_USE_NO_LISTEN_SOCKET : 0);
     if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
         flags |= MHD_USE_EPOLL_INTERNAL_THREAD;
     else
@@ -220,6 +229,7 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
     int n = 0;
     /* The logger first, so MHD reports even option errors through it. */
     opts[n++] = (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL};
+    if (!balance) opts[n++] = (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, s->listen_fd, NULL};
     /* A pool of one is no pool: leave the option out then. */
     if (threads > 1)
         opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
@@ -240,6 +250,10 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
                  "libmicrohttpd message above)",
                  cfg->host, s->port);
         return -1;
+    }
+    if (!balance) {
+        s->mhd_listens = 1; /* MHD closes it, unless quiesced */
+        return 0;
     }
     int e = pthread_create(&s->acceptor, NULL, acceptor_main, s);
     if (e != 0) {
@@ -278,7 +292,15 @@ void srv_server_quiesce(srv_server *s)
     srv_registry_close_batchers(s->reg);
     /* No more connections: closing the listening socket makes new ones
      * fail fast instead of waiting in the backlog until the process
-     * exits. Those open stay, for the requests in flight. */
+     * exits. Those open stay, for the requests in flight. (After quiesce
+     * MHD no longer owns the socket it listened on.) */
+    if (s->mhd_listens && s->d) {
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+        if (fd != MHD_INVALID_SOCKET) close(fd);
+        s->mhd_listens = 0;
+        s->listen_fd = -1;
+        return;
+    }
     acceptor_stop(s);
     if (s->listen_fd >= 0) close(s->listen_fd);
     s->listen_fd = -1;
@@ -292,6 +314,8 @@ void srv_server_stop(srv_server *s)
     if (s->d) {
         MHD_stop_daemon(s->d);
         s->d = NULL;
+        if (s->mhd_listens) s->listen_fd = -1; /* closed by MHD */
+        s->mhd_listens = 0;
     }
 }
 

@@ -2,8 +2,8 @@
  * them includes:
  *
  *   http.c          life cycle: create, bind, start, warm-up, quiesce
- *                   (drain), stop, free; the acceptor thread that deals
- *                   new connections out to the pool threads
+ *                   (drain), stop, free; with --balance-connections the
+ *                   acceptor thread that deals new connections out
  *   http_conn.c     one request on its connection: state, body collected
  *                   up to the limit, responses and the error envelope,
  *                   completion (metrics, access log)
@@ -80,8 +80,10 @@ struct srv_server {
     img_limits lim;
     struct MHD_Daemon *d;
     int listen_fd, port;
-    /* The acceptor thread (http.c) hands each new connection to a worker;
-     * a byte written to wake[1] stops it. */
+    int mhd_listens; /* libmicrohttpd accepts on listen_fd (the default) */
+    /* Or, with --balance-connections, the acceptor thread (http.c) hands
+     * each new connection to a worker; a byte written to wake[1] stops
+     * it. */
     pthread_t acceptor;
     int acceptor_on;
     int wake[2];

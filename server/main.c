@@ -138,10 +138,11 @@ int main(int argc, char **argv)
     }
     srv_log(SRV_INFO,
             "%d threads, %s kernels, %s precision, body limit %zu bytes, max "
-            "pixels %llu, timeout %us, max connections %u",
+            "pixels %llu, timeout %us, max connections %u%s",
             cfg.threads, nn_gemm_path_name(NN_GEMM_PATH_AUTO),
             nn_precision_name(nn_precision_get()), cfg.body_limit,
-            (unsigned long long)cfg.max_pixels, cfg.timeout_s, cfg.max_connections);
+            (unsigned long long)cfg.max_pixels, cfg.timeout_s, cfg.max_connections,
+            cfg.balance && cfg.threads > 1 ? ", balanced" : "");
     if (cfg.batch_delay_us > 0)
         srv_log(SRV_INFO,
                 "dynamic batching: up to %d images per forward pass, waiting at most %uus, "

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
 """How a running mnist-server takes connections, over raw sockets.
 
-    conns.py balance PID PORT     (server started with --threads 2)
-    conns.py limit PORT N         (server started with --max-connections N)
+    conns.py balance PID PORT     (--threads 2 --balance-connections on)
+    conns.py limit PORT N closed|waits  (--max-connections N)
     conns.py exhaust PID PORT     (server started with few descriptors)
 
 balance: 32 keep-alive connections, each answered once, must sit 16 and 16
 in the two worker threads' epoll sets (read from /proc/PID/fdinfo); after
 the 16 of one worker close, 16 new ones must go back to it.
-limit: N connections are answered, the next one is closed unanswered, and
-one more is answered once one of the N has closed.
+limit: N connections are answered; the next one is closed unanswered
+(closed: --balance-connections) or waits unanswered in the backlog
+(waits: the default); once one of the N has closed, a new connection (or
+the waiting one) is answered.
 exhaust: connections past what the descriptor limit allows wait in the
 backlog while those open keep being answered; they are answered once
 others close.
@@ -144,7 +146,7 @@ def balance(pid, port):
         s.close()
 
 
-def limit(port, n):
+def limit(port, n, how):
     conns = []
     for i in range(n):
         s = connect(port)
@@ -154,22 +156,34 @@ def limit(port, n):
                            "connection %d: %r" % (i + 1, r))
         conns.append(s)
     verdict(True, "%d connections answered at --max-connections %d" % (n, n))
-    extra = connect(port, timeout=5.0)
+    extra = connect(port, timeout=1.0)
     r = ask(extra)
-    extra.close()
-    verdict(r in ("closed", "reset (Connection reset by peer)") or str(r).startswith("send failed"),
-            "connection %d: closed without an answer" % (n + 1), "got %r" % (r,))
+    if how == "closed":
+        extra.close()
+        verdict(r in ("closed", "reset (Connection reset by peer)") or
+                str(r).startswith("send failed"),
+                "connection %d: closed without an answer" % (n + 1), "got %r" % (r,))
+    else:
+        verdict(r == "timeout", "connection %d: waits unanswered" % (n + 1), "got %r" % (r,))
     conns.pop().close()
-    deadline = time.time() + 10
-    r = None
-    while time.time() < deadline:
-        s = connect(port, timeout=5.0)
-        r = ask(s)
-        s.close()
-        if r == 200:
-            break
-        time.sleep(0.1)
-    verdict(r == 200, "one of the %d closed: a new connection is answered" % n, "got %r" % (r,))
+    if how == "closed":
+        deadline = time.time() + 10
+        r = None
+        while time.time() < deadline:
+            s = connect(port, timeout=5.0)
+            r = ask(s)
+            s.close()
+            if r == 200:
+                break
+            time.sleep(0.1)
+        verdict(r == 200, "one of the %d closed: a new connection is answered" % n,
+                "got %r" % (r,))
+    else:
+        extra.settimeout(10.0)
+        st, body = read_response(extra)
+        extra.close()
+        verdict(st == 200, "one of the %d closed: the waiting connection is answered" % n,
+                "got %r %r" % (st, body))
     bad = [r for r in (ask(s) for s in conns) if r != 200]
     verdict(not bad, "the other %d still answered" % len(conns), "%r" % bad[:3])
     for s in conns:
@@ -214,8 +228,8 @@ def main():
     mode = sys.argv[1]
     if mode == "balance":
         balance(int(sys.argv[2]), int(sys.argv[3]))
-    elif mode == "limit":
-        limit(int(sys.argv[2]), int(sys.argv[3]))
+    elif mode == "limit" and len(sys.argv) > 4 and sys.argv[4] in ("closed", "waits"):
+        limit(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif mode == "exhaust":
         exhaust(int(sys.argv[2]), int(sys.argv[3]))
     else:

@@ -7,9 +7,10 @@
 # with its exact status): the body limit with a declared Content-Length
 # and with a chunked body of unknown length, the drain of a body behind an
 # error decided from its headers, the pixel limit, the batch
-# limit; and media types are matched case-insensitively. Connections are
-# dealt out evenly to the worker threads, the connection limit closes the
-# one over it, and a server out of descriptors keeps serving. A second server
+# limit; and media types are matched case-insensitively. With
+# --balance-connections connections are dealt out evenly to the worker
+# threads; the connection limit holds either way, and a server out of
+# descriptors keeps serving. A second server
 # with the smallest --timeout and JSON logs closes a stalled upload. The server runs
 # on 127.0.0.1 port 0 (port read from its log line) and must exit 0 on
 # SIGTERM. Output is TAP closed by "edges: N passed, M failed"; the exit
@@ -354,43 +355,64 @@ else
     nok "server starts with --timeout 1 --log-format json" "$(tail -20 "$tmp/log2")"
 fi
 
-# ---- connections (tests/integration/conns.py): new connections are dealt
-# out evenly to the worker threads and stay even as they come and go; the
-# connection limit closes the one over it at once; with the process out of
-# descriptors, new connections wait in the backlog while those open are
-# served, and are served once others close.
+# ---- connections (tests/integration/conns.py): with --balance-connections
+# new connections are dealt out evenly to the worker threads and stay even
+# as they come and go, and the connection limit closes the one over it at
+# once; by default the one over the limit waits in the backlog until a
+# connection closes. With the process out of descriptors (either way), new
+# connections wait in the backlog while those open are served, and are
+# served once others close.
 py_port() { echo "${base#http://127.0.0.1:}"; }
-if start_server "$tmp/log5" --model mlp="$MODELS/mlp.safetensors" --threads 2 --drain-delay 0; then
+if start_server "$tmp/log5" --model mlp="$MODELS/mlp.safetensors" --threads 2 --balance-connections on \
+    --drain-delay 0; then
+    grep -q 'max connections 1024, balanced' "$tmp/log5" && ok "--balance-connections on: logged" ||
+        nok "--balance-connections on: logged" "$(grep -m1 'threads' "$tmp/log5")"
     py_verdicts "connections dealt out to the workers" < <("$PY" "$here/conns.py" balance "$srv_pid" "$(py_port)" 2>&1)
     stop_server
     [ $srv_rc -eq 0 ] || nok "server exits 0 after the balance checks" "exit $srv_rc: $(tail -5 "$tmp/log5")"
 else
-    nok "server starts with --threads 2" "$srv_fail: $(tail -5 "$tmp/log5")"
+    nok "server starts with --balance-connections on" "$srv_fail: $(tail -5 "$tmp/log5")"
 fi
-if start_server "$tmp/log6" --model mlp="$MODELS/mlp.safetensors" --threads 2 --max-connections 5 --drain-delay 0; then
-    py_verdicts "the connection limit" < <("$PY" "$here/conns.py" limit "$(py_port)" 5 2>&1)
-    stop_server
-    [ $srv_rc -eq 0 ] || nok "server exits 0 after the limit checks" "exit $srv_rc: $(tail -5 "$tmp/log6")"
-else
-    nok "server starts with --max-connections 5" "$srv_fail: $(tail -5 "$tmp/log6")"
-fi
+for mode in on off; do
+    how=closed
+    [ $mode = off ] && how=waits
+    if start_server "$tmp/log6$mode" --model mlp="$MODELS/mlp.safetensors" --threads 2 --max-connections 5 \
+        --balance-connections $mode --drain-delay 0; then
+        py_verdicts "the connection limit" < <("$PY" "$here/conns.py" limit "$(py_port)" 5 $how 2>&1 |
+            sed "s/^\(PASS\|FAIL\)\t/&balance $mode: /")
+        stop_server
+        [ $srv_rc -eq 0 ] || nok "server exits 0 after the limit checks" "exit $srv_rc: $(tail -5 "$tmp/log6$mode")"
+    else
+        nok "server starts with --max-connections 5 --balance-connections $mode" "$srv_fail: $(tail -5 "$tmp/log6$mode")"
+    fi
+done
 # 64 descriptors: the server needs about 12 of them idle. The soft limit
 # only, so this shell raises it back.
-nofile=$(ulimit -Sn)
-ulimit -Sn 64
-start_server "$tmp/log7" --model mlp="$MODELS/mlp.safetensors" --threads 2 --drain-delay 0; started=$?
-ulimit -Sn "$nofile"
-if [ $started = 0 ]; then
-    py_verdicts "out of descriptors" < <("$PY" "$here/conns.py" exhaust "$srv_pid" "$(py_port)" 2>&1)
-    stop_server
-    problems=()
-    [ $srv_rc -eq 0 ] || fail "exit $srv_rc: $(tail -5 "$tmp/log7")"
-    [ "$(grep -c 'cannot accept connections: Too many open files; retrying every 100 ms' "$tmp/log7")" = 1 ] ||
-        fail "want one warning for the descriptors: $(grep -i accept "$tmp/log7")"
-    verdict "out of descriptors: one warning logged, and a clean exit"
-else
-    nok "server starts with 64 descriptors" "$srv_fail: $(tail -5 "$tmp/log7")"
-fi
+for mode in on off; do
+    nofile=$(ulimit -Sn)
+    ulimit -Sn 64
+    start_server "$tmp/log7$mode" --model mlp="$MODELS/mlp.safetensors" --threads 2 --balance-connections $mode \
+        --drain-delay 0
+    started=$?
+    ulimit -Sn "$nofile"
+    if [ $started = 0 ]; then
+        py_verdicts "out of descriptors" < <("$PY" "$here/conns.py" exhaust "$srv_pid" "$(py_port)" 2>&1 |
+            sed "s/^\(PASS\|FAIL\)\t/&balance $mode: /")
+        stop_server
+        problems=()
+        [ $srv_rc -eq 0 ] || fail "exit $srv_rc: $(tail -5 "$tmp/log7$mode")"
+        if [ $mode = on ]; then
+            [ "$(grep -c 'cannot accept connections: Too many open files; retrying every 100 ms' "$tmp/log7$mode")" = 1 ] ||
+                fail "want one warning for the descriptors: $(grep -i accept "$tmp/log7$mode")"
+        else
+            grep -q 'libmicrohttpd: .*[Tt]oo many open files\|resource limit' "$tmp/log7$mode" ||
+                fail "want libmicrohttpd's warning: $(tail -3 "$tmp/log7$mode")"
+        fi
+        verdict "balance $mode, out of descriptors: a warning logged, and a clean exit"
+    else
+        nok "server starts with 64 descriptors (balance $mode)" "$srv_fail: $(tail -5 "$tmp/log7$mode")"
+    fi
+done
 
 # ---- listening: an address this machine does not have is a clean start-up
 # failure; the IPv6 loopback serves like the IPv4 one.

@@ -287,7 +287,8 @@ static void test_config_errors(void **state)
     assert_int_equal(srv_config_parse_size("k", 10, &v), -1);
 }
 
-/* --ui on|off, MNIST_UI, and the --no-NAME form of every on|off option. */
+/* --ui on|off, MNIST_UI, and the --no-NAME form of every on|off option;
+ * --balance-connections likewise. */
 static void test_config_ui(void **state)
 {
     (void)state;
@@ -318,6 +319,22 @@ static void test_config_ui(void **state)
     assert_int_equal(parse(&c, NULL, err, sizeof err, "--no-ui=1", NULL), SRV_CONFIG_ERROR);
     assert_int_equal(parse(&c, NULL, err, sizeof err, "--ui", "maybe", NULL), SRV_CONFIG_ERROR);
     assert_non_null(strstr(err, "--ui"));
+
+    /* --balance-connections: off unless asked, by flag or variable. */
+    assert_int_equal(parse(&c, NULL, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.balance, 0);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--balance-connections", "on", NULL),
+                     SRV_CONFIG_RUN);
+    assert_int_equal(c.balance, 1);
+    static const char *const bal[] = {"MNIST_BALANCE_CONNECTIONS", "on", NULL};
+    assert_int_equal(parse(&c, bal, err, sizeof err, NULL), SRV_CONFIG_RUN);
+    assert_int_equal(c.balance, 1);
+    assert_int_equal(parse(&c, bal, err, sizeof err, "--no-balance-connections", NULL),
+                     SRV_CONFIG_RUN);
+    assert_int_equal(c.balance, 0);
+    assert_int_equal(parse(&c, NULL, err, sizeof err, "--balance-connections=even", NULL),
+                     SRV_CONFIG_ERROR);
+    assert_non_null(strstr(err, "--balance-connections"));
 }
 
 /* ---- the drawing page's files -------------------------------------------- */

@@ -402,11 +402,52 @@ static inline float keep_or_zero(float v, uint8_t m)
     return v;
 }
 
+#if NN_X86
+/* nn_dropout_forward's first n - n % 8 elements, eight hashes a step with
+ * AVX-512's 64-bit multiplies (DQ): nn_hash64's operations lane by lane,
+ * the same masks and values. One hash at a time, the dropout after the
+ * 12x12 layer took 0.43 ms of a training step at batch 64. Returns the
+ * elements done. */
+__attribute__((target("avx512f,avx512dq,avx512vl"))) static size_t
+dropout_forward8(float *y, uint8_t *mask, const float *x, size_t n, float sc, uint32_t bound,
+                 uint64_t seed)
+{
+    const __m512i k = _mm512_set1_epi64((long long)0xd1342543de82ef95ULL),
+                  m1 = _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL),
+                  m2 = _mm512_set1_epi64((long long)0x94d049bb133111ebULL),
+                  add = _mm512_set1_epi64((long long)(2 * NN_SPLITMIX_GAMMA)),
+                  sv = _mm512_set1_epi64((long long)seed), bv = _mm512_set1_epi64(bound),
+                  step = _mm512_set1_epi64(8), one = _mm512_set1_epi64(1);
+    const __m256 scv = _mm256_set1_ps(sc);
+    __m512i c = _mm512_setr_epi64(0, 1, 2, 3, 4, 5, 6, 7);
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8, c = _mm512_add_epi64(c, step)) {
+        __m512i z = _mm512_add_epi64(_mm512_xor_si512(sv, _mm512_mullo_epi64(c, k)), add);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 30)), m1);
+        z = _mm512_mullo_epi64(_mm512_xor_si512(z, _mm512_srli_epi64(z, 27)), m2);
+        /* The finaliser's last z ^ z >> 31 leaves the top 24 bits, all
+         * the mask reads, as they are: not computed. */
+        const __mmask8 kp = _mm512_cmplt_epu64_mask(_mm512_srli_epi64(z, 40), bv);
+        _mm_storel_epi64((__m128i *)(mask + j),
+                         _mm512_cvtepi64_epi8(_mm512_maskz_mov_epi64(kp, one)));
+        /* A dropped value's bits cleared: +0, as keep_or_zero gives. */
+        _mm256_storeu_ps(y + j, _mm256_maskz_mul_ps(kp, _mm256_loadu_ps(x + j), scv));
+    }
+    return j;
+}
+#endif
+
 void nn_dropout_forward(float *y, uint8_t *mask, const float *x, size_t n, float p, uint64_t seed)
 {
     const float keep = 1.0f - p, sc = 1.0f / keep;
     const uint32_t bound = (uint32_t)ceilf(keep * 16777216.0f);
-    for (size_t j = 0; j < n; j++) {
+    size_t j0 = 0;
+#if NN_X86
+    if (nn_gemm_get_path() == NN_GEMM_PATH_AVX512 && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl"))
+        j0 = dropout_forward8(y, mask, x, n, sc, bound, seed);
+#endif
+    for (size_t j = j0; j < n; j++) {
         uint8_t m = (uint32_t)(nn_hash64(seed, j) >> 40) < bound;
         mask[j] = m;
         y[j] = keep_or_zero(x[j] * sc, m);

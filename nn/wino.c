@@ -778,77 +778,89 @@ size_t nn_wino_dw_scratch_size(const nn_conv_shape *cs, int g)
     return r[0] + r[1] + r[2] + r[3];
 }
 
-/* Z [16][O, T] (planes plane floats apart) of n images' dy [n, O, OH, OW] (zeros past OH and OW),
- * with A = [1 0; 1 1; 1 -1; 0 -1]: each side of a tile's 2x2 block
- * (p, q) becomes (p, p + q, p - q, -q). Four tiles a step, along a row of
- * tiles: the even and odd columns of two dy rows. */
-static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_shape *cs, int n,
-                      const struct wino_geom *gm, float *rows)
+/* One row of tiles of Z (wino_dw_z): z at its first tile, from the two
+ * dy rows r0 and r1 (zeros past OW), four tiles a step: the even and odd
+ * columns of the rows, A = [1 0; 1 1; 1 -1; 0 -1] on each side of a
+ * tile's 2x2 block (p, q) -> (p, p + q, p - q, -q). Whole vectors: past
+ * the row's last tile they land on tiles (or o rows) written later, or
+ * past the plane's T O floats (wino_dw_regions leaves 8). */
+static void wino_dw_zrow4(float *z, size_t plane, const float *r0, const float *r1, int TW)
 {
     typedef float v4f __attribute__((vector_size(16)));
-    const int O = cs->O, OH = cs->OH, OW = cs->OW, TH = gm->TH, TW = gm->TW;
-    const size_t T = gm->tiles * n, len = 2 * (size_t)TW + 8;
-    float *r0 = rows, *r1 = rows + len;
-    memset(rows, 0, sizeof(float) * 2 * len);
-    for (int o = 0; o < O; o++)
-        for (int i = 0; i < n; i++) {
-            const float *d = dy + ((size_t)i * O + o) * OH * OW;
-            for (int ti = 0; ti < TH; ti++) {
-                const int h = 2 * ti;
-                memcpy(r0, d + (size_t)h * OW, sizeof(float) * OW);
-                if (h + 1 < OH)
-                    memcpy(r1, d + (size_t)(h + 1) * OW, sizeof(float) * OW);
-                else
-                    memset(r1, 0, sizeof(float) * OW);
-                float *z = Z + (size_t)o * T + ((size_t)i * TH + ti) * TW;
-                for (int tj = 0; tj < TW; tj += 4) {
-                    float a[4][4];
-                    evens4(r0 + 2 * tj, a[0]);
-                    evens4(r0 + 2 * tj + 1, a[1]);
-                    evens4(r1 + 2 * tj, a[2]);
-                    evens4(r1 + 2 * tj + 1, a[3]);
-                    v4f p0, q0, p1, q1;
-                    memcpy(&p0, a[0], 16);
-                    memcpy(&q0, a[1], 16);
-                    memcpy(&p1, a[2], 16);
-                    memcpy(&q1, a[3], 16);
-                    /* Columns first: row 0 -> (p0, p0+q0, p0-q0, -q0). */
-                    v4f c0[4] = {p0, p0 + q0, p0 - q0, -q0};
-                    v4f c1[4] = {p1, p1 + q1, p1 - q1, -q1};
-                    v4f zr[4][4];
-                    for (int s = 0; s < 4; s++) {
-                        zr[0][s] = c0[s];
-                        zr[1][s] = c0[s] + c1[s];
-                        zr[2][s] = c0[s] - c1[s];
-                        zr[3][s] = -c1[s];
-                    }
-                    /* Whole vectors: past a row's last tile they land
-                     * on tiles (or o rows) written later, or past the
-                     * plane's T O floats (wino_dw_regions leaves 8). */
-                    for (int r = 0; r < 4; r++)
-                        for (int s = 0; s < 4; s++)
-                            memcpy(z + (size_t)(r * 4 + s) * plane + tj, &zr[r][s], 16);
-                }
-            }
+    for (int tj = 0; tj < TW; tj += 4) {
+        float a[4][4];
+        evens4(r0 + 2 * tj, a[0]);
+        evens4(r0 + 2 * tj + 1, a[1]);
+        evens4(r1 + 2 * tj, a[2]);
+        evens4(r1 + 2 * tj + 1, a[3]);
+        v4f p0, q0, p1, q1;
+        memcpy(&p0, a[0], 16);
+        memcpy(&q0, a[1], 16);
+        memcpy(&p1, a[2], 16);
+        memcpy(&q1, a[3], 16);
+        /* Columns first: row 0 -> (p0, p0+q0, p0-q0, -q0). */
+        v4f c0[4] = {p0, p0 + q0, p0 - q0, -q0};
+        v4f c1[4] = {p1, p1 + q1, p1 - q1, -q1};
+        v4f zr[4][4];
+        for (int s = 0; s < 4; s++) {
+            zr[0][s] = c0[s];
+            zr[1][s] = c0[s] + c1[s];
+            zr[2][s] = c0[s] - c1[s];
+            zr[3][s] = -c1[s];
         }
+        for (int r = 0; r < 4; r++)
+            for (int s = 0; s < 4; s++) memcpy(z + (size_t)(r * 4 + s) * plane + tj, &zr[r][s], 16);
+    }
 }
 
 #if NN_X86
-/* wino_dw_z eight tiles a step (the AVX2 and AVX-512 paths): the even
+/* wino_dw_zrow4 eight tiles a step (the AVX2 and AVX-512 paths): the even
  * and odd columns of 16 dy floats by one shuffle and one permute each,
- * the same sums lane by lane (the same bits), 32-byte stores; past a
- * row's last tile they land as wino_dw_z's do (wino_dw_regions leaves 8
- * floats past the last plane's T O). rows: 2 (2 TW + 24) floats. */
-__attribute__((target("avx2"))) static void wino_dw_z8(float *Z, size_t plane, const float *dy,
-                                                       const nn_conv_shape *cs, int n,
-                                                       const struct wino_geom *gm, float *rows)
+ * the same sums lane by lane (the same bits), 32-byte stores. Reads up to
+ * 2 TW + 14 floats of each row. */
+__attribute__((target("avx2"))) static void wino_dw_zrow8(float *z, size_t plane, const float *r0,
+                                                          const float *r1, int TW)
+{
+    const __m256i pick = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int tj = 0; tj < TW; tj += 8) {
+        const __m256 a0 = _mm256_loadu_ps(r0 + 2 * tj), a1 = _mm256_loadu_ps(r0 + 2 * tj + 8),
+                     b0 = _mm256_loadu_ps(r1 + 2 * tj), b1 = _mm256_loadu_ps(r1 + 2 * tj + 8);
+        const __m256 p0 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a0, a1, 0x88), pick),
+                     q0 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a0, a1, 0xDD), pick),
+                     p1 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(b0, b1, 0x88), pick),
+                     q1 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(b0, b1, 0xDD), pick);
+        const __m256 c0[4] = {p0, _mm256_add_ps(p0, q0), _mm256_sub_ps(p0, q0),
+                              _mm256_xor_ps(q0, sign)};
+        const __m256 c1[4] = {p1, _mm256_add_ps(p1, q1), _mm256_sub_ps(p1, q1),
+                              _mm256_xor_ps(q1, sign)};
+        for (int s = 0; s < 4; s++) {
+            _mm256_storeu_ps(z + (size_t)s * plane + tj, c0[s]);
+            _mm256_storeu_ps(z + (size_t)(4 + s) * plane + tj, _mm256_add_ps(c0[s], c1[s]));
+            _mm256_storeu_ps(z + (size_t)(8 + s) * plane + tj, _mm256_sub_ps(c0[s], c1[s]));
+            _mm256_storeu_ps(z + (size_t)(12 + s) * plane + tj, _mm256_xor_ps(c1[s], sign));
+        }
+    }
+}
+#endif
+
+/* Z [16][O, T] (planes plane floats apart) of n images' dy [n, O, OH, OW]
+ * (zeros past OH and OW), a row of tiles at a time from two dy rows
+ * copied into rows (2 (2 TW + 24) floats, zero past OW): eight tiles a
+ * step on the AVX2 and AVX-512 paths (wide8), four otherwise. */
+static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_shape *cs, int n,
+                      const struct wino_geom *gm, float *rows, int wide8)
 {
     const int O = cs->O, OH = cs->OH, OW = cs->OW, TH = gm->TH, TW = gm->TW;
     const size_t T = gm->tiles * n, len = 2 * (size_t)TW + 24;
     float *r0 = rows, *r1 = rows + len;
+    void (*zrow)(float *, size_t, const float *, const float *, int) = wino_dw_zrow4;
+#if NN_X86
+    if (wide8) zrow = wino_dw_zrow8;
+#else
+    (void)wide8;
+#endif
     memset(rows, 0, sizeof(float) * 2 * len);
-    const __m256i pick = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    const __m256 sign = _mm256_set1_ps(-0.0f);
     for (int o = 0; o < O; o++)
         for (int i = 0; i < n; i++) {
             const float *d = dy + ((size_t)i * O + o) * OH * OW;
@@ -859,38 +871,10 @@ __attribute__((target("avx2"))) static void wino_dw_z8(float *Z, size_t plane, c
                     memcpy(r1, d + (size_t)(h + 1) * OW, sizeof(float) * OW);
                 else
                     memset(r1, 0, sizeof(float) * OW);
-                float *z = Z + (size_t)o * T + ((size_t)i * TH + ti) * TW;
-                for (int tj = 0; tj < TW; tj += 8) {
-                    const __m256 a0 = _mm256_loadu_ps(r0 + 2 * tj),
-                                 a1 = _mm256_loadu_ps(r0 + 2 * tj + 8),
-                                 b0 = _mm256_loadu_ps(r1 + 2 * tj),
-                                 b1 = _mm256_loadu_ps(r1 + 2 * tj + 8);
-                    const __m256 p0 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a0, a1, 0x88),
-                                                               pick),
-                                 q0 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(a0, a1, 0xDD),
-                                                               pick),
-                                 p1 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(b0, b1, 0x88),
-                                                               pick),
-                                 q1 = _mm256_permutevar8x32_ps(_mm256_shuffle_ps(b0, b1, 0xDD),
-                                                               pick);
-                    const __m256 c0[4] = {p0, _mm256_add_ps(p0, q0), _mm256_sub_ps(p0, q0),
-                                          _mm256_xor_ps(q0, sign)};
-                    const __m256 c1[4] = {p1, _mm256_add_ps(p1, q1), _mm256_sub_ps(p1, q1),
-                                          _mm256_xor_ps(q1, sign)};
-                    for (int s = 0; s < 4; s++) {
-                        _mm256_storeu_ps(z + (size_t)s * plane + tj, c0[s]);
-                        _mm256_storeu_ps(z + (size_t)(4 + s) * plane + tj,
-                                         _mm256_add_ps(c0[s], c1[s]));
-                        _mm256_storeu_ps(z + (size_t)(8 + s) * plane + tj,
-                                         _mm256_sub_ps(c0[s], c1[s]));
-                        _mm256_storeu_ps(z + (size_t)(12 + s) * plane + tj,
-                                         _mm256_xor_ps(c1[s], sign));
-                    }
-                }
+                zrow(Z + (size_t)o * T + ((size_t)i * TH + ti) * TW, plane, r0, r1, TW);
             }
         }
 }
-#endif
 
 void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_conv_shape *cs,
                   int g, float *scratch)
@@ -905,22 +889,15 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
     wino_dw_regions(cs, step, r);
     float *xp = scratch, *V = xp + r[0], *Z = V + r[1], *dU = Z + r[2];
     const size_t Ds = r[3] / 16;
-#if NN_X86
     const int path = nn_gemm_get_path(),
-              wide8 = path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512;
-#endif
+              wide8 = NN_X86 && (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512);
     memset(dU, 0, sizeof(float) * r[3]);
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
         const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 8);
         wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs, 0);
         /* xp is dead: its region holds the rows of dy. */
-#if NN_X86
-        if (wide8)
-            wino_dw_z8(Z, Zs, dy + i0 * nout, cs, n, &gm, xp);
-        else
-#endif
-            wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp);
+        wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp, wide8);
         for (int q = 0; q < 16; q++)
             nn_gemm(0, 0, O, C, (int)T, 1.0f, Z + q * Zs, (int)T, V + q * Vs, C, 1.0f, dU + q * Ds,
                     C);

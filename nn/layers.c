@@ -412,9 +412,9 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) static size_t
 dropout_forward8(float *y, uint8_t *mask, const float *x, size_t n, float sc, uint32_t bound,
                  uint64_t seed)
 {
-    const __m512i k = _mm512_set1_epi64((long long)0xd1342543de82ef95ULL),
-                  m1 = _mm512_set1_epi64((long long)0xbf58476d1ce4e5b9ULL),
-                  m2 = _mm512_set1_epi64((long long)0x94d049bb133111ebULL),
+    const __m512i k = _mm512_set1_epi64((long long)NN_HASH_MUL),
+                  m1 = _mm512_set1_epi64((long long)NN_SPLITMIX_M1),
+                  m2 = _mm512_set1_epi64((long long)NN_SPLITMIX_M2),
                   add = _mm512_set1_epi64((long long)(2 * NN_SPLITMIX_GAMMA)),
                   sv = _mm512_set1_epi64((long long)seed), bv = _mm512_set1_epi64(bound),
                   step = _mm512_set1_epi64(8), one = _mm512_set1_epi64(1);

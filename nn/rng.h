@@ -22,12 +22,17 @@ float nn_rng_uniform(nn_rng *r);
 uint32_t nn_rng_below(nn_rng *r, uint32_t n);
 
 /* splitmix64's increment and finaliser (the seeding and the hash share
- * them). */
+ * them; dropout's vector copy of the hash in layers.c uses the same
+ * constants). */
 #define NN_SPLITMIX_GAMMA 0x9e3779b97f4a7c15ULL
+#define NN_SPLITMIX_M1 0xbf58476d1ce4e5b9ULL
+#define NN_SPLITMIX_M2 0x94d049bb133111ebULL
+/* nn_hash64's odd multiplier of the counter. */
+#define NN_HASH_MUL 0xd1342543de82ef95ULL
 static inline uint64_t nn_splitmix_mix(uint64_t z)
 {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z = (z ^ (z >> 30)) * NN_SPLITMIX_M1;
+    z = (z ^ (z >> 27)) * NN_SPLITMIX_M2;
     return z ^ (z >> 31);
 }
 
@@ -37,7 +42,7 @@ static inline uint64_t nn_splitmix_mix(uint64_t z)
  * calling out per element. */
 static inline uint64_t nn_hash64(uint64_t seed, uint64_t counter)
 {
-    return nn_splitmix_mix((seed ^ (counter * 0xd1342543de82ef95ULL)) + 2 * NN_SPLITMIX_GAMMA);
+    return nn_splitmix_mix((seed ^ (counter * NN_HASH_MUL)) + 2 * NN_SPLITMIX_GAMMA);
 }
 /* Uniform in [0, 1) from nn_hash64's top 24 bits. */
 static inline float nn_hash_uniform(uint64_t seed, uint64_t counter)

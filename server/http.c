@@ -203,7 +203,7 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
     const srv_config *cfg = s->cfg;
     s->listen_fd = bind_listen(cfg, &s->port, err, errlen);
     if (s->listen_fd < 0) return -1;
-    const int balance = cfg->balance && cfg->threads > 1;
+    const int balance = cfg->balance;
     if (balance) {
         if (pipe2(s->wake, O_CLOEXEC) < 0) {
             snprintf(err, errlen, "cannot create a pipe: %s", strerror(errno));
@@ -251,10 +251,7 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
                  cfg->host, s->port);
         return -1;
     }
-    if (!balance) {
-        s->mhd_listens = 1; /* MHD closes it, unless quiesced */
-        return 0;
-    }
+    if (!balance) return 0; /* MHD accepts on listen_fd, and closes it unless quiesced */
     int e = pthread_create(&s->acceptor, NULL, acceptor_main, s);
     if (e != 0) {
         snprintf(err, errlen, "cannot start the acceptor thread: %s", strerror(e));
@@ -294,11 +291,12 @@ void srv_server_quiesce(srv_server *s)
      * fail fast instead of waiting in the backlog until the process
      * exits. Those open stay, for the requests in flight. (After quiesce
      * MHD no longer owns the socket it listened on.) */
-    if (s->mhd_listens && s->d) {
-        MHD_socket fd = MHD_quiesce_daemon(s->d);
-        if (fd != MHD_INVALID_SOCKET) close(fd);
-        s->mhd_listens = 0;
-        s->listen_fd = -1;
+    if (!s->cfg->balance) {
+        if (s->d && s->listen_fd >= 0) {
+            MHD_socket fd = MHD_quiesce_daemon(s->d);
+            if (fd != MHD_INVALID_SOCKET) close(fd);
+            s->listen_fd = -1;
+        }
         return;
     }
     acceptor_stop(s);
@@ -314,8 +312,9 @@ void srv_server_stop(srv_server *s)
     if (s->d) {
         MHD_stop_daemon(s->d);
         s->d = NULL;
-        if (s->mhd_listens) s->listen_fd = -1; /* closed by MHD */
-        s->mhd_listens = 0;
+        /* Closed by MHD, if not already at quiesce; the acceptor's is
+         * closed by srv_server_free. */
+        if (!s->cfg->balance) s->listen_fd = -1;
     }
 }
 

@@ -80,10 +80,9 @@ struct srv_server {
     img_limits lim;
     struct MHD_Daemon *d;
     int listen_fd, port;
-    int mhd_listens; /* libmicrohttpd accepts on listen_fd (the default) */
-    /* Or, with --balance-connections, the acceptor thread (http.c) hands
-     * each new connection to a worker; a byte written to wake[1] stops
-     * it. */
+    /* libmicrohttpd accepts on listen_fd, or with --balance-connections
+     * (cfg->balance) the acceptor thread (http.c) hands each new
+     * connection to a worker; a byte written to wake[1] stops it. */
     pthread_t acceptor;
     int acceptor_on;
     int wake[2];

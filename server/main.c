@@ -86,6 +86,8 @@ int main(int argc, char **argv)
      * batches gather across threads only: with batching on, four request
      * threads per core by default (measured: README, "Dynamic batching"). */
     if (cfg.threads == 0) cfg.threads = cfg.batch_delay_us > 0 ? 4 * cores : cores;
+    /* One thread has no connections to deal out. */
+    if (cfg.threads < 2) cfg.balance = 0;
 
     signal(SIGPIPE, SIG_IGN);
 
@@ -142,7 +144,7 @@ int main(int argc, char **argv)
             cfg.threads, nn_gemm_path_name(NN_GEMM_PATH_AUTO),
             nn_precision_name(nn_precision_get()), cfg.body_limit,
             (unsigned long long)cfg.max_pixels, cfg.timeout_s, cfg.max_connections,
-            cfg.balance && cfg.threads > 1 ? ", balanced" : "");
+            cfg.balance ? ", balanced" : "");
     if (cfg.batch_delay_us > 0)
         srv_log(SRV_INFO,
                 "dynamic batching: up to %d images per forward pass, waiting at most %uus, "

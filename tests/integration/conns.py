@@ -79,6 +79,20 @@ def connect(port, timeout=10.0):
     return s
 
 
+def open_answered(port, k):
+    """k keep-alive connections, each asked once. Returns (conns, None),
+    or (conns so far, why) at the first one not answered 200."""
+    conns = []
+    for i in range(k):
+        s = connect(port)
+        r = ask(s)
+        if r != 200:
+            s.close()
+            return conns, "connection %d: %r" % (i + 1, r)
+        conns.append(s)
+    return conns, None
+
+
 def epoll_sets(pid):
     """Per epoll instance of pid, how many sockets it watches."""
     socks = set()
@@ -113,13 +127,9 @@ def wait_sets(pid, want, secs=10.0):
 
 
 def balance(pid, port):
-    conns = []
-    for _ in range(32):
-        s = connect(port)
-        r = ask(s)
-        if r != 200:
-            return verdict(False, "32 keep-alive connections answered", "got %r" % (r,))
-        conns.append(s)
+    conns, why = open_answered(port, 32)
+    if why:
+        return verdict(False, "32 keep-alive connections answered", why)
     got = wait_sets(pid, [16, 16])
     verdict(got == [16, 16], "32 connections opened one after another: 16 and 16 in the two workers",
             "sockets per worker: %s" % got)
@@ -130,13 +140,9 @@ def balance(pid, port):
     got = wait_sets(pid, [0, 16])
     verdict(got == [0, 16], "the 16 connections of one worker closed: 0 and 16",
             "sockets per worker: %s" % got)
-    fresh = []
-    for _ in range(16):
-        s = connect(port)
-        r = ask(s)
-        if r != 200:
-            return verdict(False, "16 new connections answered", "got %r" % (r,))
-        fresh.append(s)
+    fresh, why = open_answered(port, 16)
+    if why:
+        return verdict(False, "16 new connections answered", why)
     got = wait_sets(pid, [16, 16])
     verdict(got == [16, 16], "16 new connections: back to 16 and 16",
             "sockets per worker: %s" % got)
@@ -147,14 +153,9 @@ def balance(pid, port):
 
 
 def limit(port, n, how):
-    conns = []
-    for i in range(n):
-        s = connect(port)
-        r = ask(s)
-        if r != 200:
-            return verdict(False, "%d connections answered at --max-connections %d" % (n, n),
-                           "connection %d: %r" % (i + 1, r))
-        conns.append(s)
+    conns, why = open_answered(port, n)
+    if why:
+        return verdict(False, "%d connections answered at --max-connections %d" % (n, n), why)
     verdict(True, "%d connections answered at --max-connections %d" % (n, n))
     extra = connect(port, timeout=1.0)
     r = ask(extra)

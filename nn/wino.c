@@ -175,22 +175,21 @@ wino_ggt_block(float *restrict blk, const double *restrict g, int mt, int nb)
     }
 }
 
-static void wino_ggt_block_v2(float *restrict blk, const double *restrict g, int mt, int nb)
-{
-    wino_ggt_block(blk, g, mt, nb);
-}
+/* Copies of an always-inline body f compiled for each kernel path:
+ * f_v2 baseline, f_v4 AVX2 and f_v8 AVX-512 (named by the doubles a
+ * vector holds); each a plain call of f with the arguments. */
 #if NN_X86
-__attribute__((target("avx2"))) static void
-wino_ggt_block_v4(float *restrict blk, const double *restrict g, int mt, int nb)
-{
-    wino_ggt_block(blk, g, mt, nb);
-}
-__attribute__((target("avx512f"))) static void
-wino_ggt_block_v8(float *restrict blk, const double *restrict g, int mt, int nb)
-{
-    wino_ggt_block(blk, g, mt, nb);
-}
+#define WINO_COPIES(f, params, args)                                      \
+    static void f##_v2 params { f args; }                                 \
+    __attribute__((target("avx2"))) static void f##_v4 params { f args; } \
+    __attribute__((target("avx512f"))) static void f##_v8 params { f args; }
+#else
+#define WINO_COPIES(f, params, args) \
+    static void f##_v2 params { f args; }
 #endif
+
+WINO_COPIES(wino_ggt_block, (float *restrict blk, const double *restrict g, int mt, int nb),
+            (blk, g, mt, nb))
 
 /* u [P, C, O] = G g G^T of the kernel (o, c), for C channels in and O
  * out, each plane [C, O] in nn_gemm_bpanels layout (wino_plane): the
@@ -712,15 +711,21 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
 }
 
 /* ---- weight gradient ---------------------------------------------------
- * With U = G g G^T, V = B^T d B and y = A^T (U . V) A per F(2x2,3x3) tile,
- * dL/dU = sum over tiles of V . Z, Z = A dy A^T (dy the tile's 2x2 output
- * gradient), and dL/dg = G^T (dL/dU) G. Per position e of the 16 that is
- * one product dU_e [O, C] = Z_e [O, T] V_e [T, C] over the T tiles, 2.25
- * times fewer multiply-adds than the direct dy im2col^T, with both
- * operands read in place: Z_e with its tiles contiguous, V_e with its
- * channels (the planar input transform). F(2x2) whatever the forward
- * uses: its transforms' entries are 0, 1/2 and 1, and an entry of dU sums
- * thousands of tiles. Stride 2 runs on the space-to-depth image, as the
+ * With U = G g G^T, V = B^T d B and y = A^T (U . V) A per F(m x m,3x3)
+ * tile, dL/dU = sum over tiles of V . Z, Z = A dy A^T (dy the tile's
+ * m x m output gradient), and dL/dg = G^T (dL/dU) G. Per position e of
+ * the P that is one product dU_e [O, C] = Z_e [O, T] V_e [T, C] over the
+ * T tiles, 2.25 (F(2x2)) or up to 4 (F(4x4)) times fewer multiply-adds
+ * than the direct dy im2col^T, with both operands read in place: Z_e
+ * with its tiles contiguous, V_e with its channels (the planar input
+ * transform). The tile is the forward's (nn_wino_tile). F(4x4)'s larger
+ * transform entries (8 in A, 1/24 in G) cost rounding:
+ * tests/unit/test_wino.c bounds it, and three epochs of the big CNN
+ * trained to the same losses (0.8034, 0.1687, 0.1017 against F(2x2)'s
+ * 0.8064, 0.1695, 0.0992) and test accuracy (99.42% against 99.37%),
+ * while its step at batch 32 took 24.6-24.9 ms against 25.9-26.4 (the
+ * four weight gradients 1.9-2.0 -> 1.5, 0.82 -> 0.70, 0.87 -> 0.66 and
+ * 2.0 -> 1.4 ms). Stride 2 runs on the space-to-depth image, as the
  * forward does, and hands each phase's taps back to the kernel. */
 int nn_wino_dw_fits(const nn_conv_shape *cs)
 {
@@ -738,10 +743,10 @@ int nn_wino_dw_fits(const nn_conv_shape *cs)
     return 64 * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
 }
 
-/* Images per chunk: the forward's F(2x2) chunk, at most g. */
+/* Images per chunk: the forward's chunk for the tile, at most g. */
 static int wino_dw_group(const nn_conv_shape *cs, int g)
 {
-    return wino_chunk(nn_wino_group(cs, 2), g);
+    return wino_chunk(nn_wino_group(cs, nn_wino_tile(cs)), g);
 }
 
 /* Floats between the 16 planes of V, Z or dU holding n floats each: 16
@@ -759,16 +764,17 @@ static size_t wino_dw_plane(size_t n)
 static void wino_dw_regions(const nn_conv_shape *cs, int gc, size_t r[4])
 {
     struct wino_geom gm;
-    wino_geom_m(&gm, cs, 2);
+    const int mt = nn_wino_tile(cs);
+    wino_geom_m(&gm, cs, mt);
     const nn_conv_shape e = wino_shape(cs);
-    const size_t T = gm.tiles * gc, xp = (size_t)gc * gm.Hp * gm.Wp * e.C;
-    const size_t v = 16 * wino_dw_plane(T * e.C);
-    /* xp's region later holds two rows of dy for the Z transform. */
-    const size_t rows = 2 * (2 * (size_t)gm.TW + 24);
+    const size_t T = gm.tiles * gc, xp = (size_t)gc * gm.Hp * gm.Wp * e.C, P = gm.P;
+    const size_t v = P * wino_dw_plane(T * e.C);
+    /* xp's region later holds m rows of dy for the Z transform. */
+    const size_t rows = (size_t)mt * (mt * (size_t)gm.TW + 24);
     r[0] = round16(xp > rows ? xp : rows);
     r[1] = round16(v > xp ? v : xp);
-    r[2] = 16 * wino_dw_plane(T * e.O + 8);
-    r[3] = 16 * wino_dw_plane((size_t)e.O * e.C);
+    r[2] = P * wino_dw_plane(T * e.O + 16);
+    r[3] = P * wino_dw_plane((size_t)e.O * e.C);
 }
 
 size_t nn_wino_dw_scratch_size(const nn_conv_shape *cs, int g)
@@ -844,6 +850,123 @@ __attribute__((target("avx2"))) static void wino_dw_zrow8(float *z, size_t plane
 }
 #endif
 
+/* One row of F(4x4) tiles of Z: z at its first tile, from the four dy
+ * rows r[0..3] of OW floats each (zeros past OW), four tiles a step:
+ * A = A^T's transpose (wino_xf.h) on each side of a tile's 4x4 block, a
+ * column (p0..p3) -> (p0, p0+p1+p2+p3, p0-p1+p2-p3, p0+2p1+4p2+8p3,
+ * p0-2p1+4p2-8p3, p3), down the columns first, then along the rows after
+ * a 4x4 transpose (each tile's 4 columns into 4 vectors of 4 tiles).
+ * The rows are read in place: copied into a buffer first, each 16-byte
+ * load straddled the copy's stores and waited for them (two fifths of
+ * the 10x10 layer's weight gradient). Whole vectors: past the row's last
+ * tile they land on tiles (or o rows) written later, or past the plane's
+ * T O floats (wino_dw_regions leaves 16). */
+typedef float wz_v4f __attribute__((vector_size(16)));
+typedef int wz_v4i __attribute__((vector_size(16)));
+
+/* Four floats of row r from column col, zeros from column OW on: past
+ * the row's end (OW >= 4), the row's last four floats moved down into
+ * place, so that nothing is read outside the row and the load is one
+ * vector (building it a float at a time and loading it back waited for
+ * the stores). */
+__attribute__((always_inline)) static inline wz_v4f wz_cols4(const float *r, int col, int OW)
+{
+    typedef wz_v4i v4i;
+    wz_v4f v = {0}, zero = {0};
+    if (col + 4 <= OW) {
+        memcpy(&v, r + col, 16);
+        return v;
+    }
+    if (col >= OW) return v;
+    if (OW < 4) {
+        for (int j = 0; col + j < OW; j++) v[j] = r[col + j];
+        return v;
+    }
+    memcpy(&v, r + OW - 4, 16);
+    switch (col + 4 - OW) {
+    case 1: return NN_SHUF4(v, zero, 1, 2, 3, 4);
+    case 2: return NN_SHUF4(v, zero, 2, 3, 4, 5);
+    default: return NN_SHUF4(v, zero, 3, 4, 5, 6);
+    }
+}
+
+/* One row of F(4x4) tiles of Z: z at its first tile, from the four dy
+ * rows r[0..3] of OW floats each (zeros past OW: wz_cols4), four tiles a
+ * step: A = A^T's transpose (wino_xf.h) on each side of a tile's 4x4
+ * block, a column (p0..p3) -> (p0, p0+p1+p2+p3, p0-p1+p2-p3,
+ * p0+2p1+4p2+8p3, p0-2p1+4p2-8p3, p3), down the columns first, then
+ * along the rows after a 4x4 transpose (the four tiles' column j into
+ * one vector). The rows are read in place: copied into a zero-padded
+ * buffer first, each load waited for the copy's stores. Whole vectors:
+ * past the row's last tile they land on tiles (or o rows) written later,
+ * or past the plane's T O floats (wino_dw_regions leaves 16). */
+__attribute__((always_inline)) static inline void
+wino_dw_zrow6(float *z, size_t plane, const float *const *r, int OW, int TW)
+{
+    typedef wz_v4f v4f;
+    typedef wz_v4i v4i;
+    const v4f two = {2, 2, 2, 2}, four = {4, 4, 4, 4}, eight = {8, 8, 8, 8};
+    for (int tj = 0; tj < TW; tj += 4) {
+        v4f e[6][4];
+        for (int k = 0; k < 4; k++) {
+            const int col = 4 * (tj + k);
+            const v4f p0 = wz_cols4(r[0], col, OW), p1 = wz_cols4(r[1], col, OW),
+                      p2 = wz_cols4(r[2], col, OW), p3 = wz_cols4(r[3], col, OW);
+            const v4f s02 = p0 + p2, s13 = p1 + p3, pa = p0 + four * p2, pb = two * p1 + eight * p3;
+            e[0][k] = p0;
+            e[1][k] = s02 + s13;
+            e[2][k] = s02 - s13;
+            e[3][k] = pa + pb;
+            e[4][k] = pa - pb;
+            e[5][k] = p3;
+        }
+        for (int q = 0; q < 6; q++) {
+            const v4f ab0 = NN_SHUF4(e[q][0], e[q][1], 0, 4, 1, 5),
+                      ab1 = NN_SHUF4(e[q][0], e[q][1], 2, 6, 3, 7),
+                      cd0 = NN_SHUF4(e[q][2], e[q][3], 0, 4, 1, 5),
+                      cd1 = NN_SHUF4(e[q][2], e[q][3], 2, 6, 3, 7);
+            const v4f c0 = NN_SHUF4(ab0, cd0, 0, 1, 4, 5), c1 = NN_SHUF4(ab0, cd0, 2, 3, 6, 7),
+                      c2 = NN_SHUF4(ab1, cd1, 0, 1, 4, 5), c3 = NN_SHUF4(ab1, cd1, 2, 3, 6, 7);
+            const v4f s02 = c0 + c2, s13 = c1 + c3, pa = c0 + four * c2, pb = two * c1 + eight * c3;
+            float *zq = z + (size_t)(q * 6) * plane + tj;
+            const v4f z1 = s02 + s13, z2 = s02 - s13, z3 = pa + pb, z4 = pa - pb;
+            memcpy(zq, &c0, 16);
+            memcpy(zq + plane, &z1, 16);
+            memcpy(zq + 2 * plane, &z2, 16);
+            memcpy(zq + 3 * plane, &z3, 16);
+            memcpy(zq + 4 * plane, &z4, 16);
+            memcpy(zq + 5 * plane, &c3, 16);
+        }
+    }
+}
+
+/* Z of n images' dy for F(4x4) (as wino_dw_z), a row of tiles at a time
+ * (wino_dw_zrow6), rows past OH from zeros (OW floats at rows);
+ * compiled for each path (the same operations: the same bits). */
+__attribute__((always_inline)) static inline void
+wino_dw_z4(float *Z, size_t plane, const float *dy, const nn_conv_shape *cs, int n,
+           const struct wino_geom *gm, float *rows)
+{
+    const int O = cs->O, OH = cs->OH, OW = cs->OW, TH = gm->TH, TW = gm->TW;
+    const size_t T = gm->tiles * n;
+    memset(rows, 0, sizeof(float) * OW);
+    for (int o = 0; o < O; o++)
+        for (int i = 0; i < n; i++) {
+            const float *d = dy + ((size_t)i * O + o) * OH * OW;
+            for (int ti = 0; ti < TH; ti++) {
+                const float *r[4];
+                for (int a = 0; a < 4; a++)
+                    r[a] = 4 * ti + a < OH ? d + (size_t)(4 * ti + a) * OW : rows;
+                wino_dw_zrow6(Z + (size_t)o * T + ((size_t)i * TH + ti) * TW, plane, r, OW, TW);
+            }
+        }
+}
+
+WINO_COPIES(wino_dw_z4,
+            (float *Z, size_t plane, const float *dy, const nn_conv_shape *cs, int n,
+             const struct wino_geom *gm, float *rows),
+            (Z, plane, dy, cs, n, gm, rows))
+
 /* Z [16][O, T] (planes plane floats apart) of n images' dy [n, O, OH, OW]
  * (zeros past OH and OW), a row of tiles at a time from two dy rows
  * copied into rows (2 (2 TW + 24) floats, zero past OW): eight tiles a
@@ -851,6 +974,21 @@ __attribute__((target("avx2"))) static void wino_dw_zrow8(float *z, size_t plane
 static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_shape *cs, int n,
                       const struct wino_geom *gm, float *rows, int wide8)
 {
+    if (gm->m == 4) {
+#if NN_X86
+        const int path = nn_gemm_get_path();
+        if (path == NN_GEMM_PATH_AVX512) {
+            wino_dw_z4_v8(Z, plane, dy, cs, n, gm, rows);
+            return;
+        }
+        if (path == NN_GEMM_PATH_AVX2) {
+            wino_dw_z4_v4(Z, plane, dy, cs, n, gm, rows);
+            return;
+        }
+#endif
+        wino_dw_z4_v2(Z, plane, dy, cs, n, gm, rows);
+        return;
+    }
     const int O = cs->O, OH = cs->OH, OW = cs->OW, TH = gm->TH, TW = gm->TW;
     const size_t T = gm->tiles * n, len = 2 * (size_t)TW + 24;
     float *r0 = rows, *r1 = rows + len;
@@ -876,29 +1014,74 @@ static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_sha
         }
 }
 
+/* g [9][8] = G^T dU G of nb (at most 8) kernels with F(4x4)'s G
+ * (wino_G4), in double, the kernels innermost: u at the first kernel's
+ * entry of dU's position 0, the 36 positions ps floats apart. Compiled
+ * for each path as wino_ggt_block is (the same bits on every one). */
+#define WINO_FB 8
+__attribute__((always_inline)) static inline void
+wino_fold4(double *restrict g, const float *restrict u, size_t ps, int nb)
+{
+    enum { B = WINO_FB };
+    /* G4's columns, sharing the sums: (d0/4 - (d1 + d2)/6 + (d3 + d4)/24,
+     * (d2 - d1)/6 + (d3 - d4)/12, (d3 + d4 - d1 - d2)/6 + d5). */
+    const double q = 0.25, s6 = 1.0 / 6, s12 = 1.0 / 12, s24 = 1.0 / 24;
+    double t[6][3][B];
+    for (int a = 0; a < 6; a++) {
+        double d[6][B];
+        for (int b = 0; b < 6; b++) {
+            float f[B] = {0};
+            if (nb == B)
+                memcpy(f, u + (a * 6 + b) * ps, sizeof f);
+            else
+                memcpy(f, u + (a * 6 + b) * ps, sizeof(float) * nb);
+            for (int j = 0; j < B; j++) d[b][j] = f[j];
+        }
+        for (int j = 0; j < B; j++) {
+            const double p12 = d[1][j] + d[2][j], m12 = d[2][j] - d[1][j];
+            const double p34 = d[3][j] + d[4][j], m34 = d[3][j] - d[4][j];
+            t[a][0][j] = d[0][j] * q - p12 * s6 + p34 * s24;
+            t[a][1][j] = m12 * s6 + m34 * s12;
+            t[a][2][j] = (p34 - p12) * s6 + d[5][j];
+        }
+    }
+    for (int l = 0; l < 3; l++)
+        for (int j = 0; j < B; j++) {
+            const double p12 = t[1][l][j] + t[2][l][j], m12 = t[2][l][j] - t[1][l][j];
+            const double p34 = t[3][l][j] + t[4][l][j], m34 = t[3][l][j] - t[4][l][j];
+            g[l * B + j] = t[0][l][j] * q - p12 * s6 + p34 * s24;
+            g[(3 + l) * B + j] = m12 * s6 + m34 * s12;
+            g[(6 + l) * B + j] = (p34 - p12) * s6 + t[5][l][j];
+        }
+}
+
+WINO_COPIES(wino_fold4, (double *restrict g, const float *restrict u, size_t ps, int nb),
+            (g, u, ps, nb))
+
 void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_conv_shape *cs,
                   int g, float *scratch)
 {
     struct wino_geom gm;
-    wino_geom_m(&gm, cs, 2);
+    const int mt = nn_wino_tile(cs);
+    wino_geom_m(&gm, cs, mt);
     const nn_conv_shape e = wino_shape(cs);
-    const int C = e.C, O = cs->O, step = wino_dw_group(cs, g);
+    const int C = e.C, O = cs->O, step = wino_dw_group(cs, g), NP = gm.P;
     const size_t nin = (size_t)cs->C * cs->H * cs->W, nout = (size_t)O * cs->OH * cs->OW;
     const size_t P = (size_t)cs->OH * cs->OW;
     size_t r[4];
     wino_dw_regions(cs, step, r);
     float *xp = scratch, *V = xp + r[0], *Z = V + r[1], *dU = Z + r[2];
-    const size_t Ds = r[3] / 16;
+    const size_t Ds = r[3] / NP;
     const int path = nn_gemm_get_path(),
               wide8 = NN_X86 && (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512);
     memset(dU, 0, sizeof(float) * r[3]);
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
-        const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 8);
+        const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 16);
         wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs, 0);
         /* xp is dead: its region holds the rows of dy. */
         wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp, wide8);
-        for (int q = 0; q < 16; q++)
+        for (int q = 0; q < NP; q++)
             nn_gemm(0, 0, O, C, (int)T, 1.0f, Z + q * Zs, (int)T, V + q * Vs, C, 1.0f, dU + q * Ds,
                     C);
         for (int i = 0; i < n; i++)
@@ -908,23 +1091,36 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
      * double, each side as (u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 +
      * u3), each tap to where wino_kernel reads it. */
     const int k = cs->k, Cx = cs->C;
+    double g4[9 * WINO_FB];
+    void (*fold)(double *restrict, const float *restrict, size_t, int) = wino_fold4_v2;
+#if NN_X86
+    if (path == NN_GEMM_PATH_AVX512)
+        fold = wino_fold4_v8;
+    else if (path == NN_GEMM_PATH_AVX2)
+        fold = wino_fold4_v4;
+#endif
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++) {
             double t[4][3], gw[3][3];
             const float *u = dU + (size_t)o * C + c;
-            for (int a = 0; a < 4; a++) {
-                const double u0 = u[(a * 4) * Ds], u1 = u[(a * 4 + 1) * Ds];
-                const double u2 = u[(a * 4 + 2) * Ds], u3 = u[(a * 4 + 3) * Ds];
-                const double h = 0.5 * (u1 + u2);
-                t[a][0] = u0 + h;
-                t[a][1] = 0.5 * (u1 - u2);
-                t[a][2] = h + u3;
-            }
-            for (int l = 0; l < 3; l++) {
-                const double h = 0.5 * (t[1][l] + t[2][l]);
-                gw[0][l] = t[0][l] + h;
-                gw[1][l] = 0.5 * (t[1][l] - t[2][l]);
-                gw[2][l] = h + t[3][l];
+            if (mt == 4) {
+                if (c % WINO_FB == 0) fold(g4, u, Ds, C - c < WINO_FB ? C - c : WINO_FB);
+                for (int j = 0; j < 9; j++) gw[j / 3][j % 3] = g4[j * WINO_FB + c % WINO_FB];
+            } else {
+                for (int a = 0; a < 4; a++) {
+                    const double u0 = u[(a * 4) * Ds], u1 = u[(a * 4 + 1) * Ds];
+                    const double u2 = u[(a * 4 + 2) * Ds], u3 = u[(a * 4 + 3) * Ds];
+                    const double h = 0.5 * (u1 + u2);
+                    t[a][0] = u0 + h;
+                    t[a][1] = 0.5 * (u1 - u2);
+                    t[a][2] = h + u3;
+                }
+                for (int l = 0; l < 3; l++) {
+                    const double h = 0.5 * (t[1][l] + t[2][l]);
+                    gw[0][l] = t[0][l] + h;
+                    gw[1][l] = 0.5 * (t[1][l] - t[2][l]);
+                    gw[2][l] = h + t[3][l];
+                }
             }
             if (!wino_s2d(cs)) {
                 float *d = dw + ((size_t)o * Cx + c) * 9;

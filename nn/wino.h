@@ -24,7 +24,7 @@
  * (stride 1) or 0 to k - 1 (stride 2). A forward convolution: net.c runs
  * inference with it, and in training the forward, the input gradient
  * (nn_wino_dx_n below) and, where the layer takes both of those, the
- * weight gradient (nn_wino_dw_n, always F(2x2,3x3)). The results
+ * weight gradient (nn_wino_dw_n, on the forward's tile). The results
  * differ from nn_conv2d_forward_ref by rounding, within the bound
  * tests/unit/test_wino.c derives.
  */
@@ -110,9 +110,9 @@ size_t nn_wino_dx_scratch_size(const nn_conv_shape *cs, int g);
 void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shape *cs, int g,
                   float *scratch);
 
-/* The weight and bias gradients of g images by Winograd F(2x2,3x3): dw
- * [O,C,k,k] += and db [O] += from dy [g,O,OH,OW] and x [g,C,H,W]
- * (wino.c). nn_wino_dw_fits: 1 where that takes fewer multiplies than
+/* The weight and bias gradients of g images by Winograd on the tile
+ * nn_wino_tile picks (F(4x4,3x3) or F(2x2,3x3)): dw [O,C,k,k] += and
+ * db [O] += from dy [g,O,OH,OW] and x [g,C,H,W] (wino.c). nn_wino_dw_fits: 1 where that takes fewer multiplies than
  * the direct product (every 3x3 stride-1 shape nn_wino_fits takes; a
  * stride-2 one where its space-to-depth tiles are few enough). */
 int nn_wino_dw_fits(const nn_conv_shape *cs);

@@ -114,7 +114,7 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
 
 /* One tile's F(4x4,3x3) input transform for channels [c, c + NC): the
  * rows of d (6x6 from d0) through B^T into e, then e's columns into the
- * 36 V positions (C floats apart). */
+ * 36 V positions (ps floats apart). */
 #define WX_IN4(NC)                                                                                \
     do {                                                                                          \
         WX_VT e[6][6];                                                                            \
@@ -130,7 +130,7 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
             WX_VT v[6];                                                                           \
             WX_BT6(WX_VO, WX_EI);                                                                 \
             _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                   \
-                WX_FN(st)(v0 + (size_t)(r * 6 + s) * C + c, v[r], NC);                            \
+                WX_FN(st)(v0 + (size_t)(r * 6 + s) * ps + c, v[r], NC);                           \
         }                                                                                         \
     } while (0)
 #define WX_DI(k) d[k]
@@ -179,9 +179,9 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
 
 /* V [T, P, C]: for each tile, B^T d B per channel, with the F(2x2,3x3)
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] or F(4x4,3x3)'s above,
- * by the tile gm->m. planar != 0 (F(2x2) only): V [P][T, C] instead, one
- * matrix of the n images' tiles per position, planar floats apart (the
- * weight gradient's products read them in place). */
+ * by the tile gm->m. planar != 0: V [P][T, C] instead, one matrix of the
+ * n images' tiles per position, planar floats apart (the weight
+ * gradient's products read them in place). */
 WX_INLINE void WX_FN(input_transform_c)(float *V, const float *xp, const int C, int n,
                                         const struct wino_geom *gm, size_t planar)
 {

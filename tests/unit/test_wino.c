@@ -383,24 +383,32 @@ static void test_wino_dx_vs_ref(void **s)
     assert_int_equal(dx_tiles, 2 | 4); /* both F(2x2) and F(4x4) ran */
 }
 
-/* The weight gradient by F(2x2,3x3) (nn_wino_dw_n), against the direct
- * reference. An entry is a signed sum over the tiles t of terms
- * coef * d[.] * dy[.]: G^T [sum_t (B^T d_t B) . (A dy_t A^T)] G. Roundings
- * on a term's way: V 2, Z 2 (each side sums 2 entries), the product 1, the
- * sum over the T tiles of all images T - 1, G^T dU G in double and its
- * rounding 1, the add into dw 1: n = T + 6. Growth per dimension and tap
- * k: sum_e |G_ek| (sum_r |B^T_er|) (sum_a |A_ea|) = 6, 4, 6 (A's rows sum
- * to 1, 2, 2, 1 in absolute value, B^T's to 2), so at most 36 in two:
- *   m <= 36 * sum_t max|d_t| * max|dy_t|
- * over tile t's 4x4 input window (channel c) and 2x2 block of dy
- * (output o). Stride 2: the same for the space-to-depth convolution (its
- * channel (2a + b) C + c, tap (m, n) for (2m + a, 2n + b)). */
+/* The weight gradient by Winograd (nn_wino_dw_n; F(4x4,3x3) where
+ * nn_wino_tile picks it, else F(2x2,3x3)), against the direct reference.
+ * An entry is a signed sum over the tiles t of terms coef * d[.] * dy[.]:
+ * G^T [sum_t (B^T d_t B) . (A dy_t A^T)] G. Roundings on a term's way,
+ * F(2x2): V 2, Z 2 (each side sums 2 entries), the product 1, the sum
+ * over the T tiles of all images T - 1, G^T dU G in double and its
+ * rounding 1, the add into dw 1: n = T + 6. F(4x4): V 6 and Z 6 (at most
+ * 3 a side, as the forward's transforms), n = T + 14. Growth per
+ * dimension and tap k: sum_e |G_ek| (sum_r |B^T_er|) (sum_a |A_ea|):
+ * F(2x2) 6, 4, 6 (A's rows sum to 1, 2, 2, 1 in absolute value, B^T's to
+ * 2); F(4x4) 70/3, 85/3, 160/3 (A's rows 1, 4, 4, 15, 15, 1, B^T's 10,
+ * 10, 10, 6, 6, 10, G's columns in wino.c), so at most 36 and 2844 in
+ * two:
+ *   m <= growth(ki) growth(kj) * sum_t max|d_t| * max|dy_t|
+ * over tile t's (m + 2) x (m + 2) input window (channel c) and m x m
+ * block of dy (output o). Stride 2: the same for the space-to-depth
+ * convolution (its channel (2a + b) C + c, tap (m, n) for
+ * (2m + a, 2n + b)). */
 static double dw_bound(const nn_conv_shape *cs, const float *x, const float *dy, int g, int o,
                        int c, int ki, int kj)
 {
-    const int st2 = cs->s == 2;
-    const int TH = (cs->OH + 1) / 2, TW = (cs->OW + 1) / 2;
-    const int a = st2 ? ki % 2 : 0, b = st2 ? kj % 2 : 0;
+    static const double grow2[3] = {6, 4, 6}, grow4[3] = {70.0 / 3, 85.0 / 3, 160.0 / 3};
+    const int st2 = cs->s == 2, mt = nn_wino_tile(cs);
+    const int TH = (cs->OH + mt - 1) / mt, TW = (cs->OW + mt - 1) / mt;
+    const int a = st2 ? ki % 2 : 0, b = st2 ? kj % 2 : 0, ti = st2 ? ki / 2 : ki,
+              tj = st2 ? kj / 2 : kj;
     double m = 0.0;
     for (int i = 0; i < g; i++) {
         const float *xi = x + (size_t)i * cs->C * cs->H * cs->W;
@@ -408,11 +416,11 @@ static double dw_bound(const nn_conv_shape *cs, const float *x, const float *dy,
         for (int th = 0; th < TH; th++)
             for (int tw = 0; tw < TW; tw++) {
                 double md = 0.0, mdy = 0.0;
-                for (int r = 0; r < 4; r++)
-                    for (int q = 0; q < 4; q++) {
+                for (int r = 0; r < mt + 2; r++)
+                    for (int q = 0; q < mt + 2; q++) {
                         /* Input pixel of window position (r, q): stride 1
-                         * reads x at (2th + r - p), stride 2 z's phase. */
-                        int h = 2 * th + r, w = 2 * tw + q;
+                         * reads x at (m th + r - p), stride 2 z's phase. */
+                        int h = mt * th + r, w = mt * tw + q;
                         if (st2) {
                             h = 2 * h + a;
                             w = 2 * w + b;
@@ -422,9 +430,9 @@ static double dw_bound(const nn_conv_shape *cs, const float *x, const float *dy,
                         if (h >= 0 && h < cs->H && w >= 0 && w < cs->W)
                             md = fmax(md, fabsf(xi[((size_t)c * cs->H + h) * cs->W + w]));
                     }
-                for (int r = 0; r < 2; r++)
-                    for (int q = 0; q < 2; q++) {
-                        int h = 2 * th + r, w = 2 * tw + q;
+                for (int r = 0; r < mt; r++)
+                    for (int q = 0; q < mt; q++) {
+                        int h = mt * th + r, w = mt * tw + q;
                         if (h < cs->OH && w < cs->OW)
                             mdy = fmax(mdy, fabsf(di[(size_t)h * cs->OW + w]));
                     }
@@ -432,8 +440,11 @@ static double dw_bound(const nn_conv_shape *cs, const float *x, const float *dy,
             }
     }
     const double T = (double)g * TH * TW;
-    return (tol_gamma(T + 6.0) + TOL_U) * 36.0 * m + 0x1p-126;
+    const double grow = mt == 4 ? grow4[ti] * grow4[tj] : grow2[ti] * grow2[tj];
+    return (tol_gamma(T + (mt == 4 ? 14.0 : 6.0)) + TOL_U) * grow * m + 0x1p-126;
 }
+
+static int dw_tiles; /* the tiles check_dw saw: 2 | 4 */
 
 /* dw and db of g images against the reference; drop: one 2x2 block of
  * dy (output 0, image 0, the second tile) zeroed for nn_wino_dw_n only,
@@ -442,6 +453,7 @@ static int check_dw(int C, int H, int W, int O, int k, int st, int p, int g, int
 {
     nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
     assert_true(nn_wino_dw_fits(&cs));
+    dw_tiles |= nn_wino_tile(&cs);
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k;
     const size_t nscr = nn_wino_dw_scratch_size(&cs, g);
     float *x = malloc(g * nx * 4), *dy = malloc(g * ny * 4), *dy2 = malloc(g * ny * 4),
@@ -507,19 +519,21 @@ static void check_dw_row(const int *r)
 static void test_wino_dw_vs_ref(void **s)
 {
     (void)s;
-    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
-                                   {32, 26, 26, 32, 3, 1, 0, 2}, {6, 10, 10, 5, 3, 1, 0, 3},
-                                   {7, 9, 11, 4, 3, 1, 1, 2},    {3, 5, 6, 9, 3, 1, 2, 40},
-                                   {64, 10, 10, 64, 3, 1, 0, 1}, {32, 24, 24, 32, 5, 2, 2, 1},
-                                   {5, 21, 23, 6, 5, 2, 2, 3},   {3, 26, 22, 4, 5, 2, 1, 2},
-                                   {4, 25, 24, 3, 6, 2, 2, 1},   {2, 27, 25, 3, 6, 2, 3, 2}};
+    static const int cases[][8] = {
+        /* C, H, W, O, k, s, p, g */
+        {32, 26, 26, 32, 3, 1, 0, 2}, {6, 10, 10, 5, 3, 1, 0, 3},   {7, 9, 11, 4, 3, 1, 1, 2},
+        {3, 5, 6, 9, 3, 1, 2, 40},    {64, 10, 10, 64, 3, 1, 0, 1}, {32, 24, 24, 32, 5, 2, 2, 1},
+        {5, 21, 23, 6, 5, 2, 2, 3},   {3, 26, 22, 4, 5, 2, 1, 2},   {4, 25, 24, 3, 6, 2, 2, 1},
+        {2, 27, 25, 3, 6, 2, 3, 2},   {4, 8, 8, 3, 3, 1, 0, 2},     {2, 7, 7, 3, 3, 1, 0, 5}};
     /* Left direct: the big CNN's 4x4 layer, and k 4 (16 multiplies an
      * output either way). */
     nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4}, k4 = {8, 24, 24, 8, 4, 2, 1, 12, 12};
     assert_false(nn_wino_dw_fits(&small));
     assert_false(nn_wino_dw_fits(&k4));
+    dw_tiles = 0;
     on_every_path(check_dw_row, &cases[0][0], sizeof cases / sizeof cases[0],
                   sizeof cases[0] / sizeof cases[0][0]);
+    assert_int_equal(dw_tiles, 2 | 4); /* both F(2x2) and F(4x4) ran */
     int out1 = check_dw(16, 10, 10, 8, 3, 1, 1, 2, 1), out2 = check_dw(8, 24, 24, 8, 5, 2, 2, 2, 1);
     print_message("dy block dropped: %d of 144 and %d of 200 entries outside the bound\n", out1,
                   out2);

@@ -524,36 +524,179 @@ static double dot_xhat(const float *a, const float *x, float m, float iv, int n)
     return s;
 }
 
-/* dy masked where r <= 0 (a ReLU's backward on the way), lane by lane
- * as nn_relu_backward writes it: a masked lane is +0. */
-static inline v4f masked4(const float *d, const float *r)
+/* dy masked where the forward's output, gamma xhat + beta recomputed from
+ * x as nn_batchnorm_forward_train computes it, is <= 0 (a ReLU's
+ * backward on the way), lane by lane as nn_relu_backward writes it: a
+ * masked lane is +0. h: xhat. */
+static inline v4f relu_masked4(const float *d, v4f h, v4f gv, v4f bv)
 {
-    v4f v, rv;
+    v4f v;
     memcpy(&v, d, sizeof v);
-    memcpy(&rv, r, sizeof rv);
-    return (v4f)((v4i)v & (rv > 0.0f));
+    return (v4f)((v4i)v & (gv * h + bv > 0.0f));
 }
 
-/* sum_f(d') and dot_xhat(d', x) of d' = d masked by r, in the same lanes
- * and order as those two: the same sums as masking d first. */
-static void sums_masked(const float *d, const float *x, float m, float iv, const float *r, int n,
-                        double *sd, double *sdh)
+/* The scalar of that: d, or +0 where gamma xhat + beta <= 0. */
+static inline float relu_masked1(float d, float h, float gc, float bc)
+{
+    return gc * h + bc > 0.0f ? d : 0.0f;
+}
+
+/* sum_f(d') and dot_xhat(d', x) of d' = d masked (relu_masked4), in the
+ * same lanes and order as those two: the same sums as masking d first. */
+static void sums_masked(const float *d, const float *x, float m, float iv, float gc, float bc,
+                        int n, double *sd, double *sdh)
 {
     v4f a1lo = {0}, a1hi = {0}, a2lo = {0}, a2hi = {0};
-    const v4f mv = {m, m, m, m}, ivv = {iv, iv, iv, iv};
+    const v4f mv = {m, m, m, m}, ivv = {iv, iv, iv, iv}, gv = {gc, gc, gc, gc},
+              bv = {bc, bc, bc, bc};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        v4f v0 = masked4(d + i, r + i), v1 = masked4(d + i + 4, r + i + 4);
+        const v4f h0 = xhat4(x + i, mv, ivv), h1 = xhat4(x + i + 4, mv, ivv);
+        const v4f v0 = relu_masked4(d + i, h0, gv, bv), v1 = relu_masked4(d + i + 4, h1, gv, bv);
         a1lo += v0;
         a1hi += v1;
-        a2lo += v0 * xhat4(x + i, mv, ivv);
-        a2hi += v1 * xhat4(x + i + 4, mv, ivv);
+        a2lo += v0 * h0;
+        a2hi += v1 * h1;
     }
     double s1 = lanes8(a1lo, a1hi), s2 = lanes8(a2lo, a2hi);
-    for (int j = i; j < n; j++) s1 += r[j] > 0.0f ? d[j] : 0.0f;
-    for (int j = i; j < n; j++) s2 += (double)(r[j] > 0.0f ? d[j] : 0.0f) * ((x[j] - m) * iv);
+    for (int j = i; j < n; j++) {
+        const float h = (x[j] - m) * iv, v = relu_masked1(d[j], h, gc, bc);
+        s1 += v;
+        s2 += (double)v * h;
+    }
     *sd = s1;
     *sdh = s2;
+}
+
+#if NN_X86
+/* The AVX2 copies of the batch norm's loops (the AVX2 and AVX-512
+ * kernel paths): one 8-lane vector where the portable code keeps two
+ * 4-lane halves, lane j summing the same elements in the same order, and
+ * the same operations (no fused multiply-add), so the same bits. The
+ * portable loops ran 4 lanes a step, and the normalising one a float a
+ * step (GCC -O2 leaves it scalar): the batch norms were 9% of a big-CNN
+ * training step. */
+__attribute__((target("avx2"))) static double lanes8_256(__m256 v)
+{
+    float f[8];
+    _mm256_storeu_ps(f, v);
+    double s = 0.0;
+    for (int j = 0; j < 8; j++) s += f[j];
+    return s;
+}
+
+__attribute__((target("avx2"))) static double sum_f8(const float *x, int n, int sq, float d)
+{
+    __m256 acc = _mm256_setzero_ps();
+    const __m256 dv = _mm256_set1_ps(d);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 u = _mm256_loadu_ps(x + i);
+        if (sq) {
+            u = _mm256_sub_ps(u, dv);
+            u = _mm256_mul_ps(u, u);
+        }
+        acc = _mm256_add_ps(acc, u);
+    }
+    double s = lanes8_256(acc);
+    for (; i < n; i++) s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
+    return s;
+}
+
+/* xhat of 8 floats, as xhat4. */
+__attribute__((target("avx2"))) static inline __m256 xhat8(const float *x, __m256 mv, __m256 iv)
+{
+    return _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x), mv), iv);
+}
+
+/* d masked, as relu_masked4 (relu != 0; else d as it is). */
+__attribute__((target("avx2"))) static inline __m256 masked8(const float *d, __m256 h, __m256 gv,
+                                                             __m256 bv, int relu)
+{
+    const __m256 v = _mm256_loadu_ps(d);
+    if (!relu) return v;
+    const __m256 y = _mm256_add_ps(_mm256_mul_ps(gv, h), bv);
+    return _mm256_and_ps(v, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_GT_OQ));
+}
+
+/* sum_f and dot_xhat of d (masked when relu != 0), as sums_masked and
+ * the unmasked pair compute them. */
+__attribute__((target("avx2"))) static void sums8(const float *d, const float *x, float m, float iv,
+                                                  float gc, float bc, int relu, int n, double *sd,
+                                                  double *sdh)
+{
+    __m256 a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps();
+    const __m256 mv = _mm256_set1_ps(m), ivv = _mm256_set1_ps(iv), gv = _mm256_set1_ps(gc),
+                 bv = _mm256_set1_ps(bc);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 h = xhat8(x + i, mv, ivv), v = masked8(d + i, h, gv, bv, relu);
+        a1 = _mm256_add_ps(a1, v);
+        a2 = _mm256_add_ps(a2, _mm256_mul_ps(v, h));
+    }
+    double s1 = lanes8_256(a1), s2 = lanes8_256(a2);
+    for (int j = i; j < n; j++) {
+        const float h = (x[j] - m) * iv, v = relu ? relu_masked1(d[j], h, gc, bc) : d[j];
+        s1 += v;
+        s2 += (double)v * h;
+    }
+    *sd = s1;
+    *sdh = s2;
+}
+
+/* One plane of the forward's output, as nn_batchnorm_forward_train's
+ * loop: y = gamma (x - mean) inv + beta, then the ReLU. */
+__attribute__((target("avx2"))) static void bn_norm8(float *y, const float *x, int S, float fm,
+                                                     float iv, float gc, float bc, int relu)
+{
+    const __m256 mv = _mm256_set1_ps(fm), ivv = _mm256_set1_ps(iv), gv = _mm256_set1_ps(gc),
+                 bv = _mm256_set1_ps(bc), zero = _mm256_setzero_ps();
+    int s = 0;
+    for (; s + 8 <= S; s += 8) {
+        __m256 v = _mm256_add_ps(_mm256_mul_ps(gv, xhat8(x + s, mv, ivv)), bv);
+        if (relu) v = _mm256_and_ps(v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
+        _mm256_storeu_ps(y + s, v);
+    }
+    for (; s < S; s++) {
+        float h = (x[s] - fm) * iv, v = gc * h + bc;
+        y[s] = relu && !(v > 0.0f) ? 0.0f : v;
+    }
+}
+
+/* bn_dx_plane, 8 lanes. */
+__attribute__((target("avx2"))) static void bn_dx_plane8(float *o, const float *d, const float *xr,
+                                                         int relu, int S, float fm, float iv,
+                                                         float gc, float bc, float g, float m1,
+                                                         float m2)
+{
+    const __m256 mv = _mm256_set1_ps(fm), ivv = _mm256_set1_ps(iv), gcv = _mm256_set1_ps(gc),
+                 bcv = _mm256_set1_ps(bc), gv = _mm256_set1_ps(g), m1v = _mm256_set1_ps(m1),
+                 m2v = _mm256_set1_ps(m2);
+    int s = 0;
+    for (; s + 8 <= S; s += 8) {
+        const __m256 h = xhat8(xr + s, mv, ivv), v = masked8(d + s, h, gcv, bcv, relu);
+        _mm256_storeu_ps(
+            o + s, _mm256_mul_ps(gv, _mm256_sub_ps(_mm256_sub_ps(v, m1v), _mm256_mul_ps(h, m2v))));
+    }
+    for (; s < S; s++) {
+        const float h = (xr[s] - fm) * iv, dv = relu ? relu_masked1(d[s], h, gc, bc) : d[s];
+        o[s] = g * (dv - m1 - h * m2);
+    }
+}
+#endif
+
+/* 1 where the batch norm runs its AVX2 copies: on those paths, for
+ * planes of at least a vector (on 1x1 planes the calls cost more than
+ * the portable loops' scalar tails). */
+static int bn_wide(int S)
+{
+#if NN_X86
+    const int path = nn_gemm_get_path();
+    return S >= 8 && (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512);
+#else
+    (void)S;
+    return 0;
+#endif
 }
 
 void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
@@ -584,19 +727,23 @@ void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *ru
                                 int relu)
 {
     const double cnt = (double)n * S;
+    double (*sum)(const float *, int, int, float) = sum_f;
+#if NN_X86
+    if (bn_wide(S)) sum = sum_f8;
+#endif
     for (int c0 = 0; c0 < C; c0 += BN_BLOCK) {
         const int c1 = C - c0 < BN_BLOCK ? C : c0 + BN_BLOCK;
         /* Float partial sums per plane (vectorised), double across. */
-        double sum[BN_BLOCK] = {0}, sq[BN_BLOCK] = {0};
+        double sum1[BN_BLOCK] = {0}, sq[BN_BLOCK] = {0};
         for (int b = 0; b < n; b++)
             for (int c = c0; c < c1; c++)
-                sum[c - c0] += sum_f(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
-        for (int c = c0; c < c1; c++) mean_out[c] = (float)(sum[c - c0] / cnt);
+                sum1[c - c0] += sum(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
+        for (int c = c0; c < c1; c++) mean_out[c] = (float)(sum1[c - c0] / cnt);
         for (int b = 0; b < n; b++)
             for (int c = c0; c < c1; c++)
-                sq[c - c0] += sum_f(x + ((size_t)b * C + c) * S, S, 1, mean_out[c]);
+                sq[c - c0] += sum(x + ((size_t)b * C + c) * S, S, 1, mean_out[c]);
         for (int c = c0; c < c1; c++) {
-            const double mean = sum[c - c0] / cnt, var = sq[c - c0] / cnt;
+            const double mean = sum1[c - c0] / cnt, var = sq[c - c0] / cnt;
             inv[c] = (float)(1.0 / sqrt(var + eps));
             if (run_mean) {
                 float m = momentum;
@@ -610,6 +757,12 @@ void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *ru
                 const float *xi = x + ((size_t)b * C + c) * S;
                 float *yi = y + ((size_t)b * C + c) * S;
                 const float fm = mean_out[c], iv = inv[c], gc = gamma[c], bc = beta[c];
+#if NN_X86
+                if (bn_wide(S)) {
+                    bn_norm8(yi, xi, S, fm, iv, gc, bc, relu);
+                    continue;
+                }
+#endif
                 for (int s = 0; s < S; s++) {
                     float h = (xi[s] - fm) * iv, v = gc * h + bc;
                     yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
@@ -644,62 +797,73 @@ void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const flo
     }
 }
 
-/* One plane of dx from dy (masked by relu_y where the ReLU followed),
- * x and its channel's mean, inverse deviation, gamma inv and the two
- * means of the sums. */
-static void bn_dx_plane(float *o, const float *d, const float *xr, const float *r, int S, float fm,
-                        float iv, float g, float m1, float m2)
+/* One plane of dx from dy (masked where the ReLU followed: relu_masked4),
+ * x and its channel's mean, inverse deviation, gamma and beta (for the
+ * mask), gamma inv and the two means of the sums. */
+static void bn_dx_plane(float *o, const float *d, const float *xr, int relu, int S, float fm,
+                        float iv, float gc, float bc, float g, float m1, float m2)
 {
-    const v4f mv = {fm, fm, fm, fm}, ivv = {iv, iv, iv, iv};
+    const v4f mv = {fm, fm, fm, fm}, ivv = {iv, iv, iv, iv}, gcv = {gc, gc, gc, gc},
+              bcv = {bc, bc, bc, bc};
     const v4f gv = {g, g, g, g}, m1v = {m1, m1, m1, m1}, m2v = {m2, m2, m2, m2};
     int s = 0;
     for (; s + 4 <= S; s += 4) {
+        const v4f h = xhat4(xr + s, mv, ivv);
         v4f v;
-        if (r)
-            v = masked4(d + s, r + s);
+        if (relu)
+            v = relu_masked4(d + s, h, gcv, bcv);
         else
             memcpy(&v, d + s, sizeof v);
-        v = gv * (v - m1v - xhat4(xr + s, mv, ivv) * m2v);
+        v = gv * (v - m1v - h * m2v);
         memcpy(o + s, &v, sizeof v);
     }
     for (; s < S; s++) {
-        const float dv = !r || r[s] > 0.0f ? d[s] : 0.0f;
-        o[s] = g * (dv - m1 - ((xr[s] - fm) * iv) * m2);
+        const float h = (xr[s] - fm) * iv, dv = relu ? relu_masked1(d[s], h, gc, bc) : d[s];
+        o[s] = g * (dv - m1 - h * m2);
     }
 }
 
 void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *mean, const float *inv, const float *gamma, int n, int C,
-                           int S, const float *relu_y)
+                           const float *mean, const float *inv, const float *gamma,
+                           const float *beta, int n, int C, int S, int relu)
 {
     const double cnt = (double)n * S;
+    const int wide = bn_wide(S);
     for (int c0 = 0; c0 < C; c0 += BN_BLOCK) {
         const int c1 = C - c0 < BN_BLOCK ? C : c0 + BN_BLOCK;
         double sdy[BN_BLOCK] = {0}, sdyx[BN_BLOCK] = {0};
         for (int b = 0; b < n; b++)
             for (int c = c0; c < c1; c++) {
                 const size_t at = ((size_t)b * C + c) * S;
-                if (relu_y) {
-                    double s1, s2;
-                    sums_masked(dy + at, x + at, mean[c], inv[c], relu_y + at, S, &s1, &s2);
-                    sdy[c - c0] += s1;
-                    sdyx[c - c0] += s2;
+                double s1 = 0.0, s2 = 0.0;
+                if (wide) {
+#if NN_X86
+                    sums8(dy + at, x + at, mean[c], inv[c], gamma[c], beta[c], relu, S, &s1, &s2);
+#endif
+                } else if (relu) {
+                    sums_masked(dy + at, x + at, mean[c], inv[c], gamma[c], beta[c], S, &s1, &s2);
                 } else {
-                    sdy[c - c0] += sum_f(dy + at, S, 0, 0.0f);
-                    sdyx[c - c0] += dot_xhat(dy + at, x + at, mean[c], inv[c], S);
+                    s1 = sum_f(dy + at, S, 0, 0.0f);
+                    s2 = dot_xhat(dy + at, x + at, mean[c], inv[c], S);
                 }
+                sdy[c - c0] += s1;
+                sdyx[c - c0] += s2;
             }
         for (int c = c0; c < c1; c++) {
             dgamma[c] += (float)sdyx[c - c0];
             dbeta[c] += (float)sdy[c - c0];
         }
         if (!dx) continue;
+        void (*plane)(float *, const float *, const float *, int, int, float, float, float, float,
+                      float, float, float) = bn_dx_plane;
+#if NN_X86
+        if (wide) plane = bn_dx_plane8;
+#endif
         for (int b = 0; b < n; b++)
             for (int c = c0; c < c1; c++) {
                 const size_t at = ((size_t)b * C + c) * S;
-                bn_dx_plane(dx + at, dy + at, x + at, relu_y ? relu_y + at : NULL, S, mean[c],
-                            inv[c], gamma[c] * inv[c], (float)(sdy[c - c0] / cnt),
-                            (float)(sdyx[c - c0] / cnt));
+                plane(dx + at, dy + at, x + at, relu, S, mean[c], inv[c], gamma[c], beta[c],
+                      gamma[c] * inv[c], (float)(sdy[c - c0] / cnt), (float)(sdyx[c - c0] / cnt));
             }
     }
 }

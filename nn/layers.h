@@ -77,13 +77,15 @@ void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const flo
 /* dgamma += sum dy xhat, dbeta += sum dy; dx (skipped if NULL) =
  * gamma inv (dy - mean(dy) - xhat mean(dy xhat)), xhat = (x - mean) inv
  * from the forward's input x and what it saved (the reference takes
- * xhat). relu_y != NULL: a ReLU followed, relu_y [n,C,S] is its
- * output and dy its output's gradient: the ReLU's backward is done on the
- * way (dy read as 0 where relu_y <= 0), the same results bit for bit as
- * nn_relu_backward first, without its pass over memory. */
+ * xhat). relu != 0: a ReLU followed (nn_batchnorm_forward_train's relu)
+ * and dy is its output's gradient: the ReLU's backward is done on the
+ * way, dy read as 0 where the forward's gamma xhat + beta, recomputed
+ * from x the same way, is <= 0: the same results bit for bit as
+ * nn_relu_backward on the forward's output first, without its pass over
+ * memory, and without reading that output. */
 void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                           const float *mean, const float *inv, const float *gamma, int n, int C,
-                           int S, const float *relu_y);
+                           const float *mean, const float *inv, const float *gamma,
+                           const float *beta, int n, int C, int S, int relu);
 void nn_batchnorm_backward_ref(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *xhat, const float *inv, const float *gamma, int n,
                                int C, int S);

@@ -1344,9 +1344,9 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         case NN_BATCHNORM:
             /* dy is the gradient of the ReLU's output when one follows
              * (relu_after_bn skipped its backward): masked on the way. */
-            nn_batchnorm_backward(dx, gw, gb, dy, x, ws->bn_mean[i], ws->bn_inv[i], wp, n, L->out_c,
-                                  L->out_h * L->out_w,
-                                  relu_after_bn(net, i + 1) ? ws->act[i + 1] : NULL);
+            nn_batchnorm_backward(dx, gw, gb, dy, x, ws->bn_mean[i], ws->bn_inv[i], wp,
+                                  net->params + L->b_off, n, L->out_c, L->out_h * L->out_w,
+                                  relu_after_bn(net, i + 1));
             break;
         case NN_FLATTEN: /* in place */
         default: break;

@@ -464,8 +464,7 @@ void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t
 
 /* Sums over one channel row: 8 float accumulators (lanes 0-3 in lo, 4-7 in
  * hi) in a fixed order, so the loop vectorises (the double scalar loop did
- * not) and stays deterministic. sq != 0: the sum of (x[i] - d)^2 instead
- * of x[i]. */
+ * not) and stays deterministic. */
 static double lanes8(v4f lo, v4f hi)
 {
     double s = 0.0;
@@ -474,27 +473,47 @@ static double lanes8(v4f lo, v4f hi)
     return s;
 }
 
-static double sum_f(const float *x, int n, int sq, float d)
+static double sum_f(const float *x, int n)
 {
     v4f lo = {0}, hi = {0};
-    const v4f dv = {d, d, d, d};
     int i = 0;
     for (; i + 8 <= n; i += 8) {
         v4f u, v;
         memcpy(&u, x + i, sizeof u);
         memcpy(&v, x + i + 4, sizeof v);
-        if (sq) {
-            u -= dv;
-            v -= dv;
-            u *= u;
-            v *= v;
-        }
         lo += u;
         hi += v;
     }
     double s = lanes8(lo, hi);
-    for (; i < n; i++) s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
+    for (; i < n; i++) s += x[i];
     return s;
+}
+
+/* sum of x[i] - k and of its square in one pass, in sum_f's lanes. */
+static void sums_shift(const float *x, int n, float k, double *s1, double *s2)
+{
+    v4f alo = {0}, ahi = {0}, blo = {0}, bhi = {0};
+    const v4f kv = {k, k, k, k};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v4f u, v;
+        memcpy(&u, x + i, sizeof u);
+        memcpy(&v, x + i + 4, sizeof v);
+        u -= kv;
+        v -= kv;
+        alo += u;
+        ahi += v;
+        blo += u * u;
+        bhi += v * v;
+    }
+    double a = lanes8(alo, ahi), b = lanes8(blo, bhi);
+    for (; i < n; i++) {
+        const float u = x[i] - k;
+        a += u;
+        b += (double)u * u;
+    }
+    *s1 = a;
+    *s2 = b;
 }
 
 /* xhat = (x - m) iv, 4 lanes, as the forward computes it (no fused
@@ -585,22 +604,26 @@ __attribute__((target("avx2"))) static double lanes8_256(__m256 v)
     return s;
 }
 
-__attribute__((target("avx2"))) static double sum_f8(const float *x, int n, int sq, float d)
+/* sums_shift, 8 lanes. */
+__attribute__((target("avx2"))) static void sums_shift8(const float *x, int n, float k, double *s1,
+                                                        double *s2)
 {
-    __m256 acc = _mm256_setzero_ps();
-    const __m256 dv = _mm256_set1_ps(d);
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    const __m256 kv = _mm256_set1_ps(k);
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 u = _mm256_loadu_ps(x + i);
-        if (sq) {
-            u = _mm256_sub_ps(u, dv);
-            u = _mm256_mul_ps(u, u);
-        }
-        acc = _mm256_add_ps(acc, u);
+        const __m256 u = _mm256_sub_ps(_mm256_loadu_ps(x + i), kv);
+        a = _mm256_add_ps(a, u);
+        b = _mm256_add_ps(b, _mm256_mul_ps(u, u));
     }
-    double s = lanes8_256(acc);
-    for (; i < n; i++) s += sq ? (double)(x[i] - d) * (x[i] - d) : x[i];
-    return s;
+    double sa = lanes8_256(a), sb = lanes8_256(b);
+    for (; i < n; i++) {
+        const float u = x[i] - k;
+        sa += u;
+        sb += (double)u * u;
+    }
+    *s1 = sa;
+    *s2 = sb;
 }
 
 /* xhat of 8 floats, as xhat4. */
@@ -727,23 +750,33 @@ void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *ru
                                 int relu)
 {
     const double cnt = (double)n * S;
-    double (*sum)(const float *, int, int, float) = sum_f;
+    void (*sums)(const float *, int, float, double *, double *) = sums_shift;
 #if NN_X86
-    if (bn_wide(S)) sum = sum_f8;
+    if (bn_wide(S)) sums = sums_shift8;
 #endif
     for (int c0 = 0; c0 < C; c0 += BN_BLOCK) {
         const int c1 = C - c0 < BN_BLOCK ? C : c0 + BN_BLOCK;
-        /* Float partial sums per plane (vectorised), double across. */
-        double sum1[BN_BLOCK] = {0}, sq[BN_BLOCK] = {0};
+        /* One pass over the batch for both moments, about a shift k near
+         * the mean (the first image's mean), so that the variance,
+         * E(x - k)^2 - (E(x - k))^2, cancels little: the batch is
+         * several MB, and a pass for the mean and another for the
+         * squares about it read it twice (a third of the forward's
+         * traffic). Float partial sums per plane (vectorised), double
+         * across. */
+        double s1[BN_BLOCK] = {0}, s2[BN_BLOCK] = {0};
+        float k[BN_BLOCK];
+        for (int c = c0; c < c1; c++) k[c - c0] = (float)(sum_f(x + (size_t)c * S, S) / S);
         for (int b = 0; b < n; b++)
-            for (int c = c0; c < c1; c++)
-                sum1[c - c0] += sum(x + ((size_t)b * C + c) * S, S, 0, 0.0f);
-        for (int c = c0; c < c1; c++) mean_out[c] = (float)(sum1[c - c0] / cnt);
-        for (int b = 0; b < n; b++)
-            for (int c = c0; c < c1; c++)
-                sq[c - c0] += sum(x + ((size_t)b * C + c) * S, S, 1, mean_out[c]);
+            for (int c = c0; c < c1; c++) {
+                double a, q;
+                sums(x + ((size_t)b * C + c) * S, S, k[c - c0], &a, &q);
+                s1[c - c0] += a;
+                s2[c - c0] += q;
+            }
         for (int c = c0; c < c1; c++) {
-            const double mean = sum1[c - c0] / cnt, var = sq[c - c0] / cnt;
+            const double d = s1[c - c0] / cnt, mean = k[c - c0] + d, v = s2[c - c0] / cnt - d * d,
+                         var = v > 0.0 ? v : 0.0;
+            mean_out[c] = (float)mean;
             inv[c] = (float)(1.0 / sqrt(var + eps));
             if (run_mean) {
                 float m = momentum;
@@ -843,7 +876,7 @@ void nn_batchnorm_backward(float *dx, float *dgamma, float *dbeta, const float *
                 } else if (relu) {
                     sums_masked(dy + at, x + at, mean[c], inv[c], gamma[c], beta[c], S, &s1, &s2);
                 } else {
-                    s1 = sum_f(dy + at, S, 0, 0.0f);
+                    s1 = sum_f(dy + at, S);
                     s2 = dot_xhat(dy + at, x + at, mean[c], inv[c], S);
                 }
                 sdy[c - c0] += s1;

@@ -873,7 +873,7 @@ __attribute__((target("avx2"))) static void wino_dw_zrow8(float *z, size_t plane
  * a 4x4 transpose (each tile's 4 columns into 4 vectors of 4 tiles).
  * The rows are read in place: copied into a buffer first, each 16-byte
  * load straddled the copy's stores and waited for them (two fifths of
- * the 10x10 layer's weight gradient). Whole vectors: past the row's last
+ * the 12x12 layer's weight gradient). Whole vectors: past the row's last
  * tile they land on tiles (or o rows) written later, or past the plane's
  * T O floats (wino_dw_regions leaves 16). */
 typedef float wz_v4f __attribute__((vector_size(16)));

@@ -651,7 +651,8 @@ struct nn_ws {
     int nl;
     float *act[NN_MAX_LAYERS + 1];  /* act[i] is the input of layer i        */
     float *dact[NN_MAX_LAYERS + 1]; /* gradients, same shapes (training)     */
-    int own[NN_MAX_LAYERS + 1];     /* act[i]/dact[i] own their memory       */
+    float *dgrad[2];                /* the two buffers dact[i] lie in        */
+    int own[NN_MAX_LAYERS + 1];     /* act[i] owns its memory                */
     int32_t *pool_idx[NN_MAX_LAYERS];
     uint8_t *mask[NN_MAX_LAYERS];  /* dropout keep masks                    */
     float *bn_mean[NN_MAX_LAYERS]; /* batch norm batch mean per channel     */
@@ -778,17 +779,33 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
     ws->act[0] = malloc(sizeof(float) * B * in0);
     ws->own[0] = 1;
     if (!ws->act[0]) goto bad;
-    if (training && !(ws->dact[0] = malloc(sizeof(float) * B * in0))) goto bad;
+    if (training) {
+        /* Gradients in two buffers, taken in turn down the layers (an
+         * in-place layer's the same as the one above it): a layer's
+         * backward reads the one above and writes its own, and nothing
+         * else outlives a layer. Each layer's own buffer had its
+         * gradient written into memory not touched for a step, fetched
+         * from DRAM to be overwritten; the two buffers stay in cache. */
+        size_t big = in0;
+        for (int i = 0; i < net->nlayers; i++)
+            if (layer_out(&net->layers[i]) > big) big = layer_out(&net->layers[i]);
+        if (!(ws->dgrad[0] = malloc(sizeof(float) * B * big))) goto bad;
+        if (!(ws->dgrad[1] = malloc(sizeof(float) * B * big))) goto bad;
+        int b = 0;
+        ws->dact[net->nlayers] = ws->dgrad[b];
+        for (int i = net->nlayers - 1; i >= 0; i--) {
+            if (!in_place(&net->layers[i])) b = 1 - b;
+            ws->dact[i] = ws->dgrad[b];
+        }
+    }
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];
         size_t no = layer_out(L);
         if (in_place(L)) {
             ws->act[i + 1] = ws->act[i];
-            ws->dact[i + 1] = ws->dact[i];
         } else {
             ws->own[i + 1] = 1;
             if (!(ws->act[i + 1] = malloc(sizeof(float) * B * no))) goto bad;
-            if (training && !(ws->dact[i + 1] = malloc(sizeof(float) * B * no))) goto bad;
         }
         if (L->kind == NN_CONV2D) {
             nn_conv_shape cs;
@@ -862,10 +879,9 @@ void nn_ws_free(nn_ws *ws)
 {
     if (!ws) return;
     for (int i = 0; i <= ws->nl; i++)
-        if (ws->own[i]) {
-            free(ws->act[i]);
-            free(ws->dact[i]);
-        }
+        if (ws->own[i]) free(ws->act[i]);
+    free(ws->dgrad[0]);
+    free(ws->dgrad[1]);
     for (int i = 0; i < ws->nl; i++) {
         free(ws->pool_idx[i]);
         free(ws->mask[i]);

@@ -785,23 +785,29 @@ void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *ru
                 run_var[c] = (1.0f - m) * run_var[c] + m * (float)unb;
             }
         }
-        for (int b = 0; b < n; b++)
-            for (int c = c0; c < c1; c++) {
-                const float *xi = x + ((size_t)b * C + c) * S;
-                float *yi = y + ((size_t)b * C + c) * S;
-                const float fm = mean_out[c], iv = inv[c], gc = gamma[c], bc = beta[c];
-#if NN_X86
-                if (bn_wide(S)) {
-                    bn_norm8(yi, xi, S, fm, iv, gc, bc, relu);
-                    continue;
-                }
-#endif
-                for (int s = 0; s < S; s++) {
-                    float h = (xi[s] - fm) * iv, v = gc * h + bc;
-                    yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
-                }
-            }
     }
+    nn_batchnorm_output(y, x, mean_out, inv, gamma, beta, n, C, S, relu);
+}
+
+void nn_batchnorm_output(float *y, const float *x, const float *mean, const float *inv,
+                         const float *gamma, const float *beta, int n, int C, int S, int relu)
+{
+    for (int b = 0; b < n; b++)
+        for (int c = 0; c < C; c++) {
+            const float *xi = x + ((size_t)b * C + c) * S;
+            float *yi = y + ((size_t)b * C + c) * S;
+            const float fm = mean[c], iv = inv[c], gc = gamma[c], bc = beta[c];
+#if NN_X86
+            if (bn_wide(S)) {
+                bn_norm8(yi, xi, S, fm, iv, gc, bc, relu);
+                continue;
+            }
+#endif
+            for (int s = 0; s < S; s++) {
+                float h = (xi[s] - fm) * iv, v = gc * h + bc;
+                yi[s] = relu && !(v > 0.0f) ? 0.0f : v;
+            }
+        }
 }
 
 void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,

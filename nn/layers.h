@@ -71,6 +71,11 @@ void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const fl
 void nn_batchnorm_forward_train(float *y, float *mean, float *inv, float *run_mean, float *run_var,
                                 const float *x, const float *gamma, const float *beta, float eps,
                                 float momentum, int n, int C, int S, int relu);
+/* The training forward's output alone, from the mean and inv it saved
+ * (the same values bit for bit): the backward recomputes a batch norm's
+ * output where it did not keep it. */
+void nn_batchnorm_output(float *y, const float *x, const float *mean, const float *inv,
+                         const float *gamma, const float *beta, int n, int C, int S, int relu);
 void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,
                                     const float *gamma, const float *beta, float eps, int n, int C,
                                     int S);

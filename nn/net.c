@@ -652,6 +652,7 @@ struct nn_ws {
     float *act[NN_MAX_LAYERS + 1];  /* act[i] is the input of layer i        */
     float *dact[NN_MAX_LAYERS + 1]; /* gradients, same shapes (training)     */
     float *dgrad[2];                /* the two buffers dact[i] lie in        */
+    float *bn_out;                  /* batch norms' outputs (bn_recomputed)  */
     int own[NN_MAX_LAYERS + 1];     /* act[i] owns its memory                */
     int32_t *pool_idx[NN_MAX_LAYERS];
     uint8_t *mask[NN_MAX_LAYERS];  /* dropout keep masks                    */
@@ -762,6 +763,30 @@ static void depth_first_plan(const nn_net *net, int *split, int *sub)
     *sub = DF_SUB_BYTES / big > 0 ? (int)(DF_SUB_BYTES / big) : 1;
 }
 
+/* The layer after i past those that work in place (ReLU, dropout,
+ * flatten), or -1. */
+static int next_not_in_place(const nn_net *net, int i)
+{
+    int j = i + 1;
+    while (j < net->nlayers && in_place(&net->layers[j])) j++;
+    return j < net->nlayers ? j : -1;
+}
+
+/* In training, batch norm i's output is not kept: it goes to one buffer
+ * all of them share (ws->bn_out), read by the layers in place after it
+ * and then by a convolution or dense layer, and the backward recomputes
+ * it for that layer's weight gradient (nn_batchnorm_output, then the
+ * dropouts' stored masks) from the batch norm's input, which its own
+ * backward reads next. Kept, the big CNN's batch-norm outputs were half
+ * a thread's activations (7 MB at batch 32), written each step into
+ * memory untouched since the last and read back from DRAM. */
+static int bn_recomputed(const nn_net *net, int i)
+{
+    if (net->layers[i].kind != NN_BATCHNORM) return 0;
+    const int j = next_not_in_place(net, i);
+    return j >= 0 && (net->layers[j].kind == NN_CONV2D || net->layers[j].kind == NN_DENSE);
+}
+
 nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
 {
     if (max_batch < 1) return NULL;
@@ -798,11 +823,20 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             ws->dact[i] = ws->dgrad[b];
         }
     }
+    if (training) {
+        size_t big = 0;
+        for (int i = 0; i < net->nlayers; i++)
+            if (bn_recomputed(net, i) && layer_out(&net->layers[i]) > big)
+                big = layer_out(&net->layers[i]);
+        if (big && !(ws->bn_out = malloc(sizeof(float) * B * big))) goto bad;
+    }
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];
         size_t no = layer_out(L);
         if (in_place(L)) {
             ws->act[i + 1] = ws->act[i];
+        } else if (training && bn_recomputed(net, i)) {
+            ws->act[i + 1] = ws->bn_out;
         } else {
             ws->own[i + 1] = 1;
             if (!(ws->act[i + 1] = malloc(sizeof(float) * B * no))) goto bad;
@@ -882,6 +916,7 @@ void nn_ws_free(nn_ws *ws)
         if (ws->own[i]) free(ws->act[i]);
     free(ws->dgrad[0]);
     free(ws->dgrad[1]);
+    free(ws->bn_out);
     for (int i = 0; i < ws->nl; i++) {
         free(ws->pool_idx[i]);
         free(ws->mask[i]);
@@ -1273,6 +1308,24 @@ static int relu_before_pool(const nn_net *net, int i)
            net->layers[i + 1].kind == NN_MAXPOOL;
 }
 
+/* Layer j's input, where a batch norm's output not kept
+ * (bn_recomputed): that output again, bit for bit, then the dropouts
+ * between, by their stored masks. */
+static void recompute_input(const nn_net *net, nn_ws *ws, int j)
+{
+    int i = j - 1;
+    while (i >= 0 && in_place(&net->layers[i])) i--;
+    if (i < 0 || !bn_recomputed(net, i)) return;
+    const nn_layer *B = &net->layers[i];
+    const size_t n = (size_t)ws->n * layer_out(B);
+    nn_batchnorm_output(ws->bn_out, ws->act[i], ws->bn_mean[i], ws->bn_inv[i],
+                        net->params + B->w_off, net->params + B->b_off, ws->n, B->out_c,
+                        B->out_h * B->out_w, ws->fuse[i]);
+    for (int k = i + 1; k < j; k++)
+        if (net->layers[k].kind == NN_DROPOUT && net->layers[k].p > 0.0f)
+            nn_dropout_backward(ws->bn_out, ws->bn_out, ws->mask[k], n, net->layers[k].p);
+}
+
 void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
 {
     int n = ws->n, k = nn_net_outputs(net), nl = net->nlayers;
@@ -1309,6 +1362,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         while (first < nl && net->layers[first].nw + net->layers[first].nb == 0) first++;
     for (int i = nl - 1; i >= first; i--) {
         const nn_layer *L = &net->layers[i];
+        if (L->kind == NN_CONV2D || L->kind == NN_DENSE) recompute_input(net, ws, i);
         const float *x = ws->act[i], *dy = ws->dact[i + 1];
         float *dx = i == first && !ws->input_grad ? NULL : ws->dact[i];
         const float *wp = net->params + L->w_off;

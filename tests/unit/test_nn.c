@@ -183,6 +183,20 @@ static void test_grad_dropout(void **s)
         1, 3, 3, 3, 2e-2f);
 }
 
+/* Batch norms whose outputs training does not keep (recomputed for the
+ * next layer's weight gradient), through a ReLU and a dropout into a
+ * convolution, and through flatten and a dropout into a dense layer. */
+static void test_grad_batchnorm_dropout(void **s)
+{
+    (void)s;
+    grad_check(
+        "[{\"type\":\"conv2d\",\"out\":3,\"k\":3},{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+        "{\"type\":\"dropout\",\"p\":0.4},{\"type\":\"conv2d\",\"out\":4,\"k\":3},"
+        "{\"type\":\"batchnorm\"},{\"type\":\"relu\"},{\"type\":\"flatten\"},"
+        "{\"type\":\"dropout\",\"p\":0.3},{\"type\":\"dense\",\"out\":4}]",
+        1, 7, 7, 4, 3e-2f);
+}
+
 /* Outlier exposure's loss has the right gradient: some outliers in the
  * batch, and a batch of outliers only. */
 static void test_grad_outliers(void **s)
@@ -2251,6 +2265,7 @@ int main(void)
         cmocka_unit_test(test_grad_batchnorm),
         cmocka_unit_test(test_grad_first_batchnorm),
         cmocka_unit_test(test_grad_dropout),
+        cmocka_unit_test(test_grad_batchnorm_dropout),
         cmocka_unit_test(test_loss_values),
         cmocka_unit_test(test_outlier_loss),
         cmocka_unit_test(test_grad_outliers),

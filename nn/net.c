@@ -822,13 +822,11 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
             if (!in_place(&net->layers[i])) b = 1 - b;
             ws->dact[i] = ws->dgrad[b];
         }
-    }
-    if (training) {
-        size_t big = 0;
+        size_t bn = 0;
         for (int i = 0; i < net->nlayers; i++)
-            if (bn_recomputed(net, i) && layer_out(&net->layers[i]) > big)
-                big = layer_out(&net->layers[i]);
-        if (big && !(ws->bn_out = malloc(sizeof(float) * B * big))) goto bad;
+            if (bn_recomputed(net, i) && layer_out(&net->layers[i]) > bn)
+                bn = layer_out(&net->layers[i]);
+        if (bn && !(ws->bn_out = malloc(sizeof(float) * B * bn))) goto bad;
     }
     for (int i = 0; i < net->nlayers; i++) {
         const nn_layer *L = &net->layers[i];

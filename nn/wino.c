@@ -187,6 +187,13 @@ wino_ggt_block(float *restrict blk, const double *restrict g, int mt, int nb)
 #define WINO_COPIES(f, params, args) \
     static void f##_v2 params { f args; }
 #endif
+/* The copy of f (WINO_COPIES) for kernel path path. */
+#if NN_X86
+#define WINO_PICK(f, path) \
+    ((path) == NN_GEMM_PATH_AVX512 ? f##_v8 : (path) == NN_GEMM_PATH_AVX2 ? f##_v4 : f##_v2)
+#else
+#define WINO_PICK(f, path) ((void)(path), f##_v2)
+#endif
 
 WINO_COPIES(wino_ggt_block, (float *restrict blk, const double *restrict g, int mt, int nb),
             (blk, g, mt, nb))
@@ -205,14 +212,8 @@ static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, in
     const int P = mt == 4 ? 36 : 16;
     float blk[36 * WINO_OB];
     double g[9 * WINO_OB];
-    void (*ggt)(float *restrict, const double *restrict, int, int) = wino_ggt_block_v2;
-#if NN_X86
-    const int path = nn_gemm_get_path();
-    if (path == NN_GEMM_PATH_AVX512)
-        ggt = wino_ggt_block_v8;
-    else if (path == NN_GEMM_PATH_AVX2)
-        ggt = wino_ggt_block_v4;
-#endif
+    void (*ggt)(float *restrict, const double *restrict, int, int) =
+        WINO_PICK(wino_ggt_block, nn_gemm_get_path());
     /* Rows [c0, c1) of every plane: part of nparts. */
     const int c0 = (int)((long long)C * part / nparts),
               c1 = (int)((long long)C * (part + 1) / nparts);
@@ -784,8 +785,9 @@ static void wino_dw_regions(const nn_conv_shape *cs, int gc, size_t r[4])
     const nn_conv_shape e = wino_shape(cs);
     const size_t T = gm.tiles * gc, xp = (size_t)gc * gm.Hp * gm.Wp * e.C, P = gm.P;
     const size_t v = P * wino_dw_plane(T * e.C);
-    /* xp's region later holds m rows of dy for the Z transform. */
-    const size_t rows = (size_t)mt * (mt * (size_t)gm.TW + 24);
+    /* xp's region later holds the Z transform's rows: F(2x2)'s two
+     * copied dy rows, or F(4x4)'s row of zeros (it reads dy in place). */
+    const size_t rows = mt == 4 ? (size_t)cs->OW : 2 * (2 * (size_t)gm.TW + 24);
     r[0] = round16(xp > rows ? xp : rows);
     r[1] = round16(v > xp ? v : xp);
     r[2] = P * wino_dw_plane(T * e.O + 16);
@@ -865,17 +867,6 @@ __attribute__((target("avx2"))) static void wino_dw_zrow8(float *z, size_t plane
 }
 #endif
 
-/* One row of F(4x4) tiles of Z: z at its first tile, from the four dy
- * rows r[0..3] of OW floats each (zeros past OW), four tiles a step:
- * A = A^T's transpose (wino_xf.h) on each side of a tile's 4x4 block, a
- * column (p0..p3) -> (p0, p0+p1+p2+p3, p0-p1+p2-p3, p0+2p1+4p2+8p3,
- * p0-2p1+4p2-8p3, p3), down the columns first, then along the rows after
- * a 4x4 transpose (each tile's 4 columns into 4 vectors of 4 tiles).
- * The rows are read in place: copied into a buffer first, each 16-byte
- * load straddled the copy's stores and waited for them (two fifths of
- * the 12x12 layer's weight gradient). Whole vectors: past the row's last
- * tile they land on tiles (or o rows) written later, or past the plane's
- * T O floats (wino_dw_regions leaves 16). */
 typedef float wz_v4f __attribute__((vector_size(16)));
 typedef int wz_v4i __attribute__((vector_size(16)));
 
@@ -982,26 +973,16 @@ WINO_COPIES(wino_dw_z4,
              const struct wino_geom *gm, float *rows),
             (Z, plane, dy, cs, n, gm, rows))
 
-/* Z [16][O, T] (planes plane floats apart) of n images' dy [n, O, OH, OW]
- * (zeros past OH and OW), a row of tiles at a time from two dy rows
- * copied into rows (2 (2 TW + 24) floats, zero past OW): eight tiles a
- * step on the AVX2 and AVX-512 paths (wide8), four otherwise. */
+/* Z [P][O, T] (planes plane floats apart) of n images' dy [n, O, OH, OW]
+ * (zeros past OH and OW). F(4x4): wino_dw_z4's copy for the path. F(2x2):
+ * a row of tiles at a time from two dy rows copied into rows
+ * (2 (2 TW + 24) floats, zero past OW), eight tiles a step on the AVX2
+ * and AVX-512 paths (wide8), four otherwise. */
 static void wino_dw_z(float *Z, size_t plane, const float *dy, const nn_conv_shape *cs, int n,
                       const struct wino_geom *gm, float *rows, int wide8)
 {
     if (gm->m == 4) {
-#if NN_X86
-        const int path = nn_gemm_get_path();
-        if (path == NN_GEMM_PATH_AVX512) {
-            wino_dw_z4_v8(Z, plane, dy, cs, n, gm, rows);
-            return;
-        }
-        if (path == NN_GEMM_PATH_AVX2) {
-            wino_dw_z4_v4(Z, plane, dy, cs, n, gm, rows);
-            return;
-        }
-#endif
-        wino_dw_z4_v2(Z, plane, dy, cs, n, gm, rows);
+        WINO_PICK(wino_dw_z4, nn_gemm_get_path())(Z, plane, dy, cs, n, gm, rows);
         return;
     }
     const int O = cs->O, OH = cs->OH, OW = cs->OW, TH = gm->TH, TW = gm->TW;
@@ -1107,13 +1088,8 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
      * u3), each tap to where wino_kernel reads it. */
     const int k = cs->k, Cx = cs->C;
     double g4[9 * WINO_FB];
-    void (*fold)(double *restrict, const float *restrict, size_t, int) = wino_fold4_v2;
-#if NN_X86
-    if (path == NN_GEMM_PATH_AVX512)
-        fold = wino_fold4_v8;
-    else if (path == NN_GEMM_PATH_AVX2)
-        fold = wino_fold4_v4;
-#endif
+    void (*fold)(double *restrict, const float *restrict, size_t, int) =
+        WINO_PICK(wino_fold4, path);
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++) {
             double t[4][3], gw[3][3];

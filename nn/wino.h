@@ -112,9 +112,10 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
 
 /* The weight and bias gradients of g images by Winograd on the tile
  * nn_wino_tile picks (F(4x4,3x3) or F(2x2,3x3)): dw [O,C,k,k] += and
- * db [O] += from dy [g,O,OH,OW] and x [g,C,H,W] (wino.c). nn_wino_dw_fits: 1 where that takes fewer multiplies than
- * the direct product (every 3x3 stride-1 shape nn_wino_fits takes; a
- * stride-2 one where its space-to-depth tiles are few enough). */
+ * db [O] += from dy [g,O,OH,OW] and x [g,C,H,W] (wino.c).
+ * nn_wino_dw_fits: 1 where that takes fewer multiplies than the direct
+ * product (every 3x3 stride-1 shape nn_wino_fits takes; a stride-2 one
+ * where its space-to-depth tiles are few enough). */
 int nn_wino_dw_fits(const nn_conv_shape *cs);
 size_t nn_wino_dw_scratch_size(const nn_conv_shape *cs, int g);
 void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_conv_shape *cs,

@@ -1,8 +1,9 @@
 /* http.c - the server's life cycle (see http.h): create (metrics and the
  * workspace pool), bind, start the libmicrohttpd daemon (and with
  * --balance-connections the acceptor that deals connections out to its
- * threads), warm up, quiesce and drain, stop, free. What happens to a request is in http_conn.c and
- * http_handlers.c (overview in http_int.h). */
+ * threads), warm up, quiesce and drain, stop, free. What happens to a
+ * request is in http_conn.c and http_handlers.c (overview in
+ * http_int.h). */
 #include "server/http_int.h"
 
 #include <arpa/inet.h>

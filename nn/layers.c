@@ -587,14 +587,6 @@ static void sums_masked(const float *d, const float *x, float m, float iv, float
     *sdh = s2;
 }
 
-/* One output of the training forward: gamma (x - mean) inv + beta, then
- * the ReLU (NaN to 0) if relu; the vector loops compute the same. */
-static inline float bn_y1(float x, float fm, float iv, float gc, float bc, int relu)
-{
-    const float h = (x - fm) * iv, v = gc * h + bc;
-    return relu && !(v > 0.0f) ? 0.0f : v;
-}
-
 #if NN_X86
 /* The AVX2 copies of the batch norm's loops (the AVX2 and AVX-512
  * kernel paths): one 8-lane vector where the portable code keeps two
@@ -688,7 +680,7 @@ __attribute__((target("avx2"))) static void bn_norm8(float *y, const float *x, i
         if (relu) v = _mm256_and_ps(v, _mm256_cmp_ps(v, zero, _CMP_GT_OQ));
         _mm256_storeu_ps(y + s, v);
     }
-    for (; s < S; s++) y[s] = bn_y1(x[s], fm, iv, gc, bc, relu);
+    for (; s < S; s++) y[s] = nn_bn_y1(x[s], fm, iv, gc, bc, relu);
 }
 
 /* bn_dx_plane, 8 lanes. */
@@ -791,7 +783,7 @@ void nn_batchnorm_forward_train(float *y, float *mean_out, float *inv, float *ru
             }
         }
     }
-    nn_batchnorm_output(y, x, mean_out, inv, gamma, beta, n, C, S, relu);
+    if (y) nn_batchnorm_output(y, x, mean_out, inv, gamma, beta, n, C, S, relu);
 }
 
 void nn_batchnorm_output(float *y, const float *x, const float *mean, const float *inv,
@@ -808,7 +800,7 @@ void nn_batchnorm_output(float *y, const float *x, const float *mean, const floa
                 continue;
             }
 #endif
-            for (int s = 0; s < S; s++) yi[s] = bn_y1(xi[s], fm, iv, gc, bc, relu);
+            for (int s = 0; s < S; s++) yi[s] = nn_bn_y1(xi[s], fm, iv, gc, bc, relu);
         }
 }
 

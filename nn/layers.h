@@ -64,7 +64,9 @@ void nn_dropout_backward(float *dx, const float *dy, const uint8_t *mask, size_t
  *              run_mean is not
  *              NULL moves the running statistics toward the batch's by
  *              momentum (PyTorch's meaning; the unbiased variance).
- * relu != 0 fuses max(0, .) on the output. y may not be x. */
+ * relu != 0 fuses max(0, .) on the output. y may not be x. In
+ * training y may be NULL: the statistics alone, the output left to the
+ * layer after it (nn_bn_in). */
 void nn_batchnorm_forward(float *y, const float *x, const float *gamma, const float *beta,
                           const float *mean, const float *var, float eps, int n, int C, int S,
                           int relu);
@@ -76,6 +78,23 @@ void nn_batchnorm_forward_train(float *y, float *mean, float *inv, float *run_me
  * output where it did not keep it. */
 void nn_batchnorm_output(float *y, const float *x, const float *mean, const float *inv,
                          const float *gamma, const float *beta, int n, int C, int S, int relu);
+/* One float of that output: every copy of the batch norm's output
+ * (nn_batchnorm_output's loops, the convolutions that apply it as they
+ * read their input: nn_bn_in) runs these operations, and no fused
+ * multiply-add, so they give the same bits. */
+static inline float nn_bn_y1(float x, float fm, float iv, float gc, float bc, int relu)
+{
+    const float h = (x - fm) * iv, v = gc * h + bc;
+    return relu && !(v > 0.0f) ? 0.0f : v;
+}
+/* A training batch norm (the mean and inv it saved) and its ReLU, to be
+ * applied by the layer after it to its input as that layer reads it:
+ * that layer reads the batch norm's input, and the output is never
+ * written (nn_wino_forward_nl, nn_wino_dw_n). */
+typedef struct nn_bn_in {
+    const float *mean, *inv, *gamma, *beta;
+    int relu;
+} nn_bn_in;
 void nn_batchnorm_forward_train_ref(float *y, float *xhat, float *inv, const float *x,
                                     const float *gamma, const float *beta, float eps, int n, int C,
                                     int S);

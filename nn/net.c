@@ -955,6 +955,50 @@ static int pt_on(const nn_ws *ws, int i, const nn_conv_shape *cs)
     return ws->ptrain[i] && nn_conv2d_skips_zeros(cs);
 }
 
+/* Convolution j trains its forward by Winograd (nn_wino_forward_nl on
+ * this step's transforms); its weight gradient (nn_wino_dw_n). */
+static int wino_fwd_train(const nn_ws *ws, int j, const nn_conv_shape *cs)
+{
+    return ws->training && ws->wtrain[j] && ws->wino_on && !pt_on(ws, j, cs);
+}
+static int wino_dw_train(const nn_ws *ws, int j, const nn_conv_shape *cs)
+{
+    return ws->training && ws->wtrain[j] == 2 && ws->wino_on && nn_wino_dw_fits(cs);
+}
+
+/* The batch norm whose output (with its fused ReLU, nothing else
+ * between) is convolution j's input, where that output is not kept
+ * (bn_recomputed): its index, else -1. Such a convolution, where it runs
+ * by Winograd, reads the batch norm's input and applies it as it packs
+ * (nn_bn_in), in the forward and the weight gradient, so that output is
+ * never written. */
+static int bn_before(const nn_net *net, int j)
+{
+    if (net->layers[j].kind != NN_CONV2D) return -1;
+    int i = j - 1;
+    if (i >= 0 && net->layers[i].kind == NN_RELU) i--;
+    return i >= 0 && net->layers[i].kind == NN_BATCHNORM && bn_recomputed(net, i) ? i : -1;
+}
+
+/* The nn_bn_in of batch norm i (training: its saved mean and inv). */
+static nn_bn_in bn_in_of(const nn_net *net, const nn_ws *ws, int i)
+{
+    const nn_layer *B = &net->layers[i];
+    return (nn_bn_in){ws->bn_mean[i], ws->bn_inv[i], net->params + B->w_off, net->params + B->b_off,
+                      ws->fuse[i]};
+}
+
+/* Batch norm i's training forward leaves its output to the convolution
+ * after it (bn_before). */
+static int bn_output_skipped(const nn_net *net, const nn_ws *ws, int i)
+{
+    const int j = next_not_in_place(net, i);
+    if (j < 0 || bn_before(net, j) != i) return 0;
+    nn_conv_shape cs;
+    conv_shape(&cs, &net->layers[j]);
+    return wino_fwd_train(ws, j, &cs);
+}
+
 /* Layer i's transforms into ws->wino_u (part part of nparts): the
  * forward's U and, where it trains its input gradient by Winograd too,
  * that one's. */
@@ -1115,7 +1159,7 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
             if (runs_wino(net, ws, i, train)) {
                 nn_wino_forward_nl(y, x, net->plan->u + net->plan->u_off[i], bp, &cs, n,
                                    ws->scratch, ws->fuse[i], net->plan->wino[i],
-                                   wino_layout(net, ws, i, train));
+                                   wino_layout(net, ws, i, train), NULL);
                 break;
             }
             if (c1_nhwc_out(net, ws, i, train)) {
@@ -1130,11 +1174,14 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
                                          ws->scratch, ws->fuse[i]);
                 break;
             }
-            if (train && ws->wtrain[i] && ws->wino_on) {
+            if (train && wino_fwd_train(ws, i, &cs)) {
                 /* Unshared: this step's transforms, backward's too. */
                 if (!ws->wu_ext) wino_layer_weights(net, ws, i, 0, 1);
-                nn_wino_forward_n(y, x, ws->wu_src + ws->wu_off[i], bp, &cs, n, ws->scratch,
-                                  ws->fuse[i], nn_wino_tile(&cs));
+                const int ib = bn_before(net, i);
+                const nn_bn_in bn = ib >= 0 ? bn_in_of(net, ws, ib) : (nn_bn_in){0};
+                nn_wino_forward_nl(y, ib >= 0 ? ws->act[ib] : x, ws->wu_src + ws->wu_off[i], bp,
+                                   &cs, n, ws->scratch, ws->fuse[i], nn_wino_tile(&cs), 0,
+                                   ib >= 0 ? &bn : NULL);
                 break;
             }
             /* The plan's packed weights, if packed for the path running. */
@@ -1168,9 +1215,10 @@ static void forward_range(const nn_net *net, nn_ws *ws, int i0, int i1, int b0, 
         case NN_BATCHNORM: {
             float *rm = stats + L->s_off, *rv = stats + L->s_off + L->out_c;
             if (train)
-                nn_batchnorm_forward_train(
-                    y, ws->bn_mean[i], ws->bn_inv[i], update_stats ? rm : NULL, rv, x, wp, bp,
-                    L->eps, L->momentum, n, L->out_c, L->out_h * L->out_w, ws->fuse[i]);
+                nn_batchnorm_forward_train(bn_output_skipped(net, ws, i) ? NULL : y, ws->bn_mean[i],
+                                           ws->bn_inv[i], update_stats ? rm : NULL, rv, x, wp, bp,
+                                           L->eps, L->momentum, n, L->out_c, L->out_h * L->out_w,
+                                           ws->fuse[i]);
             else
                 nn_batchnorm_forward(y, x, wp, bp, rm, rv, L->eps, n, L->out_c, L->out_h * L->out_w,
                                      ws->fuse[i]);
@@ -1360,8 +1408,16 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
         while (first < nl && net->layers[first].nw + net->layers[first].nb == 0) first++;
     for (int i = nl - 1; i >= first; i--) {
         const nn_layer *L = &net->layers[i];
-        if (L->kind == NN_CONV2D || L->kind == NN_DENSE) recompute_input(net, ws, i);
-        const float *x = ws->act[i], *dy = ws->dact[i + 1];
+        /* A convolution whose weight gradient applies the batch norm
+         * before it (bn_before) reads that batch norm's input. */
+        int ib = -1;
+        if (L->kind == NN_CONV2D) {
+            nn_conv_shape cs;
+            conv_shape(&cs, L);
+            if (wino_dw_train(ws, i, &cs)) ib = bn_before(net, i);
+        }
+        if ((L->kind == NN_CONV2D || L->kind == NN_DENSE) && ib < 0) recompute_input(net, ws, i);
+        const float *x = ws->act[ib >= 0 ? ib : i], *dy = ws->dact[i + 1];
         float *dx = i == first && !ws->input_grad ? NULL : ws->dact[i];
         const float *wp = net->params + L->w_off;
         float *gw = grad + L->w_off, *gb = grad + L->b_off;
@@ -1375,9 +1431,10 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             /* The input gradient by Winograd, after the weight gradient;
              * the weight gradient too where the layer takes both. */
             const int wdx = dx && ws->wtrain[i] == 2 && ws->wino_on;
-            if (ws->wtrain[i] == 2 && ws->wino_on && nn_wino_dw_fits(&cs))
-                nn_wino_dw_n(gw, gb, dy, x, &cs, n, ws->scratch);
-            else
+            if (wino_dw_train(ws, i, &cs)) {
+                const nn_bn_in bn = ib >= 0 ? bn_in_of(net, ws, ib) : (nn_bn_in){0};
+                nn_wino_dw_n(gw, gb, dy, x, ib >= 0 ? &bn : NULL, &cs, n, ws->scratch);
+            } else
                 for (int b = 0; b < n; b += ws->group[i]) {
                     int g = n - b < ws->group[i] ? n - b : ws->group[i];
                     nn_conv2d_backward_n(dx && !wdx ? dx + b * nin : NULL, gw, gb, dy + b * nout,

@@ -30,6 +30,10 @@ static inline size_t round16(size_t n) { return (n + 15) / 16 * 16; }
 #define NN_SHUF4(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (v4i){i0, i1, i2, i3})
 #endif
 
+/* Four floats, four ints: the 4-lane vectors of the packing code. */
+typedef float nn_v4f __attribute__((vector_size(16)));
+typedef int nn_v4i __attribute__((vector_size(16)));
+
 /* 4 x 4 transpose: 4 floats from each of s0..s3 become the columns of
  * o[0], o[os], o[2 os], o[3 os] (portable vector shuffles, SSE on x86). */
 static inline void tr4x4(const float *s0, const float *s1, const float *s2, const float *s3,

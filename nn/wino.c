@@ -320,12 +320,57 @@ size_t nn_wino_scratch_size(const nn_conv_shape *cs, int g, int m)
     return ra + rb;
 }
 
+/* One float of channel c through the batch norm bn, if any. */
+static inline float bn_y(float x, const nn_bn_in *bn, int c)
+{
+    return bn ? nn_bn_y1(x, bn->mean[c], bn->inv[c], bn->gamma[c], bn->beta[c], bn->relu) : x;
+}
+
+/* Four planes' rows s0, s0 + plane, .. (channels c to c + 3) into the
+ * channels-last row r, four columns at a time while whole: returns the
+ * columns done. With bn, each float through it: after the transpose, so
+ * that a vector holds the four channels (nn_bn_y1's operations, lane by
+ * lane). */
+__attribute__((always_inline)) static inline int
+pack_row4(float *r, const float *s0, size_t plane, int wmax, size_t C, const nn_bn_in *bn, int c)
+{
+    nn_v4f m = {0}, iv = {0}, ga = {0}, be = {0};
+    if (bn) {
+        memcpy(&m, bn->mean + c, 16);
+        memcpy(&iv, bn->inv + c, 16);
+        memcpy(&ga, bn->gamma + c, 16);
+        memcpy(&be, bn->beta + c, 16);
+    }
+    int w = 0;
+    for (; w + 4 <= wmax || (w < wmax && wmax >= 4); w += 4) {
+        /* The last columns as a block ending at wmax, over some done
+         * already (the same floats again): a float at a time, the ReLU's
+         * branch mispredicted on about half of them. */
+        if (w + 4 > wmax) w = wmax - 4;
+        if (!bn) {
+            tr4x4(s0 + w, s0 + plane + w, s0 + 2 * plane + w, s0 + 3 * plane + w, r + (size_t)w * C,
+                  C);
+            continue;
+        }
+        float t[16];
+        tr4x4(s0 + w, s0 + plane + w, s0 + 2 * plane + w, s0 + 3 * plane + w, t, 4);
+        for (int q = 0; q < 4; q++) {
+            nn_v4f x;
+            memcpy(&x, t + 4 * q, 16);
+            const nn_v4f h = (x - m) * iv, v = ga * h + be;
+            x = bn->relu ? (nn_v4f)((nn_v4i)v & (v > 0.0f)) : v;
+            memcpy(r + (size_t)(w + q) * C, &x, 16);
+        }
+    }
+    return w;
+}
+
 /* x [n, C, H, W] into xp [n, Hp, Wp, C] at (r + p, s + p), zeros around;
- * 4 x 4 blocks (channels x columns) transposed at once. With nhwc, x is
- * [n, H, W, C] already (a previous layer's nn_wino_forward_nl output):
- * each row is one copy. */
+ * 4 x 4 blocks (channels x columns) transposed at once; through the batch
+ * norm bn on the way if not NULL. With nhwc, x is [n, H, W, C] already
+ * (a previous layer's nn_wino_forward_nl output): each row is one copy. */
 static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, int n,
-                            const struct wino_geom *gm, int nhwc)
+                            const struct wino_geom *gm, int nhwc, const nn_bn_in *bn)
 {
     const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hp = gm->Hp, Wp = gm->Wp;
     const size_t row = (size_t)Wp * C;
@@ -343,7 +388,10 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
             float *r = xi + (size_t)(h + p) * row;
             memset(r, 0, sizeof(float) * (size_t)p * C);
             if (right < Wp) memset(r + (size_t)right * C, 0, sizeof(float) * (Wp - right) * C);
-            if (nhwc) memcpy(r + (size_t)p * C, src + (size_t)h * W * C, sizeof(float) * wmax * C);
+            if (!nhwc) continue;
+            const float *sr = src + (size_t)h * W * C;
+            if (!bn) memcpy(r + (size_t)p * C, sr, sizeof(float) * wmax * C);
+            for (int j = 0; bn && j < wmax * C; j++) r[(size_t)p * C + j] = bn_y(sr[j], bn, j % C);
         }
         if (nhwc) continue;
         /* Four channel planes at a time, each read front to back: a row of
@@ -358,18 +406,20 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
             for (int h = 0; h < hmax; h++, s0 += W) {
                 float *r = xi + (size_t)(h + p) * row + (size_t)p * C + c;
                 int w = 0;
-                for (; w + 4 <= wmax; w += 4)
-                    tr4x4(s0 + w, s0 + plane + w, s0 + 2 * plane + w, s0 + 3 * plane + w,
-                          r + (size_t)w * C, (size_t)C);
+                if (bn)
+                    w = pack_row4(r, s0, plane, wmax, (size_t)C, bn, c);
+                else
+                    w = pack_row4(r, s0, plane, wmax, (size_t)C, NULL, 0);
                 for (; w < wmax; w++)
-                    for (int j = 0; j < 4; j++) r[(size_t)w * C + j] = s0[j * plane + w];
+                    for (int j = 0; j < 4; j++)
+                        r[(size_t)w * C + j] = bn_y(s0[j * plane + w], bn, c + j);
             }
         }
         for (; c < C; c++)
             for (int h = 0; h < hmax; h++) {
                 float *r = xi + (size_t)(h + p) * row + (size_t)p * C + c;
                 for (int w = 0; w < wmax; w++)
-                    r[(size_t)w * C] = src[c * plane + (size_t)h * W + w];
+                    r[(size_t)w * C] = bn_y(src[c * plane + (size_t)h * W + w], bn, c);
             }
     }
 }
@@ -380,12 +430,12 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
  * z pixel are the adjacent xt pixels (2r + a, 2j) and (2r + a, 2j + 1):
  * one copy of 2C floats. */
 static void wino_pack_s2d(float *xp, float *xt, const float *x, const nn_conv_shape *cs, int n,
-                          const struct wino_geom *gm, int nhwc)
+                          const struct wino_geom *gm, int nhwc, const nn_bn_in *bn)
 {
     struct wino_geom g2 = *gm;
     g2.Hp = 2 * gm->Hp;
     g2.Wp = 2 * gm->Wp;
-    wino_pack_input(xt, x, cs, n, &g2, nhwc);
+    wino_pack_input(xt, x, cs, n, &g2, nhwc, bn);
     const int C = cs->C, Hp = gm->Hp, Wp = gm->Wp;
     for (int i = 0; i < n; i++)
         for (int r = 0; r < Hp; r++)
@@ -502,16 +552,16 @@ static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *c
  * stride 2, by way of V's region), then the input transform, 8 lanes on
  * the AVX2 path, 16 on the AVX-512 one; planar as input_transform's. */
 static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape *cs, int n,
-                       const struct wino_geom *gm, size_t planar, int nhwc)
+                       const struct wino_geom *gm, size_t planar, int nhwc, const nn_bn_in *bn)
 {
     const nn_conv_shape e = wino_shape(cs);
     const float *src = xp;
     if (wino_s2d(cs))
-        wino_pack_s2d(xp, V, x, cs, n, gm, nhwc);
-    else if (nhwc && cs->p == 0 && gm->Hp == cs->H && gm->Wp == cs->W)
+        wino_pack_s2d(xp, V, x, cs, n, gm, nhwc, bn);
+    else if (nhwc && !bn && cs->p == 0 && gm->Hp == cs->H && gm->Wp == cs->W)
         src = x; /* already [n, Hp, Wp, C]: no border, the grid the map */
     else
-        wino_pack_input(xp, x, cs, n, gm, nhwc);
+        wino_pack_input(xp, x, cs, n, gm, nhwc, bn);
 #if NN_X86
     const int path = nn_gemm_get_path();
     if (path == NN_GEMM_PATH_AVX512) {
@@ -540,7 +590,7 @@ static void wino_crop_output(float *y, const float *Yt, const nn_conv_shape *cs,
 
 void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b,
                         const nn_conv_shape *cs, int g, float *scratch, int relu, int mt,
-                        int layout)
+                        int layout, const nn_bn_in *bn)
 {
     struct wino_geom gm;
     wino_geom_m(&gm, cs, mt);
@@ -561,7 +611,7 @@ void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b
         float *Yo = (layout & NN_WINO_OUT_NHWC) && gm.m * gm.TH == cs->OH && gm.m * gm.TW == cs->OW
                         ? y + i0 * nout
                         : Yt;
-        wino_input(V, xp, x + i0 * nin, cs, n, &gm, 0, layout & NN_WINO_IN_NHWC);
+        wino_input(V, xp, x + i0 * nin, cs, n, &gm, 0, layout & NN_WINO_IN_NHWC, bn);
         for (int q = 0; q < P; q++)
             nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O), 0.0f,
                             M + (size_t)q * O, P * O);
@@ -584,7 +634,7 @@ void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b
 void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
                        const nn_conv_shape *cs, int g, float *scratch, int relu, int mt)
 {
-    nn_wino_forward_nl(y, x, u, b, cs, g, scratch, relu, mt, 0);
+    nn_wino_forward_nl(y, x, u, b, cs, g, scratch, relu, mt, 0, NULL);
 }
 
 int nn_wino_tiles(const nn_conv_shape *cs, int m)
@@ -1054,8 +1104,8 @@ wino_fold4(double *restrict g, const float *restrict u, size_t ps, int nb)
 WINO_COPIES(wino_fold4, (double *restrict g, const float *restrict u, size_t ps, int nb),
             (g, u, ps, nb))
 
-void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_conv_shape *cs,
-                  int g, float *scratch)
+void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_bn_in *bn,
+                  const nn_conv_shape *cs, int g, float *scratch)
 {
     struct wino_geom gm;
     const int mt = nn_wino_tile(cs);
@@ -1074,7 +1124,7 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
         const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 16);
-        wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs, 0);
+        wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs, 0, bn);
         /* xp is dead: its region holds the rows of dy. */
         wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp, wide8);
         for (int q = 0; q < NP; q++)

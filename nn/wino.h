@@ -34,6 +34,7 @@
 #include <stddef.h>
 
 #include "nn/conv.h"
+#include "nn/layers.h"
 
 /* 1 if cs is a convolution F(2x2,3x3) computes and worth it: k 3, stride
  * 1, at least 2 input channels (with one, the GEMMs have depth 1); or k 4
@@ -87,12 +88,14 @@ void nn_wino_forward_n(float *y, const float *x, const float *u, const float *b,
 /* The same with the layout of x and y chosen: NN_WINO_IN_NHWC, x is
  * [g, H, W, C]; NN_WINO_OUT_NHWC, y is [g, OH, OW, O] (channels last, the
  * layout the transforms work in: two Winograd layers in a row skip a
- * transpose out and back). 0: both [g, C, H, W], as nn_wino_forward_n. */
+ * transpose out and back). 0: both [g, C, H, W], as nn_wino_forward_n.
+ * bn (may be NULL): x is a batch norm's input, and the convolution's
+ * input its output (nn_bn_in), computed as x is packed. */
 #define NN_WINO_IN_NHWC 1
 #define NN_WINO_OUT_NHWC 2
 void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b,
-                        const nn_conv_shape *cs, int g, float *scratch, int relu, int m,
-                        int layout);
+                        const nn_conv_shape *cs, int g, float *scratch, int relu, int m, int layout,
+                        const nn_bn_in *bn);
 
 /* The input gradient of a convolution nn_wino_fits takes, by Winograd:
  * dx [g,C,H,W] (overwritten) from dy [g,O,OH,OW], with u the transformed
@@ -112,13 +115,14 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
 
 /* The weight and bias gradients of g images by Winograd on the tile
  * nn_wino_tile picks (F(4x4,3x3) or F(2x2,3x3)): dw [O,C,k,k] += and
- * db [O] += from dy [g,O,OH,OW] and x [g,C,H,W] (wino.c).
+ * db [O] += from dy [g,O,OH,OW] and x [g,C,H,W] (wino.c); x through
+ * the batch norm bn if not NULL, as nn_wino_forward_nl.
  * nn_wino_dw_fits: 1 where that takes fewer multiplies than the direct
  * product (every 3x3 stride-1 shape nn_wino_fits takes; a stride-2 one
  * where its space-to-depth tiles are few enough). */
 int nn_wino_dw_fits(const nn_conv_shape *cs);
 size_t nn_wino_dw_scratch_size(const nn_conv_shape *cs, int g);
-void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_conv_shape *cs,
-                  int g, float *scratch);
+void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_bn_in *bn,
+                  const nn_conv_shape *cs, int g, float *scratch);
 
 #endif

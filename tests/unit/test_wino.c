@@ -55,6 +55,7 @@
 #include "nn/conv.h"
 #include "nn/ensemble.h"
 #include "nn/gemm.h"
+#include "nn/layers.h"
 #include "nn/net.h"
 #include "nn/rng.h"
 #include "nn/wino.h"
@@ -469,7 +470,7 @@ static int check_dw(int C, int H, int W, int O, int k, int st, int p, int g, int
     for (int i = 0; i < g; i++)
         nn_conv2d_backward_ref(dx, ref, rdb, dy + i * ny, x + i * nx, w, &cs);
     scr[nscr] = 12345.0f;
-    nn_wino_dw_n(dw, db, dy2, x, &cs, g, scr);
+    nn_wino_dw_n(dw, db, dy2, x, NULL, &cs, g, scr);
     assert_true(scr[nscr] == 12345.0f);
     int outside = 0;
     for (int o = 0; o < (drop ? 1 : O); o++) {
@@ -693,7 +694,7 @@ static void wino_layouts_on_path(void)
             for (int lay = 1; lay <= 3; lay++) {
                 scr[nscr] = 12345.0f;
                 nn_wino_forward_nl(yl, lay & NN_WINO_IN_NHWC ? xl : x, u, b, &cs, g, scr, 1, mt,
-                                   lay);
+                                   lay, NULL);
                 assert_true(scr[nscr] == 12345.0f);
                 if (lay & NN_WINO_OUT_NHWC)
                     to_nhwc(yb, yl, g, cs.O, cs.OH * cs.OW, 1);
@@ -721,6 +722,100 @@ static void test_wino_layouts(void **s)
         if (!nn_gemm_path_supported(path)) continue;
         assert_int_equal(nn_gemm_set_path(path), 0);
         wino_layouts_on_path();
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+}
+
+/* A batch norm applied as the input is packed (nn_bn_in): the forward
+ * and the weight gradient on x through it give the same floats as on the
+ * batch norm's output written first (nn_batchnorm_output), on every path:
+ * four channels a block with the columns past the last whole four (26
+ * and 10 wide), fewer than four columns, channels left over from the
+ * blocks, stride 2, channels-last input; with and without the ReLU. */
+static void bn_input_on_path(void)
+{
+    static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
+                                   {32, 26, 26, 8, 3, 1, 0, 2},
+                                   {6, 10, 10, 5, 3, 1, 1, 3},
+                                   {5, 3, 3, 4, 3, 1, 1, 2},
+                                   {7, 24, 24, 6, 5, 2, 2, 2},
+                                   {64, 8, 8, 16, 5, 2, 2, 3}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int relu = 0; relu < 2; relu++) {
+            const int *r = cases[c], C = r[0], g = r[7];
+            nn_conv_shape cs = {C,
+                                r[1],
+                                r[2],
+                                r[3],
+                                r[4],
+                                r[5],
+                                r[6],
+                                (r[1] + 2 * r[6] - r[4]) / r[5] + 1,
+                                (r[2] + 2 * r[6] - r[4]) / r[5] + 1};
+            const int mt = nn_wino_tile(&cs), HW = cs.H * cs.W;
+            const size_t nx = (size_t)g * C * HW, ny = (size_t)g * cs.O * cs.OH * cs.OW,
+                         nw = (size_t)cs.O * C * cs.k * cs.k;
+            size_t nscr = nn_wino_scratch_size(&cs, g, mt);
+            if (nn_wino_dw_fits(&cs) && nn_wino_dw_scratch_size(&cs, g) > nscr)
+                nscr = nn_wino_dw_scratch_size(&cs, g);
+            float *x = malloc(nx * 4), *xb = malloc(nx * 4), *xl = malloc(nx * 4),
+                  *w = malloc(nw * 4), *b = malloc(cs.O * 4), *dy = malloc(ny * 4),
+                  *u = malloc(nn_wino_weights_size(&cs, mt) * 4), *y1 = malloc(ny * 4),
+                  *y2 = malloc(ny * 4), *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4),
+                  *db1 = calloc(cs.O, 4), *db2 = calloc(cs.O, 4), *scr = malloc(nscr * 4),
+                  *par = malloc(4 * C * 4);
+            assert_true(x && xb && xl && w && b && dy && u && y1 && y2 && dw1 && dw2 && db1 &&
+                        db2 && scr && par);
+            fill(x, nx, 40 + c, 2.0f);
+            fill(w, nw, 50 + c, 0.3f);
+            fill(b, cs.O, 60 + c, 0.5f);
+            fill(dy, ny, 70 + c, 1.0f);
+            fill(par, 4 * (size_t)C, 80 + c, 0.5f);
+            for (int q = 0; q < C; q++) {
+                par[C + q] += 1.0f;     /* inv > 0 */
+                par[2 * C + q] += 0.5f; /* gamma */
+            }
+            const nn_bn_in bn = {par, par + C, par + 2 * C, par + 3 * C, relu};
+            nn_batchnorm_output(xb, x, bn.mean, bn.inv, bn.gamma, bn.beta, g, C, HW, relu);
+            nn_wino_weights(u, w, &cs, mt);
+            nn_wino_forward_nl(y1, xb, u, b, &cs, g, scr, 1, mt, 0, NULL);
+            nn_wino_forward_nl(y2, x, u, b, &cs, g, scr, 1, mt, 0, &bn);
+            if (memcmp(y1, y2, ny * 4) != 0) fail_msg("case %zu relu %d: forward", c, relu);
+            to_nhwc(xl, x, g, C, HW, 0);
+            memset(y2, 0, ny * 4);
+            nn_wino_forward_nl(y2, xl, u, b, &cs, g, scr, 1, mt, NN_WINO_IN_NHWC, &bn);
+            if (memcmp(y1, y2, ny * 4) != 0) fail_msg("case %zu relu %d: channels last", c, relu);
+            if (nn_wino_dw_fits(&cs)) {
+                nn_wino_dw_n(dw1, db1, dy, xb, NULL, &cs, g, scr);
+                nn_wino_dw_n(dw2, db2, dy, x, &bn, &cs, g, scr);
+                if (memcmp(dw1, dw2, nw * 4) != 0 || memcmp(db1, db2, cs.O * 4) != 0)
+                    fail_msg("case %zu relu %d: weight gradient", c, relu);
+            }
+            free(x);
+            free(xb);
+            free(xl);
+            free(w);
+            free(b);
+            free(dy);
+            free(u);
+            free(y1);
+            free(y2);
+            free(dw1);
+            free(dw2);
+            free(db1);
+            free(db2);
+            free(scr);
+            free(par);
+        }
+}
+
+static void test_wino_bn_input(void **s)
+{
+    (void)s;
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        bn_input_on_path();
     }
     assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 }
@@ -1174,11 +1269,12 @@ int main(void)
         cmocka_unit_test(test_wino_vs_ref),          cmocka_unit_test(test_wino_s2d_vs_ref),
         cmocka_unit_test(test_wino_dx_vs_ref),       cmocka_unit_test(test_wino_dw_vs_ref),
         cmocka_unit_test(test_wino_bound_catches),   cmocka_unit_test(test_plan),
-        cmocka_unit_test(test_wino_layouts),         cmocka_unit_test(test_plan_chain),
-        cmocka_unit_test(test_plan_first_nhwc),      cmocka_unit_test(test_plan_few_outputs),
-        cmocka_unit_test(test_fold_plans),           cmocka_unit_test(test_ensemble_unplan),
-        cmocka_unit_test(test_training_wino),        cmocka_unit_test(test_training_wino_shared),
-        cmocka_unit_test(test_training_skips_zeros), cmocka_unit_test(test_plan_packed),
+        cmocka_unit_test(test_wino_layouts),         cmocka_unit_test(test_wino_bn_input),
+        cmocka_unit_test(test_plan_chain),           cmocka_unit_test(test_plan_first_nhwc),
+        cmocka_unit_test(test_plan_few_outputs),     cmocka_unit_test(test_fold_plans),
+        cmocka_unit_test(test_ensemble_unplan),      cmocka_unit_test(test_training_wino),
+        cmocka_unit_test(test_training_wino_shared), cmocka_unit_test(test_training_skips_zeros),
+        cmocka_unit_test(test_plan_packed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

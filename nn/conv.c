@@ -2172,8 +2172,9 @@ static void col2im_rows(float *dx, const float *dcol, size_t ld, const nn_conv_s
 
 /* The weight gradient's kernel for cs, in order of preference: the first
  * layer's direct one, output channels as lanes, shifted rows, or the
- * GEMM over packed im2col panels (the only one that reads dy transposed). */
-enum dw_kind { DW_C1, DW_LANES, DW_SHIFTED, DW_PACKED };
+ * GEMM over packed im2col panels (the only one that reads dy transposed);
+ * DW_NONE where the caller wants none. */
+enum dw_kind { DW_NONE, DW_C1, DW_LANES, DW_SHIFTED, DW_PACKED };
 
 static enum dw_kind dw_kind(const nn_conv_shape *cs)
 {
@@ -2194,14 +2195,15 @@ void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, cons
      * across the group (the packed weight gradient, the input gradient by
      * w^T dy): the direct weight gradients read dy in place, so a first
      * layer skips the copy. */
-    for (int o = 0; o < O; o++) {
+    for (int o = 0; dw && o < O; o++) {
         float sum = 0.0f;
         for (int i = 0; i < g; i++) sum += sum8(dy + ((size_t)i * O + o) * P, P);
         db[o] += sum;
     }
-    const enum dw_kind dk = dw_kind(cs);
+    const enum dw_kind dk = dw ? dw_kind(cs) : DW_NONE;
     if (dk == DW_PACKED || (dx && !dx_as_conv(cs))) to_channel_major(dyt, dy, g, O, P);
     switch (dk) {
+    case DW_NONE: break;
     case DW_C1: conv_dw_c1(dw, dy, x, cs, g, xp); break;
     case DW_LANES: conv_dw_oc(dw, dy, x, cs, g, xp, rest); break;
     case DW_SHIFTED: conv_dw_shifted(dw, dy, x, cs, g, xp); break;

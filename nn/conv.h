@@ -66,7 +66,8 @@ void nn_conv2d_forward_nhwc(float *y, const float *x, const float *w, const floa
  * nonzero inputs (an image's channels fit a 64-bit mask, O a multiple
  * of 16): nn_conv2d_forward_packed then costs with the inputs' density. */
 int nn_conv2d_skips_zeros(const nn_conv_shape *cs);
-/* g images backward: dw, db accumulate; dx is overwritten (skipped if NULL). */
+/* g images backward: dw, db accumulate; dx is overwritten (skipped if
+ * NULL); dw NULL skips dw and db (the input gradient alone). */
 void nn_conv2d_backward_n(float *dx, float *dw, float *db, const float *dy, const float *x,
                           const float *w, const nn_conv_shape *cs, int g, float *scratch);
 

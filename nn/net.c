@@ -867,7 +867,7 @@ nn_ws *nn_ws_create(const nn_net *net, int max_batch, int training)
                 if (sz > scrmax) scrmax = sz;
                 sz = nn_wino_dx_scratch_size(&cs, max_batch);
                 if (sz > scrmax) scrmax = sz;
-                if (ws->wtrain[i] == 2 && nn_wino_dw_fits(&cs)) {
+                if (nn_wino_dw_fits(&cs)) {
                     sz = nn_wino_dw_scratch_size(&cs, max_batch);
                     if (sz > scrmax) scrmax = sz;
                 }
@@ -956,14 +956,15 @@ static int pt_on(const nn_ws *ws, int i, const nn_conv_shape *cs)
 }
 
 /* Convolution j trains its forward by Winograd (nn_wino_forward_nl on
- * this step's transforms); its weight gradient (nn_wino_dw_n). */
+ * this step's transforms); its weight gradient (nn_wino_dw_n, which
+ * needs no transforms: also where the forward skips zeros instead). */
 static int wino_fwd_train(const nn_ws *ws, int j, const nn_conv_shape *cs)
 {
     return ws->training && ws->wtrain[j] && ws->wino_on && !pt_on(ws, j, cs);
 }
 static int wino_dw_train(const nn_ws *ws, int j, const nn_conv_shape *cs)
 {
-    return ws->training && ws->wtrain[j] == 2 && ws->wino_on && nn_wino_dw_fits(cs);
+    return ws->training && ws->wtrain[j] && ws->wino_on && nn_wino_dw_fits(cs);
 }
 
 /* The batch norm whose output (with its fused ReLU, nothing else
@@ -1430,15 +1431,17 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
             conv_shape(&cs, L);
             /* The input gradient by Winograd, after the weight gradient;
              * the weight gradient too where the layer takes both. */
-            const int wdx = dx && ws->wtrain[i] == 2 && ws->wino_on;
-            if (wino_dw_train(ws, i, &cs)) {
+            const int wdx = dx && ws->wtrain[i] == 2 && ws->wino_on,
+                      wdw = wino_dw_train(ws, i, &cs);
+            if (wdw) {
                 const nn_bn_in bn = ib >= 0 ? bn_in_of(net, ws, ib) : (nn_bn_in){0};
                 nn_wino_dw_n(gw, gb, dy, x, ib >= 0 ? &bn : NULL, &cs, n, ws->scratch);
-            } else
+            }
+            if (!wdw || (dx && !wdx))
                 for (int b = 0; b < n; b += ws->group[i]) {
                     int g = n - b < ws->group[i] ? n - b : ws->group[i];
-                    nn_conv2d_backward_n(dx && !wdx ? dx + b * nin : NULL, gw, gb, dy + b * nout,
-                                         x + b * nin, wp, &cs, g, ws->scratch);
+                    nn_conv2d_backward_n(dx && !wdx ? dx + b * nin : NULL, wdw ? NULL : gw, gb,
+                                         dy + b * nout, x + b * nin, wp, &cs, g, ws->scratch);
                 }
             if (wdx) {
                 nn_wino_dx_n(dx, dy, ws->wu_src + wino_dx_at(ws, i, &cs), &cs, n, ws->scratch);

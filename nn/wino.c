@@ -784,7 +784,7 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
  * T tiles, 2.25 (F(2x2)) or up to 4 (F(4x4)) times fewer multiply-adds
  * than the direct dy im2col^T, with both operands read in place: Z_e
  * with its tiles contiguous, V_e with its channels (the planar input
- * transform). The tile is the forward's (nn_wino_tile). F(4x4)'s larger
+ * transform). The tile is nn_wino_dw_tile's. F(4x4)'s larger
  * transform entries (8 in A, 1/24 in G) cost rounding:
  * tests/unit/test_wino.c bounds it, and three epochs of the big CNN
  * trained to the same losses (0.8034, 0.1687, 0.1017 against F(2x2)'s
@@ -797,22 +797,42 @@ int nn_wino_dw_fits(const nn_conv_shape *cs)
 {
     if (!nn_wino_fits(cs)) return 0;
     if (!wino_s2d(cs)) return 1;
-    /* Stride 2 takes 64 multiplies per tile and channel pair on z against
-     * k k per output directly, and transforms z's 4C channels. Counted on
-     * the grid of OH + 2 by OW + 2 (as nn_wino_dx_fits does), the
-     * transforms' share included: the big CNN's 12x12 layer takes it
-     * (measured 0.67 of the direct time), its 4x4 layer does not (1.08:
-     * four tiles an image carry the transforms of 4C channels). */
-    const nn_conv_shape d = wino_dx_shape(cs);
+    /* Stride 2 runs on z's 4C channels: per tile and channel pair of cs
+     * 4 (m + 2)^2 multiplies against k k per output directly. F(2x2)
+     * counted on the grid of OH + 2 by OW + 2 (as nn_wino_dx_fits does),
+     * the transforms' share included: the big CNN's 12x12 layer took it
+     * (0.67 of the direct time), its 4x4 layer did not (1.08: four tiles
+     * an image carry the transforms of 4C channels). F(4x4)
+     * (nn_wino_dw_tile) at twice its count, on its own grid: the 4x4
+     * layer (one tile an image, 144 multiplies against 400) takes 0.64
+     * of the direct time at 32 images (0.90 against 1.41 ms), 0.50 at
+     * 64. */
+    const size_t direct = (size_t)cs->k * cs->k * cs->OH * cs->OW;
     struct wino_geom gm;
+    if (nn_wino_dw_tile(cs) == 4) {
+        const nn_conv_shape e = wino_shape(cs);
+        wino_geom_m(&gm, &e, 4);
+        return 2 * 4 * 36 * gm.tiles < direct;
+    }
+    const nn_conv_shape d = wino_dx_shape(cs);
     wino_geom_m(&gm, &d, 2);
-    return 64 * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
+    return 64 * gm.tiles < direct;
+}
+
+int nn_wino_dw_tile(const nn_conv_shape *cs)
+{
+    if (!nn_wino_fits(cs)) return 2;
+    struct wino_geom g2, g4;
+    const nn_conv_shape e = wino_shape(cs);
+    wino_geom_m(&g2, &e, 2);
+    wino_geom_m(&g4, &e, 4);
+    return 36 * g4.tiles < 16 * g2.tiles ? 4 : 2;
 }
 
 /* Images per chunk: the forward's chunk for the tile, at most g. */
 static int wino_dw_group(const nn_conv_shape *cs, int g)
 {
-    return wino_chunk(nn_wino_group(cs, nn_wino_tile(cs)), g);
+    return wino_chunk(nn_wino_group(cs, nn_wino_dw_tile(cs)), g);
 }
 
 /* Floats between the 16 planes of V, Z or dU holding n floats each: 16
@@ -830,7 +850,7 @@ static size_t wino_dw_plane(size_t n)
 static void wino_dw_regions(const nn_conv_shape *cs, int gc, size_t r[4])
 {
     struct wino_geom gm;
-    const int mt = nn_wino_tile(cs);
+    const int mt = nn_wino_dw_tile(cs);
     wino_geom_m(&gm, cs, mt);
     const nn_conv_shape e = wino_shape(cs);
     const size_t T = gm.tiles * gc, xp = (size_t)gc * gm.Hp * gm.Wp * e.C, P = gm.P;
@@ -1108,7 +1128,7 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
                   const nn_conv_shape *cs, int g, float *scratch)
 {
     struct wino_geom gm;
-    const int mt = nn_wino_tile(cs);
+    const int mt = nn_wino_dw_tile(cs);
     wino_geom_m(&gm, cs, mt);
     const nn_conv_shape e = wino_shape(cs);
     const int C = e.C, O = cs->O, step = wino_dw_group(cs, g), NP = gm.P;
@@ -1137,17 +1157,42 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
      * double, each side as (u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 +
      * u3), each tap to where wino_kernel reads it. */
     const int k = cs->k, Cx = cs->C;
-    double g4[9 * WINO_FB];
-    void (*fold)(double *restrict, const float *restrict, size_t, int) =
-        WINO_PICK(wino_fold4, path);
+    if (mt == 4) {
+        /* Eight kernels a fold; on stride 2 the four phases of the same
+         * eight channels one after another, so that each channel's k x k
+         * taps are added at once, in memory order. Phase by phase, the
+         * 4x4 layer's dw (400 KB) came through L2 four times, from L3,
+         * while its dU (2.4 MB) streamed past: 0.35 of 1.13 ms (32
+         * images). */
+        void (*fold)(double *restrict, const float *restrict, size_t, int) =
+            WINO_PICK(wino_fold4, path);
+        const int nph = wino_s2d(cs) ? 4 : 1;
+        double g4[4][9 * WINO_FB];
+        for (int o = 0; o < O; o++)
+            for (int c0 = 0; c0 < Cx; c0 += WINO_FB) {
+                const int nb = Cx - c0 < WINO_FB ? Cx - c0 : WINO_FB;
+                for (int ph = 0; ph < nph; ph++)
+                    fold(g4[ph], dU + (size_t)o * C + (size_t)ph * Cx + c0, Ds, nb);
+                for (int q = 0; q < nb; q++) {
+                    float *d = dw + ((size_t)o * Cx + c0 + q) * k * k;
+                    if (nph == 1) {
+                        for (int j = 0; j < 9; j++) d[j] += (float)g4[0][j * WINO_FB + q];
+                        continue;
+                    }
+                    /* Tap (ki, kj) is phase (ki % 2, kj % 2)'s (ki / 2, kj / 2). */
+                    for (int ki = 0; ki < k; ki++)
+                        for (int kj = 0; kj < k; kj++)
+                            d[ki * k + kj] += (float)g4[(ki & 1) * 2 + (kj & 1)]
+                                                       [((ki >> 1) * 3 + (kj >> 1)) * WINO_FB + q];
+                }
+            }
+        return;
+    }
     for (int o = 0; o < O; o++)
         for (int c = 0; c < C; c++) {
             double t[4][3], gw[3][3];
             const float *u = dU + (size_t)o * C + c;
-            if (mt == 4) {
-                if (c % WINO_FB == 0) fold(g4, u, Ds, C - c < WINO_FB ? C - c : WINO_FB);
-                for (int j = 0; j < 9; j++) gw[j / 3][j % 3] = g4[j * WINO_FB + c % WINO_FB];
-            } else {
+            {
                 for (int a = 0; a < 4; a++) {
                     const double u0 = u[(a * 4) * Ds], u1 = u[(a * 4 + 1) * Ds];
                     const double u2 = u[(a * 4 + 2) * Ds], u3 = u[(a * 4 + 3) * Ds];

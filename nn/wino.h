@@ -114,13 +114,18 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
                   float *scratch);
 
 /* The weight and bias gradients of g images by Winograd on the tile
- * nn_wino_tile picks (F(4x4,3x3) or F(2x2,3x3)): dw [O,C,k,k] += and
- * db [O] += from dy [g,O,OH,OW] and x [g,C,H,W] (wino.c); x through
- * the batch norm bn if not NULL, as nn_wino_forward_nl.
- * nn_wino_dw_fits: 1 where that takes fewer multiplies than the direct
- * product (every 3x3 stride-1 shape nn_wino_fits takes; a stride-2 one
- * where its space-to-depth tiles are few enough). */
+ * nn_wino_dw_tile picks: dw [O,C,k,k] += and db [O] += from
+ * dy [g,O,OH,OW] and x [g,C,H,W] (wino.c); x through the batch norm bn
+ * if not NULL, as nn_wino_forward_nl. nn_wino_dw_fits: 1 where that
+ * takes fewer multiplies than the direct product (every 3x3 stride-1
+ * shape nn_wino_fits takes; a stride-2 one where its space-to-depth
+ * tiles are few enough). nn_wino_dw_tile: F(4x4,3x3) where it takes
+ * fewer multiplies than F(2x2,3x3) on the map, else 2: the forward's
+ * tile (nn_wino_tile), except where that keeps F(2x2) for its few tiles
+ * an image (the weight gradient's GEMMs run over all the images' tiles
+ * at once). */
 int nn_wino_dw_fits(const nn_conv_shape *cs);
+int nn_wino_dw_tile(const nn_conv_shape *cs);
 size_t nn_wino_dw_scratch_size(const nn_conv_shape *cs, int g);
 void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const nn_bn_in *bn,
                   const nn_conv_shape *cs, int g, float *scratch);

@@ -680,6 +680,13 @@ static void test_conv_group_vs_ref(void **s)
         }
         for (size_t i = 0; i < nw; i++) assert_tol("conv_n dw", dw1, dw2, i, np, m.dw);
         for (int i = 0; i < cs.O; i++) assert_tol("conv_n db", db1, db2, i, np, m.db);
+        /* The input gradient alone (dw NULL): the same floats, db left. */
+        float *dx3 = malloc(g * nx * 4);
+        for (int i = 0; i < cs.O; i++) db2[i] = 7.0f;
+        nn_conv2d_backward_n(dx3, NULL, db2, dy, x, w, &cs, g, scr);
+        assert_memory_equal(dx3, dx1, g * nx * 4);
+        for (int i = 0; i < cs.O; i++) assert_true(db2[i] == 7.0f);
+        free(dx3);
         conv_mag_free(&m);
         assert_true(scr[nscr] == 12345.0f);
         free(x);

@@ -385,7 +385,7 @@ static void test_wino_dx_vs_ref(void **s)
 }
 
 /* The weight gradient by Winograd (nn_wino_dw_n; F(4x4,3x3) where
- * nn_wino_tile picks it, else F(2x2,3x3)), against the direct reference.
+ * nn_wino_dw_tile picks it, else F(2x2,3x3)), against the direct reference.
  * An entry is a signed sum over the tiles t of terms coef * d[.] * dy[.]:
  * G^T [sum_t (B^T d_t B) . (A dy_t A^T)] G. Roundings on a term's way,
  * F(2x2): V 2, Z 2 (each side sums 2 entries), the product 1, the sum
@@ -406,7 +406,7 @@ static double dw_bound(const nn_conv_shape *cs, const float *x, const float *dy,
                        int c, int ki, int kj)
 {
     static const double grow2[3] = {6, 4, 6}, grow4[3] = {70.0 / 3, 85.0 / 3, 160.0 / 3};
-    const int st2 = cs->s == 2, mt = nn_wino_tile(cs);
+    const int st2 = cs->s == 2, mt = nn_wino_dw_tile(cs);
     const int TH = (cs->OH + mt - 1) / mt, TW = (cs->OW + mt - 1) / mt;
     const int a = st2 ? ki % 2 : 0, b = st2 ? kj % 2 : 0, ti = st2 ? ki / 2 : ki,
               tj = st2 ? kj / 2 : kj;
@@ -454,7 +454,7 @@ static int check_dw(int C, int H, int W, int O, int k, int st, int p, int g, int
 {
     nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
     assert_true(nn_wino_dw_fits(&cs));
-    dw_tiles |= nn_wino_tile(&cs);
+    dw_tiles |= nn_wino_dw_tile(&cs);
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k;
     const size_t nscr = nn_wino_dw_scratch_size(&cs, g);
     float *x = malloc(g * nx * 4), *dy = malloc(g * ny * 4), *dy2 = malloc(g * ny * 4),
@@ -525,11 +525,14 @@ static void test_wino_dw_vs_ref(void **s)
         {32, 26, 26, 32, 3, 1, 0, 2}, {6, 10, 10, 5, 3, 1, 0, 3},   {7, 9, 11, 4, 3, 1, 1, 2},
         {3, 5, 6, 9, 3, 1, 2, 40},    {64, 10, 10, 64, 3, 1, 0, 1}, {32, 24, 24, 32, 5, 2, 2, 1},
         {5, 21, 23, 6, 5, 2, 2, 3},   {3, 26, 22, 4, 5, 2, 1, 2},   {4, 25, 24, 3, 6, 2, 2, 1},
-        {2, 27, 25, 3, 6, 2, 3, 2},   {4, 8, 8, 3, 3, 1, 0, 2},     {2, 7, 7, 3, 3, 1, 0, 5}};
-    /* Left direct: the big CNN's 4x4 layer, and k 4 (16 multiplies an
-     * output either way). */
+        {2, 27, 25, 3, 6, 2, 3, 2},   {4, 8, 8, 3, 3, 1, 0, 2},     {2, 7, 7, 3, 3, 1, 0, 5},
+        {64, 8, 8, 64, 5, 2, 2, 3},   {5, 8, 8, 6, 5, 2, 2, 2}};
+    /* The last two: the big CNN's 4x4 layer (one F(4x4) tile an image,
+     * where the forward keeps F(2x2)), and 4C off the fold's 8 kernels. */
     nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4}, k4 = {8, 24, 24, 8, 4, 2, 1, 12, 12};
-    assert_false(nn_wino_dw_fits(&small));
+    assert_int_equal(nn_wino_tile(&small), 2);
+    assert_int_equal(nn_wino_dw_tile(&small), 4);
+    /* Left direct: k 4 (16 multiplies an output either way). */
     assert_false(nn_wino_dw_fits(&k4));
     dw_tiles = 0;
     on_every_path(check_dw_row, &cases[0][0], sizeof cases / sizeof cases[0],
@@ -731,7 +734,8 @@ static void test_wino_layouts(void **s)
  * batch norm's output written first (nn_batchnorm_output), on every path:
  * four channels a block with the columns past the last whole four (26
  * and 10 wide), fewer than four columns, channels left over from the
- * blocks, stride 2, channels-last input; with and without the ReLU. */
+ * blocks, stride 2 (the 4x4 layer's weight gradient on F(4x4)),
+ * channels-last input; with and without the ReLU. */
 static void bn_input_on_path(void)
 {
     static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
@@ -998,18 +1002,12 @@ static double rel_diff(const float *a, const float *b, size_t n)
     return sqrt(d / (m > 0 ? m : 1));
 }
 
-static void test_training_wino(void **s)
+/* One training step of arch on n = 3 images [C, H, W] by Winograd and
+ * by the direct kernels: loss, probabilities and gradients (parameters
+ * and input) agree to rounding. */
+static void train_wino_vs_direct(const char *arch, int C, int H, int W)
 {
-    (void)s;
-    const char *arch = "[{\"type\":\"conv2d\",\"out\":5,\"k\":3},{\"type\":\"relu\"},"
-                       "{\"type\":\"conv2d\",\"out\":6,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},"
-                       "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":7,\"k\":3,\"pad\":2},"
-                       "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":5,\"stride\":2,"
-                       "\"pad\":2},{\"type\":\"relu\"},"
-                       "{\"type\":\"conv2d\",\"out\":4,\"k\":5,\"stride\":2,\"pad\":2},"
-                       "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"stride\":2},"
-                       "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]";
-    const int n = 3, C = 2, H = 21, W = 19;
+    const int n = 3;
     nn_net *net = make_net(arch, C, H, W, 21);
     const size_t np = net->nparams, nx = (size_t)n * C * H * W;
     float *x = malloc(nx * 4), *g[2], *dx[2], p[2][30];
@@ -1041,6 +1039,31 @@ static void test_training_wino(void **s)
     }
     free(x);
     nn_net_free(net);
+}
+
+static void test_training_wino(void **s)
+{
+    (void)s;
+    train_wino_vs_direct(
+        "[{\"type\":\"conv2d\",\"out\":5,\"k\":3},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"out\":6,\"k\":3,\"pad\":1},{\"type\":\"batchnorm\"},"
+        "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":7,\"k\":3,\"pad\":2},"
+        "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":5,\"stride\":2,"
+        "\"pad\":2},{\"type\":\"relu\"},"
+        "{\"type\":\"conv2d\",\"out\":4,\"k\":5,\"stride\":2,\"pad\":2},"
+        "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"stride\":2},"
+        "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]",
+        2, 21, 19);
+    /* The big CNN's 4x4 layer after a batch norm: its weight gradient by
+     * Winograd (F(4x4), the batch norm applied there), its input
+     * gradient direct (nn_wino_dx_fits refuses it). */
+    const nn_conv_shape c16 = {64, 8, 8, 64, 5, 2, 2, 4, 4};
+    assert_true(nn_wino_dw_fits(&c16));
+    assert_false(nn_wino_dx_fits(&c16));
+    train_wino_vs_direct("[{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
+                         "{\"type\":\"conv2d\",\"out\":64,\"k\":5,\"stride\":2,\"pad\":2},"
+                         "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]",
+                         64, 8, 8);
 }
 
 /* Workspaces sharing one set of transformed weights (nn_ws_wino_share)

@@ -660,17 +660,50 @@ int nn_wino_tile(const nn_conv_shape *cs)
  * kernels, in and out channels swapped. Stride 1: a 3x3 convolution of dy
  * bordered by 2 - p, straight into dx. Stride 2: from the space-to-depth
  * view y = conv3x3(z, w'), dz is the 3x3 convolution of dy bordered by 2
- * with w' flipped (4C outputs, OH + 2 by OW + 2), and dx takes each pixel
- * from its phase: dx[c, h, w] = dz[(2a + b) C + c, i, j] where
- * h + p = 2i + a, w + p = 2j + b. No scatter, no col2im. */
+ * with w' flipped (4C outputs), and dx takes each pixel from its phase:
+ * dx[c, h, w] = dz[(2a + b) C + c, i, j] where h + p = 2i + a,
+ * w + p = 2j + b. No scatter, no col2im. Of dz's OH + 2 rows only those
+ * from z0 = p / 2 to (H - 1 + p) / 2 are read (p 2 and 5x5 kernels: 1
+ * to OH), so dz is computed on those alone: dy bordered by 2 - z0, the
+ * grid cropped below: the big CNN's 12x12 layer 9 F(4x4) tiles an image
+ * instead of 16. */
+static void wino_dz_rows(const nn_conv_shape *cs, int *z0, int *hz, int *wz)
+{
+    int zh = (cs->H - 1 + cs->p) >> 1, zw = (cs->W - 1 + cs->p) >> 1;
+    if (zh > cs->OH + 1) zh = cs->OH + 1; /* rows no output reaches: zeros */
+    if (zw > cs->OW + 1) zw = cs->OW + 1;
+    *z0 = cs->p >> 1;
+    *hz = zh - *z0 + 1;
+    *wz = zw - *z0 + 1;
+}
+
 static nn_conv_shape wino_dx_shape(const nn_conv_shape *cs)
 {
     if (!wino_s2d(cs)) {
         nn_conv_shape d = {cs->O, cs->OH, cs->OW, cs->C, 3, 1, 2 - cs->p, cs->H, cs->W};
         return d;
     }
-    nn_conv_shape d = {cs->O, cs->OH, cs->OW, 4 * cs->C, 3, 1, 2, cs->OH + 2, cs->OW + 2};
+    int z0, hz, wz;
+    wino_dz_rows(cs, &z0, &hz, &wz);
+    nn_conv_shape d = {cs->O, cs->OH, cs->OW, 4 * cs->C, 3, 1, 2 - z0, hz, wz};
     return d;
+}
+
+/* The tile for GEMMs over a batch's tiles (the weight and input
+ * gradients) of the stride-1 3x3 convolution e: F(4x4) wherever it takes
+ * fewer multiplies than F(2x2), however few its tiles an image. */
+static int wino_tile_batched(const nn_conv_shape *e)
+{
+    struct wino_geom g2, g4;
+    wino_geom_m(&g2, e, 2);
+    wino_geom_m(&g4, e, 4);
+    return 36 * g4.tiles < 16 * g2.tiles ? 4 : 2;
+}
+
+int nn_wino_dx_tile(const nn_conv_shape *cs)
+{
+    const nn_conv_shape d = wino_dx_shape(cs);
+    return nn_wino_fits(cs) && nn_wino_fits(&d) ? wino_tile_batched(&d) : 2;
 }
 
 int nn_wino_dx_fits(const nn_conv_shape *cs)
@@ -679,26 +712,27 @@ int nn_wino_dx_fits(const nn_conv_shape *cs)
     nn_conv_shape d = wino_dx_shape(cs);
     if (!nn_wino_fits(&d)) return 0;
     if (!wino_s2d(cs)) return 1;
-    /* Stride 2 computes all four phases of OH + 2 by OW + 2 positions:
-     * only where that is still fewer multiplies than the direct
-     * w^T dy (the big CNN's 12x12 layer: 3,136 against 3,600 per channel
-     * pair; its 4x4 layer would take 576 against 400). */
+    /* Stride 2 computes all four phases of dz: only where that is still
+     * fewer multiplies than the direct w^T dy, 4 (m + 2)^2 per tile and
+     * channel pair against k k per output (the big CNN's 12x12 layer:
+     * 1,296 against 3,600; its 4x4 layer 144 against 400). */
+    const int m = nn_wino_dx_tile(cs);
     struct wino_geom gm;
-    wino_geom_m(&gm, &d, 2);
-    return 64 * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
+    wino_geom_m(&gm, &d, m);
+    return (size_t)4 * (m + 2) * (m + 2) * gm.tiles < (size_t)cs->k * cs->k * cs->OH * cs->OW;
 }
 
 size_t nn_wino_dx_weights_size(const nn_conv_shape *cs)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    return nn_wino_weights_size(&d, nn_wino_tile(&d));
+    return nn_wino_weights_size(&d, nn_wino_dx_tile(cs));
 }
 
 void nn_wino_dx_weights_part(float *u, const float *w, const nn_conv_shape *cs, int part,
                              int nparts)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    wino_transform(u, w, cs, d.C, d.O, 1, nn_wino_tile(&d), part, nparts);
+    wino_transform(u, w, cs, d.C, d.O, 1, nn_wino_dx_tile(cs), part, nparts);
 }
 
 void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
@@ -710,13 +744,13 @@ void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs)
 static int wino_dx_group(const nn_conv_shape *cs, int g)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    return wino_chunk(nn_wino_group(&d, nn_wino_tile(&d)), g);
+    return wino_chunk(nn_wino_group(&d, nn_wino_dx_tile(cs)), g);
 }
 
 size_t nn_wino_dx_scratch_size(const nn_conv_shape *cs, int g)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    const int mt = nn_wino_tile(&d);
+    const int mt = nn_wino_dx_tile(cs);
     if (!wino_s2d(cs)) return nn_wino_scratch_size(&d, g, mt);
     const int gc = wino_dx_group(cs, g);
     return round16(nn_wino_scratch_size(&d, gc, mt)) + (size_t)gc * d.O * d.OH * d.OW;
@@ -726,12 +760,12 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
                   float *scratch)
 {
     nn_conv_shape d = wino_dx_shape(cs);
-    const int mt = nn_wino_tile(&d);
+    const int mt = nn_wino_dx_tile(cs);
     if (!wino_s2d(cs)) {
         nn_wino_forward_n(dx, dy, u, NULL, &d, g, scratch, 0, mt);
         return;
     }
-    const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hz = d.OH, Wz = d.OW;
+    const int C = cs->C, H = cs->H, W = cs->W, p = cs->p, Hz = d.OH, Wz = d.OW, zr = 2 - d.p;
     const int step = wino_dx_group(cs, g);
     const size_t nin = (size_t)C * H * W, ndy = (size_t)cs->O * cs->OH * cs->OW;
     const size_t nz = (size_t)4 * C * Hz * Wz;
@@ -743,7 +777,7 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
             for (int c = 0; c < C; c++) {
                 float *xc = dx + (size_t)(i0 + i) * nin + (size_t)c * H * W;
                 for (int h = 0; h < H; h++) {
-                    const int a = (h + p) & 1, zi = (h + p) >> 1;
+                    const int a = (h + p) & 1, zi = ((h + p) >> 1) - zr;
                     float *xr = xc + (size_t)h * W;
                     if (zi >= Hz) {
                         memset(xr, 0, sizeof(float) * W);
@@ -754,9 +788,9 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
                     const float *zb = z0 + ((size_t)(2 * a + 1) * C + c) * Hz * Wz;
                     /* Even columns from one phase, odd from the other:
                      * eight at a time as two interleaves of four. */
-                    const float *ev = p & 1 ? zb + (p - 1) / 2 : za + p / 2,
-                                *od = p & 1 ? za + (p + 1) / 2 : zb + p / 2;
-                    const int wv = W < 2 * Wz - p ? W : 2 * Wz - p;
+                    const float *ev = p & 1 ? zb + (p - 1) / 2 - zr : za + p / 2 - zr,
+                                *od = p & 1 ? za + (p + 1) / 2 - zr : zb + p / 2 - zr;
+                    const int wv = W < 2 * (Wz + zr) - p ? W : 2 * (Wz + zr) - p;
                     int w = 0;
                     for (; w + 8 <= wv; w += 8) {
                         v4f e4, o4;
@@ -768,7 +802,7 @@ void nn_wino_dx_n(float *dx, const float *dy, const float *u, const nn_conv_shap
                         memcpy(xr + w + 4, &hi, 16);
                     }
                     for (; w < W; w++) {
-                        const int j = (w + p) >> 1;
+                        const int j = ((w + p) >> 1) - zr;
                         xr[w] = j >= Wz ? 0.0f : (w + p) & 1 ? zb[j] : za[j];
                     }
                 }
@@ -822,11 +856,8 @@ int nn_wino_dw_fits(const nn_conv_shape *cs)
 int nn_wino_dw_tile(const nn_conv_shape *cs)
 {
     if (!nn_wino_fits(cs)) return 2;
-    struct wino_geom g2, g4;
     const nn_conv_shape e = wino_shape(cs);
-    wino_geom_m(&g2, &e, 2);
-    wino_geom_m(&g4, &e, 4);
-    return 36 * g4.tiles < 16 * g2.tiles ? 4 : 2;
+    return wino_tile_batched(&e);
 }
 
 /* Images per chunk: the forward's chunk for the tile, at most g. */

@@ -105,6 +105,10 @@ void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b
  * convolution is worth it: at least 2 output channels of the forward, and
  * for stride 2 fewer multiplies than the direct w^T dy. */
 int nn_wino_dx_fits(const nn_conv_shape *cs);
+/* The tile the input gradient runs on (2 or 4): F(4x4) wherever it takes
+ * fewer multiplies than F(2x2) on dy's grid (its GEMMs run over all the
+ * images' tiles, as the weight gradient's). */
+int nn_wino_dx_tile(const nn_conv_shape *cs);
 size_t nn_wino_dx_weights_size(const nn_conv_shape *cs);
 void nn_wino_dx_weights(float *u, const float *w, const nn_conv_shape *cs);
 void nn_wino_dx_weights_part(float *u, const float *w, const nn_conv_shape *cs, int part,

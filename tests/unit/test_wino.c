@@ -289,9 +289,21 @@ static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
 {
     nn_conv_shape cs = {C, H, W, O, k, st, p, (H + 2 * p - k) / st + 1, (W + 2 * p - k) / st + 1};
     assert_true(nn_wino_dx_fits(&cs));
+    /* Stride 2: dz's rows and columns from z0 = p / 2 to (H - 1 + p) / 2
+     * (at most OH + 1), the ones dx reads. */
+    const int z0 = st == 2 ? p / 2 : 0, zh = (H - 1 + p) / 2, zw = (W - 1 + p) / 2;
     nn_conv_shape d = {O, cs.OH, cs.OW, C, 3, 1, 2 - p, H, W};
-    if (st == 2) d = (nn_conv_shape){O, cs.OH, cs.OW, 4 * C, 3, 1, 2, cs.OH + 2, cs.OW + 2};
-    const int mt = nn_wino_tile(&d); /* the tile nn/wino.c picks for it */
+    if (st == 2)
+        d = (nn_conv_shape){O,
+                            cs.OH,
+                            cs.OW,
+                            4 * C,
+                            3,
+                            1,
+                            2 - z0,
+                            (zh < cs.OH + 1 ? zh : cs.OH + 1) - z0 + 1,
+                            (zw < cs.OW + 1 ? zw : cs.OW + 1) - z0 + 1};
+    const int mt = nn_wino_dx_tile(&cs); /* the tile nn/wino.c picks for it */
     dx_tiles |= mt;
     const size_t nx = (size_t)C * H * W, ny = (size_t)O * cs.OH * cs.OW, nw = (size_t)O * C * k * k,
                  nwd = (size_t)d.O * O * 9;
@@ -328,8 +340,8 @@ static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
                     int oc = c, zi = h, zj = v;
                     if (st == 2) {
                         oc = (2 * ((h + p) % 2) + (v + p) % 2) * C + c;
-                        zi = (h + p) / 2;
-                        zj = (v + p) / 2;
+                        zi = (h + p) / 2 - z0;
+                        zj = (v + p) / 2 - z0;
                     }
                     size_t j = ((size_t)c * H + h) * W + v;
                     double want = ref[j], got = dx[i * nx + j];
@@ -357,11 +369,11 @@ static void check_dx(int C, int H, int W, int O, int k, int st, int p, int g)
 static void check_dx_row(const int *r) { check_dx(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]); }
 
 /* Stride 1 with borders 0 to 2, and stride 2 where it takes fewer
- * multiplies than the direct product (the big CNN's 12x12 layer; odd
- * maps and a row of the input no output reads, which gets zeros); the
- * big CNN's 4x4 layer is left direct. Each by the tile nn/wino.c picks
- * for its dy (F(4x4) where nn_wino_tile picks it), against that
- * tile's bound; both tiles run. */
+ * multiplies than the direct product (the big CNN's 12x12 and 4x4
+ * layers; odd maps, a row of the input no output reads, which gets
+ * zeros, and dz cropped below, border 0). Each by the tile nn/wino.c
+ * picks for its dy (nn_wino_dx_tile), against that tile's bound; both
+ * tiles run. */
 static void test_wino_dx_vs_ref(void **s)
 {
     (void)s;
@@ -374,10 +386,10 @@ static void test_wino_dx_vs_ref(void **s)
                                    {7, 9, 11, 4, 3, 1, 1, 3},
                                    {3, 5, 6, 8, 3, 1, 2, 40},
                                    /* 68 outputs of the transform: a block and 4 */
-                                   {17, 21, 23, 5, 5, 2, 2, 1}};
-    nn_conv_shape small = {64, 8, 8, 64, 5, 2, 2, 4, 4};
-    assert_false(nn_wino_dx_fits(&small));
-    assert_true(nn_wino_fits(&small));
+                                   {17, 21, 23, 5, 5, 2, 2, 1},
+                                   {64, 8, 8, 64, 5, 2, 2, 3},
+                                   {3, 24, 24, 4, 4, 2, 0, 2},
+                                   {3, 25, 24, 4, 6, 2, 0, 2}};
     dx_tiles = 0;
     on_every_path(check_dx_row, &cases[0][0], sizeof cases / sizeof cases[0],
                   sizeof cases[0] / sizeof cases[0][0]);
@@ -1054,12 +1066,13 @@ static void test_training_wino(void **s)
         "{\"type\":\"relu\"},{\"type\":\"conv2d\",\"out\":4,\"k\":3,\"stride\":2},"
         "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]",
         2, 21, 19);
-    /* The big CNN's 4x4 layer after a batch norm: its weight gradient by
-     * Winograd (F(4x4), the batch norm applied there), its input
-     * gradient direct (nn_wino_dx_fits refuses it). */
+    /* The big CNN's 4x4 layer after a batch norm: its forward skips
+     * zeros (on AVX-512), its weight and input gradients run by Winograd
+     * on one F(4x4) tile an image, the batch norm applied in the weight
+     * gradient's packing. */
     const nn_conv_shape c16 = {64, 8, 8, 64, 5, 2, 2, 4, 4};
-    assert_true(nn_wino_dw_fits(&c16));
-    assert_false(nn_wino_dx_fits(&c16));
+    assert_true(nn_wino_dw_fits(&c16) && nn_wino_dx_fits(&c16));
+    assert_int_equal(nn_wino_dx_tile(&c16), 4);
     train_wino_vs_direct("[{\"type\":\"batchnorm\"},{\"type\":\"relu\"},"
                          "{\"type\":\"conv2d\",\"out\":64,\"k\":5,\"stride\":2,\"pad\":2},"
                          "{\"type\":\"flatten\"},{\"type\":\"dense\",\"out\":10}]",

@@ -1171,16 +1171,17 @@ void nn_wino_dw_n(float *dw, float *db, const float *dy, const float *x, const n
     const size_t Ds = r[3] / NP;
     const int path = nn_gemm_get_path(),
               wide8 = NN_X86 && (path == NN_GEMM_PATH_AVX2 || path == NN_GEMM_PATH_AVX512);
-    memset(dU, 0, sizeof(float) * r[3]);
     for (int i0 = 0; i0 < g; i0 += step) {
         const int n = g - i0 < step ? g - i0 : step;
         const size_t T = gm.tiles * n, Vs = wino_dw_plane(T * C), Zs = wino_dw_plane(T * O + 16);
         wino_input(V, xp, x + i0 * nin, cs, n, &gm, Vs, 0, bn);
         /* xp is dead: its region holds the rows of dy. */
         wino_dw_z(Z, Zs, dy + i0 * nout, cs, n, &gm, xp, wide8);
+        /* The first chunk writes dU, the others add to it (no pass to
+         * zero it first: 2.4 MB for the 4x4 layer). */
         for (int q = 0; q < NP; q++)
-            nn_gemm(0, 0, O, C, (int)T, 1.0f, Z + q * Zs, (int)T, V + q * Vs, C, 1.0f, dU + q * Ds,
-                    C);
+            nn_gemm(0, 0, O, C, (int)T, 1.0f, Z + q * Zs, (int)T, V + q * Vs, C, i0 ? 1.0f : 0.0f,
+                    dU + q * Ds, C);
         for (int i = 0; i < n; i++)
             for (int o = 0; o < O; o++) db[o] += sum8(dy + (i0 + i) * nout + (size_t)o * P, P);
     }

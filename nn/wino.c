@@ -75,48 +75,55 @@ size_t nn_wino_weights_size(const nn_conv_shape *cs, int m)
 }
 
 /* The 3x3 kernel of (output o, channel c) of the convolution Winograd
- * runs, tap t at g[t * gs]: w's own, or for stride 2 the phase's taps
- * (see wino_s2d). nn_wino_dw_n hands the weight gradient's taps back the
- * same way. (One per-tap function for both made this, a per-step
- * transform, 5-15% slower.) */
-static inline void wino_kernel(double *g, size_t gs, const float *w, const nn_conv_shape *cs, int o,
-                               int c)
-{
-    if (!wino_s2d(cs)) {
-        for (int j = 0; j < 9; j++) g[j * gs] = w[((size_t)o * cs->C + c) * 9 + j];
-        return;
-    }
-    const int C = cs->C, k = cs->k, ph = c / C, a = ph >> 1, b = ph & 1, ci = c - ph * C;
-    const float *wk = w + ((size_t)o * C + ci) * k * k;
-    for (int m = 0; m < 3; m++)
-        for (int n = 0; n < 3; n++) {
-            int ki = 2 * m + a, kj = 2 * n + b;
-            g[(m * 3 + n) * gs] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
-        }
-}
-
-/* The kernel of (output o, channel c) of the input gradient's convolution
- * (see nn_wino_dx_n), as wino_kernel's: the forward kernel (c, o)
+ * runs: w's own, or for stride 2 the phase's taps (see wino_s2d), tap
+ * (m, n) being (2m + a, 2n + b), zero past the kernel. nn_wino_dw_n
+ * hands the weight gradient's taps back the same way. The input
+ * gradient's convolution (nn_wino_dx_n) has the forward kernel (c, o)
  * flipped, or for stride 2 its phase's taps flipped, tap (m, n) being
- * (2(2 - m) + a, 2(2 - n) + b). */
-static inline void wino_kernel_dx(double *g, size_t gs, const float *w, const nn_conv_shape *cs,
-                                  int o, int c)
-{
-    if (!wino_s2d(cs)) {
-        for (int j = 0; j < 9; j++) g[j * gs] = w[((size_t)c * cs->C + o) * 9 + 8 - j];
-        return;
-    }
-    const int C = cs->C, k = cs->k, ph = o / C, a = ph >> 1, b = ph & 1, oi = o - ph * C;
-    const float *wk = w + ((size_t)c * C + oi) * k * k;
-    for (int m = 0; m < 3; m++)
-        for (int n = 0; n < 3; n++) {
-            int ki = 2 * (2 - m) + a, kj = 2 * (2 - n) + b;
-            g[(m * 3 + n) * gs] = ki < k && kj < k ? wk[ki * k + kj] : 0.0;
-        }
-}
+ * (2(2 - m) + a, 2(2 - n) + b). wino_kernels below reads them. */
 
 /* Output channels a transform block holds: [36][WINO_OB] floats, 9 KiB. */
 #define WINO_OB 64
+
+/* The kernels of outputs [o0, o0 + nb) and channel c, wino_kernel's (or
+ * with dx wino_kernel_dx's), into g [9][WINO_OB]: tap by tap over a run
+ * of outputs of one phase, where the tap's source (or its zero) is the
+ * same: per kernel, the phase's arithmetic and a branch a tap took a
+ * third of the stride-2 transforms' time (the 4x4 layer's input
+ * gradient, 16,384 kernels a step). */
+static void wino_kernels(double *g, const float *w, const nn_conv_shape *cs, int o0, int nb, int c,
+                         int dx)
+{
+    const int C = cs->C, k = cs->k, kk = k * k;
+    if (!wino_s2d(cs)) {
+        for (int j = 0; j < nb; j++) {
+            const float *wk =
+                dx ? w + ((size_t)c * C + o0 + j) * 9 : w + ((size_t)(o0 + j) * C + c) * 9;
+            for (int t = 0; t < 9; t++) g[t * WINO_OB + j] = wk[dx ? 8 - t : t];
+        }
+        return;
+    }
+    for (int j0 = 0, j1; j0 < nb; j0 = j1) {
+        /* The phase: the forward's channel's, the input gradient's
+         * output's; [j0, j1) share it. */
+        const int ph = dx ? (o0 + j0) / C : c / C, a = ph >> 1, b = ph & 1;
+        j1 = dx && (ph + 1) * C - o0 < nb ? (ph + 1) * C - o0 : nb;
+        for (int m = 0; m < 3; m++)
+            for (int n = 0; n < 3; n++) {
+                const int ki = dx ? 2 * (2 - m) + a : 2 * m + a,
+                          kj = dx ? 2 * (2 - n) + b : 2 * n + b;
+                double *gt = g + (m * 3 + n) * WINO_OB;
+                if (ki >= k || kj >= k) {
+                    for (int j = j0; j < j1; j++) gt[j] = 0.0;
+                    continue;
+                }
+                const float *src = dx ? w + ((size_t)c * C + o0 - ph * C) * kk
+                                      : w + ((size_t)o0 * C + c - ph * C) * kk;
+                const size_t step = dx ? (size_t)kk : (size_t)C * kk;
+                for (int j = j0; j < j1; j++) gt[j] = src[j * step + ki * k + kj];
+            }
+    }
+}
 
 /* The kernel transforms' G: F(4x4,3x3)'s below, in double; F(2x2,3x3)'s
  * [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] written out in
@@ -220,11 +227,7 @@ static void wino_transform(float *u, const float *w, const nn_conv_shape *cs, in
     for (int c = c0; c < c1; c++)
         for (int o0 = 0; o0 < O; o0 += WINO_OB) {
             const int nb = O - o0 < WINO_OB ? O - o0 : WINO_OB;
-            for (int j = 0; j < nb; j++)
-                if (dx)
-                    wino_kernel_dx(g + j, WINO_OB, w, cs, o0 + j, c);
-                else
-                    wino_kernel(g + j, WINO_OB, w, cs, o0 + j, c);
+            wino_kernels(g, w, cs, o0, nb, c, dx);
             /* Up to a whole vector of 8: lanes past O zero, never
              * copied out. */
             const int nv = (nb + 7) & ~7;

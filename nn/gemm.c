@@ -770,8 +770,9 @@ static int b_in_place(idx ldb, int mc, int mr)
 /* packb != NULL: B is not a matrix but a callback that packs each panel
  * (nn_gemm_packed); B, ldb and tb are then unused. roff != NULL: row k of
  * B is at B + roff[k], read in place (nn_gemm_rows); ldb and tb unused.
- * bpan != NULL: B is given in nn_gemm_bpanels' layout (B, ldb, tb
- * unused), read in place a kernel's width at a time (at most a panel). */
+ * bpan != NULL: B is given in nn_gemm_bpanels' layout (B and tb unused;
+ * ldb the panels' rows, K or more: B's rows from bpan's on), read in
+ * place a kernel's width at a time (at most a panel). */
 static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                          int M, int N, int K, float alpha, const float *A,
                          idx lda, const float *B, idx ldb, const idx *roff,
@@ -830,10 +831,10 @@ static void gemm_blocked(const struct gemm_path *p, float *ws, int ta, int tb,
                 if (bpan) {
                     /* A kernel wider than a panel (AVX-512: two vectors
                      * of 16) takes its second vector from the next one. */
-                    bp = bpan + (idx)(j0 / NN_GEMM_BPANEL) * K * NN_GEMM_BPANEL +
+                    bp = bpan + (idx)(j0 / NN_GEMM_BPANEL) * ldb * NN_GEMM_BPANEL +
                          (idx)k0 * NN_GEMM_BPANEL + j0 % NN_GEMM_BPANEL;
                     bs = NN_GEMM_BPANEL;
-                    if (nrf > NN_GEMM_BPANEL) vs = (idx)K * NN_GEMM_BPANEL;
+                    if (nrf > NN_GEMM_BPANEL) vs = ldb * NN_GEMM_BPANEL;
                 } else if (roff) {
                     bp = B + j0;
                     ro = roff + k0;
@@ -1019,8 +1020,9 @@ void nn_gemm_bpanels_pack(float *out, const float *B, int ldb, int K, int N)
     }
 }
 
-void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A,
-                     int lda, const float *Bp, float beta, float *C, int ldc)
+void nn_gemm_bpanels_rows(int M, int N, int K, float alpha, const float *A,
+                          int lda, const float *Bp, int kp, float beta,
+                          float *C, int ldc)
 {
     if (gemm_trivial(M, N, K, alpha, beta, C, ldc)) return;
     float *ws = gemm_ws();
@@ -1028,12 +1030,18 @@ void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A,
         gemm_scale(M, N, beta, C, ldc);
         for (int j0 = 0; j0 < N; j0 += NN_GEMM_BPANEL)
             gemm_rows_plain(M, N - j0 < NN_GEMM_BPANEL ? N - j0 : NN_GEMM_BPANEL,
-                            K, alpha, A, lda, Bp + (idx)j0 * K, NN_GEMM_BPANEL,
+                            K, alpha, A, lda, Bp + (idx)j0 * kp, NN_GEMM_BPANEL,
                             NULL, C + j0, ldc);
         return;
     }
     gemm_blocked(&paths[nn_gemm_get_path()], ws, 0, 0, M, N, K, alpha, A, lda,
-                 NULL, 0, NULL, beta, C, ldc, NULL, NULL, Bp);
+                 NULL, kp, NULL, beta, C, ldc, NULL, NULL, Bp);
+}
+
+void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *Bp, float beta, float *C, int ldc)
+{
+    nn_gemm_bpanels_rows(M, N, K, alpha, A, lda, Bp, K, beta, C, ldc);
 }
 
 int nn_gemm_panel_width(void)

@@ -65,6 +65,11 @@ size_t nn_gemm_bpanels_size(int K, int N);
 void nn_gemm_bpanels_pack(float *out, const float *B, int ldb, int K, int N);
 void nn_gemm_bpanels(int M, int N, int K, float alpha, const float *A, int lda, const float *Bp,
                      float beta, float *C, int ldc);
+/* The same over K of the kp rows of such panels (kp >= K), from the row
+ * Bp points at: Bp = panels + k0 * NN_GEMM_BPANEL takes rows [k0, k0 +
+ * K). A product that skips a block of rows it knows to be zero. */
+void nn_gemm_bpanels_rows(int M, int N, int K, float alpha, const float *A, int lda,
+                          const float *Bp, int kp, float beta, float *C, int ldc);
 
 /* Kernel paths. The fastest one the CPU supports is chosen on first use;
  * tests and benchmarks may force another. GENERIC_WIDE runs the AVX-512

@@ -591,6 +591,49 @@ static void wino_crop_output(float *y, const float *Yt, const nn_conv_shape *cs,
                    sizeof(float) * (size_t)OW * O);
 }
 
+/* Stride 2: the phases (bit 2a + b) whose transformed kernels are not all
+ * zero at position q of the (m + 2)^2. G's last row (F(2x2)'s and
+ * F(4x4)'s alike) takes a kernel's third row of taps alone, which a phase
+ * a with 2 * 2 + a >= k lacks (the 5x5 kernels' odd phases: a 3x3 kernel
+ * of z holds taps 2m + a < 5); columns the same. So at the last row and
+ * column of positions those phases' channels are zeros: 16% of F(4x4)'s
+ * products for a 5x5 kernel, 23% of F(2x2)'s. (The input gradient's
+ * flipped kernels have theirs at the first row and column, in the
+ * output channels: not used.) */
+static unsigned wino_s2d_live(const nn_conv_shape *cs, int m, int q)
+{
+    const int P1 = m + 2, r = q / P1, c = q % P1;
+    unsigned live = 0;
+    for (int ph = 0; ph < 4; ph++) {
+        const int a = ph >> 1, b = ph & 1;
+        if ((r == m + 1 && 4 + a >= cs->k) || (c == m + 1 && 4 + b >= cs->k)) continue;
+        live |= 1u << ph;
+    }
+    return live;
+}
+
+/* Mq [T, O] = A [T, 4 Cp] U [4 Cp, O] (U in panels of 4 Cp rows) over
+ * the rows of the live phases alone (wino_s2d_live): a product a run of
+ * consecutive ones, the first writing Mq, zeros if none. The same floats
+ * as the whole product, whose skipped terms are exact zeros added to the
+ * same running sums. */
+static void wino_gemm_live(int T, int O, int Cp, const float *A, int lda, const float *U, float *Mq,
+                           int ldm, unsigned live)
+{
+    float beta = 0.0f;
+    for (int p0 = 0, p1; p0 < 4; p0 = p1) {
+        for (p1 = p0; p1 < 4 && (live >> p1 & 1); p1++) continue;
+        if (p1 == p0) {
+            p1++;
+            continue;
+        }
+        nn_gemm_bpanels_rows(T, O, (p1 - p0) * Cp, 1.0f, A + (size_t)p0 * Cp, lda,
+                             U + (size_t)p0 * Cp * NN_GEMM_BPANEL, 4 * Cp, beta, Mq, ldm);
+        beta = 1.0f;
+    }
+    if (beta == 0.0f) nn_gemm_bpanels_rows(T, O, 0, 1.0f, A, lda, U, 4 * Cp, 0.0f, Mq, ldm);
+}
+
 void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b,
                         const nn_conv_shape *cs, int g, float *scratch, int relu, int mt,
                         int layout, const nn_bn_in *bn)
@@ -616,8 +659,12 @@ void nn_wino_forward_nl(float *y, const float *x, const float *u, const float *b
                         : Yt;
         wino_input(V, xp, x + i0 * nin, cs, n, &gm, 0, layout & NN_WINO_IN_NHWC, bn);
         for (int q = 0; q < P; q++)
-            nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O), 0.0f,
-                            M + (size_t)q * O, P * O);
+            if (wino_s2d(cs))
+                wino_gemm_live(T, O, cs->C, V + (size_t)q * C, P * C, u + q * wino_plane(C, O),
+                               M + (size_t)q * O, P * O, wino_s2d_live(cs, mt, q));
+            else
+                nn_gemm_bpanels(T, O, C, 1.0f, V + (size_t)q * C, P * C, u + q * wino_plane(C, O),
+                                0.0f, M + (size_t)q * O, P * O);
 #if NN_X86
         if (path == NN_GEMM_PATH_AVX512)
             output_transform_v16(Yo, M, b, relu, cs, n, &gm);

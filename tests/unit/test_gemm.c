@@ -266,7 +266,8 @@ static void test_rows(void **state)
 
 /* nn_gemm_bpanels: B laid out once by nn_gemm_bpanels_pack (zeros padding
  * the last panel, which the kernels read), A read with a row stride as
- * the Winograd GEMMs do, against the oracle on B itself. Integer data:
+ * the Winograd GEMMs do, against the oracle on B itself; and
+ * nn_gemm_bpanels_rows on a block of the panels' rows. Integer data:
  * exact match, so a panel or row read from the wrong place fails. N
  * below, at and past a panel and a kernel's width; K past a block (256);
  * M from one row to several blocks of slivers, and the counts whose
@@ -290,6 +291,14 @@ static void bpanels_case(int M, int N, int K, float beta)
     nn_gemm_bpanels(M, N, K, 2.0f, A, lda, Bp, beta, C1, ldc);
     nn_gemm_ref(0, 0, M, N, K, 2.0f, A, lda, B, N, beta, C2, ldc);
     c_pair_check("bpanels", 'K', M, N, K, C1, C2, ldc);
+    /* nn_gemm_bpanels_rows: rows [k0, k0 + kk) of the same panels (a
+     * third in, a quarter short of the end), A's columns to match. */
+    const int k0 = K / 3, kk = K - k0 - K / 4;
+    c_pair_fill(C1, C2, M, N, ldc);
+    nn_gemm_bpanels_rows(M, N, kk, 2.0f, A + k0, lda, Bp + (size_t)k0 * NN_GEMM_BPANEL, K, beta, C1,
+                         ldc);
+    nn_gemm_ref(0, 0, M, N, kk, 2.0f, A + k0, lda, B + (size_t)k0 * N, N, beta, C2, ldc);
+    c_pair_check("bpanels_rows", 'K', M, N, kk, C1, C2, ldc);
     free(A);
     free(B);
     free(Bp);

@@ -1437,6 +1437,7 @@ void nn_net_backward(const nn_net *net, nn_ws *ws, float *grad)
                 const nn_bn_in bn = ib >= 0 ? bn_in_of(net, ws, ib) : (nn_bn_in){0};
                 nn_wino_dw_n(gw, gb, dy, x, ib >= 0 ? &bn : NULL, &cs, n, ws->scratch);
             }
+            /* The input gradient alone (dw NULL) does not read x. */
             if (!wdw || (dx && !wdx))
                 for (int b = 0; b < n; b += ws->group[i]) {
                     int g = n - b < ws->group[i] ? n - b : ws->group[i];

@@ -74,23 +74,20 @@ size_t nn_wino_weights_size(const nn_conv_shape *cs, int m)
     return (size_t)(m + 2) * (m + 2) * wino_plane(e.C, e.O);
 }
 
-/* The 3x3 kernel of (output o, channel c) of the convolution Winograd
- * runs: w's own, or for stride 2 the phase's taps (see wino_s2d), tap
- * (m, n) being (2m + a, 2n + b), zero past the kernel. nn_wino_dw_n
- * hands the weight gradient's taps back the same way. The input
- * gradient's convolution (nn_wino_dx_n) has the forward kernel (c, o)
- * flipped, or for stride 2 its phase's taps flipped, tap (m, n) being
- * (2(2 - m) + a, 2(2 - n) + b). wino_kernels below reads them. */
-
 /* Output channels a transform block holds: [36][WINO_OB] floats, 9 KiB. */
 #define WINO_OB 64
 
-/* The kernels of outputs [o0, o0 + nb) and channel c, wino_kernel's (or
- * with dx wino_kernel_dx's), into g [9][WINO_OB]: tap by tap over a run
- * of outputs of one phase, where the tap's source (or its zero) is the
- * same: per kernel, the phase's arithmetic and a branch a tap took a
- * third of the stride-2 transforms' time (the 4x4 layer's input
- * gradient, 16,384 kernels a step). */
+/* The 3x3 kernels of outputs [o0, o0 + nb) and channel c of the
+ * convolution Winograd runs into g [9][WINO_OB]: w's own, or for stride
+ * 2 the phase's taps (see wino_s2d), tap (m, n) being (2m + a, 2n + b),
+ * zero past the kernel (nn_wino_dw_n hands the weight gradient's taps
+ * back the same way). With dx, the input gradient's convolution
+ * (nn_wino_dx_n): the forward kernel (c, o) flipped, or for stride 2 its
+ * phase's taps flipped, tap (m, n) being (2(2 - m) + a, 2(2 - n) + b).
+ * Tap by tap over a run of outputs of one phase, where the tap's source
+ * (or its zero) is the same: per kernel, the phase's arithmetic and a
+ * branch a tap took a third of the stride-2 transforms' time (the 4x4
+ * layer's input gradient, 16,384 kernels a step). */
 static void wino_kernels(double *g, const float *w, const nn_conv_shape *cs, int o0, int nb, int c,
                          int dx)
 {
@@ -614,9 +611,9 @@ static unsigned wino_s2d_live(const nn_conv_shape *cs, int m, int q)
 
 /* Mq [T, O] = A [T, 4 Cp] U [4 Cp, O] (U in panels of 4 Cp rows) over
  * the rows of the live phases alone (wino_s2d_live): a product a run of
- * consecutive ones, the first writing Mq, zeros if none. The same floats
- * as the whole product, whose skipped terms are exact zeros added to the
- * same running sums. */
+ * consecutive ones, the first writing Mq, zeros if none. The skipped
+ * terms are exact zeros, but each run's sum is added to Mq as a whole:
+ * the same sum rounded another way than the whole product's. */
 static void wino_gemm_live(int T, int O, int Cp, const float *A, int lda, const float *U, float *Mq,
                            int ldm, unsigned live)
 {

@@ -748,92 +748,90 @@ static void test_wino_layouts(void **s)
  * and 10 wide), fewer than four columns, channels left over from the
  * blocks, stride 2 (the 4x4 layer's weight gradient on F(4x4)),
  * channels-last input; with and without the ReLU. */
-static void bn_input_on_path(void)
+static void check_bn_input(const int *r)
 {
+    for (int relu = 0; relu < 2; relu++) {
+        const int C = r[0], g = r[7];
+        const size_t c = (size_t)C + (size_t)r[1]; /* the data's seeds */
+        nn_conv_shape cs = {C,
+                            r[1],
+                            r[2],
+                            r[3],
+                            r[4],
+                            r[5],
+                            r[6],
+                            (r[1] + 2 * r[6] - r[4]) / r[5] + 1,
+                            (r[2] + 2 * r[6] - r[4]) / r[5] + 1};
+        const int mt = nn_wino_tile(&cs), HW = cs.H * cs.W;
+        const size_t nx = (size_t)g * C * HW, ny = (size_t)g * cs.O * cs.OH * cs.OW,
+                     nw = (size_t)cs.O * C * cs.k * cs.k;
+        size_t nscr = nn_wino_scratch_size(&cs, g, mt);
+        if (nn_wino_dw_fits(&cs) && nn_wino_dw_scratch_size(&cs, g) > nscr)
+            nscr = nn_wino_dw_scratch_size(&cs, g);
+        float *x = malloc(nx * 4), *xb = malloc(nx * 4), *xl = malloc(nx * 4), *w = malloc(nw * 4),
+              *b = malloc(cs.O * 4), *dy = malloc(ny * 4),
+              *u = malloc(nn_wino_weights_size(&cs, mt) * 4), *y1 = malloc(ny * 4),
+              *y2 = malloc(ny * 4), *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4),
+              *db1 = calloc(cs.O, 4), *db2 = calloc(cs.O, 4), *scr = malloc(nscr * 4),
+              *par = malloc(4 * C * 4);
+        assert_true(x && xb && xl && w && b && dy && u && y1 && y2 && dw1 && dw2 && db1 && db2 &&
+                    scr && par);
+        fill(x, nx, 40 + c, 2.0f);
+        fill(w, nw, 50 + c, 0.3f);
+        fill(b, cs.O, 60 + c, 0.5f);
+        fill(dy, ny, 70 + c, 1.0f);
+        fill(par, 4 * (size_t)C, 80 + c, 0.5f);
+        for (int q = 0; q < C; q++) {
+            par[C + q] += 1.0f;     /* inv > 0 */
+            par[2 * C + q] += 0.5f; /* gamma */
+        }
+        const nn_bn_in bn = {par, par + C, par + 2 * C, par + 3 * C, relu};
+        nn_batchnorm_output(xb, x, bn.mean, bn.inv, bn.gamma, bn.beta, g, C, HW, relu);
+        nn_wino_weights(u, w, &cs, mt);
+        nn_wino_forward_nl(y1, xb, u, b, &cs, g, scr, 1, mt, 0, NULL);
+        nn_wino_forward_nl(y2, x, u, b, &cs, g, scr, 1, mt, 0, &bn);
+        if (memcmp(y1, y2, ny * 4) != 0)
+            fail_msg("C%d %dx%d relu %d: forward", C, r[1], r[2], relu);
+        to_nhwc(xl, x, g, C, HW, 0);
+        memset(y2, 0, ny * 4);
+        nn_wino_forward_nl(y2, xl, u, b, &cs, g, scr, 1, mt, NN_WINO_IN_NHWC, &bn);
+        if (memcmp(y1, y2, ny * 4) != 0)
+            fail_msg("C%d %dx%d relu %d: channels last", C, r[1], r[2], relu);
+        if (nn_wino_dw_fits(&cs)) {
+            nn_wino_dw_n(dw1, db1, dy, xb, NULL, &cs, g, scr);
+            nn_wino_dw_n(dw2, db2, dy, x, &bn, &cs, g, scr);
+            if (memcmp(dw1, dw2, nw * 4) != 0 || memcmp(db1, db2, cs.O * 4) != 0)
+                fail_msg("C%d %dx%d relu %d: weight gradient", C, r[1], r[2], relu);
+        }
+        free(x);
+        free(xb);
+        free(xl);
+        free(w);
+        free(b);
+        free(dy);
+        free(u);
+        free(y1);
+        free(y2);
+        free(dw1);
+        free(dw2);
+        free(db1);
+        free(db2);
+        free(scr);
+        free(par);
+    }
+}
+
+static void test_wino_bn_input(void **s)
+{
+    (void)s;
     static const int cases[][8] = {/* C, H, W, O, k, s, p, g */
                                    {32, 26, 26, 8, 3, 1, 0, 2},
                                    {6, 10, 10, 5, 3, 1, 1, 3},
                                    {5, 3, 3, 4, 3, 1, 1, 2},
                                    {7, 24, 24, 6, 5, 2, 2, 2},
                                    {64, 8, 8, 16, 5, 2, 2, 3}};
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
-        for (int relu = 0; relu < 2; relu++) {
-            const int *r = cases[c], C = r[0], g = r[7];
-            nn_conv_shape cs = {C,
-                                r[1],
-                                r[2],
-                                r[3],
-                                r[4],
-                                r[5],
-                                r[6],
-                                (r[1] + 2 * r[6] - r[4]) / r[5] + 1,
-                                (r[2] + 2 * r[6] - r[4]) / r[5] + 1};
-            const int mt = nn_wino_tile(&cs), HW = cs.H * cs.W;
-            const size_t nx = (size_t)g * C * HW, ny = (size_t)g * cs.O * cs.OH * cs.OW,
-                         nw = (size_t)cs.O * C * cs.k * cs.k;
-            size_t nscr = nn_wino_scratch_size(&cs, g, mt);
-            if (nn_wino_dw_fits(&cs) && nn_wino_dw_scratch_size(&cs, g) > nscr)
-                nscr = nn_wino_dw_scratch_size(&cs, g);
-            float *x = malloc(nx * 4), *xb = malloc(nx * 4), *xl = malloc(nx * 4),
-                  *w = malloc(nw * 4), *b = malloc(cs.O * 4), *dy = malloc(ny * 4),
-                  *u = malloc(nn_wino_weights_size(&cs, mt) * 4), *y1 = malloc(ny * 4),
-                  *y2 = malloc(ny * 4), *dw1 = calloc(nw, 4), *dw2 = calloc(nw, 4),
-                  *db1 = calloc(cs.O, 4), *db2 = calloc(cs.O, 4), *scr = malloc(nscr * 4),
-                  *par = malloc(4 * C * 4);
-            assert_true(x && xb && xl && w && b && dy && u && y1 && y2 && dw1 && dw2 && db1 &&
-                        db2 && scr && par);
-            fill(x, nx, 40 + c, 2.0f);
-            fill(w, nw, 50 + c, 0.3f);
-            fill(b, cs.O, 60 + c, 0.5f);
-            fill(dy, ny, 70 + c, 1.0f);
-            fill(par, 4 * (size_t)C, 80 + c, 0.5f);
-            for (int q = 0; q < C; q++) {
-                par[C + q] += 1.0f;     /* inv > 0 */
-                par[2 * C + q] += 0.5f; /* gamma */
-            }
-            const nn_bn_in bn = {par, par + C, par + 2 * C, par + 3 * C, relu};
-            nn_batchnorm_output(xb, x, bn.mean, bn.inv, bn.gamma, bn.beta, g, C, HW, relu);
-            nn_wino_weights(u, w, &cs, mt);
-            nn_wino_forward_nl(y1, xb, u, b, &cs, g, scr, 1, mt, 0, NULL);
-            nn_wino_forward_nl(y2, x, u, b, &cs, g, scr, 1, mt, 0, &bn);
-            if (memcmp(y1, y2, ny * 4) != 0) fail_msg("case %zu relu %d: forward", c, relu);
-            to_nhwc(xl, x, g, C, HW, 0);
-            memset(y2, 0, ny * 4);
-            nn_wino_forward_nl(y2, xl, u, b, &cs, g, scr, 1, mt, NN_WINO_IN_NHWC, &bn);
-            if (memcmp(y1, y2, ny * 4) != 0) fail_msg("case %zu relu %d: channels last", c, relu);
-            if (nn_wino_dw_fits(&cs)) {
-                nn_wino_dw_n(dw1, db1, dy, xb, NULL, &cs, g, scr);
-                nn_wino_dw_n(dw2, db2, dy, x, &bn, &cs, g, scr);
-                if (memcmp(dw1, dw2, nw * 4) != 0 || memcmp(db1, db2, cs.O * 4) != 0)
-                    fail_msg("case %zu relu %d: weight gradient", c, relu);
-            }
-            free(x);
-            free(xb);
-            free(xl);
-            free(w);
-            free(b);
-            free(dy);
-            free(u);
-            free(y1);
-            free(y2);
-            free(dw1);
-            free(dw2);
-            free(db1);
-            free(db2);
-            free(scr);
-            free(par);
-        }
-}
-
-static void test_wino_bn_input(void **s)
-{
-    (void)s;
-    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
-        if (!nn_gemm_path_supported(path)) continue;
-        assert_int_equal(nn_gemm_set_path(path), 0);
-        bn_input_on_path();
-    }
-    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
+    on_every_path(check_bn_input, &cases[0][0], sizeof cases / sizeof cases[0],
+                  sizeof cases[0] / sizeof cases[0][0]);
 }
 
 /* Plans net and checks its forward on n images x (10 classes, n <= 4)

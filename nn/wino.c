@@ -302,10 +302,11 @@ static int wino_chunk(int step, int g) { return g < step ? (g < 1 ? 1 : g) : ste
  * 1 KiB); at an offset that is a multiple of those strides modulo 4 KiB a
  * load matched the low 12 bits of a store just made to the other region,
  * and waited for it (4 KiB aliasing). The space-to-depth layer's input
- * transform (128 channels, 512-byte strides, the regions 98 KiB apart)
- * took 35 instead of 25 ns a tile and vector of channels; the batch-1
- * pass 145.1-146.5 -> 139.2-139.3 us on AVX2, 131.2-132.5 -> 129.5 on
- * AVX-512 (two rounds; 0 and 512 bytes past 4 KiB were the slow ones). */
+ * transform (128 channels, 512-byte strides, the regions 98 KiB apart),
+ * timed alone, took 35 ns a tile and vector of channels with the regions
+ * a multiple of 512 bytes apart modulo 4 KiB, 25 with them 128 or 256
+ * bytes off; the batch-1 pass 145.3-147.8 -> 137.7-139.8 us on AVX2,
+ * 132.0-133.0 -> 130.3-130.6 on AVX-512 (four interleaved pairs). */
 static size_t wino_skewed(size_t floats) { return (floats + 1023) / 1024 * 1024 + 64; }
 
 /* The two scratch regions for gc images: [xp, later M | V, later Yt].

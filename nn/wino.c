@@ -310,8 +310,8 @@ static int wino_chunk(int step, int g) { return g < step ? (g < 1 ? 1 : g) : ste
 static size_t wino_skewed(size_t floats) { return (floats + 1023) / 1024 * 1024 + 64; }
 
 /* The two scratch regions for gc images: [xp, later M | V, later Yt].
- * Stride 2 first lays the images out whole (xt, twice the rows and columns
- * of xp with a quarter of its channels: as many floats) in the second. */
+ * For stride 2, xp holds the image z is made of (twice the rows and
+ * columns with a quarter of the channels: as many floats). */
 static void wino_regions(const nn_conv_shape *cs, int gc, int mt, size_t *ra, size_t *rb)
 {
     struct wino_geom gm;
@@ -320,7 +320,6 @@ static void wino_regions(const nn_conv_shape *cs, int gc, int mt, size_t *ra, si
     const size_t T = gm.tiles * gc;
     size_t xp = (size_t)gc * gm.Hp * gm.Wp * e.C, m = gm.P * T * e.O;
     size_t v = gm.P * T * e.C, yt = (size_t)mt * mt * T * e.O;
-    if (wino_s2d(cs) && xp > v) v = xp;
     *ra = wino_skewed(xp > m ? xp : m);
     *rb = round16(v > yt ? v : yt);
 }
@@ -437,27 +436,16 @@ static void wino_pack_input(float *xp, const float *x, const nn_conv_shape *cs, 
     }
 }
 
-/* Stride 2: x [n, C, H, W] into xp [n, Hp, Wp, 4C], the space-to-depth
- * image z of wino_s2d. The bordered images go channels last into xt
- * [n, 2 Hp, 2 Wp, C] first; then the two phases (a, 0) and (a, 1) of a
- * z pixel are the adjacent xt pixels (2r + a, 2j) and (2r + a, 2j + 1):
- * one copy of 2C floats. */
-static void wino_pack_s2d(float *xp, float *xt, const float *x, const nn_conv_shape *cs, int n,
+/* Stride 2: x [n, C, H, W] bordered and channels last into xt
+ * [n, 2 Hp, 2 Wp, C], the image whose phases make the space-to-depth
+ * image z of wino_s2d (the input transform reads z's pixels in it). */
+static void wino_pack_s2d(float *xt, const float *x, const nn_conv_shape *cs, int n,
                           const struct wino_geom *gm, int nhwc, const nn_bn_in *bn)
 {
     struct wino_geom g2 = *gm;
     g2.Hp = 2 * gm->Hp;
     g2.Wp = 2 * gm->Wp;
     wino_pack_input(xt, x, cs, n, &g2, nhwc, bn);
-    const int C = cs->C, Hp = gm->Hp, Wp = gm->Wp;
-    for (int i = 0; i < n; i++)
-        for (int r = 0; r < Hp; r++)
-            for (int a = 0; a < 2; a++) {
-                const float *src = xt + ((size_t)(i * g2.Hp + 2 * r + a) * g2.Wp) * C;
-                float *dst = xp + ((size_t)(i * Hp + r) * Wp * 4 + 2 * a) * C;
-                for (int j = 0; j < Wp; j++)
-                    memcpy(dst + (size_t)j * 4 * C, src + (size_t)j * 2 * C, sizeof(float) * 2 * C);
-            }
 }
 
 /* Channel counts the transforms are compiled for as constants
@@ -561,16 +549,18 @@ static void wino_unpack_output(float *y, const float *Yt, const nn_conv_shape *c
     }
 }
 
-/* V of n images x: bordered channels last into xp (space-to-depth for
- * stride 2, by way of V's region), then the input transform, 8 lanes on
- * the AVX2 path, 16 on the AVX-512 one; planar as input_transform's. */
+/* V of n images x: bordered channels last into xp (for stride 2 the
+ * image of twice the rows and columns that z is made of: as many
+ * floats), then the input transform, 8 lanes on the AVX2 path, 16 on the
+ * AVX-512 one; planar as input_transform's. */
 static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape *cs, int n,
                        const struct wino_geom *gm, size_t planar, int nhwc, const nn_bn_in *bn)
 {
     const nn_conv_shape e = wino_shape(cs);
     const float *src = xp;
-    if (wino_s2d(cs))
-        wino_pack_s2d(xp, V, x, cs, n, gm, nhwc, bn);
+    const int s2d = wino_s2d(cs);
+    if (s2d)
+        wino_pack_s2d(xp, x, cs, n, gm, nhwc, bn);
     else if (nhwc && !bn && cs->p == 0 && gm->Hp == cs->H && gm->Wp == cs->W)
         src = x; /* already [n, Hp, Wp, C]: no border, the grid the map */
     else
@@ -578,15 +568,15 @@ static void wino_input(float *V, float *xp, const float *x, const nn_conv_shape 
 #if NN_X86
     const int path = nn_gemm_get_path();
     if (path == NN_GEMM_PATH_AVX512) {
-        input_transform_v16(V, src, &e, n, gm, planar);
+        input_transform_v16(V, src, &e, n, gm, planar, s2d);
         return;
     }
     if (path == NN_GEMM_PATH_AVX2) {
-        input_transform_v8(V, src, &e, n, gm, planar);
+        input_transform_v8(V, src, &e, n, gm, planar, s2d);
         return;
     }
 #endif
-    input_transform_v4(V, src, &e, n, gm, planar);
+    input_transform_v4(V, src, &e, n, gm, planar, s2d);
 }
 
 /* y [n, OH, OW, O] from Yt [n, GH, GW, O]: the grid's rows cropped,
@@ -937,7 +927,7 @@ static size_t wino_dw_plane(size_t n)
     return n + (1024 + 16 - n % 1024) % 1024;
 }
 
-/* [xp | V (or xt first) | Z | dU] for a chunk of gc images. */
+/* [xp | V | Z | dU] for a chunk of gc images. */
 static void wino_dw_regions(const nn_conv_shape *cs, int gc, size_t r[4])
 {
     struct wino_geom gm;
@@ -950,7 +940,7 @@ static void wino_dw_regions(const nn_conv_shape *cs, int gc, size_t r[4])
      * copied dy rows, or F(4x4)'s row of zeros (it reads dy in place). */
     const size_t rows = mt == 4 ? (size_t)cs->OW : 2 * (2 * (size_t)gm.TW + 24);
     r[0] = round16(xp > rows ? xp : rows);
-    r[1] = round16(v > xp ? v : xp);
+    r[1] = round16(v);
     r[2] = P * wino_dw_plane(T * e.O + 16);
     r[3] = P * wino_dw_plane((size_t)e.O * e.C);
 }

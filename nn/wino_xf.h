@@ -28,16 +28,17 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
         for (int i = 0; i < n; i++) p[i] = v[i];
 }
 
-/* One tile's input transform for channels [c, c + NC): d0 is its top-left
- * pixel, rows rs floats apart, pixels C apart; v0 its V entry, the 16
- * element positions ps floats apart. NC is WX_VL or the remainder; the
- * loops unroll fully, so d and e stay in registers. */
+/* One tile's input transform for channels [c, c + NC): ds is the first
+ * of them at its top-left pixel, rows rs floats apart, pixels px apart;
+ * v0 its V entry, the 16 element positions ps floats apart. NC is WX_VL
+ * or the remainder; the loops unroll fully, so d and e stay in
+ * registers. */
 #define WX_IN(NC)                                                         \
     do {                                                                  \
         WX_VT d[4][4], e[4][4];                                           \
         _Pragma("GCC unroll 4") for (int r = 0; r < 4; r++)               \
             _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++) d[r][s] = \
-                WX_FN(ld)(d0 + r * rs + s * C + c, NC);                   \
+                WX_FN(ld)(ds + r * rs + s * px, NC);                      \
         _Pragma("GCC unroll 4") for (int s = 0; s < 4; s++)               \
         {                                                                 \
             e[0][s] = d[0][s] - d[2][s];                                  \
@@ -113,25 +114,25 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
     } while (0)
 
 /* One tile's F(4x4,3x3) input transform for channels [c, c + NC): the
- * rows of d (6x6 from d0) through B^T into e, then e's columns into the
- * 36 V positions (ps floats apart). */
-#define WX_IN4(NC)                                                                                \
-    do {                                                                                          \
-        WX_VT e[6][6];                                                                            \
-        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                       \
-        {                                                                                         \
-            const float *dr = d0 + r * rs + c;                                                    \
-            WX_VT d[6];                                                                           \
-            _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++) d[s] = WX_FN(ld)(dr + s * C, NC); \
-            WX_BT6(WX_EO, WX_DI);                                                                 \
-        }                                                                                         \
-        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)                                       \
-        {                                                                                         \
-            WX_VT v[6];                                                                           \
-            WX_BT6(WX_VO, WX_EI);                                                                 \
-            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                   \
-                WX_FN(st)(v0 + (size_t)(r * 6 + s) * ps + c, v[r], NC);                           \
-        }                                                                                         \
+ * rows of d (6x6 from ds, as WX_IN's) through B^T into e, then e's
+ * columns into the 36 V positions (ps floats apart). */
+#define WX_IN4(NC)                                                                                 \
+    do {                                                                                           \
+        WX_VT e[6][6];                                                                             \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                        \
+        {                                                                                          \
+            const float *dr = ds + r * rs;                                                         \
+            WX_VT d[6];                                                                            \
+            _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++) d[s] = WX_FN(ld)(dr + s * px, NC); \
+            WX_BT6(WX_EO, WX_DI);                                                                  \
+        }                                                                                          \
+        _Pragma("GCC unroll 6") for (int s = 0; s < 6; s++)                                        \
+        {                                                                                          \
+            WX_VT v[6];                                                                            \
+            WX_BT6(WX_VO, WX_EI);                                                                  \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                    \
+                WX_FN(st)(v0 + (size_t)(r * 6 + s) * ps + c, v[r], NC);                            \
+        }                                                                                          \
     } while (0)
 #define WX_DI(k) d[k]
 #define WX_EO(k) e[k][r]
@@ -177,13 +178,42 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
  * training step 0.98). The bodies are always inlined into those copies. */
 #define WX_INLINE WX_ATTR static inline __attribute__((always_inline))
 
+/* Channels [c0, c0 + NC) of a tile by TILE (WX_IN4 for F(4x4), WX_IN
+ * for F(2x2)) a vector at a time, d0 the tile's top-left pixel, channel
+ * c at d0 + coff + c - c0. */
+#define WX_IN_RUN(TILE, c0, NC, coff)                   \
+    do {                                                \
+        int c = (c0);                                   \
+        const int cend = (c0) + (NC);                   \
+        for (; c + WX_VL <= cend; c += WX_VL) {         \
+            const float *ds = d0 + (coff) + (c - (c0)); \
+            TILE(WX_VL);                                \
+        }                                               \
+        if (c < cend) {                                 \
+            const float *ds = d0 + (coff) + (c - (c0)); \
+            TILE(cend - c);                             \
+        }                                               \
+    } while (0)
+#define WX_IN_S2D(TILE)            \
+    for (int ph = 0; ph < 4; ph++) \
+    WX_IN_RUN(TILE, cq *ph, cq, (size_t)(ph >> 1) * (rs / 2) + (size_t)(ph & 1) * cq)
+
 /* V [T, P, C]: for each tile, B^T d B per channel, with the F(2x2,3x3)
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] or F(4x4,3x3)'s above,
  * by the tile gm->m. planar != 0: V [P][T, C] instead, one matrix of the
  * n images' tiles per position, planar floats apart (the weight
- * gradient's products read them in place). */
+ * gradient's products read them in place).
+ * s2d: xp is not z [n, Hp, Wp, C] but the bordered image it is made of,
+ * [n, 2 Hp, 2 Wp, C / 4] (wino_s2d): z's pixel (r, s) channel
+ * (2a + b) C / 4 + c is that image's pixel (2r + a, 2s + b) channel c.
+ * Rows of z are then rs floats apart as before, pixels C / 2, and each
+ * phase's channels start at its own offset: the transform reads them
+ * where they lie instead of after a copy into z: the default CNN's
+ * 12x12 layer at batch 1 31.0-31.3 -> 29.7-30.4 us, its batch-1 pass
+ * capped to AVX2 130.5-131.2 -> 128.8-130.5 us (three and four
+ * interleaved pairs; on AVX-512 the pass within its noise). */
 WX_INLINE void WX_FN(input_transform_c)(float *V, const float *xp, const int C, int n,
-                                        const struct wino_geom *gm, size_t planar)
+                                        const struct wino_geom *gm, size_t planar, int s2d)
 {
     const int TH = gm->TH, TW = gm->TW, mt = gm->m, P = gm->P;
     const size_t rs = (size_t)gm->Wp * C, ps = planar ? planar : (size_t)C;
@@ -193,16 +223,23 @@ WX_INLINE void WX_FN(input_transform_c)(float *V, const float *xp, const int C, 
     for (int i = 0; i < n; i++)
         for (int ti = 0; ti < TH; ti++)
             for (int tj = 0; tj < TW; tj++, t++) {
-                const float *d0 = xp + ((size_t)i * gm->Hp + mt * ti) * rs + (size_t)mt * tj * C;
                 float *v0 = V + (planar ? t : t * P) * C;
-                int c = 0;
-                if (mt == 4) {
-                    for (; c + WX_VL <= C; c += WX_VL) WX_IN4(WX_VL);
-                    if (c < C) WX_IN4(C - c);
-                } else {
-                    for (; c + WX_VL <= C; c += WX_VL) WX_IN(WX_VL);
-                    if (c < C) WX_IN(C - c);
+                if (!s2d) {
+                    const int px = C;
+                    const float *d0 =
+                        xp + ((size_t)i * gm->Hp + mt * ti) * rs + (size_t)mt * tj * px;
+                    if (mt == 4)
+                        WX_IN_RUN(WX_IN4, 0, C, 0);
+                    else
+                        WX_IN_RUN(WX_IN, 0, C, 0);
+                    continue;
                 }
+                const int px = C / 2, cq = C / 4;
+                const float *d0 = xp + ((size_t)i * gm->Hp + mt * ti) * rs + (size_t)mt * tj * px;
+                if (mt == 4)
+                    WX_IN_S2D(WX_IN4);
+                else
+                    WX_IN_S2D(WX_IN);
             }
 }
 
@@ -234,10 +271,10 @@ WX_INLINE void WX_FN(output_transform_c)(float *Yt, const float *M, const float 
  * counts of the shipped nets' Winograd layers, their space-to-depth
  * inputs and input gradients). */
 #define WX_IN_COPY(N)                                                                         \
-    WX_ATTR static void WX_FN(input_transform_##N)(float *V, const float *xp, int n,          \
-                                                   const struct wino_geom *gm, size_t planar) \
+    WX_ATTR static void WX_FN(input_transform_##N)(                                           \
+        float *V, const float *xp, int n, const struct wino_geom *gm, size_t planar, int s2d) \
     {                                                                                         \
-        WX_FN(input_transform_c)(V, xp, N, n, gm, planar);                                    \
+        WX_FN(input_transform_c)(V, xp, N, n, gm, planar, s2d);                               \
     }
 #define WX_OUT_COPY(N)                                                                           \
     WX_ATTR static void WX_FN(output_transform_##N)(float *Yt, const float *M, const float *b,   \
@@ -247,19 +284,20 @@ WX_INLINE void WX_FN(output_transform_c)(float *Yt, const float *M, const float 
     }
 WX_CONSTS(WX_IN_COPY)
 WX_CONSTS(WX_OUT_COPY)
-#define WX_IN_CASE(N)                                     \
-    case N:                                               \
-        WX_FN(input_transform_##N)(V, xp, n, gm, planar); \
+#define WX_IN_CASE(N)                                          \
+    case N:                                                    \
+        WX_FN(input_transform_##N)(V, xp, n, gm, planar, s2d); \
         return;
 #define WX_OUT_CASE(N) \
     case N: WX_FN(output_transform_##N)(Yt, M, b, relu, n, gm); return;
 
 WX_ATTR static void WX_FN(input_transform)(float *V, const float *xp, const nn_conv_shape *cs,
-                                           int n, const struct wino_geom *gm, size_t planar)
+                                           int n, const struct wino_geom *gm, size_t planar,
+                                           int s2d)
 {
     switch (cs->C) {
         WX_CONSTS(WX_IN_CASE)
-    default: WX_FN(input_transform_c)(V, xp, cs->C, n, gm, planar);
+    default: WX_FN(input_transform_c)(V, xp, cs->C, n, gm, planar, s2d);
     }
 }
 
@@ -278,6 +316,8 @@ WX_ATTR static void WX_FN(output_transform)(float *Yt, const float *M, const flo
 #undef WX_IN_COPY
 #undef WX_OUT_COPY
 #undef WX_IN_CASE
+#undef WX_IN_RUN
+#undef WX_IN_S2D
 #undef WX_OUT_CASE
 #undef WX_IN
 #undef WX_OUT

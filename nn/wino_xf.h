@@ -194,9 +194,13 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
             TILE(cend - c);                             \
         }                                               \
     } while (0)
-#define WX_IN_S2D(TILE)            \
-    for (int ph = 0; ph < 4; ph++) \
-    WX_IN_RUN(TILE, cq *ph, cq, (size_t)(ph >> 1) * (rs / 2) + (size_t)(ph & 1) * cq)
+#define WX_IN_S2D(TILE)                                                                     \
+    do {                                                                                    \
+        for (int ph = 0; ph < 4; ph++) {                                                    \
+            const int cph = ph * cq;                                                        \
+            WX_IN_RUN(TILE, cph, cq, (size_t)(ph >> 1) * (rs / 2) + (size_t)(ph & 1) * cq); \
+        }                                                                                   \
+    } while (0)
 
 /* V [T, P, C]: for each tile, B^T d B per channel, with the F(2x2,3x3)
  * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1] or F(4x4,3x3)'s above,

@@ -72,6 +72,8 @@ typedef struct nn_ood {
     int h;            /* head: hidden units                                 */
     float *norm;      /* head: [2, d] feature mean, then std (> 0)          */
     float *w1, *b1;   /* head: [h, d], [h]                                  */
+    float *w1t;       /* head: w1 transposed, [d, h rounded up to 32],
+                          zero past h (derived, for the score)              */
     float *w2, b2;    /* head: [h], the output bias                         */
 } nn_ood;
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "nn/ensemble.h"
+#include "nn/gemm.h"
 #include "nn/net.h"
 #include "nn/ood.h"
 #include "nn/safetensors.h"
@@ -521,6 +522,32 @@ static void test_head_method(void **state)
         if (fabs(sin_[i] - want) > 1e-4 * (1 + fabs(want)))
             fail_msg("image %d: head score %g, by hand %g", i, (double)sin_[i], want);
     }
+
+    /* Every kernel path this CPU has gives the bits of the plain loop in
+     * order (each unit's sum over the features a product then an add),
+     * from the same float features. */
+    for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
+        if (!nn_gemm_path_supported(path)) continue;
+        assert_int_equal(nn_gemm_set_path(path), 0);
+        float got[N];
+        nn_ood_score_pass(o, gin, NULL, N, K, got);
+        for (int i = 0; i < N; i++) {
+            const float *fi = gin + i * D;
+            double z = o->b2;
+            for (int u = 0; u < o->h; u++) {
+                double a = o->b1[u];
+                for (int j = 0; j < D; j++) {
+                    const double gj = ((double)fi[j] - o->norm[j]) / o->norm[D + j];
+                    a += (double)o->w1[u * D + j] * gj;
+                }
+                if (a > 0.0) z += o->w2[u] * a;
+            }
+            if (memcmp(&got[i], &(float){(float)z}, sizeof(float)) != 0)
+                fail_msg("path %s, image %d: head score %a, in order %a", nn_gemm_path_name(path),
+                         i, (double)got[i], (double)(float)z);
+        }
+    }
+    assert_int_equal(nn_gemm_set_path(NN_GEMM_PATH_AUTO), 0);
 
     /* Same seed, same head; another seed, another. */
     nn_ood *o2 = nn_ood_fit_head(D, fin, N, fout, N, &cfg, err, sizeof err);

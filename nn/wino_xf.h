@@ -213,9 +213,10 @@ WX_ATTR static inline void WX_FN(st)(float *p, WX_VT v, int n)
  * Rows of z are then rs floats apart as before, pixels C / 2, and each
  * phase's channels start at its own offset: the transform reads them
  * where they lie instead of after a copy into z: the default CNN's
- * 12x12 layer at batch 1 31.0-31.3 -> 29.7-30.4 us, its batch-1 pass
- * capped to AVX2 130.5-131.2 -> 128.8-130.5 us (three and four
- * interleaved pairs; on AVX-512 the pass within its noise). */
+ * 12x12 layer at batch 1 31.0-31.8 -> 29.4-30.4 us (four interleaved
+ * pairs, per-layer timing on an idle machine); the whole batch-1 pass
+ * stays within its noise of about 1 us, on AVX-512 and capped to AVX2
+ * (five pairs each). */
 WX_INLINE void WX_FN(input_transform_c)(float *V, const float *xp, const int C, int n,
                                         const struct wino_geom *gm, size_t planar, int s2d)
 {

@@ -16,6 +16,7 @@ struct nn_trainer {
     nn_net *net;
     nn_train_cfg cfg;
     nn_pool *pool;
+    int serial; /* the shards run one after another on the caller */
     int nt;
     nn_ws *ws[MAX_THREADS];
     float *grad[MAX_THREADS];
@@ -40,6 +41,15 @@ struct nn_trainer {
     int oe_n;
 };
 
+/* A shard's forward multiply-adds under which the step's shards run on
+ * the calling thread, one after another. The MLP at batch 32 (1.6 M a
+ * shard at 2 threads) ran an epoch in 0.43-0.48 s on one thread and in
+ * 0.45-0.49 on two, and on two threads now and then in 0.8-1.5 s (the
+ * step waiting for the thread the host held back: a 2-core Zen 4 virtual
+ * machine). LeNet at batch 32 (6.7 M a shard) gains from two threads,
+ * 2.0 -> 1.2-1.6 s an epoch. */
+#define SHARD_MIN_MACS 4000000u
+
 nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, size_t errlen)
 {
     if (cfg->batch < 1 || cfg->batch > 65536) {
@@ -48,6 +58,10 @@ nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, s
     }
     if (cfg->oe_batch < 0 || cfg->oe_batch > 65536) {
         nn_errf(err, errlen, "train: outliers per step %d out of range", cfg->oe_batch);
+        return NULL;
+    }
+    if (cfg->shards < NN_SHARDS_AUTO || cfg->shards > NN_SHARDS_SERIAL) {
+        nn_errf(err, errlen, "train: shards mode %d unknown", cfg->shards);
         return NULL;
     }
     nn_trainer *t = calloc(1, sizeof *t);
@@ -63,7 +77,14 @@ nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, s
     t->nt = nt;
     int shard = (cfg->batch + nt - 1) / nt + (cfg->oe_batch + nt - 1) / nt,
         hw = net->in_c * net->in_h * net->in_w;
-    if (!(t->pool = nn_pool_create(nt))) goto oom;
+    /* Shards too small to pay for a thread of their own (SHARD_MIN_MACS)
+     * run one after another on the calling thread: the same shards, so
+     * the same bits as on threads. */
+    t->serial =
+        nt > 1 && (cfg->shards == NN_SHARDS_SERIAL ||
+                   (cfg->shards == NN_SHARDS_AUTO &&
+                    (uint64_t)((cfg->batch + nt - 1) / nt) * nn_net_macs(net) < SHARD_MIN_MACS));
+    if (!(t->pool = nn_pool_create(t->serial ? 1 : nt))) goto oom;
     for (int i = 0; i < nt; i++) {
         if (!(t->ws[i] = nn_ws_create(net, shard, 1))) goto oom;
         if (cfg->direct_conv) nn_ws_use_wino(t->ws[i], 0);
@@ -207,6 +228,17 @@ static void grad_sum(float *restrict gb, const float *const *g, const float *w, 
     }
 }
 
+/* fn over the step's shards: on the pool's threads, or in order on the
+ * calling thread (t->serial). */
+static void run_shards(nn_trainer *t, nn_pool_fn fn)
+{
+    if (!t->serial) {
+        nn_pool_run(t->pool, fn, t);
+        return;
+    }
+    for (int i = 0; i < t->nt; i++) fn(t, i, t->nt);
+}
+
 static void wino_worker(void *arg, int i, int nt)
 {
     nn_trainer *t = arg;
@@ -276,8 +308,8 @@ int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels
         if (stop && *stop) return 1;
         t->step_lo = s * B;
         t->step_n = n - s * B < B ? n - s * B : B;
-        nn_pool_run(t->pool, wino_worker, t);
-        nn_pool_run(t->pool, step_worker, t);
+        run_shards(t, wino_worker);
+        run_shards(t, step_worker);
         t->lr = nn_sched_lr(&t->cfg.sched, epoch + (double)s / steps, t->cfg.epochs);
         if (t->ema) {
             /* Warm-up of the average: early steps follow the weights. */
@@ -285,7 +317,7 @@ int nn_trainer_epoch(nn_trainer *t, const uint8_t *images, const uint8_t *labels
             t->ema_d = d0 < d ? d0 : d;
         }
         nn_opt_advance(t->opt);
-        nn_pool_run(t->pool, update_worker, t);
+        run_shards(t, update_worker);
         t->steps_done++;
         t->net->bn_batches++;
         for (int i = 0; i < t->nt; i++) lsum += t->loss[i];

@@ -5,7 +5,9 @@
  * buffer (batch-norm statistics are per shard), the gradients are summed
  * weighted by shard size, and the optimiser steps once. Shuffling, dropout
  * and augmentation are pure functions of (seed, epoch, position), so a run
- * is reproducible for a given seed and thread count.
+ * is reproducible for a given seed and thread count. Shards too small to
+ * pay for a thread run one after another on the calling thread instead
+ * (cfg.shards), with the same results.
  */
 #ifndef NN_TRAIN_H
 #define NN_TRAIN_H
@@ -37,7 +39,14 @@ typedef struct {
      * target. */
     int oe_energy;
     float m_in, m_out;
+    /* Where the shards run: NN_SHARDS_AUTO (0) on threads when each is
+     * big enough to pay for one, else one after another on the calling
+     * thread; NN_SHARDS_THREADS or NN_SHARDS_SERIAL to choose. The same
+     * shards either way, so the same bits. */
+    int shards;
 } nn_train_cfg;
+
+enum { NN_SHARDS_AUTO = 0, NN_SHARDS_THREADS = 1, NN_SHARDS_SERIAL = 2 };
 
 typedef struct nn_trainer nn_trainer;
 

@@ -2072,11 +2072,14 @@ static void test_training_smoke(void **s)
                        "{\"type\":\"maxpool\",\"k\":2},{\"type\":\"flatten\"},"
                        "{\"type\":\"dropout\",\"p\":0.2},{\"type\":\"dense\",\"out\":10}]";
     float *params[2];
+    /* The two shards on two threads, then in order on this one: the same
+     * weights to the bit. */
     for (int run = 0; run < 2; run++) {
         nn_net *net = nets_make(arch, 1, 28, 28, 11);
         nn_train_cfg cfg;
         small_cfg(&cfg);
         cfg.aug.max_rot = 5;
+        cfg.shards = run == 0 ? NN_SHARDS_THREADS : NN_SHARDS_SERIAL;
         nn_trainer *t = nn_trainer_create(net, &cfg, err, sizeof err);
         assert_non_null(t);
         double loss, acc;
@@ -2102,6 +2105,19 @@ static void test_training_smoke(void **s)
     free(params[1]);
     nn_dataset_free(tr);
     nn_dataset_free(te);
+
+    /* Settings out of range: no trainer, a message. */
+    nn_net *net = nets_make(arch, 1, 28, 28, 11);
+    nn_train_cfg cfg;
+    small_cfg(&cfg);
+    cfg.shards = 3;
+    assert_null(nn_trainer_create(net, &cfg, err, sizeof err));
+    assert_non_null(strstr(err, "shards mode 3"));
+    small_cfg(&cfg);
+    cfg.batch = 0;
+    assert_null(nn_trainer_create(net, &cfg, err, sizeof err));
+    assert_non_null(strstr(err, "batch 0"));
+    nn_net_free(net);
 }
 
 /* Outlier exposure does what it is for: trained with boxes and noise as

@@ -44,10 +44,11 @@ struct nn_trainer {
 /* A shard's forward multiply-adds under which the step's shards run on
  * the calling thread, one after another. The MLP at batch 32 (1.6 M a
  * shard at 2 threads) ran an epoch in 0.43-0.48 s on one thread and in
- * 0.45-0.49 on two, and on two threads now and then in 0.8-1.5 s (the
- * step waiting for the thread the host held back: a 2-core Zen 4 virtual
- * machine). LeNet at batch 32 (6.7 M a shard) gains from two threads,
- * 2.0 -> 1.2-1.6 s an epoch. */
+ * 0.45-0.49 on two, and on two threads now and then in 0.8-1.5 s: each
+ * step waits for its second thread, and when that one cannot run at once
+ * the wait outweighs the shard (both threads on one CPU: 1.14 s; in order
+ * on one thread: 0.52, on a 2-core Zen 4 virtual machine). LeNet at batch
+ * 32 (6.7 M a shard) gains from two threads, 2.0 -> 1.2-1.6 s an epoch. */
 #define SHARD_MIN_MACS 4000000u
 
 nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, size_t errlen)

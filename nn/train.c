@@ -15,8 +15,7 @@
 struct nn_trainer {
     nn_net *net;
     nn_train_cfg cfg;
-    nn_pool *pool;
-    int serial; /* the shards run one after another on the caller */
+    nn_pool *pool; /* the shards' threads; NULL: they run in order on the caller */
     int nt;
     nn_ws *ws[MAX_THREADS];
     float *grad[MAX_THREADS];
@@ -81,11 +80,10 @@ nn_trainer *nn_trainer_create(nn_net *net, const nn_train_cfg *cfg, char *err, s
     /* Shards too small to pay for a thread of their own (SHARD_MIN_MACS)
      * run one after another on the calling thread: the same shards, so
      * the same bits as on threads. */
-    t->serial =
-        nt > 1 && (cfg->shards == NN_SHARDS_SERIAL ||
-                   (cfg->shards == NN_SHARDS_AUTO &&
-                    (uint64_t)((cfg->batch + nt - 1) / nt) * nn_net_macs(net) < SHARD_MIN_MACS));
-    if (!(t->pool = nn_pool_create(t->serial ? 1 : nt))) goto oom;
+    const int serial = cfg->shards == NN_SHARDS_SERIAL ||
+                       (cfg->shards == NN_SHARDS_AUTO &&
+                        (uint64_t)((cfg->batch + nt - 1) / nt) * nn_net_macs(net) < SHARD_MIN_MACS);
+    if (nt > 1 && !serial && !(t->pool = nn_pool_create(nt))) goto oom;
     for (int i = 0; i < nt; i++) {
         if (!(t->ws[i] = nn_ws_create(net, shard, 1))) goto oom;
         if (cfg->direct_conv) nn_ws_use_wino(t->ws[i], 0);
@@ -230,10 +228,10 @@ static void grad_sum(float *restrict gb, const float *const *g, const float *w, 
 }
 
 /* fn over the step's shards: on the pool's threads, or in order on the
- * calling thread (t->serial). */
+ * calling thread when there is no pool (one shard, or small ones). */
 static void run_shards(nn_trainer *t, nn_pool_fn fn)
 {
-    if (!t->serial) {
+    if (t->pool) {
         nn_pool_run(t->pool, fn, t);
         return;
     }

@@ -524,24 +524,17 @@ static void test_head_method(void **state)
     }
 
     /* Every kernel path this CPU has gives the bits of the plain loop in
-     * order (each unit's sum over the features a product then an add),
-     * from the same float features. */
+     * order (ref_head: each unit's sum over the features a product then
+     * an add), from the same float features. */
     for (int path = 0; path < NN_GEMM_PATH_COUNT; path++) {
         if (!nn_gemm_path_supported(path)) continue;
         assert_int_equal(nn_gemm_set_path(path), 0);
         float got[N];
         nn_ood_score_pass(o, gin, NULL, N, K, got);
         for (int i = 0; i < N; i++) {
-            const float *fi = gin + i * D;
-            double z = o->b2;
-            for (int u = 0; u < o->h; u++) {
-                double a = o->b1[u];
-                for (int j = 0; j < D; j++) {
-                    const double gj = ((double)fi[j] - o->norm[j]) / o->norm[D + j];
-                    a += (double)o->w1[u * D + j] * gj;
-                }
-                if (a > 0.0) z += o->w2[u] * a;
-            }
+            double f[D];
+            for (int j = 0; j < D; j++) f[j] = gin[i * D + j];
+            const double z = ref_head(o, f);
             if (memcmp(&got[i], &(float){(float)z}, sizeof(float)) != 0)
                 fail_msg("path %s, image %d: head score %a, in order %a", nn_gemm_path_name(path),
                          i, (double)got[i], (double)(float)z);

@@ -300,13 +300,13 @@ wait_ready() {
 SERVER_PID='' SERVER_PORT=''
 # Dynamic batching as the README recommends it for many connections (the
 # server's default is off): the "batch" side of the CNN section.
-BATCH_ARGS=${BENCH_BATCH_ARGS:---threads 8 --batch-delay 500 --max-batch-size 16}
+BATCH_ARGS=${BENCH_BATCH_ARGS:---batch-delay 500 --max-batch-size 16}
 start_ours() { # NAME MODEL [SERVER-ARGS...]
     local name=$1 model=$2
     shift 2
     SERVER_PORT=$(free_port)
     # No balancer in front: nothing to wait for on SIGTERM. Later
-    # arguments win (--threads for the batching server).
+    # arguments win (BENCH_BATCH_ARGS may set --threads).
     "$BUILD/mnist-server" --host 127.0.0.1 --port "$SERVER_PORT" --model "$name=$model" --threads 2 \
         --drain-delay 0 --access-log off "$@" > "$TMP/ours-$name.log" 2>&1 &
     SERVER_PID=$!

@@ -1,16 +1,14 @@
-/* batch.c - see batch.h. One mutex guards the queue and the counters.
- * Every waiting request sleeps on a condition variable of its own (on
- * CLOCK_MONOTONIC), so each change wakes exactly the thread it concerns:
- * a finished batch wakes its requests' owners, a queued image or a freed
- * executor wakes the leader. No broadcast: at a few thousand requests a
- * second a herd of threads waking to re-check the queue costs more than
- * the batch saves.
+/* batch.c - see batch.h. One mutex guards the queue, the executors and
+ * the counters. Runner threads sleep on one condition variable (a queued
+ * image, a freed executor, an announcement taken back, close, stop); a
+ * request that waits for its answers (pipe_batcher_run) sleeps on a
+ * condition variable of its own, so a finished batch wakes exactly the
+ * threads it answered.
  *
- * The leader is always the owner of the request at the head of the
- * queue: the first request to find no leader leads and is the head (the
- * queue is empty then, or its head's owner was made leader); a leader
- * takes its batch from the head, so its own request is always in it, and
- * hands the role to the owner of the new head, if any. */
+ * Who runs a batch: the submitting thread itself when its images are the
+ * whole queue and may run at once (no hand-off, no context switch: a
+ * lone request at low load costs what it costs unbatched); otherwise one
+ * of the runner threads, one per executor. */
 #include "pipeline/batch.h"
 
 #include <errno.h>
@@ -19,18 +17,21 @@
 #include <string.h>
 #include <time.h>
 
-/* One request's chunk of images, queued until a leader takes it. Lives on
- * the requesting thread's stack, and so does its condition variable. */
+/* One request's chunk of images, queued until a batch takes it. A waiting
+ * request's item lives on its stack (done and cv: its owner sleeps on
+ * cv until done); a submitted one is malloc'ed and freed by whoever runs
+ * it, after calling done_fn. */
 typedef struct item {
     struct item *next;
     pipe_dtype dtype;
     const void *x; /* [n, 784] */
     int n;
     pipe_result *res;
-    uint64_t t_enq; /* us, CLOCK_MONOTONIC */
-    int lead;       /* its owner leads (it is the head of the queue) */
+    uint64_t t_enq;          /* us, CLOCK_MONOTONIC */
+    pipe_batch_done done_fn; /* NULL: its owner waits on cv */
+    void *ctx;
     int done;
-    pthread_cond_t cv; /* its owner sleeps here */
+    pthread_cond_t cv;
 } item;
 
 /* One batch running at a time in each: a workspace of max_size images. */
@@ -46,14 +47,16 @@ struct pipe_batcher {
     const nn_ensemble *e;
     pipe_batch_opts o;
     pthread_mutex_t mu;
-    pthread_condattr_t ca; /* CLOCK_MONOTONIC, for every item's cv */
+    pthread_condattr_t ca; /* CLOCK_MONOTONIC, for every cv */
+    pthread_cond_t work;   /* the runners sleep here */
     item *head, *tail;     /* queued, not yet taken */
     int queued;            /* images queued */
     int incoming;          /* images announced, not yet queued */
     int running;           /* batches running */
-    int closed;
-    int waiting; /* the leader sleeps: 1 to fill, 2 for an executor */
+    int closed, stop;
     executor *ex;
+    pthread_t *runner;
+    int nrunners; /* started */
     pipe_batch_stats st;
 };
 
@@ -63,6 +66,8 @@ static uint64_t now_us(void)
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
 }
+
+static void *runner_main(void *arg);
 
 pipe_batcher *pipe_batcher_create(const nn_ensemble *e, const pipe_batch_opts *o)
 {
@@ -83,8 +88,15 @@ pipe_batcher *pipe_batcher_create(const nn_ensemble *e, const pipe_batch_opts *o
         free(b);
         return NULL;
     }
+    if (pthread_cond_init(&b->work, &b->ca) != 0) {
+        pthread_mutex_destroy(&b->mu);
+        pthread_condattr_destroy(&b->ca);
+        free(b);
+        return NULL;
+    }
     b->ex = calloc((size_t)o->executors, sizeof *b->ex);
-    if (!b->ex) {
+    b->runner = calloc((size_t)o->executors, sizeof *b->runner);
+    if (!b->ex || !b->runner) {
         pipe_batcher_free(b);
         return NULL;
     }
@@ -100,12 +112,24 @@ pipe_batcher *pipe_batcher_create(const nn_ensemble *e, const pipe_batch_opts *o
             return NULL;
         }
     }
+    for (int i = 0; i < o->executors; i++) {
+        if (pthread_create(&b->runner[i], NULL, runner_main, b) != 0) {
+            pipe_batcher_free(b);
+            return NULL;
+        }
+        b->nrunners++;
+    }
     return b;
 }
 
 void pipe_batcher_free(pipe_batcher *b)
 {
     if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    b->stop = 1;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < b->nrunners; i++) pthread_join(b->runner[i], NULL);
     for (int i = 0; b->ex && i < b->o.executors; i++) {
         pipe_ws_free(b->ex[i].ws);
         free(b->ex[i].x);
@@ -113,23 +137,11 @@ void pipe_batcher_free(pipe_batcher *b)
         free(b->ex[i].items);
     }
     free(b->ex);
+    free(b->runner);
+    pthread_cond_destroy(&b->work);
     pthread_condattr_destroy(&b->ca);
     pthread_mutex_destroy(&b->mu);
     free(b);
-}
-
-/* The leader, if it sleeps (to fill its batch, or for an executor),
- * re-checks. mu held. */
-static void wake_leader(pipe_batcher *b)
-{
-    if (b->waiting) pthread_cond_signal(&b->head->cv);
-}
-
-/* A leader waiting to fill stops when the batch is full or no announced
- * image is still on its way. */
-static void wake_filled(pipe_batcher *b)
-{
-    if (b->waiting == 1 && (b->queued >= b->o.max_size || b->incoming == 0)) wake_leader(b);
 }
 
 void pipe_batcher_expect(pipe_batcher *b, int delta)
@@ -137,7 +149,8 @@ void pipe_batcher_expect(pipe_batcher *b, int delta)
     pthread_mutex_lock(&b->mu);
     b->incoming += delta;
     if (b->incoming < 0) b->incoming = 0;
-    if (delta < 0) wake_filled(b);
+    /* A runner waiting to fill may stop waiting. */
+    if (delta < 0 && b->head) pthread_cond_broadcast(&b->work);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -146,7 +159,7 @@ void pipe_batcher_close(pipe_batcher *b)
     if (!b) return;
     pthread_mutex_lock(&b->mu);
     b->closed = 1;
-    wake_leader(b);
+    pthread_cond_broadcast(&b->work);
     pthread_mutex_unlock(&b->mu);
 }
 
@@ -158,12 +171,21 @@ void pipe_batcher_stats(pipe_batcher *b, pipe_batch_stats *st)
     pthread_mutex_unlock(&b->mu);
 }
 
-static void wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, uint64_t deadline_us)
+/* Whether the head of the queue may run now (mu held, head and a free
+ * executor present). Work first: a batch waits to fill only when it would
+ * take the last free executor - while another one is idle, a core would
+ * idle with images queued, which costs more than any batch saves on a
+ * CPU (bench/README.md: a batch of 16 saves at most a sixth of the
+ * per-image time). Then it waits until max_size images are queued, or no
+ * announced image is still on its way, or the head has waited delay_us
+ * (*deadline, for the caller's timed wait), or the batcher closes. */
+static int may_run(pipe_batcher *b, uint64_t *deadline)
 {
-    struct timespec ts = {.tv_sec = (time_t)(deadline_us / 1000000u),
-                          .tv_nsec = (long)(deadline_us % 1000000u) * 1000};
-    int rc = pthread_cond_timedwait(cv, mu, &ts);
-    (void)rc; /* ETIMEDOUT or a wake-up: the caller re-checks either way */
+    int free_ex = b->o.executors - b->running;
+    if (b->closed || b->stop || b->queued >= b->o.max_size || b->incoming == 0 || free_ex > 1)
+        return 1;
+    *deadline = b->head->t_enq + b->o.delay_us;
+    return now_us() >= *deadline;
 }
 
 /* Packs the inputs of the batch's items into x->x and their entry states
@@ -192,34 +214,15 @@ static int pack(executor *x, int nitems)
     return k;
 }
 
-/* The leader's turn (mu held, me = b->head with me->lead set): gathers,
- * runs and answers one batch that holds me. Returns with mu held and
- * me->done set.
- *
- * Work first: a batch waits to fill only when it takes the last free
- * executor - while another one is idle, a core would idle with images
- * queued, which costs more than any batch saves on a CPU (a batch of 4
- * saves a sixth to a quarter of the per-image time, measured in
- * bench/README.md). Likewise, with k executors free it takes only its
- * share, ceil(queued / k) images, and the next leader takes the rest to
- * another core. */
-static void lead(pipe_batcher *b, item *me)
+/* Takes one batch from the head of the queue onto a free executor and
+ * runs it (mu held on entry and on return; released while the batch
+ * runs). With k executors free it takes only its share, ceil(queued / k)
+ * images, so the next batch can take the rest to another core; always
+ * whole items, at least one, at most max_size images. Answers every item
+ * it took: a waiting owner is woken, a submitted item's done_fn is
+ * called (without mu) and the item freed. */
+static void run_batch(pipe_batcher *b)
 {
-    for (;;) {
-        int free_ex = b->o.executors - b->running;
-        if (free_ex < 1) { /* an executor; the queue grows meanwhile */
-            b->waiting = 2;
-            pthread_cond_wait(&me->cv, &b->mu);
-            b->waiting = 0;
-            continue;
-        }
-        if (b->closed || b->queued >= b->o.max_size || b->incoming == 0 || free_ex > 1) break;
-        uint64_t deadline = me->t_enq + b->o.delay_us;
-        if (now_us() >= deadline) break;
-        b->waiting = 1;
-        wait_until(&me->cv, &b->mu, deadline);
-        b->waiting = 0;
-    }
     int free_ex = b->o.executors - b->running;
     executor *x = NULL;
     for (int i = 0; i < b->o.executors; i++)
@@ -227,8 +230,6 @@ static void lead(pipe_batcher *b, item *me)
             x = &b->ex[i];
             break;
         }
-    /* Whole items from the front (me first: it is the head), up to its
-     * share of the queue and max_size images. */
     int share = (b->queued + free_ex - 1) / free_ex;
     if (share > b->o.max_size) share = b->o.max_size;
     int nitems = 0, images = 0;
@@ -241,20 +242,16 @@ static void lead(pipe_batcher *b, item *me)
         b->queued -= it->n;
         x->items[nitems++] = it;
     }
-    me->lead = 0;
     x->busy = 1;
     b->running++;
     b->st.batches++;
     b->st.images += (uint64_t)images;
     if (images > b->st.max_seen) b->st.max_seen = images;
-    if (b->head) { /* the next leader starts gathering */
-        b->head->lead = 1;
-        pthread_cond_signal(&b->head->cv);
-    }
+    /* Another runner may take what is left to another executor. */
+    if (b->head) pthread_cond_signal(&b->work);
     pthread_mutex_unlock(&b->mu);
 
-    /* Outside the lock: the taken items belong to this thread now, their
-     * owners only wait for done. */
+    /* Outside the lock: the taken items belong to this thread now. */
     int k = pack(x, nitems);
     pipe_forward(b->e, x->ws, x->x, k, x->res);
     k = 0;
@@ -275,16 +272,73 @@ static void lead(pipe_batcher *b, item *me)
             r->queue_us = wait;
         }
     }
+    /* Submitted items first, without the lock: done_fn may take the
+     * caller's own locks (a web server resuming a connection). */
+    for (int j = 0; j < nitems; j++) {
+        item *it = x->items[j];
+        if (!it->done_fn) continue;
+        it->done_fn(it->ctx);
+        free(it);
+        x->items[j] = NULL;
+    }
 
     pthread_mutex_lock(&b->mu);
     for (int j = 0; j < nitems; j++) {
         item *it = x->items[j];
+        if (!it) continue;
         it->done = 1;
-        if (it != me) pthread_cond_signal(&it->cv);
+        pthread_cond_signal(&it->cv);
     }
     x->busy = 0;
     b->running--;
-    wake_leader(b); /* if it waits for an executor */
+    if (b->head) pthread_cond_signal(&b->work); /* a freed executor */
+}
+
+static void *runner_main(void *arg)
+{
+    pipe_batcher *b = arg;
+    pthread_mutex_lock(&b->mu);
+    while (!b->stop) {
+        if (!b->head || b->running >= b->o.executors) {
+            pthread_cond_wait(&b->work, &b->mu);
+            continue;
+        }
+        uint64_t deadline = 0;
+        if (!may_run(b, &deadline)) {
+            struct timespec ts = {.tv_sec = (time_t)(deadline / 1000000u),
+                                  .tv_nsec = (long)(deadline % 1000000u) * 1000};
+            int rc = pthread_cond_timedwait(&b->work, &b->mu, &ts);
+            (void)rc; /* ETIMEDOUT or a wake-up: re-check either way */
+            continue;
+        }
+        run_batch(b);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* Queues it (mu held). */
+static void enqueue(pipe_batcher *b, item *it)
+{
+    it->t_enq = now_us();
+    if (b->tail)
+        b->tail->next = it;
+    else
+        b->head = it;
+    b->tail = it;
+    b->queued += it->n;
+}
+
+/* Whether the submitting thread may run its own item now (mu held, it
+ * just queued): when the batcher is idle (its item the whole queue, no
+ * batch running) and it may run at once - what a runner would do next,
+ * without the hand-off. While a batch runs, the image queues instead, so
+ * that under load the queue builds up and a runner takes it as a batch;
+ * a thread that ran its own image would run it alone. */
+static int own_turn(pipe_batcher *b, const item *it)
+{
+    uint64_t deadline;
+    return b->head == it && !it->next && b->running == 0 && may_run(b, &deadline);
 }
 
 void pipe_batcher_run(pipe_batcher *b, pipe_dtype dtype, const void *x, int n, pipe_result *res,
@@ -305,23 +359,40 @@ void pipe_batcher_run(pipe_batcher *b, pipe_dtype dtype, const void *x, int n, p
             b->incoming -= announced;
             if (b->incoming < 0) b->incoming = 0;
         }
-        it.t_enq = now_us();
-        if (b->tail) {
-            b->tail->next = &it;
+        enqueue(b, &it);
+        if (own_turn(b, &it)) {
+            run_batch(b);
         } else {
-            b->head = &it;
-            it.lead = 1; /* no queue, so no leader: lead */
-        }
-        b->tail = &it;
-        b->queued += m;
-        wake_filled(b);
-        while (!it.done) {
-            if (it.lead)
-                lead(b, &it);
-            else
-                pthread_cond_wait(&it.cv, &b->mu);
+            pthread_cond_signal(&b->work);
+            while (!it.done) pthread_cond_wait(&it.cv, &b->mu);
         }
         pthread_mutex_unlock(&b->mu);
         pthread_cond_destroy(&it.cv);
     }
+}
+
+int pipe_batcher_submit(pipe_batcher *b, pipe_dtype dtype, const void *x, int n, pipe_result *res,
+                        int announced, pipe_batch_done done, void *ctx)
+{
+    if (n < 1 || n > b->o.max_size || !done) return -1;
+    item *it = calloc(1, sizeof *it);
+    if (!it) return -1;
+    *it = (item){.dtype = dtype, .x = x, .n = n, .res = res, .done_fn = done, .ctx = ctx};
+    pthread_mutex_lock(&b->mu);
+    b->incoming -= announced;
+    if (b->incoming < 0) b->incoming = 0;
+    enqueue(b, it);
+    if (own_turn(b, it)) {
+        /* Run it here, answered before return: done is not called. */
+        it->done_fn = NULL;
+        if (pthread_cond_init(&it->cv, &b->ca) != 0) abort();
+        run_batch(b);
+        pthread_mutex_unlock(&b->mu);
+        pthread_cond_destroy(&it->cv);
+        free(it);
+        return 1;
+    }
+    pthread_cond_signal(&b->work);
+    pthread_mutex_unlock(&b->mu);
+    return 0;
 }

@@ -10,34 +10,38 @@
  *   pipe_batcher *b = pipe_batcher_create(ens, &o);   // when the model loads
  *   pipe_ws_set_batcher(ws, b);     // each thread's workspace (pipeline.h):
  *                                   // pipe_run_png/_tensors now batch
+ *   pipe_batcher_submit(b, ..., done, ctx);  // or answer later: done(ctx)
  *   ...
  *   pipe_batcher_close(b);          // shutting down: stop waiting to fill
  *   pipe_batcher_free(b);           // no request may still be inside
  *
- * How a batch forms (leader/followers; no thread of its own):
- *   - A request enqueues its images and sleeps on a condition variable
- *     of its own; each change wakes only the thread it concerns.
- *   - The owner of the request at the head of the queue is the leader.
- *     Work first: while another executor (batches running at once,
- *     normally one per core) is idle, it runs at once, taking only its
- *     share of the queue (ceil(queued / free executors)) so the next
- *     leader can take the rest to another core - a core idling with
- *     images queued costs more than batching saves on a CPU.
- *   - When its executor would be the last free one, it waits to fill:
- *     until the queue holds max_size images, or the oldest queued image
- *     has waited delay_us, or no other image for this model is on its
- *     way (pipe_batcher_expect: decoding or preprocessing on another
- *     thread) - so a lone request at low load waits for nobody - or
- *     until pipe_batcher_close. When every executor is busy it waits
- *     for one (meanwhile more requests queue up).
- *   - It takes whole requests from the front of the queue (its own
- *     first), hands the leader's role to the owner of the new head, runs
- *     the forward pass in the executor's workspace, writes every
- *     request's answers and wakes their owners.
- * The leader is a request thread that would otherwise run its own forward
- * pass: no hand-off to another thread, no extra context switch, and no
- * worker thread to start or stop. Every wait is bounded (the delay, or a
- * running batch), so no request hangs, at shutdown or otherwise.
+ * How a batch forms (a queue, executors, and a runner thread for each):
+ *   - A request queues its images. When they are the whole queue and
+ *     may run at once (below), the submitting thread runs them itself:
+ *     no hand-off, so a lone request at low load costs what it costs
+ *     unbatched. Otherwise a runner thread takes them.
+ *   - Work first: a batch runs at once while another executor (batches
+ *     running at once, normally one per core) is idle, taking only its
+ *     share of the queue (ceil(queued / free executors)) so that the
+ *     rest can go to another core - a core idling with images queued
+ *     costs more than batching saves on a CPU.
+ *   - When it would take the last free executor it waits to fill: until
+ *     the queue holds max_size images, or the oldest queued image has
+ *     waited delay_us, or no other image for this model is on its way
+ *     (pipe_batcher_expect: decoding or preprocessing on another
+ *     thread), or until pipe_batcher_close. When every executor is busy
+ *     the queue grows until one is free.
+ *   - A batch takes whole requests from the front of the queue, runs the
+ *     forward pass in the executor's workspace and answers every request
+ *     in it: pipe_batcher_run's caller wakes, pipe_batcher_submit's
+ *     callback is called.
+ * Two ways in: pipe_batcher_run blocks its thread until its images are
+ * answered (a thread that serves one request at a time);
+ * pipe_batcher_submit returns at once and calls back (a thread that
+ * serves many connections: it suspends the request and goes on reading
+ * the others, so one thread a core can feed the batches). Every wait is
+ * bounded (the delay, or a running batch), so no request hangs, at
+ * shutdown or otherwise.
  *
  * A request of more than max_size images is split into chunks of
  * max_size, each run as its own batch; one image's failure (its status
@@ -68,16 +72,17 @@ typedef struct {
 } pipe_batch_opts;
 
 /* A batcher for e (which must outlive it): its executors' workspaces of
- * max_size images are made here. NULL on bad options or out of memory.
- * pipe_batcher_free(NULL) does nothing; freeing with a request still
- * inside is a bug. */
+ * max_size images and one runner thread for each are made here. NULL on
+ * bad options, out of memory or no thread. pipe_batcher_free(NULL) does
+ * nothing; it stops and joins the runners (so it must not be called from
+ * a done callback); freeing with a request still inside is a bug. */
 pipe_batcher *pipe_batcher_create(const nn_ensemble *e, const pipe_batch_opts *o);
 void pipe_batcher_free(pipe_batcher *b);
 
 /* delta images are on their way (+, before decoding) or will not come
  * after all (-, a decode failed). pipe_batcher_run takes its images off
- * again (its announced argument). A leader waits for announced images
- * only. */
+ * again (its announced argument, or pipe_batcher_submit's). A batch
+ * waits for announced images only. */
 void pipe_batcher_expect(pipe_batcher *b, int delta);
 
 /* Runs n images [n,784] of dtype (uint8 0..255, scaled by 1/255, or float
@@ -91,7 +96,20 @@ void pipe_batcher_expect(pipe_batcher *b, int delta);
 void pipe_batcher_run(pipe_batcher *b, pipe_dtype dtype, const void *x, int n, pipe_result *res,
                       int announced);
 
-/* From now on no leader waits to fill a batch (queued images run as soon
+/* Called from a runner thread once a submitted request's res[0..n) are
+ * filled; the batcher no longer touches x or res afterwards. */
+typedef void (*pipe_batch_done)(void *ctx);
+
+/* pipe_batcher_run without waiting, for n images (1..max_size): returns
+ * 1 when they were answered before it returned (run on the calling
+ * thread: res filled, done not called), 0 when they are queued (a runner
+ * thread fills res, then calls done(ctx); x and res must stay valid until
+ * then, and done may come before this returns), -1 with nothing queued
+ * (n out of range, done NULL, out of memory). */
+int pipe_batcher_submit(pipe_batcher *b, pipe_dtype dtype, const void *x, int n, pipe_result *res,
+                        int announced, pipe_batch_done done, void *ctx);
+
+/* From now on no batch waits to fill (queued images run as soon
  * as an executor is free): for shutdown. Requests keep being answered. */
 void pipe_batcher_close(pipe_batcher *b);
 

@@ -428,6 +428,13 @@ static int prepare_png(const nn_ensemble *e, const uint8_t *png, size_t len, con
     return 0;
 }
 
+int pipe_prepare_png(const nn_ensemble *e, const uint8_t *png, size_t len, const img_limits *lim,
+                     float x[PIPE_PIXELS], pipe_result *res)
+{
+    memset(res, 0, sizeof *res);
+    return prepare_png(e, png, len, lim, x, res);
+}
+
 void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t len,
                   const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res)
 {

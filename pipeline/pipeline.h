@@ -207,6 +207,13 @@ typedef struct {
 void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t len,
                   const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res);
 
+/* (a) in two steps, for a caller that answers later (a suspended
+ * connection, through pipe_batcher_submit): decodes and preprocesses png
+ * into x, the network input, with res zeroed and its timings set. 0, or
+ * -1 with res saying why. */
+int pipe_prepare_png(const nn_ensemble *e, const uint8_t *png, size_t len, const img_limits *lim,
+                     float x[PIPE_PIXELS], pipe_result *res);
+
 /* (a) for n PNGs at once (/predict/batch): png[i] of len[i] bytes, each
  * decoded and preprocessed into x[i*784..] (the caller's [n,784] floats,
  * afterwards the network inputs: zeros for a failed image), then all

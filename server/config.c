@@ -46,8 +46,7 @@ static const struct {
     {OPT_PORT, "port", "MNIST_PORT", "N",
      "TCP port (default 8080; 0 picks a free port, see the start-up line)"},
     {OPT_THREADS, "threads", "MNIST_THREADS", "N",
-     "worker threads (default: number of available cores; with\n"
-     "                        --batch-delay, four per core)"},
+     "worker threads (default: number of available cores)"},
     {OPT_MODEL, "model", "MNIST_MODELS", "NAME=PATH[,PATH...]",
      "serve a model; several paths make an ensemble; repeatable\n"
      "                        (env: entries separated by ';')"},

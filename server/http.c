@@ -221,6 +221,9 @@ int srv_server_start(srv_server *s, char *err, size_t errlen)
     /* MHD_USE_ITC: the workers learn of connections added from the
      * acceptor thread through it. */
     unsigned flags = MHD_USE_ITC | MHD_USE_ERROR_LOG | (balance ? MHD_USE_NO_LISTEN_SOCKET : 0);
+    /* Dynamic batching suspends a /predict's connection while its image
+     * waits for a batch (http_handlers.c, predict_batched). */
+    if (cfg->batch_delay_us > 0) flags |= MHD_ALLOW_SUSPEND_RESUME;
     if (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES)
         flags |= MHD_USE_EPOLL_INTERNAL_THREAD;
     else
@@ -311,6 +314,11 @@ void srv_server_stop(srv_server *s)
 {
     acceptor_stop(s);
     if (s->d) {
+        /* Every queued image's callback first: it resumes a connection
+         * that libmicrohttpd is about to close. Batches run in bounded
+         * time, and closed batchers no longer wait to fill. */
+        srv_registry_close_batchers(s->reg);
+        while (atomic_load(&s->batching) > 0) nanosleep(&(struct timespec){0, 1000000}, NULL);
         MHD_stop_daemon(s->d);
         s->d = NULL;
         /* Closed by MHD, if not already at quiesce; the acceptor's is

@@ -318,6 +318,7 @@ enum MHD_Result srv_http_on_request(void *cls, struct MHD_Connection *c, const c
         r->e_status = PIPE_OK;
         r->asset = NULL;
         r->want_prep = 0;
+        r->pend = NULL;
         r->body = NULL;
         r->len = r->cap = 0;
         const char *rid = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
@@ -412,6 +413,9 @@ void srv_http_on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         srv_log_access(&a);
     }
     if (r->body != r->small) free(r->body);
+    /* Answered by then: srv_server_stop waits for every batch callback
+     * before libmicrohttpd closes a suspended connection. */
+    free(r->pend);
     /* The last request on an old snapshot frees it (and the models only
      * it still held). */
     srv_snapshot_release(r->snap);

@@ -395,8 +395,73 @@ static enum MHD_Result no_workspace(srv_server *s, struct MHD_Connection *c, srv
 
 /* ---- POST handlers -------------------------------------------------------- */
 
+/* ---- dynamic batching, one thread a core ---------------------------------- */
+
+/* A runner thread answered p: the second of this and the handler's
+ * suspend resumes the connection (http_int.h, srv_pending). */
+static void pending_done(void *ctx)
+{
+    srv_pending *p = ctx;
+    srv_server *s = p->s;
+    struct MHD_Connection *c = p->c;
+    if (atomic_exchange(&p->state, PEND_DONE) == PEND_SUSPENDED) MHD_resume_connection(c);
+    atomic_fetch_sub(&s->batching, 1);
+}
+
+/* The answer to a /predict whose image went through a batch. */
+static enum MHD_Result predict_answer(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                                      const pipe_result *res, const float *x)
+{
+    observe(s, r->model, res);
+    char text[4096]; /* the answer, with a preprocessed image too */
+    srv_buf b;
+    srv_buf_init(&b, text, sizeof text);
+    result_json(&b, r->model, res, (srv_http_now_ns() - r->t0) / 1000,
+                r->want_prep && res->status == PIPE_OK ? x : NULL);
+    return respond_buf(s, c, r, pipe_status_http(res->status), SRV_HTTP_JSON, &b);
+}
+
+/* /predict's image through the model's batcher without holding this
+ * thread: decoded here, then queued, and the connection suspended until a
+ * runner thread has answered it (this thread reads its other connections
+ * meanwhile); answered at once when it ran here (batch.h: a lone image
+ * at low load). */
+static enum MHD_Result predict_batched(srv_server *s, struct MHD_Connection *c, srv_req *r,
+                                       pipe_batcher *bt, const uint8_t *data, size_t len)
+{
+    srv_pending *p = malloc(sizeof *p);
+    if (!p) return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory queueing the image");
+    /* A batch waiting to fill waits for this image while it decodes. */
+    pipe_batcher_expect(bt, 1);
+    if (pipe_prepare_png(r->model->ens, data, len, &s->lim, p->x, &p->res) < 0) {
+        pipe_batcher_expect(bt, -1);
+        enum MHD_Result ret = predict_answer(s, c, r, &p->res, p->x);
+        free(p);
+        return ret;
+    }
+    p->s = s;
+    p->c = c;
+    atomic_init(&p->state, PEND_QUEUED);
+    r->pend = p; /* freed when the request completes */
+    atomic_fetch_add(&s->batching, 1);
+    int rc = pipe_batcher_submit(bt, PIPE_F32, p->x, 1, &p->res, 1, pending_done, p);
+    if (rc != 0) {
+        atomic_fetch_sub(&s->batching, 1);
+        if (rc < 0) {
+            pipe_batcher_expect(bt, -1);
+            return srv_http_error(s, c, r, PIPE_INTERNAL, NULL, "out of memory queueing the image");
+        }
+        return predict_answer(s, c, r, &p->res, p->x);
+    }
+    MHD_suspend_connection(c);
+    if (atomic_exchange(&p->state, PEND_SUSPENDED) == PEND_DONE) MHD_resume_connection(c);
+    return MHD_YES;
+}
+
 static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, srv_req *r)
 {
+    /* Resumed: its batch has answered it. */
+    if (r->pend) return predict_answer(s, c, r, &r->pend->res, r->pend->x);
     const uint8_t *data = r->body;
     size_t len = r->len;
     char err[256];
@@ -425,6 +490,12 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, s
             return multipart_error(s, c, r, rc, err, "-F image=@digit.png");
         data = part.data;
         len = part.len;
+    }
+    if (r->model->batch) {
+        enum MHD_Result ret = predict_batched(s, c, r, r->model->batch, data, len);
+        free(items);
+        free(store);
+        return ret;
     }
     pipe_ws *tmp, *ws = thread_ws(s, r->model, &tmp);
     if (!ws) {

@@ -87,6 +87,10 @@ struct srv_server {
     int acceptor_on;
     int wake[2];
     atomic_int ready, draining, inflight;
+    /* Requests queued through pipe_batcher_submit whose callback has not
+     * run yet: srv_server_stop waits for none before it stops the
+     * daemon (a callback resumes its connection). */
+    atomic_int batching;
 };
 
 typedef enum { SRV_BODY_NONE, SRV_BODY_RAW, SRV_BODY_MULTIPART, SRV_BODY_JSON } srv_body_kind;
@@ -118,12 +122,27 @@ typedef struct {
     int preflight;              /* a CORS preflight, answered 204 */
     const srv_web_asset *asset; /* SRV_ROUTE_PAGE: the file asked for */
     int want_prep;              /* ?include=preprocessed */
+    struct srv_pending *pend;   /* its image queued for a batch, or NULL */
     uint8_t *body;              /* small, or malloc'ed up to the body limit */
     size_t len, cap;
     uint8_t small[SRV_HTTP_SMALL_BODY];
 } srv_req;
 
 uint64_t srv_http_now_ns(void);
+
+/* A /predict image in a batch while its connection is suspended
+ * (http_handlers.c). state: PEND_QUEUED, then PEND_SUSPENDED (the
+ * handler has suspended the connection) and PEND_DONE (answered) in
+ * either order; whichever of the two comes second resumes the
+ * connection. */
+enum { PEND_QUEUED, PEND_SUSPENDED, PEND_DONE };
+typedef struct srv_pending {
+    float x[PIPE_PIXELS]; /* the network input */
+    pipe_result res;
+    srv_server *s;
+    struct MHD_Connection *c;
+    atomic_int state;
+} srv_pending;
 
 /* ---- http_conn.c ----------------------------------------------------------- */
 

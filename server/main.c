@@ -82,10 +82,10 @@ int main(int argc, char **argv)
      * reloads do not grow the heap. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     int cores = available_cores();
-    /* A thread waiting for its batch serves no other connection, and
-     * batches gather across threads only: with batching on, four request
-     * threads per core by default (measured: README, "Dynamic batching"). */
-    if (cfg.threads == 0) cfg.threads = cfg.batch_delay_us > 0 ? 4 * cores : cores;
+    /* One request thread a core, batching or not: a /predict waiting for
+     * its batch suspends its connection rather than the thread (README,
+     * "Dynamic batching"). */
+    if (cfg.threads == 0) cfg.threads = cores;
     /* One thread has no connections to deal out. */
     if (cfg.threads < 2) cfg.balance = 0;
 
@@ -103,10 +103,10 @@ int main(int argc, char **argv)
     /* One workspace per model per daemon thread, plus a spare (pool.h). */
     srv_registry_opts ro = {.cfg = &cfg, .nslots = cfg.threads + 1, .settle_s = -1};
     /* Dynamic batching: as many batches at once as cores (more would only
-     * share them), each of up to --max-batch-size images. */
-    ro.batch = (pipe_batch_opts){.max_size = cfg.max_batch_size,
-                                 .delay_us = cfg.batch_delay_us,
-                                 .executors = cfg.threads < cores ? cfg.threads : cores};
+     * share them), each of up to --max-batch-size images, each run by a
+     * runner thread of the batcher's or by the request's own thread. */
+    ro.batch = (pipe_batch_opts){
+        .max_size = cfg.max_batch_size, .delay_us = cfg.batch_delay_us, .executors = cores};
     srv_registry *models = srv_registry_create(&ro, err, sizeof err);
     if (!models) {
         srv_log(SRV_ERROR, "cannot start: %s", err);

@@ -59,7 +59,7 @@ start "$tmp/off.log" --threads 2 || { nok "server without batching starts" "$(ta
 off_pid=$srv_pid off=$base
 grep -q 'dynamic batching' "$tmp/off.log" &&
     nok "without --batch-delay the server does not batch" "$(grep 'dynamic batching' "$tmp/off.log")"
-start "$tmp/on.log" --threads 8 --batch-delay 20000 --max-batch-size 8 ||
+start "$tmp/on.log" --threads 2 --batch-delay 20000 --max-batch-size 8 ||
     { nok "server with batching starts" "$(tail -5 "$tmp/on.log")"; finish; }
 on_pid=$srv_pid on=$base
 if grep -q 'dynamic batching: up to 8 images per forward pass, waiting at most 20000us' "$tmp/on.log"; then

@@ -4,7 +4,8 @@
     batchcheck.py answers OFF_BASE ON_BASE MNIST_DIR THREADS ROUNDS
         the same requests, sequentially to a server with batching off and
         THREADS at a time (ROUNDS each) to one with batching on: POST
-        /predict (PNG, JSON base64), /predict/batch (multipart) and v2
+        /predict (PNG, JSON base64, PNG with ?include=preprocessed),
+        /predict/batch (multipart) and v2
         infer (UINT8 tensors of 1 and 3 images), on two models. Every
         answer must equal the unbatched one: the same prediction and
         label, probabilities within TOL. Then the batching server's
@@ -105,6 +106,12 @@ def requests_for(images, pngs):
     def ours(d):
         return [(d["prediction"], d["label"], d["probabilities"])]
 
+    def ours_prep(d):
+        # The picture of what the model saw (a PNG in base64) must be the
+        # same bytes as unbatched: its bytes join the compared values.
+        png = base64.b64decode(d["preprocessed"]["png"])
+        return [(d["prediction"], d["label"], d["probabilities"] + list(png))]
+
     def batch(d):
         return [(r["prediction"], r["label"], r["probabilities"]) for r in d["results"]]
 
@@ -123,6 +130,10 @@ def requests_for(images, pngs):
             if i % 3 == 0:
                 js = json.dumps({"image": base64.b64encode(pngs[i]).decode()}).encode()
                 reqs.append((f"{model} json {i}", "/predict" + q, js, "application/json", ours))
+            if i % 5 == 0:
+                qp = q + ("&" if q else "?") + "include=preprocessed"
+                reqs.append((f"{model} png+preprocessed {i}", "/predict" + qp, pngs[i],
+                             "image/png", ours_prep))
             if i % 4 == 0:
                 parts = b""
                 for j in (i, i + 1, i + 2):

@@ -1,6 +1,6 @@
 /* test_batch.c - dynamic batching (pipeline/batch.h): a batch's answers
  * are exactly the forward pass of that batch, each request gets its own
- * images' answers, in order; batches respect max_size, a leader waits for
+ * images' answers, in order; batches respect max_size, a batch waits for
  * announced images no longer than the delay, close() releases waiters,
  * and one image's failure stays its own.
  *
@@ -191,7 +191,7 @@ static void *run_job(void *arg)
 /* Concurrent requests of one and two images, all announced up front:
  * each request gets the answers of its own images in its own order (the
  * same prediction as alone, probabilities within TOL_PROB), in batches of
- * at most max_size. With one executor the leaders wait for the announced
+ * at most max_size. With one executor the batches wait for the announced
  * images, so the batches are full but for a few; with two, an idle
  * executor never waits (test_idle_executor_runs_at_once), so how the
  * images group depends on the threads' timing and only the totals are
@@ -250,7 +250,7 @@ static void test_concurrent_requests_get_their_answers(void **state)
     concurrent_requests(2);
 }
 
-/* Work first: with another executor idle, a leader does not wait for
+/* Work first: with another executor idle, a batch does not wait for
  * announced images (a core would idle with an image queued); it runs at
  * once, alone. With its executor the last free one, it waits. */
 static void test_idle_executor_runs_at_once(void **state)
@@ -284,7 +284,7 @@ static void test_idle_executor_runs_at_once(void **state)
     nn_ensemble_free(e);
 }
 
-/* A leader waits for an announced image that never comes only until the
+/* A batch waits for an announced image that never comes only until the
  * delay has passed (the delay is a lower bound of its wait: a correctness
  * property, not a speed measurement); alone and unannounced it waits for
  * nobody, so its wait stays far below a long delay. */
@@ -470,6 +470,167 @@ static void test_pngs_run_together(void **state)
     nn_ensemble_free(e);
 }
 
+/* ---- answered later: pipe_batcher_submit -------------------------------- */
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    int other_thread; /* calls made on a thread other than the test's */
+    pthread_t self;
+} callbacks;
+
+static void on_done(void *ctx)
+{
+    callbacks *cb = ctx;
+    pthread_mutex_lock(&cb->mu);
+    cb->calls++;
+    cb->other_thread += !pthread_equal(pthread_self(), cb->self);
+    pthread_cond_signal(&cb->cv);
+    pthread_mutex_unlock(&cb->mu);
+}
+
+static void wait_calls(callbacks *cb, int n)
+{
+    pthread_mutex_lock(&cb->mu);
+    while (cb->calls < n) pthread_cond_wait(&cb->cv, &cb->mu);
+    pthread_mutex_unlock(&cb->mu);
+}
+
+/* An idle batcher runs a submitted image on the calling thread: answered
+ * before return (1), the callback never called. Queued images (0) are
+ * answered by a runner thread, which then calls back, once each, on its
+ * own thread: two images submitted while a third is announced wait for
+ * it (one executor, a long delay) and run as one batch of three when it
+ * comes, their answers bit for bit that batch's forward pass. Bad calls
+ * queue nothing (-1). The default CNN, what the server batches. */
+static void test_submit_answers_later(void **state)
+{
+    (void)state;
+    nn_ensemble *e = load("models/cnn.safetensors");
+    callbacks cb = {.self = pthread_self()};
+    pthread_mutex_init(&cb.mu, NULL);
+    pthread_cond_init(&cb.cv, NULL);
+    pipe_batcher *b = pipe_batcher_create(
+        e, &(pipe_batch_opts){.max_size = 4, .delay_us = PIPE_BATCH_MAX_DELAY_US, .executors = 1});
+    assert_non_null(b);
+    uint8_t x[3][PIPE_PIXELS];
+    for (int i = 0; i < 3; i++) memcpy(x[i], images[i], PIPE_PIXELS);
+    pipe_result res[3], want[3];
+    memset(res, 0, sizeof res);
+
+    /* Idle: run here. */
+    assert_int_equal(pipe_batcher_submit(b, PIPE_U8, x[0], 1, &res[0], 0, on_done, &cb), 1);
+    reference(e, 0, 1, want);
+    assert_same_answer(&res[0], &want[0], 1);
+    assert_int_equal(res[0].batch_size, 1);
+    assert_int_equal(cb.calls, 0);
+
+    /* Three announced; two come, then the third. */
+    memset(res, 0, sizeof res);
+    pipe_batcher_expect(b, 3);
+    assert_int_equal(pipe_batcher_submit(b, PIPE_U8, x[0], 1, &res[0], 1, on_done, &cb), 0);
+    assert_int_equal(pipe_batcher_submit(b, PIPE_U8, x[1], 1, &res[1], 1, on_done, &cb), 0);
+    pipe_batch_stats st;
+    pipe_batcher_stats(b, &st);
+    assert_int_equal(st.queued, 2); /* waiting for the third */
+    assert_int_equal(cb.calls, 0);
+    assert_int_equal(pipe_batcher_submit(b, PIPE_U8, x[2], 1, &res[2], 1, on_done, &cb), 0);
+    wait_calls(&cb, 3);
+    reference(e, 0, 3, want);
+    for (int i = 0; i < 3; i++) {
+        assert_same_answer(&res[i], &want[i], 1);
+        assert_int_equal(res[i].batch_size, 3);
+        assert_int_equal(res[i].batch_first, i == 0);
+    }
+    assert_int_equal(cb.other_thread, 3);
+    pipe_batcher_stats(b, &st);
+    assert_int_equal(st.batches, 2);
+    assert_int_equal(st.images, 4);
+    assert_int_equal(st.queued, 0);
+
+    /* Nothing queued on a bad call. */
+    assert_int_equal(pipe_batcher_submit(b, PIPE_U8, x[0], 0, res, 0, on_done, &cb), -1);
+    assert_int_equal(pipe_batcher_submit(b, PIPE_U8, x[0], 5, res, 0, on_done, &cb), -1);
+    assert_int_equal(pipe_batcher_submit(b, PIPE_U8, x[0], 1, res, 0, NULL, NULL), -1);
+    pipe_batcher_stats(b, &st);
+    assert_int_equal(st.queued, 0);
+    assert_int_equal(st.batches, 2);
+    pipe_batcher_free(b);
+    assert_int_equal(cb.calls, 3);
+    pthread_cond_destroy(&cb.cv);
+    pthread_mutex_destroy(&cb.mu);
+    nn_ensemble_free(e);
+}
+
+/* Many threads submitting at once, a shared runner pool answering: every
+ * image gets its own answer (as alone, within rounding), exactly one
+ * callback each, nothing left queued. Batches form only while another
+ * runs, so their sizes depend on the threads' timing: only totals are
+ * checked. */
+typedef struct {
+    pipe_batcher *b;
+    callbacks *cb;
+    int first, n;
+    pipe_result res[4];
+    int inline_answers;
+} submitter;
+
+static void *run_submitter(void *arg)
+{
+    submitter *sb = arg;
+    memset(sb->res, 0, sizeof sb->res);
+    for (int i = 0; i < sb->n; i++) {
+        int rc = pipe_batcher_submit(sb->b, PIPE_U8, images[sb->first + i], 1, &sb->res[i], 0,
+                                     on_done, sb->cb);
+        assert_true(rc == 0 || rc == 1);
+        sb->inline_answers += rc;
+    }
+    return NULL;
+}
+
+static void test_submit_from_many_threads(void **state)
+{
+    (void)state;
+    nn_ensemble *e = load("models/lenet.safetensors");
+    enum { NT = 6, PER = 4 };
+    callbacks cb = {.self = pthread_self()};
+    pthread_mutex_init(&cb.mu, NULL);
+    pthread_cond_init(&cb.cv, NULL);
+    pipe_batcher *b =
+        pipe_batcher_create(e, &(pipe_batch_opts){.max_size = 8, .delay_us = 2000, .executors = 2});
+    assert_non_null(b);
+    submitter sb[NT];
+    pthread_t th[NT];
+    for (int k = 0; k < NT; k++) {
+        sb[k] = (submitter){.b = b, .cb = &cb, .first = k * PER, .n = PER};
+        assert_int_equal(pthread_create(&th[k], NULL, run_submitter, &sb[k]), 0);
+    }
+    int inline_answers = 0;
+    for (int k = 0; k < NT; k++) {
+        pthread_join(th[k], NULL);
+        inline_answers += sb[k].inline_answers;
+    }
+    wait_calls(&cb, NT * PER - inline_answers);
+    pipe_result alone[NIMG];
+    for (int i = 0; i < NT * PER; i++) reference(e, i, 1, &alone[i]);
+    for (int k = 0; k < NT; k++)
+        for (int i = 0; i < PER; i++) {
+            const pipe_result *r = &sb[k].res[i];
+            assert_same_answer(r, &alone[sb[k].first + i], r->batch_size == 1);
+            assert_in_range(r->batch_size, 1, 8);
+        }
+    pipe_batch_stats st;
+    pipe_batcher_stats(b, &st);
+    assert_int_equal(st.images, NT * PER);
+    assert_int_equal(st.queued, 0);
+    pipe_batcher_free(b);
+    assert_int_equal(cb.calls, NT * PER - inline_answers); /* no callback twice */
+    pthread_cond_destroy(&cb.cv);
+    pthread_mutex_destroy(&cb.mu);
+    nn_ensemble_free(e);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -507,6 +668,8 @@ int main(void)
         cmocka_unit_test(test_close_releases_waiters),
         cmocka_unit_test(test_png_through_batcher),
         cmocka_unit_test(test_pngs_run_together),
+        cmocka_unit_test(test_submit_answers_later),
+        cmocka_unit_test(test_submit_from_many_threads),
         cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -439,7 +439,7 @@ void pipe_run_png(const nn_ensemble *e, pipe_ws *ws, const uint8_t *png, size_t 
                   const img_limits *lim, float prepared[PIPE_PIXELS], pipe_result *res)
 {
     memset(res, 0, sizeof *res);
-    /* A leader gathering a batch waits for this image while it decodes. */
+    /* A batch waiting to fill waits for this image while it decodes. */
     if (ws->batch && len) pipe_batcher_expect(ws->batch, 1);
     if (prepare_png(e, png, len, lim, ws->x, res) < 0) {
         if (ws->batch && len) pipe_batcher_expect(ws->batch, -1);
@@ -509,7 +509,7 @@ static void tensor_in(pipe_dtype dtype, const void *x, int i, float *dst, pipe_r
 void pipe_run_tensors(const nn_ensemble *e, pipe_ws *ws, pipe_dtype dtype, const void *x, int n,
                       pipe_result *res)
 {
-    if (ws->batch) { /* checked here, converted by the batch's leader */
+    if (ws->batch) { /* checked here, converted by the batch that takes it */
         for (int i = 0; i < n; i++) tensor_in(dtype, x, i, NULL, &res[i]);
         pipe_batcher_run(ws->batch, dtype, x, n, res, 0);
         return;

@@ -1,8 +1,10 @@
 #!/bin/sh
 # tsan.sh BUILD_DIR - the server built with -fsanitize=thread under the
 # concurrent parts of the integration suite and a 20 s mixed load:
-# The server batches (--batch-delay, more request threads than cores), so
-# requests wait for and run in each other's forward passes throughout.
+# The server batches (--batch-delay: a /predict's connection suspended
+# while the batcher's runner threads or another request's thread run its
+# forward pass), so requests wait for and run in each other's forward
+# passes throughout, and batchers are freed under load by the reloads.
 #   1. 200 predictions, 16 at a time, each equal to the sequential answer;
 #   2. the HTTP abuse suite and slow clients (tests/integration/abuse.py);
 #   3. LOAD_SECONDS (20) of wrk at once on /predict with four models

@@ -316,9 +316,13 @@ void srv_server_stop(srv_server *s)
     if (s->d) {
         /* Every queued image's callback first: it resumes a connection
          * that libmicrohttpd is about to close. Batches run in bounded
-         * time, and closed batchers no longer wait to fill. */
-        srv_registry_close_batchers(s->reg);
-        while (atomic_load(&s->batching) > 0) nanosleep(&(struct timespec){0, 1000000}, NULL);
+         * time, and closed batchers no longer wait to fill; from here on
+         * no request queues that way (predict_batched). */
+        atomic_store(&s->stopping, 1);
+        if (atomic_load(&s->batching) > 0) {
+            srv_registry_close_batchers(s->reg);
+            while (atomic_load(&s->batching) > 0) nanosleep(&(struct timespec){0, 1000000}, NULL);
+        }
         MHD_stop_daemon(s->d);
         s->d = NULL;
         /* Closed by MHD, if not already at quiesce; the acceptor's is

@@ -444,6 +444,11 @@ static enum MHD_Result predict_batched(srv_server *s, struct MHD_Connection *c, 
     atomic_init(&p->state, PEND_QUEUED);
     r->pend = p; /* freed when the request completes */
     atomic_fetch_add(&s->batching, 1);
+    if (atomic_load(&s->stopping)) { /* the daemon stops: no suspending */
+        atomic_fetch_sub(&s->batching, 1);
+        pipe_batcher_run(bt, PIPE_F32, p->x, 1, &p->res, 1);
+        return predict_answer(s, c, r, &p->res, p->x);
+    }
     int rc = pipe_batcher_submit(bt, PIPE_F32, p->x, 1, &p->res, 1, pending_done, p);
     if (rc != 0) {
         atomic_fetch_sub(&s->batching, 1);

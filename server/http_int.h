@@ -88,9 +88,10 @@ struct srv_server {
     int wake[2];
     atomic_int ready, draining, inflight;
     /* Requests queued through pipe_batcher_submit whose callback has not
-     * run yet: srv_server_stop waits for none before it stops the
-     * daemon (a callback resumes its connection). */
-    atomic_int batching;
+     * run yet: srv_server_stop sets stopping, then waits for none before
+     * it stops the daemon (a callback resumes its connection); a request
+     * that sees stopping waits for its batch on its thread instead. */
+    atomic_int batching, stopping;
 };
 
 typedef enum { SRV_BODY_NONE, SRV_BODY_RAW, SRV_BODY_MULTIPART, SRV_BODY_JSON } srv_body_kind;

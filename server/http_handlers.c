@@ -320,16 +320,6 @@ static void observe(srv_server *s, const srv_model *m, const pipe_result *res)
     }
 }
 
-/* Runs the pipeline on one image with ws (the thread's workspace for m,
- * through the model's batcher when batching is on); prepared, if not
- * NULL, receives the network input; metrics and the log see the outcome. */
-static void classify(srv_server *s, const srv_model *m, pipe_ws *ws, const uint8_t *data,
-                     size_t len, float *prepared, pipe_result *res)
-{
-    pipe_run_png(m->ens, ws, data, len, &s->lim, prepared, res);
-    observe(s, m, res);
-}
-
 /* The calling thread's workspace for m; a thread beyond the pool gets a
  * temporary one in *tmp (the caller frees it). NULL when out of memory. */
 static pipe_ws *thread_ws(srv_server *s, const srv_model *m, pipe_ws **tmp)
@@ -408,7 +398,9 @@ static void pending_done(void *ctx)
     atomic_fetch_sub(&s->batching, 1);
 }
 
-/* The answer to a /predict whose image went through a batch. */
+/* The answer to a /predict: res, and x (the network input) when
+ * ?include=preprocessed asked for it; metrics and the log see the
+ * outcome. */
 static enum MHD_Result predict_answer(srv_server *s, struct MHD_Connection *c, srv_req *r,
                                       const pipe_result *res, const float *x)
 {
@@ -416,8 +408,8 @@ static enum MHD_Result predict_answer(srv_server *s, struct MHD_Connection *c, s
     char text[4096]; /* the answer, with a preprocessed image too */
     srv_buf b;
     srv_buf_init(&b, text, sizeof text);
-    result_json(&b, r->model, res, (srv_http_now_ns() - r->t0) / 1000,
-                r->want_prep && res->status == PIPE_OK ? x : NULL);
+    /* result_json reads x only for an answer (status PIPE_OK). */
+    result_json(&b, r->model, res, (srv_http_now_ns() - r->t0) / 1000, r->want_prep ? x : NULL);
     return respond_buf(s, c, r, pipe_status_http(res->status), SRV_HTTP_JSON, &b);
 }
 
@@ -510,16 +502,11 @@ static enum MHD_Result handle_predict(srv_server *s, struct MHD_Connection *c, s
     }
     pipe_result res;
     float prepared[PIPE_PIXELS];
-    float *prep = r->want_prep ? prepared : NULL;
-    classify(s, r->model, ws, data, len, prep, &res);
+    pipe_run_png(r->model->ens, ws, data, len, &s->lim, r->want_prep ? prepared : NULL, &res);
     pipe_ws_free(tmp);
     free(items);
     free(store);
-    char text[4096]; /* the answer, with a preprocessed image too */
-    srv_buf b;
-    srv_buf_init(&b, text, sizeof text);
-    result_json(&b, r->model, &res, (srv_http_now_ns() - r->t0) / 1000, prep);
-    return respond_buf(s, c, r, pipe_status_http(res.status), SRV_HTTP_JSON, &b);
+    return predict_answer(s, c, r, &res, prepared);
 }
 
 static enum MHD_Result handle_batch(srv_server *s, struct MHD_Connection *c, srv_req *r)
